@@ -1,0 +1,228 @@
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+)
+
+// Header names. The gateway forwards only AuthorizationHeader; ServiceTokenHeader is
+// never accepted from outside.
+const (
+	AuthorizationHeader = "authorization"
+	ServiceTokenHeader  = "x-umbra-service-token"
+)
+
+// TokenVerifier checks an access token and returns its principal.
+type TokenVerifier interface {
+	VerifyToken(ctx context.Context, token string) (*Principal, error)
+}
+
+// AppKeyVerifier checks an app API key and returns its principal.
+type AppKeyVerifier interface {
+	VerifyAppKey(ctx context.Context, key string) (*Principal, error)
+}
+
+// Config is what an Authenticator checks credentials against. Each credential left
+// unset turns its policy off: methods that require it are refused.
+type Config struct {
+	Policies Table
+	Tokens   TokenVerifier
+	AppKeys  AppKeyVerifier
+	// AdminCredential is the operator's secret for admin methods.
+	AdminCredential string
+	// ServiceToken is the shared secret services present to each other's internal
+	// methods when they do not use mTLS.
+	ServiceToken string
+	// ServicePeers are the certificate names (DNS SAN or common name) accepted as
+	// internal callers over mTLS.
+	ServicePeers []string
+}
+
+// Authenticator enforces a policy table.
+type Authenticator struct {
+	cfg          Config
+	adminHash    []byte
+	serviceHash  []byte
+	servicePeers []string
+}
+
+// New returns an Authenticator for cfg.
+func New(cfg Config) *Authenticator {
+	a := &Authenticator{cfg: cfg, servicePeers: slices.Clone(cfg.ServicePeers)}
+	if cfg.AdminCredential != "" {
+		a.adminHash = hash(cfg.AdminCredential)
+	}
+	if cfg.ServiceToken != "" {
+		a.serviceHash = hash(cfg.ServiceToken)
+	}
+	return a
+}
+
+func hash(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+// Policies returns the table the Authenticator enforces.
+func (a *Authenticator) Policies() Table { return a.cfg.Policies }
+
+// Authenticate checks the credentials in ctx's incoming metadata against the policy of
+// method, and returns the principal.
+func (a *Authenticator) Authenticate(ctx context.Context, method string) (*Principal, error) {
+	policy, ok := a.cfg.Policies[method]
+	if !ok {
+		return nil, errs.Permissionf("method %s has no access policy and is refused", method)
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	switch policy {
+	case Public:
+		return &Principal{Policy: Public}, nil
+	case Internal:
+		return a.internal(ctx, md)
+	}
+	cred, err := bearer(md)
+	if err != nil {
+		return nil, err
+	}
+	switch policy {
+	case Admin:
+		if a.adminHash == nil {
+			return nil, errs.Permissionf("admin methods are disabled: the server has no admin credential")
+		}
+		if subtle.ConstantTimeCompare(hash(cred), a.adminHash) != 1 {
+			return nil, errs.Unauthenticatedf("invalid admin credential")
+		}
+		return &Principal{Policy: Admin}, nil
+	case AppKey:
+		if a.cfg.AppKeys == nil {
+			return nil, errs.Permissionf("this server does not accept app keys")
+		}
+		return a.cfg.AppKeys.VerifyAppKey(ctx, cred)
+	case AccessToken:
+		if a.cfg.Tokens == nil {
+			return nil, errs.Permissionf("this server does not accept access tokens")
+		}
+		return a.cfg.Tokens.VerifyToken(ctx, cred)
+	}
+	return nil, errs.Permissionf("method %s has an unknown policy and is refused", method)
+}
+
+// bearer returns the single "Bearer" credential of the authorization header.
+func bearer(md metadata.MD) (string, error) {
+	vals := md.Get(AuthorizationHeader)
+	switch len(vals) {
+	case 0:
+		return "", errs.Unauthenticatedf("missing credential: send \"authorization: Bearer <token>\"")
+	case 1:
+	default:
+		return "", errs.Unauthenticatedf("more than one authorization header")
+	}
+	scheme, cred, ok := strings.Cut(vals[0], " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return "", errs.Unauthenticatedf("authorization header is not of the form \"Bearer <token>\"")
+	}
+	cred = strings.TrimSpace(cred)
+	if cred == "" {
+		return "", errs.Unauthenticatedf("empty bearer credential")
+	}
+	return cred, nil
+}
+
+func (a *Authenticator) internal(ctx context.Context, md metadata.MD) (*Principal, error) {
+	if name, ok := a.verifiedPeer(ctx); ok {
+		return &Principal{Policy: Internal, Service: name}, nil
+	}
+	if a.serviceHash != nil {
+		if vals := md.Get(ServiceTokenHeader); len(vals) == 1 &&
+			subtle.ConstantTimeCompare(hash(vals[0]), a.serviceHash) == 1 {
+			return &Principal{Policy: Internal, Service: "service-token"}, nil
+		}
+	}
+	return nil, errs.Permissionf("internal method: only Umbra services may call it")
+}
+
+// verifiedPeer returns the name of the caller's client certificate when the TLS stack
+// verified it against the client CA and the name is an allowed service.
+func (a *Authenticator) verifiedPeer(ctx context.Context) (string, bool) {
+	if len(a.servicePeers) == 0 {
+		return "", false
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return "", false
+	}
+	return a.peerName(info.State.VerifiedChains[0][0])
+}
+
+func (a *Authenticator) peerName(cert *x509.Certificate) (string, bool) {
+	for _, name := range append(slices.Clone(cert.DNSNames), cert.Subject.CommonName) {
+		if slices.Contains(a.servicePeers, name) {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+// UnaryInterceptor authenticates unary calls.
+func (a *Authenticator) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		p, err := a.Authenticate(ctx, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		noteCaller(ctx, p)
+		return handler(NewContext(ctx, p), req)
+	}
+}
+
+// StreamInterceptor authenticates streaming calls.
+func (a *Authenticator) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		p, err := a.Authenticate(ss.Context(), info.FullMethod)
+		if err != nil {
+			return err
+		}
+		noteCaller(ss.Context(), p)
+		return handler(srv, &principalStream{ServerStream: ss, ctx: NewContext(ss.Context(), p)})
+	}
+}
+
+type principalStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *principalStream) Context() context.Context { return s.ctx }
+
+// CallerNote is a slot an outer interceptor (the logger) puts in the context, so it can
+// report who called after the authenticator has run.
+type CallerNote struct{ Principal *Principal }
+
+type callerNoteKey struct{}
+
+// WithCallerNote returns ctx with an empty note the authenticator will fill.
+func WithCallerNote(ctx context.Context) (context.Context, *CallerNote) {
+	n := &CallerNote{}
+	return context.WithValue(ctx, callerNoteKey{}, n), n
+}
+
+func noteCaller(ctx context.Context, p *Principal) {
+	if n, ok := ctx.Value(callerNoteKey{}).(*CallerNote); ok {
+		n.Principal = p
+	}
+}

@@ -1,0 +1,228 @@
+package auth
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/ident"
+)
+
+// Token parameters shared by the issuer (the identity service) and every verifier.
+const (
+	// Algorithm is the only JWS algorithm access tokens use or verifiers accept.
+	Algorithm = "EdDSA"
+	// DefaultIssuer is the "iss" of access tokens unless configured otherwise.
+	DefaultIssuer = "umbra"
+	// DefaultTokenTTL is the lifetime of a token issued without one.
+	DefaultTokenTTL = time.Hour
+	// MinTokenTTL and MaxTokenTTL bound the lifetime an app may ask for.
+	MinTokenTTL = time.Minute
+	MaxTokenTTL = 24 * time.Hour
+	// Leeway is the clock skew tolerated between the issuer and a verifier.
+	Leeway = 5 * time.Second
+)
+
+// Claims are the claims of an access token: sub is the identity, app its app.
+type Claims struct {
+	jwt.RegisteredClaims
+	App string `json:"app"`
+}
+
+// KeySet gives the public keys that verify access tokens, by key id.
+type KeySet interface {
+	VerificationKeys(ctx context.Context) (map[string]ed25519.PublicKey, error)
+}
+
+// RevocationChecker says whether a token issued at issuedAt for identity in app has
+// been revoked. It returns an errs.ErrUnauthenticated when it has, and an
+// errs.ErrUnavailable when it cannot tell.
+type RevocationChecker interface {
+	CheckRevoked(ctx context.Context, app, identity string, issuedAt time.Time) error
+}
+
+// Verifier verifies access tokens against a KeySet, which it caches: it refetches when a
+// token names a key id it does not know (at most once per RefetchInterval, so tokens
+// with made-up key ids cannot make it hammer the identity service) and every
+// RefreshInterval in any case, so that unpublished keys stop verifying.
+type Verifier struct {
+	keys        KeySet
+	revocations RevocationChecker
+	issuer      string
+	now         func() time.Time
+
+	// RefetchInterval is the least time between two fetches on unknown key ids.
+	RefetchInterval time.Duration
+	// RefreshInterval is the most time a fetched key set is used.
+	RefreshInterval time.Duration
+
+	fetchMu   sync.Mutex // serialises fetches
+	mu        sync.RWMutex
+	cached    map[string]ed25519.PublicKey
+	fetchedAt time.Time
+}
+
+// NewVerifier returns a Verifier. revocations may not be nil: every service honours
+// revocations. now may be nil for time.Now.
+func NewVerifier(keys KeySet, revocations RevocationChecker, issuer string, now func() time.Time) *Verifier {
+	if now == nil {
+		now = time.Now
+	}
+	if issuer == "" {
+		issuer = DefaultIssuer
+	}
+	return &Verifier{
+		keys:            keys,
+		revocations:     revocations,
+		issuer:          issuer,
+		now:             now,
+		RefetchInterval: time.Second,
+		RefreshInterval: 5 * time.Minute,
+	}
+}
+
+// VerifyToken checks raw and returns its principal. Every failure is an
+// errs.ErrUnauthenticated that says what was wrong, except an identity service that
+// cannot be reached, which is an errs.ErrUnavailable.
+func (v *Verifier) VerifyToken(ctx context.Context, raw string) (*Principal, error) {
+	// Say plainly when the algorithm is wrong ("none", or HS256 keyed with the public
+	// key): the parser below refuses it too, but calls it a bad signature.
+	if t, _, err := jwt.NewParser().ParseUnverified(raw, &Claims{}); err == nil && t.Method.Alg() != Algorithm {
+		return nil, errs.Unauthenticatedf("access token algorithm %q is not accepted: tokens are signed with %s", t.Method.Alg(), Algorithm)
+	}
+	parser := jwt.NewParser(
+		jwt.WithValidMethods([]string{Algorithm}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithIssuer(v.issuer),
+		jwt.WithLeeway(Leeway),
+		jwt.WithTimeFunc(v.now),
+	)
+	var c Claims
+	_, err := parser.ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		if kid == "" {
+			return nil, errs.Unauthenticatedf("access token has no key id (kid)")
+		}
+		return v.key(ctx, kid)
+	})
+	if err != nil {
+		return nil, tokenError(err)
+	}
+	if c.IssuedAt == nil {
+		return nil, errs.Unauthenticatedf("access token has no issued-at (iat) claim")
+	}
+	if c.ExpiresAt.Sub(c.IssuedAt.Time) > MaxTokenTTL {
+		return nil, errs.Unauthenticatedf("access token lives longer than %s", MaxTokenTTL)
+	}
+	if err := ident.ValidUser("access token subject", c.Subject); err != nil {
+		return nil, errs.Unauthenticatedf("%v", err)
+	}
+	if c.App == "" {
+		return nil, errs.Unauthenticatedf("access token has no app claim")
+	}
+	if c.ID == "" {
+		return nil, errs.Unauthenticatedf("access token has no token id (jti)")
+	}
+	if err := v.revocations.CheckRevoked(ctx, c.App, c.Subject, c.IssuedAt.Time); err != nil {
+		return nil, err
+	}
+	return &Principal{
+		Policy:    AccessToken,
+		AppID:     c.App,
+		Identity:  c.Subject,
+		TokenID:   c.ID,
+		IssuedAt:  c.IssuedAt.Time,
+		ExpiresAt: c.ExpiresAt.Time,
+	}, nil
+}
+
+// tokenError turns a parse failure into a message for the caller.
+func tokenError(err error) error {
+	var e *errs.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	var msg string
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		msg = "access token is malformed"
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		msg = "access token cannot be verified"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		msg = "access token signature is invalid"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		msg = "access token has expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		msg = "access token is not valid yet"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		msg = "access token has the wrong issuer"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		msg = "access token lacks a required claim"
+	default:
+		msg = "access token is invalid"
+	}
+	return errs.Unauthenticatedf("%s", msg)
+}
+
+// key returns the public key with id kid, refetching the key set when it is unknown.
+func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, error) {
+	v.mu.RLock()
+	k, ok := v.cached[kid]
+	fresh := v.now().Sub(v.fetchedAt) < v.RefreshInterval
+	mayRefetch := v.now().Sub(v.fetchedAt) >= v.RefetchInterval
+	v.mu.RUnlock()
+	if ok && fresh {
+		return k, nil
+	}
+	if !ok && !mayRefetch {
+		return nil, errs.Unauthenticatedf("access token names an unknown signing key")
+	}
+	if err := v.refetch(ctx); err != nil {
+		return nil, err
+	}
+	v.mu.RLock()
+	k, ok = v.cached[kid]
+	v.mu.RUnlock()
+	if !ok {
+		return nil, errs.Unauthenticatedf("access token names an unknown signing key")
+	}
+	return k, nil
+}
+
+func (v *Verifier) refetch(ctx context.Context) error {
+	v.fetchMu.Lock()
+	defer v.fetchMu.Unlock()
+	v.mu.RLock()
+	recent := !v.fetchedAt.IsZero() && v.now().Sub(v.fetchedAt) < v.RefetchInterval
+	v.mu.RUnlock()
+	if recent {
+		return nil // another caller just fetched
+	}
+	keys, err := v.keys.VerificationKeys(ctx)
+	if err != nil {
+		return errs.Unavailablef("cannot fetch token signing keys: %v", err)
+	}
+	v.mu.Lock()
+	v.cached, v.fetchedAt = keys, v.now()
+	v.mu.Unlock()
+	return nil
+}
+
+// SignToken signs claims with key under key id kid. Only the identity service calls it;
+// it lives here so that issuer and verifiers share one definition of a token.
+func SignToken(c *Claims, kid string, key ed25519.PrivateKey) (string, error) {
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+	t.Header["kid"] = kid
+	s, err := t.SignedString(key)
+	if err != nil {
+		return "", fmt.Errorf("auth: sign token: %w", err)
+	}
+	return s, nil
+}

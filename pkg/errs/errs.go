@@ -1,0 +1,157 @@
+// Package errs holds the sentinel errors that stores and domain code return, and the one
+// function that turns them into gRPC statuses.
+//
+// Domain code wraps a sentinel with a message for the caller:
+//
+//	return errs.Invalidf("identity %q is longer than %d bytes", id, max)
+//
+// and the server's error interceptor calls Status, so no handler builds a status itself.
+package errs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/protoadapt"
+)
+
+// The kinds of failure. Each maps to one gRPC code.
+var (
+	ErrInvalid         = errors.New("invalid argument")
+	ErrNotFound        = errors.New("not found")
+	ErrExists          = errors.New("already exists")
+	ErrPermission      = errors.New("permission denied")
+	ErrUnauthenticated = errors.New("unauthenticated")
+	ErrConflict        = errors.New("conflict")
+	ErrPrecondition    = errors.New("failed precondition")
+	ErrExhausted       = errors.New("resource exhausted")
+	ErrUnavailable     = errors.New("unavailable")
+	ErrTooLarge        = errors.New("too large")
+)
+
+var codeOf = []struct {
+	kind error
+	code codes.Code
+}{
+	{ErrInvalid, codes.InvalidArgument},
+	{ErrTooLarge, codes.InvalidArgument},
+	{ErrNotFound, codes.NotFound},
+	{ErrExists, codes.AlreadyExists},
+	{ErrPermission, codes.PermissionDenied},
+	{ErrUnauthenticated, codes.Unauthenticated},
+	{ErrConflict, codes.Aborted},
+	{ErrPrecondition, codes.FailedPrecondition},
+	{ErrExhausted, codes.ResourceExhausted},
+	{ErrUnavailable, codes.Unavailable},
+	{context.Canceled, codes.Canceled},
+	{context.DeadlineExceeded, codes.DeadlineExceeded},
+}
+
+// Error is a sentinel kind with a message for the caller and optional status details.
+type Error struct {
+	kind    error
+	msg     string
+	details []proto.Message
+}
+
+func (e *Error) Error() string { return e.msg }
+
+// Unwrap returns the kind, so errors.Is(err, ErrInvalid) holds.
+func (e *Error) Unwrap() error { return e.kind }
+
+// WithDetails returns a copy of e that carries details into the gRPC status, for errors
+// a client acts on (the current epoch of a group, the attempts left on a backup).
+func (e *Error) WithDetails(details ...proto.Message) *Error {
+	c := *e
+	c.details = append(append([]proto.Message(nil), e.details...), details...)
+	return &c
+}
+
+func newf(kind error, format string, args ...any) *Error {
+	return &Error{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+// Invalidf reports a request that is malformed or out of range.
+func Invalidf(format string, args ...any) *Error { return newf(ErrInvalid, format, args...) }
+
+// NotFoundf reports a missing resource.
+func NotFoundf(format string, args ...any) *Error { return newf(ErrNotFound, format, args...) }
+
+// Existsf reports a resource that already exists.
+func Existsf(format string, args ...any) *Error { return newf(ErrExists, format, args...) }
+
+// Permissionf reports an authenticated caller that may not do this.
+func Permissionf(format string, args ...any) *Error { return newf(ErrPermission, format, args...) }
+
+// Unauthenticatedf reports a missing, malformed or invalid credential.
+func Unauthenticatedf(format string, args ...any) *Error {
+	return newf(ErrUnauthenticated, format, args...)
+}
+
+// Conflictf reports a lost compare-and-swap: the caller should reload and retry.
+func Conflictf(format string, args ...any) *Error { return newf(ErrConflict, format, args...) }
+
+// Preconditionf reports a request the current state does not allow.
+func Preconditionf(format string, args ...any) *Error {
+	return newf(ErrPrecondition, format, args...)
+}
+
+// Exhaustedf reports a rate limit or quota that has run out.
+func Exhaustedf(format string, args ...any) *Error { return newf(ErrExhausted, format, args...) }
+
+// Unavailablef reports a dependency that cannot answer now; the caller may retry.
+func Unavailablef(format string, args ...any) *Error {
+	return newf(ErrUnavailable, format, args...)
+}
+
+// TooLargef reports a request over a size limit.
+func TooLargef(format string, args ...any) *Error { return newf(ErrTooLarge, format, args...) }
+
+// Code returns the gRPC code for err, and whether err is of a known kind. A gRPC status
+// error keeps its own code.
+func Code(err error) (codes.Code, bool) {
+	if err == nil {
+		return codes.OK, true
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code(), true
+	}
+	for _, c := range codeOf {
+		if errors.Is(err, c.kind) {
+			return c.code, true
+		}
+	}
+	return codes.Internal, false
+}
+
+// Status turns err into a gRPC status error. Errors of a known kind keep their message;
+// anything else becomes Internal with a generic message, so that no internal detail
+// leaks: the caller of Status logs the cause (known reports whether it must).
+func Status(err error) (st error, known bool) {
+	if err == nil {
+		return nil, true
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Err(), true
+	}
+	code, known := Code(err)
+	if !known {
+		return status.Error(codes.Internal, "internal error"), false
+	}
+	s := status.New(code, err.Error())
+	var e *Error
+	if errors.As(err, &e) && len(e.details) > 0 {
+		v1 := make([]protoadapt.MessageV1, 0, len(e.details))
+		for _, d := range e.details {
+			v1 = append(v1, protoadapt.MessageV1Of(d))
+		}
+		if withDetails, derr := s.WithDetails(v1...); derr == nil {
+			s = withDetails
+		}
+	}
+	return s.Err(), true
+}
