@@ -92,15 +92,6 @@ func New(cfg Config, authn *auth.Authenticator, log *zap.Logger, reg prometheus.
 	return s, nil
 }
 
-// Listen opens the configured address.
-func (s *Server) Listen() (net.Listener, error) {
-	lis, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("grpc: listen on %s: %w", s.cfg.Addr, err)
-	}
-	return lis, nil
-}
-
 // Serve serves on lis until ctx ends, then stops gracefully: new calls are refused,
 // health turns NOT_SERVING, and calls in flight get ShutdownGrace to finish.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+	"github.com/umbra-e2ee/umbra/pkg/node"
+	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
+)
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dev", stderr)
+	cfg := node.DevConfig{Out: stdout}
+	var cors listFlag
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "gRPC listen address (loopback)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "REST gateway listen address (loopback)")
+	fs.StringVar(&cfg.DataDir, "data", "./umbra-data", "folder for the services' bbolt files")
+	fs.StringVar(&cfg.AdminCredential, "admin-token", "", "admin credential (default: generated once and kept in the data folder)")
+	fs.Var(&cors, "cors-origins", "comma-separated browser origins allowed to call the REST API")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg.CORSOrigins = cors
+	log, err := newLogger(*logLevel, true, stderr)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	return node.RunDev(ctx, cfg, log)
+}
+
+// serveFlags are the flags of `umbra serve`.
+type serveFlags struct {
+	grpc        grpcserver.Config
+	httpAddr    string
+	metricsAddr string
+	dataDir     string
+	peerTLS     tlsconf.Client
+	peers       map[string]*string
+	adminToken  string
+	serviceTok  string
+	servicePeer listFlag
+	issuer      string
+	maxBody     int64
+	cors        listFlag
+	logLevel    string
+}
+
+func (f *serveFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.grpc.Addr, "grpc-addr", "127.0.0.1:9090", "gRPC listen address")
+	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8080", "REST gateway listen address (gateway and all)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "HTTP address for /metrics when the process runs no gateway")
+	fs.StringVar(&f.dataDir, "data", "/var/lib/umbra", "folder for the service's bbolt file")
+	fs.StringVar(&f.grpc.TLS.CertFile, "tls-cert", "", "server certificate (PEM)")
+	fs.StringVar(&f.grpc.TLS.KeyFile, "tls-key", "", "server key (PEM)")
+	fs.StringVar(&f.grpc.TLS.ClientCAFile, "tls-client-ca", "", "CA that signs client certificates (enables mTLS)")
+	fs.BoolVar(&f.grpc.TLS.RequireClientCert, "tls-require-client-cert", false, "refuse clients without a certificate")
+	fs.BoolVar(&f.grpc.Insecure, "insecure", false, "allow plaintext beyond loopback (never in production)")
+	fs.StringVar(&f.peerTLS.CAFile, "peer-tls-ca", "", "CA that signs the other services' certificates")
+	fs.StringVar(&f.peerTLS.CertFile, "peer-tls-cert", "", "this process's client certificate for mTLS to other services")
+	fs.StringVar(&f.peerTLS.KeyFile, "peer-tls-key", "", "key of --peer-tls-cert")
+	f.peers = map[string]*string{}
+	for _, s := range gateway.Services() {
+		f.peers[s] = fs.String(s+"-addr", "", "gRPC address of the "+s+" service (default: this process, or --grpc-addr)")
+	}
+	fs.StringVar(&f.adminToken, "admin-token", "", "admin credential for CreateApp and other admin calls")
+	fs.StringVar(&f.serviceTok, "service-token", "", "shared secret for service-to-service calls (when not using mTLS)")
+	fs.Var(&f.servicePeer, "service-peers", "certificate names accepted as internal callers over mTLS (comma-separated)")
+	fs.StringVar(&f.issuer, "issuer", "", "access tokens' issuer (default \"umbra\")")
+	fs.Int64Var(&f.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest REST request body")
+	fs.Var(&f.cors, "cors-origins", "comma-separated browser origins allowed to call the REST API")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+}
+
+// peer returns how to reach service s.
+func (f *serveFlags) peer(s string) grpcclient.Config {
+	addr := *f.peers[s]
+	if addr == "" {
+		addr = f.grpc.Addr
+	}
+	return grpcclient.Config{Addr: addr, TLS: f.peerTLS, Insecure: f.grpc.Insecure, ServiceToken: f.serviceTok}
+}
+
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+	roles := append(gateway.Services(), "gateway", "all")
+	if len(args) == 0 || !slices.Contains(roles, args[0]) {
+		fmt.Fprintf(stderr, "usage: umbra serve <%s> [flags]\n", strings.Join(roles, "|"))
+		return errUsage
+	}
+	role := args[0]
+	fs := newFlagSet("serve "+role, stderr)
+	var f serveFlags
+	f.register(fs)
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	log, err := newLogger(f.logLevel, false, stderr)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+
+	gw := &gateway.Config{Addr: f.httpAddr, Insecure: f.grpc.Insecure, MaxBodyBytes: f.maxBody, CORSOrigins: f.cors}
+	if role == "gateway" {
+		gw.Upstreams = map[string]grpcclient.Config{}
+		for _, s := range gateway.Services() {
+			p := f.peer(s)
+			p.ServiceToken = "" // the gateway is no service: it never calls internal methods
+			gw.Upstreams[s] = p
+		}
+		return gateway.Run(ctx, *gw, log.Named("gateway"))
+	}
+	cfg := node.Config{
+		Roles:           []string{role},
+		DataDir:         f.dataDir,
+		GRPC:            f.grpc,
+		MetricsAddr:     f.metricsAddr,
+		AdminCredential: f.adminToken,
+		ServiceToken:    f.serviceTok,
+		ServicePeers:    f.servicePeer,
+		Issuer:          f.issuer,
+	}
+	switch role {
+	case "all":
+		cfg.Roles = gateway.Services()
+		if f.httpAddr != "" {
+			cfg.Gateway = gw
+		}
+	case gateway.Identity:
+	default:
+		if *f.peers[gateway.Identity] == "" {
+			return fmt.Errorf("--identity-addr is required: the %s service verifies tokens with the identity service", role)
+		}
+		cfg.Identity = f.peer(gateway.Identity)
+	}
+	return node.Run(ctx, cfg, log)
+}

@@ -1,0 +1,347 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
+	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+)
+
+//go:embed openapi/umbra.swagger.json
+var openAPI []byte
+
+// DefaultMaxBodyBytes bounds a request body unless configured otherwise: room for the
+// largest message envelope (256 KiB) in base64 with its JSON around it.
+const DefaultMaxBodyBytes = 1 << 20
+
+// Config configures the gateway.
+type Config struct {
+	// Addr is the HTTP listen address, "127.0.0.1:8080" by default.
+	Addr string
+	TLS  tlsconf.Server
+	// Insecure allows plaintext HTTP on an address that is not loopback.
+	Insecure bool
+	// Upstreams says how to reach each service by name (Identity, Card...). Every
+	// service must have one.
+	Upstreams map[string]grpcclient.Config
+	// MaxBodyBytes bounds request bodies; 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// CORSOrigins are the browser origins allowed to call the API ("*" for any); none
+	// means no CORS headers at all.
+	CORSOrigins []string
+	// Metrics, when set, is served at /metrics.
+	Metrics http.Handler
+}
+
+// Gateway is the HTTP handler with its upstream connections.
+type Gateway struct {
+	cfg      Config
+	log      *zap.Logger
+	conns    map[string]*grpc.ClientConn
+	identity identityv1.IdentityServiceClient
+	handler  http.Handler
+}
+
+// New dials the upstreams (without waiting for them) and builds the handler.
+func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	g := &Gateway{cfg: cfg, log: log, conns: map[string]*grpc.ClientConn{}}
+	mux := runtime.NewServeMux(
+		// Authorization is always forwarded by grpc-gateway; nothing else is.
+		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
+			MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+		}}),
+		runtime.WithRoutingErrorHandler(routingError),
+		runtime.WithDisableHTTPMethodOverride(),
+	)
+	for _, u := range upstreams {
+		uc, ok := cfg.Upstreams[u.name]
+		if !ok {
+			g.Close()
+			return nil, fmt.Errorf("gateway: no address for the %s service", u.name)
+		}
+		conn, ok := g.connFor(uc)
+		if !ok {
+			var err error
+			if conn, err = grpcclient.Dial(uc); err != nil {
+				g.Close()
+				return nil, fmt.Errorf("gateway: %s: %w", u.name, err)
+			}
+		}
+		g.conns[u.name] = conn
+		if err := u.register(ctx, mux, conn); err != nil {
+			g.Close()
+			return nil, fmt.Errorf("gateway: register %s: %w", u.name, err)
+		}
+	}
+	g.identity = identityv1.NewIdentityServiceClient(g.conns[Identity])
+
+	root := http.NewServeMux()
+	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	root.HandleFunc("GET /readyz", g.ready)
+	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI)
+	})
+	root.HandleFunc("GET /.well-known/jwks.json", g.jwks)
+	if cfg.Metrics != nil {
+		root.Handle("GET /metrics", cfg.Metrics)
+	}
+	root.Handle("/", limitBody(cfg.MaxBodyBytes, mux))
+	g.handler = cors(cfg.CORSOrigins, root)
+	return g, nil
+}
+
+// connFor reuses a connection already dialled to the same address (in `umbra dev`
+// every service is behind one listener).
+func (g *Gateway) connFor(uc grpcclient.Config) (*grpc.ClientConn, bool) {
+	for name, conn := range g.conns {
+		if g.cfg.Upstreams[name] == uc {
+			return conn, true
+		}
+	}
+	return nil, false
+}
+
+// Handler returns the gateway's HTTP handler.
+func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// Close closes the upstream connections.
+func (g *Gateway) Close() {
+	seen := map[*grpc.ClientConn]bool{}
+	for _, c := range g.conns {
+		if !seen[c] {
+			seen[c] = true
+			c.Close()
+		}
+	}
+}
+
+// Run serves the gateway on cfg.Addr until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:8080"
+	}
+	if !cfg.TLS.Enabled() {
+		if err := tlsconf.CheckPlaintext("HTTP listener", cfg.Addr, cfg.Insecure); err != nil {
+			return err
+		}
+	}
+	g, err := New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	lis, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("gateway: listen on %s: %w", cfg.Addr, err)
+	}
+	return g.Serve(ctx, lis)
+}
+
+// Serve serves on lis until ctx ends.
+func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
+	srv := &http.Server{
+		Handler:           g.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          zap.NewStdLog(g.log),
+	}
+	if g.cfg.TLS.Enabled() {
+		tc, err := g.cfg.TLS.Config()
+		if err != nil {
+			return err
+		}
+		srv.TLSConfig = tc
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(lis, "", "")
+		} else {
+			errc <- srv.Serve(lis)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = srv.Close() // streams do not end by themselves
+	}
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return err
+}
+
+// ready answers 200 when every upstream service reports SERVING, 503 otherwise.
+func (g *Gateway) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	states := map[string]string{}
+	ok := true
+	for _, u := range upstreams {
+		resp, err := healthpb.NewHealthClient(g.conns[u.name]).Check(ctx, &healthpb.HealthCheckRequest{Service: u.grpcName})
+		switch {
+		case err != nil:
+			states[u.name] = status.Code(err).String()
+			ok = false
+		case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
+			states[u.name] = resp.GetStatus().String()
+			ok = false
+		default:
+			states[u.name] = "SERVING"
+		}
+	}
+	code := http.StatusOK
+	if !ok {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{"ready": ok, "services": states})
+}
+
+// jwk is one key of a JWK set (RFC 8037: Ed25519 as an OKP key).
+type jwk struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Kid string `json:"kid"`
+	Alg string `json:"alg"`
+	Use string `json:"use"`
+}
+
+// jwks serves the token-signing keys as a JWK set.
+func (g *Gateway) jwks(w http.ResponseWriter, r *http.Request) {
+	resp, err := g.identity.GetSigningKeys(r.Context(), &identityv1.GetSigningKeysRequest{})
+	if err != nil {
+		s := status.Convert(err)
+		writeJSON(w, runtime.HTTPStatusFromCode(s.Code()), map[string]any{"code": s.Code(), "message": s.Message()})
+		return
+	}
+	set := struct {
+		Keys []jwk `json:"keys"`
+	}{Keys: []jwk{}}
+	for _, k := range resp.GetKeys() {
+		set.Keys = append(set.Keys, jwk{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k.GetPublicKey()), Kid: k.GetKeyId(), Alg: k.GetAlgorithm(), Use: "sig"})
+	}
+	w.Header().Set("Cache-Control", "public, max-age=60")
+	writeJSON(w, http.StatusOK, set)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// writeError writes an error body of the same shape as grpc-gateway's.
+func writeError(w http.ResponseWriter, code codes.Code, msg string) {
+	writeJSON(w, runtime.HTTPStatusFromCode(code), map[string]any{"code": code, "message": msg, "details": []any{}})
+}
+
+// routingError says what was wrong with a request that matched no route.
+func routingError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	switch httpStatus {
+	case http.StatusMethodNotAllowed:
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"code": codes.Unimplemented, "message": fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path), "details": []any{}})
+	case http.StatusNotFound:
+		writeError(w, codes.NotFound, fmt.Sprintf("no route for %s %s; see /openapi.json", r.Method, r.URL.Path))
+	default:
+		writeError(w, codes.InvalidArgument, http.StatusText(httpStatus))
+	}
+}
+
+// limitBody refuses request bodies over max with 413 before any of it reaches a
+// service. The body is read whole (it is small by definition) so that the limit holds
+// for chunked bodies too.
+func limitBody(max int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
+		tooLarge := func() {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]any{"code": codes.InvalidArgument, "message": fmt.Sprintf("request body is over the limit of %d bytes", max), "details": []any{}})
+		}
+		if r.ContentLength > max {
+			tooLarge()
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+		if err != nil {
+			writeError(w, codes.InvalidArgument, "cannot read request body")
+			return
+		}
+		if int64(len(body)) > max {
+			tooLarge()
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cors answers preflight requests and sets the CORS headers for allowed origins. With
+// no origins configured it adds nothing, so browsers keep the same-origin policy.
+func cors(origins []string, next http.Handler) http.Handler {
+	if len(origins) == 0 {
+		return next
+	}
+	allowed := map[string]bool{}
+	for _, o := range origins {
+		allowed[o] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" || !(allowed["*"] || allowed[origin]) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,308 @@
+// Package node runs Umbra roles in one process: the services it is given, on one gRPC
+// listener, optionally with the REST gateway beside them. `umbra serve <role>` runs one
+// role; `umbra serve all` and `umbra dev` run them all.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
+	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+)
+
+// Config is one process's configuration.
+type Config struct {
+	// Roles are the services to host: any of gateway.Services().
+	Roles []string
+	// DataDir holds each hosted service's bbolt file (<role>.db).
+	DataDir string
+	// GRPC is the services' listener.
+	GRPC grpcserver.Config
+	// Gateway, when set, runs the REST gateway in this process in front of the hosted
+	// services (its Upstreams are filled in to point at GRPC's listener).
+	Gateway *gateway.Config
+	// MetricsAddr, when set, serves /metrics on its own HTTP listener.
+	MetricsAddr string
+	// Identity says how to reach the identity service for signing keys and
+	// revocations. A process that hosts only the identity role checks tokens against
+	// its own store; any other process reaches identity over gRPC, even when it is in
+	// the same process, as it would in a cluster.
+	Identity grpcclient.Config
+	// AdminCredential enables the admin methods (CreateApp...).
+	AdminCredential string
+	// ServiceToken authenticates services to each other's internal methods (when not
+	// using mTLS), and is sent on this process's calls to other services.
+	ServiceToken string
+	// ServicePeers are the certificate names accepted as internal callers over mTLS.
+	ServicePeers []string
+	// Issuer is the access tokens' "iss".
+	Issuer string
+	// Ready, when set, is called once every listener is up, with their addresses.
+	Ready func(ctx context.Context, addrs Addrs) error
+}
+
+// Addrs are the addresses a running node listens on.
+type Addrs struct {
+	GRPC    string
+	Gateway string
+}
+
+// hosted is one service running in this process.
+type hosted struct {
+	name     string
+	grpcName string
+	register func(*grpc.Server)
+	policies auth.Table
+	close    func() error
+	// run, when set, is a background loop started with the server.
+	run func(ctx context.Context)
+}
+
+// deps are what a service may need from its process.
+type deps struct {
+	dataDir string
+	log     *zap.Logger
+	cfg     Config
+	// identity is set when the process hosts the identity service.
+	identity interface {
+		auth.AppKeyVerifier
+		auth.KeySet
+		auth.RevocationChecker
+	}
+}
+
+// Run hosts cfg.Roles until ctx ends.
+func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if len(cfg.Roles) == 0 {
+		return errors.New("node: no roles to run")
+	}
+	for _, r := range cfg.Roles {
+		if !slices.Contains(gateway.Services(), r) {
+			return fmt.Errorf("node: unknown role %q (roles: %v)", r, gateway.Services())
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	if cfg.GRPC.Addr == "" {
+		cfg.GRPC.Addr = "127.0.0.1:9090"
+	}
+	lis, err := net.Listen("tcp", cfg.GRPC.Addr)
+	if err != nil {
+		return fmt.Errorf("node: listen on %s: %w", cfg.GRPC.Addr, err)
+	}
+	defer lis.Close()
+	addrs := Addrs{GRPC: lis.Addr().String()}
+	if cfg.Identity.Addr == "" && slices.Contains(cfg.Roles, gateway.Identity) {
+		// Hosted here: reach it at this listener, as any other client would.
+		cfg.Identity = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC)}
+	}
+
+	d := &deps{dataDir: cfg.DataDir, log: log, cfg: cfg}
+	var services []*hosted
+	defer func() {
+		for _, s := range slices.Backward(services) {
+			if err := s.close(); err != nil {
+				log.Error("close store", zap.String("service", s.name), zap.Error(err))
+			}
+		}
+	}()
+	// identity first: the others may use it as their verifier.
+	roles := slices.Clone(cfg.Roles)
+	slices.SortStableFunc(roles, func(a, b string) int { return boolInt(b == gateway.Identity) - boolInt(a == gateway.Identity) })
+	for _, r := range roles {
+		s, err := builders[r](d)
+		if err != nil {
+			return fmt.Errorf("node: start %s: %w", r, err)
+		}
+		services = append(services, s)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+
+	var background []func(ctx context.Context)
+	tokens, runFeed, closeIdentity, err := tokenVerifier(d)
+	if err != nil {
+		return err
+	}
+	defer closeIdentity()
+	if runFeed != nil {
+		background = append(background, runFeed)
+	}
+	tables := []auth.Table{grpcserver.SystemPolicies()}
+	for _, s := range services {
+		tables = append(tables, s.policies)
+		if s.run != nil {
+			background = append(background, s.run)
+		}
+	}
+	table, err := auth.Merge(tables...)
+	if err != nil {
+		return err
+	}
+	acfg := auth.Config{
+		Policies:        table,
+		Tokens:          tokens,
+		AdminCredential: cfg.AdminCredential,
+		ServiceToken:    cfg.ServiceToken,
+		ServicePeers:    cfg.ServicePeers,
+	}
+	if d.identity != nil {
+		acfg.AppKeys = d.identity
+	}
+	srv, err := grpcserver.New(cfg.GRPC, auth.New(acfg), log.Named("grpc"), reg)
+	if err != nil {
+		return err
+	}
+	for _, s := range services {
+		s.register(srv.Server)
+	}
+	if err := grpcserver.CheckPolicies(srv.Server, table); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	for _, s := range services {
+		srv.Health.SetServingStatus(s.grpcName, healthpb.HealthCheckResponse_SERVING)
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	// fail stops what has started and returns err.
+	fail := func(err error) error {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	wg.Go(func() { errc <- srv.Serve(ctx, lis) })
+	for _, f := range background {
+		wg.Go(func() { f(ctx) })
+	}
+
+	if cfg.Gateway != nil {
+		gcfg := *cfg.Gateway
+		gcfg.Metrics = metrics
+		gcfg.Upstreams = map[string]grpcclient.Config{}
+		for _, name := range gateway.Services() {
+			gcfg.Upstreams[name] = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC), Insecure: true}
+		}
+		if cfg.GRPC.TLS.Enabled() {
+			return fail(errors.New("node: an in-process gateway talks to its services over loopback plaintext; run the gateway on its own (umbra serve gateway) to use TLS between them"))
+		}
+		g, err := gateway.New(ctx, gcfg, log.Named("gateway"))
+		if err != nil {
+			return fail(err)
+		}
+		defer g.Close()
+		if gcfg.Addr == "" {
+			gcfg.Addr = "127.0.0.1:8080"
+		}
+		if !gcfg.TLS.Enabled() {
+			if err := tlsconf.CheckPlaintext("HTTP listener", gcfg.Addr, gcfg.Insecure); err != nil {
+				return fail(err)
+			}
+		}
+		glis, err := net.Listen("tcp", gcfg.Addr)
+		if err != nil {
+			return fail(fmt.Errorf("gateway: listen on %s: %w", gcfg.Addr, err))
+		}
+		addrs.Gateway = glis.Addr().String()
+		wg.Go(func() { errc <- g.Serve(ctx, glis) })
+	} else if cfg.MetricsAddr != "" {
+		mlis, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fail(fmt.Errorf("metrics: listen on %s: %w", cfg.MetricsAddr, err))
+		}
+		wg.Go(func() { errc <- serveMetrics(ctx, mlis, metrics) })
+	}
+	log.Info("serving", zap.Strings("roles", cfg.Roles), zap.String("grpc", addrs.GRPC), zap.String("gateway", addrs.Gateway))
+
+	if cfg.Ready != nil {
+		if err := cfg.Ready(ctx, addrs); err != nil {
+			return fail(err)
+		}
+	}
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+		cancel()
+	}
+	wg.Wait()
+	log.Info("stopped")
+	return first
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// loopbackAddr turns a wildcard listen address into one a client can dial.
+func loopbackAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// tokenVerifier returns the access-token verifier of the process, and the revocation
+// feed's loop when it follows the identity service remotely.
+func tokenVerifier(d *deps) (auth.TokenVerifier, func(context.Context), func(), error) {
+	if d.identity != nil && len(d.cfg.Roles) == 1 {
+		return auth.NewVerifier(d.identity, d.identity, d.cfg.Issuer, nil), nil, func() {}, nil
+	}
+	icfg := d.cfg.Identity
+	icfg.ServiceToken = d.cfg.ServiceToken
+	conn, err := grpcclient.Dial(icfg)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("node: identity service: %w", err)
+	}
+	remote := auth.Remote{Client: identityv1.NewIdentityServiceClient(conn)}
+	feed := auth.NewRevocationFeed(remote, nil)
+	return auth.NewVerifier(remote, feed, d.cfg.Issuer, nil), feed.Run, func() { conn.Close() }, nil
+}
+
+func serveMetrics(ctx context.Context, lis net.Listener, h http.Handler) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func dbPath(d *deps, name string) string { return filepath.Join(d.dataDir, name+".db") }
