@@ -2,8 +2,8 @@ package node
 
 import (
 	"github.com/umbra-e2ee/umbra/gateway"
-	"github.com/umbra-e2ee/umbra/services/identity"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	"github.com/umbra-e2ee/umbra/services/identity"
 )
 
 // builders start each role's service over its own store.
