@@ -74,8 +74,8 @@ func New(cfg Config, authn *auth.Authenticator, log *zap.Logger, reg prometheus.
 	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
-		grpc.ChainUnaryInterceptor(recoverUnary(log), observeUnary(log, m), authn.UnaryInterceptor(), errorsUnary(log)),
-		grpc.ChainStreamInterceptor(recoverStream(log), observeStream(log, m), authn.StreamInterceptor(), errorsStream(log)),
+		grpc.ChainUnaryInterceptor(recoverUnary(log), observeUnary(log, m), errorsUnary(log), authn.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(recoverStream(log), observeStream(log, m), errorsStream(log), authn.StreamInterceptor()),
 	}
 	if cfg.TLS.Enabled() {
 		tc, err := cfg.TLS.Config()

@@ -112,9 +112,10 @@ func tokenTTL(d *durationpb.Duration, def time.Duration) (time.Duration, error) 
 	return ttl, nil
 }
 
-// revokeBefore returns the revocation time asked for, rounded up to the next whole
-// second (token times have one-second resolution, so a token issued in the same second
-// might otherwise survive), or now.
+// revokeBefore returns the revocation time asked for (or now), moved to the start of the
+// next whole second. Token times have one-second resolution, so a token issued within
+// the same second as the revocation is revoked too, rather than a token issued just
+// before it surviving.
 func revokeBefore(ts *timestamppb.Timestamp, now time.Time) (time.Time, error) {
 	before := now
 	if ts != nil {
@@ -129,8 +130,5 @@ func revokeBefore(ts *timestamppb.Timestamp, now time.Time) (time.Time, error) {
 			before = now
 		}
 	}
-	if t := before.Truncate(time.Second); !t.Equal(before) {
-		before = t.Add(time.Second)
-	}
-	return before, nil
+	return before.Truncate(time.Second).Add(time.Second), nil
 }

@@ -848,8 +848,9 @@ type RevokeTokensRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Identity string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
 	// Tokens issued before this time are revoked; unset means now. It may not be in the
-	// future. Token times have a resolution of one second, so a token issued within the
-	// same second as `before` is revoked as well.
+	// future. Token times have a resolution of one second, so the revocation takes effect
+	// from the start of the next whole second: a token issued within the same second as
+	// `before` is revoked as well.
 	Before        *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=before,proto3" json:"before,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
