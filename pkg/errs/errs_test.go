@@ -1,0 +1,63 @@
+package errs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+func TestStatus(t *testing.T) {
+	cases := []struct {
+		name  string
+		err   error
+		code  codes.Code
+		msg   string
+		known bool
+	}{
+		{"invalid", Invalidf("identity %q is too long", "x"), codes.InvalidArgument, `identity "x" is too long`, true},
+		{"wrapped not found", fmt.Errorf("store: %w", NotFoundf("app a not found")), codes.NotFound, "store: app a not found", true},
+		{"bare sentinel", ErrExists, codes.AlreadyExists, "already exists", true},
+		{"permission", Permissionf("not yours"), codes.PermissionDenied, "not yours", true},
+		{"unauthenticated", Unauthenticatedf("expired"), codes.Unauthenticated, "expired", true},
+		{"conflict", Conflictf("epoch 3 is stale"), codes.Aborted, "epoch 3 is stale", true},
+		{"precondition", Preconditionf("rotate first"), codes.FailedPrecondition, "rotate first", true},
+		{"exhausted", Exhaustedf("slow down"), codes.ResourceExhausted, "slow down", true},
+		{"unavailable", Unavailablef("later"), codes.Unavailable, "later", true},
+		{"too large", TooLargef("envelope is 300 KiB"), codes.InvalidArgument, "envelope is 300 KiB", true},
+		{"canceled", context.Canceled, codes.Canceled, "context canceled", true},
+		{"status passes through", status.Error(codes.Aborted, "as is"), codes.Aborted, "as is", true},
+		{"unknown error hides its message", errors.New("open /var/lib/secret: permission denied"), codes.Internal, "internal error", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st, known := Status(tc.err)
+			s := status.Convert(st)
+			if s.Code() != tc.code || s.Message() != tc.msg || known != tc.known {
+				t.Errorf("Status = %v %q known=%v; want %v %q known=%v", s.Code(), s.Message(), known, tc.code, tc.msg, tc.known)
+			}
+		})
+	}
+	if st, known := Status(nil); st != nil || !known {
+		t.Errorf("Status(nil) = %v, %v", st, known)
+	}
+}
+
+func TestStatusCarriesDetails(t *testing.T) {
+	err := Conflictf("stale epoch").WithDetails(wrapperspb.UInt64(7))
+	if !errors.Is(err, ErrConflict) {
+		t.Fatal("WithDetails lost the kind")
+	}
+	st, _ := Status(fmt.Errorf("commit: %w", err))
+	details := status.Convert(st).Details()
+	if len(details) != 1 {
+		t.Fatalf("details = %v", details)
+	}
+	if v, ok := details[0].(*wrapperspb.UInt64Value); !ok || v.GetValue() != 7 {
+		t.Errorf("detail = %v", details[0])
+	}
+}
