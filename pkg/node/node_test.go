@@ -1,0 +1,135 @@
+package node
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+)
+
+// TestEveryRegisteredMethodHasAPolicy registers every service on one server, as `umbra
+// dev` does, and walks every method the server would dispatch.
+func TestEveryRegisteredMethodHasAPolicy(t *testing.T) {
+	d := &deps{dataDir: t.TempDir(), log: zaptest.NewLogger(t)}
+	tables := []auth.Table{grpcserver.SystemPolicies()}
+	var hostedServices []*hosted
+	for _, r := range gateway.Services() {
+		s, err := builders[r](d)
+		if err != nil {
+			t.Fatalf("build %s: %v", r, err)
+		}
+		t.Cleanup(func() { s.close() })
+		hostedServices = append(hostedServices, s)
+		tables = append(tables, s.policies)
+	}
+	table, err := auth.Merge(tables...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0"}, auth.New(auth.Config{Policies: table}), d.log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range hostedServices {
+		s.register(srv.Server)
+	}
+	methods := 0
+	for _, info := range srv.GetServiceInfo() {
+		methods += len(info.Methods)
+	}
+	if err := grpcserver.CheckPolicies(srv.Server, table); err != nil {
+		t.Fatal(err)
+	}
+	if len(table) != methods {
+		t.Errorf("%d policies for %d registered methods: the tables name methods no server has", len(table), methods)
+	}
+	// The check is not vacuous: drop any one entry and it fails, naming the method.
+	for m := range table {
+		short := auth.Table{}
+		for k, v := range table {
+			if k != m {
+				short[k] = v
+			}
+		}
+		if err := grpcserver.CheckPolicies(srv.Server, short); err == nil || !strings.Contains(err.Error(), m) {
+			t.Errorf("without %s: CheckPolicies = %v", m, err)
+		}
+	}
+}
+
+// TestRunHostsEveryRole starts every role and the gateway on free loopback ports and
+// checks that each service reports SERVING.
+func TestRunHostsEveryRole(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan Addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{
+			Roles:           gateway.Services(),
+			DataDir:         t.TempDir(),
+			GRPC:            grpcserver.Config{Addr: "127.0.0.1:0"},
+			Gateway:         &gateway.Config{Addr: "127.0.0.1:0"},
+			AdminCredential: "admin-credential-for-tests",
+			ServiceToken:    "service-token-for-tests",
+			Ready: func(_ context.Context, a Addrs) error {
+				ready <- a
+				return nil
+			},
+		}, zaptest.NewLogger(t))
+	}()
+	var addrs Addrs
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatalf("Run returned before it was ready: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run not ready after 20 s")
+	}
+	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addrs.GRPC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	for _, s := range hostedNames(t) {
+		resp, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: s})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("health of %s: %v, %v", s, resp, err)
+		}
+	}
+	if addrs.Gateway == "" {
+		t.Error("no gateway address")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run after cancel: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not stop within 15 s of its context ending")
+	}
+}
+
+// hostedNames are the gRPC service names of every role.
+func hostedNames(t *testing.T) []string {
+	d := &deps{dataDir: t.TempDir(), log: zaptest.NewLogger(t)}
+	var names []string
+	for _, r := range gateway.Services() {
+		s, err := builders[r](d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, s.grpcName)
+		s.close()
+	}
+	return names
+}
