@@ -4,7 +4,14 @@
 // and health endpoints.
 //
 // The gateway reaches the services only through real gRPC connections, so every REST
-// call passes the services' own interceptors (auth, validation, logging). It forwards the
-// Authorization header and nothing else a client sends: a service token or any other
-// metadata cannot be smuggled in from outside.
+// call passes the services' own interceptors (auth, validation, logging). Of the headers
+// a client sends it forwards Authorization and no other: a service token or any other
+// metadata cannot be smuggled in from outside. grpc-gateway itself adds
+// x-forwarded-for and x-forwarded-host, which start from the client's own values, so no
+// service may trust them (for rate limits or anything else) without a trusted proxy in
+// front; and it honours a client's Grpc-Timeout, which can only shorten a call.
+//
+// Errors an Umbra service returns pass to the caller as they are; a failure to reach a
+// service (which would name addresses and dial errors) becomes a generic message, and
+// its cause is logged.
 package gateway

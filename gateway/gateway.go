@@ -74,6 +74,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
 		// Authorization is always forwarded by grpc-gateway; nothing else is.
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		runtime.WithOutgoingTrailerMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
 			MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
@@ -90,7 +91,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
 		conn, ok := g.connFor(uc)
 		if !ok {
 			var err error
-			if conn, err = grpcclient.Dial(uc); err != nil {
+			if conn, err = grpcclient.Dial(uc, hideConnectionErrors(log)...); err != nil {
 				g.Close()
 				return nil, fmt.Errorf("gateway: %s: %w", u.name, err)
 			}
@@ -249,7 +250,7 @@ func (g *Gateway) jwks(w http.ResponseWriter, r *http.Request) {
 	resp, err := g.identity.GetSigningKeys(r.Context(), &identityv1.GetSigningKeysRequest{})
 	if err != nil {
 		s := status.Convert(err)
-		writeJSON(w, runtime.HTTPStatusFromCode(s.Code()), map[string]any{"code": s.Code(), "message": s.Message()})
+		writeError(w, s.Code(), s.Message())
 		return
 	}
 	set := struct {
@@ -327,6 +328,8 @@ func cors(origins []string, next http.Handler) http.Handler {
 		allowed[o] = true
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The answer depends on the origin, so caches must key on it whatever it is.
+		w.Header().Add("Vary", "Origin")
 		origin := r.Header.Get("Origin")
 		if origin == "" || !(allowed["*"] || allowed[origin]) {
 			next.ServeHTTP(w, r)
@@ -334,7 +337,6 @@ func cors(origins []string, next http.Handler) http.Handler {
 		}
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", origin)
-		h.Add("Vary", "Origin")
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE")
 			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")

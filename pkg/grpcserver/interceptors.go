@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
@@ -108,10 +109,14 @@ func (s *contextStream) Context() context.Context { return s.ctx }
 
 // errorsUnary maps the handler's domain errors to statuses (errs.Status). An error of
 // no known kind becomes Internal, and its cause is logged here, once.
+//
+// Every error status leaves with the ErrorOriginTrailer, so a gateway can tell an answer
+// of the service from a failure to reach it.
 func errorsUnary(log *zap.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		resp, err := handler(ctx, req)
 		if err != nil {
+			grpc.SetTrailer(ctx, originTrailer)
 			return nil, toStatus(log, info.FullMethod, err)
 		}
 		return resp, nil
@@ -121,11 +126,17 @@ func errorsUnary(log *zap.Logger) grpc.UnaryServerInterceptor {
 func errorsStream(log *zap.Logger) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if err := handler(srv, ss); err != nil {
+			ss.SetTrailer(originTrailer)
 			return toStatus(log, info.FullMethod, err)
 		}
 		return nil
 	}
 }
+
+// ErrorOriginTrailer marks an error status that an Umbra service itself returned.
+const ErrorOriginTrailer = "umbra-error-origin"
+
+var originTrailer = metadata.Pairs(ErrorOriginTrailer, "service")
 
 func toStatus(log *zap.Logger, method string, err error) error {
 	st, known := errs.Status(err)
