@@ -29,8 +29,16 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/node"
+	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+	"github.com/umbra-e2ee/umbra/services/backup"
+	"github.com/umbra-e2ee/umbra/services/card"
+	"github.com/umbra-e2ee/umbra/services/group"
 	"github.com/umbra-e2ee/umbra/services/identity"
+	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
 const testAdmin = "test-admin-credential-0123456789"
@@ -118,9 +126,9 @@ func closedAddr(t *testing.T) string {
 	return addr
 }
 
-// recorder is a real gRPC server standing in for the identity service behind the
-// gateway: every IdentityService method is left unimplemented, and an interceptor
-// records each call's method and incoming metadata, so a test can see exactly what the
+// recorder is a real gRPC server standing in for the services behind the gateway:
+// every method of the five services is left unimplemented, and interceptors record
+// each call's method and incoming metadata, so a test can see exactly what the
 // gateway forwarded, or prove that nothing reached the service.
 type recorder struct {
 	mu    sync.Mutex
@@ -140,13 +148,21 @@ func (r *recorder) intercept(ctx context.Context, req any, info *grpc.UnaryServe
 	return handler(ctx, req)
 }
 
-// identityCalls returns the recorded calls to IdentityService (health checks excluded).
-func (r *recorder) identityCalls() []recordedCall {
+func (r *recorder) interceptStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	md, _ := metadata.FromIncomingContext(ss.Context())
+	r.mu.Lock()
+	r.calls = append(r.calls, recordedCall{method: info.FullMethod, md: md.Copy()})
+	r.mu.Unlock()
+	return handler(srv, ss)
+}
+
+// serviceCalls returns the recorded calls to Umbra's services (health checks excluded).
+func (r *recorder) serviceCalls() []recordedCall {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []recordedCall
 	for _, c := range r.calls {
-		if strings.HasPrefix(c.method, "/"+identityv1.IdentityService_ServiceDesc.ServiceName+"/") {
+		if strings.HasPrefix(c.method, "/umbra.") {
 			out = append(out, c)
 		}
 	}
@@ -154,14 +170,20 @@ func (r *recorder) identityCalls() []recordedCall {
 }
 
 // startRecorder serves a recorder on loopback with the health service reporting
-// status for the identity service.
+// status for every service.
 func startRecorder(t *testing.T, status healthpb.HealthCheckResponse_ServingStatus) (string, *recorder) {
 	t.Helper()
 	rec := &recorder{}
-	srv := grpc.NewServer(grpc.UnaryInterceptor(rec.intercept))
+	srv := grpc.NewServer(grpc.UnaryInterceptor(rec.intercept), grpc.StreamInterceptor(rec.interceptStream))
 	identityv1.RegisterIdentityServiceServer(srv, identityv1.UnimplementedIdentityServiceServer{})
+	cardv1.RegisterCardServiceServer(srv, cardv1.UnimplementedCardServiceServer{})
+	backupv1.RegisterBackupServiceServer(srv, backupv1.UnimplementedBackupServiceServer{})
+	groupv1.RegisterGroupServiceServer(srv, groupv1.UnimplementedGroupServiceServer{})
+	messagingv1.RegisterMessagingServiceServer(srv, messagingv1.UnimplementedMessagingServiceServer{})
 	hs := health.NewServer()
-	hs.SetServingStatus(identityv1.IdentityService_ServiceDesc.ServiceName, status)
+	for _, svc := range publishedServices {
+		hs.SetServingStatus(svc.desc.ServiceName, status)
+	}
 	healthpb.RegisterHealthServer(srv, hs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -402,6 +424,10 @@ var publishedServices = []struct {
 	policies auth.Table
 }{
 	{&identityv1.IdentityService_ServiceDesc, identity.Policies()},
+	{&cardv1.CardService_ServiceDesc, card.Policies()},
+	{&backupv1.BackupService_ServiceDesc, backup.Policies()},
+	{&groupv1.GroupService_ServiceDesc, group.Policies()},
+	{&messagingv1.MessagingService_ServiceDesc, messaging.Policies()},
 }
 
 // TestOpenAPIMatchesThePolicies proves that every RPC that is not internal has a REST
@@ -456,15 +482,15 @@ func TestOpenAPIMatchesThePolicies(t *testing.T) {
 				path := r.path
 				for strings.Contains(path, "{") {
 					i, j := strings.Index(path, "{"), strings.Index(path, "}")
-					path = path[:i] + "x" + path[j+1:]
+					path = path[:i] + "AAAA" + path[j+1:] // valid for string and bytes (base64) fields
 				}
 				body := ""
 				if r.method != "GET" && r.method != "DELETE" {
 					body = "{}"
 				}
-				before := len(rec.identityCalls())
+				before := len(rec.serviceCalls())
 				resp := send(t, r.method, base+path, "", body)
-				calls := rec.identityCalls()
+				calls := rec.serviceCalls()
 				if len(calls) != before+1 {
 					t.Fatalf("%s %s (%d %s) reached the service %d times; want once", r.method, path, resp.status, resp.body, len(calls)-before)
 				}
@@ -664,9 +690,9 @@ func TestRequestBodies(t *testing.T) {
 				t.Fatalf("request has Content-Length %d; want it chunked", req.ContentLength)
 			}
 			req.Header.Set("Authorization", "Bearer some-api-key")
-			before := len(rec.identityCalls())
+			before := len(rec.serviceCalls())
 			r := do(t, req)
-			reached := len(rec.identityCalls()) - before
+			reached := len(rec.serviceCalls()) - before
 			if tc.status == 0 {
 				if reached != 1 || r.status != http.StatusNotImplemented {
 					t.Fatalf("got %d %s with %d calls to the service; want the call to reach it (501 from the unimplemented upstream)", r.status, r.body, reached)
@@ -779,9 +805,9 @@ func TestClientMetadataIsNotForwarded(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(rec.identityCalls())
+			before := len(rec.serviceCalls())
 			send(t, tc.method, base+tc.path, "the-credential", tc.body, smuggled...)
-			calls := rec.identityCalls()
+			calls := rec.serviceCalls()
 			if len(calls) != before+1 {
 				t.Fatalf("the service saw %d calls; want 1", len(calls)-before)
 			}

@@ -1,9 +1,20 @@
 package node
 
 import (
+	"google.golang.org/grpc"
+
 	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/pkg/auth"
+	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+	"github.com/umbra-e2ee/umbra/services/backup"
+	"github.com/umbra-e2ee/umbra/services/card"
+	"github.com/umbra-e2ee/umbra/services/group"
 	"github.com/umbra-e2ee/umbra/services/identity"
+	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
 // builders start each role's service over its own store.
@@ -27,4 +38,27 @@ var builders = map[string]func(*deps) (*hosted, error){
 			close:    store.Close,
 		}, nil
 	},
+	// The services below have their API and access policies but no behaviour yet: every
+	// RPC answers Unimplemented, and they keep no store until they need one.
+	gateway.Card: func(d *deps) (*hosted, error) {
+		srv := card.New(d.log.Named(gateway.Card))
+		return unbuilt(gateway.Card, cardv1.CardService_ServiceDesc.ServiceName, srv.Register, card.Policies()), nil
+	},
+	gateway.Backup: func(d *deps) (*hosted, error) {
+		srv := backup.New(d.log.Named(gateway.Backup))
+		return unbuilt(gateway.Backup, backupv1.BackupService_ServiceDesc.ServiceName, srv.Register, backup.Policies()), nil
+	},
+	gateway.Group: func(d *deps) (*hosted, error) {
+		srv := group.New(d.log.Named(gateway.Group))
+		return unbuilt(gateway.Group, groupv1.GroupService_ServiceDesc.ServiceName, srv.Register, group.Policies()), nil
+	},
+	gateway.Messaging: func(d *deps) (*hosted, error) {
+		srv := messaging.New(d.log.Named(gateway.Messaging))
+		return unbuilt(gateway.Messaging, messagingv1.MessagingService_ServiceDesc.ServiceName, srv.Register, messaging.Policies()), nil
+	},
+}
+
+// unbuilt hosts a service that keeps no state yet.
+func unbuilt(name, grpcName string, register func(*grpc.Server), policies auth.Table) *hosted {
+	return &hosted{name: name, grpcName: grpcName, register: register, policies: policies, close: func() error { return nil }}
 }

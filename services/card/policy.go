@@ -1,0 +1,20 @@
+package card
+
+import (
+	"github.com/umbra-e2ee/umbra/pkg/auth"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+)
+
+// Policies is the service's access table. A method missing here is refused.
+func Policies() auth.Table {
+	return auth.Table{
+		cardv1.CardService_PublishCard_FullMethodName:       auth.AccessToken,
+		cardv1.CardService_GetServiceKey_FullMethodName:     auth.Public,
+		cardv1.CardService_SearchCards_FullMethodName:       auth.AccessToken,
+		cardv1.CardService_GetCard_FullMethodName:           auth.AccessToken,
+		cardv1.CardService_ListCardHistory_FullMethodName:   auth.AccessToken,
+		cardv1.CardService_RevokeCard_FullMethodName:        auth.AccessToken,
+		cardv1.CardService_LookupActiveCards_FullMethodName: auth.Internal,
+		cardv1.CardService_ListCardEvents_FullMethodName:    auth.Internal,
+	}
+}
