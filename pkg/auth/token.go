@@ -185,6 +185,11 @@ func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, erro
 		return nil, errs.Unauthenticatedf("access token names an unknown signing key")
 	}
 	if err := v.refetch(ctx); err != nil {
+		if ok {
+			// A known key whose refresh failed still verifies: refreshing only drops
+			// unpublished keys, and revocations fail closed on their own.
+			return k, nil
+		}
 		return nil, err
 	}
 	v.mu.RLock()
