@@ -1,0 +1,238 @@
+package e2ee
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/hpke"
+	"crypto/sha256"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/umbra-e2ee/umbra/pkg/ident"
+	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
+)
+
+// Size limits of the signed card structures.
+const (
+	MaxCardContentSize = 4096
+	MaxEndorsementSize = 256
+	// CardIDSize is the size of a card id: a SHA-256.
+	CardIDSize         = sha256.Size
+	cardVersion        = 1
+	endorsementVersion = 1
+)
+
+// Card is a card whose content parsed and whose self-signature verified.
+type Card struct {
+	// ID is SHA-256 of Content.
+	ID []byte
+	// Content is the exact CardContent bytes; SelfSignature signs them.
+	Content       []byte
+	SelfSignature []byte
+
+	Identity       string
+	SigningKey     ed25519.PublicKey
+	Suite          Suite
+	KEMPublicKey   hpke.PublicKey
+	CreatedAt      time.Time
+	PreviousCardID []byte
+}
+
+// CardID returns the id of a card with these content bytes.
+func CardID(content []byte) []byte { return sha(content) }
+
+// NewCard encodes the content of a card of identity for kp and signs it. previous is the
+// id of the card it replaces, or nil for a first card.
+func NewCard(kp *KeyPair, identity string, createdAt time.Time, previous []byte) (content, selfSignature []byte, err error) {
+	c := &envelopev1.CardContent{
+		Version:              cardVersion,
+		Identity:             identity,
+		SigningPublicKey:     kp.SigningPublicKey(),
+		Suite:                kp.Suite,
+		KemPublicKey:         kp.KEMPublicKey(),
+		CreatedAtUnixSeconds: createdAt.Unix(),
+		PreviousCardId:       previous,
+	}
+	content, err = marshal(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := parseCardContent(content); err != nil {
+		return nil, nil, err // the caller gave a bad identity or previous id
+	}
+	return content, ed25519.Sign(kp.Signing, labelled(LabelCardSelfSignature, content)), nil
+}
+
+// ParseCard checks everything a card says about itself: canonical encoding within the
+// size limit, version, identity shape, key sizes, a known suite and a KEM key that
+// parses in it, and the self-signature over the exact content bytes. What it cannot
+// know (whose card this should be, whether it is active, the clock) is the caller's to
+// check.
+func ParseCard(content, selfSignature []byte) (*Card, error) {
+	c, err := parseCardContent(content)
+	if err != nil {
+		return nil, err
+	}
+	if len(selfSignature) != ed25519.SignatureSize {
+		return nil, errorf(ErrMalformed, "card self-signature is %d bytes; want %d", len(selfSignature), ed25519.SignatureSize)
+	}
+	if !ed25519.Verify(c.SigningKey, labelled(LabelCardSelfSignature, content), selfSignature) {
+		return nil, errorf(ErrBadSignature, "card self-signature does not verify")
+	}
+	c.SelfSignature = bytes.Clone(selfSignature)
+	return c, nil
+}
+
+func parseCardContent(content []byte) (*Card, error) {
+	if len(content) > MaxCardContentSize {
+		return nil, errorf(ErrTooLarge, "card content is %d bytes; at most %d", len(content), MaxCardContentSize)
+	}
+	var m envelopev1.CardContent
+	if err := unmarshalStrict("card content", content, &m); err != nil {
+		return nil, err
+	}
+	switch {
+	case m.GetVersion() != cardVersion:
+		return nil, errorf(ErrMalformed, "card content version %d; this client reads version %d", m.GetVersion(), cardVersion)
+	case len(m.GetSigningPublicKey()) != ed25519.PublicKeySize:
+		return nil, errorf(ErrMalformed, "card signing key is %d bytes; want %d", len(m.GetSigningPublicKey()), ed25519.PublicKeySize)
+	case m.GetCreatedAtUnixSeconds() <= 0:
+		return nil, errorf(ErrMalformed, "card has no creation time")
+	case len(m.GetPreviousCardId()) != 0 && len(m.GetPreviousCardId()) != CardIDSize:
+		return nil, errorf(ErrMalformed, "card previous_card_id is %d bytes; want %d or none", len(m.GetPreviousCardId()), CardIDSize)
+	}
+	if err := ident.ValidUser("card identity", m.GetIdentity()); err != nil {
+		return nil, errorf(ErrMalformed, "%v", err)
+	}
+	p, err := params(m.GetSuite())
+	if err != nil {
+		return nil, err
+	}
+	if len(m.GetKemPublicKey()) != p.publicLen {
+		return nil, errorf(ErrMalformed, "card KEM key is %d bytes; suite %s wants %d", len(m.GetKemPublicKey()), m.GetSuite(), p.publicLen)
+	}
+	kem, err := p.kem.NewPublicKey(m.GetKemPublicKey())
+	if err != nil {
+		return nil, errorf(ErrMalformed, "card KEM key does not parse: %v", err)
+	}
+	return &Card{
+		ID:             CardID(content),
+		Content:        bytes.Clone(content),
+		Identity:       m.GetIdentity(),
+		SigningKey:     ed25519.PublicKey(m.GetSigningPublicKey()),
+		Suite:          m.GetSuite(),
+		KEMPublicKey:   kem,
+		CreatedAt:      time.Unix(m.GetCreatedAtUnixSeconds(), 0).UTC(),
+		PreviousCardID: m.GetPreviousCardId(),
+	}, nil
+}
+
+// Endorse signs, with the key of the card being replaced, that next replaces it.
+func Endorse(previous *KeyPair, next *Card) (content, signature []byte, err error) {
+	if len(next.PreviousCardID) != CardIDSize {
+		return nil, nil, errorf(ErrMalformed, "the new card names no previous card to endorse it")
+	}
+	content, err = marshal(&envelopev1.RotationEndorsementContent{
+		Version:        endorsementVersion,
+		Identity:       next.Identity,
+		PreviousCardId: next.PreviousCardID,
+		NewCardId:      next.ID,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return content, ed25519.Sign(previous.Signing, labelled(LabelCardRotationEndorsement, content)), nil
+}
+
+// VerifyEndorsement checks that previous's key endorsed next as its successor.
+func VerifyEndorsement(previous, next *Card, content, signature []byte) error {
+	if len(content) > MaxEndorsementSize {
+		return errorf(ErrTooLarge, "endorsement is %d bytes; at most %d", len(content), MaxEndorsementSize)
+	}
+	var m envelopev1.RotationEndorsementContent
+	if err := unmarshalStrict("endorsement", content, &m); err != nil {
+		return err
+	}
+	switch {
+	case m.GetVersion() != endorsementVersion:
+		return errorf(ErrMalformed, "endorsement version %d; this client reads version %d", m.GetVersion(), endorsementVersion)
+	case m.GetIdentity() != next.Identity || previous.Identity != next.Identity:
+		return errorf(ErrMalformed, "endorsement names identity %q for cards of %q and %q", m.GetIdentity(), previous.Identity, next.Identity)
+	case !bytes.Equal(m.GetPreviousCardId(), previous.ID) || !bytes.Equal(next.PreviousCardID, previous.ID):
+		return errorf(ErrMalformed, "endorsement does not name the previous card")
+	case !bytes.Equal(m.GetNewCardId(), next.ID):
+		return errorf(ErrMalformed, "endorsement does not name the new card")
+	case len(signature) != ed25519.SignatureSize:
+		return errorf(ErrMalformed, "endorsement signature is %d bytes; want %d", len(signature), ed25519.SignatureSize)
+	case !ed25519.Verify(previous.SigningKey, labelled(LabelCardRotationEndorsement, content), signature):
+		return errorf(ErrBadSignature, "endorsement signature does not verify with the previous card's key")
+	}
+	return nil
+}
+
+// ServiceSign is the card service's counter-signature over a card id.
+func ServiceSign(key ed25519.PrivateKey, cardID []byte) []byte {
+	return ed25519.Sign(key, labelled(LabelCardServiceSignature, cardID))
+}
+
+// VerifyServiceSignature checks the card service's counter-signature over a card id.
+func VerifyServiceSignature(key ed25519.PublicKey, cardID, signature []byte) error {
+	if len(key) != ed25519.PublicKeySize || len(signature) != ed25519.SignatureSize ||
+		!ed25519.Verify(key, labelled(LabelCardServiceSignature, cardID), signature) {
+		return errorf(ErrBadSignature, "card service signature does not verify")
+	}
+	return nil
+}
+
+// marshal encodes m deterministically: the one encoding every signed structure uses.
+func marshal(m proto.Message) ([]byte, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, errorf(ErrMalformed, "encode: %v", err)
+	}
+	return b, nil
+}
+
+// unmarshalStrict parses b into m and refuses what a careful parser must: truncated or
+// invalid protobuf, unknown fields, and any encoding other than the canonical one (so
+// one structure has exactly one byte string, and so one id and one signature).
+func unmarshalStrict(what string, b []byte, m proto.Message) error {
+	if err := (proto.UnmarshalOptions{}).Unmarshal(b, m); err != nil {
+		return errorf(ErrMalformed, "%s does not parse (truncated or corrupt): %v", what, err)
+	}
+	if hasUnknown(m.ProtoReflect()) {
+		return errorf(ErrMalformed, "%s has fields this version does not know", what)
+	}
+	canon, err := marshal(m)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(canon, b) {
+		return errorf(ErrMalformed, "%s is not in canonical encoding", what)
+	}
+	return nil
+}
+
+// hasUnknown reports whether m or any message inside it holds unknown fields.
+func hasUnknown(m protoreflect.Message) bool {
+	if len(m.GetUnknown()) > 0 {
+		return true
+	}
+	found := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Message() == nil || fd.IsMap() {
+			return true
+		}
+		if fd.IsList() {
+			for i := 0; i < v.List().Len() && !found; i++ {
+				found = hasUnknown(v.List().Get(i).Message())
+			}
+		} else {
+			found = hasUnknown(v.Message())
+		}
+		return !found
+	})
+	return found
+}

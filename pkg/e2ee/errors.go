@@ -1,0 +1,41 @@
+package e2ee
+
+import (
+	"errors"
+	"fmt"
+)
+
+// The kinds of failure. Errors returned by this package wrap exactly one of them, with
+// a message that says what was wrong; test with errors.Is.
+var (
+	// ErrMalformed: bytes that do not parse, are truncated, are not in canonical
+	// encoding, carry unknown fields, or break a size or shape rule.
+	ErrMalformed = errors.New("malformed")
+	// ErrUnknownSuite: a suite or AEAD this version does not know.
+	ErrUnknownSuite = errors.New("unknown suite")
+	// ErrBadSignature: a signature that does not verify.
+	ErrBadSignature = errors.New("bad signature")
+	// ErrNotRecipient: a message with no stanza for any card whose key we hold.
+	ErrNotRecipient = errors.New("not a recipient")
+	// ErrWrongSender: a message signed by a card that is not the expected sender's.
+	ErrWrongSender = errors.New("wrong sender")
+	// ErrDecrypt: a ciphertext that does not authenticate under the key it should.
+	ErrDecrypt = errors.New("decryption failed")
+	// ErrTooLarge: input over a size limit.
+	ErrTooLarge = errors.New("too large")
+)
+
+// Error is a failure of one kind, with what was being done and why.
+type Error struct {
+	Kind error
+	Msg  string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("e2ee: %s: %s", e.Kind, e.Msg) }
+
+// Unwrap returns the kind.
+func (e *Error) Unwrap() error { return e.Kind }
+
+func errorf(kind error, format string, args ...any) error {
+	return &Error{Kind: kind, Msg: fmt.Sprintf(format, args...)}
+}
