@@ -13,6 +13,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/node"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
+	"github.com/umbra-e2ee/umbra/services/card"
 )
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -52,6 +53,8 @@ type serveFlags struct {
 	maxBody     int64
 	cors        listFlag
 	logLevel    string
+	searchRate  float64
+	searchBurst int
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -78,6 +81,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest REST request body")
 	fs.Var(&f.cors, "cors-origins", "comma-separated browser origins allowed to call the REST API")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.Float64Var(&f.searchRate, "card-search-rate", card.DefaultSearchRate, "SearchCards calls per second one identity may make on average (card and all)")
+	fs.IntVar(&f.searchBurst, "card-search-burst", card.DefaultSearchBurst, "SearchCards calls one identity may make at once (card and all)")
 }
 
 // peer returns how to reach service s.
@@ -127,6 +132,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		ServiceToken:    f.serviceTok,
 		ServicePeers:    f.servicePeer,
 		Issuer:          f.issuer,
+		CardSearchRate:  f.searchRate,
+		CardSearchBurst: f.searchBurst,
 	}
 	switch role {
 	case "all":

@@ -56,6 +56,10 @@ type Config struct {
 	ServicePeers []string
 	// Issuer is the access tokens' "iss".
 	Issuer string
+	// CardSearchRate and CardSearchBurst limit SearchCards per calling identity (calls
+	// per second on average, and at once); 0 means the card service's defaults.
+	CardSearchRate  float64
+	CardSearchBurst int
 	// Ready, when set, is called once every listener is up, with their addresses.
 	Ready func(ctx context.Context, addrs Addrs) error
 }

@@ -38,12 +38,26 @@ var builders = map[string]func(*deps) (*hosted, error){
 			close:    store.Close,
 		}, nil
 	},
+	gateway.Card: func(d *deps) (*hosted, error) {
+		store, err := card.OpenStore(dbPath(d, gateway.Card))
+		if err != nil {
+			return nil, err
+		}
+		srv, err := card.New(store, card.Config{SearchRate: d.cfg.CardSearchRate, SearchBurst: d.cfg.CardSearchBurst}, d.log.Named(gateway.Card))
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		return &hosted{
+			name:     gateway.Card,
+			grpcName: cardv1.CardService_ServiceDesc.ServiceName,
+			register: srv.Register,
+			policies: card.Policies(),
+			close:    store.Close,
+		}, nil
+	},
 	// The services below have their API and access policies but no behaviour yet: every
 	// RPC answers Unimplemented, and they keep no store until they need one.
-	gateway.Card: func(d *deps) (*hosted, error) {
-		srv := card.New(d.log.Named(gateway.Card))
-		return unbuilt(gateway.Card, cardv1.CardService_ServiceDesc.ServiceName, srv.Register, card.Policies()), nil
-	},
 	gateway.Backup: func(d *deps) (*hosted, error) {
 		srv := backup.New(d.log.Named(gateway.Backup))
 		return unbuilt(gateway.Backup, backupv1.BackupService_ServiceDesc.ServiceName, srv.Register, backup.Policies()), nil

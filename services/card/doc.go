@@ -1,6 +1,13 @@
-// Package card implements umbra.card.v1.CardService, the public-key directory:
-// cards published by clients, their history, and the service's counter-signature.
+// Package card implements umbra.card.v1.CardService, the public-key directory: cards
+// published by clients, their history, and the service's counter-signature.
 //
-// Until issue 3 lands every RPC answers Unimplemented; the policy table is complete
-// already, so nothing is reachable without the credential it will need.
+// A card is the client's exact CardContent bytes and their self-signature; the service
+// verifies them with pkg/e2ee, never re-serialises them, and keeps every card ever
+// published so that old messages stay verifiable after a rotation. The rotation rule
+// (rotation.go) runs inside the one bbolt transaction of a publication, so an
+// identity has at most one ACTIVE card whatever the concurrency. Every publication and
+// revocation appends an event to a feed (ListCardEvents) in the same transaction.
+//
+// State lives in card.db (store.go), namespaced by app. The only private key in it is
+// the service's own Ed25519 counter-signing key, generated on first start.
 package card

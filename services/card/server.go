@@ -1,28 +1,398 @@
 package card
 
 import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/ident"
+	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
 
-// Server implements umbra.card.v1.CardService. Every RPC answers Unimplemented until the
-// service is built.
+// Defaults of Config.
+const (
+	// DefaultClockSkew is how far in the future a card's created_at may be.
+	DefaultClockSkew = 5 * time.Minute
+	// DefaultSearchRate and DefaultSearchBurst limit SearchCards per calling identity:
+	// a client looks its contacts up in batches of up to 1,000, so ten calls a second
+	// (10,000 identities) is far above any client's need and still bounds a scraper.
+	DefaultSearchRate  = 10
+	DefaultSearchBurst = 20
+)
+
+// Config tunes a Server. The zero value is usable.
+type Config struct {
+	// ClockSkew is how far in the future a card's created_at may be; 0 means
+	// DefaultClockSkew.
+	ClockSkew time.Duration
+	// SearchRate is how many SearchCards calls per second one identity may make on
+	// average, and SearchBurst how many at once; 0 means the defaults.
+	SearchRate  float64
+	SearchBurst int
+	// Clock and Rand default to time.Now and crypto/rand. Rand makes the service key
+	// on first start.
+	Clock func() time.Time
+	Rand  io.Reader
+}
+
+// Server implements umbra.card.v1.CardService.
 type Server struct {
 	cardv1.UnimplementedCardServiceServer
-	log *zap.Logger
+	store  Store
+	log    *zap.Logger
+	now    func() time.Time
+	skew   time.Duration
+	search *ratelimit.Limiter
+	// key counter-signs every card; keyRec is its record (id, creation time).
+	key    ed25519.PrivateKey
+	keyRec *storagev1.ServiceKeyRecord
 }
 
 var _ cardv1.CardServiceServer = (*Server)(nil)
 
-// New returns a Server. A nil log discards logs.
-func New(log *zap.Logger) *Server {
+// b32 is unpadded lower-case base32, the alphabet of Umbra's ids.
+var b32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// New returns a Server over store, creating the service's counter-signing key if the
+// store has none. A nil log discards logs.
+func New(store Store, cfg Config, log *zap.Logger) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Server{log: log}
+	if cfg.ClockSkew == 0 {
+		cfg.ClockSkew = DefaultClockSkew
+	}
+	if cfg.SearchRate == 0 {
+		cfg.SearchRate = DefaultSearchRate
+	}
+	if cfg.SearchBurst == 0 {
+		cfg.SearchBurst = DefaultSearchBurst
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.ClockSkew < 0 {
+		return nil, fmt.Errorf("card: clock skew %s: want a positive duration", cfg.ClockSkew)
+	}
+	limiter, err := ratelimit.New(ratelimit.Config{Rate: cfg.SearchRate, Burst: cfg.SearchBurst, Clock: cfg.Clock})
+	if err != nil {
+		return nil, fmt.Errorf("card: search rate limit: %w", err)
+	}
+	candidate, err := newServiceKey(cfg.Rand, cfg.Clock())
+	if err != nil {
+		return nil, err
+	}
+	rec, err := store.ServiceKey(candidate)
+	if err != nil {
+		return nil, fmt.Errorf("card: service key: %w", err)
+	}
+	if len(rec.GetSeed()) != ed25519.SeedSize {
+		return nil, fmt.Errorf("card: stored service key %s has a %d-byte seed", rec.GetKeyId(), len(rec.GetSeed()))
+	}
+	if rec == candidate {
+		log.Info("service key created", zap.String("key_id", rec.GetKeyId()))
+	}
+	return &Server{
+		store:  store,
+		log:    log,
+		now:    cfg.Clock,
+		skew:   cfg.ClockSkew,
+		search: limiter,
+		key:    ed25519.NewKeyFromSeed(rec.GetSeed()),
+		keyRec: rec,
+	}, nil
+}
+
+// newServiceKey makes a counter-signing key; its id is derived from its public key.
+func newServiceKey(r io.Reader, now time.Time) (*storagev1.ServiceKeyRecord, error) {
+	seed := make([]byte, ed25519.SeedSize)
+	if _, err := io.ReadFull(r, seed); err != nil {
+		return nil, fmt.Errorf("card: randomness: %w", err)
+	}
+	pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
+	h := sha256.Sum256(pub)
+	return &storagev1.ServiceKeyRecord{KeyId: b32.EncodeToString(h[:10]), Seed: seed, CreatedAt: timestamppb.New(now)}, nil
 }
 
 // Register registers the service on g.
 func (s *Server) Register(g *grpc.Server) { cardv1.RegisterCardServiceServer(g, s) }
+
+// caller returns the authenticated principal; the interceptor always sets it.
+func caller(ctx context.Context) (*auth.Principal, error) {
+	p, ok := auth.FromContext(ctx)
+	if !ok {
+		return nil, errors.New("card: no principal in context")
+	}
+	return p, nil
+}
+
+// PublishCard implements CardService.
+func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest) (*cardv1.PublishCardResponse, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validPublish(req); err != nil {
+		return nil, err
+	}
+	card, err := e2ee.ParseCard(req.GetContent(), req.GetSelfSignature())
+	if err != nil {
+		return nil, refused("card", err)
+	}
+	if card.Identity != p.Identity {
+		return nil, errs.Permissionf("the card is for identity %s, but the access token acts for %s: publish only your own cards", card.Identity, p.Identity)
+	}
+	now := s.now()
+	if ahead := card.CreatedAt.Sub(now); ahead > s.skew {
+		return nil, errs.Invalidf("card created_at %s is %s ahead of the server's clock; at most %s of clock skew is allowed: check the device's clock",
+			card.CreatedAt.Format(time.RFC3339), ahead.Round(time.Second), s.skew)
+	}
+	if req.GetEndorsement() != nil && len(card.PreviousCardID) == 0 {
+		return nil, errs.Invalidf("endorsement given for a card without previous_card_id: only a rotation is endorsed")
+	}
+	rec := &storagev1.CardRecord{
+		AppId:                p.AppID,
+		Identity:             card.Identity,
+		CardId:               card.ID,
+		Content:              card.Content,
+		SelfSignature:        card.SelfSignature,
+		EndorsementContent:   req.GetEndorsement().GetContent(),
+		EndorsementSignature: req.GetEndorsement().GetSignature(),
+		ServiceSignature:     e2ee.ServiceSign(s.key, card.ID),
+		ServiceKeyId:         s.keyRec.GetKeyId(),
+		Status:               storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE,
+		PublishedAt:          timestamppb.New(now),
+		PreviousCardId:       card.PreviousCardID,
+		SigningPublicKey:     card.SigningKey,
+		Suite:                card.Suite,
+	}
+	stored, written, err := s.store.Publish(rec, publishRule(rec))
+	if err != nil {
+		return nil, err
+	}
+	if written {
+		s.log.Info("card published", zap.String("app", p.AppID), zap.String("identity", p.Identity),
+			zap.String("card_id", cardIDString(stored.GetCardId())), zap.String("previous_card_id", cardIDString(card.PreviousCardID)),
+			zap.Bool("endorsed", len(rec.GetEndorsementContent()) > 0))
+	}
+	return &cardv1.PublishCardResponse{Card: cardView(stored)}, nil
+}
+
+// GetServiceKey implements CardService.
+func (s *Server) GetServiceKey(context.Context, *cardv1.GetServiceKeyRequest) (*cardv1.GetServiceKeyResponse, error) {
+	return &cardv1.GetServiceKeyResponse{Key: &cardv1.ServiceKey{
+		KeyId:     s.keyRec.GetKeyId(),
+		Algorithm: "Ed25519",
+		PublicKey: s.key.Public().(ed25519.PublicKey),
+		CreatedAt: s.keyRec.GetCreatedAt(),
+	}}, nil
+}
+
+// SearchCards implements CardService.
+func (s *Server) SearchCards(ctx context.Context, req *cardv1.SearchCardsRequest) (*cardv1.SearchCardsResponse, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Limit before any work, so refused and malformed calls count too.
+	if ok, retry := s.search.Allow(p.AppID + "\x00" + p.Identity); !ok {
+		return nil, errs.Exhaustedf("SearchCards rate limit exceeded: at most %s per identity; retry in %s", s.search, retry.Round(time.Millisecond))
+	}
+	ids, err := validIdentities("identities", req.GetIdentities(), MaxSearchIdentities)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := s.store.ActiveCards(p.AppID, ids)
+	if err != nil {
+		return nil, err
+	}
+	resp := &cardv1.SearchCardsResponse{Cards: make([]*cardv1.Card, len(recs))}
+	for i, r := range recs {
+		resp.Cards[i] = activeView(r)
+	}
+	return resp, nil
+}
+
+// GetCard implements CardService.
+func (s *Server) GetCard(ctx context.Context, req *cardv1.GetCardRequest) (*cardv1.GetCardResponse, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validCardID("card_id", req.GetCardId()); err != nil {
+		return nil, err
+	}
+	rec, err := s.store.Card(p.AppID, req.GetCardId())
+	if err != nil {
+		return nil, err
+	}
+	return &cardv1.GetCardResponse{Card: cardView(rec)}, nil
+}
+
+// ListCardHistory implements CardService.
+func (s *Server) ListCardHistory(ctx context.Context, req *cardv1.ListCardHistoryRequest) (*cardv1.ListCardHistoryResponse, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
+		return nil, err
+	}
+	size, err := pageSize(req.GetPageSize(), DefaultHistoryPage, MaxHistoryPage)
+	if err != nil {
+		return nil, err
+	}
+	before, err := parseHistoryToken(req.GetIdentity(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	recs, more, err := s.store.History(p.AppID, req.GetIdentity(), before, size)
+	if err != nil {
+		return nil, err
+	}
+	resp := &cardv1.ListCardHistoryResponse{Cards: make([]*cardv1.Card, len(recs))}
+	for i, r := range recs {
+		resp.Cards[i] = cardView(r)
+	}
+	if more {
+		resp.NextPageToken = historyToken(req.GetIdentity(), recs[len(recs)-1].GetSequence())
+	}
+	return resp, nil
+}
+
+// RevokeCard implements CardService.
+func (s *Server) RevokeCard(ctx context.Context, req *cardv1.RevokeCardRequest) (*cardv1.RevokeCardResponse, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validCardID("card_id", req.GetCardId()); err != nil {
+		return nil, err
+	}
+	rec, changed, err := s.store.Revoke(p.AppID, p.Identity, req.GetCardId(), s.now())
+	if err != nil {
+		return nil, err
+	}
+	if changed {
+		s.log.Info("card revoked", zap.String("app", p.AppID), zap.String("identity", p.Identity), zap.String("card_id", cardIDString(rec.GetCardId())))
+	}
+	return &cardv1.RevokeCardResponse{Card: cardView(rec)}, nil
+}
+
+// LookupActiveCards implements CardService.
+func (s *Server) LookupActiveCards(_ context.Context, req *cardv1.LookupActiveCardsRequest) (*cardv1.LookupActiveCardsResponse, error) {
+	if err := validAppID(req.GetAppId()); err != nil {
+		return nil, err
+	}
+	ids, err := validIdentities("identities", req.GetIdentities(), MaxLookupIdentities)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := s.store.ActiveCards(req.GetAppId(), ids)
+	if err != nil {
+		return nil, err
+	}
+	resp := &cardv1.LookupActiveCardsResponse{Cards: make([]*cardv1.ActiveCardRef, len(recs))}
+	for i, r := range recs {
+		resp.Cards[i] = &cardv1.ActiveCardRef{
+			Identity:         r.GetIdentity(),
+			CardId:           r.GetCardId(),
+			SigningPublicKey: r.GetSigningPublicKey(),
+			Suite:            r.GetSuite(),
+		}
+	}
+	return resp, nil
+}
+
+// ListCardEvents implements CardService.
+func (s *Server) ListCardEvents(_ context.Context, req *cardv1.ListCardEventsRequest) (*cardv1.ListCardEventsResponse, error) {
+	size, err := pageSize(req.GetPageSize(), DefaultEventPage, MaxEventPage)
+	if err != nil {
+		return nil, err
+	}
+	evs, latest, err := s.store.Events(req.GetAfterSequence(), size)
+	if err != nil {
+		return nil, err
+	}
+	resp := &cardv1.ListCardEventsResponse{Events: make([]*cardv1.CardEvent, len(evs)), LatestSequence: latest}
+	for i, e := range evs {
+		resp.Events[i] = &cardv1.CardEvent{
+			Sequence:       e.GetSequence(),
+			AppId:          e.GetAppId(),
+			Identity:       e.GetIdentity(),
+			CardId:         e.GetCardId(),
+			Kind:           eventKinds[e.GetKind()],
+			PreviousCardId: e.GetPreviousCardId(),
+			OccurredAt:     e.GetOccurredAt(),
+		}
+	}
+	return resp, nil
+}
+
+var statuses = map[storagev1.CardRecordStatus]cardv1.CardStatus{
+	storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE:     cardv1.CardStatus_CARD_STATUS_ACTIVE,
+	storagev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED: cardv1.CardStatus_CARD_STATUS_SUPERSEDED,
+	storagev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED:    cardv1.CardStatus_CARD_STATUS_REVOKED,
+}
+
+var eventKinds = map[storagev1.CardEventRecordKind]cardv1.CardEventKind{
+	storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED: cardv1.CardEventKind_CARD_EVENT_KIND_PUBLISHED,
+	storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED:   cardv1.CardEventKind_CARD_EVENT_KIND_REVOKED,
+}
+
+// activeView is the API's view of an active card. It shares the record's byte slices.
+func activeView(r *storagev1.ActiveCardRecord) *cardv1.Card {
+	c := &cardv1.Card{
+		CardId:           r.GetCardId(),
+		Identity:         r.GetIdentity(),
+		Content:          r.GetContent(),
+		SelfSignature:    r.GetSelfSignature(),
+		ServiceSignature: r.GetServiceSignature(),
+		ServiceKeyId:     r.GetServiceKeyId(),
+		Status:           cardv1.CardStatus_CARD_STATUS_ACTIVE,
+		PublishedAt:      r.GetPublishedAt(),
+	}
+	if len(r.GetEndorsementContent()) > 0 {
+		c.Endorsement = &cardv1.CardEndorsement{Content: r.GetEndorsementContent(), Signature: r.GetEndorsementSignature()}
+	}
+	return c
+}
+
+// cardView is the API's view of a stored card. It shares the record's byte slices.
+func cardView(r *storagev1.CardRecord) *cardv1.Card {
+	c := &cardv1.Card{
+		CardId:           r.GetCardId(),
+		Identity:         r.GetIdentity(),
+		Content:          r.GetContent(),
+		SelfSignature:    r.GetSelfSignature(),
+		ServiceSignature: r.GetServiceSignature(),
+		ServiceKeyId:     r.GetServiceKeyId(),
+		Status:           statuses[r.GetStatus()],
+		PublishedAt:      r.GetPublishedAt(),
+		SupersededBy:     r.GetSupersededBy(),
+		SupersededAt:     r.GetSupersededAt(),
+		RevokedAt:        r.GetRevokedAt(),
+	}
+	if len(r.GetEndorsementContent()) > 0 {
+		c.Endorsement = &cardv1.CardEndorsement{Content: r.GetEndorsementContent(), Signature: r.GetEndorsementSignature()}
+	}
+	return c
+}

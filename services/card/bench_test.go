@@ -1,0 +1,113 @@
+package card
+
+import (
+	"fmt"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/umbra-e2ee/umbra/pkg/boltdb"
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+)
+
+const benchIdentities = 1000
+
+// BenchmarkSearchCards looks up the active cards of 1,000 identities in one call, for
+// each suite:
+//
+//   - grpc: SearchCards over loopback gRPC through the production interceptors (token
+//     verification, rate limiter, logging, error mapping) and protobuf on the wire;
+//   - store: the same lookup through Store.ActiveCards, without gRPC;
+//   - bbolt: the baseline, a raw read of the same values in one bbolt transaction
+//     (the active card's copy kept for searches), copied out with no decoding.
+//
+// Each reports identities/s; the goal for grpc is at least 100,000.
+func BenchmarkSearchCards(b *testing.B) {
+	for _, suite := range []e2ee.Suite{e2ee.SuiteX25519, e2ee.SuiteHybrid} {
+		b.Run(suite.String(), func(b *testing.B) {
+			e := newEnv(b, envOptions{quiet: true, cfg: Config{SearchRate: 1e9, SearchBurst: 1 << 30}})
+			a := e.newApp(b, "bench")
+			ids := benchPublish(b, e, a, suite)
+			searcher := e.newUser(b, a, "searcher")
+			req := &cardv1.SearchCardsRequest{Identities: ids}
+			resp, err := e.client.SearchCards(searcher.ctx(), req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(resp.GetCards()) != benchIdentities {
+				b.Fatalf("search found %d cards, want %d", len(resp.GetCards()), benchIdentities)
+			}
+
+			b.Run("grpc", func(b *testing.B) {
+				ctx := searcher.ctx()
+				for b.Loop() {
+					if _, err := e.client.SearchCards(ctx, req); err != nil {
+						b.Fatal(err)
+					}
+				}
+				reportIdentities(b)
+			})
+			b.Run("store", func(b *testing.B) {
+				for b.Loop() {
+					recs, err := e.store.ActiveCards(a.id, ids)
+					if err != nil || len(recs) != benchIdentities {
+						b.Fatalf("%d cards, %v", len(recs), err)
+					}
+				}
+				reportIdentities(b)
+			})
+			b.Run("bbolt", func(b *testing.B) {
+				buf := make([]byte, 0, 4<<20)
+				for b.Loop() {
+					buf = buf[:0]
+					err := e.store.DB().View(func(tx *bolt.Tx) error {
+						active := tx.Bucket(bucketActive)
+						for _, id := range ids {
+							v := active.Get(boltdb.Key(a.id, id))
+							if v == nil {
+								return fmt.Errorf("no active card for %s", id)
+							}
+							buf = append(buf, v...)
+						}
+						return nil
+					})
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				reportIdentities(b)
+			})
+		})
+	}
+}
+
+func reportIdentities(b *testing.B) {
+	b.ReportMetric(float64(benchIdentities*b.N)/b.Elapsed().Seconds(), "identities/s")
+}
+
+// benchPublish gives 1,000 identities of a a card of suite, published over gRPC, and
+// returns the identities.
+func benchPublish(b *testing.B, e *env, a app, suite e2ee.Suite) []string {
+	b.Helper()
+	uids := make([]string, benchIdentities)
+	for i := range uids {
+		uids[i] = fmt.Sprint("user", i)
+	}
+	resolved, err := e.ids.ResolveIdentities(as(a.key), &identityv1.ResolveIdentitiesRequest{Uids: uids})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]string, len(uids))
+	for i, uid := range uids {
+		ids[i] = resolved.GetUsers()[uid]
+		tok, err := e.ids.IssueToken(as(a.key), &identityv1.IssueTokenRequest{Identity: ids[i]})
+		if err != nil {
+			b.Fatal(err)
+		}
+		u := user{app: a, identity: ids[i], token: tok.GetAccessToken()}
+		e.publish(b, u, newKeys(b, suite), nil, nil)
+	}
+	return ids
+}

@@ -1,0 +1,297 @@
+package card
+
+import (
+	"context"
+	"net"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	"github.com/umbra-e2ee/umbra/services/identity"
+)
+
+const (
+	testAdmin        = "test-admin-credential-0123456789"
+	testServiceToken = "test-service-token-0123456789"
+)
+
+// clock is a settable time source shared by the servers and the token verifier.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// env is the card service and the identity service (for apps and tokens) on one real
+// loopback gRPC listener with the production interceptors, and the REST gateway in
+// front of them on httptest: the shape of `umbra dev`.
+type env struct {
+	dir     string
+	store   *BoltStore
+	srv     *Server
+	clock   *clock
+	conn    *grpc.ClientConn
+	client  cardv1.CardServiceClient
+	ids     identityv1.IdentityServiceClient
+	httpURL string
+	stop    func()
+}
+
+// envOptions vary an env. The zero value is the defaults in a fresh folder.
+type envOptions struct {
+	// dir is the data folder; empty means a new t.TempDir().
+	dir string
+	// clock is shared with a previous env; nil means a new one at the current time.
+	clock *clock
+	cfg   Config
+	// quiet discards logs (benchmarks log a line per call otherwise).
+	quiet bool
+}
+
+func newEnv(t testing.TB, opts envOptions) *env {
+	t.Helper()
+	log := zap.NewNop()
+	if !opts.quiet {
+		log = zaptest.NewLogger(t)
+	}
+	if opts.dir == "" {
+		opts.dir = t.TempDir()
+	}
+	if opts.clock == nil {
+		opts.clock = &clock{t: time.Now().Truncate(time.Second)}
+	}
+	clk := opts.clock
+	idStore, err := identity.OpenStore(filepath.Join(opts.dir, "identity.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := identity.New(idStore, identity.Config{Clock: clk.Now}, log.Named("identity"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := OpenStore(filepath.Join(opts.dir, "card.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := opts.cfg
+	cfg.Clock = clk.Now
+	srv, err := New(store, cfg, log.Named("card"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := auth.Merge(grpcserver.SystemPolicies(), identity.Policies(), Policies())
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn := auth.New(auth.Config{
+		Policies:        table,
+		Tokens:          auth.NewVerifier(ids, ids, "", clk.Now),
+		AppKeys:         ids,
+		AdminCredential: testAdmin,
+		ServiceToken:    testServiceToken,
+	})
+	gs, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0"}, authn, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids.Register(gs.Server)
+	srv.Register(gs.Server)
+	if err := grpcserver.CheckPolicies(gs.Server, table); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { gs.Serve(ctx, lis); close(done) }()
+
+	conn, err := grpcclient.Dial(grpcclient.Config{Addr: lis.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := map[string]grpcclient.Config{}
+	for _, s := range gateway.Services() {
+		up[s] = grpcclient.Config{Addr: lis.Addr().String()}
+	}
+	g, err := gateway.New(ctx, gateway.Config{Upstreams: up}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(g.Handler())
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			hs.Close()
+			g.Close()
+			conn.Close()
+			cancel()
+			<-done
+			store.Close()
+			idStore.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return &env{
+		dir: opts.dir, store: store, srv: srv, clock: clk, conn: conn,
+		client: cardv1.NewCardServiceClient(conn), ids: identityv1.NewIdentityServiceClient(conn),
+		httpURL: hs.URL, stop: stop,
+	}
+}
+
+// as returns ctx carrying cred as the bearer credential.
+func as(cred string) context.Context {
+	ctx := context.Background()
+	if cred == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+cred)
+}
+
+// asService returns ctx carrying token as the service credential.
+func asService(token string) context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), auth.ServiceTokenHeader, token)
+}
+
+// app is an app and its API key.
+type app struct{ id, key string }
+
+// newApp creates an app as the admin.
+func (e *env) newApp(t testing.TB, name string) app {
+	t.Helper()
+	resp, err := e.ids.CreateApp(as(testAdmin), &identityv1.CreateAppRequest{DisplayName: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return app{id: resp.GetApp().GetAppId(), key: resp.GetApiKey()}
+}
+
+// user is an identity of an app with an access token.
+type user struct {
+	app      app
+	identity string
+	token    string
+}
+
+func (u user) ctx() context.Context { return as(u.token) }
+
+// newUsers resolves uids in a and issues each a token.
+func (e *env) newUsers(t testing.TB, a app, uids ...string) []user {
+	t.Helper()
+	resp, err := e.ids.ResolveIdentities(as(a.key), &identityv1.ResolveIdentitiesRequest{Uids: uids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]user, len(uids))
+	for i, uid := range uids {
+		id := resp.GetUsers()[uid]
+		tok, err := e.ids.IssueToken(as(a.key), &identityv1.IssueTokenRequest{Identity: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = user{app: a, identity: id, token: tok.GetAccessToken()}
+	}
+	return out
+}
+
+func (e *env) newUser(t testing.TB, a app, uid string) user {
+	t.Helper()
+	return e.newUsers(t, a, uid)[0]
+}
+
+// newKeys generates a key pair of suite.
+func newKeys(t testing.TB, suite e2ee.Suite) *e2ee.KeyPair {
+	t.Helper()
+	kp, err := e2ee.GenerateKeyPair(suite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+// cardRequest builds the PublishCard request of a card of u for kp, created now,
+// replacing previous (nil for a first card), endorsed by endorser when it is set.
+func (e *env) cardRequest(t testing.TB, u user, kp *e2ee.KeyPair, previous []byte, endorser *e2ee.KeyPair) *cardv1.PublishCardRequest {
+	t.Helper()
+	content, sig, err := e2ee.NewCard(kp, u.identity, e.clock.Now(), previous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &cardv1.PublishCardRequest{Content: content, SelfSignature: sig}
+	if endorser != nil {
+		next, err := e2ee.ParseCard(content, sig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ec, es, err := e2ee.Endorse(endorser, next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Endorsement = &cardv1.CardEndorsement{Content: ec, Signature: es}
+	}
+	return req
+}
+
+// publish publishes a card as cardRequest builds it and returns the stored card.
+func (e *env) publish(t testing.TB, u user, kp *e2ee.KeyPair, previous []byte, endorser *e2ee.KeyPair) *cardv1.Card {
+	t.Helper()
+	resp, err := e.client.PublishCard(u.ctx(), e.cardRequest(t, u, kp, previous, endorser))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetCard()
+}
+
+// snapshot returns every key and value of card.db, to prove that a refused request
+// wrote nothing.
+func (e *env) snapshot(t testing.TB) map[string]string {
+	t.Helper()
+	return snapshot(t, e.store)
+}
+
+// snapshot returns every key, value and bucket sequence of s.
+func snapshot(t testing.TB, s *BoltStore) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := s.DB().View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			out[string(name)+"#sequence"] = strconv.FormatUint(b.Sequence(), 10)
+			return b.ForEach(func(k, v []byte) error {
+				out[string(name)+"/"+string(k)] = string(v)
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

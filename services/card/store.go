@@ -1,0 +1,396 @@
+package card
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/umbra-e2ee/umbra/pkg/boltdb"
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+)
+
+// PublishCheck decides, inside the transaction of a publication, whether a card may be
+// published. It sees the identity's ACTIVE card, the stored card with the new card's
+// id, and the stored card that the new card's previous_card_id names (each nil if
+// there is none). It returns an error to refuse (nothing is written), a stored record
+// to answer with instead of writing anything (a retry of the active card), or neither
+// to publish.
+type PublishCheck func(active, same, named *storagev1.CardRecord) (*storagev1.CardRecord, error)
+
+// Store is the card service's state. Every method is one transaction: it commits whole
+// or changes nothing. Cards are namespaced by app.
+type Store interface {
+	// ServiceKey returns the counter-signing key. When the file has none yet it stores
+	// candidate first.
+	ServiceKey(candidate *storagev1.ServiceKeyRecord) (*storagev1.ServiceKeyRecord, error)
+
+	// Publish stores card, ACTIVE, as its identity's active card if check allows it:
+	// the identity's active card (if any) becomes SUPERSEDED by it at its published_at,
+	// the card gets the next event sequence, and a PUBLISHED event is appended. It
+	// returns the stored card and true, or what check returned instead and false.
+	Publish(card *storagev1.CardRecord, check PublishCheck) (*storagev1.CardRecord, bool, error)
+	// Revoke marks the card of appID with id cardID REVOKED at at, and appends a
+	// REVOKED event; if it was its identity's active card, the identity is left without
+	// one. ErrNotFound if appID has no such card, ErrPermission if it is not identity's.
+	// It returns the card and whether it changed: a revoked card is returned unchanged
+	// and nothing is written.
+	Revoke(appID, identity string, cardID []byte, at time.Time) (*storagev1.CardRecord, bool, error)
+
+	// Card returns the card of appID with id cardID, whatever its status.
+	Card(appID string, cardID []byte) (*storagev1.CardRecord, error)
+	// ActiveCards returns the active card of each identity of appID that has one, in
+	// the order of identities.
+	ActiveCards(appID string, identities []string) ([]*storagev1.ActiveCardRecord, error)
+	// History returns up to limit cards of identity, newest first, published before
+	// the event sequence before (0: from the newest), and whether older ones remain.
+	History(appID, identity string, before uint64, limit int) ([]*storagev1.CardRecord, bool, error)
+	// Events returns up to limit events with a sequence above after, in order, and the
+	// latest sequence assigned.
+	Events(after uint64, limit int) ([]*storagev1.CardEventRecord, uint64, error)
+
+	Close() error
+}
+
+var (
+	bucketCards      = []byte("cards")
+	bucketActive     = []byte("active")
+	bucketHistory    = []byte("history")
+	bucketEvents     = []byte("events")
+	bucketServiceKey = []byte("service_key")
+	currentKey       = []byte("current")
+)
+
+// The layout is documented in proto/umbra/storage/v1/card.proto.
+var schema = boltdb.Schema{
+	Version: 1,
+	Buckets: [][]byte{bucketCards, bucketActive, bucketHistory, bucketEvents, bucketServiceKey},
+}
+
+// BoltStore is the Store in a bbolt file.
+type BoltStore struct {
+	db *boltdb.DB
+}
+
+var _ Store = (*BoltStore)(nil)
+
+// OpenStore opens (or creates) card.db at path.
+func OpenStore(path string) (*BoltStore, error) {
+	db, err := boltdb.Open(path, schema, boltdb.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return &BoltStore{db: db}, nil
+}
+
+// Close closes the file.
+func (s *BoltStore) Close() error { return s.db.Close() }
+
+// DB exposes the file, for online backups.
+func (s *BoltStore) DB() *boltdb.DB { return s.db }
+
+// cardKey is app 0 card id. Ids have a fixed length, so the key is unambiguous even
+// though an id may contain zero bytes.
+func cardKey(appID string, cardID []byte) []byte {
+	return append(boltdb.Key(appID, ""), cardID...)
+}
+
+// historyPrefix is app 0 identity 0; a card's history key appends u64(sequence).
+func historyPrefix(appID, identity string) []byte { return boltdb.Key(appID, identity, "") }
+
+func (s *BoltStore) ServiceKey(candidate *storagev1.ServiceKeyRecord) (*storagev1.ServiceKeyRecord, error) {
+	key := &storagev1.ServiceKeyRecord{}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketServiceKey)
+		err := boltdb.GetProto(b, currentKey, key)
+		if !errors.Is(err, errs.ErrNotFound) {
+			return err
+		}
+		if candidate == nil {
+			return errors.New("card: card.db has no service key")
+		}
+		key = candidate
+		return boltdb.PutProto(b, currentKey, candidate)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// getCard reads a card into a new record; a missing card is (nil, nil).
+func getCard(tx *bolt.Tx, appID string, cardID []byte) (*storagev1.CardRecord, error) {
+	rec := &storagev1.CardRecord{}
+	err := boltdb.GetProto(tx.Bucket(bucketCards), cardKey(appID, cardID), rec)
+	if errors.Is(err, errs.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// activeCard reads identity's active card; none is (nil, nil).
+func activeCard(tx *bolt.Tx, appID, identity string) (*storagev1.CardRecord, error) {
+	active := &storagev1.ActiveCardRecord{}
+	err := boltdb.GetProto(tx.Bucket(bucketActive), boltdb.Key(appID, identity), active)
+	if errors.Is(err, errs.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec, err := getCard(tx, appID, active.GetCardId())
+	if err == nil && rec == nil {
+		err = fmt.Errorf("card: active index of %s names a missing card %x", identity, active.GetCardId())
+	}
+	return rec, err
+}
+
+// activeRecord is the copy of an active card's record that searches read.
+func activeRecord(r *storagev1.CardRecord) *storagev1.ActiveCardRecord {
+	return &storagev1.ActiveCardRecord{
+		CardId:               r.GetCardId(),
+		Identity:             r.GetIdentity(),
+		Content:              r.GetContent(),
+		SelfSignature:        r.GetSelfSignature(),
+		EndorsementContent:   r.GetEndorsementContent(),
+		EndorsementSignature: r.GetEndorsementSignature(),
+		ServiceSignature:     r.GetServiceSignature(),
+		ServiceKeyId:         r.GetServiceKeyId(),
+		PublishedAt:          r.GetPublishedAt(),
+		SigningPublicKey:     r.GetSigningPublicKey(),
+		Suite:                r.GetSuite(),
+	}
+}
+
+func (s *BoltStore) Publish(card *storagev1.CardRecord, check PublishCheck) (*storagev1.CardRecord, bool, error) {
+	var out *storagev1.CardRecord
+	written := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		app, identity := card.GetAppId(), card.GetIdentity()
+		active, err := activeCard(tx, app, identity)
+		if err != nil {
+			return err
+		}
+		same, err := getCard(tx, app, card.GetCardId())
+		if err != nil {
+			return err
+		}
+		var named *storagev1.CardRecord
+		if prev := card.GetPreviousCardId(); len(prev) > 0 {
+			if named, err = getCard(tx, app, prev); err != nil {
+				return err
+			}
+		}
+		if out, err = check(active, same, named); err != nil || out != nil {
+			return err
+		}
+		if same != nil {
+			return fmt.Errorf("card: publish check let card %x be stored twice", card.GetCardId())
+		}
+
+		events := tx.Bucket(bucketEvents)
+		seq, err := events.NextSequence()
+		if err != nil {
+			return err
+		}
+		event := &storagev1.CardEventRecord{
+			Sequence:   seq,
+			AppId:      app,
+			Identity:   identity,
+			CardId:     card.GetCardId(),
+			Kind:       storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED,
+			OccurredAt: card.GetPublishedAt(),
+		}
+		cards := tx.Bucket(bucketCards)
+		if active != nil {
+			active.Status = storagev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED
+			active.SupersededBy = card.GetCardId()
+			active.SupersededAt = card.GetPublishedAt()
+			if err := boltdb.PutProto(cards, cardKey(app, active.GetCardId()), active); err != nil {
+				return err
+			}
+			event.PreviousCardId = active.GetCardId()
+		}
+		stored := proto.CloneOf(card)
+		stored.Status = storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE
+		stored.Sequence = seq
+		if err := boltdb.PutProto(cards, cardKey(app, stored.GetCardId()), stored); err != nil {
+			return err
+		}
+		if err := boltdb.PutProto(tx.Bucket(bucketActive), boltdb.Key(app, identity), activeRecord(stored)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketHistory).Put(append(historyPrefix(app, identity), boltdb.U64(seq)...), stored.GetCardId()); err != nil {
+			return err
+		}
+		if err := boltdb.PutProto(events, boltdb.U64(seq), event); err != nil {
+			return err
+		}
+		out, written = stored, true
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, written, nil
+}
+
+func (s *BoltStore) Revoke(appID, identity string, cardID []byte, at time.Time) (*storagev1.CardRecord, bool, error) {
+	var out *storagev1.CardRecord
+	changed := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		rec, err := getCard(tx, appID, cardID)
+		switch {
+		case err != nil:
+			return err
+		case rec == nil:
+			return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
+		case rec.GetIdentity() != identity:
+			return errs.Permissionf("card %s is another identity's: only its owner may revoke it", cardIDString(cardID))
+		}
+		out = rec
+		if rec.GetStatus() == storagev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED {
+			return nil
+		}
+		if rec.GetStatus() == storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE {
+			if err := tx.Bucket(bucketActive).Delete(boltdb.Key(appID, identity)); err != nil {
+				return err
+			}
+		}
+		rec.Status = storagev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
+		rec.RevokedAt = timestamppb.New(at)
+		if err := boltdb.PutProto(tx.Bucket(bucketCards), cardKey(appID, cardID), rec); err != nil {
+			return err
+		}
+		events := tx.Bucket(bucketEvents)
+		seq, err := events.NextSequence()
+		if err != nil {
+			return err
+		}
+		changed = true
+		return boltdb.PutProto(events, boltdb.U64(seq), &storagev1.CardEventRecord{
+			Sequence:   seq,
+			AppId:      appID,
+			Identity:   identity,
+			CardId:     rec.GetCardId(),
+			Kind:       storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
+			OccurredAt: rec.GetRevokedAt(),
+		})
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, changed, nil
+}
+
+func (s *BoltStore) Card(appID string, cardID []byte) (*storagev1.CardRecord, error) {
+	var out *storagev1.CardRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		out, err = getCard(tx, appID, cardID)
+		if err == nil && out == nil {
+			return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *BoltStore) ActiveCards(appID string, identities []string) ([]*storagev1.ActiveCardRecord, error) {
+	out := make([]*storagev1.ActiveCardRecord, 0, len(identities))
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketActive)
+		prefix := boltdb.Key(appID, "")
+		key := prefix
+		for _, identity := range identities {
+			key = append(key[:len(prefix)], identity...)
+			v := b.Get(key)
+			if v == nil {
+				continue
+			}
+			rec := &storagev1.ActiveCardRecord{}
+			if err := proto.Unmarshal(v, rec); err != nil {
+				return fmt.Errorf("card: active card of %s: %w", identity, err)
+			}
+			out = append(out, rec)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *BoltStore) History(appID, identity string, before uint64, limit int) ([]*storagev1.CardRecord, bool, error) {
+	if before == 0 {
+		before = math.MaxUint64 // no sequence reaches it
+	}
+	var out []*storagev1.CardRecord
+	more := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		prefix := historyPrefix(appID, identity)
+		c := tx.Bucket(bucketHistory).Cursor()
+		// Seek finds the first key at or after the bound; the one before it is the
+		// newest card published before the bound.
+		k, v := c.Seek(append(bytes.Clone(prefix), boltdb.U64(before)...))
+		if k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Prev() {
+			if len(out) == limit {
+				more = true
+				return nil
+			}
+			rec, err := getCard(tx, appID, v)
+			if err == nil && rec == nil {
+				err = fmt.Errorf("card: history of %s names a missing card %x", identity, v)
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, rec)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, more, nil
+}
+
+func (s *BoltStore) Events(after uint64, limit int) ([]*storagev1.CardEventRecord, uint64, error) {
+	var out []*storagev1.CardEventRecord
+	var latest uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents)
+		latest = b.Sequence()
+		if after == math.MaxUint64 {
+			return nil
+		}
+		c := b.Cursor()
+		for k, _ := c.Seek(boltdb.U64(after + 1)); k != nil && len(out) < limit; k, _ = c.Next() {
+			ev := &storagev1.CardEventRecord{}
+			if err := boltdb.GetProto(b, k, ev); err != nil {
+				return fmt.Errorf("card event %x: %w", k, err)
+			}
+			out = append(out, ev)
+		}
+		return nil
+	})
+	return out, latest, err
+}

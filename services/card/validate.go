@@ -1,0 +1,177 @@
+package card
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/ident"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+)
+
+// Limits on requests (card.proto states them).
+const (
+	// MaxSearchIdentities bounds the distinct identities of one SearchCards call.
+	MaxSearchIdentities = 1000
+	// MaxLookupIdentities bounds the distinct identities of one LookupActiveCards call.
+	MaxLookupIdentities = 10000
+	// DefaultHistoryPage and MaxHistoryPage bound ListCardHistory pages.
+	DefaultHistoryPage = 100
+	MaxHistoryPage     = 1000
+	// DefaultEventPage and MaxEventPage bound ListCardEvents pages.
+	DefaultEventPage = 1000
+	MaxEventPage     = 10000
+)
+
+// validPublish checks the shape of a PublishCardRequest before anything is verified, so
+// that each missing or oversized part gets its own message.
+func validPublish(req *cardv1.PublishCardRequest) error {
+	switch {
+	case len(req.GetContent()) == 0:
+		return errs.Invalidf("content is empty: send the exact bytes of an umbra.envelope.v1.CardContent")
+	case len(req.GetContent()) > e2ee.MaxCardContentSize:
+		return errs.TooLargef("content is %d bytes; a card's content is at most %d", len(req.GetContent()), e2ee.MaxCardContentSize)
+	case len(req.GetSelfSignature()) == 0:
+		return errs.Invalidf("self_signature is empty: send the Ed25519 signature of the content by its signing key")
+	}
+	if e := req.GetEndorsement(); e != nil {
+		switch {
+		case len(e.GetContent()) == 0:
+			return errs.Invalidf("endorsement.content is empty: send the exact bytes of an umbra.envelope.v1.RotationEndorsementContent, or no endorsement")
+		case len(e.GetContent()) > e2ee.MaxEndorsementSize:
+			return errs.TooLargef("endorsement.content is %d bytes; at most %d", len(e.GetContent()), e2ee.MaxEndorsementSize)
+		case len(e.GetSignature()) != ed25519.SignatureSize:
+			return errs.Invalidf("endorsement.signature is %d bytes; want %d", len(e.GetSignature()), ed25519.SignatureSize)
+		}
+	}
+	return nil
+}
+
+// refused turns a pkg/e2ee verification failure into INVALID_ARGUMENT, keeping its
+// message: "card refused (bad signature): card self-signature does not verify".
+func refused(what string, err error) error {
+	var e *e2ee.Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	if errors.Is(err, e2ee.ErrTooLarge) {
+		return errs.TooLargef("%s refused: %s", what, e.Msg)
+	}
+	return errs.Invalidf("%s refused (%s): %s", what, e.Kind, e.Msg)
+}
+
+// validCardID checks that field holds a card id.
+func validCardID(field string, id []byte) error {
+	switch len(id) {
+	case e2ee.CardIDSize:
+		return nil
+	case 0:
+		return errs.Invalidf("%s is empty: want a card id (32 bytes, the SHA-256 of the card's content)", field)
+	}
+	return errs.Invalidf("%s is %d bytes; a card id is %d (the SHA-256 of the card's content)", field, len(id), e2ee.CardIDSize)
+}
+
+// cardIDString writes a card id the way REST paths take it: URL-safe base64, unpadded.
+func cardIDString(id []byte) string {
+	if len(id) == 0 {
+		return "none"
+	}
+	return base64.RawURLEncoding.EncodeToString(id)
+}
+
+// validIdentities checks a batch of user identities (the request field is field) and
+// returns them without duplicates, in first-seen order. max bounds the distinct ones.
+func validIdentities(field string, ids []string, max int) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, errs.Invalidf("%s is empty: send 1 to %d user identities", field, max)
+	}
+	seen := make(map[string]struct{}, min(len(ids), max))
+	out := make([]string, 0, min(len(ids), max))
+	for i, id := range ids {
+		if err := ident.ValidUser(field, id); err != nil {
+			// Validate again to name the element; only failures pay for the formatting.
+			return nil, ident.ValidUser(fmt.Sprintf("%s[%d]", field, i), id)
+		}
+		if _, dup := seen[id]; dup {
+			continue
+		}
+		if len(out) == max {
+			return nil, errs.Invalidf("%s has more than %d distinct identities; at most %d in one call", field, max, max)
+		}
+		seen[id] = struct{}{}
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+// App ids are "app_" and 26 lower-case base32 characters (the identity service makes
+// them); the card service only checks their shape, as internal callers name them.
+const (
+	appIDPrefix = "app_"
+	appIDLen    = 26
+)
+
+func validAppID(s string) error {
+	body, ok := strings.CutPrefix(s, appIDPrefix)
+	switch {
+	case s == "":
+		return errs.Invalidf("app_id is empty: internal callers name the app whose cards they want")
+	case !ok || len(body) != appIDLen || strings.IndexFunc(body, notBase32) >= 0:
+		if len(s) > 64 {
+			s = s[:64] + "..."
+		}
+		return errs.Invalidf("app_id %q is malformed: want %q and %d base32 characters", s, appIDPrefix, appIDLen)
+	}
+	return nil
+}
+
+func notBase32(c rune) bool { return !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') }
+
+// pageSize returns the page size asked for, or def; over max is refused.
+func pageSize(n uint32, def, max int) (int, error) {
+	switch {
+	case n == 0:
+		return def, nil
+	case n > uint32(max):
+		return 0, errs.Invalidf("page_size %d is over the maximum %d", n, max)
+	}
+	return int(n), nil
+}
+
+// History page tokens are opaque to clients: URL-safe base64 of a version byte, the
+// sequence number of the last card returned, and 8 bytes of SHA-256 of the identity
+// listed, so a token cannot be replayed against another identity's listing.
+const pageTokenVersion = 1
+
+func historyToken(identity string, seq uint64) string {
+	b := []byte{pageTokenVersion}
+	b = binary.BigEndian.AppendUint64(b, seq)
+	h := sha256.Sum256([]byte(identity))
+	return base64.RawURLEncoding.EncodeToString(append(b, h[:8]...))
+}
+
+// parseHistoryToken returns the sequence to continue before, or 0 for the first page.
+func parseHistoryToken(identity, tok string) (uint64, error) {
+	if tok == "" {
+		return 0, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil || len(b) != 17 || b[0] != pageTokenVersion {
+		return 0, errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
+	}
+	h := sha256.Sum256([]byte(identity))
+	if string(b[9:]) != string(h[:8]) {
+		return 0, errs.Invalidf("page_token belongs to another identity's history: start again without a page_token")
+	}
+	seq := binary.BigEndian.Uint64(b[1:9])
+	if seq == 0 {
+		return 0, errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
+	}
+	return seq, nil
+}
