@@ -31,11 +31,7 @@ func TestBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
 	}
-	bin := filepath.Join(t.TempDir(), "umbra")
-	build := exec.Command("go", "build", "-o", bin, "-ldflags", "-X main.version="+e2eVersion, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := e2eBinary(t)
 
 	t.Run("command line", func(t *testing.T) {
 		cases := []struct {

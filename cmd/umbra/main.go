@@ -30,6 +30,11 @@ func init() {
 		{"dev", "run every service and the gateway on loopback, for development", runDev},
 		{"serve", "run one role (identity|card|backup|group|messaging|gateway|all)", runServe},
 		{"version", "print the version", runVersion},
+		{"login", "get a token for a user with the app's API key (development)", runLogin},
+		{"keys", "manage your keys: init (register), show, rotate", runKeys},
+		{"card", "the card directory: publish, revoke, find, history", runCard},
+		{"encrypt", "encrypt a message for people (--to bob,carol)", runEncrypt},
+		{"decrypt", "decrypt a message (--from alice)", runDecrypt},
 	}
 }
 

@@ -23,6 +23,9 @@ var (
 	ErrDecrypt = errors.New("decryption failed")
 	// ErrTooLarge: input over a size limit.
 	ErrTooLarge = errors.New("too large")
+	// ErrPassphrase: a keystore passphrase that is wrong, missing, or given for a
+	// keystore that has none.
+	ErrPassphrase = errors.New("wrong passphrase")
 )
 
 // Error is a failure of one kind, with what was being done and why.

@@ -149,13 +149,13 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 
 	var background []func(ctx context.Context)
-	tokens, runFeed, closeIdentity, err := tokenVerifier(d)
+	tokens, feed, closeIdentity, err := tokenVerifier(d)
 	if err != nil {
 		return err
 	}
 	defer closeIdentity()
-	if runFeed != nil {
-		background = append(background, runFeed)
+	if feed != nil {
+		background = append(background, feed.Run)
 	}
 	tables := []auth.Table{grpcserver.SystemPolicies()}
 	for _, s := range services {
@@ -201,6 +201,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	wg.Go(func() { errc <- srv.Serve(ctx, lis) })
+	if feed != nil {
+		// Access tokens are refused until the revocation feed has been read once; wait
+		// for it (briefly) so the node is usable as soon as it says it is ready.
+		firstSync(ctx, feed, log)
+	}
 	for _, f := range background {
 		wg.Go(func() { f(ctx) })
 	}
@@ -279,8 +284,8 @@ func loopbackAddr(addr string) string {
 }
 
 // tokenVerifier returns the access-token verifier of the process, and the revocation
-// feed's loop when it follows the identity service remotely.
-func tokenVerifier(d *deps) (auth.TokenVerifier, func(context.Context), func(), error) {
+// feed it follows when it reaches the identity service remotely.
+func tokenVerifier(d *deps) (auth.TokenVerifier, *auth.RevocationFeed, func(), error) {
 	if d.identity != nil && len(d.cfg.Roles) == 1 {
 		return auth.NewVerifier(d.identity, d.identity, d.cfg.Issuer, nil), nil, func() {}, nil
 	}
@@ -292,7 +297,26 @@ func tokenVerifier(d *deps) (auth.TokenVerifier, func(context.Context), func(), 
 	}
 	remote := auth.Remote{Client: identityv1.NewIdentityServiceClient(conn)}
 	feed := auth.NewRevocationFeed(remote, nil)
-	return auth.NewVerifier(remote, feed, d.cfg.Issuer, nil), feed.Run, func() { conn.Close() }, nil
+	return auth.NewVerifier(remote, feed, d.cfg.Issuer, nil), feed, func() { conn.Close() }, nil
+}
+
+// firstSync reads the revocation feed once, retrying for a few seconds; a failure is
+// logged and left to the feed's own loop.
+func firstSync(ctx context.Context, feed *auth.RevocationFeed, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		err := feed.Sync(ctx)
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			log.Warn("revocation feed not read yet; access tokens are refused until it is", zap.Error(err))
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func serveMetrics(ctx context.Context, lis net.Listener, h http.Handler) error {

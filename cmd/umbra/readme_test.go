@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	builtOnce sync.Once
+	builtPath string
+	builtErr  error
+	builtOut  []byte
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtPath != "" {
+		os.RemoveAll(filepath.Dir(builtPath))
+	}
+	os.Exit(code)
+}
+
+// e2eBinary builds the umbra binary once for every test that runs it.
+func e2eBinary(t *testing.T) string {
+	t.Helper()
+	builtOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "umbra-e2e-bin")
+		if err != nil {
+			builtErr = err
+			return
+		}
+		builtPath = filepath.Join(dir, "umbra")
+		builtOut, builtErr = exec.Command("go", "build", "-o", builtPath, "-ldflags", "-X main.version="+e2eVersion, ".").CombinedOutput()
+	})
+	if builtErr != nil {
+		t.Fatalf("go build: %v\n%s", builtErr, builtOut)
+	}
+	return builtPath
+}
+
+// readmeBlock returns the shell block of README.md that follows the marker comment.
+func readmeBlock(t *testing.T, marker string) []string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(b), "<!-- "+marker)
+	if !ok {
+		t.Fatalf("README.md has no %q block", marker)
+	}
+	_, block, ok := strings.Cut(after, "```sh\n")
+	if !ok {
+		t.Fatalf("README.md: no shell block after %q", marker)
+	}
+	block, _, _ = strings.Cut(block, "```")
+	return strings.Split(strings.TrimSpace(block), "\n")
+}
+
+// TestReadmeCLIRoundTrip runs the README's CLI walk-through, as written, against a real
+// `umbra dev`: only the build line is replaced by the binary the test built, and the
+// server address by the test's free port.
+func TestReadmeCLIRoundTrip(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
+	}
+	bin := e2eBinary(t)
+	grpcPort, httpPort := e2eFreePort(t), e2eFreePort(t)
+	for grpcPort == httpPort {
+		httpPort = e2eFreePort(t)
+	}
+	p := e2eStartDev(t, bin, filepath.Join(t.TempDir(), "umbra-data"), grpcPort, httpPort)
+	defer p.stop(t)
+
+	work := t.TempDir()
+	if err := os.Symlink(bin, filepath.Join(work, "umbra")); err != nil {
+		t.Fatal(err)
+	}
+	var script []string
+	for _, line := range readmeBlock(t, "cli-round-trip") {
+		if strings.HasPrefix(line, "go build ") {
+			continue
+		}
+		script = append(script, line)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-e", "-c", strings.Join(script, "\n"))
+	cmd.Dir = work
+	cmd.Env = append(e2eEnv(os.Environ()),
+		"UMBRA_API_KEY="+p.apiKey,
+		fmt.Sprintf("UMBRA_SERVER=127.0.0.1:%d", grpcPort),
+	)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the README walk-through failed: %v\nstdout:\n%s\nstderr:\n%s", err, &stdout, &stderr)
+	}
+	out := stdout.String()
+	if n := strings.Count(out, "hello bob\n"); n != 2 {
+		t.Errorf("decrypted %d times; want 2 (before and after alice's rotation)\n%s", n, out)
+	}
+	if !strings.Contains(out, "2 cards, newest first") || !strings.Contains(out, "CARD_STATUS_SUPERSEDED") || !strings.Contains(out, "endorsed by the previous key") {
+		t.Errorf("card history does not show the endorsed rotation:\n%s", out)
+	}
+	env, err := os.ReadFile(filepath.Join(work, "msg.txt"))
+	if err != nil || bytes.Contains(env, []byte("hello bob")) {
+		t.Errorf("msg.txt: %v; the plaintext must not appear in it", err)
+	}
+}

@@ -1,0 +1,367 @@
+package sdk
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+)
+
+// Errors the SDK returns besides the e2ee kinds (e2ee.ErrNotRecipient,
+// e2ee.ErrBadSignature, e2ee.ErrWrongSender...) and gRPC statuses.
+var (
+	// ErrNoPrivateKey: the call needs the user's keys and the keystore has none
+	// (Register, or restore them from a backup).
+	ErrNoPrivateKey = errors.New("sdk: no private key in the keystore")
+	// ErrAlreadyRegistered: Register on a user who has keys or an active card.
+	ErrAlreadyRegistered = errors.New("sdk: already registered")
+	// ErrNoCard: a recipient has no active card.
+	ErrNoCard = errors.New("sdk: no active card")
+	// ErrUntrustedCard: a card from the directory failed verification (its
+	// self-signature, the service's counter-signature, or its identity).
+	ErrUntrustedCard = errors.New("sdk: card failed verification")
+	// ErrCardNotValidThen: a message signed with a card that was not the sender's
+	// active card when the message says it was written.
+	ErrCardNotValidThen = errors.New("sdk: sender card was not active when the message was written")
+)
+
+// Config configures a Client.
+type Config struct {
+	// Addr is the gRPC address of Umbra (all services, or the gateway's gRPC peer).
+	Addr string
+	TLS  tlsconf.Client
+	// Insecure allows plaintext beyond loopback.
+	Insecure bool
+	// Token returns access tokens for the user. Required.
+	Token TokenFunc
+	// KeystorePath is the local keystore file.
+	KeystorePath string
+	// Passphrase encrypts the keystore at rest. Leaving it empty is refused unless
+	// NoPassphrase is set.
+	Passphrase []byte
+	// NoPassphrase stores the keystore unencrypted (file mode 0600 only). For tests and
+	// devices that protect the file otherwise.
+	NoPassphrase bool
+	// Suite of new key pairs; zero means e2ee.DefaultSuite.
+	Suite e2ee.Suite
+	// ExcludeSelf leaves the sender's own card out of the recipients of Encrypt. By
+	// default it is in, so the user's other devices can read what this one sent.
+	ExcludeSelf bool
+	// ClockSkew is the tolerance when checking a message's time against its sender
+	// card's lifetime; zero means 5 minutes.
+	ClockSkew time.Duration
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// Client is one user's view of Umbra.
+type Client struct {
+	cfg      Config
+	conn     *grpc.ClientConn
+	identity identityv1.IdentityServiceClient
+	cards    cardv1.CardServiceClient
+
+	mu         sync.Mutex
+	ks         *e2ee.Keystore // nil until Register or a keystore on disk
+	me         string         // the user's identity, once known
+	serviceKey map[string]ed25519.PublicKey
+	cardCache  map[string]*cardRecord // by card id
+}
+
+// New connects to Umbra and opens the keystore if it exists.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Token == nil {
+		return nil, errors.New("sdk: Config.Token is required")
+	}
+	if cfg.KeystorePath == "" {
+		return nil, errors.New("sdk: Config.KeystorePath is required")
+	}
+	if len(cfg.Passphrase) == 0 && !cfg.NoPassphrase {
+		return nil, errors.New("sdk: a keystore passphrase is required (or set NoPassphrase explicitly)")
+	}
+	if cfg.Suite == 0 {
+		cfg.Suite = e2ee.DefaultSuite
+	}
+	if cfg.ClockSkew == 0 {
+		cfg.ClockSkew = 5 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	t := &tokens{fetch: cfg.Token, now: cfg.Now}
+	conn, err := grpcclient.Dial(grpcclient.Config{Addr: cfg.Addr, TLS: cfg.TLS, Insecure: cfg.Insecure}, t.interceptors()...)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		cfg:        cfg,
+		conn:       conn,
+		identity:   identityv1.NewIdentityServiceClient(conn),
+		cards:      cardv1.NewCardServiceClient(conn),
+		serviceKey: map[string]ed25519.PublicKey{},
+		cardCache:  map[string]*cardRecord{},
+	}
+	if err := c.openKeystore(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close releases the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Conn is the client's gRPC connection, with the token attached to every call, for the
+// services this package does not wrap yet.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+func (c *Client) passphrase() []byte {
+	if c.cfg.NoPassphrase {
+		return nil
+	}
+	return c.cfg.Passphrase
+}
+
+func (c *Client) openKeystore() error {
+	ks, err := e2ee.OpenKeystore(c.cfg.KeystorePath, c.passphrase())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sdk: open keystore: %w", err)
+	}
+	c.ks, c.me = ks, ks.Identity()
+	return nil
+}
+
+// HasPrivateKey reports whether the keystore holds the user's current key.
+func (c *Client) HasPrivateKey() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ks != nil
+}
+
+// Identity returns the user's identity, asking the identity service if the keystore
+// does not know it yet.
+func (c *Client) Identity(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	me := c.me
+	c.mu.Unlock()
+	if me != "" {
+		return me, nil
+	}
+	who, err := c.identity.WhoAmI(ctx, &identityv1.WhoAmIRequest{})
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	c.me = who.GetIdentity()
+	c.mu.Unlock()
+	return who.GetIdentity(), nil
+}
+
+// Cleanup deletes the local keystore. The published card stays: another device, or a
+// restore from backup, can still use it.
+func (c *Client) Cleanup() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ks = nil
+	if err := e2ee.RemoveKeystore(c.cfg.KeystorePath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("sdk: remove keystore: %w", err)
+	}
+	return nil
+}
+
+// current returns the keystore and its current key, or ErrNoPrivateKey.
+func (c *Client) current() (*e2ee.Keystore, *e2ee.KeyPair, []byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ks == nil {
+		return nil, nil, nil, ErrNoPrivateKey
+	}
+	kp, id := c.ks.Current()
+	if kp == nil {
+		return nil, nil, nil, ErrNoPrivateKey
+	}
+	return c.ks, kp, id, nil
+}
+
+// Register creates the user's keys, publishes their card, and saves the keys in the
+// keystore. It refuses a user who already has keys here or an active card anywhere
+// (restore the keys from a backup, or RotateKeys if they are lost).
+func (c *Client) Register(ctx context.Context) (*Card, error) {
+	if c.HasPrivateKey() {
+		return nil, fmt.Errorf("%w: the keystore already holds keys", ErrAlreadyRegistered)
+	}
+	me, err := c.Identity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	kp, err := e2ee.GenerateKeyPair(c.cfg.Suite)
+	if err != nil {
+		return nil, err
+	}
+	content, sig, err := e2ee.NewCard(kp, me, c.cfg.Now(), nil)
+	if err != nil {
+		return nil, err
+	}
+	// The key is on disk before its card is public, so a crash can never leave a card
+	// whose private key is lost.
+	ks, err := e2ee.CreateKeystore(c.cfg.KeystorePath, e2ee.KeystoreOptions{Identity: me, Passphrase: c.passphrase(), NoPassphrase: c.cfg.NoPassphrase})
+	if err != nil {
+		return nil, fmt.Errorf("sdk: create keystore: %w", err)
+	}
+	if err := ks.SetCurrent(kp, e2ee.CardID(content)); err != nil {
+		e2ee.RemoveKeystore(c.cfg.KeystorePath)
+		return nil, err
+	}
+	if err := ks.Save(); err != nil {
+		e2ee.RemoveKeystore(c.cfg.KeystorePath)
+		return nil, fmt.Errorf("sdk: save keystore: %w", err)
+	}
+	resp, err := c.cards.PublishCard(ctx, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig})
+	if err != nil {
+		e2ee.RemoveKeystore(c.cfg.KeystorePath)
+		if status.Code(err) == codes.AlreadyExists {
+			return nil, fmt.Errorf("%w: %s has an active card; restore its keys from a backup, or rotate", ErrAlreadyRegistered, me)
+		}
+		return nil, err
+	}
+	card, err := c.verify(ctx, resp.GetCard())
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.ks = ks
+	c.mu.Unlock()
+	return card, nil
+}
+
+// RotateKeys replaces the user's keys: a new key pair, a card naming the current one as
+// its predecessor and endorsed by its key. The old private key stays in the keystore so
+// that messages sent to the old card still decrypt.
+func (c *Client) RotateKeys(ctx context.Context) (*Card, error) {
+	ks, old, oldID, err := c.current()
+	if err != nil {
+		return nil, err
+	}
+	me := ks.Identity()
+	kp, err := e2ee.GenerateKeyPair(c.cfg.Suite)
+	if err != nil {
+		return nil, err
+	}
+	content, sig, err := e2ee.NewCard(kp, me, c.cfg.Now(), oldID)
+	if err != nil {
+		return nil, err
+	}
+	next, err := e2ee.ParseCard(content, sig)
+	if err != nil {
+		return nil, err
+	}
+	eContent, eSig, err := e2ee.Endorse(old, next)
+	if err != nil {
+		return nil, err
+	}
+	return c.publishNewKeys(ctx, ks, kp, content, sig, &cardv1.CardEndorsement{Content: eContent, Signature: eSig})
+}
+
+// PublishCard publishes a card for fresh keys when the user has no active card: on a
+// first start it is Register, and after the active card was revoked it starts afresh
+// (the keys of the revoked card stay in the keystore for old messages). With an active
+// card it refuses: use RotateKeys.
+func (c *Client) PublishCard(ctx context.Context) (*Card, error) {
+	if !c.HasPrivateKey() {
+		return c.Register(ctx)
+	}
+	ks, _, _, err := c.current()
+	if err != nil {
+		return nil, err
+	}
+	kp, err := e2ee.GenerateKeyPair(c.cfg.Suite)
+	if err != nil {
+		return nil, err
+	}
+	content, sig, err := e2ee.NewCard(kp, ks.Identity(), c.cfg.Now(), nil)
+	if err != nil {
+		return nil, err
+	}
+	card, err := c.publishNewKeys(ctx, ks, kp, content, sig, nil)
+	if status.Code(err) == codes.AlreadyExists {
+		return nil, fmt.Errorf("%w: %s has an active card; rotate the keys instead", ErrAlreadyRegistered, ks.Identity())
+	}
+	return card, err
+}
+
+// publishNewKeys makes kp the keystore's current key and publishes its card. The new
+// key is saved before its card is published, and the keystore goes back to what it was
+// if publishing fails, so no published card ever lacks its private key.
+func (c *Client) publishNewKeys(ctx context.Context, ks *e2ee.Keystore, kp *e2ee.KeyPair, content, sig []byte, endorsement *cardv1.CardEndorsement) (*Card, error) {
+	saved, err := os.ReadFile(c.cfg.KeystorePath)
+	if err != nil {
+		return nil, fmt.Errorf("sdk: read keystore: %w", err)
+	}
+	if err := ks.SetCurrent(kp, e2ee.CardID(content)); err != nil {
+		return nil, err
+	}
+	if err := ks.Save(); err != nil {
+		return nil, errors.Join(fmt.Errorf("sdk: save keystore: %w", err), c.restoreKeystore(saved))
+	}
+	resp, err := c.cards.PublishCard(ctx, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig, Endorsement: endorsement})
+	if err != nil {
+		return nil, errors.Join(err, c.restoreKeystore(saved))
+	}
+	return c.verify(ctx, resp.GetCard())
+}
+
+// restoreKeystore puts back the keystore file as it was, and reloads it.
+func (c *Client) restoreKeystore(saved []byte) error {
+	tmp := c.cfg.KeystorePath + ".restore"
+	if err := os.WriteFile(tmp, saved, 0o600); err != nil {
+		return fmt.Errorf("sdk: restore keystore: %w", err)
+	}
+	if err := os.Rename(tmp, c.cfg.KeystorePath); err != nil {
+		return fmt.Errorf("sdk: restore keystore: %w", err)
+	}
+	c.mu.Lock()
+	c.ks = nil
+	c.mu.Unlock()
+	return c.openKeystore()
+}
+
+// RevokeCard revokes the user's current card and keeps its keys, so messages sent to
+// it still decrypt here. Until PublishCard, nobody can encrypt to the user.
+func (c *Client) RevokeCard(ctx context.Context) error {
+	_, _, id, err := c.current()
+	if err != nil {
+		return err
+	}
+	_, err = c.cards.RevokeCard(ctx, &cardv1.RevokeCardRequest{CardId: id})
+	return err
+}
+
+// Unregister revokes the user's current card and deletes the local keystore (E3Kit's
+// unregister). Messages to the revoked card can no longer be read on this device.
+func (c *Client) Unregister(ctx context.Context) error {
+	if err := c.RevokeCard(ctx); err != nil {
+		return err
+	}
+	return c.Cleanup()
+}
+
+// sameID reports whether two card ids are equal.
+func sameID(a, b []byte) bool { return bytes.Equal(a, b) }

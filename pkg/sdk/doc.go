@@ -1,0 +1,9 @@
+// Package sdk is Umbra's Go client: it keeps an identity's private keys in a local
+// keystore, publishes and finds cards, and encrypts and decrypts messages, so that the
+// server only ever sees public keys and ciphertext. It plays the part of Virgil's E3Kit
+// (register, findUsers, encrypt, decrypt, rotatePrivateKey, unregister, cleanup).
+//
+// The app backend authenticates its users and hands out Umbra access tokens; the SDK
+// asks for one through a TokenFunc (E3Kit's getToken) whenever it has none or the one
+// it has expired or was refused.
+package sdk

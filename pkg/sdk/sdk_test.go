@@ -1,0 +1,270 @@
+package sdk_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
+	"github.com/umbra-e2ee/umbra/pkg/sdk"
+)
+
+// device is one user's SDK client with its own keystore folder.
+type device struct {
+	*sdk.Client
+	identity string
+	keystore string
+}
+
+func newDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite, dir string) *device {
+	t.Helper()
+	id := app.User(t, uid)
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	path := filepath.Join(dir, "keystore")
+	c, err := sdk.New(context.Background(), sdk.Config{
+		Addr:         n.GRPC,
+		Token:        app.TokenFunc(id),
+		KeystorePath: path,
+		Passphrase:   []byte("passphrase of " + uid),
+		Suite:        suite,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &device{Client: c, identity: id, keystore: path}
+}
+
+func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	ctx := context.Background()
+	alice := newDevice(t, n, app, "alice", e2ee.SuiteHybrid, "")
+	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
+	carol := newDevice(t, n, app, "carol", e2ee.SuiteX25519, "")
+	for _, d := range []*device{alice, bob, carol} {
+		if d.HasPrivateKey() {
+			t.Fatal("a fresh device has keys")
+		}
+		card, err := d.Register(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if card.Identity != d.identity || !d.HasPrivateKey() {
+			t.Fatalf("Register = %+v", card)
+		}
+	}
+	found, err := alice.FindCards(ctx, bob.identity, carol.identity, app.User(t, "nobody"))
+	if err != nil || len(found) != 2 {
+		t.Fatalf("FindCards = %v, %v; want bob and carol only", found, err)
+	}
+
+	msg := []byte("meet at noon")
+	env, err := alice.Encrypt(ctx, msg, bob.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, d := range map[string]*device{"bob": bob, "alice herself": alice} {
+		got, err := d.Decrypt(ctx, env, alice.identity)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Errorf("%s decrypts %q, %v", name, got, err)
+		}
+	}
+	if _, err := bob.Decrypt(ctx, env, carol.identity); !errors.Is(err, e2ee.ErrWrongSender) {
+		t.Errorf("decrypt claiming another sender: %v, want ErrWrongSender", err)
+	}
+	if _, err := carol.Decrypt(ctx, env, alice.identity); !errors.Is(err, e2ee.ErrNotRecipient) {
+		t.Errorf("decrypt by a non-recipient: %v, want ErrNotRecipient", err)
+	}
+	tampered := bytes.Clone(env)
+	tampered[len(tampered)-3] ^= 1
+	if _, err := bob.Decrypt(ctx, tampered, alice.identity); err == nil {
+		t.Error("a tampered message decrypted")
+	}
+	if _, err := alice.Encrypt(ctx, msg, app.User(t, "nobody")); !errors.Is(err, sdk.ErrNoCard) {
+		t.Errorf("encrypt to a user without a card: %v, want ErrNoCard", err)
+	}
+}
+
+func TestRotationKeepsHistoryReadable(t *testing.T) {
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	ctx := context.Background()
+	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
+	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
+	first, err := alice.Register(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before, err := alice.Encrypt(ctx, []byte("before"), bob.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := alice.RotateKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(second.PreviousCardID, first.ID) || !second.Endorsed {
+		t.Errorf("rotated card = %+v; want it to name and be endorsed by the first", second)
+	}
+	if _, err := bob.RotateKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, err := alice.Encrypt(ctx, []byte("after"), bob.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bob reads both: the old message with his superseded key, signed by alice's
+	// superseded card, which was active when it was written.
+	for want, env := range map[string][]byte{"before": before, "after": after} {
+		got, err := bob.Decrypt(ctx, env, alice.identity)
+		if err != nil || string(got) != want {
+			t.Errorf("bob decrypts %q, %v; want %q", got, err, want)
+		}
+	}
+	// Alice, too, reads what she sent before her rotation.
+	if got, err := alice.Decrypt(ctx, before, alice.identity); err != nil || string(got) != "before" {
+		t.Errorf("alice re-reads her old message: %q, %v", got, err)
+	}
+	history, err := bob.History(ctx, alice.identity)
+	if err != nil || len(history) != 2 {
+		t.Fatalf("history = %v, %v", history, err)
+	}
+
+	// A message signed with alice's retired key and dated after the rotation is refused:
+	// a stolen old key cannot forge new messages.
+	ks, err := e2ee.OpenKeystore(alice.keystore, []byte("passphrase of alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldKey := ks.KeyFor(first.ID)
+	bobCards, err := alice.FindCards(ctx, bob.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := e2ee.Encrypt(oldKey, first.ID, []*e2ee.Card{bobCards[bob.identity].Card}, []byte("forged"), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Decrypt(ctx, forged, alice.identity); !errors.Is(err, sdk.ErrCardNotValidThen) {
+		t.Errorf("message from a retired key: %v, want ErrCardNotValidThen", err)
+	}
+}
+
+func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	ctx := context.Background()
+	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
+	if _, err := alice.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Register(ctx); !errors.Is(err, sdk.ErrAlreadyRegistered) {
+		t.Errorf("second Register: %v", err)
+	}
+	// Another device of alice with an empty keystore cannot take over her identity.
+	other := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
+	if _, err := other.Register(ctx); !errors.Is(err, sdk.ErrAlreadyRegistered) {
+		t.Errorf("Register on a second device: %v", err)
+	}
+	if other.HasPrivateKey() {
+		t.Error("the refused Register left keys behind")
+	}
+	if _, err := os.Stat(other.keystore); !os.IsNotExist(err) {
+		t.Errorf("the refused Register left a keystore file: %v", err)
+	}
+	// The keystore is encrypted at rest and private to the user.
+	fi, err := os.Stat(alice.keystore)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("keystore mode: %v, %v", fi, err)
+	}
+	// Revoke keeps the keys; PublishCard starts afresh with new ones.
+	msg, err := alice.Encrypt(ctx, []byte("to myself"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.RevokeCard(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if found, _ := alice.FindCards(ctx, alice.identity); len(found) != 0 {
+		t.Error("a revoked card is still found")
+	}
+	if _, err := alice.PublishCard(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := alice.Decrypt(ctx, msg, alice.identity); err != nil || string(got) != "to myself" {
+		t.Errorf("message to the revoked card after a fresh publish: %q, %v", got, err)
+	}
+	// Unregister revokes and deletes the keys.
+	if err := alice.Unregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if alice.HasPrivateKey() {
+		t.Error("keys left after Unregister")
+	}
+	if _, err := os.Stat(alice.keystore); !os.IsNotExist(err) {
+		t.Errorf("keystore file left after Unregister: %v", err)
+	}
+	if _, err := alice.Encrypt(ctx, []byte("x")); !errors.Is(err, sdk.ErrNoPrivateKey) {
+		t.Errorf("Encrypt without keys: %v", err)
+	}
+	if err := alice.Cleanup(); err != nil {
+		t.Errorf("Cleanup of nothing: %v", err)
+	}
+}
+
+// TestTokenRefreshedWhenRefused: a token the server refuses is replaced by a fresh one
+// from the TokenFunc, and the call succeeds.
+func TestTokenRefreshedWhenRefused(t *testing.T) {
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	id := app.User(t, "alice")
+	var calls atomic.Int32
+	c, err := sdk.New(context.Background(), sdk.Config{
+		Addr: n.GRPC,
+		Token: func(ctx context.Context) (string, error) {
+			if calls.Add(1) == 1 {
+				return "not-a-token", nil
+			}
+			return app.IssueToken(ctx, id, 0)
+		},
+		KeystorePath: filepath.Join(t.TempDir(), "keystore"),
+		NoPassphrase: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := c.Identity(context.Background())
+	if err != nil || got != id {
+		t.Fatalf("Identity = %q, %v", got, err)
+	}
+	if calls.Load() != 2 {
+		t.Errorf("token fetched %d times; want 2 (the refused one, then a fresh one)", calls.Load())
+	}
+	if _, err := c.FindCards(context.Background(), id); err != nil || calls.Load() != 2 {
+		t.Errorf("a valid cached token was fetched again: %d calls, %v", calls.Load(), err)
+	}
+}
+
+func TestNewRequiresAPassphraseDecision(t *testing.T) {
+	_, err := sdk.New(context.Background(), sdk.Config{
+		Addr:         "127.0.0.1:1",
+		Token:        func(context.Context) (string, error) { return "", nil },
+		KeystorePath: filepath.Join(t.TempDir(), "keystore"),
+	})
+	if err == nil {
+		t.Fatal("a keystore without a passphrase was accepted without NoPassphrase")
+	}
+}
