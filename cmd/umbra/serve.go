@@ -148,5 +148,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 		cfg.Identity = f.peer(gateway.Identity)
 	}
+	if role == gateway.Messaging && *f.peers[gateway.Group] != "" {
+		// Group conversations are refused without it.
+		cfg.Group = f.peer(gateway.Group)
+	}
 	return node.Run(ctx, cfg, log)
 }

@@ -38,6 +38,18 @@ type Options struct {
 	LockTimeout time.Duration
 	// NoSync skips fsync on commit. Only benchmarks that measure the cost of fsync set it.
 	NoSync bool
+	// The options below make commits cheaper for a write-heavy file, as etcd sets them;
+	// each is bbolt's option of the same name, and the zero value keeps bbolt's default.
+	//
+	// NoFreelistSync does not write the freelist on commit; it is rebuilt by scanning
+	// the file when it is opened, so opening a large file takes longer.
+	NoFreelistSync bool
+	// FreelistType bolt.FreelistMapType keeps the freelist in a hash map, whose
+	// allocations stay fast as the file grows.
+	FreelistType bolt.FreelistType
+	// InitialMmapSize maps this many bytes up front, so that the file grows without
+	// remapping (a remap waits for every read transaction to end).
+	InitialMmapSize int
 }
 
 // DB is an open bbolt file.
@@ -54,7 +66,13 @@ func Open(path string, schema Schema, opts Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("boltdb: create folder for %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         opts.LockTimeout,
+		NoSync:          opts.NoSync,
+		NoFreelistSync:  opts.NoFreelistSync,
+		FreelistType:    opts.FreelistType,
+		InitialMmapSize: opts.InitialMmapSize,
+	})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("boltdb: %s is locked by another process", path)

@@ -118,3 +118,35 @@ func TestU64SortsNumerically(t *testing.T) {
 		t.Errorf("Key = %q", got)
 	}
 }
+
+// TestWriteHeavyOptions: the options reach bbolt, and a file written with them opens
+// with the defaults (the freelist is rebuilt from the pages).
+func TestWriteHeavyOptions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "t.db")
+	db, err := Open(path, testSchema, Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType, InitialMmapSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !db.NoFreelistSync || db.FreelistType != bolt.FreelistMapType {
+		t.Errorf("options not applied: NoFreelistSync %v, FreelistType %q", db.NoFreelistSync, db.FreelistType)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("things")).Put([]byte("k"), []byte("v")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db, err = Open(path, testSchema, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket([]byte("things")).Get([]byte("k")); string(v) != "v" {
+			return errors.New("value lost")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
 // Config is one process's configuration.
@@ -60,6 +61,13 @@ type Config struct {
 	// per second on average, and at once); 0 means the card service's defaults.
 	CardSearchRate  float64
 	CardSearchBurst int
+	// Group says how the messaging service reaches the group service, with the
+	// ServiceToken. A process that hosts the group role reaches its own listener; left
+	// empty otherwise, group conversations are refused.
+	Group grpcclient.Config
+	// Messaging tunes the messaging service (envelope limit, send rate, retention,
+	// streams); the zero value is its defaults.
+	Messaging messaging.Config
 	// Ready, when set, is called once every listener is up, with their addresses.
 	Ready func(ctx context.Context, addrs Addrs) error
 }
@@ -122,6 +130,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if cfg.Identity.Addr == "" && slices.Contains(cfg.Roles, gateway.Identity) {
 		// Hosted here: reach it at this listener, as any other client would.
 		cfg.Identity = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC)}
+	}
+	if cfg.Group.Addr == "" && slices.Contains(cfg.Roles, gateway.Group) {
+		cfg.Group = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC)}
 	}
 
 	d := &deps{dataDir: cfg.DataDir, log: log, cfg: cfg}

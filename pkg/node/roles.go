@@ -1,10 +1,14 @@
 package node
 
 import (
+	"errors"
+	"fmt"
+
 	"google.golang.org/grpc"
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -67,8 +71,38 @@ var builders = map[string]func(*deps) (*hosted, error){
 		return unbuilt(gateway.Group, groupv1.GroupService_ServiceDesc.ServiceName, srv.Register, group.Policies()), nil
 	},
 	gateway.Messaging: func(d *deps) (*hosted, error) {
-		srv := messaging.New(d.log.Named(gateway.Messaging))
-		return unbuilt(gateway.Messaging, messagingv1.MessagingService_ServiceDesc.ServiceName, srv.Register, messaging.Policies()), nil
+		store, err := messaging.OpenStore(dbPath(d, gateway.Messaging), messaging.StoreOptions{})
+		if err != nil {
+			return nil, err
+		}
+		log := d.log.Named(gateway.Messaging)
+		var groups messaging.Groups // none: group conversations are refused
+		closeGroups := func() error { return nil }
+		if gcfg := d.cfg.Group; gcfg.Addr != "" {
+			gcfg.ServiceToken = d.cfg.ServiceToken
+			conn, err := grpcclient.Dial(gcfg)
+			if err != nil {
+				store.Close()
+				return nil, fmt.Errorf("group service: %w", err)
+			}
+			groups, closeGroups = messaging.GroupClient{Client: groupv1.NewGroupServiceClient(conn)}, conn.Close
+		} else {
+			log.Warn("no group service address: group conversations are refused")
+		}
+		srv, err := messaging.New(store, groups, d.cfg.Messaging, log)
+		if err != nil {
+			closeGroups()
+			store.Close()
+			return nil, err
+		}
+		return &hosted{
+			name:     gateway.Messaging,
+			grpcName: messagingv1.MessagingService_ServiceDesc.ServiceName,
+			register: srv.Register,
+			policies: messaging.Policies(),
+			close:    func() error { return errors.Join(closeGroups(), store.Close()) },
+			run:      srv.Run,
+		}, nil
 	},
 }
 

@@ -1,6 +1,37 @@
-// Package messaging implements umbra.messaging.v1.MessagingService: durable,
-// ordered store-and-forward of ciphertext, with resumable subscriptions.
+// Package messaging implements umbra.messaging.v1.MessagingService: durable, ordered
+// store-and-forward of ciphertext, with resumable subscriptions.
 //
-// Until issue 4 lands every RPC answers Unimplemented; the policy table is complete
-// already, so nothing is reachable without the credential it will need.
+// # Write path
+//
+// One goroutine, the committer (committer.go), makes every write. A handler checks and
+// prepares its request (sizes, header rules, the conversation, the caller's right to
+// send, a group's member list), queues it and waits. The committer blocks for the
+// first request, takes every other one already queued (without waiting for more; the
+// next batch gathers while this one commits), applies them in one bbolt transaction,
+// fsynced on commit, then wakes the streams of the inboxes that grew and answers each
+// request. Inside the transaction each request reads and checks first (its
+// idempotency key, also against earlier requests of the same batch), then writes, so a
+// refused request writes nothing and fails no other; only a storage error fails the
+// batch, and then nothing of it is committed.
+//
+// The store (BoltStore) appends each message or event to a log, with its fan-out (the
+// inbox sequence each recipient got), in that transaction: a batch writes a few
+// sequential pages, close to bbolt's raw rate. The indexes that find an entry by
+// conversation and sequence, by inbox and sequence, by idempotency key and by expiry
+// are kept in memory (memIndex) and written in bulk with a later batch, every
+// DefaultFlushEntries entries or DefaultFlushAge; reads merge both. After a crash,
+// opening the store rebuilds the missing index entries from the log.
+//
+// # Streams
+//
+// Subscribe keeps no queue per stream. A notifier holds, per identity with an open
+// stream, its latest inbox sequence and a channel closed at every change; a stream reads
+// its inbox from the store in pages from its own cursor until it has caught up, then
+// waits on the channel. A slow client falls behind in the store only.
+//
+// # Conversations
+//
+// A direct conversation's id is derived from the app and its two identities; a group
+// conversation's is the group identity, and the group service (Groups) decides who
+// sends and reads. Until it answers, group conversations are refused.
 package messaging

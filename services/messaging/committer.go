@@ -1,0 +1,223 @@
+package messaging
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+)
+
+// Bounds of one batch: a batch is one transaction and one fsync, and every request in
+// it waits for the whole, so it is bounded to keep latency low.
+const (
+	maxBatchOps     = 2048
+	maxBatchEntries = 20000   // index entries: a 10,000-recipient event is one batch
+	maxBatchBytes   = 8 << 20 // envelopes and payloads
+	queueLen        = 4096
+	// flushIdle is how long the committer waits for work before it writes down the
+	// pending index entries.
+	flushIdle = 100 * time.Millisecond
+)
+
+// committer is the one goroutine that writes. Requests queue on a channel; the
+// committer blocks for the first, takes every other one already waiting (without
+// waiting for more: the next batch gathers while this one commits), applies them in one
+// transaction, then wakes the streams of the inboxes that grew and answers each
+// request.
+type committer struct {
+	store  Store
+	now    func() time.Time
+	ttl    time.Duration
+	notify *notifier
+	log    *zap.Logger
+
+	queue   chan *request
+	tasks   chan *task
+	stopped chan struct{} // closed once the committer has stopped for good
+}
+
+type request struct {
+	op   *Op
+	err  error
+	done chan struct{}
+}
+
+// task is other store work that must not run concurrently with Apply: a sweep or a
+// flush.
+type task struct {
+	run  func()
+	done chan struct{}
+}
+
+func newCommitter(store Store, now func() time.Time, ttl time.Duration, notify *notifier, log *zap.Logger) *committer {
+	return &committer{
+		store:   store,
+		now:     now,
+		ttl:     ttl,
+		notify:  notify,
+		log:     log,
+		queue:   make(chan *request, queueLen),
+		tasks:   make(chan *task),
+		stopped: make(chan struct{}),
+	}
+}
+
+func errStopped() error {
+	return errs.Unavailablef("the messaging service is shutting down; retry (with the same client_message_id)")
+}
+
+// submit queues op and waits until it is durable or refused (op.Err), or the batch
+// failed (the error returned).
+func (c *committer) submit(ctx context.Context, op *Op) error {
+	r := &request{op: op, done: make(chan struct{})}
+	select {
+	case c.queue <- r:
+	case <-c.stopped:
+		return errStopped()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-r.done:
+		return r.err
+	case <-c.stopped:
+		select {
+		case <-r.done:
+			return r.err
+		default:
+			return errStopped()
+		}
+	case <-ctx.Done():
+		// The op may still commit; a retry with the same idempotency key finds it.
+		return ctx.Err()
+	}
+}
+
+// do runs fn on the committer, between two batches.
+func (c *committer) do(ctx context.Context, fn func()) error {
+	t := &task{run: fn, done: make(chan struct{})}
+	select {
+	case c.tasks <- t:
+	case <-c.stopped:
+		return errStopped()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-t.done // the committer always runs a task it took
+	return nil
+}
+
+// sweep asks the committer to delete up to limit expired entries.
+func (c *committer) sweep(ctx context.Context, now time.Time, limit int) (deleted int, more bool, err error) {
+	if derr := c.do(ctx, func() { deleted, more, err = c.store.Sweep(now, limit) }); derr != nil {
+		return 0, false, derr
+	}
+	return deleted, more, err
+}
+
+// run commits until ctx ends, then commits what is queued already and stops.
+func (c *committer) run(ctx context.Context) {
+	idle := time.NewTimer(flushIdle)
+	idle.Stop()
+	var carry *request
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case first = <-c.queue:
+			case t := <-c.tasks:
+				t.run()
+				close(t.done)
+				continue
+			case <-idle.C:
+				pending, err := c.store.Flush()
+				if err != nil {
+					c.log.Error("flush pending index entries", zap.Error(err))
+				}
+				if pending || err != nil {
+					idle.Reset(flushIdle)
+				}
+				continue
+			case <-ctx.Done():
+				c.drain(nil)
+				return
+			}
+		}
+		var batch []*request
+		batch, carry = c.collect(first)
+		c.commit(batch)
+		idle.Reset(flushIdle)
+	}
+}
+
+// drain commits whatever is queued, then marks the committer stopped.
+func (c *committer) drain(carry *request) {
+	defer close(c.stopped)
+	for {
+		first := carry
+		if first == nil {
+			select {
+			case first = <-c.queue:
+			default:
+				return
+			}
+		}
+		var batch []*request
+		batch, carry = c.collect(first)
+		c.commit(batch)
+	}
+}
+
+// collect takes first and every request already queued, within the batch bounds. A
+// request over the bounds is returned to start the next batch.
+func (c *committer) collect(first *request) (batch []*request, carry *request) {
+	batch = append(make([]*request, 0, 64), first)
+	entries, bytes := first.op.cost()
+	for len(batch) < maxBatchOps {
+		select {
+		case r := <-c.queue:
+			e, b := r.op.cost()
+			if entries+e > maxBatchEntries || bytes+b > maxBatchBytes {
+				return batch, r
+			}
+			batch = append(batch, r)
+			entries, bytes = entries+e, bytes+b
+		default:
+			return batch, nil
+		}
+	}
+	return batch, nil
+}
+
+// apply applies b, turning a panic into the batch's error: the transaction is rolled
+// back, and the service keeps running for the other batches.
+func (c *committer) apply(b *Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("panic in the committer", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			err = fmt.Errorf("messaging: committer: panic: %v", r)
+		}
+	}()
+	return c.store.Apply(b)
+}
+
+func (c *committer) commit(batch []*request) {
+	ops := make([]*Op, len(batch))
+	for i, r := range batch {
+		ops[i] = r.op
+	}
+	b := &Batch{Now: c.now(), Retention: c.ttl, Ops: ops}
+	err := c.apply(b)
+	if err == nil {
+		c.notify.bump(b.Grown)
+	}
+	for _, r := range batch {
+		r.err = err
+		close(r.done)
+	}
+}
