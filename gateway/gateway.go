@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -50,6 +51,9 @@ type Config struct {
 	CORSOrigins []string
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
+	// Pprof serves Go's profiler at /debug/pprof/. Only `umbra dev --pprof` sets it:
+	// never on a listener others can reach.
+	Pprof bool
 }
 
 // Gateway is the HTTP handler with its upstream connections.
@@ -116,6 +120,12 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
 	root.HandleFunc("GET /.well-known/jwks.json", g.jwks)
 	if cfg.Metrics != nil {
 		root.Handle("GET /metrics", cfg.Metrics)
+	}
+	if cfg.Pprof {
+		root.HandleFunc("/debug/pprof/", pprof.Index)
+		root.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		root.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		root.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	}
 	root.Handle("/", limitBody(cfg.MaxBodyBytes, mux))
 	g.handler = cors(cfg.CORSOrigins, root)

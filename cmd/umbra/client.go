@@ -175,6 +175,20 @@ func (f *clientFlags) resolve(ctx context.Context, names []string) ([]string, er
 	return out, nil
 }
 
+// profileName returns the name of the profile logged in here as identity, if any.
+func (f *clientFlags) profileName(identity string) string {
+	entries, err := os.ReadDir(filepath.Join(f.home, "profiles"))
+	if err != nil {
+		return ""
+	}
+	for _, e := range entries {
+		if f.knownName(e.Name()) == identity {
+			return e.Name()
+		}
+	}
+	return ""
+}
+
 // knownName returns the identity of a profile logged in on this machine.
 func (f *clientFlags) knownName(name string) string {
 	b, err := os.ReadFile(filepath.Join(f.home, "profiles", name, "session.json"))

@@ -187,7 +187,7 @@ func runCard(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	case "history":
 		for i, id := range ids {
-			cards, err := c.History(ctx, id)
+			cards, err := c.CardHistory(ctx, id)
 			if err != nil {
 				return err
 			}

@@ -35,6 +35,9 @@ func init() {
 		{"card", "the card directory: publish, revoke, find, history", runCard},
 		{"encrypt", "encrypt a message for people (--to bob,carol)", runEncrypt},
 		{"decrypt", "decrypt a message (--from alice)", runDecrypt},
+		{"send", "send an encrypted message (--to bob)", runSend},
+		{"listen", "print your messages, decrypted, as they arrive", runListen},
+		{"bench", "load generator: bench messaging", runBench},
 	}
 }
 

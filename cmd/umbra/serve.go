@@ -14,6 +14,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/node"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
 	"github.com/umbra-e2ee/umbra/services/card"
+	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -26,10 +27,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&cfg.AdminCredential, "admin-token", "", "admin credential (default: generated once and kept in the data folder)")
 	fs.Var(&cors, "cors-origins", "comma-separated browser origins allowed to call the REST API")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the REST listener")
+	var tuning tuningFlags
+	tuning.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg.CORSOrigins = cors
+	cfg.Tune = tuning.apply
 	log, err := newLogger(*logLevel, true, stderr)
 	if err != nil {
 		return err
@@ -53,8 +58,7 @@ type serveFlags struct {
 	maxBody     int64
 	cors        listFlag
 	logLevel    string
-	searchRate  float64
-	searchBurst int
+	tuning      tuningFlags
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -81,8 +85,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest REST request body")
 	fs.Var(&f.cors, "cors-origins", "comma-separated browser origins allowed to call the REST API")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.Float64Var(&f.searchRate, "card-search-rate", card.DefaultSearchRate, "SearchCards calls per second one identity may make on average (card and all)")
-	fs.IntVar(&f.searchBurst, "card-search-burst", card.DefaultSearchBurst, "SearchCards calls one identity may make at once (card and all)")
+	f.tuning.register(fs)
 }
 
 // peer returns how to reach service s.
@@ -132,9 +135,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		ServiceToken:    f.serviceTok,
 		ServicePeers:    f.servicePeer,
 		Issuer:          f.issuer,
-		CardSearchRate:  f.searchRate,
-		CardSearchBurst: f.searchBurst,
 	}
+	f.tuning.apply(&cfg)
 	switch role {
 	case "all":
 		cfg.Roles = gateway.Services()
@@ -153,4 +155,26 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		cfg.Group = f.peer(gateway.Group)
 	}
 	return node.Run(ctx, cfg, log)
+}
+
+// tuningFlags are the services' limits, the same for `umbra dev` and `umbra serve`.
+type tuningFlags struct {
+	searchRate  float64
+	searchBurst int
+	messaging   messaging.Config
+}
+
+func (t *tuningFlags) register(fs *flag.FlagSet) {
+	fs.Float64Var(&t.searchRate, "card-search-rate", card.DefaultSearchRate, "SearchCards calls per second one identity may make on average")
+	fs.IntVar(&t.searchBurst, "card-search-burst", card.DefaultSearchBurst, "SearchCards calls one identity may make at once")
+	fs.Float64Var(&t.messaging.SendRate, "send-rate", messaging.DefaultSendRate, "messages per second one identity may send on average")
+	fs.IntVar(&t.messaging.SendBurst, "send-burst", messaging.DefaultSendBurst, "messages one identity may send at once")
+	fs.IntVar(&t.messaging.MaxEnvelopeBytes, "max-envelope-bytes", messaging.DefaultMaxEnvelopeBytes, "largest message envelope")
+	fs.DurationVar(&t.messaging.Retention, "retention", messaging.DefaultRetention, "how long messages and events are kept")
+	fs.BoolVar(&t.messaging.RequireEncryption, "require-encryption", false, "refuse PLAINTEXT messages in direct conversations")
+}
+
+func (t *tuningFlags) apply(cfg *node.Config) {
+	cfg.CardSearchRate, cfg.CardSearchBurst = t.searchRate, t.searchBurst
+	cfg.Messaging = t.messaging
 }

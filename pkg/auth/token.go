@@ -62,10 +62,18 @@ type Verifier struct {
 	// RefreshInterval is the most time a fetched key set is used.
 	RefreshInterval time.Duration
 
+	// CacheSize bounds the verified tokens remembered, so that a client sending the
+	// same token again costs a map lookup and the revocation check instead of a
+	// signature verification.
+	CacheSize int
+
 	fetchMu   sync.Mutex // serialises fetches
 	mu        sync.RWMutex
 	cached    map[string]ed25519.PublicKey
 	fetchedAt time.Time
+
+	verifiedMu sync.Mutex
+	verified   map[string]*Principal // by raw token; each entry valid until its ExpiresAt
 }
 
 // NewVerifier returns a Verifier. revocations may not be nil: every service honours
@@ -84,6 +92,8 @@ func NewVerifier(keys KeySet, revocations RevocationChecker, issuer string, now 
 		now:             now,
 		RefetchInterval: time.Second,
 		RefreshInterval: 5 * time.Minute,
+		CacheSize:       1 << 16,
+		verified:        map[string]*Principal{},
 	}
 }
 
@@ -91,6 +101,62 @@ func NewVerifier(keys KeySet, revocations RevocationChecker, issuer string, now 
 // errs.ErrUnauthenticated that says what was wrong, except an identity service that
 // cannot be reached, which is an errs.ErrUnavailable.
 func (v *Verifier) VerifyToken(ctx context.Context, raw string) (*Principal, error) {
+	if p := v.remembered(raw); p != nil {
+		// The signature and claims were checked before; what can change is the clock
+		// and revocations.
+		if err := v.revocations.CheckRevoked(ctx, p.AppID, p.Identity, p.IssuedAt); err != nil {
+			return nil, err
+		}
+		cp := *p
+		return &cp, nil
+	}
+	p, err := v.verify(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	v.remember(raw, p)
+	cp := *p
+	return &cp, nil
+}
+
+// remembered returns the principal of a token verified before and not yet expired.
+func (v *Verifier) remembered(raw string) *Principal {
+	v.verifiedMu.Lock()
+	defer v.verifiedMu.Unlock()
+	p, ok := v.verified[raw]
+	if !ok {
+		return nil
+	}
+	if !v.now().Before(p.ExpiresAt.Add(Leeway)) {
+		delete(v.verified, raw)
+		return nil
+	}
+	return p
+}
+
+func (v *Verifier) remember(raw string, p *Principal) {
+	v.verifiedMu.Lock()
+	defer v.verifiedMu.Unlock()
+	if len(v.verified) >= v.CacheSize {
+		now := v.now()
+		for k, q := range v.verified {
+			if !now.Before(q.ExpiresAt.Add(Leeway)) {
+				delete(v.verified, k)
+			}
+		}
+		// Still full of live tokens: forget an arbitrary half rather than grow.
+		for k := range v.verified {
+			if len(v.verified) < v.CacheSize/2 {
+				break
+			}
+			delete(v.verified, k)
+		}
+	}
+	v.verified[raw] = p
+}
+
+// verify checks a token not seen before: its signature, claims and revocation.
+func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
 	// Say plainly when the algorithm is wrong ("none", or HS256 keyed with the public
 	// key): the parser below refuses it too, but calls it a bad signature.
 	if t, _, err := jwt.NewParser().ParseUnverified(raw, &Claims{}); err == nil && t.Method.Alg() != Algorithm {

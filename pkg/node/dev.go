@@ -33,8 +33,13 @@ type DevConfig struct {
 	// AdminCredential overrides the generated one.
 	AdminCredential string
 	CORSOrigins     []string
+	// Pprof serves Go's profiler on the gateway's listener (loopback).
+	Pprof bool
 	// Out receives the banner with the credentials.
 	Out io.Writer
+	// Tune, when set, adjusts the node's configuration (rate limits, retention...)
+	// before it starts.
+	Tune func(*Config)
 }
 
 // DevCredentials are what `umbra dev` keeps in its data folder so that a restart prints
@@ -79,7 +84,7 @@ func RunDev(ctx context.Context, cfg DevConfig, log *zap.Logger) error {
 		Roles:           gateway.Services(),
 		DataDir:         cfg.DataDir,
 		GRPC:            grpcserver.Config{Addr: cfg.GRPCAddr},
-		Gateway:         &gateway.Config{Addr: cfg.HTTPAddr, CORSOrigins: cfg.CORSOrigins},
+		Gateway:         &gateway.Config{Addr: cfg.HTTPAddr, CORSOrigins: cfg.CORSOrigins, Pprof: cfg.Pprof},
 		AdminCredential: creds.AdminCredential,
 		ServiceToken:    serviceToken,
 	}
@@ -92,6 +97,9 @@ func RunDev(ctx context.Context, cfg DevConfig, log *zap.Logger) error {
 		}
 		printBanner(cfg.Out, addrs, cfg.DataDir, creds)
 		return nil
+	}
+	if cfg.Tune != nil {
+		cfg.Tune(&ncfg)
 	}
 	return Run(ctx, ncfg, log)
 }

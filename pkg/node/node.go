@@ -100,6 +100,9 @@ type deps struct {
 		auth.KeySet
 		auth.RevocationChecker
 	}
+	// revocations is the process's revocation checker, for services that check tokens
+	// again later (a long-lived stream); set before any service but identity is built.
+	revocations auth.RevocationChecker
 }
 
 // Run hosts cfg.Roles until ctx ends.
@@ -144,30 +147,44 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			}
 		}
 	}()
-	// identity first: the others may use it as their verifier.
-	roles := slices.Clone(cfg.Roles)
-	slices.SortStableFunc(roles, func(a, b string) int { return boolInt(b == gateway.Identity) - boolInt(a == gateway.Identity) })
-	for _, r := range roles {
+	build := func(r string) error {
 		s, err := builders[r](d)
 		if err != nil {
 			return fmt.Errorf("node: start %s: %w", r, err)
 		}
 		services = append(services, s)
+		return nil
 	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
-
+	// Identity first: the token verifier of the process uses it when it is here, and
+	// the other services get the verifier's revocation checker.
+	if slices.Contains(cfg.Roles, gateway.Identity) {
+		if err := build(gateway.Identity); err != nil {
+			return err
+		}
+	}
 	var background []func(ctx context.Context)
 	tokens, feed, closeIdentity, err := tokenVerifier(d)
 	if err != nil {
 		return err
 	}
 	defer closeIdentity()
+	d.revocations = d.identity
 	if feed != nil {
+		d.revocations = feed
 		background = append(background, feed.Run)
 	}
+	for _, r := range cfg.Roles {
+		if r != gateway.Identity {
+			if err := build(r); err != nil {
+				return err
+			}
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+
 	tables := []auth.Table{grpcserver.SystemPolicies()}
 	for _, s := range services {
 		tables = append(tables, s.policies)
@@ -273,13 +290,6 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	wg.Wait()
 	log.Info("stopped")
 	return first
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // loopbackAddr turns a wildcard listen address into one a client can dial.

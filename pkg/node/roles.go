@@ -89,7 +89,11 @@ var builders = map[string]func(*deps) (*hosted, error){
 		} else {
 			log.Warn("no group service address: group conversations are refused")
 		}
-		srv, err := messaging.New(store, groups, d.cfg.Messaging, log)
+		mcfg := d.cfg.Messaging
+		if mcfg.Revocations == nil {
+			mcfg.Revocations = d.revocations
+		}
+		srv, err := messaging.New(store, groups, mcfg, log)
 		if err != nil {
 			closeGroups()
 			store.Close()

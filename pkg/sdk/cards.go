@@ -145,8 +145,8 @@ func (c *Client) CardByID(ctx context.Context, id []byte) (*Card, error) {
 	return c.verify(ctx, resp.GetCard())
 }
 
-// History returns every card identity ever published, newest first.
-func (c *Client) History(ctx context.Context, identity string) ([]*Card, error) {
+// CardHistory returns every card identity ever published, newest first.
+func (c *Client) CardHistory(ctx context.Context, identity string) ([]*Card, error) {
 	var out []*Card
 	token := ""
 	for {

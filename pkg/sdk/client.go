@@ -75,6 +75,7 @@ type Client struct {
 	conn     *grpc.ClientConn
 	identity identityv1.IdentityServiceClient
 	cards    cardv1.CardServiceClient
+	tok      *tokens
 
 	mu         sync.Mutex
 	ks         *e2ee.Keystore // nil until Register or a keystore on disk
@@ -113,6 +114,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		conn:       conn,
 		identity:   identityv1.NewIdentityServiceClient(conn),
 		cards:      cardv1.NewCardServiceClient(conn),
+		tok:        t,
 		serviceKey: map[string]ed25519.PublicKey{},
 		cardCache:  map[string]*cardRecord{},
 	}

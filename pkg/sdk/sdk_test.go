@@ -137,7 +137,7 @@ func TestRotationKeepsHistoryReadable(t *testing.T) {
 	if got, err := alice.Decrypt(ctx, before, alice.identity); err != nil || string(got) != "before" {
 		t.Errorf("alice re-reads her old message: %q, %v", got, err)
 	}
-	history, err := bob.History(ctx, alice.identity)
+	history, err := bob.CardHistory(ctx, alice.identity)
 	if err != nil || len(history) != 2 {
 		t.Fatalf("history = %v, %v", history, err)
 	}

@@ -48,6 +48,13 @@ func (t *tokens) get(ctx context.Context, stale string) (string, error) {
 	return tok, nil
 }
 
+// invalidate drops the cached token, so the next call fetches a fresh one.
+func (t *tokens) invalidate() {
+	t.mu.Lock()
+	t.tok = ""
+	t.mu.Unlock()
+}
+
 // tokenExpiry reads a JWT's exp claim without verifying it (the server verifies); a
 // token it cannot read is used for a minute.
 func tokenExpiry(tok string, now time.Time) time.Time {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )
 
@@ -321,6 +322,11 @@ func TestRevokeTokensLogsOutEverywhereInOneAppOnly(t *testing.T) {
 	alice := e.user(t, keyA, "alice")
 	oldA := e.token(t, keyA, alice)
 	sameIdentityInB := e.token(t, keyB, alice) // the same identity string in another app
+	// Used once before the revocation, so the verifier remembers it as valid: the
+	// revocation must win over that memory.
+	if _, err := e.client.WhoAmI(as(oldA), &identityv1.WhoAmIRequest{}); err != nil {
+		t.Fatal(err)
+	}
 	e.clock.Add(300 * time.Millisecond)
 
 	resp, err := e.client.RevokeTokens(as(keyA), &identityv1.RevokeTokensRequest{Identity: alice})
@@ -345,6 +351,10 @@ func TestRevokeTokensLogsOutEverywhereInOneAppOnly(t *testing.T) {
 	if err != nil || !again.GetRevokedBefore().AsTime().Equal(resp.GetRevokedBefore().AsTime()) {
 		t.Errorf("an earlier revocation moved the one in force: %v, %v", again, err)
 	}
+	// A remembered token still expires.
+	e.clock.Add(time.Hour + auth.Leeway + time.Second)
+	_, err = e.client.WhoAmI(as(fresh), &identityv1.WhoAmIRequest{})
+	wantCode(t, err, codes.Unauthenticated, "expired")
 }
 
 func TestSigningKeyRotationKeepsOldTokensValid(t *testing.T) {

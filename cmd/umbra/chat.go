@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/umbra-e2ee/umbra/pkg/sdk"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+)
+
+// runSend encrypts a message for one person and sends it in your direct conversation.
+func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("send", stderr)
+	var f clientFlags
+	f.register(fs)
+	to := fs.String("to", "", "the recipient: a name or an identity")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *to == "" {
+		fmt.Fprintln(stderr, "usage: umbra send --to bob [message]   (message from standard input if absent)")
+		return errUsage
+	}
+	c, _, err := f.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ids, err := f.resolve(ctx, []string{*to})
+	if err != nil {
+		return err
+	}
+	msg, err := readInput(fs.Args())
+	if err != nil {
+		return err
+	}
+	resp, err := c.SendTo(ctx, ids[0], msg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "sent to %s: message %d of %s\n", *to, resp.GetSequence(), resp.GetConversationId())
+	return nil
+}
+
+// runListen prints, decrypted, every message for the current profile as it arrives,
+// resuming where the last listen stopped.
+func runListen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("listen", stderr)
+	var f clientFlags
+	f.register(fs)
+	fromStart := fs.Bool("from-start", false, "replay every stored message instead of resuming")
+	untilIdle := fs.Bool("until-caught-up", false, "stop once every stored message is printed")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	c, s, err := f.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	dir, err := f.profileDir()
+	if err != nil {
+		return err
+	}
+	cursorFile := filepath.Join(dir, "inbox-cursor")
+	var after *uint64
+	if *fromStart {
+		zero := uint64(0)
+		after = &zero
+	} else if b, err := os.ReadFile(cursorFile); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			after = &n
+		}
+	}
+	if after == nil {
+		fmt.Fprintf(stderr, "listening for %s (new messages only; --from-start replays the stored ones)\n", s.Name)
+	} else {
+		fmt.Fprintf(stderr, "listening for %s, after message %d of the inbox\n", s.Name, *after)
+	}
+	names := map[string]string{s.Identity: "me"}
+	errCaughtUp := errors.New("caught up")
+	err = c.Subscribe(ctx, sdk.SubscribeOptions{After: after}, func(item *messagingv1.SubscribeResponse) error {
+		switch it := item.GetItem().(type) {
+		case *messagingv1.SubscribeResponse_Heartbeat:
+			if *untilIdle {
+				return errCaughtUp
+			}
+			return nil
+		case *messagingv1.SubscribeResponse_Message:
+			printMessage(ctx, stdout, c, &f, names, it.Message)
+		case *messagingv1.SubscribeResponse_Event:
+			fmt.Fprintf(stdout, "[%s] event %s (group %s)\n", it.Event.GetCreatedAt().AsTime().Local().Format(time.TimeOnly), it.Event.GetType(), it.Event.GetGroupId())
+		}
+		return writeFile0600(cursorFile, []byte(strconv.FormatUint(item.GetInboxSequence(), 10)+"\n"))
+	})
+	if errors.Is(err, errCaughtUp) || errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// printMessage prints one message, decrypted when it is encrypted, with its sender's
+// name when a profile on this machine knows it.
+func printMessage(ctx context.Context, w io.Writer, c *sdk.Client, f *clientFlags, names map[string]string, m *messagingv1.Message) {
+	sender, ok := names[m.GetSender()]
+	if !ok {
+		sender = m.GetSender()
+		if n := f.profileName(m.GetSender()); n != "" {
+			sender = n
+		}
+		names[m.GetSender()] = sender
+	}
+	when := m.GetServerTime().AsTime().Local().Format(time.TimeOnly)
+	text, err := c.OpenMessage(ctx, m)
+	if err != nil {
+		fmt.Fprintf(w, "[%s] %s: (cannot read this message: %v)\n", when, sender, err)
+		return
+	}
+	fmt.Fprintf(w, "[%s] %s: %s\n", when, sender, strings.TrimRight(string(text), "\n"))
+}

@@ -1,0 +1,297 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+)
+
+// MessagingConfig describes a messaging run.
+type MessagingConfig struct {
+	// Server is how to reach Umbra's gRPC listener; APIKey is an app's API key, used to
+	// create the run's identities and their tokens.
+	Server grpcclient.Config
+	APIKey string
+	// Senders send concurrently, each to its own recipient, each waiting for the
+	// durable acknowledgement of a message before the next.
+	Senders int
+	// Subscribers are how many of those recipients keep a Subscribe stream open and
+	// measure send-to-deliver latency (at most Senders).
+	Subscribers int
+	// Size is the envelope size in bytes (at least 16).
+	Size int
+	// Duration is how long to send; Warmup is sent first and not measured.
+	Duration time.Duration
+	Warmup   time.Duration
+	// Rate, when set, paces the senders to this many messages per second in all;
+	// zero sends as fast as acknowledgements come back.
+	Rate float64
+	// Connections spreads the senders over this many gRPC connections (0: one per 8).
+	Connections int
+}
+
+// MessagingResult is what a messaging run measured.
+type MessagingResult struct {
+	Sent      int
+	Delivered int
+	Elapsed   time.Duration
+	// Refused counts sends the server refused (rate limits...), by code.
+	Refused map[codes.Code]int
+	// Latencies are the send-to-deliver times of the delivered messages, sorted.
+	Latencies []time.Duration
+}
+
+// SentRate and DeliveredRate are messages per second.
+func (r *MessagingResult) SentRate() float64      { return float64(r.Sent) / r.Elapsed.Seconds() }
+func (r *MessagingResult) DeliveredRate() float64 { return float64(r.Delivered) / r.Elapsed.Seconds() }
+
+// Percentile returns the p-th percentile latency (p in 0..100).
+func (r *MessagingResult) Percentile(p float64) time.Duration {
+	if len(r.Latencies) == 0 {
+		return 0
+	}
+	i := int(p / 100 * float64(len(r.Latencies)-1))
+	return r.Latencies[i]
+}
+
+// Messaging runs N senders and M subscribers against a running server. Each message's
+// envelope starts with its send time, so subscribers measure send-to-deliver latency
+// with the same clock.
+func Messaging(ctx context.Context, cfg MessagingConfig) (*MessagingResult, error) {
+	if cfg.Senders <= 0 || cfg.Subscribers < 0 || cfg.Subscribers > cfg.Senders || cfg.Size < 16 || cfg.Duration <= 0 {
+		return nil, errors.New("bench: need senders ≥ 1, 0 ≤ subscribers ≤ senders, size ≥ 16 and a duration")
+	}
+	if cfg.Connections <= 0 {
+		cfg.Connections = (cfg.Senders + 7) / 8
+	}
+	conns := make([]*grpc.ClientConn, cfg.Connections)
+	for i := range conns {
+		c, err := grpcclient.Dial(cfg.Server)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		conns[i] = c
+	}
+	senders, recipients, err := identities(ctx, conns[0], cfg.APIKey, cfg.Senders)
+	if err != nil {
+		return nil, err
+	}
+
+	res := &MessagingResult{Refused: map[codes.Code]int{}}
+	var (
+		measuring atomic.Bool
+		mu        sync.Mutex
+		subsReady sync.WaitGroup
+	)
+	subCtx, stopSubs := context.WithCancel(ctx)
+	defer stopSubs()
+	var subs sync.WaitGroup
+	subErr := make(chan error, cfg.Subscribers)
+	for i := range cfg.Subscribers {
+		subsReady.Add(1)
+		subs.Go(func() {
+			err := subscribe(subCtx, conns[i%len(conns)], recipients[i], &subsReady, func(sentAt time.Time) {
+				if !measuring.Load() {
+					return
+				}
+				lat := time.Since(sentAt)
+				mu.Lock()
+				res.Delivered++
+				res.Latencies = append(res.Latencies, lat)
+				mu.Unlock()
+			})
+			if err != nil && subCtx.Err() == nil {
+				subErr <- err
+			}
+		})
+	}
+	subsReady.Wait()
+
+	sendCtx, stopSending := context.WithCancel(ctx)
+	var sendersWG sync.WaitGroup
+	var firstErr atomic.Pointer[error]
+	interval := time.Duration(0)
+	if cfg.Rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(cfg.Senders) / cfg.Rate)
+	}
+	for i := range cfg.Senders {
+		sendersWG.Go(func() {
+			err := send(sendCtx, conns[i%len(conns)], senders[i], recipients[i], cfg.Size, interval, func(code codes.Code) {
+				mu.Lock()
+				defer mu.Unlock()
+				if code != codes.OK {
+					res.Refused[code]++
+				} else if measuring.Load() {
+					res.Sent++
+				}
+			})
+			if err != nil && sendCtx.Err() == nil {
+				firstErr.CompareAndSwap(nil, &err)
+				stopSending()
+			}
+		})
+	}
+	select {
+	case <-time.After(cfg.Warmup):
+	case <-ctx.Done():
+	}
+	start := time.Now()
+	measuring.Store(true)
+	select {
+	case <-time.After(cfg.Duration):
+	case <-ctx.Done():
+	}
+	measuring.Store(false)
+	res.Elapsed = time.Since(start)
+	stopSending()
+	sendersWG.Wait()
+	// Let messages in flight reach the subscribers before stopping them.
+	time.Sleep(200 * time.Millisecond)
+	stopSubs()
+	subs.Wait()
+	close(subErr)
+	if p := firstErr.Load(); p != nil {
+		return res, *p
+	}
+	for err := range subErr {
+		return res, err
+	}
+	slices.Sort(res.Latencies)
+	return res, ctx.Err()
+}
+
+// identities creates the run's sender and recipient identities and their tokens.
+type user struct {
+	identity string
+	token    string
+}
+
+func identities(ctx context.Context, conn *grpc.ClientConn, apiKey string, n int) ([]user, []user, error) {
+	if apiKey == "" {
+		return nil, nil, errors.New("bench: an app API key is needed (UMBRA_API_KEY; umbra dev prints it)")
+	}
+	client := identityv1.NewIdentityServiceClient(conn)
+	actx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+apiKey)
+	run := make([]byte, 6)
+	rand.Read(run)
+	uids := make([]string, 0, 2*n)
+	for i := range n {
+		uids = append(uids, fmt.Sprintf("bench-%x-sender-%d", run, i), fmt.Sprintf("bench-%x-recipient-%d", run, i))
+	}
+	resp, err := client.ResolveIdentities(actx, &identityv1.ResolveIdentitiesRequest{Uids: uids})
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: resolve identities: %w", err)
+	}
+	token := func(uid string) (user, error) {
+		id := resp.GetUsers()[uid]
+		t, err := client.IssueToken(actx, &identityv1.IssueTokenRequest{Identity: id, Ttl: durationpb.New(time.Hour)})
+		if err != nil {
+			return user{}, fmt.Errorf("bench: issue token: %w", err)
+		}
+		return user{identity: id, token: t.GetAccessToken()}, nil
+	}
+	var senders, recipients []user
+	for i := range n {
+		s, err := token(uids[2*i])
+		if err != nil {
+			return nil, nil, err
+		}
+		r, err := token(uids[2*i+1])
+		if err != nil {
+			return nil, nil, err
+		}
+		senders, recipients = append(senders, s), append(recipients, r)
+	}
+	return senders, recipients, nil
+}
+
+func withToken(ctx context.Context, u user) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+u.token)
+}
+
+// send sends from one sender to one recipient until ctx ends; report gets each
+// outcome. interval paces the sends when set.
+func send(ctx context.Context, conn *grpc.ClientConn, from, to user, size int, interval time.Duration, report func(codes.Code)) error {
+	client := messagingv1.NewMessagingServiceClient(conn)
+	ctx = withToken(ctx, from)
+	cardID := make([]byte, 32)
+	rand.Read(cardID)
+	env := make([]byte, size)
+	rand.Read(env)
+	next := time.Now()
+	for i := 0; ; i++ {
+		if interval > 0 {
+			next = next.Add(interval)
+			if d := time.Until(next); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+					return nil
+				}
+			}
+		}
+		binary.BigEndian.PutUint64(env, uint64(time.Now().UnixNano()))
+		_, err := client.Send(ctx, &messagingv1.SendRequest{
+			ConversationId:  to.identity,
+			ClientMessageId: from.identity[2:12] + "-" + strconv.Itoa(i),
+			Header:          &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, SenderCardId: cardID},
+			Envelope:        env,
+		})
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch code := status.Code(err); code {
+		case codes.OK, codes.ResourceExhausted:
+			report(code)
+		default:
+			return fmt.Errorf("bench: send: %w", err)
+		}
+	}
+}
+
+// subscribe reads one recipient's stream, calling got with the send time of each
+// message; ready is released at the first heartbeat (the stream is live).
+func subscribe(ctx context.Context, conn *grpc.ClientConn, u user, ready *sync.WaitGroup, got func(time.Time)) error {
+	readyOnce := sync.OnceFunc(ready.Done)
+	defer readyOnce()
+	stream, err := messagingv1.NewMessagingServiceClient(conn).Subscribe(withToken(ctx, u), &messagingv1.SubscribeRequest{HeartbeatInterval: durationpb.New(time.Second)})
+	if err != nil {
+		return fmt.Errorf("bench: subscribe: %w", err)
+	}
+	for {
+		item, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("bench: subscribe: %w", err)
+		}
+		switch it := item.GetItem().(type) {
+		case *messagingv1.SubscribeResponse_Heartbeat:
+			readyOnce()
+		case *messagingv1.SubscribeResponse_Message:
+			if it.Message.GetSender() != u.identity && len(it.Message.GetEnvelope()) >= 8 {
+				got(time.Unix(0, int64(binary.BigEndian.Uint64(it.Message.GetEnvelope()))))
+			}
+		}
+	}
+}

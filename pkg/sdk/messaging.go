@@ -1,0 +1,136 @@
+package sdk
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+)
+
+// NewClientMessageID returns a fresh idempotency key for Send: 128 random bits.
+func NewClientMessageID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b)
+}
+
+// SendTo encrypts data for peer (an identity; the user's own card is a recipient too)
+// and sends it in their direct conversation. A send that fails with a transient error
+// is retried with the same client message id, so it is stored once.
+func (c *Client) SendTo(ctx context.Context, peer string, data []byte) (*messagingv1.SendResponse, error) {
+	_, _, myCard, err := c.current()
+	if err != nil {
+		return nil, err
+	}
+	env, err := c.Encrypt(ctx, data, peer)
+	if err != nil {
+		return nil, err
+	}
+	return c.Send(ctx, &messagingv1.SendRequest{
+		ConversationId:  peer,
+		ClientMessageId: NewClientMessageID(),
+		Header:          &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, SenderCardId: myCard},
+		Envelope:        env,
+	})
+}
+
+// Send sends a prepared message, retrying transient failures (UNAVAILABLE) with the
+// same request for up to a minute; the server's idempotency makes the retries safe.
+func (c *Client) Send(ctx context.Context, req *messagingv1.SendRequest) (*messagingv1.SendResponse, error) {
+	client := messagingv1.NewMessagingServiceClient(c.conn)
+	delay := 100 * time.Millisecond
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := client.Send(ctx, req)
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			return resp, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// History pages through a conversation's messages (see messagingv1.HistoryRequest).
+func (c *Client) History(ctx context.Context, req *messagingv1.HistoryRequest) (*messagingv1.HistoryResponse, error) {
+	return messagingv1.NewMessagingServiceClient(c.conn).History(ctx, req)
+}
+
+// OpenMessage decrypts an ENCRYPTED direct message with the user's keys and checks it
+// against its sender; a PLAINTEXT message is returned as it is.
+func (c *Client) OpenMessage(ctx context.Context, m *messagingv1.Message) ([]byte, error) {
+	if m.GetHeader().GetKind() == messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT {
+		return m.GetEnvelope(), nil
+	}
+	return c.Decrypt(ctx, m.GetEnvelope(), m.GetSender())
+}
+
+// Subscription options.
+type SubscribeOptions struct {
+	// After resumes after this inbox sequence; nil starts live (only what arrives from
+	// now on), and a pointer to 0 replays everything still stored.
+	After *uint64
+	// Heartbeat is the heartbeat interval asked of the server; 0 is its default.
+	Heartbeat time.Duration
+}
+
+// Subscribe delivers every item addressed to the user to handle, in order, until ctx
+// ends or handle returns an error. It resumes by itself after a disconnect, from the
+// last item handle accepted, so nothing is missed or delivered twice; an expired or
+// revoked token is replaced by a fresh one from the TokenFunc. handle's error is
+// returned as it is; so is a refusal that no retry can fix (a bad cursor, too many
+// streams).
+func (c *Client) Subscribe(ctx context.Context, opts SubscribeOptions, handle func(*messagingv1.SubscribeResponse) error) error {
+	client := messagingv1.NewMessagingServiceClient(c.conn)
+	after := opts.After
+	delay := 100 * time.Millisecond
+	for {
+		req := &messagingv1.SubscribeRequest{AfterInboxSequence: after}
+		if opts.Heartbeat > 0 {
+			req.HeartbeatInterval = durationpb.New(opts.Heartbeat)
+		}
+		stream, err := client.Subscribe(ctx, req)
+		for err == nil {
+			var item *messagingv1.SubscribeResponse
+			if item, err = stream.Recv(); err != nil {
+				break
+			}
+			if herr := handle(item); herr != nil {
+				return herr
+			}
+			seq := item.GetInboxSequence()
+			after = &seq
+			delay = 100 * time.Millisecond
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		switch status.Code(err) {
+		case codes.Unauthenticated:
+			c.tok.invalidate()
+		case codes.Unavailable, codes.Internal, codes.Unknown, codes.DeadlineExceeded:
+		default:
+			if !errors.Is(err, io.EOF) {
+				return fmt.Errorf("sdk: subscribe: %w", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
