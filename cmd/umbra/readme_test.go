@@ -115,4 +115,72 @@ func TestReadmeCLIRoundTrip(t *testing.T) {
 	if err != nil || bytes.Contains(env, []byte("hello bob")) {
 		t.Errorf("msg.txt: %v; the plaintext must not appear in it", err)
 	}
+
+	// The two-terminal chat, with the same profiles (and so the same exports): bob
+	// listens while alice sends.
+	var exports []string
+	for _, line := range script {
+		if strings.HasPrefix(line, "export ") {
+			exports = append(exports, line)
+		}
+	}
+	prelude := strings.Join(exports, "\n") + "\n"
+	listenLine := readmeBlock(t, "chat-listen")
+	if len(listenLine) != 1 {
+		t.Fatalf("the chat-listen block has %d lines; want the one command", len(listenLine))
+	}
+	lctx, stopListen := context.WithCancel(ctx)
+	defer stopListen()
+	listen := exec.CommandContext(lctx, "sh", "-c", prelude+"exec "+listenLine[0])
+	listen.Dir, listen.Env = work, cmd.Env
+	var heard syncBuffer
+	listen.Stdout, listen.Stderr = &heard, &heard
+	if err := listen.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer listen.Wait()
+	waitFor(t, &heard, "listening for bob", 20*time.Second)
+	send := exec.CommandContext(ctx, "sh", "-e", "-c", prelude+strings.Join(readmeBlock(t, "chat-send"), "\n"))
+	send.Dir, send.Env = work, cmd.Env
+	if out, err := send.CombinedOutput(); err != nil {
+		t.Fatalf("the chat-send block failed: %v\n%s", err, out)
+	}
+	waitFor(t, &heard, "alice: lunch at noon", 20*time.Second)
+	if !strings.Contains(heard.String(), "alice: are you there?") {
+		t.Errorf("bob's terminal:\n%s\nwant both of alice's messages, in order", heard.String())
+	}
+	if i, j := strings.Index(heard.String(), "are you there?"), strings.Index(heard.String(), "lunch at noon"); i > j {
+		t.Errorf("messages out of order:\n%s", heard.String())
+	}
+	stopListen()
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor waits until out contains want.
+func waitFor(t *testing.T, out *syncBuffer, want string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !strings.Contains(out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q within %s; output so far:\n%s", want, within, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

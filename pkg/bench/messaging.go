@@ -179,12 +179,13 @@ func Messaging(ctx context.Context, cfg MessagingConfig) (*MessagingResult, erro
 	return res, ctx.Err()
 }
 
-// identities creates the run's sender and recipient identities and their tokens.
+// user is one identity of the run with its token.
 type user struct {
 	identity string
 	token    string
 }
 
+// identities creates the run's sender and recipient identities and their tokens.
 func identities(ctx context.Context, conn *grpc.ClientConn, apiKey string, n int) ([]user, []user, error) {
 	if apiKey == "" {
 		return nil, nil, errors.New("bench: an app API key is needed (UMBRA_API_KEY; umbra dev prints it)")

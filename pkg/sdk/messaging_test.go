@@ -1,0 +1,134 @@
+package sdk_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
+	"github.com/umbra-e2ee/umbra/pkg/sdk"
+	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+)
+
+func TestSendSubscribeHistory(t *testing.T) {
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	ctx := context.Background()
+	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
+	bob := newDevice(t, n, app, "bob", e2ee.SuiteHybrid, "")
+	for _, d := range []*device{alice, bob} {
+		if _, err := d.Register(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	texts := []string{"one", "two", "three"}
+	for _, text := range texts[:2] {
+		if _, err := alice.SendTo(ctx, bob.identity, []byte(text)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Bob replays his inbox from the start, stops after the second message, and
+	// resumes from there: the third arrives once, nothing is repeated.
+	var got []string
+	var cursor uint64
+	zero := uint64(0)
+	errStop := errors.New("stop")
+	err := bob.Subscribe(ctx, sdk.SubscribeOptions{After: &zero}, func(item *messagingv1.SubscribeResponse) error {
+		m := item.GetMessage()
+		if m == nil {
+			return nil
+		}
+		text, err := bob.OpenMessage(ctx, m)
+		if err != nil {
+			return err
+		}
+		got = append(got, string(text))
+		cursor = item.GetInboxSequence()
+		if len(got) == 2 {
+			return errStop
+		}
+		return nil
+	})
+	if !errors.Is(err, errStop) {
+		t.Fatalf("Subscribe = %v", err)
+	}
+	if _, err := alice.SendTo(ctx, bob.identity, []byte(texts[2])); err != nil {
+		t.Fatal(err)
+	}
+	err = bob.Subscribe(ctx, sdk.SubscribeOptions{After: &cursor}, func(item *messagingv1.SubscribeResponse) error {
+		if m := item.GetMessage(); m != nil {
+			text, err := bob.OpenMessage(ctx, m)
+			if err != nil {
+				return err
+			}
+			got = append(got, string(text))
+		}
+		if item.GetHeartbeat() != nil {
+			return errStop // caught up
+		}
+		return nil
+	})
+	if !errors.Is(err, errStop) {
+		t.Fatalf("resumed Subscribe = %v", err)
+	}
+	if len(got) != 3 || got[0] != "one" || got[1] != "two" || got[2] != "three" {
+		t.Fatalf("bob read %q; want one, two, three exactly once", got)
+	}
+
+	// History reads the conversation back, newest first, and alice can read her copies.
+	page, err := alice.History(ctx, &messagingv1.HistoryRequest{ConversationId: bob.identity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.GetMessages()) != 3 || page.GetMessages()[0].GetSequence() != 3 {
+		t.Fatalf("history = %v", page.GetMessages())
+	}
+	mine, err := alice.OpenMessage(ctx, page.GetMessages()[0])
+	if err != nil || string(mine) != "three" {
+		t.Errorf("alice reads her own message: %q, %v", mine, err)
+	}
+}
+
+// TestRevocationEndsAStream: "log out everywhere" closes an open stream within the
+// revocation bound, not only at the token's expiry.
+func TestRevocationEndsAStream(t *testing.T) {
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	bob := app.User(t, "bob")
+	tok := app.Token(t, bob)
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok), 30*time.Second)
+	defer cancel()
+	stream, err := messagingv1.NewMessagingServiceClient(n.Conn()).Subscribe(ctx, &messagingv1.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil { // the first heartbeat: the stream is open
+		t.Fatal(err)
+	}
+	actx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+app.APIKey)
+	if _, err := identityv1.NewIdentityServiceClient(n.Conn()).RevokeTokens(actx, &identityv1.RevokeTokensRequest{Identity: bob}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		_, err := stream.Recv()
+		if err == nil {
+			continue
+		}
+		if status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("stream ended with %v; want Unauthenticated", err)
+		}
+		break
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the stream outlived the revocation by %s", d)
+	}
+}
