@@ -30,6 +30,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to measure")
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "how long to send before measuring")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "messages per second in all (0: as fast as acknowledgements come)")
+	fs.IntVar(&cfg.Connections, "connections", 0, "gRPC connections the senders share (0: one per 8 senders)")
 	rawDir := fs.String("raw-dir", ".", "folder for the raw bbolt baseline (put it on the server's disk)")
 	noRaw := fs.Bool("no-raw", false, "skip the raw bbolt baseline")
 	if err := parse(fs, args); err != nil {
