@@ -51,6 +51,9 @@ type Config struct {
 	CORSOrigins []string
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
+	// GRPCAddr, when set, is where the gateway also accepts gRPC and forwards each call
+	// to the service that owns its method (see ServeGRPC). Only Run uses it.
+	GRPCAddr string
 	// Pprof serves Go's profiler at /debug/pprof/. Only `umbra dev --pprof` sets it:
 	// never on a listener others can reach.
 	Pprof bool
@@ -63,6 +66,7 @@ type Gateway struct {
 	conns    map[string]*grpc.ClientConn
 	identity identityv1.IdentityServiceClient
 	handler  http.Handler
+	routes   map[string]proxyRoute // full gRPC method name -> where the proxy sends it
 }
 
 // New dials the upstreams (without waiting for them) and builds the handler.
@@ -73,7 +77,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	g := &Gateway{cfg: cfg, log: log, conns: map[string]*grpc.ClientConn{}}
+	g := &Gateway{cfg: cfg, log: log, conns: map[string]*grpc.ClientConn{}, routes: map[string]proxyRoute{}}
 	mux := runtime.NewServeMux(
 		// Authorization is always forwarded by grpc-gateway; nothing else is.
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
@@ -101,6 +105,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
 			}
 		}
 		g.conns[u.name] = conn
+		for method, policy := range u.policies() {
+			g.routes[method] = proxyRoute{upstream: u.name, policy: policy}
+		}
 		if err := u.register(ctx, mux, conn); err != nil {
 			g.Close()
 			return nil, fmt.Errorf("gateway: register %s: %w", u.name, err)
@@ -176,7 +183,25 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("gateway: listen on %s: %w", cfg.Addr, err)
 	}
-	return g.Serve(ctx, lis)
+	if cfg.GRPCAddr == "" {
+		return g.Serve(ctx, lis)
+	}
+	glis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("gateway: listen on %s: %w", cfg.GRPCAddr, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- g.Serve(ctx, lis) }()
+	go func() { errc <- g.ServeGRPC(ctx, glis) }()
+	first := <-errc
+	cancel()
+	if second := <-errc; first == nil {
+		first = second
+	}
+	return first
 }
 
 // Serve serves on lis until ctx ends.

@@ -38,6 +38,7 @@ func init() {
 		{"send", "send an encrypted message (--to bob)", runSend},
 		{"listen", "print your messages, decrypted, as they arrive", runListen},
 		{"bench", "load generator: bench messaging", runBench},
+		{"admin", "operate a running process: stores, backup, restore", runAdmin},
 	}
 }
 

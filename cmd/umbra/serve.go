@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -116,8 +117,19 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	defer log.Sync()
 
-	gw := &gateway.Config{Addr: f.httpAddr, Insecure: f.grpc.Insecure, MaxBodyBytes: f.maxBody, CORSOrigins: f.cors}
+	if !f.grpc.TLS.Enabled() && !f.grpc.Insecure {
+		return errors.New("umbra serve needs TLS (--tls-cert and --tls-key, and --tls-client-ca for mTLS between services) or, for a trusted network only, --insecure")
+	}
+	gw := &gateway.Config{
+		Addr:         f.httpAddr,
+		TLS:          tlsconf.Server{CertFile: f.grpc.TLS.CertFile, KeyFile: f.grpc.TLS.KeyFile},
+		Insecure:     f.grpc.Insecure,
+		MaxBodyBytes: f.maxBody,
+		CORSOrigins:  f.cors,
+	}
 	if role == "gateway" {
+		// Clients reach every service's gRPC methods at the gateway's --grpc-addr too.
+		gw.GRPCAddr = f.grpc.Addr
 		gw.Upstreams = map[string]grpcclient.Config{}
 		for _, s := range gateway.Services() {
 			p := f.peer(s)

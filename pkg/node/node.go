@@ -23,9 +23,11 @@ import (
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
+	adminv1 "github.com/umbra-e2ee/umbra/proto/umbra/admin/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
@@ -87,6 +89,8 @@ type hosted struct {
 	close    func() error
 	// run, when set, is a background loop started with the server.
 	run func(ctx context.Context)
+	// db is the service's bbolt file, for online backups; nil for a service with none.
+	db *boltdb.DB
 }
 
 // deps are what a service may need from its process.
@@ -185,8 +189,12 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 
-	tables := []auth.Table{grpcserver.SystemPolicies()}
+	tables := []auth.Table{grpcserver.SystemPolicies(), adminPolicies()}
+	admin := &adminServer{stores: map[string]*boltdb.DB{}}
 	for _, s := range services {
+		if s.db != nil {
+			admin.stores[s.name] = s.db
+		}
 		tables = append(tables, s.policies)
 		if s.run != nil {
 			background = append(background, s.run)
@@ -213,6 +221,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	for _, s := range services {
 		s.register(srv.Server)
 	}
+	adminv1.RegisterAdminServiceServer(srv.Server, admin)
 	if err := grpcserver.CheckPolicies(srv.Server, table); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}

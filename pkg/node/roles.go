@@ -39,6 +39,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 			grpcName: identityv1.IdentityService_ServiceDesc.ServiceName,
 			register: srv.Register,
 			policies: identity.Policies(),
+			db:       store.DB(),
 			close:    store.Close,
 		}, nil
 	},
@@ -57,6 +58,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 			grpcName: cardv1.CardService_ServiceDesc.ServiceName,
 			register: srv.Register,
 			policies: card.Policies(),
+			db:       store.DB(),
 			close:    store.Close,
 		}, nil
 	},
@@ -104,6 +106,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 			grpcName: messagingv1.MessagingService_ServiceDesc.ServiceName,
 			register: srv.Register,
 			policies: messaging.Policies(),
+			db:       store.DB(),
 			close:    func() error { return errors.Join(closeGroups(), store.Close()) },
 			run:      srv.Run,
 		}, nil
