@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
@@ -54,6 +56,9 @@ type Config struct {
 	// GRPCAddr, when set, is where the gateway also accepts gRPC and forwards each call
 	// to the service that owns its method (see ServeGRPC). Only Run uses it.
 	GRPCAddr string
+	// Policies are the services' access tables: the gRPC proxy forwards a method only
+	// when it has a policy and that policy is not internal.
+	Policies auth.Table
 	// Pprof serves Go's profiler at /debug/pprof/. Only `umbra dev --pprof` sets it:
 	// never on a listener others can reach.
 	Pprof bool
@@ -105,8 +110,10 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
 			}
 		}
 		g.conns[u.name] = conn
-		for method, policy := range u.policies() {
-			g.routes[method] = proxyRoute{upstream: u.name, policy: policy}
+		for method, policy := range cfg.Policies {
+			if strings.HasPrefix(method, "/"+u.grpcName+"/") {
+				g.routes[method] = proxyRoute{upstream: u.name, policy: policy}
+			}
 		}
 		if err := u.register(ctx, mux, conn); err != nil {
 			g.Close()

@@ -6,18 +6,11 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 
-	"github.com/umbra-e2ee/umbra/pkg/auth"
-
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
-	"github.com/umbra-e2ee/umbra/services/backup"
-	"github.com/umbra-e2ee/umbra/services/card"
-	"github.com/umbra-e2ee/umbra/services/group"
-	"github.com/umbra-e2ee/umbra/services/identity"
-	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
 // Service names, as roles and as keys of Config.Upstreams.
@@ -36,15 +29,14 @@ type upstream struct {
 	name     string
 	grpcName string // the name the service's health status is reported under
 	register registerFunc
-	policies func() auth.Table
 }
 
 var upstreams = []upstream{
-	{Identity, identityv1.IdentityService_ServiceDesc.ServiceName, identityv1.RegisterIdentityServiceHandler, identity.Policies},
-	{Card, cardv1.CardService_ServiceDesc.ServiceName, cardv1.RegisterCardServiceHandler, card.Policies},
-	{Backup, backupv1.BackupService_ServiceDesc.ServiceName, backupv1.RegisterBackupServiceHandler, backup.Policies},
-	{Group, groupv1.GroupService_ServiceDesc.ServiceName, groupv1.RegisterGroupServiceHandler, group.Policies},
-	{Messaging, messagingv1.MessagingService_ServiceDesc.ServiceName, messagingv1.RegisterMessagingServiceHandler, messaging.Policies},
+	{Identity, identityv1.IdentityService_ServiceDesc.ServiceName, identityv1.RegisterIdentityServiceHandler},
+	{Card, cardv1.CardService_ServiceDesc.ServiceName, cardv1.RegisterCardServiceHandler},
+	{Backup, backupv1.BackupService_ServiceDesc.ServiceName, backupv1.RegisterBackupServiceHandler},
+	{Group, groupv1.GroupService_ServiceDesc.ServiceName, groupv1.RegisterGroupServiceHandler},
+	{Messaging, messagingv1.MessagingService_ServiceDesc.ServiceName, messagingv1.RegisterMessagingServiceHandler},
 }
 
 // Services lists the services the gateway fronts, in a stable order.

@@ -130,6 +130,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if role == "gateway" {
 		// Clients reach every service's gRPC methods at the gateway's --grpc-addr too.
 		gw.GRPCAddr = f.grpc.Addr
+		gw.Policies = node.Policies()
 		gw.Upstreams = map[string]grpcclient.Config{}
 		for _, s := range gateway.Services() {
 			p := f.peer(s)

@@ -24,6 +24,40 @@ const (
 	Len = len(UserPrefix) + bodyLen
 )
 
+// App ids are "app_" and 26 characters of lower-case base32 (16 random bytes); the
+// identity service makes them, and services that are told an app id by an internal
+// caller check their shape with ValidApp.
+const (
+	AppPrefix = "app_"
+	appLen    = 26
+)
+
+// ValidApp reports, as an errs.ErrInvalid, why s is not an app id.
+func ValidApp(field, s string) error {
+	body, ok := strings.CutPrefix(s, AppPrefix)
+	switch {
+	case s == "":
+		return errs.Invalidf("%s is empty", field)
+	case !ok || len(body) != appLen || !IsBase32(body):
+		if len(s) > 64 {
+			s = s[:64] + "..."
+		}
+		return errs.Invalidf("%s %q is malformed: want %q and %d base32 characters", field, s, AppPrefix, appLen)
+	}
+	return nil
+}
+
+// IsBase32 reports whether s is lower-case base32 (a-z, 2-7), the alphabet of every
+// Umbra id.
+func IsBase32(s string) bool {
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
+}
+
 // ValidUser reports, as an errs.ErrInvalid, why s is not a user identity. field names the
 // request field in the message.
 func ValidUser(field, s string) error { return valid(field, UserPrefix, "user", s) }
@@ -40,10 +74,8 @@ func valid(field, prefix, kind, s string) error {
 	case !strings.HasPrefix(s, prefix):
 		return errs.Invalidf("%s does not start with %q: not a %s identity", field, prefix, kind)
 	}
-	for _, c := range s[len(prefix):] {
-		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
-			return errs.Invalidf("%s has %q: an identity is lower-case base32 after its prefix", field, c)
-		}
+	if !IsBase32(s[len(prefix):]) {
+		return errs.Invalidf("%s is not lower-case base32 after its prefix", field)
 	}
 	return nil
 }

@@ -51,6 +51,15 @@ func TestEveryRegisteredMethodHasAPolicy(t *testing.T) {
 	if len(table) != methods {
 		t.Errorf("%d policies for %d registered methods: the tables name methods no server has", len(table), methods)
 	}
+	// Policies, which the gateway's gRPC proxy forwards by, are the services' tables.
+	if got, want := len(Policies()), len(table)-len(grpcserver.SystemPolicies()); got != want {
+		t.Errorf("Policies() has %d methods; the services register %d", got, want)
+	}
+	for m, p := range Policies() {
+		if table[m] != p {
+			t.Errorf("Policies() gives %s %v; the service's table %v", m, p, table[m])
+		}
+	}
 	// The check is not vacuous: drop any one entry and it fails, naming the method.
 	for m := range table {
 		short := auth.Table{}

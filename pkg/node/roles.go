@@ -113,6 +113,16 @@ var builders = map[string]func(*deps) (*hosted, error){
 	},
 }
 
+// Policies are the access tables of every service, merged: what the gateway's gRPC
+// proxy needs to know which methods it may forward.
+func Policies() auth.Table {
+	t, err := auth.Merge(identity.Policies(), card.Policies(), backup.Policies(), group.Policies(), messaging.Policies())
+	if err != nil {
+		panic(err) // the tables are code: a clash is a programming error
+	}
+	return t
+}
+
 // unbuilt hosts a service that keeps no state yet.
 func unbuilt(name, grpcName string, register func(*grpc.Server), policies auth.Table) *hosted {
 	return &hosted{name: name, grpcName: grpcName, register: register, policies: policies, close: func() error { return nil }}

@@ -299,7 +299,7 @@ func (s *Server) RevokeCard(ctx context.Context, req *cardv1.RevokeCardRequest) 
 
 // LookupActiveCards implements CardService.
 func (s *Server) LookupActiveCards(_ context.Context, req *cardv1.LookupActiveCardsRequest) (*cardv1.LookupActiveCardsResponse, error) {
-	if err := validAppID(req.GetAppId()); err != nil {
+	if err := ident.ValidApp("app_id", req.GetAppId()); err != nil {
 		return nil, err
 	}
 	ids, err := validIdentities("identities", req.GetIdentities(), MaxLookupIdentities)

@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
@@ -109,29 +108,6 @@ func validIdentities(field string, ids []string, max int) ([]string, error) {
 	}
 	return out, nil
 }
-
-// App ids are "app_" and 26 lower-case base32 characters (the identity service makes
-// them); the card service only checks their shape, as internal callers name them.
-const (
-	appIDPrefix = "app_"
-	appIDLen    = 26
-)
-
-func validAppID(s string) error {
-	body, ok := strings.CutPrefix(s, appIDPrefix)
-	switch {
-	case s == "":
-		return errs.Invalidf("app_id is empty: internal callers name the app whose cards they want")
-	case !ok || len(body) != appIDLen || strings.IndexFunc(body, notBase32) >= 0:
-		if len(s) > 64 {
-			s = s[:64] + "..."
-		}
-		return errs.Invalidf("app_id %q is malformed: want %q and %d base32 characters", s, appIDPrefix, appIDLen)
-	}
-	return nil
-}
-
-func notBase32(c rune) bool { return !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') }
 
 // pageSize returns the page size asked for, or def; over max is refused.
 func pageSize(n uint32, def, max int) (int, error) {

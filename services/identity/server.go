@@ -30,7 +30,7 @@ import (
 )
 
 const (
-	appIDPrefix  = "app_"
+	appIDPrefix  = ident.AppPrefix
 	appIDLen     = 26 // 16 random bytes in base32
 	keyIDLen     = 16 // 10 random bytes in base32
 	apiKeyPrefix = "uak_"

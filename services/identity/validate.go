@@ -11,6 +11,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/ident"
 )
 
 // Limits on requests.
@@ -41,10 +42,8 @@ func validDisplayName(s string) error {
 	return nil
 }
 
-// validAppID checks the shape of an app id ("app_" and 26 base32 characters).
-func validAppID(s string) error {
-	return validToken("app_id", s, appIDPrefix, appIDLen)
-}
+// validAppID checks the shape of an app id.
+func validAppID(s string) error { return ident.ValidApp("app_id", s) }
 
 func validKeyID(s string) error {
 	return validToken("key_id", s, "", keyIDLen)
@@ -55,13 +54,11 @@ func validToken(field, s, prefix string, bodyLen int) error {
 		return errs.Invalidf("%s is empty", field)
 	}
 	body, ok := strings.CutPrefix(s, prefix)
-	if !ok || len(body) != bodyLen || strings.IndexFunc(body, notBase32) >= 0 {
+	if !ok || len(body) != bodyLen || !ident.IsBase32(body) {
 		return errs.Invalidf("%s %q is malformed", field, truncate(s))
 	}
 	return nil
 }
-
-func notBase32(c rune) bool { return !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') }
 
 // truncate keeps error messages short when a caller sends something huge.
 func truncate(s string) string {

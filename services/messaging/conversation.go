@@ -62,7 +62,7 @@ func validConversationShape(id string) error {
 		return ident.ValidGroup("conversation_id", id)
 	}
 	body, ok := strings.CutPrefix(id, directPrefix)
-	if !ok || len(id) != directLen || strings.IndexFunc(body, notBase32) >= 0 {
+	if !ok || len(id) != directLen || !ident.IsBase32(body) {
 		return errs.Invalidf("conversation_id %q is malformed: a direct conversation id is %q and 32 base32 characters", truncate(id), directPrefix)
 	}
 	return nil

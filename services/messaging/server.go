@@ -568,7 +568,7 @@ func (s *Server) UpdateCursors(ctx context.Context, req *messagingv1.UpdateCurso
 
 // PublishEvent implements MessagingService.
 func (s *Server) PublishEvent(ctx context.Context, req *messagingv1.PublishEventRequest) (*messagingv1.PublishEventResponse, error) {
-	if err := validAppID(req.GetAppId()); err != nil {
+	if err := ident.ValidApp("app_id", req.GetAppId()); err != nil {
 		return nil, err
 	}
 	if err := validKey("event_id", req.GetEventId(), MaxEventIDLen); err != nil {

@@ -100,19 +100,6 @@ const (
 	appIDLen    = 26
 )
 
-func validAppID(s string) error {
-	body, ok := strings.CutPrefix(s, appIDPrefix)
-	switch {
-	case s == "":
-		return errs.Invalidf("app_id is empty: internal callers name the app of the recipients")
-	case !ok || len(body) != appIDLen || strings.IndexFunc(body, notBase32) >= 0:
-		return errs.Invalidf("app_id %q is malformed: want %q and %d base32 characters", truncate(s), appIDPrefix, appIDLen)
-	}
-	return nil
-}
-
-func notBase32(c rune) bool { return !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') }
-
 // validEventType checks a full protobuf message name: dot-separated identifiers.
 func validEventType(s string) error {
 	switch {
