@@ -98,7 +98,10 @@ func TestEveryRoleAsItsOwnProcess(t *testing.T) {
 			}
 		})
 	}
-	for _, r := range roles {
+	// Started in reverse, identity last: services come up in any order, and a call to
+	// a peer that is not listening yet waits for it instead of failing.
+	for i := len(roles) - 1; i >= 0; i-- {
+		r := roles[i]
 		start(r, append([]string{
 			"--data", filepath.Join(dir, "data-"+r),
 			"--service-peers", strings.Join(roles, ","),

@@ -6,8 +6,10 @@ package grpcclient
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -24,6 +26,21 @@ type Config struct {
 	Insecure bool
 	// ServiceToken, when set, is sent on every call for the server's internal methods.
 	ServiceToken string
+	// Peer marks a connection from one Umbra service to another. Its unary calls wait
+	// for the peer to be reachable (up to the call's deadline, or PeerWait when the
+	// call has none) instead of failing at once while the connection is down: services
+	// start in any order, and a peer that restarts is back within a reconnect.
+	Peer bool
+}
+
+// PeerWait bounds how long a peer call without a deadline waits for its peer.
+const PeerWait = 10 * time.Second
+
+// reconnect keeps the retry of a lost connection short: the default backoff grows to
+// two minutes, far longer than a restarting peer takes to come back.
+var reconnect = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+	MinConnectTimeout: 5 * time.Second,
 }
 
 // Dial returns a connection to cfg.Addr. It does not wait for the server.
@@ -42,6 +59,20 @@ func Dial(cfg Config, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 			return nil, err
 		}
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	opts = append(opts, grpc.WithConnectParams(reconnect))
+	if cfg.Peer {
+		opts = append(opts,
+			grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
+			grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, o ...grpc.CallOption) error {
+				if _, ok := ctx.Deadline(); !ok {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, PeerWait)
+					defer cancel()
+				}
+				return invoker(ctx, method, req, reply, cc, o...)
+			}),
+		)
 	}
 	if cfg.ServiceToken != "" {
 		tok := cfg.ServiceToken

@@ -320,7 +320,7 @@ func tokenVerifier(d *deps) (auth.TokenVerifier, *auth.RevocationFeed, func(), e
 		return auth.NewVerifier(d.identity, d.identity, d.cfg.Issuer, nil), nil, func() {}, nil
 	}
 	icfg := d.cfg.Identity
-	icfg.ServiceToken = d.cfg.ServiceToken
+	icfg.ServiceToken, icfg.Peer = d.cfg.ServiceToken, true
 	conn, err := grpcclient.Dial(icfg)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("node: identity service: %w", err)

@@ -81,7 +81,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 		var groups messaging.Groups // none: group conversations are refused
 		closeGroups := func() error { return nil }
 		if gcfg := d.cfg.Group; gcfg.Addr != "" {
-			gcfg.ServiceToken = d.cfg.ServiceToken
+			gcfg.ServiceToken, gcfg.Peer = d.cfg.ServiceToken, true
 			conn, err := grpcclient.Dial(gcfg)
 			if err != nil {
 				store.Close()
