@@ -185,6 +185,56 @@ func (BackupAead) EnumDescriptor() ([]byte, []int) {
 	return file_umbra_backup_v1_backup_proto_rawDescGZIP(), []int{2}
 }
 
+// BackupEventKind says what a BackupEvent reports.
+type BackupEventKind int32
+
+const (
+	// Not a kind.
+	BackupEventKind_BACKUP_EVENT_KIND_UNSPECIFIED BackupEventKind = 0
+	// The slot's attempts ran out and its backup was erased: someone (the owner, or
+	// whoever holds one of the owner's access tokens) kept presenting a wrong password.
+	BackupEventKind_BACKUP_EVENT_KIND_ERASED BackupEventKind = 1
+)
+
+// Enum value maps for BackupEventKind.
+var (
+	BackupEventKind_name = map[int32]string{
+		0: "BACKUP_EVENT_KIND_UNSPECIFIED",
+		1: "BACKUP_EVENT_KIND_ERASED",
+	}
+	BackupEventKind_value = map[string]int32{
+		"BACKUP_EVENT_KIND_UNSPECIFIED": 0,
+		"BACKUP_EVENT_KIND_ERASED":      1,
+	}
+)
+
+func (x BackupEventKind) Enum() *BackupEventKind {
+	p := new(BackupEventKind)
+	*p = x
+	return p
+}
+
+func (x BackupEventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BackupEventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_umbra_backup_v1_backup_proto_enumTypes[3].Descriptor()
+}
+
+func (BackupEventKind) Type() protoreflect.EnumType {
+	return &file_umbra_backup_v1_backup_proto_enumTypes[3]
+}
+
+func (x BackupEventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BackupEventKind.Descriptor instead.
+func (BackupEventKind) EnumDescriptor() ([]byte, []int) {
+	return file_umbra_backup_v1_backup_proto_rawDescGZIP(), []int{3}
+}
+
 // Argon2idParams are the parameters of the client's Argon2id (RFC 9106) stretch of the
 // OPRF output. The client chooses them and the service stores them with the record;
 // the service refuses values outside the bounds below. The output is 32 bytes.
@@ -264,7 +314,9 @@ func (x *Argon2IdParams) GetSalt() []byte {
 // password guess without the service's OPRF key.
 type BackupRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// AEAD ciphertext of the client's key bundle, tag appended: 1 byte to 1 MiB.
+	// AEAD ciphertext of the client's key bundle, tag appended: 17 bytes (a 1-byte
+	// bundle and the 16-byte tag) to 1 MiB and 16 bytes (the largest key bundle, 1 MiB,
+	// and the tag).
 	Ciphertext []byte `protobuf:"bytes,1,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
 	// AEAD nonce, 12 random bytes.
 	Nonce []byte `protobuf:"bytes,2,opt,name=nonce,proto3" json:"nonce,omitempty"`
@@ -1096,6 +1148,80 @@ func (*DeleteBackupResponse) Descriptor() ([]byte, []int) {
 	return file_umbra_backup_v1_backup_proto_rawDescGZIP(), []int{13}
 }
 
+// BackupEvent is the payload of the umbra.messaging.v1.Event the backup service
+// publishes into its owner's stream (Event.type "umbra.backup.v1.BackupEvent").
+type BackupEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened.
+	Kind BackupEventKind `protobuf:"varint,1,opt,name=kind,proto3,enum=umbra.backup.v1.BackupEventKind" json:"kind,omitempty"`
+	// The slot it happened to.
+	Slot BackupSlot `protobuf:"varint,2,opt,name=slot,proto3,enum=umbra.backup.v1.BackupSlot" json:"slot,omitempty"`
+	// The version of the record that was erased.
+	Version uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// When it happened.
+	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupEvent) Reset() {
+	*x = BackupEvent{}
+	mi := &file_umbra_backup_v1_backup_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupEvent) ProtoMessage() {}
+
+func (x *BackupEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_backup_v1_backup_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupEvent.ProtoReflect.Descriptor instead.
+func (*BackupEvent) Descriptor() ([]byte, []int) {
+	return file_umbra_backup_v1_backup_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *BackupEvent) GetKind() BackupEventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return BackupEventKind_BACKUP_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *BackupEvent) GetSlot() BackupSlot {
+	if x != nil {
+		return x.Slot
+	}
+	return BackupSlot_BACKUP_SLOT_UNSPECIFIED
+}
+
+func (x *BackupEvent) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *BackupEvent) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
 var File_umbra_backup_v1_backup_proto protoreflect.FileDescriptor
 
 const file_umbra_backup_v1_backup_proto_rawDesc = "" +
@@ -1165,7 +1291,13 @@ const file_umbra_backup_v1_backup_proto_rawDesc = "" +
 	"\x13DeleteBackupRequest\x12/\n" +
 	"\x04slot\x18\x01 \x01(\x0e2\x1b.umbra.backup.v1.BackupSlotR\x04slot\x12)\n" +
 	"\x10expected_version\x18\x02 \x01(\x04R\x0fexpectedVersion\"\x16\n" +
-	"\x14DeleteBackupResponse*]\n" +
+	"\x14DeleteBackupResponse\"\xcb\x01\n" +
+	"\vBackupEvent\x124\n" +
+	"\x04kind\x18\x01 \x01(\x0e2 .umbra.backup.v1.BackupEventKindR\x04kind\x12/\n" +
+	"\x04slot\x18\x02 \x01(\x0e2\x1b.umbra.backup.v1.BackupSlotR\x04slot\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12;\n" +
+	"\voccurred_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt*]\n" +
 	"\n" +
 	"BackupSlot\x12\x1b\n" +
 	"\x17BACKUP_SLOT_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -1179,7 +1311,10 @@ const file_umbra_backup_v1_backup_proto_rawDesc = "" +
 	"BackupAead\x12\x1b\n" +
 	"\x17BACKUP_AEAD_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dBACKUP_AEAD_CHACHA20_POLY1305\x10\x01\x12\x1b\n" +
-	"\x17BACKUP_AEAD_AES_256_GCM\x10\x022\xbf\x03\n" +
+	"\x17BACKUP_AEAD_AES_256_GCM\x10\x02*R\n" +
+	"\x0fBackupEventKind\x12!\n" +
+	"\x1dBACKUP_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18BACKUP_EVENT_KIND_ERASED\x10\x012\xbf\x03\n" +
 	"\rBackupService\x12O\n" +
 	"\bEvaluate\x12 .umbra.backup.v1.EvaluateRequest\x1a!.umbra.backup.v1.EvaluateResponse\x12R\n" +
 	"\tPutBackup\x12!.umbra.backup.v1.PutBackupRequest\x1a\".umbra.backup.v1.PutBackupResponse\x12L\n" +
@@ -1199,60 +1334,65 @@ func file_umbra_backup_v1_backup_proto_rawDescGZIP() []byte {
 	return file_umbra_backup_v1_backup_proto_rawDescData
 }
 
-var file_umbra_backup_v1_backup_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_umbra_backup_v1_backup_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_umbra_backup_v1_backup_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_umbra_backup_v1_backup_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_umbra_backup_v1_backup_proto_goTypes = []any{
 	(BackupSlot)(0),               // 0: umbra.backup.v1.BackupSlot
 	(EvaluationPurpose)(0),        // 1: umbra.backup.v1.EvaluationPurpose
 	(BackupAead)(0),               // 2: umbra.backup.v1.BackupAead
-	(*Argon2IdParams)(nil),        // 3: umbra.backup.v1.Argon2idParams
-	(*BackupRecord)(nil),          // 4: umbra.backup.v1.BackupRecord
-	(*BackupInfo)(nil),            // 5: umbra.backup.v1.BackupInfo
-	(*RestoreFailure)(nil),        // 6: umbra.backup.v1.RestoreFailure
-	(*EvaluateRequest)(nil),       // 7: umbra.backup.v1.EvaluateRequest
-	(*EvaluateResponse)(nil),      // 8: umbra.backup.v1.EvaluateResponse
-	(*PutBackupRequest)(nil),      // 9: umbra.backup.v1.PutBackupRequest
-	(*PutBackupResponse)(nil),     // 10: umbra.backup.v1.PutBackupResponse
-	(*RestoreRequest)(nil),        // 11: umbra.backup.v1.RestoreRequest
-	(*RestoreResponse)(nil),       // 12: umbra.backup.v1.RestoreResponse
-	(*GetBackupInfoRequest)(nil),  // 13: umbra.backup.v1.GetBackupInfoRequest
-	(*GetBackupInfoResponse)(nil), // 14: umbra.backup.v1.GetBackupInfoResponse
-	(*DeleteBackupRequest)(nil),   // 15: umbra.backup.v1.DeleteBackupRequest
-	(*DeleteBackupResponse)(nil),  // 16: umbra.backup.v1.DeleteBackupResponse
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(BackupEventKind)(0),          // 3: umbra.backup.v1.BackupEventKind
+	(*Argon2IdParams)(nil),        // 4: umbra.backup.v1.Argon2idParams
+	(*BackupRecord)(nil),          // 5: umbra.backup.v1.BackupRecord
+	(*BackupInfo)(nil),            // 6: umbra.backup.v1.BackupInfo
+	(*RestoreFailure)(nil),        // 7: umbra.backup.v1.RestoreFailure
+	(*EvaluateRequest)(nil),       // 8: umbra.backup.v1.EvaluateRequest
+	(*EvaluateResponse)(nil),      // 9: umbra.backup.v1.EvaluateResponse
+	(*PutBackupRequest)(nil),      // 10: umbra.backup.v1.PutBackupRequest
+	(*PutBackupResponse)(nil),     // 11: umbra.backup.v1.PutBackupResponse
+	(*RestoreRequest)(nil),        // 12: umbra.backup.v1.RestoreRequest
+	(*RestoreResponse)(nil),       // 13: umbra.backup.v1.RestoreResponse
+	(*GetBackupInfoRequest)(nil),  // 14: umbra.backup.v1.GetBackupInfoRequest
+	(*GetBackupInfoResponse)(nil), // 15: umbra.backup.v1.GetBackupInfoResponse
+	(*DeleteBackupRequest)(nil),   // 16: umbra.backup.v1.DeleteBackupRequest
+	(*DeleteBackupResponse)(nil),  // 17: umbra.backup.v1.DeleteBackupResponse
+	(*BackupEvent)(nil),           // 18: umbra.backup.v1.BackupEvent
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
 }
 var file_umbra_backup_v1_backup_proto_depIdxs = []int32{
 	2,  // 0: umbra.backup.v1.BackupRecord.aead:type_name -> umbra.backup.v1.BackupAead
-	3,  // 1: umbra.backup.v1.BackupRecord.kdf:type_name -> umbra.backup.v1.Argon2idParams
+	4,  // 1: umbra.backup.v1.BackupRecord.kdf:type_name -> umbra.backup.v1.Argon2idParams
 	0,  // 2: umbra.backup.v1.BackupInfo.slot:type_name -> umbra.backup.v1.BackupSlot
-	3,  // 3: umbra.backup.v1.BackupInfo.kdf:type_name -> umbra.backup.v1.Argon2idParams
+	4,  // 3: umbra.backup.v1.BackupInfo.kdf:type_name -> umbra.backup.v1.Argon2idParams
 	2,  // 4: umbra.backup.v1.BackupInfo.aead:type_name -> umbra.backup.v1.BackupAead
-	17, // 5: umbra.backup.v1.BackupInfo.updated_at:type_name -> google.protobuf.Timestamp
+	19, // 5: umbra.backup.v1.BackupInfo.updated_at:type_name -> google.protobuf.Timestamp
 	0,  // 6: umbra.backup.v1.EvaluateRequest.slot:type_name -> umbra.backup.v1.BackupSlot
 	1,  // 7: umbra.backup.v1.EvaluateRequest.purpose:type_name -> umbra.backup.v1.EvaluationPurpose
 	0,  // 8: umbra.backup.v1.PutBackupRequest.slot:type_name -> umbra.backup.v1.BackupSlot
-	4,  // 9: umbra.backup.v1.PutBackupRequest.record:type_name -> umbra.backup.v1.BackupRecord
-	5,  // 10: umbra.backup.v1.PutBackupResponse.backup:type_name -> umbra.backup.v1.BackupInfo
+	5,  // 9: umbra.backup.v1.PutBackupRequest.record:type_name -> umbra.backup.v1.BackupRecord
+	6,  // 10: umbra.backup.v1.PutBackupResponse.backup:type_name -> umbra.backup.v1.BackupInfo
 	0,  // 11: umbra.backup.v1.RestoreRequest.slot:type_name -> umbra.backup.v1.BackupSlot
 	2,  // 12: umbra.backup.v1.RestoreResponse.aead:type_name -> umbra.backup.v1.BackupAead
-	3,  // 13: umbra.backup.v1.RestoreResponse.kdf:type_name -> umbra.backup.v1.Argon2idParams
-	5,  // 14: umbra.backup.v1.GetBackupInfoResponse.backups:type_name -> umbra.backup.v1.BackupInfo
+	4,  // 13: umbra.backup.v1.RestoreResponse.kdf:type_name -> umbra.backup.v1.Argon2idParams
+	6,  // 14: umbra.backup.v1.GetBackupInfoResponse.backups:type_name -> umbra.backup.v1.BackupInfo
 	0,  // 15: umbra.backup.v1.DeleteBackupRequest.slot:type_name -> umbra.backup.v1.BackupSlot
-	7,  // 16: umbra.backup.v1.BackupService.Evaluate:input_type -> umbra.backup.v1.EvaluateRequest
-	9,  // 17: umbra.backup.v1.BackupService.PutBackup:input_type -> umbra.backup.v1.PutBackupRequest
-	11, // 18: umbra.backup.v1.BackupService.Restore:input_type -> umbra.backup.v1.RestoreRequest
-	13, // 19: umbra.backup.v1.BackupService.GetBackupInfo:input_type -> umbra.backup.v1.GetBackupInfoRequest
-	15, // 20: umbra.backup.v1.BackupService.DeleteBackup:input_type -> umbra.backup.v1.DeleteBackupRequest
-	8,  // 21: umbra.backup.v1.BackupService.Evaluate:output_type -> umbra.backup.v1.EvaluateResponse
-	10, // 22: umbra.backup.v1.BackupService.PutBackup:output_type -> umbra.backup.v1.PutBackupResponse
-	12, // 23: umbra.backup.v1.BackupService.Restore:output_type -> umbra.backup.v1.RestoreResponse
-	14, // 24: umbra.backup.v1.BackupService.GetBackupInfo:output_type -> umbra.backup.v1.GetBackupInfoResponse
-	16, // 25: umbra.backup.v1.BackupService.DeleteBackup:output_type -> umbra.backup.v1.DeleteBackupResponse
-	21, // [21:26] is the sub-list for method output_type
-	16, // [16:21] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	3,  // 16: umbra.backup.v1.BackupEvent.kind:type_name -> umbra.backup.v1.BackupEventKind
+	0,  // 17: umbra.backup.v1.BackupEvent.slot:type_name -> umbra.backup.v1.BackupSlot
+	19, // 18: umbra.backup.v1.BackupEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	8,  // 19: umbra.backup.v1.BackupService.Evaluate:input_type -> umbra.backup.v1.EvaluateRequest
+	10, // 20: umbra.backup.v1.BackupService.PutBackup:input_type -> umbra.backup.v1.PutBackupRequest
+	12, // 21: umbra.backup.v1.BackupService.Restore:input_type -> umbra.backup.v1.RestoreRequest
+	14, // 22: umbra.backup.v1.BackupService.GetBackupInfo:input_type -> umbra.backup.v1.GetBackupInfoRequest
+	16, // 23: umbra.backup.v1.BackupService.DeleteBackup:input_type -> umbra.backup.v1.DeleteBackupRequest
+	9,  // 24: umbra.backup.v1.BackupService.Evaluate:output_type -> umbra.backup.v1.EvaluateResponse
+	11, // 25: umbra.backup.v1.BackupService.PutBackup:output_type -> umbra.backup.v1.PutBackupResponse
+	13, // 26: umbra.backup.v1.BackupService.Restore:output_type -> umbra.backup.v1.RestoreResponse
+	15, // 27: umbra.backup.v1.BackupService.GetBackupInfo:output_type -> umbra.backup.v1.GetBackupInfoResponse
+	17, // 28: umbra.backup.v1.BackupService.DeleteBackup:output_type -> umbra.backup.v1.DeleteBackupResponse
+	24, // [24:29] is the sub-list for method output_type
+	19, // [19:24] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_umbra_backup_v1_backup_proto_init() }
@@ -1265,8 +1405,8 @@ func file_umbra_backup_v1_backup_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_backup_v1_backup_proto_rawDesc), len(file_umbra_backup_v1_backup_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   14,
+			NumEnums:      4,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -51,10 +51,11 @@ const (
 // Attempts. Each slot has a budget of attempts (default 10), and every guess costs
 // one: a RESTORE evaluation spends one up front, and a failed Restore spends one unless
 // it follows an unspent RESTORE evaluation. A matching Restore, and a PutBackup,
-// restore the full budget. With no attempt left, the next failed Restore or RESTORE
-// evaluation erases the slot (PERMISSION_DENIED with a RestoreFailure detail) and the
-// owner gets an event. So a live attacker with a stolen access token gets exactly the
-// budget's number of guesses, and a stolen backup.db alone gets none.
+// restore the full budget. A failed Restore that leaves no attempt (none left and no
+// unspent evaluation), and a RESTORE evaluation with none left, erase the slot
+// (PERMISSION_DENIED with a RestoreFailure detail) and the owner gets an event (a
+// BackupEvent in its messaging stream). So a live attacker with a stolen access token
+// gets exactly the budget's number of guesses, and a stolen backup.db alone gets none.
 //
 // OPRF keys and versions. Each slot has a version counter that never goes back, not
 // even when the slot is deleted or erased. A record created at version v is protected
@@ -86,8 +87,8 @@ type BackupServiceClient interface {
 	// Restore releases a slot's ciphertext to a caller that proves the password: the
 	// SHA-256 of `auth_key` must equal the stored verifier. On a match the attempt budget
 	// is restored to full. Otherwise PERMISSION_DENIED, whose message says how many
-	// attempts remain and which carries a RestoreFailure detail; a failure with no
-	// attempt left erases the slot and sends the owner an event (see "Attempts" above).
+	// attempts remain and which carries a RestoreFailure detail; a failure that leaves
+	// no attempt erases the slot and sends the owner an event (see "Attempts" above).
 	// A Restore whose `expected_version` is not the stored version gets ABORTED and
 	// spends nothing; NOT_FOUND if the slot holds no backup.
 	// Auth: access token; acts for the token's identity.
@@ -186,10 +187,11 @@ func (c *backupServiceClient) DeleteBackup(ctx context.Context, in *DeleteBackup
 // Attempts. Each slot has a budget of attempts (default 10), and every guess costs
 // one: a RESTORE evaluation spends one up front, and a failed Restore spends one unless
 // it follows an unspent RESTORE evaluation. A matching Restore, and a PutBackup,
-// restore the full budget. With no attempt left, the next failed Restore or RESTORE
-// evaluation erases the slot (PERMISSION_DENIED with a RestoreFailure detail) and the
-// owner gets an event. So a live attacker with a stolen access token gets exactly the
-// budget's number of guesses, and a stolen backup.db alone gets none.
+// restore the full budget. A failed Restore that leaves no attempt (none left and no
+// unspent evaluation), and a RESTORE evaluation with none left, erase the slot
+// (PERMISSION_DENIED with a RestoreFailure detail) and the owner gets an event (a
+// BackupEvent in its messaging stream). So a live attacker with a stolen access token
+// gets exactly the budget's number of guesses, and a stolen backup.db alone gets none.
 //
 // OPRF keys and versions. Each slot has a version counter that never goes back, not
 // even when the slot is deleted or erased. A record created at version v is protected
@@ -221,8 +223,8 @@ type BackupServiceServer interface {
 	// Restore releases a slot's ciphertext to a caller that proves the password: the
 	// SHA-256 of `auth_key` must equal the stored verifier. On a match the attempt budget
 	// is restored to full. Otherwise PERMISSION_DENIED, whose message says how many
-	// attempts remain and which carries a RestoreFailure detail; a failure with no
-	// attempt left erases the slot and sends the owner an event (see "Attempts" above).
+	// attempts remain and which carries a RestoreFailure detail; a failure that leaves
+	// no attempt erases the slot and sends the owner an event (see "Attempts" above).
 	// A Restore whose `expected_version` is not the stored version gets ABORTED and
 	// spends nothing; NOT_FOUND if the slot holds no backup.
 	// Auth: access token; acts for the token's identity.
