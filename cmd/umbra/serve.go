@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/node"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
+	"github.com/umbra-e2ee/umbra/services/backup"
 	"github.com/umbra-e2ee/umbra/services/card"
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
@@ -60,6 +63,31 @@ type serveFlags struct {
 	cors        listFlag
 	logLevel    string
 	tuning      tuningFlags
+
+	backupSecretFlag string
+	backupSecretFile string
+}
+
+// backupSecret reads the backup service's server secret from --backup-secret-file or
+// --backup-secret (UMBRA_BACKUP_SECRET).
+func (f *serveFlags) backupSecret() ([]byte, error) {
+	var secret []byte
+	switch {
+	case f.backupSecretFile != "" && f.backupSecretFlag != "":
+		return nil, errors.New("give --backup-secret or --backup-secret-file, not both")
+	case f.backupSecretFile != "":
+		b, err := os.ReadFile(f.backupSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("--backup-secret-file: %w", err)
+		}
+		secret = bytes.TrimSpace(b)
+	default:
+		secret = []byte(f.backupSecretFlag)
+	}
+	if len(secret) < backup.MinSecretBytes {
+		return nil, fmt.Errorf("the backup service needs a server secret of at least %d bytes (--backup-secret-file, or UMBRA_BACKUP_SECRET); generate one with: head -c 32 /dev/urandom | base64", backup.MinSecretBytes)
+	}
+	return secret, nil
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -86,6 +114,9 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest REST request body")
 	fs.Var(&f.cors, "cors-origins", "comma-separated browser origins allowed to call the REST API")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&f.backupSecretFlag, "backup-secret", "", "the backup service's server secret, at least 32 bytes (prefer --backup-secret-file or UMBRA_BACKUP_SECRET: flags show in ps)")
+	fs.StringVar(&f.backupSecretFile, "backup-secret-file", "", "file holding the backup service's server secret (a mounted Kubernetes Secret)")
+	fs.IntVar(&f.tuning.backup.MaxAttempts, "backup-max-attempts", backup.DefaultMaxAttempts, "failed restores before a backup slot is erased")
 	f.tuning.register(fs)
 }
 
@@ -167,6 +198,24 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		// Group conversations are refused without it.
 		cfg.Group = f.peer(gateway.Group)
 	}
+	if role == gateway.Group || role == gateway.Backup {
+		for _, need := range []string{gateway.Card, gateway.Messaging} {
+			if *f.peers[need] == "" && (need == gateway.Messaging || role == gateway.Group) {
+				return fmt.Errorf("--%s-addr is required: the %s service calls the %s service", need, role, need)
+			}
+		}
+		if role == gateway.Group {
+			cfg.Card = f.peer(gateway.Card)
+		}
+		cfg.MessagingPeer = f.peer(gateway.Messaging)
+	}
+	if role == gateway.Backup || role == "all" {
+		secret, err := f.backupSecret()
+		if err != nil {
+			return err
+		}
+		cfg.Backup.Secret = secret
+	}
 	return node.Run(ctx, cfg, log)
 }
 
@@ -175,6 +224,7 @@ type tuningFlags struct {
 	searchRate  float64
 	searchBurst int
 	messaging   messaging.Config
+	backup      backup.Config
 }
 
 func (t *tuningFlags) register(fs *flag.FlagSet) {
@@ -190,4 +240,5 @@ func (t *tuningFlags) register(fs *flag.FlagSet) {
 func (t *tuningFlags) apply(cfg *node.Config) {
 	cfg.CardSearchRate, cfg.CardSearchBurst = t.searchRate, t.searchBurst
 	cfg.Messaging = t.messaging
+	cfg.Backup = t.backup
 }

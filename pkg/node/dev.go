@@ -23,6 +23,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	"github.com/umbra-e2ee/umbra/services/backup"
 )
 
 // DevConfig configures `umbra dev`.
@@ -49,6 +50,9 @@ type DevCredentials struct {
 	AdminCredential string `json:"admin_credential"`
 	AppID           string `json:"app_id"`
 	APIKey          string `json:"api_key"`
+	// BackupSecret is the backup service's server secret. In production it lives in a
+	// Kubernetes Secret, never beside backup.db; dev keeps it here for convenience.
+	BackupSecret string `json:"backup_secret"`
 }
 
 const devCredentialsFile = "dev-credentials.json"
@@ -75,6 +79,11 @@ func RunDev(ctx context.Context, cfg DevConfig, log *zap.Logger) error {
 			return err
 		}
 	}
+	if creds.BackupSecret == "" {
+		if creds.BackupSecret, err = randomSecret("ubak_"); err != nil {
+			return err
+		}
+	}
 	// The service token lives only as long as the process: nothing outside it needs it.
 	serviceToken, err := randomSecret("usvc_")
 	if err != nil {
@@ -87,6 +96,7 @@ func RunDev(ctx context.Context, cfg DevConfig, log *zap.Logger) error {
 		Gateway:         &gateway.Config{Addr: cfg.HTTPAddr, CORSOrigins: cfg.CORSOrigins, Pprof: cfg.Pprof},
 		AdminCredential: creds.AdminCredential,
 		ServiceToken:    serviceToken,
+		Backup:          backup.Config{Secret: []byte(creds.BackupSecret)},
 	}
 	ncfg.Ready = func(ctx context.Context, addrs Addrs) error {
 		if err := ensureDevApp(ctx, loopbackAddr(addrs.GRPC), creds); err != nil {

@@ -29,6 +29,8 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
 	adminv1 "github.com/umbra-e2ee/umbra/proto/umbra/admin/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	"github.com/umbra-e2ee/umbra/services/backup"
+	"github.com/umbra-e2ee/umbra/services/group"
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
@@ -70,6 +72,17 @@ type Config struct {
 	// Messaging tunes the messaging service (envelope limit, send rate, retention,
 	// streams); the zero value is its defaults.
 	Messaging messaging.Config
+	// Card says how the group service reaches the card service (members' active cards
+	// and card events), and MessagingPeer how the group and backup services reach the
+	// messaging service (events into members' streams). A process that hosts the role
+	// reaches its own listener.
+	Card          grpcclient.Config
+	MessagingPeer grpcclient.Config
+	// Backup configures the backup service; its Secret is required when the process
+	// hosts the backup role.
+	Backup backup.Config
+	// GroupTuning tunes the group service; the zero value is its defaults.
+	GroupTuning group.Config
 	// Ready, when set, is called once every listener is up, with their addresses.
 	Ready func(ctx context.Context, addrs Addrs) error
 }
@@ -140,6 +153,12 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	}
 	if cfg.Group.Addr == "" && slices.Contains(cfg.Roles, gateway.Group) {
 		cfg.Group = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC)}
+	}
+	if cfg.Card.Addr == "" && slices.Contains(cfg.Roles, gateway.Card) {
+		cfg.Card = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC)}
+	}
+	if cfg.MessagingPeer.Addr == "" && slices.Contains(cfg.Roles, gateway.Messaging) {
+		cfg.MessagingPeer = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC)}
 	}
 
 	d := &deps{dataDir: cfg.DataDir, log: log, cfg: cfg}
@@ -299,6 +318,16 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	wg.Wait()
 	log.Info("stopped")
 	return first
+}
+
+// dialPeer connects to another Umbra service for its internal methods: with the
+// process's service token, waiting for the peer while it starts.
+func dialPeer(d *deps, c grpcclient.Config) (*grpc.ClientConn, error) {
+	if c.Addr == "" {
+		return nil, errors.New("no address")
+	}
+	c.ServiceToken, c.Peer = d.cfg.ServiceToken, true
+	return grpcclient.Dial(c)
 }
 
 // loopbackAddr turns a wildcard listen address into one a client can dial.

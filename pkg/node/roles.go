@@ -9,7 +9,6 @@ import (
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
-	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
@@ -62,16 +61,8 @@ var builders = map[string]func(*deps) (*hosted, error){
 			close:    store.Close,
 		}, nil
 	},
-	// The services below have their API and access policies but no behaviour yet: every
-	// RPC answers Unimplemented, and they keep no store until they need one.
-	gateway.Backup: func(d *deps) (*hosted, error) {
-		srv := backup.New(d.log.Named(gateway.Backup))
-		return unbuilt(gateway.Backup, backupv1.BackupService_ServiceDesc.ServiceName, srv.Register, backup.Policies()), nil
-	},
-	gateway.Group: func(d *deps) (*hosted, error) {
-		srv := group.New(d.log.Named(gateway.Group))
-		return unbuilt(gateway.Group, groupv1.GroupService_ServiceDesc.ServiceName, srv.Register, group.Policies()), nil
-	},
+	gateway.Backup: buildBackup,
+	gateway.Group:  buildGroup,
 	gateway.Messaging: func(d *deps) (*hosted, error) {
 		store, err := messaging.OpenStore(dbPath(d, gateway.Messaging), messaging.StoreOptions{})
 		if err != nil {

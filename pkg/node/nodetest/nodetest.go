@@ -19,12 +19,14 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/node"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	"github.com/umbra-e2ee/umbra/services/backup"
 )
 
 // Admin and ServiceToken are the credentials of every node a test starts.
 const (
 	Admin        = "nodetest-admin-credential-0123456789"
 	ServiceToken = "nodetest-service-token-0123456789"
+	BackupSecret = "nodetest-backup-secret-0123456789abcdef"
 )
 
 // Node is a running Umbra.
@@ -47,6 +49,7 @@ func Start(t testing.TB, edit ...func(*node.Config)) *Node {
 		Gateway:         &gateway.Config{Addr: "127.0.0.1:0"},
 		AdminCredential: Admin,
 		ServiceToken:    ServiceToken,
+		Backup:          backup.Config{Secret: []byte(BackupSecret)},
 	}
 	for _, e := range edit {
 		e(&cfg)
