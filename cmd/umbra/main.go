@@ -39,6 +39,7 @@ func init() {
 		{"listen", "print your messages, decrypted, as they arrive", runListen},
 		{"bench", "load generator: bench messaging", runBench},
 		{"admin", "operate a running process: stores, backup, restore", runAdmin},
+		{"demo", "the whole story against a running server, showing what it stored", runDemo},
 	}
 }
 

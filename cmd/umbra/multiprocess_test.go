@@ -184,4 +184,13 @@ func TestEveryRoleAsItsOwnProcess(t *testing.T) {
 	if n := strings.Count(stdout.String(), "hello bob\n"); n != 2 {
 		t.Errorf("decrypted %d times through the gateway; want 2\n%s", n, &stdout)
 	}
+
+	// umbra demo, the whole story, through the gateway.
+	demo := exec.CommandContext(ctx, bin, "demo")
+	demo.Env = cmd.Env
+	out, err := demo.CombinedOutput()
+	if err != nil {
+		t.Fatalf("umbra demo through the gateway: %v\n%s", err, out)
+	}
+	checkDemoOutput(t, string(out))
 }

@@ -153,6 +153,16 @@ func TestReadmeCLIRoundTrip(t *testing.T) {
 		t.Errorf("messages out of order:\n%s", heard.String())
 	}
 	stopListen()
+
+	// umbra demo, as the README gives it.
+	demoLines := readmeBlock(t, "demo")
+	demo := exec.CommandContext(ctx, "sh", "-e", "-c", strings.Join(demoLines, "\n"))
+	demo.Dir, demo.Env = work, cmd.Env
+	demoOut, err := demo.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the demo block failed: %v\n%s", err, demoOut)
+	}
+	checkDemoOutput(t, string(demoOut))
 }
 
 // syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
