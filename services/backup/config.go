@@ -1,14 +1,25 @@
 package backup
 
+import (
+	"fmt"
+	"time"
+)
+
 // Defaults of Config.
 const (
 	// DefaultMaxAttempts is each slot's budget of password guesses.
 	DefaultMaxAttempts = 10
+	// MaxMaxAttempts bounds Config.MaxAttempts: a larger budget would let a live
+	// attacker guess more than a password of modest strength can bear.
+	MaxMaxAttempts = 1000
 	// DefaultEvaluateRate and DefaultEvaluateBurst limit Evaluate per identity.
 	DefaultEvaluateRate  = 1.0
 	DefaultEvaluateBurst = 20
 	// MinSecretBytes is the shortest server secret accepted.
 	MinSecretBytes = 32
+	// DefaultOutboxRetry is how long the event outbox waits before it tries again
+	// after the messaging service failed to take an event.
+	DefaultOutboxRetry = time.Second
 )
 
 // Config tunes the backup service. The zero value of each field but Secret means its
@@ -23,4 +34,47 @@ type Config struct {
 	// EvaluateRate (per second) and EvaluateBurst limit Evaluate per identity.
 	EvaluateRate  float64
 	EvaluateBurst int
+	// KeyCacheSize is how many derived OPRF keys are kept in memory; 0 means
+	// DefaultKeyCacheSize, a negative value keeps none.
+	KeyCacheSize int
+	// OutboxRetry is the first wait before the outbox retries a failed delivery (it
+	// doubles up to a minute); 0 means DefaultOutboxRetry.
+	OutboxRetry time.Duration
+	// Clock defaults to time.Now.
+	Clock func() time.Time
+}
+
+// withDefaults checks cfg and fills in its defaults.
+func (cfg Config) withDefaults() (Config, error) {
+	if len(cfg.Secret) == 0 {
+		return cfg, fmt.Errorf("backup: no server secret: the backup service needs one of at least %d bytes (umbra serve: --backup-secret-file or UMBRA_BACKUP_SECRET)", MinSecretBytes)
+	}
+	if len(cfg.Secret) < MinSecretBytes {
+		return cfg, fmt.Errorf("backup: the server secret is %d bytes; at least %d are required (umbra serve: --backup-secret-file or UMBRA_BACKUP_SECRET)", len(cfg.Secret), MinSecretBytes)
+	}
+	switch {
+	case cfg.MaxAttempts == 0:
+		cfg.MaxAttempts = DefaultMaxAttempts
+	case cfg.MaxAttempts < 0 || cfg.MaxAttempts > MaxMaxAttempts:
+		return cfg, fmt.Errorf("backup: max attempts %d: want 1 to %d", cfg.MaxAttempts, MaxMaxAttempts)
+	}
+	if cfg.EvaluateRate == 0 {
+		cfg.EvaluateRate = DefaultEvaluateRate
+	}
+	if cfg.EvaluateBurst == 0 {
+		cfg.EvaluateBurst = DefaultEvaluateBurst
+	}
+	if cfg.KeyCacheSize == 0 {
+		cfg.KeyCacheSize = DefaultKeyCacheSize
+	}
+	if cfg.OutboxRetry == 0 {
+		cfg.OutboxRetry = DefaultOutboxRetry
+	}
+	if cfg.OutboxRetry < 0 {
+		return cfg, fmt.Errorf("backup: outbox retry %s: want a positive duration", cfg.OutboxRetry)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	return cfg, nil
 }

@@ -1,0 +1,439 @@
+package backup
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudflare/circl/oprf"
+	"github.com/cloudflare/circl/zk/dleq"
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
+	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+	"github.com/umbra-e2ee/umbra/services/identity"
+	"github.com/umbra-e2ee/umbra/services/messaging"
+)
+
+const (
+	testAdmin        = "test-admin-credential-0123456789"
+	testServiceToken = "test-service-token-0123456789"
+	testSecret       = "test-backup-secret-0123456789abcdef"
+)
+
+// clock is a settable time source shared by the servers and the token verifier.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// env is the backup service, the identity service (apps and tokens) and the
+// messaging service (the owners' event streams) on one real loopback gRPC listener
+// with the production interceptors: the shape of `umbra dev`. The backup service
+// reaches the messaging service over gRPC with the service token, as in a cluster.
+type env struct {
+	dir       string
+	store     *BoltStore
+	srv       *Server
+	clock     *clock
+	conn      *grpc.ClientConn
+	client    backupv1.BackupServiceClient
+	messaging messagingv1.MessagingServiceClient
+	ids       identityv1.IdentityServiceClient
+	stop      func()
+}
+
+// envOptions vary an env. The zero value is the defaults in a fresh folder.
+type envOptions struct {
+	// dir is the data folder; empty means a new t.TempDir().
+	dir string
+	// clock is shared with a previous env; nil means a new one at the current time.
+	clock *clock
+	// cfg is the backup service's configuration; an empty Secret means testSecret.
+	cfg Config
+	// noEvents starts the backup service without a messaging client.
+	noEvents bool
+	// quiet discards logs (benchmarks log a line per call otherwise).
+	quiet bool
+}
+
+func newEnv(t testing.TB, opts envOptions) *env {
+	t.Helper()
+	log := zap.NewNop()
+	if !opts.quiet {
+		log = zaptest.NewLogger(t)
+	}
+	if opts.dir == "" {
+		opts.dir = t.TempDir()
+	}
+	if opts.clock == nil {
+		opts.clock = &clock{t: time.Now().Truncate(time.Second)}
+	}
+	clk := opts.clock
+	idStore, err := identity.OpenStore(filepath.Join(opts.dir, "identity.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := identity.New(idStore, identity.Config{Clock: clk.Now}, log.Named("identity"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgStore, err := messaging.OpenStore(filepath.Join(opts.dir, "messaging.db"), messaging.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := messaging.New(msgStore, nil, messaging.Config{Clock: clk.Now}, log.Named("messaging"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := auth.Merge(grpcserver.SystemPolicies(), identity.Policies(), messaging.Policies(), Policies())
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn := auth.New(auth.Config{
+		Policies:        table,
+		Tokens:          auth.NewVerifier(ids, ids, "", clk.Now),
+		AppKeys:         ids,
+		AdminCredential: testAdmin,
+		ServiceToken:    testServiceToken,
+	})
+	gs, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0"}, authn, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	peer, err := grpcclient.Dial(grpcclient.Config{Addr: addr, ServiceToken: testServiceToken, Peer: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := OpenStore(filepath.Join(opts.dir, "backup.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := opts.cfg
+	if cfg.Secret == nil {
+		cfg.Secret = []byte(testSecret)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clk.Now
+	}
+	if cfg.OutboxRetry == 0 {
+		cfg.OutboxRetry = 50 * time.Millisecond
+	}
+	var events Events
+	if !opts.noEvents {
+		events = messagingv1.NewMessagingServiceClient(peer)
+	}
+	srv, err := New(store, cfg, events, log.Named("backup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids.Register(gs.Server)
+	msg.Register(gs.Server)
+	srv.Register(gs.Server)
+	if err := grpcserver.CheckPolicies(gs.Server, table); err != nil {
+		t.Fatal(err)
+	}
+	serveCtx, stopServe := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { gs.Serve(serveCtx, lis); close(served) }()
+	runCtx, stopRun := context.WithCancel(context.Background())
+	var running sync.WaitGroup
+	running.Go(func() { msg.Run(runCtx) })
+	running.Go(func() { srv.Run(runCtx) })
+
+	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			conn.Close()
+			stopRun()
+			running.Wait()
+			stopServe()
+			<-served
+			peer.Close()
+			if err := store.Close(); err != nil {
+				t.Errorf("close backup store: %v", err)
+			}
+			msgStore.Close()
+			idStore.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return &env{
+		dir: opts.dir, store: store, srv: srv, clock: clk, conn: conn,
+		client:    backupv1.NewBackupServiceClient(conn),
+		messaging: messagingv1.NewMessagingServiceClient(conn),
+		ids:       identityv1.NewIdentityServiceClient(conn),
+		stop:      stop,
+	}
+}
+
+// as returns ctx carrying cred as the bearer credential.
+func as(cred string) context.Context {
+	ctx := context.Background()
+	if cred == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+cred)
+}
+
+// app is an app and its API key.
+type app struct{ id, key string }
+
+// newApp creates an app as the admin.
+func (e *env) newApp(t testing.TB) app {
+	t.Helper()
+	resp, err := e.ids.CreateApp(as(testAdmin), &identityv1.CreateAppRequest{DisplayName: t.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return app{id: resp.GetApp().GetAppId(), key: resp.GetApiKey()}
+}
+
+// user is an identity of an app with an access token.
+type user struct {
+	app      app
+	identity string
+	token    string
+}
+
+func (u user) ctx() context.Context { return as(u.token) }
+
+// newUser resolves uid in a and issues it a token.
+func (e *env) newUser(t testing.TB, a app, uid string) user {
+	t.Helper()
+	resp, err := e.ids.ResolveIdentities(as(a.key), &identityv1.ResolveIdentitiesRequest{Uids: []string{uid}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetUsers()[uid]
+	tok, err := e.ids.IssueToken(as(a.key), &identityv1.IssueTokenRequest{Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return user{app: a, identity: id, token: tok.GetAccessToken()}
+}
+
+// blinded is the client's side of one OPRF evaluation (RFC 9497 verifiable mode),
+// as a client built on circl does it.
+type blinded struct {
+	finalize *oprf.FinalizeData
+	element  []byte
+}
+
+// blindingKey is a public key for a client built before it knows the server's.
+var blindingKey = func() *oprf.PublicKey {
+	k, err := oprf.GenerateKey(suite, rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	return k.Public()
+}()
+
+// blind blinds the input of u's secret for slot.
+func blind(t testing.TB, u user, slot backupv1.BackupSlot, secret string) blinded {
+	t.Helper()
+	input := []byte("test input\x00" + u.identity + "\x00" + slot.String() + "\x00" + secret)
+	// Blinding does not use the server's key, which the client learns only from the
+	// response; any key stands in for it here.
+	fin, req, err := oprf.NewVerifiableClient(suite, blindingKey).Blind([][]byte{input})
+	if err != nil {
+		t.Fatal(err)
+	}
+	el, err := req.Elements[0].MarshalBinaryCompress()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return blinded{finalize: fin, element: el}
+}
+
+// finish checks resp's proof against its public key and returns the OPRF output.
+func (b blinded) finish(t testing.TB, resp *backupv1.EvaluateResponse) []byte {
+	t.Helper()
+	out, err := unblind(b, resp)
+	if err != nil {
+		t.Fatalf("finalize: %v", err)
+	}
+	return out
+}
+
+func unblind(b blinded, resp *backupv1.EvaluateResponse) ([]byte, error) {
+	pk := new(oprf.PublicKey)
+	if err := pk.UnmarshalBinary(suite, resp.GetPublicKey()); err != nil {
+		return nil, err
+	}
+	ev := suite.Group().NewElement()
+	if err := ev.UnmarshalBinary(resp.GetEvaluatedElement()); err != nil {
+		return nil, err
+	}
+	proof := new(dleq.Proof)
+	if err := proof.UnmarshalBinary(suite.Group(), resp.GetProof()); err != nil {
+		return nil, err
+	}
+	outs, err := oprf.NewVerifiableClient(suite, pk).Finalize(b.finalize, &oprf.Evaluation{Elements: []oprf.Evaluated{ev}, Proof: proof})
+	if err != nil {
+		return nil, err
+	}
+	return outs[0], nil
+}
+
+// authKey stands in for the client's Argon2id and HKDF: the service never sees how
+// the auth key is made, only its hash.
+func authKey(output []byte) []byte {
+	h := sha256.Sum256(append([]byte("test auth key\x00"), output...))
+	return h[:]
+}
+
+// evaluate runs one evaluation of u's secret, and returns the response and the OPRF
+// output.
+func (e *env) evaluate(t testing.TB, u user, slot backupv1.BackupSlot, purpose backupv1.EvaluationPurpose, secret string) (*backupv1.EvaluateResponse, []byte, error) {
+	t.Helper()
+	b := blind(t, u, slot, secret)
+	resp, err := e.client.Evaluate(u.ctx(), &backupv1.EvaluateRequest{Slot: slot, Purpose: purpose, BlindedElement: b.element})
+	if err != nil {
+		return nil, nil, err
+	}
+	return resp, b.finish(t, resp), nil
+}
+
+// testRecord is a valid record for authKey; the ciphertext names secret so a restore
+// can tell which backup it got.
+func testRecord(secret string, key []byte) *backupv1.BackupRecord {
+	h := sha256.Sum256(key)
+	return &backupv1.BackupRecord{
+		Ciphertext:  []byte("sealed bundle of " + secret + strings.Repeat("\x00", 16)),
+		Nonce:       []byte("nonce-12byte"),
+		Aead:        backupv1.BackupAead_BACKUP_AEAD_CHACHA20_POLY1305,
+		AuthKeyHash: h[:],
+		Kdf:         &backupv1.Argon2IdParams{Time: 3, MemoryKib: 64 << 10, Threads: 4, Salt: []byte("0123456789abcdef")},
+	}
+}
+
+// backUp stores secret's backup in u's slot over expected, the whole client flow, and
+// returns the stored backup.
+func (e *env) backUp(t testing.TB, u user, slot backupv1.BackupSlot, secret string, expected uint64) (*backupv1.BackupInfo, error) {
+	t.Helper()
+	ev, out, err := e.evaluate(t, u, slot, backupv1.EvaluationPurpose_EVALUATION_PURPOSE_BACKUP, secret)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := e.client.PutBackup(u.ctx(), &backupv1.PutBackupRequest{
+		Slot: slot, Record: testRecord(secret, authKey(out)), ExpectedVersion: expected, OprfKeyVersion: ev.GetOprfKeyVersion(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetBackup(), nil
+}
+
+// mustBackUp is backUp that fails the test on error.
+func (e *env) mustBackUp(t testing.TB, u user, slot backupv1.BackupSlot, secret string, expected uint64) *backupv1.BackupInfo {
+	t.Helper()
+	info, err := e.backUp(t, u, slot, secret, expected)
+	if err != nil {
+		t.Fatalf("back up: %v", err)
+	}
+	return info
+}
+
+// restore runs the whole restore flow with secret: a RESTORE evaluation, then Restore.
+func (e *env) restore(t testing.TB, u user, slot backupv1.BackupSlot, secret string) (*backupv1.RestoreResponse, error) {
+	t.Helper()
+	ev, out, err := e.evaluate(t, u, slot, backupv1.EvaluationPurpose_EVALUATION_PURPOSE_RESTORE, secret)
+	if err != nil {
+		return nil, err
+	}
+	return e.client.Restore(u.ctx(), &backupv1.RestoreRequest{Slot: slot, AuthKey: authKey(out), ExpectedVersion: ev.GetOprfKeyVersion()})
+}
+
+// info returns u's backup in slot, or nil.
+func (e *env) info(t testing.TB, u user, slot backupv1.BackupSlot) *backupv1.BackupInfo {
+	t.Helper()
+	resp, err := e.client.GetBackupInfo(u.ctx(), &backupv1.GetBackupInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range resp.GetBackups() {
+		if b.GetSlot() == slot {
+			return b
+		}
+	}
+	return nil
+}
+
+// wantCode checks err's code and that its message contains msg.
+func wantCode(t testing.TB, err error, code codes.Code, msg string) {
+	t.Helper()
+	st, _ := status.FromError(err)
+	if st.Code() != code || !strings.Contains(strings.ToLower(st.Message()), strings.ToLower(msg)) {
+		t.Errorf("got %v %q; want %v with %q", st.Code(), st.Message(), code, msg)
+	}
+}
+
+// failureOf returns the RestoreFailure detail of err, or nil.
+func failureOf(err error) *backupv1.RestoreFailure {
+	st, _ := status.FromError(err)
+	for _, d := range st.Details() {
+		if f, ok := d.(*backupv1.RestoreFailure); ok {
+			return f
+		}
+	}
+	return nil
+}
+
+// snapshot returns every key, value and bucket sequence of backup.db, to prove that a
+// refused request wrote nothing.
+func (e *env) snapshot(t testing.TB) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := e.store.DB().View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			out[string(name)+"#sequence"] = strconv.FormatUint(b.Sequence(), 10)
+			return b.ForEach(func(k, v []byte) error {
+				out[string(name)+"/"+string(k)] = string(v)
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
