@@ -1,9 +1,90 @@
 package group
 
-import "time"
+import (
+	"io"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	DefaultInvitationTTL     = 7 * 24 * time.Hour
+	DefaultMaxMembers        = 10000
+	DefaultMaxBans           = 10000
+	DefaultMaxJoinRequests   = 10000
+	DefaultMaxInvitations    = 10000
+	DefaultRotationPeriod    = 7 * 24 * time.Hour
+	DefaultMaxMessages       = 100000
+	DefaultUploadTTL         = 10 * time.Minute
+	DefaultCardPollInterval  = 2 * time.Second
+	DefaultSweepInterval     = 30 * time.Second
+	DefaultOutboxPoll        = 5 * time.Second
+	DefaultPeerTimeout       = 10 * time.Second
+	DefaultExpiredInviteKeep = 7 * 24 * time.Hour
+)
 
 // Config tunes the group service. The zero value of each field means its default.
 type Config struct {
-	// InvitationTTL is how long an invitation stays open (default 7 days).
+	// InvitationTTL is how long an invitation stays open when the request names no
+	// ttl (default 7 days).
 	InvitationTTL time.Duration
+	// MaxMembers bounds a group's members (default 10,000); MaxBans, MaxJoinRequests
+	// and MaxInvitations bound its bans, pending join requests and invitations (default
+	// 10,000 each).
+	MaxMembers      int
+	MaxBans         int
+	MaxJoinRequests int
+	MaxInvitations  int
+	// RotationPeriod and MaxMessagesPerEpoch are the rotation policy of a group created
+	// without one (default 7 days and 100,000 messages).
+	RotationPeriod      time.Duration
+	MaxMessagesPerEpoch uint64
+	// UploadTTL is how long a StageEpochKeys upload lives after its last chunk
+	// (default 10 minutes).
+	UploadTTL time.Duration
+	// CardPollInterval is how often the card follower asks the card service for new
+	// events once it has caught up (default 2 s).
+	CardPollInterval time.Duration
+	// SweepInterval is how often elapsed rotation periods, expired uploads and old
+	// expired invitations are looked for (default 30 s).
+	SweepInterval time.Duration
+	// OutboxPoll is how often the outbox is retried after a failed delivery, at most
+	// (default 5 s); new events are delivered at once.
+	OutboxPoll time.Duration
+	// PeerTimeout bounds each call to the card and messaging services (default 10 s).
+	PeerTimeout time.Duration
+	// ExpiredInvitationKeep is how long an expired invitation is kept, so that accepting
+	// it gets "expired" rather than "not found" (default 7 days).
+	ExpiredInvitationKeep time.Duration
+	// Clock and Rand default to time.Now and crypto/rand.
+	Clock func() time.Time
+	Rand  io.Reader
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defInt := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.InvitationTTL, DefaultInvitationTTL)
+	defInt(&c.MaxMembers, DefaultMaxMembers)
+	defInt(&c.MaxBans, DefaultMaxBans)
+	defInt(&c.MaxJoinRequests, DefaultMaxJoinRequests)
+	defInt(&c.MaxInvitations, DefaultMaxInvitations)
+	def(&c.RotationPeriod, DefaultRotationPeriod)
+	if c.MaxMessagesPerEpoch == 0 {
+		c.MaxMessagesPerEpoch = DefaultMaxMessages
+	}
+	def(&c.UploadTTL, DefaultUploadTTL)
+	def(&c.CardPollInterval, DefaultCardPollInterval)
+	def(&c.SweepInterval, DefaultSweepInterval)
+	def(&c.OutboxPoll, DefaultOutboxPoll)
+	def(&c.PeerTimeout, DefaultPeerTimeout)
+	def(&c.ExpiredInvitationKeep, DefaultExpiredInviteKeep)
+	return c
 }

@@ -1,22 +1,80 @@
 package group
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
 
-// Server implements umbra.group.v1.GroupService. Every RPC answers Unimplemented until the
-// service is built.
+// Cards is what the group service asks the card service: the members' active cards
+// (to check a commit) and the feed of card changes (to mark rotation required).
+// cardv1.CardServiceClient is one.
+type Cards interface {
+	LookupActiveCards(ctx context.Context, in *cardv1.LookupActiveCardsRequest, opts ...grpc.CallOption) (*cardv1.LookupActiveCardsResponse, error)
+	ListCardEvents(ctx context.Context, in *cardv1.ListCardEventsRequest, opts ...grpc.CallOption) (*cardv1.ListCardEventsResponse, error)
+}
+
+// Events is where the group service delivers its events: the messaging service's
+// PublishEvent. messagingv1.MessagingServiceClient is one.
+type Events interface {
+	PublishEvent(ctx context.Context, in *messagingv1.PublishEventRequest, opts ...grpc.CallOption) (*messagingv1.PublishEventResponse, error)
+}
+
+// Server implements umbra.group.v1.GroupService.
 type Server struct {
 	groupv1.UnimplementedGroupServiceServer
-	log *zap.Logger
+	store  *Store
+	cards  Cards
+	events Events
+	cfg    Config
+	now    func() time.Time
+	rand   io.Reader
+	log    *zap.Logger
+	// wake tells the outbox loop that events were written.
+	wake chan struct{}
 }
 
 var _ groupv1.GroupServiceServer = (*Server)(nil)
 
-// New returns a Server. A nil log discards logs.
+// NewServer returns a Server over store that reaches the card service through cards
+// and delivers events through events. A nil log discards logs.
+func NewServer(store *Store, cards Cards, events Events, cfg Config, log *zap.Logger) (*Server, error) {
+	if store == nil || cards == nil || events == nil {
+		return nil, errors.New("group: a store, the card service and the messaging service are required")
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	cfg = cfg.withDefaults()
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	return &Server{store: store, cards: cards, events: events, cfg: cfg, now: cfg.Clock, rand: cfg.Rand, log: log, wake: make(chan struct{}, 1)}, nil
+}
+
+// New returns a Server without a store, whose every RPC answers Unimplemented: the
+// service as it was before it was built. It is kept only because the messaging
+// service's tests use it to check how messaging behaves without a group service; use
+// NewServer.
 func New(log *zap.Logger) *Server {
 	if log == nil {
 		log = zap.NewNop()
@@ -24,5 +82,272 @@ func New(log *zap.Logger) *Server {
 	return &Server{log: log}
 }
 
+// unimplemented serves every method as Unimplemented.
+type unimplemented struct {
+	groupv1.UnimplementedGroupServiceServer
+}
+
 // Register registers the service on g.
-func (s *Server) Register(g *grpc.Server) { groupv1.RegisterGroupServiceServer(g, s) }
+func (s *Server) Register(g *grpc.Server) {
+	if s.store == nil {
+		groupv1.RegisterGroupServiceServer(g, unimplemented{})
+		return
+	}
+	groupv1.RegisterGroupServiceServer(g, s)
+}
+
+// Run runs the background loops until ctx ends: the outbox delivery, the card
+// follower and the sweeper.
+func (s *Server) Run(ctx context.Context) {
+	done := make(chan struct{}, 3)
+	for _, loop := range []func(context.Context){s.deliverLoop, s.followCards, s.sweepLoop} {
+		go func() { loop(ctx); done <- struct{}{} }()
+	}
+	for range 3 {
+		<-done
+	}
+}
+
+// caller returns the authenticated principal; the interceptor always sets it.
+func caller(ctx context.Context) (*auth.Principal, error) {
+	p, ok := auth.FromContext(ctx)
+	if !ok || p.Identity == "" {
+		return nil, errors.New("group: no identity in context")
+	}
+	return p, nil
+}
+
+// update runs fn in a transaction and wakes the outbox loop if it wrote events.
+func (s *Server) update(fn func(*Tx) error) error {
+	var wrote bool
+	err := s.store.Update(func(tx *Tx) error {
+		err := fn(tx)
+		wrote = tx.wroteEvents
+		return err
+	})
+	if err == nil && wrote {
+		s.notify()
+	}
+	return err
+}
+
+func (s *Server) notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// b32 is unpadded lower-case base32, the alphabet of Umbra's ids.
+var b32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+const uploadIDLen = 26 // 16 random bytes
+
+// randomID returns 16 random bytes as 26 base32 characters.
+func (s *Server) randomID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := io.ReadFull(s.rand, b); err != nil {
+		return "", fmt.Errorf("group: randomness: %w", err)
+	}
+	return b32.EncodeToString(b), nil
+}
+
+func tsTime(t *timestamppb.Timestamp) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.AsTime()
+}
+
+func role(m *storagev1.GroupMemberRecord) groupv1.GroupRole {
+	if m == nil {
+		return groupv1.GroupRole_GROUP_ROLE_UNSPECIFIED
+	}
+	return groupv1.GroupRole(m.GetRole())
+}
+
+func isManager(m *storagev1.GroupMemberRecord) bool {
+	r := role(m)
+	return r == groupv1.GroupRole_GROUP_ROLE_OWNER || r == groupv1.GroupRole_GROUP_ROLE_ADMIN
+}
+
+func mode(g *storagev1.GroupRecord) groupv1.EncryptionMode {
+	return groupv1.EncryptionMode(g.GetEncryptionMode())
+}
+
+func encryptionOff(g *storagev1.GroupRecord) bool {
+	return mode(g) == groupv1.EncryptionMode_ENCRYPTION_MODE_OFF
+}
+
+// rotationState is whether a group must rotate and why, the rotation period included
+// even before the sweeper has marked it.
+func rotationState(g *storagev1.GroupRecord, now time.Time) (bool, []groupv1.RotationReason) {
+	var reasons []groupv1.RotationReason
+	for _, r := range g.GetRotationReasons() {
+		reasons = append(reasons, groupv1.RotationReason(r))
+	}
+	required := g.GetRotationRequired()
+	if periodElapsed(g, now) && !slices.Contains(reasons, groupv1.RotationReason_ROTATION_REASON_PERIOD_ELAPSED) {
+		required = true
+		reasons = append(reasons, groupv1.RotationReason_ROTATION_REASON_PERIOD_ELAPSED)
+	}
+	return required, reasons
+}
+
+func periodElapsed(g *storagev1.GroupRecord, now time.Time) bool {
+	p := g.GetRotationPeriod().AsDuration()
+	return p > 0 && !encryptionOff(g) && g.GetEpoch() > 0 && !now.Before(tsTime(g.GetEpochStartedAt()).Add(p))
+}
+
+// dueAt is when the group's rotation period elapses; zero if it never does.
+func dueAt(g *storagev1.GroupRecord) time.Time {
+	p := g.GetRotationPeriod().AsDuration()
+	if p <= 0 || encryptionOff(g) || g.GetEpoch() == 0 {
+		return time.Time{}
+	}
+	return tsTime(g.GetEpochStartedAt()).Add(p)
+}
+
+// reschedule moves the group's rotation_due entry to its current due time.
+func reschedule(tx *Tx, g *storagev1.GroupRecord) error {
+	old := tsTime(g.GetRotationDueAt())
+	at := dueAt(g)
+	if old.Equal(at) {
+		return nil
+	}
+	if err := tx.SetRotationDue(g.GetAppId(), g.GetGroupId(), old, at); err != nil {
+		return err
+	}
+	g.RotationDueAt = nil
+	if !at.IsZero() {
+		g.RotationDueAt = timestamppb.New(at)
+	}
+	return nil
+}
+
+// markRotation marks the group rotation required for reason and reports whether the
+// reason is new. A group in mode OFF is never marked: switching encryption on marks it.
+func markRotation(g *storagev1.GroupRecord, reason groupv1.RotationReason) bool {
+	if encryptionOff(g) {
+		return false
+	}
+	g.RotationRequired = true
+	if slices.Contains(g.GetRotationReasons(), uint32(reason)) {
+		return false
+	}
+	g.RotationReasons = append(g.RotationReasons, uint32(reason))
+	return true
+}
+
+// groupView is the API's Group without members, bans or my_role.
+func groupView(g *storagev1.GroupRecord, now time.Time) *groupv1.Group {
+	required, reasons := rotationState(g, now)
+	return &groupv1.Group{
+		GroupId:           g.GetGroupId(),
+		Owner:             g.GetOwner(),
+		EncryptionMode:    mode(g),
+		HistoryVisibility: groupv1.HistoryVisibility(g.GetHistoryVisibility()),
+		RotationPolicy: &groupv1.RotationPolicy{
+			Period:              g.GetRotationPeriod(),
+			MaxMessagesPerEpoch: g.GetMaxMessagesPerEpoch(),
+		},
+		Epoch:             g.GetEpoch(),
+		RotationRequired:  required,
+		RotationReasons:   reasons,
+		MemberCount:       g.GetMemberCount(),
+		MembershipVersion: g.GetMembershipVersion(),
+		CreatedAt:         g.GetCreatedAt(),
+		UpdatedAt:         g.GetUpdatedAt(),
+	}
+}
+
+// viewFor is groupView with the caller's role.
+func viewFor(g *storagev1.GroupRecord, now time.Time, me *storagev1.GroupMemberRecord) *groupv1.Group {
+	v := groupView(g, now)
+	v.MyRole = role(me)
+	return v
+}
+
+func memberView(m *storagev1.GroupMemberRecord) *groupv1.Member {
+	return &groupv1.Member{Identity: m.GetIdentity(), Role: role(m), JoinedAt: m.GetJoinedAt(), AddedBy: m.GetAddedBy()}
+}
+
+// sortMembers orders members owner first, then by when they joined.
+func sortMembers(ms []*storagev1.GroupMemberRecord) {
+	slices.SortFunc(ms, func(a, b *storagev1.GroupMemberRecord) int {
+		ao, bo := role(a) == groupv1.GroupRole_GROUP_ROLE_OWNER, role(b) == groupv1.GroupRole_GROUP_ROLE_OWNER
+		switch {
+		case ao && !bo:
+			return -1
+		case bo && !ao:
+			return 1
+		case a.GetSequence() < b.GetSequence():
+			return -1
+		case a.GetSequence() > b.GetSequence():
+			return 1
+		}
+		return 0
+	})
+}
+
+func epochCommitView(e *storagev1.GroupEpochRecord) *groupv1.EpochCommit {
+	if e == nil {
+		return nil
+	}
+	return &groupv1.EpochCommit{
+		Epoch:       e.GetEpoch(),
+		Commit:      e.GetCommit(),
+		CommittedBy: e.GetCommittedBy(),
+		CommittedAt: e.GetCommittedAt(),
+		CommitHash:  e.GetCommitHash(),
+	}
+}
+
+// loadAsMember reads the group and the caller's membership, refusing a non-member.
+func loadAsMember(tx *Tx, app, group, identity string) (*storagev1.GroupRecord, *storagev1.GroupMemberRecord, error) {
+	g, err := tx.Group(app, group)
+	if err != nil {
+		return nil, nil, err
+	}
+	me, err := tx.Member(app, group, identity)
+	if err != nil {
+		return nil, nil, err
+	}
+	if me == nil {
+		return nil, nil, errs.Permissionf("%s is not a member of group %s", identity, group)
+	}
+	return g, me, nil
+}
+
+// loadAsManager is loadAsMember for the owner and admins.
+func loadAsManager(tx *Tx, app, group, identity, what string) (*storagev1.GroupRecord, *storagev1.GroupMemberRecord, error) {
+	g, me, err := loadAsMember(tx, app, group, identity)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !isManager(me) {
+		return nil, nil, errs.Permissionf("only an admin or the owner of group %s may %s; %s is a member", group, what, identity)
+	}
+	return g, me, nil
+}
+
+// loadAsOwner is loadAsMember for the owner.
+func loadAsOwner(tx *Tx, app, group, identity, what string) (*storagev1.GroupRecord, *storagev1.GroupMemberRecord, error) {
+	g, me, err := loadAsMember(tx, app, group, identity)
+	if err != nil {
+		return nil, nil, err
+	}
+	if role(me) != groupv1.GroupRole_GROUP_ROLE_OWNER {
+		return nil, nil, errs.Permissionf("only the owner of group %s may %s", group, what)
+	}
+	return g, me, nil
+}
+
+// touch records a change of the group at now.
+func touch(g *storagev1.GroupRecord, now time.Time) { g.UpdatedAt = timestamppb.New(now) }
+
+// membershipChanged bumps the membership version.
+func membershipChanged(g *storagev1.GroupRecord, now time.Time) {
+	g.MembershipVersion++
+	touch(g, now)
+}

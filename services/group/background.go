@@ -1,0 +1,212 @@
+package group
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+)
+
+// cardEventPage is how many card events the follower asks for at once.
+const cardEventPage = 1000
+
+// followCards follows the card service's feed of card changes and marks every group of
+// a member whose card was rotated, published or revoked "rotation required". Its
+// cursor is stored in group.db with the marks, so each event is applied once. It runs
+// until ctx ends.
+func (s *Server) followCards(ctx context.Context) {
+	for ctx.Err() == nil {
+		n, err := s.followOnce(ctx)
+		if err != nil && ctx.Err() == nil {
+			lvl := s.log.Warn
+			if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded {
+				lvl = s.log.Debug
+			}
+			lvl("follow the card feed; will retry", zap.Error(err))
+		}
+		if n == cardEventPage {
+			continue // more are waiting
+		}
+		if !sleep(ctx, s.cfg.CardPollInterval) {
+			return
+		}
+	}
+}
+
+// followOnce applies one page of card events and returns how many it applied.
+func (s *Server) followOnce(ctx context.Context) (int, error) {
+	var cursor uint64
+	if err := s.store.View(func(tx *Tx) error {
+		var err error
+		cursor, err = tx.CardCursor()
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.PeerTimeout)
+	resp, err := s.cards.ListCardEvents(cctx, &cardv1.ListCardEventsRequest{AfterSequence: cursor, PageSize: cardEventPage})
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	evs := resp.GetEvents()
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	err = s.update(func(tx *Tx) error {
+		// Another follower (a restart) may have moved the cursor meanwhile.
+		if cur, err := tx.CardCursor(); err != nil || cur != cursor {
+			return err
+		}
+		for _, ev := range evs {
+			if err := s.cardChanged(tx, ev); err != nil {
+				return err
+			}
+		}
+		return tx.SetCardCursor(evs[len(evs)-1].GetSequence())
+	})
+	return len(evs), err
+}
+
+// cardChanged marks the groups of the event's identity.
+func (s *Server) cardChanged(tx *Tx, ev *cardv1.CardEvent) error {
+	var groups []string
+	if err := tx.MemberGroups(ev.GetAppId(), ev.GetIdentity(), "", func(g string) (bool, error) {
+		groups = append(groups, g)
+		return true, nil
+	}); err != nil {
+		return err
+	}
+	now := s.now()
+	for _, id := range groups {
+		g, err := tx.Group(ev.GetAppId(), id)
+		if err != nil {
+			return err
+		}
+		g.CardsVersion++ // a commit checked against the old cards is checked again
+		newly := markRotation(g, groupv1.RotationReason_ROTATION_REASON_CARD_CHANGED)
+		touch(g, now)
+		if err := tx.PutGroup(g); err != nil {
+			return err
+		}
+		if err := s.rotationEvent(tx, g, newly); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sweepLoop marks groups whose rotation period elapsed, drops expired uploads and old
+// expired invitations. It runs until ctx ends.
+func (s *Server) sweepLoop(ctx context.Context) {
+	for sleep(ctx, s.cfg.SweepInterval) {
+		if err := s.sweep(s.now()); err != nil {
+			s.log.Error("sweep", zap.Error(err))
+		}
+	}
+}
+
+// sweep does one round of the sweeper's work at now.
+func (s *Server) sweep(now time.Time) error {
+	var due [][2]string
+	var uploads [][3]string
+	var invs []*storagev1.GroupInvitationRecord
+	var invApps []string
+	if err := s.store.View(func(tx *Tx) error {
+		var err error
+		if due, err = tx.DueGroups(now, 1000); err != nil {
+			return err
+		}
+		if uploads, err = tx.ExpiredUploads(now, 1000); err != nil {
+			return err
+		}
+		invs, invApps, err = tx.StaleInvitations(now.Add(-s.cfg.ExpiredInvitationKeep), 1000)
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, d := range due {
+		if err := s.update(func(tx *Tx) error { return s.periodElapsed(tx, d[0], d[1], now) }); err != nil {
+			return err
+		}
+	}
+	if len(uploads) > 0 || len(invs) > 0 {
+		return s.update(func(tx *Tx) error {
+			for _, u := range uploads {
+				up, err := tx.Upload(u[0], u[1], u[2])
+				if err != nil {
+					return err
+				}
+				if up != nil && !now.Before(up.GetExpiresAt().AsTime()) {
+					if err := tx.DeleteUpload(u[0], u[1], u[2]); err != nil {
+						return err
+					}
+				}
+			}
+			for i, inv := range invs {
+				cur, err := tx.Invitation(invApps[i], inv.GetGroupId(), inv.GetInvitee())
+				if err != nil || cur == nil || !cur.GetExpiresAt().AsTime().Equal(inv.GetExpiresAt().AsTime()) {
+					if err != nil {
+						return err
+					}
+					continue
+				}
+				if err := tx.DeleteInvitation(invApps[i], inv.GetGroupId(), inv.GetInvitee()); err != nil {
+					return err
+				}
+				g, err := tx.Group(invApps[i], inv.GetGroupId())
+				if err != nil {
+					continue // the group is gone; its invitations with it
+				}
+				g.InvitationCount--
+				if err := tx.PutGroup(g); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return nil
+}
+
+// periodElapsed marks a group whose rotation period elapsed.
+func (s *Server) periodElapsed(tx *Tx, app, group string, now time.Time) error {
+	g, err := tx.Group(app, group)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	old := tsTime(g.GetRotationDueAt())
+	if !periodElapsed(g, now) {
+		return reschedule(tx, g) // the epoch moved on since the entry was read
+	}
+	if err := tx.SetRotationDue(app, group, old, time.Time{}); err != nil {
+		return err
+	}
+	g.RotationDueAt = nil
+	newly := markRotation(g, groupv1.RotationReason_ROTATION_REASON_PERIOD_ELAPSED)
+	if err := tx.PutGroup(g); err != nil {
+		return err
+	}
+	return s.rotationEvent(tx, g, newly)
+}
+
+// sleep waits d or until ctx ends; false means ctx ended.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

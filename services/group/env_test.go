@@ -1,0 +1,450 @@
+package group
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
+	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+	"github.com/umbra-e2ee/umbra/services/card"
+	"github.com/umbra-e2ee/umbra/services/identity"
+	"github.com/umbra-e2ee/umbra/services/messaging"
+)
+
+const (
+	testAdmin        = "test-admin-credential-0123456789"
+	testServiceToken = "test-service-token-0123456789"
+)
+
+// clock is a settable time source shared by the servers and the token verifier.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// env is the group service with the real services it works with, identity (apps and
+// tokens), card (active cards and their feed) and messaging (which asks the group
+// service about group conversations and receives its events), on one loopback gRPC
+// listener behind the production interceptors: the shape of `umbra dev`. The group
+// service reaches card and messaging over gRPC with the service token, as in a cluster.
+type env struct {
+	dir    string
+	store  *Store
+	srv    *Server
+	clock  *clock
+	conn   *grpc.ClientConn
+	client groupv1.GroupServiceClient
+	cards  cardv1.CardServiceClient
+	msg    messagingv1.MessagingServiceClient
+	ids    identityv1.IdentityServiceClient
+	// run is cancelled to stop the group service's background loops; started says
+	// whether they run.
+	stopRun func()
+}
+
+type envOptions struct {
+	cfg Config
+	// noLoops leaves the group service's background loops stopped (the tests call
+	// them by hand).
+	noLoops bool
+	// dir is the data folder; empty means t.TempDir().
+	dir   string
+	quiet bool
+}
+
+func newEnv(t testing.TB, opts envOptions) *env {
+	t.Helper()
+	log := zap.NewNop()
+	if !opts.quiet {
+		log = zaptest.NewLogger(t)
+	}
+	dir := opts.dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	clk := &clock{t: time.Now().Truncate(time.Second)}
+	idStore, err := identity.OpenStore(filepath.Join(dir, "identity.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := identity.New(idStore, identity.Config{Clock: clk.Now}, log.Named("identity"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cardStore, err := card.OpenStore(filepath.Join(dir, "card.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cards, err := card.New(cardStore, card.Config{Clock: clk.Now, SearchRate: 1e6, SearchBurst: 1e6}, log.Named("card"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgStore, err := messaging.OpenStore(filepath.Join(dir, "messaging.db"), messaging.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := OpenStore(filepath.Join(dir, "group.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := auth.Merge(grpcserver.SystemPolicies(), identity.Policies(), card.Policies(), messaging.Policies(), Policies())
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn := auth.New(auth.Config{
+		Policies:        table,
+		Tokens:          auth.NewVerifier(ids, ids, "", clk.Now),
+		AppKeys:         ids,
+		AdminCredential: testAdmin,
+		ServiceToken:    testServiceToken,
+	})
+	gs, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0"}, authn, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	peer, err := grpcclient.Dial(grpcclient.Config{Addr: addr, ServiceToken: testServiceToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := messaging.New(msgStore, messaging.GroupClient{Client: groupv1.NewGroupServiceClient(peer)},
+		messaging.Config{Clock: clk.Now, Revocations: ids, SendRate: 1e6, SendBurst: 1e6}, log.Named("messaging"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := opts.cfg
+	cfg.Clock = clk.Now
+	if cfg.CardPollInterval == 0 {
+		cfg.CardPollInterval = 20 * time.Millisecond
+	}
+	srv, err := NewServer(store, cardv1.NewCardServiceClient(peer), messagingv1.NewMessagingServiceClient(peer), cfg, log.Named("group"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids.Register(gs.Server)
+	cards.Register(gs.Server)
+	msg.Register(gs.Server)
+	srv.Register(gs.Server)
+	if err := grpcserver.CheckPolicies(gs.Server, table); err != nil {
+		t.Fatal(err)
+	}
+	serveCtx, stopServe := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { gs.Serve(serveCtx, lis); close(served) }()
+	msgCtx, stopMsg := context.WithCancel(context.Background())
+	msgDone := make(chan struct{})
+	go func() { msg.Run(msgCtx); close(msgDone) }()
+	runCtx, stopRun := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	if opts.noLoops {
+		close(runDone)
+	} else {
+		go func() { srv.Run(runCtx); close(runDone) }()
+	}
+	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stopLoops := func() { stopRun(); <-runDone }
+	t.Cleanup(func() {
+		once.Do(func() {
+			conn.Close()
+			stopLoops()
+			stopMsg()
+			<-msgDone
+			stopServe()
+			<-served
+			peer.Close()
+			store.Close()
+			msgStore.Close()
+			cardStore.Close()
+			idStore.Close()
+		})
+	})
+	return &env{
+		dir: dir, store: store, srv: srv, clock: clk, conn: conn,
+		client: groupv1.NewGroupServiceClient(conn), cards: cardv1.NewCardServiceClient(conn),
+		msg: messagingv1.NewMessagingServiceClient(conn), ids: identityv1.NewIdentityServiceClient(conn),
+		stopRun: stopLoops,
+	}
+}
+
+// as returns ctx carrying cred as the bearer credential.
+func as(cred string) context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+cred)
+}
+
+// asService returns ctx carrying the service credential.
+func asService() context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), auth.ServiceTokenHeader, testServiceToken)
+}
+
+type app struct{ id, key string }
+
+func (e *env) newApp(t testing.TB) app {
+	t.Helper()
+	resp, err := e.ids.CreateApp(as(testAdmin), &identityv1.CreateAppRequest{DisplayName: "test app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return app{id: resp.GetApp().GetAppId(), key: resp.GetApiKey()}
+}
+
+// user is an identity of an app with an access token and, once it has published one,
+// a card and its keys.
+type user struct {
+	app      app
+	identity string
+	token    string
+	keys     *e2ee.KeyPair
+	cardID   []byte
+}
+
+func (u *user) ctx() context.Context { return as(u.token) }
+
+// newUsers resolves uids in a and issues each a token; with cards, each publishes a
+// card of the compact suite.
+func (e *env) newUsers(t testing.TB, a app, withCards bool, uids ...string) []*user {
+	t.Helper()
+	out := make([]*user, 0, len(uids))
+	for start := 0; start < len(uids); start += 1000 {
+		end := min(start+1000, len(uids))
+		resp, err := e.ids.ResolveIdentities(as(a.key), &identityv1.ResolveIdentitiesRequest{Uids: uids[start:end]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, uid := range uids[start:end] {
+			out = append(out, &user{app: a, identity: resp.GetUsers()[uid]})
+		}
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, len(out))
+	sem := make(chan struct{}, 16)
+	for _, u := range out {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			tok, err := e.ids.IssueToken(as(a.key), &identityv1.IssueTokenRequest{Identity: u.identity})
+			if err != nil {
+				errc <- err
+				return
+			}
+			u.token = tok.GetAccessToken()
+			if withCards {
+				errc <- e.publishCard(u)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// publishCard gives u a new card (a rotation when it has one).
+func (e *env) publishCard(u *user) error {
+	kp, err := e2ee.GenerateKeyPair(e2ee.SuiteX25519)
+	if err != nil {
+		return err
+	}
+	content, sig, err := e2ee.NewCard(kp, u.identity, e.clock.Now(), u.cardID)
+	if err != nil {
+		return err
+	}
+	resp, err := e.cards.PublishCard(u.ctx(), &cardv1.PublishCardRequest{Content: content, SelfSignature: sig})
+	if err != nil {
+		return err
+	}
+	u.keys, u.cardID = kp, resp.GetCard().GetCardId()
+	return nil
+}
+
+func (e *env) groupID(t testing.TB, a app, guid string) string {
+	t.Helper()
+	resp, err := e.ids.ResolveIdentities(as(a.key), &identityv1.ResolveIdentitiesRequest{Guids: []string{guid}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetGroups()[guid]
+}
+
+func identities(us ...*user) []string {
+	out := make([]string, len(us))
+	for i, u := range us {
+		out[i] = u.identity
+	}
+	return out
+}
+
+// create makes a group owned by owner with members, OPTIONAL and SINCE_JOIN unless
+// req says otherwise.
+func (e *env) create(t testing.TB, owner *user, group string, members ...*user) *groupv1.Group {
+	t.Helper()
+	resp, err := e.client.CreateGroup(owner.ctx(), &groupv1.CreateGroupRequest{
+		GroupId: group, Members: identities(members...),
+		EncryptionMode:    groupv1.EncryptionMode_ENCRYPTION_MODE_OPTIONAL,
+		HistoryVisibility: groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetGroup()
+}
+
+// wrapped is a key wrapped to u's card: random bytes of the right sizes (the server
+// never opens a wrapped key).
+func wrapped(u *user) *envelopev1.WrappedEpochKey {
+	enc := make([]byte, 32)
+	ct := make([]byte, 48)
+	rand.Read(enc)
+	rand.Read(ct)
+	return &envelopev1.WrappedEpochKey{RecipientCardId: u.cardID, Enc: enc, Ciphertext: ct}
+}
+
+// commitFor builds a commit by signer from epoch `from` (whose commit hash is prev)
+// with a key for each recipient.
+func commitFor(t testing.TB, group string, from uint64, prev []byte, signer *user, recipients ...*user) (*envelopev1.SignedEpochCommit, []*groupv1.MemberKey) {
+	t.Helper()
+	keys := make([]*groupv1.MemberKey, len(recipients))
+	wks := make([]*envelopev1.WrappedEpochKey, len(recipients))
+	for i, r := range recipients {
+		wks[i] = wrapped(r)
+		keys[i] = &groupv1.MemberKey{Identity: r.identity, WrappedKey: wks[i]}
+	}
+	return signCommit(t, group, from, prev, signer, wks), keys
+}
+
+// signCommit signs the commit content over wks.
+func signCommit(t testing.TB, group string, from uint64, prev []byte, signer *user, wks []*envelopev1.WrappedEpochKey) *envelopev1.SignedEpochCommit {
+	t.Helper()
+	commitment := sha256.Sum256([]byte("key commitment of " + group))
+	content, err := proto.MarshalOptions{Deterministic: true}.Marshal(&envelopev1.EpochCommitContent{
+		Version:              1,
+		GroupId:              group,
+		Epoch:                from + 1,
+		SignerCardId:         signer.cardID,
+		KeyCommitment:        commitment[:],
+		WrappedKeysDigest:    WrappedKeysDigest(wks),
+		WrappedKeyCount:      uint32(len(wks)),
+		PreviousCommitHash:   prev,
+		CreatedAtUnixSeconds: time.Now().Unix(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &envelopev1.SignedEpochCommit{Content: content, Signature: ed25519.Sign(signer.keys.Signing, CommitSignedBytes(content))}
+}
+
+// commit commits the next epoch of group by signer for recipients and fails the test
+// on error.
+func (e *env) commit(t testing.TB, group string, signer *user, recipients ...*user) *groupv1.CommitEpochResponse {
+	t.Helper()
+	st, err := e.client.GetEpochState(signer.ctx(), &groupv1.GetEpochStateRequest{GroupId: group})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, keys := commitFor(t, group, st.GetEpoch(), st.GetCommit().GetCommitHash(), signer, recipients...)
+	resp, err := e.client.CommitEpoch(signer.ctx(), &groupv1.CommitEpochRequest{GroupId: group, FromEpoch: st.GetEpoch(), Commit: c, Keys: keys})
+	if err != nil {
+		t.Fatalf("commit from epoch %d: %v", st.GetEpoch(), err)
+	}
+	return resp
+}
+
+// send asks AuthorizeSend, as the messaging service does, for an ENCRYPTED message by
+// u at epoch with u's card.
+func (e *env) authorize(u *user, group string, epoch uint64) (*groupv1.AuthorizeSendResponse, error) {
+	return e.client.AuthorizeSend(asService(), &groupv1.AuthorizeSendRequest{
+		AppId: u.app.id, GroupId: group, Sender: u.identity,
+		Kind: groupv1.MessageKind_MESSAGE_KIND_ENCRYPTED, Epoch: epoch, SenderCardId: u.cardID,
+	})
+}
+
+// wantCode fails the test unless err has code, and a message containing msg.
+func wantCode(t testing.TB, err error, code codes.Code, msg string) {
+	t.Helper()
+	st := status.Convert(err)
+	if st.Code() != code || !containsFold(st.Message(), msg) {
+		t.Errorf("got %v; want %s containing %q", err, code, msg)
+	}
+}
+
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
+
+// detail returns the status detail of err of type T, or nil.
+func detail[T proto.Message](err error) T {
+	var zero T
+	for _, d := range status.Convert(err).Details() {
+		if m, ok := d.(T); ok {
+			return m
+		}
+	}
+	return zero
+}
+
+// snapshot returns every key and value of group.db, to prove a refused request wrote
+// nothing.
+func (e *env) snapshot(t testing.TB) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := e.store.DB().View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			return b.ForEach(func(k, v []byte) error {
+				out[string(name)+"/"+string(k)] = string(v)
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

@@ -1,0 +1,739 @@
+package group
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
+	"slices"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/ident"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+)
+
+// The domain-separation labels the service checks (envelope.proto).
+const (
+	labelEpochRecipients      = "umbra/v1/epoch-recipients"
+	labelEpochCommitSignature = "umbra/v1/epoch-commit-signature"
+)
+
+// maxMismatchList bounds each list of a CommitMismatch.
+const maxMismatchList = 100
+
+// SetEncryptionMode implements GroupService.
+func (s *Server) SetEncryptionMode(ctx context.Context, req *groupv1.SetEncryptionModeRequest) (*groupv1.SetEncryptionModeResponse, error) {
+	if err := validMode("encryption_mode", req.GetEncryptionMode()); err != nil {
+		return nil, err
+	}
+	g, err := s.changeSettings(ctx, req.GetGroupId(), "change the encryption mode", func(g *storagev1.GroupRecord) bool {
+		was := mode(g)
+		if was == req.GetEncryptionMode() {
+			return false
+		}
+		g.EncryptionMode = uint32(req.GetEncryptionMode())
+		switch {
+		case req.GetEncryptionMode() == groupv1.EncryptionMode_ENCRYPTION_MODE_OFF:
+			// No epochs in mode OFF; switching on again marks rotation.
+			g.RotationRequired, g.RotationReasons = false, nil
+		case was == groupv1.EncryptionMode_ENCRYPTION_MODE_OFF:
+			markRotation(g, groupv1.RotationReason_ROTATION_REASON_ENCRYPTION_ENABLED)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &groupv1.SetEncryptionModeResponse{Group: g}, nil
+}
+
+// SetRotationPolicy implements GroupService.
+func (s *Server) SetRotationPolicy(ctx context.Context, req *groupv1.SetRotationPolicyRequest) (*groupv1.SetRotationPolicyResponse, error) {
+	if req.GetRotationPolicy() == nil {
+		return nil, errs.Invalidf("rotation_policy is missing")
+	}
+	period, err := validRotationPolicy(req.GetRotationPolicy())
+	if err != nil {
+		return nil, err
+	}
+	limit := req.GetRotationPolicy().GetMaxMessagesPerEpoch()
+	g, err := s.changeSettings(ctx, req.GetGroupId(), "change the rotation policy", func(g *storagev1.GroupRecord) bool {
+		if g.GetRotationPeriod().AsDuration() == period && g.GetMaxMessagesPerEpoch() == limit {
+			return false
+		}
+		g.RotationPeriod, g.MaxMessagesPerEpoch = durationOrNil(period), limit
+		if limit > 0 && g.GetEpochMessageCount() >= limit {
+			markRotation(g, groupv1.RotationReason_ROTATION_REASON_MESSAGE_LIMIT)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &groupv1.SetRotationPolicyResponse{Group: g}, nil
+}
+
+// SetHistoryVisibility implements GroupService.
+func (s *Server) SetHistoryVisibility(ctx context.Context, req *groupv1.SetHistoryVisibilityRequest) (*groupv1.SetHistoryVisibilityResponse, error) {
+	if err := validVisibility("history_visibility", req.GetHistoryVisibility()); err != nil {
+		return nil, err
+	}
+	g, err := s.changeSettings(ctx, req.GetGroupId(), "change the history visibility", func(g *storagev1.GroupRecord) bool {
+		if g.GetHistoryVisibility() == uint32(req.GetHistoryVisibility()) {
+			return false
+		}
+		g.HistoryVisibility = uint32(req.GetHistoryVisibility())
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &groupv1.SetHistoryVisibilityResponse{Group: g}, nil
+}
+
+// changeSettings applies change, an owner-only change of the group's settings that
+// reports whether it changed anything, and tells the members.
+func (s *Server) changeSettings(ctx context.Context, group, what string, change func(*storagev1.GroupRecord) bool) (*groupv1.Group, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validGroupID(group); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	var view *groupv1.Group
+	err = s.update(func(tx *Tx) error {
+		g, me, err := loadAsOwner(tx, p.AppID, group, p.Identity, what)
+		if err != nil {
+			return err
+		}
+		before := slices.Clone(g.GetRotationReasons())
+		if change(g) {
+			newly := len(g.GetRotationReasons()) > len(before)
+			touch(g, now)
+			if err := reschedule(tx, g); err != nil {
+				return err
+			}
+			if err := tx.PutGroup(g); err != nil {
+				return err
+			}
+			if err := s.toMembers(tx, g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_SETTINGS_CHANGED, Actor: p.Identity}); err != nil {
+				return err
+			}
+			if err := s.rotationEvent(tx, g, newly); err != nil {
+				return err
+			}
+		}
+		view = viewFor(g, now, me)
+		return nil
+	})
+	return view, err
+}
+
+// epochConflict is the ABORTED answer to a stale from_epoch.
+func epochConflict(g *storagev1.GroupRecord, from uint64) error {
+	return errs.Conflictf("group %s is at epoch %d, not %d: another commit won; load the current epoch (and compare current_commit_hash with yours if you are retrying)", g.GetGroupId(), g.GetEpoch(), from).
+		WithDetails(&groupv1.EpochConflict{GroupId: g.GetGroupId(), CurrentEpoch: g.GetEpoch(), CurrentCommitHash: g.GetCommitHash(), CommittedBy: g.GetCommittedBy()})
+}
+
+// loadForCommit reads the group for a stage or commit from `from`: the caller must be a
+// member (checked first, so that a non-member learns nothing of the group), the
+// encryption mode not OFF, and from the current epoch.
+func loadForCommit(tx *Tx, app, group, identity string, from uint64) (*storagev1.GroupRecord, error) {
+	g, _, err := loadAsMember(tx, app, group, identity)
+	if err != nil {
+		return nil, err
+	}
+	if encryptionOff(g) {
+		return nil, errs.Preconditionf("group %s has encryption OFF: it has no epochs", group)
+	}
+	if g.GetEpoch() != from {
+		return nil, epochConflict(g, from)
+	}
+	return g, nil
+}
+
+// StageEpochKeys implements GroupService.
+func (s *Server) StageEpochKeys(ctx context.Context, req *groupv1.StageEpochKeysRequest) (*groupv1.StageEpochKeysResponse, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validGroupID(req.GetGroupId()); err != nil {
+		return nil, err
+	}
+	if req.GetUploadId() != "" {
+		if err := validUploadID(req.GetUploadId()); err != nil {
+			return nil, err
+		}
+	}
+	if err := validMemberKeys("keys", req.GetKeys(), 1, MaxKeysPerRequest); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	var resp *groupv1.StageEpochKeysResponse
+	err = s.update(func(tx *Tx) error {
+		g, err := loadForCommit(tx, p.AppID, req.GetGroupId(), p.Identity, req.GetFromEpoch())
+		if err != nil {
+			return err
+		}
+		app, group := p.AppID, g.GetGroupId()
+		var up *storagev1.GroupUploadRecord
+		if req.GetUploadId() == "" {
+			if err := tx.DeleteUpload(app, group, p.Identity); err != nil {
+				return err
+			}
+			id, err := s.randomID()
+			if err != nil {
+				return err
+			}
+			up = &storagev1.GroupUploadRecord{UploadId: id, Owner: p.Identity, FromEpoch: req.GetFromEpoch()}
+		} else if up, err = openUpload(tx, app, group, p.Identity, req.GetUploadId(), req.GetFromEpoch(), now); err != nil {
+			return err
+		}
+		for _, k := range req.GetKeys() {
+			old, err := tx.StagedKey(up.GetUploadId(), k.GetIdentity())
+			if err != nil {
+				return err
+			}
+			if old == nil {
+				up.StagedCount++
+			}
+			if err := tx.PutStagedKey(up.GetUploadId(), &storagev1.GroupStagedKeyRecord{Identity: k.GetIdentity(), WrappedKey: k.GetWrappedKey()}); err != nil {
+				return err
+			}
+		}
+		if int(up.GetStagedCount()) > s.cfg.MaxMembers {
+			return errs.Preconditionf("the upload would hold %d keys; a group has at most %d members", up.GetStagedCount(), s.cfg.MaxMembers)
+		}
+		up.ExpiresAt = timestamppb.New(now.Add(s.cfg.UploadTTL))
+		if err := tx.PutUpload(app, group, up); err != nil {
+			return err
+		}
+		resp = &groupv1.StageEpochKeysResponse{UploadId: up.GetUploadId(), StagedCount: up.GetStagedCount(), ExpiresAt: up.GetExpiresAt()}
+		return nil
+	})
+	return resp, err
+}
+
+// openUpload returns the caller's live upload with id for a commit from `from`.
+func openUpload(tx *Tx, app, group, owner, id string, from uint64, now time.Time) (*storagev1.GroupUploadRecord, error) {
+	up, err := tx.Upload(app, group, owner)
+	if err != nil {
+		return nil, err
+	}
+	if up == nil || up.GetUploadId() != id || up.GetFromEpoch() != from || !now.Before(up.GetExpiresAt().AsTime()) {
+		return nil, errs.NotFoundf("upload %s not found: it expired, was consumed or replaced, or is another member's or another epoch's; start a new one", id)
+	}
+	return up, nil
+}
+
+// parseCommitContent parses and checks the signed content of a commit from `from`.
+func parseCommitContent(group string, from uint64, c *envelopev1.SignedEpochCommit) (*envelopev1.EpochCommitContent, error) {
+	switch {
+	case c == nil:
+		return nil, errs.Invalidf("commit is missing: send the signed EpochCommitContent")
+	case len(c.GetContent()) == 0:
+		return nil, errs.Invalidf("commit.content is empty: send the exact bytes of an umbra.envelope.v1.EpochCommitContent")
+	case len(c.GetContent()) > MaxCommitContent:
+		return nil, errs.TooLargef("commit.content is %d bytes; at most %d", len(c.GetContent()), MaxCommitContent)
+	case len(c.GetSignature()) != SignatureSize:
+		return nil, errs.Invalidf("commit.signature is %d bytes; an Ed25519 signature is %d", len(c.GetSignature()), SignatureSize)
+	}
+	content := &envelopev1.EpochCommitContent{}
+	if err := proto.Unmarshal(c.GetContent(), content); err != nil {
+		return nil, errs.Invalidf("commit.content does not parse as an EpochCommitContent: %v", err)
+	}
+	if len(content.ProtoReflect().GetUnknown()) > 0 {
+		return nil, errs.Invalidf("commit.content has unknown fields: encode exactly the EpochCommitContent fields")
+	}
+	if canon, err := (proto.MarshalOptions{Deterministic: true}).Marshal(content); err != nil || !bytes.Equal(canon, c.GetContent()) {
+		return nil, errs.Invalidf("commit.content is not in deterministic encoding (fields in number order, defaults omitted)")
+	}
+	switch {
+	case content.GetVersion() != 1:
+		return nil, errs.Invalidf("commit.content version %d is not supported; want 1", content.GetVersion())
+	case content.GetGroupId() != group:
+		return nil, errs.Invalidf("commit.content names group %q, not %s", content.GetGroupId(), group)
+	case content.GetEpoch() != from+1:
+		return nil, errs.Invalidf("commit.content creates epoch %d; a commit from epoch %d creates epoch %d", content.GetEpoch(), from, from+1)
+	case len(content.GetSignerCardId()) != CardIDSize:
+		return nil, errs.Invalidf("commit.content signer_card_id is %d bytes; a card id is %d", len(content.GetSignerCardId()), CardIDSize)
+	case len(content.GetKeyCommitment()) != sha256.Size:
+		return nil, errs.Invalidf("commit.content key_commitment is %d bytes; want %d", len(content.GetKeyCommitment()), sha256.Size)
+	case len(content.GetWrappedKeysDigest()) != sha256.Size:
+		return nil, errs.Invalidf("commit.content wrapped_keys_digest is %d bytes; want %d", len(content.GetWrappedKeysDigest()), sha256.Size)
+	case from == 0 && len(content.GetPreviousCommitHash()) != 0:
+		return nil, errs.Invalidf("commit.content previous_commit_hash must be empty for epoch 1")
+	case from > 0 && len(content.GetPreviousCommitHash()) != sha256.Size:
+		return nil, errs.Invalidf("commit.content previous_commit_hash is %d bytes; want %d (SHA-256 of epoch %d's commit content)", len(content.GetPreviousCommitHash()), sha256.Size, from)
+	}
+	return content, nil
+}
+
+// WrappedKeysDigest is the digest of a commit's wrapped keys (envelope.proto,
+// EpochCommitContent.wrapped_keys_digest).
+func WrappedKeysDigest(keys []*envelopev1.WrappedEpochKey) []byte {
+	sorted := slices.Clone(keys)
+	slices.SortFunc(sorted, func(a, b *envelopev1.WrappedEpochKey) int { return bytes.Compare(a.GetRecipientCardId(), b.GetRecipientCardId()) })
+	h := sha256.New()
+	h.Write(append([]byte(labelEpochRecipients), 0))
+	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(sorted))))
+	for _, k := range sorted {
+		e := sha256.New()
+		e.Write(binary.BigEndian.AppendUint16(nil, uint16(len(k.GetEnc()))))
+		e.Write(k.GetEnc())
+		e.Write(k.GetCiphertext())
+		h.Write(k.GetRecipientCardId())
+		h.Write(e.Sum(nil))
+	}
+	return h.Sum(nil)
+}
+
+// CommitSignedBytes is what a commit's signature covers.
+func CommitSignedBytes(content []byte) []byte {
+	return append(append([]byte(labelEpochCommitSignature), 0), content...)
+}
+
+// activeCards asks the card service for the active cards of ids.
+func (s *Server) activeCards(ctx context.Context, app string, ids []string) (map[string]*cardv1.ActiveCardRef, error) {
+	out := make(map[string]*cardv1.ActiveCardRef, len(ids))
+	for start := 0; start < len(ids); start += 10000 {
+		end := min(start+10000, len(ids))
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.PeerTimeout)
+		resp, err := s.cards.LookupActiveCards(cctx, &cardv1.LookupActiveCardsRequest{AppId: app, Identities: ids[start:end]})
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, errs.Unavailablef("the card service cannot check the members' cards now (%s): retry", status.Code(err))
+		}
+		for _, c := range resp.GetCards() {
+			out[c.GetIdentity()] = c
+		}
+	}
+	return out, nil
+}
+
+// commitInput is what CommitEpoch checks, read in one transaction.
+type commitInput struct {
+	group             *storagev1.GroupRecord
+	members           []string
+	keys              map[string]*envelopev1.WrappedEpochKey
+	membershipVersion uint64
+	cardsVersion      uint64
+}
+
+// CommitEpoch implements GroupService.
+func (s *Server) CommitEpoch(ctx context.Context, req *groupv1.CommitEpochRequest) (*groupv1.CommitEpochResponse, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validGroupID(req.GetGroupId()); err != nil {
+		return nil, err
+	}
+	if req.GetUploadId() != "" {
+		if err := validUploadID(req.GetUploadId()); err != nil {
+			return nil, err
+		}
+		// The upload is consumed whatever the outcome.
+		defer func() {
+			err := s.update(func(tx *Tx) error {
+				up, err := tx.Upload(p.AppID, req.GetGroupId(), p.Identity)
+				if err != nil || up == nil || up.GetUploadId() != req.GetUploadId() {
+					return err
+				}
+				return tx.DeleteUpload(p.AppID, req.GetGroupId(), p.Identity)
+			})
+			if err != nil {
+				s.log.Warn("drop a used upload", zap.Error(err))
+			}
+		}()
+	}
+	if err := validMemberKeys("keys", req.GetKeys(), 0, MaxKeysPerRequest); err != nil {
+		return nil, err
+	}
+	content, err := parseCommitContent(req.GetGroupId(), req.GetFromEpoch(), req.GetCommit())
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		in, err := s.readCommitInput(p.AppID, p.Identity, req)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.checkCommit(ctx, p.AppID, p.Identity, req, content, in); err != nil {
+			return nil, err
+		}
+		resp, retry, err := s.writeCommit(p.AppID, p.Identity, req, in)
+		if retry && attempt < 3 {
+			continue // the members or their cards changed while the commit was checked
+		}
+		if retry {
+			return nil, errs.Unavailablef("the membership of group %s kept changing while the commit was checked: retry", req.GetGroupId())
+		}
+		return resp, err
+	}
+}
+
+func (s *Server) readCommitInput(app, identity string, req *groupv1.CommitEpochRequest) (*commitInput, error) {
+	in := &commitInput{keys: map[string]*envelopev1.WrappedEpochKey{}}
+	err := s.store.View(func(tx *Tx) error {
+		g, err := loadForCommit(tx, app, req.GetGroupId(), identity, req.GetFromEpoch())
+		if err != nil {
+			return err
+		}
+		in.group, in.membershipVersion, in.cardsVersion = g, g.GetMembershipVersion(), g.GetCardsVersion()
+		if in.members, err = memberIDs(tx, g); err != nil {
+			return err
+		}
+		if req.GetUploadId() != "" {
+			up, err := openUpload(tx, app, g.GetGroupId(), identity, req.GetUploadId(), req.GetFromEpoch(), s.now())
+			if err != nil {
+				return err
+			}
+			staged, err := tx.StagedKeys(up.GetUploadId())
+			if err != nil {
+				return err
+			}
+			for _, k := range staged {
+				in.keys[k.GetIdentity()] = k.GetWrappedKey()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i, k := range req.GetKeys() {
+		if _, dup := in.keys[k.GetIdentity()]; dup {
+			return nil, errs.Invalidf("keys[%d].identity %s has a key in the upload too: each identity at most once", i, k.GetIdentity())
+		}
+		in.keys[k.GetIdentity()] = k.GetWrappedKey()
+	}
+	return in, nil
+}
+
+// checkCommit checks the commit against the previous epoch, the caller's card and the
+// members' active cards.
+func (s *Server) checkCommit(ctx context.Context, app, identity string, req *groupv1.CommitEpochRequest, content *envelopev1.EpochCommitContent, in *commitInput) error {
+	if !bytes.Equal(content.GetPreviousCommitHash(), in.group.GetCommitHash()) {
+		return errs.Invalidf("commit.content previous_commit_hash does not name epoch %d's commit", req.GetFromEpoch())
+	}
+	cards, err := s.activeCards(ctx, app, in.members)
+	if err != nil {
+		return err
+	}
+	signer := cards[identity]
+	if signer == nil || !bytes.Equal(signer.GetCardId(), content.GetSignerCardId()) {
+		return errs.Invalidf("commit.content signer_card_id is not the caller's active card: sign with your current card")
+	}
+	if len(signer.GetSigningPublicKey()) != ed25519.PublicKeySize || !ed25519.Verify(signer.GetSigningPublicKey(), CommitSignedBytes(req.GetCommit().GetContent()), req.GetCommit().GetSignature()) {
+		return errs.Invalidf("commit.signature does not verify with the signer card's key")
+	}
+	mismatch := &groupv1.CommitMismatch{}
+	add := func(list *[]string, id string) {
+		if len(*list) < maxMismatchList {
+			*list = append(*list, id)
+		}
+	}
+	isMember := make(map[string]bool, len(in.members))
+	for _, id := range in.members {
+		isMember[id] = true
+		card, key := cards[id], in.keys[id]
+		switch {
+		case card == nil && key != nil:
+			add(&mismatch.OutdatedCard, id) // it has no active card now
+		case card == nil:
+		case key == nil:
+			add(&mismatch.Missing, id)
+		case !bytes.Equal(key.GetRecipientCardId(), card.GetCardId()):
+			add(&mismatch.OutdatedCard, id)
+		}
+	}
+	var strangers []string
+	for id := range in.keys {
+		if !isMember[id] {
+			strangers = append(strangers, id)
+		}
+	}
+	slices.Sort(strangers)
+	for _, id := range strangers {
+		add(&mismatch.Unexpected, id)
+	}
+	if len(mismatch.Missing)+len(mismatch.Unexpected)+len(mismatch.OutdatedCard) > 0 {
+		return errs.Preconditionf("the wrapped keys do not cover exactly the active cards of group %s's members (%d missing, %d not members, %d to an outdated card): refetch their cards and commit again",
+			req.GetGroupId(), len(mismatch.Missing), len(mismatch.Unexpected), len(mismatch.OutdatedCard)).WithDetails(mismatch)
+	}
+	wrapped := make([]*envelopev1.WrappedEpochKey, 0, len(in.keys))
+	for id, k := range in.keys {
+		if n := encSize(cards[id].GetSuite()); n != 0 && len(k.GetEnc()) != n {
+			return errs.Invalidf("the key for %s has a %d-byte enc; its card's suite %s has %d", id, len(k.GetEnc()), cards[id].GetSuite(), n)
+		}
+		wrapped = append(wrapped, k)
+	}
+	if content.GetWrappedKeyCount() != uint32(len(wrapped)) {
+		return errs.Invalidf("commit.content wrapped_key_count is %d but the commit carries %d keys", content.GetWrappedKeyCount(), len(wrapped))
+	}
+	if !bytes.Equal(content.GetWrappedKeysDigest(), WrappedKeysDigest(wrapped)) {
+		return errs.Invalidf("commit.content wrapped_keys_digest does not match the wrapped keys")
+	}
+	return nil
+}
+
+// writeCommit stores the commit if nothing changed since in was read; retry reports
+// that the members or their cards changed.
+func (s *Server) writeCommit(app, identity string, req *groupv1.CommitEpochRequest, in *commitInput) (resp *groupv1.CommitEpochResponse, retry bool, err error) {
+	now := s.now()
+	err = s.update(func(tx *Tx) error {
+		g, err := loadForCommit(tx, app, req.GetGroupId(), identity, req.GetFromEpoch())
+		if err != nil {
+			return err
+		}
+		if g.GetMembershipVersion() != in.membershipVersion || g.GetCardsVersion() != in.cardsVersion {
+			retry = true
+			return nil
+		}
+		sum := sha256.Sum256(req.GetCommit().GetContent())
+		epoch := g.GetEpoch() + 1
+		rec := &storagev1.GroupEpochRecord{Epoch: epoch, Commit: req.GetCommit(), CommittedBy: identity, CommittedAt: timestamppb.New(now), CommitHash: sum[:]}
+		if err := tx.PutEpoch(app, g.GetGroupId(), rec); err != nil {
+			return err
+		}
+		stored := timestamppb.New(now)
+		for id, k := range in.keys {
+			if err := tx.PutEpochKey(app, g.GetGroupId(), id, &storagev1.GroupEpochKeyRecord{Epoch: epoch, WrappedKey: k, StoredAt: stored}); err != nil {
+				return err
+			}
+		}
+		if err := tx.DeleteUpload(app, g.GetGroupId(), identity); err != nil {
+			return err
+		}
+		g.Epoch, g.CommitHash, g.CommittedBy = epoch, sum[:], identity
+		g.EpochStartedAt, g.EpochMessageCount = timestamppb.New(now), 0
+		g.RotationRequired, g.RotationReasons = false, nil
+		touch(g, now)
+		if err := reschedule(tx, g); err != nil {
+			return err
+		}
+		if err := tx.PutGroup(g); err != nil {
+			return err
+		}
+		if err := s.toMembers(tx, g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_EPOCH_COMMITTED, Actor: identity, Epoch: epoch}); err != nil {
+			return err
+		}
+		me, err := tx.Member(app, g.GetGroupId(), identity)
+		if err != nil {
+			return err
+		}
+		resp = &groupv1.CommitEpochResponse{Commit: epochCommitView(rec), Group: viewFor(g, now, me)}
+		return nil
+	})
+	return resp, retry, err
+}
+
+// GetEpochKeys implements GroupService.
+func (s *Server) GetEpochKeys(ctx context.Context, req *groupv1.GetEpochKeysRequest) (*groupv1.GetEpochKeysResponse, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validGroupID(req.GetGroupId()); err != nil {
+		return nil, err
+	}
+	size, err := pageSize(req.GetPageSize(), DefaultPage, MaxPage)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := parsePageToken(req.GetPageToken(), 1)
+	if err != nil {
+		return nil, err
+	}
+	after := req.GetAfterEpoch()
+	if tok != nil {
+		if after, err = strconv.ParseUint(tok[0], 10, 64); err != nil {
+			return nil, errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
+		}
+	}
+	resp := &groupv1.GetEpochKeysResponse{}
+	err = s.store.View(func(tx *Tx) error {
+		g, _, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
+		if err != nil {
+			return err
+		}
+		resp.CurrentEpoch = g.GetEpoch()
+		return tx.EpochKeys(p.AppID, g.GetGroupId(), p.Identity, after, func(k *storagev1.GroupEpochKeyRecord) (bool, error) {
+			if len(resp.Keys) == size {
+				resp.NextPageToken = pageToken(strconv.FormatUint(resp.Keys[size-1].GetEpoch(), 10))
+				return false, nil
+			}
+			e, err := tx.Epoch(p.AppID, g.GetGroupId(), k.GetEpoch())
+			if err != nil {
+				return false, err
+			}
+			resp.Keys = append(resp.Keys, &groupv1.EpochKey{Epoch: k.GetEpoch(), WrappedKey: k.GetWrappedKey(), Commit: epochCommitView(e), SharedBy: k.GetSharedBy()})
+			return true, nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// ShareEpochKeys implements GroupService.
+func (s *Server) ShareEpochKeys(ctx context.Context, req *groupv1.ShareEpochKeysRequest) (*groupv1.ShareEpochKeysResponse, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validGroupID(req.GetGroupId()); err != nil {
+		return nil, err
+	}
+	shares := req.GetShares()
+	if len(shares) == 0 || len(shares) > MaxSharesPerRequest {
+		return nil, errs.Invalidf("shares holds %d entries; send 1 to %d", len(shares), MaxSharesPerRequest)
+	}
+	type pair struct {
+		id    string
+		epoch uint64
+	}
+	seen := map[pair]bool{}
+	var recipients []string
+	for i, sh := range shares {
+		f := "shares[" + strconv.Itoa(i) + "]"
+		if err := ident.ValidUser(f+".recipient", sh.GetRecipient()); err != nil {
+			return nil, err
+		}
+		if sh.GetEpoch() == 0 {
+			return nil, errs.Invalidf("%s.epoch is 0: epochs start at 1", f)
+		}
+		if sh.GetRecipient() == p.Identity {
+			return nil, errs.Invalidf("%s.recipient is the caller: share with other members", f)
+		}
+		if err := validWrappedKey(f+".wrapped_key", sh.GetWrappedKey()); err != nil {
+			return nil, err
+		}
+		k := pair{sh.GetRecipient(), sh.GetEpoch()}
+		if seen[k] {
+			return nil, errs.Invalidf("%s shares epoch %d with %s a second time", f, sh.GetEpoch(), sh.GetRecipient())
+		}
+		seen[k] = true
+		if !slices.Contains(recipients, sh.GetRecipient()) {
+			recipients = append(recipients, sh.GetRecipient())
+		}
+	}
+	// Membership first, so that a non-member does not get to ask the card service.
+	if err := s.store.View(func(tx *Tx) error {
+		_, _, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	cards, err := s.activeCards(ctx, p.AppID, recipients)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	err = s.update(func(tx *Tx) error {
+		g, _, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
+		if err != nil {
+			return err
+		}
+		if groupv1.HistoryVisibility(g.GetHistoryVisibility()) != groupv1.HistoryVisibility_HISTORY_VISIBILITY_SHARED {
+			return errs.Preconditionf("group %s's history visibility is SINCE_JOIN: older keys are not shared", g.GetGroupId())
+		}
+		for i, sh := range shares {
+			f := "shares[" + strconv.Itoa(i) + "]"
+			r, err := tx.Member(p.AppID, g.GetGroupId(), sh.GetRecipient())
+			if err != nil {
+				return err
+			}
+			if r == nil {
+				return errs.Preconditionf("%s.recipient %s is not a member of group %s", f, sh.GetRecipient(), g.GetGroupId())
+			}
+			if sh.GetEpoch() >= r.GetFirstEpoch() || sh.GetEpoch() > g.GetEpoch() {
+				return errs.Preconditionf("%s.epoch %d is not older than %s's first epoch %d: it gets that key from the commit", f, sh.GetEpoch(), sh.GetRecipient(), r.GetFirstEpoch())
+			}
+			if own, err := tx.EpochKey(p.AppID, g.GetGroupId(), p.Identity, sh.GetEpoch()); err != nil {
+				return err
+			} else if own == nil {
+				return errs.Permissionf("%s: the caller holds no key of epoch %d, so it cannot share one", f, sh.GetEpoch())
+			}
+			card := cards[sh.GetRecipient()]
+			if card == nil || !bytes.Equal(card.GetCardId(), sh.GetWrappedKey().GetRecipientCardId()) {
+				return errs.Preconditionf("%s.wrapped_key is not wrapped to %s's active card: refetch its card", f, sh.GetRecipient())
+			}
+			if n := encSize(card.GetSuite()); n != 0 && len(sh.GetWrappedKey().GetEnc()) != n {
+				return errs.Invalidf("%s.wrapped_key.enc is %d bytes; the card's suite has %d", f, len(sh.GetWrappedKey().GetEnc()), n)
+			}
+			if err := tx.PutEpochKey(p.AppID, g.GetGroupId(), sh.GetRecipient(), &storagev1.GroupEpochKeyRecord{Epoch: sh.GetEpoch(), WrappedKey: sh.GetWrappedKey(), SharedBy: p.Identity, StoredAt: timestamppb.New(now)}); err != nil {
+				return err
+			}
+		}
+		for _, r := range recipients {
+			ev := s.withGroup(g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_EPOCH_KEYS_SHARED, Actor: p.Identity, Identities: []string{r}})
+			if err := s.emit(tx, p.AppID, ev, []string{r}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &groupv1.ShareEpochKeysResponse{StoredCount: uint32(len(shares))}, nil
+}
+
+// GetEpochState implements GroupService.
+func (s *Server) GetEpochState(ctx context.Context, req *groupv1.GetEpochStateRequest) (*groupv1.GetEpochStateResponse, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validGroupID(req.GetGroupId()); err != nil {
+		return nil, err
+	}
+	var resp *groupv1.GetEpochStateResponse
+	err = s.store.View(func(tx *Tx) error {
+		g, _, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
+		if err != nil {
+			return err
+		}
+		e, err := tx.Epoch(p.AppID, g.GetGroupId(), g.GetEpoch())
+		if err != nil {
+			return err
+		}
+		required, reasons := rotationState(g, s.now())
+		resp = &groupv1.GetEpochStateResponse{
+			GroupId:           g.GetGroupId(),
+			EncryptionMode:    mode(g),
+			Epoch:             g.GetEpoch(),
+			Commit:            epochCommitView(e),
+			RotationRequired:  required,
+			RotationReasons:   reasons,
+			EpochMessageCount: g.GetEpochMessageCount(),
+			MemberCount:       g.GetMemberCount(),
+			MembershipVersion: g.GetMembershipVersion(),
+		}
+		if at := dueAt(g); !at.IsZero() {
+			resp.RotationDueAt = timestamppb.New(at)
+		}
+		return nil
+	})
+	return resp, err
+}

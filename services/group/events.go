@@ -1,0 +1,202 @@
+package group
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+)
+
+// EventType is the messaging Event.type of the group service's events.
+const EventType = "umbra.group.v1.GroupEvent"
+
+// maxEventRecipients is PublishEvent's limit; a larger audience is split.
+const maxEventRecipients = 10000
+
+// emit writes ev for recipients to the outbox, in the transaction of the change it
+// reports. The messaging service gets it from the delivery loop.
+func (s *Server) emit(tx *Tx, app string, ev *groupv1.GroupEvent, recipients []string) error {
+	if len(recipients) == 0 {
+		return nil
+	}
+	if ev.OccurredAt == nil {
+		ev.OccurredAt = timestamppb.New(s.now())
+	}
+	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	for start := 0; start < len(recipients); start += maxEventRecipients {
+		id, err := s.randomID()
+		if err != nil {
+			return err
+		}
+		end := min(start+maxEventRecipients, len(recipients))
+		if err := tx.AppendOutbox(&storagev1.GroupOutboxRecord{
+			AppId:      app,
+			EventId:    "group-" + id,
+			Type:       EventType,
+			GroupId:    ev.GetGroupId(),
+			Recipients: recipients[start:end],
+			Payload:    payload,
+			CreatedAt:  ev.GetOccurredAt(),
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// memberIDs returns the identities of the group's members.
+func memberIDs(tx *Tx, g *storagev1.GroupRecord) ([]string, error) {
+	var ids []string
+	err := tx.Members(g.GetAppId(), g.GetGroupId(), "", func(m *storagev1.GroupMemberRecord) (bool, error) {
+		ids = append(ids, m.GetIdentity())
+		return true, nil
+	})
+	return ids, err
+}
+
+// managerIDs returns the identities of the group's owner and admins.
+func managerIDs(tx *Tx, g *storagev1.GroupRecord) ([]string, error) {
+	var ids []string
+	err := tx.Members(g.GetAppId(), g.GetGroupId(), "", func(m *storagev1.GroupMemberRecord) (bool, error) {
+		if isManager(m) {
+			ids = append(ids, m.GetIdentity())
+		}
+		return true, nil
+	})
+	return ids, err
+}
+
+// toMembers emits an event about the group, with its state, to its members.
+func (s *Server) toMembers(tx *Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEvent) error {
+	ids, err := memberIDs(tx, g)
+	if err != nil {
+		return err
+	}
+	return s.emit(tx, g.GetAppId(), s.withGroup(g, ev), ids)
+}
+
+// toManagers emits an event about the group, with its state, to its owner and admins.
+func (s *Server) toManagers(tx *Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEvent) error {
+	ids, err := managerIDs(tx, g)
+	if err != nil {
+		return err
+	}
+	return s.emit(tx, g.GetAppId(), s.withGroup(g, ev), ids)
+}
+
+// toOutsider emits an event to one identity that is not a member: without the group's
+// state.
+func (s *Server) toOutsider(tx *Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEvent, identity string) error {
+	ev.GroupId, ev.Epoch = g.GetGroupId(), g.GetEpoch()
+	return s.emit(tx, g.GetAppId(), ev, []string{identity})
+}
+
+func (s *Server) withGroup(g *storagev1.GroupRecord, ev *groupv1.GroupEvent) *groupv1.GroupEvent {
+	ev.GroupId = g.GetGroupId()
+	if ev.Epoch == 0 {
+		ev.Epoch = g.GetEpoch()
+	}
+	ev.Group = groupView(g, s.now())
+	return ev
+}
+
+// rotationEvent emits ROTATION_REQUIRED to the members when newly is set.
+func (s *Server) rotationEvent(tx *Tx, g *storagev1.GroupRecord, newly bool) error {
+	if !newly {
+		return nil
+	}
+	_, reasons := rotationState(g, s.now())
+	return s.toMembers(tx, g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_ROTATION_REQUIRED, RotationReasons: reasons})
+}
+
+// deliverLoop delivers the outbox to the messaging service, oldest first, deleting
+// each record once PublishEvent accepted it. It runs until ctx ends.
+func (s *Server) deliverLoop(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for {
+		ok := s.deliverOutbox(ctx)
+		wait := s.cfg.OutboxPoll
+		if !ok {
+			wait = min(backoff, s.cfg.OutboxPoll)
+			backoff *= 2
+		} else {
+			backoff = 100 * time.Millisecond
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-s.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// deliverOutbox delivers what the outbox holds and reports whether it emptied it.
+func (s *Server) deliverOutbox(ctx context.Context) bool {
+	for ctx.Err() == nil {
+		var recs []*storagev1.GroupOutboxRecord
+		err := s.store.View(func(tx *Tx) error {
+			var err error
+			recs, err = tx.Outbox(100)
+			return err
+		})
+		if err != nil {
+			s.log.Error("read the outbox", zap.Error(err))
+			return false
+		}
+		if len(recs) == 0 {
+			return true
+		}
+		for _, r := range recs {
+			if !s.deliver(ctx, r) {
+				return false
+			}
+		}
+	}
+	return false
+}
+
+// deliver publishes one record and deletes it; false means retry later.
+func (s *Server) deliver(ctx context.Context, r *storagev1.GroupOutboxRecord) bool {
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.PeerTimeout)
+	_, err := s.events.PublishEvent(cctx, &messagingv1.PublishEventRequest{
+		AppId:      r.GetAppId(),
+		EventId:    r.GetEventId(),
+		Type:       r.GetType(),
+		GroupId:    r.GetGroupId(),
+		Recipients: r.GetRecipients(),
+		Payload:    r.GetPayload(),
+	})
+	cancel()
+	if err != nil {
+		switch status.Code(err) {
+		case codes.InvalidArgument, codes.AlreadyExists:
+			// Retrying cannot help: the record is dropped so that later events flow.
+			s.log.Error("the messaging service refused an event; dropped", zap.String("event_id", r.GetEventId()), zap.Error(err))
+		default:
+			if ctx.Err() == nil {
+				s.log.Warn("deliver event; will retry", zap.String("event_id", r.GetEventId()), zap.Error(err))
+			}
+			return false
+		}
+	}
+	if err := s.store.Update(func(tx *Tx) error { return tx.DeleteOutbox(r.GetSequence()) }); err != nil {
+		s.log.Error("delete a delivered event", zap.Error(err))
+		return false
+	}
+	return true
+}

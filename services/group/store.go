@@ -1,0 +1,562 @@
+package group
+
+import (
+	"bytes"
+	"errors"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/umbra-e2ee/umbra/pkg/boltdb"
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+)
+
+// The buckets of group.db; the layout is documented in proto/umbra/storage/v1/group.proto.
+var (
+	bucketGroups        = []byte("groups")
+	bucketMembers       = []byte("members")
+	bucketMemberGroups  = []byte("member_groups")
+	bucketBans          = []byte("bans")
+	bucketJoinRequests  = []byte("join_requests")
+	bucketInvitations   = []byte("invitations")
+	bucketInviteeGroups = []byte("invitee_groups")
+	bucketEpochs        = []byte("epochs")
+	bucketEpochKeys     = []byte("epoch_keys")
+	bucketUploads       = []byte("uploads")
+	bucketUploadKeys    = []byte("upload_keys")
+	bucketRotationDue   = []byte("rotation_due")
+	bucketOutbox        = []byte("group_outbox")
+	bucketState         = []byte("group_state")
+
+	cardCursorKey = []byte("card_cursor")
+)
+
+var schema = boltdb.Schema{
+	Version: 1,
+	Buckets: [][]byte{
+		bucketGroups, bucketMembers, bucketMemberGroups, bucketBans, bucketJoinRequests,
+		bucketInvitations, bucketInviteeGroups, bucketEpochs, bucketEpochKeys, bucketUploads,
+		bucketUploadKeys, bucketRotationDue, bucketOutbox, bucketState,
+	},
+}
+
+// Store is group.db. Every change is one transaction (Update or Batch): it commits
+// whole or changes nothing. The service's rules run inside the transaction on a Tx,
+// whose methods are the only way they touch the file. Everything is namespaced by app.
+type Store struct {
+	db *boltdb.DB
+}
+
+// OpenStore opens (or creates) group.db at path.
+func OpenStore(path string) (*Store, error) {
+	db, err := boltdb.Open(path, schema, boltdb.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// DB exposes the file, for online backups.
+func (s *Store) DB() *boltdb.DB { return s.db }
+
+// View runs fn in a read-only transaction.
+func (s *Store) View(fn func(*Tx) error) error {
+	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+}
+
+// Update runs fn in a read-write transaction, committed when fn returns nil.
+func (s *Store) Update(fn func(*Tx) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+}
+
+// Batch is Update coalesced with concurrent calls into one commit. fn may run more
+// than once (only one run commits), so it must reset whatever it reports.
+func (s *Store) Batch(fn func(*Tx) error) error {
+	return s.db.Batch(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+}
+
+// Tx is a transaction on group.db with typed accessors. Records it returns are copies:
+// they stay valid after the transaction.
+type Tx struct {
+	tx *bolt.Tx
+	// events are the outbox records written in this transaction; see notify.
+	wroteEvents bool
+}
+
+func (t *Tx) b(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
+
+func groupKey(app, group string) []byte { return boltdb.Key(app, group) }
+
+// groupPrefix is app 0 group 0: the prefix of everything kept per group.
+func groupPrefix(app, group string) []byte { return boltdb.Key(app, group, "") }
+
+func memberKey(app, group, identity string) []byte { return boltdb.Key(app, group, identity) }
+
+// Group returns the group, or an error wrapping errs.ErrNotFound.
+func (t *Tx) Group(app, group string) (*storagev1.GroupRecord, error) {
+	g := &storagev1.GroupRecord{}
+	if err := boltdb.GetProto(t.b(bucketGroups), groupKey(app, group), g); err != nil {
+		if errors.Is(err, errs.ErrNotFound) {
+			return nil, errs.NotFoundf("group %s not found", group)
+		}
+		return nil, err
+	}
+	return g, nil
+}
+
+// PutGroup writes g.
+func (t *Tx) PutGroup(g *storagev1.GroupRecord) error {
+	return boltdb.PutProto(t.b(bucketGroups), groupKey(g.GetAppId(), g.GetGroupId()), g)
+}
+
+// Member returns a member, or nil if identity is not one.
+func (t *Tx) Member(app, group, identity string) (*storagev1.GroupMemberRecord, error) {
+	return getOptional(t.b(bucketMembers), memberKey(app, group, identity), &storagev1.GroupMemberRecord{})
+}
+
+// PutMember writes m and the member_groups index.
+func (t *Tx) PutMember(app, group string, m *storagev1.GroupMemberRecord) error {
+	if err := boltdb.PutProto(t.b(bucketMembers), memberKey(app, group, m.GetIdentity()), m); err != nil {
+		return err
+	}
+	return t.b(bucketMemberGroups).Put(boltdb.Key(app, m.GetIdentity(), group), nil)
+}
+
+// DeleteMember removes a member, its index entry and its epoch keys.
+func (t *Tx) DeleteMember(app, group, identity string) error {
+	if err := t.b(bucketMembers).Delete(memberKey(app, group, identity)); err != nil {
+		return err
+	}
+	if err := t.b(bucketMemberGroups).Delete(boltdb.Key(app, identity, group)); err != nil {
+		return err
+	}
+	return deletePrefix(t.b(bucketEpochKeys), boltdb.Key(app, group, identity, ""))
+}
+
+// Members calls fn for each member of the group, in identity order, starting after
+// `after` (empty: from the first). fn returns false to stop.
+func (t *Tx) Members(app, group, after string, fn func(*storagev1.GroupMemberRecord) (bool, error)) error {
+	prefix := groupPrefix(app, group)
+	c := t.b(bucketMembers).Cursor()
+	start := prefix
+	if after != "" {
+		start = append(memberKey(app, group, after), 0)
+	}
+	for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		m := &storagev1.GroupMemberRecord{}
+		if err := proto.Unmarshal(v, m); err != nil {
+			return err
+		}
+		more, err := fn(m)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// AllMembers returns every member of the group, in identity order.
+func (t *Tx) AllMembers(app, group string) ([]*storagev1.GroupMemberRecord, error) {
+	var out []*storagev1.GroupMemberRecord
+	err := t.Members(app, group, "", func(m *storagev1.GroupMemberRecord) (bool, error) {
+		out = append(out, m)
+		return true, nil
+	})
+	return out, err
+}
+
+// MemberGroups calls fn with each group identity is a member of, in group order,
+// starting after `after`. fn returns false to stop.
+func (t *Tx) MemberGroups(app, identity, after string, fn func(group string) (bool, error)) error {
+	return scanIndex(t.b(bucketMemberGroups), boltdb.Key(app, identity, ""), after, fn)
+}
+
+// Ban returns a ban, or nil.
+func (t *Tx) Ban(app, group, identity string) (*storagev1.GroupBanRecord, error) {
+	return getOptional(t.b(bucketBans), memberKey(app, group, identity), &storagev1.GroupBanRecord{})
+}
+
+// PutBan writes a ban.
+func (t *Tx) PutBan(app, group string, b *storagev1.GroupBanRecord) error {
+	return boltdb.PutProto(t.b(bucketBans), memberKey(app, group, b.GetIdentity()), b)
+}
+
+// DeleteBan removes a ban.
+func (t *Tx) DeleteBan(app, group, identity string) error {
+	return t.b(bucketBans).Delete(memberKey(app, group, identity))
+}
+
+// Bans returns the group's banned identities, in identity order.
+func (t *Tx) Bans(app, group string) ([]string, error) {
+	var out []string
+	prefix := groupPrefix(app, group)
+	c := t.b(bucketBans).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		out = append(out, string(k[len(prefix):]))
+	}
+	return out, nil
+}
+
+// JoinRequest returns a pending join request, or nil.
+func (t *Tx) JoinRequest(app, group, identity string) (*storagev1.GroupJoinRequestRecord, error) {
+	return getOptional(t.b(bucketJoinRequests), memberKey(app, group, identity), &storagev1.GroupJoinRequestRecord{})
+}
+
+// PutJoinRequest writes a join request.
+func (t *Tx) PutJoinRequest(app, group string, r *storagev1.GroupJoinRequestRecord) error {
+	return boltdb.PutProto(t.b(bucketJoinRequests), memberKey(app, group, r.GetIdentity()), r)
+}
+
+// DeleteJoinRequest removes a join request.
+func (t *Tx) DeleteJoinRequest(app, group, identity string) error {
+	return t.b(bucketJoinRequests).Delete(memberKey(app, group, identity))
+}
+
+// JoinRequests returns the group's pending join requests, in identity order.
+func (t *Tx) JoinRequests(app, group string) ([]*storagev1.GroupJoinRequestRecord, error) {
+	return listPrefix(t.b(bucketJoinRequests), groupPrefix(app, group), func() *storagev1.GroupJoinRequestRecord { return &storagev1.GroupJoinRequestRecord{} })
+}
+
+// Invitation returns an invitation (expired or not), or nil.
+func (t *Tx) Invitation(app, group, invitee string) (*storagev1.GroupInvitationRecord, error) {
+	return getOptional(t.b(bucketInvitations), memberKey(app, group, invitee), &storagev1.GroupInvitationRecord{})
+}
+
+// PutInvitation writes an invitation and its index entry.
+func (t *Tx) PutInvitation(app string, inv *storagev1.GroupInvitationRecord) error {
+	if err := boltdb.PutProto(t.b(bucketInvitations), memberKey(app, inv.GetGroupId(), inv.GetInvitee()), inv); err != nil {
+		return err
+	}
+	return t.b(bucketInviteeGroups).Put(boltdb.Key(app, inv.GetInvitee(), inv.GetGroupId()), nil)
+}
+
+// DeleteInvitation removes an invitation and its index entry.
+func (t *Tx) DeleteInvitation(app, group, invitee string) error {
+	if err := t.b(bucketInvitations).Delete(memberKey(app, group, invitee)); err != nil {
+		return err
+	}
+	return t.b(bucketInviteeGroups).Delete(boltdb.Key(app, invitee, group))
+}
+
+// Invitations returns the group's invitations, in invitee order.
+func (t *Tx) Invitations(app, group string) ([]*storagev1.GroupInvitationRecord, error) {
+	return listPrefix(t.b(bucketInvitations), groupPrefix(app, group), func() *storagev1.GroupInvitationRecord { return &storagev1.GroupInvitationRecord{} })
+}
+
+// InviteeInvitations returns every invitation of invitee, in group order.
+func (t *Tx) InviteeInvitations(app, invitee string) ([]*storagev1.GroupInvitationRecord, error) {
+	var out []*storagev1.GroupInvitationRecord
+	err := scanIndex(t.b(bucketInviteeGroups), boltdb.Key(app, invitee, ""), "", func(group string) (bool, error) {
+		inv, err := t.Invitation(app, group, invitee)
+		if err != nil {
+			return false, err
+		}
+		if inv != nil {
+			out = append(out, inv)
+		}
+		return true, nil
+	})
+	return out, err
+}
+
+func epochKey(app, group string, epoch uint64) []byte {
+	return append(groupPrefix(app, group), boltdb.U64(epoch)...)
+}
+
+// Epoch returns a committed epoch, or nil.
+func (t *Tx) Epoch(app, group string, epoch uint64) (*storagev1.GroupEpochRecord, error) {
+	return getOptional(t.b(bucketEpochs), epochKey(app, group, epoch), &storagev1.GroupEpochRecord{})
+}
+
+// PutEpoch writes a committed epoch.
+func (t *Tx) PutEpoch(app, group string, e *storagev1.GroupEpochRecord) error {
+	return boltdb.PutProto(t.b(bucketEpochs), epochKey(app, group, e.GetEpoch()), e)
+}
+
+func epochKeyKey(app, group, identity string, epoch uint64) []byte {
+	return append(boltdb.Key(app, group, identity, ""), boltdb.U64(epoch)...)
+}
+
+// EpochKey returns identity's key of epoch, or nil.
+func (t *Tx) EpochKey(app, group, identity string, epoch uint64) (*storagev1.GroupEpochKeyRecord, error) {
+	return getOptional(t.b(bucketEpochKeys), epochKeyKey(app, group, identity, epoch), &storagev1.GroupEpochKeyRecord{})
+}
+
+// PutEpochKey writes identity's key of an epoch.
+func (t *Tx) PutEpochKey(app, group, identity string, k *storagev1.GroupEpochKeyRecord) error {
+	return boltdb.PutProto(t.b(bucketEpochKeys), epochKeyKey(app, group, identity, k.GetEpoch()), k)
+}
+
+// EpochKeys calls fn with identity's keys of epochs above after, in epoch order. fn
+// returns false to stop.
+func (t *Tx) EpochKeys(app, group, identity string, after uint64, fn func(*storagev1.GroupEpochKeyRecord) (bool, error)) error {
+	prefix := boltdb.Key(app, group, identity, "")
+	c := t.b(bucketEpochKeys).Cursor()
+	for k, v := c.Seek(epochKeyKey(app, group, identity, after+1)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		r := &storagev1.GroupEpochKeyRecord{}
+		if err := proto.Unmarshal(v, r); err != nil {
+			return err
+		}
+		more, err := fn(r)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// Upload returns the caller's upload in the group, or nil.
+func (t *Tx) Upload(app, group, owner string) (*storagev1.GroupUploadRecord, error) {
+	return getOptional(t.b(bucketUploads), memberKey(app, group, owner), &storagev1.GroupUploadRecord{})
+}
+
+// PutUpload writes an upload's record.
+func (t *Tx) PutUpload(app, group string, u *storagev1.GroupUploadRecord) error {
+	return boltdb.PutProto(t.b(bucketUploads), memberKey(app, group, u.GetOwner()), u)
+}
+
+// DeleteUpload removes owner's upload in the group and its keys, if there is one.
+func (t *Tx) DeleteUpload(app, group, owner string) error {
+	u, err := t.Upload(app, group, owner)
+	if err != nil || u == nil {
+		return err
+	}
+	if err := deletePrefix(t.b(bucketUploadKeys), boltdb.Key(u.GetUploadId(), "")); err != nil {
+		return err
+	}
+	return t.b(bucketUploads).Delete(memberKey(app, group, owner))
+}
+
+// StagedKey returns a staged key of an upload, or nil.
+func (t *Tx) StagedKey(uploadID, identity string) (*storagev1.GroupStagedKeyRecord, error) {
+	return getOptional(t.b(bucketUploadKeys), boltdb.Key(uploadID, identity), &storagev1.GroupStagedKeyRecord{})
+}
+
+// PutStagedKey writes a staged key of an upload.
+func (t *Tx) PutStagedKey(uploadID string, k *storagev1.GroupStagedKeyRecord) error {
+	return boltdb.PutProto(t.b(bucketUploadKeys), boltdb.Key(uploadID, k.GetIdentity()), k)
+}
+
+// StagedKeys returns every staged key of an upload, in identity order.
+func (t *Tx) StagedKeys(uploadID string) ([]*storagev1.GroupStagedKeyRecord, error) {
+	return listPrefix(t.b(bucketUploadKeys), boltdb.Key(uploadID, ""), func() *storagev1.GroupStagedKeyRecord { return &storagev1.GroupStagedKeyRecord{} })
+}
+
+// ExpiredUploads returns (group key, owner) of uploads that expired before now.
+func (t *Tx) ExpiredUploads(now time.Time, limit int) ([][3]string, error) {
+	var out [][3]string
+	err := t.b(bucketUploads).ForEach(func(k, v []byte) error {
+		if len(out) >= limit {
+			return nil
+		}
+		u := &storagev1.GroupUploadRecord{}
+		if err := proto.Unmarshal(v, u); err != nil {
+			return err
+		}
+		if u.GetExpiresAt().AsTime().Before(now) {
+			parts := bytes.SplitN(k, []byte{0}, 3)
+			if len(parts) == 3 {
+				out = append(out, [3]string{string(parts[0]), string(parts[1]), string(parts[2])})
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// dueKey is u64(unix ns) 0 app 0 group.
+func dueKey(at time.Time, app, group string) []byte {
+	return append(append(boltdb.U64(uint64(at.UnixNano())), 0), boltdb.Key(app, group)...)
+}
+
+// SetRotationDue moves the group's entry in rotation_due from old to at (either may be
+// the zero time: none).
+func (t *Tx) SetRotationDue(app, group string, old, at time.Time) error {
+	b := t.b(bucketRotationDue)
+	if !old.IsZero() {
+		if err := b.Delete(dueKey(old, app, group)); err != nil {
+			return err
+		}
+	}
+	if at.IsZero() {
+		return nil
+	}
+	return b.Put(dueKey(at, app, group), nil)
+}
+
+// DueGroups returns (app, group) of up to limit groups whose rotation period elapsed
+// by now.
+func (t *Tx) DueGroups(now time.Time, limit int) ([][2]string, error) {
+	var out [][2]string
+	c := t.b(bucketRotationDue).Cursor()
+	end := boltdb.U64(uint64(now.UnixNano()))
+	for k, _ := c.First(); k != nil && len(out) < limit && bytes.Compare(k[:8], end) <= 0; k, _ = c.Next() {
+		parts := bytes.SplitN(k[9:], []byte{0}, 2)
+		if len(parts) == 2 {
+			out = append(out, [2]string{string(parts[0]), string(parts[1])})
+		}
+	}
+	return out, nil
+}
+
+// DeleteGroupData removes a group and everything kept for it. Its outbox records stay:
+// they are already addressed.
+func (t *Tx) DeleteGroupData(g *storagev1.GroupRecord) error {
+	app, group := g.GetAppId(), g.GetGroupId()
+	members, err := t.AllMembers(app, group)
+	if err != nil {
+		return err
+	}
+	for _, m := range members {
+		if err := t.DeleteMember(app, group, m.GetIdentity()); err != nil {
+			return err
+		}
+	}
+	invs, err := t.Invitations(app, group)
+	if err != nil {
+		return err
+	}
+	for _, inv := range invs {
+		if err := t.DeleteInvitation(app, group, inv.GetInvitee()); err != nil {
+			return err
+		}
+	}
+	uploads, err := listPrefix(t.b(bucketUploads), groupPrefix(app, group), func() *storagev1.GroupUploadRecord { return &storagev1.GroupUploadRecord{} })
+	if err != nil {
+		return err
+	}
+	for _, u := range uploads {
+		if err := t.DeleteUpload(app, group, u.GetOwner()); err != nil {
+			return err
+		}
+	}
+	for _, b := range [][]byte{bucketBans, bucketJoinRequests, bucketEpochs, bucketEpochKeys} {
+		if err := deletePrefix(t.b(b), groupPrefix(app, group)); err != nil {
+			return err
+		}
+	}
+	if err := t.SetRotationDue(app, group, tsTime(g.GetRotationDueAt()), time.Time{}); err != nil {
+		return err
+	}
+	return t.b(bucketGroups).Delete(groupKey(app, group))
+}
+
+// AppendOutbox adds r to the outbox with the next sequence.
+func (t *Tx) AppendOutbox(r *storagev1.GroupOutboxRecord) error {
+	b := t.b(bucketOutbox)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	r.Sequence = seq
+	t.wroteEvents = true
+	return boltdb.PutProto(b, boltdb.U64(seq), r)
+}
+
+// Outbox returns up to limit outbox records, oldest first.
+func (t *Tx) Outbox(limit int) ([]*storagev1.GroupOutboxRecord, error) {
+	var out []*storagev1.GroupOutboxRecord
+	c := t.b(bucketOutbox).Cursor()
+	for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
+		r := &storagev1.GroupOutboxRecord{}
+		if err := proto.Unmarshal(v, r); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// DeleteOutbox removes a delivered outbox record.
+func (t *Tx) DeleteOutbox(seq uint64) error { return t.b(bucketOutbox).Delete(boltdb.U64(seq)) }
+
+// CardCursor returns the last card event the follower applied.
+func (t *Tx) CardCursor() (uint64, error) {
+	v := t.b(bucketState).Get(cardCursorKey)
+	if v == nil {
+		return 0, nil
+	}
+	return boltdb.ParseU64(v)
+}
+
+// SetCardCursor records the last card event the follower applied.
+func (t *Tx) SetCardCursor(seq uint64) error {
+	return t.b(bucketState).Put(cardCursorKey, boltdb.U64(seq))
+}
+
+// getOptional reads key into m, or returns nil if there is no such record.
+func getOptional[M proto.Message](b *bolt.Bucket, key []byte, m M) (M, error) {
+	var zero M
+	if err := boltdb.GetProto(b, key, m); err != nil {
+		if errors.Is(err, errs.ErrNotFound) {
+			return zero, nil
+		}
+		return zero, err
+	}
+	return m, nil
+}
+
+// listPrefix decodes every record under prefix, in key order.
+func listPrefix[M proto.Message](b *bolt.Bucket, prefix []byte, newM func() M) ([]M, error) {
+	var out []M
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		m := newM()
+		if err := proto.Unmarshal(v, m); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// scanIndex calls fn with the last part of each key under prefix, after `after`.
+func scanIndex(b *bolt.Bucket, prefix []byte, after string, fn func(string) (bool, error)) error {
+	c := b.Cursor()
+	start := prefix
+	if after != "" {
+		start = append(append(append([]byte(nil), prefix...), after...), 0)
+	}
+	for k, _ := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		more, err := fn(string(k[len(prefix):]))
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// deletePrefix deletes every key under prefix.
+func deletePrefix(b *bolt.Bucket, prefix []byte) error {
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StaleInvitations returns up to limit invitations that expired before `before`, with
+// their apps.
+func (t *Tx) StaleInvitations(before time.Time, limit int) ([]*storagev1.GroupInvitationRecord, []string, error) {
+	var out []*storagev1.GroupInvitationRecord
+	var apps []string
+	c := t.b(bucketInvitations).Cursor()
+	for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
+		inv := &storagev1.GroupInvitationRecord{}
+		if err := proto.Unmarshal(v, inv); err != nil {
+			return nil, nil, err
+		}
+		if inv.GetExpiresAt().AsTime().Before(before) {
+			out = append(out, inv)
+			apps = append(apps, string(k[:bytes.IndexByte(k, 0)]))
+		}
+	}
+	return out, apps, nil
+}

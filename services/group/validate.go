@@ -1,0 +1,198 @@
+package group
+
+import (
+	"encoding/base64"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/ident"
+	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
+)
+
+// Limits on requests (group.proto states them).
+const (
+	MaxInitialMembers   = 1000
+	MaxAddMembers       = 1000
+	MaxKeysPerRequest   = 500
+	MaxSharesPerRequest = 500
+	DefaultPage         = 100
+	MaxPage             = 1000
+	DefaultMemberPage   = 10000
+	MaxMemberPage       = 10000
+	MaxCommitContent    = 1024
+	SignatureSize       = 64
+	CardIDSize          = 32
+	// The sizes of a WrappedEpochKey (envelope.proto): enc per suite, and the
+	// ciphertext of a 32-byte key with its 16-byte tag.
+	encSizeHybrid     = 1120
+	encSizeX25519     = 32
+	wrappedCipherSize = 48
+	MinInvitationTTL  = time.Minute
+	MaxInvitationTTL  = 30 * 24 * time.Hour
+	MinRotationPeriod = time.Minute
+	MaxRotationPeriod = 365 * 24 * time.Hour
+	MinMessageLimit   = 100
+)
+
+func validGroupID(id string) error { return ident.ValidGroup("group_id", id) }
+
+// validIdentities checks a list of user identities and returns it without duplicates,
+// in request order.
+func validIdentities(field string, ids []string, min, max int) ([]string, error) {
+	if len(ids) < min {
+		return nil, errs.Invalidf("%s is empty: name at least %d user identity", field, min)
+	}
+	seen := make(map[string]bool, len(ids))
+	out := make([]string, 0, len(ids))
+	for i, id := range ids {
+		if err := ident.ValidUser(field+"["+strconv.Itoa(i)+"]", id); err != nil {
+			return nil, err
+		}
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	if len(out) > max {
+		return nil, errs.Invalidf("%s names %d identities; at most %d per call", field, len(out), max)
+	}
+	return out, nil
+}
+
+func pageSize(n uint32, def, max int) (int, error) {
+	switch {
+	case n == 0:
+		return def, nil
+	case n > uint32(max):
+		return 0, errs.Invalidf("page_size %d is over the maximum %d", n, max)
+	}
+	return int(n), nil
+}
+
+// Page tokens are opaque to clients: URL-safe base64 of "v1|" and a position.
+func pageToken(parts ...string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("v1|" + strings.Join(parts, "|")))
+}
+
+// parsePageToken returns the n parts of a token (nil for an empty token).
+func parsePageToken(tok string, n int) ([]string, error) {
+	if tok == "" {
+		return nil, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	parts := strings.Split(string(b), "|")
+	if err != nil || len(parts) != n+1 || parts[0] != "v1" {
+		return nil, errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
+	}
+	return parts[1:], nil
+}
+
+func validMode(field string, m groupv1.EncryptionMode) error {
+	switch m {
+	case groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED, groupv1.EncryptionMode_ENCRYPTION_MODE_OPTIONAL, groupv1.EncryptionMode_ENCRYPTION_MODE_OFF:
+		return nil
+	case groupv1.EncryptionMode_ENCRYPTION_MODE_UNSPECIFIED:
+		return errs.Invalidf("%s is unspecified: choose REQUIRED, OPTIONAL or OFF", field)
+	}
+	return errs.Invalidf("%s %d is not an encryption mode", field, m)
+}
+
+func validVisibility(field string, v groupv1.HistoryVisibility) error {
+	switch v {
+	case groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN, groupv1.HistoryVisibility_HISTORY_VISIBILITY_SHARED:
+		return nil
+	case groupv1.HistoryVisibility_HISTORY_VISIBILITY_UNSPECIFIED:
+		return errs.Invalidf("%s is unspecified: choose SINCE_JOIN or SHARED", field)
+	}
+	return errs.Invalidf("%s %d is not a history visibility", field, v)
+}
+
+// validRotationPolicy checks a policy and returns its period (0 for none).
+func validRotationPolicy(p *groupv1.RotationPolicy) (time.Duration, error) {
+	var period time.Duration
+	if d := p.GetPeriod(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return 0, errs.Invalidf("rotation_policy.period is not a valid duration: %v", err)
+		}
+		period = d.AsDuration()
+		if period != 0 && (period < MinRotationPeriod || period > MaxRotationPeriod) {
+			return 0, errs.Invalidf("rotation_policy.period %s is out of range: 0 for none, otherwise %s to %s", period, MinRotationPeriod, MaxRotationPeriod)
+		}
+	}
+	if n := p.GetMaxMessagesPerEpoch(); n != 0 && n < MinMessageLimit {
+		return 0, errs.Invalidf("rotation_policy.max_messages_per_epoch %d is too low: 0 for no limit, otherwise at least %d", n, MinMessageLimit)
+	}
+	return period, nil
+}
+
+func durationOrNil(d time.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+// validWrappedKey checks the shape of a wrapped key; the suite is checked against the
+// recipient card at commit time.
+func validWrappedKey(field string, k *envelopev1.WrappedEpochKey) error {
+	switch {
+	case k == nil:
+		return errs.Invalidf("%s is missing", field)
+	case len(k.GetRecipientCardId()) != CardIDSize:
+		return errs.Invalidf("%s.recipient_card_id is %d bytes; a card id is %d", field, len(k.GetRecipientCardId()), CardIDSize)
+	case len(k.GetEnc()) != encSizeHybrid && len(k.GetEnc()) != encSizeX25519:
+		return errs.Invalidf("%s.enc is %d bytes; an HPKE encapsulated key is %d (SUITE_MLKEM768_X25519) or %d (SUITE_X25519)", field, len(k.GetEnc()), encSizeHybrid, encSizeX25519)
+	case len(k.GetCiphertext()) != wrappedCipherSize:
+		return errs.Invalidf("%s.ciphertext is %d bytes; a wrapped 32-byte key is %d", field, len(k.GetCiphertext()), wrappedCipherSize)
+	}
+	return nil
+}
+
+// encSize is the encapsulated key size of a suite, 0 for an unknown one.
+func encSize(s envelopev1.Suite) int {
+	switch s {
+	case envelopev1.Suite_SUITE_MLKEM768_X25519:
+		return encSizeHybrid
+	case envelopev1.Suite_SUITE_X25519:
+		return encSizeX25519
+	}
+	return 0
+}
+
+// validMemberKeys checks a list of wrapped keys, each identity at most once.
+func validMemberKeys(field string, keys []*groupv1.MemberKey, min, max int) error {
+	if len(keys) < min {
+		return errs.Invalidf("%s is empty: send 1 to %d wrapped keys", field, max)
+	}
+	if len(keys) > max {
+		return errs.Invalidf("%s holds %d keys; at most %d per request (stage larger commits with StageEpochKeys)", field, len(keys), max)
+	}
+	seen := make(map[string]bool, len(keys))
+	for i, k := range keys {
+		f := field + "[" + strconv.Itoa(i) + "]"
+		if err := ident.ValidUser(f+".identity", k.GetIdentity()); err != nil {
+			return err
+		}
+		if seen[k.GetIdentity()] {
+			return errs.Invalidf("%s.identity %s appears twice: one key per member", f, k.GetIdentity())
+		}
+		seen[k.GetIdentity()] = true
+		if err := validWrappedKey(f+".wrapped_key", k.GetWrappedKey()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validUploadID checks an upload id (26 lower-case base32 characters).
+func validUploadID(id string) error {
+	if len(id) != uploadIDLen || !ident.IsBase32(id) {
+		return errs.Invalidf("upload_id %q is malformed: pass the upload_id StageEpochKeys returned", id)
+	}
+	return nil
+}
