@@ -67,6 +67,8 @@ type Config struct {
 	ClockSkew time.Duration
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// DialOptions are added to the connection's own (extra interceptors, for example).
+	DialOptions []grpc.DialOption
 }
 
 // Client is one user's view of Umbra.
@@ -105,7 +107,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.Now = time.Now
 	}
 	t := &tokens{fetch: cfg.Token, now: cfg.Now}
-	conn, err := grpcclient.Dial(grpcclient.Config{Addr: cfg.Addr, TLS: cfg.TLS, Insecure: cfg.Insecure}, t.interceptors()...)
+	conn, err := grpcclient.Dial(grpcclient.Config{Addr: cfg.Addr, TLS: cfg.TLS, Insecure: cfg.Insecure}, append(t.interceptors(), cfg.DialOptions...)...)
 	if err != nil {
 		return nil, err
 	}
