@@ -1,0 +1,230 @@
+package backup_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudflare/circl/oprf"
+	"github.com/cloudflare/circl/zk/dleq"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+	"github.com/umbra-e2ee/umbra/pkg/node"
+	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
+	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+	"github.com/umbra-e2ee/umbra/services/backup"
+)
+
+// nodeClient is one identity's view of a whole Umbra started by nodetest.
+type nodeClient struct {
+	identity string
+	ctx      context.Context
+	backup   backupv1.BackupServiceClient
+	msg      messagingv1.MessagingServiceClient
+}
+
+func newNodeClient(t *testing.T, n *nodetest.Node, a *nodetest.App, uid string) nodeClient {
+	t.Helper()
+	id := a.User(t, uid)
+	return nodeClient{
+		identity: id,
+		ctx:      metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+a.Token(t, id)),
+		backup:   backupv1.NewBackupServiceClient(n.Conn()),
+		msg:      messagingv1.NewMessagingServiceClient(n.Conn()),
+	}
+}
+
+// evaluate runs the client side of one OPRF evaluation with circl and returns the
+// response and the auth key a client would derive from the output (the Argon2id and
+// HKDF steps stand in for a hash: the service never sees them).
+func (c nodeClient) evaluate(t *testing.T, purpose backupv1.EvaluationPurpose, secret string) (*backupv1.EvaluateResponse, []byte, error) {
+	t.Helper()
+	stand, err := oprf.GenerateKey(oprf.SuiteRistretto255, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fin, req, err := oprf.NewVerifiableClient(oprf.SuiteRistretto255, stand.Public()).Blind([][]byte{[]byte(c.identity + "\x00" + secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	el, _ := req.Elements[0].MarshalBinaryCompress()
+	resp, err := c.backup.Evaluate(c.ctx, &backupv1.EvaluateRequest{Slot: backupv1.BackupSlot_BACKUP_SLOT_PASSWORD, Purpose: purpose, BlindedElement: el})
+	if err != nil {
+		return nil, nil, err
+	}
+	g := oprf.SuiteRistretto255.Group()
+	pk := new(oprf.PublicKey)
+	ev := g.NewElement()
+	proof := new(dleq.Proof)
+	if err := pk.UnmarshalBinary(oprf.SuiteRistretto255, resp.GetPublicKey()); err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.UnmarshalBinary(resp.GetEvaluatedElement()); err != nil {
+		t.Fatal(err)
+	}
+	if err := proof.UnmarshalBinary(g, resp.GetProof()); err != nil {
+		t.Fatal(err)
+	}
+	outs, err := oprf.NewVerifiableClient(oprf.SuiteRistretto255, pk).Finalize(fin, &oprf.Evaluation{Elements: []oprf.Evaluated{ev}, Proof: proof})
+	if err != nil {
+		t.Fatalf("finalize: %v", err)
+	}
+	key := sha256.Sum256(outs[0])
+	return resp, key[:], nil
+}
+
+func (c nodeClient) put(t *testing.T, secret string, expected uint64) uint64 {
+	t.Helper()
+	ev, key, err := c.evaluate(t, backupv1.EvaluationPurpose_EVALUATION_PURPOSE_BACKUP, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(key)
+	resp, err := c.backup.PutBackup(c.ctx, &backupv1.PutBackupRequest{
+		Slot: backupv1.BackupSlot_BACKUP_SLOT_PASSWORD,
+		Record: &backupv1.BackupRecord{
+			Ciphertext: []byte("ciphertext of " + secret + ", tag appended"), Nonce: make([]byte, 12),
+			Aead: backupv1.BackupAead_BACKUP_AEAD_AES_256_GCM, AuthKeyHash: h[:],
+			Kdf: &backupv1.Argon2IdParams{Time: 1, MemoryKib: 64 << 10, Threads: 4, Salt: make([]byte, 32)},
+		},
+		ExpectedVersion: expected, OprfKeyVersion: ev.GetOprfKeyVersion(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetBackup().GetVersion()
+}
+
+func (c nodeClient) restore(t *testing.T, secret string) (*backupv1.RestoreResponse, error) {
+	t.Helper()
+	ev, key, err := c.evaluate(t, backupv1.EvaluationPurpose_EVALUATION_PURPOSE_RESTORE, secret)
+	if err != nil {
+		return nil, err
+	}
+	return c.backup.Restore(c.ctx, &backupv1.RestoreRequest{Slot: backupv1.BackupSlot_BACKUP_SLOT_PASSWORD, AuthKey: key, ExpectedVersion: ev.GetOprfKeyVersion()})
+}
+
+// TestNode: the backup service as `umbra dev` runs it: a backup and its restore, a
+// change of password, another identity that sees nothing, and wrong passwords until
+// the slot is erased, which the owner hears of in its messaging stream.
+func TestNode(t *testing.T) {
+	n := nodetest.Start(t)
+	a := n.NewApp(t)
+	alice, bob := newNodeClient(t, n, a, "alice"), newNodeClient(t, n, a, "bob")
+
+	if v := alice.put(t, "first password", 0); v != 1 {
+		t.Fatalf("version %d", v)
+	}
+	resp, err := alice.restore(t, "first password")
+	if err != nil || !bytes.Equal(resp.GetCiphertext(), []byte("ciphertext of first password, tag appended")) {
+		t.Fatalf("restore: %v, %v", resp, err)
+	}
+	if v := alice.put(t, "second password", resp.GetVersion()); v != 2 {
+		t.Fatalf("version %d after the change of password", v)
+	}
+
+	infos, err := bob.backup.GetBackupInfo(bob.ctx, &backupv1.GetBackupInfoRequest{})
+	if err != nil || len(infos.GetBackups()) != 0 {
+		t.Fatalf("bob sees %v, %v", infos, err)
+	}
+	if _, err := bob.restore(t, "second password"); status.Code(err) != codes.NotFound {
+		t.Fatalf("bob's restore: %v", err)
+	}
+
+	sctx, cancel := context.WithCancel(alice.ctx)
+	defer cancel()
+	stream, err := alice.msg.Subscribe(sctx, &messagingv1.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for left := backup.DefaultMaxAttempts - 1; left >= 0; left-- {
+		_, err := alice.restore(t, fmt.Sprintf("guess %d", left))
+		st, _ := status.FromError(err)
+		want := fmt.Sprintf("%d attempt", left)
+		if left == 0 {
+			want = "was erased"
+		}
+		if st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), want) {
+			t.Fatalf("wrong password with %d left: %v", left, err)
+		}
+	}
+	items := make(chan *messagingv1.SubscribeResponse, 16)
+	go func() {
+		for {
+			it, err := stream.Recv()
+			if err != nil {
+				close(items)
+				return
+			}
+			items <- it
+		}
+	}()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case it, ok := <-items:
+			if !ok {
+				t.Fatal("the stream ended before the event")
+			}
+			ev := it.GetEvent()
+			if ev == nil {
+				continue
+			}
+			var be backupv1.BackupEvent
+			if ev.GetType() != "umbra.backup.v1.BackupEvent" || proto.Unmarshal(ev.GetPayload(), &be) != nil {
+				t.Fatalf("event %v", ev)
+			}
+			if be.GetKind() != backupv1.BackupEventKind_BACKUP_EVENT_KIND_ERASED || be.GetVersion() != 2 || be.GetSlot() != backupv1.BackupSlot_BACKUP_SLOT_PASSWORD {
+				t.Fatalf("backup event %v", &be)
+			}
+			if _, err := alice.restore(t, "second password"); status.Code(err) != codes.NotFound {
+				t.Fatalf("restore after the erasure: %v", err)
+			}
+			return
+		case <-timeout:
+			t.Fatal("no BackupEvent in alice's stream within 15 s")
+		}
+	}
+}
+
+// TestNodeRefusesBadSecret: a process that hosts the backup role refuses to start
+// without a server secret of at least 32 bytes, and says so.
+func TestNodeRefusesBadSecret(t *testing.T) {
+	for _, tc := range []struct {
+		name, secret, msg string
+	}{
+		{"missing", "", "no server secret"},
+		{"short", "0123456789", "the server secret is 10 bytes; at least 32 are required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err := node.Run(ctx, node.Config{
+				Roles:           gateway.Services(),
+				DataDir:         t.TempDir(),
+				GRPC:            grpcserver.Config{Addr: "127.0.0.1:0"},
+				AdminCredential: nodetest.Admin,
+				ServiceToken:    nodetest.ServiceToken,
+				Backup:          backup.Config{Secret: []byte(tc.secret)},
+				Ready: func(context.Context, node.Addrs) error {
+					return fmt.Errorf("the node started")
+				},
+			}, zaptest.NewLogger(t))
+			if err == nil || !strings.Contains(err.Error(), "start backup") || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("got %v; want a refusal with %q", err, tc.msg)
+			}
+		})
+	}
+}
