@@ -2,9 +2,7 @@ package group
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"net"
 	"path/filepath"
 	"strings"
@@ -360,25 +358,14 @@ func commitFor(t testing.TB, group string, from uint64, prev []byte, signer *use
 	return signCommit(t, group, from, prev, signer, wks), keys
 }
 
-// signCommit signs the commit content over wks.
+// signCommit signs the commit content over wks, as the SDK does.
 func signCommit(t testing.TB, group string, from uint64, prev []byte, signer *user, wks []*envelopev1.WrappedEpochKey) *envelopev1.SignedEpochCommit {
 	t.Helper()
-	commitment := sha256.Sum256([]byte("key commitment of " + group))
-	content, err := proto.MarshalOptions{Deterministic: true}.Marshal(&envelopev1.EpochCommitContent{
-		Version:              1,
-		GroupId:              group,
-		Epoch:                from + 1,
-		SignerCardId:         signer.cardID,
-		KeyCommitment:        commitment[:],
-		WrappedKeysDigest:    WrappedKeysDigest(wks),
-		WrappedKeyCount:      uint32(len(wks)),
-		PreviousCommitHash:   prev,
-		CreatedAtUnixSeconds: time.Now().Unix(),
-	})
+	c, err := e2ee.SignEpochCommit(signer.keys, signer.cardID, group, from+1, e2ee.NewEpochKey(), wks, prev, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &envelopev1.SignedEpochCommit{Content: content, Signature: ed25519.Sign(signer.keys.Signing, CommitSignedBytes(content))}
+	return c
 }
 
 // commit commits the next epoch of group by signer for recipients and fails the test

@@ -3,30 +3,24 @@ package group
 import (
 	"bytes"
 	"context"
+	"errors"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/binary"
 	"slices"
 	"strconv"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
-)
-
-// The domain-separation labels the service checks (envelope.proto).
-const (
-	labelEpochRecipients      = "umbra/v1/epoch-recipients"
-	labelEpochCommitSignature = "umbra/v1/epoch-commit-signature"
 )
 
 // maxMismatchList bounds each list of a CommitMismatch.
@@ -240,8 +234,10 @@ func openUpload(tx *Tx, app, group, owner, id string, from uint64, now time.Time
 	return up, nil
 }
 
-// parseCommitContent parses and checks the signed content of a commit from `from`.
-func parseCommitContent(group string, from uint64, c *envelopev1.SignedEpochCommit) (*envelopev1.EpochCommitContent, error) {
+// parseCommitContent parses and checks the signed content of a commit from `from`
+// (pkg/e2ee holds the wire format); the signature is verified once the signer's card
+// is known.
+func parseCommitContent(group string, from uint64, c *envelopev1.SignedEpochCommit) (*e2ee.EpochCommit, error) {
 	switch {
 	case c == nil:
 		return nil, errs.Invalidf("commit is missing: send the signed EpochCommitContent")
@@ -252,59 +248,29 @@ func parseCommitContent(group string, from uint64, c *envelopev1.SignedEpochComm
 	case len(c.GetSignature()) != SignatureSize:
 		return nil, errs.Invalidf("commit.signature is %d bytes; an Ed25519 signature is %d", len(c.GetSignature()), SignatureSize)
 	}
-	content := &envelopev1.EpochCommitContent{}
-	if err := proto.Unmarshal(c.GetContent(), content); err != nil {
-		return nil, errs.Invalidf("commit.content does not parse as an EpochCommitContent: %v", err)
-	}
-	if len(content.ProtoReflect().GetUnknown()) > 0 {
-		return nil, errs.Invalidf("commit.content has unknown fields: encode exactly the EpochCommitContent fields")
-	}
-	if canon, err := (proto.MarshalOptions{Deterministic: true}).Marshal(content); err != nil || !bytes.Equal(canon, c.GetContent()) {
-		return nil, errs.Invalidf("commit.content is not in deterministic encoding (fields in number order, defaults omitted)")
+	content, err := e2ee.ParseEpochCommit(c)
+	if err != nil {
+		return nil, refused("commit", err)
 	}
 	switch {
-	case content.GetVersion() != 1:
-		return nil, errs.Invalidf("commit.content version %d is not supported; want 1", content.GetVersion())
-	case content.GetGroupId() != group:
-		return nil, errs.Invalidf("commit.content names group %q, not %s", content.GetGroupId(), group)
-	case content.GetEpoch() != from+1:
-		return nil, errs.Invalidf("commit.content creates epoch %d; a commit from epoch %d creates epoch %d", content.GetEpoch(), from, from+1)
-	case len(content.GetSignerCardId()) != CardIDSize:
-		return nil, errs.Invalidf("commit.content signer_card_id is %d bytes; a card id is %d", len(content.GetSignerCardId()), CardIDSize)
-	case len(content.GetKeyCommitment()) != sha256.Size:
-		return nil, errs.Invalidf("commit.content key_commitment is %d bytes; want %d", len(content.GetKeyCommitment()), sha256.Size)
-	case len(content.GetWrappedKeysDigest()) != sha256.Size:
-		return nil, errs.Invalidf("commit.content wrapped_keys_digest is %d bytes; want %d", len(content.GetWrappedKeysDigest()), sha256.Size)
-	case from == 0 && len(content.GetPreviousCommitHash()) != 0:
-		return nil, errs.Invalidf("commit.content previous_commit_hash must be empty for epoch 1")
-	case from > 0 && len(content.GetPreviousCommitHash()) != sha256.Size:
-		return nil, errs.Invalidf("commit.content previous_commit_hash is %d bytes; want %d (SHA-256 of epoch %d's commit content)", len(content.GetPreviousCommitHash()), sha256.Size, from)
+	case content.GroupID != group:
+		return nil, errs.Invalidf("commit.content names group %q, not %s", content.GroupID, group)
+	case content.Epoch != from+1:
+		return nil, errs.Invalidf("commit.content creates epoch %d; a commit from epoch %d creates epoch %d", content.Epoch, from, from+1)
 	}
 	return content, nil
 }
 
-// WrappedKeysDigest is the digest of a commit's wrapped keys (envelope.proto,
-// EpochCommitContent.wrapped_keys_digest).
-func WrappedKeysDigest(keys []*envelopev1.WrappedEpochKey) []byte {
-	sorted := slices.Clone(keys)
-	slices.SortFunc(sorted, func(a, b *envelopev1.WrappedEpochKey) int { return bytes.Compare(a.GetRecipientCardId(), b.GetRecipientCardId()) })
-	h := sha256.New()
-	h.Write(append([]byte(labelEpochRecipients), 0))
-	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(sorted))))
-	for _, k := range sorted {
-		e := sha256.New()
-		e.Write(binary.BigEndian.AppendUint16(nil, uint16(len(k.GetEnc()))))
-		e.Write(k.GetEnc())
-		e.Write(k.GetCiphertext())
-		h.Write(k.GetRecipientCardId())
-		h.Write(e.Sum(nil))
+// refused turns a pkg/e2ee failure into INVALID_ARGUMENT, keeping its message.
+func refused(what string, err error) error {
+	var e *e2ee.Error
+	if !errors.As(err, &e) {
+		return err
 	}
-	return h.Sum(nil)
-}
-
-// CommitSignedBytes is what a commit's signature covers.
-func CommitSignedBytes(content []byte) []byte {
-	return append(append([]byte(labelEpochCommitSignature), 0), content...)
+	if errors.Is(err, e2ee.ErrTooLarge) {
+		return errs.TooLargef("%s refused: %s", what, e.Msg)
+	}
+	return errs.Invalidf("%s refused (%s): %s", what, e.Kind, e.Msg)
 }
 
 // activeCards asks the card service for the active cards of ids.
@@ -430,8 +396,8 @@ func (s *Server) readCommitInput(app, identity string, req *groupv1.CommitEpochR
 
 // checkCommit checks the commit against the previous epoch, the caller's card and the
 // members' active cards.
-func (s *Server) checkCommit(ctx context.Context, app, identity string, req *groupv1.CommitEpochRequest, content *envelopev1.EpochCommitContent, in *commitInput) error {
-	if !bytes.Equal(content.GetPreviousCommitHash(), in.group.GetCommitHash()) {
+func (s *Server) checkCommit(ctx context.Context, app, identity string, req *groupv1.CommitEpochRequest, content *e2ee.EpochCommit, in *commitInput) error {
+	if !bytes.Equal(content.PreviousCommitHash, in.group.GetCommitHash()) {
 		return errs.Invalidf("commit.content previous_commit_hash does not name epoch %d's commit", req.GetFromEpoch())
 	}
 	cards, err := s.activeCards(ctx, app, in.members)
@@ -439,11 +405,12 @@ func (s *Server) checkCommit(ctx context.Context, app, identity string, req *gro
 		return err
 	}
 	signer := cards[identity]
-	if signer == nil || !bytes.Equal(signer.GetCardId(), content.GetSignerCardId()) {
+	if signer == nil || !bytes.Equal(signer.GetCardId(), content.SignerCardID) {
 		return errs.Invalidf("commit.content signer_card_id is not the caller's active card: sign with your current card")
 	}
-	if len(signer.GetSigningPublicKey()) != ed25519.PublicKeySize || !ed25519.Verify(signer.GetSigningPublicKey(), CommitSignedBytes(req.GetCommit().GetContent()), req.GetCommit().GetSignature()) {
-		return errs.Invalidf("commit.signature does not verify with the signer card's key")
+	signerCard := &e2ee.Card{ID: signer.GetCardId(), SigningKey: ed25519.PublicKey(signer.GetSigningPublicKey()), Suite: signer.GetSuite(), Identity: identity}
+	if _, err := e2ee.VerifyEpochCommit(req.GetCommit(), req.GetGroupId(), content.Epoch, signerCard); err != nil {
+		return refused("commit", err)
 	}
 	mismatch := &groupv1.CommitMismatch{}
 	add := func(list *[]string, id string) {
@@ -486,11 +453,11 @@ func (s *Server) checkCommit(ctx context.Context, app, identity string, req *gro
 		}
 		wrapped = append(wrapped, k)
 	}
-	if content.GetWrappedKeyCount() != uint32(len(wrapped)) {
-		return errs.Invalidf("commit.content wrapped_key_count is %d but the commit carries %d keys", content.GetWrappedKeyCount(), len(wrapped))
+	if content.WrappedKeyCount != uint32(len(wrapped)) {
+		return errs.Invalidf("commit.content wrapped_key_count is %d but the commit carries %d keys", content.WrappedKeyCount, len(wrapped))
 	}
-	if !bytes.Equal(content.GetWrappedKeysDigest(), WrappedKeysDigest(wrapped)) {
-		return errs.Invalidf("commit.content wrapped_keys_digest does not match the wrapped keys")
+	if err := content.CheckWrappedKeys(wrapped); err != nil {
+		return errs.Invalidf("commit.content wrapped_keys_digest does not match the wrapped keys: %v", err)
 	}
 	return nil
 }
