@@ -84,6 +84,7 @@ type Client struct {
 	me         string         // the user's identity, once known
 	serviceKey map[string]ed25519.PublicKey
 	cardCache  map[string]*cardRecord // by card id
+	groups     groupStates            // epoch keys and members seen, per group (group.go)
 }
 
 // New connects to Umbra and opens the keystore if it exists.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 )
@@ -66,15 +67,24 @@ func (c *Client) Decrypt(ctx context.Context, data []byte, sender string) ([]byt
 	if card.Identity != sender {
 		return nil, fmt.Errorf("%w: the message is signed by a card of %s, not %s", e2ee.ErrWrongSender, card.Identity, sender)
 	}
-	skew := c.cfg.ClockSkew
-	written := info.CreatedAt
-	switch {
-	case written.Before(card.PublishedAt.Add(-skew)):
-		return nil, fmt.Errorf("%w: written %s, before the card was published", ErrCardNotValidThen, written)
-	case !card.SupersededAt.IsZero() && written.After(card.SupersededAt.Add(skew)):
-		return nil, fmt.Errorf("%w: written %s, after the card was superseded at %s", ErrCardNotValidThen, written, card.SupersededAt)
-	case !card.RevokedAt.IsZero() && written.After(card.RevokedAt.Add(skew)):
-		return nil, fmt.Errorf("%w: written %s, after the card was revoked at %s", ErrCardNotValidThen, written, card.RevokedAt)
+	if err := c.checkCardLifetime(card, info.CreatedAt); err != nil {
+		return nil, err
 	}
 	return e2ee.Decrypt(data, ks.KeyFor, card.Card)
+}
+
+// checkCardLifetime reports ErrCardNotValidThen unless card was the active card of
+// its identity at written, within the clock skew: not before it was published, not
+// after it was superseded or revoked.
+func (c *Client) checkCardLifetime(card *Card, written time.Time) error {
+	skew := c.cfg.ClockSkew
+	switch {
+	case written.Before(card.PublishedAt.Add(-skew)):
+		return fmt.Errorf("%w: written %s, before the card was published", ErrCardNotValidThen, written)
+	case !card.SupersededAt.IsZero() && written.After(card.SupersededAt.Add(skew)):
+		return fmt.Errorf("%w: written %s, after the card was superseded at %s", ErrCardNotValidThen, written, card.SupersededAt)
+	case !card.RevokedAt.IsZero() && written.After(card.RevokedAt.Add(skew)):
+		return fmt.Errorf("%w: written %s, after the card was revoked at %s", ErrCardNotValidThen, written, card.RevokedAt)
+	}
+	return nil
 }

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/umbra-e2ee/umbra/pkg/ident"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
@@ -68,11 +70,15 @@ func (c *Client) History(ctx context.Context, req *messagingv1.HistoryRequest) (
 	return messagingv1.NewMessagingServiceClient(c.conn).History(ctx, req)
 }
 
-// OpenMessage decrypts an ENCRYPTED direct message with the user's keys and checks it
-// against its sender; a PLAINTEXT message is returned as it is.
+// OpenMessage decrypts an ENCRYPTED message with the user's keys (a group's with its
+// epoch key, see Group.Decrypt) and checks it against its sender; a PLAINTEXT message
+// is returned as it is.
 func (c *Client) OpenMessage(ctx context.Context, m *messagingv1.Message) ([]byte, error) {
 	if m.GetHeader().GetKind() == messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT {
 		return m.GetEnvelope(), nil
+	}
+	if strings.HasPrefix(m.GetConversationId(), ident.GroupPrefix) {
+		return c.openGroupMessage(ctx, m)
 	}
 	return c.Decrypt(ctx, m.GetEnvelope(), m.GetSender())
 }
@@ -107,6 +113,7 @@ func (c *Client) Subscribe(ctx context.Context, opts SubscribeOptions, handle fu
 			if item, err = stream.Recv(); err != nil {
 				break
 			}
+			c.observeGroupEvent(item)
 			if herr := handle(item); herr != nil {
 				return herr
 			}

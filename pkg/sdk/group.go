@@ -1,0 +1,387 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
+)
+
+// Errors of groups besides the e2ee kinds (e2ee.ErrNotMember, e2ee.ErrWrongEpoch,
+// e2ee.ErrWrongGroup, e2ee.ErrBadSignature...) and gRPC statuses.
+var (
+	// ErrEncryptionOff: an encrypted message for a group whose encryption mode is OFF.
+	ErrEncryptionOff = errors.New("sdk: the group's encryption is off")
+	// ErrRotationFailed: the group needed a new epoch and none could be committed in
+	// a few attempts (members kept changing, or the commits kept losing races).
+	ErrRotationFailed = errors.New("sdk: could not commit a new epoch")
+)
+
+// Group is the user's handle on one group: its membership calls, and encrypting,
+// decrypting and sending its messages. Handles are cheap; the epoch keys and the
+// members seen are kept per Client, so every handle of a group shares them.
+type Group struct {
+	c  *Client
+	ID string
+}
+
+// CreateGroupOptions are the settings of a new group.
+type CreateGroupOptions struct {
+	// Members besides the creator, who becomes the owner: up to 1,000 identities.
+	Members []string
+	// EncryptionMode; zero means ENCRYPTION_MODE_REQUIRED.
+	EncryptionMode groupv1.EncryptionMode
+	// HistoryVisibility; zero means HISTORY_VISIBILITY_SINCE_JOIN.
+	HistoryVisibility groupv1.HistoryVisibility
+	// RotationPolicy; nil means the server's default.
+	RotationPolicy *groupv1.RotationPolicy
+}
+
+func (c *Client) groupClient() groupv1.GroupServiceClient {
+	return groupv1.NewGroupServiceClient(c.conn)
+}
+
+// Group returns a handle on groupID without asking the server anything.
+func (c *Client) Group(groupID string) *Group { return &Group{c: c, ID: groupID} }
+
+// CreateGroup creates groupID (a group identity the app resolved) with the user as its
+// owner. Unless encryption is OFF, its first encrypted message commits epoch 1.
+func (c *Client) CreateGroup(ctx context.Context, groupID string, opts CreateGroupOptions) (*Group, *groupv1.Group, error) {
+	if opts.EncryptionMode == 0 {
+		opts.EncryptionMode = groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED
+	}
+	if opts.HistoryVisibility == 0 {
+		opts.HistoryVisibility = groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN
+	}
+	resp, err := c.groupClient().CreateGroup(ctx, &groupv1.CreateGroupRequest{
+		GroupId:           groupID,
+		Members:           opts.Members,
+		EncryptionMode:    opts.EncryptionMode,
+		HistoryVisibility: opts.HistoryVisibility,
+		RotationPolicy:    opts.RotationPolicy,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	g := c.Group(groupID)
+	g.observe(resp.GetGroup())
+	return g, resp.GetGroup(), nil
+}
+
+// LoadGroup returns a handle on groupID and the group with its members, which the
+// user must be one of.
+func (c *Client) LoadGroup(ctx context.Context, groupID string) (*Group, *groupv1.Group, error) {
+	g := c.Group(groupID)
+	info, err := g.Info(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return g, info, nil
+}
+
+// Info returns the group with its members (and bans for admins and the owner).
+func (g *Group) Info(ctx context.Context) (*groupv1.Group, error) {
+	resp, err := g.c.groupClient().GetGroup(ctx, &groupv1.GetGroupRequest{GroupId: g.ID})
+	if err != nil {
+		return nil, err
+	}
+	g.observe(resp.GetGroup())
+	return resp.GetGroup(), nil
+}
+
+// observe records what a reply says about the group: its mode, epoch and members.
+func (g *Group) observe(info *groupv1.Group) {
+	if info == nil {
+		return
+	}
+	g.c.groups.update(g.ID, func(s *groupState) {
+		s.mode = info.GetEncryptionMode()
+		if info.GetEpoch() >= s.current {
+			s.current = info.GetEpoch()
+			s.rotationRequired = info.GetRotationRequired()
+		}
+		for _, m := range info.GetMembers() {
+			s.seen[m.GetIdentity()] = true
+		}
+	})
+}
+
+// MyGroups lists the groups the user is a member of, without their members.
+func (c *Client) MyGroups(ctx context.Context) ([]*groupv1.Group, error) {
+	var out []*groupv1.Group
+	token := ""
+	for {
+		resp, err := c.groupClient().ListMyGroups(ctx, &groupv1.ListMyGroupsRequest{PageToken: token})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, resp.GetGroups()...)
+		if token = resp.GetNextPageToken(); token == "" {
+			return out, nil
+		}
+	}
+}
+
+// Delete deletes the group. Owner only.
+func (g *Group) Delete(ctx context.Context) error {
+	_, err := g.c.groupClient().DeleteGroup(ctx, &groupv1.DeleteGroupRequest{GroupId: g.ID})
+	if err == nil {
+		g.c.groups.forget(g.ID)
+	}
+	return err
+}
+
+// Add adds identities as members; it returns those that became members. The next
+// encrypted message commits a new epoch that includes them.
+func (g *Group) Add(ctx context.Context, identities ...string) ([]string, error) {
+	resp, err := g.c.groupClient().AddMembers(ctx, &groupv1.AddMembersRequest{GroupId: g.ID, Identities: identities})
+	if err != nil {
+		return nil, err
+	}
+	g.observe(resp.GetGroup())
+	g.c.groups.update(g.ID, func(s *groupState) {
+		for _, id := range resp.GetAdded() {
+			s.seen[id] = true
+		}
+	})
+	return resp.GetAdded(), nil
+}
+
+// Remove removes (kicks) a member. The next encrypted message commits a new epoch
+// whose key the removed member does not get.
+func (g *Group) Remove(ctx context.Context, identity string) error {
+	resp, err := g.c.groupClient().RemoveMember(ctx, &groupv1.RemoveMemberRequest{GroupId: g.ID, Identity: identity})
+	if err != nil {
+		return err
+	}
+	g.observe(resp.GetGroup())
+	return nil
+}
+
+// Ban bans identity, removing it if it is a member; it reports whether it was one.
+func (g *Group) Ban(ctx context.Context, identity string) (removed bool, err error) {
+	resp, err := g.c.groupClient().BanMember(ctx, &groupv1.BanMemberRequest{GroupId: g.ID, Identity: identity})
+	if err != nil {
+		return false, err
+	}
+	g.observe(resp.GetGroup())
+	return resp.GetRemoved(), nil
+}
+
+// Unban lifts a ban; it does not make the identity a member again.
+func (g *Group) Unban(ctx context.Context, identity string) error {
+	_, err := g.c.groupClient().UnbanMember(ctx, &groupv1.UnbanMemberRequest{GroupId: g.ID, Identity: identity})
+	return err
+}
+
+// Leave removes the user from the group. An owner who leaves hands the group to the
+// longest-serving admin or member; the reply names the new owner, or says that the
+// group was deleted because the user was its last member.
+func (g *Group) Leave(ctx context.Context) (*groupv1.LeaveGroupResponse, error) {
+	resp, err := g.c.groupClient().LeaveGroup(ctx, &groupv1.LeaveGroupRequest{GroupId: g.ID})
+	if err != nil {
+		return nil, err
+	}
+	g.c.groups.forget(g.ID)
+	return resp, nil
+}
+
+// SetRole makes a member an admin or a plain member. Owner only.
+func (g *Group) SetRole(ctx context.Context, identity string, role groupv1.GroupRole) error {
+	_, err := g.c.groupClient().SetRole(ctx, &groupv1.SetRoleRequest{GroupId: g.ID, Identity: identity, Role: role})
+	return err
+}
+
+// TransferOwnership makes another member the owner; the user becomes an admin.
+func (g *Group) TransferOwnership(ctx context.Context, newOwner string) error {
+	resp, err := g.c.groupClient().TransferOwnership(ctx, &groupv1.TransferOwnershipRequest{GroupId: g.ID, NewOwner: newOwner})
+	if err != nil {
+		return err
+	}
+	g.observe(resp.GetGroup())
+	return nil
+}
+
+// RequestJoin asks to join groupID; an admin or the owner approves or declines.
+func (c *Client) RequestJoin(ctx context.Context, groupID string) (*groupv1.JoinRequest, error) {
+	resp, err := c.groupClient().RequestJoin(ctx, &groupv1.RequestJoinRequest{GroupId: groupID})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetJoinRequest(), nil
+}
+
+// ApproveJoin accepts identity's pending join request.
+func (g *Group) ApproveJoin(ctx context.Context, identity string) error {
+	if _, err := g.c.groupClient().ApproveJoinRequest(ctx, &groupv1.ApproveJoinRequestRequest{GroupId: g.ID, Identity: identity}); err != nil {
+		return err
+	}
+	g.c.groups.update(g.ID, func(s *groupState) { s.seen[identity] = true; s.rotationRequired = true })
+	return nil
+}
+
+// DeclineJoin refuses identity's pending join request.
+func (g *Group) DeclineJoin(ctx context.Context, identity string) error {
+	_, err := g.c.groupClient().DeclineJoinRequest(ctx, &groupv1.DeclineJoinRequestRequest{GroupId: g.ID, Identity: identity})
+	return err
+}
+
+// JoinRequests lists the pending join requests, oldest first.
+func (g *Group) JoinRequests(ctx context.Context) ([]*groupv1.JoinRequest, error) {
+	var out []*groupv1.JoinRequest
+	token := ""
+	for {
+		resp, err := g.c.groupClient().ListJoinRequests(ctx, &groupv1.ListJoinRequestsRequest{GroupId: g.ID, PageToken: token})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, resp.GetJoinRequests()...)
+		if token = resp.GetNextPageToken(); token == "" {
+			return out, nil
+		}
+	}
+}
+
+// Invite invites identity; it joins when it accepts. ttl 0 means the server's default
+// (7 days).
+func (g *Group) Invite(ctx context.Context, identity string, ttl time.Duration) (*groupv1.Invitation, error) {
+	req := &groupv1.InviteMemberRequest{GroupId: g.ID, Identity: identity}
+	if ttl > 0 {
+		req.Ttl = durationpb.New(ttl)
+	}
+	resp, err := g.c.groupClient().InviteMember(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetInvitation(), nil
+}
+
+// AcceptInvitation accepts the user's pending invitation to groupID and returns the
+// group's handle.
+func (c *Client) AcceptInvitation(ctx context.Context, groupID string) (*Group, error) {
+	resp, err := c.groupClient().AcceptInvitation(ctx, &groupv1.AcceptInvitationRequest{GroupId: groupID})
+	if err != nil {
+		return nil, err
+	}
+	g := c.Group(groupID)
+	c.groups.update(groupID, func(s *groupState) { s.seen[resp.GetMember().GetIdentity()] = true; s.rotationRequired = true })
+	return g, nil
+}
+
+// DeclineInvitation declines the user's pending invitation to groupID.
+func (c *Client) DeclineInvitation(ctx context.Context, groupID string) error {
+	_, err := c.groupClient().DeclineInvitation(ctx, &groupv1.DeclineInvitationRequest{GroupId: groupID})
+	return err
+}
+
+// Invitations lists the user's pending invitations, newest first.
+func (c *Client) Invitations(ctx context.Context) ([]*groupv1.Invitation, error) {
+	var out []*groupv1.Invitation
+	token := ""
+	for {
+		resp, err := c.groupClient().ListMyInvitations(ctx, &groupv1.ListMyInvitationsRequest{PageToken: token})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, resp.GetInvitations()...)
+		if token = resp.GetNextPageToken(); token == "" {
+			return out, nil
+		}
+	}
+}
+
+// SetEncryptionMode sets whether the group's messages must, may or may not be
+// encrypted. Switching encryption on makes the next encrypted message commit a new
+// epoch. Owner only.
+func (g *Group) SetEncryptionMode(ctx context.Context, mode groupv1.EncryptionMode) error {
+	resp, err := g.c.groupClient().SetEncryptionMode(ctx, &groupv1.SetEncryptionModeRequest{GroupId: g.ID, EncryptionMode: mode})
+	if err != nil {
+		return err
+	}
+	g.observe(resp.GetGroup())
+	return nil
+}
+
+// SetRotationPolicy sets when the group's key must rotate besides membership and card
+// changes. Owner only.
+func (g *Group) SetRotationPolicy(ctx context.Context, policy *groupv1.RotationPolicy) error {
+	resp, err := g.c.groupClient().SetRotationPolicy(ctx, &groupv1.SetRotationPolicyRequest{GroupId: g.ID, RotationPolicy: policy})
+	if err != nil {
+		return err
+	}
+	g.observe(resp.GetGroup())
+	return nil
+}
+
+// SetHistoryVisibility sets which epoch keys, and so which history, members can read.
+// Owner only.
+func (g *Group) SetHistoryVisibility(ctx context.Context, v groupv1.HistoryVisibility) error {
+	resp, err := g.c.groupClient().SetHistoryVisibility(ctx, &groupv1.SetHistoryVisibilityRequest{GroupId: g.ID, HistoryVisibility: v})
+	if err != nil {
+		return err
+	}
+	g.observe(resp.GetGroup())
+	return nil
+}
+
+// groupStates is what a Client knows about its groups: the epoch keys it opened, the
+// commit hashes that chain the epochs, and the identities it has seen as members. Its
+// zero value is ready to use.
+type groupStates struct {
+	mu     sync.Mutex
+	groups map[string]*groupState
+}
+
+type groupState struct {
+	// keys and commitHashes by epoch.
+	keys         map[uint64][]byte
+	commitHashes map[uint64][]byte
+	// current is the latest epoch this client knows of; rotationRequired whether the
+	// server said it must be replaced.
+	current          uint64
+	rotationRequired bool
+	mode             groupv1.EncryptionMode
+	// seen holds every identity this client has seen as a member, current or not: a
+	// commit or message they signed while members stays acceptable after they leave.
+	seen map[string]bool
+}
+
+// update runs f on groupID's state under the lock.
+func (gs *groupStates) update(groupID string, f func(*groupState)) {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if gs.groups == nil {
+		gs.groups = map[string]*groupState{}
+	}
+	s, ok := gs.groups[groupID]
+	if !ok {
+		s = &groupState{keys: map[uint64][]byte{}, commitHashes: map[uint64][]byte{}, seen: map[string]bool{}}
+		gs.groups[groupID] = s
+	}
+	f(s)
+}
+
+// forget drops the keys of a group the user left or deleted.
+func (gs *groupStates) forget(groupID string) {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	delete(gs.groups, groupID)
+}
+
+// wasMember reports whether the client has seen identity as a member of groupID.
+func (gs *groupStates) wasMember(groupID, identity string) bool {
+	var ok bool
+	gs.update(groupID, func(s *groupState) { ok = s.seen[identity] })
+	return ok
+}
+
+// key returns the client's key of an epoch, or nil.
+func (gs *groupStates) key(groupID string, epoch uint64) []byte {
+	var k []byte
+	gs.update(groupID, func(s *groupState) { k = s.keys[epoch] })
+	return k
+}

@@ -1,0 +1,355 @@
+package sdk
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+)
+
+// Limits of the epoch calls.
+const (
+	// commitChunk is the most wrapped keys one StageEpochKeys or CommitEpoch carries.
+	commitChunk = 500
+	// rotationAttempts bounds how often a rotation refetches the members and their
+	// cards after the service found them changed (CommitMismatch).
+	rotationAttempts = 4
+)
+
+// statusDetail returns the first detail of type T in err's gRPC status, or nil.
+func statusDetail[T proto.Message](err error) T {
+	var zero T
+	st, ok := status.FromError(err)
+	if !ok {
+		return zero
+	}
+	for _, d := range st.Details() {
+		if t, ok := d.(T); ok {
+			return t
+		}
+	}
+	return zero
+}
+
+// Rotate commits a new epoch now: a fresh key wrapped to the active card of every
+// member. The SDK rotates by itself whenever the service requires it; Rotate is for a
+// client that wants a new key sooner. A lost race to another member's commit is not an
+// error: the winner's key is loaded instead.
+func (g *Group) Rotate(ctx context.Context) error {
+	st, err := g.c.groupClient().GetEpochState(ctx, &groupv1.GetEpochStateRequest{GroupId: g.ID})
+	if err != nil {
+		return err
+	}
+	if st.GetEncryptionMode() == groupv1.EncryptionMode_ENCRYPTION_MODE_OFF {
+		return ErrEncryptionOff
+	}
+	return g.commitFrom(ctx, st.GetEpoch(), st.GetCommit().GetCommitHash())
+}
+
+// currentKey returns the group's current epoch and its key, committing a new epoch
+// first if the group has none or the service requires one, and fetching the key if
+// this client does not hold it.
+func (g *Group) currentKey(ctx context.Context) (uint64, []byte, error) {
+	var epoch uint64
+	var key []byte
+	var stale bool
+	g.c.groups.update(g.ID, func(s *groupState) {
+		epoch, key, stale = s.current, s.keys[s.current], s.rotationRequired
+	})
+	if epoch > 0 && key != nil && !stale {
+		return epoch, key, nil
+	}
+	st, err := g.c.groupClient().GetEpochState(ctx, &groupv1.GetEpochStateRequest{GroupId: g.ID})
+	if err != nil {
+		return 0, nil, err
+	}
+	g.c.groups.update(g.ID, func(s *groupState) {
+		s.mode = st.GetEncryptionMode()
+		s.current, s.rotationRequired = st.GetEpoch(), st.GetRotationRequired()
+	})
+	if st.GetEncryptionMode() == groupv1.EncryptionMode_ENCRYPTION_MODE_OFF {
+		return 0, nil, ErrEncryptionOff
+	}
+	if st.GetEpoch() == 0 || st.GetRotationRequired() {
+		if err := g.commitFrom(ctx, st.GetEpoch(), st.GetCommit().GetCommitHash()); err != nil {
+			return 0, nil, err
+		}
+	}
+	// After our commit, or a winner's that commitFrom loaded, or no rotation at all.
+	g.c.groups.update(g.ID, func(s *groupState) { epoch, key = s.current, s.keys[s.current] })
+	if key == nil {
+		if key, err = g.epochKey(ctx, epoch); err != nil {
+			return 0, nil, err
+		}
+	}
+	return epoch, key, nil
+}
+
+// commitFrom commits epoch from+1, whose predecessor's commit hash is previous (empty
+// for epoch 1). It refetches the members and their cards when the service says they
+// changed meanwhile; if another member's commit wins the race, it loads that one's key.
+func (g *Group) commitFrom(ctx context.Context, from uint64, previous []byte) error {
+	_, kp, myCard, err := g.c.current()
+	if err != nil {
+		return err
+	}
+	me, err := g.c.Identity(ctx)
+	if err != nil {
+		return err
+	}
+	var lastErr error
+	for range rotationAttempts {
+		info, err := g.Info(ctx)
+		if err != nil {
+			return err
+		}
+		identities := make([]string, 0, len(info.GetMembers()))
+		for _, m := range info.GetMembers() {
+			identities = append(identities, m.GetIdentity())
+		}
+		found, err := g.c.FindCards(ctx, identities...)
+		if err != nil {
+			return err
+		}
+		if mine, ok := found[me]; !ok || !sameID(mine.ID, myCard) {
+			return fmt.Errorf("sdk: this device's keys are not %s's active card (another device rotated them?): restore the keys from a backup", me)
+		}
+		// Members without an active card get no key; the service does not count them.
+		var cards []*e2ee.Card
+		var owners []string
+		for _, id := range identities {
+			if card, ok := found[id]; ok {
+				cards = append(cards, card.Card)
+				owners = append(owners, id)
+			}
+		}
+		ep, err := e2ee.NewEpoch(kp, myCard, g.ID, from+1, previous, cards, g.c.cfg.Now())
+		if err != nil {
+			return err
+		}
+		keys := make([]*groupv1.MemberKey, len(ep.WrappedKeys))
+		for i, w := range ep.WrappedKeys {
+			keys[i] = &groupv1.MemberKey{Identity: owners[i], WrappedKey: w}
+		}
+		err = g.commit(ctx, from, ep.Commit, keys)
+		switch {
+		case err == nil:
+			g.c.groups.update(g.ID, func(s *groupState) {
+				s.keys[ep.Number] = ep.Key
+				s.commitHashes[ep.Number] = ep.CommitHash
+				if ep.Number >= s.current {
+					s.current, s.rotationRequired = ep.Number, false
+				}
+			})
+			return nil
+		case statusDetail[*groupv1.EpochConflict](err) != nil:
+			conflict := statusDetail[*groupv1.EpochConflict](err)
+			if bytes.Equal(conflict.GetCurrentCommitHash(), ep.CommitHash) {
+				// Our own commit won before its reply was lost.
+				g.c.groups.update(g.ID, func(s *groupState) {
+					s.keys[ep.Number], s.commitHashes[ep.Number] = ep.Key, ep.CommitHash
+					s.current, s.rotationRequired = ep.Number, false
+				})
+				return nil
+			}
+			g.c.groups.update(g.ID, func(s *groupState) {
+				if conflict.GetCurrentEpoch() >= s.current {
+					s.current, s.rotationRequired = conflict.GetCurrentEpoch(), false
+				}
+			})
+			if conflict.GetCurrentEpoch() > 0 {
+				_, err := g.epochKey(ctx, conflict.GetCurrentEpoch())
+				return err
+			}
+			return nil
+		case statusDetail[*groupv1.CommitMismatch](err) != nil:
+			lastErr = err // the members changed under us: refetch them
+		default:
+			return err
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrRotationFailed, lastErr)
+}
+
+// commit sends a signed commit with its wrapped keys, staging them in chunks first
+// when there are more than one request carries.
+func (g *Group) commit(ctx context.Context, from uint64, commit *e2ee.SignedEpochCommit, keys []*groupv1.MemberKey) error {
+	client := g.c.groupClient()
+	upload := ""
+	for len(keys) > commitChunk {
+		resp, err := client.StageEpochKeys(ctx, &groupv1.StageEpochKeysRequest{GroupId: g.ID, FromEpoch: from, UploadId: upload, Keys: keys[:commitChunk]})
+		if err != nil {
+			return err
+		}
+		upload, keys = resp.GetUploadId(), keys[commitChunk:]
+	}
+	_, err := client.CommitEpoch(ctx, &groupv1.CommitEpochRequest{GroupId: g.ID, FromEpoch: from, Commit: commit, Keys: keys, UploadId: upload})
+	return err
+}
+
+// epochKey returns the client's key of epoch, fetching and verifying it (with the
+// epochs after it in the same page) if the client does not hold it yet.
+func (g *Group) epochKey(ctx context.Context, epoch uint64) ([]byte, error) {
+	if key := g.c.groups.key(g.ID, epoch); key != nil {
+		return key, nil
+	}
+	resp, err := g.c.groupClient().GetEpochKeys(ctx, &groupv1.GetEpochKeysRequest{GroupId: g.ID, AfterEpoch: epoch - 1})
+	if status.Code(err) == codes.PermissionDenied {
+		return nil, fmt.Errorf("%w: %w", e2ee.ErrNotMember, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var firstErr error
+	for _, ek := range resp.GetKeys() {
+		if err := g.acceptEpochKey(ctx, ek); err != nil && ek.GetEpoch() == epoch {
+			firstErr = err
+		}
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if key := g.c.groups.key(g.ID, epoch); key != nil {
+		return key, nil
+	}
+	return nil, fmt.Errorf("%w: the service holds no key of epoch %d of %s for this user (not a member then?)", e2ee.ErrWrongEpoch, epoch, g.ID)
+}
+
+// acceptEpochKey verifies an epoch key from the service and keeps it: the commit's
+// signature by a card of a member, valid when the commit was made, the unwrapped key
+// against the signed key commitment, and the chain to the previous epoch's commit
+// when the client holds it.
+func (g *Group) acceptEpochKey(ctx context.Context, ek *groupv1.EpochKey) error {
+	ks, _, _, err := g.c.current()
+	if err != nil {
+		return err
+	}
+	signed := ek.GetCommit().GetCommit()
+	parsed, err := e2ee.ParseEpochCommit(signed)
+	if err != nil {
+		return err
+	}
+	signer, err := g.c.CardByID(ctx, parsed.SignerCardID)
+	if err != nil {
+		return fmt.Errorf("sdk: the signer card of epoch %d: %w", ek.GetEpoch(), err)
+	}
+	if committedBy := ek.GetCommit().GetCommittedBy(); committedBy != "" && committedBy != signer.Identity {
+		return fmt.Errorf("%w: epoch %d is signed by a card of %s; the service says %s committed it", e2ee.ErrWrongSender, ek.GetEpoch(), signer.Identity, committedBy)
+	}
+	if err := g.checkMember(ctx, signer.Identity, ek.GetCommit().GetCommittedBy() == signer.Identity); err != nil {
+		return fmt.Errorf("epoch %d commit: %w", ek.GetEpoch(), err)
+	}
+	commit, err := e2ee.VerifyEpochCommit(signed, g.ID, ek.GetEpoch(), signer.Card)
+	if err != nil {
+		return err
+	}
+	if err := g.c.checkCardLifetime(signer, commit.CreatedAt); err != nil {
+		return fmt.Errorf("epoch %d commit: %w", ek.GetEpoch(), err)
+	}
+	key, err := commit.OpenEpochKey(ek.GetWrappedKey(), ks.KeyFor)
+	if err != nil {
+		return err
+	}
+	var chainErr error
+	g.c.groups.update(g.ID, func(s *groupState) {
+		if prev, ok := s.commitHashes[commit.Epoch-1]; ok && !bytes.Equal(prev, commit.PreviousCommitHash) {
+			chainErr = fmt.Errorf("%w: epoch %d does not name the commit of epoch %d this client holds", e2ee.ErrBadSignature, commit.Epoch, commit.Epoch-1)
+			return
+		}
+		s.keys[commit.Epoch], s.commitHashes[commit.Epoch] = key, commit.Hash
+		if commit.Epoch > s.current {
+			s.current = commit.Epoch
+		}
+	})
+	return chainErr
+}
+
+// checkMember reports ErrNotMember unless identity is a member of the group, or was
+// seen as one by this client, or attested says that the service vouched for its
+// membership at the time (it accepted the identity's commit, or authenticated it as
+// the sender of a stored group message, which it allows members only). An identity
+// the client has not seen is looked up once.
+//
+// The service is the authority on membership in any case; what the client refuses is
+// a signer of whom there is no record at all, such as a card the service wrapped a key
+// with for nobody it admits to.
+func (g *Group) checkMember(ctx context.Context, identity string, attested bool) error {
+	if attested || g.c.groups.wasMember(g.ID, identity) {
+		return nil
+	}
+	if _, err := g.Info(ctx); status.Code(err) == codes.PermissionDenied {
+		return fmt.Errorf("%w: this user is not a member of %s: %w", e2ee.ErrNotMember, g.ID, err)
+	} else if err != nil {
+		return err
+	}
+	if g.c.groups.wasMember(g.ID, identity) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is not a member of %s", e2ee.ErrNotMember, identity, g.ID)
+}
+
+// GroupEventType is the Event.type of the group service's events.
+const GroupEventType = "umbra.group.v1.GroupEvent"
+
+// GroupEvent decodes a group event from a Subscribe item; ok is false for an item that
+// is not one.
+func GroupEvent(item *messagingv1.SubscribeResponse) (ev *groupv1.GroupEvent, ok bool) {
+	e := item.GetEvent()
+	if e == nil || e.GetType() != GroupEventType {
+		return nil, false
+	}
+	ev = &groupv1.GroupEvent{}
+	if err := proto.Unmarshal(e.GetPayload(), ev); err != nil {
+		return nil, false
+	}
+	return ev, true
+}
+
+// observeGroupEvent updates what the client knows of a group from one of its events:
+// a required rotation makes the next encrypted message commit a new epoch without
+// waiting to be refused; a new epoch makes it fetch that key; new members are
+// remembered.
+func (c *Client) observeGroupEvent(item *messagingv1.SubscribeResponse) {
+	ev, ok := GroupEvent(item)
+	if !ok {
+		return
+	}
+	if ev.GetKind() == groupv1.GroupEventKind_GROUP_EVENT_KIND_DELETED {
+		c.groups.forget(ev.GetGroupId())
+		return
+	}
+	c.groups.update(ev.GetGroupId(), func(s *groupState) {
+		switch ev.GetKind() {
+		case groupv1.GroupEventKind_GROUP_EVENT_KIND_ROTATION_REQUIRED:
+			if ev.GetEpoch() >= s.current {
+				s.current, s.rotationRequired = ev.GetEpoch(), true
+			}
+		case groupv1.GroupEventKind_GROUP_EVENT_KIND_EPOCH_COMMITTED:
+			if ev.GetEpoch() > s.current {
+				s.current, s.rotationRequired = ev.GetEpoch(), false
+			}
+		case groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBERS_ADDED, groupv1.GroupEventKind_GROUP_EVENT_KIND_CREATED:
+			for _, id := range ev.GetIdentities() {
+				s.seen[id] = true
+			}
+		}
+		if ev.GetGroup() != nil {
+			s.mode = ev.GetGroup().GetEncryptionMode()
+		}
+	})
+}
+
+// isEpochRequired reports the EpochRequired detail of a refused send, or nil.
+func isEpochRequired(err error) *groupv1.EpochRequired {
+	if status.Code(err) != codes.FailedPrecondition {
+		return nil
+	}
+	return statusDetail[*groupv1.EpochRequired](err)
+}

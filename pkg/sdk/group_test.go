@@ -1,0 +1,486 @@
+package sdk_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
+	"github.com/umbra-e2ee/umbra/pkg/sdk"
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+)
+
+// groupWorld is a node, an app, one group identity and registered users.
+type groupWorld struct {
+	n     *nodetest.Node
+	app   *nodetest.App
+	group string
+	users map[string]*device
+}
+
+// newGroupWorld starts a node and registers one user per name, alternating the suites
+// so that every epoch wraps keys to both. Keystores have no passphrase, to keep the
+// setup quick (Argon2id is not what these tests are about).
+func newGroupWorld(t *testing.T, names ...string) *groupWorld {
+	t.Helper()
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	w := &groupWorld{n: n, app: app, group: app.Group(t, "the-group"), users: map[string]*device{}}
+	for i, name := range names {
+		suite := e2ee.SuiteX25519
+		if i%2 == 1 {
+			suite = e2ee.SuiteHybrid
+		}
+		d := newQuickDevice(t, n, app, name, suite)
+		if _, err := d.Register(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		w.users[name] = d
+	}
+	return w
+}
+
+// newQuickDevice is newDevice with an unencrypted keystore.
+func newQuickDevice(t testing.TB, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite) *device {
+	t.Helper()
+	id := app.User(t, uid)
+	path := filepath.Join(t.TempDir(), "keystore")
+	c, err := sdk.New(context.Background(), sdk.Config{Addr: n.GRPC, Token: app.TokenFunc(id), KeystorePath: path, NoPassphrase: true, Suite: suite})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &device{Client: c, identity: id, keystore: path}
+}
+
+// readGroup returns every message of the group d can read, decrypted, oldest first,
+// with the error of each one it cannot.
+func readGroup(t *testing.T, d *device, group string) (texts []string, errs []error) {
+	t.Helper()
+	ctx := context.Background()
+	zero := uint64(0)
+	page, err := d.History(ctx, &messagingv1.HistoryRequest{ConversationId: group, AfterSequence: &zero, PageSize: 500})
+	if err != nil {
+		t.Fatalf("history: %v", err)
+	}
+	for _, m := range page.GetMessages() {
+		text, err := d.OpenMessage(ctx, m)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		texts = append(texts, string(text))
+	}
+	return texts, errs
+}
+
+func wantTexts(t *testing.T, who string, got []string, errs []error, want ...string) {
+	t.Helper()
+	if len(errs) > 0 {
+		t.Errorf("%s cannot read some messages: %v", who, errs)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%s reads %q; want %q", who, got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("%s reads %q; want %q", who, got, want)
+		}
+	}
+}
+
+// epochOf returns the epoch of the group's latest message as its sender signed it.
+func epochOf(t *testing.T, d *device, group string) uint64 {
+	t.Helper()
+	page, err := d.History(context.Background(), &messagingv1.HistoryRequest{ConversationId: group, PageSize: 1})
+	if err != nil || len(page.GetMessages()) == 0 {
+		t.Fatalf("history: %v", err)
+	}
+	info, err := e2ee.InspectGroupMessage(page.GetMessages()[0].GetEnvelope())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Epoch
+}
+
+func TestGroupJoinWithApproval(t *testing.T) {
+	w := newGroupWorld(t, "alice", "bob")
+	ctx := context.Background()
+	alice, bob := w.users["alice"], w.users["bob"]
+	g, info, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.GetOwner() != alice.identity || info.GetEncryptionMode() != groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED || info.GetEpoch() != 0 {
+		t.Fatalf("created %v", info)
+	}
+	// The first send commits epoch 1.
+	if _, err := g.Send(ctx, []byte("before bob")); err != nil {
+		t.Fatal(err)
+	}
+	if e := epochOf(t, alice, w.group); e != 1 {
+		t.Fatalf("first message at epoch %d; want 1", e)
+	}
+
+	req, err := bob.RequestJoin(ctx, w.group)
+	if err != nil || req.GetIdentity() != bob.identity {
+		t.Fatalf("RequestJoin = %v, %v", req, err)
+	}
+	reqs, err := g.JoinRequests(ctx)
+	if err != nil || len(reqs) != 1 || reqs[0].GetIdentity() != bob.identity {
+		t.Fatalf("JoinRequests = %v, %v", reqs, err)
+	}
+	if _, err := bob.Group(w.group).Send(ctx, []byte("not yet")); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a requester sends: %v; want PermissionDenied", err)
+	}
+	if err := g.ApproveJoin(ctx, bob.identity); err != nil {
+		t.Fatal(err)
+	}
+
+	// Bob's first send rotates: the group needs a key bob has.
+	bg, _, err := bob.LoadGroup(ctx, w.group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bg.Send(ctx, []byte("hello, I'm bob")); err != nil {
+		t.Fatal(err)
+	}
+	if e := epochOf(t, bob, w.group); e != 2 {
+		t.Fatalf("bob's message at epoch %d; want 2", e)
+	}
+	if _, err := g.Send(ctx, []byte("welcome bob")); err != nil {
+		t.Fatal(err)
+	}
+	texts, errs := readGroup(t, alice, w.group)
+	wantTexts(t, "alice", texts, errs, "before bob", "hello, I'm bob", "welcome bob")
+	// History is SINCE_JOIN: bob sees nothing from before he joined.
+	texts, errs = readGroup(t, bob, w.group)
+	wantTexts(t, "bob", texts, errs, "hello, I'm bob", "welcome bob")
+}
+
+func TestGroupInvitationWithAcceptance(t *testing.T) {
+	w := newGroupWorld(t, "alice", "carol")
+	ctx := context.Background()
+	alice, carol := w.users["alice"], w.users["carol"]
+	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := g.Invite(ctx, carol.identity, time.Hour)
+	if err != nil || inv.GetInvitee() != carol.identity {
+		t.Fatalf("Invite = %v, %v", inv, err)
+	}
+	invs, err := carol.Invitations(ctx)
+	if err != nil || len(invs) != 1 || invs[0].GetGroupId() != w.group || invs[0].GetInviter() != alice.identity {
+		t.Fatalf("Invitations = %v, %v", invs, err)
+	}
+	cg, err := carol.AcceptInvitation(ctx, w.group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if invs, _ := carol.Invitations(ctx); len(invs) != 0 {
+		t.Errorf("an accepted invitation is still pending: %v", invs)
+	}
+
+	// Carol listens live while alice writes; the SDK opens the group message.
+	got := make(chan string, 1)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	subscribed := make(chan struct{})
+	var once sync.Once
+	go carol.Subscribe(sctx, sdk.SubscribeOptions{}, func(item *messagingv1.SubscribeResponse) error {
+		if item.GetHeartbeat() != nil {
+			once.Do(func() { close(subscribed) })
+		}
+		if m := item.GetMessage(); m != nil {
+			text, err := carol.OpenMessage(sctx, m)
+			if err != nil {
+				got <- "error: " + err.Error()
+			} else {
+				got <- string(text)
+			}
+		}
+		return nil
+	})
+	<-subscribed
+	if _, err := g.Send(ctx, []byte("hi carol")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case text := <-got:
+		if text != "hi carol" {
+			t.Fatalf("carol got %q", text)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("carol got nothing")
+	}
+	if _, err := cg.Send(ctx, []byte("thanks")); err != nil {
+		t.Fatal(err)
+	}
+	texts, errs := readGroup(t, alice, w.group)
+	wantTexts(t, "alice", texts, errs, "hi carol", "thanks")
+
+	// A declined invitation leaves no membership.
+	dave := newQuickDevice(t, w.n, w.app, "dave", e2ee.SuiteX25519)
+	if _, err := g.Invite(ctx, dave.identity, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := dave.DeclineInvitation(ctx, w.group); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dave.AcceptInvitation(ctx, w.group); status.Code(err) != codes.NotFound {
+		t.Errorf("accepting a declined invitation: %v; want NotFound", err)
+	}
+}
+
+func TestGroupKickEnforcesRotation(t *testing.T) {
+	w := newGroupWorld(t, "alice", "bob", "carol")
+	ctx := context.Background()
+	alice, bob, carol := w.users["alice"], w.users["bob"], w.users["carol"]
+	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Send(ctx, []byte("all three")); err != nil {
+		t.Fatal(err)
+	}
+	texts, errs := readGroup(t, carol, w.group)
+	wantTexts(t, "carol", texts, errs, "all three")
+
+	if err := g.Remove(ctx, carol.identity); err != nil {
+		t.Fatal(err)
+	}
+	// The next message cannot go out at epoch 1: the SDK rotates to epoch 2, whose key
+	// carol never gets.
+	if _, err := g.Send(ctx, []byte("carol is gone")); err != nil {
+		t.Fatal(err)
+	}
+	if e := epochOf(t, alice, w.group); e != 2 {
+		t.Fatalf("the message after the kick is at epoch %d; want 2", e)
+	}
+	texts, errs = readGroup(t, bob, w.group)
+	wantTexts(t, "bob", texts, errs, "all three", "carol is gone")
+
+	// Carol can read neither the conversation nor, given the bytes, the message.
+	if _, err := carol.History(ctx, &messagingv1.HistoryRequest{ConversationId: w.group}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a removed member reads the history: %v", err)
+	}
+	page, err := bob.History(ctx, &messagingv1.HistoryRequest{ConversationId: w.group, PageSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	latest := page.GetMessages()[0]
+	if _, err := carol.Group(w.group).Decrypt(ctx, latest.GetEnvelope(), alice.identity); !errors.Is(err, e2ee.ErrNotMember) {
+		t.Errorf("the removed member decrypts a later message: %v; want ErrNotMember", err)
+	}
+	if _, err := carol.Group(w.group).Send(ctx, []byte("still here?")); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("the removed member sends: %v; want PermissionDenied", err)
+	}
+
+	// Banning works the same way, and a banned identity cannot ask to come back.
+	removed, err := g.Ban(ctx, bob.identity)
+	if err != nil || !removed {
+		t.Fatalf("Ban = %v, %v", removed, err)
+	}
+	if _, err := bob.RequestJoin(ctx, w.group); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a banned identity asks to join: %v; want PermissionDenied", err)
+	}
+	if _, err := g.Send(ctx, []byte("alone")); err != nil {
+		t.Fatal(err)
+	}
+	if e := epochOf(t, alice, w.group); e != 3 {
+		t.Errorf("the message after the ban is at epoch %d; want 3", e)
+	}
+	if err := g.Unban(ctx, bob.identity); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.RequestJoin(ctx, w.group); err != nil {
+		t.Errorf("an unbanned identity asks to join: %v", err)
+	}
+}
+
+func TestGroupEncryptionSwitchedOn(t *testing.T) {
+	w := newGroupWorld(t, "alice", "bob")
+	ctx := context.Background()
+	alice, bob := w.users["alice"], w.users["bob"]
+	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity}, EncryptionMode: groupv1.EncryptionMode_ENCRYPTION_MODE_OFF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.SendPlaintext(ctx, []byte("in the clear")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Send(ctx, []byte("secret")); !errors.Is(err, sdk.ErrEncryptionOff) {
+		t.Fatalf("an encrypted send with encryption off: %v; want ErrEncryptionOff", err)
+	}
+	if err := bob.Group(w.group).SetEncryptionMode(ctx, groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a member switches encryption on: %v; want PermissionDenied", err)
+	}
+	if err := g.SetEncryptionMode(ctx, groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.SendPlaintext(ctx, []byte("clear again?")); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("plaintext in a REQUIRED group: %v; want FailedPrecondition", err)
+	}
+	if _, err := bob.Group(w.group).Send(ctx, []byte("now encrypted")); err != nil {
+		t.Fatal(err)
+	}
+	if e := epochOf(t, bob, w.group); e != 1 {
+		t.Errorf("the first encrypted message is at epoch %d; want 1", e)
+	}
+	texts, errs := readGroup(t, alice, w.group)
+	wantTexts(t, "alice", texts, errs, "in the clear", "now encrypted")
+}
+
+func TestGroupOwnerLeaves(t *testing.T) {
+	w := newGroupWorld(t, "alice", "bob", "carol")
+	ctx := context.Background()
+	alice, bob, carol := w.users["alice"], w.users["bob"], w.users["carol"]
+	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.SetRole(ctx, carol.identity, groupv1.GroupRole_GROUP_ROLE_ADMIN); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Send(ctx, []byte("goodbye")); err != nil {
+		t.Fatal(err)
+	}
+	left, err := g.Leave(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The longest-serving admin takes over.
+	if left.GetNewOwner() != carol.identity || left.GetGroupDeleted() {
+		t.Fatalf("Leave = %v; want carol, the admin, as owner", left)
+	}
+	cg, info, err := carol.LoadGroup(ctx, w.group)
+	if err != nil || info.GetOwner() != carol.identity || info.GetMemberCount() != 2 {
+		t.Fatalf("after the owner left: %v, %v", info, err)
+	}
+	if _, err := cg.Send(ctx, []byte("carol runs the group")); err != nil {
+		t.Fatal(err)
+	}
+	if e := epochOf(t, carol, w.group); e != 2 {
+		t.Errorf("the message after the owner left is at epoch %d; want 2", e)
+	}
+	// The new owner can do what only an owner may.
+	if err := cg.SetHistoryVisibility(ctx, groupv1.HistoryVisibility_HISTORY_VISIBILITY_SHARED); err != nil {
+		t.Errorf("the new owner sets the history visibility: %v", err)
+	}
+	// Bob reads both epochs, the departed owner's message included.
+	texts, errs := readGroup(t, bob, w.group)
+	wantTexts(t, "bob", texts, errs, "goodbye", "carol runs the group")
+	if _, err := alice.Group(w.group).Send(ctx, []byte("let me back")); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("the departed owner sends: %v; want PermissionDenied", err)
+	}
+	// The last member's departure deletes the group.
+	if _, err := bob.Group(w.group).Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	last, err := cg.Leave(ctx)
+	if err != nil || !last.GetGroupDeleted() {
+		t.Errorf("the last member leaves: %v, %v; want the group deleted", last, err)
+	}
+}
+
+// TestGroupRotationRace: two members send at once after a membership change. Both
+// try to commit the next epoch; one wins, the other gets EpochConflict, loads the
+// winner's key and resends. Both messages are readable, and there is one new epoch.
+func TestGroupRotationRace(t *testing.T) {
+	w := newGroupWorld(t, "alice", "bob", "carol", "dave")
+	ctx := context.Background()
+	alice, bob, carol, dave := w.users["alice"], w.users["bob"], w.users["carol"], w.users["dave"]
+	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Send(ctx, []byte("epoch one")); err != nil {
+		t.Fatal(err)
+	}
+	// Bob and carol hold epoch 1's key.
+	for _, d := range []*device{bob, carol} {
+		texts, errs := readGroup(t, d, w.group)
+		wantTexts(t, d.identity, texts, errs, "epoch one")
+	}
+	if _, err := g.Add(ctx, dave.identity); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, d := range []*device{bob, carol} {
+		wg.Go(func() { _, errs[i] = d.Group(w.group).Send(ctx, []byte("from "+d.identity)) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	texts, rerrs := readGroup(t, dave, w.group)
+	if len(rerrs) > 0 || len(texts) != 2 {
+		t.Fatalf("dave reads %q, %v; want both racing messages", texts, rerrs)
+	}
+	st, err := groupv1.NewGroupServiceClient(alice.Conn()).GetEpochState(ctx, &groupv1.GetEpochStateRequest{GroupId: w.group})
+	if err != nil || st.GetEpoch() != 2 {
+		t.Errorf("epoch after the race = %v, %v; want 2", st.GetEpoch(), err)
+	}
+}
+
+// TestGroupRotationEvent: a member's card rotation reaches the other members'
+// streams as a ROTATION_REQUIRED event (which the SDK notes, so that the next send
+// commits without waiting to be refused), and the new epoch is wrapped to the new
+// card: the rotated member reads it with its new key.
+func TestGroupRotationEvent(t *testing.T) {
+	w := newGroupWorld(t, "alice", "bob")
+	ctx := context.Background()
+	alice, bob := w.users["alice"], w.users["bob"]
+	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Send(ctx, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rotation := make(chan *groupv1.GroupEvent, 4)
+	subscribed := make(chan struct{})
+	var once sync.Once
+	go alice.Subscribe(sctx, sdk.SubscribeOptions{}, func(item *messagingv1.SubscribeResponse) error {
+		if item.GetHeartbeat() != nil {
+			once.Do(func() { close(subscribed) })
+		}
+		if ev, ok := sdk.GroupEvent(item); ok && ev.GetKind() == groupv1.GroupEventKind_GROUP_EVENT_KIND_ROTATION_REQUIRED {
+			rotation <- ev
+		}
+		return nil
+	})
+	<-subscribed
+	// Bob rotates his keys: the group needs a new epoch wrapped to his new card.
+	if _, err := bob.RotateKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-rotation:
+		if ev.GetGroupId() != w.group {
+			t.Fatalf("rotation event for %s", ev.GetGroupId())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no ROTATION_REQUIRED event after a member's card rotation")
+	}
+	if _, err := g.Send(ctx, []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	if e := epochOf(t, alice, w.group); e != 2 {
+		t.Errorf("the message after bob's card rotation is at epoch %d; want 2", e)
+	}
+	texts, errs := readGroup(t, bob, w.group)
+	wantTexts(t, "bob", texts, errs, "one", "two")
+}
