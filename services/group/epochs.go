@@ -3,9 +3,9 @@ package group
 import (
 	"bytes"
 	"context"
-	"errors"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"errors"
 	"slices"
 	"strconv"
 	"time"
