@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
+)
+
+// TestBackupCommands backs up alice's keys with the real binary on one device and
+// restores them on fresh devices (empty homes): with the password, then with the
+// recovery key; a wrong password says how many attempts remain; the password changes;
+// reset deletes the backup. Passwords come from files, standard input and the
+// environment, never from the command line.
+func TestBackupCommands(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
+	}
+	bin := e2eBinary(t)
+	// The server runs in the test process: a whole node, as umbra dev would run it.
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	work := t.TempDir()
+	base := append(e2eEnv(os.Environ()),
+		"UMBRA_API_KEY="+app.APIKey,
+		"UMBRA_SERVER="+n.GRPC,
+		"UMBRA_PASSPHRASE=a local keystore passphrase",
+	)
+	type result struct {
+		stdout, stderr string
+		exit           int
+	}
+	// umbra runs the binary as on device (a home folder of its own), with stdin and
+	// extra environment variables.
+	umbra := func(device, stdin string, env []string, args ...string) result {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Dir = work
+		cmd.Env = append(append(append([]string(nil), base...), "UMBRA_HOME="+filepath.Join(work, device)), env...)
+		cmd.Stdin = strings.NewReader(stdin)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var exitErr *exec.ExitError
+		if err != nil && !errors.As(err, &exitErr) {
+			t.Fatalf("umbra %v: %v", args, err)
+		}
+		return result{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
+	}
+	ok := func(device, stdin string, env []string, args ...string) string {
+		t.Helper()
+		r := umbra(device, stdin, env, args...)
+		if r.exit != 0 {
+			t.Fatalf("umbra %v exited %d\nstdout: %s\nstderr: %s", args, r.exit, r.stdout, r.stderr)
+		}
+		return r.stdout
+	}
+	fails := func(want, device, stdin string, env []string, args ...string) {
+		t.Helper()
+		r := umbra(device, stdin, env, args...)
+		if r.exit != 1 || !strings.Contains(r.stderr, want) {
+			t.Fatalf("umbra %v exited %d with %q; want 1 and %q", args, r.exit, r.stderr, want)
+		}
+	}
+	pwFile := filepath.Join(work, "password.txt")
+	if err := os.WriteFile(pwFile, []byte("my backup password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	ok("laptop", "", nil, "login", "alice")
+	ok("laptop", "", nil, "keys", "init")
+	ok("laptop", "", nil, "login", "bob")
+	ok("laptop", "", nil, "keys", "init")
+	ok("laptop", "", nil, "encrypt", "--user", "bob", "--to", "alice", "--out", filepath.Join(work, "msg.bin"), "hello alice")
+	fails("no password", "laptop", "", nil, "backup", "create", "--user", "alice")
+	if out := ok("laptop", "", nil, "backup", "create", "--user", "alice", "--password-file", pwFile); !strings.Contains(out, "backed up (version 1)") {
+		t.Fatalf("backup create: %q", out)
+	}
+	recoveryKey := strings.TrimSpace(ok("laptop", "", nil, "backup", "recovery-key", "--user", "alice"))
+	if len(recoveryKey) != 44 || strings.Count(recoveryKey, "-") != 8 {
+		t.Fatalf("recovery key %q", recoveryKey)
+	}
+	status := ok("laptop", "", nil, "backup", "status", "--user", "alice")
+	if !strings.Contains(status, "password  version 1, 10 of 10 attempts left") || !strings.Contains(status, "recovery  version 1") {
+		t.Fatalf("backup status:\n%s", status)
+	}
+
+	// A phone with an empty home: no keys until the restore.
+	ok("phone", "", nil, "login", "alice")
+	fails("no private key", "phone", "", nil, "decrypt", "--from", "bob", filepath.Join(work, "msg.bin"))
+	fails("9 attempts remain", "phone", "not my password\n", nil, "backup", "restore", "--password-stdin")
+	ok("phone", "my backup password\n", nil, "backup", "restore", "--password-stdin")
+	if out := ok("phone", "", nil, "decrypt", "--from", "bob", filepath.Join(work, "msg.bin")); !strings.Contains(out, "hello alice") {
+		t.Fatalf("decrypt on the phone: %q", out)
+	}
+	fails("already holds keys", "phone", "", []string{"UMBRA_BACKUP_PASSWORD=my backup password"}, "backup", "restore")
+
+	// A tablet restores with the recovery key, typed in lower case.
+	ok("tablet", "", nil, "login", "alice")
+	ok("tablet", strings.ToLower(recoveryKey)+"\n", nil, "backup", "restore", "--recovery-key")
+	if out := ok("tablet", "", nil, "decrypt", "--from", "bob", filepath.Join(work, "msg.bin")); !strings.Contains(out, "hello alice") {
+		t.Fatalf("decrypt on the tablet: %q", out)
+	}
+
+	// Change of password from standard input (old, then new); the old one stops working.
+	ok("phone", "my backup password\nmy new password\n", nil, "backup", "change-password", "--password-stdin")
+	ok("watch", "", nil, "login", "alice")
+	fails("attempts remain", "watch", "", []string{"UMBRA_BACKUP_PASSWORD=my backup password"}, "backup", "restore")
+	ok("watch", "", []string{"UMBRA_BACKUP_PASSWORD=my new password"}, "backup", "restore")
+
+	// Reset deletes the password backup; the recovery one stays until reset too.
+	ok("laptop", "", nil, "backup", "reset", "--user", "alice")
+	if status := ok("laptop", "", nil, "backup", "status", "--user", "alice"); strings.Contains(status, "password ") || !strings.Contains(status, "recovery ") {
+		t.Fatalf("status after reset:\n%s", status)
+	}
+	ok("laptop", "", nil, "backup", "reset", "--user", "alice", "--recovery-key")
+	if status := ok("laptop", "", nil, "backup", "status", "--user", "alice"); !strings.Contains(status, "has no backup") {
+		t.Fatalf("status after both resets:\n%s", status)
+	}
+	fails("no backup", "laptop", "", nil, "backup", "reset", "--user", "alice")
+	// A password on the command line is not a thing.
+	if r := umbra("laptop", "", nil, "backup", "create", "--user", "alice", "--password", "x"); r.exit != 2 {
+		t.Fatalf("--password on the command line: exit %d, %q", r.exit, r.stderr)
+	}
+}
