@@ -1,6 +1,7 @@
 package group
 
 import (
+	"bytes"
 	"context"
 	"time"
 
@@ -90,7 +91,11 @@ func (s *Server) cardChanged(tx *Tx, ev *cardv1.CardEvent) error {
 			return err
 		}
 		g.CardsVersion++ // a commit checked against the old cards is checked again
-		newly := markRotation(g, groupv1.RotationReason_ROTATION_REASON_CARD_CHANGED)
+		needed, err := rotationNeeded(tx, g, ev)
+		if err != nil {
+			return err
+		}
+		newly := needed && markRotation(g, groupv1.RotationReason_ROTATION_REASON_CARD_CHANGED)
 		touch(g, now)
 		if err := tx.PutGroup(g); err != nil {
 			return err
@@ -100,6 +105,27 @@ func (s *Server) cardChanged(tx *Tx, ev *cardv1.CardEvent) error {
 		}
 	}
 	return nil
+}
+
+// rotationNeeded says whether a card event about a member of g needs a new epoch. The
+// feed may be read late (the follower starts from its cursor; a commit may already
+// have used the new card), so it compares the event with the card the current epoch's
+// key is wrapped to: a new card that the key is not wrapped to, or a revoked card that
+// it is wrapped to. A member without a key of the current epoch waits for a rotation
+// already (it joined since) or gets one for its new card.
+func rotationNeeded(tx *Tx, g *storagev1.GroupRecord, ev *cardv1.CardEvent) (bool, error) {
+	if g.GetEpoch() == 0 || encryptionOff(g) {
+		return false, nil // no key yet: the first commit reads the cards of its time
+	}
+	key, err := tx.EpochKey(g.GetAppId(), g.GetGroupId(), ev.GetIdentity(), g.GetEpoch())
+	if err != nil {
+		return false, err
+	}
+	covered := key != nil && bytes.Equal(key.GetWrappedKey().GetRecipientCardId(), ev.GetCardId())
+	if ev.GetKind() == cardv1.CardEventKind_CARD_EVENT_KIND_REVOKED {
+		return covered, nil
+	}
+	return !covered && !(key == nil && g.GetRotationRequired()), nil
 }
 
 // sweepLoop marks groups whose rotation period elapsed, drops expired uploads and old

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 )
 
@@ -255,17 +256,7 @@ func TestCardRotation(t *testing.T) {
 		if err := e.publishCard(bob); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			st := e.state(t, owner, group)
-			if st.GetRotationRequired() && slices.Contains(st.GetRotationReasons(), groupv1.RotationReason_ROTATION_REASON_CARD_CHANGED) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no rotation required 10 s after bob's card rotated: %v", st)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitRotation(t, e, owner, group)
 		for _, u := range []*user{bob, owner} {
 			_, err := e.authorize(u, group, 1)
 			wantCode(t, err, codes.FailedPrecondition, "epoch required")
@@ -284,6 +275,24 @@ func TestCardRotation(t *testing.T) {
 		e.commit(t, group, bob, owner, bob)
 		if _, err := e.authorize(bob, group, 2); err != nil {
 			t.Fatal(err)
+		}
+
+		// Revoking a card no key is wrapped to changes nothing; revoking the card of
+		// the current epoch's key requires a new epoch, which leaves bob out until he
+		// has a card again.
+		if _, err := e.cards.RevokeCard(bob.ctx(), &cardv1.RevokeCardRequest{CardId: oldBob.cardID}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.cards.RevokeCard(bob.ctx(), &cardv1.RevokeCardRequest{CardId: bob.cardID}); err != nil {
+			t.Fatal(err)
+		}
+		waitRotation(t, e, owner, group)
+		if st := e.state(t, owner, group); !slices.Equal(st.GetRotationReasons(), []groupv1.RotationReason{groupv1.RotationReason_ROTATION_REASON_CARD_CHANGED}) {
+			t.Errorf("after the revocation: %v", st)
+		}
+		e.commit(t, group, owner, owner)
+		if ks, err := e.keyEpochs(bob, group); err != nil || !slices.Equal(ks, []uint64{1, 2}) {
+			t.Errorf("bob's keys without a card: %v, %v", ks, err)
 		}
 	})
 	t.Run("sender card", func(t *testing.T) {
@@ -312,4 +321,20 @@ func TestCardRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// waitRotation waits until the card follower marked group for a card change.
+func waitRotation(t *testing.T, e *env, u *user, group string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := e.state(t, u, group)
+		if st.GetRotationRequired() && slices.Contains(st.GetRotationReasons(), groupv1.RotationReason_ROTATION_REASON_CARD_CHANGED) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no rotation required 10 s after a card change: %v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
