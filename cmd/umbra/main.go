@@ -38,6 +38,7 @@ func init() {
 		{"decrypt", "decrypt a message (--from alice)", runDecrypt},
 		{"send", "send an encrypted message (--to bob)", runSend},
 		{"listen", "print your messages, decrypted, as they arrive", runListen},
+		{"group", "groups: create, add, remove, ban, leave, join, approve, invite, accept, mode, send, listen", runGroup},
 		{"bench", "load generator: bench messaging", runBench},
 		{"admin", "operate a running process: stores, backup, restore", runAdmin},
 		{"demo", "the whole story against a running server, showing what it stored", runDemo},

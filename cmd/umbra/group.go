@@ -1,0 +1,420 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/umbra-e2ee/umbra/pkg/ident"
+	"github.com/umbra-e2ee/umbra/pkg/sdk"
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
+	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+)
+
+// groupUsage is each group subcommand's arguments after its flags.
+var groupUsage = map[string]string{
+	"create":  "[--members bob,carol] [--mode required|optional|off] [--history since-join|shared] <group>",
+	"add":     "<group> <user>...",
+	"remove":  "<group> <user>",
+	"ban":     "[--lift] <group> <user>",
+	"leave":   "<group>",
+	"join":    "<group>",
+	"approve": "[--decline] <group> [<user>]   (without a user: list the pending requests)",
+	"invite":  "[--ttl 24h] <group> <user>",
+	"accept":  "[--decline] [<group>]   (without a group: list your invitations)",
+	"mode":    "<group> <required|optional|off>",
+	"send":    "[--plaintext] <group> [message]   (message from standard input if absent)",
+	"listen":  "[--from-start] [--until-caught-up] <group>",
+}
+
+var groupSubcommands = []string{"create", "add", "remove", "ban", "leave", "join", "approve", "invite", "accept", "mode", "send", "listen"}
+
+// runGroup is `umbra group <subcommand>`: groups and their encrypted conversation.
+// Groups are named by the app's own group id (resolved with the API key) or by their
+// group identity ("g_...").
+func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	sub, args, err := subcommand("group", args, stderr, groupSubcommands...)
+	if err != nil {
+		return err
+	}
+	fs := newFlagSet("group "+sub, stderr)
+	var f clientFlags
+	f.register(fs)
+	members := listFlag{}
+	var mode, history string
+	var lift, decline, plaintext, fromStart, untilIdle bool
+	var ttl time.Duration
+	switch sub {
+	case "create":
+		fs.Var(&members, "members", "initial members besides you: names or identities, comma-separated")
+		fs.StringVar(&mode, "mode", "required", "encryption mode: required, optional or off")
+		fs.StringVar(&history, "history", "since-join", "what members can read: since-join or shared")
+	case "ban":
+		fs.BoolVar(&lift, "lift", false, "lift the ban instead")
+	case "approve", "accept":
+		fs.BoolVar(&decline, "decline", false, "decline instead")
+	case "invite":
+		fs.DurationVar(&ttl, "ttl", 0, "how long the invitation stays open (default: the server's, 7 days)")
+	case "send":
+		fs.BoolVar(&plaintext, "plaintext", false, "send unencrypted (groups whose mode is optional or off)")
+	case "listen":
+		fs.BoolVar(&fromStart, "from-start", false, "replay every stored message instead of resuming")
+		fs.BoolVar(&untilIdle, "until-caught-up", false, "stop once every stored message is printed")
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: umbra group %s %s\n", sub, groupUsage[sub])
+		fs.PrintDefaults()
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	pos := fs.Args()
+	minArgs := map[string]int{"create": 1, "add": 2, "remove": 2, "ban": 2, "leave": 1, "join": 1, "approve": 1, "invite": 2, "accept": 0, "mode": 2, "send": 1, "listen": 1}[sub]
+	maxArgs := map[string]int{"create": 1, "remove": 2, "ban": 2, "leave": 1, "join": 1, "approve": 2, "invite": 2, "accept": 1, "mode": 2, "listen": 1}
+	if n, ok := maxArgs[sub]; len(pos) < minArgs || ok && len(pos) > n {
+		fs.Usage()
+		return errUsage
+	}
+	c, s, err := f.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if sub == "accept" && len(pos) == 0 {
+		return listInvitations(ctx, stdout, c, &f)
+	}
+	groupName := pos[0]
+	gid, err := f.resolveGroup(ctx, groupName)
+	if err != nil {
+		return err
+	}
+	g := c.Group(gid)
+	users := func() ([]string, error) { return f.resolve(ctx, pos[1:]) }
+
+	switch sub {
+	case "create":
+		m, err := parseMode(mode)
+		if err != nil {
+			return err
+		}
+		h, err := parseHistory(history)
+		if err != nil {
+			return err
+		}
+		ids, err := f.resolve(ctx, members)
+		if err != nil {
+			return err
+		}
+		_, info, err := c.CreateGroup(ctx, gid, sdk.CreateGroupOptions{Members: ids, EncryptionMode: m, HistoryVisibility: h})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "group %s created (%s): %d members, you own it; encryption %s\n", groupName, gid, info.GetMemberCount(), modeName(info.GetEncryptionMode()))
+	case "add":
+		ids, err := users()
+		if err != nil {
+			return err
+		}
+		added, err := g.Add(ctx, ids...)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "added %d of %d to %s; the next message starts a new epoch\n", len(added), len(ids), groupName)
+	case "remove":
+		ids, err := users()
+		if err != nil {
+			return err
+		}
+		if err := g.Remove(ctx, ids[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "removed %s from %s; the next message starts a new epoch without them\n", pos[1], groupName)
+	case "ban":
+		ids, err := users()
+		if err != nil {
+			return err
+		}
+		if lift {
+			if err := g.Unban(ctx, ids[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "lifted the ban of %s in %s\n", pos[1], groupName)
+			return nil
+		}
+		removed, err := g.Ban(ctx, ids[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "banned %s from %s", pos[1], groupName)
+		if removed {
+			fmt.Fprint(stdout, " (removed: the next message starts a new epoch without them)")
+		}
+		fmt.Fprintln(stdout)
+	case "leave":
+		resp, err := g.Leave(ctx)
+		if err != nil {
+			return err
+		}
+		switch {
+		case resp.GetGroupDeleted():
+			fmt.Fprintf(stdout, "left %s, its last member: the group is deleted\n", groupName)
+		case resp.GetNewOwner() != "":
+			fmt.Fprintf(stdout, "left %s; %s owns it now\n", groupName, f.displayName(resp.GetNewOwner()))
+		default:
+			fmt.Fprintf(stdout, "left %s\n", groupName)
+		}
+	case "join":
+		if _, err := c.RequestJoin(ctx, gid); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "asked to join %s; an admin or the owner decides\n", groupName)
+	case "approve":
+		if len(pos) == 1 {
+			reqs, err := g.JoinRequests(ctx)
+			if err != nil {
+				return err
+			}
+			if len(reqs) == 0 {
+				fmt.Fprintf(stdout, "no pending join requests in %s\n", groupName)
+			}
+			for _, r := range reqs {
+				fmt.Fprintf(stdout, "%s asked to join at %s\n", f.displayName(r.GetIdentity()), r.GetCreatedAt().AsTime().Local().Format(time.RFC3339))
+			}
+			return nil
+		}
+		ids, err := users()
+		if err != nil {
+			return err
+		}
+		if decline {
+			if err := g.DeclineJoin(ctx, ids[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "declined %s's request to join %s\n", pos[1], groupName)
+			return nil
+		}
+		if err := g.ApproveJoin(ctx, ids[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s is a member of %s now\n", pos[1], groupName)
+	case "invite":
+		ids, err := users()
+		if err != nil {
+			return err
+		}
+		inv, err := g.Invite(ctx, ids[0], ttl)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "invited %s to %s until %s\n", pos[1], groupName, inv.GetExpiresAt().AsTime().Local().Format(time.RFC3339))
+	case "accept":
+		if decline {
+			if err := c.DeclineInvitation(ctx, gid); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "declined the invitation to %s\n", groupName)
+			return nil
+		}
+		if _, err := c.AcceptInvitation(ctx, gid); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s is a member of %s now\n", s.Name, groupName)
+	case "mode":
+		m, err := parseMode(pos[1])
+		if err != nil {
+			return err
+		}
+		if err := g.SetEncryptionMode(ctx, m); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: encryption %s\n", groupName, modeName(m))
+	case "send":
+		msg, err := readInput(pos[1:])
+		if err != nil {
+			return err
+		}
+		var resp *messagingv1.SendResponse
+		if plaintext {
+			resp, err = g.SendPlaintext(ctx, msg)
+		} else {
+			resp, err = g.Send(ctx, msg)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "sent to %s: message %d\n", groupName, resp.GetSequence())
+	case "listen":
+		return listenGroup(ctx, stdout, stderr, c, &f, s, g, groupName, fromStart, untilIdle)
+	}
+	return nil
+}
+
+// listenGroup prints the group's messages, decrypted, and its events as they arrive,
+// resuming where the last listen of this group stopped.
+func listenGroup(ctx context.Context, stdout, stderr io.Writer, c *sdk.Client, f *clientFlags, s *session, g *sdk.Group, name string, fromStart, untilIdle bool) error {
+	dir, err := f.profileDir()
+	if err != nil {
+		return err
+	}
+	cursorFile := filepath.Join(dir, "group-cursor-"+g.ID)
+	var after *uint64
+	if fromStart {
+		zero := uint64(0)
+		after = &zero
+	} else if b, err := os.ReadFile(cursorFile); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			after = &n
+		}
+	}
+	if after == nil {
+		fmt.Fprintf(stderr, "listening to %s as %s (new messages only; --from-start replays the stored ones)\n", name, s.Name)
+	}
+	names := map[string]string{s.Identity: "me"}
+	errCaughtUp := errors.New("caught up")
+	err = c.Subscribe(ctx, sdk.SubscribeOptions{After: after}, func(item *messagingv1.SubscribeResponse) error {
+		switch it := item.GetItem().(type) {
+		case *messagingv1.SubscribeResponse_Heartbeat:
+			if untilIdle {
+				return errCaughtUp
+			}
+			return nil
+		case *messagingv1.SubscribeResponse_Message:
+			if it.Message.GetConversationId() == g.ID {
+				printMessage(ctx, stdout, c, f, names, it.Message)
+			}
+		case *messagingv1.SubscribeResponse_Event:
+			if ev, ok := sdk.GroupEvent(item); ok && ev.GetGroupId() == g.ID {
+				fmt.Fprintf(stdout, "[%s] %s\n", ev.GetOccurredAt().AsTime().Local().Format(time.TimeOnly), describeGroupEvent(f, ev))
+			}
+		}
+		return writeFile0600(cursorFile, []byte(strconv.FormatUint(item.GetInboxSequence(), 10)+"\n"))
+	})
+	if errors.Is(err, errCaughtUp) || errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func listInvitations(ctx context.Context, w io.Writer, c *sdk.Client, f *clientFlags) error {
+	invs, err := c.Invitations(ctx)
+	if err != nil {
+		return err
+	}
+	if len(invs) == 0 {
+		fmt.Fprintln(w, "no pending invitations")
+	}
+	for _, inv := range invs {
+		fmt.Fprintf(w, "%s invited you to %s until %s\n", f.displayName(inv.GetInviter()), inv.GetGroupId(), inv.GetExpiresAt().AsTime().Local().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// describeGroupEvent renders a group event in a line.
+func describeGroupEvent(f *clientFlags, ev *groupv1.GroupEvent) string {
+	who := make([]string, len(ev.GetIdentities()))
+	for i, id := range ev.GetIdentities() {
+		who[i] = f.displayName(id)
+	}
+	actor := f.displayName(ev.GetActor())
+	list := strings.Join(who, ", ")
+	switch ev.GetKind() {
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_CREATED:
+		return actor + " created the group"
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_DELETED:
+		return "the group was deleted"
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBERS_ADDED:
+		return list + " joined"
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_REMOVED:
+		return actor + " removed " + list
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_LEFT:
+		return actor + " left"
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_BANNED:
+		return actor + " banned " + list
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_UNBANNED:
+		return actor + " lifted the ban of " + list
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_ROLE_CHANGED:
+		return list + " is " + strings.ToLower(strings.TrimPrefix(ev.GetRole().String(), "GROUP_ROLE_")) + " now"
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_JOIN_REQUESTED:
+		return actor + " asked to join"
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_JOIN_REQUEST_DECLINED:
+		return actor + " declined the join request of " + list
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_INVITED:
+		return actor + " invited " + list
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_INVITATION_DECLINED:
+		return actor + " declined the invitation"
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_SETTINGS_CHANGED:
+		return "settings changed: encryption " + modeName(ev.GetGroup().GetEncryptionMode())
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_ROTATION_REQUIRED:
+		return fmt.Sprintf("a new key is required after epoch %d", ev.GetEpoch())
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_EPOCH_COMMITTED:
+		return fmt.Sprintf("%s started epoch %d", actor, ev.GetEpoch())
+	case groupv1.GroupEventKind_GROUP_EVENT_KIND_EPOCH_KEYS_SHARED:
+		return actor + " shared older keys with you"
+	}
+	return ev.GetKind().String()
+}
+
+// displayName is a profile's name on this machine for identity, or the identity.
+func (f *clientFlags) displayName(identity string) string {
+	if identity == "" {
+		return "the service"
+	}
+	if n := f.profileName(identity); n != "" {
+		return n
+	}
+	return identity
+}
+
+// resolveGroup turns a group name into a group identity: an identity stays as it is,
+// an app group id is resolved with the API key.
+func (f *clientFlags) resolveGroup(ctx context.Context, name string) (string, error) {
+	if ident.ValidGroup("group", name) == nil {
+		return name, nil
+	}
+	var id string
+	err := f.appCall(ctx, func(ctx context.Context, c identityv1.IdentityServiceClient) error {
+		resp, err := c.ResolveIdentities(ctx, &identityv1.ResolveIdentitiesRequest{Guids: []string{name}})
+		if err != nil {
+			return err
+		}
+		id = resp.GetGroups()[name]
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("resolve group %s: %w", name, err)
+	}
+	return id, nil
+}
+
+func parseMode(s string) (groupv1.EncryptionMode, error) {
+	switch strings.ToLower(s) {
+	case "required":
+		return groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED, nil
+	case "optional":
+		return groupv1.EncryptionMode_ENCRYPTION_MODE_OPTIONAL, nil
+	case "off":
+		return groupv1.EncryptionMode_ENCRYPTION_MODE_OFF, nil
+	}
+	return 0, fmt.Errorf("encryption mode %q: want required, optional or off", s)
+}
+
+func modeName(m groupv1.EncryptionMode) string {
+	return strings.ToLower(strings.TrimPrefix(m.String(), "ENCRYPTION_MODE_"))
+}
+
+func parseHistory(s string) (groupv1.HistoryVisibility, error) {
+	switch strings.ToLower(s) {
+	case "since-join":
+		return groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN, nil
+	case "shared":
+		return groupv1.HistoryVisibility_HISTORY_VISIBILITY_SHARED, nil
+	}
+	return 0, fmt.Errorf("history %q: want since-join or shared", s)
+}
