@@ -42,6 +42,9 @@ var schema = boltdb.Schema{
 	},
 }
 
+// batchDelay is how long a Batch waits for others to share its commit.
+const batchDelay = 2 * time.Millisecond
+
 // Store is group.db. Every change is one transaction (Update or Batch): it commits
 // whole or changes nothing. The service's rules run inside the transaction on a Tx,
 // whose methods are the only way they touch the file. Everything is namespaced by app.
@@ -55,6 +58,9 @@ func OpenStore(path string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	// AuthorizeSend counts every encrypted message in a Batch; bbolt's default wait of
+	// 10 ms for more writers would be added to each lone send.
+	db.MaxBatchDelay = batchDelay
 	return &Store{db: db}, nil
 }
 

@@ -1,0 +1,222 @@
+package group_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/node"
+	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+)
+
+// member is a user of the node with a card.
+type member struct {
+	identity string
+	token    string
+	keys     *e2ee.KeyPair
+	card     *e2ee.Card
+}
+
+func (m *member) ctx(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+m.token)
+}
+
+// stream is a member's live Subscribe stream.
+type stream struct {
+	items chan *messagingv1.SubscribeResponse
+}
+
+func subscribe(t *testing.T, ctx context.Context, msg messagingv1.MessagingServiceClient, m *member) *stream {
+	t.Helper()
+	after := uint64(0)
+	s, err := msg.Subscribe(m.ctx(ctx), &messagingv1.SubscribeRequest{AfterInboxSequence: &after})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &stream{items: make(chan *messagingv1.SubscribeResponse, 100)}
+	go func() {
+		defer close(out.items)
+		for {
+			it, err := s.Recv()
+			if err != nil {
+				return
+			}
+			out.items <- it
+		}
+	}()
+	return out
+}
+
+// next returns the next event or message of the stream, skipping heartbeats.
+func (s *stream) next(t *testing.T) *messagingv1.SubscribeResponse {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case it, ok := <-s.items:
+			if !ok {
+				t.Fatal("the stream ended")
+			}
+			if it.GetHeartbeat() == nil {
+				return it
+			}
+		case <-timeout:
+			t.Fatal("nothing on the stream for 15 s")
+		}
+	}
+}
+
+// nextGroupEvent returns the next item, which must be a group event of kind.
+func (s *stream) nextGroupEvent(t *testing.T, kind groupv1.GroupEventKind) *groupv1.GroupEvent {
+	t.Helper()
+	it := s.next(t)
+	ev := &groupv1.GroupEvent{}
+	if it.GetEvent().GetType() != "umbra.group.v1.GroupEvent" || proto.Unmarshal(it.GetEvent().GetPayload(), ev) != nil || ev.GetKind() != kind {
+		t.Fatalf("got %v; want a %s group event", it, kind)
+	}
+	return ev
+}
+
+// TestWholeNode runs a group's life on a whole Umbra (every role in one process, the
+// services reaching each other over gRPC): real cards, a real epoch made by pkg/e2ee,
+// events and messages in the members' Subscribe streams, and the refusal of a removed
+// member's key and of the old epoch.
+func TestWholeNode(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) { c.GroupTuning.CardPollInterval = 50 * time.Millisecond })
+	app := n.NewApp(t)
+	ctx := context.Background()
+	cards := cardv1.NewCardServiceClient(n.Conn())
+	groups := groupv1.NewGroupServiceClient(n.Conn())
+	msg := messagingv1.NewMessagingServiceClient(n.Conn())
+	newMember := func(uid string) *member {
+		m := &member{identity: app.User(t, uid)}
+		m.token = app.Token(t, m.identity)
+		kp, err := e2ee.GenerateKeyPair(e2ee.DefaultSuite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		content, sig, err := e2ee.NewCard(kp, m.identity, time.Now(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cards.PublishCard(m.ctx(ctx), &cardv1.PublishCardRequest{Content: content, SelfSignature: sig}); err != nil {
+			t.Fatal(err)
+		}
+		if m.card, err = e2ee.ParseCard(content, sig); err != nil {
+			t.Fatal(err)
+		}
+		m.keys = kp
+		return m
+	}
+	alice, bob := newMember("alice"), newMember("bob")
+	group := app.Group(t, "book club")
+	bobStream := subscribe(t, ctx, msg, bob)
+
+	if _, err := groups.CreateGroup(alice.ctx(ctx), &groupv1.CreateGroupRequest{GroupId: group, Members: []string{bob.identity},
+		EncryptionMode: groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED, HistoryVisibility: groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := bobStream.nextGroupEvent(t, groupv1.GroupEventKind_GROUP_EVENT_KIND_CREATED); ev.GetGroup().GetOwner() != alice.identity {
+		t.Errorf("CREATED %v", ev)
+	}
+
+	// Alice creates epoch 1 for both cards; bob opens his key.
+	epoch, err := e2ee.NewEpoch(alice.keys, alice.card.ID, group, 1, nil, []*e2ee.Card{alice.card, bob.card}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []*groupv1.MemberKey{{Identity: alice.identity, WrappedKey: epoch.WrappedKeys[0]}, {Identity: bob.identity, WrappedKey: epoch.WrappedKeys[1]}}
+	if _, err := groups.CommitEpoch(alice.ctx(ctx), &groupv1.CommitEpochRequest{GroupId: group, FromEpoch: 0, Commit: epoch.Commit, Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := bobStream.nextGroupEvent(t, groupv1.GroupEventKind_GROUP_EVENT_KIND_EPOCH_COMMITTED); ev.GetEpoch() != 1 || ev.GetActor() != alice.identity {
+		t.Errorf("EPOCH_COMMITTED %v", ev)
+	}
+	got, err := groups.GetEpochKeys(bob.ctx(ctx), &groupv1.GetEpochKeysRequest{GroupId: group})
+	if err != nil || len(got.GetKeys()) != 1 {
+		t.Fatalf("bob's keys: %v, %v", got, err)
+	}
+	commit, err := e2ee.VerifyEpochCommit(got.GetKeys()[0].GetCommit().GetCommit(), group, 1, alice.card)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := commit.OpenEpochKey(got.GetKeys()[0].GetWrappedKey(), func(id []byte) *e2ee.KeyPair {
+		if bytes.Equal(id, bob.card.ID) {
+			return bob.keys
+		}
+		return nil
+	})
+	if err != nil || !bytes.Equal(key, epoch.Key) {
+		t.Fatalf("bob's epoch key: %v", err)
+	}
+
+	// An encrypted message at epoch 1 reaches bob; plaintext is refused (REQUIRED).
+	sealed, err := e2ee.SealGroupMessage(alice.keys, alice.card.ID, group, 1, epoch.Key, []byte("chapter one"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(cmid string, kind messagingv1.MessageKind, ep uint64, env []byte) error {
+		h := &messagingv1.MessageHeader{Kind: kind, Epoch: ep}
+		if kind == messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED {
+			h.SenderCardId = alice.card.ID
+		}
+		_, err := msg.Send(alice.ctx(ctx), &messagingv1.SendRequest{ConversationId: group, ClientMessageId: cmid, Header: h, Envelope: env})
+		return err
+	}
+	if err := send("m1", messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, 1, sealed); err != nil {
+		t.Fatal(err)
+	}
+	if it := bobStream.next(t); !bytes.Equal(it.GetMessage().GetEnvelope(), sealed) {
+		t.Errorf("bob got %v; want alice's message", it)
+	}
+	if err := send("p1", messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT, 0, []byte("in clear")); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("plaintext in a REQUIRED group: %v", err)
+	}
+
+	// Bob is removed: he hears of it, reads no more keys, and alice's next message at
+	// epoch 1 is refused until she commits epoch 2 without him.
+	if _, err := groups.RemoveMember(alice.ctx(ctx), &groupv1.RemoveMemberRequest{GroupId: group, Identity: bob.identity}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := bobStream.nextGroupEvent(t, groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_REMOVED); ev.GetGroup() != nil {
+		t.Errorf("the removed member got the group's state: %v", ev)
+	}
+	if _, err := groups.GetEpochKeys(bob.ctx(ctx), &groupv1.GetEpochKeysRequest{GroupId: group}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("removed bob's keys: %v", err)
+	}
+	err = send("m2", messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, 1, sealed)
+	var detail *groupv1.EpochRequired
+	for _, d := range status.Convert(err).Details() {
+		if r, ok := d.(*groupv1.EpochRequired); ok {
+			detail = r
+		}
+	}
+	if status.Code(err) != codes.FailedPrecondition || detail == nil || !detail.GetRotationRequired() || detail.GetCurrentEpoch() != 1 {
+		t.Fatalf("a message at the old epoch after the removal: %v (%v)", err, detail)
+	}
+	epoch2, err := e2ee.NewEpoch(alice.keys, alice.card.ID, group, 2, epoch.CommitHash, []*e2ee.Card{alice.card}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := groups.CommitEpoch(alice.ctx(ctx), &groupv1.CommitEpochRequest{GroupId: group, FromEpoch: 1, Commit: epoch2.Commit,
+		Keys: []*groupv1.MemberKey{{Identity: alice.identity, WrappedKey: epoch2.WrappedKeys[0]}}}); err != nil {
+		t.Fatal(err)
+	}
+	sealed2, err := e2ee.SealGroupMessage(alice.keys, alice.card.ID, group, 2, epoch2.Key, []byte("chapter two"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send("m2", messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, 2, sealed2); err != nil {
+		t.Fatal(err)
+	}
+}

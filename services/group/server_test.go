@@ -1,0 +1,246 @@
+package group
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
+)
+
+// TestInternalMethods: what the messaging service asks, with the answers it expects
+// (services/messaging/groups.go), and only from services.
+func TestInternalMethods(t *testing.T) {
+	e := newEnv(t, envOptions{noLoops: true})
+	a := e.newApp(t)
+	uids := []string{"owner", "m1", "m2", "m3", "m4", "outsider"}
+	us := e.newUsers(t, a, false, uids...)
+	owner, outsider := us[0], us[5]
+	group := e.groupID(t, a, "team")
+	e.create(t, owner, group, us[1:5]...)
+
+	// ListMemberIdentities: identity order, in pages of one membership version.
+	var got []string
+	tok := ""
+	var version uint64
+	for {
+		r, err := e.client.ListMemberIdentities(asService(), &groupv1.ListMemberIdentitiesRequest{AppId: a.id, GroupId: group, PageSize: 2, PageToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r.GetIdentities()...)
+		version = r.GetMembershipVersion()
+		if tok = r.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	if !slices.Equal(got, sorted(identities(us[:5]...))) || version != 1 {
+		t.Fatalf("members %v at version %d", got, version)
+	}
+	p1, _ := e.client.ListMemberIdentities(asService(), &groupv1.ListMemberIdentitiesRequest{AppId: a.id, GroupId: group, PageSize: 2})
+	if _, err := e.client.RemoveMember(owner.ctx(), &groupv1.RemoveMemberRequest{GroupId: group, Identity: us[4].identity}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.client.ListMemberIdentities(asService(), &groupv1.ListMemberIdentitiesRequest{AppId: a.id, GroupId: group, PageSize: 2, PageToken: p1.GetNextPageToken()})
+	wantCode(t, err, codes.Aborted, "changed")
+
+	// CheckMembership: members and non-members; an unknown group is NOT_FOUND.
+	m, err := e.client.CheckMembership(asService(), &groupv1.CheckMembershipRequest{AppId: a.id, GroupId: group, Identity: owner.identity})
+	if err != nil || !m.GetMember() || m.GetRole() != groupv1.GroupRole_GROUP_ROLE_OWNER || m.GetMembershipVersion() != 2 || !m.GetRotationRequired() || m.GetEncryptionMode() != groupv1.EncryptionMode_ENCRYPTION_MODE_OPTIONAL {
+		t.Errorf("owner: %v, %v", m, err)
+	}
+	m, err = e.client.CheckMembership(asService(), &groupv1.CheckMembershipRequest{AppId: a.id, GroupId: group, Identity: outsider.identity})
+	if err != nil || m.GetMember() || m.GetRole() != groupv1.GroupRole_GROUP_ROLE_UNSPECIFIED || m.GetJoinedAt() != nil {
+		t.Errorf("outsider: %v, %v", m, err)
+	}
+	_, err = e.client.CheckMembership(asService(), &groupv1.CheckMembershipRequest{AppId: a.id, GroupId: e.groupID(t, a, "none"), Identity: owner.identity})
+	wantCode(t, err, codes.NotFound, "not found")
+	// Another app's view: the group does not exist there.
+	b := e.newApp(t)
+	_, err = e.client.CheckMembership(asService(), &groupv1.CheckMembershipRequest{AppId: b.id, GroupId: group, Identity: owner.identity})
+	wantCode(t, err, codes.NotFound, "not found")
+
+	// AuthorizeSend of plaintext in an OPTIONAL group: accepted, not counted.
+	plain := &groupv1.AuthorizeSendRequest{AppId: a.id, GroupId: group, Sender: us[1].identity, Kind: groupv1.MessageKind_MESSAGE_KIND_PLAINTEXT}
+	if r, err := e.client.AuthorizeSend(asService(), plain); err != nil || r.GetMembershipVersion() != 2 {
+		t.Fatalf("plaintext: %v, %v", r, err)
+	}
+	if st := e.state(t, owner, group); st.GetEpochMessageCount() != 0 {
+		t.Errorf("plaintext counted: %v", st)
+	}
+
+	// Users may not call internal methods.
+	_, err = e.client.AuthorizeSend(owner.ctx(), plain)
+	if c := codesOf(err); c != codes.PermissionDenied && c != codes.Unauthenticated {
+		t.Errorf("a user calling AuthorizeSend: %v", err)
+	}
+	_, err = e.client.ListMemberIdentities(owner.ctx(), &groupv1.ListMemberIdentitiesRequest{AppId: a.id, GroupId: group})
+	if c := codesOf(err); c != codes.PermissionDenied && c != codes.Unauthenticated {
+		t.Errorf("a user calling ListMemberIdentities: %v", err)
+	}
+}
+
+// TestBadInput: malformed requests get INVALID_ARGUMENT with a message naming what is
+// wrong, and write nothing.
+func TestBadInput(t *testing.T) {
+	e := newEnv(t, envOptions{noLoops: true})
+	a := e.newApp(t)
+	us := e.newUsers(t, a, true, "owner", "bob")
+	owner, bob := us[0], us[1]
+	group := e.groupID(t, a, "team")
+	e.create(t, owner, group, bob)
+	c, keys := commitFor(t, group, 0, nil, owner, owner, bob)
+	badKey := proto.Clone(keys[0]).(*groupv1.MemberKey)
+	badKey.WrappedKey.Enc = make([]byte, 31)
+	tooMany := make([]string, 1001)
+	for i := range tooMany {
+		tooMany[i] = "u_" + strings.Repeat("a", 28) + string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i/676)) + "a"
+	}
+	ctx := owner.ctx()
+	for _, tc := range []struct {
+		name string
+		call func() error
+		msg  string
+	}{
+		{"create: no group id", func() error {
+			_, err := e.client.CreateGroup(ctx, &groupv1.CreateGroupRequest{EncryptionMode: 1, HistoryVisibility: 1})
+			return err
+		}, "group_id is empty"},
+		{"create: user id as group", func() error {
+			_, err := e.client.CreateGroup(ctx, &groupv1.CreateGroupRequest{GroupId: bob.identity, EncryptionMode: 1, HistoryVisibility: 1})
+			return err
+		}, "group_id"},
+		{"create: no mode", func() error {
+			_, err := e.client.CreateGroup(ctx, &groupv1.CreateGroupRequest{GroupId: e.groupID(t, a, "x"), HistoryVisibility: 1})
+			return err
+		}, "encryption_mode is unspecified"},
+		{"create: no visibility", func() error {
+			_, err := e.client.CreateGroup(ctx, &groupv1.CreateGroupRequest{GroupId: e.groupID(t, a, "x"), EncryptionMode: 1})
+			return err
+		}, "history_visibility is unspecified"},
+		{"create: bad member", func() error {
+			_, err := e.client.CreateGroup(ctx, &groupv1.CreateGroupRequest{GroupId: e.groupID(t, a, "x"), EncryptionMode: 1, HistoryVisibility: 1, Members: []string{"bob"}})
+			return err
+		}, "members[0]"},
+		{"create: too many members", func() error {
+			_, err := e.client.CreateGroup(ctx, &groupv1.CreateGroupRequest{GroupId: e.groupID(t, a, "x"), EncryptionMode: 1, HistoryVisibility: 1, Members: tooMany[:1001]})
+			return err
+		}, "at most 1000"},
+		{"add: none", func() error {
+			_, err := e.client.AddMembers(ctx, &groupv1.AddMembersRequest{GroupId: group})
+			return err
+		}, "identities is empty"},
+		{"add: too many", func() error {
+			_, err := e.client.AddMembers(ctx, &groupv1.AddMembersRequest{GroupId: group, Identities: tooMany})
+			return err
+		}, "at most 1000"},
+		{"remove: bad identity", func() error {
+			_, err := e.client.RemoveMember(ctx, &groupv1.RemoveMemberRequest{GroupId: group, Identity: "g_x"})
+			return err
+		}, "identity"},
+		{"set role: unspecified", func() error {
+			_, err := e.client.SetRole(ctx, &groupv1.SetRoleRequest{GroupId: group, Identity: bob.identity})
+			return err
+		}, "not ADMIN or MEMBER"},
+		{"transfer: to self", func() error {
+			_, err := e.client.TransferOwnership(ctx, &groupv1.TransferOwnershipRequest{GroupId: group, NewOwner: owner.identity})
+			return err
+		}, "owns the group already"},
+		{"list: page too large", func() error {
+			_, err := e.client.ListMyGroups(ctx, &groupv1.ListMyGroupsRequest{PageSize: 1001})
+			return err
+		}, "page_size"},
+		{"list: forged token", func() error {
+			_, err := e.client.ListMyGroups(ctx, &groupv1.ListMyGroupsRequest{PageToken: "nonsense!"})
+			return err
+		}, "page_token"},
+		{"mode: unspecified", func() error {
+			_, err := e.client.SetEncryptionMode(ctx, &groupv1.SetEncryptionModeRequest{GroupId: group})
+			return err
+		}, "encryption_mode is unspecified"},
+		{"stage: no keys", func() error {
+			_, err := e.client.StageEpochKeys(ctx, &groupv1.StageEpochKeysRequest{GroupId: group})
+			return err
+		}, "keys is empty"},
+		{"stage: bad upload id", func() error {
+			_, err := e.client.StageEpochKeys(ctx, &groupv1.StageEpochKeysRequest{GroupId: group, UploadId: "x", Keys: keys})
+			return err
+		}, "upload_id"},
+		{"stage: duplicate identity", func() error {
+			_, err := e.client.StageEpochKeys(ctx, &groupv1.StageEpochKeysRequest{GroupId: group, Keys: []*groupv1.MemberKey{keys[0], keys[0]}})
+			return err
+		}, "appears twice"},
+		{"commit: bad enc size", func() error {
+			_, err := e.client.CommitEpoch(ctx, &groupv1.CommitEpochRequest{GroupId: group, Commit: c, Keys: []*groupv1.MemberKey{badKey, keys[1]}})
+			return err
+		}, "enc is 31 bytes"},
+		{"commit: no commit", func() error {
+			_, err := e.client.CommitEpoch(ctx, &groupv1.CommitEpochRequest{GroupId: group, Keys: keys})
+			return err
+		}, "commit is missing"},
+		{"commit: garbage content", func() error {
+			_, err := e.client.CommitEpoch(ctx, &groupv1.CommitEpochRequest{GroupId: group, Commit: &envelopev1.SignedEpochCommit{Content: []byte{0xff, 0xff}, Signature: make([]byte, 64)}, Keys: keys})
+			return err
+		}, "commit refused"},
+		{"commit: wrong epoch", func() error {
+			_, err := e.client.CommitEpoch(ctx, &groupv1.CommitEpochRequest{GroupId: group, FromEpoch: 1, Commit: c, Keys: keys})
+			return err
+		}, "creates epoch 1"},
+		{"commit: short signature", func() error {
+			_, err := e.client.CommitEpoch(ctx, &groupv1.CommitEpochRequest{GroupId: group, Commit: &envelopev1.SignedEpochCommit{Content: c.GetContent(), Signature: []byte{1}}, Keys: keys})
+			return err
+		}, "commit.signature"},
+		{"keys: bad page token", func() error {
+			_, err := e.client.GetEpochKeys(ctx, &groupv1.GetEpochKeysRequest{GroupId: group, PageToken: pageToken("x")})
+			return err
+		}, "page_token"},
+		{"share: none", func() error {
+			_, err := e.client.ShareEpochKeys(ctx, &groupv1.ShareEpochKeysRequest{GroupId: group})
+			return err
+		}, "shares holds 0"},
+		{"share: epoch 0", func() error {
+			_, err := e.client.ShareEpochKeys(ctx, &groupv1.ShareEpochKeysRequest{GroupId: group, Shares: []*groupv1.EpochShare{{Recipient: bob.identity, WrappedKey: wrapped(bob)}}})
+			return err
+		}, "epoch is 0"},
+		{"invite: ttl too long", func() error {
+			_, err := e.client.InviteMember(ctx, &groupv1.InviteMemberRequest{GroupId: group, Identity: bob.identity, Ttl: durationOrNil(31 * 24 * 3600e9)})
+			return err
+		}, "ttl"},
+		{"authorize: no app", func() error {
+			_, err := e.client.AuthorizeSend(asService(), &groupv1.AuthorizeSendRequest{GroupId: group, Sender: bob.identity, Kind: groupv1.MessageKind_MESSAGE_KIND_PLAINTEXT})
+			return err
+		}, "app_id"},
+		{"authorize: no kind", func() error {
+			_, err := e.client.AuthorizeSend(asService(), &groupv1.AuthorizeSendRequest{AppId: a.id, GroupId: group, Sender: bob.identity})
+			return err
+		}, "kind"},
+		{"authorize: encrypted without card", func() error {
+			_, err := e.client.AuthorizeSend(asService(), &groupv1.AuthorizeSendRequest{AppId: a.id, GroupId: group, Sender: bob.identity, Kind: groupv1.MessageKind_MESSAGE_KIND_ENCRYPTED, Epoch: 1})
+			return err
+		}, "sender_card_id"},
+		{"authorize: plaintext with an epoch", func() error {
+			_, err := e.client.AuthorizeSend(asService(), &groupv1.AuthorizeSendRequest{AppId: a.id, GroupId: group, Sender: bob.identity, Kind: groupv1.MessageKind_MESSAGE_KIND_PLAINTEXT, Epoch: 2})
+			return err
+		}, "no epoch"},
+		{"members: page too large", func() error {
+			_, err := e.client.ListMemberIdentities(asService(), &groupv1.ListMemberIdentitiesRequest{AppId: a.id, GroupId: group, PageSize: 10001})
+			return err
+		}, "page_size"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := e.snapshot(t)
+			wantCode(t, tc.call(), codes.InvalidArgument, tc.msg)
+			if !maps.Equal(before, e.snapshot(t)) {
+				t.Error("the refused request changed the store")
+			}
+		})
+	}
+}
+
+func codesOf(err error) codes.Code { return status.Code(err) }
