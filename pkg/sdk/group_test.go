@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -483,4 +484,121 @@ func TestGroupRotationEvent(t *testing.T) {
 	}
 	texts, errs := readGroup(t, bob, w.group)
 	wantTexts(t, "bob", texts, errs, "one", "two")
+}
+
+// TestGroupEpochConflict: bob's commit loses the race to carol's, deterministically
+// (carol commits while bob's CommitEpoch is on its way). Bob gets ABORTED with
+// EpochConflict, loads carol's epoch key, verifies it and resends at her epoch.
+func TestGroupEpochConflict(t *testing.T) {
+	w := newGroupWorld(t, "alice", "carol", "dave")
+	ctx := context.Background()
+	alice, carol, dave := w.users["alice"], w.users["carol"], w.users["dave"]
+	var commits []codes.Code
+	var mu sync.Mutex
+	race := func(callCtx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if method != groupv1.GroupService_CommitEpoch_FullMethodName {
+			return invoker(callCtx, method, req, reply, cc, opts...)
+		}
+		mu.Lock()
+		first := len(commits) == 0
+		mu.Unlock()
+		if first {
+			// ctx, not callCtx, which carries bob's credentials.
+			if err := carol.Group(w.group).Rotate(ctx); err != nil {
+				t.Errorf("carol's rotation: %v", err)
+			}
+		}
+		err := invoker(callCtx, method, req, reply, cc, opts...)
+		mu.Lock()
+		commits = append(commits, status.Code(err))
+		mu.Unlock()
+		return err
+	}
+	bob := newInterceptedDevice(t, w, "bob", race)
+	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Send(ctx, []byte("epoch one")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Add(ctx, dave.identity); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Group(w.group).Send(ctx, []byte("bob after the race")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got := append([]codes.Code(nil), commits...)
+	mu.Unlock()
+	if len(got) != 1 || got[0] != codes.Aborted {
+		t.Fatalf("bob's commits ended with %v; want one, ABORTED by carol's", got)
+	}
+	if e := epochOf(t, bob, w.group); e != 2 {
+		t.Errorf("bob's message is at epoch %d; want carol's epoch 2", e)
+	}
+	texts, errs := readGroup(t, dave, w.group)
+	wantTexts(t, "dave", texts, errs, "bob after the race")
+}
+
+// newInterceptedDevice registers uid with a client whose unary calls go through
+// interceptor.
+func newInterceptedDevice(t *testing.T, w *groupWorld, uid string, interceptor grpc.UnaryClientInterceptor) *device {
+	t.Helper()
+	id := w.app.User(t, uid)
+	c, err := sdk.New(context.Background(), sdk.Config{Addr: w.n.GRPC, Token: w.app.TokenFunc(id), KeystorePath: filepath.Join(t.TempDir(), "keystore"),
+		NoPassphrase: true, Suite: e2ee.SuiteHybrid, DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(interceptor)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	d := &device{Client: c, identity: id}
+	if _, err := d.Register(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestGroupCommitMismatch: a member joins while bob's commit is on its way, so the
+// commit no longer covers every member. The service refuses it with CommitMismatch;
+// bob refetches the members and their cards, commits again, and the newcomer can read
+// bob's message.
+func TestGroupCommitMismatch(t *testing.T) {
+	w := newGroupWorld(t, "alice", "eve")
+	ctx := context.Background()
+	alice, eve := w.users["alice"], w.users["eve"]
+	var commits []codes.Code
+	var mu sync.Mutex
+	bob := newInterceptedDevice(t, w, "bob", func(callCtx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if method != groupv1.GroupService_CommitEpoch_FullMethodName {
+			return invoker(callCtx, method, req, reply, cc, opts...)
+		}
+		mu.Lock()
+		first := len(commits) == 0
+		mu.Unlock()
+		if first {
+			if _, err := alice.Group(w.group).Add(ctx, eve.identity); err != nil {
+				t.Errorf("adding eve: %v", err)
+			}
+		}
+		err := invoker(callCtx, method, req, reply, cc, opts...)
+		mu.Lock()
+		commits = append(commits, status.Code(err))
+		mu.Unlock()
+		return err
+	})
+	if _, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Group(w.group).Send(ctx, []byte("hello, whoever is here")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got := append([]codes.Code(nil), commits...)
+	mu.Unlock()
+	if len(got) != 2 || got[0] != codes.FailedPrecondition || got[1] != codes.OK {
+		t.Fatalf("bob's commits ended with %v; want FAILED_PRECONDITION (CommitMismatch), then OK", got)
+	}
+	texts, errs := readGroup(t, eve, w.group)
+	wantTexts(t, "eve", texts, errs, "hello, whoever is here")
 }
