@@ -25,7 +25,7 @@ import (
 
 // startBackupNode starts a node whose backup service allows maxAttempts guesses per
 // slot (0: the default) and does not rate-limit these tests' evaluations.
-func startBackupNode(t *testing.T, maxAttempts int) *nodetest.Node {
+func startBackupNode(t testing.TB, maxAttempts int) *nodetest.Node {
 	return nodetest.Start(t, func(c *node.Config) {
 		c.Backup.MaxAttempts = maxAttempts
 		c.Backup.EvaluateRate = 1000
@@ -35,7 +35,14 @@ func startBackupNode(t *testing.T, maxAttempts int) *nodetest.Node {
 
 // newBackupDevice is a device of uid with an empty keystore in a folder of its own,
 // its connection going through opts (interceptors).
-func newBackupDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, opts ...grpc.DialOption) *device {
+func newBackupDevice(t testing.TB, n *nodetest.Node, app *nodetest.App, uid string, opts ...grpc.DialOption) *device {
+	t.Helper()
+	return newBackupDeviceConfig(t, n, app, uid, sdk.Config{Passphrase: []byte("local passphrase of this device"), DialOptions: opts})
+}
+
+// newBackupDeviceConfig is newBackupDevice with cfg's keystore protection and dial
+// options.
+func newBackupDeviceConfig(t testing.TB, n *nodetest.Node, app *nodetest.App, uid string, cfg sdk.Config) *device {
 	t.Helper()
 	id := app.User(t, uid)
 	path := filepath.Join(t.TempDir(), "keystore")
@@ -43,9 +50,10 @@ func newBackupDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid stri
 		Addr:         n.GRPC,
 		Token:        app.TokenFunc(id),
 		KeystorePath: path,
-		Passphrase:   []byte("local passphrase of this device"),
+		Passphrase:   cfg.Passphrase,
+		NoPassphrase: cfg.NoPassphrase,
 		Suite:        e2ee.SuiteX25519,
-		DialOptions:  opts,
+		DialOptions:  cfg.DialOptions,
 	})
 	if err != nil {
 		t.Fatal(err)
