@@ -224,9 +224,6 @@ func (s *Server) PutBackup(ctx context.Context, req *backupv1.PutBackupRequest) 
 	if err := validRecord(req.GetRecord()); err != nil {
 		return nil, err
 	}
-	if req.GetOprfKeyVersion() == 0 {
-		return nil, errs.Invalidf("oprf_key_version is 0: pass the oprf_key_version of the BACKUP evaluation the record was derived with")
-	}
 	r := req.GetRecord()
 	now := s.now()
 	rec, err := s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *storagev1.BackupSlotRecord) (Change, error) {
@@ -278,9 +275,6 @@ func (s *Server) Restore(ctx context.Context, req *backupv1.RestoreRequest) (*ba
 	}
 	if err := validAuthKey(req.GetAuthKey()); err != nil {
 		return nil, err
-	}
-	if req.GetExpectedVersion() == 0 {
-		return nil, errs.Invalidf("expected_version is 0: pass the oprf_key_version of the RESTORE evaluation the auth key was derived with")
 	}
 	hash := sha256.Sum256(req.GetAuthKey())
 	rec, err := s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *storagev1.BackupSlotRecord) (Change, error) {

@@ -562,7 +562,7 @@ func TestBadInputs(t *testing.T) {
 		{"put: no key version", func() error {
 			_, err := e.client.PutBackup(alice.ctx(), &backupv1.PutBackupRequest{Slot: recovery, Record: record(func(*backupv1.BackupRecord) {})})
 			return err
-		}, codes.InvalidArgument, "oprf_key_version is 0"},
+		}, codes.Aborted, "derived under OPRF key version 0, but the recovery slot's next version is 1"},
 		{"put: empty ciphertext", func() error { return put(func(r *backupv1.BackupRecord) { r.Ciphertext = nil }) }, codes.InvalidArgument, "record.ciphertext is empty"},
 		{"put: ciphertext of a tag only", func() error { return put(func(r *backupv1.BackupRecord) { r.Ciphertext = make([]byte, 16) }) }, codes.InvalidArgument, "record.ciphertext is 16 bytes; at least 17"},
 		{"put: ciphertext too large", func() error {
@@ -591,7 +591,7 @@ func TestBadInputs(t *testing.T) {
 		{"restore: no auth key", func() error { return restore(password, nil, 1) }, codes.InvalidArgument, "auth_key is 0 bytes; want 32"},
 		{"restore: short auth key", func() error { return restore(password, key32[:31], 1) }, codes.InvalidArgument, "auth_key is 31 bytes"},
 		{"restore: long auth key", func() error { return restore(password, append(key32, 1), 1) }, codes.InvalidArgument, "auth_key is 33 bytes"},
-		{"restore: no version", func() error { return restore(password, key32, 0) }, codes.InvalidArgument, "expected_version is 0"},
+		{"restore: no version", func() error { return restore(password, key32, 0) }, codes.Aborted, "holds version 1, not 0: evaluate (RESTORE) again; no attempt was spent"},
 		{"restore: empty slot", func() error { return restore(recovery, key32, 1) }, codes.NotFound, "the recovery slot holds no backup"},
 
 		{"delete: no slot", func() error {
