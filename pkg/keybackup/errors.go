@@ -20,6 +20,10 @@ var (
 	// ErrRecoveryKey: a recovery key that does not parse, or whose check group does not
 	// match (a mistyped character).
 	ErrRecoveryKey = errors.New("invalid recovery key")
+	// ErrWeakParams: a password record whose Argon2id parameters are cheaper than
+	// MinPasswordCost. A client refuses to derive a key under them, since the service
+	// could hand out weak parameters to make the auth key it receives cheap to attack.
+	ErrWeakParams = errors.New("Argon2id parameters too weak")
 )
 
 // Error is a failure of one kind, with what was wrong.

@@ -317,6 +317,23 @@ func TestInvalidInputs(t *testing.T) {
 	}
 }
 
+func TestCheckPasswordCost(t *testing.T) {
+	for _, tc := range []struct {
+		p    Argon2idParams
+		weak bool
+	}{
+		{DefaultArgon2id, false},
+		{Argon2idParams{Time: 1, MemoryKiB: 2 << 20}, false},
+		{Argon2idParams{Time: 16, MemoryKiB: 12288}, false},
+		{Argon2idParams{Time: 2, MemoryKiB: 64 * 1024}, true},
+		{RecoveryArgon2id, true},
+	} {
+		if err := CheckPasswordCost(tc.p); errors.Is(err, ErrWeakParams) != tc.weak || (err != nil && !tc.weak) {
+			t.Errorf("CheckPasswordCost(t=%d, m=%d) = %v; weak %v", tc.p.Time, tc.p.MemoryKiB, err, tc.weak)
+		}
+	}
+}
+
 func TestRecoveryKeyFormat(t *testing.T) {
 	k, err := NewRecoveryKey(nil)
 	if err != nil {

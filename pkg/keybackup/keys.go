@@ -65,6 +65,22 @@ var DefaultArgon2id = Argon2idParams{Time: 3, MemoryKiB: 64 * 1024, Threads: 4}
 // meaningful security; the OPRF still keeps a stolen database from testing it.
 var RecoveryArgon2id = Argon2idParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}
 
+// MinPasswordCost is the least Argon2id cost, passes × memory in KiB, that a client
+// accepts for a record of the password slot: DefaultArgon2id's (3 × 65,536). A service
+// that stated cheaper parameters for a restore would get an auth key it could test
+// password guesses against more cheaply than against the record it stores, so
+// CheckPasswordCost refuses them before anything is derived. (t=1 with 2 GiB, RFC
+// 9106's first recommendation, is well above it.)
+const MinPasswordCost = 3 * 64 * 1024
+
+// CheckPasswordCost reports ErrWeakParams if p costs less than MinPasswordCost.
+func CheckPasswordCost(p Argon2idParams) error {
+	if uint64(p.Time)*uint64(p.MemoryKiB) < MinPasswordCost {
+		return errorf(ErrWeakParams, "Argon2id t=%d m=%d KiB costs less than t × m = %d: a password record is never written that cheap", p.Time, p.MemoryKiB, MinPasswordCost)
+	}
+	return nil
+}
+
 // NewArgon2id returns p with a fresh DefaultSaltLen-byte salt from rnd (crypto/rand if
 // nil).
 func NewArgon2id(p Argon2idParams, rnd io.Reader) (Argon2idParams, error) {

@@ -209,6 +209,13 @@ func (c *Client) fetch(ctx context.Context, b keybackup.Binding, secret []byte) 
 	if err != nil {
 		return nil, 0, err
 	}
+	// Before spending an attempt: a password is never stretched with less than our
+	// floor for a service to receive (keybackup.MinPasswordCost).
+	if b.Slot == keybackup.SlotPassword {
+		if err := keybackup.CheckPasswordCost(kdfParams(info.GetKdf())); err != nil {
+			return nil, 0, fmt.Errorf("sdk: refusing the stored backup: %w", err)
+		}
+	}
 	out, version, err := c.evaluate(ctx, b, secret, backupv1.EvaluationPurpose_EVALUATION_PURPOSE_RESTORE)
 	if err != nil {
 		return nil, 0, err

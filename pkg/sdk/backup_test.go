@@ -545,3 +545,39 @@ func TestServerNeverSeesSecrets(t *testing.T) {
 		t.Fatalf("a damaged backup left a keystore file: %v", err)
 	}
 }
+
+// TestWeakParametersRefused: a service that describes the password backup with cheap
+// Argon2id parameters (to receive an auth key it could attack cheaply) is refused
+// before any evaluation, so no attempt is spent either.
+func TestWeakParametersRefused(t *testing.T) {
+	n := startBackupNode(t, 0)
+	app := n.NewApp(t)
+	ctx := context.Background()
+	a := newBackupDevice(t, n, app, "alice")
+	if _, err := a.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.BackupPrivateKey(ctx, []byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	var evaluations int
+	b := newBackupDevice(t, n, app, "alice", grpc.WithChainUnaryInterceptor(
+		func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			if method == backupv1.BackupService_Evaluate_FullMethodName {
+				evaluations++
+			}
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			if r, ok := reply.(*backupv1.GetBackupInfoResponse); ok && err == nil {
+				for _, info := range r.GetBackups() {
+					info.Kdf.Time, info.Kdf.MemoryKib = 1, 8192
+				}
+			}
+			return err
+		}))
+	if err := b.RestorePrivateKey(ctx, []byte("pw")); !errors.Is(err, keybackup.ErrWeakParams) || evaluations != 0 {
+		t.Fatalf("restore with weakened parameters: %v after %d evaluations; want ErrWeakParams before any", err, evaluations)
+	}
+	if infos, err := a.Backups(ctx); err != nil || infos[0].GetRemainingAttempts() != 10 {
+		t.Fatalf("Backups = %v, %v", infos, err)
+	}
+}
