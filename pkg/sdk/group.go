@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 )
 
@@ -337,9 +338,12 @@ type groupStates struct {
 }
 
 type groupState struct {
-	// keys and commitHashes by epoch.
+	// keys and commitHashes by epoch, of the commits this client verified or made;
+	// vouched[e] is the hash of epoch e's commit as the verified commit of epoch e+1
+	// names it.
 	keys         map[uint64][]byte
 	commitHashes map[uint64][]byte
+	vouched      map[uint64][]byte
 	// current is the latest epoch this client knows of; rotationRequired whether the
 	// server said it must be replaced.
 	current          uint64
@@ -359,10 +363,26 @@ func (gs *groupStates) update(groupID string, f func(*groupState)) {
 	}
 	s, ok := gs.groups[groupID]
 	if !ok {
-		s = &groupState{keys: map[uint64][]byte{}, commitHashes: map[uint64][]byte{}, seen: map[string]bool{}}
+		s = &groupState{keys: map[uint64][]byte{}, commitHashes: map[uint64][]byte{}, vouched: map[uint64][]byte{}, seen: map[string]bool{}}
 		gs.groups[groupID] = s
 	}
 	f(s)
+}
+
+// accept records a verified commit: its hash, and the predecessor it vouches for.
+func (s *groupState) accept(c *e2ee.EpochCommit) {
+	s.commitHashes[c.Epoch] = c.Hash
+	if c.Epoch > 1 {
+		s.vouched[c.Epoch-1] = c.PreviousCommitHash
+	}
+}
+
+// acceptOwn records a commit this client made.
+func (s *groupState) acceptOwn(ep *e2ee.Epoch) {
+	c, err := e2ee.ParseEpochCommit(ep.Commit)
+	if err == nil {
+		s.accept(c)
+	}
 }
 
 // forget drops the keys of a group the user left or deleted.

@@ -3,6 +3,7 @@ package sdk
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
@@ -50,7 +51,7 @@ func (g *Group) Rotate(ctx context.Context) error {
 	if st.GetEncryptionMode() == groupv1.EncryptionMode_ENCRYPTION_MODE_OFF {
 		return ErrEncryptionOff
 	}
-	return g.commitFrom(ctx, st.GetEpoch(), st.GetCommit().GetCommitHash())
+	return g.commitFrom(ctx, st)
 }
 
 // currentKey returns the group's current epoch and its key, committing a new epoch
@@ -78,7 +79,7 @@ func (g *Group) currentKey(ctx context.Context) (uint64, []byte, error) {
 		return 0, nil, ErrEncryptionOff
 	}
 	if st.GetEpoch() == 0 || st.GetRotationRequired() {
-		if err := g.commitFrom(ctx, st.GetEpoch(), st.GetCommit().GetCommitHash()); err != nil {
+		if err := g.commitFrom(ctx, st); err != nil {
 			return 0, nil, err
 		}
 	}
@@ -92,11 +93,16 @@ func (g *Group) currentKey(ctx context.Context) (uint64, []byte, error) {
 	return epoch, key, nil
 }
 
-// commitFrom commits epoch from+1, whose predecessor's commit hash is previous (empty
-// for epoch 1). It refetches the members and their cards when the service says they
-// changed meanwhile; if another member's commit wins the race, it loads that one's key.
-func (g *Group) commitFrom(ctx context.Context, from uint64, previous []byte) error {
+// commitFrom commits the epoch after st's. It refetches the members and their cards
+// when the service says they changed meanwhile; if another member's commit wins the
+// race, it loads that one's key.
+func (g *Group) commitFrom(ctx context.Context, st *groupv1.GetEpochStateResponse) error {
 	_, kp, myCard, err := g.c.current()
+	if err != nil {
+		return err
+	}
+	from := st.GetEpoch()
+	previous, err := g.previousCommitHash(ctx, st)
 	if err != nil {
 		return err
 	}
@@ -143,7 +149,7 @@ func (g *Group) commitFrom(ctx context.Context, from uint64, previous []byte) er
 		case err == nil:
 			g.c.groups.update(g.ID, func(s *groupState) {
 				s.keys[ep.Number] = ep.Key
-				s.commitHashes[ep.Number] = ep.CommitHash
+				s.acceptOwn(ep)
 				if ep.Number >= s.current {
 					s.current, s.rotationRequired = ep.Number, false
 				}
@@ -154,7 +160,8 @@ func (g *Group) commitFrom(ctx context.Context, from uint64, previous []byte) er
 			if bytes.Equal(conflict.GetCurrentCommitHash(), ep.CommitHash) {
 				// Our own commit won before its reply was lost.
 				g.c.groups.update(g.ID, func(s *groupState) {
-					s.keys[ep.Number], s.commitHashes[ep.Number] = ep.Key, ep.CommitHash
+					s.keys[ep.Number] = ep.Key
+					s.acceptOwn(ep)
 					s.current, s.rotationRequired = ep.Number, false
 				})
 				return nil
@@ -207,9 +214,12 @@ func (g *Group) epochKey(ctx context.Context, epoch uint64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Newest first: a verified commit vouches for the one it names as its predecessor,
+	// whose signer may have left since.
 	var firstErr error
-	for _, ek := range resp.GetKeys() {
-		if err := g.acceptEpochKey(ctx, ek); err != nil && ek.GetEpoch() == epoch {
+	keys := resp.GetKeys()
+	for i := len(keys) - 1; i >= 0; i-- {
+		if err := g.acceptEpochKey(ctx, keys[i]); err != nil && keys[i].GetEpoch() == epoch {
 			firstErr = err
 		}
 	}
@@ -222,36 +232,85 @@ func (g *Group) epochKey(ctx context.Context, epoch uint64) ([]byte, error) {
 	return nil, fmt.Errorf("%w: the service holds no key of epoch %d of %s for this user (not a member then?)", e2ee.ErrWrongEpoch, epoch, g.ID)
 }
 
-// acceptEpochKey verifies an epoch key from the service and keeps it: the commit's
-// signature by a card of a member, valid when the commit was made, the unwrapped key
-// against the signed key commitment, and the chain to the previous epoch's commit
-// when the client holds it.
+// previousCommitHash returns the hash of the commit of st's epoch, which the next
+// commit names: so a commit vouches for its predecessor, and a client can later accept
+// the predecessor on the strength of a commit it verified. The hash is that of a
+// commit this client verified: one it holds, or the one st carries, checked now.
+// Only when st's commit cannot be checked because its signer is no member this client
+// knows of (a newcomer rotating right after the previous committer left) does it fall
+// back to the hash the service gives.
+func (g *Group) previousCommitHash(ctx context.Context, st *groupv1.GetEpochStateResponse) ([]byte, error) {
+	if st.GetEpoch() == 0 {
+		return nil, nil
+	}
+	var held []byte
+	g.c.groups.update(g.ID, func(s *groupState) { held = s.commitHashes[st.GetEpoch()] })
+	served := st.GetCommit().GetCommitHash()
+	if held != nil {
+		if !bytes.Equal(held, served) {
+			return nil, fmt.Errorf("%w: the service's commit of epoch %d is not the one this client verified", e2ee.ErrBadSignature, st.GetEpoch())
+		}
+		return held, nil
+	}
+	commit, err := g.verifyCommit(ctx, st.GetEpoch(), st.GetCommit())
+	switch {
+	case errors.Is(err, e2ee.ErrNotMember):
+		return served, nil
+	case err != nil:
+		return nil, err
+	case !bytes.Equal(commit.Hash, served):
+		return nil, fmt.Errorf("%w: the service's hash of the commit of epoch %d is not the commit's", e2ee.ErrMalformed, st.GetEpoch())
+	}
+	g.c.groups.update(g.ID, func(s *groupState) { s.accept(commit) })
+	return commit.Hash, nil
+}
+
+// verifyCommit checks a commit the service returned for epoch: its signature by the
+// card it names, which must have been active when the commit was made, and which must
+// belong to a member of the group: a member now, one this client has seen, or the
+// signer of a commit that a later commit this client verified names as its
+// predecessor (every commit vouches for the one before it).
+func (g *Group) verifyCommit(ctx context.Context, epoch uint64, ec *groupv1.EpochCommit) (*e2ee.EpochCommit, error) {
+	signed := ec.GetCommit()
+	parsed, err := e2ee.ParseEpochCommit(signed)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := g.c.CardByID(ctx, parsed.SignerCardID)
+	if err != nil {
+		return nil, fmt.Errorf("sdk: the signer card of epoch %d: %w", epoch, err)
+	}
+	if committedBy := ec.GetCommittedBy(); committedBy != "" && committedBy != signer.Identity {
+		return nil, fmt.Errorf("%w: epoch %d is signed by a card of %s; the service says %s committed it", e2ee.ErrWrongSender, epoch, signer.Identity, committedBy)
+	}
+	var vouched bool
+	g.c.groups.update(g.ID, func(s *groupState) { vouched = bytes.Equal(s.vouched[epoch], parsed.Hash) })
+	if !vouched {
+		if err := g.checkMember(ctx, signer.Identity, false); err != nil {
+			return nil, fmt.Errorf("epoch %d commit: %w", epoch, err)
+		}
+	}
+	commit, err := e2ee.VerifyEpochCommit(signed, g.ID, epoch, signer.Card)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.c.checkCardLifetime(signer, commit.CreatedAt); err != nil {
+		return nil, fmt.Errorf("epoch %d commit: %w", epoch, err)
+	}
+	return commit, nil
+}
+
+// acceptEpochKey verifies an epoch key from the service and keeps it: its commit
+// (verifyCommit), the unwrapped key against the signed key commitment, and the chain
+// to the neighbouring commits this client holds.
 func (g *Group) acceptEpochKey(ctx context.Context, ek *groupv1.EpochKey) error {
 	ks, _, _, err := g.c.current()
 	if err != nil {
 		return err
 	}
-	signed := ek.GetCommit().GetCommit()
-	parsed, err := e2ee.ParseEpochCommit(signed)
+	commit, err := g.verifyCommit(ctx, ek.GetEpoch(), ek.GetCommit())
 	if err != nil {
 		return err
-	}
-	signer, err := g.c.CardByID(ctx, parsed.SignerCardID)
-	if err != nil {
-		return fmt.Errorf("sdk: the signer card of epoch %d: %w", ek.GetEpoch(), err)
-	}
-	if committedBy := ek.GetCommit().GetCommittedBy(); committedBy != "" && committedBy != signer.Identity {
-		return fmt.Errorf("%w: epoch %d is signed by a card of %s; the service says %s committed it", e2ee.ErrWrongSender, ek.GetEpoch(), signer.Identity, committedBy)
-	}
-	if err := g.checkMember(ctx, signer.Identity, ek.GetCommit().GetCommittedBy() == signer.Identity); err != nil {
-		return fmt.Errorf("epoch %d commit: %w", ek.GetEpoch(), err)
-	}
-	commit, err := e2ee.VerifyEpochCommit(signed, g.ID, ek.GetEpoch(), signer.Card)
-	if err != nil {
-		return err
-	}
-	if err := g.c.checkCardLifetime(signer, commit.CreatedAt); err != nil {
-		return fmt.Errorf("epoch %d commit: %w", ek.GetEpoch(), err)
 	}
 	key, err := commit.OpenEpochKey(ek.GetWrappedKey(), ks.KeyFor)
 	if err != nil {
@@ -263,23 +322,20 @@ func (g *Group) acceptEpochKey(ctx context.Context, ek *groupv1.EpochKey) error 
 			chainErr = fmt.Errorf("%w: epoch %d does not name the commit of epoch %d this client holds", e2ee.ErrBadSignature, commit.Epoch, commit.Epoch-1)
 			return
 		}
-		s.keys[commit.Epoch], s.commitHashes[commit.Epoch] = key, commit.Hash
-		if commit.Epoch > s.current {
-			s.current = commit.Epoch
+		if named, ok := s.vouched[commit.Epoch]; ok && !bytes.Equal(named, commit.Hash) {
+			chainErr = fmt.Errorf("%w: the commit of epoch %d is not the one epoch %d names", e2ee.ErrBadSignature, commit.Epoch, commit.Epoch+1)
+			return
 		}
+		s.accept(commit)
+		s.keys[commit.Epoch] = key
 	})
 	return chainErr
 }
 
 // checkMember reports ErrNotMember unless identity is a member of the group, or was
-// seen as one by this client, or attested says that the service vouched for its
-// membership at the time (it accepted the identity's commit, or authenticated it as
-// the sender of a stored group message, which it allows members only). An identity
-// the client has not seen is looked up once.
-//
-// The service is the authority on membership in any case; what the client refuses is
-// a signer of whom there is no record at all, such as a card the service wrapped a key
-// with for nobody it admits to.
+// seen as one by this client, or attested says that the messaging service
+// authenticated identity as the sender of a group message it stored, which it allows
+// members only. An identity the client has not seen is looked up once.
 func (g *Group) checkMember(ctx context.Context, identity string, attested bool) error {
 	if attested || g.c.groups.wasMember(g.ID, identity) {
 		return nil

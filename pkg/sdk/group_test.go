@@ -10,11 +10,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
@@ -601,4 +603,60 @@ func TestGroupCommitMismatch(t *testing.T) {
 	}
 	texts, errs := readGroup(t, eve, w.group)
 	wantTexts(t, "eve", texts, errs, "hello, whoever is here")
+}
+
+// TestGroupForgedCommitRefused: the service (here an interceptor standing in for a
+// malicious one) hands bob an epoch key that a non-member's card wrapped and signed,
+// claiming that card's owner committed the epoch. Bob's client refuses it with
+// ErrNotMember, so it cannot be made to read under a key the server chose.
+func TestGroupForgedCommitRefused(t *testing.T) {
+	w := newGroupWorld(t, "alice")
+	ctx := context.Background()
+	alice := w.users["alice"]
+	// Mallory's card, published with mallory's token, whose key the "server" holds.
+	mallory := w.app.User(t, "mallory")
+	malloryKeys, err := e2ee.GenerateKeyPair(e2ee.SuiteX25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content, sig, err := e2ee.NewCard(malloryKeys, mallory, time.Now(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mctx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+w.app.Token(t, mallory))
+	if _, err := cardv1.NewCardServiceClient(w.n.Conn()).PublishCard(mctx, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig}); err != nil {
+		t.Fatal(err)
+	}
+	var bobCard *e2ee.Card
+	var forged bool
+	bob := newInterceptedDevice(t, w, "bob", func(callCtx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(callCtx, method, req, reply, cc, opts...)
+		if method != groupv1.GroupService_GetEpochKeys_FullMethodName || err != nil {
+			return err
+		}
+		ep, ferr := e2ee.NewEpoch(malloryKeys, e2ee.CardID(content), w.group, 1, nil, []*e2ee.Card{bobCard}, time.Now())
+		if ferr != nil {
+			t.Error(ferr)
+			return err
+		}
+		reply.(*groupv1.GetEpochKeysResponse).Keys = []*groupv1.EpochKey{{Epoch: 1, WrappedKey: ep.WrappedKeys[0], Commit: &groupv1.EpochCommit{Epoch: 1, Commit: ep.Commit, CommittedBy: mallory}}}
+		forged = true
+		return err
+	})
+	found, err := bob.FindCards(ctx, bob.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobCard = found[bob.identity].Card
+	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Send(ctx, []byte("for bob")); err != nil {
+		t.Fatal(err)
+	}
+	_, errs := readGroup(t, bob, w.group)
+	if !forged || len(errs) != 1 || !errors.Is(errs[0], e2ee.ErrNotMember) {
+		t.Fatalf("bob opens alice's message with a forged epoch key (forged: %v): %v; want ErrNotMember", forged, errs)
+	}
 }
