@@ -3,6 +3,7 @@ package deploy
 import (
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -85,17 +86,8 @@ func readDockerfile(t *testing.T) dockerfile {
 	if m := entryLine.FindStringSubmatch(final); m != nil {
 		d.entrypoint = m[1]
 	}
-	if d.entrypoint != umbraPath || !contains(d.copied, umbraPath) {
+	if d.entrypoint != umbraPath || !slices.Contains(d.copied, umbraPath) {
 		t.Errorf("the image's entrypoint is %q; want %s, copied from the build stage", d.entrypoint, umbraPath)
 	}
 	return d
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -3,7 +3,6 @@ package deploy
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -239,7 +238,6 @@ func (m *manifests) workloads() []workload {
 // checkWorkloads checks every pod: its security context, resources, image, probes, and
 // that its arguments and UMBRA_* settings are flags the real binary accepts.
 func checkWorkloads(t *testing.T, m *manifests, bins binaries, image dockerfile) {
-	t.Helper()
 	if len(m.workloads()) != len(services)+1 {
 		t.Errorf("%d workloads; want the %d services and the gateway", len(m.workloads()), len(services))
 	}
@@ -258,6 +256,11 @@ func checkWorkloads(t *testing.T, m *manifests, bins binaries, image dockerfile)
 			}
 			if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
 				t.Error("the pod mounts a service account token it never uses")
+			}
+			if !slices.ContainsFunc(m.accounts, func(a *corev1.ServiceAccount) bool {
+				return a.Name == spec.ServiceAccountName && a.AutomountServiceAccountToken != nil && !*a.AutomountServiceAccountToken
+			}) {
+				t.Errorf("service account %q is not in the manifests with automountServiceAccountToken false", spec.ServiceAccountName)
 			}
 			if spec.HostNetwork || spec.HostPID || spec.HostIPC {
 				t.Error("the pod shares a host namespace")
@@ -284,7 +287,6 @@ func checkWorkloads(t *testing.T, m *manifests, bins binaries, image dockerfile)
 }
 
 func checkContainerSecurity(t *testing.T, c corev1.Container) {
-	t.Helper()
 	sc := c.SecurityContext
 	if sc == nil {
 		t.Fatal("no container securityContext")
@@ -313,7 +315,6 @@ func checkContainerSecurity(t *testing.T, c corev1.Container) {
 }
 
 func checkResources(t *testing.T, c corev1.Container) {
-	t.Helper()
 	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 		req, okReq := c.Resources.Requests[r]
 		lim, okLim := c.Resources.Limits[r]
@@ -335,7 +336,6 @@ var (
 
 // checkImage wants an image pinned by digest or by a version tag, never latest.
 func checkImage(t *testing.T, image string) {
-	t.Helper()
 	sub := imageRef.FindStringSubmatch(image)
 	if sub == nil {
 		t.Errorf("image %q is not an image reference", image)
@@ -358,7 +358,6 @@ type settings map[string]string
 // command accepts, and that every UMBRA_* variable it gets names one of them (an
 // unknown variable is silently ignored by the binary).
 func checkFlags(t *testing.T, m *manifests, w workload, c corev1.Container, serveFlags map[string]map[string]flagInfo) settings {
-	t.Helper()
 	if len(c.Args) < 2 || c.Args[0] != "serve" {
 		t.Fatalf("args %q: want serve <role> ...", c.Args)
 	}
@@ -448,7 +447,6 @@ func checkFlags(t *testing.T, m *manifests, w workload, c corev1.Container, serv
 
 // checkFilesMounted checks that every file flag points into a mounted volume.
 func checkFilesMounted(t *testing.T, c corev1.Container, set settings) {
-	t.Helper()
 	for _, name := range []string{"tls-cert", "tls-key", "tls-client-ca", "peer-tls-ca", "peer-tls-cert", "peer-tls-key", "backup-secret-file"} {
 		file := set[name]
 		if file == "" {
@@ -470,7 +468,6 @@ func mountOf(c corev1.Container, file string) *corev1.VolumeMount {
 }
 
 func checkServicePod(t *testing.T, w workload, c corev1.Container, set settings, probeFlags map[string]flagInfo, image dockerfile) {
-	t.Helper()
 	role := w.name
 	if set["tls-client-ca"] == "" || set["tls-require-client-cert"] != "true" {
 		t.Error("the service does not require client certificates from the internal CA (--tls-client-ca, --tls-require-client-cert)")
@@ -545,7 +542,6 @@ func checkServicePod(t *testing.T, w workload, c corev1.Container, set settings,
 }
 
 func checkGatewayPod(t *testing.T, c corev1.Container, set settings) {
-	t.Helper()
 	_, httpPort, err := net.SplitHostPort(set["http-addr"])
 	if err != nil {
 		t.Fatalf("--http-addr %q: %v", set["http-addr"], err)
@@ -584,7 +580,6 @@ func namedPort(c corev1.Container, name string) *corev1.ContainerPort {
 // checkStatefulServices: one StatefulSet of one replica per service, each with its
 // volume claim.
 func checkStatefulServices(t *testing.T, m *manifests) {
-	t.Helper()
 	if got, want := sortedKeys(m.statefulSets), sortedKeys(services); !slices.Equal(got, want) {
 		t.Errorf("StatefulSets %v; want one per service %v", got, want)
 	}
@@ -616,7 +611,6 @@ func checkStatefulServices(t *testing.T, m *manifests) {
 // checkServices: every workload is reachable through a Service whose gRPC port is named
 // grpc with appProtocol grpc, and each peer address names such a Service.
 func checkServices(t *testing.T, m *manifests) {
-	t.Helper()
 	for _, w := range m.workloads() {
 		svc, ok := m.services[w.name]
 		if !ok || !selects(svc.Spec.Selector, w.pod.Labels) {
@@ -653,7 +647,6 @@ func checkServices(t *testing.T, m *manifests) {
 // checkGateway: at least two replicas, an autoscaler that keeps at least two, and a
 // disruption budget.
 func checkGateway(t *testing.T, m *manifests) {
-	t.Helper()
 	d, ok := m.deployments["gateway"]
 	if !ok {
 		t.Fatal("no gateway Deployment")
@@ -706,7 +699,6 @@ func checkGateway(t *testing.T, m *manifests) {
 // open to the gateway and the services only, with every one of them able to reach
 // every service.
 func checkNetworkPolicies(t *testing.T, m *manifests) {
-	t.Helper()
 	defaultDeny := false
 	for _, p := range m.policies {
 		if len(p.Spec.PodSelector.MatchLabels) == 0 && len(p.Spec.PodSelector.MatchExpressions) == 0 &&
@@ -819,7 +811,6 @@ func secretRefs(m *manifests) map[string]string {
 // checkSecrets: every Secret a pod uses is made by cert-manager (production), by a
 // command docs/operations.md gives, or by the kubectl commands dev-certs.sh prints.
 func checkSecrets(t *testing.T, m *manifests, docs string) {
-	t.Helper()
 	script, err := os.ReadFile("dev-certs.sh")
 	if err != nil {
 		t.Fatal(err)
@@ -847,7 +838,6 @@ var devCertsLoop = regexp.MustCompile(`for s in ([a-z -]+); do\n\s*echo "kubectl
 // checkCertificates: cert-manager issues every TLS Secret, with the names peers dial and
 // --service-peers accepts for the services, and none of those names for the gateway.
 func checkCertificates(t *testing.T, m *manifests) {
-	t.Helper()
 	bySecret := map[string]*certificate{}
 	for _, c := range m.certificates {
 		bySecret[c.Spec.SecretName] = c
@@ -998,8 +988,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(keys)
 	return keys
 }
-
-func (f flagInfo) String() string { return fmt.Sprintf("bool=%v default=%q", f.isBool, f.def) }
 
 // TestRestorePod checks the one-off restore pod of every store: it decodes strictly,
 // mounts the claim the StatefulSet made, and runs `umbra admin restore` with flags the
