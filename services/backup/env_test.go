@@ -70,6 +70,8 @@ type env struct {
 	messaging messagingv1.MessagingServiceClient
 	ids       identityv1.IdentityServiceClient
 	stop      func()
+	// serveEvents starts the late messaging listener (envOptions.lateEvents).
+	serveEvents func()
 }
 
 // envOptions vary an env. The zero value is the defaults in a fresh folder.
@@ -82,6 +84,9 @@ type envOptions struct {
 	cfg Config
 	// noEvents starts the backup service without a messaging client.
 	noEvents bool
+	// lateEvents points the backup service's messaging client at a listener of its
+	// own that serves only once env.serveEvents is called.
+	lateEvents bool
 	// quiet discards logs (benchmarks log a line per call otherwise).
 	quiet bool
 }
@@ -135,7 +140,25 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		t.Fatal(err)
 	}
 	addr := lis.Addr().String()
-	peer, err := grpcclient.Dial(grpcclient.Config{Addr: addr, ServiceToken: testServiceToken, Peer: true})
+	serveCtx, stopServe := context.WithCancel(context.Background())
+	var serving sync.WaitGroup
+	peerAddr, serveEvents := addr, func() {}
+	if opts.lateEvents {
+		late, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lateServer, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0"}, authn, log, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg.Register(lateServer.Server)
+		var once sync.Once
+		serveEvents = func() { once.Do(func() { serving.Go(func() { lateServer.Serve(serveCtx, late) }) }) }
+		t.Cleanup(func() { late.Close() })
+		peerAddr = late.Addr().String()
+	}
+	peer, err := grpcclient.Dial(grpcclient.Config{Addr: peerAddr, ServiceToken: testServiceToken, Peer: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,9 +190,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err := grpcserver.CheckPolicies(gs.Server, table); err != nil {
 		t.Fatal(err)
 	}
-	serveCtx, stopServe := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() { gs.Serve(serveCtx, lis); close(served) }()
+	serving.Go(func() { gs.Serve(serveCtx, lis) })
 	runCtx, stopRun := context.WithCancel(context.Background())
 	var running sync.WaitGroup
 	running.Go(func() { msg.Run(runCtx) })
@@ -186,7 +207,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 			stopRun()
 			running.Wait()
 			stopServe()
-			<-served
+			serving.Wait()
 			peer.Close()
 			if err := store.Close(); err != nil {
 				t.Errorf("close backup store: %v", err)
@@ -198,10 +219,11 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	t.Cleanup(stop)
 	return &env{
 		dir: opts.dir, store: store, srv: srv, clock: clk, conn: conn,
-		client:    backupv1.NewBackupServiceClient(conn),
-		messaging: messagingv1.NewMessagingServiceClient(conn),
-		ids:       identityv1.NewIdentityServiceClient(conn),
-		stop:      stop,
+		client:      backupv1.NewBackupServiceClient(conn),
+		messaging:   messagingv1.NewMessagingServiceClient(conn),
+		ids:         identityv1.NewIdentityServiceClient(conn),
+		stop:        stop,
+		serveEvents: serveEvents,
 	}
 }
 

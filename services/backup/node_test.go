@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/gateway"
@@ -226,5 +230,121 @@ func TestNodeRefusesBadSecret(t *testing.T) {
 				t.Fatalf("got %v; want a refusal with %q", err, tc.msg)
 			}
 		})
+	}
+}
+
+// TestNodeREST: the backup flow through the REST gateway, and a failed restore's
+// attempt count in the HTTP error's details.
+func TestNodeREST(t *testing.T) {
+	n := nodetest.Start(t)
+	a := n.NewApp(t)
+	alice := a.User(t, "alice")
+	token := a.Token(t, alice)
+	call := func(method, path string, req proto.Message, resp proto.Message) (int, []byte) {
+		t.Helper()
+		var body io.Reader
+		if req != nil {
+			b, err := protojson.Marshal(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body = bytes.NewReader(b)
+		}
+		hr, err := http.NewRequest(method, n.HTTP+path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hr.Header.Set("Authorization", "Bearer "+token)
+		hr.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(hr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		out, err := io.ReadAll(res.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode == http.StatusOK && resp != nil {
+			if err := protojson.Unmarshal(out, resp); err != nil {
+				t.Fatalf("%s %s: %v in %s", method, path, err, out)
+			}
+		}
+		return res.StatusCode, out
+	}
+	// evaluate runs one evaluation over REST and returns the auth key.
+	evaluate := func(purpose backupv1.EvaluationPurpose, secret string) (*backupv1.EvaluateResponse, []byte) {
+		t.Helper()
+		stand, _ := oprf.GenerateKey(oprf.SuiteRistretto255, rand.Reader)
+		fin, req, err := oprf.NewVerifiableClient(oprf.SuiteRistretto255, stand.Public()).Blind([][]byte{[]byte(secret)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		el, _ := req.Elements[0].MarshalBinaryCompress()
+		resp := &backupv1.EvaluateResponse{}
+		if code, body := call(http.MethodPost, "/v1/backups:evaluate", &backupv1.EvaluateRequest{Slot: backupv1.BackupSlot_BACKUP_SLOT_PASSWORD, Purpose: purpose, BlindedElement: el}, resp); code != http.StatusOK {
+			t.Fatalf("evaluate: %d %s", code, body)
+		}
+		g := oprf.SuiteRistretto255.Group()
+		pk, ev, proof := new(oprf.PublicKey), g.NewElement(), new(dleq.Proof)
+		if pk.UnmarshalBinary(oprf.SuiteRistretto255, resp.GetPublicKey()) != nil || ev.UnmarshalBinary(resp.GetEvaluatedElement()) != nil || proof.UnmarshalBinary(g, resp.GetProof()) != nil {
+			t.Fatalf("evaluate response %v", resp)
+		}
+		outs, err := oprf.NewVerifiableClient(oprf.SuiteRistretto255, pk).Finalize(fin, &oprf.Evaluation{Elements: []oprf.Evaluated{ev}, Proof: proof})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := sha256.Sum256(outs[0])
+		return resp, key[:]
+	}
+
+	ev, key := evaluate(backupv1.EvaluationPurpose_EVALUATION_PURPOSE_BACKUP, "pw")
+	h := sha256.Sum256(key)
+	put := &backupv1.PutBackupResponse{}
+	code, body := call(http.MethodPost, "/v1/backups", &backupv1.PutBackupRequest{
+		Slot: backupv1.BackupSlot_BACKUP_SLOT_PASSWORD,
+		Record: &backupv1.BackupRecord{
+			Ciphertext: []byte("a sealed key bundle, tag appended"), Nonce: make([]byte, 12),
+			Aead: backupv1.BackupAead_BACKUP_AEAD_CHACHA20_POLY1305, AuthKeyHash: h[:],
+			Kdf: &backupv1.Argon2IdParams{Time: 2, MemoryKib: 19 << 10, Threads: 1, Salt: make([]byte, 16)},
+		},
+		OprfKeyVersion: ev.GetOprfKeyVersion(),
+	}, put)
+	if code != http.StatusOK || put.GetBackup().GetVersion() != 1 {
+		t.Fatalf("put: %d %s", code, body)
+	}
+	info := &backupv1.GetBackupInfoResponse{}
+	if code, body := call(http.MethodGet, "/v1/backups", nil, info); code != http.StatusOK || len(info.GetBackups()) != 1 || info.GetBackups()[0].GetMaxAttempts() != backup.DefaultMaxAttempts {
+		t.Fatalf("info: %d %s", code, body)
+	}
+
+	ev, _ = evaluate(backupv1.EvaluationPurpose_EVALUATION_PURPOSE_RESTORE, "wrong")
+	code, body = call(http.MethodPost, "/v1/backups:restore", &backupv1.RestoreRequest{Slot: backupv1.BackupSlot_BACKUP_SLOT_PASSWORD, AuthKey: make([]byte, 32), ExpectedVersion: ev.GetOprfKeyVersion()}, nil)
+	var failure struct {
+		Message string `json:"message"`
+		Details []struct {
+			Type      string `json:"@type"`
+			Remaining int    `json:"remainingAttempts"`
+		} `json:"details"`
+	}
+	if err := json.Unmarshal(body, &failure); err != nil {
+		t.Fatalf("%d %s: %v", code, body, err)
+	}
+	if code != http.StatusForbidden || !strings.Contains(failure.Message, "9 attempts remain") || len(failure.Details) != 1 ||
+		failure.Details[0].Type != "type.googleapis.com/umbra.backup.v1.RestoreFailure" || failure.Details[0].Remaining != 9 {
+		t.Fatalf("wrong auth key over REST: %d %s", code, body)
+	}
+
+	ev, key = evaluate(backupv1.EvaluationPurpose_EVALUATION_PURPOSE_RESTORE, "pw")
+	restored := &backupv1.RestoreResponse{}
+	code, body = call(http.MethodPost, "/v1/backups:restore", &backupv1.RestoreRequest{Slot: backupv1.BackupSlot_BACKUP_SLOT_PASSWORD, AuthKey: key, ExpectedVersion: ev.GetOprfKeyVersion()}, restored)
+	if code != http.StatusOK || string(restored.GetCiphertext()) != "a sealed key bundle, tag appended" {
+		t.Fatalf("restore: %d %s", code, body)
+	}
+	if code, body := call(http.MethodDelete, "/v1/backups?slot=BACKUP_SLOT_PASSWORD&expectedVersion=1", nil, nil); code != http.StatusOK {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	if code, body := call(http.MethodGet, "/v1/backups", nil, info); code != http.StatusOK || len(info.GetBackups()) != 0 {
+		t.Fatalf("info after delete: %d %s", code, body)
 	}
 }

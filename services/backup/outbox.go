@@ -93,7 +93,7 @@ func (s *Server) deliver(ctx context.Context) error {
 func (s *Server) publish(ctx context.Context, ev *storagev1.BackupOutboxRecord) error {
 	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	_, err := s.events.PublishEvent(ctx, &messagingv1.PublishEventRequest{
+	resp, err := s.events.PublishEvent(ctx, &messagingv1.PublishEventRequest{
 		AppId:      ev.GetAppId(),
 		EventId:    ev.GetEventId(),
 		Type:       ev.GetType(),
@@ -102,7 +102,8 @@ func (s *Server) publish(ctx context.Context, ev *storagev1.BackupOutboxRecord) 
 	})
 	switch status.Code(err) {
 	case codes.OK:
-		s.log.Info("backup event delivered", zap.String("app", ev.GetAppId()), zap.String("identity", ev.GetIdentity()), zap.String("event_id", ev.GetEventId()))
+		s.log.Info("backup event delivered", zap.String("app", ev.GetAppId()), zap.String("identity", ev.GetIdentity()),
+			zap.String("event_id", ev.GetEventId()), zap.Bool("duplicate", resp.GetDuplicate()))
 		return nil
 	case codes.InvalidArgument, codes.AlreadyExists, codes.NotFound:
 		s.log.Error("backup event refused by the messaging service; dropped", zap.String("app", ev.GetAppId()),

@@ -189,3 +189,23 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// TestOutboxRetries: an event the messaging service cannot take yet stays in the
+// outbox and is delivered once it can, without a restart.
+func TestOutboxRetries(t *testing.T) {
+	e := newEnv(t, envOptions{lateEvents: true, cfg: Config{MaxAttempts: 1}})
+	alice := e.newUser(t, e.newApp(t), "alice")
+	e.mustBackUp(t, alice, password, "right", 0)
+	s := e.subscribe(t, alice)
+	_, err := e.restore(t, alice, password, "wrong")
+	wantCode(t, err, codes.PermissionDenied, "was erased")
+	time.Sleep(300 * time.Millisecond)
+	if pending, err := e.store.Outbox(10); err != nil || len(pending) != 1 {
+		t.Fatalf("before the messaging service answers, the outbox holds %v (%v)", pending, err)
+	}
+	e.serveEvents()
+	if it := s.next(t); it.GetEvent().GetType() != eventType {
+		t.Fatalf("stream item %v", it)
+	}
+	waitOutboxEmpty(t, e)
+}
