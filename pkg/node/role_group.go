@@ -13,26 +13,45 @@ import (
 
 // buildGroup starts the group service over group.db. It reaches the card service (the
 // members' active cards, the card feed) and the messaging service (events into members'
-// streams) as a peer, with the service token.
+// streams) as a peer, with the service token. Without a card service address commits
+// are refused as UNAVAILABLE; without a messaging address events wait in the outbox.
 func buildGroup(d *deps) (*hosted, error) {
+	log := d.log.Named(gateway.Group)
 	store, err := group.OpenStore(dbPath(d, gateway.Group))
 	if err != nil {
 		return nil, err
 	}
-	cardConn, err := dialPeer(d, d.cfg.Card)
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("group: card service: %w", err)
+	var closers []func() error
+	closeAll := func() error {
+		var errs []error
+		for _, c := range closers {
+			errs = append(errs, c())
+		}
+		return errors.Join(append(errs, store.Close())...)
 	}
-	msgConn, err := dialPeer(d, d.cfg.MessagingPeer)
-	if err != nil {
-		cardConn.Close()
-		store.Close()
-		return nil, fmt.Errorf("group: messaging service: %w", err)
+	var cards group.Cards
+	if d.cfg.Card.Addr != "" {
+		conn, err := dialPeer(d, d.cfg.Card)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("card service: %w", err)
+		}
+		cards, closers = cardv1.NewCardServiceClient(conn), append(closers, conn.Close)
+	} else {
+		log.Warn("no card service address: epoch commits are refused and card changes are not followed until one is configured")
 	}
-	closeAll := func() error { return errors.Join(msgConn.Close(), cardConn.Close(), store.Close()) }
-	srv, err := group.NewServer(store, cardv1.NewCardServiceClient(cardConn), messagingv1.NewMessagingServiceClient(msgConn),
-		d.cfg.GroupTuning, d.log.Named(gateway.Group))
+	var events group.Events
+	if d.cfg.MessagingPeer.Addr != "" {
+		conn, err := dialPeer(d, d.cfg.MessagingPeer)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("messaging service: %w", err)
+		}
+		events, closers = messagingv1.NewMessagingServiceClient(conn), append(closers, conn.Close)
+	} else {
+		log.Warn("no messaging service address: group events wait in the outbox until one is configured")
+	}
+	srv, err := group.NewServer(store, cards, events, d.cfg.GroupTuning, log)
 	if err != nil {
 		closeAll()
 		return nil, err

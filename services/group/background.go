@@ -22,6 +22,10 @@ const cardEventPage = 1000
 // cursor is stored in group.db with the marks, so each event is applied once. It runs
 // until ctx ends.
 func (s *Server) followCards(ctx context.Context) {
+	if s.cards == nil {
+		s.log.Warn("no card service: card rotations do not mark groups rotation required")
+		return
+	}
 	for ctx.Err() == nil {
 		n, err := s.followOnce(ctx)
 		if err != nil && ctx.Err() == nil {

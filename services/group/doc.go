@@ -1,6 +1,28 @@
-// Package group implements umbra.group.v1.GroupService: groups, membership, roles,
-// and the epochs whose keys members wrap to each other's cards.
+// Package group implements umbra.group.v1.GroupService: groups, membership and roles,
+// join requests and invitations, and the epochs whose keys members wrap to each
+// other's cards.
 //
-// Until issue 5 lands every RPC answers Unimplemented; the policy table is complete
-// already, so nothing is reachable without the credential it will need.
+// State is group.db (store.go; the records are proto/umbra/storage/v1/group.proto).
+// Each RPC is one bbolt transaction in which the service's rules run on a Tx; a
+// refused request writes nothing.
+//
+// Peers. The service asks the card service for members' active cards
+// (LookupActiveCards: a commit must cover exactly them, and its signer card must be the
+// committer's) and follows its ListCardEvents feed (background.go) to mark a member's
+// groups "rotation required" when the card the current epoch's key is wrapped to is
+// rotated or revoked; the feed's cursor is kept in group.db with the marks. Events
+// (GroupEvent payloads) are written to an outbox in the transaction of the change they
+// report and delivered to the messaging service's PublishEvent by a background loop,
+// which deletes each once it was accepted (events.go).
+//
+// Epochs. CommitEpoch reads the group and the members, asks the card service, checks
+// the commit with pkg/e2ee (parse, signature, wrapped-keys digest), and writes the new
+// epoch only if the epoch, the membership and the members' cards are still those it
+// checked (compare-and-swap; a changed membership or card is checked again). A
+// member's keys are deleted when it stops being a member, so a removed, banned or
+// departed identity never reads a key again, and one that comes back starts afresh.
+//
+// AuthorizeSend counts every accepted ENCRYPTED message toward the epoch's message
+// limit in a batched write (Store.Batch), and marks rotation required when a message
+// shows that the sender's card is no longer the one the epoch's key was wrapped to.
 package group

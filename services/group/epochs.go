@@ -275,6 +275,9 @@ func refused(what string, err error) error {
 
 // activeCards asks the card service for the active cards of ids.
 func (s *Server) activeCards(ctx context.Context, app string, ids []string) (map[string]*cardv1.ActiveCardRef, error) {
+	if s.cards == nil {
+		return nil, errs.Unavailablef("this group service has no card service configured, so it cannot check members' cards: commits and shares are refused")
+	}
 	out := make(map[string]*cardv1.ActiveCardRef, len(ids))
 	for start := 0; start < len(ids); start += 10000 {
 		end := min(start+10000, len(ids))

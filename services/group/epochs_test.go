@@ -50,13 +50,16 @@ func TestEpochs(t *testing.T) {
 	e.create(t, owner, group, bob, carol)
 
 	// Epoch 0: encrypted messages wait for the first commit.
-	_, err := e.authorize(bob, group, 1)
-	wantCode(t, err, codes.FailedPrecondition, "epoch required")
-	if d := detail[*groupv1.EpochRequired](err); d == nil || d.GetCurrentEpoch() != 0 || !d.GetRotationRequired() || d.GetMessageEpoch() != 1 {
-		t.Errorf("EpochRequired %v", d)
+	for _, ep := range []uint64{0, 1} {
+		_, err := e.authorize(bob, group, ep)
+		wantCode(t, err, codes.FailedPrecondition, "epoch required")
+		if d := detail[*groupv1.EpochRequired](err); d == nil || d.GetCurrentEpoch() != 0 || !d.GetRotationRequired() || d.GetMessageEpoch() != ep {
+			t.Errorf("EpochRequired %v", d)
+		}
 	}
 
 	c1 := e.commit(t, group, bob, owner, bob, carol)
+	var err error
 	if c1.GetCommit().GetEpoch() != 1 || c1.GetGroup().GetRotationRequired() || c1.GetCommit().GetCommittedBy() != bob.identity || len(c1.GetCommit().GetCommitHash()) != 32 {
 		t.Fatalf("commit 1: %v", c1)
 	}

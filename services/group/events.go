@@ -123,6 +123,9 @@ func (s *Server) rotationEvent(tx *Tx, g *storagev1.GroupRecord, newly bool) err
 // deliverLoop delivers the outbox to the messaging service, oldest first, deleting
 // each record once PublishEvent accepted it. It runs until ctx ends.
 func (s *Server) deliverLoop(ctx context.Context) {
+	if s.events == nil {
+		return // no messaging service: events wait in the outbox
+	}
 	backoff := 100 * time.Millisecond
 	for {
 		ok := s.deliverOutbox(ctx)

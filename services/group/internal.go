@@ -128,9 +128,6 @@ func (s *Server) AuthorizeSend(_ context.Context, req *groupv1.AuthorizeSendRequ
 		if len(req.GetSenderCardId()) != CardIDSize {
 			return nil, errs.Invalidf("sender_card_id is %d bytes; an ENCRYPTED message names the sender's 32-byte card id", len(req.GetSenderCardId()))
 		}
-		if req.GetEpoch() == 0 {
-			return nil, errs.Invalidf("epoch is 0: an ENCRYPTED group message names the epoch whose key encrypted it (the first is 1)")
-		}
 	case groupv1.MessageKind_MESSAGE_KIND_PLAINTEXT:
 		if req.GetEpoch() != 0 || len(req.GetSenderCardId()) != 0 {
 			return nil, errs.Invalidf("a PLAINTEXT message carries no epoch and no sender card id")
@@ -236,7 +233,8 @@ func decideSend(tx *Tx, req *groupv1.AuthorizeSendRequest, now time.Time) (*send
 	}
 	required, _ := rotationState(g, now)
 	switch {
-	case req.GetEpoch() != g.GetEpoch() || required:
+	case req.GetEpoch() != g.GetEpoch() || required || g.GetEpoch() == 0:
+		// Epoch 0 has no key: a message "at epoch 0" waits for the first commit.
 		if periodElapsed(g, now) && !g.GetRotationRequired() {
 			d.mark = groupv1.RotationReason_ROTATION_REASON_PERIOD_ELAPSED // recorded with the refusal
 		}

@@ -53,10 +53,12 @@ type Server struct {
 var _ groupv1.GroupServiceServer = (*Server)(nil)
 
 // NewServer returns a Server over store that reaches the card service through cards
-// and delivers events through events. A nil log discards logs.
+// and delivers events through events. Without cards (nil: no card service configured)
+// commits and shares are refused as UNAVAILABLE and card changes are not followed;
+// without events, events wait in the outbox. A nil log discards logs.
 func NewServer(store *Store, cards Cards, events Events, cfg Config, log *zap.Logger) (*Server, error) {
-	if store == nil || cards == nil || events == nil {
-		return nil, errors.New("group: a store, the card service and the messaging service are required")
+	if store == nil {
+		return nil, errors.New("group: no store")
 	}
 	if log == nil {
 		log = zap.NewNop()
