@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -408,4 +409,69 @@ func isEpochRequired(err error) *groupv1.EpochRequired {
 		return nil
 	}
 	return statusDetail[*groupv1.EpochRequired](err)
+}
+
+// ShareHistory gives recipient, a member who joined later, the keys of the epochs
+// before it joined that this client holds, re-wrapped to recipient's active card, so
+// that it can read the older messages. The group's history visibility must be SHARED
+// (FAILED_PRECONDITION otherwise). The recipient checks each key against its epoch's
+// signed commit, so a sharer cannot substitute one. It returns how many keys it shared.
+func (g *Group) ShareHistory(ctx context.Context, recipient string) (int, error) {
+	info, err := g.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var joined time.Time
+	for _, m := range info.GetMembers() {
+		if m.GetIdentity() == recipient {
+			joined = m.GetJoinedAt().AsTime()
+		}
+	}
+	if joined.IsZero() {
+		return 0, fmt.Errorf("%w: %s is not a member of %s", e2ee.ErrNotMember, recipient, g.ID)
+	}
+	found, err := g.c.FindCards(ctx, recipient)
+	if err != nil {
+		return 0, err
+	}
+	card, ok := found[recipient]
+	if !ok {
+		return 0, fmt.Errorf("%w: %s", ErrNoCard, recipient)
+	}
+	var shares []*groupv1.EpochShare
+	token := ""
+	for {
+		resp, err := g.c.groupClient().GetEpochKeys(ctx, &groupv1.GetEpochKeysRequest{GroupId: g.ID, PageToken: token})
+		if err != nil {
+			return 0, err
+		}
+		keys := resp.GetKeys()
+		for i := len(keys) - 1; i >= 0; i-- {
+			ek := keys[i]
+			if !ek.GetCommit().GetCommittedAt().AsTime().Before(joined) {
+				continue
+			}
+			key := g.c.groups.key(g.ID, ek.GetEpoch())
+			if key == nil {
+				if err := g.acceptEpochKey(ctx, ek); err != nil {
+					return 0, fmt.Errorf("epoch %d: %w", ek.GetEpoch(), err)
+				}
+				key = g.c.groups.key(g.ID, ek.GetEpoch())
+			}
+			w, err := e2ee.WrapEpochKey(g.ID, ek.GetEpoch(), key, card.Card)
+			if err != nil {
+				return 0, err
+			}
+			shares = append(shares, &groupv1.EpochShare{Epoch: ek.GetEpoch(), Recipient: recipient, WrappedKey: w})
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	for i := 0; i < len(shares); i += commitChunk {
+		if _, err := g.c.groupClient().ShareEpochKeys(ctx, &groupv1.ShareEpochKeysRequest{GroupId: g.ID, Shares: shares[i:min(i+commitChunk, len(shares))]}); err != nil {
+			return i, err
+		}
+	}
+	return len(shares), nil
 }

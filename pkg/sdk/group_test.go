@@ -660,3 +660,43 @@ func TestGroupForgedCommitRefused(t *testing.T) {
 		t.Fatalf("bob opens alice's message with a forged epoch key (forged: %v): %v; want ErrNotMember", forged, errs)
 	}
 }
+
+// TestGroupSharedHistory: in a group whose history is SHARED, a newcomer cannot read
+// the epochs before it joined until a member re-shares their keys; then it reads them,
+// each checked against its epoch's signed commit. In a SINCE_JOIN group sharing is
+// refused.
+func TestGroupSharedHistory(t *testing.T) {
+	w := newGroupWorld(t, "alice", "bob")
+	ctx := context.Background()
+	alice, bob := w.users["alice"], w.users["bob"]
+	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{HistoryVisibility: groupv1.HistoryVisibility_HISTORY_VISIBILITY_SHARED})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Send(ctx, []byte("old news")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Add(ctx, bob.identity); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Send(ctx, []byte("news")); err != nil {
+		t.Fatal(err)
+	}
+	texts, errs := readGroup(t, bob, w.group)
+	if len(texts) != 1 || texts[0] != "news" || len(errs) != 1 || !errors.Is(errs[0], e2ee.ErrWrongEpoch) {
+		t.Fatalf("before the share bob reads %q with %v; want only the new message, and ErrWrongEpoch for the old", texts, errs)
+	}
+	n, err := g.ShareHistory(ctx, bob.identity)
+	if err != nil || n != 1 {
+		t.Fatalf("ShareHistory = %d, %v; want epoch 1 shared", n, err)
+	}
+	texts, errs = readGroup(t, bob, w.group)
+	wantTexts(t, "bob", texts, errs, "old news", "news")
+
+	if err := g.SetHistoryVisibility(ctx, groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.ShareHistory(ctx, bob.identity); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("sharing in a SINCE_JOIN group: %v; want FailedPrecondition", err)
+	}
+}
