@@ -55,9 +55,12 @@ type Argon2idParams struct {
 }
 
 // DefaultArgon2id is the cost of stretching a password: RFC 9106's second recommended
-// setting (section 4), t=3, m=64 MiB, p=4. On the 2-core AMD EPYC VM this was written
-// on one derivation takes about 85 ms (BenchmarkArgon2idDefault), once per backup or
-// restore. A fresh salt is added by NewArgon2id.
+// setting (section 4), t=3, m=64 MiB, p=4. One derivation takes 64 MiB and, on the
+// 2-vCPU Intel Xeon VM this was written on, about 160 ms (BenchmarkRestoreClientArgon2id:
+// 153-200 ms over 8 runs, up to 400 ms while other work shared the CPUs); it runs
+// once per backup or restore, and is nearly all of a restore's time (see
+// BenchmarkRestoreClient and pkg/sdk's BenchmarkRestorePrivateKey). A fresh salt is
+// added by NewArgon2id.
 var DefaultArgon2id = Argon2idParams{Time: 3, MemoryKiB: 64 * 1024, Threads: 4}
 
 // RecoveryArgon2id is the cost for the recovery slot: the least the service accepts
