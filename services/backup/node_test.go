@@ -149,7 +149,7 @@ func TestNode(t *testing.T) {
 
 	sctx, cancel := context.WithCancel(alice.ctx)
 	defer cancel()
-	stream, err := alice.msg.Subscribe(sctx, &messagingv1.SubscribeRequest{})
+	stream, err := alice.msg.Subscribe(sctx, &messagingv1.SubscribeRequest{AfterInboxSequence: new(uint64)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -644,12 +644,14 @@ type subscription struct {
 	items chan *messagingv1.SubscribeResponse
 }
 
-// subscribe opens u's messaging stream for the rest of the test.
+// subscribe opens u's messaging stream, from its start, for the rest of the test.
 func (e *env) subscribe(t testing.TB, u user) *subscription {
 	t.Helper()
 	ctx, cancel := context.WithCancel(u.ctx())
 	t.Cleanup(cancel)
-	stream, err := e.messaging.Subscribe(ctx, &messagingv1.SubscribeRequest{})
+	// From the start of the inbox: an event delivered before the stream opens is
+	// replayed, not missed.
+	stream, err := e.messaging.Subscribe(ctx, &messagingv1.SubscribeRequest{AfterInboxSequence: new(uint64)})
 	if err != nil {
 		t.Fatal(err)
 	}
