@@ -90,7 +90,8 @@ func (s *Store) Batch(fn func(*Tx) error) error {
 // they stay valid after the transaction.
 type Tx struct {
 	tx *bolt.Tx
-	// events are the outbox records written in this transaction; see notify.
+	// wroteEvents says that this transaction wrote outbox records, so the delivery
+	// loop is woken once it commits.
 	wroteEvents bool
 }
 
