@@ -920,7 +920,7 @@ type flagInfo struct {
 }
 
 type binaries struct {
-	umbra string
+	umbra, probe string
 	// serveFlags are the flags of `umbra serve <role>`, by role.
 	serveFlags map[string]map[string]flagInfo
 	probeFlags map[string]flagInfo
@@ -939,11 +939,11 @@ func buildBinaries(t *testing.T) binaries {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	b := binaries{umbra: filepath.Join(dir, "umbra"), serveFlags: map[string]map[string]flagInfo{}}
+	b := binaries{umbra: filepath.Join(dir, "umbra"), probe: filepath.Join(dir, "healthcheck"), serveFlags: map[string]map[string]flagInfo{}}
 	for _, role := range append(sortedKeys(services), "gateway") {
 		b.serveFlags[role] = helpFlags(t, filepath.Join(dir, "umbra"), "serve", role, "-h")
 	}
-	b.probeFlags = helpFlags(t, filepath.Join(dir, "healthcheck"), "-h")
+	b.probeFlags = helpFlags(t, b.probe, "-h")
 	return b
 }
 
