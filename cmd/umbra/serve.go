@@ -116,7 +116,6 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.backupSecretFlag, "backup-secret", "", "the backup service's server secret, at least 32 bytes (prefer --backup-secret-file or UMBRA_BACKUP_SECRET: flags show in ps)")
 	fs.StringVar(&f.backupSecretFile, "backup-secret-file", "", "file holding the backup service's server secret (a mounted Kubernetes Secret)")
-	fs.IntVar(&f.tuning.backup.MaxAttempts, "backup-max-attempts", backup.DefaultMaxAttempts, "failed restores before a backup slot is erased")
 	f.tuning.register(fs)
 }
 
@@ -235,10 +234,12 @@ func (t *tuningFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&t.messaging.MaxEnvelopeBytes, "max-envelope-bytes", messaging.DefaultMaxEnvelopeBytes, "largest message envelope")
 	fs.DurationVar(&t.messaging.Retention, "retention", messaging.DefaultRetention, "how long messages and events are kept")
 	fs.BoolVar(&t.messaging.RequireEncryption, "require-encryption", false, "refuse PLAINTEXT messages in direct conversations")
+	fs.IntVar(&t.backup.MaxAttempts, "backup-max-attempts", backup.DefaultMaxAttempts, "failed restores before a backup slot is erased")
 }
 
 func (t *tuningFlags) apply(cfg *node.Config) {
 	cfg.CardSearchRate, cfg.CardSearchBurst = t.searchRate, t.searchBurst
 	cfg.Messaging = t.messaging
-	cfg.Backup = t.backup
+	// The secret is not a tuning: umbra dev generates it, umbra serve reads it.
+	cfg.Backup.MaxAttempts = t.backup.MaxAttempts
 }
