@@ -131,6 +131,25 @@ func TestEventsReachTheRightStreams(t *testing.T) {
 			}
 		}
 	}
+	// The owner leaves: bob, the only member left, becomes the owner; then he deletes
+	// the group.
+	if _, err := e.client.LeaveGroup(owner.ctx(), &groupv1.LeaveGroupRequest{GroupId: group}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.DeleteGroup(bob.ctx(), &groupv1.DeleteGroupRequest{GroupId: group}); err != nil {
+		t.Fatal(err)
+	}
+	evs := e.groupEvents(t, bob, 7)[4:]
+	if got := kinds(evs); !slices.Equal(got, K(groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_LEFT, groupv1.GroupEventKind_GROUP_EVENT_KIND_ROLE_CHANGED, groupv1.GroupEventKind_GROUP_EVENT_KIND_DELETED)) {
+		t.Errorf("bob's last events: %v", got)
+	}
+	if ev := evs[1]; ev.GetRole() != groupv1.GroupRole_GROUP_ROLE_OWNER || !slices.Equal(ev.GetIdentities(), []string{bob.identity}) || ev.GetGroup().GetOwner() != bob.identity {
+		t.Errorf("ROLE_CHANGED %v", ev)
+	}
+	if ev := evs[2]; ev.GetGroup() != nil || ev.GetActor() != bob.identity {
+		t.Errorf("DELETED %v", ev)
+	}
+
 	// More events after the first ones would show up by now; frank, an outsider, has none.
 	if evs := e.groupEvents(t, frank, 0); len(evs) != 0 {
 		t.Errorf("frank got %v", kinds(evs))

@@ -74,6 +74,16 @@ func TestMembership(t *testing.T) {
 	}
 
 	// Remove: admins remove members, not admins; nobody removes the owner.
+	if _, err := e.client.SetRole(owner.ctx(), &groupv1.SetRoleRequest{GroupId: group, Identity: carol.identity, Role: groupv1.GroupRole_GROUP_ROLE_ADMIN}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.client.RemoveMember(admin.ctx(), &groupv1.RemoveMemberRequest{GroupId: group, Identity: carol.identity})
+	wantCode(t, err, codes.PermissionDenied, "only the owner of group")
+	_, err = e.client.BanMember(admin.ctx(), &groupv1.BanMemberRequest{GroupId: group, Identity: carol.identity})
+	wantCode(t, err, codes.PermissionDenied, "only the owner of group")
+	if _, err := e.client.SetRole(owner.ctx(), &groupv1.SetRoleRequest{GroupId: group, Identity: carol.identity, Role: groupv1.GroupRole_GROUP_ROLE_MEMBER}); err != nil {
+		t.Fatal(err)
+	}
 	_, err = e.client.RemoveMember(admin.ctx(), &groupv1.RemoveMemberRequest{GroupId: group, Identity: owner.identity})
 	wantCode(t, err, codes.PermissionDenied, "nobody may remove the owner")
 	_, err = e.client.RemoveMember(owner.ctx(), &groupv1.RemoveMemberRequest{GroupId: group, Identity: owner.identity})

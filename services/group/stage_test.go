@@ -81,6 +81,23 @@ func TestStagedCommit(t *testing.T) {
 	_, err = e.client.StageEpochKeys(owner.ctx(), &groupv1.StageEpochKeysRequest{GroupId: group, UploadId: r1.GetUploadId(), Keys: keys[750:760]})
 	wantCode(t, err, codes.NotFound, "upload")
 
+	// An upload expires 10 minutes after its last chunk; the sweeper drops it.
+	r3, err := e.client.StageEpochKeys(owner.ctx(), &groupv1.StageEpochKeysRequest{GroupId: group, Keys: keys[:10]})
+	if err != nil || !r3.GetExpiresAt().AsTime().Equal(e.clock.Now().Add(DefaultUploadTTL)) {
+		t.Fatalf("stage: %v, %v", r3, err)
+	}
+	e.clock.Add(DefaultUploadTTL)
+	_, err = e.client.StageEpochKeys(owner.ctx(), &groupv1.StageEpochKeysRequest{GroupId: group, UploadId: r3.GetUploadId(), Keys: keys[10:20]})
+	wantCode(t, err, codes.NotFound, "upload")
+	if err := e.srv.sweep(e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for k := range e.snapshot(t) {
+		if hasPrefix(k, "uploads/") || hasPrefix(k, "upload_keys/") {
+			t.Fatalf("left after the sweep: %q", k)
+		}
+	}
+
 	resp, err := e.stagedCommit(t, group, owner, members, 500)
 	if err != nil || resp.GetCommit().GetEpoch() != 1 {
 		t.Fatalf("staged commit: %v, %v", resp, err)

@@ -354,7 +354,7 @@ func (t *Tx) StagedKeys(uploadID string) ([]*storagev1.GroupStagedKeyRecord, err
 	return listPrefix(t.b(bucketUploadKeys), boltdb.Key(uploadID, ""), func() *storagev1.GroupStagedKeyRecord { return &storagev1.GroupStagedKeyRecord{} })
 }
 
-// ExpiredUploads returns (group key, owner) of uploads that expired before now.
+// ExpiredUploads returns (app, group, owner) of up to limit uploads expired at now.
 func (t *Tx) ExpiredUploads(now time.Time, limit int) ([][3]string, error) {
 	var out [][3]string
 	err := t.b(bucketUploads).ForEach(func(k, v []byte) error {
@@ -365,7 +365,7 @@ func (t *Tx) ExpiredUploads(now time.Time, limit int) ([][3]string, error) {
 		if err := proto.Unmarshal(v, u); err != nil {
 			return err
 		}
-		if u.GetExpiresAt().AsTime().Before(now) {
+		if !now.Before(u.GetExpiresAt().AsTime()) {
 			parts := bytes.SplitN(k, []byte{0}, 3)
 			if len(parts) == 3 {
 				out = append(out, [3]string{string(parts[0]), string(parts[1]), string(parts[2])})

@@ -1,0 +1,139 @@
+package group
+
+import (
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+)
+
+const (
+	testApp    = "app_aaaaaaaaaaaaaaaaaaaaaaaaaa"
+	testGroupA = "g_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	testGroupB = "g_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	testUser1  = "u_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	testUser2  = "u_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+)
+
+func openTestStore(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestStoreMembersAndKeys: a member's keys and index entry go with it, and other
+// groups' records are untouched.
+func TestStoreMembersAndKeys(t *testing.T) {
+	s := openTestStore(t, filepath.Join(t.TempDir(), "group.db"))
+	defer s.Close()
+	key := func(epoch uint64) *storagev1.GroupEpochKeyRecord {
+		return &storagev1.GroupEpochKeyRecord{Epoch: epoch, WrappedKey: &envelopev1.WrappedEpochKey{RecipientCardId: make([]byte, 32)}}
+	}
+	err := s.Update(func(tx *Tx) error {
+		for _, g := range []string{testGroupA, testGroupB} {
+			for _, u := range []string{testUser1, testUser2} {
+				if err := tx.PutMember(testApp, g, &storagev1.GroupMemberRecord{Identity: u}); err != nil {
+					return err
+				}
+				for e := uint64(1); e <= 300; e++ { // epochs whose u64 holds a zero byte and not
+					if err := tx.PutEpochKey(testApp, g, u, key(e)); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return tx.DeleteMember(testApp, testGroupA, testUser1)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.View(func(tx *Tx) error {
+		ms, err := tx.AllMembers(testApp, testGroupA)
+		if err != nil || len(ms) != 1 || ms[0].GetIdentity() != testUser2 {
+			t.Errorf("members of A: %v, %v", ms, err)
+		}
+		var groups []string
+		tx.MemberGroups(testApp, testUser1, "", func(g string) (bool, error) { groups = append(groups, g); return true, nil })
+		if !slices.Equal(groups, []string{testGroupB}) {
+			t.Errorf("user 1's groups: %v", groups)
+		}
+		count := func(g, u string, after uint64) int {
+			n := 0
+			tx.EpochKeys(testApp, g, u, after, func(*storagev1.GroupEpochKeyRecord) (bool, error) { n++; return true, nil })
+			return n
+		}
+		if n := count(testGroupA, testUser1, 0); n != 0 {
+			t.Errorf("%d keys left of the removed member", n)
+		}
+		if n := count(testGroupA, testUser2, 0); n != 300 {
+			t.Errorf("%d keys of the remaining member; want 300", n)
+		}
+		if n := count(testGroupB, testUser1, 255); n != 45 {
+			t.Errorf("%d keys above epoch 255 in group B; want 45", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStoreDueAndOutbox: the rotation_due index in time order, the outbox in sequence
+// order, and the card cursor survive a reopen.
+func TestStoreDueAndOutbox(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "group.db")
+	s := openTestStore(t, path)
+	now := time.Now()
+	err := s.Update(func(tx *Tx) error {
+		if err := tx.SetRotationDue(testApp, testGroupB, time.Time{}, now.Add(-time.Minute)); err != nil {
+			return err
+		}
+		if err := tx.SetRotationDue(testApp, testGroupA, time.Time{}, now.Add(time.Hour)); err != nil {
+			return err
+		}
+		// Moved: the old entry goes.
+		if err := tx.SetRotationDue(testApp, testGroupA, now.Add(time.Hour), now.Add(-2*time.Minute)); err != nil {
+			return err
+		}
+		for i := range 3 {
+			if err := tx.AppendOutbox(&storagev1.GroupOutboxRecord{AppId: testApp, EventId: string(rune('a' + i)), CreatedAt: timestamppb.New(now)}); err != nil {
+				return err
+			}
+		}
+		return tx.SetCardCursor(42)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openTestStore(t, path)
+	defer s.Close()
+	err = s.View(func(tx *Tx) error {
+		due, err := tx.DueGroups(now, 10)
+		if err != nil || len(due) != 2 || due[0][1] != testGroupA || due[1][1] != testGroupB || due[0][0] != testApp {
+			t.Errorf("due: %v, %v", due, err)
+		}
+		if later, _ := tx.DueGroups(now.Add(-90*time.Second), 10); len(later) != 1 {
+			t.Errorf("due 90 s ago: %v", later)
+		}
+		recs, err := tx.Outbox(10)
+		if err != nil || len(recs) != 3 || recs[0].GetEventId() != "a" || recs[2].GetSequence() != 3 {
+			t.Errorf("outbox: %v, %v", recs, err)
+		}
+		if c, err := tx.CardCursor(); err != nil || c != 42 {
+			t.Errorf("cursor %d, %v", c, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
