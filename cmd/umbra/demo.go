@@ -13,7 +13,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc/status"
+
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
+	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
@@ -47,13 +51,22 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return d.story(ctx)
 }
 
+// The messages of the story.
+const (
+	demoHello         = "hello bob, only you can read this"
+	demoAfterRotation = "sent with my new key"
+	demoWelcome       = "welcome to the team"
+	demoAfterRemoval  = "carol cannot read this"
+)
+
 // demo holds one run of the story.
 type demo struct {
-	f    *clientFlags
-	home string
-	out  io.Writer
-	run  string // makes this run's user names unique on a shared server
-	step int
+	f     *clientFlags
+	home  string
+	out   io.Writer
+	run   string // makes this run's user names unique on a shared server
+	step  int
+	users map[string]*demoUser
 }
 
 // demoUser is one device of one user.
@@ -137,7 +150,7 @@ func (d *demo) story(ctx context.Context) error {
 	alice, bob := users["alice"], users["bob"]
 
 	d.title("alice sends bob an encrypted message")
-	const hello = "hello bob, only you can read this"
+	const hello = demoHello
 	sent, err := alice.c.SendTo(ctx, bob.identity, []byte(hello))
 	if err != nil {
 		return fmt.Errorf("alice sends: %w", err)
@@ -164,7 +177,7 @@ func (d *demo) story(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("alice rotates: %w", err)
 	}
-	const after = "sent with my new key"
+	const after = demoAfterRotation
 	if _, err := alice.c.SendTo(ctx, bob.identity, []byte(after)); err != nil {
 		return fmt.Errorf("alice sends: %w", err)
 	}
@@ -173,8 +186,155 @@ func (d *demo) story(ctx context.Context) error {
 		return err
 	}
 
+	groupID, err := d.groupStory(ctx, users)
+	if err != nil {
+		return err
+	}
+	if err := d.backupStory(ctx, bob, sent.GetConversationId(), groupID); err != nil {
+		return err
+	}
+
 	fmt.Fprintln(d.out, "\nThe server stored only ciphertext and public keys; every plaintext above was read on a device.")
 	return nil
+}
+
+// groupStory: alice forms a group, removes carol, and the key rotates before the next
+// message, which carol cannot read.
+func (d *demo) groupStory(ctx context.Context, users map[string]*demoUser) (string, error) {
+	alice, bob, carol := users["alice"], users["bob"], users["carol"]
+	d.users = users
+	d.title("alice forms a group with bob and carol; her first message commits epoch 1")
+	var groupID string
+	err := d.f.appCall(ctx, func(ctx context.Context, c identityv1.IdentityServiceClient) error {
+		resp, err := c.ResolveIdentities(ctx, &identityv1.ResolveIdentitiesRequest{Guids: []string{"demo-" + d.run + "-team"}})
+		groupID = resp.GetGroups()["demo-"+d.run+"-team"]
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("resolve the group: %w", err)
+	}
+	g, _, err := alice.c.CreateGroup(ctx, groupID, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity}})
+	if err != nil {
+		return "", fmt.Errorf("alice creates the group: %w", err)
+	}
+	const first = demoWelcome
+	if _, err := g.Send(ctx, []byte(first)); err != nil {
+		return "", fmt.Errorf("alice sends to the group: %w", err)
+	}
+	if err := d.epochState(ctx, alice, groupID, "after the first message"); err != nil {
+		return "", err
+	}
+	for _, u := range []*demoUser{bob, carol} {
+		if err := d.readGroup(ctx, u, groupID, first); err != nil {
+			return "", err
+		}
+	}
+
+	d.title("alice removes carol: the server requires a new epoch before the next encrypted message")
+	if err := g.Remove(ctx, carol.identity); err != nil {
+		return "", fmt.Errorf("alice removes carol: %w", err)
+	}
+	if err := d.epochState(ctx, alice, groupID, "after the removal"); err != nil {
+		return "", err
+	}
+	const second = demoAfterRemoval
+	if _, err := g.Send(ctx, []byte(second)); err != nil {
+		return "", fmt.Errorf("alice sends to the group: %w", err)
+	}
+	if err := d.epochState(ctx, alice, groupID, "after alice's SDK rotated and resent"); err != nil {
+		return "", err
+	}
+	if err := d.readGroup(ctx, bob, groupID, first, second); err != nil {
+		return "", err
+	}
+	_, err = carol.c.History(ctx, &messagingv1.HistoryRequest{ConversationId: groupID})
+	if err == nil {
+		return "", fmt.Errorf("carol still reads the group's history after her removal")
+	}
+	d.table([2]string{"carol:", fmt.Sprintf("refused: %v", status.Convert(err).Message())})
+	return groupID, nil
+}
+
+// epochState prints what the group service holds about the group's key, as u sees it.
+func (d *demo) epochState(ctx context.Context, u *demoUser, groupID, when string) error {
+	st, err := groupv1.NewGroupServiceClient(u.c.Conn()).GetEpochState(ctx, &groupv1.GetEpochStateRequest{GroupId: groupID})
+	if err != nil {
+		return fmt.Errorf("epoch state: %w", err)
+	}
+	commit := "no commit yet"
+	if c := st.GetCommit(); c != nil {
+		commit = fmt.Sprintf("epoch %d committed by %s, a signed commit of %d bytes (the key itself: never)", c.GetEpoch(), demoName(c.GetCommittedBy(), d.users), len(c.GetCommit().GetContent()))
+	}
+	d.table([2]string{"server stored:", fmt.Sprintf("%s: epoch %d, %d members, rotation required: %v; %s",
+		when, st.GetEpoch(), st.GetMemberCount(), st.GetRotationRequired(), commit)})
+	return nil
+}
+
+// demoName returns the demo's name for an identity.
+func demoName(identity string, users map[string]*demoUser) string {
+	for name, u := range users {
+		if u.identity == identity {
+			return name
+		}
+	}
+	return identity
+}
+
+// readGroup has u read the group's messages from the start and checks them.
+func (d *demo) readGroup(ctx context.Context, u *demoUser, groupID string, want ...string) error {
+	zero := uint64(0)
+	page, err := u.c.History(ctx, &messagingv1.HistoryRequest{ConversationId: groupID, AfterSequence: &zero})
+	if err != nil {
+		return fmt.Errorf("%s reads the group: %w", u.name, err)
+	}
+	var got []string
+	for _, m := range page.GetMessages() {
+		plain, err := u.c.OpenMessage(ctx, m)
+		if err != nil {
+			return fmt.Errorf("%s decrypts group message %d: %w", u.name, m.GetSequence(), err)
+		}
+		got = append(got, string(plain))
+		d.table([2]string{u.name + " read:", fmt.Sprintf("group message %d, epoch %d (%d bytes stored): %q", m.GetSequence(), m.GetHeader().GetEpoch(), len(m.GetEnvelope()), plain)})
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		return fmt.Errorf("%s read %q in the group; want %q", u.name, got, want)
+	}
+	return nil
+}
+
+// backupStory: bob backs his keys up under a password; a new device with an empty
+// keystore restores them and reads the history.
+func (d *demo) backupStory(ctx context.Context, bob *demoUser, conv, groupID string) error {
+	const password = "correct horse battery staple"
+	d.title("bob backs his keys up under a password")
+	info, err := bob.c.BackupPrivateKey(ctx, []byte(password))
+	if err != nil {
+		return fmt.Errorf("bob backs up: %w", err)
+	}
+	d.table(
+		[2]string{"server stored:", fmt.Sprintf("backup version %d: %d bytes of ciphertext, Argon2id t=%d m=%d MiB p=%d, %d attempts; the password and its OPRF output: never",
+			info.GetVersion(), info.GetCiphertextSize(), info.GetKdf().GetTime(), info.GetKdf().GetMemoryKib()/1024, info.GetKdf().GetThreads(), info.GetRemainingAttempts())},
+	)
+
+	d.title("bob's new laptop starts empty, restores his keys with the password, and reads his history")
+	laptop, err := d.device(ctx, "bob", "laptop")
+	if err != nil {
+		return err
+	}
+	defer laptop.c.Close()
+	if err := laptop.c.RestorePrivateKey(ctx, []byte("not my password")); err != nil {
+		d.table([2]string{"laptop:", fmt.Sprintf("a wrong password: %v", err)})
+	} else {
+		return fmt.Errorf("a wrong password restored bob's keys")
+	}
+	if err := laptop.c.RestorePrivateKey(ctx, []byte(password)); err != nil {
+		return fmt.Errorf("bob's laptop restores: %w", err)
+	}
+	laptop.name = "bob's laptop"
+	if err := d.readAll(ctx, laptop, conv, demoHello, demoAfterRotation); err != nil {
+		return err
+	}
+	return d.readGroup(ctx, laptop, groupID, demoWelcome, demoAfterRemoval)
 }
 
 // lastMessage fetches the newest message of a conversation as u.
