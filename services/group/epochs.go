@@ -336,14 +336,18 @@ func (s *Server) CommitEpoch(ctx context.Context, req *groupv1.CommitEpochReques
 	if err := validMemberKeys("keys", req.GetKeys(), 0, MaxKeysPerRequest); err != nil {
 		return nil, err
 	}
-	content, err := parseCommitContent(req.GetGroupId(), req.GetFromEpoch(), req.GetCommit())
-	if err != nil {
-		return nil, err
-	}
+	var content *e2ee.EpochCommit
 	for attempt := 0; ; attempt++ {
+		// Membership, mode and epoch first (a stale commit is ABORTED whatever it
+		// holds), then the commit itself.
 		in, err := s.readCommitInput(p.AppID, p.Identity, req)
 		if err != nil {
 			return nil, err
+		}
+		if content == nil {
+			if content, err = parseCommitContent(req.GetGroupId(), req.GetFromEpoch(), req.GetCommit()); err != nil {
+				return nil, err
+			}
 		}
 		if err := s.checkCommit(ctx, p.AppID, p.Identity, req, content, in); err != nil {
 			return nil, err

@@ -3,6 +3,9 @@ package group_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -218,5 +221,53 @@ func TestWholeNode(t *testing.T) {
 	}
 	if err := send("m2", messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, 2, sealed2); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestREST drives the group service through the whole node's REST gateway: create and
+// read a group, and a stale commit whose EpochConflict detail reaches the JSON error
+// body.
+func TestREST(t *testing.T) {
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	alice := app.User(t, "alice")
+	token := app.Token(t, alice)
+	group := app.Group(t, "rest")
+	call := func(method, path, body string) (int, map[string]any) {
+		t.Helper()
+		req, err := http.NewRequest(method, n.HTTP+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out := map[string]any{}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		return resp.StatusCode, out
+	}
+	code, out := call("POST", "/v1/groups", `{"groupId":"`+group+`","encryptionMode":"ENCRYPTION_MODE_REQUIRED","historyVisibility":"HISTORY_VISIBILITY_SINCE_JOIN"}`)
+	if code != http.StatusOK || out["group"].(map[string]any)["owner"] != alice {
+		t.Fatalf("create: %d %v", code, out)
+	}
+	code, out = call("GET", "/v1/groups/"+group, "")
+	if code != http.StatusOK || len(out["group"].(map[string]any)["members"].([]any)) != 1 {
+		t.Fatalf("get: %d %v", code, out)
+	}
+	code, out = call("GET", "/v1/groups/"+group+"/epoch", "")
+	if code != http.StatusOK || out["rotationRequired"] != true {
+		t.Fatalf("epoch state: %d %v", code, out)
+	}
+	// A commit from epoch 5 of a group at epoch 0: ABORTED (409) with EpochConflict.
+	code, out = call("POST", "/v1/groups/"+group+"/epochs", `{"fromEpoch":"5","commit":{"content":"AA==","signature":"AA=="}}`)
+	details, _ := out["details"].([]any)
+	if code != http.StatusConflict || len(details) != 1 || details[0].(map[string]any)["@type"] != "type.googleapis.com/umbra.group.v1.EpochConflict" {
+		t.Fatalf("stale commit: %d %v", code, out)
 	}
 }

@@ -189,9 +189,10 @@ func TestBadInput(t *testing.T) {
 			return err
 		}, "commit refused"},
 		{"commit: wrong epoch", func() error {
-			_, err := e.client.CommitEpoch(ctx, &groupv1.CommitEpochRequest{GroupId: group, FromEpoch: 1, Commit: c, Keys: keys})
+			c2, _ := commitFor(t, group, 1, make([]byte, 32), owner, owner, bob)
+			_, err := e.client.CommitEpoch(ctx, &groupv1.CommitEpochRequest{GroupId: group, Commit: c2, Keys: keys})
 			return err
-		}, "creates epoch 1"},
+		}, "creates epoch 2"},
 		{"commit: short signature", func() error {
 			_, err := e.client.CommitEpoch(ctx, &groupv1.CommitEpochRequest{GroupId: group, Commit: &envelopev1.SignedEpochCommit{Content: c.GetContent(), Signature: []byte{1}}, Keys: keys})
 			return err
