@@ -144,7 +144,7 @@ func (s *Server) sweepLoop(ctx context.Context) {
 
 // sweep does one round of the sweeper's work at now.
 func (s *Server) sweep(now time.Time) error {
-	var due [][2]string
+	var due []DueEntry
 	var uploads [][3]string
 	var invs []*storagev1.GroupInvitationRecord
 	var invApps []string
@@ -162,7 +162,7 @@ func (s *Server) sweep(now time.Time) error {
 		return err
 	}
 	for _, d := range due {
-		if err := s.update(func(tx *Tx) error { return s.periodElapsed(tx, d[0], d[1], now) }); err != nil {
+		if err := s.update(func(tx *Tx) error { return s.periodElapsed(tx, d, now) }); err != nil {
 			return err
 		}
 	}
@@ -205,24 +205,33 @@ func (s *Server) sweep(now time.Time) error {
 	return nil
 }
 
-// periodElapsed marks a group whose rotation period elapsed.
-func (s *Server) periodElapsed(tx *Tx, app, group string, now time.Time) error {
-	g, err := tx.Group(app, group)
+// periodElapsed handles an entry of rotation_due: it marks the group if its rotation
+// period elapsed, and otherwise files it again under its current due time (the epoch
+// moved on since the entry was written).
+func (s *Server) periodElapsed(tx *Tx, d DueEntry, now time.Time) error {
+	if err := tx.SetRotationDue(d.App, d.Group, d.At, time.Time{}); err != nil {
+		return err
+	}
+	g, err := tx.Group(d.App, d.Group)
 	if isNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	old := tsTime(g.GetRotationDueAt())
-	if !periodElapsed(g, now) {
-		return reschedule(tx, g) // the epoch moved on since the entry was read
+	if tsTime(g.GetRotationDueAt()).Equal(d.At) {
+		g.RotationDueAt = nil // the entry just deleted
 	}
-	if err := tx.SetRotationDue(app, group, old, time.Time{}); err != nil {
+	newly := false
+	if periodElapsed(g, now) {
+		newly = markRotation(g, groupv1.RotationReason_ROTATION_REASON_PERIOD_ELAPSED)
+		if err := tx.SetRotationDue(d.App, d.Group, tsTime(g.GetRotationDueAt()), time.Time{}); err != nil {
+			return err
+		}
+		g.RotationDueAt = nil
+	} else if err := reschedule(tx, g); err != nil {
 		return err
 	}
-	g.RotationDueAt = nil
-	newly := markRotation(g, groupv1.RotationReason_ROTATION_REASON_PERIOD_ELAPSED)
 	if err := tx.PutGroup(g); err != nil {
 		return err
 	}

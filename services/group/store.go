@@ -396,16 +396,25 @@ func (t *Tx) SetRotationDue(app, group string, old, at time.Time) error {
 	return b.Put(dueKey(at, app, group), nil)
 }
 
-// DueGroups returns (app, group) of up to limit groups whose rotation period elapsed
-// by now.
-func (t *Tx) DueGroups(now time.Time, limit int) ([][2]string, error) {
-	var out [][2]string
+// DueEntry is an entry of the rotation_due index.
+type DueEntry struct {
+	At         time.Time
+	App, Group string
+}
+
+// DueGroups returns up to limit entries of rotation_due at or before now, oldest first.
+func (t *Tx) DueGroups(now time.Time, limit int) ([]DueEntry, error) {
+	var out []DueEntry
 	c := t.b(bucketRotationDue).Cursor()
 	end := boltdb.U64(uint64(now.UnixNano()))
 	for k, _ := c.First(); k != nil && len(out) < limit && bytes.Compare(k[:8], end) <= 0; k, _ = c.Next() {
+		at, err := boltdb.ParseU64(k[:8])
+		if err != nil {
+			return nil, err
+		}
 		parts := bytes.SplitN(k[9:], []byte{0}, 2)
 		if len(parts) == 2 {
-			out = append(out, [2]string{string(parts[0]), string(parts[1])})
+			out = append(out, DueEntry{At: time.Unix(0, int64(at)), App: string(parts[0]), Group: string(parts[1])})
 		}
 	}
 	return out, nil

@@ -118,7 +118,7 @@ func TestStoreDueAndOutbox(t *testing.T) {
 	defer s.Close()
 	err = s.View(func(tx *Tx) error {
 		due, err := tx.DueGroups(now, 10)
-		if err != nil || len(due) != 2 || due[0][1] != testGroupA || due[1][1] != testGroupB || due[0][0] != testApp {
+		if err != nil || len(due) != 2 || due[0].Group != testGroupA || due[1].Group != testGroupB || due[0].App != testApp || !due[0].At.Equal(now.Add(-2*time.Minute)) {
 			t.Errorf("due: %v, %v", due, err)
 		}
 		if later, _ := tx.DueGroups(now.Add(-90*time.Second), 10); len(later) != 1 {
