@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -128,6 +129,17 @@ func TestEveryRoleAsItsOwnProcess(t *testing.T) {
 			t.Fatalf("the gateway was not ready within 30 s: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+
+	// The standalone gateway serves its process metrics.
+	resp, err := https.Get("https://" + addr("gateway-http") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("go_goroutines")) {
+		t.Errorf("gateway /metrics: %d\n%.300s", resp.StatusCode, body)
 	}
 
 	// An app, created through the gateway's gRPC side with the admin credential.

@@ -11,6 +11,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
@@ -167,6 +171,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 			p.ServiceToken = "" // the gateway is no service: it never calls internal methods
 			gw.Upstreams[s] = p
 		}
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		gw.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 		return gateway.Run(ctx, *gw, log.Named("gateway"))
 	}
 	cfg := node.Config{
