@@ -3,6 +3,7 @@ package group
 import (
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -39,7 +40,7 @@ func (s *Server) CreateGroup(ctx context.Context, req *groupv1.CreateGroupReques
 	}
 	var others []string
 	if len(req.GetMembers()) > 0 {
-		ids, err := validIdentities("members", req.GetMembers(), 0, MaxInitialMembers+1)
+		ids, err := validIdentities("members", req.GetMembers(), 0, math.MaxInt)
 		if err != nil {
 			return nil, err
 		}
