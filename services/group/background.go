@@ -62,6 +62,11 @@ func (s *Server) followOnce(ctx context.Context) (int, error) {
 	}
 	evs := resp.GetEvents()
 	if len(evs) == 0 {
+		if latest := resp.GetLatestSequence(); latest < cursor {
+			// card.db was replaced by one with a shorter feed: follow the new one.
+			s.log.Warn("the card feed is behind the stored cursor; following it from its end", zap.Uint64("cursor", cursor), zap.Uint64("latest", latest))
+			return 0, s.store.Update(func(tx *Tx) error { return tx.SetCardCursor(latest) })
+		}
 		return 0, nil
 	}
 	err = s.update(func(tx *Tx) error {

@@ -3,6 +3,7 @@ package group
 import (
 	"maps"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -189,5 +190,31 @@ func TestHistoryVisibility(t *testing.T) {
 	m, err = e.client.CheckMembership(asService(), &groupv1.CheckMembershipRequest{AppId: a.id, GroupId: group, Identity: bob.identity})
 	if err != nil || !m.GetMember() || m.GetHistoryVisibleFrom() != nil {
 		t.Fatalf("SHARED: %v, %v", m, err)
+	}
+}
+
+// TestAuthorizeSendCountsEveryMessage: concurrent sends, batched into shared commits,
+// are each counted once.
+func TestAuthorizeSendCountsEveryMessage(t *testing.T) {
+	e := newEnv(t, envOptions{noLoops: true, quiet: true})
+	a := e.newApp(t)
+	us := e.newUsers(t, a, true, "owner", "bob", "carol", "dave")
+	group := e.groupID(t, a, "busy")
+	e.create(t, us[0], group, us[1:]...)
+	e.commit(t, group, us[0], us...)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			for range 25 {
+				if _, err := e.authorize(us[i%len(us)], group, 1); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if st := e.state(t, us[0], group); st.GetEpochMessageCount() != 200 {
+		t.Errorf("%d messages counted; want 200", st.GetEpochMessageCount())
 	}
 }
