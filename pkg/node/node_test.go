@@ -13,12 +13,15 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+	"github.com/umbra-e2ee/umbra/services/backup"
 )
+
+var testBackupConfig = backup.Config{Secret: []byte("backup-secret-for-tests-0123456789abcdef")}
 
 // TestEveryRegisteredMethodHasAPolicy registers every service on one server, as `umbra
 // dev` does, and walks every method the server would dispatch.
 func TestEveryRegisteredMethodHasAPolicy(t *testing.T) {
-	d := &deps{dataDir: t.TempDir(), log: zaptest.NewLogger(t)}
+	d := &deps{dataDir: t.TempDir(), log: zaptest.NewLogger(t), cfg: Config{Backup: testBackupConfig}}
 	tables := []auth.Table{grpcserver.SystemPolicies()}
 	var hostedServices []*hosted
 	for _, r := range gateway.Services() {
@@ -88,6 +91,7 @@ func TestRunHostsEveryRole(t *testing.T) {
 			Gateway:         &gateway.Config{Addr: "127.0.0.1:0"},
 			AdminCredential: "admin-credential-for-tests",
 			ServiceToken:    "service-token-for-tests",
+			Backup:          testBackupConfig,
 			Ready: func(_ context.Context, a Addrs) error {
 				ready <- a
 				return nil
@@ -130,7 +134,7 @@ func TestRunHostsEveryRole(t *testing.T) {
 
 // hostedNames are the gRPC service names of every role.
 func hostedNames(t *testing.T) []string {
-	d := &deps{dataDir: t.TempDir(), log: zaptest.NewLogger(t)}
+	d := &deps{dataDir: t.TempDir(), log: zaptest.NewLogger(t), cfg: Config{Backup: testBackupConfig}}
 	var names []string
 	for _, r := range gateway.Services() {
 		s, err := builders[r](d)
