@@ -73,30 +73,8 @@ func NewServer(store *Store, cards Cards, events Events, cfg Config, log *zap.Lo
 	return &Server{store: store, cards: cards, events: events, cfg: cfg, now: cfg.Clock, rand: cfg.Rand, log: log, wake: make(chan struct{}, 1)}, nil
 }
 
-// New returns a Server without a store, whose every RPC answers Unimplemented: the
-// service as it was before it was built. It is kept only because the messaging
-// service's tests use it to check how messaging behaves without a group service; use
-// NewServer.
-func New(log *zap.Logger) *Server {
-	if log == nil {
-		log = zap.NewNop()
-	}
-	return &Server{log: log}
-}
-
-// unimplemented serves every method as Unimplemented.
-type unimplemented struct {
-	groupv1.UnimplementedGroupServiceServer
-}
-
 // Register registers the service on g.
-func (s *Server) Register(g *grpc.Server) {
-	if s.store == nil {
-		groupv1.RegisterGroupServiceServer(g, unimplemented{})
-		return
-	}
-	groupv1.RegisterGroupServiceServer(g, s)
-}
+func (s *Server) Register(g *grpc.Server) { groupv1.RegisterGroupServiceServer(g, s) }
 
 // Run runs the background loops until ctx ends: the outbox delivery, the card
 // follower and the sweeper.

@@ -156,7 +156,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		fake = newFakeGroupService()
 		groupv1.RegisterGroupServiceServer(gs.Server, fake)
 	} else {
-		group.New(log.Named("group")).Register(gs.Server)
+		// A group service that answers Unimplemented, as one of an older version
+		// would: group conversations must be refused, never allowed by default.
+		groupv1.RegisterGroupServiceServer(gs.Server, unimplementedGroups{})
 	}
 	if err := grpcserver.CheckPolicies(gs.Server, table); err != nil {
 		t.Fatal(err)
@@ -390,3 +392,8 @@ func (e *env) history(t testing.TB, u user, conv string) []*messagingv1.Message 
 func ptr[T any](v T) *T { return &v }
 
 func body(i int) string { return fmt.Sprintf("envelope %d", i) }
+
+// unimplementedGroups answers every group method Unimplemented.
+type unimplementedGroups struct {
+	groupv1.UnimplementedGroupServiceServer
+}
