@@ -60,6 +60,7 @@ func startNode(t *testing.T, admin string) (string, func()) {
 		// With more than one role the services follow identity's revocations over its
 		// internal API, which needs the service token.
 		ServiceToken: "test-service-token-0123456789",
+		Backup:       backup.Config{Secret: []byte("test-backup-secret-0123456789abcdef")},
 		Ready: func(_ context.Context, addrs node.Addrs) error {
 			ready <- addrs
 			return nil
@@ -82,6 +83,7 @@ func startNode(t *testing.T, admin string) (string, func()) {
 	case addrs := <-ready:
 		return addrs.GRPC, stop
 	case err := <-done:
+		done <- nil // for stop, which waits for Run's return
 		t.Fatalf("node.Run returned before it was ready: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("node did not become ready within 10 s")

@@ -84,7 +84,7 @@ func BenchmarkEvaluate(b *testing.B) {
 						b.Error(err)
 						return
 					}
-					if _, _, err := k.evaluate(element, blindedBytes); err != nil {
+					if _, _, err := k.evaluate(element); err != nil {
 						b.Error(err)
 						return
 					}

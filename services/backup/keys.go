@@ -3,15 +3,12 @@ package backup
 import (
 	"container/list"
 	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
 	"sync"
 
-	"github.com/cloudflare/circl/group"
 	"github.com/cloudflare/circl/oprf"
 )
 
@@ -44,15 +41,12 @@ type keyRef struct {
 	version  uint64
 }
 
-// oprfKey is a derived key, ready to evaluate with.
+// oprfKey is a derived key, ready to evaluate with: circl's RFC 9497 verifiable
+// server over it, and its serialised public key.
 type oprfKey struct {
-	// k is the private scalar.
-	k group.Scalar
+	server oprf.VerifiableServer
 	// public is the serialised public key (32 bytes).
 	public []byte
-	// compositeSeed is RFC 9497's seed of ComputeComposites, which depends only on the
-	// public key: Hash(I2OSP(len(pkEnc), 2) || pkEnc || I2OSP(len(seedDST), 2) || seedDST).
-	compositeSeed []byte
 }
 
 // keyDeriver derives the OPRF keys from the server secret, and keeps the most
@@ -171,91 +165,23 @@ func secretCheck(secret []byte) []byte {
 // sameCheck compares two check values in constant time.
 func sameCheck(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }
 
-// RFC 9497 context strings of ristretto255-SHA512 in verifiable mode (section 3.2):
-// contextString is "OPRFV1-" || I2OSP(mode, 1) || "-" || identifier.
-const (
-	contextString   = "OPRFV1-\x01-ristretto255-SHA512"
-	hashToScalarDST = "HashToScalar-" + contextString
-	seedDST         = "Seed-" + contextString
-)
-
 // newOPRFKey prepares priv (whose serialised public key is public) for evaluation.
 func newOPRFKey(priv *oprf.PrivateKey, public []byte) (*oprfKey, error) {
-	g := suite.Group()
-	raw, err := priv.MarshalBinary()
+	return &oprfKey{server: oprf.NewVerifiableServer(suite, priv), public: public}, nil
+}
+
+// evaluate runs RFC 9497 BlindEvaluate in verifiable mode with k on one blinded
+// element, through circl, and returns the serialised evaluated element and DLEQ proof.
+func (k *oprfKey) evaluate(blinded oprf.Blinded) (evaluated, proof []byte, err error) {
+	ev, err := k.server.Evaluate(&oprf.EvaluationRequest{Elements: []oprf.Blinded{blinded}})
 	if err != nil {
-		return nil, fmt.Errorf("backup: encode OPRF key: %w", err)
+		return nil, nil, fmt.Errorf("backup: evaluate: %w", err)
 	}
-	k := g.NewScalar()
-	if err := k.UnmarshalBinary(raw); err != nil {
-		return nil, fmt.Errorf("backup: decode OPRF key: %w", err)
-	}
-	clear(raw)
-	h := sha512.New()
-	h.Write(lengthPrefixed(nil, public))
-	h.Write(lengthPrefixed(nil, []byte(seedDST)))
-	return &oprfKey{k: k, public: public, compositeSeed: h.Sum(nil)}, nil
-}
-
-// lengthPrefixed appends I2OSP(len(b), 2) || b to dst.
-func lengthPrefixed(dst, b []byte) []byte {
-	return append(binary.BigEndian.AppendUint16(dst, uint16(len(b))), b...)
-}
-
-// evaluate runs the verifiable OPRF with k on one blinded element (decoded, and
-// canonically encoded as blindedEnc) and returns the serialised evaluated element and
-// proof.
-func (k *oprfKey) evaluate(blinded oprf.Blinded, blindedEnc []byte) (evaluated, proof []byte, err error) {
-	return k.evaluateWith(blinded, blindedEnc, suite.Group().RandomScalar(rand.Reader))
-}
-
-// evaluateWith is RFC 9497 BlindEvaluate (section 3.3.2) with GenerateProof and
-// ComputeCompositesFast (section 2.2.1) for one element, r being the proof's random
-// scalar. It computes what circl's oprf.VerifiableServer.Evaluate does, byte for byte
-// for the same r (TestEvaluateMatchesCircl), with two costs fewer: the proof's k*G
-// term uses the fixed-base table (circl multiplies the generator as any point), and
-// the composite seed, which depends only on the key, is computed once per key. The
-// evaluation is the service's hot path; this is what takes it above 5,000 a second
-// on two cores.
-func (k *oprfKey) evaluateWith(blinded oprf.Blinded, blindedEnc []byte, r group.Scalar) (evaluated, proof []byte, err error) {
-	g := suite.Group()
-	d := g.NewElement().Mul(blinded, k.k)
-	if evaluated, err = d.MarshalBinaryCompress(); err != nil {
+	if evaluated, err = ev.Elements[0].MarshalBinaryCompress(); err != nil {
 		return nil, nil, fmt.Errorf("backup: encode evaluated element: %w", err)
 	}
-	// ComputeCompositesFast with m = 1: di = HashToScalar(seed, 0, Cenc, Denc),
-	// M = di*C, Z = k*M.
-	in := lengthPrefixed(make([]byte, 0, 256), k.compositeSeed)
-	in = binary.BigEndian.AppendUint16(in, 0)
-	in = lengthPrefixed(in, blindedEnc)
-	in = lengthPrefixed(in, evaluated)
-	in = append(in, "Composite"...)
-	di := g.HashToScalar(in, []byte(hashToScalarDST))
-	m := g.NewElement().Mul(blinded, di)
-	z := g.NewElement().Mul(m, k.k)
-	t2 := g.NewElement().MulGen(r)
-	t3 := g.NewElement().Mul(m, r)
-	// The challenge: HashToScalar over (Bm, a0 = M, a1 = Z, a2 = t2, a3 = t3), each
-	// length-prefixed, then "Challenge".
-	ch := lengthPrefixed(in[:0], k.public)
-	for _, e := range []group.Element{m, z, t2, t3} {
-		b, err := e.MarshalBinaryCompress()
-		if err != nil {
-			return nil, nil, fmt.Errorf("backup: encode proof element: %w", err)
-		}
-		ch = lengthPrefixed(ch, b)
+	if proof, err = ev.Proof.MarshalBinary(); err != nil {
+		return nil, nil, fmt.Errorf("backup: encode proof: %w", err)
 	}
-	ch = append(ch, "Challenge"...)
-	c := g.HashToScalar(ch, []byte(hashToScalarDST))
-	s := g.NewScalar().Mul(c, k.k)
-	s.Sub(r, s)
-	cb, err := c.MarshalBinary()
-	if err != nil {
-		return nil, nil, err
-	}
-	sb, err := s.MarshalBinary()
-	if err != nil {
-		return nil, nil, err
-	}
-	return evaluated, append(cb, sb...), nil
+	return evaluated, proof, nil
 }

