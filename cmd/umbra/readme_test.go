@@ -154,6 +154,34 @@ func TestReadmeCLIRoundTrip(t *testing.T) {
 	}
 	stopListen()
 
+	// Groups and key backup, with the same profiles.
+	gb := exec.CommandContext(ctx, "sh", "-e", "-c", prelude+strings.Join(readmeBlock(t, "groups-and-backup"), "\n"))
+	gb.Dir, gb.Env = work, cmd.Env
+	gbOut, err := gb.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the groups-and-backup block failed: %v\n%s", err, gbOut)
+	}
+	// In order: bob's listing (ending with alice's second message), carol's, then the
+	// backup and the laptop.
+	out = string(gbOut)
+	endBob := strings.Index(out, "alice: carol has left\n") + len("alice: carol has left\n")
+	startBackup := strings.Index(out, "keys of bob backed up")
+	if endBob < len("alice: carol has left\n") || startBackup < endBob {
+		t.Fatalf("the groups-and-backup block printed its parts out of order, or bob did not read alice's second message:\n%s", out)
+	}
+	bobSaw, carolSaw, laptop := out[:endBob], out[endBob:startBackup], out[startBackup:]
+	for _, want := range []string{"alice: hello team", "alice removed carol", "alice started epoch 2"} {
+		if !strings.Contains(bobSaw, want) {
+			t.Errorf("bob's group listing lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(carolSaw, "alice removed carol") || strings.Contains(carolSaw, "carol has left") || strings.Contains(carolSaw, "alice: hello team") {
+		t.Errorf("carol's listing after her removal shows what she must not read, or not her removal:\n%s", carolSaw)
+	}
+	if !strings.Contains(laptop, "keys of bob restored") || !strings.HasSuffix(strings.TrimSpace(laptop), "hello bob") {
+		t.Errorf("the restored laptop did not decrypt alice's message:\n%s", laptop)
+	}
+
 	// umbra demo, as the README gives it.
 	demoLines := readmeBlock(t, "demo")
 	demo := exec.CommandContext(ctx, "sh", "-e", "-c", strings.Join(demoLines, "\n"))

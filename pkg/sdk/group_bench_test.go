@@ -122,4 +122,32 @@ func BenchmarkSend(b *testing.B) {
 			}
 		}
 	})
+	// The same with 32 concurrent senders on alice's client: throughput rather than
+	// one sender's latency (the messaging service commits concurrent sends together).
+	b.Run("kind=group/senders=32", func(b *testing.B) {
+		b.SetBytes(int64(len(msg)))
+		b.SetParallelism(16)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := g.Send(ctx, msg); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+	b.Run("kind=direct/senders=32", func(b *testing.B) {
+		b.SetBytes(int64(len(msg)))
+		b.SetParallelism(16)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := alice.SendTo(ctx, bob.identity, msg); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
 }
