@@ -47,7 +47,7 @@ func (s *Server) followCards(ctx context.Context) {
 // followOnce applies one page of card events and returns how many it applied.
 func (s *Server) followOnce(ctx context.Context) (int, error) {
 	var cursor uint64
-	if err := s.store.View(func(tx *Tx) error {
+	if err := s.store.View(func(tx Tx) error {
 		var err error
 		cursor, err = tx.CardCursor()
 		return err
@@ -65,11 +65,11 @@ func (s *Server) followOnce(ctx context.Context) (int, error) {
 		if latest := resp.GetLatestSequence(); latest < cursor {
 			// card.db was replaced by one with a shorter feed: follow the new one.
 			s.log.Warn("the card feed is behind the stored cursor; following it from its end", zap.Uint64("cursor", cursor), zap.Uint64("latest", latest))
-			return 0, s.store.Update(func(tx *Tx) error { return tx.SetCardCursor(latest) })
+			return 0, s.store.Update(func(tx Tx) error { return tx.SetCardCursor(latest) })
 		}
 		return 0, nil
 	}
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		// Another follower (a restart) may have moved the cursor meanwhile.
 		if cur, err := tx.CardCursor(); err != nil || cur != cursor {
 			return err
@@ -85,7 +85,7 @@ func (s *Server) followOnce(ctx context.Context) (int, error) {
 }
 
 // cardChanged marks the groups of the event's identity.
-func (s *Server) cardChanged(tx *Tx, ev *cardv1.CardEvent) error {
+func (s *Server) cardChanged(tx Tx, ev *cardv1.CardEvent) error {
 	var groups []string
 	if err := tx.MemberGroups(ev.GetAppId(), ev.GetIdentity(), "", func(g string) (bool, error) {
 		groups = append(groups, g)
@@ -122,7 +122,7 @@ func (s *Server) cardChanged(tx *Tx, ev *cardv1.CardEvent) error {
 // key is wrapped to: a new card that the key is not wrapped to, or a revoked card that
 // it is wrapped to. A member without a key of the current epoch waits for a rotation
 // already (it joined since) or gets one for its new card.
-func rotationNeeded(tx *Tx, g *storagev1.GroupRecord, ev *cardv1.CardEvent) (bool, error) {
+func rotationNeeded(tx Tx, g *storagev1.GroupRecord, ev *cardv1.CardEvent) (bool, error) {
 	if g.GetEpoch() == 0 || encryptionOff(g) {
 		return false, nil // no key yet: the first commit reads the cards of its time
 	}
@@ -153,7 +153,7 @@ func (s *Server) sweep(now time.Time) error {
 	var uploads [][3]string
 	var invs []*storagev1.GroupInvitationRecord
 	var invApps []string
-	if err := s.store.View(func(tx *Tx) error {
+	if err := s.store.View(func(tx Tx) error {
 		var err error
 		if due, err = tx.DueGroups(now, 1000); err != nil {
 			return err
@@ -167,12 +167,12 @@ func (s *Server) sweep(now time.Time) error {
 		return err
 	}
 	for _, d := range due {
-		if err := s.update(func(tx *Tx) error { return s.periodElapsed(tx, d, now) }); err != nil {
+		if err := s.update(func(tx Tx) error { return s.periodElapsed(tx, d, now) }); err != nil {
 			return err
 		}
 	}
 	if len(uploads) > 0 || len(invs) > 0 {
-		return s.update(func(tx *Tx) error {
+		return s.update(func(tx Tx) error {
 			for _, u := range uploads {
 				up, err := tx.Upload(u[0], u[1], u[2])
 				if err != nil {
@@ -213,7 +213,7 @@ func (s *Server) sweep(now time.Time) error {
 // periodElapsed handles an entry of rotation_due: it marks the group if its rotation
 // period elapsed, and otherwise files it again under its current due time (the epoch
 // moved on since the entry was written).
-func (s *Server) periodElapsed(tx *Tx, d DueEntry, now time.Time) error {
+func (s *Server) periodElapsed(tx Tx, d DueEntry, now time.Time) error {
 	if err := tx.SetRotationDue(d.App, d.Group, d.At, time.Time{}); err != nil {
 		return err
 	}

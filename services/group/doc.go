@@ -2,7 +2,8 @@
 // join requests and invitations, and the epochs whose keys members wrap to each
 // other's cards.
 //
-// State is group.db (store.go; the records are proto/umbra/storage/v1/group.proto).
+// State is group.db behind the Store and Tx interfaces (store.go; the records are
+// proto/umbra/storage/v1/group.proto), so that another backend can be added.
 // Each RPC is one bbolt transaction in which the service's rules run on a Tx; a
 // refused request writes nothing.
 //

@@ -63,7 +63,7 @@ func (c *clock) Add(d time.Duration) {
 // service reaches card and messaging over gRPC with the service token, as in a cluster.
 type env struct {
 	dir    string
-	store  *Store
+	store  Store
 	srv    *Server
 	clock  *clock
 	conn   *grpc.ClientConn

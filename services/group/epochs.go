@@ -108,7 +108,7 @@ func (s *Server) changeSettings(ctx context.Context, group, what string, change 
 	}
 	now := s.now()
 	var view *groupv1.Group
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, me, err := loadAsOwner(tx, p.AppID, group, p.Identity, what)
 		if err != nil {
 			return err
@@ -145,7 +145,7 @@ func epochConflict(g *storagev1.GroupRecord, from uint64) error {
 // loadForCommit reads the group for a stage or commit from `from`: the caller must be a
 // member (checked first, so that a non-member learns nothing of the group), the
 // encryption mode not OFF, and from the current epoch.
-func loadForCommit(tx *Tx, app, group, identity string, from uint64) (*storagev1.GroupRecord, error) {
+func loadForCommit(tx Tx, app, group, identity string, from uint64) (*storagev1.GroupRecord, error) {
 	g, _, err := loadAsMember(tx, app, group, identity)
 	if err != nil {
 		return nil, err
@@ -178,7 +178,7 @@ func (s *Server) StageEpochKeys(ctx context.Context, req *groupv1.StageEpochKeys
 	}
 	now := s.now()
 	var resp *groupv1.StageEpochKeysResponse
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, err := loadForCommit(tx, p.AppID, req.GetGroupId(), p.Identity, req.GetFromEpoch())
 		if err != nil {
 			return err
@@ -223,7 +223,7 @@ func (s *Server) StageEpochKeys(ctx context.Context, req *groupv1.StageEpochKeys
 }
 
 // openUpload returns the caller's live upload with id for a commit from `from`.
-func openUpload(tx *Tx, app, group, owner, id string, from uint64, now time.Time) (*storagev1.GroupUploadRecord, error) {
+func openUpload(tx Tx, app, group, owner, id string, from uint64, now time.Time) (*storagev1.GroupUploadRecord, error) {
 	up, err := tx.Upload(app, group, owner)
 	if err != nil {
 		return nil, err
@@ -321,7 +321,7 @@ func (s *Server) CommitEpoch(ctx context.Context, req *groupv1.CommitEpochReques
 		}
 		// The upload is consumed whatever the outcome.
 		defer func() {
-			err := s.update(func(tx *Tx) error {
+			err := s.update(func(tx Tx) error {
 				up, err := tx.Upload(p.AppID, req.GetGroupId(), p.Identity)
 				if err != nil || up == nil || up.GetUploadId() != req.GetUploadId() {
 					return err
@@ -365,7 +365,7 @@ func (s *Server) CommitEpoch(ctx context.Context, req *groupv1.CommitEpochReques
 
 func (s *Server) readCommitInput(app, identity string, req *groupv1.CommitEpochRequest) (*commitInput, error) {
 	in := &commitInput{keys: map[string]*envelopev1.WrappedEpochKey{}}
-	err := s.store.View(func(tx *Tx) error {
+	err := s.store.View(func(tx Tx) error {
 		g, err := loadForCommit(tx, app, req.GetGroupId(), identity, req.GetFromEpoch())
 		if err != nil {
 			return err
@@ -473,7 +473,7 @@ func (s *Server) checkCommit(ctx context.Context, app, identity string, req *gro
 // that the members or their cards changed.
 func (s *Server) writeCommit(app, identity string, req *groupv1.CommitEpochRequest, in *commitInput) (resp *groupv1.CommitEpochResponse, retry bool, err error) {
 	now := s.now()
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, err := loadForCommit(tx, app, req.GetGroupId(), identity, req.GetFromEpoch())
 		if err != nil {
 			return err
@@ -544,7 +544,7 @@ func (s *Server) GetEpochKeys(ctx context.Context, req *groupv1.GetEpochKeysRequ
 		}
 	}
 	resp := &groupv1.GetEpochKeysResponse{}
-	err = s.store.View(func(tx *Tx) error {
+	err = s.store.View(func(tx Tx) error {
 		g, _, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
 		if err != nil {
 			return err
@@ -612,7 +612,7 @@ func (s *Server) ShareEpochKeys(ctx context.Context, req *groupv1.ShareEpochKeys
 		}
 	}
 	// Membership first, so that a non-member does not get to ask the card service.
-	if err := s.store.View(func(tx *Tx) error {
+	if err := s.store.View(func(tx Tx) error {
 		_, _, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
 		return err
 	}); err != nil {
@@ -623,7 +623,7 @@ func (s *Server) ShareEpochKeys(ctx context.Context, req *groupv1.ShareEpochKeys
 		return nil, err
 	}
 	now := s.now()
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, _, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
 		if err != nil {
 			return err
@@ -683,7 +683,7 @@ func (s *Server) GetEpochState(ctx context.Context, req *groupv1.GetEpochStateRe
 		return nil, err
 	}
 	var resp *groupv1.GetEpochStateResponse
-	err = s.store.View(func(tx *Tx) error {
+	err = s.store.View(func(tx Tx) error {
 		g, _, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
 		if err != nil {
 			return err

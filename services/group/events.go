@@ -23,7 +23,7 @@ const maxEventRecipients = 10000
 
 // emit writes ev for recipients to the outbox, in the transaction of the change it
 // reports. The messaging service gets it from the delivery loop.
-func (s *Server) emit(tx *Tx, app string, ev *groupv1.GroupEvent, recipients []string) error {
+func (s *Server) emit(tx Tx, app string, ev *groupv1.GroupEvent, recipients []string) error {
 	if len(recipients) == 0 {
 		return nil
 	}
@@ -56,7 +56,7 @@ func (s *Server) emit(tx *Tx, app string, ev *groupv1.GroupEvent, recipients []s
 }
 
 // memberIDs returns the identities of the group's members.
-func memberIDs(tx *Tx, g *storagev1.GroupRecord) ([]string, error) {
+func memberIDs(tx Tx, g *storagev1.GroupRecord) ([]string, error) {
 	var ids []string
 	err := tx.Members(g.GetAppId(), g.GetGroupId(), "", func(m *storagev1.GroupMemberRecord) (bool, error) {
 		ids = append(ids, m.GetIdentity())
@@ -66,7 +66,7 @@ func memberIDs(tx *Tx, g *storagev1.GroupRecord) ([]string, error) {
 }
 
 // managerIDs returns the identities of the group's owner and admins.
-func managerIDs(tx *Tx, g *storagev1.GroupRecord) ([]string, error) {
+func managerIDs(tx Tx, g *storagev1.GroupRecord) ([]string, error) {
 	var ids []string
 	err := tx.Members(g.GetAppId(), g.GetGroupId(), "", func(m *storagev1.GroupMemberRecord) (bool, error) {
 		if isManager(m) {
@@ -78,7 +78,7 @@ func managerIDs(tx *Tx, g *storagev1.GroupRecord) ([]string, error) {
 }
 
 // toMembers emits an event about the group, with its state, to its members.
-func (s *Server) toMembers(tx *Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEvent) error {
+func (s *Server) toMembers(tx Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEvent) error {
 	ids, err := memberIDs(tx, g)
 	if err != nil {
 		return err
@@ -87,7 +87,7 @@ func (s *Server) toMembers(tx *Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEv
 }
 
 // toManagers emits an event about the group, with its state, to its owner and admins.
-func (s *Server) toManagers(tx *Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEvent) error {
+func (s *Server) toManagers(tx Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEvent) error {
 	ids, err := managerIDs(tx, g)
 	if err != nil {
 		return err
@@ -97,7 +97,7 @@ func (s *Server) toManagers(tx *Tx, g *storagev1.GroupRecord, ev *groupv1.GroupE
 
 // toOutsider emits an event to one identity that is not a member: without the group's
 // state.
-func (s *Server) toOutsider(tx *Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEvent, identity string) error {
+func (s *Server) toOutsider(tx Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEvent, identity string) error {
 	ev.GroupId, ev.Epoch = g.GetGroupId(), g.GetEpoch()
 	return s.emit(tx, g.GetAppId(), ev, []string{identity})
 }
@@ -112,7 +112,7 @@ func (s *Server) withGroup(g *storagev1.GroupRecord, ev *groupv1.GroupEvent) *gr
 }
 
 // rotationEvent emits ROTATION_REQUIRED to the members when newly is set.
-func (s *Server) rotationEvent(tx *Tx, g *storagev1.GroupRecord, newly bool) error {
+func (s *Server) rotationEvent(tx Tx, g *storagev1.GroupRecord, newly bool) error {
 	if !newly {
 		return nil
 	}
@@ -152,7 +152,7 @@ func (s *Server) deliverLoop(ctx context.Context) {
 func (s *Server) deliverOutbox(ctx context.Context) bool {
 	for ctx.Err() == nil {
 		var recs []*storagev1.GroupOutboxRecord
-		err := s.store.View(func(tx *Tx) error {
+		err := s.store.View(func(tx Tx) error {
 			var err error
 			recs, err = tx.Outbox(100)
 			return err
@@ -197,7 +197,7 @@ func (s *Server) deliver(ctx context.Context, r *storagev1.GroupOutboxRecord) bo
 			return false
 		}
 	}
-	if err := s.store.Update(func(tx *Tx) error { return tx.DeleteOutbox(r.GetSequence()) }); err != nil {
+	if err := s.store.Update(func(tx Tx) error { return tx.DeleteOutbox(r.GetSequence()) }); err != nil {
 		s.log.Error("delete a delivered event", zap.Error(err))
 		return false
 	}

@@ -24,7 +24,7 @@ func (s *Server) CheckMembership(_ context.Context, req *groupv1.CheckMembership
 		return nil, err
 	}
 	var resp *groupv1.CheckMembershipResponse
-	err := s.store.View(func(tx *Tx) error {
+	err := s.store.View(func(tx Tx) error {
 		g, err := tx.Group(req.GetAppId(), req.GetGroupId())
 		if err != nil {
 			return err
@@ -76,7 +76,7 @@ func (s *Server) ListMemberIdentities(_ context.Context, req *groupv1.ListMember
 		after = tok[1]
 	}
 	resp := &groupv1.ListMemberIdentitiesResponse{}
-	err = s.store.View(func(tx *Tx) error {
+	err = s.store.View(func(tx Tx) error {
 		g, err := tx.Group(req.GetAppId(), req.GetGroupId())
 		if err != nil {
 			return err
@@ -139,7 +139,7 @@ func (s *Server) AuthorizeSend(_ context.Context, req *groupv1.AuthorizeSendRequ
 	// first, and write only when there is something to write.
 	now := s.now()
 	var d *sendDecision
-	if err := s.store.View(func(tx *Tx) error {
+	if err := s.store.View(func(tx Tx) error {
 		var err error
 		d, err = decideSend(tx, req, now)
 		return err
@@ -150,8 +150,7 @@ func (s *Server) AuthorizeSend(_ context.Context, req *groupv1.AuthorizeSendRequ
 		return d.answer()
 	}
 	var wrote bool
-	err := s.store.Batch(func(tx *Tx) error {
-		tx.wroteEvents = false
+	err := s.store.Batch(func(tx Tx) error {
 		var err error
 		if d, err = decideSend(tx, req, now); err != nil {
 			return err
@@ -185,7 +184,7 @@ func (s *Server) AuthorizeSend(_ context.Context, req *groupv1.AuthorizeSendRequ
 		if err := s.rotationEvent(tx, g, newly); err != nil {
 			return err
 		}
-		wrote = tx.wroteEvents
+		wrote = tx.WroteEvents()
 		return nil
 	})
 	if err != nil {
@@ -205,7 +204,7 @@ func (d *sendDecision) answer() (*groupv1.AuthorizeSendResponse, error) {
 }
 
 // decideSend judges a message against the group's state in tx.
-func decideSend(tx *Tx, req *groupv1.AuthorizeSendRequest, now time.Time) (*sendDecision, error) {
+func decideSend(tx Tx, req *groupv1.AuthorizeSendRequest, now time.Time) (*sendDecision, error) {
 	g, err := tx.Group(req.GetAppId(), req.GetGroupId())
 	if err != nil {
 		return nil, err

@@ -54,7 +54,7 @@ func (s *Server) CreateGroup(ctx context.Context, req *groupv1.CreateGroupReques
 	}
 	now := s.now()
 	var resp *groupv1.CreateGroupResponse
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		if _, err := tx.Group(p.AppID, req.GetGroupId()); err == nil {
 			return errs.Existsf("group %s already exists", req.GetGroupId())
 		} else if !isNotFound(err) {
@@ -107,7 +107,7 @@ func isNotFound(err error) bool { return errors.Is(err, errs.ErrNotFound) }
 
 // addMember makes identity a member of g (which the caller writes), dropping its
 // pending join request and invitation.
-func addMember(tx *Tx, g *storagev1.GroupRecord, identity string, r groupv1.GroupRole, addedBy string, now time.Time) (*storagev1.GroupMemberRecord, error) {
+func addMember(tx Tx, g *storagev1.GroupRecord, identity string, r groupv1.GroupRole, addedBy string, now time.Time) (*storagev1.GroupMemberRecord, error) {
 	app, group := g.GetAppId(), g.GetGroupId()
 	if jr, err := tx.JoinRequest(app, group, identity); err != nil {
 		return nil, err
@@ -139,7 +139,7 @@ func addMember(tx *Tx, g *storagev1.GroupRecord, identity string, r groupv1.Grou
 }
 
 // removeMember ends identity's membership of g: its record, its keys and its upload.
-func removeMember(tx *Tx, g *storagev1.GroupRecord, identity string) error {
+func removeMember(tx Tx, g *storagev1.GroupRecord, identity string) error {
 	if err := tx.DeleteMember(g.GetAppId(), g.GetGroupId(), identity); err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func (s *Server) GetGroup(ctx context.Context, req *groupv1.GetGroupRequest) (*g
 		return nil, err
 	}
 	var resp *groupv1.GetGroupResponse
-	err = s.store.View(func(tx *Tx) error {
+	err = s.store.View(func(tx Tx) error {
 		g, me, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
 		if err != nil {
 			return err
@@ -204,7 +204,7 @@ func (s *Server) ListMyGroups(ctx context.Context, req *groupv1.ListMyGroupsRequ
 	}
 	resp := &groupv1.ListMyGroupsResponse{}
 	now := s.now()
-	err = s.store.View(func(tx *Tx) error {
+	err = s.store.View(func(tx Tx) error {
 		return tx.MemberGroups(p.AppID, p.Identity, after, func(group string) (bool, error) {
 			if len(resp.Groups) == size {
 				resp.NextPageToken = pageToken(resp.Groups[size-1].GetGroupId())
@@ -237,7 +237,7 @@ func (s *Server) DeleteGroup(ctx context.Context, req *groupv1.DeleteGroupReques
 	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, _, err := loadAsOwner(tx, p.AppID, req.GetGroupId(), p.Identity, "delete it")
 		if err != nil {
 			return err
@@ -251,7 +251,7 @@ func (s *Server) DeleteGroup(ctx context.Context, req *groupv1.DeleteGroupReques
 }
 
 // deleteGroup deletes g and tells its members.
-func (s *Server) deleteGroup(tx *Tx, g *storagev1.GroupRecord, actor string) error {
+func (s *Server) deleteGroup(tx Tx, g *storagev1.GroupRecord, actor string) error {
 	ids, err := memberIDs(tx, g)
 	if err != nil {
 		return err
@@ -277,7 +277,7 @@ func (s *Server) AddMembers(ctx context.Context, req *groupv1.AddMembersRequest)
 	}
 	now := s.now()
 	var resp *groupv1.AddMembersResponse
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, me, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "add members")
 		if err != nil {
 			return err
@@ -316,7 +316,7 @@ func (s *Server) AddMembers(ctx context.Context, req *groupv1.AddMembersRequest)
 }
 
 // membersJoined records that ids became members of g, writes g, and tells the members.
-func (s *Server) membersJoined(tx *Tx, g *storagev1.GroupRecord, actor string, ids []string, now time.Time) error {
+func (s *Server) membersJoined(tx Tx, g *storagev1.GroupRecord, actor string, ids []string, now time.Time) error {
 	membershipChanged(g, now)
 	newly := markRotation(g, groupv1.RotationReason_ROTATION_REASON_MEMBERSHIP_CHANGED)
 	if err := tx.PutGroup(g); err != nil {
@@ -358,7 +358,7 @@ func (s *Server) RemoveMember(ctx context.Context, req *groupv1.RemoveMemberRequ
 	}
 	now := s.now()
 	var resp *groupv1.RemoveMemberResponse
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, me, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "remove members")
 		if err != nil {
 			return err
@@ -391,7 +391,7 @@ func (s *Server) RemoveMember(ctx context.Context, req *groupv1.RemoveMemberRequ
 
 // membersLeft records that members left g, writes g, and tells the remaining members
 // with ev.
-func (s *Server) membersLeft(tx *Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEvent, now time.Time) error {
+func (s *Server) membersLeft(tx Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEvent, now time.Time) error {
 	membershipChanged(g, now)
 	newly := markRotation(g, groupv1.RotationReason_ROTATION_REASON_MEMBERSHIP_CHANGED)
 	if err := tx.PutGroup(g); err != nil {
@@ -420,7 +420,7 @@ func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (
 	}
 	now := s.now()
 	var resp *groupv1.BanMemberResponse
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, me, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "ban")
 		if err != nil {
 			return err
@@ -501,7 +501,7 @@ func (s *Server) UnbanMember(ctx context.Context, req *groupv1.UnbanMemberReques
 		return nil, err
 	}
 	now := s.now()
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "unban")
 		if err != nil {
 			return err
@@ -542,7 +542,7 @@ func (s *Server) LeaveGroup(ctx context.Context, req *groupv1.LeaveGroupRequest)
 	}
 	now := s.now()
 	resp := &groupv1.LeaveGroupResponse{}
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		*resp = groupv1.LeaveGroupResponse{}
 		g, me, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
 		if err != nil {
@@ -616,7 +616,7 @@ func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*gro
 	}
 	now := s.now()
 	var resp *groupv1.SetRoleResponse
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, _, err := loadAsOwner(tx, p.AppID, req.GetGroupId(), p.Identity, "set roles")
 		if err != nil {
 			return err
@@ -663,7 +663,7 @@ func (s *Server) TransferOwnership(ctx context.Context, req *groupv1.TransferOwn
 	}
 	now := s.now()
 	var resp *groupv1.TransferOwnershipResponse
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, me, err := loadAsOwner(tx, p.AppID, req.GetGroupId(), p.Identity, "transfer ownership")
 		if err != nil {
 			return err
@@ -704,7 +704,7 @@ func (s *Server) RequestJoin(ctx context.Context, req *groupv1.RequestJoinReques
 	}
 	now := s.now()
 	var resp *groupv1.RequestJoinResponse
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, err := tx.Group(p.AppID, req.GetGroupId())
 		if err != nil {
 			return err
@@ -761,7 +761,7 @@ func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoi
 	}
 	now := s.now()
 	var resp *groupv1.ApproveJoinRequestResponse
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "approve join requests")
 		if err != nil {
 			return err
@@ -796,7 +796,7 @@ func (s *Server) DeclineJoinRequest(ctx context.Context, req *groupv1.DeclineJoi
 	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
 		return nil, err
 	}
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "decline join requests")
 		if err != nil {
 			return err
@@ -845,7 +845,7 @@ func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequ
 		}
 	}
 	resp := &groupv1.ListJoinRequestsResponse{}
-	err = s.store.View(func(tx *Tx) error {
+	err = s.store.View(func(tx Tx) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "list join requests")
 		if err != nil {
 			return err
@@ -910,7 +910,7 @@ func (s *Server) InviteMember(ctx context.Context, req *groupv1.InviteMemberRequ
 	}
 	now := s.now()
 	var resp *groupv1.InviteMemberResponse
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "invite")
 		if err != nil {
 			return err
@@ -964,7 +964,7 @@ func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvita
 	}
 	now := s.now()
 	var resp *groupv1.AcceptInvitationResponse
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		inv, err := tx.Invitation(p.AppID, req.GetGroupId(), p.Identity)
 		if err != nil {
 			return err
@@ -1001,7 +1001,7 @@ func (s *Server) DeclineInvitation(ctx context.Context, req *groupv1.DeclineInvi
 	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
-	err = s.update(func(tx *Tx) error {
+	err = s.update(func(tx Tx) error {
 		inv, err := tx.Invitation(p.AppID, req.GetGroupId(), p.Identity)
 		if err != nil {
 			return err
@@ -1052,7 +1052,7 @@ func (s *Server) ListMyInvitations(ctx context.Context, req *groupv1.ListMyInvit
 	}
 	now := s.now()
 	var all []*storagev1.GroupInvitationRecord
-	if err := s.store.View(func(tx *Tx) error {
+	if err := s.store.View(func(tx Tx) error {
 		all, err = tx.InviteeInvitations(p.AppID, p.Identity)
 		return err
 	}); err != nil {

@@ -39,7 +39,7 @@ type Events interface {
 // Server implements umbra.group.v1.GroupService.
 type Server struct {
 	groupv1.UnimplementedGroupServiceServer
-	store  *Store
+	store  Store
 	cards  Cards
 	events Events
 	cfg    Config
@@ -56,7 +56,7 @@ var _ groupv1.GroupServiceServer = (*Server)(nil)
 // and delivers events through events. Without cards (nil: no card service configured)
 // commits and shares are refused as UNAVAILABLE and card changes are not followed;
 // without events, events wait in the outbox. A nil log discards logs.
-func NewServer(store *Store, cards Cards, events Events, cfg Config, log *zap.Logger) (*Server, error) {
+func NewServer(store Store, cards Cards, events Events, cfg Config, log *zap.Logger) (*Server, error) {
 	if store == nil {
 		return nil, errors.New("group: no store")
 	}
@@ -98,11 +98,11 @@ func caller(ctx context.Context) (*auth.Principal, error) {
 }
 
 // update runs fn in a transaction and wakes the outbox loop if it wrote events.
-func (s *Server) update(fn func(*Tx) error) error {
+func (s *Server) update(fn func(Tx) error) error {
 	var wrote bool
-	err := s.store.Update(func(tx *Tx) error {
+	err := s.store.Update(func(tx Tx) error {
 		err := fn(tx)
-		wrote = tx.wroteEvents
+		wrote = tx.WroteEvents()
 		return err
 	})
 	if err == nil && wrote {
@@ -189,7 +189,7 @@ func dueAt(g *storagev1.GroupRecord) time.Time {
 }
 
 // reschedule moves the group's rotation_due entry to its current due time.
-func reschedule(tx *Tx, g *storagev1.GroupRecord) error {
+func reschedule(tx Tx, g *storagev1.GroupRecord) error {
 	old := tsTime(g.GetRotationDueAt())
 	at := dueAt(g)
 	if old.Equal(at) {
@@ -284,7 +284,7 @@ func epochCommitView(e *storagev1.GroupEpochRecord) *groupv1.EpochCommit {
 }
 
 // loadAsMember reads the group and the caller's membership, refusing a non-member.
-func loadAsMember(tx *Tx, app, group, identity string) (*storagev1.GroupRecord, *storagev1.GroupMemberRecord, error) {
+func loadAsMember(tx Tx, app, group, identity string) (*storagev1.GroupRecord, *storagev1.GroupMemberRecord, error) {
 	g, err := tx.Group(app, group)
 	if err != nil {
 		return nil, nil, err
@@ -300,7 +300,7 @@ func loadAsMember(tx *Tx, app, group, identity string) (*storagev1.GroupRecord, 
 }
 
 // loadAsManager is loadAsMember for the owner and admins.
-func loadAsManager(tx *Tx, app, group, identity, what string) (*storagev1.GroupRecord, *storagev1.GroupMemberRecord, error) {
+func loadAsManager(tx Tx, app, group, identity, what string) (*storagev1.GroupRecord, *storagev1.GroupMemberRecord, error) {
 	g, me, err := loadAsMember(tx, app, group, identity)
 	if err != nil {
 		return nil, nil, err
@@ -312,7 +312,7 @@ func loadAsManager(tx *Tx, app, group, identity, what string) (*storagev1.GroupR
 }
 
 // loadAsOwner is loadAsMember for the owner.
-func loadAsOwner(tx *Tx, app, group, identity, what string) (*storagev1.GroupRecord, *storagev1.GroupMemberRecord, error) {
+func loadAsOwner(tx Tx, app, group, identity, what string) (*storagev1.GroupRecord, *storagev1.GroupMemberRecord, error) {
 	g, me, err := loadAsMember(tx, app, group, identity)
 	if err != nil {
 		return nil, nil, err

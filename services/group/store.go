@@ -45,15 +45,128 @@ var schema = boltdb.Schema{
 // batchDelay is how long a Batch waits for others to share its commit.
 const batchDelay = 2 * time.Millisecond
 
-// Store is group.db. Every change is one transaction (Update or Batch): it commits
-// whole or changes nothing. The service's rules run inside the transaction on a Tx,
-// whose methods are the only way they touch the file. Everything is namespaced by app.
-type Store struct {
+// Store is the group service's state. Every change is one transaction (Update or
+// Batch): it commits whole or changes nothing. The service's rules run inside the
+// transaction on a Tx, whose methods are the only way they touch the state.
+// Everything is namespaced by app. OpenStore gives the bbolt implementation.
+type Store interface {
+	// View runs fn in a read-only transaction.
+	View(fn func(Tx) error) error
+	// Update runs fn in a read-write transaction, committed when fn returns nil.
+	Update(fn func(Tx) error) error
+	// Batch is Update coalesced with concurrent calls into one commit. fn may run more
+	// than once (only one run commits), so it must reset whatever it reports.
+	Batch(fn func(Tx) error) error
+	// DB is the bbolt file, for online backups.
+	DB() *boltdb.DB
+	Close() error
+}
+
+// Tx is one transaction on the group store: the only way the service's rules read and
+// write it. Records it returns are copies: they stay valid after the transaction.
+type Tx interface {
+	// Group returns the group, or an error wrapping errs.ErrNotFound.
+	Group(app, group string) (*storagev1.GroupRecord, error)
+	// PutGroup writes g.
+	PutGroup(g *storagev1.GroupRecord) error
+	// Member returns a member, or nil if identity is not one.
+	Member(app, group, identity string) (*storagev1.GroupMemberRecord, error)
+	// PutMember writes m and the member_groups index.
+	PutMember(app, group string, m *storagev1.GroupMemberRecord) error
+	// DeleteMember removes a member, its index entry and its epoch keys.
+	DeleteMember(app, group, identity string) error
+	// Members calls fn for each member of the group, in identity order, starting after
+	// `after` (empty: from the first). fn returns false to stop.
+	Members(app, group, after string, fn func(*storagev1.GroupMemberRecord) (bool, error)) error
+	// AllMembers returns every member of the group, in identity order.
+	AllMembers(app, group string) ([]*storagev1.GroupMemberRecord, error)
+	// MemberGroups calls fn with each group identity is a member of, in group order,
+	// starting after `after`. fn returns false to stop.
+	MemberGroups(app, identity, after string, fn func(group string) (bool, error)) error
+	// Ban returns a ban, or nil.
+	Ban(app, group, identity string) (*storagev1.GroupBanRecord, error)
+	// PutBan writes a ban.
+	PutBan(app, group string, b *storagev1.GroupBanRecord) error
+	// DeleteBan removes a ban.
+	DeleteBan(app, group, identity string) error
+	// Bans returns the group's banned identities, in identity order.
+	Bans(app, group string) ([]string, error)
+	// JoinRequest returns a pending join request, or nil.
+	JoinRequest(app, group, identity string) (*storagev1.GroupJoinRequestRecord, error)
+	// PutJoinRequest writes a join request.
+	PutJoinRequest(app, group string, r *storagev1.GroupJoinRequestRecord) error
+	// DeleteJoinRequest removes a join request.
+	DeleteJoinRequest(app, group, identity string) error
+	// JoinRequests returns the group's pending join requests, in identity order.
+	JoinRequests(app, group string) ([]*storagev1.GroupJoinRequestRecord, error)
+	// Invitation returns an invitation (expired or not), or nil.
+	Invitation(app, group, invitee string) (*storagev1.GroupInvitationRecord, error)
+	// PutInvitation writes an invitation and its index entry.
+	PutInvitation(app string, inv *storagev1.GroupInvitationRecord) error
+	// DeleteInvitation removes an invitation and its index entry.
+	DeleteInvitation(app, group, invitee string) error
+	// Invitations returns the group's invitations, in invitee order.
+	Invitations(app, group string) ([]*storagev1.GroupInvitationRecord, error)
+	// InviteeInvitations returns every invitation of invitee, in group order.
+	InviteeInvitations(app, invitee string) ([]*storagev1.GroupInvitationRecord, error)
+	// Epoch returns a committed epoch, or nil.
+	Epoch(app, group string, epoch uint64) (*storagev1.GroupEpochRecord, error)
+	// PutEpoch writes a committed epoch.
+	PutEpoch(app, group string, e *storagev1.GroupEpochRecord) error
+	// EpochKey returns identity's key of epoch, or nil.
+	EpochKey(app, group, identity string, epoch uint64) (*storagev1.GroupEpochKeyRecord, error)
+	// PutEpochKey writes identity's key of an epoch.
+	PutEpochKey(app, group, identity string, k *storagev1.GroupEpochKeyRecord) error
+	// EpochKeys calls fn with identity's keys of epochs above after, in epoch order. fn
+	// returns false to stop.
+	EpochKeys(app, group, identity string, after uint64, fn func(*storagev1.GroupEpochKeyRecord) (bool, error)) error
+	// Upload returns the caller's upload in the group, or nil.
+	Upload(app, group, owner string) (*storagev1.GroupUploadRecord, error)
+	// PutUpload writes an upload's record.
+	PutUpload(app, group string, u *storagev1.GroupUploadRecord) error
+	// DeleteUpload removes owner's upload in the group and its keys, if there is one.
+	DeleteUpload(app, group, owner string) error
+	// StagedKey returns a staged key of an upload, or nil.
+	StagedKey(uploadID, identity string) (*storagev1.GroupStagedKeyRecord, error)
+	// PutStagedKey writes a staged key of an upload.
+	PutStagedKey(uploadID string, k *storagev1.GroupStagedKeyRecord) error
+	// StagedKeys returns every staged key of an upload, in identity order.
+	StagedKeys(uploadID string) ([]*storagev1.GroupStagedKeyRecord, error)
+	// ExpiredUploads returns (app, group, owner) of up to limit uploads expired at now.
+	ExpiredUploads(now time.Time, limit int) ([][3]string, error)
+	// SetRotationDue moves the group's entry in rotation_due from old to at (either may be
+	// the zero time: none).
+	SetRotationDue(app, group string, old, at time.Time) error
+	// DueGroups returns up to limit entries of rotation_due at or before now, oldest first.
+	DueGroups(now time.Time, limit int) ([]DueEntry, error)
+	// DeleteGroupData removes a group and everything kept for it. Its outbox records stay:
+	// they are already addressed.
+	DeleteGroupData(g *storagev1.GroupRecord) error
+	// AppendOutbox adds r to the outbox with the next sequence.
+	AppendOutbox(r *storagev1.GroupOutboxRecord) error
+	// Outbox returns up to limit outbox records, oldest first.
+	Outbox(limit int) ([]*storagev1.GroupOutboxRecord, error)
+	// DeleteOutbox removes a delivered outbox record.
+	DeleteOutbox(seq uint64) error
+	// CardCursor returns the last card event the follower applied.
+	CardCursor() (uint64, error)
+	// SetCardCursor records the last card event the follower applied.
+	SetCardCursor(seq uint64) error
+	// StaleInvitations returns up to limit invitations that expired before `before`, with
+	// their apps.
+	StaleInvitations(before time.Time, limit int) ([]*storagev1.GroupInvitationRecord, []string, error)
+	// WroteEvents reports whether the transaction appended to the outbox, so that the
+	// delivery loop is woken once it commits.
+	WroteEvents() bool
+}
+
+// boltStore is a Store on group.db.
+type boltStore struct {
 	db *boltdb.DB
 }
 
 // OpenStore opens (or creates) group.db at path.
-func OpenStore(path string) (*Store, error) {
+func OpenStore(path string) (Store, error) {
 	db, err := boltdb.Open(path, schema, boltdb.Options{})
 	if err != nil {
 		return nil, err
@@ -61,41 +174,42 @@ func OpenStore(path string) (*Store, error) {
 	// AuthorizeSend counts every encrypted message in a Batch; bbolt's default wait of
 	// 10 ms for more writers would be added to each lone send.
 	db.MaxBatchDelay = batchDelay
-	return &Store{db: db}, nil
+	return &boltStore{db: db}, nil
 }
 
 // Close closes the file.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *boltStore) Close() error { return s.db.Close() }
 
 // DB exposes the file, for online backups.
-func (s *Store) DB() *boltdb.DB { return s.db }
+func (s *boltStore) DB() *boltdb.DB { return s.db }
 
 // View runs fn in a read-only transaction.
-func (s *Store) View(fn func(*Tx) error) error {
-	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+func (s *boltStore) View(fn func(Tx) error) error {
+	return s.db.View(func(tx *bolt.Tx) error { return fn(&boltTx{tx: tx}) })
 }
 
 // Update runs fn in a read-write transaction, committed when fn returns nil.
-func (s *Store) Update(fn func(*Tx) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+func (s *boltStore) Update(fn func(Tx) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return fn(&boltTx{tx: tx}) })
 }
 
 // Batch is Update coalesced with concurrent calls into one commit. fn may run more
 // than once (only one run commits), so it must reset whatever it reports.
-func (s *Store) Batch(fn func(*Tx) error) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+func (s *boltStore) Batch(fn func(Tx) error) error {
+	return s.db.Batch(func(tx *bolt.Tx) error { return fn(&boltTx{tx: tx}) })
 }
 
-// Tx is a transaction on group.db with typed accessors. Records it returns are copies:
-// they stay valid after the transaction.
-type Tx struct {
+// boltTx is a Tx on group.db.
+type boltTx struct {
 	tx *bolt.Tx
 	// wroteEvents says that this transaction wrote outbox records, so the delivery
 	// loop is woken once it commits.
 	wroteEvents bool
 }
 
-func (t *Tx) b(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
+func (t *boltTx) b(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
+
+func (t *boltTx) WroteEvents() bool { return t.wroteEvents }
 
 func groupKey(app, group string) []byte { return boltdb.Key(app, group) }
 
@@ -104,8 +218,7 @@ func groupPrefix(app, group string) []byte { return boltdb.Key(app, group, "") }
 
 func memberKey(app, group, identity string) []byte { return boltdb.Key(app, group, identity) }
 
-// Group returns the group, or an error wrapping errs.ErrNotFound.
-func (t *Tx) Group(app, group string) (*storagev1.GroupRecord, error) {
+func (t *boltTx) Group(app, group string) (*storagev1.GroupRecord, error) {
 	g := &storagev1.GroupRecord{}
 	if err := boltdb.GetProto(t.b(bucketGroups), groupKey(app, group), g); err != nil {
 		if errors.Is(err, errs.ErrNotFound) {
@@ -116,26 +229,22 @@ func (t *Tx) Group(app, group string) (*storagev1.GroupRecord, error) {
 	return g, nil
 }
 
-// PutGroup writes g.
-func (t *Tx) PutGroup(g *storagev1.GroupRecord) error {
+func (t *boltTx) PutGroup(g *storagev1.GroupRecord) error {
 	return boltdb.PutProto(t.b(bucketGroups), groupKey(g.GetAppId(), g.GetGroupId()), g)
 }
 
-// Member returns a member, or nil if identity is not one.
-func (t *Tx) Member(app, group, identity string) (*storagev1.GroupMemberRecord, error) {
+func (t *boltTx) Member(app, group, identity string) (*storagev1.GroupMemberRecord, error) {
 	return getOptional(t.b(bucketMembers), memberKey(app, group, identity), &storagev1.GroupMemberRecord{})
 }
 
-// PutMember writes m and the member_groups index.
-func (t *Tx) PutMember(app, group string, m *storagev1.GroupMemberRecord) error {
+func (t *boltTx) PutMember(app, group string, m *storagev1.GroupMemberRecord) error {
 	if err := boltdb.PutProto(t.b(bucketMembers), memberKey(app, group, m.GetIdentity()), m); err != nil {
 		return err
 	}
 	return t.b(bucketMemberGroups).Put(boltdb.Key(app, m.GetIdentity(), group), nil)
 }
 
-// DeleteMember removes a member, its index entry and its epoch keys.
-func (t *Tx) DeleteMember(app, group, identity string) error {
+func (t *boltTx) DeleteMember(app, group, identity string) error {
 	if err := t.b(bucketMembers).Delete(memberKey(app, group, identity)); err != nil {
 		return err
 	}
@@ -145,9 +254,7 @@ func (t *Tx) DeleteMember(app, group, identity string) error {
 	return deletePrefix(t.b(bucketEpochKeys), boltdb.Key(app, group, identity, ""))
 }
 
-// Members calls fn for each member of the group, in identity order, starting after
-// `after` (empty: from the first). fn returns false to stop.
-func (t *Tx) Members(app, group, after string, fn func(*storagev1.GroupMemberRecord) (bool, error)) error {
+func (t *boltTx) Members(app, group, after string, fn func(*storagev1.GroupMemberRecord) (bool, error)) error {
 	prefix := groupPrefix(app, group)
 	c := t.b(bucketMembers).Cursor()
 	start := prefix
@@ -167,8 +274,7 @@ func (t *Tx) Members(app, group, after string, fn func(*storagev1.GroupMemberRec
 	return nil
 }
 
-// AllMembers returns every member of the group, in identity order.
-func (t *Tx) AllMembers(app, group string) ([]*storagev1.GroupMemberRecord, error) {
+func (t *boltTx) AllMembers(app, group string) ([]*storagev1.GroupMemberRecord, error) {
 	var out []*storagev1.GroupMemberRecord
 	err := t.Members(app, group, "", func(m *storagev1.GroupMemberRecord) (bool, error) {
 		out = append(out, m)
@@ -177,29 +283,23 @@ func (t *Tx) AllMembers(app, group string) ([]*storagev1.GroupMemberRecord, erro
 	return out, err
 }
 
-// MemberGroups calls fn with each group identity is a member of, in group order,
-// starting after `after`. fn returns false to stop.
-func (t *Tx) MemberGroups(app, identity, after string, fn func(group string) (bool, error)) error {
+func (t *boltTx) MemberGroups(app, identity, after string, fn func(group string) (bool, error)) error {
 	return scanIndex(t.b(bucketMemberGroups), boltdb.Key(app, identity, ""), after, fn)
 }
 
-// Ban returns a ban, or nil.
-func (t *Tx) Ban(app, group, identity string) (*storagev1.GroupBanRecord, error) {
+func (t *boltTx) Ban(app, group, identity string) (*storagev1.GroupBanRecord, error) {
 	return getOptional(t.b(bucketBans), memberKey(app, group, identity), &storagev1.GroupBanRecord{})
 }
 
-// PutBan writes a ban.
-func (t *Tx) PutBan(app, group string, b *storagev1.GroupBanRecord) error {
+func (t *boltTx) PutBan(app, group string, b *storagev1.GroupBanRecord) error {
 	return boltdb.PutProto(t.b(bucketBans), memberKey(app, group, b.GetIdentity()), b)
 }
 
-// DeleteBan removes a ban.
-func (t *Tx) DeleteBan(app, group, identity string) error {
+func (t *boltTx) DeleteBan(app, group, identity string) error {
 	return t.b(bucketBans).Delete(memberKey(app, group, identity))
 }
 
-// Bans returns the group's banned identities, in identity order.
-func (t *Tx) Bans(app, group string) ([]string, error) {
+func (t *boltTx) Bans(app, group string) ([]string, error) {
 	var out []string
 	prefix := groupPrefix(app, group)
 	c := t.b(bucketBans).Cursor()
@@ -209,54 +309,45 @@ func (t *Tx) Bans(app, group string) ([]string, error) {
 	return out, nil
 }
 
-// JoinRequest returns a pending join request, or nil.
-func (t *Tx) JoinRequest(app, group, identity string) (*storagev1.GroupJoinRequestRecord, error) {
+func (t *boltTx) JoinRequest(app, group, identity string) (*storagev1.GroupJoinRequestRecord, error) {
 	return getOptional(t.b(bucketJoinRequests), memberKey(app, group, identity), &storagev1.GroupJoinRequestRecord{})
 }
 
-// PutJoinRequest writes a join request.
-func (t *Tx) PutJoinRequest(app, group string, r *storagev1.GroupJoinRequestRecord) error {
+func (t *boltTx) PutJoinRequest(app, group string, r *storagev1.GroupJoinRequestRecord) error {
 	return boltdb.PutProto(t.b(bucketJoinRequests), memberKey(app, group, r.GetIdentity()), r)
 }
 
-// DeleteJoinRequest removes a join request.
-func (t *Tx) DeleteJoinRequest(app, group, identity string) error {
+func (t *boltTx) DeleteJoinRequest(app, group, identity string) error {
 	return t.b(bucketJoinRequests).Delete(memberKey(app, group, identity))
 }
 
-// JoinRequests returns the group's pending join requests, in identity order.
-func (t *Tx) JoinRequests(app, group string) ([]*storagev1.GroupJoinRequestRecord, error) {
+func (t *boltTx) JoinRequests(app, group string) ([]*storagev1.GroupJoinRequestRecord, error) {
 	return listPrefix(t.b(bucketJoinRequests), groupPrefix(app, group), func() *storagev1.GroupJoinRequestRecord { return &storagev1.GroupJoinRequestRecord{} })
 }
 
-// Invitation returns an invitation (expired or not), or nil.
-func (t *Tx) Invitation(app, group, invitee string) (*storagev1.GroupInvitationRecord, error) {
+func (t *boltTx) Invitation(app, group, invitee string) (*storagev1.GroupInvitationRecord, error) {
 	return getOptional(t.b(bucketInvitations), memberKey(app, group, invitee), &storagev1.GroupInvitationRecord{})
 }
 
-// PutInvitation writes an invitation and its index entry.
-func (t *Tx) PutInvitation(app string, inv *storagev1.GroupInvitationRecord) error {
+func (t *boltTx) PutInvitation(app string, inv *storagev1.GroupInvitationRecord) error {
 	if err := boltdb.PutProto(t.b(bucketInvitations), memberKey(app, inv.GetGroupId(), inv.GetInvitee()), inv); err != nil {
 		return err
 	}
 	return t.b(bucketInviteeGroups).Put(boltdb.Key(app, inv.GetInvitee(), inv.GetGroupId()), nil)
 }
 
-// DeleteInvitation removes an invitation and its index entry.
-func (t *Tx) DeleteInvitation(app, group, invitee string) error {
+func (t *boltTx) DeleteInvitation(app, group, invitee string) error {
 	if err := t.b(bucketInvitations).Delete(memberKey(app, group, invitee)); err != nil {
 		return err
 	}
 	return t.b(bucketInviteeGroups).Delete(boltdb.Key(app, invitee, group))
 }
 
-// Invitations returns the group's invitations, in invitee order.
-func (t *Tx) Invitations(app, group string) ([]*storagev1.GroupInvitationRecord, error) {
+func (t *boltTx) Invitations(app, group string) ([]*storagev1.GroupInvitationRecord, error) {
 	return listPrefix(t.b(bucketInvitations), groupPrefix(app, group), func() *storagev1.GroupInvitationRecord { return &storagev1.GroupInvitationRecord{} })
 }
 
-// InviteeInvitations returns every invitation of invitee, in group order.
-func (t *Tx) InviteeInvitations(app, invitee string) ([]*storagev1.GroupInvitationRecord, error) {
+func (t *boltTx) InviteeInvitations(app, invitee string) ([]*storagev1.GroupInvitationRecord, error) {
 	var out []*storagev1.GroupInvitationRecord
 	err := scanIndex(t.b(bucketInviteeGroups), boltdb.Key(app, invitee, ""), "", func(group string) (bool, error) {
 		inv, err := t.Invitation(app, group, invitee)
@@ -275,13 +366,11 @@ func epochKey(app, group string, epoch uint64) []byte {
 	return append(groupPrefix(app, group), boltdb.U64(epoch)...)
 }
 
-// Epoch returns a committed epoch, or nil.
-func (t *Tx) Epoch(app, group string, epoch uint64) (*storagev1.GroupEpochRecord, error) {
+func (t *boltTx) Epoch(app, group string, epoch uint64) (*storagev1.GroupEpochRecord, error) {
 	return getOptional(t.b(bucketEpochs), epochKey(app, group, epoch), &storagev1.GroupEpochRecord{})
 }
 
-// PutEpoch writes a committed epoch.
-func (t *Tx) PutEpoch(app, group string, e *storagev1.GroupEpochRecord) error {
+func (t *boltTx) PutEpoch(app, group string, e *storagev1.GroupEpochRecord) error {
 	return boltdb.PutProto(t.b(bucketEpochs), epochKey(app, group, e.GetEpoch()), e)
 }
 
@@ -289,19 +378,15 @@ func epochKeyKey(app, group, identity string, epoch uint64) []byte {
 	return append(boltdb.Key(app, group, identity, ""), boltdb.U64(epoch)...)
 }
 
-// EpochKey returns identity's key of epoch, or nil.
-func (t *Tx) EpochKey(app, group, identity string, epoch uint64) (*storagev1.GroupEpochKeyRecord, error) {
+func (t *boltTx) EpochKey(app, group, identity string, epoch uint64) (*storagev1.GroupEpochKeyRecord, error) {
 	return getOptional(t.b(bucketEpochKeys), epochKeyKey(app, group, identity, epoch), &storagev1.GroupEpochKeyRecord{})
 }
 
-// PutEpochKey writes identity's key of an epoch.
-func (t *Tx) PutEpochKey(app, group, identity string, k *storagev1.GroupEpochKeyRecord) error {
+func (t *boltTx) PutEpochKey(app, group, identity string, k *storagev1.GroupEpochKeyRecord) error {
 	return boltdb.PutProto(t.b(bucketEpochKeys), epochKeyKey(app, group, identity, k.GetEpoch()), k)
 }
 
-// EpochKeys calls fn with identity's keys of epochs above after, in epoch order. fn
-// returns false to stop.
-func (t *Tx) EpochKeys(app, group, identity string, after uint64, fn func(*storagev1.GroupEpochKeyRecord) (bool, error)) error {
+func (t *boltTx) EpochKeys(app, group, identity string, after uint64, fn func(*storagev1.GroupEpochKeyRecord) (bool, error)) error {
 	prefix := boltdb.Key(app, group, identity, "")
 	c := t.b(bucketEpochKeys).Cursor()
 	for k, v := c.Seek(epochKeyKey(app, group, identity, after+1)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
@@ -317,18 +402,15 @@ func (t *Tx) EpochKeys(app, group, identity string, after uint64, fn func(*stora
 	return nil
 }
 
-// Upload returns the caller's upload in the group, or nil.
-func (t *Tx) Upload(app, group, owner string) (*storagev1.GroupUploadRecord, error) {
+func (t *boltTx) Upload(app, group, owner string) (*storagev1.GroupUploadRecord, error) {
 	return getOptional(t.b(bucketUploads), memberKey(app, group, owner), &storagev1.GroupUploadRecord{})
 }
 
-// PutUpload writes an upload's record.
-func (t *Tx) PutUpload(app, group string, u *storagev1.GroupUploadRecord) error {
+func (t *boltTx) PutUpload(app, group string, u *storagev1.GroupUploadRecord) error {
 	return boltdb.PutProto(t.b(bucketUploads), memberKey(app, group, u.GetOwner()), u)
 }
 
-// DeleteUpload removes owner's upload in the group and its keys, if there is one.
-func (t *Tx) DeleteUpload(app, group, owner string) error {
+func (t *boltTx) DeleteUpload(app, group, owner string) error {
 	u, err := t.Upload(app, group, owner)
 	if err != nil || u == nil {
 		return err
@@ -339,23 +421,19 @@ func (t *Tx) DeleteUpload(app, group, owner string) error {
 	return t.b(bucketUploads).Delete(memberKey(app, group, owner))
 }
 
-// StagedKey returns a staged key of an upload, or nil.
-func (t *Tx) StagedKey(uploadID, identity string) (*storagev1.GroupStagedKeyRecord, error) {
+func (t *boltTx) StagedKey(uploadID, identity string) (*storagev1.GroupStagedKeyRecord, error) {
 	return getOptional(t.b(bucketUploadKeys), boltdb.Key(uploadID, identity), &storagev1.GroupStagedKeyRecord{})
 }
 
-// PutStagedKey writes a staged key of an upload.
-func (t *Tx) PutStagedKey(uploadID string, k *storagev1.GroupStagedKeyRecord) error {
+func (t *boltTx) PutStagedKey(uploadID string, k *storagev1.GroupStagedKeyRecord) error {
 	return boltdb.PutProto(t.b(bucketUploadKeys), boltdb.Key(uploadID, k.GetIdentity()), k)
 }
 
-// StagedKeys returns every staged key of an upload, in identity order.
-func (t *Tx) StagedKeys(uploadID string) ([]*storagev1.GroupStagedKeyRecord, error) {
+func (t *boltTx) StagedKeys(uploadID string) ([]*storagev1.GroupStagedKeyRecord, error) {
 	return listPrefix(t.b(bucketUploadKeys), boltdb.Key(uploadID, ""), func() *storagev1.GroupStagedKeyRecord { return &storagev1.GroupStagedKeyRecord{} })
 }
 
-// ExpiredUploads returns (app, group, owner) of up to limit uploads expired at now.
-func (t *Tx) ExpiredUploads(now time.Time, limit int) ([][3]string, error) {
+func (t *boltTx) ExpiredUploads(now time.Time, limit int) ([][3]string, error) {
 	var out [][3]string
 	err := t.b(bucketUploads).ForEach(func(k, v []byte) error {
 		if len(out) >= limit {
@@ -381,9 +459,7 @@ func dueKey(at time.Time, app, group string) []byte {
 	return append(append(boltdb.U64(uint64(at.UnixNano())), 0), boltdb.Key(app, group)...)
 }
 
-// SetRotationDue moves the group's entry in rotation_due from old to at (either may be
-// the zero time: none).
-func (t *Tx) SetRotationDue(app, group string, old, at time.Time) error {
+func (t *boltTx) SetRotationDue(app, group string, old, at time.Time) error {
 	b := t.b(bucketRotationDue)
 	if !old.IsZero() {
 		if err := b.Delete(dueKey(old, app, group)); err != nil {
@@ -402,8 +478,7 @@ type DueEntry struct {
 	App, Group string
 }
 
-// DueGroups returns up to limit entries of rotation_due at or before now, oldest first.
-func (t *Tx) DueGroups(now time.Time, limit int) ([]DueEntry, error) {
+func (t *boltTx) DueGroups(now time.Time, limit int) ([]DueEntry, error) {
 	var out []DueEntry
 	c := t.b(bucketRotationDue).Cursor()
 	end := boltdb.U64(uint64(now.UnixNano()))
@@ -420,9 +495,7 @@ func (t *Tx) DueGroups(now time.Time, limit int) ([]DueEntry, error) {
 	return out, nil
 }
 
-// DeleteGroupData removes a group and everything kept for it. Its outbox records stay:
-// they are already addressed.
-func (t *Tx) DeleteGroupData(g *storagev1.GroupRecord) error {
+func (t *boltTx) DeleteGroupData(g *storagev1.GroupRecord) error {
 	app, group := g.GetAppId(), g.GetGroupId()
 	members, err := t.AllMembers(app, group)
 	if err != nil {
@@ -462,8 +535,7 @@ func (t *Tx) DeleteGroupData(g *storagev1.GroupRecord) error {
 	return t.b(bucketGroups).Delete(groupKey(app, group))
 }
 
-// AppendOutbox adds r to the outbox with the next sequence.
-func (t *Tx) AppendOutbox(r *storagev1.GroupOutboxRecord) error {
+func (t *boltTx) AppendOutbox(r *storagev1.GroupOutboxRecord) error {
 	b := t.b(bucketOutbox)
 	seq, err := b.NextSequence()
 	if err != nil {
@@ -474,8 +546,7 @@ func (t *Tx) AppendOutbox(r *storagev1.GroupOutboxRecord) error {
 	return boltdb.PutProto(b, boltdb.U64(seq), r)
 }
 
-// Outbox returns up to limit outbox records, oldest first.
-func (t *Tx) Outbox(limit int) ([]*storagev1.GroupOutboxRecord, error) {
+func (t *boltTx) Outbox(limit int) ([]*storagev1.GroupOutboxRecord, error) {
 	var out []*storagev1.GroupOutboxRecord
 	c := t.b(bucketOutbox).Cursor()
 	for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
@@ -488,11 +559,9 @@ func (t *Tx) Outbox(limit int) ([]*storagev1.GroupOutboxRecord, error) {
 	return out, nil
 }
 
-// DeleteOutbox removes a delivered outbox record.
-func (t *Tx) DeleteOutbox(seq uint64) error { return t.b(bucketOutbox).Delete(boltdb.U64(seq)) }
+func (t *boltTx) DeleteOutbox(seq uint64) error { return t.b(bucketOutbox).Delete(boltdb.U64(seq)) }
 
-// CardCursor returns the last card event the follower applied.
-func (t *Tx) CardCursor() (uint64, error) {
+func (t *boltTx) CardCursor() (uint64, error) {
 	v := t.b(bucketState).Get(cardCursorKey)
 	if v == nil {
 		return 0, nil
@@ -500,8 +569,7 @@ func (t *Tx) CardCursor() (uint64, error) {
 	return boltdb.ParseU64(v)
 }
 
-// SetCardCursor records the last card event the follower applied.
-func (t *Tx) SetCardCursor(seq uint64) error {
+func (t *boltTx) SetCardCursor(seq uint64) error {
 	return t.b(bucketState).Put(cardCursorKey, boltdb.U64(seq))
 }
 
@@ -558,9 +626,7 @@ func deletePrefix(b *bolt.Bucket, prefix []byte) error {
 	return nil
 }
 
-// StaleInvitations returns up to limit invitations that expired before `before`, with
-// their apps.
-func (t *Tx) StaleInvitations(before time.Time, limit int) ([]*storagev1.GroupInvitationRecord, []string, error) {
+func (t *boltTx) StaleInvitations(before time.Time, limit int) ([]*storagev1.GroupInvitationRecord, []string, error) {
 	var out []*storagev1.GroupInvitationRecord
 	var apps []string
 	c := t.b(bucketInvitations).Cursor()

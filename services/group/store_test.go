@@ -20,7 +20,7 @@ const (
 	testUser2  = "u_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 )
 
-func openTestStore(t *testing.T, path string) *Store {
+func openTestStore(t *testing.T, path string) Store {
 	t.Helper()
 	s, err := OpenStore(path)
 	if err != nil {
@@ -37,7 +37,7 @@ func TestStoreMembersAndKeys(t *testing.T) {
 	key := func(epoch uint64) *storagev1.GroupEpochKeyRecord {
 		return &storagev1.GroupEpochKeyRecord{Epoch: epoch, WrappedKey: &envelopev1.WrappedEpochKey{RecipientCardId: make([]byte, 32)}}
 	}
-	err := s.Update(func(tx *Tx) error {
+	err := s.Update(func(tx Tx) error {
 		for _, g := range []string{testGroupA, testGroupB} {
 			for _, u := range []string{testUser1, testUser2} {
 				if err := tx.PutMember(testApp, g, &storagev1.GroupMemberRecord{Identity: u}); err != nil {
@@ -55,7 +55,7 @@ func TestStoreMembersAndKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.View(func(tx *Tx) error {
+	err = s.View(func(tx Tx) error {
 		ms, err := tx.AllMembers(testApp, testGroupA)
 		if err != nil || len(ms) != 1 || ms[0].GetIdentity() != testUser2 {
 			t.Errorf("members of A: %v, %v", ms, err)
@@ -92,7 +92,7 @@ func TestStoreDueAndOutbox(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "group.db")
 	s := openTestStore(t, path)
 	now := time.Now()
-	err := s.Update(func(tx *Tx) error {
+	err := s.Update(func(tx Tx) error {
 		if err := tx.SetRotationDue(testApp, testGroupB, time.Time{}, now.Add(-time.Minute)); err != nil {
 			return err
 		}
@@ -116,7 +116,7 @@ func TestStoreDueAndOutbox(t *testing.T) {
 	s.Close()
 	s = openTestStore(t, path)
 	defer s.Close()
-	err = s.View(func(tx *Tx) error {
+	err = s.View(func(tx Tx) error {
 		due, err := tx.DueGroups(now, 10)
 		if err != nil || len(due) != 2 || due[0].Group != testGroupA || due[1].Group != testGroupB || due[0].App != testApp || !due[0].At.Equal(now.Add(-2*time.Minute)) {
 			t.Errorf("due: %v, %v", due, err)
