@@ -343,18 +343,9 @@ func checkTarget(g *storagev1.GroupRecord, actor, target *storagev1.GroupMemberR
 
 // RemoveMember implements GroupService.
 func (s *Server) RemoveMember(ctx context.Context, req *groupv1.RemoveMemberRequest) (*groupv1.RemoveMemberResponse, error) {
-	p, err := caller(ctx)
+	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "identity is the caller: leave a group with LeaveGroup")
 	if err != nil {
 		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
-		return nil, err
-	}
-	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
-		return nil, err
-	}
-	if req.GetIdentity() == p.Identity {
-		return nil, errs.Invalidf("identity is the caller: leave a group with LeaveGroup")
 	}
 	now := s.now()
 	var resp *groupv1.RemoveMemberResponse
@@ -405,18 +396,9 @@ func (s *Server) membersLeft(tx Tx, g *storagev1.GroupRecord, ev *groupv1.GroupE
 
 // BanMember implements GroupService.
 func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (*groupv1.BanMemberResponse, error) {
-	p, err := caller(ctx)
+	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "identity is the caller: nobody bans itself")
 	if err != nil {
 		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
-		return nil, err
-	}
-	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
-		return nil, err
-	}
-	if req.GetIdentity() == p.Identity {
-		return nil, errs.Invalidf("identity is the caller: nobody bans itself")
 	}
 	now := s.now()
 	var resp *groupv1.BanMemberResponse
@@ -490,14 +472,8 @@ func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (
 
 // UnbanMember implements GroupService.
 func (s *Server) UnbanMember(ctx context.Context, req *groupv1.UnbanMemberRequest) (*groupv1.UnbanMemberResponse, error) {
-	p, err := caller(ctx)
+	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
-		return nil, err
-	}
-	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
 		return nil, err
 	}
 	now := s.now()
@@ -594,14 +570,8 @@ func (s *Server) LeaveGroup(ctx context.Context, req *groupv1.LeaveGroupRequest)
 
 // SetRole implements GroupService.
 func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*groupv1.SetRoleResponse, error) {
-	p, err := caller(ctx)
+	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
-		return nil, err
-	}
-	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
 		return nil, err
 	}
 	switch req.GetRole() {
@@ -648,18 +618,9 @@ func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*gro
 
 // TransferOwnership implements GroupService.
 func (s *Server) TransferOwnership(ctx context.Context, req *groupv1.TransferOwnershipRequest) (*groupv1.TransferOwnershipResponse, error) {
-	p, err := caller(ctx)
+	p, err := callerAndTarget(ctx, req.GetGroupId(), "new_owner", req.GetNewOwner(), "new_owner is the caller, who owns the group already")
 	if err != nil {
 		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
-		return nil, err
-	}
-	if err := ident.ValidUser("new_owner", req.GetNewOwner()); err != nil {
-		return nil, err
-	}
-	if req.GetNewOwner() == p.Identity {
-		return nil, errs.Invalidf("new_owner is the caller, who owns the group already")
 	}
 	now := s.now()
 	var resp *groupv1.TransferOwnershipResponse
@@ -749,14 +710,8 @@ func (s *Server) RequestJoin(ctx context.Context, req *groupv1.RequestJoinReques
 
 // ApproveJoinRequest implements GroupService.
 func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoinRequestRequest) (*groupv1.ApproveJoinRequestResponse, error) {
-	p, err := caller(ctx)
+	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
-		return nil, err
-	}
-	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
 		return nil, err
 	}
 	now := s.now()
@@ -786,14 +741,8 @@ func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoi
 
 // DeclineJoinRequest implements GroupService.
 func (s *Server) DeclineJoinRequest(ctx context.Context, req *groupv1.DeclineJoinRequestRequest) (*groupv1.DeclineJoinRequestResponse, error) {
-	p, err := caller(ctx)
+	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
-		return nil, err
-	}
-	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
 		return nil, err
 	}
 	err = s.update(func(tx Tx) error {
@@ -886,14 +835,8 @@ func cmpU64(a, b uint64) int {
 
 // InviteMember implements GroupService.
 func (s *Server) InviteMember(ctx context.Context, req *groupv1.InviteMemberRequest) (*groupv1.InviteMemberResponse, error) {
-	p, err := caller(ctx)
+	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
-		return nil, err
-	}
-	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
 		return nil, err
 	}
 	ttl := s.cfg.InvitationTTL

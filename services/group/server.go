@@ -16,6 +16,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/ident"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
@@ -93,6 +94,26 @@ func caller(ctx context.Context) (*auth.Principal, error) {
 	p, ok := auth.FromContext(ctx)
 	if !ok || p.Identity == "" {
 		return nil, errors.New("group: no identity in context")
+	}
+	return p, nil
+}
+
+// callerAndTarget returns the caller of a request that names a group and another
+// identity, after checking both ids. ifSelf, when not empty, is the message of the
+// INVALID_ARGUMENT a caller naming itself gets.
+func callerAndTarget(ctx context.Context, groupID, field, target, ifSelf string) (*auth.Principal, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validGroupID(groupID); err != nil {
+		return nil, err
+	}
+	if err := ident.ValidUser(field, target); err != nil {
+		return nil, err
+	}
+	if ifSelf != "" && target == p.Identity {
+		return nil, errs.Invalidf("%s", ifSelf)
 	}
 	return p, nil
 }
