@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/pkg/clocktest"
+
 	"github.com/cloudflare/circl/oprf"
 	"github.com/cloudflare/circl/zk/dleq"
 	bolt "go.etcd.io/bbolt"
@@ -38,23 +40,8 @@ const (
 	testSecret       = "test-backup-secret-0123456789abcdef"
 )
 
-// clock is a settable time source shared by the servers and the token verifier.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// clock is the settable time source the servers and the token verifier share.
+type clock = clocktest.Clock
 
 // env is the backup service, the identity service (apps and tokens) and the
 // messaging service (the owners' event streams) on one real loopback gRPC listener
@@ -101,7 +88,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		opts.dir = t.TempDir()
 	}
 	if opts.clock == nil {
-		opts.clock = &clock{t: time.Now().Truncate(time.Second)}
+		opts.clock = clocktest.New(time.Now().Truncate(time.Second))
 	}
 	clk := opts.clock
 	idStore, err := identity.OpenStore(filepath.Join(opts.dir, "identity.db"))

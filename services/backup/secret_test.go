@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/pkg/clocktest"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
@@ -106,7 +108,7 @@ func TestDatabaseHoldsNoSecret(t *testing.T) {
 // with a message that says what to do; the right one starts again and restores.
 func TestSecretChecks(t *testing.T) {
 	dir := t.TempDir()
-	clk := &clock{t: time.Now().Truncate(time.Second)}
+	clk := clocktest.New(time.Now().Truncate(time.Second))
 	e := newEnv(t, envOptions{dir: dir, clock: clk})
 	alice := e.newUser(t, e.newApp(t), "alice")
 	e.mustBackUp(t, alice, password, "right", 0)
@@ -149,7 +151,7 @@ func TestSecretChecks(t *testing.T) {
 // keeps its event in backup.db; a later start delivers it, once.
 func TestOutboxSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
-	clk := &clock{t: time.Now().Truncate(time.Second)}
+	clk := clocktest.New(time.Now().Truncate(time.Second))
 	e := newEnv(t, envOptions{dir: dir, clock: clk, noEvents: true, cfg: Config{MaxAttempts: 1}})
 	alice := e.newUser(t, e.newApp(t), "alice")
 	e.mustBackUp(t, alice, recovery, "right", 0)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/pkg/clocktest"
+
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -31,23 +33,8 @@ const (
 	testServiceToken = "test-service-token-0123456789"
 )
 
-// clock is a settable time source shared by the servers and the token verifier.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// clock is the settable time source the servers and the token verifier share.
+type clock = clocktest.Clock
 
 // env is the card service and the identity service (for apps and tokens) on one real
 // loopback gRPC listener with the production interceptors, and the REST gateway in
@@ -85,7 +72,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		opts.dir = t.TempDir()
 	}
 	if opts.clock == nil {
-		opts.clock = &clock{t: time.Now().Truncate(time.Second)}
+		opts.clock = clocktest.New(time.Now().Truncate(time.Second))
 	}
 	clk := opts.clock
 	idStore, err := identity.OpenStore(filepath.Join(opts.dir, "identity.db"))

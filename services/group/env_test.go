@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/pkg/clocktest"
+
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -38,23 +40,8 @@ const (
 	testServiceToken = "test-service-token-0123456789"
 )
 
-// clock is a settable time source shared by the servers and the token verifier.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// clock is the settable time source the servers and the token verifier share.
+type clock = clocktest.Clock
 
 // env is the group service with the real services it works with, identity (apps and
 // tokens), card (active cards and their feed) and messaging (which asks the group
@@ -96,7 +83,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	clk := &clock{t: time.Now().Truncate(time.Second)}
+	clk := clocktest.New(time.Now().Truncate(time.Second))
 	idStore, err := identity.OpenStore(filepath.Join(dir, "identity.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -4,9 +4,10 @@ import (
 	"context"
 	"net"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/umbra-e2ee/umbra/pkg/clocktest"
 
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap/zaptest"
@@ -25,23 +26,8 @@ const (
 	testServiceToken = "test-service-token-0123456789"
 )
 
-// clock is a settable time source shared by the server and its token verifier.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// clock is the settable time source the servers and the token verifier share.
+type clock = clocktest.Clock
 
 // env is an identity service on a real loopback gRPC listener, with the production
 // interceptors, and the REST gateway in front of it on httptest.
@@ -58,7 +44,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	log := zaptest.NewLogger(t)
 	store, _ := openTestStore(t)
-	clk := &clock{t: time.Now().Truncate(time.Second)}
+	clk := clocktest.New(time.Now().Truncate(time.Second))
 	srv, err := New(store, Config{Clock: clk.Now}, log)
 	if err != nil {
 		t.Fatal(err)
