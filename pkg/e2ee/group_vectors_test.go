@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"testing/cryptotest"
@@ -227,52 +226,14 @@ func generateGroupVectors(t *testing.T) *groupVectorFile {
 
 func TestGroupVectors(t *testing.T) {
 	cryptotest.SetGlobalRandom(t, groupRandomSeed)
-	v := generateGroupVectors(t)
-	generated, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	generated = append(generated, '\n')
-	if *updateVectors {
-		if err := os.WriteFile(groupVectorsFile, generated, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stored, err := os.ReadFile(groupVectorsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sv groupVectorFile
-	if err := json.Unmarshal(stored, &sv); err != nil {
-		t.Fatal(err)
-	}
-	t.Run("verify", func(t *testing.T) { verifyGroupVectors(t, &sv) })
-	t.Run("regenerate", func(t *testing.T) {
-		if !bytes.Equal(generated, stored) {
-			t.Errorf("generating the group vectors again gives other bytes than %s; review, then run with -update-vectors", groupVectorsFile)
-		}
-	})
-	t.Run("document", func(t *testing.T) {
-		doc, err := os.ReadFile(wireFormatDoc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		begin, end := bytes.Index(doc, []byte(groupDocBegin)), bytes.Index(doc, []byte(groupDocEnd))
-		if begin < 0 || end < begin {
-			t.Fatalf("%s has no generated group test vector section (%q ... %q)", wireFormatDoc, groupDocBegin, groupDocEnd)
-		}
-		want := renderGroupVectors(&sv)
-		got := string(doc[begin+len(groupDocBegin) : end])
-		if *updateVectors && got != want {
-			out := append(append(bytes.Clone(doc[:begin+len(groupDocBegin)]), want...), doc[end:]...)
-			if err := os.WriteFile(wireFormatDoc, out, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			got = want
-		}
-		if got != want {
-			t.Errorf("the group test vectors in %s differ from %s; run with -update-vectors", filepath.Base(wireFormatDoc), groupVectorsFile)
-		}
+	checkVectors(t, vectorSet[groupVectorFile]{
+		file:     groupVectorsFile,
+		begin:    groupDocBegin,
+		end:      groupDocEnd,
+		generate: generateGroupVectors,
+		verify:   verifyGroupVectors,
+		render:   renderGroupVectors,
+		changed:  "the group format changed",
 	})
 }
 

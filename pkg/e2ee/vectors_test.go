@@ -229,35 +229,57 @@ func generateVectors(t *testing.T) *vectorFile {
 	return v
 }
 
-func encodeVectors(t *testing.T, v *vectorFile) []byte {
-	b, err := json.MarshalIndent(v, "", "  ")
+func TestVectors(t *testing.T) {
+	cryptotest.SetGlobalRandom(t, vectorRandomSeed)
+	checkVectors(t, vectorSet[vectorFile]{
+		file:     vectorsFile,
+		begin:    docBegin,
+		end:      docEnd,
+		generate: generateVectors,
+		verify:   verifyVectors,
+		render:   renderVectors,
+		changed:  "the format changed, or Go's HPKE consumes randomness differently",
+	})
+}
+
+// vectorSet is one file of test vectors that a section of docs/wire-format.md shows.
+type vectorSet[V any] struct {
+	file       string // the JSON file under testdata
+	begin, end string // the markers around the generated section of the document
+	generate   func(*testing.T) *V
+	verify     func(*testing.T, *V)
+	render     func(*V) string
+	changed    string // what a difference on regeneration would mean
+}
+
+// checkVectors checks a vector file three ways: its vectors verify with only the
+// values they state; generating them again gives the same bytes; and the document
+// shows them. With -update-vectors it rewrites the file and the document first.
+func checkVectors[V any](t *testing.T, set vectorSet[V]) {
+	t.Helper()
+	generated, err := json.MarshalIndent(set.generate(t), "", "  ")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return append(b, '\n')
-}
-
-func TestVectors(t *testing.T) {
-	cryptotest.SetGlobalRandom(t, vectorRandomSeed)
-	generated := encodeVectors(t, generateVectors(t))
+	generated = append(generated, '\n')
 	if *updateVectors {
-		if err := os.WriteFile(vectorsFile, generated, 0o644); err != nil {
+		if err := os.WriteFile(set.file, generated, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	stored, err := os.ReadFile(vectorsFile)
+	stored, err := os.ReadFile(set.file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v vectorFile
+	var v V
 	if err := json.Unmarshal(stored, &v); err != nil {
 		t.Fatal(err)
 	}
 
-	t.Run("verify", func(t *testing.T) { verifyVectors(t, &v) })
+	t.Run("verify", func(t *testing.T) { set.verify(t, &v) })
 	t.Run("regenerate", func(t *testing.T) {
 		if !bytes.Equal(generated, stored) {
-			t.Errorf("generating the vectors again gives other bytes than %s: the format changed, or Go's HPKE consumes randomness differently; review, then run with -update-vectors", vectorsFile)
+			t.Errorf("generating the vectors again gives other bytes than %s: %s; review, then run with -update-vectors", set.file, set.changed)
 		}
 	})
 	t.Run("document", func(t *testing.T) {
@@ -265,21 +287,21 @@ func TestVectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		begin, end := bytes.Index(doc, []byte(docBegin)), bytes.Index(doc, []byte(docEnd))
+		begin, end := bytes.Index(doc, []byte(set.begin)), bytes.Index(doc, []byte(set.end))
 		if begin < 0 || end < begin {
-			t.Fatalf("%s has no generated test vector section (%q ... %q)", wireFormatDoc, docBegin, docEnd)
+			t.Fatalf("%s has no generated test vector section (%q ... %q)", wireFormatDoc, set.begin, set.end)
 		}
-		want := renderVectors(&v)
-		got := string(doc[begin+len(docBegin) : end])
+		want := set.render(&v)
+		got := string(doc[begin+len(set.begin) : end])
 		if *updateVectors && got != want {
-			out := append(append(bytes.Clone(doc[:begin+len(docBegin)]), want...), doc[end:]...)
+			out := append(append(bytes.Clone(doc[:begin+len(set.begin)]), want...), doc[end:]...)
 			if err := os.WriteFile(wireFormatDoc, out, 0o644); err != nil {
 				t.Fatal(err)
 			}
 			got = want
 		}
 		if got != want {
-			t.Errorf("the test vectors in %s differ from %s; run with -update-vectors", filepath.Base(wireFormatDoc), vectorsFile)
+			t.Errorf("the test vectors in %s differ from %s; run with -update-vectors", filepath.Base(wireFormatDoc), set.file)
 		}
 	})
 }
