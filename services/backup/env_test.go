@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/pkg/servicetest"
+
 	"github.com/umbra-e2ee/umbra/pkg/clocktest"
 
 	"github.com/cloudflare/circl/oprf"
@@ -24,7 +26,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
@@ -107,21 +108,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	table, err := auth.Merge(grpcserver.SystemPolicies(), identity.Policies(), messaging.Policies(), Policies())
-	if err != nil {
-		t.Fatal(err)
-	}
-	authn := auth.New(auth.Config{
-		Policies:        table,
-		Tokens:          auth.NewVerifier(ids, ids, "", clk.Now),
-		AppKeys:         ids,
-		AdminCredential: testAdmin,
-		ServiceToken:    testServiceToken,
-	})
-	gs, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0"}, authn, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gs, table := servicetest.NewServer(t, servicetest.Config{Identity: ids, Now: clk.Now, Log: log, Admin: testAdmin, ServiceToken: testServiceToken}, messaging.Policies(), Policies())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -135,10 +122,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		if err != nil {
 			t.Fatal(err)
 		}
-		lateServer, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0"}, authn, log, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		lateServer, _ := servicetest.NewServer(t, servicetest.Config{Identity: ids, Now: clk.Now, Log: log, Admin: testAdmin, ServiceToken: testServiceToken}, messaging.Policies(), Policies())
 		msg.Register(lateServer.Server)
 		var once sync.Once
 		serveEvents = func() { once.Do(func() { serving.Go(func() { lateServer.Serve(serveCtx, late) }) }) }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/pkg/servicetest"
+
 	"github.com/umbra-e2ee/umbra/pkg/clocktest"
 
 	bolt "go.etcd.io/bbolt"
@@ -93,21 +95,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	table, err := auth.Merge(grpcserver.SystemPolicies(), identity.Policies(), Policies())
-	if err != nil {
-		t.Fatal(err)
-	}
-	authn := auth.New(auth.Config{
-		Policies:        table,
-		Tokens:          auth.NewVerifier(ids, ids, "", clk.Now),
-		AppKeys:         ids,
-		AdminCredential: testAdmin,
-		ServiceToken:    testServiceToken,
-	})
-	gs, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0"}, authn, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gs, table := servicetest.NewServer(t, servicetest.Config{Identity: ids, Now: clk.Now, Log: log, Admin: testAdmin, ServiceToken: testServiceToken}, Policies())
 	ids.Register(gs.Server)
 	srv.Register(gs.Server)
 	if err := grpcserver.CheckPolicies(gs.Server, table); err != nil {

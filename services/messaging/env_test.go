@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/pkg/servicetest"
+
 	"github.com/umbra-e2ee/umbra/pkg/clocktest"
 
 	bolt "go.etcd.io/bbolt"
@@ -101,21 +103,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	table, err := auth.Merge(grpcserver.SystemPolicies(), identity.Policies(), group.Policies(), Policies())
-	if err != nil {
-		t.Fatal(err)
-	}
-	authn := auth.New(auth.Config{
-		Policies:        table,
-		Tokens:          auth.NewVerifier(ids, ids, "", clk.Now),
-		AppKeys:         ids,
-		AdminCredential: testAdmin,
-		ServiceToken:    testServiceToken,
-	})
-	gs, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0"}, authn, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gs, table := servicetest.NewServer(t, servicetest.Config{Identity: ids, Now: clk.Now, Log: log, Admin: testAdmin, ServiceToken: testServiceToken}, group.Policies(), Policies())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,51 @@
+// Package servicetest builds, for a service's tests, the gRPC server a service runs in:
+// the production interceptors, with access tokens and app keys checked by a real
+// identity service, and every policy table merged and checked.
+package servicetest
+
+import (
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+	"github.com/umbra-e2ee/umbra/services/identity"
+)
+
+// Config is what the server needs.
+type Config struct {
+	// Identity checks access tokens, app keys and revocations; its policies are
+	// merged in.
+	Identity *identity.Server
+	// Now is the token verifier's clock.
+	Now func() time.Time
+	Log *zap.Logger
+	// Admin and ServiceToken are the admin credential and the service token.
+	Admin, ServiceToken string
+}
+
+// NewServer returns a gRPC server on a loopback address with the interceptors of
+// production, whose access table merges the system's, the identity service's and
+// policies, and that table. Register the services, then check the table with
+// grpcserver.CheckPolicies.
+func NewServer(t testing.TB, c Config, policies ...auth.Table) (*grpcserver.Server, auth.Table) {
+	t.Helper()
+	table, err := auth.Merge(append([]auth.Table{grpcserver.SystemPolicies(), identity.Policies()}, policies...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn := auth.New(auth.Config{
+		Policies:        table,
+		Tokens:          auth.NewVerifier(c.Identity, c.Identity, "", c.Now),
+		AppKeys:         c.Identity,
+		AdminCredential: c.Admin,
+		ServiceToken:    c.ServiceToken,
+	})
+	gs, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0"}, authn, c.Log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gs, table
+}
