@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
+	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
@@ -96,7 +97,14 @@ func runListen(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		case *messagingv1.SubscribeResponse_Message:
 			printMessage(ctx, stdout, c, &f, names, it.Message)
 		case *messagingv1.SubscribeResponse_Event:
-			fmt.Fprintf(stdout, "[%s] event %s (group %s)\n", it.Event.GetCreatedAt().AsTime().Local().Format(time.TimeOnly), it.Event.GetType(), it.Event.GetGroupId())
+			when := it.Event.GetCreatedAt().AsTime().Local().Format(time.TimeOnly)
+			if ev, ok := sdk.GroupEvent(item); ok {
+				fmt.Fprintf(stdout, "[%s] group %s: %s\n", when, ev.GetGroupId(), describeGroupEvent(&f, ev))
+			} else if ev, ok := sdk.BackupEvent(item); ok {
+				fmt.Fprintf(stdout, "[%s] %s\n", when, describeBackupEvent(ev))
+			} else {
+				fmt.Fprintf(stdout, "[%s] event %s\n", when, it.Event.GetType())
+			}
 		}
 		return writeFile0600(cursorFile, []byte(strconv.FormatUint(item.GetInboxSequence(), 10)+"\n"))
 	})
@@ -124,4 +132,18 @@ func printMessage(ctx context.Context, w io.Writer, c *sdk.Client, f *clientFlag
 		return
 	}
 	fmt.Fprintf(w, "[%s] %s: %s\n", when, sender, strings.TrimRight(string(text), "\n"))
+}
+
+// describeBackupEvent says what a backup event means for the user.
+func describeBackupEvent(ev *backupv1.BackupEvent) string {
+	slot := "password"
+	if ev.GetSlot() == backupv1.BackupSlot_BACKUP_SLOT_RECOVERY {
+		slot = "recovery-key"
+	}
+	switch ev.GetKind() {
+	case backupv1.BackupEventKind_BACKUP_EVENT_KIND_ERASED:
+		return fmt.Sprintf("your %s backup (version %d) was erased after too many wrong attempts: if that was not you, someone has one of your access tokens; back up again with umbra backup create", slot, ev.GetVersion())
+	default:
+		return fmt.Sprintf("backup event %s on your %s backup", ev.GetKind(), slot)
+	}
 }

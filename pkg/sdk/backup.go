@@ -15,6 +15,7 @@ import (
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
 // Errors of key backups. A wrong password or recovery key is a *WrongPasswordError,
@@ -461,4 +462,22 @@ func (c *Client) CreateRecoveryKey(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return k.String(), nil
+}
+
+// BackupEventType is the Event.type of the backup service's events.
+const BackupEventType = "umbra.backup.v1.BackupEvent"
+
+// BackupEvent decodes a backup event from a Subscribe item (today: a backup erased
+// after its attempts ran out, which means someone kept trying wrong passwords with the
+// user's access token); ok is false for an item that is not one.
+func BackupEvent(item *messagingv1.SubscribeResponse) (ev *backupv1.BackupEvent, ok bool) {
+	e := item.GetEvent()
+	if e == nil || e.GetType() != BackupEventType {
+		return nil, false
+	}
+	ev = &backupv1.BackupEvent{}
+	if err := proto.Unmarshal(e.GetPayload(), ev); err != nil {
+		return nil, false
+	}
+	return ev, true
 }

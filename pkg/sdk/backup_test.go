@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -255,6 +256,25 @@ func TestWrongPasswordsCountDownAndErase(t *testing.T) {
 	}
 	if infos, err := c.Backups(ctx); err != nil || len(infos) != 0 {
 		t.Fatalf("Backups after the erasure = %v, %v", infos, err)
+	}
+	// The owner's stream tells of the erasure (sdk.BackupEvent decodes it).
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	zero := uint64(0)
+	var erased *backupv1.BackupEvent
+	errFound := errors.New("found")
+	err = a.Subscribe(sctx, sdk.SubscribeOptions{After: &zero}, func(item *messagingv1.SubscribeResponse) error {
+		if ev, ok := sdk.BackupEvent(item); ok {
+			erased = ev
+			return errFound
+		}
+		return nil
+	})
+	if !errors.Is(err, errFound) {
+		t.Fatalf("no backup event in the owner's stream: %v", err)
+	}
+	if erased.GetKind() != backupv1.BackupEventKind_BACKUP_EVENT_KIND_ERASED || erased.GetSlot() != backupv1.BackupSlot_BACKUP_SLOT_PASSWORD || erased.GetVersion() != 1 {
+		t.Errorf("backup event = %v; want the erasure of password version 1", erased)
 	}
 	// The owner backs up again from a device that has the keys.
 	if info, err := a.BackupPrivateKey(ctx, []byte("the password")); err != nil || info.GetVersion() != 2 {
