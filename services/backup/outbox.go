@@ -4,36 +4,25 @@ import (
 	"context"
 	"time"
 
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/outbox"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
 
 // Events is the messaging service's internal PublishEvent, which takes the events of
 // the outbox into their owners' streams. messagingv1.MessagingServiceClient has it.
-type Events interface {
-	PublishEvent(ctx context.Context, in *messagingv1.PublishEventRequest, opts ...grpc.CallOption) (*messagingv1.PublishEventResponse, error)
-}
+type Events = outbox.Publisher
 
 const (
-	// outboxPage is how many events one pass of the outbox reads.
-	outboxPage = 100
 	// maxOutboxRetry caps the wait between failed deliveries.
 	maxOutboxRetry = time.Minute
 	// publishTimeout bounds one PublishEvent call.
 	publishTimeout = 10 * time.Second
 )
 
-// Run delivers the outbox's events until ctx ends: at once when an erasure writes
-// one, and after a failed delivery again with a growing wait. An event is deleted once
-// the messaging service has accepted it; PublishEvent is idempotent on the event id,
-// so an event delivered but not yet deleted when the process stops is not delivered
-// twice.
+// Run delivers the outbox's events until ctx ends (pkg/outbox): at once when an
+// erasure writes one, and after a failed delivery again with a wait that doubles from
+// Config.OutboxRetry up to a minute.
 func (s *Server) Run(ctx context.Context) {
 	if s.events == nil {
 		if pending, err := s.store.Outbox(1); err == nil && len(pending) > 0 {
@@ -41,74 +30,49 @@ func (s *Server) Run(ctx context.Context) {
 		}
 		return
 	}
-	wait := s.outboxRetry
-	for {
-		if err := s.deliver(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.log.Warn("backup events not delivered; retrying", zap.Duration("retry_in", wait), zap.Error(err))
-		} else {
-			wait = s.outboxRetry
-		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return
-		case <-s.wake:
-			timer.Stop()
-		case <-timer.C:
-			// A failed pass is retried when the timer fires; a clean one polls
-			// anyway, which costs one read transaction.
-		}
-		if wait < maxOutboxRetry {
-			wait = min(2*wait, maxOutboxRetry)
-		}
+	s.outbox().Run(ctx)
+}
+
+func (s *Server) outbox() outbox.Config {
+	return outbox.Config{
+		Store:     outboxStore{s.store},
+		Publisher: s.events,
+		Wake:      s.wake,
+		Poll:      s.outboxRetry,
+		Retry:     s.outboxRetry,
+		MaxRetry:  maxOutboxRetry,
+		Timeout:   publishTimeout,
+		Log:       s.log,
 	}
 }
 
-// deliver sends every pending event, oldest first, and stops at the first one the
-// messaging service could not take.
-func (s *Server) deliver(ctx context.Context) error {
-	for {
-		pending, err := s.store.Outbox(outboxPage)
-		if err != nil || len(pending) == 0 {
-			return err
-		}
-		for _, ev := range pending {
-			if err := s.publish(ctx, ev); err != nil {
-				return err
-			}
-			if err := s.store.DeleteOutbox(ev.GetSequence()); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// publish hands one event to the messaging service. An event it refuses for good
-// (malformed, or its id taken by another event) is logged and dropped, so that it
-// does not hold back the events behind it.
+// publish hands one event to the messaging service (see outbox.Config.Publish).
 func (s *Server) publish(ctx context.Context, ev *storagev1.BackupOutboxRecord) error {
-	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
-	defer cancel()
-	resp, err := s.events.PublishEvent(ctx, &messagingv1.PublishEventRequest{
+	return s.outbox().Publish(ctx, publishRequest(ev))
+}
+
+// publishRequest is the PublishEvent of an outbox record: its one recipient is the
+// slot's owner.
+func publishRequest(ev *storagev1.BackupOutboxRecord) *messagingv1.PublishEventRequest {
+	return &messagingv1.PublishEventRequest{
 		AppId:      ev.GetAppId(),
 		EventId:    ev.GetEventId(),
 		Type:       ev.GetType(),
 		Recipients: []string{ev.GetIdentity()},
 		Payload:    ev.GetPayload(),
-	})
-	switch status.Code(err) {
-	case codes.OK:
-		s.log.Info("backup event delivered", zap.String("app", ev.GetAppId()), zap.String("identity", ev.GetIdentity()),
-			zap.String("event_id", ev.GetEventId()), zap.Bool("duplicate", resp.GetDuplicate()))
-		return nil
-	case codes.InvalidArgument, codes.AlreadyExists, codes.NotFound:
-		s.log.Error("backup event refused by the messaging service; dropped", zap.String("app", ev.GetAppId()),
-			zap.String("identity", ev.GetIdentity()), zap.String("event_id", ev.GetEventId()), zap.Error(err))
-		return nil
 	}
-	return errs.Unavailablef("messaging service: %v", err)
 }
+
+// outboxStore is backup.db's outbox as pkg/outbox reads it.
+type outboxStore struct{ store Store }
+
+func (o outboxStore) Pending(limit int) ([]outbox.Pending, error) {
+	recs, err := o.store.Outbox(limit)
+	out := make([]outbox.Pending, len(recs))
+	for i, r := range recs {
+		out[i] = outbox.Pending{Sequence: r.GetSequence(), Event: publishRequest(r)}
+	}
+	return out, err
+}
+
+func (o outboxStore) Delete(sequence uint64) error { return o.store.DeleteOutbox(sequence) }

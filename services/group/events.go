@@ -5,11 +5,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/pkg/outbox"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
@@ -120,86 +119,63 @@ func (s *Server) rotationEvent(tx Tx, g *storagev1.GroupRecord, newly bool) erro
 	return s.toMembers(tx, g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_ROTATION_REQUIRED, RotationReasons: reasons})
 }
 
-// deliverLoop delivers the outbox to the messaging service, oldest first, deleting
-// each record once PublishEvent accepted it. It runs until ctx ends.
+// deliverLoop delivers the outbox to the messaging service until ctx ends
+// (pkg/outbox): at once when a change wrote events, after a failed delivery again
+// with a wait that doubles from 100 ms up to Config.OutboxPoll, and otherwise every
+// OutboxPoll.
 func (s *Server) deliverLoop(ctx context.Context) {
 	if s.events == nil {
 		return // no messaging service: events wait in the outbox
 	}
-	backoff := 100 * time.Millisecond
-	for {
-		ok := s.deliverOutbox(ctx)
-		wait := s.cfg.OutboxPoll
-		if !ok {
-			wait = min(backoff, s.cfg.OutboxPoll)
-			backoff *= 2
-		} else {
-			backoff = 100 * time.Millisecond
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-s.wake:
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	s.outbox().Run(ctx)
 }
 
 // deliverOutbox delivers what the outbox holds and reports whether it emptied it.
 func (s *Server) deliverOutbox(ctx context.Context) bool {
-	for ctx.Err() == nil {
-		var recs []*storagev1.GroupOutboxRecord
-		err := s.store.View(func(tx Tx) error {
-			var err error
-			recs, err = tx.Outbox(100)
-			return err
-		})
-		if err != nil {
-			s.log.Error("read the outbox", zap.Error(err))
-			return false
+	if err := s.outbox().Deliver(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("events not delivered; will retry", zap.Error(err))
 		}
-		if len(recs) == 0 {
-			return true
-		}
-		for _, r := range recs {
-			if !s.deliver(ctx, r) {
-				return false
-			}
-		}
-	}
-	return false
-}
-
-// deliver publishes one record and deletes it; false means retry later.
-func (s *Server) deliver(ctx context.Context, r *storagev1.GroupOutboxRecord) bool {
-	cctx, cancel := context.WithTimeout(ctx, s.cfg.PeerTimeout)
-	_, err := s.events.PublishEvent(cctx, &messagingv1.PublishEventRequest{
-		AppId:      r.GetAppId(),
-		EventId:    r.GetEventId(),
-		Type:       r.GetType(),
-		GroupId:    r.GetGroupId(),
-		Recipients: r.GetRecipients(),
-		Payload:    r.GetPayload(),
-	})
-	cancel()
-	if err != nil {
-		switch status.Code(err) {
-		case codes.InvalidArgument, codes.AlreadyExists:
-			// Retrying cannot help: the record is dropped so that later events flow.
-			s.log.Error("the messaging service refused an event; dropped", zap.String("event_id", r.GetEventId()), zap.Error(err))
-		default:
-			if ctx.Err() == nil {
-				s.log.Warn("deliver event; will retry", zap.String("event_id", r.GetEventId()), zap.Error(err))
-			}
-			return false
-		}
-	}
-	if err := s.store.Update(func(tx Tx) error { return tx.DeleteOutbox(r.GetSequence()) }); err != nil {
-		s.log.Error("delete a delivered event", zap.Error(err))
 		return false
 	}
 	return true
+}
+
+func (s *Server) outbox() outbox.Config {
+	return outbox.Config{
+		Store:     outboxStore{s.store},
+		Publisher: s.events,
+		Wake:      s.wake,
+		Poll:      s.cfg.OutboxPoll,
+		Retry:     100 * time.Millisecond,
+		MaxRetry:  s.cfg.OutboxPoll,
+		Timeout:   s.cfg.PeerTimeout,
+		Log:       s.log,
+	}
+}
+
+// outboxStore is group.db's outbox as pkg/outbox reads it.
+type outboxStore struct{ store Store }
+
+func (o outboxStore) Pending(limit int) ([]outbox.Pending, error) {
+	var out []outbox.Pending
+	err := o.store.View(func(tx Tx) error {
+		recs, err := tx.Outbox(limit)
+		for _, r := range recs {
+			out = append(out, outbox.Pending{Sequence: r.GetSequence(), Event: &messagingv1.PublishEventRequest{
+				AppId:      r.GetAppId(),
+				EventId:    r.GetEventId(),
+				Type:       r.GetType(),
+				GroupId:    r.GetGroupId(),
+				Recipients: r.GetRecipients(),
+				Payload:    r.GetPayload(),
+			}})
+		}
+		return err
+	})
+	return out, err
+}
+
+func (o outboxStore) Delete(sequence uint64) error {
+	return o.store.Update(func(tx Tx) error { return tx.DeleteOutbox(sequence) })
 }
