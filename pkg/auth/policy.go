@@ -10,6 +10,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -89,4 +90,25 @@ func NewContext(ctx context.Context, p *Principal) context.Context {
 func FromContext(ctx context.Context) (*Principal, bool) {
 	p, ok := ctx.Value(principalKey{}).(*Principal)
 	return p, ok
+}
+
+// Caller returns the principal of a handler's call. The interceptor always sets one,
+// so its absence is a programming error (a method served without the interceptor),
+// which the error says.
+func Caller(ctx context.Context) (*Principal, error) {
+	p, ok := FromContext(ctx)
+	if !ok {
+		return nil, errors.New("auth: no principal in context")
+	}
+	return p, nil
+}
+
+// User is Caller for methods that act for a user: it also refuses a principal without
+// an app and identity, which an access-token policy never lets through.
+func User(ctx context.Context) (*Principal, error) {
+	p, err := Caller(ctx)
+	if err == nil && (p.AppID == "" || p.Identity == "") {
+		err = errors.New("auth: no user identity in context")
+	}
+	return p, err
 }

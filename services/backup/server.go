@@ -78,15 +78,6 @@ func New(store Store, cfg Config, events Events, log *zap.Logger) (*Server, erro
 // Register registers the service on g.
 func (s *Server) Register(g *grpc.Server) { backupv1.RegisterBackupServiceServer(g, s) }
 
-// caller returns the authenticated principal; the interceptor always sets it.
-func caller(ctx context.Context) (*auth.Principal, error) {
-	p, ok := auth.FromContext(ctx)
-	if !ok || p.AppID == "" || p.Identity == "" {
-		return nil, errors.New("backup: no identity in context")
-	}
-	return p, nil
-}
-
 // slotName names a slot in messages: "password" or "recovery".
 func slotName(slot uint32) string {
 	switch backupv1.BackupSlot(slot) {
@@ -100,7 +91,7 @@ func slotName(slot uint32) string {
 
 // Evaluate implements BackupService.
 func (s *Server) Evaluate(ctx context.Context, req *backupv1.EvaluateRequest) (*backupv1.EvaluateResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +204,7 @@ func (s *Server) afterUpdate(p *auth.Principal, slot uint32, rec *storagev1.Back
 
 // PutBackup implements BackupService.
 func (s *Server) PutBackup(ctx context.Context, req *backupv1.PutBackupRequest) (*backupv1.PutBackupResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +256,7 @@ func (s *Server) PutBackup(ctx context.Context, req *backupv1.PutBackupRequest) 
 
 // Restore implements BackupService.
 func (s *Server) Restore(ctx context.Context, req *backupv1.RestoreRequest) (*backupv1.RestoreResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -338,7 +329,7 @@ func attemptsLeft(left, unspent uint32) string {
 
 // GetBackupInfo implements BackupService.
 func (s *Server) GetBackupInfo(ctx context.Context, _ *backupv1.GetBackupInfoRequest) (*backupv1.GetBackupInfoResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +348,7 @@ func (s *Server) GetBackupInfo(ctx context.Context, _ *backupv1.GetBackupInfoReq
 
 // DeleteBackup implements BackupService.
 func (s *Server) DeleteBackup(ctx context.Context, req *backupv1.DeleteBackupRequest) (*backupv1.DeleteBackupResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}

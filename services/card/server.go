@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -135,18 +134,9 @@ func newServiceKey(r io.Reader, now time.Time) (*storagev1.ServiceKeyRecord, err
 // Register registers the service on g.
 func (s *Server) Register(g *grpc.Server) { cardv1.RegisterCardServiceServer(g, s) }
 
-// caller returns the authenticated principal; the interceptor always sets it.
-func caller(ctx context.Context) (*auth.Principal, error) {
-	p, ok := auth.FromContext(ctx)
-	if !ok {
-		return nil, errors.New("card: no principal in context")
-	}
-	return p, nil
-}
-
 // PublishCard implements CardService.
 func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest) (*cardv1.PublishCardResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +198,7 @@ func (s *Server) GetServiceKey(context.Context, *cardv1.GetServiceKeyRequest) (*
 
 // SearchCards implements CardService.
 func (s *Server) SearchCards(ctx context.Context, req *cardv1.SearchCardsRequest) (*cardv1.SearchCardsResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +223,7 @@ func (s *Server) SearchCards(ctx context.Context, req *cardv1.SearchCardsRequest
 
 // GetCard implements CardService.
 func (s *Server) GetCard(ctx context.Context, req *cardv1.GetCardRequest) (*cardv1.GetCardResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +239,7 @@ func (s *Server) GetCard(ctx context.Context, req *cardv1.GetCardRequest) (*card
 
 // ListCardHistory implements CardService.
 func (s *Server) ListCardHistory(ctx context.Context, req *cardv1.ListCardHistoryRequest) (*cardv1.ListCardHistoryResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +270,7 @@ func (s *Server) ListCardHistory(ctx context.Context, req *cardv1.ListCardHistor
 
 // RevokeCard implements CardService.
 func (s *Server) RevokeCard(ctx context.Context, req *cardv1.RevokeCardRequest) (*cardv1.RevokeCardResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

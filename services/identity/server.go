@@ -249,18 +249,9 @@ func (s *Server) VerifyAppKey(_ context.Context, apiKey string) (*auth.Principal
 	return &auth.Principal{Policy: auth.AppKey, AppID: key.GetAppId(), AppKeyID: keyID}, nil
 }
 
-// caller returns the authenticated principal; the interceptor always sets it.
-func caller(ctx context.Context) (*auth.Principal, error) {
-	p, ok := auth.FromContext(ctx)
-	if !ok {
-		return nil, errors.New("identity: no principal in context")
-	}
-	return p, nil
-}
-
 // IssueToken implements IdentityService.
 func (s *Server) IssueToken(ctx context.Context, req *identityv1.IssueTokenRequest) (*identityv1.IssueTokenResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +290,7 @@ func (s *Server) IssueToken(ctx context.Context, req *identityv1.IssueTokenReque
 
 // ResolveIdentities implements IdentityService.
 func (s *Server) ResolveIdentities(ctx context.Context, req *identityv1.ResolveIdentitiesRequest) (*identityv1.ResolveIdentitiesResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -336,7 +327,7 @@ func deriveIdentity(secret []byte, prefix, id string) string {
 
 // RevokeTokens implements IdentityService.
 func (s *Server) RevokeTokens(ctx context.Context, req *identityv1.RevokeTokensRequest) (*identityv1.RevokeTokensResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +382,7 @@ func (s *Server) ListRevocations(_ context.Context, req *identityv1.ListRevocati
 
 // WhoAmI implements IdentityService.
 func (s *Server) WhoAmI(ctx context.Context, _ *identityv1.WhoAmIRequest) (*identityv1.WhoAmIResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

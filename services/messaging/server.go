@@ -2,7 +2,6 @@ package messaging
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -197,18 +196,9 @@ func (s *Server) Sweep(ctx context.Context) (int, error) {
 	}
 }
 
-// caller returns the authenticated principal; the interceptor always sets it.
-func caller(ctx context.Context) (*auth.Principal, error) {
-	p, ok := auth.FromContext(ctx)
-	if !ok {
-		return nil, errors.New("messaging: no principal in context")
-	}
-	return p, nil
-}
-
 // Send implements MessagingService.
 func (s *Server) Send(ctx context.Context, req *messagingv1.SendRequest) (*messagingv1.SendResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -339,7 +329,7 @@ func (s *Server) latest(app, conv string) (*storagev1.ConversationRecord, error)
 
 // History implements MessagingService.
 func (s *Server) History(ctx context.Context, req *messagingv1.HistoryRequest) (*messagingv1.HistoryResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -407,7 +397,7 @@ func (s *Server) History(ctx context.Context, req *messagingv1.HistoryRequest) (
 
 // ListConversations implements MessagingService.
 func (s *Server) ListConversations(ctx context.Context, req *messagingv1.ListConversationsRequest) (*messagingv1.ListConversationsResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -487,7 +477,7 @@ func (s *Server) conversationView(ctx context.Context, p *auth.Principal, part *
 
 // GetCursors implements MessagingService.
 func (s *Server) GetCursors(ctx context.Context, req *messagingv1.GetCursorsRequest) (*messagingv1.GetCursorsResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -528,7 +518,7 @@ func (s *Server) cursor(app, identity, conv string) (*messagingv1.ConversationCu
 
 // UpdateCursors implements MessagingService.
 func (s *Server) UpdateCursors(ctx context.Context, req *messagingv1.UpdateCursorsRequest) (*messagingv1.UpdateCursorsResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
@@ -26,7 +27,7 @@ const (
 // for it.
 func (s *Server) Subscribe(req *messagingv1.SubscribeRequest, stream grpc.ServerStreamingServer[messagingv1.SubscribeResponse]) error {
 	ctx := stream.Context()
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return err
 	}
