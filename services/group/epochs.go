@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
@@ -99,7 +100,7 @@ func (s *Server) SetHistoryVisibility(ctx context.Context, req *groupv1.SetHisto
 // changeSettings applies change, an owner-only change of the group's settings that
 // reports whether it changed anything, and tells the members.
 func (s *Server) changeSettings(ctx context.Context, group, what string, change func(*storagev1.GroupRecord) bool) (*groupv1.Group, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +162,7 @@ func loadForCommit(tx Tx, app, group, identity string, from uint64) (*storagev1.
 
 // StageEpochKeys implements GroupService.
 func (s *Server) StageEpochKeys(ctx context.Context, req *groupv1.StageEpochKeysRequest) (*groupv1.StageEpochKeysResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -308,7 +309,7 @@ type commitInput struct {
 
 // CommitEpoch implements GroupService.
 func (s *Server) CommitEpoch(ctx context.Context, req *groupv1.CommitEpochRequest) (*groupv1.CommitEpochResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -522,7 +523,7 @@ func (s *Server) writeCommit(app, identity string, req *groupv1.CommitEpochReque
 
 // GetEpochKeys implements GroupService.
 func (s *Server) GetEpochKeys(ctx context.Context, req *groupv1.GetEpochKeysRequest) (*groupv1.GetEpochKeysResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -571,7 +572,7 @@ func (s *Server) GetEpochKeys(ctx context.Context, req *groupv1.GetEpochKeysRequ
 
 // ShareEpochKeys implements GroupService.
 func (s *Server) ShareEpochKeys(ctx context.Context, req *groupv1.ShareEpochKeysRequest) (*groupv1.ShareEpochKeysResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -675,7 +676,7 @@ func (s *Server) ShareEpochKeys(ctx context.Context, req *groupv1.ShareEpochKeys
 
 // GetEpochState implements GroupService.
 func (s *Server) GetEpochState(ctx context.Context, req *groupv1.GetEpochStateRequest) (*groupv1.GetEpochStateResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -18,7 +19,7 @@ import (
 
 // CreateGroup implements GroupService.
 func (s *Server) CreateGroup(ctx context.Context, req *groupv1.CreateGroupRequest) (*groupv1.CreateGroupResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +150,7 @@ func removeMember(tx Tx, g *storagev1.GroupRecord, identity string) error {
 
 // GetGroup implements GroupService.
 func (s *Server) GetGroup(ctx context.Context, req *groupv1.GetGroupRequest) (*groupv1.GetGroupResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +185,7 @@ func (s *Server) GetGroup(ctx context.Context, req *groupv1.GetGroupRequest) (*g
 
 // ListMyGroups implements GroupService.
 func (s *Server) ListMyGroups(ctx context.Context, req *groupv1.ListMyGroupsRequest) (*groupv1.ListMyGroupsResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +231,7 @@ func (s *Server) ListMyGroups(ctx context.Context, req *groupv1.ListMyGroupsRequ
 
 // DeleteGroup implements GroupService.
 func (s *Server) DeleteGroup(ctx context.Context, req *groupv1.DeleteGroupRequest) (*groupv1.DeleteGroupResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -264,7 +265,7 @@ func (s *Server) deleteGroup(tx Tx, g *storagev1.GroupRecord, actor string) erro
 
 // AddMembers implements GroupService.
 func (s *Server) AddMembers(ctx context.Context, req *groupv1.AddMembersRequest) (*groupv1.AddMembersResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -509,7 +510,7 @@ func (s *Server) UnbanMember(ctx context.Context, req *groupv1.UnbanMemberReques
 
 // LeaveGroup implements GroupService.
 func (s *Server) LeaveGroup(ctx context.Context, req *groupv1.LeaveGroupRequest) (*groupv1.LeaveGroupResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -656,7 +657,7 @@ func (s *Server) TransferOwnership(ctx context.Context, req *groupv1.TransferOwn
 
 // RequestJoin implements GroupService.
 func (s *Server) RequestJoin(ctx context.Context, req *groupv1.RequestJoinRequest) (*groupv1.RequestJoinResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -772,7 +773,7 @@ func (s *Server) DeclineJoinRequest(ctx context.Context, req *groupv1.DeclineJoi
 
 // ListJoinRequests implements GroupService.
 func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequestsRequest) (*groupv1.ListJoinRequestsResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -898,7 +899,7 @@ func invitationView(inv *storagev1.GroupInvitationRecord) *groupv1.Invitation {
 
 // AcceptInvitation implements GroupService.
 func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvitationRequest) (*groupv1.AcceptInvitationResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -937,7 +938,7 @@ func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvita
 
 // DeclineInvitation implements GroupService.
 func (s *Server) DeclineInvitation(ctx context.Context, req *groupv1.DeclineInvitationRequest) (*groupv1.DeclineInvitationResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -973,7 +974,7 @@ func (s *Server) DeclineInvitation(ctx context.Context, req *groupv1.DeclineInvi
 
 // ListMyInvitations implements GroupService.
 func (s *Server) ListMyInvitations(ctx context.Context, req *groupv1.ListMyInvitationsRequest) (*groupv1.ListMyInvitationsResponse, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -89,20 +89,11 @@ func (s *Server) Run(ctx context.Context) {
 	}
 }
 
-// caller returns the authenticated principal; the interceptor always sets it.
-func caller(ctx context.Context) (*auth.Principal, error) {
-	p, ok := auth.FromContext(ctx)
-	if !ok || p.Identity == "" {
-		return nil, errors.New("group: no identity in context")
-	}
-	return p, nil
-}
-
 // callerAndTarget returns the caller of a request that names a group and another
 // identity, after checking both ids. ifSelf, when not empty, is the message of the
 // INVALID_ARGUMENT a caller naming itself gets.
 func callerAndTarget(ctx context.Context, groupID, field, target, ifSelf string) (*auth.Principal, error) {
-	p, err := caller(ctx)
+	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
