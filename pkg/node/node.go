@@ -330,6 +330,34 @@ func dialPeer(d *deps, c grpcclient.Config) (*grpc.ClientConn, error) {
 	return grpcclient.Dial(c)
 }
 
+// optionalPeer dials the peer c for a service whose log is log, when c has an address,
+// and adds the connection to closers. Without an address it logs without (what the
+// service does without that peer) and returns nil.
+func optionalPeer(d *deps, log *zap.Logger, c grpcclient.Config, closers *closers, without string) (*grpc.ClientConn, error) {
+	if c.Addr == "" {
+		log.Warn(without)
+		return nil, nil
+	}
+	conn, err := dialPeer(d, c)
+	if err != nil {
+		return nil, err
+	}
+	*closers = append(*closers, conn.Close)
+	return conn, nil
+}
+
+// closers are what a service built so far must release, in order.
+type closers []func() error
+
+// close runs them all, last first.
+func (c closers) close() error {
+	var errs []error
+	for _, f := range slices.Backward(c) {
+		errs = append(errs, f())
+	}
+	return errors.Join(errs...)
+}
+
 // loopbackAddr turns a wildcard listen address into one a client can dial.
 func loopbackAddr(addr string) string {
 	host, port, err := net.SplitHostPort(addr)

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/umbra-e2ee/umbra/gateway"
@@ -18,22 +17,19 @@ func buildBackup(d *deps) (*hosted, error) {
 	if err != nil {
 		return nil, err
 	}
+	release := closers{store.Close}
+	conn, err := optionalPeer(d, log, d.cfg.MessagingPeer, &release, "no messaging service address: backup events wait in the outbox until one is configured")
+	if err != nil {
+		release.close()
+		return nil, fmt.Errorf("messaging service: %w", err)
+	}
 	var events backup.Events // none: events wait in backup.db's outbox
-	closeEvents := func() error { return nil }
-	if d.cfg.MessagingPeer.Addr != "" {
-		conn, err := dialPeer(d, d.cfg.MessagingPeer)
-		if err != nil {
-			store.Close()
-			return nil, fmt.Errorf("messaging service: %w", err)
-		}
-		events, closeEvents = messagingv1.NewMessagingServiceClient(conn), conn.Close
-	} else {
-		log.Warn("no messaging service address: backup events wait in the outbox until one is configured")
+	if conn != nil {
+		events = messagingv1.NewMessagingServiceClient(conn)
 	}
 	srv, err := backup.New(store, d.cfg.Backup, events, log)
 	if err != nil {
-		closeEvents()
-		store.Close()
+		release.close()
 		return nil, err
 	}
 	return &hosted{
@@ -42,7 +38,7 @@ func buildBackup(d *deps) (*hosted, error) {
 		register: srv.Register,
 		policies: backup.Policies(),
 		db:       store.DB(),
-		close:    func() error { return errors.Join(closeEvents(), store.Close()) },
+		close:    release.close,
 		run:      srv.Run,
 	}, nil
 }

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/umbra-e2ee/umbra/gateway"
@@ -21,39 +20,28 @@ func buildGroup(d *deps) (*hosted, error) {
 	if err != nil {
 		return nil, err
 	}
-	var closers []func() error
-	closeAll := func() error {
-		var errs []error
-		for _, c := range closers {
-			errs = append(errs, c())
-		}
-		return errors.Join(append(errs, store.Close())...)
-	}
+	release := closers{store.Close}
 	var cards group.Cards
-	if d.cfg.Card.Addr != "" {
-		conn, err := dialPeer(d, d.cfg.Card)
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("card service: %w", err)
-		}
-		cards, closers = cardv1.NewCardServiceClient(conn), append(closers, conn.Close)
-	} else {
-		log.Warn("no card service address: epoch commits are refused and card changes are not followed until one is configured")
+	conn, err := optionalPeer(d, log, d.cfg.Card, &release, "no card service address: epoch commits are refused and card changes are not followed until one is configured")
+	if err != nil {
+		release.close()
+		return nil, fmt.Errorf("card service: %w", err)
+	}
+	if conn != nil {
+		cards = cardv1.NewCardServiceClient(conn)
 	}
 	var events group.Events
-	if d.cfg.MessagingPeer.Addr != "" {
-		conn, err := dialPeer(d, d.cfg.MessagingPeer)
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("messaging service: %w", err)
-		}
-		events, closers = messagingv1.NewMessagingServiceClient(conn), append(closers, conn.Close)
-	} else {
-		log.Warn("no messaging service address: group events wait in the outbox until one is configured")
+	conn, err = optionalPeer(d, log, d.cfg.MessagingPeer, &release, "no messaging service address: group events wait in the outbox until one is configured")
+	if err != nil {
+		release.close()
+		return nil, fmt.Errorf("messaging service: %w", err)
+	}
+	if conn != nil {
+		events = messagingv1.NewMessagingServiceClient(conn)
 	}
 	srv, err := group.NewServer(store, cards, events, d.cfg.GroupTuning, log)
 	if err != nil {
-		closeAll()
+		release.close()
 		return nil, err
 	}
 	return &hosted{
@@ -62,7 +50,7 @@ func buildGroup(d *deps) (*hosted, error) {
 		register: srv.Register,
 		policies: group.Policies(),
 		db:       store.DB(),
-		close:    closeAll,
+		close:    release.close,
 		run:      srv.Run,
 	}, nil
 }

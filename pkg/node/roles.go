@@ -1,14 +1,12 @@
 package node
 
 import (
-	"errors"
 	"fmt"
 
 	"google.golang.org/grpc"
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
-	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
@@ -69,18 +67,15 @@ var builders = map[string]func(*deps) (*hosted, error){
 			return nil, err
 		}
 		log := d.log.Named(gateway.Messaging)
+		release := closers{store.Close}
+		conn, err := optionalPeer(d, log, d.cfg.Group, &release, "no group service address: group conversations are refused")
+		if err != nil {
+			release.close()
+			return nil, fmt.Errorf("group service: %w", err)
+		}
 		var groups messaging.Groups // none: group conversations are refused
-		closeGroups := func() error { return nil }
-		if gcfg := d.cfg.Group; gcfg.Addr != "" {
-			gcfg.ServiceToken, gcfg.Peer = d.cfg.ServiceToken, true
-			conn, err := grpcclient.Dial(gcfg)
-			if err != nil {
-				store.Close()
-				return nil, fmt.Errorf("group service: %w", err)
-			}
-			groups, closeGroups = messaging.GroupClient{Client: groupv1.NewGroupServiceClient(conn)}, conn.Close
-		} else {
-			log.Warn("no group service address: group conversations are refused")
+		if conn != nil {
+			groups = messaging.GroupClient{Client: groupv1.NewGroupServiceClient(conn)}
 		}
 		mcfg := d.cfg.Messaging
 		if mcfg.Revocations == nil {
@@ -88,8 +83,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 		}
 		srv, err := messaging.New(store, groups, mcfg, log)
 		if err != nil {
-			closeGroups()
-			store.Close()
+			release.close()
 			return nil, err
 		}
 		return &hosted{
@@ -98,7 +92,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 			register: srv.Register,
 			policies: messaging.Policies(),
 			db:       store.DB(),
-			close:    func() error { return errors.Join(closeGroups(), store.Close()) },
+			close:    release.close,
 			run:      srv.Run,
 		}, nil
 	},
