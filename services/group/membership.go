@@ -109,22 +109,8 @@ func isNotFound(err error) bool { return errors.Is(err, errs.ErrNotFound) }
 // addMember makes identity a member of g (which the caller writes), dropping its
 // pending join request and invitation.
 func addMember(tx Tx, g *storagev1.GroupRecord, identity string, r groupv1.GroupRole, addedBy string, now time.Time) (*storagev1.GroupMemberRecord, error) {
-	app, group := g.GetAppId(), g.GetGroupId()
-	if jr, err := tx.JoinRequest(app, group, identity); err != nil {
+	if err := dropPending(tx, g, identity); err != nil {
 		return nil, err
-	} else if jr != nil {
-		if err := tx.DeleteJoinRequest(app, group, identity); err != nil {
-			return nil, err
-		}
-		g.JoinRequestCount--
-	}
-	if inv, err := tx.Invitation(app, group, identity); err != nil {
-		return nil, err
-	} else if inv != nil {
-		if err := tx.DeleteInvitation(app, group, identity); err != nil {
-			return nil, err
-		}
-		g.InvitationCount--
 	}
 	g.LastSequence++
 	m := &storagev1.GroupMemberRecord{
@@ -136,7 +122,30 @@ func addMember(tx Tx, g *storagev1.GroupRecord, identity string, r groupv1.Group
 		FirstEpoch: g.GetEpoch() + 1,
 	}
 	g.MemberCount++
-	return m, tx.PutMember(app, group, m)
+	return m, tx.PutMember(g.GetAppId(), g.GetGroupId(), m)
+}
+
+// dropPending deletes identity's pending join request and invitation in g (which the
+// caller writes), if it has them.
+func dropPending(tx Tx, g *storagev1.GroupRecord, identity string) error {
+	app, group := g.GetAppId(), g.GetGroupId()
+	if jr, err := tx.JoinRequest(app, group, identity); err != nil {
+		return err
+	} else if jr != nil {
+		if err := tx.DeleteJoinRequest(app, group, identity); err != nil {
+			return err
+		}
+		g.JoinRequestCount--
+	}
+	if inv, err := tx.Invitation(app, group, identity); err != nil {
+		return err
+	} else if inv != nil {
+		if err := tx.DeleteInvitation(app, group, identity); err != nil {
+			return err
+		}
+		g.InvitationCount--
+	}
+	return nil
 }
 
 // removeMember ends identity's membership of g: its record, its keys and its upload.
@@ -429,21 +438,8 @@ func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (
 			return err
 		}
 		g.BanCount++
-		if jr, err := tx.JoinRequest(app, group, id); err != nil {
+		if err := dropPending(tx, g, id); err != nil {
 			return err
-		} else if jr != nil {
-			if err := tx.DeleteJoinRequest(app, group, id); err != nil {
-				return err
-			}
-			g.JoinRequestCount--
-		}
-		if inv, err := tx.Invitation(app, group, id); err != nil {
-			return err
-		} else if inv != nil {
-			if err := tx.DeleteInvitation(app, group, id); err != nil {
-				return err
-			}
-			g.InvitationCount--
 		}
 		ev := &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_BANNED, Actor: p.Identity, Identities: []string{id}}
 		if target != nil {
