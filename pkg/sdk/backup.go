@@ -204,12 +204,8 @@ func kdfParams(k *backupv1.Argon2IdParams) keybackup.Argon2idParams {
 }
 
 // fetch restores a slot with secret: it returns the key bundle and the record's
-// version.
-func (c *Client) fetch(ctx context.Context, b keybackup.Binding, secret []byte) ([]byte, uint64, error) {
-	info, err := c.info(ctx, b.Slot)
-	if err != nil {
-		return nil, 0, err
-	}
+// version. info is the slot's stored backup, as c.info returned it.
+func (c *Client) fetch(ctx context.Context, b keybackup.Binding, info *BackupInfo, secret []byte) ([]byte, uint64, error) {
 	// Before spending an attempt: a password is never stretched with less than our
 	// floor for a service to receive (keybackup.MinPasswordCost).
 	if b.Slot == keybackup.SlotPassword {
@@ -311,8 +307,8 @@ func (c *Client) BackupPrivateKey(ctx context.Context, password []byte) (*Backup
 		return nil, err
 	}
 	var expected uint64
-	if _, err := c.info(ctx, keybackup.SlotPassword); err == nil {
-		stored, version, err := c.fetch(ctx, b, password)
+	if info, err := c.info(ctx, keybackup.SlotPassword); err == nil {
+		stored, version, err := c.fetch(ctx, b, info, password)
 		if err != nil {
 			return nil, err
 		}
@@ -377,7 +373,11 @@ func (c *Client) restoreInto(ctx context.Context, slot keybackup.Slot, secret []
 	if err != nil {
 		return err
 	}
-	bundle, _, err := c.fetch(ctx, b, secret)
+	info, err := c.info(ctx, slot)
+	if err != nil {
+		return err
+	}
+	bundle, _, err := c.fetch(ctx, b, info, secret)
 	if err != nil {
 		return err
 	}
@@ -408,7 +408,11 @@ func (c *Client) ChangePassword(ctx context.Context, oldPassword, newPassword []
 	if err != nil {
 		return nil, err
 	}
-	bundle, version, err := c.fetch(ctx, b, oldPassword)
+	info, err := c.info(ctx, keybackup.SlotPassword)
+	if err != nil {
+		return nil, err
+	}
+	bundle, version, err := c.fetch(ctx, b, info, oldPassword)
 	if err != nil {
 		return nil, err
 	}
