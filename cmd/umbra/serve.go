@@ -204,15 +204,16 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		// Group conversations are refused without it.
 		cfg.Group = f.peer(gateway.Group)
 	}
-	if role == gateway.Group || role == gateway.Backup {
-		for _, need := range []string{gateway.Card, gateway.Messaging} {
-			if *f.peers[need] == "" && (need == gateway.Messaging || role == gateway.Group) {
-				return fmt.Errorf("--%s-addr is required: the %s service calls the %s service", need, role, need)
-			}
+	// The peers a role calls and cannot do without.
+	for _, need := range requiredPeers[role] {
+		if *f.peers[need] == "" {
+			return fmt.Errorf("--%s-addr is required: the %s service calls the %s service", need, role, need)
 		}
-		if role == gateway.Group {
-			cfg.Card = f.peer(gateway.Card)
-		}
+	}
+	switch role {
+	case gateway.Group:
+		cfg.Card, cfg.MessagingPeer = f.peer(gateway.Card), f.peer(gateway.Messaging)
+	case gateway.Backup:
 		cfg.MessagingPeer = f.peer(gateway.Messaging)
 	}
 	if role == gateway.Backup || role == "all" {
@@ -223,6 +224,12 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		cfg.Backup.Secret = secret
 	}
 	return node.Run(ctx, cfg, log)
+}
+
+// requiredPeers are the services each role calls besides identity.
+var requiredPeers = map[string][]string{
+	gateway.Group:  {gateway.Card, gateway.Messaging},
+	gateway.Backup: {gateway.Messaging},
 }
 
 // tuningFlags are the services' limits, the same for `umbra dev` and `umbra serve`.
