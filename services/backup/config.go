@@ -47,10 +47,10 @@ type Config struct {
 // withDefaults checks cfg and fills in its defaults.
 func (cfg Config) withDefaults() (Config, error) {
 	if len(cfg.Secret) == 0 {
-		return cfg, fmt.Errorf("backup: no server secret: the backup service needs one of at least %d bytes (umbra serve: --backup-secret-file or UMBRA_BACKUP_SECRET)", MinSecretBytes)
+		return cfg, fmt.Errorf("backup: no server secret: the backup service needs one of at least %d bytes (umbra serve: --backup-secret-file or UMBRA_BACKUP_SECRET; make one with: head -c 32 /dev/urandom | base64)", MinSecretBytes)
 	}
 	if len(cfg.Secret) < MinSecretBytes {
-		return cfg, fmt.Errorf("backup: the server secret is %d bytes; at least %d are required (umbra serve: --backup-secret-file or UMBRA_BACKUP_SECRET)", len(cfg.Secret), MinSecretBytes)
+		return cfg, fmt.Errorf("backup: the server secret is %d bytes; at least %d are required (umbra serve: --backup-secret-file or UMBRA_BACKUP_SECRET; make one with: head -c 32 /dev/urandom | base64)", len(cfg.Secret), MinSecretBytes)
 	}
 	switch {
 	case cfg.MaxAttempts == 0:
