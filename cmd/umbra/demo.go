@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc/status"
 
+	"github.com/umbra-e2ee/umbra/pkg/ident"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
@@ -225,7 +226,7 @@ func (d *demo) groupStory(ctx context.Context, users map[string]*demoUser) (stri
 		return "", err
 	}
 	for _, u := range []*demoUser{bob, carol} {
-		if err := d.readGroup(ctx, u, groupID, first); err != nil {
+		if err := d.readAll(ctx, u, groupID, first); err != nil {
 			return "", err
 		}
 	}
@@ -244,7 +245,7 @@ func (d *demo) groupStory(ctx context.Context, users map[string]*demoUser) (stri
 	if err := d.epochState(ctx, alice, groupID, "after alice's SDK rotated and resent"); err != nil {
 		return "", err
 	}
-	if err := d.readGroup(ctx, bob, groupID, first, second); err != nil {
+	if err := d.readAll(ctx, bob, groupID, first, second); err != nil {
 		return "", err
 	}
 	_, err = carol.c.History(ctx, &messagingv1.HistoryRequest{ConversationId: groupID})
@@ -280,28 +281,6 @@ func demoName(identity string, users map[string]*demoUser) string {
 	return identity
 }
 
-// readGroup has u read the group's messages from the start and checks them.
-func (d *demo) readGroup(ctx context.Context, u *demoUser, groupID string, want ...string) error {
-	zero := uint64(0)
-	page, err := u.c.History(ctx, &messagingv1.HistoryRequest{ConversationId: groupID, AfterSequence: &zero})
-	if err != nil {
-		return fmt.Errorf("%s reads the group: %w", u.name, err)
-	}
-	var got []string
-	for _, m := range page.GetMessages() {
-		plain, err := u.c.OpenMessage(ctx, m)
-		if err != nil {
-			return fmt.Errorf("%s decrypts group message %d: %w", u.name, m.GetSequence(), err)
-		}
-		got = append(got, string(plain))
-		d.table([2]string{u.name + " read:", fmt.Sprintf("group message %d, epoch %d (%d bytes stored): %q", m.GetSequence(), m.GetHeader().GetEpoch(), len(m.GetEnvelope()), plain)})
-	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		return fmt.Errorf("%s read %q in the group; want %q", u.name, got, want)
-	}
-	return nil
-}
-
 // backupStory: bob backs his keys up under a password; a new device with an empty
 // keystore restores them and reads the history.
 func (d *demo) backupStory(ctx context.Context, bob *demoUser, conv, groupID string) error {
@@ -334,7 +313,7 @@ func (d *demo) backupStory(ctx context.Context, bob *demoUser, conv, groupID str
 	if err := d.readAll(ctx, laptop, conv, demoHello, demoAfterRotation); err != nil {
 		return err
 	}
-	return d.readGroup(ctx, laptop, groupID, demoWelcome, demoAfterRemoval)
+	return d.readAll(ctx, laptop, groupID, demoWelcome, demoAfterRemoval)
 }
 
 // lastMessage fetches the newest message of a conversation as u.
@@ -350,23 +329,28 @@ func (d *demo) lastMessage(ctx context.Context, u *demoUser, conv string) (*mess
 }
 
 // readAll has u read a conversation from its start, and checks it holds want in order.
+// A group conversation's lines also say each message's epoch.
 func (d *demo) readAll(ctx context.Context, u *demoUser, conv string, want ...string) error {
 	zero := uint64(0)
 	page, err := u.c.History(ctx, &messagingv1.HistoryRequest{ConversationId: conv, AfterSequence: &zero})
 	if err != nil {
-		return fmt.Errorf("%s reads history: %w", u.name, err)
+		return fmt.Errorf("%s reads %s: %w", u.name, conv, err)
 	}
 	var got []string
 	for _, m := range page.GetMessages() {
 		plain, err := u.c.OpenMessage(ctx, m)
 		if err != nil {
-			return fmt.Errorf("%s decrypts message %d: %w", u.name, m.GetSequence(), err)
+			return fmt.Errorf("%s decrypts message %d of %s: %w", u.name, m.GetSequence(), conv, err)
 		}
 		got = append(got, string(plain))
-		d.table([2]string{u.name + " read:", fmt.Sprintf("message %d (%d bytes stored): %q", m.GetSequence(), len(m.GetEnvelope()), plain)})
+		which := fmt.Sprintf("message %d", m.GetSequence())
+		if ident.ValidGroup("conversation", conv) == nil {
+			which = fmt.Sprintf("group message %d, epoch %d", m.GetSequence(), m.GetHeader().GetEpoch())
+		}
+		d.table([2]string{u.name + " read:", fmt.Sprintf("%s (%d bytes stored): %q", which, len(m.GetEnvelope()), plain)})
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		return fmt.Errorf("%s read %q; want %q", u.name, got, want)
+		return fmt.Errorf("%s read %q in %s; want %q", u.name, got, conv, want)
 	}
 	return nil
 }
