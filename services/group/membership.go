@@ -327,15 +327,7 @@ func (s *Server) AddMembers(ctx context.Context, req *groupv1.AddMembersRequest)
 
 // membersJoined records that ids became members of g, writes g, and tells the members.
 func (s *Server) membersJoined(tx Tx, g *storagev1.GroupRecord, actor string, ids []string, now time.Time) error {
-	membershipChanged(g, now)
-	newly := markRotation(g, groupv1.RotationReason_ROTATION_REASON_MEMBERSHIP_CHANGED)
-	if err := tx.PutGroup(g); err != nil {
-		return err
-	}
-	if err := s.toMembers(tx, g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBERS_ADDED, Actor: actor, Identities: ids}); err != nil {
-		return err
-	}
-	return s.rotationEvent(tx, g, newly)
+	return s.membersChanged(tx, g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBERS_ADDED, Actor: actor, Identities: ids}, now)
 }
 
 // checkTarget says whether actor may remove or ban target (nil: not a member).
@@ -378,7 +370,7 @@ func (s *Server) RemoveMember(ctx context.Context, req *groupv1.RemoveMemberRequ
 			return err
 		}
 		ev := &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_REMOVED, Actor: p.Identity, Identities: []string{target.GetIdentity()}}
-		if err := s.membersLeft(tx, g, ev, now); err != nil {
+		if err := s.membersChanged(tx, g, ev, now); err != nil {
 			return err
 		}
 		if err := s.toOutsider(tx, g, &groupv1.GroupEvent{Kind: ev.Kind, Actor: p.Identity, Identities: ev.Identities}, target.GetIdentity()); err != nil {
@@ -390,9 +382,9 @@ func (s *Server) RemoveMember(ctx context.Context, req *groupv1.RemoveMemberRequ
 	return resp, err
 }
 
-// membersLeft records that members left g, writes g, and tells the remaining members
-// with ev.
-func (s *Server) membersLeft(tx Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEvent, now time.Time) error {
+// membersChanged records that members joined or left g, writes g, and tells the
+// members (the remaining ones) with ev.
+func (s *Server) membersChanged(tx Tx, g *storagev1.GroupRecord, ev *groupv1.GroupEvent, now time.Time) error {
 	membershipChanged(g, now)
 	newly := markRotation(g, groupv1.RotationReason_ROTATION_REASON_MEMBERSHIP_CHANGED)
 	if err := tx.PutGroup(g); err != nil {
@@ -446,7 +438,7 @@ func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (
 			if err := removeMember(tx, g, id); err != nil {
 				return err
 			}
-			if err := s.membersLeft(tx, g, ev, now); err != nil {
+			if err := s.membersChanged(tx, g, ev, now); err != nil {
 				return err
 			}
 		} else {
@@ -516,7 +508,6 @@ func (s *Server) LeaveGroup(ctx context.Context, req *groupv1.LeaveGroupRequest)
 	now := s.now()
 	resp := &groupv1.LeaveGroupResponse{}
 	err = s.update(func(tx Tx) error {
-		*resp = groupv1.LeaveGroupResponse{}
 		g, me, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
 		if err != nil {
 			return err
@@ -551,7 +542,7 @@ func (s *Server) LeaveGroup(ctx context.Context, req *groupv1.LeaveGroupRequest)
 			g.Owner = successor.GetIdentity()
 			resp.NewOwner = successor.GetIdentity()
 		}
-		if err := s.membersLeft(tx, g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_LEFT, Actor: p.Identity}, now); err != nil {
+		if err := s.membersChanged(tx, g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_LEFT, Actor: p.Identity}, now); err != nil {
 			return err
 		}
 		if successor != nil {
