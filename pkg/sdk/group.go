@@ -113,15 +113,24 @@ func (g *Group) observe(info *groupv1.Group) {
 
 // MyGroups lists the groups the user is a member of, without their members.
 func (c *Client) MyGroups(ctx context.Context) ([]*groupv1.Group, error) {
-	var out []*groupv1.Group
+	return allPages(func(token string) ([]*groupv1.Group, string, error) {
+		resp, err := c.groupClient().ListMyGroups(ctx, &groupv1.ListMyGroupsRequest{PageToken: token})
+		return resp.GetGroups(), resp.GetNextPageToken(), err
+	})
+}
+
+// allPages calls page with each page token in turn, starting with none, until a page
+// names no next one, and returns the items of every page.
+func allPages[T any](page func(token string) (items []T, next string, err error)) ([]T, error) {
+	var out []T
 	token := ""
 	for {
-		resp, err := c.groupClient().ListMyGroups(ctx, &groupv1.ListMyGroupsRequest{PageToken: token})
+		items, next, err := page(token)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, resp.GetGroups()...)
-		if token = resp.GetNextPageToken(); token == "" {
+		out = append(out, items...)
+		if token = next; token == "" {
 			return out, nil
 		}
 	}
@@ -233,18 +242,10 @@ func (g *Group) DeclineJoin(ctx context.Context, identity string) error {
 
 // JoinRequests lists the pending join requests, oldest first.
 func (g *Group) JoinRequests(ctx context.Context) ([]*groupv1.JoinRequest, error) {
-	var out []*groupv1.JoinRequest
-	token := ""
-	for {
+	return allPages(func(token string) ([]*groupv1.JoinRequest, string, error) {
 		resp, err := g.c.groupClient().ListJoinRequests(ctx, &groupv1.ListJoinRequestsRequest{GroupId: g.ID, PageToken: token})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, resp.GetJoinRequests()...)
-		if token = resp.GetNextPageToken(); token == "" {
-			return out, nil
-		}
-	}
+		return resp.GetJoinRequests(), resp.GetNextPageToken(), err
+	})
 }
 
 // Invite invites identity; it joins when it accepts. ttl 0 means the server's default
@@ -281,18 +282,10 @@ func (c *Client) DeclineInvitation(ctx context.Context, groupID string) error {
 
 // Invitations lists the user's pending invitations, newest first.
 func (c *Client) Invitations(ctx context.Context) ([]*groupv1.Invitation, error) {
-	var out []*groupv1.Invitation
-	token := ""
-	for {
+	return allPages(func(token string) ([]*groupv1.Invitation, string, error) {
 		resp, err := c.groupClient().ListMyInvitations(ctx, &groupv1.ListMyInvitationsRequest{PageToken: token})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, resp.GetInvitations()...)
-		if token = resp.GetNextPageToken(); token == "" {
-			return out, nil
-		}
-	}
+		return resp.GetInvitations(), resp.GetNextPageToken(), err
+	})
 }
 
 // SetEncryptionMode sets whether the group's messages must, may or may not be
@@ -374,14 +367,6 @@ func (s *groupState) accept(c *e2ee.EpochCommit) {
 	s.commitHashes[c.Epoch] = c.Hash
 	if c.Epoch > 1 {
 		s.vouched[c.Epoch-1] = c.PreviousCommitHash
-	}
-}
-
-// acceptOwn records a commit this client made.
-func (s *groupState) acceptOwn(ep *e2ee.Epoch) {
-	c, err := e2ee.ParseEpochCommit(ep.Commit)
-	if err == nil {
-		s.accept(c)
 	}
 }
 

@@ -98,18 +98,24 @@ func (g *Group) currentKey(ctx context.Context) (uint64, []byte, error) {
 // when the service says they changed meanwhile; if another member's commit wins the
 // race, it loads that one's key.
 func (g *Group) commitFrom(ctx context.Context, st *groupv1.GetEpochStateResponse) error {
-	_, kp, myCard, err := g.c.current()
+	ks, kp, myCard, err := g.c.current()
 	if err != nil {
 		return err
 	}
+	me := ks.Identity()
 	from := st.GetEpoch()
 	previous, err := g.previousCommitHash(ctx, st)
 	if err != nil {
 		return err
 	}
-	me, err := g.c.Identity(ctx)
-	if err != nil {
-		return err
+	// keep records our new epoch: its key, its commit's hash and the predecessor it
+	// names.
+	keep := func(s *groupState, ep *e2ee.Epoch) {
+		s.keys[ep.Number] = ep.Key
+		s.commitHashes[ep.Number] = ep.CommitHash
+		if ep.Number > 1 {
+			s.vouched[ep.Number-1] = previous
+		}
 	}
 	var lastErr error
 	for range rotationAttempts {
@@ -146,23 +152,20 @@ func (g *Group) commitFrom(ctx context.Context, st *groupv1.GetEpochStateRespons
 			keys[i] = &groupv1.MemberKey{Identity: owners[i], WrappedKey: w}
 		}
 		err = g.commit(ctx, from, ep.Commit, keys)
-		switch {
-		case err == nil:
+		if err == nil {
 			g.c.groups.update(g.ID, func(s *groupState) {
-				s.keys[ep.Number] = ep.Key
-				s.acceptOwn(ep)
+				keep(s, ep)
 				if ep.Number >= s.current {
 					s.current, s.rotationRequired = ep.Number, false
 				}
 			})
 			return nil
-		case statusDetail[*groupv1.EpochConflict](err) != nil:
-			conflict := statusDetail[*groupv1.EpochConflict](err)
+		}
+		if conflict := statusDetail[*groupv1.EpochConflict](err); conflict != nil {
 			if bytes.Equal(conflict.GetCurrentCommitHash(), ep.CommitHash) {
 				// Our own commit won before its reply was lost.
 				g.c.groups.update(g.ID, func(s *groupState) {
-					s.keys[ep.Number] = ep.Key
-					s.acceptOwn(ep)
+					keep(s, ep)
 					s.current, s.rotationRequired = ep.Number, false
 				})
 				return nil
@@ -177,11 +180,11 @@ func (g *Group) commitFrom(ctx context.Context, st *groupv1.GetEpochStateRespons
 				return err
 			}
 			return nil
-		case statusDetail[*groupv1.CommitMismatch](err) != nil:
-			lastErr = err // the members changed under us: refetch them
-		default:
+		}
+		if statusDetail[*groupv1.CommitMismatch](err) == nil {
 			return err
 		}
+		lastErr = err // the members changed under us: refetch them
 	}
 	return fmt.Errorf("%w: %w", ErrRotationFailed, lastErr)
 }
@@ -358,11 +361,20 @@ const GroupEventType = "umbra.group.v1.GroupEvent"
 // GroupEvent decodes a group event from a Subscribe item; ok is false for an item that
 // is not one.
 func GroupEvent(item *messagingv1.SubscribeResponse) (ev *groupv1.GroupEvent, ok bool) {
+	return decodeEvent[groupv1.GroupEvent](item, GroupEventType)
+}
+
+// decodeEvent decodes item's event as a T if it is an event of type eventType; ok is
+// false for any other item, or a payload that does not parse.
+func decodeEvent[T any, PT interface {
+	*T
+	proto.Message
+}](item *messagingv1.SubscribeResponse, eventType string) (ev PT, ok bool) {
 	e := item.GetEvent()
-	if e == nil || e.GetType() != GroupEventType {
+	if e == nil || e.GetType() != eventType {
 		return nil, false
 	}
-	ev = &groupv1.GroupEvent{}
+	ev = new(T)
 	if err := proto.Unmarshal(e.GetPayload(), ev); err != nil {
 		return nil, false
 	}
