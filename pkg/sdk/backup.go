@@ -475,13 +475,5 @@ const BackupEventType = "umbra.backup.v1.BackupEvent"
 // after its attempts ran out, which means someone kept trying wrong passwords with the
 // user's access token); ok is false for an item that is not one.
 func BackupEvent(item *messagingv1.SubscribeResponse) (ev *backupv1.BackupEvent, ok bool) {
-	e := item.GetEvent()
-	if e == nil || e.GetType() != BackupEventType {
-		return nil, false
-	}
-	ev = &backupv1.BackupEvent{}
-	if err := proto.Unmarshal(e.GetPayload(), ev); err != nil {
-		return nil, false
-	}
-	return ev, true
+	return decodeEvent[backupv1.BackupEvent](item, BackupEventType)
 }
