@@ -22,6 +22,11 @@ func (g *Group) Encrypt(ctx context.Context, data []byte) (epoch uint64, msg []b
 	if err != nil {
 		return 0, nil, err
 	}
+	return g.seal(ctx, kp, myCard, data)
+}
+
+// seal is Encrypt with the user's current key pair and card id.
+func (g *Group) seal(ctx context.Context, kp *e2ee.KeyPair, myCard, data []byte) (epoch uint64, msg []byte, err error) {
 	epoch, key, err := g.currentKey(ctx)
 	if err != nil {
 		return 0, nil, err
@@ -84,14 +89,14 @@ func (g *Group) decrypt(ctx context.Context, data []byte, sender string, atteste
 // once. In a group whose encryption mode is OFF it fails with ErrEncryptionOff; use
 // SendPlaintext.
 func (g *Group) Send(ctx context.Context, data []byte) (*messagingv1.SendResponse, error) {
-	_, _, myCard, err := g.c.current()
+	_, kp, myCard, err := g.c.current()
 	if err != nil {
 		return nil, err
 	}
 	id := NewClientMessageID()
 	var lastErr error
 	for range sendAttempts {
-		epoch, msg, err := g.Encrypt(ctx, data)
+		epoch, msg, err := g.seal(ctx, kp, myCard, data)
 		if err != nil {
 			return nil, err
 		}
