@@ -60,17 +60,28 @@ func (c *Client) Decrypt(ctx context.Context, data []byte, sender string) ([]byt
 	if err != nil {
 		return nil, err
 	}
-	card, err := c.CardByID(ctx, info.SenderCardID)
+	card, err := c.senderCard(ctx, info.SenderCardID, sender, info.CreatedAt)
+	if err != nil {
+		return nil, err
+	}
+	return e2ee.Decrypt(data, ks.KeyFor, card.Card)
+}
+
+// senderCard returns the card cardID that signed a message sender (an identity) is
+// expected to have written at written: it must be one of sender's cards, and was
+// active then (checkCardLifetime).
+func (c *Client) senderCard(ctx context.Context, cardID []byte, sender string, written time.Time) (*Card, error) {
+	card, err := c.CardByID(ctx, cardID)
 	if err != nil {
 		return nil, fmt.Errorf("sdk: sender's card: %w", err)
 	}
 	if card.Identity != sender {
 		return nil, fmt.Errorf("%w: the message is signed by a card of %s, not %s", e2ee.ErrWrongSender, card.Identity, sender)
 	}
-	if err := c.checkCardLifetime(card, info.CreatedAt); err != nil {
+	if err := c.checkCardLifetime(card, written); err != nil {
 		return nil, err
 	}
-	return e2ee.Decrypt(data, ks.KeyFor, card.Card)
+	return card, nil
 }
 
 // checkCardLifetime reports ErrCardNotValidThen unless card was the active card of

@@ -41,12 +41,6 @@ func (g *Group) seal(ctx context.Context, kp *e2ee.KeyPair, myCard, data []byte)
 // member). The epoch key is fetched if the client does not hold it; a user who was not
 // a member in that epoch gets e2ee.ErrNotMember or e2ee.ErrWrongEpoch.
 func (g *Group) Decrypt(ctx context.Context, data []byte, sender string) ([]byte, error) {
-	return g.decrypt(ctx, data, sender, false)
-}
-
-// decrypt is Decrypt; attested says that the messaging service authenticated sender
-// as the sender of a message it stored, which it allows members only.
-func (g *Group) decrypt(ctx context.Context, data []byte, sender string, attested bool) ([]byte, error) {
 	if _, _, _, err := g.c.current(); err != nil {
 		return nil, err
 	}
@@ -54,17 +48,18 @@ func (g *Group) decrypt(ctx context.Context, data []byte, sender string, atteste
 	if err != nil {
 		return nil, err
 	}
+	return g.open(ctx, data, info, sender, false)
+}
+
+// open is Decrypt of data, whose header InspectGroupMessage read as info; attested
+// says that the messaging service authenticated sender as the sender of a message it
+// stored, which it allows members only.
+func (g *Group) open(ctx context.Context, data []byte, info *e2ee.GroupMessageInfo, sender string, attested bool) ([]byte, error) {
 	if info.GroupID != g.ID {
 		return nil, fmt.Errorf("%w: the message is of %s, not %s", e2ee.ErrWrongGroup, info.GroupID, g.ID)
 	}
-	card, err := g.c.CardByID(ctx, info.SenderCardID)
+	card, err := g.c.senderCard(ctx, info.SenderCardID, sender, info.CreatedAt)
 	if err != nil {
-		return nil, fmt.Errorf("sdk: sender's card: %w", err)
-	}
-	if card.Identity != sender {
-		return nil, fmt.Errorf("%w: the message is signed by a card of %s, not %s", e2ee.ErrWrongSender, card.Identity, sender)
-	}
-	if err := g.c.checkCardLifetime(card, info.CreatedAt); err != nil {
 		return nil, err
 	}
 	if err := g.checkMember(ctx, sender, attested); err != nil {
@@ -150,5 +145,8 @@ func (c *Client) openGroupMessage(ctx context.Context, m *messagingv1.Message) (
 		return nil, fmt.Errorf("%w: the message's readable header (epoch %d, card %x) differs from its signed one (epoch %d, card %x)",
 			e2ee.ErrMalformed, m.GetHeader().GetEpoch(), m.GetHeader().GetSenderCardId(), info.Epoch, info.SenderCardID)
 	}
-	return c.Group(m.GetConversationId()).decrypt(ctx, m.GetEnvelope(), m.GetSender(), true)
+	if _, _, _, err := c.current(); err != nil {
+		return nil, err
+	}
+	return c.Group(m.GetConversationId()).open(ctx, m.GetEnvelope(), info, m.GetSender(), true)
 }
