@@ -33,11 +33,10 @@ func (s *Server) CheckMembership(_ context.Context, req *groupv1.CheckMembership
 		if err != nil {
 			return err
 		}
-		required, _ := rotationState(g, s.now())
 		resp = &groupv1.CheckMembershipResponse{
 			EncryptionMode:    mode(g),
 			Epoch:             g.GetEpoch(),
-			RotationRequired:  required,
+			RotationRequired:  rotationRequired(g, s.now()),
 			MembershipVersion: g.GetMembershipVersion(),
 		}
 		if m != nil {
@@ -230,9 +229,8 @@ func decideSend(tx Tx, req *groupv1.AuthorizeSendRequest, now time.Time) (*sendD
 	if req.GetKind() == groupv1.MessageKind_MESSAGE_KIND_PLAINTEXT {
 		return d, nil
 	}
-	required, _ := rotationState(g, now)
 	switch {
-	case req.GetEpoch() != g.GetEpoch() || required || g.GetEpoch() == 0:
+	case req.GetEpoch() != g.GetEpoch() || rotationRequired(g, now) || g.GetEpoch() == 0:
 		// Epoch 0 has no key: a message "at epoch 0" waits for the first commit.
 		if periodElapsed(g, now) && !g.GetRotationRequired() {
 			d.mark = groupv1.RotationReason_ROTATION_REASON_PERIOD_ELAPSED // recorded with the refusal

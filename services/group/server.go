@@ -186,9 +186,16 @@ func rotationState(g *storagev1.GroupRecord, now time.Time) (bool, []groupv1.Rot
 	return required, reasons
 }
 
+// rotationRequired is rotationState's first result, without building the reasons, for
+// the internal methods that answer every message.
+func rotationRequired(g *storagev1.GroupRecord, now time.Time) bool {
+	return g.GetRotationRequired() ||
+		periodElapsed(g, now) && !slices.Contains(g.GetRotationReasons(), uint32(groupv1.RotationReason_ROTATION_REASON_PERIOD_ELAPSED))
+}
+
 func periodElapsed(g *storagev1.GroupRecord, now time.Time) bool {
-	p := g.GetRotationPeriod().AsDuration()
-	return p > 0 && !encryptionOff(g) && g.GetEpoch() > 0 && !now.Before(tsTime(g.GetEpochStartedAt()).Add(p))
+	at := dueAt(g)
+	return !at.IsZero() && !now.Before(at)
 }
 
 // dueAt is when the group's rotation period elapses; zero if it never does.
