@@ -148,8 +148,7 @@ func (s *Server) AuthorizeSend(_ context.Context, req *groupv1.AuthorizeSendRequ
 	if d.mark == 0 && !d.count {
 		return d.answer()
 	}
-	var wrote bool
-	err := s.store.Batch(func(tx Tx) error {
+	err := s.write(s.store.Batch, func(tx Tx) error {
 		var err error
 		if d, err = decideSend(tx, req, now); err != nil {
 			return err
@@ -180,17 +179,10 @@ func (s *Server) AuthorizeSend(_ context.Context, req *groupv1.AuthorizeSendRequ
 		if err := tx.PutGroup(g); err != nil {
 			return err
 		}
-		if err := s.rotationEvent(tx, g, newly); err != nil {
-			return err
-		}
-		wrote = tx.WroteEvents()
-		return nil
+		return s.rotationEvent(tx, g, newly)
 	})
 	if err != nil {
 		return nil, err
-	}
-	if wrote {
-		s.notify()
 	}
 	return d.answer()
 }

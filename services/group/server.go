@@ -110,9 +110,13 @@ func callerAndTarget(ctx context.Context, groupID, field, target, ifSelf string)
 }
 
 // update runs fn in a transaction and wakes the outbox loop if it wrote events.
-func (s *Server) update(fn func(Tx) error) error {
+func (s *Server) update(fn func(Tx) error) error { return s.write(s.store.Update, fn) }
+
+// write runs fn in a transaction of run (the store's Update or Batch) and wakes the
+// outbox loop if it wrote events.
+func (s *Server) write(run func(func(Tx) error) error, fn func(Tx) error) error {
 	var wrote bool
-	err := s.store.Update(func(tx Tx) error {
+	err := run(func(tx Tx) error {
 		err := fn(tx)
 		wrote = tx.WroteEvents()
 		return err
