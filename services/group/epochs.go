@@ -143,21 +143,21 @@ func epochConflict(g *storagev1.GroupRecord, from uint64) error {
 		WithDetails(&groupv1.EpochConflict{GroupId: g.GetGroupId(), CurrentEpoch: g.GetEpoch(), CurrentCommitHash: g.GetCommitHash(), CommittedBy: g.GetCommittedBy()})
 }
 
-// loadForCommit reads the group for a stage or commit from `from`: the caller must be a
-// member (checked first, so that a non-member learns nothing of the group), the
-// encryption mode not OFF, and from the current epoch.
-func loadForCommit(tx Tx, app, group, identity string, from uint64) (*storagev1.GroupRecord, error) {
-	g, _, err := loadAsMember(tx, app, group, identity)
+// loadForCommit reads the group and the caller's membership for a stage or commit from
+// `from`: the caller must be a member (checked first, so that a non-member learns
+// nothing of the group), the encryption mode not OFF, and from the current epoch.
+func loadForCommit(tx Tx, app, group, identity string, from uint64) (*storagev1.GroupRecord, *storagev1.GroupMemberRecord, error) {
+	g, me, err := loadAsMember(tx, app, group, identity)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if encryptionOff(g) {
-		return nil, errs.Preconditionf("group %s has encryption OFF: it has no epochs", group)
+		return nil, nil, errs.Preconditionf("group %s has encryption OFF: it has no epochs", group)
 	}
 	if g.GetEpoch() != from {
-		return nil, epochConflict(g, from)
+		return nil, nil, epochConflict(g, from)
 	}
-	return g, nil
+	return g, me, nil
 }
 
 // StageEpochKeys implements GroupService.
@@ -180,7 +180,7 @@ func (s *Server) StageEpochKeys(ctx context.Context, req *groupv1.StageEpochKeys
 	now := s.now()
 	var resp *groupv1.StageEpochKeysResponse
 	err = s.update(func(tx Tx) error {
-		g, err := loadForCommit(tx, p.AppID, req.GetGroupId(), p.Identity, req.GetFromEpoch())
+		g, _, err := loadForCommit(tx, p.AppID, req.GetGroupId(), p.Identity, req.GetFromEpoch())
 		if err != nil {
 			return err
 		}
@@ -367,7 +367,7 @@ func (s *Server) CommitEpoch(ctx context.Context, req *groupv1.CommitEpochReques
 func (s *Server) readCommitInput(app, identity string, req *groupv1.CommitEpochRequest) (*commitInput, error) {
 	in := &commitInput{keys: map[string]*envelopev1.WrappedEpochKey{}}
 	err := s.store.View(func(tx Tx) error {
-		g, err := loadForCommit(tx, app, req.GetGroupId(), identity, req.GetFromEpoch())
+		g, _, err := loadForCommit(tx, app, req.GetGroupId(), identity, req.GetFromEpoch())
 		if err != nil {
 			return err
 		}
@@ -475,7 +475,7 @@ func (s *Server) checkCommit(ctx context.Context, app, identity string, req *gro
 func (s *Server) writeCommit(app, identity string, req *groupv1.CommitEpochRequest, in *commitInput) (resp *groupv1.CommitEpochResponse, retry bool, err error) {
 	now := s.now()
 	err = s.update(func(tx Tx) error {
-		g, err := loadForCommit(tx, app, req.GetGroupId(), identity, req.GetFromEpoch())
+		g, me, err := loadForCommit(tx, app, req.GetGroupId(), identity, req.GetFromEpoch())
 		if err != nil {
 			return err
 		}
@@ -509,10 +509,6 @@ func (s *Server) writeCommit(app, identity string, req *groupv1.CommitEpochReque
 			return err
 		}
 		if err := s.toMembers(tx, g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_EPOCH_COMMITTED, Actor: identity, Epoch: epoch}); err != nil {
-			return err
-		}
-		me, err := tx.Member(app, g.GetGroupId(), identity)
-		if err != nil {
 			return err
 		}
 		resp = &groupv1.CommitEpochResponse{Commit: epochCommitView(rec), Group: viewFor(g, now, me)}
