@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 )
@@ -143,15 +144,21 @@ func encrypt(rnd io.Reader, aead AEAD, sender *KeyPair, senderCardID []byte, rec
 		return nil, err
 	}
 	signature := ed25519.Sign(sender.Signing, labelled(LabelEnvelopeSignature, sha(header), plaintext))
+	return sealSigned(aead, contentKey, nonce, header, plaintext, signature)
+}
 
+// sealSigned encodes a message of header and body (an Envelope or a GroupMessage) whose
+// body is SignedPayload{plaintext, signature} sealed with aead under key and nonce, with
+// the header as associated data.
+func sealSigned(aead AEAD, key, nonce, header, plaintext, signature []byte) ([]byte, error) {
 	// SignedPayload{plaintext, signature}, encoded by hand so the plaintext is copied
 	// once; fields in order, an empty plaintext omitted, as deterministic encoding does.
 	payload := make([]byte, 0, protowire.SizeBytes(len(plaintext))+protowire.SizeBytes(len(signature))+2)
 	payload = appendBytesField(payload, 1, plaintext)
 	payload = appendBytesField(payload, 2, signature)
 
-	// Envelope{header, body}, with the body sealed straight into the output.
-	c, err := bodyAEAD(aead, contentKey)
+	// {header, body}, with the body sealed straight into the output.
+	c, err := bodyAEAD(aead, key)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +245,7 @@ func Decrypt(data []byte, keyFor func(cardID []byte) *KeyPair, sender *Card) ([]
 	if err != nil {
 		return nil, err
 	}
-	if err := e.checkSender(sender); err != nil {
+	if err := checkSender(e.h.GetSenderCardId(), sender); err != nil {
 		return nil, err
 	}
 	contentKey, err := e.unwrap(keyFor)
@@ -257,21 +264,9 @@ type envelope struct {
 }
 
 func parseEnvelope(data []byte) (*envelope, error) {
-	if len(data) > MaxEnvelopeSize {
-		return nil, errorf(ErrTooLarge, "envelope is %d bytes; at most %d", len(data), MaxEnvelopeSize)
-	}
-	header, body, err := parseBytesPair("envelope", data)
-	if err != nil {
-		return nil, err
-	}
-	if len(header) > MaxEnvelopeHeaderSize {
-		return nil, errorf(ErrTooLarge, "envelope header is %d bytes; at most %d", len(header), MaxEnvelopeHeaderSize)
-	}
-	if len(body) < aeadTagSize {
-		return nil, errorf(ErrMalformed, "envelope body is %d bytes; shorter than an AEAD tag", len(body))
-	}
 	var h envelopev1.EnvelopeHeader
-	if err := unmarshalStrict("envelope header", header, &h); err != nil {
+	header, body, err := parseSealed("envelope", data, MaxEnvelopeSize, MaxEnvelopeHeaderSize, &h)
+	if err != nil {
 		return nil, err
 	}
 	switch n := len(h.GetRecipients()); {
@@ -315,12 +310,37 @@ func parseEnvelope(data []byte) (*envelope, error) {
 	return &envelope{header: header, headerHash: sha(header), body: body, h: &h}, nil
 }
 
-func (e *envelope) checkSender(sender *Card) error {
+// parseSealed splits data, a message of header and body of at most maxSize bytes (an
+// Envelope or a GroupMessage), checks the header's size (at most maxHeaderSize) and
+// the body's (at least an AEAD tag), and parses the header into h.
+func parseSealed(what string, data []byte, maxSize, maxHeaderSize int, h proto.Message) (header, body []byte, err error) {
+	if len(data) > maxSize {
+		return nil, nil, errorf(ErrTooLarge, "%s is %d bytes; at most %d", what, len(data), maxSize)
+	}
+	header, body, err = parseBytesPair(what, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(header) > maxHeaderSize {
+		return nil, nil, errorf(ErrTooLarge, "%s header is %d bytes; at most %d", what, len(header), maxHeaderSize)
+	}
+	if len(body) < aeadTagSize {
+		return nil, nil, errorf(ErrMalformed, "%s body is %d bytes; shorter than an AEAD tag", what, len(body))
+	}
+	if err := unmarshalStrict(what+" header", header, h); err != nil {
+		return nil, nil, err
+	}
+	return header, body, nil
+}
+
+// checkSender refuses a sender card to verify with that is missing or is not named,
+// the card the message names as its sender.
+func checkSender(named []byte, sender *Card) error {
 	if sender == nil || len(sender.SigningKey) != ed25519.PublicKeySize {
 		return errorf(ErrWrongSender, "no sender card to verify the message with")
 	}
-	if !bytes.Equal(e.h.GetSenderCardId(), sender.ID) {
-		return errorf(ErrWrongSender, "the message names sender card %x, not %x", e.h.GetSenderCardId(), sender.ID)
+	if !bytes.Equal(named, sender.ID) {
+		return errorf(ErrWrongSender, "the message names sender card %x, not %x", named, sender.ID)
 	}
 	return nil
 }
@@ -369,15 +389,22 @@ func (e *envelope) open(contentKey []byte, sender *Card) ([]byte, error) {
 	if err != nil {
 		return nil, errorf(ErrDecrypt, "envelope body does not authenticate")
 	}
+	return verifySigned("envelope", LabelEnvelopeSignature, payload, e.headerHash, sender)
+}
+
+// verifySigned parses payload, an opened SignedPayload, and verifies its signature by
+// sender under label over headerHash and the plaintext, which it returns (empty, not
+// nil, if there is none).
+func verifySigned(what, label string, payload, headerHash []byte, sender *Card) ([]byte, error) {
 	plaintext, signature, err := parseBytesPair("signed payload", payload)
 	if err != nil {
 		return nil, err
 	}
 	if len(signature) != ed25519.SignatureSize {
-		return nil, errorf(ErrMalformed, "envelope signature is %d bytes; want %d", len(signature), ed25519.SignatureSize)
+		return nil, errorf(ErrMalformed, "%s signature is %d bytes; want %d", what, len(signature), ed25519.SignatureSize)
 	}
-	if !ed25519.Verify(sender.SigningKey, labelled(LabelEnvelopeSignature, e.headerHash, plaintext), signature) {
-		return nil, errorf(ErrBadSignature, "envelope signature does not verify with sender card %x", sender.ID)
+	if !ed25519.Verify(sender.SigningKey, labelled(label, headerHash, plaintext), signature) {
+		return nil, errorf(ErrBadSignature, "%s signature does not verify with sender card %x", what, sender.ID)
 	}
 	if plaintext == nil {
 		plaintext = []byte{}

@@ -1,7 +1,6 @@
 package e2ee
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/rand"
@@ -9,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"time"
-
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
@@ -68,7 +65,7 @@ func sealGroupMessage(rnd io.Reader, aead AEAD, sender *KeyPair, senderCardID []
 	if len(epochKey) != EpochKeySize {
 		return nil, errorf(ErrWrongEpoch, "epoch key is %d bytes; want %d", len(epochKey), EpochKeySize)
 	}
-	if err := checkEpochArgs(groupID, epoch, epochKey); err != nil {
+	if err := checkEpochArgs(groupID, epoch, nil); err != nil {
 		return nil, err
 	}
 	if _, err := bodyAEAD(aead, make([]byte, contentKeySize)); err != nil {
@@ -96,21 +93,7 @@ func sealGroupMessage(rnd io.Reader, aead AEAD, sender *KeyPair, senderCardID []
 		return nil, err
 	}
 	signature := ed25519.Sign(sender.Signing, labelled(LabelGroupMessageSignature, headerHash, plaintext))
-
-	payload := make([]byte, 0, protowire.SizeBytes(len(plaintext))+protowire.SizeBytes(len(signature))+2)
-	payload = appendBytesField(payload, 1, plaintext)
-	payload = appendBytesField(payload, 2, signature)
-
-	c, err := bodyAEAD(aead, key)
-	if err != nil {
-		return nil, err
-	}
-	bodyLen := len(payload) + c.Overhead()
-	out := make([]byte, 0, 2+protowire.SizeBytes(len(header))+protowire.SizeBytes(bodyLen))
-	out = appendBytesField(out, 1, header)
-	out = protowire.AppendTag(out, 2, protowire.BytesType)
-	out = protowire.AppendVarint(out, uint64(bodyLen))
-	return c.Seal(out, nonce, payload, header), nil
+	return sealSigned(aead, key, nonce, header, plaintext, signature)
 }
 
 // groupMessageKey derives a message's AEAD key and nonce:
@@ -134,21 +117,9 @@ type groupMessage struct {
 }
 
 func parseGroupMessage(data []byte) (*groupMessage, error) {
-	if len(data) > MaxGroupMessageSize {
-		return nil, errorf(ErrTooLarge, "group message is %d bytes; at most %d", len(data), MaxGroupMessageSize)
-	}
-	header, body, err := parseBytesPair("group message", data)
-	if err != nil {
-		return nil, err
-	}
-	if len(header) > MaxGroupMessageHeaderSize {
-		return nil, errorf(ErrTooLarge, "group message header is %d bytes; at most %d", len(header), MaxGroupMessageHeaderSize)
-	}
-	if len(body) < aeadTagSize {
-		return nil, errorf(ErrMalformed, "group message body is %d bytes; shorter than an AEAD tag", len(body))
-	}
 	var h envelopev1.GroupMessageHeader
-	if err := unmarshalStrict("group message header", header, &h); err != nil {
+	header, body, err := parseSealed("group message", data, MaxGroupMessageSize, MaxGroupMessageHeaderSize, &h)
+	if err != nil {
 		return nil, err
 	}
 	switch {
@@ -203,13 +174,11 @@ func OpenGroupMessage(data []byte, groupID string, epochKey func(epoch uint64) [
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case m.h.GetGroupId() != groupID:
+	if m.h.GetGroupId() != groupID {
 		return nil, errorf(ErrWrongGroup, "the message is of group %s, not %s", m.h.GetGroupId(), groupID)
-	case sender == nil || len(sender.SigningKey) != ed25519.PublicKeySize:
-		return nil, errorf(ErrWrongSender, "no sender card to verify the message with")
-	case !bytes.Equal(m.h.GetSenderCardId(), sender.ID):
-		return nil, errorf(ErrWrongSender, "the message names sender card %x, not %x", m.h.GetSenderCardId(), sender.ID)
+	}
+	if err := checkSender(m.h.GetSenderCardId(), sender); err != nil {
+		return nil, err
 	}
 	var ek []byte
 	if epochKey != nil {
@@ -230,18 +199,5 @@ func OpenGroupMessage(data []byte, groupID string, epochKey func(epoch uint64) [
 	if err != nil {
 		return nil, errorf(ErrDecrypt, "group message body does not authenticate under the key of epoch %d", m.h.GetEpoch())
 	}
-	plaintext, signature, err := parseBytesPair("signed payload", payload)
-	if err != nil {
-		return nil, err
-	}
-	if len(signature) != ed25519.SignatureSize {
-		return nil, errorf(ErrMalformed, "group message signature is %d bytes; want %d", len(signature), ed25519.SignatureSize)
-	}
-	if !ed25519.Verify(sender.SigningKey, labelled(LabelGroupMessageSignature, m.headerHash, plaintext), signature) {
-		return nil, errorf(ErrBadSignature, "group message signature does not verify with sender card %x", sender.ID)
-	}
-	if plaintext == nil {
-		plaintext = []byte{}
-	}
-	return plaintext, nil
+	return verifySigned("group message", LabelGroupMessageSignature, payload, m.headerHash, sender)
 }
