@@ -100,18 +100,8 @@ func encrypt(rnd io.Reader, aead AEAD, sender *KeyPair, senderCardID []byte, rec
 	if _, err := bodyAEAD(aead, make([]byte, contentKeySize)); err != nil {
 		return nil, err
 	}
-	seen := make(map[string]bool, len(recipients))
-	for i, r := range recipients {
-		if err := checkRecipient(r); err != nil {
-			return nil, fmt.Errorf("recipient %d: %w", i, err)
-		}
-		if seen[string(r.ID)] {
-			return nil, errorf(ErrMalformed, "recipient card %x appears twice", r.ID)
-		}
-		seen[string(r.ID)] = true
-		if bytes.Equal(r.ID, senderCardID) && !r.SigningKey.Equal(sender.SigningPublicKey()) {
-			return nil, errorf(ErrWrongSender, "the sender card id names a recipient card with another signing key than the sender's")
-		}
+	if err := checkRecipients(recipients, sender, senderCardID); err != nil {
+		return nil, err
 	}
 
 	secrets := make([]byte, contentKeySize+bodyNonceSize)
@@ -168,6 +158,26 @@ func sealSigned(aead AEAD, key, nonce, header, plaintext, signature []byte) ([]b
 	out = protowire.AppendTag(out, 2, protowire.BytesType)
 	out = protowire.AppendVarint(out, uint64(bodyLen))
 	return c.Seal(out, nonce, payload, header), nil
+}
+
+// checkRecipients refuses recipients that are not distinct cards one can encrypt to
+// (checkRecipient), and, if sender is not nil, a card with the sender's card id
+// senderCardID but another signing key than sender's.
+func checkRecipients(recipients []*Card, sender *KeyPair, senderCardID []byte) error {
+	seen := make(map[string]bool, len(recipients))
+	for i, r := range recipients {
+		if err := checkRecipient(r); err != nil {
+			return fmt.Errorf("recipient %d: %w", i, err)
+		}
+		if seen[string(r.ID)] {
+			return errorf(ErrMalformed, "recipient card %x appears twice", r.ID)
+		}
+		seen[string(r.ID)] = true
+		if sender != nil && bytes.Equal(r.ID, senderCardID) && !r.SigningKey.Equal(sender.SigningPublicKey()) {
+			return errorf(ErrWrongSender, "the sender card id names a recipient card with another signing key than the sender's")
+		}
+	}
+	return nil
 }
 
 // checkRecipient refuses a card that cannot be encrypted to: the Card type is built

@@ -127,27 +127,22 @@ func wrapEpochKeys(workers int, groupID string, epoch uint64, key []byte, recipi
 	case len(recipients) > MaxEpochRecipients:
 		return nil, errorf(ErrTooLarge, "%d recipients for the epoch key; at most %d", len(recipients), MaxEpochRecipients)
 	}
-	seen := make(map[string]bool, len(recipients))
-	for i, r := range recipients {
-		if err := checkRecipient(r); err != nil {
-			return nil, fmt.Errorf("recipient %d: %w", i, err)
-		}
-		if seen[string(r.ID)] {
-			return nil, errorf(ErrMalformed, "recipient card %x appears twice", r.ID)
-		}
-		seen[string(r.ID)] = true
+	if err := checkRecipients(recipients, nil, nil); err != nil {
+		return nil, err
 	}
 	out := make([]*WrappedEpochKey, len(recipients))
-	errs := make([]error, len(recipients))
 	workers = max(1, min(workers, len(recipients)))
 	if workers == 1 {
 		for i, r := range recipients {
-			if out[i], errs[i] = wrapEpochKey(groupID, epoch, key, r); errs[i] != nil {
-				return nil, errs[i]
+			w, err := wrapEpochKey(groupID, epoch, key, r)
+			if err != nil {
+				return nil, err
 			}
+			out[i] = w
 		}
 		return out, nil
 	}
+	errs := make([]error, len(recipients))
 	var wg sync.WaitGroup
 	next := make(chan int)
 	for range workers {
