@@ -114,9 +114,9 @@ func (s *Server) changeSettings(ctx context.Context, group, what string, change 
 		if err != nil {
 			return err
 		}
-		before := slices.Clone(g.GetRotationReasons())
+		reasons := len(g.GetRotationReasons())
 		if change(g) {
-			newly := len(g.GetRotationReasons()) > len(before)
+			newly := len(g.GetRotationReasons()) > reasons
 			touch(g, now)
 			if err := reschedule(tx, g); err != nil {
 				return err
