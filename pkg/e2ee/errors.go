@@ -26,6 +26,18 @@ var (
 	// ErrPassphrase: a keystore passphrase that is wrong, missing, or given for a
 	// keystore that has none.
 	ErrPassphrase = errors.New("wrong passphrase")
+
+	// The kinds particular to groups (a truncated group message or commit is
+	// ErrMalformed, a forged one ErrBadSignature):
+
+	// ErrNotMember: a key wrapped to a card that is not ours, or a commit or message
+	// signed by a card that does not belong to a member of the group.
+	ErrNotMember = errors.New("not a member")
+	// ErrWrongEpoch: a commit or message of another epoch than the one expected, or
+	// one whose epoch key we do not hold.
+	ErrWrongEpoch = errors.New("wrong epoch")
+	// ErrWrongGroup: a commit or message of another group than the one expected.
+	ErrWrongGroup = errors.New("wrong group")
 )
 
 // Error is a failure of one kind, with what was being done and why.

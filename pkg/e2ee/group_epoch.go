@@ -17,19 +17,6 @@ import (
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 )
 
-// The kinds of failure particular to groups, besides those of errors.go (a truncated
-// group message or commit is ErrMalformed, a forged one ErrBadSignature).
-var (
-	// ErrNotMember: a key wrapped to a card that is not ours, or a commit or message
-	// signed by a card that does not belong to a member of the group.
-	ErrNotMember = errors.New("not a member")
-	// ErrWrongEpoch: a commit or message of another epoch than the one expected, or
-	// one whose epoch key we do not hold.
-	ErrWrongEpoch = errors.New("wrong epoch")
-	// ErrWrongGroup: a commit or message of another group than the one expected.
-	ErrWrongGroup = errors.New("wrong group")
-)
-
 // Sizes and limits of epochs.
 const (
 	// EpochKeySize is the size of a group's epoch key.
