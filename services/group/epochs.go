@@ -308,7 +308,7 @@ type commitInput struct {
 }
 
 // CommitEpoch implements GroupService.
-func (s *Server) CommitEpoch(ctx context.Context, req *groupv1.CommitEpochRequest) (*groupv1.CommitEpochResponse, error) {
+func (s *Server) CommitEpoch(ctx context.Context, req *groupv1.CommitEpochRequest) (_ *groupv1.CommitEpochResponse, err error) {
 	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
@@ -320,8 +320,11 @@ func (s *Server) CommitEpoch(ctx context.Context, req *groupv1.CommitEpochReques
 		if err := validUploadID(req.GetUploadId()); err != nil {
 			return nil, err
 		}
-		// The upload is consumed whatever the outcome.
+		// The upload is consumed whatever the outcome; a commit that succeeded deleted it.
 		defer func() {
+			if err == nil {
+				return
+			}
 			err := s.update(func(tx Tx) error {
 				up, err := tx.Upload(p.AppID, req.GetGroupId(), p.Identity)
 				if err != nil || up == nil || up.GetUploadId() != req.GetUploadId() {
