@@ -1,6 +1,7 @@
 package group
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math"
@@ -791,7 +792,7 @@ func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequ
 		if err != nil {
 			return err
 		}
-		slices.SortFunc(all, func(a, b *storagev1.GroupJoinRequestRecord) int { return cmpU64(a.GetSequence(), b.GetSequence()) })
+		slices.SortFunc(all, func(a, b *storagev1.GroupJoinRequestRecord) int { return cmp.Compare(a.GetSequence(), b.GetSequence()) })
 		for _, jr := range all {
 			if jr.GetSequence() <= after {
 				continue
@@ -809,16 +810,6 @@ func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequ
 		return nil, err
 	}
 	return resp, nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // InviteMember implements GroupService.
@@ -996,17 +987,7 @@ func (s *Server) ListMyInvitations(ctx context.Context, req *groupv1.ListMyInvit
 	slices.SortFunc(all, func(a, b *storagev1.GroupInvitationRecord) int {
 		an, ag := key(a)
 		bn, bg := key(b)
-		switch {
-		case an > bn:
-			return -1
-		case an < bn:
-			return 1
-		case ag < bg:
-			return -1
-		case ag > bg:
-			return 1
-		}
-		return 0
+		return cmp.Or(cmp.Compare(bn, an), cmp.Compare(ag, bg))
 	})
 	resp := &groupv1.ListMyInvitationsResponse{}
 	for _, inv := range all {

@@ -1,6 +1,7 @@
 package group
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -284,12 +285,8 @@ func sortMembers(ms []*storagev1.GroupMemberRecord) {
 			return -1
 		case bo && !ao:
 			return 1
-		case a.GetSequence() < b.GetSequence():
-			return -1
-		case a.GetSequence() > b.GetSequence():
-			return 1
 		}
-		return 0
+		return cmp.Compare(a.GetSequence(), b.GetSequence())
 	})
 }
 
