@@ -186,11 +186,11 @@ func (s *Server) sweep(now time.Time) error {
 			}
 			for i, inv := range invs {
 				cur, err := tx.Invitation(invApps[i], inv.GetGroupId(), inv.GetInvitee())
-				if err != nil || cur == nil || !cur.GetExpiresAt().AsTime().Equal(inv.GetExpiresAt().AsTime()) {
-					if err != nil {
-						return err
-					}
-					continue
+				if err != nil {
+					return err
+				}
+				if cur == nil || !cur.GetExpiresAt().AsTime().Equal(inv.GetExpiresAt().AsTime()) {
+					continue // accepted, declined or renewed since it was read
 				}
 				if err := tx.DeleteInvitation(invApps[i], inv.GetGroupId(), inv.GetInvitee()); err != nil {
 					return err
