@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,32 +19,39 @@ import (
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
-// groupUsage is each group subcommand's arguments after its flags.
-var groupUsage = map[string]string{
-	"create":  "[--members bob,carol] [--mode required|optional|off] [--history since-join|shared] <group>",
-	"add":     "<group> <user>...",
-	"remove":  "<group> <user>",
-	"ban":     "[--lift] <group> <user>",
-	"leave":   "<group>",
-	"join":    "<group>",
-	"approve": "[--decline] <group> [<user>]   (without a user: list the pending requests)",
-	"invite":  "[--ttl 24h] <group> <user>",
-	"accept":  "[--decline] [<group>]   (without a group: list your invitations)",
-	"mode":    "<group> <required|optional|off>",
-	"send":    "[--plaintext] <group> [message]   (message from standard input if absent)",
-	"listen":  "[--from-start] [--until-caught-up] <group>",
+// groupCommands are the group subcommands: the arguments each takes after its flags,
+// and how many (maxArgs -1: no limit).
+var groupCommands = []struct {
+	name, usage      string
+	minArgs, maxArgs int
+}{
+	{"create", "[--members bob,carol] [--mode required|optional|off] [--history since-join|shared] <group>", 1, 1},
+	{"add", "<group> <user>...", 2, -1},
+	{"remove", "<group> <user>", 2, 2},
+	{"ban", "[--lift] <group> <user>", 2, 2},
+	{"leave", "<group>", 1, 1},
+	{"join", "<group>", 1, 1},
+	{"approve", "[--decline] <group> [<user>]   (without a user: list the pending requests)", 1, 2},
+	{"invite", "[--ttl 24h] <group> <user>", 2, 2},
+	{"accept", "[--decline] [<group>]   (without a group: list your invitations)", 0, 1},
+	{"mode", "<group> <required|optional|off>", 2, 2},
+	{"send", "[--plaintext] <group> [message]   (message from standard input if absent)", 1, -1},
+	{"listen", "[--from-start] [--until-caught-up] <group>", 1, 1},
 }
-
-var groupSubcommands = []string{"create", "add", "remove", "ban", "leave", "join", "approve", "invite", "accept", "mode", "send", "listen"}
 
 // runGroup is `umbra group <subcommand>`: groups and their encrypted conversation.
 // Groups are named by the app's own group id (resolved with the API key) or by their
 // group identity ("g_...").
 func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, args, err := subcommand("group", args, stderr, groupSubcommands...)
+	names := make([]string, len(groupCommands))
+	for i, gc := range groupCommands {
+		names[i] = gc.name
+	}
+	sub, args, err := subcommand("group", args, stderr, names...)
 	if err != nil {
 		return err
 	}
+	cmd := groupCommands[slices.Index(names, sub)]
 	fs := newFlagSet("group "+sub, stderr)
 	var f clientFlags
 	f.register(fs)
@@ -69,16 +77,14 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.BoolVar(&untilIdle, "until-caught-up", false, "stop once every stored message is printed")
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: umbra group %s %s\n", sub, groupUsage[sub])
+		fmt.Fprintf(stderr, "usage: umbra group %s %s\n", sub, cmd.usage)
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	pos := fs.Args()
-	minArgs := map[string]int{"create": 1, "add": 2, "remove": 2, "ban": 2, "leave": 1, "join": 1, "approve": 1, "invite": 2, "accept": 0, "mode": 2, "send": 1, "listen": 1}[sub]
-	maxArgs := map[string]int{"create": 1, "remove": 2, "ban": 2, "leave": 1, "join": 1, "approve": 2, "invite": 2, "accept": 1, "mode": 2, "listen": 1}
-	if n, ok := maxArgs[sub]; len(pos) < minArgs || ok && len(pos) > n {
+	if len(pos) < cmd.minArgs || cmd.maxArgs >= 0 && len(pos) > cmd.maxArgs {
 		fs.Usage()
 		return errUsage
 	}
