@@ -71,29 +71,15 @@ func runListen(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	cursorFile := filepath.Join(dir, "inbox-cursor")
-	var after *uint64
-	if *fromStart {
-		zero := uint64(0)
-		after = &zero
-	} else if b, err := os.ReadFile(cursorFile); err == nil {
-		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
-			after = &n
-		}
-	}
+	after := listenCursor(cursorFile, *fromStart)
 	if after == nil {
 		fmt.Fprintf(stderr, "listening for %s (new messages only; --from-start replays the stored ones)\n", s.Name)
 	} else {
 		fmt.Fprintf(stderr, "listening for %s, after message %d of the inbox\n", s.Name, *after)
 	}
 	names := map[string]string{s.Identity: "me"}
-	errCaughtUp := errors.New("caught up")
-	err = c.Subscribe(ctx, sdk.SubscribeOptions{After: after}, func(item *messagingv1.SubscribeResponse) error {
+	return listenFrom(ctx, c, after, cursorFile, *untilIdle, func(item *messagingv1.SubscribeResponse) {
 		switch it := item.GetItem().(type) {
-		case *messagingv1.SubscribeResponse_Heartbeat:
-			if *untilIdle {
-				return errCaughtUp
-			}
-			return nil
 		case *messagingv1.SubscribeResponse_Message:
 			printMessage(ctx, stdout, c, &f, names, it.Message)
 		case *messagingv1.SubscribeResponse_Event:
@@ -106,6 +92,39 @@ func runListen(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				fmt.Fprintf(stdout, "[%s] event %s\n", when, it.Event.GetType())
 			}
 		}
+	})
+}
+
+// listenCursor returns where a listen that keeps its place in cursorFile resumes: from
+// the start with fromStart, else after the inbox sequence the file holds, else (nil)
+// live.
+func listenCursor(cursorFile string, fromStart bool) *uint64 {
+	if fromStart {
+		zero := uint64(0)
+		return &zero
+	}
+	if b, err := os.ReadFile(cursorFile); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			return &n
+		}
+	}
+	return nil
+}
+
+// listenFrom subscribes after the inbox sequence after and hands every item but
+// heartbeats to show, keeping each item's sequence in cursorFile; with untilIdle it
+// stops at the first heartbeat, which says the stored items are all delivered. Stopping
+// so, or because ctx was cancelled, is no error.
+func listenFrom(ctx context.Context, c *sdk.Client, after *uint64, cursorFile string, untilIdle bool, show func(*messagingv1.SubscribeResponse)) error {
+	errCaughtUp := errors.New("caught up")
+	err := c.Subscribe(ctx, sdk.SubscribeOptions{After: after}, func(item *messagingv1.SubscribeResponse) error {
+		if _, ok := item.GetItem().(*messagingv1.SubscribeResponse_Heartbeat); ok {
+			if untilIdle {
+				return errCaughtUp
+			}
+			return nil
+		}
+		show(item)
 		return writeFile0600(cursorFile, []byte(strconv.FormatUint(item.GetInboxSequence(), 10)+"\n"))
 	})
 	if errors.Is(err, errCaughtUp) || errors.Is(err, context.Canceled) {

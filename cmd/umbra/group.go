@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -270,27 +267,13 @@ func listenGroup(ctx context.Context, stdout, stderr io.Writer, c *sdk.Client, f
 		return err
 	}
 	cursorFile := filepath.Join(dir, "group-cursor-"+g.ID)
-	var after *uint64
-	if fromStart {
-		zero := uint64(0)
-		after = &zero
-	} else if b, err := os.ReadFile(cursorFile); err == nil {
-		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
-			after = &n
-		}
-	}
+	after := listenCursor(cursorFile, fromStart)
 	if after == nil {
 		fmt.Fprintf(stderr, "listening to %s as %s (new messages only; --from-start replays the stored ones)\n", name, s.Name)
 	}
 	names := map[string]string{s.Identity: "me"}
-	errCaughtUp := errors.New("caught up")
-	err = c.Subscribe(ctx, sdk.SubscribeOptions{After: after}, func(item *messagingv1.SubscribeResponse) error {
+	return listenFrom(ctx, c, after, cursorFile, untilIdle, func(item *messagingv1.SubscribeResponse) {
 		switch it := item.GetItem().(type) {
-		case *messagingv1.SubscribeResponse_Heartbeat:
-			if untilIdle {
-				return errCaughtUp
-			}
-			return nil
 		case *messagingv1.SubscribeResponse_Message:
 			if it.Message.GetConversationId() == g.ID {
 				printMessage(ctx, stdout, c, f, names, it.Message)
@@ -300,12 +283,7 @@ func listenGroup(ctx context.Context, stdout, stderr io.Writer, c *sdk.Client, f
 				fmt.Fprintf(stdout, "[%s] %s\n", ev.GetOccurredAt().AsTime().Local().Format(time.TimeOnly), describeGroupEvent(f, ev))
 			}
 		}
-		return writeFile0600(cursorFile, []byte(strconv.FormatUint(item.GetInboxSequence(), 10)+"\n"))
 	})
-	if errors.Is(err, errCaughtUp) || errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
 }
 
 func listInvitations(ctx context.Context, w io.Writer, c *sdk.Client, f *clientFlags) error {
