@@ -254,33 +254,19 @@ func (t *boltTx) DeleteMember(app, group, identity string) error {
 	return deletePrefix(t.b(bucketEpochKeys), boltdb.Key(app, group, identity, ""))
 }
 
+func newMember() *storagev1.GroupMemberRecord { return &storagev1.GroupMemberRecord{} }
+
 func (t *boltTx) Members(app, group, after string, fn func(*storagev1.GroupMemberRecord) (bool, error)) error {
 	prefix := groupPrefix(app, group)
-	c := t.b(bucketMembers).Cursor()
 	start := prefix
 	if after != "" {
 		start = append(memberKey(app, group, after), 0)
 	}
-	for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		m := &storagev1.GroupMemberRecord{}
-		if err := proto.Unmarshal(v, m); err != nil {
-			return err
-		}
-		more, err := fn(m)
-		if err != nil || !more {
-			return err
-		}
-	}
-	return nil
+	return scanPrefix(t.b(bucketMembers), prefix, start, newMember, fn)
 }
 
 func (t *boltTx) AllMembers(app, group string) ([]*storagev1.GroupMemberRecord, error) {
-	var out []*storagev1.GroupMemberRecord
-	err := t.Members(app, group, "", func(m *storagev1.GroupMemberRecord) (bool, error) {
-		out = append(out, m)
-		return true, nil
-	})
-	return out, err
+	return listPrefix(t.b(bucketMembers), groupPrefix(app, group), newMember)
 }
 
 func (t *boltTx) MemberGroups(app, identity, after string, fn func(group string) (bool, error)) error {
@@ -387,19 +373,8 @@ func (t *boltTx) PutEpochKey(app, group, identity string, k *storagev1.GroupEpoc
 }
 
 func (t *boltTx) EpochKeys(app, group, identity string, after uint64, fn func(*storagev1.GroupEpochKeyRecord) (bool, error)) error {
-	prefix := boltdb.Key(app, group, identity, "")
-	c := t.b(bucketEpochKeys).Cursor()
-	for k, v := c.Seek(epochKeyKey(app, group, identity, after+1)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		r := &storagev1.GroupEpochKeyRecord{}
-		if err := proto.Unmarshal(v, r); err != nil {
-			return err
-		}
-		more, err := fn(r)
-		if err != nil || !more {
-			return err
-		}
-	}
-	return nil
+	return scanPrefix(t.b(bucketEpochKeys), boltdb.Key(app, group, identity, ""), epochKeyKey(app, group, identity, after+1),
+		func() *storagev1.GroupEpochKeyRecord { return &storagev1.GroupEpochKeyRecord{} }, fn)
 }
 
 func (t *boltTx) Upload(app, group, owner string) (*storagev1.GroupUploadRecord, error) {
@@ -585,16 +560,32 @@ func getOptional[M proto.Message](b *bolt.Bucket, key []byte, m M) (M, error) {
 	return m, nil
 }
 
+// scanPrefix decodes the records under prefix from the key start on, in key order, and
+// calls fn with each until it returns false.
+func scanPrefix[M proto.Message](b *bolt.Bucket, prefix, start []byte, newM func() M, fn func(M) (bool, error)) error {
+	c := b.Cursor()
+	for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		m := newM()
+		if err := proto.Unmarshal(v, m); err != nil {
+			return err
+		}
+		more, err := fn(m)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
 // listPrefix decodes every record under prefix, in key order.
 func listPrefix[M proto.Message](b *bolt.Bucket, prefix []byte, newM func() M) ([]M, error) {
 	var out []M
-	c := b.Cursor()
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		m := newM()
-		if err := proto.Unmarshal(v, m); err != nil {
-			return nil, err
-		}
+	err := scanPrefix(b, prefix, prefix, newM, func(m M) (bool, error) {
 		out = append(out, m)
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
