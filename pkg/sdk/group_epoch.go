@@ -222,8 +222,9 @@ func (g *Group) epochKey(ctx context.Context, epoch uint64) ([]byte, error) {
 	// whose signer may have left since.
 	var firstErr error
 	keys := resp.GetKeys()
+	signers := signerCards{}
 	for i := len(keys) - 1; i >= 0; i-- {
-		if err := g.acceptEpochKey(ctx, keys[i]); err != nil && keys[i].GetEpoch() == epoch {
+		if err := g.acceptEpochKey(ctx, keys[i], signers); err != nil && keys[i].GetEpoch() == epoch {
 			firstErr = err
 		}
 	}
@@ -256,7 +257,7 @@ func (g *Group) previousCommitHash(ctx context.Context, st *groupv1.GetEpochStat
 		}
 		return held, nil
 	}
-	commit, err := g.verifyCommit(ctx, st.GetEpoch(), st.GetCommit())
+	commit, err := g.verifyCommit(ctx, st.GetEpoch(), st.GetCommit(), nil)
 	switch {
 	case errors.Is(err, e2ee.ErrNotMember):
 		return served, nil
@@ -273,14 +274,15 @@ func (g *Group) previousCommitHash(ctx context.Context, st *groupv1.GetEpochStat
 // card it names, which must have been active when the commit was made, and which must
 // belong to a member of the group: a member now, one this client has seen, or the
 // signer of a commit that a later commit this client verified names as its
-// predecessor (every commit vouches for the one before it).
-func (g *Group) verifyCommit(ctx context.Context, epoch uint64, ec *groupv1.EpochCommit) (*e2ee.EpochCommit, error) {
+// predecessor (every commit vouches for the one before it). signers, if not nil, keeps
+// the signer cards of a batch of commits, so each is fetched once.
+func (g *Group) verifyCommit(ctx context.Context, epoch uint64, ec *groupv1.EpochCommit, signers signerCards) (*e2ee.EpochCommit, error) {
 	signed := ec.GetCommit()
 	parsed, err := e2ee.ParseEpochCommit(signed)
 	if err != nil {
 		return nil, err
 	}
-	signer, err := g.c.CardByID(ctx, parsed.SignerCardID)
+	signer, err := signers.get(ctx, g.c, parsed.SignerCardID)
 	if err != nil {
 		return nil, fmt.Errorf("sdk: the signer card of epoch %d: %w", epoch, err)
 	}
@@ -304,15 +306,31 @@ func (g *Group) verifyCommit(ctx context.Context, epoch uint64, ec *groupv1.Epoc
 	return commit, nil
 }
 
+// signerCards are the signer cards fetched while verifying one batch of commits, which
+// a few cards sign.
+type signerCards map[string]*Card
+
+// get returns the card id, fetched (CardByID) unless m holds it; a nil m holds none.
+func (m signerCards) get(ctx context.Context, c *Client, id []byte) (*Card, error) {
+	if card, ok := m[string(id)]; ok {
+		return card, nil
+	}
+	card, err := c.CardByID(ctx, id)
+	if err == nil && m != nil {
+		m[string(id)] = card
+	}
+	return card, err
+}
+
 // acceptEpochKey verifies an epoch key from the service and keeps it: its commit
-// (verifyCommit), the unwrapped key against the signed key commitment, and the chain
-// to the neighbouring commits this client holds.
-func (g *Group) acceptEpochKey(ctx context.Context, ek *groupv1.EpochKey) error {
+// (verifyCommit, with signers), the unwrapped key against the signed key commitment,
+// and the chain to the neighbouring commits this client holds.
+func (g *Group) acceptEpochKey(ctx context.Context, ek *groupv1.EpochKey, signers signerCards) error {
 	ks, _, _, err := g.c.current()
 	if err != nil {
 		return err
 	}
-	commit, err := g.verifyCommit(ctx, ek.GetEpoch(), ek.GetCommit())
+	commit, err := g.verifyCommit(ctx, ek.GetEpoch(), ek.GetCommit(), signers)
 	if err != nil {
 		return err
 	}
@@ -451,6 +469,7 @@ func (g *Group) ShareHistory(ctx context.Context, recipient string) (int, error)
 		return 0, fmt.Errorf("%w: %s", ErrNoCard, recipient)
 	}
 	var shares []*groupv1.EpochShare
+	signers := signerCards{}
 	token := ""
 	for {
 		resp, err := g.c.groupClient().GetEpochKeys(ctx, &groupv1.GetEpochKeysRequest{GroupId: g.ID, PageToken: token})
@@ -465,7 +484,7 @@ func (g *Group) ShareHistory(ctx context.Context, recipient string) (int, error)
 			}
 			key := g.c.groups.key(g.ID, ek.GetEpoch())
 			if key == nil {
-				if err := g.acceptEpochKey(ctx, ek); err != nil {
+				if err := g.acceptEpochKey(ctx, ek, signers); err != nil {
 					return 0, fmt.Errorf("epoch %d: %w", ek.GetEpoch(), err)
 				}
 				key = g.c.groups.key(g.ID, ek.GetEpoch())
