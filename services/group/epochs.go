@@ -533,15 +533,9 @@ func (s *Server) GetEpochKeys(ctx context.Context, req *groupv1.GetEpochKeysRequ
 	if err != nil {
 		return nil, err
 	}
-	tok, err := parsePageToken(req.GetPageToken(), 1)
+	after, err := uintPageToken(req.GetPageToken(), req.GetAfterEpoch())
 	if err != nil {
 		return nil, err
-	}
-	after := req.GetAfterEpoch()
-	if tok != nil {
-		if after, err = strconv.ParseUint(tok[0], 10, 64); err != nil {
-			return nil, errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
-		}
 	}
 	resp := &groupv1.GetEpochKeysResponse{}
 	err = s.store.View(func(tx Tx) error {

@@ -70,7 +70,7 @@ func (s *Server) ListMemberIdentities(_ context.Context, req *groupv1.ListMember
 	after := ""
 	if tok != nil {
 		if version, err = strconv.ParseUint(tok[0], 10, 64); err != nil || ident.ValidUser("page_token", tok[1]) != nil {
-			return nil, errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
+			return nil, errMalformedToken
 		}
 		after = tok[1]
 	}

@@ -210,7 +210,7 @@ func (s *Server) ListMyGroups(ctx context.Context, req *groupv1.ListMyGroupsRequ
 	after := ""
 	if tok != nil {
 		if after = tok[0]; ident.ValidGroup("page_token", after) != nil {
-			return nil, errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
+			return nil, errMalformedToken
 		}
 	}
 	resp := &groupv1.ListMyGroupsResponse{}
@@ -772,15 +772,9 @@ func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequ
 	if err != nil {
 		return nil, err
 	}
-	tok, err := parsePageToken(req.GetPageToken(), 1)
+	after, err := uintPageToken(req.GetPageToken(), 0)
 	if err != nil {
 		return nil, err
-	}
-	var after uint64
-	if tok != nil {
-		if after, err = strconv.ParseUint(tok[0], 10, 64); err != nil {
-			return nil, errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
-		}
 	}
 	resp := &groupv1.ListJoinRequestsResponse{}
 	err = s.store.View(func(tx Tx) error {
@@ -968,7 +962,7 @@ func (s *Server) ListMyInvitations(ctx context.Context, req *groupv1.ListMyInvit
 	var afterGroup string
 	if tok != nil {
 		if afterNanos, err = strconv.ParseInt(tok[0], 10, 64); err != nil {
-			return nil, errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
+			return nil, errMalformedToken
 		}
 		afterGroup = tok[1]
 	}

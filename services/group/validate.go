@@ -87,9 +87,25 @@ func parsePageToken(tok string, n int) ([]string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(tok)
 	parts := strings.Split(string(b), "|")
 	if err != nil || len(parts) != n+1 || parts[0] != "v1" {
-		return nil, errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
+		return nil, errMalformedToken
 	}
 	return parts[1:], nil
+}
+
+// errMalformedToken answers a page token that this service did not write.
+var errMalformedToken = errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
+
+// uintPageToken returns the number in a one-part page token, or def for no token.
+func uintPageToken(tok string, def uint64) (uint64, error) {
+	parts, err := parsePageToken(tok, 1)
+	if err != nil || parts == nil {
+		return def, err
+	}
+	n, err := strconv.ParseUint(parts[0], 10, 64)
+	if err != nil {
+		return 0, errMalformedToken
+	}
+	return n, nil
 }
 
 func validMode(field string, m groupv1.EncryptionMode) error {
