@@ -27,6 +27,10 @@ import (
 // maxMismatchList bounds each list of a CommitMismatch.
 const maxMismatchList = 100
 
+// maxLookupIdentities is how many identities one LookupActiveCards call may name (the
+// card service's MaxLookupIdentities).
+const maxLookupIdentities = 10000
+
 // SetEncryptionMode implements GroupService.
 func (s *Server) SetEncryptionMode(ctx context.Context, req *groupv1.SetEncryptionModeRequest) (*groupv1.SetEncryptionModeResponse, error) {
 	if err := validMode("encryption_mode", req.GetEncryptionMode()); err != nil {
@@ -280,8 +284,8 @@ func (s *Server) activeCards(ctx context.Context, app string, ids []string) (map
 		return nil, errs.Unavailablef("this group service has no card service configured, so it cannot check members' cards: commits and shares are refused")
 	}
 	out := make(map[string]*cardv1.ActiveCardRef, len(ids))
-	for start := 0; start < len(ids); start += 10000 {
-		end := min(start+10000, len(ids))
+	for start := 0; start < len(ids); start += maxLookupIdentities {
+		end := min(start+maxLookupIdentities, len(ids))
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.PeerTimeout)
 		resp, err := s.cards.LookupActiveCards(cctx, &cardv1.LookupActiveCardsRequest{AppId: app, Identities: ids[start:end]})
 		cancel()
