@@ -38,11 +38,16 @@ func (c *Client) Encrypt(ctx context.Context, data []byte, recipients ...string)
 			return nil, fmt.Errorf("%w: %s", ErrNoCard, id)
 		}
 		if id == me && !sameID(card.ID, myID) {
-			return nil, fmt.Errorf("sdk: this device's keys are not %s's active card (another device rotated them?): restore the keys from a backup", me)
+			return nil, errNotActiveHere(me)
 		}
 		cards = append(cards, card.Card)
 	}
 	return e2ee.Encrypt(kp, myID, cards, data, c.cfg.Now())
+}
+
+// errNotActiveHere says that the keys of this device are not the active card of me.
+func errNotActiveHere(me string) error {
+	return fmt.Errorf("sdk: this device's keys are not %s's active card (another device rotated them?): restore the keys from a backup", me)
 }
 
 // Decrypt opens data, which sender (an identity) is expected to have sent. It checks

@@ -132,7 +132,7 @@ func (g *Group) commitFrom(ctx context.Context, st *groupv1.GetEpochStateRespons
 			return err
 		}
 		if mine, ok := found[me]; !ok || !sameID(mine.ID, myCard) {
-			return fmt.Errorf("sdk: this device's keys are not %s's active card (another device rotated them?): restore the keys from a backup", me)
+			return errNotActiveHere(me)
 		}
 		// Members without an active card get no key; the service does not count them.
 		var cards []*e2ee.Card
