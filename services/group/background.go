@@ -167,7 +167,7 @@ func (s *Server) sweep(now time.Time) error {
 		return err
 	}
 	for _, d := range due {
-		if err := s.update(func(tx Tx) error { return s.periodElapsed(tx, d, now) }); err != nil {
+		if err := s.update(func(tx Tx) error { return s.handleDue(tx, d, now) }); err != nil {
 			return err
 		}
 	}
@@ -210,10 +210,10 @@ func (s *Server) sweep(now time.Time) error {
 	return nil
 }
 
-// periodElapsed handles an entry of rotation_due: it marks the group if its rotation
+// handleDue handles an entry of rotation_due: it marks the group if its rotation
 // period elapsed, and otherwise files it again under its current due time (the epoch
 // moved on since the entry was written).
-func (s *Server) periodElapsed(tx Tx, d DueEntry, now time.Time) error {
+func (s *Server) handleDue(tx Tx, d DueEntry, now time.Time) error {
 	if err := tx.SetRotationDue(d.App, d.Group, d.At, time.Time{}); err != nil {
 		return err
 	}
