@@ -119,13 +119,9 @@ func encrypt(rnd io.Reader, aead AEAD, sender *KeyPair, senderCardID []byte, rec
 		CreatedAtUnixSeconds: now.Unix(),
 	}
 	for i, r := range recipients {
-		enc, s, err := hpke.NewSender(r.KEMPublicKey, hpkeKDF(), hpkeAEAD(), keyWrapInfo(senderCardID, r.ID))
+		enc, wrapped, err := wrapKey("content key", contentKey, r, keyWrapInfo(senderCardID, r.ID))
 		if err != nil {
-			return nil, fmt.Errorf("e2ee: wrap the content key to card %x: %w", r.ID, err)
-		}
-		wrapped, err := s.Seal(nil, contentKey)
-		if err != nil {
-			return nil, fmt.Errorf("e2ee: wrap the content key to card %x: %w", r.ID, err)
+			return nil, err
 		}
 		h.Recipients[i] = &envelopev1.RecipientStanza{RecipientCardId: r.ID, Suite: r.Suite, Enc: enc, WrappedKey: wrapped}
 	}
@@ -197,6 +193,19 @@ func checkRecipient(r *Card) error {
 		return errorf(ErrMalformed, "card %x has no KEM key of its suite %s", r.ID, r.Suite)
 	}
 	return nil
+}
+
+// wrapKey encrypts key, a what, to card r with HPKE in r's suite and info.
+func wrapKey(what string, key []byte, r *Card, info []byte) (enc, wrapped []byte, err error) {
+	enc, s, err := hpke.NewSender(r.KEMPublicKey, hpkeKDF(), hpkeAEAD(), info)
+	if err != nil {
+		return nil, nil, fmt.Errorf("e2ee: wrap the %s to card %x: %w", what, r.ID, err)
+	}
+	wrapped, err = s.Seal(nil, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("e2ee: wrap the %s to card %x: %w", what, r.ID, err)
+	}
+	return enc, wrapped, nil
 }
 
 // keyWrapInfo is the HPKE info of an envelope's recipient stanza.

@@ -84,13 +84,9 @@ func WrapEpochKey(groupID string, epoch uint64, key []byte, recipient *Card) (*W
 }
 
 func wrapEpochKey(groupID string, epoch uint64, key []byte, r *Card) (*WrappedEpochKey, error) {
-	enc, s, err := hpke.NewSender(r.KEMPublicKey, hpkeKDF(), hpkeAEAD(), epochKeyWrapInfo(groupID, epoch, r.ID))
+	enc, ct, err := wrapKey("epoch key", key, r, epochKeyWrapInfo(groupID, epoch, r.ID))
 	if err != nil {
-		return nil, fmt.Errorf("e2ee: wrap the epoch key to card %x: %w", r.ID, err)
-	}
-	ct, err := s.Seal(nil, key)
-	if err != nil {
-		return nil, fmt.Errorf("e2ee: wrap the epoch key to card %x: %w", r.ID, err)
+		return nil, err
 	}
 	return &WrappedEpochKey{RecipientCardId: r.ID, Enc: enc, Ciphertext: ct}, nil
 }
