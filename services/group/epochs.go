@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
@@ -104,11 +103,8 @@ func (s *Server) SetHistoryVisibility(ctx context.Context, req *groupv1.SetHisto
 // changeSettings applies change, an owner-only change of the group's settings that
 // reports whether it changed anything, and tells the members.
 func (s *Server) changeSettings(ctx context.Context, group, what string, change func(*storagev1.GroupRecord) bool) (*groupv1.Group, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, group)
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(group); err != nil {
 		return nil, err
 	}
 	now := s.now()
@@ -166,11 +162,8 @@ func loadForCommit(tx Tx, app, group, identity string, from uint64) (*storagev1.
 
 // StageEpochKeys implements GroupService.
 func (s *Server) StageEpochKeys(ctx context.Context, req *groupv1.StageEpochKeysRequest) (*groupv1.StageEpochKeysResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	if req.GetUploadId() != "" {
@@ -313,11 +306,8 @@ type commitInput struct {
 
 // CommitEpoch implements GroupService.
 func (s *Server) CommitEpoch(ctx context.Context, req *groupv1.CommitEpochRequest) (_ *groupv1.CommitEpochResponse, err error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	if req.GetUploadId() != "" {
@@ -526,11 +516,8 @@ func (s *Server) writeCommit(app, identity string, req *groupv1.CommitEpochReque
 
 // GetEpochKeys implements GroupService.
 func (s *Server) GetEpochKeys(ctx context.Context, req *groupv1.GetEpochKeysRequest) (*groupv1.GetEpochKeysResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	size, err := pageSize(req.GetPageSize(), DefaultPage, MaxPage)
@@ -569,11 +556,8 @@ func (s *Server) GetEpochKeys(ctx context.Context, req *groupv1.GetEpochKeysRequ
 
 // ShareEpochKeys implements GroupService.
 func (s *Server) ShareEpochKeys(ctx context.Context, req *groupv1.ShareEpochKeysRequest) (*groupv1.ShareEpochKeysResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	shares := req.GetShares()
@@ -673,11 +657,8 @@ func (s *Server) ShareEpochKeys(ctx context.Context, req *groupv1.ShareEpochKeys
 
 // GetEpochState implements GroupService.
 func (s *Server) GetEpochState(ctx context.Context, req *groupv1.GetEpochStateRequest) (*groupv1.GetEpochStateResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	var resp *groupv1.GetEpochStateResponse

@@ -20,11 +20,8 @@ import (
 
 // CreateGroup implements GroupService.
 func (s *Server) CreateGroup(ctx context.Context, req *groupv1.CreateGroupRequest) (*groupv1.CreateGroupResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	if err := validMode("encryption_mode", req.GetEncryptionMode()); err != nil {
@@ -160,11 +157,8 @@ func removeMember(tx Tx, g *storagev1.GroupRecord, identity string) error {
 
 // GetGroup implements GroupService.
 func (s *Server) GetGroup(ctx context.Context, req *groupv1.GetGroupRequest) (*groupv1.GetGroupResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	var resp *groupv1.GetGroupResponse
@@ -241,11 +235,8 @@ func (s *Server) ListMyGroups(ctx context.Context, req *groupv1.ListMyGroupsRequ
 
 // DeleteGroup implements GroupService.
 func (s *Server) DeleteGroup(ctx context.Context, req *groupv1.DeleteGroupRequest) (*groupv1.DeleteGroupResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	err = s.update(func(tx Tx) error {
@@ -275,11 +266,8 @@ func (s *Server) deleteGroup(tx Tx, g *storagev1.GroupRecord, actor string) erro
 
 // AddMembers implements GroupService.
 func (s *Server) AddMembers(ctx context.Context, req *groupv1.AddMembersRequest) (*groupv1.AddMembersResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	ids, err := validIdentities("identities", req.GetIdentities(), 1, MaxAddMembers)
@@ -499,11 +487,8 @@ func (s *Server) UnbanMember(ctx context.Context, req *groupv1.UnbanMemberReques
 
 // LeaveGroup implements GroupService.
 func (s *Server) LeaveGroup(ctx context.Context, req *groupv1.LeaveGroupRequest) (*groupv1.LeaveGroupResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	now := s.now()
@@ -645,11 +630,8 @@ func (s *Server) TransferOwnership(ctx context.Context, req *groupv1.TransferOwn
 
 // RequestJoin implements GroupService.
 func (s *Server) RequestJoin(ctx context.Context, req *groupv1.RequestJoinRequest) (*groupv1.RequestJoinResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	now := s.now()
@@ -761,11 +743,8 @@ func (s *Server) DeclineJoinRequest(ctx context.Context, req *groupv1.DeclineJoi
 
 // ListJoinRequests implements GroupService.
 func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequestsRequest) (*groupv1.ListJoinRequestsResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	size, err := pageSize(req.GetPageSize(), DefaultPage, MaxPage)
@@ -871,11 +850,8 @@ func invitationView(inv *storagev1.GroupInvitationRecord) *groupv1.Invitation {
 
 // AcceptInvitation implements GroupService.
 func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvitationRequest) (*groupv1.AcceptInvitationResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	now := s.now()
@@ -910,11 +886,8 @@ func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvita
 
 // DeclineInvitation implements GroupService.
 func (s *Server) DeclineInvitation(ctx context.Context, req *groupv1.DeclineInvitationRequest) (*groupv1.DeclineInvitationResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := groupCaller(ctx, req.GetGroupId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	err = s.update(func(tx Tx) error {

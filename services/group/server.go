@@ -90,15 +90,25 @@ func (s *Server) Run(ctx context.Context) {
 	}
 }
 
-// callerAndTarget returns the caller of a request that names a group and another
-// identity, after checking both ids. ifSelf, when not empty, is the message of the
-// INVALID_ARGUMENT a caller naming itself gets.
-func callerAndTarget(ctx context.Context, groupID, field, target, ifSelf string) (*auth.Principal, error) {
+// groupCaller returns the caller of a request that names a group, after checking the
+// group id.
+func groupCaller(ctx context.Context, groupID string) (*auth.Principal, error) {
 	p, err := auth.User(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if err := validGroupID(groupID); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// callerAndTarget returns the caller of a request that names a group and another
+// identity, after checking both ids. ifSelf, when not empty, is the message of the
+// INVALID_ARGUMENT a caller naming itself gets.
+func callerAndTarget(ctx context.Context, groupID, field, target, ifSelf string) (*auth.Principal, error) {
+	p, err := groupCaller(ctx, groupID)
+	if err != nil {
 		return nil, err
 	}
 	if err := ident.ValidUser(field, target); err != nil {
