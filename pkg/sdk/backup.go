@@ -163,10 +163,8 @@ func backupError(slot keybackup.Slot, err error) error {
 	}
 	switch st.Code() {
 	case codes.PermissionDenied:
-		for _, d := range st.Details() {
-			if f, ok := d.(*backupv1.RestoreFailure); ok {
-				return &WrongPasswordError{Slot: slot, Remaining: f.GetRemainingAttempts(), Erased: f.GetErased()}
-			}
+		if f := statusDetail[*backupv1.RestoreFailure](err); f != nil {
+			return &WrongPasswordError{Slot: slot, Remaining: f.GetRemainingAttempts(), Erased: f.GetErased()}
 		}
 	case codes.Aborted:
 		return fmt.Errorf("%w: %s", ErrBackupConflict, st.Message())
