@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -81,13 +82,11 @@ func (s *Server) Register(g *grpc.Server) { groupv1.RegisterGroupServiceServer(g
 // Run runs the background loops until ctx ends: the outbox delivery, the card
 // follower and the sweeper.
 func (s *Server) Run(ctx context.Context) {
-	done := make(chan struct{}, 3)
+	var wg sync.WaitGroup
 	for _, loop := range []func(context.Context){s.deliverLoop, s.followCards, s.sweepLoop} {
-		go func() { loop(ctx); done <- struct{}{} }()
+		wg.Go(func() { loop(ctx) })
 	}
-	for range 3 {
-		<-done
-	}
+	wg.Wait()
 }
 
 // groupCaller returns the caller of a request that names a group, after checking the
