@@ -152,24 +152,18 @@ func (g *Group) commitFrom(ctx context.Context, st *groupv1.GetEpochStateRespons
 			keys[i] = &groupv1.MemberKey{Identity: owners[i], WrappedKey: w}
 		}
 		err = g.commit(ctx, from, ep.Commit, keys)
-		if err == nil {
+		conflict := statusDetail[*groupv1.EpochConflict](err)
+		// Committed, or our own commit won before its reply was lost.
+		if err == nil || conflict != nil && bytes.Equal(conflict.GetCurrentCommitHash(), ep.CommitHash) {
 			g.c.groups.update(g.ID, func(s *groupState) {
 				keep(s, ep)
-				if ep.Number >= s.current {
+				if ep.Number >= s.current { // an event may have moved it on already
 					s.current, s.rotationRequired = ep.Number, false
 				}
 			})
 			return nil
 		}
-		if conflict := statusDetail[*groupv1.EpochConflict](err); conflict != nil {
-			if bytes.Equal(conflict.GetCurrentCommitHash(), ep.CommitHash) {
-				// Our own commit won before its reply was lost.
-				g.c.groups.update(g.ID, func(s *groupState) {
-					keep(s, ep)
-					s.current, s.rotationRequired = ep.Number, false
-				})
-				return nil
-			}
+		if conflict != nil {
 			g.c.groups.update(g.ID, func(s *groupState) {
 				if conflict.GetCurrentEpoch() >= s.current {
 					s.current, s.rotationRequired = conflict.GetCurrentEpoch(), false
@@ -208,6 +202,9 @@ func (g *Group) commit(ctx context.Context, from uint64, commit *e2ee.SignedEpoc
 // epochKey returns the client's key of epoch, fetching and verifying it (with the
 // epochs after it in the same page) if the client does not hold it yet.
 func (g *Group) epochKey(ctx context.Context, epoch uint64) ([]byte, error) {
+	if epoch == 0 {
+		return nil, fmt.Errorf("%w: epoch 0 of %s has no key (no epoch was committed yet)", e2ee.ErrWrongEpoch, g.ID)
+	}
 	if key := g.c.groups.key(g.ID, epoch); key != nil {
 		return key, nil
 	}
