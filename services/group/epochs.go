@@ -613,12 +613,16 @@ func (s *Server) ShareEpochKeys(ctx context.Context, req *groupv1.ShareEpochKeys
 		if groupv1.HistoryVisibility(g.GetHistoryVisibility()) != groupv1.HistoryVisibility_HISTORY_VISIBILITY_SHARED {
 			return errs.Preconditionf("group %s's history visibility is SINCE_JOIN: older keys are not shared", g.GetGroupId())
 		}
-		for i, sh := range shares {
-			f := "shares[" + strconv.Itoa(i) + "]"
-			r, err := tx.Member(p.AppID, g.GetGroupId(), sh.GetRecipient())
-			if err != nil {
+		// Each recipient's membership is read once, however many epochs it is given.
+		members := make(map[string]*storagev1.GroupMemberRecord, len(recipients))
+		for _, id := range recipients {
+			if members[id], err = tx.Member(p.AppID, g.GetGroupId(), id); err != nil {
 				return err
 			}
+		}
+		for i, sh := range shares {
+			f := "shares[" + strconv.Itoa(i) + "]"
+			r := members[sh.GetRecipient()]
 			if r == nil {
 				return errs.Preconditionf("%s.recipient %s is not a member of group %s", f, sh.GetRecipient(), g.GetGroupId())
 			}
