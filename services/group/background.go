@@ -3,12 +3,14 @@ package group
 import (
 	"bytes"
 	"context"
+	"errors"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
@@ -196,8 +198,11 @@ func (s *Server) sweep(now time.Time) error {
 					return err
 				}
 				g, err := tx.Group(invApps[i], inv.GetGroupId())
-				if err != nil {
+				if errors.Is(err, errs.ErrNotFound) {
 					continue // the group is gone; its invitations with it
+				}
+				if err != nil {
+					return err
 				}
 				g.InvitationCount--
 				if err := tx.PutGroup(g); err != nil {

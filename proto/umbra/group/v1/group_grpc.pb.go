@@ -197,16 +197,18 @@ type GroupServiceClient interface {
 	// signed commit and the last chunk. Staging a key for an identity already staged in
 	// the upload replaces it, so retrying a chunk is harmless. An upload belongs to its
 	// caller and `from_epoch`, holds at most the group's member limit, and expires 10
-	// minutes after its last chunk. A stale `from_epoch` gets ABORTED with EpochConflict
-	// at once, so no upload is wasted on a lost race. Any member.
+	// minutes after its last chunk. After the membership and mode checks of CommitEpoch,
+	// a stale `from_epoch` gets ABORTED with EpochConflict at once, so no upload is
+	// wasted on a lost race. Any member.
 	// Auth: access token; acts for the token's identity.
 	StageEpochKeys(ctx context.Context, in *StageEpochKeysRequest, opts ...grpc.CallOption) (*StageEpochKeysResponse, error)
 	// CommitEpoch creates epoch from_epoch + 1: compare-and-swap on the group's epoch, and
 	// all or nothing, in one transaction. In order, the service checks:
-	//  1. `from_epoch` is the current epoch; otherwise ABORTED with EpochConflict (a lost
+	//  1. the caller is a member and the encryption mode is not OFF
+	//     (PERMISSION_DENIED, FAILED_PRECONDITION), first, so that a non-member learns
+	//     nothing of the group's epochs from a conflict;
+	//  2. `from_epoch` is the current epoch; otherwise ABORTED with EpochConflict (a lost
 	//     race, or a retry of a commit that already won: compare its commit_hash).
-	//  2. the caller is a member and the encryption mode is not OFF
-	//     (PERMISSION_DENIED, FAILED_PRECONDITION);
 	//  3. the commit: its content parses as an umbra.envelope.v1.EpochCommitContent naming
 	//     this group and epoch from_epoch + 1, its signer card is the caller's active card
 	//     and its signature verifies, and previous_commit_hash names the current epoch's
@@ -719,16 +721,18 @@ type GroupServiceServer interface {
 	// signed commit and the last chunk. Staging a key for an identity already staged in
 	// the upload replaces it, so retrying a chunk is harmless. An upload belongs to its
 	// caller and `from_epoch`, holds at most the group's member limit, and expires 10
-	// minutes after its last chunk. A stale `from_epoch` gets ABORTED with EpochConflict
-	// at once, so no upload is wasted on a lost race. Any member.
+	// minutes after its last chunk. After the membership and mode checks of CommitEpoch,
+	// a stale `from_epoch` gets ABORTED with EpochConflict at once, so no upload is
+	// wasted on a lost race. Any member.
 	// Auth: access token; acts for the token's identity.
 	StageEpochKeys(context.Context, *StageEpochKeysRequest) (*StageEpochKeysResponse, error)
 	// CommitEpoch creates epoch from_epoch + 1: compare-and-swap on the group's epoch, and
 	// all or nothing, in one transaction. In order, the service checks:
-	//  1. `from_epoch` is the current epoch; otherwise ABORTED with EpochConflict (a lost
+	//  1. the caller is a member and the encryption mode is not OFF
+	//     (PERMISSION_DENIED, FAILED_PRECONDITION), first, so that a non-member learns
+	//     nothing of the group's epochs from a conflict;
+	//  2. `from_epoch` is the current epoch; otherwise ABORTED with EpochConflict (a lost
 	//     race, or a retry of a commit that already won: compare its commit_hash).
-	//  2. the caller is a member and the encryption mode is not OFF
-	//     (PERMISSION_DENIED, FAILED_PRECONDITION);
 	//  3. the commit: its content parses as an umbra.envelope.v1.EpochCommitContent naming
 	//     this group and epoch from_epoch + 1, its signer card is the caller's active card
 	//     and its signature verifies, and previous_commit_hash names the current epoch's
