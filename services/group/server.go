@@ -19,9 +19,9 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
+	"github.com/umbra-e2ee/umbra/pkg/outbox"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
-	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
 
@@ -35,9 +35,7 @@ type Cards interface {
 
 // Events is where the group service delivers its events: the messaging service's
 // PublishEvent. messagingv1.MessagingServiceClient is one.
-type Events interface {
-	PublishEvent(ctx context.Context, in *messagingv1.PublishEventRequest, opts ...grpc.CallOption) (*messagingv1.PublishEventResponse, error)
-}
+type Events = outbox.Publisher
 
 // Server implements umbra.group.v1.GroupService.
 type Server struct {
