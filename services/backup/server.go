@@ -89,13 +89,19 @@ func slotName(slot uint32) string {
 	return fmt.Sprintf("%d", slot)
 }
 
-// Evaluate implements BackupService.
-func (s *Server) Evaluate(ctx context.Context, req *backupv1.EvaluateRequest) (*backupv1.EvaluateResponse, error) {
+// callerSlot returns the user a request acts for and the slot it names, checked.
+func callerSlot(ctx context.Context, slot backupv1.BackupSlot) (*auth.Principal, uint32, error) {
 	p, err := auth.User(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	slot, err := validSlot(req.GetSlot())
+	n, err := validSlot(slot)
+	return p, n, err
+}
+
+// Evaluate implements BackupService.
+func (s *Server) Evaluate(ctx context.Context, req *backupv1.EvaluateRequest) (*backupv1.EvaluateResponse, error) {
+	p, slot, err := callerSlot(ctx, req.GetSlot())
 	if err != nil {
 		return nil, err
 	}
@@ -204,11 +210,7 @@ func (s *Server) afterUpdate(p *auth.Principal, slot uint32, rec *storagev1.Back
 
 // PutBackup implements BackupService.
 func (s *Server) PutBackup(ctx context.Context, req *backupv1.PutBackupRequest) (*backupv1.PutBackupResponse, error) {
-	p, err := auth.User(ctx)
-	if err != nil {
-		return nil, err
-	}
-	slot, err := validSlot(req.GetSlot())
+	p, slot, err := callerSlot(ctx, req.GetSlot())
 	if err != nil {
 		return nil, err
 	}
@@ -256,11 +258,7 @@ func (s *Server) PutBackup(ctx context.Context, req *backupv1.PutBackupRequest) 
 
 // Restore implements BackupService.
 func (s *Server) Restore(ctx context.Context, req *backupv1.RestoreRequest) (*backupv1.RestoreResponse, error) {
-	p, err := auth.User(ctx)
-	if err != nil {
-		return nil, err
-	}
-	slot, err := validSlot(req.GetSlot())
+	p, slot, err := callerSlot(ctx, req.GetSlot())
 	if err != nil {
 		return nil, err
 	}
@@ -348,11 +346,7 @@ func (s *Server) GetBackupInfo(ctx context.Context, _ *backupv1.GetBackupInfoReq
 
 // DeleteBackup implements BackupService.
 func (s *Server) DeleteBackup(ctx context.Context, req *backupv1.DeleteBackupRequest) (*backupv1.DeleteBackupResponse, error) {
-	p, err := auth.User(ctx)
-	if err != nil {
-		return nil, err
-	}
-	slot, err := validSlot(req.GetSlot())
+	p, slot, err := callerSlot(ctx, req.GetSlot())
 	if err != nil {
 		return nil, err
 	}
