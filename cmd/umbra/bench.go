@@ -31,10 +31,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "how long to send before measuring")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "messages per second in all (0: as fast as acknowledgements come)")
 	fs.IntVar(&cfg.Connections, "connections", 0, "gRPC connections the senders share (0: one per 8 senders)")
+	fs.BoolVar(&cfg.Stream, "stream", false, "send over one SendStream per sender instead of a Send call per message")
 	rawDir := fs.String("raw-dir", ".", "folder for the raw bbolt baseline (put it on the server's disk)")
 	noRaw := fs.Bool("no-raw", false, "skip the raw bbolt baseline")
+	cpuProfile := fs.String("cpuprofile", "", "write the bench client's CPU profile of the measured run to this file")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cfg.Profile = f
 	}
 	fmt.Fprintf(stdout, "umbra bench messaging: %d senders, %d subscribers, %d-byte envelopes, %s (after %s warm-up)",
 		cfg.Senders, cfg.Subscribers, cfg.Size, cfg.Duration, cfg.Warmup)

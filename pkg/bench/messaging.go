@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -46,6 +47,11 @@ type MessagingConfig struct {
 	Rate float64
 	// Connections spreads the senders over this many gRPC connections (0: one per 8).
 	Connections int
+	// Stream sends over one SendStream per sender instead of a Send call per message;
+	// each sender still waits for a message's durable reply before the next.
+	Stream bool
+	// Profile, when set, receives the CPU profile of the measured part of the run.
+	Profile io.Writer
 }
 
 // MessagingResult is what a messaging run measured.
@@ -135,6 +141,10 @@ func Messaging(ctx context.Context, cfg MessagingConfig) (*MessagingResult, erro
 	}
 	for i := range cfg.Senders {
 		sendersWG.Go(func() {
+			send := send
+			if cfg.Stream {
+				send = sendStream
+			}
 			err := send(sendCtx, conns[i%len(conns)], senders[i], recipients[i], cfg.Size, interval, func(code codes.Code) {
 				mu.Lock()
 				defer mu.Unlock()
@@ -156,9 +166,18 @@ func Messaging(ctx context.Context, cfg MessagingConfig) (*MessagingResult, erro
 	}
 	start := time.Now()
 	measuring.Store(true)
+	if cfg.Profile != nil {
+		if err := pprof.StartCPUProfile(cfg.Profile); err != nil {
+			stopSending()
+			return nil, fmt.Errorf("bench: cpu profile: %w", err)
+		}
+	}
 	select {
 	case <-time.After(cfg.Duration):
 	case <-ctx.Done():
+	}
+	if cfg.Profile != nil {
+		pprof.StopCPUProfile()
 	}
 	measuring.Store(false)
 	res.Elapsed = time.Since(start)
@@ -234,6 +253,15 @@ func withToken(ctx context.Context, u user) context.Context {
 func send(ctx context.Context, conn *grpc.ClientConn, from, to user, size int, interval time.Duration, report func(codes.Code)) error {
 	client := messagingv1.NewMessagingServiceClient(conn)
 	ctx = withToken(ctx, from)
+	return sendLoop(ctx, from, to, size, interval, report, func(req *messagingv1.SendRequest) error {
+		_, err := client.Send(ctx, req)
+		return err
+	})
+}
+
+// sendLoop sends from one sender to one recipient with send until ctx ends; report gets
+// each outcome. interval paces the sends when set.
+func sendLoop(ctx context.Context, from, to user, size int, interval time.Duration, report func(codes.Code), send func(*messagingv1.SendRequest) error) error {
 	cardID := make([]byte, 32)
 	rand.Read(cardID)
 	env := make([]byte, size)
@@ -251,7 +279,7 @@ func send(ctx context.Context, conn *grpc.ClientConn, from, to user, size int, i
 			}
 		}
 		binary.BigEndian.PutUint64(env, uint64(time.Now().UnixNano()))
-		_, err := client.Send(ctx, &messagingv1.SendRequest{
+		err := send(&messagingv1.SendRequest{
 			ConversationId:  to.identity,
 			ClientMessageId: from.identity[2:12] + "-" + strconv.Itoa(i),
 			Header:          &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, SenderCardId: cardID},
@@ -267,6 +295,27 @@ func send(ctx context.Context, conn *grpc.ClientConn, from, to user, size int, i
 			return fmt.Errorf("bench: send: %w", err)
 		}
 	}
+}
+
+// sendStream is send over one SendStream.
+func sendStream(ctx context.Context, conn *grpc.ClientConn, from, to user, size int, interval time.Duration, report func(codes.Code)) error {
+	stream, err := messagingv1.NewMessagingServiceClient(conn).SendStream(withToken(ctx, from))
+	if err != nil {
+		return fmt.Errorf("bench: send stream: %w", err)
+	}
+	return sendLoop(ctx, from, to, size, interval, report, func(req *messagingv1.SendRequest) error {
+		if err := stream.Send(&messagingv1.SendStreamRequest{Send: req}); err != nil {
+			return err
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if e := resp.GetError(); e != nil {
+			return status.Error(codes.Code(e.GetCode()), e.GetMessage())
+		}
+		return nil
+	})
 }
 
 // subscribe reads one recipient's stream, calling got with the send time of each

@@ -73,14 +73,29 @@ func errStopped() error {
 // submit queues op and waits until it is durable or refused (op.Err), or the batch
 // failed (the error returned).
 func (c *committer) submit(ctx context.Context, op *Op) error {
+	r, err := c.enqueue(ctx, op)
+	if err != nil {
+		return err
+	}
+	return c.wait(ctx, r)
+}
+
+// enqueue queues op without waiting for it to commit; wait then waits for it.
+func (c *committer) enqueue(ctx context.Context, op *Op) (*request, error) {
 	r := &request{op: op, done: make(chan struct{})}
 	select {
 	case c.queue <- r:
+		return r, nil
 	case <-c.stopped:
-		return errStopped()
+		return nil, errStopped()
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
+}
+
+// wait waits until r is durable or refused (r.op.Err), or its batch failed (the error
+// returned).
+func (c *committer) wait(ctx context.Context, r *request) error {
 	select {
 	case <-r.done:
 		return r.err

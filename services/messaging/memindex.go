@@ -86,9 +86,12 @@ type memInbox struct {
 	head    uint64
 	first   uint64
 	pending []uint64
-	// id names the inbox, and base is its head when a batch took it (in an overlay).
-	id   inboxID
-	base uint64
+	// id names the inbox, and base is its head when a batch took it (in an overlay);
+	// items are the ones the batch added, for the notifier (cleared before the overlay
+	// is merged, so that the memIndex does not keep them).
+	id    inboxID
+	base  uint64
+	items []InboxItem
 }
 
 type expiryEntry struct {

@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
@@ -12,6 +13,10 @@ import (
 // waits on the channel only if it found nothing new, so no change is missed and any
 // number of changes while it was busy wake it once. Nothing is queued per stream: a
 // slow stream reads what it missed from the store.
+//
+// It also keeps the identity's latest committed items (at most recentItems and
+// recentBytes), shared by its streams, so that a stream that has caught up takes new
+// items from memory instead of reading them back from the store.
 type notifier struct {
 	mu      sync.Mutex
 	max     int
@@ -22,7 +27,17 @@ type watch struct {
 	streams int
 	latest  uint64
 	changed chan struct{}
+	// recent are the latest items, with consecutive sequences, the last at latest (or
+	// none); their envelopes and payloads add up to recentSize bytes.
+	recent     []InboxItem
+	recentSize int
 }
+
+// Bounds of watch.recent.
+const (
+	recentItems = 64
+	recentBytes = 1 << 20
+)
 
 func newNotifier(maxStreams int) *notifier {
 	return &notifier{max: maxStreams, watches: map[string]*watch{}}
@@ -78,7 +93,41 @@ func (n *notifier) bump(heads []InboxHead) {
 			continue
 		}
 		w.latest = h.Head
+		w.remember(h.Items)
 		close(w.changed)
 		w.changed = make(chan struct{})
 	}
+}
+
+// remember adds a batch's new items to w.recent, dropping the oldest beyond the bounds.
+// Items that do not follow on from w.recent (or none, from a store that does not hand
+// them over) replace it.
+func (w *watch) remember(items []InboxItem) {
+	if len(items) == 0 || items[len(items)-1].Sequence != w.latest {
+		w.recent, w.recentSize = nil, 0
+		return
+	}
+	if n := len(w.recent); n > 0 && w.recent[n-1].Sequence+1 != items[0].Sequence {
+		w.recent, w.recentSize = nil, 0
+	}
+	for _, it := range items {
+		w.recent = append(w.recent, it)
+		w.recentSize += it.size()
+	}
+	for len(w.recent) > recentItems || len(w.recent) > 1 && w.recentSize > recentBytes {
+		w.recentSize -= w.recent[0].size()
+		w.recent[0] = InboxItem{} // let the record go
+		w.recent = w.recent[1:]
+	}
+}
+
+// since returns the items after the inbox sequence after, when memory has all of them
+// up to the latest; otherwise nil (read the store). The records are shared: read only.
+func (n *notifier) since(w *watch, after uint64) []InboxItem {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(w.recent) == 0 || after >= w.latest || w.recent[0].Sequence > after+1 {
+		return nil
+	}
+	return slices.Clone(w.recent[after+1-w.recent[0].Sequence:])
 }

@@ -9,6 +9,7 @@ import (
 func Policies() auth.Table {
 	return auth.Table{
 		messagingv1.MessagingService_Send_FullMethodName:              auth.AccessToken,
+		messagingv1.MessagingService_SendStream_FullMethodName:        auth.AccessToken,
 		messagingv1.MessagingService_Subscribe_FullMethodName:         auth.AccessToken,
 		messagingv1.MessagingService_History_FullMethodName:           auth.AccessToken,
 		messagingv1.MessagingService_ListConversations_FullMethodName: auth.AccessToken,

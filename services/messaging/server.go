@@ -202,6 +202,44 @@ func (s *Server) Send(ctx context.Context, req *messagingv1.SendRequest) (*messa
 	if err != nil {
 		return nil, err
 	}
+	ps, err := s.startSend(ctx, p, req)
+	if err != nil {
+		return nil, err
+	}
+	return ps.result(ctx, s.commit)
+}
+
+// pendingSend is a send on its way: answered already (resp, for a retry of a stored
+// group message), or queued on the committer (r).
+type pendingSend struct {
+	resp *messagingv1.SendResponse
+	r    *request
+	conv string
+}
+
+// result waits for the send to be durable and returns its reply.
+func (ps *pendingSend) result(ctx context.Context, c *committer) (*messagingv1.SendResponse, error) {
+	if ps.resp != nil {
+		return ps.resp, nil
+	}
+	if err := c.wait(ctx, ps.r); err != nil {
+		return nil, err
+	}
+	if err := ps.r.op.Err; err != nil {
+		return nil, err
+	}
+	op := ps.r.op.Send
+	return &messagingv1.SendResponse{
+		ConversationId: ps.conv,
+		Sequence:       op.Sequence,
+		ServerTime:     timestamppb.New(op.ServerTime),
+		Duplicate:      op.Duplicate,
+	}, nil
+}
+
+// startSend checks a Send request from p and queues it on the committer, without
+// waiting for it to commit.
+func (s *Server) startSend(ctx context.Context, p *auth.Principal, req *messagingv1.SendRequest) (*pendingSend, error) {
 	// Limit before any work, so refused and malformed calls count too.
 	if ok, retry := s.sends.Allow(key2(p.AppID, p.Identity)); !ok {
 		return nil, errs.Exhaustedf("Send rate limit exceeded: at most %s per identity; retry in %s", s.sends, retry.Round(time.Millisecond))
@@ -242,22 +280,16 @@ func (s *Server) Send(ctx context.Context, req *messagingv1.SendRequest) (*messa
 			return nil, errs.Preconditionf("this server requires direct messages to be encrypted: PLAINTEXT is refused")
 		}
 		op.Recipients = t.participants
-	} else if resp, err := s.prepareGroupSend(ctx, op); resp != nil || err != nil {
-		return resp, err
+	} else if resp, err := s.prepareGroupSend(ctx, op); err != nil {
+		return nil, err
+	} else if resp != nil {
+		return &pendingSend{resp: resp}, nil
 	}
-	o := &Op{Send: op}
-	if err := s.commit.submit(ctx, o); err != nil {
+	r, err := s.commit.enqueue(ctx, &Op{Send: op})
+	if err != nil {
 		return nil, err
 	}
-	if o.Err != nil {
-		return nil, o.Err
-	}
-	return &messagingv1.SendResponse{
-		ConversationId: t.id,
-		Sequence:       op.Sequence,
-		ServerTime:     timestamppb.New(op.ServerTime),
-		Duplicate:      op.Duplicate,
-	}, nil
+	return &pendingSend{r: r, conv: t.id}, nil
 }
 
 var groupKinds = map[storagev1.StoredMessageKind]groupv1.MessageKind{

@@ -71,10 +71,13 @@ type Batch struct {
 	Grown []InboxHead
 }
 
-// InboxHead is an inbox's latest sequence.
+// InboxHead is an inbox's latest sequence. Items, when set, are the items the batch
+// added to the inbox, in order, the last one at Head; the records are shared and must
+// not be modified.
 type InboxHead struct {
 	AppID, Identity string
 	Head            uint64
+	Items           []InboxItem
 }
 
 // Op is one write of a batch: exactly one of Send, Event and Cursors is set.
@@ -163,6 +166,11 @@ type MessageQuery struct {
 type InboxItem struct {
 	Sequence uint64
 	Record   *storagev1.MessagingLogRecord
+}
+
+// size is the item's envelope or payload size, in bytes.
+func (it InboxItem) size() int {
+	return len(it.Record.GetMessage().GetEnvelope()) + len(it.Record.GetEvent().GetPayload())
 }
 
 var (

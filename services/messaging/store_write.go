@@ -72,13 +72,14 @@ func (s *BoltStore) Apply(b *Batch) error {
 		}
 		return fmt.Errorf("messaging: store: %w", err)
 	}
-	s.mem.merge(ov, flushed)
 	b.Grown = b.Grown[:0]
 	for _, in := range ov.inboxes {
 		if in.head > in.base {
-			b.Grown = append(b.Grown, InboxHead{AppID: in.id.app, Identity: in.id.identity, Head: in.head})
+			b.Grown = append(b.Grown, InboxHead{AppID: in.id.app, Identity: in.id.identity, Head: in.head, Items: in.items})
 		}
+		in.items = nil
 	}
+	s.mem.merge(ov, flushed)
 	return nil
 }
 
@@ -239,6 +240,7 @@ func (w *writer) appendEntry(rec *storagev1.MessagingLogRecord, app string, reci
 	for _, in := range inboxes {
 		in.head++
 		in.pending = append(in.pending, pos)
+		in.items = append(in.items, InboxItem{Sequence: in.head, Record: rec})
 	}
 	w.ov.expiry = append(w.ov.expiry, expiryEntry{at: rec.GetExpiresAt().AsTime().UnixNano(), pos: pos})
 	w.ov.entries += 2 + len(recipients)

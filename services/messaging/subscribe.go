@@ -1,7 +1,7 @@
 package messaging
 
 import (
-	"errors"
+	"fmt"
 	"time"
 
 	"google.golang.org/grpc"
@@ -22,7 +22,8 @@ const (
 // Subscribe implements MessagingService.
 //
 // A stream keeps no queue: it reads from the store from its cursor until it has sent
-// every stored item, then waits for the notifier to say that the inbox grew. A stream
+// every stored item, then waits for the notifier to say that the inbox grew, and takes
+// the new items from the notifier's memory while it has them. A stream
 // whose client reads slowly only falls behind in the store; the committer never waits
 // for it.
 func (s *Server) Subscribe(req *messagingv1.SubscribeRequest, stream grpc.ServerStreamingServer[messagingv1.SubscribeResponse]) error {
@@ -52,29 +53,9 @@ func (s *Server) Subscribe(req *messagingv1.SubscribeRequest, stream grpc.Server
 		}
 		cursor = req.GetAfterInboxSequence()
 	}
-	expired := func() error {
-		if p.ExpiresAt.IsZero() || s.now().Before(p.ExpiresAt) {
-			return nil
-		}
-		return errs.Unauthenticatedf("your access token expired at %s: subscribe again with a fresh token, after inbox sequence %d",
-			p.ExpiresAt.UTC().Format(time.RFC3339), cursor)
-	}
-	revoked := func() error {
-		if s.cfg.Revocations == nil {
-			return nil
-		}
-		err := s.cfg.Revocations.CheckRevoked(ctx, p.AppID, p.Identity, p.IssuedAt)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, errs.ErrUnauthenticated):
-			return errs.Unauthenticatedf("your access token was revoked: subscribe again with a fresh token, after inbox sequence %d", cursor)
-		case errors.Is(err, errs.ErrUnavailable):
-			// Fail closed, as new calls do while revocations cannot be checked.
-			return errs.Unavailablef("revocations cannot be checked now: subscribe again later, after inbox sequence %d", cursor)
-		}
-		return err
-	}
+	resume := func() string { return fmt.Sprintf("subscribe again after inbox sequence %d", cursor) }
+	expired := func() error { return s.tokenErr(ctx, p, false, resume()) }
+	revoked := func() error { return s.tokenErr(ctx, p, true, resume()) }
 	var checkRevoked <-chan time.Time
 	if s.cfg.Revocations != nil {
 		t := time.NewTicker(RevocationCheck)
@@ -114,9 +95,15 @@ func (s *Server) Subscribe(req *messagingv1.SubscribeRequest, stream grpc.Server
 		// Once caught up, read only when the notifier knows of items past the cursor
 		// (a stream often reads an item before the commit's wake-up reaches it).
 		if !caughtUp || latest > cursor {
-			items, head, err := s.store.Inbox(p.AppID, p.Identity, cursor, subscribePage, subscribeBytes)
-			if err != nil {
-				return err
+			var items []InboxItem
+			var head uint64
+			if caughtUp { // new items are usually still in memory
+				items = s.notify.since(w, cursor)
+			}
+			if items == nil {
+				if items, head, err = s.store.Inbox(p.AppID, p.Identity, cursor, subscribePage, subscribeBytes); err != nil {
+					return err
+				}
 			}
 			for _, it := range items {
 				resp := &messagingv1.SubscribeResponse{InboxSequence: it.Sequence}

@@ -9,6 +9,7 @@ package messagingv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -776,6 +777,209 @@ func (x *SendResponse) GetDuplicate() bool {
 	return false
 }
 
+type SendStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One message, as Send takes it.
+	Send          *SendRequest `protobuf:"bytes,1,opt,name=send,proto3" json:"send,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendStreamRequest) Reset() {
+	*x = SendStreamRequest{}
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendStreamRequest) ProtoMessage() {}
+
+func (x *SendStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendStreamRequest.ProtoReflect.Descriptor instead.
+func (*SendStreamRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SendStreamRequest) GetSend() *SendRequest {
+	if x != nil {
+		return x.Send
+	}
+	return nil
+}
+
+type SendStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request's client_message_id.
+	ClientMessageId string `protobuf:"bytes,1,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*SendStreamResponse_Sent
+	//	*SendStreamResponse_Error
+	Result        isSendStreamResponse_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendStreamResponse) Reset() {
+	*x = SendStreamResponse{}
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendStreamResponse) ProtoMessage() {}
+
+func (x *SendStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendStreamResponse.ProtoReflect.Descriptor instead.
+func (*SendStreamResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SendStreamResponse) GetClientMessageId() string {
+	if x != nil {
+		return x.ClientMessageId
+	}
+	return ""
+}
+
+func (x *SendStreamResponse) GetResult() isSendStreamResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *SendStreamResponse) GetSent() *SendResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SendStreamResponse_Sent); ok {
+			return x.Sent
+		}
+	}
+	return nil
+}
+
+func (x *SendStreamResponse) GetError() *SendError {
+	if x != nil {
+		if x, ok := x.Result.(*SendStreamResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isSendStreamResponse_Result interface {
+	isSendStreamResponse_Result()
+}
+
+type SendStreamResponse_Sent struct {
+	// The message is durable (or was already stored: `duplicate`).
+	Sent *SendResponse `protobuf:"bytes,2,opt,name=sent,proto3,oneof"`
+}
+
+type SendStreamResponse_Error struct {
+	// The message was refused, and nothing was stored.
+	Error *SendError `protobuf:"bytes,3,opt,name=error,proto3,oneof"`
+}
+
+func (*SendStreamResponse_Sent) isSendStreamResponse_Result() {}
+
+func (*SendStreamResponse_Error) isSendStreamResponse_Result() {}
+
+// SendError is the status Send would have returned for a request: the same fields as
+// google.rpc.Status.
+type SendError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC status code (google.rpc.Code), never OK.
+	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// What went wrong, for a developer.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The status details, such as umbra.group.v1.EpochRequired.
+	Details       []*anypb.Any `protobuf:"bytes,3,rep,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendError) Reset() {
+	*x = SendError{}
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendError) ProtoMessage() {}
+
+func (x *SendError) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendError.ProtoReflect.Descriptor instead.
+func (*SendError) Descriptor() ([]byte, []int) {
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SendError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *SendError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *SendError) GetDetails() []*anypb.Any {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
 type SubscribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Resume after this inbox sequence: the stream starts with the first stored item
@@ -793,7 +997,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[8]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +1009,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[8]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +1022,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{8}
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SubscribeRequest) GetAfterInboxSequence() uint64 {
@@ -857,7 +1061,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[9]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1073,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[9]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1086,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{9}
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SubscribeResponse) GetInboxSequence() uint64 {
@@ -978,7 +1182,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[10]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1194,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[10]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1207,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{10}
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HistoryRequest) GetConversationId() string {
@@ -1058,7 +1262,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[11]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1274,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[11]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1287,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{11}
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HistoryResponse) GetConversationId() string {
@@ -1126,7 +1330,7 @@ type ListConversationsRequest struct {
 
 func (x *ListConversationsRequest) Reset() {
 	*x = ListConversationsRequest{}
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[12]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1342,7 @@ func (x *ListConversationsRequest) String() string {
 func (*ListConversationsRequest) ProtoMessage() {}
 
 func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[12]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1355,7 @@ func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsRequest.ProtoReflect.Descriptor instead.
 func (*ListConversationsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{12}
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListConversationsRequest) GetPageSize() uint32 {
@@ -1180,7 +1384,7 @@ type ListConversationsResponse struct {
 
 func (x *ListConversationsResponse) Reset() {
 	*x = ListConversationsResponse{}
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[13]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1396,7 @@ func (x *ListConversationsResponse) String() string {
 func (*ListConversationsResponse) ProtoMessage() {}
 
 func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[13]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1409,7 @@ func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsResponse.ProtoReflect.Descriptor instead.
 func (*ListConversationsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{13}
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListConversationsResponse) GetConversations() []*Conversation {
@@ -1232,7 +1436,7 @@ type GetCursorsRequest struct {
 
 func (x *GetCursorsRequest) Reset() {
 	*x = GetCursorsRequest{}
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[14]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1448,7 @@ func (x *GetCursorsRequest) String() string {
 func (*GetCursorsRequest) ProtoMessage() {}
 
 func (x *GetCursorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[14]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1461,7 @@ func (x *GetCursorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCursorsRequest.ProtoReflect.Descriptor instead.
 func (*GetCursorsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{14}
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetCursorsRequest) GetConversationId() string {
@@ -1279,7 +1483,7 @@ type GetCursorsResponse struct {
 
 func (x *GetCursorsResponse) Reset() {
 	*x = GetCursorsResponse{}
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[15]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1495,7 @@ func (x *GetCursorsResponse) String() string {
 func (*GetCursorsResponse) ProtoMessage() {}
 
 func (x *GetCursorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[15]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1508,7 @@ func (x *GetCursorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCursorsResponse.ProtoReflect.Descriptor instead.
 func (*GetCursorsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{15}
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetCursorsResponse) GetConversationId() string {
@@ -1335,7 +1539,7 @@ type UpdateCursorsRequest struct {
 
 func (x *UpdateCursorsRequest) Reset() {
 	*x = UpdateCursorsRequest{}
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[16]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1551,7 @@ func (x *UpdateCursorsRequest) String() string {
 func (*UpdateCursorsRequest) ProtoMessage() {}
 
 func (x *UpdateCursorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[16]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1564,7 @@ func (x *UpdateCursorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateCursorsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateCursorsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{16}
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateCursorsRequest) GetConversationId() string {
@@ -1396,7 +1600,7 @@ type UpdateCursorsResponse struct {
 
 func (x *UpdateCursorsResponse) Reset() {
 	*x = UpdateCursorsResponse{}
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[17]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1612,7 @@ func (x *UpdateCursorsResponse) String() string {
 func (*UpdateCursorsResponse) ProtoMessage() {}
 
 func (x *UpdateCursorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[17]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1625,7 @@ func (x *UpdateCursorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateCursorsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateCursorsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{17}
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateCursorsResponse) GetConversationId() string {
@@ -1461,7 +1665,7 @@ type PublishEventRequest struct {
 
 func (x *PublishEventRequest) Reset() {
 	*x = PublishEventRequest{}
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[18]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1677,7 @@ func (x *PublishEventRequest) String() string {
 func (*PublishEventRequest) ProtoMessage() {}
 
 func (x *PublishEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[18]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1690,7 @@ func (x *PublishEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishEventRequest.ProtoReflect.Descriptor instead.
 func (*PublishEventRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{18}
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PublishEventRequest) GetAppId() string {
@@ -1543,7 +1747,7 @@ type PublishEventResponse struct {
 
 func (x *PublishEventResponse) Reset() {
 	*x = PublishEventResponse{}
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[19]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1759,7 @@ func (x *PublishEventResponse) String() string {
 func (*PublishEventResponse) ProtoMessage() {}
 
 func (x *PublishEventResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[19]
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1772,7 @@ func (x *PublishEventResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishEventResponse.ProtoReflect.Descriptor instead.
 func (*PublishEventResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{19}
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PublishEventResponse) GetDuplicate() bool {
@@ -1589,7 +1793,7 @@ var File_umbra_messaging_v1_messaging_proto protoreflect.FileDescriptor
 
 const file_umbra_messaging_v1_messaging_proto_rawDesc = "" +
 	"\n" +
-	"\"umbra/messaging/v1/messaging.proto\x12\x12umbra.messaging.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
+	"\"umbra/messaging/v1/messaging.proto\x12\x12umbra.messaging.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
 	"\rMessageHeader\x123\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1f.umbra.messaging.v1.MessageKindR\x04kind\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12$\n" +
@@ -1640,7 +1844,18 @@ const file_umbra_messaging_v1_messaging_proto_rawDesc = "" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12;\n" +
 	"\vserver_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\x12\x1c\n" +
-	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"\xac\x01\n" +
+	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"H\n" +
+	"\x11SendStreamRequest\x123\n" +
+	"\x04send\x18\x01 \x01(\v2\x1f.umbra.messaging.v1.SendRequestR\x04send\"\xb9\x01\n" +
+	"\x12SendStreamResponse\x12*\n" +
+	"\x11client_message_id\x18\x01 \x01(\tR\x0fclientMessageId\x126\n" +
+	"\x04sent\x18\x02 \x01(\v2 .umbra.messaging.v1.SendResponseH\x00R\x04sent\x125\n" +
+	"\x05error\x18\x03 \x01(\v2\x1d.umbra.messaging.v1.SendErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"i\n" +
+	"\tSendError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
+	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"\xac\x01\n" +
 	"\x10SubscribeRequest\x125\n" +
 	"\x14after_inbox_sequence\x18\x01 \x01(\x04H\x00R\x12afterInboxSequence\x88\x01\x01\x12H\n" +
 	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatIntervalB\x17\n" +
@@ -1703,9 +1918,11 @@ const file_umbra_messaging_v1_messaging_proto_rawDesc = "" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_GROUP\x10\x022\xa5\x05\n" +
+	"\x17CONVERSATION_KIND_GROUP\x10\x022\x86\x06\n" +
 	"\x10MessagingService\x12I\n" +
-	"\x04Send\x12\x1f.umbra.messaging.v1.SendRequest\x1a .umbra.messaging.v1.SendResponse\x12Z\n" +
+	"\x04Send\x12\x1f.umbra.messaging.v1.SendRequest\x1a .umbra.messaging.v1.SendResponse\x12_\n" +
+	"\n" +
+	"SendStream\x12%.umbra.messaging.v1.SendStreamRequest\x1a&.umbra.messaging.v1.SendStreamResponse(\x010\x01\x12Z\n" +
 	"\tSubscribe\x12$.umbra.messaging.v1.SubscribeRequest\x1a%.umbra.messaging.v1.SubscribeResponse0\x01\x12R\n" +
 	"\aHistory\x12\".umbra.messaging.v1.HistoryRequest\x1a#.umbra.messaging.v1.HistoryResponse\x12p\n" +
 	"\x11ListConversations\x12,.umbra.messaging.v1.ListConversationsRequest\x1a-.umbra.messaging.v1.ListConversationsResponse\x12[\n" +
@@ -1727,7 +1944,7 @@ func file_umbra_messaging_v1_messaging_proto_rawDescGZIP() []byte {
 }
 
 var file_umbra_messaging_v1_messaging_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_messaging_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_umbra_messaging_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_umbra_messaging_v1_messaging_proto_goTypes = []any{
 	(MessageKind)(0),                  // 0: umbra.messaging.v1.MessageKind
 	(ConversationKind)(0),             // 1: umbra.messaging.v1.ConversationKind
@@ -1739,61 +1956,71 @@ var file_umbra_messaging_v1_messaging_proto_goTypes = []any{
 	(*ConversationCursor)(nil),        // 7: umbra.messaging.v1.ConversationCursor
 	(*SendRequest)(nil),               // 8: umbra.messaging.v1.SendRequest
 	(*SendResponse)(nil),              // 9: umbra.messaging.v1.SendResponse
-	(*SubscribeRequest)(nil),          // 10: umbra.messaging.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),         // 11: umbra.messaging.v1.SubscribeResponse
-	(*HistoryRequest)(nil),            // 12: umbra.messaging.v1.HistoryRequest
-	(*HistoryResponse)(nil),           // 13: umbra.messaging.v1.HistoryResponse
-	(*ListConversationsRequest)(nil),  // 14: umbra.messaging.v1.ListConversationsRequest
-	(*ListConversationsResponse)(nil), // 15: umbra.messaging.v1.ListConversationsResponse
-	(*GetCursorsRequest)(nil),         // 16: umbra.messaging.v1.GetCursorsRequest
-	(*GetCursorsResponse)(nil),        // 17: umbra.messaging.v1.GetCursorsResponse
-	(*UpdateCursorsRequest)(nil),      // 18: umbra.messaging.v1.UpdateCursorsRequest
-	(*UpdateCursorsResponse)(nil),     // 19: umbra.messaging.v1.UpdateCursorsResponse
-	(*PublishEventRequest)(nil),       // 20: umbra.messaging.v1.PublishEventRequest
-	(*PublishEventResponse)(nil),      // 21: umbra.messaging.v1.PublishEventResponse
-	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 23: google.protobuf.Duration
+	(*SendStreamRequest)(nil),         // 10: umbra.messaging.v1.SendStreamRequest
+	(*SendStreamResponse)(nil),        // 11: umbra.messaging.v1.SendStreamResponse
+	(*SendError)(nil),                 // 12: umbra.messaging.v1.SendError
+	(*SubscribeRequest)(nil),          // 13: umbra.messaging.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),         // 14: umbra.messaging.v1.SubscribeResponse
+	(*HistoryRequest)(nil),            // 15: umbra.messaging.v1.HistoryRequest
+	(*HistoryResponse)(nil),           // 16: umbra.messaging.v1.HistoryResponse
+	(*ListConversationsRequest)(nil),  // 17: umbra.messaging.v1.ListConversationsRequest
+	(*ListConversationsResponse)(nil), // 18: umbra.messaging.v1.ListConversationsResponse
+	(*GetCursorsRequest)(nil),         // 19: umbra.messaging.v1.GetCursorsRequest
+	(*GetCursorsResponse)(nil),        // 20: umbra.messaging.v1.GetCursorsResponse
+	(*UpdateCursorsRequest)(nil),      // 21: umbra.messaging.v1.UpdateCursorsRequest
+	(*UpdateCursorsResponse)(nil),     // 22: umbra.messaging.v1.UpdateCursorsResponse
+	(*PublishEventRequest)(nil),       // 23: umbra.messaging.v1.PublishEventRequest
+	(*PublishEventResponse)(nil),      // 24: umbra.messaging.v1.PublishEventResponse
+	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
+	(*anypb.Any)(nil),                 // 26: google.protobuf.Any
+	(*durationpb.Duration)(nil),       // 27: google.protobuf.Duration
 }
 var file_umbra_messaging_v1_messaging_proto_depIdxs = []int32{
 	0,  // 0: umbra.messaging.v1.MessageHeader.kind:type_name -> umbra.messaging.v1.MessageKind
 	2,  // 1: umbra.messaging.v1.Message.header:type_name -> umbra.messaging.v1.MessageHeader
-	22, // 2: umbra.messaging.v1.Message.server_time:type_name -> google.protobuf.Timestamp
-	22, // 3: umbra.messaging.v1.Message.expires_at:type_name -> google.protobuf.Timestamp
-	22, // 4: umbra.messaging.v1.Event.created_at:type_name -> google.protobuf.Timestamp
-	22, // 5: umbra.messaging.v1.Heartbeat.server_time:type_name -> google.protobuf.Timestamp
+	25, // 2: umbra.messaging.v1.Message.server_time:type_name -> google.protobuf.Timestamp
+	25, // 3: umbra.messaging.v1.Message.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 4: umbra.messaging.v1.Event.created_at:type_name -> google.protobuf.Timestamp
+	25, // 5: umbra.messaging.v1.Heartbeat.server_time:type_name -> google.protobuf.Timestamp
 	1,  // 6: umbra.messaging.v1.Conversation.kind:type_name -> umbra.messaging.v1.ConversationKind
-	22, // 7: umbra.messaging.v1.Conversation.latest_message_at:type_name -> google.protobuf.Timestamp
+	25, // 7: umbra.messaging.v1.Conversation.latest_message_at:type_name -> google.protobuf.Timestamp
 	7,  // 8: umbra.messaging.v1.Conversation.cursor:type_name -> umbra.messaging.v1.ConversationCursor
-	22, // 9: umbra.messaging.v1.ConversationCursor.updated_at:type_name -> google.protobuf.Timestamp
+	25, // 9: umbra.messaging.v1.ConversationCursor.updated_at:type_name -> google.protobuf.Timestamp
 	2,  // 10: umbra.messaging.v1.SendRequest.header:type_name -> umbra.messaging.v1.MessageHeader
-	22, // 11: umbra.messaging.v1.SendResponse.server_time:type_name -> google.protobuf.Timestamp
-	23, // 12: umbra.messaging.v1.SubscribeRequest.heartbeat_interval:type_name -> google.protobuf.Duration
-	3,  // 13: umbra.messaging.v1.SubscribeResponse.message:type_name -> umbra.messaging.v1.Message
-	4,  // 14: umbra.messaging.v1.SubscribeResponse.event:type_name -> umbra.messaging.v1.Event
-	5,  // 15: umbra.messaging.v1.SubscribeResponse.heartbeat:type_name -> umbra.messaging.v1.Heartbeat
-	3,  // 16: umbra.messaging.v1.HistoryResponse.messages:type_name -> umbra.messaging.v1.Message
-	6,  // 17: umbra.messaging.v1.ListConversationsResponse.conversations:type_name -> umbra.messaging.v1.Conversation
-	7,  // 18: umbra.messaging.v1.GetCursorsResponse.cursors:type_name -> umbra.messaging.v1.ConversationCursor
-	7,  // 19: umbra.messaging.v1.UpdateCursorsResponse.cursor:type_name -> umbra.messaging.v1.ConversationCursor
-	8,  // 20: umbra.messaging.v1.MessagingService.Send:input_type -> umbra.messaging.v1.SendRequest
-	10, // 21: umbra.messaging.v1.MessagingService.Subscribe:input_type -> umbra.messaging.v1.SubscribeRequest
-	12, // 22: umbra.messaging.v1.MessagingService.History:input_type -> umbra.messaging.v1.HistoryRequest
-	14, // 23: umbra.messaging.v1.MessagingService.ListConversations:input_type -> umbra.messaging.v1.ListConversationsRequest
-	16, // 24: umbra.messaging.v1.MessagingService.GetCursors:input_type -> umbra.messaging.v1.GetCursorsRequest
-	18, // 25: umbra.messaging.v1.MessagingService.UpdateCursors:input_type -> umbra.messaging.v1.UpdateCursorsRequest
-	20, // 26: umbra.messaging.v1.MessagingService.PublishEvent:input_type -> umbra.messaging.v1.PublishEventRequest
-	9,  // 27: umbra.messaging.v1.MessagingService.Send:output_type -> umbra.messaging.v1.SendResponse
-	11, // 28: umbra.messaging.v1.MessagingService.Subscribe:output_type -> umbra.messaging.v1.SubscribeResponse
-	13, // 29: umbra.messaging.v1.MessagingService.History:output_type -> umbra.messaging.v1.HistoryResponse
-	15, // 30: umbra.messaging.v1.MessagingService.ListConversations:output_type -> umbra.messaging.v1.ListConversationsResponse
-	17, // 31: umbra.messaging.v1.MessagingService.GetCursors:output_type -> umbra.messaging.v1.GetCursorsResponse
-	19, // 32: umbra.messaging.v1.MessagingService.UpdateCursors:output_type -> umbra.messaging.v1.UpdateCursorsResponse
-	21, // 33: umbra.messaging.v1.MessagingService.PublishEvent:output_type -> umbra.messaging.v1.PublishEventResponse
-	27, // [27:34] is the sub-list for method output_type
-	20, // [20:27] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	25, // 11: umbra.messaging.v1.SendResponse.server_time:type_name -> google.protobuf.Timestamp
+	8,  // 12: umbra.messaging.v1.SendStreamRequest.send:type_name -> umbra.messaging.v1.SendRequest
+	9,  // 13: umbra.messaging.v1.SendStreamResponse.sent:type_name -> umbra.messaging.v1.SendResponse
+	12, // 14: umbra.messaging.v1.SendStreamResponse.error:type_name -> umbra.messaging.v1.SendError
+	26, // 15: umbra.messaging.v1.SendError.details:type_name -> google.protobuf.Any
+	27, // 16: umbra.messaging.v1.SubscribeRequest.heartbeat_interval:type_name -> google.protobuf.Duration
+	3,  // 17: umbra.messaging.v1.SubscribeResponse.message:type_name -> umbra.messaging.v1.Message
+	4,  // 18: umbra.messaging.v1.SubscribeResponse.event:type_name -> umbra.messaging.v1.Event
+	5,  // 19: umbra.messaging.v1.SubscribeResponse.heartbeat:type_name -> umbra.messaging.v1.Heartbeat
+	3,  // 20: umbra.messaging.v1.HistoryResponse.messages:type_name -> umbra.messaging.v1.Message
+	6,  // 21: umbra.messaging.v1.ListConversationsResponse.conversations:type_name -> umbra.messaging.v1.Conversation
+	7,  // 22: umbra.messaging.v1.GetCursorsResponse.cursors:type_name -> umbra.messaging.v1.ConversationCursor
+	7,  // 23: umbra.messaging.v1.UpdateCursorsResponse.cursor:type_name -> umbra.messaging.v1.ConversationCursor
+	8,  // 24: umbra.messaging.v1.MessagingService.Send:input_type -> umbra.messaging.v1.SendRequest
+	10, // 25: umbra.messaging.v1.MessagingService.SendStream:input_type -> umbra.messaging.v1.SendStreamRequest
+	13, // 26: umbra.messaging.v1.MessagingService.Subscribe:input_type -> umbra.messaging.v1.SubscribeRequest
+	15, // 27: umbra.messaging.v1.MessagingService.History:input_type -> umbra.messaging.v1.HistoryRequest
+	17, // 28: umbra.messaging.v1.MessagingService.ListConversations:input_type -> umbra.messaging.v1.ListConversationsRequest
+	19, // 29: umbra.messaging.v1.MessagingService.GetCursors:input_type -> umbra.messaging.v1.GetCursorsRequest
+	21, // 30: umbra.messaging.v1.MessagingService.UpdateCursors:input_type -> umbra.messaging.v1.UpdateCursorsRequest
+	23, // 31: umbra.messaging.v1.MessagingService.PublishEvent:input_type -> umbra.messaging.v1.PublishEventRequest
+	9,  // 32: umbra.messaging.v1.MessagingService.Send:output_type -> umbra.messaging.v1.SendResponse
+	11, // 33: umbra.messaging.v1.MessagingService.SendStream:output_type -> umbra.messaging.v1.SendStreamResponse
+	14, // 34: umbra.messaging.v1.MessagingService.Subscribe:output_type -> umbra.messaging.v1.SubscribeResponse
+	16, // 35: umbra.messaging.v1.MessagingService.History:output_type -> umbra.messaging.v1.HistoryResponse
+	18, // 36: umbra.messaging.v1.MessagingService.ListConversations:output_type -> umbra.messaging.v1.ListConversationsResponse
+	20, // 37: umbra.messaging.v1.MessagingService.GetCursors:output_type -> umbra.messaging.v1.GetCursorsResponse
+	22, // 38: umbra.messaging.v1.MessagingService.UpdateCursors:output_type -> umbra.messaging.v1.UpdateCursorsResponse
+	24, // 39: umbra.messaging.v1.MessagingService.PublishEvent:output_type -> umbra.messaging.v1.PublishEventResponse
+	32, // [32:40] is the sub-list for method output_type
+	24, // [24:32] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_umbra_messaging_v1_messaging_proto_init() }
@@ -1801,20 +2028,24 @@ func file_umbra_messaging_v1_messaging_proto_init() {
 	if File_umbra_messaging_v1_messaging_proto != nil {
 		return
 	}
-	file_umbra_messaging_v1_messaging_proto_msgTypes[8].OneofWrappers = []any{}
 	file_umbra_messaging_v1_messaging_proto_msgTypes[9].OneofWrappers = []any{
+		(*SendStreamResponse_Sent)(nil),
+		(*SendStreamResponse_Error)(nil),
+	}
+	file_umbra_messaging_v1_messaging_proto_msgTypes[11].OneofWrappers = []any{}
+	file_umbra_messaging_v1_messaging_proto_msgTypes[12].OneofWrappers = []any{
 		(*SubscribeResponse_Message)(nil),
 		(*SubscribeResponse_Event)(nil),
 		(*SubscribeResponse_Heartbeat)(nil),
 	}
-	file_umbra_messaging_v1_messaging_proto_msgTypes[10].OneofWrappers = []any{}
+	file_umbra_messaging_v1_messaging_proto_msgTypes[13].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_messaging_v1_messaging_proto_rawDesc), len(file_umbra_messaging_v1_messaging_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	MessagingService_Send_FullMethodName              = "/umbra.messaging.v1.MessagingService/Send"
+	MessagingService_SendStream_FullMethodName        = "/umbra.messaging.v1.MessagingService/SendStream"
 	MessagingService_Subscribe_FullMethodName         = "/umbra.messaging.v1.MessagingService/Subscribe"
 	MessagingService_History_FullMethodName           = "/umbra.messaging.v1.MessagingService/History"
 	MessagingService_ListConversations_FullMethodName = "/umbra.messaging.v1.MessagingService/ListConversations"
@@ -82,6 +83,20 @@ type MessagingServiceClient interface {
 	// send rate exceeded (RESOURCE_EXHAUSTED).
 	// Auth: access token; acts for the token's identity.
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
+	// SendStream sends many messages over one stream, for clients that send a lot (a busy
+	// device, a bot, a bridge): each request is handled exactly as Send handles it (the
+	// same checks, rate limit, idempotency and durable reply), and gets one
+	// SendStreamResponse, in the order the requests came. A refused message gets its
+	// error in its response, with the code and details Send would have returned, and the
+	// stream goes on. A client may send its next request before the previous reply; the
+	// server reads at most 64 requests ahead of its replies.
+	//
+	// The stream ends with UNAUTHENTICATED when its token expires or is revoked, and with
+	// UNAVAILABLE when the service shuts down; a request whose reply did not arrive may
+	// have been stored, and a retry with the same client_message_id finds it.
+	// gRPC only: REST clients use Send.
+	// Auth: access token; acts for the token's identity.
+	SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SendStreamRequest, SendStreamResponse], error)
 	// Subscribe streams everything addressed to the caller: the messages of all its
 	// conversations (its own included, so that its other devices see them), events that
 	// other services publish to it (group membership, invitations, join requests, epochs),
@@ -152,9 +167,22 @@ func (c *messagingServiceClient) Send(ctx context.Context, in *SendRequest, opts
 	return out, nil
 }
 
+func (c *messagingServiceClient) SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SendStreamRequest, SendStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MessagingService_ServiceDesc.Streams[0], MessagingService_SendStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SendStreamRequest, SendStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MessagingService_SendStreamClient = grpc.BidiStreamingClient[SendStreamRequest, SendStreamResponse]
+
 func (c *messagingServiceClient) Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &MessagingService_ServiceDesc.Streams[0], MessagingService_Subscribe_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &MessagingService_ServiceDesc.Streams[1], MessagingService_Subscribe_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -275,6 +303,20 @@ type MessagingServiceServer interface {
 	// send rate exceeded (RESOURCE_EXHAUSTED).
 	// Auth: access token; acts for the token's identity.
 	Send(context.Context, *SendRequest) (*SendResponse, error)
+	// SendStream sends many messages over one stream, for clients that send a lot (a busy
+	// device, a bot, a bridge): each request is handled exactly as Send handles it (the
+	// same checks, rate limit, idempotency and durable reply), and gets one
+	// SendStreamResponse, in the order the requests came. A refused message gets its
+	// error in its response, with the code and details Send would have returned, and the
+	// stream goes on. A client may send its next request before the previous reply; the
+	// server reads at most 64 requests ahead of its replies.
+	//
+	// The stream ends with UNAUTHENTICATED when its token expires or is revoked, and with
+	// UNAVAILABLE when the service shuts down; a request whose reply did not arrive may
+	// have been stored, and a retry with the same client_message_id finds it.
+	// gRPC only: REST clients use Send.
+	// Auth: access token; acts for the token's identity.
+	SendStream(grpc.BidiStreamingServer[SendStreamRequest, SendStreamResponse]) error
 	// Subscribe streams everything addressed to the caller: the messages of all its
 	// conversations (its own included, so that its other devices see them), events that
 	// other services publish to it (group membership, invitations, join requests, epochs),
@@ -338,6 +380,9 @@ type UnimplementedMessagingServiceServer struct{}
 func (UnimplementedMessagingServiceServer) Send(context.Context, *SendRequest) (*SendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Send not implemented")
 }
+func (UnimplementedMessagingServiceServer) SendStream(grpc.BidiStreamingServer[SendStreamRequest, SendStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method SendStream not implemented")
+}
 func (UnimplementedMessagingServiceServer) Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error {
 	return status.Error(codes.Unimplemented, "method Subscribe not implemented")
 }
@@ -394,6 +439,13 @@ func _MessagingService_Send_Handler(srv interface{}, ctx context.Context, dec fu
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _MessagingService_SendStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(MessagingServiceServer).SendStream(&grpc.GenericServerStream[SendStreamRequest, SendStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MessagingService_SendStreamServer = grpc.BidiStreamingServer[SendStreamRequest, SendStreamResponse]
 
 func _MessagingService_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(SubscribeRequest)
@@ -529,6 +581,12 @@ var MessagingService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SendStream",
+			Handler:       _MessagingService_SendStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "Subscribe",
 			Handler:       _MessagingService_Subscribe_Handler,

@@ -1,0 +1,167 @@
+package messaging
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+)
+
+// SendStreamWindow is how many requests of one SendStream the server reads ahead of its
+// replies: a client may have that many messages in flight.
+const SendStreamWindow = 64
+
+// streamSend is one request of a SendStream, checked and queued (ps) or refused (err).
+type streamSend struct {
+	id  string
+	ps  *pendingSend
+	err error
+}
+
+// SendStream implements MessagingService.
+//
+// One goroutine reads requests, checks them and queues them on the committer as Send
+// does; this one waits for each in turn and replies, so replies keep the requests'
+// order, and a reader at most SendStreamWindow requests ahead keeps the stream's
+// memory bounded (gRPC's flow control holds the client back beyond that).
+func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStreamRequest, messagingv1.SendStreamResponse]) error {
+	p, err := auth.Caller(stream.Context())
+	if err != nil {
+		return err
+	}
+	const resume = "open a new stream and resend the requests that got no reply, with the same client_message_ids"
+	ctx, end := context.WithCancelCause(stream.Context())
+	defer end(nil)
+	s.watchToken(ctx, p, resume, end)
+
+	pending := make(chan streamSend, SendStreamWindow)
+	go func() {
+		defer close(pending)
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					end(err)
+				}
+				return
+			}
+			it := streamSend{id: req.GetSend().GetClientMessageId()}
+			if it.err = s.tokenErr(ctx, p, false, resume); it.err == nil {
+				it.ps, it.err = s.startSend(ctx, p, req.GetSend())
+			}
+			select {
+			case pending <- it:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for it := range pending {
+		var resp *messagingv1.SendResponse
+		err := it.err
+		if err == nil {
+			resp, err = it.ps.result(ctx, s.commit)
+		}
+		out := &messagingv1.SendStreamResponse{ClientMessageId: it.id}
+		if err == nil {
+			out.Result = &messagingv1.SendStreamResponse_Sent{Sent: resp}
+		} else if out.Result, err = s.sendStreamError(err); err != nil {
+			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+				return cause
+			}
+			return err
+		}
+		if err := stream.Send(out); err != nil {
+			return err
+		}
+	}
+	return context.Cause(ctx)
+}
+
+// sendStreamError turns the refusal of one message into its reply, or returns the
+// error that ends the stream instead: the service failing or shutting down, the
+// token no longer valid, the stream cancelled.
+func (s *Server) sendStreamError(err error) (*messagingv1.SendStreamResponse_Error, error) {
+	code, known := errs.Code(err)
+	switch {
+	case !known, code == codes.Internal, code == codes.Unavailable, code == codes.Unauthenticated,
+		code == codes.Canceled, code == codes.DeadlineExceeded, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return nil, err
+	}
+	st, _ := errs.Status(err)
+	pb := status.Convert(st).Proto()
+	s.log.Debug("SendStream: message refused", zap.String("code", code.String()), zap.Error(err))
+	return &messagingv1.SendStreamResponse_Error{Error: &messagingv1.SendError{
+		Code: pb.GetCode(), Message: pb.GetMessage(), Details: pb.GetDetails(),
+	}}, nil
+}
+
+// tokenErr says why p's token no longer holds, or returns nil: it has expired, or
+// (checked only when revocation is set and the server has Revocations) it was revoked,
+// or revocations cannot be checked now (fail closed, as new calls do). resume tells
+// the client what to do next.
+func (s *Server) tokenErr(ctx context.Context, p *auth.Principal, revocation bool, resume string) error {
+	if !p.ExpiresAt.IsZero() && !s.now().Before(p.ExpiresAt) {
+		return errs.Unauthenticatedf("your access token expired at %s: get a fresh token, then %s",
+			p.ExpiresAt.UTC().Format(time.RFC3339), resume)
+	}
+	if !revocation || s.cfg.Revocations == nil {
+		return nil
+	}
+	err := s.cfg.Revocations.CheckRevoked(ctx, p.AppID, p.Identity, p.IssuedAt)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errs.ErrUnauthenticated):
+		return errs.Unauthenticatedf("your access token was revoked: get a fresh token, then %s", resume)
+	case errors.Is(err, errs.ErrUnavailable):
+		return errs.Unavailablef("revocations cannot be checked now: later, %s", resume)
+	}
+	return err
+}
+
+// watchToken ends ctx (through end) once p's token expires or is revoked, until ctx
+// ends.
+func (s *Server) watchToken(ctx context.Context, p *auth.Principal, resume string, end context.CancelCauseFunc) {
+	if p.ExpiresAt.IsZero() && s.cfg.Revocations == nil {
+		return
+	}
+	go func() {
+		var expiry <-chan time.Time
+		if !p.ExpiresAt.IsZero() {
+			t := time.NewTimer(p.ExpiresAt.Sub(s.now()))
+			defer t.Stop()
+			expiry = t.C
+		}
+		var check <-chan time.Time
+		if s.cfg.Revocations != nil {
+			t := time.NewTicker(RevocationCheck)
+			defer t.Stop()
+			check = t.C
+		}
+		for {
+			select {
+			case <-expiry:
+				// The timer ran on the machine's clock; the token is checked on the
+				// server's, which may be behind it: look again in a second.
+				expiry = time.After(time.Second)
+			case <-check:
+			case <-ctx.Done():
+				return
+			}
+			if err := s.tokenErr(ctx, p, true, resume); err != nil {
+				end(err)
+				return
+			}
+		}
+	}()
+}
