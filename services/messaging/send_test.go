@@ -13,10 +13,19 @@ import (
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
-// TestSendRefusals: each bad request gets its code and a message that says what was
-// wrong, and writes nothing.
-func TestSendRefusals(t *testing.T) {
-	e := newEnv(t, envOptions{})
+// sendRefusal is a bad Send request, who sends it, and what it must get.
+type sendRefusal struct {
+	name string
+	ctx  user
+	req  *messagingv1.SendRequest
+	code codes.Code
+	msg  string
+}
+
+// sendRefusals stores one message in e and returns the bad requests that Send and
+// SendStream must refuse.
+func sendRefusals(t *testing.T, e *env) []sendRefusal {
+	t.Helper()
 	a, b := e.newApp(t), e.newApp(t)
 	us := e.newUsers(t, a, "alice", "bob", "carol")
 	alice, bob, carol := us[0], us[1], us[2]
@@ -30,13 +39,7 @@ func TestSendRefusals(t *testing.T) {
 		f(r)
 		return r
 	}
-	cases := []struct {
-		name string
-		ctx  user
-		req  *messagingv1.SendRequest
-		code codes.Code
-		msg  string
-	}{
+	return []sendRefusal{
 		{"empty conversation_id", alice, with(func(r *messagingv1.SendRequest) { r.ConversationId = "" }), codes.InvalidArgument, "conversation_id is empty"},
 		{"unknown kind of conversation_id", alice, with(func(r *messagingv1.SendRequest) { r.ConversationId = "x_" + strings.Repeat("a", 32) }), codes.InvalidArgument, "neither a user identity"},
 		{"truncated peer", alice, with(func(r *messagingv1.SendRequest) { r.ConversationId = bob.identity[:10] }), codes.InvalidArgument, "a user identity is 34"},
@@ -68,6 +71,13 @@ func TestSendRefusals(t *testing.T) {
 		{"no credential", user{}, with(func(*messagingv1.SendRequest) {}), codes.Unauthenticated, "missing credential"},
 		{"app key as credential", user{token: a.key}, with(func(*messagingv1.SendRequest) {}), codes.Unauthenticated, ""},
 	}
+}
+
+// TestSendRefusals: each bad request gets its code and a message that says what was
+// wrong, and writes nothing.
+func TestSendRefusals(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	cases := sendRefusals(t, e)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := e.snapshot(t)

@@ -65,7 +65,17 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 			}
 		}
 	}()
-	for it := range pending {
+	for {
+		var it streamSend
+		select {
+		case next, ok := <-pending:
+			if !ok {
+				return context.Cause(ctx)
+			}
+			it = next
+		case <-ctx.Done(): // the token, while the client sends nothing
+			return context.Cause(ctx)
+		}
 		var resp *messagingv1.SendResponse
 		err := it.err
 		if err == nil {
@@ -84,7 +94,6 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 			return err
 		}
 	}
-	return context.Cause(ctx)
 }
 
 // sendStreamError turns the refusal of one message into its reply, or returns the
