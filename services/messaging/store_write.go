@@ -446,28 +446,25 @@ func (w *writer) cursors(op *Op) error {
 }
 
 // flush writes every pending index entry, the memIndex's and the batch's, and records
-// that the indexes now cover the whole log.
+// that the indexes now cover the whole log. Each bucket's entries are put in key order,
+// so that bbolt walks each tree once from left to right instead of jumping about it in
+// the maps' order.
 func (w *writer) flush() error {
 	mem := w.s.mem
-	msgs, inbox, heads := w.tx.Bucket(bucketMessages), w.tx.Bucket(bucketInbox), w.tx.Bucket(bucketInboxHeads)
-	for _, b := range []*bolt.Bucket{msgs, inbox, heads} {
-		b.FillPercent = 0.9 // mostly appends at the end of each conversation's or inbox's range
-	}
-	for i, convs := range []map[string]*memConv{mem.convs, w.ov.convs} {
-		for k, c := range convs {
-			if i == 0 && w.ov.convs[k] != nil {
+	var msgs, inbox, heads, convs, idem, events sortedPuts
+	for i, cs := range []map[string]*memConv{mem.convs, w.ov.convs} {
+		for k, c := range cs {
+			if i == 0 && w.ov.convs[k] != nil || len(c.pending) == 0 {
 				continue // the batch's copy supersedes it
 			}
 			for i, pos := range c.pending {
-				if err := msgs.Put(seqKey(k, c.first+uint64(i)), boltdb.U64(pos)); err != nil {
-					return err
-				}
+				msgs.add(seqKey(k, c.first+uint64(i)), boltdb.U64(pos))
 			}
-			if len(c.pending) > 0 {
-				if err := boltdb.PutProto(w.convs, []byte(k), c.state.record()); err != nil {
-					return err
-				}
+			v, err := proto.Marshal(c.state.record())
+			if err != nil {
+				return err
 			}
+			convs.add([]byte(k), v)
 		}
 	}
 	for i, inboxes := range []map[string]*memInbox{mem.inboxes, w.ov.inboxes} {
@@ -476,26 +473,35 @@ func (w *writer) flush() error {
 				continue
 			}
 			for i, pos := range in.pending {
-				if err := inbox.Put(seqKey(k, in.first+uint64(i)), boltdb.U64(pos)); err != nil {
-					return err
-				}
+				inbox.add(seqKey(k, in.first+uint64(i)), boltdb.U64(pos))
 			}
-			if err := heads.Put([]byte(k), boltdb.U64(in.head)); err != nil {
-				return err
+			heads.add([]byte(k), boltdb.U64(in.head))
+		}
+	}
+	for _, p := range []struct {
+		puts       *sortedPuts
+		mem, batch map[string]uint64
+	}{{&idem, mem.idem, w.ov.idem}, {&events, mem.events, w.ov.events}} {
+		for _, m := range []map[string]uint64{p.mem, p.batch} {
+			for k, pos := range m {
+				p.puts.add([]byte(k), boltdb.U64(pos))
 			}
 		}
 	}
 	for _, p := range []struct {
-		bucket     []byte
-		mem, batch map[string]uint64
-	}{{bucketIdempotency, mem.idem, w.ov.idem}, {bucketEvents, mem.events, w.ov.events}} {
+		bucket []byte
+		puts   *sortedPuts
+		fill   float64
+	}{
+		// Mostly appends at the end of each conversation's or inbox's range.
+		{bucketMessages, &msgs, 0.9}, {bucketInbox, &inbox, 0.9}, {bucketInboxHeads, &heads, 0.9},
+		{bucketConversations, &convs, bolt.DefaultFillPercent},
+		{bucketIdempotency, &idem, bolt.DefaultFillPercent}, {bucketEvents, &events, bolt.DefaultFillPercent},
+	} {
 		b := w.tx.Bucket(p.bucket)
-		for _, m := range []map[string]uint64{p.mem, p.batch} {
-			for k, pos := range m {
-				if err := b.Put([]byte(k), boltdb.U64(pos)); err != nil {
-					return err
-				}
-			}
+		b.FillPercent = p.fill
+		if err := p.puts.put(b); err != nil {
+			return err
 		}
 	}
 	exp := w.tx.Bucket(bucketExpiry)
@@ -698,4 +704,19 @@ func decodeEntry(k, v []byte, fanout *bolt.Bucket) (*storagev1.MessagingLogRecor
 		return nil, nil, fmt.Errorf("fan-out lists %d recipients and %d inbox sequences", len(fan.GetRecipients()), len(fan.GetInboxSequences()))
 	}
 	return rec, fan, nil
+}
+
+// sortedPuts collects a bucket's puts to make them in key order.
+type sortedPuts []struct{ k, v []byte }
+
+func (p *sortedPuts) add(k, v []byte) { *p = append(*p, struct{ k, v []byte }{k, v}) }
+
+func (p sortedPuts) put(b *bolt.Bucket) error {
+	slices.SortFunc(p, func(x, y struct{ k, v []byte }) int { return bytes.Compare(x.k, y.k) })
+	for _, kv := range p {
+		if err := b.Put(kv.k, kv.v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
