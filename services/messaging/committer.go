@@ -228,11 +228,13 @@ func (c *committer) commit(batch []*request) {
 	}
 	b := &Batch{Now: c.now(), Retention: c.ttl, Ops: ops}
 	err := c.apply(b)
-	if err == nil {
-		c.notify.bump(b.Grown)
-	}
+	// Senders first: each is waiting for this reply to send its next message, while a
+	// stream's reader gets the new items a moment later either way.
 	for _, r := range batch {
 		r.err = err
 		close(r.done)
+	}
+	if err == nil {
+		c.notify.bump(b.Grown)
 	}
 }
