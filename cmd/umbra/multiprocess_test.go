@@ -25,6 +25,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf/tlstest"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
 // TestEveryRoleAsItsOwnProcess runs each service as its own `umbra serve` process on
@@ -153,6 +154,39 @@ func TestEveryRoleAsItsOwnProcess(t *testing.T) {
 	app, err := identityv1.NewIdentityServiceClient(gw).CreateApp(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+admin), &identityv1.CreateAppRequest{DisplayName: "multiprocess"})
 	if err != nil {
 		t.Fatal(err)
+	}
+
+	// SendStream through the gateway's gRPC proxy: requests sent ahead, replies in order.
+	ids := identityv1.NewIdentityServiceClient(gw)
+	actx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+app.GetApiKey())
+	users, err := ids.ResolveIdentities(actx, &identityv1.ResolveIdentitiesRequest{Uids: []string{"streamer", "reader"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := ids.IssueToken(actx, &identityv1.IssueTokenRequest{Identity: users.GetUsers()["streamer"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := messagingv1.NewMessagingServiceClient(gw).SendStream(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok.GetAccessToken()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		err := ss.Send(&messagingv1.SendStreamRequest{Send: &messagingv1.SendRequest{
+			ConversationId: users.GetUsers()["reader"], ClientMessageId: fmt.Sprint("s-", i),
+			Header: &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT}, Envelope: []byte("through the proxy"),
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ss.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if r, err := ss.Recv(); err != nil || r.GetSent().GetSequence() != uint64(i+1) {
+			t.Fatalf("SendStream reply %d through the gateway: %v, %v", i, r, err)
+		}
 	}
 
 	// Internal methods: refused through the gateway, refused to a certificate that is
