@@ -462,7 +462,7 @@ func TestOpenAPIMatchesThePolicies(t *testing.T) {
 		for _, s := range svc.desc.Streams {
 			methods = append(methods, s.StreamName)
 			// A stream of requests has no REST form: gRPC clients reach it through the
-			// gateway's gRPC proxy, REST clients use the unary RPC it batches.
+			// gateway's gRPC proxy, REST clients use the unary RPC instead.
 			grpcOnly[s.StreamName] = s.ClientStreams
 		}
 		for _, m := range methods {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -38,6 +39,10 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 	if err != nil {
 		return err
 	}
+	if err := s.sendStreams.take(p.AppID, p.Identity); err != nil {
+		return err
+	}
+	defer s.sendStreams.give(p.AppID, p.Identity)
 	const resume = "open a new stream and resend the requests that got no reply, with the same client_message_ids"
 	ctx, end := context.WithCancelCause(stream.Context())
 	defer end(nil)
@@ -93,6 +98,34 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 		if err := stream.Send(out); err != nil {
 			return err
 		}
+	}
+}
+
+// streamSlots counts the open SendStreams of each identity, up to max: each may hold
+// SendStreamWindow requests in memory.
+type streamSlots struct {
+	mu   sync.Mutex
+	max  int
+	open map[string]int // app 0 identity
+}
+
+func (s *streamSlots) take(app, identity string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := key2(app, identity)
+	if s.open[k] >= s.max {
+		return errs.Exhaustedf("you have %d send streams open already, the maximum: send on one of them", s.max)
+	}
+	s.open[k]++
+	return nil
+}
+
+func (s *streamSlots) give(app, identity string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := key2(app, identity)
+	if s.open[k]--; s.open[k] <= 0 {
+		delete(s.open, k)
 	}
 }
 

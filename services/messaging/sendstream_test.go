@@ -249,3 +249,35 @@ func TestSendStreamEndsWhenTokenIsRevoked(t *testing.T) {
 		t.Fatal("the stream is still open after its token was revoked")
 	}
 }
+
+// TestSendStreamLimit: an identity has at most MaxStreamsPerIdentity send streams open;
+// closing one frees its place, and another identity is not affected.
+func TestSendStreamLimit(t *testing.T) {
+	e := newEnv(t, envOptions{cfg: Config{MaxStreamsPerIdentity: 2}})
+	us := e.newUsers(t, e.newApp(t), "alice", "bob")
+	alice, bob := us[0], us[1]
+	ctx, closeFirst := context.WithCancel(alice.ctx())
+	first, err := e.client.SendStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, first, sendReq(bob.identity, "1", "one"))
+	roundTrip(t, e.openSendStream(t, alice), sendReq(bob.identity, "2", "two"))
+	third := e.openSendStream(t, alice)
+	_, err = third.Recv()
+	wantCode(t, err, codes.ResourceExhausted, "2 send streams open already")
+	roundTrip(t, e.openSendStream(t, bob), sendReq(alice.identity, "1", "bob's"))
+	closeFirst()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := e.openSendStream(t, alice)
+		if err := s.Send(&messagingv1.SendStreamRequest{Send: sendReq(bob.identity, "3", "three")}); err == nil {
+			if r, err := s.Recv(); err == nil && r.GetSent().GetSequence() == 4 {
+				return
+			} else if time.Now().After(deadline) {
+				t.Fatalf("after closing a stream: %v, %v", r, err)
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // the server ends the closed stream a moment later
+	}
+}

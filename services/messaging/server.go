@@ -54,8 +54,8 @@ type Config struct {
 	SendBurst int
 	// Retention is how long messages and events are kept; 0 means DefaultRetention.
 	Retention time.Duration
-	// MaxStreamsPerIdentity bounds the open Subscribe streams of one identity; 0 means
-	// DefaultMaxStreams.
+	// MaxStreamsPerIdentity bounds the open Subscribe streams of one identity, and
+	// separately its open SendStreams; 0 means DefaultMaxStreams.
 	MaxStreamsPerIdentity int
 	// SweepInterval is how often expired messages are deleted; 0 means
 	// DefaultSweepInterval.
@@ -83,6 +83,7 @@ type Server struct {
 	cfg         Config
 	sends       *ratelimit.Limiter
 	notify      *notifier
+	sendStreams *streamSlots
 	commit      *committer
 
 	runOnce sync.Once
@@ -142,6 +143,7 @@ func New(store Store, groups Groups, cfg Config, log *zap.Logger) (*Server, erro
 		cfg:         cfg,
 		sends:       limiter,
 		notify:      notify,
+		sendStreams: &streamSlots{max: cfg.MaxStreamsPerIdentity, open: map[string]int{}},
 		commit:      newCommitter(store, cfg.Clock, cfg.Retention, notify, log),
 		closing:     make(chan struct{}),
 	}, nil

@@ -93,7 +93,9 @@ type MessagingServiceClient interface {
 	//
 	// The stream ends with UNAUTHENTICATED when its token expires or is revoked, and with
 	// UNAVAILABLE when the service shuts down; a request whose reply did not arrive may
-	// have been stored, and a retry with the same client_message_id finds it.
+	// have been stored, and a retry with the same client_message_id finds it. An identity
+	// may have as many send streams open as Subscribe streams (16 by default); one more
+	// gets RESOURCE_EXHAUSTED.
 	// gRPC only: REST clients use Send.
 	// Auth: access token; acts for the token's identity.
 	SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SendStreamRequest, SendStreamResponse], error)
@@ -313,7 +315,9 @@ type MessagingServiceServer interface {
 	//
 	// The stream ends with UNAUTHENTICATED when its token expires or is revoked, and with
 	// UNAVAILABLE when the service shuts down; a request whose reply did not arrive may
-	// have been stored, and a retry with the same client_message_id finds it.
+	// have been stored, and a retry with the same client_message_id finds it. An identity
+	// may have as many send streams open as Subscribe streams (16 by default); one more
+	// gets RESOURCE_EXHAUSTED.
 	// gRPC only: REST clients use Send.
 	// Auth: access token; acts for the token's identity.
 	SendStream(grpc.BidiStreamingServer[SendStreamRequest, SendStreamResponse]) error
