@@ -20,10 +20,11 @@ import (
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
-// TestMessagesSurviveSIGKILL sends under concurrent load through the real binary, kills
-// the server with SIGKILL mid-run, restarts it on the same data, and proves that every
-// acknowledged message is stored exactly once, in order, and that a subscriber resumes
-// from its cursor without a gap or a duplicate.
+// TestMessagesSurviveSIGKILL sends under concurrent load through the real binary (with
+// Send, and with SendStream several messages ahead), kills the server with SIGKILL
+// mid-run, restarts it on the same data, and proves that every acknowledged message is
+// stored exactly once, in order, and that a subscriber resumes from its cursor without
+// a gap or a duplicate.
 func TestMessagesSurviveSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped with -short: builds the umbra binary and kills it")
@@ -86,33 +87,65 @@ func TestMessagesSurviveSIGKILL(t *testing.T) {
 		}
 	}()
 
-	// Senders send sequentially, each to the reader, until the server dies; each
-	// remembers what was acknowledged and the one in flight at the kill.
+	// Senders send, each to the reader, until the server dies: the even ones one at a
+	// time with Send, the odd ones over a SendStream with up to streamWindow messages
+	// ahead of their replies. Each remembers what was acknowledged, in order, and what
+	// was in flight at the kill.
 	type sent struct {
 		cmid string
 		seq  uint64
 	}
+	const streamWindow = 8
 	acked := make([][]sent, senders)
-	inFlight := make([]string, senders)
+	inFlight := make([][]string, senders)
 	var ackedTotal atomic.Int64
+	request := func(cmid string) *messagingv1.SendRequest {
+		return &messagingv1.SendRequest{
+			ConversationId:  reader,
+			ClientMessageId: cmid,
+			Header:          &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT},
+			Envelope:        []byte(cmid),
+		}
+	}
 	var wg sync.WaitGroup
 	for i := range senders {
 		wg.Go(func() {
 			uid := fmt.Sprintf("sender-%d", i)
-			for n := 0; ; n++ {
-				cmid := fmt.Sprintf("%s-%05d", uid, n)
-				inFlight[i] = cmid
-				resp, err := client.Send(as(uid), &messagingv1.SendRequest{
-					ConversationId:  reader,
-					ClientMessageId: cmid,
-					Header:          &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT},
-					Envelope:        []byte(cmid),
-				})
-				if err != nil {
-					return // the server is gone
+			if i%2 == 0 {
+				for n := 0; ; n++ {
+					cmid := fmt.Sprintf("%s-%05d", uid, n)
+					inFlight[i] = []string{cmid}
+					resp, err := client.Send(as(uid), request(cmid))
+					if err != nil {
+						return // the server is gone
+					}
+					inFlight[i] = nil
+					acked[i] = append(acked[i], sent{cmid, resp.GetSequence()})
+					ackedTotal.Add(1)
 				}
-				inFlight[i] = ""
-				acked[i] = append(acked[i], sent{cmid, resp.GetSequence()})
+			}
+			ss, err := client.SendStream(as(uid))
+			if err != nil {
+				return
+			}
+			for n := 0; ; {
+				for ; len(inFlight[i]) < streamWindow; n++ {
+					cmid := fmt.Sprintf("%s-%05d", uid, n)
+					inFlight[i] = append(inFlight[i], cmid)
+					if ss.Send(&messagingv1.SendStreamRequest{Send: request(cmid)}) != nil {
+						return
+					}
+				}
+				resp, err := ss.Recv()
+				if err != nil {
+					return
+				}
+				if resp.GetClientMessageId() != inFlight[i][0] || resp.GetSent() == nil {
+					t.Errorf("%s: reply %v; want %s stored", uid, resp, inFlight[i][0])
+					return
+				}
+				acked[i] = append(acked[i], sent{inFlight[i][0], resp.GetSent().GetSequence()})
+				inFlight[i] = inFlight[i][1:]
 				ackedTotal.Add(1)
 			}
 		})
@@ -137,15 +170,11 @@ func TestMessagesSurviveSIGKILL(t *testing.T) {
 	defer p.stop(t)
 
 	// Every acknowledged message is there exactly once, in order, at its sequence;
-	// retrying the one in flight stores it at most once.
+	// retrying, in order, those in flight stores each at most once.
 	for i := range senders {
 		uid := fmt.Sprintf("sender-%d", i)
-		if cmid := inFlight[i]; cmid != "" {
-			resp, err := client.Send(as(uid), &messagingv1.SendRequest{
-				ConversationId: reader, ClientMessageId: cmid,
-				Header:   &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT},
-				Envelope: []byte(cmid),
-			})
+		for _, cmid := range inFlight[i] {
+			resp, err := client.Send(as(uid), request(cmid))
 			if err != nil {
 				t.Fatalf("retry of %s after the restart: %v", cmid, err)
 			}
@@ -229,5 +258,10 @@ func TestMessagesSurviveSIGKILL(t *testing.T) {
 	if got := int(next - 1); got != storedTotal {
 		t.Errorf("the reader's inbox holds %d messages; the senders stored %d", got, storedTotal)
 	}
-	t.Logf("%d messages acknowledged before SIGKILL, %d delivered live before it, all present after the restart", total, len(before))
+	retried := 0
+	for _, f := range inFlight {
+		retried += len(f)
+	}
+	t.Logf("%d messages acknowledged before SIGKILL, %d delivered live before it, %d in flight retried, all present once after the restart",
+		total, len(before), retried)
 }
