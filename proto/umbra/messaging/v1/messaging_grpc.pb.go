@@ -91,9 +91,11 @@ type MessagingServiceClient interface {
 	// stream goes on. A client may send its next request before the previous reply; the
 	// server reads at most 64 requests ahead of its replies.
 	//
-	// The stream ends with UNAUTHENTICATED when its token expires or is revoked, and with
-	// UNAVAILABLE when the service shuts down; a request whose reply did not arrive may
-	// have been stored, and a retry with the same client_message_id finds it. An identity
+	// Errors that are not about one message end the stream, with Send's code:
+	// UNAUTHENTICATED once its token expires or is revoked, UNAVAILABLE when the service
+	// shuts down or cannot reach the group service, INTERNAL on a storage failure. A
+	// request whose reply did not arrive may have been stored, and a retry with the same
+	// client_message_id finds it. An identity
 	// may have as many send streams open as Subscribe streams (16 by default); one more
 	// gets RESOURCE_EXHAUSTED.
 	// gRPC only: REST clients use Send.
@@ -313,9 +315,11 @@ type MessagingServiceServer interface {
 	// stream goes on. A client may send its next request before the previous reply; the
 	// server reads at most 64 requests ahead of its replies.
 	//
-	// The stream ends with UNAUTHENTICATED when its token expires or is revoked, and with
-	// UNAVAILABLE when the service shuts down; a request whose reply did not arrive may
-	// have been stored, and a retry with the same client_message_id finds it. An identity
+	// Errors that are not about one message end the stream, with Send's code:
+	// UNAUTHENTICATED once its token expires or is revoked, UNAVAILABLE when the service
+	// shuts down or cannot reach the group service, INTERNAL on a storage failure. A
+	// request whose reply did not arrive may have been stored, and a retry with the same
+	// client_message_id finds it. An identity
 	// may have as many send streams open as Subscribe streams (16 by default); one more
 	// gets RESOURCE_EXHAUSTED.
 	// gRPC only: REST clients use Send.
