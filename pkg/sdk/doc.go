@@ -6,4 +6,9 @@
 // The app backend authenticates its users and hands out Umbra access tokens; the SDK
 // asks for one through a TokenFunc (E3Kit's getToken) whenever it has none or the one
 // it has expired or was refused.
+//
+// Messaging: Client.Send stores one message and waits for it to be durable;
+// Client.NewSender returns a Sender that keeps many messages in flight on one stream
+// (SendStream), for apps that send a lot; Client.Subscribe delivers everything addressed
+// to the user and resumes by itself; Client.History pages through a conversation.
 package sdk
