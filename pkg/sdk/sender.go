@@ -188,9 +188,13 @@ func (s *Sender) stream(ctx context.Context, client messagingv1.MessagingService
 	if err != nil {
 		return err
 	}
+	// A Send that fails (io.EOF) means the stream ended: Recv says why. Until then the
+	// replies that came are taken, and nothing more is sent on it.
+	broken := false
 	for _, p := range *inFlight {
 		if err := stream.Send(&messagingv1.SendStreamRequest{Send: p.req}); err != nil {
-			return err
+			broken = true
+			break
 		}
 	}
 	replies := make(chan *messagingv1.SendStreamResponse)
@@ -210,6 +214,9 @@ func (s *Sender) stream(ctx context.Context, client messagingv1.MessagingService
 		}
 	}()
 	queue := s.queue
+	if broken {
+		queue = nil
+	}
 	for {
 		if *closing == nil && len(*inFlight) == 0 {
 			return stream.CloseSend()
@@ -218,10 +225,10 @@ func (s *Sender) stream(ctx context.Context, client messagingv1.MessagingService
 		case p := <-queue:
 			*inFlight = append(*inFlight, p)
 			if err := stream.Send(&messagingv1.SendStreamRequest{Send: p.req}); err != nil {
-				return err // Recv says why; p is resent on the next stream
+				queue = nil // p is resent on the next stream
 			}
 		case <-*closing:
-			*closing, queue = nil, nil
+			*closing, queue = nil, nil // from here on the stream only waits for replies
 		case r := <-replies:
 			if len(*inFlight) == 0 || r.GetClientMessageId() != (*inFlight)[0].req.GetClientMessageId() {
 				return status.Errorf(codes.Internal, "sdk: send stream: a reply for %q out of order", r.GetClientMessageId())

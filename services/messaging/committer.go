@@ -80,8 +80,13 @@ func (c *committer) submit(ctx context.Context, op *Op) error {
 	return c.wait(ctx, r)
 }
 
-// enqueue queues op without waiting for it to commit; wait then waits for it.
+// enqueue queues op without waiting for it to commit; wait then waits for it. Once ctx
+// has ended it queues nothing more, so that of a stream's requests, queued one after
+// the other under one context, those queued are always the first ones.
 func (c *committer) enqueue(ctx context.Context, op *Op) (*request, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	r := &request{op: op, done: make(chan struct{})}
 	select {
 	case c.queue <- r:

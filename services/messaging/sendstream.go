@@ -68,6 +68,10 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 			case <-ctx.Done():
 				return
 			}
+			if it.err != nil && endsStream(it.err) {
+				// Nothing after it may be stored before it: the client resends it first.
+				return
+			}
 		}
 	}()
 	for {
@@ -133,18 +137,31 @@ func (s *streamSlots) give(app, identity string) {
 // error that ends the stream instead: the service failing or shutting down, the
 // token no longer valid, the stream cancelled.
 func (s *Server) sendStreamError(err error) (*messagingv1.SendStreamResponse_Error, error) {
-	code, known := errs.Code(err)
-	switch {
-	case !known, code == codes.Internal, code == codes.Unavailable, code == codes.Unauthenticated,
-		code == codes.Canceled, code == codes.DeadlineExceeded, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	if endsStream(err) {
 		return nil, err
 	}
+	code, _ := errs.Code(err)
 	st, _ := errs.Status(err)
 	pb := status.Convert(st).Proto()
 	s.log.Debug("SendStream: message refused", zap.String("code", code.String()), zap.Error(err))
 	return &messagingv1.SendStreamResponse_Error{Error: &messagingv1.SendError{
 		Code: pb.GetCode(), Message: pb.GetMessage(), Details: pb.GetDetails(),
 	}}, nil
+}
+
+// endsStream says whether err is not about one message but the stream's: the service
+// failing or stopping, the token no longer valid, the stream cancelled. The reader stops
+// at such an error, so that no later request is stored before the one it refused: the
+// order a client resends in holds (except when a batch fails in storage, a full disk or
+// an I/O error, while later requests of the stream are queued for the next batch).
+func endsStream(err error) bool {
+	code, known := errs.Code(err)
+	switch {
+	case !known, code == codes.Internal, code == codes.Unavailable, code == codes.Unauthenticated,
+		code == codes.Canceled, code == codes.DeadlineExceeded, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return true
+	}
+	return false
 }
 
 // tokenErr says why p's token no longer holds, or returns nil: it has expired, or

@@ -75,7 +75,8 @@ func TestSendStreamRefusals(t *testing.T) {
 			before := e.snapshot(t)
 			if tc.code == codes.Unauthenticated || tc.code == codes.Unavailable {
 				s := e.openSendStream(t, tc.ctx)
-				if err := s.Send(&messagingv1.SendStreamRequest{Send: tc.req}); err != nil {
+				// io.EOF: the server ended the stream already; Recv says why.
+				if err := s.Send(&messagingv1.SendStreamRequest{Send: tc.req}); err != nil && err != io.EOF {
 					t.Fatal(err)
 				}
 				_, err := s.Recv()
@@ -211,7 +212,8 @@ func TestSendStreamEndsWhenTokenExpires(t *testing.T) {
 	}
 	e.clock.Add(3 * time.Minute)
 	before := e.snapshot(t)
-	if err := busy.Send(&messagingv1.SendStreamRequest{Send: sendReq(bob.identity, "3", "three")}); err != nil {
+	// io.EOF: the server ended the stream already (its token watch); Recv says why.
+	if err := busy.Send(&messagingv1.SendStreamRequest{Send: sendReq(bob.identity, "3", "three")}); err != nil && err != io.EOF {
 		t.Fatal(err)
 	}
 	_, err := busy.Recv()
@@ -279,5 +281,69 @@ func TestSendStreamLimit(t *testing.T) {
 			}
 		}
 		time.Sleep(50 * time.Millisecond) // the server ends the closed stream a moment later
+	}
+}
+
+// TestSendStreamCancelStoresAPrefix: a stream cancelled with requests in flight stores
+// some of its first requests and none after them, whatever the cancellation
+// interrupts, so a client that resends what had no reply keeps its order.
+func TestSendStreamCancelStoresAPrefix(t *testing.T) {
+	e := newEnv(t, envOptions{cfg: Config{SendRate: 1e6, SendBurst: 1e6}, quiet: true})
+	us := e.newUsers(t, e.newApp(t), "alice", "bob")
+	alice, bob := us[0], us[1]
+	const rounds = 30
+	for r := range rounds {
+		ctx, cancel := context.WithCancel(alice.ctx())
+		s, err := e.client.SendStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range SendStreamWindow {
+			if s.Send(&messagingv1.SendStreamRequest{Send: sendReq(bob.identity, fmt.Sprintf("r%02d-%02d", r, i), body(i))}) != nil {
+				break
+			}
+		}
+		time.Sleep(time.Duration(r%5) * 200 * time.Microsecond)
+		cancel()
+	}
+	// The committer answers in order: once this is stored, so is all that was queued.
+	last := e.send(t, alice, bob.identity, "last", "last")
+	stored := map[int]int{} // round -> messages stored
+	for _, m := range e.history(t, bob, last.GetConversationId()) {
+		var r, i int
+		if _, err := fmt.Sscanf(m.GetClientMessageId(), "r%02d-%02d", &r, &i); err != nil {
+			continue
+		}
+		if i != stored[r] {
+			t.Fatalf("round %d: request %d stored after %d of the round's requests; want the first ones only", r, i, stored[r])
+		}
+		stored[r]++
+	}
+	t.Logf("stored per round: %v", stored)
+}
+
+// TestSendStreamStopsAtAStreamError: the requests after one that ends the stream (here
+// a group message without a group service) are not stored, even those the client had
+// sent already.
+func TestSendStreamStopsAtAStreamError(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a := e.newApp(t)
+	us := e.newUsers(t, a, "alice", "bob")
+	alice, bob := us[0], us[1]
+	group := e.groupID(t, a, "team")
+	s := e.openSendStream(t, alice)
+	reqs := []*messagingv1.SendRequest{sendReq(bob.identity, "1", "one"), groupReq(group, "2", "to the group", 1), sendReq(bob.identity, "3", "three")}
+	for _, req := range reqs {
+		if err := s.Send(&messagingv1.SendStreamRequest{Send: req}); err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+	}
+	if r, err := s.Recv(); err != nil || r.GetSent().GetSequence() != 1 {
+		t.Fatalf("first reply: %v, %v", r, err)
+	}
+	_, err := s.Recv()
+	wantCode(t, err, codes.Unavailable, "need the group service")
+	if h := e.history(t, bob, alice.identity); len(h) != 1 {
+		t.Errorf("%d messages stored, want the first only", len(h))
 	}
 }
