@@ -84,6 +84,8 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 			it = next
 		case <-ctx.Done(): // the token, while the client sends nothing
 			return context.Cause(ctx)
+		case <-s.closing: // so that a graceful stop need not wait for idle streams
+			return errs.Unavailablef("the messaging service is shutting down: %s", resume)
 		}
 		var resp *messagingv1.SendResponse
 		err := it.err

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
@@ -345,5 +346,32 @@ func TestSendStreamStopsAtAStreamError(t *testing.T) {
 	wantCode(t, err, codes.Unavailable, "need the group service")
 	if h := e.history(t, bob, alice.identity); len(h) != 1 {
 		t.Errorf("%d messages stored, want the first only", len(h))
+	}
+}
+
+// TestSendStreamEndsAtShutdown: an open SendStream ends with UNAVAILABLE when the
+// service stops, instead of holding up the graceful stop.
+func TestSendStreamEndsAtShutdown(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	us := e.newUsers(t, e.newApp(t), "alice", "bob")
+	alice, bob := us[0], us[1]
+	conn, err := grpcclient.Dial(grpcclient.Config{Addr: e.conn.Target()}) // env's own closes first
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s, err := messagingv1.NewMessagingServiceClient(conn).SendStream(alice.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, s, sendReq(bob.identity, "1", "one"))
+	start := time.Now()
+	stopped := make(chan struct{})
+	go func() { e.stop(); close(stopped) }()
+	_, err = s.Recv()
+	wantCode(t, err, codes.Unavailable, "shutting down")
+	<-stopped
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the service took %s to stop with a send stream open", d)
 	}
 }
