@@ -48,6 +48,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "umbra bench messaging: %d senders, %d subscribers, %d-byte envelopes, %s (after %s warm-up)",
 		cfg.Senders, cfg.Subscribers, cfg.Size, cfg.Duration, cfg.Warmup)
+	if cfg.Stream {
+		fmt.Fprint(stdout, ", a SendStream per sender")
+	} else {
+		fmt.Fprint(stdout, ", a Send call per message")
+	}
 	if cfg.Rate > 0 {
 		fmt.Fprintf(stdout, ", paced at %.0f msgs/s", cfg.Rate)
 	}
