@@ -49,7 +49,7 @@ func init() {
 // gcPercent is the garbage collector's target (GOGC) unless the environment sets one.
 // Umbra's live heap is small (tens of MiB) while its message path allocates for every
 // message, so the default of 100 collects far more often than memory needs: 400 gave
-// 15–20% more messages per second in `umbra bench messaging` (docs/benchmarks.md).
+// 12–26% more messages per second in `umbra bench messaging` (docs/benchmarks.md).
 // GOGC and GOMEMLIMIT still override it.
 const gcPercent = 400
 
