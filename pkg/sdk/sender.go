@@ -38,6 +38,12 @@ type Sender struct {
 	once   sync.Once
 	done   chan struct{} // closed when run returns
 	err    error         // why run returned, set before done closes
+
+	// The run goroutine's own: the messages sent or to be resent, in order, without a
+	// reply yet; s.closed until Close, then nil; the wait before reconnecting.
+	inFlight []*Pending
+	closing  chan struct{}
+	delay    time.Duration
 }
 
 // Pending is a message on its way.
@@ -74,6 +80,7 @@ func (c *Client) NewSender(ctx context.Context, window int) (*Sender, error) {
 		closed: make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	s.closing = s.closed
 	go func() {
 		s.err = s.run(ctx)
 		close(s.done)
@@ -136,23 +143,16 @@ func (s *Sender) stopped() error {
 // run keeps a stream open and moves messages through it until ctx ends, or Close and
 // the last reply. It fails the messages still in flight with its error.
 func (s *Sender) run(ctx context.Context) error {
-	var inFlight []*Pending // sent or to be resent, in order, without a reply yet
-	finish := func(p *Pending, resp *messagingv1.SendResponse, err error) {
-		p.resp, p.err = resp, err
-		close(p.done)
-		<-s.slots
-	}
 	fail := func(err error) error {
-		for _, p := range inFlight {
-			finish(p, nil, err)
+		for _, p := range s.inFlight {
+			s.finish(p, nil, err)
 		}
 		return err
 	}
 	client := messagingv1.NewMessagingServiceClient(s.c.conn)
-	closing := s.closed
-	delay := 100 * time.Millisecond
+	s.delay = 100 * time.Millisecond
 	for {
-		err := s.stream(ctx, client, &inFlight, &closing, finish, &delay)
+		err := s.stream(ctx, client)
 		if err == nil { // closed, and every reply in
 			return ErrSenderClosed
 		}
@@ -171,17 +171,23 @@ func (s *Sender) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fail(ctx.Err())
-		case <-time.After(delay):
+		case <-time.After(s.delay):
 		}
-		delay = min(2*delay, 5*time.Second)
+		s.delay = min(2*s.delay, 5*time.Second)
 	}
 }
 
+// finish gives p its outcome and frees its place in the window.
+func (s *Sender) finish(p *Pending, resp *messagingv1.SendResponse, err error) {
+	p.resp, p.err = resp, err
+	close(p.done)
+	<-s.slots
+}
+
 // stream runs one SendStream: it resends inFlight, then sends what Send queues and
-// matches replies to inFlight in order. It returns nil once closing is closed and every
+// matches replies to inFlight in order. It returns nil once Close was called and every
 // reply is in, or the error that ended the stream.
-func (s *Sender) stream(ctx context.Context, client messagingv1.MessagingServiceClient, inFlight *[]*Pending,
-	closing *chan struct{}, finish func(*Pending, *messagingv1.SendResponse, error), delay *time.Duration) error {
+func (s *Sender) stream(ctx context.Context, client messagingv1.MessagingServiceClient) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := client.SendStream(ctx)
@@ -189,11 +195,11 @@ func (s *Sender) stream(ctx context.Context, client messagingv1.MessagingService
 		return err
 	}
 	// A Send that fails (io.EOF) means the stream ended: Recv says why. Until then the
-	// replies that came are taken, and nothing more is sent on it.
-	broken := false
-	for _, p := range *inFlight {
+	// replies that came are taken, and nothing more is sent on it (queue nil).
+	queue := s.queue
+	for _, p := range s.inFlight {
 		if err := stream.Send(&messagingv1.SendStreamRequest{Send: p.req}); err != nil {
-			broken = true
+			queue = nil
 			break
 		}
 	}
@@ -213,37 +219,33 @@ func (s *Sender) stream(ctx context.Context, client messagingv1.MessagingService
 			}
 		}
 	}()
-	queue := s.queue
-	if broken {
-		queue = nil
-	}
 	for {
-		if *closing == nil && len(*inFlight) == 0 {
+		if s.closing == nil && len(s.inFlight) == 0 {
 			return stream.CloseSend()
 		}
 		select {
 		case p := <-queue:
-			*inFlight = append(*inFlight, p)
+			s.inFlight = append(s.inFlight, p)
 			if err := stream.Send(&messagingv1.SendStreamRequest{Send: p.req}); err != nil {
 				queue = nil // p is resent on the next stream
 			}
-		case <-*closing:
-			*closing, queue = nil, nil // from here on the stream only waits for replies
+		case <-s.closing:
+			s.closing, queue = nil, nil // from here on the stream only waits for replies
 		case r := <-replies:
-			if len(*inFlight) == 0 || r.GetClientMessageId() != (*inFlight)[0].req.GetClientMessageId() {
+			if len(s.inFlight) == 0 || r.GetClientMessageId() != s.inFlight[0].req.GetClientMessageId() {
 				return status.Errorf(codes.Internal, "sdk: send stream: a reply for %q out of order", r.GetClientMessageId())
 			}
-			p := (*inFlight)[0]
-			(*inFlight)[0] = nil
-			*inFlight = (*inFlight)[1:]
+			p := s.inFlight[0]
+			s.inFlight[0] = nil
+			s.inFlight = s.inFlight[1:]
 			if e := r.GetError(); e != nil {
-				finish(p, nil, status.ErrorProto(&spb.Status{Code: e.GetCode(), Message: e.GetMessage(), Details: e.GetDetails()}))
+				s.finish(p, nil, status.ErrorProto(&spb.Status{Code: e.GetCode(), Message: e.GetMessage(), Details: e.GetDetails()}))
 			} else {
-				finish(p, r.GetSent(), nil)
+				s.finish(p, r.GetSent(), nil)
 			}
-			*delay = 100 * time.Millisecond
+			s.delay = 100 * time.Millisecond
 		case err := <-ended:
-			if errors.Is(err, io.EOF) && len(*inFlight) > 0 {
+			if errors.Is(err, io.EOF) && len(s.inFlight) > 0 {
 				return status.Error(codes.Unavailable, "sdk: send stream ended with messages in flight")
 			}
 			return err

@@ -18,6 +18,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
+	"github.com/umbra-e2ee/umbra/pkg/page"
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
@@ -246,7 +247,7 @@ func (s *Server) ListCardHistory(ctx context.Context, req *cardv1.ListCardHistor
 	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
 		return nil, err
 	}
-	size, err := pageSize(req.GetPageSize(), DefaultHistoryPage, MaxHistoryPage)
+	size, err := page.Size(req.GetPageSize(), DefaultHistoryPage, MaxHistoryPage)
 	if err != nil {
 		return nil, err
 	}
@@ -314,7 +315,7 @@ func (s *Server) LookupActiveCards(_ context.Context, req *cardv1.LookupActiveCa
 
 // ListCardEvents implements CardService.
 func (s *Server) ListCardEvents(_ context.Context, req *cardv1.ListCardEventsRequest) (*cardv1.ListCardEventsResponse, error) {
-	size, err := pageSize(req.GetPageSize(), DefaultEventPage, MaxEventPage)
+	size, err := page.Size(req.GetPageSize(), DefaultEventPage, MaxEventPage)
 	if err != nil {
 		return nil, err
 	}

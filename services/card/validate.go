@@ -11,6 +11,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
+	"github.com/umbra-e2ee/umbra/pkg/page"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 )
 
@@ -109,17 +110,6 @@ func validIdentities(field string, ids []string, max int) ([]string, error) {
 	return out, nil
 }
 
-// pageSize returns the page size asked for, or def; over max is refused.
-func pageSize(n uint32, def, max int) (int, error) {
-	switch {
-	case n == 0:
-		return def, nil
-	case n > uint32(max):
-		return 0, errs.Invalidf("page_size %d is over the maximum %d", n, max)
-	}
-	return int(n), nil
-}
-
 // History page tokens are opaque to clients: URL-safe base64 of a version byte, the
 // sequence number of the last card returned, and 8 bytes of SHA-256 of the identity
 // listed, so a token cannot be replayed against another identity's listing.
@@ -139,7 +129,7 @@ func parseHistoryToken(identity, tok string) (uint64, error) {
 	}
 	b, err := base64.RawURLEncoding.DecodeString(tok)
 	if err != nil || len(b) != 17 || b[0] != pageTokenVersion {
-		return 0, errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
+		return 0, page.ErrMalformedToken
 	}
 	h := sha256.Sum256([]byte(identity))
 	if string(b[9:]) != string(h[:8]) {
@@ -147,7 +137,7 @@ func parseHistoryToken(identity, tok string) (uint64, error) {
 	}
 	seq := binary.BigEndian.Uint64(b[1:9])
 	if seq == 0 {
-		return 0, errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
+		return 0, page.ErrMalformedToken
 	}
 	return seq, nil
 }

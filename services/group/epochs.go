@@ -17,6 +17,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
+	"github.com/umbra-e2ee/umbra/pkg/page"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -520,7 +521,7 @@ func (s *Server) GetEpochKeys(ctx context.Context, req *groupv1.GetEpochKeysRequ
 	if err != nil {
 		return nil, err
 	}
-	size, err := pageSize(req.GetPageSize(), DefaultPage, MaxPage)
+	size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
 	if err != nil {
 		return nil, err
 	}

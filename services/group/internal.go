@@ -8,6 +8,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
+	"github.com/umbra-e2ee/umbra/pkg/page"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
@@ -58,7 +59,7 @@ func (s *Server) ListMemberIdentities(_ context.Context, req *groupv1.ListMember
 	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
-	size, err := pageSize(req.GetPageSize(), DefaultMemberPage, MaxMemberPage)
+	size, err := page.Size(req.GetPageSize(), DefaultMemberPage, MaxMemberPage)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +71,7 @@ func (s *Server) ListMemberIdentities(_ context.Context, req *groupv1.ListMember
 	after := ""
 	if tok != nil {
 		if version, err = strconv.ParseUint(tok[0], 10, 64); err != nil || ident.ValidUser("page_token", tok[1]) != nil {
-			return nil, errMalformedToken
+			return nil, page.ErrMalformedToken
 		}
 		after = tok[1]
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
+	"github.com/umbra-e2ee/umbra/pkg/page"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
@@ -193,7 +194,7 @@ func (s *Server) ListMyGroups(ctx context.Context, req *groupv1.ListMyGroupsRequ
 	if err != nil {
 		return nil, err
 	}
-	size, err := pageSize(req.GetPageSize(), DefaultPage, MaxPage)
+	size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +205,7 @@ func (s *Server) ListMyGroups(ctx context.Context, req *groupv1.ListMyGroupsRequ
 	after := ""
 	if tok != nil {
 		if after = tok[0]; ident.ValidGroup("page_token", after) != nil {
-			return nil, errMalformedToken
+			return nil, page.ErrMalformedToken
 		}
 	}
 	resp := &groupv1.ListMyGroupsResponse{}
@@ -345,12 +346,9 @@ func (s *Server) RemoveMember(ctx context.Context, req *groupv1.RemoveMemberRequ
 		if err != nil {
 			return err
 		}
-		target, err := tx.Member(p.AppID, g.GetGroupId(), req.GetIdentity())
+		target, err := targetMember(tx, g, req.GetIdentity(), "")
 		if err != nil {
 			return err
-		}
-		if target == nil {
-			return errs.NotFoundf("%s is not a member of group %s", req.GetIdentity(), g.GetGroupId())
 		}
 		if err := checkTarget(g, me, target, "remove"); err != nil {
 			return err
@@ -565,12 +563,9 @@ func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*gro
 		if err != nil {
 			return err
 		}
-		m, err := tx.Member(p.AppID, g.GetGroupId(), req.GetIdentity())
+		m, err := targetMember(tx, g, req.GetIdentity(), "")
 		if err != nil {
 			return err
-		}
-		if m == nil {
-			return errs.NotFoundf("%s is not a member of group %s", req.GetIdentity(), g.GetGroupId())
 		}
 		resp = &groupv1.SetRoleResponse{Member: memberView(m)}
 		if role(m) == req.GetRole() {
@@ -603,12 +598,9 @@ func (s *Server) TransferOwnership(ctx context.Context, req *groupv1.TransferOwn
 		if err != nil {
 			return err
 		}
-		next, err := tx.Member(p.AppID, g.GetGroupId(), req.GetNewOwner())
+		next, err := targetMember(tx, g, req.GetNewOwner(), ": only a member can become the owner")
 		if err != nil {
 			return err
-		}
-		if next == nil {
-			return errs.NotFoundf("%s is not a member of group %s: only a member can become the owner", req.GetNewOwner(), g.GetGroupId())
 		}
 		next.Role = uint32(groupv1.GroupRole_GROUP_ROLE_OWNER)
 		me.Role = uint32(groupv1.GroupRole_GROUP_ROLE_ADMIN)
@@ -747,7 +739,7 @@ func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequ
 	if err != nil {
 		return nil, err
 	}
-	size, err := pageSize(req.GetPageSize(), DefaultPage, MaxPage)
+	size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
 	if err != nil {
 		return nil, err
 	}
@@ -923,7 +915,7 @@ func (s *Server) ListMyInvitations(ctx context.Context, req *groupv1.ListMyInvit
 	if err != nil {
 		return nil, err
 	}
-	size, err := pageSize(req.GetPageSize(), DefaultPage, MaxPage)
+	size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
 	if err != nil {
 		return nil, err
 	}
@@ -935,7 +927,7 @@ func (s *Server) ListMyInvitations(ctx context.Context, req *groupv1.ListMyInvit
 	var afterGroup string
 	if tok != nil {
 		if afterNanos, err = strconv.ParseInt(tok[0], 10, 64); err != nil {
-			return nil, errMalformedToken
+			return nil, page.ErrMalformedToken
 		}
 		afterGroup = tok[1]
 	}

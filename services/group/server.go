@@ -326,6 +326,19 @@ func loadAsMember(tx Tx, app, group, identity string) (*storagev1.GroupRecord, *
 	return g, me, nil
 }
 
+// targetMember reads the membership of the identity a request names, refusing one that
+// is not a member of g with NOT_FOUND (and why, when given, appended to the message).
+func targetMember(tx Tx, g *storagev1.GroupRecord, identity, why string) (*storagev1.GroupMemberRecord, error) {
+	m, err := tx.Member(g.GetAppId(), g.GetGroupId(), identity)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, errs.NotFoundf("%s is not a member of group %s%s", identity, g.GetGroupId(), why)
+	}
+	return m, nil
+}
+
 // loadAsManager is loadAsMember for the owner and admins.
 func loadAsManager(tx Tx, app, group, identity, what string) (*storagev1.GroupRecord, *storagev1.GroupMemberRecord, error) {
 	g, me, err := loadAsMember(tx, app, group, identity)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
+	"github.com/umbra-e2ee/umbra/pkg/page"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 )
@@ -64,16 +65,6 @@ func validIdentities(field string, ids []string, min, max int) ([]string, error)
 	return out, nil
 }
 
-func pageSize(n uint32, def, max int) (int, error) {
-	switch {
-	case n == 0:
-		return def, nil
-	case n > uint32(max):
-		return 0, errs.Invalidf("page_size %d is over the maximum %d", n, max)
-	}
-	return int(n), nil
-}
-
 // Page tokens are opaque to clients: URL-safe base64 of "v1|" and a position.
 func pageToken(parts ...string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte("v1|" + strings.Join(parts, "|")))
@@ -87,13 +78,10 @@ func parsePageToken(tok string, n int) ([]string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(tok)
 	parts := strings.Split(string(b), "|")
 	if err != nil || len(parts) != n+1 || parts[0] != "v1" {
-		return nil, errMalformedToken
+		return nil, page.ErrMalformedToken
 	}
 	return parts[1:], nil
 }
-
-// errMalformedToken answers a page token that this service did not write.
-var errMalformedToken = errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
 
 // uintPageToken returns the number in a one-part page token, or def for no token.
 func uintPageToken(tok string, def uint64) (uint64, error) {
@@ -103,7 +91,7 @@ func uintPageToken(tok string, def uint64) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(parts[0], 10, 64)
 	if err != nil {
-		return 0, errMalformedToken
+		return 0, page.ErrMalformedToken
 	}
 	return n, nil
 }

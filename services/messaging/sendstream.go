@@ -96,7 +96,7 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 		if err == nil {
 			out.Result = &messagingv1.SendStreamResponse_Sent{Sent: resp}
 		} else if out.Result, err = s.sendStreamError(err); err != nil {
-			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+			if cause := context.Cause(ctx); cause != nil { // why the wait ended
 				return cause
 			}
 			return err

@@ -15,6 +15,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
+	"github.com/umbra-e2ee/umbra/pkg/page"
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
@@ -371,7 +372,7 @@ func (s *Server) History(ctx context.Context, req *messagingv1.HistoryRequest) (
 	if err != nil {
 		return nil, err
 	}
-	size, err := pageSize(req.GetPageSize(), DefaultHistoryPage, MaxHistoryPage)
+	size, err := page.Size(req.GetPageSize(), DefaultHistoryPage, MaxHistoryPage)
 	if err != nil {
 		return nil, err
 	}
@@ -435,7 +436,7 @@ func (s *Server) ListConversations(ctx context.Context, req *messagingv1.ListCon
 	if err != nil {
 		return nil, err
 	}
-	size, err := pageSize(req.GetPageSize(), DefaultConversationPage, MaxConversationPage)
+	size, err := page.Size(req.GetPageSize(), DefaultConversationPage, MaxConversationPage)
 	if err != nil {
 		return nil, err
 	}

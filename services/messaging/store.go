@@ -169,8 +169,11 @@ type InboxItem struct {
 }
 
 // size is the item's envelope or payload size, in bytes.
-func (it InboxItem) size() int {
-	return len(it.Record.GetMessage().GetEnvelope()) + len(it.Record.GetEvent().GetPayload())
+func (it InboxItem) size() int { return recordSize(it.Record) }
+
+// recordSize is a log record's envelope or payload size, in bytes.
+func recordSize(r *storagev1.MessagingLogRecord) int {
+	return len(r.GetMessage().GetEnvelope()) + len(r.GetEvent().GetPayload())
 }
 
 var (

@@ -314,7 +314,7 @@ func (s *BoltStore) Inbox(app, identity string, after uint64, limit, maxBytes in
 			if rec == nil || err != nil {
 				return true, err
 			}
-			n := len(rec.GetMessage().GetEnvelope()) + len(rec.GetEvent().GetPayload())
+			n := recordSize(rec)
 			if len(out) == limit || len(out) > 0 && size+n > maxBytes {
 				return false, nil
 			}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
+	"github.com/umbra-e2ee/umbra/pkg/page"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
@@ -142,17 +143,6 @@ func validRecipients(ids []string) ([]string, error) {
 	return sortedKeys(seen), nil
 }
 
-// pageSize returns the page size asked for, or def; over max is refused.
-func pageSize(n uint32, def, max int) (int, error) {
-	switch {
-	case n == 0:
-		return def, nil
-	case n > uint32(max):
-		return 0, errs.Invalidf("page_size %d is over the maximum %d", n, max)
-	}
-	return int(n), nil
-}
-
 // heartbeatInterval returns the interval a SubscribeRequest asks for.
 func heartbeatInterval(d *durationpb.Duration) (time.Duration, error) {
 	if d == nil {
@@ -195,7 +185,7 @@ func historyToken(conv string, c historyCursor) string {
 func parseHistoryToken(conv, tok string) (historyCursor, error) {
 	b, err := base64.RawURLEncoding.DecodeString(tok)
 	if err != nil || len(b) != 18 || b[0] != historyTokenVersion || b[1] > 1 {
-		return historyCursor{}, errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
+		return historyCursor{}, page.ErrMalformedToken
 	}
 	h := sha256.Sum256([]byte(conv))
 	if string(b[10:]) != string(h[:8]) {
@@ -215,7 +205,7 @@ func listToken(lastID string) string {
 func parseListToken(tok string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(tok)
 	if err != nil || len(b) < 2 || b[0] != listTokenVersion || validConversationShape(string(b[1:])) != nil {
-		return "", errs.Invalidf("page_token is malformed: pass the next_page_token of the previous page unchanged")
+		return "", page.ErrMalformedToken
 	}
 	return string(b[1:]), nil
 }
