@@ -4,10 +4,12 @@
 package servicetest
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
@@ -48,4 +50,29 @@ func NewServer(t testing.TB, c Config, policies ...auth.Table) (*grpcserver.Serv
 		t.Fatal(err)
 	}
 	return gs, table
+}
+
+// Log returns a logger that writes to the test's log, or one that discards when quiet
+// (benchmarks and load tests log a line per call otherwise).
+func Log(t testing.TB, quiet bool) *zap.Logger {
+	if quiet {
+		return zap.NewNop()
+	}
+	return zaptest.NewLogger(t)
+}
+
+// Identity opens identity.db in dir and returns the identity service on it, with now
+// for its clock; the caller closes the store.
+func Identity(t testing.TB, dir string, now func() time.Time, log *zap.Logger) (*identity.Server, *identity.BoltStore) {
+	t.Helper()
+	store, err := identity.OpenStore(filepath.Join(dir, "identity.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := identity.New(store, identity.Config{Clock: now}, log.Named("identity"))
+	if err != nil {
+		store.Close()
+		t.Fatal(err)
+	}
+	return ids, store
 }

@@ -19,8 +19,6 @@ import (
 	"github.com/cloudflare/circl/oprf"
 	"github.com/cloudflare/circl/zk/dleq"
 	bolt "go.etcd.io/bbolt"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -31,7 +29,6 @@ import (
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
-	"github.com/umbra-e2ee/umbra/services/identity"
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
@@ -81,10 +78,7 @@ type envOptions struct {
 
 func newEnv(t testing.TB, opts envOptions) *env {
 	t.Helper()
-	log := zap.NewNop()
-	if !opts.quiet {
-		log = zaptest.NewLogger(t)
-	}
+	log := servicetest.Log(t, opts.quiet)
 	if opts.dir == "" {
 		opts.dir = t.TempDir()
 	}
@@ -92,14 +86,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		opts.clock = clocktest.New(time.Now().Truncate(time.Second))
 	}
 	clk := opts.clock
-	idStore, err := identity.OpenStore(filepath.Join(opts.dir, "identity.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := identity.New(idStore, identity.Config{Clock: clk.Now}, log.Named("identity"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids, idStore := servicetest.Identity(t, opts.dir, clk.Now, log)
 	msgStore, err := messaging.OpenStore(filepath.Join(opts.dir, "messaging.db"), messaging.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)

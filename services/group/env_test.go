@@ -15,8 +15,6 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/clocktest"
 
 	bolt "go.etcd.io/bbolt"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -33,7 +31,6 @@ import (
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/card"
-	"github.com/umbra-e2ee/umbra/services/identity"
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
@@ -77,23 +74,13 @@ type envOptions struct {
 
 func newEnv(t testing.TB, opts envOptions) *env {
 	t.Helper()
-	log := zap.NewNop()
-	if !opts.quiet {
-		log = zaptest.NewLogger(t)
-	}
+	log := servicetest.Log(t, opts.quiet)
 	dir := opts.dir
 	if dir == "" {
 		dir = t.TempDir()
 	}
 	clk := clocktest.New(time.Now().Truncate(time.Second))
-	idStore, err := identity.OpenStore(filepath.Join(dir, "identity.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := identity.New(idStore, identity.Config{Clock: clk.Now}, log.Named("identity"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids, idStore := servicetest.Identity(t, dir, clk.Now, log)
 	cardStore, err := card.OpenStore(filepath.Join(dir, "card.db"))
 	if err != nil {
 		t.Fatal(err)
