@@ -168,6 +168,14 @@ func TestMessagesSurviveSIGKILL(t *testing.T) {
 
 	p = e2eStartDev(t, bin, dataDir, grpcPort, httpPort)
 	defer p.stop(t)
+	// A client reconnects after the restart: the old connection may still be waiting
+	// out its reconnection back-off, and fails calls fast meanwhile.
+	conn, err = grpcclient.Dial(grpcclient.Config{Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client = messagingv1.NewMessagingServiceClient(conn)
 
 	// Every acknowledged message is there exactly once, in order, at its sequence;
 	// retrying, in order, those in flight stores each at most once.
