@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"testing"
@@ -15,6 +16,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/umbra-e2ee/umbra/pkg/boltdb"
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
 
@@ -265,4 +268,97 @@ func BenchmarkSendToDeliver(b *testing.B) {
 	b.ReportMetric(ms(all[len(all)-1]), "max-ms")
 	b.ReportMetric(float64(len(all))/b.Elapsed().Seconds(), "msgs/s")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkEndToEndCeiling asks how much of the raw rate the whole system could reach on
+// this machine if durability cost nothing. In one run it measures, on fresh files:
+//
+//   - durable-msgs/s: 32 senders, each with a SendStream over loopback gRPC (four
+//     connections, one per 8 senders, as `umbra bench messaging --stream` makes), each
+//     sending a 1 KiB envelope and waiting for its durable acknowledgement before the
+//     next, to 32 receivers who read them from Subscribe streams; the server runs the
+//     production interceptors, the committer and the store;
+//   - no-fsync-msgs/s: the same with the store opened without fsync (bbolt NoSync),
+//     which nothing but this benchmark does: the rate the rest of the system allows;
+//   - raw-msgs/s: BenchmarkWritePath's baseline, bbolt's limit for the same payloads
+//     and concurrency;
+//
+// and each of the first two as a percentage of raw. Client and server share the
+// machine's cores, as they do in `umbra bench messaging` against `umbra dev`.
+func BenchmarkEndToEndCeiling(b *testing.B) {
+	defer debug.SetGCPercent(debug.SetGCPercent(400)) // as the umbra binary sets it
+	raw := benchRaw(b)
+	durable := benchEndToEnd(b, StoreOptions{})
+	noSync := benchEndToEnd(b, StoreOptions{NoSync: true})
+	b.ReportMetric(raw, "raw-msgs/s")
+	b.ReportMetric(durable, "durable-msgs/s")
+	b.ReportMetric(noSync, "no-fsync-msgs/s")
+	b.ReportMetric(100*durable/raw, "durable-%-of-raw")
+	b.ReportMetric(100*noSync/raw, "no-fsync-%-of-raw")
+	b.ReportMetric(0, "ns/op")
+}
+
+// benchEndToEnd returns the rate of b.N messages sent over SendStreams and delivered
+// over Subscribe streams, with the store opened with opts.
+func benchEndToEnd(b *testing.B, opts StoreOptions) float64 {
+	e := newEnv(b, envOptions{quiet: true, store: opts, cfg: Config{SendRate: 1e6, SendBurst: 1 << 20}})
+	defer e.stop()
+	a := e.newApp(b)
+	uids := make([]string, 2*benchSenders)
+	for i := range benchSenders {
+		uids[i], uids[benchSenders+i] = fmt.Sprint("sender", i), fmt.Sprint("receiver", i)
+	}
+	us := e.newUsers(b, a, uids...)
+	senders, receivers := us[:benchSenders], us[benchSenders:]
+	clients := make([]messagingv1.MessagingServiceClient, benchSenders/8)
+	for i := range clients {
+		conn, err := grpcclient.Dial(grpcclient.Config{Addr: e.conn.Target()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		clients[i] = messagingv1.NewMessagingServiceClient(conn)
+	}
+	per := perSender(b)
+	var delivered sync.WaitGroup
+	for _, r := range receivers {
+		s := e.subscribe(b, r, nil, 0)
+		s.untilCaughtUp(b)
+		delivered.Go(func() {
+			for range per {
+				s.nextItem(b)
+			}
+		})
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, s := range senders {
+		wg.Go(func() {
+			ctx, cancel := context.WithCancel(s.ctx())
+			defer cancel()
+			stream, err := clients[i/8].SendStream(ctx)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			env := payload()
+			for j := range per {
+				binary.BigEndian.PutUint64(env, uint64(j))
+				req := sendReq(receivers[i].identity, fmt.Sprint(j), "")
+				req.Envelope = env
+				if err := stream.Send(&messagingv1.SendStreamRequest{Send: req}); err != nil {
+					b.Error(err)
+					return
+				}
+				resp, err := stream.Recv()
+				if err != nil || resp.GetSent() == nil {
+					b.Error(err, resp.GetError())
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	delivered.Wait()
+	return float64(per*benchSenders) / time.Since(start).Seconds()
 }
