@@ -22,6 +22,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
 	"github.com/umbra-e2ee/umbra/services/backup"
 	"github.com/umbra-e2ee/umbra/services/card"
+	"github.com/umbra-e2ee/umbra/services/group"
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
@@ -234,6 +235,8 @@ var requiredPeers = map[string][]string{
 type tuningFlags struct {
 	searchRate  float64
 	searchBurst int
+	groupRate   float64
+	groupBurst  int
 	messaging   messaging.Config
 	backup      backup.Config
 }
@@ -241,6 +244,8 @@ type tuningFlags struct {
 func (t *tuningFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&t.searchRate, "card-search-rate", card.DefaultSearchRate, "SearchCards calls per second one identity may make on average")
 	fs.IntVar(&t.searchBurst, "card-search-burst", card.DefaultSearchBurst, "SearchCards calls one identity may make at once")
+	fs.Float64Var(&t.groupRate, "group-call-rate", group.DefaultCallRate, "group service calls per second one identity may make on average, all methods together")
+	fs.IntVar(&t.groupBurst, "group-call-burst", group.DefaultCallBurst, "group service calls one identity may make at once")
 	fs.Float64Var(&t.messaging.SendRate, "send-rate", messaging.DefaultSendRate, "messages per second one identity may send on average")
 	fs.IntVar(&t.messaging.SendBurst, "send-burst", messaging.DefaultSendBurst, "messages one identity may send at once")
 	fs.IntVar(&t.messaging.MaxEnvelopeBytes, "max-envelope-bytes", messaging.DefaultMaxEnvelopeBytes, "largest message envelope")
@@ -251,6 +256,7 @@ func (t *tuningFlags) register(fs *flag.FlagSet) {
 
 func (t *tuningFlags) apply(cfg *node.Config) {
 	cfg.CardSearchRate, cfg.CardSearchBurst = t.searchRate, t.searchBurst
+	cfg.GroupTuning.CallRate, cfg.GroupTuning.CallBurst = t.groupRate, t.groupBurst
 	cfg.Messaging = t.messaging
 	// The secret is not a tuning: umbra dev generates it, umbra serve reads it.
 	cfg.Backup.MaxAttempts = t.backup.MaxAttempts

@@ -20,6 +20,8 @@ const (
 	DefaultOutboxPoll        = 5 * time.Second
 	DefaultPeerTimeout       = 10 * time.Second
 	DefaultExpiredInviteKeep = 7 * 24 * time.Hour
+	DefaultCallRate          = 20
+	DefaultCallBurst         = 200
 )
 
 // Config tunes the group service. The zero value of each field means its default.
@@ -55,6 +57,13 @@ type Config struct {
 	// ExpiredInvitationKeep is how long an expired invitation is kept, so that accepting
 	// it gets "expired" rather than "not found" (default 7 days).
 	ExpiredInvitationKeep time.Duration
+	// CallRate and CallBurst limit the calls one identity makes to the group service,
+	// all methods together (default 20 per second on average, 200 at once): a client
+	// that loops on them is refused with RESOURCE_EXHAUSTED before it costs the
+	// service a transaction. The other services' calls (membership checks for the
+	// messaging service) are not counted.
+	CallRate  float64
+	CallBurst int
 	// Clock and Rand default to time.Now and crypto/rand.
 	Clock func() time.Time
 	Rand  io.Reader
@@ -86,5 +95,9 @@ func (c Config) withDefaults() Config {
 	def(&c.OutboxPoll, DefaultOutboxPoll)
 	def(&c.PeerTimeout, DefaultPeerTimeout)
 	def(&c.ExpiredInvitationKeep, DefaultExpiredInviteKeep)
+	if c.CallRate <= 0 {
+		c.CallRate = DefaultCallRate
+	}
+	defInt(&c.CallBurst, DefaultCallBurst)
 	return c
 }

@@ -104,7 +104,7 @@ func (s *Server) SetHistoryVisibility(ctx context.Context, req *groupv1.SetHisto
 // changeSettings applies change, an owner-only change of the group's settings that
 // reports whether it changed anything, and tells the members.
 func (s *Server) changeSettings(ctx context.Context, group, what string, change func(*storagev1.GroupRecord) bool) (*groupv1.Group, error) {
-	p, err := groupCaller(ctx, group)
+	p, err := s.groupCaller(ctx, group)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +163,7 @@ func loadForCommit(tx Tx, app, group, identity string, from uint64) (*storagev1.
 
 // StageEpochKeys implements GroupService.
 func (s *Server) StageEpochKeys(ctx context.Context, req *groupv1.StageEpochKeysRequest) (*groupv1.StageEpochKeysResponse, error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -307,7 +307,7 @@ type commitInput struct {
 
 // CommitEpoch implements GroupService.
 func (s *Server) CommitEpoch(ctx context.Context, req *groupv1.CommitEpochRequest) (_ *groupv1.CommitEpochResponse, err error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -517,7 +517,7 @@ func (s *Server) writeCommit(app, identity string, req *groupv1.CommitEpochReque
 
 // GetEpochKeys implements GroupService.
 func (s *Server) GetEpochKeys(ctx context.Context, req *groupv1.GetEpochKeysRequest) (*groupv1.GetEpochKeysResponse, error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -557,7 +557,7 @@ func (s *Server) GetEpochKeys(ctx context.Context, req *groupv1.GetEpochKeysRequ
 
 // ShareEpochKeys implements GroupService.
 func (s *Server) ShareEpochKeys(ctx context.Context, req *groupv1.ShareEpochKeysRequest) (*groupv1.ShareEpochKeysResponse, error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -662,7 +662,7 @@ func (s *Server) ShareEpochKeys(ctx context.Context, req *groupv1.ShareEpochKeys
 
 // GetEpochState implements GroupService.
 func (s *Server) GetEpochState(ctx context.Context, req *groupv1.GetEpochStateRequest) (*groupv1.GetEpochStateResponse, error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,6 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	"github.com/umbra-e2ee/umbra/pkg/page"
@@ -21,7 +20,7 @@ import (
 
 // CreateGroup implements GroupService.
 func (s *Server) CreateGroup(ctx context.Context, req *groupv1.CreateGroupRequest) (*groupv1.CreateGroupResponse, error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +157,7 @@ func removeMember(tx Tx, g *storagev1.GroupRecord, identity string) error {
 
 // GetGroup implements GroupService.
 func (s *Server) GetGroup(ctx context.Context, req *groupv1.GetGroupRequest) (*groupv1.GetGroupResponse, error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +189,7 @@ func (s *Server) GetGroup(ctx context.Context, req *groupv1.GetGroupRequest) (*g
 
 // ListMyGroups implements GroupService.
 func (s *Server) ListMyGroups(ctx context.Context, req *groupv1.ListMyGroupsRequest) (*groupv1.ListMyGroupsResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +235,7 @@ func (s *Server) ListMyGroups(ctx context.Context, req *groupv1.ListMyGroupsRequ
 
 // DeleteGroup implements GroupService.
 func (s *Server) DeleteGroup(ctx context.Context, req *groupv1.DeleteGroupRequest) (*groupv1.DeleteGroupResponse, error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +266,7 @@ func (s *Server) deleteGroup(tx Tx, g *storagev1.GroupRecord, actor string) erro
 
 // AddMembers implements GroupService.
 func (s *Server) AddMembers(ctx context.Context, req *groupv1.AddMembersRequest) (*groupv1.AddMembersResponse, error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -335,7 +334,7 @@ func checkTarget(g *storagev1.GroupRecord, actor, target *storagev1.GroupMemberR
 
 // RemoveMember implements GroupService.
 func (s *Server) RemoveMember(ctx context.Context, req *groupv1.RemoveMemberRequest) (*groupv1.RemoveMemberResponse, error) {
-	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "identity is the caller: leave a group with LeaveGroup")
+	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "identity is the caller: leave a group with LeaveGroup")
 	if err != nil {
 		return nil, err
 	}
@@ -385,7 +384,7 @@ func (s *Server) membersChanged(tx Tx, g *storagev1.GroupRecord, ev *groupv1.Gro
 
 // BanMember implements GroupService.
 func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (*groupv1.BanMemberResponse, error) {
-	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "identity is the caller: nobody bans itself")
+	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "identity is the caller: nobody bans itself")
 	if err != nil {
 		return nil, err
 	}
@@ -448,7 +447,7 @@ func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (
 
 // UnbanMember implements GroupService.
 func (s *Server) UnbanMember(ctx context.Context, req *groupv1.UnbanMemberRequest) (*groupv1.UnbanMemberResponse, error) {
-	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
+	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -485,7 +484,7 @@ func (s *Server) UnbanMember(ctx context.Context, req *groupv1.UnbanMemberReques
 
 // LeaveGroup implements GroupService.
 func (s *Server) LeaveGroup(ctx context.Context, req *groupv1.LeaveGroupRequest) (*groupv1.LeaveGroupResponse, error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -542,7 +541,7 @@ func (s *Server) LeaveGroup(ctx context.Context, req *groupv1.LeaveGroupRequest)
 
 // SetRole implements GroupService.
 func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*groupv1.SetRoleResponse, error) {
-	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
+	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -587,7 +586,7 @@ func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*gro
 
 // TransferOwnership implements GroupService.
 func (s *Server) TransferOwnership(ctx context.Context, req *groupv1.TransferOwnershipRequest) (*groupv1.TransferOwnershipResponse, error) {
-	p, err := callerAndTarget(ctx, req.GetGroupId(), "new_owner", req.GetNewOwner(), "new_owner is the caller, who owns the group already")
+	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "new_owner", req.GetNewOwner(), "new_owner is the caller, who owns the group already")
 	if err != nil {
 		return nil, err
 	}
@@ -622,7 +621,7 @@ func (s *Server) TransferOwnership(ctx context.Context, req *groupv1.TransferOwn
 
 // RequestJoin implements GroupService.
 func (s *Server) RequestJoin(ctx context.Context, req *groupv1.RequestJoinRequest) (*groupv1.RequestJoinResponse, error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -673,7 +672,7 @@ func (s *Server) RequestJoin(ctx context.Context, req *groupv1.RequestJoinReques
 
 // ApproveJoinRequest implements GroupService.
 func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoinRequestRequest) (*groupv1.ApproveJoinRequestResponse, error) {
-	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
+	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -704,7 +703,7 @@ func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoi
 
 // DeclineJoinRequest implements GroupService.
 func (s *Server) DeclineJoinRequest(ctx context.Context, req *groupv1.DeclineJoinRequestRequest) (*groupv1.DeclineJoinRequestResponse, error) {
-	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
+	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -735,7 +734,7 @@ func (s *Server) DeclineJoinRequest(ctx context.Context, req *groupv1.DeclineJoi
 
 // ListJoinRequests implements GroupService.
 func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequestsRequest) (*groupv1.ListJoinRequestsResponse, error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -779,7 +778,7 @@ func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequ
 
 // InviteMember implements GroupService.
 func (s *Server) InviteMember(ctx context.Context, req *groupv1.InviteMemberRequest) (*groupv1.InviteMemberResponse, error) {
-	p, err := callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
+	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -842,7 +841,7 @@ func invitationView(inv *storagev1.GroupInvitationRecord) *groupv1.Invitation {
 
 // AcceptInvitation implements GroupService.
 func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvitationRequest) (*groupv1.AcceptInvitationResponse, error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -878,7 +877,7 @@ func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvita
 
 // DeclineInvitation implements GroupService.
 func (s *Server) DeclineInvitation(ctx context.Context, req *groupv1.DeclineInvitationRequest) (*groupv1.DeclineInvitationResponse, error) {
-	p, err := groupCaller(ctx, req.GetGroupId())
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -911,7 +910,7 @@ func (s *Server) DeclineInvitation(ctx context.Context, req *groupv1.DeclineInvi
 
 // ListMyInvitations implements GroupService.
 func (s *Server) ListMyInvitations(ctx context.Context, req *groupv1.ListMyInvitationsRequest) (*groupv1.ListMyInvitationsResponse, error) {
-	p, err := auth.User(ctx)
+	p, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
 	}

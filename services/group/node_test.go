@@ -271,3 +271,38 @@ func TestREST(t *testing.T) {
 		t.Fatalf("stale commit: %d %v", code, out)
 	}
 }
+
+// TestRESTCallRateLimit: past an identity's burst of group calls, the gateway answers
+// 429 with the limit in the JSON error.
+func TestRESTCallRateLimit(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) { c.GroupTuning.CallRate, c.GroupTuning.CallBurst = 0.01, 2 })
+	app := n.NewApp(t)
+	token := app.Token(t, app.User(t, "alice"))
+	group := app.Group(t, "rest limit")
+	get := func() (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", n.HTTP+"/v1/groups/"+group, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct{ Message string }
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, out.Message
+	}
+	for range 2 {
+		if code, msg := get(); code != http.StatusNotFound {
+			t.Fatalf("within the burst: %d %s, want 404 (no such group)", code, msg)
+		}
+	}
+	if code, msg := get(); code != http.StatusTooManyRequests || !strings.Contains(msg, "group call rate limit exceeded") {
+		t.Fatalf("past the burst: %d %q, want 429", code, msg)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	"github.com/umbra-e2ee/umbra/pkg/outbox"
+	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
@@ -47,6 +48,8 @@ type Server struct {
 	now    func() time.Time
 	rand   io.Reader
 	log    *zap.Logger
+	// calls limits each identity's calls.
+	calls *ratelimit.Limiter
 	// wake tells the outbox loop that events were written.
 	wake chan struct{}
 }
@@ -71,7 +74,11 @@ func NewServer(store Store, cards Cards, events Events, cfg Config, log *zap.Log
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
-	return &Server{store: store, cards: cards, events: events, cfg: cfg, now: cfg.Clock, rand: cfg.Rand, log: log, wake: make(chan struct{}, 1)}, nil
+	calls, err := ratelimit.New(ratelimit.Config{Rate: cfg.CallRate, Burst: cfg.CallBurst, Clock: cfg.Clock})
+	if err != nil {
+		return nil, fmt.Errorf("group: call rate limit: %w", err)
+	}
+	return &Server{store: store, cards: cards, events: events, cfg: cfg, now: cfg.Clock, rand: cfg.Rand, log: log, calls: calls, wake: make(chan struct{}, 1)}, nil
 }
 
 // Register registers the service on g.
@@ -87,10 +94,23 @@ func (s *Server) Run(ctx context.Context) {
 	wg.Wait()
 }
 
+// caller returns the user calling, once the per-identity limit lets the call through.
+// It counts before any other check, so that refused and malformed calls count too.
+func (s *Server) caller(ctx context.Context) (*auth.Principal, error) {
+	p, err := auth.User(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ok, retry := s.calls.Allow(p.AppID + "/" + p.Identity); !ok {
+		return nil, errs.Exhaustedf("group call rate limit exceeded: at most %s per identity, all group calls together; retry in %s", s.calls, retry.Round(time.Millisecond))
+	}
+	return p, nil
+}
+
 // groupCaller returns the caller of a request that names a group, after checking the
 // group id.
-func groupCaller(ctx context.Context, groupID string) (*auth.Principal, error) {
-	p, err := auth.User(ctx)
+func (s *Server) groupCaller(ctx context.Context, groupID string) (*auth.Principal, error) {
+	p, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -103,8 +123,8 @@ func groupCaller(ctx context.Context, groupID string) (*auth.Principal, error) {
 // callerAndTarget returns the caller of a request that names a group and another
 // identity, after checking both ids. ifSelf, when not empty, is the message of the
 // INVALID_ARGUMENT a caller naming itself gets.
-func callerAndTarget(ctx context.Context, groupID, field, target, ifSelf string) (*auth.Principal, error) {
-	p, err := groupCaller(ctx, groupID)
+func (s *Server) callerAndTarget(ctx context.Context, groupID, field, target, ifSelf string) (*auth.Principal, error) {
+	p, err := s.groupCaller(ctx, groupID)
 	if err != nil {
 		return nil, err
 	}

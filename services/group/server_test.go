@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -245,3 +246,42 @@ func TestBadInput(t *testing.T) {
 }
 
 func codesOf(err error) codes.Code { return status.Code(err) }
+
+// TestCallRateLimit: an identity's group calls, all methods together, are limited.
+// Past the burst a call is refused with RESOURCE_EXHAUSTED before it does anything;
+// malformed calls count; other identities and the services' internal calls are not
+// held back; the bucket refills with time.
+func TestCallRateLimit(t *testing.T) {
+	e := newEnv(t, envOptions{noLoops: true, cfg: Config{CallRate: 1, CallBurst: 3}})
+	a := e.newApp(t)
+	us := e.newUsers(t, a, false, "alice", "bob")
+	alice, bob := us[0], us[1]
+	group := e.groupID(t, a, "limited")
+	get := func(u *user, id string) error {
+		_, err := e.client.GetGroup(u.ctx(), &groupv1.GetGroupRequest{GroupId: id})
+		return err
+	}
+	e.create(t, alice, group, bob)
+	if err := get(alice, group); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, get(alice, "not a group id"), codes.InvalidArgument, "group_id")
+	_, err := e.client.DeleteGroup(alice.ctx(), &groupv1.DeleteGroupRequest{GroupId: group})
+	wantCode(t, err, codes.ResourceExhausted, "group call rate limit exceeded")
+	// The refused delete did nothing; bob is not held back by alice's calls.
+	if err := get(bob, group); err != nil {
+		t.Fatalf("bob: %v (the group must still be there)", err)
+	}
+	// The messaging service's membership checks are not counted.
+	for range 5 {
+		resp, err := e.client.CheckMembership(asService(), &groupv1.CheckMembershipRequest{AppId: a.id, GroupId: group, Identity: alice.identity})
+		if err != nil || !resp.GetMember() {
+			t.Fatalf("CheckMembership: %v, %v", resp, err)
+		}
+	}
+	e.clock.Add(time.Second)
+	if err := get(alice, group); err != nil {
+		t.Fatalf("a second later: %v", err)
+	}
+	wantCode(t, get(alice, group), codes.ResourceExhausted, "retry in")
+}
