@@ -9,6 +9,9 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // backupFlags are where the backup commands read their secrets: never from the
@@ -66,7 +69,18 @@ func secret(what, file, env string, fromStdin bool, in *bufio.Reader) ([]byte, e
 	if s == "" {
 		return nil, fmt.Errorf("the %s is empty", what)
 	}
-	return []byte(s), nil
+	return typed(s), nil
+}
+
+// typed returns the bytes of a password or passphrase as typed, normalised to Unicode
+// NFC when it is UTF-8 (docs/wire-format.md §7.3 and §10.2): "é" is one code point on
+// one keyboard and "e" and a combining accent on another, and both must open the same
+// backup or keystore. Bytes that are not UTF-8 are used as they are.
+func typed(s string) []byte {
+	if !utf8.ValidString(s) {
+		return []byte(s)
+	}
+	return []byte(norm.NFC.String(s))
 }
 
 // runBackup manages the current profile's key backup on the server: create, restore,

@@ -112,10 +112,12 @@ func TestBackupCommands(t *testing.T) {
 	}
 
 	// Change of password from standard input (old, then new); the old one stops working.
-	ok("phone", "my backup password\nmy new password\n", nil, "backup", "change-password", "--password-stdin")
+	// The new one is typed with "é" as "e" and a combining accent on the phone, and as
+	// one code point on the watch: both are normalised to NFC.
+	ok("phone", "my backup password\nmy new password, cafe\u0301\n", nil, "backup", "change-password", "--password-stdin")
 	ok("watch", "", nil, "login", "alice")
 	fails("attempts remain", "watch", "", []string{"UMBRA_BACKUP_PASSWORD=my backup password"}, "backup", "restore")
-	ok("watch", "", []string{"UMBRA_BACKUP_PASSWORD=my new password"}, "backup", "restore")
+	ok("watch", "", []string{"UMBRA_BACKUP_PASSWORD=my new password, caf\u00e9"}, "backup", "restore")
 
 	// Reset deletes the password backup; the recovery one stays until reset too.
 	ok("laptop", "", nil, "backup", "reset", "--user", "alice")

@@ -211,10 +211,10 @@ func (f *clientFlags) passphrase() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return []byte(strings.TrimRight(string(b), "\r\n")), nil
+		return typed(strings.TrimRight(string(b), "\r\n")), nil
 	}
 	if p := os.Getenv("UMBRA_PASSPHRASE"); p != "" {
-		return []byte(p), nil
+		return typed(p), nil
 	}
 	return nil, errors.New("the keystore needs a passphrase: set UMBRA_PASSPHRASE, pass --passphrase-file, or --no-passphrase to keep it unencrypted")
 }

@@ -38,3 +38,23 @@ func TestParseRejectsBadEnvironmentValues(t *testing.T) {
 		t.Fatalf("parse = %v; want an error naming UMBRA_MAX_BODY_BYTES", err)
 	}
 }
+
+// TestTypedSecretsAreNFC: passwords and passphrases are normalised to NFC when they
+// are UTF-8, and used as they are when they are not.
+func TestTypedSecretsAreNFC(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"cafe\u0301", "caf\u00e9"},
+		{"caf\u00e9", "caf\u00e9"},
+		{"\uFB01le", "\uFB01le"}, // NFC, not NFKC: a ligature stays
+		{"plain ascii", "plain ascii"},
+		{"\xff\xfe not utf-8 e\u0301", "\xff\xfe not utf-8 e\u0301"},
+	} {
+		if got := string(typed(tc.in)); got != tc.want {
+			t.Errorf("typed(%+q) = %+q, want %+q", tc.in, got, tc.want)
+		}
+	}
+	t.Setenv("UMBRA_PASSPHRASE", "cafe\u0301")
+	if p, err := (&clientFlags{}).passphrase(); err != nil || string(p) != "caf\u00e9" {
+		t.Errorf("passphrase from UMBRA_PASSPHRASE: %+q, %v", p, err)
+	}
+}
