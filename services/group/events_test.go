@@ -14,6 +14,7 @@ import (
 
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
 
 // groupEvents subscribes as u from the start of its inbox and returns the first n
@@ -212,5 +213,51 @@ func TestOutboxRetries(t *testing.T) {
 	}
 	if c := flaky.calls.Load(); c != 2 {
 		t.Errorf("%d PublishEvent calls; want 2", c)
+	}
+}
+
+// TestOutboxDropsRefusedEvents: an event the messaging service refuses for good
+// (malformed, or its id taken by another event) is dropped from the outbox instead of
+// holding back the events behind it, which are delivered.
+func TestOutboxDropsRefusedEvents(t *testing.T) {
+	e := newEnv(t, envOptions{noLoops: true})
+	a := e.newApp(t)
+	us := e.newUsers(t, a, false, "owner", "bob", "carol")
+	owner, bob, carol := us[0], us[1], us[2]
+	us = us[:2]
+	// Ahead of the group's own event: one with no recipients (INVALID_ARGUMENT), and one
+	// whose id was taken by another event (ALREADY_EXISTS), both for carol.
+	taken := &messagingv1.PublishEventRequest{AppId: a.id, EventId: "evt-taken", Type: "umbra.group.v1.GroupEvent", Recipients: []string{carol.identity}, Payload: []byte("first")}
+	if _, err := e.srv.events.PublishEvent(context.Background(), taken); err != nil {
+		t.Fatal(err)
+	}
+	err := e.srv.store.Update(func(tx Tx) error {
+		for _, r := range []*storagev1.GroupOutboxRecord{
+			{AppId: a.id, EventId: "evt-no-recipients", Type: "umbra.group.v1.GroupEvent", Payload: []byte("x")},
+			{AppId: a.id, EventId: "evt-taken", Type: "umbra.group.v1.GroupEvent", Recipients: []string{carol.identity}, Payload: []byte("second")},
+		} {
+			if err := tx.AppendOutbox(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := e.groupID(t, a, "team")
+	e.create(t, owner, group, bob)
+	if !e.srv.deliverOutbox(context.Background()) {
+		t.Fatal("the refused events held back the outbox")
+	}
+	for k := range e.snapshot(t) {
+		if hasPrefix(k, "group_outbox/") {
+			t.Errorf("left in the outbox: %s", k)
+		}
+	}
+	for _, u := range us {
+		if evs := e.groupEvents(t, u, 0); !slices.Equal(kinds(evs), []groupv1.GroupEventKind{groupv1.GroupEventKind_GROUP_EVENT_KIND_CREATED}) {
+			t.Errorf("%s got %v", u.identity, kinds(evs))
+		}
 	}
 }
