@@ -3,6 +3,7 @@ package group
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,6 +23,7 @@ var (
 	bucketJoinRequests  = []byte("join_requests")
 	bucketInvitations   = []byte("invitations")
 	bucketInviteeGroups = []byte("invitee_groups")
+	bucketInviteExpiry  = []byte("invitation_expiry")
 	bucketEpochs        = []byte("epochs")
 	bucketEpochKeys     = []byte("epoch_keys")
 	bucketUploads       = []byte("uploads")
@@ -31,6 +33,10 @@ var (
 	bucketState         = []byte("group_state")
 
 	cardCursorKey = []byte("card_cursor")
+	// inviteExpiryKey in group_state says that invitation_expiry covers every
+	// invitation. Files written before the index existed lack it, and get the index
+	// built when opened.
+	inviteExpiryKey = []byte("invitation_expiry_indexed")
 )
 
 var schema = boltdb.Schema{
@@ -38,7 +44,7 @@ var schema = boltdb.Schema{
 	Buckets: [][]byte{
 		bucketGroups, bucketMembers, bucketMemberGroups, bucketBans, bucketJoinRequests,
 		bucketInvitations, bucketInviteeGroups, bucketEpochs, bucketEpochKeys, bucketUploads,
-		bucketUploadKeys, bucketRotationDue, bucketOutbox, bucketState,
+		bucketUploadKeys, bucketRotationDue, bucketOutbox, bucketState, bucketInviteExpiry,
 	},
 }
 
@@ -174,7 +180,34 @@ func OpenStore(path string) (Store, error) {
 	// AuthorizeSend counts every encrypted message in a Batch; bbolt's default wait of
 	// 10 ms for more writers would be added to each lone send.
 	db.MaxBatchDelay = batchDelay
+	if err := indexInvitationExpiry(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("group: index invitations by expiry in %s: %w", path, err)
+	}
 	return &boltStore{db: db}, nil
+}
+
+// indexInvitationExpiry builds invitation_expiry from the invitations, once, for a file
+// written before the index existed.
+func indexInvitationExpiry(db *boltdb.DB) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		state := tx.Bucket(bucketState)
+		if state.Get(inviteExpiryKey) != nil {
+			return nil
+		}
+		idx := tx.Bucket(bucketInviteExpiry)
+		err := tx.Bucket(bucketInvitations).ForEach(func(k, v []byte) error {
+			inv := &storagev1.GroupInvitationRecord{}
+			if err := proto.Unmarshal(v, inv); err != nil {
+				return fmt.Errorf("invitation %q: %w", k, err)
+			}
+			return idx.Put(inviteExpiryEntry(inv.GetExpiresAt().AsTime(), k), nil)
+		})
+		if err != nil {
+			return err
+		}
+		return state.Put(inviteExpiryKey, []byte{1})
+	})
 }
 
 // Close closes the file.
@@ -316,17 +349,46 @@ func (t *boltTx) Invitation(app, group, invitee string) (*storagev1.GroupInvitat
 }
 
 func (t *boltTx) PutInvitation(app string, inv *storagev1.GroupInvitationRecord) error {
-	if err := boltdb.PutProto(t.b(bucketInvitations), memberKey(app, inv.GetGroupId(), inv.GetInvitee()), inv); err != nil {
+	k := memberKey(app, inv.GetGroupId(), inv.GetInvitee())
+	if err := t.unindexInvitation(k); err != nil { // a renewal replaces its expiry
+		return err
+	}
+	if err := boltdb.PutProto(t.b(bucketInvitations), k, inv); err != nil {
+		return err
+	}
+	if err := t.b(bucketInviteExpiry).Put(inviteExpiryEntry(inv.GetExpiresAt().AsTime(), k), nil); err != nil {
 		return err
 	}
 	return t.b(bucketInviteeGroups).Put(boltdb.Key(app, inv.GetInvitee(), inv.GetGroupId()), nil)
 }
 
 func (t *boltTx) DeleteInvitation(app, group, invitee string) error {
-	if err := t.b(bucketInvitations).Delete(memberKey(app, group, invitee)); err != nil {
+	k := memberKey(app, group, invitee)
+	if err := t.unindexInvitation(k); err != nil {
+		return err
+	}
+	if err := t.b(bucketInvitations).Delete(k); err != nil {
 		return err
 	}
 	return t.b(bucketInviteeGroups).Delete(boltdb.Key(app, invitee, group))
+}
+
+// unindexInvitation deletes the expiry entry of the invitation stored under k, if any.
+func (t *boltTx) unindexInvitation(k []byte) error {
+	v := t.b(bucketInvitations).Get(k)
+	if v == nil {
+		return nil
+	}
+	old := &storagev1.GroupInvitationRecord{}
+	if err := proto.Unmarshal(v, old); err != nil {
+		return fmt.Errorf("invitation %q: %w", k, err)
+	}
+	return t.b(bucketInviteExpiry).Delete(inviteExpiryEntry(old.GetExpiresAt().AsTime(), k))
+}
+
+// inviteExpiryEntry is u64(unix ns of the expiry) followed by the invitation's key.
+func inviteExpiryEntry(at time.Time, key []byte) []byte {
+	return append(boltdb.U64(uint64(at.UnixNano())), key...)
 }
 
 func (t *boltTx) Invitations(app, group string) ([]*storagev1.GroupInvitationRecord, error) {
@@ -620,16 +682,16 @@ func deletePrefix(b *bolt.Bucket, prefix []byte) error {
 func (t *boltTx) StaleInvitations(before time.Time, limit int) ([]*storagev1.GroupInvitationRecord, []string, error) {
 	var out []*storagev1.GroupInvitationRecord
 	var apps []string
-	c := t.b(bucketInvitations).Cursor()
-	for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
+	end := boltdb.U64(uint64(before.UnixNano()))
+	c := t.b(bucketInviteExpiry).Cursor()
+	for k, _ := c.First(); k != nil && len(out) < limit && bytes.Compare(k[:8], end) < 0; k, _ = c.Next() {
+		key := k[8:]
 		inv := &storagev1.GroupInvitationRecord{}
-		if err := proto.Unmarshal(v, inv); err != nil {
-			return nil, nil, err
+		if err := boltdb.GetProto(t.b(bucketInvitations), key, inv); err != nil {
+			return nil, nil, fmt.Errorf("invitation %q of the expiry index: %w", key, err)
 		}
-		if inv.GetExpiresAt().AsTime().Before(before) {
-			out = append(out, inv)
-			apps = append(apps, string(k[:bytes.IndexByte(k, 0)]))
-		}
+		out = append(out, inv)
+		apps = append(apps, string(key[:bytes.IndexByte(key, 0)]))
 	}
 	return out, apps, nil
 }
