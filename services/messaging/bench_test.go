@@ -204,6 +204,20 @@ func benchCommitter(b *testing.B, randomIDs bool) float64 {
 	return float64(per*benchSenders) / time.Since(start).Seconds()
 }
 
+// benchUsers starts a service over a store opened with opts, with no send limit to
+// speak of, and returns it with benchSenders senders and as many receivers, the ith
+// sender writing to the ith receiver.
+func benchUsers(b *testing.B, opts StoreOptions) (e *env, senders, receivers []user) {
+	e = newEnv(b, envOptions{quiet: true, store: opts, cfg: Config{SendRate: 1e6, SendBurst: 1 << 20}})
+	a := e.newApp(b)
+	uids := make([]string, 2*benchSenders)
+	for i := range benchSenders {
+		uids[i], uids[benchSenders+i] = fmt.Sprint("sender", i), fmt.Sprint("receiver", i)
+	}
+	us := e.newUsers(b, a, uids...)
+	return e, us[:benchSenders], us[benchSenders:]
+}
+
 // BenchmarkSendToDeliver measures send-to-deliver latency over real gRPC on loopback,
 // through the production interceptors: 32 senders, each paced to send 1 KiB envelopes
 // so that all together send 2,000 msgs/s, each to its own receiver, who reads a
@@ -211,14 +225,7 @@ func benchCommitter(b *testing.B, randomIDs bool) float64 {
 // reports p50, p99 and max in milliseconds, and the rate reached.
 func BenchmarkSendToDeliver(b *testing.B) {
 	const rate = 2000.0
-	e := newEnv(b, envOptions{quiet: true, cfg: Config{SendRate: 1e6, SendBurst: 1 << 20}})
-	a := e.newApp(b)
-	uids := make([]string, 2*benchSenders)
-	for i := range benchSenders {
-		uids[i], uids[benchSenders+i] = fmt.Sprint("sender", i), fmt.Sprint("receiver", i)
-	}
-	us := e.newUsers(b, a, uids...)
-	senders, receivers := us[:benchSenders], us[benchSenders:]
+	e, senders, receivers := benchUsers(b, StoreOptions{})
 	per := perSender(b)
 	var sent sync.Map // client_message_id -> time.Time
 	latencies := make([][]time.Duration, benchSenders)
@@ -301,15 +308,8 @@ func BenchmarkEndToEndCeiling(b *testing.B) {
 // benchEndToEnd returns the rate of b.N messages sent over SendStreams and delivered
 // over Subscribe streams, with the store opened with opts.
 func benchEndToEnd(b *testing.B, opts StoreOptions) float64 {
-	e := newEnv(b, envOptions{quiet: true, store: opts, cfg: Config{SendRate: 1e6, SendBurst: 1 << 20}})
+	e, senders, receivers := benchUsers(b, opts)
 	defer e.stop()
-	a := e.newApp(b)
-	uids := make([]string, 2*benchSenders)
-	for i := range benchSenders {
-		uids[i], uids[benchSenders+i] = fmt.Sprint("sender", i), fmt.Sprint("receiver", i)
-	}
-	us := e.newUsers(b, a, uids...)
-	senders, receivers := us[:benchSenders], us[benchSenders:]
 	clients := make([]messagingv1.MessagingServiceClient, benchSenders/8)
 	for i := range clients {
 		conn, err := grpcclient.Dial(grpcclient.Config{Addr: e.conn.Target()})
