@@ -218,6 +218,23 @@ func benchUsers(b *testing.B, opts StoreOptions) (e *env, senders, receivers []u
 	return e, us[:benchSenders], us[benchSenders:]
 }
 
+// receive opens a Subscribe stream for each receiver and, once all are live, reads per
+// messages from each in the background, handing the ith receiver's to got(i, ...).
+// Wait on the group returned for all of them.
+func receive(b *testing.B, e *env, receivers []user, per int, got func(int, *messagingv1.SubscribeResponse)) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for i, r := range receivers {
+		s := e.subscribe(b, r, nil, 0)
+		s.untilCaughtUp(b)
+		wg.Go(func() {
+			for range per {
+				got(i, s.nextItem(b))
+			}
+		})
+	}
+	return &wg
+}
+
 // BenchmarkSendToDeliver measures send-to-deliver latency over real gRPC on loopback,
 // through the production interceptors: 32 senders, each paced to send 1 KiB envelopes
 // so that all together send 2,000 msgs/s, each to its own receiver, who reads a
@@ -229,18 +246,10 @@ func BenchmarkSendToDeliver(b *testing.B) {
 	per := perSender(b)
 	var sent sync.Map // client_message_id -> time.Time
 	latencies := make([][]time.Duration, benchSenders)
-	var delivered sync.WaitGroup
-	for i, r := range receivers {
-		s := e.subscribe(b, r, nil, 0)
-		s.untilCaughtUp(b)
-		delivered.Go(func() {
-			for range per {
-				it := s.nextItem(b)
-				start, _ := sent.Load(it.GetMessage().GetClientMessageId())
-				latencies[i] = append(latencies[i], time.Since(start.(time.Time)))
-			}
-		})
-	}
+	delivered := receive(b, e, receivers, per, func(i int, it *messagingv1.SubscribeResponse) {
+		start, _ := sent.Load(it.GetMessage().GetClientMessageId())
+		latencies[i] = append(latencies[i], time.Since(start.(time.Time)))
+	})
 	interval := time.Duration(float64(benchSenders) / rate * float64(time.Second))
 	b.ResetTimer()
 	var wg sync.WaitGroup
@@ -320,16 +329,7 @@ func benchEndToEnd(b *testing.B, opts StoreOptions) float64 {
 		clients[i] = messagingv1.NewMessagingServiceClient(conn)
 	}
 	per := perSender(b)
-	var delivered sync.WaitGroup
-	for _, r := range receivers {
-		s := e.subscribe(b, r, nil, 0)
-		s.untilCaughtUp(b)
-		delivered.Go(func() {
-			for range per {
-				s.nextItem(b)
-			}
-		})
-	}
+	delivered := receive(b, e, receivers, per, func(int, *messagingv1.SubscribeResponse) {})
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i, s := range senders {
