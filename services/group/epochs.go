@@ -33,10 +33,7 @@ const maxLookupIdentities = 10000
 
 // SetEncryptionMode implements GroupService.
 func (s *Server) SetEncryptionMode(ctx context.Context, req *groupv1.SetEncryptionModeRequest) (*groupv1.SetEncryptionModeResponse, error) {
-	if err := validMode("encryption_mode", req.GetEncryptionMode()); err != nil {
-		return nil, err
-	}
-	g, err := s.changeSettings(ctx, req.GetGroupId(), "change the encryption mode", func(g *storagev1.GroupRecord) bool {
+	g, err := s.changeSettings(ctx, req.GetGroupId(), validMode("encryption_mode", req.GetEncryptionMode()), "change the encryption mode", func(g *storagev1.GroupRecord) bool {
 		was := mode(g)
 		if was == req.GetEncryptionMode() {
 			return false
@@ -59,15 +56,12 @@ func (s *Server) SetEncryptionMode(ctx context.Context, req *groupv1.SetEncrypti
 
 // SetRotationPolicy implements GroupService.
 func (s *Server) SetRotationPolicy(ctx context.Context, req *groupv1.SetRotationPolicyRequest) (*groupv1.SetRotationPolicyResponse, error) {
+	period, invalid := validRotationPolicy(req.GetRotationPolicy())
 	if req.GetRotationPolicy() == nil {
-		return nil, errs.Invalidf("rotation_policy is missing")
-	}
-	period, err := validRotationPolicy(req.GetRotationPolicy())
-	if err != nil {
-		return nil, err
+		invalid = errs.Invalidf("rotation_policy is missing")
 	}
 	limit := req.GetRotationPolicy().GetMaxMessagesPerEpoch()
-	g, err := s.changeSettings(ctx, req.GetGroupId(), "change the rotation policy", func(g *storagev1.GroupRecord) bool {
+	g, err := s.changeSettings(ctx, req.GetGroupId(), invalid, "change the rotation policy", func(g *storagev1.GroupRecord) bool {
 		if g.GetRotationPeriod().AsDuration() == period && g.GetMaxMessagesPerEpoch() == limit {
 			return false
 		}
@@ -85,10 +79,7 @@ func (s *Server) SetRotationPolicy(ctx context.Context, req *groupv1.SetRotation
 
 // SetHistoryVisibility implements GroupService.
 func (s *Server) SetHistoryVisibility(ctx context.Context, req *groupv1.SetHistoryVisibilityRequest) (*groupv1.SetHistoryVisibilityResponse, error) {
-	if err := validVisibility("history_visibility", req.GetHistoryVisibility()); err != nil {
-		return nil, err
-	}
-	g, err := s.changeSettings(ctx, req.GetGroupId(), "change the history visibility", func(g *storagev1.GroupRecord) bool {
+	g, err := s.changeSettings(ctx, req.GetGroupId(), validVisibility("history_visibility", req.GetHistoryVisibility()), "change the history visibility", func(g *storagev1.GroupRecord) bool {
 		if g.GetHistoryVisibility() == uint32(req.GetHistoryVisibility()) {
 			return false
 		}
@@ -102,11 +93,16 @@ func (s *Server) SetHistoryVisibility(ctx context.Context, req *groupv1.SetHisto
 }
 
 // changeSettings applies change, an owner-only change of the group's settings that
-// reports whether it changed anything, and tells the members.
-func (s *Server) changeSettings(ctx context.Context, group, what string, change func(*storagev1.GroupRecord) bool) (*groupv1.Group, error) {
+// reports whether it changed anything, and tells the members. invalid, when not nil,
+// is the refusal of a malformed request, returned once the call has been counted
+// against the caller's rate limit.
+func (s *Server) changeSettings(ctx context.Context, group string, invalid error, what string, change func(*storagev1.GroupRecord) bool) (*groupv1.Group, error) {
 	p, err := s.groupCaller(ctx, group)
 	if err != nil {
 		return nil, err
+	}
+	if invalid != nil {
+		return nil, invalid
 	}
 	now := s.now()
 	var view *groupv1.Group

@@ -252,7 +252,7 @@ func codesOf(err error) codes.Code { return status.Code(err) }
 // malformed calls count; other identities and the services' internal calls are not
 // held back; the bucket refills with time.
 func TestCallRateLimit(t *testing.T) {
-	e := newEnv(t, envOptions{noLoops: true, cfg: Config{CallRate: 1, CallBurst: 3}})
+	e := newEnv(t, envOptions{noLoops: true, cfg: Config{CallRate: 1, CallBurst: 4}})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, false, "alice", "bob")
 	alice, bob := us[0], us[1]
@@ -266,7 +266,9 @@ func TestCallRateLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCode(t, get(alice, "not a group id"), codes.InvalidArgument, "group_id")
-	_, err := e.client.DeleteGroup(alice.ctx(), &groupv1.DeleteGroupRequest{GroupId: group})
+	_, err := e.client.SetEncryptionMode(alice.ctx(), &groupv1.SetEncryptionModeRequest{GroupId: group, EncryptionMode: 99})
+	wantCode(t, err, codes.InvalidArgument, "encryption_mode")
+	_, err = e.client.DeleteGroup(alice.ctx(), &groupv1.DeleteGroupRequest{GroupId: group})
 	wantCode(t, err, codes.ResourceExhausted, "group call rate limit exceeded")
 	// The refused delete did nothing; bob is not held back by alice's calls.
 	if err := get(bob, group); err != nil {
