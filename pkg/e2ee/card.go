@@ -106,6 +106,9 @@ func parseCardContent(content []byte) (*Card, error) {
 	if err := ident.ValidUser("card identity", m.GetIdentity()); err != nil {
 		return nil, errorf(ErrMalformed, "%v", err)
 	}
+	if err := checkSigningKey("card signing key", m.GetSigningPublicKey()); err != nil {
+		return nil, err
+	}
 	p, err := params(m.GetSuite())
 	if err != nil {
 		return nil, err
@@ -116,6 +119,9 @@ func parseCardContent(content []byte) (*Card, error) {
 	kem, err := p.kem.NewPublicKey(m.GetKemPublicKey())
 	if err != nil {
 		return nil, errorf(ErrMalformed, "card KEM key does not parse: %v", err)
+	}
+	if err := checkKEMPublicKey(m.GetSuite(), m.GetKemPublicKey()); err != nil {
+		return nil, err
 	}
 	return &Card{
 		ID:             CardID(content),

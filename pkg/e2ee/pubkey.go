@@ -1,0 +1,136 @@
+package e2ee
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"math/big"
+	"slices"
+)
+
+// The checks a card's public keys must pass beyond their length (docs/wire-format.md,
+// section 5.1). Go's crypto/ed25519 and crypto/ecdh accept, respectively, non-canonical
+// Ed25519 encodings and points of small order, and any 32 bytes as an X25519 key; other
+// libraries refuse some of these. A card that one client accepts and another refuses,
+// or a key that makes every signature or shared secret predictable, has no use, so the
+// card parser refuses them all, and every implementation can apply the same rules.
+
+// fieldPrime is p = 2^255 - 19, the field of Curve25519 and edwards25519.
+var fieldPrime = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 255), big.NewInt(19))
+
+// edwardsD is edwards25519's d = -121665 / 121666 mod p.
+var edwardsD = func() *big.Int {
+	d := new(big.Int).ModInverse(big.NewInt(121666), fieldPrime)
+	d.Mul(d, big.NewInt(-121665))
+	return d.Mod(d, fieldPrime)
+}()
+
+// lowOrderProbe is a fixed X25519 private key. Every X25519 scalar is clamped to a
+// multiple of 8, so X25519(probe, u) is all zero exactly when u is a point of order
+// 1, 2, 4 or 8 (on the curve or its twist): crypto/ecdh then reports an error.
+var lowOrderProbe = func() *ecdh.PrivateKey {
+	k, err := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{0x42}, 32))
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+// littleEndian returns b, read as a little-endian integer.
+func littleEndian(b []byte) *big.Int {
+	be := slices.Clone(b)
+	slices.Reverse(be)
+	return new(big.Int).SetBytes(be)
+}
+
+// fieldBytes encodes x (reduced mod p) as 32 little-endian bytes.
+func fieldBytes(x *big.Int) []byte {
+	be := x.FillBytes(make([]byte, 32))
+	slices.Reverse(be)
+	return be
+}
+
+// lowOrderX25519 reports whether the canonical X25519 public key u is a point of small
+// order.
+func lowOrderX25519(u []byte) bool {
+	pub, err := ecdh.X25519().NewPublicKey(u)
+	if err != nil {
+		return true
+	}
+	_, err = lowOrderProbe.ECDH(pub)
+	return err != nil
+}
+
+// checkX25519PublicKey checks an X25519 public key (RFC 7748): 32 bytes, a canonical
+// u-coordinate (the little-endian integer is below p, so its top bit is 0), and not a
+// point of small order, whose shared secret with any key is all zero.
+func checkX25519PublicKey(what string, u []byte) error {
+	switch {
+	case len(u) != 32:
+		return errorf(ErrMalformed, "%s: X25519 key of %d bytes; want 32", what, len(u))
+	case littleEndian(u).Cmp(fieldPrime) >= 0:
+		return errorf(ErrMalformed, "%s: X25519 key is not a canonical u-coordinate (at least 2^255 - 19)", what)
+	case lowOrderX25519(u):
+		return errorf(ErrMalformed, "%s: X25519 key is a point of small order", what)
+	}
+	return nil
+}
+
+// CheckSigningPublicKey checks an Ed25519 public key as a card's signing key must be:
+// 32 bytes that are the canonical encoding (RFC 8032, section 5.1.3) of a point of
+// edwards25519 — y below p, and the sign bit clear when x is 0 — and not a point of
+// small order, under which signatures could be forged.
+func CheckSigningPublicKey(pub []byte) error { return checkSigningKey("Ed25519 key", pub) }
+
+func checkSigningKey(what string, pub []byte) error {
+	if len(pub) != ed25519.PublicKeySize {
+		return errorf(ErrMalformed, "%s is %d bytes; want %d", what, len(pub), ed25519.PublicKeySize)
+	}
+	yBytes := bytes.Clone(pub)
+	sign := yBytes[31] >> 7
+	yBytes[31] &= 0x7f
+	y := littleEndian(yBytes)
+	if y.Cmp(fieldPrime) >= 0 {
+		return errorf(ErrMalformed, "%s is not canonical: y is at least 2^255 - 19", what)
+	}
+	// x^2 = (y^2 - 1) / (d y^2 + 1); d y^2 + 1 is never 0 because -1/d is no square.
+	y2 := new(big.Int).Mul(y, y)
+	num := new(big.Int).Sub(y2, big.NewInt(1))
+	den := new(big.Int).Mul(edwardsD, y2)
+	den.Add(den, big.NewInt(1)).Mod(den, fieldPrime)
+	x2 := new(big.Int).Mul(num, new(big.Int).ModInverse(den, fieldPrime))
+	x2.Mod(x2, fieldPrime)
+	switch {
+	case x2.Sign() == 0 && sign == 1:
+		return errorf(ErrMalformed, "%s is not canonical: x is 0 but the sign bit is set", what)
+	case x2.Sign() != 0 && new(big.Int).ModSqrt(x2, fieldPrime) == nil:
+		return errorf(ErrMalformed, "%s is not a point of the curve", what)
+	}
+	// The birational map u = (1 + y) / (1 - y) to Curve25519 keeps a point's order; y = 1
+	// is the neutral element, which it sends nowhere.
+	if y.Cmp(big.NewInt(1)) == 0 {
+		return errorf(ErrMalformed, "%s is a point of small order (the neutral element)", what)
+	}
+	oneMinusY := new(big.Int).Sub(big.NewInt(1), y)
+	oneMinusY.Mod(oneMinusY, fieldPrime)
+	u := new(big.Int).Add(big.NewInt(1), y)
+	u.Mul(u, new(big.Int).ModInverse(oneMinusY, fieldPrime)).Mod(u, fieldPrime)
+	if lowOrderX25519(fieldBytes(u)) {
+		return errorf(ErrMalformed, "%s is a point of small order", what)
+	}
+	return nil
+}
+
+// checkKEMPublicKey applies the checks of its suite to a serialised KEM public key whose
+// length is already known to be right: for DHKEM(X25519), those of an X25519 key; for
+// MLKEM768-X25519, those of its X25519 half (the last 32 bytes) — the ML-KEM half's
+// encapsulation key check of FIPS 203, section 7.2, is crypto/mlkem's, in NewPublicKey.
+func checkKEMPublicKey(suite Suite, pub []byte) error {
+	switch suite {
+	case SuiteX25519:
+		return checkX25519PublicKey("card KEM key", pub)
+	case SuiteHybrid:
+		return checkX25519PublicKey("card KEM key, X25519 half", pub[len(pub)-32:])
+	}
+	return errorf(ErrUnknownSuite, "suite %d", int32(suite))
+}

@@ -1,0 +1,205 @@
+package e2ee
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/mlkem"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+
+	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
+)
+
+func unhex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// smallOrderEd25519 are the canonical encodings of the eight points of edwards25519
+// whose order divides 8 (the list libsodium refuses), as docs/wire-format.md states them.
+var smallOrderEd25519 = []string{
+	"0100000000000000000000000000000000000000000000000000000000000000", // neutral element
+	"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // order 2
+	"0000000000000000000000000000000000000000000000000000000000000000", // order 4
+	"0000000000000000000000000000000000000000000000000000000000000080", // order 4
+	"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", // order 8
+	"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+	"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+	"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+}
+
+// smallOrderX25519 are the canonical u-coordinates of the points of order 1, 2, 4 or 8
+// of Curve25519 and its twist, as docs/wire-format.md states them.
+var smallOrderX25519 = []string{
+	"0000000000000000000000000000000000000000000000000000000000000000", // u = 0
+	"0100000000000000000000000000000000000000000000000000000000000000", // u = 1
+	"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // u = p - 1
+	"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800", // order 8
+	"5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157", // order 8
+}
+
+func TestCheckSigningPublicKey(t *testing.T) {
+	valid := testKeyPair(t, SuiteX25519, 7).SigningPublicKey()
+	negated := bytes.Clone(valid)
+	negated[31] ^= 0x80 // the same y, the other x: a point of the curve too
+	// notOnCurve is a y whose x^2 is no square; Go's own decoder (inside Verify) agrees.
+	var notOnCurve []byte
+	for y := byte(2); notOnCurve == nil; y++ {
+		k := make([]byte, 32)
+		k[0] = y
+		if err := ed25519.VerifyWithOptions(k, nil, make([]byte, 64), &ed25519.Options{}); err != nil && strings.Contains(err.Error(), "bad public key") {
+			notOnCurve = k
+		}
+	}
+	bad := map[string][]byte{
+		"short":                        valid[:31],
+		"y = p":                        unhex(t, "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+		"y = p + 1, the neutral point": unhex(t, "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+		"x = 0 with the sign bit set":  unhex(t, "0100000000000000000000000000000000000000000000000000000000000080"),
+		"not a point of the curve":     notOnCurve,
+	}
+	for i, s := range smallOrderEd25519 {
+		bad["small order "+string(rune('0'+i))] = unhex(t, s)
+	}
+	for name, k := range bad {
+		t.Run(name, func(t *testing.T) {
+			if err := CheckSigningPublicKey(k); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("CheckSigningPublicKey(%x) = %v; want ErrMalformed", k, err)
+			}
+		})
+	}
+	t.Run("keys of real seeds", func(t *testing.T) {
+		for i := range 256 {
+			pub := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{byte(i)}, 32)).Public().(ed25519.PublicKey)
+			if err := CheckSigningPublicKey(pub); err != nil {
+				t.Fatalf("seed %d: %v", i, err)
+			}
+		}
+		if err := CheckSigningPublicKey(negated); err != nil {
+			t.Fatalf("negated key: %v", err)
+		}
+	})
+}
+
+func TestCheckX25519PublicKey(t *testing.T) {
+	valid := testKeyPair(t, SuiteX25519, 7).KEMPublicKey()
+	highBit := bytes.Clone(valid)
+	highBit[31] |= 0x80 // the same point to RFC 7748, which ignores the bit; not canonical
+	bad := map[string][]byte{
+		"u = p":            unhex(t, "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+		"u = p + 1":        unhex(t, "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+		"top bit set":      highBit,
+		"31 bytes":         valid[:31],
+		"all ones":         bytes.Repeat([]byte{0xff}, 32),
+		"small order 0":    unhex(t, smallOrderX25519[0]),
+		"small order 1":    unhex(t, smallOrderX25519[1]),
+		"small order p-1":  unhex(t, smallOrderX25519[2]),
+		"small order 8 a":  unhex(t, smallOrderX25519[3]),
+		"small order 8 b": unhex(t, smallOrderX25519[4]),
+	}
+	for name, k := range bad {
+		t.Run(name, func(t *testing.T) {
+			if err := checkX25519PublicKey("test", k); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("checkX25519PublicKey(%x) = %v; want ErrMalformed", k, err)
+			}
+		})
+	}
+	// Every listed u is refused by crypto/ecdh itself when it is used, which is why a
+	// card must not carry one.
+	for _, s := range smallOrderX25519 {
+		pub, err := ecdh.X25519().NewPublicKey(unhex(t, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv, _ := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{9}, 32))
+		if _, err := priv.ECDH(pub); err == nil {
+			t.Errorf("X25519 with u = %s gives a shared secret; the list says it is of small order", s)
+		}
+	}
+	t.Run("keys of real seeds", func(t *testing.T) {
+		for i := range 256 {
+			kp := testKeyPair(t, SuiteX25519, byte(i))
+			if err := checkX25519PublicKey("test", kp.KEMPublicKey()); err != nil {
+				t.Fatalf("seed %d: %v", i, err)
+			}
+		}
+	})
+}
+
+// TestParseCardRefusesWeakPublicKeys: a card's keys must pass the checks of
+// docs/wire-format.md section 5.1 when the card is parsed, not only fail later.
+func TestParseCardRefusesWeakPublicKeys(t *testing.T) {
+	x := testKeyPair(t, SuiteX25519, 1)
+	h := testKeyPair(t, SuiteHybrid, 2)
+	card := func(kp *KeyPair, edit func(*envelopev1.CardContent)) *envelopev1.CardContent {
+		c := &envelopev1.CardContent{Version: 1, Identity: alice, SigningPublicKey: kp.SigningPublicKey(), Suite: kp.Suite, KemPublicKey: kp.KEMPublicKey(), CreatedAtUnixSeconds: when.Unix()}
+		edit(c)
+		return c
+	}
+	signed := func(kp *KeyPair, c *envelopev1.CardContent) ([]byte, []byte) {
+		b, err := marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b, ed25519.Sign(kp.Signing, labelled(LabelCardSelfSignature, b))
+	}
+	// invalidEK is a hybrid key whose first ML-KEM coefficient is q = 3329: it fails
+	// the encapsulation key check (FIPS 203, section 7.2).
+	invalidEK := bytes.Clone(h.KEMPublicKey())
+	invalidEK[0], invalidEK[1] = 0x01, invalidEK[1]&0xf0|0x0d
+	if _, err := mlkem.NewEncapsulationKey768(invalidEK[:mlkem.EncapsulationKeySize768]); err == nil {
+		t.Fatal("the crafted ML-KEM key passes crypto/mlkem's check")
+	}
+	lowOrderHalf := append(bytes.Clone(h.KEMPublicKey()[:mlkem.EncapsulationKeySize768]), unhex(t, smallOrderX25519[3])...)
+	cases := map[string]func() ([]byte, []byte){
+		"X25519 KEM key of small order": func() ([]byte, []byte) {
+			return signed(x, card(x, func(c *envelopev1.CardContent) { c.KemPublicKey = unhex(t, smallOrderX25519[4]) }))
+		},
+		"X25519 KEM key zero": func() ([]byte, []byte) {
+			return signed(x, card(x, func(c *envelopev1.CardContent) { c.KemPublicKey = make([]byte, 32) }))
+		},
+		"X25519 KEM key not canonical": func() ([]byte, []byte) {
+			return signed(x, card(x, func(c *envelopev1.CardContent) { c.KemPublicKey[31] |= 0x80 }))
+		},
+		"hybrid KEM key with an X25519 half of small order": func() ([]byte, []byte) {
+			return signed(h, card(h, func(c *envelopev1.CardContent) { c.KemPublicKey = lowOrderHalf }))
+		},
+		"hybrid KEM key failing the ML-KEM encapsulation key check": func() ([]byte, []byte) {
+			return signed(h, card(h, func(c *envelopev1.CardContent) { c.KemPublicKey = invalidEK }))
+		},
+		// With the neutral element as key, [k]A vanishes: R = [S]B signs anything. Go's
+		// ed25519.Verify accepts such a signature, so the card check has to refuse the key.
+		"signing key the neutral element, with a signature that verifies": func() ([]byte, []byte) {
+			b, err := marshal(card(x, func(c *envelopev1.CardContent) { c.SigningPublicKey = unhex(t, smallOrderEd25519[0]) }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			basePoint := unhex(t, "5866666666666666666666666666666666666666666666666666666666666666")
+			sig := append(basePoint, append([]byte{1}, make([]byte, 31)...)...) // R = [1]B, S = 1
+			if !ed25519.Verify(unhex(t, smallOrderEd25519[0]), labelled(LabelCardSelfSignature, b), sig) {
+				t.Fatal("the forged self-signature does not verify under the neutral element")
+			}
+			return b, sig
+		},
+		"signing key not canonical": func() ([]byte, []byte) {
+			return signed(x, card(x, func(c *envelopev1.CardContent) {
+				c.SigningPublicKey = unhex(t, "0100000000000000000000000000000000000000000000000000000000000080")
+			}))
+		},
+	}
+	for name, make := range cases {
+		t.Run(name, func(t *testing.T) {
+			content, sig := make()
+			if _, err := ParseCard(content, sig); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("ParseCard = %v; want ErrMalformed", err)
+			}
+		})
+	}
+}
