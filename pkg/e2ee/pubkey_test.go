@@ -93,15 +93,15 @@ func TestCheckX25519PublicKey(t *testing.T) {
 	highBit := bytes.Clone(valid)
 	highBit[31] |= 0x80 // the same point to RFC 7748, which ignores the bit; not canonical
 	bad := map[string][]byte{
-		"u = p":            unhex(t, "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
-		"u = p + 1":        unhex(t, "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
-		"top bit set":      highBit,
-		"31 bytes":         valid[:31],
-		"all ones":         bytes.Repeat([]byte{0xff}, 32),
-		"small order 0":    unhex(t, smallOrderX25519[0]),
-		"small order 1":    unhex(t, smallOrderX25519[1]),
-		"small order p-1":  unhex(t, smallOrderX25519[2]),
-		"small order 8 a":  unhex(t, smallOrderX25519[3]),
+		"u = p":           unhex(t, "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+		"u = p + 1":       unhex(t, "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+		"top bit set":     highBit,
+		"31 bytes":        valid[:31],
+		"all ones":        bytes.Repeat([]byte{0xff}, 32),
+		"small order 0":   unhex(t, smallOrderX25519[0]),
+		"small order 1":   unhex(t, smallOrderX25519[1]),
+		"small order p-1": unhex(t, smallOrderX25519[2]),
+		"small order 8 a": unhex(t, smallOrderX25519[3]),
 		"small order 8 b": unhex(t, smallOrderX25519[4]),
 	}
 	for name, k := range bad {
