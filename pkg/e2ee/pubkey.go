@@ -86,12 +86,23 @@ func checkSigningKey(what string, pub []byte) error {
 	if len(pub) != ed25519.PublicKeySize {
 		return errorf(ErrMalformed, "%s is %d bytes; want %d", what, len(pub), ed25519.PublicKeySize)
 	}
-	yBytes := bytes.Clone(pub)
+	if problem := edwardsProblem(pub); problem != "" {
+		return errorf(ErrMalformed, "%s %s", what, problem)
+	}
+	return nil
+}
+
+const smallOrderProblem = "is a point of small order"
+
+// edwardsProblem says what keeps the 32 bytes b from being the canonical encoding of
+// an edwards25519 point that is not of small order, or "" if nothing does.
+func edwardsProblem(b []byte) string {
+	yBytes := bytes.Clone(b)
 	sign := yBytes[31] >> 7
 	yBytes[31] &= 0x7f
 	y := littleEndian(yBytes)
 	if y.Cmp(fieldPrime) >= 0 {
-		return errorf(ErrMalformed, "%s is not canonical: y is at least 2^255 - 19", what)
+		return "is not canonical: y is at least 2^255 - 19"
 	}
 	// x^2 = (y^2 - 1) / (d y^2 + 1); d y^2 + 1 is never 0 because -1/d is no square.
 	y2 := new(big.Int).Mul(y, y)
@@ -102,23 +113,28 @@ func checkSigningKey(what string, pub []byte) error {
 	x2.Mod(x2, fieldPrime)
 	switch {
 	case x2.Sign() == 0 && sign == 1:
-		return errorf(ErrMalformed, "%s is not canonical: x is 0 but the sign bit is set", what)
+		return "is not canonical: x is 0 but the sign bit is set"
 	case x2.Sign() != 0 && new(big.Int).ModSqrt(x2, fieldPrime) == nil:
-		return errorf(ErrMalformed, "%s is not a point of the curve", what)
+		return "is not a point of the curve"
 	}
-	// The birational map u = (1 + y) / (1 - y) to Curve25519 keeps a point's order; y = 1
-	// is the neutral element, which it sends nowhere.
+	if edwardsSmallOrder(y) {
+		return smallOrderProblem
+	}
+	return ""
+}
+
+// edwardsSmallOrder reports whether the points with y-coordinate y have small order.
+// The birational map u = (1 + y) / (1 - y) to Curve25519 keeps a point's order; y = 1
+// is the neutral element, which it sends nowhere.
+func edwardsSmallOrder(y *big.Int) bool {
 	if y.Cmp(big.NewInt(1)) == 0 {
-		return errorf(ErrMalformed, "%s is a point of small order (the neutral element)", what)
+		return true
 	}
 	oneMinusY := new(big.Int).Sub(big.NewInt(1), y)
 	oneMinusY.Mod(oneMinusY, fieldPrime)
 	u := new(big.Int).Add(big.NewInt(1), y)
 	u.Mul(u, new(big.Int).ModInverse(oneMinusY, fieldPrime)).Mod(u, fieldPrime)
-	if lowOrderX25519(fieldBytes(u)) {
-		return errorf(ErrMalformed, "%s is a point of small order", what)
-	}
-	return nil
+	return lowOrderX25519(fieldBytes(u))
 }
 
 // checkKEMPublicKey applies the checks of its suite to a serialised KEM public key whose
@@ -133,4 +149,29 @@ func checkKEMPublicKey(suite Suite, pub []byte) error {
 		return checkX25519PublicKey("card KEM key, X25519 half", pub[len(pub)-32:])
 	}
 	return errorf(ErrUnknownSuite, "suite %d", int32(suite))
+}
+
+// verify is Ed25519 verification (RFC 8032, pure) as docs/wire-format.md section 3
+// specifies it: Go's ed25519.Verify — S below the group order L, R compared byte for
+// byte with the canonical encoding of [S]B - [k]A (so a non-canonical R never
+// verifies), without the cofactor — and, in addition, R must not be a point of small
+// order. No honest signer makes such an R (it would take a nonce that is a multiple of
+// L), and libsodium refuses it where Go would accept it: refusing it too keeps the two
+// in agreement, so a signer cannot craft a signature that some clients accept and
+// others refuse. Keys are checked when their card is parsed (CheckSigningPublicKey).
+func verify(pub ed25519.PublicKey, message, sig []byte) bool {
+	if len(pub) != ed25519.PublicKeySize || len(sig) != ed25519.SignatureSize {
+		return false
+	}
+	if smallOrderR(sig[:32]) {
+		return false
+	}
+	return ed25519.Verify(pub, message, sig)
+}
+
+// smallOrderR reports whether a signature's R is the canonical encoding of a point of
+// small order. A non-canonical encoding never equals the encoding Verify computes, so
+// only canonical ones need refusing.
+func smallOrderR(r []byte) bool {
+	return edwardsProblem(r) == smallOrderProblem
 }

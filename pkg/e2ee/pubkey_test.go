@@ -5,8 +5,10 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/mlkem"
+	"crypto/sha512"
 	"encoding/hex"
 	"errors"
+	"math/big"
 	"strings"
 	"testing"
 
@@ -199,6 +201,60 @@ func TestParseCardRefusesWeakPublicKeys(t *testing.T) {
 			content, sig := make()
 			if _, err := ParseCard(content, sig); !errors.Is(err, ErrMalformed) {
 				t.Fatalf("ParseCard = %v; want ErrMalformed", err)
+			}
+		})
+	}
+}
+
+// groupOrder is edwards25519's prime order L = 2^252 + 27742317777372353535851937790883648493.
+var groupOrder, _ = new(big.Int).SetString("7237005577332262213973186563042994240857116359379907606001950938285454250989", 10)
+
+// signWithR signs message with seed's key, but with the nonce point R given: the
+// signature a signer who knows the key can make with R of its choosing, when R's
+// discrete logarithm is known (here R is of small order, whose log modulo L is 0).
+func signWithR(seed, r, message []byte) []byte {
+	h := sha512.Sum512(seed)
+	h[0] &= 248
+	h[31] &= 127
+	h[31] |= 64
+	a := littleEndian(h[:32])
+	pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
+	kh := sha512.New()
+	kh.Write(r)
+	kh.Write(pub)
+	kh.Write(message)
+	k := littleEndian(kh.Sum(nil))
+	s := new(big.Int).Mul(k, a)
+	s.Mod(s, groupOrder)
+	return append(bytes.Clone(r), fieldBytes(s)...)
+}
+
+// TestSignatureRules pins the Ed25519 verification rules that docs/wire-format.md
+// section 3 states, through ParseCard's self-signature check.
+func TestSignatureRules(t *testing.T) {
+	kp := testKeyPair(t, SuiteX25519, 3)
+	content, sig, err := NewCard(kp, alice, when, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseCard(content, sig); err != nil {
+		t.Fatal(err)
+	}
+	message := labelled(LabelCardSelfSignature, content)
+
+	// S + L: the same scalar, not reduced. RFC 8032 requires S < L.
+	s := littleEndian(sig[32:])
+	unreduced := append(bytes.Clone(sig[:32]), fieldBytes(s.Add(s, groupOrder))...)
+	// R of small order: Go's ed25519.Verify accepts it, libsodium does not, and neither
+	// does Umbra.
+	smallR := signWithR(kp.SigningSeed(), unhex(t, smallOrderEd25519[0]), message)
+	if !ed25519.Verify(kp.SigningPublicKey(), message, smallR) {
+		t.Fatal("the small-order-R signature does not verify under Go's ed25519.Verify: the test premise is wrong")
+	}
+	for name, bad := range map[string][]byte{"S not reduced": unreduced, "R of small order": smallR} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := ParseCard(content, bad); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("ParseCard = %v; want ErrBadSignature", err)
 			}
 		})
 	}
