@@ -62,14 +62,21 @@ type Config struct {
 	// ExcludeSelf leaves the sender's own card out of the recipients of Encrypt. By
 	// default it is in, so the user's other devices can read what this one sent.
 	ExcludeSelf bool
-	// ClockSkew is the tolerance when checking a message's time against its sender
-	// card's lifetime; zero means 5 minutes.
+	// ClockSkew is the tolerance when checking a message's or epoch commit's
+	// created_at against its signer card's lifetime (docs/wire-format.md, 6.3); zero
+	// means DefaultClockSkew.
 	ClockSkew time.Duration
 	// Now defaults to time.Now.
 	Now func() time.Time
 	// DialOptions are added to the connection's own (extra interceptors, for example).
 	DialOptions []grpc.DialOption
 }
+
+// DefaultClockSkew is how far a signed created_at may lie outside its signer card's
+// lifetime as the card service reports it: before published_at, or after
+// superseded_at or revoked_at. It is the card service's own tolerance for a card's
+// created_at (card.DefaultClockSkew), and what docs/wire-format.md (6.3) states.
+const DefaultClockSkew = 5 * time.Minute
 
 // Client is one user's view of Umbra.
 type Client struct {
@@ -102,7 +109,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.Suite = e2ee.DefaultSuite
 	}
 	if cfg.ClockSkew == 0 {
-		cfg.ClockSkew = 5 * time.Minute
+		cfg.ClockSkew = DefaultClockSkew
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
