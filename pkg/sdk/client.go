@@ -3,7 +3,6 @@ package sdk
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -87,9 +86,9 @@ type Client struct {
 	tok      *tokens
 
 	mu         sync.Mutex
-	ks         *e2ee.Keystore // nil until Register or a keystore on disk
-	me         string         // the user's identity, once known
-	serviceKey map[string]ed25519.PublicKey
+	ks         *e2ee.Keystore         // nil until Register or a keystore on disk
+	me         string                 // the user's identity, once known
+	serviceKey map[string]serviceKey  // by key id
 	cardCache  map[string]*cardRecord // by card id
 	groups     groupStates            // epoch keys and members seen, per group (group.go)
 }
@@ -125,7 +124,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		identity:   identityv1.NewIdentityServiceClient(conn),
 		cards:      cardv1.NewCardServiceClient(conn),
 		tok:        t,
-		serviceKey: map[string]ed25519.PublicKey{},
+		serviceKey: map[string]serviceKey{},
 		cardCache:  map[string]*cardRecord{},
 	}
 	if err := c.openKeystore(); err != nil {
