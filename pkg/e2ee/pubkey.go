@@ -2,8 +2,8 @@ package e2ee
 
 import (
 	"bytes"
-	"crypto/ecdh"
 	"crypto/ed25519"
+	"encoding/hex"
 	"math/big"
 	"slices"
 )
@@ -25,40 +25,49 @@ var edwardsD = func() *big.Int {
 	return d.Mod(d, fieldPrime)
 }()
 
-// lowOrderProbe is a fixed X25519 private key. Every X25519 scalar is clamped to a
-// multiple of 8, so X25519(probe, u) is all zero exactly when u is a point of order
-// 1, 2, 4 or 8 (on the curve or its twist): crypto/ecdh then reports an error.
-var lowOrderProbe = func() *ecdh.PrivateKey {
-	k, err := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{0x42}, 32))
+// smallOrderX25519 are the canonical u-coordinates of the points of order 1, 2, 4 or 8
+// of Curve25519 and its twist: 0, 1, p - 1 and the two points of order 8. X25519 with
+// any clamped scalar (a multiple of 8) sends them to 0, so their shared secret is all
+// zero. (The neutral element has no u-coordinate.)
+var smallOrderX25519 = [][]byte{
+	mustHex("0000000000000000000000000000000000000000000000000000000000000000"),
+	mustHex("0100000000000000000000000000000000000000000000000000000000000000"),
+	mustHex("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+	mustHex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+	mustHex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+}
+
+// smallOrderEd25519 are the canonical encodings of the eight points of edwards25519
+// whose order divides 8: the neutral element, the point of order 2, the two of order 4
+// and the four of order 8.
+var smallOrderEd25519 = [][]byte{
+	mustHex("0100000000000000000000000000000000000000000000000000000000000000"),
+	mustHex("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+	mustHex("0000000000000000000000000000000000000000000000000000000000000000"),
+	mustHex("0000000000000000000000000000000000000000000000000000000000000080"),
+	mustHex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+	mustHex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85"),
+	mustHex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+	mustHex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"),
+}
+
+func mustHex(s string) []byte {
+	b, err := hex.DecodeString(s)
 	if err != nil {
 		panic(err)
 	}
-	return k
-}()
+	return b
+}
+
+func listed(list [][]byte, b []byte) bool {
+	return slices.ContainsFunc(list, func(e []byte) bool { return bytes.Equal(e, b) })
+}
 
 // littleEndian returns b, read as a little-endian integer.
 func littleEndian(b []byte) *big.Int {
 	be := slices.Clone(b)
 	slices.Reverse(be)
 	return new(big.Int).SetBytes(be)
-}
-
-// fieldBytes encodes x (reduced mod p) as 32 little-endian bytes.
-func fieldBytes(x *big.Int) []byte {
-	be := x.FillBytes(make([]byte, 32))
-	slices.Reverse(be)
-	return be
-}
-
-// lowOrderX25519 reports whether the canonical X25519 public key u is a point of small
-// order.
-func lowOrderX25519(u []byte) bool {
-	pub, err := ecdh.X25519().NewPublicKey(u)
-	if err != nil {
-		return true
-	}
-	_, err = lowOrderProbe.ECDH(pub)
-	return err != nil
 }
 
 // checkX25519PublicKey checks an X25519 public key (RFC 7748): 32 bytes, a canonical
@@ -70,7 +79,7 @@ func checkX25519PublicKey(what string, u []byte) error {
 		return errorf(ErrMalformed, "%s: X25519 key of %d bytes; want 32", what, len(u))
 	case littleEndian(u).Cmp(fieldPrime) >= 0:
 		return errorf(ErrMalformed, "%s: X25519 key is not a canonical u-coordinate (at least 2^255 - 19)", what)
-	case lowOrderX25519(u):
+	case listed(smallOrderX25519, u):
 		return errorf(ErrMalformed, "%s: X25519 key is a point of small order", what)
 	}
 	return nil
@@ -114,27 +123,13 @@ func edwardsProblem(b []byte) string {
 	switch {
 	case x2.Sign() == 0 && sign == 1:
 		return "is not canonical: x is 0 but the sign bit is set"
-	case x2.Sign() != 0 && new(big.Int).ModSqrt(x2, fieldPrime) == nil:
+	case x2.Sign() != 0 && big.Jacobi(x2, fieldPrime) != 1: // no square root mod p
 		return "is not a point of the curve"
 	}
-	if edwardsSmallOrder(y) {
+	if listed(smallOrderEd25519, b) {
 		return smallOrderProblem
 	}
 	return ""
-}
-
-// edwardsSmallOrder reports whether the points with y-coordinate y have small order.
-// The birational map u = (1 + y) / (1 - y) to Curve25519 keeps a point's order; y = 1
-// is the neutral element, which it sends nowhere.
-func edwardsSmallOrder(y *big.Int) bool {
-	if y.Cmp(big.NewInt(1)) == 0 {
-		return true
-	}
-	oneMinusY := new(big.Int).Sub(big.NewInt(1), y)
-	oneMinusY.Mod(oneMinusY, fieldPrime)
-	u := new(big.Int).Add(big.NewInt(1), y)
-	u.Mul(u, new(big.Int).ModInverse(oneMinusY, fieldPrime)).Mod(u, fieldPrime)
-	return lowOrderX25519(fieldBytes(u))
 }
 
 // checkKEMPublicKey applies the checks of its suite to a serialised KEM public key whose

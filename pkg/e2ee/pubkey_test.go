@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 
@@ -24,27 +25,69 @@ func unhex(t testing.TB, s string) []byte {
 	return b
 }
 
-// smallOrderEd25519 are the canonical encodings of the eight points of edwards25519
-// whose order divides 8 (the list libsodium refuses), as docs/wire-format.md states them.
-var smallOrderEd25519 = []string{
-	"0100000000000000000000000000000000000000000000000000000000000000", // neutral element
-	"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // order 2
-	"0000000000000000000000000000000000000000000000000000000000000000", // order 4
-	"0000000000000000000000000000000000000000000000000000000000000080", // order 4
-	"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", // order 8
-	"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
-	"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
-	"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+// fieldBytes encodes x (reduced mod p) as 32 little-endian bytes.
+func fieldBytes(x *big.Int) []byte {
+	be := x.FillBytes(make([]byte, 32))
+	slices.Reverse(be)
+	return be
 }
 
-// smallOrderX25519 are the canonical u-coordinates of the points of order 1, 2, 4 or 8
-// of Curve25519 and its twist, as docs/wire-format.md states them.
-var smallOrderX25519 = []string{
-	"0000000000000000000000000000000000000000000000000000000000000000", // u = 0
-	"0100000000000000000000000000000000000000000000000000000000000000", // u = 1
-	"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // u = p - 1
-	"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800", // order 8
-	"5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157", // order 8
+// x25519IsZero reports whether X25519 with a clamped scalar gives the all-zero value
+// for u, which crypto/ecdh refuses: u is a point of small order.
+func x25519IsZero(t *testing.T, u []byte) bool {
+	pub, err := ecdh.X25519().NewPublicKey(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{9}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = priv.ECDH(pub)
+	return err != nil
+}
+
+// TestSmallOrderLists checks the two lists of points of small order that the key
+// checks (and docs/wire-format.md) use, with an oracle of their own: crypto/ecdh's
+// refusal of an all-zero X25519 result, and for edwards25519 the birational map
+// u = (1 + y) / (1 - y) to Curve25519, which keeps a point's order.
+func TestSmallOrderLists(t *testing.T) {
+	for _, u := range smallOrderX25519 {
+		if !x25519IsZero(t, u) {
+			t.Errorf("X25519 u = %x is listed as of small order, but its shared secret is not zero", u)
+		}
+	}
+	seen := map[string]bool{}
+	for _, e := range smallOrderEd25519 {
+		if seen[string(e)] {
+			t.Errorf("%x is listed twice", e)
+		}
+		seen[string(e)] = true
+		if p := edwardsProblem(e); p != smallOrderProblem {
+			t.Errorf("%x: %q; want a canonical point of small order", e, p)
+		}
+		y := bytes.Clone(e)
+		y[31] &= 0x7f
+		yi := littleEndian(y)
+		if yi.Cmp(big.NewInt(1)) == 0 {
+			continue // the neutral element
+		}
+		den := new(big.Int).Sub(big.NewInt(1), yi)
+		den.Mod(den, fieldPrime)
+		u := new(big.Int).Add(big.NewInt(1), yi)
+		u.Mul(u, new(big.Int).ModInverse(den, fieldPrime)).Mod(u, fieldPrime)
+		if !x25519IsZero(t, fieldBytes(u)) {
+			t.Errorf("edwards25519 point %x is listed as of small order, but its Montgomery image is not", e)
+		}
+	}
+	if len(seen) != 8 {
+		t.Errorf("%d edwards25519 points of small order listed; there are 8", len(seen))
+	}
+	// And a real key is none of them.
+	kp := testKeyPair(t, SuiteX25519, 5)
+	if x25519IsZero(t, kp.KEMPublicKey()) || listed(smallOrderEd25519, kp.SigningPublicKey()) {
+		t.Error("a real key counts as of small order")
+	}
 }
 
 func TestCheckSigningPublicKey(t *testing.T) {
@@ -67,8 +110,8 @@ func TestCheckSigningPublicKey(t *testing.T) {
 		"x = 0 with the sign bit set":  unhex(t, "0100000000000000000000000000000000000000000000000000000000000080"),
 		"not a point of the curve":     notOnCurve,
 	}
-	for i, s := range smallOrderEd25519 {
-		bad["small order "+string(rune('0'+i))] = unhex(t, s)
+	for i, e := range smallOrderEd25519 {
+		bad["small order "+string(rune('0'+i))] = e
 	}
 	for name, k := range bad {
 		t.Run(name, func(t *testing.T) {
@@ -100,11 +143,11 @@ func TestCheckX25519PublicKey(t *testing.T) {
 		"top bit set":     highBit,
 		"31 bytes":        valid[:31],
 		"all ones":        bytes.Repeat([]byte{0xff}, 32),
-		"small order 0":   unhex(t, smallOrderX25519[0]),
-		"small order 1":   unhex(t, smallOrderX25519[1]),
-		"small order p-1": unhex(t, smallOrderX25519[2]),
-		"small order 8 a": unhex(t, smallOrderX25519[3]),
-		"small order 8 b": unhex(t, smallOrderX25519[4]),
+		"small order 0":   smallOrderX25519[0],
+		"small order 1":   smallOrderX25519[1],
+		"small order p-1": smallOrderX25519[2],
+		"small order 8 a": smallOrderX25519[3],
+		"small order 8 b": smallOrderX25519[4],
 	}
 	for name, k := range bad {
 		t.Run(name, func(t *testing.T) {
@@ -112,18 +155,6 @@ func TestCheckX25519PublicKey(t *testing.T) {
 				t.Fatalf("checkX25519PublicKey(%x) = %v; want ErrMalformed", k, err)
 			}
 		})
-	}
-	// Every listed u is refused by crypto/ecdh itself when it is used, which is why a
-	// card must not carry one.
-	for _, s := range smallOrderX25519 {
-		pub, err := ecdh.X25519().NewPublicKey(unhex(t, s))
-		if err != nil {
-			t.Fatal(err)
-		}
-		priv, _ := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{9}, 32))
-		if _, err := priv.ECDH(pub); err == nil {
-			t.Errorf("X25519 with u = %s gives a shared secret; the list says it is of small order", s)
-		}
 	}
 	t.Run("keys of real seeds", func(t *testing.T) {
 		for i := range 256 {
@@ -159,10 +190,10 @@ func TestParseCardRefusesWeakPublicKeys(t *testing.T) {
 	if _, err := mlkem.NewEncapsulationKey768(invalidEK[:mlkem.EncapsulationKeySize768]); err == nil {
 		t.Fatal("the crafted ML-KEM key passes crypto/mlkem's check")
 	}
-	lowOrderHalf := append(bytes.Clone(h.KEMPublicKey()[:mlkem.EncapsulationKeySize768]), unhex(t, smallOrderX25519[3])...)
+	lowOrderHalf := append(bytes.Clone(h.KEMPublicKey()[:mlkem.EncapsulationKeySize768]), smallOrderX25519[3]...)
 	cases := map[string]func() ([]byte, []byte){
 		"X25519 KEM key of small order": func() ([]byte, []byte) {
-			return signed(x, card(x, func(c *envelopev1.CardContent) { c.KemPublicKey = unhex(t, smallOrderX25519[4]) }))
+			return signed(x, card(x, func(c *envelopev1.CardContent) { c.KemPublicKey = smallOrderX25519[4] }))
 		},
 		"X25519 KEM key zero": func() ([]byte, []byte) {
 			return signed(x, card(x, func(c *envelopev1.CardContent) { c.KemPublicKey = make([]byte, 32) }))
@@ -179,13 +210,13 @@ func TestParseCardRefusesWeakPublicKeys(t *testing.T) {
 		// With the neutral element as key, [k]A vanishes: R = [S]B signs anything. Go's
 		// ed25519.Verify accepts such a signature, so the card check has to refuse the key.
 		"signing key the neutral element, with a signature that verifies": func() ([]byte, []byte) {
-			b, err := marshal(card(x, func(c *envelopev1.CardContent) { c.SigningPublicKey = unhex(t, smallOrderEd25519[0]) }))
+			b, err := marshal(card(x, func(c *envelopev1.CardContent) { c.SigningPublicKey = smallOrderEd25519[0] }))
 			if err != nil {
 				t.Fatal(err)
 			}
 			basePoint := unhex(t, "5866666666666666666666666666666666666666666666666666666666666666")
 			sig := append(basePoint, append([]byte{1}, make([]byte, 31)...)...) // R = [1]B, S = 1
-			if !ed25519.Verify(unhex(t, smallOrderEd25519[0]), labelled(LabelCardSelfSignature, b), sig) {
+			if !ed25519.Verify(smallOrderEd25519[0], labelled(LabelCardSelfSignature, b), sig) {
 				t.Fatal("the forged self-signature does not verify under the neutral element")
 			}
 			return b, sig
@@ -247,7 +278,7 @@ func TestSignatureRules(t *testing.T) {
 	unreduced := append(bytes.Clone(sig[:32]), fieldBytes(s.Add(s, groupOrder))...)
 	// R of small order: Go's ed25519.Verify accepts it, libsodium does not, and neither
 	// does Umbra.
-	smallR := signWithR(kp.SigningSeed(), unhex(t, smallOrderEd25519[0]), message)
+	smallR := signWithR(kp.SigningSeed(), smallOrderEd25519[0], message)
 	if !ed25519.Verify(kp.SigningPublicKey(), message, smallR) {
 		t.Fatal("the small-order-R signature does not verify under Go's ed25519.Verify: the test premise is wrong")
 	}
