@@ -2,7 +2,10 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"io"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -56,5 +59,63 @@ func TestTypedSecretsAreNFC(t *testing.T) {
 	t.Setenv("UMBRA_PASSPHRASE", "cafe\u0301")
 	if p, err := (&clientFlags{}).passphrase(); err != nil || string(p) != "caf\u00e9" {
 		t.Errorf("passphrase from UMBRA_PASSPHRASE: %+q, %v", p, err)
+	}
+}
+
+// TestFlagsBeforeTheSubcommand: a command group's flags may come before its
+// subcommand, and what cannot be read unambiguously there is refused with a message
+// that says where the flags go.
+func TestFlagsBeforeTheSubcommand(t *testing.T) {
+	subs := []string{"init", "show", "rotate"}
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		sub      string
+		server   string
+		user     string
+		insecure bool
+		rest     []string
+		err      error  // errUsage or flag.ErrHelp when refused
+		stderr   string // part of the message when refused
+	}{
+		{name: "after, as always", args: []string{"init", "--server", "h:1"}, sub: "init", server: "h:1"},
+		{name: "before", args: []string{"--server", "h:1", "init"}, sub: "init", server: "h:1"},
+		{name: "before, with =", args: []string{"--server=h:1", "init"}, sub: "init", server: "h:1"},
+		{name: "single dash", args: []string{"-server", "h:1", "show"}, sub: "show", server: "h:1"},
+		{name: "before and after", args: []string{"--server", "h:1", "--insecure", "show", "--user", "bob", "extra"}, sub: "show", server: "h:1", user: "bob", insecure: true, rest: []string{"extra"}},
+		{name: "a boolean flag right before", args: []string{"--insecure", "rotate"}, sub: "rotate", insecure: true},
+		{name: "after overrides before", args: []string{"--user", "ann", "show", "--user", "bob"}, sub: "show", user: "bob"},
+		{name: "value that is a subcommand's name", args: []string{"--user", "init", "init"}, err: errUsage, stderr: "flag needs an argument: -user"},
+		{name: "not a flag before", args: []string{"--insecure", "stray", "init"}, err: errUsage, stderr: `"stray", before the subcommand, is not a flag`},
+		{name: "unknown flag before", args: []string{"--nope", "init"}, err: errUsage, stderr: "flag provided but not defined: -nope"},
+		{name: "no subcommand after the flags", args: []string{"--server", "h:1"}, err: errUsage, stderr: "no subcommand after the flags"},
+		{name: "unknown subcommand", args: []string{"--server", "h:1", "bogus"}, err: errUsage, stderr: `unknown subcommand "bogus"`},
+		{name: "help", args: []string{"-h"}, err: flag.ErrHelp, stderr: "flags may also come before the subcommand"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr strings.Builder
+			sub, args, err := subcommand("keys", tc.args, &stderr, subs...)
+			var server, user string
+			var insecure bool
+			if err == nil {
+				fs := newFlagSet("keys "+sub, &stderr)
+				fs.StringVar(&server, "server", "", "")
+				fs.StringVar(&user, "user", "", "")
+				fs.BoolVar(&insecure, "insecure", false, "")
+				if err = parse(fs, args); err == nil {
+					args = fs.Args()
+				}
+			}
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) || !strings.Contains(stderr.String(), tc.stderr) {
+					t.Fatalf("err %v, stderr %q; want %v and %q", err, stderr.String(), tc.err, tc.stderr)
+				}
+				return
+			}
+			if err != nil || sub != tc.sub || server != tc.server || user != tc.user || insecure != tc.insecure || !slices.Equal(args, tc.rest) {
+				t.Fatalf("sub %q server %q user %q insecure %v rest %q, %v (%s); want %q %q %q %v %q",
+					sub, server, user, insecure, args, err, stderr.String(), tc.sub, tc.server, tc.user, tc.insecure, tc.rest)
+			}
+		})
 	}
 }

@@ -60,20 +60,6 @@ func runLogin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func subcommand(name string, args []string, stderr io.Writer, subs ...string) (string, []string, error) {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(stderr, "usage: umbra %s <%s> [flags]\n", name, strings.Join(subs, "|"))
-		return "", nil, errUsage
-	}
-	for _, s := range subs {
-		if args[0] == s {
-			return s, args[1:], nil
-		}
-	}
-	fmt.Fprintf(stderr, "umbra %s: unknown subcommand %q (want %s)\n", name, args[0], strings.Join(subs, ", "))
-	return "", nil, errUsage
-}
-
 func printCard(w io.Writer, c *sdk.Card) {
 	fmt.Fprintf(w, "card %s\n  identity     %s\n  fingerprint  %s\n  suite        %s\n  status       %s\n  published    %s\n",
 		base64.RawURLEncoding.EncodeToString(c.ID), c.Identity, c.Fingerprint(), c.Suite, c.Status, c.PublishedAt.Local().Format(time.RFC3339))

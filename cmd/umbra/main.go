@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"sort"
+	"strings"
 	"syscall"
 )
 
@@ -84,6 +85,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "umbra %s: %v\n", c.name, err)
 			return 1
 		}
+	}
+	if strings.HasPrefix(args[0], "-") {
+		fmt.Fprintf(stderr, "umbra: %s: flags go after the command: umbra <command> [<subcommand>] [flags], for example umbra keys init --server host:9090\n\n", args[0])
+		usage(stderr)
+		return 2
 	}
 	fmt.Fprintf(stderr, "umbra: unknown command %q\n\n", args[0])
 	usage(stderr)

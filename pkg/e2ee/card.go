@@ -78,7 +78,7 @@ func ParseCard(content, selfSignature []byte) (*Card, error) {
 	if len(selfSignature) != ed25519.SignatureSize {
 		return nil, errorf(ErrMalformed, "card self-signature is %d bytes; want %d", len(selfSignature), ed25519.SignatureSize)
 	}
-	if !ed25519.Verify(c.SigningKey, labelled(LabelCardSelfSignature, content), selfSignature) {
+	if !verify(c.SigningKey, labelled(LabelCardSelfSignature, content), selfSignature) {
 		return nil, errorf(ErrBadSignature, "card self-signature does not verify")
 	}
 	c.SelfSignature = bytes.Clone(selfSignature)
@@ -106,6 +106,9 @@ func parseCardContent(content []byte) (*Card, error) {
 	if err := ident.ValidUser("card identity", m.GetIdentity()); err != nil {
 		return nil, errorf(ErrMalformed, "%v", err)
 	}
+	if err := checkSigningKey("card signing key", m.GetSigningPublicKey()); err != nil {
+		return nil, err
+	}
 	p, err := params(m.GetSuite())
 	if err != nil {
 		return nil, err
@@ -116,6 +119,9 @@ func parseCardContent(content []byte) (*Card, error) {
 	kem, err := p.kem.NewPublicKey(m.GetKemPublicKey())
 	if err != nil {
 		return nil, errorf(ErrMalformed, "card KEM key does not parse: %v", err)
+	}
+	if err := checkKEMPublicKey(m.GetSuite(), m.GetKemPublicKey()); err != nil {
+		return nil, err
 	}
 	return &Card{
 		ID:             CardID(content),
@@ -166,7 +172,7 @@ func VerifyEndorsement(previous, next *Card, content, signature []byte) error {
 		return errorf(ErrMalformed, "endorsement does not name the new card")
 	case len(signature) != ed25519.SignatureSize:
 		return errorf(ErrMalformed, "endorsement signature is %d bytes; want %d", len(signature), ed25519.SignatureSize)
-	case !ed25519.Verify(previous.SigningKey, labelled(LabelCardRotationEndorsement, content), signature):
+	case !verify(previous.SigningKey, labelled(LabelCardRotationEndorsement, content), signature):
 		return errorf(ErrBadSignature, "endorsement signature does not verify with the previous card's key")
 	}
 	return nil
@@ -180,7 +186,7 @@ func ServiceSign(key ed25519.PrivateKey, cardID []byte) []byte {
 // VerifyServiceSignature checks the card service's counter-signature over a card id.
 func VerifyServiceSignature(key ed25519.PublicKey, cardID, signature []byte) error {
 	if len(key) != ed25519.PublicKeySize || len(signature) != ed25519.SignatureSize ||
-		!ed25519.Verify(key, labelled(LabelCardServiceSignature, cardID), signature) {
+		!verify(key, labelled(LabelCardServiceSignature, cardID), signature) {
 		return errorf(ErrBadSignature, "card service signature does not verify")
 	}
 	return nil

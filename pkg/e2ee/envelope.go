@@ -422,7 +422,7 @@ func verifySigned(what, label string, payload, headerHash []byte, sender *Card) 
 	if len(signature) != ed25519.SignatureSize {
 		return nil, errorf(ErrMalformed, "%s signature is %d bytes; want %d", what, len(signature), ed25519.SignatureSize)
 	}
-	if !ed25519.Verify(sender.SigningKey, labelled(label, headerHash, plaintext), signature) {
+	if !verify(sender.SigningKey, labelled(label, headerHash, plaintext), signature) {
 		return nil, errorf(ErrBadSignature, "%s signature does not verify with sender card %x", what, sender.ID)
 	}
 	if plaintext == nil {

@@ -377,7 +377,7 @@ func VerifyEpochCommit(signed *SignedEpochCommit, groupID string, epoch uint64, 
 		return nil, errorf(ErrWrongSender, "no signer card to verify the commit with")
 	case !bytes.Equal(c.SignerCardID, signer.ID):
 		return nil, errorf(ErrWrongSender, "the commit names signer card %x, not %x", c.SignerCardID, signer.ID)
-	case !ed25519.Verify(signer.SigningKey, labelled(LabelEpochCommitSignature, c.Content), c.Signature):
+	case !verify(signer.SigningKey, labelled(LabelEpochCommitSignature, c.Content), c.Signature):
 		return nil, errorf(ErrBadSignature, "epoch commit signature does not verify with card %x", signer.ID)
 	}
 	return c, nil

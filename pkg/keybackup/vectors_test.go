@@ -8,11 +8,17 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/cryptotest"
+	"time"
 
 	"github.com/cloudflare/circl/oprf"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 )
 
 // The test vectors of docs/wire-format.md, "Key backup". They come from a fixed OPRF
@@ -81,6 +87,7 @@ type backupVector struct {
 	AuthInfo         hexBytes `json:"auth_key_info"`
 	AuthKey          hexBytes `json:"auth_key"`
 	AuthKeyHash      hexBytes `json:"auth_key_hash"`
+	BundleContents   string   `json:"key_bundle_contents"`
 	Bundle           hexBytes `json:"key_bundle"`
 	Nonce            hexBytes `json:"nonce"`
 	AssociatedData   hexBytes `json:"associated_data"`
@@ -106,6 +113,46 @@ func vectorServer(t *testing.T) (seed []byte, key *oprf.PrivateKey) {
 	return seed, key
 }
 
+// vectorBundles are the plaintexts of the vectors: real KeyBundles (docs/wire-format.md
+// 7.1) of alice's key pairs and cards of the envelope vectors (section 9), so that a
+// client checks the whole restore, down to the keys it would install. The first holds
+// key pair alice-1 alone; the second alice-1, superseded by alice-2 when alice-2's card
+// was created, and alice-2, current.
+func vectorBundles(t *testing.T) (alone, rotated []byte) {
+	alice := "u_" + strings.Repeat("a", 32)
+	created := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	key := func(suite e2ee.Suite, from byte, at time.Time, previous []byte) (*envelopev1.StoredKey, []byte) {
+		kp, err := e2ee.DeriveKeyPair(suite, counting(from, 64))
+		if err != nil {
+			t.Fatal(err)
+		}
+		content, _, err := e2ee.NewCard(kp, alice, at, previous)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kem, err := kp.KEMPrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := e2ee.CardID(content)
+		return &envelopev1.StoredKey{CardId: id, Suite: suite, SigningSeed: kp.SigningSeed(), KemPrivateKey: kem, AddedAtUnixSeconds: at.Unix()}, id
+	}
+	marshal := func(b *envelopev1.KeyBundle) []byte {
+		out, err := proto.MarshalOptions{Deterministic: true}.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	k1, id1 := key(e2ee.SuiteHybrid, 0x00, created, nil)
+	alone = marshal(&envelopev1.KeyBundle{Version: 1, Identity: alice, CurrentCardId: id1, Keys: []*envelopev1.StoredKey{k1}})
+	k2, id2 := key(e2ee.SuiteX25519, 0x40, created.Add(24*time.Hour), id1)
+	k1 = proto.Clone(k1).(*envelopev1.StoredKey)
+	k1.SupersededAtUnixSeconds = k2.GetAddedAtUnixSeconds()
+	rotated = marshal(&envelopev1.KeyBundle{Version: 1, Identity: alice, CurrentCardId: id2, Keys: []*envelopev1.StoredKey{k1, k2}})
+	return alone, rotated
+}
+
 func generateVectors(t *testing.T) *vectorFile {
 	cryptotest.SetGlobalRandom(t, vectorRandomSeed)
 	seed, key := vectorServer(t)
@@ -129,6 +176,7 @@ func generateVectors(t *testing.T) *vectorFile {
 	app, id := "app_"+strings.Repeat("a", 26), "u_"+strings.Repeat("a", 32)
 	var rk RecoveryKey
 	copy(rk[:], counting(0x10, RecoveryKeySize))
+	alone, rotated := vectorBundles(t)
 	for _, c := range []struct {
 		name      string
 		slot      Slot
@@ -138,15 +186,18 @@ func generateVectors(t *testing.T) *vectorFile {
 		version   uint64
 		aead      AEAD
 		kdf       Argon2idParams
+		contents  string
 		bundle    []byte
 		nonceFrom byte
 	}{
+		// The password slot's cost is the SDK's (DefaultArgon2id), which is the floor a
+		// client accepts (MinPasswordCost); the recovery slot's is RecoveryArgon2id.
 		{"password slot, ChaCha20-Poly1305", SlotPassword, []byte("correct horse battery staple"), "", counting(0x01, 31),
-			1, ChaCha20Poly1305, Argon2idParams{Time: 1, MemoryKiB: 8192, Threads: 1, Salt: counting(0x30, 32)},
-			[]byte("an example key bundle"), 0xa0},
+			1, ChaCha20Poly1305, Argon2idParams{Time: 3, MemoryKiB: 65536, Threads: 4, Salt: counting(0x30, 32)},
+			"the KeyBundle of alice holding key pair alice-1 (section 9), current", alone, 0xa0},
 		{"recovery slot, AES-256-GCM", SlotRecovery, rk[:], rk.String(), counting(0x41, 31),
 			4, AES256GCM, Argon2idParams{Time: 1, MemoryKiB: 8192, Threads: 1, Salt: counting(0x50, 16)},
-			[]byte("another key bundle"), 0xc0},
+			"the KeyBundle of alice holding key pair alice-1, superseded at 1793620800, and alice-2 (section 9), current", rotated, 0xc0},
 	} {
 		b := Binding{App: app, Identity: id, Slot: c.slot}
 		scalar := suite.Group().NewScalar()
@@ -169,7 +220,10 @@ func generateVectors(t *testing.T) *vectorFile {
 		if err != nil {
 			t.Fatal(err)
 		}
-		keys := derive(t, out, p)
+		keys, err := deriveFromStretched(out, p, stretched)
+		if err != nil {
+			t.Fatal(err)
+		}
 		ctx := keyContext(b, c.version, pub)
 		nonce, ct, err := keys.Seal(bytes.NewReader(counting(c.nonceFrom, NonceSize)), c.bundle)
 		if err != nil {
@@ -182,7 +236,7 @@ func generateVectors(t *testing.T) *vectorFile {
 			Stretched:      stretched,
 			EncryptionInfo: append(labelled(LabelEncryptionKey), ctx...), EncryptionKey: keys.EncryptionKey(),
 			AuthInfo: append(labelled(LabelAuthKey), ctx...), AuthKey: keys.AuthKey(), AuthKeyHash: keys.AuthKeyHash(),
-			Bundle: c.bundle, Nonce: nonce, AssociatedData: keys.AssociatedData(), Ciphertext: ct,
+			BundleContents: c.contents, Bundle: c.bundle, Nonce: nonce, AssociatedData: keys.AssociatedData(), Ciphertext: ct,
 		})
 	}
 	return v
@@ -233,6 +287,21 @@ func checkVector(t *testing.T, pub []byte, v backupVector) {
 	bundle, err := keys.Open(v.Nonce, v.Ciphertext)
 	if err != nil || !bytes.Equal(bundle, v.Bundle) {
 		t.Fatalf("%s: Open = %x, %v", v.Name, bundle, err)
+	}
+	// The plaintext is a KeyBundle a client installs (7.4 step 4): a keystore takes it,
+	// and writes back exactly these bytes.
+	ks, err := e2ee.CreateKeystore(filepath.Join(t.TempDir(), "keystore"), e2ee.KeystoreOptions{NoPassphrase: true, KeyBundle: bundle})
+	if err != nil {
+		t.Fatalf("%s: the key bundle does not load into a keystore: %v", v.Name, err)
+	}
+	if again, err := ks.KeyBundle(); err != nil || !bytes.Equal(again, bundle) {
+		t.Fatalf("%s: the keystore writes the bundle back as %x, %v", v.Name, again, err)
+	}
+	// A client restores a password record only at or above the cost floor (10.5).
+	if Slot(v.Slot) == SlotPassword {
+		if err := CheckPasswordCost(p.KDF); err != nil {
+			t.Fatalf("%s: %v", v.Name, err)
+		}
 	}
 }
 
@@ -312,7 +381,7 @@ func renderVectors(v *vectorFile) []byte {
 			{"OPRF output", bv.OPRFOutput}, {"Argon2id salt", bv.Salt}, {"stretched", bv.Stretched},
 			{"encryption key info", bv.EncryptionInfo}, {"encryption key", bv.EncryptionKey},
 			{"auth key info", bv.AuthInfo}, {"auth key", bv.AuthKey}, {"auth key hash", bv.AuthKeyHash},
-			{"key bundle (plaintext)", bv.Bundle}, {"nonce", bv.Nonce}, {"associated data", bv.AssociatedData},
+			{"key bundle (plaintext: " + bv.BundleContents + ")", bv.Bundle}, {"nonce", bv.Nonce}, {"associated data", bv.AssociatedData},
 			{"ciphertext (with tag)", bv.Ciphertext},
 		} {
 			fmt.Fprintf(&b, "    %s\n", f.name)

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
@@ -42,8 +43,17 @@ func (c *Card) Fingerprint() string {
 	return out
 }
 
-// serviceKeyFor returns the card service's public key with id kid.
-func (c *Client) serviceKeyFor(ctx context.Context, kid string) (ed25519.PublicKey, error) {
+// serviceKey is one of the card service's counter-signing keys.
+type serviceKey struct {
+	public ed25519.PublicKey
+	// supersededAt is when a rotation retired the key; zero for the current key.
+	supersededAt time.Time
+}
+
+// serviceKeyFor returns the card service's key with id kid. The service lists every key
+// it has had, so a card signed before a rotation verifies on a client that never saw
+// the old key; a key id the service does not list is refused.
+func (c *Client) serviceKeyFor(ctx context.Context, kid string) (serviceKey, error) {
 	c.mu.Lock()
 	k, ok := c.serviceKey[kid]
 	c.mu.Unlock()
@@ -52,18 +62,32 @@ func (c *Client) serviceKeyFor(ctx context.Context, kid string) (ed25519.PublicK
 	}
 	resp, err := c.cards.GetServiceKey(ctx, &cardv1.GetServiceKeyRequest{})
 	if err != nil {
-		return nil, err
+		return serviceKey{}, err
 	}
-	key := resp.GetKey()
-	if len(key.GetPublicKey()) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("%w: the card service's key is malformed", ErrUntrustedCard)
+	keys := resp.GetKeys()
+	if len(keys) == 0 { // a service from before key rotation lists only its key
+		keys = []*cardv1.ServiceKey{resp.GetKey()}
+	}
+	fetched := map[string]serviceKey{}
+	for _, key := range keys {
+		if key.GetAlgorithm() != "Ed25519" {
+			return serviceKey{}, fmt.Errorf("%w: the card service's key %q is of algorithm %q, not Ed25519", ErrUntrustedCard, key.GetKeyId(), key.GetAlgorithm())
+		}
+		if err := e2ee.CheckSigningPublicKey(key.GetPublicKey()); err != nil {
+			return serviceKey{}, fmt.Errorf("%w: the card service's key %q: %w", ErrUntrustedCard, key.GetKeyId(), err)
+		}
+		sk := serviceKey{public: ed25519.PublicKey(key.GetPublicKey())}
+		if key.GetSupersededAt() != nil {
+			sk.supersededAt = key.GetSupersededAt().AsTime()
+		}
+		fetched[key.GetKeyId()] = sk
 	}
 	c.mu.Lock()
-	c.serviceKey[key.GetKeyId()] = ed25519.PublicKey(key.GetPublicKey())
+	maps.Copy(c.serviceKey, fetched)
 	k, ok = c.serviceKey[kid]
 	c.mu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("%w: signed by unknown service key %q", ErrUntrustedCard, kid)
+		return serviceKey{}, fmt.Errorf("%w: signed by unknown service key %q", ErrUntrustedCard, kid)
 	}
 	return k, nil
 }
@@ -84,8 +108,12 @@ func (c *Client) verify(ctx context.Context, pc *cardv1.Card) (*Card, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := e2ee.VerifyServiceSignature(key, parsed.ID, pc.GetServiceSignature()); err != nil {
+	if err := e2ee.VerifyServiceSignature(key.public, parsed.ID, pc.GetServiceSignature()); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUntrustedCard, err)
+	}
+	if published := pc.GetPublishedAt().AsTime(); !key.supersededAt.IsZero() && published.After(key.supersededAt) {
+		return nil, fmt.Errorf("%w: the card is dated %s, after its service key %s was retired at %s", ErrUntrustedCard,
+			published.Format(time.RFC3339), pc.GetServiceKeyId(), key.supersededAt.Format(time.RFC3339))
 	}
 	card := &Card{
 		Card:         parsed,

@@ -3,7 +3,6 @@ package sdk
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -62,14 +61,21 @@ type Config struct {
 	// ExcludeSelf leaves the sender's own card out of the recipients of Encrypt. By
 	// default it is in, so the user's other devices can read what this one sent.
 	ExcludeSelf bool
-	// ClockSkew is the tolerance when checking a message's time against its sender
-	// card's lifetime; zero means 5 minutes.
+	// ClockSkew is the tolerance when checking a message's or epoch commit's
+	// created_at against its signer card's lifetime (docs/wire-format.md, 6.3); zero
+	// means DefaultClockSkew.
 	ClockSkew time.Duration
 	// Now defaults to time.Now.
 	Now func() time.Time
 	// DialOptions are added to the connection's own (extra interceptors, for example).
 	DialOptions []grpc.DialOption
 }
+
+// DefaultClockSkew is how far a signed created_at may lie outside its signer card's
+// lifetime as the card service reports it: before published_at, or after
+// superseded_at or revoked_at. It is the card service's own tolerance for a card's
+// created_at (card.DefaultClockSkew), and what docs/wire-format.md (6.3) states.
+const DefaultClockSkew = 5 * time.Minute
 
 // Client is one user's view of Umbra.
 type Client struct {
@@ -80,9 +86,9 @@ type Client struct {
 	tok      *tokens
 
 	mu         sync.Mutex
-	ks         *e2ee.Keystore // nil until Register or a keystore on disk
-	me         string         // the user's identity, once known
-	serviceKey map[string]ed25519.PublicKey
+	ks         *e2ee.Keystore         // nil until Register or a keystore on disk
+	me         string                 // the user's identity, once known
+	serviceKey map[string]serviceKey  // by key id
 	cardCache  map[string]*cardRecord // by card id
 	groups     groupStates            // epoch keys and members seen, per group (group.go)
 }
@@ -102,7 +108,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.Suite = e2ee.DefaultSuite
 	}
 	if cfg.ClockSkew == 0 {
-		cfg.ClockSkew = 5 * time.Minute
+		cfg.ClockSkew = DefaultClockSkew
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -118,7 +124,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		identity:   identityv1.NewIdentityServiceClient(conn),
 		cards:      cardv1.NewCardServiceClient(conn),
 		tok:        t,
-		serviceKey: map[string]ed25519.PublicKey{},
+		serviceKey: map[string]serviceKey{},
 		cardCache:  map[string]*cardRecord{},
 	}
 	if err := c.openKeystore(); err != nil {

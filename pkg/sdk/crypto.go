@@ -90,8 +90,9 @@ func (c *Client) senderCard(ctx context.Context, cardID []byte, sender string, w
 }
 
 // checkCardLifetime reports ErrCardNotValidThen unless card was the active card of
-// its identity at written, within the clock skew: not before it was published, not
-// after it was superseded or revoked.
+// its identity at written, within the clock skew s: published_at - s <= written, and
+// written <= superseded_at + s and written <= revoked_at + s for a card that was
+// superseded or revoked (docs/wire-format.md, 6.3).
 func (c *Client) checkCardLifetime(card *Card, written time.Time) error {
 	skew := c.cfg.ClockSkew
 	switch {

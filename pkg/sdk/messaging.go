@@ -83,11 +83,15 @@ func (c *Client) OpenMessage(ctx context.Context, m *messagingv1.Message) ([]byt
 	return c.Decrypt(ctx, m.GetEnvelope(), m.GetSender())
 }
 
-// Subscription options.
+// Subscription options. The zero value starts live: only what is stored from now on.
 type SubscribeOptions struct {
-	// After resumes after this inbox sequence; nil starts live (only what arrives from
-	// now on), and a pointer to 0 replays everything still stored.
+	// After resumes after this inbox sequence. nil starts live (unless FromStart); a
+	// pointer to 0 replays everything still stored, as FromStart does. Unset and 0 are
+	// different starts (see messagingv1.SubscribeRequest).
 	After *uint64
+	// FromStart replays everything still stored, then goes on live. It excludes an
+	// After above 0.
+	FromStart bool
 	// Heartbeat is the heartbeat interval asked of the server; 0 is its default.
 	Heartbeat time.Duration
 }
@@ -99,11 +103,16 @@ type SubscribeOptions struct {
 // returned as it is; so is a refusal that no retry can fix (a bad cursor, too many
 // streams).
 func (c *Client) Subscribe(ctx context.Context, opts SubscribeOptions, handle func(*messagingv1.SubscribeResponse) error) error {
+	if opts.FromStart && opts.After != nil && *opts.After > 0 {
+		return fmt.Errorf("sdk: subscribe: FromStart and After %d ask for two different starts", *opts.After)
+	}
 	client := messagingv1.NewMessagingServiceClient(c.conn)
 	after := opts.After
 	delay := 100 * time.Millisecond
 	for {
-		req := &messagingv1.SubscribeRequest{AfterInboxSequence: after}
+		// Once an item (a heartbeat included) has arrived, after holds its cursor, and a
+		// reconnection resumes there rather than from the start.
+		req := &messagingv1.SubscribeRequest{AfterInboxSequence: after, FromStart: opts.FromStart && after == nil}
 		if opts.Heartbeat > 0 {
 			req.HeartbeatInterval = durationpb.New(opts.Heartbeat)
 		}

@@ -3,6 +3,7 @@ package sdk_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -130,5 +131,59 @@ func TestRevocationEndsAStream(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("the stream outlived the revocation by %s", d)
+	}
+}
+
+// TestSubscribeStarts: the zero SubscribeOptions start live, FromStart and After = 0
+// replay what is stored, and FromStart with a cursor is refused before any call.
+func TestSubscribeStarts(t *testing.T) {
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	ctx := context.Background()
+	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
+	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
+	for _, d := range []*device{alice, bob} {
+		if _, err := d.Register(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := alice.SendTo(ctx, bob.identity, []byte("stored")); err != nil {
+		t.Fatal(err)
+	}
+	errCaughtUp := errors.New("caught up")
+	replayed := func(opts sdk.SubscribeOptions) (int, error) {
+		messages := 0
+		err := bob.Subscribe(ctx, opts, func(item *messagingv1.SubscribeResponse) error {
+			if item.GetHeartbeat() != nil {
+				return errCaughtUp
+			}
+			messages++
+			return nil
+		})
+		if errors.Is(err, errCaughtUp) {
+			err = nil
+		}
+		return messages, err
+	}
+	zero, one := uint64(0), uint64(1)
+	for _, tc := range []struct {
+		name string
+		opts sdk.SubscribeOptions
+		want int
+	}{
+		{"zero options: live", sdk.SubscribeOptions{}, 0},
+		{"FromStart", sdk.SubscribeOptions{FromStart: true}, 1},
+		{"After 0", sdk.SubscribeOptions{After: &zero}, 1},
+		{"FromStart and After 0", sdk.SubscribeOptions{FromStart: true, After: &zero}, 1},
+		{"After 1", sdk.SubscribeOptions{After: &one}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, err := replayed(tc.opts); err != nil || got != tc.want {
+				t.Errorf("replayed %d messages, %v; want %d", got, err, tc.want)
+			}
+		})
+	}
+	if _, err := replayed(sdk.SubscribeOptions{FromStart: true, After: &one}); err == nil || !strings.Contains(err.Error(), "two different starts") {
+		t.Errorf("FromStart with After 1: %v; want a refusal", err)
 	}
 }

@@ -268,3 +268,71 @@ func TestNewRequiresAPassphraseDecision(t *testing.T) {
 		t.Fatal("a keystore without a passphrase was accepted without NoPassphrase")
 	}
 }
+
+// TestCardLifetimeClockSkew pins the rule of docs/wire-format.md 6.3: a message's
+// created_at must lie within its sender card's lifetime as the card service reports it,
+// widened by DefaultClockSkew (5 minutes) on each side, and not a second more.
+func TestCardLifetimeClockSkew(t *testing.T) {
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	ctx := context.Background()
+	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
+	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
+	first, err := alice.Register(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobCard, err := bob.Register(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := alice.RotateKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.RevokeCard(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first, err = bob.CardByID(ctx, first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err = bob.CardByID(ctx, second.ID)
+	if err != nil || second.RevokedAt.IsZero() || first.SupersededAt.IsZero() {
+		t.Fatalf("cards: %+v, %+v, %v", first, second, err)
+	}
+	ks, err := e2ee.OpenKeystore(alice.keystore, []byte("passphrase of alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	skew := sdk.DefaultClockSkew
+	if skew != 5*time.Minute {
+		t.Fatalf("DefaultClockSkew = %s; docs/wire-format.md says 5 minutes", skew)
+	}
+	// created_at is whole seconds; the service's times have nanoseconds.
+	ceil := func(at time.Time) time.Time { return at.Add(time.Second - time.Nanosecond).Truncate(time.Second) }
+	for _, tc := range []struct {
+		name    string
+		card    *sdk.Card
+		written time.Time
+		ok      bool
+	}{
+		{"published_at - skew", first, ceil(first.PublishedAt).Add(-skew), true},
+		{"a second earlier", first, ceil(first.PublishedAt).Add(-skew - time.Second), false},
+		{"superseded_at + skew", first, first.SupersededAt.Truncate(time.Second).Add(skew), true},
+		{"a second later", first, first.SupersededAt.Truncate(time.Second).Add(skew + time.Second), false},
+		{"revoked_at + skew", second, second.RevokedAt.Truncate(time.Second).Add(skew), true},
+		{"a second after that", second, second.RevokedAt.Truncate(time.Second).Add(skew + time.Second), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env, err := e2ee.Encrypt(ks.KeyFor(tc.card.ID), tc.card.ID, []*e2ee.Card{bobCard.Card}, []byte("dated"), tc.written)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = bob.Decrypt(ctx, env, alice.identity)
+			if tc.ok && err != nil || !tc.ok && !errors.Is(err, sdk.ErrCardNotValidThen) {
+				t.Fatalf("written %s: Decrypt = %v; want ok = %v", tc.written, err, tc.ok)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ func Policies() auth.Table {
 	return auth.Table{
 		cardv1.CardService_PublishCard_FullMethodName:       auth.AccessToken,
 		cardv1.CardService_GetServiceKey_FullMethodName:     auth.Public,
+		cardv1.CardService_RotateServiceKey_FullMethodName:  auth.Admin,
 		cardv1.CardService_SearchCards_FullMethodName:       auth.AccessToken,
 		cardv1.CardService_GetCard_FullMethodName:           auth.AccessToken,
 		cardv1.CardService_ListCardHistory_FullMethodName:   auth.AccessToken,

@@ -4,10 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -58,7 +58,10 @@ type Server struct {
 	now    func() time.Time
 	skew   time.Duration
 	search *ratelimit.Limiter
-	// key counter-signs every card; keyRec is its record (id, creation time).
+	rand   io.Reader
+	// key counter-signs every card; keyRec is its record (id, creation time). keyMu
+	// guards both: RotateServiceKey replaces them (servicekey.go).
+	keyMu  sync.RWMutex
 	key    ed25519.PrivateKey
 	keyRec *storagev1.ServiceKeyRecord
 }
@@ -116,20 +119,10 @@ func New(store Store, cfg Config, log *zap.Logger) (*Server, error) {
 		now:    cfg.Clock,
 		skew:   cfg.ClockSkew,
 		search: limiter,
+		rand:   cfg.Rand,
 		key:    ed25519.NewKeyFromSeed(rec.GetSeed()),
 		keyRec: rec,
 	}, nil
-}
-
-// newServiceKey makes a counter-signing key; its id is derived from its public key.
-func newServiceKey(r io.Reader, now time.Time) (*storagev1.ServiceKeyRecord, error) {
-	seed := make([]byte, ed25519.SeedSize)
-	if _, err := io.ReadFull(r, seed); err != nil {
-		return nil, fmt.Errorf("card: randomness: %w", err)
-	}
-	pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
-	h := sha256.Sum256(pub)
-	return &storagev1.ServiceKeyRecord{KeyId: b32.EncodeToString(h[:10]), Seed: seed, CreatedAt: timestamppb.New(now)}, nil
 }
 
 // Register registers the service on g.
@@ -159,6 +152,7 @@ func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest
 	if req.GetEndorsement() != nil && len(card.PreviousCardID) == 0 {
 		return nil, errs.Invalidf("endorsement given for a card without previous_card_id: only a rotation is endorsed")
 	}
+	serviceSignature, serviceKeyID := s.serviceSign(card.ID)
 	rec := &storagev1.CardRecord{
 		AppId:                p.AppID,
 		Identity:             card.Identity,
@@ -167,8 +161,8 @@ func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest
 		SelfSignature:        card.SelfSignature,
 		EndorsementContent:   req.GetEndorsement().GetContent(),
 		EndorsementSignature: req.GetEndorsement().GetSignature(),
-		ServiceSignature:     e2ee.ServiceSign(s.key, card.ID),
-		ServiceKeyId:         s.keyRec.GetKeyId(),
+		ServiceSignature:     serviceSignature,
+		ServiceKeyId:         serviceKeyID,
 		Status:               storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE,
 		PublishedAt:          timestamppb.New(now),
 		PreviousCardId:       card.PreviousCardID,
@@ -185,16 +179,6 @@ func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest
 			zap.Bool("endorsed", len(rec.GetEndorsementContent()) > 0))
 	}
 	return &cardv1.PublishCardResponse{Card: cardView(stored)}, nil
-}
-
-// GetServiceKey implements CardService.
-func (s *Server) GetServiceKey(context.Context, *cardv1.GetServiceKeyRequest) (*cardv1.GetServiceKeyResponse, error) {
-	return &cardv1.GetServiceKeyResponse{Key: &cardv1.ServiceKey{
-		KeyId:     s.keyRec.GetKeyId(),
-		Algorithm: "Ed25519",
-		PublicKey: s.key.Public().(ed25519.PublicKey),
-		CreatedAt: s.keyRec.GetCreatedAt(),
-	}}, nil
 }
 
 // SearchCards implements CardService.

@@ -30,6 +30,14 @@ type Store interface {
 	// ServiceKey returns the counter-signing key. When the file has none yet it stores
 	// candidate first.
 	ServiceKey(candidate *storagev1.ServiceKeyRecord) (*storagev1.ServiceKeyRecord, error)
+	// ServiceKeys returns every service key, oldest first: the retired ones (public
+	// key and superseded_at, no seed), then the current one. ErrNotFound if there is
+	// none yet.
+	ServiceKeys() ([]*storagev1.ServiceKeyRecord, error)
+	// RotateServiceKey makes next the current key and retires the current one at at,
+	// in one transaction: the retired record keeps the public key and loses the seed.
+	// It returns the retired record. ErrNotFound if there is no current key.
+	RotateServiceKey(next *storagev1.ServiceKeyRecord, at time.Time) (*storagev1.ServiceKeyRecord, error)
 
 	// Publish stores card, ACTIVE, as its identity's active card if check allows it:
 	// the identity's active card (if any) becomes SUPERSEDED by it at its published_at,

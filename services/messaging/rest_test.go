@@ -252,3 +252,72 @@ func TestRESTRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestRESTStartPresence shows, through the gateway, that Subscribe's and History's
+// starting points depend on presence: `afterInboxSequence=0` (a zero that is sent)
+// replays everything, leaving it out starts live, and `fromStart=true` is the form no
+// encoder drops; `afterSequence=0` pages forwards from the oldest message, leaving it
+// out pages backwards from the newest.
+func TestRESTStartPresence(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	us := e.newUsers(t, e.newApp(t), "alice", "bob")
+	alice, bob := us[0], us[1]
+	for i := 1; i <= 2; i++ {
+		e.send(t, alice, bob.identity, fmt.Sprint(i), body(i))
+	}
+	// firstItems reads a stream's lines until its catch-up heartbeat.
+	firstItems := func(t *testing.T, query string) []string {
+		t.Helper()
+		lines, resp, cancel := e.restStream(t, bob.token, query)
+		defer cancel()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("?%s: %d", query, resp.StatusCode)
+		}
+		var got []string
+		for {
+			l := nextLine(t, lines)
+			if l.Result == nil {
+				t.Fatalf("?%s: line %+v", query, l)
+			}
+			if l.Result.Heartbeat != nil {
+				return got
+			}
+			got = append(got, string(l.Result.Message.Envelope))
+		}
+	}
+	everything := []string{body(1), body(2)}
+	for _, tc := range []struct {
+		query string
+		want  []string
+	}{
+		{"afterInboxSequence=0", everything},
+		{"fromStart=true", everything},
+		{"afterInboxSequence=0&fromStart=true", everything},
+		{"", nil}, // live: the stored messages are not replayed
+		{"afterInboxSequence=1", everything[1:]},
+	} {
+		t.Run("subscribe ?"+tc.query, func(t *testing.T) {
+			if got := firstItems(t, tc.query); !slices.Equal(got, tc.want) {
+				t.Errorf("replayed %q; want %q", got, tc.want)
+			}
+		})
+	}
+	t.Run("subscribe ?fromStart=true&afterInboxSequence=1", func(t *testing.T) {
+		lines, resp, _ := e.restStream(t, bob.token, "fromStart=true&afterInboxSequence=1")
+		if l := nextLine(t, lines); resp.StatusCode != http.StatusBadRequest || l.Error == nil || !strings.Contains(l.Error.Message, "two different starts") {
+			t.Errorf("both starts: %d %+v", resp.StatusCode, l)
+		}
+	})
+	for _, tc := range []struct{ query, first string }{
+		{"afterSequence=0", "1"}, // forwards from the oldest
+		{"", "2"},                // backwards from the newest
+	} {
+		t.Run("history ?"+tc.query, func(t *testing.T) {
+			code, page := e.rest(t, "GET", "/v1/conversations/"+alice.identity+"/messages?"+tc.query, bob.token, "")
+			msgs, _ := page["messages"].([]any)
+			if code != http.StatusOK || len(msgs) != 2 || msgs[0].(map[string]any)["sequence"] != tc.first {
+				t.Errorf("%d %v; want both messages, sequence %s first", code, page, tc.first)
+			}
+		})
+	}
+}

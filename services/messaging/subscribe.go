@@ -36,6 +36,9 @@ func (s *Server) Subscribe(req *messagingv1.SubscribeRequest, stream grpc.Server
 	if err != nil {
 		return err
 	}
+	if err := validSubscribeStart(req); err != nil {
+		return err
+	}
 	w, err := s.notify.open(p.AppID, p.Identity)
 	if err != nil {
 		return err
@@ -47,6 +50,9 @@ func (s *Server) Subscribe(req *messagingv1.SubscribeRequest, stream grpc.Server
 		return err
 	}
 	cursor := latest
+	if req.GetFromStart() {
+		cursor = 0
+	}
 	if req.AfterInboxSequence != nil {
 		if after := req.GetAfterInboxSequence(); after > latest {
 			return errs.Invalidf("after_inbox_sequence %d is beyond your latest inbox sequence %d: resume from at most %d", after, latest, latest)

@@ -170,6 +170,7 @@ func TestSubscribeRefusals(t *testing.T) {
 		{"heartbeat too frequent", bob, &messagingv1.SubscribeRequest{HeartbeatInterval: durationOf(500 * time.Millisecond)}, codes.InvalidArgument, "out of range"},
 		{"heartbeat too rare", bob, &messagingv1.SubscribeRequest{HeartbeatInterval: durationOf(10 * time.Minute)}, codes.InvalidArgument, "out of range"},
 		{"negative heartbeat", bob, &messagingv1.SubscribeRequest{HeartbeatInterval: durationOf(-time.Second)}, codes.InvalidArgument, "out of range"},
+		{"from_start with a cursor", bob, &messagingv1.SubscribeRequest{FromStart: true, AfterInboxSequence: ptr(uint64(2))}, codes.InvalidArgument, "two different starts"},
 		{"no credential", user{}, &messagingv1.SubscribeRequest{}, codes.Unauthenticated, "missing credential"},
 	}
 	for _, tc := range cases {

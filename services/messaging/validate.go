@@ -143,6 +143,14 @@ func validRecipients(ids []string) ([]string, error) {
 	return sortedKeys(seen), nil
 }
 
+// validSubscribeStart refuses a SubscribeRequest that asks for two different starts.
+func validSubscribeStart(req *messagingv1.SubscribeRequest) error {
+	if req.GetFromStart() && req.GetAfterInboxSequence() > 0 {
+		return errs.Invalidf("from_start and after_inbox_sequence %d ask for two different starts: send one of them", req.GetAfterInboxSequence())
+	}
+	return nil
+}
+
 // heartbeatInterval returns the interval a SubscribeRequest asks for.
 func heartbeatInterval(d *durationpb.Duration) (time.Duration, error) {
 	if d == nil {

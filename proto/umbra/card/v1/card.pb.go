@@ -158,9 +158,10 @@ type Card struct {
 	Endorsement *CardEndorsement `protobuf:"bytes,5,opt,name=endorsement,proto3" json:"endorsement,omitempty"`
 	// The card service's Ed25519 signature (64 bytes) over
 	// "umbra/v1/card-service-signature" || 0x00 || card_id,
-	// verified with the key GetServiceKey returns.
+	// verified with the key GetServiceKey lists under `service_key_id`.
 	ServiceSignature []byte `protobuf:"bytes,6,opt,name=service_signature,json=serviceSignature,proto3" json:"service_signature,omitempty"`
-	// Id of the service key that made `service_signature`.
+	// Id of the service key that made `service_signature`: the key that was current
+	// when the card was published (GetServiceKey lists every key, retired ones too).
 	ServiceKeyId string `protobuf:"bytes,7,opt,name=service_key_id,json=serviceKeyId,proto3" json:"service_key_id,omitempty"`
 	// The card's status now.
 	Status CardStatus `protobuf:"varint,8,opt,name=status,proto3,enum=umbra.card.v1.CardStatus" json:"status,omitempty"`
@@ -357,8 +358,11 @@ type ServiceKey struct {
 	Algorithm string `protobuf:"bytes,2,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
 	// Raw Ed25519 public key, 32 bytes.
 	PublicKey []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
-	// When the service generated the key.
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When the service generated the key, which is when it began to sign cards.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When a rotation retired the key; unset for the current key. The key signed the
+	// cards published from `created_at` up to `superseded_at`, and nothing after.
+	SupersededAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=superseded_at,json=supersededAt,proto3" json:"superseded_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -417,6 +421,13 @@ func (x *ServiceKey) GetPublicKey() []byte {
 func (x *ServiceKey) GetCreatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ServiceKey) GetSupersededAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SupersededAt
 	}
 	return nil
 }
@@ -571,8 +582,11 @@ func (*GetServiceKeyRequest) Descriptor() ([]byte, []int) {
 
 type GetServiceKeyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The key that signs new cards.
-	Key           *ServiceKey `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The current key: the one that signs new cards.
+	Key *ServiceKey `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Every key the service has had, oldest first: the retired ones, each with
+	// `superseded_at`, then the current one (the same as `key`).
+	Keys          []*ServiceKey `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -614,6 +628,103 @@ func (x *GetServiceKeyResponse) GetKey() *ServiceKey {
 	return nil
 }
 
+func (x *GetServiceKeyResponse) GetKeys() []*ServiceKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type RotateServiceKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateServiceKeyRequest) Reset() {
+	*x = RotateServiceKeyRequest{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateServiceKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateServiceKeyRequest) ProtoMessage() {}
+
+func (x *RotateServiceKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateServiceKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateServiceKeyRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{7}
+}
+
+type RotateServiceKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new current key.
+	Key *ServiceKey `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The key it replaced, now retired, with `superseded_at`.
+	Previous      *ServiceKey `protobuf:"bytes,2,opt,name=previous,proto3" json:"previous,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateServiceKeyResponse) Reset() {
+	*x = RotateServiceKeyResponse{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateServiceKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateServiceKeyResponse) ProtoMessage() {}
+
+func (x *RotateServiceKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateServiceKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateServiceKeyResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RotateServiceKeyResponse) GetKey() *ServiceKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RotateServiceKeyResponse) GetPrevious() *ServiceKey {
+	if x != nil {
+		return x.Previous
+	}
+	return nil
+}
+
 type SearchCardsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// User identities of the caller's app: 1 to 1,000, each "u_" and 32 base32
@@ -625,7 +736,7 @@ type SearchCardsRequest struct {
 
 func (x *SearchCardsRequest) Reset() {
 	*x = SearchCardsRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[7]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +748,7 @@ func (x *SearchCardsRequest) String() string {
 func (*SearchCardsRequest) ProtoMessage() {}
 
 func (x *SearchCardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[7]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +761,7 @@ func (x *SearchCardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchCardsRequest.ProtoReflect.Descriptor instead.
 func (*SearchCardsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{7}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SearchCardsRequest) GetIdentities() []string {
@@ -671,7 +782,7 @@ type SearchCardsResponse struct {
 
 func (x *SearchCardsResponse) Reset() {
 	*x = SearchCardsResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[8]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +794,7 @@ func (x *SearchCardsResponse) String() string {
 func (*SearchCardsResponse) ProtoMessage() {}
 
 func (x *SearchCardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[8]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +807,7 @@ func (x *SearchCardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchCardsResponse.ProtoReflect.Descriptor instead.
 func (*SearchCardsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{8}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SearchCardsResponse) GetCards() []*Card {
@@ -716,7 +827,7 @@ type GetCardRequest struct {
 
 func (x *GetCardRequest) Reset() {
 	*x = GetCardRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[9]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +839,7 @@ func (x *GetCardRequest) String() string {
 func (*GetCardRequest) ProtoMessage() {}
 
 func (x *GetCardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[9]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +852,7 @@ func (x *GetCardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCardRequest.ProtoReflect.Descriptor instead.
 func (*GetCardRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{9}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetCardRequest) GetCardId() []byte {
@@ -761,7 +872,7 @@ type GetCardResponse struct {
 
 func (x *GetCardResponse) Reset() {
 	*x = GetCardResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[10]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +884,7 @@ func (x *GetCardResponse) String() string {
 func (*GetCardResponse) ProtoMessage() {}
 
 func (x *GetCardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[10]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +897,7 @@ func (x *GetCardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCardResponse.ProtoReflect.Descriptor instead.
 func (*GetCardResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{10}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetCardResponse) GetCard() *Card {
@@ -811,7 +922,7 @@ type ListCardHistoryRequest struct {
 
 func (x *ListCardHistoryRequest) Reset() {
 	*x = ListCardHistoryRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[11]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +934,7 @@ func (x *ListCardHistoryRequest) String() string {
 func (*ListCardHistoryRequest) ProtoMessage() {}
 
 func (x *ListCardHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[11]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +947,7 @@ func (x *ListCardHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCardHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ListCardHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{11}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListCardHistoryRequest) GetIdentity() string {
@@ -872,7 +983,7 @@ type ListCardHistoryResponse struct {
 
 func (x *ListCardHistoryResponse) Reset() {
 	*x = ListCardHistoryResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[12]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +995,7 @@ func (x *ListCardHistoryResponse) String() string {
 func (*ListCardHistoryResponse) ProtoMessage() {}
 
 func (x *ListCardHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[12]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1008,7 @@ func (x *ListCardHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCardHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ListCardHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{12}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListCardHistoryResponse) GetCards() []*Card {
@@ -924,7 +1035,7 @@ type RevokeCardRequest struct {
 
 func (x *RevokeCardRequest) Reset() {
 	*x = RevokeCardRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[13]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1047,7 @@ func (x *RevokeCardRequest) String() string {
 func (*RevokeCardRequest) ProtoMessage() {}
 
 func (x *RevokeCardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[13]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1060,7 @@ func (x *RevokeCardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCardRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCardRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{13}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RevokeCardRequest) GetCardId() []byte {
@@ -969,7 +1080,7 @@ type RevokeCardResponse struct {
 
 func (x *RevokeCardResponse) Reset() {
 	*x = RevokeCardResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[14]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1092,7 @@ func (x *RevokeCardResponse) String() string {
 func (*RevokeCardResponse) ProtoMessage() {}
 
 func (x *RevokeCardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[14]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1105,7 @@ func (x *RevokeCardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCardResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCardResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{14}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RevokeCardResponse) GetCard() *Card {
@@ -1021,7 +1132,7 @@ type ActiveCardRef struct {
 
 func (x *ActiveCardRef) Reset() {
 	*x = ActiveCardRef{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[15]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1144,7 @@ func (x *ActiveCardRef) String() string {
 func (*ActiveCardRef) ProtoMessage() {}
 
 func (x *ActiveCardRef) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[15]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1157,7 @@ func (x *ActiveCardRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActiveCardRef.ProtoReflect.Descriptor instead.
 func (*ActiveCardRef) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{15}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ActiveCardRef) GetIdentity() string {
@@ -1091,7 +1202,7 @@ type LookupActiveCardsRequest struct {
 
 func (x *LookupActiveCardsRequest) Reset() {
 	*x = LookupActiveCardsRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[16]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1214,7 @@ func (x *LookupActiveCardsRequest) String() string {
 func (*LookupActiveCardsRequest) ProtoMessage() {}
 
 func (x *LookupActiveCardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[16]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1227,7 @@ func (x *LookupActiveCardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupActiveCardsRequest.ProtoReflect.Descriptor instead.
 func (*LookupActiveCardsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{16}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LookupActiveCardsRequest) GetAppId() string {
@@ -1143,7 +1254,7 @@ type LookupActiveCardsResponse struct {
 
 func (x *LookupActiveCardsResponse) Reset() {
 	*x = LookupActiveCardsResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[17]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1266,7 @@ func (x *LookupActiveCardsResponse) String() string {
 func (*LookupActiveCardsResponse) ProtoMessage() {}
 
 func (x *LookupActiveCardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[17]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1279,7 @@ func (x *LookupActiveCardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupActiveCardsResponse.ProtoReflect.Descriptor instead.
 func (*LookupActiveCardsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{17}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LookupActiveCardsResponse) GetCards() []*ActiveCardRef {
@@ -1202,7 +1313,7 @@ type CardEvent struct {
 
 func (x *CardEvent) Reset() {
 	*x = CardEvent{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[18]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1325,7 @@ func (x *CardEvent) String() string {
 func (*CardEvent) ProtoMessage() {}
 
 func (x *CardEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[18]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1338,7 @@ func (x *CardEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CardEvent.ProtoReflect.Descriptor instead.
 func (*CardEvent) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{18}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CardEvent) GetSequence() uint64 {
@@ -1291,7 +1402,7 @@ type ListCardEventsRequest struct {
 
 func (x *ListCardEventsRequest) Reset() {
 	*x = ListCardEventsRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[19]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1414,7 @@ func (x *ListCardEventsRequest) String() string {
 func (*ListCardEventsRequest) ProtoMessage() {}
 
 func (x *ListCardEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[19]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1427,7 @@ func (x *ListCardEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCardEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListCardEventsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{19}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListCardEventsRequest) GetAfterSequence() uint64 {
@@ -1345,7 +1456,7 @@ type ListCardEventsResponse struct {
 
 func (x *ListCardEventsResponse) Reset() {
 	*x = ListCardEventsResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[20]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1468,7 @@ func (x *ListCardEventsResponse) String() string {
 func (*ListCardEventsResponse) ProtoMessage() {}
 
 func (x *ListCardEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[20]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1481,7 @@ func (x *ListCardEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCardEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListCardEventsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{20}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListCardEventsResponse) GetEvents() []*CardEvent {
@@ -1409,7 +1520,7 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"revoked_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"I\n" +
 	"\x0fCardEndorsement\x12\x18\n" +
 	"\acontent\x18\x01 \x01(\fR\acontent\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x9b\x01\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"\xdc\x01\n" +
 	"\n" +
 	"ServiceKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
@@ -1417,16 +1528,22 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\n" +
 	"public_key\x18\x03 \x01(\fR\tpublicKey\x129\n" +
 	"\n" +
-	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x97\x01\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12?\n" +
+	"\rsuperseded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fsupersededAt\"\x97\x01\n" +
 	"\x12PublishCardRequest\x12\x18\n" +
 	"\acontent\x18\x01 \x01(\fR\acontent\x12%\n" +
 	"\x0eself_signature\x18\x02 \x01(\fR\rselfSignature\x12@\n" +
 	"\vendorsement\x18\x03 \x01(\v2\x1e.umbra.card.v1.CardEndorsementR\vendorsement\">\n" +
 	"\x13PublishCardResponse\x12'\n" +
 	"\x04card\x18\x01 \x01(\v2\x13.umbra.card.v1.CardR\x04card\"\x16\n" +
-	"\x14GetServiceKeyRequest\"D\n" +
+	"\x14GetServiceKeyRequest\"s\n" +
 	"\x15GetServiceKeyResponse\x12+\n" +
-	"\x03key\x18\x01 \x01(\v2\x19.umbra.card.v1.ServiceKeyR\x03key\"4\n" +
+	"\x03key\x18\x01 \x01(\v2\x19.umbra.card.v1.ServiceKeyR\x03key\x12-\n" +
+	"\x04keys\x18\x02 \x03(\v2\x19.umbra.card.v1.ServiceKeyR\x04keys\"\x19\n" +
+	"\x17RotateServiceKeyRequest\"~\n" +
+	"\x18RotateServiceKeyResponse\x12+\n" +
+	"\x03key\x18\x01 \x01(\v2\x19.umbra.card.v1.ServiceKeyR\x03key\x125\n" +
+	"\bprevious\x18\x02 \x01(\v2\x19.umbra.card.v1.ServiceKeyR\bprevious\"4\n" +
 	"\x12SearchCardsRequest\x12\x1e\n" +
 	"\n" +
 	"identities\x18\x01 \x03(\tR\n" +
@@ -1485,10 +1602,11 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\rCardEventKind\x12\x1f\n" +
 	"\x1bCARD_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19CARD_EVENT_KIND_PUBLISHED\x10\x01\x12\x1b\n" +
-	"\x17CARD_EVENT_KIND_REVOKED\x10\x022\xdb\x05\n" +
+	"\x17CARD_EVENT_KIND_REVOKED\x10\x022\xc0\x06\n" +
 	"\vCardService\x12T\n" +
 	"\vPublishCard\x12!.umbra.card.v1.PublishCardRequest\x1a\".umbra.card.v1.PublishCardResponse\x12Z\n" +
-	"\rGetServiceKey\x12#.umbra.card.v1.GetServiceKeyRequest\x1a$.umbra.card.v1.GetServiceKeyResponse\x12T\n" +
+	"\rGetServiceKey\x12#.umbra.card.v1.GetServiceKeyRequest\x1a$.umbra.card.v1.GetServiceKeyResponse\x12c\n" +
+	"\x10RotateServiceKey\x12&.umbra.card.v1.RotateServiceKeyRequest\x1a'.umbra.card.v1.RotateServiceKeyResponse\x12T\n" +
 	"\vSearchCards\x12!.umbra.card.v1.SearchCardsRequest\x1a\".umbra.card.v1.SearchCardsResponse\x12H\n" +
 	"\aGetCard\x12\x1d.umbra.card.v1.GetCardRequest\x1a\x1e.umbra.card.v1.GetCardResponse\x12`\n" +
 	"\x0fListCardHistory\x12%.umbra.card.v1.ListCardHistoryRequest\x1a&.umbra.card.v1.ListCardHistoryResponse\x12Q\n" +
@@ -1510,7 +1628,7 @@ func file_umbra_card_v1_card_proto_rawDescGZIP() []byte {
 }
 
 var file_umbra_card_v1_card_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_umbra_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_umbra_card_v1_card_proto_goTypes = []any{
 	(CardStatus)(0),                   // 0: umbra.card.v1.CardStatus
 	(CardEventKind)(0),                // 1: umbra.card.v1.CardEventKind
@@ -1521,63 +1639,71 @@ var file_umbra_card_v1_card_proto_goTypes = []any{
 	(*PublishCardResponse)(nil),       // 6: umbra.card.v1.PublishCardResponse
 	(*GetServiceKeyRequest)(nil),      // 7: umbra.card.v1.GetServiceKeyRequest
 	(*GetServiceKeyResponse)(nil),     // 8: umbra.card.v1.GetServiceKeyResponse
-	(*SearchCardsRequest)(nil),        // 9: umbra.card.v1.SearchCardsRequest
-	(*SearchCardsResponse)(nil),       // 10: umbra.card.v1.SearchCardsResponse
-	(*GetCardRequest)(nil),            // 11: umbra.card.v1.GetCardRequest
-	(*GetCardResponse)(nil),           // 12: umbra.card.v1.GetCardResponse
-	(*ListCardHistoryRequest)(nil),    // 13: umbra.card.v1.ListCardHistoryRequest
-	(*ListCardHistoryResponse)(nil),   // 14: umbra.card.v1.ListCardHistoryResponse
-	(*RevokeCardRequest)(nil),         // 15: umbra.card.v1.RevokeCardRequest
-	(*RevokeCardResponse)(nil),        // 16: umbra.card.v1.RevokeCardResponse
-	(*ActiveCardRef)(nil),             // 17: umbra.card.v1.ActiveCardRef
-	(*LookupActiveCardsRequest)(nil),  // 18: umbra.card.v1.LookupActiveCardsRequest
-	(*LookupActiveCardsResponse)(nil), // 19: umbra.card.v1.LookupActiveCardsResponse
-	(*CardEvent)(nil),                 // 20: umbra.card.v1.CardEvent
-	(*ListCardEventsRequest)(nil),     // 21: umbra.card.v1.ListCardEventsRequest
-	(*ListCardEventsResponse)(nil),    // 22: umbra.card.v1.ListCardEventsResponse
-	(*timestamppb.Timestamp)(nil),     // 23: google.protobuf.Timestamp
-	(v1.Suite)(0),                     // 24: umbra.envelope.v1.Suite
+	(*RotateServiceKeyRequest)(nil),   // 9: umbra.card.v1.RotateServiceKeyRequest
+	(*RotateServiceKeyResponse)(nil),  // 10: umbra.card.v1.RotateServiceKeyResponse
+	(*SearchCardsRequest)(nil),        // 11: umbra.card.v1.SearchCardsRequest
+	(*SearchCardsResponse)(nil),       // 12: umbra.card.v1.SearchCardsResponse
+	(*GetCardRequest)(nil),            // 13: umbra.card.v1.GetCardRequest
+	(*GetCardResponse)(nil),           // 14: umbra.card.v1.GetCardResponse
+	(*ListCardHistoryRequest)(nil),    // 15: umbra.card.v1.ListCardHistoryRequest
+	(*ListCardHistoryResponse)(nil),   // 16: umbra.card.v1.ListCardHistoryResponse
+	(*RevokeCardRequest)(nil),         // 17: umbra.card.v1.RevokeCardRequest
+	(*RevokeCardResponse)(nil),        // 18: umbra.card.v1.RevokeCardResponse
+	(*ActiveCardRef)(nil),             // 19: umbra.card.v1.ActiveCardRef
+	(*LookupActiveCardsRequest)(nil),  // 20: umbra.card.v1.LookupActiveCardsRequest
+	(*LookupActiveCardsResponse)(nil), // 21: umbra.card.v1.LookupActiveCardsResponse
+	(*CardEvent)(nil),                 // 22: umbra.card.v1.CardEvent
+	(*ListCardEventsRequest)(nil),     // 23: umbra.card.v1.ListCardEventsRequest
+	(*ListCardEventsResponse)(nil),    // 24: umbra.card.v1.ListCardEventsResponse
+	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
+	(v1.Suite)(0),                     // 26: umbra.envelope.v1.Suite
 }
 var file_umbra_card_v1_card_proto_depIdxs = []int32{
 	3,  // 0: umbra.card.v1.Card.endorsement:type_name -> umbra.card.v1.CardEndorsement
 	0,  // 1: umbra.card.v1.Card.status:type_name -> umbra.card.v1.CardStatus
-	23, // 2: umbra.card.v1.Card.published_at:type_name -> google.protobuf.Timestamp
-	23, // 3: umbra.card.v1.Card.superseded_at:type_name -> google.protobuf.Timestamp
-	23, // 4: umbra.card.v1.Card.revoked_at:type_name -> google.protobuf.Timestamp
-	23, // 5: umbra.card.v1.ServiceKey.created_at:type_name -> google.protobuf.Timestamp
-	3,  // 6: umbra.card.v1.PublishCardRequest.endorsement:type_name -> umbra.card.v1.CardEndorsement
-	2,  // 7: umbra.card.v1.PublishCardResponse.card:type_name -> umbra.card.v1.Card
-	4,  // 8: umbra.card.v1.GetServiceKeyResponse.key:type_name -> umbra.card.v1.ServiceKey
-	2,  // 9: umbra.card.v1.SearchCardsResponse.cards:type_name -> umbra.card.v1.Card
-	2,  // 10: umbra.card.v1.GetCardResponse.card:type_name -> umbra.card.v1.Card
-	2,  // 11: umbra.card.v1.ListCardHistoryResponse.cards:type_name -> umbra.card.v1.Card
-	2,  // 12: umbra.card.v1.RevokeCardResponse.card:type_name -> umbra.card.v1.Card
-	24, // 13: umbra.card.v1.ActiveCardRef.suite:type_name -> umbra.envelope.v1.Suite
-	17, // 14: umbra.card.v1.LookupActiveCardsResponse.cards:type_name -> umbra.card.v1.ActiveCardRef
-	1,  // 15: umbra.card.v1.CardEvent.kind:type_name -> umbra.card.v1.CardEventKind
-	23, // 16: umbra.card.v1.CardEvent.occurred_at:type_name -> google.protobuf.Timestamp
-	20, // 17: umbra.card.v1.ListCardEventsResponse.events:type_name -> umbra.card.v1.CardEvent
-	5,  // 18: umbra.card.v1.CardService.PublishCard:input_type -> umbra.card.v1.PublishCardRequest
-	7,  // 19: umbra.card.v1.CardService.GetServiceKey:input_type -> umbra.card.v1.GetServiceKeyRequest
-	9,  // 20: umbra.card.v1.CardService.SearchCards:input_type -> umbra.card.v1.SearchCardsRequest
-	11, // 21: umbra.card.v1.CardService.GetCard:input_type -> umbra.card.v1.GetCardRequest
-	13, // 22: umbra.card.v1.CardService.ListCardHistory:input_type -> umbra.card.v1.ListCardHistoryRequest
-	15, // 23: umbra.card.v1.CardService.RevokeCard:input_type -> umbra.card.v1.RevokeCardRequest
-	18, // 24: umbra.card.v1.CardService.LookupActiveCards:input_type -> umbra.card.v1.LookupActiveCardsRequest
-	21, // 25: umbra.card.v1.CardService.ListCardEvents:input_type -> umbra.card.v1.ListCardEventsRequest
-	6,  // 26: umbra.card.v1.CardService.PublishCard:output_type -> umbra.card.v1.PublishCardResponse
-	8,  // 27: umbra.card.v1.CardService.GetServiceKey:output_type -> umbra.card.v1.GetServiceKeyResponse
-	10, // 28: umbra.card.v1.CardService.SearchCards:output_type -> umbra.card.v1.SearchCardsResponse
-	12, // 29: umbra.card.v1.CardService.GetCard:output_type -> umbra.card.v1.GetCardResponse
-	14, // 30: umbra.card.v1.CardService.ListCardHistory:output_type -> umbra.card.v1.ListCardHistoryResponse
-	16, // 31: umbra.card.v1.CardService.RevokeCard:output_type -> umbra.card.v1.RevokeCardResponse
-	19, // 32: umbra.card.v1.CardService.LookupActiveCards:output_type -> umbra.card.v1.LookupActiveCardsResponse
-	22, // 33: umbra.card.v1.CardService.ListCardEvents:output_type -> umbra.card.v1.ListCardEventsResponse
-	26, // [26:34] is the sub-list for method output_type
-	18, // [18:26] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	25, // 2: umbra.card.v1.Card.published_at:type_name -> google.protobuf.Timestamp
+	25, // 3: umbra.card.v1.Card.superseded_at:type_name -> google.protobuf.Timestamp
+	25, // 4: umbra.card.v1.Card.revoked_at:type_name -> google.protobuf.Timestamp
+	25, // 5: umbra.card.v1.ServiceKey.created_at:type_name -> google.protobuf.Timestamp
+	25, // 6: umbra.card.v1.ServiceKey.superseded_at:type_name -> google.protobuf.Timestamp
+	3,  // 7: umbra.card.v1.PublishCardRequest.endorsement:type_name -> umbra.card.v1.CardEndorsement
+	2,  // 8: umbra.card.v1.PublishCardResponse.card:type_name -> umbra.card.v1.Card
+	4,  // 9: umbra.card.v1.GetServiceKeyResponse.key:type_name -> umbra.card.v1.ServiceKey
+	4,  // 10: umbra.card.v1.GetServiceKeyResponse.keys:type_name -> umbra.card.v1.ServiceKey
+	4,  // 11: umbra.card.v1.RotateServiceKeyResponse.key:type_name -> umbra.card.v1.ServiceKey
+	4,  // 12: umbra.card.v1.RotateServiceKeyResponse.previous:type_name -> umbra.card.v1.ServiceKey
+	2,  // 13: umbra.card.v1.SearchCardsResponse.cards:type_name -> umbra.card.v1.Card
+	2,  // 14: umbra.card.v1.GetCardResponse.card:type_name -> umbra.card.v1.Card
+	2,  // 15: umbra.card.v1.ListCardHistoryResponse.cards:type_name -> umbra.card.v1.Card
+	2,  // 16: umbra.card.v1.RevokeCardResponse.card:type_name -> umbra.card.v1.Card
+	26, // 17: umbra.card.v1.ActiveCardRef.suite:type_name -> umbra.envelope.v1.Suite
+	19, // 18: umbra.card.v1.LookupActiveCardsResponse.cards:type_name -> umbra.card.v1.ActiveCardRef
+	1,  // 19: umbra.card.v1.CardEvent.kind:type_name -> umbra.card.v1.CardEventKind
+	25, // 20: umbra.card.v1.CardEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	22, // 21: umbra.card.v1.ListCardEventsResponse.events:type_name -> umbra.card.v1.CardEvent
+	5,  // 22: umbra.card.v1.CardService.PublishCard:input_type -> umbra.card.v1.PublishCardRequest
+	7,  // 23: umbra.card.v1.CardService.GetServiceKey:input_type -> umbra.card.v1.GetServiceKeyRequest
+	9,  // 24: umbra.card.v1.CardService.RotateServiceKey:input_type -> umbra.card.v1.RotateServiceKeyRequest
+	11, // 25: umbra.card.v1.CardService.SearchCards:input_type -> umbra.card.v1.SearchCardsRequest
+	13, // 26: umbra.card.v1.CardService.GetCard:input_type -> umbra.card.v1.GetCardRequest
+	15, // 27: umbra.card.v1.CardService.ListCardHistory:input_type -> umbra.card.v1.ListCardHistoryRequest
+	17, // 28: umbra.card.v1.CardService.RevokeCard:input_type -> umbra.card.v1.RevokeCardRequest
+	20, // 29: umbra.card.v1.CardService.LookupActiveCards:input_type -> umbra.card.v1.LookupActiveCardsRequest
+	23, // 30: umbra.card.v1.CardService.ListCardEvents:input_type -> umbra.card.v1.ListCardEventsRequest
+	6,  // 31: umbra.card.v1.CardService.PublishCard:output_type -> umbra.card.v1.PublishCardResponse
+	8,  // 32: umbra.card.v1.CardService.GetServiceKey:output_type -> umbra.card.v1.GetServiceKeyResponse
+	10, // 33: umbra.card.v1.CardService.RotateServiceKey:output_type -> umbra.card.v1.RotateServiceKeyResponse
+	12, // 34: umbra.card.v1.CardService.SearchCards:output_type -> umbra.card.v1.SearchCardsResponse
+	14, // 35: umbra.card.v1.CardService.GetCard:output_type -> umbra.card.v1.GetCardResponse
+	16, // 36: umbra.card.v1.CardService.ListCardHistory:output_type -> umbra.card.v1.ListCardHistoryResponse
+	18, // 37: umbra.card.v1.CardService.RevokeCard:output_type -> umbra.card.v1.RevokeCardResponse
+	21, // 38: umbra.card.v1.CardService.LookupActiveCards:output_type -> umbra.card.v1.LookupActiveCardsResponse
+	24, // 39: umbra.card.v1.CardService.ListCardEvents:output_type -> umbra.card.v1.ListCardEventsResponse
+	31, // [31:40] is the sub-list for method output_type
+	22, // [22:31] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_umbra_card_v1_card_proto_init() }
@@ -1591,7 +1717,7 @@ func file_umbra_card_v1_card_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_card_v1_card_proto_rawDesc), len(file_umbra_card_v1_card_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	CardService_PublishCard_FullMethodName       = "/umbra.card.v1.CardService/PublishCard"
 	CardService_GetServiceKey_FullMethodName     = "/umbra.card.v1.CardService/GetServiceKey"
+	CardService_RotateServiceKey_FullMethodName  = "/umbra.card.v1.CardService/RotateServiceKey"
 	CardService_SearchCards_FullMethodName       = "/umbra.card.v1.CardService/SearchCards"
 	CardService_GetCard_FullMethodName           = "/umbra.card.v1.CardService/GetCard"
 	CardService_ListCardHistory_FullMethodName   = "/umbra.card.v1.CardService/ListCardHistory"
@@ -61,10 +62,20 @@ type CardServiceClient interface {
 	// unchanged, so a retry after a lost reply is harmless.
 	// Auth: access token; acts for the token's identity.
 	PublishCard(ctx context.Context, in *PublishCardRequest, opts ...grpc.CallOption) (*PublishCardResponse, error)
-	// GetServiceKey returns the public key that verifies the service's counter-signatures
-	// on cards. Clients pin it.
+	// GetServiceKey returns the public keys that verify the service's counter-signatures
+	// on cards: the current key, which signs new cards, and every key that signed cards
+	// before a rotation, with the time it stopped. A card names the key that signed it
+	// (`service_key_id`); a client verifies it with that key, so cards published before
+	// a rotation keep verifying on a client that never saw the old key. Clients pin
+	// them.
 	// Auth: public.
 	GetServiceKey(ctx context.Context, in *GetServiceKeyRequest, opts ...grpc.CallOption) (*GetServiceKeyResponse, error)
+	// RotateServiceKey makes a new counter-signing key current, in one transaction: every
+	// card published from then on is signed with it. The previous key signs nothing more;
+	// it stays listed by GetServiceKey with its `superseded_at`, so the cards it signed
+	// keep verifying, and its private key is erased. Cards are not re-signed.
+	// Auth: admin credential.
+	RotateServiceKey(ctx context.Context, in *RotateServiceKeyRequest, opts ...grpc.CallOption) (*RotateServiceKeyResponse, error)
 	// SearchCards returns the ACTIVE card of each of up to 1,000 identities of the
 	// caller's app. Identities without an active card are simply absent from the reply.
 	// Rate limited per calling identity (RESOURCE_EXHAUSTED when exceeded).
@@ -122,6 +133,16 @@ func (c *cardServiceClient) GetServiceKey(ctx context.Context, in *GetServiceKey
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetServiceKeyResponse)
 	err := c.cc.Invoke(ctx, CardService_GetServiceKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cardServiceClient) RotateServiceKey(ctx context.Context, in *RotateServiceKeyRequest, opts ...grpc.CallOption) (*RotateServiceKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateServiceKeyResponse)
+	err := c.cc.Invoke(ctx, CardService_RotateServiceKey_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -220,10 +241,20 @@ type CardServiceServer interface {
 	// unchanged, so a retry after a lost reply is harmless.
 	// Auth: access token; acts for the token's identity.
 	PublishCard(context.Context, *PublishCardRequest) (*PublishCardResponse, error)
-	// GetServiceKey returns the public key that verifies the service's counter-signatures
-	// on cards. Clients pin it.
+	// GetServiceKey returns the public keys that verify the service's counter-signatures
+	// on cards: the current key, which signs new cards, and every key that signed cards
+	// before a rotation, with the time it stopped. A card names the key that signed it
+	// (`service_key_id`); a client verifies it with that key, so cards published before
+	// a rotation keep verifying on a client that never saw the old key. Clients pin
+	// them.
 	// Auth: public.
 	GetServiceKey(context.Context, *GetServiceKeyRequest) (*GetServiceKeyResponse, error)
+	// RotateServiceKey makes a new counter-signing key current, in one transaction: every
+	// card published from then on is signed with it. The previous key signs nothing more;
+	// it stays listed by GetServiceKey with its `superseded_at`, so the cards it signed
+	// keep verifying, and its private key is erased. Cards are not re-signed.
+	// Auth: admin credential.
+	RotateServiceKey(context.Context, *RotateServiceKeyRequest) (*RotateServiceKeyResponse, error)
 	// SearchCards returns the ACTIVE card of each of up to 1,000 identities of the
 	// caller's app. Identities without an active card are simply absent from the reply.
 	// Rate limited per calling identity (RESOURCE_EXHAUSTED when exceeded).
@@ -272,6 +303,9 @@ func (UnimplementedCardServiceServer) PublishCard(context.Context, *PublishCardR
 }
 func (UnimplementedCardServiceServer) GetServiceKey(context.Context, *GetServiceKeyRequest) (*GetServiceKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetServiceKey not implemented")
+}
+func (UnimplementedCardServiceServer) RotateServiceKey(context.Context, *RotateServiceKeyRequest) (*RotateServiceKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateServiceKey not implemented")
 }
 func (UnimplementedCardServiceServer) SearchCards(context.Context, *SearchCardsRequest) (*SearchCardsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SearchCards not implemented")
@@ -344,6 +378,24 @@ func _CardService_GetServiceKey_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CardServiceServer).GetServiceKey(ctx, req.(*GetServiceKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CardService_RotateServiceKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateServiceKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CardServiceServer).RotateServiceKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CardService_RotateServiceKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CardServiceServer).RotateServiceKey(ctx, req.(*RotateServiceKeyRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -470,6 +522,10 @@ var CardService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetServiceKey",
 			Handler:    _CardService_GetServiceKey_Handler,
+		},
+		{
+			MethodName: "RotateServiceKey",
+			Handler:    _CardService_RotateServiceKey_Handler,
 		},
 		{
 			MethodName: "SearchCards",

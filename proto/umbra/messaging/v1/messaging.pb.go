@@ -982,17 +982,28 @@ func (x *SendError) GetDetails() []*anypb.Any {
 
 type SubscribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Resume after this inbox sequence: the stream starts with the first stored item
-	// above it (0 replays everything still retained). Unset: start live, with items
-	// stored from now on. At most the caller's latest inbox sequence.
+	// Where the stream starts. PRESENCE MATTERS: unset and 0 are different requests.
+	//   - unset (and `from_start` false): start live, with the items stored from now on;
+	//   - 0: replay everything still retained, then go on live;
+	//   - n > 0: resume after inbox sequence n (at most the caller's latest).
+	//
+	// A client library that leaves zero values out of what it sends (a JSON encoder with
+	// "omitempty", a query builder that skips falsy values, a proto3 library without
+	// field presence) turns "everything" into "live" and silently misses every stored
+	// item. Such a client sends `from_start` instead. Over REST the field is the query
+	// parameter `afterInboxSequence`; `?afterInboxSequence=0` is everything.
 	AfterInboxSequence *uint64 `protobuf:"varint,1,opt,name=after_inbox_sequence,json=afterInboxSequence,proto3,oneof" json:"after_inbox_sequence,omitempty"`
 	// How often to send a heartbeat while nothing else is sent: 0 means 15 s; at least
 	// 1 s, at most 5 min. Independently of it, the server sends one heartbeat as soon as
 	// it has sent every stored item, so a client that only wants to catch up can stop
 	// there.
 	HeartbeatInterval *durationpb.Duration `protobuf:"bytes,2,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Replay everything still retained: the same as `after_inbox_sequence` = 0, in a form
+	// that no encoder drops (REST: `?fromStart=true`). With `after_inbox_sequence` above 0
+	// it is refused (INVALID_ARGUMENT): the two ask for different starts.
+	FromStart     bool `protobuf:"varint,3,opt,name=from_start,json=fromStart,proto3" json:"from_start,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeRequest) Reset() {
@@ -1037,6 +1048,13 @@ func (x *SubscribeRequest) GetHeartbeatInterval() *durationpb.Duration {
 		return x.HeartbeatInterval
 	}
 	return nil
+}
+
+func (x *SubscribeRequest) GetFromStart() bool {
+	if x != nil {
+		return x.FromStart
+	}
+	return false
 }
 
 // SubscribeResponse is one item of the stream.
@@ -1161,7 +1179,10 @@ type HistoryRequest struct {
 	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	// Page forwards: messages with a sequence number above this one, oldest first (0 for
 	// the oldest retained). Above the latest sequence is refused (INVALID_ARGUMENT); equal
-	// to it gives an empty page.
+	// to it gives an empty page. PRESENCE MATTERS: 0 pages forwards from the oldest
+	// message, while unset (with `before_sequence` unset too) pages backwards from the
+	// newest; a client library that drops zero values gets the newest page first
+	// (`HistoryResponse` then runs newest first). Over REST: `?afterSequence=0`.
 	AfterSequence *uint64 `protobuf:"varint,2,opt,name=after_sequence,json=afterSequence,proto3,oneof" json:"after_sequence,omitempty"`
 	// Page backwards: messages with a sequence number below this one, newest first. Above
 	// the latest sequence plus one is refused (INVALID_ARGUMENT). When neither
@@ -1855,10 +1876,12 @@ const file_umbra_messaging_v1_messaging_proto_rawDesc = "" +
 	"\tSendError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
-	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"\xac\x01\n" +
+	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"\xcb\x01\n" +
 	"\x10SubscribeRequest\x125\n" +
 	"\x14after_inbox_sequence\x18\x01 \x01(\x04H\x00R\x12afterInboxSequence\x88\x01\x01\x12H\n" +
-	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatIntervalB\x17\n" +
+	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12\x1d\n" +
+	"\n" +
+	"from_start\x18\x03 \x01(\bR\tfromStartB\x17\n" +
 	"\x15_after_inbox_sequence\"\xed\x01\n" +
 	"\x11SubscribeResponse\x12%\n" +
 	"\x0einbox_sequence\x18\x01 \x01(\x04R\rinboxSequence\x127\n" +

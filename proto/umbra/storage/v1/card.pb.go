@@ -537,13 +537,19 @@ func (x *CardEventRecord) GetOccurredAt() *timestamppb.Timestamp {
 	return nil
 }
 
-// ServiceKeyRecord is the card service's Ed25519 counter-signing key.
+// ServiceKeyRecord is one of the card service's Ed25519 counter-signing keys.
 type ServiceKeyRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
-	// Ed25519 private key seed, 32 bytes.
-	Seed          []byte                 `protobuf:"bytes,2,opt,name=seed,proto3" json:"seed,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Ed25519 private key seed, 32 bytes; only the current key has one: a rotation
+	// erases it.
+	Seed      []byte                 `protobuf:"bytes,2,opt,name=seed,proto3" json:"seed,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Ed25519 public key, 32 bytes. Records written before rotations existed lack it;
+	// it is then derived from the seed.
+	PublicKey []byte `protobuf:"bytes,4,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// When a rotation retired the key; unset for the current key.
+	SupersededAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=superseded_at,json=supersededAt,proto3" json:"superseded_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -599,6 +605,20 @@ func (x *ServiceKeyRecord) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ServiceKeyRecord) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *ServiceKeyRecord) GetSupersededAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SupersededAt
+	}
+	return nil
+}
+
 var File_umbra_storage_v1_card_proto protoreflect.FileDescriptor
 
 const file_umbra_storage_v1_card_proto_rawDesc = "" +
@@ -647,12 +667,15 @@ const file_umbra_storage_v1_card_proto_rawDesc = "" +
 	"\x04kind\x18\x05 \x01(\x0e2%.umbra.storage.v1.CardEventRecordKindR\x04kind\x12(\n" +
 	"\x10previous_card_id\x18\x06 \x01(\fR\x0epreviousCardId\x12;\n" +
 	"\voccurred_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"occurredAt\"x\n" +
+	"occurredAt\"\xd8\x01\n" +
 	"\x10ServiceKeyRecord\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x12\n" +
 	"\x04seed\x18\x02 \x01(\fR\x04seed\x129\n" +
 	"\n" +
-	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt*\x98\x01\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x04 \x01(\fR\tpublicKey\x12?\n" +
+	"\rsuperseded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fsupersededAt*\x98\x01\n" +
 	"\x10CardRecordStatus\x12\"\n" +
 	"\x1eCARD_RECORD_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19CARD_RECORD_STATUS_ACTIVE\x10\x01\x12!\n" +
@@ -698,11 +721,12 @@ var file_umbra_storage_v1_card_proto_depIdxs = []int32{
 	1,  // 7: umbra.storage.v1.CardEventRecord.kind:type_name -> umbra.storage.v1.CardEventRecordKind
 	6,  // 8: umbra.storage.v1.CardEventRecord.occurred_at:type_name -> google.protobuf.Timestamp
 	6,  // 9: umbra.storage.v1.ServiceKeyRecord.created_at:type_name -> google.protobuf.Timestamp
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	6,  // 10: umbra.storage.v1.ServiceKeyRecord.superseded_at:type_name -> google.protobuf.Timestamp
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_umbra_storage_v1_card_proto_init() }

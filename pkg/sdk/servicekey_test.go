@@ -1,0 +1,122 @@
+package sdk_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
+	"github.com/umbra-e2ee/umbra/pkg/sdk"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+)
+
+// rotateServiceKey rotates the node's card service key with the admin credential.
+func rotateServiceKey(t *testing.T, n *nodetest.Node) *cardv1.RotateServiceKeyResponse {
+	t.Helper()
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+nodetest.Admin)
+	resp, err := cardv1.NewCardServiceClient(n.Conn()).RotateServiceKey(ctx, &cardv1.RotateServiceKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// TestCardsVerifyAfterServiceKeyRotation: after the card service rotates its key, a
+// client that never saw the old key still verifies a card the old key signed, and
+// every client verifies new cards with the new key.
+func TestCardsVerifyAfterServiceKeyRotation(t *testing.T) {
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	ctx := context.Background()
+	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
+	aliceCard, err := alice.Register(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotateServiceKey(t, n)
+
+	// bob's client starts after the rotation: the service's current key is not the one
+	// that signed alice's card.
+	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
+	if _, err := bob.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	found, err := bob.FindCards(ctx, alice.identity)
+	if err != nil {
+		t.Fatalf("a new client looks up a card signed before the rotation: %v", err)
+	}
+	if got := found[alice.identity]; got == nil || !bytes.Equal(got.ID, aliceCard.ID) {
+		t.Fatalf("FindCards = %v", found)
+	}
+	// alice's client, which cached the old key as the current one, verifies bob's card,
+	// signed by the new key.
+	if _, err := alice.FindCards(ctx, bob.identity); err != nil {
+		t.Fatalf("an old client looks up a card signed after the rotation: %v", err)
+	}
+	env, err := alice.Encrypt(ctx, []byte("across the rotation"), bob.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := bob.Decrypt(ctx, env, alice.identity); err != nil || string(got) != "across the rotation" {
+		t.Fatalf("bob decrypts %q, %v", got, err)
+	}
+}
+
+// TestCardDatedAfterItsServiceKeyRetiredIsRefused: a server that serves a card signed
+// by a retired key with a publication time after the key's retirement (what a thief of
+// the old private key would need) gets the card refused.
+func TestCardDatedAfterItsServiceKeyRetiredIsRefused(t *testing.T) {
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	ctx := context.Background()
+	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
+	if _, err := alice.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rot := rotateServiceKey(t, n)
+	var tamper atomic.Bool
+	backdate := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if r, ok := reply.(*cardv1.SearchCardsResponse); ok && err == nil && tamper.Load() {
+			for _, c := range r.GetCards() {
+				c.PublishedAt = timestamppb.New(rot.GetPrevious().GetSupersededAt().AsTime().Add(time.Second))
+			}
+		}
+		return err
+	}
+	bob := newTamperedDevice(t, n, app, "bob", grpc.WithChainUnaryInterceptor(backdate))
+	if _, err := bob.FindCards(ctx, alice.identity); err != nil {
+		t.Fatalf("the card as the service serves it: %v", err)
+	}
+	tamper.Store(true)
+	if _, err := bob.FindCards(ctx, alice.identity); !errors.Is(err, sdk.ErrUntrustedCard) {
+		t.Fatalf("a card dated after its service key was retired: %v; want ErrUntrustedCard", err)
+	}
+}
+
+// newTamperedDevice is newDevice with extra dial options.
+func newTamperedDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, opts ...grpc.DialOption) *sdk.Client {
+	t.Helper()
+	c, err := sdk.New(context.Background(), sdk.Config{
+		Addr:         n.GRPC,
+		Token:        app.TokenFunc(app.User(t, uid)),
+		KeystorePath: filepath.Join(t.TempDir(), "keystore"),
+		NoPassphrase: true,
+		Suite:        e2ee.SuiteX25519,
+		DialOptions:  opts,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}

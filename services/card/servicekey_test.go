@@ -1,0 +1,194 @@
+package card
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+)
+
+// TestServiceKeyRotation rotates the counter-signing key and checks that cards signed
+// before and after verify with the key each names, that GetServiceKey lists both with
+// their validity, that only the admin may rotate, and that it all survives a restart.
+func TestServiceKeyRotation(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a := e.newApp(t, "A")
+	users := e.newUsers(t, a, "alice", "bob", "carol")
+	alice, bob, carol := users[0], users[1], users[2]
+	cardA := e.publish(t, alice, newKeys(t, e2ee.SuiteX25519), nil, nil)
+	first, err := e.client.GetServiceKey(as(""), &cardv1.GetServiceKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.GetKeys()) != 1 || !proto.Equal(first.GetKeys()[0], first.GetKey()) || first.GetKey().GetSupersededAt() != nil {
+		t.Fatalf("before any rotation GetServiceKey = %v; want one current key, listed in keys", first)
+	}
+
+	for _, tc := range []struct {
+		name string
+		cred string
+		code codes.Code
+	}{
+		{"no credential", "", codes.Unauthenticated},
+		{"a user's access token", alice.token, codes.Unauthenticated},
+		{"the app's API key", a.key, codes.Unauthenticated},
+	} {
+		t.Run("refused: "+tc.name, func(t *testing.T) {
+			_, err := e.client.RotateServiceKey(as(tc.cred), &cardv1.RotateServiceKeyRequest{})
+			if status.Code(err) != tc.code {
+				t.Fatalf("RotateServiceKey = %v; want %v", err, tc.code)
+			}
+		})
+	}
+	if now, err := e.client.GetServiceKey(as(""), &cardv1.GetServiceKeyRequest{}); err != nil || !proto.Equal(now, first) {
+		t.Fatalf("a refused rotation changed the keys: %v, %v", now, err)
+	}
+
+	e.clock.Add(10 * time.Minute)
+	rotatedAt := e.clock.Now()
+	rot, err := e.client.RotateServiceKey(as(testAdmin), &cardv1.RotateServiceKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldID, newID := first.GetKey().GetKeyId(), rot.GetKey().GetKeyId()
+	if rot.GetPrevious().GetKeyId() != oldID || !rot.GetPrevious().GetSupersededAt().AsTime().Equal(rotatedAt) || newID == oldID || rot.GetKey().GetSupersededAt() != nil {
+		t.Fatalf("RotateServiceKey = %v; want a new current key, and the old one retired at %s", rot, rotatedAt)
+	}
+	e.clock.Add(time.Minute)
+	cardB := e.publish(t, bob, newKeys(t, e2ee.SuiteX25519), nil, nil)
+	if cardB.GetServiceKeyId() != newID {
+		t.Errorf("a card published after the rotation names key %q; want the new key %q", cardB.GetServiceKeyId(), newID)
+	}
+
+	// checkKeys verifies each card with the key its service_key_id names, as a client
+	// that never saw the old key does.
+	checkKeys := func(t *testing.T, c cardv1.CardServiceClient, cards ...*cardv1.Card) {
+		t.Helper()
+		resp, err := c.GetServiceKey(as(""), &cardv1.GetServiceKeyRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys := resp.GetKeys()
+		if len(keys) != 2 || keys[0].GetKeyId() != oldID || keys[1].GetKeyId() != newID || !proto.Equal(keys[1], resp.GetKey()) ||
+			!keys[0].GetSupersededAt().AsTime().Equal(rotatedAt) || keys[1].GetSupersededAt() != nil {
+			t.Fatalf("GetServiceKey = %v; want the retired key (superseded at %s), then the current one", resp, rotatedAt)
+		}
+		byID := map[string]*cardv1.ServiceKey{oldID: keys[0], newID: keys[1]}
+		for _, card := range cards {
+			got, err := c.GetCard(carol.ctx(), &cardv1.GetCardRequest{CardId: card.GetCardId()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := byID[got.GetCard().GetServiceKeyId()]
+			if err := e2ee.VerifyServiceSignature(key.GetPublicKey(), card.GetCardId(), got.GetCard().GetServiceSignature()); err != nil {
+				t.Errorf("card of %s, signed by key %s: %v", got.GetCard().GetIdentity(), got.GetCard().GetServiceKeyId(), err)
+			}
+			if ss := key.GetSupersededAt(); ss != nil && got.GetCard().GetPublishedAt().AsTime().After(ss.AsTime()) {
+				t.Errorf("card published at %s names key %s, retired at %s", got.GetCard().GetPublishedAt().AsTime(), key.GetKeyId(), ss.AsTime())
+			}
+		}
+	}
+	checkKeys(t, e.client, cardA, cardB)
+	if cardA.GetServiceKeyId() != oldID {
+		t.Errorf("alice's card names key %q; want the old key %q", cardA.GetServiceKeyId(), oldID)
+	}
+
+	// The retired key's private half is gone; the current one's is kept.
+	recs, err := e.store.ServiceKeys()
+	if err != nil || len(recs) != 2 || len(recs[0].GetSeed()) != 0 || len(recs[0].GetPublicKey()) != 32 || len(recs[1].GetSeed()) != 32 {
+		t.Fatalf("stored service keys = %v, %v; want the retired one without a seed", recs, err)
+	}
+
+	e.stop()
+	e2 := newEnv(t, envOptions{dir: e.dir, clock: e.clock})
+	checkKeys(t, e2.client, cardA, cardB)
+	cardC := e2.publish(t, carol, newKeys(t, e2ee.SuiteHybrid), nil, nil)
+	if cardC.GetServiceKeyId() != newID {
+		t.Errorf("after a restart a card names key %q; want %q", cardC.GetServiceKeyId(), newID)
+	}
+	checkKeys(t, e2.client, cardC)
+}
+
+// TestServiceKeyRotationOverREST rotates through the gateway's route, which only the
+// admin credential opens, and reads the keys back.
+func TestServiceKeyRotationOverREST(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	if code, body := e.rest(t, "POST", "/v1/service-keys:rotate", "", map[string]any{}); code != http.StatusUnauthorized {
+		t.Fatalf("rotate without a credential: %d %v", code, body)
+	}
+	code, body := e.rest(t, "POST", "/v1/service-keys:rotate", testAdmin, map[string]any{})
+	if code != http.StatusOK {
+		t.Fatalf("rotate: %d %v", code, body)
+	}
+	newID := body["key"].(map[string]any)["keyId"]
+	code, body = e.rest(t, "GET", "/v1/service-keys", "", nil)
+	keys, _ := body["keys"].([]any)
+	if code != http.StatusOK || len(keys) != 2 || keys[1].(map[string]any)["keyId"] != newID || keys[0].(map[string]any)["supersededAt"] == nil {
+		t.Fatalf("GET /v1/service-keys after a rotation: %d %v", code, body)
+	}
+}
+
+func TestStoreServiceKeyRotation(t *testing.T) {
+	s, path := openTestStore(t)
+	if _, err := s.ServiceKeys(); !errors.Is(err, errs.ErrNotFound) {
+		t.Errorf("ServiceKeys of an empty file = %v; want ErrNotFound", err)
+	}
+	if _, err := s.RotateServiceKey(&storagev1.ServiceKeyRecord{KeyId: "k2"}, t0); !errors.Is(err, errs.ErrNotFound) {
+		t.Errorf("RotateServiceKey without a current key = %v; want ErrNotFound", err)
+	}
+	first, err := newServiceKey(bytes.NewReader(bytes.Repeat([]byte{1}, 32)), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.PublicKey = nil // as written before rotations existed
+	if _, err := s.ServiceKey(first); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RotateServiceKey(first, t0); !errors.Is(err, errs.ErrConflict) {
+		t.Errorf("rotating to the current key = %v; want ErrConflict", err)
+	}
+	var next []*storagev1.ServiceKeyRecord
+	for i := range 2 {
+		k, err := newServiceKey(bytes.NewReader(bytes.Repeat([]byte{byte(2 + i)}, 32)), t0.Add(time.Duration(i+1)*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.RotateServiceKey(k, t0.Add(time.Duration(i+1)*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		next = append(next, k)
+	}
+	s.Close()
+	s, err = OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	keys, err := s.ServiceKeys()
+	if err != nil || len(keys) != 3 {
+		t.Fatalf("ServiceKeys = %v, %v; want three", keys, err)
+	}
+	wantIDs := []string{first.GetKeyId(), next[0].GetKeyId(), next[1].GetKeyId()}
+	for i, k := range keys {
+		if k.GetKeyId() != wantIDs[i] {
+			t.Errorf("key %d is %s; want %s (oldest first)", i, k.GetKeyId(), wantIDs[i])
+		}
+	}
+	if !bytes.Equal(keys[0].GetPublicKey(), serviceKeyPublic(&storagev1.ServiceKeyRecord{Seed: bytes.Repeat([]byte{1}, 32)})) ||
+		len(keys[0].GetSeed()) != 0 || !keys[0].GetSupersededAt().AsTime().Equal(t0.Add(time.Hour)) {
+		t.Errorf("the first retired key = %v; want its public key, no seed, superseded at the rotation", keys[0])
+	}
+	if !proto.Equal(keys[2], next[1]) {
+		t.Errorf("the current key = %v; want %v", keys[2], next[1])
+	}
+}
