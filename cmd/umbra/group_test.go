@@ -109,10 +109,28 @@ func TestGroupCommands(t *testing.T) {
 	ok("bob", "group", "send", "club", "thanks for the invite")
 	contains("alice listens", ok("alice", "group", "listen", "--from-start", "--until-caught-up", "club"), "bob: thanks for the invite")
 
+	// Listing, roles, ownership and deletion, in the second group.
+	contains("bob lists", ok("bob", "group", "list"), "member, 2 members, owner alice, encryption required")
+	if out := ok("bob", "group", "list"); strings.Count(out, "g_") != 1 {
+		t.Fatalf("bob's groups:\n%s\nwant only club: he was removed from family", out)
+	}
+	fails("PermissionDenied", "bob", "group", "role", "club", "alice", "member")
+	contains("role", ok("alice", "group", "role", "club", "bob", "admin"), "bob is admin of club now")
+	contains("bob lists", ok("bob", "group", "list"), "admin, 2 members, owner alice")
+	fails("want admin or member", "alice", "group", "role", "club", "bob", "owner")
+	fails("PermissionDenied", "bob", "group", "delete", "club")
+	contains("transfer", ok("alice", "group", "transfer", "club", "bob"), "bob owns club now")
+	contains("alice lists", ok("alice", "group", "list"), "admin, 2 members, owner bob")
+	fails("PermissionDenied", "alice", "group", "role", "club", "bob", "member")
+	contains("delete", ok("bob", "group", "delete", "club"), "group club deleted")
+	contains("alice listens", ok("alice", "group", "listen", "--until-caught-up", "club"), "the group was deleted")
+	fails("NotFound", "alice", "group", "send", "club", "anyone?")
+
 	contains("ban", ok("alice", "group", "ban", "family", "carol"), "banned carol", "removed")
 	fails("PermissionDenied", "carol", "group", "join", "family")
 	contains("lift", ok("alice", "group", "ban", "--lift", "family", "carol"), "lifted the ban")
 	contains("leave", ok("alice", "group", "leave", "family"), "the group is deleted")
+	contains("no groups left", ok("alice", "group", "list"), "no groups")
 
 	if _, errOut, code := umbra("alice", "group", "add", "family"); code != 2 || !strings.Contains(errOut, "usage: umbra group add") {
 		t.Errorf("group add without a user exited %d with %q; want 2 and the usage", code, errOut)
