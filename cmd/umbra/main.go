@@ -32,7 +32,7 @@ func init() {
 		{"serve", "run one role (identity|card|backup|group|messaging|gateway|all)", runServe},
 		{"version", "print the version", runVersion},
 		{"login", "get a token for a user with the app's API key (development)", runLogin},
-		{"keys", "manage your keys: init (register), show, rotate", runKeys},
+		{"keys", "manage your keys: init (register), show, rotate, reset (after every key is lost)", runKeys},
 		{"backup", "back up your keys under a password: create, restore, change-password, reset, recovery-key, status", runBackup},
 		{"card", "the card directory: publish, revoke, find, history", runCard},
 		{"encrypt", "encrypt a message for people (--to bob,carol)", runEncrypt},
