@@ -36,8 +36,10 @@ var groupCommands = []struct {
 	{"mode", "<group> <required|optional|off>", 2, 2},
 	{"role", "<group> <user> <admin|member>   (owner only)", 3, 3},
 	{"transfer", "<group> <user>   (hand ownership to a member; owner only)", 2, 2},
+	{"share", "<group> <user>   (give a later member the keys of older messages: groups created with --history shared)", 2, 2},
 	{"send", "[--plaintext] <group> [message]   (message from standard input if absent)", 1, -1},
 	{"listen", "[--from-start] [--until-caught-up] <group>", 1, 1},
+	{"history", "<group>   (the group's stored messages you may read, oldest first)", 1, 1},
 }
 
 // runGroup is `umbra group <subcommand>`: groups and their encrypted conversation.
@@ -194,6 +196,16 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		fmt.Fprintf(stdout, "%s owns %s now; you are an admin\n", pos[1], groupName)
+	case "share":
+		ids, err := users()
+		if err != nil {
+			return err
+		}
+		n, err := g.ShareHistory(ctx, ids[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "shared %d older keys of %s with %s\n", n, groupName, pos[1])
 	case "leave":
 		resp, err := g.Leave(ctx)
 		if err != nil {
@@ -289,6 +301,8 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "sent to %s: message %d\n", groupName, resp.GetSequence())
 	case "listen":
 		return listenGroup(ctx, stdout, stderr, c, &f, s, g, groupName, fromStart, untilIdle)
+	case "history":
+		return groupHistory(ctx, stdout, c, &f, s, g.ID)
 	}
 	return nil
 }
@@ -320,6 +334,30 @@ func listenGroup(ctx context.Context, stdout, stderr io.Writer, c *sdk.Client, f
 	})
 }
 
+// groupHistory prints the group's stored messages that the user may read, decrypted,
+// oldest first. Unlike listen, which follows the user's own stream (what arrived since
+// they joined), it reads the conversation itself: with history visibility SHARED that
+// is every retained message, readable once a member has shared the older keys.
+func groupHistory(ctx context.Context, w io.Writer, c *sdk.Client, f *clientFlags, s *session, groupID string) error {
+	names := map[string]string{s.Identity: "me"}
+	zero := uint64(0)
+	req := &messagingv1.HistoryRequest{ConversationId: groupID, AfterSequence: &zero, PageSize: 500}
+	for {
+		page, err := c.History(ctx, req)
+		if err != nil {
+			return err
+		}
+		for _, m := range page.GetMessages() {
+			printMessage(ctx, w, c, f, names, m)
+		}
+		if page.GetNextPageToken() == "" {
+			return nil
+		}
+		req = &messagingv1.HistoryRequest{ConversationId: groupID, PageToken: page.GetNextPageToken()}
+	}
+}
+
+// listInvitations prints the user's pending invitations.
 func listInvitations(ctx context.Context, w io.Writer, c *sdk.Client, f *clientFlags) error {
 	invs, err := c.Invitations(ctx)
 	if err != nil {

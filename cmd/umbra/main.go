@@ -39,7 +39,7 @@ func init() {
 		{"decrypt", "decrypt a message (--from alice)", runDecrypt},
 		{"send", "send an encrypted message (--to bob)", runSend},
 		{"listen", "print your messages, decrypted, as they arrive", runListen},
-		{"group", "groups: create, list, delete, add, remove, ban, leave, join, approve, invite, accept, mode, role, transfer, send, listen", runGroup},
+		{"group", "groups: create, list, delete, add, remove, ban, leave, join, approve, invite, accept, mode, role, transfer, share, send, listen, history", runGroup},
 		{"bench", "load generator: bench messaging", runBench},
 		{"admin", "operate a running process: stores, backup, restore", runAdmin},
 		{"demo", "the whole story against a running server, showing what it stored", runDemo},
