@@ -271,7 +271,7 @@ func (c *Client) registerFresh(ctx context.Context, grant string) (*Card, error)
 func publishError(err error, me string) error {
 	switch status.Code(err) {
 	case codes.AlreadyExists:
-		return fmt.Errorf("%w: %s has an active card; restore its keys from a backup, or reset them (ResetKeys) if every key is lost: %w", ErrAlreadyRegistered, me, err)
+		return fmt.Errorf("%w: %s has an active card; rotate it with its keys (RotateKeys), restore them from a backup, or reset them (ResetKeys) if every key is lost: %w", ErrAlreadyRegistered, me, err)
 	case codes.PermissionDenied:
 		if strings.Contains(status.Convert(err).Message(), "reset grant is required") {
 			return fmt.Errorf("%w: %s published cards before; a new one is a reset (ResetKeys): %w", ErrResetGrantRequired, me, err)
