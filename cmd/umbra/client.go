@@ -140,6 +140,21 @@ func (f *clientFlags) issue(ctx context.Context, identity string) (string, time.
 	return tok, exp, err
 }
 
+// resetGrant gets a reset grant for identity with the API key: what the app backend
+// does once it has re-authenticated a user who lost every key.
+func (f *clientFlags) resetGrant(ctx context.Context, identity string) (string, error) {
+	var grant string
+	err := f.appCall(ctx, func(ctx context.Context, c identityv1.IdentityServiceClient) error {
+		resp, err := c.IssueResetGrant(ctx, &identityv1.IssueResetGrantRequest{Identity: identity})
+		if err != nil {
+			return err
+		}
+		grant = resp.GetResetGrant()
+		return nil
+	})
+	return grant, err
+}
+
 // resolve turns user names into identities: an identity stays as it is, a name is
 // looked up among the profiles logged in here, else resolved with the API key.
 func (f *clientFlags) resolve(ctx context.Context, names []string) ([]string, error) {

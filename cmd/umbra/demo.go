@@ -52,12 +52,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return d.story(ctx)
 }
 
-// The messages of the story.
+// The messages and passwords of the story.
 const (
 	demoHello         = "hello bob, only you can read this"
 	demoAfterRotation = "sent with my new key"
 	demoWelcome       = "welcome to the team"
 	demoAfterRemoval  = "carol cannot read this"
+	demoPassword      = "correct horse battery staple"
+	demoWrongPassword = "not my password"
 )
 
 // demo holds one run of the story.
@@ -284,7 +286,7 @@ func demoName(identity string, users map[string]*demoUser) string {
 // backupStory: bob backs his keys up under a password; a new device with an empty
 // keystore restores them and reads the history.
 func (d *demo) backupStory(ctx context.Context, bob *demoUser, conv, groupID string) error {
-	const password = "correct horse battery staple"
+	const password = demoPassword
 	d.title("bob backs his keys up under a password")
 	info, err := bob.c.BackupPrivateKey(ctx, []byte(password))
 	if err != nil {
@@ -301,7 +303,7 @@ func (d *demo) backupStory(ctx context.Context, bob *demoUser, conv, groupID str
 		return err
 	}
 	defer laptop.c.Close()
-	if err := laptop.c.RestorePrivateKey(ctx, []byte("not my password")); err != nil {
+	if err := laptop.c.RestorePrivateKey(ctx, []byte(demoWrongPassword)); err != nil {
 		d.table([2]string{"laptop:", fmt.Sprintf("a wrong password: %v", err)})
 	} else {
 		return fmt.Errorf("a wrong password restored bob's keys")

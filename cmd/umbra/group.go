@@ -23,6 +23,8 @@ var groupCommands = []struct {
 	minArgs, maxArgs int
 }{
 	{"create", "[--members bob,carol] [--mode required|optional|off] [--history since-join|shared] <group>", 1, 1},
+	{"list", "   (the groups you are a member of)", 0, 0},
+	{"delete", "<group>   (owner only)", 1, 1},
 	{"add", "<group> <user>...", 2, -1},
 	{"remove", "<group> <user>", 2, 2},
 	{"ban", "[--lift] <group> <user>", 2, 2},
@@ -32,8 +34,12 @@ var groupCommands = []struct {
 	{"invite", "[--ttl 24h] <group> <user>", 2, 2},
 	{"accept", "[--decline] [<group>]   (without a group: list your invitations)", 0, 1},
 	{"mode", "<group> <required|optional|off>", 2, 2},
+	{"role", "<group> <user> <admin|member>   (owner only)", 3, 3},
+	{"transfer", "<group> <user>   (hand ownership to a member; owner only)", 2, 2},
+	{"share", "<group> <user>   (give a later member the keys of older messages: groups created with --history shared)", 2, 2},
 	{"send", "[--plaintext] <group> [message]   (message from standard input if absent)", 1, -1},
 	{"listen", "[--from-start] [--until-caught-up] <group>", 1, 1},
+	{"history", "<group>   (the group's stored messages you may read, oldest first)", 1, 1},
 }
 
 // runGroup is `umbra group <subcommand>`: groups and their encrypted conversation.
@@ -92,6 +98,9 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer c.Close()
 	if sub == "accept" && len(pos) == 0 {
 		return listInvitations(ctx, stdout, c, &f)
+	}
+	if sub == "list" {
+		return listGroups(ctx, stdout, c, &f)
 	}
 	groupName := pos[0]
 	gid, err := f.resolveGroup(ctx, groupName)
@@ -160,6 +169,43 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprint(stdout, " (removed: the next message starts a new epoch without them)")
 		}
 		fmt.Fprintln(stdout)
+	case "delete":
+		if err := g.Delete(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "group %s deleted, with its keys and pending requests; its members were told\n", groupName)
+	case "role":
+		role, err := parseRole(pos[2])
+		if err != nil {
+			return err
+		}
+		ids, err := f.resolve(ctx, pos[1:2])
+		if err != nil {
+			return err
+		}
+		if err := g.SetRole(ctx, ids[0], role); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s is %s of %s now\n", pos[1], roleName(role), groupName)
+	case "transfer":
+		ids, err := users()
+		if err != nil {
+			return err
+		}
+		if err := g.TransferOwnership(ctx, ids[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s owns %s now; you are an admin\n", pos[1], groupName)
+	case "share":
+		ids, err := users()
+		if err != nil {
+			return err
+		}
+		n, err := g.ShareHistory(ctx, ids[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "shared %d older keys of %s with %s\n", n, groupName, pos[1])
 	case "leave":
 		resp, err := g.Leave(ctx)
 		if err != nil {
@@ -255,6 +301,8 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "sent to %s: message %d\n", groupName, resp.GetSequence())
 	case "listen":
 		return listenGroup(ctx, stdout, stderr, c, &f, s, g, groupName, fromStart, untilIdle)
+	case "history":
+		return groupHistory(ctx, stdout, c, &f, s, g.ID)
 	}
 	return nil
 }
@@ -286,6 +334,30 @@ func listenGroup(ctx context.Context, stdout, stderr io.Writer, c *sdk.Client, f
 	})
 }
 
+// groupHistory prints the group's stored messages that the user may read, decrypted,
+// oldest first. Unlike listen, which follows the user's own stream (what arrived since
+// they joined), it reads the conversation itself: with history visibility SHARED that
+// is every retained message, readable once a member has shared the older keys.
+func groupHistory(ctx context.Context, w io.Writer, c *sdk.Client, f *clientFlags, s *session, groupID string) error {
+	names := map[string]string{s.Identity: "me"}
+	zero := uint64(0)
+	req := &messagingv1.HistoryRequest{ConversationId: groupID, AfterSequence: &zero, PageSize: 500}
+	for {
+		page, err := c.History(ctx, req)
+		if err != nil {
+			return err
+		}
+		for _, m := range page.GetMessages() {
+			printMessage(ctx, w, c, f, names, m)
+		}
+		if page.GetNextPageToken() == "" {
+			return nil
+		}
+		req = &messagingv1.HistoryRequest{ConversationId: groupID, PageToken: page.GetNextPageToken()}
+	}
+}
+
+// listInvitations prints the user's pending invitations.
 func listInvitations(ctx context.Context, w io.Writer, c *sdk.Client, f *clientFlags) error {
 	invs, err := c.Invitations(ctx)
 	if err != nil {
@@ -296,6 +368,22 @@ func listInvitations(ctx context.Context, w io.Writer, c *sdk.Client, f *clientF
 	}
 	for _, inv := range invs {
 		fmt.Fprintf(w, "%s invited you to %s until %s\n", f.displayName(inv.GetInviter()), inv.GetGroupId(), inv.GetExpiresAt().AsTime().Local().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// listGroups prints the groups the user is a member of, with the user's role.
+func listGroups(ctx context.Context, w io.Writer, c *sdk.Client, f *clientFlags) error {
+	groups, err := c.MyGroups(ctx)
+	if err != nil {
+		return err
+	}
+	if len(groups) == 0 {
+		fmt.Fprintln(w, "no groups")
+	}
+	for _, g := range groups {
+		fmt.Fprintf(w, "%s  %s, %d members, owner %s, encryption %s, epoch %d\n",
+			g.GetGroupId(), roleName(g.GetMyRole()), g.GetMemberCount(), f.displayName(g.GetOwner()), modeName(g.GetEncryptionMode()), g.GetEpoch())
 	}
 	return nil
 }
@@ -324,7 +412,7 @@ func describeGroupEvent(f *clientFlags, ev *groupv1.GroupEvent) string {
 	case groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_UNBANNED:
 		return actor + " lifted the ban of " + list
 	case groupv1.GroupEventKind_GROUP_EVENT_KIND_ROLE_CHANGED:
-		return list + " is " + strings.ToLower(strings.TrimPrefix(ev.GetRole().String(), "GROUP_ROLE_")) + " now"
+		return list + " is " + roleName(ev.GetRole()) + " now"
 	case groupv1.GroupEventKind_GROUP_EVENT_KIND_JOIN_REQUESTED:
 		return actor + " asked to join"
 	case groupv1.GroupEventKind_GROUP_EVENT_KIND_JOIN_REQUEST_DECLINED:
@@ -391,6 +479,21 @@ func parseMode(s string) (groupv1.EncryptionMode, error) {
 
 func modeName(m groupv1.EncryptionMode) string {
 	return strings.ToLower(strings.TrimPrefix(m.String(), "ENCRYPTION_MODE_"))
+}
+
+// parseRole reads the role `group role` may set: ownership moves only with `transfer`.
+func parseRole(s string) (groupv1.GroupRole, error) {
+	switch strings.ToLower(s) {
+	case "admin":
+		return groupv1.GroupRole_GROUP_ROLE_ADMIN, nil
+	case "member":
+		return groupv1.GroupRole_GROUP_ROLE_MEMBER, nil
+	}
+	return 0, fmt.Errorf("role %q: want admin or member (ownership moves with umbra group transfer)", s)
+}
+
+func roleName(r groupv1.GroupRole) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "GROUP_ROLE_"))
 }
 
 func parseHistory(s string) (groupv1.HistoryVisibility, error) {

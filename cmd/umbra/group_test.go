@@ -18,7 +18,8 @@ import (
 // the test process: alice creates a group with bob, carol asks to join and is approved,
 // the messages are read back decrypted; bob is removed and does not receive what is
 // written after; the mode goes to optional for a plaintext message; an invitation is
-// accepted in a second group; bans and the last member's departure.
+// accepted in a second group; listing, roles, ownership and deletion; history shared
+// with a later member; bans and the last member's departure.
 func TestGroupCommands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
@@ -109,10 +110,43 @@ func TestGroupCommands(t *testing.T) {
 	ok("bob", "group", "send", "club", "thanks for the invite")
 	contains("alice listens", ok("alice", "group", "listen", "--from-start", "--until-caught-up", "club"), "bob: thanks for the invite")
 
+	// Listing, roles, ownership and deletion, in the second group.
+	contains("bob lists", ok("bob", "group", "list"), "member, 2 members, owner alice, encryption required")
+	if out := ok("bob", "group", "list"); strings.Count(out, "g_") != 1 {
+		t.Fatalf("bob's groups:\n%s\nwant only club: he was removed from family", out)
+	}
+	fails("PermissionDenied", "bob", "group", "role", "club", "alice", "member")
+	contains("role", ok("alice", "group", "role", "club", "bob", "admin"), "bob is admin of club now")
+	contains("bob lists", ok("bob", "group", "list"), "admin, 2 members, owner alice")
+	fails("want admin or member", "alice", "group", "role", "club", "bob", "owner")
+	fails("PermissionDenied", "bob", "group", "delete", "club")
+	contains("transfer", ok("alice", "group", "transfer", "club", "bob"), "bob owns club now")
+	contains("alice lists", ok("alice", "group", "list"), "admin, 2 members, owner bob")
+	fails("PermissionDenied", "alice", "group", "role", "club", "bob", "member")
+	contains("delete", ok("bob", "group", "delete", "club"), "group club deleted")
+	contains("alice listens", ok("alice", "group", "listen", "--until-caught-up", "club"), "the group was deleted")
+	fails("NotFound", "alice", "group", "send", "club", "anyone?")
+
+	// Shared history: a later member reads older messages once a member shares their keys.
+	ok("alice", "group", "create", "--history", "shared", "book")
+	ok("alice", "group", "send", "book", "chapter one")
+	ok("alice", "group", "add", "book", "carol")
+	contains("carol's history before the share", ok("carol", "group", "history", "book"), "alice: (cannot read this message")
+	contains("share", ok("alice", "group", "share", "book", "carol"), "shared 1 older keys of book with carol")
+	contains("carol listens", ok("carol", "group", "listen", "--from-start", "--until-caught-up", "book"), "alice shared older keys with you")
+	contains("carol's history after the share", ok("carol", "group", "history", "book"), "alice: chapter one")
+	contains("history since joining", ok("carol", "group", "history", "family"), "alice: bob is gone")
+	if out := ok("carol", "group", "history", "family"); strings.Contains(out, "hello family") {
+		t.Fatalf("carol's history of family (since-join) shows a message from before she joined:\n%s", out)
+	}
+	fails("FailedPrecondition", "alice", "group", "share", "family", "carol")
+
 	contains("ban", ok("alice", "group", "ban", "family", "carol"), "banned carol", "removed")
 	fails("PermissionDenied", "carol", "group", "join", "family")
 	contains("lift", ok("alice", "group", "ban", "--lift", "family", "carol"), "lifted the ban")
 	contains("leave", ok("alice", "group", "leave", "family"), "the group is deleted")
+	ok("alice", "group", "delete", "book")
+	contains("no groups left", ok("alice", "group", "list"), "no groups")
 
 	if _, errOut, code := umbra("alice", "group", "add", "family"); code != 2 || !strings.Contains(errOut, "usage: umbra group add") {
 		t.Errorf("group add without a user exited %d with %q; want 2 and the usage", code, errOut)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -63,6 +64,9 @@ func runLogin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func printCard(w io.Writer, c *sdk.Card) {
 	fmt.Fprintf(w, "card %s\n  identity     %s\n  fingerprint  %s\n  suite        %s\n  status       %s\n  published    %s\n",
 		base64.RawURLEncoding.EncodeToString(c.ID), c.Identity, c.Fingerprint(), c.Suite, c.Status, c.PublishedAt.Local().Format(time.RFC3339))
+	if c.KeyReset {
+		fmt.Fprintf(w, "  reset        published under a reset grant from the app backend: no earlier key vouches for it (a key change)\n")
+	}
 	if len(c.PreviousCardID) > 0 {
 		endorsed := "endorsed by the previous key"
 		if !c.Endorsed {
@@ -78,16 +82,31 @@ func printCard(w io.Writer, c *sdk.Card) {
 	}
 }
 
+// resetHint is added to errors that a reset would get past.
+const resetHint = "if every key of this user is lost, umbra keys reset publishes new ones with a reset grant from the app backend (--grant, or UMBRA_API_KEY in development)"
+
+// withResetHint explains what to do when publishing needs a reset grant.
+func withResetHint(err error) error {
+	if errors.Is(err, sdk.ErrResetGrantRequired) || errors.Is(err, sdk.ErrAlreadyRegistered) {
+		return fmt.Errorf("%w\n%s", err, resetHint)
+	}
+	return err
+}
+
 // runKeys manages the current profile's keys: init (generate and publish: register),
-// show, rotate.
+// show, rotate, and reset (new keys under a reset grant, after every key was lost).
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, args, err := subcommand("keys", args, stderr, "init", "show", "rotate")
+	sub, args, err := subcommand("keys", args, stderr, "init", "show", "rotate", "reset")
 	if err != nil {
 		return err
 	}
 	fs := newFlagSet("keys "+sub, stderr)
 	var f clientFlags
 	f.register(fs)
+	var grant string
+	if sub == "reset" {
+		fs.StringVar(&grant, "grant", "", "the reset grant the app backend issued for this user (IssueResetGrant); without it, the CLI asks for one with the API key (development)")
+	}
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -100,9 +119,26 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case "init":
 		card, err := c.Register(ctx)
 		if err != nil {
-			return err
+			return withResetHint(err)
 		}
 		fmt.Fprintf(stdout, "keys created for %s and their card published\n", s.Name)
+		printCard(stdout, card)
+	case "reset":
+		if grant == "" {
+			if grant, err = f.resetGrant(ctx, s.Identity); err != nil {
+				return fmt.Errorf("a reset needs a grant from the app backend: pass --grant (%w)", err)
+			}
+		}
+		had := c.HasPrivateKey()
+		card, err := c.ResetKeys(ctx, grant)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "keys reset for %s: new keys, and a card published under the reset grant; the card that was active, if any, is revoked\n", s.Name)
+		if had {
+			fmt.Fprintln(stdout, "the older private keys stay in this keystore for old messages")
+		}
+		fmt.Fprintln(stdout, "contacts see a key change; back the new keys up again (umbra backup create)")
 		printCard(stdout, card)
 	case "rotate":
 		card, err := c.RotateKeys(ctx)
@@ -129,8 +165,8 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-// runCard works with the directory: publish (a card for fresh keys when there is no
-// active card: the first one, or after a revocation), revoke, find, history.
+// runCard works with the directory: publish (a first card for fresh keys; after a
+// revocation a new card is a reset: umbra keys reset), revoke, find, history.
 func runCard(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sub, args, err := subcommand("card", args, stderr, "publish", "revoke", "find", "history")
 	if err != nil {
@@ -197,12 +233,12 @@ func ownCard(ctx context.Context, sub string, f *clientFlags, stdout io.Writer) 
 		if err := c.RevokeCard(ctx); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s's card is revoked; its keys stay here for old messages (umbra card publish starts afresh)\n", s.Name)
+		fmt.Fprintf(stdout, "%s's card is revoked; its keys stay here for old messages (umbra keys reset starts afresh, with a reset grant from the app backend)\n", s.Name)
 		return nil
 	}
 	card, err := c.PublishCard(ctx)
 	if err != nil {
-		return err
+		return withResetHint(err)
 	}
 	fmt.Fprintf(stdout, "card published for %s\n", s.Name)
 	printCard(stdout, card)

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -222,3 +224,27 @@ func waitFor(t *testing.T, out *syncBuffer, want string, within time.Duration) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestLicense: the repository carries the Apache License 2.0 unchanged, and the README
+// says so, so anyone may self-host Umbra under its terms.
+func TestLicense(t *testing.T) {
+	license, err := os.ReadFile("../../LICENSE")
+	if err != nil {
+		t.Fatalf("no LICENSE at the root of the repository: %v", err)
+	}
+	// The SHA-256 of the Apache License 2.0 text as apache.org and the Go modules in
+	// go.sum (grpc, for one) ship it.
+	if sum := sha256.Sum256(license); hex.EncodeToString(sum[:]) != apacheLicenseSHA256 {
+		t.Errorf("LICENSE is not the Apache License 2.0 text unchanged (SHA-256 %x)", sum)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, notice, ok := strings.Cut(string(readme), "\n## License\n")
+	if !ok || !strings.Contains(notice, "Licensed under the Apache License, Version 2.0") || !strings.Contains(notice, "[LICENSE](LICENSE)") {
+		t.Errorf("README.md has no License section naming the Apache License 2.0 and the LICENSE file")
+	}
+}
+
+const apacheLicenseSHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"

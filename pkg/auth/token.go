@@ -159,8 +159,13 @@ func (v *Verifier) remember(raw string, p *Principal) {
 func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
 	// Say plainly when the algorithm is wrong ("none", or HS256 keyed with the public
 	// key): the parser below refuses it too, but calls it a bad signature.
-	if t, _, err := jwt.NewParser().ParseUnverified(raw, &Claims{}); err == nil && t.Method.Alg() != Algorithm {
-		return nil, errs.Unauthenticatedf("access token algorithm %q is not accepted: tokens are signed with %s", t.Method.Alg(), Algorithm)
+	if t, _, err := jwt.NewParser().ParseUnverified(raw, &Claims{}); err == nil {
+		if t.Method.Alg() != Algorithm {
+			return nil, errs.Unauthenticatedf("access token algorithm %q is not accepted: tokens are signed with %s", t.Method.Alg(), Algorithm)
+		}
+		if typ, _ := t.Header["typ"].(string); typ == ResetGrantType {
+			return nil, errs.Unauthenticatedf("a reset grant is not an access token: send it as PublishCardRequest.reset_grant, with the user's access token")
+		}
 	}
 	parser := jwt.NewParser(
 		jwt.WithValidMethods([]string{Algorithm}),
@@ -192,6 +197,11 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
 	}
 	if c.App == "" {
 		return nil, errs.Unauthenticatedf("access token has no app claim")
+	}
+	if len(c.Audience) > 0 {
+		// Access tokens have no audience; anything signed with one (a reset grant) is
+		// for another use, whatever its header says.
+		return nil, errs.Unauthenticatedf("access token has an audience (aud %v): access tokens have none; a reset grant is not an access token", []string(c.Audience))
 	}
 	if c.ID == "" {
 		return nil, errs.Unauthenticatedf("access token has no token id (jti)")

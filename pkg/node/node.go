@@ -120,6 +120,9 @@ type deps struct {
 	// revocations is the process's revocation checker, for services that check tokens
 	// again later (a long-lived stream); set before any service but identity is built.
 	revocations auth.RevocationChecker
+	// tokens is the process's access-token verifier, which also verifies reset grants
+	// (the card service's); set before any service but identity is built.
+	tokens *auth.Verifier
 }
 
 // Run hosts cfg.Roles until ctx ends.
@@ -191,6 +194,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	defer closeIdentity()
+	d.tokens = tokens
 	d.revocations = d.identity
 	if feed != nil {
 		d.revocations = feed
@@ -372,7 +376,7 @@ func loopbackAddr(addr string) string {
 
 // tokenVerifier returns the access-token verifier of the process, and the revocation
 // feed it follows when it reaches the identity service remotely.
-func tokenVerifier(d *deps) (auth.TokenVerifier, *auth.RevocationFeed, func(), error) {
+func tokenVerifier(d *deps) (*auth.Verifier, *auth.RevocationFeed, func(), error) {
 	if d.identity != nil && len(d.cfg.Roles) == 1 {
 		return auth.NewVerifier(d.identity, d.identity, d.cfg.Issuer, nil), nil, func() {}, nil
 	}

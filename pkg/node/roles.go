@@ -45,7 +45,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 		if err != nil {
 			return nil, err
 		}
-		srv, err := card.New(store, card.Config{SearchRate: d.cfg.CardSearchRate, SearchBurst: d.cfg.CardSearchBurst}, d.log.Named(gateway.Card))
+		srv, err := card.New(store, card.Config{SearchRate: d.cfg.CardSearchRate, SearchBurst: d.cfg.CardSearchBurst, Grants: d.tokens}, d.log.Named(gateway.Card))
 		if err != nil {
 			store.Close()
 			return nil, err

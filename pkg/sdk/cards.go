@@ -26,6 +26,12 @@ type Card struct {
 	// (the server checked it). A rotation without one means the user's key changed
 	// without the old key vouching for it.
 	Endorsed bool
+	// KeyReset reports that the card was published under a reset grant from the app
+	// backend (ResetKeys): no earlier card of the identity endorses it, so it is a key
+	// change of its identity. It is the card service's word, not a signature; that the
+	// card is unendorsed is what the client can check itself (Endorsed,
+	// PreviousCardID).
+	KeyReset bool
 }
 
 type cardRecord = Card
@@ -121,6 +127,7 @@ func (c *Client) verify(ctx context.Context, pc *cardv1.Card) (*Card, error) {
 		PublishedAt:  pc.GetPublishedAt().AsTime(),
 		SupersededBy: pc.GetSupersededBy(),
 		Endorsed:     pc.GetEndorsement() != nil,
+		KeyReset:     pc.GetKeyReset(),
 	}
 	if pc.GetSupersededAt() != nil {
 		card.SupersededAt = pc.GetSupersededAt().AsTime()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,10 @@ var (
 	// ErrCardNotValidThen: a message signed with a card that was not the sender's
 	// active card when the message says it was written.
 	ErrCardNotValidThen = errors.New("sdk: sender card was not active when the message was written")
+	// ErrResetGrantRequired: a new card that no earlier card of the user endorses (the
+	// user published cards before, and they were revoked or their keys are lost) needs
+	// a reset grant from the app backend: use ResetKeys.
+	ErrResetGrantRequired = errors.New("sdk: a reset grant from the app backend is required")
 )
 
 // Config configures a Client.
@@ -214,11 +219,19 @@ func (c *Client) current() (*e2ee.Keystore, *e2ee.KeyPair, []byte, error) {
 
 // Register creates the user's keys, publishes their card, and saves the keys in the
 // keystore. It refuses a user who already has keys here or an active card anywhere
-// (restore the keys from a backup, or RotateKeys if they are lost).
+// (restore the keys from a backup; if every key is lost, ResetKeys), and a user whose
+// earlier cards were all revoked (ErrResetGrantRequired: ResetKeys).
 func (c *Client) Register(ctx context.Context) (*Card, error) {
 	if c.HasPrivateKey() {
 		return nil, fmt.Errorf("%w: the keystore already holds keys", ErrAlreadyRegistered)
 	}
+	return c.registerFresh(ctx, "")
+}
+
+// registerFresh creates a keystore holding a new key pair and publishes its card, a
+// first card or, with grant, a reset card. The keystore is removed again if the card
+// is not published.
+func (c *Client) registerFresh(ctx context.Context, grant string) (*Card, error) {
 	me, err := c.Identity(ctx)
 	if err != nil {
 		return nil, err
@@ -245,13 +258,10 @@ func (c *Client) Register(ctx context.Context) (*Card, error) {
 		e2ee.RemoveKeystore(c.cfg.KeystorePath)
 		return nil, fmt.Errorf("sdk: save keystore: %w", err)
 	}
-	resp, err := c.cards.PublishCard(ctx, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig})
+	resp, err := c.cards.PublishCard(ctx, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig, ResetGrant: grant})
 	if err != nil {
 		e2ee.RemoveKeystore(c.cfg.KeystorePath)
-		if status.Code(err) == codes.AlreadyExists {
-			return nil, fmt.Errorf("%w: %s has an active card; restore its keys from a backup, or rotate", ErrAlreadyRegistered, me)
-		}
-		return nil, err
+		return nil, publishError(err, me)
 	}
 	card, err := c.verify(ctx, resp.GetCard())
 	if err != nil {
@@ -261,6 +271,53 @@ func (c *Client) Register(ctx context.Context) (*Card, error) {
 	c.ks = ks
 	c.mu.Unlock()
 	return card, nil
+}
+
+// publishError explains a refused publication of a card of me without an endorsement.
+func publishError(err error, me string) error {
+	switch status.Code(err) {
+	case codes.AlreadyExists:
+		return fmt.Errorf("%w: %s has an active card; rotate it with its keys (RotateKeys), restore them from a backup, or reset them (ResetKeys) if every key is lost: %w", ErrAlreadyRegistered, me, err)
+	case codes.PermissionDenied:
+		if strings.Contains(status.Convert(err).Message(), "reset grant is required") {
+			return fmt.Errorf("%w: %s published cards before; a new one is a reset (ResetKeys): %w", ErrResetGrantRequired, me, err)
+		}
+	}
+	return err
+}
+
+// ResetKeys is the way back in after every key of the user is lost (or after the
+// user revoked their cards): new keys, and a card that no earlier card endorses,
+// published under grant, a one-time reset grant the app backend obtained for the user
+// (IdentityService.IssueResetGrant) after re-authenticating them the way it does for
+// an account recovery. The card service revokes the user's active card, if any, in the
+// same step, and marks the new card as a reset, which contacts see as a key change.
+//
+// If this device still has a keystore, the new key becomes its current key and the
+// older ones stay, so old messages still decrypt here; otherwise a new keystore is
+// created. Messages sent to the lost keys cannot be read; restoring a backup
+// (RestorePrivateKey) before or after the reset gets them back if one exists. Back the
+// new keys up again afterwards.
+func (c *Client) ResetKeys(ctx context.Context, grant string) (*Card, error) {
+	if grant == "" {
+		return nil, fmt.Errorf("%w: ResetKeys needs the grant", ErrResetGrantRequired)
+	}
+	if !c.HasPrivateKey() {
+		return c.registerFresh(ctx, grant)
+	}
+	ks, _, _, err := c.current()
+	if err != nil {
+		return nil, err
+	}
+	kp, err := e2ee.GenerateKeyPair(c.cfg.Suite)
+	if err != nil {
+		return nil, err
+	}
+	content, sig, err := e2ee.NewCard(kp, ks.Identity(), c.cfg.Now(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return c.publishNewKeys(ctx, ks, kp, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig, ResetGrant: grant})
 }
 
 // RotateKeys replaces the user's keys: a new key pair, a card naming the current one as
@@ -288,13 +345,14 @@ func (c *Client) RotateKeys(ctx context.Context) (*Card, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.publishNewKeys(ctx, ks, kp, content, sig, &cardv1.CardEndorsement{Content: eContent, Signature: eSig})
+	return c.publishNewKeys(ctx, ks, kp, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig, Endorsement: &cardv1.CardEndorsement{Content: eContent, Signature: eSig}})
 }
 
-// PublishCard publishes a card for fresh keys when the user has no active card: on a
-// first start it is Register, and after the active card was revoked it starts afresh
-// (the keys of the revoked card stay in the keystore for old messages). With an active
-// card it refuses: use RotateKeys.
+// PublishCard publishes a card for fresh keys when the user has never had one: on a
+// first start it is Register, and it also recovers a keystore whose card was never
+// published. With an active card it refuses (ErrAlreadyRegistered: use RotateKeys);
+// after the user's cards were revoked a new card is a reset and it refuses too
+// (ErrResetGrantRequired: use ResetKeys).
 func (c *Client) PublishCard(ctx context.Context) (*Card, error) {
 	if !c.HasPrivateKey() {
 		return c.Register(ctx)
@@ -311,30 +369,34 @@ func (c *Client) PublishCard(ctx context.Context) (*Card, error) {
 	if err != nil {
 		return nil, err
 	}
-	card, err := c.publishNewKeys(ctx, ks, kp, content, sig, nil)
-	if status.Code(err) == codes.AlreadyExists {
-		return nil, fmt.Errorf("%w: %s has an active card; rotate the keys instead", ErrAlreadyRegistered, ks.Identity())
+	card, err := c.publishNewKeys(ctx, ks, kp, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig})
+	if err != nil {
+		return nil, publishError(err, ks.Identity())
 	}
-	return card, err
+	return card, nil
 }
 
-// publishNewKeys makes kp the keystore's current key and publishes its card. The new
-// key is saved before its card is published, and the keystore goes back to what it was
-// if publishing fails, so no published card ever lacks its private key.
-func (c *Client) publishNewKeys(ctx context.Context, ks *e2ee.Keystore, kp *e2ee.KeyPair, content, sig []byte, endorsement *cardv1.CardEndorsement) (*Card, error) {
+// publishNewKeys makes kp the keystore's current key and publishes its card (req). The
+// new key is saved before its card is published, and the keystore goes back to what it
+// was if publishing fails, so no published card ever lacks its private key.
+func (c *Client) publishNewKeys(ctx context.Context, ks *e2ee.Keystore, kp *e2ee.KeyPair, req *cardv1.PublishCardRequest) (*Card, error) {
 	saved, err := os.ReadFile(c.cfg.KeystorePath)
 	if err != nil {
 		return nil, fmt.Errorf("sdk: read keystore: %w", err)
 	}
-	if err := ks.SetCurrent(kp, e2ee.CardID(content)); err != nil {
+	if err := ks.SetCurrent(kp, e2ee.CardID(req.GetContent())); err != nil {
 		return nil, err
 	}
 	if err := ks.Save(); err != nil {
 		return nil, errors.Join(fmt.Errorf("sdk: save keystore: %w", err), c.restoreKeystore(saved))
 	}
-	resp, err := c.cards.PublishCard(ctx, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig, Endorsement: endorsement})
+	resp, err := c.cards.PublishCard(ctx, req)
 	if err != nil {
-		return nil, errors.Join(err, c.restoreKeystore(saved))
+		// errors.Join keeps err's gRPC status reachable (status.Code unwraps).
+		if rerr := c.restoreKeystore(saved); rerr != nil {
+			return nil, errors.Join(err, rerr)
+		}
+		return nil, err
 	}
 	return c.verify(ctx, resp.GetCard())
 }

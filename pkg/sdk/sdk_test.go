@@ -10,9 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 )
 
 // device is one user's SDK client with its own keystore folder.
@@ -189,7 +193,8 @@ func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("keystore mode: %v, %v", fi, err)
 	}
-	// Revoke keeps the keys; PublishCard starts afresh with new ones.
+	// Revoke keeps the keys; a new card after it is a reset, which the token alone
+	// cannot publish: ResetKeys, with a grant from the app backend, starts afresh.
 	msg, err := alice.Encrypt(ctx, []byte("to myself"))
 	if err != nil {
 		t.Fatal(err)
@@ -200,11 +205,18 @@ func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
 	if found, _ := alice.FindCards(ctx, alice.identity); len(found) != 0 {
 		t.Error("a revoked card is still found")
 	}
-	if _, err := alice.PublishCard(ctx); err != nil {
+	if _, err := alice.PublishCard(ctx); !errors.Is(err, sdk.ErrResetGrantRequired) {
+		t.Fatalf("PublishCard after the revocation: %v; want ErrResetGrantRequired", err)
+	}
+	reset, err := alice.ResetKeys(ctx, app.ResetGrant(t, alice.identity))
+	if err != nil {
 		t.Fatal(err)
 	}
+	if !reset.KeyReset || reset.Endorsed || len(reset.PreviousCardID) != 0 {
+		t.Errorf("card after ResetKeys = %+v; want a reset card, unendorsed, naming no previous card", reset)
+	}
 	if got, err := alice.Decrypt(ctx, msg, alice.identity); err != nil || string(got) != "to myself" {
-		t.Errorf("message to the revoked card after a fresh publish: %q, %v", got, err)
+		t.Errorf("message to the revoked card after the reset: %q, %v", got, err)
 	}
 	// Unregister revokes and deletes the keys.
 	if err := alice.Unregister(ctx); err != nil {
@@ -221,6 +233,100 @@ func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
 	}
 	if err := alice.Cleanup(); err != nil {
 		t.Errorf("Cleanup of nothing: %v", err)
+	}
+}
+
+// TestResetKeysAfterEveryKeyIsLost: alice loses her only device. Her access token
+// alone cannot put new keys in place of her card, on a new device or after revoking it
+// (what a thief of her token would try); with a grant from the app backend, ResetKeys
+// does, once per grant, and revokes the lost card, so the lost device can no longer
+// sign as her. Bob sees the new card as a reset.
+func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	ctx := context.Background()
+	lost := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
+	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
+	first, err := lost.Register(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before, err := lost.Encrypt(ctx, []byte("before the loss"), bob.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A new device: her card is active, so Register refuses; a reset without a grant,
+	// or with someone else's, is refused and leaves no keystore behind.
+	fresh := newDevice(t, n, app, "alice", e2ee.SuiteHybrid, "")
+	if _, err := fresh.Register(ctx); !errors.Is(err, sdk.ErrAlreadyRegistered) {
+		t.Fatalf("Register on the new device: %v; want ErrAlreadyRegistered", err)
+	}
+	if _, err := fresh.ResetKeys(ctx, ""); !errors.Is(err, sdk.ErrResetGrantRequired) {
+		t.Errorf("ResetKeys without a grant: %v; want ErrResetGrantRequired", err)
+	}
+	if _, err := fresh.ResetKeys(ctx, app.ResetGrant(t, bob.identity)); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("ResetKeys with bob's grant: %v; want PermissionDenied", err)
+	}
+	if _, err := os.Stat(fresh.keystore); !os.IsNotExist(err) || fresh.HasPrivateKey() {
+		t.Errorf("a refused reset left a keystore (%v) or keys", err)
+	}
+	// What a thief of her token can do: revoke her card (a user must always be able
+	// to), but not publish one of its own.
+	thief := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
+	if _, err := cardv1.NewCardServiceClient(thief.Conn()).RevokeCard(ctx, &cardv1.RevokeCardRequest{CardId: first.ID}); err != nil {
+		t.Fatalf("revoking with the token alone: %v", err)
+	}
+	if _, err := thief.Register(ctx); !errors.Is(err, sdk.ErrResetGrantRequired) {
+		t.Fatalf("Register with the token alone after the revocation: %v; want ErrResetGrantRequired", err)
+	}
+
+	grant := app.ResetGrant(t, fresh.identity)
+	card, err := fresh.ResetKeys(ctx, grant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !card.KeyReset || card.Endorsed || card.Suite != e2ee.SuiteHybrid || !fresh.HasPrivateKey() {
+		t.Errorf("reset card = %+v; want a reset card of the new device's suite, its key in the keystore", card)
+	}
+	if _, err := thief.ResetKeys(ctx, grant); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("the grant used a second time: %v; want PermissionDenied", err)
+	}
+
+	// Bob sees the reset, encrypts to the new card, and still verifies alice's old
+	// message; a message the lost device signs now is refused.
+	history, err := bob.CardHistory(ctx, fresh.identity)
+	if err != nil || len(history) != 2 || !history[0].KeyReset || history[1].KeyReset || history[1].RevokedAt.IsZero() {
+		t.Fatalf("alice's history as bob sees it = %+v, %v; want the reset card over the revoked first one", history, err)
+	}
+	if got, err := bob.Decrypt(ctx, before, fresh.identity); err != nil || string(got) != "before the loss" {
+		t.Errorf("alice's message from before the loss: %q, %v", got, err)
+	}
+	toNew, err := bob.Encrypt(ctx, []byte("welcome back"), fresh.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := fresh.Decrypt(ctx, toNew, bob.identity); err != nil || string(got) != "welcome back" {
+		t.Errorf("the new device decrypts %q, %v", got, err)
+	}
+	ks, err := e2ee.OpenKeystore(lost.keystore, []byte("passphrase of alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldKey, _ := ks.Current()
+	bobCards, err := bob.FindCards(ctx, bob.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := e2ee.Encrypt(oldKey, first.ID, []*e2ee.Card{bobCards[bob.identity].Card}, []byte("from the lost phone"), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Decrypt(ctx, forged, fresh.identity); !errors.Is(err, sdk.ErrCardNotValidThen) {
+		t.Errorf("a message signed by the lost key after the reset: %v; want ErrCardNotValidThen", err)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
@@ -78,6 +79,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	}
 	cfg := opts.cfg
 	cfg.Clock = clk.Now
+	if cfg.Grants == nil {
+		cfg.Grants = auth.NewVerifier(ids, ids, "", clk.Now)
+	}
 	srv, err := New(store, cfg, log.Named("card"))
 	if err != nil {
 		t.Fatal(err)
@@ -187,6 +191,29 @@ func (e *env) newUsers(t testing.TB, a app, uids ...string) []user {
 func (e *env) newUser(t testing.TB, a app, uid string) user {
 	t.Helper()
 	return e.newUsers(t, a, uid)[0]
+}
+
+// grant asks the identity service, with the app key of u's app, for a reset grant for
+// u that lives ttl (0: the default).
+func (e *env) grant(t testing.TB, u user, ttl time.Duration) string {
+	t.Helper()
+	req := &identityv1.IssueResetGrantRequest{Identity: u.identity}
+	if ttl != 0 {
+		req.Ttl = durationpb.New(ttl)
+	}
+	resp, err := e.ids.IssueResetGrant(as(u.app.key), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetResetGrant()
+}
+
+// resetRequest is the PublishCard request of a reset card of u for kp, with grant.
+func (e *env) resetRequest(t testing.TB, u user, kp *e2ee.KeyPair, grant string) *cardv1.PublishCardRequest {
+	t.Helper()
+	req := e.cardRequest(t, u, kp, nil, nil)
+	req.ResetGrant = grant
+	return req
 }
 
 // newKeys generates a key pair of suite.

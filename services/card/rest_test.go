@@ -52,6 +52,9 @@ func publishBody(req *cardv1.PublishCardRequest) map[string]any {
 		"content":       base64.StdEncoding.EncodeToString(req.GetContent()),
 		"selfSignature": base64.StdEncoding.EncodeToString(req.GetSelfSignature()),
 	}
+	if g := req.GetResetGrant(); g != "" {
+		b["resetGrant"] = g
+	}
 	if en := req.GetEndorsement(); en != nil {
 		b["endorsement"] = map[string]any{
 			"content":   base64.StdEncoding.EncodeToString(en.GetContent()),
@@ -157,6 +160,31 @@ func TestRESTFlow(t *testing.T) {
 	code, body = e.rest(t, "POST", "/v1/cards:search", bob.token, map[string]any{"identities": []string{alice.identity}})
 	if cards, _ := body["cards"].([]any); code != http.StatusOK || len(cards) != 0 {
 		t.Errorf("search after revocation: %d %v; want no card", code, body)
+	}
+
+	// A new start needs a reset grant, which the app backend gets with its API key.
+	k3 := newKeys(t, e2ee.SuiteX25519)
+	code, body = e.rest(t, "POST", "/v1/cards", alice.token, publishBody(e.cardRequest(t, alice, k3, nil, nil)))
+	if msg, _ := body["message"].(string); code != http.StatusForbidden || !strings.Contains(msg, "a reset grant is required") {
+		t.Fatalf("a new card after the revocation, token only: %d %v; want 403 naming the reset grant", code, body)
+	}
+	code, body = e.rest(t, "POST", "/v1/reset-grants", alice.token, map[string]any{"identity": alice.identity})
+	if code != http.StatusUnauthorized {
+		t.Fatalf("a reset grant asked for with the user's access token: %d %v; want 401 (app key only)", code, body)
+	}
+	code, body = e.rest(t, "POST", "/v1/reset-grants", a.key, map[string]any{"identity": alice.identity, "ttl": "300s"})
+	grant, _ := body["resetGrant"].(string)
+	if code != http.StatusOK || grant == "" || body["grantId"] == "" || body["expiresAt"] == nil {
+		t.Fatalf("reset grant: %d %v", code, body)
+	}
+	req := e.resetRequest(t, alice, k3, grant)
+	code, body = e.rest(t, "POST", "/v1/cards", alice.token, publishBody(req))
+	if code != http.StatusOK || restCard(t, body)["keyReset"] != true {
+		t.Fatalf("reset with the grant: %d %v; want the card, marked keyReset", code, body)
+	}
+	code, body = e.rest(t, "GET", "/v1/identities/"+alice.identity+"/cards", bob.token, nil)
+	if hist, _ := body["cards"].([]any); code != http.StatusOK || len(hist) != 3 || hist[0].(map[string]any)["keyReset"] != true || hist[1].(map[string]any)["keyReset"] != false {
+		t.Errorf("history after the reset: %d %v; want 3 cards, the newest marked keyReset", code, body)
 	}
 }
 

@@ -17,15 +17,21 @@ import (
 //     a retry: it is answered unchanged;
 //   - any other card already stored is refused (ALREADY_EXISTS): a card is published
 //     once, so a superseded or revoked card can never become active again;
+//   - a reset card (next.reset: the server verified its grant, and that it names no
+//     previous card) is published whatever the identity's cards are;
+//   - a first card (no previous_card_id, no card ever published) is published;
 //   - no previous_card_id while a card is active: ALREADY_EXISTS, telling the client
-//     to rotate;
+//     to rotate (or to reset with a grant);
+//   - no previous_card_id after the identity's cards were all revoked: PERMISSION_DENIED,
+//     naming the reset grant it needs;
 //   - a previous_card_id that is not the active card (none, superseded, revoked,
 //     another identity's, unknown): ABORTED, naming the active card or "none";
-//   - an endorsement must verify with the previous (active) card's key.
+//   - a rotation of the active card must carry its endorsement (PERMISSION_DENIED,
+//     naming the reset grant, without one), which must verify with its key.
 func publishRule(next *storagev1.CardRecord) PublishCheck {
-	return func(active, same, named *storagev1.CardRecord) (*storagev1.CardRecord, error) {
+	return func(st PublishState) (*storagev1.CardRecord, error) {
 		id := cardIDString(next.GetCardId())
-		if same != nil {
+		if same := st.Same; same != nil {
 			if same.GetStatus() != storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE {
 				return nil, errs.Existsf("card %s was published before and is now %s: a card is published once; create a new card", id, statusName(same))
 			}
@@ -34,23 +40,36 @@ func publishRule(next *storagev1.CardRecord) PublishCheck {
 			}
 			return same, nil
 		}
-		prev := next.GetPreviousCardId()
-		switch {
-		case len(prev) == 0 && active == nil:
+		if next.GetKeyReset() {
 			return nil, nil
-		case len(prev) == 0:
-			return nil, errs.Existsf("identity %s already has an active card %s: to rotate, publish a new card whose previous_card_id is %s", next.GetIdentity(), cardIDString(active.GetCardId()), cardIDString(active.GetCardId()))
-		case active == nil || !bytes.Equal(prev, active.GetCardId()):
-			return nil, errs.Conflictf("previous_card_id %s is not the active card (%s); the active card is %s%s", cardIDString(prev), describe(named, next.GetIdentity()), cardIDString(active.GetCardId()), noActiveHint(active))
 		}
-		if len(next.GetEndorsementContent()) > 0 {
-			err := e2ee.VerifyEndorsement(recordCard(active), recordCard(next), next.GetEndorsementContent(), next.GetEndorsementSignature())
-			if err != nil {
-				return nil, refused("endorsement", err)
-			}
+		prev, active, identity := next.GetPreviousCardId(), st.Active, next.GetIdentity()
+		switch {
+		case len(prev) == 0 && active == nil && !st.HasHistory:
+			return nil, nil
+		case len(prev) == 0 && active != nil:
+			return nil, errs.Existsf("identity %s already has an active card %s: to rotate, publish a new card whose previous_card_id is %s, endorsed by it; if every key of the identity is lost, publish a reset card with a reset grant from the app backend",
+				identity, cardIDString(active.GetCardId()), cardIDString(active.GetCardId()))
+		case len(prev) == 0:
+			return nil, resetGrantRequired(identity, "it has published cards before and has no active card: its last one was revoked")
+		case active == nil || !bytes.Equal(prev, active.GetCardId()):
+			return nil, errs.Conflictf("previous_card_id %s is not the active card (%s); the active card is %s%s", cardIDString(prev), describe(st.Named, identity), cardIDString(active.GetCardId()), noActiveHint(active, st.HasHistory))
+		case len(next.GetEndorsementContent()) == 0:
+			return nil, resetGrantRequired(identity, "the rotation from "+cardIDString(prev)+" carries no endorsement by that card's key")
+		}
+		err := e2ee.VerifyEndorsement(recordCard(active), recordCard(next), next.GetEndorsementContent(), next.GetEndorsementSignature())
+		if err != nil {
+			return nil, refused("endorsement", err)
 		}
 		return nil, nil
 	}
+}
+
+// resetGrantRequired refuses a card of identity that no earlier card of it endorses,
+// published without a reset grant; why says what makes it such a card.
+func resetGrantRequired(identity, why string) error {
+	return errs.Permissionf("a reset grant is required: no earlier card of %s endorses this card (%s). Publishing it is a reset, which needs reset_grant, a grant only the app backend can obtain (IdentityService.IssueResetGrant); an access token alone cannot replace an identity's keys",
+		identity, why)
 }
 
 // sameSubmission reports whether next is exactly the stored card a, signatures and
@@ -72,11 +91,14 @@ func describe(named *storagev1.CardRecord, identity string) string {
 	return "it is " + statusName(named)
 }
 
-func noActiveHint(active *storagev1.CardRecord) string {
-	if active == nil {
-		return ": publish the new card without previous_card_id"
+func noActiveHint(active *storagev1.CardRecord, hasHistory bool) string {
+	switch {
+	case active != nil:
+		return ""
+	case hasHistory:
+		return ": the identity's cards were revoked; a new card is a reset (no previous_card_id) and needs a reset grant from the app backend"
 	}
-	return ""
+	return ": publish the new card without previous_card_id"
 }
 
 func statusName(r *storagev1.CardRecord) string {

@@ -48,6 +48,15 @@ type Config struct {
 	// on first start.
 	Clock func() time.Time
 	Rand  io.Reader
+	// Grants verifies reset grants (the process's access-token verifier does, with
+	// the identity service's published keys). Without it every reset is refused.
+	Grants GrantVerifier
+}
+
+// GrantVerifier verifies a reset grant's signature, type, audience and lifetime.
+// *auth.Verifier is one.
+type GrantVerifier interface {
+	VerifyResetGrant(ctx context.Context, raw string) (*auth.ResetGrant, error)
 }
 
 // Server implements umbra.card.v1.CardService.
@@ -59,6 +68,7 @@ type Server struct {
 	skew   time.Duration
 	search *ratelimit.Limiter
 	rand   io.Reader
+	grants GrantVerifier
 	// key counter-signs every card; keyRec is its record (id, creation time). keyMu
 	// guards both: RotateServiceKey replaces them (servicekey.go).
 	keyMu  sync.RWMutex
@@ -120,6 +130,7 @@ func New(store Store, cfg Config, log *zap.Logger) (*Server, error) {
 		skew:   cfg.ClockSkew,
 		search: limiter,
 		rand:   cfg.Rand,
+		grants: cfg.Grants,
 		key:    ed25519.NewKeyFromSeed(rec.GetSeed()),
 		keyRec: rec,
 	}, nil
@@ -152,6 +163,10 @@ func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest
 	if req.GetEndorsement() != nil && len(card.PreviousCardID) == 0 {
 		return nil, errs.Invalidf("endorsement given for a card without previous_card_id: only a rotation is endorsed")
 	}
+	grant, err := s.resetGrant(ctx, p, card, req.GetResetGrant())
+	if err != nil {
+		return nil, err
+	}
 	serviceSignature, serviceKeyID := s.serviceSign(card.ID)
 	rec := &storagev1.CardRecord{
 		AppId:                p.AppID,
@@ -168,17 +183,46 @@ func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest
 		PreviousCardId:       card.PreviousCardID,
 		SigningPublicKey:     card.SigningKey,
 		Suite:                card.Suite,
+		KeyReset:             grant != nil,
 	}
-	stored, written, err := s.store.Publish(rec, publishRule(rec))
+	stored, written, err := s.store.Publish(rec, grant, publishRule(rec))
 	if err != nil {
 		return nil, err
 	}
 	if written {
-		s.log.Info("card published", zap.String("app", p.AppID), zap.String("identity", p.Identity),
+		fields := []zap.Field{zap.String("app", p.AppID), zap.String("identity", p.Identity),
 			zap.String("card_id", cardIDString(stored.GetCardId())), zap.String("previous_card_id", cardIDString(card.PreviousCardID)),
-			zap.Bool("endorsed", len(rec.GetEndorsementContent()) > 0))
+			zap.Bool("endorsed", len(rec.GetEndorsementContent()) > 0), zap.Bool("reset", rec.GetKeyReset())}
+		if grant != nil {
+			fields = append(fields, zap.String("reset_grant_id", grant.ID))
+		}
+		s.log.Info("card published", fields...)
 	}
 	return &cardv1.PublishCardResponse{Card: cardView(stored)}, nil
+}
+
+// resetGrant verifies the reset grant of a publication of card by p, if it has one,
+// and returns what the store records as spent (nil without a grant). A grant must be
+// for the caller's app and identity, and comes with a card that starts a new chain.
+func (s *Server) resetGrant(ctx context.Context, p *auth.Principal, card *e2ee.Card, raw string) (*ResetGrantUse, error) {
+	if raw == "" {
+		return nil, nil
+	}
+	if len(card.PreviousCardID) > 0 {
+		return nil, errs.Invalidf("a reset card starts a new chain: publish it without previous_card_id and without endorsement (the service revokes the active card, if any)")
+	}
+	if s.grants == nil {
+		return nil, errs.Preconditionf("this card service has no reset-grant verifier and refuses every reset")
+	}
+	g, err := s.grants.VerifyResetGrant(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	if g.AppID != p.AppID || g.Identity != p.Identity {
+		return nil, errs.Permissionf("the reset grant is for identity %s of app %s, but the access token acts for %s of app %s: a grant resets only the identity it names",
+			g.Identity, g.AppID, p.Identity, p.AppID)
+	}
+	return &ResetGrantUse{ID: g.ID, ExpiresAt: g.ExpiresAt}, nil
 }
 
 // SearchCards implements CardService.
@@ -317,6 +361,7 @@ func (s *Server) ListCardEvents(_ context.Context, req *cardv1.ListCardEventsReq
 			Kind:           eventKinds[e.GetKind()],
 			PreviousCardId: e.GetPreviousCardId(),
 			OccurredAt:     e.GetOccurredAt(),
+			KeyReset:       e.GetKeyReset(),
 		}
 	}
 	return resp, nil
@@ -344,6 +389,7 @@ func activeView(r *storagev1.ActiveCardRecord) *cardv1.Card {
 		ServiceKeyId:     r.GetServiceKeyId(),
 		Status:           cardv1.CardStatus_CARD_STATUS_ACTIVE,
 		PublishedAt:      r.GetPublishedAt(),
+		KeyReset:         r.GetKeyReset(),
 	}
 	if len(r.GetEndorsementContent()) > 0 {
 		c.Endorsement = &cardv1.CardEndorsement{Content: r.GetEndorsementContent(), Signature: r.GetEndorsementSignature()}
@@ -365,6 +411,7 @@ func cardView(r *storagev1.CardRecord) *cardv1.Card {
 		SupersededBy:     r.GetSupersededBy(),
 		SupersededAt:     r.GetSupersededAt(),
 		RevokedAt:        r.GetRevokedAt(),
+		KeyReset:         r.GetKeyReset(),
 	}
 	if len(r.GetEndorsementContent()) > 0 {
 		c.Endorsement = &cardv1.CardEndorsement{Content: r.GetEndorsementContent(), Signature: r.GetEndorsementSignature()}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
@@ -60,9 +61,14 @@ func distinctIdentities(n int) []string {
 func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	a, b := e.newApp(t, "A"), e.newApp(t, "B")
-	users := e.newUsers(t, a, "alice", "bob", "dave", "erin")
-	alice, bob, dave, erin := users[0], users[1], users[2], users[3]
+	users := e.newUsers(t, a, "alice", "bob", "dave", "erin", "frank")
+	alice, bob, dave, erin, frank := users[0], users[1], users[2], users[3], users[4]
 	carol := e.newUser(t, b, "carol")
+	// A grant for dave that has expired by the time it is used, and one for dave from
+	// another app (the same identity string, issued with app B's key).
+	expiredGrant := e.grant(t, dave, time.Minute)
+	e.clock.Add(time.Minute + 2*auth.Leeway)
+	twinGrant := e.grant(t, user{app: b, identity: dave.identity}, 0)
 
 	// alice: c1, rotated (endorsed) to c2, which is active.
 	k1, k2 := newKeys(t, e2ee.SuiteX25519), newKeys(t, e2ee.SuiteX25519)
@@ -111,6 +117,22 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 	endorsedFirst := e.cardRequest(t, erin, k3, nil, nil)
 	endorsedFirst.Endorsement = &cardv1.CardEndorsement{Content: []byte{8, 1}, Signature: make([]byte, 64)}
 
+	// frank: a card, revoked, and a reset that spent its grant.
+	f1 := e.publish(t, frank, newKeys(t, e2ee.SuiteX25519), nil, nil)
+	if _, err := e.client.RevokeCard(frank.ctx(), &cardv1.RevokeCardRequest{CardId: f1.GetCardId()}); err != nil {
+		t.Fatal(err)
+	}
+	spentGrant := e.grant(t, frank, 0)
+	if _, err := e.client.PublishCard(frank.ctx(), e.resetRequest(t, frank, newKeys(t, e2ee.SuiteX25519), spentGrant)); err != nil {
+		t.Fatal(err)
+	}
+	daveGrant, erinGrant := e.grant(t, dave, 0), e.grant(t, erin, 0)
+	forgedGrant := []byte(daveGrant)
+	forgedGrant[len(forgedGrant)-5] ^= 1 // in the signature
+	resetWithPrevious := e.cardRequest(t, alice, k3, c2.GetCardId(), k2)
+	resetWithPrevious.ResetGrant = e.grant(t, alice, 0)
+	daveReset := func(grant string) *cardv1.PublishCardRequest { return e.resetRequest(t, dave, k3, grant) }
+
 	tooMany, tooManyLookups := distinctIdentities(MaxSearchIdentities+1), distinctIdentities(MaxLookupIdentities+1)
 	c := e.client
 	pub := func(u user, req *cardv1.PublishCardRequest) func() error {
@@ -157,10 +179,27 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 		{"previous is unknown", pub(alice, e.cardRequest(t, alice, k3, bytes.Repeat([]byte{7}, 32), nil)), codes.Aborted, "there is no such card"},
 		{"previous is another identity's card", pub(alice, e.cardRequest(t, alice, k3, b1.GetCardId(), nil)), codes.Aborted, "it is another identity's card"},
 		{"previous is a revoked card", pub(dave, e.cardRequest(t, dave, k3, d1.GetCardId(), nil)), codes.Aborted,
-			"(it is revoked); the active card is none: publish the new card without previous_card_id"},
+			"(it is revoked); the active card is none: the identity's cards were revoked; a new card is a reset (no previous_card_id) and needs a reset grant"},
 		{"previous names a card with no card active", pub(erin, e.cardRequest(t, erin, k3, c2.GetCardId(), nil)), codes.Aborted, "the active card is none"},
 		{"a superseded card published again", pub(alice, republished), codes.AlreadyExists, "was published before and is now superseded: a card is published once"},
 		{"the active card again without its endorsement", pub(alice, c2NoEndorsement), codes.AlreadyExists, "a retry must send the card exactly as first published"},
+
+		// PublishCard: cards no earlier card endorses need a reset grant.
+		{"a fresh card after a revocation, token only", pub(dave, e.cardRequest(t, dave, k3, nil, nil)), codes.PermissionDenied,
+			"a reset grant is required: no earlier card of " + dave.identity + " endorses this card (it has published cards before and has no active card: its last one was revoked)"},
+		{"a rotation without endorsement, token only", pub(alice, rotation()), codes.PermissionDenied,
+			"a reset grant is required: no earlier card of " + alice.identity + " endorses this card (the rotation from " + cardIDString(c2.GetCardId()) + " carries no endorsement"},
+		{"a reset that names a previous card", pub(alice, resetWithPrevious), codes.InvalidArgument, "a reset card starts a new chain: publish it without previous_card_id"},
+		{"a reset grant used before", pub(frank, e.resetRequest(t, frank, k3, spentGrant)), codes.PermissionDenied, "was already used at"},
+		{"another identity's reset grant", pub(dave, daveReset(erinGrant)), codes.PermissionDenied,
+			"the reset grant is for identity " + erin.identity + " of app " + a.id + ", but the access token acts for " + dave.identity},
+		{"another app's reset grant for the same identity", pub(dave, daveReset(twinGrant)), codes.PermissionDenied, "of app " + b.id + ", but the access token acts for " + dave.identity + " of app " + a.id},
+		{"an access token as the reset grant", pub(dave, daveReset(dave.token)), codes.PermissionDenied, `reset_grant is not a reset grant (its type is "JWT"`},
+		{"an expired reset grant", pub(dave, daveReset(expiredGrant)), codes.PermissionDenied, "reset grant has expired"},
+		{"a reset grant with a forged signature", pub(dave, daveReset(string(forgedGrant))), codes.PermissionDenied, "reset grant signature is invalid"},
+		{"a reset grant that is not a JWS", pub(dave, daveReset("not-a-grant")), codes.PermissionDenied, "reset_grant is malformed"},
+		{"an oversized reset grant", pub(dave, daveReset(strings.Repeat("a", 4097))), codes.InvalidArgument, "reset_grant is 4097 bytes; a reset grant is at most 4096"},
+		{"a reset grant as the access token", pub(user{token: daveGrant}, daveReset(daveGrant)), codes.Unauthenticated, "a reset grant is not an access token"},
 
 		// PublishCard: endorsements.
 		{"malformed endorsement", pub(alice, withEndorsement([]byte{0xff, 0xff, 0xff}, make([]byte, 64))), codes.InvalidArgument, "endorsement refused (malformed): endorsement does not parse"},
@@ -281,8 +320,8 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 	if _, err := c.PublishCard(alice.ctx(), e.cardRequest(t, alice, k3, c2.GetCardId(), k2)); err != nil {
 		t.Errorf("alice's rotation endorsed by the right key: %v", err)
 	}
-	if _, err := c.PublishCard(dave.ctx(), e.cardRequest(t, dave, k3, nil, nil)); err != nil {
-		t.Errorf("dave's fresh card after his revocation: %v", err)
+	if _, err := c.PublishCard(dave.ctx(), daveReset(daveGrant)); err != nil {
+		t.Errorf("dave's reset card after his revocation, with his grant: %v", err)
 	}
 }
 
@@ -398,14 +437,21 @@ func TestRotationStory(t *testing.T) {
 		t.Errorf("c1 after the rotation = %v; want superseded by c2 at its publication", old)
 	}
 
-	// A rotation without endorsement (the old key was lost).
+	// Every key lost: a reset card, with a grant from the app backend, revokes the
+	// active card and is marked.
 	e.clock.Add(time.Minute)
-	c3 := e.publish(t, alice, newKeys(t, e2ee.SuiteHybrid), c2.GetCardId(), nil)
-	if c3.GetEndorsement() != nil {
-		t.Errorf("unendorsed rotation has endorsement %v", c3.GetEndorsement())
+	resp, err = c.PublishCard(alice.ctx(), e.resetRequest(t, alice, newKeys(t, e2ee.SuiteHybrid), e.grant(t, alice, 0)))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := get(c2.GetCardId()); !bytes.Equal(got.GetSupersededBy(), c3.GetCardId()) {
-		t.Errorf("c2 superseded_by %x, want c3", got.GetSupersededBy())
+	c3 := resp.GetCard()
+	checkCard(t, c3, cardv1.CardStatus_CARD_STATUS_ACTIVE)
+	if c3.GetEndorsement() != nil || !c3.GetKeyReset() || c1.GetKeyReset() || c2.GetKeyReset() {
+		t.Errorf("reset card = %v; want key_reset, no endorsement (and c1, c2 not marked)", c3)
+	}
+	if got := get(c2.GetCardId()); got.GetStatus() != cardv1.CardStatus_CARD_STATUS_REVOKED || len(got.GetSupersededBy()) != 0 ||
+		!got.GetRevokedAt().AsTime().Equal(c3.GetPublishedAt().AsTime()) {
+		t.Errorf("c2 after the reset = %v; want revoked at the reset, superseded by nothing", got)
 	}
 
 	// Search: the active card only, once, in request order; unknown identities absent.
@@ -445,6 +491,10 @@ func TestRotationStory(t *testing.T) {
 		t.Errorf("history of an identity without cards = %v, %v", empty, err)
 	}
 
+	if !hist.GetCards()[0].GetKeyReset() || hist.GetCards()[1].GetKeyReset() {
+		t.Errorf("history marks %v, %v as reset; want the reset card c3 only", hist.GetCards()[0].GetKeyReset(), hist.GetCards()[1].GetKeyReset())
+	}
+
 	// Revoking the active card leaves alice without one; revoking twice changes nothing.
 	e.clock.Add(time.Minute)
 	rev, err := c.RevokeCard(alice.ctx(), &cardv1.RevokeCardRequest{CardId: c3.GetCardId()})
@@ -473,9 +523,18 @@ func TestRotationStory(t *testing.T) {
 		t.Errorf("revoked superseded card = %v", r)
 	}
 
-	// A fresh card after the revocation names no previous card.
+	// A fresh card after the revocation names no previous card, and is a reset: the
+	// token alone does not let alice (or a thief of her token) publish it.
 	e.clock.Add(time.Minute)
-	c4 := e.publish(t, alice, newKeys(t, e2ee.SuiteHybrid), nil, nil)
+	k4 := newKeys(t, e2ee.SuiteHybrid)
+	if _, err := c.PublishCard(alice.ctx(), e.cardRequest(t, alice, k4, nil, nil)); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a fresh card after the revocation without a grant: %v; want PermissionDenied", err)
+	}
+	resp, err = c.PublishCard(alice.ctx(), e.resetRequest(t, alice, k4, e.grant(t, alice, 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c4 := resp.GetCard()
 	if got := searchIDs(alice.identity); !same(got, c4.GetCardId()) {
 		t.Errorf("search after the fresh card = %x", got)
 	}
@@ -483,9 +542,13 @@ func TestRotationStory(t *testing.T) {
 	if err != nil || len(hist.GetCards()) != 4 {
 		t.Fatalf("history after the fresh card: %v, %v; want 4 cards", hist, err)
 	}
-	wantStatus := []cardv1.CardStatus{cardv1.CardStatus_CARD_STATUS_ACTIVE, cardv1.CardStatus_CARD_STATUS_REVOKED, cardv1.CardStatus_CARD_STATUS_SUPERSEDED, cardv1.CardStatus_CARD_STATUS_REVOKED}
+	wantStatus := []cardv1.CardStatus{cardv1.CardStatus_CARD_STATUS_ACTIVE, cardv1.CardStatus_CARD_STATUS_REVOKED, cardv1.CardStatus_CARD_STATUS_REVOKED, cardv1.CardStatus_CARD_STATUS_REVOKED}
+	wantReset := []bool{true, true, false, false}
 	for i, card := range hist.GetCards() {
 		checkCard(t, card, wantStatus[i])
+		if card.GetKeyReset() != wantReset[i] {
+			t.Errorf("history card %d: key_reset %v, want %v", i, card.GetKeyReset(), wantReset[i])
+		}
 	}
 
 	// The internal feed recorded every change in order, and the lookup sees c4.
@@ -498,14 +561,16 @@ func TestRotationStory(t *testing.T) {
 		kind       cardv1.CardEventKind
 		card, prev []byte
 		identity   string
+		reset      bool
 	}{
-		{pubKind, c1.GetCardId(), nil, alice.identity},
-		{pubKind, c2.GetCardId(), c1.GetCardId(), alice.identity},
-		{pubKind, c3.GetCardId(), c2.GetCardId(), alice.identity},
-		{pubKind, bobCard.GetCardId(), nil, bob.identity},
-		{revKind, c3.GetCardId(), nil, alice.identity},
-		{revKind, c1.GetCardId(), nil, alice.identity},
-		{pubKind, c4.GetCardId(), nil, alice.identity},
+		{pubKind, c1.GetCardId(), nil, alice.identity, false},
+		{pubKind, c2.GetCardId(), c1.GetCardId(), alice.identity, false},
+		{revKind, c2.GetCardId(), nil, alice.identity, false},
+		{pubKind, c3.GetCardId(), nil, alice.identity, true},
+		{pubKind, bobCard.GetCardId(), nil, bob.identity, false},
+		{revKind, c3.GetCardId(), nil, alice.identity, false},
+		{revKind, c1.GetCardId(), nil, alice.identity, false},
+		{pubKind, c4.GetCardId(), nil, alice.identity, true},
 	}
 	if len(evs.GetEvents()) != len(want) || evs.GetLatestSequence() != uint64(len(want)) {
 		t.Fatalf("events = %v (latest %d); want %d", evs.GetEvents(), evs.GetLatestSequence(), len(want))
@@ -513,12 +578,13 @@ func TestRotationStory(t *testing.T) {
 	for i, ev := range evs.GetEvents() {
 		w := want[i]
 		if ev.GetSequence() != uint64(i+1) || ev.GetKind() != w.kind || !bytes.Equal(ev.GetCardId(), w.card) ||
-			!bytes.Equal(ev.GetPreviousCardId(), w.prev) || ev.GetIdentity() != w.identity || ev.GetAppId() != a.id || ev.GetOccurredAt() == nil {
+			!bytes.Equal(ev.GetPreviousCardId(), w.prev) || ev.GetIdentity() != w.identity || ev.GetAppId() != a.id || ev.GetOccurredAt() == nil ||
+			ev.GetKeyReset() != w.reset {
 			t.Errorf("event %d = %v; want %v of %x (previous %x)", i+1, ev, w.kind, w.card, w.prev)
 		}
 	}
 	tail, err := c.ListCardEvents(asService(testServiceToken), &cardv1.ListCardEventsRequest{AfterSequence: 5, PageSize: 1})
-	if err != nil || len(tail.GetEvents()) != 1 || tail.GetEvents()[0].GetSequence() != 6 || tail.GetLatestSequence() != 7 {
+	if err != nil || len(tail.GetEvents()) != 1 || tail.GetEvents()[0].GetSequence() != 6 || tail.GetLatestSequence() != 8 {
 		t.Errorf("events after 5, page of 1 = %v, %v", tail, err)
 	}
 	refs, err := c.LookupActiveCards(asService(testServiceToken), &cardv1.LookupActiveCardsRequest{AppId: a.id, Identities: []string{alice.identity, "u_" + strings.Repeat("q", 32), bob.identity}})
@@ -616,10 +682,13 @@ func TestSearchRateLimit(t *testing.T) {
 func TestConcurrentPublicationsKeepOneActiveCard(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	alice := e.newUser(t, e.newApp(t, "A"), "alice")
+	keys := map[string]*e2ee.KeyPair{} // by card id
 	race := func(previous []byte) (winners []*cardv1.Card, refusals map[codes.Code]int) {
 		reqs := make([]*cardv1.PublishCardRequest, 8)
 		for i := range reqs {
-			reqs[i] = e.cardRequest(t, alice, newKeys(t, e2ee.SuiteX25519), previous, nil)
+			kp := newKeys(t, e2ee.SuiteX25519)
+			reqs[i] = e.cardRequest(t, alice, kp, previous, keys[string(previous)])
+			keys[string(e2ee.CardID(reqs[i].GetContent()))] = kp
 		}
 		var mu sync.Mutex
 		var wg sync.WaitGroup
@@ -650,6 +719,38 @@ func TestConcurrentPublicationsKeepOneActiveCard(t *testing.T) {
 	if err != nil || len(hist.GetCards()) != 2 || hist.GetCards()[0].GetStatus() != cardv1.CardStatus_CARD_STATUS_ACTIVE ||
 		hist.GetCards()[1].GetStatus() != cardv1.CardStatus_CARD_STATUS_SUPERSEDED {
 		t.Errorf("history after the races = %v, %v; want one active card over one superseded", hist, err)
+	}
+}
+
+// TestResetGrantIsSpentOverARestart: a grant the service accepted stays spent after the
+// service restarts, while it would still verify.
+func TestResetGrantIsSpentOverARestart(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	alice := e.newUser(t, e.newApp(t, "A"), "alice")
+	c1 := e.publish(t, alice, newKeys(t, e2ee.SuiteX25519), nil, nil)
+	grant := e.grant(t, alice, 0)
+	resp, err := e.client.PublishCard(alice.ctx(), e.resetRequest(t, alice, newKeys(t, e2ee.SuiteX25519), grant))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.GetCard().GetKeyReset() {
+		t.Errorf("reset card = %v; want key_reset", resp.GetCard())
+	}
+	if got, err := e.client.GetCard(alice.ctx(), &cardv1.GetCardRequest{CardId: c1.GetCardId()}); err != nil || got.GetCard().GetStatus() != cardv1.CardStatus_CARD_STATUS_REVOKED {
+		t.Errorf("the card active before the reset: %v, %v; want REVOKED", got, err)
+	}
+	e.stop()
+
+	e2 := newEnv(t, envOptions{dir: e.dir, clock: e.clock})
+	e2.clock.Add(time.Minute)
+	before := e2.snapshot(t)
+	_, err = e2.client.PublishCard(alice.ctx(), e2.resetRequest(t, alice, newKeys(t, e2ee.SuiteX25519), grant))
+	wantCode(t, err, codes.PermissionDenied, "was already used")
+	if !maps.Equal(before, e2.snapshot(t)) {
+		t.Error("the refused reset changed the store")
+	}
+	if _, err := e2.client.PublishCard(alice.ctx(), e2.resetRequest(t, alice, newKeys(t, e2ee.SuiteX25519), e2.grant(t, alice, 0))); err != nil {
+		t.Errorf("a reset with a new grant after the restart: %v", err)
 	}
 }
 
@@ -689,7 +790,7 @@ func TestServiceKeySurvivesRestart(t *testing.T) {
 	}
 }
 
-// TestNoPrivateKeyBytesInCardDB runs a register, rotate and revoke story with both
+// TestNoPrivateKeyBytesInCardDB runs a register, rotate, revoke and reset story with both
 // suites and then reads card.db's raw bytes: no private key of a user may be in it,
 // while the public keys are (so the scan looks at the right file).
 func TestNoPrivateKeyBytesInCardDB(t *testing.T) {
@@ -707,7 +808,9 @@ func TestNoPrivateKeyBytesInCardDB(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.clock.Add(time.Second)
-		e.publish(t, u, k3, nil, nil)
+		if _, err := e.client.PublishCard(u.ctx(), e.resetRequest(t, u, k3, e.grant(t, u, 0))); err != nil {
+			t.Fatal(err)
+		}
 	}
 	e.stop()
 	raw, err := os.ReadFile(filepath.Join(e.dir, "card.db"))

@@ -16,13 +16,33 @@ import (
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
 
+// PublishState is what a PublishCheck sees of the identity of a new card: its ACTIVE
+// card, the stored card with the new card's id, and the stored card that the new
+// card's previous_card_id names (each nil if there is none), and whether the identity
+// has published any card before.
+type PublishState struct {
+	Active, Same, Named *storagev1.CardRecord
+	HasHistory          bool
+}
+
 // PublishCheck decides, inside the transaction of a publication, whether a card may be
-// published. It sees the identity's ACTIVE card, the stored card with the new card's
-// id, and the stored card that the new card's previous_card_id names (each nil if
-// there is none). It returns an error to refuse (nothing is written), a stored record
-// to answer with instead of writing anything (a retry of the active card), or neither
-// to publish.
-type PublishCheck func(active, same, named *storagev1.CardRecord) (*storagev1.CardRecord, error)
+// published. It returns an error to refuse (nothing is written), a stored record to
+// answer with instead of writing anything (a retry of the active card), or neither to
+// publish.
+type PublishCheck func(PublishState) (*storagev1.CardRecord, error)
+
+// ResetGrantUse is the reset grant a reset publication spends.
+type ResetGrantUse struct {
+	// ID is the grant's id (its jti), unique per app.
+	ID string
+	// ExpiresAt is when the grant stops verifying anyway; the spent record is kept
+	// until then (and a margin), then pruned.
+	ExpiresAt time.Time
+}
+
+// spentGrantMargin is how long after its expiry a spent grant is still remembered: more
+// than the clock leeway with which grants are verified.
+const spentGrantMargin = time.Minute
 
 // Store is the card service's state. Every method is one transaction: it commits whole
 // or changes nothing. Cards are namespaced by app.
@@ -43,7 +63,12 @@ type Store interface {
 	// the identity's active card (if any) becomes SUPERSEDED by it at its published_at,
 	// the card gets the next event sequence, and a PUBLISHED event is appended. It
 	// returns the stored card and true, or what check returned instead and false.
-	Publish(card *storagev1.CardRecord, check PublishCheck) (*storagev1.CardRecord, bool, error)
+	//
+	// A reset card (card.reset, with the grant it spends; grant is nil for any other
+	// card) revokes the active card instead of superseding it, with a REVOKED event
+	// before the PUBLISHED one, and records the grant as spent: a grant already spent
+	// is refused with ErrPermission, and nothing is written.
+	Publish(card *storagev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*storagev1.CardRecord, bool, error)
 	// Revoke marks the card of appID with id cardID REVOKED at at, and appends a
 	// REVOKED event; if it was its identity's active card, the identity is left without
 	// one. ErrNotFound if appID has no such card, ErrPermission if it is not identity's.
@@ -72,13 +97,14 @@ var (
 	bucketHistory    = []byte("history")
 	bucketEvents     = []byte("events")
 	bucketServiceKey = []byte("service_key")
+	bucketGrants     = []byte("reset_grants")
 	currentKey       = []byte("current")
 )
 
 // The layout is documented in proto/umbra/storage/v1/card.proto.
 var schema = boltdb.Schema{
 	Version: 1,
-	Buckets: [][]byte{bucketCards, bucketActive, bucketHistory, bucketEvents, bucketServiceKey},
+	Buckets: [][]byte{bucketCards, bucketActive, bucketHistory, bucketEvents, bucketServiceKey, bucketGrants},
 }
 
 // BoltStore is the Store in a bbolt file.
@@ -176,10 +202,65 @@ func activeRecord(r *storagev1.CardRecord) *storagev1.ActiveCardRecord {
 		PublishedAt:          r.GetPublishedAt(),
 		SigningPublicKey:     r.GetSigningPublicKey(),
 		Suite:                r.GetSuite(),
+		KeyReset:             r.GetKeyReset(),
 	}
 }
 
-func (s *BoltStore) Publish(card *storagev1.CardRecord, check PublishCheck) (*storagev1.CardRecord, bool, error) {
+// hasHistory reports whether identity has published any card.
+func hasHistory(tx *bolt.Tx, appID, identity string) bool {
+	prefix := historyPrefix(appID, identity)
+	k, _ := tx.Bucket(bucketHistory).Cursor().Seek(prefix)
+	return k != nil && bytes.HasPrefix(k, prefix)
+}
+
+// spendGrant records grant as spent by card, or refuses it if it was spent before. It
+// also forgets grants that expired long enough ago to be refused for their expiry.
+func spendGrant(tx *bolt.Tx, card *storagev1.CardRecord, grant *ResetGrantUse) error {
+	b := tx.Bucket(bucketGrants)
+	now := card.GetPublishedAt().AsTime()
+	key := boltdb.Key(card.GetAppId(), grant.ID)
+	spent := &storagev1.SpentResetGrantRecord{}
+	err := boltdb.GetProto(b, key, spent)
+	switch {
+	case err == nil:
+		return errs.Permissionf("reset grant %s was already used at %s, to publish card %s: a grant authorises one reset; ask the app backend for a new one",
+			grant.ID, spent.GetSpentAt().AsTime().Format(time.RFC3339), cardIDString(spent.GetCardId()))
+	case !errors.Is(err, errs.ErrNotFound):
+		return err
+	}
+	// Grants live an hour at most and resets are rare, so the bucket stays small and a
+	// scan of it costs nothing next to the publication.
+	var expired [][]byte
+	err = b.ForEach(func(k, v []byte) error {
+		rec := &storagev1.SpentResetGrantRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
+			return fmt.Errorf("card: spent reset grant %q: %w", k, err)
+		}
+		if now.After(rec.GetExpiresAt().AsTime().Add(spentGrantMargin)) {
+			expired = append(expired, bytes.Clone(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range expired {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return boltdb.PutProto(b, key, &storagev1.SpentResetGrantRecord{
+		Identity:  card.GetIdentity(),
+		ExpiresAt: timestamppb.New(grant.ExpiresAt),
+		SpentAt:   card.GetPublishedAt(),
+		CardId:    card.GetCardId(),
+	})
+}
+
+func (s *BoltStore) Publish(card *storagev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*storagev1.CardRecord, bool, error) {
+	if card.GetKeyReset() != (grant != nil) {
+		return nil, false, fmt.Errorf("card: publish of card %x: reset %v with grant %v: a reset card and only a reset card spends a grant", card.GetCardId(), card.GetKeyReset(), grant)
+	}
 	var out *storagev1.CardRecord
 	written := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -198,14 +279,46 @@ func (s *BoltStore) Publish(card *storagev1.CardRecord, check PublishCheck) (*st
 				return err
 			}
 		}
-		if out, err = check(active, same, named); err != nil || out != nil {
+		state := PublishState{Active: active, Same: same, Named: named, HasHistory: hasHistory(tx, app, identity)}
+		if out, err = check(state); err != nil || out != nil {
 			return err
 		}
 		if same != nil {
 			return fmt.Errorf("card: publish check let card %x be stored twice", card.GetCardId())
 		}
+		if grant != nil {
+			if err := spendGrant(tx, card, grant); err != nil {
+				return err
+			}
+		}
 
 		events := tx.Bucket(bucketEvents)
+		cards := tx.Bucket(bucketCards)
+		if active != nil && card.GetKeyReset() {
+			// No key of the identity vouches for the reset card, so the card it
+			// replaces is revoked, not superseded: nothing signed with its key after
+			// now is trusted (whoever holds that key, the user no longer does).
+			revSeq, err := events.NextSequence()
+			if err != nil {
+				return err
+			}
+			active.Status = storagev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
+			active.RevokedAt = card.GetPublishedAt()
+			if err := boltdb.PutProto(cards, cardKey(app, active.GetCardId()), active); err != nil {
+				return err
+			}
+			if err := boltdb.PutProto(events, boltdb.U64(revSeq), &storagev1.CardEventRecord{
+				Sequence:   revSeq,
+				AppId:      app,
+				Identity:   identity,
+				CardId:     active.GetCardId(),
+				Kind:       storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
+				OccurredAt: active.GetRevokedAt(),
+			}); err != nil {
+				return err
+			}
+			active = nil
+		}
 		seq, err := events.NextSequence()
 		if err != nil {
 			return err
@@ -217,8 +330,8 @@ func (s *BoltStore) Publish(card *storagev1.CardRecord, check PublishCheck) (*st
 			CardId:     card.GetCardId(),
 			Kind:       storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED,
 			OccurredAt: card.GetPublishedAt(),
+			KeyReset:   card.GetKeyReset(),
 		}
-		cards := tx.Bucket(bucketCards)
 		if active != nil {
 			active.Status = storagev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED
 			active.SupersededBy = card.GetCardId()

@@ -43,12 +43,15 @@ func record(app, identity string, n byte, previous []byte) *storagev1.CardRecord
 }
 
 // seen is what a PublishCheck was shown.
-type seen struct{ active, same, named *storagev1.CardRecord }
+type seen struct {
+	active, same, named *storagev1.CardRecord
+	history             bool
+}
 
 // allow is a PublishCheck that publishes anything, recording what it saw.
 func allow(into *seen) PublishCheck {
-	return func(active, same, named *storagev1.CardRecord) (*storagev1.CardRecord, error) {
-		*into = seen{active, same, named}
+	return func(st PublishState) (*storagev1.CardRecord, error) {
+		*into = seen{st.Active, st.Same, st.Named, st.HasHistory}
 		return nil, nil
 	}
 }
@@ -62,11 +65,11 @@ func TestStorePublishSupersedesAndLogs(t *testing.T) {
 	s, _ := openTestStore(t)
 	var got seen
 	c1 := record("app_a", idAlice, 1, nil)
-	stored, written, err := s.Publish(c1, allow(&got))
+	stored, written, err := s.Publish(c1, nil, allow(&got))
 	if err != nil || !written {
 		t.Fatalf("first publish: written=%v err=%v", written, err)
 	}
-	if got.active != nil || got.same != nil || got.named != nil {
+	if got.active != nil || got.same != nil || got.named != nil || got.history {
 		t.Errorf("check of a first card saw %+v; want nothing", got)
 	}
 	if stored.GetStatus() != storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE || stored.GetSequence() != 1 {
@@ -77,10 +80,10 @@ func TestStorePublishSupersedesAndLogs(t *testing.T) {
 	}
 
 	c2 := record("app_a", idAlice, 2, c1.GetCardId())
-	if _, _, err := s.Publish(c2, allow(&got)); err != nil {
+	if _, _, err := s.Publish(c2, nil, allow(&got)); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got.active.GetCardId(), c1.GetCardId()) || !bytes.Equal(got.named.GetCardId(), c1.GetCardId()) || got.same != nil {
+	if !bytes.Equal(got.active.GetCardId(), c1.GetCardId()) || !bytes.Equal(got.named.GetCardId(), c1.GetCardId()) || got.same != nil || !got.history {
 		t.Errorf("check of a rotation saw %+v; want c1 active and named", got)
 	}
 	old, err := s.Card("app_a", c1.GetCardId())
@@ -98,7 +101,7 @@ func TestStorePublishSupersedesAndLogs(t *testing.T) {
 		t.Errorf("active cards = %v, %v; want the copy of %v", active, err, stored2)
 	}
 	// The same card id in another app is another card.
-	if _, _, err := s.Publish(record("app_b", idAlice, 1, nil), allow(&got)); err != nil {
+	if _, _, err := s.Publish(record("app_b", idAlice, 1, nil), nil, allow(&got)); err != nil {
 		t.Fatal(err)
 	}
 	if got.same != nil || got.active != nil {
@@ -123,27 +126,27 @@ func TestStorePublishSupersedesAndLogs(t *testing.T) {
 func TestStoreRefusedPublishWritesNothing(t *testing.T) {
 	s, _ := openTestStore(t)
 	c1 := record("app_a", idAlice, 1, nil)
-	if _, _, err := s.Publish(c1, allow(&seen{})); err != nil {
+	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
 		t.Fatal(err)
 	}
 	before := snapshot(t, s)
 	refusal := errs.Conflictf("no")
-	if _, _, err := s.Publish(record("app_a", idAlice, 2, c1.GetCardId()), func(_, _, _ *storagev1.CardRecord) (*storagev1.CardRecord, error) {
+	if _, _, err := s.Publish(record("app_a", idAlice, 2, c1.GetCardId()), nil, func(PublishState) (*storagev1.CardRecord, error) {
 		return nil, refusal
 	}); !errors.Is(err, refusal) {
 		t.Errorf("refused publish returned %v", err)
 	}
 	// A check that answers with a stored record (a retry) writes nothing either.
 	var answered *storagev1.CardRecord
-	got, written, err := s.Publish(c1, func(_, same, _ *storagev1.CardRecord) (*storagev1.CardRecord, error) {
-		answered = same
-		return same, nil
+	got, written, err := s.Publish(c1, nil, func(st PublishState) (*storagev1.CardRecord, error) {
+		answered = st.Same
+		return st.Same, nil
 	})
 	if err != nil || written || !proto.Equal(got, answered) || answered == nil {
 		t.Errorf("retry: got %v written=%v err=%v", got, written, err)
 	}
 	// The store itself never stores one card id twice, whatever the check says.
-	if _, _, err := s.Publish(c1, allow(&seen{})); err == nil {
+	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err == nil {
 		t.Error("a card stored twice")
 	}
 	if !maps.Equal(before, snapshot(t, s)) {
@@ -154,7 +157,7 @@ func TestStoreRefusedPublishWritesNothing(t *testing.T) {
 func TestStoreRevoke(t *testing.T) {
 	s, _ := openTestStore(t)
 	c1 := record("app_a", idAlice, 1, nil)
-	if _, _, err := s.Publish(c1, allow(&seen{})); err != nil {
+	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := s.Revoke("app_a", idBob, c1.GetCardId(), t0); !errors.Is(err, errs.ErrPermission) {
@@ -177,11 +180,97 @@ func TestStoreRevoke(t *testing.T) {
 	}
 	// With no active card, a fresh card sees none.
 	var got seen
-	if _, _, err := s.Publish(record("app_a", idAlice, 2, nil), allow(&got)); err != nil || got.active != nil {
-		t.Errorf("publish after revocation saw active %v (err %v)", got.active, err)
+	if _, _, err := s.Publish(record("app_a", idAlice, 2, nil), nil, allow(&got)); err != nil || got.active != nil || !got.history {
+		t.Errorf("publish after revocation saw active %v, history %v (err %v); want no active card and a history", got.active, got.history, err)
 	}
 	if _, latest, _ := s.Events(0, 10); latest != 3 {
 		t.Errorf("latest event %d; want 3 (publish, revoke, publish)", latest)
+	}
+}
+
+// TestStoreResetRevokesAndSpendsGrantOnce: a reset card revokes the active card
+// instead of superseding it, and its grant is spent, for good (over a reopen), until it
+// has long expired.
+func TestStoreResetRevokesAndSpendsGrantOnce(t *testing.T) {
+	s, path := openTestStore(t)
+	c1 := record("app_a", idAlice, 1, nil)
+	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
+		t.Fatal(err)
+	}
+	reset := func(n byte) *storagev1.CardRecord {
+		r := record("app_a", idAlice, n, nil)
+		r.KeyReset = true
+		return r
+	}
+	g1 := &ResetGrantUse{ID: "grant1", ExpiresAt: t0.Add(10 * time.Minute)}
+	// A reset card without its grant, or a grant with a card that is no reset, is a
+	// programming error, refused before anything.
+	if _, _, err := s.Publish(reset(2), nil, allow(&seen{})); err == nil {
+		t.Error("a reset card was published without a grant")
+	}
+	if _, _, err := s.Publish(record("app_a", idAlice, 2, nil), g1, allow(&seen{})); err == nil {
+		t.Error("a grant was spent on a card that is no reset")
+	}
+
+	c2 := reset(2)
+	stored, written, err := s.Publish(c2, g1, allow(&seen{}))
+	if err != nil || !written || !stored.GetKeyReset() {
+		t.Fatalf("reset: %v written=%v err=%v", stored, written, err)
+	}
+	old, err := s.Card("app_a", c1.GetCardId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.GetStatus() != storagev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED || !old.GetRevokedAt().AsTime().Equal(c2.GetPublishedAt().AsTime()) || len(old.GetSupersededBy()) != 0 {
+		t.Errorf("the card a reset replaced = %v; want REVOKED at the reset, superseded by nothing", old)
+	}
+	active, err := s.ActiveCards("app_a", []string{idAlice})
+	if err != nil || len(active) != 1 || !active[0].GetKeyReset() || !bytes.Equal(active[0].GetCardId(), c2.GetCardId()) {
+		t.Errorf("active cards after the reset = %v, %v; want the reset card, marked", active, err)
+	}
+	evs, _, err := s.Events(0, 10)
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("events = %v, %v; want publish, revoke, publish", evs, err)
+	}
+	if evs[1].GetKind() != storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED || !bytes.Equal(evs[1].GetCardId(), c1.GetCardId()) ||
+		evs[2].GetKind() != storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED || !evs[2].GetKeyReset() || len(evs[2].GetPreviousCardId()) != 0 ||
+		stored.GetSequence() != evs[2].GetSequence() {
+		t.Errorf("events = %v; want c1 revoked, then the reset card published (marked, no previous card)", evs)
+	}
+
+	// The grant is spent, over a reopen too; another app's grant of the same id is not.
+	s.Close()
+	s, err = OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	before := snapshot(t, s)
+	if _, _, err := s.Publish(reset(3), g1, allow(&seen{})); !errors.Is(err, errs.ErrPermission) || !strings.Contains(err.Error(), "reset grant grant1 was already used") {
+		t.Errorf("the grant spent again: %v; want ErrPermission", err)
+	}
+	if !maps.Equal(before, snapshot(t, s)) {
+		t.Error("the refused reset changed the store")
+	}
+	other := record("app_b", idAlice, 3, nil)
+	other.KeyReset = true
+	if _, _, err := s.Publish(other, g1, allow(&seen{})); err != nil {
+		t.Errorf("app B's grant with the same id: %v", err)
+	}
+	// A later reset forgets grants that expired more than the margin ago.
+	c4 := reset(4)
+	c4.PublishedAt = timestamppb.New(g1.ExpiresAt.Add(spentGrantMargin + time.Second))
+	if _, _, err := s.Publish(c4, &ResetGrantUse{ID: "grant2", ExpiresAt: c4.GetPublishedAt().AsTime().Add(time.Minute)}, allow(&seen{})); err != nil {
+		t.Fatal(err)
+	}
+	kept := map[string]bool{}
+	for k := range snapshot(t, s) {
+		if rest, ok := strings.CutPrefix(k, string(bucketGrants)+"/"); ok {
+			kept[rest] = true
+		}
+	}
+	if len(kept) != 1 || !kept["app_a\x00grant2"] {
+		t.Errorf("spent grants kept = %v; want only app_a's grant2 (the others expired long ago)", kept)
 	}
 }
 
@@ -190,12 +279,12 @@ func TestStoreHistoryPagesNewestFirst(t *testing.T) {
 	var prev []byte
 	for n := byte(1); n <= 5; n++ {
 		rec := record("app_a", idAlice, n, prev)
-		if _, _, err := s.Publish(rec, allow(&seen{})); err != nil {
+		if _, _, err := s.Publish(rec, nil, allow(&seen{})); err != nil {
 			t.Fatal(err)
 		}
 		prev = rec.GetCardId()
 		// Bob's cards interleave with alice's in the sequence and in the bucket.
-		if _, _, err := s.Publish(record("app_a", idBob, 100+n, nil), allow(&seen{})); err != nil {
+		if _, _, err := s.Publish(record("app_a", idBob, 100+n, nil), nil, allow(&seen{})); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
@@ -39,6 +40,8 @@ func validPublish(req *cardv1.PublishCardRequest) error {
 		return errs.TooLargef("content is %d bytes; a card's content is at most %d", len(req.GetContent()), e2ee.MaxCardContentSize)
 	case len(req.GetSelfSignature()) == 0:
 		return errs.Invalidf("self_signature is empty: send the Ed25519 signature of the content by its signing key")
+	case len(req.GetResetGrant()) > auth.MaxResetGrantSize:
+		return errs.TooLargef("reset_grant is %d bytes; a reset grant is at most %d", len(req.GetResetGrant()), auth.MaxResetGrantSize)
 	}
 	if e := req.GetEndorsement(); e != nil {
 		switch {

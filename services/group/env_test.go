@@ -247,7 +247,8 @@ func (e *env) newUsers(t testing.TB, a app, withCards bool, uids ...string) []*u
 	return out
 }
 
-// publishCard gives u a new card (a rotation when it has one).
+// publishCard gives u a new card (a rotation, endorsed by its current key, when it has
+// one).
 func (e *env) publishCard(u *user) error {
 	kp, err := e2ee.GenerateKeyPair(e2ee.SuiteX25519)
 	if err != nil {
@@ -257,7 +258,19 @@ func (e *env) publishCard(u *user) error {
 	if err != nil {
 		return err
 	}
-	resp, err := e.cards.PublishCard(u.ctx(), &cardv1.PublishCardRequest{Content: content, SelfSignature: sig})
+	req := &cardv1.PublishCardRequest{Content: content, SelfSignature: sig}
+	if u.cardID != nil {
+		next, err := e2ee.ParseCard(content, sig)
+		if err != nil {
+			return err
+		}
+		ec, es, err := e2ee.Endorse(u.keys, next)
+		if err != nil {
+			return err
+		}
+		req.Endorsement = &cardv1.CardEndorsement{Content: ec, Signature: es}
+	}
+	resp, err := e.cards.PublishCard(u.ctx(), req)
 	if err != nil {
 		return err
 	}

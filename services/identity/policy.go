@@ -16,6 +16,7 @@ func Policies() auth.Table {
 		identityv1.IdentityService_IssueToken_FullMethodName:        auth.AppKey,
 		identityv1.IdentityService_ResolveIdentities_FullMethodName: auth.AppKey,
 		identityv1.IdentityService_RevokeTokens_FullMethodName:      auth.AppKey,
+		identityv1.IdentityService_IssueResetGrant_FullMethodName:   auth.AppKey,
 		identityv1.IdentityService_GetSigningKeys_FullMethodName:    auth.Public,
 		identityv1.IdentityService_WhoAmI_FullMethodName:            auth.AccessToken,
 		identityv1.IdentityService_ListRevocations_FullMethodName:   auth.Internal,

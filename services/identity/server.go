@@ -288,6 +288,47 @@ func (s *Server) IssueToken(ctx context.Context, req *identityv1.IssueTokenReque
 	return &identityv1.IssueTokenResponse{AccessToken: tok, ExpiresAt: timestamppb.New(now.Add(ttl)), TokenId: jti}, nil
 }
 
+// IssueResetGrant implements IdentityService.
+func (s *Server) IssueResetGrant(ctx context.Context, req *identityv1.IssueResetGrantRequest) (*identityv1.IssueResetGrantResponse, error) {
+	p, err := auth.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
+		return nil, err
+	}
+	ttl, err := grantTTL(req.GetTtl())
+	if err != nil {
+		return nil, err
+	}
+	jti, err := s.randomID(16)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	signer := s.signer
+	s.mu.RUnlock()
+	now := s.now().Truncate(time.Second)
+	claims := &auth.Claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    s.issuer,
+			Subject:   req.GetIdentity(),
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+			ID:        jti,
+		},
+		App: p.AppID,
+	}
+	grant, err := auth.SignResetGrant(claims, signer.GetKeyId(), ed25519.NewKeyFromSeed(signer.GetSeed()))
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("reset grant issued", zap.String("app", p.AppID), zap.String("key_id", p.AppKeyID),
+		zap.String("identity", req.GetIdentity()), zap.String("grant_id", jti), zap.Time("expires_at", now.Add(ttl)))
+	return &identityv1.IssueResetGrantResponse{ResetGrant: grant, ExpiresAt: timestamppb.New(now.Add(ttl)), GrantId: jti}, nil
+}
+
 // ResolveIdentities implements IdentityService.
 func (s *Server) ResolveIdentities(ctx context.Context, req *identityv1.ResolveIdentitiesRequest) (*identityv1.ResolveIdentitiesResponse, error) {
 	p, err := auth.Caller(ctx)

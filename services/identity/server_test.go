@@ -202,6 +202,39 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 			return err
 		}, codes.Unauthenticated, "was revoked"},
 
+		{"IssueResetGrant without credential", func() error {
+			_, err := c.IssueResetGrant(as(""), &identityv1.IssueResetGrantRequest{Identity: alice})
+			return err
+		}, codes.Unauthenticated, "missing credential"},
+		{"IssueResetGrant with the user's access token", func() error {
+			_, err := c.IssueResetGrant(as(tok), &identityv1.IssueResetGrantRequest{Identity: alice})
+			return err
+		}, codes.Unauthenticated, "malformed app API key"},
+		{"IssueResetGrant with a revoked key", func() error {
+			_, err := c.IssueResetGrant(as(revokedKey), &identityv1.IssueResetGrantRequest{Identity: alice})
+			return err
+		}, codes.Unauthenticated, "was revoked"},
+		{"IssueResetGrant with the admin credential", func() error {
+			_, err := c.IssueResetGrant(as(testAdmin), &identityv1.IssueResetGrantRequest{Identity: alice})
+			return err
+		}, codes.Unauthenticated, "malformed app API key"},
+		{"IssueResetGrant for a raw user id", func() error {
+			_, err := c.IssueResetGrant(as(key), &identityv1.IssueResetGrantRequest{Identity: "alice"})
+			return err
+		}, codes.InvalidArgument, "identity"},
+		{"IssueResetGrant for a group identity", func() error {
+			_, err := c.IssueResetGrant(as(key), &identityv1.IssueResetGrantRequest{Identity: "g_" + alice[2:]})
+			return err
+		}, codes.InvalidArgument, "not a user identity"},
+		{"IssueResetGrant with a ttl under a minute", func() error {
+			_, err := c.IssueResetGrant(as(key), &identityv1.IssueResetGrantRequest{Identity: alice, Ttl: durationpb.New(30 * time.Second)})
+			return err
+		}, codes.InvalidArgument, "ttl 30s is out of range: between 1m0s and 1h0m0s"},
+		{"IssueResetGrant with a ttl over an hour", func() error {
+			_, err := c.IssueResetGrant(as(key), &identityv1.IssueResetGrantRequest{Identity: alice, Ttl: durationpb.New(61 * time.Minute)})
+			return err
+		}, codes.InvalidArgument, "out of range"},
+
 		// Internal methods.
 		{"ListRevocations without credential", func() error {
 			_, err := c.ListRevocations(as(""), &identityv1.ListRevocationsRequest{})

@@ -13,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
@@ -94,6 +95,11 @@ func TestAccessTokenAttacksAreRefused(t *testing.T) {
 	}
 	pub := f.priv.Public().(ed25519.PublicKey)
 	parts := strings.Split(good, ".")
+	gresp, err := e.client.IssueResetGrant(as(key), &identityv1.IssueResetGrantRequest{Identity: alice})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grant := gresp.GetResetGrant()
 
 	hs256WithPublicKey := func() string {
 		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, f.claims(alice, appID, now))
@@ -170,6 +176,8 @@ func TestAccessTokenAttacksAreRefused(t *testing.T) {
 		{"group identity as subject", with(func(c *auth.Claims) { c.Subject = "g_" + alice[2:] }), "not a user identity", codes.Unauthenticated},
 		{"no app", with(func(c *auth.Claims) { c.App = "" }), "no app claim", codes.Unauthenticated},
 		{"no token id", with(func(c *auth.Claims) { c.ID = "" }), "token id", codes.Unauthenticated},
+		{"an audience (what a reset grant has)", with(func(c *auth.Claims) { c.Audience = jwt.ClaimStrings{auth.ResetGrantAudience} }), "access token has an audience", codes.Unauthenticated},
+		{"a reset grant instead of a token", grant, "a reset grant is not an access token", codes.Unauthenticated},
 		{"app key instead of a token", key, "malformed", codes.Unauthenticated},
 		{"admin credential instead of a token", testAdmin, "malformed", codes.Unauthenticated},
 		{"no token at all", "", "missing credential", codes.Unauthenticated},
@@ -205,6 +213,91 @@ func TestAccessTokenAttacksAreRefused(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestResetGrants: the grant IssueResetGrant returns verifies as a reset grant for the
+// app and identity it names, for the lifetime asked; anything else (an access token, a
+// grant with another audience, type or lifetime, expired, or signed by an unknown key)
+// is refused as a grant.
+func TestResetGrants(t *testing.T) {
+	e := newEnv(t)
+	appID, key := e.newApp(t, "A")
+	alice := e.user(t, key, "alice")
+	v := auth.NewVerifier(e.srv, e.srv, "", e.clock.Now)
+	ctx := context.Background()
+	now := e.clock.Now()
+
+	resp, err := e.client.IssueResetGrant(as(key), &identityv1.IssueResetGrantRequest{Identity: alice})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := v.VerifyResetGrant(ctx, resp.GetResetGrant())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.AppID != appID || g.Identity != alice || g.ID != resp.GetGrantId() || !g.ExpiresAt.Equal(now.Add(auth.DefaultResetGrantTTL)) ||
+		!resp.GetExpiresAt().AsTime().Equal(g.ExpiresAt) {
+		t.Errorf("grant = %+v (reply %v); want alice's of app %s, expiring in %s", g, resp, appID, auth.DefaultResetGrantTTL)
+	}
+	long, err := e.client.IssueResetGrant(as(key), &identityv1.IssueResetGrantRequest{Identity: alice, Ttl: durationpb.New(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g2, err := v.VerifyResetGrant(ctx, long.GetResetGrant()); err != nil || !g2.ExpiresAt.Equal(now.Add(time.Hour)) || g2.ID == g.ID {
+		t.Errorf("a one-hour grant = %+v, %v", g2, err)
+	}
+
+	f := newForger(t, e)
+	grantClaims := func(edit func(*auth.Claims)) *auth.Claims {
+		c := f.claims(alice, appID, now)
+		c.ExpiresAt = jwt.NewNumericDate(now.Add(10 * time.Minute))
+		edit(c)
+		return c
+	}
+	signGrant := func(c *auth.Claims, kid string, priv ed25519.PrivateKey) string {
+		s, err := auth.SignResetGrant(c, kid, priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	otherAudience := func() string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, grantClaims(func(c *auth.Claims) { c.Audience = jwt.ClaimStrings{"umbra/other"} }))
+		tok.Header["kid"], tok.Header["typ"] = f.kid, auth.ResetGrantType
+		s, err := tok.SignedString(f.priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	cases := []struct{ name, grant, msg string }{
+		{"an access token", e.token(t, key, alice), `reset_grant is not a reset grant (its type is "JWT"`},
+		{"an access token forged with the grant's audience", f.sign(grantClaims(func(c *auth.Claims) { c.Audience = jwt.ClaimStrings{auth.ResetGrantAudience} })), "is not a reset grant"},
+		{"the grant's type with another audience", otherAudience(), "wrong audience"},
+		{"a lifetime over an hour", signGrant(grantClaims(func(c *auth.Claims) { c.ExpiresAt = jwt.NewNumericDate(now.Add(2 * time.Hour)) }), f.kid, f.priv), "lives longer than 1h0m0s"},
+		{"expired", signGrant(grantClaims(func(c *auth.Claims) {
+			c.IssuedAt = jwt.NewNumericDate(now.Add(-20 * time.Minute))
+			c.ExpiresAt = jwt.NewNumericDate(now.Add(-10 * time.Minute))
+		}), f.kid, f.priv), "reset grant has expired"},
+		{"an unknown signing key", signGrant(grantClaims(func(*auth.Claims) {}), "nosuchkey", stranger), "unknown signing key"},
+		{"signed by another key under the real key id", signGrant(grantClaims(func(*auth.Claims) {}), f.kid, stranger), "signature is invalid"},
+		{"no grant id", signGrant(grantClaims(func(c *auth.Claims) { c.ID = "" }), f.kid, f.priv), "no grant id"},
+		{"no app", signGrant(grantClaims(func(c *auth.Claims) { c.App = "" }), f.kid, f.priv), "no app claim"},
+		{"a group as subject", signGrant(grantClaims(func(c *auth.Claims) { c.Subject = "g_" + alice[2:] }), f.kid, f.priv), "not a user identity"},
+		{"garbage", "not.a.grant", "malformed"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := v.VerifyResetGrant(ctx, tc.grant)
+			if codeOf(err) != codes.PermissionDenied || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("VerifyResetGrant: %v; want PermissionDenied with %q", err, tc.msg)
+			}
+		})
+	}
+	if _, err := v.VerifyResetGrant(ctx, signGrant(grantClaims(func(*auth.Claims) {}), f.kid, f.priv)); err != nil {
+		t.Errorf("the forger's honest grant is refused, so the cases above prove nothing: %v", err)
+	}
 }
 
 // TestRevocationFeedOverGRPC follows the feed the way other services do: over gRPC with

@@ -91,8 +91,19 @@ func validExternalIDs(uids, guids []string) error {
 	return nil
 }
 
-// tokenTTL returns the lifetime asked for, or the default.
+// tokenTTL returns the lifetime of an access token asked for, or the default.
 func tokenTTL(d *durationpb.Duration, def time.Duration) (time.Duration, error) {
+	return lifetime(d, def, auth.MinTokenTTL, auth.MaxTokenTTL)
+}
+
+// grantTTL returns the lifetime of a reset grant asked for, or the default.
+func grantTTL(d *durationpb.Duration) (time.Duration, error) {
+	return lifetime(d, auth.DefaultResetGrantTTL, auth.MinResetGrantTTL, auth.MaxResetGrantTTL)
+}
+
+// lifetime returns the duration d asks for, or def when it is unset or zero, if it is
+// between lo and hi.
+func lifetime(d *durationpb.Duration, def, lo, hi time.Duration) (time.Duration, error) {
 	if d == nil {
 		return def, nil
 	}
@@ -103,8 +114,8 @@ func tokenTTL(d *durationpb.Duration, def time.Duration) (time.Duration, error) 
 	switch {
 	case ttl == 0:
 		return def, nil
-	case ttl < auth.MinTokenTTL || ttl > auth.MaxTokenTTL:
-		return 0, errs.Invalidf("ttl %s is out of range: between %s and %s", ttl, auth.MinTokenTTL, auth.MaxTokenTTL)
+	case ttl < lo || ttl > hi:
+		return 0, errs.Invalidf("ttl %s is out of range: between %s and %s", ttl, lo, hi)
 	}
 	return ttl, nil
 }

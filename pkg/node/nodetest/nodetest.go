@@ -167,3 +167,14 @@ func (a *App) Token(t testing.TB, identity string) string {
 func (a *App) TokenFunc(identity string) func(context.Context) (string, error) {
 	return func(ctx context.Context) (string, error) { return a.IssueToken(ctx, identity, 0) }
 }
+
+// ResetGrant issues a reset grant for identity, as the app backend does after it has
+// re-authenticated a user who lost every key, failing the test on error.
+func (a *App) ResetGrant(t testing.TB, identity string) string {
+	t.Helper()
+	resp, err := identityv1.NewIdentityServiceClient(a.node.conn).IssueResetGrant(a.ctx(context.Background()), &identityv1.IssueResetGrantRequest{Identity: identity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetResetGrant()
+}

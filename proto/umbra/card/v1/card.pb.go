@@ -173,7 +173,14 @@ type Card struct {
 	// When the card was superseded; unset if it never was.
 	SupersededAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=superseded_at,json=supersededAt,proto3" json:"superseded_at,omitempty"`
 	// When the card was revoked; unset unless its status is REVOKED.
-	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// The card was published under a reset grant (PublishCard): no earlier card of the
+	// identity endorses it, and the app backend, not a key the user held, authorised it.
+	// Clients treat a reset card as a key change of its identity. The mark is the
+	// service's statement (its counter-signature covers only the card id): a client
+	// decides trust from the endorsement chain it verifies itself, and the mark tells it
+	// why a chain broke.
+	KeyReset      bool `protobuf:"varint,13,opt,name=key_reset,json=keyReset,proto3" json:"key_reset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -290,6 +297,13 @@ func (x *Card) GetRevokedAt() *timestamppb.Timestamp {
 		return x.RevokedAt
 	}
 	return nil
+}
+
+func (x *Card) GetKeyReset() bool {
+	if x != nil {
+		return x.KeyReset
+	}
+	return false
 }
 
 // CardEndorsement is a previous card's signature vouching for its successor.
@@ -443,7 +457,11 @@ type PublishCardRequest struct {
 	// Optional, only for a rotation: the previous card's endorsement of this card. If
 	// present it must verify with the previous card's signing key and name both cards
 	// exactly; a bad endorsement is refused (INVALID_ARGUMENT), never dropped.
-	Endorsement   *CardEndorsement `protobuf:"bytes,3,opt,name=endorsement,proto3" json:"endorsement,omitempty"`
+	Endorsement *CardEndorsement `protobuf:"bytes,3,opt,name=endorsement,proto3" json:"endorsement,omitempty"`
+	// Only for a reset (a card no earlier card endorses, of an identity that has
+	// published before): the reset grant the app backend obtained for the caller's
+	// identity with IdentityService.IssueResetGrant (at most 4 KiB). Used once.
+	ResetGrant    string `protobuf:"bytes,4,opt,name=reset_grant,json=resetGrant,proto3" json:"reset_grant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -497,6 +515,13 @@ func (x *PublishCardRequest) GetEndorsement() *CardEndorsement {
 		return x.Endorsement
 	}
 	return nil
+}
+
+func (x *PublishCardRequest) GetResetGrant() string {
+	if x != nil {
+		return x.ResetGrant
+	}
+	return ""
 }
 
 type PublishCardResponse struct {
@@ -1306,7 +1331,10 @@ type CardEvent struct {
 	// Empty otherwise.
 	PreviousCardId []byte `protobuf:"bytes,6,opt,name=previous_card_id,json=previousCardId,proto3" json:"previous_card_id,omitempty"`
 	// When the event was committed.
-	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	// For CARD_EVENT_KIND_PUBLISHED: the card is a reset (Card.key_reset). The active card
+	// it replaced, if any, has a CARD_EVENT_KIND_REVOKED event just before.
+	KeyReset      bool `protobuf:"varint,8,opt,name=key_reset,json=keyReset,proto3" json:"key_reset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1388,6 +1416,13 @@ func (x *CardEvent) GetOccurredAt() *timestamppb.Timestamp {
 		return x.OccurredAt
 	}
 	return nil
+}
+
+func (x *CardEvent) GetKeyReset() bool {
+	if x != nil {
+		return x.KeyReset
+	}
+	return false
 }
 
 type ListCardEventsRequest struct {
@@ -1502,7 +1537,7 @@ var File_umbra_card_v1_card_proto protoreflect.FileDescriptor
 
 const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\n" +
-	"\x18umbra/card/v1/card.proto\x12\rumbra.card.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\"\xa4\x04\n" +
+	"\x18umbra/card/v1/card.proto\x12\rumbra.card.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\"\xc1\x04\n" +
 	"\x04Card\x12\x17\n" +
 	"\acard_id\x18\x01 \x01(\fR\x06cardId\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x18\n" +
@@ -1517,7 +1552,8 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	" \x01(\fR\fsupersededBy\x12?\n" +
 	"\rsuperseded_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\fsupersededAt\x129\n" +
 	"\n" +
-	"revoked_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"I\n" +
+	"revoked_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1b\n" +
+	"\tkey_reset\x18\r \x01(\bR\bkeyReset\"I\n" +
 	"\x0fCardEndorsement\x12\x18\n" +
 	"\acontent\x18\x01 \x01(\fR\acontent\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"\xdc\x01\n" +
@@ -1529,11 +1565,13 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"public_key\x18\x03 \x01(\fR\tpublicKey\x129\n" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12?\n" +
-	"\rsuperseded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fsupersededAt\"\x97\x01\n" +
+	"\rsuperseded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fsupersededAt\"\xb8\x01\n" +
 	"\x12PublishCardRequest\x12\x18\n" +
 	"\acontent\x18\x01 \x01(\fR\acontent\x12%\n" +
 	"\x0eself_signature\x18\x02 \x01(\fR\rselfSignature\x12@\n" +
-	"\vendorsement\x18\x03 \x01(\v2\x1e.umbra.card.v1.CardEndorsementR\vendorsement\">\n" +
+	"\vendorsement\x18\x03 \x01(\v2\x1e.umbra.card.v1.CardEndorsementR\vendorsement\x12\x1f\n" +
+	"\vreset_grant\x18\x04 \x01(\tR\n" +
+	"resetGrant\">\n" +
 	"\x13PublishCardResponse\x12'\n" +
 	"\x04card\x18\x01 \x01(\v2\x13.umbra.card.v1.CardR\x04card\"\x16\n" +
 	"\x14GetServiceKeyRequest\"s\n" +
@@ -1577,7 +1615,7 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"identities\x18\x02 \x03(\tR\n" +
 	"identities\"O\n" +
 	"\x19LookupActiveCardsResponse\x122\n" +
-	"\x05cards\x18\x01 \x03(\v2\x1c.umbra.card.v1.ActiveCardRefR\x05cards\"\x8c\x02\n" +
+	"\x05cards\x18\x01 \x03(\v2\x1c.umbra.card.v1.ActiveCardRefR\x05cards\"\xa9\x02\n" +
 	"\tCardEvent\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x1a\n" +
@@ -1586,7 +1624,8 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\x04kind\x18\x05 \x01(\x0e2\x1c.umbra.card.v1.CardEventKindR\x04kind\x12(\n" +
 	"\x10previous_card_id\x18\x06 \x01(\fR\x0epreviousCardId\x12;\n" +
 	"\voccurred_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"occurredAt\"[\n" +
+	"occurredAt\x12\x1b\n" +
+	"\tkey_reset\x18\b \x01(\bR\bkeyReset\"[\n" +
 	"\x15ListCardEventsRequest\x12%\n" +
 	"\x0eafter_sequence\x18\x01 \x01(\x04R\rafterSequence\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\"s\n" +

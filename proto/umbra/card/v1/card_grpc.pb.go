@@ -50,17 +50,30 @@ type CardServiceClient interface {
 	// self-signature over the exact content bytes, that the content's identity is the
 	// caller's, the suite, the key sizes, created_at against its clock skew, the
 	// endorsement if present, and the rotation rule:
-	//   - no active card: `previous_card_id` must be empty;
-	//   - an active card: `previous_card_id` must name it; the new card becomes ACTIVE
-	//     and the old one SUPERSEDED, in one transaction.
+	//   - the identity has never published a card: `previous_card_id` must be empty
+	//     (a first card needs the access token only);
+	//   - an active card: `previous_card_id` must name it and `endorsement` must be the
+	//     active card's endorsement of the new card (a rotation); the new card becomes
+	//     ACTIVE and the old one SUPERSEDED, in one transaction;
+	//   - any other card, one that no earlier card of the identity endorses (a reset
+	//     after every key was lost, or a new start after a revocation), needs
+	//     `reset_grant`: a grant the app backend obtained with
+	//     IdentityService.IssueResetGrant for this identity, unexpired and never used
+	//     before. A reset card names no previous card and carries no endorsement; it
+	//     is marked `key_reset`, and the identity's active card, if it still has one, is
+	//     REVOKED in the same transaction. The grant is then spent: it is refused ever
+	//     after.
 	//
-	// A card without `previous_card_id` while one is active gets ALREADY_EXISTS, with a
-	// message telling the client to rotate; a `previous_card_id` that is not the active
-	// card gets ABORTED, with the active card's id (or "none") in the message. Any other
-	// bad input gets INVALID_ARGUMENT (PERMISSION_DENIED for another identity's card),
-	// and nothing is stored. Publishing exactly the caller's active card again returns it
-	// unchanged, so a retry after a lost reply is harmless.
-	// Auth: access token; acts for the token's identity.
+	// A card without `previous_card_id` while one is active and without a grant gets
+	// ALREADY_EXISTS, with a message telling the client to rotate; a `previous_card_id`
+	// that is not the active card gets ABORTED, with the active card's id (or "none") in
+	// the message; a card that needs a reset grant and has none, or a grant that is not
+	// valid for the caller (expired, used, another identity's or app's, an access token
+	// instead of a grant), gets PERMISSION_DENIED saying so. Any other bad input gets
+	// INVALID_ARGUMENT (PERMISSION_DENIED for another identity's card), and nothing is
+	// stored. Publishing exactly the caller's active card again returns it unchanged, so
+	// a retry after a lost reply is harmless.
+	// Auth: access token; acts for the token's identity (and, for a reset, the grant).
 	PublishCard(ctx context.Context, in *PublishCardRequest, opts ...grpc.CallOption) (*PublishCardResponse, error)
 	// GetServiceKey returns the public keys that verify the service's counter-signatures
 	// on cards: the current key, which signs new cards, and every key that signed cards
@@ -91,9 +104,12 @@ type CardServiceClient interface {
 	// Auth: access token; acts for the token's identity.
 	ListCardHistory(ctx context.Context, in *ListCardHistoryRequest, opts ...grpc.CallOption) (*ListCardHistoryResponse, error)
 	// RevokeCard revokes one of the caller's own cards (ACTIVE or SUPERSEDED), for
-	// example after a device was lost. Revoking the active card leaves the identity
-	// without one: its next card is published without `previous_card_id`. Revoking a
-	// revoked card returns it unchanged. Another identity's card gets PERMISSION_DENIED.
+	// example after a device was lost. The access token alone is enough, so that a user
+	// can always kill a stolen device's key; but it gives no right to publish a
+	// successor: revoking the active card leaves the identity without one, and its next
+	// card is a reset, which needs a reset grant from the app backend (PublishCard).
+	// Revoking a revoked card returns it unchanged. Another identity's card gets
+	// PERMISSION_DENIED.
 	// Auth: access token; acts for the token's identity.
 	RevokeCard(ctx context.Context, in *RevokeCardRequest, opts ...grpc.CallOption) (*RevokeCardResponse, error)
 	// LookupActiveCards returns, for up to 10,000 identities of one app, the id and keys
@@ -229,17 +245,30 @@ type CardServiceServer interface {
 	// self-signature over the exact content bytes, that the content's identity is the
 	// caller's, the suite, the key sizes, created_at against its clock skew, the
 	// endorsement if present, and the rotation rule:
-	//   - no active card: `previous_card_id` must be empty;
-	//   - an active card: `previous_card_id` must name it; the new card becomes ACTIVE
-	//     and the old one SUPERSEDED, in one transaction.
+	//   - the identity has never published a card: `previous_card_id` must be empty
+	//     (a first card needs the access token only);
+	//   - an active card: `previous_card_id` must name it and `endorsement` must be the
+	//     active card's endorsement of the new card (a rotation); the new card becomes
+	//     ACTIVE and the old one SUPERSEDED, in one transaction;
+	//   - any other card, one that no earlier card of the identity endorses (a reset
+	//     after every key was lost, or a new start after a revocation), needs
+	//     `reset_grant`: a grant the app backend obtained with
+	//     IdentityService.IssueResetGrant for this identity, unexpired and never used
+	//     before. A reset card names no previous card and carries no endorsement; it
+	//     is marked `key_reset`, and the identity's active card, if it still has one, is
+	//     REVOKED in the same transaction. The grant is then spent: it is refused ever
+	//     after.
 	//
-	// A card without `previous_card_id` while one is active gets ALREADY_EXISTS, with a
-	// message telling the client to rotate; a `previous_card_id` that is not the active
-	// card gets ABORTED, with the active card's id (or "none") in the message. Any other
-	// bad input gets INVALID_ARGUMENT (PERMISSION_DENIED for another identity's card),
-	// and nothing is stored. Publishing exactly the caller's active card again returns it
-	// unchanged, so a retry after a lost reply is harmless.
-	// Auth: access token; acts for the token's identity.
+	// A card without `previous_card_id` while one is active and without a grant gets
+	// ALREADY_EXISTS, with a message telling the client to rotate; a `previous_card_id`
+	// that is not the active card gets ABORTED, with the active card's id (or "none") in
+	// the message; a card that needs a reset grant and has none, or a grant that is not
+	// valid for the caller (expired, used, another identity's or app's, an access token
+	// instead of a grant), gets PERMISSION_DENIED saying so. Any other bad input gets
+	// INVALID_ARGUMENT (PERMISSION_DENIED for another identity's card), and nothing is
+	// stored. Publishing exactly the caller's active card again returns it unchanged, so
+	// a retry after a lost reply is harmless.
+	// Auth: access token; acts for the token's identity (and, for a reset, the grant).
 	PublishCard(context.Context, *PublishCardRequest) (*PublishCardResponse, error)
 	// GetServiceKey returns the public keys that verify the service's counter-signatures
 	// on cards: the current key, which signs new cards, and every key that signed cards
@@ -270,9 +299,12 @@ type CardServiceServer interface {
 	// Auth: access token; acts for the token's identity.
 	ListCardHistory(context.Context, *ListCardHistoryRequest) (*ListCardHistoryResponse, error)
 	// RevokeCard revokes one of the caller's own cards (ACTIVE or SUPERSEDED), for
-	// example after a device was lost. Revoking the active card leaves the identity
-	// without one: its next card is published without `previous_card_id`. Revoking a
-	// revoked card returns it unchanged. Another identity's card gets PERMISSION_DENIED.
+	// example after a device was lost. The access token alone is enough, so that a user
+	// can always kill a stolen device's key; but it gives no right to publish a
+	// successor: revoking the active card leaves the identity without one, and its next
+	// card is a reset, which needs a reset grant from the app backend (PublishCard).
+	// Revoking a revoked card returns it unchanged. Another identity's card gets
+	// PERMISSION_DENIED.
 	// Auth: access token; acts for the token's identity.
 	RevokeCard(context.Context, *RevokeCardRequest) (*RevokeCardResponse, error)
 	// LookupActiveCards returns, for up to 10,000 identities of one app, the id and keys

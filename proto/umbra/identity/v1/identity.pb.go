@@ -900,6 +900,123 @@ func (x *RevokeTokensRequest) GetBefore() *timestamppb.Timestamp {
 	return nil
 }
 
+type IssueResetGrantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The identity whose keys are reset, as returned by ResolveIdentities.
+	Identity string `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	// Lifetime of the grant: 0 means the default (10 min); at least 1 min, at most 1 h.
+	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueResetGrantRequest) Reset() {
+	*x = IssueResetGrantRequest{}
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueResetGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueResetGrantRequest) ProtoMessage() {}
+
+func (x *IssueResetGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueResetGrantRequest.ProtoReflect.Descriptor instead.
+func (*IssueResetGrantRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *IssueResetGrantRequest) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *IssueResetGrantRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+type IssueResetGrantResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The grant, a compact JWS (EdDSA) with header "typ": "umbra-reset-grant+jwt" and
+	// audience "umbra/card-reset". The client passes it as PublishCardRequest.reset_grant.
+	ResetGrant string                 `protobuf:"bytes,1,opt,name=reset_grant,json=resetGrant,proto3" json:"reset_grant,omitempty"`
+	ExpiresAt  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The grant's jti, for the app backend's logs; the card service records it as spent.
+	GrantId       string `protobuf:"bytes,3,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueResetGrantResponse) Reset() {
+	*x = IssueResetGrantResponse{}
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueResetGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueResetGrantResponse) ProtoMessage() {}
+
+func (x *IssueResetGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueResetGrantResponse.ProtoReflect.Descriptor instead.
+func (*IssueResetGrantResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *IssueResetGrantResponse) GetResetGrant() string {
+	if x != nil {
+		return x.ResetGrant
+	}
+	return ""
+}
+
+func (x *IssueResetGrantResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *IssueResetGrantResponse) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
 type RevokeTokensResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The revocation in force for the identity (never earlier than an older one).
@@ -910,7 +1027,7 @@ type RevokeTokensResponse struct {
 
 func (x *RevokeTokensResponse) Reset() {
 	*x = RevokeTokensResponse{}
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[17]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1039,7 @@ func (x *RevokeTokensResponse) String() string {
 func (*RevokeTokensResponse) ProtoMessage() {}
 
 func (x *RevokeTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[17]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1052,7 @@ func (x *RevokeTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokensResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokensResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{17}
+	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RevokeTokensResponse) GetRevokedBefore() *timestamppb.Timestamp {
@@ -965,7 +1082,7 @@ type SigningKey struct {
 
 func (x *SigningKey) Reset() {
 	*x = SigningKey{}
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[18]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1094,7 @@ func (x *SigningKey) String() string {
 func (*SigningKey) ProtoMessage() {}
 
 func (x *SigningKey) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[18]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1107,7 @@ func (x *SigningKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKey.ProtoReflect.Descriptor instead.
 func (*SigningKey) Descriptor() ([]byte, []int) {
-	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{18}
+	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SigningKey) GetKeyId() string {
@@ -1043,7 +1160,7 @@ type GetSigningKeysRequest struct {
 
 func (x *GetSigningKeysRequest) Reset() {
 	*x = GetSigningKeysRequest{}
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[19]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1172,7 @@ func (x *GetSigningKeysRequest) String() string {
 func (*GetSigningKeysRequest) ProtoMessage() {}
 
 func (x *GetSigningKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[19]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1185,7 @@ func (x *GetSigningKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetSigningKeysRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{19}
+	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{21}
 }
 
 type GetSigningKeysResponse struct {
@@ -1080,7 +1197,7 @@ type GetSigningKeysResponse struct {
 
 func (x *GetSigningKeysResponse) Reset() {
 	*x = GetSigningKeysResponse{}
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[20]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1209,7 @@ func (x *GetSigningKeysResponse) String() string {
 func (*GetSigningKeysResponse) ProtoMessage() {}
 
 func (x *GetSigningKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[20]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1222,7 @@ func (x *GetSigningKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetSigningKeysResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{20}
+	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetSigningKeysResponse) GetKeys() []*SigningKey {
@@ -1123,7 +1240,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[21]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1252,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[21]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1265,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{21}
+	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{23}
 }
 
 type WhoAmIResponse struct {
@@ -1163,7 +1280,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[22]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1292,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[22]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1305,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{22}
+	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WhoAmIResponse) GetIdentity() string {
@@ -1233,7 +1350,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[23]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1362,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[23]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1375,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{23}
+	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Revocation) GetSequence() uint64 {
@@ -1301,7 +1418,7 @@ type ListRevocationsRequest struct {
 
 func (x *ListRevocationsRequest) Reset() {
 	*x = ListRevocationsRequest{}
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[24]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1430,7 @@ func (x *ListRevocationsRequest) String() string {
 func (*ListRevocationsRequest) ProtoMessage() {}
 
 func (x *ListRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[24]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1443,7 @@ func (x *ListRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{24}
+	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListRevocationsRequest) GetAfterSequence() uint64 {
@@ -1356,7 +1473,7 @@ type ListRevocationsResponse struct {
 
 func (x *ListRevocationsResponse) Reset() {
 	*x = ListRevocationsResponse{}
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[25]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1485,7 @@ func (x *ListRevocationsResponse) String() string {
 func (*ListRevocationsResponse) ProtoMessage() {}
 
 func (x *ListRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_identity_v1_identity_proto_msgTypes[25]
+	mi := &file_umbra_identity_v1_identity_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1498,7 @@ func (x *ListRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{25}
+	return file_umbra_identity_v1_identity_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListRevocationsResponse) GetRevocations() []*Revocation {
@@ -1467,7 +1584,16 @@ const file_umbra_identity_v1_identity_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"e\n" +
 	"\x13RevokeTokensRequest\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x122\n" +
-	"\x06before\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06before\"Y\n" +
+	"\x06before\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06before\"a\n" +
+	"\x16IssueResetGrantRequest\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\x90\x01\n" +
+	"\x17IssueResetGrantResponse\x12\x1f\n" +
+	"\vreset_grant\x18\x01 \x01(\tR\n" +
+	"resetGrant\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x19\n" +
+	"\bgrant_id\x18\x03 \x01(\tR\agrantId\"Y\n" +
 	"\x14RevokeTokensResponse\x12A\n" +
 	"\x0erevoked_before\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\rrevokedBefore\"\xf2\x01\n" +
 	"\n" +
@@ -1502,7 +1628,7 @@ const file_umbra_identity_v1_identity_proto_rawDesc = "" +
 	"\x17ListRevocationsResponse\x12?\n" +
 	"\vrevocations\x18\x01 \x03(\v2\x1d.umbra.identity.v1.RevocationR\vrevocations\x12'\n" +
 	"\x0flatest_sequence\x18\x02 \x01(\x04R\x0elatestSequence\x12=\n" +
-	"\rmax_token_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vmaxTokenTtl2\xb3\b\n" +
+	"\rmax_token_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vmaxTokenTtl2\x9d\t\n" +
 	"\x0fIdentityService\x12V\n" +
 	"\tCreateApp\x12#.umbra.identity.v1.CreateAppRequest\x1a$.umbra.identity.v1.CreateAppResponse\x12M\n" +
 	"\x06GetApp\x12 .umbra.identity.v1.GetAppRequest\x1a!.umbra.identity.v1.GetAppResponse\x12_\n" +
@@ -1512,7 +1638,8 @@ const file_umbra_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
 	"IssueToken\x12$.umbra.identity.v1.IssueTokenRequest\x1a%.umbra.identity.v1.IssueTokenResponse\x12n\n" +
 	"\x11ResolveIdentities\x12+.umbra.identity.v1.ResolveIdentitiesRequest\x1a,.umbra.identity.v1.ResolveIdentitiesResponse\x12_\n" +
-	"\fRevokeTokens\x12&.umbra.identity.v1.RevokeTokensRequest\x1a'.umbra.identity.v1.RevokeTokensResponse\x12e\n" +
+	"\fRevokeTokens\x12&.umbra.identity.v1.RevokeTokensRequest\x1a'.umbra.identity.v1.RevokeTokensResponse\x12h\n" +
+	"\x0fIssueResetGrant\x12).umbra.identity.v1.IssueResetGrantRequest\x1a*.umbra.identity.v1.IssueResetGrantResponse\x12e\n" +
 	"\x0eGetSigningKeys\x12(.umbra.identity.v1.GetSigningKeysRequest\x1a).umbra.identity.v1.GetSigningKeysResponse\x12M\n" +
 	"\x06WhoAmI\x12 .umbra.identity.v1.WhoAmIRequest\x1a!.umbra.identity.v1.WhoAmIResponse\x12h\n" +
 	"\x0fListRevocations\x12).umbra.identity.v1.ListRevocationsRequest\x1a*.umbra.identity.v1.ListRevocationsResponseB@Z>github.com/umbra-e2ee/umbra/proto/umbra/identity/v1;identityv1b\x06proto3"
@@ -1529,7 +1656,7 @@ func file_umbra_identity_v1_identity_proto_rawDescGZIP() []byte {
 	return file_umbra_identity_v1_identity_proto_rawDescData
 }
 
-var file_umbra_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_umbra_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_umbra_identity_v1_identity_proto_goTypes = []any{
 	(*App)(nil),                       // 0: umbra.identity.v1.App
 	(*AppKey)(nil),                    // 1: umbra.identity.v1.AppKey
@@ -1548,70 +1675,76 @@ var file_umbra_identity_v1_identity_proto_goTypes = []any{
 	(*ResolveIdentitiesRequest)(nil),  // 14: umbra.identity.v1.ResolveIdentitiesRequest
 	(*ResolveIdentitiesResponse)(nil), // 15: umbra.identity.v1.ResolveIdentitiesResponse
 	(*RevokeTokensRequest)(nil),       // 16: umbra.identity.v1.RevokeTokensRequest
-	(*RevokeTokensResponse)(nil),      // 17: umbra.identity.v1.RevokeTokensResponse
-	(*SigningKey)(nil),                // 18: umbra.identity.v1.SigningKey
-	(*GetSigningKeysRequest)(nil),     // 19: umbra.identity.v1.GetSigningKeysRequest
-	(*GetSigningKeysResponse)(nil),    // 20: umbra.identity.v1.GetSigningKeysResponse
-	(*WhoAmIRequest)(nil),             // 21: umbra.identity.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),            // 22: umbra.identity.v1.WhoAmIResponse
-	(*Revocation)(nil),                // 23: umbra.identity.v1.Revocation
-	(*ListRevocationsRequest)(nil),    // 24: umbra.identity.v1.ListRevocationsRequest
-	(*ListRevocationsResponse)(nil),   // 25: umbra.identity.v1.ListRevocationsResponse
-	nil,                               // 26: umbra.identity.v1.ResolveIdentitiesResponse.UsersEntry
-	nil,                               // 27: umbra.identity.v1.ResolveIdentitiesResponse.GroupsEntry
-	(*timestamppb.Timestamp)(nil),     // 28: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 29: google.protobuf.Duration
+	(*IssueResetGrantRequest)(nil),    // 17: umbra.identity.v1.IssueResetGrantRequest
+	(*IssueResetGrantResponse)(nil),   // 18: umbra.identity.v1.IssueResetGrantResponse
+	(*RevokeTokensResponse)(nil),      // 19: umbra.identity.v1.RevokeTokensResponse
+	(*SigningKey)(nil),                // 20: umbra.identity.v1.SigningKey
+	(*GetSigningKeysRequest)(nil),     // 21: umbra.identity.v1.GetSigningKeysRequest
+	(*GetSigningKeysResponse)(nil),    // 22: umbra.identity.v1.GetSigningKeysResponse
+	(*WhoAmIRequest)(nil),             // 23: umbra.identity.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),            // 24: umbra.identity.v1.WhoAmIResponse
+	(*Revocation)(nil),                // 25: umbra.identity.v1.Revocation
+	(*ListRevocationsRequest)(nil),    // 26: umbra.identity.v1.ListRevocationsRequest
+	(*ListRevocationsResponse)(nil),   // 27: umbra.identity.v1.ListRevocationsResponse
+	nil,                               // 28: umbra.identity.v1.ResolveIdentitiesResponse.UsersEntry
+	nil,                               // 29: umbra.identity.v1.ResolveIdentitiesResponse.GroupsEntry
+	(*timestamppb.Timestamp)(nil),     // 30: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 31: google.protobuf.Duration
 }
 var file_umbra_identity_v1_identity_proto_depIdxs = []int32{
-	28, // 0: umbra.identity.v1.App.created_at:type_name -> google.protobuf.Timestamp
+	30, // 0: umbra.identity.v1.App.created_at:type_name -> google.protobuf.Timestamp
 	1,  // 1: umbra.identity.v1.App.keys:type_name -> umbra.identity.v1.AppKey
-	28, // 2: umbra.identity.v1.AppKey.created_at:type_name -> google.protobuf.Timestamp
-	28, // 3: umbra.identity.v1.AppKey.revoked_at:type_name -> google.protobuf.Timestamp
+	30, // 2: umbra.identity.v1.AppKey.created_at:type_name -> google.protobuf.Timestamp
+	30, // 3: umbra.identity.v1.AppKey.revoked_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: umbra.identity.v1.CreateAppResponse.app:type_name -> umbra.identity.v1.App
 	0,  // 5: umbra.identity.v1.GetAppResponse.app:type_name -> umbra.identity.v1.App
 	1,  // 6: umbra.identity.v1.CreateAppKeyResponse.key:type_name -> umbra.identity.v1.AppKey
 	1,  // 7: umbra.identity.v1.RevokeAppKeyResponse.key:type_name -> umbra.identity.v1.AppKey
-	18, // 8: umbra.identity.v1.RotateSigningKeyResponse.key:type_name -> umbra.identity.v1.SigningKey
-	29, // 9: umbra.identity.v1.IssueTokenRequest.ttl:type_name -> google.protobuf.Duration
-	28, // 10: umbra.identity.v1.IssueTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	26, // 11: umbra.identity.v1.ResolveIdentitiesResponse.users:type_name -> umbra.identity.v1.ResolveIdentitiesResponse.UsersEntry
-	27, // 12: umbra.identity.v1.ResolveIdentitiesResponse.groups:type_name -> umbra.identity.v1.ResolveIdentitiesResponse.GroupsEntry
-	28, // 13: umbra.identity.v1.RevokeTokensRequest.before:type_name -> google.protobuf.Timestamp
-	28, // 14: umbra.identity.v1.RevokeTokensResponse.revoked_before:type_name -> google.protobuf.Timestamp
-	28, // 15: umbra.identity.v1.SigningKey.created_at:type_name -> google.protobuf.Timestamp
-	28, // 16: umbra.identity.v1.SigningKey.verify_until:type_name -> google.protobuf.Timestamp
-	18, // 17: umbra.identity.v1.GetSigningKeysResponse.keys:type_name -> umbra.identity.v1.SigningKey
-	28, // 18: umbra.identity.v1.WhoAmIResponse.expires_at:type_name -> google.protobuf.Timestamp
-	28, // 19: umbra.identity.v1.Revocation.before:type_name -> google.protobuf.Timestamp
-	23, // 20: umbra.identity.v1.ListRevocationsResponse.revocations:type_name -> umbra.identity.v1.Revocation
-	29, // 21: umbra.identity.v1.ListRevocationsResponse.max_token_ttl:type_name -> google.protobuf.Duration
-	2,  // 22: umbra.identity.v1.IdentityService.CreateApp:input_type -> umbra.identity.v1.CreateAppRequest
-	4,  // 23: umbra.identity.v1.IdentityService.GetApp:input_type -> umbra.identity.v1.GetAppRequest
-	6,  // 24: umbra.identity.v1.IdentityService.CreateAppKey:input_type -> umbra.identity.v1.CreateAppKeyRequest
-	8,  // 25: umbra.identity.v1.IdentityService.RevokeAppKey:input_type -> umbra.identity.v1.RevokeAppKeyRequest
-	10, // 26: umbra.identity.v1.IdentityService.RotateSigningKey:input_type -> umbra.identity.v1.RotateSigningKeyRequest
-	12, // 27: umbra.identity.v1.IdentityService.IssueToken:input_type -> umbra.identity.v1.IssueTokenRequest
-	14, // 28: umbra.identity.v1.IdentityService.ResolveIdentities:input_type -> umbra.identity.v1.ResolveIdentitiesRequest
-	16, // 29: umbra.identity.v1.IdentityService.RevokeTokens:input_type -> umbra.identity.v1.RevokeTokensRequest
-	19, // 30: umbra.identity.v1.IdentityService.GetSigningKeys:input_type -> umbra.identity.v1.GetSigningKeysRequest
-	21, // 31: umbra.identity.v1.IdentityService.WhoAmI:input_type -> umbra.identity.v1.WhoAmIRequest
-	24, // 32: umbra.identity.v1.IdentityService.ListRevocations:input_type -> umbra.identity.v1.ListRevocationsRequest
-	3,  // 33: umbra.identity.v1.IdentityService.CreateApp:output_type -> umbra.identity.v1.CreateAppResponse
-	5,  // 34: umbra.identity.v1.IdentityService.GetApp:output_type -> umbra.identity.v1.GetAppResponse
-	7,  // 35: umbra.identity.v1.IdentityService.CreateAppKey:output_type -> umbra.identity.v1.CreateAppKeyResponse
-	9,  // 36: umbra.identity.v1.IdentityService.RevokeAppKey:output_type -> umbra.identity.v1.RevokeAppKeyResponse
-	11, // 37: umbra.identity.v1.IdentityService.RotateSigningKey:output_type -> umbra.identity.v1.RotateSigningKeyResponse
-	13, // 38: umbra.identity.v1.IdentityService.IssueToken:output_type -> umbra.identity.v1.IssueTokenResponse
-	15, // 39: umbra.identity.v1.IdentityService.ResolveIdentities:output_type -> umbra.identity.v1.ResolveIdentitiesResponse
-	17, // 40: umbra.identity.v1.IdentityService.RevokeTokens:output_type -> umbra.identity.v1.RevokeTokensResponse
-	20, // 41: umbra.identity.v1.IdentityService.GetSigningKeys:output_type -> umbra.identity.v1.GetSigningKeysResponse
-	22, // 42: umbra.identity.v1.IdentityService.WhoAmI:output_type -> umbra.identity.v1.WhoAmIResponse
-	25, // 43: umbra.identity.v1.IdentityService.ListRevocations:output_type -> umbra.identity.v1.ListRevocationsResponse
-	33, // [33:44] is the sub-list for method output_type
-	22, // [22:33] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	20, // 8: umbra.identity.v1.RotateSigningKeyResponse.key:type_name -> umbra.identity.v1.SigningKey
+	31, // 9: umbra.identity.v1.IssueTokenRequest.ttl:type_name -> google.protobuf.Duration
+	30, // 10: umbra.identity.v1.IssueTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 11: umbra.identity.v1.ResolveIdentitiesResponse.users:type_name -> umbra.identity.v1.ResolveIdentitiesResponse.UsersEntry
+	29, // 12: umbra.identity.v1.ResolveIdentitiesResponse.groups:type_name -> umbra.identity.v1.ResolveIdentitiesResponse.GroupsEntry
+	30, // 13: umbra.identity.v1.RevokeTokensRequest.before:type_name -> google.protobuf.Timestamp
+	31, // 14: umbra.identity.v1.IssueResetGrantRequest.ttl:type_name -> google.protobuf.Duration
+	30, // 15: umbra.identity.v1.IssueResetGrantResponse.expires_at:type_name -> google.protobuf.Timestamp
+	30, // 16: umbra.identity.v1.RevokeTokensResponse.revoked_before:type_name -> google.protobuf.Timestamp
+	30, // 17: umbra.identity.v1.SigningKey.created_at:type_name -> google.protobuf.Timestamp
+	30, // 18: umbra.identity.v1.SigningKey.verify_until:type_name -> google.protobuf.Timestamp
+	20, // 19: umbra.identity.v1.GetSigningKeysResponse.keys:type_name -> umbra.identity.v1.SigningKey
+	30, // 20: umbra.identity.v1.WhoAmIResponse.expires_at:type_name -> google.protobuf.Timestamp
+	30, // 21: umbra.identity.v1.Revocation.before:type_name -> google.protobuf.Timestamp
+	25, // 22: umbra.identity.v1.ListRevocationsResponse.revocations:type_name -> umbra.identity.v1.Revocation
+	31, // 23: umbra.identity.v1.ListRevocationsResponse.max_token_ttl:type_name -> google.protobuf.Duration
+	2,  // 24: umbra.identity.v1.IdentityService.CreateApp:input_type -> umbra.identity.v1.CreateAppRequest
+	4,  // 25: umbra.identity.v1.IdentityService.GetApp:input_type -> umbra.identity.v1.GetAppRequest
+	6,  // 26: umbra.identity.v1.IdentityService.CreateAppKey:input_type -> umbra.identity.v1.CreateAppKeyRequest
+	8,  // 27: umbra.identity.v1.IdentityService.RevokeAppKey:input_type -> umbra.identity.v1.RevokeAppKeyRequest
+	10, // 28: umbra.identity.v1.IdentityService.RotateSigningKey:input_type -> umbra.identity.v1.RotateSigningKeyRequest
+	12, // 29: umbra.identity.v1.IdentityService.IssueToken:input_type -> umbra.identity.v1.IssueTokenRequest
+	14, // 30: umbra.identity.v1.IdentityService.ResolveIdentities:input_type -> umbra.identity.v1.ResolveIdentitiesRequest
+	16, // 31: umbra.identity.v1.IdentityService.RevokeTokens:input_type -> umbra.identity.v1.RevokeTokensRequest
+	17, // 32: umbra.identity.v1.IdentityService.IssueResetGrant:input_type -> umbra.identity.v1.IssueResetGrantRequest
+	21, // 33: umbra.identity.v1.IdentityService.GetSigningKeys:input_type -> umbra.identity.v1.GetSigningKeysRequest
+	23, // 34: umbra.identity.v1.IdentityService.WhoAmI:input_type -> umbra.identity.v1.WhoAmIRequest
+	26, // 35: umbra.identity.v1.IdentityService.ListRevocations:input_type -> umbra.identity.v1.ListRevocationsRequest
+	3,  // 36: umbra.identity.v1.IdentityService.CreateApp:output_type -> umbra.identity.v1.CreateAppResponse
+	5,  // 37: umbra.identity.v1.IdentityService.GetApp:output_type -> umbra.identity.v1.GetAppResponse
+	7,  // 38: umbra.identity.v1.IdentityService.CreateAppKey:output_type -> umbra.identity.v1.CreateAppKeyResponse
+	9,  // 39: umbra.identity.v1.IdentityService.RevokeAppKey:output_type -> umbra.identity.v1.RevokeAppKeyResponse
+	11, // 40: umbra.identity.v1.IdentityService.RotateSigningKey:output_type -> umbra.identity.v1.RotateSigningKeyResponse
+	13, // 41: umbra.identity.v1.IdentityService.IssueToken:output_type -> umbra.identity.v1.IssueTokenResponse
+	15, // 42: umbra.identity.v1.IdentityService.ResolveIdentities:output_type -> umbra.identity.v1.ResolveIdentitiesResponse
+	19, // 43: umbra.identity.v1.IdentityService.RevokeTokens:output_type -> umbra.identity.v1.RevokeTokensResponse
+	18, // 44: umbra.identity.v1.IdentityService.IssueResetGrant:output_type -> umbra.identity.v1.IssueResetGrantResponse
+	22, // 45: umbra.identity.v1.IdentityService.GetSigningKeys:output_type -> umbra.identity.v1.GetSigningKeysResponse
+	24, // 46: umbra.identity.v1.IdentityService.WhoAmI:output_type -> umbra.identity.v1.WhoAmIResponse
+	27, // 47: umbra.identity.v1.IdentityService.ListRevocations:output_type -> umbra.identity.v1.ListRevocationsResponse
+	36, // [36:48] is the sub-list for method output_type
+	24, // [24:36] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_umbra_identity_v1_identity_proto_init() }
@@ -1625,7 +1758,7 @@ func file_umbra_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_identity_v1_identity_proto_rawDesc), len(file_umbra_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	IdentityService_IssueToken_FullMethodName        = "/umbra.identity.v1.IdentityService/IssueToken"
 	IdentityService_ResolveIdentities_FullMethodName = "/umbra.identity.v1.IdentityService/ResolveIdentities"
 	IdentityService_RevokeTokens_FullMethodName      = "/umbra.identity.v1.IdentityService/RevokeTokens"
+	IdentityService_IssueResetGrant_FullMethodName   = "/umbra.identity.v1.IdentityService/IssueResetGrant"
 	IdentityService_GetSigningKeys_FullMethodName    = "/umbra.identity.v1.IdentityService/GetSigningKeys"
 	IdentityService_WhoAmI_FullMethodName            = "/umbra.identity.v1.IdentityService/WhoAmI"
 	IdentityService_ListRevocations_FullMethodName   = "/umbra.identity.v1.IdentityService/ListRevocations"
@@ -70,6 +71,17 @@ type IdentityServiceClient interface {
 	// everywhere"). Every service honours it within the bound in docs/architecture.md.
 	// Auth: app API key.
 	RevokeTokens(ctx context.Context, in *RevokeTokensRequest, opts ...grpc.CallOption) (*RevokeTokensResponse, error)
+	// IssueResetGrant issues a one-time, short-lived reset grant for one identity of the
+	// calling app: the authorisation the card service requires, besides the user's access
+	// token, to publish a card that no earlier card of the identity endorses (a reset
+	// after every key was lost, or a new start after a revocation). The app backend calls
+	// it only after it has re-authenticated its user the way it would for an account
+	// recovery; an access token alone, stolen or not, can never obtain one. A grant is a
+	// JWS signed by the token-signing key, with its own type and audience, so it is
+	// never accepted as an access token, nor an access token as a grant; the card service
+	// accepts each grant once (docs/threat-model.md).
+	// Auth: app API key.
+	IssueResetGrant(ctx context.Context, in *IssueResetGrantRequest, opts ...grpc.CallOption) (*IssueResetGrantResponse, error)
 	// GetSigningKeys returns the public keys that verify access tokens. The gateway also
 	// serves them as a JWK set at /.well-known/jwks.json.
 	// Auth: public.
@@ -171,6 +183,16 @@ func (c *identityServiceClient) RevokeTokens(ctx context.Context, in *RevokeToke
 	return out, nil
 }
 
+func (c *identityServiceClient) IssueResetGrant(ctx context.Context, in *IssueResetGrantRequest, opts ...grpc.CallOption) (*IssueResetGrantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueResetGrantResponse)
+	err := c.cc.Invoke(ctx, IdentityService_IssueResetGrant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *identityServiceClient) GetSigningKeys(ctx context.Context, in *GetSigningKeysRequest, opts ...grpc.CallOption) (*GetSigningKeysResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetSigningKeysResponse)
@@ -239,6 +261,17 @@ type IdentityServiceServer interface {
 	// everywhere"). Every service honours it within the bound in docs/architecture.md.
 	// Auth: app API key.
 	RevokeTokens(context.Context, *RevokeTokensRequest) (*RevokeTokensResponse, error)
+	// IssueResetGrant issues a one-time, short-lived reset grant for one identity of the
+	// calling app: the authorisation the card service requires, besides the user's access
+	// token, to publish a card that no earlier card of the identity endorses (a reset
+	// after every key was lost, or a new start after a revocation). The app backend calls
+	// it only after it has re-authenticated its user the way it would for an account
+	// recovery; an access token alone, stolen or not, can never obtain one. A grant is a
+	// JWS signed by the token-signing key, with its own type and audience, so it is
+	// never accepted as an access token, nor an access token as a grant; the card service
+	// accepts each grant once (docs/threat-model.md).
+	// Auth: app API key.
+	IssueResetGrant(context.Context, *IssueResetGrantRequest) (*IssueResetGrantResponse, error)
 	// GetSigningKeys returns the public keys that verify access tokens. The gateway also
 	// serves them as a JWK set at /.well-known/jwks.json.
 	// Auth: public.
@@ -283,6 +316,9 @@ func (UnimplementedIdentityServiceServer) ResolveIdentities(context.Context, *Re
 }
 func (UnimplementedIdentityServiceServer) RevokeTokens(context.Context, *RevokeTokensRequest) (*RevokeTokensResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeTokens not implemented")
+}
+func (UnimplementedIdentityServiceServer) IssueResetGrant(context.Context, *IssueResetGrantRequest) (*IssueResetGrantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueResetGrant not implemented")
 }
 func (UnimplementedIdentityServiceServer) GetSigningKeys(context.Context, *GetSigningKeysRequest) (*GetSigningKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSigningKeys not implemented")
@@ -458,6 +494,24 @@ func _IdentityService_RevokeTokens_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IdentityService_IssueResetGrant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueResetGrantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).IssueResetGrant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_IssueResetGrant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).IssueResetGrant(ctx, req.(*IssueResetGrantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _IdentityService_GetSigningKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetSigningKeysRequest)
 	if err := dec(in); err != nil {
@@ -550,6 +604,10 @@ var IdentityService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeTokens",
 			Handler:    _IdentityService_RevokeTokens_Handler,
+		},
+		{
+			MethodName: "IssueResetGrant",
+			Handler:    _IdentityService_IssueResetGrant_Handler,
 		},
 		{
 			MethodName: "GetSigningKeys",

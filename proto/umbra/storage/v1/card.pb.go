@@ -154,7 +154,9 @@ type CardRecord struct {
 	SigningPublicKey []byte   `protobuf:"bytes,16,opt,name=signing_public_key,json=signingPublicKey,proto3" json:"signing_public_key,omitempty"`
 	Suite            v1.Suite `protobuf:"varint,17,opt,name=suite,proto3,enum=umbra.envelope.v1.Suite" json:"suite,omitempty"`
 	// Sequence number of the event that published the card; also its key in "history".
-	Sequence      uint64 `protobuf:"varint,18,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Sequence uint64 `protobuf:"varint,18,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// Published under a reset grant: no earlier card of the identity endorses it.
+	KeyReset      bool `protobuf:"varint,19,opt,name=key_reset,json=keyReset,proto3" json:"key_reset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -315,6 +317,13 @@ func (x *CardRecord) GetSequence() uint64 {
 	return 0
 }
 
+func (x *CardRecord) GetKeyReset() bool {
+	if x != nil {
+		return x.KeyReset
+	}
+	return false
+}
+
 // ActiveCardRecord is an identity's ACTIVE card as SearchCards and LookupActiveCards
 // return it: a copy of what they need of its CardRecord, written and deleted in the
 // same transactions, so that a search reads and decodes one small value per identity.
@@ -331,6 +340,7 @@ type ActiveCardRecord struct {
 	PublishedAt          *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`
 	SigningPublicKey     []byte                 `protobuf:"bytes,10,opt,name=signing_public_key,json=signingPublicKey,proto3" json:"signing_public_key,omitempty"`
 	Suite                v1.Suite               `protobuf:"varint,11,opt,name=suite,proto3,enum=umbra.envelope.v1.Suite" json:"suite,omitempty"`
+	KeyReset             bool                   `protobuf:"varint,12,opt,name=key_reset,json=keyReset,proto3" json:"key_reset,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -442,6 +452,13 @@ func (x *ActiveCardRecord) GetSuite() v1.Suite {
 	return v1.Suite(0)
 }
 
+func (x *ActiveCardRecord) GetKeyReset() bool {
+	if x != nil {
+		return x.KeyReset
+	}
+	return false
+}
+
 // CardEventRecord is one entry of the card feed, written in the transaction of the
 // change it records.
 type CardEventRecord struct {
@@ -454,8 +471,10 @@ type CardEventRecord struct {
 	// For a publication by rotation: the card it superseded.
 	PreviousCardId []byte                 `protobuf:"bytes,6,opt,name=previous_card_id,json=previousCardId,proto3" json:"previous_card_id,omitempty"`
 	OccurredAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// For a publication: the card is a reset.
+	KeyReset      bool `protobuf:"varint,8,opt,name=key_reset,json=keyReset,proto3" json:"key_reset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CardEventRecord) Reset() {
@@ -537,6 +556,84 @@ func (x *CardEventRecord) GetOccurredAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *CardEventRecord) GetKeyReset() bool {
+	if x != nil {
+		return x.KeyReset
+	}
+	return false
+}
+
+// SpentResetGrantRecord is a reset grant the service accepted, kept until the grant
+// expires so that it is accepted once (after that its expiry refuses it anyway).
+type SpentResetGrantRecord struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Identity  string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	SpentAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=spent_at,json=spentAt,proto3" json:"spent_at,omitempty"`
+	// The reset card it published.
+	CardId        []byte `protobuf:"bytes,4,opt,name=card_id,json=cardId,proto3" json:"card_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SpentResetGrantRecord) Reset() {
+	*x = SpentResetGrantRecord{}
+	mi := &file_umbra_storage_v1_card_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SpentResetGrantRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SpentResetGrantRecord) ProtoMessage() {}
+
+func (x *SpentResetGrantRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_storage_v1_card_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SpentResetGrantRecord.ProtoReflect.Descriptor instead.
+func (*SpentResetGrantRecord) Descriptor() ([]byte, []int) {
+	return file_umbra_storage_v1_card_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SpentResetGrantRecord) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *SpentResetGrantRecord) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *SpentResetGrantRecord) GetSpentAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SpentAt
+	}
+	return nil
+}
+
+func (x *SpentResetGrantRecord) GetCardId() []byte {
+	if x != nil {
+		return x.CardId
+	}
+	return nil
+}
+
 // ServiceKeyRecord is one of the card service's Ed25519 counter-signing keys.
 type ServiceKeyRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -556,7 +653,7 @@ type ServiceKeyRecord struct {
 
 func (x *ServiceKeyRecord) Reset() {
 	*x = ServiceKeyRecord{}
-	mi := &file_umbra_storage_v1_card_proto_msgTypes[3]
+	mi := &file_umbra_storage_v1_card_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +665,7 @@ func (x *ServiceKeyRecord) String() string {
 func (*ServiceKeyRecord) ProtoMessage() {}
 
 func (x *ServiceKeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_card_proto_msgTypes[3]
+	mi := &file_umbra_storage_v1_card_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +678,7 @@ func (x *ServiceKeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceKeyRecord.ProtoReflect.Descriptor instead.
 func (*ServiceKeyRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_card_proto_rawDescGZIP(), []int{3}
+	return file_umbra_storage_v1_card_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ServiceKeyRecord) GetKeyId() string {
@@ -623,7 +720,7 @@ var File_umbra_storage_v1_card_proto protoreflect.FileDescriptor
 
 const file_umbra_storage_v1_card_proto_rawDesc = "" +
 	"\n" +
-	"\x1bumbra/storage/v1/card.proto\x12\x10umbra.storage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\"\x92\x06\n" +
+	"\x1bumbra/storage/v1/card.proto\x12\x10umbra.storage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\"\xaf\x06\n" +
 	"\n" +
 	"CardRecord\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x1a\n" +
@@ -645,7 +742,8 @@ const file_umbra_storage_v1_card_proto_rawDesc = "" +
 	"\x10previous_card_id\x18\x0f \x01(\fR\x0epreviousCardId\x12,\n" +
 	"\x12signing_public_key\x18\x10 \x01(\fR\x10signingPublicKey\x12.\n" +
 	"\x05suite\x18\x11 \x01(\x0e2\x18.umbra.envelope.v1.SuiteR\x05suite\x12\x1a\n" +
-	"\bsequence\x18\x12 \x01(\x04R\bsequence\"\xde\x03\n" +
+	"\bsequence\x18\x12 \x01(\x04R\bsequence\x12\x1b\n" +
+	"\tkey_reset\x18\x13 \x01(\bR\bkeyReset\"\xfb\x03\n" +
 	"\x10ActiveCardRecord\x12\x17\n" +
 	"\acard_id\x18\x01 \x01(\fR\x06cardId\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x18\n" +
@@ -658,7 +756,8 @@ const file_umbra_storage_v1_card_proto_rawDesc = "" +
 	"\fpublished_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\x12,\n" +
 	"\x12signing_public_key\x18\n" +
 	" \x01(\fR\x10signingPublicKey\x12.\n" +
-	"\x05suite\x18\v \x01(\x0e2\x18.umbra.envelope.v1.SuiteR\x05suite\"\x9b\x02\n" +
+	"\x05suite\x18\v \x01(\x0e2\x18.umbra.envelope.v1.SuiteR\x05suite\x12\x1b\n" +
+	"\tkey_reset\x18\f \x01(\bR\bkeyReset\"\xb8\x02\n" +
 	"\x0fCardEventRecord\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x1a\n" +
@@ -667,7 +766,14 @@ const file_umbra_storage_v1_card_proto_rawDesc = "" +
 	"\x04kind\x18\x05 \x01(\x0e2%.umbra.storage.v1.CardEventRecordKindR\x04kind\x12(\n" +
 	"\x10previous_card_id\x18\x06 \x01(\fR\x0epreviousCardId\x12;\n" +
 	"\voccurred_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"occurredAt\"\xd8\x01\n" +
+	"occurredAt\x12\x1b\n" +
+	"\tkey_reset\x18\b \x01(\bR\bkeyReset\"\xbe\x01\n" +
+	"\x15SpentResetGrantRecord\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x125\n" +
+	"\bspent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aspentAt\x12\x17\n" +
+	"\acard_id\x18\x04 \x01(\fR\x06cardId\"\xd8\x01\n" +
 	"\x10ServiceKeyRecord\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x12\n" +
 	"\x04seed\x18\x02 \x01(\fR\x04seed\x129\n" +
@@ -699,34 +805,37 @@ func file_umbra_storage_v1_card_proto_rawDescGZIP() []byte {
 }
 
 var file_umbra_storage_v1_card_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_storage_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_umbra_storage_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_umbra_storage_v1_card_proto_goTypes = []any{
 	(CardRecordStatus)(0),         // 0: umbra.storage.v1.CardRecordStatus
 	(CardEventRecordKind)(0),      // 1: umbra.storage.v1.CardEventRecordKind
 	(*CardRecord)(nil),            // 2: umbra.storage.v1.CardRecord
 	(*ActiveCardRecord)(nil),      // 3: umbra.storage.v1.ActiveCardRecord
 	(*CardEventRecord)(nil),       // 4: umbra.storage.v1.CardEventRecord
-	(*ServiceKeyRecord)(nil),      // 5: umbra.storage.v1.ServiceKeyRecord
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
-	(v1.Suite)(0),                 // 7: umbra.envelope.v1.Suite
+	(*SpentResetGrantRecord)(nil), // 5: umbra.storage.v1.SpentResetGrantRecord
+	(*ServiceKeyRecord)(nil),      // 6: umbra.storage.v1.ServiceKeyRecord
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(v1.Suite)(0),                 // 8: umbra.envelope.v1.Suite
 }
 var file_umbra_storage_v1_card_proto_depIdxs = []int32{
 	0,  // 0: umbra.storage.v1.CardRecord.status:type_name -> umbra.storage.v1.CardRecordStatus
-	6,  // 1: umbra.storage.v1.CardRecord.published_at:type_name -> google.protobuf.Timestamp
-	6,  // 2: umbra.storage.v1.CardRecord.superseded_at:type_name -> google.protobuf.Timestamp
-	6,  // 3: umbra.storage.v1.CardRecord.revoked_at:type_name -> google.protobuf.Timestamp
-	7,  // 4: umbra.storage.v1.CardRecord.suite:type_name -> umbra.envelope.v1.Suite
-	6,  // 5: umbra.storage.v1.ActiveCardRecord.published_at:type_name -> google.protobuf.Timestamp
-	7,  // 6: umbra.storage.v1.ActiveCardRecord.suite:type_name -> umbra.envelope.v1.Suite
+	7,  // 1: umbra.storage.v1.CardRecord.published_at:type_name -> google.protobuf.Timestamp
+	7,  // 2: umbra.storage.v1.CardRecord.superseded_at:type_name -> google.protobuf.Timestamp
+	7,  // 3: umbra.storage.v1.CardRecord.revoked_at:type_name -> google.protobuf.Timestamp
+	8,  // 4: umbra.storage.v1.CardRecord.suite:type_name -> umbra.envelope.v1.Suite
+	7,  // 5: umbra.storage.v1.ActiveCardRecord.published_at:type_name -> google.protobuf.Timestamp
+	8,  // 6: umbra.storage.v1.ActiveCardRecord.suite:type_name -> umbra.envelope.v1.Suite
 	1,  // 7: umbra.storage.v1.CardEventRecord.kind:type_name -> umbra.storage.v1.CardEventRecordKind
-	6,  // 8: umbra.storage.v1.CardEventRecord.occurred_at:type_name -> google.protobuf.Timestamp
-	6,  // 9: umbra.storage.v1.ServiceKeyRecord.created_at:type_name -> google.protobuf.Timestamp
-	6,  // 10: umbra.storage.v1.ServiceKeyRecord.superseded_at:type_name -> google.protobuf.Timestamp
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	7,  // 8: umbra.storage.v1.CardEventRecord.occurred_at:type_name -> google.protobuf.Timestamp
+	7,  // 9: umbra.storage.v1.SpentResetGrantRecord.expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 10: umbra.storage.v1.SpentResetGrantRecord.spent_at:type_name -> google.protobuf.Timestamp
+	7,  // 11: umbra.storage.v1.ServiceKeyRecord.created_at:type_name -> google.protobuf.Timestamp
+	7,  // 12: umbra.storage.v1.ServiceKeyRecord.superseded_at:type_name -> google.protobuf.Timestamp
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_umbra_storage_v1_card_proto_init() }
@@ -740,7 +849,7 @@ func file_umbra_storage_v1_card_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_v1_card_proto_rawDesc), len(file_umbra_storage_v1_card_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
