@@ -61,7 +61,7 @@ type Watch struct {
 // writeHealth is a DB's record of its last write; the zero value is a healthy store
 // with no watch.
 type writeHealth struct {
-	failingNow atomic.Bool                // failing != nil, read without the lock
+	failingNow atomic.Bool                  // failing != nil, read without the lock
 	fault      atomic.Pointer[func() error] // FailCommits
 
 	mu      sync.Mutex
