@@ -75,15 +75,10 @@ func TestFullDiskInjected(t *testing.T) {
 // or with its user mapped to root). Where that is not possible it is skipped, saying
 // why; TestFullDiskInjected shows the same behaviour everywhere.
 func TestFullDiskReal(t *testing.T) {
-	dir := os.Getenv("UMBRA_TEST_TMPFS_DIR")
-	if dir == "" {
-		runInMountNamespace(t)
+	dir, inside := tmpfsInMountNamespace(t)
+	if !inside {
 		return
 	}
-	if err := syscall.Mount("umbra-test", dir, "tmpfs", 0, "size=24m,mode=0700"); err != nil {
-		t.Skipf("cannot mount a tmpfs in the new mount namespace: %v", err)
-	}
-	defer syscall.Unmount(dir, syscall.MNT_DETACH)
 	n := nodetest.Start(t, func(c *node.Config) {
 		c.DataDir = dir
 		c.StoreProbeInterval = probeEvery
@@ -94,20 +89,7 @@ func TestFullDiskReal(t *testing.T) {
 			// Let the messaging service write down what it deferred (its index
 			// entries) while there is room, so that the next write is the message.
 			time.Sleep(500 * time.Millisecond)
-			f, err := os.OpenFile(filler, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			chunk := make([]byte, 64<<10)
-			for {
-				if _, err := f.Write(chunk); err != nil {
-					if !errors.Is(err, syscall.ENOSPC) {
-						t.Fatalf("filling the disk: %v", err)
-					}
-					return
-				}
-			}
+			fillDisk(t, filler)
 		},
 		free: func(t *testing.T) {
 			if err := os.Remove(filler); err != nil {
@@ -117,9 +99,43 @@ func TestFullDiskReal(t *testing.T) {
 	})
 }
 
-// runInMountNamespace runs TestFullDiskReal again in a process of its own, in a new
-// mount namespace, where it may mount a tmpfs; it reports that run's outcome.
-func runInMountNamespace(t *testing.T) {
+// fillDisk appends to path until the file system is full.
+func fillDisk(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling the disk: %v", err)
+			}
+			return
+		}
+	}
+}
+
+// tmpfsSize is the size of the file system tmpfsInMountNamespace mounts.
+const tmpfsSize = "24m"
+
+// tmpfsInMountNamespace lets the calling test run on a small file system of its own.
+// Called from the test as go test runs it, it runs the test again in a new process in
+// a new mount namespace (unshare(1); as root, or with the user mapped to root), reports
+// that run's outcome, and returns inside false: the caller returns at once. In that
+// new process it mounts a tmpfs of tmpfsSize on a folder and returns it, inside true.
+// Where no mount namespace can be made it skips the test, saying why.
+func tmpfsInMountNamespace(t *testing.T) (dir string, inside bool) {
+	const env = "UMBRA_TEST_TMPFS_DIR"
+	if dir := os.Getenv(env); dir != "" {
+		if err := syscall.Mount("umbra-test", dir, "tmpfs", 0, "size="+tmpfsSize+",mode=0700"); err != nil {
+			t.Skipf("cannot mount a tmpfs in the new mount namespace: %v", err)
+		}
+		t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+		return dir, true
+	}
 	if runtime.GOOS != "linux" {
 		t.Skip("a real full disk needs Linux mount namespaces (unshare)")
 	}
@@ -134,17 +150,17 @@ func runInMountNamespace(t *testing.T) {
 	if out, err := exec.Command(unshare, append(args, "true")...).CombinedOutput(); err != nil {
 		t.Skipf("cannot create a mount namespace here (%v: %s)", err, bytes.TrimSpace(out))
 	}
-	dir := t.TempDir()
-	cmd := exec.Command(unshare, append(args, os.Args[0], "-test.run=^TestFullDiskReal$", "-test.v", "-test.count=1")...)
-	cmd.Env = append(os.Environ(), "UMBRA_TEST_TMPFS_DIR="+dir)
+	cmd := exec.Command(unshare, append(args, os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")...)
+	cmd.Env = append(os.Environ(), env+"="+t.TempDir())
 	out, err := cmd.CombinedOutput()
 	switch {
-	case bytes.Contains(out, []byte("--- SKIP: TestFullDiskReal")):
+	case bytes.Contains(out, []byte("--- SKIP: "+t.Name())):
 		t.Skipf("skipped in the mount namespace:\n%s", lastLines(out, 5))
-	case err != nil || !bytes.Contains(out, []byte("--- PASS: TestFullDiskReal")):
+	case err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name())):
 		t.Fatalf("in the mount namespace: %v\n%s", err, lastLines(out, 60))
 	}
-	t.Logf("passed in a mount namespace with a 24 MiB tmpfs:\n%s", lastLines(out, 3))
+	t.Logf("passed in a mount namespace with a %s tmpfs:\n%s", tmpfsSize, lastLines(out, 3))
+	return "", false
 }
 
 func lastLines(b []byte, n int) string {
