@@ -23,6 +23,11 @@ const (
 	flushIdle = 100 * time.Millisecond
 	// maxFlushRetry bounds the wait between flushes that fail.
 	maxFlushRetry = 5 * time.Second
+	// fullPause is how long after a batch failed for lack of space the next batches are
+	// refused the same way without a try. A failed commit is not cheap: bbolt rebuilds
+	// its free-page list by reading the whole file (messaging.db keeps no freelist on
+	// disk), and clients retrying in a loop would keep it doing that.
+	fullPause = time.Second
 )
 
 // committer is the one goroutine that writes. Requests queue on a channel; the
@@ -40,6 +45,8 @@ type committer struct {
 	queue   chan *request
 	tasks   chan *task
 	stopped chan struct{} // closed once the committer has stopped for good
+
+	fullUntil time.Time // the committer's own: see fullPause
 }
 
 type request struct {
@@ -256,8 +263,14 @@ func (c *committer) commit(batch []*request) {
 		ops[i] = r.op
 	}
 	b := &Batch{Now: c.now(), Retention: c.ttl, Ops: ops}
-	err := c.apply(b)
-	full := errs.NoSpace(err)
+	var err error
+	full := time.Now().Before(c.fullUntil)
+	if !full {
+		err = c.apply(b)
+		if full = errs.NoSpace(err); full {
+			c.fullUntil = time.Now().Add(fullPause)
+		}
+	}
 	// Senders first: each is waiting for this reply to send its next message, while a
 	// stream's reader gets the new items a moment later either way.
 	for _, r := range batch {
@@ -267,7 +280,7 @@ func (c *committer) commit(batch []*request) {
 		}
 		close(r.done)
 	}
-	if err == nil {
+	if err == nil && !full {
 		c.notify.bump(b.Grown)
 	}
 }
