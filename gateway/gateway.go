@@ -20,11 +20,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )
@@ -251,20 +253,27 @@ func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
 	return err
 }
 
-// ready answers 200 when every upstream service reports SERVING, 503 otherwise.
+// ready answers 200 when every upstream service reports SERVING, 503 otherwise. A
+// service that says why it is not serving (grpcserver.NotServingReasonHeader: a store
+// whose writes fail) has its reason under "reasons".
 func (g *Gateway) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	states := map[string]string{}
+	reasons := map[string]string{}
 	ok := true
 	for _, u := range upstreams {
-		resp, err := healthpb.NewHealthClient(g.conns[u.name]).Check(ctx, &healthpb.HealthCheckRequest{Service: u.grpcName})
+		var header metadata.MD
+		resp, err := healthpb.NewHealthClient(g.conns[u.name]).Check(ctx, &healthpb.HealthCheckRequest{Service: u.grpcName}, grpc.Header(&header))
 		switch {
 		case err != nil:
 			states[u.name] = status.Code(err).String()
 			ok = false
 		case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
 			states[u.name] = resp.GetStatus().String()
+			if why := header.Get(grpcserver.NotServingReasonHeader); len(why) > 0 {
+				reasons[u.name] = why[0]
+			}
 			ok = false
 		default:
 			states[u.name] = "SERVING"
@@ -274,7 +283,11 @@ func (g *Gateway) ready(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"ready": ok, "services": states})
+	body := map[string]any{"ready": ok, "services": states}
+	if len(reasons) > 0 {
+		body["reasons"] = reasons
+	}
+	writeJSON(w, code, body)
 }
 
 // jwk is one key of a JWK set (RFC 8037: Ed25519 as an OKP key).

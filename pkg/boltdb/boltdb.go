@@ -52,9 +52,11 @@ type Options struct {
 	InitialMmapSize int
 }
 
-// DB is an open bbolt file.
+// DB is an open bbolt file. Its Update and Batch record whether each commit succeeded
+// (health.go).
 type DB struct {
 	*bolt.DB
+	health writeHealth
 }
 
 // Open opens (creating it with mode 0600 if needed) the bbolt file at path and makes

@@ -12,6 +12,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"syscall"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -31,6 +33,9 @@ var (
 	ErrExhausted       = errors.New("resource exhausted")
 	ErrUnavailable     = errors.New("unavailable")
 	ErrTooLarge        = errors.New("too large")
+	// ErrStorageFull is a write refused for lack of space (a full disk or a quota):
+	// nothing was written, so the same request may be retried once there is room.
+	ErrStorageFull = errors.New("storage full")
 )
 
 var codeOf = []struct {
@@ -47,6 +52,7 @@ var codeOf = []struct {
 	{ErrPrecondition, codes.FailedPrecondition},
 	{ErrExhausted, codes.ResourceExhausted},
 	{ErrUnavailable, codes.Unavailable},
+	{ErrStorageFull, codes.Unavailable},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }
@@ -111,6 +117,31 @@ func Unavailablef(format string, args ...any) *Error {
 // TooLargef reports a request over a size limit.
 func TooLargef(format string, args ...any) *Error { return newf(ErrTooLarge, format, args...) }
 
+// StorageFullf reports a write that failed for lack of space (NoSpace), in words that
+// say what to retry: a service whose request carries an idempotency key names it.
+func StorageFullf(format string, args ...any) *Error {
+	return newf(ErrStorageFull, format, args...)
+}
+
+// StorageFullMessage is what a caller reads when a write failed for lack of space and
+// the service said nothing more specific (StorageFullf).
+const StorageFullMessage = "the server's storage is full: nothing was written, and retrying the same request later is safe"
+
+// NoSpace reports whether err, anywhere in its chain, is a write refused for lack of
+// space: the operating system's ENOSPC (no space left on device) or EDQUOT (disk quota
+// exceeded). bbolt flattens the error of growing its file into text ("file resize
+// error: %s"), so the text is matched as well.
+func NoSpace(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, syscall.ENOSPC.Error()) || strings.Contains(msg, syscall.EDQUOT.Error())
+}
+
 // Code returns the gRPC code for err, and whether err is of a known kind. A gRPC status
 // error keeps its own code.
 func Code(err error) (codes.Code, bool) {
@@ -120,6 +151,17 @@ func Code(err error) (codes.Code, bool) {
 	if s, ok := status.FromError(err); ok {
 		return s.Code(), true
 	}
+	if code, ok := kindCode(err); ok {
+		return code, true
+	}
+	if NoSpace(err) {
+		return codes.Unavailable, true
+	}
+	return codes.Internal, false
+}
+
+// kindCode is the code of err's kind, if it has one.
+func kindCode(err error) (codes.Code, bool) {
 	for _, c := range codeOf {
 		if errors.Is(err, c.kind) {
 			return c.code, true
@@ -129,14 +171,20 @@ func Code(err error) (codes.Code, bool) {
 }
 
 // Status turns err into a gRPC status error. Errors of a known kind keep their message;
-// anything else becomes Internal with a generic message, so that no internal detail
-// leaks: the caller of Status logs the cause (known reports whether it must).
+// a storage error for lack of space (NoSpace) becomes Unavailable with
+// StorageFullMessage, which clients retry; anything else becomes Internal with a
+// generic message, so that no internal detail leaks: the caller of Status logs the
+// cause (known reports whether it must).
 func Status(err error) (st error, known bool) {
 	if err == nil {
 		return nil, true
 	}
 	if s, ok := status.FromError(err); ok {
 		return s.Err(), true
+	}
+	if _, ok := kindCode(err); !ok && NoSpace(err) {
+		// The cause names files: it stays in the server's log.
+		return status.Error(codes.Unavailable, StorageFullMessage), true
 	}
 	code, known := Code(err)
 	if !known {

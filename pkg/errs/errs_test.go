@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"syscall"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -32,6 +34,11 @@ func TestStatus(t *testing.T) {
 		{"canceled", context.Canceled, codes.Canceled, "context canceled", true},
 		{"status passes through", status.Error(codes.Aborted, "as is"), codes.Aborted, "as is", true},
 		{"unknown error hides its message", errors.New("open /var/lib/secret: permission denied"), codes.Internal, "internal error", false},
+		{"no space, wrapped deep", fmt.Errorf("card: publish: %w", &fs.PathError{Op: "write", Path: "/data/card.db", Err: syscall.ENOSPC}), codes.Unavailable, StorageFullMessage, true},
+		{"quota exceeded", fmt.Errorf("commit: %w", syscall.EDQUOT), codes.Unavailable, StorageFullMessage, true},
+		{"no space as bbolt's text", errors.New("file resize error: write /data/x.db: no space left on device"), codes.Unavailable, StorageFullMessage, true},
+		{"storage full with the service's words", StorageFullf("full: retry with the same client_message_id"), codes.Unavailable, "full: retry with the same client_message_id", true},
+		{"an I/O error stays internal", fmt.Errorf("commit: %w", syscall.EIO), codes.Internal, "internal error", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

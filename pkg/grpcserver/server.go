@@ -52,6 +52,7 @@ func SystemPolicies() auth.Table {
 type Server struct {
 	*grpc.Server
 	Health *health.Server
+	health *healthServer // Health with the reasons of SetNotServing
 	cfg    Config
 	log    *zap.Logger
 }
@@ -87,7 +88,8 @@ func New(cfg Config, authn *auth.Authenticator, log *zap.Logger, reg prometheus.
 		return nil, err
 	}
 	s := &Server{Server: grpc.NewServer(opts...), Health: health.NewServer(), cfg: cfg, log: log}
-	healthpb.RegisterHealthServer(s.Server, s.Health)
+	s.health = &healthServer{Server: s.Health, reasons: map[string]string{}}
+	healthpb.RegisterHealthServer(s.Server, s.health)
 	reflection.Register(s.Server)
 	return s, nil
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -147,16 +148,23 @@ func loadDevCredentials(path string) (*DevCredentials, error) {
 	return c, nil
 }
 
+// saveDevCredentials writes c to path, unless path holds them already: a restart
+// writes nothing, so that `umbra dev` starts on a full disk.
 func saveDevCredentials(path string, c *DevCredentials) error {
 	b, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
 		return err
 	}
+	b = append(b, '\n')
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
+		return nil
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("dev: %w", err)
 	}
 	return os.Rename(tmp, path)

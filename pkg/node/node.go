@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -85,6 +86,14 @@ type Config struct {
 	GroupTuning group.Config
 	// Ready, when set, is called once every listener is up, with their addresses.
 	Ready func(ctx context.Context, addrs Addrs) error
+	// StoreProbeInterval is how often a store whose writes fail tries a probe write,
+	// to turn its service ready again without waiting for a client; 0 means
+	// boltdb.DefaultProbeInterval.
+	StoreProbeInterval time.Duration
+	// StoresOpen, when set, is called with every hosted service's store by role once
+	// they are open, before serving: tests fail their writes through it
+	// (boltdb.DB.FailCommits).
+	StoresOpen func(map[string]*boltdb.DB)
 }
 
 // Addrs are the addresses a running node listens on.
@@ -250,6 +259,18 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	}
 	for _, s := range services {
 		srv.Health.SetServingStatus(s.grpcName, healthpb.HealthCheckResponse_SERVING)
+	}
+	writeFailures, err := writeFailuresMetric(reg)
+	if err != nil {
+		return err
+	}
+	for _, s := range services {
+		if s.db != nil {
+			watchStore(s, srv, writeFailures, cfg.StoreProbeInterval, log.Named(s.name))
+		}
+	}
+	if cfg.StoresOpen != nil {
+		cfg.StoresOpen(maps.Clone(admin.stores))
 	}
 
 	var wg sync.WaitGroup

@@ -45,16 +45,29 @@ func (c *Client) SendTo(ctx context.Context, peer string, data []byte) (*messagi
 	})
 }
 
-// Send sends a prepared message, retrying transient failures (UNAVAILABLE) with the
-// same request for up to a minute; the server's idempotency makes the retries safe.
+// Send sends a prepared message, retrying with the same request, for up to a minute
+// (or until ctx ends), the failures a Sender retries (retrySend): the server
+// unavailable or its storage full, an internal error, a lost connection, and once an
+// expired or revoked token, with a fresh one. The server's idempotency on
+// client_message_id makes the retries safe: the message is stored once.
 func (c *Client) Send(ctx context.Context, req *messagingv1.SendRequest) (*messagingv1.SendResponse, error) {
 	client := messagingv1.NewMessagingServiceClient(c.conn)
 	delay := 100 * time.Millisecond
 	deadline := time.Now().Add(time.Minute)
+	refreshed := false
 	for {
 		resp, err := client.Send(ctx, req)
-		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+		if err == nil || ctx.Err() != nil {
 			return resp, err
+		}
+		retry, newToken := retrySend(err)
+		if !retry || time.Now().After(deadline) || newToken && refreshed {
+			return resp, err
+		}
+		if newToken {
+			c.tok.invalidate()
+			refreshed = true
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -63,6 +76,21 @@ func (c *Client) Send(ctx context.Context, req *messagingv1.SendRequest) (*messa
 		}
 		delay = min(2*delay, 5*time.Second)
 	}
+}
+
+// retrySend says whether a send that failed with err may be made again as it is, with
+// the same client_message_id, and whether the access token must be replaced first.
+// Client.Send and the Sender retry the same failures: the server unavailable (its
+// storage full, a restart), an internal error, a lost connection or a deadline of the
+// server's, and an expired or revoked token.
+func retrySend(err error) (retry, newToken bool) {
+	switch status.Code(err) {
+	case codes.Unauthenticated:
+		return true, true
+	case codes.Unavailable, codes.Internal, codes.Unknown, codes.DeadlineExceeded:
+		return true, false
+	}
+	return errors.Is(err, io.EOF), false
 }
 
 // History pages through a conversation's messages (see messagingv1.HistoryRequest).

@@ -159,14 +159,12 @@ func (s *Sender) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return fail(ctx.Err())
 		}
-		switch status.Code(err) {
-		case codes.Unauthenticated:
+		retry, newToken := retrySend(err)
+		if !retry {
+			return fail(fmt.Errorf("sdk: send stream: %w", err))
+		}
+		if newToken {
 			s.c.tok.invalidate()
-		case codes.Unavailable, codes.Internal, codes.Unknown, codes.DeadlineExceeded:
-		default:
-			if !errors.Is(err, io.EOF) {
-				return fail(fmt.Errorf("sdk: send stream: %w", err))
-			}
 		}
 		select {
 		case <-ctx.Done():

@@ -21,6 +21,13 @@ const (
 	// flushIdle is how long the committer waits for work before it writes down the
 	// pending index entries.
 	flushIdle = 100 * time.Millisecond
+	// maxFlushRetry bounds the wait between flushes that fail.
+	maxFlushRetry = 5 * time.Second
+	// fullPause is how long after a batch failed for lack of space the next batches are
+	// refused the same way without a try. A failed commit is not cheap: bbolt rebuilds
+	// its free-page list by reading the whole file (messaging.db keeps no freelist on
+	// disk), and clients retrying in a loop would keep it doing that.
+	fullPause = time.Second
 )
 
 // committer is the one goroutine that writes. Requests queue on a channel; the
@@ -38,6 +45,8 @@ type committer struct {
 	queue   chan *request
 	tasks   chan *task
 	stopped chan struct{} // closed once the committer has stopped for good
+
+	fullUntil time.Time // the committer's own: see fullPause
 }
 
 type request struct {
@@ -64,6 +73,19 @@ func newCommitter(store Store, now func() time.Time, ttl time.Duration, notify *
 		tasks:   make(chan *task),
 		stopped: make(chan struct{}),
 	}
+}
+
+// storageFull is the error of op in a batch that failed for lack of space: nothing of
+// the batch was written, so the client may retry it as it is.
+func storageFull(op *Op) error {
+	const full = "the messaging service's storage is full"
+	switch {
+	case op.Send != nil:
+		return errs.StorageFullf("%s: this message was not stored; retrying it later with the same client_message_id is safe (it is stored once)", full)
+	case op.Event != nil:
+		return errs.StorageFullf("%s: this event was not stored; retrying it later with the same event_id is safe (it is stored once)", full)
+	}
+	return errs.StorageFullf("%s: nothing was written; retrying later is safe", full)
 }
 
 func errStopped() error {
@@ -143,6 +165,7 @@ func (c *committer) sweep(ctx context.Context, now time.Time, limit int) (delete
 func (c *committer) run(ctx context.Context) {
 	idle := time.NewTimer(flushIdle)
 	idle.Stop()
+	flushRetry := flushIdle
 	var carry *request
 	for {
 		first := carry
@@ -157,9 +180,17 @@ func (c *committer) run(ctx context.Context) {
 			case <-idle.C:
 				pending, err := c.store.Flush()
 				if err != nil {
-					c.log.Error("flush pending index entries", zap.Error(err))
+					// A full disk fails every flush until there is room: back off, and
+					// log the first failure of a run (the store's watch logs its cause).
+					if flushRetry == flushIdle {
+						c.log.Error("flush pending index entries", zap.Error(err))
+					}
+					idle.Reset(flushRetry)
+					flushRetry = min(2*flushRetry, maxFlushRetry)
+					continue
 				}
-				if pending || err != nil {
+				flushRetry = flushIdle
+				if pending {
 					idle.Reset(flushIdle)
 				}
 				continue
@@ -232,14 +263,24 @@ func (c *committer) commit(batch []*request) {
 		ops[i] = r.op
 	}
 	b := &Batch{Now: c.now(), Retention: c.ttl, Ops: ops}
-	err := c.apply(b)
+	var err error
+	full := time.Now().Before(c.fullUntil)
+	if !full {
+		err = c.apply(b)
+		if full = errs.NoSpace(err); full {
+			c.fullUntil = time.Now().Add(fullPause)
+		}
+	}
 	// Senders first: each is waiting for this reply to send its next message, while a
 	// stream's reader gets the new items a moment later either way.
 	for _, r := range batch {
 		r.err = err
+		if full {
+			r.err = storageFull(r.op)
+		}
 		close(r.done)
 	}
-	if err == nil {
+	if err == nil && !full {
 		c.notify.bump(b.Grown)
 	}
 }

@@ -34,6 +34,11 @@ type streamSend struct {
 // does; this one waits for each in turn and replies, so replies keep the requests'
 // order, and a reader at most SendStreamWindow requests ahead keeps the stream's
 // memory bounded (gRPC's flow control holds the client back beyond that).
+//
+// When the service stops (Run's context ends) the stream drains: the reader takes no
+// more requests, every request it took is committed (or refused) and answered, and
+// then the stream ends with UNAVAILABLE. So every message stored has had its reply
+// sent, and the client resends exactly those that got none.
 func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStreamRequest, messagingv1.SendStreamResponse]) error {
 	p, err := auth.Caller(stream.Context())
 	if err != nil {
@@ -48,6 +53,11 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 	defer end(nil)
 	s.watchToken(ctx, p, resume, end)
 
+	var (
+		mu       sync.Mutex
+		taken    int  // requests the reader took: each gets a reply unless the stream fails
+		draining bool // the service is stopping: the reader takes no more
+	)
 	pending := make(chan streamSend, SendStreamWindow)
 	go func() {
 		defer close(pending)
@@ -59,6 +69,14 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 				}
 				return
 			}
+			mu.Lock()
+			if draining {
+				// Not taken: it gets no reply, and the client sends it again.
+				mu.Unlock()
+				return
+			}
+			taken++
+			mu.Unlock()
 			it := streamSend{id: req.GetSend().GetClientMessageId()}
 			if it.err = s.tokenErr(ctx, p, false, resume); it.err == nil {
 				it.ps, it.err = s.startSend(ctx, p, req.GetSend())
@@ -74,7 +92,16 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 			}
 		}
 	}()
+	closing, replied := s.closing, 0
 	for {
+		if closing == nil {
+			mu.Lock()
+			done := replied == taken
+			mu.Unlock()
+			if done { // every request taken has its reply: a graceful stop need not wait for more
+				return errs.Unavailablef("the messaging service is shutting down: %s", resume)
+			}
+		}
 		var it streamSend
 		select {
 		case next, ok := <-pending:
@@ -84,8 +111,12 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 			it = next
 		case <-ctx.Done(): // the token, while the client sends nothing
 			return context.Cause(ctx)
-		case <-s.closing: // so that a graceful stop need not wait for idle streams
-			return errs.Unavailablef("the messaging service is shutting down: %s", resume)
+		case <-closing:
+			mu.Lock()
+			draining = true
+			mu.Unlock()
+			closing = nil
+			continue
 		}
 		var resp *messagingv1.SendResponse
 		err := it.err
@@ -104,25 +135,39 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 		if err := stream.Send(out); err != nil {
 			return err
 		}
+		replied++
 	}
 }
 
 // streamSlots counts the open SendStreams of each identity, up to max: each may hold
-// SendStreamWindow requests in memory.
+// SendStreamWindow requests in memory. Once the service stops it opens no more, and
+// says when the last one has ended (drained), so that the committer runs until every
+// stream has its replies.
 type streamSlots struct {
-	mu   sync.Mutex
-	max  int
-	open map[string]int // app 0 identity
+	mu      sync.Mutex
+	max     int
+	open    map[string]int // app 0 identity
+	total   int
+	closing bool
+	ended   chan struct{} // closed when closing and total is 0
+}
+
+func newStreamSlots(max int) *streamSlots {
+	return &streamSlots{max: max, open: map[string]int{}, ended: make(chan struct{})}
 }
 
 func (s *streamSlots) take(app, identity string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closing {
+		return errs.Unavailablef("the messaging service is shutting down: open a send stream again in a moment")
+	}
 	k := key2(app, identity)
 	if s.open[k] >= s.max {
 		return errs.Exhaustedf("you have %d send streams open already, the maximum: send on one of them", s.max)
 	}
 	s.open[k]++
+	s.total++
 	return nil
 }
 
@@ -133,6 +178,23 @@ func (s *streamSlots) give(app, identity string) {
 	if s.open[k]--; s.open[k] <= 0 {
 		delete(s.open, k)
 	}
+	if s.total--; s.total == 0 && s.closing {
+		close(s.ended)
+	}
+}
+
+// drained refuses new streams from now on and returns a channel closed once every open
+// one has ended.
+func (s *streamSlots) drained() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closing {
+		s.closing = true
+		if s.total == 0 {
+			close(s.ended)
+		}
+	}
+	return s.ended
 }
 
 // sendStreamError turns the refusal of one message into its reply, or returns the

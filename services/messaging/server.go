@@ -144,7 +144,7 @@ func New(store Store, groups Groups, cfg Config, log *zap.Logger) (*Server, erro
 		cfg:         cfg,
 		sends:       limiter,
 		notify:      notify,
-		sendStreams: &streamSlots{max: cfg.MaxStreamsPerIdentity, open: map[string]int{}},
+		sendStreams: newStreamSlots(cfg.MaxStreamsPerIdentity),
 		commit:      newCommitter(store, cfg.Clock, cfg.Retention, notify, log),
 		closing:     make(chan struct{}),
 	}, nil
@@ -153,16 +153,31 @@ func New(store Store, groups Groups, cfg Config, log *zap.Logger) (*Server, erro
 // Register registers the service on g.
 func (s *Server) Register(g *grpc.Server) { messagingv1.RegisterMessagingServiceServer(g, s) }
 
+// sendStreamDrainLimit bounds how long Run keeps the committer for SendStreams that
+// are draining after ctx ended. They need a moment (a batch or two); only a stream
+// whose client reads no replies takes longer, and the gRPC server's own grace period
+// ends it anyway.
+const sendStreamDrainLimit = 10 * time.Second
+
 // Run runs the committer, which makes every write, and the retention sweeper, until
-// ctx ends; then it ends the open streams, commits what is queued already, and returns.
-// The store may be closed once it has returned.
+// ctx ends. Then it ends the open Subscribe streams, lets the open SendStreams drain
+// (each takes no more requests, and answers those it took), commits what is queued
+// already, and returns. The store may be closed once it has returned.
 func (s *Server) Run(ctx context.Context) {
 	s.runOnce.Do(func() {
+		commitCtx, stopCommit := context.WithCancel(context.Background())
+		defer stopCommit()
 		var wg sync.WaitGroup
-		wg.Go(func() { s.commit.run(ctx) })
+		wg.Go(func() { s.commit.run(commitCtx) })
 		wg.Go(func() { s.sweepLoop(ctx) })
 		<-ctx.Done()
 		close(s.closing)
+		select {
+		case <-s.sendStreams.drained():
+		case <-time.After(sendStreamDrainLimit):
+			s.log.Warn("send streams still open after the drain limit; stopping the committer", zap.Duration("limit", sendStreamDrainLimit))
+		}
+		stopCommit()
 		wg.Wait()
 	})
 }

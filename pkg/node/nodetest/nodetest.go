@@ -6,6 +6,8 @@ package nodetest
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/pkg/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/node"
@@ -34,7 +37,13 @@ type Node struct {
 	// GRPC is the services' address; HTTP the gateway's base URL.
 	GRPC string
 	HTTP string
-	conn *grpc.ClientConn
+	// DataDir holds the services' files.
+	DataDir string
+	// Stores are the services' open stores by role, to fail their writes
+	// (boltdb.DB.FailCommits).
+	Stores map[string]*boltdb.DB
+	conn   *grpc.ClientConn
+	stop   func() error
 }
 
 // Start runs every role and the gateway until the test ends. edit, if given, adjusts
@@ -54,6 +63,14 @@ func Start(t testing.TB, edit ...func(*node.Config)) *Node {
 	for _, e := range edit {
 		e(&cfg)
 	}
+	var stores map[string]*boltdb.DB
+	tune := cfg.StoresOpen
+	cfg.StoresOpen = func(m map[string]*boltdb.DB) {
+		stores = m
+		if tune != nil {
+			tune(m)
+		}
+	}
 	ready := make(chan node.Addrs, 1)
 	cfg.Ready = func(_ context.Context, a node.Addrs) error {
 		ready <- a
@@ -71,15 +88,22 @@ func Start(t testing.TB, edit ...func(*node.Config)) *Node {
 		cancel()
 		t.Fatal("nodetest: node not ready after 30 s")
 	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("nodetest: node stopped with %v", err)
+	var once sync.Once
+	var stopErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case stopErr = <-done:
+			case <-time.After(20 * time.Second):
+				stopErr = errors.New("nodetest: node did not stop within 20 s")
 			}
-		case <-time.After(20 * time.Second):
-			t.Error("nodetest: node did not stop within 20 s")
+		})
+		return stopErr
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("nodetest: node stopped with %v", err)
 		}
 	})
 	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addrs.GRPC})
@@ -87,12 +111,16 @@ func Start(t testing.TB, edit ...func(*node.Config)) *Node {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	n := &Node{GRPC: addrs.GRPC, conn: conn}
+	n := &Node{GRPC: addrs.GRPC, DataDir: cfg.DataDir, Stores: stores, conn: conn, stop: stop}
 	if addrs.Gateway != "" {
 		n.HTTP = "http://" + addrs.Gateway
 	}
 	return n
 }
+
+// Stop stops the node as SIGTERM does (its context ends: a graceful stop) and returns
+// what it returned; the test's cleanup then has nothing left to stop.
+func (n *Node) Stop() error { return n.stop() }
 
 // Conn is a plain connection to the node, with no credential attached.
 func (n *Node) Conn() *grpc.ClientConn { return n.conn }
