@@ -71,13 +71,17 @@ func (s *Server) followOnce(ctx context.Context) (int, error) {
 		}
 		return 0, nil
 	}
+	active, err := s.publishedActive(ctx, evs)
+	if err != nil {
+		return 0, err
+	}
 	err = s.update(func(tx Tx) error {
 		// Another follower (a restart) may have moved the cursor meanwhile.
 		if cur, err := tx.CardCursor(); err != nil || cur != cursor {
 			return err
 		}
 		for _, ev := range evs {
-			if err := s.cardChanged(tx, ev); err != nil {
+			if err := s.cardChanged(tx, ev, active); err != nil {
 				return err
 			}
 		}
@@ -86,8 +90,42 @@ func (s *Server) followOnce(ctx context.Context) (int, error) {
 	return len(evs), err
 }
 
-// cardChanged marks the groups of the event's identity.
-func (s *Server) cardChanged(tx Tx, ev *cardv1.CardEvent) error {
+// activeCardKey names an identity of an app in the map publishedActive returns.
+type activeCardKey struct{ app, identity string }
+
+// publishedActive looks up, after the events were read, the active card of every
+// identity that evs say published one (nil for an identity with none). A publication
+// whose card is no longer active when it is applied is stale: a later event of the
+// feed, not applied yet, replaced or revoked that card, and decides for it. Without
+// this, a feed read late (a publication applied after the member rotated again and a
+// commit already wrapped the key to the newer card) would require a rotation nobody
+// needs.
+func (s *Server) publishedActive(ctx context.Context, evs []*cardv1.CardEvent) (map[activeCardKey][]byte, error) {
+	byApp := map[string][]string{}
+	active := map[activeCardKey][]byte{}
+	for _, ev := range evs {
+		k := activeCardKey{ev.GetAppId(), ev.GetIdentity()}
+		if _, ok := active[k]; ok || ev.GetKind() != cardv1.CardEventKind_CARD_EVENT_KIND_PUBLISHED {
+			continue
+		}
+		active[k] = nil
+		byApp[k.app] = append(byApp[k.app], k.identity)
+	}
+	for app, identities := range byApp {
+		cards, err := s.activeCards(ctx, app, identities)
+		if err != nil {
+			return nil, err
+		}
+		for id, c := range cards {
+			active[activeCardKey{app, id}] = c.GetCardId()
+		}
+	}
+	return active, nil
+}
+
+// cardChanged marks the groups of the event's identity; active holds the identity's
+// active card at the time the event is applied (publishedActive).
+func (s *Server) cardChanged(tx Tx, ev *cardv1.CardEvent, active map[activeCardKey][]byte) error {
 	var groups []string
 	if err := tx.MemberGroups(ev.GetAppId(), ev.GetIdentity(), "", func(g string) (bool, error) {
 		groups = append(groups, g)
@@ -102,7 +140,7 @@ func (s *Server) cardChanged(tx Tx, ev *cardv1.CardEvent) error {
 			return err
 		}
 		g.CardsVersion++ // a commit checked against the old cards is checked again
-		needed, err := rotationNeeded(tx, g, ev)
+		needed, err := rotationNeeded(tx, g, ev, active[activeCardKey{ev.GetAppId(), ev.GetIdentity()}])
 		if err != nil {
 			return err
 		}
@@ -122,9 +160,11 @@ func (s *Server) cardChanged(tx Tx, ev *cardv1.CardEvent) error {
 // feed may be read late (the follower starts from its cursor; a commit may already
 // have used the new card), so it compares the event with the card the current epoch's
 // key is wrapped to: a new card that the key is not wrapped to, or a revoked card that
-// it is wrapped to. A member without a key of the current epoch waits for a rotation
-// already (it joined since) or gets one for its new card.
-func rotationNeeded(tx Tx, g *storagev1.GroupRecord, ev *cardv1.CardEvent) (bool, error) {
+// it is wrapped to. A publication whose card is not the identity's active card any more
+// (active) is stale, and left to the later event that replaced or revoked the card. A
+// member without a key of the current epoch waits for a rotation already (it joined
+// since) or gets one for its new card.
+func rotationNeeded(tx Tx, g *storagev1.GroupRecord, ev *cardv1.CardEvent, active []byte) (bool, error) {
 	if g.GetEpoch() == 0 || encryptionOff(g) {
 		return false, nil // no key yet: the first commit reads the cards of its time
 	}
@@ -135,6 +175,9 @@ func rotationNeeded(tx Tx, g *storagev1.GroupRecord, ev *cardv1.CardEvent) (bool
 	covered := key != nil && bytes.Equal(key.GetWrappedKey().GetRecipientCardId(), ev.GetCardId())
 	if ev.GetKind() == cardv1.CardEventKind_CARD_EVENT_KIND_REVOKED {
 		return covered, nil
+	}
+	if !bytes.Equal(active, ev.GetCardId()) {
+		return false, nil
 	}
 	return !covered && !(key == nil && g.GetRotationRequired()), nil
 }

@@ -298,6 +298,36 @@ func TestCardRotation(t *testing.T) {
 			t.Errorf("bob's keys without a card: %v, %v", ks, err)
 		}
 	})
+	t.Run("a feed read late", func(t *testing.T) {
+		// The follower applies bob's first publication only after bob rotated and a
+		// commit wrapped the key to his new card: that publication is stale, and
+		// requires no rotation. His next rotation still does.
+		e := newEnv(t, envOptions{noLoops: true})
+		a := e.newApp(t)
+		us := e.newUsers(t, a, true, "owner", "bob")
+		owner, bob := us[0], us[1]
+		if err := e.publishCard(bob); err != nil {
+			t.Fatal(err)
+		}
+		group := e.groupID(t, a, "team")
+		e.create(t, owner, group, bob)
+		e.commit(t, group, owner, owner, bob)
+		if n, err := e.srv.followOnce(t.Context()); err != nil || n != 3 {
+			t.Fatalf("followOnce: %d events, %v; want 3", n, err)
+		}
+		if st := e.state(t, owner, group); st.GetRotationRequired() {
+			t.Fatalf("a stale publication required a rotation: %v", st)
+		}
+		if err := e.publishCard(bob); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := e.srv.followOnce(t.Context()); err != nil || n != 1 {
+			t.Fatalf("followOnce: %d events, %v; want 1", n, err)
+		}
+		if st := e.state(t, owner, group); !slices.Equal(st.GetRotationReasons(), []groupv1.RotationReason{groupv1.RotationReason_ROTATION_REASON_CARD_CHANGED}) {
+			t.Errorf("after bob's next rotation: %v", st)
+		}
+	})
 	t.Run("sender card", func(t *testing.T) {
 		e := newEnv(t, envOptions{noLoops: true}) // no card feed: the message itself tells
 		a := e.newApp(t)
