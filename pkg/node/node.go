@@ -48,9 +48,10 @@ type Config struct {
 	// MetricsAddr, when set, serves /metrics on its own HTTP listener.
 	MetricsAddr string
 	// Identity says how to reach the identity service for signing keys and
-	// revocations. A process that hosts only the identity role checks tokens against
-	// its own store; any other process reaches identity over gRPC, even when it is in
-	// the same process, as it would in a cluster.
+	// revocations. A process that hosts the identity role (alone, or with others as in
+	// `umbra dev` and `serve all`) checks tokens against the identity service's own
+	// store, so a revocation holds on the next call; any other process follows the
+	// identity service's revocation feed over gRPC, within auth.DefaultRevocationPoll.
 	Identity grpcclient.Config
 	// AdminCredential enables the admin methods (CreateApp...).
 	AdminCredential string
@@ -371,9 +372,12 @@ func loopbackAddr(addr string) string {
 }
 
 // tokenVerifier returns the access-token verifier of the process, and the revocation
-// feed it follows when it reaches the identity service remotely.
+// feed it follows when it reaches the identity service remotely. A process that hosts
+// the identity service asks it directly, whatever else it hosts: a revocation is in
+// its store once RevokeTokens has answered, so every service of the process refuses
+// the revoked tokens from the next call on (the README's walk-through relies on it).
 func tokenVerifier(d *deps) (auth.TokenVerifier, *auth.RevocationFeed, func(), error) {
-	if d.identity != nil && len(d.cfg.Roles) == 1 {
+	if d.identity != nil {
 		return auth.NewVerifier(d.identity, d.identity, d.cfg.Issuer, nil), nil, func() {}, nil
 	}
 	icfg := d.cfg.Identity
