@@ -47,6 +47,7 @@ func TestBinary(t *testing.T) {
 			{"unknown command", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`, true},
 			{"unknown flag", []string{"dev", "--no-such-flag"}, 2, "", "flag provided but not defined", true},
 			{"dev beyond loopback", []string{"dev", "--data", t.TempDir(), "--grpc-addr", "0.0.0.0:0", "--http-addr", "127.0.0.1:0"}, 1, "", "not a loopback address", true},
+			{"dev metrics beyond loopback", []string{"dev", "--data", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--metrics-addr", "0.0.0.0:0"}, 1, "", "not a loopback address", true},
 			{"serve without a role", []string{"serve"}, 2, "", "usage: umbra serve <", true},
 		}
 		for _, tc := range cases {
@@ -100,6 +101,8 @@ type e2eDev struct {
 	apiKey     string
 	adminToken string
 	base       string
+	// metrics is the URL of /metrics, on a listener of its own.
+	metrics string
 }
 
 // e2eStartDev runs `umbra dev` and waits (30 s at most) for the banner with its
@@ -112,6 +115,8 @@ func e2eStartDev(t *testing.T, bin, dataDir string, grpcPort, httpPort int) *e2e
 		exited:     make(chan struct{}),
 		base:       fmt.Sprintf("http://127.0.0.1:%d", httpPort),
 	}
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", e2eFreePort(t))
+	p.metrics = "http://" + metricsAddr + "/metrics"
 	stderr, err := os.Create(p.stderrPath)
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +125,8 @@ func e2eStartDev(t *testing.T, bin, dataDir string, grpcPort, httpPort int) *e2e
 	p.cmd = exec.Command(bin, "dev",
 		"--data", dataDir,
 		"--grpc-addr", fmt.Sprintf("127.0.0.1:%d", grpcPort),
-		"--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort))
+		"--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"--metrics-addr", metricsAddr)
 	p.cmd.Env = e2eEnv(os.Environ())
 	p.cmd.Stderr = stderr
 	stdout, err := p.cmd.StdoutPipe()
@@ -361,6 +367,14 @@ func e2eTestDev(t *testing.T, bin string) {
 	e2eWantStatus(t, "/readyz", ready, http.StatusOK)
 	if ready.object(t)["ready"] != true {
 		t.Fatalf("/readyz body %s; want ready true", ready.body)
+	}
+
+	// Metrics: on their own listener, never on the REST API's.
+	e2eWantStatus(t, "/metrics on the REST listener", e2eSend(t, "GET", p.base+"/metrics", "", nil), http.StatusNotFound)
+	metrics := e2eSend(t, "GET", p.metrics, "", nil)
+	e2eWantStatus(t, "/metrics on --metrics-addr", metrics, http.StatusOK)
+	if !bytes.Contains(metrics.body, []byte("umbra_grpc_calls_total")) || !bytes.Contains(metrics.body, []byte("go_goroutines")) {
+		t.Errorf("/metrics on --metrics-addr lacks the gRPC and Go metrics:\n%.300s", metrics.body)
 	}
 
 	// Identities are stable, distinct and opaque.

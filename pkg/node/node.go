@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -45,7 +44,9 @@ type Config struct {
 	// Gateway, when set, runs the REST gateway in this process in front of the hosted
 	// services (its Upstreams are filled in to point at GRPC's listener).
 	Gateway *gateway.Config
-	// MetricsAddr, when set, serves /metrics on its own HTTP listener.
+	// MetricsAddr, when set, serves /metrics on its own plain-HTTP listener
+	// (gateway.ServeMetrics). The gateway's listener never serves them: it is the
+	// public one.
 	MetricsAddr string
 	// Identity says how to reach the identity service for signing keys and
 	// revocations. A process that hosts the identity role (alone, or with others as in
@@ -92,6 +93,8 @@ type Config struct {
 type Addrs struct {
 	GRPC    string
 	Gateway string
+	// Metrics is empty when the node serves no metrics.
+	Metrics string
 }
 
 // hosted is one service running in this process.
@@ -269,7 +272,6 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 
 	if cfg.Gateway != nil {
 		gcfg := *cfg.Gateway
-		gcfg.Metrics = metrics
 		gcfg.Upstreams = map[string]grpcclient.Config{}
 		for _, name := range gateway.Services() {
 			gcfg.Upstreams[name] = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC), Insecure: true}
@@ -296,14 +298,16 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 		addrs.Gateway = glis.Addr().String()
 		wg.Go(func() { errc <- g.Serve(ctx, glis) })
-	} else if cfg.MetricsAddr != "" {
+	}
+	if cfg.MetricsAddr != "" {
 		mlis, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
-			return fail(fmt.Errorf("metrics: listen on %s: %w", cfg.MetricsAddr, err))
+			return fail(fmt.Errorf("metrics: listen on %s: %w (another process has it? --metrics-addr '' serves no metrics)", cfg.MetricsAddr, err))
 		}
-		wg.Go(func() { errc <- serveMetrics(ctx, mlis, metrics) })
+		addrs.Metrics = mlis.Addr().String()
+		wg.Go(func() { errc <- gateway.ServeMetrics(ctx, mlis, metrics) })
 	}
-	log.Info("serving", zap.Strings("roles", cfg.Roles), zap.String("grpc", addrs.GRPC), zap.String("gateway", addrs.Gateway))
+	log.Info("serving", zap.Strings("roles", cfg.Roles), zap.String("grpc", addrs.GRPC), zap.String("gateway", addrs.Gateway), zap.String("metrics", addrs.Metrics))
 
 	if cfg.Ready != nil {
 		if err := cfg.Ready(ctx, addrs); err != nil {
@@ -408,20 +412,6 @@ func firstSync(ctx context.Context, feed *auth.RevocationFeed, log *zap.Logger) 
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-func serveMetrics(ctx context.Context, lis net.Listener, h http.Handler) error {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", h)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }
 
 func dbPath(d *deps, name string) string { return filepath.Join(d.dataDir, name+".db") }
