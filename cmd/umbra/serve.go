@@ -213,6 +213,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	switch role {
 	case gateway.Group:
 		cfg.Card, cfg.MessagingPeer = f.peer(gateway.Card), f.peer(gateway.Messaging)
+	case gateway.Messaging:
+		cfg.Card = f.peer(gateway.Card)
 	case gateway.Backup:
 		cfg.MessagingPeer = f.peer(gateway.Messaging)
 	}
@@ -228,8 +230,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 // requiredPeers are the services each role calls besides identity.
 var requiredPeers = map[string][]string{
-	gateway.Group:  {gateway.Card, gateway.Messaging},
-	gateway.Backup: {gateway.Messaging},
+	gateway.Group:     {gateway.Card, gateway.Messaging},
+	gateway.Backup:    {gateway.Messaging},
+	gateway.Messaging: {gateway.Card}, // the sender card of every ENCRYPTED message
 }
 
 // tuningFlags are the services' limits, the same for `umbra dev` and `umbra serve`.

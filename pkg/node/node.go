@@ -74,10 +74,11 @@ type Config struct {
 	// Messaging tunes the messaging service (envelope limit, send rate, retention,
 	// streams); the zero value is its defaults.
 	Messaging messaging.Config
-	// Card says how the group service reaches the card service (members' active cards
-	// and card events), and MessagingPeer how the group and backup services reach the
-	// messaging service (events into members' streams). A process that hosts the role
-	// reaches its own listener.
+	// Card says how the group service (members' active cards and card events) and the
+	// messaging service (whose card a message's sender card is) reach the card service,
+	// and MessagingPeer how the group and backup services reach the messaging service
+	// (events into members' streams). A process that hosts the role reaches its own
+	// listener.
 	Card          grpcclient.Config
 	MessagingPeer grpcclient.Config
 	// Backup configures the backup service; its Secret is required when the process

@@ -35,7 +35,7 @@ func sendRefusals(t *testing.T, e *env) []sendRefusal {
 
 	big := strings.Repeat("x", DefaultMaxEnvelopeBytes+1)
 	with := func(f func(r *messagingv1.SendRequest)) *messagingv1.SendRequest {
-		r := sendReq(bob.identity, "m-2", "second")
+		r := alice.sendReq(bob.identity, "m-2", "second")
 		f(r)
 		return r
 	}
@@ -55,9 +55,9 @@ func sendRefusals(t *testing.T, e *env) []sendRefusal {
 		{"kind unspecified", alice, with(func(r *messagingv1.SendRequest) { r.Header.Kind = messagingv1.MessageKind_MESSAGE_KIND_UNSPECIFIED }), codes.InvalidArgument, "MESSAGE_KIND_UNSPECIFIED"},
 		{"unknown kind", alice, with(func(r *messagingv1.SendRequest) { r.Header.Kind = 7 }), codes.InvalidArgument, "header.kind is 7"},
 		{"plaintext with an epoch", alice, with(func(r *messagingv1.SendRequest) { r.Header = plaintext(); r.Header.Epoch = 3 }), codes.InvalidArgument, "PLAINTEXT message carries no epoch"},
-		{"plaintext naming a card", alice, with(func(r *messagingv1.SendRequest) { r.Header = plaintext(); r.Header.SenderCardId = cardID }), codes.InvalidArgument, "names no card"},
+		{"plaintext naming a card", alice, with(func(r *messagingv1.SendRequest) { r.Header = plaintext(); r.Header.SenderCardId = alice.card }), codes.InvalidArgument, "names no card"},
 		{"encrypted without a card", alice, with(func(r *messagingv1.SendRequest) { r.Header.SenderCardId = nil }), codes.InvalidArgument, "sender_card_id is 0 bytes"},
-		{"encrypted with a short card id", alice, with(func(r *messagingv1.SendRequest) { r.Header.SenderCardId = cardID[:31] }), codes.InvalidArgument, "31 bytes"},
+		{"encrypted with a short card id", alice, with(func(r *messagingv1.SendRequest) { r.Header.SenderCardId = alice.card[:31] }), codes.InvalidArgument, "31 bytes"},
 		{"direct message with an epoch", alice, with(func(r *messagingv1.SendRequest) { r.Header.Epoch = 2 }), codes.InvalidArgument, "direct message carries no epoch"},
 		{"empty envelope", alice, with(func(r *messagingv1.SendRequest) { r.Envelope = nil }), codes.InvalidArgument, "envelope is empty"},
 		{"oversized envelope", alice, with(func(r *messagingv1.SendRequest) { r.Envelope = []byte(big) }), codes.InvalidArgument, "limit is 262144"},
@@ -115,7 +115,7 @@ func TestSendRateLimit(t *testing.T) {
 	e.send(t, alice, bob.identity, "1", "one")
 	e.send(t, alice, bob.identity, "2", "two")
 	before := e.snapshot(t)
-	_, err := e.client.Send(alice.ctx(), sendReq(bob.identity, "3", "three"))
+	_, err := e.client.Send(alice.ctx(), alice.sendReq(bob.identity, "3", "three"))
 	wantCode(t, err, codes.ResourceExhausted, "rate limit exceeded")
 	if !maps.Equal(before, e.snapshot(t)) {
 		t.Error("the refused message changed the store")
@@ -145,7 +145,7 @@ func TestSendIdempotent(t *testing.T) {
 		if !pending {
 			before = e.snapshot(t)
 		}
-		again, err := e.client.Send(alice.ctx(), sendReq(first.GetConversationId(), "id-1", "hello"))
+		again, err := e.client.Send(alice.ctx(), alice.sendReq(first.GetConversationId(), "id-1", "hello"))
 		if err != nil {
 			t.Fatalf("%s: retry: %v", stage, err)
 		}
@@ -199,7 +199,7 @@ func TestConcurrentRetries(t *testing.T) {
 			if i%2 == 1 {
 				body = fmt.Sprintf("an impostor %d", i)
 			}
-			r, err := e.client.Send(alice.ctx(), sendReq(bob.identity, "same-id", body))
+			r, err := e.client.Send(alice.ctx(), alice.sendReq(bob.identity, "same-id", body))
 			results[i] = result{r, err}
 		})
 	}
@@ -260,7 +260,7 @@ func TestSequencesWithoutGaps(t *testing.T) {
 				wg.Go(func() {
 					s := senders[d/2]
 					for i := range perDevice {
-						if _, err := e.client.Send(s.ctx(), sendReq(hub.identity, fmt.Sprintf("dev%d-%d", d%2, i), fmt.Sprintf("%s/%d/%d", s.identity, d%2, i))); err != nil {
+						if _, err := e.client.Send(s.ctx(), s.sendReq(hub.identity, fmt.Sprintf("dev%d-%d", d%2, i), fmt.Sprintf("%s/%d/%d", s.identity, d%2, i))); err != nil {
 							t.Error(err)
 							return
 						}

@@ -1387,6 +1387,115 @@ func (x *ListCardEventsResponse) GetLatestSequence() uint64 {
 	return 0
 }
 
+type LookupCardOwnerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The app whose card this is (internal callers name it, as they hold no access
+	// token).
+	AppId string `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	// The card's id, 32 bytes.
+	CardId        []byte `protobuf:"bytes,2,opt,name=card_id,json=cardId,proto3" json:"card_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupCardOwnerRequest) Reset() {
+	*x = LookupCardOwnerRequest{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupCardOwnerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupCardOwnerRequest) ProtoMessage() {}
+
+func (x *LookupCardOwnerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupCardOwnerRequest.ProtoReflect.Descriptor instead.
+func (*LookupCardOwnerRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *LookupCardOwnerRequest) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *LookupCardOwnerRequest) GetCardId() []byte {
+	if x != nil {
+		return x.CardId
+	}
+	return nil
+}
+
+type LookupCardOwnerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user identity the card belongs to.
+	Identity string `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The card's status now: ACTIVE, SUPERSEDED or REVOKED.
+	Status        CardStatus `protobuf:"varint,2,opt,name=status,proto3,enum=umbra.card.v1.CardStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupCardOwnerResponse) Reset() {
+	*x = LookupCardOwnerResponse{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupCardOwnerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupCardOwnerResponse) ProtoMessage() {}
+
+func (x *LookupCardOwnerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupCardOwnerResponse.ProtoReflect.Descriptor instead.
+func (*LookupCardOwnerResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *LookupCardOwnerResponse) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *LookupCardOwnerResponse) GetStatus() CardStatus {
+	if x != nil {
+		return x.Status
+	}
+	return CardStatus_CARD_STATUS_UNSPECIFIED
+}
+
 var File_umbra_card_v1_card_proto protoreflect.FileDescriptor
 
 const file_umbra_card_v1_card_proto_rawDesc = "" +
@@ -1475,7 +1584,13 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\"s\n" +
 	"\x16ListCardEventsResponse\x120\n" +
 	"\x06events\x18\x01 \x03(\v2\x18.umbra.card.v1.CardEventR\x06events\x12'\n" +
-	"\x0flatest_sequence\x18\x02 \x01(\x04R\x0elatestSequence*v\n" +
+	"\x0flatest_sequence\x18\x02 \x01(\x04R\x0elatestSequence\"H\n" +
+	"\x16LookupCardOwnerRequest\x12\x15\n" +
+	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x17\n" +
+	"\acard_id\x18\x02 \x01(\fR\x06cardId\"h\n" +
+	"\x17LookupCardOwnerResponse\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x121\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x19.umbra.card.v1.CardStatusR\x06status*v\n" +
 	"\n" +
 	"CardStatus\x12\x1b\n" +
 	"\x17CARD_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -1485,7 +1600,7 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\rCardEventKind\x12\x1f\n" +
 	"\x1bCARD_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19CARD_EVENT_KIND_PUBLISHED\x10\x01\x12\x1b\n" +
-	"\x17CARD_EVENT_KIND_REVOKED\x10\x022\xdb\x05\n" +
+	"\x17CARD_EVENT_KIND_REVOKED\x10\x022\xbd\x06\n" +
 	"\vCardService\x12T\n" +
 	"\vPublishCard\x12!.umbra.card.v1.PublishCardRequest\x1a\".umbra.card.v1.PublishCardResponse\x12Z\n" +
 	"\rGetServiceKey\x12#.umbra.card.v1.GetServiceKeyRequest\x1a$.umbra.card.v1.GetServiceKeyResponse\x12T\n" +
@@ -1495,7 +1610,8 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\n" +
 	"RevokeCard\x12 .umbra.card.v1.RevokeCardRequest\x1a!.umbra.card.v1.RevokeCardResponse\x12f\n" +
 	"\x11LookupActiveCards\x12'.umbra.card.v1.LookupActiveCardsRequest\x1a(.umbra.card.v1.LookupActiveCardsResponse\x12]\n" +
-	"\x0eListCardEvents\x12$.umbra.card.v1.ListCardEventsRequest\x1a%.umbra.card.v1.ListCardEventsResponseB8Z6github.com/umbra-e2ee/umbra/proto/umbra/card/v1;cardv1b\x06proto3"
+	"\x0eListCardEvents\x12$.umbra.card.v1.ListCardEventsRequest\x1a%.umbra.card.v1.ListCardEventsResponse\x12`\n" +
+	"\x0fLookupCardOwner\x12%.umbra.card.v1.LookupCardOwnerRequest\x1a&.umbra.card.v1.LookupCardOwnerResponseB8Z6github.com/umbra-e2ee/umbra/proto/umbra/card/v1;cardv1b\x06proto3"
 
 var (
 	file_umbra_card_v1_card_proto_rawDescOnce sync.Once
@@ -1510,7 +1626,7 @@ func file_umbra_card_v1_card_proto_rawDescGZIP() []byte {
 }
 
 var file_umbra_card_v1_card_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_umbra_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_umbra_card_v1_card_proto_goTypes = []any{
 	(CardStatus)(0),                   // 0: umbra.card.v1.CardStatus
 	(CardEventKind)(0),                // 1: umbra.card.v1.CardEventKind
@@ -1535,16 +1651,18 @@ var file_umbra_card_v1_card_proto_goTypes = []any{
 	(*CardEvent)(nil),                 // 20: umbra.card.v1.CardEvent
 	(*ListCardEventsRequest)(nil),     // 21: umbra.card.v1.ListCardEventsRequest
 	(*ListCardEventsResponse)(nil),    // 22: umbra.card.v1.ListCardEventsResponse
-	(*timestamppb.Timestamp)(nil),     // 23: google.protobuf.Timestamp
-	(v1.Suite)(0),                     // 24: umbra.envelope.v1.Suite
+	(*LookupCardOwnerRequest)(nil),    // 23: umbra.card.v1.LookupCardOwnerRequest
+	(*LookupCardOwnerResponse)(nil),   // 24: umbra.card.v1.LookupCardOwnerResponse
+	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
+	(v1.Suite)(0),                     // 26: umbra.envelope.v1.Suite
 }
 var file_umbra_card_v1_card_proto_depIdxs = []int32{
 	3,  // 0: umbra.card.v1.Card.endorsement:type_name -> umbra.card.v1.CardEndorsement
 	0,  // 1: umbra.card.v1.Card.status:type_name -> umbra.card.v1.CardStatus
-	23, // 2: umbra.card.v1.Card.published_at:type_name -> google.protobuf.Timestamp
-	23, // 3: umbra.card.v1.Card.superseded_at:type_name -> google.protobuf.Timestamp
-	23, // 4: umbra.card.v1.Card.revoked_at:type_name -> google.protobuf.Timestamp
-	23, // 5: umbra.card.v1.ServiceKey.created_at:type_name -> google.protobuf.Timestamp
+	25, // 2: umbra.card.v1.Card.published_at:type_name -> google.protobuf.Timestamp
+	25, // 3: umbra.card.v1.Card.superseded_at:type_name -> google.protobuf.Timestamp
+	25, // 4: umbra.card.v1.Card.revoked_at:type_name -> google.protobuf.Timestamp
+	25, // 5: umbra.card.v1.ServiceKey.created_at:type_name -> google.protobuf.Timestamp
 	3,  // 6: umbra.card.v1.PublishCardRequest.endorsement:type_name -> umbra.card.v1.CardEndorsement
 	2,  // 7: umbra.card.v1.PublishCardResponse.card:type_name -> umbra.card.v1.Card
 	4,  // 8: umbra.card.v1.GetServiceKeyResponse.key:type_name -> umbra.card.v1.ServiceKey
@@ -1552,32 +1670,35 @@ var file_umbra_card_v1_card_proto_depIdxs = []int32{
 	2,  // 10: umbra.card.v1.GetCardResponse.card:type_name -> umbra.card.v1.Card
 	2,  // 11: umbra.card.v1.ListCardHistoryResponse.cards:type_name -> umbra.card.v1.Card
 	2,  // 12: umbra.card.v1.RevokeCardResponse.card:type_name -> umbra.card.v1.Card
-	24, // 13: umbra.card.v1.ActiveCardRef.suite:type_name -> umbra.envelope.v1.Suite
+	26, // 13: umbra.card.v1.ActiveCardRef.suite:type_name -> umbra.envelope.v1.Suite
 	17, // 14: umbra.card.v1.LookupActiveCardsResponse.cards:type_name -> umbra.card.v1.ActiveCardRef
 	1,  // 15: umbra.card.v1.CardEvent.kind:type_name -> umbra.card.v1.CardEventKind
-	23, // 16: umbra.card.v1.CardEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	25, // 16: umbra.card.v1.CardEvent.occurred_at:type_name -> google.protobuf.Timestamp
 	20, // 17: umbra.card.v1.ListCardEventsResponse.events:type_name -> umbra.card.v1.CardEvent
-	5,  // 18: umbra.card.v1.CardService.PublishCard:input_type -> umbra.card.v1.PublishCardRequest
-	7,  // 19: umbra.card.v1.CardService.GetServiceKey:input_type -> umbra.card.v1.GetServiceKeyRequest
-	9,  // 20: umbra.card.v1.CardService.SearchCards:input_type -> umbra.card.v1.SearchCardsRequest
-	11, // 21: umbra.card.v1.CardService.GetCard:input_type -> umbra.card.v1.GetCardRequest
-	13, // 22: umbra.card.v1.CardService.ListCardHistory:input_type -> umbra.card.v1.ListCardHistoryRequest
-	15, // 23: umbra.card.v1.CardService.RevokeCard:input_type -> umbra.card.v1.RevokeCardRequest
-	18, // 24: umbra.card.v1.CardService.LookupActiveCards:input_type -> umbra.card.v1.LookupActiveCardsRequest
-	21, // 25: umbra.card.v1.CardService.ListCardEvents:input_type -> umbra.card.v1.ListCardEventsRequest
-	6,  // 26: umbra.card.v1.CardService.PublishCard:output_type -> umbra.card.v1.PublishCardResponse
-	8,  // 27: umbra.card.v1.CardService.GetServiceKey:output_type -> umbra.card.v1.GetServiceKeyResponse
-	10, // 28: umbra.card.v1.CardService.SearchCards:output_type -> umbra.card.v1.SearchCardsResponse
-	12, // 29: umbra.card.v1.CardService.GetCard:output_type -> umbra.card.v1.GetCardResponse
-	14, // 30: umbra.card.v1.CardService.ListCardHistory:output_type -> umbra.card.v1.ListCardHistoryResponse
-	16, // 31: umbra.card.v1.CardService.RevokeCard:output_type -> umbra.card.v1.RevokeCardResponse
-	19, // 32: umbra.card.v1.CardService.LookupActiveCards:output_type -> umbra.card.v1.LookupActiveCardsResponse
-	22, // 33: umbra.card.v1.CardService.ListCardEvents:output_type -> umbra.card.v1.ListCardEventsResponse
-	26, // [26:34] is the sub-list for method output_type
-	18, // [18:26] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	0,  // 18: umbra.card.v1.LookupCardOwnerResponse.status:type_name -> umbra.card.v1.CardStatus
+	5,  // 19: umbra.card.v1.CardService.PublishCard:input_type -> umbra.card.v1.PublishCardRequest
+	7,  // 20: umbra.card.v1.CardService.GetServiceKey:input_type -> umbra.card.v1.GetServiceKeyRequest
+	9,  // 21: umbra.card.v1.CardService.SearchCards:input_type -> umbra.card.v1.SearchCardsRequest
+	11, // 22: umbra.card.v1.CardService.GetCard:input_type -> umbra.card.v1.GetCardRequest
+	13, // 23: umbra.card.v1.CardService.ListCardHistory:input_type -> umbra.card.v1.ListCardHistoryRequest
+	15, // 24: umbra.card.v1.CardService.RevokeCard:input_type -> umbra.card.v1.RevokeCardRequest
+	18, // 25: umbra.card.v1.CardService.LookupActiveCards:input_type -> umbra.card.v1.LookupActiveCardsRequest
+	21, // 26: umbra.card.v1.CardService.ListCardEvents:input_type -> umbra.card.v1.ListCardEventsRequest
+	23, // 27: umbra.card.v1.CardService.LookupCardOwner:input_type -> umbra.card.v1.LookupCardOwnerRequest
+	6,  // 28: umbra.card.v1.CardService.PublishCard:output_type -> umbra.card.v1.PublishCardResponse
+	8,  // 29: umbra.card.v1.CardService.GetServiceKey:output_type -> umbra.card.v1.GetServiceKeyResponse
+	10, // 30: umbra.card.v1.CardService.SearchCards:output_type -> umbra.card.v1.SearchCardsResponse
+	12, // 31: umbra.card.v1.CardService.GetCard:output_type -> umbra.card.v1.GetCardResponse
+	14, // 32: umbra.card.v1.CardService.ListCardHistory:output_type -> umbra.card.v1.ListCardHistoryResponse
+	16, // 33: umbra.card.v1.CardService.RevokeCard:output_type -> umbra.card.v1.RevokeCardResponse
+	19, // 34: umbra.card.v1.CardService.LookupActiveCards:output_type -> umbra.card.v1.LookupActiveCardsResponse
+	22, // 35: umbra.card.v1.CardService.ListCardEvents:output_type -> umbra.card.v1.ListCardEventsResponse
+	24, // 36: umbra.card.v1.CardService.LookupCardOwner:output_type -> umbra.card.v1.LookupCardOwnerResponse
+	28, // [28:37] is the sub-list for method output_type
+	19, // [19:28] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_umbra_card_v1_card_proto_init() }
@@ -1591,7 +1712,7 @@ func file_umbra_card_v1_card_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_card_v1_card_proto_rawDesc), len(file_umbra_card_v1_card_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
