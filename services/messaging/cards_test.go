@@ -11,14 +11,15 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
 // countingCards is the real card client, counted, whose calls can be switched to a
-// card service that is not there (a closed port) to see what the messaging service
-// does while the card service is down.
+// card service that is not there (a closed port, down) to see what the messaging
+// service does while the card service is down.
 type countingCards struct {
 	mu    sync.Mutex
 	real  Cards
@@ -184,4 +185,29 @@ func TestCardCacheIsBounded(t *testing.T) {
 			t.Fatalf("%d cards cached; at most 4", n)
 		}
 	}
+}
+
+// BenchmarkSenderCardCheck measures what the sender card check adds to a send with a
+// known card: a cache lookup, no call to the card service (b.N checks from 8
+// goroutines; calls reports how many reached the card service).
+func BenchmarkSenderCardCheck(b *testing.B) {
+	e := newEnv(b, envOptions{quiet: true})
+	u := e.newUsers(b, e.newApp(b), "alice")[0]
+	p := &auth.Principal{Policy: auth.AccessToken, AppID: u.app.id, Identity: u.identity}
+	if err := e.srv.checkSenderCard(context.Background(), p, u.card); err != nil {
+		b.Fatal(err)
+	}
+	counted := &countingCards{real: e.srv.cards.Cards, isUp: true}
+	e.srv.cards.Cards = counted
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := e.srv.checkSenderCard(context.Background(), p, u.card); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(counted.calls.Load()), "calls")
 }
