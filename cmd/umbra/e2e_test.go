@@ -98,6 +98,7 @@ type e2eDev struct {
 	stderrPath string
 	exited     chan struct{} // closed once the process has been waited for
 	waitErr    error
+	appID      string
 	apiKey     string
 	adminToken string
 	base       string
@@ -168,7 +169,7 @@ func e2eStartDev(t *testing.T, bin, dataDir string, grpcPort, httpPort int) *e2e
 		}()
 	}()
 	timeout := time.After(30 * time.Second)
-	for p.apiKey == "" || p.adminToken == "" {
+	for p.apiKey == "" || p.adminToken == "" || p.appID == "" {
 		select {
 		case line, ok := <-lines:
 			if !ok {
@@ -182,11 +183,23 @@ func e2eStartDev(t *testing.T, bin, dataDir string, grpcPort, httpPort int) *e2e
 			if v, ok := strings.CutPrefix(line, "export UMBRA_ADMIN_TOKEN="); ok {
 				p.adminToken = v
 			}
+			if v, ok := strings.CutPrefix(line, "Development app "); ok {
+				p.appID, _, _ = strings.Cut(v, ".")
+			}
 		case <-timeout:
 			t.Fatal("umbra dev printed no credentials within 30 s")
 		}
 	}
 	return p
+}
+
+// e2eAllowPlaintext lets the development app send PLAINTEXT direct messages, which are
+// refused by default, through the gateway with the admin credential: for tests whose
+// messages are opaque test bytes, not ciphertext of a published card.
+func e2eAllowPlaintext(t *testing.T, p *e2eDev) {
+	t.Helper()
+	r := e2eSendJSON(t, "POST", p.base+"/v1/apps/"+p.appID+"/messaging-settings", p.adminToken, `{"settings": {"allowPlaintextDirect": true}}`)
+	e2eWantStatus(t, "allow PLAINTEXT direct messages", r, http.StatusOK)
 }
 
 // e2eEnv drops UMBRA_* variables, which would set flags.

@@ -165,6 +165,13 @@ func TestEveryRoleAsItsOwnProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The app allows PLAINTEXT direct messages (refused by default), which the messages
+	// below are: the operator's setting, through the proxy into the messaging process.
+	if _, err := messagingv1.NewMessagingServiceClient(gw).UpdateAppSettings(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+admin),
+		&messagingv1.UpdateAppSettingsRequest{AppId: app.GetApp().GetAppId(), Settings: &messagingv1.AppSettings{AllowPlaintextDirect: true}}); err != nil {
+		t.Fatal(err)
+	}
+
 	// SendStream through the gateway's gRPC proxy: requests sent ahead, replies in order.
 	ids := identityv1.NewIdentityServiceClient(gw)
 	actx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+app.GetApiKey())

@@ -254,7 +254,6 @@ func (t *tuningFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&t.messaging.SendBurst, "send-burst", messaging.DefaultSendBurst, "messages one identity may send at once")
 	fs.IntVar(&t.messaging.MaxEnvelopeBytes, "max-envelope-bytes", messaging.DefaultMaxEnvelopeBytes, "largest message envelope")
 	fs.DurationVar(&t.messaging.Retention, "retention", messaging.DefaultRetention, "how long messages and events are kept")
-	fs.BoolVar(&t.messaging.RequireEncryption, "require-encryption", false, "refuse PLAINTEXT messages in direct conversations")
 	fs.IntVar(&t.backup.MaxAttempts, "backup-max-attempts", backup.DefaultMaxAttempts, "failed restores before a backup slot is erased")
 }
 

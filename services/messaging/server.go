@@ -46,9 +46,6 @@ type Config struct {
 	// MaxEnvelopeBytes bounds an envelope; 0 means DefaultMaxEnvelopeBytes, at most
 	// MaxEnvelopeLimit.
 	MaxEnvelopeBytes int
-	// RequireEncryption refuses PLAINTEXT messages in direct conversations (groups
-	// have their own encryption mode).
-	RequireEncryption bool
 	// SendRate is how many messages per second one identity may send on average, and
 	// SendBurst how many at once; 0 means the defaults.
 	SendRate  float64
@@ -301,8 +298,11 @@ func (s *Server) startSend(ctx context.Context, p *auth.Principal, req *messagin
 		switch {
 		case h.GetEpoch() != 0:
 			return nil, errs.Invalidf("header.epoch is %d: a direct message carries no epoch (0)", h.GetEpoch())
-		case s.cfg.RequireEncryption && h.GetKind() == messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT:
-			return nil, errs.Preconditionf("this server requires direct messages to be encrypted: PLAINTEXT is refused")
+		case h.GetKind() == messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT:
+			// Groups have their own encryption mode, which the group service applies.
+			if err := s.checkPlaintextDirect(p.AppID); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if h.GetKind() == messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED {
