@@ -277,6 +277,7 @@ func checkWorkloads(t *testing.T, m *manifests, bins binaries, image dockerfile)
 			}
 			settings := checkFlags(t, m, w, c, bins.serveFlags)
 			checkFilesMounted(t, c, settings)
+			checkMetrics(t, m, w, c, settings)
 			if w.name == "gateway" {
 				checkGatewayPod(t, c, settings)
 			} else {
@@ -484,9 +485,6 @@ func checkServicePod(t *testing.T, w workload, c corev1.Container, set settings,
 	if set["admin-token"] == "" {
 		t.Error("no admin credential (UMBRA_ADMIN_TOKEN): online backups need it")
 	}
-	if set["metrics-addr"] == "" {
-		t.Error("no --metrics-addr: a service without the gateway serves no metrics")
-	}
 	if role == "backup" && set["backup-secret-file"] == "" {
 		t.Error("the backup service has no --backup-secret-file")
 	}
@@ -565,6 +563,60 @@ func checkGatewayPod(t *testing.T, c corev1.Container, set settings) {
 	}
 	if pub, internal := mountOf(c, set["tls-cert"]), mountOf(c, set["peer-tls-cert"]); pub != nil && internal != nil && pub.Name == internal.Name {
 		t.Error("the gateway serves clients with its internal certificate; want the public one")
+	}
+}
+
+// checkMetrics: every pod, the gateway's included, serves /metrics on --metrics-addr,
+// a container port named metrics that only the monitoring namespace reaches, and that
+// no Service of the gateway (public in production) exposes.
+func checkMetrics(t *testing.T, m *manifests, w workload, c corev1.Container, set settings) {
+	_, port, err := net.SplitHostPort(set["metrics-addr"])
+	if err != nil {
+		t.Errorf("--metrics-addr %q: %v; every pod serves its metrics on a port of its own", set["metrics-addr"], err)
+		return
+	}
+	metrics := namedPort(c, "metrics")
+	if metrics == nil || strconv.Itoa(int(metrics.ContainerPort)) != port {
+		t.Errorf("no container port named metrics at --metrics-addr's port %s", port)
+		return
+	}
+	for _, api := range []string{"http-addr", "grpc-addr"} {
+		if _, p, _ := net.SplitHostPort(set[api]); p == port {
+			t.Errorf("--metrics-addr shares its port %s with --%s", port, api)
+		}
+	}
+	scraped := false
+	for _, p := range m.policies {
+		if !selectorMatches(t, &p.Spec.PodSelector, w.pod.Labels) {
+			continue
+		}
+		for i, rule := range p.Spec.Ingress {
+			if !coversPort(rule.Ports, metrics) {
+				continue
+			}
+			if len(rule.From) == 0 {
+				t.Errorf("NetworkPolicy %s rule %d opens %s's metrics port to everyone", p.Name, i, w.name)
+			}
+			for _, peer := range rule.From {
+				if peer.IPBlock != nil || peer.NamespaceSelector == nil {
+					t.Errorf("NetworkPolicy %s rule %d opens %s's metrics port to others than the monitoring namespace", p.Name, i, w.name)
+					continue
+				}
+				if selectorMatches(t, peer.NamespaceSelector, map[string]string{"kubernetes.io/metadata.name": "monitoring"}) {
+					scraped = true
+				}
+			}
+		}
+	}
+	if !scraped {
+		t.Errorf("no NetworkPolicy lets the monitoring namespace reach %s's metrics port", w.name)
+	}
+	if w.name == "gateway" {
+		for _, sp := range m.services["gateway"].Spec.Ports {
+			if sp.TargetPort.String() == "metrics" || sp.TargetPort.IntValue() == int(metrics.ContainerPort) {
+				t.Errorf("the gateway's Service (public in production) exposes the metrics port as %s", sp.Name)
+			}
+		}
 	}
 }
 

@@ -234,6 +234,26 @@ func TestDevOverlayAsProcesses(t *testing.T) {
 		t.Errorf("CreateApp through the gateway: %s %s", resp.Status, body)
 	}
 
+	// Every pod's metrics on its metrics port; none on the gateway's public listener.
+	for _, w := range m.workloads() {
+		resp, err := http.Get("http://127.0.0.1:" + pods[w.name].metrics + "/metrics")
+		if err != nil {
+			t.Errorf("%s /metrics: %v", w.name, err)
+			continue
+		}
+		body := new(bytes.Buffer)
+		body.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body.String(), "go_goroutines") {
+			t.Errorf("%s /metrics on its metrics port: %s\n%.300s", w.name, resp.Status, body)
+		}
+	}
+	if resp, err := https.Get("https://localhost:" + pods["gateway"].http + "/metrics"); err != nil {
+		t.Error(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("/metrics on the gateway's public listener: %s; want 404", resp.Status)
+	}
+
 	// Online backups of every store, as docs/operations.md does them: the operator's
 	// certificate, a certificate refused without it.
 	opCert, opKey := ca.Issue(t, dir, "operator")

@@ -53,8 +53,10 @@ type Config struct {
 	// CORSOrigins are the browser origins allowed to call the API ("*" for any); none
 	// means no CORS headers at all.
 	CORSOrigins []string
-	// Metrics, when set, is served at /metrics.
-	Metrics http.Handler
+	// Metrics, when set with MetricsAddr, is served at /metrics on MetricsAddr, a
+	// plain-HTTP listener of its own (ServeMetrics); never on Addr. Only Run uses them.
+	Metrics     http.Handler
+	MetricsAddr string
 	// GRPCAddr, when set, is where the gateway also accepts gRPC and forwards each call
 	// to the service that owns its method (see ServeGRPC). Only Run uses it.
 	GRPCAddr string
@@ -134,9 +136,6 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
 		w.Write(openAPI)
 	})
 	root.HandleFunc("GET /.well-known/jwks.json", g.jwks)
-	if cfg.Metrics != nil {
-		root.Handle("GET /metrics", cfg.Metrics)
-	}
 	if cfg.Pprof {
 		root.HandleFunc("/debug/pprof/", pprof.Index)
 		root.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -173,7 +172,8 @@ func (g *Gateway) Close() {
 	}
 }
 
-// Run serves the gateway on cfg.Addr until ctx ends, then shuts down gracefully.
+// Run serves the gateway on cfg.Addr (and cfg.GRPCAddr, and the metrics on
+// cfg.MetricsAddr, when set) until ctx ends, then shuts down gracefully.
 func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:8080"
@@ -188,27 +188,45 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	defer g.Close()
-	lis, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("gateway: listen on %s: %w", cfg.Addr, err)
+	var serve []func(context.Context) error
+	var opened []net.Listener
+	listen := func(what, addr string, run func(context.Context, net.Listener) error) error {
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("gateway: %s: listen on %s: %w", what, addr, err)
+		}
+		opened = append(opened, lis)
+		serve = append(serve, func(ctx context.Context) error { return run(ctx, lis) })
+		return nil
 	}
-	if cfg.GRPCAddr == "" {
-		return g.Serve(ctx, lis)
+	err = listen("HTTP", cfg.Addr, g.Serve)
+	if err == nil && cfg.GRPCAddr != "" {
+		err = listen("gRPC", cfg.GRPCAddr, g.ServeGRPC)
 	}
-	glis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err == nil && cfg.Metrics != nil && cfg.MetricsAddr != "" {
+		err = listen("metrics", cfg.MetricsAddr, func(ctx context.Context, lis net.Listener) error {
+			return ServeMetrics(ctx, lis, cfg.Metrics)
+		})
+	}
 	if err != nil {
-		lis.Close()
-		return fmt.Errorf("gateway: listen on %s: %w", cfg.GRPCAddr, err)
+		for _, lis := range opened {
+			lis.Close()
+		}
+		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
-	go func() { errc <- g.Serve(ctx, lis) }()
-	go func() { errc <- g.ServeGRPC(ctx, glis) }()
+	errc := make(chan error, len(serve))
+	for _, f := range serve {
+		go func() { errc <- f(ctx) }()
+	}
+	// The first to end (ctx, or a listener failing) ends them all.
 	first := <-errc
 	cancel()
-	if second := <-errc; first == nil {
-		first = second
+	for range len(serve) - 1 {
+		if err := <-errc; first == nil {
+			first = err
+		}
 	}
 	return first
 }

@@ -57,8 +57,8 @@ func startNode(t *testing.T, admin string) (string, func()) {
 		DataDir:         t.TempDir(),
 		GRPC:            grpcserver.Config{Addr: "127.0.0.1:0"},
 		AdminCredential: admin,
-		// With more than one role the services follow identity's revocations over its
-		// internal API, which needs the service token.
+		// The services call each other's internal methods (group and messaging, group
+		// and card), which need the service token.
 		ServiceToken: "test-service-token-0123456789",
 		Backup:       backup.Config{Secret: []byte("test-backup-secret-0123456789abcdef")},
 		Ready: func(_ context.Context, addrs node.Addrs) error {

@@ -42,6 +42,7 @@ func TestOnlineBackupAndRestore(t *testing.T) {
 	}
 	server := fmt.Sprintf("127.0.0.1:%d", grpcPort)
 	p := e2eStartDev(t, bin, dataA, grpcPort, httpPort)
+	e2eAllowPlaintext(t, p)
 	ids := e2eResolve(t, p, "alice", "bob")
 	aliceToken := e2eIssue(t, p, ids["alice"])
 	conn, err := grpcclient.Dial(grpcclient.Config{Addr: server})

@@ -36,6 +36,7 @@ func TestMessagesSurviveSIGKILL(t *testing.T) {
 		httpPort = e2eFreePort(t)
 	}
 	p := e2eStartDev(t, bin, dataDir, grpcPort, httpPort)
+	e2eAllowPlaintext(t, p)
 	addr := fmt.Sprintf("127.0.0.1:%d", grpcPort)
 
 	const senders = 8

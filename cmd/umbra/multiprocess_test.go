@@ -43,7 +43,7 @@ func TestEveryRoleAsItsOwnProcess(t *testing.T) {
 	const admin = "multiprocess-admin-credential-0123456789"
 	roles := []string{"identity", "card", "backup", "group", "messaging"}
 	ports := map[string]int{}
-	for _, r := range append(roles, "gateway", "gateway-http") {
+	for _, r := range append(roles, "gateway", "gateway-http", "gateway-metrics") {
 		ports[r] = e2eFreePort(t)
 	}
 	addr := func(role string) string { return fmt.Sprintf("127.0.0.1:%d", ports[role]) }
@@ -110,7 +110,7 @@ func TestEveryRoleAsItsOwnProcess(t *testing.T) {
 			"--admin-token", admin,
 		}, peers()...)...)
 	}
-	start("gateway", append([]string{"--http-addr", addr("gateway-http")}, peers()...)...)
+	start("gateway", append([]string{"--http-addr", addr("gateway-http"), "--metrics-addr", addr("gateway-metrics")}, peers()...)...)
 
 	// The gateway is ready once every service answers it over mTLS.
 	pool := x509.NewCertPool()
@@ -132,15 +132,24 @@ func TestEveryRoleAsItsOwnProcess(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	// The standalone gateway serves its process metrics.
+	// The standalone gateway serves its process metrics on --metrics-addr, and not on
+	// its public listener.
 	resp, err := https.Get("https://" + addr("gateway-http") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("gateway /metrics on the public listener: %d; want 404", resp.StatusCode)
+	}
+	resp, err = http.Get("http://" + addr("gateway-metrics") + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("go_goroutines")) {
-		t.Errorf("gateway /metrics: %d\n%.300s", resp.StatusCode, body)
+		t.Errorf("gateway /metrics on --metrics-addr: %d\n%.300s", resp.StatusCode, body)
 	}
 
 	// An app, created through the gateway's gRPC side with the admin credential.
@@ -153,6 +162,13 @@ func TestEveryRoleAsItsOwnProcess(t *testing.T) {
 	defer cancel()
 	app, err := identityv1.NewIdentityServiceClient(gw).CreateApp(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+admin), &identityv1.CreateAppRequest{DisplayName: "multiprocess"})
 	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The app allows PLAINTEXT direct messages (refused by default), which the messages
+	// below are: the operator's setting, through the proxy into the messaging process.
+	if _, err := messagingv1.NewMessagingServiceClient(gw).UpdateAppSettings(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+admin),
+		&messagingv1.UpdateAppSettingsRequest{AppId: app.GetApp().GetAppId(), Settings: &messagingv1.AppSettings{AllowPlaintextDirect: true}}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -32,6 +32,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var cors listFlag
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "gRPC listen address (loopback)")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "REST gateway listen address (loopback)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:9100", "HTTP address for Prometheus /metrics, a listener of its own (loopback; empty: none)")
 	fs.StringVar(&cfg.DataDir, "data", "./umbra-data", "folder for the services' bbolt files")
 	fs.StringVar(&cfg.AdminCredential, "admin-token", "", "admin credential (default: generated once and kept in the data folder)")
 	fs.Var(&cors, "cors-origins", "comma-separated browser origins allowed to call the REST API")
@@ -96,7 +97,7 @@ func (f *serveFlags) backupSecret() ([]byte, error) {
 func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.grpc.Addr, "grpc-addr", "127.0.0.1:9090", "gRPC listen address")
 	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8080", "REST gateway listen address (gateway and all)")
-	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "HTTP address for /metrics when the process runs no gateway")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "HTTP address for Prometheus /metrics, a plain-HTTP listener of its own, never the gateway's (empty: none)")
 	fs.StringVar(&f.dataDir, "data", "/var/lib/umbra", "folder for the service's bbolt file")
 	fs.StringVar(&f.grpc.TLS.CertFile, "tls-cert", "", "server certificate (PEM)")
 	fs.StringVar(&f.grpc.TLS.KeyFile, "tls-key", "", "server key (PEM)")
@@ -172,7 +173,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		gw.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+		gw.Metrics, gw.MetricsAddr = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), f.metricsAddr
 		return gateway.Run(ctx, *gw, log.Named("gateway"))
 	}
 	cfg := node.Config{
@@ -212,6 +213,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	switch role {
 	case gateway.Group:
 		cfg.Card, cfg.MessagingPeer = f.peer(gateway.Card), f.peer(gateway.Messaging)
+	case gateway.Messaging:
+		cfg.Card = f.peer(gateway.Card)
 	case gateway.Backup:
 		cfg.MessagingPeer = f.peer(gateway.Messaging)
 	}
@@ -227,8 +230,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 // requiredPeers are the services each role calls besides identity.
 var requiredPeers = map[string][]string{
-	gateway.Group:  {gateway.Card, gateway.Messaging},
-	gateway.Backup: {gateway.Messaging},
+	gateway.Group:     {gateway.Card, gateway.Messaging},
+	gateway.Backup:    {gateway.Messaging},
+	gateway.Messaging: {gateway.Card}, // the sender card of every ENCRYPTED message
 }
 
 // tuningFlags are the services' limits, the same for `umbra dev` and `umbra serve`.
@@ -250,7 +254,6 @@ func (t *tuningFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&t.messaging.SendBurst, "send-burst", messaging.DefaultSendBurst, "messages one identity may send at once")
 	fs.IntVar(&t.messaging.MaxEnvelopeBytes, "max-envelope-bytes", messaging.DefaultMaxEnvelopeBytes, "largest message envelope")
 	fs.DurationVar(&t.messaging.Retention, "retention", messaging.DefaultRetention, "how long messages and events are kept")
-	fs.BoolVar(&t.messaging.RequireEncryption, "require-encryption", false, "refuse PLAINTEXT messages in direct conversations")
 	fs.IntVar(&t.backup.MaxAttempts, "backup-max-attempts", backup.DefaultMaxAttempts, "failed restores before a backup slot is erased")
 }
 

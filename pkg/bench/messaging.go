@@ -20,7 +20,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
@@ -198,13 +200,16 @@ func Messaging(ctx context.Context, cfg MessagingConfig) (*MessagingResult, erro
 	return res, ctx.Err()
 }
 
-// user is one identity of the run with its token.
+// user is one identity of the run with its token and, for a sender, its card.
 type user struct {
 	identity string
 	token    string
+	card     []byte
 }
 
-// identities creates the run's sender and recipient identities and their tokens.
+// identities creates the run's sender and recipient identities and their tokens, and
+// publishes a card for each sender: the server stores an ENCRYPTED message only when
+// its header names a card of its sender.
 func identities(ctx context.Context, conn *grpc.ClientConn, apiKey string, n int) ([]user, []user, error) {
 	if apiKey == "" {
 		return nil, nil, errors.New("bench: an app API key is needed (UMBRA_API_KEY; umbra dev prints it)")
@@ -229,10 +234,14 @@ func identities(ctx context.Context, conn *grpc.ClientConn, apiKey string, n int
 		}
 		return user{identity: id, token: t.GetAccessToken()}, nil
 	}
+	cards := cardv1.NewCardServiceClient(conn)
 	var senders, recipients []user
 	for i := range n {
 		s, err := token(uids[2*i])
 		if err != nil {
+			return nil, nil, err
+		}
+		if s.card, err = publishCard(ctx, cards, s); err != nil {
 			return nil, nil, err
 		}
 		r, err := token(uids[2*i+1])
@@ -242,6 +251,24 @@ func identities(ctx context.Context, conn *grpc.ClientConn, apiKey string, n int
 		senders, recipients = append(senders, s), append(recipients, r)
 	}
 	return senders, recipients, nil
+}
+
+// publishCard publishes a card of the compact suite for u and returns its id. The run
+// never decrypts: envelopes are random bytes the server stores without opening.
+func publishCard(ctx context.Context, cards cardv1.CardServiceClient, u user) ([]byte, error) {
+	kp, err := e2ee.GenerateKeyPair(e2ee.SuiteX25519)
+	if err != nil {
+		return nil, err
+	}
+	content, sig, err := e2ee.NewCard(kp, u.identity, time.Now(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := cards.PublishCard(withToken(ctx, u), &cardv1.PublishCardRequest{Content: content, SelfSignature: sig})
+	if err != nil {
+		return nil, fmt.Errorf("bench: publish a card: %w", err)
+	}
+	return resp.GetCard().GetCardId(), nil
 }
 
 func withToken(ctx context.Context, u user) context.Context {
@@ -262,8 +289,6 @@ func send(ctx context.Context, conn *grpc.ClientConn, from, to user, size int, i
 // sendLoop sends from one sender to one recipient with send until ctx ends; report gets
 // each outcome. interval paces the sends when set.
 func sendLoop(ctx context.Context, from, to user, size int, interval time.Duration, report func(codes.Code), send func(*messagingv1.SendRequest) error) error {
-	cardID := make([]byte, 32)
-	rand.Read(cardID)
 	env := make([]byte, size)
 	rand.Read(env)
 	next := time.Now()
@@ -282,7 +307,7 @@ func sendLoop(ctx context.Context, from, to user, size int, interval time.Durati
 		err := send(&messagingv1.SendRequest{
 			ConversationId:  to.identity,
 			ClientMessageId: from.identity[2:12] + "-" + strconv.Itoa(i),
-			Header:          &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, SenderCardId: cardID},
+			Header:          &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, SenderCardId: from.card},
 			Envelope:        env,
 		})
 		if ctx.Err() != nil {

@@ -31,7 +31,9 @@ import (
 type DevConfig struct {
 	GRPCAddr string
 	HTTPAddr string
-	DataDir  string
+	// MetricsAddr is where /metrics is served (loopback); empty serves none.
+	MetricsAddr string
+	DataDir     string
 	// AdminCredential overrides the generated one.
 	AdminCredential string
 	CORSOrigins     []string
@@ -67,6 +69,11 @@ func RunDev(ctx context.Context, cfg DevConfig, log *zap.Logger) error {
 			return err
 		}
 	}
+	if cfg.MetricsAddr != "" {
+		if err := checkLoopback(cfg.MetricsAddr); err != nil {
+			return err
+		}
+	}
 	credPath := filepath.Join(cfg.DataDir, devCredentialsFile)
 	creds, err := loadDevCredentials(credPath)
 	if err != nil {
@@ -95,6 +102,7 @@ func RunDev(ctx context.Context, cfg DevConfig, log *zap.Logger) error {
 		DataDir:         cfg.DataDir,
 		GRPC:            grpcserver.Config{Addr: cfg.GRPCAddr},
 		Gateway:         &gateway.Config{Addr: cfg.HTTPAddr, CORSOrigins: cfg.CORSOrigins, Pprof: cfg.Pprof},
+		MetricsAddr:     cfg.MetricsAddr,
 		AdminCredential: creds.AdminCredential,
 		ServiceToken:    serviceToken,
 		Backup:          backup.Config{Secret: []byte(creds.BackupSecret)},
@@ -203,16 +211,20 @@ func printBanner(w io.Writer, addrs Addrs, dataDir string, c *DevCredentials) {
 	if w == nil {
 		return
 	}
+	metrics := ""
+	if addrs.Metrics != "" {
+		metrics = fmt.Sprintf("  Metrics: http://%s/metrics\n", addrs.Metrics)
+	}
 	fmt.Fprintf(w, `Umbra is running in development mode (loopback only, data in %s).
 
   gRPC:  %s
   REST:  http://%s   (OpenAPI at /openapi.json)
-
+%s
 Development app %s. To use it from this shell:
 
   export UMBRA_API_KEY=%s
   export UMBRA_ADMIN_TOKEN=%s
 
 The API key acts for the app backend (it issues tokens); keep both out of clients.
-`, dataDir, addrs.GRPC, addrs.Gateway, c.AppID, c.APIKey, c.AdminCredential)
+`, dataDir, addrs.GRPC, addrs.Gateway, metrics, c.AppID, c.APIKey, c.AdminCredential)
 }

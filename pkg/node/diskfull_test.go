@@ -177,6 +177,7 @@ func lastLines(b []byte, n int) string {
 // keeps retrying and succeeds once there is room.
 func fullDisk(t *testing.T, n *nodetest.Node, d disk) {
 	app := n.NewApp(t)
+	app.AllowPlaintextDirect(t) // opaque bytes: the point is the disk, not encryption
 	alice, bob := app.User(t, "alice"), app.User(t, "bob")
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+app.Token(t, alice))
 	client := messagingv1.NewMessagingServiceClient(n.Conn())
@@ -349,7 +350,7 @@ func waitReady(t *testing.T, n *nodetest.Node) {
 // metric reads one sample of the gateway's /metrics.
 func metric(t *testing.T, n *nodetest.Node, series string) float64 {
 	t.Helper()
-	r := get(t, n.HTTP+"/metrics")
+	r := get(t, n.Metrics+"/metrics")
 	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(r.body)
 	if m == nil {
 		t.Fatalf("no %s in /metrics", series)

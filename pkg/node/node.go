@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -46,12 +45,15 @@ type Config struct {
 	// Gateway, when set, runs the REST gateway in this process in front of the hosted
 	// services (its Upstreams are filled in to point at GRPC's listener).
 	Gateway *gateway.Config
-	// MetricsAddr, when set, serves /metrics on its own HTTP listener.
+	// MetricsAddr, when set, serves /metrics on its own plain-HTTP listener
+	// (gateway.ServeMetrics). The gateway's listener never serves them: it is the
+	// public one.
 	MetricsAddr string
 	// Identity says how to reach the identity service for signing keys and
-	// revocations. A process that hosts only the identity role checks tokens against
-	// its own store; any other process reaches identity over gRPC, even when it is in
-	// the same process, as it would in a cluster.
+	// revocations. A process that hosts the identity role (alone, or with others as in
+	// `umbra dev` and `serve all`) checks tokens against the identity service's own
+	// store, so a revocation holds on the next call; any other process follows the
+	// identity service's revocation feed over gRPC, within auth.DefaultRevocationPoll.
 	Identity grpcclient.Config
 	// AdminCredential enables the admin methods (CreateApp...).
 	AdminCredential string
@@ -73,10 +75,11 @@ type Config struct {
 	// Messaging tunes the messaging service (envelope limit, send rate, retention,
 	// streams); the zero value is its defaults.
 	Messaging messaging.Config
-	// Card says how the group service reaches the card service (members' active cards
-	// and card events), and MessagingPeer how the group and backup services reach the
-	// messaging service (events into members' streams). A process that hosts the role
-	// reaches its own listener.
+	// Card says how the group service (members' active cards and card events) and the
+	// messaging service (whose card a message's sender card is) reach the card service,
+	// and MessagingPeer how the group and backup services reach the messaging service
+	// (events into members' streams). A process that hosts the role reaches its own
+	// listener.
 	Card          grpcclient.Config
 	MessagingPeer grpcclient.Config
 	// Backup configures the backup service; its Secret is required when the process
@@ -100,6 +103,8 @@ type Config struct {
 type Addrs struct {
 	GRPC    string
 	Gateway string
+	// Metrics is empty when the node serves no metrics.
+	Metrics string
 }
 
 // hosted is one service running in this process.
@@ -293,7 +298,6 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 
 	if cfg.Gateway != nil {
 		gcfg := *cfg.Gateway
-		gcfg.Metrics = metrics
 		gcfg.Upstreams = map[string]grpcclient.Config{}
 		for _, name := range gateway.Services() {
 			gcfg.Upstreams[name] = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC), Insecure: true}
@@ -320,14 +324,16 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 		addrs.Gateway = glis.Addr().String()
 		wg.Go(func() { errc <- g.Serve(ctx, glis) })
-	} else if cfg.MetricsAddr != "" {
+	}
+	if cfg.MetricsAddr != "" {
 		mlis, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
-			return fail(fmt.Errorf("metrics: listen on %s: %w", cfg.MetricsAddr, err))
+			return fail(fmt.Errorf("metrics: listen on %s: %w (another process has it? --metrics-addr '' serves no metrics)", cfg.MetricsAddr, err))
 		}
-		wg.Go(func() { errc <- serveMetrics(ctx, mlis, metrics) })
+		addrs.Metrics = mlis.Addr().String()
+		wg.Go(func() { errc <- gateway.ServeMetrics(ctx, mlis, metrics) })
 	}
-	log.Info("serving", zap.Strings("roles", cfg.Roles), zap.String("grpc", addrs.GRPC), zap.String("gateway", addrs.Gateway))
+	log.Info("serving", zap.Strings("roles", cfg.Roles), zap.String("grpc", addrs.GRPC), zap.String("gateway", addrs.Gateway), zap.String("metrics", addrs.Metrics))
 
 	if cfg.Ready != nil {
 		if err := cfg.Ready(ctx, addrs); err != nil {
@@ -396,9 +402,12 @@ func loopbackAddr(addr string) string {
 }
 
 // tokenVerifier returns the access-token verifier of the process, and the revocation
-// feed it follows when it reaches the identity service remotely.
+// feed it follows when it reaches the identity service remotely. A process that hosts
+// the identity service asks it directly, whatever else it hosts: a revocation is in
+// its store once RevokeTokens has answered, so every service of the process refuses
+// the revoked tokens from the next call on (the README's walk-through relies on it).
 func tokenVerifier(d *deps) (*auth.Verifier, *auth.RevocationFeed, func(), error) {
-	if d.identity != nil && len(d.cfg.Roles) == 1 {
+	if d.identity != nil {
 		return auth.NewVerifier(d.identity, d.identity, d.cfg.Issuer, nil), nil, func() {}, nil
 	}
 	icfg := d.cfg.Identity
@@ -429,20 +438,6 @@ func firstSync(ctx context.Context, feed *auth.RevocationFeed, log *zap.Logger) 
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-func serveMetrics(ctx context.Context, lis net.Listener, h http.Handler) error {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", h)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }
 
 func dbPath(d *deps, name string) string { return filepath.Join(d.dataDir, name+".db") }

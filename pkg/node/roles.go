@@ -77,11 +77,20 @@ var builders = map[string]func(*deps) (*hosted, error){
 		if conn != nil {
 			groups = messaging.GroupClient{Client: groupv1.NewGroupServiceClient(conn)}
 		}
+		cardConn, err := optionalPeer(d, log, d.cfg.Card, &release, "no card service address: ENCRYPTED messages are refused (their sender card cannot be checked)")
+		if err != nil {
+			release.close()
+			return nil, fmt.Errorf("card service: %w", err)
+		}
+		var cards messaging.Cards // none: ENCRYPTED messages are refused
+		if cardConn != nil {
+			cards = messaging.CardClient{Client: cardv1.NewCardServiceClient(cardConn)}
+		}
 		mcfg := d.cfg.Messaging
 		if mcfg.Revocations == nil {
 			mcfg.Revocations = d.revocations
 		}
-		srv, err := messaging.New(store, groups, mcfg, log)
+		srv, err := messaging.New(store, groups, cards, mcfg, log)
 		if err != nil {
 			release.close()
 			return nil, err

@@ -88,6 +88,7 @@ func TestGracefulStopAnswersEveryStoredMessage(t *testing.T) {
 		c.Messaging.SendRate, c.Messaging.SendBurst = 1e6, 1e6
 	})
 	app := n.NewApp(t)
+	app.AllowPlaintextDirect(t) // opaque bytes: the point is the replies, not encryption
 	peer := app.User(t, "peer")
 	conn, err := grpcclient.Dial(grpcclient.Config{Addr: n.GRPC})
 	if err != nil {

@@ -33,6 +33,10 @@ func TestSendRetriesWhatTheSenderRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	card, err := c.Register(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	store := n.Stores["messaging"]
 	defer store.FailCommits(nil)
 	stored := uint64(0)
@@ -47,7 +51,7 @@ func TestSendRetriesWhatTheSenderRetries(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			store.FailCommits(func() error { return tc.fault })
-			req := plainTo(bob, int(stored))
+			req := opaqueTo(bob, card, int(stored))
 			// The server's answer while the fault lasts, as a client without retries
 			// sees it.
 			_, err := messagingv1.NewMessagingServiceClient(n.Conn()).Send(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+app.Token(t, alice)), req)
@@ -87,7 +91,7 @@ func TestSendRetriesWhatTheSenderRetries(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		_, err := c.Send(ctx, plainTo(bob, 100))
+		_, err := c.Send(ctx, opaqueTo(bob, card, 100))
 		if status.Code(err) != codes.DeadlineExceeded && err != context.DeadlineExceeded {
 			t.Errorf("Send past its deadline: %v", err)
 		}
@@ -97,7 +101,7 @@ func TestSendRetriesWhatTheSenderRetries(t *testing.T) {
 	})
 
 	t.Run("a refusal at once", func(t *testing.T) {
-		req := plainTo(bob, 101)
+		req := opaqueTo(bob, card, 101)
 		req.Envelope = nil
 		start := time.Now()
 		_, err := c.Send(context.Background(), req)

@@ -48,11 +48,13 @@ func (s *droppingStream) RecvMsg(m any) error {
 	return s.ClientStream.RecvMsg(m)
 }
 
-func plainTo(peer string, i int) *messagingv1.SendRequest {
+// opaqueTo is the ith message to peer, signed (as the header says) with card: the
+// envelope is opaque to the server, which checks only whose card the header names.
+func opaqueTo(peer string, card *sdk.Card, i int) *messagingv1.SendRequest {
 	return &messagingv1.SendRequest{
 		ConversationId:  peer,
 		ClientMessageId: fmt.Sprintf("m-%03d", i),
-		Header:          &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT},
+		Header:          &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, SenderCardId: card.ID},
 		Envelope:        fmt.Appendf(nil, "message %d", i),
 	}
 }
@@ -74,6 +76,10 @@ func TestSender(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	card, err := c.Register(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	const total, bad = 150, 70
 	s, err := c.NewSender(ctx, 16)
 	if err != nil {
@@ -81,7 +87,7 @@ func TestSender(t *testing.T) {
 	}
 	pending := make([]*sdk.Pending, total)
 	for i := range total {
-		req := plainTo(bob, i)
+		req := opaqueTo(bob, card, i)
 		if i == bad {
 			req.Envelope = nil
 		}
@@ -112,7 +118,7 @@ func TestSender(t *testing.T) {
 	if err := s.Close(wctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Send(ctx, plainTo(bob, total)); err != sdk.ErrSenderClosed {
+	if _, err := s.Send(ctx, opaqueTo(bob, card, total)); err != sdk.ErrSenderClosed {
 		t.Errorf("Send after Close: %v", err)
 	}
 	if got := drop.opened.Load(); got != 2 {
@@ -167,11 +173,15 @@ func BenchmarkSender(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
+	card, err := c.Register(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
 	env := make([]byte, 1024)
 	req := func() *messagingv1.SendRequest {
 		return &messagingv1.SendRequest{
 			ConversationId: bob, ClientMessageId: sdk.NewClientMessageID(),
-			Header: &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT}, Envelope: env,
+			Header: &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, SenderCardId: card.ID}, Envelope: env,
 		}
 	}
 	b.Run("path=Send", func(b *testing.B) {

@@ -91,7 +91,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := messaging.New(msgStore, nil, messaging.Config{Clock: clk.Now}, log.Named("messaging"))
+	msg, err := messaging.New(msgStore, nil, nil, messaging.Config{Clock: clk.Now}, log.Named("messaging"))
 	if err != nil {
 		t.Fatal(err)
 	}

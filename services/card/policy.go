@@ -17,5 +17,6 @@ func Policies() auth.Table {
 		cardv1.CardService_RevokeCard_FullMethodName:        auth.AccessToken,
 		cardv1.CardService_LookupActiveCards_FullMethodName: auth.Internal,
 		cardv1.CardService_ListCardEvents_FullMethodName:    auth.Internal,
+		cardv1.CardService_LookupCardOwner_FullMethodName:   auth.Internal,
 	}
 }

@@ -95,14 +95,12 @@ func (s *Server) SetHistoryVisibility(ctx context.Context, req *groupv1.SetHisto
 // changeSettings applies change, an owner-only change of the group's settings that
 // reports whether it changed anything, and tells the members. invalid, when not nil,
 // is the refusal of a malformed request, returned once the call has been counted
-// against the caller's rate limit.
+// against the caller's rate limit and the caller is known to be the owner (anyone else
+// is refused for that, whatever the request holds).
 func (s *Server) changeSettings(ctx context.Context, group string, invalid error, what string, change func(*storagev1.GroupRecord) bool) (*groupv1.Group, error) {
 	p, err := s.groupCaller(ctx, group)
 	if err != nil {
 		return nil, err
-	}
-	if invalid != nil {
-		return nil, invalid
 	}
 	now := s.now()
 	var view *groupv1.Group
@@ -110,6 +108,9 @@ func (s *Server) changeSettings(ctx context.Context, group string, invalid error
 		g, me, err := loadAsOwner(tx, p.AppID, group, p.Identity, what)
 		if err != nil {
 			return err
+		}
+		if invalid != nil {
+			return invalid
 		}
 		reasons := len(g.GetRotationReasons())
 		if change(g) {

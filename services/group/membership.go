@@ -270,14 +270,14 @@ func (s *Server) AddMembers(ctx context.Context, req *groupv1.AddMembersRequest)
 	if err != nil {
 		return nil, err
 	}
-	ids, err := validIdentities("identities", req.GetIdentities(), 1, MaxAddMembers)
-	if err != nil {
-		return nil, err
-	}
 	now := s.now()
 	var resp *groupv1.AddMembersResponse
 	err = s.update(func(tx Tx) error {
 		g, me, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "add members")
+		if err != nil {
+			return err
+		}
+		ids, err := validIdentities("identities", req.GetIdentities(), 1, MaxAddMembers)
 		if err != nil {
 			return err
 		}
@@ -334,7 +334,7 @@ func checkTarget(g *storagev1.GroupRecord, actor, target *storagev1.GroupMemberR
 
 // RemoveMember implements GroupService.
 func (s *Server) RemoveMember(ctx context.Context, req *groupv1.RemoveMemberRequest) (*groupv1.RemoveMemberResponse, error) {
-	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "identity is the caller: leave a group with LeaveGroup")
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -343,6 +343,9 @@ func (s *Server) RemoveMember(ctx context.Context, req *groupv1.RemoveMemberRequ
 	err = s.update(func(tx Tx) error {
 		g, me, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "remove members")
 		if err != nil {
+			return err
+		}
+		if err := validTarget(p, "identity", req.GetIdentity(), "identity is the caller: leave a group with LeaveGroup"); err != nil {
 			return err
 		}
 		target, err := targetMember(tx, g, req.GetIdentity(), "")
@@ -384,7 +387,7 @@ func (s *Server) membersChanged(tx Tx, g *storagev1.GroupRecord, ev *groupv1.Gro
 
 // BanMember implements GroupService.
 func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (*groupv1.BanMemberResponse, error) {
-	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "identity is the caller: nobody bans itself")
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -393,6 +396,9 @@ func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (
 	err = s.update(func(tx Tx) error {
 		g, me, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "ban")
 		if err != nil {
+			return err
+		}
+		if err := validTarget(p, "identity", req.GetIdentity(), "identity is the caller: nobody bans itself"); err != nil {
 			return err
 		}
 		app, group, id := p.AppID, g.GetGroupId(), req.GetIdentity()
@@ -447,7 +453,7 @@ func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (
 
 // UnbanMember implements GroupService.
 func (s *Server) UnbanMember(ctx context.Context, req *groupv1.UnbanMemberRequest) (*groupv1.UnbanMemberResponse, error) {
-	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -455,6 +461,9 @@ func (s *Server) UnbanMember(ctx context.Context, req *groupv1.UnbanMemberReques
 	err = s.update(func(tx Tx) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "unban")
 		if err != nil {
+			return err
+		}
+		if err := validTarget(p, "identity", req.GetIdentity(), ""); err != nil {
 			return err
 		}
 		if ban, err := tx.Ban(p.AppID, g.GetGroupId(), req.GetIdentity()); err != nil {
@@ -541,19 +550,9 @@ func (s *Server) LeaveGroup(ctx context.Context, req *groupv1.LeaveGroupRequest)
 
 // SetRole implements GroupService.
 func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*groupv1.SetRoleResponse, error) {
-	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
-	}
-	switch req.GetRole() {
-	case groupv1.GroupRole_GROUP_ROLE_ADMIN, groupv1.GroupRole_GROUP_ROLE_MEMBER:
-	case groupv1.GroupRole_GROUP_ROLE_OWNER:
-		return nil, errs.Invalidf("role OWNER is given only with TransferOwnership")
-	default:
-		return nil, errs.Invalidf("role %s is not ADMIN or MEMBER", req.GetRole())
-	}
-	if req.GetIdentity() == p.Identity {
-		return nil, errs.Invalidf("identity is the owner: its role changes only with TransferOwnership")
 	}
 	now := s.now()
 	var resp *groupv1.SetRoleResponse
@@ -561,6 +560,16 @@ func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*gro
 		g, _, err := loadAsOwner(tx, p.AppID, req.GetGroupId(), p.Identity, "set roles")
 		if err != nil {
 			return err
+		}
+		if err := validTarget(p, "identity", req.GetIdentity(), "identity is the owner: its role changes only with TransferOwnership"); err != nil {
+			return err
+		}
+		switch req.GetRole() {
+		case groupv1.GroupRole_GROUP_ROLE_ADMIN, groupv1.GroupRole_GROUP_ROLE_MEMBER:
+		case groupv1.GroupRole_GROUP_ROLE_OWNER:
+			return errs.Invalidf("role OWNER is given only with TransferOwnership")
+		default:
+			return errs.Invalidf("role %s is not ADMIN or MEMBER", req.GetRole())
 		}
 		m, err := targetMember(tx, g, req.GetIdentity(), "")
 		if err != nil {
@@ -586,7 +595,7 @@ func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*gro
 
 // TransferOwnership implements GroupService.
 func (s *Server) TransferOwnership(ctx context.Context, req *groupv1.TransferOwnershipRequest) (*groupv1.TransferOwnershipResponse, error) {
-	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "new_owner", req.GetNewOwner(), "new_owner is the caller, who owns the group already")
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -595,6 +604,9 @@ func (s *Server) TransferOwnership(ctx context.Context, req *groupv1.TransferOwn
 	err = s.update(func(tx Tx) error {
 		g, me, err := loadAsOwner(tx, p.AppID, req.GetGroupId(), p.Identity, "transfer ownership")
 		if err != nil {
+			return err
+		}
+		if err := validTarget(p, "new_owner", req.GetNewOwner(), "new_owner is the caller, who owns the group already"); err != nil {
 			return err
 		}
 		next, err := targetMember(tx, g, req.GetNewOwner(), ": only a member can become the owner")
@@ -672,7 +684,7 @@ func (s *Server) RequestJoin(ctx context.Context, req *groupv1.RequestJoinReques
 
 // ApproveJoinRequest implements GroupService.
 func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoinRequestRequest) (*groupv1.ApproveJoinRequestResponse, error) {
-	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -681,6 +693,9 @@ func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoi
 	err = s.update(func(tx Tx) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "approve join requests")
 		if err != nil {
+			return err
+		}
+		if err := validTarget(p, "identity", req.GetIdentity(), ""); err != nil {
 			return err
 		}
 		if jr, err := tx.JoinRequest(p.AppID, g.GetGroupId(), req.GetIdentity()); err != nil {
@@ -703,13 +718,16 @@ func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoi
 
 // DeclineJoinRequest implements GroupService.
 func (s *Server) DeclineJoinRequest(ctx context.Context, req *groupv1.DeclineJoinRequestRequest) (*groupv1.DeclineJoinRequestResponse, error) {
-	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
 	err = s.update(func(tx Tx) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "decline join requests")
 		if err != nil {
+			return err
+		}
+		if err := validTarget(p, "identity", req.GetIdentity(), ""); err != nil {
 			return err
 		}
 		if jr, err := tx.JoinRequest(p.AppID, g.GetGroupId(), req.GetIdentity()); err != nil {
@@ -738,17 +756,17 @@ func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequ
 	if err != nil {
 		return nil, err
 	}
-	size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
-	if err != nil {
-		return nil, err
-	}
-	after, err := uintPageToken(req.GetPageToken(), 0)
-	if err != nil {
-		return nil, err
-	}
 	resp := &groupv1.ListJoinRequestsResponse{}
 	err = s.store.View(func(tx Tx) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "list join requests")
+		if err != nil {
+			return err
+		}
+		size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
+		if err != nil {
+			return err
+		}
+		after, err := uintPageToken(req.GetPageToken(), 0)
 		if err != nil {
 			return err
 		}
@@ -778,26 +796,21 @@ func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequ
 
 // InviteMember implements GroupService.
 func (s *Server) InviteMember(ctx context.Context, req *groupv1.InviteMemberRequest) (*groupv1.InviteMemberResponse, error) {
-	p, err := s.callerAndTarget(ctx, req.GetGroupId(), "identity", req.GetIdentity(), "")
+	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
-	}
-	ttl := s.cfg.InvitationTTL
-	if d := req.GetTtl(); d != nil {
-		if err := d.CheckValid(); err != nil {
-			return nil, errs.Invalidf("ttl is not a valid duration: %v", err)
-		}
-		if v := d.AsDuration(); v != 0 {
-			if v < MinInvitationTTL || v > MaxInvitationTTL {
-				return nil, errs.Invalidf("ttl %s is out of range: 0 for the default, otherwise %s to %s", v, MinInvitationTTL, MaxInvitationTTL)
-			}
-			ttl = v
-		}
 	}
 	now := s.now()
 	var resp *groupv1.InviteMemberResponse
 	err = s.update(func(tx Tx) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "invite")
+		if err != nil {
+			return err
+		}
+		if err := validTarget(p, "identity", req.GetIdentity(), ""); err != nil {
+			return err
+		}
+		ttl, err := s.invitationTTL(req)
 		if err != nil {
 			return err
 		}
@@ -833,6 +846,25 @@ func (s *Server) InviteMember(ctx context.Context, req *groupv1.InviteMemberRequ
 		return s.toOutsider(tx, g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_INVITED, Actor: p.Identity, Identities: []string{id}, ExpiresAt: inv.GetExpiresAt()}, id)
 	})
 	return resp, err
+}
+
+// invitationTTL is how long the invitation req asks for lasts.
+func (s *Server) invitationTTL(req *groupv1.InviteMemberRequest) (time.Duration, error) {
+	d := req.GetTtl()
+	if d == nil {
+		return s.cfg.InvitationTTL, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, errs.Invalidf("ttl is not a valid duration: %v", err)
+	}
+	switch v := d.AsDuration(); {
+	case v == 0:
+		return s.cfg.InvitationTTL, nil
+	case v < MinInvitationTTL || v > MaxInvitationTTL:
+		return 0, errs.Invalidf("ttl %s is out of range: 0 for the default, otherwise %s to %s", v, MinInvitationTTL, MaxInvitationTTL)
+	default:
+		return v, nil
+	}
 }
 
 func invitationView(inv *storagev1.GroupInvitationRecord) *groupv1.Invitation {

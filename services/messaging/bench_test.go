@@ -263,7 +263,7 @@ func BenchmarkSendToDeliver(b *testing.B) {
 				<-tick.C
 				cmid := fmt.Sprint(i, "-", j)
 				sent.Store(cmid, time.Now())
-				if _, err := e.client.Send(s.ctx(), sendReq(receivers[i].identity, cmid, string(env))); err != nil {
+				if _, err := e.client.Send(s.ctx(), s.sendReq(receivers[i].identity, cmid, string(env))); err != nil {
 					b.Error(err)
 					return
 				}
@@ -344,7 +344,7 @@ func benchEndToEnd(b *testing.B, opts StoreOptions) float64 {
 			env := payload()
 			for j := range per {
 				binary.BigEndian.PutUint64(env, uint64(j))
-				req := sendReq(receivers[i].identity, fmt.Sprint(j), "")
+				req := s.sendReq(receivers[i].identity, fmt.Sprint(j), "")
 				req.Envelope = env
 				if err := stream.Send(&messagingv1.SendStreamRequest{Send: req}); err != nil {
 					b.Error(err)

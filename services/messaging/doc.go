@@ -44,4 +44,12 @@
 // A direct conversation's id is derived from the app and its two identities; a group
 // conversation's is the group identity, and the group service (Groups) decides who
 // sends and reads. Until it answers, group conversations are refused.
+//
+// # What a message may claim
+//
+// An ENCRYPTED message's header names its sender's card; the card service (Cards)
+// says whose card that is, and the answer is cached (cards.go), so only a card of the
+// sender is stored, before the group service sees the message. PLAINTEXT direct
+// messages are refused unless the app's settings allow them (appsettings.go); in a
+// group, its encryption mode decides.
 package messaging

@@ -2,7 +2,6 @@ package messaging
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net"
 	"net/http/httptest"
@@ -24,11 +23,14 @@ import (
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+	"github.com/umbra-e2ee/umbra/services/card"
 	"github.com/umbra-e2ee/umbra/services/group"
 )
 
@@ -40,10 +42,12 @@ const (
 // clock is the settable time source the servers and the token verifier share.
 type clock = clocktest.Clock
 
-// env is the messaging service, the identity service (apps and tokens) and a group
-// service on one real loopback gRPC listener with the production interceptors, and the
-// REST gateway in front of them on httptest: the shape of `umbra dev`. The messaging
-// service reaches the group service over gRPC with the service token, as in a cluster.
+// env is the messaging service, the identity service (apps and tokens), the card
+// service (the users' cards, which the messaging service checks sender cards against)
+// and a group service on one real loopback gRPC listener with the production
+// interceptors, and the REST gateway in front of them on httptest: the shape of `umbra
+// dev`. The messaging service reaches the group and card services over gRPC with the
+// service token, as in a cluster.
 type env struct {
 	dir     string
 	store   *BoltStore
@@ -53,9 +57,13 @@ type env struct {
 	conn    *grpc.ClientConn
 	client  messagingv1.MessagingServiceClient
 	ids     identityv1.IdentityServiceClient
+	cards   cardv1.CardServiceClient
 	httpURL string
 	stop    func()
 	crash   func()
+	// cardKeys are the key pairs of the cards publishCard published, by card id, so
+	// that a rotation can be endorsed by the card it replaces.
+	cardKeys sync.Map
 }
 
 // envOptions vary an env. The zero value is the defaults in a fresh folder.
@@ -69,8 +77,10 @@ type envOptions struct {
 	// fakeGroups serves a fake group service (fakeGroupService) in place of the real
 	// one, which answers Unimplemented until it is built.
 	fakeGroups bool
-	// groups, when set, replaces the gRPC client of the group service.
+	// groups, when set, replaces the gRPC client of the group service, and cards that
+	// of the card service.
 	groups Groups
+	cards  Cards
 	// quiet discards logs (benchmarks and load tests log a line per call otherwise).
 	quiet bool
 }
@@ -90,28 +100,41 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs, table := servicetest.NewServer(t, servicetest.Config{Identity: ids, Now: clk.Now, Log: log, Admin: testAdmin, ServiceToken: testServiceToken}, group.Policies(), Policies())
+	cardStore, err := card.OpenStore(filepath.Join(opts.dir, "card.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cards, err := card.New(cardStore, card.Config{Clock: clk.Now}, log.Named("card"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs, table := servicetest.NewServer(t, servicetest.Config{Identity: ids, Now: clk.Now, Log: log, Admin: testAdmin, ServiceToken: testServiceToken}, card.Policies(), group.Policies(), Policies())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := lis.Addr().String()
-	groupConn, err := grpcclient.Dial(grpcclient.Config{Addr: addr, ServiceToken: testServiceToken})
+	peerConn, err := grpcclient.Dial(grpcclient.Config{Addr: addr, ServiceToken: testServiceToken})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := opts.cfg
 	cfg.Clock = clk.Now
 	cfg.Revocations = ids // streams end when their token is revoked
-	var groups Groups = GroupClient{Client: groupv1.NewGroupServiceClient(groupConn)}
+	var groups Groups = GroupClient{Client: groupv1.NewGroupServiceClient(peerConn)}
 	if opts.groups != nil {
 		groups = opts.groups
 	}
-	srv, err := New(store, groups, cfg, log.Named("messaging"))
+	var senderCards Cards = CardClient{Client: cardv1.NewCardServiceClient(peerConn)}
+	if opts.cards != nil {
+		senderCards = opts.cards
+	}
+	srv, err := New(store, groups, senderCards, cfg, log.Named("messaging"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ids.Register(gs.Server)
+	cards.Register(gs.Server)
 	srv.Register(gs.Server)
 	var fake *fakeGroupService
 	if opts.fakeGroups {
@@ -155,16 +178,18 @@ func newEnv(t testing.TB, opts envOptions) *env {
 			<-ran
 			stopServe()
 			<-served
-			groupConn.Close()
+			peerConn.Close()
 			if err := closeStore(); err != nil {
 				t.Errorf("close store: %v", err)
 			}
+			cardStore.Close()
 			idStore.Close()
 		})
 	}
 	e := &env{
 		dir: opts.dir, store: store, srv: srv, clock: clk, groups: fake, conn: conn,
 		client: messagingv1.NewMessagingServiceClient(conn), ids: identityv1.NewIdentityServiceClient(conn),
+		cards:   cardv1.NewCardServiceClient(conn),
 		httpURL: hs.URL,
 		stop:    func() { shutdown(store.Close) },
 		// crash stops without writing down the index entries still in memory, as a
@@ -201,16 +226,20 @@ func (e *env) newApp(t testing.TB) app {
 	return app{id: resp.GetApp().GetAppId(), key: resp.GetApiKey()}
 }
 
-// user is an identity of an app with an access token.
+// user is an identity of an app with an access token and a published card.
 type user struct {
 	app      app
 	identity string
 	token    string
+	// card is the id of the user's active card (of the compact suite; the service
+	// never opens an envelope, it only checks whose card the header names).
+	card []byte
 }
 
 func (u user) ctx() context.Context { return as(u.token) }
 
-// newUsers resolves uids in a and issues each a token.
+// newUsers resolves uids in a, issues each a token and publishes a card for each (a
+// user resolved before keeps its active card).
 func (e *env) newUsers(t testing.TB, a app, uids ...string) []user {
 	t.Helper()
 	resp, err := e.ids.ResolveIdentities(as(a.key), &identityv1.ResolveIdentitiesRequest{Uids: uids})
@@ -221,8 +250,60 @@ func (e *env) newUsers(t testing.TB, a app, uids ...string) []user {
 	for i, uid := range uids {
 		out[i] = user{app: a, identity: resp.GetUsers()[uid]}
 		out[i].token = e.token(t, out[i], 0)
+		out[i].card = e.activeCard(t, out[i])
 	}
 	return out
+}
+
+// activeCard returns u's active card, published first if u has none.
+func (e *env) activeCard(t testing.TB, u user) []byte {
+	t.Helper()
+	found, err := e.cards.SearchCards(u.ctx(), &cardv1.SearchCardsRequest{Identities: []string{u.identity}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs := found.GetCards(); len(cs) == 1 {
+		return cs[0].GetCardId()
+	}
+	return e.publishCard(t, u, nil)
+}
+
+// publishCard publishes a new card of u, replacing previous (nil for a first card),
+// and returns its id.
+func (e *env) publishCard(t testing.TB, u user, previous []byte) []byte {
+	t.Helper()
+	kp, err := e2ee.GenerateKeyPair(e2ee.SuiteX25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content, sig, err := e2ee.NewCard(kp, u.identity, e.clock.Now(), previous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &cardv1.PublishCardRequest{Content: content, SelfSignature: sig}
+	if previous != nil {
+		// A rotation is endorsed by the card it replaces; without that it would be a
+		// reset, which needs a grant.
+		prev, ok := e.cardKeys.Load(string(previous))
+		if !ok {
+			t.Fatalf("no key pair for card %x: rotate only cards publishCard published", previous)
+		}
+		next, err := e2ee.ParseCard(content, sig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ec, es, err := e2ee.Endorse(prev.(*e2ee.KeyPair), next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Endorsement = &cardv1.CardEndorsement{Content: ec, Signature: es}
+	}
+	resp, err := e.cards.PublishCard(u.ctx(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cardKeys.Store(string(resp.GetCard().GetCardId()), kp)
+	return resp.GetCard().GetCardId()
 }
 
 // token issues an access token for u, valid for ttl (0: the default).
@@ -249,30 +330,24 @@ func (e *env) groupID(t testing.TB, a app, guid string) string {
 	return resp.GetGroups()[guid]
 }
 
-// cardID is a sender card id (opaque to the service).
-var cardID = func() []byte {
-	b := make([]byte, SenderCardIDLen)
-	rand.Read(b)
-	return b
-}()
-
-func encrypted() *messagingv1.MessageHeader {
-	return &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, SenderCardId: cardID}
+// encrypted is the header of an ENCRYPTED direct message from u, signed with u's card.
+func (u user) encrypted() *messagingv1.MessageHeader {
+	return &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, SenderCardId: u.card}
 }
 
 func plaintext() *messagingv1.MessageHeader {
 	return &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT}
 }
 
-// sendReq is a valid encrypted message to conv.
-func sendReq(conv, cmid, body string) *messagingv1.SendRequest {
-	return &messagingv1.SendRequest{ConversationId: conv, ClientMessageId: cmid, Header: encrypted(), Envelope: []byte(body)}
+// sendReq is a valid encrypted message from u to conv.
+func (u user) sendReq(conv, cmid, body string) *messagingv1.SendRequest {
+	return &messagingv1.SendRequest{ConversationId: conv, ClientMessageId: cmid, Header: u.encrypted(), Envelope: []byte(body)}
 }
 
 // send sends body from u to conv and fails the test on error.
 func (e *env) send(t testing.TB, u user, conv, cmid, body string) *messagingv1.SendResponse {
 	t.Helper()
-	resp, err := e.client.Send(u.ctx(), sendReq(conv, cmid, body))
+	resp, err := e.client.Send(u.ctx(), u.sendReq(conv, cmid, body))
 	if err != nil {
 		t.Fatalf("send %s to %s: %v", cmid, conv, err)
 	}

@@ -29,21 +29,21 @@ func TestSendOnAFullDisk(t *testing.T) {
 	})
 	const full = "storage is full: this message was not stored; retrying it later with the same client_message_id is safe"
 
-	_, err := e.client.Send(alice.ctx(), sendReq(bob.identity, "m-1", "one"))
+	_, err := e.client.Send(alice.ctx(), alice.sendReq(bob.identity, "m-1", "one"))
 	wantCode(t, err, codes.Unavailable, full)
 	tries := commits.Load()
 	if tries == 0 {
 		t.Fatal("no commit was tried")
 	}
 	for i := range 10 {
-		_, err := e.client.Send(alice.ctx(), sendReq(bob.identity, fmt.Sprintf("m-%d", i+2), "more"))
+		_, err := e.client.Send(alice.ctx(), alice.sendReq(bob.identity, fmt.Sprintf("m-%d", i+2), "more"))
 		wantCode(t, err, codes.Unavailable, full)
 	}
 	if got := commits.Load(); got != tries {
 		t.Errorf("%d more commits tried within %s of a full disk; want none", got-tries, fullPause)
 	}
 	s := e.openSendStream(t, alice)
-	if err := s.Send(&messagingv1.SendStreamRequest{Send: sendReq(bob.identity, "m-1", "one")}); err != nil {
+	if err := s.Send(&messagingv1.SendStreamRequest{Send: alice.sendReq(bob.identity, "m-1", "one")}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.Recv()

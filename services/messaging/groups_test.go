@@ -13,9 +13,9 @@ import (
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
-// groupReq is an ENCRYPTED group message at epoch.
-func groupReq(group, cmid, body string, epoch uint64) *messagingv1.SendRequest {
-	r := sendReq(group, cmid, body)
+// groupReq is an ENCRYPTED group message from u at epoch.
+func (u user) groupReq(group, cmid, body string, epoch uint64) *messagingv1.SendRequest {
+	r := u.sendReq(group, cmid, body)
 	r.Header.Epoch = epoch
 	return r
 }
@@ -37,7 +37,7 @@ func TestGroupConversation(t *testing.T) {
 		streams[u.identity] = e.subscribe(t, u, nil, 0)
 		streams[u.identity].untilCaughtUp(t)
 	}
-	r1, err := e.client.Send(alice.ctx(), groupReq(group, "g1", "hello team", 1))
+	r1, err := e.client.Send(alice.ctx(), alice.groupReq(group, "g1", "hello team", 1))
 	if err != nil || r1.GetConversationId() != group || r1.GetSequence() != 1 {
 		t.Fatalf("group send: %v, %v", r1, err)
 	}
@@ -51,7 +51,7 @@ func TestGroupConversation(t *testing.T) {
 		t.Errorf("%d ListMemberIdentities calls for 3 members in pages of 2, want 2", n)
 	}
 	e.clock.Add(time.Minute)
-	if r, err := e.client.Send(bob.ctx(), groupReq(group, "g2", "second", 1)); err != nil || r.GetSequence() != 2 {
+	if r, err := e.client.Send(bob.ctx(), bob.groupReq(group, "g2", "second", 1)); err != nil || r.GetSequence() != 2 {
 		t.Fatalf("second send: %v, %v", r, err)
 	}
 	if n := e.groups.count("ListMemberIdentities"); n != 2 {
@@ -67,8 +67,8 @@ func TestGroupConversation(t *testing.T) {
 		code codes.Code
 		msg  string
 	}{
-		{"non-member", dave, groupReq(group, "d1", "let me in", 1), codes.PermissionDenied, "is not a member"},
-		{"unknown group", alice, groupReq(unknown, "u1", "anyone?", 1), codes.NotFound, "not found"},
+		{"non-member", dave, dave.groupReq(group, "d1", "let me in", 1), codes.PermissionDenied, "is not a member"},
+		{"unknown group", alice, alice.groupReq(unknown, "u1", "anyone?", 1), codes.NotFound, "not found"},
 		{"plaintext with an epoch", alice, &messagingv1.SendRequest{ConversationId: group, ClientMessageId: "p", Header: &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT, Epoch: 1}, Envelope: []byte("x")}, codes.InvalidArgument, "carries no epoch"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,7 +83,7 @@ func TestGroupConversation(t *testing.T) {
 	t.Run("stale epoch", func(t *testing.T) {
 		e.groups.update(a.id, group, func(g *fakeGroup) { g.epoch, g.rotation = 2, true })
 		before := e.snapshot(t)
-		_, err := e.client.Send(alice.ctx(), groupReq(group, "g3", "old key", 1))
+		_, err := e.client.Send(alice.ctx(), alice.groupReq(group, "g3", "old key", 1))
 		wantCode(t, err, codes.FailedPrecondition, "epoch required")
 		want := &groupv1.EpochRequired{GroupId: group, CurrentEpoch: 2, MessageEpoch: 1, RotationRequired: true,
 			RotationReasons: []groupv1.RotationReason{groupv1.RotationReason_ROTATION_REASON_MEMBERSHIP_CHANGED}}
@@ -97,11 +97,11 @@ func TestGroupConversation(t *testing.T) {
 		// A retry of a message stored before the rotation is still a duplicate, and
 		// the group service is not asked again.
 		calls := e.groups.count("AuthorizeSend")
-		again, err := e.client.Send(bob.ctx(), groupReq(group, "g2", "second", 1))
+		again, err := e.client.Send(bob.ctx(), bob.groupReq(group, "g2", "second", 1))
 		if err != nil || !again.GetDuplicate() || again.GetSequence() != 2 || e.groups.count("AuthorizeSend") != calls {
 			t.Errorf("retry after rotation: %v, %v (AuthorizeSend calls %d -> %d)", again, err, calls, e.groups.count("AuthorizeSend"))
 		}
-		_, err = e.client.Send(bob.ctx(), groupReq(group, "g2", "second, re-encrypted", 2))
+		_, err = e.client.Send(bob.ctx(), bob.groupReq(group, "g2", "second, re-encrypted", 2))
 		wantCode(t, err, codes.AlreadyExists, "already used")
 		e.groups.update(a.id, group, func(g *fakeGroup) { g.rotation = false })
 	})
@@ -117,7 +117,7 @@ func TestGroupConversation(t *testing.T) {
 	})
 	streams[erin.identity] = e.subscribe(t, erin, nil, 0)
 	streams[erin.identity].untilCaughtUp(t)
-	if r, err := e.client.Send(carol.ctx(), groupReq(group, "g4", "welcome erin", 2)); err != nil || r.GetSequence() != 3 {
+	if r, err := e.client.Send(carol.ctx(), carol.groupReq(group, "g4", "welcome erin", 2)); err != nil || r.GetSequence() != 3 {
 		t.Fatalf("send after the join: %v, %v", r, err)
 	}
 	if it := streams[erin.identity].nextItem(t); string(it.GetMessage().GetEnvelope()) != "welcome erin" {
@@ -164,7 +164,7 @@ func TestGroupConversation(t *testing.T) {
 	if list, err := e.client.ListConversations(bob.ctx(), &messagingv1.ListConversationsRequest{}); err != nil || len(list.GetConversations()) != 0 {
 		t.Errorf("a former member's conversations: %v, %v", list, err)
 	}
-	_, err = e.client.Send(bob.ctx(), groupReq(group, "g5", "still here?", 2))
+	_, err = e.client.Send(bob.ctx(), bob.groupReq(group, "g5", "still here?", 2))
 	wantCode(t, err, codes.PermissionDenied, "is not a member")
 }
 
@@ -186,7 +186,7 @@ func TestGroupsWithoutGroupService(t *testing.T) {
 			before := e.snapshot(t)
 			calls := map[string]func() error{
 				"Send": func() error {
-					_, err := e.client.Send(alice.ctx(), groupReq(group, "g", "x", 1))
+					_, err := e.client.Send(alice.ctx(), alice.groupReq(group, "g", "x", 1))
 					return err
 				},
 				"Send plaintext": func() error {

@@ -16,5 +16,7 @@ func Policies() auth.Table {
 		messagingv1.MessagingService_GetCursors_FullMethodName:        auth.AccessToken,
 		messagingv1.MessagingService_UpdateCursors_FullMethodName:     auth.AccessToken,
 		messagingv1.MessagingService_PublishEvent_FullMethodName:      auth.Internal,
+		messagingv1.MessagingService_GetAppSettings_FullMethodName:    auth.Admin,
+		messagingv1.MessagingService_UpdateAppSettings_FullMethodName: auth.Admin,
 	}
 }

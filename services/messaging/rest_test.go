@@ -42,10 +42,10 @@ func (e *env) rest(t testing.TB, method, path, bearer, body string) (int, map[st
 	return resp.StatusCode, out
 }
 
-// restMessage is a SendRequest body in protojson.
-func restMessage(cmid, body string) string {
+// restMessage is a SendRequest body from u in protojson.
+func restMessage(u user, cmid, body string) string {
 	return fmt.Sprintf(`{"clientMessageId": %q, "header": {"kind": "MESSAGE_KIND_ENCRYPTED", "senderCardId": %q}, "envelope": %q}`,
-		cmid, base64.StdEncoding.EncodeToString(cardID), base64.StdEncoding.EncodeToString([]byte(body)))
+		cmid, base64.StdEncoding.EncodeToString(u.card), base64.StdEncoding.EncodeToString([]byte(body)))
 }
 
 // streamLine is one line of a Subscribe stream over REST.
@@ -130,7 +130,7 @@ func TestRESTSendHistoryStream(t *testing.T) {
 	}
 	var conv string
 	for i := 1; i <= 5; i++ {
-		code, out := e.rest(t, "POST", "/v1/conversations/"+bob.identity+"/messages", alice.token, restMessage(fmt.Sprint(i), body(i)))
+		code, out := e.rest(t, "POST", "/v1/conversations/"+bob.identity+"/messages", alice.token, restMessage(alice, fmt.Sprint(i), body(i)))
 		if code != http.StatusOK || out["sequence"] != fmt.Sprint(i) {
 			t.Fatalf("send %d: %d %v", i, code, out)
 		}
@@ -149,7 +149,7 @@ func TestRESTSendHistoryStream(t *testing.T) {
 			break
 		}
 	}
-	code, out := e.rest(t, "POST", "/v1/conversations/"+conv+"/messages", alice.token, restMessage("3", body(3)))
+	code, out := e.rest(t, "POST", "/v1/conversations/"+conv+"/messages", alice.token, restMessage(alice, "3", body(3)))
 	if code != http.StatusOK || out["duplicate"] != true || out["sequence"] != "3" {
 		t.Errorf("REST retry: %d %v", code, out)
 	}
@@ -230,9 +230,9 @@ func TestRESTRefusals(t *testing.T) {
 		{"unknown kind", "POST", post, alice.token, `{"clientMessageId": "2", "header": {"kind": "MESSAGE_KIND_SECRET"}, "envelope": "eA=="}`, 400, ""},
 		{"oversized envelope", "POST", post, alice.token, `{"clientMessageId": "2", "header": {"kind": "MESSAGE_KIND_PLAINTEXT"}, "envelope": "` + big + `"}`, 400, "limit is 262144"},
 		{"no client_message_id", "POST", post, alice.token, `{"header": {"kind": "MESSAGE_KIND_PLAINTEXT"}, "envelope": "eA=="}`, 400, "client_message_id is empty"},
-		{"no token", "POST", post, "", restMessage("2", "x"), 401, "missing credential"},
-		{"non-participant", "POST", "/v1/conversations/" + conv + "/messages", carol.token, restMessage("2", "x"), 403, "take part in no conversation"},
-		{"group without the group service", "POST", "/v1/conversations/" + group + "/messages", alice.token, restMessage("2", "x"), 503, "group service"},
+		{"no token", "POST", post, "", restMessage(alice, "2", "x"), 401, "missing credential"},
+		{"non-participant", "POST", "/v1/conversations/" + conv + "/messages", carol.token, restMessage(alice, "2", "x"), 403, "take part in no conversation"},
+		{"group without the group service", "POST", "/v1/conversations/" + group + "/messages", alice.token, restMessage(alice, "2", "x"), 503, "group service"},
 		{"history beyond the end", "GET", "/v1/conversations/" + conv + "/messages?afterSequence=9", alice.token, "", 400, "beyond the conversation's latest sequence 1"},
 		{"history of another pair", "GET", "/v1/conversations/" + conv + "/messages", carol.token, "", 403, "take part in no conversation"},
 		{"cursor beyond the end", "POST", "/v1/conversations/" + conv + "/cursors", bob.token, `{"readSequence": "2"}`, 400, "above the conversation's latest sequence 1"},

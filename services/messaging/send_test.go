@@ -30,12 +30,15 @@ func sendRefusals(t *testing.T, e *env) []sendRefusal {
 	us := e.newUsers(t, a, "alice", "bob", "carol")
 	alice, bob, carol := us[0], us[1], us[2]
 	mallory := e.newUsers(t, b, "mallory")[0]
+	// Alice rotated: her superseded card still signs valid headers.
+	oldCard := alice.card
+	alice.card = e.publishCard(t, alice, oldCard)
 	aliceBob := e.send(t, alice, bob.identity, "m-1", "first").GetConversationId()
 	group := e.groupID(t, a, "team")
 
 	big := strings.Repeat("x", DefaultMaxEnvelopeBytes+1)
 	with := func(f func(r *messagingv1.SendRequest)) *messagingv1.SendRequest {
-		r := sendReq(bob.identity, "m-2", "second")
+		r := alice.sendReq(bob.identity, "m-2", "second")
 		f(r)
 		return r
 	}
@@ -55,9 +58,9 @@ func sendRefusals(t *testing.T, e *env) []sendRefusal {
 		{"kind unspecified", alice, with(func(r *messagingv1.SendRequest) { r.Header.Kind = messagingv1.MessageKind_MESSAGE_KIND_UNSPECIFIED }), codes.InvalidArgument, "MESSAGE_KIND_UNSPECIFIED"},
 		{"unknown kind", alice, with(func(r *messagingv1.SendRequest) { r.Header.Kind = 7 }), codes.InvalidArgument, "header.kind is 7"},
 		{"plaintext with an epoch", alice, with(func(r *messagingv1.SendRequest) { r.Header = plaintext(); r.Header.Epoch = 3 }), codes.InvalidArgument, "PLAINTEXT message carries no epoch"},
-		{"plaintext naming a card", alice, with(func(r *messagingv1.SendRequest) { r.Header = plaintext(); r.Header.SenderCardId = cardID }), codes.InvalidArgument, "names no card"},
+		{"plaintext naming a card", alice, with(func(r *messagingv1.SendRequest) { r.Header = plaintext(); r.Header.SenderCardId = alice.card }), codes.InvalidArgument, "names no card"},
 		{"encrypted without a card", alice, with(func(r *messagingv1.SendRequest) { r.Header.SenderCardId = nil }), codes.InvalidArgument, "sender_card_id is 0 bytes"},
-		{"encrypted with a short card id", alice, with(func(r *messagingv1.SendRequest) { r.Header.SenderCardId = cardID[:31] }), codes.InvalidArgument, "31 bytes"},
+		{"encrypted with a short card id", alice, with(func(r *messagingv1.SendRequest) { r.Header.SenderCardId = alice.card[:31] }), codes.InvalidArgument, "31 bytes"},
 		{"direct message with an epoch", alice, with(func(r *messagingv1.SendRequest) { r.Header.Epoch = 2 }), codes.InvalidArgument, "direct message carries no epoch"},
 		{"empty envelope", alice, with(func(r *messagingv1.SendRequest) { r.Envelope = nil }), codes.InvalidArgument, "envelope is empty"},
 		{"oversized envelope", alice, with(func(r *messagingv1.SendRequest) { r.Envelope = []byte(big) }), codes.InvalidArgument, "limit is 262144"},
@@ -66,7 +69,7 @@ func sendRefusals(t *testing.T, e *env) []sendRefusal {
 			r.ClientMessageId, r.ConversationId, r.Envelope = "m-1", carol.identity, []byte("first")
 		}), codes.AlreadyExists, "already used"},
 		{"id reused with another header", alice, with(func(r *messagingv1.SendRequest) {
-			r.ClientMessageId, r.Header, r.Envelope = "m-1", plaintext(), []byte("first")
+			r.ClientMessageId, r.Header.SenderCardId, r.Envelope = "m-1", oldCard, []byte("first")
 		}), codes.AlreadyExists, "already used"},
 		{"no credential", user{}, with(func(*messagingv1.SendRequest) {}), codes.Unauthenticated, "missing credential"},
 		{"app key as credential", user{token: a.key}, with(func(*messagingv1.SendRequest) {}), codes.Unauthenticated, ""},
@@ -90,22 +93,6 @@ func TestSendRefusals(t *testing.T) {
 	}
 }
 
-// TestSendRequiresEncryption: a server configured to require encryption refuses
-// PLAINTEXT direct messages and stores ENCRYPTED ones.
-func TestSendRequiresEncryption(t *testing.T) {
-	e := newEnv(t, envOptions{cfg: Config{RequireEncryption: true}})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	before := e.snapshot(t)
-	_, err := e.client.Send(us[0].ctx(), &messagingv1.SendRequest{ConversationId: us[1].identity, ClientMessageId: "p", Header: plaintext(), Envelope: []byte("clear")})
-	wantCode(t, err, codes.FailedPrecondition, "requires direct messages to be encrypted")
-	if !maps.Equal(before, e.snapshot(t)) {
-		t.Error("the refused message changed the store")
-	}
-	if r := e.send(t, us[0], us[1].identity, "e", "ciphertext"); r.GetSequence() != 1 {
-		t.Errorf("encrypted message got sequence %d, want 1", r.GetSequence())
-	}
-}
-
 // TestSendRateLimit: an identity over its send rate gets RESOURCE_EXHAUSTED; another
 // identity is not affected.
 func TestSendRateLimit(t *testing.T) {
@@ -115,7 +102,7 @@ func TestSendRateLimit(t *testing.T) {
 	e.send(t, alice, bob.identity, "1", "one")
 	e.send(t, alice, bob.identity, "2", "two")
 	before := e.snapshot(t)
-	_, err := e.client.Send(alice.ctx(), sendReq(bob.identity, "3", "three"))
+	_, err := e.client.Send(alice.ctx(), alice.sendReq(bob.identity, "3", "three"))
 	wantCode(t, err, codes.ResourceExhausted, "rate limit exceeded")
 	if !maps.Equal(before, e.snapshot(t)) {
 		t.Error("the refused message changed the store")
@@ -145,7 +132,7 @@ func TestSendIdempotent(t *testing.T) {
 		if !pending {
 			before = e.snapshot(t)
 		}
-		again, err := e.client.Send(alice.ctx(), sendReq(first.GetConversationId(), "id-1", "hello"))
+		again, err := e.client.Send(alice.ctx(), alice.sendReq(first.GetConversationId(), "id-1", "hello"))
 		if err != nil {
 			t.Fatalf("%s: retry: %v", stage, err)
 		}
@@ -199,7 +186,7 @@ func TestConcurrentRetries(t *testing.T) {
 			if i%2 == 1 {
 				body = fmt.Sprintf("an impostor %d", i)
 			}
-			r, err := e.client.Send(alice.ctx(), sendReq(bob.identity, "same-id", body))
+			r, err := e.client.Send(alice.ctx(), alice.sendReq(bob.identity, "same-id", body))
 			results[i] = result{r, err}
 		})
 	}
@@ -260,7 +247,7 @@ func TestSequencesWithoutGaps(t *testing.T) {
 				wg.Go(func() {
 					s := senders[d/2]
 					for i := range perDevice {
-						if _, err := e.client.Send(s.ctx(), sendReq(hub.identity, fmt.Sprintf("dev%d-%d", d%2, i), fmt.Sprintf("%s/%d/%d", s.identity, d%2, i))); err != nil {
+						if _, err := e.client.Send(s.ctx(), s.sendReq(hub.identity, fmt.Sprintf("dev%d-%d", d%2, i), fmt.Sprintf("%s/%d/%d", s.identity, d%2, i))); err != nil {
 							t.Error(err)
 							return
 						}

@@ -97,7 +97,7 @@ func TestSendStreamRefusals(t *testing.T) {
 		t.Fatalf("the cases used %d streams; want alice's, carol's and mallory's", len(streams))
 	}
 	// After all that, alice's stream still stores a good message.
-	ok := roundTrip(t, streams[alice.token], sendReq(e.newUsers(t, alice.app, "bob")[0].identity, "m-ok", "fine"))
+	ok := roundTrip(t, streams[alice.token], alice.sendReq(e.newUsers(t, alice.app, "bob")[0].identity, "m-ok", "fine"))
 	if ok.GetSent().GetSequence() != 2 {
 		t.Errorf("good message after the refusals: %v", ok)
 	}
@@ -113,7 +113,7 @@ func TestSendStreamOrder(t *testing.T) {
 	const n, bad = 3 * SendStreamWindow, 100
 	s := e.openSendStream(t, alice)
 	for i := range n {
-		req := sendReq(bob.identity, fmt.Sprintf("m-%d", i), body(i))
+		req := alice.sendReq(bob.identity, fmt.Sprintf("m-%d", i), body(i))
 		if i == bad {
 			req.Envelope = nil
 		}
@@ -162,12 +162,12 @@ func TestSendStreamOrder(t *testing.T) {
 	}
 	again := e.openSendStream(t, alice)
 	for i := range 5 {
-		r := roundTrip(t, again, sendReq(bob.identity, fmt.Sprintf("m-%d", i), body(i)))
+		r := roundTrip(t, again, alice.sendReq(bob.identity, fmt.Sprintf("m-%d", i), body(i)))
 		if r.GetSent().GetSequence() != uint64(i+1) || !r.GetSent().GetDuplicate() {
 			t.Errorf("retry of m-%d on a new stream: %v", i, r)
 		}
 	}
-	if r, err := e.client.Send(alice.ctx(), sendReq(bob.identity, "m-5", body(5))); err != nil || !r.GetDuplicate() || r.GetSequence() != 6 {
+	if r, err := e.client.Send(alice.ctx(), alice.sendReq(bob.identity, "m-5", body(5))); err != nil || !r.GetDuplicate() || r.GetSequence() != 6 {
 		t.Errorf("retry of m-5 through Send: %v, %v", r, err)
 	}
 	if h := e.history(t, bob, conv); len(h) != n-1 {
@@ -185,13 +185,13 @@ func TestSendStreamGroupEpoch(t *testing.T) {
 	group := e.groupID(t, a, "team")
 	e.groups.create(a.id, group, e.clock.Now(), alice.identity, bob.identity)
 	s := e.openSendStream(t, alice)
-	stale := roundTrip(t, s, groupReq(group, "g-1", "hello", 2))
+	stale := roundTrip(t, s, alice.groupReq(group, "g-1", "hello", 2))
 	wantSendError(t, stale, codes.FailedPrecondition, "epoch required")
 	var detail groupv1.EpochRequired
 	if d := stale.GetError().GetDetails(); len(d) != 1 || d[0].UnmarshalTo(&detail) != nil || detail.GetCurrentEpoch() != 1 || detail.GetMessageEpoch() != 2 {
 		t.Errorf("details %v; want EpochRequired at epoch 1", d)
 	}
-	if r := roundTrip(t, s, groupReq(group, "g-1", "hello", 1)); r.GetSent().GetSequence() != 1 || r.GetSent().GetConversationId() != group {
+	if r := roundTrip(t, s, alice.groupReq(group, "g-1", "hello", 1)); r.GetSent().GetSequence() != 1 || r.GetSent().GetConversationId() != group {
 		t.Errorf("resent at the current epoch: %v", r)
 	}
 }
@@ -205,16 +205,16 @@ func TestSendStreamEndsWhenTokenExpires(t *testing.T) {
 	short := alice
 	short.token = e.token(t, alice, 2*time.Minute)
 	busy, idle := e.openSendStream(t, short), e.openSendStream(t, short)
-	if r := roundTrip(t, busy, sendReq(bob.identity, "1", "one")); r.GetSent().GetSequence() != 1 {
+	if r := roundTrip(t, busy, alice.sendReq(bob.identity, "1", "one")); r.GetSent().GetSequence() != 1 {
 		t.Fatalf("first message: %v", r)
 	}
-	if r := roundTrip(t, idle, sendReq(bob.identity, "2", "two")); r.GetSent().GetSequence() != 2 {
+	if r := roundTrip(t, idle, alice.sendReq(bob.identity, "2", "two")); r.GetSent().GetSequence() != 2 {
 		t.Fatalf("first message on the other stream: %v", r)
 	}
 	e.clock.Add(3 * time.Minute)
 	before := e.snapshot(t)
 	// io.EOF: the server ended the stream already (its token watch); Recv says why.
-	if err := busy.Send(&messagingv1.SendStreamRequest{Send: sendReq(bob.identity, "3", "three")}); err != nil && err != io.EOF {
+	if err := busy.Send(&messagingv1.SendStreamRequest{Send: alice.sendReq(bob.identity, "3", "three")}); err != nil && err != io.EOF {
 		t.Fatal(err)
 	}
 	_, err := busy.Recv()
@@ -238,7 +238,7 @@ func TestSendStreamEndsWhenTokenIsRevoked(t *testing.T) {
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	alice, bob := us[0], us[1]
 	s := e.openSendStream(t, alice)
-	roundTrip(t, s, sendReq(bob.identity, "1", "one"))
+	roundTrip(t, s, alice.sendReq(bob.identity, "1", "one"))
 	e.clock.Add(2 * time.Second) // revocation covers tokens issued before its second
 	if _, err := e.ids.RevokeTokens(as(alice.app.key), &identityv1.RevokeTokensRequest{Identity: alice.identity}); err != nil {
 		t.Fatal(err)
@@ -264,17 +264,17 @@ func TestSendStreamLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	roundTrip(t, first, sendReq(bob.identity, "1", "one"))
-	roundTrip(t, e.openSendStream(t, alice), sendReq(bob.identity, "2", "two"))
+	roundTrip(t, first, alice.sendReq(bob.identity, "1", "one"))
+	roundTrip(t, e.openSendStream(t, alice), alice.sendReq(bob.identity, "2", "two"))
 	third := e.openSendStream(t, alice)
 	_, err = third.Recv()
 	wantCode(t, err, codes.ResourceExhausted, "2 send streams open already")
-	roundTrip(t, e.openSendStream(t, bob), sendReq(alice.identity, "1", "bob's"))
+	roundTrip(t, e.openSendStream(t, bob), bob.sendReq(alice.identity, "1", "bob's"))
 	closeFirst()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s := e.openSendStream(t, alice)
-		if err := s.Send(&messagingv1.SendStreamRequest{Send: sendReq(bob.identity, "3", "three")}); err == nil {
+		if err := s.Send(&messagingv1.SendStreamRequest{Send: alice.sendReq(bob.identity, "3", "three")}); err == nil {
 			if r, err := s.Recv(); err == nil && r.GetSent().GetSequence() == 4 {
 				return
 			} else if time.Now().After(deadline) {
@@ -300,7 +300,7 @@ func TestSendStreamCancelStoresAPrefix(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range SendStreamWindow {
-			if s.Send(&messagingv1.SendStreamRequest{Send: sendReq(bob.identity, fmt.Sprintf("r%02d-%02d", r, i), body(i))}) != nil {
+			if s.Send(&messagingv1.SendStreamRequest{Send: alice.sendReq(bob.identity, fmt.Sprintf("r%02d-%02d", r, i), body(i))}) != nil {
 				break
 			}
 		}
@@ -333,7 +333,7 @@ func TestSendStreamStopsAtAStreamError(t *testing.T) {
 	alice, bob := us[0], us[1]
 	group := e.groupID(t, a, "team")
 	s := e.openSendStream(t, alice)
-	reqs := []*messagingv1.SendRequest{sendReq(bob.identity, "1", "one"), groupReq(group, "2", "to the group", 1), sendReq(bob.identity, "3", "three")}
+	reqs := []*messagingv1.SendRequest{alice.sendReq(bob.identity, "1", "one"), alice.groupReq(group, "2", "to the group", 1), alice.sendReq(bob.identity, "3", "three")}
 	for _, req := range reqs {
 		if err := s.Send(&messagingv1.SendStreamRequest{Send: req}); err != nil && err != io.EOF {
 			t.Fatal(err)
@@ -364,7 +364,7 @@ func TestSendStreamEndsAtShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	roundTrip(t, s, sendReq(bob.identity, "1", "one"))
+	roundTrip(t, s, alice.sendReq(bob.identity, "1", "one"))
 	start := time.Now()
 	stopped := make(chan struct{})
 	go func() { e.stop(); close(stopped) }()

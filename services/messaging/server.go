@@ -46,9 +46,6 @@ type Config struct {
 	// MaxEnvelopeBytes bounds an envelope; 0 means DefaultMaxEnvelopeBytes, at most
 	// MaxEnvelopeLimit.
 	MaxEnvelopeBytes int
-	// RequireEncryption refuses PLAINTEXT messages in direct conversations (groups
-	// have their own encryption mode).
-	RequireEncryption bool
 	// SendRate is how many messages per second one identity may send on average, and
 	// SendBurst how many at once; 0 means the defaults.
 	SendRate  float64
@@ -65,6 +62,12 @@ type Config struct {
 	// that a stream ends once its token is revoked ("log out everywhere"), not only when
 	// it expires. Without it a stream lasts until its token expires.
 	Revocations auth.RevocationChecker
+	// CardRecheck is how long a sender card's status, once looked up, is trusted (a
+	// revoked card is refused at most this long after its revocation); 0 means
+	// DefaultCardRecheck. CardCacheSize bounds the cards whose owner is remembered; 0
+	// means DefaultCardCacheSize.
+	CardRecheck   time.Duration
+	CardCacheSize int
 	// Clock defaults to time.Now.
 	Clock func() time.Time
 }
@@ -78,6 +81,7 @@ type Server struct {
 	messagingv1.UnimplementedMessagingServiceServer
 	store       Store
 	groups      Groups
+	cards       senderCards
 	memberCache *memberCache
 	log         *zap.Logger
 	now         func() time.Time
@@ -94,13 +98,24 @@ type Server struct {
 var _ messagingv1.MessagingServiceServer = (*Server)(nil)
 
 // New returns a Server over store. groups reaches the group service; nil refuses every
-// group conversation. A nil log discards logs.
-func New(store Store, groups Groups, cfg Config, log *zap.Logger) (*Server, error) {
+// group conversation. cards reaches the card service, which says whose card an
+// ENCRYPTED message's sender card is; nil refuses every ENCRYPTED message. A nil log
+// discards logs.
+func New(store Store, groups Groups, cards Cards, cfg Config, log *zap.Logger) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
 	if groups == nil {
 		groups = noGroups{}
+	}
+	if cards == nil {
+		cards = noCards{}
+	}
+	if cfg.CardRecheck == 0 {
+		cfg.CardRecheck = DefaultCardRecheck
+	}
+	if cfg.CardCacheSize == 0 {
+		cfg.CardCacheSize = DefaultCardCacheSize
 	}
 	if cfg.MaxEnvelopeBytes == 0 {
 		cfg.MaxEnvelopeBytes = DefaultMaxEnvelopeBytes
@@ -129,6 +144,9 @@ func New(store Store, groups Groups, cfg Config, log *zap.Logger) (*Server, erro
 	case cfg.Retention < 0, cfg.SweepInterval < 0, cfg.MaxStreamsPerIdentity < 0:
 		return nil, fmt.Errorf("messaging: retention %s, sweep interval %s, streams %d: want positive values",
 			cfg.Retention, cfg.SweepInterval, cfg.MaxStreamsPerIdentity)
+	case cfg.CardRecheck < 0, cfg.CardCacheSize < 2:
+		return nil, fmt.Errorf("messaging: card recheck %s, card cache size %d: want a positive duration and at least 2 cards",
+			cfg.CardRecheck, cfg.CardCacheSize)
 	}
 	limiter, err := ratelimit.New(ratelimit.Config{Rate: cfg.SendRate, Burst: cfg.SendBurst, Clock: cfg.Clock})
 	if err != nil {
@@ -138,6 +156,7 @@ func New(store Store, groups Groups, cfg Config, log *zap.Logger) (*Server, erro
 	return &Server{
 		store:       store,
 		groups:      groups,
+		cards:       senderCards{Cards: cards, cache: newCardCache(cfg.CardCacheSize)},
 		memberCache: newMemberCache(defaultMemberCacheIDs),
 		log:         log,
 		now:         cfg.Clock,
@@ -294,9 +313,22 @@ func (s *Server) startSend(ctx context.Context, p *auth.Principal, req *messagin
 		switch {
 		case h.GetEpoch() != 0:
 			return nil, errs.Invalidf("header.epoch is %d: a direct message carries no epoch (0)", h.GetEpoch())
-		case s.cfg.RequireEncryption && h.GetKind() == messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT:
-			return nil, errs.Preconditionf("this server requires direct messages to be encrypted: PLAINTEXT is refused")
+		case h.GetKind() == messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT:
+			// Groups have their own encryption mode, which the group service applies.
+			if err := s.checkPlaintextDirect(p.AppID); err != nil {
+				return nil, err
+			}
 		}
+	}
+	if h.GetKind() == messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED {
+		// Before the group service sees it: a card that is not the sender's must not
+		// make the group rotate (AuthorizeSend marks a group whose member's card
+		// changed).
+		if err := s.checkSenderCard(ctx, p, h.GetSenderCardId()); err != nil {
+			return nil, err
+		}
+	}
+	if t.kind == kindDirect {
 		op.Recipients = t.participants
 	} else if resp, err := s.prepareGroupSend(ctx, op); err != nil {
 		return nil, err

@@ -56,6 +56,12 @@ type Store interface {
 	// above after, in id order.
 	Participations(appID, identity, after string, limit int) ([]*storagev1.ParticipationRecord, error)
 
+	// AppSettings returns an app's settings, or an errs.ErrNotFound for an app that
+	// has the defaults; PutAppSettings stores them, durable when it returns
+	// (appsettings.go).
+	AppSettings(appID string) (*storagev1.MessagingAppSettingsRecord, error)
+	PutAppSettings(rec *storagev1.MessagingAppSettingsRecord) error
+
 	Close() error
 }
 
@@ -188,6 +194,7 @@ var (
 	bucketIdempotency    = []byte("idempotency")
 	bucketEvents         = []byte("events")
 	bucketExpiry         = []byte("expiry")
+	bucketAppSettings    = []byte("app_settings")
 
 	keyIndexedThrough = []byte("indexed_through")
 )
@@ -197,6 +204,7 @@ var schema = boltdb.Schema{
 	Buckets: [][]byte{
 		bucketLog, bucketFanout, bucketIndexState, bucketConversations, bucketParticipations,
 		bucketMessages, bucketInbox, bucketInboxHeads, bucketIdempotency, bucketEvents, bucketExpiry,
+		bucketAppSettings,
 	},
 }
 

@@ -273,7 +273,7 @@ func TestSlowSubscriber(t *testing.T) {
 	var slowest time.Duration
 	for i := 1; i <= n; i++ {
 		start := time.Now()
-		if _, err := e.client.Send(alice.ctx(), sendReq(bob.identity, fmt.Sprint(i), fmt.Sprintf("%d:%s", i, big))); err != nil {
+		if _, err := e.client.Send(alice.ctx(), alice.sendReq(bob.identity, fmt.Sprint(i), fmt.Sprintf("%d:%s", i, big))); err != nil {
 			t.Fatal(err)
 		}
 		it := fast.nextItem(t)
@@ -324,7 +324,7 @@ func TestSubscribeUnderConcurrentLoad(t *testing.T) {
 	for _, s := range senders {
 		wg.Go(func() {
 			for i := range per {
-				if _, err := e.client.Send(s.ctx(), sendReq(hub.identity, fmt.Sprint(i), fmt.Sprint(s.identity, i))); err != nil {
+				if _, err := e.client.Send(s.ctx(), s.sendReq(hub.identity, fmt.Sprint(i), fmt.Sprint(s.identity, i))); err != nil {
 					t.Error(err)
 					return
 				}
@@ -354,7 +354,7 @@ func TestSubscribeUnderConcurrentLoad(t *testing.T) {
 	if len(seen) != total {
 		t.Errorf("%d distinct messages received, want %d", len(seen), total)
 	}
-	if _, err := e.client.Send(hub.ctx(), sendReq(senders[0].identity, "x", "x")); status.Code(err) != codes.OK {
+	if _, err := e.client.Send(hub.ctx(), hub.sendReq(senders[0].identity, "x", "x")); status.Code(err) != codes.OK {
 		t.Fatal(err)
 	}
 }

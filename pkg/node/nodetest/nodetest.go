@@ -22,6 +22,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/node"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/backup"
 )
 
@@ -37,6 +38,8 @@ type Node struct {
 	// GRPC is the services' address; HTTP the gateway's base URL.
 	GRPC string
 	HTTP string
+	// Metrics is the base URL of the metrics listener (its /metrics).
+	Metrics string
 	// DataDir holds the services' files.
 	DataDir string
 	// Stores are the services' open stores by role, to fail their writes
@@ -59,6 +62,7 @@ func Start(t testing.TB, edit ...func(*node.Config)) *Node {
 		AdminCredential: Admin,
 		ServiceToken:    ServiceToken,
 		Backup:          backup.Config{Secret: []byte(BackupSecret)},
+		MetricsAddr:     "127.0.0.1:0",
 	}
 	for _, e := range edit {
 		e(&cfg)
@@ -114,6 +118,9 @@ func Start(t testing.TB, edit ...func(*node.Config)) *Node {
 	n := &Node{GRPC: addrs.GRPC, DataDir: cfg.DataDir, Stores: stores, conn: conn, stop: stop}
 	if addrs.Gateway != "" {
 		n.HTTP = "http://" + addrs.Gateway
+	}
+	if addrs.Metrics != "" {
+		n.Metrics = "http://" + addrs.Metrics
 	}
 	return n
 }
@@ -194,6 +201,19 @@ func (a *App) Token(t testing.TB, identity string) string {
 // TokenFunc returns an SDK-style token source for identity.
 func (a *App) TokenFunc(identity string) func(context.Context) (string, error) {
 	return func(ctx context.Context) (string, error) { return a.IssueToken(ctx, identity, 0) }
+}
+
+// AllowPlaintextDirect lets the app's users send PLAINTEXT direct messages (refused by
+// default), as an operator does with the admin credential, failing the test on error.
+// Tests whose point is not encryption use it to send opaque bytes without cards.
+func (a *App) AllowPlaintextDirect(t testing.TB) {
+	t.Helper()
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+Admin)
+	_, err := messagingv1.NewMessagingServiceClient(a.node.conn).UpdateAppSettings(ctx, &messagingv1.UpdateAppSettingsRequest{
+		AppId: a.ID, Settings: &messagingv1.AppSettings{AllowPlaintextDirect: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // ResetGrant issues a reset grant for identity, as the app backend does after it has

@@ -1533,6 +1533,115 @@ func (x *ListCardEventsResponse) GetLatestSequence() uint64 {
 	return 0
 }
 
+type LookupCardOwnerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The app whose card this is (internal callers name it, as they hold no access
+	// token).
+	AppId string `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	// The card's id, 32 bytes.
+	CardId        []byte `protobuf:"bytes,2,opt,name=card_id,json=cardId,proto3" json:"card_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupCardOwnerRequest) Reset() {
+	*x = LookupCardOwnerRequest{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupCardOwnerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupCardOwnerRequest) ProtoMessage() {}
+
+func (x *LookupCardOwnerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupCardOwnerRequest.ProtoReflect.Descriptor instead.
+func (*LookupCardOwnerRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *LookupCardOwnerRequest) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *LookupCardOwnerRequest) GetCardId() []byte {
+	if x != nil {
+		return x.CardId
+	}
+	return nil
+}
+
+type LookupCardOwnerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user identity the card belongs to.
+	Identity string `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The card's status now: ACTIVE, SUPERSEDED or REVOKED.
+	Status        CardStatus `protobuf:"varint,2,opt,name=status,proto3,enum=umbra.card.v1.CardStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupCardOwnerResponse) Reset() {
+	*x = LookupCardOwnerResponse{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupCardOwnerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupCardOwnerResponse) ProtoMessage() {}
+
+func (x *LookupCardOwnerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupCardOwnerResponse.ProtoReflect.Descriptor instead.
+func (*LookupCardOwnerResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *LookupCardOwnerResponse) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *LookupCardOwnerResponse) GetStatus() CardStatus {
+	if x != nil {
+		return x.Status
+	}
+	return CardStatus_CARD_STATUS_UNSPECIFIED
+}
+
 var File_umbra_card_v1_card_proto protoreflect.FileDescriptor
 
 const file_umbra_card_v1_card_proto_rawDesc = "" +
@@ -1631,7 +1740,13 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\"s\n" +
 	"\x16ListCardEventsResponse\x120\n" +
 	"\x06events\x18\x01 \x03(\v2\x18.umbra.card.v1.CardEventR\x06events\x12'\n" +
-	"\x0flatest_sequence\x18\x02 \x01(\x04R\x0elatestSequence*v\n" +
+	"\x0flatest_sequence\x18\x02 \x01(\x04R\x0elatestSequence\"H\n" +
+	"\x16LookupCardOwnerRequest\x12\x15\n" +
+	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x17\n" +
+	"\acard_id\x18\x02 \x01(\fR\x06cardId\"h\n" +
+	"\x17LookupCardOwnerResponse\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x121\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x19.umbra.card.v1.CardStatusR\x06status*v\n" +
 	"\n" +
 	"CardStatus\x12\x1b\n" +
 	"\x17CARD_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -1641,7 +1756,7 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\rCardEventKind\x12\x1f\n" +
 	"\x1bCARD_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19CARD_EVENT_KIND_PUBLISHED\x10\x01\x12\x1b\n" +
-	"\x17CARD_EVENT_KIND_REVOKED\x10\x022\xc0\x06\n" +
+	"\x17CARD_EVENT_KIND_REVOKED\x10\x022\xa2\a\n" +
 	"\vCardService\x12T\n" +
 	"\vPublishCard\x12!.umbra.card.v1.PublishCardRequest\x1a\".umbra.card.v1.PublishCardResponse\x12Z\n" +
 	"\rGetServiceKey\x12#.umbra.card.v1.GetServiceKeyRequest\x1a$.umbra.card.v1.GetServiceKeyResponse\x12c\n" +
@@ -1652,7 +1767,8 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\n" +
 	"RevokeCard\x12 .umbra.card.v1.RevokeCardRequest\x1a!.umbra.card.v1.RevokeCardResponse\x12f\n" +
 	"\x11LookupActiveCards\x12'.umbra.card.v1.LookupActiveCardsRequest\x1a(.umbra.card.v1.LookupActiveCardsResponse\x12]\n" +
-	"\x0eListCardEvents\x12$.umbra.card.v1.ListCardEventsRequest\x1a%.umbra.card.v1.ListCardEventsResponseB8Z6github.com/umbra-e2ee/umbra/proto/umbra/card/v1;cardv1b\x06proto3"
+	"\x0eListCardEvents\x12$.umbra.card.v1.ListCardEventsRequest\x1a%.umbra.card.v1.ListCardEventsResponse\x12`\n" +
+	"\x0fLookupCardOwner\x12%.umbra.card.v1.LookupCardOwnerRequest\x1a&.umbra.card.v1.LookupCardOwnerResponseB8Z6github.com/umbra-e2ee/umbra/proto/umbra/card/v1;cardv1b\x06proto3"
 
 var (
 	file_umbra_card_v1_card_proto_rawDescOnce sync.Once
@@ -1667,7 +1783,7 @@ func file_umbra_card_v1_card_proto_rawDescGZIP() []byte {
 }
 
 var file_umbra_card_v1_card_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_umbra_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_umbra_card_v1_card_proto_goTypes = []any{
 	(CardStatus)(0),                   // 0: umbra.card.v1.CardStatus
 	(CardEventKind)(0),                // 1: umbra.card.v1.CardEventKind
@@ -1694,17 +1810,19 @@ var file_umbra_card_v1_card_proto_goTypes = []any{
 	(*CardEvent)(nil),                 // 22: umbra.card.v1.CardEvent
 	(*ListCardEventsRequest)(nil),     // 23: umbra.card.v1.ListCardEventsRequest
 	(*ListCardEventsResponse)(nil),    // 24: umbra.card.v1.ListCardEventsResponse
-	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
-	(v1.Suite)(0),                     // 26: umbra.envelope.v1.Suite
+	(*LookupCardOwnerRequest)(nil),    // 25: umbra.card.v1.LookupCardOwnerRequest
+	(*LookupCardOwnerResponse)(nil),   // 26: umbra.card.v1.LookupCardOwnerResponse
+	(*timestamppb.Timestamp)(nil),     // 27: google.protobuf.Timestamp
+	(v1.Suite)(0),                     // 28: umbra.envelope.v1.Suite
 }
 var file_umbra_card_v1_card_proto_depIdxs = []int32{
 	3,  // 0: umbra.card.v1.Card.endorsement:type_name -> umbra.card.v1.CardEndorsement
 	0,  // 1: umbra.card.v1.Card.status:type_name -> umbra.card.v1.CardStatus
-	25, // 2: umbra.card.v1.Card.published_at:type_name -> google.protobuf.Timestamp
-	25, // 3: umbra.card.v1.Card.superseded_at:type_name -> google.protobuf.Timestamp
-	25, // 4: umbra.card.v1.Card.revoked_at:type_name -> google.protobuf.Timestamp
-	25, // 5: umbra.card.v1.ServiceKey.created_at:type_name -> google.protobuf.Timestamp
-	25, // 6: umbra.card.v1.ServiceKey.superseded_at:type_name -> google.protobuf.Timestamp
+	27, // 2: umbra.card.v1.Card.published_at:type_name -> google.protobuf.Timestamp
+	27, // 3: umbra.card.v1.Card.superseded_at:type_name -> google.protobuf.Timestamp
+	27, // 4: umbra.card.v1.Card.revoked_at:type_name -> google.protobuf.Timestamp
+	27, // 5: umbra.card.v1.ServiceKey.created_at:type_name -> google.protobuf.Timestamp
+	27, // 6: umbra.card.v1.ServiceKey.superseded_at:type_name -> google.protobuf.Timestamp
 	3,  // 7: umbra.card.v1.PublishCardRequest.endorsement:type_name -> umbra.card.v1.CardEndorsement
 	2,  // 8: umbra.card.v1.PublishCardResponse.card:type_name -> umbra.card.v1.Card
 	4,  // 9: umbra.card.v1.GetServiceKeyResponse.key:type_name -> umbra.card.v1.ServiceKey
@@ -1715,34 +1833,37 @@ var file_umbra_card_v1_card_proto_depIdxs = []int32{
 	2,  // 14: umbra.card.v1.GetCardResponse.card:type_name -> umbra.card.v1.Card
 	2,  // 15: umbra.card.v1.ListCardHistoryResponse.cards:type_name -> umbra.card.v1.Card
 	2,  // 16: umbra.card.v1.RevokeCardResponse.card:type_name -> umbra.card.v1.Card
-	26, // 17: umbra.card.v1.ActiveCardRef.suite:type_name -> umbra.envelope.v1.Suite
+	28, // 17: umbra.card.v1.ActiveCardRef.suite:type_name -> umbra.envelope.v1.Suite
 	19, // 18: umbra.card.v1.LookupActiveCardsResponse.cards:type_name -> umbra.card.v1.ActiveCardRef
 	1,  // 19: umbra.card.v1.CardEvent.kind:type_name -> umbra.card.v1.CardEventKind
-	25, // 20: umbra.card.v1.CardEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	27, // 20: umbra.card.v1.CardEvent.occurred_at:type_name -> google.protobuf.Timestamp
 	22, // 21: umbra.card.v1.ListCardEventsResponse.events:type_name -> umbra.card.v1.CardEvent
-	5,  // 22: umbra.card.v1.CardService.PublishCard:input_type -> umbra.card.v1.PublishCardRequest
-	7,  // 23: umbra.card.v1.CardService.GetServiceKey:input_type -> umbra.card.v1.GetServiceKeyRequest
-	9,  // 24: umbra.card.v1.CardService.RotateServiceKey:input_type -> umbra.card.v1.RotateServiceKeyRequest
-	11, // 25: umbra.card.v1.CardService.SearchCards:input_type -> umbra.card.v1.SearchCardsRequest
-	13, // 26: umbra.card.v1.CardService.GetCard:input_type -> umbra.card.v1.GetCardRequest
-	15, // 27: umbra.card.v1.CardService.ListCardHistory:input_type -> umbra.card.v1.ListCardHistoryRequest
-	17, // 28: umbra.card.v1.CardService.RevokeCard:input_type -> umbra.card.v1.RevokeCardRequest
-	20, // 29: umbra.card.v1.CardService.LookupActiveCards:input_type -> umbra.card.v1.LookupActiveCardsRequest
-	23, // 30: umbra.card.v1.CardService.ListCardEvents:input_type -> umbra.card.v1.ListCardEventsRequest
-	6,  // 31: umbra.card.v1.CardService.PublishCard:output_type -> umbra.card.v1.PublishCardResponse
-	8,  // 32: umbra.card.v1.CardService.GetServiceKey:output_type -> umbra.card.v1.GetServiceKeyResponse
-	10, // 33: umbra.card.v1.CardService.RotateServiceKey:output_type -> umbra.card.v1.RotateServiceKeyResponse
-	12, // 34: umbra.card.v1.CardService.SearchCards:output_type -> umbra.card.v1.SearchCardsResponse
-	14, // 35: umbra.card.v1.CardService.GetCard:output_type -> umbra.card.v1.GetCardResponse
-	16, // 36: umbra.card.v1.CardService.ListCardHistory:output_type -> umbra.card.v1.ListCardHistoryResponse
-	18, // 37: umbra.card.v1.CardService.RevokeCard:output_type -> umbra.card.v1.RevokeCardResponse
-	21, // 38: umbra.card.v1.CardService.LookupActiveCards:output_type -> umbra.card.v1.LookupActiveCardsResponse
-	24, // 39: umbra.card.v1.CardService.ListCardEvents:output_type -> umbra.card.v1.ListCardEventsResponse
-	31, // [31:40] is the sub-list for method output_type
-	22, // [22:31] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	0,  // 22: umbra.card.v1.LookupCardOwnerResponse.status:type_name -> umbra.card.v1.CardStatus
+	5,  // 23: umbra.card.v1.CardService.PublishCard:input_type -> umbra.card.v1.PublishCardRequest
+	7,  // 24: umbra.card.v1.CardService.GetServiceKey:input_type -> umbra.card.v1.GetServiceKeyRequest
+	9,  // 25: umbra.card.v1.CardService.RotateServiceKey:input_type -> umbra.card.v1.RotateServiceKeyRequest
+	11, // 26: umbra.card.v1.CardService.SearchCards:input_type -> umbra.card.v1.SearchCardsRequest
+	13, // 27: umbra.card.v1.CardService.GetCard:input_type -> umbra.card.v1.GetCardRequest
+	15, // 28: umbra.card.v1.CardService.ListCardHistory:input_type -> umbra.card.v1.ListCardHistoryRequest
+	17, // 29: umbra.card.v1.CardService.RevokeCard:input_type -> umbra.card.v1.RevokeCardRequest
+	20, // 30: umbra.card.v1.CardService.LookupActiveCards:input_type -> umbra.card.v1.LookupActiveCardsRequest
+	23, // 31: umbra.card.v1.CardService.ListCardEvents:input_type -> umbra.card.v1.ListCardEventsRequest
+	25, // 32: umbra.card.v1.CardService.LookupCardOwner:input_type -> umbra.card.v1.LookupCardOwnerRequest
+	6,  // 33: umbra.card.v1.CardService.PublishCard:output_type -> umbra.card.v1.PublishCardResponse
+	8,  // 34: umbra.card.v1.CardService.GetServiceKey:output_type -> umbra.card.v1.GetServiceKeyResponse
+	10, // 35: umbra.card.v1.CardService.RotateServiceKey:output_type -> umbra.card.v1.RotateServiceKeyResponse
+	12, // 36: umbra.card.v1.CardService.SearchCards:output_type -> umbra.card.v1.SearchCardsResponse
+	14, // 37: umbra.card.v1.CardService.GetCard:output_type -> umbra.card.v1.GetCardResponse
+	16, // 38: umbra.card.v1.CardService.ListCardHistory:output_type -> umbra.card.v1.ListCardHistoryResponse
+	18, // 39: umbra.card.v1.CardService.RevokeCard:output_type -> umbra.card.v1.RevokeCardResponse
+	21, // 40: umbra.card.v1.CardService.LookupActiveCards:output_type -> umbra.card.v1.LookupActiveCardsResponse
+	24, // 41: umbra.card.v1.CardService.ListCardEvents:output_type -> umbra.card.v1.ListCardEventsResponse
+	26, // 42: umbra.card.v1.CardService.LookupCardOwner:output_type -> umbra.card.v1.LookupCardOwnerResponse
+	33, // [33:43] is the sub-list for method output_type
+	23, // [23:33] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_umbra_card_v1_card_proto_init() }
@@ -1756,7 +1877,7 @@ func file_umbra_card_v1_card_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_card_v1_card_proto_rawDesc), len(file_umbra_card_v1_card_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

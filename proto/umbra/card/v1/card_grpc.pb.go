@@ -28,6 +28,7 @@ const (
 	CardService_RevokeCard_FullMethodName        = "/umbra.card.v1.CardService/RevokeCard"
 	CardService_LookupActiveCards_FullMethodName = "/umbra.card.v1.CardService/LookupActiveCards"
 	CardService_ListCardEvents_FullMethodName    = "/umbra.card.v1.CardService/ListCardEvents"
+	CardService_LookupCardOwner_FullMethodName   = "/umbra.card.v1.CardService/LookupCardOwner"
 )
 
 // CardServiceClient is the client API for CardService service.
@@ -125,6 +126,13 @@ type CardServiceClient interface {
 	// off the feed.
 	// Auth: internal (service-to-service only; no REST route).
 	ListCardEvents(ctx context.Context, in *ListCardEventsRequest, opts ...grpc.CallOption) (*ListCardEventsResponse, error)
+	// LookupCardOwner names the identity one of an app's cards belongs to, and its
+	// status. The messaging service calls it to check that an ENCRYPTED message's
+	// `sender_card_id` is a card of its sender before storing the message; a card's
+	// identity never changes (its id is the hash of content that names the identity), so
+	// the caller may cache the answer. NOT_FOUND for a card the app does not have.
+	// Auth: internal (service-to-service only; no REST route).
+	LookupCardOwner(ctx context.Context, in *LookupCardOwnerRequest, opts ...grpc.CallOption) (*LookupCardOwnerResponse, error)
 }
 
 type cardServiceClient struct {
@@ -219,6 +227,16 @@ func (c *cardServiceClient) ListCardEvents(ctx context.Context, in *ListCardEven
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListCardEventsResponse)
 	err := c.cc.Invoke(ctx, CardService_ListCardEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cardServiceClient) LookupCardOwner(ctx context.Context, in *LookupCardOwnerRequest, opts ...grpc.CallOption) (*LookupCardOwnerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LookupCardOwnerResponse)
+	err := c.cc.Invoke(ctx, CardService_LookupCardOwner_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -320,6 +338,13 @@ type CardServiceServer interface {
 	// off the feed.
 	// Auth: internal (service-to-service only; no REST route).
 	ListCardEvents(context.Context, *ListCardEventsRequest) (*ListCardEventsResponse, error)
+	// LookupCardOwner names the identity one of an app's cards belongs to, and its
+	// status. The messaging service calls it to check that an ENCRYPTED message's
+	// `sender_card_id` is a card of its sender before storing the message; a card's
+	// identity never changes (its id is the hash of content that names the identity), so
+	// the caller may cache the answer. NOT_FOUND for a card the app does not have.
+	// Auth: internal (service-to-service only; no REST route).
+	LookupCardOwner(context.Context, *LookupCardOwnerRequest) (*LookupCardOwnerResponse, error)
 	mustEmbedUnimplementedCardServiceServer()
 }
 
@@ -356,6 +381,9 @@ func (UnimplementedCardServiceServer) LookupActiveCards(context.Context, *Lookup
 }
 func (UnimplementedCardServiceServer) ListCardEvents(context.Context, *ListCardEventsRequest) (*ListCardEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListCardEvents not implemented")
+}
+func (UnimplementedCardServiceServer) LookupCardOwner(context.Context, *LookupCardOwnerRequest) (*LookupCardOwnerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LookupCardOwner not implemented")
 }
 func (UnimplementedCardServiceServer) mustEmbedUnimplementedCardServiceServer() {}
 func (UnimplementedCardServiceServer) testEmbeddedByValue()                     {}
@@ -540,6 +568,24 @@ func _CardService_ListCardEvents_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CardService_LookupCardOwner_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LookupCardOwnerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CardServiceServer).LookupCardOwner(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CardService_LookupCardOwner_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CardServiceServer).LookupCardOwner(ctx, req.(*LookupCardOwnerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CardService_ServiceDesc is the grpc.ServiceDesc for CardService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -582,6 +628,10 @@ var CardService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListCardEvents",
 			Handler:    _CardService_ListCardEvents_Handler,
+		},
+		{
+			MethodName: "LookupCardOwner",
+			Handler:    _CardService_LookupCardOwner_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -34,7 +34,8 @@ const (
 	// an umbra.envelope.v1.GroupMessage in a group conversation.
 	MessageKind_MESSAGE_KIND_ENCRYPTED MessageKind = 1
 	// The envelope is application data the sender chose not to encrypt. Refused where the
-	// conversation requires encryption.
+	// conversation requires encryption: in a group whose mode is REQUIRED, and in every
+	// direct conversation unless the app's settings allow it (AppSettings).
 	MessageKind_MESSAGE_KIND_PLAINTEXT MessageKind = 2
 )
 
@@ -135,7 +136,8 @@ func (ConversationKind) EnumDescriptor() ([]byte, []int) {
 // MessageHeader is the part of a message the server may read. The signed copy of the
 // same facts is inside the envelope (for an encrypted group message, in the
 // GroupMessageHeader); a receiving client checks that the two agree and trusts only the
-// signed one. The server does not verify `sender_card_id` against the card directory.
+// signed one. The server checks that `sender_card_id` names a card of the sender that is
+// not revoked (it cannot check the signature inside the encryption).
 type MessageHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Whether the envelope is encrypted. May not be MESSAGE_KIND_UNSPECIFIED.
@@ -1810,6 +1812,267 @@ func (x *PublishEventResponse) GetRecipientCount() uint32 {
 	return 0
 }
 
+// AppSettings are an app's messaging settings.
+type AppSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the app's direct conversations accept PLAINTEXT messages. False by default:
+	// Umbra is an end-to-end-encryption service, and an app sends unencrypted direct
+	// messages only once an operator has said so. Groups have their own encryption mode.
+	AllowPlaintextDirect bool `protobuf:"varint,1,opt,name=allow_plaintext_direct,json=allowPlaintextDirect,proto3" json:"allow_plaintext_direct,omitempty"`
+	// When the settings were last changed; unset for the defaults. Ignored in
+	// UpdateAppSettings.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppSettings) Reset() {
+	*x = AppSettings{}
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppSettings) ProtoMessage() {}
+
+func (x *AppSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppSettings.ProtoReflect.Descriptor instead.
+func (*AppSettings) Descriptor() ([]byte, []int) {
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AppSettings) GetAllowPlaintextDirect() bool {
+	if x != nil {
+		return x.AllowPlaintextDirect
+	}
+	return false
+}
+
+func (x *AppSettings) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+type GetAppSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The app ("app_..." from CreateApp).
+	AppId         string `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAppSettingsRequest) Reset() {
+	*x = GetAppSettingsRequest{}
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAppSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAppSettingsRequest) ProtoMessage() {}
+
+func (x *GetAppSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAppSettingsRequest.ProtoReflect.Descriptor instead.
+func (*GetAppSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetAppSettingsRequest) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+type GetAppSettingsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AppId         string                 `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	Settings      *AppSettings           `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAppSettingsResponse) Reset() {
+	*x = GetAppSettingsResponse{}
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAppSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAppSettingsResponse) ProtoMessage() {}
+
+func (x *GetAppSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAppSettingsResponse.ProtoReflect.Descriptor instead.
+func (*GetAppSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetAppSettingsResponse) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *GetAppSettingsResponse) GetSettings() *AppSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+type UpdateAppSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The app ("app_..." from CreateApp).
+	AppId string `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	// The settings, replacing the stored ones. Required.
+	Settings      *AppSettings `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAppSettingsRequest) Reset() {
+	*x = UpdateAppSettingsRequest{}
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAppSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAppSettingsRequest) ProtoMessage() {}
+
+func (x *UpdateAppSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAppSettingsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateAppSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *UpdateAppSettingsRequest) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *UpdateAppSettingsRequest) GetSettings() *AppSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+type UpdateAppSettingsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AppId         string                 `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	Settings      *AppSettings           `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAppSettingsResponse) Reset() {
+	*x = UpdateAppSettingsResponse{}
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAppSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAppSettingsResponse) ProtoMessage() {}
+
+func (x *UpdateAppSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_messaging_v1_messaging_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAppSettingsResponse.ProtoReflect.Descriptor instead.
+func (*UpdateAppSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_messaging_v1_messaging_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *UpdateAppSettingsResponse) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *UpdateAppSettingsResponse) GetSettings() *AppSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
 var File_umbra_messaging_v1_messaging_proto protoreflect.FileDescriptor
 
 const file_umbra_messaging_v1_messaging_proto_rawDesc = "" +
@@ -1933,7 +2196,22 @@ const file_umbra_messaging_v1_messaging_proto_rawDesc = "" +
 	"\apayload\x18\x06 \x01(\fR\apayload\"]\n" +
 	"\x14PublishEventResponse\x12\x1c\n" +
 	"\tduplicate\x18\x01 \x01(\bR\tduplicate\x12'\n" +
-	"\x0frecipient_count\x18\x02 \x01(\rR\x0erecipientCount*c\n" +
+	"\x0frecipient_count\x18\x02 \x01(\rR\x0erecipientCount\"~\n" +
+	"\vAppSettings\x124\n" +
+	"\x16allow_plaintext_direct\x18\x01 \x01(\bR\x14allowPlaintextDirect\x129\n" +
+	"\n" +
+	"updated_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\".\n" +
+	"\x15GetAppSettingsRequest\x12\x15\n" +
+	"\x06app_id\x18\x01 \x01(\tR\x05appId\"l\n" +
+	"\x16GetAppSettingsResponse\x12\x15\n" +
+	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12;\n" +
+	"\bsettings\x18\x02 \x01(\v2\x1f.umbra.messaging.v1.AppSettingsR\bsettings\"n\n" +
+	"\x18UpdateAppSettingsRequest\x12\x15\n" +
+	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12;\n" +
+	"\bsettings\x18\x02 \x01(\v2\x1f.umbra.messaging.v1.AppSettingsR\bsettings\"o\n" +
+	"\x19UpdateAppSettingsResponse\x12\x15\n" +
+	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12;\n" +
+	"\bsettings\x18\x02 \x01(\v2\x1f.umbra.messaging.v1.AppSettingsR\bsettings*c\n" +
 	"\vMessageKind\x12\x1c\n" +
 	"\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16MESSAGE_KIND_ENCRYPTED\x10\x01\x12\x1a\n" +
@@ -1941,7 +2219,7 @@ const file_umbra_messaging_v1_messaging_proto_rawDesc = "" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_GROUP\x10\x022\x86\x06\n" +
+	"\x17CONVERSATION_KIND_GROUP\x10\x022\xe1\a\n" +
 	"\x10MessagingService\x12I\n" +
 	"\x04Send\x12\x1f.umbra.messaging.v1.SendRequest\x1a .umbra.messaging.v1.SendResponse\x12_\n" +
 	"\n" +
@@ -1952,7 +2230,9 @@ const file_umbra_messaging_v1_messaging_proto_rawDesc = "" +
 	"\n" +
 	"GetCursors\x12%.umbra.messaging.v1.GetCursorsRequest\x1a&.umbra.messaging.v1.GetCursorsResponse\x12d\n" +
 	"\rUpdateCursors\x12(.umbra.messaging.v1.UpdateCursorsRequest\x1a).umbra.messaging.v1.UpdateCursorsResponse\x12a\n" +
-	"\fPublishEvent\x12'.umbra.messaging.v1.PublishEventRequest\x1a(.umbra.messaging.v1.PublishEventResponseBBZ@github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1;messagingv1b\x06proto3"
+	"\fPublishEvent\x12'.umbra.messaging.v1.PublishEventRequest\x1a(.umbra.messaging.v1.PublishEventResponse\x12g\n" +
+	"\x0eGetAppSettings\x12).umbra.messaging.v1.GetAppSettingsRequest\x1a*.umbra.messaging.v1.GetAppSettingsResponse\x12p\n" +
+	"\x11UpdateAppSettings\x12,.umbra.messaging.v1.UpdateAppSettingsRequest\x1a-.umbra.messaging.v1.UpdateAppSettingsResponseBBZ@github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1;messagingv1b\x06proto3"
 
 var (
 	file_umbra_messaging_v1_messaging_proto_rawDescOnce sync.Once
@@ -1967,7 +2247,7 @@ func file_umbra_messaging_v1_messaging_proto_rawDescGZIP() []byte {
 }
 
 var file_umbra_messaging_v1_messaging_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_messaging_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_umbra_messaging_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_umbra_messaging_v1_messaging_proto_goTypes = []any{
 	(MessageKind)(0),                  // 0: umbra.messaging.v1.MessageKind
 	(ConversationKind)(0),             // 1: umbra.messaging.v1.ConversationKind
@@ -1994,28 +2274,33 @@ var file_umbra_messaging_v1_messaging_proto_goTypes = []any{
 	(*UpdateCursorsResponse)(nil),     // 22: umbra.messaging.v1.UpdateCursorsResponse
 	(*PublishEventRequest)(nil),       // 23: umbra.messaging.v1.PublishEventRequest
 	(*PublishEventResponse)(nil),      // 24: umbra.messaging.v1.PublishEventResponse
-	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
-	(*anypb.Any)(nil),                 // 26: google.protobuf.Any
-	(*durationpb.Duration)(nil),       // 27: google.protobuf.Duration
+	(*AppSettings)(nil),               // 25: umbra.messaging.v1.AppSettings
+	(*GetAppSettingsRequest)(nil),     // 26: umbra.messaging.v1.GetAppSettingsRequest
+	(*GetAppSettingsResponse)(nil),    // 27: umbra.messaging.v1.GetAppSettingsResponse
+	(*UpdateAppSettingsRequest)(nil),  // 28: umbra.messaging.v1.UpdateAppSettingsRequest
+	(*UpdateAppSettingsResponse)(nil), // 29: umbra.messaging.v1.UpdateAppSettingsResponse
+	(*timestamppb.Timestamp)(nil),     // 30: google.protobuf.Timestamp
+	(*anypb.Any)(nil),                 // 31: google.protobuf.Any
+	(*durationpb.Duration)(nil),       // 32: google.protobuf.Duration
 }
 var file_umbra_messaging_v1_messaging_proto_depIdxs = []int32{
 	0,  // 0: umbra.messaging.v1.MessageHeader.kind:type_name -> umbra.messaging.v1.MessageKind
 	2,  // 1: umbra.messaging.v1.Message.header:type_name -> umbra.messaging.v1.MessageHeader
-	25, // 2: umbra.messaging.v1.Message.server_time:type_name -> google.protobuf.Timestamp
-	25, // 3: umbra.messaging.v1.Message.expires_at:type_name -> google.protobuf.Timestamp
-	25, // 4: umbra.messaging.v1.Event.created_at:type_name -> google.protobuf.Timestamp
-	25, // 5: umbra.messaging.v1.Heartbeat.server_time:type_name -> google.protobuf.Timestamp
+	30, // 2: umbra.messaging.v1.Message.server_time:type_name -> google.protobuf.Timestamp
+	30, // 3: umbra.messaging.v1.Message.expires_at:type_name -> google.protobuf.Timestamp
+	30, // 4: umbra.messaging.v1.Event.created_at:type_name -> google.protobuf.Timestamp
+	30, // 5: umbra.messaging.v1.Heartbeat.server_time:type_name -> google.protobuf.Timestamp
 	1,  // 6: umbra.messaging.v1.Conversation.kind:type_name -> umbra.messaging.v1.ConversationKind
-	25, // 7: umbra.messaging.v1.Conversation.latest_message_at:type_name -> google.protobuf.Timestamp
+	30, // 7: umbra.messaging.v1.Conversation.latest_message_at:type_name -> google.protobuf.Timestamp
 	7,  // 8: umbra.messaging.v1.Conversation.cursor:type_name -> umbra.messaging.v1.ConversationCursor
-	25, // 9: umbra.messaging.v1.ConversationCursor.updated_at:type_name -> google.protobuf.Timestamp
+	30, // 9: umbra.messaging.v1.ConversationCursor.updated_at:type_name -> google.protobuf.Timestamp
 	2,  // 10: umbra.messaging.v1.SendRequest.header:type_name -> umbra.messaging.v1.MessageHeader
-	25, // 11: umbra.messaging.v1.SendResponse.server_time:type_name -> google.protobuf.Timestamp
+	30, // 11: umbra.messaging.v1.SendResponse.server_time:type_name -> google.protobuf.Timestamp
 	8,  // 12: umbra.messaging.v1.SendStreamRequest.send:type_name -> umbra.messaging.v1.SendRequest
 	9,  // 13: umbra.messaging.v1.SendStreamResponse.sent:type_name -> umbra.messaging.v1.SendResponse
 	12, // 14: umbra.messaging.v1.SendStreamResponse.error:type_name -> umbra.messaging.v1.SendError
-	26, // 15: umbra.messaging.v1.SendError.details:type_name -> google.protobuf.Any
-	27, // 16: umbra.messaging.v1.SubscribeRequest.heartbeat_interval:type_name -> google.protobuf.Duration
+	31, // 15: umbra.messaging.v1.SendError.details:type_name -> google.protobuf.Any
+	32, // 16: umbra.messaging.v1.SubscribeRequest.heartbeat_interval:type_name -> google.protobuf.Duration
 	3,  // 17: umbra.messaging.v1.SubscribeResponse.message:type_name -> umbra.messaging.v1.Message
 	4,  // 18: umbra.messaging.v1.SubscribeResponse.event:type_name -> umbra.messaging.v1.Event
 	5,  // 19: umbra.messaging.v1.SubscribeResponse.heartbeat:type_name -> umbra.messaging.v1.Heartbeat
@@ -2023,27 +2308,35 @@ var file_umbra_messaging_v1_messaging_proto_depIdxs = []int32{
 	6,  // 21: umbra.messaging.v1.ListConversationsResponse.conversations:type_name -> umbra.messaging.v1.Conversation
 	7,  // 22: umbra.messaging.v1.GetCursorsResponse.cursors:type_name -> umbra.messaging.v1.ConversationCursor
 	7,  // 23: umbra.messaging.v1.UpdateCursorsResponse.cursor:type_name -> umbra.messaging.v1.ConversationCursor
-	8,  // 24: umbra.messaging.v1.MessagingService.Send:input_type -> umbra.messaging.v1.SendRequest
-	10, // 25: umbra.messaging.v1.MessagingService.SendStream:input_type -> umbra.messaging.v1.SendStreamRequest
-	13, // 26: umbra.messaging.v1.MessagingService.Subscribe:input_type -> umbra.messaging.v1.SubscribeRequest
-	15, // 27: umbra.messaging.v1.MessagingService.History:input_type -> umbra.messaging.v1.HistoryRequest
-	17, // 28: umbra.messaging.v1.MessagingService.ListConversations:input_type -> umbra.messaging.v1.ListConversationsRequest
-	19, // 29: umbra.messaging.v1.MessagingService.GetCursors:input_type -> umbra.messaging.v1.GetCursorsRequest
-	21, // 30: umbra.messaging.v1.MessagingService.UpdateCursors:input_type -> umbra.messaging.v1.UpdateCursorsRequest
-	23, // 31: umbra.messaging.v1.MessagingService.PublishEvent:input_type -> umbra.messaging.v1.PublishEventRequest
-	9,  // 32: umbra.messaging.v1.MessagingService.Send:output_type -> umbra.messaging.v1.SendResponse
-	11, // 33: umbra.messaging.v1.MessagingService.SendStream:output_type -> umbra.messaging.v1.SendStreamResponse
-	14, // 34: umbra.messaging.v1.MessagingService.Subscribe:output_type -> umbra.messaging.v1.SubscribeResponse
-	16, // 35: umbra.messaging.v1.MessagingService.History:output_type -> umbra.messaging.v1.HistoryResponse
-	18, // 36: umbra.messaging.v1.MessagingService.ListConversations:output_type -> umbra.messaging.v1.ListConversationsResponse
-	20, // 37: umbra.messaging.v1.MessagingService.GetCursors:output_type -> umbra.messaging.v1.GetCursorsResponse
-	22, // 38: umbra.messaging.v1.MessagingService.UpdateCursors:output_type -> umbra.messaging.v1.UpdateCursorsResponse
-	24, // 39: umbra.messaging.v1.MessagingService.PublishEvent:output_type -> umbra.messaging.v1.PublishEventResponse
-	32, // [32:40] is the sub-list for method output_type
-	24, // [24:32] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	30, // 24: umbra.messaging.v1.AppSettings.updated_at:type_name -> google.protobuf.Timestamp
+	25, // 25: umbra.messaging.v1.GetAppSettingsResponse.settings:type_name -> umbra.messaging.v1.AppSettings
+	25, // 26: umbra.messaging.v1.UpdateAppSettingsRequest.settings:type_name -> umbra.messaging.v1.AppSettings
+	25, // 27: umbra.messaging.v1.UpdateAppSettingsResponse.settings:type_name -> umbra.messaging.v1.AppSettings
+	8,  // 28: umbra.messaging.v1.MessagingService.Send:input_type -> umbra.messaging.v1.SendRequest
+	10, // 29: umbra.messaging.v1.MessagingService.SendStream:input_type -> umbra.messaging.v1.SendStreamRequest
+	13, // 30: umbra.messaging.v1.MessagingService.Subscribe:input_type -> umbra.messaging.v1.SubscribeRequest
+	15, // 31: umbra.messaging.v1.MessagingService.History:input_type -> umbra.messaging.v1.HistoryRequest
+	17, // 32: umbra.messaging.v1.MessagingService.ListConversations:input_type -> umbra.messaging.v1.ListConversationsRequest
+	19, // 33: umbra.messaging.v1.MessagingService.GetCursors:input_type -> umbra.messaging.v1.GetCursorsRequest
+	21, // 34: umbra.messaging.v1.MessagingService.UpdateCursors:input_type -> umbra.messaging.v1.UpdateCursorsRequest
+	23, // 35: umbra.messaging.v1.MessagingService.PublishEvent:input_type -> umbra.messaging.v1.PublishEventRequest
+	26, // 36: umbra.messaging.v1.MessagingService.GetAppSettings:input_type -> umbra.messaging.v1.GetAppSettingsRequest
+	28, // 37: umbra.messaging.v1.MessagingService.UpdateAppSettings:input_type -> umbra.messaging.v1.UpdateAppSettingsRequest
+	9,  // 38: umbra.messaging.v1.MessagingService.Send:output_type -> umbra.messaging.v1.SendResponse
+	11, // 39: umbra.messaging.v1.MessagingService.SendStream:output_type -> umbra.messaging.v1.SendStreamResponse
+	14, // 40: umbra.messaging.v1.MessagingService.Subscribe:output_type -> umbra.messaging.v1.SubscribeResponse
+	16, // 41: umbra.messaging.v1.MessagingService.History:output_type -> umbra.messaging.v1.HistoryResponse
+	18, // 42: umbra.messaging.v1.MessagingService.ListConversations:output_type -> umbra.messaging.v1.ListConversationsResponse
+	20, // 43: umbra.messaging.v1.MessagingService.GetCursors:output_type -> umbra.messaging.v1.GetCursorsResponse
+	22, // 44: umbra.messaging.v1.MessagingService.UpdateCursors:output_type -> umbra.messaging.v1.UpdateCursorsResponse
+	24, // 45: umbra.messaging.v1.MessagingService.PublishEvent:output_type -> umbra.messaging.v1.PublishEventResponse
+	27, // 46: umbra.messaging.v1.MessagingService.GetAppSettings:output_type -> umbra.messaging.v1.GetAppSettingsResponse
+	29, // 47: umbra.messaging.v1.MessagingService.UpdateAppSettings:output_type -> umbra.messaging.v1.UpdateAppSettingsResponse
+	38, // [38:48] is the sub-list for method output_type
+	28, // [28:38] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_umbra_messaging_v1_messaging_proto_init() }
@@ -2068,7 +2361,7 @@ func file_umbra_messaging_v1_messaging_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_messaging_v1_messaging_proto_rawDesc), len(file_umbra_messaging_v1_messaging_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

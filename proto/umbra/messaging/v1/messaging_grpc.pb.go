@@ -27,6 +27,8 @@ const (
 	MessagingService_GetCursors_FullMethodName        = "/umbra.messaging.v1.MessagingService/GetCursors"
 	MessagingService_UpdateCursors_FullMethodName     = "/umbra.messaging.v1.MessagingService/UpdateCursors"
 	MessagingService_PublishEvent_FullMethodName      = "/umbra.messaging.v1.MessagingService/PublishEvent"
+	MessagingService_GetAppSettings_FullMethodName    = "/umbra.messaging.v1.MessagingService/GetAppSettings"
+	MessagingService_UpdateAppSettings_FullMethodName = "/umbra.messaging.v1.MessagingService/UpdateAppSettings"
 )
 
 // MessagingServiceClient is the client API for MessagingService service.
@@ -75,11 +77,15 @@ type MessagingServiceClient interface {
 	// for a group, the group service decides); an unknown group (NOT_FOUND); an envelope
 	// over the size limit or a malformed header (INVALID_ARGUMENT); PLAINTEXT where the
 	// conversation requires encryption (FAILED_PRECONDITION: a group whose mode is
-	// REQUIRED, or a direct conversation when the server is configured to require
-	// encryption); ENCRYPTED in a group whose mode is OFF (FAILED_PRECONDITION); an
+	// REQUIRED, or a direct conversation of an app whose settings do not allow PLAINTEXT
+	// direct messages, which is the default: see UpdateAppSettings); an ENCRYPTED message
+	// whose sender_card_id is not a card of the sender (PERMISSION_DENIED for another
+	// identity's card; FAILED_PRECONDITION for a card the app does not have, or a revoked
+	// one); ENCRYPTED in a group whose mode is OFF (FAILED_PRECONDITION); an
 	// ENCRYPTED group message at a stale epoch or while rotation is required
 	// (FAILED_PRECONDITION with umbra.group.v1.EpochRequired); the group service
-	// unreachable (UNAVAILABLE: group sends are never allowed by default); the caller's
+	// unreachable (UNAVAILABLE: group sends are never allowed by default); the card
+	// service unreachable for a sender card not checked before (UNAVAILABLE); the caller's
 	// send rate exceeded (RESOURCE_EXHAUSTED).
 	// Auth: access token; acts for the token's identity.
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
@@ -151,6 +157,16 @@ type MessagingServiceClient interface {
 	// can retry from an outbox until it gets a reply.
 	// Auth: internal (service-to-service only; no REST route).
 	PublishEvent(ctx context.Context, in *PublishEventRequest, opts ...grpc.CallOption) (*PublishEventResponse, error)
+	// GetAppSettings returns an app's messaging settings: the defaults until
+	// UpdateAppSettings changes them. The messaging service does not know which apps
+	// exist (the identity service does): any well-formed app id has settings.
+	// Auth: admin credential.
+	GetAppSettings(ctx context.Context, in *GetAppSettingsRequest, opts ...grpc.CallOption) (*GetAppSettingsResponse, error)
+	// UpdateAppSettings replaces an app's messaging settings and returns them. It is the
+	// explicit opt-in an app needs to send PLAINTEXT direct messages, which are refused by
+	// default. It takes effect from the next message on.
+	// Auth: admin credential.
+	UpdateAppSettings(ctx context.Context, in *UpdateAppSettingsRequest, opts ...grpc.CallOption) (*UpdateAppSettingsResponse, error)
 }
 
 type messagingServiceClient struct {
@@ -253,6 +269,26 @@ func (c *messagingServiceClient) PublishEvent(ctx context.Context, in *PublishEv
 	return out, nil
 }
 
+func (c *messagingServiceClient) GetAppSettings(ctx context.Context, in *GetAppSettingsRequest, opts ...grpc.CallOption) (*GetAppSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAppSettingsResponse)
+	err := c.cc.Invoke(ctx, MessagingService_GetAppSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *messagingServiceClient) UpdateAppSettings(ctx context.Context, in *UpdateAppSettingsRequest, opts ...grpc.CallOption) (*UpdateAppSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateAppSettingsResponse)
+	err := c.cc.Invoke(ctx, MessagingService_UpdateAppSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MessagingServiceServer is the server API for MessagingService service.
 // All implementations must embed UnimplementedMessagingServiceServer
 // for forward compatibility.
@@ -299,11 +335,15 @@ type MessagingServiceServer interface {
 	// for a group, the group service decides); an unknown group (NOT_FOUND); an envelope
 	// over the size limit or a malformed header (INVALID_ARGUMENT); PLAINTEXT where the
 	// conversation requires encryption (FAILED_PRECONDITION: a group whose mode is
-	// REQUIRED, or a direct conversation when the server is configured to require
-	// encryption); ENCRYPTED in a group whose mode is OFF (FAILED_PRECONDITION); an
+	// REQUIRED, or a direct conversation of an app whose settings do not allow PLAINTEXT
+	// direct messages, which is the default: see UpdateAppSettings); an ENCRYPTED message
+	// whose sender_card_id is not a card of the sender (PERMISSION_DENIED for another
+	// identity's card; FAILED_PRECONDITION for a card the app does not have, or a revoked
+	// one); ENCRYPTED in a group whose mode is OFF (FAILED_PRECONDITION); an
 	// ENCRYPTED group message at a stale epoch or while rotation is required
 	// (FAILED_PRECONDITION with umbra.group.v1.EpochRequired); the group service
-	// unreachable (UNAVAILABLE: group sends are never allowed by default); the caller's
+	// unreachable (UNAVAILABLE: group sends are never allowed by default); the card
+	// service unreachable for a sender card not checked before (UNAVAILABLE); the caller's
 	// send rate exceeded (RESOURCE_EXHAUSTED).
 	// Auth: access token; acts for the token's identity.
 	Send(context.Context, *SendRequest) (*SendResponse, error)
@@ -375,6 +415,16 @@ type MessagingServiceServer interface {
 	// can retry from an outbox until it gets a reply.
 	// Auth: internal (service-to-service only; no REST route).
 	PublishEvent(context.Context, *PublishEventRequest) (*PublishEventResponse, error)
+	// GetAppSettings returns an app's messaging settings: the defaults until
+	// UpdateAppSettings changes them. The messaging service does not know which apps
+	// exist (the identity service does): any well-formed app id has settings.
+	// Auth: admin credential.
+	GetAppSettings(context.Context, *GetAppSettingsRequest) (*GetAppSettingsResponse, error)
+	// UpdateAppSettings replaces an app's messaging settings and returns them. It is the
+	// explicit opt-in an app needs to send PLAINTEXT direct messages, which are refused by
+	// default. It takes effect from the next message on.
+	// Auth: admin credential.
+	UpdateAppSettings(context.Context, *UpdateAppSettingsRequest) (*UpdateAppSettingsResponse, error)
 	mustEmbedUnimplementedMessagingServiceServer()
 }
 
@@ -408,6 +458,12 @@ func (UnimplementedMessagingServiceServer) UpdateCursors(context.Context, *Updat
 }
 func (UnimplementedMessagingServiceServer) PublishEvent(context.Context, *PublishEventRequest) (*PublishEventResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PublishEvent not implemented")
+}
+func (UnimplementedMessagingServiceServer) GetAppSettings(context.Context, *GetAppSettingsRequest) (*GetAppSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAppSettings not implemented")
+}
+func (UnimplementedMessagingServiceServer) UpdateAppSettings(context.Context, *UpdateAppSettingsRequest) (*UpdateAppSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateAppSettings not implemented")
 }
 func (UnimplementedMessagingServiceServer) mustEmbedUnimplementedMessagingServiceServer() {}
 func (UnimplementedMessagingServiceServer) testEmbeddedByValue()                          {}
@@ -556,6 +612,42 @@ func _MessagingService_PublishEvent_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MessagingService_GetAppSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAppSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MessagingServiceServer).GetAppSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MessagingService_GetAppSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MessagingServiceServer).GetAppSettings(ctx, req.(*GetAppSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MessagingService_UpdateAppSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateAppSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MessagingServiceServer).UpdateAppSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MessagingService_UpdateAppSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MessagingServiceServer).UpdateAppSettings(ctx, req.(*UpdateAppSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MessagingService_ServiceDesc is the grpc.ServiceDesc for MessagingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -586,6 +678,14 @@ var MessagingService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PublishEvent",
 			Handler:    _MessagingService_PublishEvent_Handler,
+		},
+		{
+			MethodName: "GetAppSettings",
+			Handler:    _MessagingService_GetAppSettings_Handler,
+		},
+		{
+			MethodName: "UpdateAppSettings",
+			Handler:    _MessagingService_UpdateAppSettings_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

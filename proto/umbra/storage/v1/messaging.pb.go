@@ -660,6 +660,69 @@ func (x *ParticipationRecord) GetCursorUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// MessagingAppSettingsRecord is an app's messaging settings (the API's AppSettings). An
+// app without one has the defaults. Written by the admin's UpdateAppSettings, outside
+// the committer: nothing else reads or writes the bucket in a transaction.
+type MessagingAppSettingsRecord struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	AppId                string                 `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	AllowPlaintextDirect bool                   `protobuf:"varint,2,opt,name=allow_plaintext_direct,json=allowPlaintextDirect,proto3" json:"allow_plaintext_direct,omitempty"`
+	UpdatedAt            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *MessagingAppSettingsRecord) Reset() {
+	*x = MessagingAppSettingsRecord{}
+	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessagingAppSettingsRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessagingAppSettingsRecord) ProtoMessage() {}
+
+func (x *MessagingAppSettingsRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessagingAppSettingsRecord.ProtoReflect.Descriptor instead.
+func (*MessagingAppSettingsRecord) Descriptor() ([]byte, []int) {
+	return file_umbra_storage_v1_messaging_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *MessagingAppSettingsRecord) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *MessagingAppSettingsRecord) GetAllowPlaintextDirect() bool {
+	if x != nil {
+		return x.AllowPlaintextDirect
+	}
+	return false
+}
+
+func (x *MessagingAppSettingsRecord) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
 var File_umbra_storage_v1_messaging_proto protoreflect.FileDescriptor
 
 const file_umbra_storage_v1_messaging_proto_rawDesc = "" +
@@ -711,7 +774,12 @@ const file_umbra_storage_v1_messaging_proto_rawDesc = "" +
 	"\x04peer\x18\x03 \x01(\tR\x04peer\x12-\n" +
 	"\x12delivered_sequence\x18\x04 \x01(\x04R\x11deliveredSequence\x12#\n" +
 	"\rread_sequence\x18\x05 \x01(\x04R\freadSequence\x12F\n" +
-	"\x11cursor_updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0fcursorUpdatedAt*~\n" +
+	"\x11cursor_updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0fcursorUpdatedAt\"\xa4\x01\n" +
+	"\x1aMessagingAppSettingsRecord\x12\x15\n" +
+	"\x06app_id\x18\x01 \x01(\tR\x05appId\x124\n" +
+	"\x16allow_plaintext_direct\x18\x02 \x01(\bR\x14allowPlaintextDirect\x129\n" +
+	"\n" +
+	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt*~\n" +
 	"\x11StoredMessageKind\x12#\n" +
 	"\x1fSTORED_MESSAGE_KIND_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dSTORED_MESSAGE_KIND_ENCRYPTED\x10\x01\x12!\n" +
@@ -734,36 +802,38 @@ func file_umbra_storage_v1_messaging_proto_rawDescGZIP() []byte {
 }
 
 var file_umbra_storage_v1_messaging_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_storage_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_umbra_storage_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_umbra_storage_v1_messaging_proto_goTypes = []any{
-	(StoredMessageKind)(0),        // 0: umbra.storage.v1.StoredMessageKind
-	(ConversationRecordKind)(0),   // 1: umbra.storage.v1.ConversationRecordKind
-	(*MessagingLogRecord)(nil),    // 2: umbra.storage.v1.MessagingLogRecord
-	(*StoredMessage)(nil),         // 3: umbra.storage.v1.StoredMessage
-	(*StoredEvent)(nil),           // 4: umbra.storage.v1.StoredEvent
-	(*MessagingFanoutRecord)(nil), // 5: umbra.storage.v1.MessagingFanoutRecord
-	(*ConversationRecord)(nil),    // 6: umbra.storage.v1.ConversationRecord
-	(*ParticipationRecord)(nil),   // 7: umbra.storage.v1.ParticipationRecord
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(StoredMessageKind)(0),             // 0: umbra.storage.v1.StoredMessageKind
+	(ConversationRecordKind)(0),        // 1: umbra.storage.v1.ConversationRecordKind
+	(*MessagingLogRecord)(nil),         // 2: umbra.storage.v1.MessagingLogRecord
+	(*StoredMessage)(nil),              // 3: umbra.storage.v1.StoredMessage
+	(*StoredEvent)(nil),                // 4: umbra.storage.v1.StoredEvent
+	(*MessagingFanoutRecord)(nil),      // 5: umbra.storage.v1.MessagingFanoutRecord
+	(*ConversationRecord)(nil),         // 6: umbra.storage.v1.ConversationRecord
+	(*ParticipationRecord)(nil),        // 7: umbra.storage.v1.ParticipationRecord
+	(*MessagingAppSettingsRecord)(nil), // 8: umbra.storage.v1.MessagingAppSettingsRecord
+	(*timestamppb.Timestamp)(nil),      // 9: google.protobuf.Timestamp
 }
 var file_umbra_storage_v1_messaging_proto_depIdxs = []int32{
-	8,  // 0: umbra.storage.v1.MessagingLogRecord.expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 0: umbra.storage.v1.MessagingLogRecord.expires_at:type_name -> google.protobuf.Timestamp
 	3,  // 1: umbra.storage.v1.MessagingLogRecord.message:type_name -> umbra.storage.v1.StoredMessage
 	4,  // 2: umbra.storage.v1.MessagingLogRecord.event:type_name -> umbra.storage.v1.StoredEvent
 	5,  // 3: umbra.storage.v1.MessagingLogRecord.fanout:type_name -> umbra.storage.v1.MessagingFanoutRecord
 	0,  // 4: umbra.storage.v1.StoredMessage.kind:type_name -> umbra.storage.v1.StoredMessageKind
-	8,  // 5: umbra.storage.v1.StoredMessage.server_time:type_name -> google.protobuf.Timestamp
-	8,  // 6: umbra.storage.v1.StoredEvent.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 5: umbra.storage.v1.StoredMessage.server_time:type_name -> google.protobuf.Timestamp
+	9,  // 6: umbra.storage.v1.StoredEvent.created_at:type_name -> google.protobuf.Timestamp
 	1,  // 7: umbra.storage.v1.ConversationRecord.kind:type_name -> umbra.storage.v1.ConversationRecordKind
-	8,  // 8: umbra.storage.v1.ConversationRecord.latest_message_at:type_name -> google.protobuf.Timestamp
-	8,  // 9: umbra.storage.v1.ConversationRecord.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 8: umbra.storage.v1.ConversationRecord.latest_message_at:type_name -> google.protobuf.Timestamp
+	9,  // 9: umbra.storage.v1.ConversationRecord.created_at:type_name -> google.protobuf.Timestamp
 	1,  // 10: umbra.storage.v1.ParticipationRecord.kind:type_name -> umbra.storage.v1.ConversationRecordKind
-	8,  // 11: umbra.storage.v1.ParticipationRecord.cursor_updated_at:type_name -> google.protobuf.Timestamp
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	9,  // 11: umbra.storage.v1.ParticipationRecord.cursor_updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 12: umbra.storage.v1.MessagingAppSettingsRecord.updated_at:type_name -> google.protobuf.Timestamp
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_umbra_storage_v1_messaging_proto_init() }
@@ -781,7 +851,7 @@ func file_umbra_storage_v1_messaging_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_v1_messaging_proto_rawDesc), len(file_umbra_storage_v1_messaging_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,127 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+)
+
+const testAdmin = "admin-credential-for-tests"
+
+// runAll runs every role and the gateway, as `umbra dev` does, until the test ends, and
+// returns the node's addresses.
+func runAll(t *testing.T, tune func(*Config)) Addrs {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan Addrs, 1)
+	done := make(chan error, 1)
+	cfg := Config{
+		Roles:           gateway.Services(),
+		DataDir:         t.TempDir(),
+		GRPC:            grpcserver.Config{Addr: "127.0.0.1:0"},
+		Gateway:         &gateway.Config{Addr: "127.0.0.1:0"},
+		AdminCredential: testAdmin,
+		ServiceToken:    "service-token-for-tests",
+		Backup:          testBackupConfig,
+		Ready: func(_ context.Context, a Addrs) error {
+			ready <- a
+			return nil
+		},
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	go func() { done <- Run(ctx, cfg, zaptest.NewLogger(t)) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("Run did not stop within 15 s of its context ending")
+		}
+	})
+	select {
+	case a := <-ready:
+		return a
+	case err := <-done:
+		t.Fatalf("Run returned before it was ready: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run not ready after 20 s")
+	}
+	return Addrs{}
+}
+
+// call makes one REST call and returns the status and the decoded JSON body.
+func call(t *testing.T, method, url, cred string, body any) (int, map[string]any) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cred != "" {
+		req.Header.Set("Authorization", "Bearer "+cred)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]any{}
+	b, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(b, &out)
+	return resp.StatusCode, out
+}
+
+// TestRevocationHoldsAtOnceInOneProcess: in a process that hosts the identity service
+// with the others (`umbra dev`, `umbra serve all`), the README's walk-through holds as
+// written: right after tokens:revoke, whoami and every other service answer 401, with
+// no wait for a revocation feed.
+func TestRevocationHoldsAtOnceInOneProcess(t *testing.T) {
+	addrs := runAll(t, nil)
+	base := "http://" + addrs.Gateway
+	code, app := call(t, "POST", base+"/v1/apps", testAdmin, map[string]any{"displayName": "test"})
+	if code != http.StatusOK {
+		t.Fatalf("create app: %d %v", code, app)
+	}
+	key := app["apiKey"].(string)
+	code, ids := call(t, "POST", base+"/v1/identities:resolve", key, map[string]any{"uids": []string{"alice"}})
+	if code != http.StatusOK {
+		t.Fatalf("resolve: %d %v", code, ids)
+	}
+	alice := ids["users"].(map[string]any)["alice"].(string)
+	code, tok := call(t, "POST", base+"/v1/tokens", key, map[string]any{"identity": alice, "ttl": "900s"})
+	if code != http.StatusOK {
+		t.Fatalf("token: %d %v", code, tok)
+	}
+	token := tok["accessToken"].(string)
+	for _, path := range []string{"/v1/whoami", "/v1/conversations", "/v1/groups"} {
+		if code, body := call(t, "GET", base+path, token, nil); code != http.StatusOK {
+			t.Fatalf("%s before the revocation: %d %v", path, code, body)
+		}
+	}
+	if code, body := call(t, "POST", base+"/v1/tokens:revoke", key, map[string]any{"identity": alice}); code != http.StatusOK {
+		t.Fatalf("revoke: %d %v", code, body)
+	}
+	for _, path := range []string{"/v1/whoami", "/v1/conversations", "/v1/groups"} {
+		if code, body := call(t, "GET", base+path, token, nil); code != http.StatusUnauthorized {
+			t.Errorf("%s right after the revocation: %d %v; want 401", path, code, body)
+		}
+	}
+}
