@@ -61,6 +61,12 @@ type Config struct {
 	// SweepInterval is how often expired messages are deleted; 0 means
 	// DefaultSweepInterval.
 	SweepInterval time.Duration
+	// DeliveryCacheBytes bounds the recent items the service keeps in memory so that
+	// streams that have caught up take new items without reading them back from the
+	// store: all streams together, each item counted once; 0 means
+	// DefaultDeliveryCacheBytes, and a negative value keeps none (every stream reads
+	// the store).
+	DeliveryCacheBytes int64
 	// Revocations, when set, is checked by every open stream every RevocationCheck, so
 	// that a stream ends once its token is revoked ("log out everywhere"), not only when
 	// it expires. Without it a stream lasts until its token expires.
@@ -120,6 +126,9 @@ func New(store Store, groups Groups, cfg Config, log *zap.Logger) (*Server, erro
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = DefaultSweepInterval
 	}
+	if cfg.DeliveryCacheBytes == 0 {
+		cfg.DeliveryCacheBytes = DefaultDeliveryCacheBytes
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -134,7 +143,7 @@ func New(store Store, groups Groups, cfg Config, log *zap.Logger) (*Server, erro
 	if err != nil {
 		return nil, fmt.Errorf("messaging: send rate limit: %w", err)
 	}
-	notify := newNotifier(cfg.MaxStreamsPerIdentity)
+	notify := newNotifier(cfg.MaxStreamsPerIdentity, cfg.DeliveryCacheBytes)
 	return &Server{
 		store:       store,
 		groups:      groups,
