@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -62,6 +63,11 @@ type Config struct {
 	// Pprof serves Go's profiler at /debug/pprof/. Only `umbra dev --pprof` sets it:
 	// never on a listener others can reach.
 	Pprof bool
+	// ForwarderToken, when set, goes with every call to the services together with
+	// the client's address (auth.ClientAddrHeader), so that the services count failed
+	// credentials per client rather than per gateway. The services must be given the
+	// same token.
+	ForwarderToken string
 }
 
 // Gateway is the HTTP handler with its upstream connections.
@@ -93,6 +99,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 		}}),
 		runtime.WithRoutingErrorHandler(routingError),
+		runtime.WithMetadata(func(_ context.Context, r *http.Request) metadata.MD {
+			return forwarded(cfg.ForwarderToken, r.RemoteAddr)
+		}),
 		runtime.WithDisableHTTPMethodOverride(),
 	)
 	for _, u := range upstreams {
@@ -144,6 +153,19 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
 	root.Handle("/", limitBody(cfg.MaxBodyBytes, mux))
 	g.handler = cors(cfg.CORSOrigins, root)
 	return g, nil
+}
+
+// forwarded is the metadata with which the gateway vouches for its client's address
+// (remote, host:port as net/http reports it), or none without a token.
+func forwarded(token, remote string) metadata.MD {
+	if token == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	return metadata.Pairs(auth.ForwarderTokenHeader, token, auth.ClientAddrHeader, host)
 }
 
 // connFor reuses a connection already dialled to the same address (in `umbra dev`

@@ -133,7 +133,7 @@ func newServiceKey(r io.Reader, now time.Time) (*storagev1.ServiceKeyRecord, err
 }
 
 // Register registers the service on g.
-func (s *Server) Register(g *grpc.Server) { cardv1.RegisterCardServiceServer(g, s) }
+func (s *Server) Register(g grpc.ServiceRegistrar) { cardv1.RegisterCardServiceServer(g, s) }
 
 // PublishCard implements CardService.
 func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest) (*cardv1.PublishCardResponse, error) {

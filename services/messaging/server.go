@@ -160,7 +160,7 @@ func New(store Store, groups Groups, cfg Config, log *zap.Logger) (*Server, erro
 }
 
 // Register registers the service on g.
-func (s *Server) Register(g *grpc.Server) { messagingv1.RegisterMessagingServiceServer(g, s) }
+func (s *Server) Register(g grpc.ServiceRegistrar) { messagingv1.RegisterMessagingServiceServer(g, s) }
 
 // Run runs the committer, which makes every write, and the retention sweeper, until
 // ctx ends; then it ends the open streams, commits what is queued already, and returns.
