@@ -240,4 +240,19 @@ func TestKeepaliveEnforcement(t *testing.T) {
 	if maxStreams != grpcserver.DefaultMaxConcurrentStreams {
 		t.Errorf("server announced at most %d concurrent streams; want %d", maxStreams, grpcserver.DefaultMaxConcurrentStreams)
 	}
+
+	// Umbra's client, busy: its flow-control (BDP) pings, which follow the server's
+	// data, are not held against it.
+	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ids := identityv1.NewIdentityServiceClient(conn)
+	deadline := time.Now().Add(2 * time.Second)
+	for calls := 0; time.Now().Before(deadline); calls++ {
+		if _, err := ids.GetSigningKeys(context.Background(), &identityv1.GetSigningKeysRequest{}); err != nil {
+			t.Fatalf("call %d on a busy grpcclient connection: %v", calls, err)
+		}
+	}
 }
