@@ -63,10 +63,11 @@ type Config struct {
 	// Pprof serves Go's profiler at /debug/pprof/. Only `umbra dev --pprof` sets it:
 	// never on a listener others can reach.
 	Pprof bool
-	// ForwarderToken, when set, goes with every call to the services together with
-	// the client's address (auth.ClientAddrHeader), so that the services count failed
-	// credentials per client rather than per gateway. The services must be given the
-	// same token.
+	// ForwarderToken, when set, goes with every call to the services, with which they
+	// believe the client's address the gateway sends (auth.ClientAddrHeader), so that
+	// they count failed credentials per client rather than per gateway. The services
+	// must be given the same token, or trust the gateway's certificate
+	// (--forwarder-peers).
 	ForwarderToken string
 }
 
@@ -155,17 +156,20 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
 	return g, nil
 }
 
-// forwarded is the metadata with which the gateway vouches for its client's address
-// (remote, host:port as net/http reports it), or none without a token.
+// forwarded is the metadata with which the gateway tells a service its client's
+// address (remote, host:port as net/http reports it): the TCP peer, never what the
+// client says. A service believes it from a gateway that has the forwarder token, or
+// whose certificate it names in --forwarder-peers.
 func forwarded(token, remote string) metadata.MD {
-	if token == "" {
-		return nil
-	}
 	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
 		host = remote
 	}
-	return metadata.Pairs(auth.ForwarderTokenHeader, token, auth.ClientAddrHeader, host)
+	md := metadata.Pairs(auth.ClientAddrHeader, host)
+	if token != "" {
+		md.Set(auth.ForwarderTokenHeader, token)
+	}
+	return md
 }
 
 // connFor reuses a connection already dialled to the same address (in `umbra dev`

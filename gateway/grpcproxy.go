@@ -117,9 +117,6 @@ func (g *Gateway) proxy(_ any, ss grpc.ServerStream) error {
 	out := metadata.MD{}
 	if p, ok := peer.FromContext(ss.Context()); ok && p.Addr != nil {
 		out = forwarded(g.cfg.ForwarderToken, p.Addr.String())
-		if out == nil {
-			out = metadata.MD{}
-		}
 	}
 	if v := in.Get(auth.AuthorizationHeader); len(v) > 0 {
 		out.Set(auth.AuthorizationHeader, v...)

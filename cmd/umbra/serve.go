@@ -65,6 +65,7 @@ type serveFlags struct {
 	adminToken  string
 	serviceTok  string
 	forwarder   string
+	fwdPeers    listFlag
 	servicePeer listFlag
 	issuer      string
 	maxBody     int64
@@ -116,6 +117,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.adminToken, "admin-token", "", "admin credential for CreateApp and other admin calls")
 	fs.StringVar(&f.serviceTok, "service-token", "", "shared secret for service-to-service calls (when not using mTLS)")
 	fs.StringVar(&f.forwarder, "forwarder-token", "", "shared secret with which the gateway tells the services its clients' addresses, for the failed-credential limit (give the same to the gateway and the services; prefer UMBRA_FORWARDER_TOKEN)")
+	fs.Var(&f.fwdPeers, "forwarder-peers", "certificate names of gateways (over mTLS) whose clients' addresses the services believe, for the failed-credential limit (comma-separated)")
 	fs.Var(&f.servicePeer, "service-peers", "certificate names accepted as internal callers over mTLS (comma-separated)")
 	fs.StringVar(&f.issuer, "issuer", "", "access tokens' issuer (default \"umbra\")")
 	fs.Int64Var(&f.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest REST request body")
@@ -189,6 +191,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		ServiceToken:    f.serviceTok,
 		ServicePeers:    f.servicePeer,
 		ForwarderToken:  f.forwarder,
+		ForwarderPeers:  f.fwdPeers,
 		Issuer:          f.issuer,
 	}
 	f.tuning.apply(&cfg)

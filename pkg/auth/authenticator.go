@@ -52,9 +52,11 @@ type Config struct {
 	// source; the zero value is the defaults.
 	Failures FailureLimit
 	// ForwarderToken, when set, is the secret of the forwarders (the REST gateway)
-	// whose ClientAddrHeader names the source of a call for the failure limit. Without
-	// it, or on a call without it, the source is the peer's address.
+	// whose ClientAddrHeader names the source of a call for the failure limit; and
+	// ForwarderPeers are the certificate names of forwarders trusted over mTLS. On a
+	// call from neither, the source is the peer's address.
 	ForwarderToken string
+	ForwarderPeers []string
 }
 
 // Authenticator enforces a policy table.
@@ -205,24 +207,40 @@ func (a *Authenticator) verifiedPeer(ctx context.Context) (string, bool) {
 	if len(a.servicePeers) == 0 {
 		return "", false
 	}
-	p, ok := peer.FromContext(ctx)
+	cert, ok := verifiedCert(ctx)
 	if !ok {
 		return "", false
 	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return "", false
-	}
-	return a.peerName(info.State.VerifiedChains[0][0])
+	return peerName(cert, a.servicePeers)
 }
 
-func (a *Authenticator) peerName(cert *x509.Certificate) (string, bool) {
+// verifiedCert returns the caller's client certificate when the TLS stack verified it
+// against the client CA.
+func verifiedCert(ctx context.Context) (*x509.Certificate, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return nil, false
+	}
+	return info.State.VerifiedChains[0][0], true
+}
+
+// peerName returns the first name of cert (DNS SANs, then the common name) in names.
+func peerName(cert *x509.Certificate, names []string) (string, bool) {
 	for _, name := range append(slices.Clone(cert.DNSNames), cert.Subject.CommonName) {
-		if slices.Contains(a.servicePeers, name) {
+		if slices.Contains(names, name) {
 			return name, true
 		}
 	}
 	return "", false
+}
+
+func certNamed(cert *x509.Certificate, names []string) bool {
+	_, ok := peerName(cert, names)
+	return ok
 }
 
 // Preauthenticate authenticates a unary call before its request is read (gRPC reads

@@ -101,12 +101,9 @@ func (f failures) record(source string) {
 // trusted forwarder vouches for, or else the peer's address. IPv6 addresses count per
 // /64, the block one host or home usually has.
 func (a *Authenticator) source(ctx context.Context, md metadata.MD) string {
-	if a.forwarderHash != nil {
-		if toks, addrs := md.Get(ForwarderTokenHeader), md.Get(ClientAddrHeader); len(toks) == 1 && len(addrs) == 1 &&
-			subtle.ConstantTimeCompare(hash(toks[0]), a.forwarderHash) == 1 {
-			if ip, err := netip.ParseAddr(addrs[0]); err == nil {
-				return sourceOf(ip)
-			}
+	if addrs := md.Get(ClientAddrHeader); len(addrs) == 1 && a.forwarder(ctx, md) {
+		if ip, err := netip.ParseAddr(addrs[0]); err == nil {
+			return sourceOf(ip)
 		}
 	}
 	p, ok := peer.FromContext(ctx)
@@ -122,6 +119,20 @@ func (a *Authenticator) source(ctx context.Context, md metadata.MD) string {
 		return host
 	}
 	return sourceOf(ip)
+}
+
+// forwarder reports whether a call comes from a trusted forwarder: it carries the
+// forwarder token, or its verified certificate is one of Config.ForwarderPeers.
+func (a *Authenticator) forwarder(ctx context.Context, md metadata.MD) bool {
+	if toks := md.Get(ForwarderTokenHeader); a.forwarderHash != nil && len(toks) == 1 &&
+		subtle.ConstantTimeCompare(hash(toks[0]), a.forwarderHash) == 1 {
+		return true
+	}
+	if len(a.cfg.ForwarderPeers) == 0 {
+		return false
+	}
+	cert, ok := verifiedCert(ctx)
+	return ok && certNamed(cert, a.cfg.ForwarderPeers)
 }
 
 func sourceOf(ip netip.Addr) string {

@@ -172,6 +172,35 @@ func TestFailureLimit(t *testing.T) {
 		t.Fatalf("a caller without the forwarder token naming another address: %v; want its own address refused", got)
 	}
 
+	// A forwarder trusted by its certificate over mTLS needs no token.
+	b := auth.New(auth.Config{
+		Policies:        auth.Table{"/svc/Admin": auth.Admin},
+		AdminCredential: "the-admin-credential",
+		ForwarderPeers:  []string{"gateway"},
+		Failures:        auth.FailureLimit{Burst: 1, Refill: time.Hour, Clock: clk.Now},
+	})
+	viaCert := func(cert, client, cred string) codes.Code {
+		t.Helper()
+		ctx := metadata.NewIncomingContext(fromPeer("127.0.0.7", cert), metadata.Pairs("authorization", "Bearer "+cred, auth.ClientAddrHeader, client))
+		_, err := b.Authenticate(ctx, "/svc/Admin")
+		code, _ := errs.Code(err)
+		if err == nil {
+			code = codes.OK
+		}
+		return code
+	}
+	viaCert("gateway", "198.51.100.1", "guess")
+	if got := viaCert("gateway", "198.51.100.1", "the-admin-credential"); got != codes.ResourceExhausted {
+		t.Fatalf("the client of a gateway trusted by its certificate, out of failures: %v", got)
+	}
+	if got := viaCert("gateway", "198.51.100.2", "the-admin-credential"); got != codes.OK {
+		t.Fatalf("another client of that gateway: %v", got)
+	}
+	viaCert("card", "198.51.100.3", "guess")
+	if got := viaCert("card", "198.51.100.4", "the-admin-credential"); got != codes.ResourceExhausted {
+		t.Fatalf("a caller whose certificate is no forwarder, naming another address: %v; want its own address refused", got)
+	}
+
 	// Many sources: the limit remembers at most MaxSources.
 	for i := range 500 {
 		admin(fmt.Sprintf("127.1.%d.%d", i/250, i%250+1), "guess")

@@ -64,6 +64,9 @@ type Config struct {
 	// addresses (auth.Config.ForwarderToken). An in-process gateway gets a random one
 	// when it is empty.
 	ForwarderToken string
+	// ForwarderPeers are the certificate names of gateways whose clients' addresses
+	// are believed over mTLS (auth.Config.ForwarderPeers).
+	ForwarderPeers []string
 	// AuthFailures limits failed credentials per source; the zero value is the
 	// defaults.
 	AuthFailures auth.FailureLimit
@@ -242,6 +245,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		ServicePeers:    cfg.ServicePeers,
 		Failures:        cfg.AuthFailures,
 		ForwarderToken:  cfg.ForwarderToken,
+		ForwarderPeers:  cfg.ForwarderPeers,
 	}
 	if d.identity != nil {
 		acfg.AppKeys = d.identity
