@@ -116,7 +116,7 @@ func TestFailedCredentialsAreLimitedPerClient(t *testing.T) {
 	}
 	// Out of failures: refused, even with the right key.
 	code, body := restResolve(t, guesser, base, key)
-	if code != http.StatusTooManyRequests || !strings.Contains(body, "too many failed credentials") || !strings.Contains(body, "retry in") {
+	if code != http.StatusTooManyRequests || !strings.Contains(body, "too many failed app-key credentials") || !strings.Contains(body, "retry in") {
 		t.Fatalf("right key after 3 failures through REST: %d %s; want 429 saying when to retry", code, body)
 	}
 	// Another client of the same gateway is not affected.

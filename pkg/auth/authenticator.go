@@ -114,7 +114,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, method string) (*Princ
 		if a.adminHash == nil {
 			return nil, errs.Permissionf("admin methods are disabled: the server has no admin credential")
 		}
-		return a.guarded(ctx, func() (*Principal, error) {
+		return a.guarded(ctx, Admin, func() (*Principal, error) {
 			if subtle.ConstantTimeCompare(hash(cred), a.adminHash) != 1 {
 				return nil, errs.Unauthenticatedf("invalid admin credential")
 			}
@@ -124,7 +124,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, method string) (*Princ
 		if a.cfg.AppKeys == nil {
 			return nil, errs.Permissionf("this server does not accept app keys")
 		}
-		return a.guarded(ctx, func() (*Principal, error) { return a.cfg.AppKeys.VerifyAppKey(ctx, cred) })
+		return a.guarded(ctx, AppKey, func() (*Principal, error) { return a.cfg.AppKeys.VerifyAppKey(ctx, cred) })
 	case AccessToken:
 		if a.cfg.Tokens == nil {
 			return nil, errs.Permissionf("this server does not accept access tokens")
@@ -174,7 +174,7 @@ func (a *Authenticator) internal(ctx context.Context) (*Principal, error) {
 	if len(vals) != 1 {
 		return nil, refused
 	}
-	return a.guarded(ctx, func() (*Principal, error) {
+	return a.guarded(ctx, Internal, func() (*Principal, error) {
 		if subtle.ConstantTimeCompare(hash(vals[0]), a.serviceHash) != 1 {
 			return nil, refused
 		}
@@ -182,21 +182,21 @@ func (a *Authenticator) internal(ctx context.Context) (*Principal, error) {
 	})
 }
 
-// guarded runs a credential check under the failure limit of the call's source: a
-// source with no failures left is refused without the check, and a check that finds
-// the credential wrong (Unauthenticated or PermissionDenied; not a store that cannot
-// answer) counts against its source.
-func (a *Authenticator) guarded(ctx context.Context, check func() (*Principal, error)) (*Principal, error) {
+// guarded runs a check of a credential of policy under the failure limit of the
+// call's source: a source with no failures of that kind left is refused without the
+// check, and a check that finds the credential wrong (Unauthenticated or
+// PermissionDenied; not a store that cannot answer) counts against its source.
+func (a *Authenticator) guarded(ctx context.Context, policy Policy, check func() (*Principal, error)) (*Principal, error) {
 	if a.failures.l == nil {
 		return check()
 	}
 	src := a.sourceFromContext(ctx)
-	if err := a.failures.check(src); err != nil {
+	if err := a.failures.check(policy, src); err != nil {
 		return nil, err
 	}
 	p, err := check()
 	if errors.Is(err, errs.ErrUnauthenticated) || errors.Is(err, errs.ErrPermission) {
-		a.failures.record(src)
+		a.failures.record(policy, src)
 	}
 	return p, err
 }

@@ -24,10 +24,11 @@ const (
 	ForwarderTokenHeader = "x-umbra-forwarder-token"
 )
 
-// FailureLimit bounds failed credentials per source: app keys, the admin credential
-// and the service token. Each source has Burst failures, refilled at one per Refill;
-// a source with none left is refused, without its credential being checked, until
-// one has come back.
+// FailureLimit bounds failed credentials per source, for app keys, the admin
+// credential and the service token, each kind apart. Each source has Burst failures
+// of each kind, refilled at one per Refill; a source with none left is refused calls
+// that need that kind of credential, without the credential being checked, until one
+// has come back.
 type FailureLimit struct {
 	// Burst is how many failures a source may have at once; 0 means
 	// DefaultFailureBurst, and a negative value turns the limit off.
@@ -79,23 +80,28 @@ func newFailures(c FailureLimit) failures {
 	return failures{l: l}
 }
 
-// check refuses a source that has no failures left.
-func (f failures) check(source string) error {
+// check refuses a source that has no failures of a policy's credential left. Each
+// kind of credential (app key, admin credential, service token) counts apart, so that
+// a client guessing app keys does not lock out the services' internal calls from the
+// same address (in `umbra dev` everything is 127.0.0.1).
+func (f failures) check(policy Policy, source string) error {
 	if f.l == nil {
 		return nil
 	}
-	if ok, retry := f.l.Available(source); !ok {
-		return errs.Exhaustedf("too many failed credentials from your address: retry in %s", retry.Round(time.Second))
+	if ok, retry := f.l.Available(failureKey(policy, source)); !ok {
+		return errs.Exhaustedf("too many failed %s credentials from your address: retry in %s", policy, retry.Round(time.Second))
 	}
 	return nil
 }
 
 // record counts one failure of a source.
-func (f failures) record(source string) {
+func (f failures) record(policy Policy, source string) {
 	if f.l != nil {
-		f.l.Allow(source)
+		f.l.Allow(failureKey(policy, source))
 	}
 }
+
+func failureKey(policy Policy, source string) string { return policy.String() + " " + source }
 
 // source names where a call comes from, for the failure limit: the client address a
 // trusted forwarder vouches for, or else the peer's address. IPv6 addresses count per

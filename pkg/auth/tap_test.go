@@ -89,9 +89,9 @@ func TestTapHandle(t *testing.T) {
 	}
 }
 
-// TestFailureLimit: after Burst failed credentials a source is refused, without its
-// credential being checked (the right one included), until a failure has been
-// forgiven; other sources are not affected; IPv6 sources count per /64; a forwarder
+// TestFailureLimit: after Burst failed credentials of a kind a source is refused,
+// without its credential being checked (the right one included), until a failure has
+// been forgiven; other sources and other kinds are not affected; IPv6 sources count per /64; a forwarder
 // vouches for its client's address only with its token; and the sources remembered
 // are bounded.
 func TestFailureLimit(t *testing.T) {
@@ -132,9 +132,22 @@ func TestFailureLimit(t *testing.T) {
 	if got := admin("127.0.0.3", "the-admin-credential"); got != codes.OK {
 		t.Fatalf("right credential from another source: %v", got)
 	}
-	// Wrong service tokens count against the same source.
-	if got := call(fromPeer("127.0.0.2", ""), "/svc/Internal", auth.ServiceTokenHeader, "the-service-token"); got != codes.ResourceExhausted {
-		t.Fatalf("right service token from a source out of failures: %v", got)
+	// Each kind of credential counts apart: the source's failed admin credentials do
+	// not lock out its service token, and its failed service tokens do.
+	internal := func(token string) codes.Code {
+		t.Helper()
+		return call(fromPeer("127.0.0.2", ""), "/svc/Internal", auth.ServiceTokenHeader, token)
+	}
+	if got := internal("the-service-token"); got != codes.OK {
+		t.Fatalf("right service token from a source out of admin failures: %v", got)
+	}
+	for range 3 {
+		if got := internal("guess"); got != codes.PermissionDenied {
+			t.Fatalf("wrong service token: %v", got)
+		}
+	}
+	if got := internal("the-service-token"); got != codes.ResourceExhausted {
+		t.Fatalf("right service token from a source out of service-token failures: %v", got)
 	}
 	clk.Add(time.Minute)
 	if got := admin("127.0.0.2", "the-admin-credential"); got != codes.OK {
