@@ -53,7 +53,7 @@ func (a *Authenticator) tap(ctx context.Context, method string, md metadata.MD) 
 		if a.serviceHash == nil || len(vals) != 1 || !plausibleSecret(vals[0]) {
 			return errs.Permissionf("internal method: only Umbra services may call it")
 		}
-		return a.failures.check(Internal, a.source(ctx, md))
+		return a.failures.check(Internal, a.source(ctx, md.Get))
 	}
 	cred, err := bearerOf(md.Get(AuthorizationHeader))
 	if err != nil {
@@ -74,7 +74,7 @@ func (a *Authenticator) tap(ctx context.Context, method string, md metadata.MD) 
 			return errs.Unauthenticatedf("malformed admin credential")
 		}
 	}
-	return a.failures.check(policy, a.source(ctx, md))
+	return a.failures.check(policy, a.source(ctx, md.Get))
 }
 
 // plausibleSecret is a credential of printable ASCII within MaxCredentialLen.
