@@ -66,6 +66,12 @@ type Config struct {
 	// Pprof serves Go's profiler at /debug/pprof/. Only `umbra dev --pprof` sets it:
 	// never on a listener others can reach.
 	Pprof bool
+	// ForwarderToken, when set, goes with every call to the services, with which they
+	// believe the client's address the gateway sends (auth.ClientAddrHeader), so that
+	// they count failed credentials per client rather than per gateway. The services
+	// must be given the same token, or trust the gateway's certificate
+	// (--forwarder-peers).
+	ForwarderToken string
 }
 
 // Gateway is the HTTP handler with its upstream connections.
@@ -97,6 +103,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 		}}),
 		runtime.WithRoutingErrorHandler(routingError),
+		runtime.WithMetadata(func(_ context.Context, r *http.Request) metadata.MD {
+			return forwarded(cfg.ForwarderToken, r.RemoteAddr)
+		}),
 		runtime.WithDisableHTTPMethodOverride(),
 	)
 	for _, u := range upstreams {
@@ -145,6 +154,22 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
 	root.Handle("/", limitBody(cfg.MaxBodyBytes, mux))
 	g.handler = cors(cfg.CORSOrigins, root)
 	return g, nil
+}
+
+// forwarded is the metadata with which the gateway tells a service its client's
+// address (remote, host:port as net/http reports it): the TCP peer, never what the
+// client says. A service believes it from a gateway that has the forwarder token, or
+// whose certificate it names in --forwarder-peers.
+func forwarded(token, remote string) metadata.MD {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	md := metadata.Pairs(auth.ClientAddrHeader, host)
+	if token != "" {
+		md.Set(auth.ForwarderTokenHeader, token)
+	}
+	return md
 }
 
 // connFor reuses a connection already dialled to the same address (in `umbra dev`

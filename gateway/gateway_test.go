@@ -796,12 +796,15 @@ func TestClientMetadataIsNotForwarded(t *testing.T) {
 		"X-Custom", "1",
 		"Accept-Language", "fr",
 		"User-Agent", "smuggler/1.0",
+		"X-Umbra-Client-Addr", "203.0.113.5",
+		"Grpc-Metadata-X-Umbra-Client-Addr", "203.0.113.5",
+		"Grpc-Metadata-X-Umbra-Forwarder-Token", "guessed-forwarder-token",
 	}
 	// The keys grpc itself puts on every call, and those grpc-gateway adds. grpc-gateway's
 	// "grpcgateway-*" keys are copies of client headers (Cookie, User-Agent...), so they
 	// must not arrive either.
 	transport := []string{":authority", "content-type", "user-agent", "grpc-accept-encoding"}
-	gatewayKeys := []string{"authorization", "x-forwarded-for", "x-forwarded-host"}
+	gatewayKeys := []string{"authorization", "x-forwarded-for", "x-forwarded-host", auth.ClientAddrHeader}
 
 	cases := []struct {
 		name, method, path, body string
@@ -830,6 +833,13 @@ func TestClientMetadataIsNotForwarded(t *testing.T) {
 			}
 			if v := md.Get(auth.ServiceTokenHeader); len(v) != 0 {
 				t.Errorf("a client-supplied service token reached the service: %q", v)
+			}
+			// The client's address is the gateway's word (the TCP peer), never the client's.
+			if v := md.Get(auth.ClientAddrHeader); len(v) != 1 || v[0] != "127.0.0.1" {
+				t.Errorf("client address %q; want the TCP peer's alone, 127.0.0.1", v)
+			}
+			if v := md.Get(auth.ForwarderTokenHeader); len(v) != 0 {
+				t.Errorf("a client-supplied forwarder token reached the service: %q", v)
 			}
 			if v := md.Get("authorization"); len(v) != 1 || v[0] != "Bearer the-credential" {
 				t.Errorf("authorization metadata %q; want exactly the client's one header", v)

@@ -10,7 +10,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
@@ -67,6 +69,12 @@ func (g *Gateway) ServeGRPC(ctx context.Context, lis net.Listener) error {
 			return st
 		}),
 		grpc.MaxRecvMsgSize(int(g.cfg.MaxBodyBytes)),
+		// Calls without a credential of the right shape are refused before their body
+		// is read, as the services refuse them; the services check the rest.
+		grpc.InTapHandle(auth.New(auth.Config{Policies: g.cfg.Policies, Failures: auth.FailureLimit{Burst: -1}}).TapHandle()),
+		grpc.MaxConcurrentStreams(grpcserver.DefaultMaxConcurrentStreams),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: grpcserver.KeepaliveTime, Timeout: grpcserver.KeepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: grpcserver.KeepaliveMinTime, PermitWithoutStream: true}),
 	}
 	if g.cfg.TLS.Enabled() {
 		tc, err := g.cfg.TLS.Config()
@@ -107,6 +115,9 @@ func (g *Gateway) proxy(_ any, ss grpc.ServerStream) error {
 	}
 	in, _ := metadata.FromIncomingContext(ss.Context())
 	out := metadata.MD{}
+	if p, ok := peer.FromContext(ss.Context()); ok && p.Addr != nil {
+		out = forwarded(g.cfg.ForwarderToken, p.Addr.String())
+	}
 	if v := in.Get(auth.AuthorizationHeader); len(v) > 0 {
 		out.Set(auth.AuthorizationHeader, v...)
 	}

@@ -18,11 +18,21 @@ import (
 // returned (it carries grpcserver.ErrorOriginTrailer) passes unchanged. Anything else
 // comes from the connection (dial errors, addresses, TLS failures): the caller gets a
 // generic message and the cause is logged here.
+//
+// A service refuses a call without a well-formed credential, or from a source with too
+// many failed credentials, before the call reaches its interceptors (its tap handle),
+// where it cannot add the trailer: those statuses (Unauthenticated, PermissionDenied,
+// ResourceExhausted) pass too. The gateway's own connections never produce the first
+// two; a ResourceExhausted of its own is a message over gRPC's limit, which says so.
 func publicError(log *zap.Logger, method string, err error, trailer metadata.MD) error {
 	if err == nil || errors.Is(err, io.EOF) || len(trailer.Get(grpcserver.ErrorOriginTrailer)) > 0 {
 		return err
 	}
 	s := status.Convert(err)
+	switch s.Code() {
+	case codes.Unauthenticated, codes.PermissionDenied, codes.ResourceExhausted:
+		return err
+	}
 	log.Warn("upstream call failed", zap.String("method", method), zap.String("code", s.Code().String()), zap.String("cause", s.Message()))
 	switch s.Code() {
 	case codes.Canceled:

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/node"
@@ -63,6 +65,8 @@ type serveFlags struct {
 	peers       map[string]*string
 	adminToken  string
 	serviceTok  string
+	forwarder   string
+	fwdPeers    listFlag
 	servicePeer listFlag
 	issuer      string
 	maxBody     int64
@@ -113,6 +117,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	}
 	fs.StringVar(&f.adminToken, "admin-token", "", "admin credential for CreateApp and other admin calls")
 	fs.StringVar(&f.serviceTok, "service-token", "", "shared secret for service-to-service calls (when not using mTLS)")
+	fs.StringVar(&f.forwarder, "forwarder-token", "", "shared secret with which the gateway tells the services its clients' addresses, for the failed-credential limit (give the same to the gateway and the services; prefer UMBRA_FORWARDER_TOKEN)")
+	fs.Var(&f.fwdPeers, "forwarder-peers", "certificate names of gateways (over mTLS) whose clients' addresses the services believe, for the failed-credential limit (comma-separated)")
 	fs.Var(&f.servicePeer, "service-peers", "certificate names accepted as internal callers over mTLS (comma-separated)")
 	fs.StringVar(&f.issuer, "issuer", "", "access tokens' issuer (default \"umbra\")")
 	fs.Int64Var(&f.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest REST request body")
@@ -161,6 +167,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		MaxBodyBytes: f.maxBody,
 		CORSOrigins:  f.cors,
 	}
+	gw.ForwarderToken = f.forwarder
 	if role == "gateway" {
 		// Clients reach every service's gRPC methods at the gateway's --grpc-addr too.
 		gw.GRPCAddr = f.grpc.Addr
@@ -184,6 +191,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		AdminCredential: f.adminToken,
 		ServiceToken:    f.serviceTok,
 		ServicePeers:    f.servicePeer,
+		ForwarderToken:  f.forwarder,
+		ForwarderPeers:  f.fwdPeers,
 		Issuer:          f.issuer,
 	}
 	f.tuning.apply(&cfg)
@@ -243,6 +252,9 @@ type tuningFlags struct {
 	groupBurst  int
 	messaging   messaging.Config
 	backup      backup.Config
+	// streams is --max-concurrent-streams.
+	streams      *uint
+	authFailures auth.FailureLimit
 }
 
 func (t *tuningFlags) register(fs *flag.FlagSet) {
@@ -255,12 +267,20 @@ func (t *tuningFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&t.messaging.MaxEnvelopeBytes, "max-envelope-bytes", messaging.DefaultMaxEnvelopeBytes, "largest message envelope")
 	fs.DurationVar(&t.messaging.Retention, "retention", messaging.DefaultRetention, "how long messages and events are kept")
 	fs.IntVar(&t.backup.MaxAttempts, "backup-max-attempts", backup.DefaultMaxAttempts, "failed restores before a backup slot is erased")
+	fs.Int64Var(&t.messaging.DeliveryCacheBytes, "delivery-cache-bytes", messaging.DefaultDeliveryCacheBytes, "bytes of recent items kept in memory for live delivery, all streams together (-1: none)")
+	var streams uint
+	fs.UintVar(&streams, "max-concurrent-streams", grpcserver.DefaultMaxConcurrentStreams, "calls in progress on one gRPC connection (a REST gateway's one connection carries all its clients' calls)")
+	t.streams = &streams
+	fs.IntVar(&t.authFailures.Burst, "auth-failure-burst", auth.DefaultFailureBurst, "failed app keys, admin credentials or service tokens one address may have at once before it is refused for a while (-1: no limit)")
+	fs.DurationVar(&t.authFailures.Refill, "auth-failure-refill", auth.DefaultFailureRefill, "how long one failed credential of an address takes to be forgiven")
 }
 
 func (t *tuningFlags) apply(cfg *node.Config) {
 	cfg.CardSearchRate, cfg.CardSearchBurst = t.searchRate, t.searchBurst
 	cfg.GroupTuning.CallRate, cfg.GroupTuning.CallBurst = t.groupRate, t.groupBurst
 	cfg.Messaging = t.messaging
+	cfg.GRPC.MaxConcurrentStreams = uint32(min(*t.streams, math.MaxUint32))
+	cfg.AuthFailures = t.authFailures
 	// The secret is not a tuning: umbra dev generates it, umbra serve reads it.
 	cfg.Backup.MaxAttempts = t.backup.MaxAttempts
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"errors"
 	"slices"
 	"strings"
 
@@ -47,24 +48,38 @@ type Config struct {
 	// ServicePeers are the certificate names (DNS SAN or common name) accepted as
 	// internal callers over mTLS.
 	ServicePeers []string
+	// Failures limits failed app keys, admin credentials and service tokens per
+	// source; the zero value is the defaults.
+	Failures FailureLimit
+	// ForwarderToken, when set, is the secret of the forwarders (the REST gateway)
+	// whose ClientAddrHeader names the source of a call for the failure limit; and
+	// ForwarderPeers are the certificate names of forwarders trusted over mTLS. On a
+	// call from neither, the source is the peer's address.
+	ForwarderToken string
+	ForwarderPeers []string
 }
 
 // Authenticator enforces a policy table.
 type Authenticator struct {
-	cfg          Config
-	adminHash    []byte
-	serviceHash  []byte
-	servicePeers []string
+	cfg           Config
+	adminHash     []byte
+	serviceHash   []byte
+	forwarderHash []byte
+	servicePeers  []string
+	failures      failures
 }
 
 // New returns an Authenticator for cfg.
 func New(cfg Config) *Authenticator {
-	a := &Authenticator{cfg: cfg, servicePeers: slices.Clone(cfg.ServicePeers)}
+	a := &Authenticator{cfg: cfg, servicePeers: slices.Clone(cfg.ServicePeers), failures: newFailures(cfg.Failures)}
 	if cfg.AdminCredential != "" {
 		a.adminHash = hash(cfg.AdminCredential)
 	}
 	if cfg.ServiceToken != "" {
 		a.serviceHash = hash(cfg.ServiceToken)
+	}
+	if cfg.ForwarderToken != "" {
+		a.forwarderHash = hash(cfg.ForwarderToken)
 	}
 	return a
 }
@@ -99,15 +114,17 @@ func (a *Authenticator) Authenticate(ctx context.Context, method string) (*Princ
 		if a.adminHash == nil {
 			return nil, errs.Permissionf("admin methods are disabled: the server has no admin credential")
 		}
-		if subtle.ConstantTimeCompare(hash(cred), a.adminHash) != 1 {
-			return nil, errs.Unauthenticatedf("invalid admin credential")
-		}
-		return &Principal{Policy: Admin}, nil
+		return a.guarded(ctx, Admin, func() (*Principal, error) {
+			if subtle.ConstantTimeCompare(hash(cred), a.adminHash) != 1 {
+				return nil, errs.Unauthenticatedf("invalid admin credential")
+			}
+			return &Principal{Policy: Admin}, nil
+		})
 	case AppKey:
 		if a.cfg.AppKeys == nil {
 			return nil, errs.Permissionf("this server does not accept app keys")
 		}
-		return a.cfg.AppKeys.VerifyAppKey(ctx, cred)
+		return a.guarded(ctx, AppKey, func() (*Principal, error) { return a.cfg.AppKeys.VerifyAppKey(ctx, cred) })
 	case AccessToken:
 		if a.cfg.Tokens == nil {
 			return nil, errs.Permissionf("this server does not accept access tokens")
@@ -122,7 +139,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, method string) (*Princ
 // the whole metadata, as metadata.FromIncomingContext does, cost more than checking a
 // cached token).
 func bearer(ctx context.Context) (string, error) {
-	vals := metadata.ValueFromIncomingContext(ctx, AuthorizationHeader)
+	return bearerOf(metadata.ValueFromIncomingContext(ctx, AuthorizationHeader))
+}
+
+// bearerOf reads the credential of the authorization header's values.
+func bearerOf(vals []string) (string, error) {
 	switch len(vals) {
 	case 0:
 		return "", errs.Unauthenticatedf("missing credential: send \"authorization: Bearer <token>\"")
@@ -145,13 +166,39 @@ func (a *Authenticator) internal(ctx context.Context) (*Principal, error) {
 	if name, ok := a.verifiedPeer(ctx); ok {
 		return &Principal{Policy: Internal, Service: name}, nil
 	}
-	if a.serviceHash != nil {
-		if vals := metadata.ValueFromIncomingContext(ctx, ServiceTokenHeader); len(vals) == 1 &&
-			subtle.ConstantTimeCompare(hash(vals[0]), a.serviceHash) == 1 {
-			return &Principal{Policy: Internal, Service: "service-token"}, nil
-		}
+	refused := errs.Permissionf("internal method: only Umbra services may call it")
+	if a.serviceHash == nil {
+		return nil, refused
 	}
-	return nil, errs.Permissionf("internal method: only Umbra services may call it")
+	vals := metadata.ValueFromIncomingContext(ctx, ServiceTokenHeader)
+	if len(vals) != 1 {
+		return nil, refused
+	}
+	return a.guarded(ctx, Internal, func() (*Principal, error) {
+		if subtle.ConstantTimeCompare(hash(vals[0]), a.serviceHash) != 1 {
+			return nil, refused
+		}
+		return &Principal{Policy: Internal, Service: "service-token"}, nil
+	})
+}
+
+// guarded runs a check of a credential of policy under the failure limit of the
+// call's source: a source with no failures of that kind left is refused without the
+// check, and a check that finds the credential wrong (Unauthenticated or
+// PermissionDenied; not a store that cannot answer) counts against its source.
+func (a *Authenticator) guarded(ctx context.Context, policy Policy, check func() (*Principal, error)) (*Principal, error) {
+	if a.failures.l == nil {
+		return check()
+	}
+	src := a.sourceFromContext(ctx)
+	if err := a.failures.check(policy, src); err != nil {
+		return nil, err
+	}
+	p, err := check()
+	if errors.Is(err, errs.ErrUnauthenticated) || errors.Is(err, errs.ErrPermission) {
+		a.failures.record(policy, src)
+	}
+	return p, err
 }
 
 // verifiedPeer returns the name of the caller's client certificate when the TLS stack
@@ -160,30 +207,72 @@ func (a *Authenticator) verifiedPeer(ctx context.Context) (string, bool) {
 	if len(a.servicePeers) == 0 {
 		return "", false
 	}
-	p, ok := peer.FromContext(ctx)
+	cert, ok := verifiedCert(ctx)
 	if !ok {
 		return "", false
 	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return "", false
-	}
-	return a.peerName(info.State.VerifiedChains[0][0])
+	return peerName(cert, a.servicePeers)
 }
 
-func (a *Authenticator) peerName(cert *x509.Certificate) (string, bool) {
+// verifiedCert returns the caller's client certificate when the TLS stack verified it
+// against the client CA.
+func verifiedCert(ctx context.Context) (*x509.Certificate, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return nil, false
+	}
+	return info.State.VerifiedChains[0][0], true
+}
+
+// peerName returns the first name of cert (DNS SANs, then the common name) in names.
+func peerName(cert *x509.Certificate, names []string) (string, bool) {
 	for _, name := range append(slices.Clone(cert.DNSNames), cert.Subject.CommonName) {
-		if slices.Contains(a.servicePeers, name) {
+		if slices.Contains(names, name) {
 			return name, true
 		}
 	}
 	return "", false
 }
 
+func certNamed(cert *x509.Certificate, names []string) bool {
+	_, ok := peerName(cert, names)
+	return ok
+}
+
+// Preauthenticate authenticates a unary call before its request is read (gRPC reads
+// and decodes a unary request before any interceptor runs), and returns ctx carrying
+// the outcome, which UnaryInterceptor then takes instead of checking again. The server
+// calls it from its method handlers (see grpcserver), so a call with a wrong credential
+// is refused without its body ever being read.
+func (a *Authenticator) Preauthenticate(ctx context.Context, method string) (context.Context, error) {
+	p, err := a.Authenticate(ctx, method)
+	return context.WithValue(ctx, preauthKey{}, &preauth{method: method, p: p, err: err}), err
+}
+
+type preauthKey struct{}
+
+type preauth struct {
+	method string
+	p      *Principal
+	err    error
+}
+
+// authenticateOnce is Authenticate, unless Preauthenticate has done it already.
+func (a *Authenticator) authenticateOnce(ctx context.Context, method string) (*Principal, error) {
+	if pa, ok := ctx.Value(preauthKey{}).(*preauth); ok && pa.method == method {
+		return pa.p, pa.err
+	}
+	return a.Authenticate(ctx, method)
+}
+
 // UnaryInterceptor authenticates unary calls.
 func (a *Authenticator) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		p, err := a.Authenticate(ctx, info.FullMethod)
+		p, err := a.authenticateOnce(ctx, info.FullMethod)
 		if err != nil {
 			return nil, err
 		}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
@@ -35,6 +36,17 @@ type Config struct {
 
 // PeerWait bounds how long a peer call without a deadline waits for its peer.
 const PeerWait = 10 * time.Second
+
+// Keepalive: a connection with calls in progress (a Subscribe stream, a peer's calls)
+// pings the server after KeepaliveTime without traffic, and is given up if the ping is
+// not answered within KeepaliveTimeout, so a stream to a server that vanished ends
+// instead of waiting for TCP. KeepaliveTime is above the servers' enforced minimum
+// (grpcserver.KeepaliveMinTime, 20 s), which closes the connection of a client that
+// pings more often.
+const (
+	KeepaliveTime    = 30 * time.Second
+	KeepaliveTimeout = 10 * time.Second
+)
 
 // reconnect keeps the retry of a lost connection short: the default backoff grows to
 // two minutes, far longer than a restarting peer takes to come back.
@@ -60,7 +72,7 @@ func Dial(cfg Config, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		}
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
-	opts = append(opts, grpc.WithConnectParams(reconnect))
+	opts = append(opts, grpc.WithConnectParams(reconnect), grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout}))
 	if cfg.Peer {
 		opts = append(opts,
 			grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),

@@ -5,6 +5,7 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"maps"
@@ -62,6 +63,16 @@ type Config struct {
 	ServiceToken string
 	// ServicePeers are the certificate names accepted as internal callers over mTLS.
 	ServicePeers []string
+	// ForwarderToken is the secret with which a REST gateway vouches for its clients'
+	// addresses (auth.Config.ForwarderToken). An in-process gateway gets a random one
+	// when it is empty.
+	ForwarderToken string
+	// ForwarderPeers are the certificate names of gateways whose clients' addresses
+	// are believed over mTLS (auth.Config.ForwarderPeers).
+	ForwarderPeers []string
+	// AuthFailures limits failed credentials per source; the zero value is the
+	// defaults.
+	AuthFailures auth.FailureLimit
 	// Issuer is the access tokens' "iss".
 	Issuer string
 	// CardSearchRate and CardSearchBurst limit SearchCards per calling identity (calls
@@ -111,7 +122,7 @@ type Addrs struct {
 type hosted struct {
 	name     string
 	grpcName string
-	register func(*grpc.Server)
+	register func(grpc.ServiceRegistrar)
 	policies auth.Table
 	close    func() error
 	// run, when set, is a background loop started with the server.
@@ -241,24 +252,30 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Gateway != nil && cfg.ForwarderToken == "" {
+		cfg.ForwarderToken = rand.Text()
+	}
 	acfg := auth.Config{
 		Policies:        table,
 		Tokens:          tokens,
 		AdminCredential: cfg.AdminCredential,
 		ServiceToken:    cfg.ServiceToken,
 		ServicePeers:    cfg.ServicePeers,
+		Failures:        cfg.AuthFailures,
+		ForwarderToken:  cfg.ForwarderToken,
+		ForwarderPeers:  cfg.ForwarderPeers,
 	}
 	if d.identity != nil {
 		acfg.AppKeys = d.identity
 	}
-	srv, err := grpcserver.New(cfg.GRPC, auth.New(acfg), log.Named("grpc"), reg)
+	srv, err := grpcserver.New(requestLimits(cfg.GRPC, cfg.Messaging), auth.New(acfg), log.Named("grpc"), reg)
 	if err != nil {
 		return err
 	}
 	for _, s := range services {
-		s.register(srv.Server)
+		s.register(srv)
 	}
-	adminv1.RegisterAdminServiceServer(srv.Server, admin)
+	adminv1.RegisterAdminServiceServer(srv, admin)
 	if err := grpcserver.CheckPolicies(srv.Server, table); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
@@ -298,6 +315,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 
 	if cfg.Gateway != nil {
 		gcfg := *cfg.Gateway
+		gcfg.ForwarderToken = cfg.ForwarderToken
 		gcfg.Upstreams = map[string]grpcclient.Config{}
 		for _, name := range gateway.Services() {
 			gcfg.Upstreams[name] = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC), Insecure: true}

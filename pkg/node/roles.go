@@ -118,6 +118,6 @@ func Policies() auth.Table {
 }
 
 // unbuilt hosts a service that keeps no state yet.
-func unbuilt(name, grpcName string, register func(*grpc.Server), policies auth.Table) *hosted {
+func unbuilt(name, grpcName string, register func(grpc.ServiceRegistrar), policies auth.Table) *hosted {
 	return &hosted{name: name, grpcName: grpcName, register: register, policies: policies, close: func() error { return nil }}
 }

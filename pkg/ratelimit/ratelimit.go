@@ -148,3 +148,24 @@ func (l *Limiter) Len() int {
 func (l *Limiter) String() string {
 	return fmt.Sprintf("%s per second (burst %d)", strconv.FormatFloat(l.rate, 'g', -1, 64), int(l.burst))
 }
+
+// Available reports whether key's bucket has a token, without taking it, and if not
+// how long until it will.
+func (l *Limiter) Available(key string) (ok bool, retryAfter time.Duration) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, found := l.keys[key]
+	if !found {
+		return true, 0 // a new bucket is full
+	}
+	b := e.Value.(*bucket)
+	tokens := b.tokens
+	if elapsed := now.Sub(b.last); elapsed > 0 {
+		tokens = min(l.burst, tokens+elapsed.Seconds()*l.rate)
+	}
+	if tokens >= 1 {
+		return true, 0
+	}
+	return false, time.Duration(math.Ceil((1 - tokens) / l.rate * float64(time.Second)))
+}

@@ -209,3 +209,30 @@ func TestString(t *testing.T) {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
 }
+
+// TestAvailableTakesNothing: Available says whether Allow would succeed, and when it
+// will, without taking a token or creating a bucket.
+func TestAvailableTakesNothing(t *testing.T) {
+	l, clk := newLimiter(t, Config{Rate: 1, Burst: 2})
+	if ok, _ := l.Available("k"); !ok || l.Len() != 0 {
+		t.Fatalf("a new key: available %v with %d buckets; want true and none", ok, l.Len())
+	}
+	l.Allow("k")
+	l.Allow("k")
+	for range 3 {
+		if ok, retry := l.Available("k"); ok || retry != time.Second {
+			t.Fatalf("an empty bucket: %v, retry %s; want false, 1s", ok, retry)
+		}
+	}
+	clk.Add(500 * time.Millisecond)
+	if ok, retry := l.Available("k"); ok || retry != 500*time.Millisecond {
+		t.Fatalf("half a token: %v, retry %s; want false, 500ms", ok, retry)
+	}
+	clk.Add(500 * time.Millisecond)
+	if ok, _ := l.Available("k"); !ok {
+		t.Fatal("a refilled token is not available")
+	}
+	if ok, _ := l.Allow("k"); !ok {
+		t.Fatal("Available took the token it reported")
+	}
+}

@@ -44,6 +44,9 @@ func NewServer(t testing.TB, c Config, policies ...auth.Table) (*grpcserver.Serv
 		AppKeys:         c.Identity,
 		AdminCredential: c.Admin,
 		ServiceToken:    c.ServiceToken,
+		// The services' tables of bad requests send many wrong credentials from one
+		// address; the failure limit has tests of its own (pkg/auth).
+		Failures: auth.FailureLimit{Burst: -1},
 	})
 	gs, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0"}, authn, c.Log, nil)
 	if err != nil {

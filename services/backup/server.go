@@ -76,7 +76,7 @@ func New(store Store, cfg Config, events Events, log *zap.Logger) (*Server, erro
 }
 
 // Register registers the service on g.
-func (s *Server) Register(g *grpc.Server) { backupv1.RegisterBackupServiceServer(g, s) }
+func (s *Server) Register(g grpc.ServiceRegistrar) { backupv1.RegisterBackupServiceServer(g, s) }
 
 // slotName names a slot in messages: "password" or "recovery".
 func slotName(slot uint32) string {

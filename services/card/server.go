@@ -137,7 +137,7 @@ func New(store Store, cfg Config, log *zap.Logger) (*Server, error) {
 }
 
 // Register registers the service on g.
-func (s *Server) Register(g *grpc.Server) { cardv1.RegisterCardServiceServer(g, s) }
+func (s *Server) Register(g grpc.ServiceRegistrar) { cardv1.RegisterCardServiceServer(g, s) }
 
 // PublishCard implements CardService.
 func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest) (*cardv1.PublishCardResponse, error) {

@@ -82,7 +82,7 @@ func NewServer(store Store, cards Cards, events Events, cfg Config, log *zap.Log
 }
 
 // Register registers the service on g.
-func (s *Server) Register(g *grpc.Server) { groupv1.RegisterGroupServiceServer(g, s) }
+func (s *Server) Register(g grpc.ServiceRegistrar) { groupv1.RegisterGroupServiceServer(g, s) }
 
 // Run runs the background loops until ctx ends: the outbox delivery, the card
 // follower and the sweeper.

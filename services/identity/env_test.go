@@ -59,6 +59,9 @@ func newEnv(t *testing.T) *env {
 		AppKeys:         srv,
 		AdminCredential: testAdmin,
 		ServiceToken:    testServiceToken,
+		// The tables of bad requests send many wrong credentials from one address; the
+		// failure limit has tests of its own (pkg/auth).
+		Failures: auth.FailureLimit{Burst: -1},
 	})
 	gs, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0"}, authn, log, nil)
 	if err != nil {

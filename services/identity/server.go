@@ -33,7 +33,7 @@ const (
 	appIDPrefix  = ident.AppPrefix
 	appIDLen     = 26 // 16 random bytes in base32
 	keyIDLen     = 16 // 10 random bytes in base32
-	apiKeyPrefix = "uak_"
+	apiKeyPrefix = auth.AppKeyPrefix
 	secretLen    = 32
 )
 
@@ -106,7 +106,7 @@ func New(store Store, cfg Config, log *zap.Logger) (*Server, error) {
 }
 
 // Register registers the service on g.
-func (s *Server) Register(g *grpc.Server) { identityv1.RegisterIdentityServiceServer(g, s) }
+func (s *Server) Register(g grpc.ServiceRegistrar) { identityv1.RegisterIdentityServiceServer(g, s) }
 
 func (s *Server) randomBytes(n int) ([]byte, error) {
 	b := make([]byte, n)

@@ -163,7 +163,7 @@ func benchCommitter(b *testing.B, randomIDs bool) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := newCommitter(store, time.Now, DefaultRetention, newNotifier(DefaultMaxStreams), zap.NewNop())
+	c := newCommitter(store, time.Now, DefaultRetention, newNotifier(DefaultMaxStreams, DefaultDeliveryCacheBytes), zap.NewNop())
 	ctx, cancel := context.WithCancel(context.Background())
 	var loop sync.WaitGroup
 	loop.Go(func() { c.run(ctx) })

@@ -1,10 +1,12 @@
 package messaging
 
 import (
+	"container/list"
 	"slices"
 	"sync"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
 
 // notifier wakes the streams of an identity when its inbox grows. It keeps, per (app,
@@ -16,11 +18,16 @@ import (
 //
 // It also keeps the identity's latest committed items (at most recentItems and
 // recentBytes), shared by its streams, so that a stream that has caught up takes new
-// items from memory instead of reading them back from the store.
+// items from memory instead of reading them back from the store. What all identities
+// keep together is bounded by a byte budget for the whole process (Config.
+// DeliveryCacheBytes): past it the oldest committed items are forgotten, whichever
+// identities keep them, and a stream that needs them reads the store as it would
+// without the cache. Correctness never depends on what is kept.
 type notifier struct {
 	mu      sync.Mutex
 	max     int
 	watches map[string]*watch // app 0 identity
+	cache   recentCache
 }
 
 type watch struct {
@@ -28,10 +35,15 @@ type watch struct {
 	latest  uint64
 	changed chan struct{}
 	// recent are the latest items, with consecutive sequences, the last at latest (or
-	// none); their envelopes and payloads add up to recentSize bytes.
+	// none); their envelopes and payloads add up to recentSize bytes. Every record in
+	// it is accounted for in the notifier's cache.
 	recent     []InboxItem
 	recentSize int
 }
+
+// DefaultDeliveryCacheBytes is Config.DeliveryCacheBytes's default: the recent items
+// kept in memory for live delivery, all streams together.
+const DefaultDeliveryCacheBytes = 64 << 20
 
 // Bounds of watch.recent.
 const (
@@ -39,8 +51,36 @@ const (
 	recentBytes = 1 << 20
 )
 
-func newNotifier(maxStreams int) *notifier {
-	return &notifier{max: maxStreams, watches: map[string]*watch{}}
+// recentCache accounts for the records that the watches keep, across all of them, in
+// the order they were committed. A record counts once however many watches keep it (a
+// group message is one record in every member's inbox), for its envelope or payload
+// plus recordOverhead.
+type recentCache struct {
+	budget int64
+	bytes  int64
+	order  list.List // of *cachedRecord, the oldest at the front
+	byRec  map[*storagev1.MessagingLogRecord]*list.Element
+}
+
+// cachedRecord is one record kept by refs watches. holders are the watches it was
+// given to, some of which may have let it go since.
+type cachedRecord struct {
+	rec     *storagev1.MessagingLogRecord
+	size    int64
+	refs    int
+	holders []*watch
+}
+
+// recordOverhead is what a record costs in memory beyond its envelope or payload: its
+// ids, timestamps and inline fan-out, and the cache's own bookkeeping.
+const recordOverhead = 512
+
+func newNotifier(maxStreams int, cacheBytes int64) *notifier {
+	return &notifier{
+		max:     maxStreams,
+		watches: map[string]*watch{},
+		cache:   recentCache{budget: max(cacheBytes, 0), byRec: map[*storagev1.MessagingLogRecord]*list.Element{}},
+	}
 }
 
 // open registers a stream of an identity, unless it has the maximum open already.
@@ -67,6 +107,7 @@ func (n *notifier) close(app, identity string) {
 	k := key2(app, identity)
 	if w := n.watches[k]; w != nil {
 		if w.streams--; w.streams == 0 {
+			n.forget(w, len(w.recent))
 			delete(n.watches, k)
 		}
 	}
@@ -93,32 +134,107 @@ func (n *notifier) bump(heads []InboxHead) {
 			continue
 		}
 		w.latest = h.Head
-		w.remember(h.Items)
+		n.remember(w, h.Items)
 		close(w.changed)
 		w.changed = make(chan struct{})
 	}
+	n.evict()
 }
 
 // remember adds a batch's new items to w.recent, dropping the oldest beyond the bounds.
 // Items that do not follow on from w.recent (or none, from a store that does not hand
-// them over) replace it.
-func (w *watch) remember(items []InboxItem) {
+// them over) replace it; so does an item larger than the whole budget, which is not
+// kept.
+func (n *notifier) remember(w *watch, items []InboxItem) {
 	if len(items) == 0 || items[len(items)-1].Sequence != w.latest {
-		w.recent, w.recentSize = nil, 0
+		n.forget(w, len(w.recent))
 		return
 	}
-	if n := len(w.recent); n > 0 && w.recent[n-1].Sequence+1 != items[0].Sequence {
-		w.recent, w.recentSize = nil, 0
+	if k := len(w.recent); k > 0 && w.recent[k-1].Sequence+1 != items[0].Sequence {
+		n.forget(w, k)
 	}
 	for _, it := range items {
+		if int64(it.size())+recordOverhead > n.cache.budget {
+			n.forget(w, len(w.recent))
+			continue
+		}
 		w.recent = append(w.recent, it)
 		w.recentSize += it.size()
+		n.cache.hold(it.Record, int64(it.size())+recordOverhead, w)
 	}
 	for len(w.recent) > recentItems || len(w.recent) > 1 && w.recentSize > recentBytes {
-		w.recentSize -= w.recent[0].size()
-		w.recent[0] = InboxItem{} // let the record go
-		w.recent = w.recent[1:]
+		n.forget(w, 1)
 	}
+}
+
+// forget drops the oldest k items of w.recent.
+func (n *notifier) forget(w *watch, k int) {
+	for i := range k {
+		w.recentSize -= w.recent[i].size()
+		n.cache.release(w.recent[i].Record)
+		w.recent[i] = InboxItem{} // let the record go
+	}
+	w.recent = w.recent[k:]
+	if len(w.recent) == 0 {
+		w.recent, w.recentSize = nil, 0
+	}
+}
+
+// evict forgets the oldest records until the cache is within its budget. A record is
+// dropped from every watch that keeps it, with the older items before it, so that what
+// a watch keeps stays a run that ends at its latest sequence.
+func (n *notifier) evict() {
+	for n.cache.bytes > n.cache.budget {
+		e := n.cache.order.Front()
+		c := e.Value.(*cachedRecord)
+		for _, w := range c.holders {
+			if i := slices.IndexFunc(w.recent, func(it InboxItem) bool { return it.Record == c.rec }); i >= 0 {
+				n.forget(w, i+1)
+			}
+		}
+		if n.cache.byRec[c.rec] == e { // every holder has let it go; this is a safeguard
+			n.cache.drop(e)
+		}
+	}
+}
+
+// hold counts one more watch keeping rec, of size bytes.
+func (c *recentCache) hold(rec *storagev1.MessagingLogRecord, size int64, w *watch) {
+	e, ok := c.byRec[rec]
+	if !ok {
+		e = c.order.PushBack(&cachedRecord{rec: rec, size: size})
+		c.byRec[rec] = e
+		c.bytes += size
+	}
+	cr := e.Value.(*cachedRecord)
+	cr.refs++
+	cr.holders = append(cr.holders, w)
+}
+
+// release counts one watch fewer keeping rec, and forgets it when none does.
+func (c *recentCache) release(rec *storagev1.MessagingLogRecord) {
+	e, ok := c.byRec[rec]
+	if !ok {
+		return
+	}
+	cr := e.Value.(*cachedRecord)
+	if cr.refs--; cr.refs <= 0 {
+		c.drop(e)
+	}
+}
+
+func (c *recentCache) drop(e *list.Element) {
+	cr := e.Value.(*cachedRecord)
+	c.bytes -= cr.size
+	delete(c.byRec, cr.rec)
+	c.order.Remove(e)
+}
+
+// cachedBytes returns the bytes the cache accounts for, and how many records.
+func (n *notifier) cachedBytes() (int64, int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cache.bytes, len(n.cache.byRec)
 }
 
 // since returns the items after the inbox sequence after, when memory has all of them

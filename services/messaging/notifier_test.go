@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -31,7 +32,7 @@ func itemSeqs(its []InboxItem) []uint64 {
 // its bounds, hands out only a run that reaches the latest sequence without a gap, and
 // answers nil (read the store) otherwise.
 func TestNotifierRecent(t *testing.T) {
-	n := newNotifier(4)
+	n := newNotifier(4, DefaultDeliveryCacheBytes)
 	w, err := n.open("app", "u")
 	if err != nil {
 		t.Fatal(err)
@@ -78,5 +79,114 @@ func TestNotifierRecent(t *testing.T) {
 	n.bump([]InboxHead{{AppID: "app", Identity: "other", Head: 3, Items: items(1, 3, 10)}})
 	if len(n.watches) != 1 {
 		t.Errorf("%d watches, want 1", len(n.watches))
+	}
+}
+
+// heldBytes walks every watch and adds up the distinct records they keep, as the
+// cache should account for them, independently of its own figure.
+func heldBytes(n *notifier) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	seen := map[*storagev1.MessagingLogRecord]bool{}
+	var total int64
+	for _, w := range n.watches {
+		for _, it := range w.recent {
+			if !seen[it.Record] {
+				seen[it.Record] = true
+				total += int64(it.size()) + recordOverhead
+			}
+		}
+	}
+	return total
+}
+
+// checkRuns fails unless every watch keeps a run of consecutive items that ends at its
+// latest sequence (or nothing).
+func checkRuns(t *testing.T, n *notifier) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for k, w := range n.watches {
+		for i, it := range w.recent {
+			if want := w.latest - uint64(len(w.recent)-1-i); it.Sequence != want {
+				t.Fatalf("watch %q keeps %v, latest %d: not a run that ends at the latest", k, itemSeqs(w.recent), w.latest)
+			}
+		}
+	}
+}
+
+// TestNotifierBudget: what all watches keep together stays within the budget however
+// many there are, a record kept by many watches (a group message) counts once, the
+// oldest records go first, and what remains is still a run that since can hand out.
+func TestNotifierBudget(t *testing.T) {
+	const size = 1000
+	per := int64(size + recordOverhead)
+	budget := 20 * per
+	n := newNotifier(4, budget)
+	var ws []*watch
+	for i := range 50 {
+		w, err := n.open("app", fmt.Sprint("u", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	// Each identity gets 3 items of its own: 150 records, far over the budget.
+	for i := range ws {
+		n.bump([]InboxHead{{AppID: "app", Identity: fmt.Sprint("u", i), Head: 3, Items: items(1, 3, size)}})
+		if got, want := heldBytes(n), budget; got > want {
+			t.Fatalf("after %d identities: %d bytes kept, budget %d", i+1, got, want)
+		}
+	}
+	if got, _ := n.cachedBytes(); got != heldBytes(n) || got < budget-per {
+		t.Errorf("cache accounts %d bytes, the watches keep %d, budget %d: want them equal and the budget nearly used", got, heldBytes(n), budget)
+	}
+	checkRuns(t, n)
+	// The latest identities' items are the ones kept; the first ones' went first.
+	if got := n.since(ws[len(ws)-1], 0); len(got) != 3 {
+		t.Errorf("the last identity's items: %v, want all 3", itemSeqs(got))
+	}
+	if got := n.since(ws[0], 0); got != nil {
+		t.Errorf("the first identity's items: %v, want nil (read the store)", itemSeqs(got))
+	}
+
+	// One group message in every member's inbox is one record, counted once.
+	group := items(4, 4, size)[0].Record
+	var heads []InboxHead
+	for i := range ws {
+		heads = append(heads, InboxHead{AppID: "app", Identity: fmt.Sprint("u", i), Head: 4, Items: []InboxItem{{Sequence: 4, Record: group}}})
+	}
+	n.bump(heads)
+	if got, recs := n.cachedBytes(); got > budget || got != heldBytes(n) {
+		t.Errorf("after a group message to 50: %d bytes in %d records, the watches keep %d, budget %d", got, recs, heldBytes(n), budget)
+	}
+	for i, w := range ws {
+		if got := n.since(w, 3); len(got) != 1 || got[0].Record != group {
+			t.Fatalf("identity %d since 3: %v, want the group message", i, itemSeqs(got))
+		}
+	}
+	checkRuns(t, n)
+
+	// An item larger than the whole budget is not kept, and breaks the run.
+	n.bump([]InboxHead{{AppID: "app", Identity: "u1", Head: 5, Items: items(5, 5, int(budget))}})
+	if got := n.since(ws[1], 4); got != nil {
+		t.Errorf("an item over the budget: since 4 gave %v, want nil", itemSeqs(got))
+	}
+	checkRuns(t, n)
+
+	// Closing the streams lets everything go.
+	for i := range ws {
+		n.close("app", fmt.Sprint("u", i))
+	}
+	if got, recs := n.cachedBytes(); got != 0 || recs != 0 {
+		t.Errorf("after every stream closed: %d bytes in %d records kept", got, recs)
+	}
+
+	// A negative budget keeps nothing.
+	off := newNotifier(4, -1)
+	w, _ := off.open("app", "u")
+	off.bump([]InboxHead{{AppID: "app", Identity: "u", Head: 3, Items: items(1, 3, 10)}})
+	if got := off.since(w, 0); got != nil {
+		t.Errorf("cache off: since 0 gave %v, want nil", itemSeqs(got))
 	}
 }

@@ -58,6 +58,12 @@ type Config struct {
 	// SweepInterval is how often expired messages are deleted; 0 means
 	// DefaultSweepInterval.
 	SweepInterval time.Duration
+	// DeliveryCacheBytes bounds the recent items the service keeps in memory so that
+	// streams that have caught up take new items without reading them back from the
+	// store: all streams together, each item counted once; 0 means
+	// DefaultDeliveryCacheBytes, and a negative value keeps none (every stream reads
+	// the store).
+	DeliveryCacheBytes int64
 	// Revocations, when set, is checked by every open stream every RevocationCheck, so
 	// that a stream ends once its token is revoked ("log out everywhere"), not only when
 	// it expires. Without it a stream lasts until its token expires.
@@ -135,6 +141,9 @@ func New(store Store, groups Groups, cards Cards, cfg Config, log *zap.Logger) (
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = DefaultSweepInterval
 	}
+	if cfg.DeliveryCacheBytes == 0 {
+		cfg.DeliveryCacheBytes = DefaultDeliveryCacheBytes
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -152,7 +161,7 @@ func New(store Store, groups Groups, cards Cards, cfg Config, log *zap.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("messaging: send rate limit: %w", err)
 	}
-	notify := newNotifier(cfg.MaxStreamsPerIdentity)
+	notify := newNotifier(cfg.MaxStreamsPerIdentity, cfg.DeliveryCacheBytes)
 	return &Server{
 		store:       store,
 		groups:      groups,
@@ -170,7 +179,7 @@ func New(store Store, groups Groups, cards Cards, cfg Config, log *zap.Logger) (
 }
 
 // Register registers the service on g.
-func (s *Server) Register(g *grpc.Server) { messagingv1.RegisterMessagingServiceServer(g, s) }
+func (s *Server) Register(g grpc.ServiceRegistrar) { messagingv1.RegisterMessagingServiceServer(g, s) }
 
 // sendStreamDrainLimit bounds how long Run keeps the committer for SendStreams that
 // are draining after ctx ended. They need a moment (a batch or two); only a stream
