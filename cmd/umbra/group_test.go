@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,23 @@ func TestGroupCommands(t *testing.T) {
 			}
 		}
 	}
+	// listensFor runs a listen command until what it printed, together, holds every
+	// want: group events (joins, deletion, shared keys) reach the streams through the
+	// group service's outbox, a moment after the call that made them returned.
+	listensFor := func(what, user string, args []string, want ...string) {
+		t.Helper()
+		var seen strings.Builder
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			seen.WriteString(ok(user, args...))
+			missing := slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(seen.String(), w) })
+			if !missing {
+				return
+			}
+			if time.Now().After(deadline) {
+				contains(what+" (for 10 s)", seen.String(), want...)
+			}
+		}
+	}
 	for _, u := range []string{"alice", "bob", "carol"} {
 		ok(u, "login", u)
 		ok(u, "keys", "init")
@@ -85,7 +103,7 @@ func TestGroupCommands(t *testing.T) {
 	contains("requests", ok("alice", "group", "approve", "family"), "carol asked to join")
 	contains("approve", ok("alice", "group", "approve", "family", "carol"), "carol is a member of family")
 	ok("carol", "group", "send", "family", "hi from carol")
-	contains("alice listens", ok("alice", "group", "listen", "--from-start", "--until-caught-up", "family"),
+	listensFor("alice listens", "alice", []string{"group", "listen", "--from-start", "--until-caught-up", "family"},
 		"me: hello family", "carol: hi from carol", "carol joined")
 
 	contains("remove", ok("alice", "group", "remove", "family", "bob"), "removed bob")
@@ -124,7 +142,7 @@ func TestGroupCommands(t *testing.T) {
 	contains("alice lists", ok("alice", "group", "list"), "admin, 2 members, owner bob")
 	fails("PermissionDenied", "alice", "group", "role", "club", "bob", "member")
 	contains("delete", ok("bob", "group", "delete", "club"), "group club deleted")
-	contains("alice listens", ok("alice", "group", "listen", "--until-caught-up", "club"), "the group was deleted")
+	listensFor("alice listens", "alice", []string{"group", "listen", "--until-caught-up", "club"}, "the group was deleted")
 	fails("NotFound", "alice", "group", "send", "club", "anyone?")
 
 	// Shared history: a later member reads older messages once a member shares their keys.
@@ -133,7 +151,7 @@ func TestGroupCommands(t *testing.T) {
 	ok("alice", "group", "add", "book", "carol")
 	contains("carol's history before the share", ok("carol", "group", "history", "book"), "alice: (cannot read this message")
 	contains("share", ok("alice", "group", "share", "book", "carol"), "shared 1 older keys of book with carol")
-	contains("carol listens", ok("carol", "group", "listen", "--from-start", "--until-caught-up", "book"), "alice shared older keys with you")
+	listensFor("carol listens", "carol", []string{"group", "listen", "--from-start", "--until-caught-up", "book"}, "alice shared older keys with you")
 	contains("carol's history after the share", ok("carol", "group", "history", "book"), "alice: chapter one")
 	contains("history since joining", ok("carol", "group", "history", "family"), "alice: bob is gone")
 	if out := ok("carol", "group", "history", "family"); strings.Contains(out, "hello family") {
