@@ -31,6 +31,7 @@ func TestStatus(t *testing.T) {
 		{"too large", TooLargef("envelope is 300 KiB"), codes.InvalidArgument, "envelope is 300 KiB", true},
 		{"canceled", context.Canceled, codes.Canceled, "context canceled", true},
 		{"status passes through", status.Error(codes.Aborted, "as is"), codes.Aborted, "as is", true},
+		{"damaged data hides its details and is logged", fmt.Errorf("messaging: %w", Damagedf("record %q in bucket log fails its checksum", "k")), codes.DataLoss, DamagedMessage, false},
 		{"unknown error hides its message", errors.New("open /var/lib/secret: permission denied"), codes.Internal, "internal error", false},
 	}
 	for _, tc := range cases {
