@@ -121,7 +121,12 @@ func overwrite(t *testing.T, path string, off int64, b []byte) {
 }
 
 // flip inverts n bytes at off.
-func flip(t *testing.T, path string, off int64, n int) {
+func flip(t *testing.T, path string, off int64, n int) { xorBytes(t, path, off, n, 0xFF) }
+
+// rot flips the lowest bit of n bytes at off: bit rot that leaves text still text.
+func rot(t *testing.T, path string, off int64, n int) { xorBytes(t, path, off, n, 0x01) }
+
+func xorBytes(t *testing.T, path string, off int64, n int, mask byte) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -129,7 +134,7 @@ func flip(t *testing.T, path string, off int64, n int) {
 	}
 	chunk := b[off : off+int64(n)]
 	for i := range chunk {
-		chunk[i] ^= 0xFF
+		chunk[i] ^= mask
 	}
 	overwrite(t, path, off, chunk)
 }
