@@ -45,7 +45,8 @@ type Schema struct {
 	Records []RecordBucket
 }
 
-// RecordBucket is a bucket of sealed records of one message type.
+// RecordBucket is a bucket of sealed records of one message type, or, when New is nil,
+// of sealed values that are not messages (a secret's check value, a cursor).
 type RecordBucket struct {
 	Name []byte
 	New  func() proto.Message

@@ -152,12 +152,16 @@ func verifySchema(tx *bolt.Tx, schema Schema, r *Report) {
 				return nil
 			}
 			var problem string
-			if r.Legacy {
+			switch {
+			case r.Legacy && rb.New != nil:
 				if err := proto.Unmarshal(v, rb.New()); err != nil {
 					problem = fmt.Sprintf("does not decode (%v)", err)
 				}
-			} else {
+			case r.Legacy:
+			case rb.New != nil:
 				problem = decode(k, v, rb.New())
+			default:
+				_, problem = unseal(k, v)
 			}
 			if problem != "" {
 				r.Problemf("bucket %q: the record at key %q %s", rb.Name, k, problem)

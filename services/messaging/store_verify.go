@@ -1,0 +1,123 @@
+package messaging
+
+import (
+	"bytes"
+	"encoding/binary"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/umbra-e2ee/umbra/pkg/boltdb"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+)
+
+// Verify checks messaging.db at path offline (boltdb.Verify): its pages and every
+// record, then what only this store knows. Every log entry is a message or an event
+// with a consistent fan-out; every index entry (messages, inbox, idempotency, events)
+// points at a log entry that is what the index says; inbox heads, expiry runs and the
+// indexed_through mark are well-formed. Log entries above indexed_through have no
+// index entries yet (they are rebuilt when the store opens), which is not a problem.
+func Verify(path string) (*boltdb.Report, error) {
+	return boltdb.Verify(path, schema, verifyIndexes)
+}
+
+func verifyIndexes(tx *bolt.Tx, r *boltdb.Report) {
+	log, fanout := tx.Bucket(bucketLog), tx.Bucket(bucketFanout)
+	_ = log.ForEach(func(k, v []byte) error {
+		if _, err := boltdb.Unseal(log, k, v); err != nil {
+			return nil // reported with the records already
+		}
+		if _, _, err := decodeEntry(log, fanout, k, v); err != nil {
+			r.Problemf("log entry %x: %v", k, err)
+		}
+		return nil
+	})
+	// at returns the log entry an index entry points at, with its fan-out, or records
+	// why it has none. Entries are decoded again for each index entry rather than held:
+	// the log may be larger than memory.
+	at := func(bucket, k, v []byte) (*storagev1.MessagingLogRecord, *storagev1.MessagingFanoutRecord, uint64, bool) {
+		r.Entries++
+		if len(v) != 8 {
+			r.Problemf("%s: entry %q holds %d bytes, not a log position", bucket, k, len(v))
+			return nil, nil, 0, false
+		}
+		pos := binary.BigEndian.Uint64(v)
+		lv := log.Get(v)
+		if lv == nil {
+			r.Problemf("%s: entry %q points at log entry %d, which is not stored", bucket, k, pos)
+			return nil, nil, pos, false
+		}
+		rec, fan, err := decodeEntry(log, fanout, v, lv)
+		return rec, fan, pos, err == nil // a damaged entry is reported already
+	}
+	// seqEntryKey splits prefix 0 u64(seq) into the two parts of prefix and seq.
+	seqEntryKey := func(k []byte) (string, string, uint64, bool) {
+		if len(k) < 9 || k[len(k)-9] != 0 {
+			return "", "", 0, false
+		}
+		a, b, ok := bytes.Cut(k[:len(k)-9], []byte{0})
+		return string(a), string(b), binary.BigEndian.Uint64(k[len(k)-8:]), ok
+	}
+	_ = tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
+		app, conv, seq, ok := seqEntryKey(k)
+		if !ok {
+			r.Problemf("messages: key %q is not app 0 conversation 0 sequence", k)
+			return nil
+		}
+		if rec, _, pos, ok := at(bucketMessages, k, v); ok && !isMessage(rec, app, conv, seq) {
+			r.Problemf("messages: entry %q points at log entry %d, which is not that message", k, pos)
+		}
+		return nil
+	})
+	_ = tx.Bucket(bucketInbox).ForEach(func(k, v []byte) error {
+		app, identity, seq, ok := seqEntryKey(k)
+		if !ok {
+			r.Problemf("inbox: key %q is not app 0 identity 0 sequence", k)
+			return nil
+		}
+		rec, fan, pos, ok := at(bucketInbox, k, v)
+		if !ok {
+			return nil
+		}
+		i, found := slices.BinarySearch(fan.GetRecipients(), identity)
+		if rec.GetAppId() != app || !found || fan.GetInboxSequences()[i] != seq {
+			r.Problemf("inbox: entry %q points at log entry %d, which is not that inbox item", k, pos)
+		}
+		return nil
+	})
+	_ = tx.Bucket(bucketIdempotency).ForEach(func(k, v []byte) error {
+		parts := bytes.SplitN(k, []byte{0}, 3)
+		rec, _, pos, ok := at(bucketIdempotency, k, v)
+		if ok && (len(parts) != 3 || rec.GetAppId() != string(parts[0]) ||
+			rec.GetMessage().GetSender() != string(parts[1]) || rec.GetMessage().GetClientMessageId() != string(parts[2])) {
+			r.Problemf("idempotency: entry %q points at log entry %d, which is not that sender's message", k, pos)
+		}
+		return nil
+	})
+	_ = tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
+		app, id, _ := bytes.Cut(k, []byte{0})
+		if rec, _, pos, ok := at(bucketEvents, k, v); ok && (rec.GetAppId() != string(app) || rec.GetEvent().GetEventId() != string(id)) {
+			r.Problemf("events: entry %q points at log entry %d, which is not that event", k, pos)
+		}
+		return nil
+	})
+	_ = tx.Bucket(bucketInboxHeads).ForEach(func(k, v []byte) error {
+		r.Entries++
+		if len(v) != 8 {
+			r.Problemf("inbox_heads: entry %q holds %d bytes, not a sequence", k, len(v))
+		}
+		return nil
+	})
+	_ = tx.Bucket(bucketExpiry).ForEach(func(k, v []byte) error {
+		r.Entries++
+		if len(k) != 16 || len(v) != 8 || binary.BigEndian.Uint64(v) < binary.BigEndian.Uint64(k[8:]) {
+			r.Problemf("expiry: entry %x -> %x is not a run of log positions", k, v)
+		}
+		return nil
+	})
+	if v := tx.Bucket(bucketIndexState).Get(keyIndexedThrough); v != nil {
+		if n, err := boltdb.ParseU64(v); err != nil || n > log.Sequence() {
+			r.Problemf("index_state: indexed_through %x is beyond the log's last position %d", v, log.Sequence())
+		}
+	}
+}
