@@ -41,6 +41,8 @@ type DevConfig struct {
 	// Tune, when set, adjusts the node's configuration (rate limits, retention...)
 	// before it starts.
 	Tune func(*Config)
+	// AllowEmptyStores is Config.AllowEmptyStores.
+	AllowEmptyStores []string
 }
 
 // DevCredentials are what `umbra dev` keeps in its data folder so that a restart prints
@@ -90,13 +92,14 @@ func RunDev(ctx context.Context, cfg DevConfig, log *zap.Logger) error {
 		return err
 	}
 	ncfg := Config{
-		Roles:           gateway.Services(),
-		DataDir:         cfg.DataDir,
-		GRPC:            grpcserver.Config{Addr: cfg.GRPCAddr},
-		Gateway:         &gateway.Config{Addr: cfg.HTTPAddr, CORSOrigins: cfg.CORSOrigins, Pprof: cfg.Pprof},
-		AdminCredential: creds.AdminCredential,
-		ServiceToken:    serviceToken,
-		Backup:          backup.Config{Secret: []byte(creds.BackupSecret)},
+		Roles:            gateway.Services(),
+		DataDir:          cfg.DataDir,
+		GRPC:             grpcserver.Config{Addr: cfg.GRPCAddr},
+		Gateway:          &gateway.Config{Addr: cfg.HTTPAddr, CORSOrigins: cfg.CORSOrigins, Pprof: cfg.Pprof},
+		AdminCredential:  creds.AdminCredential,
+		ServiceToken:     serviceToken,
+		Backup:           backup.Config{Secret: []byte(creds.BackupSecret)},
+		AllowEmptyStores: cfg.AllowEmptyStores,
 	}
 	ncfg.Ready = func(ctx context.Context, addrs Addrs) error {
 		if err := ensureDevApp(ctx, loopbackAddr(addrs.GRPC), creds); err != nil {
