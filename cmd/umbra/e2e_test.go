@@ -102,10 +102,10 @@ type e2eDev struct {
 	base       string
 }
 
-// e2eStartDev runs `umbra dev` and waits (30 s at most) for the banner with its
-// credentials. The process is killed on cleanup if it is still running, and its log
-// is shown if the test failed.
-func e2eStartDev(t *testing.T, bin, dataDir string, grpcPort, httpPort int) *e2eDev {
+// e2eStartDev runs `umbra dev` (with extra flags, if any) and waits (30 s at most) for
+// the banner with its credentials. The process is killed on cleanup if it is still
+// running, and its log is shown if the test failed.
+func e2eStartDev(t *testing.T, bin, dataDir string, grpcPort, httpPort int, extra ...string) *e2eDev {
 	t.Helper()
 	p := &e2eDev{
 		stderrPath: filepath.Join(t.TempDir(), "stderr.log"),
@@ -117,10 +117,10 @@ func e2eStartDev(t *testing.T, bin, dataDir string, grpcPort, httpPort int) *e2e
 		t.Fatal(err)
 	}
 	defer stderr.Close()
-	p.cmd = exec.Command(bin, "dev",
+	p.cmd = exec.Command(bin, append([]string{"dev",
 		"--data", dataDir,
 		"--grpc-addr", fmt.Sprintf("127.0.0.1:%d", grpcPort),
-		"--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort))
+		"--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort)}, extra...)...)
 	p.cmd.Env = e2eEnv(os.Environ())
 	p.cmd.Stderr = stderr
 	stdout, err := p.cmd.StdoutPipe()

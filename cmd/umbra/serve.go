@@ -39,10 +39,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the REST listener")
 	var tuning tuningFlags
 	tuning.register(fs)
+	var allowEmpty storesFlag
+	registerAllowEmpty(fs, &allowEmpty)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg.CORSOrigins = cors
+	cfg.AllowEmptyStores = allowEmpty
 	cfg.Tune = tuning.apply
 	log, err := newLogger(*logLevel, true, stderr)
 	if err != nil {
@@ -68,6 +71,7 @@ type serveFlags struct {
 	cors        listFlag
 	logLevel    string
 	tuning      tuningFlags
+	allowEmpty  storesFlag
 
 	backupSecretFlag string
 	backupSecretFile string
@@ -120,6 +124,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.backupSecretFlag, "backup-secret", "", "the backup service's server secret, at least 32 bytes (prefer --backup-secret-file or UMBRA_BACKUP_SECRET: flags show in ps)")
 	fs.StringVar(&f.backupSecretFile, "backup-secret-file", "", "file holding the backup service's server secret (a mounted Kubernetes Secret)")
 	f.tuning.register(fs)
+	registerAllowEmpty(fs, &f.allowEmpty)
 }
 
 // peer returns how to reach service s.
@@ -176,14 +181,15 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return gateway.Run(ctx, *gw, log.Named("gateway"))
 	}
 	cfg := node.Config{
-		Roles:           []string{role},
-		DataDir:         f.dataDir,
-		GRPC:            f.grpc,
-		MetricsAddr:     f.metricsAddr,
-		AdminCredential: f.adminToken,
-		ServiceToken:    f.serviceTok,
-		ServicePeers:    f.servicePeer,
-		Issuer:          f.issuer,
+		Roles:            []string{role},
+		DataDir:          f.dataDir,
+		GRPC:             f.grpc,
+		MetricsAddr:      f.metricsAddr,
+		AdminCredential:  f.adminToken,
+		ServiceToken:     f.serviceTok,
+		ServicePeers:     f.servicePeer,
+		Issuer:           f.issuer,
+		AllowEmptyStores: f.allowEmpty,
 	}
 	f.tuning.apply(&cfg)
 	switch role {
