@@ -41,7 +41,7 @@ func (r *Report) Problemf(format string, args ...any) {
 
 // Err is nil for a sound file, and otherwise a *DamagedError that sums the problems up.
 func (r *Report) Err() error {
-	if len(r.Problems) == 0 {
+	if r == nil || len(r.Problems) == 0 {
 		return nil
 	}
 	cause := r.Problems[0]

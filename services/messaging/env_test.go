@@ -73,6 +73,8 @@ type envOptions struct {
 	groups Groups
 	// quiet discards logs (benchmarks and load tests log a line per call otherwise).
 	quiet bool
+	// damaged skips the check of messaging.db when the env stops: the test damaged it.
+	damaged bool
 }
 
 func newEnv(t testing.TB, opts envOptions) *env {
@@ -160,6 +162,12 @@ func newEnv(t testing.TB, opts envOptions) *env {
 				t.Errorf("close store: %v", err)
 			}
 			idStore.Close()
+			if !opts.damaged {
+				// Every record went in sealed; every index entry points at its log entry.
+				if r, err := Verify(filepath.Join(opts.dir, "messaging.db")); err != nil || r.Err() != nil {
+					t.Errorf("verify messaging.db: %v %v", err, r.Err())
+				}
+			}
 		})
 	}
 	e := &env{

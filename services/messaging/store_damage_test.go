@@ -67,7 +67,7 @@ func TestBitRotInAStoredMessageIsRefused(t *testing.T) {
 		t.Errorf("Verify: %q, want the one damaged log entry", r.Problems)
 	}
 
-	e = newEnv(t, envOptions{dir: dir, clock: e.clock})
+	e = newEnv(t, envOptions{dir: dir, clock: e.clock, damaged: true})
 	_, err = e.client.History(bob.ctx(), &messagingv1.HistoryRequest{ConversationId: alice.identity, AfterSequence: ptr(uint64(0))})
 	wantCode(t, err, codes.DataLoss, errs.DamagedMessage)
 	// (A page reads one message beyond its size, to say whether there are more.)
@@ -129,9 +129,14 @@ func TestDamagedIndexEntryIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	toBob, toCarol := directID(testApp, alice, bob), directID(testApp, alice, carol)
+	// Bob's first message, and his first inbox item, point at carol's message instead.
 	err := s.DB().Update(func(tx *bolt.Tx) error {
-		idx := tx.Bucket(bucketMessages)
-		return idx.Put(seqKey(key2(testApp, toBob), 1), idx.Get(seqKey(key2(testApp, toCarol), 1)))
+		idx, inbox := tx.Bucket(bucketMessages), tx.Bucket(bucketInbox)
+		carols := bytes.Clone(idx.Get(seqKey(key2(testApp, toCarol), 1)))
+		if err := idx.Put(seqKey(key2(testApp, toBob), 1), carols); err != nil {
+			return err
+		}
+		return inbox.Put(seqKey(key2(testApp, bob), 1), carols)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +144,10 @@ func TestDamagedIndexEntryIsRefused(t *testing.T) {
 	got, _, err := s.Messages(testApp, toBob, MessageQuery{Forward: true, Limit: 10, MaxBytes: 1 << 20})
 	if !errors.Is(err, errs.ErrDamaged) {
 		t.Fatalf("Messages: %v (%d messages: %q), want ErrDamaged", err, len(got), got)
+	}
+	items, _, err := s.Inbox(testApp, bob, 0, 10, 1<<20)
+	if !errors.Is(err, errs.ErrDamaged) {
+		t.Fatalf("Inbox: %v (%d items), want ErrDamaged", err, len(items))
 	}
 	path := s.DB().Path()
 	r, err := Verify(path)
@@ -149,8 +158,8 @@ func TestDamagedIndexEntryIsRefused(t *testing.T) {
 	if r, err = Verify(path); err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "messages: entry") {
-		t.Errorf("Verify: %q, want the damaged messages entry", r.Problems)
+	if got := strings.Join(r.Problems, "; "); len(r.Problems) != 2 || !strings.Contains(got, "messages: entry") || !strings.Contains(got, "inbox: entry") {
+		t.Errorf("Verify: %q, want the damaged messages and inbox entries", r.Problems)
 	}
 }
 
