@@ -181,16 +181,16 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return gateway.Run(ctx, *gw, log.Named("gateway"))
 	}
 	cfg := node.Config{
-		Roles:            []string{role},
-		DataDir:          f.dataDir,
-		GRPC:             f.grpc,
-		MetricsAddr:      f.metricsAddr,
-		AdminCredential:  f.adminToken,
-		ServiceToken:     f.serviceTok,
-		ServicePeers:     f.servicePeer,
-		Issuer:           f.issuer,
-		AllowEmptyStores: f.allowEmpty,
+		Roles:           []string{role},
+		DataDir:         f.dataDir,
+		GRPC:            f.grpc,
+		MetricsAddr:     f.metricsAddr,
+		AdminCredential: f.adminToken,
+		ServiceToken:    f.serviceTok,
+		ServicePeers:    f.servicePeer,
+		Issuer:          f.issuer,
 	}
+	cfg.AllowEmptyStores = f.allowEmpty
 	f.tuning.apply(&cfg)
 	switch role {
 	case "all":

@@ -162,7 +162,7 @@ func openError(path string, err error) error {
 	case errors.As(err, &d):
 		return err
 	case errors.Is(err, bolt.ErrTimeout):
-		return fmt.Errorf("boltdb: %s is locked by another process (%w)", path, ErrLocked)
+		return fmt.Errorf("boltdb: %s: %w", path, ErrLocked)
 	case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrVersionMismatch), errors.Is(err, bolt.ErrChecksum),
 		strings.Contains(err.Error(), "file size too small"):
 		return damaged(path, err)

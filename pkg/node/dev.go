@@ -92,15 +92,15 @@ func RunDev(ctx context.Context, cfg DevConfig, log *zap.Logger) error {
 		return err
 	}
 	ncfg := Config{
-		Roles:            gateway.Services(),
-		DataDir:          cfg.DataDir,
-		GRPC:             grpcserver.Config{Addr: cfg.GRPCAddr},
-		Gateway:          &gateway.Config{Addr: cfg.HTTPAddr, CORSOrigins: cfg.CORSOrigins, Pprof: cfg.Pprof},
-		AdminCredential:  creds.AdminCredential,
-		ServiceToken:     serviceToken,
-		Backup:           backup.Config{Secret: []byte(creds.BackupSecret)},
-		AllowEmptyStores: cfg.AllowEmptyStores,
+		Roles:           gateway.Services(),
+		DataDir:         cfg.DataDir,
+		GRPC:            grpcserver.Config{Addr: cfg.GRPCAddr},
+		Gateway:         &gateway.Config{Addr: cfg.HTTPAddr, CORSOrigins: cfg.CORSOrigins, Pprof: cfg.Pprof},
+		AdminCredential: creds.AdminCredential,
+		ServiceToken:    serviceToken,
+		Backup:          backup.Config{Secret: []byte(creds.BackupSecret)},
 	}
+	ncfg.AllowEmptyStores = cfg.AllowEmptyStores
 	ncfg.Ready = func(ctx context.Context, addrs Addrs) error {
 		if err := ensureDevApp(ctx, loopbackAddr(addrs.GRPC), creds); err != nil {
 			return fmt.Errorf("dev: create the development app: %w", err)
