@@ -216,7 +216,7 @@ func OpenStore(path string) (Store, error) {
 	// AuthorizeSend counts every encrypted message in a Batch; bbolt's default wait of
 	// 10 ms for more writers would be added to each lone send.
 	db.MaxBatchDelay = batchDelay
-	if err := indexInvitationExpiry(db); err != nil {
+	if err := boltdb.Protect(path, func() error { return indexInvitationExpiry(db) }); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("group: index invitations by expiry in %s: %w", path, err)
 	}
