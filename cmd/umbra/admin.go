@@ -7,21 +7,31 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/pkg/boltdb"
+	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	adminv1 "github.com/umbra-e2ee/umbra/proto/umbra/admin/v1"
+	"github.com/umbra-e2ee/umbra/services/backup"
+	"github.com/umbra-e2ee/umbra/services/card"
+	"github.com/umbra-e2ee/umbra/services/group"
+	"github.com/umbra-e2ee/umbra/services/identity"
+	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
-// runAdmin is the operator's side of a running process: list its stores, back one up
-// online, or restore one into a stopped service's data folder.
+// runAdmin is the operator's side of the stores: list a running process's stores, back
+// one up online, check one offline, or restore one into a stopped service's data folder.
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, args, err := subcommand("admin", args, stderr, "stores", "backup", "restore")
+	sub, args, err := subcommand("admin", args, stderr, "stores", "backup", "verify", "restore")
 	if err != nil {
 		return err
 	}
@@ -36,9 +46,21 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	store := fs.String("store", "", "the store: identity, card, backup, group or messaging")
 	out := fs.String("out", "", "backup: the file to write")
 	from := fs.String("from", "", "restore: the backup file")
-	data := fs.String("data", "", "restore: the stopped service's data folder")
+	data := fs.String("data", "", "verify, restore: the stopped service's data folder")
+	file := fs.String("file", "", "verify: a store's file to check instead of the one in --data (a backup)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if sub == "verify" {
+		if *store == "" || (*data == "") == (*file == "") {
+			fmt.Fprintln(stderr, "usage: umbra admin verify --store messaging --data /var/lib/umbra   (or --file messaging.db.backup)")
+			return errUsage
+		}
+		path := *file
+		if path == "" {
+			path = filepath.Join(*data, *store+".db")
+		}
+		return verifyStore(stdout, *store, path)
 	}
 	if sub == "restore" {
 		if *store == "" || *from == "" || *data == "" {
@@ -124,20 +146,75 @@ func backupStore(ctx context.Context, client adminv1.AdminServiceClient, store, 
 	return n, os.Rename(tmp, out)
 }
 
-// restoreStore puts a backup in place of a stopped service's file. The backup must be
-// a bbolt file written by an Umbra store, and the service must not be running (its file
-// is locked while it is); the file it replaces is kept beside it.
+// verifiers check each store's file offline: its pages, every record, the store's own
+// indexes (boltdb.Verify and each service's additions).
+var verifiers = map[string]func(path string) (*boltdb.Report, error){
+	gateway.Identity:  identity.Verify,
+	gateway.Card:      card.Verify,
+	gateway.Backup:    backup.Verify,
+	gateway.Group:     group.Verify,
+	gateway.Messaging: messaging.Verify,
+}
+
+// verify checks the file at path as a file of store and prints what it found; the
+// error says whether it is sound.
+func verify(stdout io.Writer, store, path string) error {
+	check, ok := verifiers[store]
+	if !ok {
+		return fmt.Errorf("there is no store %q (stores: %s)", store, strings.Join(gateway.Services(), ", "))
+	}
+	r, err := check(path)
+	if err != nil {
+		return err
+	}
+	if len(r.Problems) == 0 {
+		var records []string
+		total := 0
+		for _, name := range slices.Sorted(maps.Keys(r.Records)) {
+			records = append(records, fmt.Sprintf("%s %d", name, r.Records[name]))
+			total += r.Records[name]
+		}
+		fmt.Fprintf(stdout, "%s: sound. %d pages of %d bytes (%d in use); %d records checked (%s); %d index entries checked\n",
+			path, r.Stats.Pages, r.Stats.PageSize, r.Stats.Reachable, total, strings.Join(records, ", "), r.Entries)
+		if r.Legacy {
+			fmt.Fprintln(stdout, "It was written before record checksums: its records decode, but have no checksum to check; the service adds them when it next opens the file.")
+		}
+		return nil
+	}
+	fmt.Fprintf(stdout, "%s is damaged:\n", path)
+	for _, p := range r.Problems {
+		fmt.Fprintf(stdout, "  %s\n", p)
+	}
+	if r.Omitted > 0 {
+		fmt.Fprintf(stdout, "  ... and %d more problems\n", r.Omitted)
+	}
+	return fmt.Errorf("%w (%d problems, listed above)", errs.ErrDamaged, len(r.Problems)+r.Omitted)
+}
+
+// verifyStore is `umbra admin verify`: it checks a stopped service's file (or a backup)
+// and says what to do about a damaged one.
+func verifyStore(stdout io.Writer, store, path string) error {
+	err := verify(stdout, store, path)
+	if errors.Is(err, errs.ErrDamaged) {
+		return fmt.Errorf("%s is damaged: restore a backup with `umbra admin restore --store %s --from BACKUP --data %s` (check the backup first with `umbra admin verify --store %s --file BACKUP`)",
+			path, store, filepath.Dir(path), store)
+	}
+	return err
+}
+
+// restoreStore puts a backup in place of a stopped service's file. The backup must pass
+// `umbra admin verify` as a file of that store, and the service must not be running
+// (its file is locked while it is); the file it replaces is kept beside it.
 func restoreStore(stdout io.Writer, store, from, data string) error {
-	if err := checkBackup(from); err != nil {
-		return fmt.Errorf("%s is not a usable backup: %w", from, err)
+	if err := verify(stdout, store, from); err != nil {
+		return fmt.Errorf("%s is not a usable backup of the %s store, nothing was changed: %w", from, store, err)
 	}
 	target := filepath.Join(data, store+".db")
 	if _, err := os.Stat(target); err == nil {
-		db, err := bolt.Open(target, 0o600, &bolt.Options{Timeout: 500 * time.Millisecond})
-		if err != nil {
-			return fmt.Errorf("%s is in use or unreadable (%v): stop the %s service first", target, err, store)
+		// Only the lock is checked: the file it replaces may be too damaged to open.
+		if err := boltdb.CheckUnused(target); err != nil {
+			return fmt.Errorf("%v: stop the %s service first", err, store)
 		}
-		db.Close()
 		kept := fmt.Sprintf("%s.replaced-%s", target, time.Now().UTC().Format("20060102T150405Z"))
 		if err := os.Rename(target, kept); err != nil {
 			return err
@@ -152,22 +229,6 @@ func restoreStore(stdout io.Writer, store, from, data string) error {
 	}
 	fmt.Fprintf(stdout, "%s restored from %s; start the service\n", target, from)
 	return nil
-}
-
-// checkBackup opens the file read-only and looks for the schema bucket every Umbra
-// store has.
-func checkBackup(path string) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	return db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket([]byte("_meta")); b == nil || b.Get([]byte("schema_version")) == nil {
-			return errors.New("no Umbra schema version in it")
-		}
-		return nil
-	})
 }
 
 func copyFile(from, to string) error {

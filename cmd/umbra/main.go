@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/umbra-e2ee/umbra/pkg/boltdb"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -42,7 +44,7 @@ func init() {
 		{"listen", "print your messages, decrypted, as they arrive", runListen},
 		{"group", "groups: create, list, delete, add, remove, ban, leave, join, approve, invite, accept, mode, role, transfer, share, send, listen, history", runGroup},
 		{"bench", "load generator: bench messaging", runBench},
-		{"admin", "operate a running process: stores, backup, restore", runAdmin},
+		{"admin", "operate the stores: stores, backup (online), verify, restore (offline)", runAdmin},
 		{"demo", "the whole story against a running server, showing what it stored", runDemo},
 	}
 }
@@ -81,6 +83,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				return 0
 			case errors.Is(err, errUsage):
 				return 2
+			}
+			// A damaged store is said in one line that names the file and what to do,
+			// without the layers it was found through.
+			var damaged *boltdb.DamagedError
+			if errors.As(err, &damaged) {
+				err = damaged
 			}
 			fmt.Fprintf(stderr, "umbra %s: %v\n", c.name, err)
 			return 1

@@ -42,10 +42,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the REST listener")
 	var tuning tuningFlags
 	tuning.register(fs)
+	var allowEmpty storesFlag
+	registerAllowEmpty(fs, &allowEmpty)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg.CORSOrigins = cors
+	cfg.AllowEmptyStores = allowEmpty
 	cfg.Tune = tuning.apply
 	log, err := newLogger(*logLevel, true, stderr)
 	if err != nil {
@@ -73,6 +76,7 @@ type serveFlags struct {
 	cors        listFlag
 	logLevel    string
 	tuning      tuningFlags
+	allowEmpty  storesFlag
 
 	backupSecretFlag string
 	backupSecretFile string
@@ -127,6 +131,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.backupSecretFlag, "backup-secret", "", "the backup service's server secret, at least 32 bytes (prefer --backup-secret-file or UMBRA_BACKUP_SECRET: flags show in ps)")
 	fs.StringVar(&f.backupSecretFile, "backup-secret-file", "", "file holding the backup service's server secret (a mounted Kubernetes Secret)")
 	f.tuning.register(fs)
+	registerAllowEmpty(fs, &f.allowEmpty)
 }
 
 // peer returns how to reach service s.
@@ -195,6 +200,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		ForwarderPeers:  f.fwdPeers,
 		Issuer:          f.issuer,
 	}
+	cfg.AllowEmptyStores = f.allowEmpty
 	f.tuning.apply(&cfg)
 	switch role {
 	case "all":

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -17,11 +18,18 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 )
 
-// metaBucket holds the schema version; no service names a bucket like it.
+// metaBucket holds the schema version and the record format; no service names a bucket
+// like it.
 var (
 	metaBucket       = []byte("_meta")
 	schemaVersionKey = []byte("schema_version")
+	// recordFormatKey is RecordFormat for a file whose records are sealed (seal.go).
+	// Files written before checksums lack it; Open seals their records (migrate.go).
+	recordFormatKey = []byte("record_format")
 )
+
+// RecordFormat 1: every record ends with its checksum.
+const RecordFormat = 1
 
 // Schema names a service's buckets and the version of their layout.
 type Schema struct {
@@ -30,6 +38,18 @@ type Schema struct {
 	Version uint64
 	// Buckets are created, empty, when missing.
 	Buckets [][]byte
+	// Records are those of Buckets whose every value is a sealed record: written with
+	// PutProto or PutRecord, read with GetProto, DecodeProto or Unseal. Each names the
+	// message it holds, which Verify decodes. The other buckets hold index entries
+	// (sequence numbers, ids, empty values), which are not sealed.
+	Records []RecordBucket
+}
+
+// RecordBucket is a bucket of sealed records of one message type, or, when New is nil,
+// of sealed values that are not messages (a secret's check value, a cursor).
+type RecordBucket struct {
+	Name []byte
+	New  func() proto.Message
 }
 
 // Options tune Open. The zero value is right for services.
@@ -61,6 +81,11 @@ type DB struct {
 
 // Open opens (creating it with mode 0600 if needed) the bbolt file at path and makes
 // sure every bucket of schema exists.
+//
+// An existing file is checked before bbolt maps it (CheckFile, under the file's lock),
+// and bbolt's open runs under Protect: a damaged file is a *DamagedError that names it,
+// never a panic or a fault. A file written before record checksums has its records
+// sealed (migrate.go).
 func Open(path string, schema Schema, opts Options) (*DB, error) {
 	if opts.LockTimeout == 0 {
 		opts.LockTimeout = 2 * time.Second
@@ -68,71 +93,145 @@ func Open(path string, schema Schema, opts Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("boltdb: create folder for %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:         opts.LockTimeout,
-		NoSync:          opts.NoSync,
-		NoFreelistSync:  opts.NoFreelistSync,
-		FreelistType:    opts.FreelistType,
-		InitialMmapSize: opts.InitialMmapSize,
-	})
-	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("boltdb: %s is locked by another process", path)
-		}
-		return nil, fmt.Errorf("boltdb: open %s: %w", path, err)
+	if err := preflight(path, opts.LockTimeout); err != nil {
+		return nil, err
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(metaBucket)
+	var db *bolt.DB
+	err := Protect(path, func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, &bolt.Options{
+			Timeout:         opts.LockTimeout,
+			NoSync:          opts.NoSync,
+			NoFreelistSync:  opts.NoFreelistSync,
+			FreelistType:    opts.FreelistType,
+			InitialMmapSize: opts.InitialMmapSize,
+		})
 		if err != nil {
-			return err
+			return openError(path, err)
 		}
-		if v := meta.Get(schemaVersionKey); v != nil {
-			have, err := ParseU64(v)
-			if err != nil {
-				return fmt.Errorf("schema version: %w", err)
-			}
-			if have != schema.Version {
-				return fmt.Errorf("schema version %d, this binary reads version %d", have, schema.Version)
-			}
-		} else if err := meta.Put(schemaVersionKey, U64(schema.Version)); err != nil {
-			return err
+		if err := db.Update(func(tx *bolt.Tx) error { return prepare(tx, schema) }); err != nil {
+			return fmt.Errorf("boltdb: %s: %w", path, err)
 		}
-		for _, name := range schema.Buckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return fmt.Errorf("bucket %s: %w", name, err)
-			}
-		}
-		return nil
+		return sealRecords(db, schema)
 	})
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("boltdb: %s: %w", path, err)
+		if db != nil {
+			db.Close()
+		}
+		return nil, err
 	}
 	return &DB{DB: db}, nil
 }
 
+// preflight checks an existing, non-empty file with CheckFile before bbolt maps it.
+// It holds the file's lock while it reads (a read-only open takes bbolt's shared lock),
+// so that it never reads a file that another process is writing.
+func preflight(path string, timeout time.Duration) error {
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+		return nil // bbolt creates it, or says why it cannot
+	}
+	var ro *bolt.DB
+	err := Protect(path, func() error {
+		var err error
+		ro, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
+		return err
+	})
+	if err != nil {
+		err = openError(path, err)
+		if errors.Is(err, errs.ErrDamaged) {
+			if _, cerr := CheckFile(path); cerr != nil {
+				return damaged(path, cerr) // says more than bbolt's "invalid database"
+			}
+		}
+		return err
+	}
+	defer ro.Close()
+	if _, err := CheckFile(path); err != nil {
+		var d *DamagedError
+		if errors.As(err, &d) {
+			return err
+		}
+		return damaged(path, err)
+	}
+	return nil
+}
+
+// openError explains an error of bolt.Open: a lock held by another process, a file that
+// is no bbolt file (or whose meta pages are both damaged), or anything else.
+func openError(path string, err error) error {
+	var d *DamagedError
+	switch {
+	case errors.As(err, &d):
+		return err
+	case errors.Is(err, bolt.ErrTimeout):
+		return fmt.Errorf("boltdb: %s: %w", path, ErrLocked)
+	case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrVersionMismatch), errors.Is(err, bolt.ErrChecksum),
+		strings.Contains(err.Error(), "file size too small"):
+		return damaged(path, err)
+	}
+	return fmt.Errorf("boltdb: open %s: %w", path, err)
+}
+
+// ErrLocked is a file that another process holds open.
+var ErrLocked = errors.New("locked by another process")
+
+// prepare checks the schema version and creates the buckets.
+func prepare(tx *bolt.Tx, schema Schema) error {
+	meta, err := tx.CreateBucketIfNotExists(metaBucket)
+	if err != nil {
+		return err
+	}
+	if v := meta.Get(schemaVersionKey); v != nil {
+		have, err := ParseU64(v)
+		if err != nil {
+			return fmt.Errorf("schema version: %w", err)
+		}
+		if have != schema.Version {
+			return fmt.Errorf("schema version %d, this binary reads version %d", have, schema.Version)
+		}
+		if v := meta.Get(recordFormatKey); v != nil {
+			if f, err := ParseU64(v); err != nil || f != RecordFormat {
+				return fmt.Errorf("record format %x, this binary reads format %d", v, RecordFormat)
+			}
+		}
+	} else {
+		// A new file: its records are sealed from the start.
+		if err := meta.Put(schemaVersionKey, U64(schema.Version)); err != nil {
+			return err
+		}
+		if err := meta.Put(recordFormatKey, U64(RecordFormat)); err != nil {
+			return err
+		}
+	}
+	for _, name := range schema.Buckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("bucket %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // GetProto reads the record at key into m. It returns an error wrapping errs.ErrNotFound
-// when there is none. The bytes are unmarshalled into m, which owns its copy, so m stays
-// valid after the transaction.
+// when there is none, and one wrapping errs.ErrDamaged when the record fails its
+// checksum. The bytes are unmarshalled into m, which owns its copy, so m stays valid
+// after the transaction.
 func GetProto(b *bolt.Bucket, key []byte, m proto.Message) error {
 	v := b.Get(key)
 	if v == nil {
 		return errs.ErrNotFound
 	}
-	if err := proto.Unmarshal(v, m); err != nil {
-		return fmt.Errorf("boltdb: decode record in %s: %w", b, err)
-	}
-	return nil
+	return DecodeProto(b, key, v, m)
 }
 
-// PutProto writes m at key. Marshalling is deterministic, so equal records are equal
-// bytes.
+// PutProto writes m at key, sealed. Marshalling is deterministic, so equal records are
+// equal bytes.
 func PutProto(b *bolt.Bucket, key []byte, m proto.Message) error {
-	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	o := proto.MarshalOptions{Deterministic: true}
+	v, err := o.MarshalAppend(make([]byte, 0, o.Size(m)+ChecksumSize), m)
 	if err != nil {
 		return fmt.Errorf("boltdb: encode record: %w", err)
 	}
-	return b.Put(key, v)
+	return PutRecord(b, key, v)
 }
 
 // U64 encodes n big-endian, so keys sort in numeric order.

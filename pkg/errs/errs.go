@@ -36,7 +36,16 @@ var (
 	// ErrStorageFull is a write refused for lack of space (a full disk or a quota):
 	// nothing was written, so the same request may be retried once there is room.
 	ErrStorageFull = errors.New("storage full")
+	// ErrDamaged is stored data that failed an integrity check: a record whose checksum
+	// does not match, a file whose pages are damaged. Its message names the store, the
+	// bucket and the key, for the operator's log; the caller gets DATA_LOSS with
+	// DamagedMessage instead, never the altered bytes.
+	ErrDamaged = errors.New("stored data is damaged")
 )
+
+// DamagedMessage is what a caller is told when the data its request needs is damaged.
+// The details (which store, bucket and key) are internal: they go to the log.
+const DamagedMessage = "stored data this request needs is damaged and was not served; the operator has been alerted in the service's log and must restore the store from a backup"
 
 var codeOf = []struct {
 	kind error
@@ -53,6 +62,7 @@ var codeOf = []struct {
 	{ErrExhausted, codes.ResourceExhausted},
 	{ErrUnavailable, codes.Unavailable},
 	{ErrStorageFull, codes.Unavailable},
+	{ErrDamaged, codes.DataLoss},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }
@@ -114,6 +124,10 @@ func Unavailablef(format string, args ...any) *Error {
 	return newf(ErrUnavailable, format, args...)
 }
 
+// Damagedf reports stored data that failed an integrity check; the message is for the
+// log, not the caller (Status replaces it with DamagedMessage).
+func Damagedf(format string, args ...any) *Error { return newf(ErrDamaged, format, args...) }
+
 // TooLargef reports a request over a size limit.
 func TooLargef(format string, args ...any) *Error { return newf(ErrTooLarge, format, args...) }
 
@@ -172,9 +186,11 @@ func kindCode(err error) (codes.Code, bool) {
 
 // Status turns err into a gRPC status error. Errors of a known kind keep their message;
 // a storage error for lack of space (NoSpace) becomes Unavailable with
-// StorageFullMessage, which clients retry; anything else becomes Internal with a
-// generic message, so that no internal detail leaks: the caller of Status logs the
-// cause (known reports whether it must).
+// StorageFullMessage, which clients retry; damaged data becomes DataLoss with
+// DamagedMessage, and is reported as not known, so that its cause (which record of
+// which store) is logged too; anything else becomes Internal with a generic message,
+// so that no internal detail leaks: the caller of Status logs the cause (known reports
+// whether it must).
 func Status(err error) (st error, known bool) {
 	if err == nil {
 		return nil, true
@@ -189,6 +205,9 @@ func Status(err error) (st error, known bool) {
 	code, known := Code(err)
 	if !known {
 		return status.Error(codes.Internal, "internal error"), false
+	}
+	if code == codes.DataLoss {
+		return status.Error(codes.DataLoss, DamagedMessage), false
 	}
 	s := status.New(code, err.Error())
 	var e *Error

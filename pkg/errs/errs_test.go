@@ -33,6 +33,7 @@ func TestStatus(t *testing.T) {
 		{"too large", TooLargef("envelope is 300 KiB"), codes.InvalidArgument, "envelope is 300 KiB", true},
 		{"canceled", context.Canceled, codes.Canceled, "context canceled", true},
 		{"status passes through", status.Error(codes.Aborted, "as is"), codes.Aborted, "as is", true},
+		{"damaged data hides its details and is logged", fmt.Errorf("messaging: %w", Damagedf("record %q in bucket log fails its checksum", "k")), codes.DataLoss, DamagedMessage, false},
 		{"unknown error hides its message", errors.New("open /var/lib/secret: permission denied"), codes.Internal, "internal error", false},
 		{"no space, wrapped deep", fmt.Errorf("card: publish: %w", &fs.PathError{Op: "write", Path: "/data/card.db", Err: syscall.ENOSPC}), codes.Unavailable, StorageFullMessage, true},
 		{"quota exceeded", fmt.Errorf("commit: %w", syscall.EDQUOT), codes.Unavailable, StorageFullMessage, true},

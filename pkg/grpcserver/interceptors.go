@@ -2,6 +2,7 @@ package grpcserver
 
 import (
 	"context"
+	"errors"
 	"runtime/debug"
 	"time"
 
@@ -141,7 +142,11 @@ var originTrailer = metadata.Pairs(ErrorOriginTrailer, "service")
 func toStatus(log *zap.Logger, method string, err error) error {
 	st, known := errs.Status(err)
 	if !known {
-		log.Error("internal error", zap.String("method", method), zap.Error(err))
+		msg := "internal error"
+		if errors.Is(err, errs.ErrDamaged) {
+			msg = "damaged stored data refused: restore the store from a backup"
+		}
+		log.Error(msg, zap.String("method", method), zap.Error(err))
 	}
 	return st
 }

@@ -44,6 +44,8 @@ type DevConfig struct {
 	// Tune, when set, adjusts the node's configuration (rate limits, retention...)
 	// before it starts.
 	Tune func(*Config)
+	// AllowEmptyStores is Config.AllowEmptyStores.
+	AllowEmptyStores []string
 }
 
 // DevCredentials are what `umbra dev` keeps in its data folder so that a restart prints
@@ -107,6 +109,7 @@ func RunDev(ctx context.Context, cfg DevConfig, log *zap.Logger) error {
 		ServiceToken:    serviceToken,
 		Backup:          backup.Config{Secret: []byte(creds.BackupSecret)},
 	}
+	ncfg.AllowEmptyStores = cfg.AllowEmptyStores
 	ncfg.Ready = func(ctx context.Context, addrs Addrs) error {
 		if err := ensureDevApp(ctx, loopbackAddr(addrs.GRPC), creds); err != nil {
 			return fmt.Errorf("dev: create the development app: %w", err)

@@ -39,8 +39,13 @@ import (
 type Config struct {
 	// Roles are the services to host: any of gateway.Services().
 	Roles []string
-	// DataDir holds each hosted service's bbolt file (<role>.db).
+	// DataDir holds each hosted service's bbolt file (<role>.db), and ManifestFile,
+	// the list of the stores created there.
 	DataDir string
+	// AllowEmptyStores names stores that may start empty although the data folder
+	// held them and their file is now missing or empty (see stores.go); without it
+	// such a store is refused.
+	AllowEmptyStores []string
 	// GRPC is the services' listener.
 	GRPC grpcserver.Config
 	// Gateway, when set, runs the REST gateway in this process in front of the hosted
@@ -189,6 +194,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		cfg.MessagingPeer = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC)}
 	}
 
+	if err := checkStores(cfg.DataDir, cfg.Roles, cfg.AllowEmptyStores, log); err != nil {
+		return err
+	}
 	d := &deps{dataDir: cfg.DataDir, log: log, cfg: cfg}
 	var services []*hosted
 	defer func() {
@@ -199,12 +207,19 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 	}()
 	build := func(r string) error {
-		s, err := builders[r](d)
+		// A damaged file panics or faults in bbolt while the service opens it and
+		// reads it first: Protect makes that an error naming the file.
+		var s *hosted
+		err := boltdb.Protect(dbPath(d, r), func() error {
+			var err error
+			s, err = builders[r](d)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("node: start %s: %w", r, err)
 		}
 		services = append(services, s)
-		return nil
+		return recordStore(cfg.DataDir, r)
 	}
 	// Identity first: the token verifier of the process uses it when it is here, and
 	// the other services get the verifier's revocation checker.

@@ -62,6 +62,17 @@ var (
 var schema = boltdb.Schema{
 	Version: 1,
 	Buckets: [][]byte{bucketSlots, bucketOutbox, bucketServer},
+	Records: []boltdb.RecordBucket{
+		{Name: bucketSlots, New: func() proto.Message { return &storagev1.BackupSlotRecord{} }},
+		{Name: bucketOutbox, New: func() proto.Message { return &storagev1.BackupOutboxRecord{} }},
+		// The secret's check value: damaged, it would read as a changed server secret.
+		{Name: bucketServer},
+	},
+}
+
+// Verify checks backup.db at path offline (boltdb.Verify): its pages and every record.
+func Verify(path string) (*boltdb.Report, error) {
+	return boltdb.Verify(path, schema, nil)
 }
 
 // BoltStore is the Store in a bbolt file.
@@ -96,14 +107,15 @@ func (s *BoltStore) SecretCheck(candidate []byte) ([]byte, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketServer)
 		if v := b.Get(secretCheckKey); v != nil {
-			out = bytes.Clone(v)
-			return nil
+			check, err := boltdb.Unseal(b, secretCheckKey, v)
+			out = bytes.Clone(check)
+			return err
 		}
 		if len(candidate) == 0 {
 			return errNoSecretHere
 		}
 		out = bytes.Clone(candidate)
-		return b.Put(secretCheckKey, out)
+		return boltdb.PutRecord(b, secretCheckKey, bytes.Clone(out))
 	})
 	if err != nil {
 		return nil, err
@@ -144,7 +156,7 @@ func (s *BoltStore) Slots(appID, identity string) ([]*storagev1.BackupSlotRecord
 		c := tx.Bucket(bucketSlots).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			rec := &storagev1.BackupSlotRecord{}
-			if err := proto.Unmarshal(v, rec); err != nil {
+			if err := boltdb.DecodeProto(tx.Bucket(bucketSlots), k, v, rec); err != nil {
 				return fmt.Errorf("backup: slot record %x: %w", k, err)
 			}
 			out = append(out, rec)
@@ -206,7 +218,7 @@ func (s *BoltStore) Outbox(limit int) ([]*storagev1.BackupOutboxRecord, error) {
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
 			rec := &storagev1.BackupOutboxRecord{}
-			if err := proto.Unmarshal(v, rec); err != nil {
+			if err := boltdb.DecodeProto(tx.Bucket(bucketOutbox), k, v, rec); err != nil {
 				return fmt.Errorf("backup: outbox record %x: %w", k, err)
 			}
 			out = append(out, rec)

@@ -2,6 +2,8 @@ package card
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"net"
 	"net/http/httptest"
 	"path/filepath"
@@ -10,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/pkg/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/servicetest"
+	"github.com/umbra-e2ee/umbra/services/identity"
 
 	"github.com/umbra-e2ee/umbra/pkg/clocktest"
 
@@ -123,6 +127,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 			<-done
 			store.Close()
 			idStore.Close()
+			verifyStores(t, opts.dir, map[string]func(string) (*boltdb.Report, error){"card.db": Verify, "identity.db": identity.Verify})
 		})
 	}
 	t.Cleanup(stop)
@@ -283,4 +288,24 @@ func snapshot(t testing.TB, s *BoltStore) map[string]string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// verifyStores checks each file that the env wrote, once closed (boltdb.Verify and the
+// service's own checks): every record the tests stored went in sealed, every index
+// entry points at its record.
+func verifyStores(t testing.TB, dir string, verifiers map[string]func(string) (*boltdb.Report, error)) {
+	t.Helper()
+	for name, verify := range verifiers {
+		r, err := verify(filepath.Join(dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Errorf("verify %s: %v", name, err)
+			continue
+		}
+		if err := r.Err(); err != nil {
+			t.Errorf("verify %s: %v", name, err)
+		}
+	}
 }

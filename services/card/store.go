@@ -105,6 +105,29 @@ var (
 var schema = boltdb.Schema{
 	Version: 1,
 	Buckets: [][]byte{bucketCards, bucketActive, bucketHistory, bucketEvents, bucketServiceKey, bucketGrants},
+	Records: []boltdb.RecordBucket{
+		{Name: bucketCards, New: func() proto.Message { return &storagev1.CardRecord{} }},
+		{Name: bucketActive, New: func() proto.Message { return &storagev1.ActiveCardRecord{} }},
+		{Name: bucketEvents, New: func() proto.Message { return &storagev1.CardEventRecord{} }},
+		{Name: bucketServiceKey, New: func() proto.Message { return &storagev1.ServiceKeyRecord{} }},
+		{Name: bucketGrants, New: func() proto.Message { return &storagev1.SpentResetGrantRecord{} }},
+	},
+}
+
+// Verify checks card.db at path offline (boltdb.Verify): its pages, every record, and
+// that each history entry names a stored card of its app.
+func Verify(path string) (*boltdb.Report, error) {
+	return boltdb.Verify(path, schema, func(tx *bolt.Tx, r *boltdb.Report) {
+		cards := tx.Bucket(bucketCards)
+		_ = tx.Bucket(bucketHistory).ForEach(func(k, v []byte) error {
+			r.Entries++
+			app, _, ok := bytes.Cut(k, []byte{0})
+			if !ok || cards.Get(cardKey(string(app), v)) == nil {
+				r.Problemf("history: entry %q names no stored card", k)
+			}
+			return nil
+		})
+	})
 }
 
 // BoltStore is the Store in a bbolt file.
@@ -233,7 +256,7 @@ func spendGrant(tx *bolt.Tx, card *storagev1.CardRecord, grant *ResetGrantUse) e
 	var expired [][]byte
 	err = b.ForEach(func(k, v []byte) error {
 		rec := &storagev1.SpentResetGrantRecord{}
-		if err := proto.Unmarshal(v, rec); err != nil {
+		if err := boltdb.DecodeProto(b, k, v, rec); err != nil {
 			return fmt.Errorf("card: spent reset grant %q: %w", k, err)
 		}
 		if now.After(rec.GetExpiresAt().AsTime().Add(spentGrantMargin)) {
@@ -442,7 +465,7 @@ func (s *BoltStore) ActiveCards(appID string, identities []string) ([]*storagev1
 				continue
 			}
 			rec := &storagev1.ActiveCardRecord{}
-			if err := proto.Unmarshal(v, rec); err != nil {
+			if err := boltdb.DecodeProto(b, key, v, rec); err != nil {
 				return fmt.Errorf("card: active card of %s: %w", identity, err)
 			}
 			out = append(out, rec)

@@ -46,6 +46,42 @@ var schema = boltdb.Schema{
 		bucketInvitations, bucketInviteeGroups, bucketEpochs, bucketEpochKeys, bucketUploads,
 		bucketUploadKeys, bucketRotationDue, bucketOutbox, bucketState, bucketInviteExpiry,
 	},
+	Records: []boltdb.RecordBucket{
+		{Name: bucketGroups, New: func() proto.Message { return &storagev1.GroupRecord{} }},
+		{Name: bucketMembers, New: func() proto.Message { return &storagev1.GroupMemberRecord{} }},
+		{Name: bucketBans, New: func() proto.Message { return &storagev1.GroupBanRecord{} }},
+		{Name: bucketJoinRequests, New: func() proto.Message { return &storagev1.GroupJoinRequestRecord{} }},
+		{Name: bucketInvitations, New: func() proto.Message { return &storagev1.GroupInvitationRecord{} }},
+		{Name: bucketEpochs, New: func() proto.Message { return &storagev1.GroupEpochRecord{} }},
+		{Name: bucketEpochKeys, New: func() proto.Message { return &storagev1.GroupEpochKeyRecord{} }},
+		{Name: bucketUploads, New: func() proto.Message { return &storagev1.GroupUploadRecord{} }},
+		{Name: bucketUploadKeys, New: func() proto.Message { return &storagev1.GroupStagedKeyRecord{} }},
+		{Name: bucketOutbox, New: func() proto.Message { return &storagev1.GroupOutboxRecord{} }},
+		// The card cursor: damaged, it would skip card events (and the rotations they
+		// require) or replay them.
+		{Name: bucketState},
+	},
+}
+
+// Verify checks group.db at path offline (boltdb.Verify): its pages, every record, and
+// that each member_groups and invitee_groups entry has its member or invitation.
+func Verify(path string) (*boltdb.Report, error) {
+	return boltdb.Verify(path, schema, func(tx *bolt.Tx, r *boltdb.Report) {
+		for _, idx := range []struct{ index, records []byte }{
+			{bucketMemberGroups, bucketMembers}, {bucketInviteeGroups, bucketInvitations},
+		} {
+			records := tx.Bucket(idx.records)
+			_ = tx.Bucket(idx.index).ForEach(func(k, _ []byte) error {
+				r.Entries++
+				// app 0 identity 0 group indexes app 0 group 0 identity.
+				parts := bytes.Split(k, []byte{0})
+				if len(parts) != 3 || records.Get(boltdb.Key(string(parts[0]), string(parts[2]), string(parts[1]))) == nil {
+					r.Problemf("%s: entry %q names no stored record", idx.index, k)
+				}
+				return nil
+			})
+		}
+	})
 }
 
 // batchDelay is how long a Batch waits for others to share its commit.
@@ -180,7 +216,7 @@ func OpenStore(path string) (Store, error) {
 	// AuthorizeSend counts every encrypted message in a Batch; bbolt's default wait of
 	// 10 ms for more writers would be added to each lone send.
 	db.MaxBatchDelay = batchDelay
-	if err := indexInvitationExpiry(db); err != nil {
+	if err := boltdb.Protect(path, func() error { return indexInvitationExpiry(db) }); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("group: index invitations by expiry in %s: %w", path, err)
 	}
@@ -192,13 +228,14 @@ func OpenStore(path string) (Store, error) {
 func indexInvitationExpiry(db *boltdb.DB) error {
 	return db.Update(func(tx *bolt.Tx) error {
 		state := tx.Bucket(bucketState)
-		if state.Get(inviteExpiryKey) != nil {
-			return nil
+		if v := state.Get(inviteExpiryKey); v != nil {
+			_, err := boltdb.Unseal(state, inviteExpiryKey, v)
+			return err
 		}
 		idx := tx.Bucket(bucketInviteExpiry)
 		err := tx.Bucket(bucketInvitations).ForEach(func(k, v []byte) error {
 			inv := &storagev1.GroupInvitationRecord{}
-			if err := proto.Unmarshal(v, inv); err != nil {
+			if err := boltdb.DecodeProto(tx.Bucket(bucketInvitations), k, v, inv); err != nil {
 				return fmt.Errorf("invitation %q: %w", k, err)
 			}
 			return idx.Put(inviteExpiryEntry(inv.GetExpiresAt().AsTime(), k), nil)
@@ -206,7 +243,7 @@ func indexInvitationExpiry(db *boltdb.DB) error {
 		if err != nil {
 			return err
 		}
-		return state.Put(inviteExpiryKey, []byte{1})
+		return boltdb.PutRecord(state, inviteExpiryKey, []byte{1})
 	})
 }
 
@@ -380,7 +417,7 @@ func (t *boltTx) unindexInvitation(k []byte) error {
 		return nil
 	}
 	old := &storagev1.GroupInvitationRecord{}
-	if err := proto.Unmarshal(v, old); err != nil {
+	if err := boltdb.DecodeProto(t.b(bucketInvitations), k, v, old); err != nil {
 		return fmt.Errorf("invitation %q: %w", k, err)
 	}
 	return t.b(bucketInviteExpiry).Delete(inviteExpiryEntry(old.GetExpiresAt().AsTime(), k))
@@ -477,7 +514,7 @@ func (t *boltTx) ExpiredUploads(now time.Time, limit int) ([][3]string, error) {
 			return nil
 		}
 		u := &storagev1.GroupUploadRecord{}
-		if err := proto.Unmarshal(v, u); err != nil {
+		if err := boltdb.DecodeProto(t.b(bucketUploads), k, v, u); err != nil {
 			return err
 		}
 		if !now.Before(u.GetExpiresAt().AsTime()) {
@@ -588,7 +625,7 @@ func (t *boltTx) Outbox(limit int) ([]*storagev1.GroupOutboxRecord, error) {
 	c := t.b(bucketOutbox).Cursor()
 	for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
 		r := &storagev1.GroupOutboxRecord{}
-		if err := proto.Unmarshal(v, r); err != nil {
+		if err := boltdb.DecodeProto(t.b(bucketOutbox), k, v, r); err != nil {
 			return nil, err
 		}
 		out = append(out, r)
@@ -599,15 +636,20 @@ func (t *boltTx) Outbox(limit int) ([]*storagev1.GroupOutboxRecord, error) {
 func (t *boltTx) DeleteOutbox(seq uint64) error { return t.b(bucketOutbox).Delete(boltdb.U64(seq)) }
 
 func (t *boltTx) CardCursor() (uint64, error) {
-	v := t.b(bucketState).Get(cardCursorKey)
+	b := t.b(bucketState)
+	v := b.Get(cardCursorKey)
 	if v == nil {
 		return 0, nil
+	}
+	v, err := boltdb.Unseal(b, cardCursorKey, v)
+	if err != nil {
+		return 0, err
 	}
 	return boltdb.ParseU64(v)
 }
 
 func (t *boltTx) SetCardCursor(seq uint64) error {
-	return t.b(bucketState).Put(cardCursorKey, boltdb.U64(seq))
+	return boltdb.PutRecord(t.b(bucketState), cardCursorKey, boltdb.U64(seq))
 }
 
 // getOptional reads key into m, or returns nil if there is no such record.
@@ -628,7 +670,7 @@ func scanPrefix[M proto.Message](b *bolt.Bucket, prefix, start []byte, newM func
 	c := b.Cursor()
 	for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		m := newM()
-		if err := proto.Unmarshal(v, m); err != nil {
+		if err := boltdb.DecodeProto(b, k, v, m); err != nil {
 			return err
 		}
 		more, err := fn(m)

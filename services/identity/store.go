@@ -7,6 +7,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/pkg/boltdb"
@@ -60,6 +61,36 @@ var (
 var schema = boltdb.Schema{
 	Version: 1,
 	Buckets: [][]byte{bucketApps, bucketAppKeys, bucketAppKeysByApp, bucketSigningKeys, bucketRevocations, bucketRevocationLog},
+	Records: []boltdb.RecordBucket{
+		{Name: bucketApps, New: func() proto.Message { return &storagev1.AppRecord{} }},
+		{Name: bucketAppKeys, New: func() proto.Message { return &storagev1.AppKeyRecord{} }},
+		{Name: bucketSigningKeys, New: func() proto.Message { return &storagev1.SigningKeyRecord{} }},
+		{Name: bucketRevocations, New: func() proto.Message { return &storagev1.RevocationRecord{} }},
+	},
+}
+
+// Verify checks identity.db at path offline (boltdb.Verify): its pages, every record,
+// and that each index entry (app_keys_by_app, revocation_log) points at a record.
+func Verify(path string) (*boltdb.Report, error) {
+	return boltdb.Verify(path, schema, func(tx *bolt.Tx, r *boltdb.Report) {
+		keys := tx.Bucket(bucketAppKeys)
+		_ = tx.Bucket(bucketAppKeysByApp).ForEach(func(k, _ []byte) error {
+			r.Entries++
+			i := bytes.IndexByte(k, 0)
+			if i < 0 || keys.Get(k[i+1:]) == nil {
+				r.Problemf("app_keys_by_app: entry %q names no stored key", k)
+			}
+			return nil
+		})
+		revs := tx.Bucket(bucketRevocations)
+		_ = tx.Bucket(bucketRevocationLog).ForEach(func(k, v []byte) error {
+			r.Entries++
+			if len(k) != 8 || revs.Get(v) == nil {
+				r.Problemf("revocation_log: entry %x names no stored revocation", k)
+			}
+			return nil
+		})
+	})
 }
 
 // BoltStore is the Store in a bbolt file.

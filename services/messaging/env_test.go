@@ -83,6 +83,8 @@ type envOptions struct {
 	cards  Cards
 	// quiet discards logs (benchmarks and load tests log a line per call otherwise).
 	quiet bool
+	// damaged skips the check of messaging.db when the env stops: the test damaged it.
+	damaged bool
 }
 
 func newEnv(t testing.TB, opts envOptions) *env {
@@ -184,6 +186,12 @@ func newEnv(t testing.TB, opts envOptions) *env {
 			}
 			cardStore.Close()
 			idStore.Close()
+			if !opts.damaged {
+				// Every record went in sealed; every index entry points at its log entry.
+				if r, err := Verify(filepath.Join(opts.dir, "messaging.db")); err != nil || r.Err() != nil {
+					t.Errorf("verify messaging.db: %v %v", err, r.Err())
+				}
+			}
 		})
 	}
 	e := &env{

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/pkg/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
@@ -199,12 +200,24 @@ var (
 	keyIndexedThrough = []byte("indexed_through")
 )
 
+// The records (log entries, fan-outs, conversations, participations) are sealed with a
+// checksum (boltdb.Seal). The index entries are not: each points at a log entry, whose
+// record names what it is (app, conversation and sequence, sender and client message
+// id, event id, recipients), and every read checks that it is what the index said, so
+// that a damaged index entry is refused too rather than serving another conversation's
+// message.
 var schema = boltdb.Schema{
 	Version: 1,
 	Buckets: [][]byte{
 		bucketLog, bucketFanout, bucketIndexState, bucketConversations, bucketParticipations,
 		bucketMessages, bucketInbox, bucketInboxHeads, bucketIdempotency, bucketEvents, bucketExpiry,
 		bucketAppSettings,
+	},
+	Records: []boltdb.RecordBucket{
+		{Name: bucketLog, New: func() proto.Message { return &storagev1.MessagingLogRecord{} }},
+		{Name: bucketFanout, New: func() proto.Message { return &storagev1.MessagingFanoutRecord{} }},
+		{Name: bucketConversations, New: func() proto.Message { return &storagev1.ConversationRecord{} }},
+		{Name: bucketParticipations, New: func() proto.Message { return &storagev1.ParticipationRecord{} }},
 	},
 }
 
@@ -260,7 +273,8 @@ func OpenStore(path string, opts StoreOptions) (*BoltStore, error) {
 		return nil, err
 	}
 	s := &BoltStore{db: db, mem: newMemIndex(), flushEntries: opts.FlushEntries, flushAge: opts.FlushAge}
-	if err := s.replay(); err != nil {
+	// A damaged log entry fails the rebuild, as a *boltdb.DamagedError naming the file.
+	if err := boltdb.Protect(path, s.replay); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("messaging: rebuild indexes from the log of %s: %w", path, err)
 	}
@@ -303,7 +317,7 @@ func (s *BoltStore) replay() error {
 				if err != nil {
 					return err
 				}
-				rec, fr, err := decodeEntry(k, v, fan)
+				rec, fr, err := decodeEntry(log, fan, k, v)
 				if err != nil {
 					return fmt.Errorf("log entry %d: %w", pos, err)
 				}

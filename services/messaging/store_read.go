@@ -5,11 +5,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/pkg/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
@@ -122,17 +122,48 @@ func seqEntry(k, v []byte) (seq, pos uint64, err error) {
 }
 
 // readEntry reads the log entry at pos (without a fan-out kept in the fanout bucket);
-// nil if it was swept.
+// nil if it was swept. A record that fails its checksum is an error wrapping
+// errs.ErrDamaged.
 func readEntry(tx *bolt.Tx, pos uint64) (*storagev1.MessagingLogRecord, error) {
-	v := tx.Bucket(bucketLog).Get(boltdb.U64(pos))
+	log := tx.Bucket(bucketLog)
+	k := boltdb.U64(pos)
+	v := log.Get(k)
 	if v == nil {
 		return nil, nil
 	}
 	rec := &storagev1.MessagingLogRecord{}
-	if err := proto.Unmarshal(v, rec); err != nil {
+	if err := boltdb.DecodeProto(log, k, v, rec); err != nil {
 		return nil, fmt.Errorf("messaging: store: log entry %d: %w", pos, err)
 	}
 	return rec, nil
+}
+
+// indexDamaged reports an index entry that points at a log entry that is not what the
+// index says: index entries carry no checksum, so this is how their damage shows.
+func (s *BoltStore) indexDamaged(bucket []byte, key string, pos uint64, what string) error {
+	return errs.Damagedf("%s: the index entry at key %q in bucket %q points at log entry %d, which %s", s.db.Path(), key, bucket, pos, what)
+}
+
+// isMessage reports whether rec is message seq of conversation conv of app.
+func isMessage(rec *storagev1.MessagingLogRecord, app, conv string, seq uint64) bool {
+	m := rec.GetMessage()
+	return rec.GetAppId() == app && m.GetConversationId() == conv && m.GetSequence() == seq
+}
+
+// isInboxItem reports whether rec can be item seq of identity's inbox in app: its app
+// matches and, when its fan-out is in the record (direct messages, small groups), the
+// fan-out gives identity that inbox sequence. A larger fan-out is in the fanout bucket
+// and is not read for this check.
+func isInboxItem(rec *storagev1.MessagingLogRecord, app, identity string, seq uint64) bool {
+	if rec.GetAppId() != app {
+		return false
+	}
+	fan := rec.GetFanout()
+	if fan == nil {
+		return true
+	}
+	i, found := slices.BinarySearch(fan.GetRecipients(), identity)
+	return found && i < len(fan.GetInboxSequences()) && fan.GetInboxSequences()[i] == seq
 }
 
 // Sent implements Store.
@@ -154,7 +185,10 @@ func (s *BoltStore) Sent(app, sender, cmid string) (*storagev1.MessagingLogRecor
 			}
 		}
 		var err error
-		rec, err = readEntry(tx, pos)
+		if rec, err = readEntry(tx, pos); err == nil && rec != nil &&
+			(rec.GetAppId() != app || rec.GetMessage().GetSender() != sender || rec.GetMessage().GetClientMessageId() != cmid) {
+			err = s.indexDamaged(bucketIdempotency, key, pos, "is not this sender's message with this client_message_id")
+		}
 		return err
 	})
 	if err != nil {
@@ -245,6 +279,9 @@ func (s *BoltStore) Messages(app, conv string, q MessageQuery) ([]*storagev1.Mes
 			if rec == nil || err != nil {
 				return true, err // swept since the index was read
 			}
+			if !isMessage(rec, app, conv, seq) {
+				return false, s.indexDamaged(bucketMessages, string(seqKey(key, seq)), pos, "is not this message")
+			}
 			n := len(rec.GetMessage().GetEnvelope())
 			if len(out) == q.Limit || len(out) > 0 && size+n > q.MaxBytes {
 				more = true
@@ -313,6 +350,9 @@ func (s *BoltStore) Inbox(app, identity string, after uint64, limit, maxBytes in
 			rec, err := readEntry(tx, pos)
 			if rec == nil || err != nil {
 				return true, err
+			}
+			if !isInboxItem(rec, app, identity, seq) {
+				return false, s.indexDamaged(bucketInbox, string(seqKey(key, seq)), pos, "is not an item of this inbox")
 			}
 			n := recordSize(rec)
 			if len(out) == limit || len(out) > 0 && size+n > maxBytes {

@@ -3,6 +3,7 @@ package messaging
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -81,6 +82,17 @@ func (s *BoltStore) Apply(b *Batch) error {
 	}
 	s.mem.merge(ov, flushed)
 	return nil
+}
+
+// refuse makes damaged stored data the refusal of the one op that read it (which has
+// written nothing yet), so that the rest of the batch is stored; any other error fails
+// the batch.
+func refuse(op *Op, err error) error {
+	if errors.Is(err, errs.ErrDamaged) {
+		op.Err = err
+		return nil
+	}
+	return err
 }
 
 func (w *writer) apply(op *Op) error {
@@ -194,21 +206,21 @@ func (w *writer) entry(pos uint64) (*storagev1.MessagingLogRecord, *storagev1.Me
 	if v == nil {
 		return nil, nil, nil
 	}
-	return decodeEntry(k, v, w.fanout)
+	return decodeEntry(w.log, w.fanout, k, v)
 }
 
 // maxInlineFanout is the largest fan-out kept in its log record rather than in the
 // fanout bucket: a direct message's, and small groups'.
 const maxInlineFanout = 16
 
-// putLog writes a log record. Log records are not compared byte for byte, so they skip
-// deterministic marshalling.
+// putLog writes a log record, sealed. Log records are not compared byte for byte, so
+// they skip deterministic marshalling.
 func putLog(b *bolt.Bucket, k []byte, rec *storagev1.MessagingLogRecord) error {
-	v, err := proto.Marshal(rec)
+	v, err := proto.MarshalOptions{}.MarshalAppend(make([]byte, 0, proto.Size(rec)+boltdb.ChecksumSize), rec)
 	if err != nil {
 		return fmt.Errorf("encode log entry: %w", err)
 	}
-	return b.Put(k, v)
+	return boltdb.PutRecord(b, k, v)
 }
 
 // appendEntry appends rec and its fan-out to the log, and the items to the recipients'
@@ -260,8 +272,11 @@ func (w *writer) send(op *Op) error {
 	}
 	if found {
 		rec, _, err := w.entry(pos)
+		if err == nil && rec != nil && (rec.GetAppId() != m.AppID || rec.GetMessage().GetSender() != m.Sender || rec.GetMessage().GetClientMessageId() != m.ClientMessageID) {
+			err = w.s.indexDamaged(bucketIdempotency, ik, pos, "is not this sender's message with this client_message_id")
+		}
 		if err != nil {
-			return err
+			return refuse(op, err)
 		}
 		if prev := rec.GetMessage(); prev != nil {
 			if prev.GetConversationId() != m.ConversationID || !sameMessage(prev, m) {
@@ -278,7 +293,7 @@ func (w *writer) send(op *Op) error {
 	ck := key2(m.AppID, m.ConversationID)
 	c, err := w.conv(ck)
 	if err != nil {
-		return err
+		return refuse(op, err)
 	}
 	created := c == nil
 	if created {
@@ -371,8 +386,11 @@ func (w *writer) event(op *Op) error {
 	}
 	if found {
 		rec, fan, err := w.entry(pos)
+		if err == nil && rec != nil && (rec.GetAppId() != e.AppID || rec.GetEvent().GetEventId() != e.EventID) {
+			err = w.s.indexDamaged(bucketEvents, ek, pos, "is not the event with this id")
+		}
 		if err != nil {
-			return err
+			return refuse(op, err)
 		}
 		if prev := rec.GetEvent(); prev != nil {
 			if prev.GetType() != e.Type || prev.GetGroupId() != e.GroupID || !bytes.Equal(prev.GetPayload(), e.Payload) ||
@@ -409,7 +427,7 @@ func (w *writer) cursors(op *Op) error {
 	u := op.Cursors
 	c, err := w.conv(key2(u.AppID, u.ConversationID))
 	if err != nil {
-		return err
+		return refuse(op, err)
 	}
 	var latest uint64 // a direct conversation not started yet has none
 	if c != nil {
@@ -430,7 +448,7 @@ func (w *writer) cursors(op *Op) error {
 	case notFound(err):
 		part = &storagev1.ParticipationRecord{ConversationId: u.ConversationID, Kind: u.Kind, Peer: u.Peer}
 	case err != nil:
-		return err
+		return refuse(op, err)
 	}
 	read := max(part.GetReadSequence(), u.Read)
 	delivered := max(part.GetDeliveredSequence(), u.Delivered, read)
@@ -464,7 +482,7 @@ func (w *writer) flush() error {
 			if err != nil {
 				return err
 			}
-			convs.add([]byte(k), v)
+			convs.add([]byte(k), boltdb.Seal([]byte(k), v))
 		}
 	}
 	for i, inboxes := range []map[string]*memInbox{mem.inboxes, w.ov.inboxes} {
@@ -645,7 +663,7 @@ func deleteEntry(tx *bolt.Tx, pos uint64) (int, bool, error) {
 	if v == nil {
 		return 1, false, nil
 	}
-	rec, fan, err := decodeEntry(p, v, fanout)
+	rec, fan, err := decodeEntry(log, fanout, p, v)
 	if err != nil {
 		return 0, false, fmt.Errorf("log entry %d: %w", pos, err)
 	}
@@ -683,15 +701,15 @@ func deleteEntry(tx *bolt.Tx, pos uint64) (int, bool, error) {
 	return 1 + len(fan.GetRecipients()), true, log.Delete(p)
 }
 
-// decodeEntry decodes a log record and finds its fan-out, inline or in the fanout
-// bucket.
-func decodeEntry(k, v []byte, fanout *bolt.Bucket) (*storagev1.MessagingLogRecord, *storagev1.MessagingFanoutRecord, error) {
+// decodeEntry checks and decodes the log record v at k, and finds its fan-out, inline
+// or in the fanout bucket.
+func decodeEntry(log, fanout *bolt.Bucket, k, v []byte) (*storagev1.MessagingLogRecord, *storagev1.MessagingFanoutRecord, error) {
 	rec := &storagev1.MessagingLogRecord{}
-	if err := proto.Unmarshal(v, rec); err != nil {
-		return nil, nil, fmt.Errorf("decode log entry: %w", err)
+	if err := boltdb.DecodeProto(log, k, v, rec); err != nil {
+		return nil, nil, err
 	}
 	if rec.GetMessage() == nil && rec.GetEvent() == nil {
-		return nil, nil, fmt.Errorf("log entry is neither a message nor an event")
+		return nil, nil, errs.Damagedf("%s: log entry %x is neither a message nor an event", log.Tx().DB().Path(), k)
 	}
 	fan := rec.GetFanout()
 	if fan == nil {
@@ -701,7 +719,8 @@ func decodeEntry(k, v []byte, fanout *bolt.Bucket) (*storagev1.MessagingLogRecor
 		}
 	}
 	if len(fan.GetRecipients()) != len(fan.GetInboxSequences()) {
-		return nil, nil, fmt.Errorf("fan-out lists %d recipients and %d inbox sequences", len(fan.GetRecipients()), len(fan.GetInboxSequences()))
+		return nil, nil, errs.Damagedf("%s: the fan-out of log entry %x lists %d recipients and %d inbox sequences",
+			log.Tx().DB().Path(), k, len(fan.GetRecipients()), len(fan.GetInboxSequences()))
 	}
 	return rec, fan, nil
 }
