@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -26,7 +27,9 @@ type device struct {
 	keystore string
 }
 
-func newDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite, dir string) *device {
+// newDevice makes a device of uid whose keystore is in dir (a new folder when dir is
+// ""), dialling the node with opts besides the usual options.
+func newDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite, dir string, opts ...grpc.DialOption) *device {
 	t.Helper()
 	id := app.User(t, uid)
 	if dir == "" {
@@ -39,12 +42,25 @@ func newDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, su
 		KeystorePath: path,
 		Passphrase:   []byte("passphrase of " + uid),
 		Suite:        suite,
+		DialOptions:  opts,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return &device{Client: c, identity: id, keystore: path}
+}
+
+// registeredDevice is newDevice, in a keystore folder of its own, with its card
+// published.
+func registeredDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite) (*device, *sdk.Card) {
+	t.Helper()
+	d := newDevice(t, n, app, uid, suite, "")
+	card, err := d.Register(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, card
 }
 
 func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
@@ -102,15 +118,8 @@ func TestRotationKeepsHistoryReadable(t *testing.T) {
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
-	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
-	first, err := alice.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	alice, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
+	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	before, err := alice.Encrypt(ctx, []byte("before"), bob.identity)
 	if err != nil {
 		t.Fatal(err)
@@ -170,10 +179,7 @@ func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
-	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-	if _, err := alice.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	alice, _ := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	if _, err := alice.Register(ctx); !errors.Is(err, sdk.ErrAlreadyRegistered) {
 		t.Errorf("second Register: %v", err)
 	}
@@ -245,15 +251,8 @@ func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
-	lost := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
-	first, err := lost.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	lost, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
+	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	before, err := lost.Encrypt(ctx, []byte("before the loss"), bob.identity)
 	if err != nil {
 		t.Fatal(err)
@@ -382,16 +381,8 @@ func TestCardLifetimeClockSkew(t *testing.T) {
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
-	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
-	first, err := alice.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bobCard, err := bob.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	alice, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
+	bob, bobCard := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	second, err := alice.RotateKeys(ctx)
 	if err != nil {
 		t.Fatal(err)
