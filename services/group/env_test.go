@@ -292,6 +292,19 @@ func (e *env) groupID(t testing.TB, a app, guid string) string {
 	return resp.GetGroups()[guid]
 }
 
+// twoMemberGroup makes an app with users owner and bob, who have cards, and its group
+// "team" of the two, whose first epoch's key owner committed to both.
+func (e *env) twoMemberGroup(t testing.TB) (owner, bob *user, group string) {
+	t.Helper()
+	a := e.newApp(t)
+	us := e.newUsers(t, a, true, "owner", "bob")
+	owner, bob = us[0], us[1]
+	group = e.groupID(t, a, "team")
+	e.create(t, owner, group, bob)
+	e.commit(t, group, owner, owner, bob)
+	return owner, bob, group
+}
+
 func identities(us ...*user) []string {
 	out := make([]string, len(us))
 	for i, u := range us {
