@@ -89,17 +89,8 @@ func (v *Verifier) VerifyResetGrant(ctx context.Context, raw string) (*ResetGran
 	if t.Method.Alg() != Algorithm {
 		return nil, errs.Permissionf("reset grant algorithm %q is not accepted: grants are signed with %s", t.Method.Alg(), Algorithm)
 	}
-	parser := jwt.NewParser(
-		jwt.WithValidMethods([]string{Algorithm}),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithIssuer(v.issuer),
-		jwt.WithAudience(ResetGrantAudience),
-		jwt.WithLeeway(Leeway),
-		jwt.WithTimeFunc(v.now),
-	)
 	var c Claims
-	_, err = parser.ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
+	_, err = v.parser(jwt.WithAudience(ResetGrantAudience)).ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		if kid == "" {
 			return nil, errs.Permissionf("reset grant has no key id (kid)")

@@ -167,16 +167,8 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
 			return nil, errs.Unauthenticatedf("a reset grant is not an access token: send it as PublishCardRequest.reset_grant, with the user's access token")
 		}
 	}
-	parser := jwt.NewParser(
-		jwt.WithValidMethods([]string{Algorithm}),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithIssuer(v.issuer),
-		jwt.WithLeeway(Leeway),
-		jwt.WithTimeFunc(v.now),
-	)
 	var c Claims
-	_, err := parser.ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
+	_, err := v.parser().ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		if kid == "" {
 			return nil, errs.Unauthenticatedf("access token has no key id (kid)")
@@ -217,6 +209,20 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
 		IssuedAt:  c.IssuedAt.Time,
 		ExpiresAt: c.ExpiresAt.Time,
 	}, nil
+}
+
+// parser returns a parser that checks, besides opts, what every JWT the identity
+// service signs must hold: the one algorithm, an expiry, an issued-at that is not in the
+// future, and this verifier's issuer, all on its clock with Leeway.
+func (v *Verifier) parser(opts ...jwt.ParserOption) *jwt.Parser {
+	return jwt.NewParser(append([]jwt.ParserOption{
+		jwt.WithValidMethods([]string{Algorithm}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithIssuer(v.issuer),
+		jwt.WithLeeway(Leeway),
+		jwt.WithTimeFunc(v.now),
+	}, opts...)...)
 }
 
 // accessTokenUse tells parse failures of an access token as failed authentication.
