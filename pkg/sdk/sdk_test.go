@@ -161,17 +161,25 @@ func TestRotationKeepsHistoryReadable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oldKey := ks.KeyFor(first.ID)
-	bobCards, err := alice.FindCards(ctx, bob.identity)
+	wantForgeryRefused(t, bob, alice.identity, ks.KeyFor(first.ID), first.ID, "a retired key")
+}
+
+// wantForgeryRefused checks that reader refuses a message from sender signed with key,
+// the key of sender's card cardID, and dated an hour from now, after that card stopped
+// being valid; what names the key in the failure.
+func wantForgeryRefused(t *testing.T, reader *device, sender string, key *e2ee.KeyPair, cardID []byte, what string) {
+	t.Helper()
+	ctx := context.Background()
+	readerCards, err := reader.FindCards(ctx, reader.identity)
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged, err := e2ee.Encrypt(oldKey, first.ID, []*e2ee.Card{bobCards[bob.identity].Card}, []byte("forged"), time.Now().Add(time.Hour))
+	forged, err := e2ee.Encrypt(key, cardID, []*e2ee.Card{readerCards[reader.identity].Card}, []byte("forged"), time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.Decrypt(ctx, forged, alice.identity); !errors.Is(err, sdk.ErrCardNotValidThen) {
-		t.Errorf("message from a retired key: %v, want ErrCardNotValidThen", err)
+	if _, err := reader.Decrypt(ctx, forged, sender); !errors.Is(err, sdk.ErrCardNotValidThen) {
+		t.Errorf("a message from %s dated after its card: %v; want ErrCardNotValidThen", what, err)
 	}
 }
 
@@ -315,18 +323,8 @@ func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oldKey, _ := ks.Current()
-	bobCards, err := bob.FindCards(ctx, bob.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	forged, err := e2ee.Encrypt(oldKey, first.ID, []*e2ee.Card{bobCards[bob.identity].Card}, []byte("from the lost phone"), time.Now().Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.Decrypt(ctx, forged, fresh.identity); !errors.Is(err, sdk.ErrCardNotValidThen) {
-		t.Errorf("a message signed by the lost key after the reset: %v; want ErrCardNotValidThen", err)
-	}
+	lostKey, _ := ks.Current()
+	wantForgeryRefused(t, bob, fresh.identity, lostKey, first.ID, "the lost key")
 }
 
 // TestTokenRefreshedWhenRefused: a token the server refuses is replaced by a fresh one
