@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -19,10 +18,8 @@ import (
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
-	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/node"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
-	"github.com/umbra-e2ee/umbra/services/backup"
 )
 
 // from returns a dialer whose connections leave from the loopback address ip, so that
@@ -73,33 +70,10 @@ func restResolve(t *testing.T, c *http.Client, base, key string) (int, string) {
 // behind the same gateway, or calling gRPC directly, is not. The gateway vouches for
 // its clients' addresses with the node's forwarder token, which a client cannot forge.
 func TestFailedCredentialsAreLimitedPerClient(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan node.Addrs, 1)
-	done := make(chan error, 1)
-	cfg := node.Config{
-		Roles:           gateway.Services(),
-		DataDir:         t.TempDir(),
-		GRPC:            grpcserver.Config{Addr: "127.0.0.1:0"},
-		Gateway:         &gateway.Config{Addr: "127.0.0.1:0"},
-		AdminCredential: testAdmin,
-		ServiceToken:    "test-service-token-0123456789",
-		Backup:          backup.Config{Secret: []byte("test-backup-secret-0123456789abcdef")},
-		AuthFailures:    auth.FailureLimit{Burst: 3, Refill: time.Hour},
-		Ready: func(_ context.Context, addrs node.Addrs) error {
-			ready <- addrs
-			return nil
-		},
-	}
-	go func() { done <- node.Run(ctx, cfg, zaptest.NewLogger(t)) }()
-	t.Cleanup(func() { cancel(); <-done })
-	var addrs node.Addrs
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		t.Fatalf("node.Run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("node not ready within 10 s")
-	}
+	addrs, _ := startNodeWith(t, testAdmin, func(c *node.Config) {
+		c.Gateway = &gateway.Config{Addr: "127.0.0.1:0"}
+		c.AuthFailures = auth.FailureLimit{Burst: 3, Refill: time.Hour}
+	})
 	base := "http://" + addrs.Gateway
 
 	key := devApp(t, base)

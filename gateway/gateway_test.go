@@ -49,6 +49,14 @@ const testAdmin = "test-admin-credential-0123456789"
 // returned (it is also called on cleanup).
 func startNode(t *testing.T, admin string) (string, func()) {
 	t.Helper()
+	addrs, stop := startNodeWith(t, admin, func(*node.Config) {})
+	return addrs.GRPC, stop
+}
+
+// startNodeWith is startNode with its configuration adjusted by edit first, and returns
+// every address the node serves.
+func startNodeWith(t *testing.T, admin string, edit func(*node.Config)) (node.Addrs, func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan node.Addrs, 1)
 	done := make(chan error, 1)
@@ -66,6 +74,7 @@ func startNode(t *testing.T, admin string) (string, func()) {
 			return nil
 		},
 	}
+	edit(&cfg)
 	log := zaptest.NewLogger(t)
 	go func() { done <- node.Run(ctx, cfg, log) }()
 
@@ -81,14 +90,14 @@ func startNode(t *testing.T, admin string) (string, func()) {
 	t.Cleanup(stop)
 	select {
 	case addrs := <-ready:
-		return addrs.GRPC, stop
+		return addrs, stop
 	case err := <-done:
 		done <- nil // for stop, which waits for Run's return
 		t.Fatalf("node.Run returned before it was ready: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("node did not become ready within 10 s")
 	}
-	return "", nil
+	return node.Addrs{}, nil
 }
 
 // upstreamsAt points every service of the gateway at addr.

@@ -36,10 +36,7 @@ func TestOnlineBackupAndRestore(t *testing.T) {
 		return out.String(), err
 	}
 	dataA, dataB, backups := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b"), t.TempDir()
-	grpcPort, httpPort := e2eFreePort(t), e2eFreePort(t)
-	for grpcPort == httpPort {
-		httpPort = e2eFreePort(t)
-	}
+	grpcPort, httpPort := e2eFreePorts(t)
 	server := fmt.Sprintf("127.0.0.1:%d", grpcPort)
 	p := e2eStartDev(t, bin, dataA, grpcPort, httpPort)
 	e2eAllowPlaintext(t, p)

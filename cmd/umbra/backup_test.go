@@ -1,17 +1,10 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
 )
 
 // TestBackupCommands backs up alice's keys with the real binary on one device and
@@ -20,41 +13,15 @@ import (
 // reset deletes the backup. Passwords come from files, standard input and the
 // environment, never from the command line.
 func TestBackupCommands(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
-	}
-	bin := e2eBinary(t)
 	// The server runs in the test process: a whole node, as umbra dev would run it.
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
-	work := t.TempDir()
-	base := append(e2eEnv(os.Environ()),
-		"UMBRA_API_KEY="+app.APIKey,
-		"UMBRA_SERVER="+n.GRPC,
-		"UMBRA_PASSPHRASE=a local keystore passphrase",
-	)
-	type result struct {
-		stdout, stderr string
-		exit           int
-	}
+	c := startCLINode(t)
+	c.env = append(c.env, "UMBRA_API_KEY="+c.app.APIKey, "UMBRA_SERVER="+c.n.GRPC, "UMBRA_PASSPHRASE=a local keystore passphrase")
+	work := c.work
 	// umbra runs the binary as on device (a home folder of its own), with stdin and
 	// extra environment variables.
-	umbra := func(device, stdin string, env []string, args ...string) result {
+	umbra := func(device, stdin string, env []string, args ...string) cliResult {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Dir = work
-		cmd.Env = append(append(append([]string(nil), base...), "UMBRA_HOME="+filepath.Join(work, device)), env...)
-		cmd.Stdin = strings.NewReader(stdin)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var exitErr *exec.ExitError
-		if err != nil && !errors.As(err, &exitErr) {
-			t.Fatalf("umbra %v: %v", args, err)
-		}
-		return result{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
+		return c.run(stdin, append([]string{c.home(device)}, env...), args...)
 	}
 	ok := func(device, stdin string, env []string, args ...string) string {
 		t.Helper()

@@ -31,10 +31,7 @@ func TestMessagesSurviveSIGKILL(t *testing.T) {
 	}
 	bin := e2eBinary(t)
 	dataDir := filepath.Join(t.TempDir(), "umbra-data")
-	grpcPort, httpPort := e2eFreePort(t), e2eFreePort(t)
-	for grpcPort == httpPort {
-		httpPort = e2eFreePort(t)
-	}
+	grpcPort, httpPort := e2eFreePorts(t)
 	p := e2eStartDev(t, bin, dataDir, grpcPort, httpPort)
 	e2eAllowPlaintext(t, p)
 	addr := fmt.Sprintf("127.0.0.1:%d", grpcPort)

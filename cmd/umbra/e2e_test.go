@@ -92,6 +92,17 @@ func e2eFreePort(t *testing.T) int {
 	return lis.Addr().(*net.TCPAddr).Port
 }
 
+// e2eFreePorts returns two different loopback ports, for a server's gRPC and HTTP
+// listeners, that were free a moment ago.
+func e2eFreePorts(t *testing.T) (grpcPort, httpPort int) {
+	t.Helper()
+	grpcPort, httpPort = e2eFreePort(t), e2eFreePort(t)
+	for grpcPort == httpPort {
+		httpPort = e2eFreePort(t)
+	}
+	return grpcPort, httpPort
+}
+
 // e2eDev is one running `umbra dev`.
 type e2eDev struct {
 	cmd        *exec.Cmd
@@ -371,10 +382,7 @@ func e2eJWKSKids(t *testing.T, p *e2eDev) []string {
 // the same data.
 func e2eTestDev(t *testing.T, bin string) {
 	dataDir := filepath.Join(t.TempDir(), "umbra-data")
-	grpcPort, httpPort := e2eFreePort(t), e2eFreePort(t)
-	for grpcPort == httpPort {
-		httpPort = e2eFreePort(t)
-	}
+	grpcPort, httpPort := e2eFreePorts(t)
 	p := e2eStartDev(t, bin, dataDir, grpcPort, httpPort)
 
 	// Health.

@@ -1,15 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"errors"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
 )
@@ -18,31 +11,13 @@ import (
 // before the subcommand of each client command group (`umbra keys --server X init`),
 // against a node in the test process whose address only the flags give.
 func TestBinaryFlagsBeforeTheSubcommand(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
-	}
-	bin := e2eBinary(t)
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
-	env := append(e2eEnv(os.Environ()),
-		"UMBRA_API_KEY="+app.APIKey,
-		"UMBRA_NO_PASSPHRASE=true",
-		"UMBRA_HOME="+filepath.Join(t.TempDir(), "home"),
-	)
+	c := startCLINode(t)
+	c.env = append(c.env, "UMBRA_API_KEY="+c.app.APIKey, "UMBRA_NO_PASSPHRASE=true", c.home("home"))
+	n := c.n
 	umbra := func(args ...string) (string, string, int) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = env
-		var out, errOut bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		err := cmd.Run()
-		var exitErr *exec.ExitError
-		if err != nil && !errors.As(err, &exitErr) {
-			t.Fatalf("umbra %v: %v", args, err)
-		}
-		return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
+		r := c.run("", nil, args...)
+		return r.stdout, r.stderr, r.exit
 	}
 	server := "--server=" + n.GRPC
 	for _, args := range [][]string{

@@ -75,10 +75,7 @@ func TestReadmeCLIRoundTrip(t *testing.T) {
 		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
 	}
 	bin := e2eBinary(t)
-	grpcPort, httpPort := e2eFreePort(t), e2eFreePort(t)
-	for grpcPort == httpPort {
-		httpPort = e2eFreePort(t)
-	}
+	grpcPort, httpPort := e2eFreePorts(t)
 	p := e2eStartDev(t, bin, filepath.Join(t.TempDir(), "umbra-data"), grpcPort, httpPort)
 	defer p.stop(t)
 

@@ -41,10 +41,7 @@ func TestServerStoresNoSecret(t *testing.T) {
 		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
 	}
 	bin := e2eBinary(t)
-	grpcPort, httpPort := e2eFreePort(t), e2eFreePort(t)
-	for grpcPort == httpPort {
-		httpPort = e2eFreePort(t)
-	}
+	grpcPort, httpPort := e2eFreePorts(t)
 	dataDir := filepath.Join(t.TempDir(), "umbra-data")
 	p := e2eStartDev(t, bin, dataDir, grpcPort, httpPort, "--log-level", "debug")
 	server := fmt.Sprintf("127.0.0.1:%d", grpcPort)
@@ -92,14 +89,6 @@ func TestServerStoresNoSecret(t *testing.T) {
 		}
 		return stdout.String()
 	}
-	wantIn := func(what, out string, want ...string) {
-		t.Helper()
-		for _, w := range want {
-			if !strings.Contains(out, w) {
-				t.Fatalf("%s:\n%s\nwant %q in it", what, out, w)
-			}
-		}
-	}
 
 	for _, u := range []string{"alice", "bob", "carol"} {
 		umbra("phone", u, "login", u)
@@ -112,8 +101,8 @@ func TestServerStoresNoSecret(t *testing.T) {
 	umbra("phone", "alice", "keys", "rotate")
 	afterRotation := marker("direct after rotation")
 	umbra("phone", "alice", "send", "--to", "bob", afterRotation)
-	wantIn("bob's inbox", umbra("phone", "bob", "listen", "--from-start", "--until-caught-up"), a2b, afterRotation)
-	wantIn("alice's inbox", umbra("phone", "alice", "listen", "--from-start", "--until-caught-up"), b2a)
+	wantIn(t, "bob's inbox", umbra("phone", "bob", "listen", "--from-start", "--until-caught-up"), a2b, afterRotation)
+	wantIn(t, "alice's inbox", umbra("phone", "alice", "listen", "--from-start", "--until-caught-up"), b2a)
 
 	// A group: messages at epoch 1, then carol's removal and a message at epoch 2.
 	team := "team-" + run
@@ -124,20 +113,20 @@ func TestServerStoresNoSecret(t *testing.T) {
 	umbra("phone", "alice", "group", "remove", team, "carol")
 	g3 := marker("group after removal")
 	umbra("phone", "alice", "group", "send", team, g3)
-	wantIn("bob's group", umbra("phone", "bob", "group", "listen", "--from-start", "--until-caught-up", team), g1, g2, g3, "started epoch 2")
+	wantIn(t, "bob's group", umbra("phone", "bob", "group", "listen", "--from-start", "--until-caught-up", team), g1, g2, g3, "started epoch 2")
 
 	// Backups: a password and a recovery key; a restore on a laptop.
 	umbra("phone", "bob", "backup", "create")
 	secret("recovery key", strings.TrimSpace(umbra("phone", "bob", "backup", "recovery-key")))
 	umbra("laptop", "bob", "login", "bob")
 	umbra("laptop", "bob", "backup", "restore")
-	wantIn("the laptop", umbra("laptop", "bob", "listen", "--from-start", "--until-caught-up"), a2b)
+	wantIn(t, "the laptop", umbra("laptop", "bob", "listen", "--from-start", "--until-caught-up"), a2b)
 
 	// alice loses her keys and resets them; bob writes to the new card.
 	umbra("phone", "alice", "keys", "reset")
 	afterReset := marker("direct after reset")
 	umbra("phone", "bob", "send", "--to", "alice", afterReset)
-	wantIn("alice after the reset", umbra("phone", "alice", "listen", "--until-caught-up"), afterReset)
+	wantIn(t, "alice after the reset", umbra("phone", "alice", "listen", "--until-caught-up"), afterReset)
 
 	// The whole demo, keeping its keystores so their keys can be searched for.
 	demo := umbra("phone", "alice", "demo", "--keep")

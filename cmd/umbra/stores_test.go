@@ -121,10 +121,7 @@ func TestDamagedMissingAndEmptyStores(t *testing.T) {
 		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
 	}
 	bin := e2eBinary(t)
-	grpcPort, httpPort := e2eFreePort(t), e2eFreePort(t)
-	for grpcPort == httpPort {
-		httpPort = e2eFreePort(t)
-	}
+	grpcPort, httpPort := e2eFreePorts(t)
 	devArgs := func(dir string) []string {
 		return []string{"dev", "--data", dir, "--grpc-addr", fmt.Sprintf("127.0.0.1:%d", grpcPort), "--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort)}
 	}

@@ -35,6 +35,15 @@ const (
 	MaxResetGrantSize = 4096
 )
 
+// resetGrantUse tells parse failures of a reset grant as refused permission: the grant
+// is not the call's credential (the access token is, and it is fine).
+var resetGrantUse = jwtUse{
+	name:         "reset grant",
+	refuse:       errs.Permissionf,
+	afterExpired: ": ask the app backend for a new one",
+	audience:     ResetGrantAudience,
+}
+
 // ResetGrant is a verified reset grant.
 type ResetGrant struct {
 	// AppID and Identity are whose card the grant lets publish.
@@ -80,17 +89,8 @@ func (v *Verifier) VerifyResetGrant(ctx context.Context, raw string) (*ResetGran
 	if t.Method.Alg() != Algorithm {
 		return nil, errs.Permissionf("reset grant algorithm %q is not accepted: grants are signed with %s", t.Method.Alg(), Algorithm)
 	}
-	parser := jwt.NewParser(
-		jwt.WithValidMethods([]string{Algorithm}),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithIssuer(v.issuer),
-		jwt.WithAudience(ResetGrantAudience),
-		jwt.WithLeeway(Leeway),
-		jwt.WithTimeFunc(v.now),
-	)
 	var c Claims
-	_, err = parser.ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
+	_, err = v.parser(jwt.WithAudience(ResetGrantAudience)).ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		if kid == "" {
 			return nil, errs.Permissionf("reset grant has no key id (kid)")
@@ -102,7 +102,7 @@ func (v *Verifier) VerifyResetGrant(ctx context.Context, raw string) (*ResetGran
 		return k, err
 	})
 	if err != nil {
-		return nil, grantError(err)
+		return nil, resetGrantUse.parseError(err)
 	}
 	switch {
 	case c.IssuedAt == nil:
@@ -120,32 +120,4 @@ func (v *Verifier) VerifyResetGrant(ctx context.Context, raw string) (*ResetGran
 		return nil, errs.Permissionf("%v", err)
 	}
 	return &ResetGrant{AppID: c.App, Identity: c.Subject, ID: c.ID, IssuedAt: c.IssuedAt.Time, ExpiresAt: c.ExpiresAt.Time}, nil
-}
-
-// grantError turns a parse failure of a grant into a message for the caller.
-func grantError(err error) error {
-	var e *errs.Error
-	if errors.As(err, &e) {
-		return e
-	}
-	var msg string
-	switch {
-	case errors.Is(err, jwt.ErrTokenMalformed):
-		msg = "reset grant is malformed"
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		msg = "reset grant signature is invalid"
-	case errors.Is(err, jwt.ErrTokenExpired):
-		msg = "reset grant has expired: ask the app backend for a new one"
-	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		msg = "reset grant is not valid yet"
-	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		msg = "reset grant has the wrong issuer"
-	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		msg = fmt.Sprintf("reset grant has the wrong audience: want %q", ResetGrantAudience)
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		msg = "reset grant lacks a required claim"
-	default:
-		msg = "reset grant is invalid"
-	}
-	return errs.Permissionf("%s", msg)
 }

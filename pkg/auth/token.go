@@ -167,16 +167,8 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
 			return nil, errs.Unauthenticatedf("a reset grant is not an access token: send it as PublishCardRequest.reset_grant, with the user's access token")
 		}
 	}
-	parser := jwt.NewParser(
-		jwt.WithValidMethods([]string{Algorithm}),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithIssuer(v.issuer),
-		jwt.WithLeeway(Leeway),
-		jwt.WithTimeFunc(v.now),
-	)
 	var c Claims
-	_, err := parser.ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
+	_, err := v.parser().ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		if kid == "" {
 			return nil, errs.Unauthenticatedf("access token has no key id (kid)")
@@ -184,7 +176,7 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
 		return v.key(ctx, kid)
 	})
 	if err != nil {
-		return nil, tokenError(err)
+		return nil, accessTokenUse.parseError(err)
 	}
 	if c.IssuedAt == nil {
 		return nil, errs.Unauthenticatedf("access token has no issued-at (iat) claim")
@@ -219,8 +211,38 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
 	}, nil
 }
 
-// tokenError turns a parse failure into a message for the caller.
-func tokenError(err error) error {
+// parser returns a parser that checks, besides opts, what every JWT the identity
+// service signs must hold: the one algorithm, an expiry, an issued-at that is not in the
+// future, and this verifier's issuer, all on its clock with Leeway.
+func (v *Verifier) parser(opts ...jwt.ParserOption) *jwt.Parser {
+	return jwt.NewParser(append([]jwt.ParserOption{
+		jwt.WithValidMethods([]string{Algorithm}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithIssuer(v.issuer),
+		jwt.WithLeeway(Leeway),
+		jwt.WithTimeFunc(v.now),
+	}, opts...)...)
+}
+
+// accessTokenUse tells parse failures of an access token as failed authentication.
+var accessTokenUse = jwtUse{name: "access token", refuse: errs.Unauthenticatedf}
+
+// jwtUse is one use of the identity service's signed JWTs, and says how a parse
+// failure of it is told to the caller: access tokens and reset grants fail for the
+// same reasons, but are named differently and refused with different codes.
+type jwtUse struct {
+	name   string                                       // how messages name it: "access token"
+	refuse func(format string, args ...any) *errs.Error // the errs constructor it is refused with
+	// afterExpired ends the message of an expired one: what the caller can do about it.
+	afterExpired string
+	// audience is the audience the parser demands; "" when it demands none.
+	audience string
+}
+
+// parseError turns a parse failure into a message for the caller. An errs.Error (from
+// the key lookup) passes through as it is.
+func (u jwtUse) parseError(err error) error {
 	var e *errs.Error
 	if errors.As(err, &e) {
 		return e
@@ -228,23 +250,25 @@ func tokenError(err error) error {
 	var msg string
 	switch {
 	case errors.Is(err, jwt.ErrTokenMalformed):
-		msg = "access token is malformed"
+		msg = "is malformed"
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
-		msg = "access token cannot be verified"
+		msg = "cannot be verified"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		msg = "access token signature is invalid"
+		msg = "signature is invalid"
 	case errors.Is(err, jwt.ErrTokenExpired):
-		msg = "access token has expired"
+		msg = "has expired" + u.afterExpired
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		msg = "access token is not valid yet"
+		msg = "is not valid yet"
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		msg = "access token has the wrong issuer"
+		msg = "has the wrong issuer"
+	case u.audience != "" && errors.Is(err, jwt.ErrTokenInvalidAudience):
+		msg = fmt.Sprintf("has the wrong audience: want %q", u.audience)
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		msg = "access token lacks a required claim"
+		msg = "lacks a required claim"
 	default:
-		msg = "access token is invalid"
+		msg = "is invalid"
 	}
-	return errs.Unauthenticatedf("%s", msg)
+	return u.refuse("%s %s", u.name, msg)
 }
 
 // key returns the public key with id kid, refetching the key set when it is unknown.

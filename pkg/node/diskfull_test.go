@@ -200,11 +200,10 @@ func fullDisk(t *testing.T, n *nodetest.Node, d disk) {
 	if s.Code() != codes.Unavailable || !strings.Contains(s.Message(), "storage is full") || !strings.Contains(s.Message(), "same client_message_id is safe") {
 		t.Fatalf("Send on a full disk: %v %q; want UNAVAILABLE saying storage is full and a retry with the same client_message_id is safe", s.Code(), s.Message())
 	}
-	rest := postJSON(t, n.HTTP+"/v1/conversations/"+bob+"/messages", app.Token(t, alice), map[string]any{
-		"clientMessageId": "m-rest", "header": map[string]any{"kind": "MESSAGE_KIND_PLAINTEXT"}, "envelope": base64.StdEncoding.EncodeToString(big),
-	})
-	if rest.status != http.StatusServiceUnavailable || !strings.Contains(rest.body, "storage is full") {
-		t.Errorf("REST send on a full disk: %d %s; want 503 saying storage is full", rest.status, rest.body)
+	code, body := n.REST(t, "POST", "/v1/conversations/"+bob+"/messages", app.Token(t, alice),
+		`{"clientMessageId": "m-rest", "header": {"kind": "MESSAGE_KIND_PLAINTEXT"}, "envelope": "`+base64.StdEncoding.EncodeToString(big)+`"}`)
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "storage is full") {
+		t.Errorf("REST send on a full disk: %d %s; want 503 saying storage is full", code, body)
 	}
 	health := healthpb.NewHealthClient(n.Conn())
 	if r, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: messagingv1.MessagingService_ServiceDesc.ServiceName}); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
@@ -290,27 +289,6 @@ func get(t *testing.T, url string) httpResult {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return httpResult{resp.StatusCode, string(b)}
-}
-
-func postJSON(t *testing.T, url, token string, body any) httpResult {
-	t.Helper()
-	b, err := json.Marshal(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := http.NewRequest("POST", url, bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return httpResult{resp.StatusCode, string(out)}
 }
 
 // wantReadyz checks that /readyz answers 503 with service NOT_SERVING for the reason

@@ -24,39 +24,11 @@ import (
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
-const limitsAdmin = "admin-credential-for-tests"
-
-// runNode runs every role on loopback until the test ends and returns the gRPC
-// address.
+// runNode runs every role, without the gateway, until the test ends and returns the
+// gRPC address.
 func runNode(t *testing.T) string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan Addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{
-			Roles:           gateway.Services(),
-			DataDir:         t.TempDir(),
-			GRPC:            grpcserver.Config{Addr: "127.0.0.1:0"},
-			AdminCredential: limitsAdmin,
-			ServiceToken:    "service-token-for-tests",
-			Backup:          testBackupConfig,
-			Ready: func(_ context.Context, a Addrs) error {
-				ready <- a
-				return nil
-			},
-		}, zaptest.NewLogger(t))
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case a := <-ready:
-		return a.GRPC
-	case err := <-done:
-		t.Fatalf("Run returned before it was ready: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run not ready after 20 s")
-	}
-	return ""
+	return runAll(t, func(c *Config) { c.Gateway = nil }).GRPC
 }
 
 func bearer(cred string) context.Context {
@@ -76,7 +48,7 @@ func TestRequestLimits(t *testing.T) {
 	defer conn.Close()
 	ids := identityv1.NewIdentityServiceClient(conn)
 	msgs := messagingv1.NewMessagingServiceClient(conn)
-	created, err := ids.CreateApp(bearer(limitsAdmin), &identityv1.CreateAppRequest{DisplayName: "limits"})
+	created, err := ids.CreateApp(bearer(testAdmin), &identityv1.CreateAppRequest{DisplayName: "limits"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +59,7 @@ func TestRequestLimits(t *testing.T) {
 	}
 	alice, bob := resolved.GetUsers()["alice"], resolved.GetUsers()["bob"]
 	// Opaque bytes without a card: the point is their size, not encryption.
-	if _, err := msgs.UpdateAppSettings(bearer(limitsAdmin), &messagingv1.UpdateAppSettingsRequest{
+	if _, err := msgs.UpdateAppSettings(bearer(testAdmin), &messagingv1.UpdateAppSettingsRequest{
 		AppId: created.GetApp().GetAppId(), Settings: &messagingv1.AppSettings{AllowPlaintextDirect: true}}); err != nil {
 		t.Fatal(err)
 	}
@@ -110,11 +82,11 @@ func TestRequestLimits(t *testing.T) {
 		msg  string
 	}{
 		{"a small method within its limit", func() error {
-			_, err := ids.GetApp(bearer(limitsAdmin), &identityv1.GetAppRequest{AppId: created.GetApp().GetAppId()})
+			_, err := ids.GetApp(bearer(testAdmin), &identityv1.GetAppRequest{AppId: created.GetApp().GetAppId()})
 			return err
 		}, codes.OK, ""},
 		{"a small method over its limit", func() error {
-			_, err := ids.GetApp(bearer(limitsAdmin), &identityv1.GetAppRequest{AppId: strings.Repeat("x", grpcserver.DefaultSmallRecvBytes)})
+			_, err := ids.GetApp(bearer(testAdmin), &identityv1.GetAppRequest{AppId: strings.Repeat("x", grpcserver.DefaultSmallRecvBytes)})
 			return err
 		}, codes.ResourceExhausted, "65536-byte limit of /umbra.identity.v1.IdentityService/GetApp"},
 		{"Send at the envelope limit", func() error { return send(messaging.DefaultMaxEnvelopeBytes) }, codes.OK, ""},
@@ -125,7 +97,7 @@ func TestRequestLimits(t *testing.T) {
 			return err
 		}, codes.ResourceExhausted, ""},
 		{"anything over the server's limit", func() error {
-			_, err := ids.GetApp(bearer(limitsAdmin), &identityv1.GetAppRequest{AppId: strings.Repeat("x", 2<<20)})
+			_, err := ids.GetApp(bearer(testAdmin), &identityv1.GetAppRequest{AppId: strings.Repeat("x", 2<<20)})
 			return err
 		}, codes.ResourceExhausted, "larger than max"},
 	} {

@@ -236,11 +236,7 @@ func (c *Client) registerFresh(ctx context.Context, grant string) (*Card, error)
 	if err != nil {
 		return nil, err
 	}
-	kp, err := e2ee.GenerateKeyPair(c.cfg.Suite)
-	if err != nil {
-		return nil, err
-	}
-	content, sig, err := e2ee.NewCard(kp, me, c.cfg.Now(), nil)
+	kp, content, sig, err := c.newUnchainedCard(me)
 	if err != nil {
 		return nil, err
 	}
@@ -271,6 +267,20 @@ func (c *Client) registerFresh(ctx context.Context, grant string) (*Card, error)
 	c.ks = ks
 	c.mu.Unlock()
 	return card, nil
+}
+
+// newUnchainedCard makes a new key pair and a self-signed card of me for it that names
+// no predecessor: the card of a first publication or of a reset.
+func (c *Client) newUnchainedCard(me string) (kp *e2ee.KeyPair, content, sig []byte, err error) {
+	kp, err = e2ee.GenerateKeyPair(c.cfg.Suite)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	content, sig, err = e2ee.NewCard(kp, me, c.cfg.Now(), nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return kp, content, sig, nil
 }
 
 // publishError explains a refused publication of a card of me without an endorsement.
@@ -309,11 +319,7 @@ func (c *Client) ResetKeys(ctx context.Context, grant string) (*Card, error) {
 	if err != nil {
 		return nil, err
 	}
-	kp, err := e2ee.GenerateKeyPair(c.cfg.Suite)
-	if err != nil {
-		return nil, err
-	}
-	content, sig, err := e2ee.NewCard(kp, ks.Identity(), c.cfg.Now(), nil)
+	kp, content, sig, err := c.newUnchainedCard(ks.Identity())
 	if err != nil {
 		return nil, err
 	}
@@ -361,11 +367,7 @@ func (c *Client) PublishCard(ctx context.Context) (*Card, error) {
 	if err != nil {
 		return nil, err
 	}
-	kp, err := e2ee.GenerateKeyPair(c.cfg.Suite)
-	if err != nil {
-		return nil, err
-	}
-	content, sig, err := e2ee.NewCard(kp, ks.Identity(), c.cfg.Now(), nil)
+	kp, content, sig, err := c.newUnchainedCard(ks.Identity())
 	if err != nil {
 		return nil, err
 	}

@@ -22,13 +22,8 @@ func TestSendSubscribeHistory(t *testing.T) {
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
-	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-	bob := newDevice(t, n, app, "bob", e2ee.SuiteHybrid, "")
-	for _, d := range []*device{alice, bob} {
-		if _, err := d.Register(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	alice, _ := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
+	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteHybrid)
 	texts := []string{"one", "two", "three"}
 	for _, text := range texts[:2] {
 		if _, err := alice.SendTo(ctx, bob.identity, []byte(text)); err != nil {
@@ -140,13 +135,8 @@ func TestSubscribeStarts(t *testing.T) {
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
-	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
-	for _, d := range []*device{alice, bob} {
-		if _, err := d.Register(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	alice, _ := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
+	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	if _, err := alice.SendTo(ctx, bob.identity, []byte("stored")); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -26,7 +27,9 @@ type device struct {
 	keystore string
 }
 
-func newDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite, dir string) *device {
+// newDevice makes a device of uid whose keystore is in dir (a new folder when dir is
+// ""), dialling the node with opts besides the usual options.
+func newDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite, dir string, opts ...grpc.DialOption) *device {
 	t.Helper()
 	id := app.User(t, uid)
 	if dir == "" {
@@ -39,12 +42,25 @@ func newDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, su
 		KeystorePath: path,
 		Passphrase:   []byte("passphrase of " + uid),
 		Suite:        suite,
+		DialOptions:  opts,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return &device{Client: c, identity: id, keystore: path}
+}
+
+// registeredDevice is newDevice, in a keystore folder of its own, with its card
+// published.
+func registeredDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite) (*device, *sdk.Card) {
+	t.Helper()
+	d := newDevice(t, n, app, uid, suite, "")
+	card, err := d.Register(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, card
 }
 
 func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
@@ -102,15 +118,8 @@ func TestRotationKeepsHistoryReadable(t *testing.T) {
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
-	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
-	first, err := alice.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	alice, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
+	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	before, err := alice.Encrypt(ctx, []byte("before"), bob.identity)
 	if err != nil {
 		t.Fatal(err)
@@ -152,17 +161,25 @@ func TestRotationKeepsHistoryReadable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oldKey := ks.KeyFor(first.ID)
-	bobCards, err := alice.FindCards(ctx, bob.identity)
+	wantForgeryRefused(t, bob, alice.identity, ks.KeyFor(first.ID), first.ID, "a retired key")
+}
+
+// wantForgeryRefused checks that reader refuses a message from sender signed with key,
+// the key of sender's card cardID, and dated an hour from now, after that card stopped
+// being valid; what names the key in the failure.
+func wantForgeryRefused(t *testing.T, reader *device, sender string, key *e2ee.KeyPair, cardID []byte, what string) {
+	t.Helper()
+	ctx := context.Background()
+	readerCards, err := reader.FindCards(ctx, reader.identity)
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged, err := e2ee.Encrypt(oldKey, first.ID, []*e2ee.Card{bobCards[bob.identity].Card}, []byte("forged"), time.Now().Add(time.Hour))
+	forged, err := e2ee.Encrypt(key, cardID, []*e2ee.Card{readerCards[reader.identity].Card}, []byte("forged"), time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.Decrypt(ctx, forged, alice.identity); !errors.Is(err, sdk.ErrCardNotValidThen) {
-		t.Errorf("message from a retired key: %v, want ErrCardNotValidThen", err)
+	if _, err := reader.Decrypt(ctx, forged, sender); !errors.Is(err, sdk.ErrCardNotValidThen) {
+		t.Errorf("a message from %s dated after its card: %v; want ErrCardNotValidThen", what, err)
 	}
 }
 
@@ -170,10 +187,7 @@ func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
-	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-	if _, err := alice.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	alice, _ := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	if _, err := alice.Register(ctx); !errors.Is(err, sdk.ErrAlreadyRegistered) {
 		t.Errorf("second Register: %v", err)
 	}
@@ -245,15 +259,8 @@ func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
-	lost := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
-	first, err := lost.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	lost, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
+	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	before, err := lost.Encrypt(ctx, []byte("before the loss"), bob.identity)
 	if err != nil {
 		t.Fatal(err)
@@ -316,18 +323,8 @@ func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oldKey, _ := ks.Current()
-	bobCards, err := bob.FindCards(ctx, bob.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	forged, err := e2ee.Encrypt(oldKey, first.ID, []*e2ee.Card{bobCards[bob.identity].Card}, []byte("from the lost phone"), time.Now().Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.Decrypt(ctx, forged, fresh.identity); !errors.Is(err, sdk.ErrCardNotValidThen) {
-		t.Errorf("a message signed by the lost key after the reset: %v; want ErrCardNotValidThen", err)
-	}
+	lostKey, _ := ks.Current()
+	wantForgeryRefused(t, bob, fresh.identity, lostKey, first.ID, "the lost key")
 }
 
 // TestTokenRefreshedWhenRefused: a token the server refuses is replaced by a fresh one
@@ -382,16 +379,8 @@ func TestCardLifetimeClockSkew(t *testing.T) {
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
-	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
-	first, err := alice.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bobCard, err := bob.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	alice, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
+	bob, bobCard := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	second, err := alice.RotateKeys(ctx)
 	if err != nil {
 		t.Fatal(err)

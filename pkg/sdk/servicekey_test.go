@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,19 +36,12 @@ func TestCardsVerifyAfterServiceKeyRotation(t *testing.T) {
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
-	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-	aliceCard, err := alice.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	alice, aliceCard := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	rotateServiceKey(t, n)
 
 	// bob's client starts after the rotation: the service's current key is not the one
 	// that signed alice's card.
-	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
-	if _, err := bob.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	found, err := bob.FindCards(ctx, alice.identity)
 	if err != nil {
 		t.Fatalf("a new client looks up a card signed before the rotation: %v", err)
@@ -78,10 +70,7 @@ func TestCardDatedAfterItsServiceKeyRetiredIsRefused(t *testing.T) {
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
-	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-	if _, err := alice.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	alice, _ := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	rot := rotateServiceKey(t, n)
 	var tamper atomic.Bool
 	backdate := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -93,7 +82,7 @@ func TestCardDatedAfterItsServiceKeyRetiredIsRefused(t *testing.T) {
 		}
 		return err
 	}
-	bob := newTamperedDevice(t, n, app, "bob", grpc.WithChainUnaryInterceptor(backdate))
+	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "", grpc.WithChainUnaryInterceptor(backdate))
 	if _, err := bob.FindCards(ctx, alice.identity); err != nil {
 		t.Fatalf("the card as the service serves it: %v", err)
 	}
@@ -101,22 +90,4 @@ func TestCardDatedAfterItsServiceKeyRetiredIsRefused(t *testing.T) {
 	if _, err := bob.FindCards(ctx, alice.identity); !errors.Is(err, sdk.ErrUntrustedCard) {
 		t.Fatalf("a card dated after its service key was retired: %v; want ErrUntrustedCard", err)
 	}
-}
-
-// newTamperedDevice is newDevice with extra dial options.
-func newTamperedDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, opts ...grpc.DialOption) *sdk.Client {
-	t.Helper()
-	c, err := sdk.New(context.Background(), sdk.Config{
-		Addr:         n.GRPC,
-		Token:        app.TokenFunc(app.User(t, uid)),
-		KeystorePath: filepath.Join(t.TempDir(), "keystore"),
-		NoPassphrase: true,
-		Suite:        e2ee.SuiteX25519,
-		DialOptions:  opts,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
 }

@@ -4,6 +4,8 @@
 package servicetest
 
 import (
+	"errors"
+	"io/fs"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/services/identity"
 )
@@ -78,4 +81,25 @@ func Identity(t testing.TB, dir string, now func() time.Time, log *zap.Logger) (
 		t.Fatal(err)
 	}
 	return ids, store
+}
+
+// VerifyStores checks each store file in dir that a test env wrote, once closed, with
+// its verifier (boltdb.Verify and the service's own checks): every record the tests
+// stored went in sealed, every index entry points at its record. A file the env never
+// created is passed over.
+func VerifyStores(t testing.TB, dir string, verifiers map[string]func(path string) (*boltdb.Report, error)) {
+	t.Helper()
+	for name, verify := range verifiers {
+		r, err := verify(filepath.Join(dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Errorf("verify %s: %v", name, err)
+			continue
+		}
+		if err := r.Err(); err != nil {
+			t.Errorf("verify %s: %v", name, err)
+		}
+	}
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
-	"io/fs"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -176,7 +174,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 			}
 			msgStore.Close()
 			idStore.Close()
-			verifyStores(t, opts.dir, map[string]func(string) (*boltdb.Report, error){
+			servicetest.VerifyStores(t, opts.dir, map[string]func(string) (*boltdb.Report, error){
 				"backup.db": Verify, "messaging.db": messaging.Verify, "identity.db": identity.Verify,
 			})
 		})
@@ -423,24 +421,4 @@ func (e *env) snapshot(t testing.TB) map[string]string {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// verifyStores checks each file that the env wrote, once closed (boltdb.Verify and the
-// service's own checks): every record the tests stored went in sealed, every index
-// entry points at its record.
-func verifyStores(t testing.TB, dir string, verifiers map[string]func(string) (*boltdb.Report, error)) {
-	t.Helper()
-	for name, verify := range verifiers {
-		r, err := verify(filepath.Join(dir, name))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			t.Errorf("verify %s: %v", name, err)
-			continue
-		}
-		if err := r.Err(); err != nil {
-			t.Errorf("verify %s: %v", name, err)
-		}
-	}
 }

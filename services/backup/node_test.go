@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -242,35 +241,20 @@ func TestNodeREST(t *testing.T) {
 	token := a.Token(t, alice)
 	call := func(method, path string, req proto.Message, resp proto.Message) (int, []byte) {
 		t.Helper()
-		var body io.Reader
+		var body []byte
 		if req != nil {
-			b, err := protojson.Marshal(req)
-			if err != nil {
+			var err error
+			if body, err = protojson.Marshal(req); err != nil {
 				t.Fatal(err)
 			}
-			body = bytes.NewReader(b)
 		}
-		hr, err := http.NewRequest(method, n.HTTP+path, body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hr.Header.Set("Authorization", "Bearer "+token)
-		hr.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(hr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		out, err := io.ReadAll(res.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.StatusCode == http.StatusOK && resp != nil {
+		code, out := n.REST(t, method, path, token, string(body))
+		if code == http.StatusOK && resp != nil {
 			if err := protojson.Unmarshal(out, resp); err != nil {
 				t.Fatalf("%s %s: %v in %s", method, path, err, out)
 			}
 		}
-		return res.StatusCode, out
+		return code, out
 	}
 	// evaluate runs one evaluation over REST and returns the auth key.
 	evaluate := func(purpose backupv1.EvaluationPurpose, secret string) (*backupv1.EvaluateResponse, []byte) {

@@ -2,8 +2,6 @@ package card
 
 import (
 	"context"
-	"errors"
-	"io/fs"
 	"net"
 	"net/http/httptest"
 	"path/filepath"
@@ -127,7 +125,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 			<-done
 			store.Close()
 			idStore.Close()
-			verifyStores(t, opts.dir, map[string]func(string) (*boltdb.Report, error){"card.db": Verify, "identity.db": identity.Verify})
+			servicetest.VerifyStores(t, opts.dir, map[string]func(string) (*boltdb.Report, error){"card.db": Verify, "identity.db": identity.Verify})
 		})
 	}
 	t.Cleanup(stop)
@@ -288,24 +286,4 @@ func snapshot(t testing.TB, s *BoltStore) map[string]string {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// verifyStores checks each file that the env wrote, once closed (boltdb.Verify and the
-// service's own checks): every record the tests stored went in sealed, every index
-// entry points at its record.
-func verifyStores(t testing.TB, dir string, verifiers map[string]func(string) (*boltdb.Report, error)) {
-	t.Helper()
-	for name, verify := range verifiers {
-		r, err := verify(filepath.Join(dir, name))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			t.Errorf("verify %s: %v", name, err)
-			continue
-		}
-		if err := r.Err(); err != nil {
-			t.Errorf("verify %s: %v", name, err)
-		}
-	}
 }

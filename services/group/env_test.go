@@ -3,8 +3,6 @@ package group
 import (
 	"context"
 	"crypto/rand"
-	"errors"
-	"io/fs"
 	"net"
 	"path/filepath"
 	"strings"
@@ -164,7 +162,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 			msgStore.Close()
 			cardStore.Close()
 			idStore.Close()
-			verifyStores(t, dir, map[string]func(string) (*boltdb.Report, error){
+			servicetest.VerifyStores(t, dir, map[string]func(string) (*boltdb.Report, error){
 				"group.db": Verify, "card.db": card.Verify, "messaging.db": messaging.Verify, "identity.db": identity.Verify,
 			})
 		})
@@ -294,6 +292,19 @@ func (e *env) groupID(t testing.TB, a app, guid string) string {
 	return resp.GetGroups()[guid]
 }
 
+// twoMemberGroup makes an app with users owner and bob, who have cards, and its group
+// "team" of the two, whose first epoch's key owner committed to both.
+func (e *env) twoMemberGroup(t testing.TB) (owner, bob *user, group string) {
+	t.Helper()
+	a := e.newApp(t)
+	us := e.newUsers(t, a, true, "owner", "bob")
+	owner, bob = us[0], us[1]
+	group = e.groupID(t, a, "team")
+	e.create(t, owner, group, bob)
+	e.commit(t, group, owner, owner, bob)
+	return owner, bob, group
+}
+
 func identities(us ...*user) []string {
 	out := make([]string, len(us))
 	for i, u := range us {
@@ -416,24 +427,4 @@ func (e *env) snapshot(t testing.TB) map[string]string {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// verifyStores checks each file that the env wrote, once closed (boltdb.Verify and the
-// service's own checks): every record the tests stored went in sealed, every index
-// entry points at its record.
-func verifyStores(t testing.TB, dir string, verifiers map[string]func(string) (*boltdb.Report, error)) {
-	t.Helper()
-	for name, verify := range verifiers {
-		r, err := verify(filepath.Join(dir, name))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			t.Errorf("verify %s: %v", name, err)
-			continue
-		}
-		if err := r.Err(); err != nil {
-			t.Errorf("verify %s: %v", name, err)
-		}
-	}
 }

@@ -249,12 +249,7 @@ func TestConcurrentCommits(t *testing.T) {
 func TestCardRotation(t *testing.T) {
 	t.Run("card feed", func(t *testing.T) {
 		e := newEnv(t, envOptions{})
-		a := e.newApp(t)
-		us := e.newUsers(t, a, true, "owner", "bob")
-		owner, bob := us[0], us[1]
-		group := e.groupID(t, a, "team")
-		e.create(t, owner, group, bob)
-		e.commit(t, group, owner, owner, bob)
+		owner, bob, group := e.twoMemberGroup(t)
 		oldBob := *bob
 		if err := e.publishCard(bob); err != nil {
 			t.Fatal(err)
@@ -330,12 +325,7 @@ func TestCardRotation(t *testing.T) {
 	})
 	t.Run("sender card", func(t *testing.T) {
 		e := newEnv(t, envOptions{noLoops: true}) // no card feed: the message itself tells
-		a := e.newApp(t)
-		us := e.newUsers(t, a, true, "owner", "bob")
-		owner, bob := us[0], us[1]
-		group := e.groupID(t, a, "team")
-		e.create(t, owner, group, bob)
-		e.commit(t, group, owner, owner, bob)
+		owner, bob, group := e.twoMemberGroup(t)
 		if err := e.publishCard(bob); err != nil {
 			t.Fatal(err)
 		}

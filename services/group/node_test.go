@@ -235,22 +235,12 @@ func TestREST(t *testing.T) {
 	group := app.Group(t, "rest")
 	call := func(method, path, body string) (int, map[string]any) {
 		t.Helper()
-		req, err := http.NewRequest(method, n.HTTP+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		code, raw := n.REST(t, method, path, token, body)
 		out := map[string]any{}
-		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		if err := json.Unmarshal(raw, &out); err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
-		return resp.StatusCode, out
+		return code, out
 	}
 	code, out := call("POST", "/v1/groups", `{"groupId":"`+group+`","encryptionMode":"ENCRYPTION_MODE_REQUIRED","historyVisibility":"HISTORY_VISIBILITY_SINCE_JOIN"}`)
 	if code != http.StatusOK || out["group"].(map[string]any)["owner"] != alice {
@@ -281,21 +271,12 @@ func TestRESTCallRateLimit(t *testing.T) {
 	group := app.Group(t, "rest limit")
 	get := func() (int, string) {
 		t.Helper()
-		req, err := http.NewRequest("GET", n.HTTP+"/v1/groups/"+group, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		code, raw := n.REST(t, "GET", "/v1/groups/"+group, token, "")
 		var out struct{ Message string }
-		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		if err := json.Unmarshal(raw, &out); err != nil {
 			t.Fatal(err)
 		}
-		return resp.StatusCode, out.Message
+		return code, out.Message
 	}
 	for range 2 {
 		if code, msg := get(); code != http.StatusNotFound {

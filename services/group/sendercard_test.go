@@ -19,12 +19,7 @@ import (
 // wrapped to). A member's own new card still forces the rotation it should.
 func TestSenderCardOfAnotherForcesNoRotation(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true}) // no card feed: only messages could mark
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "bob")
-	owner, bob := us[0], us[1]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, bob)
-	e.commit(t, group, owner, owner, bob)
+	owner, bob, group := e.twoMemberGroup(t)
 	send := func(card []byte, cmid string) error {
 		_, err := e.msg.Send(bob.ctx(), &messagingv1.SendRequest{ConversationId: group, ClientMessageId: cmid, Envelope: []byte("ciphertext"),
 			Header: &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED, Epoch: 1, SenderCardId: card}})

@@ -90,12 +90,7 @@ func TestEncryptionModes(t *testing.T) {
 // TestRotationPolicy: the message limit and the period mark rotation required.
 func TestRotationPolicy(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true, quiet: true})
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "bob")
-	owner, bob := us[0], us[1]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, bob)
-	e.commit(t, group, owner, owner, bob)
+	owner, bob, group := e.twoMemberGroup(t)
 
 	for _, tc := range []struct {
 		name string

@@ -262,30 +262,11 @@ func (s *Server) IssueToken(ctx context.Context, req *identityv1.IssueTokenReque
 	if err != nil {
 		return nil, err
 	}
-	jti, err := s.randomID(16)
+	tok, jti, expiresAt, err := s.signCredential(auth.SignToken, p.AppID, req.GetIdentity(), ttl)
 	if err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
-	signer := s.signer
-	s.mu.RUnlock()
-	now := s.now().Truncate(time.Second)
-	claims := &auth.Claims{
-		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer:    s.issuer,
-			Subject:   req.GetIdentity(),
-			IssuedAt:  jwt.NewNumericDate(now),
-			NotBefore: jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-			ID:        jti,
-		},
-		App: p.AppID,
-	}
-	tok, err := auth.SignToken(claims, signer.GetKeyId(), ed25519.NewKeyFromSeed(signer.GetSeed()))
-	if err != nil {
-		return nil, err
-	}
-	return &identityv1.IssueTokenResponse{AccessToken: tok, ExpiresAt: timestamppb.New(now.Add(ttl)), TokenId: jti}, nil
+	return &identityv1.IssueTokenResponse{AccessToken: tok, ExpiresAt: timestamppb.New(expiresAt), TokenId: jti}, nil
 }
 
 // IssueResetGrant implements IdentityService.
@@ -301,32 +282,44 @@ func (s *Server) IssueResetGrant(ctx context.Context, req *identityv1.IssueReset
 	if err != nil {
 		return nil, err
 	}
-	jti, err := s.randomID(16)
+	grant, jti, expiresAt, err := s.signCredential(auth.SignResetGrant, p.AppID, req.GetIdentity(), ttl)
 	if err != nil {
 		return nil, err
+	}
+	s.log.Info("reset grant issued", zap.String("app", p.AppID), zap.String("key_id", p.AppKeyID),
+		zap.String("identity", req.GetIdentity()), zap.String("grant_id", jti), zap.Time("expires_at", expiresAt))
+	return &identityv1.IssueResetGrantResponse{ResetGrant: grant, ExpiresAt: timestamppb.New(expiresAt), GrantId: jti}, nil
+}
+
+// signCredential issues a credential for identity in app, valid for ttl from now under a fresh
+// id, and signs it with signFn under the current signing key. Access tokens and reset
+// grants carry the same claims; signFn is what makes one or the other.
+func (s *Server) signCredential(signFn func(*auth.Claims, string, ed25519.PrivateKey) (string, error), app, identity string, ttl time.Duration) (signed, jti string, expiresAt time.Time, err error) {
+	jti, err = s.randomID(16)
+	if err != nil {
+		return "", "", time.Time{}, err
 	}
 	s.mu.RLock()
 	signer := s.signer
 	s.mu.RUnlock()
 	now := s.now().Truncate(time.Second)
+	expiresAt = now.Add(ttl)
 	claims := &auth.Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    s.issuer,
-			Subject:   req.GetIdentity(),
+			Subject:   identity,
 			IssuedAt:  jwt.NewNumericDate(now),
 			NotBefore: jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+			ExpiresAt: jwt.NewNumericDate(expiresAt),
 			ID:        jti,
 		},
-		App: p.AppID,
+		App: app,
 	}
-	grant, err := auth.SignResetGrant(claims, signer.GetKeyId(), ed25519.NewKeyFromSeed(signer.GetSeed()))
+	signed, err = signFn(claims, signer.GetKeyId(), ed25519.NewKeyFromSeed(signer.GetSeed()))
 	if err != nil {
-		return nil, err
+		return "", "", time.Time{}, err
 	}
-	s.log.Info("reset grant issued", zap.String("app", p.AppID), zap.String("key_id", p.AppKeyID),
-		zap.String("identity", req.GetIdentity()), zap.String("grant_id", jti), zap.Time("expires_at", now.Add(ttl)))
-	return &identityv1.IssueResetGrantResponse{ResetGrant: grant, ExpiresAt: timestamppb.New(now.Add(ttl)), GrantId: jti}, nil
+	return signed, jti, expiresAt, nil
 }
 
 // ResolveIdentities implements IdentityService.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
+	"github.com/umbra-e2ee/umbra/pkg/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
@@ -187,10 +188,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 			cardStore.Close()
 			idStore.Close()
 			if !opts.damaged {
-				// Every record went in sealed; every index entry points at its log entry.
-				if r, err := Verify(filepath.Join(opts.dir, "messaging.db")); err != nil || r.Err() != nil {
-					t.Errorf("verify messaging.db: %v %v", err, r.Err())
-				}
+				servicetest.VerifyStores(t, opts.dir, map[string]func(string) (*boltdb.Report, error){"messaging.db": Verify})
 			}
 		})
 	}

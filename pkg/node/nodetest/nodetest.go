@@ -7,6 +7,9 @@ package nodetest
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -131,6 +134,34 @@ func (n *Node) Stop() error { return n.stop() }
 
 // Conn is a plain connection to the node, with no credential attached.
 func (n *Node) Conn() *grpc.ClientConn { return n.conn }
+
+// REST sends one request to the node's gateway: method on path, with bearer (if any)
+// as the credential and body (if any) as JSON. It returns the answer's status and body.
+func (n *Node) REST(t testing.TB, method, path, bearer, body string) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, n.HTTP+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp.StatusCode, out
+}
 
 // App is an app registered on a node, seen from its backend.
 type App struct {

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
+)
+
+// cliNode is a whole node in the test process with an app on it, and the real binary
+// to drive against it as users do.
+type cliNode struct {
+	t   *testing.T
+	bin string
+	n   *nodetest.Node
+	app *nodetest.App
+	// work is the test's folder: the binary runs in it, and devices' homes are in it.
+	work string
+	// env is the environment of every run: the test process's (e2eEnv), then what the
+	// test adds.
+	env []string
+}
+
+// startCLINode skips the test under -short; otherwise it builds the binary and starts
+// the node and its app.
+func startCLINode(t *testing.T) *cliNode {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
+	}
+	bin := e2eBinary(t)
+	n := nodetest.Start(t)
+	return &cliNode{t: t, bin: bin, n: n, app: n.NewApp(t), work: t.TempDir(), env: e2eEnv(os.Environ())}
+}
+
+// cliResult is what one run of the binary printed, and how it exited.
+type cliResult struct {
+	stdout, stderr string
+	exit           int
+}
+
+// run runs the binary with args in c.work, with c.env and then extra as its
+// environment and stdin as its standard input, for a minute at most.
+func (c *cliNode) run(stdin string, extra []string, args ...string) cliResult {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.bin, args...)
+	cmd.Dir = c.work
+	cmd.Env = slices.Concat(c.env, extra)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		c.t.Fatalf("umbra %v: %v", args, err)
+	}
+	return cliResult{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
+}
+
+// home is the environment variable that gives device its own home, a folder in c.work.
+func (c *cliNode) home(device string) string {
+	return "UMBRA_HOME=" + filepath.Join(c.work, device)
+}
+
+// wantIn fails the test unless out, the output of what, holds every want.
+func wantIn(t *testing.T, what, out string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Fatalf("%s:\n%s\nwant %q in it", what, out, w)
+		}
+	}
+}
