@@ -130,6 +130,13 @@ func VerifyServiceKeyRotation(previousKeyID string, previous ed25519.PublicKey, 
 	return r, nil
 }
 
+// ParseServiceKeyRotation reads a rotation statement without verifying its signature:
+// what a client needs to know which key should have signed it. Verify it with
+// VerifyServiceKeyRotation before trusting anything it says.
+func ParseServiceKeyRotation(content []byte) (*ServiceKeyRotation, error) {
+	return parseServiceKeyRotation(content)
+}
+
 func parseServiceKeyRotation(content []byte) (*ServiceKeyRotation, error) {
 	if len(content) > MaxServiceKeyRotationSize {
 		return nil, errorf(ErrTooLarge, "service key rotation is %d bytes; at most %d", len(content), MaxServiceKeyRotationSize)
