@@ -174,15 +174,20 @@ func (c *Client) trustActive(ctx context.Context, card *Card, policy KeyChangePo
 	if bytes.Equal(pin.head().CardID, card.ID) {
 		return card, nil
 	}
-	if pin.holds(card.ID) {
-		return nil, c.keyChanged(pin, card, ReasonRollback, nil, policy)
-	}
-	links, reason, why, err := c.chainForward(ctx, pin.head(), card)
-	if err != nil {
-		return nil, err
+	var links []*Card
+	reason, why := ReasonRollback, error(nil)
+	if !pin.holds(card.ID) {
+		var err error
+		if links, reason, why, err = c.chainForward(ctx, pin.head(), card); err != nil {
+			return nil, err
+		}
 	}
 	if reason != "" {
-		return nil, c.keyChanged(pin, card, reason, why, policy)
+		// Under KeyChangeWarn (a contact not verified) the new card is now pinned.
+		if err := c.keyChanged(pin, card, reason, why, policy); err != nil {
+			return nil, err
+		}
+		return card, nil
 	}
 	if err := c.pinLinks(card.Identity, pin.head().CardID, links); err != nil {
 		return nil, err
