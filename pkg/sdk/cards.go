@@ -51,6 +51,9 @@ type cardRecord = Card
 // Fingerprint is a short, stable rendering of a card id for people to compare.
 func (c *Card) Fingerprint() string { return fingerprint(c.ID) }
 
+// Fingerprint renders a card id as Card.Fingerprint does, for a card known by id only.
+func Fingerprint(cardID []byte) string { return fingerprint(cardID) }
+
 // fingerprint renders the first 12 bytes of a card id in groups of four hex digits.
 func fingerprint(id []byte) string {
 	h := hex.EncodeToString(id[:min(len(id), 12)])

@@ -60,8 +60,8 @@ const (
 	ReasonRollback       KeyChangeReason = "rollback"
 )
 
-// explain says a reason in a sentence.
-func (r KeyChangeReason) explain() string {
+// Explain says a reason in a sentence.
+func (r KeyChangeReason) Explain() string {
 	switch r {
 	case ReasonReset:
 		return "the new card is a reset: no earlier key of theirs vouches for it (a reset under a grant from the app backend, or a card the server made up)"
@@ -94,7 +94,7 @@ type KeyChangedError struct {
 }
 
 func (e *KeyChangedError) Error() string {
-	msg := fmt.Sprintf("%s's key changed: pinned %s, now %s: %s", e.Identity, e.OldFingerprint, e.NewFingerprint, e.Reason.explain())
+	msg := fmt.Sprintf("%s's key changed: pinned %s, now %s: %s", e.Identity, e.OldFingerprint, e.NewFingerprint, e.Reason.Explain())
 	if e.Err != nil {
 		msg += " (" + e.Err.Error() + ")"
 	}
@@ -418,6 +418,8 @@ type PendingKeyChange struct {
 // ContactTrust is what this client trusts of a contact.
 type ContactTrust struct {
 	Identity string
+	// MyCardID is the user's own current card, the other half of the safety number.
+	MyCardID []byte
 	// Chain is the pinned chain, oldest first; the last card is the one the client
 	// encrypts to.
 	Chain []PinnedCard
@@ -434,7 +436,7 @@ type ContactTrust struct {
 // policy) and returns what this client trusts of the contact, with the safety
 // numbers.
 func (c *Client) Contact(ctx context.Context, identity string) (*ContactTrust, error) {
-	_, kp, _, err := c.current()
+	_, kp, myCard, err := c.current()
 	if err != nil {
 		return nil, err
 	}
@@ -458,7 +460,7 @@ func (c *Client) Contact(ctx context.Context, identity string) (*ContactTrust, e
 	if pin == nil {
 		return nil, fmt.Errorf("%w: %s has no active card, and this client has never pinned one", ErrNoCard, identity)
 	}
-	out := &ContactTrust{Identity: identity, Verified: pin.Verified, VerifiedAt: pin.VerifiedAt}
+	out := &ContactTrust{Identity: identity, MyCardID: myCard, Verified: pin.Verified, VerifiedAt: pin.VerifiedAt}
 	for _, pc := range pin.Chain {
 		out.Chain = append(out.Chain, PinnedCard{CardID: pc.CardID, SigningKey: pc.SigningKey, Fingerprint: fingerprint(pc.CardID), How: pc.How, At: pc.At})
 	}
