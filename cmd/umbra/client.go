@@ -33,6 +33,8 @@ type clientFlags struct {
 	insecure       bool
 	tls            tlsconf.Client
 	serviceKeys    string
+	// typed maps the identities resolve returned to the names the user typed.
+	typed map[string]string
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
@@ -161,6 +163,9 @@ func (f *clientFlags) resetGrant(ctx context.Context, identity string) (string, 
 // looked up among the profiles logged in here, else resolved with the API key.
 func (f *clientFlags) resolve(ctx context.Context, names []string) ([]string, error) {
 	out := make([]string, 0, len(names))
+	if f.typed == nil {
+		f.typed = map[string]string{}
+	}
 	var unknown []string
 	for _, n := range names {
 		if ident.ValidUser("user", n) == nil {
@@ -169,6 +174,7 @@ func (f *clientFlags) resolve(ctx context.Context, names []string) ([]string, er
 		}
 		if id := f.knownName(n); id != "" {
 			out = append(out, id)
+			f.typed[id] = n
 			continue
 		}
 		unknown = append(unknown, n)
@@ -183,6 +189,7 @@ func (f *clientFlags) resolve(ctx context.Context, names []string) ([]string, er
 		}
 		for _, n := range unknown {
 			out = append(out, resp.GetUsers()[n])
+			f.typed[resp.GetUsers()[n]] = n
 		}
 		return nil
 	})

@@ -122,7 +122,10 @@ func (f *clientFlags) explain(err error) error {
 	if !errors.As(err, &kc) {
 		return err
 	}
-	name := f.profileName(kc.Identity)
+	name := f.typed[kc.Identity]
+	if name == "" {
+		name = f.profileName(kc.Identity)
+	}
 	if name == "" {
 		name = kc.Identity
 	}
