@@ -236,6 +236,9 @@ func TestMaliciousServerSubstitutesACard(t *testing.T) {
 	if _, err := alice.Encrypt(ctx, []byte("bob, really"), bob.identity); err != nil {
 		t.Fatalf("after the attack, encrypt to bob's real card: %v", err)
 	}
+	if ct, err := alice.Contact(ctx, bob.identity); err != nil || ct.Pending != nil {
+		t.Errorf("after the attack, alice's view of bob = %+v, %v; want no pending change", ct, err)
+	}
 }
 
 // TestMaliciousServerSwapsItsServiceKey: the operator signs a card with a key of its

@@ -154,6 +154,16 @@ func (c *Client) TrustedCards(ctx context.Context, identities ...string) (map[st
 func (c *Client) trustActive(ctx context.Context, card *Card, policy KeyChangePolicy) (*Card, error) {
 	pin := c.contactPin(card.Identity)
 	if pin != nil && bytes.Equal(pin.head().CardID, card.ID) {
+		if pin.Pending != nil {
+			// The directory serves the pinned card again: a pending change lasts only
+			// while the new card is what the directory serves.
+			return card, c.updatePins(func(f *pinFile) error {
+				if p := f.Contacts[card.Identity]; p != nil && bytes.Equal(p.head().CardID, card.ID) {
+					p.Pending = nil
+				}
+				return nil
+			})
+		}
 		return card, nil
 	}
 	// Another process may have pinned or accepted since this one read the file.
