@@ -44,7 +44,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	resp, err := c.SendTo(ctx, ids[0], msg)
 	if err != nil {
-		return err
+		return f.explain(err)
 	}
 	fmt.Fprintf(stdout, "sent to %s: message %d of %s\n", *to, resp.GetSequence(), resp.GetConversationId())
 	return nil
@@ -147,7 +147,7 @@ func printMessage(ctx context.Context, w io.Writer, c *sdk.Client, f *clientFlag
 	when := m.GetServerTime().AsTime().Local().Format(time.TimeOnly)
 	text, err := c.OpenMessage(ctx, m)
 	if err != nil {
-		fmt.Fprintf(w, "[%s] %s: (cannot read this message: %v)\n", when, sender, err)
+		fmt.Fprintf(w, "[%s] %s: (cannot read this message: %v)\n", when, sender, f.explain(err))
 		return
 	}
 	fmt.Fprintf(w, "[%s] %s: %s\n", when, sender, strings.TrimRight(string(text), "\n"))

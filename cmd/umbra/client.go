@@ -32,6 +32,9 @@ type clientFlags struct {
 	noPassphrase   bool
 	insecure       bool
 	tls            tlsconf.Client
+	serviceKeys    string
+	// typed maps the identities resolve returned to the names the user typed.
+	typed map[string]string
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
@@ -44,6 +47,7 @@ func (f *clientFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.noPassphrase, "no-passphrase", false, "keep the keystore unencrypted (file mode 0600 only)")
 	fs.BoolVar(&f.insecure, "insecure", false, "allow plaintext beyond loopback")
 	fs.StringVar(&f.tls.CAFile, "tls-ca", "", "CA that signs the server's certificate (enables TLS)")
+	fs.StringVar(&f.serviceKeys, "service-key", "", "the card service's keys to trust, key_id:base64-public-key, comma-separated (umbra card service-key prints them); default: the keys the server lists the first time")
 }
 
 func (f *clientFlags) grpcConfig() grpcclient.Config {
@@ -159,6 +163,9 @@ func (f *clientFlags) resetGrant(ctx context.Context, identity string) (string, 
 // looked up among the profiles logged in here, else resolved with the API key.
 func (f *clientFlags) resolve(ctx context.Context, names []string) ([]string, error) {
 	out := make([]string, 0, len(names))
+	if f.typed == nil {
+		f.typed = map[string]string{}
+	}
 	var unknown []string
 	for _, n := range names {
 		if ident.ValidUser("user", n) == nil {
@@ -167,6 +174,7 @@ func (f *clientFlags) resolve(ctx context.Context, names []string) ([]string, er
 		}
 		if id := f.knownName(n); id != "" {
 			out = append(out, id)
+			f.typed[id] = n
 			continue
 		}
 		unknown = append(unknown, n)
@@ -181,6 +189,7 @@ func (f *clientFlags) resolve(ctx context.Context, names []string) ([]string, er
 		}
 		for _, n := range unknown {
 			out = append(out, resp.GetUsers()[n])
+			f.typed[resp.GetUsers()[n]] = n
 		}
 		return nil
 	})
@@ -256,14 +265,21 @@ func (f *clientFlags) client(ctx context.Context) (*sdk.Client, *session, error)
 		s.AccessToken, s.ExpiresAt = tok, exp
 		return tok, f.saveSession(dir, s)
 	}
+	serviceKeys, err := parseServiceKeys(f.serviceKeys)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The CLI refuses a contact's key change until the user accepts it (umbra trust).
 	c, err := sdk.New(ctx, sdk.Config{
-		Addr:         f.server,
-		TLS:          f.tls,
-		Insecure:     f.insecure,
-		Token:        token,
-		KeystorePath: filepath.Join(dir, "keystore"),
-		Passphrase:   pass,
-		NoPassphrase: f.noPassphrase,
+		Addr:            f.server,
+		TLS:             f.tls,
+		Insecure:        f.insecure,
+		Token:           token,
+		KeystorePath:    filepath.Join(dir, "keystore"),
+		Passphrase:      pass,
+		NoPassphrase:    f.noPassphrase,
+		KeyChangePolicy: sdk.KeyChangeRefuse,
+		ServiceKeys:     serviceKeys,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -296,7 +296,7 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			resp, err = g.Send(ctx, msg)
 		}
 		if err != nil {
-			return err
+			return f.explain(err)
 		}
 		fmt.Fprintf(stdout, "sent to %s: message %d\n", groupName, resp.GetSequence())
 	case "listen":

@@ -68,8 +68,12 @@ func printCard(w io.Writer, c *sdk.Card) {
 		fmt.Fprintf(w, "  reset        published under a reset grant from the app backend: no earlier key vouches for it (a key change)\n")
 	}
 	if len(c.PreviousCardID) > 0 {
-		endorsed := "endorsed by the previous key"
-		if !c.Endorsed {
+		endorsed := "endorsed by the previous key, verified here"
+		switch {
+		case c.Endorsed:
+		case c.Endorsement != nil:
+			endorsed = "its endorsement does NOT verify with the previous key: a key change"
+		default:
 			endorsed = "NOT endorsed: the key changed without the old key vouching for it"
 		}
 		fmt.Fprintf(w, "  replaces     %s (%s)\n", base64.RawURLEncoding.EncodeToString(c.PreviousCardID), endorsed)
@@ -168,7 +172,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // runCard works with the directory: publish (a first card for fresh keys; after a
 // revocation a new card is a reset: umbra keys reset), revoke, find, history.
 func runCard(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, args, err := subcommand("card", args, stderr, "publish", "revoke", "find", "history")
+	sub, args, err := subcommand("card", args, stderr, "publish", "revoke", "find", "history", "service-key")
 	if err != nil {
 		return err
 	}
@@ -180,6 +184,14 @@ func runCard(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if sub == "publish" || sub == "revoke" {
 		return ownCard(ctx, sub, &f, stdout)
+	}
+	if sub == "service-key" {
+		c, _, err := f.client(ctx)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return printServiceKeys(ctx, c, stdout)
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintf(stderr, "usage: umbra card %s <name or identity>...\n", sub)
@@ -202,6 +214,15 @@ func runCard(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		for i, id := range ids {
 			if card, ok := cards[id]; ok {
+				if card.Endorsement != nil {
+					verified, err := c.VerifyEndorsement(ctx, card)
+					switch {
+					case err == nil:
+						card = verified
+					case !errors.Is(err, sdk.ErrBadEndorsement):
+						return err
+					}
+				}
 				printCard(stdout, card)
 			} else {
 				fmt.Fprintf(stdout, "%s (%s): no active card\n", fs.Arg(i), id)
@@ -285,7 +306,7 @@ func runEncrypt(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	env, err := c.Encrypt(ctx, msg, ids...)
 	if err != nil {
-		return err
+		return f.explain(err)
 	}
 	if *out != "" {
 		return writeFile0600(*out, env)
@@ -332,7 +353,7 @@ func runDecrypt(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	plain, err := c.Decrypt(ctx, in, ids[0])
 	if err != nil {
-		return err
+		return f.explain(err)
 	}
 	_, err = stdout.Write(plain)
 	if err == nil && len(plain) > 0 && plain[len(plain)-1] != '\n' {

@@ -65,6 +65,10 @@ func TestKeysReset(t *testing.T) {
 		t.Errorf("alice's history marks %d cards as reset; want 1:\n%s", strings.Count(hist, "reset        published"), hist)
 	}
 	wantIn(t, "bob still reads alice's old message", ok("desk", withKey, "decrypt", "--from", "alice", msg), "before the loss")
+	// To bob, who pinned alice's old card, the reset is a key change: refused until he
+	// accepts it (after comparing safety numbers with alice).
+	fails("desk", withKey, []string{"alice's key changed", "umbra trust accept alice"}, "send", "--to", "alice", "welcome back")
+	wantIn(t, "bob accepts", ok("desk", withKey, "trust", "accept", "alice"), "accepted alice's new key")
 	ok("desk", withKey, "send", "--to", "alice", "welcome back")
 	wantIn(t, "the new phone reads bob", ok("newphone", withKey, "listen", "--from-start", "--until-caught-up"), ": welcome back")
 

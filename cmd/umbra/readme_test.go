@@ -181,6 +181,16 @@ func TestReadmeCLIRoundTrip(t *testing.T) {
 		t.Errorf("the restored laptop did not decrypt alice's message:\n%s", laptop)
 	}
 
+	// A key change: bob resets his keys; alice's client refuses until she accepts,
+	// and the safety numbers both sides show match.
+	kc := exec.CommandContext(ctx, "sh", "-e", "-c", prelude+strings.Join(readmeBlock(t, "key-change"), "\n"))
+	kc.Dir, kc.Env = work, cmd.Env
+	kcOut, err := kc.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the key-change block failed: %v\n%s", err, kcOut)
+	}
+	checkKeyChangeOutput(t, string(kcOut))
+
 	// umbra demo, as the README gives it.
 	demoLines := readmeBlock(t, "demo")
 	demo := exec.CommandContext(ctx, "sh", "-e", "-c", strings.Join(demoLines, "\n"))
@@ -190,6 +200,42 @@ func TestReadmeCLIRoundTrip(t *testing.T) {
 		t.Fatalf("the demo block failed: %v\n%s", err, demoOut)
 	}
 	checkDemoOutput(t, string(demoOut))
+}
+
+// checkKeyChangeOutput checks what the README's key-change block printed: the refusal
+// naming the change and what to run, alice's pending change with a new safety number
+// that is the one bob shows, the acceptance, the message read with bob's new key, and
+// the verification.
+func checkKeyChangeOutput(t *testing.T, out string) {
+	t.Helper()
+	for _, want := range []string{
+		"umbra encrypt: bob's key changed, so nothing was encrypted",
+		"umbra trust accept bob",
+		"alice's client refused",
+		"KEY CHANGE: bob's key changed",
+		"accepted bob's new key",
+		"welcome back\n",
+		"bob is verified",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the key-change block did not print %q:\n%s", want, out)
+		}
+	}
+	lineAfter := func(s, label string) string {
+		_, after, ok := strings.Cut(s, label)
+		if !ok {
+			return ""
+		}
+		line, _, _ := strings.Cut(after, "\n")
+		return strings.TrimSpace(line)
+	}
+	pending, bobs := lineAfter(out, "new safety number"), ""
+	if i := strings.Index(out, "alice (u_"); i >= 0 { // bob's trust show
+		bobs = lineAfter(out[i:], "safety number")
+	}
+	if pending == "" || len(strings.Fields(pending)) != 12 || pending != bobs {
+		t.Errorf("alice's new safety number for bob is %q and bob's for alice %q; want the same 12 groups\n%s", pending, bobs, out)
+	}
 }
 
 // syncBuffer is a bytes.Buffer safe for a process writing while the test reads.

@@ -125,6 +125,7 @@ func TestServerStoresNoSecret(t *testing.T) {
 	// alice loses her keys and resets them; bob writes to the new card.
 	umbra("phone", "alice", "keys", "reset")
 	afterReset := marker("direct after reset")
+	umbra("phone", "bob", "trust", "accept", "alice") // a key change to bob, who pinned her old card
 	umbra("phone", "bob", "send", "--to", "alice", afterReset)
 	wantIn(t, "alice after the reset", umbra("phone", "alice", "listen", "--until-caught-up"), afterReset)
 

@@ -11,6 +11,8 @@ const (
 	LabelCardSelfSignature       = "umbra/v1/card-self-signature"
 	LabelCardRotationEndorsement = "umbra/v1/card-rotation-endorsement"
 	LabelCardServiceSignature    = "umbra/v1/card-service-signature"
+	LabelCardServiceKeyRotation  = "umbra/v1/card-service-key-rotation"
+	LabelSafetyNumber            = "umbra/v1/safety-number"
 	LabelEnvelopeKeyWrap         = "umbra/v1/envelope-key-wrap"
 	LabelEnvelopeSignature       = "umbra/v1/envelope-signature"
 	LabelGroupMessageKey         = "umbra/v1/group-message-key"

@@ -74,6 +74,22 @@ type Config struct {
 	Now func() time.Time
 	// DialOptions are added to the connection's own (extra interceptors, for example).
 	DialOptions []grpc.DialOption
+
+	// KeyChangePolicy is what the client does when a contact's card does not chain to
+	// the one it pinned (TrustedCards): refuse (the default) or warn and go on. A
+	// contact the user verified is refused either way.
+	KeyChangePolicy KeyChangePolicy
+	// OnKeyChange, if set, is called for every key change the client meets, under
+	// either policy: for example to tell the user.
+	OnKeyChange func(*KeyChangedError)
+	// ServiceKeys are card service keys the app ships with (GetServiceKey's key ids
+	// and public keys, every one it lists when the app is built). With them the client
+	// trusts no other service key except through rotations signed by one of them; without
+	// them it pins the keys the service lists on first use.
+	ServiceKeys []ServiceKeyPin
+	// TrustStorePath is the pin file (docs/wire-format.md, 5.7); empty means
+	// KeystorePath + ".trust".
+	TrustStorePath string
 }
 
 // DefaultClockSkew is how far a signed created_at may lie outside its signer card's
@@ -90,12 +106,14 @@ type Client struct {
 	cards    cardv1.CardServiceClient
 	tok      *tokens
 
-	mu         sync.Mutex
-	ks         *e2ee.Keystore         // nil until Register or a keystore on disk
-	me         string                 // the user's identity, once known
-	serviceKey map[string]serviceKey  // by key id
-	cardCache  map[string]*cardRecord // by card id
-	groups     groupStates            // epoch keys and members seen, per group (group.go)
+	mu        sync.Mutex
+	ks        *e2ee.Keystore         // nil until Register or a keystore on disk
+	me        string                 // the user's identity, once known
+	cardCache map[string]*cardRecord // by card id
+	groups    groupStates            // epoch keys and members seen, per group (group.go)
+
+	pinMu sync.Mutex // guards pins, and orders writes of the pin file
+	pins  *pinFile   // the pin file as last read or written (pins.go)
 }
 
 // New connects to Umbra and opens the keystore if it exists.
@@ -124,15 +142,18 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{
-		cfg:        cfg,
-		conn:       conn,
-		identity:   identityv1.NewIdentityServiceClient(conn),
-		cards:      cardv1.NewCardServiceClient(conn),
-		tok:        t,
-		serviceKey: map[string]serviceKey{},
-		cardCache:  map[string]*cardRecord{},
+		cfg:       cfg,
+		conn:      conn,
+		identity:  identityv1.NewIdentityServiceClient(conn),
+		cards:     cardv1.NewCardServiceClient(conn),
+		tok:       t,
+		cardCache: map[string]*cardRecord{},
 	}
 	if err := c.openKeystore(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := c.loadPins(); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -351,7 +372,18 @@ func (c *Client) RotateKeys(ctx context.Context) (*Card, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.publishNewKeys(ctx, ks, kp, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig, Endorsement: &cardv1.CardEndorsement{Content: eContent, Signature: eSig}})
+	card, err := c.publishNewKeys(ctx, ks, kp, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig, Endorsement: &cardv1.CardEndorsement{Content: eContent, Signature: eSig}})
+	if err != nil {
+		return nil, err
+	}
+	// The endorsement is this client's own, checked against the key it signed with.
+	prev := &e2ee.Card{ID: oldID, Identity: me, SigningKey: old.SigningPublicKey()}
+	if card.Endorsement != nil && e2ee.VerifyEndorsement(prev, card.Card, card.Endorsement.Content, card.Endorsement.Signature) == nil {
+		out := *card
+		out.Endorsed = true
+		card = &out
+	}
+	return card, nil
 }
 
 // PublishCard publishes a card for fresh keys when the user has never had one: on a

@@ -11,7 +11,8 @@ import (
 
 // Encrypt encrypts and signs data for the active cards of recipients (identities), and
 // for the user's own card unless Config.ExcludeSelf is set. Every recipient must have
-// an active card.
+// an active card, and it must be one this client trusts (TrustedCards): a contact's key
+// change is a *KeyChangedError under KeyChangeRefuse.
 func (c *Client) Encrypt(ctx context.Context, data []byte, recipients ...string) ([]byte, error) {
 	ks, kp, myID, err := c.current()
 	if err != nil {
@@ -27,7 +28,7 @@ func (c *Client) Encrypt(ctx context.Context, data []byte, recipients ...string)
 	if len(want) == 0 {
 		return nil, fmt.Errorf("sdk: no recipients")
 	}
-	found, err := c.FindCards(ctx, want...)
+	found, err := c.TrustedCards(ctx, want...)
 	if err != nil {
 		return nil, err
 	}
@@ -73,8 +74,8 @@ func (c *Client) Decrypt(ctx context.Context, data []byte, sender string) ([]byt
 }
 
 // senderCard returns the card cardID that signed a message sender (an identity) is
-// expected to have written at written: it must be one of sender's cards, and was
-// active then (checkCardLifetime).
+// expected to have written at written: it must be one of sender's cards, was active
+// then (checkCardLifetime), and be trusted by this client's pins (trustSender).
 func (c *Client) senderCard(ctx context.Context, cardID []byte, sender string, written time.Time) (*Card, error) {
 	card, err := c.CardByID(ctx, cardID)
 	if err != nil {
@@ -84,6 +85,9 @@ func (c *Client) senderCard(ctx context.Context, cardID []byte, sender string, w
 		return nil, fmt.Errorf("%w: the message is signed by a card of %s, not %s", e2ee.ErrWrongSender, card.Identity, sender)
 	}
 	if err := c.checkCardLifetime(card, written); err != nil {
+		return nil, err
+	}
+	if err := c.trustSender(ctx, card); err != nil {
 		return nil, err
 	}
 	return card, nil

@@ -127,7 +127,7 @@ func (g *Group) commitFrom(ctx context.Context, st *groupv1.GetEpochStateRespons
 		for _, m := range info.GetMembers() {
 			identities = append(identities, m.GetIdentity())
 		}
-		found, err := g.c.FindCards(ctx, identities...)
+		found, err := g.c.TrustedCards(ctx, identities...)
 		if err != nil {
 			return err
 		}
@@ -313,10 +313,16 @@ func (m signerCards) get(ctx context.Context, c *Client, id []byte) (*Card, erro
 		return card, nil
 	}
 	card, err := c.CardByID(ctx, id)
-	if err == nil && m != nil {
+	if err == nil {
+		err = c.trustSender(ctx, card)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if m != nil {
 		m[string(id)] = card
 	}
-	return card, err
+	return card, nil
 }
 
 // acceptEpochKey verifies an epoch key from the service and keeps it: its commit
@@ -457,7 +463,7 @@ func (g *Group) ShareHistory(ctx context.Context, recipient string) (int, error)
 	if joined.IsZero() {
 		return 0, fmt.Errorf("%w: %s is not a member of %s", e2ee.ErrNotMember, recipient, g.ID)
 	}
-	found, err := g.c.FindCards(ctx, recipient)
+	found, err := g.c.TrustedCards(ctx, recipient)
 	if err != nil {
 		return 0, err
 	}

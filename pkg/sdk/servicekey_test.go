@@ -77,7 +77,7 @@ func TestCardDatedAfterItsServiceKeyRetiredIsRefused(t *testing.T) {
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		if r, ok := reply.(*cardv1.SearchCardsResponse); ok && err == nil && tamper.Load() {
 			for _, c := range r.GetCards() {
-				c.PublishedAt = timestamppb.New(rot.GetPrevious().GetSupersededAt().AsTime().Add(time.Second))
+				c.PublishedAt = timestamppb.New(rot.GetPrevious().GetSupersededAt().AsTime().Add(2 * time.Second)) // the signed retirement time is in whole seconds
 			}
 		}
 		return err

@@ -47,13 +47,17 @@ func serviceKeyPublic(rec *storagev1.ServiceKeyRecord) ed25519.PublicKey {
 
 // serviceKeyView is a key as GetServiceKey shows it.
 func serviceKeyView(rec *storagev1.ServiceKeyRecord) *cardv1.ServiceKey {
-	return &cardv1.ServiceKey{
+	v := &cardv1.ServiceKey{
 		KeyId:        rec.GetKeyId(),
 		Algorithm:    "Ed25519",
 		PublicKey:    serviceKeyPublic(rec),
 		CreatedAt:    rec.GetCreatedAt(),
 		SupersededAt: rec.GetSupersededAt(),
 	}
+	if len(rec.GetRotationContent()) > 0 {
+		v.Rotation = &cardv1.ServiceKeyRotation{Content: rec.GetRotationContent(), Signature: rec.GetRotationSignature()}
+	}
+	return v
 }
 
 // serviceSign counter-signs a card id with the current key and returns the signature
@@ -87,6 +91,13 @@ func (s *Server) RotateServiceKey(context.Context, *cardv1.RotateServiceKeyReque
 	next, err := newServiceKey(s.rand, at)
 	if err != nil {
 		return nil, err
+	}
+	// The key being retired vouches for its successor, so clients that pinned it
+	// follow the rotation on its signature, not on this server's word
+	// (docs/wire-format.md, 5.6).
+	next.RotationContent, next.RotationSignature, err = e2ee.SignServiceKeyRotation(s.key, s.keyRec.GetKeyId(), next.GetKeyId(), next.GetPublicKey(), at)
+	if err != nil {
+		return nil, fmt.Errorf("card: sign the service key rotation: %w", err)
 	}
 	retired, err := s.store.RotateServiceKey(next, at)
 	if err != nil {
@@ -144,6 +155,9 @@ func (s *BoltStore) RotateServiceKey(next *storagev1.ServiceKeyRecord, at time.T
 			CreatedAt:    current.GetCreatedAt(),
 			PublicKey:    serviceKeyPublic(current),
 			SupersededAt: timestamppb.New(at),
+			// The statement that introduced it stays with it.
+			RotationContent:   current.GetRotationContent(),
+			RotationSignature: current.GetRotationSignature(),
 		}
 		if err := boltdb.PutProto(b, boltdb.Key("retired", current.GetKeyId()), retired); err != nil {
 			return err

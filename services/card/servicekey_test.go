@@ -83,6 +83,18 @@ func TestServiceKeyRotation(t *testing.T) {
 			!keys[0].GetSupersededAt().AsTime().Equal(rotatedAt) || keys[1].GetSupersededAt() != nil {
 			t.Fatalf("GetServiceKey = %v; want the retired key (superseded at %s), then the current one", resp, rotatedAt)
 		}
+		// The new key comes with the rotation statement the old key signed; the first
+		// key has none (it has no predecessor).
+		if keys[0].GetRotation() != nil {
+			t.Errorf("the first key carries a rotation statement: %v", keys[0].GetRotation())
+		}
+		r, err := e2ee.VerifyServiceKeyRotation(oldID, keys[0].GetPublicKey(), keys[1].GetRotation().GetContent(), keys[1].GetRotation().GetSignature())
+		if err != nil {
+			t.Fatalf("the rotation statement of the new key: %v", err)
+		}
+		if r.NewKeyID != newID || !bytes.Equal(r.NewPublicKey, keys[1].GetPublicKey()) || !r.CreatedAt.Equal(rotatedAt.Truncate(time.Second)) {
+			t.Errorf("the rotation statement says %s %x at %s; want %s %x at %s", r.NewKeyID, r.NewPublicKey, r.CreatedAt, newID, keys[1].GetPublicKey(), rotatedAt)
+		}
 		byID := map[string]*cardv1.ServiceKey{oldID: keys[0], newID: keys[1]}
 		for _, card := range cards {
 			got, err := c.GetCard(carol.ctx(), &cardv1.GetCardRequest{CardId: card.GetCardId()})
@@ -117,6 +129,24 @@ func TestServiceKeyRotation(t *testing.T) {
 		t.Errorf("after a restart a card names key %q; want %q", cardC.GetServiceKeyId(), newID)
 	}
 	checkKeys(t, e2.client, cardC)
+
+	// A second rotation: each key after the first carries the statement of the key
+	// before it, the retired middle one included, so a client follows the whole chain.
+	e.clock.Add(time.Minute)
+	if _, err := e2.client.RotateServiceKey(as(testAdmin), &cardv1.RotateServiceKeyRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := e2.client.GetServiceKey(as(""), &cardv1.GetServiceKeyRequest{})
+	if err != nil || len(all.GetKeys()) != 3 {
+		t.Fatalf("GetServiceKey after two rotations = %v, %v", all, err)
+	}
+	for i := 1; i < 3; i++ {
+		prev, k := all.GetKeys()[i-1], all.GetKeys()[i]
+		r, err := e2ee.VerifyServiceKeyRotation(prev.GetKeyId(), prev.GetPublicKey(), k.GetRotation().GetContent(), k.GetRotation().GetSignature())
+		if err != nil || r.NewKeyID != k.GetKeyId() || !bytes.Equal(r.NewPublicKey, k.GetPublicKey()) {
+			t.Errorf("key %d (%s): rotation statement %v, %v; want one signed by key %s naming it", i, k.GetKeyId(), r, err, prev.GetKeyId())
+		}
+	}
 }
 
 // TestServiceKeyRotationOverREST rotates through the gateway's route, which only the

@@ -376,7 +376,12 @@ type ServiceKey struct {
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// When a rotation retired the key; unset for the current key. The key signed the
 	// cards published from `created_at` up to `superseded_at`, and nothing after.
-	SupersededAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=superseded_at,json=supersededAt,proto3" json:"superseded_at,omitempty"`
+	SupersededAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=superseded_at,json=supersededAt,proto3" json:"superseded_at,omitempty"`
+	// The rotation that made this key current, signed by the key it replaced
+	// (docs/wire-format.md, 5.6): a client that pinned the previous key follows it to
+	// this one without taking the server's word. Unset for the first key, and for keys
+	// rotated in before signed rotations existed.
+	Rotation      *ServiceKeyRotation `protobuf:"bytes,6,opt,name=rotation,proto3" json:"rotation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -446,6 +451,72 @@ func (x *ServiceKey) GetSupersededAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ServiceKey) GetRotation() *ServiceKeyRotation {
+	if x != nil {
+		return x.Rotation
+	}
+	return nil
+}
+
+// ServiceKeyRotation is the card service's statement that a key replaced the one
+// before it.
+type ServiceKeyRotation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The exact bytes of an umbra.envelope.v1.ServiceKeyRotationContent (at most 256
+	// bytes): the previous key's id, the new key's id and public key, and when it took
+	// over.
+	Content []byte `protobuf:"bytes,1,opt,name=content,proto3" json:"content,omitempty"`
+	// Ed25519 signature (64 bytes) by the previous key over
+	// "umbra/v1/card-service-key-rotation" || 0x00 || content.
+	Signature     []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceKeyRotation) Reset() {
+	*x = ServiceKeyRotation{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceKeyRotation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceKeyRotation) ProtoMessage() {}
+
+func (x *ServiceKeyRotation) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceKeyRotation.ProtoReflect.Descriptor instead.
+func (*ServiceKeyRotation) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ServiceKeyRotation) GetContent() []byte {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
+func (x *ServiceKeyRotation) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 type PublishCardRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The exact bytes of an umbra.envelope.v1.CardContent, at most 4 KiB. The service
@@ -468,7 +539,7 @@ type PublishCardRequest struct {
 
 func (x *PublishCardRequest) Reset() {
 	*x = PublishCardRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[3]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +551,7 @@ func (x *PublishCardRequest) String() string {
 func (*PublishCardRequest) ProtoMessage() {}
 
 func (x *PublishCardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[3]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +564,7 @@ func (x *PublishCardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishCardRequest.ProtoReflect.Descriptor instead.
 func (*PublishCardRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{3}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PublishCardRequest) GetContent() []byte {
@@ -534,7 +605,7 @@ type PublishCardResponse struct {
 
 func (x *PublishCardResponse) Reset() {
 	*x = PublishCardResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[4]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +617,7 @@ func (x *PublishCardResponse) String() string {
 func (*PublishCardResponse) ProtoMessage() {}
 
 func (x *PublishCardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[4]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +630,7 @@ func (x *PublishCardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishCardResponse.ProtoReflect.Descriptor instead.
 func (*PublishCardResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{4}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PublishCardResponse) GetCard() *Card {
@@ -577,7 +648,7 @@ type GetServiceKeyRequest struct {
 
 func (x *GetServiceKeyRequest) Reset() {
 	*x = GetServiceKeyRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[5]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +660,7 @@ func (x *GetServiceKeyRequest) String() string {
 func (*GetServiceKeyRequest) ProtoMessage() {}
 
 func (x *GetServiceKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[5]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +673,7 @@ func (x *GetServiceKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceKeyRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{5}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{6}
 }
 
 type GetServiceKeyResponse struct {
@@ -618,7 +689,7 @@ type GetServiceKeyResponse struct {
 
 func (x *GetServiceKeyResponse) Reset() {
 	*x = GetServiceKeyResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[6]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +701,7 @@ func (x *GetServiceKeyResponse) String() string {
 func (*GetServiceKeyResponse) ProtoMessage() {}
 
 func (x *GetServiceKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[6]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +714,7 @@ func (x *GetServiceKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceKeyResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{6}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetServiceKeyResponse) GetKey() *ServiceKey {
@@ -668,7 +739,7 @@ type RotateServiceKeyRequest struct {
 
 func (x *RotateServiceKeyRequest) Reset() {
 	*x = RotateServiceKeyRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[7]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +751,7 @@ func (x *RotateServiceKeyRequest) String() string {
 func (*RotateServiceKeyRequest) ProtoMessage() {}
 
 func (x *RotateServiceKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[7]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +764,7 @@ func (x *RotateServiceKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateServiceKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateServiceKeyRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{7}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{8}
 }
 
 type RotateServiceKeyResponse struct {
@@ -708,7 +779,7 @@ type RotateServiceKeyResponse struct {
 
 func (x *RotateServiceKeyResponse) Reset() {
 	*x = RotateServiceKeyResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[8]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +791,7 @@ func (x *RotateServiceKeyResponse) String() string {
 func (*RotateServiceKeyResponse) ProtoMessage() {}
 
 func (x *RotateServiceKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[8]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +804,7 @@ func (x *RotateServiceKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateServiceKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateServiceKeyResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{8}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RotateServiceKeyResponse) GetKey() *ServiceKey {
@@ -761,7 +832,7 @@ type SearchCardsRequest struct {
 
 func (x *SearchCardsRequest) Reset() {
 	*x = SearchCardsRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[9]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +844,7 @@ func (x *SearchCardsRequest) String() string {
 func (*SearchCardsRequest) ProtoMessage() {}
 
 func (x *SearchCardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[9]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +857,7 @@ func (x *SearchCardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchCardsRequest.ProtoReflect.Descriptor instead.
 func (*SearchCardsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{9}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SearchCardsRequest) GetIdentities() []string {
@@ -807,7 +878,7 @@ type SearchCardsResponse struct {
 
 func (x *SearchCardsResponse) Reset() {
 	*x = SearchCardsResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[10]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +890,7 @@ func (x *SearchCardsResponse) String() string {
 func (*SearchCardsResponse) ProtoMessage() {}
 
 func (x *SearchCardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[10]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +903,7 @@ func (x *SearchCardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchCardsResponse.ProtoReflect.Descriptor instead.
 func (*SearchCardsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{10}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SearchCardsResponse) GetCards() []*Card {
@@ -852,7 +923,7 @@ type GetCardRequest struct {
 
 func (x *GetCardRequest) Reset() {
 	*x = GetCardRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[11]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +935,7 @@ func (x *GetCardRequest) String() string {
 func (*GetCardRequest) ProtoMessage() {}
 
 func (x *GetCardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[11]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +948,7 @@ func (x *GetCardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCardRequest.ProtoReflect.Descriptor instead.
 func (*GetCardRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{11}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetCardRequest) GetCardId() []byte {
@@ -897,7 +968,7 @@ type GetCardResponse struct {
 
 func (x *GetCardResponse) Reset() {
 	*x = GetCardResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[12]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +980,7 @@ func (x *GetCardResponse) String() string {
 func (*GetCardResponse) ProtoMessage() {}
 
 func (x *GetCardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[12]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +993,7 @@ func (x *GetCardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCardResponse.ProtoReflect.Descriptor instead.
 func (*GetCardResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{12}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetCardResponse) GetCard() *Card {
@@ -947,7 +1018,7 @@ type ListCardHistoryRequest struct {
 
 func (x *ListCardHistoryRequest) Reset() {
 	*x = ListCardHistoryRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[13]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1030,7 @@ func (x *ListCardHistoryRequest) String() string {
 func (*ListCardHistoryRequest) ProtoMessage() {}
 
 func (x *ListCardHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[13]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1043,7 @@ func (x *ListCardHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCardHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ListCardHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{13}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListCardHistoryRequest) GetIdentity() string {
@@ -1008,7 +1079,7 @@ type ListCardHistoryResponse struct {
 
 func (x *ListCardHistoryResponse) Reset() {
 	*x = ListCardHistoryResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[14]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1091,7 @@ func (x *ListCardHistoryResponse) String() string {
 func (*ListCardHistoryResponse) ProtoMessage() {}
 
 func (x *ListCardHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[14]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1104,7 @@ func (x *ListCardHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCardHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ListCardHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{14}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListCardHistoryResponse) GetCards() []*Card {
@@ -1060,7 +1131,7 @@ type RevokeCardRequest struct {
 
 func (x *RevokeCardRequest) Reset() {
 	*x = RevokeCardRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[15]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1143,7 @@ func (x *RevokeCardRequest) String() string {
 func (*RevokeCardRequest) ProtoMessage() {}
 
 func (x *RevokeCardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[15]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1156,7 @@ func (x *RevokeCardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCardRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCardRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{15}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RevokeCardRequest) GetCardId() []byte {
@@ -1105,7 +1176,7 @@ type RevokeCardResponse struct {
 
 func (x *RevokeCardResponse) Reset() {
 	*x = RevokeCardResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[16]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1188,7 @@ func (x *RevokeCardResponse) String() string {
 func (*RevokeCardResponse) ProtoMessage() {}
 
 func (x *RevokeCardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[16]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1201,7 @@ func (x *RevokeCardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCardResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCardResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{16}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RevokeCardResponse) GetCard() *Card {
@@ -1157,7 +1228,7 @@ type ActiveCardRef struct {
 
 func (x *ActiveCardRef) Reset() {
 	*x = ActiveCardRef{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[17]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1240,7 @@ func (x *ActiveCardRef) String() string {
 func (*ActiveCardRef) ProtoMessage() {}
 
 func (x *ActiveCardRef) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[17]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1253,7 @@ func (x *ActiveCardRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActiveCardRef.ProtoReflect.Descriptor instead.
 func (*ActiveCardRef) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{17}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ActiveCardRef) GetIdentity() string {
@@ -1227,7 +1298,7 @@ type LookupActiveCardsRequest struct {
 
 func (x *LookupActiveCardsRequest) Reset() {
 	*x = LookupActiveCardsRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[18]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1310,7 @@ func (x *LookupActiveCardsRequest) String() string {
 func (*LookupActiveCardsRequest) ProtoMessage() {}
 
 func (x *LookupActiveCardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[18]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1323,7 @@ func (x *LookupActiveCardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupActiveCardsRequest.ProtoReflect.Descriptor instead.
 func (*LookupActiveCardsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{18}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LookupActiveCardsRequest) GetAppId() string {
@@ -1279,7 +1350,7 @@ type LookupActiveCardsResponse struct {
 
 func (x *LookupActiveCardsResponse) Reset() {
 	*x = LookupActiveCardsResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[19]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1362,7 @@ func (x *LookupActiveCardsResponse) String() string {
 func (*LookupActiveCardsResponse) ProtoMessage() {}
 
 func (x *LookupActiveCardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[19]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1375,7 @@ func (x *LookupActiveCardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupActiveCardsResponse.ProtoReflect.Descriptor instead.
 func (*LookupActiveCardsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{19}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LookupActiveCardsResponse) GetCards() []*ActiveCardRef {
@@ -1341,7 +1412,7 @@ type CardEvent struct {
 
 func (x *CardEvent) Reset() {
 	*x = CardEvent{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[20]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1424,7 @@ func (x *CardEvent) String() string {
 func (*CardEvent) ProtoMessage() {}
 
 func (x *CardEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[20]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1437,7 @@ func (x *CardEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CardEvent.ProtoReflect.Descriptor instead.
 func (*CardEvent) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{20}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CardEvent) GetSequence() uint64 {
@@ -1437,7 +1508,7 @@ type ListCardEventsRequest struct {
 
 func (x *ListCardEventsRequest) Reset() {
 	*x = ListCardEventsRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[21]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1520,7 @@ func (x *ListCardEventsRequest) String() string {
 func (*ListCardEventsRequest) ProtoMessage() {}
 
 func (x *ListCardEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[21]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1533,7 @@ func (x *ListCardEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCardEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListCardEventsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{21}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListCardEventsRequest) GetAfterSequence() uint64 {
@@ -1491,7 +1562,7 @@ type ListCardEventsResponse struct {
 
 func (x *ListCardEventsResponse) Reset() {
 	*x = ListCardEventsResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[22]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1574,7 @@ func (x *ListCardEventsResponse) String() string {
 func (*ListCardEventsResponse) ProtoMessage() {}
 
 func (x *ListCardEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[22]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1587,7 @@ func (x *ListCardEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCardEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListCardEventsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{22}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListCardEventsResponse) GetEvents() []*CardEvent {
@@ -1546,7 +1617,7 @@ type LookupCardOwnerRequest struct {
 
 func (x *LookupCardOwnerRequest) Reset() {
 	*x = LookupCardOwnerRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[23]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1629,7 @@ func (x *LookupCardOwnerRequest) String() string {
 func (*LookupCardOwnerRequest) ProtoMessage() {}
 
 func (x *LookupCardOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[23]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1642,7 @@ func (x *LookupCardOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCardOwnerRequest.ProtoReflect.Descriptor instead.
 func (*LookupCardOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{23}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LookupCardOwnerRequest) GetAppId() string {
@@ -1600,7 +1671,7 @@ type LookupCardOwnerResponse struct {
 
 func (x *LookupCardOwnerResponse) Reset() {
 	*x = LookupCardOwnerResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[24]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1683,7 @@ func (x *LookupCardOwnerResponse) String() string {
 func (*LookupCardOwnerResponse) ProtoMessage() {}
 
 func (x *LookupCardOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[24]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1696,7 @@ func (x *LookupCardOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCardOwnerResponse.ProtoReflect.Descriptor instead.
 func (*LookupCardOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{24}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LookupCardOwnerResponse) GetIdentity() string {
@@ -1665,7 +1736,7 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\tkey_reset\x18\r \x01(\bR\bkeyReset\"I\n" +
 	"\x0fCardEndorsement\x12\x18\n" +
 	"\acontent\x18\x01 \x01(\fR\acontent\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature\"\xdc\x01\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x9b\x02\n" +
 	"\n" +
 	"ServiceKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
@@ -1674,7 +1745,11 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"public_key\x18\x03 \x01(\fR\tpublicKey\x129\n" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12?\n" +
-	"\rsuperseded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fsupersededAt\"\xb8\x01\n" +
+	"\rsuperseded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fsupersededAt\x12=\n" +
+	"\brotation\x18\x06 \x01(\v2!.umbra.card.v1.ServiceKeyRotationR\brotation\"L\n" +
+	"\x12ServiceKeyRotation\x12\x18\n" +
+	"\acontent\x18\x01 \x01(\fR\acontent\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"\xb8\x01\n" +
 	"\x12PublishCardRequest\x12\x18\n" +
 	"\acontent\x18\x01 \x01(\fR\acontent\x12%\n" +
 	"\x0eself_signature\x18\x02 \x01(\fR\rselfSignature\x12@\n" +
@@ -1783,87 +1858,89 @@ func file_umbra_card_v1_card_proto_rawDescGZIP() []byte {
 }
 
 var file_umbra_card_v1_card_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_umbra_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_umbra_card_v1_card_proto_goTypes = []any{
 	(CardStatus)(0),                   // 0: umbra.card.v1.CardStatus
 	(CardEventKind)(0),                // 1: umbra.card.v1.CardEventKind
 	(*Card)(nil),                      // 2: umbra.card.v1.Card
 	(*CardEndorsement)(nil),           // 3: umbra.card.v1.CardEndorsement
 	(*ServiceKey)(nil),                // 4: umbra.card.v1.ServiceKey
-	(*PublishCardRequest)(nil),        // 5: umbra.card.v1.PublishCardRequest
-	(*PublishCardResponse)(nil),       // 6: umbra.card.v1.PublishCardResponse
-	(*GetServiceKeyRequest)(nil),      // 7: umbra.card.v1.GetServiceKeyRequest
-	(*GetServiceKeyResponse)(nil),     // 8: umbra.card.v1.GetServiceKeyResponse
-	(*RotateServiceKeyRequest)(nil),   // 9: umbra.card.v1.RotateServiceKeyRequest
-	(*RotateServiceKeyResponse)(nil),  // 10: umbra.card.v1.RotateServiceKeyResponse
-	(*SearchCardsRequest)(nil),        // 11: umbra.card.v1.SearchCardsRequest
-	(*SearchCardsResponse)(nil),       // 12: umbra.card.v1.SearchCardsResponse
-	(*GetCardRequest)(nil),            // 13: umbra.card.v1.GetCardRequest
-	(*GetCardResponse)(nil),           // 14: umbra.card.v1.GetCardResponse
-	(*ListCardHistoryRequest)(nil),    // 15: umbra.card.v1.ListCardHistoryRequest
-	(*ListCardHistoryResponse)(nil),   // 16: umbra.card.v1.ListCardHistoryResponse
-	(*RevokeCardRequest)(nil),         // 17: umbra.card.v1.RevokeCardRequest
-	(*RevokeCardResponse)(nil),        // 18: umbra.card.v1.RevokeCardResponse
-	(*ActiveCardRef)(nil),             // 19: umbra.card.v1.ActiveCardRef
-	(*LookupActiveCardsRequest)(nil),  // 20: umbra.card.v1.LookupActiveCardsRequest
-	(*LookupActiveCardsResponse)(nil), // 21: umbra.card.v1.LookupActiveCardsResponse
-	(*CardEvent)(nil),                 // 22: umbra.card.v1.CardEvent
-	(*ListCardEventsRequest)(nil),     // 23: umbra.card.v1.ListCardEventsRequest
-	(*ListCardEventsResponse)(nil),    // 24: umbra.card.v1.ListCardEventsResponse
-	(*LookupCardOwnerRequest)(nil),    // 25: umbra.card.v1.LookupCardOwnerRequest
-	(*LookupCardOwnerResponse)(nil),   // 26: umbra.card.v1.LookupCardOwnerResponse
-	(*timestamppb.Timestamp)(nil),     // 27: google.protobuf.Timestamp
-	(v1.Suite)(0),                     // 28: umbra.envelope.v1.Suite
+	(*ServiceKeyRotation)(nil),        // 5: umbra.card.v1.ServiceKeyRotation
+	(*PublishCardRequest)(nil),        // 6: umbra.card.v1.PublishCardRequest
+	(*PublishCardResponse)(nil),       // 7: umbra.card.v1.PublishCardResponse
+	(*GetServiceKeyRequest)(nil),      // 8: umbra.card.v1.GetServiceKeyRequest
+	(*GetServiceKeyResponse)(nil),     // 9: umbra.card.v1.GetServiceKeyResponse
+	(*RotateServiceKeyRequest)(nil),   // 10: umbra.card.v1.RotateServiceKeyRequest
+	(*RotateServiceKeyResponse)(nil),  // 11: umbra.card.v1.RotateServiceKeyResponse
+	(*SearchCardsRequest)(nil),        // 12: umbra.card.v1.SearchCardsRequest
+	(*SearchCardsResponse)(nil),       // 13: umbra.card.v1.SearchCardsResponse
+	(*GetCardRequest)(nil),            // 14: umbra.card.v1.GetCardRequest
+	(*GetCardResponse)(nil),           // 15: umbra.card.v1.GetCardResponse
+	(*ListCardHistoryRequest)(nil),    // 16: umbra.card.v1.ListCardHistoryRequest
+	(*ListCardHistoryResponse)(nil),   // 17: umbra.card.v1.ListCardHistoryResponse
+	(*RevokeCardRequest)(nil),         // 18: umbra.card.v1.RevokeCardRequest
+	(*RevokeCardResponse)(nil),        // 19: umbra.card.v1.RevokeCardResponse
+	(*ActiveCardRef)(nil),             // 20: umbra.card.v1.ActiveCardRef
+	(*LookupActiveCardsRequest)(nil),  // 21: umbra.card.v1.LookupActiveCardsRequest
+	(*LookupActiveCardsResponse)(nil), // 22: umbra.card.v1.LookupActiveCardsResponse
+	(*CardEvent)(nil),                 // 23: umbra.card.v1.CardEvent
+	(*ListCardEventsRequest)(nil),     // 24: umbra.card.v1.ListCardEventsRequest
+	(*ListCardEventsResponse)(nil),    // 25: umbra.card.v1.ListCardEventsResponse
+	(*LookupCardOwnerRequest)(nil),    // 26: umbra.card.v1.LookupCardOwnerRequest
+	(*LookupCardOwnerResponse)(nil),   // 27: umbra.card.v1.LookupCardOwnerResponse
+	(*timestamppb.Timestamp)(nil),     // 28: google.protobuf.Timestamp
+	(v1.Suite)(0),                     // 29: umbra.envelope.v1.Suite
 }
 var file_umbra_card_v1_card_proto_depIdxs = []int32{
 	3,  // 0: umbra.card.v1.Card.endorsement:type_name -> umbra.card.v1.CardEndorsement
 	0,  // 1: umbra.card.v1.Card.status:type_name -> umbra.card.v1.CardStatus
-	27, // 2: umbra.card.v1.Card.published_at:type_name -> google.protobuf.Timestamp
-	27, // 3: umbra.card.v1.Card.superseded_at:type_name -> google.protobuf.Timestamp
-	27, // 4: umbra.card.v1.Card.revoked_at:type_name -> google.protobuf.Timestamp
-	27, // 5: umbra.card.v1.ServiceKey.created_at:type_name -> google.protobuf.Timestamp
-	27, // 6: umbra.card.v1.ServiceKey.superseded_at:type_name -> google.protobuf.Timestamp
-	3,  // 7: umbra.card.v1.PublishCardRequest.endorsement:type_name -> umbra.card.v1.CardEndorsement
-	2,  // 8: umbra.card.v1.PublishCardResponse.card:type_name -> umbra.card.v1.Card
-	4,  // 9: umbra.card.v1.GetServiceKeyResponse.key:type_name -> umbra.card.v1.ServiceKey
-	4,  // 10: umbra.card.v1.GetServiceKeyResponse.keys:type_name -> umbra.card.v1.ServiceKey
-	4,  // 11: umbra.card.v1.RotateServiceKeyResponse.key:type_name -> umbra.card.v1.ServiceKey
-	4,  // 12: umbra.card.v1.RotateServiceKeyResponse.previous:type_name -> umbra.card.v1.ServiceKey
-	2,  // 13: umbra.card.v1.SearchCardsResponse.cards:type_name -> umbra.card.v1.Card
-	2,  // 14: umbra.card.v1.GetCardResponse.card:type_name -> umbra.card.v1.Card
-	2,  // 15: umbra.card.v1.ListCardHistoryResponse.cards:type_name -> umbra.card.v1.Card
-	2,  // 16: umbra.card.v1.RevokeCardResponse.card:type_name -> umbra.card.v1.Card
-	28, // 17: umbra.card.v1.ActiveCardRef.suite:type_name -> umbra.envelope.v1.Suite
-	19, // 18: umbra.card.v1.LookupActiveCardsResponse.cards:type_name -> umbra.card.v1.ActiveCardRef
-	1,  // 19: umbra.card.v1.CardEvent.kind:type_name -> umbra.card.v1.CardEventKind
-	27, // 20: umbra.card.v1.CardEvent.occurred_at:type_name -> google.protobuf.Timestamp
-	22, // 21: umbra.card.v1.ListCardEventsResponse.events:type_name -> umbra.card.v1.CardEvent
-	0,  // 22: umbra.card.v1.LookupCardOwnerResponse.status:type_name -> umbra.card.v1.CardStatus
-	5,  // 23: umbra.card.v1.CardService.PublishCard:input_type -> umbra.card.v1.PublishCardRequest
-	7,  // 24: umbra.card.v1.CardService.GetServiceKey:input_type -> umbra.card.v1.GetServiceKeyRequest
-	9,  // 25: umbra.card.v1.CardService.RotateServiceKey:input_type -> umbra.card.v1.RotateServiceKeyRequest
-	11, // 26: umbra.card.v1.CardService.SearchCards:input_type -> umbra.card.v1.SearchCardsRequest
-	13, // 27: umbra.card.v1.CardService.GetCard:input_type -> umbra.card.v1.GetCardRequest
-	15, // 28: umbra.card.v1.CardService.ListCardHistory:input_type -> umbra.card.v1.ListCardHistoryRequest
-	17, // 29: umbra.card.v1.CardService.RevokeCard:input_type -> umbra.card.v1.RevokeCardRequest
-	20, // 30: umbra.card.v1.CardService.LookupActiveCards:input_type -> umbra.card.v1.LookupActiveCardsRequest
-	23, // 31: umbra.card.v1.CardService.ListCardEvents:input_type -> umbra.card.v1.ListCardEventsRequest
-	25, // 32: umbra.card.v1.CardService.LookupCardOwner:input_type -> umbra.card.v1.LookupCardOwnerRequest
-	6,  // 33: umbra.card.v1.CardService.PublishCard:output_type -> umbra.card.v1.PublishCardResponse
-	8,  // 34: umbra.card.v1.CardService.GetServiceKey:output_type -> umbra.card.v1.GetServiceKeyResponse
-	10, // 35: umbra.card.v1.CardService.RotateServiceKey:output_type -> umbra.card.v1.RotateServiceKeyResponse
-	12, // 36: umbra.card.v1.CardService.SearchCards:output_type -> umbra.card.v1.SearchCardsResponse
-	14, // 37: umbra.card.v1.CardService.GetCard:output_type -> umbra.card.v1.GetCardResponse
-	16, // 38: umbra.card.v1.CardService.ListCardHistory:output_type -> umbra.card.v1.ListCardHistoryResponse
-	18, // 39: umbra.card.v1.CardService.RevokeCard:output_type -> umbra.card.v1.RevokeCardResponse
-	21, // 40: umbra.card.v1.CardService.LookupActiveCards:output_type -> umbra.card.v1.LookupActiveCardsResponse
-	24, // 41: umbra.card.v1.CardService.ListCardEvents:output_type -> umbra.card.v1.ListCardEventsResponse
-	26, // 42: umbra.card.v1.CardService.LookupCardOwner:output_type -> umbra.card.v1.LookupCardOwnerResponse
-	33, // [33:43] is the sub-list for method output_type
-	23, // [23:33] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	28, // 2: umbra.card.v1.Card.published_at:type_name -> google.protobuf.Timestamp
+	28, // 3: umbra.card.v1.Card.superseded_at:type_name -> google.protobuf.Timestamp
+	28, // 4: umbra.card.v1.Card.revoked_at:type_name -> google.protobuf.Timestamp
+	28, // 5: umbra.card.v1.ServiceKey.created_at:type_name -> google.protobuf.Timestamp
+	28, // 6: umbra.card.v1.ServiceKey.superseded_at:type_name -> google.protobuf.Timestamp
+	5,  // 7: umbra.card.v1.ServiceKey.rotation:type_name -> umbra.card.v1.ServiceKeyRotation
+	3,  // 8: umbra.card.v1.PublishCardRequest.endorsement:type_name -> umbra.card.v1.CardEndorsement
+	2,  // 9: umbra.card.v1.PublishCardResponse.card:type_name -> umbra.card.v1.Card
+	4,  // 10: umbra.card.v1.GetServiceKeyResponse.key:type_name -> umbra.card.v1.ServiceKey
+	4,  // 11: umbra.card.v1.GetServiceKeyResponse.keys:type_name -> umbra.card.v1.ServiceKey
+	4,  // 12: umbra.card.v1.RotateServiceKeyResponse.key:type_name -> umbra.card.v1.ServiceKey
+	4,  // 13: umbra.card.v1.RotateServiceKeyResponse.previous:type_name -> umbra.card.v1.ServiceKey
+	2,  // 14: umbra.card.v1.SearchCardsResponse.cards:type_name -> umbra.card.v1.Card
+	2,  // 15: umbra.card.v1.GetCardResponse.card:type_name -> umbra.card.v1.Card
+	2,  // 16: umbra.card.v1.ListCardHistoryResponse.cards:type_name -> umbra.card.v1.Card
+	2,  // 17: umbra.card.v1.RevokeCardResponse.card:type_name -> umbra.card.v1.Card
+	29, // 18: umbra.card.v1.ActiveCardRef.suite:type_name -> umbra.envelope.v1.Suite
+	20, // 19: umbra.card.v1.LookupActiveCardsResponse.cards:type_name -> umbra.card.v1.ActiveCardRef
+	1,  // 20: umbra.card.v1.CardEvent.kind:type_name -> umbra.card.v1.CardEventKind
+	28, // 21: umbra.card.v1.CardEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	23, // 22: umbra.card.v1.ListCardEventsResponse.events:type_name -> umbra.card.v1.CardEvent
+	0,  // 23: umbra.card.v1.LookupCardOwnerResponse.status:type_name -> umbra.card.v1.CardStatus
+	6,  // 24: umbra.card.v1.CardService.PublishCard:input_type -> umbra.card.v1.PublishCardRequest
+	8,  // 25: umbra.card.v1.CardService.GetServiceKey:input_type -> umbra.card.v1.GetServiceKeyRequest
+	10, // 26: umbra.card.v1.CardService.RotateServiceKey:input_type -> umbra.card.v1.RotateServiceKeyRequest
+	12, // 27: umbra.card.v1.CardService.SearchCards:input_type -> umbra.card.v1.SearchCardsRequest
+	14, // 28: umbra.card.v1.CardService.GetCard:input_type -> umbra.card.v1.GetCardRequest
+	16, // 29: umbra.card.v1.CardService.ListCardHistory:input_type -> umbra.card.v1.ListCardHistoryRequest
+	18, // 30: umbra.card.v1.CardService.RevokeCard:input_type -> umbra.card.v1.RevokeCardRequest
+	21, // 31: umbra.card.v1.CardService.LookupActiveCards:input_type -> umbra.card.v1.LookupActiveCardsRequest
+	24, // 32: umbra.card.v1.CardService.ListCardEvents:input_type -> umbra.card.v1.ListCardEventsRequest
+	26, // 33: umbra.card.v1.CardService.LookupCardOwner:input_type -> umbra.card.v1.LookupCardOwnerRequest
+	7,  // 34: umbra.card.v1.CardService.PublishCard:output_type -> umbra.card.v1.PublishCardResponse
+	9,  // 35: umbra.card.v1.CardService.GetServiceKey:output_type -> umbra.card.v1.GetServiceKeyResponse
+	11, // 36: umbra.card.v1.CardService.RotateServiceKey:output_type -> umbra.card.v1.RotateServiceKeyResponse
+	13, // 37: umbra.card.v1.CardService.SearchCards:output_type -> umbra.card.v1.SearchCardsResponse
+	15, // 38: umbra.card.v1.CardService.GetCard:output_type -> umbra.card.v1.GetCardResponse
+	17, // 39: umbra.card.v1.CardService.ListCardHistory:output_type -> umbra.card.v1.ListCardHistoryResponse
+	19, // 40: umbra.card.v1.CardService.RevokeCard:output_type -> umbra.card.v1.RevokeCardResponse
+	22, // 41: umbra.card.v1.CardService.LookupActiveCards:output_type -> umbra.card.v1.LookupActiveCardsResponse
+	25, // 42: umbra.card.v1.CardService.ListCardEvents:output_type -> umbra.card.v1.ListCardEventsResponse
+	27, // 43: umbra.card.v1.CardService.LookupCardOwner:output_type -> umbra.card.v1.LookupCardOwnerResponse
+	34, // [34:44] is the sub-list for method output_type
+	24, // [24:34] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_umbra_card_v1_card_proto_init() }
@@ -1877,7 +1954,7 @@ func file_umbra_card_v1_card_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_card_v1_card_proto_rawDesc), len(file_umbra_card_v1_card_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -81,11 +81,13 @@ type CardServiceClient interface {
 	// before a rotation, with the time it stopped. A card names the key that signed it
 	// (`service_key_id`); a client verifies it with that key, so cards published before
 	// a rotation keep verifying on a client that never saw the old key. Clients pin
-	// them.
+	// them, and follow a rotation only through its `rotation` statement, signed by the
+	// key it replaced (docs/wire-format.md, 5.6).
 	// Auth: public.
 	GetServiceKey(ctx context.Context, in *GetServiceKeyRequest, opts ...grpc.CallOption) (*GetServiceKeyResponse, error)
 	// RotateServiceKey makes a new counter-signing key current, in one transaction: every
-	// card published from then on is signed with it. The previous key signs nothing more;
+	// card published from then on is signed with it. The previous key signs the
+	// rotation statement (ServiceKey.rotation) before its private key is erased. The previous key signs nothing more;
 	// it stays listed by GetServiceKey with its `superseded_at`, so the cards it signed
 	// keep verifying, and its private key is erased. Cards are not re-signed.
 	// Auth: admin credential.
@@ -293,11 +295,13 @@ type CardServiceServer interface {
 	// before a rotation, with the time it stopped. A card names the key that signed it
 	// (`service_key_id`); a client verifies it with that key, so cards published before
 	// a rotation keep verifying on a client that never saw the old key. Clients pin
-	// them.
+	// them, and follow a rotation only through its `rotation` statement, signed by the
+	// key it replaced (docs/wire-format.md, 5.6).
 	// Auth: public.
 	GetServiceKey(context.Context, *GetServiceKeyRequest) (*GetServiceKeyResponse, error)
 	// RotateServiceKey makes a new counter-signing key current, in one transaction: every
-	// card published from then on is signed with it. The previous key signs nothing more;
+	// card published from then on is signed with it. The previous key signs the
+	// rotation statement (ServiceKey.rotation) before its private key is erased. The previous key signs nothing more;
 	// it stays listed by GetServiceKey with its `superseded_at`, so the cards it signed
 	// keep verifying, and its private key is erased. Cards are not re-signed.
 	// Auth: admin credential.

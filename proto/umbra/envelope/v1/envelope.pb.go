@@ -329,6 +329,97 @@ func (x *RotationEndorsementContent) GetNewCardId() []byte {
 	return nil
 }
 
+// ServiceKeyRotationContent is the card service's statement, made when it rotates its
+// counter-signing key, that the new key replaces the previous one. It is signed by the
+// previous key, with Ed25519 over
+//
+//	LABEL("umbra/v1/card-service-key-rotation") || content bytes,
+//
+// so a client that pinned the previous key can follow the rotation without taking the
+// server's word for the new key. The exact content bytes (at most 256 bytes) travel
+// next to the signature (umbra.card.v1.ServiceKey.rotation).
+type ServiceKeyRotationContent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Format version of this structure: 1.
+	Version uint32 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Key id of the key being replaced, the one that signs this statement.
+	PreviousKeyId string `protobuf:"bytes,2,opt,name=previous_key_id,json=previousKeyId,proto3" json:"previous_key_id,omitempty"`
+	// Key id of the new key.
+	NewKeyId string `protobuf:"bytes,3,opt,name=new_key_id,json=newKeyId,proto3" json:"new_key_id,omitempty"`
+	// The new key's raw Ed25519 public key, 32 bytes.
+	NewPublicKey []byte `protobuf:"bytes,4,opt,name=new_public_key,json=newPublicKey,proto3" json:"new_public_key,omitempty"`
+	// When the new key was created: from then on it signs new cards and the previous key
+	// signs nothing. Seconds since 1970-01-01T00:00:00Z, greater than 0.
+	CreatedAtUnixSeconds int64 `protobuf:"varint,5,opt,name=created_at_unix_seconds,json=createdAtUnixSeconds,proto3" json:"created_at_unix_seconds,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *ServiceKeyRotationContent) Reset() {
+	*x = ServiceKeyRotationContent{}
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceKeyRotationContent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceKeyRotationContent) ProtoMessage() {}
+
+func (x *ServiceKeyRotationContent) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceKeyRotationContent.ProtoReflect.Descriptor instead.
+func (*ServiceKeyRotationContent) Descriptor() ([]byte, []int) {
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ServiceKeyRotationContent) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ServiceKeyRotationContent) GetPreviousKeyId() string {
+	if x != nil {
+		return x.PreviousKeyId
+	}
+	return ""
+}
+
+func (x *ServiceKeyRotationContent) GetNewKeyId() string {
+	if x != nil {
+		return x.NewKeyId
+	}
+	return ""
+}
+
+func (x *ServiceKeyRotationContent) GetNewPublicKey() []byte {
+	if x != nil {
+		return x.NewPublicKey
+	}
+	return nil
+}
+
+func (x *ServiceKeyRotationContent) GetCreatedAtUnixSeconds() int64 {
+	if x != nil {
+		return x.CreatedAtUnixSeconds
+	}
+	return 0
+}
+
 // Envelope is a message encrypted once for any number of recipient cards (E3Kit's
 // encrypt(data, publicKeys)): a random 32-byte content key encrypts the body, and is
 // wrapped with HPKE once per recipient card.
@@ -362,7 +453,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[2]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +465,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[2]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +478,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{2}
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Envelope) GetHeader() []byte {
@@ -431,7 +522,7 @@ type EnvelopeHeader struct {
 
 func (x *EnvelopeHeader) Reset() {
 	*x = EnvelopeHeader{}
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[3]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +534,7 @@ func (x *EnvelopeHeader) String() string {
 func (*EnvelopeHeader) ProtoMessage() {}
 
 func (x *EnvelopeHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[3]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +547,7 @@ func (x *EnvelopeHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvelopeHeader.ProtoReflect.Descriptor instead.
 func (*EnvelopeHeader) Descriptor() ([]byte, []int) {
-	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{3}
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EnvelopeHeader) GetVersion() uint32 {
@@ -520,7 +611,7 @@ type RecipientStanza struct {
 
 func (x *RecipientStanza) Reset() {
 	*x = RecipientStanza{}
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[4]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +623,7 @@ func (x *RecipientStanza) String() string {
 func (*RecipientStanza) ProtoMessage() {}
 
 func (x *RecipientStanza) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[4]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +636,7 @@ func (x *RecipientStanza) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecipientStanza.ProtoReflect.Descriptor instead.
 func (*RecipientStanza) Descriptor() ([]byte, []int) {
-	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{4}
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RecipientStanza) GetRecipientCardId() []byte {
@@ -597,7 +688,7 @@ type SignedPayload struct {
 
 func (x *SignedPayload) Reset() {
 	*x = SignedPayload{}
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[5]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +700,7 @@ func (x *SignedPayload) String() string {
 func (*SignedPayload) ProtoMessage() {}
 
 func (x *SignedPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[5]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +713,7 @@ func (x *SignedPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedPayload.ProtoReflect.Descriptor instead.
 func (*SignedPayload) Descriptor() ([]byte, []int) {
-	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{5}
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SignedPayload) GetPlaintext() []byte {
@@ -663,7 +754,7 @@ type GroupMessage struct {
 
 func (x *GroupMessage) Reset() {
 	*x = GroupMessage{}
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[6]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +766,7 @@ func (x *GroupMessage) String() string {
 func (*GroupMessage) ProtoMessage() {}
 
 func (x *GroupMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[6]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +779,7 @@ func (x *GroupMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMessage.ProtoReflect.Descriptor instead.
 func (*GroupMessage) Descriptor() ([]byte, []int) {
-	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{6}
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GroupMessage) GetHeader() []byte {
@@ -731,7 +822,7 @@ type GroupMessageHeader struct {
 
 func (x *GroupMessageHeader) Reset() {
 	*x = GroupMessageHeader{}
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[7]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +834,7 @@ func (x *GroupMessageHeader) String() string {
 func (*GroupMessageHeader) ProtoMessage() {}
 
 func (x *GroupMessageHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[7]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +847,7 @@ func (x *GroupMessageHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMessageHeader.ProtoReflect.Descriptor instead.
 func (*GroupMessageHeader) Descriptor() ([]byte, []int) {
-	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{7}
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GroupMessageHeader) GetVersion() uint32 {
@@ -855,7 +946,7 @@ type EpochCommitContent struct {
 
 func (x *EpochCommitContent) Reset() {
 	*x = EpochCommitContent{}
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[8]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +958,7 @@ func (x *EpochCommitContent) String() string {
 func (*EpochCommitContent) ProtoMessage() {}
 
 func (x *EpochCommitContent) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[8]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +971,7 @@ func (x *EpochCommitContent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpochCommitContent.ProtoReflect.Descriptor instead.
 func (*EpochCommitContent) Descriptor() ([]byte, []int) {
-	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{8}
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *EpochCommitContent) GetVersion() uint32 {
@@ -962,7 +1053,7 @@ type SignedEpochCommit struct {
 
 func (x *SignedEpochCommit) Reset() {
 	*x = SignedEpochCommit{}
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[9]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1065,7 @@ func (x *SignedEpochCommit) String() string {
 func (*SignedEpochCommit) ProtoMessage() {}
 
 func (x *SignedEpochCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[9]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1078,7 @@ func (x *SignedEpochCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedEpochCommit.ProtoReflect.Descriptor instead.
 func (*SignedEpochCommit) Descriptor() ([]byte, []int) {
-	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{9}
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SignedEpochCommit) GetContent() []byte {
@@ -1028,7 +1119,7 @@ type WrappedEpochKey struct {
 
 func (x *WrappedEpochKey) Reset() {
 	*x = WrappedEpochKey{}
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[10]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1131,7 @@ func (x *WrappedEpochKey) String() string {
 func (*WrappedEpochKey) ProtoMessage() {}
 
 func (x *WrappedEpochKey) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[10]
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1144,7 @@ func (x *WrappedEpochKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrappedEpochKey.ProtoReflect.Descriptor instead.
 func (*WrappedEpochKey) Descriptor() ([]byte, []int) {
-	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{10}
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WrappedEpochKey) GetRecipientCardId() []byte {
@@ -1094,7 +1185,14 @@ const file_umbra_envelope_v1_envelope_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12(\n" +
 	"\x10previous_card_id\x18\x03 \x01(\fR\x0epreviousCardId\x12\x1e\n" +
-	"\vnew_card_id\x18\x04 \x01(\fR\tnewCardId\"6\n" +
+	"\vnew_card_id\x18\x04 \x01(\fR\tnewCardId\"\xd8\x01\n" +
+	"\x19ServiceKeyRotationContent\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12&\n" +
+	"\x0fprevious_key_id\x18\x02 \x01(\tR\rpreviousKeyId\x12\x1c\n" +
+	"\n" +
+	"new_key_id\x18\x03 \x01(\tR\bnewKeyId\x12$\n" +
+	"\x0enew_public_key\x18\x04 \x01(\fR\fnewPublicKey\x125\n" +
+	"\x17created_at_unix_seconds\x18\x05 \x01(\x03R\x14createdAtUnixSeconds\"6\n" +
 	"\bEnvelope\x12\x16\n" +
 	"\x06header\x18\x01 \x01(\fR\x06header\x12\x12\n" +
 	"\x04body\x18\x02 \x01(\fR\x04body\"\x8e\x02\n" +
@@ -1168,25 +1266,26 @@ func file_umbra_envelope_v1_envelope_proto_rawDescGZIP() []byte {
 }
 
 var file_umbra_envelope_v1_envelope_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_envelope_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_umbra_envelope_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_umbra_envelope_v1_envelope_proto_goTypes = []any{
 	(Suite)(0),                         // 0: umbra.envelope.v1.Suite
 	(Aead)(0),                          // 1: umbra.envelope.v1.Aead
 	(*CardContent)(nil),                // 2: umbra.envelope.v1.CardContent
 	(*RotationEndorsementContent)(nil), // 3: umbra.envelope.v1.RotationEndorsementContent
-	(*Envelope)(nil),                   // 4: umbra.envelope.v1.Envelope
-	(*EnvelopeHeader)(nil),             // 5: umbra.envelope.v1.EnvelopeHeader
-	(*RecipientStanza)(nil),            // 6: umbra.envelope.v1.RecipientStanza
-	(*SignedPayload)(nil),              // 7: umbra.envelope.v1.SignedPayload
-	(*GroupMessage)(nil),               // 8: umbra.envelope.v1.GroupMessage
-	(*GroupMessageHeader)(nil),         // 9: umbra.envelope.v1.GroupMessageHeader
-	(*EpochCommitContent)(nil),         // 10: umbra.envelope.v1.EpochCommitContent
-	(*SignedEpochCommit)(nil),          // 11: umbra.envelope.v1.SignedEpochCommit
-	(*WrappedEpochKey)(nil),            // 12: umbra.envelope.v1.WrappedEpochKey
+	(*ServiceKeyRotationContent)(nil),  // 4: umbra.envelope.v1.ServiceKeyRotationContent
+	(*Envelope)(nil),                   // 5: umbra.envelope.v1.Envelope
+	(*EnvelopeHeader)(nil),             // 6: umbra.envelope.v1.EnvelopeHeader
+	(*RecipientStanza)(nil),            // 7: umbra.envelope.v1.RecipientStanza
+	(*SignedPayload)(nil),              // 8: umbra.envelope.v1.SignedPayload
+	(*GroupMessage)(nil),               // 9: umbra.envelope.v1.GroupMessage
+	(*GroupMessageHeader)(nil),         // 10: umbra.envelope.v1.GroupMessageHeader
+	(*EpochCommitContent)(nil),         // 11: umbra.envelope.v1.EpochCommitContent
+	(*SignedEpochCommit)(nil),          // 12: umbra.envelope.v1.SignedEpochCommit
+	(*WrappedEpochKey)(nil),            // 13: umbra.envelope.v1.WrappedEpochKey
 }
 var file_umbra_envelope_v1_envelope_proto_depIdxs = []int32{
 	0, // 0: umbra.envelope.v1.CardContent.suite:type_name -> umbra.envelope.v1.Suite
-	6, // 1: umbra.envelope.v1.EnvelopeHeader.recipients:type_name -> umbra.envelope.v1.RecipientStanza
+	7, // 1: umbra.envelope.v1.EnvelopeHeader.recipients:type_name -> umbra.envelope.v1.RecipientStanza
 	1, // 2: umbra.envelope.v1.EnvelopeHeader.aead:type_name -> umbra.envelope.v1.Aead
 	0, // 3: umbra.envelope.v1.RecipientStanza.suite:type_name -> umbra.envelope.v1.Suite
 	1, // 4: umbra.envelope.v1.GroupMessageHeader.aead:type_name -> umbra.envelope.v1.Aead
@@ -1208,7 +1307,7 @@ func file_umbra_envelope_v1_envelope_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_envelope_v1_envelope_proto_rawDesc), len(file_umbra_envelope_v1_envelope_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

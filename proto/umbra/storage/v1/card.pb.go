@@ -646,9 +646,14 @@ type ServiceKeyRecord struct {
 	// it is then derived from the seed.
 	PublicKey []byte `protobuf:"bytes,4,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
 	// When a rotation retired the key; unset for the current key.
-	SupersededAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=superseded_at,json=supersededAt,proto3" json:"superseded_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SupersededAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=superseded_at,json=supersededAt,proto3" json:"superseded_at,omitempty"`
+	// The exact umbra.envelope.v1.ServiceKeyRotationContent bytes that introduced this
+	// key, and their signature by the key it replaced. Empty for the first key and for
+	// keys rotated in before signed rotations existed.
+	RotationContent   []byte `protobuf:"bytes,6,opt,name=rotation_content,json=rotationContent,proto3" json:"rotation_content,omitempty"`
+	RotationSignature []byte `protobuf:"bytes,7,opt,name=rotation_signature,json=rotationSignature,proto3" json:"rotation_signature,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ServiceKeyRecord) Reset() {
@@ -716,6 +721,20 @@ func (x *ServiceKeyRecord) GetSupersededAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ServiceKeyRecord) GetRotationContent() []byte {
+	if x != nil {
+		return x.RotationContent
+	}
+	return nil
+}
+
+func (x *ServiceKeyRecord) GetRotationSignature() []byte {
+	if x != nil {
+		return x.RotationSignature
+	}
+	return nil
+}
+
 var File_umbra_storage_v1_card_proto protoreflect.FileDescriptor
 
 const file_umbra_storage_v1_card_proto_rawDesc = "" +
@@ -773,7 +792,7 @@ const file_umbra_storage_v1_card_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x125\n" +
 	"\bspent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aspentAt\x12\x17\n" +
-	"\acard_id\x18\x04 \x01(\fR\x06cardId\"\xd8\x01\n" +
+	"\acard_id\x18\x04 \x01(\fR\x06cardId\"\xb2\x02\n" +
 	"\x10ServiceKeyRecord\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x12\n" +
 	"\x04seed\x18\x02 \x01(\fR\x04seed\x129\n" +
@@ -781,7 +800,9 @@ const file_umbra_storage_v1_card_proto_rawDesc = "" +
 	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x04 \x01(\fR\tpublicKey\x12?\n" +
-	"\rsuperseded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fsupersededAt*\x98\x01\n" +
+	"\rsuperseded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fsupersededAt\x12)\n" +
+	"\x10rotation_content\x18\x06 \x01(\fR\x0frotationContent\x12-\n" +
+	"\x12rotation_signature\x18\a \x01(\fR\x11rotationSignature*\x98\x01\n" +
 	"\x10CardRecordStatus\x12\"\n" +
 	"\x1eCARD_RECORD_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19CARD_RECORD_STATUS_ACTIVE\x10\x01\x12!\n" +

@@ -1,0 +1,571 @@
+package sdk
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+)
+
+// Trust in contacts' cards (docs/wire-format.md, 5.4 and 5.5): the client pins the
+// first card it sees of each contact and accepts a later one only if it chains to the
+// pinned card through endorsements it verifies itself; anything else is a key change.
+
+var (
+	// ErrKeyChanged: a contact's card does not chain to the card this client pinned
+	// (a reset, an unendorsed or badly endorsed rotation, or a card the server made
+	// up). The error is a *KeyChangedError, which says what changed.
+	ErrKeyChanged = errors.New("sdk: contact's key changed")
+	// ErrUnknownServiceKey: a card signed by a card service key that does not chain,
+	// through rotations signed by the key each replaced, to a service key this client
+	// pinned.
+	ErrUnknownServiceKey = errors.New("sdk: unknown card service key")
+	// ErrBadEndorsement: a rotation endorsement that is missing or does not verify
+	// (VerifyEndorsement). In TrustedCards the same failure is a key change whose
+	// KeyChangedError wraps both.
+	ErrBadEndorsement = errors.New("sdk: endorsement does not verify")
+	// ErrNoKeyChange: AcceptKeyChange found no key change of the contact to accept.
+	ErrNoKeyChange = errors.New("sdk: no key change to accept")
+)
+
+// KeyChangePolicy says what the client does when a contact's key changed.
+type KeyChangePolicy int
+
+const (
+	// KeyChangeRefuse (the default) refuses to use the new card: Encrypt, group
+	// commits and Decrypt return the *KeyChangedError until the user accepts the new
+	// key (AcceptKeyChange), after comparing safety numbers.
+	KeyChangeRefuse KeyChangePolicy = iota
+	// KeyChangeWarn pins the new card and goes on, reporting the change to
+	// Config.OnKeyChange. A contact the user marked verified is refused all the same.
+	KeyChangeWarn
+)
+
+// KeyChangeReason says why a card did not chain to the pinned one.
+type KeyChangeReason string
+
+// The reasons of a key change (docs/wire-format.md, 5.4).
+const (
+	ReasonReset          KeyChangeReason = "reset"
+	ReasonNotEndorsed    KeyChangeReason = "not endorsed"
+	ReasonBadEndorsement KeyChangeReason = "bad endorsement"
+	ReasonNoChain        KeyChangeReason = "does not chain"
+	ReasonRollback       KeyChangeReason = "rollback"
+)
+
+// Explain says a reason in a sentence.
+func (r KeyChangeReason) Explain() string {
+	switch r {
+	case ReasonReset:
+		return "the new card is a reset: no earlier key of theirs vouches for it (a reset under a grant from the app backend, or a card the server made up)"
+	case ReasonNotEndorsed:
+		return "the new card is not endorsed by the previous key"
+	case ReasonBadEndorsement:
+		return "the new card's endorsement does not verify with the previous key"
+	case ReasonRollback:
+		return "the directory serves an older card of theirs as the current one"
+	}
+	return "the new card does not chain to the pinned one by endorsements"
+}
+
+// KeyChangedError is a key change of a contact: the card the directory serves does
+// not chain to the one this client pinned. errors.Is(err, ErrKeyChanged) holds, and
+// so does errors.Is with the underlying failure, if any (e2ee.ErrBadSignature for an
+// endorsement that does not verify).
+type KeyChangedError struct {
+	Identity string
+	// OldCardID is the pinned card's id, NewCardID the card the directory serves (or
+	// that signed a message).
+	OldCardID, NewCardID           []byte
+	OldFingerprint, NewFingerprint string
+	Reason                         KeyChangeReason
+	// Verified: the user had verified the contact's safety number, so the change is
+	// refused whatever the policy.
+	Verified bool
+	// Err is what failed in the chain, when something did (a bad endorsement).
+	Err error
+}
+
+func (e *KeyChangedError) Error() string {
+	msg := fmt.Sprintf("%s's key changed: pinned %s, now %s: %s", e.Identity, e.OldFingerprint, e.NewFingerprint, e.Reason.Explain())
+	if e.Err != nil {
+		msg += " (" + e.Err.Error() + ")"
+	}
+	if e.Verified {
+		msg += "; the contact was verified"
+	}
+	return msg
+}
+
+// Unwrap returns ErrKeyChanged and the underlying failure.
+func (e *KeyChangedError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrKeyChanged, e.Err}
+	}
+	return []error{ErrKeyChanged}
+}
+
+// ServiceKeyPin is a card service key an app ships with (Config.ServiceKeys): the
+// key id and Ed25519 public key GetServiceKey lists.
+type ServiceKeyPin struct {
+	KeyID     string
+	PublicKey ed25519.PublicKey
+}
+
+// TrustedCards returns the active card of each identity that has one, each checked
+// against this client's pins (docs/wire-format.md, 5.4): a contact seen for the first
+// time is pinned; a card that is the pinned one costs nothing beyond the lookup; a
+// later card is accepted if it chains to the pinned one through endorsements this
+// client verifies (which costs one ListCardHistory), and is then pinned. Any other
+// card is a key change: a *KeyChangedError under KeyChangeRefuse (the first one met,
+// in the order of identities), or under KeyChangeWarn the new card, pinned, and a
+// call to Config.OnKeyChange. The user's own card is not pinned (callers check it
+// against the keystore). Encrypt and the group epoch commits pick their recipients'
+// cards with it.
+func (c *Client) TrustedCards(ctx context.Context, identities ...string) (map[string]*Card, error) {
+	found, err := c.FindCards(ctx, identities...)
+	if err != nil {
+		return nil, err
+	}
+	me, _ := c.Identity(ctx)
+	for _, id := range identities {
+		card, ok := found[id]
+		if !ok || id == me {
+			continue
+		}
+		trusted, err := c.trustActive(ctx, card, c.cfg.KeyChangePolicy)
+		if err != nil {
+			return nil, err
+		}
+		found[id] = trusted
+	}
+	return found, nil
+}
+
+// trustActive checks card, the directory's active card of a contact, against the pin;
+// a key change is handled under policy.
+func (c *Client) trustActive(ctx context.Context, card *Card, policy KeyChangePolicy) (*Card, error) {
+	pin := c.contactPin(card.Identity)
+	if pin != nil && bytes.Equal(pin.head().CardID, card.ID) {
+		if pin.Pending != nil {
+			// The directory serves the pinned card again: a pending change lasts only
+			// while the new card is what the directory serves.
+			return card, c.updatePins(func(f *pinFile) error {
+				if p := f.Contacts[card.Identity]; p != nil && bytes.Equal(p.head().CardID, card.ID) {
+					p.Pending = nil
+				}
+				return nil
+			})
+		}
+		return card, nil
+	}
+	// Another process may have pinned or accepted since this one read the file.
+	if err := c.loadPins(); err != nil {
+		return nil, err
+	}
+	pin = c.contactPin(card.Identity)
+	now := c.cfg.Now()
+	if pin == nil {
+		err := c.updatePins(func(f *pinFile) error {
+			if f.Contacts[card.Identity] == nil {
+				f.Contacts[card.Identity] = &contactPin{Chain: []pinnedCard{{CardID: card.ID, SigningKey: card.SigningKey, How: pinFirstUse, At: now}}}
+			}
+			return nil
+		})
+		return card, err
+	}
+	if bytes.Equal(pin.head().CardID, card.ID) {
+		return card, nil
+	}
+	var links []*Card
+	reason, why := ReasonRollback, error(nil)
+	if !pin.holds(card.ID) {
+		var err error
+		if links, reason, why, err = c.chainForward(ctx, pin.head(), card); err != nil {
+			return nil, err
+		}
+	}
+	if reason != "" {
+		// Under KeyChangeWarn (a contact not verified) the new card is now pinned.
+		if err := c.keyChanged(pin, card, reason, why, policy); err != nil {
+			return nil, err
+		}
+		return card, nil
+	}
+	if err := c.pinLinks(card.Identity, pin.head().CardID, links); err != nil {
+		return nil, err
+	}
+	out := *card
+	out.Endorsed = true
+	return &out, nil
+}
+
+// pinLinks appends links, cards that chain from the pinned head headID, to the pin of
+// identity, if the head is still headID.
+func (c *Client) pinLinks(identity string, headID []byte, links []*Card) error {
+	now := c.cfg.Now()
+	return c.updatePins(func(f *pinFile) error {
+		p := f.Contacts[identity]
+		if p == nil || !bytes.Equal(p.head().CardID, headID) {
+			return fmt.Errorf("sdk: the pin of %s changed while its new card was checked; try again", identity)
+		}
+		for _, l := range links {
+			p.push(pinnedCard{CardID: l.ID, SigningKey: l.SigningKey, How: pinEndorsed, At: now})
+		}
+		p.Pending = nil
+		return nil
+	})
+}
+
+// chainForward walks from card back along previous_card_id, through the identity's
+// history, to head, checking every link (docs/wire-format.md, 5.4). It returns the
+// cards from the one after head to card, oldest first; or the reason the walk failed
+// and what failed; err is for a failure to fetch the history.
+func (c *Client) chainForward(ctx context.Context, head pinnedCard, card *Card) (links []*Card, reason KeyChangeReason, why error, err error) {
+	if len(card.PreviousCardID) == 0 {
+		return nil, ReasonReset, nil, nil
+	}
+	history, err := c.CardHistory(ctx, card.Identity)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	byID := make(map[string]*Card, len(history))
+	for _, h := range history {
+		byID[string(h.ID)] = h
+	}
+	// The head as pinned: its key is the one this client trusts, whatever the
+	// history says.
+	headCard := &e2ee.Card{ID: head.CardID, Identity: card.Identity, SigningKey: head.SigningKey}
+	seen := map[string]bool{}
+	cur := card
+	for range maxChainLinks {
+		if len(cur.PreviousCardID) == 0 {
+			return nil, ReasonReset, nil, nil
+		}
+		if seen[string(cur.ID)] {
+			return nil, ReasonNoChain, errors.New("the cards' previous_card_id form a loop"), nil
+		}
+		seen[string(cur.ID)] = true
+		if cur.Endorsement == nil {
+			return nil, ReasonNotEndorsed, nil, nil
+		}
+		prevRecord := byID[string(cur.PreviousCardID)]
+		var prev *e2ee.Card
+		switch {
+		case bytes.Equal(cur.PreviousCardID, head.CardID):
+			prev = headCard
+		case prevRecord != nil:
+			prev = prevRecord.Card
+		default:
+			return nil, ReasonNoChain, fmt.Errorf("card %s names a previous card %s that its identity's history does not hold", cur.Fingerprint(), fingerprint(cur.PreviousCardID)), nil
+		}
+		if err := e2ee.VerifyEndorsement(prev, cur.Card, cur.Endorsement.Content, cur.Endorsement.Signature); err != nil {
+			return nil, ReasonBadEndorsement, err, nil
+		}
+		if prevRecord != nil && !prevRecord.RevokedAt.IsZero() && cur.PublishedAt.After(prevRecord.RevokedAt) {
+			return nil, ReasonNoChain, fmt.Errorf("card %s was revoked at %s, before its successor %s was published", prevRecord.Fingerprint(), prevRecord.RevokedAt.Format(time.RFC3339), cur.Fingerprint()), nil
+		}
+		links = append(links, cur)
+		if prev == headCard {
+			slices.Reverse(links)
+			return links, "", nil, nil
+		}
+		cur = prevRecord
+	}
+	return nil, ReasonNoChain, fmt.Errorf("no chain to the pinned card within %d links", maxChainLinks), nil
+}
+
+// maxChainLinks bounds the walk of chainForward.
+const maxChainLinks = 1000
+
+// keyChanged reports a key change of pin's contact to card: it records it as pending
+// and calls Config.OnKeyChange; under KeyChangeWarn, for a contact not verified, it
+// pins card instead and returns nil.
+func (c *Client) keyChanged(pin *contactPin, card *Card, reason KeyChangeReason, why error, policy KeyChangePolicy) error {
+	old := pin.head()
+	kc := &KeyChangedError{
+		Identity: card.Identity, OldCardID: old.CardID, NewCardID: card.ID,
+		OldFingerprint: fingerprint(old.CardID), NewFingerprint: card.Fingerprint(),
+		Reason: reason, Verified: pin.Verified, Err: why,
+	}
+	if c.cfg.OnKeyChange != nil {
+		c.cfg.OnKeyChange(kc)
+	}
+	now := c.cfg.Now()
+	warn := policy == KeyChangeWarn && !pin.Verified
+	err := c.updatePins(func(f *pinFile) error {
+		p := f.Contacts[card.Identity]
+		if p == nil {
+			return nil
+		}
+		if warn {
+			p.push(pinnedCard{CardID: card.ID, SigningKey: card.SigningKey, How: pinWarned, At: now})
+			p.Pending = nil
+			return nil
+		}
+		detail := ""
+		if why != nil {
+			detail = why.Error()
+		}
+		p.Pending = &pendingChange{CardID: card.ID, SigningKey: card.SigningKey, Reason: reason, Detail: detail, At: now}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if warn {
+		return nil
+	}
+	return kc
+}
+
+// trustSender checks card, the card that signed a message (or an epoch commit) of its
+// identity, against the pin (docs/wire-format.md, 5.4, "Senders"): a card in the pin
+// is trusted; a contact without a pin gets card pinned if it is active; a card that
+// chains forward from the pinned head is pinned; a card from which the first pinned
+// card chains (an older message) is trusted as it is. Anything else is a key change,
+// under the policy. The user's own cards that the keystore holds are trusted.
+func (c *Client) trustSender(ctx context.Context, card *Card) error {
+	c.mu.Lock()
+	ks := c.ks
+	c.mu.Unlock()
+	if ks != nil && ks.Identity() == card.Identity && ks.KeyFor(card.ID) != nil {
+		return nil
+	}
+	if pin := c.contactPin(card.Identity); pin != nil && pin.holds(card.ID) {
+		return nil
+	}
+	if err := c.loadPins(); err != nil {
+		return err
+	}
+	pin := c.contactPin(card.Identity)
+	if pin != nil && pin.holds(card.ID) {
+		return nil
+	}
+	if pin == nil {
+		if card.Status != cardv1.CardStatus_CARD_STATUS_ACTIVE {
+			return nil
+		}
+		_, err := c.trustActive(ctx, card, c.cfg.KeyChangePolicy)
+		return err
+	}
+	links, reason, why, err := c.chainForward(ctx, pin.head(), card)
+	if err != nil {
+		return err
+	}
+	if reason == "" {
+		return c.pinLinks(card.Identity, pin.head().CardID, links)
+	}
+	older, err := c.chainsTo(ctx, pin.Chain[0], card)
+	if err != nil || older {
+		return err
+	}
+	return c.keyChanged(pin, card, reason, why, c.cfg.KeyChangePolicy)
+}
+
+// chainsTo reports whether the pinned card first chains back, by endorsements this
+// client verifies, to card: card is an older card of the contact than any it pinned.
+func (c *Client) chainsTo(ctx context.Context, first pinnedCard, card *Card) (bool, error) {
+	history, err := c.CardHistory(ctx, card.Identity)
+	if err != nil {
+		return false, err
+	}
+	byID := make(map[string]*Card, len(history))
+	for _, h := range history {
+		byID[string(h.ID)] = h
+	}
+	cur := byID[string(first.CardID)]
+	if cur == nil || !ed25519.PublicKey(first.SigningKey).Equal(cur.SigningKey) {
+		return false, nil
+	}
+	for range maxChainLinks {
+		if cur.Endorsement == nil || len(cur.PreviousCardID) == 0 {
+			return false, nil
+		}
+		prev := byID[string(cur.PreviousCardID)]
+		if prev == nil || e2ee.VerifyEndorsement(prev.Card, cur.Card, cur.Endorsement.Content, cur.Endorsement.Signature) != nil {
+			return false, nil
+		}
+		if bytes.Equal(prev.ID, card.ID) {
+			return true, nil
+		}
+		cur = prev
+	}
+	return false, nil
+}
+
+// PinnedCard is one card of a contact's pinned chain.
+type PinnedCard struct {
+	CardID      []byte
+	SigningKey  ed25519.PublicKey
+	Fingerprint string
+	// How the card came to be trusted: "first-use", "endorsed" (chained by verified
+	// endorsements), "accepted" (by the user) or "warned" (under KeyChangeWarn).
+	How string
+	At  time.Time
+}
+
+// PendingKeyChange is a key change this client refused and the user has not accepted.
+type PendingKeyChange struct {
+	CardID      []byte
+	SigningKey  ed25519.PublicKey
+	Fingerprint string
+	Reason      KeyChangeReason
+	Detail      string
+	At          time.Time
+	// SafetyNumber is the safety number with the new key: the one to compare before
+	// accepting it.
+	SafetyNumber string
+}
+
+// ContactTrust is what this client trusts of a contact.
+type ContactTrust struct {
+	Identity string
+	// MyCardID is the user's own current card, the other half of the safety number.
+	MyCardID []byte
+	// Chain is the pinned chain, oldest first; the last card is the one the client
+	// encrypts to.
+	Chain []PinnedCard
+	// SafetyNumber is computed from the user's current card and the pinned head.
+	SafetyNumber string
+	Verified     bool
+	VerifiedAt   time.Time
+	// Pending is a refused key change, or nil.
+	Pending *PendingKeyChange
+}
+
+// Contact checks identity's active card against the pins (TrustedCards, which pins a
+// contact seen for the first time and records a key change as pending, whatever the
+// policy) and returns what this client trusts of the contact, with the safety
+// numbers.
+func (c *Client) Contact(ctx context.Context, identity string) (*ContactTrust, error) {
+	_, kp, myCard, err := c.current()
+	if err != nil {
+		return nil, err
+	}
+	me, err := c.Identity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if identity == me {
+		return nil, fmt.Errorf("sdk: %s is this user: a safety number is between two people", identity)
+	}
+	found, err := c.FindCards(ctx, identity)
+	if err != nil {
+		return nil, err
+	}
+	if card, ok := found[identity]; ok {
+		if _, err = c.trustActive(ctx, card, KeyChangeRefuse); err != nil && !errors.Is(err, ErrKeyChanged) {
+			return nil, err
+		}
+	}
+	pin := c.contactPin(identity)
+	if pin == nil {
+		return nil, fmt.Errorf("%w: %s has no active card, and this client has never pinned one", ErrNoCard, identity)
+	}
+	out := &ContactTrust{Identity: identity, MyCardID: myCard, Verified: pin.Verified, VerifiedAt: pin.VerifiedAt}
+	for _, pc := range pin.Chain {
+		out.Chain = append(out.Chain, PinnedCard{CardID: pc.CardID, SigningKey: pc.SigningKey, Fingerprint: fingerprint(pc.CardID), How: pc.How, At: pc.At})
+	}
+	mine := ed25519.PublicKey(kp.SigningPublicKey())
+	if out.SafetyNumber, err = e2ee.SafetyNumber(me, mine, identity, pin.head().SigningKey); err != nil {
+		return nil, err
+	}
+	if p := pin.Pending; p != nil {
+		out.Pending = &PendingKeyChange{CardID: p.CardID, SigningKey: p.SigningKey, Fingerprint: fingerprint(p.CardID), Reason: p.Reason, Detail: p.Detail, At: p.At}
+		if out.Pending.SafetyNumber, err = e2ee.SafetyNumber(me, mine, identity, p.SigningKey); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// SafetyNumber returns the safety number of the user and identity (Contact).
+func (c *Client) SafetyNumber(ctx context.Context, identity string) (string, error) {
+	ct, err := c.Contact(ctx, identity)
+	if err != nil {
+		return "", err
+	}
+	return ct.SafetyNumber, nil
+}
+
+// AcceptKeyChange accepts identity's new key after the user compared safety numbers
+// (Contact's Pending.SafetyNumber): the directory's active card, which must still be
+// the pending one, becomes the pinned card, and the contact is no longer verified
+// (the new key has not been). It returns what changed, or ErrNoKeyChange.
+func (c *Client) AcceptKeyChange(ctx context.Context, identity string) (*KeyChangedError, error) {
+	ct, err := c.Contact(ctx, identity)
+	if err != nil {
+		return nil, err
+	}
+	if ct.Pending == nil {
+		return nil, fmt.Errorf("%w: %s's active card is the one this client pinned", ErrNoKeyChange, identity)
+	}
+	found, err := c.FindCards(ctx, identity)
+	if err != nil {
+		return nil, err
+	}
+	card, ok := found[identity]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNoCard, identity)
+	}
+	if !bytes.Equal(card.ID, ct.Pending.CardID) {
+		return nil, fmt.Errorf("%w: %s's key changed again (now %s, not %s): compare the safety number again", ErrKeyChanged, identity, card.Fingerprint(), ct.Pending.Fingerprint)
+	}
+	head := ct.Chain[len(ct.Chain)-1]
+	changed := &KeyChangedError{
+		Identity: identity, OldCardID: head.CardID, NewCardID: card.ID,
+		OldFingerprint: head.Fingerprint, NewFingerprint: card.Fingerprint(),
+		Reason: ct.Pending.Reason, Verified: ct.Verified,
+	}
+	now := c.cfg.Now()
+	err = c.updatePins(func(f *pinFile) error {
+		p := f.Contacts[identity]
+		if p == nil || p.Pending == nil || !bytes.Equal(p.Pending.CardID, card.ID) {
+			return fmt.Errorf("%w: the pending key change of %s changed meanwhile; look again", ErrKeyChanged, identity)
+		}
+		p.push(pinnedCard{CardID: card.ID, SigningKey: card.SigningKey, How: pinAccepted, At: now})
+		p.Pending, p.Verified, p.VerifiedAt = nil, false, time.Time{}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return changed, nil
+}
+
+// VerifyContact marks identity verified, after the user compared the safety number
+// with the contact's (out of band: in person, on a call). If safetyNumber is not
+// empty it must be the safety number (spaces do not matter). A contact with a pending
+// key change must have it accepted first. From then on any key change of the contact
+// is refused whatever the policy, until the user accepts it.
+func (c *Client) VerifyContact(ctx context.Context, identity, safetyNumber string) error {
+	ct, err := c.Contact(ctx, identity)
+	if err != nil {
+		return err
+	}
+	if ct.Pending != nil {
+		return fmt.Errorf("%w: %s has a pending key change (%s): accept it first, after comparing the new safety number", ErrKeyChanged, identity, ct.Pending.Reason)
+	}
+	strip := func(s string) string { return strings.Join(strings.Fields(s), "") }
+	if safetyNumber != "" && strip(safetyNumber) != strip(ct.SafetyNumber) {
+		return fmt.Errorf("sdk: the safety number given is not the safety number with %s (%s): do not mark the contact verified", identity, ct.SafetyNumber)
+	}
+	head := ct.Chain[len(ct.Chain)-1].CardID
+	now := c.cfg.Now()
+	return c.updatePins(func(f *pinFile) error {
+		p := f.Contacts[identity]
+		if p == nil || !bytes.Equal(p.head().CardID, head) || p.Pending != nil {
+			return fmt.Errorf("%w: %s's pinned card changed meanwhile; look again", ErrKeyChanged, identity)
+		}
+		p.Verified, p.VerifiedAt = true, now
+		return nil
+	})
+}
