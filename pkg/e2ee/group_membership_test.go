@@ -158,8 +158,12 @@ func TestMembershipStatementsRefused(t *testing.T) {
 			c.step(alice, MembershipChange{Kind: KindSetRole, Subjects: []string{carol}, Role: RoleAdmin})
 			return c.sign(bob, one(KindRemove, carol))
 		}, ErrNotAuthorized},
-		{"an admin removes the owner", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement { return c.sign(bob, one(KindRemove, alice)) }, ErrNotAuthorized},
-		{"an admin bans the owner", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement { return c.sign(bob, one(KindBan, alice)) }, ErrNotAuthorized},
+		{"an admin removes the owner", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement {
+			return c.sign(bob, one(KindRemove, alice))
+		}, ErrNotAuthorized},
+		{"an admin bans the owner", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement {
+			return c.sign(bob, one(KindBan, alice))
+		}, ErrNotAuthorized},
 		{"an admin sets a role", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement {
 			return c.sign(bob, MembershipChange{Kind: KindSetRole, Subjects: []string{carol}, Role: RoleAdmin})
 		}, ErrNotAuthorized},
@@ -181,18 +185,28 @@ func TestMembershipStatementsRefused(t *testing.T) {
 			c.at = inv.ExpiresAt
 			return c.sign(eve, MembershipChange{Kind: KindAcceptInvitation, InvitationHash: inv.Hash})
 		}, ErrInvalidChange},
-		{"adding a member", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement { return c.sign(bob, add(carol, frank)) }, ErrInvalidChange},
+		{"adding a member", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement {
+			return c.sign(bob, add(carol, frank))
+		}, ErrInvalidChange},
 		{"adding a banned identity", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement { return c.sign(bob, add(dave)) }, ErrInvalidChange},
-		{"removing a non-member", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement { return c.sign(bob, one(KindRemove, frank)) }, ErrInvalidChange},
-		{"lifting a ban that is not there", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement { return c.sign(bob, one(KindUnban, carol)) }, ErrInvalidChange},
-		{"banning twice", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement { return c.sign(bob, one(KindBan, dave)) }, ErrInvalidChange},
+		{"removing a non-member", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement {
+			return c.sign(bob, one(KindRemove, frank))
+		}, ErrInvalidChange},
+		{"lifting a ban that is not there", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement {
+			return c.sign(bob, one(KindUnban, carol))
+		}, ErrInvalidChange},
+		{"banning twice", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement {
+			return c.sign(bob, one(KindBan, dave))
+		}, ErrInvalidChange},
 		{"giving a role a member has", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement {
 			return c.sign(alice, MembershipChange{Kind: KindSetRole, Subjects: []string{bob}, Role: RoleAdmin})
 		}, ErrInvalidChange},
 		{"the owner leaves without a successor", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement {
 			return c.sign(alice, MembershipChange{Kind: KindLeave})
 		}, ErrInvalidChange},
-		{"a member leaves naming an owner", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement { return c.sign(carol, one(KindLeave, bob)) }, ErrInvalidChange},
+		{"a member leaves naming an owner", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement {
+			return c.sign(carol, one(KindLeave, bob))
+		}, ErrInvalidChange},
 		{"a second CREATE", func(c *chain, _ *MembershipStatement) *SignedMembershipStatement {
 			s := c.sign(alice, add(frank))
 			s.Content = recode(c.t, s.GetContent(), func(m *envelopev1.MembershipStatementContent) { m.Kind = KindCreate })
