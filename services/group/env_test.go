@@ -56,6 +56,9 @@ type env struct {
 	clock  *clock
 	conn   *grpc.ClientConn
 	client groupv1.GroupServiceClient
+	// raw is the group service without the test signer: requests go as they are.
+	raw    groupv1.GroupServiceClient
+	sign   *signer
 	cards  cardv1.CardServiceClient
 	msg    messagingv1.MessagingServiceClient
 	ids    identityv1.IdentityServiceClient
@@ -143,7 +146,12 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	} else {
 		go func() { srv.Run(runCtx); close(runDone) }()
 	}
-	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addr})
+	sign := &signer{}
+	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addr}, grpc.WithChainUnaryInterceptor(sign.interceptor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawConn, err := grpcclient.Dial(grpcclient.Config{Addr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +160,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	t.Cleanup(func() {
 		once.Do(func() {
 			conn.Close()
+			rawConn.Close()
 			stopLoops()
 			stopMsg()
 			<-msgDone
@@ -167,12 +176,14 @@ func newEnv(t testing.TB, opts envOptions) *env {
 			})
 		})
 	})
-	return &env{
+	e := &env{
 		dir: dir, store: store, srv: srv, clock: clk, conn: conn,
-		client: groupv1.NewGroupServiceClient(conn), cards: cardv1.NewCardServiceClient(conn),
-		msg: messagingv1.NewMessagingServiceClient(conn), ids: identityv1.NewIdentityServiceClient(conn),
+		client: groupv1.NewGroupServiceClient(conn), raw: groupv1.NewGroupServiceClient(rawConn), sign: sign,
+		cards: cardv1.NewCardServiceClient(rawConn), msg: messagingv1.NewMessagingServiceClient(rawConn), ids: identityv1.NewIdentityServiceClient(rawConn),
 		stopRun: stopLoops,
 	}
+	sign.env = e
+	return e
 }
 
 // as returns ctx carrying cred as the bearer credential.
@@ -237,6 +248,7 @@ func (e *env) newUsers(t testing.TB, a app, withCards bool, uids ...string) []*u
 				return
 			}
 			u.token = tok.GetAccessToken()
+			e.sign.add(u)
 			if withCards {
 				errc <- e.publishCard(u)
 			}

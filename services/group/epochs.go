@@ -675,15 +675,17 @@ func (s *Server) GetEpochState(ctx context.Context, req *groupv1.GetEpochStateRe
 		}
 		required, reasons := rotationState(g, s.now())
 		resp = &groupv1.GetEpochStateResponse{
-			GroupId:           g.GetGroupId(),
-			EncryptionMode:    mode(g),
-			Epoch:             g.GetEpoch(),
-			Commit:            epochCommitView(e),
-			RotationRequired:  required,
-			RotationReasons:   reasons,
-			EpochMessageCount: g.GetEpochMessageCount(),
-			MemberCount:       g.GetMemberCount(),
-			MembershipVersion: g.GetMembershipVersion(),
+			GroupId:            g.GetGroupId(),
+			EncryptionMode:     mode(g),
+			Epoch:              g.GetEpoch(),
+			Commit:             epochCommitView(e),
+			RotationRequired:   required,
+			RotationReasons:    reasons,
+			EpochMessageCount:  g.GetEpochMessageCount(),
+			MemberCount:        g.GetMemberCount(),
+			MembershipVersion:  g.GetMembershipVersion(),
+			MembershipSequence: g.GetMembershipSequence(),
+			MembershipHash:     g.GetMembershipHash(),
 		}
 		if at := dueAt(g); !at.IsZero() {
 			resp.RotationDueAt = timestamppb.New(at)

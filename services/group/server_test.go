@@ -21,7 +21,7 @@ func TestInternalMethods(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	uids := []string{"owner", "m1", "m2", "m3", "m4", "outsider"}
-	us := e.newUsers(t, a, false, uids...)
+	us := e.newUsers(t, a, true, uids...)
 	owner, outsider := us[0], us[5]
 	group := e.groupID(t, a, "team")
 	e.create(t, owner, group, us[1:5]...)
@@ -254,7 +254,7 @@ func codesOf(err error) codes.Code { return status.Code(err) }
 func TestCallRateLimit(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true, cfg: Config{CallRate: 1, CallBurst: 4}})
 	a := e.newApp(t)
-	us := e.newUsers(t, a, false, "alice", "bob")
+	us := e.newUsers(t, a, true, "alice", "bob")
 	alice, bob := us[0], us[1]
 	group := e.groupID(t, a, "limited")
 	get := func(u *user, id string) error {

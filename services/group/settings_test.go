@@ -167,7 +167,7 @@ func TestRotationPolicy(t *testing.T) {
 func TestHistoryVisibility(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
-	us := e.newUsers(t, a, false, "owner", "bob")
+	us := e.newUsers(t, a, true, "owner", "bob")
 	owner, bob := us[0], us[1]
 	group := e.groupID(t, a, "team")
 	e.create(t, owner, group, bob)
