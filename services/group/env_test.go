@@ -57,11 +57,11 @@ type env struct {
 	conn   *grpc.ClientConn
 	client groupv1.GroupServiceClient
 	// raw is the group service without the test signer: requests go as they are.
-	raw    groupv1.GroupServiceClient
-	sign   *signer
-	cards  cardv1.CardServiceClient
-	msg    messagingv1.MessagingServiceClient
-	ids    identityv1.IdentityServiceClient
+	raw   groupv1.GroupServiceClient
+	sign  *signer
+	cards cardv1.CardServiceClient
+	msg   messagingv1.MessagingServiceClient
+	ids   identityv1.IdentityServiceClient
 	// run is cancelled to stop the group service's background loops; started says
 	// whether they run.
 	stopRun func()
