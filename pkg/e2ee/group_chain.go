@@ -176,3 +176,19 @@ func (m *Membership) Apply(st *MembershipStatement) error {
 	m.hashes = append(m.hashes, st.Hash)
 	return nil
 }
+
+// Clone returns a copy of m that later statements applied to m do not change.
+func (m *Membership) Clone() *Membership {
+	c := &Membership{
+		groupID: m.groupID,
+		hashes:  slices.Clone(m.hashes),
+		roles:   maps.Clone(m.roles),
+		banned:  maps.Clone(m.banned),
+		invites: maps.Clone(m.invites),
+		spans:   make(map[string][]uint64, len(m.spans)),
+	}
+	for id, s := range m.spans {
+		c.spans[id] = slices.Clone(s)
+	}
+	return c
+}

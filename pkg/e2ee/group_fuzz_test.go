@@ -78,7 +78,7 @@ func FuzzOpenGroupMessage(f *testing.F) {
 // exactly the bytes that were signed.
 func FuzzParseEpochCommit(f *testing.F) {
 	signer, other := newMember(f, SuiteX25519, alice, 1), newMember(f, SuiteX25519, bob, 2)
-	e, err := NewEpoch(signer.kp, signer.card.ID, testGroup, 1, nil, cardsOf([]member{signer, other}), when)
+	e, err := NewEpoch(signer.kp, signer.card.ID, testGroup, 1, nil, testHead, cardsOf([]member{signer, other}), when)
 	if err != nil {
 		f.Fatal(err)
 	}

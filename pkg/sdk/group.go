@@ -106,7 +106,8 @@ func (g *Group) Info(ctx context.Context) (*groupv1.Group, error) {
 	return resp.GetGroup(), nil
 }
 
-// observe records what a reply says about the group: its mode, epoch and members.
+// observe records what a reply says about the group: its mode and epoch. (Its member
+// list is the service's word, which decides nothing: see Membership.)
 func (g *Group) observe(info *groupv1.Group) {
 	if info == nil {
 		return
@@ -116,9 +117,6 @@ func (g *Group) observe(info *groupv1.Group) {
 		if info.GetEpoch() >= s.current {
 			s.current = info.GetEpoch()
 			s.rotationRequired = info.GetRotationRequired()
-		}
-		for _, m := range info.GetMembers() {
-			s.seen[m.GetIdentity()] = true
 		}
 	})
 }
@@ -182,11 +180,6 @@ func (g *Group) Add(ctx context.Context, identities ...string) ([]string, error)
 		return nil, err
 	}
 	g.observe(resp.GetGroup())
-	g.c.groups.update(g.ID, func(s *groupState) {
-		for _, id := range resp.GetAdded() {
-			s.seen[id] = true
-		}
-	})
 	return resp.GetAdded(), nil
 }
 
@@ -339,7 +332,7 @@ func (g *Group) ApproveJoin(ctx context.Context, identity string) error {
 	if err != nil {
 		return err
 	}
-	g.c.groups.update(g.ID, func(s *groupState) { s.seen[identity] = true; s.rotationRequired = true })
+	g.c.groups.update(g.ID, func(s *groupState) { s.rotationRequired = true })
 	return nil
 }
 
@@ -389,7 +382,6 @@ func (c *Client) AcceptInvitation(ctx context.Context, groupID string) (*Group, 
 		return nil, err
 	}
 	g := c.Group(groupID)
-	var resp *groupv1.AcceptInvitationResponse
 	err = g.change(ctx, e2ee.MembershipChange{Kind: e2ee.KindAcceptInvitation}, func(m *e2ee.Membership, ch *e2ee.MembershipChange) (bool, error) {
 		hash, _, ok := m.Invitation(me)
 		if !ok {
@@ -397,14 +389,14 @@ func (c *Client) AcceptInvitation(ctx context.Context, groupID string) (*Group, 
 		}
 		ch.InvitationHash = hash
 		return false, nil
-	}, func(st *e2ee.SignedMembershipStatement) (err error) {
-		resp, err = c.groupClient().AcceptInvitation(ctx, &groupv1.AcceptInvitationRequest{GroupId: groupID, Statement: st})
+	}, func(st *e2ee.SignedMembershipStatement) error {
+		_, err := c.groupClient().AcceptInvitation(ctx, &groupv1.AcceptInvitationRequest{GroupId: groupID, Statement: st})
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	c.groups.update(groupID, func(s *groupState) { s.seen[resp.GetMember().GetIdentity()] = true; s.rotationRequired = true })
+	c.groups.update(groupID, func(s *groupState) { s.rotationRequired = true })
 	return g, nil
 }
 
@@ -457,8 +449,8 @@ func (g *Group) SetHistoryVisibility(ctx context.Context, v groupv1.HistoryVisib
 }
 
 // groupStates is what a Client knows about its groups: the epoch keys it opened, the
-// commit hashes that chain the epochs, and the identities it has seen as members. Its
-// zero value is ready to use.
+// commit hashes that chain the epochs, and the verified membership chain. Its zero
+// value is ready to use.
 type groupStates struct {
 	mu     sync.Mutex
 	groups map[string]*groupState
@@ -478,9 +470,8 @@ type groupState struct {
 	current          uint64
 	rotationRequired bool
 	mode             groupv1.EncryptionMode
-	// seen holds every identity this client has seen as a member, current or not: a
-	// commit or message they signed while members stays acceptable after they leave.
-	seen map[string]bool
+	// heads holds, by epoch, the membership head the epoch's verified commit names.
+	heads map[uint64]e2ee.MembershipHead
 }
 
 // update runs f on groupID's state under the lock.
@@ -492,15 +483,17 @@ func (gs *groupStates) update(groupID string, f func(*groupState)) {
 	}
 	s, ok := gs.groups[groupID]
 	if !ok {
-		s = &groupState{keys: map[uint64][]byte{}, commitHashes: map[uint64][]byte{}, vouched: map[uint64][]byte{}, seen: map[string]bool{}}
+		s = &groupState{keys: map[uint64][]byte{}, commitHashes: map[uint64][]byte{}, vouched: map[uint64][]byte{}, heads: map[uint64]e2ee.MembershipHead{}}
 		gs.groups[groupID] = s
 	}
 	f(s)
 }
 
-// accept records a verified commit: its hash, and the predecessor it vouches for.
+// accept records a verified commit: its hash, its membership head, and the
+// predecessor it vouches for.
 func (s *groupState) accept(c *e2ee.EpochCommit) {
 	s.commitHashes[c.Epoch] = c.Hash
+	s.heads[c.Epoch] = c.Membership
 	if c.Epoch > 1 {
 		s.vouched[c.Epoch-1] = c.PreviousCommitHash
 	}
@@ -513,11 +506,12 @@ func (gs *groupStates) forget(groupID string) {
 	delete(gs.groups, groupID)
 }
 
-// wasMember reports whether the client has seen identity as a member of groupID.
-func (gs *groupStates) wasMember(groupID, identity string) bool {
+// head returns the membership head of a verified commit of groupID's epoch.
+func (gs *groupStates) head(groupID string, epoch uint64) (e2ee.MembershipHead, bool) {
+	var h e2ee.MembershipHead
 	var ok bool
-	gs.update(groupID, func(s *groupState) { ok = s.seen[identity] })
-	return ok
+	gs.update(groupID, func(s *groupState) { h, ok = s.heads[epoch] })
+	return h, ok
 }
 
 // key returns the client's key of an epoch, or nil.

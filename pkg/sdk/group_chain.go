@@ -52,15 +52,44 @@ func (g *Group) chain() *chainState {
 // Membership returns the group's membership as the chain of signed statements yields
 // it, verified by this client from the group's creation: what the SDK wraps epoch keys
 // to, unlike Info's member list, which is the service's word. It fetches and verifies
-// only the statements after those it verified before.
+// only the statements after those it verified before. The result is the client's own
+// copy.
 func (g *Group) Membership(ctx context.Context) (*e2ee.Membership, error) {
+	var out *e2ee.Membership
+	err := g.withChain(ctx, 0, nil, true, func(m *e2ee.Membership) error {
+		out = m.Clone()
+		return nil
+	})
+	return out, err
+}
+
+// withChain calls f with the group's verified membership under the chain's lock, once
+// it holds statement sequence: with sync, or when it has fewer statements, or when
+// hash (if given) is not the hash of its statement sequence, it first fetches and
+// verifies the statements after its head.
+func (g *Group) withChain(ctx context.Context, sequence uint64, hash []byte, sync bool, f func(*e2ee.Membership) error) error {
 	cs := g.chain()
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if err := g.syncChain(ctx, cs); err != nil {
-		return nil, err
+	m := cs.m
+	if sync || m.Sequence() < sequence || hash != nil && !bytes.Equal(m.HashAt(sequence), hash) {
+		if err := g.syncChain(ctx, cs); err != nil {
+			return err
+		}
 	}
-	return cs.m, nil
+	return f(m)
+}
+
+// membershipAt returns a copy of the group's verified membership at its head, which
+// includes statement sequence with hash (fetched and verified first if need be). The
+// head may be later than sequence; the caller compares.
+func (g *Group) membershipAt(ctx context.Context, sequence uint64, hash []byte) (*e2ee.Membership, error) {
+	var out *e2ee.Membership
+	err := g.withChain(ctx, sequence, hash, false, func(m *e2ee.Membership) error {
+		out = m.Clone()
+		return nil
+	})
+	return out, err
 }
 
 // syncChain fetches the statements after cs's head and applies them, each verified

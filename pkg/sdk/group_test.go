@@ -638,7 +638,13 @@ func TestGroupForgedCommitRefused(t *testing.T) {
 		if method != groupv1.GroupService_GetEpochKeys_FullMethodName || err != nil {
 			return err
 		}
-		ep, ferr := e2ee.NewEpoch(malloryKeys, e2ee.CardID(content), w.group, 1, nil, []*e2ee.Card{bobCard}, time.Now())
+		// The forgery names the real commit's membership head: only the signer is wrong.
+		real, ferr := e2ee.ParseEpochCommit(reply.(*groupv1.GetEpochKeysResponse).GetKeys()[0].GetCommit().GetCommit())
+		if ferr != nil {
+			t.Error(ferr)
+			return err
+		}
+		ep, ferr := e2ee.NewEpoch(malloryKeys, e2ee.CardID(content), w.group, 1, nil, real.Membership, []*e2ee.Card{bobCard}, time.Now())
 		if ferr != nil {
 			t.Error(ferr)
 			return err

@@ -352,7 +352,7 @@ func wrapped(u *user) *envelopev1.WrappedEpochKey {
 
 // commitFor builds a commit by signer from epoch `from` (whose commit hash is prev)
 // with a key for each recipient.
-func commitFor(t testing.TB, group string, from uint64, prev []byte, signer *user, recipients ...*user) (*envelopev1.SignedEpochCommit, []*groupv1.MemberKey) {
+func (e *env) commitFor(t testing.TB, group string, from uint64, prev []byte, signer *user, recipients ...*user) (*envelopev1.SignedEpochCommit, []*groupv1.MemberKey) {
 	t.Helper()
 	keys := make([]*groupv1.MemberKey, len(recipients))
 	wks := make([]*envelopev1.WrappedEpochKey, len(recipients))
@@ -360,13 +360,18 @@ func commitFor(t testing.TB, group string, from uint64, prev []byte, signer *use
 		wks[i] = wrapped(r)
 		keys[i] = &groupv1.MemberKey{Identity: r.identity, WrappedKey: wks[i]}
 	}
-	return signCommit(t, group, from, prev, signer, wks), keys
+	return e.signCommit(t, group, from, prev, signer, wks), keys
 }
 
-// signCommit signs the commit content over wks, as the SDK does.
-func signCommit(t testing.TB, group string, from uint64, prev []byte, signer *user, wks []*envelopev1.WrappedEpochKey) *envelopev1.SignedEpochCommit {
+// signCommit signs the commit content over wks, as the SDK does, for the current head
+// of the group's membership chain (or a made-up one when signer may not read it).
+func (e *env) signCommit(t testing.TB, group string, from uint64, prev []byte, signer *user, wks []*envelopev1.WrappedEpochKey) *envelopev1.SignedEpochCommit {
 	t.Helper()
-	c, err := e2ee.SignEpochCommit(signer.keys, signer.cardID, group, from+1, e2ee.NewEpochKey(), wks, prev, time.Now())
+	head := e2ee.MembershipHead{Sequence: 1, Hash: make([]byte, 32)}
+	if st, err := e.raw.GetEpochState(signer.ctx(), &groupv1.GetEpochStateRequest{GroupId: group}); err == nil {
+		head = e2ee.MembershipHead{Sequence: st.GetMembershipSequence(), Hash: st.GetMembershipHash()}
+	}
+	c, err := e2ee.SignEpochCommit(signer.keys, signer.cardID, group, from+1, e2ee.NewEpochKey(), wks, prev, head, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +386,7 @@ func (e *env) commit(t testing.TB, group string, signer *user, recipients ...*us
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, keys := commitFor(t, group, st.GetEpoch(), st.GetCommit().GetCommitHash(), signer, recipients...)
+	c, keys := e.commitFor(t, group, st.GetEpoch(), st.GetCommit().GetCommitHash(), signer, recipients...)
 	resp, err := e.client.CommitEpoch(signer.ctx(), &groupv1.CommitEpochRequest{GroupId: group, FromEpoch: st.GetEpoch(), Commit: c, Keys: keys})
 	if err != nil {
 		t.Fatalf("commit from epoch %d: %v", st.GetEpoch(), err)

@@ -152,7 +152,7 @@ func TestWholeNode(t *testing.T) {
 	}
 
 	// Alice creates epoch 1 for both cards; bob opens his key.
-	epoch, err := e2ee.NewEpoch(alice.keys, alice.card.ID, group, 1, nil, []*e2ee.Card{alice.card, bob.card}, time.Now())
+	epoch, err := e2ee.NewEpoch(alice.keys, alice.card.ID, group, 1, nil, e2ee.MembershipHead{Sequence: head.GetMembershipSequence(), Hash: head.GetMembershipHash()}, []*e2ee.Card{alice.card, bob.card}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,8 +206,9 @@ func TestWholeNode(t *testing.T) {
 
 	// Bob is removed: he hears of it, reads no more keys, and alice's next message at
 	// epoch 1 is refused until she commits epoch 2 without him.
-	if _, err := groups.RemoveMember(alice.ctx(ctx), &groupv1.RemoveMemberRequest{GroupId: group, Identity: bob.identity,
-		Statement: alice.sign(t, group, head.GetMembershipSequence(), head.GetMembershipHash(), e2ee.MembershipChange{Kind: e2ee.KindRemove, Subjects: []string{bob.identity}})}); err != nil {
+	removed, err := groups.RemoveMember(alice.ctx(ctx), &groupv1.RemoveMemberRequest{GroupId: group, Identity: bob.identity,
+		Statement: alice.sign(t, group, head.GetMembershipSequence(), head.GetMembershipHash(), e2ee.MembershipChange{Kind: e2ee.KindRemove, Subjects: []string{bob.identity}})})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if ev := bobStream.nextGroupEvent(t, groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_REMOVED); ev.GetGroup() != nil {
@@ -226,7 +227,8 @@ func TestWholeNode(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition || detail == nil || !detail.GetRotationRequired() || detail.GetCurrentEpoch() != 1 {
 		t.Fatalf("a message at the old epoch after the removal: %v (%v)", err, detail)
 	}
-	epoch2, err := e2ee.NewEpoch(alice.keys, alice.card.ID, group, 2, epoch.CommitHash, []*e2ee.Card{alice.card}, time.Now())
+	head = removed.GetGroup()
+	epoch2, err := e2ee.NewEpoch(alice.keys, alice.card.ID, group, 2, epoch.CommitHash, e2ee.MembershipHead{Sequence: head.GetMembershipSequence(), Hash: head.GetMembershipHash()}, []*e2ee.Card{alice.card}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

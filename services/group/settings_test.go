@@ -65,7 +65,7 @@ func TestEncryptionModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := e.state(t, owner, group)
-	c, keys := commitFor(t, group, 1, st.GetCommit().GetCommitHash(), owner, owner, bob)
+	c, keys := e.commitFor(t, group, 1, st.GetCommit().GetCommitHash(), owner, owner, bob)
 	_, err = e.client.CommitEpoch(owner.ctx(), &groupv1.CommitEpochRequest{GroupId: group, FromEpoch: 1, Commit: c, Keys: keys})
 	wantCode(t, err, codes.FailedPrecondition, "encryption OFF")
 	// A membership change in OFF mode marks nothing; switching on does.

@@ -284,3 +284,27 @@ func TestMembershipChain(t *testing.T) {
 		}
 	}
 }
+
+// TestCommitForAnotherHeadIsRefused: a commit names the membership head it was made
+// for; one made before the latest statement (here a role change, which moves the head
+// but not the member list) is refused with the current head, and writes nothing.
+func TestCommitForAnotherHeadIsRefused(t *testing.T) {
+	e := newEnv(t, envOptions{noLoops: true})
+	owner, bob, group := e.twoMemberGroup(t)
+	st := e.state(t, owner, group)
+	stale, keys := e.commitFor(t, group, st.GetEpoch(), st.GetCommit().GetCommitHash(), owner, owner, bob)
+	if _, err := e.client.SetRole(owner.ctx(), &groupv1.SetRoleRequest{GroupId: group, Identity: bob.identity, Role: groupv1.GroupRole_GROUP_ROLE_ADMIN}); err != nil {
+		t.Fatal(err)
+	}
+	now := e.state(t, owner, group)
+	before := e.snapshot(t)
+	_, err := e.client.CommitEpoch(owner.ctx(), &groupv1.CommitEpochRequest{GroupId: group, FromEpoch: st.GetEpoch(), Commit: stale, Keys: keys})
+	wantCode(t, err, codes.FailedPrecondition, "membership chain is at statement")
+	if m := detail[*groupv1.CommitMismatch](err); m == nil || m.GetMembershipSequence() != now.GetMembershipSequence() || !bytes.Equal(m.GetMembershipHash(), now.GetMembershipHash()) {
+		t.Errorf("CommitMismatch %v; want the current head %d", m, now.GetMembershipSequence())
+	}
+	if !maps.Equal(before, e.snapshot(t)) {
+		t.Error("the refused commit changed group.db")
+	}
+	e.commit(t, group, owner, owner, bob)
+}

@@ -1010,8 +1010,15 @@ type EpochCommitContent struct {
 	PreviousCommitHash []byte `protobuf:"bytes,8,opt,name=previous_commit_hash,json=previousCommitHash,proto3" json:"previous_commit_hash,omitempty"`
 	// When the committer created the commit, in seconds since the Unix epoch (UTC).
 	CreatedAtUnixSeconds int64 `protobuf:"varint,9,opt,name=created_at_unix_seconds,json=createdAtUnixSeconds,proto3" json:"created_at_unix_seconds,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The head of the group's membership chain the commit was made for: its sequence
+	// number (at least 1) and its statement hash (32 bytes). The key is wrapped to exactly
+	// the members that chain yields at that head; the group service refuses a commit for
+	// a head that is not the current one, and clients accept a commit only for a head of
+	// the chain they verified, and only from a signer who is a member at that head.
+	MembershipSequence uint64 `protobuf:"varint,10,opt,name=membership_sequence,json=membershipSequence,proto3" json:"membership_sequence,omitempty"`
+	MembershipHash     []byte `protobuf:"bytes,11,opt,name=membership_hash,json=membershipHash,proto3" json:"membership_hash,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *EpochCommitContent) Reset() {
@@ -1105,6 +1112,20 @@ func (x *EpochCommitContent) GetCreatedAtUnixSeconds() int64 {
 		return x.CreatedAtUnixSeconds
 	}
 	return 0
+}
+
+func (x *EpochCommitContent) GetMembershipSequence() uint64 {
+	if x != nil {
+		return x.MembershipSequence
+	}
+	return 0
+}
+
+func (x *EpochCommitContent) GetMembershipHash() []byte {
+	if x != nil {
+		return x.MembershipHash
+	}
+	return nil
 }
 
 // SignedEpochCommit is an epoch commit as it travels through the group service: the
@@ -1508,7 +1529,7 @@ const file_umbra_envelope_v1_envelope_proto_rawDesc = "" +
 	"\x0esender_card_id\x18\x04 \x01(\fR\fsenderCardId\x12\x12\n" +
 	"\x04salt\x18\x05 \x01(\fR\x04salt\x12+\n" +
 	"\x04aead\x18\x06 \x01(\x0e2\x17.umbra.envelope.v1.AeadR\x04aead\x125\n" +
-	"\x17created_at_unix_seconds\x18\a \x01(\x03R\x14createdAtUnixSeconds\"\xf1\x02\n" +
+	"\x17created_at_unix_seconds\x18\a \x01(\x03R\x14createdAtUnixSeconds\"\xcb\x03\n" +
 	"\x12EpochCommitContent\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x19\n" +
 	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x14\n" +
@@ -1518,7 +1539,10 @@ const file_umbra_envelope_v1_envelope_proto_rawDesc = "" +
 	"\x13wrapped_keys_digest\x18\x06 \x01(\fR\x11wrappedKeysDigest\x12*\n" +
 	"\x11wrapped_key_count\x18\a \x01(\rR\x0fwrappedKeyCount\x120\n" +
 	"\x14previous_commit_hash\x18\b \x01(\fR\x12previousCommitHash\x125\n" +
-	"\x17created_at_unix_seconds\x18\t \x01(\x03R\x14createdAtUnixSeconds\"K\n" +
+	"\x17created_at_unix_seconds\x18\t \x01(\x03R\x14createdAtUnixSeconds\x12/\n" +
+	"\x13membership_sequence\x18\n" +
+	" \x01(\x04R\x12membershipSequence\x12'\n" +
+	"\x0fmembership_hash\x18\v \x01(\fR\x0emembershipHash\"K\n" +
 	"\x11SignedEpochCommit\x12\x18\n" +
 	"\acontent\x18\x01 \x01(\fR\acontent\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"o\n" +
