@@ -114,7 +114,7 @@ func (s *Server) accept(tx Tx, g *storagev1.GroupRecord, stm *statement, want e2
 	case state.err != nil:
 		return state.err
 	case errors.Is(err, e2ee.ErrNotAuthorized):
-		return errs.Permissionf("statement refused: %s", err.(*e2ee.Error).Msg)
+		return errs.Permissionf("statement refused: %v", err)
 	case err != nil:
 		return errs.Preconditionf("statement refused: %v", err)
 	}
