@@ -24,6 +24,7 @@ var groupCommands = []struct {
 }{
 	{"create", "[--members bob,carol] [--mode required|optional|off] [--history since-join|shared] <group>", 1, 1},
 	{"list", "   (the groups you are a member of)", 0, 0},
+	{"members", "<group>   (the members, as the group's signed membership chain says)", 1, 1},
 	{"delete", "<group>   (owner only)", 1, 1},
 	{"add", "<group> <user>...", 2, -1},
 	{"remove", "<group> <user>", 2, 2},
@@ -206,6 +207,8 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		fmt.Fprintf(stdout, "shared %d older keys of %s with %s\n", n, groupName, pos[1])
+	case "members":
+		return listMembers(ctx, stdout, &f, g, groupName)
 	case "leave":
 		resp, err := g.Leave(ctx)
 		if err != nil {
@@ -355,6 +358,20 @@ func groupHistory(ctx context.Context, w io.Writer, c *sdk.Client, f *clientFlag
 		}
 		req = &messagingv1.HistoryRequest{ConversationId: groupID, PageToken: page.GetNextPageToken()}
 	}
+}
+
+// listMembers prints the group's members and their roles as the membership chain this
+// client verified yields them (not the service's word), with the chain's head.
+func listMembers(ctx context.Context, w io.Writer, f *clientFlags, g *sdk.Group, name string) error {
+	m, err := g.Membership(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s: %d members, verified from %d signed membership statements (head %x)\n", name, m.MemberCount(), m.Sequence(), m.Head()[:8])
+	for _, id := range m.Members() {
+		fmt.Fprintf(w, "  %s  %s\n", f.displayName(id), roleName(groupv1.GroupRole(m.Role(id))))
+	}
+	return nil
 }
 
 // listInvitations prints the user's pending invitations.

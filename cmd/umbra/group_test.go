@@ -65,6 +65,7 @@ func TestGroupCommands(t *testing.T) {
 	wantIn(t, "join", ok("carol", "group", "join", "family"), "asked to join family")
 	wantIn(t, "requests", ok("alice", "group", "approve", "family"), "carol asked to join")
 	wantIn(t, "approve", ok("alice", "group", "approve", "family", "carol"), "carol is a member of family")
+	wantIn(t, "members", ok("bob", "group", "members", "family"), "family: 3 members, verified from 2 signed membership statements", "alice  owner", "bob  member", "carol  member")
 	ok("carol", "group", "send", "family", "hi from carol")
 	listensFor("alice listens", "alice", []string{"group", "listen", "--from-start", "--until-caught-up", "family"},
 		"me: hello family", "carol: hi from carol", "carol joined")

@@ -38,6 +38,25 @@ var (
 	ErrWrongEpoch = errors.New("wrong epoch")
 	// ErrWrongGroup: a commit or message of another group than the one expected.
 	ErrWrongGroup = errors.New("wrong group")
+
+	// The kinds particular to membership chains (a truncated statement is ErrMalformed,
+	// a forged one ErrBadSignature, one by another card than it names ErrWrongSender):
+
+	// ErrBrokenChain: a membership statement that does not follow the head of the chain
+	// it is applied to: one missing before it, repeated, reordered, or a chain that
+	// differs from the one verified before.
+	ErrBrokenChain = errors.New("broken membership chain")
+	// ErrNotAuthorized: a membership statement whose signer may not make its change: a
+	// member who is not an admin adding or removing, an admin setting roles or removing
+	// an admin, anyone removing the owner, an invitee accepting an invitation it does
+	// not have, the group service adding anyone.
+	ErrNotAuthorized = errors.New("signer not authorized")
+	// ErrInvalidChange: a membership statement whose change does not fit the membership
+	// it follows: adding a member or a banned identity, removing a non-member, lifting a
+	// ban that is not there, accepting an expired invitation.
+	ErrInvalidChange = errors.New("invalid membership change")
+	// ErrUnknownKind: a membership statement of a kind this version does not know.
+	ErrUnknownKind = errors.New("unknown statement kind")
 )
 
 // Error is a failure of one kind, with what was being done and why.

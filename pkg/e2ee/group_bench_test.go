@@ -28,9 +28,9 @@ func BenchmarkNewEpoch(b *testing.B) {
 				for b.Loop() {
 					var err error
 					if workers == 0 {
-						_, err = NewEpoch(signer.kp, signer.card.ID, testGroup, 1, nil, cards, when)
+						_, err = NewEpoch(signer.kp, signer.card.ID, testGroup, 1, nil, testHead, cards, when)
 					} else {
-						_, err = newEpoch(rand.Reader, workers, signer.kp, signer.card.ID, testGroup, 1, nil, cards, when)
+						_, err = newEpoch(rand.Reader, workers, signer.kp, signer.card.ID, testGroup, 1, nil, testHead, cards, when)
 					}
 					if err != nil {
 						b.Fatal(err)
@@ -46,7 +46,7 @@ func BenchmarkOpenEpochKey(b *testing.B) {
 	for _, suite := range []Suite{SuiteX25519, SuiteHybrid} {
 		b.Run("suite="+suite.String(), func(b *testing.B) {
 			signer := newMember(b, suite, alice, 1)
-			e, err := NewEpoch(signer.kp, signer.card.ID, testGroup, 1, nil, []*Card{signer.card}, when)
+			e, err := NewEpoch(signer.kp, signer.card.ID, testGroup, 1, nil, testHead, []*Card{signer.card}, when)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -195,6 +195,13 @@ func WrappedKeysDigest(keys []*WrappedEpochKey) ([]byte, error) {
 	return sha(buf), nil
 }
 
+// MembershipHead names a statement of a group's membership chain: the head an epoch
+// commit was made for.
+type MembershipHead struct {
+	Sequence uint64
+	Hash     []byte
+}
+
 // Epoch is a new epoch as its committer creates it: the key, its wraps and the signed
 // commit, ready for the group service's CommitEpoch.
 type Epoch struct {
@@ -212,15 +219,16 @@ type Epoch struct {
 }
 
 // NewEpoch creates epoch number of groupID: a fresh key, wrapped to every card of
-// recipients (the current cards of all members, the committer's included), and the
-// commit signed by signer, whose card is signerCardID. previousCommitHash is the
-// current epoch's CommitHash, empty when number is 1. now dates the commit.
-func NewEpoch(signer *KeyPair, signerCardID []byte, groupID string, number uint64, previousCommitHash []byte, recipients []*Card, now time.Time) (*Epoch, error) {
-	return newEpoch(rand.Reader, runtime.GOMAXPROCS(0), signer, signerCardID, groupID, number, previousCommitHash, recipients, now)
+// recipients (the current cards of all members that the membership chain yields at
+// head, the committer's included), and the commit signed by signer, whose card is
+// signerCardID. previousCommitHash is the current epoch's CommitHash, empty when number
+// is 1. now dates the commit.
+func NewEpoch(signer *KeyPair, signerCardID []byte, groupID string, number uint64, previousCommitHash []byte, head MembershipHead, recipients []*Card, now time.Time) (*Epoch, error) {
+	return newEpoch(rand.Reader, runtime.GOMAXPROCS(0), signer, signerCardID, groupID, number, previousCommitHash, head, recipients, now)
 }
 
 // newEpoch is NewEpoch with the epoch key read from rnd.
-func newEpoch(rnd io.Reader, workers int, signer *KeyPair, signerCardID []byte, groupID string, number uint64, previousCommitHash []byte, recipients []*Card, now time.Time) (*Epoch, error) {
+func newEpoch(rnd io.Reader, workers int, signer *KeyPair, signerCardID []byte, groupID string, number uint64, previousCommitHash []byte, head MembershipHead, recipients []*Card, now time.Time) (*Epoch, error) {
 	if err := checkEpochArgs(groupID, number, nil); err != nil {
 		return nil, err
 	}
@@ -232,7 +240,7 @@ func newEpoch(rnd io.Reader, workers int, signer *KeyPair, signerCardID []byte, 
 	if err != nil {
 		return nil, err
 	}
-	commit, err := SignEpochCommit(signer, signerCardID, groupID, number, key, wrapped, previousCommitHash, now)
+	commit, err := SignEpochCommit(signer, signerCardID, groupID, number, key, wrapped, previousCommitHash, head, now)
 	if err != nil {
 		return nil, err
 	}
@@ -240,8 +248,8 @@ func newEpoch(rnd io.Reader, workers int, signer *KeyPair, signerCardID []byte, 
 }
 
 // SignEpochCommit encodes and signs the EpochCommitContent of epoch of groupID whose
-// key is key and whose wraps are wrapped.
-func SignEpochCommit(signer *KeyPair, signerCardID []byte, groupID string, epoch uint64, key []byte, wrapped []*WrappedEpochKey, previousCommitHash []byte, now time.Time) (*SignedEpochCommit, error) {
+// key is key and whose wraps are wrapped, made for the membership chain's head.
+func SignEpochCommit(signer *KeyPair, signerCardID []byte, groupID string, epoch uint64, key []byte, wrapped []*WrappedEpochKey, previousCommitHash []byte, head MembershipHead, now time.Time) (*SignedEpochCommit, error) {
 	switch {
 	case signer == nil || len(signer.Signing) != ed25519.PrivateKeySize:
 		return nil, errorf(ErrMalformed, "no signing key for the commit")
@@ -251,6 +259,9 @@ func SignEpochCommit(signer *KeyPair, signerCardID []byte, groupID string, epoch
 		return nil, errorf(ErrMalformed, "commit time %v is not after the Unix epoch", now)
 	case len(wrapped) == 0:
 		return nil, errorf(ErrMalformed, "a commit without wrapped keys")
+	}
+	if err := checkMembershipHead(head.Sequence, head.Hash); err != nil {
+		return nil, err
 	}
 	if err := checkEpochArgs(groupID, epoch, key); err != nil {
 		return nil, err
@@ -272,11 +283,24 @@ func SignEpochCommit(signer *KeyPair, signerCardID []byte, groupID string, epoch
 		WrappedKeyCount:      uint32(len(wrapped)),
 		PreviousCommitHash:   previousCommitHash,
 		CreatedAtUnixSeconds: now.Unix(),
+		MembershipSequence:   head.Sequence,
+		MembershipHash:       head.Hash,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &SignedEpochCommit{Content: content, Signature: ed25519.Sign(signer.Signing, labelled(LabelEpochCommitSignature, content))}, nil
+}
+
+// checkMembershipHead refuses a commit that names no membership head.
+func checkMembershipHead(sequence uint64, hash []byte) error {
+	switch {
+	case sequence == 0:
+		return errorf(ErrMalformed, "epoch commit names no membership head (sequence 0)")
+	case len(hash) != CardIDSize:
+		return errorf(ErrMalformed, "epoch commit's membership head hash is %d bytes; want 32", len(hash))
+	}
+	return nil
 }
 
 func checkPreviousCommitHash(epoch uint64, h []byte) error {
@@ -305,11 +329,13 @@ type EpochCommit struct {
 	WrappedKeyCount    uint32
 	PreviousCommitHash []byte
 	CreatedAt          time.Time
+	// Membership is the head of the membership chain the commit was made for.
+	Membership MembershipHead
 }
 
 // ParseEpochCommit checks the shape of a signed commit: the content's canonical
 // encoding within its size limit, version 1, a group identity, an epoch of at least 1,
-// the sizes of its ids and hashes, and a 64-byte signature. It does not verify the
+// the sizes of its ids and hashes, a membership head, and a 64-byte signature. It does not verify the
 // signature; VerifyEpochCommit does.
 func ParseEpochCommit(signed *SignedEpochCommit) (*EpochCommit, error) {
 	content, sig := signed.GetContent(), signed.GetSignature()
@@ -344,6 +370,9 @@ func ParseEpochCommit(signed *SignedEpochCommit) (*EpochCommit, error) {
 	if err := checkPreviousCommitHash(m.GetEpoch(), m.GetPreviousCommitHash()); err != nil {
 		return nil, err
 	}
+	if err := checkMembershipHead(m.GetMembershipSequence(), m.GetMembershipHash()); err != nil {
+		return nil, err
+	}
 	return &EpochCommit{
 		Content:            bytes.Clone(content),
 		Signature:          bytes.Clone(sig),
@@ -356,6 +385,7 @@ func ParseEpochCommit(signed *SignedEpochCommit) (*EpochCommit, error) {
 		WrappedKeyCount:    m.GetWrappedKeyCount(),
 		PreviousCommitHash: m.GetPreviousCommitHash(),
 		CreatedAt:          time.Unix(m.GetCreatedAtUnixSeconds(), 0).UTC(),
+		Membership:         MembershipHead{Sequence: m.GetMembershipSequence(), Hash: m.GetMembershipHash()},
 	}, nil
 }
 

@@ -78,7 +78,7 @@ func FuzzOpenGroupMessage(f *testing.F) {
 // exactly the bytes that were signed.
 func FuzzParseEpochCommit(f *testing.F) {
 	signer, other := newMember(f, SuiteX25519, alice, 1), newMember(f, SuiteX25519, bob, 2)
-	e, err := NewEpoch(signer.kp, signer.card.ID, testGroup, 1, nil, cardsOf([]member{signer, other}), when)
+	e, err := NewEpoch(signer.kp, signer.card.ID, testGroup, 1, nil, testHead, cardsOf([]member{signer, other}), when)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -108,4 +108,58 @@ func FuzzParseEpochCommit(f *testing.F) {
 			t.Fatal("VerifyEpochCommit accepted a commit that the signer did not sign for this group and epoch")
 		}
 	})
+}
+
+// FuzzParseMembershipStatement feeds statement content and signature bytes to
+// ParseMembershipStatement, VerifyMembershipStatement and Membership.Apply: never a
+// panic, only typed errors, and an accepted statement is exactly the bytes the signer
+// signed.
+func FuzzParseMembershipStatement(f *testing.F) {
+	c := newChain(f)
+	c.step(alice, MembershipChange{Kind: KindCreate, Subjects: []string{bob}})
+	next := c.sign(alice, MembershipChange{Kind: KindAdd, Subjects: []string{carol, dave}})
+	f.Add(next.GetContent(), next.GetSignature())
+	f.Add(c.signed[0].GetContent(), c.signed[0].GetSignature())
+	f.Add(next.GetContent()[:30], next.GetSignature())
+	f.Add([]byte{}, []byte{})
+	signer := c.members[alice].card
+	f.Fuzz(func(t *testing.T, content, signature []byte) {
+		signed := &SignedMembershipStatement{Content: content, Signature: signature}
+		_, parseErr := ParseMembershipStatement(signed)
+		st, err := VerifyMembershipStatement(signed, testGroup, signer)
+		if parseErr != nil {
+			checkMembershipKind(t, parseErr)
+			if err == nil {
+				t.Fatal("VerifyMembershipStatement accepts a statement ParseMembershipStatement refuses")
+			}
+		}
+		if err != nil {
+			checkMembershipKind(t, err)
+			return
+		}
+		m := NewMembership(testGroup)
+		if err := m.Apply(st); err != nil {
+			checkMembershipKind(t, err)
+			return
+		}
+		if st.Kind != KindServiceRemove && !ed25519.Verify(signer.SigningKey, labelled(LabelMembershipStatementSignature, content), signature) {
+			t.Fatal("a statement the signer did not sign was applied")
+		}
+	})
+}
+
+// checkMembershipKind fails t unless err is a typed error of a kind the membership
+// functions return.
+func checkMembershipKind(t *testing.T, err error) {
+	t.Helper()
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("error %v is not a typed e2ee error", err)
+	}
+	for _, k := range append([]error{ErrBrokenChain, ErrNotAuthorized, ErrInvalidChange, ErrUnknownKind}, groupKinds...) {
+		if errors.Is(err, k) {
+			return
+		}
+	}
+	t.Fatalf("untyped error %v", err)
 }

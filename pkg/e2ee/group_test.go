@@ -34,7 +34,7 @@ func wantKind(t testing.TB, err, want error) {
 // included.
 func testEpoch(t testing.TB, signer member, ms ...member) *Epoch {
 	t.Helper()
-	e, err := NewEpoch(signer.kp, signer.card.ID, testGroup, 1, nil, cardsOf(append([]member{signer}, ms...)), when)
+	e, err := NewEpoch(signer.kp, signer.card.ID, testGroup, 1, nil, testHead, cardsOf(append([]member{signer}, ms...)), when)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestEpochRoundTrip(t *testing.T) {
 			}
 
 			// The next epoch chains to this one.
-			next, err := NewEpoch(ms[0].kp, ms[0].card.ID, testGroup, 2, e.CommitHash, cardsOf(ms), when.Add(time.Hour))
+			next, err := NewEpoch(ms[0].kp, ms[0].card.ID, testGroup, 2, e.CommitHash, testHead, cardsOf(ms), when.Add(time.Hour))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -193,15 +193,19 @@ func TestEpochCommitRefusals(t *testing.T) {
 		wantKind(t, err, ErrMalformed)
 	})
 	t.Run("bad arguments", func(t *testing.T) {
-		_, err := NewEpoch(owner.kp, owner.card.ID, testGroup, 1, nil, []*Card{owner.card, owner.card}, when)
+		_, err := NewEpoch(owner.kp, owner.card.ID, testGroup, 1, nil, testHead, []*Card{owner.card, owner.card}, when)
 		wantKind(t, err, ErrMalformed)
-		_, err = NewEpoch(owner.kp, owner.card.ID, testGroup, 1, nil, nil, when)
+		_, err = NewEpoch(owner.kp, owner.card.ID, testGroup, 1, nil, testHead, nil, when)
 		wantKind(t, err, ErrMalformed)
-		_, err = NewEpoch(owner.kp, owner.card.ID, testGroup, 0, nil, []*Card{owner.card}, when)
+		_, err = NewEpoch(owner.kp, owner.card.ID, testGroup, 0, nil, testHead, []*Card{owner.card}, when)
 		wantKind(t, err, ErrMalformed)
-		_, err = NewEpoch(owner.kp, owner.card.ID, alice, 1, nil, []*Card{owner.card}, when)
+		_, err = NewEpoch(owner.kp, owner.card.ID, alice, 1, nil, testHead, []*Card{owner.card}, when)
 		wantKind(t, err, ErrMalformed)
-		_, err = NewEpoch(owner.kp, owner.card.ID, testGroup, 2, nil, []*Card{owner.card}, when)
+		_, err = NewEpoch(owner.kp, owner.card.ID, testGroup, 1, nil, MembershipHead{}, []*Card{owner.card}, when)
+		wantKind(t, err, ErrMalformed)
+		_, err = NewEpoch(owner.kp, owner.card.ID, testGroup, 1, nil, MembershipHead{Sequence: 1, Hash: []byte("short")}, []*Card{owner.card}, when)
+		wantKind(t, err, ErrMalformed)
+		_, err = NewEpoch(owner.kp, owner.card.ID, testGroup, 2, nil, testHead, []*Card{owner.card}, when)
 		wantKind(t, err, ErrMalformed)
 		_, err = WrapEpochKey(testGroup, 1, make([]byte, 16), owner.card)
 		wantKind(t, err, ErrMalformed)
@@ -350,3 +354,6 @@ func TestGroupMessageRefusals(t *testing.T) {
 func signWith(kp *KeyPair, label string, content []byte) []byte {
 	return ed25519.Sign(kp.Signing, labelled(label, content))
 }
+
+// testHead is the membership head the test commits name.
+var testHead = MembershipHead{Sequence: 1, Hash: sha([]byte("membership head"))}

@@ -61,6 +61,8 @@ type epochVector struct {
 	DigestInput          hexBytes           `json:"wrapped_keys_digest_input"`
 	WrappedKeysDigest    hexBytes           `json:"wrapped_keys_digest"`
 	PreviousCommitHash   hexBytes           `json:"previous_commit_hash"`
+	MembershipSequence   uint64             `json:"membership_sequence"`
+	MembershipHash       hexBytes           `json:"membership_hash"`
 	Content              hexBytes           `json:"content"`
 	SignatureInput       hexBytes           `json:"signature_input"`
 	Signature            hexBytes           `json:"signature"`
@@ -127,6 +129,14 @@ func generateGroupVectors(t *testing.T) *groupVectorFile {
 		GroupID: groupVectorsGroup,
 	}
 	created := time.Date(2026, 11, 3, 12, 0, 0, 0, time.UTC)
+	// Each epoch is made for a head of the chain of the membership vectors: epoch 1
+	// after bob became an admin (alice, bob and carol are members), epoch 2 after bob
+	// removed carol.
+	chain := generateMembershipVectors(t).Statements
+	heads := map[uint64]MembershipHead{
+		1: {Sequence: chain[3].Sequence, Hash: chain[3].Hash},
+		2: {Sequence: chain[4].Sequence, Hash: chain[4].Hash},
+	}
 	epochKeys := map[uint64][]byte{}
 	var previous []byte
 	for _, e := range []struct {
@@ -143,7 +153,7 @@ func generateGroupVectors(t *testing.T) *groupVectorFile {
 			rcpts = append(rcpts, cards[r])
 		}
 		at := created.Add(time.Duration(e.epoch) * time.Hour)
-		ep, err := newEpoch(bytes.NewReader(e.key), 1, keys["card:"+e.signer], cards[e.signer].ID, groupVectorsGroup, e.epoch, previous, rcpts, at)
+		ep, err := newEpoch(bytes.NewReader(e.key), 1, keys["card:"+e.signer], cards[e.signer].ID, groupVectorsGroup, e.epoch, previous, heads[e.epoch], rcpts, at)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,6 +165,7 @@ func generateGroupVectors(t *testing.T) *groupVectorFile {
 			Epoch: e.epoch, SignerCard: e.signer, CreatedAtUnixSeconds: at.Unix(), EpochKey: ep.Key,
 			KeyCommitmentInput: labelled(LabelEpochKeyCommitment, str(groupVectorsGroup), u64(e.epoch), ep.Key),
 			KeyCommitment:      c.KeyCommitment, WrappedKeysDigest: c.WrappedKeysDigest, PreviousCommitHash: previous,
+			MembershipSequence: heads[e.epoch].Sequence, MembershipHash: heads[e.epoch].Hash,
 			Content: ep.Commit.GetContent(), SignatureInput: labelled(LabelEpochCommitSignature, ep.Commit.GetContent()),
 			Signature: ep.Commit.GetSignature(), CommitHash: ep.CommitHash,
 		}
@@ -263,6 +274,8 @@ func verifyGroupVectors(t *testing.T, v *groupVectorFile) {
 			t.Errorf("epoch %d: commit hash differs", e.Epoch)
 		case !bytes.Equal(e.SignatureInput, append([]byte(LabelEpochCommitSignature+"\x00"), e.Content...)) || !bytes.Equal(ed25519.Sign(keys["card:"+e.SignerCard].Signing, e.SignatureInput), e.Signature):
 			t.Errorf("epoch %d: the signature is not Ed25519 over LABEL || content", e.Epoch)
+		case c.Membership.Sequence != e.MembershipSequence || !bytes.Equal(c.Membership.Hash, e.MembershipHash):
+			t.Errorf("epoch %d: the membership head differs from the vector", e.Epoch)
 		case c.CreatedAt.Unix() != e.CreatedAtUnixSeconds || int(c.WrappedKeyCount) != len(e.WrappedKeys):
 			t.Errorf("epoch %d: commit fields differ from the vector", e.Epoch)
 		}
@@ -367,6 +380,8 @@ func renderGroupVectors(v *groupVectorFile) string {
 			field("wrapped keys digest input", e.DigestInput)
 			field("wrapped_keys_digest", e.WrappedKeysDigest)
 			field("previous_commit_hash", e.PreviousCommitHash)
+			fmt.Fprintf(&b, "membership_sequence: %d\n", e.MembershipSequence)
+			field("membership_hash", e.MembershipHash)
 			field("content (EpochCommitContent)", e.Content)
 			field("signature", e.Signature)
 			field("commit hash = SHA-256(content)", e.CommitHash)

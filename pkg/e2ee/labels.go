@@ -21,6 +21,9 @@ const (
 	LabelEpochKeyCommitment      = "umbra/v1/epoch-key-commitment"
 	LabelEpochRecipients         = "umbra/v1/epoch-recipients"
 	LabelEpochCommitSignature    = "umbra/v1/epoch-commit-signature"
+	// LabelMembershipStatementSignature is the label of a membership statement's
+	// signature.
+	LabelMembershipStatementSignature = "umbra/v1/membership-statement-signature"
 )
 
 // labelled returns LABEL(label) || parts...: the label's bytes, a zero byte, then the

@@ -3,6 +3,8 @@ package sdk
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -58,17 +60,27 @@ func (c *Client) CreateGroup(ctx context.Context, groupID string, opts CreateGro
 	if opts.HistoryVisibility == 0 {
 		opts.HistoryVisibility = groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN
 	}
-	resp, err := c.groupClient().CreateGroup(ctx, &groupv1.CreateGroupRequest{
-		GroupId:           groupID,
-		Members:           opts.Members,
-		EncryptionMode:    opts.EncryptionMode,
-		HistoryVisibility: opts.HistoryVisibility,
-		RotationPolicy:    opts.RotationPolicy,
+	me, err := c.Identity(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	others := slices.DeleteFunc(slices.Clone(opts.Members), func(id string) bool { return id == me })
+	g := c.Group(groupID)
+	var resp *groupv1.CreateGroupResponse
+	err = g.change(ctx, e2ee.MembershipChange{Kind: e2ee.KindCreate, Subjects: others}, nil, func(st *e2ee.SignedMembershipStatement) (err error) {
+		resp, err = c.groupClient().CreateGroup(ctx, &groupv1.CreateGroupRequest{
+			GroupId:           groupID,
+			Members:           opts.Members,
+			EncryptionMode:    opts.EncryptionMode,
+			HistoryVisibility: opts.HistoryVisibility,
+			RotationPolicy:    opts.RotationPolicy,
+			Statement:         st,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	g := c.Group(groupID)
 	g.observe(resp.GetGroup())
 	return g, resp.GetGroup(), nil
 }
@@ -94,7 +106,8 @@ func (g *Group) Info(ctx context.Context) (*groupv1.Group, error) {
 	return resp.GetGroup(), nil
 }
 
-// observe records what a reply says about the group: its mode, epoch and members.
+// observe records what a reply says about the group: its mode and epoch. (Its member
+// list is the service's word, which decides nothing: see Membership.)
 func (g *Group) observe(info *groupv1.Group) {
 	if info == nil {
 		return
@@ -104,9 +117,6 @@ func (g *Group) observe(info *groupv1.Group) {
 		if info.GetEpoch() >= s.current {
 			s.current = info.GetEpoch()
 			s.rotationRequired = info.GetRotationRequired()
-		}
-		for _, m := range info.GetMembers() {
-			s.seen[m.GetIdentity()] = true
 		}
 	})
 }
@@ -145,26 +155,42 @@ func (g *Group) Delete(ctx context.Context) error {
 	return err
 }
 
-// Add adds identities as members; it returns those that became members. The next
-// encrypted message commits a new epoch that includes them.
+// Add adds identities as members; it returns those that became members (identities
+// that are members already are left out of the signed statement). The next encrypted
+// message commits a new epoch that includes them.
 func (g *Group) Add(ctx context.Context, identities ...string) ([]string, error) {
-	resp, err := g.c.groupClient().AddMembers(ctx, &groupv1.AddMembersRequest{GroupId: g.ID, Identities: identities})
-	if err != nil {
+	var resp *groupv1.AddMembersResponse
+	err := g.change(ctx, e2ee.MembershipChange{Kind: e2ee.KindAdd}, func(m *e2ee.Membership, ch *e2ee.MembershipChange) (bool, error) {
+		ch.Subjects = nil
+		for _, id := range identities {
+			if m.Role(id) == e2ee.RoleNone && !slices.Contains(ch.Subjects, id) {
+				ch.Subjects = append(ch.Subjects, id)
+			}
+		}
+		return len(ch.Subjects) == 0, nil
+	}, func(st *e2ee.SignedMembershipStatement) (err error) {
+		parsed, err := e2ee.ParseMembershipStatement(st)
+		if err != nil {
+			return err
+		}
+		resp, err = g.c.groupClient().AddMembers(ctx, &groupv1.AddMembersRequest{GroupId: g.ID, Identities: parsed.Subjects, Statement: st})
+		return err
+	})
+	if err != nil || resp == nil {
 		return nil, err
 	}
 	g.observe(resp.GetGroup())
-	g.c.groups.update(g.ID, func(s *groupState) {
-		for _, id := range resp.GetAdded() {
-			s.seen[id] = true
-		}
-	})
 	return resp.GetAdded(), nil
 }
 
 // Remove removes (kicks) a member. The next encrypted message commits a new epoch
 // whose key the removed member does not get.
 func (g *Group) Remove(ctx context.Context, identity string) error {
-	resp, err := g.c.groupClient().RemoveMember(ctx, &groupv1.RemoveMemberRequest{GroupId: g.ID, Identity: identity})
+	var resp *groupv1.RemoveMemberResponse
+	err := g.change(ctx, subjectChange(e2ee.KindRemove, identity), nil, func(st *e2ee.SignedMembershipStatement) (err error) {
+		resp, err = g.c.groupClient().RemoveMember(ctx, &groupv1.RemoveMemberRequest{GroupId: g.ID, Identity: identity, Statement: st})
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -174,8 +200,14 @@ func (g *Group) Remove(ctx context.Context, identity string) error {
 
 // Ban bans identity, removing it if it is a member; it reports whether it was one.
 func (g *Group) Ban(ctx context.Context, identity string) (removed bool, err error) {
-	resp, err := g.c.groupClient().BanMember(ctx, &groupv1.BanMemberRequest{GroupId: g.ID, Identity: identity})
-	if err != nil {
+	var resp *groupv1.BanMemberResponse
+	err = g.change(ctx, subjectChange(e2ee.KindBan, identity), func(m *e2ee.Membership, _ *e2ee.MembershipChange) (bool, error) {
+		return m.Banned(identity), nil // banned already: nothing to state
+	}, func(st *e2ee.SignedMembershipStatement) (err error) {
+		resp, err = g.c.groupClient().BanMember(ctx, &groupv1.BanMemberRequest{GroupId: g.ID, Identity: identity, Statement: st})
+		return err
+	})
+	if err != nil || resp == nil {
 		return false, err
 	}
 	g.observe(resp.GetGroup())
@@ -184,15 +216,41 @@ func (g *Group) Ban(ctx context.Context, identity string) (removed bool, err err
 
 // Unban lifts a ban; it does not make the identity a member again.
 func (g *Group) Unban(ctx context.Context, identity string) error {
-	_, err := g.c.groupClient().UnbanMember(ctx, &groupv1.UnbanMemberRequest{GroupId: g.ID, Identity: identity})
-	return err
+	return g.change(ctx, subjectChange(e2ee.KindUnban, identity), nil, func(st *e2ee.SignedMembershipStatement) error {
+		_, err := g.c.groupClient().UnbanMember(ctx, &groupv1.UnbanMemberRequest{GroupId: g.ID, Identity: identity, Statement: st})
+		return err
+	})
+}
+
+// subjectChange is a change of kind about one identity.
+func subjectChange(kind e2ee.MembershipKind, identity string) e2ee.MembershipChange {
+	return e2ee.MembershipChange{Kind: kind, Subjects: []string{identity}}
 }
 
 // Leave removes the user from the group. An owner who leaves hands the group to the
 // longest-serving admin or member; the reply names the new owner, or says that the
 // group was deleted because the user was its last member.
 func (g *Group) Leave(ctx context.Context) (*groupv1.LeaveGroupResponse, error) {
-	resp, err := g.c.groupClient().LeaveGroup(ctx, &groupv1.LeaveGroupRequest{GroupId: g.ID})
+	me, err := g.c.Identity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var resp *groupv1.LeaveGroupResponse
+	err = g.change(ctx, e2ee.MembershipChange{Kind: e2ee.KindLeave}, func(m *e2ee.Membership, ch *e2ee.MembershipChange) (bool, error) {
+		ch.Subjects = nil
+		if m.Role(me) != e2ee.RoleOwner || m.MemberCount() < 2 {
+			return false, nil
+		}
+		next, err := g.successor(ctx, m, me)
+		if err != nil {
+			return false, err
+		}
+		ch.Subjects = []string{next}
+		return false, nil
+	}, func(st *e2ee.SignedMembershipStatement) (err error) {
+		resp, err = g.c.groupClient().LeaveGroup(ctx, &groupv1.LeaveGroupRequest{GroupId: g.ID, Statement: st})
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -200,15 +258,55 @@ func (g *Group) Leave(ctx context.Context) (*groupv1.LeaveGroupResponse, error) 
 	return resp, nil
 }
 
+// successor is who the owner me names as the group's next owner when it leaves: the
+// service's rule, the longest-serving admin or else the longest-serving member. The
+// order of seniority is the service's member list (GetGroup lists members by when they
+// joined), kept to the members and roles of the verified chain m, so the service can at
+// most reorder real members, never name another identity.
+func (g *Group) successor(ctx context.Context, m *e2ee.Membership, me string) (string, error) {
+	info, err := g.Info(ctx)
+	if err != nil {
+		return "", err
+	}
+	var first, admin string
+	for _, member := range info.GetMembers() {
+		id := member.GetIdentity()
+		switch {
+		case id == me || m.Role(id) == e2ee.RoleNone:
+		case m.Role(id) == e2ee.RoleAdmin && admin == "":
+			admin = id
+		case first == "":
+			first = id
+		}
+	}
+	switch {
+	case admin != "":
+		return admin, nil
+	case first != "":
+		return first, nil
+	}
+	return "", fmt.Errorf("%w: the service lists none of the members of %s's verified chain", ErrMembershipChain, g.ID)
+}
+
 // SetRole makes a member an admin or a plain member. Owner only.
 func (g *Group) SetRole(ctx context.Context, identity string, role groupv1.GroupRole) error {
-	_, err := g.c.groupClient().SetRole(ctx, &groupv1.SetRoleRequest{GroupId: g.ID, Identity: identity, Role: role})
-	return err
+	ch := subjectChange(e2ee.KindSetRole, identity)
+	ch.Role = e2ee.MembershipRole(role)
+	return g.change(ctx, ch, func(m *e2ee.Membership, _ *e2ee.MembershipChange) (bool, error) {
+		return m.Role(identity) == ch.Role, nil // has the role already
+	}, func(st *e2ee.SignedMembershipStatement) error {
+		_, err := g.c.groupClient().SetRole(ctx, &groupv1.SetRoleRequest{GroupId: g.ID, Identity: identity, Role: role, Statement: st})
+		return err
+	})
 }
 
 // TransferOwnership makes another member the owner; the user becomes an admin.
 func (g *Group) TransferOwnership(ctx context.Context, newOwner string) error {
-	resp, err := g.c.groupClient().TransferOwnership(ctx, &groupv1.TransferOwnershipRequest{GroupId: g.ID, NewOwner: newOwner})
+	var resp *groupv1.TransferOwnershipResponse
+	err := g.change(ctx, subjectChange(e2ee.KindTransferOwnership, newOwner), nil, func(st *e2ee.SignedMembershipStatement) (err error) {
+		resp, err = g.c.groupClient().TransferOwnership(ctx, &groupv1.TransferOwnershipRequest{GroupId: g.ID, NewOwner: newOwner, Statement: st})
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -227,10 +325,14 @@ func (c *Client) RequestJoin(ctx context.Context, groupID string) (*groupv1.Join
 
 // ApproveJoin accepts identity's pending join request.
 func (g *Group) ApproveJoin(ctx context.Context, identity string) error {
-	if _, err := g.c.groupClient().ApproveJoinRequest(ctx, &groupv1.ApproveJoinRequestRequest{GroupId: g.ID, Identity: identity}); err != nil {
+	err := g.change(ctx, subjectChange(e2ee.KindApproveJoin, identity), nil, func(st *e2ee.SignedMembershipStatement) error {
+		_, err := g.c.groupClient().ApproveJoinRequest(ctx, &groupv1.ApproveJoinRequestRequest{GroupId: g.ID, Identity: identity, Statement: st})
+		return err
+	})
+	if err != nil {
 		return err
 	}
-	g.c.groups.update(g.ID, func(s *groupState) { s.seen[identity] = true; s.rotationRequired = true })
+	g.c.groups.update(g.ID, func(s *groupState) { s.rotationRequired = true })
 	return nil
 }
 
@@ -248,14 +350,20 @@ func (g *Group) JoinRequests(ctx context.Context) ([]*groupv1.JoinRequest, error
 	})
 }
 
-// Invite invites identity; it joins when it accepts. ttl 0 means the server's default
-// (7 days).
+// Invite invites identity; it joins when it accepts. ttl 0 means the service's
+// default, 7 days.
 func (g *Group) Invite(ctx context.Context, identity string, ttl time.Duration) (*groupv1.Invitation, error) {
-	req := &groupv1.InviteMemberRequest{GroupId: g.ID, Identity: identity}
-	if ttl > 0 {
-		req.Ttl = durationpb.New(ttl)
+	if ttl <= 0 {
+		ttl = defaultInvitationTTL
 	}
-	resp, err := g.c.groupClient().InviteMember(ctx, req)
+	var resp *groupv1.InviteMemberResponse
+	err := g.change(ctx, subjectChange(e2ee.KindInvite, identity), func(_ *e2ee.Membership, ch *e2ee.MembershipChange) (bool, error) {
+		ch.ExpiresAt = g.c.cfg.Now().Add(ttl)
+		return false, nil
+	}, func(st *e2ee.SignedMembershipStatement) (err error) {
+		resp, err = g.c.groupClient().InviteMember(ctx, &groupv1.InviteMemberRequest{GroupId: g.ID, Identity: identity, Ttl: durationpb.New(ttl), Statement: st})
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -264,13 +372,31 @@ func (g *Group) Invite(ctx context.Context, identity string, ttl time.Duration) 
 
 // AcceptInvitation accepts the user's pending invitation to groupID and returns the
 // group's handle.
+//
+// Before it accepts, it verifies the group's membership chain (an invitee may read it):
+// the invitation it accepts is the pending one that chain holds, signed by an admin or
+// the owner, and the members it joins are those the chain yields.
 func (c *Client) AcceptInvitation(ctx context.Context, groupID string) (*Group, error) {
-	resp, err := c.groupClient().AcceptInvitation(ctx, &groupv1.AcceptInvitationRequest{GroupId: groupID})
+	me, err := c.Identity(ctx)
 	if err != nil {
 		return nil, err
 	}
 	g := c.Group(groupID)
-	c.groups.update(groupID, func(s *groupState) { s.seen[resp.GetMember().GetIdentity()] = true; s.rotationRequired = true })
+	err = g.change(ctx, e2ee.MembershipChange{Kind: e2ee.KindAcceptInvitation}, func(m *e2ee.Membership, ch *e2ee.MembershipChange) (bool, error) {
+		hash, _, ok := m.Invitation(me)
+		if !ok {
+			return false, fmt.Errorf("%w: the verified membership chain of %s holds no pending invitation of %s", e2ee.ErrNotMember, groupID, me)
+		}
+		ch.InvitationHash = hash
+		return false, nil
+	}, func(st *e2ee.SignedMembershipStatement) error {
+		_, err := c.groupClient().AcceptInvitation(ctx, &groupv1.AcceptInvitationRequest{GroupId: groupID, Statement: st})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.groups.update(groupID, func(s *groupState) { s.rotationRequired = true })
 	return g, nil
 }
 
@@ -323,14 +449,16 @@ func (g *Group) SetHistoryVisibility(ctx context.Context, v groupv1.HistoryVisib
 }
 
 // groupStates is what a Client knows about its groups: the epoch keys it opened, the
-// commit hashes that chain the epochs, and the identities it has seen as members. Its
-// zero value is ready to use.
+// commit hashes that chain the epochs, and the verified membership chain. Its zero
+// value is ready to use.
 type groupStates struct {
 	mu     sync.Mutex
 	groups map[string]*groupState
 }
 
 type groupState struct {
+	// chain is the verified membership chain (group_chain.go).
+	chain *chainState
 	// keys and commitHashes by epoch, of the commits this client verified or made;
 	// vouched[e] is the hash of epoch e's commit as the verified commit of epoch e+1
 	// names it.
@@ -342,9 +470,8 @@ type groupState struct {
 	current          uint64
 	rotationRequired bool
 	mode             groupv1.EncryptionMode
-	// seen holds every identity this client has seen as a member, current or not: a
-	// commit or message they signed while members stays acceptable after they leave.
-	seen map[string]bool
+	// heads holds, by epoch, the membership head the epoch's verified commit names.
+	heads map[uint64]e2ee.MembershipHead
 }
 
 // update runs f on groupID's state under the lock.
@@ -356,15 +483,17 @@ func (gs *groupStates) update(groupID string, f func(*groupState)) {
 	}
 	s, ok := gs.groups[groupID]
 	if !ok {
-		s = &groupState{keys: map[uint64][]byte{}, commitHashes: map[uint64][]byte{}, vouched: map[uint64][]byte{}, seen: map[string]bool{}}
+		s = &groupState{keys: map[uint64][]byte{}, commitHashes: map[uint64][]byte{}, vouched: map[uint64][]byte{}, heads: map[uint64]e2ee.MembershipHead{}}
 		gs.groups[groupID] = s
 	}
 	f(s)
 }
 
-// accept records a verified commit: its hash, and the predecessor it vouches for.
+// accept records a verified commit: its hash, its membership head, and the
+// predecessor it vouches for.
 func (s *groupState) accept(c *e2ee.EpochCommit) {
 	s.commitHashes[c.Epoch] = c.Hash
+	s.heads[c.Epoch] = c.Membership
 	if c.Epoch > 1 {
 		s.vouched[c.Epoch-1] = c.PreviousCommitHash
 	}
@@ -377,11 +506,12 @@ func (gs *groupStates) forget(groupID string) {
 	delete(gs.groups, groupID)
 }
 
-// wasMember reports whether the client has seen identity as a member of groupID.
-func (gs *groupStates) wasMember(groupID, identity string) bool {
+// head returns the membership head of a verified commit of groupID's epoch.
+func (gs *groupStates) head(groupID string, epoch uint64) (e2ee.MembershipHead, bool) {
+	var h e2ee.MembershipHead
 	var ok bool
-	gs.update(groupID, func(s *groupState) { ok = s.seen[identity] })
-	return ok
+	gs.update(groupID, func(s *groupState) { h, ok = s.heads[epoch] })
+	return h, ok
 }
 
 // key returns the client's key of an epoch, or nil.

@@ -3,7 +3,6 @@ package sdk
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -94,9 +93,12 @@ func (g *Group) currentKey(ctx context.Context) (uint64, []byte, error) {
 	return epoch, key, nil
 }
 
-// commitFrom commits the epoch after st's. It refetches the members and their cards
-// when the service says they changed meanwhile; if another member's commit wins the
-// race, it loads that one's key.
+// commitFrom commits the epoch after st's, for the members of the group's verified
+// membership chain at the head st names (never the service's member list): their
+// active cards get the key, and the commit names that head. When the service says the
+// members or their cards changed meanwhile (CommitMismatch), it verifies the
+// statements it missed and fetches the cards again; if another member's commit wins
+// the race, it loads that one's key.
 func (g *Group) commitFrom(ctx context.Context, st *groupv1.GetEpochStateResponse) error {
 	ks, kp, myCard, err := g.c.current()
 	if err != nil {
@@ -110,23 +112,26 @@ func (g *Group) commitFrom(ctx context.Context, st *groupv1.GetEpochStateRespons
 	}
 	// keep records our new epoch: its key, its commit's hash and the predecessor it
 	// names.
-	keep := func(s *groupState, ep *e2ee.Epoch) {
+	keep := func(s *groupState, ep *e2ee.Epoch, head e2ee.MembershipHead) {
 		s.keys[ep.Number] = ep.Key
 		s.commitHashes[ep.Number] = ep.CommitHash
+		s.heads[ep.Number] = head
 		if ep.Number > 1 {
 			s.vouched[ep.Number-1] = previous
 		}
 	}
 	var lastErr error
+	headSeq, headHash := st.GetMembershipSequence(), st.GetMembershipHash()
 	for range rotationAttempts {
-		info, err := g.Info(ctx)
+		m, err := g.membershipAt(ctx, headSeq, headHash)
 		if err != nil {
 			return err
 		}
-		identities := make([]string, 0, len(info.GetMembers()))
-		for _, m := range info.GetMembers() {
-			identities = append(identities, m.GetIdentity())
+		if m.Role(me) == e2ee.RoleNone {
+			return fmt.Errorf("%w: %s is not a member of %s in its verified membership chain", e2ee.ErrNotMember, me, g.ID)
 		}
+		identities := m.Members()
+		head := e2ee.MembershipHead{Sequence: m.Sequence(), Hash: m.Head()}
 		found, err := g.c.TrustedCards(ctx, identities...)
 		if err != nil {
 			return err
@@ -143,7 +148,7 @@ func (g *Group) commitFrom(ctx context.Context, st *groupv1.GetEpochStateRespons
 				owners = append(owners, id)
 			}
 		}
-		ep, err := e2ee.NewEpoch(kp, myCard, g.ID, from+1, previous, cards, g.c.cfg.Now())
+		ep, err := e2ee.NewEpoch(kp, myCard, g.ID, from+1, previous, head, cards, g.c.cfg.Now())
 		if err != nil {
 			return err
 		}
@@ -156,7 +161,7 @@ func (g *Group) commitFrom(ctx context.Context, st *groupv1.GetEpochStateRespons
 		// Committed, or our own commit won before its reply was lost.
 		if err == nil || conflict != nil && bytes.Equal(conflict.GetCurrentCommitHash(), ep.CommitHash) {
 			g.c.groups.update(g.ID, func(s *groupState) {
-				keep(s, ep)
+				keep(s, ep, head)
 				if ep.Number >= s.current { // an event may have moved it on already
 					s.current, s.rotationRequired = ep.Number, false
 				}
@@ -175,10 +180,12 @@ func (g *Group) commitFrom(ctx context.Context, st *groupv1.GetEpochStateRespons
 			}
 			return nil
 		}
-		if statusDetail[*groupv1.CommitMismatch](err) == nil {
+		mismatch := statusDetail[*groupv1.CommitMismatch](err)
+		if mismatch == nil {
 			return err
 		}
-		lastErr = err // the members changed under us: refetch them
+		lastErr = err // the members or their cards changed under us: refetch them
+		headSeq, headHash = mismatch.GetMembershipSequence(), mismatch.GetMembershipHash()
 	}
 	return fmt.Errorf("%w: %w", ErrRotationFailed, lastErr)
 }
@@ -235,12 +242,9 @@ func (g *Group) epochKey(ctx context.Context, epoch uint64) ([]byte, error) {
 }
 
 // previousCommitHash returns the hash of the commit of st's epoch, which the next
-// commit names: so a commit vouches for its predecessor, and a client can later accept
-// the predecessor on the strength of a commit it verified. The hash is that of a
-// commit this client verified: one it holds, or the one st carries, checked now.
-// Only when st's commit cannot be checked because its signer is no member this client
-// knows of (a newcomer rotating right after the previous committer left) does it fall
-// back to the hash the service gives.
+// commit names: so a commit vouches for its predecessor. The hash is that of a commit
+// this client verified: one it holds, or the one st carries, checked now (its signer
+// was a member at the membership head it names, whether or not it still is).
 func (g *Group) previousCommitHash(ctx context.Context, st *groupv1.GetEpochStateResponse) ([]byte, error) {
 	if st.GetEpoch() == 0 {
 		return nil, nil
@@ -256,8 +260,6 @@ func (g *Group) previousCommitHash(ctx context.Context, st *groupv1.GetEpochStat
 	}
 	commit, err := g.verifyCommit(ctx, st.GetEpoch(), st.GetCommit(), nil)
 	switch {
-	case errors.Is(err, e2ee.ErrNotMember):
-		return served, nil
 	case err != nil:
 		return nil, err
 	case !bytes.Equal(commit.Hash, served):
@@ -268,11 +270,10 @@ func (g *Group) previousCommitHash(ctx context.Context, st *groupv1.GetEpochStat
 }
 
 // verifyCommit checks a commit the service returned for epoch: its signature by the
-// card it names, which must have been active when the commit was made, and which must
-// belong to a member of the group: a member now, one this client has seen, or the
-// signer of a commit that a later commit this client verified names as its
-// predecessor (every commit vouches for the one before it). signers, if not nil, keeps
-// the signer cards of a batch of commits, so each is fetched once.
+// card it names, which must have been active when the commit was made, and the
+// membership head it names, which must be a statement of the group's verified chain
+// at which the signer was a member. signers, if not nil, keeps the signer cards of a
+// batch of commits, so each is fetched once.
 func (g *Group) verifyCommit(ctx context.Context, epoch uint64, ec *groupv1.EpochCommit, signers signerCards) (*e2ee.EpochCommit, error) {
 	signed := ec.GetCommit()
 	parsed, err := e2ee.ParseEpochCommit(signed)
@@ -286,12 +287,8 @@ func (g *Group) verifyCommit(ctx context.Context, epoch uint64, ec *groupv1.Epoc
 	if committedBy := ec.GetCommittedBy(); committedBy != "" && committedBy != signer.Identity {
 		return nil, fmt.Errorf("%w: epoch %d is signed by a card of %s; the service says %s committed it", e2ee.ErrWrongSender, epoch, signer.Identity, committedBy)
 	}
-	var vouched bool
-	g.c.groups.update(g.ID, func(s *groupState) { vouched = bytes.Equal(s.vouched[epoch], parsed.Hash) })
-	if !vouched {
-		if err := g.checkMember(ctx, signer.Identity, false); err != nil {
-			return nil, fmt.Errorf("epoch %d commit: %w", epoch, err)
-		}
+	if err := g.checkHeadMember(ctx, parsed.Membership, signer.Identity); err != nil {
+		return nil, fmt.Errorf("epoch %d commit: %w", epoch, err)
 	}
 	commit, err := e2ee.VerifyEpochCommit(signed, g.ID, epoch, signer.Card)
 	if err != nil {
@@ -357,23 +354,22 @@ func (g *Group) acceptEpochKey(ctx context.Context, ek *groupv1.EpochKey, signer
 	return chainErr
 }
 
-// checkMember reports ErrNotMember unless identity is a member of the group, or was
-// seen as one by this client, or attested says that the messaging service
-// authenticated identity as the sender of a group message it stored, which it allows
-// members only. An identity the client has not seen is looked up once.
-func (g *Group) checkMember(ctx context.Context, identity string, attested bool) error {
-	if attested || g.c.groups.wasMember(g.ID, identity) {
+// checkHeadMember reports an error unless head is a statement of the group's verified
+// membership chain (ErrMembershipChain with e2ee.ErrBrokenChain: the service made the
+// commit or showed this client another chain) and identity was a member at it
+// (e2ee.ErrNotMember). A head beyond the statements verified so far is fetched and
+// verified first.
+func (g *Group) checkHeadMember(ctx context.Context, head e2ee.MembershipHead, identity string) error {
+	return g.withChain(ctx, head.Sequence, nil, false, func(m *e2ee.Membership) error {
+		if !bytes.Equal(m.HashAt(head.Sequence), head.Hash) {
+			return fmt.Errorf("%w: %w: membership statement %d (%x) is not in the chain this client verified (head %d)",
+				ErrMembershipChain, e2ee.ErrBrokenChain, head.Sequence, head.Hash, m.Sequence())
+		}
+		if !m.MemberAt(identity, head.Sequence) {
+			return fmt.Errorf("%w: %s was not a member of %s at membership statement %d", e2ee.ErrNotMember, identity, g.ID, head.Sequence)
+		}
 		return nil
-	}
-	if _, err := g.Info(ctx); status.Code(err) == codes.PermissionDenied {
-		return fmt.Errorf("%w: this user is not a member of %s: %w", e2ee.ErrNotMember, g.ID, err)
-	} else if err != nil {
-		return err
-	}
-	if g.c.groups.wasMember(g.ID, identity) {
-		return nil
-	}
-	return fmt.Errorf("%w: %s is not a member of %s", e2ee.ErrNotMember, identity, g.ID)
+	})
 }
 
 // GroupEventType is the Event.type of the group service's events.
@@ -404,8 +400,8 @@ func decodeEvent[T any, PT interface {
 
 // observeGroupEvent updates what the client knows of a group from one of its events:
 // a required rotation makes the next encrypted message commit a new epoch without
-// waiting to be refused; a new epoch makes it fetch that key; new members are
-// remembered.
+// waiting to be refused; a new epoch makes it fetch that key. (Who is a member the
+// client learns from the verified membership chain only, never from an event.)
 func (c *Client) observeGroupEvent(item *messagingv1.SubscribeResponse) {
 	ev, ok := GroupEvent(item)
 	if !ok {
@@ -424,10 +420,6 @@ func (c *Client) observeGroupEvent(item *messagingv1.SubscribeResponse) {
 		case groupv1.GroupEventKind_GROUP_EVENT_KIND_EPOCH_COMMITTED:
 			if ev.GetEpoch() > s.current {
 				s.current, s.rotationRequired = ev.GetEpoch(), false
-			}
-		case groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBERS_ADDED, groupv1.GroupEventKind_GROUP_EVENT_KIND_CREATED:
-			for _, id := range ev.GetIdentities() {
-				s.seen[id] = true
 			}
 		}
 		if ev.GetGroup() != nil {

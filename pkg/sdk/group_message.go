@@ -37,8 +37,8 @@ func (g *Group) seal(ctx context.Context, kp *e2ee.KeyPair, myCard, data []byte)
 
 // Decrypt opens a GroupMessage of the group that sender (an identity) is expected to
 // have sent: the sender card named in the message must be one of sender's, active when
-// the message says it was written, and sender a member (or one the client saw as a
-// member). The epoch key is fetched if the client does not hold it; a user who was not
+// the message says it was written, and sender a member at the membership head of the
+// epoch's commit, as the group's verified membership chain says. The epoch key is fetched if the client does not hold it; a user who was not
 // a member in that epoch gets e2ee.ErrNotMember or e2ee.ErrWrongEpoch.
 func (g *Group) Decrypt(ctx context.Context, data []byte, sender string) ([]byte, error) {
 	if _, _, _, err := g.c.current(); err != nil {
@@ -48,13 +48,13 @@ func (g *Group) Decrypt(ctx context.Context, data []byte, sender string) ([]byte
 	if err != nil {
 		return nil, err
 	}
-	return g.open(ctx, data, info, sender, false)
+	return g.open(ctx, data, info, sender)
 }
 
-// open is Decrypt of data, whose header InspectGroupMessage read as info; attested
-// says that the messaging service authenticated sender as the sender of a message it
-// stored, which it allows members only.
-func (g *Group) open(ctx context.Context, data []byte, info *e2ee.GroupMessageInfo, sender string, attested bool) ([]byte, error) {
+// open is Decrypt of data, whose header InspectGroupMessage read as info. The sender
+// must have been a member at the membership head the commit of the message's epoch
+// names: the verified chain decides, not the service's word.
+func (g *Group) open(ctx context.Context, data []byte, info *e2ee.GroupMessageInfo, sender string) ([]byte, error) {
 	if info.GroupID != g.ID {
 		return nil, fmt.Errorf("%w: the message is of %s, not %s", e2ee.ErrWrongGroup, info.GroupID, g.ID)
 	}
@@ -62,11 +62,15 @@ func (g *Group) open(ctx context.Context, data []byte, info *e2ee.GroupMessageIn
 	if err != nil {
 		return nil, err
 	}
-	if err := g.checkMember(ctx, sender, attested); err != nil {
-		return nil, err
-	}
 	key, err := g.epochKey(ctx, info.Epoch)
 	if err != nil {
+		return nil, err
+	}
+	head, ok := g.c.groups.head(g.ID, info.Epoch)
+	if !ok {
+		return nil, fmt.Errorf("%w: no verified commit of epoch %d of %s", e2ee.ErrWrongEpoch, info.Epoch, g.ID)
+	}
+	if err := g.checkHeadMember(ctx, head, sender); err != nil {
 		return nil, err
 	}
 	return e2ee.OpenGroupMessage(data, g.ID, func(e uint64) []byte {
@@ -148,5 +152,5 @@ func (c *Client) openGroupMessage(ctx context.Context, m *messagingv1.Message) (
 	if _, _, _, err := c.current(); err != nil {
 		return nil, err
 	}
-	return c.Group(m.GetConversationId()).open(ctx, m.GetEnvelope(), info, m.GetSender(), true)
+	return c.Group(m.GetConversationId()).open(ctx, m.GetEnvelope(), info, m.GetSender())
 }

@@ -231,16 +231,20 @@ func TestGroupInvitationWithAcceptance(t *testing.T) {
 	texts, errs := readGroup(t, alice, w.group)
 	wantTexts(t, "alice", texts, errs, "hi carol", "thanks")
 
-	// A declined invitation leaves no membership.
+	// A declined invitation leaves no membership, and nothing to accept: the invitee
+	// may no longer read the chain it would sign its acceptance after.
 	dave := newQuickDevice(t, w.n, w.app, "dave", e2ee.SuiteX25519)
+	if _, err := dave.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := g.Invite(ctx, dave.identity, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := dave.DeclineInvitation(ctx, w.group); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dave.AcceptInvitation(ctx, w.group); status.Code(err) != codes.NotFound {
-		t.Errorf("accepting a declined invitation: %v; want NotFound", err)
+	if _, err := dave.AcceptInvitation(ctx, w.group); !errors.Is(err, e2ee.ErrNotMember) || status.Code(err) != codes.PermissionDenied {
+		t.Errorf("accepting a declined invitation: %v; want ErrNotMember (PermissionDenied)", err)
 	}
 }
 
@@ -634,7 +638,13 @@ func TestGroupForgedCommitRefused(t *testing.T) {
 		if method != groupv1.GroupService_GetEpochKeys_FullMethodName || err != nil {
 			return err
 		}
-		ep, ferr := e2ee.NewEpoch(malloryKeys, e2ee.CardID(content), w.group, 1, nil, []*e2ee.Card{bobCard}, time.Now())
+		// The forgery names the real commit's membership head: only the signer is wrong.
+		real, ferr := e2ee.ParseEpochCommit(reply.(*groupv1.GetEpochKeysResponse).GetKeys()[0].GetCommit().GetCommit())
+		if ferr != nil {
+			t.Error(ferr)
+			return err
+		}
+		ep, ferr := e2ee.NewEpoch(malloryKeys, e2ee.CardID(content), w.group, 1, nil, real.Membership, []*e2ee.Card{bobCard}, time.Now())
 		if ferr != nil {
 			t.Error(ferr)
 			return err

@@ -222,7 +222,12 @@ func (c *Client) contactPin(identity string) *contactPin {
 	if p == nil {
 		return nil
 	}
-	return c.pins.clone().Contacts[identity]
+	// A copy of this contact's pin alone: copying the whole file for every lookup
+	// would make a check of n members' cards cost n².
+	b, _ := json.Marshal(p)
+	out := &contactPin{}
+	json.Unmarshal(b, out)
+	return out
 }
 
 // updatePins changes the pins with fn and saves them. It reads the file again first,

@@ -135,9 +135,16 @@ func (c *Client) TrustedCards(ctx context.Context, identities ...string) (map[st
 		return nil, err
 	}
 	me, _ := c.Identity(ctx)
+	var firstSeen []*Card
+	seen := make(map[string]bool, len(identities))
 	for _, id := range identities {
 		card, ok := found[id]
-		if !ok || id == me {
+		if !ok || id == me || seen[id] {
+			continue
+		}
+		seen[id] = true
+		if c.contactPin(id) == nil {
+			firstSeen = append(firstSeen, card) // pinned together below
 			continue
 		}
 		trusted, err := c.trustActive(ctx, card, c.cfg.KeyChangePolicy)
@@ -146,7 +153,41 @@ func (c *Client) TrustedCards(ctx context.Context, identities ...string) (map[st
 		}
 		found[id] = trusted
 	}
+	raced, err := c.pinFirstSeen(firstSeen)
+	if err != nil {
+		return nil, err
+	}
+	for _, card := range raced {
+		trusted, err := c.trustActive(ctx, card, c.cfg.KeyChangePolicy)
+		if err != nil {
+			return nil, err
+		}
+		found[card.Identity] = trusted
+	}
 	return found, nil
+}
+
+// pinFirstSeen pins cards, each the active card of a contact this client had no pin
+// for, in one write of the pin file: a group of a thousand new contacts costs one write,
+// not a thousand. It returns the cards whose contact another process pinned meanwhile,
+// which the caller checks one by one (trustActive).
+func (c *Client) pinFirstSeen(cards []*Card) (raced []*Card, err error) {
+	if len(cards) == 0 {
+		return nil, nil
+	}
+	now := c.cfg.Now()
+	err = c.updatePins(func(f *pinFile) error {
+		raced = raced[:0]
+		for _, card := range cards {
+			if f.Contacts[card.Identity] != nil {
+				raced = append(raced, card)
+				continue
+			}
+			f.Contacts[card.Identity] = &contactPin{Chain: []pinnedCard{{CardID: card.ID, SigningKey: card.SigningKey, How: pinFirstUse, At: now}}}
+		}
+		return nil
+	})
+	return raced, err
 }
 
 // trustActive checks card, the directory's active card of a contact, against the pin;

@@ -23,6 +23,16 @@
 // member's keys are deleted when it stops being a member, so a removed, banned or
 // departed identity never reads a key again, and one that comes back starts afresh.
 //
+// Signed membership. Every membership call carries the caller's signed statement of
+// the change (statements.go; the format and rules are pkg/e2ee's and
+// docs/wire-format.md §12). Before the call's transaction the service parses it and
+// verifies its signature against the caller's active card (LookupActiveCards); in the
+// transaction, after the call's own checks, it checks that the statement states exactly
+// the request's change, follows the group's head, and passes the rules clients apply,
+// then stores it in the membership bucket and moves the head (GroupRecord
+// membership_sequence and membership_hash). GetMembershipChain serves the chain to
+// members and invitees; CommitEpoch refuses a commit for another head.
+//
 // AuthorizeSend counts every accepted ENCRYPTED message toward the epoch's message
 // limit in a batched write (Store.Batch), and marks rotation required when a message
 // shows that the sender's card is no longer the one the epoch's key was wrapped to.

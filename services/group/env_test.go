@@ -56,9 +56,12 @@ type env struct {
 	clock  *clock
 	conn   *grpc.ClientConn
 	client groupv1.GroupServiceClient
-	cards  cardv1.CardServiceClient
-	msg    messagingv1.MessagingServiceClient
-	ids    identityv1.IdentityServiceClient
+	// raw is the group service without the test signer: requests go as they are.
+	raw   groupv1.GroupServiceClient
+	sign  *signer
+	cards cardv1.CardServiceClient
+	msg   messagingv1.MessagingServiceClient
+	ids   identityv1.IdentityServiceClient
 	// run is cancelled to stop the group service's background loops; started says
 	// whether they run.
 	stopRun func()
@@ -143,7 +146,12 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	} else {
 		go func() { srv.Run(runCtx); close(runDone) }()
 	}
-	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addr})
+	sign := &signer{}
+	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addr}, grpc.WithChainUnaryInterceptor(sign.interceptor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawConn, err := grpcclient.Dial(grpcclient.Config{Addr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +160,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	t.Cleanup(func() {
 		once.Do(func() {
 			conn.Close()
+			rawConn.Close()
 			stopLoops()
 			stopMsg()
 			<-msgDone
@@ -167,12 +176,14 @@ func newEnv(t testing.TB, opts envOptions) *env {
 			})
 		})
 	})
-	return &env{
+	e := &env{
 		dir: dir, store: store, srv: srv, clock: clk, conn: conn,
-		client: groupv1.NewGroupServiceClient(conn), cards: cardv1.NewCardServiceClient(conn),
-		msg: messagingv1.NewMessagingServiceClient(conn), ids: identityv1.NewIdentityServiceClient(conn),
+		client: groupv1.NewGroupServiceClient(conn), raw: groupv1.NewGroupServiceClient(rawConn), sign: sign,
+		cards: cardv1.NewCardServiceClient(rawConn), msg: messagingv1.NewMessagingServiceClient(rawConn), ids: identityv1.NewIdentityServiceClient(rawConn),
 		stopRun: stopLoops,
 	}
+	sign.env = e
+	return e
 }
 
 // as returns ctx carrying cred as the bearer credential.
@@ -237,6 +248,7 @@ func (e *env) newUsers(t testing.TB, a app, withCards bool, uids ...string) []*u
 				return
 			}
 			u.token = tok.GetAccessToken()
+			e.sign.add(u)
 			if withCards {
 				errc <- e.publishCard(u)
 			}
@@ -340,7 +352,7 @@ func wrapped(u *user) *envelopev1.WrappedEpochKey {
 
 // commitFor builds a commit by signer from epoch `from` (whose commit hash is prev)
 // with a key for each recipient.
-func commitFor(t testing.TB, group string, from uint64, prev []byte, signer *user, recipients ...*user) (*envelopev1.SignedEpochCommit, []*groupv1.MemberKey) {
+func (e *env) commitFor(t testing.TB, group string, from uint64, prev []byte, signer *user, recipients ...*user) (*envelopev1.SignedEpochCommit, []*groupv1.MemberKey) {
 	t.Helper()
 	keys := make([]*groupv1.MemberKey, len(recipients))
 	wks := make([]*envelopev1.WrappedEpochKey, len(recipients))
@@ -348,13 +360,18 @@ func commitFor(t testing.TB, group string, from uint64, prev []byte, signer *use
 		wks[i] = wrapped(r)
 		keys[i] = &groupv1.MemberKey{Identity: r.identity, WrappedKey: wks[i]}
 	}
-	return signCommit(t, group, from, prev, signer, wks), keys
+	return e.signCommit(t, group, from, prev, signer, wks), keys
 }
 
-// signCommit signs the commit content over wks, as the SDK does.
-func signCommit(t testing.TB, group string, from uint64, prev []byte, signer *user, wks []*envelopev1.WrappedEpochKey) *envelopev1.SignedEpochCommit {
+// signCommit signs the commit content over wks, as the SDK does, for the current head
+// of the group's membership chain (or a made-up one when signer may not read it).
+func (e *env) signCommit(t testing.TB, group string, from uint64, prev []byte, signer *user, wks []*envelopev1.WrappedEpochKey) *envelopev1.SignedEpochCommit {
 	t.Helper()
-	c, err := e2ee.SignEpochCommit(signer.keys, signer.cardID, group, from+1, e2ee.NewEpochKey(), wks, prev, time.Now())
+	head := e2ee.MembershipHead{Sequence: 1, Hash: make([]byte, 32)}
+	if st, err := e.raw.GetEpochState(signer.ctx(), &groupv1.GetEpochStateRequest{GroupId: group}); err == nil {
+		head = e2ee.MembershipHead{Sequence: st.GetMembershipSequence(), Hash: st.GetMembershipHash()}
+	}
+	c, err := e2ee.SignEpochCommit(signer.keys, signer.cardID, group, from+1, e2ee.NewEpochKey(), wks, prev, head, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +386,7 @@ func (e *env) commit(t testing.TB, group string, signer *user, recipients ...*us
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, keys := commitFor(t, group, st.GetEpoch(), st.GetCommit().GetCommitHash(), signer, recipients...)
+	c, keys := e.commitFor(t, group, st.GetEpoch(), st.GetCommit().GetCommitHash(), signer, recipients...)
 	resp, err := e.client.CommitEpoch(signer.ctx(), &groupv1.CommitEpochRequest{GroupId: group, FromEpoch: st.GetEpoch(), Commit: c, Keys: keys})
 	if err != nil {
 		t.Fatalf("commit from epoch %d: %v", st.GetEpoch(), err)

@@ -400,6 +400,11 @@ func (s *Server) readCommitInput(app, identity string, req *groupv1.CommitEpochR
 // checkCommit checks the commit against the previous epoch, the caller's card and the
 // members' active cards.
 func (s *Server) checkCommit(ctx context.Context, app, identity string, req *groupv1.CommitEpochRequest, content *e2ee.EpochCommit, in *commitInput) error {
+	if g := in.group; content.Membership.Sequence != g.GetMembershipSequence() || !bytes.Equal(content.Membership.Hash, g.GetMembershipHash()) {
+		return errs.Preconditionf("the commit is for membership statement %d; group %s's membership chain is at statement %d: verify the statements since and commit for the members they yield",
+			content.Membership.Sequence, g.GetGroupId(), g.GetMembershipSequence()).
+			WithDetails(&groupv1.CommitMismatch{MembershipSequence: g.GetMembershipSequence(), MembershipHash: g.GetMembershipHash()})
+	}
 	if !bytes.Equal(content.PreviousCommitHash, in.group.GetCommitHash()) {
 		return errs.Invalidf("commit.content previous_commit_hash does not name epoch %d's commit", req.GetFromEpoch())
 	}
@@ -474,7 +479,7 @@ func (s *Server) writeCommit(app, identity string, req *groupv1.CommitEpochReque
 		if err != nil {
 			return err
 		}
-		if g.GetMembershipVersion() != in.membershipVersion || g.GetCardsVersion() != in.cardsVersion {
+		if g.GetMembershipVersion() != in.membershipVersion || g.GetCardsVersion() != in.cardsVersion || g.GetMembershipSequence() != in.group.GetMembershipSequence() {
 			retry = true
 			return nil
 		}
@@ -675,15 +680,17 @@ func (s *Server) GetEpochState(ctx context.Context, req *groupv1.GetEpochStateRe
 		}
 		required, reasons := rotationState(g, s.now())
 		resp = &groupv1.GetEpochStateResponse{
-			GroupId:           g.GetGroupId(),
-			EncryptionMode:    mode(g),
-			Epoch:             g.GetEpoch(),
-			Commit:            epochCommitView(e),
-			RotationRequired:  required,
-			RotationReasons:   reasons,
-			EpochMessageCount: g.GetEpochMessageCount(),
-			MemberCount:       g.GetMemberCount(),
-			MembershipVersion: g.GetMembershipVersion(),
+			GroupId:            g.GetGroupId(),
+			EncryptionMode:     mode(g),
+			Epoch:              g.GetEpoch(),
+			Commit:             epochCommitView(e),
+			RotationRequired:   required,
+			RotationReasons:    reasons,
+			EpochMessageCount:  g.GetEpochMessageCount(),
+			MemberCount:        g.GetMemberCount(),
+			MembershipVersion:  g.GetMembershipVersion(),
+			MembershipSequence: g.GetMembershipSequence(),
+			MembershipHash:     g.GetMembershipHash(),
 		}
 		if at := dueAt(g); !at.IsZero() {
 			resp.RotationDueAt = timestamppb.New(at)

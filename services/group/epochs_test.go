@@ -82,7 +82,7 @@ func TestEpochs(t *testing.T) {
 	// Refused commits from epoch 1 change nothing.
 	hash1 := c1.GetCommit().GetCommitHash()
 	commitReq := func(from uint64, prev []byte, signer *user, recipients ...*user) *groupv1.CommitEpochRequest {
-		c, keys := commitFor(t, group, from, prev, signer, recipients...)
+		c, keys := e.commitFor(t, group, from, prev, signer, recipients...)
 		return &groupv1.CommitEpochRequest{GroupId: group, FromEpoch: from, Commit: c, Keys: keys}
 	}
 	outdated := *carol
@@ -204,7 +204,7 @@ func TestConcurrentCommits(t *testing.T) {
 		st := e.state(t, us[0], group)
 		reqs := make([]*groupv1.CommitEpochRequest, len(us))
 		for i, u := range us {
-			c, keys := commitFor(t, group, st.GetEpoch(), st.GetCommit().GetCommitHash(), u, us...)
+			c, keys := e.commitFor(t, group, st.GetEpoch(), st.GetCommit().GetCommitHash(), u, us...)
 			reqs[i] = &groupv1.CommitEpochRequest{GroupId: group, FromEpoch: st.GetEpoch(), Commit: c, Keys: keys}
 		}
 		var wg sync.WaitGroup
@@ -263,7 +263,7 @@ func TestCardRotation(t *testing.T) {
 			}
 		}
 		_, err := e.client.CommitEpoch(owner.ctx(), func() *groupv1.CommitEpochRequest {
-			c, keys := commitFor(t, group, 1, e.state(t, owner, group).GetCommit().GetCommitHash(), owner, owner, &oldBob)
+			c, keys := e.commitFor(t, group, 1, e.state(t, owner, group).GetCommit().GetCommitHash(), owner, owner, &oldBob)
 			return &groupv1.CommitEpochRequest{GroupId: group, FromEpoch: 1, Commit: c, Keys: keys}
 		}())
 		wantCode(t, err, codes.FailedPrecondition, "do not cover")

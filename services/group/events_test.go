@@ -180,7 +180,7 @@ func (f *flakyEvents) PublishEvent(ctx context.Context, in *messagingv1.PublishE
 func TestOutboxRetries(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
-	us := e.newUsers(t, a, false, "owner", "bob")
+	us := e.newUsers(t, a, true, "owner", "bob")
 	owner, bob := us[0], us[1]
 	flaky := &flakyEvents{Events: e.srv.events}
 	flaky.failures.Store(1)
@@ -222,7 +222,7 @@ func TestOutboxRetries(t *testing.T) {
 func TestOutboxDropsRefusedEvents(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
-	us := e.newUsers(t, a, false, "owner", "bob", "carol")
+	us := e.newUsers(t, a, true, "owner", "bob", "carol")
 	owner, bob, carol := us[0], us[1], us[2]
 	us = us[:2]
 	// Ahead of the group's own event: one with no recipients (INVALID_ARGUMENT), and one

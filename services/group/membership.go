@@ -1,6 +1,7 @@
 package group
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -11,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	"github.com/umbra-e2ee/umbra/pkg/page"
@@ -51,6 +53,7 @@ func (s *Server) CreateGroup(ctx context.Context, req *groupv1.CreateGroupReques
 	if len(others)+1 > s.cfg.MaxMembers {
 		return nil, errs.Preconditionf("a group has at most %d members; %d were named with the owner", s.cfg.MaxMembers, len(others)+1)
 	}
+	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
 	now := s.now()
 	var resp *groupv1.CreateGroupResponse
 	err = s.update(func(tx Tx) error {
@@ -73,6 +76,9 @@ func (s *Server) CreateGroup(ctx context.Context, req *groupv1.CreateGroupReques
 			UpdatedAt:           timestamppb.New(now),
 		}
 		markRotation(g, groupv1.RotationReason_ROTATION_REASON_ENCRYPTION_ENABLED)
+		if err := s.accept(tx, g, stm, e2ee.MembershipChange{Kind: e2ee.KindCreate, Subjects: others}, now); err != nil {
+			return err
+		}
 		members := []*storagev1.GroupMemberRecord{}
 		owner, err := addMember(tx, g, p.Identity, groupv1.GroupRole_GROUP_ROLE_OWNER, p.Identity, now)
 		if err != nil {
@@ -270,6 +276,7 @@ func (s *Server) AddMembers(ctx context.Context, req *groupv1.AddMembersRequest)
 	if err != nil {
 		return nil, err
 	}
+	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
 	now := s.now()
 	var resp *groupv1.AddMembersResponse
 	err = s.update(func(tx Tx) error {
@@ -281,7 +288,6 @@ func (s *Server) AddMembers(ctx context.Context, req *groupv1.AddMembersRequest)
 		if err != nil {
 			return err
 		}
-		var fresh []string
 		for _, id := range ids {
 			if ban, err := tx.Ban(p.AppID, g.GetGroupId(), id); err != nil {
 				return err
@@ -290,25 +296,25 @@ func (s *Server) AddMembers(ctx context.Context, req *groupv1.AddMembersRequest)
 			}
 			if m, err := tx.Member(p.AppID, g.GetGroupId(), id); err != nil {
 				return err
-			} else if m == nil {
-				fresh = append(fresh, id)
+			} else if m != nil {
+				return errs.Preconditionf("%s is a member of group %s already: nothing was added", id, g.GetGroupId())
 			}
 		}
-		if n := int(g.GetMemberCount()) + len(fresh); n > s.cfg.MaxMembers {
+		if n := int(g.GetMemberCount()) + len(ids); n > s.cfg.MaxMembers {
 			return errs.Preconditionf("group %s would have %d members; at most %d: nothing was added", g.GetGroupId(), n, s.cfg.MaxMembers)
 		}
-		resp = &groupv1.AddMembersResponse{Added: fresh}
-		if len(fresh) > 0 {
-			for _, id := range fresh {
-				if _, err := addMember(tx, g, id, groupv1.GroupRole_GROUP_ROLE_MEMBER, p.Identity, now); err != nil {
-					return err
-				}
-			}
-			if err := s.membersJoined(tx, g, p.Identity, fresh, now); err != nil {
+		if err := s.accept(tx, g, stm, e2ee.MembershipChange{Kind: e2ee.KindAdd, Subjects: ids}, now); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if _, err := addMember(tx, g, id, groupv1.GroupRole_GROUP_ROLE_MEMBER, p.Identity, now); err != nil {
 				return err
 			}
 		}
-		resp.Group = viewFor(g, now, me)
+		if err := s.membersJoined(tx, g, p.Identity, ids, now); err != nil {
+			return err
+		}
+		resp = &groupv1.AddMembersResponse{Added: ids, Group: viewFor(g, now, me)}
 		return nil
 	})
 	return resp, err
@@ -338,6 +344,7 @@ func (s *Server) RemoveMember(ctx context.Context, req *groupv1.RemoveMemberRequ
 	if err != nil {
 		return nil, err
 	}
+	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
 	now := s.now()
 	var resp *groupv1.RemoveMemberResponse
 	err = s.update(func(tx Tx) error {
@@ -353,6 +360,9 @@ func (s *Server) RemoveMember(ctx context.Context, req *groupv1.RemoveMemberRequ
 			return err
 		}
 		if err := checkTarget(g, me, target, "remove"); err != nil {
+			return err
+		}
+		if err := s.accept(tx, g, stm, e2ee.MembershipChange{Kind: e2ee.KindRemove, Subjects: []string{target.GetIdentity()}}, now); err != nil {
 			return err
 		}
 		if err := removeMember(tx, g, target.GetIdentity()); err != nil {
@@ -391,6 +401,7 @@ func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (
 	if err != nil {
 		return nil, err
 	}
+	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
 	now := s.now()
 	var resp *groupv1.BanMemberResponse
 	err = s.update(func(tx Tx) error {
@@ -412,11 +423,13 @@ func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (
 		if ban, err := tx.Ban(app, group, id); err != nil {
 			return err
 		} else if ban != nil {
-			resp = &groupv1.BanMemberResponse{Group: viewFor(g, now, me)}
-			return nil // already banned, so neither a member nor pending anything
+			return errs.Preconditionf("%s is banned from group %s already", id, group)
 		}
 		if int(g.GetBanCount()) >= s.cfg.MaxBans {
 			return errs.Preconditionf("group %s has %d bans, its limit: unban someone first", group, g.GetBanCount())
+		}
+		if err := s.accept(tx, g, stm, e2ee.MembershipChange{Kind: e2ee.KindBan, Subjects: []string{id}}, now); err != nil {
+			return err
 		}
 		if err := tx.PutBan(app, group, &storagev1.GroupBanRecord{Identity: id, BannedBy: p.Identity, BannedAt: timestamppb.New(now)}); err != nil {
 			return err
@@ -457,6 +470,7 @@ func (s *Server) UnbanMember(ctx context.Context, req *groupv1.UnbanMemberReques
 	if err != nil {
 		return nil, err
 	}
+	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
 	now := s.now()
 	err = s.update(func(tx Tx) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "unban")
@@ -470,6 +484,9 @@ func (s *Server) UnbanMember(ctx context.Context, req *groupv1.UnbanMemberReques
 			return err
 		} else if ban == nil {
 			return errs.NotFoundf("%s is not banned from group %s", req.GetIdentity(), g.GetGroupId())
+		}
+		if err := s.accept(tx, g, stm, e2ee.MembershipChange{Kind: e2ee.KindUnban, Subjects: []string{req.GetIdentity()}}, now); err != nil {
+			return err
 		}
 		if err := tx.DeleteBan(p.AppID, g.GetGroupId(), req.GetIdentity()); err != nil {
 			return err
@@ -497,6 +514,7 @@ func (s *Server) LeaveGroup(ctx context.Context, req *groupv1.LeaveGroupRequest)
 	if err != nil {
 		return nil, err
 	}
+	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
 	now := s.now()
 	resp := &groupv1.LeaveGroupResponse{}
 	err = s.update(func(tx Tx) error {
@@ -505,28 +523,27 @@ func (s *Server) LeaveGroup(ctx context.Context, req *groupv1.LeaveGroupRequest)
 			return err
 		}
 		if g.GetMemberCount() <= 1 {
+			if err := s.accept(tx, g, stm, e2ee.MembershipChange{Kind: e2ee.KindLeave}, now); err != nil {
+				return err
+			}
 			resp.GroupDeleted = true
 			return s.deleteGroup(tx, g, p.Identity)
+		}
+		var successor *storagev1.GroupMemberRecord
+		want := e2ee.MembershipChange{Kind: e2ee.KindLeave}
+		if role(me) == groupv1.GroupRole_GROUP_ROLE_OWNER {
+			if successor, err = ownerAfter(tx, g, p.Identity); err != nil {
+				return err
+			}
+			want.Subjects = []string{successor.GetIdentity()}
+		}
+		if err := s.accept(tx, g, stm, want, now); err != nil {
+			return err
 		}
 		if err := removeMember(tx, g, p.Identity); err != nil {
 			return err
 		}
-		var successor *storagev1.GroupMemberRecord
-		if role(me) == groupv1.GroupRole_GROUP_ROLE_OWNER {
-			members, err := tx.AllMembers(p.AppID, g.GetGroupId())
-			if err != nil {
-				return err
-			}
-			sortMembers(members)
-			for _, m := range members {
-				if role(m) == groupv1.GroupRole_GROUP_ROLE_ADMIN {
-					successor = m
-					break
-				}
-			}
-			if successor == nil {
-				successor = members[0]
-			}
+		if successor != nil {
 			successor.Role = uint32(groupv1.GroupRole_GROUP_ROLE_OWNER)
 			if err := tx.PutMember(p.AppID, g.GetGroupId(), successor); err != nil {
 				return err
@@ -548,12 +565,30 @@ func (s *Server) LeaveGroup(ctx context.Context, req *groupv1.LeaveGroupRequest)
 	return resp, nil
 }
 
+// ownerAfter is who owns g when its owner, leaving, leaves others: the longest-serving
+// admin, or else the longest-serving member.
+func ownerAfter(tx Tx, g *storagev1.GroupRecord, owner string) (*storagev1.GroupMemberRecord, error) {
+	members, err := tx.AllMembers(g.GetAppId(), g.GetGroupId())
+	if err != nil {
+		return nil, err
+	}
+	members = slices.DeleteFunc(members, func(m *storagev1.GroupMemberRecord) bool { return m.GetIdentity() == owner })
+	sortMembers(members)
+	for _, m := range members {
+		if role(m) == groupv1.GroupRole_GROUP_ROLE_ADMIN {
+			return m, nil
+		}
+	}
+	return members[0], nil
+}
+
 // SetRole implements GroupService.
 func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*groupv1.SetRoleResponse, error) {
 	p, err := s.groupCaller(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
+	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
 	now := s.now()
 	var resp *groupv1.SetRoleResponse
 	err = s.update(func(tx Tx) error {
@@ -575,9 +610,11 @@ func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*gro
 		if err != nil {
 			return err
 		}
-		resp = &groupv1.SetRoleResponse{Member: memberView(m)}
 		if role(m) == req.GetRole() {
-			return nil
+			return errs.Preconditionf("%s is %s of group %s already", m.GetIdentity(), roleWord(req.GetRole()), g.GetGroupId())
+		}
+		if err := s.accept(tx, g, stm, e2ee.MembershipChange{Kind: e2ee.KindSetRole, Subjects: []string{m.GetIdentity()}, Role: e2ee.MembershipRole(req.GetRole())}, now); err != nil {
+			return err
 		}
 		m.Role = uint32(req.GetRole())
 		if err := tx.PutMember(p.AppID, g.GetGroupId(), m); err != nil {
@@ -587,7 +624,7 @@ func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*gro
 		if err := tx.PutGroup(g); err != nil {
 			return err
 		}
-		resp.Member = memberView(m)
+		resp = &groupv1.SetRoleResponse{Member: memberView(m)}
 		return s.toMembers(tx, g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_ROLE_CHANGED, Actor: p.Identity, Identities: []string{m.GetIdentity()}, Role: req.GetRole()})
 	})
 	return resp, err
@@ -599,6 +636,7 @@ func (s *Server) TransferOwnership(ctx context.Context, req *groupv1.TransferOwn
 	if err != nil {
 		return nil, err
 	}
+	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
 	now := s.now()
 	var resp *groupv1.TransferOwnershipResponse
 	err = s.update(func(tx Tx) error {
@@ -611,6 +649,9 @@ func (s *Server) TransferOwnership(ctx context.Context, req *groupv1.TransferOwn
 		}
 		next, err := targetMember(tx, g, req.GetNewOwner(), ": only a member can become the owner")
 		if err != nil {
+			return err
+		}
+		if err := s.accept(tx, g, stm, e2ee.MembershipChange{Kind: e2ee.KindTransferOwnership, Subjects: []string{next.GetIdentity()}}, now); err != nil {
 			return err
 		}
 		next.Role = uint32(groupv1.GroupRole_GROUP_ROLE_OWNER)
@@ -688,6 +729,7 @@ func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoi
 	if err != nil {
 		return nil, err
 	}
+	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
 	now := s.now()
 	var resp *groupv1.ApproveJoinRequestResponse
 	err = s.update(func(tx Tx) error {
@@ -705,6 +747,9 @@ func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoi
 		}
 		if int(g.GetMemberCount()) >= s.cfg.MaxMembers {
 			return errs.Preconditionf("group %s has %d members, its limit", g.GetGroupId(), g.GetMemberCount())
+		}
+		if err := s.accept(tx, g, stm, e2ee.MembershipChange{Kind: e2ee.KindApproveJoin, Subjects: []string{req.GetIdentity()}}, now); err != nil {
+			return err
 		}
 		m, err := addMember(tx, g, req.GetIdentity(), groupv1.GroupRole_GROUP_ROLE_MEMBER, p.Identity, now)
 		if err != nil {
@@ -800,6 +845,7 @@ func (s *Server) InviteMember(ctx context.Context, req *groupv1.InviteMemberRequ
 	if err != nil {
 		return nil, err
 	}
+	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
 	now := s.now()
 	var resp *groupv1.InviteMemberResponse
 	err = s.update(func(tx Tx) error {
@@ -829,16 +875,27 @@ func (s *Server) InviteMember(ctx context.Context, req *groupv1.InviteMemberRequ
 		if err != nil {
 			return err
 		}
-		if old == nil {
-			if int(g.GetInvitationCount()) >= s.cfg.MaxInvitations {
-				return errs.Preconditionf("group %s has %d pending invitations, its limit", group, g.GetInvitationCount())
-			}
-			g.InvitationCount++
-			if err := tx.PutGroup(g); err != nil {
-				return err
-			}
+		if old == nil && int(g.GetInvitationCount()) >= s.cfg.MaxInvitations {
+			return errs.Preconditionf("group %s has %d pending invitations, its limit", group, g.GetInvitationCount())
 		}
-		inv := &storagev1.GroupInvitationRecord{GroupId: group, Invitee: id, Inviter: p.Identity, CreatedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(ttl))}
+		if stm.err != nil {
+			return stm.err
+		}
+		st := stm.st
+		if st.Kind == e2ee.KindInvite && st.ExpiresAt.Sub(st.CreatedAt) != ttl {
+			return errs.Invalidf("statement's invitation lasts %s (expires_at - created_at); the request asks for %s", st.ExpiresAt.Sub(st.CreatedAt), ttl)
+		}
+		if err := s.accept(tx, g, stm, e2ee.MembershipChange{Kind: e2ee.KindInvite, Subjects: []string{id}}, now); err != nil {
+			return err
+		}
+		if old == nil {
+			g.InvitationCount++
+		}
+		touch(g, now)
+		if err := tx.PutGroup(g); err != nil {
+			return err
+		}
+		inv := &storagev1.GroupInvitationRecord{GroupId: group, Invitee: id, Inviter: p.Identity, CreatedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(st.ExpiresAt), StatementHash: st.Hash}
 		if err := tx.PutInvitation(app, inv); err != nil {
 			return err
 		}
@@ -877,6 +934,7 @@ func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvita
 	if err != nil {
 		return nil, err
 	}
+	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
 	now := s.now()
 	var resp *groupv1.AcceptInvitationResponse
 	err = s.update(func(tx Tx) error {
@@ -896,6 +954,15 @@ func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvita
 		}
 		if int(g.GetMemberCount()) >= s.cfg.MaxMembers {
 			return errs.Preconditionf("group %s has %d members, its limit", g.GetGroupId(), g.GetMemberCount())
+		}
+		if stm.err != nil {
+			return stm.err
+		}
+		if !bytes.Equal(stm.st.InvitationHash, inv.GetStatementHash()) {
+			return errs.Preconditionf("statement accepts invitation %x; the pending invitation to group %s is %x (it was renewed): accept that one", stm.st.InvitationHash, g.GetGroupId(), inv.GetStatementHash())
+		}
+		if err := s.accept(tx, g, stm, e2ee.MembershipChange{Kind: e2ee.KindAcceptInvitation}, now); err != nil {
+			return err
 		}
 		m, err := addMember(tx, g, p.Identity, groupv1.GroupRole_GROUP_ROLE_MEMBER, inv.GetInviter(), now)
 		if err != nil {
@@ -996,4 +1063,15 @@ func (s *Server) ListMyInvitations(ctx context.Context, req *groupv1.ListMyInvit
 		resp.Invitations = append(resp.Invitations, invitationView(inv))
 	}
 	return resp, nil
+}
+
+// roleWord is a role as a word of a message: "an admin", "a member".
+func roleWord(r groupv1.GroupRole) string {
+	switch r {
+	case groupv1.GroupRole_GROUP_ROLE_OWNER:
+		return "the owner"
+	case groupv1.GroupRole_GROUP_ROLE_ADMIN:
+		return "an admin"
+	}
+	return "a member"
 }

@@ -34,7 +34,7 @@ func roleOf(g *groupv1.Group, id string) groupv1.GroupRole {
 func TestMembership(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
-	us := e.newUsers(t, a, false, "owner", "admin", "bob", "carol", "dave", "erin")
+	us := e.newUsers(t, a, true, "owner", "admin", "bob", "carol", "dave", "erin")
 	owner, admin, bob, carol, dave, erin := us[0], us[1], us[2], us[3], us[4], us[5]
 	group := e.groupID(t, a, "team")
 
@@ -65,10 +65,13 @@ func TestMembership(t *testing.T) {
 	_, err = e.client.SetRole(owner.ctx(), &groupv1.SetRoleRequest{GroupId: group, Identity: admin.identity, Role: groupv1.GroupRole_GROUP_ROLE_OWNER})
 	wantCode(t, err, codes.InvalidArgument, "TransferOwnership")
 
-	// Members do not manage membership; admins add; existing members are left alone.
+	// Members do not manage membership; admins add; naming a member refuses the call
+	// (its statement would add a member twice).
 	_, err = e.client.AddMembers(bob.ctx(), &groupv1.AddMembersRequest{GroupId: group, Identities: identities(carol)})
 	wantCode(t, err, codes.PermissionDenied, "admin or the owner")
-	add, err := e.client.AddMembers(admin.ctx(), &groupv1.AddMembersRequest{GroupId: group, Identities: identities(carol, bob, dave)})
+	_, err = e.client.AddMembers(admin.ctx(), &groupv1.AddMembersRequest{GroupId: group, Identities: identities(carol, bob, dave)})
+	wantCode(t, err, codes.FailedPrecondition, "a member of group")
+	add, err := e.client.AddMembers(admin.ctx(), &groupv1.AddMembersRequest{GroupId: group, Identities: identities(carol, dave)})
 	if err != nil || !slices.Equal(add.GetAdded(), identities(carol, dave)) || add.GetGroup().GetMemberCount() != 5 || add.GetGroup().GetMembershipVersion() != 2 {
 		t.Fatalf("add: %v, %v", add, err)
 	}
@@ -200,7 +203,7 @@ func sorted(s []string) []string { return slices.Sorted(slices.Values(s)) }
 func TestJoinRequests(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
-	us := e.newUsers(t, a, false, "owner", "admin", "member", "ann", "ben", "cat", "banned")
+	us := e.newUsers(t, a, true, "owner", "admin", "member", "ann", "ben", "cat", "banned")
 	owner, admin, member, ann, ben, cat, banned := us[0], us[1], us[2], us[3], us[4], us[5], us[6]
 	group := e.groupID(t, a, "club")
 	e.create(t, owner, group, admin, member)
@@ -284,7 +287,7 @@ func TestJoinRequests(t *testing.T) {
 func TestInvitations(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
-	us := e.newUsers(t, a, false, "owner", "member", "ann", "ben", "banned")
+	us := e.newUsers(t, a, true, "owner", "member", "ann", "ben", "banned")
 	owner, member, ann, ben, banned := us[0], us[1], us[2], us[3], us[4]
 	g1, g2, g3 := e.groupID(t, a, "g1"), e.groupID(t, a, "g2"), e.groupID(t, a, "g3")
 	for _, g := range []string{g1, g2, g3} {

@@ -12,12 +12,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/node"
 	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
@@ -32,6 +34,39 @@ type member struct {
 
 func (m *member) ctx(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+m.token)
+}
+
+// sign is m's statement of change after the head (seq, prev) of group's chain.
+func (m *member) sign(t *testing.T, group string, seq uint64, prev []byte, change e2ee.MembershipChange) *envelopev1.SignedMembershipStatement {
+	t.Helper()
+	st, err := e2ee.SignMembershipStatement(m.keys, m.card.ID, m.identity, group, seq+1, prev, change, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// newCardMember gives uid of app a card published through conn.
+func newCardMember(t *testing.T, ctx context.Context, app *nodetest.App, cards cardv1.CardServiceClient, uid string) *member {
+	t.Helper()
+	m := &member{identity: app.User(t, uid)}
+	m.token = app.Token(t, m.identity)
+	kp, err := e2ee.GenerateKeyPair(e2ee.DefaultSuite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content, sig, err := e2ee.NewCard(kp, m.identity, time.Now(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cards.PublishCard(m.ctx(ctx), &cardv1.PublishCardRequest{Content: content, SelfSignature: sig}); err != nil {
+		t.Fatal(err)
+	}
+	if m.card, err = e2ee.ParseCard(content, sig); err != nil {
+		t.Fatal(err)
+	}
+	m.keys = kp
+	return m
 }
 
 // stream is a member's live Subscribe stream.
@@ -101,40 +136,23 @@ func TestWholeNode(t *testing.T) {
 	cards := cardv1.NewCardServiceClient(n.Conn())
 	groups := groupv1.NewGroupServiceClient(n.Conn())
 	msg := messagingv1.NewMessagingServiceClient(n.Conn())
-	newMember := func(uid string) *member {
-		m := &member{identity: app.User(t, uid)}
-		m.token = app.Token(t, m.identity)
-		kp, err := e2ee.GenerateKeyPair(e2ee.DefaultSuite)
-		if err != nil {
-			t.Fatal(err)
-		}
-		content, sig, err := e2ee.NewCard(kp, m.identity, time.Now(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := cards.PublishCard(m.ctx(ctx), &cardv1.PublishCardRequest{Content: content, SelfSignature: sig}); err != nil {
-			t.Fatal(err)
-		}
-		if m.card, err = e2ee.ParseCard(content, sig); err != nil {
-			t.Fatal(err)
-		}
-		m.keys = kp
-		return m
-	}
-	alice, bob := newMember("alice"), newMember("bob")
+	alice, bob := newCardMember(t, ctx, app, cards, "alice"), newCardMember(t, ctx, app, cards, "bob")
 	group := app.Group(t, "book club")
 	bobStream := subscribe(t, ctx, msg, bob)
 
-	if _, err := groups.CreateGroup(alice.ctx(ctx), &groupv1.CreateGroupRequest{GroupId: group, Members: []string{bob.identity},
-		EncryptionMode: groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED, HistoryVisibility: groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN}); err != nil {
+	created, err := groups.CreateGroup(alice.ctx(ctx), &groupv1.CreateGroupRequest{GroupId: group, Members: []string{bob.identity},
+		EncryptionMode: groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED, HistoryVisibility: groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN,
+		Statement: alice.sign(t, group, 0, nil, e2ee.MembershipChange{Kind: e2ee.KindCreate, Subjects: []string{bob.identity}})})
+	if err != nil {
 		t.Fatal(err)
 	}
+	head := created.GetGroup()
 	if ev := bobStream.nextGroupEvent(t, groupv1.GroupEventKind_GROUP_EVENT_KIND_CREATED); ev.GetGroup().GetOwner() != alice.identity {
 		t.Errorf("CREATED %v", ev)
 	}
 
 	// Alice creates epoch 1 for both cards; bob opens his key.
-	epoch, err := e2ee.NewEpoch(alice.keys, alice.card.ID, group, 1, nil, []*e2ee.Card{alice.card, bob.card}, time.Now())
+	epoch, err := e2ee.NewEpoch(alice.keys, alice.card.ID, group, 1, nil, e2ee.MembershipHead{Sequence: head.GetMembershipSequence(), Hash: head.GetMembershipHash()}, []*e2ee.Card{alice.card, bob.card}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +206,9 @@ func TestWholeNode(t *testing.T) {
 
 	// Bob is removed: he hears of it, reads no more keys, and alice's next message at
 	// epoch 1 is refused until she commits epoch 2 without him.
-	if _, err := groups.RemoveMember(alice.ctx(ctx), &groupv1.RemoveMemberRequest{GroupId: group, Identity: bob.identity}); err != nil {
+	removed, err := groups.RemoveMember(alice.ctx(ctx), &groupv1.RemoveMemberRequest{GroupId: group, Identity: bob.identity,
+		Statement: alice.sign(t, group, head.GetMembershipSequence(), head.GetMembershipHash(), e2ee.MembershipChange{Kind: e2ee.KindRemove, Subjects: []string{bob.identity}})})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if ev := bobStream.nextGroupEvent(t, groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_REMOVED); ev.GetGroup() != nil {
@@ -207,7 +227,8 @@ func TestWholeNode(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition || detail == nil || !detail.GetRotationRequired() || detail.GetCurrentEpoch() != 1 {
 		t.Fatalf("a message at the old epoch after the removal: %v (%v)", err, detail)
 	}
-	epoch2, err := e2ee.NewEpoch(alice.keys, alice.card.ID, group, 2, epoch.CommitHash, []*e2ee.Card{alice.card}, time.Now())
+	head = removed.GetGroup()
+	epoch2, err := e2ee.NewEpoch(alice.keys, alice.card.ID, group, 2, epoch.CommitHash, e2ee.MembershipHead{Sequence: head.GetMembershipSequence(), Hash: head.GetMembershipHash()}, []*e2ee.Card{alice.card}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,9 +251,13 @@ func TestWholeNode(t *testing.T) {
 func TestREST(t *testing.T) {
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
-	alice := app.User(t, "alice")
-	token := app.Token(t, alice)
+	m := newCardMember(t, context.Background(), app, cardv1.NewCardServiceClient(n.Conn()), "alice")
+	alice, token := m.identity, m.token
 	group := app.Group(t, "rest")
+	statement, err := protojson.Marshal(m.sign(t, group, 0, nil, e2ee.MembershipChange{Kind: e2ee.KindCreate}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	call := func(method, path, body string) (int, map[string]any) {
 		t.Helper()
 		code, raw := n.REST(t, method, path, token, body)
@@ -242,7 +267,7 @@ func TestREST(t *testing.T) {
 		}
 		return code, out
 	}
-	code, out := call("POST", "/v1/groups", `{"groupId":"`+group+`","encryptionMode":"ENCRYPTION_MODE_REQUIRED","historyVisibility":"HISTORY_VISIBILITY_SINCE_JOIN"}`)
+	code, out := call("POST", "/v1/groups", `{"groupId":"`+group+`","encryptionMode":"ENCRYPTION_MODE_REQUIRED","historyVisibility":"HISTORY_VISIBILITY_SINCE_JOIN","statement":`+string(statement)+`}`)
 	if code != http.StatusOK || out["group"].(map[string]any)["owner"] != alice {
 		t.Fatalf("create: %d %v", code, out)
 	}

@@ -19,7 +19,7 @@ import (
 func TestAdminCallsCheckPermissionFirst(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
-	us := e.newUsers(t, a, false, "owner", "admin", "bob", "carol", "outsider")
+	us := e.newUsers(t, a, true, "owner", "admin", "bob", "carol", "outsider")
 	owner, admin, bob, carol, outsider := us[0], us[1], us[2], us[3], us[4]
 	group := e.groupID(t, a, "team")
 	e.create(t, owner, group, admin, bob, carol)

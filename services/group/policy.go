@@ -35,6 +35,7 @@ func Policies() auth.Table {
 		groupv1.GroupService_GetEpochKeys_FullMethodName:         auth.AccessToken,
 		groupv1.GroupService_ShareEpochKeys_FullMethodName:       auth.AccessToken,
 		groupv1.GroupService_GetEpochState_FullMethodName:        auth.AccessToken,
+		groupv1.GroupService_GetMembershipChain_FullMethodName:   auth.AccessToken,
 		groupv1.GroupService_CheckMembership_FullMethodName:      auth.Internal,
 		groupv1.GroupService_AuthorizeSend_FullMethodName:        auth.Internal,
 		groupv1.GroupService_ListMemberIdentities_FullMethodName: auth.Internal,

@@ -280,13 +280,15 @@ func groupView(g *storagev1.GroupRecord, now time.Time) *groupv1.Group {
 			Period:              g.GetRotationPeriod(),
 			MaxMessagesPerEpoch: g.GetMaxMessagesPerEpoch(),
 		},
-		Epoch:             g.GetEpoch(),
-		RotationRequired:  required,
-		RotationReasons:   reasons,
-		MemberCount:       g.GetMemberCount(),
-		MembershipVersion: g.GetMembershipVersion(),
-		CreatedAt:         g.GetCreatedAt(),
-		UpdatedAt:         g.GetUpdatedAt(),
+		Epoch:              g.GetEpoch(),
+		RotationRequired:   required,
+		RotationReasons:    reasons,
+		MemberCount:        g.GetMemberCount(),
+		MembershipVersion:  g.GetMembershipVersion(),
+		CreatedAt:          g.GetCreatedAt(),
+		UpdatedAt:          g.GetUpdatedAt(),
+		MembershipSequence: g.GetMembershipSequence(),
+		MembershipHash:     g.GetMembershipHash(),
 	}
 }
 

@@ -21,7 +21,7 @@ func TestInternalMethods(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	uids := []string{"owner", "m1", "m2", "m3", "m4", "outsider"}
-	us := e.newUsers(t, a, false, uids...)
+	us := e.newUsers(t, a, true, uids...)
 	owner, outsider := us[0], us[5]
 	group := e.groupID(t, a, "team")
 	e.create(t, owner, group, us[1:5]...)
@@ -96,7 +96,7 @@ func TestBadInput(t *testing.T) {
 	owner, bob := us[0], us[1]
 	group := e.groupID(t, a, "team")
 	e.create(t, owner, group, bob)
-	c, keys := commitFor(t, group, 0, nil, owner, owner, bob)
+	c, keys := e.commitFor(t, group, 0, nil, owner, owner, bob)
 	badKey := proto.Clone(keys[0]).(*groupv1.MemberKey)
 	badKey.WrappedKey.Enc = make([]byte, 31)
 	tooMany := make([]string, 1001)
@@ -190,7 +190,7 @@ func TestBadInput(t *testing.T) {
 			return err
 		}, "commit refused"},
 		{"commit: wrong epoch", func() error {
-			c2, _ := commitFor(t, group, 1, make([]byte, 32), owner, owner, bob)
+			c2, _ := e.commitFor(t, group, 1, make([]byte, 32), owner, owner, bob)
 			_, err := e.client.CommitEpoch(ctx, &groupv1.CommitEpochRequest{GroupId: group, Commit: c2, Keys: keys})
 			return err
 		}, "creates epoch 2"},
@@ -254,7 +254,7 @@ func codesOf(err error) codes.Code { return status.Code(err) }
 func TestCallRateLimit(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true, cfg: Config{CallRate: 1, CallBurst: 4}})
 	a := e.newApp(t)
-	us := e.newUsers(t, a, false, "alice", "bob")
+	us := e.newUsers(t, a, true, "alice", "bob")
 	alice, bob := us[0], us[1]
 	group := e.groupID(t, a, "limited")
 	get := func(u *user, id string) error {

@@ -65,7 +65,7 @@ func TestEncryptionModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := e.state(t, owner, group)
-	c, keys := commitFor(t, group, 1, st.GetCommit().GetCommitHash(), owner, owner, bob)
+	c, keys := e.commitFor(t, group, 1, st.GetCommit().GetCommitHash(), owner, owner, bob)
 	_, err = e.client.CommitEpoch(owner.ctx(), &groupv1.CommitEpochRequest{GroupId: group, FromEpoch: 1, Commit: c, Keys: keys})
 	wantCode(t, err, codes.FailedPrecondition, "encryption OFF")
 	// A membership change in OFF mode marks nothing; switching on does.
@@ -167,7 +167,7 @@ func TestRotationPolicy(t *testing.T) {
 func TestHistoryVisibility(t *testing.T) {
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
-	us := e.newUsers(t, a, false, "owner", "bob")
+	us := e.newUsers(t, a, true, "owner", "bob")
 	owner, bob := us[0], us[1]
 	group := e.groupID(t, a, "team")
 	e.create(t, owner, group, bob)

@@ -22,7 +22,7 @@ func (e *env) stagedCommit(t testing.TB, group string, signer *user, members []*
 		wks[i] = wrapped(m)
 		keys[i] = &groupv1.MemberKey{Identity: m.identity, WrappedKey: wks[i]}
 	}
-	c := signCommit(t, group, st.GetEpoch(), st.GetCommit().GetCommitHash(), signer, wks)
+	c := e.signCommit(t, group, st.GetEpoch(), st.GetCommit().GetCommitHash(), signer, wks)
 	upload := ""
 	last := len(keys) - (len(keys)-1)%chunk - 1
 	for start := 0; start < last; start += chunk {
@@ -56,7 +56,7 @@ func TestStagedCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Too many keys for one request.
-	c, keys := commitFor(t, group, 0, nil, owner, members...)
+	c, keys := e.commitFor(t, group, 0, nil, owner, members...)
 	_, err := e.client.CommitEpoch(owner.ctx(), &groupv1.CommitEpochRequest{GroupId: group, Commit: c, Keys: keys})
 	wantCode(t, err, codes.InvalidArgument, "StageEpochKeys")
 

@@ -25,6 +25,7 @@ var (
 	bucketInviteeGroups = []byte("invitee_groups")
 	bucketInviteExpiry  = []byte("invitation_expiry")
 	bucketEpochs        = []byte("epochs")
+	bucketMembership    = []byte("membership")
 	bucketEpochKeys     = []byte("epoch_keys")
 	bucketUploads       = []byte("uploads")
 	bucketUploadKeys    = []byte("upload_keys")
@@ -45,6 +46,7 @@ var schema = boltdb.Schema{
 		bucketGroups, bucketMembers, bucketMemberGroups, bucketBans, bucketJoinRequests,
 		bucketInvitations, bucketInviteeGroups, bucketEpochs, bucketEpochKeys, bucketUploads,
 		bucketUploadKeys, bucketRotationDue, bucketOutbox, bucketState, bucketInviteExpiry,
+		bucketMembership,
 	},
 	Records: []boltdb.RecordBucket{
 		{Name: bucketGroups, New: func() proto.Message { return &storagev1.GroupRecord{} }},
@@ -53,6 +55,7 @@ var schema = boltdb.Schema{
 		{Name: bucketJoinRequests, New: func() proto.Message { return &storagev1.GroupJoinRequestRecord{} }},
 		{Name: bucketInvitations, New: func() proto.Message { return &storagev1.GroupInvitationRecord{} }},
 		{Name: bucketEpochs, New: func() proto.Message { return &storagev1.GroupEpochRecord{} }},
+		{Name: bucketMembership, New: func() proto.Message { return &storagev1.GroupStatementRecord{} }},
 		{Name: bucketEpochKeys, New: func() proto.Message { return &storagev1.GroupEpochKeyRecord{} }},
 		{Name: bucketUploads, New: func() proto.Message { return &storagev1.GroupUploadRecord{} }},
 		{Name: bucketUploadKeys, New: func() proto.Message { return &storagev1.GroupStagedKeyRecord{} }},
@@ -155,6 +158,11 @@ type Tx interface {
 	Epoch(app, group string, epoch uint64) (*storagev1.GroupEpochRecord, error)
 	// PutEpoch writes a committed epoch.
 	PutEpoch(app, group string, e *storagev1.GroupEpochRecord) error
+	// PutStatement appends a statement to the group's membership chain.
+	PutStatement(app, group string, r *storagev1.GroupStatementRecord) error
+	// Statements calls fn with the group's statements after sequence after, in order.
+	// fn returns false to stop.
+	Statements(app, group string, after uint64, fn func(*storagev1.GroupStatementRecord) (bool, error)) error
 	// EpochKey returns identity's key of epoch, or nil.
 	EpochKey(app, group, identity string, epoch uint64) (*storagev1.GroupEpochKeyRecord, error)
 	// PutEpochKey writes identity's key of an epoch.
@@ -459,6 +467,15 @@ func (t *boltTx) PutEpoch(app, group string, e *storagev1.GroupEpochRecord) erro
 	return boltdb.PutProto(t.b(bucketEpochs), epochKey(app, group, e.GetEpoch()), e)
 }
 
+func (t *boltTx) PutStatement(app, group string, r *storagev1.GroupStatementRecord) error {
+	return boltdb.PutProto(t.b(bucketMembership), epochKey(app, group, r.GetSequence()), r)
+}
+
+func (t *boltTx) Statements(app, group string, after uint64, fn func(*storagev1.GroupStatementRecord) (bool, error)) error {
+	return scanPrefix(t.b(bucketMembership), groupPrefix(app, group), epochKey(app, group, after+1),
+		func() *storagev1.GroupStatementRecord { return &storagev1.GroupStatementRecord{} }, fn)
+}
+
 func epochKeyKey(app, group, identity string, epoch uint64) []byte {
 	return append(boltdb.Key(app, group, identity, ""), boltdb.U64(epoch)...)
 }
@@ -598,7 +615,7 @@ func (t *boltTx) DeleteGroupData(g *storagev1.GroupRecord) error {
 			return err
 		}
 	}
-	for _, b := range [][]byte{bucketBans, bucketJoinRequests, bucketEpochs, bucketEpochKeys} {
+	for _, b := range [][]byte{bucketBans, bucketJoinRequests, bucketEpochs, bucketEpochKeys, bucketMembership} {
 		if err := deletePrefix(t.b(b), groupPrefix(app, group)); err != nil {
 			return err
 		}

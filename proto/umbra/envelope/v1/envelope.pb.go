@@ -133,6 +133,167 @@ func (Aead) EnumDescriptor() ([]byte, []int) {
 	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{1}
 }
 
+// MembershipKind says what membership change a MembershipStatementContent makes.
+type MembershipKind int32
+
+const (
+	// Not a kind: refused.
+	MembershipKind_MEMBERSHIP_KIND_UNSPECIFIED MembershipKind = 0
+	// The group's first statement (sequence 1): the signer creates the group and owns it;
+	// `subjects` are the other initial members.
+	MembershipKind_MEMBERSHIP_KIND_CREATE MembershipKind = 1
+	// An admin or the owner adds `subjects` (1 to 1,000) as members.
+	MembershipKind_MEMBERSHIP_KIND_ADD MembershipKind = 2
+	// An admin or the owner removes the member `subjects[0]` (only the owner removes an
+	// admin; nobody removes the owner).
+	MembershipKind_MEMBERSHIP_KIND_REMOVE MembershipKind = 3
+	// An admin or the owner bans `subjects[0]`, member or not, removing it if it is one
+	// and dropping its pending invitation (the same role rules as REMOVE).
+	MembershipKind_MEMBERSHIP_KIND_BAN MembershipKind = 4
+	// An admin or the owner lifts the ban of `subjects[0]`.
+	MembershipKind_MEMBERSHIP_KIND_UNBAN MembershipKind = 5
+	// The signer leaves. An owner who leaves while others stay names its successor, a
+	// member, in `subjects[0]`; otherwise `subjects` is empty.
+	MembershipKind_MEMBERSHIP_KIND_LEAVE MembershipKind = 6
+	// The owner gives the member `subjects[0]` the role `role` (ADMIN or MEMBER).
+	MembershipKind_MEMBERSHIP_KIND_SET_ROLE MembershipKind = 7
+	// The owner makes the member `subjects[0]` the owner and becomes an admin.
+	MembershipKind_MEMBERSHIP_KIND_TRANSFER_OWNERSHIP MembershipKind = 8
+	// An admin or the owner invites `subjects[0]`, until `expires_at_unix_seconds`. The
+	// invitee is not a member until it accepts.
+	MembershipKind_MEMBERSHIP_KIND_INVITE MembershipKind = 9
+	// The signer accepts its pending invitation, named by `invitation_hash`, and becomes
+	// a member.
+	MembershipKind_MEMBERSHIP_KIND_ACCEPT_INVITATION MembershipKind = 10
+	// An admin or the owner approves the join request of `subjects[0]`, who becomes a
+	// member.
+	MembershipKind_MEMBERSHIP_KIND_APPROVE_JOIN MembershipKind = 11
+	// The group service removes the member `subjects[0]` (not the owner) on its own
+	// authority, for example when the app deleted the identity. It is the only kind
+	// without a signer or a signature, and the only thing the service may state: it can
+	// take a member away, never add one.
+	MembershipKind_MEMBERSHIP_KIND_SERVICE_REMOVE MembershipKind = 12
+)
+
+// Enum value maps for MembershipKind.
+var (
+	MembershipKind_name = map[int32]string{
+		0:  "MEMBERSHIP_KIND_UNSPECIFIED",
+		1:  "MEMBERSHIP_KIND_CREATE",
+		2:  "MEMBERSHIP_KIND_ADD",
+		3:  "MEMBERSHIP_KIND_REMOVE",
+		4:  "MEMBERSHIP_KIND_BAN",
+		5:  "MEMBERSHIP_KIND_UNBAN",
+		6:  "MEMBERSHIP_KIND_LEAVE",
+		7:  "MEMBERSHIP_KIND_SET_ROLE",
+		8:  "MEMBERSHIP_KIND_TRANSFER_OWNERSHIP",
+		9:  "MEMBERSHIP_KIND_INVITE",
+		10: "MEMBERSHIP_KIND_ACCEPT_INVITATION",
+		11: "MEMBERSHIP_KIND_APPROVE_JOIN",
+		12: "MEMBERSHIP_KIND_SERVICE_REMOVE",
+	}
+	MembershipKind_value = map[string]int32{
+		"MEMBERSHIP_KIND_UNSPECIFIED":        0,
+		"MEMBERSHIP_KIND_CREATE":             1,
+		"MEMBERSHIP_KIND_ADD":                2,
+		"MEMBERSHIP_KIND_REMOVE":             3,
+		"MEMBERSHIP_KIND_BAN":                4,
+		"MEMBERSHIP_KIND_UNBAN":              5,
+		"MEMBERSHIP_KIND_LEAVE":              6,
+		"MEMBERSHIP_KIND_SET_ROLE":           7,
+		"MEMBERSHIP_KIND_TRANSFER_OWNERSHIP": 8,
+		"MEMBERSHIP_KIND_INVITE":             9,
+		"MEMBERSHIP_KIND_ACCEPT_INVITATION":  10,
+		"MEMBERSHIP_KIND_APPROVE_JOIN":       11,
+		"MEMBERSHIP_KIND_SERVICE_REMOVE":     12,
+	}
+)
+
+func (x MembershipKind) Enum() *MembershipKind {
+	p := new(MembershipKind)
+	*p = x
+	return p
+}
+
+func (x MembershipKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MembershipKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_umbra_envelope_v1_envelope_proto_enumTypes[2].Descriptor()
+}
+
+func (MembershipKind) Type() protoreflect.EnumType {
+	return &file_umbra_envelope_v1_envelope_proto_enumTypes[2]
+}
+
+func (x MembershipKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MembershipKind.Descriptor instead.
+func (MembershipKind) EnumDescriptor() ([]byte, []int) {
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{2}
+}
+
+// MembershipRole is a role in a group, as membership statements name it. The numbers are
+// those of umbra.group.v1.GroupRole.
+type MembershipRole int32
+
+const (
+	// Not a role.
+	MembershipRole_MEMBERSHIP_ROLE_UNSPECIFIED MembershipRole = 0
+	// The one owner.
+	MembershipRole_MEMBERSHIP_ROLE_OWNER MembershipRole = 1
+	// An admin: manages membership.
+	MembershipRole_MEMBERSHIP_ROLE_ADMIN MembershipRole = 2
+	// A plain member.
+	MembershipRole_MEMBERSHIP_ROLE_MEMBER MembershipRole = 3
+)
+
+// Enum value maps for MembershipRole.
+var (
+	MembershipRole_name = map[int32]string{
+		0: "MEMBERSHIP_ROLE_UNSPECIFIED",
+		1: "MEMBERSHIP_ROLE_OWNER",
+		2: "MEMBERSHIP_ROLE_ADMIN",
+		3: "MEMBERSHIP_ROLE_MEMBER",
+	}
+	MembershipRole_value = map[string]int32{
+		"MEMBERSHIP_ROLE_UNSPECIFIED": 0,
+		"MEMBERSHIP_ROLE_OWNER":       1,
+		"MEMBERSHIP_ROLE_ADMIN":       2,
+		"MEMBERSHIP_ROLE_MEMBER":      3,
+	}
+)
+
+func (x MembershipRole) Enum() *MembershipRole {
+	p := new(MembershipRole)
+	*p = x
+	return p
+}
+
+func (x MembershipRole) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MembershipRole) Descriptor() protoreflect.EnumDescriptor {
+	return file_umbra_envelope_v1_envelope_proto_enumTypes[3].Descriptor()
+}
+
+func (MembershipRole) Type() protoreflect.EnumType {
+	return &file_umbra_envelope_v1_envelope_proto_enumTypes[3]
+}
+
+func (x MembershipRole) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MembershipRole.Descriptor instead.
+func (MembershipRole) EnumDescriptor() ([]byte, []int) {
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{3}
+}
+
 // CardContent is the signed content of a card: the public keys of one identity. The
 // client encodes it once; its exact bytes are what it publishes (at most 4 KiB), what
 // the self-signature covers and what the card id hashes. The self-signature is
@@ -940,8 +1101,15 @@ type EpochCommitContent struct {
 	PreviousCommitHash []byte `protobuf:"bytes,8,opt,name=previous_commit_hash,json=previousCommitHash,proto3" json:"previous_commit_hash,omitempty"`
 	// When the committer created the commit, in seconds since the Unix epoch (UTC).
 	CreatedAtUnixSeconds int64 `protobuf:"varint,9,opt,name=created_at_unix_seconds,json=createdAtUnixSeconds,proto3" json:"created_at_unix_seconds,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The head of the group's membership chain the commit was made for: its sequence
+	// number (at least 1) and its statement hash (32 bytes). The key is wrapped to exactly
+	// the members that chain yields at that head; the group service refuses a commit for
+	// a head that is not the current one, and clients accept a commit only for a head of
+	// the chain they verified, and only from a signer who is a member at that head.
+	MembershipSequence uint64 `protobuf:"varint,10,opt,name=membership_sequence,json=membershipSequence,proto3" json:"membership_sequence,omitempty"`
+	MembershipHash     []byte `protobuf:"bytes,11,opt,name=membership_hash,json=membershipHash,proto3" json:"membership_hash,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *EpochCommitContent) Reset() {
@@ -1035,6 +1203,20 @@ func (x *EpochCommitContent) GetCreatedAtUnixSeconds() int64 {
 		return x.CreatedAtUnixSeconds
 	}
 	return 0
+}
+
+func (x *EpochCommitContent) GetMembershipSequence() uint64 {
+	if x != nil {
+		return x.MembershipSequence
+	}
+	return 0
+}
+
+func (x *EpochCommitContent) GetMembershipHash() []byte {
+	if x != nil {
+		return x.MembershipHash
+	}
+	return nil
 }
 
 // SignedEpochCommit is an epoch commit as it travels through the group service: the
@@ -1168,6 +1350,227 @@ func (x *WrappedEpochKey) GetCiphertext() []byte {
 	return nil
 }
 
+// MembershipStatementContent is one change of a group's membership, signed by the member
+// who makes it. A group's statements form a hash chain from its creation: statement n
+// names the hash of statement n-1, so the membership is a history every client can
+// verify, and the group service can neither add a member nor drop or reorder a
+// statement without the clients noticing. The signature is Ed25519 by the card named in
+// `signer_card_id` over
+//
+//	LABEL("umbra/v1/membership-statement-signature") || content bytes,
+//
+// and a statement's hash is SHA-256 of its content bytes.
+type MembershipStatementContent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Format version of this structure: 1.
+	Version uint32 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The group identity ("g_" and 32 base32 characters).
+	GroupId string `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// The statement's place in the chain: 1 for the group's creation, then one more for
+	// each statement.
+	Sequence uint64 `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// SHA-256 of the content bytes of statement sequence - 1, 32 bytes; empty for
+	// sequence 1 and only then.
+	PreviousHash []byte `protobuf:"bytes,4,opt,name=previous_hash,json=previousHash,proto3" json:"previous_hash,omitempty"`
+	// The change. May not be MEMBERSHIP_KIND_UNSPECIFIED.
+	Kind MembershipKind `protobuf:"varint,5,opt,name=kind,proto3,enum=umbra.envelope.v1.MembershipKind" json:"kind,omitempty"`
+	// The signer's user identity; empty for SERVICE_REMOVE and only then.
+	Signer string `protobuf:"bytes,6,opt,name=signer,proto3" json:"signer,omitempty"`
+	// Card id of the signer's card (32 bytes), whose key signs the content; empty for
+	// SERVICE_REMOVE and only then.
+	SignerCardId []byte `protobuf:"bytes,7,opt,name=signer_card_id,json=signerCardId,proto3" json:"signer_card_id,omitempty"`
+	// The identities the change is about, in strictly ascending order (so each at most
+	// once): 0 to 1,000 for CREATE, 1 to 1,000 for ADD, at most 1 for LEAVE, none for
+	// ACCEPT_INVITATION, exactly 1 for every other kind.
+	Subjects []string `protobuf:"bytes,8,rep,name=subjects,proto3" json:"subjects,omitempty"`
+	// For SET_ROLE: ADMIN or MEMBER. Unset for every other kind.
+	Role MembershipRole `protobuf:"varint,9,opt,name=role,proto3,enum=umbra.envelope.v1.MembershipRole" json:"role,omitempty"`
+	// For ACCEPT_INVITATION: the hash of the INVITE statement accepted, 32 bytes. Empty
+	// for every other kind.
+	InvitationHash []byte `protobuf:"bytes,10,opt,name=invitation_hash,json=invitationHash,proto3" json:"invitation_hash,omitempty"`
+	// For INVITE: when the invitation expires, in seconds since the Unix epoch (UTC),
+	// after `created_at_unix_seconds`. Zero for every other kind.
+	ExpiresAtUnixSeconds int64 `protobuf:"varint,11,opt,name=expires_at_unix_seconds,json=expiresAtUnixSeconds,proto3" json:"expires_at_unix_seconds,omitempty"`
+	// When the signer made the statement, in seconds since the Unix epoch (UTC).
+	CreatedAtUnixSeconds int64 `protobuf:"varint,12,opt,name=created_at_unix_seconds,json=createdAtUnixSeconds,proto3" json:"created_at_unix_seconds,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *MembershipStatementContent) Reset() {
+	*x = MembershipStatementContent{}
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembershipStatementContent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembershipStatementContent) ProtoMessage() {}
+
+func (x *MembershipStatementContent) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembershipStatementContent.ProtoReflect.Descriptor instead.
+func (*MembershipStatementContent) Descriptor() ([]byte, []int) {
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MembershipStatementContent) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *MembershipStatementContent) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *MembershipStatementContent) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *MembershipStatementContent) GetPreviousHash() []byte {
+	if x != nil {
+		return x.PreviousHash
+	}
+	return nil
+}
+
+func (x *MembershipStatementContent) GetKind() MembershipKind {
+	if x != nil {
+		return x.Kind
+	}
+	return MembershipKind_MEMBERSHIP_KIND_UNSPECIFIED
+}
+
+func (x *MembershipStatementContent) GetSigner() string {
+	if x != nil {
+		return x.Signer
+	}
+	return ""
+}
+
+func (x *MembershipStatementContent) GetSignerCardId() []byte {
+	if x != nil {
+		return x.SignerCardId
+	}
+	return nil
+}
+
+func (x *MembershipStatementContent) GetSubjects() []string {
+	if x != nil {
+		return x.Subjects
+	}
+	return nil
+}
+
+func (x *MembershipStatementContent) GetRole() MembershipRole {
+	if x != nil {
+		return x.Role
+	}
+	return MembershipRole_MEMBERSHIP_ROLE_UNSPECIFIED
+}
+
+func (x *MembershipStatementContent) GetInvitationHash() []byte {
+	if x != nil {
+		return x.InvitationHash
+	}
+	return nil
+}
+
+func (x *MembershipStatementContent) GetExpiresAtUnixSeconds() int64 {
+	if x != nil {
+		return x.ExpiresAtUnixSeconds
+	}
+	return 0
+}
+
+func (x *MembershipStatementContent) GetCreatedAtUnixSeconds() int64 {
+	if x != nil {
+		return x.CreatedAtUnixSeconds
+	}
+	return 0
+}
+
+// SignedMembershipStatement is a membership statement as it travels: the exact content
+// bytes and the signature.
+type SignedMembershipStatement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The exact bytes of a MembershipStatementContent (at most 48 KiB).
+	Content []byte `protobuf:"bytes,1,opt,name=content,proto3" json:"content,omitempty"`
+	// Ed25519 signature (64 bytes) by the card named in `signer_card_id` over
+	//
+	//	LABEL("umbra/v1/membership-statement-signature") || content.
+	//
+	// Empty for SERVICE_REMOVE.
+	Signature     []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignedMembershipStatement) Reset() {
+	*x = SignedMembershipStatement{}
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignedMembershipStatement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignedMembershipStatement) ProtoMessage() {}
+
+func (x *SignedMembershipStatement) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_envelope_v1_envelope_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignedMembershipStatement.ProtoReflect.Descriptor instead.
+func (*SignedMembershipStatement) Descriptor() ([]byte, []int) {
+	return file_umbra_envelope_v1_envelope_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SignedMembershipStatement) GetContent() []byte {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
+func (x *SignedMembershipStatement) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 var File_umbra_envelope_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_umbra_envelope_v1_envelope_proto_rawDesc = "" +
@@ -1224,7 +1627,7 @@ const file_umbra_envelope_v1_envelope_proto_rawDesc = "" +
 	"\x0esender_card_id\x18\x04 \x01(\fR\fsenderCardId\x12\x12\n" +
 	"\x04salt\x18\x05 \x01(\fR\x04salt\x12+\n" +
 	"\x04aead\x18\x06 \x01(\x0e2\x17.umbra.envelope.v1.AeadR\x04aead\x125\n" +
-	"\x17created_at_unix_seconds\x18\a \x01(\x03R\x14createdAtUnixSeconds\"\xf1\x02\n" +
+	"\x17created_at_unix_seconds\x18\a \x01(\x03R\x14createdAtUnixSeconds\"\xcb\x03\n" +
 	"\x12EpochCommitContent\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x19\n" +
 	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x14\n" +
@@ -1234,7 +1637,10 @@ const file_umbra_envelope_v1_envelope_proto_rawDesc = "" +
 	"\x13wrapped_keys_digest\x18\x06 \x01(\fR\x11wrappedKeysDigest\x12*\n" +
 	"\x11wrapped_key_count\x18\a \x01(\rR\x0fwrappedKeyCount\x120\n" +
 	"\x14previous_commit_hash\x18\b \x01(\fR\x12previousCommitHash\x125\n" +
-	"\x17created_at_unix_seconds\x18\t \x01(\x03R\x14createdAtUnixSeconds\"K\n" +
+	"\x17created_at_unix_seconds\x18\t \x01(\x03R\x14createdAtUnixSeconds\x12/\n" +
+	"\x13membership_sequence\x18\n" +
+	" \x01(\x04R\x12membershipSequence\x12'\n" +
+	"\x0fmembership_hash\x18\v \x01(\fR\x0emembershipHash\"K\n" +
 	"\x11SignedEpochCommit\x12\x18\n" +
 	"\acontent\x18\x01 \x01(\fR\acontent\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"o\n" +
@@ -1243,7 +1649,24 @@ const file_umbra_envelope_v1_envelope_proto_rawDesc = "" +
 	"\x03enc\x18\x02 \x01(\fR\x03enc\x12\x1e\n" +
 	"\n" +
 	"ciphertext\x18\x03 \x01(\fR\n" +
-	"ciphertext*K\n" +
+	"ciphertext\"\xf1\x03\n" +
+	"\x1aMembershipStatementContent\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x1a\n" +
+	"\bsequence\x18\x03 \x01(\x04R\bsequence\x12#\n" +
+	"\rprevious_hash\x18\x04 \x01(\fR\fpreviousHash\x125\n" +
+	"\x04kind\x18\x05 \x01(\x0e2!.umbra.envelope.v1.MembershipKindR\x04kind\x12\x16\n" +
+	"\x06signer\x18\x06 \x01(\tR\x06signer\x12$\n" +
+	"\x0esigner_card_id\x18\a \x01(\fR\fsignerCardId\x12\x1a\n" +
+	"\bsubjects\x18\b \x03(\tR\bsubjects\x125\n" +
+	"\x04role\x18\t \x01(\x0e2!.umbra.envelope.v1.MembershipRoleR\x04role\x12'\n" +
+	"\x0finvitation_hash\x18\n" +
+	" \x01(\fR\x0einvitationHash\x125\n" +
+	"\x17expires_at_unix_seconds\x18\v \x01(\x03R\x14expiresAtUnixSeconds\x125\n" +
+	"\x17created_at_unix_seconds\x18\f \x01(\x03R\x14createdAtUnixSeconds\"S\n" +
+	"\x19SignedMembershipStatement\x12\x18\n" +
+	"\acontent\x18\x01 \x01(\fR\acontent\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature*K\n" +
 	"\x05Suite\x12\x15\n" +
 	"\x11SUITE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15SUITE_MLKEM768_X25519\x10\x01\x12\x10\n" +
@@ -1251,7 +1674,27 @@ const file_umbra_envelope_v1_envelope_proto_rawDesc = "" +
 	"\x04Aead\x12\x14\n" +
 	"\x10AEAD_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16AEAD_CHACHA20_POLY1305\x10\x01\x12\x14\n" +
-	"\x10AEAD_AES_256_GCM\x10\x02B@Z>github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1;envelopev1b\x06proto3"
+	"\x10AEAD_AES_256_GCM\x10\x02*\xa0\x03\n" +
+	"\x0eMembershipKind\x12\x1f\n" +
+	"\x1bMEMBERSHIP_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16MEMBERSHIP_KIND_CREATE\x10\x01\x12\x17\n" +
+	"\x13MEMBERSHIP_KIND_ADD\x10\x02\x12\x1a\n" +
+	"\x16MEMBERSHIP_KIND_REMOVE\x10\x03\x12\x17\n" +
+	"\x13MEMBERSHIP_KIND_BAN\x10\x04\x12\x19\n" +
+	"\x15MEMBERSHIP_KIND_UNBAN\x10\x05\x12\x19\n" +
+	"\x15MEMBERSHIP_KIND_LEAVE\x10\x06\x12\x1c\n" +
+	"\x18MEMBERSHIP_KIND_SET_ROLE\x10\a\x12&\n" +
+	"\"MEMBERSHIP_KIND_TRANSFER_OWNERSHIP\x10\b\x12\x1a\n" +
+	"\x16MEMBERSHIP_KIND_INVITE\x10\t\x12%\n" +
+	"!MEMBERSHIP_KIND_ACCEPT_INVITATION\x10\n" +
+	"\x12 \n" +
+	"\x1cMEMBERSHIP_KIND_APPROVE_JOIN\x10\v\x12\"\n" +
+	"\x1eMEMBERSHIP_KIND_SERVICE_REMOVE\x10\f*\x83\x01\n" +
+	"\x0eMembershipRole\x12\x1f\n" +
+	"\x1bMEMBERSHIP_ROLE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15MEMBERSHIP_ROLE_OWNER\x10\x01\x12\x19\n" +
+	"\x15MEMBERSHIP_ROLE_ADMIN\x10\x02\x12\x1a\n" +
+	"\x16MEMBERSHIP_ROLE_MEMBER\x10\x03B@Z>github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1;envelopev1b\x06proto3"
 
 var (
 	file_umbra_envelope_v1_envelope_proto_rawDescOnce sync.Once
@@ -1265,35 +1708,41 @@ func file_umbra_envelope_v1_envelope_proto_rawDescGZIP() []byte {
 	return file_umbra_envelope_v1_envelope_proto_rawDescData
 }
 
-var file_umbra_envelope_v1_envelope_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_envelope_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_umbra_envelope_v1_envelope_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_umbra_envelope_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_umbra_envelope_v1_envelope_proto_goTypes = []any{
 	(Suite)(0),                         // 0: umbra.envelope.v1.Suite
 	(Aead)(0),                          // 1: umbra.envelope.v1.Aead
-	(*CardContent)(nil),                // 2: umbra.envelope.v1.CardContent
-	(*RotationEndorsementContent)(nil), // 3: umbra.envelope.v1.RotationEndorsementContent
-	(*ServiceKeyRotationContent)(nil),  // 4: umbra.envelope.v1.ServiceKeyRotationContent
-	(*Envelope)(nil),                   // 5: umbra.envelope.v1.Envelope
-	(*EnvelopeHeader)(nil),             // 6: umbra.envelope.v1.EnvelopeHeader
-	(*RecipientStanza)(nil),            // 7: umbra.envelope.v1.RecipientStanza
-	(*SignedPayload)(nil),              // 8: umbra.envelope.v1.SignedPayload
-	(*GroupMessage)(nil),               // 9: umbra.envelope.v1.GroupMessage
-	(*GroupMessageHeader)(nil),         // 10: umbra.envelope.v1.GroupMessageHeader
-	(*EpochCommitContent)(nil),         // 11: umbra.envelope.v1.EpochCommitContent
-	(*SignedEpochCommit)(nil),          // 12: umbra.envelope.v1.SignedEpochCommit
-	(*WrappedEpochKey)(nil),            // 13: umbra.envelope.v1.WrappedEpochKey
+	(MembershipKind)(0),                // 2: umbra.envelope.v1.MembershipKind
+	(MembershipRole)(0),                // 3: umbra.envelope.v1.MembershipRole
+	(*CardContent)(nil),                // 4: umbra.envelope.v1.CardContent
+	(*RotationEndorsementContent)(nil), // 5: umbra.envelope.v1.RotationEndorsementContent
+	(*ServiceKeyRotationContent)(nil),  // 6: umbra.envelope.v1.ServiceKeyRotationContent
+	(*Envelope)(nil),                   // 7: umbra.envelope.v1.Envelope
+	(*EnvelopeHeader)(nil),             // 8: umbra.envelope.v1.EnvelopeHeader
+	(*RecipientStanza)(nil),            // 9: umbra.envelope.v1.RecipientStanza
+	(*SignedPayload)(nil),              // 10: umbra.envelope.v1.SignedPayload
+	(*GroupMessage)(nil),               // 11: umbra.envelope.v1.GroupMessage
+	(*GroupMessageHeader)(nil),         // 12: umbra.envelope.v1.GroupMessageHeader
+	(*EpochCommitContent)(nil),         // 13: umbra.envelope.v1.EpochCommitContent
+	(*SignedEpochCommit)(nil),          // 14: umbra.envelope.v1.SignedEpochCommit
+	(*WrappedEpochKey)(nil),            // 15: umbra.envelope.v1.WrappedEpochKey
+	(*MembershipStatementContent)(nil), // 16: umbra.envelope.v1.MembershipStatementContent
+	(*SignedMembershipStatement)(nil),  // 17: umbra.envelope.v1.SignedMembershipStatement
 }
 var file_umbra_envelope_v1_envelope_proto_depIdxs = []int32{
 	0, // 0: umbra.envelope.v1.CardContent.suite:type_name -> umbra.envelope.v1.Suite
-	7, // 1: umbra.envelope.v1.EnvelopeHeader.recipients:type_name -> umbra.envelope.v1.RecipientStanza
+	9, // 1: umbra.envelope.v1.EnvelopeHeader.recipients:type_name -> umbra.envelope.v1.RecipientStanza
 	1, // 2: umbra.envelope.v1.EnvelopeHeader.aead:type_name -> umbra.envelope.v1.Aead
 	0, // 3: umbra.envelope.v1.RecipientStanza.suite:type_name -> umbra.envelope.v1.Suite
 	1, // 4: umbra.envelope.v1.GroupMessageHeader.aead:type_name -> umbra.envelope.v1.Aead
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	2, // 5: umbra.envelope.v1.MembershipStatementContent.kind:type_name -> umbra.envelope.v1.MembershipKind
+	3, // 6: umbra.envelope.v1.MembershipStatementContent.role:type_name -> umbra.envelope.v1.MembershipRole
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_umbra_envelope_v1_envelope_proto_init() }
@@ -1306,8 +1755,8 @@ func file_umbra_envelope_v1_envelope_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_envelope_v1_envelope_proto_rawDesc), len(file_umbra_envelope_v1_envelope_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   12,
+			NumEnums:      4,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

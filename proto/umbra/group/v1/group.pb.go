@@ -595,9 +595,14 @@ type Group struct {
 	// only; other replies leave it empty and carry `member_count`.
 	Members []*Member `protobuf:"bytes,14,rep,name=members,proto3" json:"members,omitempty"`
 	// Banned identities. Filled by GetGroup for admins and the owner only.
-	Banned        []string `protobuf:"bytes,15,rep,name=banned,proto3" json:"banned,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Banned []string `protobuf:"bytes,15,rep,name=banned,proto3" json:"banned,omitempty"`
+	// The head of the membership chain: the last statement's sequence number and its
+	// hash (32 bytes). The member list above is the service's word; clients derive the
+	// members from the verified chain (GetMembershipChain).
+	MembershipSequence uint64 `protobuf:"varint,16,opt,name=membership_sequence,json=membershipSequence,proto3" json:"membership_sequence,omitempty"`
+	MembershipHash     []byte `protobuf:"bytes,17,opt,name=membership_hash,json=membershipHash,proto3" json:"membership_hash,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Group) Reset() {
@@ -731,6 +736,20 @@ func (x *Group) GetMembers() []*Member {
 func (x *Group) GetBanned() []string {
 	if x != nil {
 		return x.Banned
+	}
+	return nil
+}
+
+func (x *Group) GetMembershipSequence() uint64 {
+	if x != nil {
+		return x.MembershipSequence
+	}
+	return 0
+}
+
+func (x *Group) GetMembershipHash() []byte {
+	if x != nil {
+		return x.MembershipHash
 	}
 	return nil
 }
@@ -1462,9 +1481,14 @@ type CommitMismatch struct {
 	// Identities with a key in the commit that are not members.
 	Unexpected []string `protobuf:"bytes,2,rep,name=unexpected,proto3" json:"unexpected,omitempty"`
 	// Members whose key is wrapped to a card that is not their active card.
-	OutdatedCard  []string `protobuf:"bytes,3,rep,name=outdated_card,json=outdatedCard,proto3" json:"outdated_card,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OutdatedCard []string `protobuf:"bytes,3,rep,name=outdated_card,json=outdatedCard,proto3" json:"outdated_card,omitempty"`
+	// When the commit names another membership head than the current one: the current
+	// head's sequence and hash. The client verifies the statements up to it, and commits
+	// again for the members they yield.
+	MembershipSequence uint64 `protobuf:"varint,4,opt,name=membership_sequence,json=membershipSequence,proto3" json:"membership_sequence,omitempty"`
+	MembershipHash     []byte `protobuf:"bytes,5,opt,name=membership_hash,json=membershipHash,proto3" json:"membership_hash,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *CommitMismatch) Reset() {
@@ -1518,6 +1542,86 @@ func (x *CommitMismatch) GetOutdatedCard() []string {
 	return nil
 }
 
+func (x *CommitMismatch) GetMembershipSequence() uint64 {
+	if x != nil {
+		return x.MembershipSequence
+	}
+	return 0
+}
+
+func (x *CommitMismatch) GetMembershipHash() []byte {
+	if x != nil {
+		return x.MembershipHash
+	}
+	return nil
+}
+
+// MembershipConflict is the status detail of an ABORTED membership call whose statement
+// does not follow the current head of the group's membership chain: another change came
+// first (or the statement is a repeat). The client fetches the statements after the
+// head it knew, verifies them, and signs a new statement after the current head.
+type MembershipConflict struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group identity.
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// The current head: its sequence number (0 when the group has no chain) and hash.
+	CurrentSequence uint64 `protobuf:"varint,2,opt,name=current_sequence,json=currentSequence,proto3" json:"current_sequence,omitempty"`
+	CurrentHash     []byte `protobuf:"bytes,3,opt,name=current_hash,json=currentHash,proto3" json:"current_hash,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MembershipConflict) Reset() {
+	*x = MembershipConflict{}
+	mi := &file_umbra_group_v1_group_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembershipConflict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembershipConflict) ProtoMessage() {}
+
+func (x *MembershipConflict) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_group_v1_group_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembershipConflict.ProtoReflect.Descriptor instead.
+func (*MembershipConflict) Descriptor() ([]byte, []int) {
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *MembershipConflict) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *MembershipConflict) GetCurrentSequence() uint64 {
+	if x != nil {
+		return x.CurrentSequence
+	}
+	return 0
+}
+
+func (x *MembershipConflict) GetCurrentHash() []byte {
+	if x != nil {
+		return x.CurrentHash
+	}
+	return nil
+}
+
 type CreateGroupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The group identity ("g_..." from ResolveIdentities).
@@ -1531,13 +1635,16 @@ type CreateGroupRequest struct {
 	HistoryVisibility HistoryVisibility `protobuf:"varint,4,opt,name=history_visibility,json=historyVisibility,proto3,enum=umbra.group.v1.HistoryVisibility" json:"history_visibility,omitempty"`
 	// Unset means the server's default (out of the box: 7 days, 100,000 messages).
 	RotationPolicy *RotationPolicy `protobuf:"bytes,5,opt,name=rotation_policy,json=rotationPolicy,proto3" json:"rotation_policy,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The caller's signed membership statement of this change (content at most 48 KiB,
+	// signature 64 bytes): see the call's comment for its kind.
+	Statement     *v1.SignedMembershipStatement `protobuf:"bytes,6,opt,name=statement,proto3" json:"statement,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateGroupRequest) Reset() {
 	*x = CreateGroupRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[13]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1656,7 @@ func (x *CreateGroupRequest) String() string {
 func (*CreateGroupRequest) ProtoMessage() {}
 
 func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[13]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1669,7 @@ func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{13}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateGroupRequest) GetGroupId() string {
@@ -1600,6 +1707,13 @@ func (x *CreateGroupRequest) GetRotationPolicy() *RotationPolicy {
 	return nil
 }
 
+func (x *CreateGroupRequest) GetStatement() *v1.SignedMembershipStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
 type CreateGroupResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The new group, with its members.
@@ -1610,7 +1724,7 @@ type CreateGroupResponse struct {
 
 func (x *CreateGroupResponse) Reset() {
 	*x = CreateGroupResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[14]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1736,7 @@ func (x *CreateGroupResponse) String() string {
 func (*CreateGroupResponse) ProtoMessage() {}
 
 func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[14]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1749,7 @@ func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupResponse.ProtoReflect.Descriptor instead.
 func (*CreateGroupResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{14}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateGroupResponse) GetGroup() *Group {
@@ -1655,7 +1769,7 @@ type GetGroupRequest struct {
 
 func (x *GetGroupRequest) Reset() {
 	*x = GetGroupRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[15]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1781,7 @@ func (x *GetGroupRequest) String() string {
 func (*GetGroupRequest) ProtoMessage() {}
 
 func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[15]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1794,7 @@ func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetGroupRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{15}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetGroupRequest) GetGroupId() string {
@@ -1700,7 +1814,7 @@ type GetGroupResponse struct {
 
 func (x *GetGroupResponse) Reset() {
 	*x = GetGroupResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[16]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +1826,7 @@ func (x *GetGroupResponse) String() string {
 func (*GetGroupResponse) ProtoMessage() {}
 
 func (x *GetGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[16]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +1839,7 @@ func (x *GetGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupResponse.ProtoReflect.Descriptor instead.
 func (*GetGroupResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{16}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetGroupResponse) GetGroup() *Group {
@@ -1747,7 +1861,7 @@ type ListMyGroupsRequest struct {
 
 func (x *ListMyGroupsRequest) Reset() {
 	*x = ListMyGroupsRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[17]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +1873,7 @@ func (x *ListMyGroupsRequest) String() string {
 func (*ListMyGroupsRequest) ProtoMessage() {}
 
 func (x *ListMyGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[17]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +1886,7 @@ func (x *ListMyGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMyGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListMyGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{17}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListMyGroupsRequest) GetPageSize() uint32 {
@@ -1801,7 +1915,7 @@ type ListMyGroupsResponse struct {
 
 func (x *ListMyGroupsResponse) Reset() {
 	*x = ListMyGroupsResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[18]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +1927,7 @@ func (x *ListMyGroupsResponse) String() string {
 func (*ListMyGroupsResponse) ProtoMessage() {}
 
 func (x *ListMyGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[18]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +1940,7 @@ func (x *ListMyGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMyGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListMyGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{18}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListMyGroupsResponse) GetGroups() []*Group {
@@ -1853,7 +1967,7 @@ type DeleteGroupRequest struct {
 
 func (x *DeleteGroupRequest) Reset() {
 	*x = DeleteGroupRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[19]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +1979,7 @@ func (x *DeleteGroupRequest) String() string {
 func (*DeleteGroupRequest) ProtoMessage() {}
 
 func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[19]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +1992,7 @@ func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{19}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteGroupRequest) GetGroupId() string {
@@ -1896,7 +2010,7 @@ type DeleteGroupResponse struct {
 
 func (x *DeleteGroupResponse) Reset() {
 	*x = DeleteGroupResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[20]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +2022,7 @@ func (x *DeleteGroupResponse) String() string {
 func (*DeleteGroupResponse) ProtoMessage() {}
 
 func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[20]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,22 +2035,25 @@ func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{20}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{21}
 }
 
 type AddMembersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The group identity.
 	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	// User identities to add: 1 to 1,000, duplicates counted once.
-	Identities    []string `protobuf:"bytes,2,rep,name=identities,proto3" json:"identities,omitempty"`
+	// User identities to add: 1 to 1,000, duplicates counted once; none may be a member.
+	Identities []string `protobuf:"bytes,2,rep,name=identities,proto3" json:"identities,omitempty"`
+	// The caller's signed membership statement of this change (content at most 48 KiB,
+	// signature 64 bytes): see the call's comment for its kind.
+	Statement     *v1.SignedMembershipStatement `protobuf:"bytes,3,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddMembersRequest) Reset() {
 	*x = AddMembersRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[21]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2065,7 @@ func (x *AddMembersRequest) String() string {
 func (*AddMembersRequest) ProtoMessage() {}
 
 func (x *AddMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[21]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2078,7 @@ func (x *AddMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMembersRequest.ProtoReflect.Descriptor instead.
 func (*AddMembersRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{21}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AddMembersRequest) GetGroupId() string {
@@ -1978,11 +2095,18 @@ func (x *AddMembersRequest) GetIdentities() []string {
 	return nil
 }
 
+func (x *AddMembersRequest) GetStatement() *v1.SignedMembershipStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
 type AddMembersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The group after the change, without members.
 	Group *Group `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
-	// The identities that became members (not those that already were).
+	// The identities that became members.
 	Added         []string `protobuf:"bytes,2,rep,name=added,proto3" json:"added,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1990,7 +2114,7 @@ type AddMembersResponse struct {
 
 func (x *AddMembersResponse) Reset() {
 	*x = AddMembersResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[22]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +2126,7 @@ func (x *AddMembersResponse) String() string {
 func (*AddMembersResponse) ProtoMessage() {}
 
 func (x *AddMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[22]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +2139,7 @@ func (x *AddMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMembersResponse.ProtoReflect.Descriptor instead.
 func (*AddMembersResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{22}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddMembersResponse) GetGroup() *Group {
@@ -2037,14 +2161,17 @@ type RemoveMemberRequest struct {
 	// The group identity.
 	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	// The member to remove.
-	Identity      string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	Identity string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The caller's signed membership statement of this change (content at most 48 KiB,
+	// signature 64 bytes): see the call's comment for its kind.
+	Statement     *v1.SignedMembershipStatement `protobuf:"bytes,3,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[23]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2183,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[23]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2196,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{23}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RemoveMemberRequest) GetGroupId() string {
@@ -2086,6 +2213,13 @@ func (x *RemoveMemberRequest) GetIdentity() string {
 	return ""
 }
 
+func (x *RemoveMemberRequest) GetStatement() *v1.SignedMembershipStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
 type RemoveMemberResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The group after the change, without members.
@@ -2096,7 +2230,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[24]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2242,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[24]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2255,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{24}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveMemberResponse) GetGroup() *Group {
@@ -2136,14 +2270,17 @@ type BanMemberRequest struct {
 	// The group identity.
 	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	// The user identity to ban (a member or not).
-	Identity      string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	Identity string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The caller's signed membership statement of this change (content at most 48 KiB,
+	// signature 64 bytes): see the call's comment for its kind.
+	Statement     *v1.SignedMembershipStatement `protobuf:"bytes,3,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BanMemberRequest) Reset() {
 	*x = BanMemberRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[25]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2155,7 +2292,7 @@ func (x *BanMemberRequest) String() string {
 func (*BanMemberRequest) ProtoMessage() {}
 
 func (x *BanMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[25]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2168,7 +2305,7 @@ func (x *BanMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanMemberRequest.ProtoReflect.Descriptor instead.
 func (*BanMemberRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{25}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BanMemberRequest) GetGroupId() string {
@@ -2185,6 +2322,13 @@ func (x *BanMemberRequest) GetIdentity() string {
 	return ""
 }
 
+func (x *BanMemberRequest) GetStatement() *v1.SignedMembershipStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
 type BanMemberResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The group after the change, without members.
@@ -2197,7 +2341,7 @@ type BanMemberResponse struct {
 
 func (x *BanMemberResponse) Reset() {
 	*x = BanMemberResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[26]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2353,7 @@ func (x *BanMemberResponse) String() string {
 func (*BanMemberResponse) ProtoMessage() {}
 
 func (x *BanMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[26]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2366,7 @@ func (x *BanMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanMemberResponse.ProtoReflect.Descriptor instead.
 func (*BanMemberResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{26}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BanMemberResponse) GetGroup() *Group {
@@ -2244,14 +2388,17 @@ type UnbanMemberRequest struct {
 	// The group identity.
 	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	// The banned user identity. One that is not banned gets NOT_FOUND.
-	Identity      string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	Identity string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The caller's signed membership statement of this change (content at most 48 KiB,
+	// signature 64 bytes): see the call's comment for its kind.
+	Statement     *v1.SignedMembershipStatement `protobuf:"bytes,3,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UnbanMemberRequest) Reset() {
 	*x = UnbanMemberRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[27]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2263,7 +2410,7 @@ func (x *UnbanMemberRequest) String() string {
 func (*UnbanMemberRequest) ProtoMessage() {}
 
 func (x *UnbanMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[27]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2276,7 +2423,7 @@ func (x *UnbanMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbanMemberRequest.ProtoReflect.Descriptor instead.
 func (*UnbanMemberRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{27}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UnbanMemberRequest) GetGroupId() string {
@@ -2293,6 +2440,13 @@ func (x *UnbanMemberRequest) GetIdentity() string {
 	return ""
 }
 
+func (x *UnbanMemberRequest) GetStatement() *v1.SignedMembershipStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
 type UnbanMemberResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2301,7 +2455,7 @@ type UnbanMemberResponse struct {
 
 func (x *UnbanMemberResponse) Reset() {
 	*x = UnbanMemberResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[28]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2467,7 @@ func (x *UnbanMemberResponse) String() string {
 func (*UnbanMemberResponse) ProtoMessage() {}
 
 func (x *UnbanMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[28]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,20 +2480,23 @@ func (x *UnbanMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbanMemberResponse.ProtoReflect.Descriptor instead.
 func (*UnbanMemberResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{28}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{29}
 }
 
 type LeaveGroupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The group identity.
-	GroupId       string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// The caller's signed membership statement of this change (content at most 48 KiB,
+	// signature 64 bytes): see the call's comment for its kind.
+	Statement     *v1.SignedMembershipStatement `protobuf:"bytes,2,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LeaveGroupRequest) Reset() {
 	*x = LeaveGroupRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[29]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2351,7 +2508,7 @@ func (x *LeaveGroupRequest) String() string {
 func (*LeaveGroupRequest) ProtoMessage() {}
 
 func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[29]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2364,7 +2521,7 @@ func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupRequest.ProtoReflect.Descriptor instead.
 func (*LeaveGroupRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{29}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LeaveGroupRequest) GetGroupId() string {
@@ -2372,6 +2529,13 @@ func (x *LeaveGroupRequest) GetGroupId() string {
 		return x.GroupId
 	}
 	return ""
+}
+
+func (x *LeaveGroupRequest) GetStatement() *v1.SignedMembershipStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
 }
 
 type LeaveGroupResponse struct {
@@ -2386,7 +2550,7 @@ type LeaveGroupResponse struct {
 
 func (x *LeaveGroupResponse) Reset() {
 	*x = LeaveGroupResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[30]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2398,7 +2562,7 @@ func (x *LeaveGroupResponse) String() string {
 func (*LeaveGroupResponse) ProtoMessage() {}
 
 func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[30]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2411,7 +2575,7 @@ func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupResponse.ProtoReflect.Descriptor instead.
 func (*LeaveGroupResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{30}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LeaveGroupResponse) GetGroupDeleted() bool {
@@ -2435,14 +2599,17 @@ type SetRoleRequest struct {
 	// The member whose role to set (not the owner).
 	Identity string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
 	// GROUP_ROLE_ADMIN or GROUP_ROLE_MEMBER.
-	Role          GroupRole `protobuf:"varint,3,opt,name=role,proto3,enum=umbra.group.v1.GroupRole" json:"role,omitempty"`
+	Role GroupRole `protobuf:"varint,3,opt,name=role,proto3,enum=umbra.group.v1.GroupRole" json:"role,omitempty"`
+	// The caller's signed membership statement of this change (content at most 48 KiB,
+	// signature 64 bytes): see the call's comment for its kind.
+	Statement     *v1.SignedMembershipStatement `protobuf:"bytes,4,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetRoleRequest) Reset() {
 	*x = SetRoleRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[31]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2454,7 +2621,7 @@ func (x *SetRoleRequest) String() string {
 func (*SetRoleRequest) ProtoMessage() {}
 
 func (x *SetRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[31]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2467,7 +2634,7 @@ func (x *SetRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRoleRequest.ProtoReflect.Descriptor instead.
 func (*SetRoleRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{31}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SetRoleRequest) GetGroupId() string {
@@ -2491,6 +2658,13 @@ func (x *SetRoleRequest) GetRole() GroupRole {
 	return GroupRole_GROUP_ROLE_UNSPECIFIED
 }
 
+func (x *SetRoleRequest) GetStatement() *v1.SignedMembershipStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
 type SetRoleResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The member with its new role.
@@ -2501,7 +2675,7 @@ type SetRoleResponse struct {
 
 func (x *SetRoleResponse) Reset() {
 	*x = SetRoleResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[32]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2687,7 @@ func (x *SetRoleResponse) String() string {
 func (*SetRoleResponse) ProtoMessage() {}
 
 func (x *SetRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[32]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2700,7 @@ func (x *SetRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRoleResponse.ProtoReflect.Descriptor instead.
 func (*SetRoleResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{32}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SetRoleResponse) GetMember() *Member {
@@ -2541,14 +2715,17 @@ type TransferOwnershipRequest struct {
 	// The group identity.
 	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	// The member who becomes the owner.
-	NewOwner      string `protobuf:"bytes,2,opt,name=new_owner,json=newOwner,proto3" json:"new_owner,omitempty"`
+	NewOwner string `protobuf:"bytes,2,opt,name=new_owner,json=newOwner,proto3" json:"new_owner,omitempty"`
+	// The caller's signed membership statement of this change (content at most 48 KiB,
+	// signature 64 bytes): see the call's comment for its kind.
+	Statement     *v1.SignedMembershipStatement `protobuf:"bytes,3,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TransferOwnershipRequest) Reset() {
 	*x = TransferOwnershipRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[33]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2560,7 +2737,7 @@ func (x *TransferOwnershipRequest) String() string {
 func (*TransferOwnershipRequest) ProtoMessage() {}
 
 func (x *TransferOwnershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[33]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2573,7 +2750,7 @@ func (x *TransferOwnershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferOwnershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferOwnershipRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{33}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TransferOwnershipRequest) GetGroupId() string {
@@ -2590,6 +2767,13 @@ func (x *TransferOwnershipRequest) GetNewOwner() string {
 	return ""
 }
 
+func (x *TransferOwnershipRequest) GetStatement() *v1.SignedMembershipStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
 type TransferOwnershipResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The group after the change, without members.
@@ -2600,7 +2784,7 @@ type TransferOwnershipResponse struct {
 
 func (x *TransferOwnershipResponse) Reset() {
 	*x = TransferOwnershipResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[34]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2612,7 +2796,7 @@ func (x *TransferOwnershipResponse) String() string {
 func (*TransferOwnershipResponse) ProtoMessage() {}
 
 func (x *TransferOwnershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[34]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2625,7 +2809,7 @@ func (x *TransferOwnershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferOwnershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferOwnershipResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{34}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TransferOwnershipResponse) GetGroup() *Group {
@@ -2645,7 +2829,7 @@ type RequestJoinRequest struct {
 
 func (x *RequestJoinRequest) Reset() {
 	*x = RequestJoinRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[35]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2657,7 +2841,7 @@ func (x *RequestJoinRequest) String() string {
 func (*RequestJoinRequest) ProtoMessage() {}
 
 func (x *RequestJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[35]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2670,7 +2854,7 @@ func (x *RequestJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestJoinRequest.ProtoReflect.Descriptor instead.
 func (*RequestJoinRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{35}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RequestJoinRequest) GetGroupId() string {
@@ -2690,7 +2874,7 @@ type RequestJoinResponse struct {
 
 func (x *RequestJoinResponse) Reset() {
 	*x = RequestJoinResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[36]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2702,7 +2886,7 @@ func (x *RequestJoinResponse) String() string {
 func (*RequestJoinResponse) ProtoMessage() {}
 
 func (x *RequestJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[36]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2715,7 +2899,7 @@ func (x *RequestJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestJoinResponse.ProtoReflect.Descriptor instead.
 func (*RequestJoinResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{36}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RequestJoinResponse) GetJoinRequest() *JoinRequest {
@@ -2730,14 +2914,17 @@ type ApproveJoinRequestRequest struct {
 	// The group identity.
 	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	// The requester's user identity. No pending request gets NOT_FOUND.
-	Identity      string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	Identity string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The caller's signed membership statement of this change (content at most 48 KiB,
+	// signature 64 bytes): see the call's comment for its kind.
+	Statement     *v1.SignedMembershipStatement `protobuf:"bytes,3,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApproveJoinRequestRequest) Reset() {
 	*x = ApproveJoinRequestRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[37]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +2936,7 @@ func (x *ApproveJoinRequestRequest) String() string {
 func (*ApproveJoinRequestRequest) ProtoMessage() {}
 
 func (x *ApproveJoinRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[37]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +2949,7 @@ func (x *ApproveJoinRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveJoinRequestRequest.ProtoReflect.Descriptor instead.
 func (*ApproveJoinRequestRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{37}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ApproveJoinRequestRequest) GetGroupId() string {
@@ -2779,6 +2966,13 @@ func (x *ApproveJoinRequestRequest) GetIdentity() string {
 	return ""
 }
 
+func (x *ApproveJoinRequestRequest) GetStatement() *v1.SignedMembershipStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
 type ApproveJoinRequestResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The new member.
@@ -2789,7 +2983,7 @@ type ApproveJoinRequestResponse struct {
 
 func (x *ApproveJoinRequestResponse) Reset() {
 	*x = ApproveJoinRequestResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[38]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2801,7 +2995,7 @@ func (x *ApproveJoinRequestResponse) String() string {
 func (*ApproveJoinRequestResponse) ProtoMessage() {}
 
 func (x *ApproveJoinRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[38]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2814,7 +3008,7 @@ func (x *ApproveJoinRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveJoinRequestResponse.ProtoReflect.Descriptor instead.
 func (*ApproveJoinRequestResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{38}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ApproveJoinRequestResponse) GetMember() *Member {
@@ -2836,7 +3030,7 @@ type DeclineJoinRequestRequest struct {
 
 func (x *DeclineJoinRequestRequest) Reset() {
 	*x = DeclineJoinRequestRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[39]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2848,7 +3042,7 @@ func (x *DeclineJoinRequestRequest) String() string {
 func (*DeclineJoinRequestRequest) ProtoMessage() {}
 
 func (x *DeclineJoinRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[39]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2861,7 +3055,7 @@ func (x *DeclineJoinRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineJoinRequestRequest.ProtoReflect.Descriptor instead.
 func (*DeclineJoinRequestRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{39}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DeclineJoinRequestRequest) GetGroupId() string {
@@ -2886,7 +3080,7 @@ type DeclineJoinRequestResponse struct {
 
 func (x *DeclineJoinRequestResponse) Reset() {
 	*x = DeclineJoinRequestResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[40]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2898,7 +3092,7 @@ func (x *DeclineJoinRequestResponse) String() string {
 func (*DeclineJoinRequestResponse) ProtoMessage() {}
 
 func (x *DeclineJoinRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[40]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2911,7 +3105,7 @@ func (x *DeclineJoinRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineJoinRequestResponse.ProtoReflect.Descriptor instead.
 func (*DeclineJoinRequestResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{40}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{41}
 }
 
 type ListJoinRequestsRequest struct {
@@ -2928,7 +3122,7 @@ type ListJoinRequestsRequest struct {
 
 func (x *ListJoinRequestsRequest) Reset() {
 	*x = ListJoinRequestsRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[41]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2940,7 +3134,7 @@ func (x *ListJoinRequestsRequest) String() string {
 func (*ListJoinRequestsRequest) ProtoMessage() {}
 
 func (x *ListJoinRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[41]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2953,7 +3147,7 @@ func (x *ListJoinRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinRequestsRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{41}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListJoinRequestsRequest) GetGroupId() string {
@@ -2989,7 +3183,7 @@ type ListJoinRequestsResponse struct {
 
 func (x *ListJoinRequestsResponse) Reset() {
 	*x = ListJoinRequestsResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[42]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3001,7 +3195,7 @@ func (x *ListJoinRequestsResponse) String() string {
 func (*ListJoinRequestsResponse) ProtoMessage() {}
 
 func (x *ListJoinRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[42]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3014,7 +3208,7 @@ func (x *ListJoinRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinRequestsResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{42}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListJoinRequestsResponse) GetJoinRequests() []*JoinRequest {
@@ -3038,15 +3232,19 @@ type InviteMemberRequest struct {
 	// The user identity to invite.
 	Identity string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
 	// How long the invitation stays open: 0 means 7 days; at least 1 min, at most 30
-	// days.
-	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// days. The statement's expires_at_unix_seconds minus its created_at_unix_seconds
+	// must equal it (the default's, when 0).
+	Ttl *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// The caller's signed membership statement of this change (content at most 48 KiB,
+	// signature 64 bytes): see the call's comment for its kind.
+	Statement     *v1.SignedMembershipStatement `protobuf:"bytes,4,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InviteMemberRequest) Reset() {
 	*x = InviteMemberRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[43]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3058,7 +3256,7 @@ func (x *InviteMemberRequest) String() string {
 func (*InviteMemberRequest) ProtoMessage() {}
 
 func (x *InviteMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[43]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3071,7 +3269,7 @@ func (x *InviteMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InviteMemberRequest.ProtoReflect.Descriptor instead.
 func (*InviteMemberRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{43}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *InviteMemberRequest) GetGroupId() string {
@@ -3095,6 +3293,13 @@ func (x *InviteMemberRequest) GetTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *InviteMemberRequest) GetStatement() *v1.SignedMembershipStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
 type InviteMemberResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The pending invitation.
@@ -3105,7 +3310,7 @@ type InviteMemberResponse struct {
 
 func (x *InviteMemberResponse) Reset() {
 	*x = InviteMemberResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[44]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3117,7 +3322,7 @@ func (x *InviteMemberResponse) String() string {
 func (*InviteMemberResponse) ProtoMessage() {}
 
 func (x *InviteMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[44]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3130,7 +3335,7 @@ func (x *InviteMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InviteMemberResponse.ProtoReflect.Descriptor instead.
 func (*InviteMemberResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{44}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *InviteMemberResponse) GetInvitation() *Invitation {
@@ -3143,14 +3348,17 @@ func (x *InviteMemberResponse) GetInvitation() *Invitation {
 type AcceptInvitationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The group identity the caller is invited to.
-	GroupId       string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// The caller's signed membership statement of this change (content at most 48 KiB,
+	// signature 64 bytes): see the call's comment for its kind.
+	Statement     *v1.SignedMembershipStatement `protobuf:"bytes,2,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AcceptInvitationRequest) Reset() {
 	*x = AcceptInvitationRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[45]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3162,7 +3370,7 @@ func (x *AcceptInvitationRequest) String() string {
 func (*AcceptInvitationRequest) ProtoMessage() {}
 
 func (x *AcceptInvitationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[45]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3175,7 +3383,7 @@ func (x *AcceptInvitationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptInvitationRequest.ProtoReflect.Descriptor instead.
 func (*AcceptInvitationRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{45}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AcceptInvitationRequest) GetGroupId() string {
@@ -3183,6 +3391,13 @@ func (x *AcceptInvitationRequest) GetGroupId() string {
 		return x.GroupId
 	}
 	return ""
+}
+
+func (x *AcceptInvitationRequest) GetStatement() *v1.SignedMembershipStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
 }
 
 type AcceptInvitationResponse struct {
@@ -3195,7 +3410,7 @@ type AcceptInvitationResponse struct {
 
 func (x *AcceptInvitationResponse) Reset() {
 	*x = AcceptInvitationResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[46]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3207,7 +3422,7 @@ func (x *AcceptInvitationResponse) String() string {
 func (*AcceptInvitationResponse) ProtoMessage() {}
 
 func (x *AcceptInvitationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[46]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3220,7 +3435,7 @@ func (x *AcceptInvitationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptInvitationResponse.ProtoReflect.Descriptor instead.
 func (*AcceptInvitationResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{46}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *AcceptInvitationResponse) GetMember() *Member {
@@ -3240,7 +3455,7 @@ type DeclineInvitationRequest struct {
 
 func (x *DeclineInvitationRequest) Reset() {
 	*x = DeclineInvitationRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[47]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3252,7 +3467,7 @@ func (x *DeclineInvitationRequest) String() string {
 func (*DeclineInvitationRequest) ProtoMessage() {}
 
 func (x *DeclineInvitationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[47]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3265,7 +3480,7 @@ func (x *DeclineInvitationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineInvitationRequest.ProtoReflect.Descriptor instead.
 func (*DeclineInvitationRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{47}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DeclineInvitationRequest) GetGroupId() string {
@@ -3283,7 +3498,7 @@ type DeclineInvitationResponse struct {
 
 func (x *DeclineInvitationResponse) Reset() {
 	*x = DeclineInvitationResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[48]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3295,7 +3510,7 @@ func (x *DeclineInvitationResponse) String() string {
 func (*DeclineInvitationResponse) ProtoMessage() {}
 
 func (x *DeclineInvitationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[48]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3308,7 +3523,7 @@ func (x *DeclineInvitationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineInvitationResponse.ProtoReflect.Descriptor instead.
 func (*DeclineInvitationResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{48}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{49}
 }
 
 type ListMyInvitationsRequest struct {
@@ -3323,7 +3538,7 @@ type ListMyInvitationsRequest struct {
 
 func (x *ListMyInvitationsRequest) Reset() {
 	*x = ListMyInvitationsRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[49]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3335,7 +3550,7 @@ func (x *ListMyInvitationsRequest) String() string {
 func (*ListMyInvitationsRequest) ProtoMessage() {}
 
 func (x *ListMyInvitationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[49]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3348,7 +3563,7 @@ func (x *ListMyInvitationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMyInvitationsRequest.ProtoReflect.Descriptor instead.
 func (*ListMyInvitationsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{49}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListMyInvitationsRequest) GetPageSize() uint32 {
@@ -3377,7 +3592,7 @@ type ListMyInvitationsResponse struct {
 
 func (x *ListMyInvitationsResponse) Reset() {
 	*x = ListMyInvitationsResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[50]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3389,7 +3604,7 @@ func (x *ListMyInvitationsResponse) String() string {
 func (*ListMyInvitationsResponse) ProtoMessage() {}
 
 func (x *ListMyInvitationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[50]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3402,7 +3617,7 @@ func (x *ListMyInvitationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMyInvitationsResponse.ProtoReflect.Descriptor instead.
 func (*ListMyInvitationsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{50}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListMyInvitationsResponse) GetInvitations() []*Invitation {
@@ -3431,7 +3646,7 @@ type SetEncryptionModeRequest struct {
 
 func (x *SetEncryptionModeRequest) Reset() {
 	*x = SetEncryptionModeRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[51]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3443,7 +3658,7 @@ func (x *SetEncryptionModeRequest) String() string {
 func (*SetEncryptionModeRequest) ProtoMessage() {}
 
 func (x *SetEncryptionModeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[51]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3456,7 +3671,7 @@ func (x *SetEncryptionModeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetEncryptionModeRequest.ProtoReflect.Descriptor instead.
 func (*SetEncryptionModeRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{51}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SetEncryptionModeRequest) GetGroupId() string {
@@ -3483,7 +3698,7 @@ type SetEncryptionModeResponse struct {
 
 func (x *SetEncryptionModeResponse) Reset() {
 	*x = SetEncryptionModeResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[52]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3495,7 +3710,7 @@ func (x *SetEncryptionModeResponse) String() string {
 func (*SetEncryptionModeResponse) ProtoMessage() {}
 
 func (x *SetEncryptionModeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[52]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3508,7 +3723,7 @@ func (x *SetEncryptionModeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetEncryptionModeResponse.ProtoReflect.Descriptor instead.
 func (*SetEncryptionModeResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{52}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SetEncryptionModeResponse) GetGroup() *Group {
@@ -3530,7 +3745,7 @@ type SetRotationPolicyRequest struct {
 
 func (x *SetRotationPolicyRequest) Reset() {
 	*x = SetRotationPolicyRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[53]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3542,7 +3757,7 @@ func (x *SetRotationPolicyRequest) String() string {
 func (*SetRotationPolicyRequest) ProtoMessage() {}
 
 func (x *SetRotationPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[53]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3555,7 +3770,7 @@ func (x *SetRotationPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRotationPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetRotationPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{53}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SetRotationPolicyRequest) GetGroupId() string {
@@ -3582,7 +3797,7 @@ type SetRotationPolicyResponse struct {
 
 func (x *SetRotationPolicyResponse) Reset() {
 	*x = SetRotationPolicyResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[54]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3594,7 +3809,7 @@ func (x *SetRotationPolicyResponse) String() string {
 func (*SetRotationPolicyResponse) ProtoMessage() {}
 
 func (x *SetRotationPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[54]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3607,7 +3822,7 @@ func (x *SetRotationPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRotationPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetRotationPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{54}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SetRotationPolicyResponse) GetGroup() *Group {
@@ -3629,7 +3844,7 @@ type SetHistoryVisibilityRequest struct {
 
 func (x *SetHistoryVisibilityRequest) Reset() {
 	*x = SetHistoryVisibilityRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[55]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3641,7 +3856,7 @@ func (x *SetHistoryVisibilityRequest) String() string {
 func (*SetHistoryVisibilityRequest) ProtoMessage() {}
 
 func (x *SetHistoryVisibilityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[55]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3654,7 +3869,7 @@ func (x *SetHistoryVisibilityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetHistoryVisibilityRequest.ProtoReflect.Descriptor instead.
 func (*SetHistoryVisibilityRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{55}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SetHistoryVisibilityRequest) GetGroupId() string {
@@ -3681,7 +3896,7 @@ type SetHistoryVisibilityResponse struct {
 
 func (x *SetHistoryVisibilityResponse) Reset() {
 	*x = SetHistoryVisibilityResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[56]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3693,7 +3908,7 @@ func (x *SetHistoryVisibilityResponse) String() string {
 func (*SetHistoryVisibilityResponse) ProtoMessage() {}
 
 func (x *SetHistoryVisibilityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[56]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3706,7 +3921,7 @@ func (x *SetHistoryVisibilityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetHistoryVisibilityResponse.ProtoReflect.Descriptor instead.
 func (*SetHistoryVisibilityResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{56}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SetHistoryVisibilityResponse) GetGroup() *Group {
@@ -3735,7 +3950,7 @@ type StageEpochKeysRequest struct {
 
 func (x *StageEpochKeysRequest) Reset() {
 	*x = StageEpochKeysRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[57]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3747,7 +3962,7 @@ func (x *StageEpochKeysRequest) String() string {
 func (*StageEpochKeysRequest) ProtoMessage() {}
 
 func (x *StageEpochKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[57]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3760,7 +3975,7 @@ func (x *StageEpochKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageEpochKeysRequest.ProtoReflect.Descriptor instead.
 func (*StageEpochKeysRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{57}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *StageEpochKeysRequest) GetGroupId() string {
@@ -3805,7 +4020,7 @@ type StageEpochKeysResponse struct {
 
 func (x *StageEpochKeysResponse) Reset() {
 	*x = StageEpochKeysResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[58]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3817,7 +4032,7 @@ func (x *StageEpochKeysResponse) String() string {
 func (*StageEpochKeysResponse) ProtoMessage() {}
 
 func (x *StageEpochKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[58]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3830,7 +4045,7 @@ func (x *StageEpochKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageEpochKeysResponse.ProtoReflect.Descriptor instead.
 func (*StageEpochKeysResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{58}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *StageEpochKeysResponse) GetUploadId() string {
@@ -3876,7 +4091,7 @@ type CommitEpochRequest struct {
 
 func (x *CommitEpochRequest) Reset() {
 	*x = CommitEpochRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[59]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3888,7 +4103,7 @@ func (x *CommitEpochRequest) String() string {
 func (*CommitEpochRequest) ProtoMessage() {}
 
 func (x *CommitEpochRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[59]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3901,7 +4116,7 @@ func (x *CommitEpochRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitEpochRequest.ProtoReflect.Descriptor instead.
 func (*CommitEpochRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{59}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CommitEpochRequest) GetGroupId() string {
@@ -3951,7 +4166,7 @@ type CommitEpochResponse struct {
 
 func (x *CommitEpochResponse) Reset() {
 	*x = CommitEpochResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[60]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3963,7 +4178,7 @@ func (x *CommitEpochResponse) String() string {
 func (*CommitEpochResponse) ProtoMessage() {}
 
 func (x *CommitEpochResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[60]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3976,7 +4191,7 @@ func (x *CommitEpochResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitEpochResponse.ProtoReflect.Descriptor instead.
 func (*CommitEpochResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{60}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CommitEpochResponse) GetCommit() *EpochCommit {
@@ -4009,7 +4224,7 @@ type GetEpochKeysRequest struct {
 
 func (x *GetEpochKeysRequest) Reset() {
 	*x = GetEpochKeysRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[61]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4021,7 +4236,7 @@ func (x *GetEpochKeysRequest) String() string {
 func (*GetEpochKeysRequest) ProtoMessage() {}
 
 func (x *GetEpochKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[61]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4034,7 +4249,7 @@ func (x *GetEpochKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEpochKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetEpochKeysRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{61}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetEpochKeysRequest) GetGroupId() string {
@@ -4079,7 +4294,7 @@ type GetEpochKeysResponse struct {
 
 func (x *GetEpochKeysResponse) Reset() {
 	*x = GetEpochKeysResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[62]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4091,7 +4306,7 @@ func (x *GetEpochKeysResponse) String() string {
 func (*GetEpochKeysResponse) ProtoMessage() {}
 
 func (x *GetEpochKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[62]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4104,7 +4319,7 @@ func (x *GetEpochKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEpochKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetEpochKeysResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{62}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetEpochKeysResponse) GetKeys() []*EpochKey {
@@ -4140,7 +4355,7 @@ type ShareEpochKeysRequest struct {
 
 func (x *ShareEpochKeysRequest) Reset() {
 	*x = ShareEpochKeysRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[63]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4152,7 +4367,7 @@ func (x *ShareEpochKeysRequest) String() string {
 func (*ShareEpochKeysRequest) ProtoMessage() {}
 
 func (x *ShareEpochKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[63]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4165,7 +4380,7 @@ func (x *ShareEpochKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareEpochKeysRequest.ProtoReflect.Descriptor instead.
 func (*ShareEpochKeysRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{63}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ShareEpochKeysRequest) GetGroupId() string {
@@ -4192,7 +4407,7 @@ type ShareEpochKeysResponse struct {
 
 func (x *ShareEpochKeysResponse) Reset() {
 	*x = ShareEpochKeysResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[64]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4204,7 +4419,7 @@ func (x *ShareEpochKeysResponse) String() string {
 func (*ShareEpochKeysResponse) ProtoMessage() {}
 
 func (x *ShareEpochKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[64]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4217,7 +4432,7 @@ func (x *ShareEpochKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareEpochKeysResponse.ProtoReflect.Descriptor instead.
 func (*ShareEpochKeysResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{64}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ShareEpochKeysResponse) GetStoredCount() uint32 {
@@ -4225,6 +4440,151 @@ func (x *ShareEpochKeysResponse) GetStoredCount() uint32 {
 		return x.StoredCount
 	}
 	return 0
+}
+
+type GetMembershipChainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group identity.
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// Return the statements after this sequence number; 0 for the whole chain.
+	AfterSequence uint64 `protobuf:"varint,2,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	// At most this many statements: 0 means 500; the maximum is 1,000. A page also stops
+	// once it holds 1 MiB of statements (it always holds at least one).
+	PageSize uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The `next_page_token` of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMembershipChainRequest) Reset() {
+	*x = GetMembershipChainRequest{}
+	mi := &file_umbra_group_v1_group_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMembershipChainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMembershipChainRequest) ProtoMessage() {}
+
+func (x *GetMembershipChainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_group_v1_group_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMembershipChainRequest.ProtoReflect.Descriptor instead.
+func (*GetMembershipChainRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *GetMembershipChainRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GetMembershipChainRequest) GetAfterSequence() uint64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
+}
+
+func (x *GetMembershipChainRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetMembershipChainRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type GetMembershipChainResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The signed statements, in ascending sequence order: each one's sequence is inside
+	// its content.
+	Statements []*v1.SignedMembershipStatement `protobuf:"bytes,1,rep,name=statements,proto3" json:"statements,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The current head of the chain: its sequence number and hash (32 bytes).
+	HeadSequence  uint64 `protobuf:"varint,3,opt,name=head_sequence,json=headSequence,proto3" json:"head_sequence,omitempty"`
+	HeadHash      []byte `protobuf:"bytes,4,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMembershipChainResponse) Reset() {
+	*x = GetMembershipChainResponse{}
+	mi := &file_umbra_group_v1_group_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMembershipChainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMembershipChainResponse) ProtoMessage() {}
+
+func (x *GetMembershipChainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_group_v1_group_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMembershipChainResponse.ProtoReflect.Descriptor instead.
+func (*GetMembershipChainResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *GetMembershipChainResponse) GetStatements() []*v1.SignedMembershipStatement {
+	if x != nil {
+		return x.Statements
+	}
+	return nil
+}
+
+func (x *GetMembershipChainResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *GetMembershipChainResponse) GetHeadSequence() uint64 {
+	if x != nil {
+		return x.HeadSequence
+	}
+	return 0
+}
+
+func (x *GetMembershipChainResponse) GetHeadHash() []byte {
+	if x != nil {
+		return x.HeadHash
+	}
+	return nil
 }
 
 type GetEpochStateRequest struct {
@@ -4237,7 +4597,7 @@ type GetEpochStateRequest struct {
 
 func (x *GetEpochStateRequest) Reset() {
 	*x = GetEpochStateRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[65]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4249,7 +4609,7 @@ func (x *GetEpochStateRequest) String() string {
 func (*GetEpochStateRequest) ProtoMessage() {}
 
 func (x *GetEpochStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[65]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4262,7 +4622,7 @@ func (x *GetEpochStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEpochStateRequest.ProtoReflect.Descriptor instead.
 func (*GetEpochStateRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{65}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetEpochStateRequest) GetGroupId() string {
@@ -4295,13 +4655,17 @@ type GetEpochStateResponse struct {
 	MemberCount uint32 `protobuf:"varint,9,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
 	// The membership version the state belongs to.
 	MembershipVersion uint64 `protobuf:"varint,10,opt,name=membership_version,json=membershipVersion,proto3" json:"membership_version,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The head of the membership chain, which the next commit must name: its sequence
+	// and hash (32 bytes).
+	MembershipSequence uint64 `protobuf:"varint,11,opt,name=membership_sequence,json=membershipSequence,proto3" json:"membership_sequence,omitempty"`
+	MembershipHash     []byte `protobuf:"bytes,12,opt,name=membership_hash,json=membershipHash,proto3" json:"membership_hash,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *GetEpochStateResponse) Reset() {
 	*x = GetEpochStateResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[66]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4313,7 +4677,7 @@ func (x *GetEpochStateResponse) String() string {
 func (*GetEpochStateResponse) ProtoMessage() {}
 
 func (x *GetEpochStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[66]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4326,7 +4690,7 @@ func (x *GetEpochStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEpochStateResponse.ProtoReflect.Descriptor instead.
 func (*GetEpochStateResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{66}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetEpochStateResponse) GetGroupId() string {
@@ -4399,6 +4763,20 @@ func (x *GetEpochStateResponse) GetMembershipVersion() uint64 {
 	return 0
 }
 
+func (x *GetEpochStateResponse) GetMembershipSequence() uint64 {
+	if x != nil {
+		return x.MembershipSequence
+	}
+	return 0
+}
+
+func (x *GetEpochStateResponse) GetMembershipHash() []byte {
+	if x != nil {
+		return x.MembershipHash
+	}
+	return nil
+}
+
 type CheckMembershipRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The app of the group (internal callers hold no access token, so they name it).
@@ -4413,7 +4791,7 @@ type CheckMembershipRequest struct {
 
 func (x *CheckMembershipRequest) Reset() {
 	*x = CheckMembershipRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[67]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4425,7 +4803,7 @@ func (x *CheckMembershipRequest) String() string {
 func (*CheckMembershipRequest) ProtoMessage() {}
 
 func (x *CheckMembershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[67]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4438,7 +4816,7 @@ func (x *CheckMembershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckMembershipRequest.ProtoReflect.Descriptor instead.
 func (*CheckMembershipRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{67}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *CheckMembershipRequest) GetAppId() string {
@@ -4488,7 +4866,7 @@ type CheckMembershipResponse struct {
 
 func (x *CheckMembershipResponse) Reset() {
 	*x = CheckMembershipResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[68]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4500,7 +4878,7 @@ func (x *CheckMembershipResponse) String() string {
 func (*CheckMembershipResponse) ProtoMessage() {}
 
 func (x *CheckMembershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[68]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4513,7 +4891,7 @@ func (x *CheckMembershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckMembershipResponse.ProtoReflect.Descriptor instead.
 func (*CheckMembershipResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{68}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *CheckMembershipResponse) GetMember() bool {
@@ -4592,7 +4970,7 @@ type AuthorizeSendRequest struct {
 
 func (x *AuthorizeSendRequest) Reset() {
 	*x = AuthorizeSendRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[69]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4604,7 +4982,7 @@ func (x *AuthorizeSendRequest) String() string {
 func (*AuthorizeSendRequest) ProtoMessage() {}
 
 func (x *AuthorizeSendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[69]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4617,7 +4995,7 @@ func (x *AuthorizeSendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeSendRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizeSendRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{69}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *AuthorizeSendRequest) GetAppId() string {
@@ -4677,7 +5055,7 @@ type AuthorizeSendResponse struct {
 
 func (x *AuthorizeSendResponse) Reset() {
 	*x = AuthorizeSendResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[70]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4689,7 +5067,7 @@ func (x *AuthorizeSendResponse) String() string {
 func (*AuthorizeSendResponse) ProtoMessage() {}
 
 func (x *AuthorizeSendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[70]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4702,7 +5080,7 @@ func (x *AuthorizeSendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeSendResponse.ProtoReflect.Descriptor instead.
 func (*AuthorizeSendResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{70}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *AuthorizeSendResponse) GetEpoch() uint64 {
@@ -4743,7 +5121,7 @@ type ListMemberIdentitiesRequest struct {
 
 func (x *ListMemberIdentitiesRequest) Reset() {
 	*x = ListMemberIdentitiesRequest{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[71]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4755,7 +5133,7 @@ func (x *ListMemberIdentitiesRequest) String() string {
 func (*ListMemberIdentitiesRequest) ProtoMessage() {}
 
 func (x *ListMemberIdentitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[71]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4768,7 +5146,7 @@ func (x *ListMemberIdentitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMemberIdentitiesRequest.ProtoReflect.Descriptor instead.
 func (*ListMemberIdentitiesRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{71}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListMemberIdentitiesRequest) GetAppId() string {
@@ -4813,7 +5191,7 @@ type ListMemberIdentitiesResponse struct {
 
 func (x *ListMemberIdentitiesResponse) Reset() {
 	*x = ListMemberIdentitiesResponse{}
-	mi := &file_umbra_group_v1_group_proto_msgTypes[72]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4825,7 +5203,7 @@ func (x *ListMemberIdentitiesResponse) String() string {
 func (*ListMemberIdentitiesResponse) ProtoMessage() {}
 
 func (x *ListMemberIdentitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_group_v1_group_proto_msgTypes[72]
+	mi := &file_umbra_group_v1_group_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4838,7 +5216,7 @@ func (x *ListMemberIdentitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMemberIdentitiesResponse.ProtoReflect.Descriptor instead.
 func (*ListMemberIdentitiesResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{72}
+	return file_umbra_group_v1_group_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ListMemberIdentitiesResponse) GetIdentities() []string {
@@ -4874,7 +5252,7 @@ const file_umbra_group_v1_group_proto_rawDesc = "" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12-\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x19.umbra.group.v1.GroupRoleR\x04role\x127\n" +
 	"\tjoined_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt\x12\x19\n" +
-	"\badded_by\x18\x04 \x01(\tR\aaddedBy\"\xf0\x05\n" +
+	"\badded_by\x18\x04 \x01(\tR\aaddedBy\"\xca\x06\n" +
 	"\x05Group\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12G\n" +
@@ -4893,7 +5271,9 @@ const file_umbra_group_v1_group_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x120\n" +
 	"\amembers\x18\x0e \x03(\v2\x16.umbra.group.v1.MemberR\amembers\x12\x16\n" +
-	"\x06banned\x18\x0f \x03(\tR\x06banned\"\x7f\n" +
+	"\x06banned\x18\x0f \x03(\tR\x06banned\x12/\n" +
+	"\x13membership_sequence\x18\x10 \x01(\x04R\x12membershipSequence\x12'\n" +
+	"\x0fmembership_hash\x18\x11 \x01(\fR\x0emembershipHash\"\x7f\n" +
 	"\vJoinRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x129\n" +
@@ -4958,19 +5338,26 @@ const file_umbra_group_v1_group_proto_rawDesc = "" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12#\n" +
 	"\rcurrent_epoch\x18\x02 \x01(\x04R\fcurrentEpoch\x12.\n" +
 	"\x13current_commit_hash\x18\x03 \x01(\fR\x11currentCommitHash\x12!\n" +
-	"\fcommitted_by\x18\x04 \x01(\tR\vcommittedBy\"o\n" +
+	"\fcommitted_by\x18\x04 \x01(\tR\vcommittedBy\"\xc9\x01\n" +
 	"\x0eCommitMismatch\x12\x18\n" +
 	"\amissing\x18\x01 \x03(\tR\amissing\x12\x1e\n" +
 	"\n" +
 	"unexpected\x18\x02 \x03(\tR\n" +
 	"unexpected\x12#\n" +
-	"\routdated_card\x18\x03 \x03(\tR\foutdatedCard\"\xad\x02\n" +
+	"\routdated_card\x18\x03 \x03(\tR\foutdatedCard\x12/\n" +
+	"\x13membership_sequence\x18\x04 \x01(\x04R\x12membershipSequence\x12'\n" +
+	"\x0fmembership_hash\x18\x05 \x01(\fR\x0emembershipHash\"}\n" +
+	"\x12MembershipConflict\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12)\n" +
+	"\x10current_sequence\x18\x02 \x01(\x04R\x0fcurrentSequence\x12!\n" +
+	"\fcurrent_hash\x18\x03 \x01(\fR\vcurrentHash\"\xf9\x02\n" +
 	"\x12CreateGroupRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\tR\amembers\x12G\n" +
 	"\x0fencryption_mode\x18\x03 \x01(\x0e2\x1e.umbra.group.v1.EncryptionModeR\x0eencryptionMode\x12P\n" +
 	"\x12history_visibility\x18\x04 \x01(\x0e2!.umbra.group.v1.HistoryVisibilityR\x11historyVisibility\x12G\n" +
-	"\x0frotation_policy\x18\x05 \x01(\v2\x1e.umbra.group.v1.RotationPolicyR\x0erotationPolicy\"B\n" +
+	"\x0frotation_policy\x18\x05 \x01(\v2\x1e.umbra.group.v1.RotationPolicyR\x0erotationPolicy\x12J\n" +
+	"\tstatement\x18\x06 \x01(\v2,.umbra.envelope.v1.SignedMembershipStatementR\tstatement\"B\n" +
 	"\x13CreateGroupResponse\x12+\n" +
 	"\x05group\x18\x01 \x01(\v2\x15.umbra.group.v1.GroupR\x05group\",\n" +
 	"\x0fGetGroupRequest\x12\x19\n" +
@@ -4986,53 +5373,61 @@ const file_umbra_group_v1_group_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"/\n" +
 	"\x12DeleteGroupRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"\x15\n" +
-	"\x13DeleteGroupResponse\"N\n" +
+	"\x13DeleteGroupResponse\"\x9a\x01\n" +
 	"\x11AddMembersRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1e\n" +
 	"\n" +
 	"identities\x18\x02 \x03(\tR\n" +
-	"identities\"W\n" +
+	"identities\x12J\n" +
+	"\tstatement\x18\x03 \x01(\v2,.umbra.envelope.v1.SignedMembershipStatementR\tstatement\"W\n" +
 	"\x12AddMembersResponse\x12+\n" +
 	"\x05group\x18\x01 \x01(\v2\x15.umbra.group.v1.GroupR\x05group\x12\x14\n" +
-	"\x05added\x18\x02 \x03(\tR\x05added\"L\n" +
+	"\x05added\x18\x02 \x03(\tR\x05added\"\x98\x01\n" +
 	"\x13RemoveMemberRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1a\n" +
-	"\bidentity\x18\x02 \x01(\tR\bidentity\"C\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12J\n" +
+	"\tstatement\x18\x03 \x01(\v2,.umbra.envelope.v1.SignedMembershipStatementR\tstatement\"C\n" +
 	"\x14RemoveMemberResponse\x12+\n" +
-	"\x05group\x18\x01 \x01(\v2\x15.umbra.group.v1.GroupR\x05group\"I\n" +
+	"\x05group\x18\x01 \x01(\v2\x15.umbra.group.v1.GroupR\x05group\"\x95\x01\n" +
 	"\x10BanMemberRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1a\n" +
-	"\bidentity\x18\x02 \x01(\tR\bidentity\"Z\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12J\n" +
+	"\tstatement\x18\x03 \x01(\v2,.umbra.envelope.v1.SignedMembershipStatementR\tstatement\"Z\n" +
 	"\x11BanMemberResponse\x12+\n" +
 	"\x05group\x18\x01 \x01(\v2\x15.umbra.group.v1.GroupR\x05group\x12\x18\n" +
-	"\aremoved\x18\x02 \x01(\bR\aremoved\"K\n" +
+	"\aremoved\x18\x02 \x01(\bR\aremoved\"\x97\x01\n" +
 	"\x12UnbanMemberRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1a\n" +
-	"\bidentity\x18\x02 \x01(\tR\bidentity\"\x15\n" +
-	"\x13UnbanMemberResponse\".\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12J\n" +
+	"\tstatement\x18\x03 \x01(\v2,.umbra.envelope.v1.SignedMembershipStatementR\tstatement\"\x15\n" +
+	"\x13UnbanMemberResponse\"z\n" +
 	"\x11LeaveGroupRequest\x12\x19\n" +
-	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"V\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12J\n" +
+	"\tstatement\x18\x02 \x01(\v2,.umbra.envelope.v1.SignedMembershipStatementR\tstatement\"V\n" +
 	"\x12LeaveGroupResponse\x12#\n" +
 	"\rgroup_deleted\x18\x01 \x01(\bR\fgroupDeleted\x12\x1b\n" +
-	"\tnew_owner\x18\x02 \x01(\tR\bnewOwner\"v\n" +
+	"\tnew_owner\x18\x02 \x01(\tR\bnewOwner\"\xc2\x01\n" +
 	"\x0eSetRoleRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12-\n" +
-	"\x04role\x18\x03 \x01(\x0e2\x19.umbra.group.v1.GroupRoleR\x04role\"A\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x19.umbra.group.v1.GroupRoleR\x04role\x12J\n" +
+	"\tstatement\x18\x04 \x01(\v2,.umbra.envelope.v1.SignedMembershipStatementR\tstatement\"A\n" +
 	"\x0fSetRoleResponse\x12.\n" +
-	"\x06member\x18\x01 \x01(\v2\x16.umbra.group.v1.MemberR\x06member\"R\n" +
+	"\x06member\x18\x01 \x01(\v2\x16.umbra.group.v1.MemberR\x06member\"\x9e\x01\n" +
 	"\x18TransferOwnershipRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1b\n" +
-	"\tnew_owner\x18\x02 \x01(\tR\bnewOwner\"H\n" +
+	"\tnew_owner\x18\x02 \x01(\tR\bnewOwner\x12J\n" +
+	"\tstatement\x18\x03 \x01(\v2,.umbra.envelope.v1.SignedMembershipStatementR\tstatement\"H\n" +
 	"\x19TransferOwnershipResponse\x12+\n" +
 	"\x05group\x18\x01 \x01(\v2\x15.umbra.group.v1.GroupR\x05group\"/\n" +
 	"\x12RequestJoinRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"U\n" +
 	"\x13RequestJoinResponse\x12>\n" +
-	"\fjoin_request\x18\x01 \x01(\v2\x1b.umbra.group.v1.JoinRequestR\vjoinRequest\"R\n" +
+	"\fjoin_request\x18\x01 \x01(\v2\x1b.umbra.group.v1.JoinRequestR\vjoinRequest\"\x9e\x01\n" +
 	"\x19ApproveJoinRequestRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1a\n" +
-	"\bidentity\x18\x02 \x01(\tR\bidentity\"L\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12J\n" +
+	"\tstatement\x18\x03 \x01(\v2,.umbra.envelope.v1.SignedMembershipStatementR\tstatement\"L\n" +
 	"\x1aApproveJoinRequestResponse\x12.\n" +
 	"\x06member\x18\x01 \x01(\v2\x16.umbra.group.v1.MemberR\x06member\"R\n" +
 	"\x19DeclineJoinRequestRequest\x12\x19\n" +
@@ -5046,17 +5441,19 @@ const file_umbra_group_v1_group_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"\x84\x01\n" +
 	"\x18ListJoinRequestsResponse\x12@\n" +
 	"\rjoin_requests\x18\x01 \x03(\v2\x1b.umbra.group.v1.JoinRequestR\fjoinRequests\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"y\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc5\x01\n" +
 	"\x13InviteMemberRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12+\n" +
-	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"R\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12J\n" +
+	"\tstatement\x18\x04 \x01(\v2,.umbra.envelope.v1.SignedMembershipStatementR\tstatement\"R\n" +
 	"\x14InviteMemberResponse\x12:\n" +
 	"\n" +
 	"invitation\x18\x01 \x01(\v2\x1a.umbra.group.v1.InvitationR\n" +
-	"invitation\"4\n" +
+	"invitation\"\x80\x01\n" +
 	"\x17AcceptInvitationRequest\x12\x19\n" +
-	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"J\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12J\n" +
+	"\tstatement\x18\x02 \x01(\v2,.umbra.envelope.v1.SignedMembershipStatementR\tstatement\"J\n" +
 	"\x18AcceptInvitationResponse\x12.\n" +
 	"\x06member\x18\x01 \x01(\v2\x16.umbra.group.v1.MemberR\x06member\"5\n" +
 	"\x18DeclineInvitationRequest\x12\x19\n" +
@@ -5120,9 +5517,22 @@ const file_umbra_group_v1_group_proto_rawDesc = "" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x122\n" +
 	"\x06shares\x18\x02 \x03(\v2\x1a.umbra.group.v1.EpochShareR\x06shares\";\n" +
 	"\x16ShareEpochKeysResponse\x12!\n" +
-	"\fstored_count\x18\x01 \x01(\rR\vstoredCount\"1\n" +
+	"\fstored_count\x18\x01 \x01(\rR\vstoredCount\"\x99\x01\n" +
+	"\x19GetMembershipChainRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12%\n" +
+	"\x0eafter_sequence\x18\x02 \x01(\x04R\rafterSequence\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\xd4\x01\n" +
+	"\x1aGetMembershipChainResponse\x12L\n" +
+	"\n" +
+	"statements\x18\x01 \x03(\v2,.umbra.envelope.v1.SignedMembershipStatementR\n" +
+	"statements\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12#\n" +
+	"\rhead_sequence\x18\x03 \x01(\x04R\fheadSequence\x12\x1b\n" +
+	"\thead_hash\x18\x04 \x01(\fR\bheadHash\"1\n" +
 	"\x14GetEpochStateRequest\x12\x19\n" +
-	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"\x84\x04\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"\xde\x04\n" +
 	"\x15GetEpochStateResponse\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12G\n" +
 	"\x0fencryption_mode\x18\x02 \x01(\x0e2\x1e.umbra.group.v1.EncryptionModeR\x0eencryptionMode\x12\x14\n" +
@@ -5134,7 +5544,9 @@ const file_umbra_group_v1_group_proto_rawDesc = "" +
 	"\x0frotation_due_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rrotationDueAt\x12!\n" +
 	"\fmember_count\x18\t \x01(\rR\vmemberCount\x12-\n" +
 	"\x12membership_version\x18\n" +
-	" \x01(\x04R\x11membershipVersion\"f\n" +
+	" \x01(\x04R\x11membershipVersion\x12/\n" +
+	"\x13membership_sequence\x18\v \x01(\x04R\x12membershipSequence\x12'\n" +
+	"\x0fmembership_hash\x18\f \x01(\fR\x0emembershipHash\"f\n" +
 	"\x16CheckMembershipRequest\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x19\n" +
 	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x1a\n" +
@@ -5214,7 +5626,7 @@ const file_umbra_group_v1_group_proto_rawDesc = "" +
 	"!GROUP_EVENT_KIND_SETTINGS_CHANGED\x10\r\x12&\n" +
 	"\"GROUP_EVENT_KIND_ROTATION_REQUIRED\x10\x0e\x12$\n" +
 	" GROUP_EVENT_KIND_EPOCH_COMMITTED\x10\x0f\x12&\n" +
-	"\"GROUP_EVENT_KIND_EPOCH_KEYS_SHARED\x10\x102\xcb\x16\n" +
+	"\"GROUP_EVENT_KIND_EPOCH_KEYS_SHARED\x10\x102\xb8\x17\n" +
 	"\fGroupService\x12V\n" +
 	"\vCreateGroup\x12\".umbra.group.v1.CreateGroupRequest\x1a#.umbra.group.v1.CreateGroupResponse\x12M\n" +
 	"\bGetGroup\x12\x1f.umbra.group.v1.GetGroupRequest\x1a .umbra.group.v1.GetGroupResponse\x12Y\n" +
@@ -5244,7 +5656,8 @@ const file_umbra_group_v1_group_proto_rawDesc = "" +
 	"\vCommitEpoch\x12\".umbra.group.v1.CommitEpochRequest\x1a#.umbra.group.v1.CommitEpochResponse\x12Y\n" +
 	"\fGetEpochKeys\x12#.umbra.group.v1.GetEpochKeysRequest\x1a$.umbra.group.v1.GetEpochKeysResponse\x12_\n" +
 	"\x0eShareEpochKeys\x12%.umbra.group.v1.ShareEpochKeysRequest\x1a&.umbra.group.v1.ShareEpochKeysResponse\x12\\\n" +
-	"\rGetEpochState\x12$.umbra.group.v1.GetEpochStateRequest\x1a%.umbra.group.v1.GetEpochStateResponse\x12b\n" +
+	"\rGetEpochState\x12$.umbra.group.v1.GetEpochStateRequest\x1a%.umbra.group.v1.GetEpochStateResponse\x12k\n" +
+	"\x12GetMembershipChain\x12).umbra.group.v1.GetMembershipChainRequest\x1a*.umbra.group.v1.GetMembershipChainResponse\x12b\n" +
 	"\x0fCheckMembership\x12&.umbra.group.v1.CheckMembershipRequest\x1a'.umbra.group.v1.CheckMembershipResponse\x12\\\n" +
 	"\rAuthorizeSend\x12$.umbra.group.v1.AuthorizeSendRequest\x1a%.umbra.group.v1.AuthorizeSendResponse\x12q\n" +
 	"\x14ListMemberIdentities\x12+.umbra.group.v1.ListMemberIdentitiesRequest\x1a,.umbra.group.v1.ListMemberIdentitiesResponseB:Z8github.com/umbra-e2ee/umbra/proto/umbra/group/v1;groupv1b\x06proto3"
@@ -5262,7 +5675,7 @@ func file_umbra_group_v1_group_proto_rawDescGZIP() []byte {
 }
 
 var file_umbra_group_v1_group_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_umbra_group_v1_group_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_umbra_group_v1_group_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
 var file_umbra_group_v1_group_proto_goTypes = []any{
 	(GroupRole)(0),                       // 0: umbra.group.v1.GroupRole
 	(EncryptionMode)(0),                  // 1: umbra.group.v1.EncryptionMode
@@ -5283,207 +5696,225 @@ var file_umbra_group_v1_group_proto_goTypes = []any{
 	(*EpochRequired)(nil),                // 16: umbra.group.v1.EpochRequired
 	(*EpochConflict)(nil),                // 17: umbra.group.v1.EpochConflict
 	(*CommitMismatch)(nil),               // 18: umbra.group.v1.CommitMismatch
-	(*CreateGroupRequest)(nil),           // 19: umbra.group.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),          // 20: umbra.group.v1.CreateGroupResponse
-	(*GetGroupRequest)(nil),              // 21: umbra.group.v1.GetGroupRequest
-	(*GetGroupResponse)(nil),             // 22: umbra.group.v1.GetGroupResponse
-	(*ListMyGroupsRequest)(nil),          // 23: umbra.group.v1.ListMyGroupsRequest
-	(*ListMyGroupsResponse)(nil),         // 24: umbra.group.v1.ListMyGroupsResponse
-	(*DeleteGroupRequest)(nil),           // 25: umbra.group.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),          // 26: umbra.group.v1.DeleteGroupResponse
-	(*AddMembersRequest)(nil),            // 27: umbra.group.v1.AddMembersRequest
-	(*AddMembersResponse)(nil),           // 28: umbra.group.v1.AddMembersResponse
-	(*RemoveMemberRequest)(nil),          // 29: umbra.group.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),         // 30: umbra.group.v1.RemoveMemberResponse
-	(*BanMemberRequest)(nil),             // 31: umbra.group.v1.BanMemberRequest
-	(*BanMemberResponse)(nil),            // 32: umbra.group.v1.BanMemberResponse
-	(*UnbanMemberRequest)(nil),           // 33: umbra.group.v1.UnbanMemberRequest
-	(*UnbanMemberResponse)(nil),          // 34: umbra.group.v1.UnbanMemberResponse
-	(*LeaveGroupRequest)(nil),            // 35: umbra.group.v1.LeaveGroupRequest
-	(*LeaveGroupResponse)(nil),           // 36: umbra.group.v1.LeaveGroupResponse
-	(*SetRoleRequest)(nil),               // 37: umbra.group.v1.SetRoleRequest
-	(*SetRoleResponse)(nil),              // 38: umbra.group.v1.SetRoleResponse
-	(*TransferOwnershipRequest)(nil),     // 39: umbra.group.v1.TransferOwnershipRequest
-	(*TransferOwnershipResponse)(nil),    // 40: umbra.group.v1.TransferOwnershipResponse
-	(*RequestJoinRequest)(nil),           // 41: umbra.group.v1.RequestJoinRequest
-	(*RequestJoinResponse)(nil),          // 42: umbra.group.v1.RequestJoinResponse
-	(*ApproveJoinRequestRequest)(nil),    // 43: umbra.group.v1.ApproveJoinRequestRequest
-	(*ApproveJoinRequestResponse)(nil),   // 44: umbra.group.v1.ApproveJoinRequestResponse
-	(*DeclineJoinRequestRequest)(nil),    // 45: umbra.group.v1.DeclineJoinRequestRequest
-	(*DeclineJoinRequestResponse)(nil),   // 46: umbra.group.v1.DeclineJoinRequestResponse
-	(*ListJoinRequestsRequest)(nil),      // 47: umbra.group.v1.ListJoinRequestsRequest
-	(*ListJoinRequestsResponse)(nil),     // 48: umbra.group.v1.ListJoinRequestsResponse
-	(*InviteMemberRequest)(nil),          // 49: umbra.group.v1.InviteMemberRequest
-	(*InviteMemberResponse)(nil),         // 50: umbra.group.v1.InviteMemberResponse
-	(*AcceptInvitationRequest)(nil),      // 51: umbra.group.v1.AcceptInvitationRequest
-	(*AcceptInvitationResponse)(nil),     // 52: umbra.group.v1.AcceptInvitationResponse
-	(*DeclineInvitationRequest)(nil),     // 53: umbra.group.v1.DeclineInvitationRequest
-	(*DeclineInvitationResponse)(nil),    // 54: umbra.group.v1.DeclineInvitationResponse
-	(*ListMyInvitationsRequest)(nil),     // 55: umbra.group.v1.ListMyInvitationsRequest
-	(*ListMyInvitationsResponse)(nil),    // 56: umbra.group.v1.ListMyInvitationsResponse
-	(*SetEncryptionModeRequest)(nil),     // 57: umbra.group.v1.SetEncryptionModeRequest
-	(*SetEncryptionModeResponse)(nil),    // 58: umbra.group.v1.SetEncryptionModeResponse
-	(*SetRotationPolicyRequest)(nil),     // 59: umbra.group.v1.SetRotationPolicyRequest
-	(*SetRotationPolicyResponse)(nil),    // 60: umbra.group.v1.SetRotationPolicyResponse
-	(*SetHistoryVisibilityRequest)(nil),  // 61: umbra.group.v1.SetHistoryVisibilityRequest
-	(*SetHistoryVisibilityResponse)(nil), // 62: umbra.group.v1.SetHistoryVisibilityResponse
-	(*StageEpochKeysRequest)(nil),        // 63: umbra.group.v1.StageEpochKeysRequest
-	(*StageEpochKeysResponse)(nil),       // 64: umbra.group.v1.StageEpochKeysResponse
-	(*CommitEpochRequest)(nil),           // 65: umbra.group.v1.CommitEpochRequest
-	(*CommitEpochResponse)(nil),          // 66: umbra.group.v1.CommitEpochResponse
-	(*GetEpochKeysRequest)(nil),          // 67: umbra.group.v1.GetEpochKeysRequest
-	(*GetEpochKeysResponse)(nil),         // 68: umbra.group.v1.GetEpochKeysResponse
-	(*ShareEpochKeysRequest)(nil),        // 69: umbra.group.v1.ShareEpochKeysRequest
-	(*ShareEpochKeysResponse)(nil),       // 70: umbra.group.v1.ShareEpochKeysResponse
-	(*GetEpochStateRequest)(nil),         // 71: umbra.group.v1.GetEpochStateRequest
-	(*GetEpochStateResponse)(nil),        // 72: umbra.group.v1.GetEpochStateResponse
-	(*CheckMembershipRequest)(nil),       // 73: umbra.group.v1.CheckMembershipRequest
-	(*CheckMembershipResponse)(nil),      // 74: umbra.group.v1.CheckMembershipResponse
-	(*AuthorizeSendRequest)(nil),         // 75: umbra.group.v1.AuthorizeSendRequest
-	(*AuthorizeSendResponse)(nil),        // 76: umbra.group.v1.AuthorizeSendResponse
-	(*ListMemberIdentitiesRequest)(nil),  // 77: umbra.group.v1.ListMemberIdentitiesRequest
-	(*ListMemberIdentitiesResponse)(nil), // 78: umbra.group.v1.ListMemberIdentitiesResponse
-	(*durationpb.Duration)(nil),          // 79: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 80: google.protobuf.Timestamp
-	(*v1.WrappedEpochKey)(nil),           // 81: umbra.envelope.v1.WrappedEpochKey
-	(*v1.SignedEpochCommit)(nil),         // 82: umbra.envelope.v1.SignedEpochCommit
+	(*MembershipConflict)(nil),           // 19: umbra.group.v1.MembershipConflict
+	(*CreateGroupRequest)(nil),           // 20: umbra.group.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),          // 21: umbra.group.v1.CreateGroupResponse
+	(*GetGroupRequest)(nil),              // 22: umbra.group.v1.GetGroupRequest
+	(*GetGroupResponse)(nil),             // 23: umbra.group.v1.GetGroupResponse
+	(*ListMyGroupsRequest)(nil),          // 24: umbra.group.v1.ListMyGroupsRequest
+	(*ListMyGroupsResponse)(nil),         // 25: umbra.group.v1.ListMyGroupsResponse
+	(*DeleteGroupRequest)(nil),           // 26: umbra.group.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),          // 27: umbra.group.v1.DeleteGroupResponse
+	(*AddMembersRequest)(nil),            // 28: umbra.group.v1.AddMembersRequest
+	(*AddMembersResponse)(nil),           // 29: umbra.group.v1.AddMembersResponse
+	(*RemoveMemberRequest)(nil),          // 30: umbra.group.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),         // 31: umbra.group.v1.RemoveMemberResponse
+	(*BanMemberRequest)(nil),             // 32: umbra.group.v1.BanMemberRequest
+	(*BanMemberResponse)(nil),            // 33: umbra.group.v1.BanMemberResponse
+	(*UnbanMemberRequest)(nil),           // 34: umbra.group.v1.UnbanMemberRequest
+	(*UnbanMemberResponse)(nil),          // 35: umbra.group.v1.UnbanMemberResponse
+	(*LeaveGroupRequest)(nil),            // 36: umbra.group.v1.LeaveGroupRequest
+	(*LeaveGroupResponse)(nil),           // 37: umbra.group.v1.LeaveGroupResponse
+	(*SetRoleRequest)(nil),               // 38: umbra.group.v1.SetRoleRequest
+	(*SetRoleResponse)(nil),              // 39: umbra.group.v1.SetRoleResponse
+	(*TransferOwnershipRequest)(nil),     // 40: umbra.group.v1.TransferOwnershipRequest
+	(*TransferOwnershipResponse)(nil),    // 41: umbra.group.v1.TransferOwnershipResponse
+	(*RequestJoinRequest)(nil),           // 42: umbra.group.v1.RequestJoinRequest
+	(*RequestJoinResponse)(nil),          // 43: umbra.group.v1.RequestJoinResponse
+	(*ApproveJoinRequestRequest)(nil),    // 44: umbra.group.v1.ApproveJoinRequestRequest
+	(*ApproveJoinRequestResponse)(nil),   // 45: umbra.group.v1.ApproveJoinRequestResponse
+	(*DeclineJoinRequestRequest)(nil),    // 46: umbra.group.v1.DeclineJoinRequestRequest
+	(*DeclineJoinRequestResponse)(nil),   // 47: umbra.group.v1.DeclineJoinRequestResponse
+	(*ListJoinRequestsRequest)(nil),      // 48: umbra.group.v1.ListJoinRequestsRequest
+	(*ListJoinRequestsResponse)(nil),     // 49: umbra.group.v1.ListJoinRequestsResponse
+	(*InviteMemberRequest)(nil),          // 50: umbra.group.v1.InviteMemberRequest
+	(*InviteMemberResponse)(nil),         // 51: umbra.group.v1.InviteMemberResponse
+	(*AcceptInvitationRequest)(nil),      // 52: umbra.group.v1.AcceptInvitationRequest
+	(*AcceptInvitationResponse)(nil),     // 53: umbra.group.v1.AcceptInvitationResponse
+	(*DeclineInvitationRequest)(nil),     // 54: umbra.group.v1.DeclineInvitationRequest
+	(*DeclineInvitationResponse)(nil),    // 55: umbra.group.v1.DeclineInvitationResponse
+	(*ListMyInvitationsRequest)(nil),     // 56: umbra.group.v1.ListMyInvitationsRequest
+	(*ListMyInvitationsResponse)(nil),    // 57: umbra.group.v1.ListMyInvitationsResponse
+	(*SetEncryptionModeRequest)(nil),     // 58: umbra.group.v1.SetEncryptionModeRequest
+	(*SetEncryptionModeResponse)(nil),    // 59: umbra.group.v1.SetEncryptionModeResponse
+	(*SetRotationPolicyRequest)(nil),     // 60: umbra.group.v1.SetRotationPolicyRequest
+	(*SetRotationPolicyResponse)(nil),    // 61: umbra.group.v1.SetRotationPolicyResponse
+	(*SetHistoryVisibilityRequest)(nil),  // 62: umbra.group.v1.SetHistoryVisibilityRequest
+	(*SetHistoryVisibilityResponse)(nil), // 63: umbra.group.v1.SetHistoryVisibilityResponse
+	(*StageEpochKeysRequest)(nil),        // 64: umbra.group.v1.StageEpochKeysRequest
+	(*StageEpochKeysResponse)(nil),       // 65: umbra.group.v1.StageEpochKeysResponse
+	(*CommitEpochRequest)(nil),           // 66: umbra.group.v1.CommitEpochRequest
+	(*CommitEpochResponse)(nil),          // 67: umbra.group.v1.CommitEpochResponse
+	(*GetEpochKeysRequest)(nil),          // 68: umbra.group.v1.GetEpochKeysRequest
+	(*GetEpochKeysResponse)(nil),         // 69: umbra.group.v1.GetEpochKeysResponse
+	(*ShareEpochKeysRequest)(nil),        // 70: umbra.group.v1.ShareEpochKeysRequest
+	(*ShareEpochKeysResponse)(nil),       // 71: umbra.group.v1.ShareEpochKeysResponse
+	(*GetMembershipChainRequest)(nil),    // 72: umbra.group.v1.GetMembershipChainRequest
+	(*GetMembershipChainResponse)(nil),   // 73: umbra.group.v1.GetMembershipChainResponse
+	(*GetEpochStateRequest)(nil),         // 74: umbra.group.v1.GetEpochStateRequest
+	(*GetEpochStateResponse)(nil),        // 75: umbra.group.v1.GetEpochStateResponse
+	(*CheckMembershipRequest)(nil),       // 76: umbra.group.v1.CheckMembershipRequest
+	(*CheckMembershipResponse)(nil),      // 77: umbra.group.v1.CheckMembershipResponse
+	(*AuthorizeSendRequest)(nil),         // 78: umbra.group.v1.AuthorizeSendRequest
+	(*AuthorizeSendResponse)(nil),        // 79: umbra.group.v1.AuthorizeSendResponse
+	(*ListMemberIdentitiesRequest)(nil),  // 80: umbra.group.v1.ListMemberIdentitiesRequest
+	(*ListMemberIdentitiesResponse)(nil), // 81: umbra.group.v1.ListMemberIdentitiesResponse
+	(*durationpb.Duration)(nil),          // 82: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 83: google.protobuf.Timestamp
+	(*v1.WrappedEpochKey)(nil),           // 84: umbra.envelope.v1.WrappedEpochKey
+	(*v1.SignedEpochCommit)(nil),         // 85: umbra.envelope.v1.SignedEpochCommit
+	(*v1.SignedMembershipStatement)(nil), // 86: umbra.envelope.v1.SignedMembershipStatement
 }
 var file_umbra_group_v1_group_proto_depIdxs = []int32{
-	79,  // 0: umbra.group.v1.RotationPolicy.period:type_name -> google.protobuf.Duration
+	82,  // 0: umbra.group.v1.RotationPolicy.period:type_name -> google.protobuf.Duration
 	0,   // 1: umbra.group.v1.Member.role:type_name -> umbra.group.v1.GroupRole
-	80,  // 2: umbra.group.v1.Member.joined_at:type_name -> google.protobuf.Timestamp
+	83,  // 2: umbra.group.v1.Member.joined_at:type_name -> google.protobuf.Timestamp
 	1,   // 3: umbra.group.v1.Group.encryption_mode:type_name -> umbra.group.v1.EncryptionMode
 	2,   // 4: umbra.group.v1.Group.history_visibility:type_name -> umbra.group.v1.HistoryVisibility
 	6,   // 5: umbra.group.v1.Group.rotation_policy:type_name -> umbra.group.v1.RotationPolicy
 	3,   // 6: umbra.group.v1.Group.rotation_reasons:type_name -> umbra.group.v1.RotationReason
 	0,   // 7: umbra.group.v1.Group.my_role:type_name -> umbra.group.v1.GroupRole
-	80,  // 8: umbra.group.v1.Group.created_at:type_name -> google.protobuf.Timestamp
-	80,  // 9: umbra.group.v1.Group.updated_at:type_name -> google.protobuf.Timestamp
+	83,  // 8: umbra.group.v1.Group.created_at:type_name -> google.protobuf.Timestamp
+	83,  // 9: umbra.group.v1.Group.updated_at:type_name -> google.protobuf.Timestamp
 	7,   // 10: umbra.group.v1.Group.members:type_name -> umbra.group.v1.Member
-	80,  // 11: umbra.group.v1.JoinRequest.created_at:type_name -> google.protobuf.Timestamp
-	80,  // 12: umbra.group.v1.Invitation.created_at:type_name -> google.protobuf.Timestamp
-	80,  // 13: umbra.group.v1.Invitation.expires_at:type_name -> google.protobuf.Timestamp
-	81,  // 14: umbra.group.v1.MemberKey.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
-	82,  // 15: umbra.group.v1.EpochCommit.commit:type_name -> umbra.envelope.v1.SignedEpochCommit
-	80,  // 16: umbra.group.v1.EpochCommit.committed_at:type_name -> google.protobuf.Timestamp
-	81,  // 17: umbra.group.v1.EpochKey.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
+	83,  // 11: umbra.group.v1.JoinRequest.created_at:type_name -> google.protobuf.Timestamp
+	83,  // 12: umbra.group.v1.Invitation.created_at:type_name -> google.protobuf.Timestamp
+	83,  // 13: umbra.group.v1.Invitation.expires_at:type_name -> google.protobuf.Timestamp
+	84,  // 14: umbra.group.v1.MemberKey.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
+	85,  // 15: umbra.group.v1.EpochCommit.commit:type_name -> umbra.envelope.v1.SignedEpochCommit
+	83,  // 16: umbra.group.v1.EpochCommit.committed_at:type_name -> google.protobuf.Timestamp
+	84,  // 17: umbra.group.v1.EpochKey.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
 	12,  // 18: umbra.group.v1.EpochKey.commit:type_name -> umbra.group.v1.EpochCommit
-	81,  // 19: umbra.group.v1.EpochShare.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
+	84,  // 19: umbra.group.v1.EpochShare.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
 	5,   // 20: umbra.group.v1.GroupEvent.kind:type_name -> umbra.group.v1.GroupEventKind
 	0,   // 21: umbra.group.v1.GroupEvent.role:type_name -> umbra.group.v1.GroupRole
 	3,   // 22: umbra.group.v1.GroupEvent.rotation_reasons:type_name -> umbra.group.v1.RotationReason
-	80,  // 23: umbra.group.v1.GroupEvent.expires_at:type_name -> google.protobuf.Timestamp
+	83,  // 23: umbra.group.v1.GroupEvent.expires_at:type_name -> google.protobuf.Timestamp
 	8,   // 24: umbra.group.v1.GroupEvent.group:type_name -> umbra.group.v1.Group
-	80,  // 25: umbra.group.v1.GroupEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	83,  // 25: umbra.group.v1.GroupEvent.occurred_at:type_name -> google.protobuf.Timestamp
 	3,   // 26: umbra.group.v1.EpochRequired.rotation_reasons:type_name -> umbra.group.v1.RotationReason
 	1,   // 27: umbra.group.v1.CreateGroupRequest.encryption_mode:type_name -> umbra.group.v1.EncryptionMode
 	2,   // 28: umbra.group.v1.CreateGroupRequest.history_visibility:type_name -> umbra.group.v1.HistoryVisibility
 	6,   // 29: umbra.group.v1.CreateGroupRequest.rotation_policy:type_name -> umbra.group.v1.RotationPolicy
-	8,   // 30: umbra.group.v1.CreateGroupResponse.group:type_name -> umbra.group.v1.Group
-	8,   // 31: umbra.group.v1.GetGroupResponse.group:type_name -> umbra.group.v1.Group
-	8,   // 32: umbra.group.v1.ListMyGroupsResponse.groups:type_name -> umbra.group.v1.Group
-	8,   // 33: umbra.group.v1.AddMembersResponse.group:type_name -> umbra.group.v1.Group
-	8,   // 34: umbra.group.v1.RemoveMemberResponse.group:type_name -> umbra.group.v1.Group
-	8,   // 35: umbra.group.v1.BanMemberResponse.group:type_name -> umbra.group.v1.Group
-	0,   // 36: umbra.group.v1.SetRoleRequest.role:type_name -> umbra.group.v1.GroupRole
-	7,   // 37: umbra.group.v1.SetRoleResponse.member:type_name -> umbra.group.v1.Member
-	8,   // 38: umbra.group.v1.TransferOwnershipResponse.group:type_name -> umbra.group.v1.Group
-	9,   // 39: umbra.group.v1.RequestJoinResponse.join_request:type_name -> umbra.group.v1.JoinRequest
-	7,   // 40: umbra.group.v1.ApproveJoinRequestResponse.member:type_name -> umbra.group.v1.Member
-	9,   // 41: umbra.group.v1.ListJoinRequestsResponse.join_requests:type_name -> umbra.group.v1.JoinRequest
-	79,  // 42: umbra.group.v1.InviteMemberRequest.ttl:type_name -> google.protobuf.Duration
-	10,  // 43: umbra.group.v1.InviteMemberResponse.invitation:type_name -> umbra.group.v1.Invitation
-	7,   // 44: umbra.group.v1.AcceptInvitationResponse.member:type_name -> umbra.group.v1.Member
-	10,  // 45: umbra.group.v1.ListMyInvitationsResponse.invitations:type_name -> umbra.group.v1.Invitation
-	1,   // 46: umbra.group.v1.SetEncryptionModeRequest.encryption_mode:type_name -> umbra.group.v1.EncryptionMode
-	8,   // 47: umbra.group.v1.SetEncryptionModeResponse.group:type_name -> umbra.group.v1.Group
-	6,   // 48: umbra.group.v1.SetRotationPolicyRequest.rotation_policy:type_name -> umbra.group.v1.RotationPolicy
-	8,   // 49: umbra.group.v1.SetRotationPolicyResponse.group:type_name -> umbra.group.v1.Group
-	2,   // 50: umbra.group.v1.SetHistoryVisibilityRequest.history_visibility:type_name -> umbra.group.v1.HistoryVisibility
-	8,   // 51: umbra.group.v1.SetHistoryVisibilityResponse.group:type_name -> umbra.group.v1.Group
-	11,  // 52: umbra.group.v1.StageEpochKeysRequest.keys:type_name -> umbra.group.v1.MemberKey
-	80,  // 53: umbra.group.v1.StageEpochKeysResponse.expires_at:type_name -> google.protobuf.Timestamp
-	82,  // 54: umbra.group.v1.CommitEpochRequest.commit:type_name -> umbra.envelope.v1.SignedEpochCommit
-	11,  // 55: umbra.group.v1.CommitEpochRequest.keys:type_name -> umbra.group.v1.MemberKey
-	12,  // 56: umbra.group.v1.CommitEpochResponse.commit:type_name -> umbra.group.v1.EpochCommit
-	8,   // 57: umbra.group.v1.CommitEpochResponse.group:type_name -> umbra.group.v1.Group
-	13,  // 58: umbra.group.v1.GetEpochKeysResponse.keys:type_name -> umbra.group.v1.EpochKey
-	14,  // 59: umbra.group.v1.ShareEpochKeysRequest.shares:type_name -> umbra.group.v1.EpochShare
-	1,   // 60: umbra.group.v1.GetEpochStateResponse.encryption_mode:type_name -> umbra.group.v1.EncryptionMode
-	12,  // 61: umbra.group.v1.GetEpochStateResponse.commit:type_name -> umbra.group.v1.EpochCommit
-	3,   // 62: umbra.group.v1.GetEpochStateResponse.rotation_reasons:type_name -> umbra.group.v1.RotationReason
-	80,  // 63: umbra.group.v1.GetEpochStateResponse.rotation_due_at:type_name -> google.protobuf.Timestamp
-	0,   // 64: umbra.group.v1.CheckMembershipResponse.role:type_name -> umbra.group.v1.GroupRole
-	80,  // 65: umbra.group.v1.CheckMembershipResponse.joined_at:type_name -> google.protobuf.Timestamp
-	80,  // 66: umbra.group.v1.CheckMembershipResponse.history_visible_from:type_name -> google.protobuf.Timestamp
-	1,   // 67: umbra.group.v1.CheckMembershipResponse.encryption_mode:type_name -> umbra.group.v1.EncryptionMode
-	4,   // 68: umbra.group.v1.AuthorizeSendRequest.kind:type_name -> umbra.group.v1.MessageKind
-	1,   // 69: umbra.group.v1.AuthorizeSendResponse.encryption_mode:type_name -> umbra.group.v1.EncryptionMode
-	19,  // 70: umbra.group.v1.GroupService.CreateGroup:input_type -> umbra.group.v1.CreateGroupRequest
-	21,  // 71: umbra.group.v1.GroupService.GetGroup:input_type -> umbra.group.v1.GetGroupRequest
-	23,  // 72: umbra.group.v1.GroupService.ListMyGroups:input_type -> umbra.group.v1.ListMyGroupsRequest
-	25,  // 73: umbra.group.v1.GroupService.DeleteGroup:input_type -> umbra.group.v1.DeleteGroupRequest
-	27,  // 74: umbra.group.v1.GroupService.AddMembers:input_type -> umbra.group.v1.AddMembersRequest
-	29,  // 75: umbra.group.v1.GroupService.RemoveMember:input_type -> umbra.group.v1.RemoveMemberRequest
-	31,  // 76: umbra.group.v1.GroupService.BanMember:input_type -> umbra.group.v1.BanMemberRequest
-	33,  // 77: umbra.group.v1.GroupService.UnbanMember:input_type -> umbra.group.v1.UnbanMemberRequest
-	35,  // 78: umbra.group.v1.GroupService.LeaveGroup:input_type -> umbra.group.v1.LeaveGroupRequest
-	37,  // 79: umbra.group.v1.GroupService.SetRole:input_type -> umbra.group.v1.SetRoleRequest
-	39,  // 80: umbra.group.v1.GroupService.TransferOwnership:input_type -> umbra.group.v1.TransferOwnershipRequest
-	41,  // 81: umbra.group.v1.GroupService.RequestJoin:input_type -> umbra.group.v1.RequestJoinRequest
-	43,  // 82: umbra.group.v1.GroupService.ApproveJoinRequest:input_type -> umbra.group.v1.ApproveJoinRequestRequest
-	45,  // 83: umbra.group.v1.GroupService.DeclineJoinRequest:input_type -> umbra.group.v1.DeclineJoinRequestRequest
-	47,  // 84: umbra.group.v1.GroupService.ListJoinRequests:input_type -> umbra.group.v1.ListJoinRequestsRequest
-	49,  // 85: umbra.group.v1.GroupService.InviteMember:input_type -> umbra.group.v1.InviteMemberRequest
-	51,  // 86: umbra.group.v1.GroupService.AcceptInvitation:input_type -> umbra.group.v1.AcceptInvitationRequest
-	53,  // 87: umbra.group.v1.GroupService.DeclineInvitation:input_type -> umbra.group.v1.DeclineInvitationRequest
-	55,  // 88: umbra.group.v1.GroupService.ListMyInvitations:input_type -> umbra.group.v1.ListMyInvitationsRequest
-	57,  // 89: umbra.group.v1.GroupService.SetEncryptionMode:input_type -> umbra.group.v1.SetEncryptionModeRequest
-	59,  // 90: umbra.group.v1.GroupService.SetRotationPolicy:input_type -> umbra.group.v1.SetRotationPolicyRequest
-	61,  // 91: umbra.group.v1.GroupService.SetHistoryVisibility:input_type -> umbra.group.v1.SetHistoryVisibilityRequest
-	63,  // 92: umbra.group.v1.GroupService.StageEpochKeys:input_type -> umbra.group.v1.StageEpochKeysRequest
-	65,  // 93: umbra.group.v1.GroupService.CommitEpoch:input_type -> umbra.group.v1.CommitEpochRequest
-	67,  // 94: umbra.group.v1.GroupService.GetEpochKeys:input_type -> umbra.group.v1.GetEpochKeysRequest
-	69,  // 95: umbra.group.v1.GroupService.ShareEpochKeys:input_type -> umbra.group.v1.ShareEpochKeysRequest
-	71,  // 96: umbra.group.v1.GroupService.GetEpochState:input_type -> umbra.group.v1.GetEpochStateRequest
-	73,  // 97: umbra.group.v1.GroupService.CheckMembership:input_type -> umbra.group.v1.CheckMembershipRequest
-	75,  // 98: umbra.group.v1.GroupService.AuthorizeSend:input_type -> umbra.group.v1.AuthorizeSendRequest
-	77,  // 99: umbra.group.v1.GroupService.ListMemberIdentities:input_type -> umbra.group.v1.ListMemberIdentitiesRequest
-	20,  // 100: umbra.group.v1.GroupService.CreateGroup:output_type -> umbra.group.v1.CreateGroupResponse
-	22,  // 101: umbra.group.v1.GroupService.GetGroup:output_type -> umbra.group.v1.GetGroupResponse
-	24,  // 102: umbra.group.v1.GroupService.ListMyGroups:output_type -> umbra.group.v1.ListMyGroupsResponse
-	26,  // 103: umbra.group.v1.GroupService.DeleteGroup:output_type -> umbra.group.v1.DeleteGroupResponse
-	28,  // 104: umbra.group.v1.GroupService.AddMembers:output_type -> umbra.group.v1.AddMembersResponse
-	30,  // 105: umbra.group.v1.GroupService.RemoveMember:output_type -> umbra.group.v1.RemoveMemberResponse
-	32,  // 106: umbra.group.v1.GroupService.BanMember:output_type -> umbra.group.v1.BanMemberResponse
-	34,  // 107: umbra.group.v1.GroupService.UnbanMember:output_type -> umbra.group.v1.UnbanMemberResponse
-	36,  // 108: umbra.group.v1.GroupService.LeaveGroup:output_type -> umbra.group.v1.LeaveGroupResponse
-	38,  // 109: umbra.group.v1.GroupService.SetRole:output_type -> umbra.group.v1.SetRoleResponse
-	40,  // 110: umbra.group.v1.GroupService.TransferOwnership:output_type -> umbra.group.v1.TransferOwnershipResponse
-	42,  // 111: umbra.group.v1.GroupService.RequestJoin:output_type -> umbra.group.v1.RequestJoinResponse
-	44,  // 112: umbra.group.v1.GroupService.ApproveJoinRequest:output_type -> umbra.group.v1.ApproveJoinRequestResponse
-	46,  // 113: umbra.group.v1.GroupService.DeclineJoinRequest:output_type -> umbra.group.v1.DeclineJoinRequestResponse
-	48,  // 114: umbra.group.v1.GroupService.ListJoinRequests:output_type -> umbra.group.v1.ListJoinRequestsResponse
-	50,  // 115: umbra.group.v1.GroupService.InviteMember:output_type -> umbra.group.v1.InviteMemberResponse
-	52,  // 116: umbra.group.v1.GroupService.AcceptInvitation:output_type -> umbra.group.v1.AcceptInvitationResponse
-	54,  // 117: umbra.group.v1.GroupService.DeclineInvitation:output_type -> umbra.group.v1.DeclineInvitationResponse
-	56,  // 118: umbra.group.v1.GroupService.ListMyInvitations:output_type -> umbra.group.v1.ListMyInvitationsResponse
-	58,  // 119: umbra.group.v1.GroupService.SetEncryptionMode:output_type -> umbra.group.v1.SetEncryptionModeResponse
-	60,  // 120: umbra.group.v1.GroupService.SetRotationPolicy:output_type -> umbra.group.v1.SetRotationPolicyResponse
-	62,  // 121: umbra.group.v1.GroupService.SetHistoryVisibility:output_type -> umbra.group.v1.SetHistoryVisibilityResponse
-	64,  // 122: umbra.group.v1.GroupService.StageEpochKeys:output_type -> umbra.group.v1.StageEpochKeysResponse
-	66,  // 123: umbra.group.v1.GroupService.CommitEpoch:output_type -> umbra.group.v1.CommitEpochResponse
-	68,  // 124: umbra.group.v1.GroupService.GetEpochKeys:output_type -> umbra.group.v1.GetEpochKeysResponse
-	70,  // 125: umbra.group.v1.GroupService.ShareEpochKeys:output_type -> umbra.group.v1.ShareEpochKeysResponse
-	72,  // 126: umbra.group.v1.GroupService.GetEpochState:output_type -> umbra.group.v1.GetEpochStateResponse
-	74,  // 127: umbra.group.v1.GroupService.CheckMembership:output_type -> umbra.group.v1.CheckMembershipResponse
-	76,  // 128: umbra.group.v1.GroupService.AuthorizeSend:output_type -> umbra.group.v1.AuthorizeSendResponse
-	78,  // 129: umbra.group.v1.GroupService.ListMemberIdentities:output_type -> umbra.group.v1.ListMemberIdentitiesResponse
-	100, // [100:130] is the sub-list for method output_type
-	70,  // [70:100] is the sub-list for method input_type
-	70,  // [70:70] is the sub-list for extension type_name
-	70,  // [70:70] is the sub-list for extension extendee
-	0,   // [0:70] is the sub-list for field type_name
+	86,  // 30: umbra.group.v1.CreateGroupRequest.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	8,   // 31: umbra.group.v1.CreateGroupResponse.group:type_name -> umbra.group.v1.Group
+	8,   // 32: umbra.group.v1.GetGroupResponse.group:type_name -> umbra.group.v1.Group
+	8,   // 33: umbra.group.v1.ListMyGroupsResponse.groups:type_name -> umbra.group.v1.Group
+	86,  // 34: umbra.group.v1.AddMembersRequest.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	8,   // 35: umbra.group.v1.AddMembersResponse.group:type_name -> umbra.group.v1.Group
+	86,  // 36: umbra.group.v1.RemoveMemberRequest.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	8,   // 37: umbra.group.v1.RemoveMemberResponse.group:type_name -> umbra.group.v1.Group
+	86,  // 38: umbra.group.v1.BanMemberRequest.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	8,   // 39: umbra.group.v1.BanMemberResponse.group:type_name -> umbra.group.v1.Group
+	86,  // 40: umbra.group.v1.UnbanMemberRequest.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	86,  // 41: umbra.group.v1.LeaveGroupRequest.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	0,   // 42: umbra.group.v1.SetRoleRequest.role:type_name -> umbra.group.v1.GroupRole
+	86,  // 43: umbra.group.v1.SetRoleRequest.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	7,   // 44: umbra.group.v1.SetRoleResponse.member:type_name -> umbra.group.v1.Member
+	86,  // 45: umbra.group.v1.TransferOwnershipRequest.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	8,   // 46: umbra.group.v1.TransferOwnershipResponse.group:type_name -> umbra.group.v1.Group
+	9,   // 47: umbra.group.v1.RequestJoinResponse.join_request:type_name -> umbra.group.v1.JoinRequest
+	86,  // 48: umbra.group.v1.ApproveJoinRequestRequest.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	7,   // 49: umbra.group.v1.ApproveJoinRequestResponse.member:type_name -> umbra.group.v1.Member
+	9,   // 50: umbra.group.v1.ListJoinRequestsResponse.join_requests:type_name -> umbra.group.v1.JoinRequest
+	82,  // 51: umbra.group.v1.InviteMemberRequest.ttl:type_name -> google.protobuf.Duration
+	86,  // 52: umbra.group.v1.InviteMemberRequest.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	10,  // 53: umbra.group.v1.InviteMemberResponse.invitation:type_name -> umbra.group.v1.Invitation
+	86,  // 54: umbra.group.v1.AcceptInvitationRequest.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	7,   // 55: umbra.group.v1.AcceptInvitationResponse.member:type_name -> umbra.group.v1.Member
+	10,  // 56: umbra.group.v1.ListMyInvitationsResponse.invitations:type_name -> umbra.group.v1.Invitation
+	1,   // 57: umbra.group.v1.SetEncryptionModeRequest.encryption_mode:type_name -> umbra.group.v1.EncryptionMode
+	8,   // 58: umbra.group.v1.SetEncryptionModeResponse.group:type_name -> umbra.group.v1.Group
+	6,   // 59: umbra.group.v1.SetRotationPolicyRequest.rotation_policy:type_name -> umbra.group.v1.RotationPolicy
+	8,   // 60: umbra.group.v1.SetRotationPolicyResponse.group:type_name -> umbra.group.v1.Group
+	2,   // 61: umbra.group.v1.SetHistoryVisibilityRequest.history_visibility:type_name -> umbra.group.v1.HistoryVisibility
+	8,   // 62: umbra.group.v1.SetHistoryVisibilityResponse.group:type_name -> umbra.group.v1.Group
+	11,  // 63: umbra.group.v1.StageEpochKeysRequest.keys:type_name -> umbra.group.v1.MemberKey
+	83,  // 64: umbra.group.v1.StageEpochKeysResponse.expires_at:type_name -> google.protobuf.Timestamp
+	85,  // 65: umbra.group.v1.CommitEpochRequest.commit:type_name -> umbra.envelope.v1.SignedEpochCommit
+	11,  // 66: umbra.group.v1.CommitEpochRequest.keys:type_name -> umbra.group.v1.MemberKey
+	12,  // 67: umbra.group.v1.CommitEpochResponse.commit:type_name -> umbra.group.v1.EpochCommit
+	8,   // 68: umbra.group.v1.CommitEpochResponse.group:type_name -> umbra.group.v1.Group
+	13,  // 69: umbra.group.v1.GetEpochKeysResponse.keys:type_name -> umbra.group.v1.EpochKey
+	14,  // 70: umbra.group.v1.ShareEpochKeysRequest.shares:type_name -> umbra.group.v1.EpochShare
+	86,  // 71: umbra.group.v1.GetMembershipChainResponse.statements:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	1,   // 72: umbra.group.v1.GetEpochStateResponse.encryption_mode:type_name -> umbra.group.v1.EncryptionMode
+	12,  // 73: umbra.group.v1.GetEpochStateResponse.commit:type_name -> umbra.group.v1.EpochCommit
+	3,   // 74: umbra.group.v1.GetEpochStateResponse.rotation_reasons:type_name -> umbra.group.v1.RotationReason
+	83,  // 75: umbra.group.v1.GetEpochStateResponse.rotation_due_at:type_name -> google.protobuf.Timestamp
+	0,   // 76: umbra.group.v1.CheckMembershipResponse.role:type_name -> umbra.group.v1.GroupRole
+	83,  // 77: umbra.group.v1.CheckMembershipResponse.joined_at:type_name -> google.protobuf.Timestamp
+	83,  // 78: umbra.group.v1.CheckMembershipResponse.history_visible_from:type_name -> google.protobuf.Timestamp
+	1,   // 79: umbra.group.v1.CheckMembershipResponse.encryption_mode:type_name -> umbra.group.v1.EncryptionMode
+	4,   // 80: umbra.group.v1.AuthorizeSendRequest.kind:type_name -> umbra.group.v1.MessageKind
+	1,   // 81: umbra.group.v1.AuthorizeSendResponse.encryption_mode:type_name -> umbra.group.v1.EncryptionMode
+	20,  // 82: umbra.group.v1.GroupService.CreateGroup:input_type -> umbra.group.v1.CreateGroupRequest
+	22,  // 83: umbra.group.v1.GroupService.GetGroup:input_type -> umbra.group.v1.GetGroupRequest
+	24,  // 84: umbra.group.v1.GroupService.ListMyGroups:input_type -> umbra.group.v1.ListMyGroupsRequest
+	26,  // 85: umbra.group.v1.GroupService.DeleteGroup:input_type -> umbra.group.v1.DeleteGroupRequest
+	28,  // 86: umbra.group.v1.GroupService.AddMembers:input_type -> umbra.group.v1.AddMembersRequest
+	30,  // 87: umbra.group.v1.GroupService.RemoveMember:input_type -> umbra.group.v1.RemoveMemberRequest
+	32,  // 88: umbra.group.v1.GroupService.BanMember:input_type -> umbra.group.v1.BanMemberRequest
+	34,  // 89: umbra.group.v1.GroupService.UnbanMember:input_type -> umbra.group.v1.UnbanMemberRequest
+	36,  // 90: umbra.group.v1.GroupService.LeaveGroup:input_type -> umbra.group.v1.LeaveGroupRequest
+	38,  // 91: umbra.group.v1.GroupService.SetRole:input_type -> umbra.group.v1.SetRoleRequest
+	40,  // 92: umbra.group.v1.GroupService.TransferOwnership:input_type -> umbra.group.v1.TransferOwnershipRequest
+	42,  // 93: umbra.group.v1.GroupService.RequestJoin:input_type -> umbra.group.v1.RequestJoinRequest
+	44,  // 94: umbra.group.v1.GroupService.ApproveJoinRequest:input_type -> umbra.group.v1.ApproveJoinRequestRequest
+	46,  // 95: umbra.group.v1.GroupService.DeclineJoinRequest:input_type -> umbra.group.v1.DeclineJoinRequestRequest
+	48,  // 96: umbra.group.v1.GroupService.ListJoinRequests:input_type -> umbra.group.v1.ListJoinRequestsRequest
+	50,  // 97: umbra.group.v1.GroupService.InviteMember:input_type -> umbra.group.v1.InviteMemberRequest
+	52,  // 98: umbra.group.v1.GroupService.AcceptInvitation:input_type -> umbra.group.v1.AcceptInvitationRequest
+	54,  // 99: umbra.group.v1.GroupService.DeclineInvitation:input_type -> umbra.group.v1.DeclineInvitationRequest
+	56,  // 100: umbra.group.v1.GroupService.ListMyInvitations:input_type -> umbra.group.v1.ListMyInvitationsRequest
+	58,  // 101: umbra.group.v1.GroupService.SetEncryptionMode:input_type -> umbra.group.v1.SetEncryptionModeRequest
+	60,  // 102: umbra.group.v1.GroupService.SetRotationPolicy:input_type -> umbra.group.v1.SetRotationPolicyRequest
+	62,  // 103: umbra.group.v1.GroupService.SetHistoryVisibility:input_type -> umbra.group.v1.SetHistoryVisibilityRequest
+	64,  // 104: umbra.group.v1.GroupService.StageEpochKeys:input_type -> umbra.group.v1.StageEpochKeysRequest
+	66,  // 105: umbra.group.v1.GroupService.CommitEpoch:input_type -> umbra.group.v1.CommitEpochRequest
+	68,  // 106: umbra.group.v1.GroupService.GetEpochKeys:input_type -> umbra.group.v1.GetEpochKeysRequest
+	70,  // 107: umbra.group.v1.GroupService.ShareEpochKeys:input_type -> umbra.group.v1.ShareEpochKeysRequest
+	74,  // 108: umbra.group.v1.GroupService.GetEpochState:input_type -> umbra.group.v1.GetEpochStateRequest
+	72,  // 109: umbra.group.v1.GroupService.GetMembershipChain:input_type -> umbra.group.v1.GetMembershipChainRequest
+	76,  // 110: umbra.group.v1.GroupService.CheckMembership:input_type -> umbra.group.v1.CheckMembershipRequest
+	78,  // 111: umbra.group.v1.GroupService.AuthorizeSend:input_type -> umbra.group.v1.AuthorizeSendRequest
+	80,  // 112: umbra.group.v1.GroupService.ListMemberIdentities:input_type -> umbra.group.v1.ListMemberIdentitiesRequest
+	21,  // 113: umbra.group.v1.GroupService.CreateGroup:output_type -> umbra.group.v1.CreateGroupResponse
+	23,  // 114: umbra.group.v1.GroupService.GetGroup:output_type -> umbra.group.v1.GetGroupResponse
+	25,  // 115: umbra.group.v1.GroupService.ListMyGroups:output_type -> umbra.group.v1.ListMyGroupsResponse
+	27,  // 116: umbra.group.v1.GroupService.DeleteGroup:output_type -> umbra.group.v1.DeleteGroupResponse
+	29,  // 117: umbra.group.v1.GroupService.AddMembers:output_type -> umbra.group.v1.AddMembersResponse
+	31,  // 118: umbra.group.v1.GroupService.RemoveMember:output_type -> umbra.group.v1.RemoveMemberResponse
+	33,  // 119: umbra.group.v1.GroupService.BanMember:output_type -> umbra.group.v1.BanMemberResponse
+	35,  // 120: umbra.group.v1.GroupService.UnbanMember:output_type -> umbra.group.v1.UnbanMemberResponse
+	37,  // 121: umbra.group.v1.GroupService.LeaveGroup:output_type -> umbra.group.v1.LeaveGroupResponse
+	39,  // 122: umbra.group.v1.GroupService.SetRole:output_type -> umbra.group.v1.SetRoleResponse
+	41,  // 123: umbra.group.v1.GroupService.TransferOwnership:output_type -> umbra.group.v1.TransferOwnershipResponse
+	43,  // 124: umbra.group.v1.GroupService.RequestJoin:output_type -> umbra.group.v1.RequestJoinResponse
+	45,  // 125: umbra.group.v1.GroupService.ApproveJoinRequest:output_type -> umbra.group.v1.ApproveJoinRequestResponse
+	47,  // 126: umbra.group.v1.GroupService.DeclineJoinRequest:output_type -> umbra.group.v1.DeclineJoinRequestResponse
+	49,  // 127: umbra.group.v1.GroupService.ListJoinRequests:output_type -> umbra.group.v1.ListJoinRequestsResponse
+	51,  // 128: umbra.group.v1.GroupService.InviteMember:output_type -> umbra.group.v1.InviteMemberResponse
+	53,  // 129: umbra.group.v1.GroupService.AcceptInvitation:output_type -> umbra.group.v1.AcceptInvitationResponse
+	55,  // 130: umbra.group.v1.GroupService.DeclineInvitation:output_type -> umbra.group.v1.DeclineInvitationResponse
+	57,  // 131: umbra.group.v1.GroupService.ListMyInvitations:output_type -> umbra.group.v1.ListMyInvitationsResponse
+	59,  // 132: umbra.group.v1.GroupService.SetEncryptionMode:output_type -> umbra.group.v1.SetEncryptionModeResponse
+	61,  // 133: umbra.group.v1.GroupService.SetRotationPolicy:output_type -> umbra.group.v1.SetRotationPolicyResponse
+	63,  // 134: umbra.group.v1.GroupService.SetHistoryVisibility:output_type -> umbra.group.v1.SetHistoryVisibilityResponse
+	65,  // 135: umbra.group.v1.GroupService.StageEpochKeys:output_type -> umbra.group.v1.StageEpochKeysResponse
+	67,  // 136: umbra.group.v1.GroupService.CommitEpoch:output_type -> umbra.group.v1.CommitEpochResponse
+	69,  // 137: umbra.group.v1.GroupService.GetEpochKeys:output_type -> umbra.group.v1.GetEpochKeysResponse
+	71,  // 138: umbra.group.v1.GroupService.ShareEpochKeys:output_type -> umbra.group.v1.ShareEpochKeysResponse
+	75,  // 139: umbra.group.v1.GroupService.GetEpochState:output_type -> umbra.group.v1.GetEpochStateResponse
+	73,  // 140: umbra.group.v1.GroupService.GetMembershipChain:output_type -> umbra.group.v1.GetMembershipChainResponse
+	77,  // 141: umbra.group.v1.GroupService.CheckMembership:output_type -> umbra.group.v1.CheckMembershipResponse
+	79,  // 142: umbra.group.v1.GroupService.AuthorizeSend:output_type -> umbra.group.v1.AuthorizeSendResponse
+	81,  // 143: umbra.group.v1.GroupService.ListMemberIdentities:output_type -> umbra.group.v1.ListMemberIdentitiesResponse
+	113, // [113:144] is the sub-list for method output_type
+	82,  // [82:113] is the sub-list for method input_type
+	82,  // [82:82] is the sub-list for extension type_name
+	82,  // [82:82] is the sub-list for extension extendee
+	0,   // [0:82] is the sub-list for field type_name
 }
 
 func init() { file_umbra_group_v1_group_proto_init() }
@@ -5497,7 +5928,7 @@ func file_umbra_group_v1_group_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_group_v1_group_proto_rawDesc), len(file_umbra_group_v1_group_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   73,
+			NumMessages:   76,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -46,6 +46,7 @@ const (
 	GroupService_GetEpochKeys_FullMethodName         = "/umbra.group.v1.GroupService/GetEpochKeys"
 	GroupService_ShareEpochKeys_FullMethodName       = "/umbra.group.v1.GroupService/ShareEpochKeys"
 	GroupService_GetEpochState_FullMethodName        = "/umbra.group.v1.GroupService/GetEpochState"
+	GroupService_GetMembershipChain_FullMethodName   = "/umbra.group.v1.GroupService/GetMembershipChain"
 	GroupService_CheckMembership_FullMethodName      = "/umbra.group.v1.GroupService/CheckMembership"
 	GroupService_AuthorizeSend_FullMethodName        = "/umbra.group.v1.GroupService/AuthorizeSend"
 	GroupService_ListMemberIdentities_FullMethodName = "/umbra.group.v1.GroupService/ListMemberIdentities"
@@ -83,17 +84,31 @@ const (
 // detail; the client SDK then commits a new epoch and resends. A removed member never
 // receives a key of a later epoch.
 //
+// Signed membership. Every membership change is a statement signed by the member who
+// makes it (umbra.envelope.v1.MembershipStatementContent), and each statement names the
+// hash of the one before it, so a group's membership is a hash chain from its creation
+// that every client verifies (GetMembershipChain). The membership calls carry the
+// caller's signed statement: the service checks its signature against the caller's
+// active card, its link to the current head (sequence head + 1, previous_hash the head's
+// hash: a stale, out-of-order or repeated statement gets ABORTED with a
+// MembershipConflict detail naming the current head), that it states exactly the change
+// the request asks for (INVALID_ARGUMENT otherwise), and the role rules, and stores it
+// with the change in one transaction; a request without a valid statement changes
+// nothing. An epoch commit names the head it was made for, and is refused for any other.
+//
 // Events. Membership changes, join requests, invitations, rotation required and new
 // epochs reach the clients concerned as umbra.messaging.v1.Event items of their
 // Subscribe streams, whose payload is a GroupEvent.
 //
-// Status details. Errors a client acts on carry one of EpochRequired, EpochConflict or
-// CommitMismatch as a google.rpc.Status detail (type URL
+// Status details. Errors a client acts on carry one of EpochRequired, EpochConflict,
+// CommitMismatch or MembershipConflict as a google.rpc.Status detail (type URL
 // "type.googleapis.com/umbra.group.v1.<Name>"). Over REST they appear in the error
 // body's "details" array with that "@type".
 type GroupServiceClient interface {
 	// CreateGroup creates a group with the caller as owner and up to 1,000 initial
-	// members. A group that exists gets ALREADY_EXISTS. Unless the encryption mode is OFF,
+	// members, with its first membership statement (CREATE, sequence 1, signed by the
+	// caller, naming exactly the other initial members). A group that exists gets
+	// ALREADY_EXISTS. Unless the encryption mode is OFF,
 	// the new group starts at epoch 0 with rotation required, so the first encrypted send
 	// makes the SDK commit epoch 1.
 	// Auth: access token; acts for the token's identity.
@@ -109,37 +124,41 @@ type GroupServiceClient interface {
 	// Members get a GROUP_EVENT_KIND_DELETED event. Owner only.
 	// Auth: access token; acts for the token's identity.
 	DeleteGroup(ctx context.Context, in *DeleteGroupRequest, opts ...grpc.CallOption) (*DeleteGroupResponse, error)
-	// AddMembers adds up to 1,000 identities as members. Identities that are already
-	// members are left as they are; a banned identity refuses the whole call
-	// (FAILED_PRECONDITION), as does exceeding the group's member limit. Adding anyone
-	// marks rotation required. Admin or owner.
+	// AddMembers adds up to 1,000 identities as members, with an ADD statement naming
+	// exactly them. An identity that is already a member or is banned refuses the whole
+	// call (FAILED_PRECONDITION), as does exceeding the group's member limit. Adding marks
+	// rotation required. Admin or owner.
 	// Auth: access token; acts for the token's identity.
 	AddMembers(ctx context.Context, in *AddMembersRequest, opts ...grpc.CallOption) (*AddMembersResponse, error)
-	// RemoveMember removes (kicks) a member. An admin may remove members; only the owner
-	// may remove an admin; nobody removes the owner. Marks rotation required.
+	// RemoveMember removes (kicks) a member, with a REMOVE statement. An admin may remove
+	// members; only the owner may remove an admin; nobody removes the owner. Marks
+	// rotation required.
 	// Auth: access token; acts for the token's identity.
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
-	// BanMember bans an identity, member or not: it is removed if it is a member (marking
-	// rotation required), its pending join request and invitation are dropped, and it can
+	// BanMember bans an identity, member or not, with a BAN statement: it is removed if it
+	// is a member (marking rotation required), its pending join request and invitation are dropped, and it can
 	// no longer join, request to join or be invited until it is unbanned. The same
-	// role rules as RemoveMember apply. A group keeps at most 10,000 bans.
+	// role rules as RemoveMember apply. A group keeps at most 10,000 bans. An identity
+	// already banned gets FAILED_PRECONDITION.
 	// Auth: access token; acts for the token's identity.
 	BanMember(ctx context.Context, in *BanMemberRequest, opts ...grpc.CallOption) (*BanMemberResponse, error)
-	// UnbanMember lifts a ban. It does not make the identity a member again. Admin or
-	// owner.
+	// UnbanMember lifts a ban, with an UNBAN statement. It does not make the identity a
+	// member again. Admin or owner.
 	// Auth: access token; acts for the token's identity.
 	UnbanMember(ctx context.Context, in *UnbanMemberRequest, opts ...grpc.CallOption) (*UnbanMemberResponse, error)
-	// LeaveGroup removes the caller from a group. An owner who leaves hands ownership to
-	// the longest-serving admin, or else to the longest-serving member; when the last
+	// LeaveGroup removes the caller from a group, with the caller's LEAVE statement. An
+	// owner who leaves hands ownership to the longest-serving admin, or else to the
+	// longest-serving member, and its statement must name that successor; when the last
 	// member leaves, the group is deleted. Marks rotation required.
 	// Auth: access token; acts for the token's identity.
 	LeaveGroup(ctx context.Context, in *LeaveGroupRequest, opts ...grpc.CallOption) (*LeaveGroupResponse, error)
-	// SetRole makes a member an admin or a plain member. Ownership moves only with
+	// SetRole makes a member an admin or a plain member, with a SET_ROLE statement; a
+	// member who has the role already gets FAILED_PRECONDITION. Ownership moves only with
 	// TransferOwnership. Owner only.
 	// Auth: access token; acts for the token's identity.
 	SetRole(ctx context.Context, in *SetRoleRequest, opts ...grpc.CallOption) (*SetRoleResponse, error)
-	// TransferOwnership makes another member the owner; the previous owner becomes an
-	// admin. Owner only.
+	// TransferOwnership makes another member the owner, with a TRANSFER_OWNERSHIP
+	// statement; the previous owner becomes an admin. Owner only.
 	// Auth: access token; acts for the token's identity.
 	TransferOwnership(ctx context.Context, in *TransferOwnershipRequest, opts ...grpc.CallOption) (*TransferOwnershipResponse, error)
 	// RequestJoin asks to join a group; the request waits for an admin or the owner.
@@ -148,8 +167,8 @@ type GroupServiceClient interface {
 	// PERMISSION_DENIED, an unknown group NOT_FOUND.
 	// Auth: access token; acts for the token's identity.
 	RequestJoin(ctx context.Context, in *RequestJoinRequest, opts ...grpc.CallOption) (*RequestJoinResponse, error)
-	// ApproveJoinRequest accepts a pending join request: the requester becomes a member
-	// and rotation is marked required. Admin or owner.
+	// ApproveJoinRequest accepts a pending join request, with an APPROVE_JOIN statement:
+	// the requester becomes a member and rotation is marked required. Admin or owner.
 	// Auth: access token; acts for the token's identity.
 	ApproveJoinRequest(ctx context.Context, in *ApproveJoinRequestRequest, opts ...grpc.CallOption) (*ApproveJoinRequestResponse, error)
 	// DeclineJoinRequest refuses and drops a pending join request. The requester gets a
@@ -160,15 +179,18 @@ type GroupServiceClient interface {
 	// owner.
 	// Auth: access token; acts for the token's identity.
 	ListJoinRequests(ctx context.Context, in *ListJoinRequestsRequest, opts ...grpc.CallOption) (*ListJoinRequestsResponse, error)
-	// InviteMember invites an identity; it joins only when it accepts, before the
-	// invitation expires. The invitee gets a GROUP_EVENT_KIND_INVITED event. Inviting an
-	// identity with a pending invitation replaces it (a new expiry). A member gets
+	// InviteMember invites an identity, with an INVITE statement whose expiry is the
+	// invitation's; it joins only when it accepts, before the invitation expires. The
+	// invitee gets a GROUP_EVENT_KIND_INVITED event. Inviting an identity with a pending
+	// invitation replaces it (a new statement and expiry). A member gets
 	// ALREADY_EXISTS, a banned identity FAILED_PRECONDITION. Admin or owner.
 	// Auth: access token; acts for the token's identity.
 	InviteMember(ctx context.Context, in *InviteMemberRequest, opts ...grpc.CallOption) (*InviteMemberResponse, error)
-	// AcceptInvitation accepts the caller's pending invitation to a group: the caller
-	// becomes a member and rotation is marked required. No pending invitation gets
-	// NOT_FOUND; an expired one FAILED_PRECONDITION.
+	// AcceptInvitation accepts the caller's pending invitation to a group, with the
+	// caller's ACCEPT_INVITATION statement naming the hash of the pending INVITE statement
+	// (an older invitation's gets FAILED_PRECONDITION): the caller becomes a member and
+	// rotation is marked required. No pending invitation gets NOT_FOUND; an expired one
+	// FAILED_PRECONDITION.
 	// Auth: access token; acts for the token's identity.
 	AcceptInvitation(ctx context.Context, in *AcceptInvitationRequest, opts ...grpc.CallOption) (*AcceptInvitationResponse, error)
 	// DeclineInvitation declines and drops the caller's pending invitation to a group.
@@ -210,9 +232,11 @@ type GroupServiceClient interface {
 	//  2. `from_epoch` is the current epoch; otherwise ABORTED with EpochConflict (a lost
 	//     race, or a retry of a commit that already won: compare its commit_hash).
 	//  3. the commit: its content parses as an umbra.envelope.v1.EpochCommitContent naming
-	//     this group and epoch from_epoch + 1, its signer card is the caller's active card
-	//     and its signature verifies, and previous_commit_hash names the current epoch's
-	//     commit (INVALID_ARGUMENT otherwise);
+	//     this group and epoch from_epoch + 1 (INVALID_ARGUMENT otherwise), and names the
+	//     current head of the membership chain (FAILED_PRECONDITION with CommitMismatch
+	//     naming the current head otherwise: the members changed); its signer card is the
+	//     caller's active card and its signature verifies, and previous_commit_hash names
+	//     the current epoch's commit (INVALID_ARGUMENT otherwise);
 	//  4. the wrapped keys (staged plus inline) cover exactly the active cards of the
 	//     current members, each identity and card once: a missing member, a non-member or
 	//     a card that is not the member's active card gets FAILED_PRECONDITION with
@@ -244,6 +268,14 @@ type GroupServiceClient interface {
 	// why rotation is required: what the SDK checks before it encrypts. Members only.
 	// Auth: access token; acts for the token's identity.
 	GetEpochState(ctx context.Context, in *GetEpochStateRequest, opts ...grpc.CallOption) (*GetEpochStateResponse, error)
+	// GetMembershipChain returns the group's signed membership statements after
+	// `after_sequence`, in ascending order, with the current head: what a client verifies
+	// from the group's creation (or from the last statement it verified) to know the
+	// members it wraps epoch keys to. Members may read it, and so may an identity with a
+	// pending, unexpired invitation, which verifies the group before it accepts
+	// (PERMISSION_DENIED otherwise).
+	// Auth: access token; acts for the token's identity.
+	GetMembershipChain(ctx context.Context, in *GetMembershipChainRequest, opts ...grpc.CallOption) (*GetMembershipChainResponse, error)
 	// CheckMembership tells the messaging service whether an identity may read a group's
 	// conversation, with the group's policy: role, encryption mode, epoch, rotation and
 	// the membership version (which changes with every membership change, so the caller
@@ -545,6 +577,16 @@ func (c *groupServiceClient) GetEpochState(ctx context.Context, in *GetEpochStat
 	return out, nil
 }
 
+func (c *groupServiceClient) GetMembershipChain(ctx context.Context, in *GetMembershipChainRequest, opts ...grpc.CallOption) (*GetMembershipChainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMembershipChainResponse)
+	err := c.cc.Invoke(ctx, GroupService_GetMembershipChain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *groupServiceClient) CheckMembership(ctx context.Context, in *CheckMembershipRequest, opts ...grpc.CallOption) (*CheckMembershipResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CheckMembershipResponse)
@@ -607,17 +649,31 @@ func (c *groupServiceClient) ListMemberIdentities(ctx context.Context, in *ListM
 // detail; the client SDK then commits a new epoch and resends. A removed member never
 // receives a key of a later epoch.
 //
+// Signed membership. Every membership change is a statement signed by the member who
+// makes it (umbra.envelope.v1.MembershipStatementContent), and each statement names the
+// hash of the one before it, so a group's membership is a hash chain from its creation
+// that every client verifies (GetMembershipChain). The membership calls carry the
+// caller's signed statement: the service checks its signature against the caller's
+// active card, its link to the current head (sequence head + 1, previous_hash the head's
+// hash: a stale, out-of-order or repeated statement gets ABORTED with a
+// MembershipConflict detail naming the current head), that it states exactly the change
+// the request asks for (INVALID_ARGUMENT otherwise), and the role rules, and stores it
+// with the change in one transaction; a request without a valid statement changes
+// nothing. An epoch commit names the head it was made for, and is refused for any other.
+//
 // Events. Membership changes, join requests, invitations, rotation required and new
 // epochs reach the clients concerned as umbra.messaging.v1.Event items of their
 // Subscribe streams, whose payload is a GroupEvent.
 //
-// Status details. Errors a client acts on carry one of EpochRequired, EpochConflict or
-// CommitMismatch as a google.rpc.Status detail (type URL
+// Status details. Errors a client acts on carry one of EpochRequired, EpochConflict,
+// CommitMismatch or MembershipConflict as a google.rpc.Status detail (type URL
 // "type.googleapis.com/umbra.group.v1.<Name>"). Over REST they appear in the error
 // body's "details" array with that "@type".
 type GroupServiceServer interface {
 	// CreateGroup creates a group with the caller as owner and up to 1,000 initial
-	// members. A group that exists gets ALREADY_EXISTS. Unless the encryption mode is OFF,
+	// members, with its first membership statement (CREATE, sequence 1, signed by the
+	// caller, naming exactly the other initial members). A group that exists gets
+	// ALREADY_EXISTS. Unless the encryption mode is OFF,
 	// the new group starts at epoch 0 with rotation required, so the first encrypted send
 	// makes the SDK commit epoch 1.
 	// Auth: access token; acts for the token's identity.
@@ -633,37 +689,41 @@ type GroupServiceServer interface {
 	// Members get a GROUP_EVENT_KIND_DELETED event. Owner only.
 	// Auth: access token; acts for the token's identity.
 	DeleteGroup(context.Context, *DeleteGroupRequest) (*DeleteGroupResponse, error)
-	// AddMembers adds up to 1,000 identities as members. Identities that are already
-	// members are left as they are; a banned identity refuses the whole call
-	// (FAILED_PRECONDITION), as does exceeding the group's member limit. Adding anyone
-	// marks rotation required. Admin or owner.
+	// AddMembers adds up to 1,000 identities as members, with an ADD statement naming
+	// exactly them. An identity that is already a member or is banned refuses the whole
+	// call (FAILED_PRECONDITION), as does exceeding the group's member limit. Adding marks
+	// rotation required. Admin or owner.
 	// Auth: access token; acts for the token's identity.
 	AddMembers(context.Context, *AddMembersRequest) (*AddMembersResponse, error)
-	// RemoveMember removes (kicks) a member. An admin may remove members; only the owner
-	// may remove an admin; nobody removes the owner. Marks rotation required.
+	// RemoveMember removes (kicks) a member, with a REMOVE statement. An admin may remove
+	// members; only the owner may remove an admin; nobody removes the owner. Marks
+	// rotation required.
 	// Auth: access token; acts for the token's identity.
 	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
-	// BanMember bans an identity, member or not: it is removed if it is a member (marking
-	// rotation required), its pending join request and invitation are dropped, and it can
+	// BanMember bans an identity, member or not, with a BAN statement: it is removed if it
+	// is a member (marking rotation required), its pending join request and invitation are dropped, and it can
 	// no longer join, request to join or be invited until it is unbanned. The same
-	// role rules as RemoveMember apply. A group keeps at most 10,000 bans.
+	// role rules as RemoveMember apply. A group keeps at most 10,000 bans. An identity
+	// already banned gets FAILED_PRECONDITION.
 	// Auth: access token; acts for the token's identity.
 	BanMember(context.Context, *BanMemberRequest) (*BanMemberResponse, error)
-	// UnbanMember lifts a ban. It does not make the identity a member again. Admin or
-	// owner.
+	// UnbanMember lifts a ban, with an UNBAN statement. It does not make the identity a
+	// member again. Admin or owner.
 	// Auth: access token; acts for the token's identity.
 	UnbanMember(context.Context, *UnbanMemberRequest) (*UnbanMemberResponse, error)
-	// LeaveGroup removes the caller from a group. An owner who leaves hands ownership to
-	// the longest-serving admin, or else to the longest-serving member; when the last
+	// LeaveGroup removes the caller from a group, with the caller's LEAVE statement. An
+	// owner who leaves hands ownership to the longest-serving admin, or else to the
+	// longest-serving member, and its statement must name that successor; when the last
 	// member leaves, the group is deleted. Marks rotation required.
 	// Auth: access token; acts for the token's identity.
 	LeaveGroup(context.Context, *LeaveGroupRequest) (*LeaveGroupResponse, error)
-	// SetRole makes a member an admin or a plain member. Ownership moves only with
+	// SetRole makes a member an admin or a plain member, with a SET_ROLE statement; a
+	// member who has the role already gets FAILED_PRECONDITION. Ownership moves only with
 	// TransferOwnership. Owner only.
 	// Auth: access token; acts for the token's identity.
 	SetRole(context.Context, *SetRoleRequest) (*SetRoleResponse, error)
-	// TransferOwnership makes another member the owner; the previous owner becomes an
-	// admin. Owner only.
+	// TransferOwnership makes another member the owner, with a TRANSFER_OWNERSHIP
+	// statement; the previous owner becomes an admin. Owner only.
 	// Auth: access token; acts for the token's identity.
 	TransferOwnership(context.Context, *TransferOwnershipRequest) (*TransferOwnershipResponse, error)
 	// RequestJoin asks to join a group; the request waits for an admin or the owner.
@@ -672,8 +732,8 @@ type GroupServiceServer interface {
 	// PERMISSION_DENIED, an unknown group NOT_FOUND.
 	// Auth: access token; acts for the token's identity.
 	RequestJoin(context.Context, *RequestJoinRequest) (*RequestJoinResponse, error)
-	// ApproveJoinRequest accepts a pending join request: the requester becomes a member
-	// and rotation is marked required. Admin or owner.
+	// ApproveJoinRequest accepts a pending join request, with an APPROVE_JOIN statement:
+	// the requester becomes a member and rotation is marked required. Admin or owner.
 	// Auth: access token; acts for the token's identity.
 	ApproveJoinRequest(context.Context, *ApproveJoinRequestRequest) (*ApproveJoinRequestResponse, error)
 	// DeclineJoinRequest refuses and drops a pending join request. The requester gets a
@@ -684,15 +744,18 @@ type GroupServiceServer interface {
 	// owner.
 	// Auth: access token; acts for the token's identity.
 	ListJoinRequests(context.Context, *ListJoinRequestsRequest) (*ListJoinRequestsResponse, error)
-	// InviteMember invites an identity; it joins only when it accepts, before the
-	// invitation expires. The invitee gets a GROUP_EVENT_KIND_INVITED event. Inviting an
-	// identity with a pending invitation replaces it (a new expiry). A member gets
+	// InviteMember invites an identity, with an INVITE statement whose expiry is the
+	// invitation's; it joins only when it accepts, before the invitation expires. The
+	// invitee gets a GROUP_EVENT_KIND_INVITED event. Inviting an identity with a pending
+	// invitation replaces it (a new statement and expiry). A member gets
 	// ALREADY_EXISTS, a banned identity FAILED_PRECONDITION. Admin or owner.
 	// Auth: access token; acts for the token's identity.
 	InviteMember(context.Context, *InviteMemberRequest) (*InviteMemberResponse, error)
-	// AcceptInvitation accepts the caller's pending invitation to a group: the caller
-	// becomes a member and rotation is marked required. No pending invitation gets
-	// NOT_FOUND; an expired one FAILED_PRECONDITION.
+	// AcceptInvitation accepts the caller's pending invitation to a group, with the
+	// caller's ACCEPT_INVITATION statement naming the hash of the pending INVITE statement
+	// (an older invitation's gets FAILED_PRECONDITION): the caller becomes a member and
+	// rotation is marked required. No pending invitation gets NOT_FOUND; an expired one
+	// FAILED_PRECONDITION.
 	// Auth: access token; acts for the token's identity.
 	AcceptInvitation(context.Context, *AcceptInvitationRequest) (*AcceptInvitationResponse, error)
 	// DeclineInvitation declines and drops the caller's pending invitation to a group.
@@ -734,9 +797,11 @@ type GroupServiceServer interface {
 	//  2. `from_epoch` is the current epoch; otherwise ABORTED with EpochConflict (a lost
 	//     race, or a retry of a commit that already won: compare its commit_hash).
 	//  3. the commit: its content parses as an umbra.envelope.v1.EpochCommitContent naming
-	//     this group and epoch from_epoch + 1, its signer card is the caller's active card
-	//     and its signature verifies, and previous_commit_hash names the current epoch's
-	//     commit (INVALID_ARGUMENT otherwise);
+	//     this group and epoch from_epoch + 1 (INVALID_ARGUMENT otherwise), and names the
+	//     current head of the membership chain (FAILED_PRECONDITION with CommitMismatch
+	//     naming the current head otherwise: the members changed); its signer card is the
+	//     caller's active card and its signature verifies, and previous_commit_hash names
+	//     the current epoch's commit (INVALID_ARGUMENT otherwise);
 	//  4. the wrapped keys (staged plus inline) cover exactly the active cards of the
 	//     current members, each identity and card once: a missing member, a non-member or
 	//     a card that is not the member's active card gets FAILED_PRECONDITION with
@@ -768,6 +833,14 @@ type GroupServiceServer interface {
 	// why rotation is required: what the SDK checks before it encrypts. Members only.
 	// Auth: access token; acts for the token's identity.
 	GetEpochState(context.Context, *GetEpochStateRequest) (*GetEpochStateResponse, error)
+	// GetMembershipChain returns the group's signed membership statements after
+	// `after_sequence`, in ascending order, with the current head: what a client verifies
+	// from the group's creation (or from the last statement it verified) to know the
+	// members it wraps epoch keys to. Members may read it, and so may an identity with a
+	// pending, unexpired invitation, which verifies the group before it accepts
+	// (PERMISSION_DENIED otherwise).
+	// Auth: access token; acts for the token's identity.
+	GetMembershipChain(context.Context, *GetMembershipChainRequest) (*GetMembershipChainResponse, error)
 	// CheckMembership tells the messaging service whether an identity may read a group's
 	// conversation, with the group's policy: role, encryption mode, epoch, rotation and
 	// the membership version (which changes with every membership change, so the caller
@@ -879,6 +952,9 @@ func (UnimplementedGroupServiceServer) ShareEpochKeys(context.Context, *ShareEpo
 }
 func (UnimplementedGroupServiceServer) GetEpochState(context.Context, *GetEpochStateRequest) (*GetEpochStateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetEpochState not implemented")
+}
+func (UnimplementedGroupServiceServer) GetMembershipChain(context.Context, *GetMembershipChainRequest) (*GetMembershipChainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMembershipChain not implemented")
 }
 func (UnimplementedGroupServiceServer) CheckMembership(context.Context, *CheckMembershipRequest) (*CheckMembershipResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CheckMembership not implemented")
@@ -1396,6 +1472,24 @@ func _GroupService_GetEpochState_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GroupService_GetMembershipChain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMembershipChainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GroupServiceServer).GetMembershipChain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GroupService_GetMembershipChain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GroupServiceServer).GetMembershipChain(ctx, req.(*GetMembershipChainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _GroupService_CheckMembership_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CheckMembershipRequest)
 	if err := dec(in); err != nil {
@@ -1564,6 +1658,10 @@ var GroupService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetEpochState",
 			Handler:    _GroupService_GetEpochState_Handler,
+		},
+		{
+			MethodName: "GetMembershipChain",
+			Handler:    _GroupService_GetMembershipChain_Handler,
 		},
 		{
 			MethodName: "CheckMembership",

@@ -67,8 +67,12 @@ type GroupRecord struct {
 	// The key of the group's entry in rotation_due (when the period elapses); unset
 	// without a period or in mode OFF.
 	RotationDueAt *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=rotation_due_at,json=rotationDueAt,proto3" json:"rotation_due_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The head of the membership chain: the last statement's sequence and hash (0 and
+	// empty for a group created before membership was signed).
+	MembershipSequence uint64 `protobuf:"varint,25,opt,name=membership_sequence,json=membershipSequence,proto3" json:"membership_sequence,omitempty"`
+	MembershipHash     []byte `protobuf:"bytes,26,opt,name=membership_hash,json=membershipHash,proto3" json:"membership_hash,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *GroupRecord) Reset() {
@@ -265,6 +269,20 @@ func (x *GroupRecord) GetInvitationCount() uint32 {
 func (x *GroupRecord) GetRotationDueAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.RotationDueAt
+	}
+	return nil
+}
+
+func (x *GroupRecord) GetMembershipSequence() uint64 {
+	if x != nil {
+		return x.MembershipSequence
+	}
+	return 0
+}
+
+func (x *GroupRecord) GetMembershipHash() []byte {
+	if x != nil {
+		return x.MembershipHash
 	}
 	return nil
 }
@@ -484,12 +502,14 @@ func (x *GroupJoinRequestRecord) GetSequence() uint64 {
 // GroupInvitationRecord is a pending invitation; it is kept after it expires until the
 // sweeper drops it, so that accepting it late gets a precise answer.
 type GroupInvitationRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	Invitee       string                 `protobuf:"bytes,2,opt,name=invitee,proto3" json:"invitee,omitempty"`
-	Inviter       string                 `protobuf:"bytes,3,opt,name=inviter,proto3" json:"inviter,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	GroupId   string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Invitee   string                 `protobuf:"bytes,2,opt,name=invitee,proto3" json:"invitee,omitempty"`
+	Inviter   string                 `protobuf:"bytes,3,opt,name=inviter,proto3" json:"inviter,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The hash of the INVITE statement, which the invitee's acceptance must name.
+	StatementHash []byte `protobuf:"bytes,6,opt,name=statement_hash,json=statementHash,proto3" json:"statement_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -555,6 +575,13 @@ func (x *GroupInvitationRecord) GetCreatedAt() *timestamppb.Timestamp {
 func (x *GroupInvitationRecord) GetExpiresAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *GroupInvitationRecord) GetStatementHash() []byte {
+	if x != nil {
+		return x.StatementHash
 	}
 	return nil
 }
@@ -639,6 +666,78 @@ func (x *GroupEpochRecord) GetCommitHash() []byte {
 	return nil
 }
 
+// GroupStatementRecord is one statement of a group's membership chain, exactly as its
+// signer sent it.
+type GroupStatementRecord struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Sequence uint64                 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The umbra.envelope.v1.MembershipStatementContent bytes and their signature.
+	Statement *v1.SignedMembershipStatement `protobuf:"bytes,2,opt,name=statement,proto3" json:"statement,omitempty"`
+	// SHA-256 of the content bytes.
+	Hash          []byte                 `protobuf:"bytes,3,opt,name=hash,proto3" json:"hash,omitempty"`
+	StoredAt      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=stored_at,json=storedAt,proto3" json:"stored_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupStatementRecord) Reset() {
+	*x = GroupStatementRecord{}
+	mi := &file_umbra_storage_v1_group_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupStatementRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupStatementRecord) ProtoMessage() {}
+
+func (x *GroupStatementRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_storage_v1_group_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupStatementRecord.ProtoReflect.Descriptor instead.
+func (*GroupStatementRecord) Descriptor() ([]byte, []int) {
+	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GroupStatementRecord) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *GroupStatementRecord) GetStatement() *v1.SignedMembershipStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
+func (x *GroupStatementRecord) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *GroupStatementRecord) GetStoredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StoredAt
+	}
+	return nil
+}
+
 // GroupEpochKeyRecord is one member's wrapped key of one epoch. A member's keys are
 // deleted when it stops being a member, so a returning member starts afresh.
 type GroupEpochKeyRecord struct {
@@ -654,7 +753,7 @@ type GroupEpochKeyRecord struct {
 
 func (x *GroupEpochKeyRecord) Reset() {
 	*x = GroupEpochKeyRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[6]
+	mi := &file_umbra_storage_v1_group_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +765,7 @@ func (x *GroupEpochKeyRecord) String() string {
 func (*GroupEpochKeyRecord) ProtoMessage() {}
 
 func (x *GroupEpochKeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[6]
+	mi := &file_umbra_storage_v1_group_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +778,7 @@ func (x *GroupEpochKeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupEpochKeyRecord.ProtoReflect.Descriptor instead.
 func (*GroupEpochKeyRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{6}
+	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GroupEpochKeyRecord) GetEpoch() uint64 {
@@ -726,7 +825,7 @@ type GroupUploadRecord struct {
 
 func (x *GroupUploadRecord) Reset() {
 	*x = GroupUploadRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[7]
+	mi := &file_umbra_storage_v1_group_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +837,7 @@ func (x *GroupUploadRecord) String() string {
 func (*GroupUploadRecord) ProtoMessage() {}
 
 func (x *GroupUploadRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[7]
+	mi := &file_umbra_storage_v1_group_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +850,7 @@ func (x *GroupUploadRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupUploadRecord.ProtoReflect.Descriptor instead.
 func (*GroupUploadRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{7}
+	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GroupUploadRecord) GetUploadId() string {
@@ -800,7 +899,7 @@ type GroupStagedKeyRecord struct {
 
 func (x *GroupStagedKeyRecord) Reset() {
 	*x = GroupStagedKeyRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[8]
+	mi := &file_umbra_storage_v1_group_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +911,7 @@ func (x *GroupStagedKeyRecord) String() string {
 func (*GroupStagedKeyRecord) ProtoMessage() {}
 
 func (x *GroupStagedKeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[8]
+	mi := &file_umbra_storage_v1_group_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +924,7 @@ func (x *GroupStagedKeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStagedKeyRecord.ProtoReflect.Descriptor instead.
 func (*GroupStagedKeyRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{8}
+	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GroupStagedKeyRecord) GetIdentity() string {
@@ -866,7 +965,7 @@ type GroupOutboxRecord struct {
 
 func (x *GroupOutboxRecord) Reset() {
 	*x = GroupOutboxRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[9]
+	mi := &file_umbra_storage_v1_group_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +977,7 @@ func (x *GroupOutboxRecord) String() string {
 func (*GroupOutboxRecord) ProtoMessage() {}
 
 func (x *GroupOutboxRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[9]
+	mi := &file_umbra_storage_v1_group_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +990,7 @@ func (x *GroupOutboxRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupOutboxRecord.ProtoReflect.Descriptor instead.
 func (*GroupOutboxRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{9}
+	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GroupOutboxRecord) GetSequence() uint64 {
@@ -954,7 +1053,7 @@ var File_umbra_storage_v1_group_proto protoreflect.FileDescriptor
 
 const file_umbra_storage_v1_group_proto_rawDesc = "" +
 	"\n" +
-	"\x1cumbra/storage/v1/group.proto\x12\x10umbra.storage.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\"\x9a\b\n" +
+	"\x1cumbra/storage/v1/group.proto\x12\x10umbra.storage.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\"\xf4\b\n" +
 	"\vGroupRecord\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x19\n" +
 	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x14\n" +
@@ -983,7 +1082,9 @@ const file_umbra_storage_v1_group_proto_rawDesc = "" +
 	"\tban_count\x18\x15 \x01(\rR\bbanCount\x12,\n" +
 	"\x12join_request_count\x18\x16 \x01(\rR\x10joinRequestCount\x12)\n" +
 	"\x10invitation_count\x18\x17 \x01(\rR\x0finvitationCount\x12B\n" +
-	"\x0frotation_due_at\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\rrotationDueAt\"\xd4\x01\n" +
+	"\x0frotation_due_at\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\rrotationDueAt\x12/\n" +
+	"\x13membership_sequence\x18\x19 \x01(\x04R\x12membershipSequence\x12'\n" +
+	"\x0fmembership_hash\x18\x1a \x01(\fR\x0emembershipHash\"\xd4\x01\n" +
 	"\x11GroupMemberRecord\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\rR\x04role\x127\n" +
@@ -1000,7 +1101,7 @@ const file_umbra_storage_v1_group_proto_rawDesc = "" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x129\n" +
 	"\n" +
 	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n" +
-	"\bsequence\x18\x03 \x01(\x04R\bsequence\"\xdc\x01\n" +
+	"\bsequence\x18\x03 \x01(\x04R\bsequence\"\x83\x02\n" +
 	"\x15GroupInvitationRecord\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x18\n" +
 	"\ainvitee\x18\x02 \x01(\tR\ainvitee\x12\x18\n" +
@@ -1008,14 +1109,20 @@ const file_umbra_storage_v1_group_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xe9\x01\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12%\n" +
+	"\x0estatement_hash\x18\x06 \x01(\fR\rstatementHash\"\xe9\x01\n" +
 	"\x10GroupEpochRecord\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12<\n" +
 	"\x06commit\x18\x02 \x01(\v2$.umbra.envelope.v1.SignedEpochCommitR\x06commit\x12!\n" +
 	"\fcommitted_by\x18\x03 \x01(\tR\vcommittedBy\x12=\n" +
 	"\fcommitted_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\x12\x1f\n" +
 	"\vcommit_hash\x18\x05 \x01(\fR\n" +
-	"commitHash\"\xc6\x01\n" +
+	"commitHash\"\xcb\x01\n" +
+	"\x14GroupStatementRecord\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12J\n" +
+	"\tstatement\x18\x02 \x01(\v2,.umbra.envelope.v1.SignedMembershipStatementR\tstatement\x12\x12\n" +
+	"\x04hash\x18\x03 \x01(\fR\x04hash\x127\n" +
+	"\tstored_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bstoredAt\"\xc6\x01\n" +
 	"\x13GroupEpochKeyRecord\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12C\n" +
 	"\vwrapped_key\x18\x02 \x01(\v2\".umbra.envelope.v1.WrappedEpochKeyR\n" +
@@ -1059,46 +1166,50 @@ func file_umbra_storage_v1_group_proto_rawDescGZIP() []byte {
 	return file_umbra_storage_v1_group_proto_rawDescData
 }
 
-var file_umbra_storage_v1_group_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_umbra_storage_v1_group_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_umbra_storage_v1_group_proto_goTypes = []any{
-	(*GroupRecord)(nil),            // 0: umbra.storage.v1.GroupRecord
-	(*GroupMemberRecord)(nil),      // 1: umbra.storage.v1.GroupMemberRecord
-	(*GroupBanRecord)(nil),         // 2: umbra.storage.v1.GroupBanRecord
-	(*GroupJoinRequestRecord)(nil), // 3: umbra.storage.v1.GroupJoinRequestRecord
-	(*GroupInvitationRecord)(nil),  // 4: umbra.storage.v1.GroupInvitationRecord
-	(*GroupEpochRecord)(nil),       // 5: umbra.storage.v1.GroupEpochRecord
-	(*GroupEpochKeyRecord)(nil),    // 6: umbra.storage.v1.GroupEpochKeyRecord
-	(*GroupUploadRecord)(nil),      // 7: umbra.storage.v1.GroupUploadRecord
-	(*GroupStagedKeyRecord)(nil),   // 8: umbra.storage.v1.GroupStagedKeyRecord
-	(*GroupOutboxRecord)(nil),      // 9: umbra.storage.v1.GroupOutboxRecord
-	(*durationpb.Duration)(nil),    // 10: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 11: google.protobuf.Timestamp
-	(*v1.SignedEpochCommit)(nil),   // 12: umbra.envelope.v1.SignedEpochCommit
-	(*v1.WrappedEpochKey)(nil),     // 13: umbra.envelope.v1.WrappedEpochKey
+	(*GroupRecord)(nil),                  // 0: umbra.storage.v1.GroupRecord
+	(*GroupMemberRecord)(nil),            // 1: umbra.storage.v1.GroupMemberRecord
+	(*GroupBanRecord)(nil),               // 2: umbra.storage.v1.GroupBanRecord
+	(*GroupJoinRequestRecord)(nil),       // 3: umbra.storage.v1.GroupJoinRequestRecord
+	(*GroupInvitationRecord)(nil),        // 4: umbra.storage.v1.GroupInvitationRecord
+	(*GroupEpochRecord)(nil),             // 5: umbra.storage.v1.GroupEpochRecord
+	(*GroupStatementRecord)(nil),         // 6: umbra.storage.v1.GroupStatementRecord
+	(*GroupEpochKeyRecord)(nil),          // 7: umbra.storage.v1.GroupEpochKeyRecord
+	(*GroupUploadRecord)(nil),            // 8: umbra.storage.v1.GroupUploadRecord
+	(*GroupStagedKeyRecord)(nil),         // 9: umbra.storage.v1.GroupStagedKeyRecord
+	(*GroupOutboxRecord)(nil),            // 10: umbra.storage.v1.GroupOutboxRecord
+	(*durationpb.Duration)(nil),          // 11: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 12: google.protobuf.Timestamp
+	(*v1.SignedEpochCommit)(nil),         // 13: umbra.envelope.v1.SignedEpochCommit
+	(*v1.SignedMembershipStatement)(nil), // 14: umbra.envelope.v1.SignedMembershipStatement
+	(*v1.WrappedEpochKey)(nil),           // 15: umbra.envelope.v1.WrappedEpochKey
 }
 var file_umbra_storage_v1_group_proto_depIdxs = []int32{
-	10, // 0: umbra.storage.v1.GroupRecord.rotation_period:type_name -> google.protobuf.Duration
-	11, // 1: umbra.storage.v1.GroupRecord.epoch_started_at:type_name -> google.protobuf.Timestamp
-	11, // 2: umbra.storage.v1.GroupRecord.created_at:type_name -> google.protobuf.Timestamp
-	11, // 3: umbra.storage.v1.GroupRecord.updated_at:type_name -> google.protobuf.Timestamp
-	11, // 4: umbra.storage.v1.GroupRecord.rotation_due_at:type_name -> google.protobuf.Timestamp
-	11, // 5: umbra.storage.v1.GroupMemberRecord.joined_at:type_name -> google.protobuf.Timestamp
-	11, // 6: umbra.storage.v1.GroupBanRecord.banned_at:type_name -> google.protobuf.Timestamp
-	11, // 7: umbra.storage.v1.GroupJoinRequestRecord.created_at:type_name -> google.protobuf.Timestamp
-	11, // 8: umbra.storage.v1.GroupInvitationRecord.created_at:type_name -> google.protobuf.Timestamp
-	11, // 9: umbra.storage.v1.GroupInvitationRecord.expires_at:type_name -> google.protobuf.Timestamp
-	12, // 10: umbra.storage.v1.GroupEpochRecord.commit:type_name -> umbra.envelope.v1.SignedEpochCommit
-	11, // 11: umbra.storage.v1.GroupEpochRecord.committed_at:type_name -> google.protobuf.Timestamp
-	13, // 12: umbra.storage.v1.GroupEpochKeyRecord.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
-	11, // 13: umbra.storage.v1.GroupEpochKeyRecord.stored_at:type_name -> google.protobuf.Timestamp
-	11, // 14: umbra.storage.v1.GroupUploadRecord.expires_at:type_name -> google.protobuf.Timestamp
-	13, // 15: umbra.storage.v1.GroupStagedKeyRecord.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
-	11, // 16: umbra.storage.v1.GroupOutboxRecord.created_at:type_name -> google.protobuf.Timestamp
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	11, // 0: umbra.storage.v1.GroupRecord.rotation_period:type_name -> google.protobuf.Duration
+	12, // 1: umbra.storage.v1.GroupRecord.epoch_started_at:type_name -> google.protobuf.Timestamp
+	12, // 2: umbra.storage.v1.GroupRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 3: umbra.storage.v1.GroupRecord.updated_at:type_name -> google.protobuf.Timestamp
+	12, // 4: umbra.storage.v1.GroupRecord.rotation_due_at:type_name -> google.protobuf.Timestamp
+	12, // 5: umbra.storage.v1.GroupMemberRecord.joined_at:type_name -> google.protobuf.Timestamp
+	12, // 6: umbra.storage.v1.GroupBanRecord.banned_at:type_name -> google.protobuf.Timestamp
+	12, // 7: umbra.storage.v1.GroupJoinRequestRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 8: umbra.storage.v1.GroupInvitationRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 9: umbra.storage.v1.GroupInvitationRecord.expires_at:type_name -> google.protobuf.Timestamp
+	13, // 10: umbra.storage.v1.GroupEpochRecord.commit:type_name -> umbra.envelope.v1.SignedEpochCommit
+	12, // 11: umbra.storage.v1.GroupEpochRecord.committed_at:type_name -> google.protobuf.Timestamp
+	14, // 12: umbra.storage.v1.GroupStatementRecord.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	12, // 13: umbra.storage.v1.GroupStatementRecord.stored_at:type_name -> google.protobuf.Timestamp
+	15, // 14: umbra.storage.v1.GroupEpochKeyRecord.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
+	12, // 15: umbra.storage.v1.GroupEpochKeyRecord.stored_at:type_name -> google.protobuf.Timestamp
+	12, // 16: umbra.storage.v1.GroupUploadRecord.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 17: umbra.storage.v1.GroupStagedKeyRecord.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
+	12, // 18: umbra.storage.v1.GroupOutboxRecord.created_at:type_name -> google.protobuf.Timestamp
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_umbra_storage_v1_group_proto_init() }
@@ -1112,7 +1223,7 @@ func file_umbra_storage_v1_group_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_v1_group_proto_rawDesc), len(file_umbra_storage_v1_group_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
