@@ -134,7 +134,7 @@ func New(cfg Config, authn *auth.Authenticator, log *zap.Logger, reg prometheus.
 	s := &Server{Health: health.NewServer(), cfg: cfg, log: log, authn: authn, recvLimits: map[string]int{}}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
-		grpc.InTapHandle(authn.TapHandle()),
+		grpc.InTapHandle(m.tap(authn.TapHandle())),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
