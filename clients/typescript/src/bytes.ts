@@ -101,3 +101,8 @@ export function unixSeconds(t: Date): bigint {
   if (!Number.isFinite(ms)) throw new RangeError("invalid date");
   return BigInt(Math.floor(ms / 1000));
 }
+
+/** copyBytes returns a copy of b as a plain Uint8Array (a Node Buffer's slice would share its memory). */
+export function copyBytes(b: Uint8Array): Uint8Array {
+  return Uint8Array.prototype.slice.call(b);
+}

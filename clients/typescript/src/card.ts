@@ -1,7 +1,7 @@
 // Cards (docs/wire-format.md, section 5): the exact content bytes of a CardContent,
 // its self-signature, the card service's counter-signature and rotation endorsements.
 import { E2eeErrorKind, e2eeError } from "./errors.js";
-import { equalBytes, labelled, sha, unixSeconds } from "./bytes.js";
+import { copyBytes, equalBytes, labelled, sha, unixSeconds } from "./bytes.js";
 import { CardContentSchema, RotationEndorsementContentSchema } from "./gen/umbra/envelope/v1/envelope_pb.js";
 import { Suite, params } from "./hpke.js";
 import { userIdentityProblem } from "./ident.js";
@@ -68,7 +68,7 @@ export function parseCard(content: Uint8Array, selfSignature: Uint8Array): Card 
   if (!verifySignature(c.signingKey, labelled(LabelCardSelfSignature, content), selfSignature)) {
     throw e2eeError(E2eeErrorKind.BadSignature, "card self-signature does not verify");
   }
-  return { ...c, selfSignature: selfSignature.slice() };
+  return { ...c, selfSignature: copyBytes(selfSignature) };
 }
 
 function parseCardContent(content: Uint8Array): Card {
@@ -97,17 +97,17 @@ function parseCardContent(content: Uint8Array): Card {
     checkMlKemEncapsulationKey("card KEM key, ML-KEM-768 half", m.kemPublicKey.subarray(0, 1184));
     checkX25519PublicKey("card KEM key, X25519 half", m.kemPublicKey.subarray(1184));
   }
-  const copy = content.slice();
+  const copy = copyBytes(content);
   return {
     id: sha(copy),
     content: copy,
     selfSignature: new Uint8Array(0),
     identity: m.identity,
-    signingKey: m.signingPublicKey.slice(),
+    signingKey: copyBytes(m.signingPublicKey),
     suite: m.suite,
-    kemPublicKey: m.kemPublicKey.slice(),
+    kemPublicKey: copyBytes(m.kemPublicKey),
     createdAtUnixSeconds: m.createdAtUnixSeconds,
-    previousCardId: m.previousCardId.length === 0 ? undefined : m.previousCardId.slice(),
+    previousCardId: m.previousCardId.length === 0 ? undefined : copyBytes(m.previousCardId),
   };
 }
 

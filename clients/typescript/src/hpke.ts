@@ -10,7 +10,7 @@ import { KemId, XCryptoKey } from "@hpke/common";
 import { ml_kem768_x25519 } from "@noble/post-quantum/hybrid.js";
 import { x25519 } from "@noble/curves/ed25519.js";
 import { shake256 } from "@noble/hashes/sha3.js";
-import { concat, u16, utf8Bytes } from "./bytes.js";
+import { concat, copyBytes, u16, utf8Bytes } from "./bytes.js";
 import { Suite } from "./gen/umbra/envelope/v1/envelope_pb.js";
 import { E2eeErrorKind, e2eeError } from "./errors.js";
 
@@ -51,7 +51,7 @@ function keyBytes(k: CryptoKey | CryptoKeyPair): Uint8Array {
 function buffer(b: Uint8Array): ArrayBuffer {
   return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer
     ? b.buffer
-    : b.slice().buffer;
+    : (copyBytes(b).buffer as ArrayBuffer);
 }
 
 /** The DeriveKeyPair suffix of MLKEM768-X25519: "HPKE-v1" ‖ suite_id ‖ u16(13) ‖ "DeriveKeyPair" ‖ u16(32). */
@@ -76,7 +76,7 @@ class XWing implements KemInterface {
   async deserializePublicKey(key: ArrayBufferLike | ArrayBufferView): Promise<CryptoKey> {
     const b = bytesOf(key);
     if (b.length !== this.publicKeySize) throw new Error(`public key of ${b.length} bytes`);
-    return new XCryptoKey(xwingName, b.slice(), "public");
+    return new XCryptoKey(xwingName, copyBytes(b), "public");
   }
   async serializePrivateKey(key: CryptoKey): Promise<ArrayBuffer> {
     return buffer(keyBytes(key));
@@ -84,7 +84,7 @@ class XWing implements KemInterface {
   async deserializePrivateKey(key: ArrayBufferLike | ArrayBufferView): Promise<CryptoKey> {
     const b = bytesOf(key);
     if (b.length !== this.privateKeySize) throw new Error(`private key of ${b.length} bytes`);
-    return new XCryptoKey(xwingName, b.slice(), "private", kemUsages);
+    return new XCryptoKey(xwingName, copyBytes(b), "private", kemUsages);
   }
   async importKey(format: "raw" | "jwk", key: ArrayBuffer | JsonWebKey, isPublic = true): Promise<CryptoKey> {
     if (format !== "raw" || !(key instanceof ArrayBuffer || ArrayBuffer.isView(key))) throw new Error("raw keys only");
@@ -167,7 +167,7 @@ export function generateKemPrivateKey(suite: Suite): Uint8Array {
 
 /** clampX25519 returns k clamped as RFC 9180's SerializePrivateKey writes an X25519 key. */
 export function clampX25519(k: Uint8Array): Uint8Array {
-  const out = k.slice();
+  const out = copyBytes(k);
   out[0]! &= 248;
   out[31]! &= 127;
   out[31]! |= 64;

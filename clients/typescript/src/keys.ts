@@ -1,6 +1,6 @@
 // Key pairs: the private half of a card, an Ed25519 signing key and an HPKE KEM key of
 // one suite (pkg/e2ee keys.go).
-import { randomBytes } from "./bytes.js";
+import { copyBytes, randomBytes } from "./bytes.js";
 import { E2eeErrorKind, e2eeError } from "./errors.js";
 import { Suite, clampX25519, deriveKemPrivateKey, generateKemPrivateKey, kemPublicKey, params } from "./hpke.js";
 import { sign, signingPublicKey } from "./pubkey.js";
@@ -25,7 +25,7 @@ export class KeyPair {
     this.suite = suite;
     this.signingSeed = signingSeed;
     this.signingPublicKey = signingPublicKey(signingSeed);
-    this.kemPrivateKey = suite === Suite.X25519 ? clampX25519(kemPrivate) : kemPrivate.slice();
+    this.kemPrivateKey = suite === Suite.X25519 ? clampX25519(kemPrivate) : copyBytes(kemPrivate);
     this.kemPublicKey = kemPublicKey(suite, this.kemPrivateKey);
   }
 
@@ -43,7 +43,7 @@ export class KeyPair {
   static async derive(suite: Suite, seed: Uint8Array): Promise<KeyPair> {
     params(suite);
     if (seed.length < 64) throw e2eeError(E2eeErrorKind.Malformed, `key seed of ${seed.length} bytes; want at least 64`);
-    return new KeyPair(suite, seed.slice(0, 32), await deriveKemPrivateKey(suite, seed.subarray(32)));
+    return new KeyPair(suite, copyBytes(seed.subarray(0, 32)), await deriveKemPrivateKey(suite, seed.subarray(32)));
   }
 
   /** fromPrivateKeys rebuilds a key pair from its serialised private keys: the 32-byte Ed25519 seed and the KEM private key. */
@@ -51,7 +51,7 @@ export class KeyPair {
     params(suite);
     if (signingSeed.length !== 32) throw e2eeError(E2eeErrorKind.Malformed, `signing seed of ${signingSeed.length} bytes; want 32`);
     if (kemPrivate.length !== 32) throw e2eeError(E2eeErrorKind.Malformed, `KEM private key of ${kemPrivate.length} bytes; want 32`);
-    return new KeyPair(suite, signingSeed.slice(), kemPrivate);
+    return new KeyPair(suite, copyBytes(signingSeed), kemPrivate);
   }
 
   /** sign signs message with the Ed25519 key. */

@@ -1,7 +1,7 @@
 // What a client needs to decide trust in cards itself (docs/wire-format.md, 5.4–5.6):
 // safety numbers, and the card service's signed key rotations (pkg/e2ee trust.go).
 import { sha512 } from "@noble/hashes/sha2.js";
-import { labelled, str, u16, unixSeconds, utf8Bytes } from "./bytes.js";
+import { copyBytes, labelled, str, u16, unixSeconds, utf8Bytes } from "./bytes.js";
 import { E2eeErrorKind, e2eeError } from "./errors.js";
 import { ServiceKeyRotationContentSchema } from "./gen/umbra/envelope/v1/envelope_pb.js";
 import { LabelCardServiceKeyRotation, LabelSafetyNumber } from "./labels.js";
@@ -78,11 +78,11 @@ export function parseServiceKeyRotation(content: Uint8Array): ServiceKeyRotation
   if (m.createdAtUnixSeconds <= 0n) throw e2eeError(E2eeErrorKind.Malformed, "service key rotation has no creation time");
   checkSigningPublicKey(m.newPublicKey, "service key rotation's new key");
   return {
-    content: content.slice(),
+    content: copyBytes(content),
     signature: new Uint8Array(0),
     previousKeyId: m.previousKeyId,
     newKeyId: m.newKeyId,
-    newPublicKey: m.newPublicKey.slice(),
+    newPublicKey: copyBytes(m.newPublicKey),
     createdAtUnixSeconds: m.createdAtUnixSeconds,
   };
 }
@@ -97,7 +97,7 @@ export function verifyServiceKeyRotation(previousKeyId: string, previous: Uint8A
   if (previous.length !== 32 || !verifySignature(previous, labelled(LabelCardServiceKeyRotation, content), signature)) {
     throw e2eeError(E2eeErrorKind.BadSignature, `service key rotation to ${JSON.stringify(r.newKeyId)} does not verify with the previous key ${JSON.stringify(previousKeyId)}`);
   }
-  return { ...r, signature: signature.slice() };
+  return { ...r, signature: copyBytes(signature) };
 }
 
 /** signServiceKeyRotation is the card service's rotation statement, signed with the previous key's 32-byte seed (tests and tools). */

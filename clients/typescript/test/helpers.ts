@@ -6,7 +6,7 @@ import { E2eeError, KeyBackupError, type E2eeErrorKind, type KeyBackupErrorKind 
 
 /** repoFile reads a file of the repository (the tests run from dist/test). */
 export function repoFile(path: string): Uint8Array {
-  return readFileSync(new URL(`../../../../${path}`, import.meta.url));
+  return new Uint8Array(readFileSync(new URL(`../../../../${path}`, import.meta.url)));
 }
 
 /** repoJSON parses a JSON file of the repository. */
