@@ -25,7 +25,8 @@ import { Code, hasCode } from "../transport/errors.js";
 import { RestTransport, type RetryOptions } from "../transport/rest.js";
 import type { TokenProvider } from "../transport/token.js";
 import { KeyChangedError, UmbraErrorKind, fingerprint, hasKind, umbraError } from "./errors.js";
-import { LocalKeystore, loadKeystore, saveKeystore } from "./keystore.js";
+import { Keystore } from "../keystore.js";
+import { loadKeystore, saveKeystore } from "./keystore.js";
 import {
   PinSource,
   PinStore,
@@ -161,7 +162,7 @@ export class UmbraClient extends EventTarget {
   /** @internal */ readonly cfg: Required<Pick<ClientConfig, "storage" | "clockSkewMs" | "now" | "keyChangePolicy" | "suite">> & ClientConfig;
   /** The REST transport, with the user's token on every call: for the calls this client does not wrap. */
   readonly transport: RestTransport;
-  /** @internal */ ks: LocalKeystore | undefined;
+  /** @internal */ ks: Keystore | undefined;
   /** @internal */ me = "";
   /** @internal */ appId = "";
   /** @internal */ readonly pins: PinStore;
@@ -199,7 +200,7 @@ export class UmbraClient extends EventTarget {
     }
     const c = new UmbraClient(cfg, pass);
     try {
-      c.ks = await loadKeystore(cfg.storage, pass);
+      c.ks = await loadKeystore(cfg.storage, pass, c.cfg.now);
     } catch (e) {
       throw umbraError(UmbraErrorKind.StorageDamaged, `open the keystore: ${e instanceof Error ? e.message : String(e)}`, e);
     }
@@ -234,15 +235,25 @@ export class UmbraClient extends EventTarget {
   }
 
   /** @internal The keystore and its current key, or a NoPrivateKey error. */
-  current(): { ks: LocalKeystore; kp: KeyPair; cardId: Uint8Array } {
+  current(): { ks: Keystore; kp: KeyPair; cardId: Uint8Array } {
     const cur = this.ks?.current();
     if (!this.ks || !cur) throw umbraError(UmbraErrorKind.NoPrivateKey, "the keystore holds no key: register, or restore the keys from a backup");
-    return { ks: this.ks, kp: cur.kp, cardId: cur.cardId };
+    return { ks: this.ks, kp: cur.keyPair, cardId: cur.cardId };
+  }
+
+  /** @internal A new, empty keystore of identity, protected as configured (or holding bundle: a restore). */
+  newKeystore(identity: string, bundle?: Uint8Array): Promise<Keystore> {
+    return Keystore.create({
+      identity,
+      ...(this.#passphrase ? { passphrase: this.#passphrase } : { noPassphrase: true }),
+      ...(bundle ? { keyBundle: bundle } : {}),
+      now: this.cfg.now,
+    });
   }
 
   /** @internal Saves ks as the keystore and makes it the client's. */
-  async saveKeystore(ks: LocalKeystore): Promise<void> {
-    await saveKeystore(this.cfg.storage, ks, this.#passphrase);
+  async saveKeystore(ks: Keystore): Promise<void> {
+    await saveKeystore(this.cfg.storage, ks);
     this.ks = ks;
     this.me = ks.identity;
   }
@@ -271,11 +282,11 @@ export class UmbraClient extends EventTarget {
     const kp = KeyPair.generate(this.cfg.suite);
     const { content, selfSignature } = newCard(kp, me, this.cfg.now());
     // The key is stored before its card is public, so no card ever lacks its private key.
-    const ks = new LocalKeystore(me);
-    ks.setCurrent(kp, cardId(content), this.cfg.now());
+    const ks = await this.newKeystore(me);
+    ks.setCurrent(kp, cardId(content));
     const before = await this.cfg.storage.get(KEYSTORE);
     if (before) throw umbraError(UmbraErrorKind.AlreadyRegistered, "storage already holds a keystore");
-    await saveKeystore(this.cfg.storage, ks, this.#passphrase);
+    await saveKeystore(this.cfg.storage, ks);
     let card: VerifiedCard;
     try {
       const resp = await this.transport.unary(CardService.method.publishCard, { content, selfSignature, resetGrant: grant }, { signal });
@@ -345,16 +356,18 @@ export class UmbraClient extends EventTarget {
   }
 
   /** Makes kp current and publishes its card; the keystore goes back to what it was if publishing fails. */
-  async #publishNewKeys(ks: LocalKeystore, kp: KeyPair, req: MessageInitShape<typeof PublishCardRequestSchema>, signal?: AbortSignal): Promise<VerifiedCard> {
-    const saved = ks.keyBundle();
-    const next = LocalKeystore.fromBundle(saved);
-    next.setCurrent(kp, cardId(req.content!), this.cfg.now());
-    await this.saveKeystore(next);
+  async #publishNewKeys(ks: Keystore, kp: KeyPair, req: MessageInitShape<typeof PublishCardRequestSchema>, signal?: AbortSignal): Promise<VerifiedCard> {
+    // The new key is stored before its card is published; the file as it was is put
+    // back if publishing fails.
+    const saved = ks.toFile();
+    ks.setCurrent(kp, cardId(req.content!));
+    await this.saveKeystore(ks);
     let resp;
     try {
       resp = await this.transport.unary(CardService.method.publishCard, req, { signal });
     } catch (e) {
-      await this.saveKeystore(LocalKeystore.fromBundle(saved));
+      await this.cfg.storage.put(KEYSTORE, saved);
+      this.ks = await Keystore.open(saved, this.#passphrase, this.cfg.now);
       throw e;
     }
     return this.verify(resp.card, signal);
