@@ -25,8 +25,13 @@ import { Code, hasCode } from "../transport/errors.js";
 import { RestTransport, type RetryOptions } from "../transport/rest.js";
 import type { TokenProvider } from "../transport/token.js";
 import { KeyChangedError, UmbraErrorKind, fingerprint, hasKind, umbraError } from "./errors.js";
+import { decrypt as decryptEnvelope, encrypt as encryptEnvelope, inspectEnvelope } from "../envelope.js";
 import { Keystore } from "../keystore.js";
 import { loadKeystore, saveKeystore } from "./keystore.js";
+import { Group, GroupStates, allPages, observeGroupEvent, openGroupConversationMessage, type CreateGroupOptions } from "./groups.js";
+import * as messaging from "./messaging.js";
+import { GroupService, type Group as GroupInfo, type Invitation, type JoinRequest } from "../gen/umbra/group/v1/group_pb.js";
+import type { HistoryRequestSchema, HistoryResponse, Message, SendRequestSchema, SendResponse, SubscribeResponse } from "../gen/umbra/messaging/v1/messaging_pb.js";
 import {
   PinSource,
   PinStore,
@@ -849,6 +854,138 @@ export class UmbraClient extends EventTarget {
     });
   }
 
+  // ---- envelopes ----
+
+  /**
+   * Encrypts and signs data for the active cards of recipients (identities), and for
+   * the user's own card unless excludeSelf. Every recipient must have an active card this
+   * client trusts (trustedCards): a contact's key change is a KeyChangedError under
+   * "refuse".
+   */
+  async encrypt(data: Uint8Array, recipients: readonly string[], signal?: AbortSignal): Promise<Uint8Array> {
+    const { ks, kp, cardId: myId } = this.current();
+    const me = ks.identity;
+    const want = [...new Set(this.cfg.excludeSelf ? recipients : [...recipients, me])].sort();
+    if (want.length === 0) throw new Error("umbra: no recipients");
+    const found = await this.trustedCards(want, signal);
+    const cards: Card[] = [];
+    for (const id of want) {
+      const card = found.get(id);
+      if (!card) throw umbraError(UmbraErrorKind.NoCard, id);
+      if (id === me && !sameBytes(card.id, myId)) throw notActiveHere(me);
+      cards.push(card);
+    }
+    return encryptEnvelope(kp, myId, cards, data, { now: this.cfg.now() });
+  }
+
+  /**
+   * Opens data, which sender (an identity) is expected to have sent: the signature is
+   * checked against the sender's card the message names, which must be a card of
+   * sender, active when the message says it was written, and trusted by the pins.
+   * Messages to the user's older cards decrypt with the superseded keys kept.
+   */
+  async decrypt(data: Uint8Array, sender: string, signal?: AbortSignal): Promise<Uint8Array> {
+    const { ks } = this.current();
+    const info = inspectEnvelope(data);
+    const card = await this.senderCard(info.senderCardId, sender, unixDate(info.createdAtUnixSeconds), signal);
+    return decryptEnvelope(data, ks.keyFor, card);
+  }
+
+  // ---- messaging (messaging.ts) ----
+
+  /** Encrypts data for peer and sends it in their direct conversation (sendTo in messaging.ts). */
+  sendTo(peer: string, data: Uint8Array, signal?: AbortSignal): Promise<SendResponse> {
+    return messaging.sendTo(this, peer, data, signal);
+  }
+
+  /** Sends a prepared message with retries; idempotent on its client message id. */
+  send(req: MessageInitShape<typeof SendRequestSchema>, signal?: AbortSignal): Promise<SendResponse> {
+    return messaging.send(this, req, signal);
+  }
+
+  /** One page of a conversation's messages (presence of afterSequence matters). */
+  history(req: MessageInitShape<typeof HistoryRequestSchema>, signal?: AbortSignal): Promise<HistoryResponse> {
+    return messaging.history(this, req, signal);
+  }
+
+  /** The inbox as an async iterable that resumes by itself from its cursor. */
+  inbox(opts: messaging.SubscribeOptions = {}): AsyncGenerator<SubscribeResponse, void, undefined> {
+    return messaging.inbox(this, opts);
+  }
+
+  /** Delivers every inbox item to handle until the signal aborts or handle throws. */
+  subscribe(opts: messaging.SubscribeOptions, handle: (item: SubscribeResponse) => void | Promise<void>): Promise<void> {
+    return messaging.subscribe(this, opts, handle);
+  }
+
+  /** Opens a message: decrypted and checked against its sender, or as it is if PLAINTEXT. */
+  openMessage(m: Message, signal?: AbortSignal): Promise<Uint8Array> {
+    return messaging.openMessage(this, m, signal);
+  }
+
+  /** @internal Updates the client's state from an inbox item (group events). */
+  observeItem(item: SubscribeResponse): void {
+    observeGroupEvent(this, item);
+  }
+
+  // ---- groups (groups.ts) ----
+
+  /** @internal What this client knows of its groups. */
+  readonly groups = new GroupStates();
+
+  /** A handle on groupId, asking the server nothing. */
+  group(groupId: string): Group {
+    return new Group(this, groupId);
+  }
+
+  /** Creates groupId (a group identity the app resolved) with the user as its owner. */
+  async createGroup(groupId: string, opts: CreateGroupOptions = {}, signal?: AbortSignal): Promise<Group> {
+    const g = new Group(this, groupId);
+    await g.create(opts, signal);
+    return g;
+  }
+
+  /** The groups the user is a member of, without their members. */
+  myGroups(signal?: AbortSignal): Promise<GroupInfo[]> {
+    return allPages(async (pageToken) => {
+      const r = await this.transport.unary(GroupService.method.listMyGroups, { pageToken }, { signal });
+      return [r.groups, r.nextPageToken];
+    });
+  }
+
+  /** Asks to join groupId; an admin or the owner approves or declines. */
+  async requestJoin(groupId: string, signal?: AbortSignal): Promise<JoinRequest | undefined> {
+    return (await this.transport.unary(GroupService.method.requestJoin, { groupId }, { signal })).joinRequest;
+  }
+
+  /**
+   * Accepts the user's pending invitation to groupId, after verifying the group's chain:
+   * the invitation accepted is the pending one the chain holds.
+   */
+  async acceptInvitation(groupId: string, signal?: AbortSignal): Promise<Group> {
+    const g = new Group(this, groupId);
+    await g.acceptInvitation(signal);
+    return g;
+  }
+
+  /** Declines the user's pending invitation to groupId. */
+  async declineInvitation(groupId: string, signal?: AbortSignal): Promise<void> {
+    await this.transport.unary(GroupService.method.declineInvitation, { groupId }, { signal });
+  }
+
+  /** The user's pending invitations, newest first. */
+  invitations(signal?: AbortSignal): Promise<Invitation[]> {
+    return allPages(async (pageToken) => {
+      const r = await this.transport.unary(GroupService.method.listMyInvitations, { pageToken }, { signal });
+      return [r.invitations, r.nextPageToken];
+    });
+  }
+
+  /** @internal Opens an ENCRYPTED message of a group conversation. */
+  openGroupMessage(m: Message, signal?: AbortSignal): Promise<Uint8Array> {
+    return openGroupConversationMessage(this, m, signal);
+  }
+
   /**
    * @internal Reports CardNotValidThen unless card was its identity's active card at
    * written, within the clock skew (§6.3).
@@ -886,6 +1023,16 @@ export class UmbraClient extends EventTarget {
     await this.trustSender(card, signal);
     return card;
   }
+}
+
+/** A time in Unix seconds as a Date. */
+export function unixDate(s: bigint): Date {
+  return new Date(Number(s) * 1000);
+}
+
+/** Says that this device's keys are not the user's active card. */
+export function notActiveHere(me: string): Error {
+  return new Error(`umbra: this device's keys are not ${me}'s active card (another device rotated them?): restore the keys from a backup`);
 }
 
 /** A card id as a map key. */
