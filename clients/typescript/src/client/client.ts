@@ -30,6 +30,9 @@ import { Keystore } from "../keystore.js";
 import { loadKeystore, saveKeystore } from "./keystore.js";
 import { Group, GroupStates, allPages, observeGroupEvent, openGroupConversationMessage, type CreateGroupOptions } from "./groups.js";
 import * as messaging from "./messaging.js";
+import * as backup from "./backup.js";
+import { BackupSlot } from "../backup-oprf.js";
+import type { BackupInfo } from "../gen/umbra/backup/v1/backup_pb.js";
 import { GroupService, type Group as GroupInfo, type Invitation, type JoinRequest } from "../gen/umbra/group/v1/group_pb.js";
 import type { HistoryRequestSchema, HistoryResponse, Message, SendRequestSchema, SendResponse, SubscribeResponse } from "../gen/umbra/messaging/v1/messaging_pb.js";
 import {
@@ -87,6 +90,12 @@ export interface ClientConfig {
   readonly serviceKeys?: readonly ServiceKeyPin[] | undefined;
   readonly fetch?: typeof fetch | undefined;
   readonly retry?: RetryOptions | undefined;
+  /**
+   * Runs Argon2id for key backups (the costly step of a backup or restore: 64 MiB, a
+   * fraction of a second). A browser app passes one that runs in a Web Worker so the
+   * page stays responsive; by default it runs in the calling thread (hash-wasm).
+   */
+  readonly argon2id?: ((password: Uint8Array, salt: Uint8Array, time: number, memoryKiB: number, threads: number, length: number) => Promise<Uint8Array>) | undefined;
 }
 
 /** A rotation endorsement: the exact RotationEndorsementContent bytes and the previous card's signature. */
@@ -984,6 +993,52 @@ export class UmbraClient extends EventTarget {
   /** @internal Opens an ENCRYPTED message of a group conversation. */
   openGroupMessage(m: Message, signal?: AbortSignal): Promise<Uint8Array> {
     return openGroupConversationMessage(this, m, signal);
+  }
+
+  // ---- key backup (backup.ts) ----
+
+  /** The user's stored backups, one per slot that holds one. */
+  backups(signal?: AbortSignal): Promise<BackupInfo[]> {
+    return backup.backups(this, signal);
+  }
+
+  /**
+   * Backs up every key of the keystore under password (OPRF with the backup service,
+   * Argon2id at t=3, 64 MiB, p=4). A backup already stored is replaced only after the
+   * password is proved against it and only if this device holds every key it holds.
+   */
+  backupPrivateKey(password: backup.Secret, signal?: AbortSignal): Promise<BackupInfo> {
+    return backup.backupPrivateKey(this, password, signal);
+  }
+
+  /** Restores every key of the password backup into an empty keystore. A wrong password is a WrongPasswordError. */
+  restorePrivateKey(password: backup.Secret, signal?: AbortSignal): Promise<void> {
+    return backup.restorePrivateKey(this, password, signal);
+  }
+
+  /** Restores from a recovery key (createRecoveryKey's text). */
+  restoreFromRecoveryKey(recoveryKey: string, signal?: AbortSignal): Promise<void> {
+    return backup.restoreFromRecoveryKey(this, recoveryKey, signal);
+  }
+
+  /** Re-encrypts the password backup under a new password. */
+  changePassword(oldPassword: backup.Secret, newPassword: backup.Secret, signal?: AbortSignal): Promise<BackupInfo> {
+    return backup.changePassword(this, oldPassword, newPassword, signal);
+  }
+
+  /** Deletes the password backup (a forgotten password); the recovery backup stays. */
+  resetBackup(signal?: AbortSignal): Promise<void> {
+    return backup.deleteSlot(this, BackupSlot.Password, signal);
+  }
+
+  /** Deletes the recovery backup: the recovery key no longer restores. */
+  deleteRecoveryKey(signal?: AbortSignal): Promise<void> {
+    return backup.deleteSlot(this, BackupSlot.Recovery, signal);
+  }
+
+  /** Makes a recovery key, backs every key up under it, and returns it for the user to write down. */
+  createRecoveryKey(signal?: AbortSignal): Promise<string> {
+    return backup.createRecoveryKey(this, signal);
   }
 
   /**
