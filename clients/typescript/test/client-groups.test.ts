@@ -11,6 +11,7 @@ import { hasKind, UmbraErrorKind } from "../src/client/errors.js";
 import { E2eeErrorKind } from "../src/errors.js";
 import { EncryptionMode, GroupRole } from "../src/gen/umbra/group/v1/group_pb.js";
 import { MembershipRole } from "../src/group-membership.js";
+import { newEpochKey, signEpochCommit, wrapEpochKeys } from "../src/group-epoch.js";
 import { registeredUser, uniqueName, type User } from "./support/clients.js";
 import { DevServer } from "./support/devserver.js";
 
@@ -186,5 +187,52 @@ describe("groups against umbra dev", () => {
       if (route === "/membership") assert.ok(hasKind(err, UmbraErrorKind.MembershipChain), `${what}: ${String(err)}`);
     }
     assert.equal(str(await bob.client.openMessage(page.messages[0]!)), "secret", "through the real server it opens");
+  });
+
+  test("an epoch commit is accepted only for a head of the verified chain, signed by a member at it", async () => {
+    const alice = await registeredUser(dev, uniqueName("alice"));
+    const bob = await registeredUser(dev, uniqueName("bob"));
+    const mallory = await registeredUser(dev, uniqueName("mallory"));
+    const gid = await dev.groupIdentity(uniqueName("heads"));
+    const g = await alice.client.createGroup(gid, { members: [bob.id] });
+    await g.send(text("secret"));
+    const m = await g.membership();
+    const bobCard = (await alice.client.findCards([bob.id])).get(bob.id)!;
+    // Commits of epoch 1 that the proxy serves instead of the real one, each validly
+    // signed by a real card: alice's naming a head outside the chain, and mallory's (no
+    // member) naming the real head.
+    const forged = async (who: typeof alice, head: { sequence: bigint; hash: Uint8Array }) => {
+      const key = newEpochKey();
+      const wrapped = await wrapEpochKeys(gid, 1n, key, [bobCard]);
+      const { kp, cardId } = who.client.current();
+      return { commit: signEpochCommit(kp, cardId, gid, 1n, key, wrapped, undefined, head, new Date()), wrapped: wrapped[0]! };
+    };
+    const b64 = (b: Uint8Array) => Buffer.from(b).toString("base64");
+    const cases: [string, Awaited<ReturnType<typeof forged>>, (err: unknown) => boolean][] = [
+      ["a head outside the chain", await forged(alice, { sequence: 1n, hash: new Uint8Array(32).fill(7) }), (e) => hasKind(e, UmbraErrorKind.MembershipChain) && hasKind(e, E2eeErrorKind.BrokenChain)],
+      ["a signer who is no member", await forged(mallory, { sequence: m.sequence, hash: m.head! }), (e) => hasKind(e, E2eeErrorKind.NotMember)],
+    ];
+    const page = await alice.client.history({ conversationId: gid, afterSequence: 0n });
+    for (const [what, f, ok] of cases) {
+      const bobView = await UmbraClient.open({
+        baseUrl: dev.baseUrl,
+        token: dev.tokenProvider(bob.id),
+        storage: bob.client.cfg.storage,
+        noPassphrase: true,
+        fetch: async (input, init) => {
+          const res = await fetch(input, init);
+          if (!String(input).includes("/epoch-keys")) return res;
+          const json = (await res.json()) as { keys: { commit: { commit: unknown; committedBy: string }; wrappedKey: unknown }[] };
+          for (const k of json.keys) {
+            k.commit.commit = { content: b64(f.commit.content), signature: b64(f.commit.signature) };
+            k.commit.committedBy = "";
+            k.wrappedKey = { recipientCardId: b64(f.wrapped.recipientCardId), enc: b64(f.wrapped.enc), ciphertext: b64(f.wrapped.ciphertext) };
+          }
+          return new Response(JSON.stringify(json), { status: res.status, headers: res.headers });
+        },
+      });
+      const err = await bobView.openMessage(page.messages[0]!).catch((e: unknown) => e);
+      assert.ok(ok(err), `${what}: ${String(err)}`);
+    }
   });
 });
