@@ -71,3 +71,8 @@ require (
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
+
+ignore (
+	./clients/typescript/node_modules
+	./clients/web/node_modules
+)

@@ -1,7 +1,8 @@
 // Package gateway is Umbra's REST front: every public, app-key, admin and access-token
 // RPC of the five services over HTTP/JSON (grpc-gateway v2, protojson with camelCase
 // names), server streams as newline-delimited JSON, the OpenAPI document, the JWK set,
-// and health endpoints.
+// and health endpoints. In `umbra dev` only, it also serves the web chat's built files at
+// / (Config.Web) and the development sign-in under /dev/ (Config.Dev).
 //
 // The gateway reaches the services only through real gRPC connections, so every REST
 // call passes the services' own interceptors (auth, validation, logging). Of the headers

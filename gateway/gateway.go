@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -72,6 +73,13 @@ type Config struct {
 	// must be given the same token, or trust the gateway's certificate
 	// (--forwarder-peers).
 	ForwarderToken string
+	// Web, when set, is served at / and at the paths of its files (GET and HEAD only;
+	// never under /v1/): the web chat that `umbra dev` serves. `umbra serve` never sets
+	// it.
+	Web fs.FS
+	// Dev, when set, is served under /dev/: the development sign-in of `umbra dev`,
+	// which checks its callers itself. `umbra serve` never sets it.
+	Dev http.Handler
 }
 
 // Gateway is the HTTP handler with its upstream connections.
@@ -151,7 +159,19 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Gateway, error) {
 		root.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		root.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	}
-	root.Handle("/", limitBody(cfg.MaxBodyBytes, mux))
+	if cfg.Dev != nil {
+		root.Handle("/dev/", limitBody(cfg.MaxBodyBytes, cfg.Dev))
+	}
+	var api http.Handler = limitBody(cfg.MaxBodyBytes, mux)
+	if cfg.Web != nil {
+		web, err := webFiles(cfg.Web, api)
+		if err != nil {
+			g.Close()
+			return nil, err
+		}
+		api = web
+	}
+	root.Handle("/", api)
 	g.handler = cors(cfg.CORSOrigins, root)
 	return g, nil
 }

@@ -46,6 +46,8 @@ type DevConfig struct {
 	Tune func(*Config)
 	// AllowEmptyStores is Config.AllowEmptyStores.
 	AllowEmptyStores []string
+	// Web, when set, is the web chat's build output, served by the gateway at /.
+	Web fs.FS
 }
 
 // DevCredentials are what `umbra dev` keeps in its data folder so that a restart prints
@@ -99,11 +101,16 @@ func RunDev(ctx context.Context, cfg DevConfig, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	signIn := newDevSignIn(cfg.DataDir, log.Named("dev"))
 	ncfg := Config{
-		Roles:           gateway.Services(),
-		DataDir:         cfg.DataDir,
-		GRPC:            grpcserver.Config{Addr: cfg.GRPCAddr},
-		Gateway:         &gateway.Config{Addr: cfg.HTTPAddr, CORSOrigins: cfg.CORSOrigins, Pprof: cfg.Pprof},
+		Roles:   gateway.Services(),
+		DataDir: cfg.DataDir,
+		GRPC:    grpcserver.Config{Addr: cfg.GRPCAddr},
+		Gateway: &gateway.Config{
+			Addr: cfg.HTTPAddr, CORSOrigins: cfg.CORSOrigins, Pprof: cfg.Pprof,
+			// The web chat and its development sign-in: umbra dev only.
+			Web: cfg.Web, Dev: signIn,
+		},
 		MetricsAddr:     cfg.MetricsAddr,
 		AdminCredential: creds.AdminCredential,
 		ServiceToken:    serviceToken,
@@ -117,7 +124,13 @@ func RunDev(ctx context.Context, cfg DevConfig, log *zap.Logger) error {
 		if err := saveDevCredentials(credPath, creds); err != nil {
 			return err
 		}
-		printBanner(cfg.Out, addrs, cfg.DataDir, creds)
+		conn, err := grpcclient.Dial(grpcclient.Config{Addr: loopbackAddr(addrs.GRPC)})
+		if err != nil {
+			return fmt.Errorf("dev: the sign-in's connection to the identity service: %w", err)
+		}
+		context.AfterFunc(ctx, func() { conn.Close() })
+		signIn.ready(identityv1.NewIdentityServiceClient(conn), creds.APIKey)
+		printBanner(cfg.Out, addrs, cfg.DataDir, creds, cfg.Web != nil)
 		return nil
 	}
 	if cfg.Tune != nil {
@@ -210,13 +223,16 @@ func ensureDevApp(ctx context.Context, grpcAddr string, c *DevCredentials) error
 	return nil
 }
 
-func printBanner(w io.Writer, addrs Addrs, dataDir string, c *DevCredentials) {
+func printBanner(w io.Writer, addrs Addrs, dataDir string, c *DevCredentials, web bool) {
 	if w == nil {
 		return
 	}
-	metrics := ""
+	more := ""
 	if addrs.Metrics != "" {
-		metrics = fmt.Sprintf("  Metrics: http://%s/metrics\n", addrs.Metrics)
+		more = fmt.Sprintf("  Metrics: http://%s/metrics\n", addrs.Metrics)
+	}
+	if web {
+		more += fmt.Sprintf("  Web chat: http://%s/   (open it in two windows and sign in with any name: development only)\n", addrs.Gateway)
 	}
 	fmt.Fprintf(w, `Umbra is running in development mode (loopback only, data in %s).
 
@@ -229,5 +245,5 @@ Development app %s. To use it from this shell:
   export UMBRA_ADMIN_TOKEN=%s
 
 The API key acts for the app backend (it issues tokens); keep both out of clients.
-`, dataDir, addrs.GRPC, addrs.Gateway, metrics, c.AppID, c.APIKey, c.AdminCredential)
+`, dataDir, addrs.GRPC, addrs.Gateway, more, c.AppID, c.APIKey, c.AdminCredential)
 }

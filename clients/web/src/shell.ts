@@ -1,0 +1,566 @@
+// The chat's screens once signed in: contacts and groups on the left, the open
+// conversation in the middle, a contact's safety number on the right, key-change
+// notices above the messages, and the backup and restore dialogs.
+import { fill, h } from './dom';
+import {
+  ChatError,
+  type ChatAdapter,
+  type ChatEvent,
+  type ChatMessage,
+  type Contact,
+  type Conversation,
+  type GroupSummary,
+  type KeyChange,
+  type Session,
+} from './sdk-adapter';
+
+/** How often the contact list is read again (the development directory). */
+const contactsRefreshMs = 3000;
+
+export class ChatShell {
+  private contacts: Contact[] = [];
+  /** Contacts found by name, kept beside the directory's. */
+  private added: Contact[] = [];
+  private groups: GroupSummary[] = [];
+  private open: Conversation | undefined;
+  private readonly timers: number[] = [];
+  private unsubscribe: (() => void) | undefined;
+
+  private readonly contactList = h('ul', { class: 'list', id: 'contacts', 'aria-label': 'Contacts' });
+  private readonly groupList = h('ul', { class: 'list', id: 'groups', 'aria-label': 'Groups' });
+  private readonly notices = h('div', { class: 'notices', id: 'notices', role: 'status', 'aria-live': 'polite' });
+  private readonly title = h('h2', { class: 'conversation-title' }, 'No conversation open');
+  private readonly safetyButton = h('button', { type: 'button', class: 'secondary', disabled: true }, 'Safety number');
+  private readonly messages = h('ol', { class: 'messages', id: 'messages', 'aria-label': 'Messages' });
+  private readonly composerText = h('textarea', {
+    id: 'composer-text',
+    'aria-label': 'Message',
+    placeholder: 'Write an encrypted message',
+    rows: '2',
+    disabled: true,
+  });
+  private readonly sendButton = h('button', { type: 'submit', disabled: true }, 'Send');
+  private readonly safetyPanel = h('aside', { class: 'safety', id: 'safety', 'aria-label': 'Safety number', hidden: true });
+  private readonly connection = h('span', { class: 'connection', id: 'connection' }, 'connecting…');
+  private readonly backupDialog: HTMLDialogElement;
+  private readonly restoreDialog: HTMLDialogElement;
+  private readonly groupDialog: HTMLDialogElement;
+  /** Lists the current contacts in the new-group dialog. */
+  private fillGroupMembers: () => void = () => {};
+
+  constructor(
+    private readonly root: HTMLElement,
+    private readonly adapter: ChatAdapter,
+    private readonly session: Session,
+    private readonly onSignOut: () => void,
+  ) {
+    this.backupDialog = this.passwordDialog(
+      'backup',
+      'Back up your keys',
+      'Your private keys are encrypted under this password before they leave the browser. The server never sees the password or the keys, and allows only a few wrong guesses.',
+      true,
+      (password) => this.adapter.backup(password),
+      'Keys backed up.',
+    );
+    this.restoreDialog = this.passwordDialog(
+      'restore',
+      'Restore your keys',
+      'On a new device: restore the keys you backed up, to read your history and keep your contacts’ trust.',
+      false,
+      (password) => this.adapter.restore(password),
+      'Keys restored.',
+    );
+    this.groupDialog = this.newGroupDialog();
+  }
+
+  /** Draws the shell and starts the contact refresh and the subscription. */
+  start(): void {
+    const addForm = h(
+      'form',
+      { class: 'add-contact', onsubmit: (e) => this.addContact(e) },
+      h('input', { name: 'name', 'aria-label': 'Add a contact by name', placeholder: 'Add by name', autocomplete: 'off' }),
+      h('button', { type: 'submit', class: 'secondary' }, 'Add'),
+    );
+    const composer = h(
+      'form',
+      { class: 'composer', onsubmit: (e) => this.send(e) },
+      this.composerText,
+      this.sendButton,
+    );
+    this.composerText.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.shiftKey) {
+        e.preventDefault();
+        composer.requestSubmit();
+      }
+    });
+    this.safetyButton.addEventListener('click', () => this.toggleSafety());
+    fill(
+      this.root,
+      h(
+        'div',
+        { class: 'shell' },
+        h(
+          'header',
+          { class: 'top' },
+          h('h1', {}, 'Umbra chat'),
+          h(
+            'span',
+            { class: 'me', id: 'me', title: this.session.identity },
+            'Signed in as ',
+            h('strong', {}, this.session.name),
+          ),
+          this.connection,
+          h('span', { class: 'spacer' }),
+          h('button', { type: 'button', class: 'secondary', onclick: () => this.backupDialog.showModal() }, 'Back up keys'),
+          h('button', { type: 'button', class: 'secondary', onclick: () => this.restoreDialog.showModal() }, 'Restore keys'),
+          h('button', { type: 'button', class: 'secondary', onclick: () => this.signOut() }, 'Sign out'),
+        ),
+        h(
+          'nav',
+          { class: 'side' },
+          h('h2', {}, 'Contacts'),
+          this.contactList,
+          addForm,
+          h('h2', {}, 'Groups'),
+          this.groupList,
+          h(
+            'button',
+            {
+              type: 'button',
+              class: 'secondary',
+              onclick: () => {
+                this.fillGroupMembers();
+                this.groupDialog.showModal();
+              },
+            },
+            'New group',
+          ),
+        ),
+        h(
+          'main',
+          { class: 'conversation' },
+          h('div', { class: 'conversation-head' }, this.title, this.safetyButton),
+          this.notices,
+          this.messages,
+          composer,
+        ),
+        this.safetyPanel,
+      ),
+      this.backupDialog,
+      this.restoreDialog,
+      this.groupDialog,
+    );
+    this.drawContacts();
+    this.drawGroups();
+    this.showEmpty('Pick a contact or a group to start an end-to-end encrypted conversation.');
+    void this.refreshContacts();
+    void this.refreshGroups();
+    this.timers.push(window.setInterval(() => void this.refreshContacts(), contactsRefreshMs));
+    this.unsubscribe = this.adapter.subscribe((e) => this.onEvent(e));
+  }
+
+  /** Stops the timers and the subscription. */
+  stop(): void {
+    for (const t of this.timers) {
+      window.clearInterval(t);
+    }
+    this.unsubscribe?.();
+  }
+
+  private signOut(): void {
+    this.stop();
+    this.adapter.signOut();
+    this.onSignOut();
+  }
+
+  private async refreshContacts(): Promise<void> {
+    try {
+      const listed = await this.adapter.listContacts();
+      const extra = this.added.filter((a) => !listed.some((c) => c.identity === a.identity));
+      const next = [...listed, ...extra];
+      if (JSON.stringify(next) !== JSON.stringify(this.contacts)) {
+        this.contacts = next;
+        this.drawContacts();
+      }
+    } catch (err) {
+      this.notice(err, 'contacts');
+    }
+  }
+
+  private async refreshGroups(): Promise<void> {
+    try {
+      this.groups = await this.adapter.listGroups();
+      this.drawGroups();
+    } catch (err) {
+      this.notice(err, 'groups');
+    }
+  }
+
+  private drawContacts(): void {
+    if (this.contacts.length === 0) {
+      fill(this.contactList, h('li', { class: 'empty' }, 'Nobody else has signed in yet.'));
+      return;
+    }
+    fill(
+      this.contactList,
+      ...this.contacts.map((c) =>
+        h(
+          'li',
+          {},
+          h(
+            'button',
+            {
+              type: 'button',
+              class: this.isOpen({ kind: 'direct', contact: c }) ? 'entry open' : 'entry',
+              title: c.identity,
+              onclick: () => this.openConversation({ kind: 'direct', contact: c }),
+            },
+            c.name,
+          ),
+        ),
+      ),
+    );
+  }
+
+  private drawGroups(): void {
+    if (this.groups.length === 0) {
+      fill(this.groupList, h('li', { class: 'empty' }, 'No groups yet.'));
+      return;
+    }
+    fill(
+      this.groupList,
+      ...this.groups.map((g) =>
+        h(
+          'li',
+          {},
+          h(
+            'button',
+            {
+              type: 'button',
+              class: this.isOpen({ kind: 'group', group: g }) ? 'entry open' : 'entry',
+              title: g.id,
+              onclick: () => this.openConversation({ kind: 'group', group: g }),
+            },
+            g.name,
+            h('span', { class: 'count' }, ` ${g.memberCount}`),
+          ),
+        ),
+      ),
+    );
+  }
+
+  private isOpen(c: Conversation): boolean {
+    const o = this.open;
+    if (!o) {
+      return false;
+    }
+    return o.kind === 'direct' && c.kind === 'direct'
+      ? o.contact.identity === c.contact.identity
+      : o.kind === 'group' && c.kind === 'group' && o.group.id === c.group.id;
+  }
+
+  private async addContact(e: Event): Promise<void> {
+    e.preventDefault();
+    const form = e.target as HTMLFormElement;
+    const input = form.elements.namedItem('name') as HTMLInputElement;
+    const name = input.value.trim();
+    if (!name) {
+      return;
+    }
+    try {
+      const c = await this.adapter.findContact(name);
+      if (c.identity !== this.session.identity && !this.added.some((a) => a.identity === c.identity)) {
+        this.added.push(c);
+      }
+      input.value = '';
+      await this.refreshContacts();
+      this.openConversation({ kind: 'direct', contact: c });
+    } catch (err) {
+      this.notice(err, 'contact');
+    }
+  }
+
+  private openConversation(c: Conversation): void {
+    this.open = c;
+    this.drawContacts();
+    this.drawGroups();
+    this.title.textContent = c.kind === 'direct' ? c.contact.name : `${c.group.name} (${c.group.memberCount} members)`;
+    this.safetyButton.disabled = c.kind !== 'direct';
+    this.composerText.disabled = false;
+    this.sendButton.disabled = false;
+    this.safetyPanel.hidden = true;
+    fill(this.messages);
+    void this.loadHistory(c);
+    this.composerText.focus();
+  }
+
+  private async loadHistory(c: Conversation): Promise<void> {
+    try {
+      const history = await this.adapter.history(c);
+      if (this.open === c) {
+        fill(this.messages, ...history.map((m) => this.messageItem(m)));
+        if (history.length === 0) {
+          this.showEmpty('No messages yet. Say hello: only the people in this conversation can read it.');
+        }
+        this.messages.scrollTop = this.messages.scrollHeight;
+      }
+    } catch (err) {
+      if (this.open === c) {
+        this.showEmpty(errorText(err));
+      }
+    }
+  }
+
+  private showEmpty(text: string): void {
+    fill(this.messages, h('li', { class: 'empty' }, text));
+  }
+
+  private messageItem(m: ChatMessage): HTMLLIElement {
+    return h(
+      'li',
+      { class: m.mine ? 'message mine' : 'message' },
+      h('span', { class: 'sender' }, m.mine ? 'You' : m.senderName || m.sender),
+      h('p', { class: 'text' }, m.text),
+      h('time', { datetime: m.sentAt.toISOString() }, m.sentAt.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })),
+    );
+  }
+
+  private async send(e: Event): Promise<void> {
+    e.preventDefault();
+    const c = this.open;
+    const text = this.composerText.value.trim();
+    if (!c || !text) {
+      return;
+    }
+    this.sendButton.disabled = true;
+    try {
+      const m = await this.adapter.send(c, text);
+      this.composerText.value = '';
+      if (this.open === c) {
+        this.messages.querySelector('li.empty')?.remove();
+        this.messages.append(this.messageItem(m));
+        this.messages.scrollTop = this.messages.scrollHeight;
+      }
+    } catch (err) {
+      this.notice(err, 'send');
+    } finally {
+      this.sendButton.disabled = false;
+    }
+  }
+
+  private onEvent(e: ChatEvent): void {
+    switch (e.type) {
+      case 'message':
+        if (this.open && this.isOpen(e.conversation)) {
+          this.messages.querySelector('li.empty')?.remove();
+          this.messages.append(this.messageItem(e.message));
+          this.messages.scrollTop = this.messages.scrollHeight;
+        }
+        break;
+      case 'key-change':
+        this.keyChangeNotice(e.change);
+        break;
+      case 'groups-changed':
+        void this.refreshGroups();
+        break;
+      case 'connection':
+        this.connection.textContent = e.state === 'live' ? 'live' : 'not connected';
+        this.connection.className = `connection ${e.state}`;
+        break;
+    }
+  }
+
+  private keyChangeNotice(change: KeyChange): void {
+    const id = `key-change-${change.contact.identity}`;
+    document.getElementById(id)?.remove();
+    const notice = h(
+      'div',
+      { class: 'notice key-change', id },
+      h('strong', {}, `${change.contact.name}’s key changed.`),
+      ' Nothing is encrypted to them until you accept. Compare the new safety number with theirs first: ',
+      h('code', {}, change.newSafetyNumber.groups.join(' ')),
+      h(
+        'button',
+        {
+          type: 'button',
+          onclick: async () => {
+            try {
+              await this.adapter.acceptKeyChange(change.contact);
+              notice.remove();
+            } catch (err) {
+              this.notice(err, 'key-change');
+            }
+          },
+        },
+        'Accept the new key',
+      ),
+    );
+    this.notices.append(notice);
+  }
+
+  private async toggleSafety(): Promise<void> {
+    const c = this.open;
+    if (!c || c.kind !== 'direct') {
+      return;
+    }
+    if (!this.safetyPanel.hidden) {
+      this.safetyPanel.hidden = true;
+      return;
+    }
+    this.safetyPanel.hidden = false;
+    fill(this.safetyPanel, h('h2', {}, `Safety number with ${c.contact.name}`), h('p', {}, 'Loading…'));
+    try {
+      const sn = await this.adapter.safetyNumber(c.contact);
+      fill(
+        this.safetyPanel,
+        h('h2', {}, `Safety number with ${c.contact.name}`),
+        h(
+          'p',
+          {},
+          `Compare these numbers with the ones ${c.contact.name} sees, in person or on a call. If they match, nobody is in the middle.`,
+        ),
+        h('div', { class: 'digits' }, ...sn.groups.map((g) => h('span', {}, g))),
+        sn.verified
+          ? h('p', { class: 'verified' }, 'Verified')
+          : h(
+              'button',
+              {
+                type: 'button',
+                onclick: async () => {
+                  try {
+                    await this.adapter.markVerified(c.contact);
+                    this.safetyPanel.hidden = true;
+                  } catch (err) {
+                    this.notice(err, 'verify');
+                  }
+                },
+              },
+              'Mark as verified',
+            ),
+      );
+    } catch (err) {
+      fill(this.safetyPanel, h('h2', {}, `Safety number with ${c.contact.name}`), h('p', { class: 'error' }, errorText(err)));
+    }
+  }
+
+  /** A notice above the messages, one per topic, replaced by the next of the topic. */
+  private notice(err: unknown, topic: string): void {
+    const id = `notice-${topic}`;
+    document.getElementById(id)?.remove();
+    const n = h(
+      'div',
+      { class: 'notice error', id },
+      errorText(err),
+      h('button', { type: 'button', class: 'dismiss', 'aria-label': 'Dismiss', onclick: () => n.remove() }, '×'),
+    );
+    this.notices.append(n);
+  }
+
+  private passwordDialog(
+    id: string,
+    heading: string,
+    explain: string,
+    confirm: boolean,
+    run: (password: string) => Promise<void>,
+    done: string,
+  ): HTMLDialogElement {
+    const status = h('p', { class: 'status', role: 'status' });
+    const password = h('input', { type: 'password', name: 'password', 'aria-label': 'Password', autocomplete: confirm ? 'new-password' : 'current-password', required: true });
+    const again = h('input', { type: 'password', name: 'again', 'aria-label': 'Password again', autocomplete: 'new-password', required: true });
+    const submit = h('button', { type: 'submit' }, confirm ? 'Back up' : 'Restore');
+    const dialog = h('dialog', { id: `${id}-dialog` });
+    const form = h(
+      'form',
+      {
+        onsubmit: async (e) => {
+          e.preventDefault();
+          if (confirm && password.value !== again.value) {
+            status.textContent = 'The two passwords differ.';
+            return;
+          }
+          submit.disabled = true;
+          status.textContent = 'Working… (the password is stretched with Argon2id in a background worker)';
+          try {
+            await run(password.value);
+            status.textContent = done;
+            password.value = again.value = '';
+          } catch (err) {
+            status.textContent = errorText(err);
+          } finally {
+            submit.disabled = false;
+          }
+        },
+      },
+      h('h2', {}, heading),
+      h('p', {}, explain),
+      h('label', {}, 'Password', password),
+      confirm && h('label', {}, 'Password again', again),
+      status,
+      h(
+        'div',
+        { class: 'actions' },
+        h('button', { type: 'button', class: 'secondary', onclick: () => dialog.close() }, 'Close'),
+        submit,
+      ),
+    );
+    dialog.append(form);
+    dialog.addEventListener('close', () => {
+      status.textContent = '';
+      password.value = again.value = '';
+    });
+    return dialog;
+  }
+
+  private newGroupDialog(): HTMLDialogElement {
+    const status = h('p', { class: 'status', role: 'status' });
+    const name = h('input', { name: 'group', 'aria-label': 'Group name', required: true, autocomplete: 'off' });
+    const members = h('fieldset', { class: 'members' });
+    const dialog = h('dialog', { id: 'group-dialog' });
+    this.fillGroupMembers = () => {
+      fill(
+        members,
+        h('legend', {}, 'Members'),
+        ...this.contacts.map((c) => h('label', {}, h('input', { type: 'checkbox', value: c.identity }), c.name)),
+      );
+      status.textContent = '';
+    };
+    const form = h(
+      'form',
+      {
+        onsubmit: async (e) => {
+          e.preventDefault();
+          const chosen = this.contacts.filter((c) =>
+            members.querySelector<HTMLInputElement>(`input[value="${CSS.escape(c.identity)}"]`)?.checked,
+          );
+          try {
+            const g = await this.adapter.createGroup(name.value.trim(), chosen);
+            await this.refreshGroups();
+            dialog.close();
+            this.openConversation({ kind: 'group', group: g });
+          } catch (err) {
+            status.textContent = errorText(err);
+          }
+        },
+      },
+      h('h2', {}, 'New group'),
+      h('label', {}, 'Name', name),
+      members,
+      status,
+      h(
+        'div',
+        { class: 'actions' },
+        h('button', { type: 'button', class: 'secondary', onclick: () => dialog.close() }, 'Close'),
+        h('button', { type: 'submit' }, 'Create'),
+      ),
+    );
+    dialog.append(form);
+    return dialog;
+  }
+}
+
+function errorText(err: unknown): string {
+  if (err instanceof ChatError || err instanceof Error) {
+    return err.message;
+  }
+  return String(err);
+}
