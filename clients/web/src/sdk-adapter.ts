@@ -22,6 +22,7 @@ import {
   hasCode,
   hasKind,
   safetyNumber as computeSafetyNumber,
+  toHex,
 } from '@umbra-e2ee/sdk';
 
 /** A signed-in user of the development app. */
@@ -189,6 +190,12 @@ export class DevChatAdapter implements ChatAdapter {
   private readonly directPeers = new Map<string, string>();
   private readonly groupSummaries = new Map<string, GroupSummary>();
   private readonly listeners = new Set<(event: ChatEvent) => void>();
+  /**
+   * The key changes reported to the screens, by identity: the new card's id. The SDK
+   * meets a pending change again at every call that checks the contact; the screens
+   * hear of it once, until it is accepted.
+   */
+  private readonly reported = new Map<string, string>();
 
   constructor(
     private readonly argon2id: Argon2id,
@@ -259,6 +266,7 @@ export class DevChatAdapter implements ChatAdapter {
     this.directPeers.clear();
     this.groupSummaries.clear();
     this.listeners.clear();
+    this.reported.clear();
   }
 
   async listContacts(): Promise<Contact[]> {
@@ -422,6 +430,7 @@ export class DevChatAdapter implements ChatAdapter {
     } catch (err) {
       throw chatError(err, this.names, contact);
     }
+    this.reported.delete(contact.identity);
   }
 
   async backup(password: string): Promise<void> {
@@ -536,7 +545,9 @@ export class DevChatAdapter implements ChatAdapter {
   /** Tells the screens about a key change the SDK met, with the safety number of the new key. */
   private async reportKeyChange(change: KeyChangedError): Promise<void> {
     const o = this.open;
-    if (!o || !o.client.hasPrivateKey) return;
+    const newCard = toHex(change.newCardId);
+    if (!o || !o.client.hasPrivateKey || this.reported.get(change.identity) === newCard) return;
+    this.reported.set(change.identity, newCard);
     try {
       const card = await o.client.cardById(change.newCardId);
       const mine = o.client.current().kp.signingPublicKey;
@@ -549,6 +560,7 @@ export class DevChatAdapter implements ChatAdapter {
       for (const l of this.listeners) l(event);
     } catch {
       // The notice comes again with the next call that meets the change.
+      this.reported.delete(change.identity);
     }
   }
 

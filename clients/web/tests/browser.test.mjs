@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { MemoryStorage, UmbraClient } from '@umbra-e2ee/sdk';
 
 const webDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const repo = resolve(webDir, '../..');
@@ -417,11 +418,56 @@ test('a reload asks for the passphrase again, and a wrong one does not open the 
   noProblems(carol);
 });
 
+test('carol resets her keys elsewhere: alice’s chat refuses to encrypt to her until alice compares the new safety number and accepts the new key', async () => {
+  // carol, on a device with none of her keys, resets them with a grant from the app
+  // backend (umbra dev's API key plays it): a new card that no old key endorses.
+  const creds = JSON.parse(readFileSync(join(dataDir, 'dev-credentials.json'), 'utf8'));
+  const dev = async (path, body, bearer) => {
+    const r = await fetch(base + path, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', ...(bearer ? { Authorization: `Bearer ${bearer}` } : {}) },
+      body: JSON.stringify(body),
+    });
+    if (!r.ok) throw new Error(`${path}: ${r.status} ${await r.text()}`);
+    return r.json();
+  };
+  const { identity: carolId } = await dev('/dev/sign-in', { name: 'carol' });
+  const { identity: aliceId } = await dev('/dev/sign-in', { name: 'alice' });
+  const { resetGrant } = await dev('/v1/reset-grants', { identity: carolId }, creds.api_key);
+  const carolElsewhere = await UmbraClient.open({
+    baseUrl: base,
+    token: async () => (await dev('/dev/sign-in', { name: 'carol' })).accessToken,
+    storage: new MemoryStorage(),
+    noPassphrase: true,
+  });
+  await carolElsewhere.resetKeys(resetGrant);
+
+  await openContact(alice.page, 'carol');
+  const text = say('Are the mockups final? (medlar-19)');
+  await alice.page.getByRole('textbox', { name: 'Message' }).fill(text);
+  await alice.page.getByRole('button', { name: 'Send', exact: true }).click();
+  await alice.page.locator('#notice-send').filter({ hasText: 'carol’s key changed' }).waitFor({ timeout: 15_000 });
+  const notice = alice.page.locator(`#key-change-${carolId}`);
+  await notice.waitFor({ timeout: 15_000 });
+  // The notice's safety number is the one carol sees with her new key.
+  const shown = (await notice.locator('code').textContent()).trim();
+  assert.equal(shown, await carolElsewhere.safetyNumber(aliceId));
+  assert.equal(await alice.page.locator('#messages li.message.mine').count(), 0, 'nothing was sent to the new key');
+
+  await notice.getByRole('button', { name: 'Accept the new key' }).click();
+  await notice.waitFor({ state: 'detached', timeout: 15_000 });
+  await send(alice.page, text);
+  const page = await carolElsewhere.history({ conversationId: aliceId });
+  const got = await Promise.all(page.messages.map(async (m) => new TextDecoder().decode(await carolElsewhere.openMessage(m))));
+  assert.deepEqual(got, [text], 'carol’s new key reads what alice sent after accepting it');
+  noProblems(alice);
+});
+
 test('once umbra dev has stopped, no file of its data folder holds a message, a passphrase or a password the test typed', async (t) => {
   for (const u of [alice, bob, carol]) await u.context.close();
   await stopUmbra();
   const typed = [...secrets.messages, ...secrets.passphrases, ...secrets.passwords];
-  assert.equal(secrets.messages.length, 8);
+  assert.equal(secrets.messages.length, 9);
   // The texts as UTF-8, and as UTF-16 (what a JavaScript engine or a Windows tool would
   // write), so that neither encoding hides one.
   const needles = typed.flatMap((text) => ['utf8', 'utf16le'].map((encoding) => ({ text, encoding, bytes: Buffer.from(text, encoding) })));
