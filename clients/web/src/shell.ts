@@ -391,6 +391,11 @@ export class ChatShell {
           if (c.kind === 'group' && !this.groups.some((g) => g.id === c.group.id)) {
             void this.refreshGroups();
           }
+          if (c.kind === 'direct' && !this.contacts.some((k) => k.identity === c.contact.identity)) {
+            // Someone the directory does not list (a CLI user): listed from now on.
+            this.added.push(c.contact);
+            this.contacts = [...this.contacts, c.contact];
+          }
           this.drawContacts();
           this.drawGroups();
         }
