@@ -19,6 +19,10 @@ export default defineConfig({
   worker: {
     format: 'es',
   },
+  resolve: {
+    // The only Node module the SDK's dependencies name: see src/no-node-crypto.ts.
+    alias: [{ find: /^crypto$/, replacement: '/src/no-node-crypto.ts' }],
+  },
   server: {
     // `npm run dev` serves the sources with live reload and sends the API to a running
     // `umbra dev` on its default address.

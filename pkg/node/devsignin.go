@@ -40,16 +40,24 @@ import (
 //	POST /dev/sign-in {"name": "alice"}    -> {"name", "identity", "accessToken", "expiresAt"}
 //	GET  /dev/users                        -> {"users": [{"name", "identity"}]}, the names that signed in here
 //	POST /dev/resolve {"names": ["bob"]}   -> {"users": [{"name", "identity"}]}, any names
+//	POST /dev/groups {"name": "team"}      -> {"name", "identity"}, a group name's identity, remembered
+//	GET  /dev/groups                       -> {"groups": [{"name", "identity"}]}, the group names given here
 //
 // A name is the app's own user id, exactly as `umbra login NAME` uses it, so the web
-// chat's alice is the CLI's alice.
+// chat's alice is the CLI's alice; a group name is the app's own group id, as
+// `umbra group create NAME` uses it. Umbra itself knows neither: an app backend keeps
+// its users' and groups' names, and so does this stand-in for one, so that the chat can
+// show names for the identities the services return.
 
 const (
 	// devUsersFile lists the names that signed in, for the web chat's contact list.
 	devUsersFile = "dev-users.json"
+	// devGroupsFile lists the group names given to POST /dev/groups, for the web chat's
+	// group list.
+	devGroupsFile = "dev-groups.json"
 	// devMaxName is the longest name, in bytes.
 	devMaxName = 64
-	// devMaxUsers bounds the list of names (one ResolveIdentities call resolves it).
+	// devMaxUsers bounds each list of names (one ResolveIdentities call resolves it).
 	devMaxUsers = 1000
 	// devMaxBody bounds a request body to the dev routes.
 	devMaxBody = 64 << 10
@@ -57,13 +65,21 @@ const (
 
 // devSignIn serves the dev routes.
 type devSignIn struct {
-	log       *zap.Logger
-	usersPath string
+	log *zap.Logger
 	// app is set once the node is ready; until then every call is refused with 503.
 	app atomic.Pointer[devAppClient]
 
+	users  *devNames // names that signed in, in order of first sign-in
+	groups *devNames // group names given to POST /dev/groups, in order
+}
+
+// devNames is a list of names kept in a file of the data folder.
+type devNames struct {
+	path string
+	log  *zap.Logger
+
 	mu    sync.Mutex
-	users []string // names that signed in, in order of first sign-in
+	names []string
 }
 
 // devAppClient calls the identity service as the development app's backend.
@@ -72,33 +88,70 @@ type devAppClient struct {
 	apiKey   string
 }
 
-// devUsers is dev-users.json.
-type devUsers struct {
+// devNamesFile is dev-users.json and dev-groups.json.
+type devNamesFile struct {
 	Names []string `json:"names"`
 }
 
 // newDevSignIn returns the dev routes' handler for a data folder, with the names that
-// signed in before (a damaged list is started afresh: it holds no secret).
+// signed in and the group names given before.
 func newDevSignIn(dataDir string, log *zap.Logger) *devSignIn {
-	d := &devSignIn{log: log, usersPath: filepath.Join(dataDir, devUsersFile)}
-	b, err := os.ReadFile(d.usersPath)
+	return &devSignIn{
+		log:    log,
+		users:  loadDevNames(filepath.Join(dataDir, devUsersFile), log),
+		groups: loadDevNames(filepath.Join(dataDir, devGroupsFile), log),
+	}
+}
+
+// loadDevNames reads a list of names (a damaged list is started afresh: it holds no
+// secret).
+func loadDevNames(path string, log *zap.Logger) *devNames {
+	l := &devNames{path: path, log: log}
+	b, err := os.ReadFile(path)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			log.Warn("dev sign-in: cannot read the list of names; starting with none", zap.Error(err))
+			log.Warn("dev sign-in: cannot read a list of names; starting with none", zap.String("file", path), zap.Error(err))
 		}
-		return d
+		return l
 	}
-	var u devUsers
-	if err := json.Unmarshal(b, &u); err != nil {
-		log.Warn("dev sign-in: the list of names is damaged; starting with none", zap.String("file", d.usersPath), zap.Error(err))
-		return d
+	var f devNamesFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		log.Warn("dev sign-in: a list of names is damaged; starting with none", zap.String("file", path), zap.Error(err))
+		return l
 	}
-	for _, n := range u.Names {
-		if name, err := devName(n); err == nil && !slices.Contains(d.users, name) && len(d.users) < devMaxUsers {
-			d.users = append(d.users, name)
+	for _, n := range f.Names {
+		if name, err := devName(n); err == nil && !slices.Contains(l.names, name) && len(l.names) < devMaxUsers {
+			l.names = append(l.names, name)
 		}
 	}
-	return d
+	return l
+}
+
+// list returns the names, sorted.
+func (l *devNames) list() []string {
+	l.mu.Lock()
+	names := slices.Clone(l.names)
+	l.mu.Unlock()
+	slices.Sort(names)
+	return names
+}
+
+// remember adds name to the list, and saves the list when it changed. A list that
+// cannot be saved costs only the chat's lists after a restart.
+func (l *devNames) remember(name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if slices.Contains(l.names, name) || len(l.names) >= devMaxUsers {
+		return
+	}
+	l.names = append(l.names, name)
+	b, err := json.MarshalIndent(devNamesFile{Names: l.names}, "", "  ")
+	if err == nil {
+		err = writeFileAtomic(l.path, append(b, '\n'))
+	}
+	if err != nil {
+		l.log.Warn("dev sign-in: cannot save a list of names", zap.String("file", l.path), zap.Error(err))
+	}
 }
 
 // ready makes the handler call the identity service as the app whose API key is apiKey.
@@ -112,17 +165,22 @@ func (d *devSignIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		devError(w, codes.PermissionDenied, why)
 		return
 	}
-	method, ok := map[string]string{"/dev/sign-in": http.MethodPost, "/dev/users": http.MethodGet, "/dev/resolve": http.MethodPost}[r.URL.Path]
+	methods, ok := map[string][]string{
+		"/dev/sign-in": {http.MethodPost},
+		"/dev/users":   {http.MethodGet},
+		"/dev/resolve": {http.MethodPost},
+		"/dev/groups":  {http.MethodGet, http.MethodPost},
+	}[r.URL.Path]
 	switch {
 	case !ok:
-		devError(w, codes.NotFound, fmt.Sprintf("no route for %s %s; the dev routes are POST /dev/sign-in, GET /dev/users and POST /dev/resolve", r.Method, r.URL.Path))
+		devError(w, codes.NotFound, fmt.Sprintf("no route for %s %s; the dev routes are POST /dev/sign-in, GET /dev/users, POST /dev/resolve and GET or POST /dev/groups", r.Method, r.URL.Path))
 		return
-	case r.Method != method:
-		w.Header().Set("Allow", method)
+	case !slices.Contains(methods, r.Method):
+		w.Header().Set("Allow", strings.Join(methods, ", "))
 		devWriteJSON(w, http.StatusMethodNotAllowed, map[string]any{"code": codes.Unimplemented, "message": fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path), "details": []any{}})
 		return
 	}
-	if method == http.MethodPost {
+	if r.Method == http.MethodPost {
 		// A JSON body needs a CORS preflight from another origin's page, which the dev
 		// routes never grant: a form or a plain-text post cannot reach them.
 		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
@@ -138,13 +196,17 @@ func (d *devSignIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+app.apiKey)
-	switch r.URL.Path {
-	case "/dev/sign-in":
+	switch {
+	case r.URL.Path == "/dev/sign-in":
 		d.signIn(ctx, w, r, app)
-	case "/dev/users":
-		d.listUsers(ctx, w, app)
-	case "/dev/resolve":
+	case r.URL.Path == "/dev/users":
+		d.answerNames(ctx, w, app, "users", d.users.list())
+	case r.URL.Path == "/dev/resolve":
 		d.resolveNames(ctx, w, r, app)
+	case r.Method == http.MethodGet: // /dev/groups
+		d.answerNames(ctx, w, app, "groups", d.groups.list())
+	default:
+		d.nameGroup(ctx, w, r, app)
 	}
 }
 
@@ -161,7 +223,7 @@ func (d *devSignIn) signIn(ctx context.Context, w http.ResponseWriter, r *http.R
 		devError(w, codes.InvalidArgument, err.Error())
 		return
 	}
-	ids, err := app.resolve(ctx, []string{name})
+	ids, err := app.resolve(ctx, "users", []string{name})
 	if err != nil {
 		devCallError(w, err)
 		return
@@ -171,7 +233,7 @@ func (d *devSignIn) signIn(ctx context.Context, w http.ResponseWriter, r *http.R
 		devCallError(w, err)
 		return
 	}
-	d.remember(name)
+	d.users.remember(name)
 	d.log.Info("dev sign-in", zap.String("identity", ids[name]))
 	devWriteJSON(w, http.StatusOK, map[string]string{
 		"name":        name,
@@ -181,12 +243,29 @@ func (d *devSignIn) signIn(ctx context.Context, w http.ResponseWriter, r *http.R
 	})
 }
 
-func (d *devSignIn) listUsers(ctx context.Context, w http.ResponseWriter, app *devAppClient) {
-	d.mu.Lock()
-	names := slices.Clone(d.users)
-	d.mu.Unlock()
-	slices.Sort(names)
-	d.answerUsers(ctx, w, app, names)
+// nameGroup answers POST /dev/groups: the identity of a group name, which it
+// remembers for GET /dev/groups. It creates no group: the chat does, with the
+// membership statement its user signs.
+func (d *devSignIn) nameGroup(ctx context.Context, w http.ResponseWriter, r *http.Request, app *devAppClient) {
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := devReadJSON(r, &req); err != nil {
+		devError(w, codes.InvalidArgument, err.Error())
+		return
+	}
+	name, err := devName(req.Name)
+	if err != nil {
+		devError(w, codes.InvalidArgument, "group "+err.Error())
+		return
+	}
+	ids, err := app.resolve(ctx, "groups", []string{name})
+	if err != nil {
+		devCallError(w, err)
+		return
+	}
+	d.groups.remember(name)
+	devWriteJSON(w, http.StatusOK, map[string]string{"name": name, "identity": ids[name]})
 }
 
 func (d *devSignIn) resolveNames(ctx context.Context, w http.ResponseWriter, r *http.Request, app *devAppClient) {
@@ -212,59 +291,51 @@ func (d *devSignIn) resolveNames(ctx context.Context, w http.ResponseWriter, r *
 			names = append(names, name)
 		}
 	}
-	d.answerUsers(ctx, w, app, names)
+	d.answerNames(ctx, w, app, "users", names)
 }
 
-// answerUsers answers {"users": [{"name", "identity"}]} for names, in their order.
-func (d *devSignIn) answerUsers(ctx context.Context, w http.ResponseWriter, app *devAppClient, names []string) {
-	type user struct {
+// answerNames answers {kind: [{"name", "identity"}]} for names, in their order; kind is
+// "users" or "groups".
+func (d *devSignIn) answerNames(ctx context.Context, w http.ResponseWriter, app *devAppClient, kind string, names []string) {
+	type named struct {
 		Name     string `json:"name"`
 		Identity string `json:"identity"`
 	}
-	users := []user{}
+	out := []named{}
 	if len(names) > 0 {
-		ids, err := app.resolve(ctx, names)
+		ids, err := app.resolve(ctx, kind, names)
 		if err != nil {
 			devCallError(w, err)
 			return
 		}
 		for _, n := range names {
-			users = append(users, user{Name: n, Identity: ids[n]})
+			out = append(out, named{Name: n, Identity: ids[n]})
 		}
 	}
-	devWriteJSON(w, http.StatusOK, map[string]any{"users": users})
+	devWriteJSON(w, http.StatusOK, map[string]any{kind: out})
 }
 
-// resolve maps names to identities, failing unless every name has one.
-func (a *devAppClient) resolve(ctx context.Context, names []string) (map[string]string, error) {
-	resp, err := a.identity.ResolveIdentities(ctx, &identityv1.ResolveIdentitiesRequest{Uids: names})
+// resolve maps the app's user ids (kind "users") or group ids ("groups") to
+// identities, failing unless every name has one.
+func (a *devAppClient) resolve(ctx context.Context, kind string, names []string) (map[string]string, error) {
+	req := &identityv1.ResolveIdentitiesRequest{Uids: names}
+	if kind == "groups" {
+		req = &identityv1.ResolveIdentitiesRequest{Guids: names}
+	}
+	resp, err := a.identity.ResolveIdentities(ctx, req)
 	if err != nil {
 		return nil, err
 	}
+	ids := resp.GetUsers()
+	if kind == "groups" {
+		ids = resp.GetGroups()
+	}
 	for _, n := range names {
-		if resp.GetUsers()[n] == "" {
+		if ids[n] == "" {
 			return nil, status.Errorf(codes.Internal, "the identity service resolved no identity for %q", n)
 		}
 	}
-	return resp.GetUsers(), nil
-}
-
-// remember adds name to the list of names that signed in, and saves the list when it
-// changed. A list that cannot be saved costs only the contact list after a restart.
-func (d *devSignIn) remember(name string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if slices.Contains(d.users, name) || len(d.users) >= devMaxUsers {
-		return
-	}
-	d.users = append(d.users, name)
-	b, err := json.MarshalIndent(devUsers{Names: d.users}, "", "  ")
-	if err == nil {
-		err = writeFileAtomic(d.usersPath, append(b, '\n'))
-	}
-	if err != nil {
-		d.log.Warn("dev sign-in: cannot save the list of names", zap.String("file", d.usersPath), zap.Error(err))
-	}
+	return ids, nil
 }
 
 // devRefusal says why r may not use the dev routes, or "" when it may. The caller must

@@ -187,6 +187,62 @@ func TestDevSignIn(t *testing.T) {
 	wantUsers(t, users, "Bob Smith", "alice")
 }
 
+// TestDevGroupNames: POST /dev/groups gives a group name's identity, the one the app
+// key resolves the app's group id to (the CLI's `umbra group create NAME`), and
+// remembers the name; GET /dev/groups lists the names given, across a restart, so
+// every member's chat shows the group's name.
+func TestDevGroupNames(t *testing.T) {
+	dir := t.TempDir()
+	addrs, stop := startDev(t, dir, nil)
+	base := "http://" + addrs.Gateway
+
+	code, none := devCall(t, "GET", base+"/dev/groups", "")
+	if list, ok := none["groups"].([]any); code != http.StatusOK || !ok || len(list) != 0 {
+		t.Fatalf("GET /dev/groups before any: %d %v; want an empty list", code, none)
+	}
+	code, team := devCall(t, "POST", base+"/dev/groups", `{"name":" team "}`)
+	if code != http.StatusOK || team["name"] != "team" || !strings.HasPrefix(team["identity"].(string), "g_") {
+		t.Fatalf("POST /dev/groups team: %d %v", code, team)
+	}
+	creds, err := loadDevCredentials(filepath.Join(dir, devCredentialsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, resolved := call(t, "POST", base+"/v1/identities:resolve", creds.APIKey, map[string]any{"guids": []string{"team"}})
+	if resolved["groups"].(map[string]any)["team"] != team["identity"] {
+		t.Errorf("team is %v here and %v by the app key; want one identity", team["identity"], resolved["groups"])
+	}
+	devCall(t, "POST", base+"/dev/groups", `{"name":"Book club"}`)
+	devCall(t, "POST", base+"/dev/groups", `{"name":"team"}`)
+
+	wantGroups := func(t *testing.T, base string) {
+		t.Helper()
+		_, groups := devCall(t, "GET", base+"/dev/groups", "")
+		list, _ := groups["groups"].([]any)
+		if len(list) != 2 {
+			t.Fatalf("groups %v; want Book club and team", groups)
+		}
+		for i, name := range []string{"Book club", "team"} {
+			g := list[i].(map[string]any)
+			if g["name"] != name || !strings.HasPrefix(g["identity"].(string), "g_") {
+				t.Errorf("group %d is %v; want %s with a group identity", i, g, name)
+			}
+		}
+		if list[1].(map[string]any)["identity"] != team["identity"] {
+			t.Errorf("team listed as %v; want %v", list[1], team["identity"])
+		}
+	}
+	wantGroups(t, base)
+	// A group name is no user: the contact list is unchanged.
+	if _, users := devCall(t, "GET", base+"/dev/users", ""); len(users["users"].([]any)) != 0 {
+		t.Errorf("users %v after naming groups; want none", users)
+	}
+
+	stop()
+	addrs, _ = startDev(t, dir, nil)
+	wantGroups(t, "http://"+addrs.Gateway)
+}
+
 // TestDevSignInBadRequests: every bad request to the dev routes gets its code and a
 // message saying what was wrong, and adds no name to the list; requests that do not
 // come from a page or program of this machine are refused with 403.
@@ -215,6 +271,12 @@ func TestDevSignInBadRequests(t *testing.T) {
 		{"unknown route", "POST", "/dev/make-admin", `{}`, nil, 404, "no route for POST /dev/make-admin"},
 		{"resolve nothing", "POST", "/dev/resolve", `{"names":[]}`, nil, 400, "give 1 to 1000 names"},
 		{"resolve a bad name", "POST", "/dev/resolve", `{"names":["ok",""]}`, nil, 400, "type a name"},
+		{"empty group name", "POST", "/dev/groups", `{"name":" "}`, nil, 400, "group name: type a name"},
+		{"long group name", "POST", "/dev/groups", `{"name":"` + strings.Repeat("x", 65) + `"}`, nil, 400, "group name: at most 64 bytes"},
+		{"group name and more", "POST", "/dev/groups", `{"name":"team","members":["bob"]}`, nil, 400, `unknown field "members"`},
+		{"a group named by a form", "POST", "/dev/groups", `{"name":"team"}`, []string{"Content-Type", "text/plain"}, 400, "application/json"},
+		{"DELETE groups", "DELETE", "/dev/groups", "", nil, 405, "method DELETE is not allowed"},
+		{"the groups of another site's page", "GET", "/dev/groups", "", []string{"Origin", "https://evil.example"}, 403, "pages served from this machine only"},
 		{"a page of another site (DNS rebinding)", "POST", "/dev/sign-in", `{"name":"alice"}`, []string{"Host", "evil.example" + port}, 403, `not "evil.example` + port + `"`},
 		{"another site's page", "POST", "/dev/sign-in", `{"name":"alice"}`, []string{"Origin", "https://evil.example"}, 403, "pages served from this machine only"},
 		{"an opaque origin", "POST", "/dev/sign-in", `{"name":"alice"}`, []string{"Origin", "null"}, 403, "pages served from this machine only"},
@@ -226,8 +288,10 @@ func TestDevSignInBadRequests(t *testing.T) {
 			if msg, _ := body["message"].(string); code != tc.status || !strings.Contains(msg, tc.msg) {
 				t.Errorf("%d %v; want %d and a message containing %q", code, body, tc.status, tc.msg)
 			}
-			if _, err := os.Stat(filepath.Join(dir, devUsersFile)); err == nil {
-				t.Errorf("a bad request added a name: %s exists", devUsersFile)
+			for _, f := range []string{devUsersFile, devGroupsFile} {
+				if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+					t.Errorf("a bad request added a name: %s exists", f)
+				}
 			}
 		})
 	}

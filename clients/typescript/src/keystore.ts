@@ -106,9 +106,16 @@ export function parseKeyBundle(b: Uint8Array): KeyBundle {
   return { identity: m.identity, currentCardId: cur?.cardId, keys };
 }
 
+/**
+ * Argon2idFunction computes Argon2id as the SDK's argon2id does: an app passes its own to
+ * run it elsewhere, such as a browser's Web Worker (64 MiB and a fraction of a second to
+ * seconds at the default cost, which would freeze a page).
+ */
+export type Argon2idFunction = (password: Uint8Array, salt: Uint8Array, time: number, memoryKiB: number, threads: number, tagLength: number) => Promise<Uint8Array>;
+
 /** stretch derives the keystore's AEAD key and key check value from a passphrase (section 7.3). */
-async function stretch(passphrase: Uint8Array, salt: Uint8Array, p: KeystoreArgon2id): Promise<{ key: Uint8Array; keyCheck: Uint8Array }> {
-  const master = await argon2id(passphrase, salt, p.time, p.memoryKiB, p.threads, 32);
+async function stretch(passphrase: Uint8Array, salt: Uint8Array, p: KeystoreArgon2id, run: Argon2idFunction = argon2id): Promise<{ key: Uint8Array; keyCheck: Uint8Array }> {
+  const master = await run(passphrase, salt, p.time, p.memoryKiB, p.threads, 32);
   return {
     key: hkdf(sha256, master, undefined, labelled(LabelKeystoreEncryptionKey), 32),
     keyCheck: hkdf(sha256, master, undefined, labelled(LabelKeystoreKeyCheck), 16),
@@ -129,6 +136,8 @@ export interface KeystoreOptions {
   keyBundle?: Uint8Array;
   /** The clock that dates added and superseded keys; the system clock if absent. */
   now?: () => Date;
+  /** Runs the passphrase's Argon2id (a Web Worker's); the SDK's argon2id, in this thread, if absent. */
+  stretchWith?: Argon2idFunction;
 }
 
 interface Protection {
@@ -179,7 +188,7 @@ export class Keystore {
       const kdf = { ...(opts.argon2id ?? DefaultKeystoreArgon2id) };
       checkArgon2id(kdf);
       const salt = randomBytes(32);
-      protection = { kdf, salt, ...(await stretch(opts.passphrase!, salt, kdf)) };
+      protection = { kdf, salt, ...(await stretch(opts.passphrase!, salt, kdf, opts.stretchWith)) };
     }
     return new Keystore(bundle, protection, opts.now ?? (() => new Date()));
   }
@@ -188,8 +197,9 @@ export class Keystore {
    * open reads keystore file bytes (section 7.4). passphrase must be the one the file
    * was written with, and absent for an unencrypted one: a wrong, missing or
    * superfluous passphrase is Passphrase; an altered file Decrypt or Malformed.
+   * stretchWith runs the passphrase's Argon2id (as KeystoreOptions.stretchWith).
    */
-  static async open(file: Uint8Array, passphrase?: Uint8Array, now?: () => Date): Promise<Keystore> {
+  static async open(file: Uint8Array, passphrase?: Uint8Array, now?: () => Date, stretchWith?: Argon2idFunction): Promise<Keystore> {
     if (file.length > MaxKeystoreFileSize) throw e2eeError(E2eeErrorKind.TooLarge, `keystore file is over ${MaxKeystoreFileSize} bytes`);
     if (file.length < KeystoreMagic.length || !equalBytes(file.subarray(0, KeystoreMagic.length), KeystoreMagic)) {
       throw e2eeError(E2eeErrorKind.Malformed, 'not an Umbra keystore file (no "umbra keystore v1\\n" magic)');
@@ -217,7 +227,7 @@ export class Keystore {
         if (h.keyCheck.length !== 16) throw e2eeError(E2eeErrorKind.Malformed, `keystore key check is ${h.keyCheck.length} bytes; want 16`);
         if (h.nonce.length !== 12) throw e2eeError(E2eeErrorKind.Malformed, `keystore nonce is ${h.nonce.length} bytes; want 12`);
         if (!hasPass) throw e2eeError(E2eeErrorKind.Passphrase, "the keystore is encrypted; a passphrase is required");
-        const { key, keyCheck } = await stretch(passphrase!, a.salt, kdf);
+        const { key, keyCheck } = await stretch(passphrase!, a.salt, kdf, stretchWith);
         if (!constantTimeEqual(keyCheck, h.keyCheck)) throw e2eeError(E2eeErrorKind.Passphrase, "wrong passphrase (or altered Argon2id parameters)");
         const opened = aeadOpen(Aead.CHACHA20_POLY1305, key, h.nonce, sealed, header);
         if (opened === undefined) {

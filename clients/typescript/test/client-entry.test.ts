@@ -59,3 +59,27 @@ test("the README's example: IndexedDB keystore under a passphrase, register, sen
   const seed = client.current().kp.signingSeed;
   assert.equal(Buffer.from(stored).indexOf(Buffer.from(seed)), -1, "the signing key is not in IndexedDB in the clear");
 });
+
+test("config.argon2id runs every Argon2id of the client: the keystore's passphrase, backups and restores", async () => {
+  const id = await dev.identity("hook-carol");
+  const calls: string[] = [];
+  const hook: sdk.Argon2idFunction = async (password, salt, time, memoryKiB, threads, tagLength) => {
+    calls.push(`t=${time} m=${memoryKiB} p=${threads}`);
+    return sdk.argon2id(password, salt, time, memoryKiB, threads, tagLength);
+  };
+  const open = (storage: sdk.Storage) =>
+    sdk.UmbraClient.open({ baseUrl: dev.baseUrl, token: dev.tokenProvider(id), storage, passphrase: "carol's device passphrase", argon2id: hook });
+  const storage = new sdk.MemoryStorage();
+  const client = await open(storage);
+  await client.register();
+  assert.equal(calls.length, 1, "creating the keystore stretches its passphrase with the hook");
+  await open(storage);
+  assert.equal(calls.length, 2, "opening the keystore stretches its passphrase with the hook");
+  await client.backupPrivateKey("carol's backup password");
+  assert.equal(calls.length, 3, "a backup stretches the OPRF output with the hook");
+  const newDevice = await open(new sdk.MemoryStorage());
+  await newDevice.restorePrivateKey("carol's backup password");
+  assert.equal(calls.length, 5, "a restore stretches the OPRF output, then the new keystore's passphrase, with the hook");
+  assert.deepEqual(newDevice.current().cardId, client.current().cardId);
+  assert.deepEqual(new Set(calls), new Set(["t=3 m=65536 p=4"]), "every call at the wire format's default cost");
+});

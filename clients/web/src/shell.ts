@@ -1,9 +1,9 @@
 // The chat's screens once signed in: contacts and groups on the left, the open
-// conversation in the middle, a contact's safety number on the right, key-change
-// notices above the messages, and the backup and restore dialogs.
+// conversation in the middle, a contact's safety number on the right, notices (key
+// changes, a new device's keys to restore, errors) above the messages, and the backup,
+// restore, new-group and add-members dialogs.
 import { fill, h } from './dom';
 import {
-  ChatError,
   type ChatAdapter,
   type ChatEvent,
   type ChatMessage,
@@ -17,12 +17,21 @@ import {
 /** How often the contact list is read again (the development directory). */
 const contactsRefreshMs = 3000;
 
+/** The key of a conversation in the chat's maps: the contact's identity or the group's. */
+function conversationKey(c: Conversation): string {
+  return c.kind === 'direct' ? c.contact.identity : c.group.id;
+}
+
 export class ChatShell {
   private contacts: Contact[] = [];
   /** Contacts found by name, kept beside the directory's. */
   private added: Contact[] = [];
   private groups: GroupSummary[] = [];
   private open: Conversation | undefined;
+  /** The open conversation's messages, by conversation id and sequence. */
+  private shown = new Map<string, ChatMessage>();
+  /** Conversations (conversationKey) with messages the user has not seen. */
+  private readonly unread = new Set<string>();
   private readonly timers: number[] = [];
   private unsubscribe: (() => void) | undefined;
 
@@ -30,7 +39,9 @@ export class ChatShell {
   private readonly groupList = h('ul', { class: 'list', id: 'groups', 'aria-label': 'Groups' });
   private readonly notices = h('div', { class: 'notices', id: 'notices', role: 'status', 'aria-live': 'polite' });
   private readonly title = h('h2', { class: 'conversation-title' }, 'No conversation open');
-  private readonly safetyButton = h('button', { type: 'button', class: 'secondary', disabled: true }, 'Safety number');
+  private readonly detail = h('span', { class: 'conversation-detail' });
+  private readonly safetyButton = h('button', { type: 'button', class: 'secondary', hidden: true }, 'Safety number');
+  private readonly addMembersButton = h('button', { type: 'button', class: 'secondary', hidden: true }, 'Add members');
   private readonly messages = h('ol', { class: 'messages', id: 'messages', 'aria-label': 'Messages' });
   private readonly composerText = h('textarea', {
     id: 'composer-text',
@@ -45,8 +56,9 @@ export class ChatShell {
   private readonly backupDialog: HTMLDialogElement;
   private readonly restoreDialog: HTMLDialogElement;
   private readonly groupDialog: HTMLDialogElement;
-  /** Lists the current contacts in the new-group dialog. */
-  private fillGroupMembers: () => void = () => {};
+  private readonly addDialog: HTMLDialogElement;
+  /** Lists the current contacts in the new-group and add-members dialogs. */
+  private readonly fillMembers: (() => void)[] = [];
 
   constructor(
     private readonly root: HTMLElement,
@@ -65,12 +77,25 @@ export class ChatShell {
     this.restoreDialog = this.passwordDialog(
       'restore',
       'Restore your keys',
-      'On a new device: restore the keys you backed up, to read your history and keep your contacts’ trust.',
+      'On a new device: restore the keys you backed up, to read your history and go on chatting. They are then kept in this browser under the passphrase you signed in with.',
       false,
-      (password) => this.adapter.restore(password),
+      async (password) => {
+        await this.adapter.restore(password);
+        this.keysRestored();
+      },
       'Keys restored.',
     );
-    this.groupDialog = this.newGroupDialog();
+    this.groupDialog = this.membersDialog('group', 'New group', 'Create', true, async (name, chosen) => {
+      const g = await this.adapter.createGroup(name, chosen);
+      await this.refreshGroups();
+      this.openConversation({ kind: 'group', group: g });
+    });
+    this.addDialog = this.membersDialog('add-members', 'Add members', 'Add', false, async (_name, chosen) => {
+      const o = this.open;
+      if (o?.kind !== 'group') return;
+      await this.adapter.addMembers(o.group, chosen);
+      await this.refreshGroups();
+    });
   }
 
   /** Draws the shell and starts the contact refresh and the subscription. */
@@ -94,6 +119,7 @@ export class ChatShell {
       }
     });
     this.safetyButton.addEventListener('click', () => this.toggleSafety());
+    this.addMembersButton.addEventListener('click', () => this.showDialog(this.addDialog));
     fill(
       this.root,
       h(
@@ -123,23 +149,17 @@ export class ChatShell {
           addForm,
           h('h2', {}, 'Groups'),
           this.groupList,
-          h(
-            'button',
-            {
-              type: 'button',
-              class: 'secondary',
-              onclick: () => {
-                this.fillGroupMembers();
-                this.groupDialog.showModal();
-              },
-            },
-            'New group',
-          ),
+          h('button', { type: 'button', class: 'secondary', onclick: () => this.showDialog(this.groupDialog) }, 'New group'),
         ),
         h(
           'main',
           { class: 'conversation' },
-          h('div', { class: 'conversation-head' }, this.title, this.safetyButton),
+          h(
+            'div',
+            { class: 'conversation-head' },
+            h('div', {}, this.title, this.detail),
+            h('div', { class: 'head-actions' }, this.addMembersButton, this.safetyButton),
+          ),
           this.notices,
           this.messages,
           composer,
@@ -149,10 +169,14 @@ export class ChatShell {
       this.backupDialog,
       this.restoreDialog,
       this.groupDialog,
+      this.addDialog,
     );
     this.drawContacts();
     this.drawGroups();
     this.showEmpty('Pick a contact or a group to start an end-to-end encrypted conversation.');
+    if (this.session.needsRestore) {
+      this.restoreNotice();
+    }
     void this.refreshContacts();
     void this.refreshGroups();
     this.timers.push(window.setInterval(() => void this.refreshContacts(), contactsRefreshMs));
@@ -188,9 +212,18 @@ export class ChatShell {
   }
 
   private async refreshGroups(): Promise<void> {
+    if (this.session.needsRestore) {
+      return;
+    }
     try {
       this.groups = await this.adapter.listGroups();
       this.drawGroups();
+      const o = this.open;
+      const now = o?.kind === 'group' ? this.groups.find((g) => g.id === o.group.id) : undefined;
+      if (o?.kind === 'group' && now) {
+        o.group = now;
+        this.drawTitle(o);
+      }
     } catch (err) {
       this.notice(err, 'groups');
     }
@@ -201,25 +234,7 @@ export class ChatShell {
       fill(this.contactList, h('li', { class: 'empty' }, 'Nobody else has signed in yet.'));
       return;
     }
-    fill(
-      this.contactList,
-      ...this.contacts.map((c) =>
-        h(
-          'li',
-          {},
-          h(
-            'button',
-            {
-              type: 'button',
-              class: this.isOpen({ kind: 'direct', contact: c }) ? 'entry open' : 'entry',
-              title: c.identity,
-              onclick: () => this.openConversation({ kind: 'direct', contact: c }),
-            },
-            c.name,
-          ),
-        ),
-      ),
-    );
+    fill(this.contactList, ...this.contacts.map((c) => this.entry({ kind: 'direct', contact: c }, c.name, c.identity)));
   }
 
   private drawGroups(): void {
@@ -229,34 +244,24 @@ export class ChatShell {
     }
     fill(
       this.groupList,
-      ...this.groups.map((g) =>
-        h(
-          'li',
-          {},
-          h(
-            'button',
-            {
-              type: 'button',
-              class: this.isOpen({ kind: 'group', group: g }) ? 'entry open' : 'entry',
-              title: g.id,
-              onclick: () => this.openConversation({ kind: 'group', group: g }),
-            },
-            g.name,
-            h('span', { class: 'count' }, ` ${g.memberCount}`),
-          ),
-        ),
-      ),
+      ...this.groups.map((g) => this.entry({ kind: 'group', group: g }, g.name, g.id, h('span', { class: 'count' }, ` ${g.memberCount}`))),
+    );
+  }
+
+  /** One button of the contact or group list, with a dot while it has unread messages. */
+  private entry(c: Conversation, name: string, title: string, ...extra: Node[]): HTMLLIElement {
+    const classes = ['entry'];
+    if (this.isOpen(c)) classes.push('open');
+    if (this.unread.has(conversationKey(c))) classes.push('unread');
+    return h(
+      'li',
+      {},
+      h('button', { type: 'button', class: classes.join(' '), title, onclick: () => this.openConversation(c) }, name, ...extra),
     );
   }
 
   private isOpen(c: Conversation): boolean {
-    const o = this.open;
-    if (!o) {
-      return false;
-    }
-    return o.kind === 'direct' && c.kind === 'direct'
-      ? o.contact.identity === c.contact.identity
-      : o.kind === 'group' && c.kind === 'group' && o.group.id === c.group.id;
+    return this.open !== undefined && this.open.kind === c.kind && conversationKey(this.open) === conversationKey(c);
   }
 
   private async addContact(e: Event): Promise<void> {
@@ -282,10 +287,11 @@ export class ChatShell {
 
   private openConversation(c: Conversation): void {
     this.open = c;
+    this.shown = new Map();
+    this.unread.delete(conversationKey(c));
     this.drawContacts();
     this.drawGroups();
-    this.title.textContent = c.kind === 'direct' ? c.contact.name : `${c.group.name} (${c.group.memberCount} members)`;
-    this.safetyButton.disabled = c.kind !== 'direct';
+    this.drawTitle(c);
     this.composerText.disabled = false;
     this.sendButton.disabled = false;
     this.safetyPanel.hidden = true;
@@ -294,15 +300,21 @@ export class ChatShell {
     this.composerText.focus();
   }
 
+  private drawTitle(c: Conversation): void {
+    this.title.textContent = c.kind === 'direct' ? c.contact.name : c.group.name;
+    this.detail.textContent =
+      c.kind === 'direct'
+        ? 'direct, end-to-end encrypted'
+        : `${c.group.memberCount} members · key epoch ${c.group.epoch}`;
+    this.safetyButton.hidden = c.kind !== 'direct';
+    this.addMembersButton.hidden = c.kind !== 'group';
+  }
+
   private async loadHistory(c: Conversation): Promise<void> {
     try {
       const history = await this.adapter.history(c);
       if (this.open === c) {
-        fill(this.messages, ...history.map((m) => this.messageItem(m)));
-        if (history.length === 0) {
-          this.showEmpty('No messages yet. Say hello: only the people in this conversation can read it.');
-        }
-        this.messages.scrollTop = this.messages.scrollHeight;
+        this.show(...history);
       }
     } catch (err) {
       if (this.open === c) {
@@ -311,15 +323,32 @@ export class ChatShell {
     }
   }
 
+  /** Adds messages to the open conversation and draws it, in order, each once. */
+  private show(...ms: ChatMessage[]): void {
+    for (const m of ms) {
+      this.shown.set(`${m.conversationId}#${m.sequence}`, m);
+    }
+    if (this.shown.size === 0) {
+      this.showEmpty('No messages yet. Say hello: only the people in this conversation can read it.');
+      return;
+    }
+    const ordered = [...this.shown.values()].sort((a, b) => a.sequence - b.sequence);
+    fill(this.messages, ...ordered.map((m) => this.messageItem(m)));
+    this.messages.scrollTop = this.messages.scrollHeight;
+  }
+
   private showEmpty(text: string): void {
     fill(this.messages, h('li', { class: 'empty' }, text));
   }
 
   private messageItem(m: ChatMessage): HTMLLIElement {
+    const classes = ['message'];
+    if (m.mine) classes.push('mine');
+    if (m.failed) classes.push('failed');
     return h(
       'li',
-      { class: m.mine ? 'message mine' : 'message' },
-      h('span', { class: 'sender' }, m.mine ? 'You' : m.senderName || m.sender),
+      { class: classes.join(' ') },
+      h('span', { class: 'sender' }, m.mine ? 'You' : m.senderName),
       h('p', { class: 'text' }, m.text),
       h('time', { datetime: m.sentAt.toISOString() }, m.sentAt.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })),
     );
@@ -336,10 +365,13 @@ export class ChatShell {
     try {
       const m = await this.adapter.send(c, text);
       this.composerText.value = '';
+      document.getElementById('notice-send')?.remove();
       if (this.open === c) {
-        this.messages.querySelector('li.empty')?.remove();
-        this.messages.append(this.messageItem(m));
-        this.messages.scrollTop = this.messages.scrollHeight;
+        this.show(m);
+      }
+      if (c.kind === 'group') {
+        // A send may have rotated the group's key: show the new epoch.
+        void this.refreshGroups();
       }
     } catch (err) {
       this.notice(err, 'send');
@@ -351,10 +383,21 @@ export class ChatShell {
   private onEvent(e: ChatEvent): void {
     switch (e.type) {
       case 'message':
-        if (this.open && this.isOpen(e.conversation)) {
-          this.messages.querySelector('li.empty')?.remove();
-          this.messages.append(this.messageItem(e.message));
-          this.messages.scrollTop = this.messages.scrollHeight;
+        if (this.isOpen(e.conversation)) {
+          this.show(e.message);
+        } else if (!e.message.mine) {
+          this.unread.add(conversationKey(e.conversation));
+          const c = e.conversation;
+          if (c.kind === 'group' && !this.groups.some((g) => g.id === c.group.id)) {
+            void this.refreshGroups();
+          }
+          if (c.kind === 'direct' && !this.contacts.some((k) => k.identity === c.contact.identity)) {
+            // Someone the directory does not list (a CLI user): listed from now on.
+            this.added.push(c.contact);
+            this.contacts = [...this.contacts, c.contact];
+          }
+          this.drawContacts();
+          this.drawGroups();
         }
         break;
       case 'key-change':
@@ -364,7 +407,7 @@ export class ChatShell {
         void this.refreshGroups();
         break;
       case 'connection':
-        this.connection.textContent = e.state === 'live' ? 'live' : 'not connected';
+        this.connection.textContent = e.state === 'live' ? 'live' : 'reconnecting…';
         this.connection.className = `connection ${e.state}`;
         break;
     }
@@ -377,7 +420,7 @@ export class ChatShell {
       'div',
       { class: 'notice key-change', id },
       h('strong', {}, `${change.contact.name}’s key changed.`),
-      ' Nothing is encrypted to them until you accept. Compare the new safety number with theirs first: ',
+      ` ${change.reason}. Nothing is encrypted to them until you accept. Compare the new safety number with theirs first: `,
       h('code', {}, change.newSafetyNumber.groups.join(' ')),
       h(
         'button',
@@ -398,6 +441,27 @@ export class ChatShell {
     this.notices.append(notice);
   }
 
+  /** On a new device: the keys must be restored from the backup before anything else. */
+  private restoreNotice(): void {
+    this.notices.append(
+      h(
+        'div',
+        { class: 'notice key-change', id: 'notice-restore' },
+        h('strong', {}, 'Your keys are not in this browser.'),
+        ' You have keys on another device: restore them from your backup to read your history and chat here.',
+        h('button', { type: 'button', onclick: () => this.restoreDialog.showModal() }, 'Restore keys'),
+      ),
+    );
+  }
+
+  private keysRestored(): void {
+    document.getElementById('notice-restore')?.remove();
+    void this.refreshGroups();
+    if (this.open) {
+      this.openConversation(this.open);
+    }
+  }
+
   private async toggleSafety(): Promise<void> {
     const c = this.open;
     if (!c || c.kind !== 'direct') {
@@ -408,38 +472,66 @@ export class ChatShell {
       return;
     }
     this.safetyPanel.hidden = false;
-    fill(this.safetyPanel, h('h2', {}, `Safety number with ${c.contact.name}`), h('p', {}, 'Loading…'));
+    const heading = h('h2', {}, `Safety number with ${c.contact.name}`);
+    fill(this.safetyPanel, heading, h('p', {}, 'Loading…'));
     try {
       const sn = await this.adapter.safetyNumber(c.contact);
+      const pending = sn.pending;
       fill(
         this.safetyPanel,
-        h('h2', {}, `Safety number with ${c.contact.name}`),
+        heading,
         h(
           'p',
           {},
           `Compare these numbers with the ones ${c.contact.name} sees, in person or on a call. If they match, nobody is in the middle.`,
         ),
-        h('div', { class: 'digits' }, ...sn.groups.map((g) => h('span', {}, g))),
-        sn.verified
-          ? h('p', { class: 'verified' }, 'Verified')
-          : h(
+        h('div', { class: 'digits', id: 'safety-digits' }, ...sn.groups.map((g) => h('span', {}, g))),
+        pending &&
+          h(
+            'div',
+            { class: 'notice key-change' },
+            h('strong', {}, `${c.contact.name}’s key changed: `),
+            `${pending.reason}. The safety number with the new key:`,
+            h('div', { class: 'digits' }, ...pending.groups.map((g) => h('span', {}, g))),
+            h(
               'button',
               {
                 type: 'button',
                 onclick: async () => {
                   try {
-                    await this.adapter.markVerified(c.contact);
+                    await this.adapter.acceptKeyChange(c.contact);
+                    document.getElementById(`key-change-${c.contact.identity}`)?.remove();
                     this.safetyPanel.hidden = true;
                   } catch (err) {
-                    this.notice(err, 'verify');
+                    this.notice(err, 'key-change');
                   }
                 },
               },
-              'Mark as verified',
+              'Accept the new key',
             ),
+          ),
+        sn.verified
+          ? h('p', { class: 'verified' }, 'Verified')
+          : !pending &&
+              h(
+                'button',
+                {
+                  type: 'button',
+                  onclick: async () => {
+                    try {
+                      await this.adapter.markVerified(c.contact);
+                      this.safetyPanel.hidden = true;
+                      await this.toggleSafety();
+                    } catch (err) {
+                      this.notice(err, 'verify');
+                    }
+                  },
+                },
+                'Mark as verified',
+              ),
       );
     } catch (err) {
-      fill(this.safetyPanel, h('h2', {}, `Safety number with ${c.contact.name}`), h('p', { class: 'error' }, errorText(err)));
+      fill(this.safetyPanel, heading, h('p', { class: 'error' }, errorText(err)));
     }
   }
 
@@ -454,6 +546,11 @@ export class ChatShell {
       h('button', { type: 'button', class: 'dismiss', 'aria-label': 'Dismiss', onclick: () => n.remove() }, '×'),
     );
     this.notices.append(n);
+  }
+
+  private showDialog(dialog: HTMLDialogElement): void {
+    for (const f of this.fillMembers) f();
+    dialog.showModal();
   }
 
   private passwordDialog(
@@ -511,46 +608,57 @@ export class ChatShell {
     return dialog;
   }
 
-  private newGroupDialog(): HTMLDialogElement {
+  /** A dialog that picks contacts (and names a new group, if named), then runs run. */
+  private membersDialog(
+    id: string,
+    heading: string,
+    action: string,
+    named: boolean,
+    run: (name: string, chosen: Contact[]) => Promise<void>,
+  ): HTMLDialogElement {
     const status = h('p', { class: 'status', role: 'status' });
     const name = h('input', { name: 'group', 'aria-label': 'Group name', required: true, autocomplete: 'off' });
     const members = h('fieldset', { class: 'members' });
-    const dialog = h('dialog', { id: 'group-dialog' });
-    this.fillGroupMembers = () => {
+    const submit = h('button', { type: 'submit' }, action);
+    const dialog = h('dialog', { id: `${id}-dialog` });
+    this.fillMembers.push(() => {
       fill(
         members,
         h('legend', {}, 'Members'),
         ...this.contacts.map((c) => h('label', {}, h('input', { type: 'checkbox', value: c.identity }), c.name)),
       );
       status.textContent = '';
-    };
+    });
     const form = h(
       'form',
       {
         onsubmit: async (e) => {
           e.preventDefault();
-          const chosen = this.contacts.filter((c) =>
-            members.querySelector<HTMLInputElement>(`input[value="${CSS.escape(c.identity)}"]`)?.checked,
+          const chosen = this.contacts.filter(
+            (c) => members.querySelector<HTMLInputElement>(`input[value="${CSS.escape(c.identity)}"]`)?.checked,
           );
+          submit.disabled = true;
+          status.textContent = 'Working…';
           try {
-            const g = await this.adapter.createGroup(name.value.trim(), chosen);
-            await this.refreshGroups();
+            await run(name.value.trim(), chosen);
+            name.value = '';
             dialog.close();
-            this.openConversation({ kind: 'group', group: g });
           } catch (err) {
             status.textContent = errorText(err);
+          } finally {
+            submit.disabled = false;
           }
         },
       },
-      h('h2', {}, 'New group'),
-      h('label', {}, 'Name', name),
+      h('h2', {}, heading),
+      named && h('label', {}, 'Name', name),
       members,
       status,
       h(
         'div',
         { class: 'actions' },
         h('button', { type: 'button', class: 'secondary', onclick: () => dialog.close() }, 'Close'),
-        h('button', { type: 'submit' }, 'Create'),
+        submit,
       ),
     );
     dialog.append(form);
@@ -559,8 +667,5 @@ export class ChatShell {
 }
 
 function errorText(err: unknown): string {
-  if (err instanceof ChatError || err instanceof Error) {
-    return err.message;
-  }
-  return String(err);
+  return err instanceof Error ? err.message : String(err);
 }

@@ -39,3 +39,18 @@ test('index.html loads only files of the build', () => {
   // No inline script: the Content-Security-Policy of umbra dev allows none.
   assert.doesNotMatch(index, /<script(?![^>]*\bsrc=)[^>]*>/, 'index.html has an inline script');
 });
+
+test('the bundle names no Node module', () => {
+  // The SDK runs in Node too; what it loads only there (FileStorage's node:fs, the HPKE
+  // library's fallback to Node's crypto) must not reach the page, not even as Vite's
+  // empty stand-in for a Node module (vite.config.ts points "crypto" at the page's own).
+  const stubs = files(dist).filter((p) => p.includes('__vite-browser-external'));
+  assert.deepEqual(stubs, [], 'Vite stood in for a Node module');
+  for (const path of files(dist).filter((p) => p.endsWith('.js'))) {
+    const js = readFileSync(path, 'utf8');
+    const named = [...js.matchAll(/(?:import\(|from)\s*["'`]((?:node:)?(?:fs|fs\/promises|path|crypto|os|child_process|process|buffer))["'`]/g)].map((m) => m[1]);
+    assert.deepEqual(named, [], `${relative(dist, path)} imports ${named.join(', ')}`);
+    const node = js.match(/["'`]node:[a-z_/]+["'`]/);
+    assert.equal(node, null, `${relative(dist, path)} names a Node module: ${node?.[0]}`);
+  }
+});

@@ -26,7 +26,7 @@ import { RestTransport, type RetryOptions } from "../transport/rest.js";
 import type { TokenProvider } from "../transport/token.js";
 import { KeyChangedError, UmbraErrorKind, fingerprint, hasKind, umbraError } from "./errors.js";
 import { decrypt as decryptEnvelope, encrypt as encryptEnvelope, inspectEnvelope } from "../envelope.js";
-import { Keystore } from "../keystore.js";
+import { Keystore, type Argon2idFunction } from "../keystore.js";
 import { loadKeystore, saveKeystore } from "./keystore.js";
 import { Group, GroupStates, allPages, observeGroupEvent, openGroupConversationMessage, type CreateGroupOptions } from "./groups.js";
 import * as messaging from "./messaging.js";
@@ -91,11 +91,12 @@ export interface ClientConfig {
   readonly fetch?: typeof fetch | undefined;
   readonly retry?: RetryOptions | undefined;
   /**
-   * Runs Argon2id for key backups (the costly step of a backup or restore: 64 MiB, a
-   * fraction of a second). A browser app passes one that runs in a Web Worker so the
-   * page stays responsive; by default it runs in the calling thread (hash-wasm).
+   * Runs Argon2id for the keystore's passphrase and for key backups (the costly step of
+   * opening or creating the keystore, and of a backup or restore: 64 MiB, a fraction of
+   * a second). A browser app passes one that runs in a Web Worker so the page stays
+   * responsive; by default it runs in the calling thread (hash-wasm).
    */
-  readonly argon2id?: ((password: Uint8Array, salt: Uint8Array, time: number, memoryKiB: number, threads: number, length: number) => Promise<Uint8Array>) | undefined;
+  readonly argon2id?: Argon2idFunction | undefined;
 }
 
 /** A rotation endorsement: the exact RotationEndorsementContent bytes and the previous card's signature. */
@@ -214,7 +215,7 @@ export class UmbraClient extends EventTarget {
     }
     const c = new UmbraClient(cfg, pass);
     try {
-      c.ks = await loadKeystore(cfg.storage, pass, c.cfg.now);
+      c.ks = await loadKeystore(cfg.storage, pass, c.cfg.now, cfg.argon2id);
     } catch (e) {
       throw umbraError(UmbraErrorKind.StorageDamaged, `open the keystore: ${e instanceof Error ? e.message : String(e)}`, e);
     }
@@ -261,6 +262,7 @@ export class UmbraClient extends EventTarget {
       identity,
       ...(this.#passphrase ? { passphrase: this.#passphrase } : { noPassphrase: true }),
       ...(bundle ? { keyBundle: bundle } : {}),
+      ...(this.cfg.argon2id ? { stretchWith: this.cfg.argon2id } : {}),
       now: this.cfg.now,
     });
   }
@@ -381,7 +383,7 @@ export class UmbraClient extends EventTarget {
       resp = await this.transport.unary(CardService.method.publishCard, req, { signal });
     } catch (e) {
       await this.cfg.storage.put(KEYSTORE, saved);
-      this.ks = await Keystore.open(saved, this.#passphrase, this.cfg.now);
+      this.ks = await Keystore.open(saved, this.#passphrase, this.cfg.now, this.cfg.argon2id);
       throw e;
     }
     return this.verify(resp.card, signal);

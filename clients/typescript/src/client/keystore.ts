@@ -4,7 +4,7 @@
 // that explicitly. The bytes are those the Go SDK writes, so a FileStorage on the Go
 // CLI's profile folder opens its keystore.
 
-import { Keystore } from "../keystore.js";
+import { Keystore, type Argon2idFunction } from "../keystore.js";
 import { KEYSTORE, type Storage } from "../storage/storage.js";
 
 /** Writes the keystore's file bytes to storage (a fresh nonce every time). */
@@ -13,8 +13,8 @@ export async function saveKeystore(storage: Storage, ks: Keystore): Promise<void
 }
 
 /** Reads the keystore from storage, or undefined when there is none. */
-export async function loadKeystore(storage: Storage, passphrase: Uint8Array | undefined, now: () => Date): Promise<Keystore | undefined> {
+export async function loadKeystore(storage: Storage, passphrase: Uint8Array | undefined, now: () => Date, stretchWith?: Argon2idFunction): Promise<Keystore | undefined> {
   const b = await storage.get(KEYSTORE);
   if (!b) return undefined;
-  return Keystore.open(b, passphrase, now);
+  return Keystore.open(b, passphrase, now, stretchWith);
 }
