@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/internal/node"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
-	"github.com/umbra-e2ee/umbra/pkg/node"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )
 

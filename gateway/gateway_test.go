@@ -25,10 +25,10 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/internal/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/node"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
-	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
-	"github.com/umbra-e2ee/umbra/pkg/node"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/umbra-e2ee/umbra/pkg/bench"
+	"github.com/umbra-e2ee/umbra/internal/bench"
 )
 
 // runBench is the load generator for the published benchmarks.

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
+	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 )
 
 // cliNode is a whole node in the test process with an app on it, and the real binary

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
+	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 )
 
 // TestBinaryFlagsBeforeTheSubcommand runs the real binary with the connection flags

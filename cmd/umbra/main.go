@@ -15,7 +15,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/umbra-e2ee/umbra/pkg/boltdb"
+	"github.com/umbra-e2ee/umbra/internal/boltdb"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

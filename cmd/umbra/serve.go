@@ -18,10 +18,10 @@ import (
 
 	"github.com/umbra-e2ee/umbra/clients/web"
 	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/internal/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/node"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
-	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
-	"github.com/umbra-e2ee/umbra/pkg/node"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
 	"github.com/umbra-e2ee/umbra/services/backup"
 	"github.com/umbra-e2ee/umbra/services/card"

@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
+	"github.com/umbra-e2ee/umbra/internal/clocktest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
-	"github.com/umbra-e2ee/umbra/pkg/clocktest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 )
 

@@ -13,8 +13,8 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
-	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 )
 

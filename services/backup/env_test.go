@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/umbra-e2ee/umbra/pkg/boltdb"
-	"github.com/umbra-e2ee/umbra/pkg/servicetest"
+	"github.com/umbra-e2ee/umbra/internal/boltdb"
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/services/identity"
 
-	"github.com/umbra-e2ee/umbra/pkg/clocktest"
+	"github.com/umbra-e2ee/umbra/internal/clocktest"
 
 	"github.com/cloudflare/circl/oprf"
 	"github.com/cloudflare/circl/zk/dleq"
@@ -26,8 +26,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
-	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"

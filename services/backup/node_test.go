@@ -22,9 +22,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/gateway"
-	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
-	"github.com/umbra-e2ee/umbra/pkg/node"
-	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
+	"github.com/umbra-e2ee/umbra/internal/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/node"
+	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/backup"

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/umbra-e2ee/umbra/pkg/outbox"
+	"github.com/umbra-e2ee/umbra/internal/outbox"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
@@ -20,7 +20,7 @@ const (
 	publishTimeout = 10 * time.Second
 )
 
-// Run delivers the outbox's events until ctx ends (pkg/outbox): at once when an
+// Run delivers the outbox's events until ctx ends (internal/outbox): at once when an
 // erasure writes one, and after a failed delivery again with a wait that doubles from
 // Config.OutboxRetry up to a minute.
 func (s *Server) Run(ctx context.Context) {
@@ -63,7 +63,7 @@ func publishRequest(ev *storagev1.BackupOutboxRecord) *messagingv1.PublishEventR
 	}
 }
 
-// outboxStore is backup.db's outbox as pkg/outbox reads it.
+// outboxStore is backup.db's outbox as internal/outbox reads it.
 type outboxStore struct{ store Store }
 
 func (o outboxStore) Pending(limit int) ([]outbox.Pending, error) {

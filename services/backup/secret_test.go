@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/umbra-e2ee/umbra/pkg/clocktest"
+	"github.com/umbra-e2ee/umbra/internal/clocktest"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/umbra-e2ee/umbra/pkg/boltdb"
-	"github.com/umbra-e2ee/umbra/pkg/servicetest"
+	"github.com/umbra-e2ee/umbra/internal/boltdb"
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/services/identity"
 
-	"github.com/umbra-e2ee/umbra/pkg/clocktest"
+	"github.com/umbra-e2ee/umbra/internal/clocktest"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
@@ -22,10 +22,10 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
-	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )

@@ -14,11 +14,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/internal/page"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
-	"github.com/umbra-e2ee/umbra/pkg/page"
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"

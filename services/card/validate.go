@@ -8,11 +8,11 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/umbra-e2ee/umbra/internal/page"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
-	"github.com/umbra-e2ee/umbra/pkg/page"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 )
 

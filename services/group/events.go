@@ -8,7 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/pkg/outbox"
+	"github.com/umbra-e2ee/umbra/internal/outbox"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
@@ -120,7 +120,7 @@ func (s *Server) rotationEvent(tx Tx, g *storagev1.GroupRecord, newly bool) erro
 }
 
 // deliverLoop delivers the outbox to the messaging service until ctx ends
-// (pkg/outbox): at once when a change wrote events, after a failed delivery again
+// (internal/outbox): at once when a change wrote events, after a failed delivery again
 // with a wait that doubles from 100 ms up to Config.OutboxPoll, and otherwise every
 // OutboxPoll.
 func (s *Server) deliverLoop(ctx context.Context) {
@@ -154,7 +154,7 @@ func (s *Server) outbox() outbox.Config {
 	}
 }
 
-// outboxStore is group.db's outbox as pkg/outbox reads it.
+// outboxStore is group.db's outbox as internal/outbox reads it.
 type outboxStore struct{ store Store }
 
 func (o outboxStore) Pending(limit int) ([]outbox.Pending, error) {

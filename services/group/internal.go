@@ -6,9 +6,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/internal/page"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
-	"github.com/umbra-e2ee/umbra/pkg/page"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/umbra-e2ee/umbra/pkg/clocktest"
+	"github.com/umbra-e2ee/umbra/internal/clocktest"
 
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap/zaptest"
@@ -15,9 +15,9 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
-	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )
 

@@ -11,7 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/umbra-e2ee/umbra/pkg/boltdb"
+	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )

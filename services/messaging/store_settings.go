@@ -3,7 +3,7 @@ package messaging
 import (
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/umbra-e2ee/umbra/pkg/boltdb"
+	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )

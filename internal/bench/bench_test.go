@@ -8,10 +8,10 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/umbra-e2ee/umbra/pkg/bench"
+	"github.com/umbra-e2ee/umbra/internal/bench"
+	"github.com/umbra-e2ee/umbra/internal/node"
+	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
-	"github.com/umbra-e2ee/umbra/pkg/node"
-	"github.com/umbra-e2ee/umbra/pkg/node/nodetest"
 )
 
 func TestMessagingRunMeasuresSendsAndDeliveries(t *testing.T) {

@@ -17,8 +17,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/umbra-e2ee/umbra/gateway"
-	"github.com/umbra-e2ee/umbra/pkg/boltdb"
-	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/boltdb"
+	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 )
 
 // startNode runs every role over dir until it is ready and returns its logs and its

@@ -6,8 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/umbra-e2ee/umbra/pkg/boltdb"
-	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/boltdb"
+	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 )
 
 // writeFailuresMetric counts the writes each store failed to make durable.

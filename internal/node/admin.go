@@ -9,8 +9,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
-	"github.com/umbra-e2ee/umbra/pkg/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	adminv1 "github.com/umbra-e2ee/umbra/proto/umbra/admin/v1"
 )

@@ -3,7 +3,7 @@ package node
 import (
 	"maps"
 
-	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/backup"

@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
-	"github.com/umbra-e2ee/umbra/pkg/node"
+	"github.com/umbra-e2ee/umbra/internal/node"
 )
 
 // runDev runs `umbra dev` on dir until it is ready, then stops it, and returns its

@@ -20,8 +20,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
-	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	"github.com/umbra-e2ee/umbra/services/backup"

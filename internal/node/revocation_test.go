@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/umbra-e2ee/umbra/gateway"
-	"github.com/umbra-e2ee/umbra/pkg/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 )
 
 const testAdmin = "admin-credential-for-tests"
