@@ -27,6 +27,7 @@ func BenchmarkNewEpoch(b *testing.B) {
 				b.Run(name, func(b *testing.B) {
 					signer := newMember(b, suite, alice, 1)
 					cards := cardsOf(newMembers(b, members, suite))
+					cpu := reportCPUTime(b)
 					for b.Loop() {
 						var err error
 						if workers == 0 {
@@ -38,6 +39,7 @@ func BenchmarkNewEpoch(b *testing.B) {
 							b.Fatal(err)
 						}
 					}
+					cpu()
 					b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/float64(members), "µs/member")
 				})
 			}

@@ -5,7 +5,8 @@
 // are composed here from their primitives, as RFC 9180 section 4.1 (DHKEM(X25519,
 // HKDF-SHA256), KEM id 0x0020) and draft-ietf-hpke-pq-03 (MLKEM768-X25519, "X-Wing",
 // KEM id 0x647A) define them: ML-KEM-768 from @noble/post-quantum, X25519 on the
-// platform's WebCrypto where it has it, @noble/curves otherwise (platform.ts).
+// platform's crypto where it has it (Node's crypto module, or WebCrypto), @noble/curves
+// otherwise (platform.ts).
 // test/hpke.test.ts checks them against RFC 9180's vector and @noble/post-quantum's
 // own X-Wing, the envelope tests against the Go SDK's vectors.
 //
@@ -240,7 +241,8 @@ class XWing implements KemInterface {
       if (!(params.ekm instanceof ArrayBuffer) || params.ekm.byteLength !== 64) throw new Error("ekm: 64 bytes of randomness");
       eseed = new Uint8Array(params.ekm);
     }
-    // The X25519 half starts first: on WebCrypto it runs beside ML-KEM.
+    // The X25519 half starts first: on WebCrypto it runs beside ML-KEM (on Node's
+    // crypto module and @noble it is done before ML-KEM starts).
     const ephemeral =
       eseed === undefined
         ? x25519Ephemeral()

@@ -3,7 +3,7 @@
 import { copyBytes, randomBytes } from "./bytes.js";
 import { E2eeErrorKind, e2eeError } from "./errors.js";
 import { Suite, clampX25519, deriveKemPrivateKey, generateKemPrivateKey, kemPublicKey, params } from "./hpke.js";
-import { ed25519Sign, ed25519SigningKey } from "./platform.js";
+import { ed25519Sign, ed25519SigningKey, type Ed25519Key } from "./platform.js";
 import { sign, signingPublicKey } from "./pubkey.js";
 
 /** DefaultSuite is the suite of new key pairs unless asked otherwise: the hybrid one. */
@@ -55,8 +55,8 @@ export class KeyPair {
     return new KeyPair(suite, copyBytes(signingSeed), kemPrivate);
   }
 
-  /** The seed imported into WebCrypto, on first use of signAsync; undefined where WebCrypto cannot sign. */
-  #platformKey: Promise<CryptoKey | undefined> | undefined;
+  /** The seed imported into the platform's crypto, on first use of signAsync; undefined where only @noble signs. */
+  #platformKey: Promise<Ed25519Key | undefined> | undefined;
 
   /** sign signs message with the Ed25519 key. */
   sign(message: Uint8Array): Uint8Array {
@@ -64,11 +64,12 @@ export class KeyPair {
   }
 
   /**
-   * signAsync is sign on the platform's WebCrypto where it signs Ed25519 (platform.ts),
-   * about five times faster: the same signature, since Ed25519 is deterministic.
+   * signAsync is sign on the platform's crypto where it signs Ed25519 (platform.ts:
+   * Node's crypto module or WebCrypto), many times faster: the same signature, since
+   * Ed25519 is deterministic.
    */
   async signAsync(message: Uint8Array): Promise<Uint8Array> {
-    let key: CryptoKey | undefined;
+    let key: Ed25519Key | undefined;
     try {
       key = await (this.#platformKey ??= ed25519SigningKey(this.signingSeed));
     } catch {

@@ -6,7 +6,7 @@ import { ed25519 } from "@noble/curves/ed25519.js";
 import { bytesToNumberLE } from "@noble/curves/utils.js";
 import { sha512 } from "@noble/hashes/sha2.js";
 import { concat, equalBytes, fromHex, toHex } from "./bytes.js";
-import { ed25519Verify, ed25519VerifyingKey, platformEd25519Verify } from "./platform.js";
+import { ed25519Verify, ed25519VerifyPath, ed25519VerifyingKey, type Ed25519Key } from "./platform.js";
 import { E2eeErrorKind, e2eeError } from "./errors.js";
 
 /** The field prime p = 2^255 − 19 of Curve25519 and edwards25519. */
@@ -139,17 +139,17 @@ export function verifySignature(pub: Uint8Array, message: Uint8Array, sig: Uint8
 // The platform's verifier takes an imported key; importing one, and checking it as
 // "Public keys" says, costs about as much as a verification, and the same keys (a
 // contact's card, the card service's key) verify many signatures. So the last keys
-// used are kept: their check's outcome and their imported key.
+// used are kept, per path: their check's outcome and their imported key.
 const maxVerifyingKeys = 1024;
-const verifyingKeys = new Map<string, Promise<CryptoKey | undefined>>();
+const verifyingKeys = new Map<string, Promise<Ed25519Key | undefined>>();
 
-function verifyingKey(pub: Uint8Array): Promise<CryptoKey | undefined> {
-  const id = toHex(pub);
+function verifyingKey(path: "node" | "webcrypto", pub: Uint8Array): Promise<Ed25519Key | undefined> {
+  const id = path + toHex(pub);
   let key = verifyingKeys.get(id);
   if (key !== undefined) {
     verifyingKeys.delete(id); // to the end: the most recently used
   } else {
-    key = signingKeyPoint(pub) === undefined ? Promise.resolve(undefined) : ed25519VerifyingKey(pub);
+    key = signingKeyPoint(pub) === undefined ? Promise.resolve(undefined) : ed25519VerifyingKey(path, pub);
     if (verifyingKeys.size >= maxVerifyingKeys) verifyingKeys.delete(verifyingKeys.keys().next().value!);
   }
   verifyingKeys.set(id, key);
@@ -157,19 +157,20 @@ function verifyingKey(pub: Uint8Array): Promise<CryptoKey | undefined> {
 }
 
 /**
- * verifySignatureAsync is verifySignature, on the platform's WebCrypto where it passed
- * its self-test (platform.ts): rules 1 to 3 and the key's checks are applied here
- * first, so the platform only computes the cofactorless equation of rule 5, which its
- * self-test showed it computes as the rule does.
+ * verifySignatureAsync is verifySignature, on the platform's crypto where it passed its
+ * self-test (platform.ts: Node's crypto module or WebCrypto): rules 1 to 3 and the
+ * key's checks are applied here first, so the platform only computes the cofactorless
+ * equation of rule 5, which its self-test showed it computes as the rule does.
  */
 export async function verifySignatureAsync(pub: Uint8Array, message: Uint8Array, sig: Uint8Array): Promise<boolean> {
   if (signatureRefused(pub, sig)) return false;
-  if (!(await platformEd25519Verify())) return verifySignature(pub, message, sig);
-  let key: CryptoKey | undefined;
+  const path = await ed25519VerifyPath();
+  if (path === "noble") return verifySignature(pub, message, sig);
+  let key: Ed25519Key | undefined;
   try {
-    key = await verifyingKey(pub);
+    key = await verifyingKey(path, pub);
   } catch {
-    verifyingKeys.delete(toHex(pub));
+    verifyingKeys.delete(path + toHex(pub));
     return verifySignature(pub, message, sig);
   }
   return key !== undefined && (await ed25519Verify(key, message, sig));

@@ -1,6 +1,7 @@
 // HPKE of the two suites (src/hpke.ts): RFC 9180's and draft-ietf-hpke-pq's vectors,
-// X-Wing as @noble/post-quantum computes it, and the Go SDK's envelopes opened on the
-// @noble paths too (the envelope tests open them on WebCrypto's).
+// X-Wing as @noble/post-quantum computes it, and the Go SDK's envelopes opened on
+// WebCrypto's and @noble's paths too (the envelope tests open them on the default,
+// Node's crypto module).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -9,20 +10,20 @@ import { fromHex, randomBytes, toHex } from "../src/bytes.js";
 import { decrypt } from "../src/envelope.js";
 import { Suite, deriveKemPrivateKey, hpkeOpen, hpkeSeal, kemPublicKey } from "../src/hpke.js";
 import { KeyPair } from "../src/keys.js";
-import { usePlatformCrypto } from "../src/platform.js";
+import { useCryptoPath } from "../src/platform.js";
 import { cards, suiteOf, v } from "./vectors.js";
 
 const h = fromHex;
 const vectors = JSON.parse(readFileSync(new URL("../../test/testdata/hpke_vectors.json", import.meta.url), "utf8"));
 
-async function withBothPaths(fn: (path: string) => Promise<void>): Promise<void> {
+async function withEveryPath(fn: (path: string) => Promise<void>): Promise<void> {
   try {
-    for (const on of [true, false]) {
-      usePlatformCrypto(on);
-      await fn(on ? "WebCrypto" : "noble");
+    for (const path of ["node", "webcrypto", "noble"] as const) {
+      useCryptoPath(path);
+      await fn(path);
     }
   } finally {
-    usePlatformCrypto(true);
+    useCryptoPath();
   }
 }
 
@@ -33,7 +34,7 @@ for (const [name, suite] of [["x25519", Suite.X25519], ["mlkem768_x25519", Suite
     assert.equal(toHex(kemPublicKey(suite, sk)), vec.pkRm);
     assert.equal(toHex(kemPublicKey(suite, h(vec.skRm))), vec.pkRm);
     const e = vec.encryptions[0];
-    await withBothPaths(async (path) => {
+    await withEveryPath(async (path) => {
       const sealed = await hpkeSeal(suite, h(vec.pkRm), h(vec.info), h(e.pt), { ekm: h(vec.ikmE), aad: h(e.aad) });
       assert.equal(toHex(sealed.enc), vec.enc, path);
       assert.equal(toHex(sealed.ciphertext), e.ct, path);
@@ -45,7 +46,7 @@ for (const [name, suite] of [["x25519", Suite.X25519], ["mlkem768_x25519", Suite
 }
 
 test("the hybrid KEM encapsulates as @noble/post-quantum's ml_kem768_x25519, and opens what it seals", async () => {
-  await withBothPaths(async (path) => {
+  await withEveryPath(async (path) => {
     for (let i = 0; i < 4; i++) {
       const kp = KeyPair.generate(Suite.MLKEM768_X25519);
       const eseed = randomBytes(64);
@@ -58,20 +59,22 @@ test("the hybrid KEM encapsulates as @noble/post-quantum's ml_kem768_x25519, and
   });
 });
 
-test("section 9 envelopes open on the @noble paths as on WebCrypto's", async () => {
+test("section 9 envelopes open on WebCrypto's and @noble's paths as on Node's crypto module", async () => {
   try {
-    usePlatformCrypto(false);
-    for (const e of v.envelopes) {
-      for (const s of e.stanzas) {
-        const mine = cards[s.recipient_card]!;
-        const k = v.keys.find((k: any) => k.name === v.cards.find((c: any) => c.name === s.recipient_card).key);
-        // Fresh key pairs: their keys are prepared with the paths of now.
-        const kp = KeyPair.fromPrivateKeys(suiteOf(k.suite), h(k.signing_seed), h(k.kem_private_key));
-        const pt = await decrypt(h(e.envelope), (id) => (toHex(id) === toHex(mine.id) ? kp : undefined), cards[e.sender_card]!);
-        assert.equal(toHex(pt), e.plaintext, `${e.name} as ${s.recipient_card}`);
+    for (const path of ["webcrypto", "noble"] as const) {
+      useCryptoPath(path);
+      for (const e of v.envelopes) {
+        for (const s of e.stanzas) {
+          const mine = cards[s.recipient_card]!;
+          const k = v.keys.find((k: any) => k.name === v.cards.find((c: any) => c.name === s.recipient_card).key);
+          // Fresh key pairs: their keys are prepared with the paths of now.
+          const kp = KeyPair.fromPrivateKeys(suiteOf(k.suite), h(k.signing_seed), h(k.kem_private_key));
+          const pt = await decrypt(h(e.envelope), (id) => (toHex(id) === toHex(mine.id) ? kp : undefined), cards[e.sender_card]!);
+          assert.equal(toHex(pt), e.plaintext, `${e.name} as ${s.recipient_card} on ${path}`);
+        }
       }
     }
   } finally {
-    usePlatformCrypto(true);
+    useCryptoPath();
   }
 });

@@ -1,21 +1,22 @@
-// The WebCrypto fast paths (src/platform.ts) against the @noble paths they replace:
-// the same signatures, the same verification answers (section 3's rule, edge cases
-// included), the same X25519 outputs.
+// The platform's paths (src/platform.ts: Node's crypto module, WebCrypto) against the
+// @noble paths they replace: the same signatures, the same verification answers
+// (section 3's rule, edge cases included), the same X25519 outputs and SHA-256.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ed25519, x25519 } from "@noble/curves/ed25519.js";
-import { sha512 } from "@noble/hashes/sha2.js";
+import { sha256 as nobleSha256, sha512 } from "@noble/hashes/sha2.js";
 import { bytesToNumberLE, numberToBytesLE } from "@noble/curves/utils.js";
 import { concat, fromHex, randomBytes, toHex } from "../src/bytes.js";
 import { KeyPair } from "../src/keys.js";
 import { Suite } from "../src/hpke.js";
 import {
-  ed25519SigningKey,
+  ed25519SignPath,
+  ed25519VerifyPath,
   ed25519VerifySelfTest,
-  platformEd25519Verify,
-  platformX25519,
-  usePlatformCrypto,
+  sha256,
+  useCryptoPath,
   verifierConforms,
+  x25519Path,
   x25519Ephemeral,
   x25519Secret,
   x25519Shared,
@@ -25,29 +26,47 @@ import { verifySignature, verifySignatureAsync } from "../src/pubkey.js";
 const L = ed25519.Point.Fn.ORDER;
 const B = ed25519.Point.BASE;
 
-/** withBothPaths runs fn with the WebCrypto paths on, then off. */
-async function withBothPaths(fn: (path: string) => Promise<void>): Promise<void> {
+/** withEveryPath runs fn on Node's crypto module, on WebCrypto, then on @noble. */
+async function withEveryPath(fn: (path: string) => Promise<void>): Promise<void> {
   try {
-    for (const on of [true, false]) {
-      usePlatformCrypto(on);
-      await fn(on ? "WebCrypto" : "noble");
+    for (const path of ["node", "webcrypto", "noble"] as const) {
+      useCryptoPath(path);
+      await fn(path);
     }
   } finally {
-    usePlatformCrypto(true);
+    useCryptoPath();
   }
 }
 
-test("Node 20 passes the WebCrypto self-tests: X25519, Ed25519 signing and verification run there", async () => {
-  assert.equal(await platformX25519(), true);
-  assert.equal(await platformEd25519Verify(), true);
-  assert.notEqual(await ed25519SigningKey(randomBytes(32)), undefined);
+test("Node 20 passes the self-tests of its crypto module and of WebCrypto: X25519, Ed25519 signing and verification run on the first", async () => {
+  const paths = async () => [await x25519Path(), await ed25519SignPath(), await ed25519VerifyPath()];
+  assert.deepEqual(await paths(), ["node", "node", "node"]);
+  try {
+    for (const path of ["webcrypto", "noble"] as const) {
+      useCryptoPath(path);
+      assert.deepEqual(await paths(), [path, path, path]);
+    }
+  } finally {
+    useCryptoPath();
+  }
+});
+
+test("SHA-256 on Node's crypto module is @noble's, in one part or several", async () => {
+  for (const size of [0, 3, 64, 1000, 12_000, 100_000]) {
+    const m = randomBytes(size);
+    const want = toHex(nobleSha256(m));
+    await withEveryPath(async (path) => {
+      assert.equal(toHex(sha256(m)), want, `${path}, ${size} bytes`);
+      assert.equal(toHex(sha256(m.subarray(0, size >> 1), m.subarray(size >> 1))), want, `${path}, ${size} bytes in two parts`);
+    });
+  }
 });
 
 test("the verification self-test: the rule's answer for each signature, which a cofactored verifier does not give", async () => {
   for (const v of ed25519VerifySelfTest) {
     const [key, msg, sig] = [fromHex(v.key), fromHex(v.message), fromHex(v.signature)];
     assert.equal(verifySignature(key, msg, sig), v.valid, `${v.name}: pubkey.ts's verifier`);
-    await withBothPaths(async (path) => assert.equal(await verifySignatureAsync(key, msg, sig), v.valid, `${v.name}: ${path}`));
+    await withEveryPath(async (path) => assert.equal(await verifySignatureAsync(key, msg, sig), v.valid, `${v.name}: ${path}`));
   }
   assert.equal(await verifierConforms(async (k, m, s) => verifySignature(k, m, s)), true);
   // @noble's own verify checks the cofactored equation (with or without ZIP-215's
@@ -62,7 +81,7 @@ function signatureFor(R: Uint8Array, A: Uint8Array, a: bigint, r: bigint, messag
   return concat(R, numberToBytesLE((r + k * a) % L, 32));
 }
 
-test("verifySignatureAsync gives verifySignature's answer, on WebCrypto and on noble, edge cases included", async () => {
+test("verifySignatureAsync gives verifySignature's answer on every path, edge cases included", async () => {
   const seed = randomBytes(32);
   const { scalar: a, pointBytes: A } = ed25519.utils.getExtendedPublicKey(seed);
   const msg = new TextEncoder().encode("a message");
@@ -125,12 +144,12 @@ test("verifySignatureAsync gives verifySignature's answer, on WebCrypto and on n
   ];
   for (const [name, key, m, sig, want] of cases) {
     assert.equal(verifySignature(key, m, sig), want, `${name}: verifySignature`);
-    await withBothPaths(async (path) => assert.equal(await verifySignatureAsync(key, m, sig), want, `${name}: verifySignatureAsync on ${path}`));
+    await withEveryPath(async (path) => assert.equal(await verifySignatureAsync(key, m, sig), want, `${name}: verifySignatureAsync on ${path}`));
   }
 });
 
-test("signAsync makes sign's signature, on WebCrypto and on noble", async () => {
-  await withBothPaths(async (path) => {
+test("signAsync makes sign's signature on every path", async () => {
+  await withEveryPath(async (path) => {
     for (const size of [0, 1, 64, 1100, 100_000]) {
       const kp = KeyPair.generate(Suite.X25519);
       const m = randomBytes(size);
@@ -139,9 +158,9 @@ test("signAsync makes sign's signature, on WebCrypto and on noble", async () => 
   });
 });
 
-test("X25519 on WebCrypto computes noble's X25519; a point of small order is refused on both paths", async () => {
+test("X25519 on the platform paths computes noble's X25519; a point of small order is refused on every path", async () => {
   const smallOrderU = ["0000000000000000000000000000000000000000000000000000000000000000", "0100000000000000000000000000000000000000000000000000000000000000", "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"];
-  await withBothPaths(async (path) => {
+  await withEveryPath(async (path) => {
     for (let i = 0; i < 8; i++) {
       const sk = randomBytes(32), peer = x25519.getPublicKey(randomBytes(32));
       const want = toHex(x25519.getSharedSecret(sk, peer));
