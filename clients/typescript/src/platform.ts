@@ -1,4 +1,4 @@
-// The platform's own cryptography for X25519, Ed25519 and SHA-256, where it has them
+// The platform's own cryptography for X25519, Ed25519, SHA-256 and the body AEADs, where it has them
 // and computes exactly what the @noble code computes, which stays the fallback:
 //
 //   - "node": Node's crypto module (OpenSSL; reached with process.getBuiltinModule, so
@@ -27,7 +27,12 @@
 //     (the rule) from the cofactored one and from an unreduced k: the rule's answers
 //     or no fast path.
 //   - SHA-256 (Node only; WebCrypto's digest is asynchronous): FIPS 180-2's "abc".
+//   - ChaCha20-Poly1305 and AES-256-GCM (Node only, for the same reason): a message
+//     sealed with a fixed key, nonce and associated data is @noble/ciphers' ciphertext
+//     byte for byte, opens, and does not open with its tag altered.
 import { x25519 } from "@noble/curves/ed25519.js";
+import { gcm } from "@noble/ciphers/aes.js";
+import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { equalBytes } from "@noble/curves/utils.js";
 import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { concatBytes as concat, hexToBytes as fromHex } from "@noble/hashes/utils.js";
@@ -49,7 +54,16 @@ interface NodeHash {
   update(data: Uint8Array): NodeHash;
   digest(): Uint8Array;
 }
+interface NodeCipher {
+  setAAD(aad: Uint8Array, o: { plaintextLength: number }): NodeCipher;
+  setAuthTag(tag: Uint8Array): NodeCipher;
+  getAuthTag(): Uint8Array;
+  update(data: Uint8Array): Uint8Array;
+  final(): Uint8Array;
+}
 interface NodeCrypto {
+  createCipheriv(algorithm: string, key: Uint8Array, iv: Uint8Array, o: { authTagLength: number }): NodeCipher;
+  createDecipheriv(algorithm: string, key: Uint8Array, iv: Uint8Array, o: { authTagLength: number }): NodeCipher;
   createPrivateKey(o: { key: Uint8Array; format: "der"; type: "pkcs8" }): NodeKeyObject;
   createPublicKey(o: { key: NodeJwk; format: "jwk" }): NodeKeyObject;
   generateKeyPairSync(type: "x25519"): { privateKey: NodeKeyObject; publicKey: NodeKeyObject & { export(o: { format: "jwk" }): NodeJwk } };
@@ -380,4 +394,80 @@ export function sha256(...parts: Uint8Array[]): Uint8Array {
   const h = nobleSha256.create();
   for (const p of parts) h.update(p);
   return h.digest();
+}
+
+/** The body AEADs of section 3 by their names in OpenSSL: 32-byte key, 12-byte nonce, 16-byte tag appended. */
+export type AeadName = "chacha20-poly1305" | "aes-256-gcm";
+
+/** An AEAD: seal appends the tag (into output when given), open returns undefined when the ciphertext does not authenticate. */
+export interface PlatformAead {
+  seal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array, output?: Uint8Array): Uint8Array;
+  open(key: Uint8Array, nonce: Uint8Array, ciphertext: Uint8Array, aad: Uint8Array): Uint8Array | undefined;
+}
+
+const tagSize = 16;
+
+function nodeAead(name: AeadName): PlatformAead {
+  const c = nodeCrypto!;
+  return {
+    seal(key, nonce, plaintext, aad, output) {
+      const cipher = c.createCipheriv(name, key, nonce, { authTagLength: tagSize });
+      cipher.setAAD(aad, { plaintextLength: plaintext.length });
+      const body = cipher.update(plaintext);
+      cipher.final();
+      const out = output ?? new Uint8Array(plaintext.length + tagSize);
+      out.set(body);
+      out.set(cipher.getAuthTag(), plaintext.length);
+      return out;
+    },
+    open(key, nonce, ciphertext, aad) {
+      if (ciphertext.length < tagSize) return undefined;
+      const n = ciphertext.length - tagSize;
+      const decipher = c.createDecipheriv(name, key, nonce, { authTagLength: tagSize });
+      decipher.setAAD(aad, { plaintextLength: n });
+      decipher.setAuthTag(ciphertext.subarray(n));
+      const body = decipher.update(ciphertext.subarray(0, n));
+      try {
+        decipher.final(); // throws when the tag does not match
+      } catch {
+        body.fill(0);
+        return undefined;
+      }
+      return plain(body);
+    },
+  };
+}
+
+/** aeadSelfTest checks a Node AEAD against @noble/ciphers on fixed inputs (a plaintext of 100 bytes, 33 bytes of associated data). */
+function aeadSelfTest(name: AeadName, a: PlatformAead): boolean {
+  const fill = (n: number, start: number) => Uint8Array.from({ length: n }, (_, i) => (start + 7 * i) & 0xff);
+  const [key, nonce, plaintext, aad] = [fill(32, 1), fill(12, 2), fill(100, 3), fill(33, 4)];
+  const want = (name === "chacha20-poly1305" ? chacha20poly1305(key, nonce, aad) : gcm(key, nonce, aad)).encrypt(plaintext);
+  const got = a.seal(key, nonce, plaintext, aad);
+  const opened = a.open(key, nonce, got, aad);
+  const tampered = Uint8Array.from(got);
+  tampered[tampered.length - 1]! ^= 1;
+  return equalBytes(got, want) && opened !== undefined && equalBytes(opened, plaintext) && a.open(key, nonce, tampered, aad) === undefined;
+}
+
+const nodeAeads: ReadonlyMap<AeadName, PlatformAead> = new Map(
+  nodeCrypto === undefined
+    ? []
+    : (["chacha20-poly1305", "aes-256-gcm"] as const).flatMap((name): [AeadName, PlatformAead][] => {
+        const a = nodeAead(name);
+        try {
+          return aeadSelfTest(name, a) ? [[name, a]] : [];
+        } catch {
+          return [];
+        }
+      }),
+);
+
+/**
+ * platformAead returns the AEAD name on Node's crypto module where it passed its
+ * self-test and useCryptoPath allows it (many times faster than @noble/ciphers on a
+ * body whose associated data is a header of several kilobytes), or undefined.
+ */
+export function platformAead(name: AeadName): PlatformAead | undefined {
+  return forced === undefined || forced === "node" ? nodeAeads.get(name) : undefined;
 }

@@ -1,18 +1,22 @@
 // The platform's paths (src/platform.ts: Node's crypto module, WebCrypto) against the
 // @noble paths they replace: the same signatures, the same verification answers
-// (section 3's rule, edge cases included), the same X25519 outputs and SHA-256.
+// (section 3's rule, edge cases included), the same X25519 outputs, SHA-256 and AEADs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { sha256 as nobleSha256, sha512 } from "@noble/hashes/sha2.js";
 import { bytesToNumberLE, numberToBytesLE } from "@noble/curves/utils.js";
 import { concat, fromHex, randomBytes, toHex } from "../src/bytes.js";
+import { gcm } from "@noble/ciphers/aes.js";
+import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
+import { Aead, aeadOpen, aeadSeal } from "../src/aead.js";
 import { KeyPair } from "../src/keys.js";
 import { Suite } from "../src/hpke.js";
 import {
   ed25519SignPath,
   ed25519VerifyPath,
   ed25519VerifySelfTest,
+  platformAead,
   sha256,
   useCryptoPath,
   verifierConforms,
@@ -38,13 +42,16 @@ async function withEveryPath(fn: (path: string) => Promise<void>): Promise<void>
   }
 }
 
-test("Node 20 passes the self-tests of its crypto module and of WebCrypto: X25519, Ed25519 signing and verification run on the first", async () => {
+test("Node 20 passes the self-tests of its crypto module and of WebCrypto: X25519, Ed25519 signing and verification, and the body AEADs run on the first", async () => {
   const paths = async () => [await x25519Path(), await ed25519SignPath(), await ed25519VerifyPath()];
   assert.deepEqual(await paths(), ["node", "node", "node"]);
+  assert.notEqual(platformAead("chacha20-poly1305"), undefined, "ChaCha20-Poly1305 on Node's crypto module");
+  assert.notEqual(platformAead("aes-256-gcm"), undefined, "AES-256-GCM on Node's crypto module");
   try {
     for (const path of ["webcrypto", "noble"] as const) {
       useCryptoPath(path);
       assert.deepEqual(await paths(), [path, path, path]);
+      assert.equal(platformAead("chacha20-poly1305"), undefined, `no platform AEAD on ${path}`);
     }
   } finally {
     useCryptoPath();
@@ -173,4 +180,30 @@ test("X25519 on the platform paths computes noble's X25519; a point of small ord
     }
     for (const u of smallOrderU) await assert.rejects(x25519Shared(await x25519Secret(randomBytes(32)), fromHex(u)), `${path}: ${u}`);
   });
+});
+
+test("the body AEADs on Node's crypto module seal as @noble/ciphers does and open only what authenticates", async () => {
+  for (const aead of [Aead.CHACHA20_POLY1305, Aead.AES_256_GCM]) {
+    for (const [size, aadSize] of [[0, 0], [1, 12_000], [1100, 0], [1100, 12_000], [100_000, 91]]) {
+      const key = randomBytes(32), nonce = randomBytes(12), pt = randomBytes(size!), aad = randomBytes(aadSize!);
+      const noble = aead === Aead.CHACHA20_POLY1305 ? chacha20poly1305(key, nonce, aad) : gcm(key, nonce, aad);
+      const want = toHex(noble.encrypt(pt));
+      await withEveryPath(async (path) => {
+        const what = `${Aead[aead]} on ${path}, ${size} bytes, ${aadSize} of associated data`;
+        const sealed = aeadSeal(aead, key, nonce, pt, aad);
+        assert.equal(toHex(sealed), want, what);
+        const into = new Uint8Array(size! + 16);
+        assert.equal(aeadSeal(aead, key, nonce, pt, aad, into), into, `${what}: into the output given`);
+        assert.equal(toHex(into), want, `${what}: into the output given`);
+        assert.equal(toHex(aeadOpen(aead, key, nonce, sealed, aad)!), toHex(pt), what);
+        for (const i of [0, sealed.length - 1]) {
+          const bad = Uint8Array.from(sealed);
+          bad[i]! ^= 1;
+          assert.equal(aeadOpen(aead, key, nonce, bad, aad), undefined, `${what}: byte ${i} altered`);
+        }
+        assert.equal(aeadOpen(aead, key, nonce, sealed, randomBytes(aadSize! + 1)), undefined, `${what}: other associated data`);
+        assert.equal(aeadOpen(aead, key, nonce, sealed.subarray(0, 15), aad), undefined, `${what}: shorter than a tag`);
+      });
+    }
+  }
 });
