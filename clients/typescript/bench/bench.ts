@@ -28,6 +28,10 @@
 //   new-epoch newEpoch(): a fresh key wrapped to 100 cards, the digest of the wraps,
 //             the signed commit (BenchmarkNewEpoch, members=100; Go wraps on GOMAXPROCS
 //             goroutines, and on one in the row marked so);
+//   key-wrap, key-unwrap, mlkem768: the parts that a suite decides, to say where the
+//             time goes (BenchmarkKeyWrap, BenchmarkMLKEM768): the content key wrapped
+//             with HPKE to one card and opened by its key, and ML-KEM-768 alone with a
+//             prepared key (@noble/post-quantum; Go's crypto/mlkem);
 //   rotate    (--e2e) Group.rotate() of a 100-member group against `umbra dev`, by a
 //             client that verified the membership chain before: GetEpochState, the
 //             members' cards fetched and verified, new-epoch, StageEpochKeys and
@@ -42,6 +46,9 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { KeyPair, Suite, decrypt, encrypt, equalBytes, newCard, newEpoch, parseCard, type Card } from "../src/index.js";
+import { ml_kem768 } from "@noble/post-quantum/ml-kem.js";
+import { keyWrapInfo } from "../src/envelope.js";
+import { hpkeOpen, hpkeSeal } from "../src/hpke.js";
 import { ed25519SignPath, ed25519VerifyPath, useCryptoPath, x25519Path, type CryptoPath } from "../src/platform.js";
 
 const run = promisify(execFile);
@@ -135,6 +142,45 @@ function cryptoOps(): Op[] {
       },
     });
   }
+  return ops;
+}
+
+/** partOps are the parts of an envelope that its suite decides. */
+function partOps(): Op[] {
+  const ops: Op[] = [];
+  const key = new Uint8Array(32).fill(7);
+  for (const s of suites) {
+    const wrapBench = (op: string): GoBench => ({ bin: "e2ee", pattern: `^BenchmarkKeyWrap$/^suite=${s.goSuite}$/^op=${op}$`, name: `BenchmarkKeyWrap/suite=${s.goSuite}/op=${op}` });
+    const parties = () => {
+      const sender = member(s.suite, identity("sender", 0)), r = member(s.suite, identity("r", 0));
+      return { r, info: keyWrapInfo(sender.card.id, r.card.id) };
+    };
+    ops.push({
+      name: `key-wrap/${s.label}`,
+      go: [{ bench: wrapBench("wrap") }],
+      cpu: true,
+      async setup() {
+        const { r, info } = parties();
+        return () => hpkeSeal(r.card.suite, r.card.kemPublicKey, info, key);
+      },
+    });
+    ops.push({
+      name: `key-unwrap/${s.label}`,
+      go: [{ bench: wrapBench("unwrap") }],
+      cpu: true,
+      async setup() {
+        const { r, info } = parties();
+        const { enc, ciphertext } = await hpkeSeal(r.card.suite, r.card.kemPublicKey, info, key);
+        return () => hpkeOpen(r.kp.suite, r.kp.kemPrivateKey, enc, info, ciphertext);
+      },
+    });
+  }
+  const { publicKey, secretKey } = ml_kem768.keygen();
+  const prepared = ml_kem768.prepare(publicKey);
+  const { cipherText } = prepared.encapsulate();
+  const mlkemBench = (op: string): GoBench => ({ bin: "e2ee", pattern: `^BenchmarkMLKEM768$/^op=${op}$`, name: `BenchmarkMLKEM768/op=${op}` });
+  ops.push({ name: "mlkem768/encapsulate", go: [{ bench: mlkemBench("encapsulate") }], cpu: true, setup: async () => async () => prepared.encapsulate() });
+  ops.push({ name: "mlkem768/decapsulate", go: [{ bench: mlkemBench("decapsulate") }], cpu: true, setup: async () => async () => prepared.decapsulate(cipherText, secretKey) });
   return ops;
 }
 
@@ -258,7 +304,7 @@ async function main(): Promise<void> {
   }
   const cleanup: (() => Promise<void>)[] = [];
   try {
-    const ops = [...cryptoOps(), ...(args.has("e2e") ? await rotationOps(cleanup) : [])].filter((o) => filter.test(o.name));
+    const ops = [...cryptoOps(), ...partOps(), ...(args.has("e2e") ? await rotationOps(cleanup) : [])].filter((o) => filter.test(o.name));
     const { repoRoot } = await import("../test/support/devserver.js");
     const bins = new Map<string, { bin: string; cwd: string }>();
     if (withGo) {
