@@ -128,18 +128,34 @@ describe("envelopes and messaging against umbra dev", () => {
         const res = await fetch(input, init);
         if (!String(input).includes("/v1/inbox:subscribe") || cuts >= 2) return res;
         cuts++;
-        // Pass the first message line on, then break the stream as a dropped connection does.
+        // Pass the lines on up to the first message's, then break the stream as a dropped
+        // connection does. Line by line: the server may send all four messages in one
+        // chunk, and a stream that delivered them all would need no second cut.
         const reader = res.body!.getReader();
-        let seen = "";
+        let pending = new Uint8Array(0);
         const body = new ReadableStream<Uint8Array>({
           async pull(ctl) {
-            const { value, done } = await reader.read();
-            if (done) return ctl.close();
-            seen += new TextDecoder().decode(value);
-            ctl.enqueue(value);
-            if (seen.includes('"message"')) {
-              await reader.cancel();
-              ctl.error(new TypeError("network error: connection reset"));
+            for (;;) {
+              const nl = pending.indexOf(0x0a);
+              if (nl >= 0) {
+                const line = pending.subarray(0, nl + 1);
+                pending = pending.subarray(nl + 1);
+                ctl.enqueue(line);
+                if (new TextDecoder().decode(line).includes('"message"')) {
+                  await reader.cancel();
+                  ctl.error(new TypeError("network error: connection reset"));
+                }
+                return;
+              }
+              const { value, done } = await reader.read();
+              if (done) {
+                if (pending.length > 0) ctl.enqueue(pending);
+                return ctl.close();
+              }
+              const joined = new Uint8Array(pending.length + value.length);
+              joined.set(pending);
+              joined.set(value, pending.length);
+              pending = joined;
             }
           },
         });
