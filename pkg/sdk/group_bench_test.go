@@ -38,9 +38,12 @@ import (
 //   - verify-chain: a new client of the owner (nothing cached) fetching and verifying
 //     the whole chain: every statement's signature, signer card (fetched and
 //     verified: 1,000 cards) and lifetime, link and role rules;
-//   - rotate-fresh: a new client's first rotation, chain verification included. BenchmarkSend is a 1 KiB message
-// sent in a two-member group next to the same message sent as a direct (envelope)
-// message, which looks up the recipient's card every time.
+//   - rotate-fresh: a new client's first rotation, chain verification included;
+//   - rotate-new-device: the same on a client whose pin file is empty, which pins every
+//     other member on first use.
+//
+// BenchmarkSend is a 1 KiB message sent in a two-member group next to the same message
+// sent as a direct (envelope) message, which looks up the recipient's card every time.
 
 const benchGroupMembers = 1000
 
