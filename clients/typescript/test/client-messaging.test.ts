@@ -128,18 +128,37 @@ describe("envelopes and messaging against umbra dev", () => {
         const res = await fetch(input, init);
         if (!String(input).includes("/v1/inbox:subscribe") || cuts >= 2) return res;
         cuts++;
-        // Pass the first message line on, then break the stream as a dropped connection does.
+        // Pass the lines up to the first message line on, then break the stream as a
+        // dropped connection does. The cut is by line, not by chunk: a loaded server may
+        // write every waiting message in one chunk.
         const reader = res.body!.getReader();
-        let seen = "";
+        const dec = new TextDecoder();
+        const enc = new TextEncoder();
+        let pending = "";
         const body = new ReadableStream<Uint8Array>({
+          // Each pull enqueues at least one whole line (or ends the stream): a pull that
+          // enqueued nothing would not be called again.
           async pull(ctl) {
-            const { value, done } = await reader.read();
-            if (done) return ctl.close();
-            seen += new TextDecoder().decode(value);
-            ctl.enqueue(value);
-            if (seen.includes('"message"')) {
-              await reader.cancel();
-              ctl.error(new TypeError("network error: connection reset"));
+            for (;;) {
+              const { value, done } = await reader.read();
+              if (done) {
+                if (pending) ctl.enqueue(enc.encode(pending));
+                return ctl.close();
+              }
+              pending += dec.decode(value, { stream: true });
+              let sent = false;
+              for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
+                const line = pending.slice(0, nl + 1);
+                pending = pending.slice(nl + 1);
+                ctl.enqueue(enc.encode(line));
+                sent = true;
+                if (line.includes('"message"')) {
+                  await reader.cancel();
+                  ctl.error(new TypeError("network error: connection reset"));
+                  return;
+                }
+              }
+              if (sent) return;
             }
           },
         });
