@@ -330,6 +330,8 @@ func epochCommitView(e *storagev1.GroupEpochRecord) *groupv1.EpochCommit {
 	}
 }
 
+func isNotFound(err error) bool { return errors.Is(err, errs.ErrNotFound) }
+
 // loadAsMember reads the group and the caller's membership, refusing a non-member.
 func loadAsMember(tx Tx, app, group, identity string) (*storagev1.GroupRecord, *storagev1.GroupMemberRecord, error) {
 	g, err := tx.Group(app, group)
