@@ -119,17 +119,6 @@ func (s *Server) rotationEvent(tx Tx, g *storagev1.GroupRecord, newly bool) erro
 	return s.toMembers(tx, g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_ROTATION_REQUIRED, RotationReasons: reasons})
 }
 
-// deliverLoop delivers the outbox to the messaging service until ctx ends
-// (internal/outbox): at once when a change wrote events, after a failed delivery again
-// with a wait that doubles from 100 ms up to Config.OutboxPoll, and otherwise every
-// OutboxPoll.
-func (s *Server) deliverLoop(ctx context.Context) {
-	if s.events == nil {
-		return // no messaging service: events wait in the outbox
-	}
-	s.outbox().Run(ctx)
-}
-
 // deliverOutbox delivers what the outbox holds and reports whether it emptied it.
 func (s *Server) deliverOutbox(ctx context.Context) bool {
 	if err := s.outbox().Deliver(ctx); err != nil {

@@ -9,34 +9,19 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/internal/outbox"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
-	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
-
-// Cards is what the group service asks the card service: the members' active cards
-// (to check a commit) and the feed of card changes (to mark rotation required).
-// cardv1.CardServiceClient is one.
-type Cards interface {
-	LookupActiveCards(ctx context.Context, in *cardv1.LookupActiveCardsRequest, opts ...grpc.CallOption) (*cardv1.LookupActiveCardsResponse, error)
-	ListCardEvents(ctx context.Context, in *cardv1.ListCardEventsRequest, opts ...grpc.CallOption) (*cardv1.ListCardEventsResponse, error)
-}
-
-// Events is where the group service delivers its events: the messaging service's
-// PublishEvent. messagingv1.MessagingServiceClient is one.
-type Events = outbox.Publisher
 
 // Server implements umbra.group.v1.GroupService.
 type Server struct {
@@ -83,16 +68,6 @@ func NewServer(store Store, cards Cards, events Events, cfg Config, log *zap.Log
 
 // Register registers the service on g.
 func (s *Server) Register(g grpc.ServiceRegistrar) { groupv1.RegisterGroupServiceServer(g, s) }
-
-// Run runs the background loops until ctx ends: the outbox delivery, the card
-// follower and the sweeper.
-func (s *Server) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){s.deliverLoop, s.followCards, s.sweepLoop} {
-		wg.Go(func() { loop(ctx) })
-	}
-	wg.Wait()
-}
 
 // caller returns the user calling, once the per-identity limit lets the call through.
 // It counts before any other check, so that refused and malformed calls count too.
