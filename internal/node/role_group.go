@@ -39,7 +39,7 @@ func buildGroup(d *deps) (*hosted, error) {
 	if conn != nil {
 		events = messagingv1.NewMessagingServiceClient(conn)
 	}
-	srv, err := group.NewServer(store, cards, events, d.cfg.GroupTuning, log)
+	srv, err := group.New(store, cards, events, d.cfg.GroupTuning, log)
 	if err != nil {
 		release.close()
 		return nil, err

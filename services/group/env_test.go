@@ -122,7 +122,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if cfg.CardPollInterval == 0 {
 		cfg.CardPollInterval = 20 * time.Millisecond
 	}
-	srv, err := NewServer(store, cardv1.NewCardServiceClient(peer), messagingv1.NewMessagingServiceClient(peer), cfg, log.Named("group"))
+	srv, err := New(store, cardv1.NewCardServiceClient(peer), messagingv1.NewMessagingServiceClient(peer), cfg, log.Named("group"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package group
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"encoding/base32"
 	"errors"
 	"fmt"
@@ -41,23 +40,20 @@ type Server struct {
 
 var _ groupv1.GroupServiceServer = (*Server)(nil)
 
-// NewServer returns a Server over store that reaches the card service through cards
-// and delivers events through events. Without cards (nil: no card service configured)
+// New returns a Server over store that reaches the card service through cards and
+// delivers events through events. Without cards (nil: no card service configured)
 // commits and shares are refused as UNAVAILABLE and card changes are not followed;
 // without events, events wait in the outbox. A nil log discards logs.
-func NewServer(store Store, cards Cards, events Events, cfg Config, log *zap.Logger) (*Server, error) {
+func New(store Store, cards Cards, events Events, cfg Config, log *zap.Logger) (*Server, error) {
 	if store == nil {
 		return nil, errors.New("group: no store")
 	}
 	if log == nil {
 		log = zap.NewNop()
 	}
-	cfg = cfg.withDefaults()
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
-	if cfg.Rand == nil {
-		cfg.Rand = rand.Reader
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	calls, err := ratelimit.New(ratelimit.Config{Rate: cfg.CallRate, Burst: cfg.CallBurst, Clock: cfg.Clock})
 	if err != nil {
