@@ -16,7 +16,7 @@ import (
 // are refused as UNAVAILABLE; without a messaging address events wait in the outbox.
 func buildGroup(d *deps) (*hosted, error) {
 	log := d.log.Named(gateway.Group)
-	store, err := group.OpenStore(dbPath(d, gateway.Group))
+	store, err := group.OpenBoltStore(dbPath(d, gateway.Group))
 	if err != nil {
 		return nil, err
 	}

@@ -51,7 +51,7 @@ type clock = clocktest.Clock
 // service reaches card and messaging over gRPC with the service token, as in a cluster.
 type env struct {
 	dir    string
-	store  Store
+	store  *BoltStore
 	srv    *Server
 	clock  *clock
 	conn   *grpc.ClientConn
@@ -98,7 +98,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := OpenStore(filepath.Join(dir, "group.db"))
+	store, err := OpenBoltStore(filepath.Join(dir, "group.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,14 +3,14 @@ package group
 import (
 	"time"
 
-	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
 
 // Store is the group service's state. Every change is one transaction (Update or
 // Batch): it commits whole or changes nothing. The service's rules run inside the
 // transaction on a Tx, whose methods are the only way they touch the state.
-// Everything is namespaced by app. OpenStore gives the bbolt implementation.
+// Everything is namespaced by app. It says nothing of the engine, so that another can
+// implement it beside bbolt (OpenBoltStore, store_bolt.go).
 type Store interface {
 	// View runs fn in a read-only transaction.
 	View(fn func(Tx) error) error
@@ -19,8 +19,7 @@ type Store interface {
 	// Batch is Update coalesced with concurrent calls into one commit. fn may run more
 	// than once (only one run commits), so it must reset whatever it reports.
 	Batch(fn func(Tx) error) error
-	// DB is the bbolt file, for online backups.
-	DB() *boltdb.DB
+	// Close closes the store.
 	Close() error
 }
 

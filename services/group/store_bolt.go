@@ -90,13 +90,15 @@ func Verify(path string) (*boltdb.Report, error) {
 // batchDelay is how long a Batch waits for others to share its commit.
 const batchDelay = 2 * time.Millisecond
 
-// boltStore is a Store on group.db.
-type boltStore struct {
+// BoltStore is the Store on group.db, a bbolt file.
+type BoltStore struct {
 	db *boltdb.DB
 }
 
-// OpenStore opens (or creates) group.db at path.
-func OpenStore(path string) (Store, error) {
+var _ Store = (*BoltStore)(nil)
+
+// OpenBoltStore opens (or creates) group.db at path.
+func OpenBoltStore(path string) (*BoltStore, error) {
 	db, err := boltdb.Open(path, schema, boltdb.Options{})
 	if err != nil {
 		return nil, err
@@ -108,7 +110,7 @@ func OpenStore(path string) (Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("group: index invitations by expiry in %s: %w", path, err)
 	}
-	return &boltStore{db: db}, nil
+	return &BoltStore{db: db}, nil
 }
 
 // indexInvitationExpiry builds invitation_expiry from the invitations, once, for a file
@@ -136,24 +138,25 @@ func indexInvitationExpiry(db *boltdb.DB) error {
 }
 
 // Close closes the file.
-func (s *boltStore) Close() error { return s.db.Close() }
+func (s *BoltStore) Close() error { return s.db.Close() }
 
-// DB exposes the file, for online backups.
-func (s *boltStore) DB() *boltdb.DB { return s.db }
+// DB is the bbolt file, for what only a bbolt engine has: the node's online backups,
+// its offline checks and the watch of its writes.
+func (s *BoltStore) DB() *boltdb.DB { return s.db }
 
 // View runs fn in a read-only transaction.
-func (s *boltStore) View(fn func(Tx) error) error {
+func (s *BoltStore) View(fn func(Tx) error) error {
 	return s.db.View(func(tx *bolt.Tx) error { return fn(&boltTx{tx: tx}) })
 }
 
 // Update runs fn in a read-write transaction, committed when fn returns nil.
-func (s *boltStore) Update(fn func(Tx) error) error {
+func (s *BoltStore) Update(fn func(Tx) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return fn(&boltTx{tx: tx}) })
 }
 
 // Batch is Update coalesced with concurrent calls into one commit. fn may run more
 // than once (only one run commits), so it must reset whatever it reports.
-func (s *boltStore) Batch(fn func(Tx) error) error {
+func (s *BoltStore) Batch(fn func(Tx) error) error {
 	return s.db.Batch(func(tx *bolt.Tx) error { return fn(&boltTx{tx: tx}) })
 }
 

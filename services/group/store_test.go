@@ -21,9 +21,9 @@ const (
 	testUser2  = "u_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 )
 
-func openTestStore(t *testing.T, path string) Store {
+func openTestStore(t *testing.T, path string) *BoltStore {
 	t.Helper()
-	s, err := OpenStore(path)
+	s, err := OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
