@@ -14,7 +14,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
 // Run runs the background loops until ctx ends: the outbox delivery, the card

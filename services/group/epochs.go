@@ -21,7 +21,7 @@ import (
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
 // maxMismatchList bounds each list of a CommitMismatch.

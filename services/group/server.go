@@ -19,7 +19,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
 // Server implements umbra.group.v1.GroupService.

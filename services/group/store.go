@@ -3,7 +3,7 @@ package group
 import (
 	"time"
 
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
 // Store is the group service's state. Every change is one transaction (Update or

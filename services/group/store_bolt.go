@@ -11,10 +11,10 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
-// The buckets of group.db; the layout is documented in proto/umbra/storage/v1/group.proto.
+// The buckets of group.db; the layout is documented in proto/umbra/storage/group/v1/group.proto.
 var (
 	bucketGroups        = []byte("groups")
 	bucketMembers       = []byte("members")
