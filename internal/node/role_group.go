@@ -16,7 +16,7 @@ import (
 // are refused as UNAVAILABLE; without a messaging address events wait in the outbox.
 func buildGroup(d *deps) (*hosted, error) {
 	log := d.log.Named(gateway.Group)
-	store, err := group.OpenStore(dbPath(d, gateway.Group))
+	store, err := group.OpenBoltStore(dbPath(d, gateway.Group))
 	if err != nil {
 		return nil, err
 	}
@@ -39,7 +39,7 @@ func buildGroup(d *deps) (*hosted, error) {
 	if conn != nil {
 		events = messagingv1.NewMessagingServiceClient(conn)
 	}
-	srv, err := group.NewServer(store, cards, events, d.cfg.GroupTuning, log)
+	srv, err := group.New(store, cards, events, d.cfg.GroupTuning, log)
 	if err != nil {
 		release.close()
 		return nil, err

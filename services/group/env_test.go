@@ -51,7 +51,7 @@ type clock = clocktest.Clock
 // service reaches card and messaging over gRPC with the service token, as in a cluster.
 type env struct {
 	dir    string
-	store  Store
+	store  *BoltStore
 	srv    *Server
 	clock  *clock
 	conn   *grpc.ClientConn
@@ -98,7 +98,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := OpenStore(filepath.Join(dir, "group.db"))
+	store, err := OpenBoltStore(filepath.Join(dir, "group.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if cfg.CardPollInterval == 0 {
 		cfg.CardPollInterval = 20 * time.Millisecond
 	}
-	srv, err := NewServer(store, cardv1.NewCardServiceClient(peer), messagingv1.NewMessagingServiceClient(peer), cfg, log.Named("group"))
+	srv, err := New(store, cardv1.NewCardServiceClient(peer), messagingv1.NewMessagingServiceClient(peer), cfg, log.Named("group"))
 	if err != nil {
 		t.Fatal(err)
 	}

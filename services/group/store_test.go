@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
 const (
@@ -21,9 +21,9 @@ const (
 	testUser2  = "u_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 )
 
-func openTestStore(t *testing.T, path string) Store {
+func openTestStore(t *testing.T, path string) *BoltStore {
 	t.Helper()
-	s, err := OpenStore(path)
+	s, err := OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,9 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        (unknown)
-// source: umbra/storage/v1/group.proto
+// source: umbra/storage/group/v1/group.proto
 
-package storagev1
+package groupstoragev1
 
 import (
 	v1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
@@ -77,7 +77,7 @@ type GroupRecord struct {
 
 func (x *GroupRecord) Reset() {
 	*x = GroupRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[0]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -89,7 +89,7 @@ func (x *GroupRecord) String() string {
 func (*GroupRecord) ProtoMessage() {}
 
 func (x *GroupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[0]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -102,7 +102,7 @@ func (x *GroupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRecord.ProtoReflect.Descriptor instead.
 func (*GroupRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{0}
+	return file_umbra_storage_group_v1_group_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *GroupRecord) GetAppId() string {
@@ -306,7 +306,7 @@ type GroupMemberRecord struct {
 
 func (x *GroupMemberRecord) Reset() {
 	*x = GroupMemberRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[1]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -318,7 +318,7 @@ func (x *GroupMemberRecord) String() string {
 func (*GroupMemberRecord) ProtoMessage() {}
 
 func (x *GroupMemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[1]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -331,7 +331,7 @@ func (x *GroupMemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMemberRecord.ProtoReflect.Descriptor instead.
 func (*GroupMemberRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{1}
+	return file_umbra_storage_group_v1_group_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *GroupMemberRecord) GetIdentity() string {
@@ -388,7 +388,7 @@ type GroupBanRecord struct {
 
 func (x *GroupBanRecord) Reset() {
 	*x = GroupBanRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[2]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +400,7 @@ func (x *GroupBanRecord) String() string {
 func (*GroupBanRecord) ProtoMessage() {}
 
 func (x *GroupBanRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[2]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +413,7 @@ func (x *GroupBanRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupBanRecord.ProtoReflect.Descriptor instead.
 func (*GroupBanRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{2}
+	return file_umbra_storage_group_v1_group_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GroupBanRecord) GetIdentity() string {
@@ -450,7 +450,7 @@ type GroupJoinRequestRecord struct {
 
 func (x *GroupJoinRequestRecord) Reset() {
 	*x = GroupJoinRequestRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[3]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +462,7 @@ func (x *GroupJoinRequestRecord) String() string {
 func (*GroupJoinRequestRecord) ProtoMessage() {}
 
 func (x *GroupJoinRequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[3]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +475,7 @@ func (x *GroupJoinRequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupJoinRequestRecord.ProtoReflect.Descriptor instead.
 func (*GroupJoinRequestRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{3}
+	return file_umbra_storage_group_v1_group_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GroupJoinRequestRecord) GetIdentity() string {
@@ -516,7 +516,7 @@ type GroupInvitationRecord struct {
 
 func (x *GroupInvitationRecord) Reset() {
 	*x = GroupInvitationRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[4]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +528,7 @@ func (x *GroupInvitationRecord) String() string {
 func (*GroupInvitationRecord) ProtoMessage() {}
 
 func (x *GroupInvitationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[4]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +541,7 @@ func (x *GroupInvitationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupInvitationRecord.ProtoReflect.Descriptor instead.
 func (*GroupInvitationRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{4}
+	return file_umbra_storage_group_v1_group_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GroupInvitationRecord) GetGroupId() string {
@@ -603,7 +603,7 @@ type GroupEpochRecord struct {
 
 func (x *GroupEpochRecord) Reset() {
 	*x = GroupEpochRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[5]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +615,7 @@ func (x *GroupEpochRecord) String() string {
 func (*GroupEpochRecord) ProtoMessage() {}
 
 func (x *GroupEpochRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[5]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +628,7 @@ func (x *GroupEpochRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupEpochRecord.ProtoReflect.Descriptor instead.
 func (*GroupEpochRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{5}
+	return file_umbra_storage_group_v1_group_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GroupEpochRecord) GetEpoch() uint64 {
@@ -682,7 +682,7 @@ type GroupStatementRecord struct {
 
 func (x *GroupStatementRecord) Reset() {
 	*x = GroupStatementRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[6]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +694,7 @@ func (x *GroupStatementRecord) String() string {
 func (*GroupStatementRecord) ProtoMessage() {}
 
 func (x *GroupStatementRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[6]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +707,7 @@ func (x *GroupStatementRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStatementRecord.ProtoReflect.Descriptor instead.
 func (*GroupStatementRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{6}
+	return file_umbra_storage_group_v1_group_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GroupStatementRecord) GetSequence() uint64 {
@@ -753,7 +753,7 @@ type GroupEpochKeyRecord struct {
 
 func (x *GroupEpochKeyRecord) Reset() {
 	*x = GroupEpochKeyRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[7]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +765,7 @@ func (x *GroupEpochKeyRecord) String() string {
 func (*GroupEpochKeyRecord) ProtoMessage() {}
 
 func (x *GroupEpochKeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[7]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +778,7 @@ func (x *GroupEpochKeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupEpochKeyRecord.ProtoReflect.Descriptor instead.
 func (*GroupEpochKeyRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{7}
+	return file_umbra_storage_group_v1_group_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GroupEpochKeyRecord) GetEpoch() uint64 {
@@ -825,7 +825,7 @@ type GroupUploadRecord struct {
 
 func (x *GroupUploadRecord) Reset() {
 	*x = GroupUploadRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[8]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +837,7 @@ func (x *GroupUploadRecord) String() string {
 func (*GroupUploadRecord) ProtoMessage() {}
 
 func (x *GroupUploadRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[8]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +850,7 @@ func (x *GroupUploadRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupUploadRecord.ProtoReflect.Descriptor instead.
 func (*GroupUploadRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{8}
+	return file_umbra_storage_group_v1_group_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GroupUploadRecord) GetUploadId() string {
@@ -899,7 +899,7 @@ type GroupStagedKeyRecord struct {
 
 func (x *GroupStagedKeyRecord) Reset() {
 	*x = GroupStagedKeyRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[9]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +911,7 @@ func (x *GroupStagedKeyRecord) String() string {
 func (*GroupStagedKeyRecord) ProtoMessage() {}
 
 func (x *GroupStagedKeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[9]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +924,7 @@ func (x *GroupStagedKeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStagedKeyRecord.ProtoReflect.Descriptor instead.
 func (*GroupStagedKeyRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{9}
+	return file_umbra_storage_group_v1_group_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GroupStagedKeyRecord) GetIdentity() string {
@@ -965,7 +965,7 @@ type GroupOutboxRecord struct {
 
 func (x *GroupOutboxRecord) Reset() {
 	*x = GroupOutboxRecord{}
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[10]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +977,7 @@ func (x *GroupOutboxRecord) String() string {
 func (*GroupOutboxRecord) ProtoMessage() {}
 
 func (x *GroupOutboxRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_group_proto_msgTypes[10]
+	mi := &file_umbra_storage_group_v1_group_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +990,7 @@ func (x *GroupOutboxRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupOutboxRecord.ProtoReflect.Descriptor instead.
 func (*GroupOutboxRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_group_proto_rawDescGZIP(), []int{10}
+	return file_umbra_storage_group_v1_group_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GroupOutboxRecord) GetSequence() uint64 {
@@ -1049,11 +1049,11 @@ func (x *GroupOutboxRecord) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
-var File_umbra_storage_v1_group_proto protoreflect.FileDescriptor
+var File_umbra_storage_group_v1_group_proto protoreflect.FileDescriptor
 
-const file_umbra_storage_v1_group_proto_rawDesc = "" +
+const file_umbra_storage_group_v1_group_proto_rawDesc = "" +
 	"\n" +
-	"\x1cumbra/storage/v1/group.proto\x12\x10umbra.storage.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\"\xf4\b\n" +
+	"\"umbra/storage/group/v1/group.proto\x12\x16umbra.storage.group.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\"\xf4\b\n" +
 	"\vGroupRecord\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x19\n" +
 	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x14\n" +
@@ -1152,59 +1152,59 @@ const file_umbra_storage_v1_group_proto_rawDesc = "" +
 	"recipients\x12\x18\n" +
 	"\apayload\x18\a \x01(\fR\apayload\x129\n" +
 	"\n" +
-	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAtB>Z<github.com/umbra-e2ee/umbra/proto/umbra/storage/v1;storagev1b\x06proto3"
+	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAtBIZGgithub.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1;groupstoragev1b\x06proto3"
 
 var (
-	file_umbra_storage_v1_group_proto_rawDescOnce sync.Once
-	file_umbra_storage_v1_group_proto_rawDescData []byte
+	file_umbra_storage_group_v1_group_proto_rawDescOnce sync.Once
+	file_umbra_storage_group_v1_group_proto_rawDescData []byte
 )
 
-func file_umbra_storage_v1_group_proto_rawDescGZIP() []byte {
-	file_umbra_storage_v1_group_proto_rawDescOnce.Do(func() {
-		file_umbra_storage_v1_group_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_umbra_storage_v1_group_proto_rawDesc), len(file_umbra_storage_v1_group_proto_rawDesc)))
+func file_umbra_storage_group_v1_group_proto_rawDescGZIP() []byte {
+	file_umbra_storage_group_v1_group_proto_rawDescOnce.Do(func() {
+		file_umbra_storage_group_v1_group_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_umbra_storage_group_v1_group_proto_rawDesc), len(file_umbra_storage_group_v1_group_proto_rawDesc)))
 	})
-	return file_umbra_storage_v1_group_proto_rawDescData
+	return file_umbra_storage_group_v1_group_proto_rawDescData
 }
 
-var file_umbra_storage_v1_group_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
-var file_umbra_storage_v1_group_proto_goTypes = []any{
-	(*GroupRecord)(nil),                  // 0: umbra.storage.v1.GroupRecord
-	(*GroupMemberRecord)(nil),            // 1: umbra.storage.v1.GroupMemberRecord
-	(*GroupBanRecord)(nil),               // 2: umbra.storage.v1.GroupBanRecord
-	(*GroupJoinRequestRecord)(nil),       // 3: umbra.storage.v1.GroupJoinRequestRecord
-	(*GroupInvitationRecord)(nil),        // 4: umbra.storage.v1.GroupInvitationRecord
-	(*GroupEpochRecord)(nil),             // 5: umbra.storage.v1.GroupEpochRecord
-	(*GroupStatementRecord)(nil),         // 6: umbra.storage.v1.GroupStatementRecord
-	(*GroupEpochKeyRecord)(nil),          // 7: umbra.storage.v1.GroupEpochKeyRecord
-	(*GroupUploadRecord)(nil),            // 8: umbra.storage.v1.GroupUploadRecord
-	(*GroupStagedKeyRecord)(nil),         // 9: umbra.storage.v1.GroupStagedKeyRecord
-	(*GroupOutboxRecord)(nil),            // 10: umbra.storage.v1.GroupOutboxRecord
+var file_umbra_storage_group_v1_group_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_umbra_storage_group_v1_group_proto_goTypes = []any{
+	(*GroupRecord)(nil),                  // 0: umbra.storage.group.v1.GroupRecord
+	(*GroupMemberRecord)(nil),            // 1: umbra.storage.group.v1.GroupMemberRecord
+	(*GroupBanRecord)(nil),               // 2: umbra.storage.group.v1.GroupBanRecord
+	(*GroupJoinRequestRecord)(nil),       // 3: umbra.storage.group.v1.GroupJoinRequestRecord
+	(*GroupInvitationRecord)(nil),        // 4: umbra.storage.group.v1.GroupInvitationRecord
+	(*GroupEpochRecord)(nil),             // 5: umbra.storage.group.v1.GroupEpochRecord
+	(*GroupStatementRecord)(nil),         // 6: umbra.storage.group.v1.GroupStatementRecord
+	(*GroupEpochKeyRecord)(nil),          // 7: umbra.storage.group.v1.GroupEpochKeyRecord
+	(*GroupUploadRecord)(nil),            // 8: umbra.storage.group.v1.GroupUploadRecord
+	(*GroupStagedKeyRecord)(nil),         // 9: umbra.storage.group.v1.GroupStagedKeyRecord
+	(*GroupOutboxRecord)(nil),            // 10: umbra.storage.group.v1.GroupOutboxRecord
 	(*durationpb.Duration)(nil),          // 11: google.protobuf.Duration
 	(*timestamppb.Timestamp)(nil),        // 12: google.protobuf.Timestamp
 	(*v1.SignedEpochCommit)(nil),         // 13: umbra.envelope.v1.SignedEpochCommit
 	(*v1.SignedMembershipStatement)(nil), // 14: umbra.envelope.v1.SignedMembershipStatement
 	(*v1.WrappedEpochKey)(nil),           // 15: umbra.envelope.v1.WrappedEpochKey
 }
-var file_umbra_storage_v1_group_proto_depIdxs = []int32{
-	11, // 0: umbra.storage.v1.GroupRecord.rotation_period:type_name -> google.protobuf.Duration
-	12, // 1: umbra.storage.v1.GroupRecord.epoch_started_at:type_name -> google.protobuf.Timestamp
-	12, // 2: umbra.storage.v1.GroupRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 3: umbra.storage.v1.GroupRecord.updated_at:type_name -> google.protobuf.Timestamp
-	12, // 4: umbra.storage.v1.GroupRecord.rotation_due_at:type_name -> google.protobuf.Timestamp
-	12, // 5: umbra.storage.v1.GroupMemberRecord.joined_at:type_name -> google.protobuf.Timestamp
-	12, // 6: umbra.storage.v1.GroupBanRecord.banned_at:type_name -> google.protobuf.Timestamp
-	12, // 7: umbra.storage.v1.GroupJoinRequestRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 8: umbra.storage.v1.GroupInvitationRecord.created_at:type_name -> google.protobuf.Timestamp
-	12, // 9: umbra.storage.v1.GroupInvitationRecord.expires_at:type_name -> google.protobuf.Timestamp
-	13, // 10: umbra.storage.v1.GroupEpochRecord.commit:type_name -> umbra.envelope.v1.SignedEpochCommit
-	12, // 11: umbra.storage.v1.GroupEpochRecord.committed_at:type_name -> google.protobuf.Timestamp
-	14, // 12: umbra.storage.v1.GroupStatementRecord.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
-	12, // 13: umbra.storage.v1.GroupStatementRecord.stored_at:type_name -> google.protobuf.Timestamp
-	15, // 14: umbra.storage.v1.GroupEpochKeyRecord.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
-	12, // 15: umbra.storage.v1.GroupEpochKeyRecord.stored_at:type_name -> google.protobuf.Timestamp
-	12, // 16: umbra.storage.v1.GroupUploadRecord.expires_at:type_name -> google.protobuf.Timestamp
-	15, // 17: umbra.storage.v1.GroupStagedKeyRecord.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
-	12, // 18: umbra.storage.v1.GroupOutboxRecord.created_at:type_name -> google.protobuf.Timestamp
+var file_umbra_storage_group_v1_group_proto_depIdxs = []int32{
+	11, // 0: umbra.storage.group.v1.GroupRecord.rotation_period:type_name -> google.protobuf.Duration
+	12, // 1: umbra.storage.group.v1.GroupRecord.epoch_started_at:type_name -> google.protobuf.Timestamp
+	12, // 2: umbra.storage.group.v1.GroupRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 3: umbra.storage.group.v1.GroupRecord.updated_at:type_name -> google.protobuf.Timestamp
+	12, // 4: umbra.storage.group.v1.GroupRecord.rotation_due_at:type_name -> google.protobuf.Timestamp
+	12, // 5: umbra.storage.group.v1.GroupMemberRecord.joined_at:type_name -> google.protobuf.Timestamp
+	12, // 6: umbra.storage.group.v1.GroupBanRecord.banned_at:type_name -> google.protobuf.Timestamp
+	12, // 7: umbra.storage.group.v1.GroupJoinRequestRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 8: umbra.storage.group.v1.GroupInvitationRecord.created_at:type_name -> google.protobuf.Timestamp
+	12, // 9: umbra.storage.group.v1.GroupInvitationRecord.expires_at:type_name -> google.protobuf.Timestamp
+	13, // 10: umbra.storage.group.v1.GroupEpochRecord.commit:type_name -> umbra.envelope.v1.SignedEpochCommit
+	12, // 11: umbra.storage.group.v1.GroupEpochRecord.committed_at:type_name -> google.protobuf.Timestamp
+	14, // 12: umbra.storage.group.v1.GroupStatementRecord.statement:type_name -> umbra.envelope.v1.SignedMembershipStatement
+	12, // 13: umbra.storage.group.v1.GroupStatementRecord.stored_at:type_name -> google.protobuf.Timestamp
+	15, // 14: umbra.storage.group.v1.GroupEpochKeyRecord.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
+	12, // 15: umbra.storage.group.v1.GroupEpochKeyRecord.stored_at:type_name -> google.protobuf.Timestamp
+	12, // 16: umbra.storage.group.v1.GroupUploadRecord.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 17: umbra.storage.group.v1.GroupStagedKeyRecord.wrapped_key:type_name -> umbra.envelope.v1.WrappedEpochKey
+	12, // 18: umbra.storage.group.v1.GroupOutboxRecord.created_at:type_name -> google.protobuf.Timestamp
 	19, // [19:19] is the sub-list for method output_type
 	19, // [19:19] is the sub-list for method input_type
 	19, // [19:19] is the sub-list for extension type_name
@@ -1212,26 +1212,26 @@ var file_umbra_storage_v1_group_proto_depIdxs = []int32{
 	0,  // [0:19] is the sub-list for field type_name
 }
 
-func init() { file_umbra_storage_v1_group_proto_init() }
-func file_umbra_storage_v1_group_proto_init() {
-	if File_umbra_storage_v1_group_proto != nil {
+func init() { file_umbra_storage_group_v1_group_proto_init() }
+func file_umbra_storage_group_v1_group_proto_init() {
+	if File_umbra_storage_group_v1_group_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_v1_group_proto_rawDesc), len(file_umbra_storage_v1_group_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_group_v1_group_proto_rawDesc), len(file_umbra_storage_group_v1_group_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
-		GoTypes:           file_umbra_storage_v1_group_proto_goTypes,
-		DependencyIndexes: file_umbra_storage_v1_group_proto_depIdxs,
-		MessageInfos:      file_umbra_storage_v1_group_proto_msgTypes,
+		GoTypes:           file_umbra_storage_group_v1_group_proto_goTypes,
+		DependencyIndexes: file_umbra_storage_group_v1_group_proto_depIdxs,
+		MessageInfos:      file_umbra_storage_group_v1_group_proto_msgTypes,
 	}.Build()
-	File_umbra_storage_v1_group_proto = out.File
-	file_umbra_storage_v1_group_proto_goTypes = nil
-	file_umbra_storage_v1_group_proto_depIdxs = nil
+	File_umbra_storage_group_v1_group_proto = out.File
+	file_umbra_storage_group_v1_group_proto_goTypes = nil
+	file_umbra_storage_group_v1_group_proto_depIdxs = nil
 }
