@@ -4,7 +4,7 @@
 //
 // # What is stored, what is derived
 //
-// backup.db (see proto/umbra/storage/v1/backup.proto) holds, per app, identity and
+// backup.db (see proto/umbra/storage/backup/v1/backup.proto) holds, per app, identity and
 // slot, a BackupSlotRecord: the slot's version counter, its attempt budget and, when
 // it holds one, the client's record (AEAD ciphertext, nonce, Argon2id parameters and
 // salt, and SHA-256 of the client's auth key). It also holds an outbox of events for

@@ -6,7 +6,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/outbox"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	backupstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1"
 )
 
 // Events is the messaging service's internal PublishEvent, which takes the events of
@@ -47,13 +47,13 @@ func (s *Server) outbox() outbox.Config {
 }
 
 // publish hands one event to the messaging service (see outbox.Config.Publish).
-func (s *Server) publish(ctx context.Context, ev *storagev1.BackupOutboxRecord) error {
+func (s *Server) publish(ctx context.Context, ev *backupstoragev1.BackupOutboxRecord) error {
 	return s.outbox().Publish(ctx, publishRequest(ev))
 }
 
 // publishRequest is the PublishEvent of an outbox record: its one recipient is the
 // slot's owner.
-func publishRequest(ev *storagev1.BackupOutboxRecord) *messagingv1.PublishEventRequest {
+func publishRequest(ev *backupstoragev1.BackupOutboxRecord) *messagingv1.PublishEventRequest {
 	return &messagingv1.PublishEventRequest{
 		AppId:      ev.GetAppId(),
 		EventId:    ev.GetEventId(),

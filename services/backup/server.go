@@ -17,7 +17,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	backupstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1"
 )
 
 // Server implements umbra.backup.v1.BackupService. Run delivers its events.
@@ -144,7 +144,7 @@ func (s *Server) Evaluate(ctx context.Context, req *backupv1.EvaluateRequest) (*
 
 // spendEvaluation is a RESTORE evaluation's update: it spends one attempt, or erases
 // the slot when none is left.
-func (s *Server) spendEvaluation(rec *storagev1.BackupSlotRecord) (Change, error) {
+func (s *Server) spendEvaluation(rec *backupstoragev1.BackupSlotRecord) (Change, error) {
 	b := rec.GetBackup()
 	if b == nil {
 		return Change{}, errs.NotFoundf("the %s slot holds no backup to restore", slotName(rec.GetSlot()))
@@ -160,7 +160,7 @@ func (s *Server) spendEvaluation(rec *storagev1.BackupSlotRecord) (Change, error
 
 // erase removes rec's backup because its attempts ran out, queues the owner's event,
 // and returns the PERMISSION_DENIED that says so. why starts the message.
-func (s *Server) erase(rec *storagev1.BackupSlotRecord, why string) (Change, error) {
+func (s *Server) erase(rec *backupstoragev1.BackupSlotRecord, why string) (Change, error) {
 	version := rec.GetBackup().GetVersion()
 	now := s.now()
 	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(&backupv1.BackupEvent{
@@ -177,7 +177,7 @@ func (s *Server) erase(rec *storagev1.BackupSlotRecord, why string) (Change, err
 	rec.UnspentEvaluations = 0
 	return Change{
 			Write: true,
-			Event: &storagev1.BackupOutboxRecord{
+			Event: &backupstoragev1.BackupOutboxRecord{
 				AppId:    rec.GetAppId(),
 				Identity: rec.GetIdentity(),
 				// A version is erased at most once (versions are never reused), so this
@@ -196,7 +196,7 @@ var eventType = string(proto.MessageName(&backupv1.BackupEvent{}))
 
 // afterUpdate logs what a slot update did and wakes the outbox when it erased the
 // slot: an update refused with PERMISSION_DENIED that left no backup was an erasure.
-func (s *Server) afterUpdate(p *auth.Principal, slot uint32, rec *storagev1.BackupSlotRecord, err error) {
+func (s *Server) afterUpdate(p *auth.Principal, slot uint32, rec *backupstoragev1.BackupSlotRecord, err error) {
 	if !errors.Is(err, errs.ErrPermission) || rec == nil || rec.GetBackup() != nil {
 		return
 	}
@@ -219,7 +219,7 @@ func (s *Server) PutBackup(ctx context.Context, req *backupv1.PutBackupRequest) 
 	}
 	r := req.GetRecord()
 	now := s.now()
-	rec, err := s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *storagev1.BackupSlotRecord) (Change, error) {
+	rec, err := s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *backupstoragev1.BackupSlotRecord) (Change, error) {
 		current := rec.GetBackup().GetVersion()
 		if req.GetExpectedVersion() != current {
 			if current == 0 {
@@ -234,7 +234,7 @@ func (s *Server) PutBackup(ctx context.Context, req *backupv1.PutBackupRequest) 
 		rec.LatestVersion = next
 		rec.RemainingAttempts = s.maxAttempts
 		rec.UnspentEvaluations = 0
-		rec.Backup = &storagev1.BackupStoredRecord{
+		rec.Backup = &backupstoragev1.BackupStoredRecord{
 			Version:           next,
 			Ciphertext:        r.GetCiphertext(),
 			Nonce:             r.GetNonce(),
@@ -266,7 +266,7 @@ func (s *Server) Restore(ctx context.Context, req *backupv1.RestoreRequest) (*ba
 		return nil, err
 	}
 	hash := sha256.Sum256(req.GetAuthKey())
-	rec, err := s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *storagev1.BackupSlotRecord) (Change, error) {
+	rec, err := s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *backupstoragev1.BackupSlotRecord) (Change, error) {
 		b := rec.GetBackup()
 		switch {
 		case b == nil:
@@ -351,7 +351,7 @@ func (s *Server) DeleteBackup(ctx context.Context, req *backupv1.DeleteBackupReq
 		return nil, err
 	}
 	var version uint64
-	_, err = s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *storagev1.BackupSlotRecord) (Change, error) {
+	_, err = s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *backupstoragev1.BackupSlotRecord) (Change, error) {
 		b := rec.GetBackup()
 		switch {
 		case b == nil:
@@ -374,7 +374,7 @@ func (s *Server) DeleteBackup(ctx context.Context, req *backupv1.DeleteBackupReq
 }
 
 // info describes rec's backup.
-func (s *Server) info(rec *storagev1.BackupSlotRecord) *backupv1.BackupInfo {
+func (s *Server) info(rec *backupstoragev1.BackupSlotRecord) *backupv1.BackupInfo {
 	b := rec.GetBackup()
 	return &backupv1.BackupInfo{
 		Slot:              backupv1.BackupSlot(rec.GetSlot()),
@@ -388,7 +388,7 @@ func (s *Server) info(rec *storagev1.BackupSlotRecord) *backupv1.BackupInfo {
 	}
 }
 
-func kdfOf(b *storagev1.BackupStoredRecord) *backupv1.Argon2IdParams {
+func kdfOf(b *backupstoragev1.BackupStoredRecord) *backupv1.Argon2IdParams {
 	return &backupv1.Argon2IdParams{
 		Time:      b.GetArgon2IdTime(),
 		MemoryKib: b.GetArgon2IdMemoryKib(),

@@ -10,7 +10,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	backupstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1"
 )
 
 // Change is what a SlotUpdate decided to write, in the transaction that read the slot.
@@ -18,14 +18,14 @@ type Change struct {
 	// Write stores the (modified) slot record.
 	Write bool
 	// Event, when set, is appended to the outbox; the store assigns its sequence.
-	Event *storagev1.BackupOutboxRecord
+	Event *backupstoragev1.BackupOutboxRecord
 }
 
 // SlotUpdate decides, inside a transaction, what to do with one slot. It gets the
 // slot's record (a fresh one, version 0 and no backup, when the slot was never
 // written), may modify it, and returns what to write and the error to answer with.
 // Both apply: a refusal that spends an attempt is written and still refused.
-type SlotUpdate func(rec *storagev1.BackupSlotRecord) (Change, error)
+type SlotUpdate func(rec *backupstoragev1.BackupSlotRecord) (Change, error)
 
 // Store is the backup service's state. Every method is one transaction: it commits
 // whole or changes nothing. Slots are namespaced by app and identity.
@@ -35,15 +35,15 @@ type Store interface {
 	SecretCheck(candidate []byte) ([]byte, error)
 
 	// Slot returns a slot's record; a slot never written is a fresh record.
-	Slot(appID, identity string, slot uint32) (*storagev1.BackupSlotRecord, error)
+	Slot(appID, identity string, slot uint32) (*backupstoragev1.BackupSlotRecord, error)
 	// Slots returns every written slot of identity, in slot order.
-	Slots(appID, identity string) ([]*storagev1.BackupSlotRecord, error)
+	Slots(appID, identity string) ([]*backupstoragev1.BackupSlotRecord, error)
 	// UpdateSlot reads a slot, lets update decide, writes what it returned and returns
 	// the record as update left it and update's error.
-	UpdateSlot(appID, identity string, slot uint32, update SlotUpdate) (*storagev1.BackupSlotRecord, error)
+	UpdateSlot(appID, identity string, slot uint32, update SlotUpdate) (*backupstoragev1.BackupSlotRecord, error)
 
 	// Outbox returns up to limit pending events, oldest first.
-	Outbox(limit int) ([]*storagev1.BackupOutboxRecord, error)
+	Outbox(limit int) ([]*backupstoragev1.BackupOutboxRecord, error)
 	// DeleteOutbox removes a delivered event; a missing one is no error.
 	DeleteOutbox(sequence uint64) error
 
@@ -58,13 +58,13 @@ var (
 	errNoSecretHere = errors.New("backup: backup.db has no secret check value")
 )
 
-// The layout is documented in proto/umbra/storage/v1/backup.proto.
+// The layout is documented in proto/umbra/storage/backup/v1/backup.proto.
 var schema = boltdb.Schema{
 	Version: 1,
 	Buckets: [][]byte{bucketSlots, bucketOutbox, bucketServer},
 	Records: []boltdb.RecordBucket{
-		{Name: bucketSlots, New: func() proto.Message { return &storagev1.BackupSlotRecord{} }},
-		{Name: bucketOutbox, New: func() proto.Message { return &storagev1.BackupOutboxRecord{} }},
+		{Name: bucketSlots, New: func() proto.Message { return &backupstoragev1.BackupSlotRecord{} }},
+		{Name: bucketOutbox, New: func() proto.Message { return &backupstoragev1.BackupOutboxRecord{} }},
 		// The secret's check value: damaged, it would read as a changed server secret.
 		{Name: bucketServer},
 	},
@@ -124,11 +124,11 @@ func (s *BoltStore) SecretCheck(candidate []byte) ([]byte, error) {
 }
 
 // getSlot reads a slot; a missing one is a fresh record.
-func getSlot(b *bolt.Bucket, appID, identity string, slot uint32) (*storagev1.BackupSlotRecord, error) {
-	rec := &storagev1.BackupSlotRecord{}
+func getSlot(b *bolt.Bucket, appID, identity string, slot uint32) (*backupstoragev1.BackupSlotRecord, error) {
+	rec := &backupstoragev1.BackupSlotRecord{}
 	err := boltdb.GetProto(b, slotKey(appID, identity, slot), rec)
 	if errors.Is(err, errs.ErrNotFound) {
-		return &storagev1.BackupSlotRecord{AppId: appID, Identity: identity, Slot: slot}, nil
+		return &backupstoragev1.BackupSlotRecord{AppId: appID, Identity: identity, Slot: slot}, nil
 	}
 	if err != nil {
 		return nil, err
@@ -136,8 +136,8 @@ func getSlot(b *bolt.Bucket, appID, identity string, slot uint32) (*storagev1.Ba
 	return rec, nil
 }
 
-func (s *BoltStore) Slot(appID, identity string, slot uint32) (*storagev1.BackupSlotRecord, error) {
-	var out *storagev1.BackupSlotRecord
+func (s *BoltStore) Slot(appID, identity string, slot uint32) (*backupstoragev1.BackupSlotRecord, error) {
+	var out *backupstoragev1.BackupSlotRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
 		out, err = getSlot(tx.Bucket(bucketSlots), appID, identity, slot)
@@ -149,13 +149,13 @@ func (s *BoltStore) Slot(appID, identity string, slot uint32) (*storagev1.Backup
 	return out, nil
 }
 
-func (s *BoltStore) Slots(appID, identity string) ([]*storagev1.BackupSlotRecord, error) {
-	var out []*storagev1.BackupSlotRecord
+func (s *BoltStore) Slots(appID, identity string) ([]*backupstoragev1.BackupSlotRecord, error) {
+	var out []*backupstoragev1.BackupSlotRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		prefix := boltdb.Key(appID, identity, "")
 		c := tx.Bucket(bucketSlots).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			rec := &storagev1.BackupSlotRecord{}
+			rec := &backupstoragev1.BackupSlotRecord{}
 			if err := boltdb.DecodeProto(tx.Bucket(bucketSlots), k, v, rec); err != nil {
 				return fmt.Errorf("backup: slot record %x: %w", k, err)
 			}
@@ -169,9 +169,9 @@ func (s *BoltStore) Slots(appID, identity string) ([]*storagev1.BackupSlotRecord
 	return out, nil
 }
 
-func (s *BoltStore) UpdateSlot(appID, identity string, slot uint32, update SlotUpdate) (*storagev1.BackupSlotRecord, error) {
+func (s *BoltStore) UpdateSlot(appID, identity string, slot uint32, update SlotUpdate) (*backupstoragev1.BackupSlotRecord, error) {
 	var (
-		out    *storagev1.BackupSlotRecord
+		out    *backupstoragev1.BackupSlotRecord
 		answer error
 	)
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -212,12 +212,12 @@ func (s *BoltStore) UpdateSlot(appID, identity string, slot uint32, update SlotU
 	return out, answer
 }
 
-func (s *BoltStore) Outbox(limit int) ([]*storagev1.BackupOutboxRecord, error) {
-	var out []*storagev1.BackupOutboxRecord
+func (s *BoltStore) Outbox(limit int) ([]*backupstoragev1.BackupOutboxRecord, error) {
+	var out []*backupstoragev1.BackupOutboxRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
-			rec := &storagev1.BackupOutboxRecord{}
+			rec := &backupstoragev1.BackupOutboxRecord{}
 			if err := boltdb.DecodeProto(tx.Bucket(bucketOutbox), k, v, rec); err != nil {
 				return fmt.Errorf("backup: outbox record %x: %w", k, err)
 			}

@@ -21,7 +21,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
 // Defaults of Config.
@@ -73,7 +73,7 @@ type Server struct {
 	// guards both: RotateServiceKey replaces them (servicekey.go).
 	keyMu  sync.RWMutex
 	key    ed25519.PrivateKey
-	keyRec *storagev1.ServiceKeyRecord
+	keyRec *cardstoragev1.ServiceKeyRecord
 }
 
 var _ cardv1.CardServiceServer = (*Server)(nil)
@@ -168,7 +168,7 @@ func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest
 		return nil, err
 	}
 	serviceSignature, serviceKeyID := s.serviceSign(card.ID)
-	rec := &storagev1.CardRecord{
+	rec := &cardstoragev1.CardRecord{
 		AppId:                p.AppID,
 		Identity:             card.Identity,
 		CardId:               card.ID,
@@ -178,7 +178,7 @@ func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest
 		EndorsementSignature: req.GetEndorsement().GetSignature(),
 		ServiceSignature:     serviceSignature,
 		ServiceKeyId:         serviceKeyID,
-		Status:               storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE,
+		Status:               cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE,
 		PublishedAt:          timestamppb.New(now),
 		PreviousCardId:       card.PreviousCardID,
 		SigningPublicKey:     card.SigningKey,
@@ -367,19 +367,19 @@ func (s *Server) ListCardEvents(_ context.Context, req *cardv1.ListCardEventsReq
 	return resp, nil
 }
 
-var statuses = map[storagev1.CardRecordStatus]cardv1.CardStatus{
-	storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE:     cardv1.CardStatus_CARD_STATUS_ACTIVE,
-	storagev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED: cardv1.CardStatus_CARD_STATUS_SUPERSEDED,
-	storagev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED:    cardv1.CardStatus_CARD_STATUS_REVOKED,
+var statuses = map[cardstoragev1.CardRecordStatus]cardv1.CardStatus{
+	cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE:     cardv1.CardStatus_CARD_STATUS_ACTIVE,
+	cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED: cardv1.CardStatus_CARD_STATUS_SUPERSEDED,
+	cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED:    cardv1.CardStatus_CARD_STATUS_REVOKED,
 }
 
-var eventKinds = map[storagev1.CardEventRecordKind]cardv1.CardEventKind{
-	storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED: cardv1.CardEventKind_CARD_EVENT_KIND_PUBLISHED,
-	storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED:   cardv1.CardEventKind_CARD_EVENT_KIND_REVOKED,
+var eventKinds = map[cardstoragev1.CardEventRecordKind]cardv1.CardEventKind{
+	cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED: cardv1.CardEventKind_CARD_EVENT_KIND_PUBLISHED,
+	cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED:   cardv1.CardEventKind_CARD_EVENT_KIND_REVOKED,
 }
 
 // activeView is the API's view of an active card. It shares the record's byte slices.
-func activeView(r *storagev1.ActiveCardRecord) *cardv1.Card {
+func activeView(r *cardstoragev1.ActiveCardRecord) *cardv1.Card {
 	c := &cardv1.Card{
 		CardId:           r.GetCardId(),
 		Identity:         r.GetIdentity(),
@@ -398,7 +398,7 @@ func activeView(r *storagev1.ActiveCardRecord) *cardv1.Card {
 }
 
 // cardView is the API's view of a stored card. It shares the record's byte slices.
-func cardView(r *storagev1.CardRecord) *cardv1.Card {
+func cardView(r *cardstoragev1.CardRecord) *cardv1.Card {
 	c := &cardv1.Card{
 		CardId:           r.GetCardId(),
 		Identity:         r.GetIdentity(),

@@ -13,7 +13,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
 // PublishState is what a PublishCheck sees of the identity of a new card: its ACTIVE
@@ -21,7 +21,7 @@ import (
 // card's previous_card_id names (each nil if there is none), and whether the identity
 // has published any card before.
 type PublishState struct {
-	Active, Same, Named *storagev1.CardRecord
+	Active, Same, Named *cardstoragev1.CardRecord
 	HasHistory          bool
 }
 
@@ -29,7 +29,7 @@ type PublishState struct {
 // published. It returns an error to refuse (nothing is written), a stored record to
 // answer with instead of writing anything (a retry of the active card), or neither to
 // publish.
-type PublishCheck func(PublishState) (*storagev1.CardRecord, error)
+type PublishCheck func(PublishState) (*cardstoragev1.CardRecord, error)
 
 // ResetGrantUse is the reset grant a reset publication spends.
 type ResetGrantUse struct {
@@ -49,15 +49,15 @@ const spentGrantMargin = time.Minute
 type Store interface {
 	// ServiceKey returns the counter-signing key. When the file has none yet it stores
 	// candidate first.
-	ServiceKey(candidate *storagev1.ServiceKeyRecord) (*storagev1.ServiceKeyRecord, error)
+	ServiceKey(candidate *cardstoragev1.ServiceKeyRecord) (*cardstoragev1.ServiceKeyRecord, error)
 	// ServiceKeys returns every service key, oldest first: the retired ones (public
 	// key and superseded_at, no seed), then the current one. ErrNotFound if there is
 	// none yet.
-	ServiceKeys() ([]*storagev1.ServiceKeyRecord, error)
+	ServiceKeys() ([]*cardstoragev1.ServiceKeyRecord, error)
 	// RotateServiceKey makes next the current key and retires the current one at at,
 	// in one transaction: the retired record keeps the public key and loses the seed.
 	// It returns the retired record. ErrNotFound if there is no current key.
-	RotateServiceKey(next *storagev1.ServiceKeyRecord, at time.Time) (*storagev1.ServiceKeyRecord, error)
+	RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, at time.Time) (*cardstoragev1.ServiceKeyRecord, error)
 
 	// Publish stores card, ACTIVE, as its identity's active card if check allows it:
 	// the identity's active card (if any) becomes SUPERSEDED by it at its published_at,
@@ -68,25 +68,25 @@ type Store interface {
 	// card) revokes the active card instead of superseding it, with a REVOKED event
 	// before the PUBLISHED one, and records the grant as spent: a grant already spent
 	// is refused with ErrPermission, and nothing is written.
-	Publish(card *storagev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*storagev1.CardRecord, bool, error)
+	Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error)
 	// Revoke marks the card of appID with id cardID REVOKED at at, and appends a
 	// REVOKED event; if it was its identity's active card, the identity is left without
 	// one. ErrNotFound if appID has no such card, ErrPermission if it is not identity's.
 	// It returns the card and whether it changed: a revoked card is returned unchanged
 	// and nothing is written.
-	Revoke(appID, identity string, cardID []byte, at time.Time) (*storagev1.CardRecord, bool, error)
+	Revoke(appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error)
 
 	// Card returns the card of appID with id cardID, whatever its status.
-	Card(appID string, cardID []byte) (*storagev1.CardRecord, error)
+	Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error)
 	// ActiveCards returns the active card of each identity of appID that has one, in
 	// the order of identities.
-	ActiveCards(appID string, identities []string) ([]*storagev1.ActiveCardRecord, error)
+	ActiveCards(appID string, identities []string) ([]*cardstoragev1.ActiveCardRecord, error)
 	// History returns up to limit cards of identity, newest first, published before
 	// the event sequence before (0: from the newest), and whether older ones remain.
-	History(appID, identity string, before uint64, limit int) ([]*storagev1.CardRecord, bool, error)
+	History(appID, identity string, before uint64, limit int) ([]*cardstoragev1.CardRecord, bool, error)
 	// Events returns up to limit events with a sequence above after, in order, and the
 	// latest sequence assigned.
-	Events(after uint64, limit int) ([]*storagev1.CardEventRecord, uint64, error)
+	Events(after uint64, limit int) ([]*cardstoragev1.CardEventRecord, uint64, error)
 
 	Close() error
 }
@@ -101,16 +101,16 @@ var (
 	currentKey       = []byte("current")
 )
 
-// The layout is documented in proto/umbra/storage/v1/card.proto.
+// The layout is documented in proto/umbra/storage/card/v1/card.proto.
 var schema = boltdb.Schema{
 	Version: 1,
 	Buckets: [][]byte{bucketCards, bucketActive, bucketHistory, bucketEvents, bucketServiceKey, bucketGrants},
 	Records: []boltdb.RecordBucket{
-		{Name: bucketCards, New: func() proto.Message { return &storagev1.CardRecord{} }},
-		{Name: bucketActive, New: func() proto.Message { return &storagev1.ActiveCardRecord{} }},
-		{Name: bucketEvents, New: func() proto.Message { return &storagev1.CardEventRecord{} }},
-		{Name: bucketServiceKey, New: func() proto.Message { return &storagev1.ServiceKeyRecord{} }},
-		{Name: bucketGrants, New: func() proto.Message { return &storagev1.SpentResetGrantRecord{} }},
+		{Name: bucketCards, New: func() proto.Message { return &cardstoragev1.CardRecord{} }},
+		{Name: bucketActive, New: func() proto.Message { return &cardstoragev1.ActiveCardRecord{} }},
+		{Name: bucketEvents, New: func() proto.Message { return &cardstoragev1.CardEventRecord{} }},
+		{Name: bucketServiceKey, New: func() proto.Message { return &cardstoragev1.ServiceKeyRecord{} }},
+		{Name: bucketGrants, New: func() proto.Message { return &cardstoragev1.SpentResetGrantRecord{} }},
 	},
 }
 
@@ -161,8 +161,8 @@ func cardKey(appID string, cardID []byte) []byte {
 // historyPrefix is app 0 identity 0; a card's history key appends u64(sequence).
 func historyPrefix(appID, identity string) []byte { return boltdb.Key(appID, identity, "") }
 
-func (s *BoltStore) ServiceKey(candidate *storagev1.ServiceKeyRecord) (*storagev1.ServiceKeyRecord, error) {
-	key := &storagev1.ServiceKeyRecord{}
+func (s *BoltStore) ServiceKey(candidate *cardstoragev1.ServiceKeyRecord) (*cardstoragev1.ServiceKeyRecord, error) {
+	key := &cardstoragev1.ServiceKeyRecord{}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketServiceKey)
 		err := boltdb.GetProto(b, currentKey, key)
@@ -182,8 +182,8 @@ func (s *BoltStore) ServiceKey(candidate *storagev1.ServiceKeyRecord) (*storagev
 }
 
 // getCard reads a card into a new record; a missing card is (nil, nil).
-func getCard(tx *bolt.Tx, appID string, cardID []byte) (*storagev1.CardRecord, error) {
-	rec := &storagev1.CardRecord{}
+func getCard(tx *bolt.Tx, appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
+	rec := &cardstoragev1.CardRecord{}
 	err := boltdb.GetProto(tx.Bucket(bucketCards), cardKey(appID, cardID), rec)
 	if errors.Is(err, errs.ErrNotFound) {
 		return nil, nil
@@ -195,8 +195,8 @@ func getCard(tx *bolt.Tx, appID string, cardID []byte) (*storagev1.CardRecord, e
 }
 
 // activeCard reads identity's active card; none is (nil, nil).
-func activeCard(tx *bolt.Tx, appID, identity string) (*storagev1.CardRecord, error) {
-	active := &storagev1.ActiveCardRecord{}
+func activeCard(tx *bolt.Tx, appID, identity string) (*cardstoragev1.CardRecord, error) {
+	active := &cardstoragev1.ActiveCardRecord{}
 	err := boltdb.GetProto(tx.Bucket(bucketActive), boltdb.Key(appID, identity), active)
 	if errors.Is(err, errs.ErrNotFound) {
 		return nil, nil
@@ -212,8 +212,8 @@ func activeCard(tx *bolt.Tx, appID, identity string) (*storagev1.CardRecord, err
 }
 
 // activeRecord is the copy of an active card's record that searches read.
-func activeRecord(r *storagev1.CardRecord) *storagev1.ActiveCardRecord {
-	return &storagev1.ActiveCardRecord{
+func activeRecord(r *cardstoragev1.CardRecord) *cardstoragev1.ActiveCardRecord {
+	return &cardstoragev1.ActiveCardRecord{
 		CardId:               r.GetCardId(),
 		Identity:             r.GetIdentity(),
 		Content:              r.GetContent(),
@@ -238,11 +238,11 @@ func hasHistory(tx *bolt.Tx, appID, identity string) bool {
 
 // spendGrant records grant as spent by card, or refuses it if it was spent before. It
 // also forgets grants that expired long enough ago to be refused for their expiry.
-func spendGrant(tx *bolt.Tx, card *storagev1.CardRecord, grant *ResetGrantUse) error {
+func spendGrant(tx *bolt.Tx, card *cardstoragev1.CardRecord, grant *ResetGrantUse) error {
 	b := tx.Bucket(bucketGrants)
 	now := card.GetPublishedAt().AsTime()
 	key := boltdb.Key(card.GetAppId(), grant.ID)
-	spent := &storagev1.SpentResetGrantRecord{}
+	spent := &cardstoragev1.SpentResetGrantRecord{}
 	err := boltdb.GetProto(b, key, spent)
 	switch {
 	case err == nil:
@@ -255,7 +255,7 @@ func spendGrant(tx *bolt.Tx, card *storagev1.CardRecord, grant *ResetGrantUse) e
 	// scan of it costs nothing next to the publication.
 	var expired [][]byte
 	err = b.ForEach(func(k, v []byte) error {
-		rec := &storagev1.SpentResetGrantRecord{}
+		rec := &cardstoragev1.SpentResetGrantRecord{}
 		if err := boltdb.DecodeProto(b, k, v, rec); err != nil {
 			return fmt.Errorf("card: spent reset grant %q: %w", k, err)
 		}
@@ -272,7 +272,7 @@ func spendGrant(tx *bolt.Tx, card *storagev1.CardRecord, grant *ResetGrantUse) e
 			return err
 		}
 	}
-	return boltdb.PutProto(b, key, &storagev1.SpentResetGrantRecord{
+	return boltdb.PutProto(b, key, &cardstoragev1.SpentResetGrantRecord{
 		Identity:  card.GetIdentity(),
 		ExpiresAt: timestamppb.New(grant.ExpiresAt),
 		SpentAt:   card.GetPublishedAt(),
@@ -280,11 +280,11 @@ func spendGrant(tx *bolt.Tx, card *storagev1.CardRecord, grant *ResetGrantUse) e
 	})
 }
 
-func (s *BoltStore) Publish(card *storagev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*storagev1.CardRecord, bool, error) {
+func (s *BoltStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error) {
 	if card.GetKeyReset() != (grant != nil) {
 		return nil, false, fmt.Errorf("card: publish of card %x: reset %v with grant %v: a reset card and only a reset card spends a grant", card.GetCardId(), card.GetKeyReset(), grant)
 	}
-	var out *storagev1.CardRecord
+	var out *cardstoragev1.CardRecord
 	written := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		app, identity := card.GetAppId(), card.GetIdentity()
@@ -296,7 +296,7 @@ func (s *BoltStore) Publish(card *storagev1.CardRecord, grant *ResetGrantUse, ch
 		if err != nil {
 			return err
 		}
-		var named *storagev1.CardRecord
+		var named *cardstoragev1.CardRecord
 		if prev := card.GetPreviousCardId(); len(prev) > 0 {
 			if named, err = getCard(tx, app, prev); err != nil {
 				return err
@@ -325,17 +325,17 @@ func (s *BoltStore) Publish(card *storagev1.CardRecord, grant *ResetGrantUse, ch
 			if err != nil {
 				return err
 			}
-			active.Status = storagev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
+			active.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
 			active.RevokedAt = card.GetPublishedAt()
 			if err := boltdb.PutProto(cards, cardKey(app, active.GetCardId()), active); err != nil {
 				return err
 			}
-			if err := boltdb.PutProto(events, boltdb.U64(revSeq), &storagev1.CardEventRecord{
+			if err := boltdb.PutProto(events, boltdb.U64(revSeq), &cardstoragev1.CardEventRecord{
 				Sequence:   revSeq,
 				AppId:      app,
 				Identity:   identity,
 				CardId:     active.GetCardId(),
-				Kind:       storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
+				Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
 				OccurredAt: active.GetRevokedAt(),
 			}); err != nil {
 				return err
@@ -346,17 +346,17 @@ func (s *BoltStore) Publish(card *storagev1.CardRecord, grant *ResetGrantUse, ch
 		if err != nil {
 			return err
 		}
-		event := &storagev1.CardEventRecord{
+		event := &cardstoragev1.CardEventRecord{
 			Sequence:   seq,
 			AppId:      app,
 			Identity:   identity,
 			CardId:     card.GetCardId(),
-			Kind:       storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED,
+			Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED,
 			OccurredAt: card.GetPublishedAt(),
 			KeyReset:   card.GetKeyReset(),
 		}
 		if active != nil {
-			active.Status = storagev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED
+			active.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED
 			active.SupersededBy = card.GetCardId()
 			active.SupersededAt = card.GetPublishedAt()
 			if err := boltdb.PutProto(cards, cardKey(app, active.GetCardId()), active); err != nil {
@@ -365,7 +365,7 @@ func (s *BoltStore) Publish(card *storagev1.CardRecord, grant *ResetGrantUse, ch
 			event.PreviousCardId = active.GetCardId()
 		}
 		stored := proto.CloneOf(card)
-		stored.Status = storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE
+		stored.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE
 		stored.Sequence = seq
 		if err := boltdb.PutProto(cards, cardKey(app, stored.GetCardId()), stored); err != nil {
 			return err
@@ -388,8 +388,8 @@ func (s *BoltStore) Publish(card *storagev1.CardRecord, grant *ResetGrantUse, ch
 	return out, written, nil
 }
 
-func (s *BoltStore) Revoke(appID, identity string, cardID []byte, at time.Time) (*storagev1.CardRecord, bool, error) {
-	var out *storagev1.CardRecord
+func (s *BoltStore) Revoke(appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error) {
+	var out *cardstoragev1.CardRecord
 	changed := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		rec, err := getCard(tx, appID, cardID)
@@ -402,15 +402,15 @@ func (s *BoltStore) Revoke(appID, identity string, cardID []byte, at time.Time) 
 			return errs.Permissionf("card %s is another identity's: only its owner may revoke it", cardIDString(cardID))
 		}
 		out = rec
-		if rec.GetStatus() == storagev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED {
+		if rec.GetStatus() == cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED {
 			return nil
 		}
-		if rec.GetStatus() == storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE {
+		if rec.GetStatus() == cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE {
 			if err := tx.Bucket(bucketActive).Delete(boltdb.Key(appID, identity)); err != nil {
 				return err
 			}
 		}
-		rec.Status = storagev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
+		rec.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
 		rec.RevokedAt = timestamppb.New(at)
 		if err := boltdb.PutProto(tx.Bucket(bucketCards), cardKey(appID, cardID), rec); err != nil {
 			return err
@@ -421,12 +421,12 @@ func (s *BoltStore) Revoke(appID, identity string, cardID []byte, at time.Time) 
 			return err
 		}
 		changed = true
-		return boltdb.PutProto(events, boltdb.U64(seq), &storagev1.CardEventRecord{
+		return boltdb.PutProto(events, boltdb.U64(seq), &cardstoragev1.CardEventRecord{
 			Sequence:   seq,
 			AppId:      appID,
 			Identity:   identity,
 			CardId:     rec.GetCardId(),
-			Kind:       storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
+			Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
 			OccurredAt: rec.GetRevokedAt(),
 		})
 	})
@@ -436,8 +436,8 @@ func (s *BoltStore) Revoke(appID, identity string, cardID []byte, at time.Time) 
 	return out, changed, nil
 }
 
-func (s *BoltStore) Card(appID string, cardID []byte) (*storagev1.CardRecord, error) {
-	var out *storagev1.CardRecord
+func (s *BoltStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
+	var out *cardstoragev1.CardRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
 		out, err = getCard(tx, appID, cardID)
@@ -452,8 +452,8 @@ func (s *BoltStore) Card(appID string, cardID []byte) (*storagev1.CardRecord, er
 	return out, nil
 }
 
-func (s *BoltStore) ActiveCards(appID string, identities []string) ([]*storagev1.ActiveCardRecord, error) {
-	out := make([]*storagev1.ActiveCardRecord, 0, len(identities))
+func (s *BoltStore) ActiveCards(appID string, identities []string) ([]*cardstoragev1.ActiveCardRecord, error) {
+	out := make([]*cardstoragev1.ActiveCardRecord, 0, len(identities))
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketActive)
 		prefix := boltdb.Key(appID, "")
@@ -464,7 +464,7 @@ func (s *BoltStore) ActiveCards(appID string, identities []string) ([]*storagev1
 			if v == nil {
 				continue
 			}
-			rec := &storagev1.ActiveCardRecord{}
+			rec := &cardstoragev1.ActiveCardRecord{}
 			if err := boltdb.DecodeProto(b, key, v, rec); err != nil {
 				return fmt.Errorf("card: active card of %s: %w", identity, err)
 			}
@@ -478,11 +478,11 @@ func (s *BoltStore) ActiveCards(appID string, identities []string) ([]*storagev1
 	return out, nil
 }
 
-func (s *BoltStore) History(appID, identity string, before uint64, limit int) ([]*storagev1.CardRecord, bool, error) {
+func (s *BoltStore) History(appID, identity string, before uint64, limit int) ([]*cardstoragev1.CardRecord, bool, error) {
 	if before == 0 {
 		before = math.MaxUint64 // no sequence reaches it
 	}
-	var out []*storagev1.CardRecord
+	var out []*cardstoragev1.CardRecord
 	more := false
 	err := s.db.View(func(tx *bolt.Tx) error {
 		prefix := historyPrefix(appID, identity)
@@ -517,8 +517,8 @@ func (s *BoltStore) History(appID, identity string, before uint64, limit int) ([
 	return out, more, nil
 }
 
-func (s *BoltStore) Events(after uint64, limit int) ([]*storagev1.CardEventRecord, uint64, error) {
-	var out []*storagev1.CardEventRecord
+func (s *BoltStore) Events(after uint64, limit int) ([]*cardstoragev1.CardEventRecord, uint64, error) {
+	var out []*cardstoragev1.CardEventRecord
 	var latest uint64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
@@ -528,7 +528,7 @@ func (s *BoltStore) Events(after uint64, limit int) ([]*storagev1.CardEventRecor
 		}
 		c := b.Cursor()
 		for k, _ := c.Seek(boltdb.U64(after + 1)); k != nil && len(out) < limit; k, _ = c.Next() {
-			ev := &storagev1.CardEventRecord{}
+			ev := &cardstoragev1.CardEventRecord{}
 			if err := boltdb.GetProto(b, k, ev); err != nil {
 				return fmt.Errorf("card event %x: %w", k, err)
 			}

@@ -26,7 +26,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	identitystoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/identity/v1"
 )
 
 const (
@@ -63,7 +63,7 @@ type Server struct {
 	rand   io.Reader
 
 	mu     sync.RWMutex // guards signer
-	signer *storagev1.SigningKeyRecord
+	signer *identitystoragev1.SigningKeyRecord
 }
 
 var (
@@ -125,7 +125,7 @@ func (s *Server) randomID(n int) (string, error) {
 }
 
 // newAppKey returns a key record and the API key to show once.
-func (s *Server) newAppKey(appID string) (*storagev1.AppKeyRecord, string, error) {
+func (s *Server) newAppKey(appID string) (*identitystoragev1.AppKeyRecord, string, error) {
 	keyID, err := s.randomID(10)
 	if err != nil {
 		return nil, "", err
@@ -135,7 +135,7 @@ func (s *Server) newAppKey(appID string) (*storagev1.AppKeyRecord, string, error
 		return nil, "", err
 	}
 	h := sha256.Sum256(secret)
-	rec := &storagev1.AppKeyRecord{KeyId: keyID, AppId: appID, SecretHash: h[:], CreatedAt: timestamppb.New(s.now())}
+	rec := &identitystoragev1.AppKeyRecord{KeyId: keyID, AppId: appID, SecretHash: h[:], CreatedAt: timestamppb.New(s.now())}
 	return rec, apiKeyPrefix + keyID + "_" + base64.RawURLEncoding.EncodeToString(secret), nil
 }
 
@@ -152,7 +152,7 @@ func (s *Server) CreateApp(_ context.Context, req *identityv1.CreateAppRequest) 
 	if err != nil {
 		return nil, err
 	}
-	app := &storagev1.AppRecord{AppId: appIDPrefix + id, DisplayName: req.GetDisplayName(), CreatedAt: timestamppb.New(s.now()), IdentitySecret: secret}
+	app := &identitystoragev1.AppRecord{AppId: appIDPrefix + id, DisplayName: req.GetDisplayName(), CreatedAt: timestamppb.New(s.now()), IdentitySecret: secret}
 	key, apiKey, err := s.newAppKey(app.AppId)
 	if err != nil {
 		return nil, err
@@ -161,10 +161,10 @@ func (s *Server) CreateApp(_ context.Context, req *identityv1.CreateAppRequest) 
 		return nil, err
 	}
 	s.log.Info("app created", zap.String("app", app.AppId), zap.String("key_id", key.KeyId))
-	return &identityv1.CreateAppResponse{App: appView(app, []*storagev1.AppKeyRecord{key}), ApiKey: apiKey}, nil
+	return &identityv1.CreateAppResponse{App: appView(app, []*identitystoragev1.AppKeyRecord{key}), ApiKey: apiKey}, nil
 }
 
-func appView(app *storagev1.AppRecord, keys []*storagev1.AppKeyRecord) *identityv1.App {
+func appView(app *identitystoragev1.AppRecord, keys []*identitystoragev1.AppKeyRecord) *identityv1.App {
 	v := &identityv1.App{AppId: app.GetAppId(), DisplayName: app.GetDisplayName(), CreatedAt: app.GetCreatedAt()}
 	for _, k := range keys {
 		v.Keys = append(v.Keys, keyView(k))
@@ -172,7 +172,7 @@ func appView(app *storagev1.AppRecord, keys []*storagev1.AppKeyRecord) *identity
 	return v
 }
 
-func keyView(k *storagev1.AppKeyRecord) *identityv1.AppKey {
+func keyView(k *identitystoragev1.AppKeyRecord) *identityv1.AppKey {
 	return &identityv1.AppKey{KeyId: k.GetKeyId(), CreatedAt: k.GetCreatedAt(), RevokedAt: k.GetRevokedAt()}
 }
 

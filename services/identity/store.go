@@ -12,39 +12,39 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	identitystoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/identity/v1"
 )
 
 // Store is the identity service's state. Every method is one transaction: it commits
 // whole or changes nothing.
 type Store interface {
 	// CreateApp stores a new app with its first key.
-	CreateApp(app *storagev1.AppRecord, key *storagev1.AppKeyRecord) error
+	CreateApp(app *identitystoragev1.AppRecord, key *identitystoragev1.AppKeyRecord) error
 	// App returns an app and all its keys.
-	App(appID string) (*storagev1.AppRecord, []*storagev1.AppKeyRecord, error)
+	App(appID string) (*identitystoragev1.AppRecord, []*identitystoragev1.AppKeyRecord, error)
 	// AddAppKey stores a new key of an existing app.
-	AddAppKey(key *storagev1.AppKeyRecord) error
+	AddAppKey(key *identitystoragev1.AppKeyRecord) error
 	// RevokeAppKey marks a key of appID revoked at at; revoking twice keeps the first time.
-	RevokeAppKey(appID, keyID string, at time.Time) (*storagev1.AppKeyRecord, error)
+	RevokeAppKey(appID, keyID string, at time.Time) (*identitystoragev1.AppKeyRecord, error)
 	// AppKey returns a key by id.
-	AppKey(keyID string) (*storagev1.AppKeyRecord, error)
+	AppKey(keyID string) (*identitystoragev1.AppKeyRecord, error)
 
 	// SigningKeys returns every stored signing key.
-	SigningKeys() ([]*storagev1.SigningKeyRecord, error)
+	SigningKeys() ([]*identitystoragev1.SigningKeyRecord, error)
 	// AddSigningKey stores key as the active signing key: the active one it replaces is
 	// retired at key's creation and verifies until verifyUntil, and keys whose
 	// verify_until has passed are deleted. With onlyIfNone it stores key only when there
 	// is no active key yet, and reports whether it did.
-	AddSigningKey(key *storagev1.SigningKeyRecord, verifyUntil time.Time, onlyIfNone bool) (bool, error)
+	AddSigningKey(key *identitystoragev1.SigningKeyRecord, verifyUntil time.Time, onlyIfNone bool) (bool, error)
 
 	// Revoke records that identity's tokens issued before before are revoked. An
 	// earlier time than the one in force changes nothing. It returns the record in force.
-	Revoke(appID, identity string, before time.Time) (*storagev1.RevocationRecord, error)
+	Revoke(appID, identity string, before time.Time) (*identitystoragev1.RevocationRecord, error)
 	// Revocation returns the revocation in force for identity, or ErrNotFound.
-	Revocation(appID, identity string) (*storagev1.RevocationRecord, error)
+	Revocation(appID, identity string) (*identitystoragev1.RevocationRecord, error)
 	// Revocations returns up to limit records with a sequence above after, in sequence
 	// order, and the latest sequence assigned.
-	Revocations(after uint64, limit int) ([]*storagev1.RevocationRecord, uint64, error)
+	Revocations(after uint64, limit int) ([]*identitystoragev1.RevocationRecord, uint64, error)
 
 	Close() error
 }
@@ -62,10 +62,10 @@ var schema = boltdb.Schema{
 	Version: 1,
 	Buckets: [][]byte{bucketApps, bucketAppKeys, bucketAppKeysByApp, bucketSigningKeys, bucketRevocations, bucketRevocationLog},
 	Records: []boltdb.RecordBucket{
-		{Name: bucketApps, New: func() proto.Message { return &storagev1.AppRecord{} }},
-		{Name: bucketAppKeys, New: func() proto.Message { return &storagev1.AppKeyRecord{} }},
-		{Name: bucketSigningKeys, New: func() proto.Message { return &storagev1.SigningKeyRecord{} }},
-		{Name: bucketRevocations, New: func() proto.Message { return &storagev1.RevocationRecord{} }},
+		{Name: bucketApps, New: func() proto.Message { return &identitystoragev1.AppRecord{} }},
+		{Name: bucketAppKeys, New: func() proto.Message { return &identitystoragev1.AppKeyRecord{} }},
+		{Name: bucketSigningKeys, New: func() proto.Message { return &identitystoragev1.SigningKeyRecord{} }},
+		{Name: bucketRevocations, New: func() proto.Message { return &identitystoragev1.RevocationRecord{} }},
 	},
 }
 
@@ -115,7 +115,7 @@ func (s *BoltStore) Close() error { return s.db.Close() }
 // DB exposes the file, for online backups.
 func (s *BoltStore) DB() *boltdb.DB { return s.db }
 
-func (s *BoltStore) CreateApp(app *storagev1.AppRecord, key *storagev1.AppKeyRecord) error {
+func (s *BoltStore) CreateApp(app *identitystoragev1.AppRecord, key *identitystoragev1.AppKeyRecord) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		apps := tx.Bucket(bucketApps)
 		if apps.Get([]byte(app.GetAppId())) != nil {
@@ -128,7 +128,7 @@ func (s *BoltStore) CreateApp(app *storagev1.AppRecord, key *storagev1.AppKeyRec
 	})
 }
 
-func putAppKey(tx *bolt.Tx, key *storagev1.AppKeyRecord) error {
+func putAppKey(tx *bolt.Tx, key *identitystoragev1.AppKeyRecord) error {
 	keys := tx.Bucket(bucketAppKeys)
 	if keys.Get([]byte(key.GetKeyId())) != nil {
 		return errs.Existsf("app key %s already exists", key.GetKeyId())
@@ -139,9 +139,9 @@ func putAppKey(tx *bolt.Tx, key *storagev1.AppKeyRecord) error {
 	return tx.Bucket(bucketAppKeysByApp).Put(boltdb.Key(key.GetAppId(), key.GetKeyId()), nil)
 }
 
-func (s *BoltStore) App(appID string) (*storagev1.AppRecord, []*storagev1.AppKeyRecord, error) {
-	app := &storagev1.AppRecord{}
-	var keys []*storagev1.AppKeyRecord
+func (s *BoltStore) App(appID string) (*identitystoragev1.AppRecord, []*identitystoragev1.AppKeyRecord, error) {
+	app := &identitystoragev1.AppRecord{}
+	var keys []*identitystoragev1.AppKeyRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if err := getApp(tx, appID, app); err != nil {
 			return err
@@ -149,7 +149,7 @@ func (s *BoltStore) App(appID string) (*storagev1.AppRecord, []*storagev1.AppKey
 		prefix := boltdb.Key(appID, "")
 		c := tx.Bucket(bucketAppKeysByApp).Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			key := &storagev1.AppKeyRecord{}
+			key := &identitystoragev1.AppKeyRecord{}
 			if err := boltdb.GetProto(tx.Bucket(bucketAppKeys), k[len(prefix):], key); err != nil {
 				return fmt.Errorf("app key index of %s: %w", appID, err)
 			}
@@ -163,7 +163,7 @@ func (s *BoltStore) App(appID string) (*storagev1.AppRecord, []*storagev1.AppKey
 	return app, keys, nil
 }
 
-func getApp(tx *bolt.Tx, appID string, app *storagev1.AppRecord) error {
+func getApp(tx *bolt.Tx, appID string, app *identitystoragev1.AppRecord) error {
 	err := boltdb.GetProto(tx.Bucket(bucketApps), []byte(appID), app)
 	if errors.Is(err, errs.ErrNotFound) {
 		return errs.NotFoundf("app %s not found", appID)
@@ -171,17 +171,17 @@ func getApp(tx *bolt.Tx, appID string, app *storagev1.AppRecord) error {
 	return err
 }
 
-func (s *BoltStore) AddAppKey(key *storagev1.AppKeyRecord) error {
+func (s *BoltStore) AddAppKey(key *identitystoragev1.AppKeyRecord) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		if err := getApp(tx, key.GetAppId(), &storagev1.AppRecord{}); err != nil {
+		if err := getApp(tx, key.GetAppId(), &identitystoragev1.AppRecord{}); err != nil {
 			return err
 		}
 		return putAppKey(tx, key)
 	})
 }
 
-func (s *BoltStore) RevokeAppKey(appID, keyID string, at time.Time) (*storagev1.AppKeyRecord, error) {
-	key := &storagev1.AppKeyRecord{}
+func (s *BoltStore) RevokeAppKey(appID, keyID string, at time.Time) (*identitystoragev1.AppKeyRecord, error) {
+	key := &identitystoragev1.AppKeyRecord{}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAppKeys)
 		if err := boltdb.GetProto(b, []byte(keyID), key); err != nil || key.GetAppId() != appID {
@@ -202,8 +202,8 @@ func (s *BoltStore) RevokeAppKey(appID, keyID string, at time.Time) (*storagev1.
 	return key, nil
 }
 
-func (s *BoltStore) AppKey(keyID string) (*storagev1.AppKeyRecord, error) {
-	key := &storagev1.AppKeyRecord{}
+func (s *BoltStore) AppKey(keyID string) (*identitystoragev1.AppKeyRecord, error) {
+	key := &identitystoragev1.AppKeyRecord{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return boltdb.GetProto(tx.Bucket(bucketAppKeys), []byte(keyID), key)
 	})
@@ -213,8 +213,8 @@ func (s *BoltStore) AppKey(keyID string) (*storagev1.AppKeyRecord, error) {
 	return key, nil
 }
 
-func (s *BoltStore) SigningKeys() ([]*storagev1.SigningKeyRecord, error) {
-	var keys []*storagev1.SigningKeyRecord
+func (s *BoltStore) SigningKeys() ([]*identitystoragev1.SigningKeyRecord, error) {
+	var keys []*identitystoragev1.SigningKeyRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
 		keys, err = signingKeys(tx)
@@ -223,11 +223,11 @@ func (s *BoltStore) SigningKeys() ([]*storagev1.SigningKeyRecord, error) {
 	return keys, err
 }
 
-func signingKeys(tx *bolt.Tx) ([]*storagev1.SigningKeyRecord, error) {
-	var keys []*storagev1.SigningKeyRecord
+func signingKeys(tx *bolt.Tx) ([]*identitystoragev1.SigningKeyRecord, error) {
+	var keys []*identitystoragev1.SigningKeyRecord
 	b := tx.Bucket(bucketSigningKeys)
 	err := b.ForEach(func(k, _ []byte) error {
-		key := &storagev1.SigningKeyRecord{}
+		key := &identitystoragev1.SigningKeyRecord{}
 		if err := boltdb.GetProto(b, k, key); err != nil {
 			return err
 		}
@@ -237,7 +237,7 @@ func signingKeys(tx *bolt.Tx) ([]*storagev1.SigningKeyRecord, error) {
 	return keys, err
 }
 
-func (s *BoltStore) AddSigningKey(key *storagev1.SigningKeyRecord, verifyUntil time.Time, onlyIfNone bool) (bool, error) {
+func (s *BoltStore) AddSigningKey(key *identitystoragev1.SigningKeyRecord, verifyUntil time.Time, onlyIfNone bool) (bool, error) {
 	added := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		keys, err := signingKeys(tx)
@@ -269,8 +269,8 @@ func (s *BoltStore) AddSigningKey(key *storagev1.SigningKeyRecord, verifyUntil t
 	return added, err
 }
 
-func (s *BoltStore) Revoke(appID, identity string, before time.Time) (*storagev1.RevocationRecord, error) {
-	rec := &storagev1.RevocationRecord{}
+func (s *BoltStore) Revoke(appID, identity string, before time.Time) (*identitystoragev1.RevocationRecord, error) {
+	rec := &identitystoragev1.RevocationRecord{}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b, log := tx.Bucket(bucketRevocations), tx.Bucket(bucketRevocationLog)
 		key := boltdb.Key(appID, identity)
@@ -289,7 +289,7 @@ func (s *BoltStore) Revoke(appID, identity string, before time.Time) (*storagev1
 		if err != nil {
 			return err
 		}
-		rec = &storagev1.RevocationRecord{Sequence: seq, AppId: appID, Identity: identity, Before: timestamppb.New(before)}
+		rec = &identitystoragev1.RevocationRecord{Sequence: seq, AppId: appID, Identity: identity, Before: timestamppb.New(before)}
 		if err := log.Put(boltdb.U64(seq), key); err != nil {
 			return err
 		}
@@ -301,8 +301,8 @@ func (s *BoltStore) Revoke(appID, identity string, before time.Time) (*storagev1
 	return rec, nil
 }
 
-func (s *BoltStore) Revocation(appID, identity string) (*storagev1.RevocationRecord, error) {
-	rec := &storagev1.RevocationRecord{}
+func (s *BoltStore) Revocation(appID, identity string) (*identitystoragev1.RevocationRecord, error) {
+	rec := &identitystoragev1.RevocationRecord{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return boltdb.GetProto(tx.Bucket(bucketRevocations), boltdb.Key(appID, identity), rec)
 	})
@@ -312,15 +312,15 @@ func (s *BoltStore) Revocation(appID, identity string) (*storagev1.RevocationRec
 	return rec, nil
 }
 
-func (s *BoltStore) Revocations(after uint64, limit int) ([]*storagev1.RevocationRecord, uint64, error) {
-	var out []*storagev1.RevocationRecord
+func (s *BoltStore) Revocations(after uint64, limit int) ([]*identitystoragev1.RevocationRecord, uint64, error) {
+	var out []*identitystoragev1.RevocationRecord
 	var latest uint64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		log, b := tx.Bucket(bucketRevocationLog), tx.Bucket(bucketRevocations)
 		latest = log.Sequence()
 		c := log.Cursor()
 		for k, v := c.Seek(boltdb.U64(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
-			rec := &storagev1.RevocationRecord{}
+			rec := &identitystoragev1.RevocationRecord{}
 			if err := boltdb.GetProto(b, v, rec); err != nil {
 				return fmt.Errorf("revocation log entry %x: %w", k, err)
 			}
