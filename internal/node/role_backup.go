@@ -13,7 +13,7 @@ import (
 // secret, delivering its events (an erased backup) through the messaging service.
 func buildBackup(d *deps) (*hosted, error) {
 	log := d.log.Named(gateway.Backup)
-	store, err := backup.OpenStore(dbPath(d, gateway.Backup))
+	store, err := backup.OpenBoltStore(dbPath(d, gateway.Backup))
 	if err != nil {
 		return nil, err
 	}

@@ -122,7 +122,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := OpenStore(filepath.Join(opts.dir, "backup.db"))
+	store, err := OpenBoltStore(filepath.Join(opts.dir, "backup.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

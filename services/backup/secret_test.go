@@ -114,7 +114,7 @@ func TestSecretChecks(t *testing.T) {
 	e.mustBackUp(t, alice, password, "right", 0)
 	e.stop()
 
-	store, err := OpenStore(filepath.Join(dir, "backup.db"))
+	store, err := OpenBoltStore(filepath.Join(dir, "backup.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 
 func openTestStore(t *testing.T) *BoltStore {
 	t.Helper()
-	s, err := OpenStore(filepath.Join(t.TempDir(), "backup.db"))
+	s, err := OpenBoltStore(filepath.Join(t.TempDir(), "backup.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

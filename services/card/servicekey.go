@@ -1,22 +1,17 @@
 package card
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
@@ -106,66 +101,4 @@ func (s *Server) RotateServiceKey(context.Context, *cardv1.RotateServiceKeyReque
 	s.key, s.keyRec = ed25519.NewKeyFromSeed(next.GetSeed()), next
 	s.log.Info("service key rotated", zap.String("key_id", next.GetKeyId()), zap.String("retired_key_id", retired.GetKeyId()))
 	return &cardv1.RotateServiceKeyResponse{Key: serviceKeyView(next), Previous: serviceKeyView(retired)}, nil
-}
-
-// retiredPrefix starts the keys of retired service keys: "retired" 0 key_id.
-var retiredPrefix = boltdb.Key("retired", "")
-
-func (s *BoltStore) ServiceKeys() ([]*cardstoragev1.ServiceKeyRecord, error) {
-	var out []*cardstoragev1.ServiceKeyRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketServiceKey)
-		c := b.Cursor()
-		for k, _ := c.Seek(retiredPrefix); k != nil && bytes.HasPrefix(k, retiredPrefix); k, _ = c.Next() {
-			rec := &cardstoragev1.ServiceKeyRecord{}
-			if err := boltdb.GetProto(b, k, rec); err != nil {
-				return err
-			}
-			out = append(out, rec)
-		}
-		slices.SortStableFunc(out, func(a, b *cardstoragev1.ServiceKeyRecord) int {
-			return a.GetSupersededAt().AsTime().Compare(b.GetSupersededAt().AsTime())
-		})
-		current := &cardstoragev1.ServiceKeyRecord{}
-		if err := boltdb.GetProto(b, currentKey, current); err != nil {
-			return err
-		}
-		out = append(out, current)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (s *BoltStore) RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, at time.Time) (*cardstoragev1.ServiceKeyRecord, error) {
-	var retired *cardstoragev1.ServiceKeyRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketServiceKey)
-		current := &cardstoragev1.ServiceKeyRecord{}
-		if err := boltdb.GetProto(b, currentKey, current); err != nil {
-			return err
-		}
-		if current.GetKeyId() == next.GetKeyId() {
-			return errs.Conflictf("service key %s is already the current key", next.GetKeyId())
-		}
-		retired = &cardstoragev1.ServiceKeyRecord{
-			KeyId:        current.GetKeyId(),
-			CreatedAt:    current.GetCreatedAt(),
-			PublicKey:    serviceKeyPublic(current),
-			SupersededAt: timestamppb.New(at),
-			// The statement that introduced it stays with it.
-			RotationContent:   current.GetRotationContent(),
-			RotationSignature: current.GetRotationSignature(),
-		}
-		if err := boltdb.PutProto(b, boltdb.Key("retired", current.GetKeyId()), retired); err != nil {
-			return err
-		}
-		return boltdb.PutProto(b, currentKey, next)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return retired, nil
 }

@@ -199,7 +199,7 @@ func TestStoreServiceKeyRotation(t *testing.T) {
 		next = append(next, k)
 	}
 	s.Close()
-	s, err = OpenStore(path)
+	s, err = OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}

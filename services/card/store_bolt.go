@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -15,81 +16,6 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
-
-// PublishState is what a PublishCheck sees of the identity of a new card: its ACTIVE
-// card, the stored card with the new card's id, and the stored card that the new
-// card's previous_card_id names (each nil if there is none), and whether the identity
-// has published any card before.
-type PublishState struct {
-	Active, Same, Named *cardstoragev1.CardRecord
-	HasHistory          bool
-}
-
-// PublishCheck decides, inside the transaction of a publication, whether a card may be
-// published. It returns an error to refuse (nothing is written), a stored record to
-// answer with instead of writing anything (a retry of the active card), or neither to
-// publish.
-type PublishCheck func(PublishState) (*cardstoragev1.CardRecord, error)
-
-// ResetGrantUse is the reset grant a reset publication spends.
-type ResetGrantUse struct {
-	// ID is the grant's id (its jti), unique per app.
-	ID string
-	// ExpiresAt is when the grant stops verifying anyway; the spent record is kept
-	// until then (and a margin), then pruned.
-	ExpiresAt time.Time
-}
-
-// spentGrantMargin is how long after its expiry a spent grant is still remembered: more
-// than the clock leeway with which grants are verified.
-const spentGrantMargin = time.Minute
-
-// Store is the card service's state. Every method is one transaction: it commits whole
-// or changes nothing. Cards are namespaced by app.
-type Store interface {
-	// ServiceKey returns the counter-signing key. When the file has none yet it stores
-	// candidate first.
-	ServiceKey(candidate *cardstoragev1.ServiceKeyRecord) (*cardstoragev1.ServiceKeyRecord, error)
-	// ServiceKeys returns every service key, oldest first: the retired ones (public
-	// key and superseded_at, no seed), then the current one. ErrNotFound if there is
-	// none yet.
-	ServiceKeys() ([]*cardstoragev1.ServiceKeyRecord, error)
-	// RotateServiceKey makes next the current key and retires the current one at at,
-	// in one transaction: the retired record keeps the public key and loses the seed.
-	// It returns the retired record. ErrNotFound if there is no current key.
-	RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, at time.Time) (*cardstoragev1.ServiceKeyRecord, error)
-
-	// Publish stores card, ACTIVE, as its identity's active card if check allows it:
-	// the identity's active card (if any) becomes SUPERSEDED by it at its published_at,
-	// the card gets the next event sequence, and a PUBLISHED event is appended. It
-	// returns the stored card and true, or what check returned instead and false.
-	//
-	// A reset card (card.reset, with the grant it spends; grant is nil for any other
-	// card) revokes the active card instead of superseding it, with a REVOKED event
-	// before the PUBLISHED one, and records the grant as spent: a grant already spent
-	// is refused with ErrPermission, and nothing is written.
-	Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error)
-	// Revoke marks the card of appID with id cardID REVOKED at at, and appends a
-	// REVOKED event; if it was its identity's active card, the identity is left without
-	// one. ErrNotFound if appID has no such card, ErrPermission if it is not identity's.
-	// It returns the card and whether it changed: a revoked card is returned unchanged
-	// and nothing is written.
-	Revoke(appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error)
-
-	// Card returns the card of appID with id cardID, whatever its status.
-	Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error)
-	// ActiveCards returns the active card of each identity of appID that has one, in
-	// the order of identities.
-	ActiveCards(appID string, identities []string) ([]*cardstoragev1.ActiveCardRecord, error)
-	// History returns up to limit cards of identity, newest first, published before
-	// the event sequence before (0: from the newest), and whether older ones remain.
-	History(appID, identity string, before uint64, limit int) ([]*cardstoragev1.CardRecord, bool, error)
-	// Events returns up to limit events with a sequence above after, in order, and the
-	// latest sequence assigned.
-	Events(after uint64, limit int) ([]*cardstoragev1.CardEventRecord, uint64, error)
-
-	Close() error
-}
 
 var (
 	bucketCards      = []byte("cards")
@@ -137,8 +63,8 @@ type BoltStore struct {
 
 var _ Store = (*BoltStore)(nil)
 
-// OpenStore opens (or creates) card.db at path.
-func OpenStore(path string) (*BoltStore, error) {
+// OpenBoltStore opens (or creates) card.db at path.
+func OpenBoltStore(path string) (*BoltStore, error) {
 	db, err := boltdb.Open(path, schema, boltdb.Options{})
 	if err != nil {
 		return nil, err
@@ -179,6 +105,68 @@ func (s *BoltStore) ServiceKey(candidate *cardstoragev1.ServiceKeyRecord) (*card
 		return nil, err
 	}
 	return key, nil
+}
+
+// retiredPrefix starts the keys of retired service keys: "retired" 0 key_id.
+var retiredPrefix = boltdb.Key("retired", "")
+
+func (s *BoltStore) ServiceKeys() ([]*cardstoragev1.ServiceKeyRecord, error) {
+	var out []*cardstoragev1.ServiceKeyRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketServiceKey)
+		c := b.Cursor()
+		for k, _ := c.Seek(retiredPrefix); k != nil && bytes.HasPrefix(k, retiredPrefix); k, _ = c.Next() {
+			rec := &cardstoragev1.ServiceKeyRecord{}
+			if err := boltdb.GetProto(b, k, rec); err != nil {
+				return err
+			}
+			out = append(out, rec)
+		}
+		slices.SortStableFunc(out, func(a, b *cardstoragev1.ServiceKeyRecord) int {
+			return a.GetSupersededAt().AsTime().Compare(b.GetSupersededAt().AsTime())
+		})
+		current := &cardstoragev1.ServiceKeyRecord{}
+		if err := boltdb.GetProto(b, currentKey, current); err != nil {
+			return err
+		}
+		out = append(out, current)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *BoltStore) RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, at time.Time) (*cardstoragev1.ServiceKeyRecord, error) {
+	var retired *cardstoragev1.ServiceKeyRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketServiceKey)
+		current := &cardstoragev1.ServiceKeyRecord{}
+		if err := boltdb.GetProto(b, currentKey, current); err != nil {
+			return err
+		}
+		if current.GetKeyId() == next.GetKeyId() {
+			return errs.Conflictf("service key %s is already the current key", next.GetKeyId())
+		}
+		retired = &cardstoragev1.ServiceKeyRecord{
+			KeyId:        current.GetKeyId(),
+			CreatedAt:    current.GetCreatedAt(),
+			PublicKey:    serviceKeyPublic(current),
+			SupersededAt: timestamppb.New(at),
+			// The statement that introduced it stays with it.
+			RotationContent:   current.GetRotationContent(),
+			RotationSignature: current.GetRotationSignature(),
+		}
+		if err := boltdb.PutProto(b, boltdb.Key("retired", current.GetKeyId()), retired); err != nil {
+			return err
+		}
+		return boltdb.PutProto(b, currentKey, next)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return retired, nil
 }
 
 // getCard reads a card into a new record; a missing card is (nil, nil).
@@ -489,7 +477,8 @@ func (s *BoltStore) History(appID, identity string, before uint64, limit int) ([
 		c := tx.Bucket(bucketHistory).Cursor()
 		// Seek finds the first key at or after the bound; the one before it is the
 		// newest card published before the bound.
-		k, v := c.Seek(append(bytes.Clone(prefix), boltdb.U64(before)...))
+		k, _ := c.Seek(append(bytes.Clone(prefix), boltdb.U64(before)...))
+		var v []byte
 		if k == nil {
 			k, v = c.Last()
 		} else {

@@ -19,7 +19,7 @@ import (
 func openTestStore(t *testing.T) (*BoltStore, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "card.db")
-	s, err := OpenStore(path)
+	s, err := OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func TestStoreResetRevokesAndSpendsGrantOnce(t *testing.T) {
 
 	// The grant is spent, over a reopen too; another app's grant of the same id is not.
 	s.Close()
-	s, err = OpenStore(path)
+	s, err = OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestStoreHistoryPagesNewestFirst(t *testing.T) {
 		}
 	}
 	s.Close()
-	s, err := OpenStore(path) // and everything survives a reopen
+	s, err := OpenBoltStore(path) // and everything survives a reopen
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +338,7 @@ func TestStoreServiceKeyIsCreatedOnce(t *testing.T) {
 		t.Fatalf("first ServiceKey = %v, %v", got, err)
 	}
 	s.Close()
-	s, err = OpenStore(path)
+	s, err = OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}

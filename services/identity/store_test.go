@@ -15,7 +15,7 @@ import (
 func openTestStore(t *testing.T) (*BoltStore, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "identity.db")
-	s, err := OpenStore(path)
+	s, err := OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestStoreAppsAndKeys(t *testing.T) {
 
 	// Everything survives a reopen of the file.
 	s.Close()
-	s2, err := OpenStore(path)
+	s2, err := OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,82 @@
+package card
+
+import (
+	"time"
+
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
+)
+
+// PublishState is what a PublishCheck sees of the identity of a new card: its ACTIVE
+// card, the stored card with the new card's id, and the stored card that the new
+// card's previous_card_id names (each nil if there is none), and whether the identity
+// has published any card before.
+type PublishState struct {
+	Active, Same, Named *cardstoragev1.CardRecord
+	HasHistory          bool
+}
+
+// PublishCheck decides, inside the transaction of a publication, whether a card may be
+// published. It returns an error to refuse (nothing is written), a stored record to
+// answer with instead of writing anything (a retry of the active card), or neither to
+// publish.
+type PublishCheck func(PublishState) (*cardstoragev1.CardRecord, error)
+
+// ResetGrantUse is the reset grant a reset publication spends.
+type ResetGrantUse struct {
+	// ID is the grant's id (its jti), unique per app.
+	ID string
+	// ExpiresAt is when the grant stops verifying anyway; the spent record is kept
+	// until then (and a margin), then pruned.
+	ExpiresAt time.Time
+}
+
+// spentGrantMargin is how long after its expiry a spent grant is still remembered: more
+// than the clock leeway with which grants are verified.
+const spentGrantMargin = time.Minute
+
+// Store is the card service's state. Every method is one transaction: it commits whole
+// or changes nothing. Cards are namespaced by app.
+type Store interface {
+	// ServiceKey returns the counter-signing key. When the file has none yet it stores
+	// candidate first.
+	ServiceKey(candidate *cardstoragev1.ServiceKeyRecord) (*cardstoragev1.ServiceKeyRecord, error)
+	// ServiceKeys returns every service key, oldest first: the retired ones (public
+	// key and superseded_at, no seed), then the current one. ErrNotFound if there is
+	// none yet.
+	ServiceKeys() ([]*cardstoragev1.ServiceKeyRecord, error)
+	// RotateServiceKey makes next the current key and retires the current one at at,
+	// in one transaction: the retired record keeps the public key and loses the seed.
+	// It returns the retired record. ErrNotFound if there is no current key.
+	RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, at time.Time) (*cardstoragev1.ServiceKeyRecord, error)
+
+	// Publish stores card, ACTIVE, as its identity's active card if check allows it:
+	// the identity's active card (if any) becomes SUPERSEDED by it at its published_at,
+	// the card gets the next event sequence, and a PUBLISHED event is appended. It
+	// returns the stored card and true, or what check returned instead and false.
+	//
+	// A reset card (card.reset, with the grant it spends; grant is nil for any other
+	// card) revokes the active card instead of superseding it, with a REVOKED event
+	// before the PUBLISHED one, and records the grant as spent: a grant already spent
+	// is refused with ErrPermission, and nothing is written.
+	Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error)
+	// Revoke marks the card of appID with id cardID REVOKED at at, and appends a
+	// REVOKED event; if it was its identity's active card, the identity is left without
+	// one. ErrNotFound if appID has no such card, ErrPermission if it is not identity's.
+	// It returns the card and whether it changed: a revoked card is returned unchanged
+	// and nothing is written.
+	Revoke(appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error)
+
+	// Card returns the card of appID with id cardID, whatever its status.
+	Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error)
+	// ActiveCards returns the active card of each identity of appID that has one, in
+	// the order of identities.
+	ActiveCards(appID string, identities []string) ([]*cardstoragev1.ActiveCardRecord, error)
+	// History returns up to limit cards of identity, newest first, published before
+	// the event sequence before (0: from the newest), and whether older ones remain.
+	History(appID, identity string, before uint64, limit int) ([]*cardstoragev1.CardRecord, bool, error)
+	// Events returns up to limit events with a sequence above after, in order, and the
+	// latest sequence assigned.
+	Events(after uint64, limit int) ([]*cardstoragev1.CardEventRecord, uint64, error)
+
+	Close() error
+}
