@@ -27,7 +27,7 @@ func buildBackup(d *deps) (*hosted, error) {
 	if conn != nil {
 		events = messagingv1.NewMessagingServiceClient(conn)
 	}
-	srv, err := backup.New(store, d.cfg.Backup, events, log)
+	srv, err := backup.New(store, events, d.cfg.Backup, log)
 	if err != nil {
 		release.close()
 		return nil, err

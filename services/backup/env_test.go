@@ -140,7 +140,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if !opts.noEvents {
 		events = messagingv1.NewMessagingServiceClient(peer)
 	}
-	srv, err := New(store, cfg, events, log.Named("backup"))
+	srv, err := New(store, events, cfg, log.Named("backup"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,16 +2,17 @@ package backup
 
 import (
 	"context"
+	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/umbra-e2ee/umbra/internal/outbox"
+	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	backupstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1"
 )
-
-// Events is the messaging service's internal PublishEvent, which takes the events of
-// the outbox into their owners' streams. messagingv1.MessagingServiceClient has it.
-type Events = outbox.Publisher
 
 const (
 	// maxOutboxRetry caps the wait between failed deliveries.
@@ -20,19 +21,35 @@ const (
 	publishTimeout = 10 * time.Second
 )
 
-// Run delivers the outbox's events until ctx ends (internal/outbox): at once when an
-// erasure writes one, and after a failed delivery again with a wait that doubles from
-// Config.OutboxRetry up to a minute.
-func (s *Server) Run(ctx context.Context) {
-	if s.events == nil {
-		if pending, err := s.store.Outbox(1); err == nil && len(pending) > 0 {
-			s.log.Warn("no messaging service: backup events stay in the outbox until one is configured")
-		}
-		return
+// eventType is the Event.type of a BackupEvent.
+var eventType = string(proto.MessageName(&backupv1.BackupEvent{}))
+
+// erasedEvent is the outbox record that tells rec's owner that its backup, still in
+// rec, was erased at now.
+func erasedEvent(rec *backupstoragev1.BackupSlotRecord, now time.Time) (*backupstoragev1.BackupOutboxRecord, error) {
+	version := rec.GetBackup().GetVersion()
+	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(&backupv1.BackupEvent{
+		Kind:       backupv1.BackupEventKind_BACKUP_EVENT_KIND_ERASED,
+		Slot:       backupv1.BackupSlot(rec.GetSlot()),
+		Version:    version,
+		OccurredAt: timestamppb.New(now),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("backup: encode event: %w", err)
 	}
-	s.outbox().Run(ctx)
+	return &backupstoragev1.BackupOutboxRecord{
+		AppId:    rec.GetAppId(),
+		Identity: rec.GetIdentity(),
+		// A version is erased at most once (versions are never reused), so this id
+		// names one event for good and a redelivery is recognised.
+		EventId:   fmt.Sprintf("backup-erased/%s/%d/%s", slotName(rec.GetSlot()), version, rec.GetIdentity()),
+		Type:      eventType,
+		Payload:   payload,
+		CreatedAt: timestamppb.New(now),
+	}, nil
 }
 
+// outbox is how internal/outbox delivers backup.db's outbox to the messaging service.
 func (s *Server) outbox() outbox.Config {
 	return outbox.Config{
 		Store:     outboxStore{s.store},

@@ -10,7 +10,6 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
@@ -41,7 +40,7 @@ var _ backupv1.BackupServiceServer = (*Server)(nil)
 // New returns a Server over store. It refuses a missing or short secret, and a secret
 // other than the one store was first used with. events reaches the messaging service;
 // nil keeps events in the outbox until a server with one runs. A nil log discards logs.
-func New(store Store, cfg Config, events Events, log *zap.Logger) (*Server, error) {
+func New(store Store, events Events, cfg Config, log *zap.Logger) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -162,37 +161,17 @@ func (s *Server) spendEvaluation(rec *backupstoragev1.BackupSlotRecord) (Change,
 // and returns the PERMISSION_DENIED that says so. why starts the message.
 func (s *Server) erase(rec *backupstoragev1.BackupSlotRecord, why string) (Change, error) {
 	version := rec.GetBackup().GetVersion()
-	now := s.now()
-	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(&backupv1.BackupEvent{
-		Kind:       backupv1.BackupEventKind_BACKUP_EVENT_KIND_ERASED,
-		Slot:       backupv1.BackupSlot(rec.GetSlot()),
-		Version:    version,
-		OccurredAt: timestamppb.New(now),
-	})
+	event, err := erasedEvent(rec, s.now())
 	if err != nil {
-		return Change{}, fmt.Errorf("backup: encode event: %w", err)
+		return Change{}, err
 	}
 	rec.Backup = nil
 	rec.RemainingAttempts = 0
 	rec.UnspentEvaluations = 0
-	return Change{
-			Write: true,
-			Event: &backupstoragev1.BackupOutboxRecord{
-				AppId:    rec.GetAppId(),
-				Identity: rec.GetIdentity(),
-				// A version is erased at most once (versions are never reused), so this
-				// id names one event for good and a redelivery is recognised.
-				EventId:   fmt.Sprintf("backup-erased/%s/%d/%s", slotName(rec.GetSlot()), version, rec.GetIdentity()),
-				Type:      eventType,
-				Payload:   payload,
-				CreatedAt: timestamppb.New(now),
-			},
-		}, errs.Permissionf("%s: the backup (version %d) was erased; restore from another slot, or back up again", why, version).
+	return Change{Write: true, Event: event},
+		errs.Permissionf("%s: the backup (version %d) was erased; restore from another slot, or back up again", why, version).
 			WithDetails(&backupv1.RestoreFailure{RemainingAttempts: 0, Erased: true})
 }
-
-// eventType is the Event.type of a BackupEvent.
-var eventType = string(proto.MessageName(&backupv1.BackupEvent{}))
 
 // afterUpdate logs what a slot update did and wakes the outbox when it erased the
 // slot: an update refused with PERMISSION_DENIED that left no backup was an erasure.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base32"
@@ -40,17 +39,6 @@ const (
 // b32 is unpadded lower-case base32, the alphabet of ids and identities.
 var b32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
-// Config tunes a Server. The zero value is usable.
-type Config struct {
-	// Issuer is the tokens' "iss"; empty means auth.DefaultIssuer.
-	Issuer string
-	// DefaultTTL is the lifetime of a token issued without one; 0 means 1 h.
-	DefaultTTL time.Duration
-	// Clock and Rand default to time.Now and crypto/rand.
-	Clock func() time.Time
-	Rand  io.Reader
-}
-
 // Server implements umbra.identity.v1.IdentityService. It is also the app-key verifier,
 // the key set and the revocation checker of a process that hosts the identity service.
 type Server struct {
@@ -79,19 +67,11 @@ func New(store Store, cfg Config, log *zap.Logger) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{store: store, log: log, issuer: cfg.Issuer, ttl: cfg.DefaultTTL, now: cfg.Clock, rand: cfg.Rand}
-	if s.issuer == "" {
-		s.issuer = auth.DefaultIssuer
-	}
-	if s.ttl == 0 {
-		s.ttl = auth.DefaultTokenTTL
-	}
-	if s.now == nil {
-		s.now = time.Now
-	}
-	if s.rand == nil {
-		s.rand = rand.Reader
-	}
 	key, err := s.newSigningKey()
 	if err != nil {
 		return nil, err
