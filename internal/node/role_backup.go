@@ -13,7 +13,7 @@ import (
 // secret, delivering its events (an erased backup) through the messaging service.
 func buildBackup(d *deps) (*hosted, error) {
 	log := d.log.Named(gateway.Backup)
-	store, err := backup.OpenStore(dbPath(d, gateway.Backup))
+	store, err := backup.OpenBoltStore(dbPath(d, gateway.Backup))
 	if err != nil {
 		return nil, err
 	}
@@ -27,7 +27,7 @@ func buildBackup(d *deps) (*hosted, error) {
 	if conn != nil {
 		events = messagingv1.NewMessagingServiceClient(conn)
 	}
-	srv, err := backup.New(store, d.cfg.Backup, events, log)
+	srv, err := backup.New(store, events, d.cfg.Backup, log)
 	if err != nil {
 		release.close()
 		return nil, err

@@ -21,7 +21,7 @@ import (
 // builders start each role's service over its own store.
 var builders = map[string]func(*deps) (*hosted, error){
 	gateway.Identity: func(d *deps) (*hosted, error) {
-		store, err := identity.OpenStore(dbPath(d, gateway.Identity))
+		store, err := identity.OpenBoltStore(dbPath(d, gateway.Identity))
 		if err != nil {
 			return nil, err
 		}
@@ -41,7 +41,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 		}, nil
 	},
 	gateway.Card: func(d *deps) (*hosted, error) {
-		store, err := card.OpenStore(dbPath(d, gateway.Card))
+		store, err := card.OpenBoltStore(dbPath(d, gateway.Card))
 		if err != nil {
 			return nil, err
 		}

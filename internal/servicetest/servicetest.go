@@ -71,7 +71,7 @@ func Log(t testing.TB, quiet bool) *zap.Logger {
 // for its clock; the caller closes the store.
 func Identity(t testing.TB, dir string, now func() time.Time, log *zap.Logger) (*identity.Server, *identity.BoltStore) {
 	t.Helper()
-	store, err := identity.OpenStore(filepath.Join(dir, "identity.db"))
+	store, err := identity.OpenBoltStore(filepath.Join(dir, "identity.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
 // The malicious-server tests: the real services, with a tampering layer between one
@@ -67,7 +67,7 @@ func (tp *tamperer) set(fn func(method string, req, reply any, err error) error)
 // card.db: what a malicious operator has.
 func operatorKey(t *testing.T, n *nodetest.Node) (ed25519.PrivateKey, string) {
 	t.Helper()
-	var rec storagev1.ServiceKeyRecord
+	var rec cardstoragev1.ServiceKeyRecord
 	err := n.Stores["card"].View(func(tx *bolt.Tx) error {
 		return boltdb.GetProto(tx.Bucket([]byte("service_key")), []byte("current"), &rec)
 	})

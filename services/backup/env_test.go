@@ -122,7 +122,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := OpenStore(filepath.Join(opts.dir, "backup.db"))
+	store, err := OpenBoltStore(filepath.Join(opts.dir, "backup.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if !opts.noEvents {
 		events = messagingv1.NewMessagingServiceClient(peer)
 	}
-	srv, err := New(store, cfg, events, log.Named("backup"))
+	srv, err := New(store, events, cfg, log.Named("backup"))
 	if err != nil {
 		t.Fatal(err)
 	}

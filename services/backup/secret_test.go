@@ -114,7 +114,7 @@ func TestSecretChecks(t *testing.T) {
 	e.mustBackUp(t, alice, password, "right", 0)
 	e.stop()
 
-	store, err := OpenStore(filepath.Join(dir, "backup.db"))
+	store, err := OpenBoltStore(filepath.Join(dir, "backup.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,13 +130,13 @@ func TestSecretChecks(t *testing.T) {
 		{"one more byte", []byte(testSecret + "!"), "the server secret is not the one backup.db was created with"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := New(store, Config{Secret: tc.secret}, nil, nil)
+			_, err := New(store, nil, Config{Secret: tc.secret}, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("got %v; want %q", err, tc.msg)
 			}
 		})
 	}
-	if _, err := New(store, Config{Secret: []byte(testSecret), MaxAttempts: -1}, nil, nil); err == nil {
+	if _, err := New(store, nil, Config{Secret: []byte(testSecret), MaxAttempts: -1}, nil); err == nil {
 		t.Fatal("a negative attempt budget was accepted")
 	}
 	store.Close()

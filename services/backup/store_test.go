@@ -7,12 +7,12 @@ import (
 	"testing"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	backupstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1"
 )
 
 func openTestStore(t *testing.T) *BoltStore {
 	t.Helper()
-	s, err := OpenStore(filepath.Join(t.TempDir(), "backup.db"))
+	s, err := OpenBoltStore(filepath.Join(t.TempDir(), "backup.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,16 +30,16 @@ func TestStoreUpdateSlot(t *testing.T) {
 	}
 	refusal := errs.Permissionf("refused")
 	for i := range 3 {
-		out, err := s.UpdateSlot("app_a", "u_a", 1, func(r *storagev1.BackupSlotRecord) (Change, error) {
+		out, err := s.UpdateSlot("app_a", "u_a", 1, func(r *backupstoragev1.BackupSlotRecord) (Change, error) {
 			r.LatestVersion++
-			return Change{Write: true, Event: &storagev1.BackupOutboxRecord{AppId: "app_a", Identity: "u_a", EventId: "e"}}, refusal
+			return Change{Write: true, Event: &backupstoragev1.BackupOutboxRecord{AppId: "app_a", Identity: "u_a", EventId: "e"}}, refusal
 		})
 		if !errors.Is(err, refusal) || out.GetLatestVersion() != uint64(i+1) {
 			t.Fatalf("update %d: %v, %v", i, out, err)
 		}
 	}
 	// A refusal without a change writes nothing, whatever it did to the record.
-	_, err = s.UpdateSlot("app_a", "u_a", 1, func(r *storagev1.BackupSlotRecord) (Change, error) {
+	_, err = s.UpdateSlot("app_a", "u_a", 1, func(r *backupstoragev1.BackupSlotRecord) (Change, error) {
 		r.LatestVersion = 99
 		return Change{}, errs.Conflictf("no")
 	})
@@ -78,7 +78,7 @@ func TestStoreSlots(t *testing.T) {
 	s := openTestStore(t)
 	write := func(app, identity string, slot uint32) {
 		t.Helper()
-		_, err := s.UpdateSlot(app, identity, slot, func(r *storagev1.BackupSlotRecord) (Change, error) {
+		_, err := s.UpdateSlot(app, identity, slot, func(r *backupstoragev1.BackupSlotRecord) (Change, error) {
 			r.LatestVersion = 1
 			return Change{Write: true}, nil
 		})

@@ -75,7 +75,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	}
 	clk := opts.clock
 	ids, idStore := servicetest.Identity(t, opts.dir, clk.Now, log)
-	store, err := OpenStore(filepath.Join(opts.dir, "card.db"))
+	store, err := OpenBoltStore(filepath.Join(opts.dir, "card.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
 // TestServiceKeyRotation rotates the counter-signing key and checks that cards signed
@@ -173,7 +173,7 @@ func TestStoreServiceKeyRotation(t *testing.T) {
 	if _, err := s.ServiceKeys(); !errors.Is(err, errs.ErrNotFound) {
 		t.Errorf("ServiceKeys of an empty file = %v; want ErrNotFound", err)
 	}
-	if _, err := s.RotateServiceKey(&storagev1.ServiceKeyRecord{KeyId: "k2"}, t0); !errors.Is(err, errs.ErrNotFound) {
+	if _, err := s.RotateServiceKey(&cardstoragev1.ServiceKeyRecord{KeyId: "k2"}, t0); !errors.Is(err, errs.ErrNotFound) {
 		t.Errorf("RotateServiceKey without a current key = %v; want ErrNotFound", err)
 	}
 	first, err := newServiceKey(bytes.NewReader(bytes.Repeat([]byte{1}, 32)), t0)
@@ -187,7 +187,7 @@ func TestStoreServiceKeyRotation(t *testing.T) {
 	if _, err := s.RotateServiceKey(first, t0); !errors.Is(err, errs.ErrConflict) {
 		t.Errorf("rotating to the current key = %v; want ErrConflict", err)
 	}
-	var next []*storagev1.ServiceKeyRecord
+	var next []*cardstoragev1.ServiceKeyRecord
 	for i := range 2 {
 		k, err := newServiceKey(bytes.NewReader(bytes.Repeat([]byte{byte(2 + i)}, 32)), t0.Add(time.Duration(i+1)*time.Hour))
 		if err != nil {
@@ -199,7 +199,7 @@ func TestStoreServiceKeyRotation(t *testing.T) {
 		next = append(next, k)
 	}
 	s.Close()
-	s, err = OpenStore(path)
+	s, err = OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestStoreServiceKeyRotation(t *testing.T) {
 			t.Errorf("key %d is %s; want %s (oldest first)", i, k.GetKeyId(), wantIDs[i])
 		}
 	}
-	if !bytes.Equal(keys[0].GetPublicKey(), serviceKeyPublic(&storagev1.ServiceKeyRecord{Seed: bytes.Repeat([]byte{1}, 32)})) ||
+	if !bytes.Equal(keys[0].GetPublicKey(), serviceKeyPublic(&cardstoragev1.ServiceKeyRecord{Seed: bytes.Repeat([]byte{1}, 32)})) ||
 		len(keys[0].GetSeed()) != 0 || !keys[0].GetSupersededAt().AsTime().Equal(t0.Add(time.Hour)) {
 		t.Errorf("the first retired key = %v; want its public key, no seed, superseded at the rotation", keys[0])
 	}

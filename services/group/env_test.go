@@ -86,7 +86,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	}
 	clk := clocktest.New(time.Now().Truncate(time.Second))
 	ids, idStore := servicetest.Identity(t, dir, clk.Now, log)
-	cardStore, err := card.OpenStore(filepath.Join(dir, "card.db"))
+	cardStore, err := card.OpenBoltStore(filepath.Join(dir, "card.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,13 +9,13 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	identitystoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/identity/v1"
 )
 
 func openTestStore(t *testing.T) (*BoltStore, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "identity.db")
-	s, err := OpenStore(path)
+	s, err := OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,24 +27,24 @@ var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 func TestStoreAppsAndKeys(t *testing.T) {
 	s, path := openTestStore(t)
-	app := &storagev1.AppRecord{AppId: "app_a", DisplayName: "A", CreatedAt: timestamppb.New(t0), IdentitySecret: []byte("secret")}
-	k1 := &storagev1.AppKeyRecord{KeyId: "k1", AppId: "app_a", SecretHash: []byte("h1")}
+	app := &identitystoragev1.AppRecord{AppId: "app_a", DisplayName: "A", CreatedAt: timestamppb.New(t0), IdentitySecret: []byte("secret")}
+	k1 := &identitystoragev1.AppKeyRecord{KeyId: "k1", AppId: "app_a", SecretHash: []byte("h1")}
 	if err := s.CreateApp(app, k1); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateApp(app, &storagev1.AppKeyRecord{KeyId: "k9", AppId: "app_a"}); !errors.Is(err, errs.ErrExists) {
+	if err := s.CreateApp(app, &identitystoragev1.AppKeyRecord{KeyId: "k9", AppId: "app_a"}); !errors.Is(err, errs.ErrExists) {
 		t.Errorf("second CreateApp: %v, want ErrExists", err)
 	}
 	if _, err := s.AppKey("k9"); !errors.Is(err, errs.ErrNotFound) {
 		t.Errorf("key of the refused app was stored: %v", err)
 	}
-	if err := s.AddAppKey(&storagev1.AppKeyRecord{KeyId: "k2", AppId: "app_a"}); err != nil {
+	if err := s.AddAppKey(&identitystoragev1.AppKeyRecord{KeyId: "k2", AppId: "app_a"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AddAppKey(&storagev1.AppKeyRecord{KeyId: "k3", AppId: "app_missing"}); !errors.Is(err, errs.ErrNotFound) {
+	if err := s.AddAppKey(&identitystoragev1.AppKeyRecord{KeyId: "k3", AppId: "app_missing"}); !errors.Is(err, errs.ErrNotFound) {
 		t.Errorf("AddAppKey to a missing app: %v, want ErrNotFound", err)
 	}
-	if err := s.AddAppKey(&storagev1.AppKeyRecord{KeyId: "k1", AppId: "app_a"}); !errors.Is(err, errs.ErrExists) {
+	if err := s.AddAppKey(&identitystoragev1.AppKeyRecord{KeyId: "k1", AppId: "app_a"}); !errors.Is(err, errs.ErrExists) {
 		t.Errorf("AddAppKey with a used id: %v, want ErrExists", err)
 	}
 	if _, err := s.RevokeAppKey("app_other", "k1", t0); !errors.Is(err, errs.ErrNotFound) {
@@ -60,7 +60,7 @@ func TestStoreAppsAndKeys(t *testing.T) {
 
 	// Everything survives a reopen of the file.
 	s.Close()
-	s2, err := OpenStore(path)
+	s2, err := OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,15 +125,15 @@ func TestStoreRevocationsKeepTheLatestAndFeedInOrder(t *testing.T) {
 
 func TestStoreSigningKeyRotation(t *testing.T) {
 	s, _ := openTestStore(t)
-	first := &storagev1.SigningKeyRecord{KeyId: "k1", Seed: make([]byte, 32), CreatedAt: timestamppb.New(t0)}
+	first := &identitystoragev1.SigningKeyRecord{KeyId: "k1", Seed: make([]byte, 32), CreatedAt: timestamppb.New(t0)}
 	if added, err := s.AddSigningKey(first, time.Time{}, true); err != nil || !added {
 		t.Fatalf("first key: added=%v err=%v", added, err)
 	}
-	other := &storagev1.SigningKeyRecord{KeyId: "k0", Seed: make([]byte, 32), CreatedAt: timestamppb.New(t0)}
+	other := &identitystoragev1.SigningKeyRecord{KeyId: "k0", Seed: make([]byte, 32), CreatedAt: timestamppb.New(t0)}
 	if added, err := s.AddSigningKey(other, time.Time{}, true); err != nil || added {
 		t.Fatalf("onlyIfNone with an active key: added=%v err=%v", added, err)
 	}
-	second := &storagev1.SigningKeyRecord{KeyId: "k2", Seed: make([]byte, 32), CreatedAt: timestamppb.New(t0.Add(time.Hour))}
+	second := &identitystoragev1.SigningKeyRecord{KeyId: "k2", Seed: make([]byte, 32), CreatedAt: timestamppb.New(t0.Add(time.Hour))}
 	if _, err := s.AddSigningKey(second, t0.Add(25*time.Hour), false); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestStoreSigningKeyRotation(t *testing.T) {
 		}
 	}
 	// A rotation after k1's last token expired deletes k1.
-	third := &storagev1.SigningKeyRecord{KeyId: "k3", Seed: make([]byte, 32), CreatedAt: timestamppb.New(t0.Add(26 * time.Hour))}
+	third := &identitystoragev1.SigningKeyRecord{KeyId: "k3", Seed: make([]byte, 32), CreatedAt: timestamppb.New(t0.Add(26 * time.Hour))}
 	if _, err := s.AddSigningKey(third, t0.Add(50*time.Hour), false); err != nil {
 		t.Fatal(err)
 	}

@@ -103,7 +103,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cardStore, err := card.OpenStore(filepath.Join(opts.dir, "card.db"))
+	cardStore, err := card.OpenBoltStore(filepath.Join(opts.dir, "card.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,9 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        (unknown)
-// source: umbra/storage/v1/backup.proto
+// source: umbra/storage/backup/v1/backup.proto
 
-package storagev1
+package backupstoragev1
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -47,7 +47,7 @@ type BackupSlotRecord struct {
 
 func (x *BackupSlotRecord) Reset() {
 	*x = BackupSlotRecord{}
-	mi := &file_umbra_storage_v1_backup_proto_msgTypes[0]
+	mi := &file_umbra_storage_backup_v1_backup_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -59,7 +59,7 @@ func (x *BackupSlotRecord) String() string {
 func (*BackupSlotRecord) ProtoMessage() {}
 
 func (x *BackupSlotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_backup_proto_msgTypes[0]
+	mi := &file_umbra_storage_backup_v1_backup_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -72,7 +72,7 @@ func (x *BackupSlotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupSlotRecord.ProtoReflect.Descriptor instead.
 func (*BackupSlotRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_backup_proto_rawDescGZIP(), []int{0}
+	return file_umbra_storage_backup_v1_backup_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *BackupSlotRecord) GetAppId() string {
@@ -147,7 +147,7 @@ type BackupStoredRecord struct {
 
 func (x *BackupStoredRecord) Reset() {
 	*x = BackupStoredRecord{}
-	mi := &file_umbra_storage_v1_backup_proto_msgTypes[1]
+	mi := &file_umbra_storage_backup_v1_backup_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -159,7 +159,7 @@ func (x *BackupStoredRecord) String() string {
 func (*BackupStoredRecord) ProtoMessage() {}
 
 func (x *BackupStoredRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_backup_proto_msgTypes[1]
+	mi := &file_umbra_storage_backup_v1_backup_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -172,7 +172,7 @@ func (x *BackupStoredRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupStoredRecord.ProtoReflect.Descriptor instead.
 func (*BackupStoredRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_backup_proto_rawDescGZIP(), []int{1}
+	return file_umbra_storage_backup_v1_backup_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *BackupStoredRecord) GetVersion() uint64 {
@@ -267,7 +267,7 @@ type BackupOutboxRecord struct {
 
 func (x *BackupOutboxRecord) Reset() {
 	*x = BackupOutboxRecord{}
-	mi := &file_umbra_storage_v1_backup_proto_msgTypes[2]
+	mi := &file_umbra_storage_backup_v1_backup_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -279,7 +279,7 @@ func (x *BackupOutboxRecord) String() string {
 func (*BackupOutboxRecord) ProtoMessage() {}
 
 func (x *BackupOutboxRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_backup_proto_msgTypes[2]
+	mi := &file_umbra_storage_backup_v1_backup_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -292,7 +292,7 @@ func (x *BackupOutboxRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupOutboxRecord.ProtoReflect.Descriptor instead.
 func (*BackupOutboxRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_backup_proto_rawDescGZIP(), []int{2}
+	return file_umbra_storage_backup_v1_backup_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *BackupOutboxRecord) GetSequence() uint64 {
@@ -344,17 +344,17 @@ func (x *BackupOutboxRecord) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
-var File_umbra_storage_v1_backup_proto protoreflect.FileDescriptor
+var File_umbra_storage_backup_v1_backup_proto protoreflect.FileDescriptor
 
-const file_umbra_storage_v1_backup_proto_rawDesc = "" +
+const file_umbra_storage_backup_v1_backup_proto_rawDesc = "" +
 	"\n" +
-	"\x1dumbra/storage/v1/backup.proto\x12\x10umbra.storage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x02\n" +
+	"$umbra/storage/backup/v1/backup.proto\x12\x17umbra.storage.backup.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n" +
 	"\x10BackupSlotRecord\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x12\n" +
 	"\x04slot\x18\x03 \x01(\rR\x04slot\x12%\n" +
-	"\x0elatest_version\x18\x04 \x01(\x04R\rlatestVersion\x12<\n" +
-	"\x06backup\x18\x05 \x01(\v2$.umbra.storage.v1.BackupStoredRecordR\x06backup\x12-\n" +
+	"\x0elatest_version\x18\x04 \x01(\x04R\rlatestVersion\x12C\n" +
+	"\x06backup\x18\x05 \x01(\v2+.umbra.storage.backup.v1.BackupStoredRecordR\x06backup\x12-\n" +
 	"\x12remaining_attempts\x18\x06 \x01(\rR\x11remainingAttempts\x12/\n" +
 	"\x13unspent_evaluations\x18\a \x01(\rR\x12unspentEvaluations\"\xfa\x02\n" +
 	"\x12BackupStoredRecord\x12\x18\n" +
@@ -379,31 +379,31 @@ const file_umbra_storage_v1_backup_proto_rawDesc = "" +
 	"\x04type\x18\x05 \x01(\tR\x04type\x12\x18\n" +
 	"\apayload\x18\x06 \x01(\fR\apayload\x129\n" +
 	"\n" +
-	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAtB>Z<github.com/umbra-e2ee/umbra/proto/umbra/storage/v1;storagev1b\x06proto3"
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAtBKZIgithub.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1;backupstoragev1b\x06proto3"
 
 var (
-	file_umbra_storage_v1_backup_proto_rawDescOnce sync.Once
-	file_umbra_storage_v1_backup_proto_rawDescData []byte
+	file_umbra_storage_backup_v1_backup_proto_rawDescOnce sync.Once
+	file_umbra_storage_backup_v1_backup_proto_rawDescData []byte
 )
 
-func file_umbra_storage_v1_backup_proto_rawDescGZIP() []byte {
-	file_umbra_storage_v1_backup_proto_rawDescOnce.Do(func() {
-		file_umbra_storage_v1_backup_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_umbra_storage_v1_backup_proto_rawDesc), len(file_umbra_storage_v1_backup_proto_rawDesc)))
+func file_umbra_storage_backup_v1_backup_proto_rawDescGZIP() []byte {
+	file_umbra_storage_backup_v1_backup_proto_rawDescOnce.Do(func() {
+		file_umbra_storage_backup_v1_backup_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_umbra_storage_backup_v1_backup_proto_rawDesc), len(file_umbra_storage_backup_v1_backup_proto_rawDesc)))
 	})
-	return file_umbra_storage_v1_backup_proto_rawDescData
+	return file_umbra_storage_backup_v1_backup_proto_rawDescData
 }
 
-var file_umbra_storage_v1_backup_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
-var file_umbra_storage_v1_backup_proto_goTypes = []any{
-	(*BackupSlotRecord)(nil),      // 0: umbra.storage.v1.BackupSlotRecord
-	(*BackupStoredRecord)(nil),    // 1: umbra.storage.v1.BackupStoredRecord
-	(*BackupOutboxRecord)(nil),    // 2: umbra.storage.v1.BackupOutboxRecord
+var file_umbra_storage_backup_v1_backup_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_umbra_storage_backup_v1_backup_proto_goTypes = []any{
+	(*BackupSlotRecord)(nil),      // 0: umbra.storage.backup.v1.BackupSlotRecord
+	(*BackupStoredRecord)(nil),    // 1: umbra.storage.backup.v1.BackupStoredRecord
+	(*BackupOutboxRecord)(nil),    // 2: umbra.storage.backup.v1.BackupOutboxRecord
 	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
 }
-var file_umbra_storage_v1_backup_proto_depIdxs = []int32{
-	1, // 0: umbra.storage.v1.BackupSlotRecord.backup:type_name -> umbra.storage.v1.BackupStoredRecord
-	3, // 1: umbra.storage.v1.BackupStoredRecord.stored_at:type_name -> google.protobuf.Timestamp
-	3, // 2: umbra.storage.v1.BackupOutboxRecord.created_at:type_name -> google.protobuf.Timestamp
+var file_umbra_storage_backup_v1_backup_proto_depIdxs = []int32{
+	1, // 0: umbra.storage.backup.v1.BackupSlotRecord.backup:type_name -> umbra.storage.backup.v1.BackupStoredRecord
+	3, // 1: umbra.storage.backup.v1.BackupStoredRecord.stored_at:type_name -> google.protobuf.Timestamp
+	3, // 2: umbra.storage.backup.v1.BackupOutboxRecord.created_at:type_name -> google.protobuf.Timestamp
 	3, // [3:3] is the sub-list for method output_type
 	3, // [3:3] is the sub-list for method input_type
 	3, // [3:3] is the sub-list for extension type_name
@@ -411,26 +411,26 @@ var file_umbra_storage_v1_backup_proto_depIdxs = []int32{
 	0, // [0:3] is the sub-list for field type_name
 }
 
-func init() { file_umbra_storage_v1_backup_proto_init() }
-func file_umbra_storage_v1_backup_proto_init() {
-	if File_umbra_storage_v1_backup_proto != nil {
+func init() { file_umbra_storage_backup_v1_backup_proto_init() }
+func file_umbra_storage_backup_v1_backup_proto_init() {
+	if File_umbra_storage_backup_v1_backup_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_v1_backup_proto_rawDesc), len(file_umbra_storage_v1_backup_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_backup_v1_backup_proto_rawDesc), len(file_umbra_storage_backup_v1_backup_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
-		GoTypes:           file_umbra_storage_v1_backup_proto_goTypes,
-		DependencyIndexes: file_umbra_storage_v1_backup_proto_depIdxs,
-		MessageInfos:      file_umbra_storage_v1_backup_proto_msgTypes,
+		GoTypes:           file_umbra_storage_backup_v1_backup_proto_goTypes,
+		DependencyIndexes: file_umbra_storage_backup_v1_backup_proto_depIdxs,
+		MessageInfos:      file_umbra_storage_backup_v1_backup_proto_msgTypes,
 	}.Build()
-	File_umbra_storage_v1_backup_proto = out.File
-	file_umbra_storage_v1_backup_proto_goTypes = nil
-	file_umbra_storage_v1_backup_proto_depIdxs = nil
+	File_umbra_storage_backup_v1_backup_proto = out.File
+	file_umbra_storage_backup_v1_backup_proto_goTypes = nil
+	file_umbra_storage_backup_v1_backup_proto_depIdxs = nil
 }

@@ -2,13 +2,13 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        (unknown)
-// source: umbra/storage/v1/identity.proto
+// source: umbra/storage/identity/v1/identity.proto
 
-// Package umbra.storage.v1 holds the records services keep in their own bbolt files.
-// They are not part of any API: no RPC sends them, and each file belongs to one
-// service's store.
+// Package umbra.storage.identity.v1 holds the records of the identity service's store
+// (identity.db). They are not part of any API: no RPC sends them, and no other service
+// can name them (each service's records have a package of their own).
 
-package storagev1
+package identitystoragev1
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -40,7 +40,7 @@ type AppRecord struct {
 
 func (x *AppRecord) Reset() {
 	*x = AppRecord{}
-	mi := &file_umbra_storage_v1_identity_proto_msgTypes[0]
+	mi := &file_umbra_storage_identity_v1_identity_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +52,7 @@ func (x *AppRecord) String() string {
 func (*AppRecord) ProtoMessage() {}
 
 func (x *AppRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_identity_proto_msgTypes[0]
+	mi := &file_umbra_storage_identity_v1_identity_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +65,7 @@ func (x *AppRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppRecord.ProtoReflect.Descriptor instead.
 func (*AppRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_identity_proto_rawDescGZIP(), []int{0}
+	return file_umbra_storage_identity_v1_identity_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *AppRecord) GetAppId() string {
@@ -112,7 +112,7 @@ type AppKeyRecord struct {
 
 func (x *AppKeyRecord) Reset() {
 	*x = AppKeyRecord{}
-	mi := &file_umbra_storage_v1_identity_proto_msgTypes[1]
+	mi := &file_umbra_storage_identity_v1_identity_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -124,7 +124,7 @@ func (x *AppKeyRecord) String() string {
 func (*AppKeyRecord) ProtoMessage() {}
 
 func (x *AppKeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_identity_proto_msgTypes[1]
+	mi := &file_umbra_storage_identity_v1_identity_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -137,7 +137,7 @@ func (x *AppKeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppKeyRecord.ProtoReflect.Descriptor instead.
 func (*AppKeyRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_identity_proto_rawDescGZIP(), []int{1}
+	return file_umbra_storage_identity_v1_identity_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *AppKeyRecord) GetKeyId() string {
@@ -192,7 +192,7 @@ type SigningKeyRecord struct {
 
 func (x *SigningKeyRecord) Reset() {
 	*x = SigningKeyRecord{}
-	mi := &file_umbra_storage_v1_identity_proto_msgTypes[2]
+	mi := &file_umbra_storage_identity_v1_identity_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -204,7 +204,7 @@ func (x *SigningKeyRecord) String() string {
 func (*SigningKeyRecord) ProtoMessage() {}
 
 func (x *SigningKeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_identity_proto_msgTypes[2]
+	mi := &file_umbra_storage_identity_v1_identity_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -217,7 +217,7 @@ func (x *SigningKeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKeyRecord.ProtoReflect.Descriptor instead.
 func (*SigningKeyRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_identity_proto_rawDescGZIP(), []int{2}
+	return file_umbra_storage_identity_v1_identity_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SigningKeyRecord) GetKeyId() string {
@@ -269,7 +269,7 @@ type RevocationRecord struct {
 
 func (x *RevocationRecord) Reset() {
 	*x = RevocationRecord{}
-	mi := &file_umbra_storage_v1_identity_proto_msgTypes[3]
+	mi := &file_umbra_storage_identity_v1_identity_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +281,7 @@ func (x *RevocationRecord) String() string {
 func (*RevocationRecord) ProtoMessage() {}
 
 func (x *RevocationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_identity_proto_msgTypes[3]
+	mi := &file_umbra_storage_identity_v1_identity_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +294,7 @@ func (x *RevocationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationRecord.ProtoReflect.Descriptor instead.
 func (*RevocationRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_identity_proto_rawDescGZIP(), []int{3}
+	return file_umbra_storage_identity_v1_identity_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RevocationRecord) GetSequence() uint64 {
@@ -325,11 +325,11 @@ func (x *RevocationRecord) GetBefore() *timestamppb.Timestamp {
 	return nil
 }
 
-var File_umbra_storage_v1_identity_proto protoreflect.FileDescriptor
+var File_umbra_storage_identity_v1_identity_proto protoreflect.FileDescriptor
 
-const file_umbra_storage_v1_identity_proto_rawDesc = "" +
+const file_umbra_storage_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
-	"\x1fumbra/storage/v1/identity.proto\x12\x10umbra.storage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x01\n" +
+	"(umbra/storage/identity/v1/identity.proto\x12\x19umbra.storage.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x01\n" +
 	"\tAppRecord\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x129\n" +
@@ -357,36 +357,36 @@ const file_umbra_storage_v1_identity_proto_rawDesc = "" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x1a\n" +
 	"\bidentity\x18\x03 \x01(\tR\bidentity\x122\n" +
-	"\x06before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06beforeB>Z<github.com/umbra-e2ee/umbra/proto/umbra/storage/v1;storagev1b\x06proto3"
+	"\x06before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06beforeBOZMgithub.com/umbra-e2ee/umbra/proto/umbra/storage/identity/v1;identitystoragev1b\x06proto3"
 
 var (
-	file_umbra_storage_v1_identity_proto_rawDescOnce sync.Once
-	file_umbra_storage_v1_identity_proto_rawDescData []byte
+	file_umbra_storage_identity_v1_identity_proto_rawDescOnce sync.Once
+	file_umbra_storage_identity_v1_identity_proto_rawDescData []byte
 )
 
-func file_umbra_storage_v1_identity_proto_rawDescGZIP() []byte {
-	file_umbra_storage_v1_identity_proto_rawDescOnce.Do(func() {
-		file_umbra_storage_v1_identity_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_umbra_storage_v1_identity_proto_rawDesc), len(file_umbra_storage_v1_identity_proto_rawDesc)))
+func file_umbra_storage_identity_v1_identity_proto_rawDescGZIP() []byte {
+	file_umbra_storage_identity_v1_identity_proto_rawDescOnce.Do(func() {
+		file_umbra_storage_identity_v1_identity_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_umbra_storage_identity_v1_identity_proto_rawDesc), len(file_umbra_storage_identity_v1_identity_proto_rawDesc)))
 	})
-	return file_umbra_storage_v1_identity_proto_rawDescData
+	return file_umbra_storage_identity_v1_identity_proto_rawDescData
 }
 
-var file_umbra_storage_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
-var file_umbra_storage_v1_identity_proto_goTypes = []any{
-	(*AppRecord)(nil),             // 0: umbra.storage.v1.AppRecord
-	(*AppKeyRecord)(nil),          // 1: umbra.storage.v1.AppKeyRecord
-	(*SigningKeyRecord)(nil),      // 2: umbra.storage.v1.SigningKeyRecord
-	(*RevocationRecord)(nil),      // 3: umbra.storage.v1.RevocationRecord
+var file_umbra_storage_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_umbra_storage_identity_v1_identity_proto_goTypes = []any{
+	(*AppRecord)(nil),             // 0: umbra.storage.identity.v1.AppRecord
+	(*AppKeyRecord)(nil),          // 1: umbra.storage.identity.v1.AppKeyRecord
+	(*SigningKeyRecord)(nil),      // 2: umbra.storage.identity.v1.SigningKeyRecord
+	(*RevocationRecord)(nil),      // 3: umbra.storage.identity.v1.RevocationRecord
 	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
 }
-var file_umbra_storage_v1_identity_proto_depIdxs = []int32{
-	4, // 0: umbra.storage.v1.AppRecord.created_at:type_name -> google.protobuf.Timestamp
-	4, // 1: umbra.storage.v1.AppKeyRecord.created_at:type_name -> google.protobuf.Timestamp
-	4, // 2: umbra.storage.v1.AppKeyRecord.revoked_at:type_name -> google.protobuf.Timestamp
-	4, // 3: umbra.storage.v1.SigningKeyRecord.created_at:type_name -> google.protobuf.Timestamp
-	4, // 4: umbra.storage.v1.SigningKeyRecord.retired_at:type_name -> google.protobuf.Timestamp
-	4, // 5: umbra.storage.v1.SigningKeyRecord.verify_until:type_name -> google.protobuf.Timestamp
-	4, // 6: umbra.storage.v1.RevocationRecord.before:type_name -> google.protobuf.Timestamp
+var file_umbra_storage_identity_v1_identity_proto_depIdxs = []int32{
+	4, // 0: umbra.storage.identity.v1.AppRecord.created_at:type_name -> google.protobuf.Timestamp
+	4, // 1: umbra.storage.identity.v1.AppKeyRecord.created_at:type_name -> google.protobuf.Timestamp
+	4, // 2: umbra.storage.identity.v1.AppKeyRecord.revoked_at:type_name -> google.protobuf.Timestamp
+	4, // 3: umbra.storage.identity.v1.SigningKeyRecord.created_at:type_name -> google.protobuf.Timestamp
+	4, // 4: umbra.storage.identity.v1.SigningKeyRecord.retired_at:type_name -> google.protobuf.Timestamp
+	4, // 5: umbra.storage.identity.v1.SigningKeyRecord.verify_until:type_name -> google.protobuf.Timestamp
+	4, // 6: umbra.storage.identity.v1.RevocationRecord.before:type_name -> google.protobuf.Timestamp
 	7, // [7:7] is the sub-list for method output_type
 	7, // [7:7] is the sub-list for method input_type
 	7, // [7:7] is the sub-list for extension type_name
@@ -394,26 +394,26 @@ var file_umbra_storage_v1_identity_proto_depIdxs = []int32{
 	0, // [0:7] is the sub-list for field type_name
 }
 
-func init() { file_umbra_storage_v1_identity_proto_init() }
-func file_umbra_storage_v1_identity_proto_init() {
-	if File_umbra_storage_v1_identity_proto != nil {
+func init() { file_umbra_storage_identity_v1_identity_proto_init() }
+func file_umbra_storage_identity_v1_identity_proto_init() {
+	if File_umbra_storage_identity_v1_identity_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_v1_identity_proto_rawDesc), len(file_umbra_storage_v1_identity_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_identity_v1_identity_proto_rawDesc), len(file_umbra_storage_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
-		GoTypes:           file_umbra_storage_v1_identity_proto_goTypes,
-		DependencyIndexes: file_umbra_storage_v1_identity_proto_depIdxs,
-		MessageInfos:      file_umbra_storage_v1_identity_proto_msgTypes,
+		GoTypes:           file_umbra_storage_identity_v1_identity_proto_goTypes,
+		DependencyIndexes: file_umbra_storage_identity_v1_identity_proto_depIdxs,
+		MessageInfos:      file_umbra_storage_identity_v1_identity_proto_msgTypes,
 	}.Build()
-	File_umbra_storage_v1_identity_proto = out.File
-	file_umbra_storage_v1_identity_proto_goTypes = nil
-	file_umbra_storage_v1_identity_proto_depIdxs = nil
+	File_umbra_storage_identity_v1_identity_proto = out.File
+	file_umbra_storage_identity_v1_identity_proto_goTypes = nil
+	file_umbra_storage_identity_v1_identity_proto_depIdxs = nil
 }

@@ -2,9 +2,9 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        (unknown)
-// source: umbra/storage/v1/card.proto
+// source: umbra/storage/card/v1/card.proto
 
-package storagev1
+package cardstoragev1
 
 import (
 	v1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
@@ -60,11 +60,11 @@ func (x CardRecordStatus) String() string {
 }
 
 func (CardRecordStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_umbra_storage_v1_card_proto_enumTypes[0].Descriptor()
+	return file_umbra_storage_card_v1_card_proto_enumTypes[0].Descriptor()
 }
 
 func (CardRecordStatus) Type() protoreflect.EnumType {
-	return &file_umbra_storage_v1_card_proto_enumTypes[0]
+	return &file_umbra_storage_card_v1_card_proto_enumTypes[0]
 }
 
 func (x CardRecordStatus) Number() protoreflect.EnumNumber {
@@ -73,7 +73,7 @@ func (x CardRecordStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CardRecordStatus.Descriptor instead.
 func (CardRecordStatus) EnumDescriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_card_proto_rawDescGZIP(), []int{0}
+	return file_umbra_storage_card_v1_card_proto_rawDescGZIP(), []int{0}
 }
 
 // CardEventRecordKind says what happened to a card.
@@ -110,11 +110,11 @@ func (x CardEventRecordKind) String() string {
 }
 
 func (CardEventRecordKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_umbra_storage_v1_card_proto_enumTypes[1].Descriptor()
+	return file_umbra_storage_card_v1_card_proto_enumTypes[1].Descriptor()
 }
 
 func (CardEventRecordKind) Type() protoreflect.EnumType {
-	return &file_umbra_storage_v1_card_proto_enumTypes[1]
+	return &file_umbra_storage_card_v1_card_proto_enumTypes[1]
 }
 
 func (x CardEventRecordKind) Number() protoreflect.EnumNumber {
@@ -123,7 +123,7 @@ func (x CardEventRecordKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CardEventRecordKind.Descriptor instead.
 func (CardEventRecordKind) EnumDescriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_card_proto_rawDescGZIP(), []int{1}
+	return file_umbra_storage_card_v1_card_proto_rawDescGZIP(), []int{1}
 }
 
 // CardRecord is a published card: the client's exact bytes, the service's
@@ -144,7 +144,7 @@ type CardRecord struct {
 	// The card service's counter-signature over card_id, and the key that made it.
 	ServiceSignature []byte                 `protobuf:"bytes,8,opt,name=service_signature,json=serviceSignature,proto3" json:"service_signature,omitempty"`
 	ServiceKeyId     string                 `protobuf:"bytes,9,opt,name=service_key_id,json=serviceKeyId,proto3" json:"service_key_id,omitempty"`
-	Status           CardRecordStatus       `protobuf:"varint,10,opt,name=status,proto3,enum=umbra.storage.v1.CardRecordStatus" json:"status,omitempty"`
+	Status           CardRecordStatus       `protobuf:"varint,10,opt,name=status,proto3,enum=umbra.storage.card.v1.CardRecordStatus" json:"status,omitempty"`
 	PublishedAt      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`
 	SupersededBy     []byte                 `protobuf:"bytes,12,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
 	SupersededAt     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=superseded_at,json=supersededAt,proto3" json:"superseded_at,omitempty"`
@@ -163,7 +163,7 @@ type CardRecord struct {
 
 func (x *CardRecord) Reset() {
 	*x = CardRecord{}
-	mi := &file_umbra_storage_v1_card_proto_msgTypes[0]
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -175,7 +175,7 @@ func (x *CardRecord) String() string {
 func (*CardRecord) ProtoMessage() {}
 
 func (x *CardRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_card_proto_msgTypes[0]
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -188,7 +188,7 @@ func (x *CardRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CardRecord.ProtoReflect.Descriptor instead.
 func (*CardRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_card_proto_rawDescGZIP(), []int{0}
+	return file_umbra_storage_card_v1_card_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *CardRecord) GetAppId() string {
@@ -347,7 +347,7 @@ type ActiveCardRecord struct {
 
 func (x *ActiveCardRecord) Reset() {
 	*x = ActiveCardRecord{}
-	mi := &file_umbra_storage_v1_card_proto_msgTypes[1]
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -359,7 +359,7 @@ func (x *ActiveCardRecord) String() string {
 func (*ActiveCardRecord) ProtoMessage() {}
 
 func (x *ActiveCardRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_card_proto_msgTypes[1]
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -372,7 +372,7 @@ func (x *ActiveCardRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActiveCardRecord.ProtoReflect.Descriptor instead.
 func (*ActiveCardRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_card_proto_rawDescGZIP(), []int{1}
+	return file_umbra_storage_card_v1_card_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *ActiveCardRecord) GetCardId() []byte {
@@ -467,7 +467,7 @@ type CardEventRecord struct {
 	AppId    string                 `protobuf:"bytes,2,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
 	Identity string                 `protobuf:"bytes,3,opt,name=identity,proto3" json:"identity,omitempty"`
 	CardId   []byte                 `protobuf:"bytes,4,opt,name=card_id,json=cardId,proto3" json:"card_id,omitempty"`
-	Kind     CardEventRecordKind    `protobuf:"varint,5,opt,name=kind,proto3,enum=umbra.storage.v1.CardEventRecordKind" json:"kind,omitempty"`
+	Kind     CardEventRecordKind    `protobuf:"varint,5,opt,name=kind,proto3,enum=umbra.storage.card.v1.CardEventRecordKind" json:"kind,omitempty"`
 	// For a publication by rotation: the card it superseded.
 	PreviousCardId []byte                 `protobuf:"bytes,6,opt,name=previous_card_id,json=previousCardId,proto3" json:"previous_card_id,omitempty"`
 	OccurredAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
@@ -479,7 +479,7 @@ type CardEventRecord struct {
 
 func (x *CardEventRecord) Reset() {
 	*x = CardEventRecord{}
-	mi := &file_umbra_storage_v1_card_proto_msgTypes[2]
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +491,7 @@ func (x *CardEventRecord) String() string {
 func (*CardEventRecord) ProtoMessage() {}
 
 func (x *CardEventRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_card_proto_msgTypes[2]
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +504,7 @@ func (x *CardEventRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CardEventRecord.ProtoReflect.Descriptor instead.
 func (*CardEventRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_card_proto_rawDescGZIP(), []int{2}
+	return file_umbra_storage_card_v1_card_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CardEventRecord) GetSequence() uint64 {
@@ -578,7 +578,7 @@ type SpentResetGrantRecord struct {
 
 func (x *SpentResetGrantRecord) Reset() {
 	*x = SpentResetGrantRecord{}
-	mi := &file_umbra_storage_v1_card_proto_msgTypes[3]
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +590,7 @@ func (x *SpentResetGrantRecord) String() string {
 func (*SpentResetGrantRecord) ProtoMessage() {}
 
 func (x *SpentResetGrantRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_card_proto_msgTypes[3]
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +603,7 @@ func (x *SpentResetGrantRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpentResetGrantRecord.ProtoReflect.Descriptor instead.
 func (*SpentResetGrantRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_card_proto_rawDescGZIP(), []int{3}
+	return file_umbra_storage_card_v1_card_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SpentResetGrantRecord) GetIdentity() string {
@@ -658,7 +658,7 @@ type ServiceKeyRecord struct {
 
 func (x *ServiceKeyRecord) Reset() {
 	*x = ServiceKeyRecord{}
-	mi := &file_umbra_storage_v1_card_proto_msgTypes[4]
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +670,7 @@ func (x *ServiceKeyRecord) String() string {
 func (*ServiceKeyRecord) ProtoMessage() {}
 
 func (x *ServiceKeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_card_proto_msgTypes[4]
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +683,7 @@ func (x *ServiceKeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceKeyRecord.ProtoReflect.Descriptor instead.
 func (*ServiceKeyRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_card_proto_rawDescGZIP(), []int{4}
+	return file_umbra_storage_card_v1_card_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ServiceKeyRecord) GetKeyId() string {
@@ -735,11 +735,11 @@ func (x *ServiceKeyRecord) GetRotationSignature() []byte {
 	return nil
 }
 
-var File_umbra_storage_v1_card_proto protoreflect.FileDescriptor
+var File_umbra_storage_card_v1_card_proto protoreflect.FileDescriptor
 
-const file_umbra_storage_v1_card_proto_rawDesc = "" +
+const file_umbra_storage_card_v1_card_proto_rawDesc = "" +
 	"\n" +
-	"\x1bumbra/storage/v1/card.proto\x12\x10umbra.storage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\"\xaf\x06\n" +
+	" umbra/storage/card/v1/card.proto\x12\x15umbra.storage.card.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\"\xb4\x06\n" +
 	"\n" +
 	"CardRecord\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x1a\n" +
@@ -750,9 +750,9 @@ const file_umbra_storage_v1_card_proto_rawDesc = "" +
 	"\x13endorsement_content\x18\x06 \x01(\fR\x12endorsementContent\x123\n" +
 	"\x15endorsement_signature\x18\a \x01(\fR\x14endorsementSignature\x12+\n" +
 	"\x11service_signature\x18\b \x01(\fR\x10serviceSignature\x12$\n" +
-	"\x0eservice_key_id\x18\t \x01(\tR\fserviceKeyId\x12:\n" +
+	"\x0eservice_key_id\x18\t \x01(\tR\fserviceKeyId\x12?\n" +
 	"\x06status\x18\n" +
-	" \x01(\x0e2\".umbra.storage.v1.CardRecordStatusR\x06status\x12=\n" +
+	" \x01(\x0e2'.umbra.storage.card.v1.CardRecordStatusR\x06status\x12=\n" +
 	"\fpublished_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\x12#\n" +
 	"\rsuperseded_by\x18\f \x01(\fR\fsupersededBy\x12?\n" +
 	"\rsuperseded_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\fsupersededAt\x129\n" +
@@ -776,13 +776,13 @@ const file_umbra_storage_v1_card_proto_rawDesc = "" +
 	"\x12signing_public_key\x18\n" +
 	" \x01(\fR\x10signingPublicKey\x12.\n" +
 	"\x05suite\x18\v \x01(\x0e2\x18.umbra.envelope.v1.SuiteR\x05suite\x12\x1b\n" +
-	"\tkey_reset\x18\f \x01(\bR\bkeyReset\"\xb8\x02\n" +
+	"\tkey_reset\x18\f \x01(\bR\bkeyReset\"\xbd\x02\n" +
 	"\x0fCardEventRecord\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x1a\n" +
 	"\bidentity\x18\x03 \x01(\tR\bidentity\x12\x17\n" +
-	"\acard_id\x18\x04 \x01(\fR\x06cardId\x129\n" +
-	"\x04kind\x18\x05 \x01(\x0e2%.umbra.storage.v1.CardEventRecordKindR\x04kind\x12(\n" +
+	"\acard_id\x18\x04 \x01(\fR\x06cardId\x12>\n" +
+	"\x04kind\x18\x05 \x01(\x0e2*.umbra.storage.card.v1.CardEventRecordKindR\x04kind\x12(\n" +
 	"\x10previous_card_id\x18\x06 \x01(\fR\x0epreviousCardId\x12;\n" +
 	"\voccurred_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"occurredAt\x12\x1b\n" +
@@ -811,47 +811,47 @@ const file_umbra_storage_v1_card_proto_rawDesc = "" +
 	"\x13CardEventRecordKind\x12&\n" +
 	"\"CARD_EVENT_RECORD_KIND_UNSPECIFIED\x10\x00\x12$\n" +
 	" CARD_EVENT_RECORD_KIND_PUBLISHED\x10\x01\x12\"\n" +
-	"\x1eCARD_EVENT_RECORD_KIND_REVOKED\x10\x02B>Z<github.com/umbra-e2ee/umbra/proto/umbra/storage/v1;storagev1b\x06proto3"
+	"\x1eCARD_EVENT_RECORD_KIND_REVOKED\x10\x02BGZEgithub.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1;cardstoragev1b\x06proto3"
 
 var (
-	file_umbra_storage_v1_card_proto_rawDescOnce sync.Once
-	file_umbra_storage_v1_card_proto_rawDescData []byte
+	file_umbra_storage_card_v1_card_proto_rawDescOnce sync.Once
+	file_umbra_storage_card_v1_card_proto_rawDescData []byte
 )
 
-func file_umbra_storage_v1_card_proto_rawDescGZIP() []byte {
-	file_umbra_storage_v1_card_proto_rawDescOnce.Do(func() {
-		file_umbra_storage_v1_card_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_umbra_storage_v1_card_proto_rawDesc), len(file_umbra_storage_v1_card_proto_rawDesc)))
+func file_umbra_storage_card_v1_card_proto_rawDescGZIP() []byte {
+	file_umbra_storage_card_v1_card_proto_rawDescOnce.Do(func() {
+		file_umbra_storage_card_v1_card_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_umbra_storage_card_v1_card_proto_rawDesc), len(file_umbra_storage_card_v1_card_proto_rawDesc)))
 	})
-	return file_umbra_storage_v1_card_proto_rawDescData
+	return file_umbra_storage_card_v1_card_proto_rawDescData
 }
 
-var file_umbra_storage_v1_card_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_storage_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
-var file_umbra_storage_v1_card_proto_goTypes = []any{
-	(CardRecordStatus)(0),         // 0: umbra.storage.v1.CardRecordStatus
-	(CardEventRecordKind)(0),      // 1: umbra.storage.v1.CardEventRecordKind
-	(*CardRecord)(nil),            // 2: umbra.storage.v1.CardRecord
-	(*ActiveCardRecord)(nil),      // 3: umbra.storage.v1.ActiveCardRecord
-	(*CardEventRecord)(nil),       // 4: umbra.storage.v1.CardEventRecord
-	(*SpentResetGrantRecord)(nil), // 5: umbra.storage.v1.SpentResetGrantRecord
-	(*ServiceKeyRecord)(nil),      // 6: umbra.storage.v1.ServiceKeyRecord
+var file_umbra_storage_card_v1_card_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_umbra_storage_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_umbra_storage_card_v1_card_proto_goTypes = []any{
+	(CardRecordStatus)(0),         // 0: umbra.storage.card.v1.CardRecordStatus
+	(CardEventRecordKind)(0),      // 1: umbra.storage.card.v1.CardEventRecordKind
+	(*CardRecord)(nil),            // 2: umbra.storage.card.v1.CardRecord
+	(*ActiveCardRecord)(nil),      // 3: umbra.storage.card.v1.ActiveCardRecord
+	(*CardEventRecord)(nil),       // 4: umbra.storage.card.v1.CardEventRecord
+	(*SpentResetGrantRecord)(nil), // 5: umbra.storage.card.v1.SpentResetGrantRecord
+	(*ServiceKeyRecord)(nil),      // 6: umbra.storage.card.v1.ServiceKeyRecord
 	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
 	(v1.Suite)(0),                 // 8: umbra.envelope.v1.Suite
 }
-var file_umbra_storage_v1_card_proto_depIdxs = []int32{
-	0,  // 0: umbra.storage.v1.CardRecord.status:type_name -> umbra.storage.v1.CardRecordStatus
-	7,  // 1: umbra.storage.v1.CardRecord.published_at:type_name -> google.protobuf.Timestamp
-	7,  // 2: umbra.storage.v1.CardRecord.superseded_at:type_name -> google.protobuf.Timestamp
-	7,  // 3: umbra.storage.v1.CardRecord.revoked_at:type_name -> google.protobuf.Timestamp
-	8,  // 4: umbra.storage.v1.CardRecord.suite:type_name -> umbra.envelope.v1.Suite
-	7,  // 5: umbra.storage.v1.ActiveCardRecord.published_at:type_name -> google.protobuf.Timestamp
-	8,  // 6: umbra.storage.v1.ActiveCardRecord.suite:type_name -> umbra.envelope.v1.Suite
-	1,  // 7: umbra.storage.v1.CardEventRecord.kind:type_name -> umbra.storage.v1.CardEventRecordKind
-	7,  // 8: umbra.storage.v1.CardEventRecord.occurred_at:type_name -> google.protobuf.Timestamp
-	7,  // 9: umbra.storage.v1.SpentResetGrantRecord.expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 10: umbra.storage.v1.SpentResetGrantRecord.spent_at:type_name -> google.protobuf.Timestamp
-	7,  // 11: umbra.storage.v1.ServiceKeyRecord.created_at:type_name -> google.protobuf.Timestamp
-	7,  // 12: umbra.storage.v1.ServiceKeyRecord.superseded_at:type_name -> google.protobuf.Timestamp
+var file_umbra_storage_card_v1_card_proto_depIdxs = []int32{
+	0,  // 0: umbra.storage.card.v1.CardRecord.status:type_name -> umbra.storage.card.v1.CardRecordStatus
+	7,  // 1: umbra.storage.card.v1.CardRecord.published_at:type_name -> google.protobuf.Timestamp
+	7,  // 2: umbra.storage.card.v1.CardRecord.superseded_at:type_name -> google.protobuf.Timestamp
+	7,  // 3: umbra.storage.card.v1.CardRecord.revoked_at:type_name -> google.protobuf.Timestamp
+	8,  // 4: umbra.storage.card.v1.CardRecord.suite:type_name -> umbra.envelope.v1.Suite
+	7,  // 5: umbra.storage.card.v1.ActiveCardRecord.published_at:type_name -> google.protobuf.Timestamp
+	8,  // 6: umbra.storage.card.v1.ActiveCardRecord.suite:type_name -> umbra.envelope.v1.Suite
+	1,  // 7: umbra.storage.card.v1.CardEventRecord.kind:type_name -> umbra.storage.card.v1.CardEventRecordKind
+	7,  // 8: umbra.storage.card.v1.CardEventRecord.occurred_at:type_name -> google.protobuf.Timestamp
+	7,  // 9: umbra.storage.card.v1.SpentResetGrantRecord.expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 10: umbra.storage.card.v1.SpentResetGrantRecord.spent_at:type_name -> google.protobuf.Timestamp
+	7,  // 11: umbra.storage.card.v1.ServiceKeyRecord.created_at:type_name -> google.protobuf.Timestamp
+	7,  // 12: umbra.storage.card.v1.ServiceKeyRecord.superseded_at:type_name -> google.protobuf.Timestamp
 	13, // [13:13] is the sub-list for method output_type
 	13, // [13:13] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
@@ -859,27 +859,27 @@ var file_umbra_storage_v1_card_proto_depIdxs = []int32{
 	0,  // [0:13] is the sub-list for field type_name
 }
 
-func init() { file_umbra_storage_v1_card_proto_init() }
-func file_umbra_storage_v1_card_proto_init() {
-	if File_umbra_storage_v1_card_proto != nil {
+func init() { file_umbra_storage_card_v1_card_proto_init() }
+func file_umbra_storage_card_v1_card_proto_init() {
+	if File_umbra_storage_card_v1_card_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_v1_card_proto_rawDesc), len(file_umbra_storage_v1_card_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_card_v1_card_proto_rawDesc), len(file_umbra_storage_card_v1_card_proto_rawDesc)),
 			NumEnums:      2,
 			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
-		GoTypes:           file_umbra_storage_v1_card_proto_goTypes,
-		DependencyIndexes: file_umbra_storage_v1_card_proto_depIdxs,
-		EnumInfos:         file_umbra_storage_v1_card_proto_enumTypes,
-		MessageInfos:      file_umbra_storage_v1_card_proto_msgTypes,
+		GoTypes:           file_umbra_storage_card_v1_card_proto_goTypes,
+		DependencyIndexes: file_umbra_storage_card_v1_card_proto_depIdxs,
+		EnumInfos:         file_umbra_storage_card_v1_card_proto_enumTypes,
+		MessageInfos:      file_umbra_storage_card_v1_card_proto_msgTypes,
 	}.Build()
-	File_umbra_storage_v1_card_proto = out.File
-	file_umbra_storage_v1_card_proto_goTypes = nil
-	file_umbra_storage_v1_card_proto_depIdxs = nil
+	File_umbra_storage_card_v1_card_proto = out.File
+	file_umbra_storage_card_v1_card_proto_goTypes = nil
+	file_umbra_storage_card_v1_card_proto_depIdxs = nil
 }
