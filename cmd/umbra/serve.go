@@ -215,11 +215,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if *f.peers[gateway.Identity] == "" {
 			return fmt.Errorf("--identity-addr is required: the %s service verifies tokens with the identity service", role)
 		}
-		cfg.Identity = f.peer(gateway.Identity)
+		cfg.Peers.Identity = f.peer(gateway.Identity)
 	}
 	if role == gateway.Messaging && *f.peers[gateway.Group] != "" {
 		// Group conversations are refused without it.
-		cfg.Group = f.peer(gateway.Group)
+		cfg.Peers.Group = f.peer(gateway.Group)
 	}
 	// The peers a role calls and cannot do without.
 	for _, need := range requiredPeers[role] {
@@ -229,11 +229,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	switch role {
 	case gateway.Group:
-		cfg.Card, cfg.MessagingPeer = f.peer(gateway.Card), f.peer(gateway.Messaging)
+		cfg.Peers.Card, cfg.Peers.Messaging = f.peer(gateway.Card), f.peer(gateway.Messaging)
 	case gateway.Messaging:
-		cfg.Card = f.peer(gateway.Card)
+		cfg.Peers.Card = f.peer(gateway.Card)
 	case gateway.Backup:
-		cfg.MessagingPeer = f.peer(gateway.Messaging)
+		cfg.Peers.Messaging = f.peer(gateway.Messaging)
 	}
 	if role == gateway.Backup || role == "all" {
 		secret, err := f.backupSecret()
@@ -284,8 +284,8 @@ func (t *tuningFlags) register(fs *flag.FlagSet) {
 }
 
 func (t *tuningFlags) apply(cfg *node.Config) {
-	cfg.CardSearchRate, cfg.CardSearchBurst = t.searchRate, t.searchBurst
-	cfg.GroupTuning.CallRate, cfg.GroupTuning.CallBurst = t.groupRate, t.groupBurst
+	cfg.Card.SearchRate, cfg.Card.SearchBurst = t.searchRate, t.searchBurst
+	cfg.Group.CallRate, cfg.Group.CallBurst = t.groupRate, t.groupBurst
 	cfg.Messaging = t.messaging
 	cfg.GRPC.MaxConcurrentStreams = uint32(min(*t.streams, math.MaxUint32))
 	cfg.AuthFailures = t.authFailures

@@ -18,7 +18,7 @@ func buildBackup(d *deps) (*hosted, error) {
 		return nil, err
 	}
 	release := closers{store.Close}
-	conn, err := optionalPeer(d, log, d.cfg.MessagingPeer, &release, "no messaging service address: backup events wait in the outbox until one is configured")
+	conn, err := optionalPeer(d, log, d.cfg.Peers.Messaging, &release, "no messaging service address: backup events wait in the outbox until one is configured")
 	if err != nil {
 		release.close()
 		return nil, fmt.Errorf("messaging service: %w", err)

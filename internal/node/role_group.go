@@ -22,7 +22,7 @@ func buildGroup(d *deps) (*hosted, error) {
 	}
 	release := closers{store.Close}
 	var cards group.Cards
-	conn, err := optionalPeer(d, log, d.cfg.Card, &release, "no card service address: epoch commits are refused and card changes are not followed until one is configured")
+	conn, err := optionalPeer(d, log, d.cfg.Peers.Card, &release, "no card service address: epoch commits are refused and card changes are not followed until one is configured")
 	if err != nil {
 		release.close()
 		return nil, fmt.Errorf("card service: %w", err)
@@ -31,7 +31,7 @@ func buildGroup(d *deps) (*hosted, error) {
 		cards = cardv1.NewCardServiceClient(conn)
 	}
 	var events group.Events
-	conn, err = optionalPeer(d, log, d.cfg.MessagingPeer, &release, "no messaging service address: group events wait in the outbox until one is configured")
+	conn, err = optionalPeer(d, log, d.cfg.Peers.Messaging, &release, "no messaging service address: group events wait in the outbox until one is configured")
 	if err != nil {
 		release.close()
 		return nil, fmt.Errorf("messaging service: %w", err)
@@ -39,7 +39,7 @@ func buildGroup(d *deps) (*hosted, error) {
 	if conn != nil {
 		events = messagingv1.NewMessagingServiceClient(conn)
 	}
-	srv, err := group.New(store, cards, events, d.cfg.GroupTuning, log)
+	srv, err := group.New(store, cards, events, d.cfg.Group, log)
 	if err != nil {
 		release.close()
 		return nil, err

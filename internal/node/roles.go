@@ -3,8 +3,6 @@ package node
 import (
 	"fmt"
 
-	"google.golang.org/grpc"
-
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
@@ -45,7 +43,11 @@ var builders = map[string]func(*deps) (*hosted, error){
 		if err != nil {
 			return nil, err
 		}
-		srv, err := card.New(store, card.Config{SearchRate: d.cfg.CardSearchRate, SearchBurst: d.cfg.CardSearchBurst, Grants: d.tokens}, d.log.Named(gateway.Card))
+		ccfg := d.cfg.Card
+		if ccfg.Grants == nil {
+			ccfg.Grants = d.tokens
+		}
+		srv, err := card.New(store, ccfg, d.log.Named(gateway.Card))
 		if err != nil {
 			store.Close()
 			return nil, err
@@ -68,7 +70,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 		}
 		log := d.log.Named(gateway.Messaging)
 		release := closers{store.Close}
-		conn, err := optionalPeer(d, log, d.cfg.Group, &release, "no group service address: group conversations are refused")
+		conn, err := optionalPeer(d, log, d.cfg.Peers.Group, &release, "no group service address: group conversations are refused")
 		if err != nil {
 			release.close()
 			return nil, fmt.Errorf("group service: %w", err)
@@ -77,7 +79,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 		if conn != nil {
 			groups = messaging.GroupClient{Client: groupv1.NewGroupServiceClient(conn)}
 		}
-		cardConn, err := optionalPeer(d, log, d.cfg.Card, &release, "no card service address: ENCRYPTED messages are refused (their sender card cannot be checked)")
+		cardConn, err := optionalPeer(d, log, d.cfg.Peers.Card, &release, "no card service address: ENCRYPTED messages are refused (their sender card cannot be checked)")
 		if err != nil {
 			release.close()
 			return nil, fmt.Errorf("card service: %w", err)
@@ -115,9 +117,4 @@ func Policies() auth.Table {
 		panic(err) // the tables are code: a clash is a programming error
 	}
 	return t
-}
-
-// unbuilt hosts a service that keeps no state yet.
-func unbuilt(name, grpcName string, register func(grpc.ServiceRegistrar), policies auth.Table) *hosted {
-	return &hosted{name: name, grpcName: grpcName, register: register, policies: policies, close: func() error { return nil }}
 }
