@@ -315,7 +315,7 @@ func (ks *Keystore) bundleLocked() ([]byte, error) {
 		}
 		m.Keys = append(m.Keys, s)
 	}
-	b, err := marshal(m)
+	b, err := Marshal(m)
 	if err != nil {
 		return nil, err
 	}
@@ -343,7 +343,7 @@ func (ks *Keystore) encode(bundle []byte) ([]byte, error) {
 			Nonce:    nonce,
 		}
 	}
-	header, err := marshal(h)
+	header, err := Marshal(h)
 	if err != nil {
 		return nil, err
 	}
@@ -354,7 +354,7 @@ func (ks *Keystore) encode(bundle []byte) ([]byte, error) {
 		}
 		bundle = c.Seal(nil, h.GetNonce(), bundle, header)
 	}
-	file, err := marshal(&envelopev1.KeystoreFile{Header: header, KeyBundle: bundle})
+	file, err := Marshal(&envelopev1.KeystoreFile{Header: header, KeyBundle: bundle})
 	if err != nil {
 		return nil, err
 	}
@@ -367,12 +367,12 @@ func (ks *Keystore) decode(data, passphrase []byte) ([]byte, error) {
 	if !bytes.HasPrefix(data, []byte(keystoreMagic)) {
 		return nil, errorf(ErrMalformed, "not an Umbra keystore file (no %q magic)", keystoreMagic)
 	}
-	header, sealed, err := parseBytesPair("keystore file", data[len(keystoreMagic):])
+	header, sealed, err := ParseBytesPair("keystore file", data[len(keystoreMagic):])
 	if err != nil {
 		return nil, err
 	}
 	var h envelopev1.KeystoreHeader
-	if err := unmarshalStrict("keystore header", header, &h); err != nil {
+	if err := UnmarshalStrict("keystore header", header, &h); err != nil {
 		return nil, err
 	}
 	if h.GetVersion() != keystoreVersion {
@@ -431,10 +431,10 @@ func (ks *Keystore) decode(data, passphrase []byte) ([]byte, error) {
 // stretch derives the keystore's AEAD key and key check value from a passphrase.
 func stretch(passphrase, salt []byte, p Argon2idParams) (key, keyCheck []byte, err error) {
 	master := argon2.IDKey(passphrase, salt, p.Time, p.MemoryKiB, p.Threads, 32)
-	if key, err = hkdf.Key(sha256.New, master, nil, string(labelled(LabelKeystoreEncryptionKey)), keystoreKeySize); err != nil {
+	if key, err = hkdf.Key(sha256.New, master, nil, string(Labelled(LabelKeystoreEncryptionKey)), keystoreKeySize); err != nil {
 		return nil, nil, fmt.Errorf("e2ee: derive the keystore key: %w", err)
 	}
-	if keyCheck, err = hkdf.Key(sha256.New, master, nil, string(labelled(LabelKeystoreKeyCheck)), keyCheckSize); err != nil {
+	if keyCheck, err = hkdf.Key(sha256.New, master, nil, string(Labelled(LabelKeystoreKeyCheck)), keyCheckSize); err != nil {
 		return nil, nil, fmt.Errorf("e2ee: derive the keystore key check: %w", err)
 	}
 	return key, keyCheck, nil
@@ -453,7 +453,7 @@ func parseKeyBundle(b []byte) (*keyBundle, error) {
 		return nil, errorf(ErrTooLarge, "key bundle is %d bytes; at most %d", len(b), MaxKeyBundleSize)
 	}
 	var m envelopev1.KeyBundle
-	if err := unmarshalStrict("key bundle", b, &m); err != nil {
+	if err := UnmarshalStrict("key bundle", b, &m); err != nil {
 		return nil, err
 	}
 	switch {

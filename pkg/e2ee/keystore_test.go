@@ -131,7 +131,7 @@ func TestKeystoreBundleRecordsTimes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var m envelopev1.KeyBundle
-	if err := unmarshalStrict("bundle", raw, &m); err != nil {
+	if err := UnmarshalStrict("bundle", raw, &m); err != nil {
 		t.Fatal(err)
 	}
 	k := m.GetKeys()
@@ -237,20 +237,20 @@ func TestKeystoreRefusals(t *testing.T) {
 	_, plainPath := newTestKeystore(t, KeystoreOptions{NoPassphrase: true})
 
 	// The file: magic, then KeystoreFile{header, sealed bundle}.
-	header, sealedBundle, err := parseBytesPair("file", good[len(keystoreMagic):])
+	header, sealedBundle, err := ParseBytesPair("file", good[len(keystoreMagic):])
 	if err != nil {
 		t.Fatal(err)
 	}
 	var h envelopev1.KeystoreHeader
-	if err := unmarshalStrict("header", header, &h); err != nil {
+	if err := UnmarshalStrict("header", header, &h); err != nil {
 		t.Fatal(err)
 	}
 	withHeader := func(edit func(h *envelopev1.KeystoreHeader)) []byte {
 		var c envelopev1.KeystoreHeader
-		unmarshalStrict("header", header, &c)
+		UnmarshalStrict("header", header, &c)
 		edit(&c)
-		hb, _ := marshal(&c)
-		f, _ := marshal(&envelopev1.KeystoreFile{Header: hb, KeyBundle: sealedBundle})
+		hb, _ := Marshal(&c)
+		f, _ := Marshal(&envelopev1.KeystoreFile{Header: hb, KeyBundle: sealedBundle})
 		return append([]byte(keystoreMagic), f...)
 	}
 	flip := func(i int) []byte {
@@ -370,7 +370,7 @@ func TestKeyBundleRefusals(t *testing.T) {
 		{"short KEM key", func(b *envelopev1.KeyBundle) { b.Keys[0].KemPrivateKey = b.Keys[0].KemPrivateKey[:31] }, ErrMalformed},
 		{"unknown suite", func(b *envelopev1.KeyBundle) { b.Keys[0].Suite = 8 }, ErrUnknownSuite},
 	}
-	good, _ := marshal(base())
+	good, _ := Marshal(base())
 	if _, err := parseKeyBundle(good); err != nil {
 		t.Fatalf("the unaltered bundle: %v", err)
 	}
@@ -378,7 +378,7 @@ func TestKeyBundleRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := base()
 			tc.edit(b)
-			raw, _ := marshal(b)
+			raw, _ := Marshal(b)
 			if _, err := parseKeyBundle(raw); !errors.Is(err, tc.kind) {
 				t.Fatalf("parseKeyBundle = %v; want %v", err, tc.kind)
 			}
