@@ -320,7 +320,7 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 		if err != nil {
 			t.Fatalf("key %s: %v", k.Name, err)
 		}
-		if !sameKeyPair(kp, derived) || !bytes.Equal(kp.SigningPublicKey(), k.SigningPublicKey) || !bytes.Equal(kp.KEMPublicKey(), k.KEMPublicKey) {
+		if !kp.Equal(derived) || !bytes.Equal(kp.SigningPublicKey(), k.SigningPublicKey) || !bytes.Equal(kp.KEMPublicKey(), k.KEMPublicKey) {
 			t.Errorf("key %s: the stated private keys, seed and public keys do not agree", k.Name)
 		}
 		keys[k.Name] = kp

@@ -19,6 +19,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/argon2id"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/keystore"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 )
 
@@ -291,7 +292,7 @@ func checkVector(t *testing.T, pub []byte, v backupVector) {
 	}
 	// The plaintext is a KeyBundle a client installs (7.4 step 4): a keystore takes it,
 	// and writes back exactly these bytes.
-	ks, err := e2ee.CreateKeystore(filepath.Join(t.TempDir(), "keystore"), e2ee.KeystoreOptions{NoPassphrase: true, KeyBundle: bundle})
+	ks, err := keystore.Create(filepath.Join(t.TempDir(), "keystore"), keystore.Options{NoPassphrase: true, KeyBundle: bundle})
 	if err != nil {
 		t.Fatalf("%s: the key bundle does not load into a keystore: %v", v.Name, err)
 	}

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/pkg/argon2id"
-	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/keybackup"
+	"github.com/umbra-e2ee/umbra/pkg/keystore"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
@@ -380,7 +380,7 @@ func (c *Client) restoreInto(ctx context.Context, slot keybackup.Slot, secret []
 	if err != nil {
 		return err
 	}
-	ks, err := e2ee.CreateKeystore(c.cfg.KeystorePath, e2ee.KeystoreOptions{
+	ks, err := keystore.Create(c.cfg.KeystorePath, keystore.Options{
 		Identity:     b.Identity,
 		Passphrase:   c.passphrase(),
 		NoPassphrase: c.cfg.NoPassphrase,
