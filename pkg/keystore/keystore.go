@@ -158,12 +158,12 @@ func Create(path string, opts Options) (*Keystore, error) {
 	return ks, nil
 }
 
-// Open reads the keystore file at path. passphrase must be the one it was
-// created with, and empty for a keystore created with NoPassphrase: a wrong, missing
-// or superfluous passphrase is e2ee.ErrPassphrase (a passphrase given for an unencrypted
-// file is refused, so that nobody can swap in an unencrypted keystore of their own
-// unnoticed). A file that was altered or damaged is e2ee.ErrDecrypt or e2ee.ErrMalformed; a
-// missing file is an error wrapping fs.ErrNotExist.
+// Open reads the keystore file at path. passphrase must be the one it was created with,
+// and empty for a keystore created with NoPassphrase: a wrong, missing or superfluous
+// passphrase is e2ee.ErrPassphrase (a passphrase given for an unencrypted file is
+// refused, so that nobody can swap in an unencrypted keystore of their own unnoticed).
+// A file that was altered or damaged is e2ee.ErrDecrypt or e2ee.ErrMalformed; a missing
+// file is an error wrapping fs.ErrNotExist.
 func Open(path string, passphrase []byte) (*Keystore, error) {
 	data, err := readLimited(path, MaxKeystoreFileSize)
 	if err != nil {
@@ -249,7 +249,7 @@ func (ks *Keystore) SetCurrent(kp *e2ee.KeyPair, cardID []byte) error {
 }
 
 // KeyFor returns the key pair of card cardID, current or superseded, or nil if the
-// keystore has none: Decrypt's keyFor.
+// keystore has none: e2ee.Decrypt's keyFor.
 func (ks *Keystore) KeyFor(cardID []byte) *e2ee.KeyPair {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
