@@ -59,11 +59,11 @@ func TestParseCardRefusesMalformedCards(t *testing.T) {
 	}
 	// sign re-signs edited content with kp, so each case breaks one rule only.
 	sign := func(c *envelopev1.CardContent) ([]byte, []byte) {
-		b, err := marshal(c)
+		b, err := Marshal(c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b, ed25519.Sign(kp.Signing, labelled(LabelCardSelfSignature, b))
+		return b, ed25519.Sign(kp.Signing, Labelled(LabelCardSelfSignature, b))
 	}
 	base := func() *envelopev1.CardContent {
 		return &envelopev1.CardContent{Version: 1, Identity: alice, SigningPublicKey: kp.SigningPublicKey(), Suite: SuiteX25519, KemPublicKey: kp.KEMPublicKey(), CreatedAtUnixSeconds: when.Unix()}
@@ -78,13 +78,13 @@ func TestParseCardRefusesMalformedCards(t *testing.T) {
 	withUnknownField := func() ([]byte, []byte) {
 		b := protowire.AppendTag(bytes.Clone(good), 99, protowire.VarintType)
 		b = protowire.AppendVarint(b, 1)
-		return b, ed25519.Sign(kp.Signing, labelled(LabelCardSelfSignature, b))
+		return b, ed25519.Sign(kp.Signing, Labelled(LabelCardSelfSignature, b))
 	}
 	nonCanonical := func() ([]byte, []byte) {
 		// The version field written twice: valid protobuf, but not the canonical bytes.
 		b := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 1)
 		b = append(b, good...)
-		return b, ed25519.Sign(kp.Signing, labelled(LabelCardSelfSignature, b))
+		return b, ed25519.Sign(kp.Signing, Labelled(LabelCardSelfSignature, b))
 	}
 	cases := []struct {
 		name string
@@ -92,7 +92,7 @@ func TestParseCardRefusesMalformedCards(t *testing.T) {
 		kind error
 	}{
 		{"signed by another key", func() ([]byte, []byte) {
-			return good, ed25519.Sign(other.Signing, labelled(LabelCardSelfSignature, good))
+			return good, ed25519.Sign(other.Signing, Labelled(LabelCardSelfSignature, good))
 		}, ErrBadSignature},
 		{"signature without the label", func() ([]byte, []byte) { return good, ed25519.Sign(kp.Signing, good) }, ErrBadSignature},
 		{"short signature", func() ([]byte, []byte) { return good, goodSig[:10] }, ErrMalformed},

@@ -177,11 +177,11 @@ func TestParseCardRefusesWeakPublicKeys(t *testing.T) {
 		return c
 	}
 	signed := func(kp *KeyPair, c *envelopev1.CardContent) ([]byte, []byte) {
-		b, err := marshal(c)
+		b, err := Marshal(c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b, ed25519.Sign(kp.Signing, labelled(LabelCardSelfSignature, b))
+		return b, ed25519.Sign(kp.Signing, Labelled(LabelCardSelfSignature, b))
 	}
 	// invalidEK is a hybrid key whose first ML-KEM coefficient is q = 3329: it fails
 	// the encapsulation key check (FIPS 203, section 7.2).
@@ -210,13 +210,13 @@ func TestParseCardRefusesWeakPublicKeys(t *testing.T) {
 		// With the neutral element as key, [k]A vanishes: R = [S]B signs anything. Go's
 		// ed25519.Verify accepts such a signature, so the card check has to refuse the key.
 		"signing key the neutral element, with a signature that verifies": func() ([]byte, []byte) {
-			b, err := marshal(card(x, func(c *envelopev1.CardContent) { c.SigningPublicKey = smallOrderEd25519[0] }))
+			b, err := Marshal(card(x, func(c *envelopev1.CardContent) { c.SigningPublicKey = smallOrderEd25519[0] }))
 			if err != nil {
 				t.Fatal(err)
 			}
 			basePoint := unhex(t, "5866666666666666666666666666666666666666666666666666666666666666")
 			sig := append(basePoint, append([]byte{1}, make([]byte, 31)...)...) // R = [1]B, S = 1
-			if !ed25519.Verify(smallOrderEd25519[0], labelled(LabelCardSelfSignature, b), sig) {
+			if !ed25519.Verify(smallOrderEd25519[0], Labelled(LabelCardSelfSignature, b), sig) {
 				t.Fatal("the forged self-signature does not verify under the neutral element")
 			}
 			return b, sig
@@ -271,7 +271,7 @@ func TestSignatureRules(t *testing.T) {
 	if _, err := ParseCard(content, sig); err != nil {
 		t.Fatal(err)
 	}
-	message := labelled(LabelCardSelfSignature, content)
+	message := Labelled(LabelCardSelfSignature, content)
 
 	// S + L: the same scalar, not reduced. RFC 8032 requires S < L.
 	s := littleEndian(sig[32:])

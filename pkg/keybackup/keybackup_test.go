@@ -8,10 +8,12 @@ import (
 	"testing"
 
 	"github.com/cloudflare/circl/oprf"
+
+	"github.com/umbra-e2ee/umbra/pkg/argon2id"
 )
 
 // testKDF is the cheapest Argon2id the service accepts, so that tests run fast.
-var testKDF = Argon2idParams{Time: 1, MemoryKiB: 8192, Threads: 1, Salt: bytes.Repeat([]byte{7}, 16)}
+var testKDF = argon2id.Params{Time: 1, MemoryKiB: 8192, Threads: 1, Salt: bytes.Repeat([]byte{7}, 16)}
 
 var alice = Binding{App: "app_" + strings.Repeat("a", 26), Identity: "u_" + strings.Repeat("a", 32), Slot: SlotPassword}
 
@@ -86,7 +88,7 @@ func TestBackupAndRestoreRoundTrip(t *testing.T) {
 	bundle := []byte("a key bundle: every private key of alice")
 	for _, aead := range []AEAD{ChaCha20Poly1305, AES256GCM} {
 		t.Run(aead.String(), func(t *testing.T) {
-			kdf, err := NewArgon2id(Argon2idParams{Time: 1, MemoryKiB: 8192, Threads: 2}, nil)
+			kdf, err := NewArgon2id(argon2id.Params{Time: 1, MemoryKiB: 8192, Threads: 2}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -254,7 +256,7 @@ func TestOpenRefusesAlteredRecords(t *testing.T) {
 func TestInvalidInputs(t *testing.T) {
 	good := Params{Version: 1, AEAD: ChaCha20Poly1305, KDF: testKDF}
 	out := &Output{Binding: alice, PublicKey: make([]byte, 32), Value: make([]byte, 64)}
-	kdf := func(edit func(*Argon2idParams)) Params {
+	kdf := func(edit func(*argon2id.Params)) Params {
 		p := good
 		edit(&p.KDF)
 		return p
@@ -267,14 +269,14 @@ func TestInvalidInputs(t *testing.T) {
 		{"version 0", out, Params{AEAD: ChaCha20Poly1305, KDF: testKDF}},
 		{"AEAD unspecified", out, Params{Version: 1, KDF: testKDF}},
 		{"AEAD 3", out, Params{Version: 1, AEAD: 3, KDF: testKDF}},
-		{"time 0", out, kdf(func(k *Argon2idParams) { k.Time = 0 })},
-		{"time 17", out, kdf(func(k *Argon2idParams) { k.Time = 17 })},
-		{"memory under 8 MiB", out, kdf(func(k *Argon2idParams) { k.MemoryKiB = 8191 })},
-		{"memory over 4 GiB", out, kdf(func(k *Argon2idParams) { k.MemoryKiB = 4<<20 + 1 })},
-		{"threads 0", out, kdf(func(k *Argon2idParams) { k.Threads = 0 })},
-		{"threads 65", out, kdf(func(k *Argon2idParams) { k.Threads = 65 })},
-		{"salt of 15 bytes", out, kdf(func(k *Argon2idParams) { k.Salt = make([]byte, 15) })},
-		{"salt of 65 bytes", out, kdf(func(k *Argon2idParams) { k.Salt = make([]byte, 65) })},
+		{"time 0", out, kdf(func(k *argon2id.Params) { k.Time = 0 })},
+		{"time 17", out, kdf(func(k *argon2id.Params) { k.Time = 17 })},
+		{"memory under 8 MiB", out, kdf(func(k *argon2id.Params) { k.MemoryKiB = 8191 })},
+		{"memory over 4 GiB", out, kdf(func(k *argon2id.Params) { k.MemoryKiB = 4<<20 + 1 })},
+		{"threads 0", out, kdf(func(k *argon2id.Params) { k.Threads = 0 })},
+		{"threads 65", out, kdf(func(k *argon2id.Params) { k.Threads = 65 })},
+		{"salt of 15 bytes", out, kdf(func(k *argon2id.Params) { k.Salt = make([]byte, 15) })},
+		{"salt of 65 bytes", out, kdf(func(k *argon2id.Params) { k.Salt = make([]byte, 65) })},
 		{"no output", nil, good},
 		{"short output", &Output{Binding: alice, PublicKey: make([]byte, 32), Value: make([]byte, 63)}, good},
 		{"short public key", &Output{Binding: alice, PublicKey: make([]byte, 31), Value: make([]byte, 64)}, good},
@@ -319,13 +321,13 @@ func TestInvalidInputs(t *testing.T) {
 
 func TestCheckPasswordCost(t *testing.T) {
 	for _, tc := range []struct {
-		p    Argon2idParams
+		p    argon2id.Params
 		weak bool
 	}{
-		{DefaultArgon2id, false},
-		{Argon2idParams{Time: 1, MemoryKiB: 2 << 20}, false},
-		{Argon2idParams{Time: 16, MemoryKiB: 12288}, false},
-		{Argon2idParams{Time: 2, MemoryKiB: 64 * 1024}, true},
+		{argon2id.Default, false},
+		{argon2id.Params{Time: 1, MemoryKiB: 2 << 20}, false},
+		{argon2id.Params{Time: 16, MemoryKiB: 12288}, false},
+		{argon2id.Params{Time: 2, MemoryKiB: 64 * 1024}, true},
 		{RecoveryArgon2id, true},
 	} {
 		if err := CheckPasswordCost(tc.p); errors.Is(err, ErrWeakParams) != tc.weak || (err != nil && !tc.weak) {

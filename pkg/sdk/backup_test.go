@@ -19,6 +19,7 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/keybackup"
+	"github.com/umbra-e2ee/umbra/pkg/keystore"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
@@ -65,7 +66,7 @@ func newBackupDeviceConfig(t testing.TB, n *nodetest.Node, app *nodetest.App, ui
 
 func bundleOf(t *testing.T, d *device) []byte {
 	t.Helper()
-	ks, err := e2ee.OpenKeystore(d.keystore, []byte("local passphrase of this device"))
+	ks, err := keystore.Open(d.keystore, []byte("local passphrase of this device"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -476,7 +477,7 @@ func TestServerNeverSeesSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ks, err := e2ee.OpenKeystore(a.keystore, []byte("local passphrase of this device"))
+	ks, err := keystore.Open(a.keystore, []byte("local passphrase of this device"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/keystore"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
@@ -97,7 +98,7 @@ func newOutsider(t *testing.T, w *groupWorld, uid string) *outsider {
 // colluding member would.
 func keysOf(t *testing.T, d *device) (*e2ee.KeyPair, []byte) {
 	t.Helper()
-	ks, err := e2ee.OpenKeystore(d.keystore, nil)
+	ks, err := keystore.Open(d.keystore, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

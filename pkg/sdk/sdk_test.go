@@ -16,6 +16,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/keystore"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 )
@@ -157,7 +158,7 @@ func TestRotationKeepsHistoryReadable(t *testing.T) {
 
 	// A message signed with alice's retired key and dated after the rotation is refused:
 	// a stolen old key cannot forge new messages.
-	ks, err := e2ee.OpenKeystore(alice.keystore, []byte("passphrase of alice"))
+	ks, err := keystore.Open(alice.keystore, []byte("passphrase of alice"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +320,7 @@ func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 	if got, err := fresh.Decrypt(ctx, toNew, bob.identity); err != nil || string(got) != "welcome back" {
 		t.Errorf("the new device decrypts %q, %v", got, err)
 	}
-	ks, err := e2ee.OpenKeystore(lost.keystore, []byte("passphrase of alice"))
+	ks, err := keystore.Open(lost.keystore, []byte("passphrase of alice"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +397,7 @@ func TestCardLifetimeClockSkew(t *testing.T) {
 	if err != nil || second.RevokedAt.IsZero() || first.SupersededAt.IsZero() {
 		t.Fatalf("cards: %+v, %+v, %v", first, second, err)
 	}
-	ks, err := e2ee.OpenKeystore(alice.keystore, []byte("passphrase of alice"))
+	ks, err := keystore.Open(alice.keystore, []byte("passphrase of alice"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,13 +16,13 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/errs/errstatus"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )
 
 // codeOf is the gRPC code of a status or of a domain error.
 func codeOf(err error) codes.Code {
-	c, _ := errs.Code(err)
+	c, _ := errstatus.Code(err)
 	return c
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/errs/errstatus"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 )
 
@@ -146,7 +147,7 @@ func (s *Server) checkSenderCard(ctx context.Context, p *auth.Principal, cardID 
 	o, known := s.cards.cache.get(key)
 	if !known || !o.revoked && now.Sub(o.checked) >= s.cfg.CardRecheck {
 		resp, err := s.cards.LookupCardOwner(ctx, &cardv1.LookupCardOwnerRequest{AppId: p.AppID, CardId: cardID})
-		code, _ := errs.Code(err)
+		code, _ := errstatus.Code(err)
 		switch {
 		case err == nil:
 			o = cardOwner{identity: resp.GetIdentity(), revoked: resp.GetStatus() == cardv1.CardStatus_CARD_STATUS_REVOKED, checked: now}

@@ -15,6 +15,7 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/page"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/errs/errstatus"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -538,7 +539,7 @@ func (s *Server) conversationView(ctx context.Context, p *auth.Principal, part *
 	if part.GetKind() == kindGroup {
 		m, err := s.groups.CheckMembership(ctx, &groupv1.CheckMembershipRequest{AppId: p.AppID, GroupId: id, Identity: p.Identity})
 		if err != nil {
-			if code, _ := errs.Code(err); code == codes.NotFound {
+			if code, _ := errstatus.Code(err); code == codes.NotFound {
 				return nil, nil // the group was deleted
 			}
 			return nil, err

@@ -1,4 +1,4 @@
-package e2ee
+package keystore
 
 import (
 	"bytes"
@@ -15,9 +15,10 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/umbra-e2ee/umbra/pkg/argon2id"
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 )
@@ -36,7 +37,7 @@ const (
 	// MaxStoredKeys bounds the keys of a bundle, well within MaxKeyBundleSize (a key
 	// is about 120 bytes encoded).
 	MaxStoredKeys = 5000
-	// MaxKeystoreFileSize bounds the file read by OpenKeystore.
+	// MaxKeystoreFileSize bounds the file read by Open.
 	MaxKeystoreFileSize = MaxKeyBundleSize + 4096
 
 	keystoreMagic    = "umbra keystore v1\n"
@@ -46,28 +47,18 @@ const (
 	keystoreKeySize  = chacha20poly1305.KeySize
 )
 
-// Argon2idParams are the cost of stretching a keystore passphrase with Argon2id.
-type Argon2idParams struct {
-	Time      uint32 // passes, 1 to 16
-	MemoryKiB uint32 // 8 × Threads to 4,194,304 (4 GiB)
-	Threads   uint8  // 1 to 64
-}
-
-// DefaultArgon2id is RFC 9106's second recommended setting (section 4): t=3, m=64 MiB,
-// p=4. One derivation takes 64 MiB and about 85 ms on a 2-core AMD EPYC VM
-// (BenchmarkKeystoreArgon2id), once when a keystore is created or opened, not on every
-// Save.
-var DefaultArgon2id = Argon2idParams{Time: 3, MemoryKiB: 64 * 1024, Threads: 4}
-
-func (p Argon2idParams) check() error {
-	if p.Time < 1 || p.Time > 16 || p.Threads < 1 || p.Threads > 64 || p.MemoryKiB < 8*uint32(p.Threads) || p.MemoryKiB > 4<<20 {
-		return errorf(ErrMalformed, "Argon2id parameters t=%d m=%d KiB p=%d are outside t 1-16, p 1-64, m 8p KiB-4 GiB (RFC 9106)", p.Time, p.MemoryKiB, p.Threads)
+// checkArgon2id refuses a passphrase cost outside what RFC 9106 allows within
+// argon2id's limits: t 1-16, p 1-64, m from 8 KiB per thread to 4 GiB. The salt is
+// checked apart, when a file is opened.
+func checkArgon2id(p argon2id.Params) error {
+	if p.Time < 1 || p.Time > argon2id.MaxTime || p.Threads < 1 || p.Threads > argon2id.MaxThreads || p.MemoryKiB < 8*p.Threads || p.MemoryKiB > argon2id.MaxMemoryKiB {
+		return errorf(e2ee.ErrMalformed, "Argon2id parameters t=%d m=%d KiB p=%d are outside t 1-16, p 1-64, m 8p KiB-4 GiB (RFC 9106)", p.Time, p.MemoryKiB, p.Threads)
 	}
 	return nil
 }
 
-// KeystoreOptions are the choices made when a keystore is created.
-type KeystoreOptions struct {
+// Options are the choices made when a keystore is created.
+type Options struct {
 	// Identity whose keys the keystore holds. Required, unless KeyBundle names it.
 	Identity string
 	// Passphrase that encrypts the file. Required unless NoPassphrase.
@@ -75,8 +66,9 @@ type KeystoreOptions struct {
 	// NoPassphrase stores the keys unencrypted, protected only by the file's mode
 	// (0600). It must be asked for explicitly and excludes Passphrase.
 	NoPassphrase bool
-	// Argon2id cost of the passphrase; the zero value means DefaultArgon2id.
-	Argon2id Argon2idParams
+	// Argon2id cost of the passphrase; zero Time, MemoryKiB and Threads mean
+	// argon2id.Default. Its Salt is not used: every keystore draws a fresh one.
+	Argon2id argon2id.Params
 	// KeyBundle, if set, are the encoded keys to start with (a KeyBundle, as
 	// Keystore.KeyBundle returns it): a restore from a backup.
 	KeyBundle []byte
@@ -98,23 +90,22 @@ type Keystore struct {
 	// With a passphrase: the Argon2id parameters and salt, and what they yield. The
 	// key is kept rather than the passphrase, and every Save uses a fresh nonce.
 	encrypted bool
-	kdf       Argon2idParams
-	salt      []byte
+	kdf       argon2id.Params
 	key       []byte
 	keyCheck  []byte
 }
 
 type storedKey struct {
 	cardID       []byte
-	kp           *KeyPair
+	kp           *e2ee.KeyPair
 	addedAt      time.Time
 	supersededAt time.Time
 }
 
-// CreateKeystore creates the keystore file at path (and its directory, mode 0700) and
-// writes it: empty but for the identity, or holding opts.KeyBundle. It refuses to
-// replace an existing file (the error wraps fs.ErrExist).
-func CreateKeystore(path string, opts KeystoreOptions) (*Keystore, error) {
+// Create creates the keystore file at path (and its directory, mode 0700) and writes
+// it: empty but for the identity, or holding opts.KeyBundle. It refuses to replace an
+// existing file (the error wraps fs.ErrExist).
+func Create(path string, opts Options) (*Keystore, error) {
 	ks := &Keystore{path: path, now: time.Now, identity: opts.Identity, byID: map[string]*storedKey{}}
 	if len(opts.KeyBundle) > 0 {
 		b, err := parseKeyBundle(opts.KeyBundle)
@@ -122,32 +113,32 @@ func CreateKeystore(path string, opts KeystoreOptions) (*Keystore, error) {
 			return nil, err
 		}
 		if opts.Identity != "" && opts.Identity != b.identity {
-			return nil, errorf(ErrMalformed, "the key bundle is %s's, not %s's", b.identity, opts.Identity)
+			return nil, errorf(e2ee.ErrMalformed, "the key bundle is %s's, not %s's", b.identity, opts.Identity)
 		}
 		ks.identity, ks.current, ks.keys, ks.byID = b.identity, b.current, b.keys, b.byID
 	}
 	if err := ident.ValidUser("keystore identity", ks.identity); err != nil {
-		return nil, errorf(ErrMalformed, "%v", err)
+		return nil, errorf(e2ee.ErrMalformed, "%v", err)
 	}
 	switch {
 	case opts.NoPassphrase && len(opts.Passphrase) > 0:
-		return nil, errorf(ErrPassphrase, "both a passphrase and NoPassphrase given")
+		return nil, errorf(e2ee.ErrPassphrase, "both a passphrase and NoPassphrase given")
 	case !opts.NoPassphrase && len(opts.Passphrase) == 0:
-		return nil, errorf(ErrPassphrase, "no passphrase; an unencrypted keystore needs NoPassphrase")
+		return nil, errorf(e2ee.ErrPassphrase, "no passphrase; an unencrypted keystore needs NoPassphrase")
 	case !opts.NoPassphrase:
 		kdf := opts.Argon2id
-		if kdf == (Argon2idParams{}) {
-			kdf = DefaultArgon2id
+		if kdf.Time == 0 && kdf.MemoryKiB == 0 && kdf.Threads == 0 {
+			kdf = argon2id.Default
 		}
-		if err := kdf.check(); err != nil {
+		if err := checkArgon2id(kdf); err != nil {
 			return nil, err
 		}
-		salt := make([]byte, 32)
-		if _, err := rand.Read(salt); err != nil {
+		kdf.Salt = make([]byte, argon2id.SaltSize)
+		if _, err := rand.Read(kdf.Salt); err != nil {
 			return nil, fmt.Errorf("e2ee: keystore salt: %w", err)
 		}
-		ks.encrypted, ks.kdf, ks.salt = true, kdf, salt
-		key, keyCheck, err := stretch(opts.Passphrase, salt, kdf)
+		ks.encrypted, ks.kdf = true, kdf
+		key, keyCheck, err := stretch(opts.Passphrase, kdf)
 		if err != nil {
 			return nil, err
 		}
@@ -167,13 +158,13 @@ func CreateKeystore(path string, opts KeystoreOptions) (*Keystore, error) {
 	return ks, nil
 }
 
-// OpenKeystore reads the keystore file at path. passphrase must be the one it was
-// created with, and empty for a keystore created with NoPassphrase: a wrong, missing
-// or superfluous passphrase is ErrPassphrase (a passphrase given for an unencrypted
-// file is refused, so that nobody can swap in an unencrypted keystore of their own
-// unnoticed). A file that was altered or damaged is ErrDecrypt or ErrMalformed; a
-// missing file is an error wrapping fs.ErrNotExist.
-func OpenKeystore(path string, passphrase []byte) (*Keystore, error) {
+// Open reads the keystore file at path. passphrase must be the one it was created with,
+// and empty for a keystore created with NoPassphrase: a wrong, missing or superfluous
+// passphrase is e2ee.ErrPassphrase (a passphrase given for an unencrypted file is
+// refused, so that nobody can swap in an unencrypted keystore of their own unnoticed).
+// A file that was altered or damaged is e2ee.ErrDecrypt or e2ee.ErrMalformed; a missing
+// file is an error wrapping fs.ErrNotExist.
+func Open(path string, passphrase []byte) (*Keystore, error) {
 	data, err := readLimited(path, MaxKeystoreFileSize)
 	if err != nil {
 		return nil, err
@@ -191,9 +182,9 @@ func OpenKeystore(path string, passphrase []byte) (*Keystore, error) {
 	return ks, nil
 }
 
-// RemoveKeystore deletes the keystore file at path. The keys are gone unless a backup
-// holds them.
-func RemoveKeystore(path string) error {
+// Remove deletes the keystore file at path. The keys are gone unless a backup holds
+// them.
+func Remove(path string) error {
 	if err := os.Remove(path); err != nil {
 		return fmt.Errorf("e2ee: remove keystore: %w", err)
 	}
@@ -211,7 +202,7 @@ func (ks *Keystore) Identity() string {
 }
 
 // Current returns the current key pair and its card id, or nils if there is none yet.
-func (ks *Keystore) Current() (*KeyPair, []byte) {
+func (ks *Keystore) Current() (*e2ee.KeyPair, []byte) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	k := ks.byID[string(ks.current)]
@@ -225,26 +216,26 @@ func (ks *Keystore) Current() (*KeyPair, []byte) {
 // current key stays, superseded, so that what was sent to its card still decrypts.
 // Setting the current key again is a no-op; a superseded key cannot become current
 // again. Call Save to write the change.
-func (ks *Keystore) SetCurrent(kp *KeyPair, cardID []byte) error {
+func (ks *Keystore) SetCurrent(kp *e2ee.KeyPair, cardID []byte) error {
 	if kp == nil || kp.KEM == nil || len(kp.Signing) != ed25519.PrivateKeySize {
-		return errorf(ErrMalformed, "no key pair")
+		return errorf(e2ee.ErrMalformed, "no key pair")
 	}
-	if len(cardID) != CardIDSize {
-		return errorf(ErrMalformed, "card id is %d bytes; want %d", len(cardID), CardIDSize)
+	if len(cardID) != e2ee.CardIDSize {
+		return errorf(e2ee.ErrMalformed, "card id is %d bytes; want %d", len(cardID), e2ee.CardIDSize)
 	}
-	if _, err := params(kp.Suite); err != nil {
+	if err := e2ee.CheckSuite(kp.Suite); err != nil {
 		return err
 	}
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	if k := ks.byID[string(cardID)]; k != nil {
-		if bytes.Equal(cardID, ks.current) && sameKeyPair(k.kp, kp) {
+		if bytes.Equal(cardID, ks.current) && k.kp.Equal(kp) {
 			return nil
 		}
-		return errorf(ErrMalformed, "card %x already has a key in the keystore", cardID)
+		return errorf(e2ee.ErrMalformed, "card %x already has a key in the keystore", cardID)
 	}
 	if len(ks.keys) >= MaxStoredKeys {
-		return errorf(ErrTooLarge, "the keystore holds %d keys; at most %d", len(ks.keys), MaxStoredKeys)
+		return errorf(e2ee.ErrTooLarge, "the keystore holds %d keys; at most %d", len(ks.keys), MaxStoredKeys)
 	}
 	now := ks.now().Truncate(time.Second)
 	if old := ks.byID[string(ks.current)]; old != nil {
@@ -258,8 +249,8 @@ func (ks *Keystore) SetCurrent(kp *KeyPair, cardID []byte) error {
 }
 
 // KeyFor returns the key pair of card cardID, current or superseded, or nil if the
-// keystore has none: Decrypt's keyFor.
-func (ks *Keystore) KeyFor(cardID []byte) *KeyPair {
+// keystore has none: e2ee.Decrypt's keyFor.
+func (ks *Keystore) KeyFor(cardID []byte) *e2ee.KeyPair {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	if k := ks.byID[string(cardID)]; k != nil {
@@ -315,12 +306,12 @@ func (ks *Keystore) bundleLocked() ([]byte, error) {
 		}
 		m.Keys = append(m.Keys, s)
 	}
-	b, err := marshal(m)
+	b, err := e2ee.Marshal(m)
 	if err != nil {
 		return nil, err
 	}
 	if len(b) > MaxKeyBundleSize {
-		return nil, errorf(ErrTooLarge, "key bundle is %d bytes; at most %d", len(b), MaxKeyBundleSize)
+		return nil, errorf(e2ee.ErrTooLarge, "key bundle is %d bytes; at most %d", len(b), MaxKeyBundleSize)
 	}
 	return b, nil
 }
@@ -337,13 +328,13 @@ func (ks *Keystore) encode(bundle []byte) ([]byte, error) {
 			Version:    keystoreVersion,
 			Protection: envelopev1.KeystoreProtection_KEYSTORE_PROTECTION_ARGON2ID_CHACHA20_POLY1305,
 			Argon2Id: &envelopev1.KeystoreArgon2Id{
-				Time: ks.kdf.Time, MemoryKib: ks.kdf.MemoryKiB, Threads: uint32(ks.kdf.Threads), Salt: ks.salt,
+				Time: ks.kdf.Time, MemoryKib: ks.kdf.MemoryKiB, Threads: ks.kdf.Threads, Salt: ks.kdf.Salt,
 			},
 			KeyCheck: ks.keyCheck,
 			Nonce:    nonce,
 		}
 	}
-	header, err := marshal(h)
+	header, err := e2ee.Marshal(h)
 	if err != nil {
 		return nil, err
 	}
@@ -354,7 +345,7 @@ func (ks *Keystore) encode(bundle []byte) ([]byte, error) {
 		}
 		bundle = c.Seal(nil, h.GetNonce(), bundle, header)
 	}
-	file, err := marshal(&envelopev1.KeystoreFile{Header: header, KeyBundle: bundle})
+	file, err := e2ee.Marshal(&envelopev1.KeystoreFile{Header: header, KeyBundle: bundle})
 	if err != nil {
 		return nil, err
 	}
@@ -365,56 +356,56 @@ func (ks *Keystore) encode(bundle []byte) ([]byte, error) {
 // protection from its header.
 func (ks *Keystore) decode(data, passphrase []byte) ([]byte, error) {
 	if !bytes.HasPrefix(data, []byte(keystoreMagic)) {
-		return nil, errorf(ErrMalformed, "not an Umbra keystore file (no %q magic)", keystoreMagic)
+		return nil, errorf(e2ee.ErrMalformed, "not an Umbra keystore file (no %q magic)", keystoreMagic)
 	}
-	header, sealed, err := parseBytesPair("keystore file", data[len(keystoreMagic):])
+	header, sealed, err := e2ee.ParseBytesPair("keystore file", data[len(keystoreMagic):])
 	if err != nil {
 		return nil, err
 	}
 	var h envelopev1.KeystoreHeader
-	if err := unmarshalStrict("keystore header", header, &h); err != nil {
+	if err := e2ee.UnmarshalStrict("keystore header", header, &h); err != nil {
 		return nil, err
 	}
 	if h.GetVersion() != keystoreVersion {
-		return nil, errorf(ErrMalformed, "keystore version %d; this client reads version %d", h.GetVersion(), keystoreVersion)
+		return nil, errorf(e2ee.ErrMalformed, "keystore version %d; this client reads version %d", h.GetVersion(), keystoreVersion)
 	}
 	switch h.GetProtection() {
 	case envelopev1.KeystoreProtection_KEYSTORE_PROTECTION_NONE:
 		if h.GetArgon2Id() != nil || len(h.GetKeyCheck()) != 0 || len(h.GetNonce()) != 0 {
-			return nil, errorf(ErrMalformed, "unencrypted keystore with encryption parameters")
+			return nil, errorf(e2ee.ErrMalformed, "unencrypted keystore with encryption parameters")
 		}
 		if len(passphrase) > 0 {
-			return nil, errorf(ErrPassphrase, "the keystore is not encrypted, yet a passphrase was given")
+			return nil, errorf(e2ee.ErrPassphrase, "the keystore is not encrypted, yet a passphrase was given")
 		}
 		return sealed, nil
 	case envelopev1.KeystoreProtection_KEYSTORE_PROTECTION_ARGON2ID_CHACHA20_POLY1305:
 	default:
-		return nil, errorf(ErrUnknownSuite, "keystore protection %d", int32(h.GetProtection()))
+		return nil, errorf(e2ee.ErrUnknownSuite, "keystore protection %d", int32(h.GetProtection()))
 	}
 	a := h.GetArgon2Id()
 	if a == nil || a.GetThreads() > 64 {
-		return nil, errorf(ErrMalformed, "keystore Argon2id parameters missing or out of bounds")
+		return nil, errorf(e2ee.ErrMalformed, "keystore Argon2id parameters missing or out of bounds")
 	}
-	kdf := Argon2idParams{Time: a.GetTime(), MemoryKiB: a.GetMemoryKib(), Threads: uint8(a.GetThreads())}
-	if err := kdf.check(); err != nil {
+	kdf := argon2id.Params{Time: a.GetTime(), MemoryKiB: a.GetMemoryKib(), Threads: a.GetThreads(), Salt: bytes.Clone(a.GetSalt())}
+	if err := checkArgon2id(kdf); err != nil {
 		return nil, err
 	}
 	switch {
 	case len(a.GetSalt()) < 16 || len(a.GetSalt()) > 64:
-		return nil, errorf(ErrMalformed, "keystore salt is %d bytes; want 16 to 64", len(a.GetSalt()))
+		return nil, errorf(e2ee.ErrMalformed, "keystore salt is %d bytes; want 16 to 64", len(a.GetSalt()))
 	case len(h.GetKeyCheck()) != keyCheckSize:
-		return nil, errorf(ErrMalformed, "keystore key check is %d bytes; want %d", len(h.GetKeyCheck()), keyCheckSize)
+		return nil, errorf(e2ee.ErrMalformed, "keystore key check is %d bytes; want %d", len(h.GetKeyCheck()), keyCheckSize)
 	case len(h.GetNonce()) != chacha20poly1305.NonceSize:
-		return nil, errorf(ErrMalformed, "keystore nonce is %d bytes; want %d", len(h.GetNonce()), chacha20poly1305.NonceSize)
+		return nil, errorf(e2ee.ErrMalformed, "keystore nonce is %d bytes; want %d", len(h.GetNonce()), chacha20poly1305.NonceSize)
 	case len(passphrase) == 0:
-		return nil, errorf(ErrPassphrase, "the keystore is encrypted; a passphrase is required")
+		return nil, errorf(e2ee.ErrPassphrase, "the keystore is encrypted; a passphrase is required")
 	}
-	key, keyCheck, err := stretch(passphrase, a.GetSalt(), kdf)
+	key, keyCheck, err := stretch(passphrase, kdf)
 	if err != nil {
 		return nil, err
 	}
 	if subtle.ConstantTimeCompare(keyCheck, h.GetKeyCheck()) != 1 {
-		return nil, errorf(ErrPassphrase, "wrong passphrase (or altered Argon2id parameters)")
+		return nil, errorf(e2ee.ErrPassphrase, "wrong passphrase (or altered Argon2id parameters)")
 	}
 	c, err := chacha20poly1305.New(key)
 	if err != nil {
@@ -422,19 +413,20 @@ func (ks *Keystore) decode(data, passphrase []byte) ([]byte, error) {
 	}
 	bundle, err := c.Open(nil, h.GetNonce(), sealed, header)
 	if err != nil {
-		return nil, errorf(ErrDecrypt, "the keystore's passphrase is right but its content does not authenticate: the file was altered or damaged")
+		return nil, errorf(e2ee.ErrDecrypt, "the keystore's passphrase is right but its content does not authenticate: the file was altered or damaged")
 	}
-	ks.encrypted, ks.kdf, ks.salt, ks.key, ks.keyCheck = true, kdf, bytes.Clone(a.GetSalt()), key, keyCheck
+	ks.encrypted, ks.kdf, ks.key, ks.keyCheck = true, kdf, key, keyCheck
 	return bundle, nil
 }
 
-// stretch derives the keystore's AEAD key and key check value from a passphrase.
-func stretch(passphrase, salt []byte, p Argon2idParams) (key, keyCheck []byte, err error) {
-	master := argon2.IDKey(passphrase, salt, p.Time, p.MemoryKiB, p.Threads, 32)
-	if key, err = hkdf.Key(sha256.New, master, nil, string(labelled(LabelKeystoreEncryptionKey)), keystoreKeySize); err != nil {
+// stretch derives the keystore's AEAD key and key check value from a passphrase, with
+// p's cost and salt.
+func stretch(passphrase []byte, p argon2id.Params) (key, keyCheck []byte, err error) {
+	master := p.Key(passphrase, 32)
+	if key, err = hkdf.Key(sha256.New, master, nil, string(e2ee.Labelled(LabelKeystoreEncryptionKey)), keystoreKeySize); err != nil {
 		return nil, nil, fmt.Errorf("e2ee: derive the keystore key: %w", err)
 	}
-	if keyCheck, err = hkdf.Key(sha256.New, master, nil, string(labelled(LabelKeystoreKeyCheck)), keyCheckSize); err != nil {
+	if keyCheck, err = hkdf.Key(sha256.New, master, nil, string(e2ee.Labelled(LabelKeystoreKeyCheck)), keyCheckSize); err != nil {
 		return nil, nil, fmt.Errorf("e2ee: derive the keystore key check: %w", err)
 	}
 	return key, keyCheck, nil
@@ -450,30 +442,30 @@ type keyBundle struct {
 // parseKeyBundle parses and checks an encoded KeyBundle.
 func parseKeyBundle(b []byte) (*keyBundle, error) {
 	if len(b) > MaxKeyBundleSize {
-		return nil, errorf(ErrTooLarge, "key bundle is %d bytes; at most %d", len(b), MaxKeyBundleSize)
+		return nil, errorf(e2ee.ErrTooLarge, "key bundle is %d bytes; at most %d", len(b), MaxKeyBundleSize)
 	}
 	var m envelopev1.KeyBundle
-	if err := unmarshalStrict("key bundle", b, &m); err != nil {
+	if err := e2ee.UnmarshalStrict("key bundle", b, &m); err != nil {
 		return nil, err
 	}
 	switch {
 	case m.GetVersion() != keyBundleVersion:
-		return nil, errorf(ErrMalformed, "key bundle version %d; this client reads version %d", m.GetVersion(), keyBundleVersion)
+		return nil, errorf(e2ee.ErrMalformed, "key bundle version %d; this client reads version %d", m.GetVersion(), keyBundleVersion)
 	case len(m.GetKeys()) > MaxStoredKeys:
-		return nil, errorf(ErrTooLarge, "key bundle holds %d keys; at most %d", len(m.GetKeys()), MaxStoredKeys)
+		return nil, errorf(e2ee.ErrTooLarge, "key bundle holds %d keys; at most %d", len(m.GetKeys()), MaxStoredKeys)
 	}
 	if err := ident.ValidUser("key bundle identity", m.GetIdentity()); err != nil {
-		return nil, errorf(ErrMalformed, "%v", err)
+		return nil, errorf(e2ee.ErrMalformed, "%v", err)
 	}
 	out := &keyBundle{identity: m.GetIdentity(), byID: make(map[string]*storedKey, len(m.GetKeys()))}
 	for i, s := range m.GetKeys() {
-		if len(s.GetCardId()) != CardIDSize {
-			return nil, errorf(ErrMalformed, "key bundle key %d: card id is %d bytes; want %d", i, len(s.GetCardId()), CardIDSize)
+		if len(s.GetCardId()) != e2ee.CardIDSize {
+			return nil, errorf(e2ee.ErrMalformed, "key bundle key %d: card id is %d bytes; want %d", i, len(s.GetCardId()), e2ee.CardIDSize)
 		}
 		if out.byID[string(s.GetCardId())] != nil {
-			return nil, errorf(ErrMalformed, "key bundle key %d: card %x has two keys", i, s.GetCardId())
+			return nil, errorf(e2ee.ErrMalformed, "key bundle key %d: card %x has two keys", i, s.GetCardId())
 		}
-		kp, err := NewKeyPair(s.GetSuite(), s.GetSigningSeed(), s.GetKemPrivateKey())
+		kp, err := e2ee.NewKeyPair(s.GetSuite(), s.GetSigningSeed(), s.GetKemPrivateKey())
 		if err != nil {
 			return nil, fmt.Errorf("key bundle key %d: %w", i, err)
 		}
@@ -486,21 +478,15 @@ func parseKeyBundle(b []byte) (*keyBundle, error) {
 	}
 	switch cur := out.byID[string(m.GetCurrentCardId())]; {
 	case len(m.GetCurrentCardId()) == 0 && len(out.keys) > 0:
-		return nil, errorf(ErrMalformed, "key bundle has keys but no current key")
+		return nil, errorf(e2ee.ErrMalformed, "key bundle has keys but no current key")
 	case len(m.GetCurrentCardId()) > 0 && cur == nil:
-		return nil, errorf(ErrMalformed, "key bundle's current card %x has no key", m.GetCurrentCardId())
+		return nil, errorf(e2ee.ErrMalformed, "key bundle's current card %x has no key", m.GetCurrentCardId())
 	case cur != nil && !cur.supersededAt.IsZero():
-		return nil, errorf(ErrMalformed, "key bundle's current key is marked superseded")
+		return nil, errorf(e2ee.ErrMalformed, "key bundle's current key is marked superseded")
 	case cur != nil:
 		out.current = cur.cardID
 	}
 	return out, nil
-}
-
-func sameKeyPair(a, b *KeyPair) bool {
-	ak, aerr := a.KEMPrivateKey()
-	bk, berr := b.KEMPrivateKey()
-	return a.Suite == b.Suite && aerr == nil && berr == nil && bytes.Equal(ak, bk) && a.Signing.Equal(b.Signing)
 }
 
 // readLimited reads the file at path, refusing one over limit bytes.
@@ -515,7 +501,7 @@ func readLimited(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("e2ee: read keystore: %w", err)
 	}
 	if int64(len(data)) > limit {
-		return nil, errorf(ErrTooLarge, "keystore file is over %d bytes", limit)
+		return nil, errorf(e2ee.ErrTooLarge, "keystore file is over %d bytes", limit)
 	}
 	return data, nil
 }
@@ -561,4 +547,11 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// errorf returns a failure of one of e2ee's kinds, which the keystore's callers test
+// with errors.Is (e2ee.ErrPassphrase, e2ee.ErrDecrypt...), worded as when the keystore
+// was part of pkg/e2ee.
+func errorf(kind error, format string, args ...any) error {
+	return &e2ee.Error{Kind: kind, Msg: fmt.Sprintf(format, args...)}
 }
