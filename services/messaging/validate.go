@@ -94,13 +94,6 @@ func validHeader(h *messagingv1.MessageHeader) error {
 	return nil
 }
 
-// App ids are "app_" and 26 lower-case base32 characters (the identity service makes
-// them); internal callers name them, and this service checks only their shape.
-const (
-	appIDPrefix = "app_"
-	appIDLen    = 26
-)
-
 // validEventType checks a full protobuf message name: dot-separated identifiers.
 func validEventType(s string) error {
 	switch {
