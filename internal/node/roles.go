@@ -90,7 +90,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 		if mcfg.Revocations == nil {
 			mcfg.Revocations = d.revocations
 		}
-		srv, err := messaging.New(store, groups, cards, mcfg, log)
+		srv, err := messaging.New(store, cards, groups, mcfg, log)
 		if err != nil {
 			release.close()
 			return nil, err

@@ -132,7 +132,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if opts.cards != nil {
 		senderCards = opts.cards
 	}
-	srv, err := New(store, groups, senderCards, cfg, log.Named("messaging"))
+	srv, err := New(store, senderCards, groups, cfg, log.Named("messaging"))
 	if err != nil {
 		t.Fatal(err)
 	}
