@@ -62,7 +62,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 	gateway.Backup: buildBackup,
 	gateway.Group:  buildGroup,
 	gateway.Messaging: func(d *deps) (*hosted, error) {
-		store, err := messaging.OpenStore(dbPath(d, gateway.Messaging), messaging.StoreOptions{})
+		store, err := messaging.OpenBoltStore(dbPath(d, gateway.Messaging), messaging.StoreOptions{})
 		if err != nil {
 			return nil, err
 		}

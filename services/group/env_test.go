@@ -94,7 +94,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgStore, err := messaging.OpenStore(filepath.Join(dir, "messaging.db"), messaging.StoreOptions{})
+	msgStore, err := messaging.OpenBoltStore(filepath.Join(dir, "messaging.db"), messaging.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

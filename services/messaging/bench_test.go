@@ -159,7 +159,7 @@ func benchRaw(b *testing.B) float64 {
 
 // benchCommitter returns the committer's rate for b.N messages.
 func benchCommitter(b *testing.B, randomIDs bool) float64 {
-	store, err := OpenStore(filepath.Join(b.TempDir(), "messaging.db"), StoreOptions{})
+	store, err := OpenBoltStore(filepath.Join(b.TempDir(), "messaging.db"), StoreOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

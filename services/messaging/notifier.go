@@ -154,13 +154,13 @@ func (n *notifier) remember(w *watch, items []InboxItem) {
 		n.forget(w, k)
 	}
 	for _, it := range items {
-		if int64(it.size())+recordOverhead > n.cache.budget {
+		if int64(it.Size())+recordOverhead > n.cache.budget {
 			n.forget(w, len(w.recent))
 			continue
 		}
 		w.recent = append(w.recent, it)
-		w.recentSize += it.size()
-		n.cache.hold(it.Record, int64(it.size())+recordOverhead, w)
+		w.recentSize += it.Size()
+		n.cache.hold(it.Record, int64(it.Size())+recordOverhead, w)
 	}
 	for len(w.recent) > recentItems || len(w.recent) > 1 && w.recentSize > recentBytes {
 		n.forget(w, 1)
@@ -170,7 +170,7 @@ func (n *notifier) remember(w *watch, items []InboxItem) {
 // forget drops the oldest k items of w.recent.
 func (n *notifier) forget(w *watch, k int) {
 	for i := range k {
-		w.recentSize -= w.recent[i].size()
+		w.recentSize -= w.recent[i].Size()
 		n.cache.release(w.recent[i].Record)
 		w.recent[i] = InboxItem{} // let the record go
 	}

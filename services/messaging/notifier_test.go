@@ -93,7 +93,7 @@ func heldBytes(n *notifier) int64 {
 		for _, it := range w.recent {
 			if !seen[it.Record] {
 				seen[it.Record] = true
-				total += int64(it.size()) + recordOverhead
+				total += int64(it.Size()) + recordOverhead
 			}
 		}
 	}

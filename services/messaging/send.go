@@ -12,6 +12,7 @@ import (
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	"github.com/umbra-e2ee/umbra/services/messaging/internal/msgstore"
 )
 
 // Send implements MessagingService.
@@ -137,7 +138,7 @@ func (s *Server) prepareGroupSend(ctx context.Context, op *SendOp) (*messagingv1
 	switch {
 	case err == nil:
 		prev := rec.GetMessage()
-		if prev.GetConversationId() != op.ConversationID || !sameMessage(prev, op) {
+		if prev.GetConversationId() != op.ConversationID || !msgstore.SameMessage(prev, op) {
 			return nil, errs.Existsf("client_message_id %q was already used for another message (in %s); a retry must repeat the conversation, header and envelope exactly, and a new message needs a new id",
 				truncate(op.ClientMessageID), prev.GetConversationId())
 		}

@@ -113,3 +113,6 @@ func eventView(r *storagev1.MessagingLogRecord) *messagingv1.Event {
 		CreatedAt: e.GetCreatedAt(),
 	}
 }
+
+// key2 joins two ids, which hold no zero byte, into one map key.
+func key2(a, b string) string { return a + "\x00" + b }

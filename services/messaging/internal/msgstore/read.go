@@ -1,4 +1,4 @@
-package messaging
+package msgstore
 
 import (
 	"bytes"
@@ -166,7 +166,7 @@ func isInboxItem(rec *storagev1.MessagingLogRecord, app, identity string, seq ui
 	return found && i < len(fan.GetInboxSequences()) && fan.GetInboxSequences()[i] == seq
 }
 
-// Sent implements Store.
+// Sent implements messaging.Store.
 func (s *BoltStore) Sent(app, sender, cmid string) (*storagev1.MessagingLogRecord, error) {
 	key := key3(app, sender, cmid)
 	s.mem.mu.RLock()
@@ -200,7 +200,7 @@ func (s *BoltStore) Sent(app, sender, cmid string) (*storagev1.MessagingLogRecor
 	return rec, nil
 }
 
-// Conversation implements Store.
+// Conversation implements messaging.Store.
 func (s *BoltStore) Conversation(app, conv string) (*storagev1.ConversationRecord, error) {
 	key := key2(app, conv)
 	if v, ok := s.mem.conv(key); ok {
@@ -237,7 +237,7 @@ func messageSource(tx *bolt.Tx, key string, v convView, inMem bool) (seqSource, 
 	return src, rec.GetLatestSequence(), true, nil
 }
 
-// HasMessage implements Store.
+// HasMessage implements messaging.Store.
 func (s *BoltStore) HasMessage(app, conv string, seq uint64) (bool, error) {
 	key := key2(app, conv)
 	v, inMem := s.mem.conv(key)
@@ -253,7 +253,7 @@ func (s *BoltStore) HasMessage(app, conv string, seq uint64) (bool, error) {
 	return found, err
 }
 
-// Messages implements Store.
+// Messages implements messaging.Store.
 func (s *BoltStore) Messages(app, conv string, q MessageQuery) ([]*storagev1.MessagingLogRecord, bool, error) {
 	key := key2(app, conv)
 	v, inMem := s.mem.conv(key)
@@ -329,7 +329,7 @@ func firstAt(tx *bolt.Tx, src seqSource, latest uint64, t time.Time) (uint64, er
 	return uint64(n) + 1, ferr
 }
 
-// Inbox implements Store.
+// Inbox implements messaging.Store.
 func (s *BoltStore) Inbox(app, identity string, after uint64, limit, maxBytes int) ([]InboxItem, uint64, error) {
 	key := key2(app, identity)
 	v, inMem := s.mem.inbox(key, after)
@@ -369,7 +369,7 @@ func (s *BoltStore) Inbox(app, identity string, after uint64, limit, maxBytes in
 	return out, head, nil
 }
 
-// InboxHead implements Store.
+// InboxHead implements messaging.Store.
 func (s *BoltStore) InboxHead(app, identity string) (uint64, error) {
 	key := key2(app, identity)
 	if head, ok := s.mem.head(key); ok {
@@ -392,7 +392,7 @@ func durableHead(tx *bolt.Tx, key string) (uint64, error) {
 	return boltdb.ParseU64(v)
 }
 
-// Participation implements Store.
+// Participation implements messaging.Store.
 func (s *BoltStore) Participation(app, identity, conv string) (*storagev1.ParticipationRecord, error) {
 	rec := &storagev1.ParticipationRecord{}
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -407,7 +407,7 @@ func (s *BoltStore) Participation(app, identity, conv string) (*storagev1.Partic
 	return rec, nil
 }
 
-// Participations implements Store.
+// Participations implements messaging.Store.
 func (s *BoltStore) Participations(app, identity, after string, limit int) ([]*storagev1.ParticipationRecord, error) {
 	var out []*storagev1.ParticipationRecord
 	err := s.db.View(func(tx *bolt.Tx) error {

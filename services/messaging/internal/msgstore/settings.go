@@ -1,4 +1,4 @@
-package messaging
+package msgstore
 
 import (
 	bolt "go.etcd.io/bbolt"
@@ -8,7 +8,7 @@ import (
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
 
-// AppSettings implements Store.
+// AppSettings implements messaging.Store.
 func (s *BoltStore) AppSettings(appID string) (*storagev1.MessagingAppSettingsRecord, error) {
 	rec := &storagev1.MessagingAppSettingsRecord{}
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -23,9 +23,9 @@ func (s *BoltStore) AppSettings(appID string) (*storagev1.MessagingAppSettingsRe
 	return rec, nil
 }
 
-// PutAppSettings implements Store. It writes in a transaction of its own rather than
-// through the committer: the bucket is read and written by nothing else in a
-// transaction, and bbolt runs this write between the committer's.
+// PutAppSettings implements messaging.Store. It writes in a transaction of its own
+// rather than through the committer: the bucket is read and written by nothing else in
+// a transaction, and bbolt runs this write between the committer's.
 func (s *BoltStore) PutAppSettings(rec *storagev1.MessagingAppSettingsRecord) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		return boltdb.PutProto(tx.Bucket(bucketAppSettings), []byte(rec.GetAppId()), rec)

@@ -1,4 +1,4 @@
-package messaging
+package msgstore
 
 import (
 	"bytes"
@@ -45,7 +45,7 @@ func (s *BoltStore) newWriter(tx *bolt.Tx, now time.Time, ttl time.Duration) *wr
 	return w
 }
 
-// Apply implements Store.
+// Apply implements messaging.Store.
 func (s *BoltStore) Apply(b *Batch) error {
 	var ov *overlay
 	flushed := false
@@ -109,8 +109,8 @@ func (w *writer) apply(op *Op) error {
 	return nil
 }
 
-// Flush implements Store: it writes the pending index entries down once the oldest has
-// waited FlushAge.
+// Flush implements messaging.Store: it writes the pending index entries down once the
+// oldest has waited FlushAge.
 func (s *BoltStore) Flush() (bool, error) {
 	switch n, age := s.mem.pendingCount(); {
 	case n == 0:
@@ -118,11 +118,12 @@ func (s *BoltStore) Flush() (bool, error) {
 	case age < s.flushAge:
 		return true, nil
 	}
-	return false, s.flushAll()
+	return false, s.FlushAll()
 }
 
-// flushAll writes every pending index entry down.
-func (s *BoltStore) flushAll() error {
+// FlushAll writes every pending index entry down, whatever its age. It is a write:
+// like Apply, it must not run concurrently with the other writes.
+func (s *BoltStore) FlushAll() error {
 	if n, _ := s.mem.pendingCount(); n == 0 {
 		return nil
 	}
@@ -279,7 +280,7 @@ func (w *writer) send(op *Op) error {
 			return refuse(op, err)
 		}
 		if prev := rec.GetMessage(); prev != nil {
-			if prev.GetConversationId() != m.ConversationID || !sameMessage(prev, m) {
+			if prev.GetConversationId() != m.ConversationID || !SameMessage(prev, m) {
 				op.Err = errs.Existsf("client_message_id %q was already used for another message (in %s); a retry must repeat the conversation, header and envelope exactly, and a new message needs a new id",
 					truncate(m.ClientMessageID), prev.GetConversationId())
 				return nil
@@ -369,12 +370,6 @@ func (w *writer) ensureParticipations(app, conv string, members []string) error 
 		}
 	}
 	return nil
-}
-
-// sameMessage reports whether a retry carries the stored message's header and envelope.
-func sameMessage(prev *storagev1.StoredMessage, m *SendOp) bool {
-	return prev.GetKind() == m.MessageKind && prev.GetEpoch() == m.Epoch &&
-		bytes.Equal(prev.GetSenderCardId(), m.SenderCardID) && bytes.Equal(prev.GetEnvelope(), m.Envelope)
 }
 
 func (w *writer) event(op *Op) error {
@@ -599,8 +594,8 @@ func indexEntry(tx *bolt.Tx, pos uint64, rec *storagev1.MessagingLogRecord, fan 
 	return boltdb.PutProto(convs, []byte(ck), conv)
 }
 
-// Sweep implements Store. It writes down the pending index entries first, so that the
-// expiry index is complete and every entry it deletes is found by its indexes.
+// Sweep implements messaging.Store. It writes down the pending index entries first, so
+// that the expiry index is complete and every entry it deletes is found by its indexes.
 func (s *BoltStore) Sweep(now time.Time, limit int) (int, bool, error) {
 	deleted, more, flushed := 0, false, false
 	err := s.db.Update(func(tx *bolt.Tx) error {
