@@ -11,6 +11,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
@@ -133,7 +134,7 @@ func TestApplyStorageErrorFailsTheBatch(t *testing.T) {
 	poison := &Op{Event: &EventOp{AppID: testApp, EventID: strings.Repeat("e", 40<<10), Type: "t.T", Recipients: []string{bob}}}
 	ops := []*Op{directOp(alice, bob, "m1", "one"), poison, directOp(bob, alice, "m2", "two")}
 	err := s.Apply(&Batch{Now: time.Now(), Retention: time.Hour, Ops: ops})
-	if !errors.Is(err, bolt.ErrKeyTooLarge) {
+	if !errors.Is(err, bolterrors.ErrKeyTooLarge) {
 		t.Fatalf("Apply: %v, want the storage error", err)
 	}
 	for i, op := range ops {
