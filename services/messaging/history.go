@@ -10,7 +10,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // History, ListConversations and the cursors: what a conversation holds, which
@@ -29,10 +29,10 @@ func (s *Server) readGroup(ctx context.Context, p *auth.Principal, group string)
 }
 
 // latest returns a conversation's latest sequence; 0 for one without messages.
-func (s *Server) latest(app, conv string) (*storagev1.ConversationRecord, error) {
+func (s *Server) latest(app, conv string) (*messagingstoragev1.ConversationRecord, error) {
 	rec, err := s.store.Conversation(app, conv)
 	if notFound(err) {
-		return &storagev1.ConversationRecord{ConversationId: conv}, nil
+		return &messagingstoragev1.ConversationRecord{ConversationId: conv}, nil
 	}
 	return rec, err
 }
@@ -151,7 +151,7 @@ func (s *Server) ListConversations(ctx context.Context, req *messagingv1.ListCon
 
 // conversationView describes one of the caller's conversations; nil for a group it no
 // longer belongs to.
-func (s *Server) conversationView(ctx context.Context, p *auth.Principal, part *storagev1.ParticipationRecord) (*messagingv1.Conversation, error) {
+func (s *Server) conversationView(ctx context.Context, p *auth.Principal, part *messagingstoragev1.ParticipationRecord) (*messagingv1.Conversation, error) {
 	id := part.GetConversationId()
 	c := &messagingv1.Conversation{ConversationId: id, Cursor: cursorView(p.Identity, part)}
 	if part.GetKind() == kindGroup {
@@ -266,7 +266,7 @@ func (s *Server) UpdateCursors(ctx context.Context, req *messagingv1.UpdateCurso
 	return resp, nil
 }
 
-func cursorView(identity string, p *storagev1.ParticipationRecord) *messagingv1.ConversationCursor {
+func cursorView(identity string, p *messagingstoragev1.ParticipationRecord) *messagingv1.ConversationCursor {
 	return &messagingv1.ConversationCursor{
 		Identity:          identity,
 		DeliveredSequence: p.GetDeliveredSequence(),

@@ -11,7 +11,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/messaging/internal/msgstore"
 )
 
@@ -124,9 +124,9 @@ func (s *Server) startSend(ctx context.Context, p *auth.Principal, req *messagin
 	return &pendingSend{r: r, conv: t.id}, nil
 }
 
-var groupKinds = map[storagev1.StoredMessageKind]groupv1.MessageKind{
-	storagev1.StoredMessageKind_STORED_MESSAGE_KIND_ENCRYPTED: groupv1.MessageKind_MESSAGE_KIND_ENCRYPTED,
-	storagev1.StoredMessageKind_STORED_MESSAGE_KIND_PLAINTEXT: groupv1.MessageKind_MESSAGE_KIND_PLAINTEXT,
+var groupKinds = map[messagingstoragev1.StoredMessageKind]groupv1.MessageKind{
+	messagingstoragev1.StoredMessageKind_STORED_MESSAGE_KIND_ENCRYPTED: groupv1.MessageKind_MESSAGE_KIND_ENCRYPTED,
+	messagingstoragev1.StoredMessageKind_STORED_MESSAGE_KIND_PLAINTEXT: groupv1.MessageKind_MESSAGE_KIND_PLAINTEXT,
 }
 
 // prepareGroupSend asks the group service whether op may be stored and fills in its

@@ -10,7 +10,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // Server implements umbra.messaging.v1.MessagingService. Run must be running for
@@ -79,13 +79,13 @@ func (s *Server) Register(g grpc.ServiceRegistrar) { messagingv1.RegisterMessagi
 
 // The API's views of stored records, which History and Subscribe send.
 
-var apiKinds = map[storagev1.StoredMessageKind]messagingv1.MessageKind{
-	storagev1.StoredMessageKind_STORED_MESSAGE_KIND_ENCRYPTED: messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED,
-	storagev1.StoredMessageKind_STORED_MESSAGE_KIND_PLAINTEXT: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT,
+var apiKinds = map[messagingstoragev1.StoredMessageKind]messagingv1.MessageKind{
+	messagingstoragev1.StoredMessageKind_STORED_MESSAGE_KIND_ENCRYPTED: messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED,
+	messagingstoragev1.StoredMessageKind_STORED_MESSAGE_KIND_PLAINTEXT: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT,
 }
 
 // messageView is the API's view of a stored message. It shares the record's bytes.
-func messageView(r *storagev1.MessagingLogRecord) *messagingv1.Message {
+func messageView(r *messagingstoragev1.MessagingLogRecord) *messagingv1.Message {
 	m := r.GetMessage()
 	return &messagingv1.Message{
 		ConversationId: m.GetConversationId(),
@@ -103,7 +103,7 @@ func messageView(r *storagev1.MessagingLogRecord) *messagingv1.Message {
 	}
 }
 
-func eventView(r *storagev1.MessagingLogRecord) *messagingv1.Event {
+func eventView(r *messagingstoragev1.MessagingLogRecord) *messagingv1.Event {
 	e := r.GetEvent()
 	return &messagingv1.Event{
 		EventId:   e.GetEventId(),

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/messaging/internal/msgstore"
 )
 
@@ -32,14 +32,14 @@ type Store interface {
 
 	// Sent returns the message a sender stored under a client_message_id, or an
 	// errs.ErrNotFound.
-	Sent(appID, sender, clientMessageID string) (*storagev1.MessagingLogRecord, error)
+	Sent(appID, sender, clientMessageID string) (*messagingstoragev1.MessagingLogRecord, error)
 	// Conversation returns a conversation's record, or an errs.ErrNotFound.
-	Conversation(appID, conversationID string) (*storagev1.ConversationRecord, error)
+	Conversation(appID, conversationID string) (*messagingstoragev1.ConversationRecord, error)
 	// HasMessage reports whether the message at seq is still stored.
 	HasMessage(appID, conversationID string, seq uint64) (bool, error)
 	// Messages returns a page of a conversation's stored messages, and whether the
 	// conversation holds more in the same direction.
-	Messages(appID, conversationID string, q MessageQuery) ([]*storagev1.MessagingLogRecord, bool, error)
+	Messages(appID, conversationID string, q MessageQuery) ([]*messagingstoragev1.MessagingLogRecord, bool, error)
 	// Inbox returns the stored items of an inbox above after, in order, up to limit
 	// items or maxBytes of envelopes and payloads (at least one item), and the inbox's
 	// latest sequence.
@@ -48,16 +48,16 @@ type Store interface {
 	InboxHead(appID, identity string) (uint64, error)
 	// Participation returns an identity's part in a conversation, or an
 	// errs.ErrNotFound.
-	Participation(appID, identity, conversationID string) (*storagev1.ParticipationRecord, error)
+	Participation(appID, identity, conversationID string) (*messagingstoragev1.ParticipationRecord, error)
 	// Participations returns up to limit of an identity's conversations with an id
 	// above after, in id order.
-	Participations(appID, identity, after string, limit int) ([]*storagev1.ParticipationRecord, error)
+	Participations(appID, identity, after string, limit int) ([]*messagingstoragev1.ParticipationRecord, error)
 
 	// AppSettings returns an app's settings, or an errs.ErrNotFound for an app that
 	// has the defaults; PutAppSettings stores them, durable when it returns
 	// (appsettings.go).
-	AppSettings(appID string) (*storagev1.MessagingAppSettingsRecord, error)
-	PutAppSettings(rec *storagev1.MessagingAppSettingsRecord) error
+	AppSettings(appID string) (*messagingstoragev1.MessagingAppSettingsRecord, error)
+	PutAppSettings(rec *messagingstoragev1.MessagingAppSettingsRecord) error
 
 	Close() error
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // rotFile flips the lowest bit of the 8 bytes at the middle of the only copy of marker
@@ -43,7 +43,7 @@ const testApp = "app_aaaaaaaaaaaaaaaaaaaaaaaaaa"
 func directOp(sender, peer, cmid, body string) *Op {
 	return &Op{Send: &SendOp{
 		AppID: testApp, Sender: sender, ConversationID: directID(testApp, sender, peer), Kind: kindDirect,
-		ClientMessageID: cmid, MessageKind: storagev1.StoredMessageKind_STORED_MESSAGE_KIND_PLAINTEXT,
+		ClientMessageID: cmid, MessageKind: messagingstoragev1.StoredMessageKind_STORED_MESSAGE_KIND_PLAINTEXT,
 		Envelope: []byte(body), Recipients: sortedPair(sender, peer),
 	}}
 }

@@ -9,7 +9,7 @@
 // are kept in memory (memIndex) and written in bulk, in key order, with a later batch,
 // every DefaultFlushEntries entries or DefaultFlushAge; reads merge both. After a
 // crash, opening the store rebuilds the missing index entries from the log. The
-// records and the bucket layout are in proto/umbra/storage/v1/messaging.proto.
+// records and the bucket layout are in proto/umbra/storage/messaging/v1/messaging.proto.
 //
 // types.go holds the types of the API (a batch of writes, a query, an inbox item),
 // which hold nothing of bbolt; the other files are the bbolt engine, BoltStore.

@@ -5,12 +5,12 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // AppSettings implements messaging.Store.
-func (s *BoltStore) AppSettings(appID string) (*storagev1.MessagingAppSettingsRecord, error) {
-	rec := &storagev1.MessagingAppSettingsRecord{}
+func (s *BoltStore) AppSettings(appID string) (*messagingstoragev1.MessagingAppSettingsRecord, error) {
+	rec := &messagingstoragev1.MessagingAppSettingsRecord{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return boltdb.GetProto(tx.Bucket(bucketAppSettings), []byte(appID), rec)
 	})
@@ -26,7 +26,7 @@ func (s *BoltStore) AppSettings(appID string) (*storagev1.MessagingAppSettingsRe
 // PutAppSettings implements messaging.Store. It writes in a transaction of its own
 // rather than through the committer: the bucket is read and written by nothing else in
 // a transaction, and bbolt runs this write between the committer's.
-func (s *BoltStore) PutAppSettings(rec *storagev1.MessagingAppSettingsRecord) error {
+func (s *BoltStore) PutAppSettings(rec *messagingstoragev1.MessagingAppSettingsRecord) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		return boltdb.PutProto(tx.Bucket(bucketAppSettings), []byte(rec.GetAppId()), rec)
 	})

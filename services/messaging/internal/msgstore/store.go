@@ -10,7 +10,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 var (
@@ -44,10 +44,10 @@ var schema = boltdb.Schema{
 		bucketAppSettings,
 	},
 	Records: []boltdb.RecordBucket{
-		{Name: bucketLog, New: func() proto.Message { return &storagev1.MessagingLogRecord{} }},
-		{Name: bucketFanout, New: func() proto.Message { return &storagev1.MessagingFanoutRecord{} }},
-		{Name: bucketConversations, New: func() proto.Message { return &storagev1.ConversationRecord{} }},
-		{Name: bucketParticipations, New: func() proto.Message { return &storagev1.ParticipationRecord{} }},
+		{Name: bucketLog, New: func() proto.Message { return &messagingstoragev1.MessagingLogRecord{} }},
+		{Name: bucketFanout, New: func() proto.Message { return &messagingstoragev1.MessagingFanoutRecord{} }},
+		{Name: bucketConversations, New: func() proto.Message { return &messagingstoragev1.ConversationRecord{} }},
+		{Name: bucketParticipations, New: func() proto.Message { return &messagingstoragev1.ParticipationRecord{} }},
 	},
 }
 
@@ -219,6 +219,6 @@ func truncate(s string) string {
 }
 
 const (
-	kindDirect = storagev1.ConversationRecordKind_CONVERSATION_RECORD_KIND_DIRECT
-	kindGroup  = storagev1.ConversationRecordKind_CONVERSATION_RECORD_KIND_GROUP
+	kindDirect = messagingstoragev1.ConversationRecordKind_CONVERSATION_RECORD_KIND_DIRECT
+	kindGroup  = messagingstoragev1.ConversationRecordKind_CONVERSATION_RECORD_KIND_GROUP
 )

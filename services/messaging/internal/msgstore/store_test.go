@@ -14,7 +14,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 const testApp = "app_aaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -51,7 +51,7 @@ func sortedPair(a, b string) []string {
 func directOp(sender, peer, cmid, body string) *Op {
 	return &Op{Send: &SendOp{
 		AppID: testApp, Sender: sender, ConversationID: directID(testApp, sender, peer), Kind: kindDirect,
-		ClientMessageID: cmid, MessageKind: storagev1.StoredMessageKind_STORED_MESSAGE_KIND_PLAINTEXT,
+		ClientMessageID: cmid, MessageKind: messagingstoragev1.StoredMessageKind_STORED_MESSAGE_KIND_PLAINTEXT,
 		Envelope: []byte(body), Recipients: sortedPair(sender, peer),
 	}}
 }

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"time"
 
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // The types of the store's API. They are engine-neutral (no bbolt in them), so that
@@ -45,9 +45,9 @@ type Op struct {
 type SendOp struct {
 	AppID, Sender   string
 	ConversationID  string // canonical: "d_..." or "g_..."
-	Kind            storagev1.ConversationRecordKind
+	Kind            messagingstoragev1.ConversationRecordKind
 	ClientMessageID string
-	MessageKind     storagev1.StoredMessageKind
+	MessageKind     messagingstoragev1.StoredMessageKind
 	Epoch           uint64
 	SenderCardID    []byte
 	Envelope        []byte
@@ -80,12 +80,12 @@ type EventOp struct {
 // CursorOp moves an identity's cursors in a conversation forwards.
 type CursorOp struct {
 	AppID, Identity, ConversationID string
-	Kind                            storagev1.ConversationRecordKind
+	Kind                            messagingstoragev1.ConversationRecordKind
 	Peer                            string // direct conversations
 	Delivered, Read                 uint64
 
 	// Set by Apply: the cursors after the update.
-	Cursor *storagev1.ParticipationRecord
+	Cursor *messagingstoragev1.ParticipationRecord
 }
 
 // Cost is what an op adds to a batch, for the committer's bounds: the index entries it
@@ -116,19 +116,19 @@ type MessageQuery struct {
 // InboxItem is one item of an inbox: a message or an event.
 type InboxItem struct {
 	Sequence uint64
-	Record   *storagev1.MessagingLogRecord
+	Record   *messagingstoragev1.MessagingLogRecord
 }
 
 // Size is the item's envelope or payload size, in bytes.
 func (it InboxItem) Size() int { return recordSize(it.Record) }
 
 // recordSize is a log record's envelope or payload size, in bytes.
-func recordSize(r *storagev1.MessagingLogRecord) int {
+func recordSize(r *messagingstoragev1.MessagingLogRecord) int {
 	return len(r.GetMessage().GetEnvelope()) + len(r.GetEvent().GetPayload())
 }
 
 // SameMessage reports whether a retry carries the stored message's header and envelope.
-func SameMessage(prev *storagev1.StoredMessage, m *SendOp) bool {
+func SameMessage(prev *messagingstoragev1.StoredMessage, m *SendOp) bool {
 	return prev.GetKind() == m.MessageKind && prev.GetEpoch() == m.Epoch &&
 		bytes.Equal(prev.GetSenderCardId(), m.SenderCardID) && bytes.Equal(prev.GetEnvelope(), m.Envelope)
 }
