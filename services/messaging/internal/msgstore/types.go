@@ -10,7 +10,7 @@ import (
 // The types of the store's API. They are engine-neutral (no bbolt in them), so that
 // another engine can take the same batches and answer the same queries.
 
-// Batch is what the committer hands to Store.Apply.
+// Batch is what the messaging service's committer hands to Apply.
 type Batch struct {
 	// Now is the server time of the batch's messages (never earlier than a
 	// conversation's previous message), and Retention how long they are kept.
