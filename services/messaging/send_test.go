@@ -141,7 +141,7 @@ func TestSendIdempotent(t *testing.T) {
 			t.Errorf("%s: retry got %v; want the original %v with duplicate set", stage, again, first)
 		}
 		if pending {
-			if n := e.store.Pending().IdempotencyKeys; n != 1 {
+			if n := e.store.PendingIdempotencyKeys(); n != 1 {
 				t.Fatalf("%s: %d pending idempotency entries, want the original's only", stage, n)
 			}
 		} else if !maps.Equal(before, e.snapshot(t)) {

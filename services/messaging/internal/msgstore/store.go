@@ -118,17 +118,12 @@ func (s *BoltStore) Close() error {
 	return errors.Join(s.FlushAll(), s.db.Close())
 }
 
-// Pending is what waits in memory to be written down: index entries in all, and the
-// idempotency keys among them.
-type Pending struct {
-	Entries, IdempotencyKeys int
-}
-
-// Pending returns what waits in memory to be written down.
-func (s *BoltStore) Pending() Pending {
+// PendingIdempotencyKeys returns how many idempotency keys wait in memory to be written
+// down.
+func (s *BoltStore) PendingIdempotencyKeys() int {
 	s.mem.mu.RLock()
 	defer s.mem.mu.RUnlock()
-	return Pending{Entries: s.mem.entries, IdempotencyKeys: len(s.mem.idem)}
+	return len(s.mem.idem)
 }
 
 // replayChunk bounds the log entries indexed in one transaction when opening.
