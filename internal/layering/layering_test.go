@@ -236,7 +236,6 @@ func TestLayers(t *testing.T) {
 	}
 
 	t.Run("only a service's store_bolt files import bbolt", func(t *testing.T) {
-		t.Skip("until issue 15's service shape lands")
 		// The rule covers each service's own package (services/<name>), whose Store
 		// interface must say nothing about the engine. A package of its own under a
 		// service, such as the messaging service's log engine, is engine code.

@@ -64,7 +64,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 	gateway.Backup: buildBackup,
 	gateway.Group:  buildGroup,
 	gateway.Messaging: func(d *deps) (*hosted, error) {
-		store, err := messaging.OpenStore(dbPath(d, gateway.Messaging), messaging.StoreOptions{})
+		store, err := messaging.OpenBoltStore(dbPath(d, gateway.Messaging), messaging.StoreOptions{})
 		if err != nil {
 			return nil, err
 		}
@@ -92,7 +92,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 		if mcfg.Revocations == nil {
 			mcfg.Revocations = d.revocations
 		}
-		srv, err := messaging.New(store, groups, cards, mcfg, log)
+		srv, err := messaging.New(store, cards, groups, mcfg, log)
 		if err != nil {
 			release.close()
 			return nil, err

@@ -89,7 +89,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	}
 	clk := opts.clock
 	ids, idStore := servicetest.Identity(t, opts.dir, clk.Now, log)
-	msgStore, err := messaging.OpenStore(filepath.Join(opts.dir, "messaging.db"), messaging.StoreOptions{})
+	msgStore, err := messaging.OpenBoltStore(filepath.Join(opts.dir, "messaging.db"), messaging.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgStore, err := messaging.OpenStore(filepath.Join(dir, "messaging.db"), messaging.StoreOptions{})
+	msgStore, err := messaging.OpenBoltStore(filepath.Join(dir, "messaging.db"), messaging.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := messaging.New(msgStore, messaging.GroupClient{Client: groupv1.NewGroupServiceClient(peer)}, messaging.CardClient{Client: cardv1.NewCardServiceClient(peer)},
+	msg, err := messaging.New(msgStore, messaging.CardClient{Client: cardv1.NewCardServiceClient(peer)}, messaging.GroupClient{Client: groupv1.NewGroupServiceClient(peer)},
 		messaging.Config{Clock: clk.Now, Revocations: ids, SendRate: 1e6, SendBurst: 1e6}, log.Named("messaging"))
 	if err != nil {
 		t.Fatal(err)

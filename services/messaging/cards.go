@@ -16,13 +16,6 @@ import (
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 )
 
-// Cards is what the messaging service asks the card service: whose card an ENCRYPTED
-// message's sender_card_id is. Errors are returned as the card service gave them (a
-// gRPC status); a card service that cannot answer gives an errs.ErrUnavailable.
-type Cards interface {
-	LookupCardOwner(ctx context.Context, req *cardv1.LookupCardOwnerRequest) (*cardv1.LookupCardOwnerResponse, error)
-}
-
 // Defaults of Config for the sender card check.
 const (
 	// DefaultCardRecheck is how long a card's status, once looked up, is trusted: a

@@ -99,7 +99,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	}
 	clk := opts.clock
 	ids, idStore := servicetest.Identity(t, opts.dir, clk.Now, log)
-	store, err := OpenStore(filepath.Join(opts.dir, "messaging.db"), opts.store)
+	store, err := OpenBoltStore(filepath.Join(opts.dir, "messaging.db"), opts.store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if opts.cards != nil {
 		senderCards = opts.cards
 	}
-	srv, err := New(store, groups, senderCards, cfg, log.Named("messaging"))
+	srv, err := New(store, senderCards, groups, cfg, log.Named("messaging"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		stop:    func() { shutdown(store.Close) },
 		// crash stops without writing down the index entries still in memory, as a
 		// killed process would leave the file.
-		crash: func() { shutdown(store.db.Close) },
+		crash: func() { shutdown(store.DB().Close) },
 	}
 	t.Cleanup(e.stop)
 	return e
@@ -364,7 +364,7 @@ func (e *env) send(t testing.TB, u user, conv, cmid, body string) *messagingv1.S
 func (e *env) flush(t testing.TB) {
 	t.Helper()
 	var err error
-	if derr := e.srv.commit.do(context.Background(), func() { err = e.store.flushAll() }); derr != nil || err != nil {
+	if derr := e.srv.commit.do(context.Background(), func() { err = e.store.FlushAll() }); derr != nil || err != nil {
 		t.Fatal(derr, err)
 	}
 }
@@ -392,11 +392,11 @@ func (e *env) snapshot(t testing.TB) map[string]string {
 }
 
 // bucketLen counts the keys of one bucket of messaging.db.
-func (e *env) bucketLen(t testing.TB, name []byte) int {
+func (e *env) bucketLen(t testing.TB, name string) int {
 	t.Helper()
 	n := 0
 	err := e.store.DB().View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(name).Stats().KeyN
+		n = tx.Bucket([]byte(name)).Stats().KeyN
 		return nil
 	})
 	if err != nil {

@@ -147,7 +147,7 @@ func TestPublishEventFanOut(t *testing.T) {
 		t.Fatalf("publish: %v, %v", resp, err)
 	}
 	e.flush(t)
-	if n := e.bucketLen(t, bucketInbox); n != MaxEventRecipients {
+	if n := e.bucketLen(t, "inbox"); n != MaxEventRecipients {
 		t.Errorf("%d inbox items, want %d", n, MaxEventRecipients)
 	}
 	items, _ := e.subscribe(t, alice, ptr(uint64(0)), 0).untilCaughtUp(t)
@@ -207,7 +207,7 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("second sweep: %d, %v; want 3", n, err)
 	}
 	e.flush(t)
-	for _, b := range [][]byte{bucketLog, bucketFanout, bucketMessages, bucketInbox, bucketIdempotency, bucketEvents, bucketExpiry} {
+	for _, b := range []string{"log", "fanout", "messages", "inbox", "idempotency", "events", "expiry"} {
 		if n := e.bucketLen(t, b); n != 0 {
 			t.Errorf("%s holds %d entries after everything expired", b, n)
 		}

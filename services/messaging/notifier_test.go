@@ -5,15 +5,15 @@ import (
 	"strings"
 	"testing"
 
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // items returns inbox items from..to (inclusive) with envelopes of size bytes.
 func items(from, to uint64, size int) []InboxItem {
 	var out []InboxItem
 	for seq := from; seq <= to; seq++ {
-		rec := &storagev1.MessagingLogRecord{Entry: &storagev1.MessagingLogRecord_Message{
-			Message: &storagev1.StoredMessage{Sequence: seq, Envelope: []byte(strings.Repeat("x", size))},
+		rec := &messagingstoragev1.MessagingLogRecord{Entry: &messagingstoragev1.MessagingLogRecord_Message{
+			Message: &messagingstoragev1.StoredMessage{Sequence: seq, Envelope: []byte(strings.Repeat("x", size))},
 		}}
 		out = append(out, InboxItem{Sequence: seq, Record: rec})
 	}
@@ -87,13 +87,13 @@ func TestNotifierRecent(t *testing.T) {
 func heldBytes(n *notifier) int64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	seen := map[*storagev1.MessagingLogRecord]bool{}
+	seen := map[*messagingstoragev1.MessagingLogRecord]bool{}
 	var total int64
 	for _, w := range n.watches {
 		for _, it := range w.recent {
 			if !seen[it.Record] {
 				seen[it.Record] = true
-				total += int64(it.size()) + recordOverhead
+				total += int64(it.Size()) + recordOverhead
 			}
 		}
 	}

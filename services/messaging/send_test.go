@@ -141,10 +141,7 @@ func TestSendIdempotent(t *testing.T) {
 			t.Errorf("%s: retry got %v; want the original %v with duplicate set", stage, again, first)
 		}
 		if pending {
-			e.store.mem.mu.RLock()
-			n := len(e.store.mem.idem)
-			e.store.mem.mu.RUnlock()
-			if n != 1 {
+			if n := e.store.PendingIdempotencyKeys(); n != 1 {
 				t.Fatalf("%s: %d pending idempotency entries, want the original's only", stage, n)
 			}
 		} else if !maps.Equal(before, e.snapshot(t)) {

@@ -1,4 +1,4 @@
-package messaging
+package msgstore
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // Verify checks messaging.db at path offline (boltdb.Verify): its pages and every
@@ -56,7 +56,7 @@ func verifyIndexes(tx *bolt.Tx, r *boltdb.Report) {
 	// why it has none. Entries are decoded again for each index entry rather than held
 	// (the log may be larger than memory); each has at most one entry in each of the
 	// buckets checked this way.
-	at := func(bucket, k, v []byte) (*storagev1.MessagingLogRecord, *storagev1.MessagingFanoutRecord, uint64, bool) {
+	at := func(bucket, k, v []byte) (*messagingstoragev1.MessagingLogRecord, *messagingstoragev1.MessagingFanoutRecord, uint64, bool) {
 		r.Entries++
 		if len(v) != 8 {
 			r.Problemf("%s: entry %q holds %d bytes, not a log position", bucket, k, len(v))

@@ -2,9 +2,9 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        (unknown)
-// source: umbra/storage/v1/messaging.proto
+// source: umbra/storage/messaging/v1/messaging.proto
 
-package storagev1
+package messagingstoragev1
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -56,11 +56,11 @@ func (x StoredMessageKind) String() string {
 }
 
 func (StoredMessageKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_umbra_storage_v1_messaging_proto_enumTypes[0].Descriptor()
+	return file_umbra_storage_messaging_v1_messaging_proto_enumTypes[0].Descriptor()
 }
 
 func (StoredMessageKind) Type() protoreflect.EnumType {
-	return &file_umbra_storage_v1_messaging_proto_enumTypes[0]
+	return &file_umbra_storage_messaging_v1_messaging_proto_enumTypes[0]
 }
 
 func (x StoredMessageKind) Number() protoreflect.EnumNumber {
@@ -69,7 +69,7 @@ func (x StoredMessageKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StoredMessageKind.Descriptor instead.
 func (StoredMessageKind) EnumDescriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_messaging_proto_rawDescGZIP(), []int{0}
+	return file_umbra_storage_messaging_v1_messaging_proto_rawDescGZIP(), []int{0}
 }
 
 // ConversationRecordKind mirrors umbra.messaging.v1.ConversationKind.
@@ -106,11 +106,11 @@ func (x ConversationRecordKind) String() string {
 }
 
 func (ConversationRecordKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_umbra_storage_v1_messaging_proto_enumTypes[1].Descriptor()
+	return file_umbra_storage_messaging_v1_messaging_proto_enumTypes[1].Descriptor()
 }
 
 func (ConversationRecordKind) Type() protoreflect.EnumType {
-	return &file_umbra_storage_v1_messaging_proto_enumTypes[1]
+	return &file_umbra_storage_messaging_v1_messaging_proto_enumTypes[1]
 }
 
 func (x ConversationRecordKind) Number() protoreflect.EnumNumber {
@@ -119,7 +119,7 @@ func (x ConversationRecordKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConversationRecordKind.Descriptor instead.
 func (ConversationRecordKind) EnumDescriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_messaging_proto_rawDescGZIP(), []int{1}
+	return file_umbra_storage_messaging_v1_messaging_proto_rawDescGZIP(), []int{1}
 }
 
 // MessagingLogRecord is one entry of the log: a message or an event.
@@ -144,7 +144,7 @@ type MessagingLogRecord struct {
 
 func (x *MessagingLogRecord) Reset() {
 	*x = MessagingLogRecord{}
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[0]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -156,7 +156,7 @@ func (x *MessagingLogRecord) String() string {
 func (*MessagingLogRecord) ProtoMessage() {}
 
 func (x *MessagingLogRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[0]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -169,7 +169,7 @@ func (x *MessagingLogRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessagingLogRecord.ProtoReflect.Descriptor instead.
 func (*MessagingLogRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_messaging_proto_rawDescGZIP(), []int{0}
+	return file_umbra_storage_messaging_v1_messaging_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *MessagingLogRecord) GetAppId() string {
@@ -240,7 +240,7 @@ type StoredMessage struct {
 	ConversationId  string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	Sequence        uint64                 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	Sender          string                 `protobuf:"bytes,3,opt,name=sender,proto3" json:"sender,omitempty"`
-	Kind            StoredMessageKind      `protobuf:"varint,4,opt,name=kind,proto3,enum=umbra.storage.v1.StoredMessageKind" json:"kind,omitempty"`
+	Kind            StoredMessageKind      `protobuf:"varint,4,opt,name=kind,proto3,enum=umbra.storage.messaging.v1.StoredMessageKind" json:"kind,omitempty"`
 	Epoch           uint64                 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	SenderCardId    []byte                 `protobuf:"bytes,6,opt,name=sender_card_id,json=senderCardId,proto3" json:"sender_card_id,omitempty"`
 	ClientMessageId string                 `protobuf:"bytes,7,opt,name=client_message_id,json=clientMessageId,proto3" json:"client_message_id,omitempty"`
@@ -253,7 +253,7 @@ type StoredMessage struct {
 
 func (x *StoredMessage) Reset() {
 	*x = StoredMessage{}
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[1]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -265,7 +265,7 @@ func (x *StoredMessage) String() string {
 func (*StoredMessage) ProtoMessage() {}
 
 func (x *StoredMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[1]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -278,7 +278,7 @@ func (x *StoredMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredMessage.ProtoReflect.Descriptor instead.
 func (*StoredMessage) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_messaging_proto_rawDescGZIP(), []int{1}
+	return file_umbra_storage_messaging_v1_messaging_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *StoredMessage) GetConversationId() string {
@@ -358,7 +358,7 @@ type StoredEvent struct {
 
 func (x *StoredEvent) Reset() {
 	*x = StoredEvent{}
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[2]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +370,7 @@ func (x *StoredEvent) String() string {
 func (*StoredEvent) ProtoMessage() {}
 
 func (x *StoredEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[2]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +383,7 @@ func (x *StoredEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredEvent.ProtoReflect.Descriptor instead.
 func (*StoredEvent) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_messaging_proto_rawDescGZIP(), []int{2}
+	return file_umbra_storage_messaging_v1_messaging_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StoredEvent) GetEventId() string {
@@ -433,7 +433,7 @@ type MessagingFanoutRecord struct {
 
 func (x *MessagingFanoutRecord) Reset() {
 	*x = MessagingFanoutRecord{}
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[3]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +445,7 @@ func (x *MessagingFanoutRecord) String() string {
 func (*MessagingFanoutRecord) ProtoMessage() {}
 
 func (x *MessagingFanoutRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[3]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +458,7 @@ func (x *MessagingFanoutRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessagingFanoutRecord.ProtoReflect.Descriptor instead.
 func (*MessagingFanoutRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_messaging_proto_rawDescGZIP(), []int{3}
+	return file_umbra_storage_messaging_v1_messaging_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *MessagingFanoutRecord) GetRecipients() []string {
@@ -480,7 +480,7 @@ func (x *MessagingFanoutRecord) GetInboxSequences() []uint64 {
 type ConversationRecord struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	Kind           ConversationRecordKind `protobuf:"varint,2,opt,name=kind,proto3,enum=umbra.storage.v1.ConversationRecordKind" json:"kind,omitempty"`
+	Kind           ConversationRecordKind `protobuf:"varint,2,opt,name=kind,proto3,enum=umbra.storage.messaging.v1.ConversationRecordKind" json:"kind,omitempty"`
 	// A direct conversation's two user identities, sorted.
 	Participants    []string               `protobuf:"bytes,3,rep,name=participants,proto3" json:"participants,omitempty"`
 	LatestSequence  uint64                 `protobuf:"varint,4,opt,name=latest_sequence,json=latestSequence,proto3" json:"latest_sequence,omitempty"`
@@ -495,7 +495,7 @@ type ConversationRecord struct {
 
 func (x *ConversationRecord) Reset() {
 	*x = ConversationRecord{}
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[4]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +507,7 @@ func (x *ConversationRecord) String() string {
 func (*ConversationRecord) ProtoMessage() {}
 
 func (x *ConversationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[4]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +520,7 @@ func (x *ConversationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationRecord.ProtoReflect.Descriptor instead.
 func (*ConversationRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_messaging_proto_rawDescGZIP(), []int{4}
+	return file_umbra_storage_messaging_v1_messaging_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConversationRecord) GetConversationId() string {
@@ -577,7 +577,7 @@ func (x *ConversationRecord) GetParticipantsVersion() uint64 {
 type ParticipationRecord struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	Kind           ConversationRecordKind `protobuf:"varint,2,opt,name=kind,proto3,enum=umbra.storage.v1.ConversationRecordKind" json:"kind,omitempty"`
+	Kind           ConversationRecordKind `protobuf:"varint,2,opt,name=kind,proto3,enum=umbra.storage.messaging.v1.ConversationRecordKind" json:"kind,omitempty"`
 	// A direct conversation's other participant.
 	Peer              string `protobuf:"bytes,3,opt,name=peer,proto3" json:"peer,omitempty"`
 	DeliveredSequence uint64 `protobuf:"varint,4,opt,name=delivered_sequence,json=deliveredSequence,proto3" json:"delivered_sequence,omitempty"`
@@ -590,7 +590,7 @@ type ParticipationRecord struct {
 
 func (x *ParticipationRecord) Reset() {
 	*x = ParticipationRecord{}
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[5]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +602,7 @@ func (x *ParticipationRecord) String() string {
 func (*ParticipationRecord) ProtoMessage() {}
 
 func (x *ParticipationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[5]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +615,7 @@ func (x *ParticipationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParticipationRecord.ProtoReflect.Descriptor instead.
 func (*ParticipationRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_messaging_proto_rawDescGZIP(), []int{5}
+	return file_umbra_storage_messaging_v1_messaging_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ParticipationRecord) GetConversationId() string {
@@ -674,7 +674,7 @@ type MessagingAppSettingsRecord struct {
 
 func (x *MessagingAppSettingsRecord) Reset() {
 	*x = MessagingAppSettingsRecord{}
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[6]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +686,7 @@ func (x *MessagingAppSettingsRecord) String() string {
 func (*MessagingAppSettingsRecord) ProtoMessage() {}
 
 func (x *MessagingAppSettingsRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_storage_v1_messaging_proto_msgTypes[6]
+	mi := &file_umbra_storage_messaging_v1_messaging_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +699,7 @@ func (x *MessagingAppSettingsRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessagingAppSettingsRecord.ProtoReflect.Descriptor instead.
 func (*MessagingAppSettingsRecord) Descriptor() ([]byte, []int) {
-	return file_umbra_storage_v1_messaging_proto_rawDescGZIP(), []int{6}
+	return file_umbra_storage_messaging_v1_messaging_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MessagingAppSettingsRecord) GetAppId() string {
@@ -723,24 +723,24 @@ func (x *MessagingAppSettingsRecord) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
-var File_umbra_storage_v1_messaging_proto protoreflect.FileDescriptor
+var File_umbra_storage_messaging_v1_messaging_proto protoreflect.FileDescriptor
 
-const file_umbra_storage_v1_messaging_proto_rawDesc = "" +
+const file_umbra_storage_messaging_v1_messaging_proto_rawDesc = "" +
 	"\n" +
-	" umbra/storage/v1/messaging.proto\x12\x10umbra.storage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x02\n" +
+	"*umbra/storage/messaging/v1/messaging.proto\x12\x1aumbra.storage.messaging.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x02\n" +
 	"\x12MessagingLogRecord\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x129\n" +
 	"\n" +
-	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12;\n" +
-	"\amessage\x18\x03 \x01(\v2\x1f.umbra.storage.v1.StoredMessageH\x00R\amessage\x125\n" +
-	"\x05event\x18\x04 \x01(\v2\x1d.umbra.storage.v1.StoredEventH\x00R\x05event\x12?\n" +
-	"\x06fanout\x18\x05 \x01(\v2'.umbra.storage.v1.MessagingFanoutRecordR\x06fanoutB\a\n" +
-	"\x05entry\"\xe6\x02\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12E\n" +
+	"\amessage\x18\x03 \x01(\v2).umbra.storage.messaging.v1.StoredMessageH\x00R\amessage\x12?\n" +
+	"\x05event\x18\x04 \x01(\v2'.umbra.storage.messaging.v1.StoredEventH\x00R\x05event\x12I\n" +
+	"\x06fanout\x18\x05 \x01(\v21.umbra.storage.messaging.v1.MessagingFanoutRecordR\x06fanoutB\a\n" +
+	"\x05entry\"\xf0\x02\n" +
 	"\rStoredMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x16\n" +
-	"\x06sender\x18\x03 \x01(\tR\x06sender\x127\n" +
-	"\x04kind\x18\x04 \x01(\x0e2#.umbra.storage.v1.StoredMessageKindR\x04kind\x12\x14\n" +
+	"\x06sender\x18\x03 \x01(\tR\x06sender\x12A\n" +
+	"\x04kind\x18\x04 \x01(\x0e2-.umbra.storage.messaging.v1.StoredMessageKindR\x04kind\x12\x14\n" +
 	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12$\n" +
 	"\x0esender_card_id\x18\x06 \x01(\fR\fsenderCardId\x12*\n" +
 	"\x11client_message_id\x18\a \x01(\tR\x0fclientMessageId\x12;\n" +
@@ -758,19 +758,19 @@ const file_umbra_storage_v1_messaging_proto_rawDesc = "" +
 	"\n" +
 	"recipients\x18\x01 \x03(\tR\n" +
 	"recipients\x12'\n" +
-	"\x0finbox_sequences\x18\x02 \x03(\x04R\x0einboxSequences\"\xfe\x02\n" +
+	"\x0finbox_sequences\x18\x02 \x03(\x04R\x0einboxSequences\"\x88\x03\n" +
 	"\x12ConversationRecord\x12'\n" +
-	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12<\n" +
-	"\x04kind\x18\x02 \x01(\x0e2(.umbra.storage.v1.ConversationRecordKindR\x04kind\x12\"\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12F\n" +
+	"\x04kind\x18\x02 \x01(\x0e22.umbra.storage.messaging.v1.ConversationRecordKindR\x04kind\x12\"\n" +
 	"\fparticipants\x18\x03 \x03(\tR\fparticipants\x12'\n" +
 	"\x0flatest_sequence\x18\x04 \x01(\x04R\x0elatestSequence\x12F\n" +
 	"\x11latest_message_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0flatestMessageAt\x129\n" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x121\n" +
-	"\x14participants_version\x18\a \x01(\x04R\x13participantsVersion\"\xac\x02\n" +
+	"\x14participants_version\x18\a \x01(\x04R\x13participantsVersion\"\xb6\x02\n" +
 	"\x13ParticipationRecord\x12'\n" +
-	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12<\n" +
-	"\x04kind\x18\x02 \x01(\x0e2(.umbra.storage.v1.ConversationRecordKindR\x04kind\x12\x12\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12F\n" +
+	"\x04kind\x18\x02 \x01(\x0e22.umbra.storage.messaging.v1.ConversationRecordKindR\x04kind\x12\x12\n" +
 	"\x04peer\x18\x03 \x01(\tR\x04peer\x12-\n" +
 	"\x12delivered_sequence\x18\x04 \x01(\x04R\x11deliveredSequence\x12#\n" +
 	"\rread_sequence\x18\x05 \x01(\x04R\freadSequence\x12F\n" +
@@ -787,48 +787,48 @@ const file_umbra_storage_v1_messaging_proto_rawDesc = "" +
 	"\x16ConversationRecordKind\x12(\n" +
 	"$CONVERSATION_RECORD_KIND_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fCONVERSATION_RECORD_KIND_DIRECT\x10\x01\x12\"\n" +
-	"\x1eCONVERSATION_RECORD_KIND_GROUP\x10\x02B>Z<github.com/umbra-e2ee/umbra/proto/umbra/storage/v1;storagev1b\x06proto3"
+	"\x1eCONVERSATION_RECORD_KIND_GROUP\x10\x02BQZOgithub.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1;messagingstoragev1b\x06proto3"
 
 var (
-	file_umbra_storage_v1_messaging_proto_rawDescOnce sync.Once
-	file_umbra_storage_v1_messaging_proto_rawDescData []byte
+	file_umbra_storage_messaging_v1_messaging_proto_rawDescOnce sync.Once
+	file_umbra_storage_messaging_v1_messaging_proto_rawDescData []byte
 )
 
-func file_umbra_storage_v1_messaging_proto_rawDescGZIP() []byte {
-	file_umbra_storage_v1_messaging_proto_rawDescOnce.Do(func() {
-		file_umbra_storage_v1_messaging_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_umbra_storage_v1_messaging_proto_rawDesc), len(file_umbra_storage_v1_messaging_proto_rawDesc)))
+func file_umbra_storage_messaging_v1_messaging_proto_rawDescGZIP() []byte {
+	file_umbra_storage_messaging_v1_messaging_proto_rawDescOnce.Do(func() {
+		file_umbra_storage_messaging_v1_messaging_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_umbra_storage_messaging_v1_messaging_proto_rawDesc), len(file_umbra_storage_messaging_v1_messaging_proto_rawDesc)))
 	})
-	return file_umbra_storage_v1_messaging_proto_rawDescData
+	return file_umbra_storage_messaging_v1_messaging_proto_rawDescData
 }
 
-var file_umbra_storage_v1_messaging_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_storage_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
-var file_umbra_storage_v1_messaging_proto_goTypes = []any{
-	(StoredMessageKind)(0),             // 0: umbra.storage.v1.StoredMessageKind
-	(ConversationRecordKind)(0),        // 1: umbra.storage.v1.ConversationRecordKind
-	(*MessagingLogRecord)(nil),         // 2: umbra.storage.v1.MessagingLogRecord
-	(*StoredMessage)(nil),              // 3: umbra.storage.v1.StoredMessage
-	(*StoredEvent)(nil),                // 4: umbra.storage.v1.StoredEvent
-	(*MessagingFanoutRecord)(nil),      // 5: umbra.storage.v1.MessagingFanoutRecord
-	(*ConversationRecord)(nil),         // 6: umbra.storage.v1.ConversationRecord
-	(*ParticipationRecord)(nil),        // 7: umbra.storage.v1.ParticipationRecord
-	(*MessagingAppSettingsRecord)(nil), // 8: umbra.storage.v1.MessagingAppSettingsRecord
+var file_umbra_storage_messaging_v1_messaging_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_umbra_storage_messaging_v1_messaging_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_umbra_storage_messaging_v1_messaging_proto_goTypes = []any{
+	(StoredMessageKind)(0),             // 0: umbra.storage.messaging.v1.StoredMessageKind
+	(ConversationRecordKind)(0),        // 1: umbra.storage.messaging.v1.ConversationRecordKind
+	(*MessagingLogRecord)(nil),         // 2: umbra.storage.messaging.v1.MessagingLogRecord
+	(*StoredMessage)(nil),              // 3: umbra.storage.messaging.v1.StoredMessage
+	(*StoredEvent)(nil),                // 4: umbra.storage.messaging.v1.StoredEvent
+	(*MessagingFanoutRecord)(nil),      // 5: umbra.storage.messaging.v1.MessagingFanoutRecord
+	(*ConversationRecord)(nil),         // 6: umbra.storage.messaging.v1.ConversationRecord
+	(*ParticipationRecord)(nil),        // 7: umbra.storage.messaging.v1.ParticipationRecord
+	(*MessagingAppSettingsRecord)(nil), // 8: umbra.storage.messaging.v1.MessagingAppSettingsRecord
 	(*timestamppb.Timestamp)(nil),      // 9: google.protobuf.Timestamp
 }
-var file_umbra_storage_v1_messaging_proto_depIdxs = []int32{
-	9,  // 0: umbra.storage.v1.MessagingLogRecord.expires_at:type_name -> google.protobuf.Timestamp
-	3,  // 1: umbra.storage.v1.MessagingLogRecord.message:type_name -> umbra.storage.v1.StoredMessage
-	4,  // 2: umbra.storage.v1.MessagingLogRecord.event:type_name -> umbra.storage.v1.StoredEvent
-	5,  // 3: umbra.storage.v1.MessagingLogRecord.fanout:type_name -> umbra.storage.v1.MessagingFanoutRecord
-	0,  // 4: umbra.storage.v1.StoredMessage.kind:type_name -> umbra.storage.v1.StoredMessageKind
-	9,  // 5: umbra.storage.v1.StoredMessage.server_time:type_name -> google.protobuf.Timestamp
-	9,  // 6: umbra.storage.v1.StoredEvent.created_at:type_name -> google.protobuf.Timestamp
-	1,  // 7: umbra.storage.v1.ConversationRecord.kind:type_name -> umbra.storage.v1.ConversationRecordKind
-	9,  // 8: umbra.storage.v1.ConversationRecord.latest_message_at:type_name -> google.protobuf.Timestamp
-	9,  // 9: umbra.storage.v1.ConversationRecord.created_at:type_name -> google.protobuf.Timestamp
-	1,  // 10: umbra.storage.v1.ParticipationRecord.kind:type_name -> umbra.storage.v1.ConversationRecordKind
-	9,  // 11: umbra.storage.v1.ParticipationRecord.cursor_updated_at:type_name -> google.protobuf.Timestamp
-	9,  // 12: umbra.storage.v1.MessagingAppSettingsRecord.updated_at:type_name -> google.protobuf.Timestamp
+var file_umbra_storage_messaging_v1_messaging_proto_depIdxs = []int32{
+	9,  // 0: umbra.storage.messaging.v1.MessagingLogRecord.expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 1: umbra.storage.messaging.v1.MessagingLogRecord.message:type_name -> umbra.storage.messaging.v1.StoredMessage
+	4,  // 2: umbra.storage.messaging.v1.MessagingLogRecord.event:type_name -> umbra.storage.messaging.v1.StoredEvent
+	5,  // 3: umbra.storage.messaging.v1.MessagingLogRecord.fanout:type_name -> umbra.storage.messaging.v1.MessagingFanoutRecord
+	0,  // 4: umbra.storage.messaging.v1.StoredMessage.kind:type_name -> umbra.storage.messaging.v1.StoredMessageKind
+	9,  // 5: umbra.storage.messaging.v1.StoredMessage.server_time:type_name -> google.protobuf.Timestamp
+	9,  // 6: umbra.storage.messaging.v1.StoredEvent.created_at:type_name -> google.protobuf.Timestamp
+	1,  // 7: umbra.storage.messaging.v1.ConversationRecord.kind:type_name -> umbra.storage.messaging.v1.ConversationRecordKind
+	9,  // 8: umbra.storage.messaging.v1.ConversationRecord.latest_message_at:type_name -> google.protobuf.Timestamp
+	9,  // 9: umbra.storage.messaging.v1.ConversationRecord.created_at:type_name -> google.protobuf.Timestamp
+	1,  // 10: umbra.storage.messaging.v1.ParticipationRecord.kind:type_name -> umbra.storage.messaging.v1.ConversationRecordKind
+	9,  // 11: umbra.storage.messaging.v1.ParticipationRecord.cursor_updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 12: umbra.storage.messaging.v1.MessagingAppSettingsRecord.updated_at:type_name -> google.protobuf.Timestamp
 	13, // [13:13] is the sub-list for method output_type
 	13, // [13:13] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
@@ -836,12 +836,12 @@ var file_umbra_storage_v1_messaging_proto_depIdxs = []int32{
 	0,  // [0:13] is the sub-list for field type_name
 }
 
-func init() { file_umbra_storage_v1_messaging_proto_init() }
-func file_umbra_storage_v1_messaging_proto_init() {
-	if File_umbra_storage_v1_messaging_proto != nil {
+func init() { file_umbra_storage_messaging_v1_messaging_proto_init() }
+func file_umbra_storage_messaging_v1_messaging_proto_init() {
+	if File_umbra_storage_messaging_v1_messaging_proto != nil {
 		return
 	}
-	file_umbra_storage_v1_messaging_proto_msgTypes[0].OneofWrappers = []any{
+	file_umbra_storage_messaging_v1_messaging_proto_msgTypes[0].OneofWrappers = []any{
 		(*MessagingLogRecord_Message)(nil),
 		(*MessagingLogRecord_Event)(nil),
 	}
@@ -849,18 +849,18 @@ func file_umbra_storage_v1_messaging_proto_init() {
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_v1_messaging_proto_rawDesc), len(file_umbra_storage_v1_messaging_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_messaging_v1_messaging_proto_rawDesc), len(file_umbra_storage_messaging_v1_messaging_proto_rawDesc)),
 			NumEnums:      2,
 			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
-		GoTypes:           file_umbra_storage_v1_messaging_proto_goTypes,
-		DependencyIndexes: file_umbra_storage_v1_messaging_proto_depIdxs,
-		EnumInfos:         file_umbra_storage_v1_messaging_proto_enumTypes,
-		MessageInfos:      file_umbra_storage_v1_messaging_proto_msgTypes,
+		GoTypes:           file_umbra_storage_messaging_v1_messaging_proto_goTypes,
+		DependencyIndexes: file_umbra_storage_messaging_v1_messaging_proto_depIdxs,
+		EnumInfos:         file_umbra_storage_messaging_v1_messaging_proto_enumTypes,
+		MessageInfos:      file_umbra_storage_messaging_v1_messaging_proto_msgTypes,
 	}.Build()
-	File_umbra_storage_v1_messaging_proto = out.File
-	file_umbra_storage_v1_messaging_proto_goTypes = nil
-	file_umbra_storage_v1_messaging_proto_depIdxs = nil
+	File_umbra_storage_messaging_v1_messaging_proto = out.File
+	file_umbra_storage_messaging_v1_messaging_proto_goTypes = nil
+	file_umbra_storage_messaging_v1_messaging_proto_depIdxs = nil
 }

@@ -1,4 +1,4 @@
-package messaging
+package msgstore
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // writer applies one transaction's operations. Each operation first reads and checks,
@@ -45,7 +45,7 @@ func (s *BoltStore) newWriter(tx *bolt.Tx, now time.Time, ttl time.Duration) *wr
 	return w
 }
 
-// Apply implements Store.
+// Apply implements messaging.Store.
 func (s *BoltStore) Apply(b *Batch) error {
 	var ov *overlay
 	flushed := false
@@ -109,8 +109,8 @@ func (w *writer) apply(op *Op) error {
 	return nil
 }
 
-// Flush implements Store: it writes the pending index entries down once the oldest has
-// waited FlushAge.
+// Flush implements messaging.Store: it writes the pending index entries down once the
+// oldest has waited FlushAge.
 func (s *BoltStore) Flush() (bool, error) {
 	switch n, age := s.mem.pendingCount(); {
 	case n == 0:
@@ -118,11 +118,12 @@ func (s *BoltStore) Flush() (bool, error) {
 	case age < s.flushAge:
 		return true, nil
 	}
-	return false, s.flushAll()
+	return false, s.FlushAll()
 }
 
-// flushAll writes every pending index entry down.
-func (s *BoltStore) flushAll() error {
+// FlushAll writes every pending index entry down, whatever its age. It is a write:
+// like Apply, it must not run concurrently with the other writes.
+func (s *BoltStore) FlushAll() error {
 	if n, _ := s.mem.pendingCount(); n == 0 {
 		return nil
 	}
@@ -147,7 +148,7 @@ func (w *writer) conv(key string) (*memConv, error) {
 		w.ov.convs[key] = own
 		return own, nil
 	}
-	rec := &storagev1.ConversationRecord{}
+	rec := &messagingstoragev1.ConversationRecord{}
 	switch err := boltdb.GetProto(w.convs, []byte(key), rec); {
 	case notFound(err):
 		return nil, nil
@@ -200,7 +201,7 @@ func (w *writer) lookup(key string, batch, mem map[string]uint64, bucket []byte)
 }
 
 // entry reads the log entry at pos; nil if it was swept.
-func (w *writer) entry(pos uint64) (*storagev1.MessagingLogRecord, *storagev1.MessagingFanoutRecord, error) {
+func (w *writer) entry(pos uint64) (*messagingstoragev1.MessagingLogRecord, *messagingstoragev1.MessagingFanoutRecord, error) {
 	k := boltdb.U64(pos)
 	v := w.log.Get(k)
 	if v == nil {
@@ -215,7 +216,7 @@ const maxInlineFanout = 16
 
 // putLog writes a log record, sealed. Log records are not compared byte for byte, so
 // they skip deterministic marshalling.
-func putLog(b *bolt.Bucket, k []byte, rec *storagev1.MessagingLogRecord) error {
+func putLog(b *bolt.Bucket, k []byte, rec *messagingstoragev1.MessagingLogRecord) error {
 	v, err := proto.MarshalOptions{}.MarshalAppend(make([]byte, 0, proto.Size(rec)+boltdb.ChecksumSize), rec)
 	if err != nil {
 		return fmt.Errorf("encode log entry: %w", err)
@@ -225,9 +226,9 @@ func putLog(b *bolt.Bucket, k []byte, rec *storagev1.MessagingLogRecord) error {
 
 // appendEntry appends rec and its fan-out to the log, and the items to the recipients'
 // inboxes in the overlay. It returns the entry's position.
-func (w *writer) appendEntry(rec *storagev1.MessagingLogRecord, app string, recipients []string) (uint64, error) {
+func (w *writer) appendEntry(rec *messagingstoragev1.MessagingLogRecord, app string, recipients []string) (uint64, error) {
 	inboxes := make([]*memInbox, len(recipients))
-	fan := &storagev1.MessagingFanoutRecord{Recipients: recipients, InboxSequences: make([]uint64, len(recipients))}
+	fan := &messagingstoragev1.MessagingFanoutRecord{Recipients: recipients, InboxSequences: make([]uint64, len(recipients))}
 	for i, r := range recipients {
 		in, err := w.inbox(app, r)
 		if err != nil {
@@ -279,7 +280,7 @@ func (w *writer) send(op *Op) error {
 			return refuse(op, err)
 		}
 		if prev := rec.GetMessage(); prev != nil {
-			if prev.GetConversationId() != m.ConversationID || !sameMessage(prev, m) {
+			if prev.GetConversationId() != m.ConversationID || !SameMessage(prev, m) {
 				op.Err = errs.Existsf("client_message_id %q was already used for another message (in %s); a retry must repeat the conversation, header and envelope exactly, and a new message needs a new id",
 					truncate(m.ClientMessageID), prev.GetConversationId())
 				return nil
@@ -309,10 +310,10 @@ func (w *writer) send(op *Op) error {
 	}
 	seq := c.state.latest + 1
 	expires := at.Add(w.ttl)
-	rec := &storagev1.MessagingLogRecord{
+	rec := &messagingstoragev1.MessagingLogRecord{
 		AppId:     m.AppID,
 		ExpiresAt: timestamppb.New(expires),
-		Entry: &storagev1.MessagingLogRecord_Message{Message: &storagev1.StoredMessage{
+		Entry: &messagingstoragev1.MessagingLogRecord_Message{Message: &messagingstoragev1.StoredMessage{
 			ConversationId:  m.ConversationID,
 			Sequence:        seq,
 			Sender:          m.Sender,
@@ -337,7 +338,7 @@ func (w *writer) send(op *Op) error {
 	switch {
 	case created && m.Kind == kindDirect:
 		for i, p := range m.Recipients {
-			part := &storagev1.ParticipationRecord{ConversationId: m.ConversationID, Kind: m.Kind, Peer: m.Recipients[1-i]}
+			part := &messagingstoragev1.ParticipationRecord{ConversationId: m.ConversationID, Kind: m.Kind, Peer: m.Recipients[1-i]}
 			if err := boltdb.PutProto(w.parts, []byte(key3(m.AppID, p, m.ConversationID)), part); err != nil {
 				return err
 			}
@@ -363,18 +364,12 @@ func (w *writer) ensureParticipations(app, conv string, members []string) error 
 		if w.parts.Get(k) != nil {
 			continue
 		}
-		part := &storagev1.ParticipationRecord{ConversationId: conv, Kind: kindGroup}
+		part := &messagingstoragev1.ParticipationRecord{ConversationId: conv, Kind: kindGroup}
 		if err := boltdb.PutProto(w.parts, k, part); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// sameMessage reports whether a retry carries the stored message's header and envelope.
-func sameMessage(prev *storagev1.StoredMessage, m *SendOp) bool {
-	return prev.GetKind() == m.MessageKind && prev.GetEpoch() == m.Epoch &&
-		bytes.Equal(prev.GetSenderCardId(), m.SenderCardID) && bytes.Equal(prev.GetEnvelope(), m.Envelope)
 }
 
 func (w *writer) event(op *Op) error {
@@ -402,10 +397,10 @@ func (w *writer) event(op *Op) error {
 			return nil
 		}
 	}
-	rec := &storagev1.MessagingLogRecord{
+	rec := &messagingstoragev1.MessagingLogRecord{
 		AppId:     e.AppID,
 		ExpiresAt: timestamppb.New(w.now.Add(w.ttl)),
-		Entry: &storagev1.MessagingLogRecord_Event{Event: &storagev1.StoredEvent{
+		Entry: &messagingstoragev1.MessagingLogRecord_Event{Event: &messagingstoragev1.StoredEvent{
 			EventId:   e.EventID,
 			Type:      e.Type,
 			GroupId:   e.GroupID,
@@ -443,10 +438,10 @@ func (w *writer) cursors(op *Op) error {
 		}
 	}
 	k := []byte(key3(u.AppID, u.Identity, u.ConversationID))
-	part := &storagev1.ParticipationRecord{}
+	part := &messagingstoragev1.ParticipationRecord{}
 	switch err := boltdb.GetProto(w.parts, k, part); {
 	case notFound(err):
-		part = &storagev1.ParticipationRecord{ConversationId: u.ConversationID, Kind: u.Kind, Peer: u.Peer}
+		part = &messagingstoragev1.ParticipationRecord{ConversationId: u.ConversationID, Kind: u.Kind, Peer: u.Peer}
 	case err != nil:
 		return refuse(op, err)
 	}
@@ -551,7 +546,7 @@ func (w *writer) flush() error {
 
 // indexEntry writes the index entries of one log entry, as a flush would have: opening
 // the store calls it for the entries the indexes did not cover yet. It is idempotent.
-func indexEntry(tx *bolt.Tx, pos uint64, rec *storagev1.MessagingLogRecord, fan *storagev1.MessagingFanoutRecord) error {
+func indexEntry(tx *bolt.Tx, pos uint64, rec *messagingstoragev1.MessagingLogRecord, fan *messagingstoragev1.MessagingFanoutRecord) error {
 	app, p := rec.GetAppId(), boltdb.U64(pos)
 	heads := tx.Bucket(bucketInboxHeads)
 	for i, r := range fan.GetRecipients() {
@@ -587,7 +582,7 @@ func indexEntry(tx *bolt.Tx, pos uint64, rec *storagev1.MessagingLogRecord, fan 
 		return err
 	}
 	convs := tx.Bucket(bucketConversations)
-	conv := &storagev1.ConversationRecord{}
+	conv := &messagingstoragev1.ConversationRecord{}
 	if err := boltdb.GetProto(convs, []byte(ck), conv); err != nil {
 		// The record is written in the transaction that appends the first message.
 		return fmt.Errorf("conversation %s of message %d: %w", m.GetConversationId(), m.GetSequence(), err)
@@ -599,8 +594,8 @@ func indexEntry(tx *bolt.Tx, pos uint64, rec *storagev1.MessagingLogRecord, fan 
 	return boltdb.PutProto(convs, []byte(ck), conv)
 }
 
-// Sweep implements Store. It writes down the pending index entries first, so that the
-// expiry index is complete and every entry it deletes is found by its indexes.
+// Sweep implements messaging.Store. It writes down the pending index entries first, so
+// that the expiry index is complete and every entry it deletes is found by its indexes.
 func (s *BoltStore) Sweep(now time.Time, limit int) (int, bool, error) {
 	deleted, more, flushed := 0, false, false
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -703,8 +698,8 @@ func deleteEntry(tx *bolt.Tx, pos uint64) (int, bool, error) {
 
 // decodeEntry checks and decodes the log record v at k, and finds its fan-out, inline
 // or in the fanout bucket.
-func decodeEntry(log, fanout *bolt.Bucket, k, v []byte) (*storagev1.MessagingLogRecord, *storagev1.MessagingFanoutRecord, error) {
-	rec := &storagev1.MessagingLogRecord{}
+func decodeEntry(log, fanout *bolt.Bucket, k, v []byte) (*messagingstoragev1.MessagingLogRecord, *messagingstoragev1.MessagingFanoutRecord, error) {
+	rec := &messagingstoragev1.MessagingLogRecord{}
 	if err := boltdb.DecodeProto(log, k, v, rec); err != nil {
 		return nil, nil, err
 	}
@@ -713,7 +708,7 @@ func decodeEntry(log, fanout *bolt.Bucket, k, v []byte) (*storagev1.MessagingLog
 	}
 	fan := rec.GetFanout()
 	if fan == nil {
-		fan = &storagev1.MessagingFanoutRecord{}
+		fan = &messagingstoragev1.MessagingFanoutRecord{}
 		if err := boltdb.GetProto(fanout, k, fan); err != nil && !notFound(err) {
 			return nil, nil, err
 		}

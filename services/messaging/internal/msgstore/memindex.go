@@ -1,4 +1,4 @@
-package messaging
+package msgstore
 
 import (
 	"slices"
@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // memIndex holds the index entries of log records that are committed but not yet
@@ -43,7 +43,7 @@ type memConv struct {
 // batch copies cheaply before it changes it. Its slice and pointer are never modified.
 type convState struct {
 	id                  string
-	kind                storagev1.ConversationRecordKind
+	kind                messagingstoragev1.ConversationRecordKind
 	participants        []string
 	createdAt           *timestamppb.Timestamp
 	participantsVersion uint64
@@ -51,7 +51,7 @@ type convState struct {
 	latestAt            time.Time // zero before the first message
 }
 
-func stateOf(r *storagev1.ConversationRecord) convState {
+func stateOf(r *messagingstoragev1.ConversationRecord) convState {
 	c := convState{
 		id:                  r.GetConversationId(),
 		kind:                r.GetKind(),
@@ -66,8 +66,8 @@ func stateOf(r *storagev1.ConversationRecord) convState {
 	return c
 }
 
-func (c convState) record() *storagev1.ConversationRecord {
-	r := &storagev1.ConversationRecord{
+func (c convState) record() *messagingstoragev1.ConversationRecord {
+	r := &messagingstoragev1.ConversationRecord{
 		ConversationId:      c.id,
 		Kind:                c.kind,
 		Participants:        c.participants,

@@ -1,4 +1,4 @@
-package messaging
+package msgstore
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // Every read copies the memIndex's state first and opens its transaction after. A flush
@@ -124,14 +124,14 @@ func seqEntry(k, v []byte) (seq, pos uint64, err error) {
 // readEntry reads the log entry at pos (without a fan-out kept in the fanout bucket);
 // nil if it was swept. A record that fails its checksum is an error wrapping
 // errs.ErrDamaged.
-func readEntry(tx *bolt.Tx, pos uint64) (*storagev1.MessagingLogRecord, error) {
+func readEntry(tx *bolt.Tx, pos uint64) (*messagingstoragev1.MessagingLogRecord, error) {
 	log := tx.Bucket(bucketLog)
 	k := boltdb.U64(pos)
 	v := log.Get(k)
 	if v == nil {
 		return nil, nil
 	}
-	rec := &storagev1.MessagingLogRecord{}
+	rec := &messagingstoragev1.MessagingLogRecord{}
 	if err := boltdb.DecodeProto(log, k, v, rec); err != nil {
 		return nil, fmt.Errorf("messaging: store: log entry %d: %w", pos, err)
 	}
@@ -145,7 +145,7 @@ func (s *BoltStore) indexDamaged(bucket []byte, key string, pos uint64, what str
 }
 
 // isMessage reports whether rec is message seq of conversation conv of app.
-func isMessage(rec *storagev1.MessagingLogRecord, app, conv string, seq uint64) bool {
+func isMessage(rec *messagingstoragev1.MessagingLogRecord, app, conv string, seq uint64) bool {
 	m := rec.GetMessage()
 	return rec.GetAppId() == app && m.GetConversationId() == conv && m.GetSequence() == seq
 }
@@ -154,7 +154,7 @@ func isMessage(rec *storagev1.MessagingLogRecord, app, conv string, seq uint64) 
 // matches and, when its fan-out is in the record (direct messages, small groups), the
 // fan-out gives identity that inbox sequence. A larger fan-out is in the fanout bucket
 // and is not read for this check.
-func isInboxItem(rec *storagev1.MessagingLogRecord, app, identity string, seq uint64) bool {
+func isInboxItem(rec *messagingstoragev1.MessagingLogRecord, app, identity string, seq uint64) bool {
 	if rec.GetAppId() != app {
 		return false
 	}
@@ -166,13 +166,13 @@ func isInboxItem(rec *storagev1.MessagingLogRecord, app, identity string, seq ui
 	return found && i < len(fan.GetInboxSequences()) && fan.GetInboxSequences()[i] == seq
 }
 
-// Sent implements Store.
-func (s *BoltStore) Sent(app, sender, cmid string) (*storagev1.MessagingLogRecord, error) {
+// Sent implements messaging.Store.
+func (s *BoltStore) Sent(app, sender, cmid string) (*messagingstoragev1.MessagingLogRecord, error) {
 	key := key3(app, sender, cmid)
 	s.mem.mu.RLock()
 	pos, pending := s.mem.idem[key]
 	s.mem.mu.RUnlock()
-	var rec *storagev1.MessagingLogRecord
+	var rec *messagingstoragev1.MessagingLogRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if !pending {
 			v := tx.Bucket(bucketIdempotency).Get([]byte(key))
@@ -200,13 +200,13 @@ func (s *BoltStore) Sent(app, sender, cmid string) (*storagev1.MessagingLogRecor
 	return rec, nil
 }
 
-// Conversation implements Store.
-func (s *BoltStore) Conversation(app, conv string) (*storagev1.ConversationRecord, error) {
+// Conversation implements messaging.Store.
+func (s *BoltStore) Conversation(app, conv string) (*messagingstoragev1.ConversationRecord, error) {
 	key := key2(app, conv)
 	if v, ok := s.mem.conv(key); ok {
 		return v.state.record(), nil
 	}
-	rec := &storagev1.ConversationRecord{}
+	rec := &messagingstoragev1.ConversationRecord{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return boltdb.GetProto(tx.Bucket(bucketConversations), []byte(key), rec)
 	})
@@ -227,7 +227,7 @@ func messageSource(tx *bolt.Tx, key string, v convView, inMem bool) (seqSource, 
 		src.first, src.pending = v.first, v.pending
 		return src, v.state.latest, true, nil
 	}
-	rec := &storagev1.ConversationRecord{}
+	rec := &messagingstoragev1.ConversationRecord{}
 	switch err := boltdb.GetProto(tx.Bucket(bucketConversations), []byte(key), rec); {
 	case notFound(err):
 		return src, 0, false, nil
@@ -237,7 +237,7 @@ func messageSource(tx *bolt.Tx, key string, v convView, inMem bool) (seqSource, 
 	return src, rec.GetLatestSequence(), true, nil
 }
 
-// HasMessage implements Store.
+// HasMessage implements messaging.Store.
 func (s *BoltStore) HasMessage(app, conv string, seq uint64) (bool, error) {
 	key := key2(app, conv)
 	v, inMem := s.mem.conv(key)
@@ -253,11 +253,11 @@ func (s *BoltStore) HasMessage(app, conv string, seq uint64) (bool, error) {
 	return found, err
 }
 
-// Messages implements Store.
-func (s *BoltStore) Messages(app, conv string, q MessageQuery) ([]*storagev1.MessagingLogRecord, bool, error) {
+// Messages implements messaging.Store.
+func (s *BoltStore) Messages(app, conv string, q MessageQuery) ([]*messagingstoragev1.MessagingLogRecord, bool, error) {
 	key := key2(app, conv)
 	v, inMem := s.mem.conv(key)
-	var out []*storagev1.MessagingLogRecord
+	var out []*messagingstoragev1.MessagingLogRecord
 	more := false
 	err := s.db.View(func(tx *bolt.Tx) error {
 		src, latest, ok, err := messageSource(tx, key, v, inMem)
@@ -329,7 +329,7 @@ func firstAt(tx *bolt.Tx, src seqSource, latest uint64, t time.Time) (uint64, er
 	return uint64(n) + 1, ferr
 }
 
-// Inbox implements Store.
+// Inbox implements messaging.Store.
 func (s *BoltStore) Inbox(app, identity string, after uint64, limit, maxBytes int) ([]InboxItem, uint64, error) {
 	key := key2(app, identity)
 	v, inMem := s.mem.inbox(key, after)
@@ -369,7 +369,7 @@ func (s *BoltStore) Inbox(app, identity string, after uint64, limit, maxBytes in
 	return out, head, nil
 }
 
-// InboxHead implements Store.
+// InboxHead implements messaging.Store.
 func (s *BoltStore) InboxHead(app, identity string) (uint64, error) {
 	key := key2(app, identity)
 	if head, ok := s.mem.head(key); ok {
@@ -392,9 +392,9 @@ func durableHead(tx *bolt.Tx, key string) (uint64, error) {
 	return boltdb.ParseU64(v)
 }
 
-// Participation implements Store.
-func (s *BoltStore) Participation(app, identity, conv string) (*storagev1.ParticipationRecord, error) {
-	rec := &storagev1.ParticipationRecord{}
+// Participation implements messaging.Store.
+func (s *BoltStore) Participation(app, identity, conv string) (*messagingstoragev1.ParticipationRecord, error) {
+	rec := &messagingstoragev1.ParticipationRecord{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return boltdb.GetProto(tx.Bucket(bucketParticipations), []byte(key3(app, identity, conv)), rec)
 	})
@@ -407,9 +407,9 @@ func (s *BoltStore) Participation(app, identity, conv string) (*storagev1.Partic
 	return rec, nil
 }
 
-// Participations implements Store.
-func (s *BoltStore) Participations(app, identity, after string, limit int) ([]*storagev1.ParticipationRecord, error) {
-	var out []*storagev1.ParticipationRecord
+// Participations implements messaging.Store.
+func (s *BoltStore) Participations(app, identity, after string, limit int) ([]*messagingstoragev1.ParticipationRecord, error) {
+	var out []*messagingstoragev1.ParticipationRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketParticipations)
 		pfx := []byte(key2(app, identity) + "\x00")
@@ -419,7 +419,7 @@ func (s *BoltStore) Participations(app, identity, after string, limit int) ([]*s
 			k, _ = c.Next()
 		}
 		for ; k != nil && bytes.HasPrefix(k, pfx) && len(out) < limit; k, _ = c.Next() {
-			rec := &storagev1.ParticipationRecord{}
+			rec := &messagingstoragev1.ParticipationRecord{}
 			if err := boltdb.GetProto(b, k, rec); err != nil {
 				return err
 			}
