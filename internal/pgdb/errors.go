@@ -62,8 +62,8 @@ func (db *DB) Err(err error) error {
 			pg.Code == "57P01", pg.Code == "57P02", pg.Code == "57P03", // admin_shutdown, crash_shutdown, cannot_connect_now
 			pg.Code == "57014",                                         // query_canceled (statement_timeout)
 			pg.Code == "53000", pg.Code == "53200", pg.Code == "53300", // insufficient_resources, out_of_memory, too_many_connections
-			pg.Code == "25006",                  // read_only_sql_transaction: a standby
-			strings.HasPrefix(pg.Code, "58"):    // system_error: I/O
+			pg.Code == "25006",               // read_only_sql_transaction: a standby
+			strings.HasPrefix(pg.Code, "58"): // system_error: I/O
 			return db.unavailable(err, "%s (SQLSTATE %s)", pg.Message, pg.Code)
 		}
 		return fmt.Errorf("%s store: %w", db.store, err)
