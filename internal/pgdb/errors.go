@@ -45,8 +45,7 @@ func (db *DB) Err(err error) error {
 	if err == nil {
 		return nil
 	}
-	var kind *errs.Error
-	if errors.As(err, &kind) {
+	if isKind(err) {
 		return err
 	}
 	var pg *pgconn.PgError
@@ -93,4 +92,24 @@ func connectionFailure(err error) bool {
 	// puddle "closed pool" of a pool closed while the request waited.
 	msg := err.Error()
 	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "closed pool")
+}
+
+// kinds are pkg/errs's sentinels, which a store may return bare (errs.ErrNotFound).
+var kinds = []error{errs.ErrInvalid, errs.ErrNotFound, errs.ErrExists, errs.ErrPermission, errs.ErrUnauthenticated,
+	errs.ErrConflict, errs.ErrPrecondition, errs.ErrExhausted, errs.ErrUnavailable, errs.ErrTooLarge,
+	errs.ErrStorageFull, errs.ErrDamaged}
+
+// isKind reports whether err is one of pkg/errs's kinds, made with its constructors or
+// bare.
+func isKind(err error) bool {
+	var kind *errs.Error
+	if errors.As(err, &kind) {
+		return true
+	}
+	for _, k := range kinds {
+		if errors.Is(err, k) {
+			return true
+		}
+	}
+	return false
 }
