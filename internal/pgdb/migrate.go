@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -70,14 +71,34 @@ func (db *DB) prepare(ctx context.Context, cfg Config, pcfg *pgxpool.Config, ver
 	if err != nil {
 		return connectError(err, pcfg)
 	}
-	defer conn.Release()
+	// Replicas starting together check and create the schema one at a time, under the
+	// lock goose's migrations take too (which goose takes again once this is released).
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", lockID(db.schema)); err != nil {
+		conn.Release()
+		return fmt.Errorf("waiting for another replica's migration: %w", err)
+	}
+	user, err := db.check(ctx, conn.Conn(), versions)
+	if _, uerr := conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockID(db.schema)); uerr != nil && err == nil {
+		err = uerr
+	}
+	conn.Release()
+	if err != nil || user == "" {
+		return err
+	}
+	return db.migrate(ctx, cfg, user)
+}
+
+// check refuses a schema from a newer version and a user without the rights, and
+// creates the schema when it is missing. It returns the database user when migrations
+// are pending, "" when the schema is up to date.
+func (db *DB) check(ctx context.Context, conn *pgx.Conn, versions []int64) (user string, err error) {
 	latest := versions[len(versions)-1]
-	var user, database string
+	var database string
 	var schemaExists bool
 	err = conn.QueryRow(ctx, "SELECT current_user, current_database(), EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", db.schema).
 		Scan(&user, &database, &schemaExists)
 	if err != nil {
-		return fmt.Errorf("reading the database's state: %w", err)
+		return "", fmt.Errorf("reading the database's state: %w", err)
 	}
 	schema := ident(db.schema)
 	role := ident(user)
@@ -85,61 +106,60 @@ func (db *DB) prepare(ctx context.Context, cfg Config, pcfg *pgxpool.Config, ver
 	if schemaExists {
 		var usage, create bool
 		if err := conn.QueryRow(ctx, "SELECT has_schema_privilege($1, 'USAGE'), has_schema_privilege($1, 'CREATE')", db.schema).Scan(&usage, &create); err != nil {
-			return fmt.Errorf("reading the database user's rights: %w", err)
+			return "", fmt.Errorf("reading the database user's rights: %w", err)
 		}
 		if !usage {
-			return fmt.Errorf("the database user %q lacks the right USAGE on schema %s in database %q: grant it (GRANT USAGE, CREATE ON SCHEMA %s TO %s)", user, db.schema, database, schema, role)
+			return "", fmt.Errorf("the database user %q lacks the right USAGE on schema %s in database %q: grant it (GRANT USAGE, CREATE ON SCHEMA %s TO %s)", user, db.schema, database, schema, role)
 		}
 		var hasVersions bool
 		if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", db.schema+"."+VersionTable).Scan(&hasVersions); err != nil {
-			return fmt.Errorf("reading the schema's version: %w", err)
+			return "", fmt.Errorf("reading the schema's version: %w", err)
 		}
 		if hasVersions {
 			err := conn.QueryRow(ctx, "SELECT coalesce(max(version_id), 0) FROM "+pgx.Identifier{db.schema, VersionTable}.Sanitize()).Scan(&current)
 			var pg *pgconn.PgError
 			if errors.As(err, &pg) && pg.Code == "42501" {
-				return fmt.Errorf("the database user %q lacks the right SELECT on table %s.%s in database %q: grant it (GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %s TO %s)", user, db.schema, VersionTable, database, schema, role)
+				return "", fmt.Errorf("the database user %q lacks the right SELECT on table %s.%s in database %q: grant it (GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %s TO %s)", user, db.schema, VersionTable, database, schema, role)
 			}
 			if err != nil {
-				return fmt.Errorf("reading the schema's version: %w", err)
+				return "", fmt.Errorf("reading the schema's version: %w", err)
 			}
 		}
 		if current > latest {
-			return fmt.Errorf("the schema %s in database %q is at version %d, written by a newer Umbra; this binary knows versions up to %d and refuses to use it (nothing was changed): run the newer Umbra, or restore a backup of the database taken before the upgrade",
+			return "", fmt.Errorf("the schema %s in database %q is at version %d, written by a newer Umbra; this binary knows versions up to %d and refuses to use it (nothing was changed): run the newer Umbra, or restore a backup of the database taken before the upgrade",
 				db.schema, database, current, latest)
 		}
-		missing, err := missingTableRights(ctx, conn.Conn(), db.schema)
+		missing, err := missingTableRights(ctx, conn, db.schema)
 		if err != nil {
-			return err
+			return "", err
 		}
 		if len(missing) > 0 {
-			return fmt.Errorf("the database user %q lacks the right%s %s in database %q: grant %s (GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %s TO %s)",
+			return "", fmt.Errorf("the database user %q lacks the right%s %s in database %q: grant %s (GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %s TO %s)",
 				user, plural(missing), strings.Join(missing, ", "), database, them(missing), schema, role)
 		}
 		if current < latest && !create {
-			return fmt.Errorf("the database user %q lacks the right CREATE on schema %s in database %q, which the migration of the schema from version %d to %d needs: grant it (GRANT CREATE ON SCHEMA %s TO %s), or migrate with a user that has it",
+			return "", fmt.Errorf("the database user %q lacks the right CREATE on schema %s in database %q, which the migration of the schema from version %d to %d needs: grant it (GRANT CREATE ON SCHEMA %s TO %s), or migrate with a user that has it",
 				user, db.schema, database, current, latest, schema, role)
 		}
 	} else {
 		var create bool
 		if err := conn.QueryRow(ctx, "SELECT has_database_privilege(current_database(), 'CREATE')").Scan(&create); err != nil {
-			return fmt.Errorf("reading the database user's rights: %w", err)
+			return "", fmt.Errorf("reading the database user's rights: %w", err)
 		}
 		if !create {
-			return fmt.Errorf("the database user %q lacks the right CREATE on database %q, which creating the schema %s needs: grant it (GRANT CREATE ON DATABASE %s TO %s), or create the schema for the user (CREATE SCHEMA %s AUTHORIZATION %s)",
+			return "", fmt.Errorf("the database user %q lacks the right CREATE on database %q, which creating the schema %s needs: grant it (GRANT CREATE ON DATABASE %s TO %s), or create the schema for the user (CREATE SCHEMA %s AUTHORIZATION %s)",
 				user, database, db.schema, ident(database), role, schema, role)
 		}
 	}
 	if current == latest {
-		return nil
+		return "", nil
 	}
 	if !schemaExists {
-		if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+schema); err != nil {
-			return fmt.Errorf("creating the schema %s: %w", db.schema, err)
+		if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+			return "", fmt.Errorf("creating the schema %s: %w", db.schema, err)
 		}
 	}
-	conn.Release()
-	return db.migrate(ctx, cfg, user)
+	return user, nil
 }
 
 // missingTableRights lists the rights on the tables of schema that the current user
@@ -224,8 +244,10 @@ func (db *DB) migrate(ctx context.Context, cfg Config, user string) error {
 func connectError(err error, pcfg *pgxpool.Config) error {
 	c := pcfg.ConnConfig
 	hosts := []string{net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))}
-	for _, f := range c.Fallbacks {
-		hosts = append(hosts, net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port))))
+	for _, f := range c.Fallbacks { // sslmode=prefer tries each host twice: with TLS, without
+		if h := net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port))); !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
 	}
 	at := strings.Join(hosts, ", ")
 	var pg *pgconn.PgError
@@ -243,7 +265,13 @@ func connectError(err error, pcfg *pgxpool.Config) error {
 	if errors.As(err, &ce) && errors.Unwrap(ce) != nil {
 		reason = errors.Unwrap(ce).Error()
 	}
-	// Several hosts give a line each.
-	reason = oneLine(reason)
+	// Several attempts give a line each; the same failure is said once.
+	var lines []string
+	for _, l := range strings.Split(reason, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !slices.Contains(lines, l) {
+			lines = append(lines, l)
+		}
+	}
+	reason = strings.Join(lines, "; ")
 	return fmt.Errorf("cannot reach PostgreSQL at %s (user %q, database %q): %s", at, c.User, c.Database, reason)
 }

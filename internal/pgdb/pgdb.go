@@ -175,7 +175,7 @@ func (db *DB) Ready(ctx context.Context) error {
 
 // MaxAttempts is how many times InTx runs a transaction that PostgreSQL aborted for a
 // concurrent one (serialization_failure, deadlock_detected).
-const MaxAttempts = 5
+const MaxAttempts = 8
 
 // InTx runs fn in a transaction with opts and commits it, or rolls it back when fn
 // returns an error. A transaction aborted for a concurrent one is run again, up to
@@ -193,7 +193,7 @@ func (db *DB) InTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) erro
 			}
 			return db.Err(err)
 		}
-		backoff := time.Duration(1<<attempt) * time.Millisecond
+		backoff := min(time.Duration(1<<attempt)*time.Millisecond, 100*time.Millisecond)
 		select {
 		case <-ctx.Done():
 			return db.Err(ctx.Err())

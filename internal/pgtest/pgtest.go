@@ -247,7 +247,8 @@ func (c *Cluster) Restart() error {
 	}
 	cmd := c.command(filepath.Join(c.bin, "postgres"), "-D", c.data, "-p", strconv.Itoa(c.port))
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// The server dies with the test binary, even one killed before it could stop it.
+	// The server dies with the test binary, even one killed before it could stop it
+	// (its backends follow once they see it gone).
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -294,7 +295,8 @@ func (c *Cluster) logTail() string {
 // waits for it.
 func (c *Cluster) Stop() { c.signal(syscall.SIGINT) }
 
-// Kill kills the server at once (SIGKILL), as a crash would.
+// Kill kills the server at once (SIGKILL to the postmaster and every backend), as a
+// crash of the machine would.
 func (c *Cluster) Kill() { c.signal(syscall.SIGKILL) }
 
 func (c *Cluster) signal(sig syscall.Signal) {
@@ -303,26 +305,71 @@ func (c *Cluster) signal(sig syscall.Signal) {
 	if c.cmd == nil {
 		return
 	}
+	// Each backend of PostgreSQL's is a session of its own: a crash kills them one by
+	// one, found before the postmaster dies and they lose their parent.
+	var procs []int
+	if sig == syscall.SIGKILL {
+		procs = childrenOf(c.cmd.Process.Pid)
+	}
 	c.cmd.Process.Signal(sig)
+	for _, p := range procs {
+		syscall.Kill(p, sig)
+	}
 	select {
 	case <-c.done:
 	case <-time.After(30 * time.Second):
 		c.cmd.Process.Kill()
 		<-c.done
 	}
-	if sig == syscall.SIGKILL {
-		// The postmaster's children notice that it died and exit; wait until the port
-		// is free, so that Restart can bind it.
-		for range 200 {
-			conn, err := net.DialTimeout("tcp", c.Addr(), 100*time.Millisecond)
-			if err != nil {
-				break
-			}
-			conn.Close()
+	// A backend that outlived the postmaster holds its shared memory, and a restart
+	// would refuse to start beside it: wait for them all.
+	for _, p := range procs {
+		for i := 0; i < 400 && alive(p); i++ {
 			time.Sleep(25 * time.Millisecond)
 		}
 	}
 	c.cmd = nil
+}
+
+// childrenOf returns the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, _ := procStat(p); ppid == pid {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// procStat returns a process's parent and state from /proc/<pid>/stat.
+func procStat(pid int) (ppid int, state string) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, ""
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, ""
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0, ""
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	return ppid, f[0]
+}
+
+// alive reports whether pid is a process that has not exited (a zombie has).
+func alive(pid int) bool {
+	_, state := procStat(pid)
+	return state != "" && state != "Z" && state != "X"
 }
 
 // Close stops the server and removes its folder.
