@@ -137,7 +137,7 @@ func Start(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "umbra-pgtest-")
+	dir, err := os.MkdirTemp(tempBase(cred), "umbra-pgtest-")
 	if err != nil {
 		return nil, err
 	}
@@ -157,6 +157,24 @@ func Start(opts Options) (*Cluster, error) {
 	}
 	c.Close()
 	return nil, last
+}
+
+// tempBase is where the cluster's folder goes: the temporary folder, unless the server's
+// user could not reach it (a TMPDIR inside root's home), then /tmp.
+func tempBase(cred *syscall.Credential) string {
+	base := os.TempDir()
+	if cred == nil {
+		return base
+	}
+	for dir := base; ; dir = filepath.Dir(dir) {
+		fi, err := os.Stat(dir)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return "/tmp"
+		}
+		if dir == filepath.Dir(dir) {
+			return base
+		}
+	}
 }
 
 // init runs initdb: the superuser with a password over TCP (scram-sha-256), trust on
