@@ -1,6 +1,7 @@
 // Package layering holds no code: its test checks that the module's imports run down
 // its layers, as docs/architecture.md ("Layers") draws them, and that each service
-// keeps its storage engine in its store_bolt files, as docs/service-shape.md says.
+// keeps each storage engine in its own store files (store_bolt*.go for bbolt,
+// store_postgres*.go for PostgreSQL), as docs/service-shape.md says.
 //
 // The layers, top to bottom: cmd/umbra; the assembly (internal/node, with its test
 // harness internal/node/nodetest); the gateway and the services; the libraries

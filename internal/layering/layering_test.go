@@ -235,27 +235,55 @@ func TestLayers(t *testing.T) {
 		})
 	}
 
-	t.Run("only a service's store_bolt files import bbolt", func(t *testing.T) {
+	t.Run("only a service's store files import its storage engine", func(t *testing.T) {
 		// The rule covers each service's own package (services/<name>), whose Store
-		// interface must say nothing about the engine. A package of its own under a
-		// service, such as the messaging service's log engine, is engine code.
+		// interface must say nothing about the engine: only store_bolt*.go imports
+		// bbolt, only store_postgres*.go imports PostgreSQL's driver, each its own
+		// engine only. A package of its own under a service, such as the messaging
+		// service's log engine, is engine code.
 		var breaches []string
 		for _, s := range sources {
 			if layerOf(s.pkg) != layerService || s.pkg != "services/"+serviceOf(s.pkg) {
 				continue
 			}
-			if ok, _ := path.Match("store_bolt*.go", path.Base(s.file)); ok {
-				continue
-			}
+			file := path.Base(s.file)
 			for _, imp := range s.imports {
-				if imp == "go.etcd.io/bbolt" || strings.HasPrefix(imp, "go.etcd.io/bbolt/") || imp == module+"/internal/boltdb" {
-					breaches = append(breaches, fmt.Sprintf("%s imports %s", s.file, imp))
+				e := engineOf(imp)
+				if e == nil {
+					continue
+				}
+				if ok, _ := path.Match(e.files, file); !ok {
+					breaches = append(breaches, fmt.Sprintf("%s imports %s (%s: only %s may)", s.file, imp, e.name, e.files))
 				}
 			}
 		}
 		if len(breaches) > 0 {
-			t.Errorf("only store_bolt.go and store_bolt_*.go (and tests) may import the bbolt engine, so that another engine can implement the service's Store (docs/service-shape.md):\n\t%s",
+			t.Errorf("only a service's store_<engine>*.go files (and tests) may import a storage engine, each its own, so that another engine can implement the service's Store (docs/service-shape.md):\n\t%s",
 				strings.Join(breaches, "\n\t"))
 		}
 	})
+}
+
+// An engine is a storage engine's imports, and the files of a service that may make them.
+type engine struct {
+	name  string
+	files string   // a path.Match pattern of file names
+	paths []string // import paths, and their subpackages
+}
+
+var engines = []engine{
+	{"bbolt", "store_bolt*.go", []string{"go.etcd.io/bbolt", module + "/internal/boltdb"}},
+	{"PostgreSQL", "store_postgres*.go", []string{"github.com/jackc/pgx/v5", "github.com/pressly/goose/v3", module + "/internal/pgdb"}},
+}
+
+// engineOf returns the engine whose package imp is, or nil.
+func engineOf(imp string) *engine {
+	for i, e := range engines {
+		for _, p := range e.paths {
+			if imp == p || strings.HasPrefix(imp, p+"/") {
+				return &engines[i]
+			}
+		}
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,11 @@ type Config struct {
 	// DataDir holds each hosted service's bbolt file (<role>.db), and ManifestFile,
 	// the list of the stores created there.
 	DataDir string
+	// Store, when set, is a PostgreSQL connection string (postgres://...): the hosted
+	// services keep their state in that database, each in a schema of its own
+	// (umbra_<service>), instead of bbolt files in DataDir. Every hosted service must
+	// have a PostgreSQL engine (PostgresRoles); one without is refused at start.
+	Store string
 	// AllowEmptyStores names stores that may start empty although the data folder
 	// held them and their file is now missing or empty (see stores.go); without it
 	// such a store is refused.
@@ -131,6 +137,9 @@ type hosted struct {
 	run func(ctx context.Context)
 	// db is the service's bbolt file, for online backups; nil for a service with none.
 	db *boltdb.DB
+	// ready, set for a store in PostgreSQL, checks that its database answers and
+	// accepts writes (pgdb.DB.Ready), for the service's readiness.
+	ready func(ctx context.Context) error
 }
 
 // deps are what a service may need from its process.
@@ -172,7 +181,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		cfg.ForwarderToken = rand.Text()
 	}
 
-	if err := checkStores(cfg.DataDir, cfg.Roles, cfg.AllowEmptyStores, log); err != nil {
+	if cfg.Store != "" {
+		if err := checkPostgres(cfg); err != nil {
+			return err
+		}
+	} else if err := checkStores(cfg.DataDir, cfg.Roles, cfg.AllowEmptyStores, log); err != nil {
 		return err
 	}
 	svcs, err := startServices(cfg, log)
@@ -191,6 +204,28 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	return serve(ctx, cfg, lis, srv, svcs, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), log)
+}
+
+// PostgresRoles are the services that have a PostgreSQL engine; the others keep their
+// state in bbolt files until theirs is built (issue 16).
+var PostgresRoles = []string{gateway.Identity}
+
+// checkPostgres refuses a connection string that is not PostgreSQL's, and a role whose
+// service has no PostgreSQL engine yet: never a start that looks like it works.
+func checkPostgres(cfg Config) error {
+	if !strings.HasPrefix(cfg.Store, "postgres://") && !strings.HasPrefix(cfg.Store, "postgresql://") {
+		return errors.New("node: --store takes a PostgreSQL connection string, postgres://user:password@host:port/database (leave it empty for bbolt files in --data)")
+	}
+	for _, r := range cfg.Roles {
+		if !slices.Contains(PostgresRoles, r) {
+			return fmt.Errorf("the %s service has no PostgreSQL engine yet; see issue 16 (services with one: %s; run the %s service over bbolt, with --data and no --store)",
+				r, strings.Join(PostgresRoles, ", "), r)
+		}
+	}
+	if len(cfg.AllowEmptyStores) > 0 {
+		return errors.New("node: --allow-empty-store is about bbolt files in --data; a store in PostgreSQL has no file to lose")
+	}
+	return nil
 }
 
 // checkRoles refuses an empty or unknown role.

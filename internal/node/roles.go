@@ -1,7 +1,9 @@
 package node
 
 import (
+	"context"
 	"fmt"
+	"time"
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
@@ -16,27 +18,43 @@ import (
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
+// openTimeout bounds the opening of a store in PostgreSQL: connecting, checking, and
+// migrating (which may wait for another replica's migration).
+const openTimeout = 2 * time.Minute
+
 // builders start each role's service over its own store.
 var builders = map[string]func(*deps) (*hosted, error){
 	gateway.Identity: func(d *deps) (*hosted, error) {
-		store, err := identity.OpenBoltStore(dbPath(d, gateway.Identity))
-		if err != nil {
-			return nil, err
+		h := &hosted{
+			name:     gateway.Identity,
+			grpcName: identityv1.IdentityService_ServiceDesc.ServiceName,
+			policies: identity.Policies(),
 		}
-		srv, err := identity.New(store, identity.Config{Issuer: d.cfg.Issuer}, d.log.Named(gateway.Identity))
+		log := d.log.Named(gateway.Identity)
+		var store identity.Store
+		if d.cfg.Store != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+			defer cancel()
+			pg, err := identity.OpenPostgresStore(ctx, d.cfg.Store, log)
+			if err != nil {
+				return nil, err
+			}
+			store, h.ready = pg, pg.DB().Ready
+		} else {
+			bolt, err := identity.OpenBoltStore(dbPath(d, gateway.Identity))
+			if err != nil {
+				return nil, err
+			}
+			store, h.db = bolt, bolt.DB()
+		}
+		srv, err := identity.New(store, identity.Config{Issuer: d.cfg.Issuer}, log)
 		if err != nil {
 			store.Close()
 			return nil, err
 		}
 		d.identity = srv
-		return &hosted{
-			name:     gateway.Identity,
-			grpcName: identityv1.IdentityService_ServiceDesc.ServiceName,
-			register: srv.Register,
-			policies: identity.Policies(),
-			db:       store.DB(),
-			close:    store.Close,
-		}, nil
+		h.register, h.close = srv.Register, store.Close
+		return h, nil
 	},
 	gateway.Card: func(d *deps) (*hosted, error) {
 		store, err := card.OpenBoltStore(dbPath(d, gateway.Card))

@@ -25,6 +25,8 @@ type services struct {
 	feed *auth.RevocationFeed
 	// closeIdentity closes the connection to a remote identity service.
 	closeIdentity func()
+	// watchers follow the readiness of stores in PostgreSQL (watchDatabase).
+	watchers []func(ctx context.Context)
 }
 
 // startServices builds the service of every role over its store. Identity comes first:
@@ -76,6 +78,9 @@ func (s *services) build(role string) error {
 		return fmt.Errorf("node: start %s: %w", role, err)
 	}
 	s.hosted = append(s.hosted, h)
+	if s.deps.cfg.Store != "" {
+		return nil // in PostgreSQL: no file in the data folder
+	}
 	return recordStore(s.deps.dataDir, role)
 }
 
@@ -100,6 +105,17 @@ func (s *services) stores() map[string]*boltdb.DB {
 	return m
 }
 
+// inPostgres are the hosted services whose store is in PostgreSQL.
+func (s *services) inPostgres() []string {
+	var names []string
+	for _, h := range s.hosted {
+		if h.ready != nil {
+			names = append(names, h.name)
+		}
+	}
+	return names
+}
+
 // background are the loops to run while the process serves: the revocation feed's,
 // then each service's.
 func (s *services) background() []func(ctx context.Context) {
@@ -107,6 +123,7 @@ func (s *services) background() []func(ctx context.Context) {
 	if s.feed != nil {
 		loops = append(loops, s.feed.Run)
 	}
+	loops = append(loops, s.watchers...)
 	for _, h := range s.hosted {
 		if h.run != nil {
 			loops = append(loops, h.run)
@@ -146,7 +163,7 @@ func newGRPCServer(cfg Config, svcs *services, reg prometheus.Registerer, log *z
 	for _, h := range svcs.hosted {
 		h.register(srv)
 	}
-	adminv1.RegisterAdminServiceServer(srv, &adminServer{stores: svcs.stores()})
+	adminv1.RegisterAdminServiceServer(srv, &adminServer{stores: svcs.stores(), inPostgres: svcs.inPostgres()})
 	if err := grpcserver.CheckPolicies(srv.Server, table); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -166,6 +183,9 @@ func watchStores(cfg Config, svcs *services, srv *grpcserver.Server, reg prometh
 	for _, h := range svcs.hosted {
 		if h.db != nil {
 			watchStore(h, srv, writeFailures, cfg.StoreProbeInterval, log.Named(h.name))
+		}
+		if h.ready != nil {
+			svcs.watchers = append(svcs.watchers, watchDatabase(h, srv, cfg.StoreProbeInterval, log.Named(h.name)))
 		}
 	}
 	if cfg.StoresOpen != nil {
