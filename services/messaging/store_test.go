@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
 )
@@ -38,20 +39,7 @@ func directOp(sender, peer, cmid, body string) *Op {
 
 func storeSnapshot(t *testing.T, s *BoltStore) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	err := s.DB().View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			out[string(name)+"#sequence"] = strconv.FormatUint(b.Sequence(), 10)
-			return b.ForEach(func(k, v []byte) error {
-				out[string(name)+"/"+string(k)] = string(v)
-				return nil
-			})
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return servicetest.SnapshotWithSequences(t, s.DB())
 }
 
 // TestApplyRefusesOpsAlone: in one batch, an op the state refuses writes nothing and
