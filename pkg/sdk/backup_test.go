@@ -42,12 +42,13 @@ func newBackupDevice(t testing.TB, n *nodetest.Node, app *nodetest.App, uid stri
 }
 
 // newBackupDeviceConfig is newBackupDevice with cfg's keystore protection and dial
-// options.
+// options. A keystore passphrase is stretched at the cheapest Argon2id cost
+// (CheapKeystore): the backups' own Argon2id keeps the cost of production.
 func newBackupDeviceConfig(t testing.TB, n *nodetest.Node, app *nodetest.App, uid string, cfg sdk.Config) *device {
 	t.Helper()
 	id := app.User(t, uid)
 	path := filepath.Join(t.TempDir(), "keystore")
-	c, err := sdk.New(context.Background(), sdk.Config{
+	c, err := sdk.New(context.Background(), sdk.CheapKeystore(sdk.Config{
 		Addr:         n.GRPC,
 		Token:        app.TokenFunc(id),
 		KeystorePath: path,
@@ -55,7 +56,7 @@ func newBackupDeviceConfig(t testing.TB, n *nodetest.Node, app *nodetest.App, ui
 		NoPassphrase: cfg.NoPassphrase,
 		Suite:        e2ee.SuiteX25519,
 		DialOptions:  cfg.DialOptions,
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,6 +90,12 @@ type Config struct {
 	// TrustStorePath is the pin file (docs/wire-format.md, 5.7); empty means
 	// KeystorePath + ".trust".
 	TrustStorePath string
+
+	// keystoreArgon2id, when set, is the Argon2id cost of a new keystore's passphrase
+	// in place of e2ee.DefaultArgon2id. Test only: the package's tests set it
+	// (CheapKeystore, in an _test.go file) so that devices whose tests are not about
+	// Argon2id start quickly; no exported field, flag or setting reaches it.
+	keystoreArgon2id e2ee.Argon2idParams
 }
 
 // DefaultClockSkew is how far a signed created_at may lie outside its signer card's
@@ -263,7 +269,7 @@ func (c *Client) registerFresh(ctx context.Context, grant string) (*Card, error)
 	}
 	// The key is on disk before its card is public, so a crash can never leave a card
 	// whose private key is lost.
-	ks, err := e2ee.CreateKeystore(c.cfg.KeystorePath, e2ee.KeystoreOptions{Identity: me, Passphrase: c.passphrase(), NoPassphrase: c.cfg.NoPassphrase})
+	ks, err := e2ee.CreateKeystore(c.cfg.KeystorePath, e2ee.KeystoreOptions{Identity: me, Passphrase: c.passphrase(), NoPassphrase: c.cfg.NoPassphrase, Argon2id: c.cfg.keystoreArgon2id})
 	if err != nil {
 		return nil, fmt.Errorf("sdk: create keystore: %w", err)
 	}

@@ -28,7 +28,9 @@ type device struct {
 }
 
 // newDevice makes a device of uid whose keystore is in dir (a new folder when dir is
-// ""), dialling the node with opts besides the usual options.
+// ""), dialling the node with opts besides the usual options. The keystore has a
+// passphrase at the cheapest Argon2id cost (CheapKeystore): these tests are not about
+// Argon2id.
 func newDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite, dir string, opts ...grpc.DialOption) *device {
 	t.Helper()
 	id := app.User(t, uid)
@@ -36,14 +38,14 @@ func newDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, su
 		dir = t.TempDir()
 	}
 	path := filepath.Join(dir, "keystore")
-	c, err := sdk.New(context.Background(), sdk.Config{
+	c, err := sdk.New(context.Background(), sdk.CheapKeystore(sdk.Config{
 		Addr:         n.GRPC,
 		Token:        app.TokenFunc(id),
 		KeystorePath: path,
 		Passphrase:   []byte("passphrase of " + uid),
 		Suite:        suite,
 		DialOptions:  opts,
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
