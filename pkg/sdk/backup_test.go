@@ -89,6 +89,7 @@ func wantWrongPassword(t *testing.T, err error, remaining uint32, erased bool) {
 }
 
 func TestBackupRestoreChangePasswordReset(t *testing.T) {
+	t.Parallel()
 	n := startBackupNode(t, 0)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -176,6 +177,7 @@ func TestBackupRestoreChangePasswordReset(t *testing.T) {
 }
 
 func TestRecoveryKey(t *testing.T) {
+	t.Parallel()
 	n := startBackupNode(t, 0)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -226,6 +228,7 @@ func TestRecoveryKey(t *testing.T) {
 }
 
 func TestWrongPasswordsCountDownAndErase(t *testing.T) {
+	t.Parallel()
 	n := startBackupNode(t, 3)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -286,6 +289,7 @@ func TestWrongPasswordsCountDownAndErase(t *testing.T) {
 // TestConcurrentChangeIsAConflict: a device whose backup changes between its restore
 // and its put gets ErrBackupConflict, and the other device's change stands.
 func TestConcurrentChangeIsAConflict(t *testing.T) {
+	t.Parallel()
 	n := startBackupNode(t, 0)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -324,6 +328,7 @@ func TestConcurrentChangeIsAConflict(t *testing.T) {
 // keystore, restores with the password, and reads the whole conversation, the messages
 // to and from A's first card included.
 func TestMultiDeviceHistory(t *testing.T) {
+	t.Parallel()
 	n := startBackupNode(t, 0)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -571,6 +576,7 @@ func TestServerNeverSeesSecrets(t *testing.T) {
 // Argon2id parameters (to receive an auth key it could attack cheaply) is refused
 // before any evaluation, so no attempt is spent either.
 func TestWeakParametersRefused(t *testing.T) {
+	t.Parallel()
 	n := startBackupNode(t, 0)
 	app := n.NewApp(t)
 	ctx := context.Background()

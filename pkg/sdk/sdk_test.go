@@ -66,6 +66,7 @@ func registeredDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid str
 }
 
 func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -117,6 +118,7 @@ func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
 }
 
 func TestRotationKeepsHistoryReadable(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -186,6 +188,7 @@ func wantForgeryRefused(t *testing.T, reader *device, sender string, key *e2ee.K
 }
 
 func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -258,6 +261,7 @@ func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
 // does, once per grant, and revokes the lost card, so the lost device can no longer
 // sign as her. Bob sees the new card as a reset.
 func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -332,6 +336,7 @@ func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 // TestTokenRefreshedWhenRefused: a token the server refuses is replaced by a fresh one
 // from the TokenFunc, and the call succeeds.
 func TestTokenRefreshedWhenRefused(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	id := app.User(t, "alice")
@@ -364,6 +369,7 @@ func TestTokenRefreshedWhenRefused(t *testing.T) {
 }
 
 func TestNewRequiresAPassphraseDecision(t *testing.T) {
+	t.Parallel()
 	_, err := sdk.New(context.Background(), sdk.Config{
 		Addr:         "127.0.0.1:1",
 		Token:        func(context.Context) (string, error) { return "", nil },
@@ -378,6 +384,7 @@ func TestNewRequiresAPassphraseDecision(t *testing.T) {
 // created_at must lie within its sender card's lifetime as the card service reports it,
 // widened by DefaultClockSkew (5 minutes) on each side, and not a second more.
 func TestCardLifetimeClockSkew(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()

@@ -26,6 +26,7 @@ func openTestStore(t *testing.T) (*BoltStore, string) {
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 func TestStoreAppsAndKeys(t *testing.T) {
+	t.Parallel()
 	s, path := openTestStore(t)
 	app := &storagev1.AppRecord{AppId: "app_a", DisplayName: "A", CreatedAt: timestamppb.New(t0), IdentitySecret: []byte("secret")}
 	k1 := &storagev1.AppKeyRecord{KeyId: "k1", AppId: "app_a", SecretHash: []byte("h1")}
@@ -81,6 +82,7 @@ func TestStoreAppsAndKeys(t *testing.T) {
 }
 
 func TestStoreRevocationsKeepTheLatestAndFeedInOrder(t *testing.T) {
+	t.Parallel()
 	s, _ := openTestStore(t)
 	r1, err := s.Revoke("app_a", "u_x", t0)
 	if err != nil {
@@ -124,6 +126,7 @@ func TestStoreRevocationsKeepTheLatestAndFeedInOrder(t *testing.T) {
 }
 
 func TestStoreSigningKeyRotation(t *testing.T) {
+	t.Parallel()
 	s, _ := openTestStore(t)
 	first := &storagev1.SigningKeyRecord{KeyId: "k1", Seed: make([]byte, 32), CreatedAt: timestamppb.New(t0)}
 	if added, err := s.AddSigningKey(first, time.Time{}, true); err != nil || !added {

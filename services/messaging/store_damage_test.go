@@ -46,6 +46,7 @@ var rottingBody = "a plaintext message that will rot on disk: " + strings.Repeat
 // are served; a retry of the damaged message is refused alone, without failing the
 // other messages of its batch; Verify finds it.
 func TestBitRotInAStoredMessageIsRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	e := newEnv(t, envOptions{dir: dir})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
@@ -119,6 +120,7 @@ func TestBitRotInAStoredMessageIsRefused(t *testing.T) {
 // TestDamagedIndexEntryIsRefused: an index entry (which carries no checksum) damaged to
 // point at another conversation's message is refused, not served as this one's.
 func TestDamagedIndexEntryIsRefused(t *testing.T) {
+	t.Parallel()
 	s := openTestStore(t, StoreOptions{})
 	alice, bob, carol := testIdentity(1), testIdentity(2), testIdentity(3)
 	b := &Batch{Now: time.Now(), Retention: time.Hour, Ops: []*Op{directOp(alice, bob, "m1", "to bob"), directOp(alice, carol, "m1c", "to carol, private")}}
@@ -167,6 +169,7 @@ func TestDamagedIndexEntryIsRefused(t *testing.T) {
 // (stored, not yet indexed, when the process was killed) and that has rotted stops the
 // store from opening with a DamagedError naming the file; nothing panics.
 func TestOpenRefusesADamagedLogEntryToReplay(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "messaging.db")
 	s, err := OpenStore(path, StoreOptions{})
 	if err != nil {

@@ -45,6 +45,7 @@ func storeSnapshot(t *testing.T, s *BoltStore) map[string]string {
 // TestApplyRefusesOpsAlone: in one batch, an op the state refuses writes nothing and
 // fails no other; later ops see earlier ones, a retry included.
 func TestApplyRefusesOpsAlone(t *testing.T) {
+	t.Parallel()
 	s := openTestStore(t, StoreOptions{})
 	alice, bob, carol := testIdentity(1), testIdentity(2), testIdentity(3)
 	ops := []*Op{
@@ -92,6 +93,7 @@ func TestApplyRefusesOpsAlone(t *testing.T) {
 // commits nothing, neither in the file nor in memory: the next batch numbers from
 // where the last committed one stopped.
 func TestApplyStorageErrorFailsTheBatch(t *testing.T) {
+	t.Parallel()
 	s := openTestStore(t, StoreOptions{FlushEntries: 1}) // index entries written in the same transaction
 	alice, bob := testIdentity(1), testIdentity(2)
 	if err := s.Apply(&Batch{Now: time.Now(), Retention: time.Hour, Ops: []*Op{directOp(alice, bob, "m0", "first")}}); err != nil {
@@ -128,6 +130,7 @@ func TestApplyStorageErrorFailsTheBatch(t *testing.T) {
 // TestReplayIsIdempotent: indexing log entries a second time (a crash after a flush
 // committed but before memory said so) changes nothing.
 func TestReplayIsIdempotent(t *testing.T) {
+	t.Parallel()
 	s := openTestStore(t, StoreOptions{FlushEntries: 1})
 	alice, bob := testIdentity(1), testIdentity(2)
 	for i := range 5 {
@@ -155,6 +158,7 @@ func TestReplayIsIdempotent(t *testing.T) {
 
 // TestDirectID: one id per pair and app, whichever side asks, in the shape of an id.
 func TestDirectID(t *testing.T) {
+	t.Parallel()
 	a, b, c := testIdentity(1), testIdentity(2), testIdentity(3)
 	other := "app_bbbbbbbbbbbbbbbbbbbbbbbbbb"
 	id := directID(testApp, a, b)
