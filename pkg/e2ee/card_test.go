@@ -29,6 +29,7 @@ func testKeyPair(t testing.TB, suite Suite, b byte) *KeyPair {
 }
 
 func TestCardRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, suite := range []Suite{SuiteHybrid, SuiteX25519} {
 		t.Run(suite.String(), func(t *testing.T) {
 			kp := testKeyPair(t, suite, 1)
@@ -51,6 +52,7 @@ func TestCardRoundTrip(t *testing.T) {
 }
 
 func TestParseCardRefusesMalformedCards(t *testing.T) {
+	t.Parallel()
 	kp := testKeyPair(t, SuiteX25519, 1)
 	other := testKeyPair(t, SuiteX25519, 2)
 	good, goodSig, err := NewCard(kp, alice, when, nil)
@@ -122,6 +124,7 @@ func TestParseCardRefusesMalformedCards(t *testing.T) {
 }
 
 func TestEndorsement(t *testing.T) {
+	t.Parallel()
 	oldKP, newKP := testKeyPair(t, SuiteX25519, 1), testKeyPair(t, SuiteHybrid, 2)
 	oldContent, oldSig, _ := NewCard(oldKP, alice, when, nil)
 	oldCard, err := ParseCard(oldContent, oldSig)
@@ -155,6 +158,7 @@ func TestEndorsement(t *testing.T) {
 }
 
 func TestServiceSignature(t *testing.T) {
+	t.Parallel()
 	_, key, _ := ed25519.GenerateKey(nil)
 	id := CardID([]byte("content"))
 	sig := ServiceSign(key, id)

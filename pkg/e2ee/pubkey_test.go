@@ -52,6 +52,7 @@ func x25519IsZero(t *testing.T, u []byte) bool {
 // refusal of an all-zero X25519 result, and for edwards25519 the birational map
 // u = (1 + y) / (1 - y) to Curve25519, which keeps a point's order.
 func TestSmallOrderLists(t *testing.T) {
+	t.Parallel()
 	for _, u := range smallOrderX25519 {
 		if !x25519IsZero(t, u) {
 			t.Errorf("X25519 u = %x is listed as of small order, but its shared secret is not zero", u)
@@ -91,6 +92,7 @@ func TestSmallOrderLists(t *testing.T) {
 }
 
 func TestCheckSigningPublicKey(t *testing.T) {
+	t.Parallel()
 	valid := testKeyPair(t, SuiteX25519, 7).SigningPublicKey()
 	negated := bytes.Clone(valid)
 	negated[31] ^= 0x80 // the same y, the other x: a point of the curve too
@@ -134,6 +136,7 @@ func TestCheckSigningPublicKey(t *testing.T) {
 }
 
 func TestCheckX25519PublicKey(t *testing.T) {
+	t.Parallel()
 	valid := testKeyPair(t, SuiteX25519, 7).KEMPublicKey()
 	highBit := bytes.Clone(valid)
 	highBit[31] |= 0x80 // the same point to RFC 7748, which ignores the bit; not canonical
@@ -169,6 +172,7 @@ func TestCheckX25519PublicKey(t *testing.T) {
 // TestParseCardRefusesWeakPublicKeys: a card's keys must pass the checks of
 // docs/wire-format.md section 5.1 when the card is parsed, not only fail later.
 func TestParseCardRefusesWeakPublicKeys(t *testing.T) {
+	t.Parallel()
 	x := testKeyPair(t, SuiteX25519, 1)
 	h := testKeyPair(t, SuiteHybrid, 2)
 	card := func(kp *KeyPair, edit func(*envelopev1.CardContent)) *envelopev1.CardContent {
@@ -263,6 +267,7 @@ func signWithR(seed, r, message []byte) []byte {
 // TestSignatureRules pins the Ed25519 verification rules that docs/wire-format.md
 // section 3 states, through ParseCard's self-signature check.
 func TestSignatureRules(t *testing.T) {
+	t.Parallel()
 	kp := testKeyPair(t, SuiteX25519, 3)
 	content, sig, err := NewCard(kp, alice, when, nil)
 	if err != nil {

@@ -84,6 +84,7 @@ func derive(t *testing.T, out *Output, p Params) *Keys {
 }
 
 func TestBackupAndRestoreRoundTrip(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	bundle := []byte("a key bundle: every private key of alice")
 	for _, aead := range []AEAD{ChaCha20Poly1305, AES256GCM} {
@@ -124,6 +125,7 @@ func TestBackupAndRestoreRoundTrip(t *testing.T) {
 }
 
 func TestBlindedElementsDifferAndHideTheInput(t *testing.T) {
+	t.Parallel()
 	a, err := Blind(alice, []byte("hunter2"))
 	if err != nil {
 		t.Fatal(err)
@@ -145,6 +147,7 @@ func TestBlindedElementsDifferAndHideTheInput(t *testing.T) {
 }
 
 func TestEveryBindingChangesTheOutput(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	base := s.run(alice, []byte("hunter2")).Value
 	for name, b := range map[string]Binding{
@@ -162,6 +165,7 @@ func TestEveryBindingChangesTheOutput(t *testing.T) {
 }
 
 func TestOPRFInputIsUnambiguous(t *testing.T) {
+	t.Parallel()
 	// Length prefixes keep a shift of bytes between fields from giving the same input.
 	a, _ := OPRFInput(Binding{App: "app_x", Identity: "u_ab", Slot: SlotPassword}, []byte("c"))
 	b, _ := OPRFInput(Binding{App: "app_xu", Identity: "_ab", Slot: SlotPassword}, []byte("c"))
@@ -174,6 +178,7 @@ func TestOPRFInputIsUnambiguous(t *testing.T) {
 }
 
 func TestFinalizeRefusesABadEvaluation(t *testing.T) {
+	t.Parallel()
 	s, other := newTestServer(t), newTestServer(t)
 	bl, err := Blind(alice, []byte("hunter2"))
 	if err != nil {
@@ -212,6 +217,7 @@ func TestFinalizeRefusesABadEvaluation(t *testing.T) {
 }
 
 func TestOpenRefusesAlteredRecords(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	out := s.run(alice, []byte("hunter2"))
 	p := Params{Version: 2, AEAD: ChaCha20Poly1305, KDF: testKDF}
@@ -254,6 +260,7 @@ func TestOpenRefusesAlteredRecords(t *testing.T) {
 }
 
 func TestInvalidInputs(t *testing.T) {
+	t.Parallel()
 	good := Params{Version: 1, AEAD: ChaCha20Poly1305, KDF: testKDF}
 	out := &Output{Binding: alice, PublicKey: make([]byte, 32), Value: make([]byte, 64)}
 	kdf := func(edit func(*argon2id.Params)) Params {
@@ -320,6 +327,7 @@ func TestInvalidInputs(t *testing.T) {
 }
 
 func TestCheckPasswordCost(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		p    argon2id.Params
 		weak bool
@@ -337,6 +345,7 @@ func TestCheckPasswordCost(t *testing.T) {
 }
 
 func TestRecoveryKeyFormat(t *testing.T) {
+	t.Parallel()
 	k, err := NewRecoveryKey(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -371,6 +380,7 @@ func TestRecoveryKeyFormat(t *testing.T) {
 // swap of two adjacent different characters of fixed keys: the check group catches
 // each one (a random one escapes with probability 2^-20).
 func TestRecoveryKeyTyposAreCaught(t *testing.T) {
+	t.Parallel()
 	for seed := range 4 {
 		var k RecoveryKey
 		for i := range k {
@@ -416,6 +426,7 @@ func TestRecoveryKeyTyposAreCaught(t *testing.T) {
 }
 
 func TestRecoveryKeyAsSecret(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	k, err := NewRecoveryKey(nil)
 	if err != nil {

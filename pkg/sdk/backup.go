@@ -384,6 +384,7 @@ func (c *Client) restoreInto(ctx context.Context, slot keybackup.Slot, secret []
 		Identity:     b.Identity,
 		Passphrase:   c.passphrase(),
 		NoPassphrase: c.cfg.NoPassphrase,
+		Argon2id:     c.cfg.keystoreArgon2id,
 		KeyBundle:    bundle,
 	})
 	if err != nil {

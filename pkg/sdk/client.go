@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/umbra-e2ee/umbra/pkg/argon2id"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/pkg/keystore"
@@ -91,6 +92,12 @@ type Config struct {
 	// TrustStorePath is the pin file (docs/wire-format.md, 5.7); empty means
 	// KeystorePath + ".trust".
 	TrustStorePath string
+
+	// keystoreArgon2id, when set, is the Argon2id cost of a new keystore's passphrase
+	// in place of argon2id.Default. Test only: the package's tests set it
+	// (CheapKeystore, in an _test.go file) so that devices whose tests are not about
+	// Argon2id start quickly; no exported field, flag or setting reaches it.
+	keystoreArgon2id argon2id.Params
 }
 
 // DefaultClockSkew is how far a signed created_at may lie outside its signer card's
@@ -264,7 +271,7 @@ func (c *Client) registerFresh(ctx context.Context, grant string) (*Card, error)
 	}
 	// The key is on disk before its card is public, so a crash can never leave a card
 	// whose private key is lost.
-	ks, err := keystore.Create(c.cfg.KeystorePath, keystore.Options{Identity: me, Passphrase: c.passphrase(), NoPassphrase: c.cfg.NoPassphrase})
+	ks, err := keystore.Create(c.cfg.KeystorePath, keystore.Options{Identity: me, Passphrase: c.passphrase(), NoPassphrase: c.cfg.NoPassphrase, Argon2id: c.cfg.keystoreArgon2id})
 	if err != nil {
 		return nil, fmt.Errorf("sdk: create keystore: %w", err)
 	}

@@ -133,6 +133,7 @@ func serveAsActive(identity string, card *cardv1.Card) func(string, any, any, er
 // does not chain to the pin: Encrypt refuses it with the reason, and a message the
 // operator signs with it is refused by Decrypt.
 func TestMaliciousServerSubstitutesACard(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -247,6 +248,7 @@ func TestMaliciousServerSubstitutesACard(t *testing.T) {
 // refuses each; so does a new client given the real key in Config.ServiceKeys, where
 // one trusting on first use would have been fooled.
 func TestMaliciousServerSwapsItsServiceKey(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -329,6 +331,7 @@ func TestMaliciousServerSwapsItsServiceKey(t *testing.T) {
 // the next epoch commit with the key change, so the new epoch key is wrapped to no
 // key this client has not accepted; after AcceptKeyChange the group goes on.
 func TestGroupRotationRefusesAChangedMember(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice", "bob")
 	ctx := context.Background()
 	alice, bob := w.users["alice"], w.users["bob"]

@@ -23,6 +23,7 @@ func openTestStore(t *testing.T) *BoltStore {
 // TestStoreUpdateSlot: an update's change and its answer both apply; an answer
 // without a change writes nothing; events get increasing sequences in the outbox.
 func TestStoreUpdateSlot(t *testing.T) {
+	t.Parallel()
 	s := openTestStore(t)
 	rec, err := s.Slot("app_a", "u_a", 1)
 	if err != nil || rec.GetAppId() != "app_a" || rec.GetIdentity() != "u_a" || rec.GetSlot() != 1 || rec.GetLatestVersion() != 0 || rec.GetBackup() != nil {
@@ -75,6 +76,7 @@ func TestStoreUpdateSlot(t *testing.T) {
 // TestStoreSlots: an identity's slots, in order, and nobody else's: not another
 // identity's, not another app's, not one whose id starts with this one's.
 func TestStoreSlots(t *testing.T) {
+	t.Parallel()
 	s := openTestStore(t)
 	write := func(app, identity string, slot uint32) {
 		t.Helper()
@@ -107,6 +109,7 @@ func TestStoreSlots(t *testing.T) {
 
 // TestStoreSecretCheck: the first value is kept; later calls return it.
 func TestStoreSecretCheck(t *testing.T) {
+	t.Parallel()
 	s := openTestStore(t)
 	if _, err := s.SecretCheck(nil); !errors.Is(err, errNoSecretHere) {
 		t.Fatalf("no candidate on an empty file: %v", err)

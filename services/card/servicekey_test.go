@@ -21,6 +21,7 @@ import (
 // before and after verify with the key each names, that GetServiceKey lists both with
 // their validity, that only the admin may rotate, and that it all survives a restart.
 func TestServiceKeyRotation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t, "A")
 	users := e.newUsers(t, a, "alice", "bob", "carol")
@@ -152,6 +153,7 @@ func TestServiceKeyRotation(t *testing.T) {
 // TestServiceKeyRotationOverREST rotates through the gateway's route, which only the
 // admin credential opens, and reads the keys back.
 func TestServiceKeyRotationOverREST(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	if code, body := e.rest(t, "POST", "/v1/service-keys:rotate", "", map[string]any{}); code != http.StatusUnauthorized {
 		t.Fatalf("rotate without a credential: %d %v", code, body)
@@ -169,6 +171,7 @@ func TestServiceKeyRotationOverREST(t *testing.T) {
 }
 
 func TestStoreServiceKeyRotation(t *testing.T) {
+	t.Parallel()
 	s, path := openTestStore(t)
 	if _, err := s.ServiceKeys(); !errors.Is(err, errs.ErrNotFound) {
 		t.Errorf("ServiceKeys of an empty file = %v; want ErrNotFound", err)

@@ -62,6 +62,7 @@ var (
 )
 
 func TestStorePublishSupersedesAndLogs(t *testing.T) {
+	t.Parallel()
 	s, _ := openTestStore(t)
 	var got seen
 	c1 := record("app_a", idAlice, 1, nil)
@@ -124,6 +125,7 @@ func TestStorePublishSupersedesAndLogs(t *testing.T) {
 }
 
 func TestStoreRefusedPublishWritesNothing(t *testing.T) {
+	t.Parallel()
 	s, _ := openTestStore(t)
 	c1 := record("app_a", idAlice, 1, nil)
 	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
@@ -155,6 +157,7 @@ func TestStoreRefusedPublishWritesNothing(t *testing.T) {
 }
 
 func TestStoreRevoke(t *testing.T) {
+	t.Parallel()
 	s, _ := openTestStore(t)
 	c1 := record("app_a", idAlice, 1, nil)
 	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
@@ -192,6 +195,7 @@ func TestStoreRevoke(t *testing.T) {
 // instead of superseding it, and its grant is spent, for good (over a reopen), until it
 // has long expired.
 func TestStoreResetRevokesAndSpendsGrantOnce(t *testing.T) {
+	t.Parallel()
 	s, path := openTestStore(t)
 	c1 := record("app_a", idAlice, 1, nil)
 	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
@@ -275,6 +279,7 @@ func TestStoreResetRevokesAndSpendsGrantOnce(t *testing.T) {
 }
 
 func TestStoreHistoryPagesNewestFirst(t *testing.T) {
+	t.Parallel()
 	s, path := openTestStore(t)
 	var prev []byte
 	for n := byte(1); n <= 5; n++ {
@@ -328,6 +333,7 @@ func TestStoreHistoryPagesNewestFirst(t *testing.T) {
 }
 
 func TestStoreServiceKeyIsCreatedOnce(t *testing.T) {
+	t.Parallel()
 	s, path := openTestStore(t)
 	if _, err := s.ServiceKey(nil); err == nil {
 		t.Error("an empty file returned a service key")

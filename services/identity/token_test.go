@@ -84,6 +84,7 @@ func (f *forger) sign(c *auth.Claims) string {
 }
 
 func TestAccessTokenAttacksAreRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	appID, key := e.newApp(t, "A")
 	alice := e.user(t, key, "alice")
@@ -220,6 +221,7 @@ func TestAccessTokenAttacksAreRefused(t *testing.T) {
 // grant with another audience, type or lifetime, expired, or signed by an unknown key)
 // is refused as a grant.
 func TestResetGrants(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	appID, key := e.newApp(t, "A")
 	alice := e.user(t, key, "alice")
@@ -303,6 +305,7 @@ func TestResetGrants(t *testing.T) {
 // TestRevocationFeedOverGRPC follows the feed the way other services do: over gRPC with
 // the service token, within the poll bound, and failing closed when it goes stale.
 func TestRevocationFeedOverGRPC(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	appID, key := e.newApp(t, "A")
 	alice, bob := e.user(t, key, "alice"), e.user(t, key, "bob")

@@ -32,6 +32,7 @@ func itemSeqs(its []InboxItem) []uint64 {
 // its bounds, hands out only a run that reaches the latest sequence without a gap, and
 // answers nil (read the store) otherwise.
 func TestNotifierRecent(t *testing.T) {
+	t.Parallel()
 	n := newNotifier(4, DefaultDeliveryCacheBytes)
 	w, err := n.open("app", "u")
 	if err != nil {
@@ -119,6 +120,7 @@ func checkRuns(t *testing.T, n *notifier) {
 // many there are, a record kept by many watches (a group message) counts once, the
 // oldest records go first, and what remains is still a run that since can hand out.
 func TestNotifierBudget(t *testing.T) {
+	t.Parallel()
 	const size = 1000
 	per := int64(size + recordOverhead)
 	budget := 20 * per
