@@ -17,6 +17,7 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/errs/errstatus"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
 )
 
@@ -65,7 +66,7 @@ func (g *Gateway) ServeGRPC(ctx context.Context, lis net.Listener) error {
 		grpc.ForceServerCodec(rawCodec{}),
 		grpc.UnknownServiceHandler(func(srv any, ss grpc.ServerStream) error {
 			// The proxy's own refusals become statuses; a service's status passes as it is.
-			st, _ := errs.Status(g.proxy(srv, ss))
+			st, _ := errstatus.Status(g.proxy(srv, ss))
 			return st
 		}),
 		grpc.MaxRecvMsgSize(int(g.cfg.MaxBodyBytes)),

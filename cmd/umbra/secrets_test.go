@@ -21,6 +21,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	"github.com/umbra-e2ee/umbra/pkg/keystore"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
@@ -157,10 +158,10 @@ func TestServerStoresNoSecret(t *testing.T) {
 	for _, path := range demoStores {
 		keystores[path] = nil
 	}
-	opened := map[string]*e2ee.Keystore{}
+	opened := map[string]*keystore.Keystore{}
 	var publicKeys [][]byte
 	for path, pass := range keystores {
-		ks, err := e2ee.OpenKeystore(path, pass)
+		ks, err := keystore.Open(path, pass)
 		if err != nil {
 			t.Fatalf("open keystore %s: %v", path, err)
 		}
@@ -257,7 +258,7 @@ func randomMarker(t *testing.T) string {
 }
 
 // keyPairs returns every key pair a keystore holds, superseded ones included.
-func keyPairs(t *testing.T, ks *e2ee.Keystore) []*e2ee.KeyPair {
+func keyPairs(t *testing.T, ks *keystore.Keystore) []*e2ee.KeyPair {
 	t.Helper()
 	raw, err := ks.KeyBundle()
 	if err != nil {
@@ -281,7 +282,7 @@ func keyPairs(t *testing.T, ks *e2ee.Keystore) []*e2ee.KeyPair {
 
 // epochKeys fetches, as the app's user uid, the wrapped keys of the app's group guid
 // and unwraps them with ks, checking each against its signed commit.
-func epochKeys(t *testing.T, server, apiKey, uid, guid string, ks *e2ee.Keystore) [][]byte {
+func epochKeys(t *testing.T, server, apiKey, uid, guid string, ks *keystore.Keystore) [][]byte {
 	t.Helper()
 	conn, err := grpcclient.Dial(grpcclient.Config{Addr: server})
 	if err != nil {

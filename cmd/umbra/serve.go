@@ -66,6 +66,7 @@ type serveFlags struct {
 	httpAddr    string
 	metricsAddr string
 	dataDir     string
+	store       string
 	peerTLS     tlsconf.Client
 	peers       map[string]*string
 	adminToken  string
@@ -109,6 +110,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8080", "REST gateway listen address (gateway and all)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "HTTP address for Prometheus /metrics, a plain-HTTP listener of its own, never the gateway's (empty: none)")
 	fs.StringVar(&f.dataDir, "data", "/var/lib/umbra", "folder for the service's bbolt file")
+	fs.StringVar(&f.store, "store", "", "keep the service's state in PostgreSQL instead of a bbolt file in --data: a connection string, postgres://user:password@host:5432/database "+
+		"(several hosts with target_session_attrs=read-write for failover; prefer UMBRA_STORE or PGPASSWORD: flags show in ps). Services with a PostgreSQL engine today: "+strings.Join(node.PostgresRoles, ", "))
 	fs.StringVar(&f.grpc.TLS.CertFile, "tls-cert", "", "server certificate (PEM)")
 	fs.StringVar(&f.grpc.TLS.KeyFile, "tls-key", "", "server key (PEM)")
 	fs.StringVar(&f.grpc.TLS.ClientCAFile, "tls-client-ca", "", "CA that signs client certificates (enables mTLS)")
@@ -193,6 +196,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	cfg := node.Config{
 		Roles:           []string{role},
 		DataDir:         f.dataDir,
+		Store:           f.store,
 		GRPC:            f.grpc,
 		MetricsAddr:     f.metricsAddr,
 		AdminCredential: f.adminToken,
@@ -215,11 +219,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if *f.peers[gateway.Identity] == "" {
 			return fmt.Errorf("--identity-addr is required: the %s service verifies tokens with the identity service", role)
 		}
-		cfg.Identity = f.peer(gateway.Identity)
+		cfg.Peers.Identity = f.peer(gateway.Identity)
 	}
 	if role == gateway.Messaging && *f.peers[gateway.Group] != "" {
 		// Group conversations are refused without it.
-		cfg.Group = f.peer(gateway.Group)
+		cfg.Peers.Group = f.peer(gateway.Group)
 	}
 	// The peers a role calls and cannot do without.
 	for _, need := range requiredPeers[role] {
@@ -229,11 +233,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	switch role {
 	case gateway.Group:
-		cfg.Card, cfg.MessagingPeer = f.peer(gateway.Card), f.peer(gateway.Messaging)
+		cfg.Peers.Card, cfg.Peers.Messaging = f.peer(gateway.Card), f.peer(gateway.Messaging)
 	case gateway.Messaging:
-		cfg.Card = f.peer(gateway.Card)
+		cfg.Peers.Card = f.peer(gateway.Card)
 	case gateway.Backup:
-		cfg.MessagingPeer = f.peer(gateway.Messaging)
+		cfg.Peers.Messaging = f.peer(gateway.Messaging)
 	}
 	if role == gateway.Backup || role == "all" {
 		secret, err := f.backupSecret()
@@ -284,8 +288,8 @@ func (t *tuningFlags) register(fs *flag.FlagSet) {
 }
 
 func (t *tuningFlags) apply(cfg *node.Config) {
-	cfg.CardSearchRate, cfg.CardSearchBurst = t.searchRate, t.searchBurst
-	cfg.GroupTuning.CallRate, cfg.GroupTuning.CallBurst = t.groupRate, t.groupBurst
+	cfg.Card.SearchRate, cfg.Card.SearchBurst = t.searchRate, t.searchBurst
+	cfg.Group.CallRate, cfg.Group.CallBurst = t.groupRate, t.groupBurst
 	cfg.Messaging = t.messaging
 	cfg.GRPC.MaxConcurrentStreams = uint32(min(*t.streams, math.MaxUint32))
 	cfg.AuthFailures = t.authFailures

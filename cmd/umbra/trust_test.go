@@ -19,7 +19,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
 // rawCodec passes gRPC messages through as bytes, for the tampering proxy.
@@ -109,7 +109,7 @@ func TestCLIRefusesASubstitutedCard(t *testing.T) {
 	ok("desk", "keys", "init")
 	ok("phone", "encrypt", "--to", "bob", "pinning bob")
 
-	var rec storagev1.ServiceKeyRecord
+	var rec cardstoragev1.ServiceKeyRecord
 	if err := c.n.Stores["card"].View(func(tx *bolt.Tx) error {
 		return boltdb.GetProto(tx.Bucket([]byte("service_key")), []byte("current"), &rec)
 	}); err != nil {

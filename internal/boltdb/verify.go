@@ -9,6 +9,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -80,7 +81,7 @@ func Verify(path string, schema Schema, check func(tx *bolt.Tx, r *Report)) (*Re
 		db, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: VerifyLockTimeout})
 		return err
 	})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("%s is in use by a running process (%w): stop the service first, or verify a backup of it (umbra admin backup)", path, ErrLocked)
 	}
 	if err != nil {

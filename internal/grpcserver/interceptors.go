@@ -15,6 +15,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/errs/errstatus"
 )
 
 // recoverUnary turns a handler's panic into Internal, logging the stack once.
@@ -108,7 +109,7 @@ type contextStream struct {
 
 func (s *contextStream) Context() context.Context { return s.ctx }
 
-// errorsUnary maps the handler's domain errors to statuses (errs.Status). An error of
+// errorsUnary maps the handler's domain errors to statuses (errstatus.Status). An error of
 // no known kind becomes Internal, and its cause is logged here, once.
 //
 // Every error status leaves with the ErrorOriginTrailer, so a gateway can tell an answer
@@ -140,7 +141,7 @@ const ErrorOriginTrailer = "umbra-error-origin"
 var originTrailer = metadata.Pairs(ErrorOriginTrailer, "service")
 
 func toStatus(log *zap.Logger, method string, err error) error {
-	st, known := errs.Status(err)
+	st, known := errstatus.Status(err)
 	if !known {
 		msg := "internal error"
 		if errors.Is(err, errs.ErrDamaged) {

@@ -19,6 +19,9 @@ import (
 type adminServer struct {
 	adminv1.UnimplementedAdminServiceServer
 	stores map[string]*boltdb.DB
+	// inPostgres are the hosted stores in PostgreSQL, which the engine's own tools
+	// back up.
+	inPostgres []string
 }
 
 // adminPolicies is the admin service's access table.
@@ -46,6 +49,9 @@ const backupChunk = 1 << 20
 
 func (a *adminServer) BackupStore(req *adminv1.BackupStoreRequest, stream adminv1.AdminService_BackupStoreServer) error {
 	db, ok := a.stores[req.GetName()]
+	if !ok && slices.Contains(a.inPostgres, req.GetName()) {
+		return errs.Preconditionf("the %s store is in PostgreSQL: back it up with PostgreSQL's own tools (pg_dump --schema umbra_%s, or the cluster's base backups and WAL archive)", req.GetName(), req.GetName())
+	}
 	if !ok {
 		return errs.NotFoundf("this process hosts no store %q (ListStores names them)", req.GetName())
 	}

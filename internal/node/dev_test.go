@@ -79,6 +79,7 @@ func readCredentials(t *testing.T, dir string) credentialsFile {
 // have not changed leaves dev-credentials.json as it is (same file, same mtime), so
 // that it writes nothing it need not.
 func TestDevRestartLeavesTheCredentialsFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := runDev(t, dir); err != nil {
 		t.Fatal(err)

@@ -110,6 +110,7 @@ func devCall(t *testing.T, method, url, body string, headers ...string) (int, ma
 // names that signed in (across a restart), resolves any name, and serves its web chat
 // beside them.
 func TestDevSignIn(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	web := fstest.MapFS{"index.html": {Data: []byte("<!doctype html><title>Umbra chat</title>")}}
 	addrs, stop := startDev(t, dir, web)
@@ -192,6 +193,7 @@ func TestDevSignIn(t *testing.T) {
 // remembers the name; GET /dev/groups lists the names given, across a restart, so
 // every member's chat shows the group's name.
 func TestDevGroupNames(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	addrs, stop := startDev(t, dir, nil)
 	base := "http://" + addrs.Gateway
@@ -247,6 +249,7 @@ func TestDevGroupNames(t *testing.T) {
 // message saying what was wrong, and adds no name to the list; requests that do not
 // come from a page or program of this machine are refused with 403.
 func TestDevSignInBadRequests(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	addrs, _ := startDev(t, dir, nil)
 	base := "http://" + addrs.Gateway
@@ -306,6 +309,7 @@ func TestDevSignInBadRequests(t *testing.T) {
 // the second wall). A handler not yet ready shows which requests passed the check: they
 // get its 503.
 func TestDevSignInRefusesNonLoopbackCallers(t *testing.T) {
+	t.Parallel()
 	h := newDevSignIn(t.TempDir(), zaptest.NewLogger(t))
 	cases := []struct {
 		remote string

@@ -40,6 +40,7 @@ func bearer(cred string) context.Context {
 // envelope limit for Send, and gRPC's own limit, the largest, for everything; requests
 // within their method's limit go through.
 func TestRequestLimits(t *testing.T) {
+	t.Parallel()
 	addr := runNode(t)
 	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addr})
 	if err != nil {
@@ -114,6 +115,7 @@ func TestRequestLimits(t *testing.T) {
 // limits are those of the classes of requestLimits' comment, and none is above the
 // server's limit.
 func TestRecvLimitsOfEveryMethod(t *testing.T) {
+	t.Parallel()
 	d := &deps{dataDir: t.TempDir(), log: zaptest.NewLogger(t), cfg: Config{Backup: testBackupConfig}}
 	cfg := requestLimits(grpcserver.Config{Addr: "127.0.0.1:0"}, messaging.Config{})
 	srv, err := grpcserver.New(cfg, auth.New(auth.Config{}), d.log, nil)

@@ -22,6 +22,7 @@ func grepLines(text, s string) string {
 // serves /metrics on MetricsAddr only, with the services' gRPC metrics; the gateway's
 // listener answers 404 there.
 func TestMetricsOnTheirOwnListener(t *testing.T) {
+	t.Parallel()
 	addrs := runAll(t, func(c *Config) { c.MetricsAddr = "127.0.0.1:0" })
 	if addrs.Metrics == "" {
 		t.Fatal("no metrics address reported")

@@ -8,11 +8,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"path/filepath"
 	"slices"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,17 +19,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
-	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
-	adminv1 "github.com/umbra-e2ee/umbra/proto/umbra/admin/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	"github.com/umbra-e2ee/umbra/services/backup"
+	"github.com/umbra-e2ee/umbra/services/card"
 	"github.com/umbra-e2ee/umbra/services/group"
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
@@ -42,6 +39,11 @@ type Config struct {
 	// DataDir holds each hosted service's bbolt file (<role>.db), and ManifestFile,
 	// the list of the stores created there.
 	DataDir string
+	// Store, when set, is a PostgreSQL connection string (postgres://...): the hosted
+	// services keep their state in that database, each in a schema of its own
+	// (umbra_<service>), instead of bbolt files in DataDir. Every hosted service must
+	// have a PostgreSQL engine (PostgresRoles); one without is refused at start.
+	Store string
 	// AllowEmptyStores names stores that may start empty although the data folder
 	// held them and their file is now missing or empty (see stores.go); without it
 	// such a store is refused.
@@ -55,12 +57,8 @@ type Config struct {
 	// (gateway.ServeMetrics). The gateway's listener never serves them: it is the
 	// public one.
 	MetricsAddr string
-	// Identity says how to reach the identity service for signing keys and
-	// revocations. A process that hosts the identity role (alone, or with others as in
-	// `umbra dev` and `serve all`) checks tokens against the identity service's own
-	// store, so a revocation holds on the next call; any other process follows the
-	// identity service's revocation feed over gRPC, within auth.DefaultRevocationPoll.
-	Identity grpcclient.Config
+	// Peers say how this process's services reach the services it does not host.
+	Peers Peers
 	// AdminCredential enables the admin methods (CreateApp...).
 	AdminCredential string
 	// ServiceToken authenticates services to each other's internal methods (when not
@@ -78,31 +76,17 @@ type Config struct {
 	// AuthFailures limits failed credentials per source; the zero value is the
 	// defaults.
 	AuthFailures auth.FailureLimit
-	// Issuer is the access tokens' "iss".
+	// Issuer is the access tokens' "iss": the identity service's only setting, which
+	// every process's token verifier checks too.
 	Issuer string
-	// CardSearchRate and CardSearchBurst limit SearchCards per calling identity (calls
-	// per second on average, and at once); 0 means the card service's defaults.
-	CardSearchRate  float64
-	CardSearchBurst int
-	// Group says how the messaging service reaches the group service, with the
-	// ServiceToken. A process that hosts the group role reaches its own listener; left
-	// empty otherwise, group conversations are refused.
-	Group grpcclient.Config
-	// Messaging tunes the messaging service (envelope limit, send rate, retention,
-	// streams); the zero value is its defaults.
+	// Card, Backup, Group and Messaging configure each service when the process hosts
+	// it; the zero value of each is its defaults, but Backup's Secret is required. The
+	// node fills in what it provides: Card's Grants (the process's token verifier) and
+	// Messaging's Revocations (its revocation checker), unless they are set.
+	Card      card.Config
+	Backup    backup.Config
+	Group     group.Config
 	Messaging messaging.Config
-	// Card says how the group service (members' active cards and card events) and the
-	// messaging service (whose card a message's sender card is) reach the card service,
-	// and MessagingPeer how the group and backup services reach the messaging service
-	// (events into members' streams). A process that hosts the role reaches its own
-	// listener.
-	Card          grpcclient.Config
-	MessagingPeer grpcclient.Config
-	// Backup configures the backup service; its Secret is required when the process
-	// hosts the backup role.
-	Backup backup.Config
-	// GroupTuning tunes the group service; the zero value is its defaults.
-	GroupTuning group.Config
 	// Ready, when set, is called once every listener is up, with their addresses.
 	Ready func(ctx context.Context, addrs Addrs) error
 	// StoreProbeInterval is how often a store whose writes fail tries a probe write,
@@ -113,6 +97,25 @@ type Config struct {
 	// they are open, before serving: tests fail their writes through it
 	// (boltdb.DB.FailCommits).
 	StoresOpen func(map[string]*boltdb.DB)
+}
+
+// Peers say how a process's services reach the services it does not host, as internal
+// callers with Config.ServiceToken. An empty field of a service the process hosts means
+// its own listener.
+type Peers struct {
+	// Identity serves signing keys and revocations. A process that hosts the identity
+	// service (alone, or with others as in `umbra dev` and `serve all`) checks tokens
+	// against its store, so a revocation holds on the next call; any other process
+	// follows the identity service's revocation feed over gRPC, within
+	// auth.DefaultRevocationPoll.
+	Identity grpcclient.Config
+	// Card serves the group service (members' active cards, card events) and the
+	// messaging service (whose card a message's sender card is).
+	Card grpcclient.Config
+	// Group serves the messaging service; without it group conversations are refused.
+	Group grpcclient.Config
+	// Messaging serves the group and backup services (events into members' streams).
+	Messaging grpcclient.Config
 }
 
 // Addrs are the addresses a running node listens on.
@@ -134,6 +137,9 @@ type hosted struct {
 	run func(ctx context.Context)
 	// db is the service's bbolt file, for online backups; nil for a service with none.
 	db *boltdb.DB
+	// ready, set for a store in PostgreSQL, checks that its database answers and
+	// accepts writes (pgdb.DB.Ready), for the service's readiness.
+	ready func(ctx context.Context) error
 }
 
 // deps are what a service may need from its process.
@@ -155,233 +161,112 @@ type deps struct {
 	tokens *auth.Verifier
 }
 
-// Run hosts cfg.Roles until ctx ends.
+// Run hosts cfg.Roles until ctx ends. It starts the process in phases: the gRPC
+// listener, the services over their stores, the gRPC server that serves them, and
+// the servers and loops that run until ctx ends (serve).
 func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	if len(cfg.Roles) == 0 {
-		return errors.New("node: no roles to run")
+	if err := checkRoles(cfg.Roles); err != nil {
+		return err
+	}
+	lis, err := listenGRPC(&cfg.GRPC)
+	if err != nil {
+		return err
+	}
+	defer lis.Close()
+	cfg.Peers = cfg.Peers.hostedAt(cfg.Roles, loopbackAddr(lis.Addr().String()))
+	if cfg.Gateway != nil && cfg.ForwarderToken == "" {
+		cfg.ForwarderToken = rand.Text()
+	}
+
+	if cfg.Store != "" {
+		if err := checkPostgres(cfg); err != nil {
+			return err
+		}
+	} else if err := checkStores(cfg.DataDir, cfg.Roles, cfg.AllowEmptyStores, log); err != nil {
+		return err
+	}
+	svcs, err := startServices(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer svcs.close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := newGRPCServer(cfg, svcs, reg, log)
+	if err != nil {
+		return err
+	}
+	if err := watchStores(cfg, svcs, srv, reg, log); err != nil {
+		return err
+	}
+	return serve(ctx, cfg, lis, srv, svcs, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), log)
+}
+
+// PostgresRoles are the services that have a PostgreSQL engine; the others keep their
+// state in bbolt files until theirs is built (issue 16).
+var PostgresRoles = []string{gateway.Identity}
+
+// checkPostgres refuses a connection string that is not PostgreSQL's, and a role whose
+// service has no PostgreSQL engine yet: never a start that looks like it works.
+func checkPostgres(cfg Config) error {
+	if !strings.HasPrefix(cfg.Store, "postgres://") && !strings.HasPrefix(cfg.Store, "postgresql://") {
+		return errors.New("node: --store takes a PostgreSQL connection string, postgres://user:password@host:port/database (leave it empty for bbolt files in --data)")
 	}
 	for _, r := range cfg.Roles {
+		if !slices.Contains(PostgresRoles, r) {
+			return fmt.Errorf("the %s service has no PostgreSQL engine yet; see issue 16 (services with one: %s; run the %s service over bbolt, with --data and no --store)",
+				r, strings.Join(PostgresRoles, ", "), r)
+		}
+	}
+	if len(cfg.AllowEmptyStores) > 0 {
+		return errors.New("node: --allow-empty-store is about bbolt files in --data; a store in PostgreSQL has no file to lose")
+	}
+	return nil
+}
+
+// checkRoles refuses an empty or unknown role.
+func checkRoles(roles []string) error {
+	if len(roles) == 0 {
+		return errors.New("node: no roles to run")
+	}
+	for _, r := range roles {
 		if !slices.Contains(gateway.Services(), r) {
 			return fmt.Errorf("node: unknown role %q (roles: %v)", r, gateway.Services())
 		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	return nil
+}
 
-	if cfg.GRPC.Addr == "" {
-		cfg.GRPC.Addr = "127.0.0.1:9090"
+// listenGRPC opens the services' listener, at 127.0.0.1:9090 when c has no address.
+func listenGRPC(c *grpcserver.Config) (net.Listener, error) {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:9090"
 	}
-	lis, err := net.Listen("tcp", cfg.GRPC.Addr)
+	lis, err := net.Listen("tcp", c.Addr)
 	if err != nil {
-		return fmt.Errorf("node: listen on %s: %w", cfg.GRPC.Addr, err)
+		return nil, fmt.Errorf("node: listen on %s: %w", c.Addr, err)
 	}
-	defer lis.Close()
-	addrs := Addrs{GRPC: lis.Addr().String()}
-	if cfg.Identity.Addr == "" && slices.Contains(cfg.Roles, gateway.Identity) {
-		// Hosted here: reach it at this listener, as any other client would.
-		cfg.Identity = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC)}
-	}
-	if cfg.Group.Addr == "" && slices.Contains(cfg.Roles, gateway.Group) {
-		cfg.Group = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC)}
-	}
-	if cfg.Card.Addr == "" && slices.Contains(cfg.Roles, gateway.Card) {
-		cfg.Card = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC)}
-	}
-	if cfg.MessagingPeer.Addr == "" && slices.Contains(cfg.Roles, gateway.Messaging) {
-		cfg.MessagingPeer = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC)}
-	}
+	return lis, nil
+}
 
-	if err := checkStores(cfg.DataDir, cfg.Roles, cfg.AllowEmptyStores, log); err != nil {
-		return err
-	}
-	d := &deps{dataDir: cfg.DataDir, log: log, cfg: cfg}
-	var services []*hosted
-	defer func() {
-		for _, s := range slices.Backward(services) {
-			if err := s.close(); err != nil {
-				log.Error("close store", zap.String("service", s.name), zap.Error(err))
-			}
-		}
-	}()
-	build := func(r string) error {
-		// A damaged file panics or faults in bbolt while the service opens it and
-		// reads it first: Protect makes that an error naming the file.
-		var s *hosted
-		err := boltdb.Protect(dbPath(d, r), func() error {
-			var err error
-			s, err = builders[r](d)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("node: start %s: %w", r, err)
-		}
-		services = append(services, s)
-		return recordStore(cfg.DataDir, r)
-	}
-	// Identity first: the token verifier of the process uses it when it is here, and
-	// the other services get the verifier's revocation checker.
-	if slices.Contains(cfg.Roles, gateway.Identity) {
-		if err := build(gateway.Identity); err != nil {
-			return err
+// hostedAt returns p with every service of roles that p has no address for reached at
+// addr, this process's own listener, as any other client would reach it.
+func (p Peers) hostedAt(roles []string, addr string) Peers {
+	for role, peer := range map[string]*grpcclient.Config{
+		gateway.Identity:  &p.Identity,
+		gateway.Card:      &p.Card,
+		gateway.Group:     &p.Group,
+		gateway.Messaging: &p.Messaging,
+	} {
+		if peer.Addr == "" && slices.Contains(roles, role) {
+			*peer = grpcclient.Config{Addr: addr}
 		}
 	}
-	var background []func(ctx context.Context)
-	tokens, feed, closeIdentity, err := tokenVerifier(d)
-	if err != nil {
-		return err
-	}
-	defer closeIdentity()
-	d.tokens = tokens
-	d.revocations = d.identity
-	if feed != nil {
-		d.revocations = feed
-		background = append(background, feed.Run)
-	}
-	for _, r := range cfg.Roles {
-		if r != gateway.Identity {
-			if err := build(r); err != nil {
-				return err
-			}
-		}
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
-
-	tables := []auth.Table{grpcserver.SystemPolicies(), adminPolicies()}
-	admin := &adminServer{stores: map[string]*boltdb.DB{}}
-	for _, s := range services {
-		if s.db != nil {
-			admin.stores[s.name] = s.db
-		}
-		tables = append(tables, s.policies)
-		if s.run != nil {
-			background = append(background, s.run)
-		}
-	}
-	table, err := auth.Merge(tables...)
-	if err != nil {
-		return err
-	}
-	if cfg.Gateway != nil && cfg.ForwarderToken == "" {
-		cfg.ForwarderToken = rand.Text()
-	}
-	acfg := auth.Config{
-		Policies:        table,
-		Tokens:          tokens,
-		AdminCredential: cfg.AdminCredential,
-		ServiceToken:    cfg.ServiceToken,
-		ServicePeers:    cfg.ServicePeers,
-		Failures:        cfg.AuthFailures,
-		ForwarderToken:  cfg.ForwarderToken,
-		ForwarderPeers:  cfg.ForwarderPeers,
-	}
-	if d.identity != nil {
-		acfg.AppKeys = d.identity
-	}
-	srv, err := grpcserver.New(requestLimits(cfg.GRPC, cfg.Messaging), auth.New(acfg), log.Named("grpc"), reg)
-	if err != nil {
-		return err
-	}
-	for _, s := range services {
-		s.register(srv)
-	}
-	adminv1.RegisterAdminServiceServer(srv, admin)
-	if err := grpcserver.CheckPolicies(srv.Server, table); err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	for _, s := range services {
-		srv.Health.SetServingStatus(s.grpcName, healthpb.HealthCheckResponse_SERVING)
-	}
-	writeFailures, err := writeFailuresMetric(reg)
-	if err != nil {
-		return err
-	}
-	for _, s := range services {
-		if s.db != nil {
-			watchStore(s, srv, writeFailures, cfg.StoreProbeInterval, log.Named(s.name))
-		}
-	}
-	if cfg.StoresOpen != nil {
-		cfg.StoresOpen(maps.Clone(admin.stores))
-	}
-
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	// fail stops what has started and returns err.
-	fail := func(err error) error {
-		cancel()
-		wg.Wait()
-		return err
-	}
-	wg.Go(func() { errc <- srv.Serve(ctx, lis) })
-	if feed != nil {
-		// Access tokens are refused until the revocation feed has been read once; wait
-		// for it (briefly) so the node is usable as soon as it says it is ready.
-		firstSync(ctx, feed, log)
-	}
-	for _, f := range background {
-		wg.Go(func() { f(ctx) })
-	}
-
-	if cfg.Gateway != nil {
-		gcfg := *cfg.Gateway
-		gcfg.ForwarderToken = cfg.ForwarderToken
-		gcfg.Upstreams = map[string]grpcclient.Config{}
-		for _, name := range gateway.Services() {
-			gcfg.Upstreams[name] = grpcclient.Config{Addr: loopbackAddr(addrs.GRPC), Insecure: true}
-		}
-		if cfg.GRPC.TLS.Enabled() {
-			return fail(errors.New("node: an in-process gateway talks to its services over loopback plaintext; run the gateway on its own (umbra serve gateway) to use TLS between them"))
-		}
-		g, err := gateway.New(ctx, gcfg, log.Named("gateway"))
-		if err != nil {
-			return fail(err)
-		}
-		defer g.Close()
-		if gcfg.Addr == "" {
-			gcfg.Addr = "127.0.0.1:8080"
-		}
-		if !gcfg.TLS.Enabled() {
-			if err := tlsconf.CheckPlaintext("HTTP listener", gcfg.Addr, gcfg.Insecure); err != nil {
-				return fail(err)
-			}
-		}
-		glis, err := net.Listen("tcp", gcfg.Addr)
-		if err != nil {
-			return fail(fmt.Errorf("gateway: listen on %s: %w", gcfg.Addr, err))
-		}
-		addrs.Gateway = glis.Addr().String()
-		wg.Go(func() { errc <- g.Serve(ctx, glis) })
-	}
-	if cfg.MetricsAddr != "" {
-		mlis, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			return fail(fmt.Errorf("metrics: listen on %s: %w (another process has it? --metrics-addr '' serves no metrics)", cfg.MetricsAddr, err))
-		}
-		addrs.Metrics = mlis.Addr().String()
-		wg.Go(func() { errc <- gateway.ServeMetrics(ctx, mlis, metrics) })
-	}
-	log.Info("serving", zap.Strings("roles", cfg.Roles), zap.String("grpc", addrs.GRPC), zap.String("gateway", addrs.Gateway), zap.String("metrics", addrs.Metrics))
-
-	if cfg.Ready != nil {
-		if err := cfg.Ready(ctx, addrs); err != nil {
-			return fail(err)
-		}
-	}
-	var first error
-	select {
-	case <-ctx.Done():
-	case first = <-errc:
-		cancel()
-	}
-	wg.Wait()
-	log.Info("stopped")
-	return first
+	return p
 }
 
 // dialPeer connects to another Umbra service for its internal methods: with the
@@ -443,7 +328,7 @@ func tokenVerifier(d *deps) (*auth.Verifier, *auth.RevocationFeed, func(), error
 	if d.identity != nil {
 		return auth.NewVerifier(d.identity, d.identity, d.cfg.Issuer, nil), nil, func() {}, nil
 	}
-	icfg := d.cfg.Identity
+	icfg := d.cfg.Peers.Identity
 	icfg.ServiceToken, icfg.Peer = d.cfg.ServiceToken, true
 	conn, err := grpcclient.Dial(icfg)
 	if err != nil {

@@ -21,6 +21,7 @@ var testBackupConfig = backup.Config{Secret: []byte("backup-secret-for-tests-012
 // TestEveryRegisteredMethodHasAPolicy registers every service on one server, as `umbra
 // dev` does, and walks every method the server would dispatch.
 func TestEveryRegisteredMethodHasAPolicy(t *testing.T) {
+	t.Parallel()
 	d := &deps{dataDir: t.TempDir(), log: zaptest.NewLogger(t), cfg: Config{Backup: testBackupConfig}}
 	tables := []auth.Table{grpcserver.SystemPolicies()}
 	var hostedServices []*hosted
@@ -80,6 +81,7 @@ func TestEveryRegisteredMethodHasAPolicy(t *testing.T) {
 // TestRunHostsEveryRole starts every role and the gateway on free loopback ports and
 // checks that each service reports SERVING.
 func TestRunHostsEveryRole(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan Addrs, 1)
 	done := make(chan error, 1)

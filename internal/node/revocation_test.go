@@ -94,6 +94,7 @@ func call(t *testing.T, method, url, cred string, body any) (int, map[string]any
 // written: right after tokens:revoke, whoami and every other service answer 401, with
 // no wait for a revocation feed.
 func TestRevocationHoldsAtOnceInOneProcess(t *testing.T) {
+	t.Parallel()
 	addrs := runAll(t, nil)
 	base := "http://" + addrs.Gateway
 	code, app := call(t, "POST", base+"/v1/apps", testAdmin, map[string]any{"displayName": "test"})

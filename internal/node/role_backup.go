@@ -13,12 +13,12 @@ import (
 // secret, delivering its events (an erased backup) through the messaging service.
 func buildBackup(d *deps) (*hosted, error) {
 	log := d.log.Named(gateway.Backup)
-	store, err := backup.OpenStore(dbPath(d, gateway.Backup))
+	store, err := backup.OpenBoltStore(dbPath(d, gateway.Backup))
 	if err != nil {
 		return nil, err
 	}
 	release := closers{store.Close}
-	conn, err := optionalPeer(d, log, d.cfg.MessagingPeer, &release, "no messaging service address: backup events wait in the outbox until one is configured")
+	conn, err := optionalPeer(d, log, d.cfg.Peers.Messaging, &release, "no messaging service address: backup events wait in the outbox until one is configured")
 	if err != nil {
 		release.close()
 		return nil, fmt.Errorf("messaging service: %w", err)
@@ -27,7 +27,7 @@ func buildBackup(d *deps) (*hosted, error) {
 	if conn != nil {
 		events = messagingv1.NewMessagingServiceClient(conn)
 	}
-	srv, err := backup.New(store, d.cfg.Backup, events, log)
+	srv, err := backup.New(store, events, d.cfg.Backup, log)
 	if err != nil {
 		release.close()
 		return nil, err

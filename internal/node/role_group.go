@@ -16,13 +16,13 @@ import (
 // are refused as UNAVAILABLE; without a messaging address events wait in the outbox.
 func buildGroup(d *deps) (*hosted, error) {
 	log := d.log.Named(gateway.Group)
-	store, err := group.OpenStore(dbPath(d, gateway.Group))
+	store, err := group.OpenBoltStore(dbPath(d, gateway.Group))
 	if err != nil {
 		return nil, err
 	}
 	release := closers{store.Close}
 	var cards group.Cards
-	conn, err := optionalPeer(d, log, d.cfg.Card, &release, "no card service address: epoch commits are refused and card changes are not followed until one is configured")
+	conn, err := optionalPeer(d, log, d.cfg.Peers.Card, &release, "no card service address: epoch commits are refused and card changes are not followed until one is configured")
 	if err != nil {
 		release.close()
 		return nil, fmt.Errorf("card service: %w", err)
@@ -31,7 +31,7 @@ func buildGroup(d *deps) (*hosted, error) {
 		cards = cardv1.NewCardServiceClient(conn)
 	}
 	var events group.Events
-	conn, err = optionalPeer(d, log, d.cfg.MessagingPeer, &release, "no messaging service address: group events wait in the outbox until one is configured")
+	conn, err = optionalPeer(d, log, d.cfg.Peers.Messaging, &release, "no messaging service address: group events wait in the outbox until one is configured")
 	if err != nil {
 		release.close()
 		return nil, fmt.Errorf("messaging service: %w", err)
@@ -39,7 +39,7 @@ func buildGroup(d *deps) (*hosted, error) {
 	if conn != nil {
 		events = messagingv1.NewMessagingServiceClient(conn)
 	}
-	srv, err := group.NewServer(store, cards, events, d.cfg.GroupTuning, log)
+	srv, err := group.New(store, cards, events, d.cfg.Group, log)
 	if err != nil {
 		release.close()
 		return nil, err

@@ -1,9 +1,9 @@
 package node
 
 import (
+	"context"
 	"fmt"
-
-	"google.golang.org/grpc"
+	"time"
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
@@ -18,34 +18,54 @@ import (
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
+// openTimeout bounds the opening of a store in PostgreSQL: connecting, checking, and
+// migrating (which may wait for another replica's migration).
+const openTimeout = 2 * time.Minute
+
 // builders start each role's service over its own store.
 var builders = map[string]func(*deps) (*hosted, error){
 	gateway.Identity: func(d *deps) (*hosted, error) {
-		store, err := identity.OpenStore(dbPath(d, gateway.Identity))
-		if err != nil {
-			return nil, err
+		h := &hosted{
+			name:     gateway.Identity,
+			grpcName: identityv1.IdentityService_ServiceDesc.ServiceName,
+			policies: identity.Policies(),
 		}
-		srv, err := identity.New(store, identity.Config{Issuer: d.cfg.Issuer}, d.log.Named(gateway.Identity))
+		log := d.log.Named(gateway.Identity)
+		var store identity.Store
+		if d.cfg.Store != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+			defer cancel()
+			pg, err := identity.OpenPostgresStore(ctx, d.cfg.Store, log)
+			if err != nil {
+				return nil, err
+			}
+			store, h.ready = pg, pg.DB().Ready
+		} else {
+			bolt, err := identity.OpenBoltStore(dbPath(d, gateway.Identity))
+			if err != nil {
+				return nil, err
+			}
+			store, h.db = bolt, bolt.DB()
+		}
+		srv, err := identity.New(store, identity.Config{Issuer: d.cfg.Issuer}, log)
 		if err != nil {
 			store.Close()
 			return nil, err
 		}
 		d.identity = srv
-		return &hosted{
-			name:     gateway.Identity,
-			grpcName: identityv1.IdentityService_ServiceDesc.ServiceName,
-			register: srv.Register,
-			policies: identity.Policies(),
-			db:       store.DB(),
-			close:    store.Close,
-		}, nil
+		h.register, h.close = srv.Register, store.Close
+		return h, nil
 	},
 	gateway.Card: func(d *deps) (*hosted, error) {
-		store, err := card.OpenStore(dbPath(d, gateway.Card))
+		store, err := card.OpenBoltStore(dbPath(d, gateway.Card))
 		if err != nil {
 			return nil, err
 		}
-		srv, err := card.New(store, card.Config{SearchRate: d.cfg.CardSearchRate, SearchBurst: d.cfg.CardSearchBurst, Grants: d.tokens}, d.log.Named(gateway.Card))
+		ccfg := d.cfg.Card
+		if ccfg.Grants == nil {
+			ccfg.Grants = d.tokens
+		}
+		srv, err := card.New(store, ccfg, d.log.Named(gateway.Card))
 		if err != nil {
 			store.Close()
 			return nil, err
@@ -62,13 +82,13 @@ var builders = map[string]func(*deps) (*hosted, error){
 	gateway.Backup: buildBackup,
 	gateway.Group:  buildGroup,
 	gateway.Messaging: func(d *deps) (*hosted, error) {
-		store, err := messaging.OpenStore(dbPath(d, gateway.Messaging), messaging.StoreOptions{})
+		store, err := messaging.OpenBoltStore(dbPath(d, gateway.Messaging), messaging.StoreOptions{})
 		if err != nil {
 			return nil, err
 		}
 		log := d.log.Named(gateway.Messaging)
 		release := closers{store.Close}
-		conn, err := optionalPeer(d, log, d.cfg.Group, &release, "no group service address: group conversations are refused")
+		conn, err := optionalPeer(d, log, d.cfg.Peers.Group, &release, "no group service address: group conversations are refused")
 		if err != nil {
 			release.close()
 			return nil, fmt.Errorf("group service: %w", err)
@@ -77,7 +97,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 		if conn != nil {
 			groups = messaging.GroupClient{Client: groupv1.NewGroupServiceClient(conn)}
 		}
-		cardConn, err := optionalPeer(d, log, d.cfg.Card, &release, "no card service address: ENCRYPTED messages are refused (their sender card cannot be checked)")
+		cardConn, err := optionalPeer(d, log, d.cfg.Peers.Card, &release, "no card service address: ENCRYPTED messages are refused (their sender card cannot be checked)")
 		if err != nil {
 			release.close()
 			return nil, fmt.Errorf("card service: %w", err)
@@ -90,7 +110,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 		if mcfg.Revocations == nil {
 			mcfg.Revocations = d.revocations
 		}
-		srv, err := messaging.New(store, groups, cards, mcfg, log)
+		srv, err := messaging.New(store, cards, groups, mcfg, log)
 		if err != nil {
 			release.close()
 			return nil, err
@@ -115,9 +135,4 @@ func Policies() auth.Table {
 		panic(err) // the tables are code: a clash is a programming error
 	}
 	return t
-}
-
-// unbuilt hosts a service that keeps no state yet.
-func unbuilt(name, grpcName string, register func(grpc.ServiceRegistrar), policies auth.Table) *hosted {
-	return &hosted{name: name, grpcName: grpcName, register: register, policies: policies, close: func() error { return nil }}
 }

@@ -133,7 +133,7 @@ func TestGracefulStopAnswersEveryStoredMessage(t *testing.T) {
 		t.Errorf("the stop took %s, the grace period is %s", took, grace)
 	}
 
-	store, err := messaging.OpenStore(filepath.Join(n.DataDir, "messaging.db"), messaging.StoreOptions{})
+	store, err := messaging.OpenBoltStore(filepath.Join(n.DataDir, "messaging.db"), messaging.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,4 +52,47 @@ func notServingReason(file, reason string) string {
 		return file + ": writes fail: no space left (the disk or the quota is full)"
 	}
 	return file + ": writes fail: an I/O error (see the service's log)"
+}
+
+// DefaultDatabaseProbeInterval is how often the readiness of a store in PostgreSQL is
+// checked when Config.StoreProbeInterval is 0.
+const DefaultDatabaseProbeInterval = 2 * time.Second
+
+// watchDatabase returns the loop that ties a service whose store is in PostgreSQL to
+// its database: every probe interval it checks that the database answers and accepts
+// writes (hosted.ready); while it does not, the service's gRPC health is NOT_SERVING
+// with the reason (the gateway's /readyz shows it), and it turns SERVING again by
+// itself once the database is back.
+func watchDatabase(h *hosted, srv *grpcserver.Server, probe time.Duration, log *zap.Logger) func(ctx context.Context) {
+	if probe <= 0 {
+		probe = DefaultDatabaseProbeInterval
+	}
+	return func(ctx context.Context) {
+		failing := false
+		tick := time.NewTicker(probe)
+		defer tick.Stop()
+		for {
+			check, cancel := context.WithTimeout(ctx, max(probe, 3*time.Second))
+			err := h.ready(check)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			switch {
+			case err != nil && !failing:
+				log.Error("the store's database is not ready: the service is not ready until it is", zap.Error(err))
+				srv.SetNotServing(h.grpcName, err.Error())
+				failing = true
+			case err == nil && failing:
+				log.Info("the store's database is ready again: the service is ready")
+				srv.SetServing(h.grpcName)
+				failing = false
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}
 }

@@ -78,6 +78,7 @@ func readManifestFile(t *testing.T, dir string) manifest {
 // TestDataFolderListsItsStores: the first start lists every store it created, in a
 // private file.
 func TestDataFolderListsItsStores(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	_, stop, err := startNode(t, dir)
 	if err != nil {
@@ -96,6 +97,7 @@ func TestDataFolderListsItsStores(t *testing.T) {
 // refused with one line that names its file, the restore command and the flag, and is
 // left as it is; with the flag it starts empty, logged as a warning.
 func TestMissingOrEmptyStoreIsRefused(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, state string
 		lose        func(path string) error
@@ -155,6 +157,7 @@ func TestMissingOrEmptyStoreIsRefused(t *testing.T) {
 // TestAllowEmptyStoreFlag: the flag names stores only, and on a store that is present it
 // changes nothing but says so.
 func TestAllowEmptyStoreFlag(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if _, _, err := startNode(t, dir, "messages"); err == nil || !strings.Contains(err.Error(), `"messages" is not a store`) {
 		t.Errorf("unknown store: %v", err)
@@ -178,6 +181,7 @@ func TestAllowEmptyStoreFlag(t *testing.T) {
 // was deleted) starts with the stores it has, an empty one with a warning, and is listed
 // from then on.
 func TestFolderWithoutListAdoptsItsStores(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	_, stop, err := startNode(t, dir)
 	if err != nil {
@@ -212,6 +216,7 @@ func TestFolderWithoutListAdoptsItsStores(t *testing.T) {
 // TestDamagedStoreStopsTheNode: a store with a damaged page stops the node with a
 // DamagedError naming its file, whichever store it is, instead of a panic.
 func TestDamagedStoreStopsTheNode(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	_, stop, err := startNode(t, dir)
 	if err != nil {

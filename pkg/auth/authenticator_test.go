@@ -14,7 +14,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/errs/errstatus"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf/tlstest"
@@ -50,7 +50,7 @@ func TestAuthenticateFailsClosed(t *testing.T) {
 		"/svc/Public":   codes.OK,
 	} {
 		_, err := a.Authenticate(ctx, method)
-		if got, _ := errs.Code(err); got != want {
+		if got, _ := errstatus.Code(err); got != want {
 			t.Errorf("%s: %v, want %v", method, err, want)
 		}
 	}

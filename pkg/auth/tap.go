@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/tap"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/errs/errstatus"
 )
 
 // AppKeyPrefix starts every app API key: "uak_<key id>_<secret>".
@@ -31,7 +32,7 @@ const MaxCredentialLen = 8 << 10
 func (a *Authenticator) TapHandle() tap.ServerInHandle {
 	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
 		if err := a.tap(ctx, info.FullMethodName, info.Header); err != nil {
-			st, _ := errs.Status(err)
+			st, _ := errstatus.Status(err)
 			return ctx, st
 		}
 		return ctx, nil

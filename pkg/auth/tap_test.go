@@ -19,7 +19,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/clocktest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/errs/errstatus"
 )
 
 // fromPeer is a server context of a call from addr, with a verified client
@@ -107,7 +107,7 @@ func TestFailureLimit(t *testing.T) {
 		t.Helper()
 		ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(md...))
 		_, err := a.Authenticate(ctx, method)
-		code, _ := errs.Code(err)
+		code, _ := errstatus.Code(err)
 		if err == nil {
 			code = codes.OK
 		}
@@ -196,7 +196,7 @@ func TestFailureLimit(t *testing.T) {
 		t.Helper()
 		ctx := metadata.NewIncomingContext(fromPeer("127.0.0.7", cert), metadata.Pairs("authorization", "Bearer "+cred, auth.ClientAddrHeader, client))
 		_, err := b.Authenticate(ctx, "/svc/Admin")
-		code, _ := errs.Code(err)
+		code, _ := errstatus.Code(err)
 		if err == nil {
 			code = codes.OK
 		}

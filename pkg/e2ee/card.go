@@ -55,14 +55,14 @@ func NewCard(kp *KeyPair, identity string, createdAt time.Time, previous []byte)
 		CreatedAtUnixSeconds: createdAt.Unix(),
 		PreviousCardId:       previous,
 	}
-	content, err = marshal(c)
+	content, err = Marshal(c)
 	if err != nil {
 		return nil, nil, err
 	}
 	if _, err := parseCardContent(content); err != nil {
 		return nil, nil, err // the caller gave a bad identity or previous id
 	}
-	return content, ed25519.Sign(kp.Signing, labelled(LabelCardSelfSignature, content)), nil
+	return content, ed25519.Sign(kp.Signing, Labelled(LabelCardSelfSignature, content)), nil
 }
 
 // ParseCard checks everything a card says about itself: canonical encoding within the
@@ -78,7 +78,7 @@ func ParseCard(content, selfSignature []byte) (*Card, error) {
 	if len(selfSignature) != ed25519.SignatureSize {
 		return nil, errorf(ErrMalformed, "card self-signature is %d bytes; want %d", len(selfSignature), ed25519.SignatureSize)
 	}
-	if !verify(c.SigningKey, labelled(LabelCardSelfSignature, content), selfSignature) {
+	if !verify(c.SigningKey, Labelled(LabelCardSelfSignature, content), selfSignature) {
 		return nil, errorf(ErrBadSignature, "card self-signature does not verify")
 	}
 	c.SelfSignature = bytes.Clone(selfSignature)
@@ -90,7 +90,7 @@ func parseCardContent(content []byte) (*Card, error) {
 		return nil, errorf(ErrTooLarge, "card content is %d bytes; at most %d", len(content), MaxCardContentSize)
 	}
 	var m envelopev1.CardContent
-	if err := unmarshalStrict("card content", content, &m); err != nil {
+	if err := UnmarshalStrict("card content", content, &m); err != nil {
 		return nil, err
 	}
 	switch {
@@ -140,7 +140,7 @@ func Endorse(previous *KeyPair, next *Card) (content, signature []byte, err erro
 	if len(next.PreviousCardID) != CardIDSize {
 		return nil, nil, errorf(ErrMalformed, "the new card names no previous card to endorse it")
 	}
-	content, err = marshal(&envelopev1.RotationEndorsementContent{
+	content, err = Marshal(&envelopev1.RotationEndorsementContent{
 		Version:        endorsementVersion,
 		Identity:       next.Identity,
 		PreviousCardId: next.PreviousCardID,
@@ -149,7 +149,7 @@ func Endorse(previous *KeyPair, next *Card) (content, signature []byte, err erro
 	if err != nil {
 		return nil, nil, err
 	}
-	return content, ed25519.Sign(previous.Signing, labelled(LabelCardRotationEndorsement, content)), nil
+	return content, ed25519.Sign(previous.Signing, Labelled(LabelCardRotationEndorsement, content)), nil
 }
 
 // VerifyEndorsement checks that previous's key endorsed next as its successor.
@@ -158,7 +158,7 @@ func VerifyEndorsement(previous, next *Card, content, signature []byte) error {
 		return errorf(ErrTooLarge, "endorsement is %d bytes; at most %d", len(content), MaxEndorsementSize)
 	}
 	var m envelopev1.RotationEndorsementContent
-	if err := unmarshalStrict("endorsement", content, &m); err != nil {
+	if err := UnmarshalStrict("endorsement", content, &m); err != nil {
 		return err
 	}
 	switch {
@@ -172,7 +172,7 @@ func VerifyEndorsement(previous, next *Card, content, signature []byte) error {
 		return errorf(ErrMalformed, "endorsement does not name the new card")
 	case len(signature) != ed25519.SignatureSize:
 		return errorf(ErrMalformed, "endorsement signature is %d bytes; want %d", len(signature), ed25519.SignatureSize)
-	case !verify(previous.SigningKey, labelled(LabelCardRotationEndorsement, content), signature):
+	case !verify(previous.SigningKey, Labelled(LabelCardRotationEndorsement, content), signature):
 		return errorf(ErrBadSignature, "endorsement signature does not verify with the previous card's key")
 	}
 	return nil
@@ -180,20 +180,21 @@ func VerifyEndorsement(previous, next *Card, content, signature []byte) error {
 
 // ServiceSign is the card service's counter-signature over a card id.
 func ServiceSign(key ed25519.PrivateKey, cardID []byte) []byte {
-	return ed25519.Sign(key, labelled(LabelCardServiceSignature, cardID))
+	return ed25519.Sign(key, Labelled(LabelCardServiceSignature, cardID))
 }
 
 // VerifyServiceSignature checks the card service's counter-signature over a card id.
 func VerifyServiceSignature(key ed25519.PublicKey, cardID, signature []byte) error {
 	if len(key) != ed25519.PublicKeySize || len(signature) != ed25519.SignatureSize ||
-		!verify(key, labelled(LabelCardServiceSignature, cardID), signature) {
+		!verify(key, Labelled(LabelCardServiceSignature, cardID), signature) {
 		return errorf(ErrBadSignature, "card service signature does not verify")
 	}
 	return nil
 }
 
-// marshal encodes m deterministically: the one encoding every signed structure uses.
-func marshal(m proto.Message) ([]byte, error) {
+// Marshal encodes m deterministically: the one encoding every signed structure uses
+// (docs/wire-format.md, section 2), and that UnmarshalStrict accepts.
+func Marshal(m proto.Message) ([]byte, error) {
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	if err != nil {
 		return nil, errorf(ErrMalformed, "encode: %v", err)
@@ -201,17 +202,17 @@ func marshal(m proto.Message) ([]byte, error) {
 	return b, nil
 }
 
-// unmarshalStrict parses b into m and refuses what a careful parser must: truncated or
+// UnmarshalStrict parses b into m and refuses what a careful parser must: truncated or
 // invalid protobuf, unknown fields, and any encoding other than the canonical one (so
 // one structure has exactly one byte string, and so one id and one signature).
-func unmarshalStrict(what string, b []byte, m proto.Message) error {
+func UnmarshalStrict(what string, b []byte, m proto.Message) error {
 	if err := (proto.UnmarshalOptions{}).Unmarshal(b, m); err != nil {
 		return errorf(ErrMalformed, "%s does not parse (truncated or corrupt): %v", what, err)
 	}
 	if hasUnknown(m.ProtoReflect()) {
 		return errorf(ErrMalformed, "%s has fields this version does not know", what)
 	}
-	canon, err := marshal(m)
+	canon, err := Marshal(m)
 	if err != nil {
 		return err
 	}

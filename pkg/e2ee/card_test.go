@@ -29,6 +29,7 @@ func testKeyPair(t testing.TB, suite Suite, b byte) *KeyPair {
 }
 
 func TestCardRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, suite := range []Suite{SuiteHybrid, SuiteX25519} {
 		t.Run(suite.String(), func(t *testing.T) {
 			kp := testKeyPair(t, suite, 1)
@@ -51,6 +52,7 @@ func TestCardRoundTrip(t *testing.T) {
 }
 
 func TestParseCardRefusesMalformedCards(t *testing.T) {
+	t.Parallel()
 	kp := testKeyPair(t, SuiteX25519, 1)
 	other := testKeyPair(t, SuiteX25519, 2)
 	good, goodSig, err := NewCard(kp, alice, when, nil)
@@ -59,11 +61,11 @@ func TestParseCardRefusesMalformedCards(t *testing.T) {
 	}
 	// sign re-signs edited content with kp, so each case breaks one rule only.
 	sign := func(c *envelopev1.CardContent) ([]byte, []byte) {
-		b, err := marshal(c)
+		b, err := Marshal(c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b, ed25519.Sign(kp.Signing, labelled(LabelCardSelfSignature, b))
+		return b, ed25519.Sign(kp.Signing, Labelled(LabelCardSelfSignature, b))
 	}
 	base := func() *envelopev1.CardContent {
 		return &envelopev1.CardContent{Version: 1, Identity: alice, SigningPublicKey: kp.SigningPublicKey(), Suite: SuiteX25519, KemPublicKey: kp.KEMPublicKey(), CreatedAtUnixSeconds: when.Unix()}
@@ -78,13 +80,13 @@ func TestParseCardRefusesMalformedCards(t *testing.T) {
 	withUnknownField := func() ([]byte, []byte) {
 		b := protowire.AppendTag(bytes.Clone(good), 99, protowire.VarintType)
 		b = protowire.AppendVarint(b, 1)
-		return b, ed25519.Sign(kp.Signing, labelled(LabelCardSelfSignature, b))
+		return b, ed25519.Sign(kp.Signing, Labelled(LabelCardSelfSignature, b))
 	}
 	nonCanonical := func() ([]byte, []byte) {
 		// The version field written twice: valid protobuf, but not the canonical bytes.
 		b := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 1)
 		b = append(b, good...)
-		return b, ed25519.Sign(kp.Signing, labelled(LabelCardSelfSignature, b))
+		return b, ed25519.Sign(kp.Signing, Labelled(LabelCardSelfSignature, b))
 	}
 	cases := []struct {
 		name string
@@ -92,7 +94,7 @@ func TestParseCardRefusesMalformedCards(t *testing.T) {
 		kind error
 	}{
 		{"signed by another key", func() ([]byte, []byte) {
-			return good, ed25519.Sign(other.Signing, labelled(LabelCardSelfSignature, good))
+			return good, ed25519.Sign(other.Signing, Labelled(LabelCardSelfSignature, good))
 		}, ErrBadSignature},
 		{"signature without the label", func() ([]byte, []byte) { return good, ed25519.Sign(kp.Signing, good) }, ErrBadSignature},
 		{"short signature", func() ([]byte, []byte) { return good, goodSig[:10] }, ErrMalformed},
@@ -122,6 +124,7 @@ func TestParseCardRefusesMalformedCards(t *testing.T) {
 }
 
 func TestEndorsement(t *testing.T) {
+	t.Parallel()
 	oldKP, newKP := testKeyPair(t, SuiteX25519, 1), testKeyPair(t, SuiteHybrid, 2)
 	oldContent, oldSig, _ := NewCard(oldKP, alice, when, nil)
 	oldCard, err := ParseCard(oldContent, oldSig)
@@ -155,6 +158,7 @@ func TestEndorsement(t *testing.T) {
 }
 
 func TestServiceSignature(t *testing.T) {
+	t.Parallel()
 	_, key, _ := ed25519.GenerateKey(nil)
 	id := CardID([]byte("content"))
 	sig := ServiceSign(key, id)

@@ -159,15 +159,3 @@ func BenchmarkDecrypt(b *testing.B) {
 		}
 	}
 }
-
-// BenchmarkKeystoreArgon2id is the cost of opening (or creating) a keystore with the
-// default Argon2id parameters: one passphrase stretch.
-func BenchmarkKeystoreArgon2id(b *testing.B) {
-	salt := make([]byte, 32)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, _, err := stretch(passphrase, salt, DefaultArgon2id); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

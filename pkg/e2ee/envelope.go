@@ -125,11 +125,11 @@ func encrypt(rnd io.Reader, aead AEAD, sender *KeyPair, senderCardID []byte, rec
 		}
 		h.Recipients[i] = &envelopev1.RecipientStanza{RecipientCardId: r.ID, Suite: r.Suite, Enc: enc, WrappedKey: wrapped}
 	}
-	header, err := marshal(h)
+	header, err := Marshal(h)
 	if err != nil {
 		return nil, err
 	}
-	signature := ed25519.Sign(sender.Signing, labelled(LabelEnvelopeSignature, sha(header), plaintext))
+	signature := ed25519.Sign(sender.Signing, Labelled(LabelEnvelopeSignature, sha(header), plaintext))
 	return sealSigned(aead, contentKey, nonce, header, plaintext, signature)
 }
 
@@ -210,7 +210,7 @@ func wrapKey(what string, key []byte, r *Card, info []byte) (enc, wrapped []byte
 
 // keyWrapInfo is the HPKE info of an envelope's recipient stanza.
 func keyWrapInfo(senderCardID, recipientCardID []byte) []byte {
-	return labelled(LabelEnvelopeKeyWrap, senderCardID, recipientCardID)
+	return Labelled(LabelEnvelopeKeyWrap, senderCardID, recipientCardID)
 }
 
 // bodyAEAD returns the body AEAD aead keyed with key, or ErrUnknownSuite.
@@ -336,7 +336,7 @@ func parseSealed(what string, data []byte, maxSize, maxHeaderSize int, h proto.M
 	if len(data) > maxSize {
 		return nil, nil, errorf(ErrTooLarge, "%s is %d bytes; at most %d", what, len(data), maxSize)
 	}
-	header, body, err = parseBytesPair(what, data)
+	header, body, err = ParseBytesPair(what, data)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -346,7 +346,7 @@ func parseSealed(what string, data []byte, maxSize, maxHeaderSize int, h proto.M
 	if len(body) < aeadTagSize {
 		return nil, nil, errorf(ErrMalformed, "%s body is %d bytes; shorter than an AEAD tag", what, len(body))
 	}
-	if err := unmarshalStrict(what+" header", header, h); err != nil {
+	if err := UnmarshalStrict(what+" header", header, h); err != nil {
 		return nil, nil, err
 	}
 	return header, body, nil
@@ -415,14 +415,14 @@ func (e *envelope) open(contentKey []byte, sender *Card) ([]byte, error) {
 // sender under label over headerHash and the plaintext, which it returns (empty, not
 // nil, if there is none).
 func verifySigned(what, label string, payload, headerHash []byte, sender *Card) ([]byte, error) {
-	plaintext, signature, err := parseBytesPair("signed payload", payload)
+	plaintext, signature, err := ParseBytesPair("signed payload", payload)
 	if err != nil {
 		return nil, err
 	}
 	if len(signature) != ed25519.SignatureSize {
 		return nil, errorf(ErrMalformed, "%s signature is %d bytes; want %d", what, len(signature), ed25519.SignatureSize)
 	}
-	if !verify(sender.SigningKey, labelled(label, headerHash, plaintext), signature) {
+	if !verify(sender.SigningKey, Labelled(label, headerHash, plaintext), signature) {
 		return nil, errorf(ErrBadSignature, "%s signature does not verify with sender card %x", what, sender.ID)
 	}
 	if plaintext == nil {
@@ -440,11 +440,11 @@ func appendBytesField(b []byte, num protowire.Number, v []byte) []byte {
 	return protowire.AppendBytes(protowire.AppendTag(b, num, protowire.BytesType), v)
 }
 
-// parseBytesPair parses b as a message of two bytes fields numbered 1 and 2 (Envelope,
-// SignedPayload, GroupMessage) with the rules of unmarshalStrict: canonical encoding
-// only, no unknown fields. It returns the fields as sub-slices of b, so a large body
-// is not copied; a missing field is nil.
-func parseBytesPair(what string, b []byte) (first, second []byte, err error) {
+// ParseBytesPair parses b as a message of two bytes fields numbered 1 and 2 (Envelope,
+// SignedPayload, GroupMessage, KeystoreFile) with the rules of UnmarshalStrict:
+// canonical encoding only, no unknown fields. It returns the fields as sub-slices of b,
+// so a large body is not copied; a missing field is nil.
+func ParseBytesPair(what string, b []byte) (first, second []byte, err error) {
 	var fields [2][]byte
 	next := protowire.Number(1)
 	for len(b) > 0 {

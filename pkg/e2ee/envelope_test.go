@@ -247,19 +247,19 @@ func checkKind(t testing.TB, err error) {
 func rebuild(t testing.TB, data []byte, edit func(h *envelopev1.EnvelopeHeader)) []byte {
 	t.Helper()
 	var env envelopev1.Envelope
-	if err := unmarshalStrict("envelope", data, &env); err != nil {
+	if err := UnmarshalStrict("envelope", data, &env); err != nil {
 		t.Fatal(err)
 	}
 	var h envelopev1.EnvelopeHeader
-	if err := unmarshalStrict("header", env.GetHeader(), &h); err != nil {
+	if err := UnmarshalStrict("header", env.GetHeader(), &h); err != nil {
 		t.Fatal(err)
 	}
 	edit(&h)
-	header, err := marshal(&h)
+	header, err := Marshal(&h)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := marshal(&envelopev1.Envelope{Header: header, Body: env.GetBody()})
+	out, err := Marshal(&envelopev1.Envelope{Header: header, Body: env.GetBody()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func sealed(t testing.TB, sender *Card, recipient member, payload func(headerHas
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := marshal(&envelopev1.Envelope{Header: e.header, Body: c.Seal(nil, e.h.GetNonce(), payload(e.headerHash), e.header)})
+	out, err := Marshal(&envelopev1.Envelope{Header: e.header, Body: c.Seal(nil, e.h.GetNonce(), payload(e.headerHash), e.header)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +306,7 @@ func TestDecryptRefusesBadEnvelopes(t *testing.T) {
 		t.Fatalf("the unaltered envelope: %q, %v", got, err)
 	}
 	var env envelopev1.Envelope
-	if err := unmarshalStrict("envelope", good, &env); err != nil {
+	if err := UnmarshalStrict("envelope", good, &env); err != nil {
 		t.Fatal(err)
 	}
 	header, body := env.GetHeader(), env.GetBody()
@@ -316,7 +316,7 @@ func TestDecryptRefusesBadEnvelopes(t *testing.T) {
 		return b
 	}
 	envelopeOf := func(header, body []byte) []byte {
-		b, err := marshal(&envelopev1.Envelope{Header: header, Body: body})
+		b, err := Marshal(&envelopev1.Envelope{Header: header, Body: body})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -330,7 +330,7 @@ func TestDecryptRefusesBadEnvelopes(t *testing.T) {
 		return func(headerHash []byte) []byte {
 			msg := append(bytes.Clone(headerHash), plaintext...)
 			if label != "" {
-				msg = labelled(label, headerHash, plaintext)
+				msg = Labelled(label, headerHash, plaintext)
 			}
 			return payloadOf(plaintext, ed25519.Sign(sender.kp.Signing, msg))
 		}
@@ -533,20 +533,20 @@ func pairParserCorpus() [][]byte {
 
 func comparePairParsers(t *testing.T, b []byte) {
 	t.Helper()
-	first, second, err := parseBytesPair("pair", b)
+	first, second, err := ParseBytesPair("pair", b)
 	var m envelopev1.Envelope
-	strictErr := unmarshalStrict("pair", b, &m)
+	strictErr := UnmarshalStrict("pair", b, &m)
 	if (err == nil) != (strictErr == nil) {
-		t.Fatalf("parseBytesPair(%x) = %v; unmarshalStrict = %v", b, err, strictErr)
+		t.Fatalf("ParseBytesPair(%x) = %v; UnmarshalStrict = %v", b, err, strictErr)
 	}
 	if err != nil {
 		if !errors.Is(err, ErrMalformed) {
-			t.Fatalf("parseBytesPair(%x) = %v; want %v", b, err, ErrMalformed)
+			t.Fatalf("ParseBytesPair(%x) = %v; want %v", b, err, ErrMalformed)
 		}
 		return
 	}
 	if !bytes.Equal(first, m.GetHeader()) || !bytes.Equal(second, m.GetBody()) {
-		t.Fatalf("parseBytesPair(%x) = %x, %x; unmarshalStrict = %x, %x", b, first, second, m.GetHeader(), m.GetBody())
+		t.Fatalf("ParseBytesPair(%x) = %x, %x; UnmarshalStrict = %x, %x", b, first, second, m.GetHeader(), m.GetBody())
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -124,46 +123,4 @@ func FuzzParseBytesPair(f *testing.F) {
 	}
 	f.Add(protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), make([]byte, 300)))
 	f.Fuzz(comparePairParsers)
-}
-
-// FuzzOpenKeystoreFile feeds keystore file bytes to the keystore parser without a
-// passphrase (so that no Argon2id runs on fuzzed parameters). It must never panic and
-// fail only with a typed error.
-func FuzzOpenKeystoreFile(f *testing.F) {
-	ks := &Keystore{identity: alice, byID: map[string]*storedKey{}, now: func() time.Time { return when }}
-	m := newMember(f, SuiteHybrid, alice, 1)
-	if err := ks.SetCurrent(m.kp, m.card.ID); err != nil {
-		f.Fatal(err)
-	}
-	bundle, err := ks.KeyBundle()
-	if err != nil {
-		f.Fatal(err)
-	}
-	plain, err := ks.encode(bundle)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(plain)
-	ks.encrypted, ks.kdf, ks.salt, ks.key, ks.keyCheck = true, fastKDF, make([]byte, 16), make([]byte, 32), make([]byte, keyCheckSize)
-	encrypted, err := ks.encode(bundle)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(encrypted)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		ks := &Keystore{}
-		bundle, err := ks.decode(data, nil)
-		if err == nil {
-			_, err = parseKeyBundle(bundle)
-		}
-		if err == nil {
-			return
-		}
-		for _, k := range []error{ErrMalformed, ErrUnknownSuite, ErrTooLarge, ErrPassphrase} {
-			if errors.Is(err, k) {
-				return
-			}
-		}
-		t.Fatalf("error %v has no keystore error kind", err)
-	})
 }

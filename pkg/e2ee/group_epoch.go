@@ -49,12 +49,12 @@ func NewEpochKey() []byte {
 //
 //	SHA-256(LABEL("umbra/v1/epoch-key-commitment") || str(groupID) || u64(epoch) || key)
 func EpochKeyCommitment(groupID string, epoch uint64, key []byte) []byte {
-	return sha(labelled(LabelEpochKeyCommitment, str(groupID), u64(epoch), key))
+	return sha(Labelled(LabelEpochKeyCommitment, str(groupID), u64(epoch), key))
 }
 
 // epochKeyWrapInfo is the HPKE info of a WrappedEpochKey.
 func epochKeyWrapInfo(groupID string, epoch uint64, recipientCardID []byte) []byte {
-	return labelled(LabelEpochKeyWrap, str(groupID), u64(epoch), recipientCardID)
+	return Labelled(LabelEpochKeyWrap, str(groupID), u64(epoch), recipientCardID)
 }
 
 // checkEpochArgs refuses a group id, epoch or key that no commit may carry.
@@ -183,7 +183,7 @@ func WrappedKeysDigest(keys []*WrappedEpochKey) ([]byte, error) {
 	slices.SortFunc(sorted, func(a, b *WrappedEpochKey) int {
 		return bytes.Compare(a.GetRecipientCardId(), b.GetRecipientCardId())
 	})
-	buf := labelled(LabelEpochRecipients, u32(uint32(len(sorted))))
+	buf := Labelled(LabelEpochRecipients, u32(uint32(len(sorted))))
 	buf = slices.Grow(buf, len(sorted)*2*CardIDSize)
 	for i, w := range sorted {
 		if i > 0 && bytes.Equal(w.GetRecipientCardId(), sorted[i-1].GetRecipientCardId()) {
@@ -273,7 +273,7 @@ func SignEpochCommit(signer *KeyPair, signerCardID []byte, groupID string, epoch
 	if err != nil {
 		return nil, err
 	}
-	content, err := marshal(&envelopev1.EpochCommitContent{
+	content, err := Marshal(&envelopev1.EpochCommitContent{
 		Version:              epochCommitVersion,
 		GroupId:              groupID,
 		Epoch:                epoch,
@@ -289,7 +289,7 @@ func SignEpochCommit(signer *KeyPair, signerCardID []byte, groupID string, epoch
 	if err != nil {
 		return nil, err
 	}
-	return &SignedEpochCommit{Content: content, Signature: ed25519.Sign(signer.Signing, labelled(LabelEpochCommitSignature, content))}, nil
+	return &SignedEpochCommit{Content: content, Signature: ed25519.Sign(signer.Signing, Labelled(LabelEpochCommitSignature, content))}, nil
 }
 
 // checkMembershipHead refuses a commit that names no membership head.
@@ -343,7 +343,7 @@ func ParseEpochCommit(signed *SignedEpochCommit) (*EpochCommit, error) {
 		return nil, errorf(ErrTooLarge, "epoch commit is %d bytes; at most %d", len(content), MaxEpochCommitContentSize)
 	}
 	var m envelopev1.EpochCommitContent
-	if err := unmarshalStrict("epoch commit", content, &m); err != nil {
+	if err := UnmarshalStrict("epoch commit", content, &m); err != nil {
 		return nil, err
 	}
 	switch {
@@ -407,7 +407,7 @@ func VerifyEpochCommit(signed *SignedEpochCommit, groupID string, epoch uint64, 
 		return nil, errorf(ErrWrongSender, "no signer card to verify the commit with")
 	case !bytes.Equal(c.SignerCardID, signer.ID):
 		return nil, errorf(ErrWrongSender, "the commit names signer card %x, not %x", c.SignerCardID, signer.ID)
-	case !verify(signer.SigningKey, labelled(LabelEpochCommitSignature, c.Content), c.Signature):
+	case !verify(signer.SigningKey, Labelled(LabelEpochCommitSignature, c.Content), c.Signature):
 		return nil, errorf(ErrBadSignature, "epoch commit signature does not verify with card %x", signer.ID)
 	}
 	return c, nil

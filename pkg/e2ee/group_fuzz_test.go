@@ -104,7 +104,7 @@ func FuzzParseEpochCommit(f *testing.F) {
 		// (The seed commit differs between fuzzing processes: its key and wraps are
 		// random. So the check is on the property, not on the seed's bytes.)
 		if !bytes.Equal(c.Content, content) || c.GroupID != testGroup || c.Epoch != 1 ||
-			!ed25519.Verify(signer.card.SigningKey, labelled(LabelEpochCommitSignature, content), signature) {
+			!ed25519.Verify(signer.card.SigningKey, Labelled(LabelEpochCommitSignature, content), signature) {
 			t.Fatal("VerifyEpochCommit accepted a commit that the signer did not sign for this group and epoch")
 		}
 	})
@@ -142,7 +142,7 @@ func FuzzParseMembershipStatement(f *testing.F) {
 			checkMembershipKind(t, err)
 			return
 		}
-		if st.Kind != KindServiceRemove && !ed25519.Verify(signer.SigningKey, labelled(LabelMembershipStatementSignature, content), signature) {
+		if st.Kind != KindServiceRemove && !ed25519.Verify(signer.SigningKey, Labelled(LabelMembershipStatementSignature, content), signature) {
 			t.Fatal("a statement the signer did not sign was applied")
 		}
 	})

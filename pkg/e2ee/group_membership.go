@@ -116,7 +116,7 @@ func SignMembershipStatement(signer *KeyPair, signerCardID []byte, signerIdentit
 	if err != nil {
 		return nil, err
 	}
-	signed := &SignedMembershipStatement{Content: content, Signature: ed25519.Sign(signer.Signing, labelled(LabelMembershipStatementSignature, content))}
+	signed := &SignedMembershipStatement{Content: content, Signature: ed25519.Sign(signer.Signing, Labelled(LabelMembershipStatementSignature, content))}
 	if _, err := ParseMembershipStatement(signed); err != nil {
 		return nil, err
 	}
@@ -146,7 +146,7 @@ func encodeStatement(groupID string, sequence uint64, previousHash []byte, chang
 	if !change.ExpiresAt.IsZero() {
 		expires = change.ExpiresAt.Unix()
 	}
-	return marshal(&envelopev1.MembershipStatementContent{
+	return Marshal(&envelopev1.MembershipStatementContent{
 		Version:              membershipVersion,
 		GroupId:              groupID,
 		Sequence:             sequence,
@@ -192,7 +192,7 @@ func ParseMembershipStatement(signed *SignedMembershipStatement) (*MembershipSta
 		return nil, errorf(ErrTooLarge, "membership statement is %d bytes; at most %d", len(content), MaxMembershipStatementSize)
 	}
 	var m envelopev1.MembershipStatementContent
-	if err := unmarshalStrict("membership statement", content, &m); err != nil {
+	if err := UnmarshalStrict("membership statement", content, &m); err != nil {
 		return nil, err
 	}
 	kind := m.GetKind()
@@ -303,7 +303,7 @@ func VerifyMembershipStatement(signed *SignedMembershipStatement, groupID string
 		return nil, errorf(ErrWrongSender, "membership statement %d names signer card %x, not %x", st.Sequence, st.SignerCardID, signer.ID)
 	case signer.Identity != st.Signer:
 		return nil, errorf(ErrWrongSender, "membership statement %d is signed by %s with a card of %s", st.Sequence, st.Signer, signer.Identity)
-	case !verify(signer.SigningKey, labelled(LabelMembershipStatementSignature, st.Content), st.Signature):
+	case !verify(signer.SigningKey, Labelled(LabelMembershipStatementSignature, st.Content), st.Signature):
 		return nil, errorf(ErrBadSignature, "membership statement %d signature does not verify with card %x", st.Sequence, signer.ID)
 	}
 	return st, nil

@@ -317,11 +317,11 @@ func signAt(t testing.TB, c *chain, signer string, seq uint64, prev []byte, ch M
 func recode(t testing.TB, content []byte, change func(*envelopev1.MembershipStatementContent)) []byte {
 	t.Helper()
 	var m envelopev1.MembershipStatementContent
-	if err := unmarshalStrict("statement", content, &m); err != nil {
+	if err := UnmarshalStrict("statement", content, &m); err != nil {
 		t.Fatal(err)
 	}
 	change(&m)
-	b, err := marshal(&m)
+	b, err := Marshal(&m)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,7 +75,7 @@ func sealGroupMessage(rnd io.Reader, aead AEAD, sender *KeyPair, senderCardID []
 	if _, err := io.ReadFull(rnd, salt); err != nil {
 		return nil, fmt.Errorf("e2ee: read randomness: %w", err)
 	}
-	header, err := marshal(&envelopev1.GroupMessageHeader{
+	header, err := Marshal(&envelopev1.GroupMessageHeader{
 		Version:              groupMessageVersion,
 		GroupId:              groupID,
 		Epoch:                epoch,
@@ -92,7 +92,7 @@ func sealGroupMessage(rnd io.Reader, aead AEAD, sender *KeyPair, senderCardID []
 	if err != nil {
 		return nil, err
 	}
-	signature := ed25519.Sign(sender.Signing, labelled(LabelGroupMessageSignature, headerHash, plaintext))
+	signature := ed25519.Sign(sender.Signing, Labelled(LabelGroupMessageSignature, headerHash, plaintext))
 	return sealSigned(aead, key, nonce, header, plaintext, signature)
 }
 
@@ -100,7 +100,7 @@ func sealGroupMessage(rnd io.Reader, aead AEAD, sender *KeyPair, senderCardID []
 //
 //	HKDF-SHA256(ikm = epoch key, salt, info = LABEL("umbra/v1/group-message-key") || SHA-256(header), 44)
 func groupMessageKey(epochKey, salt, headerHash []byte) (key, nonce []byte, err error) {
-	okm, err := hkdf.Key(sha256.New, epochKey, salt, string(labelled(LabelGroupMessageKey, headerHash)), groupMessageKeyLen)
+	okm, err := hkdf.Key(sha256.New, epochKey, salt, string(Labelled(LabelGroupMessageKey, headerHash)), groupMessageKeyLen)
 	if err != nil {
 		return nil, nil, fmt.Errorf("e2ee: derive the message key: %w", err)
 	}

@@ -109,7 +109,7 @@ func TestEpochCommitRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		edit(&m)
-		content, err := marshal(&m)
+		content, err := Marshal(&m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -328,7 +328,7 @@ func TestGroupMessageRefusals(t *testing.T) {
 		} {
 			h := proto.Clone(m.h).(*envelopev1.GroupMessageHeader)
 			tc.edit(h)
-			header, err := marshal(h)
+			header, err := Marshal(h)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -352,7 +352,7 @@ func TestGroupMessageRefusals(t *testing.T) {
 }
 
 func signWith(kp *KeyPair, label string, content []byte) []byte {
-	return ed25519.Sign(kp.Signing, labelled(label, content))
+	return ed25519.Sign(kp.Signing, Labelled(label, content))
 }
 
 // testHead is the membership head the test commits name.

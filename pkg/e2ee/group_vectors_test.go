@@ -163,10 +163,10 @@ func generateGroupVectors(t *testing.T) *groupVectorFile {
 		}
 		ev := epochVector{
 			Epoch: e.epoch, SignerCard: e.signer, CreatedAtUnixSeconds: at.Unix(), EpochKey: ep.Key,
-			KeyCommitmentInput: labelled(LabelEpochKeyCommitment, str(groupVectorsGroup), u64(e.epoch), ep.Key),
+			KeyCommitmentInput: Labelled(LabelEpochKeyCommitment, str(groupVectorsGroup), u64(e.epoch), ep.Key),
 			KeyCommitment:      c.KeyCommitment, WrappedKeysDigest: c.WrappedKeysDigest, PreviousCommitHash: previous,
 			MembershipSequence: heads[e.epoch].Sequence, MembershipHash: heads[e.epoch].Hash,
-			Content: ep.Commit.GetContent(), SignatureInput: labelled(LabelEpochCommitSignature, ep.Commit.GetContent()),
+			Content: ep.Commit.GetContent(), SignatureInput: Labelled(LabelEpochCommitSignature, ep.Commit.GetContent()),
 			Signature: ep.Commit.GetSignature(), CommitHash: ep.CommitHash,
 		}
 		// The digest input, spelled out: the wraps in ascending card id order.
@@ -181,13 +181,13 @@ func generateGroupVectors(t *testing.T) *groupVectorFile {
 				}
 			}
 		}
-		ev.DigestInput = labelled(LabelEpochRecipients, u32(uint32(len(rcpts))))
+		ev.DigestInput = Labelled(LabelEpochRecipients, u32(uint32(len(rcpts))))
 		for _, i := range sorted {
 			w := ep.WrappedKeys[i]
 			ev.DigestInput = append(append(ev.DigestInput, w.GetRecipientCardId()...), sha(u16(uint16(len(w.GetEnc()))), w.GetEnc(), w.GetCiphertext())...)
 		}
 		for i, w := range ep.WrappedKeys {
-			enc, err := marshal(w)
+			enc, err := Marshal(w)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -221,12 +221,12 @@ func generateGroupVectors(t *testing.T) *groupVectorFile {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sigInput := labelled(LabelGroupMessageSignature, gm.headerHash, m.plaintext)
+		sigInput := Labelled(LabelGroupMessageSignature, gm.headerHash, m.plaintext)
 		sig := ed25519.Sign(keys["card:"+m.sender].Signing, sigInput)
 		v.Messages = append(v.Messages, groupMessageVector{
 			Name: m.name, SenderCard: m.sender, Epoch: m.epoch, AEAD: m.aead.String(), CreatedAtUnixSeconds: at.Unix(),
 			Plaintext: m.plaintext, Salt: m.salt, Header: gm.header, HeaderHash: gm.headerHash,
-			HKDFInfo: labelled(LabelGroupMessageKey, gm.headerHash), MessageKey: key, Nonce: nonce,
+			HKDFInfo: Labelled(LabelGroupMessageKey, gm.headerHash), MessageKey: key, Nonce: nonce,
 			SignatureInput: sigInput, Signature: sig,
 			SignedPayload: appendBytesField(appendBytesField(nil, 1, m.plaintext), 2, sig),
 			Body:          gm.body, Message: data,
@@ -282,7 +282,7 @@ func verifyGroupVectors(t *testing.T, v *groupVectorFile) {
 		var wraps []*WrappedEpochKey
 		for _, w := range e.WrappedKeys {
 			var m envelopev1.WrappedEpochKey
-			if err := unmarshalStrict("wrapped key", w.Encoding, &m); err != nil {
+			if err := UnmarshalStrict("wrapped key", w.Encoding, &m); err != nil {
 				t.Fatal(err)
 			}
 			rcpt := cards[w.RecipientCard]

@@ -22,6 +22,7 @@ import (
 // opens to its content key. If the document's description and Go's crypto/hpke ever
 // part, this fails.
 func TestKEMsAsWritten(t *testing.T) {
+	t.Parallel()
 	data, err := os.ReadFile(vectorsFile)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/hpke"
 	"crypto/rand"
+	"crypto/subtle"
 	"fmt"
 )
 
@@ -80,3 +81,11 @@ func (k *KeyPair) SigningPublicKey() ed25519.PublicKey {
 
 // KEMPublicKey returns the serialised KEM public key.
 func (k *KeyPair) KEMPublicKey() []byte { return k.KEM.PublicKey().Bytes() }
+
+// Equal reports whether k and other are the same key pair: the same suite, signing key
+// and KEM private key. The keys are compared in constant time.
+func (k *KeyPair) Equal(other *KeyPair) bool {
+	a, aerr := k.KEMPrivateKey()
+	b, berr := other.KEMPrivateKey()
+	return k.Suite == other.Suite && aerr == nil && berr == nil && subtle.ConstantTimeCompare(a, b) == 1 && k.Signing.Equal(other.Signing)
+}

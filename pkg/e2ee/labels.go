@@ -26,9 +26,9 @@ const (
 	LabelMembershipStatementSignature = "umbra/v1/membership-statement-signature"
 )
 
-// labelled returns LABEL(label) || parts...: the label's bytes, a zero byte, then the
+// Labelled returns LABEL(label) || parts...: the label's bytes, a zero byte, then the
 // parts as they are.
-func labelled(label string, parts ...[]byte) []byte {
+func Labelled(label string, parts ...[]byte) []byte {
 	n := len(label) + 1
 	for _, p := range parts {
 		n += len(p)

@@ -103,7 +103,7 @@ func generateMembershipVectors(t *testing.T) *membershipVectorFile {
 		}
 		sv := statementVector{Sequence: st.Sequence, Kind: kindName(st.Kind), SignerCard: s.signer, Content: signed.GetContent(), Signature: signed.GetSignature(), Hash: st.Hash}
 		if s.signer != "" {
-			sv.SignatureInput = labelled(LabelMembershipStatementSignature, signed.GetContent())
+			sv.SignatureInput = Labelled(LabelMembershipStatementSignature, signed.GetContent())
 		}
 		v.Statements = append(v.Statements, sv)
 	}

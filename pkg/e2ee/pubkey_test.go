@@ -52,6 +52,7 @@ func x25519IsZero(t *testing.T, u []byte) bool {
 // refusal of an all-zero X25519 result, and for edwards25519 the birational map
 // u = (1 + y) / (1 - y) to Curve25519, which keeps a point's order.
 func TestSmallOrderLists(t *testing.T) {
+	t.Parallel()
 	for _, u := range smallOrderX25519 {
 		if !x25519IsZero(t, u) {
 			t.Errorf("X25519 u = %x is listed as of small order, but its shared secret is not zero", u)
@@ -91,6 +92,7 @@ func TestSmallOrderLists(t *testing.T) {
 }
 
 func TestCheckSigningPublicKey(t *testing.T) {
+	t.Parallel()
 	valid := testKeyPair(t, SuiteX25519, 7).SigningPublicKey()
 	negated := bytes.Clone(valid)
 	negated[31] ^= 0x80 // the same y, the other x: a point of the curve too
@@ -134,6 +136,7 @@ func TestCheckSigningPublicKey(t *testing.T) {
 }
 
 func TestCheckX25519PublicKey(t *testing.T) {
+	t.Parallel()
 	valid := testKeyPair(t, SuiteX25519, 7).KEMPublicKey()
 	highBit := bytes.Clone(valid)
 	highBit[31] |= 0x80 // the same point to RFC 7748, which ignores the bit; not canonical
@@ -169,6 +172,7 @@ func TestCheckX25519PublicKey(t *testing.T) {
 // TestParseCardRefusesWeakPublicKeys: a card's keys must pass the checks of
 // docs/wire-format.md section 5.1 when the card is parsed, not only fail later.
 func TestParseCardRefusesWeakPublicKeys(t *testing.T) {
+	t.Parallel()
 	x := testKeyPair(t, SuiteX25519, 1)
 	h := testKeyPair(t, SuiteHybrid, 2)
 	card := func(kp *KeyPair, edit func(*envelopev1.CardContent)) *envelopev1.CardContent {
@@ -177,11 +181,11 @@ func TestParseCardRefusesWeakPublicKeys(t *testing.T) {
 		return c
 	}
 	signed := func(kp *KeyPair, c *envelopev1.CardContent) ([]byte, []byte) {
-		b, err := marshal(c)
+		b, err := Marshal(c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b, ed25519.Sign(kp.Signing, labelled(LabelCardSelfSignature, b))
+		return b, ed25519.Sign(kp.Signing, Labelled(LabelCardSelfSignature, b))
 	}
 	// invalidEK is a hybrid key whose first ML-KEM coefficient is q = 3329: it fails
 	// the encapsulation key check (FIPS 203, section 7.2).
@@ -210,13 +214,13 @@ func TestParseCardRefusesWeakPublicKeys(t *testing.T) {
 		// With the neutral element as key, [k]A vanishes: R = [S]B signs anything. Go's
 		// ed25519.Verify accepts such a signature, so the card check has to refuse the key.
 		"signing key the neutral element, with a signature that verifies": func() ([]byte, []byte) {
-			b, err := marshal(card(x, func(c *envelopev1.CardContent) { c.SigningPublicKey = smallOrderEd25519[0] }))
+			b, err := Marshal(card(x, func(c *envelopev1.CardContent) { c.SigningPublicKey = smallOrderEd25519[0] }))
 			if err != nil {
 				t.Fatal(err)
 			}
 			basePoint := unhex(t, "5866666666666666666666666666666666666666666666666666666666666666")
 			sig := append(basePoint, append([]byte{1}, make([]byte, 31)...)...) // R = [1]B, S = 1
-			if !ed25519.Verify(smallOrderEd25519[0], labelled(LabelCardSelfSignature, b), sig) {
+			if !ed25519.Verify(smallOrderEd25519[0], Labelled(LabelCardSelfSignature, b), sig) {
 				t.Fatal("the forged self-signature does not verify under the neutral element")
 			}
 			return b, sig
@@ -263,6 +267,7 @@ func signWithR(seed, r, message []byte) []byte {
 // TestSignatureRules pins the Ed25519 verification rules that docs/wire-format.md
 // section 3 states, through ParseCard's self-signature check.
 func TestSignatureRules(t *testing.T) {
+	t.Parallel()
 	kp := testKeyPair(t, SuiteX25519, 3)
 	content, sig, err := NewCard(kp, alice, when, nil)
 	if err != nil {
@@ -271,7 +276,7 @@ func TestSignatureRules(t *testing.T) {
 	if _, err := ParseCard(content, sig); err != nil {
 		t.Fatal(err)
 	}
-	message := labelled(LabelCardSelfSignature, content)
+	message := Labelled(LabelCardSelfSignature, content)
 
 	// S + L: the same scalar, not reduced. RFC 8032 requires S < L.
 	s := littleEndian(sig[32:])

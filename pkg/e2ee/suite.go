@@ -44,6 +44,12 @@ func params(s Suite) (suiteParams, error) {
 	return p, nil
 }
 
+// CheckSuite returns ErrUnknownSuite if s is not a suite this version knows.
+func CheckSuite(s Suite) error {
+	_, err := params(s)
+	return err
+}
+
 // hpkeKDF and hpkeAEAD are the same for every suite.
 func hpkeKDF() hpke.KDF   { return hpke.HKDFSHA256() }
 func hpkeAEAD() hpke.AEAD { return hpke.ChaCha20Poly1305() }

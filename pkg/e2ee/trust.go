@@ -64,7 +64,7 @@ func SafetyNumberHalf(identity string, key ed25519.PublicKey) (string, error) {
 	if err := checkSigningKey("safety number signing key", key); err != nil {
 		return "", err
 	}
-	h := sha512.Sum512(labelled(LabelSafetyNumber, u16(SafetyNumberVersion), str(identity), key))
+	h := sha512.Sum512(Labelled(LabelSafetyNumber, u16(SafetyNumberVersion), str(identity), key))
 	buf := make([]byte, 0, sha512.Size+ed25519.PublicKeySize)
 	for range SafetyNumberIterations {
 		buf = append(append(buf[:0], h[:]...), key...)
@@ -95,7 +95,7 @@ type ServiceKeyRotation struct {
 // being replaced, whose id is previousKeyID), that newKey (id newKeyID) replaces it
 // from createdAt.
 func SignServiceKeyRotation(previous ed25519.PrivateKey, previousKeyID, newKeyID string, newKey ed25519.PublicKey, createdAt time.Time) (content, signature []byte, err error) {
-	content, err = marshal(&envelopev1.ServiceKeyRotationContent{
+	content, err = Marshal(&envelopev1.ServiceKeyRotationContent{
 		Version:              serviceKeyRotationVersion,
 		PreviousKeyId:        previousKeyID,
 		NewKeyId:             newKeyID,
@@ -108,7 +108,7 @@ func SignServiceKeyRotation(previous ed25519.PrivateKey, previousKeyID, newKeyID
 	if _, err := parseServiceKeyRotation(content); err != nil {
 		return nil, nil, err
 	}
-	return content, ed25519.Sign(previous, labelled(LabelCardServiceKeyRotation, content)), nil
+	return content, ed25519.Sign(previous, Labelled(LabelCardServiceKeyRotation, content)), nil
 }
 
 // VerifyServiceKeyRotation checks a rotation statement against the key it says it
@@ -123,7 +123,7 @@ func VerifyServiceKeyRotation(previousKeyID string, previous ed25519.PublicKey, 
 		return nil, errorf(ErrMalformed, "service key rotation replaces key %q, not %q", r.PreviousKeyID, previousKeyID)
 	case len(signature) != ed25519.SignatureSize:
 		return nil, errorf(ErrMalformed, "service key rotation signature is %d bytes; want %d", len(signature), ed25519.SignatureSize)
-	case len(previous) != ed25519.PublicKeySize || !verify(previous, labelled(LabelCardServiceKeyRotation, content), signature):
+	case len(previous) != ed25519.PublicKeySize || !verify(previous, Labelled(LabelCardServiceKeyRotation, content), signature):
 		return nil, errorf(ErrBadSignature, "service key rotation to %q does not verify with the previous key %q", r.NewKeyID, previousKeyID)
 	}
 	r.Signature = bytes.Clone(signature)
@@ -142,7 +142,7 @@ func parseServiceKeyRotation(content []byte) (*ServiceKeyRotation, error) {
 		return nil, errorf(ErrTooLarge, "service key rotation is %d bytes; at most %d", len(content), MaxServiceKeyRotationSize)
 	}
 	var m envelopev1.ServiceKeyRotationContent
-	if err := unmarshalStrict("service key rotation", content, &m); err != nil {
+	if err := UnmarshalStrict("service key rotation", content, &m); err != nil {
 		return nil, err
 	}
 	switch {

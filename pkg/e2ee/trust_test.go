@@ -9,6 +9,7 @@ import (
 )
 
 func TestSafetyNumber(t *testing.T) {
+	t.Parallel()
 	a, b := testKeyPair(t, SuiteX25519, 1), testKeyPair(t, SuiteX25519, 2)
 	ab, err := SafetyNumber(alice, a.SigningPublicKey(), bob, b.SigningPublicKey())
 	if err != nil {
@@ -47,6 +48,7 @@ func TestSafetyNumber(t *testing.T) {
 }
 
 func TestServiceKeyRotation(t *testing.T) {
+	t.Parallel()
 	prevPub, prev, _ := ed25519.GenerateKey(nil)
 	nextPub, _, _ := ed25519.GenerateKey(nil)
 	otherPub, other, _ := ed25519.GenerateKey(nil)

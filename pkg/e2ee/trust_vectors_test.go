@@ -58,7 +58,7 @@ type serviceKeyRotationVector struct {
 var trustSafetyPairs = [][2]string{{"alice-1", "bob"}, {"alice-2", "bob"}, {"bob", "carol"}}
 
 func safetyFirstInput(identity string, key []byte) []byte {
-	return labelled(LabelSafetyNumber, u16(SafetyNumberVersion), str(identity), key)
+	return Labelled(LabelSafetyNumber, u16(SafetyNumberVersion), str(identity), key)
 }
 
 func generateTrustVectors(t *testing.T) *trustVectorFile {
@@ -107,7 +107,7 @@ func generateTrustVectors(t *testing.T) *trustVectorFile {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.SignatureInput = labelled(LabelCardServiceKeyRotation, r.Content)
+	r.SignatureInput = Labelled(LabelCardServiceKeyRotation, r.Content)
 	v.ServiceKeyRotation = r
 	return v
 }

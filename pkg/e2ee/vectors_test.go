@@ -212,7 +212,7 @@ func generateVectors(t *testing.T) *vectorFile {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sigInput := labelled(LabelEnvelopeSignature, env.headerHash, e.plaintext)
+		sigInput := Labelled(LabelEnvelopeSignature, env.headerHash, e.plaintext)
 		sig := ed25519.Sign(keys[e.sender].Signing, sigInput)
 		ev := envelopeVector{
 			Name: e.name, SenderCard: e.sender, AEAD: e.aead.String(), CreatedAtUnixSeconds: createdAt.Unix(),
@@ -320,7 +320,7 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 		if err != nil {
 			t.Fatalf("key %s: %v", k.Name, err)
 		}
-		if !sameKeyPair(kp, derived) || !bytes.Equal(kp.SigningPublicKey(), k.SigningPublicKey) || !bytes.Equal(kp.KEMPublicKey(), k.KEMPublicKey) {
+		if !kp.Equal(derived) || !bytes.Equal(kp.SigningPublicKey(), k.SigningPublicKey) || !bytes.Equal(kp.KEMPublicKey(), k.KEMPublicKey) {
 			t.Errorf("key %s: the stated private keys, seed and public keys do not agree", k.Name)
 		}
 		keys[k.Name] = kp
@@ -348,7 +348,7 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 			t.Errorf("card %s: %v", c.Name, err)
 		}
 		// Ed25519 is deterministic: the stated signature is the only one.
-		if !bytes.Equal(ed25519.Sign(kp.Signing, labelled(LabelCardSelfSignature, c.Content)), c.SelfSignature) {
+		if !bytes.Equal(ed25519.Sign(kp.Signing, Labelled(LabelCardSelfSignature, c.Content)), c.SelfSignature) {
 			t.Errorf("card %s: the self-signature is not Ed25519 over LABEL || content", c.Name)
 		}
 		cards[c.Name] = card

@@ -1,27 +1,26 @@
-// Package errs holds the sentinel errors that stores and domain code return, and the one
-// function that turns them into gRPC statuses.
+// Package errs holds the sentinel errors that stores and domain code return. It does not
+// import gRPC: package errstatus turns the kinds into gRPC statuses, so a store that
+// returns them depends on no RPC library.
 //
 // Domain code wraps a sentinel with a message for the caller:
 //
 //	return errs.Invalidf("identity %q is longer than %d bytes", id, max)
 //
-// and the server's error interceptor calls Status, so no handler builds a status itself.
+// and the server's error interceptor calls errstatus.Status, so no handler builds a
+// status itself.
 package errs
 
 import (
-	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/protoadapt"
 )
 
-// The kinds of failure. Each maps to one gRPC code.
+// The kinds of failure. Each maps to one gRPC code (errstatus).
 var (
 	ErrInvalid         = errors.New("invalid argument")
 	ErrNotFound        = errors.New("not found")
@@ -47,26 +46,6 @@ var (
 // The details (which store, bucket and key) are internal: they go to the log.
 const DamagedMessage = "stored data this request needs is damaged and was not served; the operator has been alerted in the service's log and must restore the store from a backup"
 
-var codeOf = []struct {
-	kind error
-	code codes.Code
-}{
-	{ErrInvalid, codes.InvalidArgument},
-	{ErrTooLarge, codes.InvalidArgument},
-	{ErrNotFound, codes.NotFound},
-	{ErrExists, codes.AlreadyExists},
-	{ErrPermission, codes.PermissionDenied},
-	{ErrUnauthenticated, codes.Unauthenticated},
-	{ErrConflict, codes.Aborted},
-	{ErrPrecondition, codes.FailedPrecondition},
-	{ErrExhausted, codes.ResourceExhausted},
-	{ErrUnavailable, codes.Unavailable},
-	{ErrStorageFull, codes.Unavailable},
-	{ErrDamaged, codes.DataLoss},
-	{context.Canceled, codes.Canceled},
-	{context.DeadlineExceeded, codes.DeadlineExceeded},
-}
-
 // Error is a sentinel kind with a message for the caller and optional status details.
 type Error struct {
 	kind    error
@@ -86,6 +65,9 @@ func (e *Error) WithDetails(details ...proto.Message) *Error {
 	c.details = append(append([]proto.Message(nil), e.details...), details...)
 	return &c
 }
+
+// Details returns the details given with WithDetails, for the gRPC status (errstatus).
+func (e *Error) Details() []proto.Message { return slices.Clone(e.details) }
 
 func newf(kind error, format string, args ...any) *Error {
 	return &Error{kind: kind, msg: fmt.Sprintf(format, args...)}
@@ -125,7 +107,7 @@ func Unavailablef(format string, args ...any) *Error {
 }
 
 // Damagedf reports stored data that failed an integrity check; the message is for the
-// log, not the caller (Status replaces it with DamagedMessage).
+// log, not the caller (errstatus.Status replaces it with DamagedMessage).
 func Damagedf(format string, args ...any) *Error { return newf(ErrDamaged, format, args...) }
 
 // TooLargef reports a request over a size limit.
@@ -154,71 +136,4 @@ func NoSpace(err error) bool {
 	}
 	msg := err.Error()
 	return strings.Contains(msg, syscall.ENOSPC.Error()) || strings.Contains(msg, syscall.EDQUOT.Error())
-}
-
-// Code returns the gRPC code for err, and whether err is of a known kind. A gRPC status
-// error keeps its own code.
-func Code(err error) (codes.Code, bool) {
-	if err == nil {
-		return codes.OK, true
-	}
-	if s, ok := status.FromError(err); ok {
-		return s.Code(), true
-	}
-	if code, ok := kindCode(err); ok {
-		return code, true
-	}
-	if NoSpace(err) {
-		return codes.Unavailable, true
-	}
-	return codes.Internal, false
-}
-
-// kindCode is the code of err's kind, if it has one.
-func kindCode(err error) (codes.Code, bool) {
-	for _, c := range codeOf {
-		if errors.Is(err, c.kind) {
-			return c.code, true
-		}
-	}
-	return codes.Internal, false
-}
-
-// Status turns err into a gRPC status error. Errors of a known kind keep their message;
-// a storage error for lack of space (NoSpace) becomes Unavailable with
-// StorageFullMessage, which clients retry; damaged data becomes DataLoss with
-// DamagedMessage, and is reported as not known, so that its cause (which record of
-// which store) is logged too; anything else becomes Internal with a generic message,
-// so that no internal detail leaks: the caller of Status logs the cause (known reports
-// whether it must).
-func Status(err error) (st error, known bool) {
-	if err == nil {
-		return nil, true
-	}
-	if s, ok := status.FromError(err); ok {
-		return s.Err(), true
-	}
-	if _, ok := kindCode(err); !ok && NoSpace(err) {
-		// The cause names files: it stays in the server's log.
-		return status.Error(codes.Unavailable, StorageFullMessage), true
-	}
-	code, known := Code(err)
-	if !known {
-		return status.Error(codes.Internal, "internal error"), false
-	}
-	if code == codes.DataLoss {
-		return status.Error(codes.DataLoss, DamagedMessage), false
-	}
-	s := status.New(code, err.Error())
-	var e *Error
-	if errors.As(err, &e) && len(e.details) > 0 {
-		v1 := make([]protoadapt.MessageV1, 0, len(e.details))
-		for _, d := range e.details {
-			v1 = append(v1, protoadapt.MessageV1Of(d))
-		}
-		if withDetails, derr := s.WithDetails(v1...); derr == nil {
-			s = withDetails
-		}
-	}
-	return s.Err(), true
 }

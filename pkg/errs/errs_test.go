@@ -1,71 +1,29 @@
 package errs
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"io/fs"
-	"syscall"
+	"os/exec"
+	"strings"
 	"testing"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-func TestStatus(t *testing.T) {
-	cases := []struct {
-		name  string
-		err   error
-		code  codes.Code
-		msg   string
-		known bool
-	}{
-		{"invalid", Invalidf("identity %q is too long", "x"), codes.InvalidArgument, `identity "x" is too long`, true},
-		{"wrapped not found", fmt.Errorf("store: %w", NotFoundf("app a not found")), codes.NotFound, "store: app a not found", true},
-		{"bare sentinel", ErrExists, codes.AlreadyExists, "already exists", true},
-		{"permission", Permissionf("not yours"), codes.PermissionDenied, "not yours", true},
-		{"unauthenticated", Unauthenticatedf("expired"), codes.Unauthenticated, "expired", true},
-		{"conflict", Conflictf("epoch 3 is stale"), codes.Aborted, "epoch 3 is stale", true},
-		{"precondition", Preconditionf("rotate first"), codes.FailedPrecondition, "rotate first", true},
-		{"exhausted", Exhaustedf("slow down"), codes.ResourceExhausted, "slow down", true},
-		{"unavailable", Unavailablef("later"), codes.Unavailable, "later", true},
-		{"too large", TooLargef("envelope is 300 KiB"), codes.InvalidArgument, "envelope is 300 KiB", true},
-		{"canceled", context.Canceled, codes.Canceled, "context canceled", true},
-		{"status passes through", status.Error(codes.Aborted, "as is"), codes.Aborted, "as is", true},
-		{"damaged data hides its details and is logged", fmt.Errorf("messaging: %w", Damagedf("record %q in bucket log fails its checksum", "k")), codes.DataLoss, DamagedMessage, false},
-		{"unknown error hides its message", errors.New("open /var/lib/secret: permission denied"), codes.Internal, "internal error", false},
-		{"no space, wrapped deep", fmt.Errorf("card: publish: %w", &fs.PathError{Op: "write", Path: "/data/card.db", Err: syscall.ENOSPC}), codes.Unavailable, StorageFullMessage, true},
-		{"quota exceeded", fmt.Errorf("commit: %w", syscall.EDQUOT), codes.Unavailable, StorageFullMessage, true},
-		{"no space as bbolt's text", errors.New("file resize error: write /data/x.db: no space left on device"), codes.Unavailable, StorageFullMessage, true},
-		{"storage full with the service's words", StorageFullf("full: retry with the same client_message_id"), codes.Unavailable, "full: retry with the same client_message_id", true},
-		{"an I/O error stays internal", fmt.Errorf("commit: %w", syscall.EIO), codes.Internal, "internal error", false},
+// TestNoGRPC keeps the kinds free of gRPC, so that a store returning them does not pull
+// gRPC in: the mapping to status codes is package errstatus's.
+func TestNoGRPC(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to list the package's dependencies with")
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			st, known := Status(tc.err)
-			s := status.Convert(st)
-			if s.Code() != tc.code || s.Message() != tc.msg || known != tc.known {
-				t.Errorf("Status = %v %q known=%v; want %v %q known=%v", s.Code(), s.Message(), known, tc.code, tc.msg, tc.known)
-			}
-		})
+	out, err := exec.Command(goBin, "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
 	}
-	if st, known := Status(nil); st != nil || !known {
-		t.Errorf("Status(nil) = %v, %v", st, known)
+	deps := strings.Fields(string(out))
+	if len(deps) == 0 {
+		t.Fatal("go list -deps listed nothing")
 	}
-}
-
-func TestStatusCarriesDetails(t *testing.T) {
-	err := Conflictf("stale epoch").WithDetails(wrapperspb.UInt64(7))
-	if !errors.Is(err, ErrConflict) {
-		t.Fatal("WithDetails lost the kind")
-	}
-	st, _ := Status(fmt.Errorf("commit: %w", err))
-	details := status.Convert(st).Details()
-	if len(details) != 1 {
-		t.Fatalf("details = %v", details)
-	}
-	if v, ok := details[0].(*wrapperspb.UInt64Value); !ok || v.GetValue() != 7 {
-		t.Errorf("detail = %v", details[0])
+	for _, dep := range deps {
+		if dep == "google.golang.org/grpc" || strings.HasPrefix(dep, "google.golang.org/grpc/") {
+			t.Errorf("pkg/errs depends on %s; the gRPC mapping belongs in pkg/errs/errstatus", dep)
+		}
 	}
 }

@@ -2,6 +2,8 @@ package keybackup
 
 import (
 	"testing"
+
+	"github.com/umbra-e2ee/umbra/pkg/argon2id"
 )
 
 // The client's cost of a restore, split so that a restore's latency can be told apart
@@ -25,7 +27,7 @@ type restoreBench struct {
 func newRestoreBench(b *testing.B) *restoreBench {
 	b.Helper()
 	s := newTestServer(b)
-	kdf, err := NewArgon2id(DefaultArgon2id, nil)
+	kdf, err := NewArgon2id(argon2id.Default, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

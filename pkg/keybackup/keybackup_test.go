@@ -8,10 +8,12 @@ import (
 	"testing"
 
 	"github.com/cloudflare/circl/oprf"
+
+	"github.com/umbra-e2ee/umbra/pkg/argon2id"
 )
 
 // testKDF is the cheapest Argon2id the service accepts, so that tests run fast.
-var testKDF = Argon2idParams{Time: 1, MemoryKiB: 8192, Threads: 1, Salt: bytes.Repeat([]byte{7}, 16)}
+var testKDF = argon2id.Params{Time: 1, MemoryKiB: 8192, Threads: 1, Salt: bytes.Repeat([]byte{7}, 16)}
 
 var alice = Binding{App: "app_" + strings.Repeat("a", 26), Identity: "u_" + strings.Repeat("a", 32), Slot: SlotPassword}
 
@@ -82,11 +84,12 @@ func derive(t *testing.T, out *Output, p Params) *Keys {
 }
 
 func TestBackupAndRestoreRoundTrip(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	bundle := []byte("a key bundle: every private key of alice")
 	for _, aead := range []AEAD{ChaCha20Poly1305, AES256GCM} {
 		t.Run(aead.String(), func(t *testing.T) {
-			kdf, err := NewArgon2id(Argon2idParams{Time: 1, MemoryKiB: 8192, Threads: 2}, nil)
+			kdf, err := NewArgon2id(argon2id.Params{Time: 1, MemoryKiB: 8192, Threads: 2}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,6 +125,7 @@ func TestBackupAndRestoreRoundTrip(t *testing.T) {
 }
 
 func TestBlindedElementsDifferAndHideTheInput(t *testing.T) {
+	t.Parallel()
 	a, err := Blind(alice, []byte("hunter2"))
 	if err != nil {
 		t.Fatal(err)
@@ -143,6 +147,7 @@ func TestBlindedElementsDifferAndHideTheInput(t *testing.T) {
 }
 
 func TestEveryBindingChangesTheOutput(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	base := s.run(alice, []byte("hunter2")).Value
 	for name, b := range map[string]Binding{
@@ -160,6 +165,7 @@ func TestEveryBindingChangesTheOutput(t *testing.T) {
 }
 
 func TestOPRFInputIsUnambiguous(t *testing.T) {
+	t.Parallel()
 	// Length prefixes keep a shift of bytes between fields from giving the same input.
 	a, _ := OPRFInput(Binding{App: "app_x", Identity: "u_ab", Slot: SlotPassword}, []byte("c"))
 	b, _ := OPRFInput(Binding{App: "app_xu", Identity: "_ab", Slot: SlotPassword}, []byte("c"))
@@ -172,6 +178,7 @@ func TestOPRFInputIsUnambiguous(t *testing.T) {
 }
 
 func TestFinalizeRefusesABadEvaluation(t *testing.T) {
+	t.Parallel()
 	s, other := newTestServer(t), newTestServer(t)
 	bl, err := Blind(alice, []byte("hunter2"))
 	if err != nil {
@@ -210,6 +217,7 @@ func TestFinalizeRefusesABadEvaluation(t *testing.T) {
 }
 
 func TestOpenRefusesAlteredRecords(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	out := s.run(alice, []byte("hunter2"))
 	p := Params{Version: 2, AEAD: ChaCha20Poly1305, KDF: testKDF}
@@ -252,9 +260,10 @@ func TestOpenRefusesAlteredRecords(t *testing.T) {
 }
 
 func TestInvalidInputs(t *testing.T) {
+	t.Parallel()
 	good := Params{Version: 1, AEAD: ChaCha20Poly1305, KDF: testKDF}
 	out := &Output{Binding: alice, PublicKey: make([]byte, 32), Value: make([]byte, 64)}
-	kdf := func(edit func(*Argon2idParams)) Params {
+	kdf := func(edit func(*argon2id.Params)) Params {
 		p := good
 		edit(&p.KDF)
 		return p
@@ -267,14 +276,14 @@ func TestInvalidInputs(t *testing.T) {
 		{"version 0", out, Params{AEAD: ChaCha20Poly1305, KDF: testKDF}},
 		{"AEAD unspecified", out, Params{Version: 1, KDF: testKDF}},
 		{"AEAD 3", out, Params{Version: 1, AEAD: 3, KDF: testKDF}},
-		{"time 0", out, kdf(func(k *Argon2idParams) { k.Time = 0 })},
-		{"time 17", out, kdf(func(k *Argon2idParams) { k.Time = 17 })},
-		{"memory under 8 MiB", out, kdf(func(k *Argon2idParams) { k.MemoryKiB = 8191 })},
-		{"memory over 4 GiB", out, kdf(func(k *Argon2idParams) { k.MemoryKiB = 4<<20 + 1 })},
-		{"threads 0", out, kdf(func(k *Argon2idParams) { k.Threads = 0 })},
-		{"threads 65", out, kdf(func(k *Argon2idParams) { k.Threads = 65 })},
-		{"salt of 15 bytes", out, kdf(func(k *Argon2idParams) { k.Salt = make([]byte, 15) })},
-		{"salt of 65 bytes", out, kdf(func(k *Argon2idParams) { k.Salt = make([]byte, 65) })},
+		{"time 0", out, kdf(func(k *argon2id.Params) { k.Time = 0 })},
+		{"time 17", out, kdf(func(k *argon2id.Params) { k.Time = 17 })},
+		{"memory under 8 MiB", out, kdf(func(k *argon2id.Params) { k.MemoryKiB = 8191 })},
+		{"memory over 4 GiB", out, kdf(func(k *argon2id.Params) { k.MemoryKiB = 4<<20 + 1 })},
+		{"threads 0", out, kdf(func(k *argon2id.Params) { k.Threads = 0 })},
+		{"threads 65", out, kdf(func(k *argon2id.Params) { k.Threads = 65 })},
+		{"salt of 15 bytes", out, kdf(func(k *argon2id.Params) { k.Salt = make([]byte, 15) })},
+		{"salt of 65 bytes", out, kdf(func(k *argon2id.Params) { k.Salt = make([]byte, 65) })},
 		{"no output", nil, good},
 		{"short output", &Output{Binding: alice, PublicKey: make([]byte, 32), Value: make([]byte, 63)}, good},
 		{"short public key", &Output{Binding: alice, PublicKey: make([]byte, 31), Value: make([]byte, 64)}, good},
@@ -318,14 +327,15 @@ func TestInvalidInputs(t *testing.T) {
 }
 
 func TestCheckPasswordCost(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
-		p    Argon2idParams
+		p    argon2id.Params
 		weak bool
 	}{
-		{DefaultArgon2id, false},
-		{Argon2idParams{Time: 1, MemoryKiB: 2 << 20}, false},
-		{Argon2idParams{Time: 16, MemoryKiB: 12288}, false},
-		{Argon2idParams{Time: 2, MemoryKiB: 64 * 1024}, true},
+		{argon2id.Default, false},
+		{argon2id.Params{Time: 1, MemoryKiB: 2 << 20}, false},
+		{argon2id.Params{Time: 16, MemoryKiB: 12288}, false},
+		{argon2id.Params{Time: 2, MemoryKiB: 64 * 1024}, true},
 		{RecoveryArgon2id, true},
 	} {
 		if err := CheckPasswordCost(tc.p); errors.Is(err, ErrWeakParams) != tc.weak || (err != nil && !tc.weak) {
@@ -335,6 +345,7 @@ func TestCheckPasswordCost(t *testing.T) {
 }
 
 func TestRecoveryKeyFormat(t *testing.T) {
+	t.Parallel()
 	k, err := NewRecoveryKey(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -369,6 +380,7 @@ func TestRecoveryKeyFormat(t *testing.T) {
 // swap of two adjacent different characters of fixed keys: the check group catches
 // each one (a random one escapes with probability 2^-20).
 func TestRecoveryKeyTyposAreCaught(t *testing.T) {
+	t.Parallel()
 	for seed := range 4 {
 		var k RecoveryKey
 		for i := range k {
@@ -414,6 +426,7 @@ func TestRecoveryKeyTyposAreCaught(t *testing.T) {
 }
 
 func TestRecoveryKeyAsSecret(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	k, err := NewRecoveryKey(nil)
 	if err != nil {

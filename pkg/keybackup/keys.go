@@ -11,17 +11,17 @@ import (
 	"fmt"
 	"io"
 
-	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/umbra-e2ee/umbra/pkg/argon2id"
 )
 
 // Sizes of the derived keys and of the AEAD's values.
 const (
-	KeySize        = 32 // the encryption key and the auth key
-	StretchedSize  = 32 // Argon2id's output
-	NonceSize      = 12
-	TagSize        = 16
-	DefaultSaltLen = 32
+	KeySize       = 32 // the encryption key and the auth key
+	StretchedSize = 32 // Argon2id's output
+	NonceSize     = 12
+	TagSize       = 16
 	// MaxBundleSize is the largest plaintext a record may hold (BackupRecord: 1 MiB).
 	MaxBundleSize = 1 << 20
 )
@@ -45,31 +45,13 @@ func (a AEAD) String() string {
 	return fmt.Sprintf("AEAD %d", uint32(a))
 }
 
-// Argon2idParams are the Argon2id (RFC 9106, version 0x13) parameters and salt of a
-// record, within the bounds of umbra.backup.v1.Argon2idParams.
-type Argon2idParams struct {
-	Time      uint32 // passes: 1 to 16
-	MemoryKiB uint32 // 8,192 (8 MiB) to 4,194,304 (4 GiB)
-	Threads   uint32 // 1 to 64
-	Salt      []byte // 16 to 64 bytes, fresh for every record
-}
-
-// DefaultArgon2id is the cost of stretching a password: RFC 9106's second recommended
-// setting (section 4), t=3, m=64 MiB, p=4. One derivation takes 64 MiB and, on the
-// 2-vCPU Intel Xeon VM this was written on, about 160 ms (BenchmarkRestoreClientArgon2id:
-// 153-200 ms over 8 runs, up to 400 ms while other work shared the CPUs); it runs
-// once per backup or restore, and is nearly all of a restore's time (see
-// BenchmarkRestoreClient and pkg/sdk's BenchmarkRestorePrivateKey). A fresh salt is
-// added by NewArgon2id.
-var DefaultArgon2id = Argon2idParams{Time: 3, MemoryKiB: 64 * 1024, Threads: 4}
-
 // RecoveryArgon2id is the cost for the recovery slot: the least the service accepts
 // (t=1, m=8 MiB, p=1). A recovery key has 160 random bits, so stretching it adds no
 // meaningful security; the OPRF still keeps a stolen database from testing it.
-var RecoveryArgon2id = Argon2idParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}
+var RecoveryArgon2id = argon2id.Params{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}
 
 // MinPasswordCost is the least Argon2id cost, passes × memory in KiB, that a client
-// accepts for a record of the password slot: DefaultArgon2id's (3 × 65,536). A service
+// accepts for a record of the password slot: argon2id.Default's (3 × 65,536). A service
 // that stated cheaper parameters for a restore would get an auth key it could test
 // password guesses against more cheaply than against the record it stores, so
 // CheckPasswordCost refuses them before anything is derived. (t=1 with 2 GiB, RFC
@@ -77,36 +59,41 @@ var RecoveryArgon2id = Argon2idParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}
 const MinPasswordCost = 3 * 64 * 1024
 
 // CheckPasswordCost reports ErrWeakParams if p costs less than MinPasswordCost.
-func CheckPasswordCost(p Argon2idParams) error {
+func CheckPasswordCost(p argon2id.Params) error {
 	if uint64(p.Time)*uint64(p.MemoryKiB) < MinPasswordCost {
 		return errorf(ErrWeakParams, "Argon2id t=%d m=%d KiB costs less than t × m = %d: a password record is never written that cheap", p.Time, p.MemoryKiB, MinPasswordCost)
 	}
 	return nil
 }
 
-// NewArgon2id returns p with a fresh DefaultSaltLen-byte salt from rnd (crypto/rand if
-// nil).
-func NewArgon2id(p Argon2idParams, rnd io.Reader) (Argon2idParams, error) {
+// NewArgon2id returns p with a fresh argon2id.SaltSize-byte salt from rnd (crypto/rand
+// if nil), checked by CheckArgon2id.
+func NewArgon2id(p argon2id.Params, rnd io.Reader) (argon2id.Params, error) {
 	if rnd == nil {
 		rnd = rand.Reader
 	}
-	p.Salt = make([]byte, DefaultSaltLen)
+	p.Salt = make([]byte, argon2id.SaltSize)
 	if _, err := io.ReadFull(rnd, p.Salt); err != nil {
-		return Argon2idParams{}, fmt.Errorf("keybackup: salt: %w", err)
+		return argon2id.Params{}, fmt.Errorf("keybackup: salt: %w", err)
 	}
-	return p, p.Check()
+	return p, CheckArgon2id(p)
 }
 
-// Check reports, as ErrInvalid, why p is outside the bounds the service accepts.
-func (p Argon2idParams) Check() error {
+// minMemoryKiB is the least Argon2id memory of a record, 8 MiB: the backup service
+// refuses less (umbra.backup.v1.Argon2idParams).
+const minMemoryKiB = 8192
+
+// CheckArgon2id reports, as ErrInvalid, why p is outside the bounds the service
+// accepts: argon2id's limits, and at least 8 MiB of memory.
+func CheckArgon2id(p argon2id.Params) error {
 	switch {
-	case p.Time < 1 || p.Time > 16:
+	case p.Time < 1 || p.Time > argon2id.MaxTime:
 		return errorf(ErrInvalid, "Argon2id time %d is outside 1 to 16", p.Time)
-	case p.MemoryKiB < 8192 || p.MemoryKiB > 4<<20:
+	case p.MemoryKiB < minMemoryKiB || p.MemoryKiB > argon2id.MaxMemoryKiB:
 		return errorf(ErrInvalid, "Argon2id memory %d KiB is outside 8,192 to 4,194,304", p.MemoryKiB)
-	case p.Threads < 1 || p.Threads > 64:
+	case p.Threads < 1 || p.Threads > argon2id.MaxThreads:
 		return errorf(ErrInvalid, "Argon2id threads %d is outside 1 to 64", p.Threads)
-	case len(p.Salt) < 16 || len(p.Salt) > 64:
+	case len(p.Salt) < argon2id.MinSaltSize || len(p.Salt) > argon2id.MaxSaltSize:
 		return errorf(ErrInvalid, "Argon2id salt is %d bytes; want 16 to 64", len(p.Salt))
 	}
 	return nil
@@ -120,7 +107,7 @@ type Params struct {
 	// oprf_key_version; for a restore, the RESTORE evaluation's.
 	Version uint64
 	AEAD    AEAD
-	KDF     Argon2idParams
+	KDF     argon2id.Params
 }
 
 func (p Params) check() error {
@@ -130,7 +117,7 @@ func (p Params) check() error {
 	if p.AEAD != ChaCha20Poly1305 && p.AEAD != AES256GCM {
 		return errorf(ErrInvalid, "unknown AEAD %d", uint32(p.AEAD))
 	}
-	return p.KDF.Check()
+	return CheckArgon2id(p.KDF)
 }
 
 // Keys are the keys derived for one record.
@@ -144,14 +131,14 @@ type Keys struct {
 
 // Stretch returns Argon2id(password = the OPRF output, salt, t, m, p, 32 bytes): the
 // costly step of DeriveKeys, separate so that it can be measured.
-func Stretch(out *Output, kdf Argon2idParams) ([]byte, error) {
+func Stretch(out *Output, kdf argon2id.Params) ([]byte, error) {
 	if out == nil || len(out.Value) != OutputSize {
 		return nil, errorf(ErrInvalid, "no %d-byte OPRF output", OutputSize)
 	}
-	if err := kdf.Check(); err != nil {
+	if err := CheckArgon2id(kdf); err != nil {
 		return nil, err
 	}
-	return argon2.IDKey(out.Value, kdf.Salt, kdf.Time, kdf.MemoryKiB, uint8(kdf.Threads), StretchedSize), nil
+	return kdf.Key(out.Value, StretchedSize), nil
 }
 
 // DeriveKeys stretches the OPRF output with Argon2id (p.KDF) and derives with

@@ -17,7 +17,9 @@ import (
 	"github.com/cloudflare/circl/oprf"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/umbra-e2ee/umbra/pkg/argon2id"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/keystore"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 )
 
@@ -185,18 +187,18 @@ func generateVectors(t *testing.T) *vectorFile {
 		blind     []byte
 		version   uint64
 		aead      AEAD
-		kdf       Argon2idParams
+		kdf       argon2id.Params
 		contents  string
 		bundle    []byte
 		nonceFrom byte
 	}{
-		// The password slot's cost is the SDK's (DefaultArgon2id), which is the floor a
+		// The password slot's cost is the SDK's (argon2id.Default), which is the floor a
 		// client accepts (MinPasswordCost); the recovery slot's is RecoveryArgon2id.
 		{"password slot, ChaCha20-Poly1305", SlotPassword, []byte("correct horse battery staple"), "", counting(0x01, 31),
-			1, ChaCha20Poly1305, Argon2idParams{Time: 3, MemoryKiB: 65536, Threads: 4, Salt: counting(0x30, 32)},
+			1, ChaCha20Poly1305, argon2id.Params{Time: 3, MemoryKiB: 65536, Threads: 4, Salt: counting(0x30, 32)},
 			"the KeyBundle of alice holding key pair alice-1 (section 9), current", alone, 0xa0},
 		{"recovery slot, AES-256-GCM", SlotRecovery, rk[:], rk.String(), counting(0x41, 31),
-			4, AES256GCM, Argon2idParams{Time: 1, MemoryKiB: 8192, Threads: 1, Salt: counting(0x50, 16)},
+			4, AES256GCM, argon2id.Params{Time: 1, MemoryKiB: 8192, Threads: 1, Salt: counting(0x50, 16)},
 			"the KeyBundle of alice holding key pair alice-1, superseded at 1793620800, and alice-2 (section 9), current", rotated, 0xc0},
 	} {
 		b := Binding{App: app, Identity: id, Slot: c.slot}
@@ -270,7 +272,7 @@ func checkVector(t *testing.T, pub []byte, v backupVector) {
 	if err != nil || !bytes.Equal(out.Value, v.OPRFOutput) {
 		t.Fatalf("%s: OPRF output %x, %v", v.Name, out.Value, err)
 	}
-	p := Params{Version: v.Version, AEAD: AEAD(v.AEAD), KDF: Argon2idParams{Time: v.Time, MemoryKiB: v.MemoryKiB, Threads: v.Threads, Salt: v.Salt}}
+	p := Params{Version: v.Version, AEAD: AEAD(v.AEAD), KDF: argon2id.Params{Time: v.Time, MemoryKiB: v.MemoryKiB, Threads: v.Threads, Salt: v.Salt}}
 	keys, err := DeriveKeys(out, p)
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +292,7 @@ func checkVector(t *testing.T, pub []byte, v backupVector) {
 	}
 	// The plaintext is a KeyBundle a client installs (7.4 step 4): a keystore takes it,
 	// and writes back exactly these bytes.
-	ks, err := e2ee.CreateKeystore(filepath.Join(t.TempDir(), "keystore"), e2ee.KeystoreOptions{NoPassphrase: true, KeyBundle: bundle})
+	ks, err := keystore.Create(filepath.Join(t.TempDir(), "keystore"), keystore.Options{NoPassphrase: true, KeyBundle: bundle})
 	if err != nil {
 		t.Fatalf("%s: the key bundle does not load into a keystore: %v", v.Name, err)
 	}

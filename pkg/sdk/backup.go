@@ -10,8 +10,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/argon2id"
 	"github.com/umbra-e2ee/umbra/pkg/keybackup"
+	"github.com/umbra-e2ee/umbra/pkg/keystore"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
@@ -197,8 +198,8 @@ func (c *Client) Backups(ctx context.Context) ([]*BackupInfo, error) {
 	return resp.GetBackups(), nil
 }
 
-func kdfParams(k *backupv1.Argon2IdParams) keybackup.Argon2idParams {
-	return keybackup.Argon2idParams{Time: k.GetTime(), MemoryKiB: k.GetMemoryKib(), Threads: k.GetThreads(), Salt: k.GetSalt()}
+func kdfParams(k *backupv1.Argon2IdParams) argon2id.Params {
+	return argon2id.Params{Time: k.GetTime(), MemoryKiB: k.GetMemoryKib(), Threads: k.GetThreads(), Salt: k.GetSalt()}
 }
 
 // fetch restores a slot with secret: it returns the key bundle and the record's
@@ -244,7 +245,7 @@ func (c *Client) fetch(ctx context.Context, b keybackup.Binding, info *BackupInf
 
 // store encrypts bundle under secret into the slot, replacing version expected (0:
 // the slot must be empty).
-func (c *Client) store(ctx context.Context, b keybackup.Binding, secret, bundle []byte, expected uint64, cost keybackup.Argon2idParams) (*BackupInfo, error) {
+func (c *Client) store(ctx context.Context, b keybackup.Binding, secret, bundle []byte, expected uint64, cost argon2id.Params) (*BackupInfo, error) {
 	out, version, err := c.evaluate(ctx, b, secret, backupv1.EvaluationPurpose_EVALUATION_PURPOSE_BACKUP)
 	if err != nil {
 		return nil, err
@@ -317,7 +318,7 @@ func (c *Client) BackupPrivateKey(ctx context.Context, password []byte) (*Backup
 	} else if !errors.Is(err, ErrNoBackup) {
 		return nil, err
 	}
-	return c.store(ctx, b, password, bundle, expected, keybackup.DefaultArgon2id)
+	return c.store(ctx, b, password, bundle, expected, argon2id.Default)
 }
 
 // coversKeys checks that bundle holds every key of stored, of the same identity.
@@ -379,10 +380,11 @@ func (c *Client) restoreInto(ctx context.Context, slot keybackup.Slot, secret []
 	if err != nil {
 		return err
 	}
-	ks, err := e2ee.CreateKeystore(c.cfg.KeystorePath, e2ee.KeystoreOptions{
+	ks, err := keystore.Create(c.cfg.KeystorePath, keystore.Options{
 		Identity:     b.Identity,
 		Passphrase:   c.passphrase(),
 		NoPassphrase: c.cfg.NoPassphrase,
+		Argon2id:     c.cfg.keystoreArgon2id,
 		KeyBundle:    bundle,
 	})
 	if err != nil {
@@ -414,7 +416,7 @@ func (c *Client) ChangePassword(ctx context.Context, oldPassword, newPassword []
 	if err != nil {
 		return nil, err
 	}
-	return c.store(ctx, b, newPassword, bundle, version, keybackup.DefaultArgon2id)
+	return c.store(ctx, b, newPassword, bundle, version, argon2id.Default)
 }
 
 // ResetBackup deletes the password backup, for a forgotten password: back up again

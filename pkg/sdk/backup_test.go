@@ -19,6 +19,7 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/keybackup"
+	"github.com/umbra-e2ee/umbra/pkg/keystore"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
@@ -42,12 +43,13 @@ func newBackupDevice(t testing.TB, n *nodetest.Node, app *nodetest.App, uid stri
 }
 
 // newBackupDeviceConfig is newBackupDevice with cfg's keystore protection and dial
-// options.
+// options. A keystore passphrase is stretched at the cheapest Argon2id cost
+// (CheapKeystore): the backups' own Argon2id keeps the cost of production.
 func newBackupDeviceConfig(t testing.TB, n *nodetest.Node, app *nodetest.App, uid string, cfg sdk.Config) *device {
 	t.Helper()
 	id := app.User(t, uid)
 	path := filepath.Join(t.TempDir(), "keystore")
-	c, err := sdk.New(context.Background(), sdk.Config{
+	c, err := sdk.New(context.Background(), sdk.CheapKeystore(sdk.Config{
 		Addr:         n.GRPC,
 		Token:        app.TokenFunc(id),
 		KeystorePath: path,
@@ -55,7 +57,7 @@ func newBackupDeviceConfig(t testing.TB, n *nodetest.Node, app *nodetest.App, ui
 		NoPassphrase: cfg.NoPassphrase,
 		Suite:        e2ee.SuiteX25519,
 		DialOptions:  cfg.DialOptions,
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +67,7 @@ func newBackupDeviceConfig(t testing.TB, n *nodetest.Node, app *nodetest.App, ui
 
 func bundleOf(t *testing.T, d *device) []byte {
 	t.Helper()
-	ks, err := e2ee.OpenKeystore(d.keystore, []byte("local passphrase of this device"))
+	ks, err := keystore.Open(d.keystore, []byte("local passphrase of this device"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +90,7 @@ func wantWrongPassword(t *testing.T, err error, remaining uint32, erased bool) {
 }
 
 func TestBackupRestoreChangePasswordReset(t *testing.T) {
+	t.Parallel()
 	n := startBackupNode(t, 0)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -175,6 +178,7 @@ func TestBackupRestoreChangePasswordReset(t *testing.T) {
 }
 
 func TestRecoveryKey(t *testing.T) {
+	t.Parallel()
 	n := startBackupNode(t, 0)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -225,6 +229,7 @@ func TestRecoveryKey(t *testing.T) {
 }
 
 func TestWrongPasswordsCountDownAndErase(t *testing.T) {
+	t.Parallel()
 	n := startBackupNode(t, 3)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -285,6 +290,7 @@ func TestWrongPasswordsCountDownAndErase(t *testing.T) {
 // TestConcurrentChangeIsAConflict: a device whose backup changes between its restore
 // and its put gets ErrBackupConflict, and the other device's change stands.
 func TestConcurrentChangeIsAConflict(t *testing.T) {
+	t.Parallel()
 	n := startBackupNode(t, 0)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -323,6 +329,7 @@ func TestConcurrentChangeIsAConflict(t *testing.T) {
 // keystore, restores with the password, and reads the whole conversation, the messages
 // to and from A's first card included.
 func TestMultiDeviceHistory(t *testing.T) {
+	t.Parallel()
 	n := startBackupNode(t, 0)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -476,7 +483,7 @@ func TestServerNeverSeesSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ks, err := e2ee.OpenKeystore(a.keystore, []byte("local passphrase of this device"))
+	ks, err := keystore.Open(a.keystore, []byte("local passphrase of this device"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,6 +577,7 @@ func TestServerNeverSeesSecrets(t *testing.T) {
 // Argon2id parameters (to receive an auth key it could attack cheaply) is refused
 // before any evaluation, so no attempt is spent either.
 func TestWeakParametersRefused(t *testing.T) {
+	t.Parallel()
 	n := startBackupNode(t, 0)
 	app := n.NewApp(t)
 	ctx := context.Background()

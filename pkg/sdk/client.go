@@ -15,8 +15,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/umbra-e2ee/umbra/pkg/argon2id"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	"github.com/umbra-e2ee/umbra/pkg/keystore"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
@@ -90,6 +92,12 @@ type Config struct {
 	// TrustStorePath is the pin file (docs/wire-format.md, 5.7); empty means
 	// KeystorePath + ".trust".
 	TrustStorePath string
+
+	// keystoreArgon2id, when set, is the Argon2id cost of a new keystore's passphrase
+	// in place of argon2id.Default. Test only: the package's tests set it
+	// (CheapKeystore, in an _test.go file) so that devices whose tests are not about
+	// Argon2id start quickly; no exported field, flag or setting reaches it.
+	keystoreArgon2id argon2id.Params
 }
 
 // DefaultClockSkew is how far a signed created_at may lie outside its signer card's
@@ -107,7 +115,7 @@ type Client struct {
 	tok      *tokens
 
 	mu        sync.Mutex
-	ks        *e2ee.Keystore         // nil until Register or a keystore on disk
+	ks        *keystore.Keystore     // nil until Register or a keystore on disk
 	me        string                 // the user's identity, once known
 	cardCache map[string]*cardRecord // by card id
 	groups    groupStates            // epoch keys and members seen, per group (group.go)
@@ -175,7 +183,7 @@ func (c *Client) passphrase() []byte {
 }
 
 func (c *Client) openKeystore() error {
-	ks, err := e2ee.OpenKeystore(c.cfg.KeystorePath, c.passphrase())
+	ks, err := keystore.Open(c.cfg.KeystorePath, c.passphrase())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -218,14 +226,14 @@ func (c *Client) Cleanup() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ks = nil
-	if err := e2ee.RemoveKeystore(c.cfg.KeystorePath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := keystore.Remove(c.cfg.KeystorePath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("sdk: remove keystore: %w", err)
 	}
 	return nil
 }
 
 // current returns the keystore and its current key, or ErrNoPrivateKey.
-func (c *Client) current() (*e2ee.Keystore, *e2ee.KeyPair, []byte, error) {
+func (c *Client) current() (*keystore.Keystore, *e2ee.KeyPair, []byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ks == nil {
@@ -263,21 +271,21 @@ func (c *Client) registerFresh(ctx context.Context, grant string) (*Card, error)
 	}
 	// The key is on disk before its card is public, so a crash can never leave a card
 	// whose private key is lost.
-	ks, err := e2ee.CreateKeystore(c.cfg.KeystorePath, e2ee.KeystoreOptions{Identity: me, Passphrase: c.passphrase(), NoPassphrase: c.cfg.NoPassphrase})
+	ks, err := keystore.Create(c.cfg.KeystorePath, keystore.Options{Identity: me, Passphrase: c.passphrase(), NoPassphrase: c.cfg.NoPassphrase, Argon2id: c.cfg.keystoreArgon2id})
 	if err != nil {
 		return nil, fmt.Errorf("sdk: create keystore: %w", err)
 	}
 	if err := ks.SetCurrent(kp, e2ee.CardID(content)); err != nil {
-		e2ee.RemoveKeystore(c.cfg.KeystorePath)
+		keystore.Remove(c.cfg.KeystorePath)
 		return nil, err
 	}
 	if err := ks.Save(); err != nil {
-		e2ee.RemoveKeystore(c.cfg.KeystorePath)
+		keystore.Remove(c.cfg.KeystorePath)
 		return nil, fmt.Errorf("sdk: save keystore: %w", err)
 	}
 	resp, err := c.cards.PublishCard(ctx, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig, ResetGrant: grant})
 	if err != nil {
-		e2ee.RemoveKeystore(c.cfg.KeystorePath)
+		keystore.Remove(c.cfg.KeystorePath)
 		return nil, publishError(err, me)
 	}
 	card, err := c.verify(ctx, resp.GetCard())
@@ -413,7 +421,7 @@ func (c *Client) PublishCard(ctx context.Context) (*Card, error) {
 // publishNewKeys makes kp the keystore's current key and publishes its card (req). The
 // new key is saved before its card is published, and the keystore goes back to what it
 // was if publishing fails, so no published card ever lacks its private key.
-func (c *Client) publishNewKeys(ctx context.Context, ks *e2ee.Keystore, kp *e2ee.KeyPair, req *cardv1.PublishCardRequest) (*Card, error) {
+func (c *Client) publishNewKeys(ctx context.Context, ks *keystore.Keystore, kp *e2ee.KeyPair, req *cardv1.PublishCardRequest) (*Card, error) {
 	saved, err := os.ReadFile(c.cfg.KeystorePath)
 	if err != nil {
 		return nil, fmt.Errorf("sdk: read keystore: %w", err)

@@ -49,9 +49,9 @@ const benchGroupMembers = 1000
 
 func benchNode(b *testing.B) (*nodetest.Node, *nodetest.App) {
 	n := nodetest.Start(b, func(cfg *node.Config) {
-		cfg.CardSearchRate, cfg.CardSearchBurst = 1e6, 1e6
+		cfg.Card.SearchRate, cfg.Card.SearchBurst = 1e6, 1e6
 		cfg.Messaging.SendRate, cfg.Messaging.SendBurst = 1e6, 1e6
-		cfg.GroupTuning.CallRate, cfg.GroupTuning.CallBurst = 1e6, 1e6
+		cfg.Group.CallRate, cfg.Group.CallBurst = 1e6, 1e6
 	})
 	return n, n.NewApp(b)
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/keystore"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
@@ -97,7 +98,7 @@ func newOutsider(t *testing.T, w *groupWorld, uid string) *outsider {
 // colluding member would.
 func keysOf(t *testing.T, d *device) (*e2ee.KeyPair, []byte) {
 	t.Helper()
-	ks, err := e2ee.OpenKeystore(d.keystore, nil)
+	ks, err := keystore.Open(d.keystore, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,6 +111,7 @@ func keysOf(t *testing.T, d *device) (*e2ee.KeyPair, []byte) {
 // chain it verified, so no key is wrapped to the ghost; the honest members read on.
 // Fails if the SDK wraps to the service's member list.
 func TestTamperGhostMemberGetsNoKey(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "bob")
 	ctx := context.Background()
 	bob := w.users["bob"]
@@ -177,6 +179,7 @@ func chainRewrite(t *testing.T, edit func([]*envelopev1.SignedMembershipStatemen
 // addition. Bob's client refuses each with ErrMembershipChain and the kind that names
 // what failed, and commits nothing.
 func TestTamperForgedStatements(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		// forge returns the statement after the chain's last (sequence seq, previous
@@ -280,6 +283,7 @@ func recodeStatement(t *testing.T, content []byte, change func(*envelopev1.Membe
 // after bob verified the whole chain, an older head. Bob's client refuses each with
 // ErrBrokenChain and commits nothing.
 func TestTamperChainRemovedOrReordered(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		// edit changes the whole chain: create, remove carol, add erin.
@@ -351,6 +355,7 @@ func TestTamperChainRemovedOrReordered(t *testing.T) {
 // member would have it), or a head at which its signer was not a member yet. Bob's
 // client refuses the key.
 func TestTamperCommitForAnotherHead(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		// head returns the head the forged commit names, from the real one.
@@ -444,6 +449,7 @@ func bytesAt(t *testing.T, ctx context.Context, w *groupWorld, alice *device, se
 // the chain is refused: mallory is never a member. Fails if the signer cards of
 // statements are taken from the directory without the pin check.
 func TestTamperStatementSignedWithASubstitutedCard(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice", "carol")
 	ctx := context.Background()
 	alice, carol := w.users["alice"], w.users["carol"]

@@ -115,6 +115,7 @@ func epochOf(t *testing.T, d *device, group string) uint64 {
 }
 
 func TestGroupJoinWithApproval(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice", "bob")
 	ctx := context.Background()
 	alice, bob := w.users["alice"], w.users["bob"]
@@ -170,6 +171,7 @@ func TestGroupJoinWithApproval(t *testing.T) {
 }
 
 func TestGroupInvitationWithAcceptance(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice", "carol")
 	ctx := context.Background()
 	alice, carol := w.users["alice"], w.users["carol"]
@@ -249,6 +251,7 @@ func TestGroupInvitationWithAcceptance(t *testing.T) {
 }
 
 func TestGroupKickEnforcesRotation(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice", "bob", "carol")
 	ctx := context.Background()
 	alice, bob, carol := w.users["alice"], w.users["bob"], w.users["carol"]
@@ -315,6 +318,7 @@ func TestGroupKickEnforcesRotation(t *testing.T) {
 }
 
 func TestGroupEncryptionSwitchedOn(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice", "bob")
 	ctx := context.Background()
 	alice, bob := w.users["alice"], w.users["bob"]
@@ -348,6 +352,7 @@ func TestGroupEncryptionSwitchedOn(t *testing.T) {
 }
 
 func TestGroupOwnerLeaves(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice", "bob", "carol")
 	ctx := context.Background()
 	alice, bob, carol := w.users["alice"], w.users["bob"], w.users["carol"]
@@ -403,6 +408,7 @@ func TestGroupOwnerLeaves(t *testing.T) {
 // try to commit the next epoch; one wins, the other gets EpochConflict, loads the
 // winner's key and resends. Both messages are readable, and there is one new epoch.
 func TestGroupRotationRace(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice", "bob", "carol", "dave")
 	ctx := context.Background()
 	alice, bob, carol, dave := w.users["alice"], w.users["bob"], w.users["carol"], w.users["dave"]
@@ -445,6 +451,7 @@ func TestGroupRotationRace(t *testing.T) {
 // commits without waiting to be refused), and the new epoch is wrapped to the new
 // card: the rotated member reads it with its new key.
 func TestGroupRotationEvent(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice", "bob")
 	ctx := context.Background()
 	alice, bob := w.users["alice"], w.users["bob"]
@@ -496,6 +503,7 @@ func TestGroupRotationEvent(t *testing.T) {
 // (carol commits while bob's CommitEpoch is on its way). Bob gets ABORTED with
 // EpochConflict, loads carol's epoch key, verifies it and resends at her epoch.
 func TestGroupEpochConflict(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice", "carol", "dave")
 	ctx := context.Background()
 	alice, carol, dave := w.users["alice"], w.users["carol"], w.users["dave"]
@@ -570,6 +578,7 @@ func newInterceptedDevice(t *testing.T, w *groupWorld, uid string, interceptor g
 // bob refetches the members and their cards, commits again, and the newcomer can read
 // bob's message.
 func TestGroupCommitMismatch(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice", "eve")
 	ctx := context.Background()
 	alice, eve := w.users["alice"], w.users["eve"]
@@ -614,6 +623,7 @@ func TestGroupCommitMismatch(t *testing.T) {
 // claiming that card's owner committed the epoch. Bob's client refuses it with
 // ErrNotMember, so it cannot be made to read under a key the server chose.
 func TestGroupForgedCommitRefused(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice")
 	ctx := context.Background()
 	alice := w.users["alice"]
@@ -676,6 +686,7 @@ func TestGroupForgedCommitRefused(t *testing.T) {
 // each checked against its epoch's signed commit. In a SINCE_JOIN group sharing is
 // refused.
 func TestGroupSharedHistory(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice", "bob")
 	ctx := context.Background()
 	alice, bob := w.users["alice"], w.users["bob"]

@@ -19,7 +19,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
 // The malicious-server tests: the real services, with a tampering layer between one
@@ -67,7 +67,7 @@ func (tp *tamperer) set(fn func(method string, req, reply any, err error) error)
 // card.db: what a malicious operator has.
 func operatorKey(t *testing.T, n *nodetest.Node) (ed25519.PrivateKey, string) {
 	t.Helper()
-	var rec storagev1.ServiceKeyRecord
+	var rec cardstoragev1.ServiceKeyRecord
 	err := n.Stores["card"].View(func(tx *bolt.Tx) error {
 		return boltdb.GetProto(tx.Bucket([]byte("service_key")), []byte("current"), &rec)
 	})
@@ -133,6 +133,7 @@ func serveAsActive(identity string, card *cardv1.Card) func(string, any, any, er
 // does not chain to the pin: Encrypt refuses it with the reason, and a message the
 // operator signs with it is refused by Decrypt.
 func TestMaliciousServerSubstitutesACard(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -247,6 +248,7 @@ func TestMaliciousServerSubstitutesACard(t *testing.T) {
 // refuses each; so does a new client given the real key in Config.ServiceKeys, where
 // one trusting on first use would have been fooled.
 func TestMaliciousServerSwapsItsServiceKey(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -329,6 +331,7 @@ func TestMaliciousServerSwapsItsServiceKey(t *testing.T) {
 // the next epoch commit with the key change, so the new epoch key is wrapped to no
 // key this client has not accepted; after AcceptKeyChange the group goes on.
 func TestGroupRotationRefusesAChangedMember(t *testing.T) {
+	t.Parallel()
 	w := newGroupWorld(t, "alice", "bob")
 	ctx := context.Background()
 	alice, bob := w.users["alice"], w.users["bob"]

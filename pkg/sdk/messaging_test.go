@@ -19,6 +19,7 @@ import (
 )
 
 func TestSendSubscribeHistory(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -132,6 +133,7 @@ func TestRevocationEndsAStream(t *testing.T) {
 // TestSubscribeStarts: the zero SubscribeOptions start live, FromStart and After = 0
 // replay what is stored, and FromStart with a cursor is refused before any call.
 func TestSubscribeStarts(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()

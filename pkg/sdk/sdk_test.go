@@ -16,6 +16,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/keystore"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 )
@@ -28,7 +29,9 @@ type device struct {
 }
 
 // newDevice makes a device of uid whose keystore is in dir (a new folder when dir is
-// ""), dialling the node with opts besides the usual options.
+// ""), dialling the node with opts besides the usual options. The keystore has a
+// passphrase at the cheapest Argon2id cost (CheapKeystore): these tests are not about
+// Argon2id.
 func newDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite, dir string, opts ...grpc.DialOption) *device {
 	t.Helper()
 	id := app.User(t, uid)
@@ -36,14 +39,14 @@ func newDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, su
 		dir = t.TempDir()
 	}
 	path := filepath.Join(dir, "keystore")
-	c, err := sdk.New(context.Background(), sdk.Config{
+	c, err := sdk.New(context.Background(), sdk.CheapKeystore(sdk.Config{
 		Addr:         n.GRPC,
 		Token:        app.TokenFunc(id),
 		KeystorePath: path,
 		Passphrase:   []byte("passphrase of " + uid),
 		Suite:        suite,
 		DialOptions:  opts,
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +67,7 @@ func registeredDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid str
 }
 
 func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -115,6 +119,7 @@ func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
 }
 
 func TestRotationKeepsHistoryReadable(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -157,7 +162,7 @@ func TestRotationKeepsHistoryReadable(t *testing.T) {
 
 	// A message signed with alice's retired key and dated after the rotation is refused:
 	// a stolen old key cannot forge new messages.
-	ks, err := e2ee.OpenKeystore(alice.keystore, []byte("passphrase of alice"))
+	ks, err := keystore.Open(alice.keystore, []byte("passphrase of alice"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,6 +189,7 @@ func wantForgeryRefused(t *testing.T, reader *device, sender string, key *e2ee.K
 }
 
 func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -256,6 +262,7 @@ func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
 // does, once per grant, and revokes the lost card, so the lost device can no longer
 // sign as her. Bob sees the new card as a reset.
 func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -319,7 +326,7 @@ func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 	if got, err := fresh.Decrypt(ctx, toNew, bob.identity); err != nil || string(got) != "welcome back" {
 		t.Errorf("the new device decrypts %q, %v", got, err)
 	}
-	ks, err := e2ee.OpenKeystore(lost.keystore, []byte("passphrase of alice"))
+	ks, err := keystore.Open(lost.keystore, []byte("passphrase of alice"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,6 +337,7 @@ func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 // TestTokenRefreshedWhenRefused: a token the server refuses is replaced by a fresh one
 // from the TokenFunc, and the call succeeds.
 func TestTokenRefreshedWhenRefused(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	id := app.User(t, "alice")
@@ -362,6 +370,7 @@ func TestTokenRefreshedWhenRefused(t *testing.T) {
 }
 
 func TestNewRequiresAPassphraseDecision(t *testing.T) {
+	t.Parallel()
 	_, err := sdk.New(context.Background(), sdk.Config{
 		Addr:         "127.0.0.1:1",
 		Token:        func(context.Context) (string, error) { return "", nil },
@@ -376,6 +385,7 @@ func TestNewRequiresAPassphraseDecision(t *testing.T) {
 // created_at must lie within its sender card's lifetime as the card service reports it,
 // widened by DefaultClockSkew (5 minutes) on each side, and not a second more.
 func TestCardLifetimeClockSkew(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -396,7 +406,7 @@ func TestCardLifetimeClockSkew(t *testing.T) {
 	if err != nil || second.RevokedAt.IsZero() || first.SupersededAt.IsZero() {
 		t.Fatalf("cards: %+v, %+v, %v", first, second, err)
 	}
-	ks, err := e2ee.OpenKeystore(alice.keystore, []byte("passphrase of alice"))
+	ks, err := keystore.Open(alice.keystore, []byte("passphrase of alice"))
 	if err != nil {
 		t.Fatal(err)
 	}

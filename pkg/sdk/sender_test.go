@@ -63,6 +63,7 @@ func opaqueTo(peer string, card *sdk.Card, i int) *messagingv1.SendRequest {
 // each once, across a dropped stream that the Sender reopens by itself; a refused
 // message gets its error and the others go on.
 func TestSender(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -144,6 +145,7 @@ func TestSender(t *testing.T) {
 
 // TestSenderRefusesBadWindow: the window is 1 to MaxSenderWindow.
 func TestSenderRefusesBadWindow(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	c, err := sdk.New(context.Background(), sdk.Config{

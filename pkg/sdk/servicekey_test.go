@@ -33,6 +33,7 @@ func rotateServiceKey(t *testing.T, n *nodetest.Node) *cardv1.RotateServiceKeyRe
 // client that never saw the old key still verifies a card the old key signed, and
 // every client verifies new cards with the new key.
 func TestCardsVerifyAfterServiceKeyRotation(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -67,6 +68,7 @@ func TestCardsVerifyAfterServiceKeyRotation(t *testing.T) {
 // by a retired key with a publication time after the key's retirement (what a thief of
 // the old private key would need) gets the card refused.
 func TestCardDatedAfterItsServiceKeyRetiredIsRefused(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()

@@ -61,6 +61,7 @@ func wantKeyChange(t *testing.T, err error, identity string, reason sdk.KeyChang
 // on the same files), and an endorsed rotation is followed silently with one
 // ListCardHistory; the pins are in a 0600 file beside the keystore.
 func TestPinningFollowsEndorsedRotations(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -138,6 +139,7 @@ func TestPinningFollowsEndorsedRotations(t *testing.T) {
 // Decrypt refuse with a *KeyChangedError until she accepts, after comparing the
 // safety number, which she and bob compute alike; then it all works again.
 func TestKeyResetIsAKeyChange(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
@@ -215,6 +217,7 @@ func TestKeyResetIsAKeyChange(t *testing.T) {
 // reported to OnKeyChange and the client goes on with the new key; a contact the user
 // verified is refused all the same, and a wrong safety number does not verify.
 func TestKeyChangePolicyWarnAndVerifiedContacts(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()

@@ -4,11 +4,12 @@
 //
 // # What is stored, what is derived
 //
-// backup.db (see proto/umbra/storage/v1/backup.proto) holds, per app, identity and
-// slot, a BackupSlotRecord: the slot's version counter, its attempt budget and, when
-// it holds one, the client's record (AEAD ciphertext, nonce, Argon2id parameters and
-// salt, and SHA-256 of the client's auth key). It also holds an outbox of events for
-// the messaging service, and a 16-byte check value of the server secret.
+// backup.db (store_bolt.go, the bbolt engine of the Store interface of store.go; layout
+// in proto/umbra/storage/backup/v1/backup.proto) holds, per app, identity and slot, a
+// BackupSlotRecord: the slot's version counter, its attempt budget and, when it holds
+// one, the client's record (AEAD ciphertext, nonce, Argon2id parameters and salt, and
+// SHA-256 of the client's auth key). It also holds an outbox of events for the
+// messaging service, and a 16-byte check value of the server secret.
 //
 // The OPRF keys (RFC 9497, verifiable mode, ristretto255-SHA512) are never stored.
 // Each is derived when needed from the server secret (Config.Secret, at least 32
@@ -43,8 +44,9 @@
 // evaluation. A matching Restore and a PutBackup restore the full budget. A RESTORE
 // evaluation with no attempt left, and a failed Restore that leaves neither attempts
 // nor unspent evaluations, erase the slot in the same transaction that writes the
-// event to the outbox; Run delivers the outbox through the messaging service's
-// PublishEvent and deletes each event once it is accepted.
+// event to the outbox (events.go); Run (background.go) delivers the outbox through the
+// messaging service's PublishEvent (peers.go) and deletes each event once it is
+// accepted.
 //
 // Versions never go back, even when a slot is deleted or erased, so no OPRF key
 // protects two records. A BACKUP evaluation uses the key of the next version, so it

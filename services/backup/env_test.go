@@ -4,40 +4,39 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"net"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/internal/servicetest"
-	"github.com/umbra-e2ee/umbra/services/identity"
-
-	"github.com/umbra-e2ee/umbra/internal/clocktest"
-
 	"github.com/cloudflare/circl/oprf"
 	"github.com/cloudflare/circl/zk/dleq"
-	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/umbra-e2ee/umbra/internal/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/clocktest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest/identitytest"
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+	"github.com/umbra-e2ee/umbra/services/identity"
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
 const (
-	testAdmin        = "test-admin-credential-0123456789"
-	testServiceToken = "test-service-token-0123456789"
+	testAdmin        = servicetest.Admin
+	testServiceToken = servicetest.ServiceToken
 	testSecret       = "test-backup-secret-0123456789abcdef"
+)
+
+// The helpers every service's tests share.
+var (
+	as       = servicetest.As
+	wantCode = servicetest.WantCode
 )
 
 // clock is the settable time source the servers and the token verifier share.
@@ -80,52 +79,36 @@ type envOptions struct {
 
 func newEnv(t testing.TB, opts envOptions) *env {
 	t.Helper()
-	log := servicetest.Log(t, opts.quiet)
-	if opts.dir == "" {
-		opts.dir = t.TempDir()
-	}
-	if opts.clock == nil {
-		opts.clock = clocktest.New(time.Now().Truncate(time.Second))
-	}
-	clk := opts.clock
-	ids, idStore := servicetest.Identity(t, opts.dir, clk.Now, log)
-	msgStore, err := messaging.OpenStore(filepath.Join(opts.dir, "messaging.db"), messaging.StoreOptions{})
+	n := servicetest.NewEnv(t, servicetest.Options{Dir: opts.dir, Clock: opts.clock, Quiet: opts.quiet})
+	log, clk := n.Log, n.Clock
+	opts.dir = n.Dir
+	ids := identitytest.Start(t, n)
+	msgStore, err := messaging.OpenBoltStore(filepath.Join(opts.dir, "messaging.db"), messaging.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.OnStop(msgStore.Close)
+	n.Verify("messaging.db", messaging.Verify)
 	msg, err := messaging.New(msgStore, nil, nil, messaging.Config{Clock: clk.Now}, log.Named("messaging"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs, table := servicetest.NewServer(t, servicetest.Config{Identity: ids, Now: clk.Now, Log: log, Admin: testAdmin, ServiceToken: testServiceToken}, messaging.Policies(), Policies())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	serveCtx, stopServe := context.WithCancel(context.Background())
-	var serving sync.WaitGroup
-	peerAddr, serveEvents := addr, func() {}
+	policies := []auth.Table{identity.Policies(), messaging.Policies(), Policies()}
+	peerAddr, serveEvents := n.Addr, func() {}
 	if opts.lateEvents {
-		late, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lateServer, _ := servicetest.NewServer(t, servicetest.Config{Identity: ids, Now: clk.Now, Log: log, Admin: testAdmin, ServiceToken: testServiceToken}, messaging.Policies(), Policies())
+		late := n.Listen()
+		lateServer, _ := n.NewServer(ids, policies...)
 		msg.Register(lateServer.Server)
-		var once sync.Once
-		serveEvents = func() { once.Do(func() { serving.Go(func() { lateServer.Serve(serveCtx, late) }) }) }
-		t.Cleanup(func() { late.Close() })
+		serveEvents = sync.OnceFunc(func() { n.ServeOn(lateServer, late) })
 		peerAddr = late.Addr().String()
 	}
-	peer, err := grpcclient.Dial(grpcclient.Config{Addr: peerAddr, ServiceToken: testServiceToken, Peer: true})
+	peer := n.DialPeer(grpcclient.Config{Addr: peerAddr, Peer: true})
+	store, err := OpenBoltStore(filepath.Join(opts.dir, "backup.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := OpenStore(filepath.Join(opts.dir, "backup.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	n.OnStop(store.Close)
+	n.Verify("backup.db", Verify)
 	cfg := opts.cfg
 	if cfg.Secret == nil {
 		cfg.Secret = []byte(testSecret)
@@ -140,76 +123,32 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if !opts.noEvents {
 		events = messagingv1.NewMessagingServiceClient(peer)
 	}
-	srv, err := New(store, cfg, events, log.Named("backup"))
+	srv, err := New(store, events, cfg, log.Named("backup"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids.Register(gs.Server)
-	msg.Register(gs.Server)
-	srv.Register(gs.Server)
-	if err := grpcserver.CheckPolicies(gs.Server, table); err != nil {
-		t.Fatal(err)
-	}
-	serving.Go(func() { gs.Serve(serveCtx, lis) })
-	runCtx, stopRun := context.WithCancel(context.Background())
-	var running sync.WaitGroup
-	running.Go(func() { msg.Run(runCtx) })
-	running.Go(func() { srv.Run(runCtx) })
-
-	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			conn.Close()
-			stopRun()
-			running.Wait()
-			stopServe()
-			serving.Wait()
-			peer.Close()
-			if err := store.Close(); err != nil {
-				t.Errorf("close backup store: %v", err)
-			}
-			msgStore.Close()
-			idStore.Close()
-			servicetest.VerifyStores(t, opts.dir, map[string]func(string) (*boltdb.Report, error){
-				"backup.db": Verify, "messaging.db": messaging.Verify, "identity.db": identity.Verify,
-			})
-		})
-	}
-	t.Cleanup(stop)
+	n.Serve(ids, policies, ids.Register, msg.Register, srv.Register)
+	n.Run(msg.Run)
+	n.Run(srv.Run)
+	conn := n.Dial()
 	return &env{
 		dir: opts.dir, store: store, srv: srv, clock: clk, conn: conn,
 		client:      backupv1.NewBackupServiceClient(conn),
 		messaging:   messagingv1.NewMessagingServiceClient(conn),
 		ids:         identityv1.NewIdentityServiceClient(conn),
-		stop:        stop,
+		stop:        n.Stop,
 		serveEvents: serveEvents,
 	}
-}
-
-// as returns ctx carrying cred as the bearer credential.
-func as(cred string) context.Context {
-	ctx := context.Background()
-	if cred == "" {
-		return ctx
-	}
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+cred)
 }
 
 // app is an app and its API key.
 type app struct{ id, key string }
 
-// newApp creates an app as the admin.
+// newApp creates an app, named for the test, as the admin.
 func (e *env) newApp(t testing.TB) app {
 	t.Helper()
-	resp, err := e.ids.CreateApp(as(testAdmin), &identityv1.CreateAppRequest{DisplayName: t.Name()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return app{id: resp.GetApp().GetAppId(), key: resp.GetApiKey()}
+	id, key := servicetest.NewApp(t, e.ids, t.Name())
+	return app{id: id, key: key}
 }
 
 // user is an identity of an app with an access token.
@@ -224,16 +163,8 @@ func (u user) ctx() context.Context { return as(u.token) }
 // newUser resolves uid in a and issues it a token.
 func (e *env) newUser(t testing.TB, a app, uid string) user {
 	t.Helper()
-	resp, err := e.ids.ResolveIdentities(as(a.key), &identityv1.ResolveIdentitiesRequest{Uids: []string{uid}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := resp.GetUsers()[uid]
-	tok, err := e.ids.IssueToken(as(a.key), &identityv1.IssueTokenRequest{Identity: id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return user{app: a, identity: id, token: tok.GetAccessToken()}
+	id := servicetest.Resolve(t, e.ids, a.key, uid)[0]
+	return user{app: a, identity: id, token: servicetest.Token(t, e.ids, a.key, id, 0)}
 }
 
 // blinded is the client's side of one OPRF evaluation (RFC 9497 verifiable mode),
@@ -383,15 +314,6 @@ func (e *env) info(t testing.TB, u user, slot backupv1.BackupSlot) *backupv1.Bac
 	return nil
 }
 
-// wantCode checks err's code and that its message contains msg.
-func wantCode(t testing.TB, err error, code codes.Code, msg string) {
-	t.Helper()
-	st, _ := status.FromError(err)
-	if st.Code() != code || !strings.Contains(strings.ToLower(st.Message()), strings.ToLower(msg)) {
-		t.Errorf("got %v %q; want %v with %q", st.Code(), st.Message(), code, msg)
-	}
-}
-
 // failureOf returns the RestoreFailure detail of err, or nil.
 func failureOf(err error) *backupv1.RestoreFailure {
 	st, _ := status.FromError(err)
@@ -407,18 +329,5 @@ func failureOf(err error) *backupv1.RestoreFailure {
 // refused request wrote nothing.
 func (e *env) snapshot(t testing.TB) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	err := e.store.DB().View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			out[string(name)+"#sequence"] = strconv.FormatUint(b.Sequence(), 10)
-			return b.ForEach(func(k, v []byte) error {
-				out[string(name)+"/"+string(k)] = string(v)
-				return nil
-			})
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return servicetest.SnapshotWithSequences(t, e.store.DB())
 }

@@ -23,6 +23,7 @@ func unhex(t testing.TB, s string) []byte {
 // 1): the key, the evaluated element, and the output a circl client finalises after
 // checking the proof (whose bytes depend on fresh randomness).
 func TestEvaluateRFC9497Vectors(t *testing.T) {
+	t.Parallel()
 	priv, err := oprf.DeriveKey(suite, oprf.VerifiableMode, unhex(t, "a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3"), []byte("test key"))
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +95,7 @@ func TestEvaluateRFC9497Vectors(t *testing.T) {
 // version, each of which changes it; parts are length-prefixed, so moving bytes from
 // one to the next changes it too.
 func TestKeyDerivation(t *testing.T) {
+	t.Parallel()
 	secret := []byte(testSecret)
 	base := keyRef{app: "app_a", identity: "u_b", slot: 1, version: 1}
 	pub := func(secret []byte, ref keyRef) string {
@@ -126,6 +128,7 @@ func TestKeyDerivation(t *testing.T) {
 // TestKeyCache: the cache is bounded, and a key evicted from it is derived again to
 // the same key.
 func TestKeyCache(t *testing.T) {
+	t.Parallel()
 	d := newKeyDeriver([]byte(testSecret), 2)
 	var first []byte
 	for v := uint64(1); v <= 5; v++ {

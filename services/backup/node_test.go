@@ -123,6 +123,7 @@ func (c nodeClient) restore(t *testing.T, secret string) (*backupv1.RestoreRespo
 // change of password, another identity that sees nothing, and wrong passwords until
 // the slot is erased, which the owner hears of in its messaging stream.
 func TestNode(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	a := n.NewApp(t)
 	alice, bob := newNodeClient(t, n, a, "alice"), newNodeClient(t, n, a, "bob")
@@ -205,6 +206,7 @@ func TestNode(t *testing.T) {
 // TestNodeRefusesBadSecret: a process that hosts the backup role refuses to start
 // without a server secret of at least 32 bytes, and says so.
 func TestNodeRefusesBadSecret(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, secret, msg string
 	}{
@@ -235,6 +237,7 @@ func TestNodeRefusesBadSecret(t *testing.T) {
 // TestNodeREST: the backup flow through the REST gateway, and a failed restore's
 // attempt count in the HTTP error's details.
 func TestNodeREST(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	a := n.NewApp(t)
 	alice := a.User(t, "alice")

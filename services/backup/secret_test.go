@@ -21,6 +21,7 @@ import (
 // TestDatabaseHoldsNoSecret: a copy of backup.db holds neither the server secret nor
 // any OPRF key (private key or seed) of any record it protects, nor any auth key.
 func TestDatabaseHoldsNoSecret(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t)
 	users := []user{e.newUser(t, a, "alice"), e.newUser(t, a, "bob")}
@@ -107,6 +108,7 @@ func TestDatabaseHoldsNoSecret(t *testing.T) {
 // TestSecretChecks: a missing, short or different server secret is refused at start,
 // with a message that says what to do; the right one starts again and restores.
 func TestSecretChecks(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	clk := clocktest.New(time.Now().Truncate(time.Second))
 	e := newEnv(t, envOptions{dir: dir, clock: clk})
@@ -114,7 +116,7 @@ func TestSecretChecks(t *testing.T) {
 	e.mustBackUp(t, alice, password, "right", 0)
 	e.stop()
 
-	store, err := OpenStore(filepath.Join(dir, "backup.db"))
+	store, err := OpenBoltStore(filepath.Join(dir, "backup.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,13 +132,13 @@ func TestSecretChecks(t *testing.T) {
 		{"one more byte", []byte(testSecret + "!"), "the server secret is not the one backup.db was created with"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := New(store, Config{Secret: tc.secret}, nil, nil)
+			_, err := New(store, nil, Config{Secret: tc.secret}, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("got %v; want %q", err, tc.msg)
 			}
 		})
 	}
-	if _, err := New(store, Config{Secret: []byte(testSecret), MaxAttempts: -1}, nil, nil); err == nil {
+	if _, err := New(store, nil, Config{Secret: []byte(testSecret), MaxAttempts: -1}, nil); err == nil {
 		t.Fatal("a negative attempt budget was accepted")
 	}
 	store.Close()
@@ -150,6 +152,7 @@ func TestSecretChecks(t *testing.T) {
 // TestOutboxSurvivesRestart: an erasure while no messaging service is reachable
 // keeps its event in backup.db; a later start delivers it, once.
 func TestOutboxSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	clk := clocktest.New(time.Now().Truncate(time.Second))
 	e := newEnv(t, envOptions{dir: dir, clock: clk, noEvents: true, cfg: Config{MaxAttempts: 1}})
@@ -195,6 +198,7 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 // TestOutboxRetries: an event the messaging service cannot take yet stays in the
 // outbox and is delivered once it can, without a restart.
 func TestOutboxRetries(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{lateEvents: true, cfg: Config{MaxAttempts: 1}})
 	alice := e.newUser(t, e.newApp(t), "alice")
 	e.mustBackUp(t, alice, password, "right", 0)

@@ -10,14 +10,13 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	backupstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1"
 )
 
 // Server implements umbra.backup.v1.BackupService. Run delivers its events.
@@ -41,7 +40,7 @@ var _ backupv1.BackupServiceServer = (*Server)(nil)
 // New returns a Server over store. It refuses a missing or short secret, and a secret
 // other than the one store was first used with. events reaches the messaging service;
 // nil keeps events in the outbox until a server with one runs. A nil log discards logs.
-func New(store Store, cfg Config, events Events, log *zap.Logger) (*Server, error) {
+func New(store Store, events Events, cfg Config, log *zap.Logger) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -144,7 +143,7 @@ func (s *Server) Evaluate(ctx context.Context, req *backupv1.EvaluateRequest) (*
 
 // spendEvaluation is a RESTORE evaluation's update: it spends one attempt, or erases
 // the slot when none is left.
-func (s *Server) spendEvaluation(rec *storagev1.BackupSlotRecord) (Change, error) {
+func (s *Server) spendEvaluation(rec *backupstoragev1.BackupSlotRecord) (Change, error) {
 	b := rec.GetBackup()
 	if b == nil {
 		return Change{}, errs.NotFoundf("the %s slot holds no backup to restore", slotName(rec.GetSlot()))
@@ -160,43 +159,23 @@ func (s *Server) spendEvaluation(rec *storagev1.BackupSlotRecord) (Change, error
 
 // erase removes rec's backup because its attempts ran out, queues the owner's event,
 // and returns the PERMISSION_DENIED that says so. why starts the message.
-func (s *Server) erase(rec *storagev1.BackupSlotRecord, why string) (Change, error) {
+func (s *Server) erase(rec *backupstoragev1.BackupSlotRecord, why string) (Change, error) {
 	version := rec.GetBackup().GetVersion()
-	now := s.now()
-	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(&backupv1.BackupEvent{
-		Kind:       backupv1.BackupEventKind_BACKUP_EVENT_KIND_ERASED,
-		Slot:       backupv1.BackupSlot(rec.GetSlot()),
-		Version:    version,
-		OccurredAt: timestamppb.New(now),
-	})
+	event, err := erasedEvent(rec, s.now())
 	if err != nil {
-		return Change{}, fmt.Errorf("backup: encode event: %w", err)
+		return Change{}, err
 	}
 	rec.Backup = nil
 	rec.RemainingAttempts = 0
 	rec.UnspentEvaluations = 0
-	return Change{
-			Write: true,
-			Event: &storagev1.BackupOutboxRecord{
-				AppId:    rec.GetAppId(),
-				Identity: rec.GetIdentity(),
-				// A version is erased at most once (versions are never reused), so this
-				// id names one event for good and a redelivery is recognised.
-				EventId:   fmt.Sprintf("backup-erased/%s/%d/%s", slotName(rec.GetSlot()), version, rec.GetIdentity()),
-				Type:      eventType,
-				Payload:   payload,
-				CreatedAt: timestamppb.New(now),
-			},
-		}, errs.Permissionf("%s: the backup (version %d) was erased; restore from another slot, or back up again", why, version).
+	return Change{Write: true, Event: event},
+		errs.Permissionf("%s: the backup (version %d) was erased; restore from another slot, or back up again", why, version).
 			WithDetails(&backupv1.RestoreFailure{RemainingAttempts: 0, Erased: true})
 }
 
-// eventType is the Event.type of a BackupEvent.
-var eventType = string(proto.MessageName(&backupv1.BackupEvent{}))
-
 // afterUpdate logs what a slot update did and wakes the outbox when it erased the
 // slot: an update refused with PERMISSION_DENIED that left no backup was an erasure.
-func (s *Server) afterUpdate(p *auth.Principal, slot uint32, rec *storagev1.BackupSlotRecord, err error) {
+func (s *Server) afterUpdate(p *auth.Principal, slot uint32, rec *backupstoragev1.BackupSlotRecord, err error) {
 	if !errors.Is(err, errs.ErrPermission) || rec == nil || rec.GetBackup() != nil {
 		return
 	}
@@ -219,7 +198,7 @@ func (s *Server) PutBackup(ctx context.Context, req *backupv1.PutBackupRequest) 
 	}
 	r := req.GetRecord()
 	now := s.now()
-	rec, err := s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *storagev1.BackupSlotRecord) (Change, error) {
+	rec, err := s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *backupstoragev1.BackupSlotRecord) (Change, error) {
 		current := rec.GetBackup().GetVersion()
 		if req.GetExpectedVersion() != current {
 			if current == 0 {
@@ -234,7 +213,7 @@ func (s *Server) PutBackup(ctx context.Context, req *backupv1.PutBackupRequest) 
 		rec.LatestVersion = next
 		rec.RemainingAttempts = s.maxAttempts
 		rec.UnspentEvaluations = 0
-		rec.Backup = &storagev1.BackupStoredRecord{
+		rec.Backup = &backupstoragev1.BackupStoredRecord{
 			Version:           next,
 			Ciphertext:        r.GetCiphertext(),
 			Nonce:             r.GetNonce(),
@@ -266,7 +245,7 @@ func (s *Server) Restore(ctx context.Context, req *backupv1.RestoreRequest) (*ba
 		return nil, err
 	}
 	hash := sha256.Sum256(req.GetAuthKey())
-	rec, err := s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *storagev1.BackupSlotRecord) (Change, error) {
+	rec, err := s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *backupstoragev1.BackupSlotRecord) (Change, error) {
 		b := rec.GetBackup()
 		switch {
 		case b == nil:
@@ -351,7 +330,7 @@ func (s *Server) DeleteBackup(ctx context.Context, req *backupv1.DeleteBackupReq
 		return nil, err
 	}
 	var version uint64
-	_, err = s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *storagev1.BackupSlotRecord) (Change, error) {
+	_, err = s.store.UpdateSlot(p.AppID, p.Identity, slot, func(rec *backupstoragev1.BackupSlotRecord) (Change, error) {
 		b := rec.GetBackup()
 		switch {
 		case b == nil:
@@ -374,7 +353,7 @@ func (s *Server) DeleteBackup(ctx context.Context, req *backupv1.DeleteBackupReq
 }
 
 // info describes rec's backup.
-func (s *Server) info(rec *storagev1.BackupSlotRecord) *backupv1.BackupInfo {
+func (s *Server) info(rec *backupstoragev1.BackupSlotRecord) *backupv1.BackupInfo {
 	b := rec.GetBackup()
 	return &backupv1.BackupInfo{
 		Slot:              backupv1.BackupSlot(rec.GetSlot()),
@@ -388,7 +367,7 @@ func (s *Server) info(rec *storagev1.BackupSlotRecord) *backupv1.BackupInfo {
 	}
 }
 
-func kdfOf(b *storagev1.BackupStoredRecord) *backupv1.Argon2IdParams {
+func kdfOf(b *backupstoragev1.BackupStoredRecord) *backupv1.Argon2IdParams {
 	return &backupv1.Argon2IdParams{
 		Time:      b.GetArgon2IdTime(),
 		MemoryKib: b.GetArgon2IdMemoryKib(),

@@ -27,6 +27,7 @@ const (
 // TestBackupAndRestore: the whole client flow, in both slots, and what GetBackupInfo
 // says about it.
 func TestBackupAndRestore(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	alice := e.newUser(t, e.newApp(t), "alice")
 
@@ -72,6 +73,7 @@ func TestBackupAndRestore(t *testing.T) {
 // TestChangePassword: restore with the old password, then back up under the new one
 // over the restored version; the old password no longer opens anything.
 func TestChangePassword(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	alice := e.newUser(t, e.newApp(t), "alice")
 	e.mustBackUp(t, alice, password, "old password", 0)
@@ -108,6 +110,7 @@ func TestChangePassword(t *testing.T) {
 // TestWrongPasswordsEraseTheSlot: every wrong password costs one attempt and says how
 // many remain; the last one erases the slot and the owner hears of it in its stream.
 func TestWrongPasswordsEraseTheSlot(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t)
 	alice := e.newUser(t, a, "alice")
@@ -175,6 +178,7 @@ func TestWrongPasswordsEraseTheSlot(t *testing.T) {
 // TestRestoreWithoutEvaluation: replaying an auth key without an evaluation costs an
 // attempt too.
 func TestRestoreWithoutEvaluation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{MaxAttempts: 2}})
 	alice := e.newUser(t, e.newApp(t), "alice")
 	e.mustBackUp(t, alice, password, "right", 0)
@@ -192,6 +196,7 @@ func TestRestoreWithoutEvaluation(t *testing.T) {
 // guesses they paid for may still be presented, and an evaluation with none left
 // erases the slot.
 func TestEvaluationsSpendTheBudget(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{MaxAttempts: 3}})
 	alice := e.newUser(t, e.newApp(t), "alice")
 	e.mustBackUp(t, alice, password, "right", 0)
@@ -223,6 +228,7 @@ func TestEvaluationsSpendTheBudget(t *testing.T) {
 // TestMatchingRestoreResetsBudget: the right password restores the full budget, and
 // so does a new backup.
 func TestMatchingRestoreResetsBudget(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	alice := e.newUser(t, e.newApp(t), "alice")
 	e.mustBackUp(t, alice, password, "right", 0)
@@ -272,6 +278,7 @@ func TestMatchingRestoreResetsBudget(t *testing.T) {
 // TestConcurrentPuts: devices racing to replace the same version: exactly one wins,
 // the others get ABORTED.
 func TestConcurrentPuts(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	alice := e.newUser(t, e.newApp(t), "alice")
 	for round, expected := range []uint64{0, 1} {
@@ -316,6 +323,7 @@ func TestConcurrentPuts(t *testing.T) {
 // (of the same app, or of another) sees, restores, evaluates and erases nothing of
 // alice's.
 func TestOtherIdentities(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t)
 	alice, bob := e.newUser(t, a, "alice"), e.newUser(t, a, "bob")
@@ -370,6 +378,7 @@ func TestOtherIdentities(t *testing.T) {
 // so evaluating the same blinded element "for a backup" says nothing about the stored
 // record; RESTORE evaluations of it are repeatable.
 func TestBackupKeyIsNotTheRestoreKey(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	alice := e.newUser(t, e.newApp(t), "alice")
 	e.mustBackUp(t, alice, password, "right", 0)
@@ -420,6 +429,7 @@ func TestBackupKeyIsNotTheRestoreKey(t *testing.T) {
 // TestVersionChecks: the compare-and-swap of PutBackup, Restore and DeleteBackup, and
 // that a refused one changes nothing.
 func TestVersionChecks(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	alice := e.newUser(t, e.newApp(t), "alice")
 
@@ -474,6 +484,7 @@ func TestVersionChecks(t *testing.T) {
 
 // TestEvaluateRateLimit: Evaluate is limited per identity.
 func TestEvaluateRateLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{EvaluateRate: 1, EvaluateBurst: 3}})
 	a := e.newApp(t)
 	alice, bob := e.newUser(t, a, "alice"), e.newUser(t, a, "bob")
@@ -496,6 +507,7 @@ func TestEvaluateRateLimit(t *testing.T) {
 // TestBadInputs: every malformed request gets INVALID_ARGUMENT with what was wrong,
 // and writes nothing.
 func TestBadInputs(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{EvaluateBurst: 1000}})
 	alice := e.newUser(t, e.newApp(t), "alice")
 	e.mustBackUp(t, alice, password, "right", 0)

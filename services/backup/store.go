@@ -1,16 +1,7 @@
 package backup
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
-
-	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	backupstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1"
 )
 
 // Change is what a SlotUpdate decided to write, in the transaction that read the slot.
@@ -18,14 +9,14 @@ type Change struct {
 	// Write stores the (modified) slot record.
 	Write bool
 	// Event, when set, is appended to the outbox; the store assigns its sequence.
-	Event *storagev1.BackupOutboxRecord
+	Event *backupstoragev1.BackupOutboxRecord
 }
 
 // SlotUpdate decides, inside a transaction, what to do with one slot. It gets the
 // slot's record (a fresh one, version 0 and no backup, when the slot was never
 // written), may modify it, and returns what to write and the error to answer with.
 // Both apply: a refusal that spends an attempt is written and still refused.
-type SlotUpdate func(rec *storagev1.BackupSlotRecord) (Change, error)
+type SlotUpdate func(rec *backupstoragev1.BackupSlotRecord) (Change, error)
 
 // Store is the backup service's state. Every method is one transaction: it commits
 // whole or changes nothing. Slots are namespaced by app and identity.
@@ -35,204 +26,17 @@ type Store interface {
 	SecretCheck(candidate []byte) ([]byte, error)
 
 	// Slot returns a slot's record; a slot never written is a fresh record.
-	Slot(appID, identity string, slot uint32) (*storagev1.BackupSlotRecord, error)
+	Slot(appID, identity string, slot uint32) (*backupstoragev1.BackupSlotRecord, error)
 	// Slots returns every written slot of identity, in slot order.
-	Slots(appID, identity string) ([]*storagev1.BackupSlotRecord, error)
+	Slots(appID, identity string) ([]*backupstoragev1.BackupSlotRecord, error)
 	// UpdateSlot reads a slot, lets update decide, writes what it returned and returns
 	// the record as update left it and update's error.
-	UpdateSlot(appID, identity string, slot uint32, update SlotUpdate) (*storagev1.BackupSlotRecord, error)
+	UpdateSlot(appID, identity string, slot uint32, update SlotUpdate) (*backupstoragev1.BackupSlotRecord, error)
 
 	// Outbox returns up to limit pending events, oldest first.
-	Outbox(limit int) ([]*storagev1.BackupOutboxRecord, error)
+	Outbox(limit int) ([]*backupstoragev1.BackupOutboxRecord, error)
 	// DeleteOutbox removes a delivered event; a missing one is no error.
 	DeleteOutbox(sequence uint64) error
 
 	Close() error
-}
-
-var (
-	bucketSlots     = []byte("backup_slots")
-	bucketOutbox    = []byte("backup_outbox")
-	bucketServer    = []byte("backup_server")
-	secretCheckKey  = []byte("secret_check")
-	errNoSecretHere = errors.New("backup: backup.db has no secret check value")
-)
-
-// The layout is documented in proto/umbra/storage/v1/backup.proto.
-var schema = boltdb.Schema{
-	Version: 1,
-	Buckets: [][]byte{bucketSlots, bucketOutbox, bucketServer},
-	Records: []boltdb.RecordBucket{
-		{Name: bucketSlots, New: func() proto.Message { return &storagev1.BackupSlotRecord{} }},
-		{Name: bucketOutbox, New: func() proto.Message { return &storagev1.BackupOutboxRecord{} }},
-		// The secret's check value: damaged, it would read as a changed server secret.
-		{Name: bucketServer},
-	},
-}
-
-// Verify checks backup.db at path offline (boltdb.Verify): its pages and every record.
-func Verify(path string) (*boltdb.Report, error) {
-	return boltdb.Verify(path, schema, nil)
-}
-
-// BoltStore is the Store in a bbolt file.
-type BoltStore struct {
-	db *boltdb.DB
-}
-
-var _ Store = (*BoltStore)(nil)
-
-// OpenStore opens (or creates) backup.db at path.
-func OpenStore(path string) (*BoltStore, error) {
-	db, err := boltdb.Open(path, schema, boltdb.Options{})
-	if err != nil {
-		return nil, err
-	}
-	return &BoltStore{db: db}, nil
-}
-
-// Close closes the file.
-func (s *BoltStore) Close() error { return s.db.Close() }
-
-// DB exposes the file, for online backups.
-func (s *BoltStore) DB() *boltdb.DB { return s.db }
-
-// slotKey is app 0 identity 0 u8(slot).
-func slotKey(appID, identity string, slot uint32) []byte {
-	return append(boltdb.Key(appID, identity, ""), byte(slot))
-}
-
-func (s *BoltStore) SecretCheck(candidate []byte) ([]byte, error) {
-	var out []byte
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketServer)
-		if v := b.Get(secretCheckKey); v != nil {
-			check, err := boltdb.Unseal(b, secretCheckKey, v)
-			out = bytes.Clone(check)
-			return err
-		}
-		if len(candidate) == 0 {
-			return errNoSecretHere
-		}
-		out = bytes.Clone(candidate)
-		return boltdb.PutRecord(b, secretCheckKey, bytes.Clone(out))
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// getSlot reads a slot; a missing one is a fresh record.
-func getSlot(b *bolt.Bucket, appID, identity string, slot uint32) (*storagev1.BackupSlotRecord, error) {
-	rec := &storagev1.BackupSlotRecord{}
-	err := boltdb.GetProto(b, slotKey(appID, identity, slot), rec)
-	if errors.Is(err, errs.ErrNotFound) {
-		return &storagev1.BackupSlotRecord{AppId: appID, Identity: identity, Slot: slot}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return rec, nil
-}
-
-func (s *BoltStore) Slot(appID, identity string, slot uint32) (*storagev1.BackupSlotRecord, error) {
-	var out *storagev1.BackupSlotRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		out, err = getSlot(tx.Bucket(bucketSlots), appID, identity, slot)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (s *BoltStore) Slots(appID, identity string) ([]*storagev1.BackupSlotRecord, error) {
-	var out []*storagev1.BackupSlotRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		prefix := boltdb.Key(appID, identity, "")
-		c := tx.Bucket(bucketSlots).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			rec := &storagev1.BackupSlotRecord{}
-			if err := boltdb.DecodeProto(tx.Bucket(bucketSlots), k, v, rec); err != nil {
-				return fmt.Errorf("backup: slot record %x: %w", k, err)
-			}
-			out = append(out, rec)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (s *BoltStore) UpdateSlot(appID, identity string, slot uint32, update SlotUpdate) (*storagev1.BackupSlotRecord, error) {
-	var (
-		out    *storagev1.BackupSlotRecord
-		answer error
-	)
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		slots := tx.Bucket(bucketSlots)
-		rec, err := getSlot(slots, appID, identity, slot)
-		if err != nil {
-			return err
-		}
-		if rec.GetAppId() != appID || rec.GetIdentity() != identity || rec.GetSlot() != slot {
-			return fmt.Errorf("backup: slot record at %x names %s/%s/%d", slotKey(appID, identity, slot), rec.GetAppId(), rec.GetIdentity(), rec.GetSlot())
-		}
-		change, answerErr := update(rec)
-		out, answer = rec, answerErr
-		if change.Write {
-			if rec.GetAppId() != appID || rec.GetIdentity() != identity || rec.GetSlot() != slot {
-				return fmt.Errorf("backup: slot update moved the record to %s/%s/%d", rec.GetAppId(), rec.GetIdentity(), rec.GetSlot())
-			}
-			if err := boltdb.PutProto(slots, slotKey(appID, identity, slot), rec); err != nil {
-				return err
-			}
-		}
-		if ev := change.Event; ev != nil {
-			outbox := tx.Bucket(bucketOutbox)
-			seq, err := outbox.NextSequence()
-			if err != nil {
-				return err
-			}
-			ev.Sequence = seq
-			if err := boltdb.PutProto(outbox, boltdb.U64(seq), ev); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, answer
-}
-
-func (s *BoltStore) Outbox(limit int) ([]*storagev1.BackupOutboxRecord, error) {
-	var out []*storagev1.BackupOutboxRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketOutbox).Cursor()
-		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
-			rec := &storagev1.BackupOutboxRecord{}
-			if err := boltdb.DecodeProto(tx.Bucket(bucketOutbox), k, v, rec); err != nil {
-				return fmt.Errorf("backup: outbox record %x: %w", k, err)
-			}
-			out = append(out, rec)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (s *BoltStore) DeleteOutbox(sequence uint64) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketOutbox).Delete(boltdb.U64(sequence))
-	})
 }

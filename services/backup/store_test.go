@@ -7,12 +7,12 @@ import (
 	"testing"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	backupstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1"
 )
 
 func openTestStore(t *testing.T) *BoltStore {
 	t.Helper()
-	s, err := OpenStore(filepath.Join(t.TempDir(), "backup.db"))
+	s, err := OpenBoltStore(filepath.Join(t.TempDir(), "backup.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,6 +23,7 @@ func openTestStore(t *testing.T) *BoltStore {
 // TestStoreUpdateSlot: an update's change and its answer both apply; an answer
 // without a change writes nothing; events get increasing sequences in the outbox.
 func TestStoreUpdateSlot(t *testing.T) {
+	t.Parallel()
 	s := openTestStore(t)
 	rec, err := s.Slot("app_a", "u_a", 1)
 	if err != nil || rec.GetAppId() != "app_a" || rec.GetIdentity() != "u_a" || rec.GetSlot() != 1 || rec.GetLatestVersion() != 0 || rec.GetBackup() != nil {
@@ -30,16 +31,16 @@ func TestStoreUpdateSlot(t *testing.T) {
 	}
 	refusal := errs.Permissionf("refused")
 	for i := range 3 {
-		out, err := s.UpdateSlot("app_a", "u_a", 1, func(r *storagev1.BackupSlotRecord) (Change, error) {
+		out, err := s.UpdateSlot("app_a", "u_a", 1, func(r *backupstoragev1.BackupSlotRecord) (Change, error) {
 			r.LatestVersion++
-			return Change{Write: true, Event: &storagev1.BackupOutboxRecord{AppId: "app_a", Identity: "u_a", EventId: "e"}}, refusal
+			return Change{Write: true, Event: &backupstoragev1.BackupOutboxRecord{AppId: "app_a", Identity: "u_a", EventId: "e"}}, refusal
 		})
 		if !errors.Is(err, refusal) || out.GetLatestVersion() != uint64(i+1) {
 			t.Fatalf("update %d: %v, %v", i, out, err)
 		}
 	}
 	// A refusal without a change writes nothing, whatever it did to the record.
-	_, err = s.UpdateSlot("app_a", "u_a", 1, func(r *storagev1.BackupSlotRecord) (Change, error) {
+	_, err = s.UpdateSlot("app_a", "u_a", 1, func(r *backupstoragev1.BackupSlotRecord) (Change, error) {
 		r.LatestVersion = 99
 		return Change{}, errs.Conflictf("no")
 	})
@@ -75,10 +76,11 @@ func TestStoreUpdateSlot(t *testing.T) {
 // TestStoreSlots: an identity's slots, in order, and nobody else's: not another
 // identity's, not another app's, not one whose id starts with this one's.
 func TestStoreSlots(t *testing.T) {
+	t.Parallel()
 	s := openTestStore(t)
 	write := func(app, identity string, slot uint32) {
 		t.Helper()
-		_, err := s.UpdateSlot(app, identity, slot, func(r *storagev1.BackupSlotRecord) (Change, error) {
+		_, err := s.UpdateSlot(app, identity, slot, func(r *backupstoragev1.BackupSlotRecord) (Change, error) {
 			r.LatestVersion = 1
 			return Change{Write: true}, nil
 		})
@@ -107,6 +109,7 @@ func TestStoreSlots(t *testing.T) {
 
 // TestStoreSecretCheck: the first value is kept; later calls return it.
 func TestStoreSecretCheck(t *testing.T) {
+	t.Parallel()
 	s := openTestStore(t)
 	if _, err := s.SecretCheck(nil); !errors.Is(err, errNoSecretHere) {
 		t.Fatalf("no candidate on an empty file: %v", err)

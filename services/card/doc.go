@@ -8,6 +8,8 @@
 // identity has at most one ACTIVE card whatever the concurrency. Every publication and
 // revocation appends an event to a feed (ListCardEvents) in the same transaction.
 //
-// State lives in card.db (store.go), namespaced by app. The only private key in it is
-// the service's own Ed25519 counter-signing key, generated on first start.
+// State lives behind the Store interface (store.go), namespaced by app; its bbolt
+// engine is card.db (store_bolt.go). The only private key in it is the service's own
+// Ed25519 counter-signing key, generated on first start. The service calls no other
+// service and runs no background work: the group service follows its feed.
 package card

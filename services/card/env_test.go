@@ -2,37 +2,32 @@ package card
 
 import (
 	"context"
-	"net"
-	"net/http/httptest"
 	"path/filepath"
-	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/internal/servicetest"
-	"github.com/umbra-e2ee/umbra/services/identity"
-
-	"github.com/umbra-e2ee/umbra/internal/clocktest"
-
-	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/umbra-e2ee/umbra/gateway"
-	"github.com/umbra-e2ee/umbra/internal/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/clocktest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest/identitytest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
-	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	"github.com/umbra-e2ee/umbra/services/identity"
 )
 
 const (
-	testAdmin        = "test-admin-credential-0123456789"
-	testServiceToken = "test-service-token-0123456789"
+	testAdmin        = servicetest.Admin
+	testServiceToken = servicetest.ServiceToken
+)
+
+// The helpers every service's tests share.
+var (
+	as        = servicetest.As
+	asService = servicetest.AsService
 )
 
 // clock is the settable time source the servers and the token verifier share.
@@ -66,19 +61,16 @@ type envOptions struct {
 
 func newEnv(t testing.TB, opts envOptions) *env {
 	t.Helper()
-	log := servicetest.Log(t, opts.quiet)
-	if opts.dir == "" {
-		opts.dir = t.TempDir()
-	}
-	if opts.clock == nil {
-		opts.clock = clocktest.New(time.Now().Truncate(time.Second))
-	}
-	clk := opts.clock
-	ids, idStore := servicetest.Identity(t, opts.dir, clk.Now, log)
-	store, err := OpenStore(filepath.Join(opts.dir, "card.db"))
+	n := servicetest.NewEnv(t, servicetest.Options{Dir: opts.dir, Clock: opts.clock, Quiet: opts.quiet})
+	log, clk := n.Log, n.Clock
+	opts.dir = n.Dir
+	ids := identitytest.Start(t, n)
+	store, err := OpenBoltStore(filepath.Join(opts.dir, "card.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.OnStop(store.Close)
+	n.Verify("card.db", Verify)
 	cfg := opts.cfg
 	cfg.Clock = clk.Now
 	if cfg.Grants == nil {
@@ -88,66 +80,13 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs, table := servicetest.NewServer(t, servicetest.Config{Identity: ids, Now: clk.Now, Log: log, Admin: testAdmin, ServiceToken: testServiceToken}, Policies())
-	ids.Register(gs.Server)
-	srv.Register(gs.Server)
-	if err := grpcserver.CheckPolicies(gs.Server, table); err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { gs.Serve(ctx, lis); close(done) }()
-
-	conn, err := grpcclient.Dial(grpcclient.Config{Addr: lis.Addr().String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	up := map[string]grpcclient.Config{}
-	for _, s := range gateway.Services() {
-		up[s] = grpcclient.Config{Addr: lis.Addr().String()}
-	}
-	g, err := gateway.New(ctx, gateway.Config{Upstreams: up}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(g.Handler())
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			hs.Close()
-			g.Close()
-			conn.Close()
-			cancel()
-			<-done
-			store.Close()
-			idStore.Close()
-			servicetest.VerifyStores(t, opts.dir, map[string]func(string) (*boltdb.Report, error){"card.db": Verify, "identity.db": identity.Verify})
-		})
-	}
-	t.Cleanup(stop)
+	n.Serve(ids, []auth.Table{identity.Policies(), Policies()}, ids.Register, srv.Register)
+	conn := n.Dial()
 	return &env{
 		dir: opts.dir, store: store, srv: srv, clock: clk, conn: conn,
 		client: cardv1.NewCardServiceClient(conn), ids: identityv1.NewIdentityServiceClient(conn),
-		httpURL: hs.URL, stop: stop,
+		httpURL: n.Gateway(), stop: n.Stop,
 	}
-}
-
-// as returns ctx carrying cred as the bearer credential.
-func as(cred string) context.Context {
-	ctx := context.Background()
-	if cred == "" {
-		return ctx
-	}
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+cred)
-}
-
-// asService returns ctx carrying token as the service credential.
-func asService(token string) context.Context {
-	return metadata.AppendToOutgoingContext(context.Background(), auth.ServiceTokenHeader, token)
 }
 
 // app is an app and its API key.
@@ -156,11 +95,8 @@ type app struct{ id, key string }
 // newApp creates an app as the admin.
 func (e *env) newApp(t testing.TB, name string) app {
 	t.Helper()
-	resp, err := e.ids.CreateApp(as(testAdmin), &identityv1.CreateAppRequest{DisplayName: name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return app{id: resp.GetApp().GetAppId(), key: resp.GetApiKey()}
+	id, key := servicetest.NewApp(t, e.ids, name)
+	return app{id: id, key: key}
 }
 
 // user is an identity of an app with an access token.
@@ -175,18 +111,9 @@ func (u user) ctx() context.Context { return as(u.token) }
 // newUsers resolves uids in a and issues each a token.
 func (e *env) newUsers(t testing.TB, a app, uids ...string) []user {
 	t.Helper()
-	resp, err := e.ids.ResolveIdentities(as(a.key), &identityv1.ResolveIdentitiesRequest{Uids: uids})
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := make([]user, len(uids))
-	for i, uid := range uids {
-		id := resp.GetUsers()[uid]
-		tok, err := e.ids.IssueToken(as(a.key), &identityv1.IssueTokenRequest{Identity: id})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[i] = user{app: a, identity: id, token: tok.GetAccessToken()}
+	for i, id := range servicetest.Resolve(t, e.ids, a.key, uids...) {
+		out[i] = user{app: a, identity: id, token: servicetest.Token(t, e.ids, a.key, id, 0)}
 	}
 	return out
 }
@@ -262,8 +189,8 @@ func (e *env) publish(t testing.TB, u user, kp *e2ee.KeyPair, previous []byte, e
 	return resp.GetCard()
 }
 
-// snapshot returns every key and value of card.db, to prove that a refused request
-// wrote nothing.
+// snapshot returns every key, value and bucket sequence of card.db, to prove that a
+// refused request wrote nothing.
 func (e *env) snapshot(t testing.TB) map[string]string {
 	t.Helper()
 	return snapshot(t, e.store)
@@ -272,18 +199,5 @@ func (e *env) snapshot(t testing.TB) map[string]string {
 // snapshot returns every key, value and bucket sequence of s.
 func snapshot(t testing.TB, s *BoltStore) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	err := s.DB().View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			out[string(name)+"#sequence"] = strconv.FormatUint(b.Sequence(), 10)
-			return b.ForEach(func(k, v []byte) error {
-				out[string(name)+"/"+string(k)] = string(v)
-				return nil
-			})
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return servicetest.SnapshotWithSequences(t, s.DB())
 }

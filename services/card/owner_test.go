@@ -13,6 +13,7 @@ import (
 // status through rotation and revocation; a card of another app is NOT_FOUND; only
 // services may ask.
 func TestLookupCardOwner(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a, b := e.newApp(t, "A"), e.newApp(t, "B")
 	alice := e.newUser(t, a, "alice")

@@ -88,6 +88,7 @@ func restCard(t *testing.T, body map[string]any) map[string]any {
 // TestRESTFlow walks the card routes as a REST client would: publish, rotate, search,
 // get, history, revoke, with the service key.
 func TestRESTFlow(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t, "A")
 	users := e.newUsers(t, a, "alice", "bob")
@@ -191,6 +192,7 @@ func TestRESTFlow(t *testing.T) {
 // TestRESTBadRequests: each refusal has the right HTTP status, says what was wrong, and
 // writes nothing.
 func TestRESTBadRequests(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{SearchRate: 0.001, SearchBurst: 3}})
 	a := e.newApp(t, "A")
 	users := e.newUsers(t, a, "alice", "bob", "limited")

@@ -7,7 +7,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
 // publishRule is the rotation rule of card.proto for next, a verified card of the
@@ -28,11 +28,11 @@ import (
 //     another identity's, unknown): ABORTED, naming the active card or "none";
 //   - a rotation of the active card must carry its endorsement (PERMISSION_DENIED,
 //     naming the reset grant, without one), which must verify with its key.
-func publishRule(next *storagev1.CardRecord) PublishCheck {
-	return func(st PublishState) (*storagev1.CardRecord, error) {
+func publishRule(next *cardstoragev1.CardRecord) PublishCheck {
+	return func(st PublishState) (*cardstoragev1.CardRecord, error) {
 		id := cardIDString(next.GetCardId())
 		if same := st.Same; same != nil {
-			if same.GetStatus() != storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE {
+			if same.GetStatus() != cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE {
 				return nil, errs.Existsf("card %s was published before and is now %s: a card is published once; create a new card", id, statusName(same))
 			}
 			if !sameSubmission(same, next) {
@@ -74,14 +74,14 @@ func resetGrantRequired(identity, why string) error {
 
 // sameSubmission reports whether next is exactly the stored card a, signatures and
 // endorsement included (the content is the same: the ids are).
-func sameSubmission(a, next *storagev1.CardRecord) bool {
+func sameSubmission(a, next *cardstoragev1.CardRecord) bool {
 	return bytes.Equal(a.GetSelfSignature(), next.GetSelfSignature()) &&
 		bytes.Equal(a.GetEndorsementContent(), next.GetEndorsementContent()) &&
 		bytes.Equal(a.GetEndorsementSignature(), next.GetEndorsementSignature())
 }
 
 // describe says what the card named as previous is, for the caller of identity.
-func describe(named *storagev1.CardRecord, identity string) string {
+func describe(named *cardstoragev1.CardRecord, identity string) string {
 	switch {
 	case named == nil:
 		return "there is no such card"
@@ -91,7 +91,7 @@ func describe(named *storagev1.CardRecord, identity string) string {
 	return "it is " + statusName(named)
 }
 
-func noActiveHint(active *storagev1.CardRecord, hasHistory bool) string {
+func noActiveHint(active *cardstoragev1.CardRecord, hasHistory bool) string {
 	switch {
 	case active != nil:
 		return ""
@@ -101,14 +101,14 @@ func noActiveHint(active *storagev1.CardRecord, hasHistory bool) string {
 	return ": publish the new card without previous_card_id"
 }
 
-func statusName(r *storagev1.CardRecord) string {
+func statusName(r *cardstoragev1.CardRecord) string {
 	name := strings.TrimPrefix(r.GetStatus().String(), "CARD_RECORD_STATUS_")
 	return strings.ToLower(name)
 }
 
 // recordCard rebuilds what e2ee.VerifyEndorsement reads of a card from its record. The
 // record holds only what was read from content that verified when it was published.
-func recordCard(r *storagev1.CardRecord) *e2ee.Card {
+func recordCard(r *cardstoragev1.CardRecord) *e2ee.Card {
 	return &e2ee.Card{
 		ID:             r.GetCardId(),
 		Content:        r.GetContent(),

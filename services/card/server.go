@@ -3,7 +3,6 @@ package card
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base32"
 	"fmt"
 	"io"
@@ -21,43 +20,8 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
-
-// Defaults of Config.
-const (
-	// DefaultClockSkew is how far in the future a card's created_at may be.
-	DefaultClockSkew = 5 * time.Minute
-	// DefaultSearchRate and DefaultSearchBurst limit SearchCards per calling identity:
-	// a client looks its contacts up in batches of up to 1,000, so ten calls a second
-	// (10,000 identities) is far above any client's need and still bounds a scraper.
-	DefaultSearchRate  = 10
-	DefaultSearchBurst = 20
-)
-
-// Config tunes a Server. The zero value is usable.
-type Config struct {
-	// ClockSkew is how far in the future a card's created_at may be; 0 means
-	// DefaultClockSkew.
-	ClockSkew time.Duration
-	// SearchRate is how many SearchCards calls per second one identity may make on
-	// average, and SearchBurst how many at once; 0 means the defaults.
-	SearchRate  float64
-	SearchBurst int
-	// Clock and Rand default to time.Now and crypto/rand. Rand makes the service key
-	// on first start.
-	Clock func() time.Time
-	Rand  io.Reader
-	// Grants verifies reset grants (the process's access-token verifier does, with
-	// the identity service's published keys). Without it every reset is refused.
-	Grants GrantVerifier
-}
-
-// GrantVerifier verifies a reset grant's signature, type, audience and lifetime.
-// *auth.Verifier is one.
-type GrantVerifier interface {
-	VerifyResetGrant(ctx context.Context, raw string) (*auth.ResetGrant, error)
-}
 
 // Server implements umbra.card.v1.CardService.
 type Server struct {
@@ -73,7 +37,7 @@ type Server struct {
 	// guards both: RotateServiceKey replaces them (servicekey.go).
 	keyMu  sync.RWMutex
 	key    ed25519.PrivateKey
-	keyRec *storagev1.ServiceKeyRecord
+	keyRec *cardstoragev1.ServiceKeyRecord
 }
 
 var _ cardv1.CardServiceServer = (*Server)(nil)
@@ -87,23 +51,9 @@ func New(store Store, cfg Config, log *zap.Logger) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	if cfg.ClockSkew == 0 {
-		cfg.ClockSkew = DefaultClockSkew
-	}
-	if cfg.SearchRate == 0 {
-		cfg.SearchRate = DefaultSearchRate
-	}
-	if cfg.SearchBurst == 0 {
-		cfg.SearchBurst = DefaultSearchBurst
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
-	if cfg.Rand == nil {
-		cfg.Rand = rand.Reader
-	}
-	if cfg.ClockSkew < 0 {
-		return nil, fmt.Errorf("card: clock skew %s: want a positive duration", cfg.ClockSkew)
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	limiter, err := ratelimit.New(ratelimit.Config{Rate: cfg.SearchRate, Burst: cfg.SearchBurst, Clock: cfg.Clock})
 	if err != nil {
@@ -168,7 +118,7 @@ func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest
 		return nil, err
 	}
 	serviceSignature, serviceKeyID := s.serviceSign(card.ID)
-	rec := &storagev1.CardRecord{
+	rec := &cardstoragev1.CardRecord{
 		AppId:                p.AppID,
 		Identity:             card.Identity,
 		CardId:               card.ID,
@@ -178,7 +128,7 @@ func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest
 		EndorsementSignature: req.GetEndorsement().GetSignature(),
 		ServiceSignature:     serviceSignature,
 		ServiceKeyId:         serviceKeyID,
-		Status:               storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE,
+		Status:               cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE,
 		PublishedAt:          timestamppb.New(now),
 		PreviousCardId:       card.PreviousCardID,
 		SigningPublicKey:     card.SigningKey,
@@ -367,19 +317,19 @@ func (s *Server) ListCardEvents(_ context.Context, req *cardv1.ListCardEventsReq
 	return resp, nil
 }
 
-var statuses = map[storagev1.CardRecordStatus]cardv1.CardStatus{
-	storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE:     cardv1.CardStatus_CARD_STATUS_ACTIVE,
-	storagev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED: cardv1.CardStatus_CARD_STATUS_SUPERSEDED,
-	storagev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED:    cardv1.CardStatus_CARD_STATUS_REVOKED,
+var statuses = map[cardstoragev1.CardRecordStatus]cardv1.CardStatus{
+	cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE:     cardv1.CardStatus_CARD_STATUS_ACTIVE,
+	cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED: cardv1.CardStatus_CARD_STATUS_SUPERSEDED,
+	cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED:    cardv1.CardStatus_CARD_STATUS_REVOKED,
 }
 
-var eventKinds = map[storagev1.CardEventRecordKind]cardv1.CardEventKind{
-	storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED: cardv1.CardEventKind_CARD_EVENT_KIND_PUBLISHED,
-	storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED:   cardv1.CardEventKind_CARD_EVENT_KIND_REVOKED,
+var eventKinds = map[cardstoragev1.CardEventRecordKind]cardv1.CardEventKind{
+	cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED: cardv1.CardEventKind_CARD_EVENT_KIND_PUBLISHED,
+	cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED:   cardv1.CardEventKind_CARD_EVENT_KIND_REVOKED,
 }
 
 // activeView is the API's view of an active card. It shares the record's byte slices.
-func activeView(r *storagev1.ActiveCardRecord) *cardv1.Card {
+func activeView(r *cardstoragev1.ActiveCardRecord) *cardv1.Card {
 	c := &cardv1.Card{
 		CardId:           r.GetCardId(),
 		Identity:         r.GetIdentity(),
@@ -398,7 +348,7 @@ func activeView(r *storagev1.ActiveCardRecord) *cardv1.Card {
 }
 
 // cardView is the API's view of a stored card. It shares the record's byte slices.
-func cardView(r *storagev1.CardRecord) *cardv1.Card {
+func cardView(r *cardstoragev1.CardRecord) *cardv1.Card {
 	c := &cardv1.Card{
 		CardId:           r.GetCardId(),
 		Identity:         r.GetIdentity(),

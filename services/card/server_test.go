@@ -59,6 +59,7 @@ func distinctIdentities(n int) []string {
 }
 
 func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a, b := e.newApp(t, "A"), e.newApp(t, "B")
 	users := e.newUsers(t, a, "alice", "bob", "dave", "erin", "frank")
@@ -332,6 +333,7 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 }
 
 func TestRotationStory(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t, "A")
 	users := e.newUsers(t, a, "alice", "bob")
@@ -606,6 +608,7 @@ func TestRotationStory(t *testing.T) {
 }
 
 func TestAppsAreSeparate(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a, b := e.newApp(t, "A"), e.newApp(t, "B")
 	alice := e.newUser(t, a, "alice")
@@ -653,6 +656,7 @@ func TestAppsAreSeparate(t *testing.T) {
 }
 
 func TestSearchRateLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{SearchRate: 1, SearchBurst: 2}})
 	a := e.newApp(t, "A")
 	users := e.newUsers(t, a, "alice", "bob")
@@ -686,6 +690,7 @@ func TestSearchRateLimit(t *testing.T) {
 // TestConcurrentPublicationsKeepOneActiveCard races first cards, then rotations, of
 // one identity: the transaction lets exactly one of each through.
 func TestConcurrentPublicationsKeepOneActiveCard(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	alice := e.newUser(t, e.newApp(t, "A"), "alice")
 	keys := map[string]*e2ee.KeyPair{} // by card id
@@ -731,6 +736,7 @@ func TestConcurrentPublicationsKeepOneActiveCard(t *testing.T) {
 // TestResetGrantIsSpentOverARestart: a grant the service accepted stays spent after the
 // service restarts, while it would still verify.
 func TestResetGrantIsSpentOverARestart(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	alice := e.newUser(t, e.newApp(t, "A"), "alice")
 	c1 := e.publish(t, alice, newKeys(t, e2ee.SuiteX25519), nil, nil)
@@ -761,6 +767,7 @@ func TestResetGrantIsSpentOverARestart(t *testing.T) {
 }
 
 func TestServiceKeySurvivesRestart(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	alice := e.newUser(t, e.newApp(t, "A"), "alice")
 	card := e.publish(t, alice, newKeys(t, e2ee.SuiteHybrid), nil, nil)
@@ -800,6 +807,7 @@ func TestServiceKeySurvivesRestart(t *testing.T) {
 // suites and then reads card.db's raw bytes: no private key of a user may be in it,
 // while the public keys are (so the scan looks at the right file).
 func TestNoPrivateKeyBytesInCardDB(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t, "A")
 	users := e.newUsers(t, a, "alice", "bob")

@@ -1,24 +1,19 @@
 package card
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
 // The card service's counter-signing keys: the current one signs every card
@@ -26,19 +21,19 @@ import (
 // private half) so that the cards it signed keep verifying.
 
 // newServiceKey makes a counter-signing key; its id is derived from its public key.
-func newServiceKey(r io.Reader, now time.Time) (*storagev1.ServiceKeyRecord, error) {
+func newServiceKey(r io.Reader, now time.Time) (*cardstoragev1.ServiceKeyRecord, error) {
 	seed := make([]byte, ed25519.SeedSize)
 	if _, err := io.ReadFull(r, seed); err != nil {
 		return nil, fmt.Errorf("card: randomness: %w", err)
 	}
 	pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
 	h := sha256.Sum256(pub)
-	return &storagev1.ServiceKeyRecord{KeyId: b32.EncodeToString(h[:10]), Seed: seed, CreatedAt: timestamppb.New(now), PublicKey: pub}, nil
+	return &cardstoragev1.ServiceKeyRecord{KeyId: b32.EncodeToString(h[:10]), Seed: seed, CreatedAt: timestamppb.New(now), PublicKey: pub}, nil
 }
 
 // serviceKeyPublic returns a record's public key: stored, or (for records written
 // before rotations existed) derived from its seed.
-func serviceKeyPublic(rec *storagev1.ServiceKeyRecord) ed25519.PublicKey {
+func serviceKeyPublic(rec *cardstoragev1.ServiceKeyRecord) ed25519.PublicKey {
 	if len(rec.GetPublicKey()) == ed25519.PublicKeySize {
 		return rec.GetPublicKey()
 	}
@@ -46,7 +41,7 @@ func serviceKeyPublic(rec *storagev1.ServiceKeyRecord) ed25519.PublicKey {
 }
 
 // serviceKeyView is a key as GetServiceKey shows it.
-func serviceKeyView(rec *storagev1.ServiceKeyRecord) *cardv1.ServiceKey {
+func serviceKeyView(rec *cardstoragev1.ServiceKeyRecord) *cardv1.ServiceKey {
 	v := &cardv1.ServiceKey{
 		KeyId:        rec.GetKeyId(),
 		Algorithm:    "Ed25519",
@@ -106,66 +101,4 @@ func (s *Server) RotateServiceKey(context.Context, *cardv1.RotateServiceKeyReque
 	s.key, s.keyRec = ed25519.NewKeyFromSeed(next.GetSeed()), next
 	s.log.Info("service key rotated", zap.String("key_id", next.GetKeyId()), zap.String("retired_key_id", retired.GetKeyId()))
 	return &cardv1.RotateServiceKeyResponse{Key: serviceKeyView(next), Previous: serviceKeyView(retired)}, nil
-}
-
-// retiredPrefix starts the keys of retired service keys: "retired" 0 key_id.
-var retiredPrefix = boltdb.Key("retired", "")
-
-func (s *BoltStore) ServiceKeys() ([]*storagev1.ServiceKeyRecord, error) {
-	var out []*storagev1.ServiceKeyRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketServiceKey)
-		c := b.Cursor()
-		for k, _ := c.Seek(retiredPrefix); k != nil && bytes.HasPrefix(k, retiredPrefix); k, _ = c.Next() {
-			rec := &storagev1.ServiceKeyRecord{}
-			if err := boltdb.GetProto(b, k, rec); err != nil {
-				return err
-			}
-			out = append(out, rec)
-		}
-		slices.SortStableFunc(out, func(a, b *storagev1.ServiceKeyRecord) int {
-			return a.GetSupersededAt().AsTime().Compare(b.GetSupersededAt().AsTime())
-		})
-		current := &storagev1.ServiceKeyRecord{}
-		if err := boltdb.GetProto(b, currentKey, current); err != nil {
-			return err
-		}
-		out = append(out, current)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (s *BoltStore) RotateServiceKey(next *storagev1.ServiceKeyRecord, at time.Time) (*storagev1.ServiceKeyRecord, error) {
-	var retired *storagev1.ServiceKeyRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketServiceKey)
-		current := &storagev1.ServiceKeyRecord{}
-		if err := boltdb.GetProto(b, currentKey, current); err != nil {
-			return err
-		}
-		if current.GetKeyId() == next.GetKeyId() {
-			return errs.Conflictf("service key %s is already the current key", next.GetKeyId())
-		}
-		retired = &storagev1.ServiceKeyRecord{
-			KeyId:        current.GetKeyId(),
-			CreatedAt:    current.GetCreatedAt(),
-			PublicKey:    serviceKeyPublic(current),
-			SupersededAt: timestamppb.New(at),
-			// The statement that introduced it stays with it.
-			RotationContent:   current.GetRotationContent(),
-			RotationSignature: current.GetRotationSignature(),
-		}
-		if err := boltdb.PutProto(b, boltdb.Key("retired", current.GetKeyId()), retired); err != nil {
-			return err
-		}
-		return boltdb.PutProto(b, currentKey, next)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return retired, nil
 }

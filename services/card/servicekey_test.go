@@ -14,13 +14,14 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
 // TestServiceKeyRotation rotates the counter-signing key and checks that cards signed
 // before and after verify with the key each names, that GetServiceKey lists both with
 // their validity, that only the admin may rotate, and that it all survives a restart.
 func TestServiceKeyRotation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t, "A")
 	users := e.newUsers(t, a, "alice", "bob", "carol")
@@ -152,6 +153,7 @@ func TestServiceKeyRotation(t *testing.T) {
 // TestServiceKeyRotationOverREST rotates through the gateway's route, which only the
 // admin credential opens, and reads the keys back.
 func TestServiceKeyRotationOverREST(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	if code, body := e.rest(t, "POST", "/v1/service-keys:rotate", "", map[string]any{}); code != http.StatusUnauthorized {
 		t.Fatalf("rotate without a credential: %d %v", code, body)
@@ -169,11 +171,12 @@ func TestServiceKeyRotationOverREST(t *testing.T) {
 }
 
 func TestStoreServiceKeyRotation(t *testing.T) {
+	t.Parallel()
 	s, path := openTestStore(t)
 	if _, err := s.ServiceKeys(); !errors.Is(err, errs.ErrNotFound) {
 		t.Errorf("ServiceKeys of an empty file = %v; want ErrNotFound", err)
 	}
-	if _, err := s.RotateServiceKey(&storagev1.ServiceKeyRecord{KeyId: "k2"}, t0); !errors.Is(err, errs.ErrNotFound) {
+	if _, err := s.RotateServiceKey(&cardstoragev1.ServiceKeyRecord{KeyId: "k2"}, t0); !errors.Is(err, errs.ErrNotFound) {
 		t.Errorf("RotateServiceKey without a current key = %v; want ErrNotFound", err)
 	}
 	first, err := newServiceKey(bytes.NewReader(bytes.Repeat([]byte{1}, 32)), t0)
@@ -187,7 +190,7 @@ func TestStoreServiceKeyRotation(t *testing.T) {
 	if _, err := s.RotateServiceKey(first, t0); !errors.Is(err, errs.ErrConflict) {
 		t.Errorf("rotating to the current key = %v; want ErrConflict", err)
 	}
-	var next []*storagev1.ServiceKeyRecord
+	var next []*cardstoragev1.ServiceKeyRecord
 	for i := range 2 {
 		k, err := newServiceKey(bytes.NewReader(bytes.Repeat([]byte{byte(2 + i)}, 32)), t0.Add(time.Duration(i+1)*time.Hour))
 		if err != nil {
@@ -199,7 +202,7 @@ func TestStoreServiceKeyRotation(t *testing.T) {
 		next = append(next, k)
 	}
 	s.Close()
-	s, err = OpenStore(path)
+	s, err = OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +217,7 @@ func TestStoreServiceKeyRotation(t *testing.T) {
 			t.Errorf("key %d is %s; want %s (oldest first)", i, k.GetKeyId(), wantIDs[i])
 		}
 	}
-	if !bytes.Equal(keys[0].GetPublicKey(), serviceKeyPublic(&storagev1.ServiceKeyRecord{Seed: bytes.Repeat([]byte{1}, 32)})) ||
+	if !bytes.Equal(keys[0].GetPublicKey(), serviceKeyPublic(&cardstoragev1.ServiceKeyRecord{Seed: bytes.Repeat([]byte{1}, 32)})) ||
 		len(keys[0].GetSeed()) != 0 || !keys[0].GetSupersededAt().AsTime().Equal(t0.Add(time.Hour)) {
 		t.Errorf("the first retired key = %v; want its public key, no seed, superseded at the rotation", keys[0])
 	}

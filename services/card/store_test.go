@@ -13,13 +13,13 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
 func openTestStore(t *testing.T) (*BoltStore, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "card.db")
-	s, err := OpenStore(path)
+	s, err := OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,8 +31,8 @@ var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 // record is a card record as the server builds it; the store does not look inside the
 // content, so no real card is needed here.
-func record(app, identity string, n byte, previous []byte) *storagev1.CardRecord {
-	return &storagev1.CardRecord{
+func record(app, identity string, n byte, previous []byte) *cardstoragev1.CardRecord {
+	return &cardstoragev1.CardRecord{
 		AppId:          app,
 		Identity:       identity,
 		CardId:         bytes.Repeat([]byte{n}, 32),
@@ -44,13 +44,13 @@ func record(app, identity string, n byte, previous []byte) *storagev1.CardRecord
 
 // seen is what a PublishCheck was shown.
 type seen struct {
-	active, same, named *storagev1.CardRecord
+	active, same, named *cardstoragev1.CardRecord
 	history             bool
 }
 
 // allow is a PublishCheck that publishes anything, recording what it saw.
 func allow(into *seen) PublishCheck {
-	return func(st PublishState) (*storagev1.CardRecord, error) {
+	return func(st PublishState) (*cardstoragev1.CardRecord, error) {
 		*into = seen{st.Active, st.Same, st.Named, st.HasHistory}
 		return nil, nil
 	}
@@ -62,6 +62,7 @@ var (
 )
 
 func TestStorePublishSupersedesAndLogs(t *testing.T) {
+	t.Parallel()
 	s, _ := openTestStore(t)
 	var got seen
 	c1 := record("app_a", idAlice, 1, nil)
@@ -72,10 +73,10 @@ func TestStorePublishSupersedesAndLogs(t *testing.T) {
 	if got.active != nil || got.same != nil || got.named != nil || got.history {
 		t.Errorf("check of a first card saw %+v; want nothing", got)
 	}
-	if stored.GetStatus() != storagev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE || stored.GetSequence() != 1 {
+	if stored.GetStatus() != cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE || stored.GetSequence() != 1 {
 		t.Errorf("stored = %v; want ACTIVE with sequence 1", stored)
 	}
-	if c1.GetStatus() != storagev1.CardRecordStatus_CARD_RECORD_STATUS_UNSPECIFIED {
+	if c1.GetStatus() != cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_UNSPECIFIED {
 		t.Error("Publish changed its argument")
 	}
 
@@ -90,7 +91,7 @@ func TestStorePublishSupersedesAndLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if old.GetStatus() != storagev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED || !bytes.Equal(old.GetSupersededBy(), c2.GetCardId()) ||
+	if old.GetStatus() != cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED || !bytes.Equal(old.GetSupersededBy(), c2.GetCardId()) ||
 		!old.GetSupersededAt().AsTime().Equal(c2.GetPublishedAt().AsTime()) {
 		t.Errorf("c1 after the rotation = %v", old)
 	}
@@ -124,6 +125,7 @@ func TestStorePublishSupersedesAndLogs(t *testing.T) {
 }
 
 func TestStoreRefusedPublishWritesNothing(t *testing.T) {
+	t.Parallel()
 	s, _ := openTestStore(t)
 	c1 := record("app_a", idAlice, 1, nil)
 	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
@@ -131,14 +133,14 @@ func TestStoreRefusedPublishWritesNothing(t *testing.T) {
 	}
 	before := snapshot(t, s)
 	refusal := errs.Conflictf("no")
-	if _, _, err := s.Publish(record("app_a", idAlice, 2, c1.GetCardId()), nil, func(PublishState) (*storagev1.CardRecord, error) {
+	if _, _, err := s.Publish(record("app_a", idAlice, 2, c1.GetCardId()), nil, func(PublishState) (*cardstoragev1.CardRecord, error) {
 		return nil, refusal
 	}); !errors.Is(err, refusal) {
 		t.Errorf("refused publish returned %v", err)
 	}
 	// A check that answers with a stored record (a retry) writes nothing either.
-	var answered *storagev1.CardRecord
-	got, written, err := s.Publish(c1, nil, func(st PublishState) (*storagev1.CardRecord, error) {
+	var answered *cardstoragev1.CardRecord
+	got, written, err := s.Publish(c1, nil, func(st PublishState) (*cardstoragev1.CardRecord, error) {
 		answered = st.Same
 		return st.Same, nil
 	})
@@ -155,6 +157,7 @@ func TestStoreRefusedPublishWritesNothing(t *testing.T) {
 }
 
 func TestStoreRevoke(t *testing.T) {
+	t.Parallel()
 	s, _ := openTestStore(t)
 	c1 := record("app_a", idAlice, 1, nil)
 	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
@@ -167,7 +170,7 @@ func TestStoreRevoke(t *testing.T) {
 		t.Errorf("revoking in another app: %v, want ErrNotFound", err)
 	}
 	rec, changed, err := s.Revoke("app_a", idAlice, c1.GetCardId(), t0)
-	if err != nil || !changed || rec.GetStatus() != storagev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED || !rec.GetRevokedAt().AsTime().Equal(t0) {
+	if err != nil || !changed || rec.GetStatus() != cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED || !rec.GetRevokedAt().AsTime().Equal(t0) {
 		t.Fatalf("revoke = %v changed=%v err=%v", rec, changed, err)
 	}
 	if active, _ := s.ActiveCards("app_a", []string{idAlice}); len(active) != 0 {
@@ -192,12 +195,13 @@ func TestStoreRevoke(t *testing.T) {
 // instead of superseding it, and its grant is spent, for good (over a reopen), until it
 // has long expired.
 func TestStoreResetRevokesAndSpendsGrantOnce(t *testing.T) {
+	t.Parallel()
 	s, path := openTestStore(t)
 	c1 := record("app_a", idAlice, 1, nil)
 	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
 		t.Fatal(err)
 	}
-	reset := func(n byte) *storagev1.CardRecord {
+	reset := func(n byte) *cardstoragev1.CardRecord {
 		r := record("app_a", idAlice, n, nil)
 		r.KeyReset = true
 		return r
@@ -221,7 +225,7 @@ func TestStoreResetRevokesAndSpendsGrantOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if old.GetStatus() != storagev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED || !old.GetRevokedAt().AsTime().Equal(c2.GetPublishedAt().AsTime()) || len(old.GetSupersededBy()) != 0 {
+	if old.GetStatus() != cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED || !old.GetRevokedAt().AsTime().Equal(c2.GetPublishedAt().AsTime()) || len(old.GetSupersededBy()) != 0 {
 		t.Errorf("the card a reset replaced = %v; want REVOKED at the reset, superseded by nothing", old)
 	}
 	active, err := s.ActiveCards("app_a", []string{idAlice})
@@ -232,15 +236,15 @@ func TestStoreResetRevokesAndSpendsGrantOnce(t *testing.T) {
 	if err != nil || len(evs) != 3 {
 		t.Fatalf("events = %v, %v; want publish, revoke, publish", evs, err)
 	}
-	if evs[1].GetKind() != storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED || !bytes.Equal(evs[1].GetCardId(), c1.GetCardId()) ||
-		evs[2].GetKind() != storagev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED || !evs[2].GetKeyReset() || len(evs[2].GetPreviousCardId()) != 0 ||
+	if evs[1].GetKind() != cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED || !bytes.Equal(evs[1].GetCardId(), c1.GetCardId()) ||
+		evs[2].GetKind() != cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED || !evs[2].GetKeyReset() || len(evs[2].GetPreviousCardId()) != 0 ||
 		stored.GetSequence() != evs[2].GetSequence() {
 		t.Errorf("events = %v; want c1 revoked, then the reset card published (marked, no previous card)", evs)
 	}
 
 	// The grant is spent, over a reopen too; another app's grant of the same id is not.
 	s.Close()
-	s, err = OpenStore(path)
+	s, err = OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,6 +279,7 @@ func TestStoreResetRevokesAndSpendsGrantOnce(t *testing.T) {
 }
 
 func TestStoreHistoryPagesNewestFirst(t *testing.T) {
+	t.Parallel()
 	s, path := openTestStore(t)
 	var prev []byte
 	for n := byte(1); n <= 5; n++ {
@@ -289,7 +294,7 @@ func TestStoreHistoryPagesNewestFirst(t *testing.T) {
 		}
 	}
 	s.Close()
-	s, err := OpenStore(path) // and everything survives a reopen
+	s, err := OpenBoltStore(path) // and everything survives a reopen
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,22 +333,23 @@ func TestStoreHistoryPagesNewestFirst(t *testing.T) {
 }
 
 func TestStoreServiceKeyIsCreatedOnce(t *testing.T) {
+	t.Parallel()
 	s, path := openTestStore(t)
 	if _, err := s.ServiceKey(nil); err == nil {
 		t.Error("an empty file returned a service key")
 	}
-	first := &storagev1.ServiceKeyRecord{KeyId: "k1", Seed: bytes.Repeat([]byte{1}, 32), CreatedAt: timestamppb.New(t0)}
+	first := &cardstoragev1.ServiceKeyRecord{KeyId: "k1", Seed: bytes.Repeat([]byte{1}, 32), CreatedAt: timestamppb.New(t0)}
 	got, err := s.ServiceKey(first)
 	if err != nil || !proto.Equal(got, first) {
 		t.Fatalf("first ServiceKey = %v, %v", got, err)
 	}
 	s.Close()
-	s, err = OpenStore(path)
+	s, err = OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	got, err = s.ServiceKey(&storagev1.ServiceKeyRecord{KeyId: "k2", Seed: bytes.Repeat([]byte{2}, 32)})
+	got, err = s.ServiceKey(&cardstoragev1.ServiceKeyRecord{KeyId: "k2", Seed: bytes.Repeat([]byte{2}, 32)})
 	if err != nil || !proto.Equal(got, first) {
 		t.Errorf("after reopening, ServiceKey = %v, %v; want the first key", got, err)
 	}

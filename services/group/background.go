@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -13,8 +14,29 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
+
+// Run runs the background loops until ctx ends: the outbox delivery, the card
+// follower and the sweeper.
+func (s *Server) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, loop := range []func(context.Context){s.deliverLoop, s.followCards, s.sweepLoop} {
+		wg.Go(func() { loop(ctx) })
+	}
+	wg.Wait()
+}
+
+// deliverLoop delivers the outbox to the messaging service until ctx ends
+// (internal/outbox): at once when a change wrote events, after a failed delivery again
+// with a wait that doubles from 100 ms up to Config.OutboxPoll, and otherwise every
+// OutboxPoll.
+func (s *Server) deliverLoop(ctx context.Context) {
+	if s.events == nil {
+		return // no messaging service: events wait in the outbox
+	}
+	s.outbox().Run(ctx)
+}
 
 // cardEventPage is how many card events the follower asks for at once.
 const cardEventPage = 1000

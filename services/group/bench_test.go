@@ -49,6 +49,7 @@ func bigGroup(tb testing.TB, e *env, n int) (string, []*user) {
 // TestCommit10000Members: a commit for a group at the default member limit, staged in
 // chunks of 500, is accepted, and every member gets its key.
 func TestCommit10000Members(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("sets up 10,000 members with cards; skipped with -short")
 	}

@@ -1,6 +1,7 @@
 package group
 
 import (
+	"crypto/rand"
 	"io"
 	"time"
 )
@@ -69,7 +70,9 @@ type Config struct {
 	Rand  io.Reader
 }
 
-func (c Config) withDefaults() Config {
+// withDefaults fills in the default of every zero field. Every value is valid (a
+// negative one means its default too), so it returns no error today.
+func (c Config) withDefaults() (Config, error) {
 	def := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
 			*v = d
@@ -99,5 +102,11 @@ func (c Config) withDefaults() Config {
 		c.CallRate = DefaultCallRate
 	}
 	defInt(&c.CallBurst, DefaultCallBurst)
-	return c
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+	return c, nil
 }

@@ -2,10 +2,13 @@
 // join requests and invitations, and the epochs whose keys members wrap to each
 // other's cards.
 //
-// State is group.db behind the Store and Tx interfaces (store.go; the records are
-// proto/umbra/storage/v1/group.proto), so that another backend can be added.
-// Each RPC is one bbolt transaction in which the service's rules run on a Tx; a
-// refused request writes nothing.
+// State is group.db behind the Store and Tx interfaces (store.go), which say nothing of
+// the engine, so that another can be added; the bbolt engine is BoltStore
+// (store_bolt.go), and the records are proto/umbra/storage/group/v1/group.proto.
+// Each RPC is one transaction in which the service's rules run on a Tx; a refused
+// request writes nothing. The RPCs are grouped by topic: groups.go, members.go,
+// joinrequests.go, invitations.go, settings.go, epochs.go, statements.go and the
+// other services' calls in internal.go.
 //
 // Peers. The service asks the card service for members' active cards
 // (LookupActiveCards: a commit must cover exactly them, and its signer card must be the
@@ -13,8 +16,8 @@
 // groups "rotation required" when the card the current epoch's key is wrapped to is
 // rotated or revoked; the feed's cursor is kept in group.db with the marks. Events
 // (GroupEvent payloads) are written to an outbox in the transaction of the change they
-// report and delivered to the messaging service's PublishEvent by a background loop,
-// which deletes each once it was accepted (events.go).
+// report (events.go) and delivered to the messaging service's PublishEvent by a
+// background loop, which deletes each once it was accepted (background.go).
 //
 // Epochs. CommitEpoch reads the group and the members, asks the card service, checks
 // the commit with pkg/e2ee (parse, signature, wrapped-keys digest), and writes the new

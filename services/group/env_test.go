@@ -3,27 +3,18 @@ package group
 import (
 	"context"
 	"crypto/rand"
-	"net"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/internal/servicetest"
-	"github.com/umbra-e2ee/umbra/services/identity"
-
-	"github.com/umbra-e2ee/umbra/internal/clocktest"
-
-	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/umbra-e2ee/umbra/internal/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/clocktest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest/identitytest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
@@ -33,12 +24,19 @@ import (
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/card"
+	"github.com/umbra-e2ee/umbra/services/identity"
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
 const (
-	testAdmin        = "test-admin-credential-0123456789"
-	testServiceToken = "test-service-token-0123456789"
+	testAdmin        = servicetest.Admin
+	testServiceToken = servicetest.ServiceToken
+)
+
+// The helpers every service's tests share.
+var (
+	as       = servicetest.As
+	wantCode = servicetest.WantCode
 )
 
 // clock is the settable time source the servers and the token verifier share.
@@ -51,7 +49,7 @@ type clock = clocktest.Clock
 // service reaches card and messaging over gRPC with the service token, as in a cluster.
 type env struct {
 	dir    string
-	store  Store
+	store  *BoltStore
 	srv    *Server
 	clock  *clock
 	conn   *grpc.ClientConn
@@ -79,40 +77,33 @@ type envOptions struct {
 
 func newEnv(t testing.TB, opts envOptions) *env {
 	t.Helper()
-	log := servicetest.Log(t, opts.quiet)
-	dir := opts.dir
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	clk := clocktest.New(time.Now().Truncate(time.Second))
-	ids, idStore := servicetest.Identity(t, dir, clk.Now, log)
-	cardStore, err := card.OpenStore(filepath.Join(dir, "card.db"))
+	n := servicetest.NewEnv(t, servicetest.Options{Dir: opts.dir, Quiet: opts.quiet})
+	log, clk, dir := n.Log, n.Clock, n.Dir
+	ids := identitytest.Start(t, n)
+	cardStore, err := card.OpenBoltStore(filepath.Join(dir, "card.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.OnStop(cardStore.Close)
 	cards, err := card.New(cardStore, card.Config{Clock: clk.Now, SearchRate: 1e6, SearchBurst: 1e6}, log.Named("card"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgStore, err := messaging.OpenStore(filepath.Join(dir, "messaging.db"), messaging.StoreOptions{})
+	msgStore, err := messaging.OpenBoltStore(filepath.Join(dir, "messaging.db"), messaging.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := OpenStore(filepath.Join(dir, "group.db"))
+	n.OnStop(msgStore.Close)
+	store, err := OpenBoltStore(filepath.Join(dir, "group.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs, table := servicetest.NewServer(t, servicetest.Config{Identity: ids, Now: clk.Now, Log: log, Admin: testAdmin, ServiceToken: testServiceToken}, card.Policies(), messaging.Policies(), Policies())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	n.OnStop(store.Close)
+	for name, verify := range map[string]servicetest.Verifier{"group.db": Verify, "card.db": card.Verify, "messaging.db": messaging.Verify} {
+		n.Verify(name, verify)
 	}
-	addr := lis.Addr().String()
-	peer, err := grpcclient.Dial(grpcclient.Config{Addr: addr, ServiceToken: testServiceToken})
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := messaging.New(msgStore, messaging.GroupClient{Client: groupv1.NewGroupServiceClient(peer)}, messaging.CardClient{Client: cardv1.NewCardServiceClient(peer)},
+	peer := n.DialPeer(grpcclient.Config{})
+	msg, err := messaging.New(msgStore, messaging.CardClient{Client: cardv1.NewCardServiceClient(peer)}, messaging.GroupClient{Client: groupv1.NewGroupServiceClient(peer)},
 		messaging.Config{Clock: clk.Now, Revocations: ids, SendRate: 1e6, SendBurst: 1e6}, log.Named("messaging"))
 	if err != nil {
 		t.Fatal(err)
@@ -122,60 +113,19 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if cfg.CardPollInterval == 0 {
 		cfg.CardPollInterval = 20 * time.Millisecond
 	}
-	srv, err := NewServer(store, cardv1.NewCardServiceClient(peer), messagingv1.NewMessagingServiceClient(peer), cfg, log.Named("group"))
+	srv, err := New(store, cardv1.NewCardServiceClient(peer), messagingv1.NewMessagingServiceClient(peer), cfg, log.Named("group"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids.Register(gs.Server)
-	cards.Register(gs.Server)
-	msg.Register(gs.Server)
-	srv.Register(gs.Server)
-	if err := grpcserver.CheckPolicies(gs.Server, table); err != nil {
-		t.Fatal(err)
-	}
-	serveCtx, stopServe := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() { gs.Serve(serveCtx, lis); close(served) }()
-	msgCtx, stopMsg := context.WithCancel(context.Background())
-	msgDone := make(chan struct{})
-	go func() { msg.Run(msgCtx); close(msgDone) }()
-	runCtx, stopRun := context.WithCancel(context.Background())
-	runDone := make(chan struct{})
-	if opts.noLoops {
-		close(runDone)
-	} else {
-		go func() { srv.Run(runCtx); close(runDone) }()
+	n.Serve(ids, []auth.Table{identity.Policies(), card.Policies(), messaging.Policies(), Policies()}, ids.Register, cards.Register, msg.Register, srv.Register)
+	n.Run(msg.Run)
+	stopLoops := func() {}
+	if !opts.noLoops {
+		stopLoops = n.Run(srv.Run)
 	}
 	sign := &signer{}
-	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addr}, grpc.WithChainUnaryInterceptor(sign.interceptor))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rawConn, err := grpcclient.Dial(grpcclient.Config{Addr: addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	stopLoops := func() { stopRun(); <-runDone }
-	t.Cleanup(func() {
-		once.Do(func() {
-			conn.Close()
-			rawConn.Close()
-			stopLoops()
-			stopMsg()
-			<-msgDone
-			stopServe()
-			<-served
-			peer.Close()
-			store.Close()
-			msgStore.Close()
-			cardStore.Close()
-			idStore.Close()
-			servicetest.VerifyStores(t, dir, map[string]func(string) (*boltdb.Report, error){
-				"group.db": Verify, "card.db": card.Verify, "messaging.db": messaging.Verify, "identity.db": identity.Verify,
-			})
-		})
-	})
+	conn := n.Dial(grpc.WithChainUnaryInterceptor(sign.interceptor))
+	rawConn := n.Dial()
 	e := &env{
 		dir: dir, store: store, srv: srv, clock: clk, conn: conn,
 		client: groupv1.NewGroupServiceClient(conn), raw: groupv1.NewGroupServiceClient(rawConn), sign: sign,
@@ -186,25 +136,15 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	return e
 }
 
-// as returns ctx carrying cred as the bearer credential.
-func as(cred string) context.Context {
-	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+cred)
-}
-
 // asService returns ctx carrying the service credential.
-func asService() context.Context {
-	return metadata.AppendToOutgoingContext(context.Background(), auth.ServiceTokenHeader, testServiceToken)
-}
+func asService() context.Context { return servicetest.AsService(testServiceToken) }
 
 type app struct{ id, key string }
 
 func (e *env) newApp(t testing.TB) app {
 	t.Helper()
-	resp, err := e.ids.CreateApp(as(testAdmin), &identityv1.CreateAppRequest{DisplayName: "test app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return app{id: resp.GetApp().GetAppId(), key: resp.GetApiKey()}
+	id, key := servicetest.NewApp(t, e.ids, "test app")
+	return app{id: id, key: key}
 }
 
 // user is an identity of an app with an access token and, once it has published one,
@@ -223,16 +163,9 @@ func (u *user) ctx() context.Context { return as(u.token) }
 // card of the compact suite.
 func (e *env) newUsers(t testing.TB, a app, withCards bool, uids ...string) []*user {
 	t.Helper()
-	out := make([]*user, 0, len(uids))
-	for start := 0; start < len(uids); start += 1000 {
-		end := min(start+1000, len(uids))
-		resp, err := e.ids.ResolveIdentities(as(a.key), &identityv1.ResolveIdentitiesRequest{Uids: uids[start:end]})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, uid := range uids[start:end] {
-			out = append(out, &user{app: a, identity: resp.GetUsers()[uid]})
-		}
+	out := make([]*user, len(uids))
+	for i, id := range servicetest.Resolve(t, e.ids, a.key, uids...) {
+		out[i] = &user{app: a, identity: id}
 	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(out))
@@ -403,19 +336,6 @@ func (e *env) authorize(u *user, group string, epoch uint64) (*groupv1.Authorize
 	})
 }
 
-// wantCode fails the test unless err has code, and a message containing msg.
-func wantCode(t testing.TB, err error, code codes.Code, msg string) {
-	t.Helper()
-	st := status.Convert(err)
-	if st.Code() != code || !containsFold(st.Message(), msg) {
-		t.Errorf("got %v; want %s containing %q", err, code, msg)
-	}
-}
-
-func containsFold(s, sub string) bool {
-	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
-}
-
 // detail returns the status detail of err of type T, or nil.
 func detail[T proto.Message](err error) T {
 	var zero T
@@ -431,17 +351,5 @@ func detail[T proto.Message](err error) T {
 // nothing.
 func (e *env) snapshot(t testing.TB) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	err := e.store.DB().View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			return b.ForEach(func(k, v []byte) error {
-				out[string(name)+"/"+string(k)] = string(v)
-				return nil
-			})
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return servicetest.Snapshot(t, e.store.DB())
 }

@@ -42,6 +42,7 @@ func (e *env) state(t testing.TB, u *user, group string) *groupv1.GetEpochStateR
 // later key and cannot send; commits that do not cover exactly the members' active
 // cards are refused.
 func TestEpochs(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "bob", "carol", "dave", "erin")
@@ -195,6 +196,7 @@ func TestEpochs(t *testing.T) {
 // TestConcurrentCommits: of members committing from the same epoch at once, exactly
 // one wins; the others get ABORTED with the winner's commit hash.
 func TestConcurrentCommits(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true, quiet: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "u0", "u1", "u2", "u3", "u4", "u5")
@@ -247,6 +249,7 @@ func TestConcurrentCommits(t *testing.T) {
 // encrypted message is accepted, through the card feed and through the sender card of
 // the message itself.
 func TestCardRotation(t *testing.T) {
+	t.Parallel()
 	t.Run("card feed", func(t *testing.T) {
 		e := newEnv(t, envOptions{})
 		owner, bob, group := e.twoMemberGroup(t)

@@ -11,7 +11,7 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/outbox"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
 // EventType is the messaging Event.type of the group service's events.
@@ -117,17 +117,6 @@ func (s *Server) rotationEvent(tx Tx, g *storagev1.GroupRecord, newly bool) erro
 	}
 	_, reasons := rotationState(g, s.now())
 	return s.toMembers(tx, g, &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_ROTATION_REQUIRED, RotationReasons: reasons})
-}
-
-// deliverLoop delivers the outbox to the messaging service until ctx ends
-// (internal/outbox): at once when a change wrote events, after a failed delivery again
-// with a wait that doubles from 100 ms up to Config.OutboxPoll, and otherwise every
-// OutboxPoll.
-func (s *Server) deliverLoop(ctx context.Context) {
-	if s.events == nil {
-		return // no messaging service: events wait in the outbox
-	}
-	s.outbox().Run(ctx)
 }
 
 // deliverOutbox delivers what the outbox holds and reports whether it emptied it.

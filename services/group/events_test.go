@@ -14,7 +14,7 @@ import (
 
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
 // groupEvents subscribes as u from the start of its inbox and returns the first n
@@ -69,6 +69,7 @@ func kinds(evs []*groupv1.GroupEvent) []groupv1.GroupEventKind {
 // names, through the outbox and the messaging service's streams, with the group's
 // state only for members.
 func TestEventsReachTheRightStreams(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "bob", "carol", "dave", "erin", "frank")
@@ -178,6 +179,7 @@ func (f *flakyEvents) PublishEvent(ctx context.Context, in *messagingv1.PublishE
 // TestOutboxRetries: an event whose delivery fails stays in the outbox and is
 // delivered, once, when the messaging service answers again.
 func TestOutboxRetries(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "bob")
@@ -220,6 +222,7 @@ func TestOutboxRetries(t *testing.T) {
 // (malformed, or its id taken by another event) is dropped from the outbox instead of
 // holding back the events behind it, which are delivered.
 func TestOutboxDropsRefusedEvents(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "bob", "carol")

@@ -10,7 +10,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
 // CheckMembership implements GroupService.

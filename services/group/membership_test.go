@@ -32,6 +32,7 @@ func roleOf(g *groupv1.Group, id string) groupv1.GroupRole {
 // TestMembership: create, read, add, remove, ban, unban, roles, ownership, leave,
 // delete, with their role rules.
 func TestMembership(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "admin", "bob", "carol", "dave", "erin")
@@ -201,6 +202,7 @@ func sorted(s []string) []string { return slices.Sorted(slices.Values(s)) }
 
 // TestJoinRequests: request, approve, decline, list; who may do what.
 func TestJoinRequests(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "admin", "member", "ann", "ben", "cat", "banned")
@@ -285,6 +287,7 @@ func TestJoinRequests(t *testing.T) {
 
 // TestInvitations: invite, accept before expiry, decline, list newest first.
 func TestInvitations(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "member", "ann", "ben", "banned")

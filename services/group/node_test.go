@@ -130,7 +130,8 @@ func (s *stream) nextGroupEvent(t *testing.T, kind groupv1.GroupEventKind) *grou
 // events and messages in the members' Subscribe streams, and the refusal of a removed
 // member's key and of the old epoch.
 func TestWholeNode(t *testing.T) {
-	n := nodetest.Start(t, func(c *node.Config) { c.GroupTuning.CardPollInterval = 50 * time.Millisecond })
+	t.Parallel()
+	n := nodetest.Start(t, func(c *node.Config) { c.Group.CardPollInterval = 50 * time.Millisecond })
 	app := n.NewApp(t)
 	ctx := context.Background()
 	cards := cardv1.NewCardServiceClient(n.Conn())
@@ -249,6 +250,7 @@ func TestWholeNode(t *testing.T) {
 // read a group, and a stale commit whose EpochConflict detail reaches the JSON error
 // body.
 func TestREST(t *testing.T) {
+	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	m := newCardMember(t, context.Background(), app, cardv1.NewCardServiceClient(n.Conn()), "alice")
@@ -290,7 +292,8 @@ func TestREST(t *testing.T) {
 // TestRESTCallRateLimit: past an identity's burst of group calls, the gateway answers
 // 429 with the limit in the JSON error.
 func TestRESTCallRateLimit(t *testing.T) {
-	n := nodetest.Start(t, func(c *node.Config) { c.GroupTuning.CallRate, c.GroupTuning.CallBurst = 0.01, 2 })
+	t.Parallel()
+	n := nodetest.Start(t, func(c *node.Config) { c.Group.CallRate, c.Group.CallBurst = 0.01, 2 })
 	app := n.NewApp(t)
 	token := app.Token(t, app.User(t, "alice"))
 	group := app.Group(t, "rest limit")

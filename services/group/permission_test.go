@@ -17,6 +17,7 @@ import (
 // INVALID_ARGUMENT for the same malformed request, which shows the request really is
 // malformed; and nothing is written either way.
 func TestAdminCallsCheckPermissionFirst(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "admin", "bob", "carol", "outsider")

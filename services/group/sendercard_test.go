@@ -18,6 +18,7 @@ import (
 // (AuthorizeSend marks CARD_CHANGED when a sender's card is not the one its key was
 // wrapped to). A member's own new card still forces the rotation it should.
 func TestSenderCardOfAnotherForcesNoRotation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true}) // no card feed: only messages could mark
 	owner, bob, group := e.twoMemberGroup(t)
 	send := func(card []byte, cmid string) error {

@@ -3,40 +3,24 @@ package group
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"encoding/base32"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/internal/outbox"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
-	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
-
-// Cards is what the group service asks the card service: the members' active cards
-// (to check a commit) and the feed of card changes (to mark rotation required).
-// cardv1.CardServiceClient is one.
-type Cards interface {
-	LookupActiveCards(ctx context.Context, in *cardv1.LookupActiveCardsRequest, opts ...grpc.CallOption) (*cardv1.LookupActiveCardsResponse, error)
-	ListCardEvents(ctx context.Context, in *cardv1.ListCardEventsRequest, opts ...grpc.CallOption) (*cardv1.ListCardEventsResponse, error)
-}
-
-// Events is where the group service delivers its events: the messaging service's
-// PublishEvent. messagingv1.MessagingServiceClient is one.
-type Events = outbox.Publisher
 
 // Server implements umbra.group.v1.GroupService.
 type Server struct {
@@ -56,23 +40,20 @@ type Server struct {
 
 var _ groupv1.GroupServiceServer = (*Server)(nil)
 
-// NewServer returns a Server over store that reaches the card service through cards
-// and delivers events through events. Without cards (nil: no card service configured)
+// New returns a Server over store that reaches the card service through cards and
+// delivers events through events. Without cards (nil: no card service configured)
 // commits and shares are refused as UNAVAILABLE and card changes are not followed;
 // without events, events wait in the outbox. A nil log discards logs.
-func NewServer(store Store, cards Cards, events Events, cfg Config, log *zap.Logger) (*Server, error) {
+func New(store Store, cards Cards, events Events, cfg Config, log *zap.Logger) (*Server, error) {
 	if store == nil {
 		return nil, errors.New("group: no store")
 	}
 	if log == nil {
 		log = zap.NewNop()
 	}
-	cfg = cfg.withDefaults()
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
-	if cfg.Rand == nil {
-		cfg.Rand = rand.Reader
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	calls, err := ratelimit.New(ratelimit.Config{Rate: cfg.CallRate, Burst: cfg.CallBurst, Clock: cfg.Clock})
 	if err != nil {
@@ -83,16 +64,6 @@ func NewServer(store Store, cards Cards, events Events, cfg Config, log *zap.Log
 
 // Register registers the service on g.
 func (s *Server) Register(g grpc.ServiceRegistrar) { groupv1.RegisterGroupServiceServer(g, s) }
-
-// Run runs the background loops until ctx ends: the outbox delivery, the card
-// follower and the sweeper.
-func (s *Server) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){s.deliverLoop, s.followCards, s.sweepLoop} {
-		wg.Go(func() { loop(ctx) })
-	}
-	wg.Wait()
-}
 
 // caller returns the user calling, once the per-identity limit lets the call through.
 // It counts before any other check, so that refused and malformed calls count too.
@@ -329,6 +300,8 @@ func epochCommitView(e *storagev1.GroupEpochRecord) *groupv1.EpochCommit {
 		CommitHash:  e.GetCommitHash(),
 	}
 }
+
+func isNotFound(err error) bool { return errors.Is(err, errs.ErrNotFound) }
 
 // loadAsMember reads the group and the caller's membership, refusing a non-member.
 func loadAsMember(tx Tx, app, group, identity string) (*storagev1.GroupRecord, *storagev1.GroupMemberRecord, error) {

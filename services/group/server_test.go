@@ -18,6 +18,7 @@ import (
 // TestInternalMethods: what the messaging service asks, with the answers it expects
 // (services/messaging/groups.go), and only from services.
 func TestInternalMethods(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	uids := []string{"owner", "m1", "m2", "m3", "m4", "outsider"}
@@ -90,6 +91,7 @@ func TestInternalMethods(t *testing.T) {
 // TestBadInput: malformed requests get INVALID_ARGUMENT with a message naming what is
 // wrong, and write nothing.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "bob")
@@ -252,6 +254,7 @@ func codesOf(err error) codes.Code { return status.Code(err) }
 // malformed calls count; other identities and the services' internal calls are not
 // held back; the bucket refills with time.
 func TestCallRateLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true, cfg: Config{CallRate: 1, CallBurst: 4}})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "alice", "bob")

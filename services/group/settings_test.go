@@ -27,6 +27,7 @@ func (e *env) sendEncrypted(u *user, group, cmid string, epoch uint64) (*messagi
 // TestEncryptionModes: through the real messaging service, REQUIRED refuses plaintext,
 // OFF refuses ciphertext and commits, and switching encryption on requires a new epoch.
 func TestEncryptionModes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "bob", "eve")
@@ -89,6 +90,7 @@ func TestEncryptionModes(t *testing.T) {
 
 // TestRotationPolicy: the message limit and the period mark rotation required.
 func TestRotationPolicy(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true, quiet: true})
 	owner, bob, group := e.twoMemberGroup(t)
 
@@ -165,6 +167,7 @@ func TestRotationPolicy(t *testing.T) {
 // TestHistoryVisibility: CheckMembership tells the messaging service from when a
 // member reads; SetHistoryVisibility is the owner's.
 func TestHistoryVisibility(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "bob")
@@ -191,6 +194,7 @@ func TestHistoryVisibility(t *testing.T) {
 // TestAuthorizeSendCountsEveryMessage: concurrent sends, batched into shared commits,
 // are each counted once.
 func TestAuthorizeSendCountsEveryMessage(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true, quiet: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "bob", "carol", "dave")

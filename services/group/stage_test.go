@@ -41,6 +41,7 @@ func (e *env) stagedCommit(t testing.TB, group string, signer *user, members []*
 // TestStagedCommit: a commit too large for one request goes in chunks; retrying a chunk
 // is harmless; an upload is its owner's, of one epoch, and consumed by the commit.
 func TestStagedCommit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true, quiet: true})
 	a := e.newApp(t)
 	uids := make([]string, 1201)
@@ -119,6 +120,7 @@ func TestStagedCommit(t *testing.T) {
 // TestShareEpochKeys: under SHARED history, members re-share older keys with a
 // newcomer; under SINCE_JOIN they cannot.
 func TestShareEpochKeys(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "bob", "carol", "dave")

@@ -17,7 +17,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
 // Limits of membership statements and of GetMembershipChain.

@@ -22,6 +22,7 @@ import (
 // saying something else than the request is refused with its code, and group.db is
 // left exactly as it was.
 func TestBadStatementsAreRefusedAndWriteNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "admin", "bob", "carol", "dave", "erin")
@@ -175,6 +176,7 @@ func ed25519Sign(kp *e2ee.KeyPair, content []byte) []byte {
 // and invitees read it, others do not; it pages; and verified from the start with
 // pkg/e2ee it yields exactly the service's members.
 func TestMembershipChain(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, true, "owner", "admin", "bob", "carol", "dave", "outsider")
@@ -289,6 +291,7 @@ func TestMembershipChain(t *testing.T) {
 // for; one made before the latest statement (here a role change, which moves the head
 // but not the member list) is refused with the current head, and writes nothing.
 func TestCommitForAnotherHeadIsRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
 	owner, bob, group := e.twoMemberGroup(t)
 	st := e.state(t, owner, group)

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
 const (
@@ -21,9 +21,9 @@ const (
 	testUser2  = "u_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 )
 
-func openTestStore(t *testing.T, path string) Store {
+func openTestStore(t *testing.T, path string) *BoltStore {
 	t.Helper()
-	s, err := OpenStore(path)
+	s, err := OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,6 +33,7 @@ func openTestStore(t *testing.T, path string) Store {
 // TestStoreMembersAndKeys: a member's keys and index entry go with it, and other
 // groups' records are untouched.
 func TestStoreMembersAndKeys(t *testing.T) {
+	t.Parallel()
 	s := openTestStore(t, filepath.Join(t.TempDir(), "group.db"))
 	defer s.Close()
 	key := func(epoch uint64) *storagev1.GroupEpochKeyRecord {
@@ -90,6 +91,7 @@ func TestStoreMembersAndKeys(t *testing.T) {
 // TestStoreDueAndOutbox: the rotation_due index in time order, the outbox in sequence
 // order, and the card cursor survive a reopen.
 func TestStoreDueAndOutbox(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "group.db")
 	s := openTestStore(t, path)
 	now := time.Now()
@@ -143,6 +145,7 @@ func TestStoreDueAndOutbox(t *testing.T) {
 // first; a renewal moves an invitation's entry and a deletion removes it; and a file
 // written before the index existed gets it built when opened.
 func TestStaleInvitationsByExpiry(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "group.db")
 	s := openTestStore(t, path)
 	now := time.Unix(1_800_000_000, 0)

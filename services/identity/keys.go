@@ -10,10 +10,10 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	identitystoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/identity/v1"
 )
 
-func (s *Server) newSigningKey() (*storagev1.SigningKeyRecord, error) {
+func (s *Server) newSigningKey() (*identitystoragev1.SigningKeyRecord, error) {
 	id, err := s.randomID(10)
 	if err != nil {
 		return nil, err
@@ -22,7 +22,7 @@ func (s *Server) newSigningKey() (*storagev1.SigningKeyRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &storagev1.SigningKeyRecord{KeyId: id, Seed: seed, CreatedAt: timestamppb.New(s.now())}, nil
+	return &identitystoragev1.SigningKeyRecord{KeyId: id, Seed: seed, CreatedAt: timestamppb.New(s.now())}, nil
 }
 
 // loadSigner caches the active signing key.
@@ -60,7 +60,7 @@ func (s *Server) publishedKeys() ([]*identityv1.SigningKey, error) {
 	return out, nil
 }
 
-func signingKeyView(r *storagev1.SigningKeyRecord) *identityv1.SigningKey {
+func signingKeyView(r *identitystoragev1.SigningKeyRecord) *identityv1.SigningKey {
 	return &identityv1.SigningKey{
 		KeyId:       r.GetKeyId(),
 		Algorithm:   auth.Algorithm,

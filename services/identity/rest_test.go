@@ -40,6 +40,7 @@ func (e *env) rest(t *testing.T, method, path, bearer, body string) (int, map[st
 // TestRESTFlow walks the identity service's REST routes as an app backend and a client
 // would, with protojson's camelCase names.
 func TestRESTFlow(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	code, app := e.rest(t, "POST", "/v1/apps", testAdmin, `{"displayName": "rest app"}`)
 	if code != http.StatusOK {
@@ -84,6 +85,7 @@ func TestRESTFlow(t *testing.T) {
 // TestRESTBadRequests: each refusal has the right HTTP status, says what was wrong, and
 // writes nothing.
 func TestRESTBadRequests(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	_, key := e.newApp(t, "A")
 	alice := e.user(t, key, "alice")

@@ -27,6 +27,7 @@ func wantCode(t *testing.T, err error, code codes.Code, msg string) {
 }
 
 func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	appID, key := e.newApp(t, "app one")
 	second, err := e.client.CreateAppKey(as(testAdmin), &identityv1.CreateAppKeyRequest{AppId: appID})
@@ -269,6 +270,7 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 }
 
 func TestAppsTokensAndIdentities(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	appA, keyA := e.newApp(t, "A")
 	appB, keyB := e.newApp(t, "B")
@@ -349,6 +351,7 @@ func TestAppsTokensAndIdentities(t *testing.T) {
 }
 
 func TestRevokeTokensLogsOutEverywhereInOneAppOnly(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	_, keyA := e.newApp(t, "A")
 	_, keyB := e.newApp(t, "B")
@@ -391,6 +394,7 @@ func TestRevokeTokensLogsOutEverywhereInOneAppOnly(t *testing.T) {
 }
 
 func TestSigningKeyRotationKeepsOldTokensValid(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	_, key := e.newApp(t, "A")
 	alice := e.user(t, key, "alice")

@@ -16,13 +16,13 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/errs/errstatus"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )
 
 // codeOf is the gRPC code of a status or of a domain error.
 func codeOf(err error) codes.Code {
-	c, _ := errs.Code(err)
+	c, _ := errstatus.Code(err)
 	return c
 }
 
@@ -84,6 +84,7 @@ func (f *forger) sign(c *auth.Claims) string {
 }
 
 func TestAccessTokenAttacksAreRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	appID, key := e.newApp(t, "A")
 	alice := e.user(t, key, "alice")
@@ -220,6 +221,7 @@ func TestAccessTokenAttacksAreRefused(t *testing.T) {
 // grant with another audience, type or lifetime, expired, or signed by an unknown key)
 // is refused as a grant.
 func TestResetGrants(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	appID, key := e.newApp(t, "A")
 	alice := e.user(t, key, "alice")
@@ -303,6 +305,7 @@ func TestResetGrants(t *testing.T) {
 // TestRevocationFeedOverGRPC follows the feed the way other services do: over gRPC with
 // the service token, within the poll bound, and failing closed when it goes stale.
 func TestRevocationFeedOverGRPC(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	appID, key := e.newApp(t, "A")
 	alice, bob := e.user(t, key, "alice"), e.user(t, key, "bob")

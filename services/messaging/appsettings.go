@@ -9,7 +9,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // App settings are the messaging service's own, in messaging.db: the send path reads
@@ -37,7 +37,7 @@ func (s *Server) UpdateAppSettings(_ context.Context, req *messagingv1.UpdateApp
 	if req.GetSettings() == nil {
 		return nil, errs.Invalidf("settings is missing: send the app's settings, which replace the stored ones")
 	}
-	rec := &storagev1.MessagingAppSettingsRecord{
+	rec := &messagingstoragev1.MessagingAppSettingsRecord{
 		AppId:                req.GetAppId(),
 		AllowPlaintextDirect: req.GetSettings().GetAllowPlaintextDirect(),
 		UpdatedAt:            timestamppb.New(s.now()),
@@ -50,10 +50,10 @@ func (s *Server) UpdateAppSettings(_ context.Context, req *messagingv1.UpdateApp
 }
 
 // appSettings returns an app's stored settings, or the defaults (an empty record).
-func (s *Server) appSettings(app string) (*storagev1.MessagingAppSettingsRecord, error) {
+func (s *Server) appSettings(app string) (*messagingstoragev1.MessagingAppSettingsRecord, error) {
 	rec, err := s.store.AppSettings(app)
 	if notFound(err) {
-		return &storagev1.MessagingAppSettingsRecord{AppId: app}, nil
+		return &messagingstoragev1.MessagingAppSettingsRecord{AppId: app}, nil
 	}
 	return rec, err
 }
@@ -71,6 +71,6 @@ func (s *Server) checkPlaintextDirect(app string) error {
 	return nil
 }
 
-func settingsView(rec *storagev1.MessagingAppSettingsRecord) *messagingv1.AppSettings {
+func settingsView(rec *messagingstoragev1.MessagingAppSettingsRecord) *messagingv1.AppSettings {
 	return &messagingv1.AppSettings{AllowPlaintextDirect: rec.GetAllowPlaintextDirect(), UpdatedAt: rec.GetUpdatedAt()}
 }

@@ -14,6 +14,7 @@ import (
 // app's settings allow them, which only the operator (admin credential) changes, per
 // app; the setting is durable and takes effect from the next message.
 func TestPlaintextDirectNeedsAppSetting(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	e := newEnv(t, envOptions{dir: dir})
 	a, b := e.newApp(t), e.newApp(t)
@@ -74,6 +75,7 @@ func TestPlaintextDirectNeedsAppSetting(t *testing.T) {
 // settings; malformed requests are refused; nothing is written either way. Over REST
 // too.
 func TestAppSettingsRefusals(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t)
 	alice := e.newUsers(t, a, "alice")[0]

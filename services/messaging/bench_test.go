@@ -18,7 +18,7 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // The write-path benchmarks: benchSenders goroutines each send benchEnvelope-byte
@@ -159,7 +159,7 @@ func benchRaw(b *testing.B) float64 {
 
 // benchCommitter returns the committer's rate for b.N messages.
 func benchCommitter(b *testing.B, randomIDs bool) float64 {
-	store, err := OpenStore(filepath.Join(b.TempDir(), "messaging.db"), StoreOptions{})
+	store, err := OpenBoltStore(filepath.Join(b.TempDir(), "messaging.db"), StoreOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func benchCommitter(b *testing.B, randomIDs bool) float64 {
 				}
 				op := &Op{Send: &SendOp{
 					AppID: app, Sender: sender, ConversationID: conv, Kind: kindDirect,
-					ClientMessageID: cmid, MessageKind: storagev1.StoredMessageKind_STORED_MESSAGE_KIND_ENCRYPTED,
+					ClientMessageID: cmid, MessageKind: messagingstoragev1.StoredMessageKind_STORED_MESSAGE_KIND_ENCRYPTED,
 					SenderCardID: card, Envelope: env, Recipients: sortedPair(sender, peer),
 				}}
 				if err := c.submit(ctx, op); err != nil || op.Err != nil {

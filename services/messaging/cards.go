@@ -12,15 +12,9 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/errs/errstatus"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 )
-
-// Cards is what the messaging service asks the card service: whose card an ENCRYPTED
-// message's sender_card_id is. Errors are returned as the card service gave them (a
-// gRPC status); a card service that cannot answer gives an errs.ErrUnavailable.
-type Cards interface {
-	LookupCardOwner(ctx context.Context, req *cardv1.LookupCardOwnerRequest) (*cardv1.LookupCardOwnerResponse, error)
-}
 
 // Defaults of Config for the sender card check.
 const (
@@ -146,7 +140,7 @@ func (s *Server) checkSenderCard(ctx context.Context, p *auth.Principal, cardID 
 	o, known := s.cards.cache.get(key)
 	if !known || !o.revoked && now.Sub(o.checked) >= s.cfg.CardRecheck {
 		resp, err := s.cards.LookupCardOwner(ctx, &cardv1.LookupCardOwnerRequest{AppId: p.AppID, CardId: cardID})
-		code, _ := errs.Code(err)
+		code, _ := errstatus.Code(err)
 		switch {
 		case err == nil:
 			o = cardOwner{identity: resp.GetIdentity(), revoked: resp.GetStatus() == cardv1.CardStatus_CARD_STATUS_REVOKED, checked: now}

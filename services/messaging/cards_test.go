@@ -77,6 +77,7 @@ func newCountingCards(t *testing.T) (*countingCards, func(addr string)) {
 // the sender's superseded card is accepted (messages written before a rotation); a
 // known card costs no call to the card service until its status is due for a recheck.
 func TestSenderCardIsTheSenders(t *testing.T) {
+	t.Parallel()
 	cards, connect := newCountingCards(t)
 	e := newEnv(t, envOptions{cards: cards})
 	connect(e.conn.Target())
@@ -166,6 +167,7 @@ func TestSenderCardIsTheSenders(t *testing.T) {
 // TestSenderCardWithoutCardService: a server without a card service refuses every
 // ENCRYPTED message as UNAVAILABLE, since no sender card can be checked.
 func TestSenderCardWithoutCardService(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{cards: noCards{}})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	_, err := e.client.Send(us[0].ctx(), us[0].sendReq(us[1].identity, "1", "x"))
@@ -174,6 +176,7 @@ func TestSenderCardWithoutCardService(t *testing.T) {
 
 // TestCardCacheIsBounded: the cache keeps at most its size, the cards in use stay.
 func TestCardCacheIsBounded(t *testing.T) {
+	t.Parallel()
 	c := newCardCache(4)
 	c.put("hot", cardOwner{identity: "h"})
 	for i := range 100 {

@@ -228,11 +228,11 @@ func (c *committer) drain(carry *request) {
 // request over the bounds is returned to start the next batch.
 func (c *committer) collect(first *request) (batch []*request, carry *request) {
 	batch = append(make([]*request, 0, 64), first)
-	entries, bytes := first.op.cost()
+	entries, bytes := first.op.Cost()
 	for len(batch) < maxBatchOps {
 		select {
 		case r := <-c.queue:
-			e, b := r.op.cost()
+			e, b := r.op.Cost()
 			if entries+e > maxBatchEntries || bytes+b > maxBatchBytes {
 				return batch, r
 			}

@@ -11,7 +11,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 const (
@@ -28,8 +28,8 @@ const (
 var b32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
 const (
-	kindDirect = storagev1.ConversationRecordKind_CONVERSATION_RECORD_KIND_DIRECT
-	kindGroup  = storagev1.ConversationRecordKind_CONVERSATION_RECORD_KIND_GROUP
+	kindDirect = messagingstoragev1.ConversationRecordKind_CONVERSATION_RECORD_KIND_DIRECT
+	kindGroup  = messagingstoragev1.ConversationRecordKind_CONVERSATION_RECORD_KIND_GROUP
 )
 
 // directID is the id of the direct conversation of two identities of an app: the same
@@ -50,7 +50,7 @@ func directID(app, a, b string) string {
 type target struct {
 	// id is the canonical id: "d_..." or "g_...".
 	id   string
-	kind storagev1.ConversationRecordKind
+	kind messagingstoragev1.ConversationRecordKind
 	// peer and participants (sorted) are set for a direct conversation.
 	peer         string
 	participants []string

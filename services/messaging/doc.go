@@ -14,13 +14,14 @@
 // refused request writes nothing and fails no other; only a storage error fails the
 // batch, and then nothing of it is committed.
 //
-// The store (BoltStore) appends each message or event to a log, with its fan-out (the
-// inbox sequence each recipient got), in that transaction: a batch writes a few
-// sequential pages, close to bbolt's raw rate. The indexes that find an entry by
-// conversation and sequence, by inbox and sequence, by idempotency key and by expiry
-// are kept in memory (memIndex) and written in bulk, in key order, with a later batch,
-// every DefaultFlushEntries entries or DefaultFlushAge; reads merge both. After a crash,
-// opening the store rebuilds the missing index entries from the log.
+// The service sees its store through the Store interface (store.go). Its engine, the
+// package internal/msgstore (BoltStore, opened by OpenBoltStore), appends each message
+// or event to a log, with its fan-out (the inbox sequence each recipient got), in that
+// transaction: a batch writes a few sequential pages, close to bbolt's raw rate. The
+// indexes that find an entry by conversation and sequence, by inbox and sequence, by
+// idempotency key and by expiry are kept in memory and written in bulk, in key order,
+// with a later batch; reads merge both. After a crash, opening the store rebuilds the
+// missing index entries from the log.
 //
 // # Streams
 //

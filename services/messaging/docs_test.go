@@ -11,6 +11,7 @@ import (
 // TestOperationsStatesTheRetentionDefault: docs/operations.md says what --retention
 // defaults to, as `umbra serve -h` prints it.
 func TestOperationsStatesTheRetentionDefault(t *testing.T) {
+	t.Parallel()
 	doc, err := os.ReadFile("../../docs/operations.md")
 	if err != nil {
 		t.Fatal(err)

@@ -3,27 +3,17 @@ package messaging
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http/httptest"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/umbra-e2ee/umbra/internal/servicetest"
-
-	"github.com/umbra-e2ee/umbra/internal/clocktest"
-
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
-	"github.com/umbra-e2ee/umbra/gateway"
-	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/internal/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/clocktest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest/identitytest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
@@ -33,11 +23,18 @@ import (
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/card"
 	"github.com/umbra-e2ee/umbra/services/group"
+	"github.com/umbra-e2ee/umbra/services/identity"
 )
 
 const (
-	testAdmin        = "test-admin-credential-0123456789"
-	testServiceToken = "test-service-token-0123456789"
+	testAdmin        = servicetest.Admin
+	testServiceToken = servicetest.ServiceToken
+)
+
+// The helpers every service's tests share.
+var (
+	as       = servicetest.As
+	wantCode = servicetest.WantCode
 )
 
 // clock is the settable time source the servers and the token verifier share.
@@ -90,37 +87,30 @@ type envOptions struct {
 
 func newEnv(t testing.TB, opts envOptions) *env {
 	t.Helper()
-	log := servicetest.Log(t, opts.quiet)
-	if opts.dir == "" {
-		opts.dir = t.TempDir()
-	}
-	if opts.clock == nil {
-		opts.clock = clocktest.New(time.Now().Truncate(time.Second))
-	}
-	clk := opts.clock
-	ids, idStore := servicetest.Identity(t, opts.dir, clk.Now, log)
-	store, err := OpenStore(filepath.Join(opts.dir, "messaging.db"), opts.store)
+	n := servicetest.NewEnv(t, servicetest.Options{Dir: opts.dir, Clock: opts.clock, Quiet: opts.quiet})
+	log, clk := n.Log, n.Clock
+	opts.dir = n.Dir
+	ids := identitytest.Start(t, n)
+	store, err := OpenBoltStore(filepath.Join(opts.dir, "messaging.db"), opts.store)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cardStore, err := card.OpenStore(filepath.Join(opts.dir, "card.db"))
+	// closeStore is how the env closes the store when it stops; crash swaps it.
+	closeStore := store.Close
+	n.OnStop(func() error { return closeStore() })
+	if !opts.damaged {
+		n.Verify("messaging.db", Verify)
+	}
+	cardStore, err := card.OpenBoltStore(filepath.Join(opts.dir, "card.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.OnStop(cardStore.Close)
 	cards, err := card.New(cardStore, card.Config{Clock: clk.Now}, log.Named("card"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs, table := servicetest.NewServer(t, servicetest.Config{Identity: ids, Now: clk.Now, Log: log, Admin: testAdmin, ServiceToken: testServiceToken}, card.Policies(), group.Policies(), Policies())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	peerConn, err := grpcclient.Dial(grpcclient.Config{Addr: addr, ServiceToken: testServiceToken})
-	if err != nil {
-		t.Fatal(err)
-	}
+	peerConn := n.DialPeer(grpcclient.Config{})
 	cfg := opts.cfg
 	cfg.Clock = clk.Now
 	cfg.Revocations = ids // streams end when their token is revoked
@@ -132,104 +122,46 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if opts.cards != nil {
 		senderCards = opts.cards
 	}
-	srv, err := New(store, groups, senderCards, cfg, log.Named("messaging"))
+	srv, err := New(store, senderCards, groups, cfg, log.Named("messaging"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids.Register(gs.Server)
-	cards.Register(gs.Server)
-	srv.Register(gs.Server)
 	var fake *fakeGroupService
+	var groupService groupv1.GroupServiceServer
 	if opts.fakeGroups {
 		fake = newFakeGroupService()
-		groupv1.RegisterGroupServiceServer(gs.Server, fake)
+		groupService = fake
 	} else {
 		// A group service that answers Unimplemented, as one of an older version
 		// would: group conversations must be refused, never allowed by default.
-		groupv1.RegisterGroupServiceServer(gs.Server, unimplementedGroups{})
+		groupService = unimplementedGroups{}
 	}
-	if err := grpcserver.CheckPolicies(gs.Server, table); err != nil {
-		t.Fatal(err)
-	}
-	serveCtx, stopServe := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() { gs.Serve(serveCtx, lis); close(served) }()
-	runCtx, stopRun := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { srv.Run(runCtx); close(ran) }()
-
-	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	up := map[string]grpcclient.Config{}
-	for _, s := range gateway.Services() {
-		up[s] = grpcclient.Config{Addr: addr}
-	}
-	g, err := gateway.New(serveCtx, gateway.Config{Upstreams: up}, log.Named("gateway"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(g.Handler())
-	var once sync.Once
-	shutdown := func(closeStore func() error) {
-		once.Do(func() {
-			hs.Close()
-			g.Close()
-			conn.Close()
-			stopRun()
-			<-ran
-			stopServe()
-			<-served
-			peerConn.Close()
-			if err := closeStore(); err != nil {
-				t.Errorf("close store: %v", err)
-			}
-			cardStore.Close()
-			idStore.Close()
-			if !opts.damaged {
-				servicetest.VerifyStores(t, opts.dir, map[string]func(string) (*boltdb.Report, error){"messaging.db": Verify})
-			}
-		})
-	}
-	e := &env{
+	registerGroups := func(g grpc.ServiceRegistrar) { groupv1.RegisterGroupServiceServer(g, groupService) }
+	n.Serve(ids, []auth.Table{identity.Policies(), card.Policies(), group.Policies(), Policies()}, ids.Register, cards.Register, srv.Register, registerGroups)
+	n.Run(srv.Run)
+	conn := n.Dial()
+	return &env{
 		dir: opts.dir, store: store, srv: srv, clock: clk, groups: fake, conn: conn,
 		client: messagingv1.NewMessagingServiceClient(conn), ids: identityv1.NewIdentityServiceClient(conn),
 		cards:   cardv1.NewCardServiceClient(conn),
-		httpURL: hs.URL,
-		stop:    func() { shutdown(store.Close) },
+		httpURL: n.Gateway(),
+		stop:    n.Stop,
 		// crash stops without writing down the index entries still in memory, as a
 		// killed process would leave the file.
-		crash: func() { shutdown(store.db.Close) },
+		crash: func() { closeStore = store.DB().Close; n.Stop() },
 	}
-	t.Cleanup(e.stop)
-	return e
-}
-
-// as returns ctx carrying cred as the bearer credential.
-func as(cred string) context.Context {
-	ctx := context.Background()
-	if cred == "" {
-		return ctx
-	}
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+cred)
 }
 
 // asService returns ctx carrying the service credential.
-func asService() context.Context {
-	return metadata.AppendToOutgoingContext(context.Background(), auth.ServiceTokenHeader, testServiceToken)
-}
+func asService() context.Context { return servicetest.AsService(testServiceToken) }
 
 // app is an app and its API key.
 type app struct{ id, key string }
 
 func (e *env) newApp(t testing.TB) app {
 	t.Helper()
-	resp, err := e.ids.CreateApp(as(testAdmin), &identityv1.CreateAppRequest{DisplayName: "test app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return app{id: resp.GetApp().GetAppId(), key: resp.GetApiKey()}
+	id, key := servicetest.NewApp(t, e.ids, "test app")
+	return app{id: id, key: key}
 }
 
 // user is an identity of an app with an access token and a published card.
@@ -248,13 +180,9 @@ func (u user) ctx() context.Context { return as(u.token) }
 // user resolved before keeps its active card).
 func (e *env) newUsers(t testing.TB, a app, uids ...string) []user {
 	t.Helper()
-	resp, err := e.ids.ResolveIdentities(as(a.key), &identityv1.ResolveIdentitiesRequest{Uids: uids})
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := make([]user, len(uids))
-	for i, uid := range uids {
-		out[i] = user{app: a, identity: resp.GetUsers()[uid]}
+	for i, id := range servicetest.Resolve(t, e.ids, a.key, uids...) {
+		out[i] = user{app: a, identity: id}
 		out[i].token = e.token(t, out[i], 0)
 		out[i].card = e.activeCard(t, out[i])
 	}
@@ -315,15 +243,7 @@ func (e *env) publishCard(t testing.TB, u user, previous []byte) []byte {
 // token issues an access token for u, valid for ttl (0: the default).
 func (e *env) token(t testing.TB, u user, ttl time.Duration) string {
 	t.Helper()
-	req := &identityv1.IssueTokenRequest{Identity: u.identity}
-	if ttl > 0 {
-		req.Ttl = durationOf(ttl)
-	}
-	tok, err := e.ids.IssueToken(as(u.app.key), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok.GetAccessToken()
+	return servicetest.Token(t, e.ids, u.app.key, u.identity, ttl)
 }
 
 // groupID resolves an app's group id.
@@ -364,7 +284,7 @@ func (e *env) send(t testing.TB, u user, conv, cmid, body string) *messagingv1.S
 func (e *env) flush(t testing.TB) {
 	t.Helper()
 	var err error
-	if derr := e.srv.commit.do(context.Background(), func() { err = e.store.flushAll() }); derr != nil || err != nil {
+	if derr := e.srv.commit.do(context.Background(), func() { err = e.store.FlushAll() }); derr != nil || err != nil {
 		t.Fatal(derr, err)
 	}
 }
@@ -375,43 +295,21 @@ func (e *env) flush(t testing.TB) {
 func (e *env) snapshot(t testing.TB) map[string]string {
 	t.Helper()
 	e.flush(t)
-	out := map[string]string{}
-	err := e.store.DB().View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			out[string(name)+"#sequence"] = strconv.FormatUint(b.Sequence(), 10)
-			return b.ForEach(func(k, v []byte) error {
-				out[string(name)+"/"+string(k)] = string(v)
-				return nil
-			})
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return servicetest.SnapshotWithSequences(t, e.store.DB())
 }
 
 // bucketLen counts the keys of one bucket of messaging.db.
-func (e *env) bucketLen(t testing.TB, name []byte) int {
+func (e *env) bucketLen(t testing.TB, name string) int {
 	t.Helper()
 	n := 0
 	err := e.store.DB().View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(name).Stats().KeyN
+		n = tx.Bucket([]byte(name)).Stats().KeyN
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// wantCode fails the test unless err has code and a message containing msg.
-func wantCode(t testing.TB, err error, code codes.Code, msg string) {
-	t.Helper()
-	st, _ := status.FromError(err)
-	if st.Code() != code || !containsFold(st.Message(), msg) {
-		t.Errorf("got %v %q; want %v with %q", st.Code(), st.Message(), code, msg)
-	}
 }
 
 // history returns every message of conv as u sees it, oldest first.

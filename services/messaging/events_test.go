@@ -18,6 +18,7 @@ const groupEventType = "umbra.group.v1.GroupEvent"
 // TestPublishEvent: an event reaches every recipient's stream once; a retry delivers
 // nothing again; another event under the same id is refused.
 func TestPublishEvent(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, "alice", "bob", "carol")
@@ -87,6 +88,7 @@ func TestPublishEvent(t *testing.T) {
 // TestPublishEventRefusals: each bad request is refused with what was wrong, and
 // writes nothing; only services may publish.
 func TestPublishEventRefusals(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t)
 	alice := e.newUsers(t, a, "alice")[0]
@@ -134,6 +136,7 @@ func TestPublishEventRefusals(t *testing.T) {
 
 // TestPublishEventFanOut delivers one event to 10,000 identities in one transaction.
 func TestPublishEventFanOut(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{quiet: true})
 	a := e.newApp(t)
 	alice := e.newUsers(t, a, "alice")[0]
@@ -147,7 +150,7 @@ func TestPublishEventFanOut(t *testing.T) {
 		t.Fatalf("publish: %v, %v", resp, err)
 	}
 	e.flush(t)
-	if n := e.bucketLen(t, bucketInbox); n != MaxEventRecipients {
+	if n := e.bucketLen(t, "inbox"); n != MaxEventRecipients {
 		t.Errorf("%d inbox items, want %d", n, MaxEventRecipients)
 	}
 	items, _ := e.subscribe(t, alice, ptr(uint64(0)), 0).untilCaughtUp(t)
@@ -160,6 +163,7 @@ func TestPublishEventFanOut(t *testing.T) {
 // idempotency keys once they expire, in bounded transactions, and never a sequence:
 // conversations and inboxes go on numbering where they were.
 func TestRetention(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{Retention: time.Hour}})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, "alice", "bob")
@@ -207,7 +211,7 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("second sweep: %d, %v; want 3", n, err)
 	}
 	e.flush(t)
-	for _, b := range [][]byte{bucketLog, bucketFanout, bucketMessages, bucketInbox, bucketIdempotency, bucketEvents, bucketExpiry} {
+	for _, b := range []string{"log", "fanout", "messages", "inbox", "idempotency", "events", "expiry"} {
 		if n := e.bucketLen(t, b); n != 0 {
 			t.Errorf("%s holds %d entries after everything expired", b, n)
 		}
@@ -227,6 +231,7 @@ func TestRetention(t *testing.T) {
 // TestRetentionSweepsInBoundedTransactions: more expired entries than one transaction
 // may delete are deleted over several.
 func TestRetentionSweepsInBoundedTransactions(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{quiet: true, cfg: Config{Retention: time.Minute, SendRate: 1e6, SendBurst: 1e6}})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, "alice", "bob")
@@ -247,6 +252,7 @@ func TestRetentionSweepsInBoundedTransactions(t *testing.T) {
 
 // TestSweeperRuns: the background sweeper deletes expired messages by itself.
 func TestSweeperRuns(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{Retention: time.Minute, SweepInterval: 20 * time.Millisecond}})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	e.longLived(t, us...)

@@ -15,16 +15,6 @@ import (
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 )
 
-// Groups is what the messaging service asks the group service, the authority on who may
-// send to and read a group conversation. Errors are returned as the group service gave
-// them (a gRPC status, with its details), so they reach the client unchanged; a group
-// service that cannot answer gives an errs.ErrUnavailable.
-type Groups interface {
-	AuthorizeSend(ctx context.Context, req *groupv1.AuthorizeSendRequest) (*groupv1.AuthorizeSendResponse, error)
-	CheckMembership(ctx context.Context, req *groupv1.CheckMembershipRequest) (*groupv1.CheckMembershipResponse, error)
-	ListMemberIdentities(ctx context.Context, req *groupv1.ListMemberIdentitiesRequest) (*groupv1.ListMemberIdentitiesResponse, error)
-}
-
 // DefaultGroupTimeout bounds each call to the group service.
 const DefaultGroupTimeout = 5 * time.Second
 
@@ -112,6 +102,9 @@ func (n noGroups) ListMemberIdentities(context.Context, *groupv1.ListMemberIdent
 // maxGroupMembers bounds a member list read from the group service (whose own limit is
 // 10,000 by default, configurable).
 const maxGroupMembers = 100_000
+
+// defaultMemberCacheIDs bounds the identities of the member lists the service keeps.
+const defaultMemberCacheIDs = 1_000_000
 
 // memberCache keeps groups' member lists by membership version, so that a group's
 // messages are fanned out without listing its members every time. It holds at most

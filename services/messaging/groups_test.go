@@ -24,6 +24,7 @@ func (u user) groupReq(group, cmid, body string, epoch uint64) *messagingv1.Send
 // to every member's inbox; its refusals reach the client unchanged, EpochRequired
 // detail included; history visibility follows the membership.
 func TestGroupConversation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{fakeGroups: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, "alice", "bob", "carol", "dave", "erin")
@@ -171,6 +172,7 @@ func TestGroupConversation(t *testing.T) {
 // TestGroupsWithoutGroupService: until the group service answers, group conversations
 // are refused, never allowed by default, and nothing is stored.
 func TestGroupsWithoutGroupService(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		groups Groups

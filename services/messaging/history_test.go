@@ -41,6 +41,7 @@ func equalSeqs(a, b []uint64) bool { return fmt.Sprint(a) == fmt.Sprint(b) }
 // TestHistoryPaging pages backwards and forwards, with tokens, through messages whose
 // index entries are partly written down and partly still in memory.
 func TestHistoryPaging(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{quiet: true, cfg: Config{SendRate: 1e6, SendBurst: 1e6}, store: StoreOptions{FlushEntries: 1 << 30, FlushAge: time.Hour}})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob", "carol")
 	alice, bob, carol := us[0], us[1], us[2]
@@ -137,6 +138,7 @@ func TestHistoryPaging(t *testing.T) {
 
 // TestHistoryByteCap: a page stops at 2 MiB of envelopes.
 func TestHistoryByteCap(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{quiet: true})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	big := strings.Repeat("b", 200<<10)
@@ -159,6 +161,7 @@ func TestHistoryByteCap(t *testing.T) {
 // TestCursors: cursors only move forwards, read moves delivered, values above the
 // latest sequence are refused, and a peer sees the other's cursors.
 func TestCursors(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob", "carol")
 	alice, bob, carol := us[0], us[1], us[2]
@@ -224,6 +227,7 @@ func TestCursors(t *testing.T) {
 
 // TestListConversations pages through the caller's conversations in id order.
 func TestListConversations(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, "alice", "p0", "p1", "p2", "p3", "p4")

@@ -6,7 +6,7 @@ import (
 	"sync"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // notifier wakes the streams of an identity when its inbox grows. It keeps, per (app,
@@ -59,13 +59,13 @@ type recentCache struct {
 	budget int64
 	bytes  int64
 	order  list.List // of *cachedRecord, the oldest at the front
-	byRec  map[*storagev1.MessagingLogRecord]*list.Element
+	byRec  map[*messagingstoragev1.MessagingLogRecord]*list.Element
 }
 
 // cachedRecord is one record kept by refs watches. holders are the watches it was
 // given to, some of which may have let it go since.
 type cachedRecord struct {
-	rec     *storagev1.MessagingLogRecord
+	rec     *messagingstoragev1.MessagingLogRecord
 	size    int64
 	refs    int
 	holders []*watch
@@ -79,7 +79,7 @@ func newNotifier(maxStreams int, cacheBytes int64) *notifier {
 	return &notifier{
 		max:     maxStreams,
 		watches: map[string]*watch{},
-		cache:   recentCache{budget: max(cacheBytes, 0), byRec: map[*storagev1.MessagingLogRecord]*list.Element{}},
+		cache:   recentCache{budget: max(cacheBytes, 0), byRec: map[*messagingstoragev1.MessagingLogRecord]*list.Element{}},
 	}
 }
 
@@ -154,13 +154,13 @@ func (n *notifier) remember(w *watch, items []InboxItem) {
 		n.forget(w, k)
 	}
 	for _, it := range items {
-		if int64(it.size())+recordOverhead > n.cache.budget {
+		if int64(it.Size())+recordOverhead > n.cache.budget {
 			n.forget(w, len(w.recent))
 			continue
 		}
 		w.recent = append(w.recent, it)
-		w.recentSize += it.size()
-		n.cache.hold(it.Record, int64(it.size())+recordOverhead, w)
+		w.recentSize += it.Size()
+		n.cache.hold(it.Record, int64(it.Size())+recordOverhead, w)
 	}
 	for len(w.recent) > recentItems || len(w.recent) > 1 && w.recentSize > recentBytes {
 		n.forget(w, 1)
@@ -170,7 +170,7 @@ func (n *notifier) remember(w *watch, items []InboxItem) {
 // forget drops the oldest k items of w.recent.
 func (n *notifier) forget(w *watch, k int) {
 	for i := range k {
-		w.recentSize -= w.recent[i].size()
+		w.recentSize -= w.recent[i].Size()
 		n.cache.release(w.recent[i].Record)
 		w.recent[i] = InboxItem{} // let the record go
 	}
@@ -199,7 +199,7 @@ func (n *notifier) evict() {
 }
 
 // hold counts one more watch keeping rec, of size bytes.
-func (c *recentCache) hold(rec *storagev1.MessagingLogRecord, size int64, w *watch) {
+func (c *recentCache) hold(rec *messagingstoragev1.MessagingLogRecord, size int64, w *watch) {
 	e, ok := c.byRec[rec]
 	if !ok {
 		e = c.order.PushBack(&cachedRecord{rec: rec, size: size})
@@ -212,7 +212,7 @@ func (c *recentCache) hold(rec *storagev1.MessagingLogRecord, size int64, w *wat
 }
 
 // release counts one watch fewer keeping rec, and forgets it when none does.
-func (c *recentCache) release(rec *storagev1.MessagingLogRecord) {
+func (c *recentCache) release(rec *messagingstoragev1.MessagingLogRecord) {
 	e, ok := c.byRec[rec]
 	if !ok {
 		return

@@ -5,15 +5,15 @@ import (
 	"strings"
 	"testing"
 
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // items returns inbox items from..to (inclusive) with envelopes of size bytes.
 func items(from, to uint64, size int) []InboxItem {
 	var out []InboxItem
 	for seq := from; seq <= to; seq++ {
-		rec := &storagev1.MessagingLogRecord{Entry: &storagev1.MessagingLogRecord_Message{
-			Message: &storagev1.StoredMessage{Sequence: seq, Envelope: []byte(strings.Repeat("x", size))},
+		rec := &messagingstoragev1.MessagingLogRecord{Entry: &messagingstoragev1.MessagingLogRecord_Message{
+			Message: &messagingstoragev1.StoredMessage{Sequence: seq, Envelope: []byte(strings.Repeat("x", size))},
 		}}
 		out = append(out, InboxItem{Sequence: seq, Record: rec})
 	}
@@ -32,6 +32,7 @@ func itemSeqs(its []InboxItem) []uint64 {
 // its bounds, hands out only a run that reaches the latest sequence without a gap, and
 // answers nil (read the store) otherwise.
 func TestNotifierRecent(t *testing.T) {
+	t.Parallel()
 	n := newNotifier(4, DefaultDeliveryCacheBytes)
 	w, err := n.open("app", "u")
 	if err != nil {
@@ -87,13 +88,13 @@ func TestNotifierRecent(t *testing.T) {
 func heldBytes(n *notifier) int64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	seen := map[*storagev1.MessagingLogRecord]bool{}
+	seen := map[*messagingstoragev1.MessagingLogRecord]bool{}
 	var total int64
 	for _, w := range n.watches {
 		for _, it := range w.recent {
 			if !seen[it.Record] {
 				seen[it.Record] = true
-				total += int64(it.size()) + recordOverhead
+				total += int64(it.Size()) + recordOverhead
 			}
 		}
 	}
@@ -119,6 +120,7 @@ func checkRuns(t *testing.T, n *notifier) {
 // many there are, a record kept by many watches (a group message) counts once, the
 // oldest records go first, and what remains is still a run that since can hand out.
 func TestNotifierBudget(t *testing.T) {
+	t.Parallel()
 	const size = 1000
 	per := int64(size + recordOverhead)
 	budget := 20 * per

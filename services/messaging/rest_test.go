@@ -118,6 +118,7 @@ func nextLine(t *testing.T, lines <-chan streamLine) streamLine {
 // its inbox as newline-delimited JSON from the chunked response while messages are
 // being sent.
 func TestRESTSendHistoryStream(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	alice, bob := us[0], us[1]
@@ -178,6 +179,7 @@ func TestRESTSendHistoryStream(t *testing.T) {
 // TestRESTStreamEnds: a stream refused at the start gets the error's HTTP status; one
 // ended by the server gets an error line.
 func TestRESTStreamEnds(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	e.send(t, us[0], us[1].identity, "1", "one")
@@ -211,6 +213,7 @@ func TestRESTStreamEnds(t *testing.T) {
 // TestRESTRefusals: each refusal has the right HTTP status, says what was wrong, and
 // writes nothing.
 func TestRESTRefusals(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, "alice", "bob", "carol")
@@ -259,6 +262,7 @@ func TestRESTRefusals(t *testing.T) {
 // encoder drops; `afterSequence=0` pages forwards from the oldest message, leaving it
 // out pages backwards from the newest.
 func TestRESTStartPresence(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	alice, bob := us[0], us[1]

@@ -79,6 +79,7 @@ func sendRefusals(t *testing.T, e *env) []sendRefusal {
 // TestSendRefusals: each bad request gets its code and a message that says what was
 // wrong, and writes nothing.
 func TestSendRefusals(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	cases := sendRefusals(t, e)
 	for _, tc := range cases {
@@ -96,6 +97,7 @@ func TestSendRefusals(t *testing.T) {
 // TestSendRateLimit: an identity over its send rate gets RESOURCE_EXHAUSTED; another
 // identity is not affected.
 func TestSendRateLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{SendRate: 0.001, SendBurst: 2}})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	alice, bob := us[0], us[1]
@@ -116,6 +118,7 @@ func TestSendRateLimit(t *testing.T) {
 // set and stores nothing, whether the original's index entries are still in memory,
 // written down, or rebuilt from the log after a crash.
 func TestSendIdempotent(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	opts := envOptions{dir: dir, store: StoreOptions{FlushEntries: 1 << 30, FlushAge: time.Hour}}
 	e := newEnv(t, opts)
@@ -141,10 +144,7 @@ func TestSendIdempotent(t *testing.T) {
 			t.Errorf("%s: retry got %v; want the original %v with duplicate set", stage, again, first)
 		}
 		if pending {
-			e.store.mem.mu.RLock()
-			n := len(e.store.mem.idem)
-			e.store.mem.mu.RUnlock()
-			if n != 1 {
+			if n := e.store.PendingIdempotencyKeys(); n != 1 {
 				t.Fatalf("%s: %d pending idempotency entries, want the original's only", stage, n)
 			}
 		} else if !maps.Equal(before, e.snapshot(t)) {
@@ -170,6 +170,7 @@ func TestSendIdempotent(t *testing.T) {
 // get its sequence and one of them is not a duplicate. Copies with other bytes under
 // the same id are refused, whichever arrives first.
 func TestConcurrentRetries(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{quiet: true, cfg: Config{SendRate: 1e6, SendBurst: 1e6}})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	alice, bob := us[0], us[1]
@@ -223,6 +224,7 @@ func TestConcurrentRetries(t *testing.T) {
 // 1..m, each message exactly once, with index entries in memory, written down at every
 // batch, and rebuilt after a crash.
 func TestSequencesWithoutGaps(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []struct {
 		name  string
 		store StoreOptions

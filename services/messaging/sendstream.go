@@ -14,6 +14,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/errs/errstatus"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
@@ -204,8 +205,8 @@ func (s *Server) sendStreamError(err error) (*messagingv1.SendStreamResponse_Err
 	if endsStream(err) {
 		return nil, err
 	}
-	code, _ := errs.Code(err)
-	st, _ := errs.Status(err)
+	code, _ := errstatus.Code(err)
+	st, _ := errstatus.Status(err)
 	pb := status.Convert(st).Proto()
 	s.log.Debug("SendStream: message refused", zap.String("code", code.String()), zap.Error(err))
 	return &messagingv1.SendStreamResponse_Error{Error: &messagingv1.SendError{
@@ -219,7 +220,7 @@ func (s *Server) sendStreamError(err error) (*messagingv1.SendStreamResponse_Err
 // order a client resends in holds (except when a batch fails in storage, a full disk or
 // an I/O error, while later requests of the stream are queued for the next batch).
 func endsStream(err error) bool {
-	code, known := errs.Code(err)
+	code, known := errstatus.Code(err)
 	switch {
 	case !known, code == codes.Internal, code == codes.Unavailable, code == codes.Unauthenticated,
 		code == codes.Canceled, code == codes.DeadlineExceeded, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -60,6 +60,7 @@ func wantSendError(t testing.TB, resp *messagingv1.SendStreamResponse, code code
 // that are not about the message (no credential, the group service unreachable) end
 // the stream with Send's code instead.
 func TestSendStreamRefusals(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	streams := map[string]sendStream{}
 	var alice user
@@ -107,6 +108,7 @@ func TestSendStreamRefusals(t *testing.T) {
 // request, in the requests' order, a refusal in the middle included; the messages are
 // stored in that order; retries on another stream, or through Send, are duplicates.
 func TestSendStreamOrder(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	alice, bob := us[0], us[1]
@@ -178,6 +180,7 @@ func TestSendStreamOrder(t *testing.T) {
 // TestSendStreamGroupEpoch: a group refusal reaches the client with its EpochRequired
 // detail, as Send returns it, and the stream goes on.
 func TestSendStreamGroupEpoch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{fakeGroups: true})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, "alice", "bob")
@@ -256,6 +259,7 @@ func TestSendStreamEndsWhenTokenIsRevoked(t *testing.T) {
 // TestSendStreamLimit: an identity has at most MaxStreamsPerIdentity send streams open;
 // closing one frees its place, and another identity is not affected.
 func TestSendStreamLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{MaxStreamsPerIdentity: 2}})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	alice, bob := us[0], us[1]
@@ -289,6 +293,7 @@ func TestSendStreamLimit(t *testing.T) {
 // some of its first requests and none after them, whatever the cancellation
 // interrupts, so a client that resends what had no reply keeps its order.
 func TestSendStreamCancelStoresAPrefix(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{SendRate: 1e6, SendBurst: 1e6}, quiet: true})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	alice, bob := us[0], us[1]
@@ -327,6 +332,7 @@ func TestSendStreamCancelStoresAPrefix(t *testing.T) {
 // a group message without a group service) are not stored, even those the client had
 // sent already.
 func TestSendStreamStopsAtAStreamError(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	a := e.newApp(t)
 	us := e.newUsers(t, a, "alice", "bob")

@@ -43,6 +43,7 @@ func bodies(from, to int) []string {
 // processed gets exactly the items after it: no gap, no duplicate, whether they were
 // stored while it was away or arrive live.
 func TestSubscribeResume(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	alice, bob := us[0], us[1]
@@ -80,6 +81,7 @@ func TestSubscribeResume(t *testing.T) {
 
 // TestSubscribeLive: without a cursor a stream starts with what arrives from now on.
 func TestSubscribeLive(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	alice, bob := us[0], us[1]
@@ -96,6 +98,7 @@ func TestSubscribeLive(t *testing.T) {
 // TestSubscribeDevices: several streams of one identity each get everything, the
 // identity's own messages included, each at its own pace.
 func TestSubscribeDevices(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	alice, bob := us[0], us[1]
@@ -153,6 +156,7 @@ func TestSubscribeHeartbeats(t *testing.T) {
 
 // TestSubscribeRefusals: bad cursors and intervals, and the stream limit.
 func TestSubscribeRefusals(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{MaxStreamsPerIdentity: 2}})
 	us := e.newUsers(t, e.newApp(t), "alice", "bob")
 	alice, bob := us[0], us[1]
@@ -310,6 +314,7 @@ func TestSlowSubscriber(t *testing.T) {
 // TestSubscribeUnderConcurrentLoad: streams that start and stop while 16 senders send
 // see every item of their inbox exactly once, across reconnects.
 func TestSubscribeUnderConcurrentLoad(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{quiet: true, cfg: Config{SendRate: 1e6, SendBurst: 1e6}, store: StoreOptions{FlushEntries: 64}})
 	a := e.newApp(t)
 	uids := []string{"hub"}

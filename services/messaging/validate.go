@@ -14,7 +14,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
-	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/v1"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // Limits on requests (messaging.proto states them).
@@ -67,9 +67,9 @@ func validKey(field, s string, max int) error {
 
 // storedKinds maps the API's message kinds to the stored ones; UNSPECIFIED and unknown
 // values are missing.
-var storedKinds = map[messagingv1.MessageKind]storagev1.StoredMessageKind{
-	messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED: storagev1.StoredMessageKind_STORED_MESSAGE_KIND_ENCRYPTED,
-	messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT: storagev1.StoredMessageKind_STORED_MESSAGE_KIND_PLAINTEXT,
+var storedKinds = map[messagingv1.MessageKind]messagingstoragev1.StoredMessageKind{
+	messagingv1.MessageKind_MESSAGE_KIND_ENCRYPTED: messagingstoragev1.StoredMessageKind_STORED_MESSAGE_KIND_ENCRYPTED,
+	messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT: messagingstoragev1.StoredMessageKind_STORED_MESSAGE_KIND_PLAINTEXT,
 }
 
 // validHeader checks the rules of MessageHeader that do not depend on the
@@ -93,13 +93,6 @@ func validHeader(h *messagingv1.MessageHeader) error {
 	}
 	return nil
 }
-
-// App ids are "app_" and 26 lower-case base32 characters (the identity service makes
-// them); internal callers name them, and this service checks only their shape.
-const (
-	appIDPrefix = "app_"
-	appIDLen    = 26
-)
 
 // validEventType checks a full protobuf message name: dot-separated identifiers.
 func validEventType(s string) error {

@@ -1,7 +1,7 @@
 // Canonical protobuf encoding (docs/wire-format.md, section 2): every structure has
 // exactly one encoding, so one hash and one valid signature payload. A parser accepts
 // bytes only if they parse, carry no unknown field at any depth, and encode back to
-// themselves byte for byte; the same check as pkg/e2ee's unmarshalStrict.
+// themselves byte for byte; the same check as pkg/e2ee's UnmarshalStrict.
 import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { E2eeErrorKind, e2eeError } from "./errors.js";
 import { equalBytes } from "./bytes.js";

@@ -128,34 +128,37 @@ describe("envelopes and messaging against umbra dev", () => {
         const res = await fetch(input, init);
         if (!String(input).includes("/v1/inbox:subscribe") || cuts >= 2) return res;
         cuts++;
-        // Pass the lines on up to the first message's, then break the stream as a dropped
-        // connection does. Line by line: the server may send all four messages in one
-        // chunk, and a stream that delivered them all would need no second cut.
+        // Pass the lines up to the first message line on, then break the stream as a
+        // dropped connection does. The cut is by line, not by chunk: a loaded server may
+        // write every waiting message in one chunk.
         const reader = res.body!.getReader();
-        let pending = new Uint8Array(0);
+        const dec = new TextDecoder();
+        const enc = new TextEncoder();
+        let pending = "";
         const body = new ReadableStream<Uint8Array>({
+          // Each pull enqueues at least one whole line (or ends the stream): a pull that
+          // enqueued nothing would not be called again.
           async pull(ctl) {
             for (;;) {
-              const nl = pending.indexOf(0x0a);
-              if (nl >= 0) {
-                const line = pending.subarray(0, nl + 1);
-                pending = pending.subarray(nl + 1);
-                ctl.enqueue(line);
-                if (new TextDecoder().decode(line).includes('"message"')) {
-                  await reader.cancel();
-                  ctl.error(new TypeError("network error: connection reset"));
-                }
-                return;
-              }
               const { value, done } = await reader.read();
               if (done) {
-                if (pending.length > 0) ctl.enqueue(pending);
+                if (pending) ctl.enqueue(enc.encode(pending));
                 return ctl.close();
               }
-              const joined = new Uint8Array(pending.length + value.length);
-              joined.set(pending);
-              joined.set(value, pending.length);
-              pending = joined;
+              pending += dec.decode(value, { stream: true });
+              let sent = false;
+              for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
+                const line = pending.slice(0, nl + 1);
+                pending = pending.slice(nl + 1);
+                ctl.enqueue(enc.encode(line));
+                sent = true;
+                if (line.includes('"message"')) {
+                  await reader.cancel();
+                  ctl.error(new TypeError("network error: connection reset"));
+                  return;
+                }
+              }
+              if (sent) return;
             }
           },
         });

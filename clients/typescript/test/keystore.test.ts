@@ -54,7 +54,7 @@ test("a keystore written here opens again, and rotation keeps the old key", asyn
   const again = await Keystore.open(file, pass);
   assert.equal(toHex(again.keyBundle()), kb.backups[1].key_bundle);
   assert.notDeepEqual(again.toFile(), file, "a fresh nonce on every write");
-  // Left for the Go side to open: `go run` of a program calling e2ee.OpenKeystore on it
+  // Left for the Go side to open: `go run` of a program calling keystore.Open on it
   // (done by hand when this was written; the client helper's interop tests do it live).
   const dir = mkdtempSync(join(tmpdir(), "umbra-ks-"));
   writeFileSync(join(dir, "ts.keystore"), file, { mode: 0o600 });

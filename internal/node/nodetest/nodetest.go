@@ -181,6 +181,10 @@ func (n *Node) NewApp(t testing.TB) *App {
 	return &App{ID: resp.GetApp().GetAppId(), APIKey: resp.GetApiKey(), node: n}
 }
 
+// AppWithKey is an app created earlier (on this node's store, by another node), seen
+// from its backend with its API key.
+func (n *Node) AppWithKey(id, apiKey string) *App { return &App{ID: id, APIKey: apiKey, node: n} }
+
 func (a *App) ctx(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+a.APIKey)
 }

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/umbra-e2ee/umbra/internal/pgtest"
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+)
+
+// TestServePostgres runs `umbra serve identity --store postgres://...` against a
+// throwaway PostgreSQL: an app is created and a token issued through it. A connection
+// string that reaches nothing, a schema from a newer Umbra, and a role without a
+// PostgreSQL engine each exit 1 with one line that says what is wrong.
+func TestServePostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped with -short: builds the umbra binary and runs it against PostgreSQL")
+	}
+	bin := e2eBinary(t)
+	cluster := pgtest.NewCluster(t, pgtest.Options{})
+	db, err := cluster.CreateDatabase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const admin = "postgres-e2e-admin-credential-0123456789"
+
+	t.Run("identity serves apps and tokens", func(t *testing.T) {
+		port := e2eFreePort(t)
+		dataDir := t.TempDir()
+		logPath := filepath.Join(t.TempDir(), "serve.log")
+		logOut, err := os.Create(logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "serve", "identity", "--insecure",
+			"--grpc-addr", fmt.Sprintf("127.0.0.1:%d", port), "--data", dataDir,
+			"--store", db.URL, "--admin-token", admin, "--log-level", "warn")
+		cmd.Env = e2eEnv(os.Environ())
+		cmd.Stdout, cmd.Stderr = logOut, logOut
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("umbra serve identity exited with %v after SIGTERM", err)
+				}
+			case <-time.After(15 * time.Second):
+				cmd.Process.Kill()
+				t.Error("umbra serve identity did not stop within 15 s of SIGTERM")
+			}
+			logOut.Close()
+			if t.Failed() {
+				b, _ := os.ReadFile(logPath)
+				t.Logf("log:\n%s", b)
+			}
+		})
+		conn, err := grpcclient.Dial(grpcclient.Config{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		client := identityv1.NewIdentityServiceClient(conn)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		adminCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+admin)
+		created, err := client.CreateApp(adminCtx, &identityv1.CreateAppRequest{DisplayName: "over PostgreSQL"}, grpc.WaitForReady(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		appCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+created.GetApiKey())
+		ids, err := client.ResolveIdentities(appCtx, &identityv1.ResolveIdentitiesRequest{Uids: []string{"alice"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := client.IssueToken(appCtx, &identityv1.IssueTokenRequest{Identity: ids.GetUsers()["alice"]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, err := client.GetSigningKeys(ctx, &identityv1.GetSigningKeysRequest{})
+		if err != nil || len(keys.GetKeys()) != 1 {
+			t.Fatalf("GetSigningKeys: %v, %v", keys, err)
+		}
+		if parts := strings.Split(tok.GetAccessToken(), "."); len(parts) != 3 {
+			t.Fatalf("access token %q is no JWT", tok.GetAccessToken())
+		}
+		// The app is in the identity service's schema, and nothing in the data folder.
+		var n int
+		if err := queryInt(db, "SELECT count(*) FROM umbra_identity.apps WHERE app_id = $1", &n, created.GetApp().GetAppId()); err != nil || n != 1 {
+			t.Errorf("the app's row in umbra_identity.apps: %d, %v", n, err)
+		}
+		if entries, _ := os.ReadDir(dataDir); len(entries) != 0 {
+			t.Errorf("the data folder holds %d entries", len(entries))
+		}
+	})
+
+	// The database of the refusals below: its schema is at a version from the future.
+	future, err := cluster.CreateDatabase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	future.Exec(t, "CREATE SCHEMA umbra_identity")
+	future.Exec(t, "CREATE TABLE umbra_identity.goose_db_version (id serial PRIMARY KEY, version_id bigint NOT NULL, is_applied boolean NOT NULL, tstamp timestamp DEFAULT now())")
+	future.Exec(t, "INSERT INTO umbra_identity.goose_db_version (version_id, is_applied) VALUES (0, true), (999, true)")
+
+	unreachable := fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/umbra?sslmode=disable&connect_timeout=2", cluster.Password(), e2eFreePort(t))
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"unreachable", []string{"serve", "identity", "--store", unreachable}, nil, "cannot reach PostgreSQL at 127.0.0.1:"},
+		{"wrong password", []string{"serve", "identity", "--store", cluster.URLAs(pgtest.Superuser, "not-the-password", db.Name)}, nil, `refused the user "postgres"`},
+		{"schema from the future", []string{"serve", "identity", "--store", future.URL}, nil, "is at version 999, written by a newer Umbra; this binary knows versions up to 1"},
+		{"a role without a PostgreSQL engine", []string{"serve", "card", "--identity-addr", "127.0.0.1:1"}, []string{"UMBRA_STORE=" + db.URL}, "the card service has no PostgreSQL engine yet; see issue 16"},
+		{"all roles", []string{"serve", "all", "--backup-secret", "postgres-e2e-backup-secret-0123456789abcdef"}, []string{"UMBRA_STORE=" + db.URL}, "the card service has no PostgreSQL engine yet; see issue 16"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dataDir := t.TempDir()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			args := append(tc.args, "--insecure", "--grpc-addr", fmt.Sprintf("127.0.0.1:%d", e2eFreePort(t)), "--http-addr", "127.0.0.1:0", "--data", dataDir, "--admin-token", admin)
+			cmd := exec.CommandContext(ctx, bin, args...)
+			cmd.Env = append(e2eEnv(os.Environ()), tc.env...)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("umbra %s: %v; want exit 1\n%s", strings.Join(tc.args[:2], " "), err, out)
+			}
+			var errLines []string
+			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if strings.HasPrefix(line, "umbra serve: ") {
+					errLines = append(errLines, line)
+				}
+			}
+			if len(errLines) != 1 || !strings.Contains(errLines[0], tc.want) {
+				t.Errorf("output:\n%s\nwant one line \"umbra serve: ...\" saying %q", out, tc.want)
+			}
+			if strings.Contains(string(out), cluster.Password()) {
+				t.Errorf("the output shows the database password:\n%s", out)
+			}
+			if entries, _ := os.ReadDir(dataDir); len(entries) != 0 {
+				t.Errorf("the refused start wrote %d entries in the data folder", len(entries))
+			}
+		})
+	}
+	// Nothing was written in the schema from the future.
+	var n int
+	if err := queryInt(future, "SELECT count(*) FROM pg_tables WHERE schemaname = 'umbra_identity'", &n); err != nil || n != 1 {
+		t.Errorf("the schema from the future has %d tables (%v), want its version table only", n, err)
+	}
+}
+
+func queryInt(db *pgtest.Database, sql string, n *int, args ...any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, db.URL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.QueryRow(ctx, sql, args...).Scan(n)
+}

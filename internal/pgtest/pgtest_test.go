@@ -1,0 +1,117 @@
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func TestMain(m *testing.M) { Main(m) }
+
+func connect(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// TestDatabasesAreSeparateAndDurable: each test gets an empty database of its own, on a
+// server that runs with fsync on and answers only on loopback, with a password.
+func TestDatabasesAreSeparateAndDurable(t *testing.T) {
+	a, b := NewDatabase(t), NewDatabase(t)
+	if a.Name == b.Name {
+		t.Fatalf("two databases named %s", a.Name)
+	}
+	ca := connect(t, a.URL)
+	ctx := context.Background()
+	if _, err := ca.Exec(ctx, "CREATE TABLE t (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := connect(t, b.URL).QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 't'").Scan(&n); err != nil || n != 0 {
+		t.Errorf("the other database sees %d tables named t (%v)", n, err)
+	}
+	for setting, want := range map[string]string{"fsync": "on", "synchronous_commit": "on", "listen_addresses": "127.0.0.1"} {
+		var got string
+		if err := ca.QueryRow(ctx, "SELECT current_setting($1)", setting).Scan(&got); err != nil || got != want {
+			t.Errorf("%s = %q (%v), want %q", setting, got, err, want)
+		}
+	}
+	if _, err := pgx.Connect(ctx, a.URLAs(Superuser, "wrong")); err == nil {
+		t.Error("a wrong password connected")
+	}
+}
+
+// TestClusterRestarts: a cluster of the test's own can be killed and restarted, and
+// keeps what was committed.
+func TestClusterRestarts(t *testing.T) {
+	c := NewCluster(t, Options{})
+	db, err := c.CreateDatabase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Exec(t, "CREATE TABLE t (x int)")
+	db.Exec(t, "INSERT INTO t VALUES (42)")
+	c.Kill()
+	if err := c.Exec(db.Name, "SELECT 1"); err == nil {
+		t.Fatal("a killed server answered")
+	}
+	if err := c.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	var x int
+	if err := connect(t, db.URL).QueryRow(context.Background(), "SELECT x FROM t").Scan(&x); err != nil || x != 42 {
+		t.Errorf("after a crash and restart: x = %d (%v), want 42", x, err)
+	}
+}
+
+// recorder is a test that records whether it was skipped or failed, and how.
+type recorder struct {
+	*testing.T
+	skipped, failed string
+}
+
+func (r *recorder) Helper()                           {}
+func (r *recorder) Skipf(format string, args ...any)  { r.skipped = fmt.Sprintf(format, args...) }
+func (r *recorder) Fatalf(format string, args ...any) { r.failed = fmt.Sprintf(format, args...) }
+func (r *recorder) Fatal(args ...any)                 { r.failed = fmt.Sprint(args...) }
+
+// TestMissingBinariesSkipOrFail: without PostgreSQL's binaries a test is skipped with
+// the install command, and fails instead when UMBRA_TEST_POSTGRES=require (CI).
+func TestMissingBinariesSkipOrFail(t *testing.T) {
+	saved := libDir
+	libDir = t.TempDir()
+	t.Cleanup(func() { libDir = saved })
+	t.Setenv("PATH", t.TempDir()) // no pg_config
+	_, err := BinDir()
+	if !errors.Is(err, ErrNoBinaries) {
+		t.Fatalf("BinDir without binaries: %v, want ErrNoBinaries", err)
+	}
+	for _, require := range []string{"", "require"} {
+		t.Setenv(RequireEnv, require)
+		r := &recorder{T: t}
+		Unavailable(r, err)
+		got := r.skipped
+		if require == "require" {
+			got = r.failed
+			if r.skipped != "" {
+				t.Errorf("%s=require: skipped (%s), want a failure", RequireEnv, r.skipped)
+			}
+		} else if r.failed != "" {
+			t.Errorf("without %s=require: failed (%s), want a skip", RequireEnv, r.failed)
+		}
+		if !strings.Contains(got, "apt-get install postgresql") {
+			t.Errorf("%s=%q: message %q does not say how to install", RequireEnv, require, got)
+		}
+	}
+}

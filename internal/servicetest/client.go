@@ -1,0 +1,87 @@
+package servicetest
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/umbra-e2ee/umbra/pkg/auth"
+	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+)
+
+// As returns a context carrying cred as the bearer credential, or none when cred is
+// empty.
+func As(cred string) context.Context {
+	ctx := context.Background()
+	if cred == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+cred)
+}
+
+// AsService returns a context carrying token as the service credential.
+func AsService(token string) context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), auth.ServiceTokenHeader, token)
+}
+
+// NewApp creates an app named name as the admin, and returns its id and API key.
+func NewApp(t testing.TB, ids identityv1.IdentityServiceClient, name string) (id, key string) {
+	t.Helper()
+	resp, err := ids.CreateApp(As(Admin), &identityv1.CreateAppRequest{DisplayName: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetApp().GetAppId(), resp.GetApiKey()
+}
+
+// resolveBatch is how many uids Resolve asks for at once.
+const resolveBatch = 1000
+
+// Resolve resolves uids in the app of appKey and returns their identities, in the
+// order of uids.
+func Resolve(t testing.TB, ids identityv1.IdentityServiceClient, appKey string, uids ...string) []string {
+	t.Helper()
+	out := make([]string, 0, len(uids))
+	for batch := range slices.Chunk(uids, resolveBatch) {
+		resp, err := ids.ResolveIdentities(As(appKey), &identityv1.ResolveIdentitiesRequest{Uids: batch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, uid := range batch {
+			out = append(out, resp.GetUsers()[uid])
+		}
+	}
+	return out
+}
+
+// Token issues, with appKey, an access token for identity that lives ttl (0: the
+// default).
+func Token(t testing.TB, ids identityv1.IdentityServiceClient, appKey, identity string, ttl time.Duration) string {
+	t.Helper()
+	req := &identityv1.IssueTokenRequest{Identity: identity}
+	if ttl > 0 {
+		req.Ttl = durationpb.New(ttl)
+	}
+	resp, err := ids.IssueToken(As(appKey), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetAccessToken()
+}
+
+// WantCode fails the test unless err has code and a message that contains msg, in any
+// case.
+func WantCode(t testing.TB, err error, code codes.Code, msg string) {
+	t.Helper()
+	st, _ := status.FromError(err)
+	if st.Code() != code || !strings.Contains(strings.ToLower(st.Message()), strings.ToLower(msg)) {
+		t.Errorf("got %v %q; want %v with %q", st.Code(), st.Message(), code, msg)
+	}
+}

@@ -1,0 +1,31 @@
+// Package identitytest starts a real identity service in another service's test env
+// (servicetest.Env), for the apps, users and access tokens that every service's tests
+// need. It is apart from servicetest because it imports the identity service, whose
+// own tests use servicetest.
+package identitytest
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
+	"github.com/umbra-e2ee/umbra/services/identity"
+)
+
+// Start opens identity.db in e's folder and returns the identity service on it, with
+// e's clock; e closes the store and verifies it when it stops. The caller registers
+// the service (and serves identity.Policies()) with the others.
+func Start(t testing.TB, e *servicetest.Env) *identity.Server {
+	t.Helper()
+	store, err := identity.OpenBoltStore(filepath.Join(e.Dir, "identity.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.OnStop(store.Close)
+	e.Verify("identity.db", identity.Verify)
+	ids, err := identity.New(store, identity.Config{Clock: e.Clock.Now}, e.Log.Named("identity"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}

@@ -1,0 +1,12 @@
+package sdk
+
+import "github.com/umbra-e2ee/umbra/pkg/argon2id"
+
+// CheapKeystore returns cfg with the cheapest Argon2id cost a keystore accepts (t=1,
+// m=8 KiB, p=1) for the passphrase of the keystores it creates, for the tests that
+// are not about Argon2id. The cost of production is argon2id.Default, which
+// nothing outside the tests changes.
+func CheapKeystore(cfg Config) Config {
+	cfg.keystoreArgon2id = argon2id.Params{Time: 1, MemoryKiB: 8, Threads: 1}
+	return cfg
+}

@@ -1,0 +1,529 @@
+package card
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/umbra-e2ee/umbra/internal/boltdb"
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
+)
+
+var (
+	bucketCards      = []byte("cards")
+	bucketActive     = []byte("active")
+	bucketHistory    = []byte("history")
+	bucketEvents     = []byte("events")
+	bucketServiceKey = []byte("service_key")
+	bucketGrants     = []byte("reset_grants")
+	currentKey       = []byte("current")
+)
+
+// The layout is documented in proto/umbra/storage/card/v1/card.proto.
+var schema = boltdb.Schema{
+	Version: 1,
+	Buckets: [][]byte{bucketCards, bucketActive, bucketHistory, bucketEvents, bucketServiceKey, bucketGrants},
+	Records: []boltdb.RecordBucket{
+		{Name: bucketCards, New: func() proto.Message { return &cardstoragev1.CardRecord{} }},
+		{Name: bucketActive, New: func() proto.Message { return &cardstoragev1.ActiveCardRecord{} }},
+		{Name: bucketEvents, New: func() proto.Message { return &cardstoragev1.CardEventRecord{} }},
+		{Name: bucketServiceKey, New: func() proto.Message { return &cardstoragev1.ServiceKeyRecord{} }},
+		{Name: bucketGrants, New: func() proto.Message { return &cardstoragev1.SpentResetGrantRecord{} }},
+	},
+}
+
+// Verify checks card.db at path offline (boltdb.Verify): its pages, every record, and
+// that each history entry names a stored card of its app.
+func Verify(path string) (*boltdb.Report, error) {
+	return boltdb.Verify(path, schema, func(tx *bolt.Tx, r *boltdb.Report) {
+		cards := tx.Bucket(bucketCards)
+		_ = tx.Bucket(bucketHistory).ForEach(func(k, v []byte) error {
+			r.Entries++
+			app, _, ok := bytes.Cut(k, []byte{0})
+			if !ok || cards.Get(cardKey(string(app), v)) == nil {
+				r.Problemf("history: entry %q names no stored card", k)
+			}
+			return nil
+		})
+	})
+}
+
+// BoltStore is the Store in a bbolt file.
+type BoltStore struct {
+	db *boltdb.DB
+}
+
+var _ Store = (*BoltStore)(nil)
+
+// OpenBoltStore opens (or creates) card.db at path.
+func OpenBoltStore(path string) (*BoltStore, error) {
+	db, err := boltdb.Open(path, schema, boltdb.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return &BoltStore{db: db}, nil
+}
+
+// Close closes the file.
+func (s *BoltStore) Close() error { return s.db.Close() }
+
+// DB exposes the file, for online backups.
+func (s *BoltStore) DB() *boltdb.DB { return s.db }
+
+// cardKey is app 0 card id. Ids have a fixed length, so the key is unambiguous even
+// though an id may contain zero bytes.
+func cardKey(appID string, cardID []byte) []byte {
+	return append(boltdb.Key(appID, ""), cardID...)
+}
+
+// historyPrefix is app 0 identity 0; a card's history key appends u64(sequence).
+func historyPrefix(appID, identity string) []byte { return boltdb.Key(appID, identity, "") }
+
+func (s *BoltStore) ServiceKey(candidate *cardstoragev1.ServiceKeyRecord) (*cardstoragev1.ServiceKeyRecord, error) {
+	key := &cardstoragev1.ServiceKeyRecord{}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketServiceKey)
+		err := boltdb.GetProto(b, currentKey, key)
+		if !errors.Is(err, errs.ErrNotFound) {
+			return err
+		}
+		if candidate == nil {
+			return errors.New("card: card.db has no service key")
+		}
+		key = candidate
+		return boltdb.PutProto(b, currentKey, candidate)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// retiredPrefix starts the keys of retired service keys: "retired" 0 key_id.
+var retiredPrefix = boltdb.Key("retired", "")
+
+func (s *BoltStore) ServiceKeys() ([]*cardstoragev1.ServiceKeyRecord, error) {
+	var out []*cardstoragev1.ServiceKeyRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketServiceKey)
+		c := b.Cursor()
+		for k, _ := c.Seek(retiredPrefix); k != nil && bytes.HasPrefix(k, retiredPrefix); k, _ = c.Next() {
+			rec := &cardstoragev1.ServiceKeyRecord{}
+			if err := boltdb.GetProto(b, k, rec); err != nil {
+				return err
+			}
+			out = append(out, rec)
+		}
+		slices.SortStableFunc(out, func(a, b *cardstoragev1.ServiceKeyRecord) int {
+			return a.GetSupersededAt().AsTime().Compare(b.GetSupersededAt().AsTime())
+		})
+		current := &cardstoragev1.ServiceKeyRecord{}
+		if err := boltdb.GetProto(b, currentKey, current); err != nil {
+			return err
+		}
+		out = append(out, current)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *BoltStore) RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, at time.Time) (*cardstoragev1.ServiceKeyRecord, error) {
+	var retired *cardstoragev1.ServiceKeyRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketServiceKey)
+		current := &cardstoragev1.ServiceKeyRecord{}
+		if err := boltdb.GetProto(b, currentKey, current); err != nil {
+			return err
+		}
+		if current.GetKeyId() == next.GetKeyId() {
+			return errs.Conflictf("service key %s is already the current key", next.GetKeyId())
+		}
+		retired = &cardstoragev1.ServiceKeyRecord{
+			KeyId:        current.GetKeyId(),
+			CreatedAt:    current.GetCreatedAt(),
+			PublicKey:    serviceKeyPublic(current),
+			SupersededAt: timestamppb.New(at),
+			// The statement that introduced it stays with it.
+			RotationContent:   current.GetRotationContent(),
+			RotationSignature: current.GetRotationSignature(),
+		}
+		if err := boltdb.PutProto(b, boltdb.Key("retired", current.GetKeyId()), retired); err != nil {
+			return err
+		}
+		return boltdb.PutProto(b, currentKey, next)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return retired, nil
+}
+
+// getCard reads a card into a new record; a missing card is (nil, nil).
+func getCard(tx *bolt.Tx, appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
+	rec := &cardstoragev1.CardRecord{}
+	err := boltdb.GetProto(tx.Bucket(bucketCards), cardKey(appID, cardID), rec)
+	if errors.Is(err, errs.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// activeCard reads identity's active card; none is (nil, nil).
+func activeCard(tx *bolt.Tx, appID, identity string) (*cardstoragev1.CardRecord, error) {
+	active := &cardstoragev1.ActiveCardRecord{}
+	err := boltdb.GetProto(tx.Bucket(bucketActive), boltdb.Key(appID, identity), active)
+	if errors.Is(err, errs.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec, err := getCard(tx, appID, active.GetCardId())
+	if err == nil && rec == nil {
+		err = fmt.Errorf("card: active index of %s names a missing card %x", identity, active.GetCardId())
+	}
+	return rec, err
+}
+
+// activeRecord is the copy of an active card's record that searches read.
+func activeRecord(r *cardstoragev1.CardRecord) *cardstoragev1.ActiveCardRecord {
+	return &cardstoragev1.ActiveCardRecord{
+		CardId:               r.GetCardId(),
+		Identity:             r.GetIdentity(),
+		Content:              r.GetContent(),
+		SelfSignature:        r.GetSelfSignature(),
+		EndorsementContent:   r.GetEndorsementContent(),
+		EndorsementSignature: r.GetEndorsementSignature(),
+		ServiceSignature:     r.GetServiceSignature(),
+		ServiceKeyId:         r.GetServiceKeyId(),
+		PublishedAt:          r.GetPublishedAt(),
+		SigningPublicKey:     r.GetSigningPublicKey(),
+		Suite:                r.GetSuite(),
+		KeyReset:             r.GetKeyReset(),
+	}
+}
+
+// hasHistory reports whether identity has published any card.
+func hasHistory(tx *bolt.Tx, appID, identity string) bool {
+	prefix := historyPrefix(appID, identity)
+	k, _ := tx.Bucket(bucketHistory).Cursor().Seek(prefix)
+	return k != nil && bytes.HasPrefix(k, prefix)
+}
+
+// spendGrant records grant as spent by card, or refuses it if it was spent before. It
+// also forgets grants that expired long enough ago to be refused for their expiry.
+func spendGrant(tx *bolt.Tx, card *cardstoragev1.CardRecord, grant *ResetGrantUse) error {
+	b := tx.Bucket(bucketGrants)
+	now := card.GetPublishedAt().AsTime()
+	key := boltdb.Key(card.GetAppId(), grant.ID)
+	spent := &cardstoragev1.SpentResetGrantRecord{}
+	err := boltdb.GetProto(b, key, spent)
+	switch {
+	case err == nil:
+		return errs.Permissionf("reset grant %s was already used at %s, to publish card %s: a grant authorises one reset; ask the app backend for a new one",
+			grant.ID, spent.GetSpentAt().AsTime().Format(time.RFC3339), cardIDString(spent.GetCardId()))
+	case !errors.Is(err, errs.ErrNotFound):
+		return err
+	}
+	// Grants live an hour at most and resets are rare, so the bucket stays small and a
+	// scan of it costs nothing next to the publication.
+	var expired [][]byte
+	err = b.ForEach(func(k, v []byte) error {
+		rec := &cardstoragev1.SpentResetGrantRecord{}
+		if err := boltdb.DecodeProto(b, k, v, rec); err != nil {
+			return fmt.Errorf("card: spent reset grant %q: %w", k, err)
+		}
+		if now.After(rec.GetExpiresAt().AsTime().Add(spentGrantMargin)) {
+			expired = append(expired, bytes.Clone(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range expired {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return boltdb.PutProto(b, key, &cardstoragev1.SpentResetGrantRecord{
+		Identity:  card.GetIdentity(),
+		ExpiresAt: timestamppb.New(grant.ExpiresAt),
+		SpentAt:   card.GetPublishedAt(),
+		CardId:    card.GetCardId(),
+	})
+}
+
+func (s *BoltStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error) {
+	if card.GetKeyReset() != (grant != nil) {
+		return nil, false, fmt.Errorf("card: publish of card %x: reset %v with grant %v: a reset card and only a reset card spends a grant", card.GetCardId(), card.GetKeyReset(), grant)
+	}
+	var out *cardstoragev1.CardRecord
+	written := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		app, identity := card.GetAppId(), card.GetIdentity()
+		active, err := activeCard(tx, app, identity)
+		if err != nil {
+			return err
+		}
+		same, err := getCard(tx, app, card.GetCardId())
+		if err != nil {
+			return err
+		}
+		var named *cardstoragev1.CardRecord
+		if prev := card.GetPreviousCardId(); len(prev) > 0 {
+			if named, err = getCard(tx, app, prev); err != nil {
+				return err
+			}
+		}
+		state := PublishState{Active: active, Same: same, Named: named, HasHistory: hasHistory(tx, app, identity)}
+		if out, err = check(state); err != nil || out != nil {
+			return err
+		}
+		if same != nil {
+			return fmt.Errorf("card: publish check let card %x be stored twice", card.GetCardId())
+		}
+		if grant != nil {
+			if err := spendGrant(tx, card, grant); err != nil {
+				return err
+			}
+		}
+
+		events := tx.Bucket(bucketEvents)
+		cards := tx.Bucket(bucketCards)
+		if active != nil && card.GetKeyReset() {
+			// No key of the identity vouches for the reset card, so the card it
+			// replaces is revoked, not superseded: nothing signed with its key after
+			// now is trusted (whoever holds that key, the user no longer does).
+			revSeq, err := events.NextSequence()
+			if err != nil {
+				return err
+			}
+			active.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
+			active.RevokedAt = card.GetPublishedAt()
+			if err := boltdb.PutProto(cards, cardKey(app, active.GetCardId()), active); err != nil {
+				return err
+			}
+			if err := boltdb.PutProto(events, boltdb.U64(revSeq), &cardstoragev1.CardEventRecord{
+				Sequence:   revSeq,
+				AppId:      app,
+				Identity:   identity,
+				CardId:     active.GetCardId(),
+				Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
+				OccurredAt: active.GetRevokedAt(),
+			}); err != nil {
+				return err
+			}
+			active = nil
+		}
+		seq, err := events.NextSequence()
+		if err != nil {
+			return err
+		}
+		event := &cardstoragev1.CardEventRecord{
+			Sequence:   seq,
+			AppId:      app,
+			Identity:   identity,
+			CardId:     card.GetCardId(),
+			Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED,
+			OccurredAt: card.GetPublishedAt(),
+			KeyReset:   card.GetKeyReset(),
+		}
+		if active != nil {
+			active.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED
+			active.SupersededBy = card.GetCardId()
+			active.SupersededAt = card.GetPublishedAt()
+			if err := boltdb.PutProto(cards, cardKey(app, active.GetCardId()), active); err != nil {
+				return err
+			}
+			event.PreviousCardId = active.GetCardId()
+		}
+		stored := proto.CloneOf(card)
+		stored.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE
+		stored.Sequence = seq
+		if err := boltdb.PutProto(cards, cardKey(app, stored.GetCardId()), stored); err != nil {
+			return err
+		}
+		if err := boltdb.PutProto(tx.Bucket(bucketActive), boltdb.Key(app, identity), activeRecord(stored)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketHistory).Put(append(historyPrefix(app, identity), boltdb.U64(seq)...), stored.GetCardId()); err != nil {
+			return err
+		}
+		if err := boltdb.PutProto(events, boltdb.U64(seq), event); err != nil {
+			return err
+		}
+		out, written = stored, true
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, written, nil
+}
+
+func (s *BoltStore) Revoke(appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error) {
+	var out *cardstoragev1.CardRecord
+	changed := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		rec, err := getCard(tx, appID, cardID)
+		switch {
+		case err != nil:
+			return err
+		case rec == nil:
+			return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
+		case rec.GetIdentity() != identity:
+			return errs.Permissionf("card %s is another identity's: only its owner may revoke it", cardIDString(cardID))
+		}
+		out = rec
+		if rec.GetStatus() == cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED {
+			return nil
+		}
+		if rec.GetStatus() == cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE {
+			if err := tx.Bucket(bucketActive).Delete(boltdb.Key(appID, identity)); err != nil {
+				return err
+			}
+		}
+		rec.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
+		rec.RevokedAt = timestamppb.New(at)
+		if err := boltdb.PutProto(tx.Bucket(bucketCards), cardKey(appID, cardID), rec); err != nil {
+			return err
+		}
+		events := tx.Bucket(bucketEvents)
+		seq, err := events.NextSequence()
+		if err != nil {
+			return err
+		}
+		changed = true
+		return boltdb.PutProto(events, boltdb.U64(seq), &cardstoragev1.CardEventRecord{
+			Sequence:   seq,
+			AppId:      appID,
+			Identity:   identity,
+			CardId:     rec.GetCardId(),
+			Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
+			OccurredAt: rec.GetRevokedAt(),
+		})
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, changed, nil
+}
+
+func (s *BoltStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
+	var out *cardstoragev1.CardRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		out, err = getCard(tx, appID, cardID)
+		if err == nil && out == nil {
+			return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *BoltStore) ActiveCards(appID string, identities []string) ([]*cardstoragev1.ActiveCardRecord, error) {
+	out := make([]*cardstoragev1.ActiveCardRecord, 0, len(identities))
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketActive)
+		prefix := boltdb.Key(appID, "")
+		key := prefix
+		for _, identity := range identities {
+			key = append(key[:len(prefix)], identity...)
+			v := b.Get(key)
+			if v == nil {
+				continue
+			}
+			rec := &cardstoragev1.ActiveCardRecord{}
+			if err := boltdb.DecodeProto(b, key, v, rec); err != nil {
+				return fmt.Errorf("card: active card of %s: %w", identity, err)
+			}
+			out = append(out, rec)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *BoltStore) History(appID, identity string, before uint64, limit int) ([]*cardstoragev1.CardRecord, bool, error) {
+	if before == 0 {
+		before = math.MaxUint64 // no sequence reaches it
+	}
+	var out []*cardstoragev1.CardRecord
+	more := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		prefix := historyPrefix(appID, identity)
+		c := tx.Bucket(bucketHistory).Cursor()
+		// Seek finds the first key at or after the bound; the one before it is the
+		// newest card published before the bound.
+		k, _ := c.Seek(append(bytes.Clone(prefix), boltdb.U64(before)...))
+		var v []byte
+		if k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Prev() {
+			if len(out) == limit {
+				more = true
+				return nil
+			}
+			rec, err := getCard(tx, appID, v)
+			if err == nil && rec == nil {
+				err = fmt.Errorf("card: history of %s names a missing card %x", identity, v)
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, rec)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, more, nil
+}
+
+func (s *BoltStore) Events(after uint64, limit int) ([]*cardstoragev1.CardEventRecord, uint64, error) {
+	var out []*cardstoragev1.CardEventRecord
+	var latest uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents)
+		latest = b.Sequence()
+		if after == math.MaxUint64 {
+			return nil
+		}
+		c := b.Cursor()
+		for k, _ := c.Seek(boltdb.U64(after + 1)); k != nil && len(out) < limit; k, _ = c.Next() {
+			ev := &cardstoragev1.CardEventRecord{}
+			if err := boltdb.GetProto(b, k, ev); err != nil {
+				return fmt.Errorf("card event %x: %w", k, err)
+			}
+			out = append(out, ev)
+		}
+		return nil
+	})
+	return out, latest, err
+}

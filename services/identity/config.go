@@ -1,0 +1,38 @@
+package identity
+
+import (
+	"crypto/rand"
+	"io"
+	"time"
+
+	"github.com/umbra-e2ee/umbra/pkg/auth"
+)
+
+// Config tunes a Server. The zero value is usable.
+type Config struct {
+	// Issuer is the tokens' "iss"; empty means auth.DefaultIssuer.
+	Issuer string
+	// DefaultTTL is the lifetime of a token issued without one; 0 means 1 h.
+	DefaultTTL time.Duration
+	// Clock and Rand default to time.Now and crypto/rand.
+	Clock func() time.Time
+	Rand  io.Reader
+}
+
+// withDefaults fills in cfg's defaults. No value is refused today; the error is there
+// so that every service's configuration is checked the same way.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Issuer == "" {
+		cfg.Issuer = auth.DefaultIssuer
+	}
+	if cfg.DefaultTTL == 0 {
+		cfg.DefaultTTL = auth.DefaultTokenTTL
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	return cfg, nil
+}
