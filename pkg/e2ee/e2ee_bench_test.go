@@ -118,9 +118,11 @@ func BenchmarkEncrypt(b *testing.B) {
 				b.SetBytes(benchPlaintextSize)
 				b.ReportAllocs()
 				var size int
+				cpu := reportCPUTime(b)
 				for b.Loop() {
 					size = len(enc())
 				}
+				cpu()
 				b.ReportMetric(float64(size), "out-bytes")
 			})
 		}
@@ -147,9 +149,11 @@ func BenchmarkDecrypt(b *testing.B) {
 					}
 					b.SetBytes(benchPlaintextSize)
 					b.ReportAllocs()
+					cpu := reportCPUTime(b)
 					for b.Loop() {
 						dec(data, i)
 					}
+					cpu()
 				})
 			}
 		}

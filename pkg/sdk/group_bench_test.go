@@ -23,10 +23,11 @@ import (
 //
 //	go test -run='^$' -bench='^Benchmark(GroupRotation|Send)$' -benchtime=20x ./pkg/sdk
 //
-// BenchmarkGroupRotation is a group of 1,000 members whose membership chain is the
-// longest and most varied its joining can make: the owner invited each member, and
-// each accepted with a statement signed by its own card (1,999 statements, 1,000
-// signer cards). Its sub-benchmarks, measured in the same run:
+// BenchmarkGroupRotation is a group of 1,000 members (and one of 100, the size the
+// TypeScript SDK's benchmark rotates too: clients/typescript/bench) whose membership
+// chain is the longest and most varied its joining can make: the owner invited each
+// member, and each accepted with a statement signed by its own card (1,999 statements,
+// 1,000 signer cards). Its sub-benchmarks, measured in the same run:
 //
 //   - rotate: one rotation end to end, as the SDK does it after a membership change,
 //     by a client that verified the chain before: GetEpochState (the head matches the
@@ -37,9 +38,12 @@ import (
 //   - verify-chain: a new client of the owner (nothing cached) fetching and verifying
 //     the whole chain: every statement's signature, signer card (fetched and
 //     verified: 1,000 cards) and lifetime, link and role rules;
-//   - rotate-fresh: a new client's first rotation, chain verification included. BenchmarkSend is a 1 KiB message
-// sent in a two-member group next to the same message sent as a direct (envelope)
-// message, which looks up the recipient's card every time.
+//   - rotate-fresh: a new client's first rotation, chain verification included;
+//   - rotate-new-device: the same on a client whose pin file is empty, which pins every
+//     other member on first use.
+//
+// BenchmarkSend is a 1 KiB message sent in a two-member group next to the same message
+// sent as a direct (envelope) message, which looks up the recipient's card every time.
 
 const benchGroupMembers = 1000
 
@@ -54,64 +58,70 @@ func benchNode(b *testing.B) (*nodetest.Node, *nodetest.App) {
 
 func BenchmarkGroupRotation(b *testing.B) {
 	for _, suite := range []e2ee.Suite{e2ee.SuiteX25519, e2ee.SuiteHybrid} {
-		b.Run(fmt.Sprintf("suite=%s/members=%d", suite, benchGroupMembers), func(b *testing.B) {
-			n, app := benchNode(b)
-			ctx := context.Background()
-			owner := newQuickDevice(b, n, app, "owner", suite)
-			if _, err := owner.Register(ctx); err != nil {
+		for _, members := range []int{100, benchGroupMembers} {
+			benchGroupRotation(b, suite, members)
+		}
+	}
+}
+
+func benchGroupRotation(b *testing.B, suite e2ee.Suite, members int) {
+	b.Run(fmt.Sprintf("suite=%s/members=%d", suite, members), func(b *testing.B) {
+		n, app := benchNode(b)
+		ctx := context.Background()
+		owner := newQuickDevice(b, n, app, "owner", suite)
+		if _, err := owner.Register(ctx); err != nil {
+			b.Fatal(err)
+		}
+		group := app.Group(b, "big")
+		g := invitedGroup(b, n, app, owner, group, suite, members-1)
+		if m, err := g.Membership(ctx); err != nil || m.MemberCount() != members || m.Sequence() != uint64(2*members-1) {
+			b.Fatalf("the group's chain: %v", err)
+		}
+		client := func(b *testing.B, pins string) *sdk.Group {
+			c, err := sdk.New(ctx, sdk.Config{Addr: n.GRPC, Token: app.TokenFunc(owner.identity), KeystorePath: owner.keystore, TrustStorePath: pins, NoPassphrase: true, Suite: suite})
+			if err != nil {
 				b.Fatal(err)
 			}
-			group := app.Group(b, "big")
-			g := invitedGroup(b, n, app, owner, group, suite, benchGroupMembers-1)
-			if m, err := g.Membership(ctx); err != nil || m.MemberCount() != benchGroupMembers || m.Sequence() != 2*benchGroupMembers-1 {
-				b.Fatalf("the group's chain: %v", err)
-			}
-			client := func(b *testing.B, pins string) *sdk.Group {
-				c, err := sdk.New(ctx, sdk.Config{Addr: n.GRPC, Token: app.TokenFunc(owner.identity), KeystorePath: owner.keystore, TrustStorePath: pins, NoPassphrase: true, Suite: suite})
-				if err != nil {
+			b.Cleanup(func() { c.Close() })
+			return c.Group(group)
+		}
+		// fresh is a new client of the owner, with nothing verified or cached; its
+		// pins are the owner's (the same files). newDevice is a fresh client whose pin
+		// file is empty, as on a device that restored the keys but no pins: it pins
+		// all the other members on first use.
+		fresh := func(b *testing.B) *sdk.Group { return client(b, "") }
+		newDevice := func(b *testing.B) *sdk.Group { return client(b, filepath.Join(b.TempDir(), "pins")) }
+		b.Run("rotate", func(b *testing.B) {
+			for b.Loop() {
+				if err := g.Rotate(ctx); err != nil {
 					b.Fatal(err)
 				}
-				b.Cleanup(func() { c.Close() })
-				return c.Group(group)
 			}
-			// fresh is a new client of the owner, with nothing verified or cached; its
-			// pins are the owner's (the same files). newDevice is a fresh client whose pin
-			// file is empty, as on a device that restored the keys but no pins: it pins
-			// all 999 other members on first use.
-			fresh := func(b *testing.B) *sdk.Group { return client(b, "") }
-			newDevice := func(b *testing.B) *sdk.Group { return client(b, filepath.Join(b.TempDir(), "pins")) }
-			b.Run("rotate", func(b *testing.B) {
-				for b.Loop() {
-					if err := g.Rotate(ctx); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/benchGroupMembers, "µs/member")
-			})
-			b.Run("verify-chain", func(b *testing.B) {
-				for b.Loop() {
-					if _, err := fresh(b).Membership(ctx); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/(2*benchGroupMembers-1), "µs/statement")
-			})
-			b.Run("rotate-fresh", func(b *testing.B) {
-				for b.Loop() {
-					if err := fresh(b).Rotate(ctx); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-			b.Run("rotate-new-device", func(b *testing.B) {
-				for b.Loop() {
-					if err := newDevice(b).Rotate(ctx); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/float64(members), "µs/member")
 		})
-	}
+		b.Run("verify-chain", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := fresh(b).Membership(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/float64(2*members-1), "µs/statement")
+		})
+		b.Run("rotate-fresh", func(b *testing.B) {
+			for b.Loop() {
+				if err := fresh(b).Rotate(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("rotate-new-device", func(b *testing.B) {
+			for b.Loop() {
+				if err := newDevice(b).Rotate(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
 }
 
 // invitedGroup makes group, owned by owner, whose other count members each joined by

@@ -1,6 +1,6 @@
 // Byte-string helpers for the wire format's notation (docs/wire-format.md, section 1).
-import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
+import { sha256 } from "./platform.js";
 
 const utf8 = new TextEncoder();
 
@@ -73,13 +73,8 @@ export function labelled(label: string, ...parts: Uint8Array[]): Uint8Array {
   return concat(utf8.encode(label), new Uint8Array(1), ...parts);
 }
 
-/** sha returns SHA-256 of the concatenation of parts. */
-export function sha(...parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return sha256(parts[0]!);
-  const h = sha256.create();
-  for (const p of parts) h.update(p);
-  return h.digest();
-}
+/** sha returns SHA-256 of the concatenation of parts (on Node, Node's: platform.ts). */
+export const sha = sha256;
 
 /** toHex and fromHex convert lower-case hex. */
 export const toHex = bytesToHex;

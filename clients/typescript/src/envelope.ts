@@ -10,7 +10,7 @@ import { Suite, hpkeOpen, hpkeSeal, params } from "./hpke.js";
 import type { KeyPair } from "./keys.js";
 import { LabelEnvelopeKeyWrap, LabelEnvelopeSignature } from "./labels.js";
 import { bytesFieldSize, encode, parseBytesPair, parseStrict, putBytesField, putTagLength } from "./proto.js";
-import { verifySignature } from "./pubkey.js";
+import { verifySignature, verifySignatureAsync } from "./pubkey.js";
 
 /** Sizes and limits of an Envelope (section 6.1). */
 export const MaxRecipients = 1000;
@@ -112,7 +112,7 @@ export async function encrypt(sender: KeyPair, senderCardId: Uint8Array, recipie
     nonce,
     createdAtUnixSeconds: created,
   });
-  const signature = sender.sign(labelled(LabelEnvelopeSignature, sha(header), plaintext));
+  const signature = await sender.signAsync(labelled(LabelEnvelopeSignature, sha(header), plaintext));
   return sealSigned(aead, contentKey, nonce, header, plaintext, signature);
 }
 
@@ -226,16 +226,30 @@ export async function decrypt(data: Uint8Array, keyFor: KeyLookup, sender: Card 
   }
   const payload = aeadOpen(e.h.aead, contentKey, e.h.nonce, e.body, e.header);
   if (payload === undefined) throw e2eeError(E2eeErrorKind.Decrypt, "envelope body does not authenticate");
-  return verifySigned("envelope", LabelEnvelopeSignature, payload, e.headerHash, sender);
+  return verifySignedAsync("envelope", LabelEnvelopeSignature, payload, e.headerHash, sender);
 }
 
 /** verifySigned parses an opened SignedPayload and verifies sender's signature under label over headerHash ‖ plaintext. */
 export function verifySigned(what: string, label: string, payload: Uint8Array, headerHash: Uint8Array, sender: Card): Uint8Array {
+  const { plaintext, signature, signed } = signedPayload(what, label, payload, headerHash);
+  if (!verifySignature(sender.signingKey, signed, signature)) throw badSignature(what, sender);
+  return plaintext;
+}
+
+/** verifySignedAsync is verifySigned with verifySignatureAsync. */
+export async function verifySignedAsync(what: string, label: string, payload: Uint8Array, headerHash: Uint8Array, sender: Card): Promise<Uint8Array> {
+  const { plaintext, signature, signed } = signedPayload(what, label, payload, headerHash);
+  if (!(await verifySignatureAsync(sender.signingKey, signed, signature))) throw badSignature(what, sender);
+  return plaintext;
+}
+
+function signedPayload(what: string, label: string, payload: Uint8Array, headerHash: Uint8Array): { plaintext: Uint8Array; signature: Uint8Array; signed: Uint8Array } {
   const [plaintext = new Uint8Array(0), signature = new Uint8Array(0)] = parseBytesPair("signed payload", payload);
   if (signature.length !== 64) throw e2eeError(E2eeErrorKind.Malformed, `${what} signature is ${signature.length} bytes; want 64`);
-  if (!verifySignature(sender.signingKey, labelled(label, headerHash, plaintext), signature)) {
-    throw e2eeError(E2eeErrorKind.BadSignature, `${what} signature does not verify with sender card ${toHex(sender.id)}`);
-  }
-  return plaintext;
+  return { plaintext, signature, signed: labelled(label, headerHash, plaintext) };
+}
+
+function badSignature(what: string, sender: Card): E2eeError {
+  return e2eeError(E2eeErrorKind.BadSignature, `${what} signature does not verify with sender card ${toHex(sender.id)}`);
 }
 

@@ -141,7 +141,8 @@ export async function newEpoch(signer: KeyPair, signerCardId: Uint8Array, groupI
   checkEpochArgs(groupId, number);
   const epochKey = key ?? newEpochKey();
   const wrappedKeys = await wrapEpochKeys(groupId, number, epochKey, recipients);
-  const commit = signEpochCommit(signer, signerCardId, groupId, number, epochKey, wrappedKeys, previousCommitHash, head, now);
+  const content = epochCommitContent(signerCardId, groupId, number, epochKey, wrappedKeys, previousCommitHash, head, now);
+  const commit = { content, signature: await signer.signAsync(labelled(LabelEpochCommitSignature, content)) };
   return { groupId, number, key: epochKey, wrappedKeys, commit, commitHash: sha(commit.content) };
 }
 
@@ -158,6 +159,11 @@ function checkPreviousCommitHash(epoch: bigint, h: Uint8Array | undefined): void
 
 /** signEpochCommit encodes and signs the EpochCommitContent of epoch of groupId whose key is key and whose wraps are wrapped. */
 export function signEpochCommit(signer: KeyPair, signerCardId: Uint8Array, groupId: string, epoch: bigint, key: Uint8Array, wrapped: readonly WrappedKey[], previousCommitHash: Uint8Array | undefined, head: MembershipHead, now: Date): SignedCommit {
+  const content = epochCommitContent(signerCardId, groupId, epoch, key, wrapped, previousCommitHash, head, now);
+  return { content, signature: signer.sign(labelled(LabelEpochCommitSignature, content)) };
+}
+
+function epochCommitContent(signerCardId: Uint8Array, groupId: string, epoch: bigint, key: Uint8Array, wrapped: readonly WrappedKey[], previousCommitHash: Uint8Array | undefined, head: MembershipHead, now: Date): Uint8Array {
   const created = unixSeconds(now);
   if (signerCardId.length !== CardIdSize) throw e2eeError(E2eeErrorKind.Malformed, `signer card id is ${signerCardId.length} bytes; want 32`);
   if (created <= 0n) throw e2eeError(E2eeErrorKind.Malformed, "commit time is not after the Unix epoch");
@@ -165,7 +171,7 @@ export function signEpochCommit(signer: KeyPair, signerCardId: Uint8Array, group
   checkMembershipHead(head.sequence, head.hash);
   checkEpochArgs(groupId, epoch, key);
   checkPreviousCommitHash(epoch, previousCommitHash);
-  const content = encode(EpochCommitContentSchema, {
+  return encode(EpochCommitContentSchema, {
     version: 1,
     groupId,
     epoch,
@@ -178,7 +184,6 @@ export function signEpochCommit(signer: KeyPair, signerCardId: Uint8Array, group
     membershipSequence: head.sequence,
     membershipHash: head.hash,
   });
-  return { content, signature: signer.sign(labelled(LabelEpochCommitSignature, content)) };
 }
 
 /** EpochCommit is an epoch commit whose content parsed. */

@@ -3,6 +3,7 @@
 import { copyBytes, randomBytes } from "./bytes.js";
 import { E2eeErrorKind, e2eeError } from "./errors.js";
 import { Suite, clampX25519, deriveKemPrivateKey, generateKemPrivateKey, kemPublicKey, params } from "./hpke.js";
+import { ed25519Sign, ed25519SigningKey, type Ed25519Key } from "./platform.js";
 import { sign, signingPublicKey } from "./pubkey.js";
 
 /** DefaultSuite is the suite of new key pairs unless asked otherwise: the hybrid one. */
@@ -54,8 +55,26 @@ export class KeyPair {
     return new KeyPair(suite, copyBytes(signingSeed), kemPrivate);
   }
 
+  /** The seed imported into the platform's crypto, on first use of signAsync; undefined where only @noble signs. */
+  #platformKey: Promise<Ed25519Key | undefined> | undefined;
+
   /** sign signs message with the Ed25519 key. */
   sign(message: Uint8Array): Uint8Array {
     return sign(this.signingSeed, message);
+  }
+
+  /**
+   * signAsync is sign on the platform's crypto where it signs Ed25519 (platform.ts:
+   * Node's crypto module or WebCrypto), many times faster: the same signature, since
+   * Ed25519 is deterministic.
+   */
+  async signAsync(message: Uint8Array): Promise<Uint8Array> {
+    let key: Ed25519Key | undefined;
+    try {
+      key = await (this.#platformKey ??= ed25519SigningKey(this.signingSeed));
+    } catch {
+      this.#platformKey = Promise.resolve(undefined);
+    }
+    return key === undefined ? this.sign(message) : ed25519Sign(key, message);
   }
 }

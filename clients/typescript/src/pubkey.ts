@@ -5,7 +5,8 @@
 import { ed25519 } from "@noble/curves/ed25519.js";
 import { bytesToNumberLE } from "@noble/curves/utils.js";
 import { sha512 } from "@noble/hashes/sha2.js";
-import { concat, equalBytes, fromHex } from "./bytes.js";
+import { concat, equalBytes, fromHex, toHex } from "./bytes.js";
+import { ed25519Verify, ed25519VerifyPath, ed25519VerifyingKey, type Ed25519Key } from "./platform.js";
 import { E2eeErrorKind, e2eeError } from "./errors.js";
 
 /** The field prime p = 2^255 − 19 of Curve25519 and edwards25519. */
@@ -60,6 +61,16 @@ function edwardsProblem(b: Uint8Array): string | undefined {
   return listed(smallOrderEd25519, b) ? smallOrderProblem : undefined;
 }
 
+/** signingKeyPoint decodes a key that passes checkSigningPublicKey, or returns undefined. */
+function signingKeyPoint(pub: Uint8Array): InstanceType<typeof ed25519.Point> | undefined {
+  if (pub.length !== 32 || listed(smallOrderEd25519, pub)) return undefined;
+  try {
+    return ed25519.Point.fromBytes(pub, false);
+  } catch {
+    return undefined;
+  }
+}
+
 /** checkSigningPublicKey checks an Ed25519 public key as a card's signing key must be (section 3, "Public keys"). */
 export function checkSigningPublicKey(pub: Uint8Array, what = "Ed25519 key"): void {
   if (pub.length !== 32) throw e2eeError(E2eeErrorKind.Malformed, `${what} is ${pub.length} bytes; want 32`);
@@ -84,30 +95,85 @@ export function checkMlKemEncapsulationKey(what: string, ek: Uint8Array): void {
 
 const L = 2n ** 252n + 27742317777372353535851937790883648493n;
 
+/** The encodings that put the sign bit on x = 0 (y = 1 and y = −1): not canonical. */
+const signedZeroX = [
+  "0100000000000000000000000000000000000000000000000000000000000080",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+].map(fromHex);
+
+/**
+ * signatureRefused applies rules 1 to 3 of section 3, "Signatures": it reports whether
+ * sig cannot verify for its length, its S (not below L) or its R (a point of small
+ * order, or an encoding that is not canonical, which the byte comparison of rule 5
+ * never matches).
+ */
+function signatureRefused(pub: Uint8Array, sig: Uint8Array): boolean {
+  if (pub.length !== 32 || sig.length !== 64) return true;
+  const r = sig.subarray(0, 32);
+  if (listed(smallOrderEd25519, r) || listed(signedZeroX, r)) return true;
+  if ((bytesToNumberLE(r) & ((1n << 255n) - 1n)) >= P) return true;
+  return bytesToNumberLE(sig.subarray(32)) >= L;
+}
+
 /**
  * verifySignature is Ed25519 verification (RFC 8032, pure) by the rules of section 3,
  * "Signatures": a 64-byte signature whose S is below L, whose R is not a point of
  * small order, and for which the encoding of [S]B − [k]A equals R byte for byte (the
  * cofactorless equation, as Go's crypto/ed25519 and libsodium; noble's verify checks
- * the cofactored one, which accepts more). The key must have passed
- * checkSigningPublicKey.
+ * the cofactored one, which accepts more). The key must pass checkSigningPublicKey
+ * (every caller's key has, when its card was parsed); one that does not never verifies.
+ * verifySignatureAsync gives the same answers, faster.
  */
 export function verifySignature(pub: Uint8Array, message: Uint8Array, sig: Uint8Array): boolean {
-  if (pub.length !== 32 || sig.length !== 64) return false;
+  if (signatureRefused(pub, sig)) return false;
+  const A = signingKeyPoint(pub);
+  if (A === undefined) return false;
   const r = sig.subarray(0, 32);
-  if (edwardsProblem(r) === smallOrderProblem) return false;
   const s = bytesToNumberLE(sig.subarray(32));
-  if (s >= L) return false;
-  let A;
-  try {
-    A = ed25519.Point.fromBytes(pub, false);
-  } catch {
-    return false;
-  }
   const k = bytesToNumberLE(sha512(concat(r, pub, message))) % L;
   const sB = s === 0n ? ed25519.Point.ZERO : ed25519.Point.BASE.multiplyUnsafe(s);
   const kA = k === 0n ? ed25519.Point.ZERO : A.multiplyUnsafe(k);
   return equalBytes(sB.subtract(kA).toBytes(), r);
+}
+
+// The platform's verifier takes an imported key; importing one, and checking it as
+// "Public keys" says, costs about as much as a verification, and the same keys (a
+// contact's card, the card service's key) verify many signatures. So the last keys
+// used are kept, per path: their check's outcome and their imported key.
+const maxVerifyingKeys = 1024;
+const verifyingKeys = new Map<string, Promise<Ed25519Key | undefined>>();
+
+function verifyingKey(path: "node" | "webcrypto", pub: Uint8Array): Promise<Ed25519Key | undefined> {
+  const id = path + toHex(pub);
+  let key = verifyingKeys.get(id);
+  if (key !== undefined) {
+    verifyingKeys.delete(id); // to the end: the most recently used
+  } else {
+    key = signingKeyPoint(pub) === undefined ? Promise.resolve(undefined) : ed25519VerifyingKey(path, pub);
+    if (verifyingKeys.size >= maxVerifyingKeys) verifyingKeys.delete(verifyingKeys.keys().next().value!);
+  }
+  verifyingKeys.set(id, key);
+  return key;
+}
+
+/**
+ * verifySignatureAsync is verifySignature, on the platform's crypto where it passed its
+ * self-test (platform.ts: Node's crypto module or WebCrypto): rules 1 to 3 and the
+ * key's checks are applied here first, so the platform only computes the cofactorless
+ * equation of rule 5, which its self-test showed it computes as the rule does.
+ */
+export async function verifySignatureAsync(pub: Uint8Array, message: Uint8Array, sig: Uint8Array): Promise<boolean> {
+  if (signatureRefused(pub, sig)) return false;
+  const path = await ed25519VerifyPath();
+  if (path === "noble") return verifySignature(pub, message, sig);
+  let key: Ed25519Key | undefined;
+  try {
+    key = await verifyingKey(path, pub);
+  } catch {
+    verifyingKeys.delete(path + toHex(pub));
+    return verifySignature(pub, message, sig);
+  }
+  return key !== undefined && (await ed25519Verify(key, message, sig));
 }
 
 /** sign is Ed25519 (RFC 8032, pure, deterministic) with the 32-byte seed. */

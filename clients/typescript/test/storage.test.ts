@@ -8,7 +8,8 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { IDBFactory } from "fake-indexeddb";
 import { hasKind, UmbraErrorKind } from "../src/client/errors.js";
-import { PinStore, encodePinFile, parsePinFile, type PinFile } from "../src/client/pins.js";
+import { PinSource, PinStore, encodePinFile, parsePinFile, type PinFile } from "../src/client/pins.js";
+import { repoFile } from "./helpers.js";
 import { FileStorage } from "../src/storage/file.js";
 import { IndexedDBStorage } from "../src/storage/indexeddb.js";
 import { MemoryStorage, TRUST, type Storage } from "../src/storage/storage.js";
@@ -191,4 +192,22 @@ test("pin updates start from the stored file and run one at a time", async () =>
   const c = new PinStore(s, [{ keyId: "k", publicKey: new Uint8Array(32).fill(2) }], () => new Date());
   const err = await c.load().catch((e: unknown) => e);
   assert.ok(hasKind(err, UmbraErrorKind.UnknownServiceKey), String(err));
+});
+
+test("docs/wire-format.md 5.7 names the sources both SDKs write into the pin file", () => {
+  const doc = new TextDecoder().decode(repoFile("docs/wire-format.md"));
+  const section = doc.slice(doc.indexOf("### 5.7 "), doc.indexOf("#### 5.8 "));
+  const item = (field: string) => {
+    const m = new RegExp("^- `" + field + "`[,:]([\\s\\S]*?)(?=^- `|^$)", "m").exec(section);
+    assert.ok(m, `5.7 has an item for ${field}`);
+    return new Set([...m[1]!.matchAll(/`([a-z-]+)`/g)].map((x) => x[1]!));
+  };
+  // What src/client writes: service keys pinned from the app's configuration, on first
+  // use, or by a verified rotation statement; contacts' cards on first use, by a
+  // verified endorsement, by the user's acceptance, or under the "warn" policy.
+  const serviceKeys = item("service_keys");
+  for (const s of [PinSource.Config, PinSource.FirstUse, PinSource.Endorsed]) assert.ok(serviceKeys.has(s), `service_keys' source ${s} is documented`);
+  assert.ok(!serviceKeys.has("rotation"), "no SDK writes the source rotation");
+  const contacts = item("contacts");
+  for (const s of [PinSource.FirstUse, PinSource.Endorsed, PinSource.Accepted, PinSource.Warned]) assert.ok(contacts.has(s), `a chain entry's how ${s} is documented`);
 });

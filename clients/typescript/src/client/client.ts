@@ -5,7 +5,7 @@
 
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { equalBytes } from "../bytes.js";
-import { cardId, endorse, newCard, parseCard, verifyEndorsement, verifyServiceSignature, type Card } from "../card.js";
+import { cardId, endorse, newCard, parseCard, parseCardAsync, verifyEndorsement, verifyServiceSignatureAsync, type Card } from "../card.js";
 import { E2eeErrorKind, e2eeError } from "../errors.js";
 import {
   CardService,
@@ -415,7 +415,7 @@ export class UmbraClient extends EventTarget {
     if (!pc) throw umbraError(UmbraErrorKind.UntrustedCard, "the directory's answer holds no card");
     let parsed: Card;
     try {
-      parsed = parseCard(pc.content, pc.selfSignature);
+      parsed = await parseCardAsync(pc.content, pc.selfSignature);
     } catch (e) {
       throw umbraError(UmbraErrorKind.UntrustedCard, e instanceof Error ? e.message : String(e), e);
     }
@@ -425,7 +425,7 @@ export class UmbraClient extends EventTarget {
     }
     const key = await this.serviceKeyFor(pc.serviceKeyId, signal);
     try {
-      verifyServiceSignature(key.publicKey, parsed.id, pc.serviceSignature);
+      await verifyServiceSignatureAsync(key.publicKey, parsed.id, pc.serviceSignature);
     } catch (e) {
       throw umbraError(UmbraErrorKind.UntrustedCard, e instanceof Error ? e.message : String(e), e);
     }
@@ -475,9 +475,14 @@ export class UmbraClient extends EventTarget {
     for (let i = 0; i < identities.length; i += 1000) {
       const batch = identities.slice(i, i + 1000);
       const resp = await this.transport.unary(CardService.method.searchCards, { identities: batch }, { signal });
-      for (const pc of resp.cards) {
-        const card = await this.verify(pc, signal);
-        if (!batch.includes(card.identity)) {
+      // The service keys first, one at a time (a key not yet pinned is fetched and
+      // pinned once); then the cards' signatures, all at once: on WebCrypto they are
+      // checked beside each other.
+      for (const kid of new Set(resp.cards.map((pc) => pc.serviceKeyId))) await this.serviceKeyFor(kid, signal);
+      const verified = await Promise.all(resp.cards.map((pc) => this.verify(pc, signal)));
+      const asked = new Set(batch);
+      for (const card of verified) {
+        if (!asked.has(card.identity)) {
           throw umbraError(UmbraErrorKind.UntrustedCard, `the directory answered a search with a card of ${card.identity}, which was not asked for`);
         }
         out.set(card.identity, card);

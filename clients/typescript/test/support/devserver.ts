@@ -81,13 +81,13 @@ export class DevServer {
     this.backend = new RestTransport({ baseUrl });
   }
 
-  /** Starts `umbra dev` and waits until it printed its banner. */
-  static async start(): Promise<DevServer> {
+  /** Starts `umbra dev` (with extraArgs after the usual flags) and waits until it printed its banner. */
+  static async start(extraArgs: readonly string[] = []): Promise<DevServer> {
     const bin = await umbraBinary();
     const dataDir = await mkdtemp(join(tmpdir(), "umbra-ts-data-"));
     const grpcAddr = `127.0.0.1:${await freePort()}`;
     const httpAddr = `127.0.0.1:${await freePort()}`;
-    const proc = spawn(bin, ["dev", "--data", dataDir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--metrics-addr", "", "--log-level", "warn"], {
+    const proc = spawn(bin, ["dev", "--data", dataDir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--metrics-addr", "", "--log-level", "warn", ...extraArgs], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
