@@ -122,3 +122,87 @@ func TestLookupTamperingIsRefused(t *testing.T) {
 		t.Errorf("alice's current card against a map without it: got %v, want ErrBadProof", err)
 	}
 }
+
+// forged is a log of leaves with a map that a malicious server wrote as it liked:
+// values by identity, whatever the log says.
+func forged(t *testing.T, leaves [][]byte, values map[string]*ktv1.MapValue) (*Memory, *Checkpoint) {
+	t.Helper()
+	m := NewMemory()
+	logRoot, err := AppendLog(m.Log, 0, leaves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Leaves = leaves
+	var entries []MapEntry
+	for id, v := range values {
+		b := canonical(v)
+		key := MapKey(testApp, id)
+		m.Values.PutMapValue(key, b)
+		entries = append(entries, MapEntry{Key: key, ValueHash: ValueHash(b)})
+	}
+	mapRoot, err := UpdateMap(m.Map, entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, &Checkpoint{Origin: "test", Size: uint64(len(leaves)), LogRoot: [HashSize]byte(logRoot), MapRoot: mapRoot}
+}
+
+// TestLookupRefusesAMapThatDisagreesWithTheLog: a map whose entry is proved, with an
+// entry that is in the log, but an entry that is not the event the map says.
+func TestLookupRefusesAMapThatDisagreesWithTheLog(t *testing.T) {
+	pub := ktv1.LogEventKind_LOG_EVENT_KIND_PUBLICATION
+	tests := []struct {
+		name   string
+		leaves [][]byte
+		value  *ktv1.MapValue
+	}{
+		{"the entry is another identity's publication of the card", [][]byte{leafBytes(t, "bob", pub, 9, 0, 1)},
+			&ktv1.MapValue{Version: Version, CardId: bytesOf(9, HashSize), CardLogIndex: 0, LatestLogIndex: 0}},
+		{"the entry is the revocation of the card the map says is current", [][]byte{leafBytes(t, "alice", ktv1.LogEventKind_LOG_EVENT_KIND_REVOCATION, 9, 0, 1)},
+			&ktv1.MapValue{Version: Version, CardId: bytesOf(9, HashSize), CardLogIndex: 0, LatestLogIndex: 0}},
+		{"the entry publishes another card", [][]byte{leafBytes(t, "alice", pub, 8, 0, 1)},
+			&ktv1.MapValue{Version: Version, CardId: bytesOf(9, HashSize), CardLogIndex: 0, LatestLogIndex: 0}},
+		{"no card, but the latest entry is a publication", [][]byte{leafBytes(t, "alice", pub, 9, 0, 1)},
+			&ktv1.MapValue{Version: Version, LatestLogIndex: 0}},
+		{"an entry past the checkpoint", [][]byte{leafBytes(t, "alice", pub, 9, 0, 1)},
+			&ktv1.MapValue{Version: Version, CardId: bytesOf(9, HashSize), CardLogIndex: 0, LatestLogIndex: 5}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, cp := forged(t, tc.leaves, map[string]*ktv1.MapValue{"alice": tc.value})
+			p, err := m.Prove(testApp, "alice")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := VerifyLookup(cp, testApp, "alice", p); !errors.Is(err, ErrBadProof) {
+				t.Fatalf("got %v, want ErrBadProof", err)
+			}
+		})
+	}
+	t.Run("the entry proved is not the one the map names", func(t *testing.T) {
+		// A log that publishes alice's card twice; the map names the second entry,
+		// the proof gives the first.
+		leaves := [][]byte{leafBytes(t, "alice", pub, 9, 0, 1), leafBytes(t, "alice", pub, 9, 0, 1)}
+		m, cp := forged(t, leaves, map[string]*ktv1.MapValue{"alice": {Version: Version, CardId: bytesOf(9, HashSize), CardLogIndex: 1, LatestLogIndex: 1}})
+		p, err := m.Prove(testApp, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := VerifyLookup(cp, testApp, "alice", p); err != nil {
+			t.Fatalf("the proof as made: %v", err)
+		}
+		p.LeafIndex = 0
+		p.InclusionProof, _ = InclusionProof(m.Log, 0, cp.Size)
+		if _, err := VerifyLookup(cp, testApp, "alice", p); !errors.Is(err, ErrBadProof) {
+			t.Fatalf("got %v, want ErrBadProof", err)
+		}
+	})
+	t.Run("the proof is labelled with another identity", func(t *testing.T) {
+		m, cp := lookupScenario(t)
+		p, _ := m.Prove(testApp, "alice")
+		p.Identity = "bob"
+		if _, err := VerifyLookup(cp, testApp, "alice", p); !errors.Is(err, ErrBadProof) {
+			t.Fatalf("got %v, want ErrBadProof", err)
+		}
+	})
+}
