@@ -228,3 +228,17 @@ func firstSetBit(b byte) byte {
 	}
 	panic(fmt.Sprintf("no bit set in %08b", b))
 }
+
+// TestMapAbsenceAtAMisplacedEntryIsRefused: a root a malicious server built with an
+// entry on the wrong side of the root; the proof hashes to it, but the entry is not on
+// the path of the key said absent.
+func TestMapAbsenceAtAMisplacedEntryIsRefused(t *testing.T) {
+	var key, misplaced [HashSize]byte
+	key[0], misplaced[0] = 0x00, 0x80 // key goes left at the root, misplaced right
+	vh := ValueHash([]byte("value"))
+	root := MapNodeHash(MapLeafHash(misplaced, vh), EmptyMapHash)
+	p := &ktv1.MapProof{Depth: 1, Bitmap: []byte{0}, OtherKey: misplaced[:], OtherValueHash: vh[:]}
+	if err := VerifyMapProof(root, key, nil, p); !errors.Is(err, ErrBadProof) {
+		t.Fatalf("got %v, want ErrBadProof", err)
+	}
+}
