@@ -27,16 +27,33 @@ var (
 	currentKey       = []byte("current")
 )
 
+// The key transparency buckets (store_bolt_kt.go).
+var (
+	bucketKTLeaves      = []byte("kt_leaves")
+	bucketKTLogNodes    = []byte("kt_log_nodes")
+	bucketKTMapNodes    = []byte("kt_map_nodes")
+	bucketKTMapValues   = []byte("kt_map_values")
+	bucketKTCheckpoints = []byte("kt_checkpoints")
+	bucketKTLogKey      = []byte("kt_log_key")
+)
+
 // The layout is documented in proto/umbra/storage/card/v1/card.proto.
 var schema = boltdb.Schema{
 	Version: 1,
-	Buckets: [][]byte{bucketCards, bucketActive, bucketHistory, bucketEvents, bucketServiceKey, bucketGrants},
+	Buckets: [][]byte{bucketCards, bucketActive, bucketHistory, bucketEvents, bucketServiceKey, bucketGrants,
+		bucketKTLeaves, bucketKTLogNodes, bucketKTMapNodes, bucketKTMapValues, bucketKTCheckpoints, bucketKTLogKey},
 	Records: []boltdb.RecordBucket{
 		{Name: bucketCards, New: func() proto.Message { return &cardstoragev1.CardRecord{} }},
 		{Name: bucketActive, New: func() proto.Message { return &cardstoragev1.ActiveCardRecord{} }},
 		{Name: bucketEvents, New: func() proto.Message { return &cardstoragev1.CardEventRecord{} }},
 		{Name: bucketServiceKey, New: func() proto.Message { return &cardstoragev1.ServiceKeyRecord{} }},
 		{Name: bucketGrants, New: func() proto.Message { return &cardstoragev1.SpentResetGrantRecord{} }},
+		{Name: bucketKTLeaves},
+		{Name: bucketKTLogNodes},
+		{Name: bucketKTMapNodes},
+		{Name: bucketKTMapValues},
+		{Name: bucketKTCheckpoints, New: func() proto.Message { return &cardstoragev1.CheckpointRecord{} }},
+		{Name: bucketKTLogKey, New: func() proto.Message { return &cardstoragev1.LogKeyRecord{} }},
 	},
 }
 
