@@ -281,7 +281,7 @@ func TestSearchCardsWithProofs(t *testing.T) {
 		t.Fatalf("REST lookup: %v", err)
 	}
 	// The public log routes need no credential.
-	for _, path := range []string{"/v1/kt/log-key", "/v1/kt/checkpoint", "/v1/kt/entries?start=0&count=2", "/v1/kt/entries/1/inclusion", "/v1/kt/consistency?from_size=1&to_size=2"} {
+	for _, path := range []string{"/v1/kt/log-key", "/v1/kt/checkpoint", "/v1/kt/entries?start=0&count=2", "/v1/kt/inclusion?index=1", "/v1/kt/consistency?from_size=1&to_size=2"} {
 		hr, err := http.Get(e.httpURL + path)
 		if err != nil {
 			t.Fatal(err)

@@ -351,22 +351,13 @@ func local_request_CardService_GetConsistencyProof_0(ctx context.Context, marsha
 	return msg, metadata, err
 }
 
-var filter_CardService_GetInclusionProof_0 = &utilities.DoubleArray{Encoding: map[string]int{"index": 0}, Base: []int{1, 1, 0}, Check: []int{0, 1, 2}}
+var filter_CardService_GetInclusionProof_0 = &utilities.DoubleArray{Encoding: map[string]int{}, Base: []int(nil), Check: []int(nil)}
 
 func request_CardService_GetInclusionProof_0(ctx context.Context, marshaler runtime.Marshaler, client CardServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
 		protoReq GetInclusionProofRequest
 		metadata runtime.ServerMetadata
-		err      error
 	)
-	val, ok := pathParams["index"]
-	if !ok {
-		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "index")
-	}
-	protoReq.Index, err = runtime.Uint64(val)
-	if err != nil {
-		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "index", err)
-	}
 	if err := req.ParseForm(); err != nil {
 		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
@@ -384,16 +375,7 @@ func local_request_CardService_GetInclusionProof_0(ctx context.Context, marshale
 	var (
 		protoReq GetInclusionProofRequest
 		metadata runtime.ServerMetadata
-		err      error
 	)
-	val, ok := pathParams["index"]
-	if !ok {
-		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "index")
-	}
-	protoReq.Index, err = runtime.Uint64(val)
-	if err != nil {
-		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "index", err)
-	}
 	if err := req.ParseForm(); err != nil {
 		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
@@ -678,7 +660,7 @@ func RegisterCardServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux
 		var stream runtime.ServerTransportStream
 		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
 		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
-		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/umbra.card.v1.CardService/GetInclusionProof", runtime.WithHTTPPathPattern("/v1/kt/entries/{index}/inclusion"))
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/umbra.card.v1.CardService/GetInclusionProof", runtime.WithHTTPPathPattern("/v1/kt/inclusion"))
 		if err != nil {
 			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
 			return
@@ -946,7 +928,7 @@ func RegisterCardServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
 		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
-		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/umbra.card.v1.CardService/GetInclusionProof", runtime.WithHTTPPathPattern("/v1/kt/entries/{index}/inclusion"))
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/umbra.card.v1.CardService/GetInclusionProof", runtime.WithHTTPPathPattern("/v1/kt/inclusion"))
 		if err != nil {
 			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
 			return
@@ -1007,7 +989,7 @@ var (
 	pattern_CardService_GetLogKey_0             = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "kt", "log-key"}, ""))
 	pattern_CardService_GetCheckpoint_0         = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "kt", "checkpoint"}, ""))
 	pattern_CardService_GetConsistencyProof_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "kt", "consistency"}, ""))
-	pattern_CardService_GetInclusionProof_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3, 2, 4}, []string{"v1", "kt", "entries", "index", "inclusion"}, ""))
+	pattern_CardService_GetInclusionProof_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "kt", "inclusion"}, ""))
 	pattern_CardService_GetLogEntries_0         = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "kt", "entries"}, ""))
 	pattern_CardService_SearchCardsWithProofs_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "cards"}, "search-with-proofs"))
 )
