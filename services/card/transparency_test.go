@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
@@ -478,5 +480,39 @@ func TestLogKeyIsNotTheServiceKey(t *testing.T) {
 	serviceAsLogKey, _ := kt.NewLogSigner(lk.GetOrigin(), make([]byte, 32))
 	if _, err := kt.OpenCheckpoint(resp.GetCheckpoint(), serviceAsLogKey.VerifierKey()); err == nil {
 		t.Error("the checkpoint verifies with a key that is not the log key")
+	}
+}
+
+// TestLogRefusesAGapInTheFeed: were an event missing from the feed (a damaged file),
+// the log stops there rather than skip it, and writes nothing; and appending in small
+// batches appends every event, once, in order.
+func TestLogRefusesAGapInTheFeed(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a := e.newApp(t, "A")
+	for _, u := range e.newUsers(t, a, "alice", "bob", "carol", "dave", "erin") {
+		e.publish(t, u, newKeys(t, e2ee.SuiteX25519), nil, nil)
+	}
+	for want := uint64(2); want <= 4; want += 2 {
+		cp, n, err := e.store.AppendLog(2, e.srv.signCheckpoint)
+		if err != nil || n != 2 || cp.GetSize() != want {
+			t.Fatalf("append of 2: %d appended, size %d, %v; want size %d", n, cp.GetSize(), err, want)
+		}
+	}
+	// Event 5 goes missing; event 6 is published after it.
+	e.publish(t, e.newUser(t, a, "frank"), newKeys(t, e2ee.SuiteX25519), nil, nil)
+	if err := e.store.DB().Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketEvents).Delete(boltdb.U64(5)) }); err != nil {
+		t.Fatal(err)
+	}
+	before := e.snapshot(t)
+	_, _, err := e.store.AppendLog(10, e.srv.signCheckpoint)
+	if err == nil || !strings.Contains(err.Error(), "the card event feed has event 6 where 5 should be") {
+		t.Fatalf("append over a gap: %v", err)
+	}
+	if !mapsEqual(before, e.snapshot(t)) {
+		t.Error("the refused append changed card.db")
+	}
+	cp := e.checkpoint(t)
+	if leaves := e.replay(t, cp); len(leaves) != 4 {
+		t.Fatalf("the log has %d entries, want the 4 before the gap", len(leaves))
 	}
 }
