@@ -78,13 +78,17 @@ func (id MapNodeID) child(b byte) MapNodeID {
 	return c
 }
 
-// MapNode is a stored position of the map: an inner node (its hash) or an entry's
-// leaf (its key and value hash). Empty positions are not stored.
+// MapNode is a stored position of the map: an inner node (its children's hashes) or an
+// entry's leaf (its key and value hash). Empty positions are not stored. An inner node
+// keeps its children's hashes, not its own, so that a proof reads only the nodes on
+// its path (each gives the sibling of the next), and an update rehashes a node from
+// the one child that changed and the other's hash it already holds.
 type MapNode struct {
-	Leaf      bool
-	Hash      [HashSize]byte // an inner node's hash
-	Key       [HashSize]byte // a leaf's key
-	ValueHash [HashSize]byte // a leaf's value hash
+	Leaf bool
+	// An inner node's children's hashes, EmptyMapHash for an empty child.
+	Left, Right [HashSize]byte
+	// A leaf's key and value hash.
+	Key, ValueHash [HashSize]byte
 }
 
 // hash is the node's hash: an inner node's, or its leaf hash.
@@ -92,8 +96,11 @@ func (n *MapNode) hash() [HashSize]byte {
 	if n.Leaf {
 		return MapLeafHash(n.Key, n.ValueHash)
 	}
-	return n.Hash
+	return MapNodeHash(n.Left, n.Right)
 }
+
+// newInner is an inner node whose children are both empty, until they are set.
+func newInner() MapNode { return MapNode{Left: EmptyMapHash, Right: EmptyMapHash} }
 
 // MapStore holds a map's nodes. MapNode returns false for an empty position.
 type MapStore interface {
@@ -133,7 +140,7 @@ type MapEntry struct {
 // each changed node once, so a batch costs far less than its entries one by one.
 // Entries are never removed: an identity without a card keeps an entry saying so.
 func UpdateMap(st MapStore, entries []MapEntry) ([HashSize]byte, error) {
-	u := &mapUpdate{st: st, nodes: map[MapNodeID]*cachedNode{}}
+	u := &mapUpdate{st: st, nodes: make(map[MapNodeID]*cachedNode, 16*len(entries))}
 	for i := range entries {
 		if err := u.set(&entries[i]); err != nil {
 			return [HashSize]byte{}, err
@@ -147,13 +154,18 @@ type cachedNode struct {
 	present bool
 	// dirty: to be written; queued: an inner node queued for rehashing.
 	dirty, queued bool
+	// h is a dirty node's new hash, once computed.
+	h      [HashSize]byte
+	hashed bool
 }
 
 type mapUpdate struct {
 	st    MapStore
 	nodes map[MapNodeID]*cachedNode
-	// inner are the inner nodes to rehash.
-	inner []MapNodeID
+	// chunk is where new cachedNodes are taken from, a few thousand at a time.
+	chunk []cachedNode
+	// inner are the inner nodes to rehash, by depth.
+	inner [MaxMapDepth][]MapNodeID
 }
 
 func (u *mapUpdate) get(id MapNodeID) (*cachedNode, error) {
@@ -164,16 +176,27 @@ func (u *mapUpdate) get(id MapNodeID) (*cachedNode, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &cachedNode{n: n, present: ok}
+	c := u.alloc()
+	c.n, c.present = n, ok
 	u.nodes[id] = c
 	return c, nil
+}
+
+// alloc returns a new cachedNode; a batch reads tens of thousands, and allocating them
+// in chunks spares the garbage collector.
+func (u *mapUpdate) alloc() *cachedNode {
+	if len(u.chunk) == cap(u.chunk) {
+		u.chunk = make([]cachedNode, 0, 4096)
+	}
+	u.chunk = u.chunk[:len(u.chunk)+1]
+	return &u.chunk[len(u.chunk)-1]
 }
 
 // put writes n at id in the cache; an inner node is queued for rehashing.
 func (u *mapUpdate) put(id MapNodeID, n MapNode) {
 	c, ok := u.nodes[id]
 	if !ok {
-		c = &cachedNode{}
+		c = u.alloc()
 		u.nodes[id] = c
 	}
 	c.n, c.present, c.dirty = n, true, true
@@ -187,7 +210,7 @@ func (u *mapUpdate) markInner(c *cachedNode, id MapNodeID) {
 	c.dirty = true
 	if !c.queued {
 		c.queued = true
-		u.inner = append(u.inner, id)
+		u.inner[id.Depth] = append(u.inner[id.Depth], id)
 	}
 }
 
@@ -211,7 +234,7 @@ func (u *mapUpdate) set(e *MapEntry) error {
 				split++
 			}
 			for d := depth; d <= split; d++ {
-				u.put(mapNodeID(&e.Key, d), MapNode{})
+				u.put(mapNodeID(&e.Key, d), newInner())
 			}
 			u.put(mapNodeID(&other.Key, split+1), other)
 			u.put(mapNodeID(&e.Key, split+1), leaf)
@@ -226,20 +249,10 @@ func (u *mapUpdate) set(e *MapEntry) error {
 // flush rehashes the changed inner nodes, deepest first, writes every changed node,
 // and returns the root.
 func (u *mapUpdate) flush() ([HashSize]byte, error) {
-	slices.SortFunc(u.inner, func(a, b MapNodeID) int { return int(b.Depth) - int(a.Depth) })
-	for _, id := range u.inner {
-		var h [2][HashSize]byte
-		for side := range byte(2) {
-			h[side] = EmptyMapHash
-			c, err := u.get(id.child(side))
-			if err != nil {
-				return [HashSize]byte{}, err
-			}
-			if c.present {
-				h[side] = c.n.hash()
-			}
+	for depth := MaxMapDepth - 1; depth >= 0; depth-- {
+		if err := u.rehash(u.inner[depth]); err != nil {
+			return [HashSize]byte{}, err
 		}
-		u.nodes[id].n.Hash = MapNodeHash(h[0], h[1])
 	}
 	dirty := make([]MapNodeID, 0, len(u.nodes))
 	for id, c := range u.nodes {
@@ -260,4 +273,29 @@ func (u *mapUpdate) flush() ([HashSize]byte, error) {
 		}
 	}
 	return MapRoot(u.st)
+}
+
+// rehash sets, in the inner nodes ids, the hash of each child that changed (deeper
+// nodes are rehashed first), and computes their own hashes. A child that did not
+// change keeps the hash its parent holds: it is not read.
+func (u *mapUpdate) rehash(ids []MapNodeID) error {
+	for _, id := range ids {
+		c := u.nodes[id]
+		for side := range byte(2) {
+			child, ok := u.nodes[id.child(side)]
+			if !ok || !child.dirty {
+				continue
+			}
+			if !child.hashed {
+				child.h, child.hashed = child.n.hash(), true
+			}
+			if side == 0 {
+				c.n.Left = child.h
+			} else {
+				c.n.Right = child.h
+			}
+		}
+		c.h, c.hashed = c.n.hash(), true
+	}
+	return nil
 }

@@ -29,15 +29,13 @@ func ProveMap(st MapStore, key [HashSize]byte) (proof *ktv1.MapProof, valueHash 
 			}
 			return proof, valueHash, false, nil
 		}
-		sibling := mapNodeID(&key, depth).child(bit(&key, depth) ^ 1)
-		s, present, err := st.MapNode(sibling)
-		if err != nil {
-			return nil, valueHash, false, err
+		sibling := n.Left
+		if bit(&key, depth) == 0 {
+			sibling = n.Right
 		}
-		if present {
+		if sibling != EmptyMapHash {
 			bitmap[depth/8] |= 0x80 >> (depth % 8)
-			h := s.hash()
-			proof.Siblings = append(proof.Siblings, h[:])
+			proof.Siblings = append(proof.Siblings, bytes.Clone(sibling[:]))
 		}
 	}
 	return nil, valueHash, false, fmt.Errorf("kt: map path of key %x deeper than %d", key, MaxMapDepth)

@@ -92,6 +92,10 @@ func mapNodeKey(id kt.MapNodeID) []byte {
 	return append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+n), id.Depth), id.Prefix[:n]...)
 }
 
+// A map node is stored as one byte, 0x01 for an inner node and 0x00 for a leaf, then
+// an inner node's children's hashes, or a leaf's key and value hash.
+const mapNodeSize = 1 + 2*kt.HashSize
+
 func (t *ktTx) MapNode(id kt.MapNodeID) (kt.MapNode, bool, error) {
 	v, err := get(t.mapNodes, mapNodeKey(id))
 	var n kt.MapNode
@@ -100,22 +104,22 @@ func (t *ktTx) MapNode(id kt.MapNodeID) (kt.MapNode, bool, error) {
 		return n, false, err
 	case v == nil:
 		return n, false, nil
-	case len(v) == kt.HashSize:
-		n.Hash = [kt.HashSize]byte(v)
-	case len(v) == 2*kt.HashSize:
-		n.Leaf, n.Key, n.ValueHash = true, [kt.HashSize]byte(v[:kt.HashSize]), [kt.HashSize]byte(v[kt.HashSize:])
+	case len(v) != mapNodeSize || v[0] > 1:
+		return n, false, errs.Damagedf("card.db: key transparency map node at depth %d: %d bytes of kind %x", id.Depth, len(v), v[:min(len(v), 1)])
+	case v[0] == 1:
+		n.Left, n.Right = [kt.HashSize]byte(v[1:1+kt.HashSize]), [kt.HashSize]byte(v[1+kt.HashSize:])
 	default:
-		return n, false, errs.Damagedf("card.db: key transparency map node at depth %d: %d bytes", id.Depth, len(v))
+		n.Leaf, n.Key, n.ValueHash = true, [kt.HashSize]byte(v[1:1+kt.HashSize]), [kt.HashSize]byte(v[1+kt.HashSize:])
 	}
 	return n, true, nil
 }
 
 func (t *ktTx) PutMapNode(id kt.MapNodeID, n kt.MapNode) error {
-	v := make([]byte, 0, 2*kt.HashSize+boltdb.ChecksumSize)
+	v := make([]byte, 0, mapNodeSize+boltdb.ChecksumSize)
 	if n.Leaf {
-		v = append(append(v, n.Key[:]...), n.ValueHash[:]...)
+		v = append(append(append(v, 0), n.Key[:]...), n.ValueHash[:]...)
 	} else {
-		v = append(v, n.Hash[:]...)
+		v = append(append(append(v, 1), n.Left[:]...), n.Right[:]...)
 	}
 	return boltdb.PutRecord(t.mapNodes, mapNodeKey(id), v)
 }
@@ -298,7 +302,8 @@ func (s *BoltStore) ProvedCards(appID string, identities []string) (*cardstorage
 		if cp == nil {
 			return noCheckpoint()
 		}
-		st := t.state()
+		// The lookups' paths share the trees' top levels: read those once.
+		st := t.state().Cached()
 		for _, id := range identities {
 			p, err := st.Prove(appID, id, cp.GetSize(), t.leaf)
 			if err != nil {
