@@ -2318,7 +2318,7 @@ type SearchCardsWithProofsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The signed checkpoint every proof is against.
 	Checkpoint []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
-	// One per identity asked, in order.
+	// One per distinct identity asked, in the order of its first appearance.
 	Results       []*ProvedCard `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

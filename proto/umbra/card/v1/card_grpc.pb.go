@@ -168,10 +168,11 @@ type CardServiceClient interface {
 	// Auth: public.
 	GetLogEntries(ctx context.Context, in *GetLogEntriesRequest, opts ...grpc.CallOption) (*GetLogEntriesResponse, error)
 	// SearchCardsWithProofs looks up up to 1,000 identities of the caller's app at the
-	// latest checkpoint, and returns the checkpoint and, for every identity asked (in
-	// order, including those without a card), its lookup proof and the card its map
-	// entry names. A card published since the checkpoint shows from the next one (at
-	// most the checkpoint interval later). Rate limited together with SearchCards.
+	// latest checkpoint, and returns the checkpoint and, for every distinct identity
+	// asked (in the order of its first appearance, including those without a card), its
+	// lookup proof and the card its map entry names. A card published since the
+	// checkpoint shows from the next one (at most the checkpoint interval later). Rate
+	// limited together with SearchCards.
 	// Auth: access token; acts for the token's identity.
 	SearchCardsWithProofs(ctx context.Context, in *SearchCardsWithProofsRequest, opts ...grpc.CallOption) (*SearchCardsWithProofsResponse, error)
 }
@@ -475,10 +476,11 @@ type CardServiceServer interface {
 	// Auth: public.
 	GetLogEntries(context.Context, *GetLogEntriesRequest) (*GetLogEntriesResponse, error)
 	// SearchCardsWithProofs looks up up to 1,000 identities of the caller's app at the
-	// latest checkpoint, and returns the checkpoint and, for every identity asked (in
-	// order, including those without a card), its lookup proof and the card its map
-	// entry names. A card published since the checkpoint shows from the next one (at
-	// most the checkpoint interval later). Rate limited together with SearchCards.
+	// latest checkpoint, and returns the checkpoint and, for every distinct identity
+	// asked (in the order of its first appearance, including those without a card), its
+	// lookup proof and the card its map entry names. A card published since the
+	// checkpoint shows from the next one (at most the checkpoint interval later). Rate
+	// limited together with SearchCards.
 	// Auth: access token; acts for the token's identity.
 	SearchCardsWithProofs(context.Context, *SearchCardsWithProofsRequest) (*SearchCardsWithProofsResponse, error)
 	mustEmbedUnimplementedCardServiceServer()

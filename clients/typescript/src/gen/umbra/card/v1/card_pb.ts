@@ -1129,7 +1129,7 @@ export type SearchCardsWithProofsResponse = Message<"umbra.card.v1.SearchCardsWi
   checkpoint: Uint8Array;
 
   /**
-   * One per identity asked, in order.
+   * One per distinct identity asked, in the order of its first appearance.
    *
    * @generated from field: repeated umbra.card.v1.ProvedCard results = 2;
    */
@@ -1472,10 +1472,11 @@ export const CardService: GenService<{
   },
   /**
    * SearchCardsWithProofs looks up up to 1,000 identities of the caller's app at the
-   * latest checkpoint, and returns the checkpoint and, for every identity asked (in
-   * order, including those without a card), its lookup proof and the card its map
-   * entry names. A card published since the checkpoint shows from the next one (at
-   * most the checkpoint interval later). Rate limited together with SearchCards.
+   * latest checkpoint, and returns the checkpoint and, for every distinct identity
+   * asked (in the order of its first appearance, including those without a card), its
+   * lookup proof and the card its map entry names. A card published since the
+   * checkpoint shows from the next one (at most the checkpoint interval later). Rate
+   * limited together with SearchCards.
    * Auth: access token; acts for the token's identity.
    *
    * @generated from rpc umbra.card.v1.CardService.SearchCardsWithProofs
