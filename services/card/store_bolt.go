@@ -57,8 +57,9 @@ var schema = boltdb.Schema{
 	},
 }
 
-// Verify checks card.db at path offline (boltdb.Verify): its pages, every record, and
-// that each history entry names a stored card of its app.
+// Verify checks card.db at path offline (boltdb.Verify): its pages, every record, that
+// each history entry names a stored card of its app, and that the key transparency log
+// holds exactly the entries its latest checkpoint counts, no more than the feed's events.
 func Verify(path string) (*boltdb.Report, error) {
 	return boltdb.Verify(path, schema, func(tx *bolt.Tx, r *boltdb.Report) {
 		cards := tx.Bucket(bucketCards)
@@ -70,6 +71,17 @@ func Verify(path string) (*boltdb.Report, error) {
 			}
 			return nil
 		})
+		var size uint64
+		if k, _ := tx.Bucket(bucketKTCheckpoints).Cursor().Last(); k != nil {
+			size, _ = boltdb.ParseU64(k)
+		}
+		leaves := uint64(tx.Bucket(bucketKTLeaves).Stats().KeyN)
+		if leaves != size {
+			r.Problemf("kt_leaves: %d log entries, but the latest checkpoint counts %d", leaves, size)
+		}
+		if events := tx.Bucket(bucketEvents).Sequence(); size > events {
+			r.Problemf("kt_checkpoints: a checkpoint of %d entries, but the card event feed has %d events", size, events)
+		}
 	})
 }
 

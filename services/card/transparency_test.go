@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -514,5 +515,31 @@ func TestLogRefusesAGapInTheFeed(t *testing.T) {
 	cp := e.checkpoint(t)
 	if leaves := e.replay(t, cp); len(leaves) != 4 {
 		t.Fatalf("the log has %d entries, want the 4 before the gap", len(leaves))
+	}
+}
+
+// TestVerifyFindsALogShorterThanItsCheckpoint: `umbra admin verify` reports a log that
+// lost an entry its checkpoint counts.
+func TestVerifyFindsALogShorterThanItsCheckpoint(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a := e.newApp(t, "A")
+	e.publish(t, e.newUser(t, a, "alice"), newKeys(t, e2ee.SuiteX25519), nil, nil)
+	e.publishCheckpoint(t)
+	e.stop()
+	path := filepath.Join(e.dir, "card.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketKTLeaves).Delete(boltdb.U64(0)) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	r, err := Verify(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(r.Problems, "\n"), "kt_leaves: 0 log entries, but the latest checkpoint counts 1") {
+		t.Fatalf("problems: %q", r.Problems)
 	}
 }
