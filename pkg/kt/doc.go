@@ -6,7 +6,7 @@
 // section 13 the byte-level specification, with the test vectors that this package's
 // tests check.
 //
-// The tree builders (AppendLog, Map.Update) are here too, over small storage
+// The tree builders (AppendLog, UpdateMap, State.Append) are here too, over small storage
 // interfaces, so that an auditor can recompute what the server computed; the card
 // service stores their nodes in its own store.
 //

@@ -67,7 +67,7 @@ func openLogKey(store Store, cfg Config, log *zap.Logger) (*kt.LogSigner, error)
 	return signer, nil
 }
 
-// eventKinds maps a card event to its log entry's kind.
+// leafKind is the kind of a card event's log entry.
 func leafKind(ev *cardstoragev1.CardEventRecord) (ktv1.LogEventKind, error) {
 	switch ev.GetKind() {
 	case cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED:
