@@ -88,11 +88,11 @@ type Store interface {
 	// AppendLog appends to the log, in one transaction, the card events it does not
 	// hold yet, in sequence order and up to limit of them: entry i is the event of
 	// sequence i+1, and a gap in the feed is an error. It applies them to the map and
-	// stores the checkpoint that sign makes of the new state. It returns that
+	// stores the checkpoint that sign makes of the new state, made at at. It returns that
 	// checkpoint and how many events it appended. With no new event it writes nothing
 	// and returns the latest checkpoint, except on a log without any, for which it
 	// stores the checkpoint of the empty log.
-	AppendLog(limit int, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, int, error)
+	AppendLog(limit int, at time.Time, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, int, error)
 	// LatestCheckpoint returns the latest checkpoint; ErrNotFound before the first.
 	LatestCheckpoint() (*cardstoragev1.CheckpointRecord, error)
 	// LogEntries returns the exact LogLeaf bytes of up to count entries from start.

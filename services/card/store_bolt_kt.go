@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -155,7 +156,7 @@ func (t *ktTx) latest() (*cardstoragev1.CheckpointRecord, error) {
 	return cp, nil
 }
 
-func (s *BoltStore) AppendLog(limit int, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, int, error) {
+func (s *BoltStore) AppendLog(limit int, at time.Time, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, int, error) {
 	var out *cardstoragev1.CheckpointRecord
 	appended := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -201,7 +202,7 @@ func (s *BoltStore) AppendLog(limit int, sign CheckpointSigner) (*cardstoragev1.
 		if err != nil {
 			return fmt.Errorf("card: sign the checkpoint of %d entries: %w", cp.Size, err)
 		}
-		out = &cardstoragev1.CheckpointRecord{Size: cp.Size, LogRoot: logRoot, MapRoot: mapRoot[:], SignedNote: note, CreatedAt: timestamppb.Now()}
+		out = &cardstoragev1.CheckpointRecord{Size: cp.Size, LogRoot: logRoot, MapRoot: mapRoot[:], SignedNote: note, CreatedAt: timestamppb.New(at)}
 		appended = len(leaves)
 		return boltdb.PutProto(t.checkpoints, boltdb.U64(cp.Size), out)
 	})

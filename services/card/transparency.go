@@ -123,7 +123,7 @@ func (s *Server) PublishCheckpoint(ctx context.Context) (*cardstoragev1.Checkpoi
 	s.appendMu.Lock()
 	defer s.appendMu.Unlock()
 	for {
-		cp, n, err := s.store.AppendLog(maxAppendBatch, s.signCheckpoint)
+		cp, n, err := s.store.AppendLog(maxAppendBatch, s.now(), s.signCheckpoint)
 		if err != nil {
 			return nil, err
 		}
