@@ -26,7 +26,8 @@ const benchIdentities = 1000
 //     (the active card's copy kept for searches), copied out with no decoding;
 //   - grpc-proofs and store-proofs: the same 1,000 identities looked up with key
 //     transparency proofs (SearchCardsWithProofs, Store.ProvedCards), in a log and map
-//     that hold 100,000 identities (the 1,000 and 99,000 others).
+//     that hold 100,000 identities (the 1,000 and 99,000 others); grpc-proofs-parallel
+//     from several clients at once (GOMAXPROCS goroutines).
 //
 // Each reports identities/s; the goal for grpc is at least 100,000, for grpc-proofs
 // 50,000.
@@ -85,6 +86,20 @@ func BenchmarkSearchCards(b *testing.B) {
 				}
 				reportIdentities(b)
 				b.ReportMetric(float64(size)/benchIdentities, "bytes/identity")
+			})
+			b.Run("grpc-proofs-parallel", func(b *testing.B) {
+				// Several clients at once: what the server's two cores give, where
+				// grpc-proofs is one client's calls one after another.
+				ctx := searcher.ctx()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := e.client.SearchCardsWithProofs(ctx, proofReq); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				reportIdentities(b)
 			})
 			b.Run("store-proofs", func(b *testing.B) {
 				for b.Loop() {
