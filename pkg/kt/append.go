@@ -147,11 +147,11 @@ func (m *Memory) Prove(app, identity string) (*ktv1.LookupProof, error) {
 // batch of proofs made in one read transaction: their paths share the tree's top
 // levels, which are then read once. Writes go through to s and are remembered.
 func (s State) Cached() State {
-	return State{
-		Log:    &cachedLog{LogStore: s.Log, nodes: map[compact.NodeID][]byte{}},
-		Map:    &cachedMap{MapStore: s.Map, nodes: map[MapNodeID]cachedMapNode{}},
-		Values: s.Values,
+	c := State{Log: &cachedLog{LogStore: s.Log, nodes: map[compact.NodeID][]byte{}}, Map: s.Map, Values: s.Values}
+	if _, tiled := s.Map.(*TiledMapStore); !tiled { // which keeps what it read already
+		c.Map = &cachedMap{MapStore: s.Map, nodes: map[MapNodeID]cachedMapNode{}}
 	}
+	return c
 }
 
 type cachedLog struct {

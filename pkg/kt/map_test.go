@@ -55,7 +55,22 @@ func bytesOf(b byte, n int) []byte {
 // TestMapMatchesItsDefinition: batches of new and changed entries, including keys that
 // share long prefixes, give the root of the definition, and every key proves.
 func TestMapMatchesItsDefinition(t *testing.T) {
-	st := MemoryMapStore{}
+	nodes := MemoryMapStore{}
+	tiles := MemoryTileStore{}
+	for _, tc := range []struct {
+		name string
+		// open returns the store for one batch and what makes it durable.
+		open func() (MapStore, func() error)
+	}{
+		{"nodes", func() (MapStore, func() error) { return nodes, func() error { return nil } }},
+		{"tiles", func() (MapStore, func() error) { s := NewTiledMapStore(tiles); return s, s.Flush }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testMapMatchesItsDefinition(t, tc.open) })
+	}
+}
+
+func testMapMatchesItsDefinition(t *testing.T, open func() (MapStore, func() error)) {
+	st, _ := open()
 	want := map[[HashSize]byte][HashSize]byte{}
 	values := map[[HashSize]byte][]byte{}
 	root, err := MapRoot(st)
@@ -87,14 +102,19 @@ func TestMapMatchesItsDefinition(t *testing.T) {
 				want[k], values[k] = ValueHash(v), v
 			}
 		}
+		st, flush := open()
 		root, err := UpdateMap(st, entries)
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := flush(); err != nil {
 			t.Fatal(err)
 		}
 		if ref := referenceMapRoot(want, 0); root != ref {
 			t.Fatalf("round %d: root %x, the definition gives %x", round, root, ref)
 		}
 	}
+	st, _ = open()
 	root, _ = MapRoot(st)
 	for k, v := range values {
 		p, vh, ok, err := ProveMap(st, k)

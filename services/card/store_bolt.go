@@ -31,7 +31,7 @@ var (
 var (
 	bucketKTLeaves      = []byte("kt_leaves")
 	bucketKTLogNodes    = []byte("kt_log_nodes")
-	bucketKTMapNodes    = []byte("kt_map_nodes")
+	bucketKTMapTiles    = []byte("kt_map_tiles")
 	bucketKTMapValues   = []byte("kt_map_values")
 	bucketKTCheckpoints = []byte("kt_checkpoints")
 	bucketKTLogKey      = []byte("kt_log_key")
@@ -41,7 +41,7 @@ var (
 var schema = boltdb.Schema{
 	Version: 1,
 	Buckets: [][]byte{bucketCards, bucketActive, bucketHistory, bucketEvents, bucketServiceKey, bucketGrants,
-		bucketKTLeaves, bucketKTLogNodes, bucketKTMapNodes, bucketKTMapValues, bucketKTCheckpoints, bucketKTLogKey},
+		bucketKTLeaves, bucketKTLogNodes, bucketKTMapTiles, bucketKTMapValues, bucketKTCheckpoints, bucketKTLogKey},
 	Records: []boltdb.RecordBucket{
 		{Name: bucketCards, New: func() proto.Message { return &cardstoragev1.CardRecord{} }},
 		{Name: bucketActive, New: func() proto.Message { return &cardstoragev1.ActiveCardRecord{} }},
@@ -50,7 +50,7 @@ var schema = boltdb.Schema{
 		{Name: bucketGrants, New: func() proto.Message { return &cardstoragev1.SpentResetGrantRecord{} }},
 		{Name: bucketKTLeaves},
 		{Name: bucketKTLogNodes},
-		{Name: bucketKTMapNodes},
+		{Name: bucketKTMapTiles},
 		{Name: bucketKTMapValues},
 		{Name: bucketKTCheckpoints, New: func() proto.Message { return &cardstoragev1.CheckpointRecord{} }},
 		{Name: bucketKTLogKey, New: func() proto.Message { return &cardstoragev1.LogKeyRecord{} }},

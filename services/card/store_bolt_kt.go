@@ -40,23 +40,26 @@ func (s *BoltStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev
 	return key, nil
 }
 
-// ktTx is the log and the map in one bbolt transaction: a kt.LogStore, kt.MapStore
-// and kt.MapValues.
+// ktTx is the log and the map in one bbolt transaction: a kt.LogStore, a
+// kt.TileStore under the map (tiled), and kt.MapValues.
 type ktTx struct {
-	leaves, logNodes, mapNodes, values, checkpoints *bolt.Bucket
+	leaves, logNodes, mapTiles, values, checkpoints *bolt.Bucket
+	tiled                                           *kt.TiledMapStore
 }
 
 func newKTTx(tx *bolt.Tx) *ktTx {
-	return &ktTx{
+	t := &ktTx{
 		leaves:      tx.Bucket(bucketKTLeaves),
 		logNodes:    tx.Bucket(bucketKTLogNodes),
-		mapNodes:    tx.Bucket(bucketKTMapNodes),
+		mapTiles:    tx.Bucket(bucketKTMapTiles),
 		values:      tx.Bucket(bucketKTMapValues),
 		checkpoints: tx.Bucket(bucketKTCheckpoints),
 	}
+	t.tiled = kt.NewTiledMapStore(t)
+	return t
 }
 
-func (t *ktTx) state() kt.State { return kt.State{Log: t, Map: t, Values: t} }
+func (t *ktTx) state() kt.State { return kt.State{Log: t, Map: t.tiled, Values: t} }
 
 // get reads and checks the sealed value at key of b; nil if there is none.
 func get(b *bolt.Bucket, key []byte) ([]byte, error) {
@@ -86,43 +89,17 @@ func (t *ktTx) PutLogNode(level uint, index uint64, hash []byte) error {
 	return boltdb.PutRecord(t.logNodes, logNodeKey(level, index), append(make([]byte, 0, len(hash)+boltdb.ChecksumSize), hash...))
 }
 
-// mapNodeKey is u16(depth) and the prefix's ceil(depth/8) bytes: most nodes are a few
-// levels deep, so their keys are a few bytes.
+// mapNodeKey is a map tile's key: u16(depth) and the prefix's ceil(depth/8) bytes, so
+// most keys are a few bytes.
 func mapNodeKey(id kt.MapNodeID) []byte {
 	n := (int(id.Depth) + 7) / 8
 	return append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+n), id.Depth), id.Prefix[:n]...)
 }
 
-// A map node is stored as one byte, 0x01 for an inner node and 0x00 for a leaf, then
-// an inner node's children's hashes, or a leaf's key and value hash.
-const mapNodeSize = 1 + 2*kt.HashSize
+func (t *ktTx) Tile(id kt.TileID) ([]byte, error) { return get(t.mapTiles, mapNodeKey(id)) }
 
-func (t *ktTx) MapNode(id kt.MapNodeID) (kt.MapNode, bool, error) {
-	v, err := get(t.mapNodes, mapNodeKey(id))
-	var n kt.MapNode
-	switch {
-	case err != nil:
-		return n, false, err
-	case v == nil:
-		return n, false, nil
-	case len(v) != mapNodeSize || v[0] > 1:
-		return n, false, errs.Damagedf("card.db: key transparency map node at depth %d: %d bytes of kind %x", id.Depth, len(v), v[:min(len(v), 1)])
-	case v[0] == 1:
-		n.Left, n.Right = [kt.HashSize]byte(v[1:1+kt.HashSize]), [kt.HashSize]byte(v[1+kt.HashSize:])
-	default:
-		n.Leaf, n.Key, n.ValueHash = true, [kt.HashSize]byte(v[1:1+kt.HashSize]), [kt.HashSize]byte(v[1+kt.HashSize:])
-	}
-	return n, true, nil
-}
-
-func (t *ktTx) PutMapNode(id kt.MapNodeID, n kt.MapNode) error {
-	v := make([]byte, 0, mapNodeSize+boltdb.ChecksumSize)
-	if n.Leaf {
-		v = append(append(append(v, 0), n.Key[:]...), n.ValueHash[:]...)
-	} else {
-		v = append(append(append(v, 1), n.Left[:]...), n.Right[:]...)
-	}
-	return boltdb.PutRecord(t.mapNodes, mapNodeKey(id), v)
+func (t *ktTx) PutTile(id kt.TileID, tile []byte) error {
+	return boltdb.PutRecord(t.mapTiles, mapNodeKey(id), tile)
 }
 
 func (t *ktTx) MapValue(key [kt.HashSize]byte) ([]byte, bool, error) {
@@ -190,6 +167,9 @@ func (s *BoltStore) AppendLog(limit int, at time.Time, sign CheckpointSigner) (*
 		}
 		logRoot, mapRoot, err := t.state().Append(size, leaves)
 		if err != nil {
+			return err
+		}
+		if err := t.tiled.Flush(); err != nil {
 			return err
 		}
 		for i, leaf := range leaves {
