@@ -37,10 +37,42 @@ func NewTiledMapStore(st TileStore) *TiledMapStore {
 	return &TiledMapStore{st: st, tiles: map[TileID]*tile{}}
 }
 
+// tile is a tile as read: its stored bytes, decoded one position at a time as they are
+// read, and in full once it is written to.
 type tile struct {
 	present, leaf uint16
-	nodes         [tilePositions]MapNode
-	dirty         bool
+	// raw is the stored positions (64 bytes each, in order); nodes replaces it on the
+	// first write.
+	raw   []byte
+	nodes *[tilePositions]MapNode
+	dirty bool
+}
+
+// node returns the node at pos, which must be present.
+func (t *tile) node(pos int) MapNode {
+	if t.nodes != nil {
+		return t.nodes[pos]
+	}
+	at := bits.OnesCount16(t.present&(1<<pos-1)) * 2 * HashSize
+	a, c := [HashSize]byte(t.raw[at:at+HashSize]), [HashSize]byte(t.raw[at+HashSize:at+2*HashSize])
+	if t.leaf&(1<<pos) != 0 {
+		return MapNode{Leaf: true, Key: a, ValueHash: c}
+	}
+	return MapNode{Left: a, Right: c}
+}
+
+// writable decodes every position, for a write.
+func (t *tile) writable() {
+	if t.nodes != nil {
+		return
+	}
+	nodes := new([tilePositions]MapNode)
+	for pos := range tilePositions {
+		if t.present&(1<<pos) != 0 {
+			nodes[pos] = t.node(pos)
+		}
+	}
+	t.nodes, t.raw = nodes, nil
 }
 
 // tileOf returns the tile that holds id and id's position in it: position
@@ -78,7 +110,7 @@ func (s *TiledMapStore) MapNode(id MapNodeID) (MapNode, bool, error) {
 	if err != nil || t.present&(1<<pos) == 0 {
 		return MapNode{}, false, err
 	}
-	return t.nodes[pos], true, nil
+	return t.node(pos), true, nil
 }
 
 func (s *TiledMapStore) PutMapNode(id MapNodeID, n MapNode) error {
@@ -87,6 +119,7 @@ func (s *TiledMapStore) PutMapNode(id MapNodeID, n MapNode) error {
 	if err != nil {
 		return err
 	}
+	t.writable()
 	t.present |= 1 << pos
 	if n.Leaf {
 		t.leaf |= 1 << pos
@@ -113,6 +146,7 @@ func (s *TiledMapStore) Flush() error {
 // A tile's bytes: u16(present), u16(leaf), then for each present position in order,
 // 64 bytes: an inner node's left and right hashes, or a leaf's key and value hash.
 func (t *tile) encode() []byte {
+	t.writable()
 	b := make([]byte, 4, 4+bits.OnesCount16(t.present)*2*HashSize+4)
 	binary.BigEndian.PutUint16(b, t.present)
 	binary.BigEndian.PutUint16(b[2:], t.leaf)
@@ -141,20 +175,9 @@ func (t *tile) decode(b []byte) error {
 	if t.present>>tilePositions != 0 || t.leaf&^t.present != 0 || len(b) != 4+bits.OnesCount16(t.present)*2*HashSize {
 		return fmt.Errorf("%d bytes for positions %015b (leaves %015b)", len(b), t.present, t.leaf)
 	}
-	b = b[4:]
-	for pos := range tilePositions {
-		if t.present&(1<<pos) == 0 {
-			continue
-		}
-		n := &t.nodes[pos]
-		a, c := [HashSize]byte(b[:HashSize]), [HashSize]byte(b[HashSize:2*HashSize])
-		if t.leaf&(1<<pos) != 0 {
-			n.Leaf, n.Key, n.ValueHash = true, a, c
-		} else {
-			n.Left, n.Right = a, c
-		}
-		b = b[2*HashSize:]
-	}
+	// A copy: the stored bytes are the storage engine's, valid for its transaction only
+	// as long as nothing is written.
+	t.raw = append([]byte(nil), b[4:]...)
 	return nil
 }
 
