@@ -147,8 +147,12 @@ func (m *Memory) Prove(app, identity string) (*ktv1.LookupProof, error) {
 // batch of proofs made in one read transaction: their paths share the tree's top
 // levels, which are then read once. Writes go through to s and are remembered.
 func (s State) Cached() State {
-	c := State{Log: &cachedLog{LogStore: s.Log, nodes: map[compact.NodeID][]byte{}}, Map: s.Map, Values: s.Values}
-	if _, tiled := s.Map.(*TiledMapStore); !tiled { // which keeps what it read already
+	// Tiled stores keep what they read already.
+	c := s
+	if _, tiled := s.Log.(*TiledLogStore); !tiled {
+		c.Log = &cachedLog{LogStore: s.Log, nodes: map[compact.NodeID][]byte{}}
+	}
+	if _, tiled := s.Map.(*TiledMapStore); !tiled {
 		c.Map = &cachedMap{MapStore: s.Map, nodes: map[MapNodeID]cachedMapNode{}}
 	}
 	return c

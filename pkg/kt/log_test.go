@@ -40,14 +40,32 @@ func testLeaves(n int) [][]byte {
 // TestLogMatchesRFC9162: appended in batches of every size, the log has RFC 9162's
 // roots, and every inclusion and consistency proof verifies.
 func TestLogMatchesRFC9162(t *testing.T) {
-	leaves := testLeaves(70)
-	st := MemoryLogStore{}
+	nodes := MemoryLogStore{}
+	tiles := MemoryLogTileStore{}
+	for _, tc := range []struct {
+		name string
+		// open returns the store for one batch and what makes it durable.
+		open func() (LogStore, func() error)
+	}{
+		{"nodes", func() (LogStore, func() error) { return nodes, func() error { return nil } }},
+		{"tiles", func() (LogStore, func() error) { s := NewTiledLogStore(tiles); return s, s.Flush }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testLogMatchesRFC9162(t, tc.open) })
+	}
+}
+
+func testLogMatchesRFC9162(t *testing.T, open func() (LogStore, func() error)) {
+	leaves := testLeaves(300)
 	size := uint64(0)
 	var checkpoints []*Checkpoint
-	for batch := 0; size < uint64(len(leaves)); batch++ {
+	for batch := 0; size < uint64(len(leaves)); batch += 3 {
 		end := min(size+uint64(batch), uint64(len(leaves)))
+		st, flush := open()
 		root, err := AppendLog(st, size, leaves[size:end])
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := flush(); err != nil {
 			t.Fatal(err)
 		}
 		size = end
@@ -56,6 +74,7 @@ func TestLogMatchesRFC9162(t *testing.T) {
 		}
 		checkpoints = append(checkpoints, &Checkpoint{Origin: "test", Size: size, LogRoot: [HashSize]byte(root)})
 	}
+	st, _ := open()
 	for _, cp := range checkpoints {
 		for i := range cp.Size {
 			p, err := InclusionProof(st, i, cp.Size)

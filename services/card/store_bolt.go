@@ -30,7 +30,7 @@ var (
 // The key transparency buckets (store_bolt_kt.go).
 var (
 	bucketKTLeaves      = []byte("kt_leaves")
-	bucketKTLogNodes    = []byte("kt_log_nodes")
+	bucketKTLogTiles    = []byte("kt_log_tiles")
 	bucketKTMapTiles    = []byte("kt_map_tiles")
 	bucketKTMapValues   = []byte("kt_map_values")
 	bucketKTCheckpoints = []byte("kt_checkpoints")
@@ -41,7 +41,7 @@ var (
 var schema = boltdb.Schema{
 	Version: 1,
 	Buckets: [][]byte{bucketCards, bucketActive, bucketHistory, bucketEvents, bucketServiceKey, bucketGrants,
-		bucketKTLeaves, bucketKTLogNodes, bucketKTMapTiles, bucketKTMapValues, bucketKTCheckpoints, bucketKTLogKey},
+		bucketKTLeaves, bucketKTLogTiles, bucketKTMapTiles, bucketKTMapValues, bucketKTCheckpoints, bucketKTLogKey},
 	Records: []boltdb.RecordBucket{
 		{Name: bucketCards, New: func() proto.Message { return &cardstoragev1.CardRecord{} }},
 		{Name: bucketActive, New: func() proto.Message { return &cardstoragev1.ActiveCardRecord{} }},
@@ -49,7 +49,7 @@ var schema = boltdb.Schema{
 		{Name: bucketServiceKey, New: func() proto.Message { return &cardstoragev1.ServiceKeyRecord{} }},
 		{Name: bucketGrants, New: func() proto.Message { return &cardstoragev1.SpentResetGrantRecord{} }},
 		{Name: bucketKTLeaves},
-		{Name: bucketKTLogNodes},
+		{Name: bucketKTLogTiles},
 		{Name: bucketKTMapTiles},
 		{Name: bucketKTMapValues},
 		{Name: bucketKTCheckpoints, New: func() proto.Message { return &cardstoragev1.CheckpointRecord{} }},

@@ -40,26 +40,35 @@ func (s *BoltStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev
 	return key, nil
 }
 
-// ktTx is the log and the map in one bbolt transaction: a kt.LogStore, a
-// kt.TileStore under the map (tiled), and kt.MapValues.
+// ktTx is the log and the map in one bbolt transaction: the tiles under the log
+// (tiledLog) and the map (tiledMap), and kt.MapValues.
 type ktTx struct {
-	leaves, logNodes, mapTiles, values, checkpoints *bolt.Bucket
-	tiled                                           *kt.TiledMapStore
+	leaves, logTiles, mapTiles, values, checkpoints *bolt.Bucket
+	tiledLog                                        *kt.TiledLogStore
+	tiledMap                                        *kt.TiledMapStore
 }
 
 func newKTTx(tx *bolt.Tx) *ktTx {
 	t := &ktTx{
 		leaves:      tx.Bucket(bucketKTLeaves),
-		logNodes:    tx.Bucket(bucketKTLogNodes),
+		logTiles:    tx.Bucket(bucketKTLogTiles),
 		mapTiles:    tx.Bucket(bucketKTMapTiles),
 		values:      tx.Bucket(bucketKTMapValues),
 		checkpoints: tx.Bucket(bucketKTCheckpoints),
 	}
-	t.tiled = kt.NewTiledMapStore(t)
+	t.tiledLog, t.tiledMap = kt.NewTiledLogStore(t), kt.NewTiledMapStore(t)
 	return t
 }
 
-func (t *ktTx) state() kt.State { return kt.State{Log: t, Map: t.tiled, Values: t} }
+func (t *ktTx) state() kt.State { return kt.State{Log: t.tiledLog, Map: t.tiledMap, Values: t} }
+
+// flush writes the log's and the map's tiles that changed.
+func (t *ktTx) flush() error {
+	if err := t.tiledLog.Flush(); err != nil {
+		return err
+	}
+	return t.tiledMap.Flush()
+}
 
 // get reads and checks the sealed value at key of b; nil if there is none.
 func get(b *bolt.Bucket, key []byte) ([]byte, error) {
@@ -70,23 +79,15 @@ func get(b *bolt.Bucket, key []byte) ([]byte, error) {
 	return boltdb.Unseal(b, key, v)
 }
 
-func logNodeKey(level uint, index uint64) []byte {
-	return binary.BigEndian.AppendUint64([]byte{byte(level)}, index)
+// logTileKey is a log tile's key: u8(tile level) u64(tile index).
+func logTileKey(id kt.LogTileID) []byte {
+	return binary.BigEndian.AppendUint64([]byte{id.Level}, id.Index)
 }
 
-func (t *ktTx) LogNode(level uint, index uint64) ([]byte, error) {
-	v, err := get(t.logNodes, logNodeKey(level, index))
-	switch {
-	case err != nil:
-		return nil, err
-	case len(v) != kt.HashSize:
-		return nil, errs.Damagedf("card.db: key transparency log node at level %d, index %d: %d bytes, want %d", level, index, len(v), kt.HashSize)
-	}
-	return v, nil
-}
+func (t *ktTx) LogTile(id kt.LogTileID) ([]byte, error) { return get(t.logTiles, logTileKey(id)) }
 
-func (t *ktTx) PutLogNode(level uint, index uint64, hash []byte) error {
-	return boltdb.PutRecord(t.logNodes, logNodeKey(level, index), append(make([]byte, 0, len(hash)+boltdb.ChecksumSize), hash...))
+func (t *ktTx) PutLogTile(id kt.LogTileID, tile []byte) error {
+	return boltdb.PutRecord(t.logTiles, logTileKey(id), tile)
 }
 
 // mapNodeKey is a map tile's key: u16(depth) and the prefix's ceil(depth/8) bytes, so
@@ -169,7 +170,7 @@ func (s *BoltStore) AppendLog(limit int, at time.Time, sign CheckpointSigner) (*
 		if err != nil {
 			return err
 		}
-		if err := t.tiled.Flush(); err != nil {
+		if err := t.flush(); err != nil {
 			return err
 		}
 		for i, leaf := range leaves {
@@ -251,7 +252,7 @@ func (s *BoltStore) InclusionProof(index, size uint64) ([]byte, [][]byte, error)
 		if leaf, err = t.leaf(index); err != nil {
 			return err
 		}
-		proof, err = kt.InclusionProof(t, index, size)
+		proof, err = kt.InclusionProof(t.tiledLog, index, size)
 		return err
 	})
 	return leaf, proof, err
@@ -265,7 +266,7 @@ func (s *BoltStore) ConsistencyProof(size1, size2 uint64) ([][]byte, error) {
 			return err
 		}
 		var err error
-		proof, err = kt.ConsistencyProof(t, size1, size2)
+		proof, err = kt.ConsistencyProof(t.tiledLog, size1, size2)
 		return err
 	})
 	return proof, err

@@ -52,7 +52,7 @@ func benchEvents(b *testing.B, s *BoltStore, app string, next *uint64, n int) {
 func ktBytes(b *testing.B, s *BoltStore) (kt, cards int) {
 	b.Helper()
 	err := s.DB().View(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketKTLeaves, bucketKTLogNodes, bucketKTMapTiles, bucketKTMapValues, bucketKTCheckpoints, bucketKTLogKey} {
+		for _, name := range [][]byte{bucketKTLeaves, bucketKTLogTiles, bucketKTMapTiles, bucketKTMapValues, bucketKTCheckpoints, bucketKTLogKey} {
 			_ = tx.Bucket(name).ForEach(func(k, v []byte) error { kt += len(k) + len(v); return nil })
 		}
 		_ = tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error { cards += len(k) + len(v); return nil })
