@@ -56,7 +56,7 @@ func bytesOf(b byte, n int) []byte {
 // share long prefixes, give the root of the definition, and every key proves.
 func TestMapMatchesItsDefinition(t *testing.T) {
 	nodes := MemoryMapStore{}
-	tiles := MemoryTileStore{}
+	tiles := MemoryMapTileStore{}
 	for _, tc := range []struct {
 		name string
 		// open returns the store for one batch and what makes it durable.

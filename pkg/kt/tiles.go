@@ -14,27 +14,27 @@ const TileHeight = 4
 // tilePositions is the number of node positions in a tile: 1 + 2 + 4 + 8.
 const tilePositions = 1<<TileHeight - 1
 
-// TileID names a tile: the subtree of TileHeight levels rooted at depth Depth (a
+// MapTileID names a tile: the subtree of TileHeight levels rooted at depth Depth (a
 // multiple of TileHeight) under the first Depth bits of Prefix (the rest zero).
-type TileID = MapNodeID
+type MapTileID = MapNodeID
 
-// TileStore holds a map's tiles as bytes. Tile returns nil for a tile that holds
+// MapTileStore holds a map's tiles as bytes. MapTile returns nil for a tile that holds
 // nothing.
-type TileStore interface {
-	Tile(id TileID) ([]byte, error)
-	PutTile(id TileID, tile []byte) error
+type MapTileStore interface {
+	MapTile(id MapTileID) ([]byte, error)
+	PutMapTile(id MapTileID, tile []byte) error
 }
 
-// TiledMapStore is a MapStore over a TileStore: it reads each tile once and keeps it,
+// TiledMapStore is a MapStore over a MapTileStore: it reads each tile once and keeps it,
 // and writes the tiles that changed on Flush. It is meant for one transaction.
 type TiledMapStore struct {
-	st    TileStore
-	tiles map[TileID]*tile
+	st    MapTileStore
+	tiles map[MapTileID]*tile
 }
 
 // NewTiledMapStore returns a MapStore over the tiles of st.
-func NewTiledMapStore(st TileStore) *TiledMapStore {
-	return &TiledMapStore{st: st, tiles: map[TileID]*tile{}}
+func NewTiledMapStore(st MapTileStore) *TiledMapStore {
+	return &TiledMapStore{st: st, tiles: map[MapTileID]*tile{}}
 }
 
 // tile is a tile as read: its stored bytes, decoded one position at a time as they are
@@ -77,7 +77,7 @@ func (t *tile) writable() {
 
 // tileOf returns the tile that holds id and id's position in it: position
 // 2^r - 1 + i for the node r levels below the tile's root, i-th from the left.
-func tileOf(id MapNodeID) (TileID, int) {
+func tileOf(id MapNodeID) (MapTileID, int) {
 	depth := int(id.Depth) &^ (TileHeight - 1)
 	r := int(id.Depth) - depth
 	t := mapNodeID(&id.Prefix, depth)
@@ -88,11 +88,11 @@ func tileOf(id MapNodeID) (TileID, int) {
 	return t, 1<<r - 1 + i
 }
 
-func (s *TiledMapStore) tile(id TileID) (*tile, error) {
+func (s *TiledMapStore) tile(id MapTileID) (*tile, error) {
 	if t, ok := s.tiles[id]; ok {
 		return t, nil
 	}
-	b, err := s.st.Tile(id)
+	b, err := s.st.MapTile(id)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +134,7 @@ func (s *TiledMapStore) PutMapNode(id MapNodeID, n MapNode) error {
 func (s *TiledMapStore) Flush() error {
 	for id, t := range s.tiles {
 		if t.dirty {
-			if err := s.st.PutTile(id, t.encode()); err != nil {
+			if err := s.st.PutMapTile(id, t.encode()); err != nil {
 				return err
 			}
 			t.dirty = false
@@ -181,12 +181,12 @@ func (t *tile) decode(b []byte) error {
 	return nil
 }
 
-// MemoryTileStore is a TileStore in memory, for tests.
-type MemoryTileStore map[TileID][]byte
+// MemoryMapTileStore is a MapTileStore in memory, for tests.
+type MemoryMapTileStore map[MapTileID][]byte
 
-func (m MemoryTileStore) Tile(id TileID) ([]byte, error) { return m[id], nil }
+func (m MemoryMapTileStore) MapTile(id MapTileID) ([]byte, error) { return m[id], nil }
 
-func (m MemoryTileStore) PutTile(id TileID, tile []byte) error {
+func (m MemoryMapTileStore) PutMapTile(id MapTileID, tile []byte) error {
 	m[id] = tile
 	return nil
 }

@@ -90,17 +90,17 @@ func (t *ktTx) PutLogTile(id kt.LogTileID, tile []byte) error {
 	return boltdb.PutRecord(t.logTiles, logTileKey(id), tile)
 }
 
-// mapNodeKey is a map tile's key: u16(depth) and the prefix's ceil(depth/8) bytes, so
+// mapTileKey is a map tile's key: u16(depth) and the prefix's ceil(depth/8) bytes, so
 // most keys are a few bytes.
-func mapNodeKey(id kt.MapNodeID) []byte {
+func mapTileKey(id kt.MapNodeID) []byte {
 	n := (int(id.Depth) + 7) / 8
 	return append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+n), id.Depth), id.Prefix[:n]...)
 }
 
-func (t *ktTx) Tile(id kt.TileID) ([]byte, error) { return get(t.mapTiles, mapNodeKey(id)) }
+func (t *ktTx) MapTile(id kt.MapTileID) ([]byte, error) { return get(t.mapTiles, mapTileKey(id)) }
 
-func (t *ktTx) PutTile(id kt.TileID, tile []byte) error {
-	return boltdb.PutRecord(t.mapTiles, mapNodeKey(id), tile)
+func (t *ktTx) PutMapTile(id kt.MapTileID, tile []byte) error {
+	return boltdb.PutRecord(t.mapTiles, mapTileKey(id), tile)
 }
 
 func (t *ktTx) MapValue(key [kt.HashSize]byte) ([]byte, bool, error) {
