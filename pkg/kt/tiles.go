@@ -6,16 +6,16 @@ import (
 	"math/bits"
 )
 
-// TileHeight is how many levels of the map one stored tile holds. A path of the map
+// MapTileHeight is how many levels of the map one stored tile holds. A path of the map
 // of n entries crosses about log2(n)/4 tiles: 5 reads for a million entries instead of
 // 20 nodes, and an update writes 5 tiles instead of 20 nodes.
-const TileHeight = 4
+const MapTileHeight = 4
 
 // tilePositions is the number of node positions in a tile: 1 + 2 + 4 + 8.
-const tilePositions = 1<<TileHeight - 1
+const tilePositions = 1<<MapTileHeight - 1
 
-// MapTileID names a tile: the subtree of TileHeight levels rooted at depth Depth (a
-// multiple of TileHeight) under the first Depth bits of Prefix (the rest zero).
+// MapTileID names a tile: the subtree of MapTileHeight levels rooted at depth Depth (a
+// multiple of MapTileHeight) under the first Depth bits of Prefix (the rest zero).
 type MapTileID = MapNodeID
 
 // MapTileStore holds a map's tiles as bytes. MapTile returns nil for a tile that holds
@@ -78,7 +78,7 @@ func (t *tile) writable() {
 // tileOf returns the tile that holds id and id's position in it: position
 // 2^r - 1 + i for the node r levels below the tile's root, i-th from the left.
 func tileOf(id MapNodeID) (MapTileID, int) {
-	depth := int(id.Depth) &^ (TileHeight - 1)
+	depth := int(id.Depth) &^ (MapTileHeight - 1)
 	r := int(id.Depth) - depth
 	t := mapNodeID(&id.Prefix, depth)
 	i := 0
