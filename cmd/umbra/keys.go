@@ -172,7 +172,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // runCard works with the directory: publish (a first card for fresh keys; after a
 // revocation a new card is a reset: umbra keys reset), revoke, find, history.
 func runCard(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, args, err := subcommand("card", args, stderr, "publish", "revoke", "find", "history", "service-key")
+	sub, args, err := subcommand("card", args, stderr, "publish", "revoke", "find", "history", "service-key", "log-key")
 	if err != nil {
 		return err
 	}
@@ -185,12 +185,15 @@ func runCard(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if sub == "publish" || sub == "revoke" {
 		return ownCard(ctx, sub, &f, stdout)
 	}
-	if sub == "service-key" {
+	if sub == "service-key" || sub == "log-key" {
 		c, _, err := f.client(ctx)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
+		if sub == "log-key" {
+			return printLogKey(ctx, c, stdout)
+		}
 		return printServiceKeys(ctx, c, stdout)
 	}
 	if fs.NArg() == 0 {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -260,6 +261,8 @@ var requiredPeers = map[string][]string{
 type tuningFlags struct {
 	searchRate  float64
 	searchBurst int
+	ktInterval  time.Duration
+	ktOrigin    string
 	groupRate   float64
 	groupBurst  int
 	messaging   messaging.Config
@@ -272,6 +275,8 @@ type tuningFlags struct {
 func (t *tuningFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&t.searchRate, "card-search-rate", card.DefaultSearchRate, "SearchCards calls per second one identity may make on average")
 	fs.IntVar(&t.searchBurst, "card-search-burst", card.DefaultSearchBurst, "SearchCards calls one identity may make at once")
+	fs.DurationVar(&t.ktInterval, "kt-interval", card.DefaultCheckpointInterval, "how often the card service appends new card events to its key transparency log and signs a checkpoint")
+	fs.StringVar(&t.ktOrigin, "kt-origin", "", `the key transparency log's origin (its checkpoints' first line and its log key's name), e.g. "kt.chat.example.com"; fixed at the card store's first start (default "umbra/kt/<log key id>")`)
 	fs.Float64Var(&t.groupRate, "group-call-rate", group.DefaultCallRate, "group service calls per second one identity may make on average, all methods together")
 	fs.IntVar(&t.groupBurst, "group-call-burst", group.DefaultCallBurst, "group service calls one identity may make at once")
 	fs.Float64Var(&t.messaging.SendRate, "send-rate", messaging.DefaultSendRate, "messages per second one identity may send on average")
@@ -289,6 +294,7 @@ func (t *tuningFlags) register(fs *flag.FlagSet) {
 
 func (t *tuningFlags) apply(cfg *node.Config) {
 	cfg.Card.SearchRate, cfg.Card.SearchBurst = t.searchRate, t.searchBurst
+	cfg.Card.CheckpointInterval, cfg.Card.LogOrigin = t.ktInterval, t.ktOrigin
 	cfg.Group.CallRate, cfg.Group.CallBurst = t.groupRate, t.groupBurst
 	cfg.Messaging = t.messaging
 	cfg.GRPC.MaxConcurrentStreams = uint32(min(*t.streams, math.MaxUint32))

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/pkg/kt"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 )
@@ -174,5 +175,27 @@ func printServiceKeys(ctx context.Context, c *sdk.Client, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "the card service's keys, oldest first, as --service-key (or UMBRA_SERVICE_KEY) takes them:\n%s\n", strings.Join(pins, ","))
 	fmt.Fprintln(w, "check them over a channel you trust (the operator's published value), not only this server's word")
+	return nil
+}
+
+// printLogKey prints the key transparency log key as a signed-note verifier key, and
+// the latest checkpoint it signed.
+func printLogKey(ctx context.Context, c *sdk.Client, w io.Writer) error {
+	cards := cardv1.NewCardServiceClient(c.Conn())
+	key, err := cards.GetLogKey(ctx, &cardv1.GetLogKeyRequest{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "the key transparency log key (origin %s), as a signed-note verifier key for clients, witnesses and auditors:\n%s\n", key.GetOrigin(), key.GetVerifierKey())
+	fmt.Fprintln(w, "check it over a channel you trust (the operator's published value), not only this server's word")
+	resp, err := cards.GetCheckpoint(ctx, &cardv1.GetCheckpointRequest{})
+	if err != nil {
+		return err
+	}
+	cp, err := kt.OpenCheckpoint(resp.GetCheckpoint(), key.GetVerifierKey())
+	if err != nil {
+		return fmt.Errorf("the latest checkpoint: %w", err)
+	}
+	fmt.Fprintf(w, "latest checkpoint, signed by it: %d entries\n%s", cp.Size, resp.GetCheckpoint())
 	return nil
 }

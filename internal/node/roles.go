@@ -77,6 +77,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 			policies: card.Policies(),
 			db:       store.DB(),
 			close:    store.Close,
+			run:      srv.Run,
 		}, nil
 	},
 	gateway.Backup: buildBackup,

@@ -32,6 +32,9 @@ var (
 	ErrExhausted       = errors.New("resource exhausted")
 	ErrUnavailable     = errors.New("unavailable")
 	ErrTooLarge        = errors.New("too large")
+	// ErrOutOfRange is a position past the end of something that grows (a log index
+	// or size beyond the log): the same request may succeed once it has grown.
+	ErrOutOfRange = errors.New("out of range")
 	// ErrStorageFull is a write refused for lack of space (a full disk or a quota):
 	// nothing was written, so the same request may be retried once there is room.
 	ErrStorageFull = errors.New("storage full")
@@ -112,6 +115,9 @@ func Damagedf(format string, args ...any) *Error { return newf(ErrDamaged, forma
 
 // TooLargef reports a request over a size limit.
 func TooLargef(format string, args ...any) *Error { return newf(ErrTooLarge, format, args...) }
+
+// OutOfRangef returns an ErrOutOfRange error with a message.
+func OutOfRangef(format string, args ...any) *Error { return newf(ErrOutOfRange, format, args...) }
 
 // StorageFullf reports a write that failed for lack of space (NoSpace), in words that
 // say what to retry: a service whose request carries an idempotency key names it.

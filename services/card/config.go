@@ -19,6 +19,9 @@ const (
 	// (10,000 identities) is far above any client's need and still bounds a scraper.
 	DefaultSearchRate  = 10
 	DefaultSearchBurst = 20
+	// DefaultCheckpointInterval is how often the key transparency log appends the
+	// new card events and publishes a checkpoint.
+	DefaultCheckpointInterval = time.Second
 )
 
 // Config tunes a Server. The zero value is usable.
@@ -37,6 +40,14 @@ type Config struct {
 	// Grants verifies reset grants (the process's access-token verifier does, with
 	// the identity service's published keys). Without it every reset is refused.
 	Grants GrantVerifier
+	// CheckpointInterval is how often the key transparency log appends new card
+	// events and signs a checkpoint; 0 means DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
+	// LogOrigin names the key transparency log (the first line of its checkpoints,
+	// and its log key's name), for example "kt.chat.example.com". Empty: the stored
+	// origin, or "umbra/kt/<log key id>" for a new log. It is fixed when the log key
+	// is made; a different one later is refused.
+	LogOrigin string
 }
 
 // GrantVerifier verifies a reset grant's signature, type, audience and lifetime.
@@ -58,6 +69,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.SearchBurst == 0 {
 		cfg.SearchBurst = DefaultSearchBurst
 	}
+	if cfg.CheckpointInterval == 0 {
+		cfg.CheckpointInterval = DefaultCheckpointInterval
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -66,6 +80,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.ClockSkew < 0 {
 		return cfg, fmt.Errorf("card: clock skew %s: want a positive duration", cfg.ClockSkew)
+	}
+	if cfg.CheckpointInterval < 0 {
+		return cfg, fmt.Errorf("card: checkpoint interval %s: want a positive duration", cfg.CheckpointInterval)
 	}
 	return cfg, nil
 }

@@ -9,7 +9,10 @@
 // revocation appends an event to a feed (ListCardEvents) in the same transaction.
 //
 // State lives behind the Store interface (store.go), namespaced by app; its bbolt
-// engine is card.db (store_bolt.go). The only private key in it is the service's own
-// Ed25519 counter-signing key, generated on first start. The service calls no other
-// service and runs no background work: the group service follows its feed.
+// engine is card.db (store_bolt.go). Its only private keys are the service's own
+// Ed25519 counter-signing key and the key transparency log key, which signs
+// checkpoints, both generated on first start (transparency.go, docs/key-transparency.md). The
+// service calls no other service. Its background work (background.go) follows its own
+// feed into the key transparency log and map, and publishes a checkpoint every
+// CheckpointInterval; the group service follows the same feed.
 package card

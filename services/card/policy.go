@@ -18,5 +18,13 @@ func Policies() auth.Table {
 		cardv1.CardService_LookupActiveCards_FullMethodName: auth.Internal,
 		cardv1.CardService_ListCardEvents_FullMethodName:    auth.Internal,
 		cardv1.CardService_LookupCardOwner_FullMethodName:   auth.Internal,
+		// Key transparency: log entries name no app or identity (map keys only), so
+		// witnesses and auditors read the log without an account.
+		cardv1.CardService_GetLogKey_FullMethodName:             auth.Public,
+		cardv1.CardService_GetCheckpoint_FullMethodName:         auth.Public,
+		cardv1.CardService_GetConsistencyProof_FullMethodName:   auth.Public,
+		cardv1.CardService_GetInclusionProof_FullMethodName:     auth.Public,
+		cardv1.CardService_GetLogEntries_FullMethodName:         auth.Public,
+		cardv1.CardService_SearchCardsWithProofs_FullMethodName: auth.AccessToken,
 	}
 }

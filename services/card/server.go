@@ -18,6 +18,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
+	"github.com/umbra-e2ee/umbra/pkg/kt"
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
@@ -38,6 +39,12 @@ type Server struct {
 	keyMu  sync.RWMutex
 	key    ed25519.PrivateKey
 	keyRec *cardstoragev1.ServiceKeyRecord
+	// logKey signs key transparency checkpoints (transparency.go); appendMu makes one
+	// caller at a time append to the log, and interval is how often the background
+	// loop does.
+	logKey   *kt.LogSigner
+	appendMu sync.Mutex
+	interval time.Duration
 }
 
 var _ cardv1.CardServiceServer = (*Server)(nil)
@@ -73,16 +80,22 @@ func New(store Store, cfg Config, log *zap.Logger) (*Server, error) {
 	if rec == candidate {
 		log.Info("service key created", zap.String("key_id", rec.GetKeyId()))
 	}
+	logKey, err := openLogKey(store, cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	return &Server{
-		store:  store,
-		log:    log,
-		now:    cfg.Clock,
-		skew:   cfg.ClockSkew,
-		search: limiter,
-		rand:   cfg.Rand,
-		grants: cfg.Grants,
-		key:    ed25519.NewKeyFromSeed(rec.GetSeed()),
-		keyRec: rec,
+		store:    store,
+		log:      log,
+		now:      cfg.Clock,
+		skew:     cfg.ClockSkew,
+		search:   limiter,
+		rand:     cfg.Rand,
+		grants:   cfg.Grants,
+		key:      ed25519.NewKeyFromSeed(rec.GetSeed()),
+		keyRec:   rec,
+		logKey:   logKey,
+		interval: cfg.CheckpointInterval,
 	}, nil
 }
 

@@ -3,6 +3,8 @@ package card
 import (
 	"time"
 
+	"github.com/umbra-e2ee/umbra/pkg/kt"
+	ktv1 "github.com/umbra-e2ee/umbra/proto/umbra/kt/v1"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
@@ -78,5 +80,43 @@ type Store interface {
 	// latest sequence assigned.
 	Events(after uint64, limit int) ([]*cardstoragev1.CardEventRecord, uint64, error)
 
+	// Key transparency (docs/key-transparency.md).
+
+	// LogKey returns the log key, which signs checkpoints. When the file has none yet
+	// it stores candidate first.
+	LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev1.LogKeyRecord, error)
+	// AppendLog appends to the log, in one transaction, the card events it does not
+	// hold yet, in sequence order and up to limit of them: entry i is the event of
+	// sequence i+1, and a gap in the feed is an error. It applies them to the map and
+	// stores the checkpoint that sign makes of the new state, made at at. It returns that
+	// checkpoint and how many events it appended. With no new event it writes nothing
+	// and returns the latest checkpoint, except on a log without any, for which it
+	// stores the checkpoint of the empty log.
+	AppendLog(limit int, at time.Time, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, int, error)
+	// LatestCheckpoint returns the latest checkpoint; ErrNotFound before the first.
+	LatestCheckpoint() (*cardstoragev1.CheckpointRecord, error)
+	// LogEntries returns the exact LogLeaf bytes of up to count entries from start.
+	LogEntries(start uint64, count int) ([][]byte, error)
+	// InclusionProof returns entry index and its inclusion proof in the log of size
+	// entries; ConsistencyProof the proof that the log of size1 entries is a prefix of
+	// the log of size2. Both need sizes no larger than the log's.
+	InclusionProof(index, size uint64) ([]byte, [][]byte, error)
+	ConsistencyProof(size1, size2 uint64) ([][]byte, error)
+	// ProvedCards returns, in one read, the latest checkpoint and, for each identity
+	// of appID in order, its lookup proof at that checkpoint and the card its map
+	// entry names. ErrNotFound before the first checkpoint.
+	ProvedCards(appID string, identities []string) (*cardstoragev1.CheckpointRecord, []ProvedCard, error)
+
 	Close() error
+}
+
+// CheckpointSigner signs the checkpoint of a new state of the log: c has its size and
+// roots; the signer sets its origin and returns the signed note.
+type CheckpointSigner func(c *kt.Checkpoint) ([]byte, error)
+
+// ProvedCard is one identity's lookup at a checkpoint: the proof, and the card its map
+// entry names (nil when it names none).
+type ProvedCard struct {
+	Proof *ktv1.LookupProof
+	Card  *cardstoragev1.CardRecord
 }

@@ -27,21 +27,39 @@ var (
 	currentKey       = []byte("current")
 )
 
+// The key transparency buckets (store_bolt_kt.go).
+var (
+	bucketKTLeaves      = []byte("kt_leaves")
+	bucketKTLogTiles    = []byte("kt_log_tiles")
+	bucketKTMapTiles    = []byte("kt_map_tiles")
+	bucketKTMapValues   = []byte("kt_map_values")
+	bucketKTCheckpoints = []byte("kt_checkpoints")
+	bucketKTLogKey      = []byte("kt_log_key")
+)
+
 // The layout is documented in proto/umbra/storage/card/v1/card.proto.
 var schema = boltdb.Schema{
 	Version: 1,
-	Buckets: [][]byte{bucketCards, bucketActive, bucketHistory, bucketEvents, bucketServiceKey, bucketGrants},
+	Buckets: [][]byte{bucketCards, bucketActive, bucketHistory, bucketEvents, bucketServiceKey, bucketGrants,
+		bucketKTLeaves, bucketKTLogTiles, bucketKTMapTiles, bucketKTMapValues, bucketKTCheckpoints, bucketKTLogKey},
 	Records: []boltdb.RecordBucket{
 		{Name: bucketCards, New: func() proto.Message { return &cardstoragev1.CardRecord{} }},
 		{Name: bucketActive, New: func() proto.Message { return &cardstoragev1.ActiveCardRecord{} }},
 		{Name: bucketEvents, New: func() proto.Message { return &cardstoragev1.CardEventRecord{} }},
 		{Name: bucketServiceKey, New: func() proto.Message { return &cardstoragev1.ServiceKeyRecord{} }},
 		{Name: bucketGrants, New: func() proto.Message { return &cardstoragev1.SpentResetGrantRecord{} }},
+		{Name: bucketKTLeaves},
+		{Name: bucketKTLogTiles},
+		{Name: bucketKTMapTiles},
+		{Name: bucketKTMapValues},
+		{Name: bucketKTCheckpoints, New: func() proto.Message { return &cardstoragev1.CheckpointRecord{} }},
+		{Name: bucketKTLogKey, New: func() proto.Message { return &cardstoragev1.LogKeyRecord{} }},
 	},
 }
 
-// Verify checks card.db at path offline (boltdb.Verify): its pages, every record, and
-// that each history entry names a stored card of its app.
+// Verify checks card.db at path offline (boltdb.Verify): its pages, every record, that
+// each history entry names a stored card of its app, and that the key transparency log
+// holds exactly the entries its latest checkpoint counts, no more than the feed's events.
 func Verify(path string) (*boltdb.Report, error) {
 	return boltdb.Verify(path, schema, func(tx *bolt.Tx, r *boltdb.Report) {
 		cards := tx.Bucket(bucketCards)
@@ -53,6 +71,17 @@ func Verify(path string) (*boltdb.Report, error) {
 			}
 			return nil
 		})
+		var size uint64
+		if k, _ := tx.Bucket(bucketKTCheckpoints).Cursor().Last(); k != nil {
+			size, _ = boltdb.ParseU64(k)
+		}
+		leaves := uint64(tx.Bucket(bucketKTLeaves).Stats().KeyN)
+		if leaves != size {
+			r.Problemf("kt_leaves: %d log entries, but the latest checkpoint counts %d", leaves, size)
+		}
+		if events := tx.Bucket(bucketEvents).Sequence(); size > events {
+			r.Problemf("kt_checkpoints: a checkpoint of %d entries, but the card event feed has %d events", size, events)
+		}
 	})
 }
 

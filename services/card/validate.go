@@ -28,6 +28,9 @@ const (
 	// DefaultEventPage and MaxEventPage bound ListCardEvents pages.
 	DefaultEventPage = 1000
 	MaxEventPage     = 10000
+	// DefaultLogEntries and MaxLogEntries bound GetLogEntries.
+	DefaultLogEntries = 100
+	MaxLogEntries     = 1000
 )
 
 // validPublish checks the shape of a PublishCardRequest before anything is verified, so
@@ -143,4 +146,30 @@ func parseHistoryToken(identity, tok string) (uint64, error) {
 		return 0, page.ErrMalformedToken
 	}
 	return seq, nil
+}
+
+// validConsistency checks the sizes of a consistency proof request; that to_size is
+// within the log is the store's check.
+func validConsistency(req *cardv1.GetConsistencyProofRequest) error {
+	from, to := req.GetFromSize(), req.GetToSize()
+	switch {
+	case from == 0:
+		return errs.Invalidf("from_size is 0: every log is consistent with the empty log; ask from the size of a checkpoint you hold")
+	case from > to:
+		return errs.Invalidf("from_size %d is larger than to_size %d: a log only grows; ask from the older checkpoint's size to the newer's", from, to)
+	}
+	return nil
+}
+
+// validLogEntries checks a GetLogEntries request and returns how many entries to read
+// at most.
+func validLogEntries(req *cardv1.GetLogEntriesRequest) (int, error) {
+	switch count := req.GetCount(); {
+	case count == 0:
+		return DefaultLogEntries, nil
+	case count > MaxLogEntries:
+		return 0, errs.Invalidf("count %d is more than %d entries: page through the log", count, MaxLogEntries)
+	default:
+		return int(count), nil
+	}
 }

@@ -21,6 +21,7 @@ var codeOf = []struct {
 }{
 	{errs.ErrInvalid, codes.InvalidArgument},
 	{errs.ErrTooLarge, codes.InvalidArgument},
+	{errs.ErrOutOfRange, codes.OutOfRange},
 	{errs.ErrNotFound, codes.NotFound},
 	{errs.ErrExists, codes.AlreadyExists},
 	{errs.ErrPermission, codes.PermissionDenied},

@@ -33,6 +33,7 @@ func TestStatus(t *testing.T) {
 		{"exhausted", errs.Exhaustedf("slow down"), codes.ResourceExhausted, "slow down", true},
 		{"unavailable", errs.Unavailablef("later"), codes.Unavailable, "later", true},
 		{"too large", errs.TooLargef("envelope is 300 KiB"), codes.InvalidArgument, "envelope is 300 KiB", true},
+		{"out of range", errs.OutOfRangef("index 9 is past the log"), codes.OutOfRange, "index 9 is past the log", true},
 		{"canceled", context.Canceled, codes.Canceled, "context canceled", true},
 		{"status passes through", status.Error(codes.Aborted, "as is"), codes.Aborted, "as is", true},
 		{"damaged data hides its details and is logged", fmt.Errorf("messaging: %w", errs.Damagedf("record %q in bucket log fails its checksum", "k")), codes.DataLoss, errs.DamagedMessage, false},

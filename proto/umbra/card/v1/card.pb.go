@@ -8,6 +8,7 @@ package cardv1
 
 import (
 	v1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
+	v11 "github.com/umbra-e2ee/umbra/proto/umbra/kt/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -1713,11 +1714,665 @@ func (x *LookupCardOwnerResponse) GetStatus() CardStatus {
 	return CardStatus_CARD_STATUS_UNSPECIFIED
 }
 
+type GetLogKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogKeyRequest) Reset() {
+	*x = GetLogKeyRequest{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogKeyRequest) ProtoMessage() {}
+
+func (x *GetLogKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogKeyRequest.ProtoReflect.Descriptor instead.
+func (*GetLogKeyRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{26}
+}
+
+type GetLogKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The log's origin: the first line of its checkpoints and the log key's name.
+	Origin string `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	// The signed-note verifier key: "<origin>+<key hash, 8 hex digits>+<base64 of
+	// 0x01 || Ed25519 public key>".
+	VerifierKey string `protobuf:"bytes,2,opt,name=verifier_key,json=verifierKey,proto3" json:"verifier_key,omitempty"`
+	// The Ed25519 public key, 32 bytes.
+	PublicKey     []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogKeyResponse) Reset() {
+	*x = GetLogKeyResponse{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogKeyResponse) ProtoMessage() {}
+
+func (x *GetLogKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogKeyResponse.ProtoReflect.Descriptor instead.
+func (*GetLogKeyResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetLogKeyResponse) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *GetLogKeyResponse) GetVerifierKey() string {
+	if x != nil {
+		return x.VerifierKey
+	}
+	return ""
+}
+
+func (x *GetLogKeyResponse) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+type GetCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointRequest) Reset() {
+	*x = GetCheckpointRequest{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointRequest) ProtoMessage() {}
+
+func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{28}
+}
+
+type GetCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The signed checkpoint (docs/wire-format.md 13.5), as a C2SP signed note.
+	Checkpoint []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// Its size, for convenience: verify the note and read the size from it.
+	Size          uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointResponse) Reset() {
+	*x = GetCheckpointResponse{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointResponse) ProtoMessage() {}
+
+func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetCheckpointResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *GetCheckpointResponse) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type GetConsistencyProofRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromSize      uint64                 `protobuf:"varint,1,opt,name=from_size,json=fromSize,proto3" json:"from_size,omitempty"`
+	ToSize        uint64                 `protobuf:"varint,2,opt,name=to_size,json=toSize,proto3" json:"to_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsistencyProofRequest) Reset() {
+	*x = GetConsistencyProofRequest{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsistencyProofRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsistencyProofRequest) ProtoMessage() {}
+
+func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
+func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetConsistencyProofRequest) GetFromSize() uint64 {
+	if x != nil {
+		return x.FromSize
+	}
+	return 0
+}
+
+func (x *GetConsistencyProofRequest) GetToSize() uint64 {
+	if x != nil {
+		return x.ToSize
+	}
+	return 0
+}
+
+type GetConsistencyProofResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 32 bytes each.
+	Proof         [][]byte `protobuf:"bytes,1,rep,name=proof,proto3" json:"proof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsistencyProofResponse) Reset() {
+	*x = GetConsistencyProofResponse{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsistencyProofResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsistencyProofResponse) ProtoMessage() {}
+
+func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
+func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetConsistencyProofResponse) GetProof() [][]byte {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+type GetInclusionProofRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// 0: the latest checkpoint's size.
+	TreeSize      uint64 `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInclusionProofRequest) Reset() {
+	*x = GetInclusionProofRequest{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInclusionProofRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInclusionProofRequest) ProtoMessage() {}
+
+func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
+func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetInclusionProofRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *GetInclusionProofRequest) GetTreeSize() uint64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+type GetInclusionProofResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entry's exact LogLeaf bytes.
+	Leaf     []byte `protobuf:"bytes,1,opt,name=leaf,proto3" json:"leaf,omitempty"`
+	TreeSize uint64 `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	// 32 bytes each.
+	Proof         [][]byte `protobuf:"bytes,3,rep,name=proof,proto3" json:"proof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInclusionProofResponse) Reset() {
+	*x = GetInclusionProofResponse{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInclusionProofResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInclusionProofResponse) ProtoMessage() {}
+
+func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
+func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GetInclusionProofResponse) GetLeaf() []byte {
+	if x != nil {
+		return x.Leaf
+	}
+	return nil
+}
+
+func (x *GetInclusionProofResponse) GetTreeSize() uint64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+func (x *GetInclusionProofResponse) GetProof() [][]byte {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+type GetLogEntriesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	Count         uint32                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogEntriesRequest) Reset() {
+	*x = GetLogEntriesRequest{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogEntriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogEntriesRequest) ProtoMessage() {}
+
+func (x *GetLogEntriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogEntriesRequest.ProtoReflect.Descriptor instead.
+func (*GetLogEntriesRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *GetLogEntriesRequest) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *GetLogEntriesRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type GetLogEntriesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The exact LogLeaf bytes of entries start, start+1, ...
+	Entries       [][]byte `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogEntriesResponse) Reset() {
+	*x = GetLogEntriesResponse{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogEntriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogEntriesResponse) ProtoMessage() {}
+
+func (x *GetLogEntriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogEntriesResponse.ProtoReflect.Descriptor instead.
+func (*GetLogEntriesResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *GetLogEntriesResponse) GetEntries() [][]byte {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type SearchCardsWithProofsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 1,000 user identities of the caller's app, each at most once.
+	Identities    []string `protobuf:"bytes,1,rep,name=identities,proto3" json:"identities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchCardsWithProofsRequest) Reset() {
+	*x = SearchCardsWithProofsRequest{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchCardsWithProofsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchCardsWithProofsRequest) ProtoMessage() {}
+
+func (x *SearchCardsWithProofsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchCardsWithProofsRequest.ProtoReflect.Descriptor instead.
+func (*SearchCardsWithProofsRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SearchCardsWithProofsRequest) GetIdentities() []string {
+	if x != nil {
+		return x.Identities
+	}
+	return nil
+}
+
+// ProvedCard is one identity's answer: the proof, and the card its map entry names.
+type ProvedCard struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Proof *v11.LookupProof       `protobuf:"bytes,1,opt,name=proof,proto3" json:"proof,omitempty"`
+	// The card the map entry names (status ACTIVE at the checkpoint; it may have been
+	// superseded or revoked since). Absent when the entry names none or there is no
+	// entry.
+	Card          *Card `protobuf:"bytes,2,opt,name=card,proto3" json:"card,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProvedCard) Reset() {
+	*x = ProvedCard{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProvedCard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProvedCard) ProtoMessage() {}
+
+func (x *ProvedCard) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProvedCard.ProtoReflect.Descriptor instead.
+func (*ProvedCard) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ProvedCard) GetProof() *v11.LookupProof {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+func (x *ProvedCard) GetCard() *Card {
+	if x != nil {
+		return x.Card
+	}
+	return nil
+}
+
+type SearchCardsWithProofsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The signed checkpoint every proof is against.
+	Checkpoint []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// One per distinct identity asked, in the order of its first appearance.
+	Results       []*ProvedCard `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchCardsWithProofsResponse) Reset() {
+	*x = SearchCardsWithProofsResponse{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchCardsWithProofsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchCardsWithProofsResponse) ProtoMessage() {}
+
+func (x *SearchCardsWithProofsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchCardsWithProofsResponse.ProtoReflect.Descriptor instead.
+func (*SearchCardsWithProofsResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SearchCardsWithProofsResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *SearchCardsWithProofsResponse) GetResults() []*ProvedCard {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_umbra_card_v1_card_proto protoreflect.FileDescriptor
 
 const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\n" +
-	"\x18umbra/card/v1/card.proto\x12\rumbra.card.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\"\xc1\x04\n" +
+	"\x18umbra/card/v1/card.proto\x12\rumbra.card.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\x1a\x14umbra/kt/v1/kt.proto\"\xc1\x04\n" +
 	"\x04Card\x12\x17\n" +
 	"\acard_id\x18\x01 \x01(\fR\x06cardId\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x18\n" +
@@ -1821,7 +2476,49 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\acard_id\x18\x02 \x01(\fR\x06cardId\"h\n" +
 	"\x17LookupCardOwnerResponse\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x121\n" +
-	"\x06status\x18\x02 \x01(\x0e2\x19.umbra.card.v1.CardStatusR\x06status*v\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x19.umbra.card.v1.CardStatusR\x06status\"\x12\n" +
+	"\x10GetLogKeyRequest\"m\n" +
+	"\x11GetLogKeyResponse\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\tR\x06origin\x12!\n" +
+	"\fverifier_key\x18\x02 \x01(\tR\vverifierKey\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\"\x16\n" +
+	"\x14GetCheckpointRequest\"K\n" +
+	"\x15GetCheckpointResponse\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\fR\n" +
+	"checkpoint\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\"R\n" +
+	"\x1aGetConsistencyProofRequest\x12\x1b\n" +
+	"\tfrom_size\x18\x01 \x01(\x04R\bfromSize\x12\x17\n" +
+	"\ato_size\x18\x02 \x01(\x04R\x06toSize\"3\n" +
+	"\x1bGetConsistencyProofResponse\x12\x14\n" +
+	"\x05proof\x18\x01 \x03(\fR\x05proof\"M\n" +
+	"\x18GetInclusionProofRequest\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1b\n" +
+	"\ttree_size\x18\x02 \x01(\x04R\btreeSize\"b\n" +
+	"\x19GetInclusionProofResponse\x12\x12\n" +
+	"\x04leaf\x18\x01 \x01(\fR\x04leaf\x12\x1b\n" +
+	"\ttree_size\x18\x02 \x01(\x04R\btreeSize\x12\x14\n" +
+	"\x05proof\x18\x03 \x03(\fR\x05proof\"B\n" +
+	"\x14GetLogEntriesRequest\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\"1\n" +
+	"\x15GetLogEntriesResponse\x12\x18\n" +
+	"\aentries\x18\x01 \x03(\fR\aentries\">\n" +
+	"\x1cSearchCardsWithProofsRequest\x12\x1e\n" +
+	"\n" +
+	"identities\x18\x01 \x03(\tR\n" +
+	"identities\"e\n" +
+	"\n" +
+	"ProvedCard\x12.\n" +
+	"\x05proof\x18\x01 \x01(\v2\x18.umbra.kt.v1.LookupProofR\x05proof\x12'\n" +
+	"\x04card\x18\x02 \x01(\v2\x13.umbra.card.v1.CardR\x04card\"t\n" +
+	"\x1dSearchCardsWithProofsResponse\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\fR\n" +
+	"checkpoint\x123\n" +
+	"\aresults\x18\x02 \x03(\v2\x19.umbra.card.v1.ProvedCardR\aresults*v\n" +
 	"\n" +
 	"CardStatus\x12\x1b\n" +
 	"\x17CARD_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -1831,7 +2528,7 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\rCardEventKind\x12\x1f\n" +
 	"\x1bCARD_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19CARD_EVENT_KIND_PUBLISHED\x10\x01\x12\x1b\n" +
-	"\x17CARD_EVENT_KIND_REVOKED\x10\x022\xa2\a\n" +
+	"\x17CARD_EVENT_KIND_REVOKED\x10\x022\xf4\v\n" +
 	"\vCardService\x12T\n" +
 	"\vPublishCard\x12!.umbra.card.v1.PublishCardRequest\x1a\".umbra.card.v1.PublishCardResponse\x12Z\n" +
 	"\rGetServiceKey\x12#.umbra.card.v1.GetServiceKeyRequest\x1a$.umbra.card.v1.GetServiceKeyResponse\x12c\n" +
@@ -1843,7 +2540,13 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"RevokeCard\x12 .umbra.card.v1.RevokeCardRequest\x1a!.umbra.card.v1.RevokeCardResponse\x12f\n" +
 	"\x11LookupActiveCards\x12'.umbra.card.v1.LookupActiveCardsRequest\x1a(.umbra.card.v1.LookupActiveCardsResponse\x12]\n" +
 	"\x0eListCardEvents\x12$.umbra.card.v1.ListCardEventsRequest\x1a%.umbra.card.v1.ListCardEventsResponse\x12`\n" +
-	"\x0fLookupCardOwner\x12%.umbra.card.v1.LookupCardOwnerRequest\x1a&.umbra.card.v1.LookupCardOwnerResponseB8Z6github.com/umbra-e2ee/umbra/proto/umbra/card/v1;cardv1b\x06proto3"
+	"\x0fLookupCardOwner\x12%.umbra.card.v1.LookupCardOwnerRequest\x1a&.umbra.card.v1.LookupCardOwnerResponse\x12N\n" +
+	"\tGetLogKey\x12\x1f.umbra.card.v1.GetLogKeyRequest\x1a .umbra.card.v1.GetLogKeyResponse\x12Z\n" +
+	"\rGetCheckpoint\x12#.umbra.card.v1.GetCheckpointRequest\x1a$.umbra.card.v1.GetCheckpointResponse\x12l\n" +
+	"\x13GetConsistencyProof\x12).umbra.card.v1.GetConsistencyProofRequest\x1a*.umbra.card.v1.GetConsistencyProofResponse\x12f\n" +
+	"\x11GetInclusionProof\x12'.umbra.card.v1.GetInclusionProofRequest\x1a(.umbra.card.v1.GetInclusionProofResponse\x12Z\n" +
+	"\rGetLogEntries\x12#.umbra.card.v1.GetLogEntriesRequest\x1a$.umbra.card.v1.GetLogEntriesResponse\x12r\n" +
+	"\x15SearchCardsWithProofs\x12+.umbra.card.v1.SearchCardsWithProofsRequest\x1a,.umbra.card.v1.SearchCardsWithProofsResponseB8Z6github.com/umbra-e2ee/umbra/proto/umbra/card/v1;cardv1b\x06proto3"
 
 var (
 	file_umbra_card_v1_card_proto_rawDescOnce sync.Once
@@ -1858,47 +2561,61 @@ func file_umbra_card_v1_card_proto_rawDescGZIP() []byte {
 }
 
 var file_umbra_card_v1_card_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_umbra_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_umbra_card_v1_card_proto_goTypes = []any{
-	(CardStatus)(0),                   // 0: umbra.card.v1.CardStatus
-	(CardEventKind)(0),                // 1: umbra.card.v1.CardEventKind
-	(*Card)(nil),                      // 2: umbra.card.v1.Card
-	(*CardEndorsement)(nil),           // 3: umbra.card.v1.CardEndorsement
-	(*ServiceKey)(nil),                // 4: umbra.card.v1.ServiceKey
-	(*ServiceKeyRotation)(nil),        // 5: umbra.card.v1.ServiceKeyRotation
-	(*PublishCardRequest)(nil),        // 6: umbra.card.v1.PublishCardRequest
-	(*PublishCardResponse)(nil),       // 7: umbra.card.v1.PublishCardResponse
-	(*GetServiceKeyRequest)(nil),      // 8: umbra.card.v1.GetServiceKeyRequest
-	(*GetServiceKeyResponse)(nil),     // 9: umbra.card.v1.GetServiceKeyResponse
-	(*RotateServiceKeyRequest)(nil),   // 10: umbra.card.v1.RotateServiceKeyRequest
-	(*RotateServiceKeyResponse)(nil),  // 11: umbra.card.v1.RotateServiceKeyResponse
-	(*SearchCardsRequest)(nil),        // 12: umbra.card.v1.SearchCardsRequest
-	(*SearchCardsResponse)(nil),       // 13: umbra.card.v1.SearchCardsResponse
-	(*GetCardRequest)(nil),            // 14: umbra.card.v1.GetCardRequest
-	(*GetCardResponse)(nil),           // 15: umbra.card.v1.GetCardResponse
-	(*ListCardHistoryRequest)(nil),    // 16: umbra.card.v1.ListCardHistoryRequest
-	(*ListCardHistoryResponse)(nil),   // 17: umbra.card.v1.ListCardHistoryResponse
-	(*RevokeCardRequest)(nil),         // 18: umbra.card.v1.RevokeCardRequest
-	(*RevokeCardResponse)(nil),        // 19: umbra.card.v1.RevokeCardResponse
-	(*ActiveCardRef)(nil),             // 20: umbra.card.v1.ActiveCardRef
-	(*LookupActiveCardsRequest)(nil),  // 21: umbra.card.v1.LookupActiveCardsRequest
-	(*LookupActiveCardsResponse)(nil), // 22: umbra.card.v1.LookupActiveCardsResponse
-	(*CardEvent)(nil),                 // 23: umbra.card.v1.CardEvent
-	(*ListCardEventsRequest)(nil),     // 24: umbra.card.v1.ListCardEventsRequest
-	(*ListCardEventsResponse)(nil),    // 25: umbra.card.v1.ListCardEventsResponse
-	(*LookupCardOwnerRequest)(nil),    // 26: umbra.card.v1.LookupCardOwnerRequest
-	(*LookupCardOwnerResponse)(nil),   // 27: umbra.card.v1.LookupCardOwnerResponse
-	(*timestamppb.Timestamp)(nil),     // 28: google.protobuf.Timestamp
-	(v1.Suite)(0),                     // 29: umbra.envelope.v1.Suite
+	(CardStatus)(0),                       // 0: umbra.card.v1.CardStatus
+	(CardEventKind)(0),                    // 1: umbra.card.v1.CardEventKind
+	(*Card)(nil),                          // 2: umbra.card.v1.Card
+	(*CardEndorsement)(nil),               // 3: umbra.card.v1.CardEndorsement
+	(*ServiceKey)(nil),                    // 4: umbra.card.v1.ServiceKey
+	(*ServiceKeyRotation)(nil),            // 5: umbra.card.v1.ServiceKeyRotation
+	(*PublishCardRequest)(nil),            // 6: umbra.card.v1.PublishCardRequest
+	(*PublishCardResponse)(nil),           // 7: umbra.card.v1.PublishCardResponse
+	(*GetServiceKeyRequest)(nil),          // 8: umbra.card.v1.GetServiceKeyRequest
+	(*GetServiceKeyResponse)(nil),         // 9: umbra.card.v1.GetServiceKeyResponse
+	(*RotateServiceKeyRequest)(nil),       // 10: umbra.card.v1.RotateServiceKeyRequest
+	(*RotateServiceKeyResponse)(nil),      // 11: umbra.card.v1.RotateServiceKeyResponse
+	(*SearchCardsRequest)(nil),            // 12: umbra.card.v1.SearchCardsRequest
+	(*SearchCardsResponse)(nil),           // 13: umbra.card.v1.SearchCardsResponse
+	(*GetCardRequest)(nil),                // 14: umbra.card.v1.GetCardRequest
+	(*GetCardResponse)(nil),               // 15: umbra.card.v1.GetCardResponse
+	(*ListCardHistoryRequest)(nil),        // 16: umbra.card.v1.ListCardHistoryRequest
+	(*ListCardHistoryResponse)(nil),       // 17: umbra.card.v1.ListCardHistoryResponse
+	(*RevokeCardRequest)(nil),             // 18: umbra.card.v1.RevokeCardRequest
+	(*RevokeCardResponse)(nil),            // 19: umbra.card.v1.RevokeCardResponse
+	(*ActiveCardRef)(nil),                 // 20: umbra.card.v1.ActiveCardRef
+	(*LookupActiveCardsRequest)(nil),      // 21: umbra.card.v1.LookupActiveCardsRequest
+	(*LookupActiveCardsResponse)(nil),     // 22: umbra.card.v1.LookupActiveCardsResponse
+	(*CardEvent)(nil),                     // 23: umbra.card.v1.CardEvent
+	(*ListCardEventsRequest)(nil),         // 24: umbra.card.v1.ListCardEventsRequest
+	(*ListCardEventsResponse)(nil),        // 25: umbra.card.v1.ListCardEventsResponse
+	(*LookupCardOwnerRequest)(nil),        // 26: umbra.card.v1.LookupCardOwnerRequest
+	(*LookupCardOwnerResponse)(nil),       // 27: umbra.card.v1.LookupCardOwnerResponse
+	(*GetLogKeyRequest)(nil),              // 28: umbra.card.v1.GetLogKeyRequest
+	(*GetLogKeyResponse)(nil),             // 29: umbra.card.v1.GetLogKeyResponse
+	(*GetCheckpointRequest)(nil),          // 30: umbra.card.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),         // 31: umbra.card.v1.GetCheckpointResponse
+	(*GetConsistencyProofRequest)(nil),    // 32: umbra.card.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil),   // 33: umbra.card.v1.GetConsistencyProofResponse
+	(*GetInclusionProofRequest)(nil),      // 34: umbra.card.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),     // 35: umbra.card.v1.GetInclusionProofResponse
+	(*GetLogEntriesRequest)(nil),          // 36: umbra.card.v1.GetLogEntriesRequest
+	(*GetLogEntriesResponse)(nil),         // 37: umbra.card.v1.GetLogEntriesResponse
+	(*SearchCardsWithProofsRequest)(nil),  // 38: umbra.card.v1.SearchCardsWithProofsRequest
+	(*ProvedCard)(nil),                    // 39: umbra.card.v1.ProvedCard
+	(*SearchCardsWithProofsResponse)(nil), // 40: umbra.card.v1.SearchCardsWithProofsResponse
+	(*timestamppb.Timestamp)(nil),         // 41: google.protobuf.Timestamp
+	(v1.Suite)(0),                         // 42: umbra.envelope.v1.Suite
+	(*v11.LookupProof)(nil),               // 43: umbra.kt.v1.LookupProof
 }
 var file_umbra_card_v1_card_proto_depIdxs = []int32{
 	3,  // 0: umbra.card.v1.Card.endorsement:type_name -> umbra.card.v1.CardEndorsement
 	0,  // 1: umbra.card.v1.Card.status:type_name -> umbra.card.v1.CardStatus
-	28, // 2: umbra.card.v1.Card.published_at:type_name -> google.protobuf.Timestamp
-	28, // 3: umbra.card.v1.Card.superseded_at:type_name -> google.protobuf.Timestamp
-	28, // 4: umbra.card.v1.Card.revoked_at:type_name -> google.protobuf.Timestamp
-	28, // 5: umbra.card.v1.ServiceKey.created_at:type_name -> google.protobuf.Timestamp
-	28, // 6: umbra.card.v1.ServiceKey.superseded_at:type_name -> google.protobuf.Timestamp
+	41, // 2: umbra.card.v1.Card.published_at:type_name -> google.protobuf.Timestamp
+	41, // 3: umbra.card.v1.Card.superseded_at:type_name -> google.protobuf.Timestamp
+	41, // 4: umbra.card.v1.Card.revoked_at:type_name -> google.protobuf.Timestamp
+	41, // 5: umbra.card.v1.ServiceKey.created_at:type_name -> google.protobuf.Timestamp
+	41, // 6: umbra.card.v1.ServiceKey.superseded_at:type_name -> google.protobuf.Timestamp
 	5,  // 7: umbra.card.v1.ServiceKey.rotation:type_name -> umbra.card.v1.ServiceKeyRotation
 	3,  // 8: umbra.card.v1.PublishCardRequest.endorsement:type_name -> umbra.card.v1.CardEndorsement
 	2,  // 9: umbra.card.v1.PublishCardResponse.card:type_name -> umbra.card.v1.Card
@@ -1910,37 +2627,52 @@ var file_umbra_card_v1_card_proto_depIdxs = []int32{
 	2,  // 15: umbra.card.v1.GetCardResponse.card:type_name -> umbra.card.v1.Card
 	2,  // 16: umbra.card.v1.ListCardHistoryResponse.cards:type_name -> umbra.card.v1.Card
 	2,  // 17: umbra.card.v1.RevokeCardResponse.card:type_name -> umbra.card.v1.Card
-	29, // 18: umbra.card.v1.ActiveCardRef.suite:type_name -> umbra.envelope.v1.Suite
+	42, // 18: umbra.card.v1.ActiveCardRef.suite:type_name -> umbra.envelope.v1.Suite
 	20, // 19: umbra.card.v1.LookupActiveCardsResponse.cards:type_name -> umbra.card.v1.ActiveCardRef
 	1,  // 20: umbra.card.v1.CardEvent.kind:type_name -> umbra.card.v1.CardEventKind
-	28, // 21: umbra.card.v1.CardEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	41, // 21: umbra.card.v1.CardEvent.occurred_at:type_name -> google.protobuf.Timestamp
 	23, // 22: umbra.card.v1.ListCardEventsResponse.events:type_name -> umbra.card.v1.CardEvent
 	0,  // 23: umbra.card.v1.LookupCardOwnerResponse.status:type_name -> umbra.card.v1.CardStatus
-	6,  // 24: umbra.card.v1.CardService.PublishCard:input_type -> umbra.card.v1.PublishCardRequest
-	8,  // 25: umbra.card.v1.CardService.GetServiceKey:input_type -> umbra.card.v1.GetServiceKeyRequest
-	10, // 26: umbra.card.v1.CardService.RotateServiceKey:input_type -> umbra.card.v1.RotateServiceKeyRequest
-	12, // 27: umbra.card.v1.CardService.SearchCards:input_type -> umbra.card.v1.SearchCardsRequest
-	14, // 28: umbra.card.v1.CardService.GetCard:input_type -> umbra.card.v1.GetCardRequest
-	16, // 29: umbra.card.v1.CardService.ListCardHistory:input_type -> umbra.card.v1.ListCardHistoryRequest
-	18, // 30: umbra.card.v1.CardService.RevokeCard:input_type -> umbra.card.v1.RevokeCardRequest
-	21, // 31: umbra.card.v1.CardService.LookupActiveCards:input_type -> umbra.card.v1.LookupActiveCardsRequest
-	24, // 32: umbra.card.v1.CardService.ListCardEvents:input_type -> umbra.card.v1.ListCardEventsRequest
-	26, // 33: umbra.card.v1.CardService.LookupCardOwner:input_type -> umbra.card.v1.LookupCardOwnerRequest
-	7,  // 34: umbra.card.v1.CardService.PublishCard:output_type -> umbra.card.v1.PublishCardResponse
-	9,  // 35: umbra.card.v1.CardService.GetServiceKey:output_type -> umbra.card.v1.GetServiceKeyResponse
-	11, // 36: umbra.card.v1.CardService.RotateServiceKey:output_type -> umbra.card.v1.RotateServiceKeyResponse
-	13, // 37: umbra.card.v1.CardService.SearchCards:output_type -> umbra.card.v1.SearchCardsResponse
-	15, // 38: umbra.card.v1.CardService.GetCard:output_type -> umbra.card.v1.GetCardResponse
-	17, // 39: umbra.card.v1.CardService.ListCardHistory:output_type -> umbra.card.v1.ListCardHistoryResponse
-	19, // 40: umbra.card.v1.CardService.RevokeCard:output_type -> umbra.card.v1.RevokeCardResponse
-	22, // 41: umbra.card.v1.CardService.LookupActiveCards:output_type -> umbra.card.v1.LookupActiveCardsResponse
-	25, // 42: umbra.card.v1.CardService.ListCardEvents:output_type -> umbra.card.v1.ListCardEventsResponse
-	27, // 43: umbra.card.v1.CardService.LookupCardOwner:output_type -> umbra.card.v1.LookupCardOwnerResponse
-	34, // [34:44] is the sub-list for method output_type
-	24, // [24:34] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	43, // 24: umbra.card.v1.ProvedCard.proof:type_name -> umbra.kt.v1.LookupProof
+	2,  // 25: umbra.card.v1.ProvedCard.card:type_name -> umbra.card.v1.Card
+	39, // 26: umbra.card.v1.SearchCardsWithProofsResponse.results:type_name -> umbra.card.v1.ProvedCard
+	6,  // 27: umbra.card.v1.CardService.PublishCard:input_type -> umbra.card.v1.PublishCardRequest
+	8,  // 28: umbra.card.v1.CardService.GetServiceKey:input_type -> umbra.card.v1.GetServiceKeyRequest
+	10, // 29: umbra.card.v1.CardService.RotateServiceKey:input_type -> umbra.card.v1.RotateServiceKeyRequest
+	12, // 30: umbra.card.v1.CardService.SearchCards:input_type -> umbra.card.v1.SearchCardsRequest
+	14, // 31: umbra.card.v1.CardService.GetCard:input_type -> umbra.card.v1.GetCardRequest
+	16, // 32: umbra.card.v1.CardService.ListCardHistory:input_type -> umbra.card.v1.ListCardHistoryRequest
+	18, // 33: umbra.card.v1.CardService.RevokeCard:input_type -> umbra.card.v1.RevokeCardRequest
+	21, // 34: umbra.card.v1.CardService.LookupActiveCards:input_type -> umbra.card.v1.LookupActiveCardsRequest
+	24, // 35: umbra.card.v1.CardService.ListCardEvents:input_type -> umbra.card.v1.ListCardEventsRequest
+	26, // 36: umbra.card.v1.CardService.LookupCardOwner:input_type -> umbra.card.v1.LookupCardOwnerRequest
+	28, // 37: umbra.card.v1.CardService.GetLogKey:input_type -> umbra.card.v1.GetLogKeyRequest
+	30, // 38: umbra.card.v1.CardService.GetCheckpoint:input_type -> umbra.card.v1.GetCheckpointRequest
+	32, // 39: umbra.card.v1.CardService.GetConsistencyProof:input_type -> umbra.card.v1.GetConsistencyProofRequest
+	34, // 40: umbra.card.v1.CardService.GetInclusionProof:input_type -> umbra.card.v1.GetInclusionProofRequest
+	36, // 41: umbra.card.v1.CardService.GetLogEntries:input_type -> umbra.card.v1.GetLogEntriesRequest
+	38, // 42: umbra.card.v1.CardService.SearchCardsWithProofs:input_type -> umbra.card.v1.SearchCardsWithProofsRequest
+	7,  // 43: umbra.card.v1.CardService.PublishCard:output_type -> umbra.card.v1.PublishCardResponse
+	9,  // 44: umbra.card.v1.CardService.GetServiceKey:output_type -> umbra.card.v1.GetServiceKeyResponse
+	11, // 45: umbra.card.v1.CardService.RotateServiceKey:output_type -> umbra.card.v1.RotateServiceKeyResponse
+	13, // 46: umbra.card.v1.CardService.SearchCards:output_type -> umbra.card.v1.SearchCardsResponse
+	15, // 47: umbra.card.v1.CardService.GetCard:output_type -> umbra.card.v1.GetCardResponse
+	17, // 48: umbra.card.v1.CardService.ListCardHistory:output_type -> umbra.card.v1.ListCardHistoryResponse
+	19, // 49: umbra.card.v1.CardService.RevokeCard:output_type -> umbra.card.v1.RevokeCardResponse
+	22, // 50: umbra.card.v1.CardService.LookupActiveCards:output_type -> umbra.card.v1.LookupActiveCardsResponse
+	25, // 51: umbra.card.v1.CardService.ListCardEvents:output_type -> umbra.card.v1.ListCardEventsResponse
+	27, // 52: umbra.card.v1.CardService.LookupCardOwner:output_type -> umbra.card.v1.LookupCardOwnerResponse
+	29, // 53: umbra.card.v1.CardService.GetLogKey:output_type -> umbra.card.v1.GetLogKeyResponse
+	31, // 54: umbra.card.v1.CardService.GetCheckpoint:output_type -> umbra.card.v1.GetCheckpointResponse
+	33, // 55: umbra.card.v1.CardService.GetConsistencyProof:output_type -> umbra.card.v1.GetConsistencyProofResponse
+	35, // 56: umbra.card.v1.CardService.GetInclusionProof:output_type -> umbra.card.v1.GetInclusionProofResponse
+	37, // 57: umbra.card.v1.CardService.GetLogEntries:output_type -> umbra.card.v1.GetLogEntriesResponse
+	40, // 58: umbra.card.v1.CardService.SearchCardsWithProofs:output_type -> umbra.card.v1.SearchCardsWithProofsResponse
+	43, // [43:59] is the sub-list for method output_type
+	27, // [27:43] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_umbra_card_v1_card_proto_init() }
@@ -1954,7 +2686,7 @@ func file_umbra_card_v1_card_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_card_v1_card_proto_rawDesc), len(file_umbra_card_v1_card_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   26,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

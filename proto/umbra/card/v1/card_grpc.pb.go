@@ -19,16 +19,22 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CardService_PublishCard_FullMethodName       = "/umbra.card.v1.CardService/PublishCard"
-	CardService_GetServiceKey_FullMethodName     = "/umbra.card.v1.CardService/GetServiceKey"
-	CardService_RotateServiceKey_FullMethodName  = "/umbra.card.v1.CardService/RotateServiceKey"
-	CardService_SearchCards_FullMethodName       = "/umbra.card.v1.CardService/SearchCards"
-	CardService_GetCard_FullMethodName           = "/umbra.card.v1.CardService/GetCard"
-	CardService_ListCardHistory_FullMethodName   = "/umbra.card.v1.CardService/ListCardHistory"
-	CardService_RevokeCard_FullMethodName        = "/umbra.card.v1.CardService/RevokeCard"
-	CardService_LookupActiveCards_FullMethodName = "/umbra.card.v1.CardService/LookupActiveCards"
-	CardService_ListCardEvents_FullMethodName    = "/umbra.card.v1.CardService/ListCardEvents"
-	CardService_LookupCardOwner_FullMethodName   = "/umbra.card.v1.CardService/LookupCardOwner"
+	CardService_PublishCard_FullMethodName           = "/umbra.card.v1.CardService/PublishCard"
+	CardService_GetServiceKey_FullMethodName         = "/umbra.card.v1.CardService/GetServiceKey"
+	CardService_RotateServiceKey_FullMethodName      = "/umbra.card.v1.CardService/RotateServiceKey"
+	CardService_SearchCards_FullMethodName           = "/umbra.card.v1.CardService/SearchCards"
+	CardService_GetCard_FullMethodName               = "/umbra.card.v1.CardService/GetCard"
+	CardService_ListCardHistory_FullMethodName       = "/umbra.card.v1.CardService/ListCardHistory"
+	CardService_RevokeCard_FullMethodName            = "/umbra.card.v1.CardService/RevokeCard"
+	CardService_LookupActiveCards_FullMethodName     = "/umbra.card.v1.CardService/LookupActiveCards"
+	CardService_ListCardEvents_FullMethodName        = "/umbra.card.v1.CardService/ListCardEvents"
+	CardService_LookupCardOwner_FullMethodName       = "/umbra.card.v1.CardService/LookupCardOwner"
+	CardService_GetLogKey_FullMethodName             = "/umbra.card.v1.CardService/GetLogKey"
+	CardService_GetCheckpoint_FullMethodName         = "/umbra.card.v1.CardService/GetCheckpoint"
+	CardService_GetConsistencyProof_FullMethodName   = "/umbra.card.v1.CardService/GetConsistencyProof"
+	CardService_GetInclusionProof_FullMethodName     = "/umbra.card.v1.CardService/GetInclusionProof"
+	CardService_GetLogEntries_FullMethodName         = "/umbra.card.v1.CardService/GetLogEntries"
+	CardService_SearchCardsWithProofs_FullMethodName = "/umbra.card.v1.CardService/SearchCardsWithProofs"
 )
 
 // CardServiceClient is the client API for CardService service.
@@ -135,6 +141,40 @@ type CardServiceClient interface {
 	// the caller may cache the answer. NOT_FOUND for a card the app does not have.
 	// Auth: internal (service-to-service only; no REST route).
 	LookupCardOwner(ctx context.Context, in *LookupCardOwnerRequest, opts ...grpc.CallOption) (*LookupCardOwnerResponse, error)
+	// GetLogKey returns the log key that signs checkpoints (not the service key, which
+	// counter-signs cards): the log's origin and its signed-note verifier key, which
+	// clients, witnesses and auditors are configured with.
+	// Auth: public.
+	GetLogKey(ctx context.Context, in *GetLogKeyRequest, opts ...grpc.CallOption) (*GetLogKeyResponse, error)
+	// GetCheckpoint returns the latest signed checkpoint: the log's size and root and
+	// the map's root. UNAVAILABLE before the first one (a second after the service
+	// starts).
+	// Auth: public.
+	GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error)
+	// GetConsistencyProof returns the RFC 9162 proof that the log of from_size entries
+	// is a prefix of the log of to_size entries. 1 <= from_size <= to_size
+	// (INVALID_ARGUMENT otherwise); to_size at most the latest checkpoint's size
+	// (OUT_OF_RANGE otherwise). Equal sizes give an empty proof.
+	// Auth: public.
+	GetConsistencyProof(ctx context.Context, in *GetConsistencyProofRequest, opts ...grpc.CallOption) (*GetConsistencyProofResponse, error)
+	// GetInclusionProof returns log entry `index` and its RFC 9162 inclusion proof in
+	// the log of tree_size entries (the latest checkpoint's when 0). index < tree_size
+	// <= the latest checkpoint's size (OUT_OF_RANGE otherwise).
+	// Auth: public.
+	GetInclusionProof(ctx context.Context, in *GetInclusionProofRequest, opts ...grpc.CallOption) (*GetInclusionProofResponse, error)
+	// GetLogEntries returns up to `count` (1 to 1,000; 0 means 100) log entries from
+	// `start`, which must be below the latest checkpoint's size (OUT_OF_RANGE
+	// otherwise), each as its exact LogLeaf bytes; fewer at the end of the log.
+	// Auth: public.
+	GetLogEntries(ctx context.Context, in *GetLogEntriesRequest, opts ...grpc.CallOption) (*GetLogEntriesResponse, error)
+	// SearchCardsWithProofs looks up up to 1,000 identities of the caller's app at the
+	// latest checkpoint, and returns the checkpoint and, for every distinct identity
+	// asked (in the order of its first appearance, including those without a card), its
+	// lookup proof and the card its map entry names. A card published since the
+	// checkpoint shows from the next one (at most the checkpoint interval later). Rate
+	// limited together with SearchCards.
+	// Auth: access token; acts for the token's identity.
+	SearchCardsWithProofs(ctx context.Context, in *SearchCardsWithProofsRequest, opts ...grpc.CallOption) (*SearchCardsWithProofsResponse, error)
 }
 
 type cardServiceClient struct {
@@ -245,6 +285,66 @@ func (c *cardServiceClient) LookupCardOwner(ctx context.Context, in *LookupCardO
 	return out, nil
 }
 
+func (c *cardServiceClient) GetLogKey(ctx context.Context, in *GetLogKeyRequest, opts ...grpc.CallOption) (*GetLogKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLogKeyResponse)
+	err := c.cc.Invoke(ctx, CardService_GetLogKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cardServiceClient) GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCheckpointResponse)
+	err := c.cc.Invoke(ctx, CardService_GetCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cardServiceClient) GetConsistencyProof(ctx context.Context, in *GetConsistencyProofRequest, opts ...grpc.CallOption) (*GetConsistencyProofResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetConsistencyProofResponse)
+	err := c.cc.Invoke(ctx, CardService_GetConsistencyProof_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cardServiceClient) GetInclusionProof(ctx context.Context, in *GetInclusionProofRequest, opts ...grpc.CallOption) (*GetInclusionProofResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetInclusionProofResponse)
+	err := c.cc.Invoke(ctx, CardService_GetInclusionProof_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cardServiceClient) GetLogEntries(ctx context.Context, in *GetLogEntriesRequest, opts ...grpc.CallOption) (*GetLogEntriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLogEntriesResponse)
+	err := c.cc.Invoke(ctx, CardService_GetLogEntries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cardServiceClient) SearchCardsWithProofs(ctx context.Context, in *SearchCardsWithProofsRequest, opts ...grpc.CallOption) (*SearchCardsWithProofsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SearchCardsWithProofsResponse)
+	err := c.cc.Invoke(ctx, CardService_SearchCardsWithProofs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CardServiceServer is the server API for CardService service.
 // All implementations must embed UnimplementedCardServiceServer
 // for forward compatibility.
@@ -349,6 +449,40 @@ type CardServiceServer interface {
 	// the caller may cache the answer. NOT_FOUND for a card the app does not have.
 	// Auth: internal (service-to-service only; no REST route).
 	LookupCardOwner(context.Context, *LookupCardOwnerRequest) (*LookupCardOwnerResponse, error)
+	// GetLogKey returns the log key that signs checkpoints (not the service key, which
+	// counter-signs cards): the log's origin and its signed-note verifier key, which
+	// clients, witnesses and auditors are configured with.
+	// Auth: public.
+	GetLogKey(context.Context, *GetLogKeyRequest) (*GetLogKeyResponse, error)
+	// GetCheckpoint returns the latest signed checkpoint: the log's size and root and
+	// the map's root. UNAVAILABLE before the first one (a second after the service
+	// starts).
+	// Auth: public.
+	GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error)
+	// GetConsistencyProof returns the RFC 9162 proof that the log of from_size entries
+	// is a prefix of the log of to_size entries. 1 <= from_size <= to_size
+	// (INVALID_ARGUMENT otherwise); to_size at most the latest checkpoint's size
+	// (OUT_OF_RANGE otherwise). Equal sizes give an empty proof.
+	// Auth: public.
+	GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error)
+	// GetInclusionProof returns log entry `index` and its RFC 9162 inclusion proof in
+	// the log of tree_size entries (the latest checkpoint's when 0). index < tree_size
+	// <= the latest checkpoint's size (OUT_OF_RANGE otherwise).
+	// Auth: public.
+	GetInclusionProof(context.Context, *GetInclusionProofRequest) (*GetInclusionProofResponse, error)
+	// GetLogEntries returns up to `count` (1 to 1,000; 0 means 100) log entries from
+	// `start`, which must be below the latest checkpoint's size (OUT_OF_RANGE
+	// otherwise), each as its exact LogLeaf bytes; fewer at the end of the log.
+	// Auth: public.
+	GetLogEntries(context.Context, *GetLogEntriesRequest) (*GetLogEntriesResponse, error)
+	// SearchCardsWithProofs looks up up to 1,000 identities of the caller's app at the
+	// latest checkpoint, and returns the checkpoint and, for every distinct identity
+	// asked (in the order of its first appearance, including those without a card), its
+	// lookup proof and the card its map entry names. A card published since the
+	// checkpoint shows from the next one (at most the checkpoint interval later). Rate
+	// limited together with SearchCards.
+	// Auth: access token; acts for the token's identity.
+	SearchCardsWithProofs(context.Context, *SearchCardsWithProofsRequest) (*SearchCardsWithProofsResponse, error)
 	mustEmbedUnimplementedCardServiceServer()
 }
 
@@ -388,6 +522,24 @@ func (UnimplementedCardServiceServer) ListCardEvents(context.Context, *ListCardE
 }
 func (UnimplementedCardServiceServer) LookupCardOwner(context.Context, *LookupCardOwnerRequest) (*LookupCardOwnerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LookupCardOwner not implemented")
+}
+func (UnimplementedCardServiceServer) GetLogKey(context.Context, *GetLogKeyRequest) (*GetLogKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLogKey not implemented")
+}
+func (UnimplementedCardServiceServer) GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCheckpoint not implemented")
+}
+func (UnimplementedCardServiceServer) GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetConsistencyProof not implemented")
+}
+func (UnimplementedCardServiceServer) GetInclusionProof(context.Context, *GetInclusionProofRequest) (*GetInclusionProofResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetInclusionProof not implemented")
+}
+func (UnimplementedCardServiceServer) GetLogEntries(context.Context, *GetLogEntriesRequest) (*GetLogEntriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLogEntries not implemented")
+}
+func (UnimplementedCardServiceServer) SearchCardsWithProofs(context.Context, *SearchCardsWithProofsRequest) (*SearchCardsWithProofsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SearchCardsWithProofs not implemented")
 }
 func (UnimplementedCardServiceServer) mustEmbedUnimplementedCardServiceServer() {}
 func (UnimplementedCardServiceServer) testEmbeddedByValue()                     {}
@@ -590,6 +742,114 @@ func _CardService_LookupCardOwner_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CardService_GetLogKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLogKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CardServiceServer).GetLogKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CardService_GetLogKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CardServiceServer).GetLogKey(ctx, req.(*GetLogKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CardService_GetCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CardServiceServer).GetCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CardService_GetCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CardServiceServer).GetCheckpoint(ctx, req.(*GetCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CardService_GetConsistencyProof_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetConsistencyProofRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CardServiceServer).GetConsistencyProof(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CardService_GetConsistencyProof_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CardServiceServer).GetConsistencyProof(ctx, req.(*GetConsistencyProofRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CardService_GetInclusionProof_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetInclusionProofRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CardServiceServer).GetInclusionProof(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CardService_GetInclusionProof_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CardServiceServer).GetInclusionProof(ctx, req.(*GetInclusionProofRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CardService_GetLogEntries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLogEntriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CardServiceServer).GetLogEntries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CardService_GetLogEntries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CardServiceServer).GetLogEntries(ctx, req.(*GetLogEntriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CardService_SearchCardsWithProofs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SearchCardsWithProofsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CardServiceServer).SearchCardsWithProofs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CardService_SearchCardsWithProofs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CardServiceServer).SearchCardsWithProofs(ctx, req.(*SearchCardsWithProofsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CardService_ServiceDesc is the grpc.ServiceDesc for CardService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -636,6 +896,30 @@ var CardService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LookupCardOwner",
 			Handler:    _CardService_LookupCardOwner_Handler,
+		},
+		{
+			MethodName: "GetLogKey",
+			Handler:    _CardService_GetLogKey_Handler,
+		},
+		{
+			MethodName: "GetCheckpoint",
+			Handler:    _CardService_GetCheckpoint_Handler,
+		},
+		{
+			MethodName: "GetConsistencyProof",
+			Handler:    _CardService_GetConsistencyProof_Handler,
+		},
+		{
+			MethodName: "GetInclusionProof",
+			Handler:    _CardService_GetInclusionProof_Handler,
+		},
+		{
+			MethodName: "GetLogEntries",
+			Handler:    _CardService_GetLogEntries_Handler,
+		},
+		{
+			MethodName: "SearchCardsWithProofs",
+			Handler:    _CardService_SearchCardsWithProofs_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

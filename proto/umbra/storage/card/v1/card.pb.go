@@ -735,6 +735,164 @@ func (x *ServiceKeyRecord) GetRotationSignature() []byte {
 	return nil
 }
 
+// LogKeyRecord is the key transparency log key: it signs checkpoints, and nothing else.
+type LogKeyRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Derived from the public key, as a service key's id is.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// Ed25519 private key seed, 32 bytes.
+	Seed      []byte `protobuf:"bytes,2,opt,name=seed,proto3" json:"seed,omitempty"`
+	PublicKey []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// The log's origin, which is the key's name in signed notes.
+	Origin        string                 `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogKeyRecord) Reset() {
+	*x = LogKeyRecord{}
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogKeyRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogKeyRecord) ProtoMessage() {}
+
+func (x *LogKeyRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogKeyRecord.ProtoReflect.Descriptor instead.
+func (*LogKeyRecord) Descriptor() ([]byte, []int) {
+	return file_umbra_storage_card_v1_card_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *LogKeyRecord) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *LogKeyRecord) GetSeed() []byte {
+	if x != nil {
+		return x.Seed
+	}
+	return nil
+}
+
+func (x *LogKeyRecord) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *LogKeyRecord) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *LogKeyRecord) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+// CheckpointRecord is a signed checkpoint of the key transparency log.
+type CheckpointRecord struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Size    uint64                 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	LogRoot []byte                 `protobuf:"bytes,2,opt,name=log_root,json=logRoot,proto3" json:"log_root,omitempty"`
+	MapRoot []byte                 `protobuf:"bytes,3,opt,name=map_root,json=mapRoot,proto3" json:"map_root,omitempty"`
+	// The signed note (C2SP tlog-checkpoint), as served.
+	SignedNote    []byte                 `protobuf:"bytes,4,opt,name=signed_note,json=signedNote,proto3" json:"signed_note,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointRecord) Reset() {
+	*x = CheckpointRecord{}
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointRecord) ProtoMessage() {}
+
+func (x *CheckpointRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_storage_card_v1_card_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointRecord.ProtoReflect.Descriptor instead.
+func (*CheckpointRecord) Descriptor() ([]byte, []int) {
+	return file_umbra_storage_card_v1_card_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CheckpointRecord) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *CheckpointRecord) GetLogRoot() []byte {
+	if x != nil {
+		return x.LogRoot
+	}
+	return nil
+}
+
+func (x *CheckpointRecord) GetMapRoot() []byte {
+	if x != nil {
+		return x.MapRoot
+	}
+	return nil
+}
+
+func (x *CheckpointRecord) GetSignedNote() []byte {
+	if x != nil {
+		return x.SignedNote
+	}
+	return nil
+}
+
+func (x *CheckpointRecord) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
 var File_umbra_storage_card_v1_card_proto protoreflect.FileDescriptor
 
 const file_umbra_storage_card_v1_card_proto_rawDesc = "" +
@@ -802,7 +960,23 @@ const file_umbra_storage_card_v1_card_proto_rawDesc = "" +
 	"public_key\x18\x04 \x01(\fR\tpublicKey\x12?\n" +
 	"\rsuperseded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fsupersededAt\x12)\n" +
 	"\x10rotation_content\x18\x06 \x01(\fR\x0frotationContent\x12-\n" +
-	"\x12rotation_signature\x18\a \x01(\fR\x11rotationSignature*\x98\x01\n" +
+	"\x12rotation_signature\x18\a \x01(\fR\x11rotationSignature\"\xab\x01\n" +
+	"\fLogKeyRecord\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x12\n" +
+	"\x04seed\x18\x02 \x01(\fR\x04seed\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\x12\x16\n" +
+	"\x06origin\x18\x04 \x01(\tR\x06origin\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xb8\x01\n" +
+	"\x10CheckpointRecord\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x04R\x04size\x12\x19\n" +
+	"\blog_root\x18\x02 \x01(\fR\alogRoot\x12\x19\n" +
+	"\bmap_root\x18\x03 \x01(\fR\amapRoot\x12\x1f\n" +
+	"\vsigned_note\x18\x04 \x01(\fR\n" +
+	"signedNote\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt*\x98\x01\n" +
 	"\x10CardRecordStatus\x12\"\n" +
 	"\x1eCARD_RECORD_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19CARD_RECORD_STATUS_ACTIVE\x10\x01\x12!\n" +
@@ -826,7 +1000,7 @@ func file_umbra_storage_card_v1_card_proto_rawDescGZIP() []byte {
 }
 
 var file_umbra_storage_card_v1_card_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_storage_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_umbra_storage_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_umbra_storage_card_v1_card_proto_goTypes = []any{
 	(CardRecordStatus)(0),         // 0: umbra.storage.card.v1.CardRecordStatus
 	(CardEventRecordKind)(0),      // 1: umbra.storage.card.v1.CardEventRecordKind
@@ -835,28 +1009,32 @@ var file_umbra_storage_card_v1_card_proto_goTypes = []any{
 	(*CardEventRecord)(nil),       // 4: umbra.storage.card.v1.CardEventRecord
 	(*SpentResetGrantRecord)(nil), // 5: umbra.storage.card.v1.SpentResetGrantRecord
 	(*ServiceKeyRecord)(nil),      // 6: umbra.storage.card.v1.ServiceKeyRecord
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
-	(v1.Suite)(0),                 // 8: umbra.envelope.v1.Suite
+	(*LogKeyRecord)(nil),          // 7: umbra.storage.card.v1.LogKeyRecord
+	(*CheckpointRecord)(nil),      // 8: umbra.storage.card.v1.CheckpointRecord
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(v1.Suite)(0),                 // 10: umbra.envelope.v1.Suite
 }
 var file_umbra_storage_card_v1_card_proto_depIdxs = []int32{
 	0,  // 0: umbra.storage.card.v1.CardRecord.status:type_name -> umbra.storage.card.v1.CardRecordStatus
-	7,  // 1: umbra.storage.card.v1.CardRecord.published_at:type_name -> google.protobuf.Timestamp
-	7,  // 2: umbra.storage.card.v1.CardRecord.superseded_at:type_name -> google.protobuf.Timestamp
-	7,  // 3: umbra.storage.card.v1.CardRecord.revoked_at:type_name -> google.protobuf.Timestamp
-	8,  // 4: umbra.storage.card.v1.CardRecord.suite:type_name -> umbra.envelope.v1.Suite
-	7,  // 5: umbra.storage.card.v1.ActiveCardRecord.published_at:type_name -> google.protobuf.Timestamp
-	8,  // 6: umbra.storage.card.v1.ActiveCardRecord.suite:type_name -> umbra.envelope.v1.Suite
+	9,  // 1: umbra.storage.card.v1.CardRecord.published_at:type_name -> google.protobuf.Timestamp
+	9,  // 2: umbra.storage.card.v1.CardRecord.superseded_at:type_name -> google.protobuf.Timestamp
+	9,  // 3: umbra.storage.card.v1.CardRecord.revoked_at:type_name -> google.protobuf.Timestamp
+	10, // 4: umbra.storage.card.v1.CardRecord.suite:type_name -> umbra.envelope.v1.Suite
+	9,  // 5: umbra.storage.card.v1.ActiveCardRecord.published_at:type_name -> google.protobuf.Timestamp
+	10, // 6: umbra.storage.card.v1.ActiveCardRecord.suite:type_name -> umbra.envelope.v1.Suite
 	1,  // 7: umbra.storage.card.v1.CardEventRecord.kind:type_name -> umbra.storage.card.v1.CardEventRecordKind
-	7,  // 8: umbra.storage.card.v1.CardEventRecord.occurred_at:type_name -> google.protobuf.Timestamp
-	7,  // 9: umbra.storage.card.v1.SpentResetGrantRecord.expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 10: umbra.storage.card.v1.SpentResetGrantRecord.spent_at:type_name -> google.protobuf.Timestamp
-	7,  // 11: umbra.storage.card.v1.ServiceKeyRecord.created_at:type_name -> google.protobuf.Timestamp
-	7,  // 12: umbra.storage.card.v1.ServiceKeyRecord.superseded_at:type_name -> google.protobuf.Timestamp
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	9,  // 8: umbra.storage.card.v1.CardEventRecord.occurred_at:type_name -> google.protobuf.Timestamp
+	9,  // 9: umbra.storage.card.v1.SpentResetGrantRecord.expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 10: umbra.storage.card.v1.SpentResetGrantRecord.spent_at:type_name -> google.protobuf.Timestamp
+	9,  // 11: umbra.storage.card.v1.ServiceKeyRecord.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 12: umbra.storage.card.v1.ServiceKeyRecord.superseded_at:type_name -> google.protobuf.Timestamp
+	9,  // 13: umbra.storage.card.v1.LogKeyRecord.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 14: umbra.storage.card.v1.CheckpointRecord.created_at:type_name -> google.protobuf.Timestamp
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_umbra_storage_card_v1_card_proto_init() }
@@ -870,7 +1048,7 @@ func file_umbra_storage_card_v1_card_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_storage_card_v1_card_proto_rawDesc), len(file_umbra_storage_card_v1_card_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -8,13 +8,15 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Suite } from "../../envelope/v1/envelope_pb.js";
 import { file_umbra_envelope_v1_envelope } from "../../envelope/v1/envelope_pb.js";
+import type { LookupProof } from "../../kt/v1/kt_pb.js";
+import { file_umbra_kt_v1_kt } from "../../kt/v1/kt_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file umbra/card/v1/card.proto.
  */
 export const file_umbra_card_v1_card: GenFile = /*@__PURE__*/
-  fileDesc("Chh1bWJyYS9jYXJkL3YxL2NhcmQucHJvdG8SDXVtYnJhLmNhcmQudjEipAMKBENhcmQSDwoHY2FyZF9pZBgBIAEoDBIQCghpZGVudGl0eRgCIAEoCRIPCgdjb250ZW50GAMgASgMEhYKDnNlbGZfc2lnbmF0dXJlGAQgASgMEjMKC2VuZG9yc2VtZW50GAUgASgLMh4udW1icmEuY2FyZC52MS5DYXJkRW5kb3JzZW1lbnQSGQoRc2VydmljZV9zaWduYXR1cmUYBiABKAwSFgoOc2VydmljZV9rZXlfaWQYByABKAkSKQoGc3RhdHVzGAggASgOMhkudW1icmEuY2FyZC52MS5DYXJkU3RhdHVzEjAKDHB1Ymxpc2hlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNc3VwZXJzZWRlZF9ieRgKIAEoDBIxCg1zdXBlcnNlZGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglrZXlfcmVzZXQYDSABKAgiNQoPQ2FyZEVuZG9yc2VtZW50Eg8KB2NvbnRlbnQYASABKAwSEQoJc2lnbmF0dXJlGAIgASgMItsBCgpTZXJ2aWNlS2V5Eg4KBmtleV9pZBgBIAEoCRIRCglhbGdvcml0aG0YAiABKAkSEgoKcHVibGljX2tleRgDIAEoDBIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1zdXBlcnNlZGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCghyb3RhdGlvbhgGIAEoCzIhLnVtYnJhLmNhcmQudjEuU2VydmljZUtleVJvdGF0aW9uIjgKElNlcnZpY2VLZXlSb3RhdGlvbhIPCgdjb250ZW50GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDCKHAQoSUHVibGlzaENhcmRSZXF1ZXN0Eg8KB2NvbnRlbnQYASABKAwSFgoOc2VsZl9zaWduYXR1cmUYAiABKAwSMwoLZW5kb3JzZW1lbnQYAyABKAsyHi51bWJyYS5jYXJkLnYxLkNhcmRFbmRvcnNlbWVudBITCgtyZXNldF9ncmFudBgEIAEoCSI4ChNQdWJsaXNoQ2FyZFJlc3BvbnNlEiEKBGNhcmQYASABKAsyEy51bWJyYS5jYXJkLnYxLkNhcmQiFgoUR2V0U2VydmljZUtleVJlcXVlc3QiaAoVR2V0U2VydmljZUtleVJlc3BvbnNlEiYKA2tleRgBIAEoCzIZLnVtYnJhLmNhcmQudjEuU2VydmljZUtleRInCgRrZXlzGAIgAygLMhkudW1icmEuY2FyZC52MS5TZXJ2aWNlS2V5IhkKF1JvdGF0ZVNlcnZpY2VLZXlSZXF1ZXN0Im8KGFJvdGF0ZVNlcnZpY2VLZXlSZXNwb25zZRImCgNrZXkYASABKAsyGS51bWJyYS5jYXJkLnYxLlNlcnZpY2VLZXkSKwoIcHJldmlvdXMYAiABKAsyGS51bWJyYS5jYXJkLnYxLlNlcnZpY2VLZXkiKAoSU2VhcmNoQ2FyZHNSZXF1ZXN0EhIKCmlkZW50aXRpZXMYASADKAkiOQoTU2VhcmNoQ2FyZHNSZXNwb25zZRIiCgVjYXJkcxgBIAMoCzITLnVtYnJhLmNhcmQudjEuQ2FyZCIhCg5HZXRDYXJkUmVxdWVzdBIPCgdjYXJkX2lkGAEgASgMIjQKD0dldENhcmRSZXNwb25zZRIhCgRjYXJkGAEgASgLMhMudW1icmEuY2FyZC52MS5DYXJkIlEKFkxpc3RDYXJkSGlzdG9yeVJlcXVlc3QSEAoIaWRlbnRpdHkYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiVgoXTGlzdENhcmRIaXN0b3J5UmVzcG9uc2USIgoFY2FyZHMYASADKAsyEy51bWJyYS5jYXJkLnYxLkNhcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiQKEVJldm9rZUNhcmRSZXF1ZXN0Eg8KB2NhcmRfaWQYASABKAwiNwoSUmV2b2tlQ2FyZFJlc3BvbnNlEiEKBGNhcmQYASABKAsyEy51bWJyYS5jYXJkLnYxLkNhcmQidwoNQWN0aXZlQ2FyZFJlZhIQCghpZGVudGl0eRgBIAEoCRIPCgdjYXJkX2lkGAIgASgMEhoKEnNpZ25pbmdfcHVibGljX2tleRgDIAEoDBInCgVzdWl0ZRgEIAEoDjIYLnVtYnJhLmVudmVsb3BlLnYxLlN1aXRlIj4KGExvb2t1cEFjdGl2ZUNhcmRzUmVxdWVzdBIOCgZhcHBfaWQYASABKAkSEgoKaWRlbnRpdGllcxgCIAMoCSJIChlMb29rdXBBY3RpdmVDYXJkc1Jlc3BvbnNlEisKBWNhcmRzGAEgAygLMhwudW1icmEuY2FyZC52MS5BY3RpdmVDYXJkUmVmItoBCglDYXJkRXZlbnQSEAoIc2VxdWVuY2UYASABKAQSDgoGYXBwX2lkGAIgASgJEhAKCGlkZW50aXR5GAMgASgJEg8KB2NhcmRfaWQYBCABKAwSKgoEa2luZBgFIAEoDjIcLnVtYnJhLmNhcmQudjEuQ2FyZEV2ZW50S2luZBIYChBwcmV2aW91c19jYXJkX2lkGAYgASgMEi8KC29jY3VycmVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglrZXlfcmVzZXQYCCABKAgiQgoVTGlzdENhcmRFdmVudHNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgEEhEKCXBhZ2Vfc2l6ZRgCIAEoDSJbChZMaXN0Q2FyZEV2ZW50c1Jlc3BvbnNlEigKBmV2ZW50cxgBIAMoCzIYLnVtYnJhLmNhcmQudjEuQ2FyZEV2ZW50EhcKD2xhdGVzdF9zZXF1ZW5jZRgCIAEoBCI5ChZMb29rdXBDYXJkT3duZXJSZXF1ZXN0Eg4KBmFwcF9pZBgBIAEoCRIPCgdjYXJkX2lkGAIgASgMIlYKF0xvb2t1cENhcmRPd25lclJlc3BvbnNlEhAKCGlkZW50aXR5GAEgASgJEikKBnN0YXR1cxgCIAEoDjIZLnVtYnJhLmNhcmQudjEuQ2FyZFN0YXR1cyp2CgpDYXJkU3RhdHVzEhsKF0NBUkRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSQ0FSRF9TVEFUVVNfQUNUSVZFEAESGgoWQ0FSRF9TVEFUVVNfU1VQRVJTRURFRBACEhcKE0NBUkRfU1RBVFVTX1JFVk9LRUQQAypsCg1DYXJkRXZlbnRLaW5kEh8KG0NBUkRfRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEh0KGUNBUkRfRVZFTlRfS0lORF9QVUJMSVNIRUQQARIbChdDQVJEX0VWRU5UX0tJTkRfUkVWT0tFRBACMqIHCgtDYXJkU2VydmljZRJUCgtQdWJsaXNoQ2FyZBIhLnVtYnJhLmNhcmQudjEuUHVibGlzaENhcmRSZXF1ZXN0GiIudW1icmEuY2FyZC52MS5QdWJsaXNoQ2FyZFJlc3BvbnNlEloKDUdldFNlcnZpY2VLZXkSIy51bWJyYS5jYXJkLnYxLkdldFNlcnZpY2VLZXlSZXF1ZXN0GiQudW1icmEuY2FyZC52MS5HZXRTZXJ2aWNlS2V5UmVzcG9uc2USYwoQUm90YXRlU2VydmljZUtleRImLnVtYnJhLmNhcmQudjEuUm90YXRlU2VydmljZUtleVJlcXVlc3QaJy51bWJyYS5jYXJkLnYxLlJvdGF0ZVNlcnZpY2VLZXlSZXNwb25zZRJUCgtTZWFyY2hDYXJkcxIhLnVtYnJhLmNhcmQudjEuU2VhcmNoQ2FyZHNSZXF1ZXN0GiIudW1icmEuY2FyZC52MS5TZWFyY2hDYXJkc1Jlc3BvbnNlEkgKB0dldENhcmQSHS51bWJyYS5jYXJkLnYxLkdldENhcmRSZXF1ZXN0Gh4udW1icmEuY2FyZC52MS5HZXRDYXJkUmVzcG9uc2USYAoPTGlzdENhcmRIaXN0b3J5EiUudW1icmEuY2FyZC52MS5MaXN0Q2FyZEhpc3RvcnlSZXF1ZXN0GiYudW1icmEuY2FyZC52MS5MaXN0Q2FyZEhpc3RvcnlSZXNwb25zZRJRCgpSZXZva2VDYXJkEiAudW1icmEuY2FyZC52MS5SZXZva2VDYXJkUmVxdWVzdBohLnVtYnJhLmNhcmQudjEuUmV2b2tlQ2FyZFJlc3BvbnNlEmYKEUxvb2t1cEFjdGl2ZUNhcmRzEicudW1icmEuY2FyZC52MS5Mb29rdXBBY3RpdmVDYXJkc1JlcXVlc3QaKC51bWJyYS5jYXJkLnYxLkxvb2t1cEFjdGl2ZUNhcmRzUmVzcG9uc2USXQoOTGlzdENhcmRFdmVudHMSJC51bWJyYS5jYXJkLnYxLkxpc3RDYXJkRXZlbnRzUmVxdWVzdBolLnVtYnJhLmNhcmQudjEuTGlzdENhcmRFdmVudHNSZXNwb25zZRJgCg9Mb29rdXBDYXJkT3duZXISJS51bWJyYS5jYXJkLnYxLkxvb2t1cENhcmRPd25lclJlcXVlc3QaJi51bWJyYS5jYXJkLnYxLkxvb2t1cENhcmRPd25lclJlc3BvbnNlQjhaNmdpdGh1Yi5jb20vdW1icmEtZTJlZS91bWJyYS9wcm90by91bWJyYS9jYXJkL3YxO2NhcmR2MWIGcHJvdG8z", [file_google_protobuf_timestamp, file_umbra_envelope_v1_envelope]);
+  fileDesc("Chh1bWJyYS9jYXJkL3YxL2NhcmQucHJvdG8SDXVtYnJhLmNhcmQudjEipAMKBENhcmQSDwoHY2FyZF9pZBgBIAEoDBIQCghpZGVudGl0eRgCIAEoCRIPCgdjb250ZW50GAMgASgMEhYKDnNlbGZfc2lnbmF0dXJlGAQgASgMEjMKC2VuZG9yc2VtZW50GAUgASgLMh4udW1icmEuY2FyZC52MS5DYXJkRW5kb3JzZW1lbnQSGQoRc2VydmljZV9zaWduYXR1cmUYBiABKAwSFgoOc2VydmljZV9rZXlfaWQYByABKAkSKQoGc3RhdHVzGAggASgOMhkudW1icmEuY2FyZC52MS5DYXJkU3RhdHVzEjAKDHB1Ymxpc2hlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNc3VwZXJzZWRlZF9ieRgKIAEoDBIxCg1zdXBlcnNlZGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglrZXlfcmVzZXQYDSABKAgiNQoPQ2FyZEVuZG9yc2VtZW50Eg8KB2NvbnRlbnQYASABKAwSEQoJc2lnbmF0dXJlGAIgASgMItsBCgpTZXJ2aWNlS2V5Eg4KBmtleV9pZBgBIAEoCRIRCglhbGdvcml0aG0YAiABKAkSEgoKcHVibGljX2tleRgDIAEoDBIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1zdXBlcnNlZGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCghyb3RhdGlvbhgGIAEoCzIhLnVtYnJhLmNhcmQudjEuU2VydmljZUtleVJvdGF0aW9uIjgKElNlcnZpY2VLZXlSb3RhdGlvbhIPCgdjb250ZW50GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDCKHAQoSUHVibGlzaENhcmRSZXF1ZXN0Eg8KB2NvbnRlbnQYASABKAwSFgoOc2VsZl9zaWduYXR1cmUYAiABKAwSMwoLZW5kb3JzZW1lbnQYAyABKAsyHi51bWJyYS5jYXJkLnYxLkNhcmRFbmRvcnNlbWVudBITCgtyZXNldF9ncmFudBgEIAEoCSI4ChNQdWJsaXNoQ2FyZFJlc3BvbnNlEiEKBGNhcmQYASABKAsyEy51bWJyYS5jYXJkLnYxLkNhcmQiFgoUR2V0U2VydmljZUtleVJlcXVlc3QiaAoVR2V0U2VydmljZUtleVJlc3BvbnNlEiYKA2tleRgBIAEoCzIZLnVtYnJhLmNhcmQudjEuU2VydmljZUtleRInCgRrZXlzGAIgAygLMhkudW1icmEuY2FyZC52MS5TZXJ2aWNlS2V5IhkKF1JvdGF0ZVNlcnZpY2VLZXlSZXF1ZXN0Im8KGFJvdGF0ZVNlcnZpY2VLZXlSZXNwb25zZRImCgNrZXkYASABKAsyGS51bWJyYS5jYXJkLnYxLlNlcnZpY2VLZXkSKwoIcHJldmlvdXMYAiABKAsyGS51bWJyYS5jYXJkLnYxLlNlcnZpY2VLZXkiKAoSU2VhcmNoQ2FyZHNSZXF1ZXN0EhIKCmlkZW50aXRpZXMYASADKAkiOQoTU2VhcmNoQ2FyZHNSZXNwb25zZRIiCgVjYXJkcxgBIAMoCzITLnVtYnJhLmNhcmQudjEuQ2FyZCIhCg5HZXRDYXJkUmVxdWVzdBIPCgdjYXJkX2lkGAEgASgMIjQKD0dldENhcmRSZXNwb25zZRIhCgRjYXJkGAEgASgLMhMudW1icmEuY2FyZC52MS5DYXJkIlEKFkxpc3RDYXJkSGlzdG9yeVJlcXVlc3QSEAoIaWRlbnRpdHkYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiVgoXTGlzdENhcmRIaXN0b3J5UmVzcG9uc2USIgoFY2FyZHMYASADKAsyEy51bWJyYS5jYXJkLnYxLkNhcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiQKEVJldm9rZUNhcmRSZXF1ZXN0Eg8KB2NhcmRfaWQYASABKAwiNwoSUmV2b2tlQ2FyZFJlc3BvbnNlEiEKBGNhcmQYASABKAsyEy51bWJyYS5jYXJkLnYxLkNhcmQidwoNQWN0aXZlQ2FyZFJlZhIQCghpZGVudGl0eRgBIAEoCRIPCgdjYXJkX2lkGAIgASgMEhoKEnNpZ25pbmdfcHVibGljX2tleRgDIAEoDBInCgVzdWl0ZRgEIAEoDjIYLnVtYnJhLmVudmVsb3BlLnYxLlN1aXRlIj4KGExvb2t1cEFjdGl2ZUNhcmRzUmVxdWVzdBIOCgZhcHBfaWQYASABKAkSEgoKaWRlbnRpdGllcxgCIAMoCSJIChlMb29rdXBBY3RpdmVDYXJkc1Jlc3BvbnNlEisKBWNhcmRzGAEgAygLMhwudW1icmEuY2FyZC52MS5BY3RpdmVDYXJkUmVmItoBCglDYXJkRXZlbnQSEAoIc2VxdWVuY2UYASABKAQSDgoGYXBwX2lkGAIgASgJEhAKCGlkZW50aXR5GAMgASgJEg8KB2NhcmRfaWQYBCABKAwSKgoEa2luZBgFIAEoDjIcLnVtYnJhLmNhcmQudjEuQ2FyZEV2ZW50S2luZBIYChBwcmV2aW91c19jYXJkX2lkGAYgASgMEi8KC29jY3VycmVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglrZXlfcmVzZXQYCCABKAgiQgoVTGlzdENhcmRFdmVudHNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgEEhEKCXBhZ2Vfc2l6ZRgCIAEoDSJbChZMaXN0Q2FyZEV2ZW50c1Jlc3BvbnNlEigKBmV2ZW50cxgBIAMoCzIYLnVtYnJhLmNhcmQudjEuQ2FyZEV2ZW50EhcKD2xhdGVzdF9zZXF1ZW5jZRgCIAEoBCI5ChZMb29rdXBDYXJkT3duZXJSZXF1ZXN0Eg4KBmFwcF9pZBgBIAEoCRIPCgdjYXJkX2lkGAIgASgMIlYKF0xvb2t1cENhcmRPd25lclJlc3BvbnNlEhAKCGlkZW50aXR5GAEgASgJEikKBnN0YXR1cxgCIAEoDjIZLnVtYnJhLmNhcmQudjEuQ2FyZFN0YXR1cyISChBHZXRMb2dLZXlSZXF1ZXN0Ik0KEUdldExvZ0tleVJlc3BvbnNlEg4KBm9yaWdpbhgBIAEoCRIUCgx2ZXJpZmllcl9rZXkYAiABKAkSEgoKcHVibGljX2tleRgDIAEoDCIWChRHZXRDaGVja3BvaW50UmVxdWVzdCI5ChVHZXRDaGVja3BvaW50UmVzcG9uc2USEgoKY2hlY2twb2ludBgBIAEoDBIMCgRzaXplGAIgASgEIkAKGkdldENvbnNpc3RlbmN5UHJvb2ZSZXF1ZXN0EhEKCWZyb21fc2l6ZRgBIAEoBBIPCgd0b19zaXplGAIgASgEIiwKG0dldENvbnNpc3RlbmN5UHJvb2ZSZXNwb25zZRINCgVwcm9vZhgBIAMoDCI8ChhHZXRJbmNsdXNpb25Qcm9vZlJlcXVlc3QSDQoFaW5kZXgYASABKAQSEQoJdHJlZV9zaXplGAIgASgEIksKGUdldEluY2x1c2lvblByb29mUmVzcG9uc2USDAoEbGVhZhgBIAEoDBIRCgl0cmVlX3NpemUYAiABKAQSDQoFcHJvb2YYAyADKAwiNAoUR2V0TG9nRW50cmllc1JlcXVlc3QSDQoFc3RhcnQYASABKAQSDQoFY291bnQYAiABKA0iKAoVR2V0TG9nRW50cmllc1Jlc3BvbnNlEg8KB2VudHJpZXMYASADKAwiMgocU2VhcmNoQ2FyZHNXaXRoUHJvb2ZzUmVxdWVzdBISCgppZGVudGl0aWVzGAEgAygJIlgKClByb3ZlZENhcmQSJwoFcHJvb2YYASABKAsyGC51bWJyYS5rdC52MS5Mb29rdXBQcm9vZhIhCgRjYXJkGAIgASgLMhMudW1icmEuY2FyZC52MS5DYXJkIl8KHVNlYXJjaENhcmRzV2l0aFByb29mc1Jlc3BvbnNlEhIKCmNoZWNrcG9pbnQYASABKAwSKgoHcmVzdWx0cxgCIAMoCzIZLnVtYnJhLmNhcmQudjEuUHJvdmVkQ2FyZCp2CgpDYXJkU3RhdHVzEhsKF0NBUkRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSQ0FSRF9TVEFUVVNfQUNUSVZFEAESGgoWQ0FSRF9TVEFUVVNfU1VQRVJTRURFRBACEhcKE0NBUkRfU1RBVFVTX1JFVk9LRUQQAypsCg1DYXJkRXZlbnRLaW5kEh8KG0NBUkRfRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEh0KGUNBUkRfRVZFTlRfS0lORF9QVUJMSVNIRUQQARIbChdDQVJEX0VWRU5UX0tJTkRfUkVWT0tFRBACMvQLCgtDYXJkU2VydmljZRJUCgtQdWJsaXNoQ2FyZBIhLnVtYnJhLmNhcmQudjEuUHVibGlzaENhcmRSZXF1ZXN0GiIudW1icmEuY2FyZC52MS5QdWJsaXNoQ2FyZFJlc3BvbnNlEloKDUdldFNlcnZpY2VLZXkSIy51bWJyYS5jYXJkLnYxLkdldFNlcnZpY2VLZXlSZXF1ZXN0GiQudW1icmEuY2FyZC52MS5HZXRTZXJ2aWNlS2V5UmVzcG9uc2USYwoQUm90YXRlU2VydmljZUtleRImLnVtYnJhLmNhcmQudjEuUm90YXRlU2VydmljZUtleVJlcXVlc3QaJy51bWJyYS5jYXJkLnYxLlJvdGF0ZVNlcnZpY2VLZXlSZXNwb25zZRJUCgtTZWFyY2hDYXJkcxIhLnVtYnJhLmNhcmQudjEuU2VhcmNoQ2FyZHNSZXF1ZXN0GiIudW1icmEuY2FyZC52MS5TZWFyY2hDYXJkc1Jlc3BvbnNlEkgKB0dldENhcmQSHS51bWJyYS5jYXJkLnYxLkdldENhcmRSZXF1ZXN0Gh4udW1icmEuY2FyZC52MS5HZXRDYXJkUmVzcG9uc2USYAoPTGlzdENhcmRIaXN0b3J5EiUudW1icmEuY2FyZC52MS5MaXN0Q2FyZEhpc3RvcnlSZXF1ZXN0GiYudW1icmEuY2FyZC52MS5MaXN0Q2FyZEhpc3RvcnlSZXNwb25zZRJRCgpSZXZva2VDYXJkEiAudW1icmEuY2FyZC52MS5SZXZva2VDYXJkUmVxdWVzdBohLnVtYnJhLmNhcmQudjEuUmV2b2tlQ2FyZFJlc3BvbnNlEmYKEUxvb2t1cEFjdGl2ZUNhcmRzEicudW1icmEuY2FyZC52MS5Mb29rdXBBY3RpdmVDYXJkc1JlcXVlc3QaKC51bWJyYS5jYXJkLnYxLkxvb2t1cEFjdGl2ZUNhcmRzUmVzcG9uc2USXQoOTGlzdENhcmRFdmVudHMSJC51bWJyYS5jYXJkLnYxLkxpc3RDYXJkRXZlbnRzUmVxdWVzdBolLnVtYnJhLmNhcmQudjEuTGlzdENhcmRFdmVudHNSZXNwb25zZRJgCg9Mb29rdXBDYXJkT3duZXISJS51bWJyYS5jYXJkLnYxLkxvb2t1cENhcmRPd25lclJlcXVlc3QaJi51bWJyYS5jYXJkLnYxLkxvb2t1cENhcmRPd25lclJlc3BvbnNlEk4KCUdldExvZ0tleRIfLnVtYnJhLmNhcmQudjEuR2V0TG9nS2V5UmVxdWVzdBogLnVtYnJhLmNhcmQudjEuR2V0TG9nS2V5UmVzcG9uc2USWgoNR2V0Q2hlY2twb2ludBIjLnVtYnJhLmNhcmQudjEuR2V0Q2hlY2twb2ludFJlcXVlc3QaJC51bWJyYS5jYXJkLnYxLkdldENoZWNrcG9pbnRSZXNwb25zZRJsChNHZXRDb25zaXN0ZW5jeVByb29mEikudW1icmEuY2FyZC52MS5HZXRDb25zaXN0ZW5jeVByb29mUmVxdWVzdBoqLnVtYnJhLmNhcmQudjEuR2V0Q29uc2lzdGVuY3lQcm9vZlJlc3BvbnNlEmYKEUdldEluY2x1c2lvblByb29mEicudW1icmEuY2FyZC52MS5HZXRJbmNsdXNpb25Qcm9vZlJlcXVlc3QaKC51bWJyYS5jYXJkLnYxLkdldEluY2x1c2lvblByb29mUmVzcG9uc2USWgoNR2V0TG9nRW50cmllcxIjLnVtYnJhLmNhcmQudjEuR2V0TG9nRW50cmllc1JlcXVlc3QaJC51bWJyYS5jYXJkLnYxLkdldExvZ0VudHJpZXNSZXNwb25zZRJyChVTZWFyY2hDYXJkc1dpdGhQcm9vZnMSKy51bWJyYS5jYXJkLnYxLlNlYXJjaENhcmRzV2l0aFByb29mc1JlcXVlc3QaLC51bWJyYS5jYXJkLnYxLlNlYXJjaENhcmRzV2l0aFByb29mc1Jlc3BvbnNlQjhaNmdpdGh1Yi5jb20vdW1icmEtZTJlZS91bWJyYS9wcm90by91bWJyYS9jYXJkL3YxO2NhcmR2MWIGcHJvdG8z", [file_google_protobuf_timestamp, file_umbra_envelope_v1_envelope, file_umbra_kt_v1_kt]);
 
 /**
  * Card is a published card: the client's signed content and the service's record of it.
@@ -846,6 +848,302 @@ export const LookupCardOwnerResponseSchema: GenMessage<LookupCardOwnerResponse> 
   messageDesc(file_umbra_card_v1_card, 25);
 
 /**
+ * @generated from message umbra.card.v1.GetLogKeyRequest
+ */
+export type GetLogKeyRequest = Message<"umbra.card.v1.GetLogKeyRequest"> & {
+};
+
+/**
+ * Describes the message umbra.card.v1.GetLogKeyRequest.
+ * Use `create(GetLogKeyRequestSchema)` to create a new message.
+ */
+export const GetLogKeyRequestSchema: GenMessage<GetLogKeyRequest> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 26);
+
+/**
+ * @generated from message umbra.card.v1.GetLogKeyResponse
+ */
+export type GetLogKeyResponse = Message<"umbra.card.v1.GetLogKeyResponse"> & {
+  /**
+   * The log's origin: the first line of its checkpoints and the log key's name.
+   *
+   * @generated from field: string origin = 1;
+   */
+  origin: string;
+
+  /**
+   * The signed-note verifier key: "<origin>+<key hash, 8 hex digits>+<base64 of
+   * 0x01 || Ed25519 public key>".
+   *
+   * @generated from field: string verifier_key = 2;
+   */
+  verifierKey: string;
+
+  /**
+   * The Ed25519 public key, 32 bytes.
+   *
+   * @generated from field: bytes public_key = 3;
+   */
+  publicKey: Uint8Array;
+};
+
+/**
+ * Describes the message umbra.card.v1.GetLogKeyResponse.
+ * Use `create(GetLogKeyResponseSchema)` to create a new message.
+ */
+export const GetLogKeyResponseSchema: GenMessage<GetLogKeyResponse> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 27);
+
+/**
+ * @generated from message umbra.card.v1.GetCheckpointRequest
+ */
+export type GetCheckpointRequest = Message<"umbra.card.v1.GetCheckpointRequest"> & {
+};
+
+/**
+ * Describes the message umbra.card.v1.GetCheckpointRequest.
+ * Use `create(GetCheckpointRequestSchema)` to create a new message.
+ */
+export const GetCheckpointRequestSchema: GenMessage<GetCheckpointRequest> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 28);
+
+/**
+ * @generated from message umbra.card.v1.GetCheckpointResponse
+ */
+export type GetCheckpointResponse = Message<"umbra.card.v1.GetCheckpointResponse"> & {
+  /**
+   * The signed checkpoint (docs/wire-format.md 13.5), as a C2SP signed note.
+   *
+   * @generated from field: bytes checkpoint = 1;
+   */
+  checkpoint: Uint8Array;
+
+  /**
+   * Its size, for convenience: verify the note and read the size from it.
+   *
+   * @generated from field: uint64 size = 2;
+   */
+  size: bigint;
+};
+
+/**
+ * Describes the message umbra.card.v1.GetCheckpointResponse.
+ * Use `create(GetCheckpointResponseSchema)` to create a new message.
+ */
+export const GetCheckpointResponseSchema: GenMessage<GetCheckpointResponse> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 29);
+
+/**
+ * @generated from message umbra.card.v1.GetConsistencyProofRequest
+ */
+export type GetConsistencyProofRequest = Message<"umbra.card.v1.GetConsistencyProofRequest"> & {
+  /**
+   * @generated from field: uint64 from_size = 1;
+   */
+  fromSize: bigint;
+
+  /**
+   * @generated from field: uint64 to_size = 2;
+   */
+  toSize: bigint;
+};
+
+/**
+ * Describes the message umbra.card.v1.GetConsistencyProofRequest.
+ * Use `create(GetConsistencyProofRequestSchema)` to create a new message.
+ */
+export const GetConsistencyProofRequestSchema: GenMessage<GetConsistencyProofRequest> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 30);
+
+/**
+ * @generated from message umbra.card.v1.GetConsistencyProofResponse
+ */
+export type GetConsistencyProofResponse = Message<"umbra.card.v1.GetConsistencyProofResponse"> & {
+  /**
+   * 32 bytes each.
+   *
+   * @generated from field: repeated bytes proof = 1;
+   */
+  proof: Uint8Array[];
+};
+
+/**
+ * Describes the message umbra.card.v1.GetConsistencyProofResponse.
+ * Use `create(GetConsistencyProofResponseSchema)` to create a new message.
+ */
+export const GetConsistencyProofResponseSchema: GenMessage<GetConsistencyProofResponse> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 31);
+
+/**
+ * @generated from message umbra.card.v1.GetInclusionProofRequest
+ */
+export type GetInclusionProofRequest = Message<"umbra.card.v1.GetInclusionProofRequest"> & {
+  /**
+   * @generated from field: uint64 index = 1;
+   */
+  index: bigint;
+
+  /**
+   * 0: the latest checkpoint's size.
+   *
+   * @generated from field: uint64 tree_size = 2;
+   */
+  treeSize: bigint;
+};
+
+/**
+ * Describes the message umbra.card.v1.GetInclusionProofRequest.
+ * Use `create(GetInclusionProofRequestSchema)` to create a new message.
+ */
+export const GetInclusionProofRequestSchema: GenMessage<GetInclusionProofRequest> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 32);
+
+/**
+ * @generated from message umbra.card.v1.GetInclusionProofResponse
+ */
+export type GetInclusionProofResponse = Message<"umbra.card.v1.GetInclusionProofResponse"> & {
+  /**
+   * The entry's exact LogLeaf bytes.
+   *
+   * @generated from field: bytes leaf = 1;
+   */
+  leaf: Uint8Array;
+
+  /**
+   * @generated from field: uint64 tree_size = 2;
+   */
+  treeSize: bigint;
+
+  /**
+   * 32 bytes each.
+   *
+   * @generated from field: repeated bytes proof = 3;
+   */
+  proof: Uint8Array[];
+};
+
+/**
+ * Describes the message umbra.card.v1.GetInclusionProofResponse.
+ * Use `create(GetInclusionProofResponseSchema)` to create a new message.
+ */
+export const GetInclusionProofResponseSchema: GenMessage<GetInclusionProofResponse> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 33);
+
+/**
+ * @generated from message umbra.card.v1.GetLogEntriesRequest
+ */
+export type GetLogEntriesRequest = Message<"umbra.card.v1.GetLogEntriesRequest"> & {
+  /**
+   * @generated from field: uint64 start = 1;
+   */
+  start: bigint;
+
+  /**
+   * @generated from field: uint32 count = 2;
+   */
+  count: number;
+};
+
+/**
+ * Describes the message umbra.card.v1.GetLogEntriesRequest.
+ * Use `create(GetLogEntriesRequestSchema)` to create a new message.
+ */
+export const GetLogEntriesRequestSchema: GenMessage<GetLogEntriesRequest> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 34);
+
+/**
+ * @generated from message umbra.card.v1.GetLogEntriesResponse
+ */
+export type GetLogEntriesResponse = Message<"umbra.card.v1.GetLogEntriesResponse"> & {
+  /**
+   * The exact LogLeaf bytes of entries start, start+1, ...
+   *
+   * @generated from field: repeated bytes entries = 1;
+   */
+  entries: Uint8Array[];
+};
+
+/**
+ * Describes the message umbra.card.v1.GetLogEntriesResponse.
+ * Use `create(GetLogEntriesResponseSchema)` to create a new message.
+ */
+export const GetLogEntriesResponseSchema: GenMessage<GetLogEntriesResponse> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 35);
+
+/**
+ * @generated from message umbra.card.v1.SearchCardsWithProofsRequest
+ */
+export type SearchCardsWithProofsRequest = Message<"umbra.card.v1.SearchCardsWithProofsRequest"> & {
+  /**
+   * 1 to 1,000 user identities of the caller's app, each at most once.
+   *
+   * @generated from field: repeated string identities = 1;
+   */
+  identities: string[];
+};
+
+/**
+ * Describes the message umbra.card.v1.SearchCardsWithProofsRequest.
+ * Use `create(SearchCardsWithProofsRequestSchema)` to create a new message.
+ */
+export const SearchCardsWithProofsRequestSchema: GenMessage<SearchCardsWithProofsRequest> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 36);
+
+/**
+ * ProvedCard is one identity's answer: the proof, and the card its map entry names.
+ *
+ * @generated from message umbra.card.v1.ProvedCard
+ */
+export type ProvedCard = Message<"umbra.card.v1.ProvedCard"> & {
+  /**
+   * @generated from field: umbra.kt.v1.LookupProof proof = 1;
+   */
+  proof?: LookupProof | undefined;
+
+  /**
+   * The card the map entry names (status ACTIVE at the checkpoint; it may have been
+   * superseded or revoked since). Absent when the entry names none or there is no
+   * entry.
+   *
+   * @generated from field: umbra.card.v1.Card card = 2;
+   */
+  card?: Card | undefined;
+};
+
+/**
+ * Describes the message umbra.card.v1.ProvedCard.
+ * Use `create(ProvedCardSchema)` to create a new message.
+ */
+export const ProvedCardSchema: GenMessage<ProvedCard> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 37);
+
+/**
+ * @generated from message umbra.card.v1.SearchCardsWithProofsResponse
+ */
+export type SearchCardsWithProofsResponse = Message<"umbra.card.v1.SearchCardsWithProofsResponse"> & {
+  /**
+   * The signed checkpoint every proof is against.
+   *
+   * @generated from field: bytes checkpoint = 1;
+   */
+  checkpoint: Uint8Array;
+
+  /**
+   * One per distinct identity asked, in the order of its first appearance.
+   *
+   * @generated from field: repeated umbra.card.v1.ProvedCard results = 2;
+   */
+  results: ProvedCard[];
+};
+
+/**
+ * Describes the message umbra.card.v1.SearchCardsWithProofsResponse.
+ * Use `create(SearchCardsWithProofsResponseSchema)` to create a new message.
+ */
+export const SearchCardsWithProofsResponseSchema: GenMessage<SearchCardsWithProofsResponse> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 38);
+
+/**
  * CardStatus is where a card is in its life.
  *
  * @generated from enum umbra.card.v1.CardStatus
@@ -1105,6 +1403,88 @@ export const CardService: GenService<{
     methodKind: "unary";
     input: typeof LookupCardOwnerRequestSchema;
     output: typeof LookupCardOwnerResponseSchema;
+  },
+  /**
+   * GetLogKey returns the log key that signs checkpoints (not the service key, which
+   * counter-signs cards): the log's origin and its signed-note verifier key, which
+   * clients, witnesses and auditors are configured with.
+   * Auth: public.
+   *
+   * @generated from rpc umbra.card.v1.CardService.GetLogKey
+   */
+  getLogKey: {
+    methodKind: "unary";
+    input: typeof GetLogKeyRequestSchema;
+    output: typeof GetLogKeyResponseSchema;
+  },
+  /**
+   * GetCheckpoint returns the latest signed checkpoint: the log's size and root and
+   * the map's root. UNAVAILABLE before the first one (a second after the service
+   * starts).
+   * Auth: public.
+   *
+   * @generated from rpc umbra.card.v1.CardService.GetCheckpoint
+   */
+  getCheckpoint: {
+    methodKind: "unary";
+    input: typeof GetCheckpointRequestSchema;
+    output: typeof GetCheckpointResponseSchema;
+  },
+  /**
+   * GetConsistencyProof returns the RFC 9162 proof that the log of from_size entries
+   * is a prefix of the log of to_size entries. 1 <= from_size <= to_size
+   * (INVALID_ARGUMENT otherwise); to_size at most the latest checkpoint's size
+   * (OUT_OF_RANGE otherwise). Equal sizes give an empty proof.
+   * Auth: public.
+   *
+   * @generated from rpc umbra.card.v1.CardService.GetConsistencyProof
+   */
+  getConsistencyProof: {
+    methodKind: "unary";
+    input: typeof GetConsistencyProofRequestSchema;
+    output: typeof GetConsistencyProofResponseSchema;
+  },
+  /**
+   * GetInclusionProof returns log entry `index` and its RFC 9162 inclusion proof in
+   * the log of tree_size entries (the latest checkpoint's when 0). index < tree_size
+   * <= the latest checkpoint's size (OUT_OF_RANGE otherwise).
+   * Auth: public.
+   *
+   * @generated from rpc umbra.card.v1.CardService.GetInclusionProof
+   */
+  getInclusionProof: {
+    methodKind: "unary";
+    input: typeof GetInclusionProofRequestSchema;
+    output: typeof GetInclusionProofResponseSchema;
+  },
+  /**
+   * GetLogEntries returns up to `count` (1 to 1,000; 0 means 100) log entries from
+   * `start`, which must be below the latest checkpoint's size (OUT_OF_RANGE
+   * otherwise), each as its exact LogLeaf bytes; fewer at the end of the log.
+   * Auth: public.
+   *
+   * @generated from rpc umbra.card.v1.CardService.GetLogEntries
+   */
+  getLogEntries: {
+    methodKind: "unary";
+    input: typeof GetLogEntriesRequestSchema;
+    output: typeof GetLogEntriesResponseSchema;
+  },
+  /**
+   * SearchCardsWithProofs looks up up to 1,000 identities of the caller's app at the
+   * latest checkpoint, and returns the checkpoint and, for every distinct identity
+   * asked (in the order of its first appearance, including those without a card), its
+   * lookup proof and the card its map entry names. A card published since the
+   * checkpoint shows from the next one (at most the checkpoint interval later). Rate
+   * limited together with SearchCards.
+   * Auth: access token; acts for the token's identity.
+   *
+   * @generated from rpc umbra.card.v1.CardService.SearchCardsWithProofs
+   */
+  searchCardsWithProofs: {
+    methodKind: "unary";
+    input: typeof SearchCardsWithProofsRequestSchema;
+    output: typeof SearchCardsWithProofsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_umbra_card_v1_card, 0);

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file umbra/storage/card/v1/card.proto.
  */
 export const file_umbra_storage_card_v1_card: GenFile = /*@__PURE__*/
-  fileDesc("CiB1bWJyYS9zdG9yYWdlL2NhcmQvdjEvY2FyZC5wcm90bxIVdW1icmEuc3RvcmFnZS5jYXJkLnYxIsAECgpDYXJkUmVjb3JkEg4KBmFwcF9pZBgBIAEoCRIQCghpZGVudGl0eRgCIAEoCRIPCgdjYXJkX2lkGAMgASgMEg8KB2NvbnRlbnQYBCABKAwSFgoOc2VsZl9zaWduYXR1cmUYBSABKAwSGwoTZW5kb3JzZW1lbnRfY29udGVudBgGIAEoDBIdChVlbmRvcnNlbWVudF9zaWduYXR1cmUYByABKAwSGQoRc2VydmljZV9zaWduYXR1cmUYCCABKAwSFgoOc2VydmljZV9rZXlfaWQYCSABKAkSNwoGc3RhdHVzGAogASgOMicudW1icmEuc3RvcmFnZS5jYXJkLnYxLkNhcmRSZWNvcmRTdGF0dXMSMAoMcHVibGlzaGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1zdXBlcnNlZGVkX2J5GAwgASgMEjEKDXN1cGVyc2VkZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldm9rZWRfYXQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHByZXZpb3VzX2NhcmRfaWQYDyABKAwSGgoSc2lnbmluZ19wdWJsaWNfa2V5GBAgASgMEicKBXN1aXRlGBEgASgOMhgudW1icmEuZW52ZWxvcGUudjEuU3VpdGUSEAoIc2VxdWVuY2UYEiABKAQSEQoJa2V5X3Jlc2V0GBMgASgIItcCChBBY3RpdmVDYXJkUmVjb3JkEg8KB2NhcmRfaWQYASABKAwSEAoIaWRlbnRpdHkYAiABKAkSDwoHY29udGVudBgDIAEoDBIWCg5zZWxmX3NpZ25hdHVyZRgEIAEoDBIbChNlbmRvcnNlbWVudF9jb250ZW50GAUgASgMEh0KFWVuZG9yc2VtZW50X3NpZ25hdHVyZRgGIAEoDBIZChFzZXJ2aWNlX3NpZ25hdHVyZRgHIAEoDBIWCg5zZXJ2aWNlX2tleV9pZBgIIAEoCRIwCgxwdWJsaXNoZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnNpZ25pbmdfcHVibGljX2tleRgKIAEoDBInCgVzdWl0ZRgLIAEoDjIYLnVtYnJhLmVudmVsb3BlLnYxLlN1aXRlEhEKCWtleV9yZXNldBgMIAEoCCLuAQoPQ2FyZEV2ZW50UmVjb3JkEhAKCHNlcXVlbmNlGAEgASgEEg4KBmFwcF9pZBgCIAEoCRIQCghpZGVudGl0eRgDIAEoCRIPCgdjYXJkX2lkGAQgASgMEjgKBGtpbmQYBSABKA4yKi51bWJyYS5zdG9yYWdlLmNhcmQudjEuQ2FyZEV2ZW50UmVjb3JkS2luZBIYChBwcmV2aW91c19jYXJkX2lkGAYgASgMEi8KC29jY3VycmVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglrZXlfcmVzZXQYCCABKAgimAEKFVNwZW50UmVzZXRHcmFudFJlY29yZBIQCghpZGVudGl0eRgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghzcGVudF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHY2FyZF9pZBgEIAEoDCLdAQoQU2VydmljZUtleVJlY29yZBIOCgZrZXlfaWQYASABKAkSDAoEc2VlZBgCIAEoDBIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpwdWJsaWNfa2V5GAQgASgMEjEKDXN1cGVyc2VkZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHJvdGF0aW9uX2NvbnRlbnQYBiABKAwSGgoScm90YXRpb25fc2lnbmF0dXJlGAcgASgMKpgBChBDYXJkUmVjb3JkU3RhdHVzEiIKHkNBUkRfUkVDT1JEX1NUQVRVU19VTlNQRUNJRklFRBAAEh0KGUNBUkRfUkVDT1JEX1NUQVRVU19BQ1RJVkUQARIhCh1DQVJEX1JFQ09SRF9TVEFUVVNfU1VQRVJTRURFRBACEh4KGkNBUkRfUkVDT1JEX1NUQVRVU19SRVZPS0VEEAMqhwEKE0NhcmRFdmVudFJlY29yZEtpbmQSJgoiQ0FSRF9FVkVOVF9SRUNPUkRfS0lORF9VTlNQRUNJRklFRBAAEiQKIENBUkRfRVZFTlRfUkVDT1JEX0tJTkRfUFVCTElTSEVEEAESIgoeQ0FSRF9FVkVOVF9SRUNPUkRfS0lORF9SRVZPS0VEEAJCR1pFZ2l0aHViLmNvbS91bWJyYS1lMmVlL3VtYnJhL3Byb3RvL3VtYnJhL3N0b3JhZ2UvY2FyZC92MTtjYXJkc3RvcmFnZXYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_umbra_envelope_v1_envelope]);
+  fileDesc("CiB1bWJyYS9zdG9yYWdlL2NhcmQvdjEvY2FyZC5wcm90bxIVdW1icmEuc3RvcmFnZS5jYXJkLnYxIsAECgpDYXJkUmVjb3JkEg4KBmFwcF9pZBgBIAEoCRIQCghpZGVudGl0eRgCIAEoCRIPCgdjYXJkX2lkGAMgASgMEg8KB2NvbnRlbnQYBCABKAwSFgoOc2VsZl9zaWduYXR1cmUYBSABKAwSGwoTZW5kb3JzZW1lbnRfY29udGVudBgGIAEoDBIdChVlbmRvcnNlbWVudF9zaWduYXR1cmUYByABKAwSGQoRc2VydmljZV9zaWduYXR1cmUYCCABKAwSFgoOc2VydmljZV9rZXlfaWQYCSABKAkSNwoGc3RhdHVzGAogASgOMicudW1icmEuc3RvcmFnZS5jYXJkLnYxLkNhcmRSZWNvcmRTdGF0dXMSMAoMcHVibGlzaGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1zdXBlcnNlZGVkX2J5GAwgASgMEjEKDXN1cGVyc2VkZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldm9rZWRfYXQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHByZXZpb3VzX2NhcmRfaWQYDyABKAwSGgoSc2lnbmluZ19wdWJsaWNfa2V5GBAgASgMEicKBXN1aXRlGBEgASgOMhgudW1icmEuZW52ZWxvcGUudjEuU3VpdGUSEAoIc2VxdWVuY2UYEiABKAQSEQoJa2V5X3Jlc2V0GBMgASgIItcCChBBY3RpdmVDYXJkUmVjb3JkEg8KB2NhcmRfaWQYASABKAwSEAoIaWRlbnRpdHkYAiABKAkSDwoHY29udGVudBgDIAEoDBIWCg5zZWxmX3NpZ25hdHVyZRgEIAEoDBIbChNlbmRvcnNlbWVudF9jb250ZW50GAUgASgMEh0KFWVuZG9yc2VtZW50X3NpZ25hdHVyZRgGIAEoDBIZChFzZXJ2aWNlX3NpZ25hdHVyZRgHIAEoDBIWCg5zZXJ2aWNlX2tleV9pZBgIIAEoCRIwCgxwdWJsaXNoZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnNpZ25pbmdfcHVibGljX2tleRgKIAEoDBInCgVzdWl0ZRgLIAEoDjIYLnVtYnJhLmVudmVsb3BlLnYxLlN1aXRlEhEKCWtleV9yZXNldBgMIAEoCCLuAQoPQ2FyZEV2ZW50UmVjb3JkEhAKCHNlcXVlbmNlGAEgASgEEg4KBmFwcF9pZBgCIAEoCRIQCghpZGVudGl0eRgDIAEoCRIPCgdjYXJkX2lkGAQgASgMEjgKBGtpbmQYBSABKA4yKi51bWJyYS5zdG9yYWdlLmNhcmQudjEuQ2FyZEV2ZW50UmVjb3JkS2luZBIYChBwcmV2aW91c19jYXJkX2lkGAYgASgMEi8KC29jY3VycmVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglrZXlfcmVzZXQYCCABKAgimAEKFVNwZW50UmVzZXRHcmFudFJlY29yZBIQCghpZGVudGl0eRgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghzcGVudF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHY2FyZF9pZBgEIAEoDCLdAQoQU2VydmljZUtleVJlY29yZBIOCgZrZXlfaWQYASABKAkSDAoEc2VlZBgCIAEoDBIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpwdWJsaWNfa2V5GAQgASgMEjEKDXN1cGVyc2VkZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHJvdGF0aW9uX2NvbnRlbnQYBiABKAwSGgoScm90YXRpb25fc2lnbmF0dXJlGAcgASgMIoABCgxMb2dLZXlSZWNvcmQSDgoGa2V5X2lkGAEgASgJEgwKBHNlZWQYAiABKAwSEgoKcHVibGljX2tleRgDIAEoDBIOCgZvcmlnaW4YBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiiQEKEENoZWNrcG9pbnRSZWNvcmQSDAoEc2l6ZRgBIAEoBBIQCghsb2dfcm9vdBgCIAEoDBIQCghtYXBfcm9vdBgDIAEoDBITCgtzaWduZWRfbm90ZRgEIAEoDBIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqYAQoQQ2FyZFJlY29yZFN0YXR1cxIiCh5DQVJEX1JFQ09SRF9TVEFUVVNfVU5TUEVDSUZJRUQQABIdChlDQVJEX1JFQ09SRF9TVEFUVVNfQUNUSVZFEAESIQodQ0FSRF9SRUNPUkRfU1RBVFVTX1NVUEVSU0VERUQQAhIeChpDQVJEX1JFQ09SRF9TVEFUVVNfUkVWT0tFRBADKocBChNDYXJkRXZlbnRSZWNvcmRLaW5kEiYKIkNBUkRfRVZFTlRfUkVDT1JEX0tJTkRfVU5TUEVDSUZJRUQQABIkCiBDQVJEX0VWRU5UX1JFQ09SRF9LSU5EX1BVQkxJU0hFRBABEiIKHkNBUkRfRVZFTlRfUkVDT1JEX0tJTkRfUkVWT0tFRBACQkdaRWdpdGh1Yi5jb20vdW1icmEtZTJlZS91bWJyYS9wcm90by91bWJyYS9zdG9yYWdlL2NhcmQvdjE7Y2FyZHN0b3JhZ2V2MWIGcHJvdG8z", [file_google_protobuf_timestamp, file_umbra_envelope_v1_envelope]);
 
 /**
  * CardRecord is a published card: the client's exact bytes, the service's
@@ -373,6 +373,92 @@ export type ServiceKeyRecord = Message<"umbra.storage.card.v1.ServiceKeyRecord">
  */
 export const ServiceKeyRecordSchema: GenMessage<ServiceKeyRecord> = /*@__PURE__*/
   messageDesc(file_umbra_storage_card_v1_card, 4);
+
+/**
+ * LogKeyRecord is the key transparency log key: it signs checkpoints, and nothing else.
+ *
+ * @generated from message umbra.storage.card.v1.LogKeyRecord
+ */
+export type LogKeyRecord = Message<"umbra.storage.card.v1.LogKeyRecord"> & {
+  /**
+   * Derived from the public key, as a service key's id is.
+   *
+   * @generated from field: string key_id = 1;
+   */
+  keyId: string;
+
+  /**
+   * Ed25519 private key seed, 32 bytes.
+   *
+   * @generated from field: bytes seed = 2;
+   */
+  seed: Uint8Array;
+
+  /**
+   * @generated from field: bytes public_key = 3;
+   */
+  publicKey: Uint8Array;
+
+  /**
+   * The log's origin, which is the key's name in signed notes.
+   *
+   * @generated from field: string origin = 4;
+   */
+  origin: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 5;
+   */
+  createdAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message umbra.storage.card.v1.LogKeyRecord.
+ * Use `create(LogKeyRecordSchema)` to create a new message.
+ */
+export const LogKeyRecordSchema: GenMessage<LogKeyRecord> = /*@__PURE__*/
+  messageDesc(file_umbra_storage_card_v1_card, 5);
+
+/**
+ * CheckpointRecord is a signed checkpoint of the key transparency log.
+ *
+ * @generated from message umbra.storage.card.v1.CheckpointRecord
+ */
+export type CheckpointRecord = Message<"umbra.storage.card.v1.CheckpointRecord"> & {
+  /**
+   * @generated from field: uint64 size = 1;
+   */
+  size: bigint;
+
+  /**
+   * @generated from field: bytes log_root = 2;
+   */
+  logRoot: Uint8Array;
+
+  /**
+   * @generated from field: bytes map_root = 3;
+   */
+  mapRoot: Uint8Array;
+
+  /**
+   * The signed note (C2SP tlog-checkpoint), as served.
+   *
+   * @generated from field: bytes signed_note = 4;
+   */
+  signedNote: Uint8Array;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 5;
+   */
+  createdAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message umbra.storage.card.v1.CheckpointRecord.
+ * Use `create(CheckpointRecordSchema)` to create a new message.
+ */
+export const CheckpointRecordSchema: GenMessage<CheckpointRecord> = /*@__PURE__*/
+  messageDesc(file_umbra_storage_card_v1_card, 6);
 
 /**
  * CardRecordStatus is where a stored card is in its life.

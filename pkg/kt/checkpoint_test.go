@@ -1,0 +1,119 @@
+package kt
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+func testSigner(t testing.TB, origin string, seedByte byte) *LogSigner {
+	t.Helper()
+	s, err := NewLogSigner(origin, bytesOf(seedByte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestLogSignerIsASignedNoteKey: the verifier key string is the signed-note format,
+// and x/mod's own verifier accepts what the signer signed.
+func TestLogSignerIsASignedNoteKey(t *testing.T) {
+	s := testSigner(t, "umbra.example/kt", 7)
+	v, err := note.NewVerifier(s.VerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Name() != s.Name() || v.KeyHash() != s.KeyHash() {
+		t.Fatalf("verifier %s %08x, signer %s %08x", v.Name(), v.KeyHash(), s.Name(), s.KeyHash())
+	}
+	msg, err := SignCheckpoint(&Checkpoint{Origin: s.Name(), Size: 3}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := note.Open(msg, note.VerifierList(v)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewLogSigner("with space", bytesOf(1, 32)); err == nil {
+		t.Error("a key name with a space was accepted")
+	}
+}
+
+// TestOpenCheckpointRefusesWhatIsNotSignedByTheLogKey: tampered text, a signature by
+// another key (under the log's name too), no known key, and malformed bodies are each
+// refused with their kind; a cosignature beside the log's is ignored.
+func TestOpenCheckpointRefusesWhatIsNotSignedByTheLogKey(t *testing.T) {
+	logKey := testSigner(t, "umbra.example/kt", 1)
+	impostor := testSigner(t, "umbra.example/kt", 2)
+	witness := testSigner(t, "witness.example", 3)
+	cp := &Checkpoint{Origin: logKey.Name(), Size: 42, LogRoot: [HashSize]byte(bytesOf(0xaa, 32)), MapRoot: [HashSize]byte(bytesOf(0xbb, 32))}
+	signed, err := SignCheckpoint(cp, logKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := OpenCheckpoint(signed, logKey.VerifierKey())
+	if err != nil || *got != *cp {
+		t.Fatalf("open: %+v, %v", got, err)
+	}
+	cosigned, err := note.Sign(&note.Note{Text: cp.Text()}, logKey, witness)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenCheckpoint(cosigned, logKey.VerifierKey()); err != nil {
+		t.Fatalf("a checkpoint with a witness's cosignature beside the log's: %v", err)
+	}
+	byImpostor, _ := SignCheckpoint(cp, impostor)
+	// The log's checkpoint signed by a witness alone.
+	byWitness, _ := note.Sign(&note.Note{Text: cp.Text()}, witness)
+	tampered := bytes.Replace(signed, []byte("\n42\n"), []byte("\n43\n"), 1)
+	// The log key's signature line over a checkpoint of another size.
+	other, _ := SignCheckpoint(&Checkpoint{Origin: logKey.Name(), Size: 43}, logKey)
+	spliced := append([]byte(cp.Text()+"\n"), other[len((&Checkpoint{Origin: logKey.Name(), Size: 43}).Text())+1:]...)
+	for _, tc := range []struct {
+		name   string
+		signed []byte
+		keys   []string
+		want   error
+	}{
+		{"the size changed", tampered, []string{logKey.VerifierKey()}, ErrBadSignature},
+		{"another checkpoint's signature", spliced, []string{logKey.VerifierKey()}, ErrBadSignature},
+		{"signed by another key of the log's name", byImpostor, []string{logKey.VerifierKey()}, ErrUnknownLogKey},
+		{"signed only by a known key of another name", byWitness, []string{logKey.VerifierKey(), witness.VerifierKey()}, ErrUnknownLogKey},
+		{"no log key known", signed, nil, ErrUnknownLogKey},
+		{"not a note", []byte("umbra.example/kt\n42\n"), []string{logKey.VerifierKey()}, ErrMalformed},
+		{"too large", bytes.Repeat([]byte("a"), MaxCheckpointSize+1), []string{logKey.VerifierKey()}, ErrMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := OpenCheckpoint(tc.signed, tc.keys...); !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseCheckpointRefusesMalformedBodies(t *testing.T) {
+	good := (&Checkpoint{Origin: "o", Size: 1}).Text()
+	if _, err := ParseCheckpoint(good); err != nil {
+		t.Fatal(err)
+	}
+	root := "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+	for name, text := range map[string]string{
+		"no map line":       "o\n1\n" + root + "\n",
+		"an extra line":     good + "x\n",
+		"no final newline":  strings.TrimSuffix(good, "\n"),
+		"a leading zero":    "o\n01\n" + root + "\numbra-map " + root + "\n",
+		"a negative size":   "o\n-1\n" + root + "\numbra-map " + root + "\n",
+		"a short root":      "o\n1\nAAAA\numbra-map " + root + "\n",
+		"unpadded base64":   "o\n1\n" + strings.TrimSuffix(root, "=") + "\numbra-map " + root + "\n",
+		"another extension": "o\n1\n" + root + "\nother " + root + "\n",
+		"an empty origin":   "\n1\n" + root + "\numbra-map " + root + "\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := ParseCheckpoint(text); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("got %v, want ErrMalformed", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,317 @@
+package card
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/umbra-e2ee/umbra/internal/boltdb"
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/kt"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
+)
+
+// The key transparency log, its map and its checkpoints in card.db. The log's size is
+// the size of its latest checkpoint: entries are only ever appended in the transaction
+// that stores the checkpoint of the new size.
+
+func (s *BoltStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev1.LogKeyRecord, error) {
+	key := &cardstoragev1.LogKeyRecord{}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketKTLogKey)
+		err := boltdb.GetProto(b, currentKey, key)
+		if !errors.Is(err, errs.ErrNotFound) {
+			return err
+		}
+		if candidate == nil {
+			return errors.New("card: card.db has no log key")
+		}
+		key = candidate
+		return boltdb.PutProto(b, currentKey, candidate)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// ktTx is the log and the map in one bbolt transaction: the tiles under the log
+// (tiledLog) and the map (tiledMap), and kt.MapValues.
+type ktTx struct {
+	leaves, logTiles, mapTiles, values, checkpoints *bolt.Bucket
+	tiledLog                                        *kt.TiledLogStore
+	tiledMap                                        *kt.TiledMapStore
+}
+
+func newKTTx(tx *bolt.Tx) *ktTx {
+	t := &ktTx{
+		leaves:      tx.Bucket(bucketKTLeaves),
+		logTiles:    tx.Bucket(bucketKTLogTiles),
+		mapTiles:    tx.Bucket(bucketKTMapTiles),
+		values:      tx.Bucket(bucketKTMapValues),
+		checkpoints: tx.Bucket(bucketKTCheckpoints),
+	}
+	t.tiledLog, t.tiledMap = kt.NewTiledLogStore(t), kt.NewTiledMapStore(t)
+	return t
+}
+
+func (t *ktTx) state() kt.State { return kt.State{Log: t.tiledLog, Map: t.tiledMap, Values: t} }
+
+// flush writes the log's and the map's tiles that changed.
+func (t *ktTx) flush() error {
+	if err := t.tiledLog.Flush(); err != nil {
+		return err
+	}
+	return t.tiledMap.Flush()
+}
+
+// get reads and checks the sealed value at key of b; nil if there is none.
+func get(b *bolt.Bucket, key []byte) ([]byte, error) {
+	v := b.Get(key)
+	if v == nil {
+		return nil, nil
+	}
+	return boltdb.Unseal(b, key, v)
+}
+
+// logTileKey is a log tile's key: u8(tile level) u64(tile index).
+func logTileKey(id kt.LogTileID) []byte {
+	return binary.BigEndian.AppendUint64([]byte{id.Level}, id.Index)
+}
+
+func (t *ktTx) LogTile(id kt.LogTileID) ([]byte, error) { return get(t.logTiles, logTileKey(id)) }
+
+func (t *ktTx) PutLogTile(id kt.LogTileID, tile []byte) error {
+	return boltdb.PutRecord(t.logTiles, logTileKey(id), tile)
+}
+
+// mapTileKey is a map tile's key: u16(depth) and the prefix's ceil(depth/8) bytes, so
+// most keys are a few bytes.
+func mapTileKey(id kt.MapNodeID) []byte {
+	n := (int(id.Depth) + 7) / 8
+	return append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+n), id.Depth), id.Prefix[:n]...)
+}
+
+func (t *ktTx) MapTile(id kt.MapTileID) ([]byte, error) { return get(t.mapTiles, mapTileKey(id)) }
+
+func (t *ktTx) PutMapTile(id kt.MapTileID, tile []byte) error {
+	return boltdb.PutRecord(t.mapTiles, mapTileKey(id), tile)
+}
+
+func (t *ktTx) MapValue(key [kt.HashSize]byte) ([]byte, bool, error) {
+	v, err := get(t.values, key[:])
+	return v, v != nil, err
+}
+
+func (t *ktTx) PutMapValue(key [kt.HashSize]byte, value []byte) error {
+	return boltdb.PutRecord(t.values, key[:], append(make([]byte, 0, len(value)+boltdb.ChecksumSize), value...))
+}
+
+// leaf returns entry index's bytes (a copy, valid after the transaction).
+func (t *ktTx) leaf(index uint64) ([]byte, error) {
+	v, err := get(t.leaves, boltdb.U64(index))
+	if err == nil && v == nil {
+		err = fmt.Errorf("card: key transparency log has no entry %d", index)
+	}
+	return append([]byte(nil), v...), err
+}
+
+// latest returns the latest checkpoint; nil if there is none.
+func (t *ktTx) latest() (*cardstoragev1.CheckpointRecord, error) {
+	k, _ := t.checkpoints.Cursor().Last()
+	if k == nil {
+		return nil, nil
+	}
+	cp := &cardstoragev1.CheckpointRecord{}
+	if err := boltdb.GetProto(t.checkpoints, k, cp); err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
+
+func (s *BoltStore) AppendLog(limit int, at time.Time, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, int, error) {
+	var out *cardstoragev1.CheckpointRecord
+	appended := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		t := newKTTx(tx)
+		latest, err := t.latest()
+		if err != nil {
+			return err
+		}
+		size := latest.GetSize()
+		events := tx.Bucket(bucketEvents)
+		var leaves [][]byte
+		c := events.Cursor()
+		for k, v := c.Seek(boltdb.U64(size + 1)); k != nil && len(leaves) < limit; k, v = c.Next() {
+			want := size + 1 + uint64(len(leaves))
+			ev := &cardstoragev1.CardEventRecord{}
+			if err := boltdb.DecodeProto(events, k, v, ev); err != nil {
+				return fmt.Errorf("card event %x: %w", k, err)
+			}
+			if ev.GetSequence() != want {
+				return fmt.Errorf("card: key transparency log of %d entries: the card event feed has event %d where %d should be", size+uint64(len(leaves)), ev.GetSequence(), want)
+			}
+			leaf, err := eventLeaf(ev)
+			if err != nil {
+				return err
+			}
+			leaves = append(leaves, leaf)
+		}
+		if len(leaves) == 0 && latest != nil {
+			out = latest
+			return nil
+		}
+		logRoot, mapRoot, err := t.state().Append(size, leaves)
+		if err != nil {
+			return err
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+		for i, leaf := range leaves {
+			if err := boltdb.PutRecord(t.leaves, boltdb.U64(size+uint64(i)), bytes.Clone(leaf)); err != nil {
+				return err
+			}
+		}
+		cp := &kt.Checkpoint{Size: size + uint64(len(leaves)), LogRoot: [kt.HashSize]byte(logRoot), MapRoot: mapRoot}
+		note, err := sign(cp)
+		if err != nil {
+			return fmt.Errorf("card: sign the checkpoint of %d entries: %w", cp.Size, err)
+		}
+		out = &cardstoragev1.CheckpointRecord{Size: cp.Size, LogRoot: logRoot, MapRoot: mapRoot[:], SignedNote: note, CreatedAt: timestamppb.New(at)}
+		appended = len(leaves)
+		return boltdb.PutProto(t.checkpoints, boltdb.U64(cp.Size), out)
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return out, appended, nil
+}
+
+// noCheckpoint is the answer before the first checkpoint.
+func noCheckpoint() error {
+	return errs.Unavailablef("the key transparency log has no checkpoint yet: the card service publishes its first one within a second of starting; retry")
+}
+
+func (s *BoltStore) LatestCheckpoint() (*cardstoragev1.CheckpointRecord, error) {
+	var out *cardstoragev1.CheckpointRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		out, err = newKTTx(tx).latest()
+		if err == nil && out == nil {
+			err = noCheckpoint()
+		}
+		return err
+	})
+	return out, err
+}
+
+func (s *BoltStore) LogEntries(start uint64, count int) ([][]byte, error) {
+	var out [][]byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		t := newKTTx(tx)
+		c := t.leaves.Cursor()
+		for k, v := c.Seek(boltdb.U64(start)); k != nil && len(out) < count; k, v = c.Next() {
+			leaf, err := boltdb.Unseal(t.leaves, k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, append([]byte(nil), leaf...))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// checkSize refuses a size past the log's.
+func checkSize(t *ktTx, size uint64) error {
+	latest, err := t.latest()
+	if err != nil {
+		return err
+	}
+	if size > latest.GetSize() {
+		return errs.OutOfRangef("tree size %d is larger than the log, which has %d entries", size, latest.GetSize())
+	}
+	return nil
+}
+
+func (s *BoltStore) InclusionProof(index, size uint64) ([]byte, [][]byte, error) {
+	var leaf []byte
+	var proof [][]byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		t := newKTTx(tx)
+		if err := checkSize(t, size); err != nil {
+			return err
+		}
+		var err error
+		if leaf, err = t.leaf(index); err != nil {
+			return err
+		}
+		proof, err = kt.InclusionProof(t.tiledLog, index, size)
+		return err
+	})
+	return leaf, proof, err
+}
+
+func (s *BoltStore) ConsistencyProof(size1, size2 uint64) ([][]byte, error) {
+	var proof [][]byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		t := newKTTx(tx)
+		if err := checkSize(t, size2); err != nil {
+			return err
+		}
+		var err error
+		proof, err = kt.ConsistencyProof(t.tiledLog, size1, size2)
+		return err
+	})
+	return proof, err
+}
+
+func (s *BoltStore) ProvedCards(appID string, identities []string) (*cardstoragev1.CheckpointRecord, []ProvedCard, error) {
+	var cp *cardstoragev1.CheckpointRecord
+	out := make([]ProvedCard, 0, len(identities))
+	err := s.db.View(func(tx *bolt.Tx) error {
+		t := newKTTx(tx)
+		var err error
+		if cp, err = t.latest(); err != nil {
+			return err
+		}
+		if cp == nil {
+			return noCheckpoint()
+		}
+		// The lookups' paths share the trees' top levels: read those once.
+		st := t.state().Cached()
+		for _, id := range identities {
+			p, err := st.Prove(appID, id, cp.GetSize(), t.leaf)
+			if err != nil {
+				return fmt.Errorf("card: key transparency lookup of %s: %w", id, err)
+			}
+			pc := ProvedCard{Proof: p}
+			if len(p.GetMapValue()) > 0 {
+				v, err := kt.ParseMapValue(p.GetMapValue())
+				if err != nil {
+					return fmt.Errorf("card: stored map value of %s: %w", id, err)
+				}
+				if cardID := v.GetCardId(); len(cardID) > 0 {
+					if pc.Card, err = getCard(tx, appID, cardID); err == nil && pc.Card == nil {
+						err = fmt.Errorf("card: the key transparency map names card %x of %s, which is not stored", cardID, id)
+					}
+					if err != nil {
+						return err
+					}
+				}
+			}
+			out = append(out, pc)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return cp, out, nil
+}
