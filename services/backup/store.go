@@ -1,8 +1,14 @@
 package backup
 
 import (
+	"errors"
+
 	backupstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1"
 )
+
+// errNoSecretHere is SecretCheck's answer, without a candidate, on a store that has no
+// check value yet.
+var errNoSecretHere = errors.New("backup: the store has no secret check value")
 
 // Change is what a SlotUpdate decided to write, in the transaction that read the slot.
 type Change struct {
@@ -35,6 +41,11 @@ type Store interface {
 
 	// Outbox returns up to limit pending events, oldest first.
 	Outbox(limit int) ([]*backupstoragev1.BackupOutboxRecord, error)
+	// ClaimOutbox returns up to limit pending events for this store's user to deliver,
+	// oldest first. Where replicas share the store, one delivers at a time and the
+	// others' claims get none meanwhile (PostgresStore.ClaimOutbox), so that an event
+	// is published once and in order, as by the one process of a bbolt file.
+	ClaimOutbox(limit int) ([]*backupstoragev1.BackupOutboxRecord, error)
 	// DeleteOutbox removes a delivered event; a missing one is no error.
 	DeleteOutbox(sequence uint64) error
 
