@@ -423,7 +423,8 @@ func testConcurrentGuesses(t *testing.T, e storeEngine) {
 
 // testConcurrentPuts: in each round every replica stores a backup over the same
 // expected version at once (PutBackup's compare-and-swap), the first round on a slot
-// never written: exactly one wins each round, the others get ErrConflict.
+// never written: exactly one wins each round, the others get ErrConflict. Then every
+// replica makes the first backup of many new slots at once: one wins each.
 func testConcurrentPuts(t *testing.T, e storeEngine) {
 	const replicas, rounds = 4, 6
 	stores := e.replicas(t, replicas)
@@ -464,6 +465,41 @@ func testConcurrentPuts(t *testing.T, e storeEngine) {
 	rec, err := stores[0].Slot("app_a", "u_a", 1)
 	if err != nil || rec.GetLatestVersion() != rounds || rec.GetBackup().GetVersion() != rounds {
 		t.Errorf("after %d rounds: %v, %v", rounds, rec, err)
+	}
+
+	// First backups of many new slots, every replica at once on each.
+	const fresh = 40
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won := map[string]int{}
+	for i := range replicas {
+		wg.Go(func() {
+			for k := range fresh {
+				id := fmt.Sprint("u_new_", k)
+				_, err := stores[i].UpdateSlot("app_a", id, 2, func(r *backupstoragev1.BackupSlotRecord) (Change, error) {
+					if r.GetBackup() != nil {
+						return Change{}, errs.Conflictf("the slot holds version %d, not 0", r.GetBackup().GetVersion())
+					}
+					r.LatestVersion++
+					r.Backup = &backupstoragev1.BackupStoredRecord{Version: r.GetLatestVersion()}
+					return Change{Write: true}, nil
+				})
+				mu.Lock()
+				switch {
+				case err == nil:
+					won[id]++
+				case !errors.Is(err, errs.ErrConflict):
+					t.Errorf("first backup of %s: %v; want nil or ErrConflict", id, err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for k := range fresh {
+		if id := fmt.Sprint("u_new_", k); won[id] != 1 {
+			t.Errorf("%d first backups of %s succeeded; want exactly one", won[id], id)
+		}
 	}
 }
 
