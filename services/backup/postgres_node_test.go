@@ -1,0 +1,165 @@
+package backup_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/internal/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/node"
+	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
+	"github.com/umbra-e2ee/umbra/internal/pgtest"
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
+	"github.com/umbra-e2ee/umbra/services/backup"
+)
+
+// TestPostgresReplicas: two backup replicas, each a node of its own, over one
+// PostgreSQL database, behind one node that serves identity and messaging (as in a
+// cluster). A backup stored through one replica is restored through the other; wrong
+// guesses alternating between them spend one budget, the last one erases the slot,
+// and the owner hears of it once in its stream; nothing is written in the replicas'
+// data folders; and a third replica started with another server secret is refused.
+func TestPostgresReplicas(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	hub := nodetest.Start(t, func(cfg *node.Config) {
+		cfg.Roles = []string{gateway.Identity, gateway.Messaging}
+		cfg.Gateway, cfg.MetricsAddr = nil, ""
+	})
+	replicaConfig := func(cfg *node.Config) {
+		cfg.Roles = []string{gateway.Backup}
+		cfg.Store = db.URL
+		cfg.Gateway, cfg.MetricsAddr = nil, ""
+		cfg.Peers.Identity = grpcclient.Config{Addr: hub.GRPC}
+		cfg.Peers.Messaging = grpcclient.Config{Addr: hub.GRPC}
+	}
+	replicas := []*nodetest.Node{nodetest.Start(t, replicaConfig), nodetest.Start(t, replicaConfig)}
+
+	a := hub.NewApp(t)
+	id := a.User(t, "alice")
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+a.Token(t, id))
+	via := make([]nodeClient, len(replicas))
+	for i, r := range replicas {
+		via[i] = nodeClient{identity: id, ctx: ctx, backup: backupv1.NewBackupServiceClient(r.Conn()), msg: messagingv1.NewMessagingServiceClient(hub.Conn())}
+	}
+
+	if v := via[0].put(t, "the password", 0); v != 1 {
+		t.Fatalf("version %d", v)
+	}
+	if resp, err := via[1].restore(t, "the password"); err != nil || resp.GetVersion() != 1 {
+		t.Fatalf("restore through the other replica: %v, %v", resp, err)
+	}
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := via[0].msg.Subscribe(sctx, &messagingv1.SubscribeRequest{AfterInboxSequence: new(uint64)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for left := backup.DefaultMaxAttempts - 1; left >= 0; left-- {
+		_, err := via[left%2].restore(t, fmt.Sprintf("guess %d", left))
+		want := fmt.Sprintf("%d attempt", left)
+		if left == 0 {
+			want = "was erased"
+		}
+		if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), want) {
+			t.Fatalf("wrong password with %d left, through replica %d: %v; want PERMISSION_DENIED saying %q", left, left%2, err, want)
+		}
+	}
+	for i := range via {
+		if _, err := via[i].restore(t, "the password"); status.Code(err) != codes.NotFound {
+			t.Errorf("restore through replica %d after the erasure: %v; want NOT_FOUND", i, err)
+		}
+	}
+
+	items := make(chan *messagingv1.SubscribeResponse, 16)
+	go func() {
+		defer close(items)
+		for {
+			it, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			items <- it
+		}
+	}()
+	events := 0
+	quiet := time.After(15 * time.Second)
+wait:
+	for {
+		select {
+		case it, ok := <-items:
+			if !ok {
+				break wait
+			}
+			ev := it.GetEvent()
+			if ev == nil {
+				continue
+			}
+			var be backupv1.BackupEvent
+			if err := proto.Unmarshal(ev.GetPayload(), &be); err != nil || be.GetKind() != backupv1.BackupEventKind_BACKUP_EVENT_KIND_ERASED || be.GetVersion() != 1 {
+				t.Fatalf("event %v (%v)", &be, err)
+			}
+			if events++; events == 1 {
+				quiet = time.After(time.Second) // time for a second delivery to show
+			}
+		case <-quiet:
+			break wait
+		}
+	}
+	if events != 1 {
+		t.Errorf("alice's stream had %d erasure events; want 1", events)
+	}
+	if n := countRows(t, db, "SELECT count(*) FROM umbra_backup.outbox"); n != 0 {
+		t.Errorf("%d events left in the outbox after delivery", n)
+	}
+	for i, r := range replicas {
+		if entries, _ := os.ReadDir(r.DataDir); len(entries) != 0 {
+			t.Errorf("replica %d's data folder holds %d entries; a store in PostgreSQL writes none", i, len(entries))
+		}
+	}
+
+	// Another server secret would turn every stored backup into one no password opens.
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	cfg := node.Config{
+		DataDir:      t.TempDir(),
+		GRPC:         grpcserver.Config{Addr: "127.0.0.1:0"},
+		ServiceToken: nodetest.ServiceToken,
+		Backup:       backup.Config{Secret: []byte(strings.ToUpper(nodetest.BackupSecret))},
+		Ready:        func(context.Context, node.Addrs) error { return errors.New("the replica started") },
+	}
+	replicaConfig(&cfg)
+	if err := node.Run(rctx, cfg, zaptest.NewLogger(t)); err == nil || !strings.Contains(err.Error(), "the server secret is not the one") {
+		t.Errorf("a replica with another secret: %v; want a refusal", err)
+	}
+}
+
+func countRows(t *testing.T, db *pgtest.Database, sql string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, sql).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
