@@ -2,9 +2,15 @@ package backup_test
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +38,8 @@ import (
 // cluster). A backup stored through one replica is restored through the other; wrong
 // guesses alternating between them spend one budget, the last one erases the slot,
 // and the owner hears of it once in its stream; nothing is written in the replicas'
-// data folders; and a third replica started with another server secret is refused.
+// data folders, and a dump of the schema holds no secret; and a third replica started
+// with another server secret is refused.
 func TestPostgresReplicas(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	hub := nodetest.Start(t, func(cfg *node.Config) {
@@ -62,6 +69,22 @@ func TestPostgresReplicas(t *testing.T) {
 	if resp, err := via[1].restore(t, "the password"); err != nil || resp.GetVersion() != 1 {
 		t.Fatalf("restore through the other replica: %v, %v", resp, err)
 	}
+
+	// Bob's backup stays, and a dump of the schema, as an operator's backup holds it,
+	// is scanned below.
+	bobID := a.User(t, "bob")
+	bob := via[1]
+	bob.identity = bobID
+	bob.ctx = metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+a.Token(t, bobID))
+	bob.put(t, "bob's password", 0)
+	ev, bobKey, err := bob.evaluate(t, backupv1.EvaluationPurpose_EVALUATION_PURPOSE_RESTORE, "bob's password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.backup.Restore(bob.ctx, &backupv1.RestoreRequest{Slot: backupv1.BackupSlot_BACKUP_SLOT_PASSWORD, AuthKey: bobKey, ExpectedVersion: ev.GetOprfKeyVersion()}); err != nil {
+		t.Fatal(err)
+	}
+	dumpHoldsNoSecret(t, db, bobKey, "ciphertext of bob's password")
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -162,4 +185,44 @@ func countRows(t *testing.T, db *pgtest.Database, sql string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// dumpHoldsNoSecret: a pg_dump of the schema umbra_backup holds neither the server
+// secret (nor either half of it) nor the auth key, in any form the dump writes bytes
+// in; it does hold the secret's check value and ciphertext (the proof that the scan
+// read a dump with the records in it).
+func dumpHoldsNoSecret(t *testing.T, db *pgtest.Database, authKey []byte, ciphertext string) {
+	t.Helper()
+	bin, err := pgtest.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(bin, "pg_dump"), "--schema", backup.Schema, "--dbname", db.URL).Output()
+	if err != nil {
+		t.Fatalf("pg_dump: %v", err)
+	}
+	dump := strings.ToLower(string(out))
+	secret := []byte(nodetest.BackupSecret)
+	forms := func(b []byte) []string {
+		return []string{string(b), hex.EncodeToString(b), base64.StdEncoding.EncodeToString(b)}
+	}
+	for what, b := range map[string][]byte{
+		"the server secret": secret, "half of the server secret": secret[:len(secret)/2],
+		"the server secret's last half": secret[len(secret)/2:], "the auth key": authKey,
+	} {
+		for _, f := range forms(b) {
+			if strings.Contains(dump, strings.ToLower(f)) {
+				t.Errorf("the dump of %s contains %s (as %q)", backup.Schema, what, f)
+			}
+		}
+	}
+	check, err := hkdf.Key(sha256.New, secret, nil, "umbra backup v1 secret check", 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, b := range map[string][]byte{"the secret's check value": check, "a stored ciphertext": []byte(ciphertext)} {
+		if !strings.Contains(dump, hex.EncodeToString(b)) {
+			t.Errorf("the dump of %s lacks %s: the scan read the wrong dump", backup.Schema, what)
+		}
+	}
 }
