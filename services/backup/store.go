@@ -21,7 +21,10 @@ type Change struct {
 // SlotUpdate decides, inside a transaction, what to do with one slot. It gets the
 // slot's record (a fresh one, version 0 and no backup, when the slot was never
 // written), may modify it, and returns what to write and the error to answer with.
-// Both apply: a refusal that spends an attempt is written and still refused.
+// Both apply: a refusal that spends an attempt is written and still refused. An engine
+// may run update more than once (PostgreSQL retries a transaction that a concurrent
+// one aborted), each time on a freshly read record; only the last run's change is
+// written, so update must change nothing but rec and its result.
 type SlotUpdate func(rec *backupstoragev1.BackupSlotRecord) (Change, error)
 
 // Store is the backup service's state. Every method is one transaction: it commits
