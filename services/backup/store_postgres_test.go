@@ -133,7 +133,7 @@ func TestPostgresOutboxLease(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	a, b, c := openPostgres(t, db.URL), openPostgres(t, db.URL), openPostgres(t, db.URL)
 	for _, s := range []*PostgresStore{a, b, c} {
-		s.lease = 500 * time.Millisecond
+		s.lease = time.Second
 	}
 	for i := range 3 {
 		mustUpdate(t, a, "app_a", fmt.Sprint("u_", i), 1, bump(true))
@@ -146,16 +146,16 @@ func TestPostgresOutboxLease(t *testing.T) {
 		t.Fatalf("b's claim while a delivers: %v, %v; want nothing", got, err)
 	}
 	// a renews its lease with each delete, and keeps it past the first lease.
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(600 * time.Millisecond)
 	if err := a.DeleteOutbox(evs[0].GetSequence()); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(600 * time.Millisecond)
 	if got, err := b.ClaimOutbox(10); err != nil || len(got) != 0 {
 		t.Fatalf("b's claim after a renewed: %v, %v; want nothing", got, err)
 	}
 	// a stops answering: once its lease has run out, b delivers, from the oldest.
-	time.Sleep(600 * time.Millisecond)
+	time.Sleep(1200 * time.Millisecond)
 	got, err := b.ClaimOutbox(10)
 	if err != nil || len(got) != 2 || got[0].GetIdentity() != "u_1" {
 		t.Fatalf("b's claim after a's lease ran out: %v, %v; want u_1 and u_2", got, err)
