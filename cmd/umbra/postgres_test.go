@@ -19,12 +19,14 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	"github.com/umbra-e2ee/umbra/services/backup"
 )
 
 // TestServePostgres runs `umbra serve identity --store postgres://...` against a
 // throwaway PostgreSQL: an app is created and a token issued through it. A connection
 // string that reaches nothing, a schema from a newer Umbra, and a role without a
-// PostgreSQL engine each exit 1 with one line that says what is wrong.
+// PostgreSQL engine, and the backup role started with a server secret other than the
+// one its schema was created with, each exit 1 with one line that says what is wrong.
 func TestServePostgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped with -short: builds the umbra binary and runs it against PostgreSQL")
@@ -120,6 +122,20 @@ func TestServePostgres(t *testing.T) {
 	future.Exec(t, "CREATE TABLE umbra_identity.goose_db_version (id serial PRIMARY KEY, version_id bigint NOT NULL, is_applied boolean NOT NULL, tstamp timestamp DEFAULT now())")
 	future.Exec(t, "INSERT INTO umbra_identity.goose_db_version (version_id, is_applied) VALUES (0, true), (999, true)")
 
+	// The backup service's schema, its server secret's check value stored by a first
+	// start with backupSecret.
+	const backupSecret = "postgres-e2e-backup-secret-0123456789abcdef"
+	openCtx, openCancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer openCancel()
+	firstBackup, err := backup.OpenPostgresStore(openCtx, db.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backup.New(firstBackup, nil, backup.Config{Secret: []byte(backupSecret)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	firstBackup.Close()
+
 	unreachable := fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/umbra?sslmode=disable&connect_timeout=2", cluster.Password(), e2eFreePort(t))
 	cases := []struct {
 		name string
@@ -131,7 +147,8 @@ func TestServePostgres(t *testing.T) {
 		{"wrong password", []string{"serve", "identity", "--store", cluster.URLAs(pgtest.Superuser, "not-the-password", db.Name)}, nil, `refused the user "postgres"`},
 		{"schema from the future", []string{"serve", "identity", "--store", future.URL}, nil, "is at version 999, written by a newer Umbra; this binary knows versions up to 1"},
 		{"a role without a PostgreSQL engine", []string{"serve", "card", "--identity-addr", "127.0.0.1:1"}, []string{"UMBRA_STORE=" + db.URL}, "the card service has no PostgreSQL engine yet; see issue 16"},
-		{"all roles", []string{"serve", "all", "--backup-secret", "postgres-e2e-backup-secret-0123456789abcdef"}, []string{"UMBRA_STORE=" + db.URL}, "the card service has no PostgreSQL engine yet; see issue 16"},
+		{"backup with another server secret", []string{"serve", "backup", "--store", db.URL, "--backup-secret", strings.ToUpper(backupSecret), "--identity-addr", "127.0.0.1:1", "--messaging-addr", "127.0.0.1:1"}, nil, "the server secret is not the one the backup store (backup.db, or the schema umbra_backup) was created with"},
+		{"all roles", []string{"serve", "all", "--backup-secret", backupSecret}, []string{"UMBRA_STORE=" + db.URL}, "the card service has no PostgreSQL engine yet; see issue 16"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

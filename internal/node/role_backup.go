@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/umbra-e2ee/umbra/gateway"
@@ -9,13 +10,31 @@ import (
 	"github.com/umbra-e2ee/umbra/services/backup"
 )
 
-// buildBackup starts the backup service over backup.db, with the process's server
-// secret, delivering its events (an erased backup) through the messaging service.
+// buildBackup starts the backup service over backup.db, or its schema in PostgreSQL,
+// with the process's server secret, delivering its events (an erased backup) through
+// the messaging service.
 func buildBackup(d *deps) (*hosted, error) {
 	log := d.log.Named(gateway.Backup)
-	store, err := backup.OpenBoltStore(dbPath(d, gateway.Backup))
-	if err != nil {
-		return nil, err
+	h := &hosted{
+		name:     gateway.Backup,
+		grpcName: backupv1.BackupService_ServiceDesc.ServiceName,
+		policies: backup.Policies(),
+	}
+	var store backup.Store
+	if d.cfg.Store != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+		defer cancel()
+		pg, err := backup.OpenPostgresStore(ctx, d.cfg.Store, log)
+		if err != nil {
+			return nil, err
+		}
+		store, h.ready = pg, pg.DB().Ready
+	} else {
+		bolt, err := backup.OpenBoltStore(dbPath(d, gateway.Backup))
+		if err != nil {
+			return nil, err
+		}
+		store, h.db = bolt, bolt.DB()
 	}
 	release := closers{store.Close}
 	conn, err := optionalPeer(d, log, d.cfg.Peers.Messaging, &release, "no messaging service address: backup events wait in the outbox until one is configured")
@@ -32,13 +51,6 @@ func buildBackup(d *deps) (*hosted, error) {
 		release.close()
 		return nil, err
 	}
-	return &hosted{
-		name:     gateway.Backup,
-		grpcName: backupv1.BackupService_ServiceDesc.ServiceName,
-		register: srv.Register,
-		policies: backup.Policies(),
-		db:       store.DB(),
-		close:    release.close,
-		run:      srv.Run,
-	}, nil
+	h.register, h.close, h.run = srv.Register, release.close, srv.Run
+	return h, nil
 }

@@ -84,7 +84,7 @@ func publishRequest(ev *backupstoragev1.BackupOutboxRecord) *messagingv1.Publish
 type outboxStore struct{ store Store }
 
 func (o outboxStore) Pending(limit int) ([]outbox.Pending, error) {
-	recs, err := o.store.Outbox(limit)
+	recs, err := o.store.ClaimOutbox(limit)
 	out := make([]outbox.Pending, len(recs))
 	for i, r := range recs {
 		out[i] = outbox.Pending{Sequence: r.GetSequence(), Event: publishRequest(r)}

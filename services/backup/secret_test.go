@@ -128,8 +128,8 @@ func TestSecretChecks(t *testing.T) {
 	}{
 		{"missing", nil, "no server secret: the backup service needs one of at least 32 bytes"},
 		{"short", []byte("too short a secret"), "the server secret is 18 bytes; at least 32 are required"},
-		{"different", []byte(strings.ToUpper(testSecret)), "the server secret is not the one backup.db was created with"},
-		{"one more byte", []byte(testSecret + "!"), "the server secret is not the one backup.db was created with"},
+		{"different", []byte(strings.ToUpper(testSecret)), "the server secret is not the one the backup store (backup.db, or the schema umbra_backup) was created with"},
+		{"one more byte", []byte(testSecret + "!"), "the server secret is not the one the backup store (backup.db, or the schema umbra_backup) was created with"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(store, nil, Config{Secret: tc.secret}, nil)

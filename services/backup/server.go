@@ -54,7 +54,7 @@ func New(store Store, events Events, cfg Config, log *zap.Logger) (*Server, erro
 		return nil, fmt.Errorf("backup: secret check: %w", err)
 	}
 	if !sameCheck(stored, check) {
-		return nil, errors.New("backup: the server secret is not the one backup.db was created with: " +
+		return nil, errors.New("backup: the server secret is not the one the backup store (backup.db, or the schema umbra_backup) was created with: " +
 			"every OPRF key would change and no backup could be restored; start with the original secret")
 	}
 	limiter, err := ratelimit.New(ratelimit.Config{Rate: cfg.EvaluateRate, Burst: cfg.EvaluateBurst, Clock: cfg.Clock})

@@ -1,8 +1,14 @@
 package backup
 
 import (
+	"errors"
+
 	backupstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1"
 )
+
+// errNoSecretHere is SecretCheck's answer, without a candidate, on a store that has no
+// check value yet.
+var errNoSecretHere = errors.New("backup: the store has no secret check value")
 
 // Change is what a SlotUpdate decided to write, in the transaction that read the slot.
 type Change struct {
@@ -15,7 +21,10 @@ type Change struct {
 // SlotUpdate decides, inside a transaction, what to do with one slot. It gets the
 // slot's record (a fresh one, version 0 and no backup, when the slot was never
 // written), may modify it, and returns what to write and the error to answer with.
-// Both apply: a refusal that spends an attempt is written and still refused.
+// Both apply: a refusal that spends an attempt is written and still refused. An engine
+// may run update more than once (PostgreSQL retries a transaction that a concurrent
+// one aborted), each time on a freshly read record; only the last run's change is
+// written, so update must change nothing but rec and its result.
 type SlotUpdate func(rec *backupstoragev1.BackupSlotRecord) (Change, error)
 
 // Store is the backup service's state. Every method is one transaction: it commits
@@ -35,6 +44,11 @@ type Store interface {
 
 	// Outbox returns up to limit pending events, oldest first.
 	Outbox(limit int) ([]*backupstoragev1.BackupOutboxRecord, error)
+	// ClaimOutbox returns up to limit pending events for this store's user to deliver,
+	// oldest first. Where replicas share the store, one delivers at a time and the
+	// others' claims get none meanwhile (PostgresStore.ClaimOutbox), so that an event
+	// is published once and in order, as by the one process of a bbolt file.
+	ClaimOutbox(limit int) ([]*backupstoragev1.BackupOutboxRecord, error)
 	// DeleteOutbox removes a delivered event; a missing one is no error.
 	DeleteOutbox(sequence uint64) error
 

@@ -14,11 +14,10 @@ import (
 )
 
 var (
-	bucketSlots     = []byte("backup_slots")
-	bucketOutbox    = []byte("backup_outbox")
-	bucketServer    = []byte("backup_server")
-	secretCheckKey  = []byte("secret_check")
-	errNoSecretHere = errors.New("backup: backup.db has no secret check value")
+	bucketSlots    = []byte("backup_slots")
+	bucketOutbox   = []byte("backup_outbox")
+	bucketServer   = []byte("backup_server")
+	secretCheckKey = []byte("secret_check")
 )
 
 // The layout is documented in proto/umbra/storage/backup/v1/backup.proto.
@@ -192,6 +191,11 @@ func (s *BoltStore) Outbox(limit int) ([]*backupstoragev1.BackupOutboxRecord, er
 		return nil, err
 	}
 	return out, nil
+}
+
+// ClaimOutbox is Outbox: a bbolt file has one process, which delivers alone.
+func (s *BoltStore) ClaimOutbox(limit int) ([]*backupstoragev1.BackupOutboxRecord, error) {
+	return s.Outbox(limit)
 }
 
 func (s *BoltStore) DeleteOutbox(sequence uint64) error {
