@@ -225,3 +225,63 @@ func TestAuditCommand(t *testing.T) {
 		})
 	}
 }
+
+// TestReadmeWitness runs the README's witness blocks, as written, against a real
+// `umbra dev`: the key, the witness as a process of its own, and a client requiring its
+// cosignature, then the auditor. Only the addresses change, to the test's free ports.
+func TestReadmeWitness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
+	}
+	bin := e2eBinary(t)
+	grpcPort, httpPort := e2eFreePorts(t)
+	p := e2eStartDev(t, bin, filepath.Join(t.TempDir(), "umbra-data"), grpcPort, httpPort)
+	defer p.stop(t)
+	work := t.TempDir()
+	if err := os.Symlink(bin, filepath.Join(work, "umbra")); err != nil {
+		t.Fatal(err)
+	}
+	listen := fmt.Sprintf("127.0.0.1:%d", e2eFreePort(t))
+	addrs := strings.NewReplacer("127.0.0.1:8091", listen, "localhost:8091", listen)
+	block := func(marker string) string { return addrs.Replace(strings.Join(readmeBlock(t, marker), "\n")) }
+	// The exports of the CLI walk-through, which the reader has already run.
+	var prelude []string
+	for _, line := range readmeBlock(t, "cli-round-trip") {
+		if strings.HasPrefix(line, "export ") {
+			prelude = append(prelude, line)
+		}
+	}
+	env := append(e2eEnv(os.Environ()), "UMBRA_API_KEY="+p.apiKey, fmt.Sprintf("UMBRA_SERVER=127.0.0.1:%d", grpcPort), "UMBRA_LISTEN="+listen)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sh := func(script string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, "sh", "-e", "-c", strings.Join(prelude, "\n")+"\n"+script)
+		cmd.Dir, cmd.Env = work, env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s\nfailed: %v\n%s", script, err, out)
+		}
+		return string(out)
+	}
+	sh(block("witness-keygen"))
+	run := readmeBlock(t, "witness-run")
+	if len(run) != 1 {
+		t.Fatalf("the witness-run block has %d lines; want the one command", len(run))
+	}
+	_, out := startBackground(t, "/bin/sh", work, env, "-c", strings.Join(prelude, "\n")+"\nexec "+addrs.Replace(run[0]))
+	waitFor(t, out, "cosigned checkpoints at http://"+listen, 20*time.Second)
+	got := sh(block("witness-cosign"))
+	for _, want := range []string{
+		"cosigned by 1 of the 1 witnesses required:",
+		"  witness.example/w1 at ",
+		"\n— witness.example/w1 ",
+		"(witness state umbra-witness/state.json): log root and map root match",
+		"audit passed",
+		`"forks": []`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the witness-cosign block did not print %q:\n%s", want, got)
+		}
+	}
+}
