@@ -42,6 +42,10 @@ func runWitness(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if fs.NArg() > 0 {
+		if a := fs.Arg(0); a == "keygen" || a == "key" {
+			fmt.Fprintf(stderr, "umbra witness: the flags of %s go after it: umbra witness %s [flags]\n", a, a)
+			return errUsage
+		}
 		fmt.Fprintf(stderr, "umbra witness: unexpected argument %q\n", fs.Arg(0))
 		return errUsage
 	}
