@@ -172,6 +172,9 @@ func TestWitnessEndToEnd(t *testing.T) {
 	// The auditor replays the log and checks the witness's checkpoint against it.
 	got = ok("kt", "audit", "--log-key", logKey, "--witness-state", filepath.Join(wdir, "state.json"))
 	wantIn(t, "umbra kt audit", got, "recomputed its map", "(witness state ", "log root and map root match", "audit passed")
+	// ... and through the REST gateway, as an auditor outside the cluster would.
+	got = ok("kt", "audit", "--server", p.base, "--log-key", logKey)
+	wantIn(t, "umbra kt audit through the gateway", got, "(the log's latest): log root and map root match", "audit passed")
 
 	if status := getNote(url + "/forks"); !bytes.Contains(status, []byte(`"forks": []`)) {
 		t.Errorf("GET /forks on an honest log:\n%s", status)

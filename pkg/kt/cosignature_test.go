@@ -278,3 +278,44 @@ func TestMergeCosignatures(t *testing.T) {
 		t.Errorf("the merged note has %d signature lines, want 3 (log, w1, w2):\n%s", n, merged)
 	}
 }
+
+// FuzzCosignedCheckpoint: whatever bytes a witness or a server sends as a cosigned
+// checkpoint, verifying and merging them never panics, and the policy accepts only
+// the body the witness really cosigned.
+func FuzzCosignedCheckpoint(f *testing.F) {
+	w, err := NewWitnessSigner("witness.test/w1", bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		f.Fatal(err)
+	}
+	signer, err := NewLogSigner("umbra.test/kt", bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		f.Fatal(err)
+	}
+	cp := &Checkpoint{Origin: signer.Name(), Size: 3, LogRoot: [HashSize]byte{1}, MapRoot: [HashSize]byte{2}}
+	signed, err := SignCheckpoint(cp, signer)
+	if err != nil {
+		f.Fatal(err)
+	}
+	cosigned, err := w.Cosign(signed, time.Unix(1_800_000_000, 0))
+	if err != nil {
+		f.Fatal(err)
+	}
+	policy, err := NewWitnessPolicy(1, w.Key().String())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(cosigned)
+	f.Add(signed)
+	f.Add(append(bytes.Clone(cosigned), cosigned[bytes.LastIndex(cosigned, []byte("— ")):]...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _, _ = MergeCosignatures(b, cosigned)
+		_, _, _ = MergeCosignatures(cosigned, b)
+		_, _ = CheckpointText(b)
+		if _, err := policy.Check(b, time.Unix(1_800_000_000, 0)); err == nil {
+			text, err := CheckpointText(b)
+			if err != nil || text != cp.Text() {
+				t.Fatalf("the policy accepted a body the witness never cosigned:\n%q", b)
+			}
+		}
+	})
+}
