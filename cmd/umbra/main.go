@@ -47,6 +47,8 @@ func init() {
 		{"bench", "load generator: bench messaging", runBench},
 		{"admin", "operate the stores: stores, backup (online), verify, restore (offline)", runAdmin},
 		{"demo", "the whole story against a running server, showing what it stored", runDemo},
+		{"witness", "follow a key transparency log, cosign its checkpoints, report forks; keygen, key", runWitness},
+		{"kt", "key transparency: audit (replay the log, check every checkpoint), checkpoint (the latest, cosigned by witnesses)", runKT},
 	}
 }
 

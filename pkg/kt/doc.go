@@ -10,6 +10,9 @@
 // interfaces, so that an auditor can recompute what the server computed; the card
 // service stores their nodes in its own store.
 //
+// Witnesses cosign checkpoints (C2SP tlog-cosignature/v1: WitnessSigner), and a client
+// requires k of the witnesses it names with a WitnessPolicy.
+//
 // Every verification error wraps one of ErrMalformed, ErrBadSignature,
-// ErrUnknownLogKey, ErrInconsistent or ErrBadProof.
+// ErrUnknownLogKey, ErrInconsistent, ErrBadProof, ErrBadCosignature or ErrNotWitnessed.
 package kt

@@ -21,6 +21,12 @@ var (
 	// ErrBadProof is an inclusion or map proof that does not lead to the committed
 	// root, or a lookup whose parts disagree with each other.
 	ErrBadProof = errors.New("kt: bad proof")
+	// ErrBadCosignature is a witness's cosignature that does not verify, or that was
+	// made in the future.
+	ErrBadCosignature = errors.New("kt: bad cosignature")
+	// ErrNotWitnessed is a checkpoint without the cosignatures a client's witness
+	// policy requires.
+	ErrNotWitnessed = errors.New("kt: checkpoint not witnessed")
 )
 
 func malformedf(format string, args ...any) error {

@@ -93,6 +93,13 @@ type Config struct {
 	// KeystorePath + ".trust".
 	TrustStorePath string
 
+	// Witnesses and WitnessQuorum require cosigned checkpoints (docs/key-transparency.md,
+	// "Witnesses"): a checkpoint counts only with valid cosignatures of at least
+	// WitnessQuorum of these witnesses (zero means all of them). None: no witness is
+	// required. See witness.go.
+	Witnesses     []Witness
+	WitnessQuorum int
+
 	// keystoreArgon2id, when set, is the Argon2id cost of a new keystore's passphrase
 	// in place of argon2id.Default. Test only: the package's tests set it
 	// (CheapKeystore, in an _test.go file) so that devices whose tests are not about

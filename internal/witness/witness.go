@@ -1,0 +1,548 @@
+// Package witness is `umbra witness`: it follows one key transparency log, checks that
+// every checkpoint it is shown extends the last one it cosigned, cosigns it (C2SP
+// tlog-cosignature/v1, pkg/kt's WitnessSigner), and serves its cosignatures over HTTP.
+// A checkpoint that contradicts what it cosigned (the same size with other roots, or a
+// log that is not an extension of the one it cosigned) is never cosigned: the witness
+// records the two signed checkpoints as evidence of a fork, logs it, and lists it.
+//
+// docs/key-transparency.md ("Witnesses") is the design and HTTP API; its state is one
+// small file (state.json: the log key and the last checkpoint it cosigned) and the
+// evidence an append-only file (forks.jsonl), both in its data folder.
+package witness
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/umbra-e2ee/umbra/internal/ktlog"
+	"github.com/umbra-e2ee/umbra/pkg/kt"
+)
+
+// Defaults of Config.
+const (
+	DefaultInterval = time.Second
+	DefaultHistory  = 1000
+)
+
+// Errors of Observe besides pkg/kt's (a malformed or wrongly signed checkpoint) and
+// *kt.ForkError.
+var (
+	// ErrNotCosigned is a checkpoint older than the last one the witness cosigned, and
+	// that it never cosigned: consistent with what it cosigned, but a cosignature now
+	// would say it is the largest the witness has seen, which is false.
+	ErrNotCosigned = errors.New("witness: not cosigned")
+	// ErrLogUnavailable is a log that did not answer for a consistency proof.
+	ErrLogUnavailable = errors.New("witness: the log did not answer")
+)
+
+// Config is a witness's configuration.
+type Config struct {
+	// LogKey is the verifier key of the log to follow. Empty means the key the log
+	// states (GetLogKey), on the first start only: the state file keeps it, and a
+	// later start with another key is refused.
+	LogKey string
+	// Signer is the witness's key.
+	Signer *kt.WitnessSigner
+	// Dir holds state.json and forks.jsonl; created 0700 if missing.
+	Dir string
+	// Interval between polls of the log; zero means DefaultInterval.
+	Interval time.Duration
+	// History is how many recent cosigned checkpoints are kept in memory, to answer
+	// for a size; zero means DefaultHistory.
+	History int
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// State is what state.json holds.
+type State struct {
+	Version int `json:"version"`
+	// LogKey is the followed log's verifier key, and WitnessKey the witness's own.
+	LogKey     string `json:"log_key"`
+	WitnessKey string `json:"witness_key"`
+	// Cosigned is the last checkpoint the witness cosigned: the log's signed note
+	// with the witness's cosignature appended.
+	Cosigned string `json:"cosigned"`
+}
+
+// Fork is the evidence of a fork: two checkpoints signed by the log key that cannot
+// both be views of one append-only log.
+type Fork struct {
+	DetectedAt time.Time `json:"detected_at"`
+	Origin     string    `json:"origin"`
+	Reason     string    `json:"reason"`
+	// Cosigned is the witness's cosigned checkpoint, Conflicting the one shown to it
+	// that contradicts it (as it was signed by the log).
+	CosignedSize    uint64 `json:"cosigned_size"`
+	Cosigned        string `json:"cosigned"`
+	ConflictingSize uint64 `json:"conflicting_size"`
+	Conflicting     string `json:"conflicting"`
+	// ConsistencyProof is the proof the log gave between them that failed; none for
+	// two checkpoints of one size.
+	ConsistencyProof [][]byte `json:"consistency_proof,omitempty"`
+	// Source says who showed the witness the conflicting checkpoint: "poll" (the log)
+	// or "submitted" (a client).
+	Source string `json:"source"`
+}
+
+// cosigned is a checkpoint the witness cosigned.
+type cosigned struct {
+	cp   *kt.Checkpoint
+	text string
+	note []byte
+}
+
+// Witness follows one log.
+type Witness struct {
+	log    ktlog.Log
+	cfg    Config
+	logger *zap.Logger
+	logKey string
+	origin string
+
+	// observe serialises observations: each reads the state, may ask the log for a
+	// proof, and writes the state.
+	observe  sync.Mutex
+	lastPoll time.Time
+
+	mu       sync.RWMutex
+	latest   *cosigned
+	history  map[uint64]*cosigned
+	forks    []Fork
+	forkSeen map[string]bool
+}
+
+// New opens the witness's state in cfg.Dir, or starts one, following log.
+func New(ctx context.Context, log ktlog.Log, cfg Config, logger *zap.Logger) (*Witness, error) {
+	if cfg.Signer == nil {
+		return nil, errors.New("witness: no witness key")
+	}
+	if cfg.Dir == "" {
+		return nil, errors.New("witness: no data folder")
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.History == 0 {
+		cfg.History = DefaultHistory
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	w := &Witness{log: log, cfg: cfg, logger: logger, history: map[uint64]*cosigned{}, forkSeen: map[string]bool{}}
+	st, err := w.loadState()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case st != nil && cfg.LogKey != "" && cfg.LogKey != st.LogKey:
+		return nil, fmt.Errorf("witness: %s follows the log key %s, not %s: a witness follows one log (use another data folder)", w.statePath(), st.LogKey, cfg.LogKey)
+	case st != nil:
+		w.logKey = st.LogKey
+	case cfg.LogKey != "":
+		w.logKey = cfg.LogKey
+	default:
+		_, vkey, err := log.LogKey(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("witness: no --log-key given, and the log's own: %w", err)
+		}
+		w.logKey = vkey
+		logger.Warn("following the log key the log states, on first use; pin it with --log-key", zap.String("log_key", vkey))
+	}
+	v, err := note.NewVerifier(w.logKey)
+	if err != nil {
+		return nil, fmt.Errorf("witness: log key %q: %w", w.logKey, err)
+	}
+	w.origin = v.Name()
+	if st != nil {
+		if st.WitnessKey != cfg.Signer.Key().String() {
+			return nil, fmt.Errorf("witness: %s was cosigned by the witness key %s, not %s", w.statePath(), st.WitnessKey, cfg.Signer.Key())
+		}
+		c, err := w.openCosigned([]byte(st.Cosigned))
+		if err != nil {
+			return nil, fmt.Errorf("witness: %s: %w", w.statePath(), err)
+		}
+		w.remember(c)
+	}
+	if err := w.loadForks(); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *Witness) statePath() string { return filepath.Join(w.cfg.Dir, "state.json") }
+func (w *Witness) forksPath() string { return filepath.Join(w.cfg.Dir, "forks.jsonl") }
+
+// LogKey is the verifier key of the log the witness follows, and Origin its origin.
+func (w *Witness) LogKey() string { return w.logKey }
+func (w *Witness) Origin() string { return w.origin }
+
+// Key is the witness's verifier key.
+func (w *Witness) Key() *kt.WitnessKey { return w.cfg.Signer.Key() }
+
+func (w *Witness) loadState() (*State, error) {
+	b, err := os.ReadFile(w.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	st := &State{}
+	if err := json.Unmarshal(b, st); err != nil || st.Version != 1 || st.LogKey == "" {
+		return nil, fmt.Errorf("witness: %s is not a witness state file (version 1)", w.statePath())
+	}
+	return st, nil
+}
+
+// ReadState reads a witness's state file, for `umbra kt audit`.
+func ReadState(path string) (*State, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	st := &State{}
+	if err := json.Unmarshal(b, st); err != nil || st.Version != 1 || st.Cosigned == "" {
+		return nil, fmt.Errorf("%s is not a witness state file (version 1)", path)
+	}
+	return st, nil
+}
+
+// openCosigned checks a cosigned checkpoint of the state: the log's signature and
+// the witness's own cosignature.
+func (w *Witness) openCosigned(b []byte) (*cosigned, error) {
+	cp, err := kt.OpenCheckpoint(b, w.logKey)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := kt.VerifyCosignature(b, w.Key()); err != nil {
+		return nil, err
+	}
+	text, err := kt.CheckpointText(b)
+	if err != nil {
+		return nil, err
+	}
+	return &cosigned{cp: cp, text: text, note: b}, nil
+}
+
+// saveState writes state.json durably: a temporary file, synced, renamed over it, and
+// the folder synced. A cosignature is served only after its state is on disk, so a
+// crash never lets the witness forget what it cosigned.
+func (w *Witness) saveState(c *cosigned) error {
+	b, err := json.MarshalIndent(State{Version: 1, LogKey: w.logKey, WitnessKey: w.Key().String(), Cosigned: string(c.note)}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeDurably(w.statePath(), append(b, '\n'))
+}
+
+func writeDurably(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// remember makes c the latest cosigned checkpoint and keeps it in the history.
+func (w *Witness) remember(c *cosigned) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.latest = c
+	w.history[c.cp.Size] = c
+	if len(w.history) > w.cfg.History {
+		sizes := make([]uint64, 0, len(w.history))
+		for s := range w.history {
+			sizes = append(sizes, s)
+		}
+		sort.Slice(sizes, func(i, j int) bool { return sizes[i] < sizes[j] })
+		for _, s := range sizes[:len(sizes)-w.cfg.History] {
+			delete(w.history, s)
+		}
+	}
+}
+
+// Latest is the last checkpoint the witness cosigned, with its cosignature; nil
+// before the first.
+func (w *Witness) Latest() []byte {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.latest == nil {
+		return nil
+	}
+	return w.latest.note
+}
+
+// Cosigned is the checkpoint of size the witness cosigned, if it remembers one.
+func (w *Witness) Cosigned(size uint64) ([]byte, bool) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	c, ok := w.history[size]
+	if !ok {
+		return nil, false
+	}
+	return c.note, true
+}
+
+// Forks is the evidence of every fork the witness has seen.
+func (w *Witness) Forks() []Fork {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return append([]Fork(nil), w.forks...)
+}
+
+// Observe is shown a checkpoint signed by the log (by its own poll, or by a client
+// that submits the one it was given) and answers with the witness's cosigned
+// checkpoint of that size:
+//
+//   - not signed by the log key: pkg/kt's ErrMalformed, ErrBadSignature or
+//     ErrUnknownLogKey; nothing recorded.
+//   - the first checkpoint the witness sees: cosigned (trust on first use).
+//   - larger than the last one cosigned: the log's consistency proof between the two
+//     must verify; then cosigned. A proof that fails is a fork.
+//   - the size of one cosigned: the same body is answered with its cosignature;
+//     another body is a fork.
+//   - older than the last one cosigned and never cosigned: checked for consistency
+//     (a failure is a fork), then ErrNotCosigned.
+//
+// A fork is a *kt.ForkError, recorded (forks.jsonl, the log, Forks) with both signed
+// checkpoints; the witness goes on cosigning only checkpoints consistent with its own.
+func (w *Witness) Observe(ctx context.Context, signed []byte, source string) ([]byte, error) {
+	cp, err := kt.OpenCheckpoint(signed, w.logKey)
+	if err != nil {
+		return nil, err
+	}
+	text, err := kt.CheckpointText(signed)
+	if err != nil {
+		return nil, err
+	}
+	w.observe.Lock()
+	defer w.observe.Unlock()
+	w.mu.RLock()
+	latest, same := w.latest, w.history[cp.Size]
+	w.mu.RUnlock()
+	switch {
+	case latest == nil:
+		return w.cosign(cp, text, signed)
+	case same != nil:
+		if same.text == text {
+			return same.note, nil
+		}
+		return nil, w.fork(same, cp, signed, "have the same size and different roots", nil, source)
+	case cp.Size > latest.cp.Size:
+		proof, err := w.consistency(ctx, latest.cp.Size, cp.Size)
+		if err != nil {
+			return nil, err
+		}
+		if err := kt.VerifyConsistency(latest.cp, cp, proof); err != nil {
+			return nil, w.fork(latest, cp, signed, "are not consistent: the log's proof that the first is a prefix of the second fails", proof, source)
+		}
+		return w.cosign(cp, text, signed)
+	case cp.Size == latest.cp.Size: // latest is in the history, so same was set
+		return nil, fmt.Errorf("witness: internal error: the latest checkpoint is not in the history")
+	default:
+		proof, err := w.consistency(ctx, cp.Size, latest.cp.Size)
+		if err != nil {
+			return nil, err
+		}
+		if err := kt.VerifyConsistency(cp, latest.cp, proof); err != nil {
+			return nil, w.fork(latest, cp, signed, "are not consistent: the log's proof that the second is a prefix of the first fails", proof, source)
+		}
+		return nil, fmt.Errorf("%w: the checkpoint of %d entries is older than the last one cosigned (%d entries), and this witness never saw it as the latest", ErrNotCosigned, cp.Size, latest.cp.Size)
+	}
+}
+
+// consistency asks the log for the proof from from to to entries; the empty log is a
+// prefix of any, with an empty proof.
+func (w *Witness) consistency(ctx context.Context, from, to uint64) ([][]byte, error) {
+	if from == 0 {
+		return nil, nil
+	}
+	proof, err := w.log.Consistency(ctx, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrLogUnavailable, err)
+	}
+	return proof, nil
+}
+
+// cosign cosigns a checkpoint checked to be consistent, stores it, and returns it.
+func (w *Witness) cosign(cp *kt.Checkpoint, text string, signed []byte) ([]byte, error) {
+	// Only the log's signature is kept under the witness's own: not lines another
+	// party added.
+	n, err := note.Open(signed, note.VerifierList(mustVerifier(w.logKey)))
+	if err != nil {
+		return nil, err
+	}
+	logOnly, err := note.Sign(&note.Note{Text: n.Text, Sigs: n.Sigs})
+	if err != nil {
+		return nil, err
+	}
+	out, err := w.cfg.Signer.Cosign(logOnly, w.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	c := &cosigned{cp: cp, text: text, note: out}
+	if err := w.saveState(c); err != nil {
+		return nil, fmt.Errorf("witness: save state: %w", err)
+	}
+	w.remember(c)
+	w.logger.Info("cosigned", zap.String("origin", cp.Origin), zap.Uint64("size", cp.Size))
+	return out, nil
+}
+
+func mustVerifier(vkey string) note.Verifier {
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		panic(err) // checked in New
+	}
+	return v
+}
+
+// fork records the evidence that held and conflicting cannot both be true, and
+// returns it as a *kt.ForkError.
+func (w *Witness) fork(held *cosigned, cp *kt.Checkpoint, conflicting []byte, reason string, proof [][]byte, source string) error {
+	ferr := &kt.ForkError{Origin: cp.Origin, Held: held.note, Conflicting: conflicting, HeldSize: held.cp.Size, ConflictingSize: cp.Size, Reason: reason}
+	text, _ := kt.CheckpointText(conflicting)
+	id := sha256.Sum256([]byte(held.text + "\x00" + text))
+	w.mu.Lock()
+	seen := w.forkSeen[string(id[:])]
+	w.forkSeen[string(id[:])] = true
+	w.mu.Unlock()
+	if seen {
+		return ferr
+	}
+	f := Fork{
+		DetectedAt: w.cfg.Now().UTC(), Origin: cp.Origin, Reason: reason,
+		CosignedSize: held.cp.Size, Cosigned: string(held.note),
+		ConflictingSize: cp.Size, Conflicting: string(conflicting),
+		ConsistencyProof: proof, Source: source,
+	}
+	if err := w.appendFork(f); err != nil {
+		w.logger.Error("could not write the fork evidence", zap.String("file", w.forksPath()), zap.Error(err))
+	}
+	w.mu.Lock()
+	w.forks = append(w.forks, f)
+	w.mu.Unlock()
+	w.logger.Error("FORK: the log signed two checkpoints that cannot both be true; not cosigning, evidence kept",
+		zap.String("origin", cp.Origin), zap.Uint64("cosigned_size", held.cp.Size), zap.Uint64("conflicting_size", cp.Size),
+		zap.String("reason", reason), zap.String("source", source), zap.String("evidence", w.forksPath()))
+	return ferr
+}
+
+func (w *Witness) appendFork(f Fork) error {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	file, err := os.OpenFile(w.forksPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := file.Write(append(b, '\n')); err != nil {
+		file.Close()
+		return err
+	}
+	if err := file.Sync(); err != nil {
+		file.Close()
+		return err
+	}
+	return file.Close()
+}
+
+func (w *Witness) loadForks() error {
+	b, err := os.ReadFile(w.forksPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	for dec.More() {
+		var f Fork
+		if err := dec.Decode(&f); err != nil {
+			return fmt.Errorf("witness: %s: %w", w.forksPath(), err)
+		}
+		held, _ := kt.CheckpointText([]byte(f.Cosigned))
+		other, _ := kt.CheckpointText([]byte(f.Conflicting))
+		id := sha256.Sum256([]byte(held + "\x00" + other))
+		w.forkSeen[string(id[:])] = true
+		w.forks = append(w.forks, f)
+	}
+	return nil
+}
+
+// Poll fetches the log's latest checkpoint and observes it.
+func (w *Witness) Poll(ctx context.Context) error {
+	w.mu.Lock()
+	w.lastPoll = w.cfg.Now()
+	w.mu.Unlock()
+	signed, err := w.log.Checkpoint(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrLogUnavailable, err)
+	}
+	_, err = w.Observe(ctx, signed, "poll")
+	return err
+}
+
+// Follow polls the log every interval until ctx ends, logging what goes wrong.
+func (w *Witness) Follow(ctx context.Context) {
+	t := time.NewTicker(w.cfg.Interval)
+	defer t.Stop()
+	for {
+		if err := w.Poll(ctx); err != nil && ctx.Err() == nil {
+			var fork *kt.ForkError
+			switch {
+			case errors.As(err, &fork): // logged when found
+			case errors.Is(err, ErrNotCosigned):
+				w.logger.Warn("the log serves a checkpoint older than the last one cosigned (a rollback)", zap.Error(err))
+			default:
+				w.logger.Warn("poll", zap.Error(err))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
