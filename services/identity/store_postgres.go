@@ -277,27 +277,21 @@ func (s *PostgresStore) AddSigningKey(key *identitystoragev1.SigningKeyRecord, v
 		if err != nil {
 			return err
 		}
-		now := key.GetCreatedAt()
-		for _, old := range keys {
-			switch {
-			case old.GetRetiredAt() == nil:
-				if onlyIfNone {
-					return nil
-				}
-				old.RetiredAt = now
-				old.VerifyUntil = timestamppb.New(verifyUntil)
+		add, err := rotateSigningKeys(keys, key.GetCreatedAt(), verifyUntil, onlyIfNone,
+			func(old *identitystoragev1.SigningKeyRecord) error {
 				rec, err := encode(old)
 				if err != nil {
 					return err
 				}
-				if _, err := tx.Exec(ctx, "UPDATE signing_keys SET record = $2 WHERE key_id = $1", old.GetKeyId(), rec); err != nil {
-					return err
-				}
-			case old.GetVerifyUntil().AsTime().Before(now.AsTime()):
-				if _, err := tx.Exec(ctx, "DELETE FROM signing_keys WHERE key_id = $1", old.GetKeyId()); err != nil {
-					return err
-				}
-			}
+				_, err = tx.Exec(ctx, "UPDATE signing_keys SET record = $2 WHERE key_id = $1", old.GetKeyId(), rec)
+				return err
+			},
+			func(keyID string) error {
+				_, err := tx.Exec(ctx, "DELETE FROM signing_keys WHERE key_id = $1", keyID)
+				return err
+			})
+		if err != nil || !add {
+			return err
 		}
 		rec, err := encode(key)
 		if err != nil {
