@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"errors"
 	"slices"
 	"strconv"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/page"
+	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
@@ -142,7 +142,7 @@ func parseCommitContent(group string, from uint64, c *envelopev1.SignedEpochComm
 	}
 	content, err := e2ee.ParseEpochCommit(c)
 	if err != nil {
-		return nil, refused("commit", err)
+		return nil, refusal.E2EE("commit", err)
 	}
 	switch {
 	case content.GroupID != group:
@@ -151,18 +151,6 @@ func parseCommitContent(group string, from uint64, c *envelopev1.SignedEpochComm
 		return nil, errs.Invalidf("commit.content creates epoch %d; a commit from epoch %d creates epoch %d", content.Epoch, from, from+1)
 	}
 	return content, nil
-}
-
-// refused turns a pkg/e2ee failure into INVALID_ARGUMENT, keeping its message.
-func refused(what string, err error) error {
-	var e *e2ee.Error
-	if !errors.As(err, &e) {
-		return err
-	}
-	if errors.Is(err, e2ee.ErrTooLarge) {
-		return errs.TooLargef("%s refused: %s", what, e.Msg)
-	}
-	return errs.Invalidf("%s refused (%s): %s", what, e.Kind, e.Msg)
 }
 
 // activeCards asks the card service for the active cards of ids.
@@ -314,7 +302,7 @@ func (s *Server) checkCommit(ctx context.Context, app, identity string, req *gro
 	}
 	signerCard := &e2ee.Card{ID: signer.GetCardId(), SigningKey: ed25519.PublicKey(signer.GetSigningPublicKey()), Suite: signer.GetSuite(), Identity: identity}
 	if _, err := e2ee.VerifyEpochCommit(req.GetCommit(), req.GetGroupId(), content.Epoch, signerCard); err != nil {
-		return refused("commit", err)
+		return refusal.E2EE("commit", err)
 	}
 	mismatch := &groupv1.CommitMismatch{}
 	add := func(list *[]string, id string) {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/page"
+	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
@@ -59,7 +60,7 @@ func (s *Server) parseStatement(ctx context.Context, p *auth.Principal, group st
 	}
 	st, err := e2ee.ParseMembershipStatement(signed)
 	if err != nil {
-		return nil, refused("statement", err)
+		return nil, refusal.E2EE("statement", err)
 	}
 	now := s.now()
 	switch {
@@ -80,7 +81,7 @@ func (s *Server) parseStatement(ctx context.Context, p *auth.Principal, group st
 	}
 	signer := &e2ee.Card{ID: card.GetCardId(), SigningKey: ed25519.PublicKey(card.GetSigningPublicKey()), Suite: card.GetSuite(), Identity: p.Identity}
 	if _, err := e2ee.VerifyMembershipStatement(signed, group, signer); err != nil {
-		return nil, refused("statement", err)
+		return nil, refusal.E2EE("statement", err)
 	}
 	return st, nil
 }

@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
+	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
@@ -195,7 +196,7 @@ func (s *BoltStore) Sent(app, sender, cmid string) (*messagingstoragev1.Messagin
 		return nil, err
 	}
 	if rec.GetMessage() == nil {
-		return nil, errs.NotFoundf("no message with client_message_id %q", truncate(cmid))
+		return nil, errs.NotFoundf("no message with client_message_id %q", refusal.Truncate(cmid))
 	}
 	return rec, nil
 }

@@ -204,15 +204,6 @@ func expiryKey(at int64, pos uint64) []byte {
 // notFound reports whether err is a missing record.
 func notFound(err error) bool { return errors.Is(err, errs.ErrNotFound) }
 
-// truncate keeps error messages short when a caller sent something huge (an id
-// quoted back).
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
-}
-
 const (
 	kindDirect = messagingstoragev1.ConversationRecordKind_CONVERSATION_RECORD_KIND_DIRECT
 	kindGroup  = messagingstoragev1.ConversationRecordKind_CONVERSATION_RECORD_KIND_GROUP
