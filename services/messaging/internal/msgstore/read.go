@@ -208,13 +208,7 @@ func (s *BoltStore) Conversation(app, conv string) (*messagingstoragev1.Conversa
 		return v.state.record(), nil
 	}
 	rec := &messagingstoragev1.ConversationRecord{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return boltdb.GetProto(tx.Bucket(bucketConversations), []byte(key), rec)
-	})
-	if notFound(err) {
-		return nil, errs.NotFoundf("conversation %s not found", conv)
-	}
-	if err != nil {
+	if err := s.get(bucketConversations, key, rec, "conversation %s not found", conv); err != nil {
 		return nil, err
 	}
 	return rec, nil
@@ -396,13 +390,7 @@ func durableHead(tx *bolt.Tx, key string) (uint64, error) {
 // Participation implements messaging.Store.
 func (s *BoltStore) Participation(app, identity, conv string) (*messagingstoragev1.ParticipationRecord, error) {
 	rec := &messagingstoragev1.ParticipationRecord{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return boltdb.GetProto(tx.Bucket(bucketParticipations), []byte(key3(app, identity, conv)), rec)
-	})
-	if notFound(err) {
-		return nil, errs.NotFoundf("%s takes no part in %s", identity, conv)
-	}
-	if err != nil {
+	if err := s.get(bucketParticipations, key3(app, identity, conv), rec, "%s takes no part in %s", identity, conv); err != nil {
 		return nil, err
 	}
 	return rec, nil

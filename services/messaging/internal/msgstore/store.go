@@ -204,6 +204,18 @@ func expiryKey(at int64, pos uint64) []byte {
 // notFound reports whether err is a missing record.
 func notFound(err error) bool { return errors.Is(err, errs.ErrNotFound) }
 
+// get reads the record at key of bucket into rec, in a read transaction of its own; a
+// missing one is errs.ErrNotFound with the message format and args make.
+func (s *BoltStore) get(bucket []byte, key string, rec proto.Message, format string, args ...any) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return boltdb.GetProto(tx.Bucket(bucket), []byte(key), rec)
+	})
+	if notFound(err) {
+		return errs.NotFoundf(format, args...)
+	}
+	return err
+}
+
 const (
 	kindDirect = messagingstoragev1.ConversationRecordKind_CONVERSATION_RECORD_KIND_DIRECT
 	kindGroup  = messagingstoragev1.ConversationRecordKind_CONVERSATION_RECORD_KIND_GROUP
