@@ -60,10 +60,8 @@ func (s *Server) StageEpochKeys(ctx context.Context, req *groupv1.StageEpochKeys
 	if err != nil {
 		return nil, err
 	}
-	if req.GetUploadId() != "" {
-		if err := validUploadID(req.GetUploadId()); err != nil {
-			return nil, err
-		}
+	if err := validUploadID(req.GetUploadId()); err != nil {
+		return nil, err
 	}
 	if err := validMemberKeys("keys", req.GetKeys(), 1, MaxKeysPerRequest); err != nil {
 		return nil, err
@@ -192,10 +190,10 @@ func (s *Server) CommitEpoch(ctx context.Context, req *groupv1.CommitEpochReques
 	if err != nil {
 		return nil, err
 	}
+	if err := validUploadID(req.GetUploadId()); err != nil {
+		return nil, err
+	}
 	if req.GetUploadId() != "" {
-		if err := validUploadID(req.GetUploadId()); err != nil {
-			return nil, err
-		}
 		// The upload is consumed whatever the outcome; a commit that succeeded deleted it.
 		defer func() {
 			if err == nil {

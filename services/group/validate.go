@@ -193,9 +193,10 @@ func validMemberKeys(field string, keys []*groupv1.MemberKey, min, max int) erro
 	return nil
 }
 
-// validUploadID checks an upload id (26 lower-case base32 characters).
+// validUploadID checks an upload id (26 lower-case base32 characters), if one is given:
+// empty is none.
 func validUploadID(id string) error {
-	if len(id) != uploadIDLen || !ident.IsBase32(id) {
+	if id != "" && (len(id) != uploadIDLen || !ident.IsBase32(id)) {
 		return errs.Invalidf("upload_id %q is malformed: pass the upload_id StageEpochKeys returned", id)
 	}
 	return nil
