@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/page"
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -116,12 +117,9 @@ func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvita
 	now := s.now()
 	var resp *groupv1.AcceptInvitationResponse
 	err = s.update(func(tx Tx) error {
-		inv, err := tx.Invitation(p.AppID, req.GetGroupId(), p.Identity)
+		inv, err := pendingInvitation(tx, p, req.GetGroupId())
 		if err != nil {
 			return err
-		}
-		if inv == nil {
-			return errs.NotFoundf("%s has no pending invitation to group %s", p.Identity, req.GetGroupId())
 		}
 		if !now.Before(inv.GetExpiresAt().AsTime()) {
 			return errs.Preconditionf("the invitation to group %s expired at %s: ask for a new one", req.GetGroupId(), inv.GetExpiresAt().AsTime().Format(time.RFC3339))
@@ -152,6 +150,19 @@ func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvita
 	return resp, err
 }
 
+// pendingInvitation returns the caller's pending invitation to group, which must be
+// there.
+func pendingInvitation(tx Tx, p *auth.Principal, group string) (*storagev1.GroupInvitationRecord, error) {
+	inv, err := tx.Invitation(p.AppID, group, p.Identity)
+	if err != nil {
+		return nil, err
+	}
+	if inv == nil {
+		return nil, errs.NotFoundf("%s has no pending invitation to group %s", p.Identity, group)
+	}
+	return inv, nil
+}
+
 // DeclineInvitation implements GroupService.
 func (s *Server) DeclineInvitation(ctx context.Context, req *groupv1.DeclineInvitationRequest) (*groupv1.DeclineInvitationResponse, error) {
 	p, err := s.groupCaller(ctx, req.GetGroupId())
@@ -159,12 +170,8 @@ func (s *Server) DeclineInvitation(ctx context.Context, req *groupv1.DeclineInvi
 		return nil, err
 	}
 	err = s.update(func(tx Tx) error {
-		inv, err := tx.Invitation(p.AppID, req.GetGroupId(), p.Identity)
-		if err != nil {
+		if _, err := pendingInvitation(tx, p, req.GetGroupId()); err != nil {
 			return err
-		}
-		if inv == nil {
-			return errs.NotFoundf("%s has no pending invitation to group %s", p.Identity, req.GetGroupId())
 		}
 		g, err := tx.Group(p.AppID, req.GetGroupId())
 		if err != nil {

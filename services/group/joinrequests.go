@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/page"
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -76,17 +77,9 @@ func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoi
 	now := s.now()
 	var resp *groupv1.ApproveJoinRequestResponse
 	err = s.update(func(tx Tx) error {
-		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "approve join requests")
+		g, err := loadJoinRequest(tx, p, req.GetGroupId(), req.GetIdentity(), "approve join requests")
 		if err != nil {
 			return err
-		}
-		if err := validTarget(p, "identity", req.GetIdentity(), ""); err != nil {
-			return err
-		}
-		if jr, err := tx.JoinRequest(p.AppID, g.GetGroupId(), req.GetIdentity()); err != nil {
-			return err
-		} else if jr == nil {
-			return errs.NotFoundf("%s has no pending join request in group %s", req.GetIdentity(), g.GetGroupId())
 		}
 		if int(g.GetMemberCount()) >= s.cfg.MaxMembers {
 			return errs.Preconditionf("group %s has %d members, its limit", g.GetGroupId(), g.GetMemberCount())
@@ -111,17 +104,9 @@ func (s *Server) DeclineJoinRequest(ctx context.Context, req *groupv1.DeclineJoi
 		return nil, err
 	}
 	err = s.update(func(tx Tx) error {
-		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "decline join requests")
+		g, err := loadJoinRequest(tx, p, req.GetGroupId(), req.GetIdentity(), "decline join requests")
 		if err != nil {
 			return err
-		}
-		if err := validTarget(p, "identity", req.GetIdentity(), ""); err != nil {
-			return err
-		}
-		if jr, err := tx.JoinRequest(p.AppID, g.GetGroupId(), req.GetIdentity()); err != nil {
-			return err
-		} else if jr == nil {
-			return errs.NotFoundf("%s has no pending join request in group %s", req.GetIdentity(), g.GetGroupId())
 		}
 		if err := tx.DeleteJoinRequest(p.AppID, g.GetGroupId(), req.GetIdentity()); err != nil {
 			return err
@@ -136,6 +121,24 @@ func (s *Server) DeclineJoinRequest(ctx context.Context, req *groupv1.DeclineJoi
 		return nil, err
 	}
 	return &groupv1.DeclineJoinRequestResponse{}, nil
+}
+
+// loadJoinRequest loads group for a manager who may decide (what says how) on the
+// pending join request of identity, which must be there.
+func loadJoinRequest(tx Tx, p *auth.Principal, group, identity, what string) (*storagev1.GroupRecord, error) {
+	g, _, err := loadAsManager(tx, p.AppID, group, p.Identity, what)
+	if err != nil {
+		return nil, err
+	}
+	if err := validTarget(p, "identity", identity, ""); err != nil {
+		return nil, err
+	}
+	if jr, err := tx.JoinRequest(p.AppID, g.GetGroupId(), identity); err != nil {
+		return nil, err
+	} else if jr == nil {
+		return nil, errs.NotFoundf("%s has no pending join request in group %s", identity, g.GetGroupId())
+	}
+	return g, nil
 }
 
 // ListJoinRequests implements GroupService.
