@@ -20,14 +20,8 @@ import (
 
 // InviteMember implements GroupService.
 func (s *Server) InviteMember(ctx context.Context, req *groupv1.InviteMemberRequest) (*groupv1.InviteMemberResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
-	now := s.now()
 	var resp *groupv1.InviteMemberResponse
-	err = s.update(func(tx Tx) error {
+	err := s.updateMembership(ctx, req.GetGroupId(), req.GetStatement(), func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "invite")
 		if err != nil {
 			return err
@@ -109,14 +103,8 @@ func invitationView(inv *storagev1.GroupInvitationRecord) *groupv1.Invitation {
 
 // AcceptInvitation implements GroupService.
 func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvitationRequest) (*groupv1.AcceptInvitationResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
-	now := s.now()
 	var resp *groupv1.AcceptInvitationResponse
-	err = s.update(func(tx Tx) error {
+	err := s.updateMembership(ctx, req.GetGroupId(), req.GetStatement(), func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error {
 		inv, err := pendingInvitation(tx, p, req.GetGroupId())
 		if err != nil {
 			return err

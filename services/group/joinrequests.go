@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -69,14 +70,8 @@ func (s *Server) RequestJoin(ctx context.Context, req *groupv1.RequestJoinReques
 
 // ApproveJoinRequest implements GroupService.
 func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoinRequestRequest) (*groupv1.ApproveJoinRequestResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
-	now := s.now()
 	var resp *groupv1.ApproveJoinRequestResponse
-	err = s.update(func(tx Tx) error {
+	err := s.updateMembership(ctx, req.GetGroupId(), req.GetStatement(), func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error {
 		g, err := loadJoinRequest(tx, p, req.GetGroupId(), req.GetIdentity(), "approve join requests")
 		if err != nil {
 			return err

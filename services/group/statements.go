@@ -43,6 +43,20 @@ type statement struct {
 	err error
 }
 
+// updateMembership runs change in a write transaction, for an RPC that changes group's
+// membership with a signed statement: with the caller, who must be a user of the
+// group's app, the statement read before the transaction (a bad one is change's to
+// refuse, with stm.err, in its place among the checks), and the time of the change.
+func (s *Server) updateMembership(ctx context.Context, group string, signed *envelopev1.SignedMembershipStatement, change func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error) error {
+	p, err := s.groupCaller(ctx, group)
+	if err != nil {
+		return err
+	}
+	stm := s.readStatement(ctx, p, group, signed)
+	now := s.now()
+	return s.update(func(tx Tx) error { return change(tx, p, stm, now) })
+}
+
 // readStatement checks signed, the statement of a membership call on group by p.
 func (s *Server) readStatement(ctx context.Context, p *auth.Principal, group string, signed *envelopev1.SignedMembershipStatement) *statement {
 	st, err := s.parseStatement(ctx, p, group, signed)
