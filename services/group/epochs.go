@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/internal/page"
 	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
@@ -405,11 +404,7 @@ func (s *Server) GetEpochKeys(ctx context.Context, req *groupv1.GetEpochKeysRequ
 	if err != nil {
 		return nil, err
 	}
-	size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
-	if err != nil {
-		return nil, err
-	}
-	after, err := uintPageToken(req.GetPageToken(), req.GetAfterEpoch())
+	size, after, err := readUintPage(req, DefaultPage, MaxPage, req.GetAfterEpoch())
 	if err != nil {
 		return nil, err
 	}

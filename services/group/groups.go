@@ -141,11 +141,7 @@ func (s *Server) ListMyGroups(ctx context.Context, req *groupv1.ListMyGroupsRequ
 	if err != nil {
 		return nil, err
 	}
-	size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := parsePageToken(req.GetPageToken(), 1)
+	size, tok, err := readPage(req, DefaultPage, MaxPage, 1)
 	if err != nil {
 		return nil, err
 	}

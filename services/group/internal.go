@@ -59,11 +59,7 @@ func (s *Server) ListMemberIdentities(_ context.Context, req *groupv1.ListMember
 	if err := validGroupID(req.GetGroupId()); err != nil {
 		return nil, err
 	}
-	size, err := page.Size(req.GetPageSize(), DefaultMemberPage, MaxMemberPage)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := parsePageToken(req.GetPageToken(), 2)
+	size, tok, err := readPage(req, DefaultMemberPage, MaxMemberPage, 2)
 	if err != nil {
 		return nil, err
 	}

@@ -186,11 +186,7 @@ func (s *Server) ListMyInvitations(ctx context.Context, req *groupv1.ListMyInvit
 	if err != nil {
 		return nil, err
 	}
-	size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := parsePageToken(req.GetPageToken(), 2)
+	size, tok, err := readPage(req, DefaultPage, MaxPage, 2)
 	if err != nil {
 		return nil, err
 	}

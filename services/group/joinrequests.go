@@ -9,7 +9,6 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/internal/page"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
@@ -148,11 +147,7 @@ func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequ
 		if err != nil {
 			return err
 		}
-		size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
-		if err != nil {
-			return err
-		}
-		after, err := uintPageToken(req.GetPageToken(), 0)
+		size, after, err := readUintPage(req, DefaultPage, MaxPage, 0)
 		if err != nil {
 			return err
 		}

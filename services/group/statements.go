@@ -11,7 +11,6 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/internal/page"
 	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
@@ -198,11 +197,7 @@ func (s *Server) GetMembershipChain(ctx context.Context, req *groupv1.GetMembers
 	if err != nil {
 		return nil, err
 	}
-	size, err := page.Size(req.GetPageSize(), DefaultChainPage, MaxChainPage)
-	if err != nil {
-		return nil, err
-	}
-	after, err := uintPageToken(req.GetPageToken(), req.GetAfterSequence())
+	size, after, err := readUintPage(req, DefaultChainPage, MaxChainPage, req.GetAfterSequence())
 	if err != nil {
 		return nil, err
 	}
