@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/refusal"
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
@@ -541,12 +542,8 @@ func (s *Server) ShareEpochKeys(ctx context.Context, req *groupv1.ShareEpochKeys
 
 // GetEpochState implements GroupService.
 func (s *Server) GetEpochState(ctx context.Context, req *groupv1.GetEpochStateRequest) (*groupv1.GetEpochStateResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
 	var resp *groupv1.GetEpochStateResponse
-	err = s.store.View(func(tx Tx) error {
+	err := s.viewAsCaller(ctx, req.GetGroupId(), func(tx Tx, p *auth.Principal) error {
 		g, _, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
 		if err != nil {
 			return err

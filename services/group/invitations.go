@@ -153,11 +153,7 @@ func pendingInvitation(tx Tx, p *auth.Principal, group string) (*storagev1.Group
 
 // DeclineInvitation implements GroupService.
 func (s *Server) DeclineInvitation(ctx context.Context, req *groupv1.DeclineInvitationRequest) (*groupv1.DeclineInvitationResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	err = s.update(func(tx Tx) error {
+	err := s.updateAsCaller(ctx, req.GetGroupId(), func(tx Tx, p *auth.Principal) error {
 		if _, err := pendingInvitation(tx, p, req.GetGroupId()); err != nil {
 			return err
 		}

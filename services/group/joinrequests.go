@@ -18,13 +18,9 @@ import (
 
 // RequestJoin implements GroupService.
 func (s *Server) RequestJoin(ctx context.Context, req *groupv1.RequestJoinRequest) (*groupv1.RequestJoinResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
 	now := s.now()
 	var resp *groupv1.RequestJoinResponse
-	err = s.update(func(tx Tx) error {
+	err := s.updateAsCaller(ctx, req.GetGroupId(), func(tx Tx, p *auth.Principal) error {
 		g, err := tx.Group(p.AppID, req.GetGroupId())
 		if err != nil {
 			return err
@@ -93,11 +89,7 @@ func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoi
 
 // DeclineJoinRequest implements GroupService.
 func (s *Server) DeclineJoinRequest(ctx context.Context, req *groupv1.DeclineJoinRequestRequest) (*groupv1.DeclineJoinRequestResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	err = s.update(func(tx Tx) error {
+	err := s.updateAsCaller(ctx, req.GetGroupId(), func(tx Tx, p *auth.Principal) error {
 		g, err := loadJoinRequest(tx, p, req.GetGroupId(), req.GetIdentity(), "decline join requests")
 		if err != nil {
 			return err
@@ -137,12 +129,8 @@ func loadJoinRequest(tx Tx, p *auth.Principal, group, identity, what string) (*s
 
 // ListJoinRequests implements GroupService.
 func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequestsRequest) (*groupv1.ListJoinRequestsResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
 	resp := &groupv1.ListJoinRequestsResponse{}
-	err = s.store.View(func(tx Tx) error {
+	err := s.viewAsCaller(ctx, req.GetGroupId(), func(tx Tx, p *auth.Principal) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "list join requests")
 		if err != nil {
 			return err

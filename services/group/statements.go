@@ -42,6 +42,25 @@ type statement struct {
 	err error
 }
 
+// updateAsCaller runs change in a write transaction, with the caller, who must be a user
+// of the app of group.
+func (s *Server) updateAsCaller(ctx context.Context, group string, change func(tx Tx, p *auth.Principal) error) error {
+	p, err := s.groupCaller(ctx, group)
+	if err != nil {
+		return err
+	}
+	return s.update(func(tx Tx) error { return change(tx, p) })
+}
+
+// viewAsCaller is updateAsCaller for read, in a read transaction.
+func (s *Server) viewAsCaller(ctx context.Context, group string, read func(tx Tx, p *auth.Principal) error) error {
+	p, err := s.groupCaller(ctx, group)
+	if err != nil {
+		return err
+	}
+	return s.store.View(func(tx Tx) error { return read(tx, p) })
+}
+
 // updateMembership runs change in a write transaction, for an RPC that changes group's
 // membership with a signed statement: with the caller, who must be a user of the
 // group's app, the statement read before the transaction (a bad one is change's to
