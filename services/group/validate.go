@@ -70,6 +70,14 @@ func pageToken(parts ...string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte("v1|" + strings.Join(parts, "|")))
 }
 
+// validAppGroup checks the app id and the group id an internal call names.
+func validAppGroup(app, group string) error {
+	if err := ident.ValidApp("app_id", app); err != nil {
+		return err
+	}
+	return validGroupID(group)
+}
+
 // pageRequest is what a list call asks for: a page of some size, after its token.
 type pageRequest interface {
 	GetPageSize() uint32
