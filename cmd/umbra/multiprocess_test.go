@@ -34,10 +34,7 @@ import (
 // services really work as separate processes, and that internal methods accept only
 // services' certificates.
 func TestEveryRoleAsItsOwnProcess(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs six processes")
-	}
-	bin := e2eBinary(t)
+	bin := e2eBinary(t, "runs six processes")
 	dir := t.TempDir()
 	ca := tlstest.NewCA(t, dir, "umbra")
 	const admin = "multiprocess-admin-credential-0123456789"

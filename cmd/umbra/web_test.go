@@ -58,10 +58,7 @@ func builtAsset(t *testing.T, index []byte) string {
 // chat (clients/web/dist, embedded) at / with its development sign-in, whose token acts
 // for the identity the app key gives the same name; `umbra serve all` serves neither.
 func TestWebChatServedByDevOnly(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
-	}
-	bin := e2eBinary(t)
+	bin := e2eBinary(t, "runs it as a subprocess")
 	index, err := os.ReadFile("../../clients/web/dist/index.html")
 	if err != nil {
 		t.Fatal(err)
