@@ -27,9 +27,7 @@ import (
 // restore their keys on a new device. Beside each step it prints what the server
 // stored and what the clients read.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", stderr)
-	var f clientFlags
-	f.register(fs)
+	fs, f := newClientFlagSet("demo", stderr)
 	keep := fs.Bool("keep", false, "keep the demo's keystores (printed at the end) instead of deleting them")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -46,7 +44,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		defer os.RemoveAll(home)
 	}
-	d := &demo{f: &f, home: home, out: stdout, run: demoRunID()}
+	d := &demo{f: f, home: home, out: stdout, run: demoRunID()}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	return d.story(ctx)
