@@ -205,15 +205,12 @@ func (d *demo) groupStory(ctx context.Context, users map[string]*demoUser) (stri
 	alice, bob, carol := users["alice"], users["bob"], users["carol"]
 	d.users = users
 	d.title("alice forms a group with bob and carol; her first message commits epoch 1")
-	var groupID string
-	err := d.f.appCall(ctx, func(ctx context.Context, c identityv1.IdentityServiceClient) error {
-		resp, err := c.ResolveIdentities(ctx, &identityv1.ResolveIdentitiesRequest{Guids: []string{"demo-" + d.run + "-team"}})
-		groupID = resp.GetGroups()["demo-"+d.run+"-team"]
-		return err
-	})
+	team := "demo-" + d.run + "-team"
+	resp, err := d.f.appResolve(ctx, &identityv1.ResolveIdentitiesRequest{Guids: []string{team}})
 	if err != nil {
 		return "", fmt.Errorf("resolve the group: %w", err)
 	}
+	groupID := resp.GetGroups()[team]
 	g, _, err := alice.c.CreateGroup(ctx, groupID, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity}})
 	if err != nil {
 		return "", fmt.Errorf("alice creates the group: %w", err)

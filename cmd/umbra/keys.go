@@ -33,18 +33,11 @@ func runLogin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	var identity string
-	err = f.appCall(ctx, func(ctx context.Context, c identityv1.IdentityServiceClient) error {
-		resp, err := c.ResolveIdentities(ctx, &identityv1.ResolveIdentitiesRequest{Uids: []string{name}})
-		if err != nil {
-			return err
-		}
-		identity = resp.GetUsers()[name]
-		return nil
-	})
+	resp, err := f.appResolve(ctx, &identityv1.ResolveIdentitiesRequest{Uids: []string{name}})
 	if err != nil {
 		return err
 	}
+	identity := resp.GetUsers()[name]
 	tok, exp, err := f.issue(ctx, identity)
 	if err != nil {
 		return err
