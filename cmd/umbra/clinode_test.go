@@ -33,7 +33,7 @@ type cliNode struct {
 // the node and its app.
 func startCLINode(t *testing.T) *cliNode {
 	t.Helper()
-	bin := e2eBinary(t, "runs it as a subprocess")
+	bin := e2eBinary(t)
 	n := nodetest.Start(t)
 	return &cliNode{t: t, bin: bin, n: n, app: n.NewApp(t), work: t.TempDir(), env: e2eEnv(os.Environ())}
 }

@@ -26,7 +26,7 @@ import (
 // stored exactly once, in order, and that a subscriber resumes from its cursor without
 // a gap or a duplicate.
 func TestMessagesSurviveSIGKILL(t *testing.T) {
-	bin := e2eBinary(t, "kills it")
+	bin := e2eBinary(t)
 	dataDir := filepath.Join(t.TempDir(), "umbra-data")
 	grpcPort, httpPort := e2eFreePorts(t)
 	p := e2eStartDev(t, bin, dataDir, grpcPort, httpPort)

@@ -28,7 +28,7 @@ const e2eVersion = "v0.0.0-e2e"
 // TestBinary builds the real umbra binary once and drives it as a user would: its
 // command line, then `umbra dev` over REST, across a restart.
 func TestBinary(t *testing.T) {
-	bin := e2eBinary(t, "runs it as a subprocess")
+	bin := e2eBinary(t)
 
 	t.Run("command line", func(t *testing.T) {
 		cases := []struct {

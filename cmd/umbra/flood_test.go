@@ -78,7 +78,7 @@ func rssKiB(t *testing.T, pid int) (now, peak int) {
 // 200 MiB. (Before the server refused such calls from their headers, each one's body
 // was read and decoded first: 200 calls took it past 2 GiB.)
 func TestUnauthenticatedFloodHoldsMemory(t *testing.T) {
-	bin := e2eBinary(t, "runs it as a subprocess")
+	bin := e2eBinary(t)
 	const (
 		concurrent = 200
 		rounds     = 3

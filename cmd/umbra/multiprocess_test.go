@@ -33,7 +33,7 @@ import (
 // services really work as separate processes, and that internal methods accept only
 // services' certificates.
 func TestEveryRoleAsItsOwnProcess(t *testing.T) {
-	bin := e2eBinary(t, "runs six processes")
+	bin := e2eBinary(t)
 	dir := t.TempDir()
 	ca := tlstest.NewCA(t, dir, "umbra")
 	const admin = "multiprocess-admin-credential-0123456789"

@@ -25,7 +25,7 @@ import (
 // string that reaches nothing, a schema from a newer Umbra, and a role without a
 // PostgreSQL engine each exit 1 with one line that says what is wrong.
 func TestServePostgres(t *testing.T) {
-	bin := e2eBinary(t, "runs it against PostgreSQL")
+	bin := e2eBinary(t)
 	cluster := pgtest.NewCluster(t, pgtest.Options{})
 	db, err := cluster.CreateDatabase()
 	if err != nil {

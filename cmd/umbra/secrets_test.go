@@ -38,7 +38,7 @@ import (
 // with their passphrases) and group epoch key (unwrapped by a member) of the run: raw,
 // in hex, and in base64 at every alignment.
 func TestServerStoresNoSecret(t *testing.T) {
-	bin := e2eBinary(t, "runs it as a subprocess")
+	bin := e2eBinary(t)
 	grpcPort, httpPort := e2eFreePorts(t)
 	dataDir := filepath.Join(t.TempDir(), "umbra-data")
 	p := e2eStartDev(t, bin, dataDir, grpcPort, httpPort, "--log-level", "debug")

@@ -117,7 +117,7 @@ func xorFile(t *testing.T, path string, off int64, n int) {
 // restore` refuses a damaged backup, leaving the old file as it was, and accepts a sound
 // one; an emptied store starts only with --allow-empty-store.
 func TestDamagedMissingAndEmptyStores(t *testing.T) {
-	bin := e2eBinary(t, "runs it as a subprocess")
+	bin := e2eBinary(t)
 	grpcPort, httpPort := e2eFreePorts(t)
 	devArgs := func(dir string) []string {
 		return []string{"dev", "--data", dir, "--grpc-addr", fmt.Sprintf("127.0.0.1:%d", grpcPort), "--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort)}

@@ -59,7 +59,7 @@ func builtAsset(t *testing.T, index []byte) string {
 // chat (clients/web/dist, embedded) at / with its development sign-in, whose token acts
 // for the identity the app key gives the same name; `umbra serve all` serves neither.
 func TestWebChatServedByDevOnly(t *testing.T) {
-	bin := e2eBinary(t, "runs it as a subprocess")
+	bin := e2eBinary(t)
 	index, err := os.ReadFile("../../clients/web/dist/index.html")
 	if err != nil {
 		t.Fatal(err)
