@@ -23,9 +23,6 @@ import (
 // restores the copies into a new data folder, and starts Umbra on it: the app, its
 // identities and every message acknowledged before the backup are there.
 func TestOnlineBackupAndRestore(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
-	}
 	bin := e2eBinary(t)
 	run := func(args ...string) (string, error) {
 		var out bytes.Buffer

@@ -18,9 +18,7 @@ import (
 
 // runSend encrypts a message for one person and sends it in your direct conversation.
 func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("send", stderr)
-	var f clientFlags
-	f.register(fs)
+	fs, f := newClientFlagSet("send", stderr)
 	to := fs.String("to", "", "the recipient: a name or an identity")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -53,9 +51,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // runListen prints, decrypted, every message for the current profile as it arrives,
 // resuming where the last listen stopped.
 func runListen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("listen", stderr)
-	var f clientFlags
-	f.register(fs)
+	fs, f := newClientFlagSet("listen", stderr)
 	fromStart := fs.Bool("from-start", false, "replay every stored message instead of resuming")
 	untilIdle := fs.Bool("until-caught-up", false, "stop once every stored message is printed")
 	if err := parse(fs, args); err != nil {
@@ -81,11 +77,11 @@ func runListen(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return listenFrom(ctx, c, after, cursorFile, *untilIdle, func(item *messagingv1.SubscribeResponse) {
 		switch it := item.GetItem().(type) {
 		case *messagingv1.SubscribeResponse_Message:
-			printMessage(ctx, stdout, c, &f, names, it.Message)
+			printMessage(ctx, stdout, c, f, names, it.Message)
 		case *messagingv1.SubscribeResponse_Event:
 			when := it.Event.GetCreatedAt().AsTime().Local().Format(time.TimeOnly)
 			if ev, ok := sdk.GroupEvent(item); ok {
-				fmt.Fprintf(stdout, "[%s] group %s: %s\n", when, ev.GetGroupId(), describeGroupEvent(&f, ev))
+				fmt.Fprintf(stdout, "[%s] group %s: %s\n", when, ev.GetGroupId(), describeGroupEvent(f, ev))
 			} else if ev, ok := sdk.BackupEvent(item); ok {
 				fmt.Fprintf(stdout, "[%s] %s\n", when, describeBackupEvent(ev))
 			} else {

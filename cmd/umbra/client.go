@@ -129,6 +129,17 @@ func (f *clientFlags) appCall(ctx context.Context, fn func(context.Context, iden
 	return fn(ctx, identityv1.NewIdentityServiceClient(conn))
 }
 
+// appResolve resolves, with the API key, the app's own user and group ids req names.
+func (f *clientFlags) appResolve(ctx context.Context, req *identityv1.ResolveIdentitiesRequest) (*identityv1.ResolveIdentitiesResponse, error) {
+	var resp *identityv1.ResolveIdentitiesResponse
+	err := f.appCall(ctx, func(ctx context.Context, c identityv1.IdentityServiceClient) error {
+		var err error
+		resp, err = c.ResolveIdentities(ctx, req)
+		return err
+	})
+	return resp, err
+}
+
 // issue gets a token for identity with the API key.
 func (f *clientFlags) issue(ctx context.Context, identity string) (string, time.Time, error) {
 	var tok string
@@ -182,19 +193,13 @@ func (f *clientFlags) resolve(ctx context.Context, names []string) ([]string, er
 	if len(unknown) == 0 {
 		return out, nil
 	}
-	err := f.appCall(ctx, func(ctx context.Context, c identityv1.IdentityServiceClient) error {
-		resp, err := c.ResolveIdentities(ctx, &identityv1.ResolveIdentitiesRequest{Uids: unknown})
-		if err != nil {
-			return err
-		}
-		for _, n := range unknown {
-			out = append(out, resp.GetUsers()[n])
-			f.typed[resp.GetUsers()[n]] = n
-		}
-		return nil
-	})
+	resp, err := f.appResolve(ctx, &identityv1.ResolveIdentitiesRequest{Uids: unknown})
 	if err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", strings.Join(unknown, ", "), err)
+	}
+	for _, n := range unknown {
+		out = append(out, resp.GetUsers()[n])
+		f.typed[resp.GetUsers()[n]] = n
 	}
 	return out, nil
 }

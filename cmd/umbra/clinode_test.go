@@ -33,9 +33,6 @@ type cliNode struct {
 // the node and its app.
 func startCLINode(t *testing.T) *cliNode {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
-	}
 	bin := e2eBinary(t)
 	n := nodetest.Start(t)
 	return &cliNode{t: t, bin: bin, n: n, app: n.NewApp(t), work: t.TempDir(), env: e2eEnv(os.Environ())}

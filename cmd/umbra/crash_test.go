@@ -26,9 +26,6 @@ import (
 // stored exactly once, in order, and that a subscriber resumes from its cursor without
 // a gap or a duplicate.
 func TestMessagesSurviveSIGKILL(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and kills it")
-	}
 	bin := e2eBinary(t)
 	dataDir := filepath.Join(t.TempDir(), "umbra-data")
 	grpcPort, httpPort := e2eFreePorts(t)

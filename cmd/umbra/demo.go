@@ -27,9 +27,7 @@ import (
 // restore their keys on a new device. Beside each step it prints what the server
 // stored and what the clients read.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", stderr)
-	var f clientFlags
-	f.register(fs)
+	fs, f := newClientFlagSet("demo", stderr)
 	keep := fs.Bool("keep", false, "keep the demo's keystores (printed at the end) instead of deleting them")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -46,7 +44,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		defer os.RemoveAll(home)
 	}
-	d := &demo{f: &f, home: home, out: stdout, run: demoRunID()}
+	d := &demo{f: f, home: home, out: stdout, run: demoRunID()}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	return d.story(ctx)
@@ -207,15 +205,12 @@ func (d *demo) groupStory(ctx context.Context, users map[string]*demoUser) (stri
 	alice, bob, carol := users["alice"], users["bob"], users["carol"]
 	d.users = users
 	d.title("alice forms a group with bob and carol; her first message commits epoch 1")
-	var groupID string
-	err := d.f.appCall(ctx, func(ctx context.Context, c identityv1.IdentityServiceClient) error {
-		resp, err := c.ResolveIdentities(ctx, &identityv1.ResolveIdentitiesRequest{Guids: []string{"demo-" + d.run + "-team"}})
-		groupID = resp.GetGroups()["demo-"+d.run+"-team"]
-		return err
-	})
+	team := "demo-" + d.run + "-team"
+	resp, err := d.f.appResolve(ctx, &identityv1.ResolveIdentitiesRequest{Guids: []string{team}})
 	if err != nil {
 		return "", fmt.Errorf("resolve the group: %w", err)
 	}
+	groupID := resp.GetGroups()[team]
 	g, _, err := alice.c.CreateGroup(ctx, groupID, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity}})
 	if err != nil {
 		return "", fmt.Errorf("alice creates the group: %w", err)

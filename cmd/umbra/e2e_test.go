@@ -28,9 +28,6 @@ const e2eVersion = "v0.0.0-e2e"
 // TestBinary builds the real umbra binary once and drives it as a user would: its
 // command line, then `umbra dev` over REST, across a restart.
 func TestBinary(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
-	}
 	bin := e2eBinary(t)
 
 	t.Run("command line", func(t *testing.T) {
@@ -225,6 +222,40 @@ func e2eEnv(env []string) []string {
 		}
 	}
 	return out
+}
+
+// e2eServe starts cmd, writing its output to a new file at logPath, and stops it when
+// the test ends: SIGTERM, then an error unless it exits 0 within 15 s. name names it in
+// the errors and in the log, shown when the test failed.
+func e2eServe(t *testing.T, name string, cmd *exec.Cmd, logPath string) {
+	t.Helper()
+	logOut, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logOut, logOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s exited with %v after SIGTERM", name, err)
+			}
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("%s did not stop within 15 s of SIGTERM", name)
+		}
+		logOut.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("%s log:\n%s", name, b)
+		}
+	})
 }
 
 // stop sends SIGTERM and fails unless the process exits 0 within 15 s.

@@ -19,6 +19,15 @@ func newFlagSet(name string, w io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// newClientFlagSet is newFlagSet with the flags of a command that acts as a user of
+// the CLI (clientFlags), registered first.
+func newClientFlagSet(name string, w io.Writer) (*flag.FlagSet, *clientFlags) {
+	fs := newFlagSet(name, w)
+	f := &clientFlags{}
+	f.register(fs)
+	return fs, f
+}
+
 // flagsBeforeSubcommand separates, in the arguments subcommand returns, the flags that
 // came before the subcommand from the rest. No command-line argument can contain a NUL
 // byte, so it never collides with one.

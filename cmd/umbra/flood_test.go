@@ -78,15 +78,12 @@ func rssKiB(t *testing.T, pid int) (now, peak int) {
 // 200 MiB. (Before the server refused such calls from their headers, each one's body
 // was read and decoded first: 200 calls took it past 2 GiB.)
 func TestUnauthenticatedFloodHoldsMemory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
-	}
+	bin := e2eBinary(t)
 	const (
 		concurrent = 200
 		rounds     = 3
 		boundMiB   = 200
 	)
-	bin := e2eBinary(t)
 	grpcPort := e2eFreePort(t)
 	p := e2eStartDev(t, bin, t.TempDir(), grpcPort, e2eFreePort(t))
 	pid := p.cmd.Process.Pid

@@ -201,29 +201,31 @@ func (gc *groupCall) add() error {
 	return nil
 }
 
-func (gc *groupCall) remove() error {
+// onUser does act to the user the command names, and then prints done, a format of
+// the user's name and the group's.
+func (gc *groupCall) onUser(act func(ctx context.Context, identity string) error, done string) error {
 	id, err := gc.user()
 	if err != nil {
 		return err
 	}
-	if err := gc.g.Remove(gc.ctx, id); err != nil {
+	if err := act(gc.ctx, id); err != nil {
 		return err
 	}
-	fmt.Fprintf(gc.stdout, "removed %s from %s; the next message starts a new epoch without them\n", gc.pos[1], gc.name)
+	fmt.Fprintf(gc.stdout, done+"\n", gc.pos[1], gc.name)
 	return nil
 }
 
+func (gc *groupCall) remove() error {
+	return gc.onUser(gc.g.Remove, "removed %s from %s; the next message starts a new epoch without them")
+}
+
 func (gc *groupCall) ban() error {
+	if gc.opts.lift {
+		return gc.onUser(gc.g.Unban, "lifted the ban of %s in %s")
+	}
 	id, err := gc.user()
 	if err != nil {
 		return err
-	}
-	if gc.opts.lift {
-		if err := gc.g.Unban(gc.ctx, id); err != nil {
-			return err
-		}
-		fmt.Fprintf(gc.stdout, "lifted the ban of %s in %s\n", gc.pos[1], gc.name)
-		return nil
 	}
 	removed, err := gc.g.Ban(gc.ctx, id)
 	if err != nil {
@@ -276,22 +278,10 @@ func (gc *groupCall) approve() error {
 		}
 		return nil
 	}
-	id, err := gc.user()
-	if err != nil {
-		return err
-	}
 	if gc.opts.decline {
-		if err := gc.g.DeclineJoin(gc.ctx, id); err != nil {
-			return err
-		}
-		fmt.Fprintf(gc.stdout, "declined %s's request to join %s\n", gc.pos[1], gc.name)
-		return nil
+		return gc.onUser(gc.g.DeclineJoin, "declined %s's request to join %s")
 	}
-	if err := gc.g.ApproveJoin(gc.ctx, id); err != nil {
-		return err
-	}
-	fmt.Fprintf(gc.stdout, "%s is a member of %s now\n", gc.pos[1], gc.name)
-	return nil
+	return gc.onUser(gc.g.ApproveJoin, "%s is a member of %s now")
 }
 
 func (gc *groupCall) invite() error {
@@ -355,15 +345,7 @@ func (gc *groupCall) role() error {
 }
 
 func (gc *groupCall) transfer() error {
-	id, err := gc.user()
-	if err != nil {
-		return err
-	}
-	if err := gc.g.TransferOwnership(gc.ctx, id); err != nil {
-		return err
-	}
-	fmt.Fprintf(gc.stdout, "%s owns %s now; you are an admin\n", gc.pos[1], gc.name)
-	return nil
+	return gc.onUser(gc.g.TransferOwnership, "%s owns %s now; you are an admin")
 }
 
 func (gc *groupCall) share() error {

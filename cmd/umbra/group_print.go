@@ -175,19 +175,11 @@ func (f *clientFlags) resolveGroup(ctx context.Context, name string) (string, er
 	if ident.ValidGroup("group", name) == nil {
 		return name, nil
 	}
-	var id string
-	err := f.appCall(ctx, func(ctx context.Context, c identityv1.IdentityServiceClient) error {
-		resp, err := c.ResolveIdentities(ctx, &identityv1.ResolveIdentitiesRequest{Guids: []string{name}})
-		if err != nil {
-			return err
-		}
-		id = resp.GetGroups()[name]
-		return nil
-	})
+	resp, err := f.appResolve(ctx, &identityv1.ResolveIdentitiesRequest{Guids: []string{name}})
 	if err != nil {
 		return "", fmt.Errorf("resolve group %s: %w", name, err)
 	}
-	return id, nil
+	return resp.GetGroups()[name], nil
 }
 
 func parseMode(s string) (groupv1.EncryptionMode, error) {

@@ -19,9 +19,7 @@ import (
 // runLogin gets a token for a user with the app's API key and makes that user the
 // current profile: what an app backend does for its signed-in user, for local use.
 func runLogin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("login", stderr)
-	var f clientFlags
-	f.register(fs)
+	fs, f := newClientFlagSet("login", stderr)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -35,18 +33,11 @@ func runLogin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	var identity string
-	err = f.appCall(ctx, func(ctx context.Context, c identityv1.IdentityServiceClient) error {
-		resp, err := c.ResolveIdentities(ctx, &identityv1.ResolveIdentitiesRequest{Uids: []string{name}})
-		if err != nil {
-			return err
-		}
-		identity = resp.GetUsers()[name]
-		return nil
-	})
+	resp, err := f.appResolve(ctx, &identityv1.ResolveIdentitiesRequest{Uids: []string{name}})
 	if err != nil {
 		return err
 	}
+	identity := resp.GetUsers()[name]
 	tok, exp, err := f.issue(ctx, identity)
 	if err != nil {
 		return err
@@ -104,9 +95,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	fs := newFlagSet("keys "+sub, stderr)
-	var f clientFlags
-	f.register(fs)
+	fs, f := newClientFlagSet("keys "+sub, stderr)
 	var grant string
 	if sub == "reset" {
 		fs.StringVar(&grant, "grant", "", "the reset grant the app backend issued for this user (IssueResetGrant); without it, the CLI asks for one with the API key (development)")
@@ -176,14 +165,12 @@ func runCard(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	fs := newFlagSet("card "+sub, stderr)
-	var f clientFlags
-	f.register(fs)
+	fs, f := newClientFlagSet("card "+sub, stderr)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if sub == "publish" || sub == "revoke" {
-		return ownCard(ctx, sub, &f, stdout)
+		return ownCard(ctx, sub, f, stdout)
 	}
 	if sub == "service-key" || sub == "log-key" {
 		c, _, err := f.client(ctx)
@@ -281,9 +268,7 @@ func readInput(args []string) ([]byte, error) {
 // runEncrypt encrypts a message for recipients and writes it in base64 (or raw with
 // --out).
 func runEncrypt(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("encrypt", stderr)
-	var f clientFlags
-	f.register(fs)
+	fs, f := newClientFlagSet("encrypt", stderr)
 	var to listFlag
 	fs.Var(&to, "to", "recipients: names or identities, comma-separated")
 	out := fs.String("out", "", "write the raw envelope to this file instead of base64 to standard output")
@@ -321,9 +306,7 @@ func runEncrypt(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // runDecrypt decrypts a message from a sender, given in base64 or raw, from a file or
 // standard input.
 func runDecrypt(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("decrypt", stderr)
-	var f clientFlags
-	f.register(fs)
+	fs, f := newClientFlagSet("decrypt", stderr)
 	from := fs.String("from", "", "the sender: a name or an identity")
 	if err := parse(fs, args); err != nil {
 		return err

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,9 +33,6 @@ import (
 // services really work as separate processes, and that internal methods accept only
 // services' certificates.
 func TestEveryRoleAsItsOwnProcess(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs six processes")
-	}
 	bin := e2eBinary(t)
 	dir := t.TempDir()
 	ca := tlstest.NewCA(t, dir, "umbra")
@@ -64,11 +60,6 @@ func TestEveryRoleAsItsOwnProcess(t *testing.T) {
 
 	start := func(role string, args ...string) {
 		cert, key := ca.Issue(t, dir, role)
-		logFile := filepath.Join(dir, role+".log")
-		logOut, err := os.Create(logFile)
-		if err != nil {
-			t.Fatal(err)
-		}
 		cmd := exec.Command(bin, append([]string{"serve", role,
 			"--grpc-addr", addr(role),
 			"--tls-cert", cert, "--tls-key", key, "--tls-client-ca", ca.File,
@@ -76,29 +67,7 @@ func TestEveryRoleAsItsOwnProcess(t *testing.T) {
 			"--log-level", "warn",
 		}, args...)...)
 		cmd.Env = append(e2eEnv(os.Environ()), "UMBRA_BACKUP_SECRET=multiprocess-backup-secret-0123456789abcdef")
-		cmd.Stdout, cmd.Stderr = logOut, logOut
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("%s exited with %v after SIGTERM", role, err)
-				}
-			case <-time.After(15 * time.Second):
-				cmd.Process.Kill()
-				t.Errorf("%s did not stop within 15 s of SIGTERM", role)
-			}
-			logOut.Close()
-			if t.Failed() {
-				b, _ := os.ReadFile(logFile)
-				t.Logf("%s log:\n%s", role, b)
-			}
-		})
+		e2eServe(t, role, cmd, filepath.Join(dir, role+".log"))
 	}
 	// Started in reverse, identity last: services come up in any order, and a call to
 	// a peer that is not listening yet waits for it instead of failing.

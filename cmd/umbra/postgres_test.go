@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,9 +27,6 @@ import (
 // PostgreSQL engine, and the backup role started with a server secret other than the
 // one its schema was created with, each exit 1 with one line that says what is wrong.
 func TestServePostgres(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs it against PostgreSQL")
-	}
 	bin := e2eBinary(t)
 	cluster := pgtest.NewCluster(t, pgtest.Options{})
 	db, err := cluster.CreateDatabase()
@@ -42,38 +38,11 @@ func TestServePostgres(t *testing.T) {
 	t.Run("identity serves apps and tokens", func(t *testing.T) {
 		port := e2eFreePort(t)
 		dataDir := t.TempDir()
-		logPath := filepath.Join(t.TempDir(), "serve.log")
-		logOut, err := os.Create(logPath)
-		if err != nil {
-			t.Fatal(err)
-		}
 		cmd := exec.Command(bin, "serve", "identity", "--insecure",
 			"--grpc-addr", fmt.Sprintf("127.0.0.1:%d", port), "--data", dataDir,
 			"--store", db.URL, "--admin-token", admin, "--log-level", "warn")
 		cmd.Env = e2eEnv(os.Environ())
-		cmd.Stdout, cmd.Stderr = logOut, logOut
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("umbra serve identity exited with %v after SIGTERM", err)
-				}
-			case <-time.After(15 * time.Second):
-				cmd.Process.Kill()
-				t.Error("umbra serve identity did not stop within 15 s of SIGTERM")
-			}
-			logOut.Close()
-			if t.Failed() {
-				b, _ := os.ReadFile(logPath)
-				t.Logf("log:\n%s", b)
-			}
-		})
+		e2eServe(t, "umbra serve identity", cmd, filepath.Join(t.TempDir(), "serve.log"))
 		conn, err := grpcclient.Dial(grpcclient.Config{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
 		if err != nil {
 			t.Fatal(err)

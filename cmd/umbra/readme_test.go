@@ -30,9 +30,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// e2eBinary builds the umbra binary once for every test that runs it.
+// e2eBinary builds the umbra binary once for every test that runs it; with -short it
+// skips the test instead.
 func e2eBinary(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipped with -short: builds the umbra binary and runs it")
+	}
 	builtOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "umbra-e2e-bin")
 		if err != nil {
@@ -71,9 +75,6 @@ func readmeBlock(t *testing.T, marker string) []string {
 // `umbra dev`: only the build line is replaced by the binary the test built, and the
 // server address by the test's free port.
 func TestReadmeCLIRoundTrip(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
-	}
 	bin := e2eBinary(t)
 	grpcPort, httpPort := e2eFreePorts(t)
 	p := e2eStartDev(t, bin, filepath.Join(t.TempDir(), "umbra-data"), grpcPort, httpPort)

@@ -38,9 +38,6 @@ import (
 // with their passphrases) and group epoch key (unwrapped by a member) of the run: raw,
 // in hex, and in base64 at every alignment.
 func TestServerStoresNoSecret(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
-	}
 	bin := e2eBinary(t)
 	grpcPort, httpPort := e2eFreePorts(t)
 	dataDir := filepath.Join(t.TempDir(), "umbra-data")

@@ -117,9 +117,6 @@ func xorFile(t *testing.T, path string, off int64, n int) {
 // restore` refuses a damaged backup, leaving the old file as it was, and accepts a sound
 // one; an emptied store starts only with --allow-empty-store.
 func TestDamagedMissingAndEmptyStores(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
-	}
 	bin := e2eBinary(t)
 	grpcPort, httpPort := e2eFreePorts(t)
 	devArgs := func(dir string) []string {

@@ -24,9 +24,7 @@ func runTrust(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	fs := newFlagSet("trust "+sub, stderr)
-	var f clientFlags
-	f.register(fs)
+	fs, f := newClientFlagSet("trust "+sub, stderr)
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -14,6 +14,17 @@ import (
 	"time"
 )
 
+// e2eBody reads resp's body whole and closes it.
+func e2eBody(t *testing.T, resp *http.Response) []byte {
+	t.Helper()
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
 // e2eGet is one GET, with its headers.
 func e2eGet(t *testing.T, url string) (int, http.Header, []byte) {
 	t.Helper()
@@ -21,12 +32,7 @@ func e2eGet(t *testing.T, url string) (int, http.Header, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	if _, err := b.ReadFrom(resp.Body); err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header, b.Bytes()
+	return resp.StatusCode, resp.Header, e2eBody(t, resp)
 }
 
 // e2eDevPost posts a JSON body to a dev route, as the web chat does.
@@ -36,12 +42,7 @@ func e2eDevPost(t *testing.T, url, body string) e2eReply {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	if _, err := b.ReadFrom(resp.Body); err != nil {
-		t.Fatal(err)
-	}
-	return e2eReply{status: resp.StatusCode, body: b.Bytes()}
+	return e2eReply{status: resp.StatusCode, body: e2eBody(t, resp)}
 }
 
 // builtAsset returns the path of the script index.html of the committed build loads.
@@ -58,9 +59,6 @@ func builtAsset(t *testing.T, index []byte) string {
 // chat (clients/web/dist, embedded) at / with its development sign-in, whose token acts
 // for the identity the app key gives the same name; `umbra serve all` serves neither.
 func TestWebChatServedByDevOnly(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
-	}
 	bin := e2eBinary(t)
 	index, err := os.ReadFile("../../clients/web/dist/index.html")
 	if err != nil {

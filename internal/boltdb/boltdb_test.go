@@ -17,12 +17,19 @@ import (
 
 var testSchema = Schema{Version: 1, Buckets: [][]byte{[]byte("things")}}
 
-func TestOpenCreatesBucketsWithPrivateMode(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sub", "t.db")
+// openTest opens path with testSchema and the default options.
+func openTest(t *testing.T, path string) *DB {
+	t.Helper()
 	db, err := Open(path, testSchema, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db
+}
+
+func TestOpenCreatesBucketsWithPrivateMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "t.db")
+	db := openTest(t, path)
 	defer db.Close()
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -44,12 +51,9 @@ func TestOpenCreatesBucketsWithPrivateMode(t *testing.T) {
 
 func TestOpenRefusesOtherSchemaVersion(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "t.db")
-	db, err := Open(path, testSchema, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTest(t, path)
 	db.Close()
-	_, err = Open(path, Schema{Version: 2, Buckets: testSchema.Buckets}, Options{})
+	_, err := Open(path, Schema{Version: 2, Buckets: testSchema.Buckets}, Options{})
 	if err == nil || !strings.Contains(err.Error(), "schema version 1") {
 		t.Fatalf("open with version 2: %v, want a schema version error", err)
 	}
@@ -57,12 +61,9 @@ func TestOpenRefusesOtherSchemaVersion(t *testing.T) {
 
 func TestOpenLockedFileTimesOut(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "t.db")
-	db, err := Open(path, testSchema, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTest(t, path)
 	defer db.Close()
-	_, err = Open(path, testSchema, Options{LockTimeout: 50 * time.Millisecond})
+	_, err := Open(path, testSchema, Options{LockTimeout: 50 * time.Millisecond})
 	if err == nil || !strings.Contains(err.Error(), "locked") {
 		t.Fatalf("second open: %v, want locked", err)
 	}
@@ -70,11 +71,8 @@ func TestOpenLockedFileTimesOut(t *testing.T) {
 
 func TestProtoRoundTripSurvivesReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "t.db")
-	db, err := Open(path, testSchema, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	db := openTest(t, path)
+	err := db.Update(func(tx *bolt.Tx) error {
 		return PutProto(tx.Bucket([]byte("things")), Key("app", "x"), wrapperspb.String("hello"))
 	})
 	if err != nil {
@@ -82,10 +80,7 @@ func TestProtoRoundTripSurvivesReopen(t *testing.T) {
 	}
 	db.Close()
 
-	db, err = Open(path, testSchema, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db = openTest(t, path)
 	defer db.Close()
 	var got wrapperspb.StringValue
 	err = db.View(func(tx *bolt.Tx) error {
@@ -135,10 +130,7 @@ func TestWriteHeavyOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	db, err = Open(path, testSchema, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db = openTest(t, path)
 	defer db.Close()
 	err = db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket([]byte("things")).Get([]byte("k")); string(v) != "v" {

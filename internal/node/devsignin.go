@@ -210,34 +210,46 @@ func (d *devSignIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (d *devSignIn) signIn(ctx context.Context, w http.ResponseWriter, r *http.Request, app *devAppClient) {
+// devReadName reads the name of a sign-in or of a group's naming from r, and resolves
+// it to the identity of that name among kind ("users" or "groups"). It answers
+// INVALID_ARGUMENT, devName's message after what, for a missing or malformed name, and
+// the resolution's error; ok is false then.
+func devReadName(ctx context.Context, w http.ResponseWriter, r *http.Request, app *devAppClient, kind, what string) (name, identity string, ok bool) {
 	var req struct {
 		Name string `json:"name"`
 	}
 	if err := devReadJSON(r, &req); err != nil {
 		devError(w, codes.InvalidArgument, err.Error())
-		return
+		return "", "", false
 	}
 	name, err := devName(req.Name)
 	if err != nil {
-		devError(w, codes.InvalidArgument, err.Error())
-		return
+		devError(w, codes.InvalidArgument, what+err.Error())
+		return "", "", false
 	}
-	ids, err := app.resolve(ctx, "users", []string{name})
+	ids, err := app.resolve(ctx, kind, []string{name})
 	if err != nil {
 		devCallError(w, err)
+		return "", "", false
+	}
+	return name, ids[name], true
+}
+
+func (d *devSignIn) signIn(ctx context.Context, w http.ResponseWriter, r *http.Request, app *devAppClient) {
+	name, id, ok := devReadName(ctx, w, r, app, "users", "")
+	if !ok {
 		return
 	}
-	tok, err := app.identity.IssueToken(ctx, &identityv1.IssueTokenRequest{Identity: ids[name]})
+	tok, err := app.identity.IssueToken(ctx, &identityv1.IssueTokenRequest{Identity: id})
 	if err != nil {
 		devCallError(w, err)
 		return
 	}
 	d.users.remember(name)
-	d.log.Info("dev sign-in", zap.String("identity", ids[name]))
+	d.log.Info("dev sign-in", zap.String("identity", id))
 	devWriteJSON(w, http.StatusOK, map[string]string{
 		"name":        name,
-		"identity":    ids[name],
+		"identity":    id,
 		"accessToken": tok.GetAccessToken(),
 		"expiresAt":   tok.GetExpiresAt().AsTime().UTC().Format(time.RFC3339),
 	})
@@ -247,25 +259,12 @@ func (d *devSignIn) signIn(ctx context.Context, w http.ResponseWriter, r *http.R
 // remembers for GET /dev/groups. It creates no group: the chat does, with the
 // membership statement its user signs.
 func (d *devSignIn) nameGroup(ctx context.Context, w http.ResponseWriter, r *http.Request, app *devAppClient) {
-	var req struct {
-		Name string `json:"name"`
-	}
-	if err := devReadJSON(r, &req); err != nil {
-		devError(w, codes.InvalidArgument, err.Error())
-		return
-	}
-	name, err := devName(req.Name)
-	if err != nil {
-		devError(w, codes.InvalidArgument, "group "+err.Error())
-		return
-	}
-	ids, err := app.resolve(ctx, "groups", []string{name})
-	if err != nil {
-		devCallError(w, err)
+	name, id, ok := devReadName(ctx, w, r, app, "groups", "group ")
+	if !ok {
 		return
 	}
 	d.groups.remember(name)
-	devWriteJSON(w, http.StatusOK, map[string]string{"name": name, "identity": ids[name]})
+	devWriteJSON(w, http.StatusOK, map[string]string{"name": name, "identity": id})
 }
 
 func (d *devSignIn) resolveNames(ctx context.Context, w http.ResponseWriter, r *http.Request, app *devAppClient) {

@@ -1,10 +1,8 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/internal/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 )
 
 const testAdmin = "admin-credential-for-tests"
@@ -63,30 +62,14 @@ func runAll(t *testing.T, tune func(*Config)) Addrs {
 // call makes one REST call and returns the status and the decoded JSON body.
 func call(t *testing.T, method, url, cred string, body any) (int, map[string]any) {
 	t.Helper()
-	var r io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r = bytes.NewReader(b)
+	if body == nil {
+		return servicetest.REST(t, url, method, "", cred, "")
 	}
-	req, err := http.NewRequest(method, url, r)
+	b, err := json.Marshal(body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cred != "" {
-		req.Header.Set("Authorization", "Bearer "+cred)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out := map[string]any{}
-	b, _ := io.ReadAll(resp.Body)
-	_ = json.Unmarshal(b, &out)
-	return resp.StatusCode, out
+	return servicetest.REST(t, url, method, "", cred, string(b))
 }
 
 // TestRevocationHoldsAtOnceInOneProcess: in a process that hosts the identity service

@@ -75,16 +75,24 @@ func readManifestFile(t *testing.T, dir string) manifest {
 	return m
 }
 
+// runOnce starts a node over dir and stops it once it is ready, failing the test if it
+// does not start; it returns the node's logs.
+func runOnce(t *testing.T, dir string, allow ...string) *observer.ObservedLogs {
+	t.Helper()
+	logs, stop, err := startNode(t, dir, allow...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	return logs
+}
+
 // TestDataFolderListsItsStores: the first start lists every store it created, in a
 // private file.
 func TestDataFolderListsItsStores(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	_, stop, err := startNode(t, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop()
+	runOnce(t, dir)
 	if m := readManifestFile(t, dir); !slices.Equal(m.Stores, slices.Sorted(slices.Values(gateway.Services()))) || m.Format != 1 {
 		t.Errorf("manifest %+v, want every store", m)
 	}
@@ -107,18 +115,14 @@ func TestMissingOrEmptyStoreIsRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			_, stop, err := startNode(t, dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stop()
+			runOnce(t, dir)
 			path := filepath.Join(dir, "messaging.db")
 			if err := tc.lose(path); err != nil {
 				t.Fatal(err)
 			}
 			before, _ := os.Stat(path)
 
-			_, _, err = startNode(t, dir)
+			_, _, err := startNode(t, dir)
 			if err == nil {
 				t.Fatal("a lost messaging.db started as a new, empty one")
 			}
@@ -162,16 +166,8 @@ func TestAllowEmptyStoreFlag(t *testing.T) {
 	if _, _, err := startNode(t, dir, "messages"); err == nil || !strings.Contains(err.Error(), `"messages" is not a store`) {
 		t.Errorf("unknown store: %v", err)
 	}
-	_, stop, err := startNode(t, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop()
-	logs, stop, err := startNode(t, dir, "card")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop()
+	runOnce(t, dir)
+	logs := runOnce(t, dir, "card")
 	if logs.FilterMessageSnippet("changes nothing").FilterField(zap.String("store", "card")).Len() != 1 {
 		t.Error("no warning that the flag names a store that is present")
 	}
@@ -183,22 +179,14 @@ func TestAllowEmptyStoreFlag(t *testing.T) {
 func TestFolderWithoutListAdoptsItsStores(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	_, stop, err := startNode(t, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop()
+	runOnce(t, dir)
 	if err := os.Remove(filepath.Join(dir, ManifestFile)); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Truncate(filepath.Join(dir, "group.db"), 0); err != nil {
 		t.Fatal(err)
 	}
-	logs, stop, err := startNode(t, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop()
+	logs := runOnce(t, dir)
 	if logs.FilterMessageSnippet("no telling whether the file held data").FilterField(zap.String("store", "group")).Len() != 1 {
 		t.Error("no warning about the empty group.db")
 	}
@@ -218,11 +206,7 @@ func TestFolderWithoutListAdoptsItsStores(t *testing.T) {
 func TestDamagedStoreStopsTheNode(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	_, stop, err := startNode(t, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop()
+	runOnce(t, dir)
 	for _, store := range []string{"identity", "group", "messaging"} {
 		path := filepath.Join(dir, store+".db")
 		orig, err := os.ReadFile(path)

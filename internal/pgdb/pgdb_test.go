@@ -55,39 +55,13 @@ func mustOpen(t *testing.T, url string, migrations fs.FS) *DB {
 // tables lists the tables of every schema but the system's, as schema.table.
 func tables(t *testing.T, d *pgtest.Database) []string {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), d.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	rows, err := conn.Query(context.Background(), `SELECT schemaname || '.' || tablename FROM pg_tables
+	return pgtest.Query[string](t, d, `SELECT schemaname || '.' || tablename FROM pg_tables
 		WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func versions(t *testing.T, d *pgtest.Database) []int64 {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), d.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	rows, err := conn.Query(context.Background(), "SELECT version_id FROM umbra_test.goose_db_version ORDER BY id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return pgtest.Query[int64](t, d, "SELECT version_id FROM umbra_test.goose_db_version ORDER BY id")
 }
 
 func TestOpenMigratesInTheServiceSchema(t *testing.T) {

@@ -461,6 +461,32 @@ func (d *Database) URLAs(role, password string) string {
 	return d.Cluster.URLAs(role, password, d.Name)
 }
 
+// Conn connects to the database as the superuser; the connection closes when the test
+// ends.
+func (d *Database) Conn(t testing.TB) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), d.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// Query runs sql in d as the superuser and returns its rows' one column.
+func Query[T any](t testing.TB, d *Database, sql string, args ...any) []T {
+	t.Helper()
+	rows, err := d.Conn(t).Query(context.Background(), sql, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[T])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // The shared cluster of a test binary, started by the first test that needs it.
 var shared struct {
 	once    sync.Once

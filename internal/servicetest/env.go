@@ -141,10 +141,7 @@ func (e *Env) Listen() net.Listener {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.listeners = append(e.listeners, lis)
-	return lis
+	return keep(e, &e.listeners, lis)
 }
 
 // ServeOn serves gs on lis until the env stops.
@@ -159,10 +156,7 @@ func (e *Env) Run(loop func(ctx context.Context)) (stop func()) {
 	done := make(chan struct{})
 	go func() { loop(ctx); close(done) }()
 	stop = sync.OnceFunc(func() { cancel(); <-done })
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.loops = append(e.loops, stop)
-	return stop
+	return keep(e, &e.loops, stop)
 }
 
 // Dial returns a client's connection to Addr with opts, closed when the env stops,
@@ -173,10 +167,7 @@ func (e *Env) Dial(opts ...grpc.DialOption) *grpc.ClientConn {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.conns = append(e.conns, conn)
-	return conn
+	return keep(e, &e.conns, conn)
 }
 
 // DialPeer returns a service's connection to another, with the service token: to
@@ -192,10 +183,7 @@ func (e *Env) DialPeer(cfg grpcclient.Config) *grpc.ClientConn {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.peers = append(e.peers, conn)
-	return conn
+	return keep(e, &e.peers, conn)
 }
 
 // Gateway starts the REST gateway, with every service upstream at Addr, on an
@@ -211,19 +199,22 @@ func (e *Env) Gateway() string {
 		e.t.Fatal(err)
 	}
 	hs := httptest.NewServer(g.Handler())
+	keep(e, &e.gateway, func() { hs.Close(); g.Close() })
+	return hs.URL
+}
+
+// keep appends v to list, one of the env's lists of what Stop closes, under the lock,
+// and returns v.
+func keep[T any](e *Env, list *[]T, v T) T {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.gateway = append(e.gateway, func() { hs.Close(); g.Close() })
-	return hs.URL
+	*list = append(*list, v)
+	return v
 }
 
 // OnStop has the env call close (a store's Close) once every server and loop has
 // stopped; an error fails the test.
-func (e *Env) OnStop(close func() error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.closers = append(e.closers, close)
-}
+func (e *Env) OnStop(close func() error) { keep(e, &e.closers, close) }
 
 // Verify has the env check the store file name in Dir with verify once it is closed:
 // every record the tests stored went in sealed, every index entry points at its

@@ -86,16 +86,11 @@ func ParseCard(content, selfSignature []byte) (*Card, error) {
 }
 
 func parseCardContent(content []byte) (*Card, error) {
-	if len(content) > MaxCardContentSize {
-		return nil, errorf(ErrTooLarge, "card content is %d bytes; at most %d", len(content), MaxCardContentSize)
-	}
-	var m envelopev1.CardContent
-	if err := UnmarshalStrict("card content", content, &m); err != nil {
+	m, err := parseContent[envelopev1.CardContent]("card content", content, MaxCardContentSize, cardVersion)
+	if err != nil {
 		return nil, err
 	}
 	switch {
-	case m.GetVersion() != cardVersion:
-		return nil, errorf(ErrMalformed, "card content version %d; this client reads version %d", m.GetVersion(), cardVersion)
 	case len(m.GetSigningPublicKey()) != ed25519.PublicKeySize:
 		return nil, errorf(ErrMalformed, "card signing key is %d bytes; want %d", len(m.GetSigningPublicKey()), ed25519.PublicKeySize)
 	case m.GetCreatedAtUnixSeconds() <= 0:
@@ -154,16 +149,11 @@ func Endorse(previous *KeyPair, next *Card) (content, signature []byte, err erro
 
 // VerifyEndorsement checks that previous's key endorsed next as its successor.
 func VerifyEndorsement(previous, next *Card, content, signature []byte) error {
-	if len(content) > MaxEndorsementSize {
-		return errorf(ErrTooLarge, "endorsement is %d bytes; at most %d", len(content), MaxEndorsementSize)
-	}
-	var m envelopev1.RotationEndorsementContent
-	if err := UnmarshalStrict("endorsement", content, &m); err != nil {
+	m, err := parseContent[envelopev1.RotationEndorsementContent]("endorsement", content, MaxEndorsementSize, endorsementVersion)
+	if err != nil {
 		return err
 	}
 	switch {
-	case m.GetVersion() != endorsementVersion:
-		return errorf(ErrMalformed, "endorsement version %d; this client reads version %d", m.GetVersion(), endorsementVersion)
 	case m.GetIdentity() != next.Identity || previous.Identity != next.Identity:
 		return errorf(ErrMalformed, "endorsement names identity %q for cards of %q and %q", m.GetIdentity(), previous.Identity, next.Identity)
 	case !bytes.Equal(m.GetPreviousCardId(), previous.ID) || !bytes.Equal(next.PreviousCardID, previous.ID):
@@ -200,6 +190,30 @@ func Marshal(m proto.Message) ([]byte, error) {
 		return nil, errorf(ErrMalformed, "encode: %v", err)
 	}
 	return b, nil
+}
+
+// versionedContent is the message of a signed structure's content, with its format
+// version.
+type versionedContent[T any] interface {
+	*T
+	proto.Message
+	GetVersion() uint32
+}
+
+// parseContent reads b, the content of what (a card, an epoch commit...): at most max
+// bytes, as UnmarshalStrict parses it, of format version version.
+func parseContent[T any, P versionedContent[T]](what string, b []byte, max int, version uint32) (P, error) {
+	if len(b) > max {
+		return nil, errorf(ErrTooLarge, "%s is %d bytes; at most %d", what, len(b), max)
+	}
+	m := P(new(T))
+	if err := UnmarshalStrict(what, b, m); err != nil {
+		return nil, err
+	}
+	if m.GetVersion() != version {
+		return nil, errorf(ErrMalformed, "%s version %d; this client reads version %d", what, m.GetVersion(), version)
+	}
+	return m, nil
 }
 
 // UnmarshalStrict parses b into m and refuses what a careful parser must: truncated or

@@ -339,16 +339,11 @@ type EpochCommit struct {
 // signature; VerifyEpochCommit does.
 func ParseEpochCommit(signed *SignedEpochCommit) (*EpochCommit, error) {
 	content, sig := signed.GetContent(), signed.GetSignature()
-	if len(content) > MaxEpochCommitContentSize {
-		return nil, errorf(ErrTooLarge, "epoch commit is %d bytes; at most %d", len(content), MaxEpochCommitContentSize)
-	}
-	var m envelopev1.EpochCommitContent
-	if err := UnmarshalStrict("epoch commit", content, &m); err != nil {
+	m, err := parseContent[envelopev1.EpochCommitContent]("epoch commit", content, MaxEpochCommitContentSize, epochCommitVersion)
+	if err != nil {
 		return nil, err
 	}
 	switch {
-	case m.GetVersion() != epochCommitVersion:
-		return nil, errorf(ErrMalformed, "epoch commit version %d; this client reads version %d", m.GetVersion(), epochCommitVersion)
 	case len(m.GetSignerCardId()) != CardIDSize:
 		return nil, errorf(ErrMalformed, "epoch commit signer card id is %d bytes; want %d", len(m.GetSignerCardId()), CardIDSize)
 	case len(m.GetKeyCommitment()) != CardIDSize:

@@ -188,18 +188,13 @@ var subjectCounts = map[MembershipKind][2]int{
 // VerifyMembershipStatement does.
 func ParseMembershipStatement(signed *SignedMembershipStatement) (*MembershipStatement, error) {
 	content, sig := signed.GetContent(), signed.GetSignature()
-	if len(content) > MaxMembershipStatementSize {
-		return nil, errorf(ErrTooLarge, "membership statement is %d bytes; at most %d", len(content), MaxMembershipStatementSize)
-	}
-	var m envelopev1.MembershipStatementContent
-	if err := UnmarshalStrict("membership statement", content, &m); err != nil {
+	m, err := parseContent[envelopev1.MembershipStatementContent]("membership statement", content, MaxMembershipStatementSize, membershipVersion)
+	if err != nil {
 		return nil, err
 	}
 	kind := m.GetKind()
 	counts, known := subjectCounts[kind]
 	switch {
-	case m.GetVersion() != membershipVersion:
-		return nil, errorf(ErrMalformed, "membership statement version %d; this client reads version %d", m.GetVersion(), membershipVersion)
 	case !known:
 		return nil, errorf(ErrUnknownKind, "membership statement kind %d is not one this version knows", int32(kind))
 	case m.GetSequence() == 0:

@@ -138,16 +138,11 @@ func ParseServiceKeyRotation(content []byte) (*ServiceKeyRotation, error) {
 }
 
 func parseServiceKeyRotation(content []byte) (*ServiceKeyRotation, error) {
-	if len(content) > MaxServiceKeyRotationSize {
-		return nil, errorf(ErrTooLarge, "service key rotation is %d bytes; at most %d", len(content), MaxServiceKeyRotationSize)
-	}
-	var m envelopev1.ServiceKeyRotationContent
-	if err := UnmarshalStrict("service key rotation", content, &m); err != nil {
+	m, err := parseContent[envelopev1.ServiceKeyRotationContent]("service key rotation", content, MaxServiceKeyRotationSize, serviceKeyRotationVersion)
+	if err != nil {
 		return nil, err
 	}
 	switch {
-	case m.GetVersion() != serviceKeyRotationVersion:
-		return nil, errorf(ErrMalformed, "service key rotation version %d; this client reads version %d", m.GetVersion(), serviceKeyRotationVersion)
 	case m.GetPreviousKeyId() == "" || m.GetNewKeyId() == "" || len(m.GetPreviousKeyId()) > 64 || len(m.GetNewKeyId()) > 64:
 		return nil, errorf(ErrMalformed, "service key rotation key ids must be 1 to 64 bytes")
 	case m.GetPreviousKeyId() == m.GetNewKeyId():

@@ -351,15 +351,8 @@ func (c *Client) ResetKeys(ctx context.Context, grant string) (*Card, error) {
 	if !c.HasPrivateKey() {
 		return c.registerFresh(ctx, grant)
 	}
-	ks, _, _, err := c.current()
-	if err != nil {
-		return nil, err
-	}
-	kp, content, sig, err := c.newUnchainedCard(ks.Identity())
-	if err != nil {
-		return nil, err
-	}
-	return c.publishNewKeys(ctx, ks, kp, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig, ResetGrant: grant})
+	card, _, err := c.publishUnchainedCard(ctx, grant)
+	return card, err
 }
 
 // RotateKeys replaces the user's keys: a new key pair, a card naming the current one as
@@ -410,19 +403,28 @@ func (c *Client) PublishCard(ctx context.Context) (*Card, error) {
 	if !c.HasPrivateKey() {
 		return c.Register(ctx)
 	}
-	ks, _, _, err := c.current()
+	card, me, err := c.publishUnchainedCard(ctx, "")
 	if err != nil {
-		return nil, err
-	}
-	kp, content, sig, err := c.newUnchainedCard(ks.Identity())
-	if err != nil {
-		return nil, err
-	}
-	card, err := c.publishNewKeys(ctx, ks, kp, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig})
-	if err != nil {
-		return nil, publishError(err, ks.Identity())
+		return nil, publishError(err, me)
 	}
 	return card, nil
+}
+
+// publishUnchainedCard gives the user new keys whose card names no predecessor, with
+// grant (a reset grant, or none), and publishes it as publishNewKeys does. me is the
+// user's identity, once the keystore is read.
+func (c *Client) publishUnchainedCard(ctx context.Context, grant string) (card *Card, me string, err error) {
+	ks, _, _, err := c.current()
+	if err != nil {
+		return nil, "", err
+	}
+	me = ks.Identity()
+	kp, content, sig, err := c.newUnchainedCard(me)
+	if err != nil {
+		return nil, me, err
+	}
+	card, err = c.publishNewKeys(ctx, ks, kp, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig, ResetGrant: grant})
+	return card, me, err
 }
 
 // publishNewKeys makes kp the keystore's current key and publishes its card (req). The

@@ -148,6 +148,22 @@ func TestTamperGhostMemberGetsNoKey(t *testing.T) {
 	wantTexts(t, "bob", texts, errs, "for alice and bob only")
 }
 
+// malloryScene is the world of the forged statements: alice and carol, mallory (an
+// outsider with keys of its own), and bob on a device whose answers tp tampers with,
+// in alice's group with carol.
+func malloryScene(t *testing.T) (w *groupWorld, mallory *outsider, tp *tamper, bob *device) {
+	t.Helper()
+	w = newGroupWorld(t, "alice", "carol")
+	mallory = newOutsider(t, w, "mallory")
+	tp = newTamper()
+	bob = newTamperedDevice(t, w, "bob", tp)
+	members := sdk.CreateGroupOptions{Members: []string{bob.identity, w.users["carol"].identity}}
+	if _, _, err := w.users["alice"].CreateGroup(context.Background(), w.group, members); err != nil {
+		t.Fatal(err)
+	}
+	return w, mallory, tp, bob
+}
+
 // newTamperedDevice is a registered device of uid whose calls go through tp.
 func newTamperedDevice(t *testing.T, w *groupWorld, uid string, tp *tamper) *device {
 	t.Helper()
@@ -210,15 +226,9 @@ func TestTamperForgedStatements(t *testing.T) {
 		}, e2ee.ErrNotAuthorized},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newGroupWorld(t, "alice", "carol")
+			w, mallory, tp, bob := malloryScene(t)
 			ctx := context.Background()
 			alice, carol := w.users["alice"], w.users["carol"]
-			mallory := newOutsider(t, w, "mallory")
-			tp := newTamper()
-			bob := newTamperedDevice(t, w, "bob", tp)
-			if _, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity}}); err != nil {
-				t.Fatal(err)
-			}
 			akp, acard := keysOf(t, alice)
 			ckp, ccard := keysOf(t, carol)
 			keys := func(id string, kp *e2ee.KeyPair, card []byte) signerKeys {
@@ -450,15 +460,9 @@ func bytesAt(t *testing.T, ctx context.Context, w *groupWorld, alice *device, se
 // statements are taken from the directory without the pin check.
 func TestTamperStatementSignedWithASubstitutedCard(t *testing.T) {
 	t.Parallel()
-	w := newGroupWorld(t, "alice", "carol")
+	w, mallory, tp, bob := malloryScene(t)
 	ctx := context.Background()
-	alice, carol := w.users["alice"], w.users["carol"]
-	mallory := newOutsider(t, w, "mallory")
-	tp := newTamper()
-	bob := newTamperedDevice(t, w, "bob", tp)
-	if _, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity}}); err != nil {
-		t.Fatal(err)
-	}
+	alice := w.users["alice"]
 	g := bob.Group(w.group)
 	if _, err := g.Membership(ctx); err != nil { // pins alice's and carol's cards
 		t.Fatal(err)

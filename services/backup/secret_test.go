@@ -187,7 +187,7 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case it := <-s.items:
+	case it := <-s.Items:
 		if it.GetHeartbeat() == nil {
 			t.Fatalf("a second delivery: %v", it)
 		}

@@ -2,7 +2,6 @@ package backup
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"maps"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
@@ -652,52 +652,18 @@ func TestBadInputs(t *testing.T) {
 }
 
 // subscription is an open Subscribe stream of one user.
-type subscription struct {
-	items chan *messagingv1.SubscribeResponse
-}
+type subscription struct{ *servicetest.Inbox }
 
 // subscribe opens u's messaging stream, from its start, for the rest of the test.
-func (e *env) subscribe(t testing.TB, u user) *subscription {
+func (e *env) subscribe(t testing.TB, u user) subscription {
 	t.Helper()
-	ctx, cancel := context.WithCancel(u.ctx())
-	t.Cleanup(cancel)
-	// From the start of the inbox: an event delivered before the stream opens is
-	// replayed, not missed.
-	stream, err := e.messaging.Subscribe(ctx, &messagingv1.SubscribeRequest{AfterInboxSequence: new(uint64)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &subscription{items: make(chan *messagingv1.SubscribeResponse, 64)}
-	go func() {
-		defer close(s.items)
-		for {
-			it, err := stream.Recv()
-			if err != nil {
-				return
-			}
-			s.items <- it
-		}
-	}()
-	return s
+	return subscription{servicetest.SubscribeFromStart(t, u.ctx(), e.messaging, 64)}
 }
 
 // next returns the next item that is not a heartbeat.
-func (s *subscription) next(t testing.TB) *messagingv1.SubscribeResponse {
+func (s subscription) next(t testing.TB) *messagingv1.SubscribeResponse {
 	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case it, ok := <-s.items:
-			if !ok {
-				t.Fatal("the stream ended")
-			}
-			if it.GetHeartbeat() == nil {
-				return it
-			}
-		case <-timeout:
-			t.Fatal("no stream item within 10 s")
-		}
-	}
+	return s.Next(t, 10*time.Second)
 }
 
 // waitOutboxEmpty waits for the outbox to have delivered everything.

@@ -112,23 +112,8 @@ func (s *BoltStore) Slot(appID, identity string, slot uint32) (*backupstoragev1.
 }
 
 func (s *BoltStore) Slots(appID, identity string) ([]*backupstoragev1.BackupSlotRecord, error) {
-	var out []*backupstoragev1.BackupSlotRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		prefix := boltdb.Key(appID, identity, "")
-		c := tx.Bucket(bucketSlots).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			rec := &backupstoragev1.BackupSlotRecord{}
-			if err := boltdb.DecodeProto(tx.Bucket(bucketSlots), k, v, rec); err != nil {
-				return fmt.Errorf("backup: slot record %x: %w", k, err)
-			}
-			out = append(out, rec)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	prefix := boltdb.Key(appID, identity, "")
+	return scan[backupstoragev1.BackupSlotRecord](s.db, bucketSlots, "slot", prefix, func(k []byte, _ int) bool { return bytes.HasPrefix(k, prefix) })
 }
 
 func (s *BoltStore) UpdateSlot(appID, identity string, slot uint32, update SlotUpdate) (*backupstoragev1.BackupSlotRecord, error) {
@@ -175,13 +160,24 @@ func (s *BoltStore) UpdateSlot(appID, identity string, slot uint32, update SlotU
 }
 
 func (s *BoltStore) Outbox(limit int) ([]*backupstoragev1.BackupOutboxRecord, error) {
-	var out []*backupstoragev1.BackupOutboxRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketOutbox).Cursor()
-		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
-			rec := &backupstoragev1.BackupOutboxRecord{}
-			if err := boltdb.DecodeProto(tx.Bucket(bucketOutbox), k, v, rec); err != nil {
-				return fmt.Errorf("backup: outbox record %x: %w", k, err)
+	return scan[backupstoragev1.BackupOutboxRecord](s.db, bucketOutbox, "outbox", nil, func(_ []byte, n int) bool { return n < limit })
+}
+
+// scan reads the records of bucket, in key order from the first key at or after from
+// (nil: from the first), for as long as more holds of the next key and the number
+// read before it. what names a record that does not decode.
+func scan[T any, P interface {
+	*T
+	proto.Message
+}](db *boltdb.DB, bucket []byte, what string, from []byte, more func(k []byte, n int) bool) ([]P, error) {
+	var out []P
+	err := db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
+		c := b.Cursor()
+		for k, v := c.Seek(from); k != nil && more(k, len(out)); k, v = c.Next() {
+			rec := P(new(T))
+			if err := boltdb.DecodeProto(b, k, v, rec); err != nil {
+				return fmt.Errorf("backup: %s record %x: %w", what, k, err)
 			}
 			out = append(out, rec)
 		}

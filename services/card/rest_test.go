@@ -4,46 +4,27 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"io"
-	"maps"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 )
 
 // rest sends one request to the gateway in front of the services and decodes the JSON
 // answer.
-func (e *env) rest(t *testing.T, method, path, bearer string, body any) (int, map[string]any) {
+func (e *env) rest(t testing.TB, method, path, bearer string, body any) (int, map[string]any) {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(b)
+	if body == nil {
+		return servicetest.REST(t, e.httpURL, method, path, bearer, "")
 	}
-	req, err := http.NewRequest(method, e.httpURL+path, rd)
+	b, err := json.Marshal(body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	raw, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(raw, &out); err != nil {
-		t.Fatalf("%s %s: body is not JSON: %s", method, path, raw)
-	}
-	return resp.StatusCode, out
+	return servicetest.REST(t, e.httpURL, method, path, bearer, string(b))
 }
 
 // publishBody is PublishCardRequest as REST JSON: bytes in standard base64.
@@ -206,12 +187,7 @@ func TestRESTBadRequests(t *testing.T) {
 	}
 	bobsCard := publishBody(e.cardRequest(t, bob, newKeys(t, e2ee.SuiteX25519), nil, nil))
 
-	cases := []struct {
-		name, method, path, bearer string
-		body                       any
-		status                     int
-		msg                        string
-	}{
+	cases := []servicetest.RESTRefusal[any]{
 		{"no credential", "POST", "/v1/cards", "", bobsCard, 401, "missing credential"},
 		{"someone else's card", "POST", "/v1/cards", alice.token, bobsCard, 403, "publish only your own cards"},
 		{"first card while one is active", "POST", "/v1/cards", alice.token, publishBody(e.cardRequest(t, alice, newKeys(t, e2ee.SuiteX25519), nil, nil)), 409, "to rotate, publish a new card whose previous_card_id is"},
@@ -231,17 +207,5 @@ func TestRESTBadRequests(t *testing.T) {
 		{"internal lookup has no route", "POST", "/v1/cards:lookup", alice.token, map[string]any{}, 404, "no route"},
 		{"internal events have no route", "GET", "/v1/card-events", alice.token, nil, 404, "no route"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			before := e.snapshot(t)
-			code, body := e.rest(t, tc.method, tc.path, tc.bearer, tc.body)
-			msg, _ := body["message"].(string)
-			if code != tc.status || !strings.Contains(msg, tc.msg) {
-				t.Errorf("%s %s: %d %q; want %d with %q", tc.method, tc.path, code, msg, tc.status, tc.msg)
-			}
-			if !maps.Equal(before, e.snapshot(t)) {
-				t.Error("the refused request changed the store")
-			}
-		})
-	}
+	servicetest.CheckRESTRefusals(t, cases, e.rest, e.snapshot)
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"errors"
 	"slices"
 	"strconv"
 	"time"
@@ -14,7 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/internal/page"
+	"github.com/umbra-e2ee/umbra/internal/refusal"
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
@@ -60,10 +60,8 @@ func (s *Server) StageEpochKeys(ctx context.Context, req *groupv1.StageEpochKeys
 	if err != nil {
 		return nil, err
 	}
-	if req.GetUploadId() != "" {
-		if err := validUploadID(req.GetUploadId()); err != nil {
-			return nil, err
-		}
+	if err := validUploadID(req.GetUploadId()); err != nil {
+		return nil, err
 	}
 	if err := validMemberKeys("keys", req.GetKeys(), 1, MaxKeysPerRequest); err != nil {
 		return nil, err
@@ -142,7 +140,7 @@ func parseCommitContent(group string, from uint64, c *envelopev1.SignedEpochComm
 	}
 	content, err := e2ee.ParseEpochCommit(c)
 	if err != nil {
-		return nil, refused("commit", err)
+		return nil, refusal.E2EE("commit", err)
 	}
 	switch {
 	case content.GroupID != group:
@@ -151,18 +149,6 @@ func parseCommitContent(group string, from uint64, c *envelopev1.SignedEpochComm
 		return nil, errs.Invalidf("commit.content creates epoch %d; a commit from epoch %d creates epoch %d", content.Epoch, from, from+1)
 	}
 	return content, nil
-}
-
-// refused turns a pkg/e2ee failure into INVALID_ARGUMENT, keeping its message.
-func refused(what string, err error) error {
-	var e *e2ee.Error
-	if !errors.As(err, &e) {
-		return err
-	}
-	if errors.Is(err, e2ee.ErrTooLarge) {
-		return errs.TooLargef("%s refused: %s", what, e.Msg)
-	}
-	return errs.Invalidf("%s refused (%s): %s", what, e.Kind, e.Msg)
 }
 
 // activeCards asks the card service for the active cards of ids.
@@ -204,10 +190,10 @@ func (s *Server) CommitEpoch(ctx context.Context, req *groupv1.CommitEpochReques
 	if err != nil {
 		return nil, err
 	}
+	if err := validUploadID(req.GetUploadId()); err != nil {
+		return nil, err
+	}
 	if req.GetUploadId() != "" {
-		if err := validUploadID(req.GetUploadId()); err != nil {
-			return nil, err
-		}
 		// The upload is consumed whatever the outcome; a commit that succeeded deleted it.
 		defer func() {
 			if err == nil {
@@ -314,7 +300,7 @@ func (s *Server) checkCommit(ctx context.Context, app, identity string, req *gro
 	}
 	signerCard := &e2ee.Card{ID: signer.GetCardId(), SigningKey: ed25519.PublicKey(signer.GetSigningPublicKey()), Suite: signer.GetSuite(), Identity: identity}
 	if _, err := e2ee.VerifyEpochCommit(req.GetCommit(), req.GetGroupId(), content.Epoch, signerCard); err != nil {
-		return refused("commit", err)
+		return refusal.E2EE("commit", err)
 	}
 	mismatch := &groupv1.CommitMismatch{}
 	add := func(list *[]string, id string) {
@@ -419,11 +405,7 @@ func (s *Server) GetEpochKeys(ctx context.Context, req *groupv1.GetEpochKeysRequ
 	if err != nil {
 		return nil, err
 	}
-	size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
-	if err != nil {
-		return nil, err
-	}
-	after, err := uintPageToken(req.GetPageToken(), req.GetAfterEpoch())
+	size, after, err := readUintPage(req, DefaultPage, MaxPage, req.GetAfterEpoch())
 	if err != nil {
 		return nil, err
 	}
@@ -560,12 +542,8 @@ func (s *Server) ShareEpochKeys(ctx context.Context, req *groupv1.ShareEpochKeys
 
 // GetEpochState implements GroupService.
 func (s *Server) GetEpochState(ctx context.Context, req *groupv1.GetEpochStateRequest) (*groupv1.GetEpochStateResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
 	var resp *groupv1.GetEpochStateResponse
-	err = s.store.View(func(tx Tx) error {
+	err := s.viewAsCaller(ctx, req.GetGroupId(), func(tx Tx, p *auth.Principal) error {
 		g, _, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
 		if err != nil {
 			return err

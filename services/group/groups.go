@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/page"
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
@@ -105,12 +106,8 @@ func (s *Server) CreateGroup(ctx context.Context, req *groupv1.CreateGroupReques
 
 // GetGroup implements GroupService.
 func (s *Server) GetGroup(ctx context.Context, req *groupv1.GetGroupRequest) (*groupv1.GetGroupResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
 	var resp *groupv1.GetGroupResponse
-	err = s.store.View(func(tx Tx) error {
+	err := s.viewAsCaller(ctx, req.GetGroupId(), func(tx Tx, p *auth.Principal) error {
 		g, me, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
 		if err != nil {
 			return err
@@ -141,11 +138,7 @@ func (s *Server) ListMyGroups(ctx context.Context, req *groupv1.ListMyGroupsRequ
 	if err != nil {
 		return nil, err
 	}
-	size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := parsePageToken(req.GetPageToken(), 1)
+	size, tok, err := readPage(req, DefaultPage, MaxPage, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -183,11 +176,7 @@ func (s *Server) ListMyGroups(ctx context.Context, req *groupv1.ListMyGroupsRequ
 
 // DeleteGroup implements GroupService.
 func (s *Server) DeleteGroup(ctx context.Context, req *groupv1.DeleteGroupRequest) (*groupv1.DeleteGroupResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	err = s.update(func(tx Tx) error {
+	err := s.updateAsCaller(ctx, req.GetGroupId(), func(tx Tx, p *auth.Principal) error {
 		g, _, err := loadAsOwner(tx, p.AppID, req.GetGroupId(), p.Identity, "delete it")
 		if err != nil {
 			return err

@@ -15,10 +15,7 @@ import (
 
 // CheckMembership implements GroupService.
 func (s *Server) CheckMembership(_ context.Context, req *groupv1.CheckMembershipRequest) (*groupv1.CheckMembershipResponse, error) {
-	if err := ident.ValidApp("app_id", req.GetAppId()); err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
+	if err := validAppGroup(req.GetAppId(), req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
@@ -53,17 +50,10 @@ func (s *Server) CheckMembership(_ context.Context, req *groupv1.CheckMembership
 
 // ListMemberIdentities implements GroupService.
 func (s *Server) ListMemberIdentities(_ context.Context, req *groupv1.ListMemberIdentitiesRequest) (*groupv1.ListMemberIdentitiesResponse, error) {
-	if err := ident.ValidApp("app_id", req.GetAppId()); err != nil {
+	if err := validAppGroup(req.GetAppId(), req.GetGroupId()); err != nil {
 		return nil, err
 	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
-		return nil, err
-	}
-	size, err := page.Size(req.GetPageSize(), DefaultMemberPage, MaxMemberPage)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := parsePageToken(req.GetPageToken(), 2)
+	size, tok, err := readPage(req, DefaultMemberPage, MaxMemberPage, 2)
 	if err != nil {
 		return nil, err
 	}
@@ -114,10 +104,7 @@ type sendDecision struct {
 
 // AuthorizeSend implements GroupService.
 func (s *Server) AuthorizeSend(_ context.Context, req *groupv1.AuthorizeSendRequest) (*groupv1.AuthorizeSendResponse, error) {
-	if err := ident.ValidApp("app_id", req.GetAppId()); err != nil {
-		return nil, err
-	}
-	if err := validGroupID(req.GetGroupId()); err != nil {
+	if err := validAppGroup(req.GetAppId(), req.GetGroupId()); err != nil {
 		return nil, err
 	}
 	if err := ident.ValidUser("sender", req.GetSender()); err != nil {

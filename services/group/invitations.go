@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/page"
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -19,14 +20,8 @@ import (
 
 // InviteMember implements GroupService.
 func (s *Server) InviteMember(ctx context.Context, req *groupv1.InviteMemberRequest) (*groupv1.InviteMemberResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
-	now := s.now()
 	var resp *groupv1.InviteMemberResponse
-	err = s.update(func(tx Tx) error {
+	err := s.updateMembership(ctx, req.GetGroupId(), req.GetStatement(), func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "invite")
 		if err != nil {
 			return err
@@ -108,20 +103,11 @@ func invitationView(inv *storagev1.GroupInvitationRecord) *groupv1.Invitation {
 
 // AcceptInvitation implements GroupService.
 func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvitationRequest) (*groupv1.AcceptInvitationResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
-	now := s.now()
 	var resp *groupv1.AcceptInvitationResponse
-	err = s.update(func(tx Tx) error {
-		inv, err := tx.Invitation(p.AppID, req.GetGroupId(), p.Identity)
+	err := s.updateMembership(ctx, req.GetGroupId(), req.GetStatement(), func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error {
+		inv, err := pendingInvitation(tx, p, req.GetGroupId())
 		if err != nil {
 			return err
-		}
-		if inv == nil {
-			return errs.NotFoundf("%s has no pending invitation to group %s", p.Identity, req.GetGroupId())
 		}
 		if !now.Before(inv.GetExpiresAt().AsTime()) {
 			return errs.Preconditionf("the invitation to group %s expired at %s: ask for a new one", req.GetGroupId(), inv.GetExpiresAt().AsTime().Format(time.RFC3339))
@@ -152,19 +138,24 @@ func (s *Server) AcceptInvitation(ctx context.Context, req *groupv1.AcceptInvita
 	return resp, err
 }
 
-// DeclineInvitation implements GroupService.
-func (s *Server) DeclineInvitation(ctx context.Context, req *groupv1.DeclineInvitationRequest) (*groupv1.DeclineInvitationResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
+// pendingInvitation returns the caller's pending invitation to group, which must be
+// there.
+func pendingInvitation(tx Tx, p *auth.Principal, group string) (*storagev1.GroupInvitationRecord, error) {
+	inv, err := tx.Invitation(p.AppID, group, p.Identity)
 	if err != nil {
 		return nil, err
 	}
-	err = s.update(func(tx Tx) error {
-		inv, err := tx.Invitation(p.AppID, req.GetGroupId(), p.Identity)
-		if err != nil {
+	if inv == nil {
+		return nil, errs.NotFoundf("%s has no pending invitation to group %s", p.Identity, group)
+	}
+	return inv, nil
+}
+
+// DeclineInvitation implements GroupService.
+func (s *Server) DeclineInvitation(ctx context.Context, req *groupv1.DeclineInvitationRequest) (*groupv1.DeclineInvitationResponse, error) {
+	err := s.updateAsCaller(ctx, req.GetGroupId(), func(tx Tx, p *auth.Principal) error {
+		if _, err := pendingInvitation(tx, p, req.GetGroupId()); err != nil {
 			return err
-		}
-		if inv == nil {
-			return errs.NotFoundf("%s has no pending invitation to group %s", p.Identity, req.GetGroupId())
 		}
 		g, err := tx.Group(p.AppID, req.GetGroupId())
 		if err != nil {
@@ -191,11 +182,7 @@ func (s *Server) ListMyInvitations(ctx context.Context, req *groupv1.ListMyInvit
 	if err != nil {
 		return nil, err
 	}
-	size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := parsePageToken(req.GetPageToken(), 2)
+	size, tok, err := readPage(req, DefaultPage, MaxPage, 2)
 	if err != nil {
 		return nil, err
 	}

@@ -5,10 +5,11 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/internal/page"
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -17,13 +18,9 @@ import (
 
 // RequestJoin implements GroupService.
 func (s *Server) RequestJoin(ctx context.Context, req *groupv1.RequestJoinRequest) (*groupv1.RequestJoinResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
 	now := s.now()
 	var resp *groupv1.RequestJoinResponse
-	err = s.update(func(tx Tx) error {
+	err := s.updateAsCaller(ctx, req.GetGroupId(), func(tx Tx, p *auth.Principal) error {
 		g, err := tx.Group(p.AppID, req.GetGroupId())
 		if err != nil {
 			return err
@@ -68,25 +65,11 @@ func (s *Server) RequestJoin(ctx context.Context, req *groupv1.RequestJoinReques
 
 // ApproveJoinRequest implements GroupService.
 func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoinRequestRequest) (*groupv1.ApproveJoinRequestResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
-	now := s.now()
 	var resp *groupv1.ApproveJoinRequestResponse
-	err = s.update(func(tx Tx) error {
-		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "approve join requests")
+	err := s.updateMembership(ctx, req.GetGroupId(), req.GetStatement(), func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error {
+		g, err := loadJoinRequest(tx, p, req.GetGroupId(), req.GetIdentity(), "approve join requests")
 		if err != nil {
 			return err
-		}
-		if err := validTarget(p, "identity", req.GetIdentity(), ""); err != nil {
-			return err
-		}
-		if jr, err := tx.JoinRequest(p.AppID, g.GetGroupId(), req.GetIdentity()); err != nil {
-			return err
-		} else if jr == nil {
-			return errs.NotFoundf("%s has no pending join request in group %s", req.GetIdentity(), g.GetGroupId())
 		}
 		if int(g.GetMemberCount()) >= s.cfg.MaxMembers {
 			return errs.Preconditionf("group %s has %d members, its limit", g.GetGroupId(), g.GetMemberCount())
@@ -106,22 +89,10 @@ func (s *Server) ApproveJoinRequest(ctx context.Context, req *groupv1.ApproveJoi
 
 // DeclineJoinRequest implements GroupService.
 func (s *Server) DeclineJoinRequest(ctx context.Context, req *groupv1.DeclineJoinRequestRequest) (*groupv1.DeclineJoinRequestResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	err = s.update(func(tx Tx) error {
-		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "decline join requests")
+	err := s.updateAsCaller(ctx, req.GetGroupId(), func(tx Tx, p *auth.Principal) error {
+		g, err := loadJoinRequest(tx, p, req.GetGroupId(), req.GetIdentity(), "decline join requests")
 		if err != nil {
 			return err
-		}
-		if err := validTarget(p, "identity", req.GetIdentity(), ""); err != nil {
-			return err
-		}
-		if jr, err := tx.JoinRequest(p.AppID, g.GetGroupId(), req.GetIdentity()); err != nil {
-			return err
-		} else if jr == nil {
-			return errs.NotFoundf("%s has no pending join request in group %s", req.GetIdentity(), g.GetGroupId())
 		}
 		if err := tx.DeleteJoinRequest(p.AppID, g.GetGroupId(), req.GetIdentity()); err != nil {
 			return err
@@ -138,23 +109,33 @@ func (s *Server) DeclineJoinRequest(ctx context.Context, req *groupv1.DeclineJoi
 	return &groupv1.DeclineJoinRequestResponse{}, nil
 }
 
-// ListJoinRequests implements GroupService.
-func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequestsRequest) (*groupv1.ListJoinRequestsResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
+// loadJoinRequest loads group for a manager who may decide (what says how) on the
+// pending join request of identity, which must be there.
+func loadJoinRequest(tx Tx, p *auth.Principal, group, identity, what string) (*storagev1.GroupRecord, error) {
+	g, _, err := loadAsManager(tx, p.AppID, group, p.Identity, what)
 	if err != nil {
 		return nil, err
 	}
+	if err := validTarget(p, "identity", identity, ""); err != nil {
+		return nil, err
+	}
+	if jr, err := tx.JoinRequest(p.AppID, g.GetGroupId(), identity); err != nil {
+		return nil, err
+	} else if jr == nil {
+		return nil, errs.NotFoundf("%s has no pending join request in group %s", identity, g.GetGroupId())
+	}
+	return g, nil
+}
+
+// ListJoinRequests implements GroupService.
+func (s *Server) ListJoinRequests(ctx context.Context, req *groupv1.ListJoinRequestsRequest) (*groupv1.ListJoinRequestsResponse, error) {
 	resp := &groupv1.ListJoinRequestsResponse{}
-	err = s.store.View(func(tx Tx) error {
+	err := s.viewAsCaller(ctx, req.GetGroupId(), func(tx Tx, p *auth.Principal) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "list join requests")
 		if err != nil {
 			return err
 		}
-		size, err := page.Size(req.GetPageSize(), DefaultPage, MaxPage)
-		if err != nil {
-			return err
-		}
-		after, err := uintPageToken(req.GetPageToken(), 0)
+		size, after, err := readUintPage(req, DefaultPage, MaxPage, 0)
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -66,14 +67,8 @@ func removeMember(tx Tx, g *storagev1.GroupRecord, identity string) error {
 
 // AddMembers implements GroupService.
 func (s *Server) AddMembers(ctx context.Context, req *groupv1.AddMembersRequest) (*groupv1.AddMembersResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
-	now := s.now()
 	var resp *groupv1.AddMembersResponse
-	err = s.update(func(tx Tx) error {
+	err := s.updateMembership(ctx, req.GetGroupId(), req.GetStatement(), func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error {
 		g, me, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "add members")
 		if err != nil {
 			return err
@@ -134,14 +129,8 @@ func checkTarget(g *storagev1.GroupRecord, actor, target *storagev1.GroupMemberR
 
 // RemoveMember implements GroupService.
 func (s *Server) RemoveMember(ctx context.Context, req *groupv1.RemoveMemberRequest) (*groupv1.RemoveMemberResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
-	now := s.now()
 	var resp *groupv1.RemoveMemberResponse
-	err = s.update(func(tx Tx) error {
+	err := s.updateMembership(ctx, req.GetGroupId(), req.GetStatement(), func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error {
 		g, me, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "remove members")
 		if err != nil {
 			return err
@@ -191,14 +180,8 @@ func (s *Server) membersChanged(tx Tx, g *storagev1.GroupRecord, ev *groupv1.Gro
 
 // BanMember implements GroupService.
 func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (*groupv1.BanMemberResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
-	now := s.now()
 	var resp *groupv1.BanMemberResponse
-	err = s.update(func(tx Tx) error {
+	err := s.updateMembership(ctx, req.GetGroupId(), req.GetStatement(), func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error {
 		g, me, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "ban")
 		if err != nil {
 			return err
@@ -260,13 +243,7 @@ func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (
 
 // UnbanMember implements GroupService.
 func (s *Server) UnbanMember(ctx context.Context, req *groupv1.UnbanMemberRequest) (*groupv1.UnbanMemberResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
-	now := s.now()
-	err = s.update(func(tx Tx) error {
+	err := s.updateMembership(ctx, req.GetGroupId(), req.GetStatement(), func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error {
 		g, _, err := loadAsManager(tx, p.AppID, req.GetGroupId(), p.Identity, "unban")
 		if err != nil {
 			return err
@@ -304,14 +281,8 @@ func (s *Server) UnbanMember(ctx context.Context, req *groupv1.UnbanMemberReques
 
 // LeaveGroup implements GroupService.
 func (s *Server) LeaveGroup(ctx context.Context, req *groupv1.LeaveGroupRequest) (*groupv1.LeaveGroupResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
-	now := s.now()
 	resp := &groupv1.LeaveGroupResponse{}
-	err = s.update(func(tx Tx) error {
+	err := s.updateMembership(ctx, req.GetGroupId(), req.GetStatement(), func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error {
 		g, me, err := loadAsMember(tx, p.AppID, req.GetGroupId(), p.Identity)
 		if err != nil {
 			return err
@@ -378,14 +349,8 @@ func ownerAfter(tx Tx, g *storagev1.GroupRecord, owner string) (*storagev1.Group
 
 // SetRole implements GroupService.
 func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*groupv1.SetRoleResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
-	now := s.now()
 	var resp *groupv1.SetRoleResponse
-	err = s.update(func(tx Tx) error {
+	err := s.updateMembership(ctx, req.GetGroupId(), req.GetStatement(), func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error {
 		g, _, err := loadAsOwner(tx, p.AppID, req.GetGroupId(), p.Identity, "set roles")
 		if err != nil {
 			return err
@@ -426,14 +391,8 @@ func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*gro
 
 // TransferOwnership implements GroupService.
 func (s *Server) TransferOwnership(ctx context.Context, req *groupv1.TransferOwnershipRequest) (*groupv1.TransferOwnershipResponse, error) {
-	p, err := s.groupCaller(ctx, req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	stm := s.readStatement(ctx, p, req.GetGroupId(), req.GetStatement())
-	now := s.now()
 	var resp *groupv1.TransferOwnershipResponse
-	err = s.update(func(tx Tx) error {
+	err := s.updateMembership(ctx, req.GetGroupId(), req.GetStatement(), func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error {
 		g, me, err := loadAsOwner(tx, p.AppID, req.GetGroupId(), p.Identity, "transfer ownership")
 		if err != nil {
 			return err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/node"
 	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
@@ -70,52 +71,21 @@ func newCardMember(t *testing.T, ctx context.Context, app *nodetest.App, cards c
 }
 
 // stream is a member's live Subscribe stream.
-type stream struct {
-	items chan *messagingv1.SubscribeResponse
-}
+type stream struct{ *servicetest.Inbox }
 
-func subscribe(t *testing.T, ctx context.Context, msg messagingv1.MessagingServiceClient, m *member) *stream {
+func subscribe(t *testing.T, ctx context.Context, msg messagingv1.MessagingServiceClient, m *member) stream {
 	t.Helper()
-	after := uint64(0)
-	s, err := msg.Subscribe(m.ctx(ctx), &messagingv1.SubscribeRequest{AfterInboxSequence: &after})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := &stream{items: make(chan *messagingv1.SubscribeResponse, 100)}
-	go func() {
-		defer close(out.items)
-		for {
-			it, err := s.Recv()
-			if err != nil {
-				return
-			}
-			out.items <- it
-		}
-	}()
-	return out
+	return stream{servicetest.SubscribeFromStart(t, m.ctx(ctx), msg, 100)}
 }
 
 // next returns the next event or message of the stream, skipping heartbeats.
-func (s *stream) next(t *testing.T) *messagingv1.SubscribeResponse {
+func (s stream) next(t *testing.T) *messagingv1.SubscribeResponse {
 	t.Helper()
-	timeout := time.After(15 * time.Second)
-	for {
-		select {
-		case it, ok := <-s.items:
-			if !ok {
-				t.Fatal("the stream ended")
-			}
-			if it.GetHeartbeat() == nil {
-				return it
-			}
-		case <-timeout:
-			t.Fatal("nothing on the stream for 15 s")
-		}
-	}
+	return s.Next(t, 15*time.Second)
 }
 
 // nextGroupEvent returns the next item, which must be a group event of kind.
-func (s *stream) nextGroupEvent(t *testing.T, kind groupv1.GroupEventKind) *groupv1.GroupEvent {
+func (s stream) nextGroupEvent(t *testing.T, kind groupv1.GroupEventKind) *groupv1.GroupEvent {
 	t.Helper()
 	it := s.next(t)
 	ev := &groupv1.GroupEvent{}

@@ -11,7 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/internal/page"
+	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
@@ -42,6 +42,39 @@ type statement struct {
 	err error
 }
 
+// updateAsCaller runs change in a write transaction, with the caller, who must be a user
+// of the app of group.
+func (s *Server) updateAsCaller(ctx context.Context, group string, change func(tx Tx, p *auth.Principal) error) error {
+	p, err := s.groupCaller(ctx, group)
+	if err != nil {
+		return err
+	}
+	return s.update(func(tx Tx) error { return change(tx, p) })
+}
+
+// viewAsCaller is updateAsCaller for read, in a read transaction.
+func (s *Server) viewAsCaller(ctx context.Context, group string, read func(tx Tx, p *auth.Principal) error) error {
+	p, err := s.groupCaller(ctx, group)
+	if err != nil {
+		return err
+	}
+	return s.store.View(func(tx Tx) error { return read(tx, p) })
+}
+
+// updateMembership runs change in a write transaction, for an RPC that changes group's
+// membership with a signed statement: with the caller, who must be a user of the
+// group's app, the statement read before the transaction (a bad one is change's to
+// refuse, with stm.err, in its place among the checks), and the time of the change.
+func (s *Server) updateMembership(ctx context.Context, group string, signed *envelopev1.SignedMembershipStatement, change func(tx Tx, p *auth.Principal, stm *statement, now time.Time) error) error {
+	p, err := s.groupCaller(ctx, group)
+	if err != nil {
+		return err
+	}
+	stm := s.readStatement(ctx, p, group, signed)
+	now := s.now()
+	return s.update(func(tx Tx) error { return change(tx, p, stm, now) })
+}
+
 // readStatement checks signed, the statement of a membership call on group by p.
 func (s *Server) readStatement(ctx context.Context, p *auth.Principal, group string, signed *envelopev1.SignedMembershipStatement) *statement {
 	st, err := s.parseStatement(ctx, p, group, signed)
@@ -59,7 +92,7 @@ func (s *Server) parseStatement(ctx context.Context, p *auth.Principal, group st
 	}
 	st, err := e2ee.ParseMembershipStatement(signed)
 	if err != nil {
-		return nil, refused("statement", err)
+		return nil, refusal.E2EE("statement", err)
 	}
 	now := s.now()
 	switch {
@@ -80,7 +113,7 @@ func (s *Server) parseStatement(ctx context.Context, p *auth.Principal, group st
 	}
 	signer := &e2ee.Card{ID: card.GetCardId(), SigningKey: ed25519.PublicKey(card.GetSigningPublicKey()), Suite: card.GetSuite(), Identity: p.Identity}
 	if _, err := e2ee.VerifyMembershipStatement(signed, group, signer); err != nil {
-		return nil, refused("statement", err)
+		return nil, refusal.E2EE("statement", err)
 	}
 	return st, nil
 }
@@ -183,11 +216,7 @@ func (s *Server) GetMembershipChain(ctx context.Context, req *groupv1.GetMembers
 	if err != nil {
 		return nil, err
 	}
-	size, err := page.Size(req.GetPageSize(), DefaultChainPage, MaxChainPage)
-	if err != nil {
-		return nil, err
-	}
-	after, err := uintPageToken(req.GetPageToken(), req.GetAfterSequence())
+	size, after, err := readUintPage(req, DefaultChainPage, MaxChainPage, req.GetAfterSequence())
 	if err != nil {
 		return nil, err
 	}

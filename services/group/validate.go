@@ -70,6 +70,48 @@ func pageToken(parts ...string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte("v1|" + strings.Join(parts, "|")))
 }
 
+// validAppGroup checks the app id and the group id an internal call names.
+func validAppGroup(app, group string) error {
+	if err := ident.ValidApp("app_id", app); err != nil {
+		return err
+	}
+	return validGroupID(group)
+}
+
+// pageRequest is what a list call asks for: a page of some size, after its token.
+type pageRequest interface {
+	GetPageSize() uint32
+	GetPageToken() string
+}
+
+// readPage checks req's page size (def for 0, at most max) and then its page token, of
+// n parts (nil for the first page).
+func readPage(req pageRequest, def, max, n int) (int, []string, error) {
+	size, err := page.Size(req.GetPageSize(), def, max)
+	if err != nil {
+		return 0, nil, err
+	}
+	tok, err := parsePageToken(req.GetPageToken(), n)
+	if err != nil {
+		return 0, nil, err
+	}
+	return size, tok, nil
+}
+
+// readUintPage is readPage for a token of one number, the position the page starts
+// after: first for the first page.
+func readUintPage(req pageRequest, def, max int, first uint64) (int, uint64, error) {
+	size, err := page.Size(req.GetPageSize(), def, max)
+	if err != nil {
+		return 0, 0, err
+	}
+	after, err := uintPageToken(req.GetPageToken(), first)
+	if err != nil {
+		return 0, 0, err
+	}
+	return size, after, nil
+}
+
 // parsePageToken returns the n parts of a token (nil for an empty token).
 func parsePageToken(tok string, n int) ([]string, error) {
 	if tok == "" {
@@ -193,9 +235,10 @@ func validMemberKeys(field string, keys []*groupv1.MemberKey, min, max int) erro
 	return nil
 }
 
-// validUploadID checks an upload id (26 lower-case base32 characters).
+// validUploadID checks an upload id (26 lower-case base32 characters), if one is given:
+// empty is none.
 func validUploadID(id string) error {
-	if len(id) != uploadIDLen || !ident.IsBase32(id) {
+	if id != "" && (len(id) != uploadIDLen || !ident.IsBase32(id)) {
 		return errs.Invalidf("upload_id %q is malformed: pass the upload_id StageEpochKeys returned", id)
 	}
 	return nil

@@ -68,7 +68,7 @@ func (e *env) token(t *testing.T, apiKey, identity string) string {
 
 // snapshot returns every key and value of the store, to prove that a refused request
 // wrote nothing.
-func (e *env) snapshot(t *testing.T) map[string]string {
+func (e *env) snapshot(t testing.TB) map[string]string {
 	t.Helper()
 	return servicetest.Snapshot(t, e.store.DB())
 }

@@ -1,40 +1,18 @@
 package identity
 
 import (
-	"encoding/json"
-	"io"
-	"maps"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 )
 
 // rest sends one request to the gateway in front of the service and decodes the JSON
 // answer.
-func (e *env) rest(t *testing.T, method, path, bearer, body string) (int, map[string]any) {
+func (e *env) rest(t testing.TB, method, path, bearer, body string) (int, map[string]any) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, e.httpURL+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	raw, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(raw, &out); err != nil {
-		t.Fatalf("%s %s: body is not JSON: %s", method, path, raw)
-	}
-	return resp.StatusCode, out
+	return servicetest.REST(t, e.httpURL, method, path, bearer, body)
 }
 
 // TestRESTFlow walks the identity service's REST routes as an app backend and a client
@@ -90,11 +68,7 @@ func TestRESTBadRequests(t *testing.T) {
 	_, key := e.newApp(t, "A")
 	alice := e.user(t, key, "alice")
 	tok := e.token(t, key, alice)
-	cases := []struct {
-		name, method, path, bearer, body string
-		status                           int
-		msg                              string
-	}{
+	cases := []servicetest.RESTRefusal[string]{
 		{"no credential", "POST", "/v1/tokens", "", `{"identity": "` + alice + `"}`, 401, "missing credential"},
 		{"access token as app key", "POST", "/v1/tokens", tok, `{"identity": "` + alice + `"}`, 401, "malformed app API key"},
 		{"raw id as identity", "POST", "/v1/tokens", key, `{"identity": "alice"}`, 400, "identity"},
@@ -112,17 +86,5 @@ func TestRESTBadRequests(t *testing.T) {
 		{"wrong method", "DELETE", "/v1/tokens", key, "", 405, "not allowed"},
 		{"internal RPC has no route", "GET", "/v1/revocations", tok, "", 404, "no route"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			before := e.snapshot(t)
-			code, body := e.rest(t, tc.method, tc.path, tc.bearer, tc.body)
-			msg, _ := body["message"].(string)
-			if code != tc.status || !strings.Contains(msg, tc.msg) {
-				t.Errorf("%s %s: %d %q; want %d with %q", tc.method, tc.path, code, msg, tc.status, tc.msg)
-			}
-			if !maps.Equal(before, e.snapshot(t)) {
-				t.Error("the refused request changed the store")
-			}
-		})
-	}
+	servicetest.CheckRESTRefusals(t, cases, e.rest, e.snapshot)
 }

@@ -10,17 +10,13 @@ import (
 
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
-	"github.com/umbra-e2ee/umbra/pkg/ident"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )
 
 // RevokeTokens implements IdentityService.
 func (s *Server) RevokeTokens(ctx context.Context, req *identityv1.RevokeTokensRequest) (*identityv1.RevokeTokensResponse, error) {
-	p, err := auth.Caller(ctx)
+	p, err := callerFor(ctx, req.GetIdentity())
 	if err != nil {
-		return nil, err
-	}
-	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
 		return nil, err
 	}
 	before, err := revokeBefore(req.GetBefore(), s.now())

@@ -3,6 +3,8 @@ package identity
 import (
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	identitystoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/identity/v1"
 )
 
@@ -38,4 +40,31 @@ type Store interface {
 	Revocations(after uint64, limit int) ([]*identitystoragev1.RevocationRecord, uint64, error)
 
 	Close() error
+}
+
+// rotateSigningKeys applies to the stored keys, in their order, what AddSigningKey does
+// for a key created at now, through each engine's retire (write back a key it has
+// retired) and drop (delete a key): the active key retires at now and verifies until
+// verifyUntil, and keys whose verify_until has passed are dropped. With onlyIfNone, an
+// active key stops it there and add is false; otherwise add is true.
+func rotateSigningKeys(keys []*identitystoragev1.SigningKeyRecord, now *timestamppb.Timestamp, verifyUntil time.Time, onlyIfNone bool,
+	retire func(*identitystoragev1.SigningKeyRecord) error, drop func(keyID string) error) (add bool, err error) {
+	for _, old := range keys {
+		switch {
+		case old.GetRetiredAt() == nil:
+			if onlyIfNone {
+				return false, nil
+			}
+			old.RetiredAt = now
+			old.VerifyUntil = timestamppb.New(verifyUntil)
+			if err := retire(old); err != nil {
+				return false, err
+			}
+		case old.GetVerifyUntil().AsTime().Before(now.AsTime()):
+			if err := drop(old.GetKeyId()); err != nil {
+				return false, err
+			}
+		}
+	}
+	return true, nil
 }

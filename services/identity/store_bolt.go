@@ -213,23 +213,13 @@ func (s *BoltStore) AddSigningKey(key *identitystoragev1.SigningKeyRecord, verif
 			return err
 		}
 		b := tx.Bucket(bucketSigningKeys)
-		now := key.GetCreatedAt()
-		for _, old := range keys {
-			switch {
-			case old.GetRetiredAt() == nil:
-				if onlyIfNone {
-					return nil
-				}
-				old.RetiredAt = now
-				old.VerifyUntil = timestamppb.New(verifyUntil)
-				if err := boltdb.PutProto(b, []byte(old.GetKeyId()), old); err != nil {
-					return err
-				}
-			case old.GetVerifyUntil().AsTime().Before(now.AsTime()):
-				if err := b.Delete([]byte(old.GetKeyId())); err != nil {
-					return err
-				}
-			}
+		add, err := rotateSigningKeys(keys, key.GetCreatedAt(), verifyUntil, onlyIfNone,
+			func(old *identitystoragev1.SigningKeyRecord) error {
+				return boltdb.PutProto(b, []byte(old.GetKeyId()), old)
+			},
+			func(keyID string) error { return b.Delete([]byte(keyID)) })
+		if err != nil || !add {
+			return err
 		}
 		added = true
 		return boltdb.PutProto(b, []byte(key.GetKeyId()), key)

@@ -362,25 +362,30 @@ func testConcurrentRevocations(t *testing.T, e storeEngine) {
 	}
 }
 
+// atOnce runs do on every store at once, with the store's index, and waits for all.
+func atOnce(stores []Store, do func(i int, s Store)) {
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Go(func() { do(i, s) })
+	}
+	wg.Wait()
+}
+
 // testConcurrentFirstSigningKeys: replicas starting together each offer a first signing
 // key; one is stored, and it is the only active key.
 func testConcurrentFirstSigningKeys(t *testing.T, e storeEngine) {
 	stores := e.replicas(t, 4)
-	var wg sync.WaitGroup
 	added := make(chan string, len(stores))
-	for i, s := range stores {
-		wg.Go(func() {
-			key := &identitystoragev1.SigningKeyRecord{KeyId: fmt.Sprintf("k%d", i), Seed: make([]byte, 32), CreatedAt: timestamppb.New(t0)}
-			ok, err := s.AddSigningKey(key, time.Time{}, true)
-			if err != nil {
-				t.Error(err)
-			}
-			if ok {
-				added <- key.GetKeyId()
-			}
-		})
-	}
-	wg.Wait()
+	atOnce(stores, func(i int, s Store) {
+		key := &identitystoragev1.SigningKeyRecord{KeyId: fmt.Sprintf("k%d", i), Seed: make([]byte, 32), CreatedAt: timestamppb.New(t0)}
+		ok, err := s.AddSigningKey(key, time.Time{}, true)
+		if err != nil {
+			t.Error(err)
+		}
+		if ok {
+			added <- key.GetKeyId()
+		}
+	})
 	close(added)
 	var ids []string
 	for id := range added {
@@ -406,18 +411,14 @@ func testConcurrentRotations(t *testing.T, e storeEngine) {
 	if _, err := stores[0].AddSigningKey(&identitystoragev1.SigningKeyRecord{KeyId: "k_first", CreatedAt: timestamppb.New(t0)}, time.Time{}, true); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	for i, s := range stores {
-		wg.Go(func() {
-			for j := range 3 {
-				key := &identitystoragev1.SigningKeyRecord{KeyId: fmt.Sprintf("k%d_%d", i, j), CreatedAt: timestamppb.New(t0.Add(time.Minute))}
-				if _, err := s.AddSigningKey(key, t0.Add(time.Hour), false); err != nil {
-					t.Error(err)
-				}
+	atOnce(stores, func(i int, s Store) {
+		for j := range 3 {
+			key := &identitystoragev1.SigningKeyRecord{KeyId: fmt.Sprintf("k%d_%d", i, j), CreatedAt: timestamppb.New(t0.Add(time.Minute))}
+			if _, err := s.AddSigningKey(key, t0.Add(time.Hour), false); err != nil {
+				t.Error(err)
 			}
-		})
-	}
-	wg.Wait()
+		}
+	})
 	keys, err := stores[0].SigningKeys()
 	if err != nil {
 		t.Fatal(err)
@@ -436,15 +437,11 @@ func testConcurrentRotations(t *testing.T, e storeEngine) {
 // testConcurrentCreateApp: one app id created at once on every replica is created once.
 func testConcurrentCreateApp(t *testing.T, e storeEngine) {
 	stores := e.replicas(t, 4)
-	var wg sync.WaitGroup
 	results := make(chan error, len(stores))
-	for i, s := range stores {
-		wg.Go(func() {
-			results <- s.CreateApp(&identitystoragev1.AppRecord{AppId: "app_a", DisplayName: fmt.Sprint(i)},
-				&identitystoragev1.AppKeyRecord{KeyId: fmt.Sprintf("k%d", i), AppId: "app_a"})
-		})
-	}
-	wg.Wait()
+	atOnce(stores, func(i int, s Store) {
+		results <- s.CreateApp(&identitystoragev1.AppRecord{AppId: "app_a", DisplayName: fmt.Sprint(i)},
+			&identitystoragev1.AppKeyRecord{KeyId: fmt.Sprintf("k%d", i), AppId: "app_a"})
+	})
 	close(results)
 	created := 0
 	for err := range results {
@@ -471,22 +468,18 @@ func testConcurrentRevokeAppKey(t *testing.T, e storeEngine) {
 	if err := stores[0].CreateApp(&identitystoragev1.AppRecord{AppId: "app_a"}, &identitystoragev1.AppKeyRecord{KeyId: "k1", AppId: "app_a"}); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var times []time.Time
-	for i, s := range stores {
-		wg.Go(func() {
-			k, err := s.RevokeAppKey("app_a", "k1", t0.Add(time.Duration(i)*time.Minute))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			times = append(times, k.GetRevokedAt().AsTime())
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	atOnce(stores, func(i int, s Store) {
+		k, err := s.RevokeAppKey("app_a", "k1", t0.Add(time.Duration(i)*time.Minute))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		mu.Lock()
+		times = append(times, k.GetRevokedAt().AsTime())
+		mu.Unlock()
+	})
 	stored, err := stores[0].AppKey("k1")
 	if err != nil {
 		t.Fatal(err)

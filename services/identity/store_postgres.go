@@ -102,6 +102,35 @@ func getRecord(ctx context.Context, tx pgx.Tx, table, key string, m proto.Messag
 	return true, decode(table, key, b, m)
 }
 
+// getExisting is getRecord for a row that must be there: errs.ErrNotFound when it is not.
+func getExisting(ctx context.Context, tx pgx.Tx, table, key string, m proto.Message, query string, args ...any) error {
+	found, err := getRecord(ctx, tx, table, key, m, query, args...)
+	if err == nil && !found {
+		return errs.ErrNotFound
+	}
+	return err
+}
+
+// scanRecords reads rows of (key, record), decoding each record into a new T; K is the
+// key column's type, and the key names a record that does not parse.
+func scanRecords[K any, T proto.Message](rows pgx.Rows, table string, newRecord func() T) ([]T, error) {
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var key K
+		var b []byte
+		if err := rows.Scan(&key, &b); err != nil {
+			return nil, err
+		}
+		rec := newRecord()
+		if err := decode(table, fmt.Sprint(key), b, rec); err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
+	}
+	return out, rows.Err()
+}
+
 func (s *PostgresStore) CreateApp(app *identitystoragev1.AppRecord, key *identitystoragev1.AppKeyRecord) error {
 	rec, err := encode(app)
 	if err != nil {
@@ -150,20 +179,8 @@ func (s *PostgresStore) App(appID string) (*identitystoragev1.AppRecord, []*iden
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			var b []byte
-			if err := rows.Scan(&id, &b); err != nil {
-				return err
-			}
-			key := &identitystoragev1.AppKeyRecord{}
-			if err := decode("app_keys", id, b, key); err != nil {
-				return err
-			}
-			keys = append(keys, key)
-		}
-		return rows.Err()
+		keys, err = scanRecords[string](rows, "app_keys", func() *identitystoragev1.AppKeyRecord { return &identitystoragev1.AppKeyRecord{} })
+		return err
 	})
 	if err != nil {
 		return nil, nil, err
@@ -217,11 +234,7 @@ func (s *PostgresStore) RevokeAppKey(appID, keyID string, at time.Time) (*identi
 func (s *PostgresStore) AppKey(keyID string) (*identitystoragev1.AppKeyRecord, error) {
 	key := &identitystoragev1.AppKeyRecord{}
 	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
-		found, err := getRecord(ctx, tx, "app_keys", keyID, key, "SELECT record FROM app_keys WHERE key_id = $1", keyID)
-		if err == nil && !found {
-			return errs.ErrNotFound
-		}
-		return err
+		return getExisting(ctx, tx, "app_keys", keyID, key, "SELECT record FROM app_keys WHERE key_id = $1", keyID)
 	})
 	if err != nil {
 		return nil, err
@@ -246,21 +259,7 @@ func pgSigningKeys(ctx context.Context, tx pgx.Tx, lock string) ([]*identitystor
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var keys []*identitystoragev1.SigningKeyRecord
-	for rows.Next() {
-		var id string
-		var b []byte
-		if err := rows.Scan(&id, &b); err != nil {
-			return nil, err
-		}
-		key := &identitystoragev1.SigningKeyRecord{}
-		if err := decode("signing_keys", id, b, key); err != nil {
-			return nil, err
-		}
-		keys = append(keys, key)
-	}
-	return keys, rows.Err()
+	return scanRecords[string](rows, "signing_keys", func() *identitystoragev1.SigningKeyRecord { return &identitystoragev1.SigningKeyRecord{} })
 }
 
 func (s *PostgresStore) AddSigningKey(key *identitystoragev1.SigningKeyRecord, verifyUntil time.Time, onlyIfNone bool) (bool, error) {
@@ -277,27 +276,21 @@ func (s *PostgresStore) AddSigningKey(key *identitystoragev1.SigningKeyRecord, v
 		if err != nil {
 			return err
 		}
-		now := key.GetCreatedAt()
-		for _, old := range keys {
-			switch {
-			case old.GetRetiredAt() == nil:
-				if onlyIfNone {
-					return nil
-				}
-				old.RetiredAt = now
-				old.VerifyUntil = timestamppb.New(verifyUntil)
+		add, err := rotateSigningKeys(keys, key.GetCreatedAt(), verifyUntil, onlyIfNone,
+			func(old *identitystoragev1.SigningKeyRecord) error {
 				rec, err := encode(old)
 				if err != nil {
 					return err
 				}
-				if _, err := tx.Exec(ctx, "UPDATE signing_keys SET record = $2 WHERE key_id = $1", old.GetKeyId(), rec); err != nil {
-					return err
-				}
-			case old.GetVerifyUntil().AsTime().Before(now.AsTime()):
-				if _, err := tx.Exec(ctx, "DELETE FROM signing_keys WHERE key_id = $1", old.GetKeyId()); err != nil {
-					return err
-				}
-			}
+				_, err = tx.Exec(ctx, "UPDATE signing_keys SET record = $2 WHERE key_id = $1", old.GetKeyId(), rec)
+				return err
+			},
+			func(keyID string) error {
+				_, err := tx.Exec(ctx, "DELETE FROM signing_keys WHERE key_id = $1", keyID)
+				return err
+			})
+		if err != nil || !add {
+			return err
 		}
 		rec, err := encode(key)
 		if err != nil {
@@ -354,11 +347,7 @@ func (s *PostgresStore) Revoke(appID, identity string, before time.Time) (*ident
 func (s *PostgresStore) Revocation(appID, identity string) (*identitystoragev1.RevocationRecord, error) {
 	rec := &identitystoragev1.RevocationRecord{}
 	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
-		found, err := getRecord(ctx, tx, "revocations", appID+"/"+identity, rec, "SELECT record FROM revocations WHERE app_id = $1 AND identity = $2", appID, identity)
-		if err == nil && !found {
-			return errs.ErrNotFound
-		}
-		return err
+		return getExisting(ctx, tx, "revocations", appID+"/"+identity, rec, "SELECT record FROM revocations WHERE app_id = $1 AND identity = $2", appID, identity)
 	})
 	if err != nil {
 		return nil, err
@@ -382,20 +371,8 @@ func (s *PostgresStore) Revocations(after uint64, limit int) ([]*identitystorage
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var seq int64
-			var b []byte
-			if err := rows.Scan(&seq, &b); err != nil {
-				return err
-			}
-			rec := &identitystoragev1.RevocationRecord{}
-			if err := decode("revocations", fmt.Sprint(seq), b, rec); err != nil {
-				return err
-			}
-			out = append(out, rec)
-		}
-		return rows.Err()
+		out, err = scanRecords[int64](rows, "revocations", func() *identitystoragev1.RevocationRecord { return &identitystoragev1.RevocationRecord{} })
+		return err
 	})
 	if err != nil {
 		return nil, 0, err

@@ -54,24 +54,27 @@ var postgresEngine = storeEngine{
 
 func TestPostgresStore(t *testing.T) { testStore(t, postgresEngine) }
 
+// openBesideTx opens a store on a database of the test's own, and a transaction on a
+// connection of its own to that database, beside the store's.
+func openBesideTx(t *testing.T) (*PostgresStore, pgx.Tx) {
+	t.Helper()
+	db := pgtest.NewDatabase(t)
+	s := openPostgres(t, db.URL)
+	tx, err := db.Conn(t).Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, tx
+}
+
 // TestPostgresFeedFollowsCommitOrder: while a revocation's transaction is open, the
 // next one waits for it, and the feed shows neither; so a follower that has read
 // sequence n has read every sequence below it. (A database sequence would hand out n+1
 // at once and commit it first, and a follower past n+1 would skip n for good.)
 func TestPostgresFeedFollowsCommitOrder(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	s := openPostgres(t, db.URL)
+	s, tx := openBesideTx(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	// A slow revocation, half done: its sequence taken, not yet committed.
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := tx.Exec(ctx, "SET LOCAL search_path = "+Schema); err != nil {
 		t.Fatal(err)
 	}
@@ -117,18 +120,8 @@ func TestPostgresFeedFollowsCommitOrder(t *testing.T) {
 // TestPostgresRollbackLeavesNoGap: a revocation whose transaction rolls back gives its
 // sequence back.
 func TestPostgresRollbackLeavesNoGap(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	s := openPostgres(t, db.URL)
+	s, tx := openBesideTx(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := tx.Exec(ctx, "UPDATE "+Schema+".revocation_sequence SET last = last + 1"); err != nil {
 		t.Fatal(err)
 	}
@@ -161,15 +154,9 @@ func TestPostgresDamagedRecord(t *testing.T) {
 func TestPostgresSchema(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	openPostgres(t, db.URL)
-	conn, err := pgx.Connect(context.Background(), db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	rows, _ := conn.Query(context.Background(), "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
-	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	got := pgtest.Query[string](t, db, "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
 	want := "[umbra_identity.app_keys umbra_identity.apps umbra_identity.goose_db_version umbra_identity.revocation_sequence umbra_identity.revocations umbra_identity.signing_keys]"
-	if err != nil || fmt.Sprint(got) != want {
-		t.Errorf("tables = %v (%v), want %s", got, err, want)
+	if fmt.Sprint(got) != want {
+		t.Errorf("tables = %v, want %s", got, want)
 	}
 }

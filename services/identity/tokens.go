@@ -14,13 +14,23 @@ import (
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )
 
-// IssueToken implements IdentityService.
-func (s *Server) IssueToken(ctx context.Context, req *identityv1.IssueTokenRequest) (*identityv1.IssueTokenResponse, error) {
+// callerFor returns the caller, an app's backend, of an RPC for one of its users:
+// identity, which must be a user identity.
+func callerFor(ctx context.Context, identity string) (*auth.Principal, error) {
 	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
+	if err := ident.ValidUser("identity", identity); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// IssueToken implements IdentityService.
+func (s *Server) IssueToken(ctx context.Context, req *identityv1.IssueTokenRequest) (*identityv1.IssueTokenResponse, error) {
+	p, err := callerFor(ctx, req.GetIdentity())
+	if err != nil {
 		return nil, err
 	}
 	ttl, err := tokenTTL(req.GetTtl(), s.ttl)
@@ -36,11 +46,8 @@ func (s *Server) IssueToken(ctx context.Context, req *identityv1.IssueTokenReque
 
 // IssueResetGrant implements IdentityService.
 func (s *Server) IssueResetGrant(ctx context.Context, req *identityv1.IssueResetGrantRequest) (*identityv1.IssueResetGrantResponse, error) {
-	p, err := auth.Caller(ctx)
+	p, err := callerFor(ctx, req.GetIdentity())
 	if err != nil {
-		return nil, err
-	}
-	if err := ident.ValidUser("identity", req.GetIdentity()); err != nil {
 		return nil, err
 	}
 	ttl, err := grantTTL(req.GetTtl())

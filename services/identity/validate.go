@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
@@ -55,17 +56,9 @@ func validToken(field, s, prefix string, bodyLen int) error {
 	}
 	body, ok := strings.CutPrefix(s, prefix)
 	if !ok || len(body) != bodyLen || !ident.IsBase32(body) {
-		return errs.Invalidf("%s %q is malformed", field, truncate(s))
+		return errs.Invalidf("%s %q is malformed", field, refusal.Truncate(s))
 	}
 	return nil
-}
-
-// truncate keeps error messages short when a caller sends something huge.
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
 }
 
 func validExternalIDs(uids, guids []string) error {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
@@ -63,7 +64,7 @@ func validConversationShape(id string) error {
 	}
 	body, ok := strings.CutPrefix(id, directPrefix)
 	if !ok || len(id) != directLen || !ident.IsBase32(body) {
-		return errs.Invalidf("conversation_id %q is malformed: a direct conversation id is %q and 32 base32 characters", truncate(id), directPrefix)
+		return errs.Invalidf("conversation_id %q is malformed: a direct conversation id is %q and 32 base32 characters", refusal.Truncate(id), directPrefix)
 	}
 	return nil
 }
@@ -117,7 +118,7 @@ func (s *Server) resolve(p *auth.Principal, id string) (target, error) {
 	case id == "":
 		return target{}, errs.Invalidf("conversation_id is empty: name a peer (u_...), a direct conversation (d_...) or a group (g_...)")
 	}
-	return target{}, errs.Invalidf("conversation_id %q is neither a user identity (u_...), a direct conversation (d_...) nor a group (g_...)", truncate(id))
+	return target{}, errs.Invalidf("conversation_id %q is neither a user identity (u_...), a direct conversation (d_...) nor a group (g_...)", refusal.Truncate(id))
 }
 
 func sortedPair(a, b string) []string {

@@ -178,75 +178,68 @@ func (f *fakeGroupService) count(method string) int {
 	return f.calls[method]
 }
 
-func (f *fakeGroupService) group(ctx context.Context, method, app, group string) (*fakeGroup, error) {
+// answer answers one call of method about a group of app under the lock: the caller
+// must be an internal one and the group must exist; fn makes the answer from it.
+func answer[Resp any](f *fakeGroupService, ctx context.Context, method, app, group string, fn func(g *fakeGroup) (Resp, error)) (Resp, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var none Resp
 	if p, ok := auth.FromContext(ctx); !ok || p.Policy != auth.Internal {
-		return nil, status.Error(codes.PermissionDenied, "not an internal caller")
+		return none, status.Error(codes.PermissionDenied, "not an internal caller")
 	}
 	f.calls[method]++
 	g := f.groups[key2(app, group)]
 	if g == nil {
-		return nil, status.Errorf(codes.NotFound, "group %s not found", group)
+		return none, status.Errorf(codes.NotFound, "group %s not found", group)
 	}
-	return g, nil
+	return fn(g)
 }
 
 func (f *fakeGroupService) AuthorizeSend(ctx context.Context, req *groupv1.AuthorizeSendRequest) (*groupv1.AuthorizeSendResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	g, err := f.group(ctx, "AuthorizeSend", req.GetAppId(), req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := g.members[req.GetSender()]; !ok {
-		return nil, status.Errorf(codes.PermissionDenied, "%s is not a member of group %s", req.GetSender(), req.GetGroupId())
-	}
-	encrypted := req.GetKind() == groupv1.MessageKind_MESSAGE_KIND_ENCRYPTED
-	switch {
-	case !encrypted && g.mode == groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED:
-		return nil, status.Error(codes.FailedPrecondition, "group requires encryption")
-	case encrypted && (req.GetEpoch() != g.epoch || g.rotation):
-		st, _ := status.New(codes.FailedPrecondition, "epoch required").WithDetails(&groupv1.EpochRequired{
-			GroupId: req.GetGroupId(), CurrentEpoch: g.epoch, MessageEpoch: req.GetEpoch(), RotationRequired: g.rotation,
-			RotationReasons: []groupv1.RotationReason{groupv1.RotationReason_ROTATION_REASON_MEMBERSHIP_CHANGED},
-		})
-		return nil, st.Err()
-	}
-	return &groupv1.AuthorizeSendResponse{Epoch: g.epoch, MembershipVersion: g.version, EncryptionMode: g.mode}, nil
+	return answer(f, ctx, "AuthorizeSend", req.GetAppId(), req.GetGroupId(), func(g *fakeGroup) (*groupv1.AuthorizeSendResponse, error) {
+		if _, ok := g.members[req.GetSender()]; !ok {
+			return nil, status.Errorf(codes.PermissionDenied, "%s is not a member of group %s", req.GetSender(), req.GetGroupId())
+		}
+		encrypted := req.GetKind() == groupv1.MessageKind_MESSAGE_KIND_ENCRYPTED
+		switch {
+		case !encrypted && g.mode == groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED:
+			return nil, status.Error(codes.FailedPrecondition, "group requires encryption")
+		case encrypted && (req.GetEpoch() != g.epoch || g.rotation):
+			st, _ := status.New(codes.FailedPrecondition, "epoch required").WithDetails(&groupv1.EpochRequired{
+				GroupId: req.GetGroupId(), CurrentEpoch: g.epoch, MessageEpoch: req.GetEpoch(), RotationRequired: g.rotation,
+				RotationReasons: []groupv1.RotationReason{groupv1.RotationReason_ROTATION_REASON_MEMBERSHIP_CHANGED},
+			})
+			return nil, st.Err()
+		}
+		return &groupv1.AuthorizeSendResponse{Epoch: g.epoch, MembershipVersion: g.version, EncryptionMode: g.mode}, nil
+	})
 }
 
 func (f *fakeGroupService) CheckMembership(ctx context.Context, req *groupv1.CheckMembershipRequest) (*groupv1.CheckMembershipResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	g, err := f.group(ctx, "CheckMembership", req.GetAppId(), req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	resp := &groupv1.CheckMembershipResponse{EncryptionMode: g.mode, Epoch: g.epoch, RotationRequired: g.rotation, MembershipVersion: g.version}
-	if joined, ok := g.members[req.GetIdentity()]; ok {
-		resp.Member, resp.Role, resp.JoinedAt = true, groupv1.GroupRole_GROUP_ROLE_MEMBER, timestamppb.New(joined)
-		if g.sinceJoin {
-			resp.HistoryVisibleFrom = timestamppb.New(joined)
+	return answer(f, ctx, "CheckMembership", req.GetAppId(), req.GetGroupId(), func(g *fakeGroup) (*groupv1.CheckMembershipResponse, error) {
+		resp := &groupv1.CheckMembershipResponse{EncryptionMode: g.mode, Epoch: g.epoch, RotationRequired: g.rotation, MembershipVersion: g.version}
+		if joined, ok := g.members[req.GetIdentity()]; ok {
+			resp.Member, resp.Role, resp.JoinedAt = true, groupv1.GroupRole_GROUP_ROLE_MEMBER, timestamppb.New(joined)
+			if g.sinceJoin {
+				resp.HistoryVisibleFrom = timestamppb.New(joined)
+			}
 		}
-	}
-	return resp, nil
+		return resp, nil
+	})
 }
 
 func (f *fakeGroupService) ListMemberIdentities(ctx context.Context, req *groupv1.ListMemberIdentitiesRequest) (*groupv1.ListMemberIdentitiesResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	g, err := f.group(ctx, "ListMemberIdentities", req.GetAppId(), req.GetGroupId())
-	if err != nil {
-		return nil, err
-	}
-	ids := slices.Sorted(maps.Keys(g.members))
-	start := 0
-	if tok := req.GetPageToken(); tok != "" {
-		start, _ = slices.BinarySearch(ids, tok)
-	}
-	end := min(start+f.pageSize, len(ids))
-	resp := &groupv1.ListMemberIdentitiesResponse{Identities: ids[start:end], MembershipVersion: g.version}
-	if end < len(ids) {
-		resp.NextPageToken = ids[end]
-	}
-	return resp, nil
+	return answer(f, ctx, "ListMemberIdentities", req.GetAppId(), req.GetGroupId(), func(g *fakeGroup) (*groupv1.ListMemberIdentitiesResponse, error) {
+		ids := slices.Sorted(maps.Keys(g.members))
+		start := 0
+		if tok := req.GetPageToken(); tok != "" {
+			start, _ = slices.BinarySearch(ids, tok)
+		}
+		end := min(start+f.pageSize, len(ids))
+		resp := &groupv1.ListMemberIdentitiesResponse{Identities: ids[start:end], MembershipVersion: g.version}
+		if end < len(ids) {
+			resp.NextPageToken = ids[end]
+		}
+		return resp, nil
+	})
 }

@@ -38,13 +38,37 @@ func (s *Server) latest(app, conv string) (*messagingstoragev1.ConversationRecor
 	return rec, err
 }
 
-// History implements MessagingService.
-func (s *Server) History(ctx context.Context, req *messagingv1.HistoryRequest) (*messagingv1.HistoryResponse, error) {
+// callerConversation returns the caller and the conversation id names for it.
+func (s *Server) callerConversation(ctx context.Context, id string) (*auth.Principal, target, error) {
 	p, err := auth.Caller(ctx)
 	if err != nil {
-		return nil, err
+		return nil, target{}, err
 	}
-	t, err := s.resolve(p, req.GetConversationId())
+	t, err := s.resolve(p, id)
+	if err != nil {
+		return nil, target{}, err
+	}
+	return p, t, nil
+}
+
+// readableConversation is callerConversation for a conversation the caller may read:
+// of a group, only a member may.
+func (s *Server) readableConversation(ctx context.Context, id string) (*auth.Principal, target, error) {
+	p, t, err := s.callerConversation(ctx, id)
+	if err != nil {
+		return nil, target{}, err
+	}
+	if t.kind == kindGroup {
+		if _, err := s.readGroup(ctx, p, t.id); err != nil {
+			return nil, target{}, err
+		}
+	}
+	return p, t, nil
+}
+
+// History implements MessagingService.
+func (s *Server) History(ctx context.Context, req *messagingv1.HistoryRequest) (*messagingv1.HistoryResponse, error) {
+	p, t, err := s.callerConversation(ctx, req.GetConversationId())
 	if err != nil {
 		return nil, err
 	}
@@ -188,18 +212,9 @@ func (s *Server) conversationView(ctx context.Context, p *auth.Principal, part *
 
 // GetCursors implements MessagingService.
 func (s *Server) GetCursors(ctx context.Context, req *messagingv1.GetCursorsRequest) (*messagingv1.GetCursorsResponse, error) {
-	p, err := auth.Caller(ctx)
+	p, t, err := s.readableConversation(ctx, req.GetConversationId())
 	if err != nil {
 		return nil, err
-	}
-	t, err := s.resolve(p, req.GetConversationId())
-	if err != nil {
-		return nil, err
-	}
-	if t.kind == kindGroup {
-		if _, err := s.readGroup(ctx, p, t.id); err != nil {
-			return nil, err
-		}
 	}
 	resp := &messagingv1.GetCursorsResponse{ConversationId: t.id}
 	ids := []string{p.Identity}
@@ -229,18 +244,9 @@ func (s *Server) cursor(app, identity, conv string) (*messagingv1.ConversationCu
 
 // UpdateCursors implements MessagingService.
 func (s *Server) UpdateCursors(ctx context.Context, req *messagingv1.UpdateCursorsRequest) (*messagingv1.UpdateCursorsResponse, error) {
-	p, err := auth.Caller(ctx)
+	p, t, err := s.readableConversation(ctx, req.GetConversationId())
 	if err != nil {
 		return nil, err
-	}
-	t, err := s.resolve(p, req.GetConversationId())
-	if err != nil {
-		return nil, err
-	}
-	if t.kind == kindGroup {
-		if _, err := s.readGroup(ctx, p, t.id); err != nil {
-			return nil, err
-		}
 	}
 	resp := &messagingv1.UpdateCursorsResponse{ConversationId: t.id}
 	if req.GetDeliveredSequence() == 0 && req.GetReadSequence() == 0 {

@@ -6,40 +6,19 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"maps"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 )
 
 // rest sends one request to the gateway and decodes the JSON answer.
 func (e *env) rest(t testing.TB, method, path, bearer, body string) (int, map[string]any) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, e.httpURL+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var out map[string]any
-	if err := json.Unmarshal(raw, &out); err != nil {
-		t.Fatalf("%s %s: body is not JSON: %s", method, path, raw)
-	}
-	return resp.StatusCode, out
+	return servicetest.REST(t, e.httpURL, method, path, bearer, body)
 }
 
 // restMessage is a SendRequest body from u in protojson.
@@ -222,11 +201,7 @@ func TestRESTRefusals(t *testing.T) {
 	group := e.groupID(t, a, "team")
 	big := base64.StdEncoding.EncodeToString(make([]byte, DefaultMaxEnvelopeBytes+1))
 	post := "/v1/conversations/" + bob.identity + "/messages"
-	cases := []struct {
-		name, method, path, bearer, body string
-		status                           int
-		msg                              string
-	}{
+	cases := []servicetest.RESTRefusal[string]{
 		{"malformed JSON", "POST", post, alice.token, `{"clientMessageId": "2", "envelope": `, 400, ""},
 		{"unknown field", "POST", post, alice.token, `{"clientMessageId": "2", "priority": "high"}`, 400, "priority"},
 		{"envelope not base64", "POST", post, alice.token, `{"clientMessageId": "2", "header": {"kind": "MESSAGE_KIND_PLAINTEXT"}, "envelope": "%%%"}`, 400, ""},
@@ -241,19 +216,7 @@ func TestRESTRefusals(t *testing.T) {
 		{"cursor beyond the end", "POST", "/v1/conversations/" + conv + "/cursors", bob.token, `{"readSequence": "2"}`, 400, "above the conversation's latest sequence 1"},
 		{"internal RPC has no route", "POST", "/v1/events", alice.token, `{}`, 404, "no route"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			before := e.snapshot(t)
-			code, body := e.rest(t, tc.method, tc.path, tc.bearer, tc.body)
-			msg, _ := body["message"].(string)
-			if code != tc.status || !strings.Contains(msg, tc.msg) {
-				t.Errorf("%s %s: %d %q; want %d with %q", tc.method, tc.path, code, msg, tc.status, tc.msg)
-			}
-			if !maps.Equal(before, e.snapshot(t)) {
-				t.Error("the refused request changed the store")
-			}
-		})
-	}
+	servicetest.CheckRESTRefusals(t, cases, e.rest, e.snapshot)
 }
 
 // TestRESTStartPresence shows, through the gateway, that Subscribe's and History's

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -140,7 +141,7 @@ func (s *Server) prepareGroupSend(ctx context.Context, op *SendOp) (*messagingv1
 		prev := rec.GetMessage()
 		if prev.GetConversationId() != op.ConversationID || !msgstore.SameMessage(prev, op) {
 			return nil, errs.Existsf("client_message_id %q was already used for another message (in %s); a retry must repeat the conversation, header and envelope exactly, and a new message needs a new id",
-				truncate(op.ClientMessageID), prev.GetConversationId())
+				refusal.Truncate(op.ClientMessageID), prev.GetConversationId())
 		}
 		return &messagingv1.SendResponse{ConversationId: op.ConversationID, Sequence: prev.GetSequence(), ServerTime: prev.GetServerTime(), Duplicate: true}, nil
 	case !notFound(err):

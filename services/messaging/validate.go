@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/umbra-e2ee/umbra/internal/page"
+	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
@@ -43,14 +44,6 @@ const (
 	MinHeartbeat     = time.Second
 	MaxHeartbeat     = 5 * time.Minute
 )
-
-// truncate keeps error messages short when a caller sends something huge.
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
-}
 
 // validKey checks an idempotency key: 1 to max bytes of UTF-8.
 func validKey(field, s string, max int) error {
@@ -104,7 +97,7 @@ func validEventType(s string) error {
 	}
 	for _, part := range strings.Split(s, ".") {
 		if part == "" || part[0] >= '0' && part[0] <= '9' || strings.IndexFunc(part, notIdentChar) >= 0 {
-			return errs.Invalidf("type %q is not a full protobuf message name (dot-separated identifiers)", truncate(s))
+			return errs.Invalidf("type %q is not a full protobuf message name (dot-separated identifiers)", refusal.Truncate(s))
 		}
 	}
 	return nil

@@ -192,21 +192,23 @@ func (a *App) ctx(ctx context.Context) context.Context {
 // User returns the identity of the app's user uid.
 func (a *App) User(t testing.TB, uid string) string {
 	t.Helper()
-	resp, err := identityv1.NewIdentityServiceClient(a.node.conn).ResolveIdentities(a.ctx(context.Background()), &identityv1.ResolveIdentitiesRequest{Uids: []string{uid}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.GetUsers()[uid]
+	return a.resolve(t, &identityv1.ResolveIdentitiesRequest{Uids: []string{uid}}).GetUsers()[uid]
 }
 
 // Group returns the group identity of the app's group guid.
 func (a *App) Group(t testing.TB, guid string) string {
 	t.Helper()
-	resp, err := identityv1.NewIdentityServiceClient(a.node.conn).ResolveIdentities(a.ctx(context.Background()), &identityv1.ResolveIdentitiesRequest{Guids: []string{guid}})
+	return a.resolve(t, &identityv1.ResolveIdentitiesRequest{Guids: []string{guid}}).GetGroups()[guid]
+}
+
+// resolve resolves, with the app's API key, the ids req names.
+func (a *App) resolve(t testing.TB, req *identityv1.ResolveIdentitiesRequest) *identityv1.ResolveIdentitiesResponse {
+	t.Helper()
+	resp, err := identityv1.NewIdentityServiceClient(a.node.conn).ResolveIdentities(a.ctx(context.Background()), req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.GetGroups()[guid]
+	return resp
 }
 
 // IssueToken issues an access token for identity with the given lifetime (0: the

@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
+	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
@@ -195,7 +196,7 @@ func (s *BoltStore) Sent(app, sender, cmid string) (*messagingstoragev1.Messagin
 		return nil, err
 	}
 	if rec.GetMessage() == nil {
-		return nil, errs.NotFoundf("no message with client_message_id %q", truncate(cmid))
+		return nil, errs.NotFoundf("no message with client_message_id %q", refusal.Truncate(cmid))
 	}
 	return rec, nil
 }
@@ -207,13 +208,7 @@ func (s *BoltStore) Conversation(app, conv string) (*messagingstoragev1.Conversa
 		return v.state.record(), nil
 	}
 	rec := &messagingstoragev1.ConversationRecord{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return boltdb.GetProto(tx.Bucket(bucketConversations), []byte(key), rec)
-	})
-	if notFound(err) {
-		return nil, errs.NotFoundf("conversation %s not found", conv)
-	}
-	if err != nil {
+	if err := s.get(bucketConversations, key, rec, "conversation %s not found", conv); err != nil {
 		return nil, err
 	}
 	return rec, nil
@@ -395,13 +390,7 @@ func durableHead(tx *bolt.Tx, key string) (uint64, error) {
 // Participation implements messaging.Store.
 func (s *BoltStore) Participation(app, identity, conv string) (*messagingstoragev1.ParticipationRecord, error) {
 	rec := &messagingstoragev1.ParticipationRecord{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return boltdb.GetProto(tx.Bucket(bucketParticipations), []byte(key3(app, identity, conv)), rec)
-	})
-	if notFound(err) {
-		return nil, errs.NotFoundf("%s takes no part in %s", identity, conv)
-	}
-	if err != nil {
+	if err := s.get(bucketParticipations, key3(app, identity, conv), rec, "%s takes no part in %s", identity, conv); err != nil {
 		return nil, err
 	}
 	return rec, nil

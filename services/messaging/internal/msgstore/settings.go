@@ -4,20 +4,13 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // AppSettings implements messaging.Store.
 func (s *BoltStore) AppSettings(appID string) (*messagingstoragev1.MessagingAppSettingsRecord, error) {
 	rec := &messagingstoragev1.MessagingAppSettingsRecord{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return boltdb.GetProto(tx.Bucket(bucketAppSettings), []byte(appID), rec)
-	})
-	if notFound(err) {
-		return nil, errs.NotFoundf("app %s has the default settings", appID)
-	}
-	if err != nil {
+	if err := s.get(bucketAppSettings, appID, rec, "app %s has the default settings", appID); err != nil {
 		return nil, err
 	}
 	return rec, nil

@@ -204,13 +204,16 @@ func expiryKey(at int64, pos uint64) []byte {
 // notFound reports whether err is a missing record.
 func notFound(err error) bool { return errors.Is(err, errs.ErrNotFound) }
 
-// truncate keeps error messages short when a caller sent something huge (an id
-// quoted back).
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
+// get reads the record at key of bucket into rec, in a read transaction of its own; a
+// missing one is errs.ErrNotFound with the message format and args make.
+func (s *BoltStore) get(bucket []byte, key string, rec proto.Message, format string, args ...any) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return boltdb.GetProto(tx.Bucket(bucket), []byte(key), rec)
+	})
+	if notFound(err) {
+		return errs.NotFoundf(format, args...)
 	}
-	return s
+	return err
 }
 
 const (

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
+	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
@@ -282,7 +283,7 @@ func (w *writer) send(op *Op) error {
 		if prev := rec.GetMessage(); prev != nil {
 			if prev.GetConversationId() != m.ConversationID || !SameMessage(prev, m) {
 				op.Err = errs.Existsf("client_message_id %q was already used for another message (in %s); a retry must repeat the conversation, header and envelope exactly, and a new message needs a new id",
-					truncate(m.ClientMessageID), prev.GetConversationId())
+					refusal.Truncate(m.ClientMessageID), prev.GetConversationId())
 				return nil
 			}
 			m.Sequence, m.Duplicate = prev.GetSequence(), true
@@ -390,7 +391,7 @@ func (w *writer) event(op *Op) error {
 		if prev := rec.GetEvent(); prev != nil {
 			if prev.GetType() != e.Type || prev.GetGroupId() != e.GroupID || !bytes.Equal(prev.GetPayload(), e.Payload) ||
 				!slices.Equal(fan.GetRecipients(), e.Recipients) {
-				op.Err = errs.Existsf("event_id %q was already used for another event (type, group, payload or recipients differ); a retry must repeat the event exactly", truncate(e.EventID))
+				op.Err = errs.Existsf("event_id %q was already used for another event (type, group, payload or recipients differ); a retry must repeat the event exactly", refusal.Truncate(e.EventID))
 				return nil
 			}
 			e.Duplicate, e.RecipientCount = true, len(fan.GetRecipients())
