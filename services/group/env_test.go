@@ -102,6 +102,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		t.Fatal(err)
 	}
 	n.OnStop(msgStore.Close)
+	if overPostgres(t) {
+		opts.postgres = true
+	}
 	verifiers := map[string]servicetest.Verifier{"card.db": card.Verify, "messaging.db": messaging.Verify}
 	var store Store
 	var pgURL string
@@ -365,9 +368,12 @@ func detail[T proto.Message](err error) T {
 	return zero
 }
 
-// snapshot returns every key and value of group.db, to prove a refused request wrote
-// nothing.
+// snapshot returns every key and value of group.db (or every row of the group
+// service's tables in PostgreSQL), to prove a refused request wrote nothing.
 func (e *env) snapshot(t testing.TB) map[string]string {
 	t.Helper()
-	return servicetest.Snapshot(t, e.store.(*BoltStore).DB())
+	if b, ok := e.store.(*BoltStore); ok {
+		return servicetest.Snapshot(t, b.DB())
+	}
+	return pgSnapshot(t, e.store.(*PostgresStore))
 }
