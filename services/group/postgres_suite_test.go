@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 )
 
 // postgresSuite runs the service's tests of behaviour again over the PostgreSQL
@@ -101,4 +104,48 @@ func pgSnapshot(t testing.TB, s *PostgresStore) map[string]string {
 		}
 	}
 	return out
+}
+
+// BenchmarkAuthorizeSendPostgres is BenchmarkAuthorizeSend over the PostgreSQL engine:
+// every message counted in the group's row, in batched transactions, by one replica
+// or by two over one database (the callers split between them, so the two contend
+// for the group's lock).
+func BenchmarkAuthorizeSendPostgres(b *testing.B) {
+	for _, replicas := range []int{1, 2} {
+		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
+			e := newEnv(b, envOptions{noLoops: true, quiet: true, cfg: unlimitedCalls, postgres: true})
+			clients := []groupv1.GroupServiceClient{e.client}
+			if replicas == 2 {
+				clients = append(clients, e.replica(b).client)
+			}
+			a := e.newApp(b)
+			us := e.newUsers(b, a, true, "m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7")
+			group := e.groupID(b, a, "bench")
+			if _, err := e.client.CreateGroup(us[0].ctx(), &groupv1.CreateGroupRequest{GroupId: group, Members: identities(us[1:]...),
+				EncryptionMode: groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED, HistoryVisibility: groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN,
+				RotationPolicy: &groupv1.RotationPolicy{}}); err != nil {
+				b.Fatal(err)
+			}
+			e.commit(b, group, us[0], us...)
+			var caller atomic.Int64
+			b.SetParallelism(16)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				c := clients[int(caller.Add(1))%len(clients)]
+				i := 0
+				for pb.Next() {
+					i++
+					u := us[i%len(us)]
+					_, err := c.AuthorizeSend(asService(), &groupv1.AuthorizeSendRequest{
+						AppId: u.app.id, GroupId: group, Sender: u.identity,
+						Kind: groupv1.MessageKind_MESSAGE_KIND_ENCRYPTED, Epoch: 1, SenderCardId: u.cardID,
+					})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }
