@@ -107,7 +107,11 @@ func (s *PostgresStore) Update(fn func(Tx) error) error {
 	ctx, cancel := s.db.Context()
 	defer cancel()
 	return s.db.InTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		return fn(&pgTx{ctx: ctx, tx: tx, w: newWriteState(false)})
+		w := newWriteState(false)
+		if err := fn(&pgTx{ctx: ctx, tx: tx, w: w}); err != nil {
+			return err
+		}
+		return w.flush(ctx, tx)
 	})
 }
 
@@ -159,10 +163,27 @@ func newWriteState(batch bool) *writeState {
 
 type groupRef struct{ app, group string }
 
-// lockedGroup is a group the transaction holds: its record (none when absent is set).
+// lockedGroup is a group the transaction holds: its record (none when absent is set),
+// and whether the transaction changed it (dirty: PutGroup keeps the record here, and
+// flush writes it once, however many times the transaction's calls changed it).
 type lockedGroup struct {
-	absent bool
-	record []byte
+	absent, dirty bool
+	record        []byte
+}
+
+// flush writes the groups the transaction changed, before it commits.
+func (w *writeState) flush(ctx context.Context, tx pgx.Tx) error {
+	for k, g := range w.groups {
+		if !g.dirty {
+			continue
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO groups (app_id, group_id, record) VALUES ($1, $2, $3)
+			ON CONFLICT (app_id, group_id) DO UPDATE SET record = EXCLUDED.record`, k.app, k.group, g.record); err != nil {
+			return err
+		}
+		g.dirty = false
+	}
+	return nil
 }
 
 // errWouldWait is what a batch's transaction gets when a group it needs is locked by
@@ -451,11 +472,7 @@ func (t *pgTx) PutGroup(g *storagev1.GroupRecord) error {
 	if err != nil {
 		return err
 	}
-	if _, err := t.tx.Exec(t.ctx, `INSERT INTO groups (app_id, group_id, record) VALUES ($1, $2, $3)
-		ON CONFLICT (app_id, group_id) DO UPDATE SET record = EXCLUDED.record`, app, group, rec); err != nil {
-		return err
-	}
-	t.w.groups[groupRef{app, group}] = &lockedGroup{record: rec}
+	t.w.groups[groupRef{app, group}] = &lockedGroup{record: rec, dirty: true} // written by flush
 	return nil
 }
 

@@ -87,7 +87,7 @@ func (s *PostgresStore) runBatch(calls []batchCall) {
 					return errCallOut
 				}
 			}
-			return nil
+			return w.flush(ctx, tx)
 		})
 		cancel()
 		if out >= 0 && errors.Is(err, errCallOut) {
