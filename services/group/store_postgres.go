@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
@@ -36,6 +37,12 @@ func Migrations() fs.FS {
 	}
 	return sub
 }
+
+// TxTimeout bounds one transaction of the store, and pgdb.DefaultOpTimeout each of its
+// statements: a database that stops answering fails a request within the latter, while
+// a long transaction that makes progress (the card follower applying a page of a
+// thousand card events to every group of their identities) may take up to the former.
+const TxTimeout = 2 * time.Minute
 
 // OutboxClaim is how long a replica's claim on the outbox lasts without being renewed:
 // if the replica dies while it delivers, another takes over after this long.
@@ -93,10 +100,10 @@ func (s *PostgresStore) DB() *pgdb.DB { return s.db }
 
 // View runs fn in a read-only transaction that sees one snapshot.
 func (s *PostgresStore) View(fn func(Tx) error) error {
-	ctx, cancel := s.db.Context()
+	ctx, cancel := context.WithTimeout(context.Background(), TxTimeout)
 	defer cancel()
 	return s.db.InTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		return fn(&pgTx{ctx: ctx, tx: tx})
+		return fn(&pgTx{ctx: ctx, tx: boundedTx{tx}})
 	})
 }
 
@@ -104,14 +111,14 @@ func (s *PostgresStore) View(fn func(Tx) error) error {
 // them. A transaction aborted for a deadlock (two of them locking the same groups in
 // opposite orders) runs again, so fn may run more than once.
 func (s *PostgresStore) Update(fn func(Tx) error) error {
-	ctx, cancel := s.db.Context()
+	ctx, cancel := context.WithTimeout(context.Background(), TxTimeout)
 	defer cancel()
 	return s.db.InTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		w := newWriteState(false)
-		if err := fn(&pgTx{ctx: ctx, tx: tx, w: w}); err != nil {
+		if err := fn(&pgTx{ctx: ctx, tx: boundedTx{tx}, w: w}); err != nil {
 			return err
 		}
-		return w.flush(ctx, tx)
+		return w.flush(ctx, boundedTx{tx})
 	})
 }
 
@@ -124,7 +131,8 @@ func (s *PostgresStore) ClaimOutbox(limit int) ([]*storagev1.GroupOutboxRecord, 
 	var out []*storagev1.GroupOutboxRecord
 	ctx, cancel := s.db.Context()
 	defer cancel()
-	err := s.db.InTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+	err := s.db.InTx(ctx, pgx.TxOptions{}, func(ptx pgx.Tx) error {
+		tx := boundedTx{ptx}
 		out = nil
 		var holder *string
 		var live bool
@@ -172,7 +180,7 @@ type lockedGroup struct {
 }
 
 // flush writes the groups the transaction changed, before it commits.
-func (w *writeState) flush(ctx context.Context, tx pgx.Tx) error {
+func (w *writeState) flush(ctx context.Context, tx boundedTx) error {
 	for k, g := range w.groups {
 		if !g.dirty {
 			continue
@@ -194,7 +202,7 @@ var errWouldWait = errors.New("group store: the group is locked by another trans
 // pgTx is a Tx on the PostgreSQL store: read-only (w is nil) or a write transaction.
 type pgTx struct {
 	ctx context.Context
-	tx  pgx.Tx
+	tx  boundedTx
 	w   *writeState
 	// wroteEvents says that this call wrote outbox records; wrote that it wrote
 	// anything; wouldWait that it met a group locked elsewhere (errWouldWait), after
@@ -954,4 +962,54 @@ func (t *pgTx) StaleInvitations(before time.Time, limit int) ([]*storagev1.Group
 		out, apps = append(out, inv), append(apps, app)
 	}
 	return out, apps, rows.Err()
+}
+
+// boundedTx is a transaction whose every statement must answer within
+// pgdb.DefaultOpTimeout (the transaction as a whole, within TxTimeout).
+type boundedTx struct{ tx pgx.Tx }
+
+func statementContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, pgdb.DefaultOpTimeout)
+}
+
+func (b boundedTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	ctx, cancel := statementContext(ctx)
+	defer cancel()
+	return b.tx.Exec(ctx, sql, args...)
+}
+
+// Query returns rows whose statement's time ends when they are closed.
+func (b boundedTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	ctx, cancel := statementContext(ctx)
+	rows, err := b.tx.Query(ctx, sql, args...)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &boundedRows{Rows: rows, cancel: cancel}, nil
+}
+
+func (b boundedTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	ctx, cancel := statementContext(ctx)
+	return boundedRow{row: b.tx.QueryRow(ctx, sql, args...), cancel: cancel}
+}
+
+type boundedRows struct {
+	pgx.Rows
+	cancel context.CancelFunc
+}
+
+func (r *boundedRows) Close() {
+	r.Rows.Close()
+	r.cancel()
+}
+
+type boundedRow struct {
+	row    pgx.Row
+	cancel context.CancelFunc
+}
+
+func (r boundedRow) Scan(dest ...any) error {
+	defer r.cancel()
+	return r.row.Scan(dest...)
 }

@@ -1,6 +1,7 @@
 package group
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"time"
@@ -72,8 +73,9 @@ func (s *PostgresStore) runBatch(calls []batchCall) {
 	for len(calls) > 0 {
 		out := -1
 		var later []int
-		ctx, cancel := s.db.Context()
-		err := s.db.InTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		ctx, cancel := context.WithTimeout(context.Background(), TxTimeout)
+		err := s.db.InTx(ctx, pgx.TxOptions{}, func(ptx pgx.Tx) error {
+			tx := boundedTx{ptx}
 			out, later = -1, later[:0]
 			w := newWriteState(true)
 			for i, c := range calls {
