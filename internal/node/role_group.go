@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/umbra-e2ee/umbra/gateway"
@@ -10,15 +11,33 @@ import (
 	"github.com/umbra-e2ee/umbra/services/group"
 )
 
-// buildGroup starts the group service over group.db. It reaches the card service (the
-// members' active cards, the card feed) and the messaging service (events into members'
-// streams) as a peer, with the service token. Without a card service address commits
-// are refused as UNAVAILABLE; without a messaging address events wait in the outbox.
+// buildGroup starts the group service over group.db, or over its schema in PostgreSQL
+// when the process has a --store. It reaches the card service (the members' active
+// cards, the card feed) and the messaging service (events into members' streams) as a
+// peer, with the service token. Without a card service address commits are refused as
+// UNAVAILABLE; without a messaging address events wait in the outbox.
 func buildGroup(d *deps) (*hosted, error) {
 	log := d.log.Named(gateway.Group)
-	store, err := group.OpenBoltStore(dbPath(d, gateway.Group))
-	if err != nil {
-		return nil, err
+	h := &hosted{
+		name:     gateway.Group,
+		grpcName: groupv1.GroupService_ServiceDesc.ServiceName,
+		policies: group.Policies(),
+	}
+	var store group.Store
+	if d.cfg.Store != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+		defer cancel()
+		pg, err := group.OpenPostgresStore(ctx, d.cfg.Store, log)
+		if err != nil {
+			return nil, err
+		}
+		store, h.ready = pg, pg.DB().Ready
+	} else {
+		bolt, err := group.OpenBoltStore(dbPath(d, gateway.Group))
+		if err != nil {
+			return nil, err
+		}
+		store, h.db = bolt, bolt.DB()
 	}
 	release := closers{store.Close}
 	var cards group.Cards
@@ -44,13 +63,6 @@ func buildGroup(d *deps) (*hosted, error) {
 		release.close()
 		return nil, err
 	}
-	return &hosted{
-		name:     gateway.Group,
-		grpcName: groupv1.GroupService_ServiceDesc.ServiceName,
-		register: srv.Register,
-		policies: group.Policies(),
-		db:       store.DB(),
-		close:    release.close,
-		run:      srv.Run,
-	}, nil
+	h.register, h.close, h.run = srv.Register, release.close, srv.Run
+	return h, nil
 }

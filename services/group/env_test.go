@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/internal/clocktest"
+	"github.com/umbra-e2ee/umbra/internal/pgtest"
 	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/internal/servicetest/identitytest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
@@ -49,7 +50,7 @@ type clock = clocktest.Clock
 // service reaches card and messaging over gRPC with the service token, as in a cluster.
 type env struct {
 	dir    string
-	store  *BoltStore
+	store  Store
 	srv    *Server
 	clock  *clock
 	conn   *grpc.ClientConn
@@ -63,6 +64,10 @@ type env struct {
 	// run is cancelled to stop the group service's background loops; started says
 	// whether they run.
 	stopRun func()
+	// n, identity and pgURL (with envOptions.postgres) build more replicas (replicas_test.go).
+	n        *servicetest.Env
+	identity *identity.Server
+	pgURL    string
 }
 
 type envOptions struct {
@@ -73,6 +78,9 @@ type envOptions struct {
 	// dir is the data folder; empty means t.TempDir().
 	dir   string
 	quiet bool
+	// postgres keeps the group service's state in a PostgreSQL database of the test's
+	// own, instead of group.db.
+	postgres bool
 }
 
 func newEnv(t testing.TB, opts envOptions) *env {
@@ -94,12 +102,24 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		t.Fatal(err)
 	}
 	n.OnStop(msgStore.Close)
-	store, err := OpenBoltStore(filepath.Join(dir, "group.db"))
-	if err != nil {
-		t.Fatal(err)
+	if overPostgres(t) {
+		opts.postgres = true
 	}
-	n.OnStop(store.Close)
-	for name, verify := range map[string]servicetest.Verifier{"group.db": Verify, "card.db": card.Verify, "messaging.db": messaging.Verify} {
+	verifiers := map[string]servicetest.Verifier{"card.db": card.Verify, "messaging.db": messaging.Verify}
+	var store Store
+	var pgURL string
+	if opts.postgres {
+		pgURL = pgtest.NewDatabase(t).URL
+		store = openPostgresReplica(t, n, pgURL)
+	} else {
+		bolt, err := OpenBoltStore(filepath.Join(dir, "group.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.OnStop(bolt.Close)
+		store, verifiers["group.db"] = bolt, Verify
+	}
+	for name, verify := range verifiers {
 		n.Verify(name, verify)
 	}
 	peer := n.DialPeer(grpcclient.Config{})
@@ -131,6 +151,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		client: groupv1.NewGroupServiceClient(conn), raw: groupv1.NewGroupServiceClient(rawConn), sign: sign,
 		cards: cardv1.NewCardServiceClient(rawConn), msg: messagingv1.NewMessagingServiceClient(rawConn), ids: identityv1.NewIdentityServiceClient(rawConn),
 		stopRun: stopLoops,
+		n:       n, identity: ids, pgURL: pgURL,
 	}
 	sign.env = e
 	return e
@@ -347,9 +368,12 @@ func detail[T proto.Message](err error) T {
 	return zero
 }
 
-// snapshot returns every key and value of group.db, to prove a refused request wrote
-// nothing.
+// snapshot returns every key and value of group.db (or every row of the group
+// service's tables in PostgreSQL), to prove a refused request wrote nothing.
 func (e *env) snapshot(t testing.TB) map[string]string {
 	t.Helper()
-	return servicetest.Snapshot(t, e.store.DB())
+	if b, ok := e.store.(*BoltStore); ok {
+		return servicetest.Snapshot(t, b.DB())
+	}
+	return pgSnapshot(t, e.store.(*PostgresStore))
 }

@@ -148,20 +148,17 @@ type outboxStore struct{ store Store }
 
 func (o outboxStore) Pending(limit int) ([]outbox.Pending, error) {
 	var out []outbox.Pending
-	err := o.store.View(func(tx Tx) error {
-		recs, err := tx.Outbox(limit)
-		for _, r := range recs {
-			out = append(out, outbox.Pending{Sequence: r.GetSequence(), Event: &messagingv1.PublishEventRequest{
-				AppId:      r.GetAppId(),
-				EventId:    r.GetEventId(),
-				Type:       r.GetType(),
-				GroupId:    r.GetGroupId(),
-				Recipients: r.GetRecipients(),
-				Payload:    r.GetPayload(),
-			}})
-		}
-		return err
-	})
+	recs, err := o.store.ClaimOutbox(limit)
+	for _, r := range recs {
+		out = append(out, outbox.Pending{Sequence: r.GetSequence(), Event: &messagingv1.PublishEventRequest{
+			AppId:      r.GetAppId(),
+			EventId:    r.GetEventId(),
+			Type:       r.GetType(),
+			GroupId:    r.GetGroupId(),
+			Recipients: r.GetRecipients(),
+			Payload:    r.GetPayload(),
+		}})
+	}
 	return out, err
 }
 

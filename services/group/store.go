@@ -14,11 +14,18 @@ import (
 type Store interface {
 	// View runs fn in a read-only transaction.
 	View(fn func(Tx) error) error
-	// Update runs fn in a read-write transaction, committed when fn returns nil.
+	// Update runs fn in a read-write transaction, committed when fn returns nil. An
+	// engine may run fn again when the transaction was aborted for a concurrent one
+	// (PostgreSQL's deadlock detection), so fn must reset whatever it reports.
 	Update(fn func(Tx) error) error
 	// Batch is Update coalesced with concurrent calls into one commit. fn may run more
 	// than once (only one run commits), so it must reset whatever it reports.
 	Batch(fn func(Tx) error) error
+	// ClaimOutbox returns up to limit outbox records, oldest first, for this store's
+	// delivery loop to publish and then delete. Where several replicas share the
+	// storage, one delivers at a time and the others get none meanwhile, so that each
+	// record is published once and in order.
+	ClaimOutbox(limit int) ([]*storagev1.GroupOutboxRecord, error)
 	// Close closes the store.
 	Close() error
 }

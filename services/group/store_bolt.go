@@ -160,6 +160,18 @@ func (s *BoltStore) Batch(fn func(Tx) error) error {
 	return s.db.Batch(func(tx *bolt.Tx) error { return fn(&boltTx{tx: tx}) })
 }
 
+// ClaimOutbox returns up to limit outbox records, oldest first: group.db has one
+// process, whose delivery loop is the only one.
+func (s *BoltStore) ClaimOutbox(limit int) ([]*storagev1.GroupOutboxRecord, error) {
+	var out []*storagev1.GroupOutboxRecord
+	err := s.View(func(tx Tx) error {
+		var err error
+		out, err = tx.Outbox(limit)
+		return err
+	})
+	return out, err
+}
+
 // boltTx is a Tx on group.db.
 type boltTx struct {
 	tx *bolt.Tx
