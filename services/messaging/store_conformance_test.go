@@ -54,6 +54,7 @@ func testStore(t *testing.T, e storeEngine) {
 		{"Retention", testRetention},
 		{"AppSettings", testAppSettings},
 		{"ConcurrentSendsAcrossReplicas", testConcurrentSends},
+		{"ConcurrentInboxesAcrossReplicas", testConcurrentInboxes},
 		{"ConcurrentKeyReuseAcrossReplicas", testConcurrentKeyReuse},
 		{"ConcurrentEventsAcrossReplicas", testConcurrentEvents},
 		{"ConcurrentSweepsAcrossReplicas", testConcurrentSweeps},
@@ -792,6 +793,13 @@ func testRetention(t *testing.T, e storeEngine) {
 	if has, _ := s.HasMessage(cfApp, conv, 1); has {
 		t.Error("the expired message is still there")
 	}
+	// A sweep with a clock behind (another replica's) brings nothing back.
+	if _, _, err := s.Sweep(cfT0, 10000); err != nil {
+		t.Fatal(err)
+	}
+	if has, _ := s.HasMessage(cfApp, conv, 1); has {
+		t.Error("the expired message is back after a sweep with an earlier clock")
+	}
 	if got := messageSeqs(t, s, conv); !slices.Equal(got, []uint64{2}) {
 		t.Errorf("messages after the sweep %v, want [2]", got)
 	}
@@ -974,6 +982,47 @@ func testConcurrentSends(t *testing.T, e storeEngine) {
 		if head, err := s.InboxHead(cfApp, id); err != nil || head != uint64(inboxWant[id]) {
 			t.Errorf("%s's inbox head %d (%v), want %d", id, head, err, inboxWant[id])
 		}
+	}
+}
+
+// testConcurrentInboxes: replicas write at once into one inbox through conversations
+// and events they do not share: the inbox's sequences stay gap-free.
+func testConcurrentInboxes(t *testing.T, e storeEngine) {
+	const batches, perBatch = 30, 4
+	stores := e.replicas(t, 2)
+	hub := cfID(0)
+	var wg sync.WaitGroup
+	for r, s := range stores {
+		wg.Go(func() {
+			for i := range batches {
+				var ops []*Op
+				for j := range perBatch {
+					from := cfID(100*(r+1) + j)
+					if j%2 == 0 {
+						ops = append(ops, cfEvent(fmt.Sprintf("e%d-%d-%d", r, i, j), "p", hub, from))
+					} else {
+						ops = append(ops, cfSend(from, hub, fmt.Sprint("m", i), "x"))
+					}
+				}
+				if err := s.Apply(&Batch{Now: time.Now(), Retention: time.Hour, Ops: ops}); err != nil {
+					t.Error(err)
+					return
+				}
+				for _, op := range ops {
+					if op.Err != nil {
+						t.Error(op.Err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	want := uint64(2 * batches * perBatch)
+	if got := inboxSeqs(t, stores[0], hub); !slices.Equal(got, seqRange(1, want)) {
+		t.Errorf("the shared inbox holds %d items (%v...), want 1 to %d without a gap", len(got), got[:min(len(got), 8)], want)
+	}
+	if head, err := stores[1].InboxHead(cfApp, hub); err != nil || head != want {
+		t.Errorf("the shared inbox's head %d (%v), want %d", head, err, want)
 	}
 }
 

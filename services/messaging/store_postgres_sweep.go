@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -296,7 +297,17 @@ func (s *PostgresStore) checkPartitionRights(ctx context.Context) error {
 	}
 	if !create || !owns {
 		return fmt.Errorf("the database user %q cannot make and drop the time partitions of the tables %s of schema %s (retention drops them): it needs CREATE on the schema and the rights of the tables' owner %q: run the messaging service as that user, or grant them (GRANT CREATE ON SCHEMA %s TO %s; GRANT %s TO %s)",
-			user, strings.Join(partitionedTables, ", "), Schema, owner, Schema, pgx.Identifier{user}.Sanitize(), pgx.Identifier{owner}.Sanitize(), pgx.Identifier{user}.Sanitize())
+			user, strings.Join(partitionedTables, ", "), Schema, owner, Schema, sqlName(user), sqlName(owner), sqlName(user))
 	}
 	return nil
+}
+
+var plainName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+
+// sqlName is a role's name as SQL writes it: bare when it can be, else quoted.
+func sqlName(name string) string {
+	if plainName.MatchString(name) {
+		return name
+	}
+	return pgx.Identifier{name}.Sanitize()
 }
