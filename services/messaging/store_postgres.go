@@ -71,6 +71,10 @@ type PostgresStore struct {
 	parts partitionCache
 	// retention is the latest batch's, for the partitions Sweep makes ahead.
 	retention atomic.Int64
+	// id names the store in its wake-ups (store_postgres_watch.go), and listening
+	// counts the times Watch has started listening.
+	id        string
+	listening atomic.Int64
 }
 
 var _ Store = (*PostgresStore)(nil)
@@ -95,7 +99,7 @@ func OpenPostgresStore(ctx context.Context, url string, opts PostgresOptions, lo
 	if err != nil {
 		return nil, err
 	}
-	s := &PostgresStore{db: db, url: url, log: log, width: int64(opts.PartitionWidth), poll: opts.WatchPoll}
+	s := &PostgresStore{db: db, url: url, log: log, width: int64(opts.PartitionWidth), poll: opts.WatchPoll, id: newStoreID()}
 	if err := s.checkPartitionRights(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("messaging store: %w", err)

@@ -99,6 +99,7 @@ func (s *PostgresStore) Apply(b *Batch) error {
 // Nothing reaches the batch's ops before the transaction has committed (publish).
 type pgBatch struct {
 	b       *Batch
+	from    string // the store's id, in its wake-ups
 	now     time.Time
 	ttl     time.Duration
 	horizon int64
@@ -200,6 +201,7 @@ func directOK(m *SendOp) bool {
 }
 
 func (p *pgBatch) apply(ctx context.Context, tx pgx.Tx, s *PostgresStore) error {
+	p.from = s.id
 	// 1. The conversations: insert the rows of those that may get their first message,
 	// then lock them all in key order.
 	sendConvs, allConvs := pairs{}, pairs{}
@@ -775,6 +777,10 @@ func (p *pgBatch) write(ctx context.Context, tx pgx.Tx) error {
 	if len(upd.apps) > 0 {
 		queue(-1, `UPDATE participations p SET record = t.r FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS t(a, i, c, r)
 			WHERE p.app_id = t.a AND p.identity = t.i AND p.conversation_id = t.c`, upd.apps, upd.ids, upd.convs, upd.records)
+	}
+	if len(p.grown) > 0 {
+		// The other replicas' streams of these inboxes wake up once this commits.
+		queue(-1, "SELECT pg_notify($1, $2)", inboxChannel, notifyPayload(p.from, p.grown))
 	}
 	if len(checks) == 0 {
 		return nil

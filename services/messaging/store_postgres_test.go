@@ -279,3 +279,107 @@ func TestPostgresSchema(t *testing.T) {
 		t.Errorf("tables = %v (%v), want %s", got, err, want)
 	}
 }
+
+// watcher runs s.Watch for the inboxes of ids until the test ends, and returns what it
+// reports.
+func watcher(t *testing.T, s *PostgresStore, ids ...string) <-chan InboxHead {
+	t.Helper()
+	out := make(chan InboxHead, 100)
+	var mu sync.Mutex
+	known := map[string]uint64{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Watch(ctx, func() []InboxHead {
+			mu.Lock()
+			defer mu.Unlock()
+			var hs []InboxHead
+			for _, id := range ids {
+				hs = append(hs, InboxHead{AppID: cfApp, Identity: id, Head: known[id]})
+			}
+			return hs
+		}, func(hs []InboxHead) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, h := range hs {
+				if h.AppID == cfApp && slices.Contains(ids, h.Identity) && h.Head > known[h.Identity] {
+					known[h.Identity] = h.Head
+					out <- h
+				}
+			}
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return out
+}
+
+// wantWoken waits for a report that identity's inbox reached head.
+func wantWoken(t *testing.T, ch <-chan InboxHead, identity string, head uint64, within time.Duration) {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case h := <-ch:
+			if h.Identity == identity && h.Head >= head {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no report of %s's inbox at %d within %v", identity, head, within)
+		}
+	}
+}
+
+func openPostgresPoll(t *testing.T, url string, poll time.Duration) *PostgresStore {
+	t.Helper()
+	s, err := OpenPostgresStore(context.Background(), url, PostgresOptions{PartitionWidth: testPartitionWidth, WatchPoll: poll}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestPostgresWatch: a replica learns at once, by a notification, of the inboxes that
+// another replica's batches made grow; of a change whose wake-up was lost, by its poll;
+// and after its listening connection broke, it listens again by itself.
+func TestPostgresWatch(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	alice, bob := cfID(1), cfID(2)
+	sender := openPostgres(t, db.URL)
+	// Polls an hour apart: only a notification reports within seconds.
+	notified := openPostgresPoll(t, db.URL, time.Hour)
+	woken := watcher(t, notified, bob)
+	waitListening(t, notified, 1)
+	cfApply(t, sender, time.Now(), cfSend(alice, bob, "m1", "one"))
+	wantWoken(t, woken, bob, 1, 5*time.Second)
+
+	t.Run("a lost wake-up only delays", func(t *testing.T) {
+		polled := openPostgresPoll(t, db.URL, 200*time.Millisecond)
+		woken := watcher(t, polled, bob)
+		waitListening(t, polled, 1)
+		wantWoken(t, woken, bob, 1, 5*time.Second) // the first read, when it starts listening
+		// A change made without a notification, as one lost on its way.
+		db.Exec(t, "UPDATE "+Schema+".inbox_heads SET head = 7 WHERE identity = $1", bob)
+		wantWoken(t, woken, bob, 7, 5*time.Second)
+	})
+
+	t.Run("the listening connection breaks", func(t *testing.T) {
+		db.Exec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND datname = current_database()")
+		waitListening(t, notified, 2)
+		cfApply(t, sender, time.Now(), cfSend(alice, bob, "m2", "two"))
+		wantWoken(t, woken, bob, 8, 5*time.Second)
+	})
+}
+
+// waitListening waits until s has started listening n times.
+func waitListening(t *testing.T, s *PostgresStore, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.listening.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the store started listening %d times in 10 s, want %d", s.listening.Load(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
