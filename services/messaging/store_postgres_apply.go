@@ -20,7 +20,7 @@ import (
 )
 
 // Apply in PostgreSQL: one transaction per batch, as the bbolt engine's, whichever
-// replica runs it. It
+// replica runs it. In one round trip (a pipeline) it
 //
 //  1. locks the rows of the batch's conversations (FOR UPDATE, in key order; a
 //     conversation's first message inserts its row first), so that replicas take
@@ -28,9 +28,11 @@ import (
 //     committed;
 //  2. looks the batch's idempotency keys and event ids up, under those locks;
 //  3. locks the inbox heads of the recipients (in key order, after the
-//     conversations: no two batches wait for each other in a cycle);
-//  4. checks and numbers every op in order, in memory, as the bbolt engine does;
-//  5. writes every table with one multi-row statement each, sent together.
+//     conversations: no two batches wait for each other in a cycle), and reads the
+//     participations the ops may change;
+//
+// then it checks and numbers every op in order, in memory, as the bbolt engine does,
+// and in a second round trip writes every table with one multi-row statement each.
 //
 // Two sends with one idempotency key into different conversations hold different
 // locks; the key's primary key then stores it once: the batch that finds it taken
@@ -98,11 +100,10 @@ func (s *PostgresStore) Apply(b *Batch) error {
 // pgBatch is one run of a batch: what it read and locked, and what it will write.
 // Nothing reaches the batch's ops before the transaction has committed (publish).
 type pgBatch struct {
-	b       *Batch
-	from    string // the store's id, in its wake-ups
-	now     time.Time
-	ttl     time.Duration
-	horizon int64
+	b    *Batch
+	from string // the store's id, in its wake-ups
+	now  time.Time
+	ttl  time.Duration
 
 	results []opResult
 	convs   map[string]*pgConv  // app 0 conversation_id
@@ -202,113 +203,30 @@ func directOK(m *SendOp) bool {
 
 func (p *pgBatch) apply(ctx context.Context, tx pgx.Tx, s *PostgresStore) error {
 	p.from = s.id
-	// 1. The conversations: insert the rows of those that may get their first message,
-	// then lock them all in key order.
-	sendConvs, allConvs := pairs{}, pairs{}
-	for _, op := range p.b.Ops {
-		switch {
-		case op.Send != nil && directOK(op.Send):
-			sendConvs[[2]string{op.Send.AppID, op.Send.ConversationID}] = true
-			allConvs[[2]string{op.Send.AppID, op.Send.ConversationID}] = true
-		case op.Cursors != nil:
-			allConvs[[2]string{op.Cursors.AppID, op.Cursors.ConversationID}] = true
-		}
+	// 1. Everything the ops read, in one round trip (a pipeline: the statements run one
+	// after the other, each seeing what the ones before it committed or locked).
+	var q pgx.Batch
+	p.queueConversations(&q)
+	p.queueLookups(&q)
+	heads := p.queueInboxes(&q)
+	p.queueParticipations(&q, p.partKeys(false))
+	if err := tx.SendBatch(ctx, &q).Close(); err != nil {
+		return err
 	}
-	if len(sendConvs) > 0 {
-		apps, ids := sendConvs.arrays()
-		rows, err := tx.Query(ctx, `
-			INSERT INTO conversations (app_id, conversation_id, latest_sequence, record)
-			SELECT a, c, 0, '' FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(a, c, n) ORDER BY n
-			ON CONFLICT DO NOTHING RETURNING app_id, conversation_id`, apps, ids)
-		if err != nil {
-			return err
-		}
-		var app, id string
-		if _, err := pgx.ForEachRow(rows, []any{&app, &id}, func() error {
-			p.created[key2(app, id)] = true
-			return nil
-		}); err != nil {
-			return err
-		}
+	if len(p.inboxes) != len(heads) {
+		return fmt.Errorf("locked %d inbox heads of %d", len(p.inboxes), len(heads))
 	}
-	if len(allConvs) > 0 {
-		apps, ids := allConvs.arrays()
-		rows, err := tx.Query(ctx, `
-			SELECT c.app_id, c.conversation_id, c.record FROM conversations c
-			JOIN unnest($1::text[], $2::text[]) AS t(a, id) ON c.app_id = t.a AND c.conversation_id = t.id
-			ORDER BY c.app_id, c.conversation_id FOR UPDATE OF c`, apps, ids)
-		if err != nil {
+	// 2. The participations of the groups whose member list changed: rare, so read
+	// apart rather than every member's with every batch.
+	if keys := p.partKeys(true); len(keys) > 0 {
+		var q pgx.Batch
+		p.queueParticipations(&q, keys)
+		if err := tx.SendBatch(ctx, &q).Close(); err != nil {
 			return err
-		}
-		var app, id string
-		var raw []byte
-		if _, err := pgx.ForEachRow(rows, []any{&app, &id, &raw}, func() error {
-			k := key2(app, id)
-			c := &pgConv{app: app, id: id}
-			if !p.created[k] {
-				rec := &messagingstoragev1.ConversationRecord{}
-				if c.err = decodeRecord("conversations", app+"/"+id, raw, rec); c.err == nil {
-					c.rec, c.latestAt = rec, latestAt(rec)
-				}
-			}
-			p.convs[k] = c
-			return nil
-		}); err != nil {
-			return err
-		}
-	}
-	for k := range allConvs {
-		if p.convs[key2(k[0], k[1])] == nil { // a cursor's conversation without messages
-			p.convs[key2(k[0], k[1])] = &pgConv{app: k[0], id: k[1]}
 		}
 	}
 
-	// 2. The horizon, and the stored messages and events of the batch's keys.
-	if err := tx.QueryRow(ctx, "SELECT horizon FROM sweep_state").Scan(&p.horizon); err != nil {
-		return err
-	}
-	if err := p.lookup(ctx, tx); err != nil {
-		return err
-	}
-
-	// 3. The inbox heads of every recipient of an op that may store (in key order), and
-	// the participations the ops read.
-	heads, partKeys := pairs{}, map[[3]string]bool{}
-	for _, op := range p.b.Ops {
-		switch {
-		case op.Send != nil && directOK(op.Send):
-			m := op.Send
-			if p.sent[key3(m.AppID, m.Sender, m.ClientMessageID)] != nil {
-				continue
-			}
-			for _, r := range m.Recipients {
-				heads[[2]string{m.AppID, r}] = true
-			}
-			c := p.convs[key2(m.AppID, m.ConversationID)]
-			if m.Kind == kindDirect && c.rec == nil || m.Kind == kindGroup && c.rec.GetParticipantsVersion() != m.MembershipVersion {
-				for _, r := range m.Recipients {
-					partKeys[[3]string{m.AppID, r, m.ConversationID}] = true
-				}
-			}
-		case op.Event != nil:
-			if p.events[key2(op.Event.AppID, op.Event.EventID)] != nil {
-				continue
-			}
-			for _, r := range op.Event.Recipients {
-				heads[[2]string{op.Event.AppID, r}] = true
-			}
-		case op.Cursors != nil:
-			partKeys[[3]string{op.Cursors.AppID, op.Cursors.Identity, op.Cursors.ConversationID}] = true
-		}
-	}
-	if err := p.lockInboxes(ctx, tx, heads); err != nil {
-		return err
-	}
-	if err := p.readParticipations(ctx, tx, partKeys); err != nil {
-		return err
-	}
-
-	// 4. Every op in order.
+	// 3. Every op in order.
 	for i, op := range p.b.Ops {
 		switch {
 		case op.Send != nil:
@@ -325,7 +243,7 @@ func (p *pgBatch) apply(ctx context.Context, tx pgx.Tx, s *PostgresStore) error 
 		return &needPartitions{lo, hi}
 	}
 
-	// 5. The writes.
+	// 4. The writes, in one round trip.
 	return p.write(ctx, tx)
 }
 
@@ -336,8 +254,63 @@ func latestAt(rec *messagingstoragev1.ConversationRecord) time.Time {
 	return rec.GetLatestMessageAt().AsTime()
 }
 
-// lookup finds the stored, unexpired messages and events of the batch's keys.
-func (p *pgBatch) lookup(ctx context.Context, tx pgx.Tx) error {
+// queueConversations inserts the rows of the conversations that may get their first
+// message, then locks the rows of every conversation of the batch, in key order.
+func (p *pgBatch) queueConversations(q *pgx.Batch) {
+	sendConvs, allConvs := pairs{}, pairs{}
+	for _, op := range p.b.Ops {
+		switch {
+		case op.Send != nil && directOK(op.Send):
+			sendConvs[[2]string{op.Send.AppID, op.Send.ConversationID}] = true
+			allConvs[[2]string{op.Send.AppID, op.Send.ConversationID}] = true
+		case op.Cursors != nil:
+			allConvs[[2]string{op.Cursors.AppID, op.Cursors.ConversationID}] = true
+		}
+	}
+	for k := range allConvs { // a cursor's conversation without messages has no row
+		p.convs[key2(k[0], k[1])] = &pgConv{app: k[0], id: k[1]}
+	}
+	if len(sendConvs) > 0 {
+		apps, ids := sendConvs.arrays()
+		q.Queue(`
+			INSERT INTO conversations (app_id, conversation_id, latest_sequence, record)
+			SELECT a, c, 0, '' FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(a, c, n) ORDER BY n
+			ON CONFLICT DO NOTHING RETURNING app_id, conversation_id`, apps, ids).Query(func(rows pgx.Rows) error {
+			var app, id string
+			_, err := pgx.ForEachRow(rows, []any{&app, &id}, func() error {
+				p.created[key2(app, id)] = true
+				return nil
+			})
+			return err
+		})
+	}
+	if len(allConvs) > 0 {
+		apps, ids := allConvs.arrays()
+		q.Queue(`
+			SELECT c.app_id, c.conversation_id, c.record FROM conversations c
+			JOIN unnest($1::text[], $2::text[]) AS t(a, id) ON c.app_id = t.a AND c.conversation_id = t.id
+			ORDER BY c.app_id, c.conversation_id FOR UPDATE OF c`, apps, ids).Query(func(rows pgx.Rows) error {
+			var app, id string
+			var raw []byte
+			_, err := pgx.ForEachRow(rows, []any{&app, &id, &raw}, func() error {
+				k := key2(app, id)
+				if p.created[k] {
+					return nil
+				}
+				c := p.convs[k]
+				rec := &messagingstoragev1.ConversationRecord{}
+				if c.err = decodeRecord("conversations", app+"/"+id, raw, rec); c.err == nil {
+					c.rec, c.latestAt = rec, latestAt(rec)
+				}
+				return nil
+			})
+			return err
+		})
+	}
+}
+
+// queueLookups finds the stored, unexpired messages and events of the batch's keys.
+func (p *pgBatch) queueLookups(q *pgx.Batch) {
 	var apps, senders []string
 	var cmids [][]byte
 	var eapps []string
@@ -351,133 +324,156 @@ func (p *pgBatch) lookup(ctx context.Context, tx pgx.Tx) error {
 		}
 	}
 	if len(apps) > 0 {
-		rows, err := tx.Query(ctx, `
+		q.Queue(`
 			SELECT DISTINCT i.app_id, i.sender, i.client_message_id, m.record
 			FROM unnest($1::text[], $2::text[], $3::bytea[]) AS k(a, s, c)
 			JOIN idempotency i ON i.app_id = k.a AND i.sender = k.s AND i.client_message_id = k.c
 			LEFT JOIN messages m ON m.app_id = i.app_id AND m.conversation_id = i.conversation_id
 				AND m.sequence = i.sequence AND m.expires_at = i.expires_at
-			WHERE i.expires_at > $4`, apps, senders, cmids, p.horizon)
-		if err != nil {
+			WHERE i.expires_at > `+horizon, apps, senders, cmids).Query(func(rows pgx.Rows) error {
+			var app, sender string
+			var cmid, raw []byte
+			_, err := pgx.ForEachRow(rows, []any{&app, &sender, &cmid, &raw}, func() error {
+				k := key3(app, sender, string(cmid))
+				e := &pgEntry{rec: &messagingstoragev1.MessagingLogRecord{}}
+				if raw == nil {
+					e.err = errs.Damagedf("messaging store: %s.idempotency: the key of %s's client_message_id %q points at a message that is not stored", Schema, sender, truncate(string(cmid)))
+				} else {
+					e.err = decodeRecord("messages", k, raw, e.rec)
+				}
+				if e.err == nil && (e.rec.GetAppId() != app || e.rec.GetMessage().GetSender() != sender || e.rec.GetMessage().GetClientMessageId() != string(cmid)) {
+					e.err = errs.Damagedf("messaging store: %s.idempotency: the key of %s's client_message_id %q points at another message", Schema, sender, truncate(string(cmid)))
+				}
+				p.sent[k] = e
+				return nil
+			})
 			return err
-		}
-		var app, sender string
-		var cmid, raw []byte
-		if _, err := pgx.ForEachRow(rows, []any{&app, &sender, &cmid, &raw}, func() error {
-			k := key3(app, sender, string(cmid))
-			e := &pgEntry{rec: &messagingstoragev1.MessagingLogRecord{}}
-			switch {
-			case raw == nil:
-				e.err = errs.Damagedf("messaging store: %s.idempotency: the key of %s's client_message_id %q points at a message that is not stored", Schema, sender, truncate(string(cmid)))
-			default:
-				e.err = decodeRecord("messages", k, raw, e.rec)
-			}
-			if e.err == nil && (e.rec.GetAppId() != app || e.rec.GetMessage().GetSender() != sender || e.rec.GetMessage().GetClientMessageId() != string(cmid)) {
-				e.err = errs.Damagedf("messaging store: %s.idempotency: the key of %s's client_message_id %q points at another message", Schema, sender, truncate(string(cmid)))
-			}
-			p.sent[k] = e
-			return nil
-		}); err != nil {
-			return err
-		}
+		})
 	}
 	if len(eapps) > 0 {
-		rows, err := tx.Query(ctx, `
+		q.Queue(`
 			SELECT DISTINCT k.a, k.e, ev.record, ev.fanout
 			FROM unnest($1::text[], $2::bytea[]) AS k(a, e)
 			JOIN event_ids i ON i.app_id = k.a AND i.event_id = k.e
 			LEFT JOIN events ev ON ev.app_id = i.app_id AND ev.event_id = i.event_id AND ev.expires_at = i.expires_at
-			WHERE i.expires_at > $3`, eapps, eids, p.horizon)
-		if err != nil {
-			return err
-		}
-		var app string
-		var id, raw, fan []byte
-		if _, err := pgx.ForEachRow(rows, []any{&app, &id, &raw, &fan}, func() error {
-			k := key2(app, string(id))
-			e := &pgEntry{rec: &messagingstoragev1.MessagingLogRecord{}}
-			f := &messagingstoragev1.MessagingFanoutRecord{}
-			switch {
-			case raw == nil:
-				e.err = errs.Damagedf("messaging store: %s.event_ids: event %q points at an event that is not stored", Schema, truncate(string(id)))
-			default:
-				if e.err = decodeRecord("events", k, raw, e.rec); e.err == nil {
+			WHERE i.expires_at > `+horizon, eapps, eids).Query(func(rows pgx.Rows) error {
+			var app string
+			var id, raw, fan []byte
+			_, err := pgx.ForEachRow(rows, []any{&app, &id, &raw, &fan}, func() error {
+				k := key2(app, string(id))
+				e := &pgEntry{rec: &messagingstoragev1.MessagingLogRecord{}}
+				f := &messagingstoragev1.MessagingFanoutRecord{}
+				if raw == nil {
+					e.err = errs.Damagedf("messaging store: %s.event_ids: event %q points at an event that is not stored", Schema, truncate(string(id)))
+				} else if e.err = decodeRecord("events", k, raw, e.rec); e.err == nil {
 					e.err = decodeRecord("events", k, fan, f)
 				}
-			}
-			if e.err == nil && (e.rec.GetAppId() != app || e.rec.GetEvent().GetEventId() != string(id)) {
-				e.err = errs.Damagedf("messaging store: %s.event_ids: event %q points at another event", Schema, truncate(string(id)))
-			}
-			e.fan = f.GetRecipients()
-			p.events[k] = e
-			return nil
-		}); err != nil {
+				if e.err == nil && (e.rec.GetAppId() != app || e.rec.GetEvent().GetEventId() != string(id)) {
+					e.err = errs.Damagedf("messaging store: %s.event_ids: event %q points at another event", Schema, truncate(string(id)))
+				}
+				e.fan = f.GetRecipients()
+				p.events[k] = e
+				return nil
+			})
 			return err
+		})
+	}
+}
+
+// queueInboxes inserts the missing inbox heads of every recipient of the batch, then
+// locks them all, in key order. A retry's recipients are among them, though it stores
+// nothing: which ops are retries is known only once the lookups have answered, and
+// waiting for them would take a round trip more.
+func (p *pgBatch) queueInboxes(q *pgx.Batch) pairs {
+	heads := pairs{}
+	for _, op := range p.b.Ops {
+		switch {
+		case op.Send != nil && directOK(op.Send):
+			for _, r := range op.Send.Recipients {
+				heads[[2]string{op.Send.AppID, r}] = true
+			}
+		case op.Event != nil:
+			for _, r := range op.Event.Recipients {
+				heads[[2]string{op.Event.AppID, r}] = true
+			}
 		}
 	}
-	return nil
-}
-
-// lockInboxes inserts the inbox heads that are missing, then locks them all, in key
-// order.
-func (p *pgBatch) lockInboxes(ctx context.Context, tx pgx.Tx, heads pairs) error {
 	if len(heads) == 0 {
-		return nil
+		return heads
 	}
 	apps, ids := heads.arrays()
-	if _, err := tx.Exec(ctx, `
+	q.Queue(`
 		INSERT INTO inbox_heads (app_id, identity, head)
 		SELECT a, i, 0 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(a, i, n) ORDER BY n
-		ON CONFLICT DO NOTHING`, apps, ids); err != nil {
-		return err
-	}
-	rows, err := tx.Query(ctx, `
+		ON CONFLICT DO NOTHING`, apps, ids)
+	q.Queue(`
 		SELECT h.app_id, h.identity, h.head FROM inbox_heads h
 		JOIN unnest($1::text[], $2::text[]) AS t(a, i) ON h.app_id = t.a AND h.identity = t.i
-		ORDER BY h.app_id, h.identity FOR UPDATE OF h`, apps, ids)
-	if err != nil {
+		ORDER BY h.app_id, h.identity FOR UPDATE OF h`, apps, ids).Query(func(rows pgx.Rows) error {
+		var app, id string
+		var head int64
+		_, err := pgx.ForEachRow(rows, []any{&app, &id, &head}, func() error {
+			p.inboxes[key2(app, id)] = &pgInbox{app: app, identity: id, base: uint64(head), head: uint64(head)}
+			return nil
+		})
 		return err
-	}
-	var app, id string
-	var head int64
-	_, err = pgx.ForEachRow(rows, []any{&app, &id, &head}, func() error {
-		p.inboxes[key2(app, id)] = &pgInbox{app: app, identity: id, base: uint64(head), head: uint64(head)}
-		return nil
 	})
-	if err == nil && len(p.inboxes) != len(heads) {
-		err = fmt.Errorf("locked %d inbox heads of %d", len(p.inboxes), len(heads))
-	}
-	return err
+	return heads
 }
 
-// readParticipations reads the participations the ops may change: the cursors' (locked:
-// a conversation without messages has no row to lock), and those a send may create.
-// Each conversation's participations change only under its row's lock.
-func (p *pgBatch) readParticipations(ctx context.Context, tx pgx.Tx, keys map[[3]string]bool) error {
+// partKeys returns the participations the ops may change: the cursors', and those of
+// the direct conversations the batch sends in (false); or those of the groups whose
+// member list changed since their last message (true), once the conversations are
+// read. Each conversation's participations change only under its row's lock, which
+// the batch holds, so they are read without a lock of their own.
+func (p *pgBatch) partKeys(groups bool) map[[3]string]bool {
+	keys := map[[3]string]bool{}
+	for _, op := range p.b.Ops {
+		switch m := op.Send; {
+		case m != nil && directOK(m) && !groups && m.Kind == kindDirect:
+			for _, r := range m.Recipients {
+				keys[[3]string{m.AppID, r, m.ConversationID}] = true
+			}
+		case m != nil && directOK(m) && groups && m.Kind == kindGroup:
+			c := p.convs[key2(m.AppID, m.ConversationID)]
+			if c.err == nil && c.rec.GetParticipantsVersion() != m.MembershipVersion {
+				for _, r := range m.Recipients {
+					if p.parts[key3(m.AppID, r, m.ConversationID)] == nil {
+						keys[[3]string{m.AppID, r, m.ConversationID}] = true
+					}
+				}
+			}
+		case op.Cursors != nil && !groups:
+			keys[[3]string{op.Cursors.AppID, op.Cursors.Identity, op.Cursors.ConversationID}] = true
+		}
+	}
+	return keys
+}
+
+// queueParticipations reads the participations of keys.
+func (p *pgBatch) queueParticipations(q *pgx.Batch, keys map[[3]string]bool) {
 	if len(keys) == 0 {
-		return nil
+		return
 	}
 	var apps, ids, convs []string
 	for k := range keys {
 		apps, ids, convs = append(apps, k[0]), append(ids, k[1]), append(convs, k[2])
 	}
-	rows, err := tx.Query(ctx, `
+	q.Queue(`
 		SELECT p.app_id, p.identity, p.conversation_id, p.record FROM participations p
-		JOIN unnest($1::text[], $2::text[], $3::text[]) AS t(a, i, c) ON p.app_id = t.a AND p.identity = t.i AND p.conversation_id = t.c
-		ORDER BY p.app_id, p.identity, p.conversation_id FOR UPDATE OF p`, apps, ids, convs)
-	if err != nil {
+		JOIN unnest($1::text[], $2::text[], $3::text[]) AS t(a, i, c) ON p.app_id = t.a AND p.identity = t.i AND p.conversation_id = t.c`,
+		apps, ids, convs).Query(func(rows pgx.Rows) error {
+		var app, id, conv string
+		var raw []byte
+		_, err := pgx.ForEachRow(rows, []any{&app, &id, &conv, &raw}, func() error {
+			k := key3(app, id, conv)
+			part := &pgPart{rec: &messagingstoragev1.ParticipationRecord{}, stored: true}
+			part.err = decodeRecord("participations", k, raw, part.rec)
+			p.parts[k] = part
+			return nil
+		})
 		return err
-	}
-	var app, id, conv string
-	var raw []byte
-	_, err = pgx.ForEachRow(rows, []any{&app, &id, &conv, &raw}, func() error {
-		k := key3(app, id, conv)
-		part := &pgPart{rec: &messagingstoragev1.ParticipationRecord{}, stored: true}
-		part.err = decodeRecord("participations", k, raw, part.rec)
-		p.parts[k] = part
-		return nil
 	})
-	return err
 }
 
 // appendEntry adds rec's items to the recipients' inboxes and returns their rows' ids.
@@ -687,9 +683,9 @@ func (p *pgBatch) write(ctx context.Context, tx pgx.Tx) error {
 			ORDER BY n
 			ON CONFLICT (app_id, sender, client_message_id) DO UPDATE
 				SET conversation_id = EXCLUDED.conversation_id, sequence = EXCLUDED.sequence, expires_at = EXCLUDED.expires_at
-				WHERE idempotency.expires_at <= $7
+				WHERE idempotency.expires_at <= `+horizon+`
 			RETURNING 1`,
-			pick(m.apps, idx), pick(m.senders, idx), pick(m.cmids, idx), pick(m.convs, idx), pick(m.seqs, idx), pick(m.expires, idx), p.horizon)
+			pick(m.apps, idx), pick(m.senders, idx), pick(m.cmids, idx), pick(m.convs, idx), pick(m.seqs, idx), pick(m.expires, idx))
 	}
 	if e := &p.eventRows; len(e.apps) > 0 {
 		queue(-1, `INSERT INTO events (app_id, event_id, expires_at, size, record, fanout)
@@ -704,9 +700,9 @@ func (p *pgBatch) write(ctx context.Context, tx pgx.Tx) error {
 		})
 		queue(len(idx), `INSERT INTO event_ids (app_id, event_id, expires_at)
 			SELECT a, i, e FROM unnest($1::text[], $2::bytea[], $3::bigint[]) WITH ORDINALITY AS t(a, i, e, n) ORDER BY n
-			ON CONFLICT (app_id, event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE event_ids.expires_at <= $4
+			ON CONFLICT (app_id, event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE event_ids.expires_at <= `+horizon+`
 			RETURNING 1`,
-			pick(e.apps, idx), pick(e.ids, idx), pick(e.expires, idx), p.horizon)
+			pick(e.apps, idx), pick(e.ids, idx), pick(e.expires, idx))
 	}
 	if in := &p.inboxRows; len(in.apps) > 0 {
 		queue(-1, `INSERT INTO inbox (app_id, identity, inbox_sequence, expires_at, conversation_id, sequence, event_id)
