@@ -476,7 +476,7 @@ func (p *pgBatch) queueParticipations(q *pgx.Batch, keys map[[3]string]bool) {
 	})
 }
 
-// appendEntry adds rec's items to the recipients' inboxes and returns their rows' ids.
+// appendEntry adds rec's items to the recipients' inboxes.
 func (p *pgBatch) appendEntry(rec *messagingstoragev1.MessagingLogRecord, app string, recipients []string, expires int64, conv *string, seq *int64, event []byte) {
 	for _, r := range recipients {
 		in := p.inboxes[key2(app, r)] // locked: every recipient of an op that stores
