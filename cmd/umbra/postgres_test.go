@@ -90,6 +90,9 @@ func TestServePostgres(t *testing.T) {
 	future.Exec(t, "CREATE SCHEMA umbra_identity")
 	future.Exec(t, "CREATE TABLE umbra_identity.goose_db_version (id serial PRIMARY KEY, version_id bigint NOT NULL, is_applied boolean NOT NULL, tstamp timestamp DEFAULT now())")
 	future.Exec(t, "INSERT INTO umbra_identity.goose_db_version (version_id, is_applied) VALUES (0, true), (999, true)")
+	future.Exec(t, "CREATE SCHEMA umbra_messaging")
+	future.Exec(t, "CREATE TABLE umbra_messaging.goose_db_version (id serial PRIMARY KEY, version_id bigint NOT NULL, is_applied boolean NOT NULL, tstamp timestamp DEFAULT now())")
+	future.Exec(t, "INSERT INTO umbra_messaging.goose_db_version (version_id, is_applied) VALUES (0, true), (999, true)")
 
 	// The backup service's schema, its server secret's check value stored by a first
 	// start with backupSecret.
@@ -115,6 +118,7 @@ func TestServePostgres(t *testing.T) {
 		{"unreachable", []string{"serve", "identity", "--store", unreachable}, nil, "cannot reach PostgreSQL at 127.0.0.1:"},
 		{"wrong password", []string{"serve", "identity", "--store", cluster.URLAs(pgtest.Superuser, "not-the-password", db.Name)}, nil, `refused the user "postgres"`},
 		{"schema from the future", []string{"serve", "identity", "--store", future.URL}, nil, "is at version 999, written by a newer Umbra; this binary knows versions up to 1"},
+		{"messaging, schema from the future", []string{"serve", "messaging", "--identity-addr", "127.0.0.1:1", "--card-addr", "127.0.0.1:1", "--group-addr", "127.0.0.1:1", "--store", future.URL}, nil, "messaging store: the schema umbra_messaging in database"},
 		{"a role without a PostgreSQL engine", []string{"serve", "card", "--identity-addr", "127.0.0.1:1"}, []string{"UMBRA_STORE=" + db.URL}, "the card service has no PostgreSQL engine yet; see issue 16"},
 		{"backup with another server secret", []string{"serve", "backup", "--store", db.URL, "--backup-secret", strings.ToUpper(backupSecret), "--identity-addr", "127.0.0.1:1", "--messaging-addr", "127.0.0.1:1"}, nil, "the server secret is not the one the backup store (backup.db, or the schema umbra_backup) was created with"},
 		{"all roles", []string{"serve", "all", "--backup-secret", backupSecret}, []string{"UMBRA_STORE=" + db.URL}, "the card service has no PostgreSQL engine yet; see issue 16"},
@@ -151,8 +155,10 @@ func TestServePostgres(t *testing.T) {
 	}
 	// Nothing was written in the schema from the future.
 	var n int
-	if err := queryInt(future, "SELECT count(*) FROM pg_tables WHERE schemaname = 'umbra_identity'", &n); err != nil || n != 1 {
-		t.Errorf("the schema from the future has %d tables (%v), want its version table only", n, err)
+	for _, schema := range []string{"umbra_identity", "umbra_messaging"} {
+		if err := queryInt(future, "SELECT count(*) FROM pg_tables WHERE schemaname = $1", &n, schema); err != nil || n != 1 {
+			t.Errorf("the schema %s from the future has %d tables (%v), want its version table only", schema, n, err)
+		}
 	}
 }
 

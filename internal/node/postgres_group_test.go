@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"testing"
 	"time"
@@ -18,23 +17,10 @@ import (
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 )
 
-// serviceState returns a service's state in /readyz.
-func serviceState(t *testing.T, n *nodetest.Node, service string) string {
-	t.Helper()
-	r := get(t, n.HTTP+"/readyz")
-	var body struct {
-		Services map[string]string `json:"services"`
-	}
-	if err := json.Unmarshal([]byte(r.body), &body); err != nil {
-		t.Fatalf("/readyz: %d %s: %v", r.status, r.body, err)
-	}
-	return body.Services[service]
-}
-
 func waitServiceState(t *testing.T, n *nodetest.Node, service, want string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
-	for serviceState(t, n, service) != want {
+	for state, _ := serviceState(t, n, service); state != want; state, _ = serviceState(t, n, service) {
 		if time.Now().After(deadline) {
 			t.Fatalf("/readyz: %s is not %s 15 s on", service, want)
 		}
@@ -76,7 +62,7 @@ func TestPostgresGroup(t *testing.T) {
 		if status.Code(err) != codes.NotFound {
 			t.Errorf("replica %d: GetGroup of a missing group: %v, want NOT_FOUND", i+1, err)
 		}
-		if state := serviceState(t, n, "group"); state != "SERVING" {
+		if state, _ := serviceState(t, n, "group"); state != "SERVING" {
 			t.Errorf("replica %d: /readyz: group %s with the database up", i+1, state)
 		}
 	}

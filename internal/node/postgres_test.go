@@ -18,8 +18,10 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/node"
 	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
+	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	adminv1 "github.com/umbra-e2ee/umbra/proto/umbra/admin/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -144,7 +146,6 @@ func TestPostgresRefusals(t *testing.T) {
 	}{
 		{"card", []string{gateway.Card}, db.URL, "the card service has no PostgreSQL engine yet; see issue 16"},
 		{"all", gateway.Services(), db.URL, "the card service has no PostgreSQL engine yet; see issue 16"},
-		{"messaging", []string{gateway.Messaging}, db.URL, "the messaging service has no PostgreSQL engine yet; see issue 16"},
 		{"not postgres", []string{gateway.Identity}, "mysql://x@y/z", "--store takes a PostgreSQL connection string"},
 		{"unreachable", []string{gateway.Identity}, "postgres://u:pw@127.0.0.1:1/x?connect_timeout=2", "cannot reach PostgreSQL at 127.0.0.1:1"},
 	}
@@ -168,4 +169,87 @@ func TestPostgresRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPostgresMessagingReplicas: the messaging service over PostgreSQL in two
+// processes, as two replicas (the second beside no identity service, following the
+// first's): a message sent through one reaches, live, a subscriber on the other; both
+// follow their database in /readyz; neither writes in its data folder; and a restart
+// finds the messages.
+func TestPostgresMessagingReplicas(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := nodetest.Start(t, func(cfg *node.Config) {
+		cfg.Roles = []string{gateway.Identity, gateway.Messaging}
+		cfg.Store, cfg.DataDir, cfg.StoreProbeInterval = db.URL, dirA, probeEvery
+	})
+	startB := func() *nodetest.Node {
+		return nodetest.Start(t, func(cfg *node.Config) {
+			cfg.Roles = []string{gateway.Messaging}
+			cfg.Store, cfg.DataDir, cfg.StoreProbeInterval = db.URL, dirB, probeEvery
+			cfg.Peers.Identity = grpcclient.Config{Addr: a.GRPC, ServiceToken: nodetest.ServiceToken, Peer: true}
+			cfg.Gateway = nil
+		})
+	}
+	b := startB()
+	app := a.NewApp(t)
+	app.AllowPlaintextDirect(t)
+	alice, bob := app.User(t, "alice"), app.User(t, "bob")
+	as := func(tok string) context.Context {
+		return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
+	}
+	bobTok := app.Token(t, bob)
+	ctx, cancel := context.WithTimeout(as(bobTok), 30*time.Second)
+	defer cancel()
+	stream, err := messagingv1.NewMessagingServiceClient(b.Conn()).Subscribe(ctx, &messagingv1.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := stream.Recv(); err != nil || first.GetHeartbeat() == nil {
+		t.Fatalf("the stream's first item: %v, %v; want the caught-up heartbeat", first, err)
+	}
+	sent, err := messagingv1.NewMessagingServiceClient(a.Conn()).Send(as(app.Token(t, alice)), &messagingv1.SendRequest{
+		ConversationId: bob, ClientMessageId: "m1",
+		Header:   &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT},
+		Envelope: []byte("across replicas"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := stream.Recv()
+	if err != nil || string(got.GetMessage().GetEnvelope()) != "across replicas" || got.GetMessage().GetSequence() != sent.GetSequence() {
+		t.Fatalf("bob's stream on the other replica: %v, %v", got, err)
+	}
+	cancel()
+	for _, dir := range []string{dirA, dirB} {
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("a data folder holds %d entries; a store in PostgreSQL writes none", len(entries))
+		}
+	}
+	if state, reason := serviceState(t, a, "messaging"); state != "SERVING" {
+		t.Errorf("/readyz: messaging %s (%s)", state, reason)
+	}
+	// A restart of the second finds the message.
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	b = startB()
+	hist, err := messagingv1.NewMessagingServiceClient(b.Conn()).History(as(bobTok), &messagingv1.HistoryRequest{ConversationId: alice})
+	if err != nil || len(hist.GetMessages()) != 1 || string(hist.GetMessages()[0].GetEnvelope()) != "across replicas" {
+		t.Errorf("History on the restarted replica: %v, %v", hist, err)
+	}
+}
+
+// serviceState returns a service's state and reason in /readyz.
+func serviceState(t *testing.T, n *nodetest.Node, service string) (string, string) {
+	t.Helper()
+	r := get(t, n.HTTP+"/readyz")
+	var body struct {
+		Services map[string]string `json:"services"`
+		Reasons  map[string]string `json:"reasons"`
+	}
+	if err := json.Unmarshal([]byte(r.body), &body); err != nil {
+		t.Fatalf("/readyz: %d %s: %v", r.status, r.body, err)
+	}
+	return body.Services[service], body.Reasons[service]
 }

@@ -83,11 +83,28 @@ var builders = map[string]func(*deps) (*hosted, error){
 	gateway.Backup: buildBackup,
 	gateway.Group:  buildGroup,
 	gateway.Messaging: func(d *deps) (*hosted, error) {
-		store, err := messaging.OpenBoltStore(dbPath(d, gateway.Messaging), messaging.StoreOptions{})
-		if err != nil {
-			return nil, err
-		}
 		log := d.log.Named(gateway.Messaging)
+		h := &hosted{
+			name:     gateway.Messaging,
+			grpcName: messagingv1.MessagingService_ServiceDesc.ServiceName,
+			policies: messaging.Policies(),
+		}
+		var store messaging.Store
+		if d.cfg.Store != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+			defer cancel()
+			pg, err := messaging.OpenPostgresStore(ctx, d.cfg.Store, messaging.PostgresOptions{}, log)
+			if err != nil {
+				return nil, err
+			}
+			store, h.ready = pg, pg.DB().Ready
+		} else {
+			bolt, err := messaging.OpenBoltStore(dbPath(d, gateway.Messaging), messaging.StoreOptions{})
+			if err != nil {
+				return nil, err
+			}
+			store, h.db = bolt, bolt.DB()
+		}
 		release := closers{store.Close}
 		conn, err := optionalPeer(d, log, d.cfg.Peers.Group, &release, "no group service address: group conversations are refused")
 		if err != nil {
@@ -116,15 +133,8 @@ var builders = map[string]func(*deps) (*hosted, error){
 			release.close()
 			return nil, err
 		}
-		return &hosted{
-			name:     gateway.Messaging,
-			grpcName: messagingv1.MessagingService_ServiceDesc.ServiceName,
-			register: srv.Register,
-			policies: messaging.Policies(),
-			db:       store.DB(),
-			close:    release.close,
-			run:      srv.Run,
-		}, nil
+		h.register, h.close, h.run = srv.Register, release.close, srv.Run
+		return h, nil
 	},
 }
 

@@ -28,6 +28,7 @@ func (s *Server) Run(ctx context.Context) {
 		var wg sync.WaitGroup
 		wg.Go(func() { s.commit.run(commitCtx) })
 		wg.Go(func() { s.sweepLoop(ctx) })
+		wg.Go(func() { s.store.Watch(ctx, s.notify.watched, s.notify.bump) })
 		<-ctx.Done()
 		close(s.closing)
 		select {

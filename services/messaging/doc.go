@@ -23,6 +23,12 @@
 // with a later batch; reads merge both. After a crash, opening the store rebuilds the
 // missing index entries from the log.
 //
+// The PostgreSQL engine (store_postgres*.go, PostgresStore) takes the same batches in
+// one transaction each, so several replicas of the service can share one database: it
+// numbers under row locks on the conversations and inboxes, stores each idempotency
+// key once by its primary key, keeps messages in tables partitioned by expiry time, and
+// wakes the other replicas' streams through Store.Watch (docs/storage-postgres.md).
+//
 // # Streams
 //
 // Subscribe keeps no queue per stream. A notifier holds, per identity with an open

@@ -3,6 +3,7 @@ package messaging
 import (
 	"container/list"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
@@ -121,7 +122,21 @@ func (n *notifier) state(w *watch) (uint64, <-chan struct{}) {
 	return w.latest, w.changed
 }
 
-// bump records inboxes' new latest sequences; the committer calls it after commit.
+// watched returns the inboxes with an open stream and their latest sequences, for
+// Store.Watch.
+func (n *notifier) watched() []InboxHead {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]InboxHead, 0, len(n.watches))
+	for k, w := range n.watches {
+		app, identity, _ := strings.Cut(k, "\x00")
+		out = append(out, InboxHead{AppID: app, Identity: identity, Head: w.latest})
+	}
+	return out
+}
+
+// bump records inboxes' new latest sequences; the committer calls it after commit, and
+// Store.Watch of other replicas' commits (without items).
 func (n *notifier) bump(heads []InboxHead) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -58,6 +59,14 @@ type Store interface {
 	// (appsettings.go).
 	AppSettings(appID string) (*messagingstoragev1.MessagingAppSettingsRecord, error)
 	PutAppSettings(rec *messagingstoragev1.MessagingAppSettingsRecord) error
+
+	// Watch tells changed, until ctx ends, of the inboxes that other writers over the
+	// same storage (other replicas of the service) made grow: their new heads, without
+	// items. watching returns the inboxes to watch, with the heads known already; an
+	// engine that may miss a wake-up re-reads those now and then, so that a lost one
+	// only delays. An engine whose storage has one writer (bbolt) has nothing to tell:
+	// the committer's own wake-ups are all there are. The service runs it from Run.
+	Watch(ctx context.Context, watching func() []InboxHead, changed func([]InboxHead))
 
 	Close() error
 }

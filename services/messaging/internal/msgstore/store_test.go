@@ -13,9 +13,12 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
+
+// The Store's behaviour is tested over both engines by the messaging service's
+// conformance suite (services/messaging/store_conformance_test.go); the tests here
+// are of the bbolt engine's own mechanisms (its file, its replay).
 
 const testApp = "app_aaaaaaaaaaaaaaaaaaaaaaaaaa"
 
@@ -72,52 +75,6 @@ func storeSnapshot(t *testing.T, s *BoltStore) map[string]string {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// TestApplyRefusesOpsAlone: in one batch, an op the state refuses writes nothing and
-// fails no other; later ops see earlier ones, a retry included.
-func TestApplyRefusesOpsAlone(t *testing.T) {
-	s := openTestStore(t, Options{})
-	alice, bob, carol := testIdentity(1), testIdentity(2), testIdentity(3)
-	ops := []*Op{
-		directOp(alice, bob, "m1", "hello"),
-		directOp(alice, bob, "m1", "hello"),       // a retry in the same batch
-		directOp(alice, bob, "m1", "other bytes"), // the id reused
-		directOp(alice, carol, "m1", "hello"),     // the id reused in another conversation
-		{Cursors: &CursorOp{AppID: testApp, Identity: bob, ConversationID: directID(testApp, alice, bob), Kind: kindDirect, Peer: alice, Read: 2}},
-		directOp(bob, alice, "m1", "bob's own m1"), // ids are per sender
-		{Cursors: &CursorOp{AppID: testApp, Identity: bob, ConversationID: directID(testApp, alice, bob), Kind: kindDirect, Peer: alice, Read: 2}},
-	}
-	b := &Batch{Now: time.Now(), Retention: time.Hour, Ops: ops}
-	if err := s.Apply(b); err != nil {
-		t.Fatal(err)
-	}
-	want := []struct {
-		seq       uint64
-		duplicate bool
-		err       error
-	}{{1, false, nil}, {1, true, nil}, {0, false, errs.ErrExists}, {0, false, errs.ErrExists}, {0, false, errs.ErrInvalid}, {2, false, nil}, {0, false, nil}}
-	for i, w := range want {
-		op := ops[i]
-		if !errors.Is(op.Err, w.err) || w.err == nil && op.Err != nil {
-			t.Errorf("op %d: error %v, want %v", i, op.Err, w.err)
-		}
-		if op.Send != nil && w.err == nil && (op.Send.Sequence != w.seq || op.Send.Duplicate != w.duplicate) {
-			t.Errorf("op %d: sequence %d duplicate %v, want %d %v", i, op.Send.Sequence, op.Send.Duplicate, w.seq, w.duplicate)
-		}
-	}
-	if c := ops[6].Cursors.Cursor; c.GetReadSequence() != 2 || c.GetDeliveredSequence() != 2 {
-		t.Errorf("cursor after the conversation's second message: %v", c)
-	}
-	if head, err := s.InboxHead(testApp, bob); err != nil || head != 2 {
-		t.Errorf("bob's inbox ends at %d (%v), want 2", head, err)
-	}
-	if head, err := s.InboxHead(testApp, carol); err != nil || head != 0 {
-		t.Errorf("carol's inbox ends at %d (%v), want 0: the refused op wrote", head, err)
-	}
-	if len(b.Grown) != 2 {
-		t.Errorf("grown inboxes %v, want alice's and bob's", b.Grown)
-	}
 }
 
 // TestApplyStorageErrorFailsTheBatch: a storage failure fails every op of the batch and

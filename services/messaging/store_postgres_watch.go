@@ -1,0 +1,204 @@
+package messaging
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+)
+
+// Live delivery across replicas. A subscriber's stream runs on one replica and the
+// message it waits for may be stored by another: the batch that stores it notifies
+// (pg_notify, sent at commit and only if it commits) the inboxes that grew, and every
+// replica listens on a connection of its own (WaitForNotification) and wakes the
+// streams of those inboxes. A notification is only a wake-up: the stream reads the
+// items from the tables, from its own cursor, so a notification lost (a listening
+// connection that broke, a replica that started listening late) only delays, and Watch
+// re-reads the heads of the watched inboxes every WatchPoll besides.
+
+// inboxChannel is the channel of the wake-ups, one per database (PostgreSQL's
+// notifications do not cross databases).
+const inboxChannel = "umbra_messaging_inbox"
+
+// maxNotifyBytes bounds a notification's payload (PostgreSQL's limit is 8000 bytes): a
+// batch whose grown inboxes do not fit says "all", and the listeners re-read the heads
+// of every inbox they watch.
+const maxNotifyBytes = 7000
+
+// wakeUp is a notification's payload. From names the store that sent it (a replica
+// skips its own: its committer has woken its streams already); Heads are [app,
+// identity, head] triples.
+type wakeUp struct {
+	From  string  `json:"f"`
+	Heads [][]any `json:"h,omitempty"`
+	All   bool    `json:"a,omitempty"`
+}
+
+// newStoreID returns a random name for a store, for its notifications.
+func newStoreID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// notifyPayload is the wake-up for the inboxes a batch made grow.
+func notifyPayload(from string, grown []*pgInbox) string {
+	w := wakeUp{From: from}
+	size := 0
+	for _, in := range grown {
+		size += len(in.app) + len(in.identity) + 32
+		if size > maxNotifyBytes {
+			w.Heads, w.All = nil, true
+			break
+		}
+		w.Heads = append(w.Heads, []any{in.app, in.identity, in.head})
+	}
+	b, _ := json.Marshal(w) // strings and numbers
+	return string(b)
+}
+
+// Watch implements Store: it listens for the wake-ups of every replica's batches, and
+// re-reads the heads of the inboxes watching names every WatchPoll and whenever it
+// (re)starts listening. A broken connection is reopened, with a growing pause.
+func (s *PostgresStore) Watch(ctx context.Context, watching func() []InboxHead, changed func([]InboxHead)) {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	pause := 100 * time.Millisecond
+	failing := false
+	for ctx.Err() == nil {
+		if conn == nil {
+			c, err := s.listen(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				if !failing {
+					s.log.Warn("cannot listen for other replicas' wake-ups; streams learn of their messages by polling meanwhile", zap.Error(err))
+					failing = true
+				}
+				s.pollHeads(ctx, watching, changed)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(pause):
+				}
+				pause = min(2*pause, s.poll)
+				continue
+			}
+			if failing {
+				s.log.Info("listening for other replicas' wake-ups again")
+			}
+			conn, pause, failing = c, 100*time.Millisecond, false
+			s.pollHeads(ctx, watching, changed) // what came while nobody listened
+		}
+		wait, cancel := context.WithTimeout(ctx, s.poll)
+		n, err := conn.WaitForNotification(wait)
+		cancel()
+		switch {
+		case err == nil:
+			s.wokenUp(ctx, n.Payload, watching, changed)
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, context.DeadlineExceeded):
+			s.pollHeads(ctx, watching, changed)
+		default:
+			s.log.Warn("the connection listening for other replicas' wake-ups broke; reconnecting", zap.Error(err))
+			conn.Close(context.WithoutCancel(ctx))
+			conn, failing = nil, true
+		}
+	}
+}
+
+// listen takes a connection of its own out of the pool and listens on it.
+func (s *PostgresStore) listen(ctx context.Context) (*pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	pc, err := s.db.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, s.db.Err(err)
+	}
+	conn := pc.Hijack()
+	if _, err := conn.Exec(ctx, "LISTEN "+inboxChannel); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, s.db.Err(err)
+	}
+	s.listening.Add(1)
+	return conn, nil
+}
+
+// wokenUp handles one notification.
+func (s *PostgresStore) wokenUp(ctx context.Context, payload string, watching func() []InboxHead, changed func([]InboxHead)) {
+	var w wakeUp
+	if err := json.Unmarshal([]byte(payload), &w); err != nil {
+		s.log.Warn("a wake-up that does not parse; re-reading the watched inboxes", zap.Error(err))
+		s.pollHeads(ctx, watching, changed)
+		return
+	}
+	if w.From == s.id {
+		return
+	}
+	if w.All {
+		s.pollHeads(ctx, watching, changed)
+		return
+	}
+	heads := make([]InboxHead, 0, len(w.Heads))
+	for _, h := range w.Heads {
+		if len(h) != 3 {
+			continue
+		}
+		app, ok1 := h[0].(string)
+		id, ok2 := h[1].(string)
+		head, ok3 := h[2].(float64)
+		if ok1 && ok2 && ok3 && head >= 0 {
+			heads = append(heads, InboxHead{AppID: app, Identity: id, Head: uint64(head)})
+		}
+	}
+	if len(heads) > 0 {
+		changed(heads)
+	}
+}
+
+// pollHeads re-reads the heads of the watched inboxes and reports those past what the
+// caller knows.
+func (s *PostgresStore) pollHeads(ctx context.Context, watching func() []InboxHead, changed func([]InboxHead)) {
+	known := watching()
+	if len(known) == 0 {
+		return
+	}
+	apps, ids, heads := make([]string, len(known)), make([]string, len(known)), make([]int64, len(known))
+	for i, h := range known {
+		apps[i], ids[i], heads[i] = h.AppID, h.Identity, int64(h.Head)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.poll+5*time.Second)
+	defer cancel()
+	rows, err := s.db.Pool.Query(ctx, `SELECT h.app_id, h.identity, h.head FROM inbox_heads h
+		JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS t(a, i, known) ON h.app_id = t.a AND h.identity = t.i
+		WHERE h.head > t.known`, apps, ids, heads)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Debug("re-reading the watched inboxes' heads", zap.Error(err))
+		}
+		return
+	}
+	var grown []InboxHead
+	var app, id string
+	var head int64
+	if _, err := pgx.ForEachRow(rows, []any{&app, &id, &head}, func() error {
+		grown = append(grown, InboxHead{AppID: app, Identity: id, Head: uint64(head)})
+		return nil
+	}); err != nil {
+		return
+	}
+	if len(grown) > 0 {
+		changed(grown)
+	}
+}
