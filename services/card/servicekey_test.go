@@ -2,7 +2,6 @@ package card
 
 import (
 	"bytes"
-	"errors"
 	"net/http"
 	"testing"
 	"time"
@@ -12,9 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
-	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
 // TestServiceKeyRotation rotates the counter-signing key and checks that cards signed
@@ -167,61 +164,5 @@ func TestServiceKeyRotationOverREST(t *testing.T) {
 	keys, _ := body["keys"].([]any)
 	if code != http.StatusOK || len(keys) != 2 || keys[1].(map[string]any)["keyId"] != newID || keys[0].(map[string]any)["supersededAt"] == nil {
 		t.Fatalf("GET /v1/service-keys after a rotation: %d %v", code, body)
-	}
-}
-
-func TestStoreServiceKeyRotation(t *testing.T) {
-	t.Parallel()
-	s, path := openTestStore(t)
-	if _, err := s.ServiceKeys(); !errors.Is(err, errs.ErrNotFound) {
-		t.Errorf("ServiceKeys of an empty file = %v; want ErrNotFound", err)
-	}
-	if _, err := s.RotateServiceKey(&cardstoragev1.ServiceKeyRecord{KeyId: "k2"}, t0); !errors.Is(err, errs.ErrNotFound) {
-		t.Errorf("RotateServiceKey without a current key = %v; want ErrNotFound", err)
-	}
-	first, err := newServiceKey(bytes.NewReader(bytes.Repeat([]byte{1}, 32)), t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first.PublicKey = nil // as written before rotations existed
-	if _, err := s.ServiceKey(first); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.RotateServiceKey(first, t0); !errors.Is(err, errs.ErrConflict) {
-		t.Errorf("rotating to the current key = %v; want ErrConflict", err)
-	}
-	var next []*cardstoragev1.ServiceKeyRecord
-	for i := range 2 {
-		k, err := newServiceKey(bytes.NewReader(bytes.Repeat([]byte{byte(2 + i)}, 32)), t0.Add(time.Duration(i+1)*time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.RotateServiceKey(k, t0.Add(time.Duration(i+1)*time.Hour)); err != nil {
-			t.Fatal(err)
-		}
-		next = append(next, k)
-	}
-	s.Close()
-	s, err = OpenBoltStore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	keys, err := s.ServiceKeys()
-	if err != nil || len(keys) != 3 {
-		t.Fatalf("ServiceKeys = %v, %v; want three", keys, err)
-	}
-	wantIDs := []string{first.GetKeyId(), next[0].GetKeyId(), next[1].GetKeyId()}
-	for i, k := range keys {
-		if k.GetKeyId() != wantIDs[i] {
-			t.Errorf("key %d is %s; want %s (oldest first)", i, k.GetKeyId(), wantIDs[i])
-		}
-	}
-	if !bytes.Equal(keys[0].GetPublicKey(), serviceKeyPublic(&cardstoragev1.ServiceKeyRecord{Seed: bytes.Repeat([]byte{1}, 32)})) ||
-		len(keys[0].GetSeed()) != 0 || !keys[0].GetSupersededAt().AsTime().Equal(t0.Add(time.Hour)) {
-		t.Errorf("the first retired key = %v; want its public key, no seed, superseded at the rotation", keys[0])
-	}
-	if !proto.Equal(keys[2], next[1]) {
-		t.Errorf("the current key = %v; want %v", keys[2], next[1])
 	}
 }
