@@ -2,6 +2,7 @@ package card
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 )
@@ -164,5 +166,70 @@ func TestServiceKeyRotationOverREST(t *testing.T) {
 	keys, _ := body["keys"].([]any)
 	if code != http.StatusOK || len(keys) != 2 || keys[1].(map[string]any)["keyId"] != newID || keys[0].(map[string]any)["supersededAt"] == nil {
 		t.Fatalf("GET /v1/service-keys after a rotation: %d %v", code, body)
+	}
+}
+
+// TestServiceKeyRotationAcrossReplicas: two servers over one store, as two replicas
+// over one database. After one rotates the service key, the other counter-signs new
+// cards with the new key (the store refuses its stale key; it reloads and signs again),
+// never with the retired one after its retirement; and a rotation by the replica whose
+// key is stale is signed by the key it actually retires, so the chain a client follows
+// stays whole.
+func TestServiceKeyRotationAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	other, err := New(e.store, Config{Clock: e.clock.Now}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.newApp(t, "A")
+	users := e.newUsers(t, a, "alice", "bob")
+	on := func(u user) context.Context {
+		return auth.NewContext(context.Background(), &auth.Principal{AppID: u.app.id, Identity: u.identity})
+	}
+	e.clock.Add(time.Minute)
+	rot, err := e.client.RotateServiceKey(as(testAdmin), &cardv1.RotateServiceKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(time.Minute)
+	// The other replica still holds the retired key.
+	resp, err := other.PublishCard(on(users[0]), e.cardRequest(t, users[0], newKeys(t, e2ee.SuiteX25519), nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := resp.GetCard()
+	if c.GetServiceKeyId() != rot.GetKey().GetKeyId() || e2ee.VerifyServiceSignature(rot.GetKey().GetPublicKey(), c.GetCardId(), c.GetServiceSignature()) != nil {
+		t.Errorf("the other replica counter-signed with key %s; want the new key %s, verifying", c.GetServiceKeyId(), rot.GetKey().GetKeyId())
+	}
+	if c.GetPublishedAt().AsTime().Before(rot.GetPrevious().GetSupersededAt().AsTime()) {
+		t.Errorf("the card is dated %v, before the rotation at %v", c.GetPublishedAt().AsTime(), rot.GetPrevious().GetSupersededAt().AsTime())
+	}
+
+	// A rotation on the first replica, then one on the other, which knows the key
+	// before it.
+	e.clock.Add(time.Minute)
+	if _, err := e.client.RotateServiceKey(as(testAdmin), &cardv1.RotateServiceKeyRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(time.Minute)
+	if _, err := other.RotateServiceKey(context.Background(), &cardv1.RotateServiceKeyRequest{}); err != nil {
+		t.Fatalf("a rotation on the replica with the stale key: %v", err)
+	}
+	keys, err := e.client.GetServiceKey(as(""), &cardv1.GetServiceKeyRequest{})
+	if err != nil || len(keys.GetKeys()) != 4 {
+		t.Fatalf("GetServiceKey = %v, %v; want 4 keys", keys, err)
+	}
+	list := keys.GetKeys()
+	for i := 1; i < len(list); i++ {
+		r, err := e2ee.VerifyServiceKeyRotation(list[i-1].GetKeyId(), list[i-1].GetPublicKey(), list[i].GetRotation().GetContent(), list[i].GetRotation().GetSignature())
+		if err != nil || r.NewKeyID != list[i].GetKeyId() {
+			t.Errorf("key %d (%s) does not chain to key %d: %v", i, list[i].GetKeyId(), i-1, err)
+		}
+	}
+	// The first replica, now stale itself, follows too.
+	resp, err = e.client.PublishCard(users[1].ctx(), e.cardRequest(t, users[1], newKeys(t, e2ee.SuiteX25519), nil, nil))
+	if err != nil || resp.GetCard().GetServiceKeyId() != list[3].GetKeyId() {
+		t.Errorf("a card published on the first replica after the other's rotation names key %s (%v); want %s", resp.GetCard().GetServiceKeyId(), err, list[3].GetKeyId())
 	}
 }
