@@ -208,7 +208,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 
 // PostgresRoles are the services that have a PostgreSQL engine; the others keep their
 // state in bbolt files until theirs is built (issue 16).
-var PostgresRoles = []string{gateway.Identity}
+var PostgresRoles = []string{gateway.Identity, gateway.Card}
 
 // checkPostgres refuses a connection string that is not PostgreSQL's, and a role whose
 // service has no PostgreSQL engine yet: never a start that looks like it works.
