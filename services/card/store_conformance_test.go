@@ -53,6 +53,7 @@ func testStore(t *testing.T, e storeEngine) {
 		{"ServiceKeyIsCreatedOnce", testServiceKeyCreatedOnce},
 		{"ServiceKeyRotationsChain", testServiceKeyRotation},
 		{"KeyTransparencyFollowsTheFeed", testKeyTransparency},
+		{"KeyTransparencyManyLookups", testManyLookups},
 		{"ConcurrentRotationsOfOneCard", testConcurrentRotationsOfOneCard},
 		{"ConcurrentResetsSpendAGrantOnce", testConcurrentResets},
 		{"ConcurrentFeedWithoutGaps", testConcurrentFeed},
@@ -1183,6 +1184,68 @@ func testConcurrentAppenders(t *testing.T, e storeEngine) {
 		l, err := kt.VerifyLookup(latest, "app_a", ids[w], pc.Proof)
 		if err != nil || pc.Card == nil || pc.Card.GetCardId()[0] != byte(w*each+each) || !bytes.Equal(l.CardID(), pc.Card.GetCardId()) {
 			t.Errorf("lookup of writer %d: card %x, %v; want its last", w, pc.Card.GetCardId(), err)
+		}
+	}
+}
+
+// testManyLookups: a batch of lookups in a map deep enough to span several levels of
+// tiles (a few hundred identities), some with cards, some rotated, some revoked, some
+// without any, each proved at the latest checkpoint.
+func testManyLookups(t *testing.T, e storeEngine) {
+	s, _ := e.open(t)
+	withKey(t, s)
+	const n = 400
+	ids := make([]string, 0, n+20)
+	want := map[string][]byte{}
+	for i := range n {
+		id := fmt.Sprintf("u_many_%03d", i)
+		c := record("app_a", id, 0, nil)
+		c.CardId = bytes.Repeat([]byte{byte(i), byte(i >> 8), 1}, 11)[:32]
+		if _, _, err := s.Publish(c, nil, allow(&seen{})); err != nil {
+			t.Fatal(err)
+		}
+		want[id] = c.GetCardId()
+		switch i % 10 {
+		case 3: // rotated
+			next := record("app_a", id, 0, c.GetCardId())
+			next.CardId = bytes.Repeat([]byte{byte(i), byte(i >> 8), 2}, 11)[:32]
+			if _, _, err := s.Publish(next, nil, allow(&seen{})); err != nil {
+				t.Fatal(err)
+			}
+			want[id] = next.GetCardId()
+		case 7: // revoked
+			if _, _, err := s.Revoke("app_a", id, c.GetCardId(), t0); err != nil {
+				t.Fatal(err)
+			}
+			want[id] = nil
+		}
+		ids = append(ids, id)
+		if i%128 == 127 {
+			if _, _, err := s.AppendLog(1000, t0, signTest); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range 20 {
+		ids = append(ids, fmt.Sprintf("u_none_%02d", i))
+	}
+	rec, _, err := s.AppendLog(1000, t0, signTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := openCheckpoint(t, rec)
+	replayLog(t, s, cp)
+	got, proved, err := s.ProvedCards("app_a", ids)
+	if err != nil || !proto.Equal(got, rec) || len(proved) != len(ids) {
+		t.Fatalf("ProvedCards: %v, %d results, %v", got, len(proved), err)
+	}
+	for i, id := range ids {
+		l, err := kt.VerifyLookup(cp, "app_a", id, proved[i].Proof)
+		if err != nil {
+			t.Fatalf("lookup of %s: %v", id, err)
+		}
+		if !bytes.Equal(l.CardID(), want[id]) || !bytes.Equal(proved[i].Card.GetCardId(), want[id]) {
+			t.Errorf("lookup of %s proves card %x (returned %x); want %x", id, l.CardID(), proved[i].Card.GetCardId(), want[id])
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/bits"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -139,7 +138,7 @@ func (t *pgKT) prefetch(table string, cache map[string][]byte, keys map[string]b
 		return nil
 	}
 	k, v := columns(table)
-	rows, err := t.tx.Query(t.ctx, "SELECT "+k+", "+v+" FROM "+table+" WHERE "+k+" = ANY($1)", want)
+	rows, err := t.tx.Query(t.ctx, "SELECT t."+k+", t."+v+" FROM unnest($1::bytea[]) AS w (k) JOIN "+table+" t ON t."+k+" = w.k", want)
 	if err != nil {
 		return err
 	}
@@ -277,39 +276,56 @@ func logTileKeys(keys map[string]bool, nodes []compact.NodeID) {
 	}
 }
 
-// mapPathKeys adds to keys the map tiles on key's path down to depth maxDepth.
-func mapPathKeys(keys map[string]bool, key [kt.HashSize]byte, maxDepth int) {
-	for depth := 0; depth <= maxDepth; depth += kt.MapTileHeight {
-		id := kt.MapTileID{Depth: uint16(depth)}
-		full := depth / 8
-		copy(id.Prefix[:full], key[:full])
-		if r := depth % 8; r != 0 {
-			id.Prefix[full] = key[full] & (0xff << (8 - r))
-		}
-		keys[string(mapTileKey(id))] = true
+// mapTileKeyAt is the key of the map tile at depth (a multiple of kt.MapTileHeight)
+// on key's path.
+func mapTileKeyAt(key *[kt.HashSize]byte, depth int) string {
+	id := kt.MapTileID{Depth: uint16(depth)}
+	full := depth / 8
+	copy(id.Prefix[:full], key[:full])
+	if r := depth % 8; r != 0 {
+		id.Prefix[full] = key[full] & (0xff << (8 - r))
 	}
+	return string(mapTileKey(id))
 }
 
-// pathDepth is how deep the map's paths are worth prefetching in a map of at most
-// entries keys: a path ends at its key's leaf, a few levels below log2(entries).
-func pathDepth(entries uint64) int {
-	d := bits.Len64(entries) + 8
-	return min(d+kt.MapTileHeight-1-(d+kt.MapTileHeight-1)%kt.MapTileHeight, 8*kt.HashSize)
-}
-
-// prefetchMap reads the values of keys and the map's tiles on their paths, in a map of
-// at most entries keys.
-func (t *pgKT) prefetchMap(keys [][kt.HashSize]byte, entries uint64) error {
-	values, tiles := map[string]bool{}, map[string]bool{}
-	depth := pathDepth(entries)
+// prefetchMap reads the values of keys and the map's tiles on their paths. A path ends
+// where a tile is missing, so the tiles are read a level of tiles at a time, the next
+// level only under tiles that are there: a handful of queries, each reading little
+// more than what the paths hold. The top levels, which nearly every path crosses, come
+// in the first query.
+func (t *pgKT) prefetchMap(keys [][kt.HashSize]byte) error {
+	values := map[string]bool{}
 	for _, k := range keys {
 		values[string(k[:])] = true
-		mapPathKeys(tiles, k, depth)
 	}
 	if err := t.prefetch(tableMapValues, t.values, values); err != nil {
 		return err
 	}
-	return t.prefetch(tableMapTiles, t.mapTiles, tiles)
+	const top = 3 * kt.MapTileHeight // depths 0, 4 and 8 at once
+	open := keys
+	for depth := 0; depth < 8*kt.HashSize && len(open) > 0; {
+		last := depth
+		if depth == 0 {
+			last = top - kt.MapTileHeight
+		}
+		tiles := map[string]bool{}
+		for i := range open {
+			for d := depth; d <= last; d += kt.MapTileHeight {
+				tiles[mapTileKeyAt(&open[i], d)] = true
+			}
+		}
+		if err := t.prefetch(tableMapTiles, t.mapTiles, tiles); err != nil {
+			return err
+		}
+		next := open[:0:0]
+		for i := range open {
+			if t.mapTiles[mapTileKeyAt(&open[i], last)] != nil {
+				next = append(next, open[i])
+			}
+		}
+		open, depth = next, last+kt.MapTileHeight
+	}
+	return nil
 }
 
 func (s *PostgresStore) AppendLog(limit int, at time.Time, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, int, error) {
@@ -357,7 +373,7 @@ func (s *PostgresStore) AppendLog(limit int, at time.Time, sign CheckpointSigner
 		newSize := size + uint64(len(leaves))
 		// What the append reads: the values and map paths of the keys it changes, and
 		// the log's right edge, where the new nodes go.
-		if err := t.prefetchMap(keys, newSize); err != nil {
+		if err := t.prefetchMap(keys); err != nil {
 			return err
 		}
 		logTiles := map[string]bool{}
@@ -564,7 +580,7 @@ func (t *pgKT) prefetchLookups(appID string, identities []string, size uint64) e
 	for i, id := range identities {
 		keys[i] = kt.MapKey(appID, id)
 	}
-	if err := t.prefetchMap(keys, size); err != nil {
+	if err := t.prefetchMap(keys); err != nil {
 		return err
 	}
 	var indices []int64
