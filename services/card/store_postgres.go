@@ -553,7 +553,8 @@ func (s *PostgresStore) ActiveCards(appID string, identities []string) ([]*cards
 	var out []*cardstoragev1.ActiveCardRecord
 	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
 		out = make([]*cardstoragev1.ActiveCardRecord, 0, len(identities))
-		rows, err := tx.Query(ctx, "SELECT identity, record FROM active_cards WHERE app_id = $1 AND identity = ANY($2)", appID, identities)
+		// A join on unnest: = ANY of a thousand identities costs more to plan than to run.
+		rows, err := tx.Query(ctx, "SELECT a.identity, a.record FROM unnest($2::text[]) AS w (identity) JOIN active_cards a ON a.app_id = $1 AND a.identity = w.identity", appID, identities)
 		if err != nil {
 			return err
 		}

@@ -234,7 +234,7 @@ func (t *pgKT) prefetchLeaves(indices []int64) error {
 	if len(indices) == 0 {
 		return nil
 	}
-	rows, err := t.tx.Query(t.ctx, "SELECT log_index, leaf FROM kt_leaves WHERE log_index = ANY($1)", indices)
+	rows, err := t.tx.Query(t.ctx, "SELECT l.log_index, l.leaf FROM unnest($1::bigint[]) AS w (i) JOIN kt_leaves l ON l.log_index = w.i", indices)
 	if err != nil {
 		return err
 	}
@@ -625,7 +625,7 @@ func (t *pgKT) namedCards(appID string) (map[string]*cardstoragev1.CardRecord, e
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := t.tx.Query(t.ctx, "SELECT card_id, record FROM cards WHERE app_id = $1 AND card_id = ANY($2)", appID, ids)
+	rows, err := t.tx.Query(t.ctx, "SELECT c.card_id, c.record FROM unnest($2::bytea[]) AS w (id) JOIN cards c ON c.app_id = $1 AND c.card_id = w.id", appID, ids)
 	if err != nil {
 		return nil, err
 	}
