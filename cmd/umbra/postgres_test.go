@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,16 +14,21 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	"github.com/umbra-e2ee/umbra/services/backup"
 )
 
-// TestServePostgres runs `umbra serve identity --store postgres://...` against a
-// throwaway PostgreSQL: an app is created and a token issued through it. A connection
+// TestServePostgres runs `umbra serve identity --store postgres://...` and `umbra
+// serve card --store postgres://...` against a throwaway PostgreSQL: an app is created
+// and a token issued through the one, a card published and proved through the other. A connection
 // string that reaches nothing, a schema from a newer Umbra, and a role without a
 // PostgreSQL engine, and the backup role started with a server secret other than the
 // one its schema was created with, each exit 1 with one line that says what is wrong.
@@ -35,15 +41,20 @@ func TestServePostgres(t *testing.T) {
 	}
 	const admin = "postgres-e2e-admin-credential-0123456789"
 
-	t.Run("identity serves apps and tokens", func(t *testing.T) {
-		port := e2eFreePort(t)
+	t.Run("identity and card serve over PostgreSQL", func(t *testing.T) {
+		ports := map[string]int{"identity": e2eFreePort(t), "card": e2eFreePort(t)}
 		dataDir := t.TempDir()
-		cmd := exec.Command(bin, "serve", "identity", "--insecure",
-			"--grpc-addr", fmt.Sprintf("127.0.0.1:%d", port), "--data", dataDir,
-			"--store", db.URL, "--admin-token", admin, "--log-level", "warn")
-		cmd.Env = e2eEnv(os.Environ())
-		e2eServe(t, "umbra serve identity", cmd, filepath.Join(t.TempDir(), "serve.log"))
-		conn, err := grpcclient.Dial(grpcclient.Config{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
+		serve := func(role string, args ...string) {
+			cmd := exec.Command(bin, append([]string{"serve", role, "--insecure",
+				"--grpc-addr", fmt.Sprintf("127.0.0.1:%d", ports[role]), "--data", dataDir,
+				"--store", db.URL, "--admin-token", admin, "--service-token", "postgres-e2e-service-token-0123456789",
+				"--log-level", "warn"}, args...)...)
+			cmd.Env = e2eEnv(os.Environ())
+			e2eServe(t, "umbra serve "+role, cmd, filepath.Join(t.TempDir(), "serve.log"))
+		}
+		serve("identity")
+		serve("card", "--identity-addr", fmt.Sprintf("127.0.0.1:%d", ports["identity"]))
+		conn, err := grpcclient.Dial(grpcclient.Config{Addr: fmt.Sprintf("127.0.0.1:%d", ports["identity"])})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +72,8 @@ func TestServePostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tok, err := client.IssueToken(appCtx, &identityv1.IssueTokenRequest{Identity: ids.GetUsers()["alice"]})
+		alice := ids.GetUsers()["alice"]
+		tok, err := client.IssueToken(appCtx, &identityv1.IssueTokenRequest{Identity: alice})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,6 +88,52 @@ func TestServePostgres(t *testing.T) {
 		var n int
 		if err := queryInt(db, "SELECT count(*) FROM umbra_identity.apps WHERE app_id = $1", &n, created.GetApp().GetAppId()); err != nil || n != 1 {
 			t.Errorf("the app's row in umbra_identity.apps: %d, %v", n, err)
+		}
+
+		// alice publishes a card; it is in the card service's schema, and the key
+		// transparency log proves it.
+		cardConn, err := grpcclient.Dial(grpcclient.Config{Addr: fmt.Sprintf("127.0.0.1:%d", ports["card"])})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cardConn.Close()
+		cards := cardv1.NewCardServiceClient(cardConn)
+		kp, err := e2ee.GenerateKeyPair(e2ee.SuiteX25519)
+		if err != nil {
+			t.Fatal(err)
+		}
+		content, sig, err := e2ee.NewCard(kp, alice, time.Now(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		userCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok.GetAccessToken())
+		var published *cardv1.PublishCardResponse
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			// UNAVAILABLE until the card service has read the revocation feed once.
+			published, err = cards.PublishCard(userCtx, &cardv1.PublishCardRequest{Content: content, SelfSignature: sig}, grpc.WaitForReady(true))
+			if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := queryInt(db, "SELECT count(*) FROM umbra_card.cards WHERE card_id = $1", &n, published.GetCard().GetCardId()); err != nil || n != 1 {
+			t.Errorf("the card's row in umbra_card.cards: %d, %v", n, err)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			resp, err := cards.SearchCardsWithProofs(userCtx, &cardv1.SearchCardsWithProofsRequest{Identities: []string{alice}})
+			if err == nil && len(resp.GetResults()) == 1 && resp.GetResults()[0].GetCard() != nil {
+				if !bytes.Equal(resp.GetResults()[0].GetCard().GetCardId(), published.GetCard().GetCardId()) {
+					t.Errorf("the log proves card %x; want %x", resp.GetResults()[0].GetCard().GetCardId(), published.GetCard().GetCardId())
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no checkpoint proves alice's card 15 s after it was published: %v, %v", resp, err)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 		if entries, _ := os.ReadDir(dataDir); len(entries) != 0 {
 			t.Errorf("the data folder holds %d entries", len(entries))
@@ -119,9 +177,7 @@ func TestServePostgres(t *testing.T) {
 		{"wrong password", []string{"serve", "identity", "--store", cluster.URLAs(pgtest.Superuser, "not-the-password", db.Name)}, nil, `refused the user "postgres"`},
 		{"schema from the future", []string{"serve", "identity", "--store", future.URL}, nil, "is at version 999, written by a newer Umbra; this binary knows versions up to 1"},
 		{"messaging, schema from the future", []string{"serve", "messaging", "--identity-addr", "127.0.0.1:1", "--card-addr", "127.0.0.1:1", "--group-addr", "127.0.0.1:1", "--store", future.URL}, nil, "messaging store: the schema umbra_messaging in database"},
-		{"a role without a PostgreSQL engine", []string{"serve", "card", "--identity-addr", "127.0.0.1:1"}, []string{"UMBRA_STORE=" + db.URL}, "the card service has no PostgreSQL engine yet; see issue 16"},
 		{"backup with another server secret", []string{"serve", "backup", "--store", db.URL, "--backup-secret", strings.ToUpper(backupSecret), "--identity-addr", "127.0.0.1:1", "--messaging-addr", "127.0.0.1:1"}, nil, "the server secret is not the one the backup store (backup.db, or the schema umbra_backup) was created with"},
-		{"all roles", []string{"serve", "all", "--backup-secret", backupSecret}, []string{"UMBRA_STORE=" + db.URL}, "the card service has no PostgreSQL engine yet; see issue 16"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

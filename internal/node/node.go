@@ -206,9 +206,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	return serve(ctx, cfg, lis, srv, svcs, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), log)
 }
 
-// PostgresRoles are the services that have a PostgreSQL engine; the others keep their
-// state in bbolt files until theirs is built (issue 16).
-var PostgresRoles = []string{gateway.Identity, gateway.Backup, gateway.Group, gateway.Messaging}
+// PostgresRoles are the services that have a PostgreSQL engine (all five since issue 16;
+// a service added later is refused with --store until its engine is built).
+var PostgresRoles = []string{gateway.Identity, gateway.Card, gateway.Backup, gateway.Group, gateway.Messaging}
 
 // checkPostgres refuses a connection string that is not PostgreSQL's, and a role whose
 // service has no PostgreSQL engine yet: never a start that looks like it works.

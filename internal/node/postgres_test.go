@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,8 +19,11 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/node"
 	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
+	"github.com/umbra-e2ee/umbra/pkg/kt"
 	adminv1 "github.com/umbra-e2ee/umbra/proto/umbra/admin/v1"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
@@ -137,15 +141,12 @@ func TestPostgresIdentity(t *testing.T) {
 // another kind, and a database that cannot be reached are refused at start, each
 // with an error that says what is wrong.
 func TestPostgresRefusals(t *testing.T) {
-	db := pgtest.NewDatabase(t)
 	cases := []struct {
 		name  string
 		roles []string
 		store string
 		want  string
 	}{
-		{"card", []string{gateway.Card}, db.URL, "the card service has no PostgreSQL engine yet; see issue 16"},
-		{"all", gateway.Services(), db.URL, "the card service has no PostgreSQL engine yet; see issue 16"},
 		{"not postgres", []string{gateway.Identity}, "mysql://x@y/z", "--store takes a PostgreSQL connection string"},
 		{"unreachable", []string{gateway.Identity}, "postgres://u:pw@127.0.0.1:1/x?connect_timeout=2", "cannot reach PostgreSQL at 127.0.0.1:1"},
 	}
@@ -168,6 +169,48 @@ func TestPostgresRefusals(t *testing.T) {
 				t.Errorf("the refused start wrote %d entries in the data folder", len(entries))
 			}
 		})
+	}
+}
+
+// TestPostgresAllRoles: every service of one node over one PostgreSQL database, each in
+// its schema (umbra serve all --store): a direct message goes from alice to bob and
+// reads back, every service is SERVING, and the data folder stays empty.
+func TestPostgresAllRoles(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	dir := t.TempDir()
+	n := nodetest.Start(t, func(cfg *node.Config) {
+		cfg.Roles = gateway.Services()
+		cfg.Store, cfg.DataDir = db.URL, dir
+	})
+	app := n.NewApp(t)
+	app.AllowPlaintextDirect(t)
+	alice, bob := app.User(t, "alice"), app.User(t, "bob")
+	as := func(identity string) context.Context {
+		return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+app.Token(t, identity))
+	}
+	msgs := messagingv1.NewMessagingServiceClient(n.Conn())
+	if _, err := msgs.Send(as(alice), &messagingv1.SendRequest{
+		ConversationId: bob, ClientMessageId: "m1",
+		Header:   &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT},
+		Envelope: []byte("over one database"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hist, err := msgs.History(as(bob), &messagingv1.HistoryRequest{ConversationId: alice})
+	if err != nil || len(hist.GetMessages()) != 1 || string(hist.GetMessages()[0].GetEnvelope()) != "over one database" {
+		t.Errorf("bob's history: %v, %v", hist, err)
+	}
+	for _, svc := range gateway.Services() {
+		if state, reason := serviceState(t, n, svc); state != "SERVING" {
+			t.Errorf("/readyz: %s %s (%s)", svc, state, reason)
+		}
+	}
+	var schemas int
+	if err := db.Conn(t).QueryRow(context.Background(), "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'umbra_%'").Scan(&schemas); err != nil || schemas != len(gateway.Services()) {
+		t.Errorf("%d umbra_ schemas (%v); want one per service, %d", schemas, err, len(gateway.Services()))
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the data folder holds %d entries; stores in PostgreSQL write none", len(entries))
 	}
 }
 
@@ -252,4 +295,120 @@ func serviceState(t *testing.T, n *nodetest.Node, service string) (string, strin
 		t.Fatalf("/readyz: %d %s: %v", r.status, r.body, err)
 	}
 	return body.Services[service], body.Reasons[service]
+}
+
+// TestPostgresCardReplicas: two processes' worth of nodes, each with the identity and
+// card services, over one PostgreSQL database: replicas. A token issued by one is
+// accepted by the other; after the service key is rotated on one, the other
+// counter-signs with the new key; both follow the card feed into one key transparency
+// log, whose proofs verify with the one log key they share; resets spend a grant once
+// whichever replica is asked.
+func TestPostgresCardReplicas(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	start := func() *nodetest.Node {
+		return nodetest.Start(t, func(cfg *node.Config) {
+			cfg.Roles = []string{gateway.Identity, gateway.Card}
+			cfg.Store = db.URL
+			cfg.Card.CheckpointInterval = 50 * time.Millisecond
+		})
+	}
+	nodes := []*nodetest.Node{start(), start()}
+	cards := []cardv1.CardServiceClient{cardv1.NewCardServiceClient(nodes[0].Conn()), cardv1.NewCardServiceClient(nodes[1].Conn())}
+	app := nodes[0].NewApp(t)
+	alice, bob := app.User(t, "alice"), app.User(t, "bob")
+	as := func(identity string) context.Context {
+		return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+app.Token(t, identity))
+	}
+	publish := func(c cardv1.CardServiceClient, identity, grant string) *cardv1.Card {
+		t.Helper()
+		kp, err := e2ee.GenerateKeyPair(e2ee.SuiteX25519)
+		if err != nil {
+			t.Fatal(err)
+		}
+		content, sig, err := e2ee.NewCard(kp, identity, time.Now(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.PublishCard(as(identity), &cardv1.PublishCardRequest{Content: content, SelfSignature: sig, ResetGrant: grant})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetCard()
+	}
+	admin := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+nodetest.Admin)
+
+	publish(cards[0], alice, "")
+	rot, err := cards[1].RotateServiceKey(admin, &cardv1.RotateServiceKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Node 0 still holds the retired key: it counter-signs with the new one.
+	bobs := publish(cards[0], bob, "")
+	if bobs.GetServiceKeyId() != rot.GetKey().GetKeyId() || e2ee.VerifyServiceSignature(rot.GetKey().GetPublicKey(), bobs.GetCardId(), bobs.GetServiceSignature()) != nil {
+		t.Errorf("after a rotation on node 1, node 0 signed with key %s; want %s", bobs.GetServiceKeyId(), rot.GetKey().GetKeyId())
+	}
+	for i, c := range cards {
+		keys, err := c.GetServiceKey(context.Background(), &cardv1.GetServiceKeyRequest{})
+		if err != nil || len(keys.GetKeys()) != 2 || keys.GetKey().GetKeyId() != rot.GetKey().GetKeyId() {
+			t.Errorf("node %d's service keys: %v, %v", i, keys, err)
+		}
+	}
+
+	// A reset grant, spent on one node, is refused on the other.
+	grant := app.ResetGrant(t, alice)
+	alices := publish(cards[1], alice, grant)
+	kp, _ := e2ee.GenerateKeyPair(e2ee.SuiteX25519)
+	content, sig, _ := e2ee.NewCard(kp, alice, time.Now(), nil)
+	_, err = cards[0].PublishCard(as(alice), &cardv1.PublishCardRequest{Content: content, SelfSignature: sig, ResetGrant: grant})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "already used") {
+		t.Errorf("the grant spent again on the other node: %v; want PERMISSION_DENIED", err)
+	}
+
+	// One log: both nodes' followers append; a lookup on either is proved at a
+	// checkpoint signed by the one log key.
+	var logKey string
+	for i, c := range cards {
+		lk, err := c.GetLogKey(context.Background(), &cardv1.GetLogKeyRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 && lk.GetVerifierKey() != logKey {
+			t.Fatalf("node %d's log key %s; node 0's %s", i, lk.GetVerifierKey(), logKey)
+		}
+		logKey = lk.GetVerifierKey()
+	}
+	want := map[string][]byte{alice: alices.GetCardId(), bob: bobs.GetCardId()}
+	for i, c := range cards {
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			resp, err := c.SearchCardsWithProofs(as(bob), &cardv1.SearchCardsWithProofsRequest{Identities: []string{alice, bob}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cp, err := kt.OpenCheckpoint(resp.GetCheckpoint(), logKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			proved := 0
+			for j, id := range []string{alice, bob} {
+				l, err := kt.VerifyLookup(cp, app.ID, id, resp.GetResults()[j].GetProof())
+				if err != nil {
+					t.Fatalf("node %d: lookup of %s: %v", i, id, err)
+				}
+				if bytes.Equal(l.CardID(), want[id]) {
+					proved++
+				}
+			}
+			if proved == 2 {
+				if cp.Size != 4 {
+					t.Errorf("node %d: checkpoint of %d entries; want 4 (2 publications, a reset's revocation and publication)", i, cp.Size)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d: the log does not prove both current cards 15 s on (checkpoint of %d entries)", i, cp.Size)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }

@@ -57,28 +57,39 @@ var builders = map[string]func(*deps) (*hosted, error){
 		return h, nil
 	},
 	gateway.Card: func(d *deps) (*hosted, error) {
-		store, err := card.OpenBoltStore(dbPath(d, gateway.Card))
-		if err != nil {
-			return nil, err
+		h := &hosted{
+			name:     gateway.Card,
+			grpcName: cardv1.CardService_ServiceDesc.ServiceName,
+			policies: card.Policies(),
+		}
+		log := d.log.Named(gateway.Card)
+		var store card.Store
+		if d.cfg.Store != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+			defer cancel()
+			pg, err := card.OpenPostgresStore(ctx, d.cfg.Store, log)
+			if err != nil {
+				return nil, err
+			}
+			store, h.ready = pg, pg.DB().Ready
+		} else {
+			bolt, err := card.OpenBoltStore(dbPath(d, gateway.Card))
+			if err != nil {
+				return nil, err
+			}
+			store, h.db = bolt, bolt.DB()
 		}
 		ccfg := d.cfg.Card
 		if ccfg.Grants == nil {
 			ccfg.Grants = d.tokens
 		}
-		srv, err := card.New(store, ccfg, d.log.Named(gateway.Card))
+		srv, err := card.New(store, ccfg, log)
 		if err != nil {
 			store.Close()
 			return nil, err
 		}
-		return &hosted{
-			name:     gateway.Card,
-			grpcName: cardv1.CardService_ServiceDesc.ServiceName,
-			register: srv.Register,
-			policies: card.Policies(),
-			db:       store.DB(),
-			close:    store.Close,
-			run:      srv.Run,
-		}, nil
+		h.register, h.close, h.run = srv.Register, store.Close, srv.Run
+		return h, nil
 	},
 	gateway.Backup: buildBackup,
 	gateway.Group:  buildGroup,

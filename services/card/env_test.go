@@ -57,6 +57,9 @@ type envOptions struct {
 	cfg   Config
 	// quiet discards logs (benchmarks log a line per call otherwise).
 	quiet bool
+	// postgres, when set, is the URL of the database the store is in (store is then
+	// nil); otherwise card.db in dir.
+	postgres string
 }
 
 func newEnv(t testing.TB, opts envOptions) *env {
@@ -65,12 +68,26 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	log, clk := n.Log, n.Clock
 	opts.dir = n.Dir
 	ids := identitytest.Start(t, n)
-	store, err := OpenBoltStore(filepath.Join(opts.dir, "card.db"))
-	if err != nil {
-		t.Fatal(err)
+	var store Store
+	var bolt *BoltStore
+	if opts.postgres != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		pg, err := OpenPostgresStore(ctx, opts.postgres, log.Named("store"))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.OnStop(pg.Close)
+		store = pg
+	} else {
+		var err error
+		if bolt, err = OpenBoltStore(filepath.Join(opts.dir, "card.db")); err != nil {
+			t.Fatal(err)
+		}
+		n.OnStop(bolt.Close)
+		n.Verify("card.db", Verify)
+		store = bolt
 	}
-	n.OnStop(store.Close)
-	n.Verify("card.db", Verify)
 	cfg := opts.cfg
 	cfg.Clock = clk.Now
 	if cfg.Grants == nil {
@@ -83,7 +100,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	n.Serve(ids, []auth.Table{identity.Policies(), Policies()}, ids.Register, srv.Register)
 	conn := n.Dial()
 	return &env{
-		dir: opts.dir, store: store, srv: srv, clock: clk, conn: conn,
+		dir: opts.dir, store: bolt, srv: srv, clock: clk, conn: conn,
 		client: cardv1.NewCardServiceClient(conn), ids: identityv1.NewIdentityServiceClient(conn),
 		httpURL: n.Gateway(), stop: n.Stop,
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base32"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -149,6 +150,15 @@ func (s *Server) PublishCard(ctx context.Context, req *cardv1.PublishCardRequest
 		KeyReset:             grant != nil,
 	}
 	stored, written, err := s.store.Publish(rec, grant, publishRule(rec))
+	for attempt := 1; errors.Is(err, ErrStaleServiceKey) && attempt < maxKeyAttempts; attempt++ {
+		// Another replica rotated the service key: sign with the new one, now.
+		if err := s.reloadServiceKey(rec.GetServiceKeyId()); err != nil {
+			return nil, err
+		}
+		rec.PublishedAt = timestamppb.New(s.now())
+		rec.ServiceSignature, rec.ServiceKeyId = s.serviceSign(card.ID)
+		stored, written, err = s.store.Publish(rec, grant, publishRule(rec))
+	}
 	if err != nil {
 		return nil, err
 	}

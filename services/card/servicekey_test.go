@@ -2,7 +2,7 @@ package card
 
 import (
 	"bytes"
-	"errors"
+	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -11,10 +11,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
-	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
 // TestServiceKeyRotation rotates the counter-signing key and checks that cards signed
@@ -170,58 +169,67 @@ func TestServiceKeyRotationOverREST(t *testing.T) {
 	}
 }
 
-func TestStoreServiceKeyRotation(t *testing.T) {
+// TestServiceKeyRotationAcrossReplicas: two servers over one store, as two replicas
+// over one database. After one rotates the service key, the other counter-signs new
+// cards with the new key (the store refuses its stale key; it reloads and signs again),
+// never with the retired one after its retirement; and a rotation by the replica whose
+// key is stale is signed by the key it actually retires, so the chain a client follows
+// stays whole.
+func TestServiceKeyRotationAcrossReplicas(t *testing.T) {
 	t.Parallel()
-	s, path := openTestStore(t)
-	if _, err := s.ServiceKeys(); !errors.Is(err, errs.ErrNotFound) {
-		t.Errorf("ServiceKeys of an empty file = %v; want ErrNotFound", err)
-	}
-	if _, err := s.RotateServiceKey(&cardstoragev1.ServiceKeyRecord{KeyId: "k2"}, t0); !errors.Is(err, errs.ErrNotFound) {
-		t.Errorf("RotateServiceKey without a current key = %v; want ErrNotFound", err)
-	}
-	first, err := newServiceKey(bytes.NewReader(bytes.Repeat([]byte{1}, 32)), t0)
+	e := newEnv(t, envOptions{})
+	other, err := New(e.store, Config{Clock: e.clock.Now}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	first.PublicKey = nil // as written before rotations existed
-	if _, err := s.ServiceKey(first); err != nil {
-		t.Fatal(err)
+	a := e.newApp(t, "A")
+	users := e.newUsers(t, a, "alice", "bob")
+	on := func(u user) context.Context {
+		return auth.NewContext(context.Background(), &auth.Principal{AppID: u.app.id, Identity: u.identity})
 	}
-	if _, err := s.RotateServiceKey(first, t0); !errors.Is(err, errs.ErrConflict) {
-		t.Errorf("rotating to the current key = %v; want ErrConflict", err)
-	}
-	var next []*cardstoragev1.ServiceKeyRecord
-	for i := range 2 {
-		k, err := newServiceKey(bytes.NewReader(bytes.Repeat([]byte{byte(2 + i)}, 32)), t0.Add(time.Duration(i+1)*time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.RotateServiceKey(k, t0.Add(time.Duration(i+1)*time.Hour)); err != nil {
-			t.Fatal(err)
-		}
-		next = append(next, k)
-	}
-	s.Close()
-	s, err = OpenBoltStore(path)
+	e.clock.Add(time.Minute)
+	rot, err := e.client.RotateServiceKey(as(testAdmin), &cardv1.RotateServiceKeyRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	keys, err := s.ServiceKeys()
-	if err != nil || len(keys) != 3 {
-		t.Fatalf("ServiceKeys = %v, %v; want three", keys, err)
+	e.clock.Add(time.Minute)
+	// The other replica still holds the retired key.
+	resp, err := other.PublishCard(on(users[0]), e.cardRequest(t, users[0], newKeys(t, e2ee.SuiteX25519), nil, nil))
+	if err != nil {
+		t.Fatal(err)
 	}
-	wantIDs := []string{first.GetKeyId(), next[0].GetKeyId(), next[1].GetKeyId()}
-	for i, k := range keys {
-		if k.GetKeyId() != wantIDs[i] {
-			t.Errorf("key %d is %s; want %s (oldest first)", i, k.GetKeyId(), wantIDs[i])
+	c := resp.GetCard()
+	if c.GetServiceKeyId() != rot.GetKey().GetKeyId() || e2ee.VerifyServiceSignature(rot.GetKey().GetPublicKey(), c.GetCardId(), c.GetServiceSignature()) != nil {
+		t.Errorf("the other replica counter-signed with key %s; want the new key %s, verifying", c.GetServiceKeyId(), rot.GetKey().GetKeyId())
+	}
+	if c.GetPublishedAt().AsTime().Before(rot.GetPrevious().GetSupersededAt().AsTime()) {
+		t.Errorf("the card is dated %v, before the rotation at %v", c.GetPublishedAt().AsTime(), rot.GetPrevious().GetSupersededAt().AsTime())
+	}
+
+	// A rotation on the first replica, then one on the other, which knows the key
+	// before it.
+	e.clock.Add(time.Minute)
+	if _, err := e.client.RotateServiceKey(as(testAdmin), &cardv1.RotateServiceKeyRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(time.Minute)
+	if _, err := other.RotateServiceKey(context.Background(), &cardv1.RotateServiceKeyRequest{}); err != nil {
+		t.Fatalf("a rotation on the replica with the stale key: %v", err)
+	}
+	keys, err := e.client.GetServiceKey(as(""), &cardv1.GetServiceKeyRequest{})
+	if err != nil || len(keys.GetKeys()) != 4 {
+		t.Fatalf("GetServiceKey = %v, %v; want 4 keys", keys, err)
+	}
+	list := keys.GetKeys()
+	for i := 1; i < len(list); i++ {
+		r, err := e2ee.VerifyServiceKeyRotation(list[i-1].GetKeyId(), list[i-1].GetPublicKey(), list[i].GetRotation().GetContent(), list[i].GetRotation().GetSignature())
+		if err != nil || r.NewKeyID != list[i].GetKeyId() {
+			t.Errorf("key %d (%s) does not chain to key %d: %v", i, list[i].GetKeyId(), i-1, err)
 		}
 	}
-	if !bytes.Equal(keys[0].GetPublicKey(), serviceKeyPublic(&cardstoragev1.ServiceKeyRecord{Seed: bytes.Repeat([]byte{1}, 32)})) ||
-		len(keys[0].GetSeed()) != 0 || !keys[0].GetSupersededAt().AsTime().Equal(t0.Add(time.Hour)) {
-		t.Errorf("the first retired key = %v; want its public key, no seed, superseded at the rotation", keys[0])
-	}
-	if !proto.Equal(keys[2], next[1]) {
-		t.Errorf("the current key = %v; want %v", keys[2], next[1])
+	// The first replica, now stale itself, follows too.
+	resp, err = e.client.PublishCard(users[1].ctx(), e.cardRequest(t, users[1], newKeys(t, e2ee.SuiteX25519), nil, nil))
+	if err != nil || resp.GetCard().GetServiceKeyId() != list[3].GetKeyId() {
+		t.Errorf("a card published on the first replica after the other's rotation names key %s (%v); want %s", resp.GetCard().GetServiceKeyId(), err, list[3].GetKeyId())
 	}
 }

@@ -1,8 +1,12 @@
 package card
 
 import (
+	"bytes"
+	"fmt"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	ktv1 "github.com/umbra-e2ee/umbra/proto/umbra/kt/v1"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
@@ -48,7 +52,11 @@ type Store interface {
 	ServiceKeys() ([]*cardstoragev1.ServiceKeyRecord, error)
 	// RotateServiceKey makes next the current key and retires the current one at at,
 	// in one transaction: the retired record keeps the public key and loses the seed.
-	// It returns the retired record. ErrNotFound if there is no current key.
+	// It returns the retired record. ErrNotFound if there is no current key. Rotations
+	// stay chained whichever replica makes them (checkRotation): next's rotation
+	// statement must be signed by the current key (ErrStaleServiceKey if it names
+	// another), and at may not be before the latest card publication (ErrConflict), so
+	// that every card a key signed was published by the key's superseded_at.
 	RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, at time.Time) (*cardstoragev1.ServiceKeyRecord, error)
 
 	// Publish stores card, ACTIVE, as its identity's active card if check allows it:
@@ -60,6 +68,9 @@ type Store interface {
 	// card) revokes the active card instead of superseding it, with a REVOKED event
 	// before the PUBLISHED one, and records the grant as spent: a grant already spent
 	// is refused with ErrPermission, and nothing is written.
+	//
+	// A card counter-signed by a key that is no longer the current one (another
+	// replica rotated it) is refused with ErrStaleServiceKey, before the check runs.
 	Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error)
 	// Revoke marks the card of appID with id cardID REVOKED at at, and appends a
 	// REVOKED event; if it was its identity's active card, the identity is left without
@@ -108,6 +119,41 @@ type Store interface {
 	ProvedCards(appID string, identities []string) (*cardstoragev1.CheckpointRecord, []ProvedCard, error)
 
 	Close() error
+}
+
+// ErrStaleServiceKey is Publish's answer to a card counter-signed by a service key that
+// is no longer the current one, and RotateServiceKey's to a rotation statement that
+// names another key than the current one: another replica rotated the key meanwhile.
+// The caller reloads the current key (ServiceKey(nil)) and signs again.
+var ErrStaleServiceKey = errs.Conflictf("the card service key was rotated meanwhile, by another replica: retry")
+
+// checkRotation is the check of RotateServiceKey, the same in every engine: next is not
+// current, its rotation statement is current's (signed by it, naming it as the previous
+// key) and names next exactly, and at is not before latestPublished, the publication
+// time of the latest card (so no card the current key signed postdates its
+// retirement).
+func checkRotation(current, next *cardstoragev1.ServiceKeyRecord, at, latestPublished time.Time) error {
+	if current.GetKeyId() == next.GetKeyId() {
+		return errs.Conflictf("service key %s is already the current key", next.GetKeyId())
+	}
+	r, err := e2ee.ParseServiceKeyRotation(next.GetRotationContent())
+	if err != nil {
+		return fmt.Errorf("card: rotation to service key %s: its statement: %w", next.GetKeyId(), err)
+	}
+	if r.PreviousKeyID != current.GetKeyId() {
+		return ErrStaleServiceKey
+	}
+	if _, err := e2ee.VerifyServiceKeyRotation(current.GetKeyId(), serviceKeyPublic(current), next.GetRotationContent(), next.GetRotationSignature()); err != nil {
+		return fmt.Errorf("card: rotation to service key %s: %w", next.GetKeyId(), err)
+	}
+	if r.NewKeyID != next.GetKeyId() || !bytes.Equal(r.NewPublicKey, next.GetPublicKey()) {
+		return fmt.Errorf("card: the rotation statement names key %s, not the new key %s", r.NewKeyID, next.GetKeyId())
+	}
+	if at.Before(latestPublished) {
+		return errs.Conflictf("a card was published at %s, after this rotation's time %s (a replica's clock is ahead of this one's): retry",
+			latestPublished.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano))
+	}
+	return nil
 }
 
 // CheckpointSigner signs the checkpoint of a new state of the log: c has its size and

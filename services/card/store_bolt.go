@@ -175,8 +175,12 @@ func (s *BoltStore) RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, at ti
 		if err := boltdb.GetProto(b, currentKey, current); err != nil {
 			return err
 		}
-		if current.GetKeyId() == next.GetKeyId() {
-			return errs.Conflictf("service key %s is already the current key", next.GetKeyId())
+		latest, err := latestPublished(tx)
+		if err != nil {
+			return err
+		}
+		if err := checkRotation(current, next, at, latest); err != nil {
+			return err
 		}
 		retired = &cardstoragev1.ServiceKeyRecord{
 			KeyId:        current.GetKeyId(),
@@ -196,6 +200,35 @@ func (s *BoltStore) RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, at ti
 		return nil, err
 	}
 	return retired, nil
+}
+
+// latestPublished is when the latest card was published: its event's time (one
+// process writes card.db, so that is the latest of all).
+func latestPublished(tx *bolt.Tx) (time.Time, error) {
+	b := tx.Bucket(bucketEvents)
+	c := b.Cursor()
+	for k, v := c.Last(); k != nil; k, v = c.Prev() {
+		ev := &cardstoragev1.CardEventRecord{}
+		if err := boltdb.DecodeProto(b, k, v, ev); err != nil {
+			return time.Time{}, fmt.Errorf("card event %x: %w", k, err)
+		}
+		if ev.GetKind() == cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED {
+			return ev.GetOccurredAt().AsTime(), nil
+		}
+	}
+	return time.Time{}, nil
+}
+
+// checkServiceKey refuses a card counter-signed by another key than the current one.
+func checkServiceKey(tx *bolt.Tx, card *cardstoragev1.CardRecord) error {
+	current := &cardstoragev1.ServiceKeyRecord{}
+	if err := boltdb.GetProto(tx.Bucket(bucketServiceKey), currentKey, current); err != nil {
+		return err
+	}
+	if current.GetKeyId() != card.GetServiceKeyId() {
+		return ErrStaleServiceKey
+	}
+	return nil
 }
 
 // getCard reads a card into a new record; a missing card is (nil, nil).
@@ -304,6 +337,9 @@ func (s *BoltStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse
 	var out *cardstoragev1.CardRecord
 	written := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := checkServiceKey(tx, card); err != nil {
+			return err
+		}
 		app, identity := card.GetAppId(), card.GetIdentity()
 		active, err := activeCard(tx, app, identity)
 		if err != nil {

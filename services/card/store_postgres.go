@@ -1,0 +1,675 @@
+package card
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
+)
+
+// Schema is the PostgreSQL schema the card service owns.
+const Schema = "umbra_card"
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Migrations are the card service's goose migrations, embedded.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		panic(err) // the folder is embedded: it is there
+	}
+	return sub
+}
+
+// PostgresStore is the Store in PostgreSQL: the tables of migrations/ in the schema
+// Schema. Each row holds the record the bbolt engine stores, as protobuf bytes, beside
+// the columns it is looked up by (docs/storage-postgres.md). Several replicas of the
+// service may use one database at once: every change of cards takes the event
+// counter's row lock (card_event_sequence), and the key transparency log's appender
+// the log state's (kt_log_state), so each behaves as bbolt's single writer does.
+type PostgresStore struct {
+	db *pgdb.DB
+}
+
+var _ Store = (*PostgresStore)(nil)
+
+// OpenPostgresStore connects to the database at url, and migrates the schema (see
+// pgdb.Open for what it checks first).
+func OpenPostgresStore(ctx context.Context, url string, log *zap.Logger) (*PostgresStore, error) {
+	db, err := pgdb.Open(ctx, pgdb.Config{URL: url, Store: "card", Schema: Schema, Migrations: Migrations(), Log: log})
+	if err != nil {
+		return nil, err
+	}
+	return &PostgresStore{db: db}, nil
+}
+
+// Close closes the connection pool.
+func (s *PostgresStore) Close() error { s.db.Close(); return nil }
+
+// DB is the connection pool, for the node's readiness check.
+func (s *PostgresStore) DB() *pgdb.DB { return s.db }
+
+// update runs fn in a read-committed transaction (retried on serialization failures
+// and deadlocks), within the store's operation timeout. Each statement sees what
+// committed before it began, so a statement after a row lock sees every change that
+// held the lock before.
+func (s *PostgresStore) update(fn func(ctx context.Context, tx pgx.Tx) error) error {
+	ctx, cancel := s.db.Context()
+	defer cancel()
+	return s.db.InTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error { return fn(ctx, tx) })
+}
+
+// view runs fn in a read-only transaction that sees one snapshot.
+func (s *PostgresStore) view(fn func(ctx context.Context, tx pgx.Tx) error) error {
+	ctx, cancel := s.db.Context()
+	defer cancel()
+	return s.db.InTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error { return fn(ctx, tx) })
+}
+
+func encode(m proto.Message) ([]byte, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("card store: encode record: %w", err)
+	}
+	return b, nil
+}
+
+// decode reads a record; one that does not parse is damaged data, named for the log.
+func decode(table, key string, b []byte, m proto.Message) error {
+	if err := proto.Unmarshal(b, m); err != nil {
+		return errs.Damagedf("card store: %s.%s row %q does not parse: %v", Schema, table, key, err)
+	}
+	return nil
+}
+
+// getRecord reads the record of the row query finds into m; found is false when there
+// is none.
+func getRecord(ctx context.Context, tx pgx.Tx, table, key string, m proto.Message, query string, args ...any) (found bool, err error) {
+	var b []byte
+	switch err := tx.QueryRow(ctx, query, args...).Scan(&b); {
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, decode(table, key, b, m)
+}
+
+// cardRowKey names a card's row in messages.
+func cardRowKey(appID string, cardID []byte) string { return appID + "/" + cardIDString(cardID) }
+
+// pgCard reads a card; a missing card is (nil, nil).
+func pgCard(ctx context.Context, tx pgx.Tx, appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
+	rec := &cardstoragev1.CardRecord{}
+	found, err := getRecord(ctx, tx, "cards", cardRowKey(appID, cardID), rec, "SELECT record FROM cards WHERE app_id = $1 AND card_id = $2", appID, cardID)
+	if err != nil || !found {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// putCard writes a card's record, inserting the row for a new card.
+func putCard(ctx context.Context, tx pgx.Tx, rec *cardstoragev1.CardRecord) error {
+	b, err := encode(rec)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO cards (app_id, card_id, identity, sequence, record) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (app_id, card_id) DO UPDATE SET record = EXCLUDED.record`,
+		rec.GetAppId(), rec.GetCardId(), rec.GetIdentity(), int64(rec.GetSequence()), b)
+	return err
+}
+
+// pgActiveCard reads identity's active card; none is (nil, nil).
+func pgActiveCard(ctx context.Context, tx pgx.Tx, appID, identity string) (*cardstoragev1.CardRecord, error) {
+	var cardID []byte
+	switch err := tx.QueryRow(ctx, "SELECT card_id FROM active_cards WHERE app_id = $1 AND identity = $2", appID, identity).Scan(&cardID); {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	rec, err := pgCard(ctx, tx, appID, cardID)
+	if err == nil && rec == nil {
+		err = fmt.Errorf("card: active index of %s names a missing card %x", identity, cardID)
+	}
+	return rec, err
+}
+
+// eventCounter is the feed's counter row, locked: changes of cards take turns from
+// here to their commit (migrations/00001_card.sql).
+type eventCounter struct {
+	last            int64
+	latestPublished int64 // Unix nanoseconds; math.MinInt64 before any card
+}
+
+func lockEvents(ctx context.Context, tx pgx.Tx) (*eventCounter, error) {
+	c := &eventCounter{}
+	err := tx.QueryRow(ctx, "SELECT last, latest_published_ns FROM card_event_sequence FOR UPDATE").Scan(&c.last, &c.latestPublished)
+	return c, err
+}
+
+// appendEvent stores ev with the next sequence, which it sets.
+func (c *eventCounter) appendEvent(ctx context.Context, tx pgx.Tx, ev *cardstoragev1.CardEventRecord) error {
+	c.last++
+	ev.Sequence = uint64(c.last)
+	b, err := encode(ev)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, "INSERT INTO card_events (sequence, record) VALUES ($1, $2)", c.last, b)
+	return err
+}
+
+// save writes the counter back.
+func (c *eventCounter) save(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, "UPDATE card_event_sequence SET last = $1, latest_published_ns = $2", c.last, c.latestPublished)
+	return err
+}
+
+// currentServiceKey reads the current service key; found is false when there is none.
+func currentServiceKey(ctx context.Context, tx pgx.Tx, lock string) (*cardstoragev1.ServiceKeyRecord, bool, error) {
+	rec := &cardstoragev1.ServiceKeyRecord{}
+	found, err := getRecord(ctx, tx, "service_keys", "current", rec, "SELECT record FROM service_keys WHERE current "+lock)
+	return rec, found, err
+}
+
+func (s *PostgresStore) ServiceKey(candidate *cardstoragev1.ServiceKeyRecord) (*cardstoragev1.ServiceKeyRecord, error) {
+	var out *cardstoragev1.ServiceKeyRecord
+	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+		key, found, err := currentServiceKey(ctx, tx, "")
+		if err != nil || found {
+			out = key
+			return err
+		}
+		if candidate == nil {
+			return errors.New("card: the card store has no service key")
+		}
+		b, err := encode(candidate)
+		if err != nil {
+			return err
+		}
+		// Replicas starting together each offer a key: the partial unique index keeps
+		// the first, and the others, having waited for it, read it.
+		tag, err := tx.Exec(ctx, "INSERT INTO service_keys (key_id, current, record) VALUES ($1, true, $2) ON CONFLICT DO NOTHING", candidate.GetKeyId(), b)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 1 {
+			out = candidate
+			return nil
+		}
+		key, found, err = currentServiceKey(ctx, tx, "")
+		if err == nil && !found {
+			err = fmt.Errorf("card: service key %s was refused, and there is no current key", candidate.GetKeyId())
+		}
+		out = key
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *PostgresStore) ServiceKeys() ([]*cardstoragev1.ServiceKeyRecord, error) {
+	var out []*cardstoragev1.ServiceKeyRecord
+	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+		out = nil
+		rows, err := tx.Query(ctx, "SELECT key_id, current, record FROM service_keys ORDER BY key_id")
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var current *cardstoragev1.ServiceKeyRecord
+		for rows.Next() {
+			var id string
+			var isCurrent bool
+			var b []byte
+			if err := rows.Scan(&id, &isCurrent, &b); err != nil {
+				return err
+			}
+			rec := &cardstoragev1.ServiceKeyRecord{}
+			if err := decode("service_keys", id, b, rec); err != nil {
+				return err
+			}
+			if isCurrent {
+				current = rec
+			} else {
+				out = append(out, rec)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if current == nil {
+			return errs.NotFoundf("the card store has no service key")
+		}
+		slices.SortStableFunc(out, func(a, b *cardstoragev1.ServiceKeyRecord) int {
+			return a.GetSupersededAt().AsTime().Compare(b.GetSupersededAt().AsTime())
+		})
+		out = append(out, current)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// nanosTime is a latest_published_ns as a time.
+func nanosTime(ns int64) time.Time {
+	if ns == math.MinInt64 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+func (s *PostgresStore) RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, at time.Time) (*cardstoragev1.ServiceKeyRecord, error) {
+	var retired *cardstoragev1.ServiceKeyRecord
+	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+		// The feed's lock first, as publications take it: no card is being published
+		// with the key being retired, and none was at a later time than at.
+		events, err := lockEvents(ctx, tx)
+		if err != nil {
+			return err
+		}
+		current, found, err := currentServiceKey(ctx, tx, "FOR UPDATE")
+		if err != nil {
+			return err
+		}
+		if !found {
+			return errs.NotFoundf("the card store has no service key to rotate")
+		}
+		if err := checkRotation(current, next, at, nanosTime(events.latestPublished)); err != nil {
+			return err
+		}
+		retired = &cardstoragev1.ServiceKeyRecord{
+			KeyId:        current.GetKeyId(),
+			CreatedAt:    current.GetCreatedAt(),
+			PublicKey:    serviceKeyPublic(current),
+			SupersededAt: timestamppb.New(at),
+			// The statement that introduced it stays with it.
+			RotationContent:   current.GetRotationContent(),
+			RotationSignature: current.GetRotationSignature(),
+		}
+		rb, err := encode(retired)
+		if err != nil {
+			return err
+		}
+		nb, err := encode(next)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "UPDATE service_keys SET current = false, record = $2 WHERE key_id = $1", current.GetKeyId(), rb); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "INSERT INTO service_keys (key_id, current, record) VALUES ($1, true, $2)", next.GetKeyId(), nb)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return retired, nil
+}
+
+// pgSpendGrant records grant as spent by card, or refuses it if it was spent before,
+// and forgets grants that expired long enough ago to be refused for their expiry. The
+// feed's lock is held, so two replicas spending one grant take turns; the primary key
+// would refuse the second anyway.
+func pgSpendGrant(ctx context.Context, tx pgx.Tx, card *cardstoragev1.CardRecord, grant *ResetGrantUse) error {
+	app := card.GetAppId()
+	spent := &cardstoragev1.SpentResetGrantRecord{}
+	found, err := getRecord(ctx, tx, "reset_grants", app+"/"+grant.ID, spent, "SELECT record FROM reset_grants WHERE app_id = $1 AND grant_id = $2", app, grant.ID)
+	if err != nil {
+		return err
+	}
+	if found {
+		return errs.Permissionf("reset grant %s was already used at %s, to publish card %s: a grant authorises one reset; ask the app backend for a new one",
+			grant.ID, spent.GetSpentAt().AsTime().Format(time.RFC3339), cardIDString(spent.GetCardId()))
+	}
+	now := card.GetPublishedAt().AsTime()
+	if _, err := tx.Exec(ctx, "DELETE FROM reset_grants WHERE forget_after_ns < $1", now.UnixNano()); err != nil {
+		return err
+	}
+	b, err := encode(&cardstoragev1.SpentResetGrantRecord{
+		Identity:  card.GetIdentity(),
+		ExpiresAt: timestamppb.New(grant.ExpiresAt),
+		SpentAt:   card.GetPublishedAt(),
+		CardId:    card.GetCardId(),
+	})
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, "INSERT INTO reset_grants (app_id, grant_id, forget_after_ns, record) VALUES ($1, $2, $3, $4)",
+		app, grant.ID, grant.ExpiresAt.Add(spentGrantMargin).UnixNano(), b)
+	if pgdb.IsUniqueViolation(err) {
+		return errs.Permissionf("reset grant %s was already used: a grant authorises one reset; ask the app backend for a new one", grant.ID)
+	}
+	return err
+}
+
+func (s *PostgresStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error) {
+	if card.GetKeyReset() != (grant != nil) {
+		return nil, false, fmt.Errorf("card: publish of card %x: reset %v with grant %v: a reset card and only a reset card spends a grant", card.GetCardId(), card.GetKeyReset(), grant)
+	}
+	var out *cardstoragev1.CardRecord
+	written := false
+	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+		out, written = nil, false
+		// Publications, revocations and rotations take turns from here: the check
+		// below sees every change committed before, and the events get their
+		// sequences in commit order.
+		events, err := lockEvents(ctx, tx)
+		if err != nil {
+			return err
+		}
+		key, found, err := currentServiceKey(ctx, tx, "")
+		if err != nil {
+			return err
+		}
+		if !found || key.GetKeyId() != card.GetServiceKeyId() {
+			return ErrStaleServiceKey
+		}
+		app, identity := card.GetAppId(), card.GetIdentity()
+		active, err := pgActiveCard(ctx, tx, app, identity)
+		if err != nil {
+			return err
+		}
+		same, err := pgCard(ctx, tx, app, card.GetCardId())
+		if err != nil {
+			return err
+		}
+		var named *cardstoragev1.CardRecord
+		if prev := card.GetPreviousCardId(); len(prev) > 0 {
+			if named, err = pgCard(ctx, tx, app, prev); err != nil {
+				return err
+			}
+		}
+		var hasHistory bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM cards WHERE app_id = $1 AND identity = $2)", app, identity).Scan(&hasHistory); err != nil {
+			return err
+		}
+		state := PublishState{Active: active, Same: same, Named: named, HasHistory: hasHistory}
+		if out, err = check(state); err != nil || out != nil {
+			return err
+		}
+		if same != nil {
+			return fmt.Errorf("card: publish check let card %x be stored twice", card.GetCardId())
+		}
+		if grant != nil {
+			if err := pgSpendGrant(ctx, tx, card, grant); err != nil {
+				return err
+			}
+		}
+		if active != nil && card.GetKeyReset() {
+			// No key of the identity vouches for the reset card, so the card it
+			// replaces is revoked, not superseded (as in the bbolt engine).
+			active.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
+			active.RevokedAt = card.GetPublishedAt()
+			if err := putCard(ctx, tx, active); err != nil {
+				return err
+			}
+			if err := events.appendEvent(ctx, tx, &cardstoragev1.CardEventRecord{
+				AppId:      app,
+				Identity:   identity,
+				CardId:     active.GetCardId(),
+				Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
+				OccurredAt: active.GetRevokedAt(),
+			}); err != nil {
+				return err
+			}
+			active = nil
+		}
+		event := &cardstoragev1.CardEventRecord{
+			AppId:      app,
+			Identity:   identity,
+			CardId:     card.GetCardId(),
+			Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED,
+			OccurredAt: card.GetPublishedAt(),
+			KeyReset:   card.GetKeyReset(),
+		}
+		if active != nil {
+			active.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED
+			active.SupersededBy = card.GetCardId()
+			active.SupersededAt = card.GetPublishedAt()
+			if err := putCard(ctx, tx, active); err != nil {
+				return err
+			}
+			event.PreviousCardId = active.GetCardId()
+		}
+		if err := events.appendEvent(ctx, tx, event); err != nil {
+			return err
+		}
+		stored := proto.CloneOf(card)
+		stored.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE
+		stored.Sequence = event.GetSequence()
+		if err := putCard(ctx, tx, stored); err != nil {
+			return err
+		}
+		ab, err := encode(activeRecord(stored))
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO active_cards (app_id, identity, card_id, record) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (app_id, identity) DO UPDATE SET card_id = EXCLUDED.card_id, record = EXCLUDED.record`,
+			app, identity, stored.GetCardId(), ab); err != nil {
+			return err
+		}
+		events.latestPublished = max(events.latestPublished, stored.GetPublishedAt().AsTime().UnixNano())
+		if err := events.save(ctx, tx); err != nil {
+			return err
+		}
+		out, written = stored, true
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, written, nil
+}
+
+func (s *PostgresStore) Revoke(appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error) {
+	var out *cardstoragev1.CardRecord
+	changed := false
+	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+		out, changed = nil, false
+		events, err := lockEvents(ctx, tx)
+		if err != nil {
+			return err
+		}
+		rec, err := pgCard(ctx, tx, appID, cardID)
+		switch {
+		case err != nil:
+			return err
+		case rec == nil:
+			return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
+		case rec.GetIdentity() != identity:
+			return errs.Permissionf("card %s is another identity's: only its owner may revoke it", cardIDString(cardID))
+		}
+		out = rec
+		if rec.GetStatus() == cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED {
+			return nil
+		}
+		if rec.GetStatus() == cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE {
+			if _, err := tx.Exec(ctx, "DELETE FROM active_cards WHERE app_id = $1 AND identity = $2", appID, identity); err != nil {
+				return err
+			}
+		}
+		rec.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
+		rec.RevokedAt = timestamppb.New(at)
+		if err := putCard(ctx, tx, rec); err != nil {
+			return err
+		}
+		if err := events.appendEvent(ctx, tx, &cardstoragev1.CardEventRecord{
+			AppId:      appID,
+			Identity:   identity,
+			CardId:     rec.GetCardId(),
+			Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
+			OccurredAt: rec.GetRevokedAt(),
+		}); err != nil {
+			return err
+		}
+		changed = true
+		return events.save(ctx, tx)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, changed, nil
+}
+
+func (s *PostgresStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
+	var out *cardstoragev1.CardRecord
+	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		out, err = pgCard(ctx, tx, appID, cardID)
+		if err == nil && out == nil {
+			return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *PostgresStore) ActiveCards(appID string, identities []string) ([]*cardstoragev1.ActiveCardRecord, error) {
+	var out []*cardstoragev1.ActiveCardRecord
+	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+		out = make([]*cardstoragev1.ActiveCardRecord, 0, len(identities))
+		// A join on unnest: = ANY of a thousand identities costs more to plan than to run.
+		rows, err := tx.Query(ctx, "SELECT a.identity, a.record FROM unnest($2::text[]) AS w (identity) JOIN active_cards a ON a.app_id = $1 AND a.identity = w.identity", appID, identities)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		found := make(map[string]*cardstoragev1.ActiveCardRecord, len(identities))
+		for rows.Next() {
+			var identity string
+			var b []byte
+			if err := rows.Scan(&identity, &b); err != nil {
+				return err
+			}
+			rec := &cardstoragev1.ActiveCardRecord{}
+			if err := decode("active_cards", appID+"/"+identity, b, rec); err != nil {
+				return err
+			}
+			found[identity] = rec
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// In the order asked, as the bbolt engine answers.
+		for _, identity := range identities {
+			if rec := found[identity]; rec != nil {
+				out = append(out, rec)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// sequenceBound is a uint64 sequence bound as a bigint: sequences never pass MaxInt64.
+func sequenceBound(v uint64) int64 { return int64(min(v, math.MaxInt64)) }
+
+func (s *PostgresStore) History(appID, identity string, before uint64, limit int) ([]*cardstoragev1.CardRecord, bool, error) {
+	if before == 0 {
+		before = math.MaxUint64 // no sequence reaches it
+	}
+	var out []*cardstoragev1.CardRecord
+	more := false
+	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+		out, more = nil, false
+		rows, err := tx.Query(ctx, "SELECT card_id, record FROM cards WHERE app_id = $1 AND identity = $2 AND sequence < $3 ORDER BY sequence DESC LIMIT $4",
+			appID, identity, sequenceBound(before), max(limit, 0)+1)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if len(out) == limit {
+				more = true
+				break
+			}
+			var id, b []byte
+			if err := rows.Scan(&id, &b); err != nil {
+				return err
+			}
+			rec := &cardstoragev1.CardRecord{}
+			if err := decode("cards", cardRowKey(appID, id), b, rec); err != nil {
+				return err
+			}
+			out = append(out, rec)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, more, nil
+}
+
+func (s *PostgresStore) Events(after uint64, limit int) ([]*cardstoragev1.CardEventRecord, uint64, error) {
+	var out []*cardstoragev1.CardEventRecord
+	var latest int64
+	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+		out = nil
+		// One snapshot: the latest sequence and the events agree.
+		if err := tx.QueryRow(ctx, "SELECT last FROM card_event_sequence").Scan(&latest); err != nil {
+			return err
+		}
+		if after >= uint64(latest) || limit <= 0 {
+			return nil
+		}
+		var err error
+		out, err = pgEvents(ctx, tx, after, limit)
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return out, uint64(latest), nil
+}
+
+// pgEvents reads up to limit events with a sequence above after, in order.
+func pgEvents(ctx context.Context, tx pgx.Tx, after uint64, limit int) ([]*cardstoragev1.CardEventRecord, error) {
+	rows, err := tx.Query(ctx, "SELECT sequence, record FROM card_events WHERE sequence > $1 ORDER BY sequence LIMIT $2", sequenceBound(after), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*cardstoragev1.CardEventRecord
+	for rows.Next() {
+		var seq int64
+		var b []byte
+		if err := rows.Scan(&seq, &b); err != nil {
+			return nil, err
+		}
+		ev := &cardstoragev1.CardEventRecord{}
+		if err := decode("card_events", fmt.Sprint(seq), b, ev); err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, rows.Err()
+}
