@@ -39,6 +39,7 @@ func init() {
 		{"backup", "back up your keys under a password: create, restore, change-password, reset, recovery-key, status", runBackup},
 		{"card", "the card directory: publish, revoke, find, history, service-key", runCard},
 		{"trust", "what you trust of a contact's keys: show (safety number), accept (a key change), verify", runTrust},
+		{"kt", "key transparency: lookup (a card with its proofs and the checkpoint), monitor (your own identity, once)", runKt},
 		{"encrypt", "encrypt a message for people (--to bob,carol)", runEncrypt},
 		{"decrypt", "decrypt a message (--from alice)", runDecrypt},
 		{"send", "send an encrypted message (--to bob)", runSend},
