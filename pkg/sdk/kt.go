@@ -192,7 +192,10 @@ func (c *Client) acceptCheckpoint(ctx context.Context, signed []byte) (*Checkpoi
 		}
 		if kept != nil {
 			if err := c.checkConsistent(ctx, kept, &cp.Checkpoint); err != nil {
-				return nil, &LogInconsistentError{Kept: []byte(st.Checkpoint), Served: signed, Err: err}
+				if errors.Is(err, kt.ErrInconsistent) || errors.Is(err, kt.ErrMalformed) {
+					return nil, &LogInconsistentError{Kept: []byte(st.Checkpoint), Served: signed, Err: err}
+				}
+				return nil, err
 			}
 			if cp.Size <= kept.Size {
 				return cp, nil
@@ -229,7 +232,9 @@ func (c *Client) checkConsistent(ctx context.Context, a, b *kt.Checkpoint) error
 	if older.Size > 0 && older.Size < newer.Size && older.Origin == newer.Origin {
 		resp, err := c.cards.GetConsistencyProof(ctx, &cardv1.GetConsistencyProofRequest{FromSize: older.Size, ToSize: newer.Size})
 		if err != nil {
-			return fmt.Errorf("%w: no consistency proof from %d to %d entries: %w", kt.ErrInconsistent, older.Size, newer.Size, err)
+			// Not yet a proof of a fork (the call may have failed on its way), but
+			// nothing is used until the server proves consistency.
+			return fmt.Errorf("sdk: the consistency proof from the checkpoint of %d entries to the one of %d: %w", older.Size, newer.Size, err)
 		}
 		proof = resp.GetProof()
 	}

@@ -142,6 +142,14 @@ func (c *Client) monitor(ctx context.Context) (*MonitorReport, error) {
 			return nil, err
 		}
 		p := results[0]
+		if p.Card != nil && p.Card.Status != cardv1.CardStatus_CARD_STATUS_ACTIVE && time.Now().Before(deadline) {
+			// The card has changed since the checkpoint: look at the one that holds
+			// the change.
+			if err := c.waitForCheckpoint(ctx, cp.Size, deadline); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		alerts, hidden, err := c.judgeOwn(ctx, ks, myID, p, st)
 		if err != nil {
 			return nil, err
