@@ -132,7 +132,9 @@ func TestLookupsAreProvedAndTheCheckpointKept(t *testing.T) {
 		t.Fatalf("FindCards of 1,500 = %d cards; want bob's and carol's", len(found))
 	}
 	calls := log2.take()
-	count := func(m string) int { return len(slices.DeleteFunc(slices.Clone(calls), func(c string) bool { return c != m })) }
+	count := func(m string) int {
+		return len(slices.DeleteFunc(slices.Clone(calls), func(c string) bool { return c != m }))
+	}
 	if count("SearchCardsWithProofs") != 2 || count("GetConsistencyProof") > 1 || count("SearchCards") > 2 {
 		t.Errorf("a lookup of 1,500 identities called %v; want 2 SearchCardsWithProofs (and at most one consistency proof, and a SearchCards per batch for the identities without a card)", calls)
 	}
