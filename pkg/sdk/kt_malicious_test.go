@@ -18,10 +18,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
+	"github.com/umbra-e2ee/umbra/pkg/keystore"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
@@ -814,4 +816,65 @@ func TestMonitorDetectsWhatTheMapHides(t *testing.T) {
 			t.Errorf("alert %+v; want AlertForeignRevocation at entry %d", a, len(real))
 		}
 	})
+}
+
+// TestKeyTransparencyRefusesASignerCardTheLogDoesNotShow: a message "from bob", to
+// alice who has never looked bob up, signed with a card the operator made, served by
+// id as an old (superseded) card of his, dated within its claimed lifetime. Without
+// key transparency nothing vouched for such a card (no pin yet); now the client pins
+// bob's current card as the log proves it, and the old card must be one the log
+// shows bob had: its log entry, log_index, is not its publication, so it is refused
+// (ErrUnprovedCard). A real old card of bob's, proved by its entry, is accepted.
+func TestKeyTransparencyRefusesASignerCardTheLogDoesNotShow(t *testing.T) {
+	t.Parallel()
+	n := nodetest.Start(t)
+	app := n.NewApp(t)
+	ctx := context.Background()
+	bob, first := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
+	ks, err := keystore.Open(bob.keystore, []byte("passphrase of bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstKey, _ := ks.Current()
+	if _, err := bob.RotateKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key, kid := operatorKey(t, n)
+	forged, forgedKeys, parsed := forgedCard(t, bob.identity, nil, nil, key, kid)
+	forged.Status = cardv1.CardStatus_CARD_STATUS_SUPERSEDED
+	forged.PublishedAt, forged.SupersededAt = timestamppb.New(time.Now().Add(-time.Hour)), timestamppb.Now()
+	forged.LogIndex = first.LogIndex // the entry of bob's real first card
+	var tp tamperer
+	tp.set(func(method string, req, reply any, err error) error {
+		if r, ok := req.(*cardv1.GetCardRequest); ok && bytes.Equal(r.GetCardId(), parsed.ID) {
+			reply.(*cardv1.GetCardResponse).Card = proto.Clone(forged).(*cardv1.Card)
+			return nil
+		}
+		return err
+	})
+	for _, tc := range []struct {
+		name   string
+		keys   *e2ee.KeyPair
+		cardID []byte
+		want   error
+	}{
+		{"a card the operator made", forgedKeys, parsed.ID, sdk.ErrUnprovedCard},
+		{"bob's real first card", firstKey, first.ID, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			alice := newKTDevice(t, n, app, "alice-"+map[bool]string{true: "a", false: "b"}[tc.want != nil], "", &tp, nil)
+			aliceCard, err := alice.Register(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, err := e2ee.Encrypt(tc.keys, tc.cardID, []*e2ee.Card{aliceCard.Card}, []byte("it's me, bob"), time.Now().Add(-time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := alice.Decrypt(ctx, msg, bob.identity)
+			if tc.want == nil && (err != nil || string(got) != "it's me, bob") || tc.want != nil && (!errors.Is(err, tc.want) || got != nil) {
+				t.Errorf("Decrypt = %q, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
 }
