@@ -105,6 +105,10 @@ func printCheckpoint(w io.Writer, cp, kept *sdk.Checkpoint) {
 
 // ktMonitor checks the user's own identity in the log once.
 func ktMonitor(ctx context.Context, c *sdk.Client, s *session, w io.Writer) error {
+	kept, err := c.KeptCheckpoint()
+	if err != nil {
+		return err
+	}
 	report, err := c.Monitor(ctx)
 	if report == nil {
 		return explainTransparency(err)
@@ -114,7 +118,7 @@ func ktMonitor(ctx context.Context, c *sdk.Client, s *session, w io.Writer) erro
 		fmt.Fprintf(w, "%s (%s): the key transparency log shows only what this device knows of\n", s.Name, s.Identity)
 	}
 	printProved(w, s.Name, p)
-	printCheckpoint(w, p.Checkpoint, nil)
+	printCheckpoint(w, p.Checkpoint, kept)
 	if len(report.Alerts) == 0 {
 		return err
 	}

@@ -337,7 +337,8 @@ func (c *Client) proveBatch(ctx context.Context, identities []string) (*Checkpoi
 
 // provedCards looks identities up with proofs, in batches of 1,000 (one
 // SearchCardsWithProofs each), and waits for a newer checkpoint, up to
-// Config.KeyTransparencyWait, for those whose answer is older than the directory:
+// Config.KeyTransparencyWait, when an answer is older than the directory (then the
+// batch is looked up again, so that its answers share one checkpoint):
 // the map's card has been superseded or revoked since the checkpoint, or the map
 // names none and the directory has an active card (asked with one SearchCards for
 // those only). The user's own current card, while the log has not caught up with it,
@@ -356,8 +357,9 @@ func (c *Client) provedCards(ctx context.Context, identities []string, ownShortc
 		batch := ids[:min(len(ids), MaxLookupBatch)]
 		ids = ids[len(batch):]
 		deadline := time.Now().Add(c.ktWait())
-		for pending := batch; len(pending) > 0; {
-			cp, results, err := c.proveBatch(ctx, pending)
+		for {
+			// The whole batch each time, so that its answers share one checkpoint.
+			cp, results, err := c.proveBatch(ctx, batch)
 			if err != nil {
 				return nil, err
 			}
@@ -402,8 +404,6 @@ func (c *Client) provedCards(ctx context.Context, identities []string, ownShortc
 			if err := c.waitForCheckpoint(ctx, cp.Size, deadline); err != nil {
 				return nil, err
 			}
-			slices.Sort(stale)
-			pending = stale
 		}
 	}
 	return out, nil
