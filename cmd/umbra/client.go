@@ -33,6 +33,7 @@ type clientFlags struct {
 	insecure       bool
 	tls            tlsconf.Client
 	serviceKeys    string
+	logKeys        string
 	// typed maps the identities resolve returned to the names the user typed.
 	typed map[string]string
 }
@@ -48,6 +49,7 @@ func (f *clientFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.insecure, "insecure", false, "allow plaintext beyond loopback")
 	fs.StringVar(&f.tls.CAFile, "tls-ca", "", "CA that signs the server's certificate (enables TLS)")
 	fs.StringVar(&f.serviceKeys, "service-key", "", "the card service's keys to trust, key_id:base64-public-key, comma-separated (umbra card service-key prints them); default: the keys the server lists the first time")
+	fs.StringVar(&f.logKeys, "log-key", "", "the key transparency log keys to trust, comma-separated verifier keys (umbra card log-key prints it); default: the key the server names the first time")
 }
 
 func (f *clientFlags) grpcConfig() grpcclient.Config {
@@ -248,6 +250,17 @@ func (f *clientFlags) passphrase() ([]byte, error) {
 	return nil, errors.New("the keystore needs a passphrase: set UMBRA_PASSPHRASE, pass --passphrase-file, or --no-passphrase to keep it unencrypted")
 }
 
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
 // client opens the SDK for the current profile. Its tokens come from the session, and
 // are renewed with the API key when it is at hand.
 func (f *clientFlags) client(ctx context.Context) (*sdk.Client, *session, error) {
@@ -285,6 +298,7 @@ func (f *clientFlags) client(ctx context.Context) (*sdk.Client, *session, error)
 		NoPassphrase:    f.noPassphrase,
 		KeyChangePolicy: sdk.KeyChangeRefuse,
 		ServiceKeys:     serviceKeys,
+		LogKeys:         splitList(f.logKeys),
 	})
 	if err != nil {
 		return nil, nil, err

@@ -2,146 +2,149 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"time"
+	"strings"
 
-	"github.com/umbra-e2ee/umbra/internal/ktaudit"
-	"github.com/umbra-e2ee/umbra/internal/ktlog"
-	"github.com/umbra-e2ee/umbra/internal/witness"
-	"github.com/umbra-e2ee/umbra/pkg/kt"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 )
 
-// runKT is `umbra kt`: key transparency's tools that need no account. `audit` replays
-// the log and checks every checkpoint (internal/ktaudit); `checkpoint` prints the
-// latest checkpoint, verified, and cosigned by the witnesses asked.
-func runKT(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, args, err := subcommand("kt", args, stderr, "audit", "checkpoint")
+// runKt is `umbra kt` (docs/key-transparency.md). From the client's side: lookup
+// prints identities' cards with the proofs the CLI verified and the checkpoint they
+// are against; monitor checks the user's own identity once (every other command that
+// looks a card up verifies the same proofs, silently). Needing no account: audit and
+// checkpoint (kt_log.go).
+func runKt(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	sub, args, err := subcommand("kt", args, stderr, "lookup", "monitor", "audit", "checkpoint")
 	if err != nil {
 		return err
 	}
-	fs := newFlagSet("kt "+sub, stderr)
-	var lc ktlog.Config
-	fs.StringVar(&lc.Addr, "server", "127.0.0.1:9090", "the card service's gRPC address, or its REST gateway's URL (http://host:8080)")
-	fs.StringVar(&lc.TLS.CAFile, "tls-ca", "", "CA that signs the server's certificate (enables TLS)")
-	fs.BoolVar(&lc.Insecure, "insecure", false, "allow plaintext beyond loopback")
-	logKey := fs.String("log-key", "", "the log's verifier key (umbra card log-key prints it); default: the one the server states")
-	var files, states, witnesses listFlag
-	var quorum int
-	if sub == "audit" {
-		fs.Var(&files, "checkpoint", "comma-separated files of signed checkpoints to check too (a client's, a witness's)")
-		fs.Var(&states, "witness-state", "comma-separated witness state files (state.json) whose cosigned checkpoint to check too")
-	} else {
-		fs.Var(&witnesses, "witness", "comma-separated witnesses to require, each <verifier key>@<URL> (umbra witness keygen prints the key)")
-		fs.IntVar(&quorum, "quorum", 0, "how many of the witnesses must have cosigned (0: all)")
+	if sub == "audit" || sub == "checkpoint" {
+		return runKtLog(ctx, sub, args, stdout, stderr)
 	}
+	fs := newFlagSet("kt "+sub, stderr)
+	var f clientFlags
+	f.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	log, err := ktlog.Dial(lc)
+	if sub == "lookup" && fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "usage: umbra kt lookup <name or identity>...")
+		return errUsage
+	}
+	c, s, err := f.client(ctx)
 	if err != nil {
 		return err
 	}
-	defer log.Close()
-	if *logKey == "" {
-		_, vkey, err := log.LogKey(ctx)
-		if err != nil {
-			return err
-		}
-		*logKey = vkey
-		fmt.Fprintf(stdout, "log key %s, as the server states it (pass --log-key to check against the one you trust)\n", vkey)
+	defer c.Close()
+	if sub == "monitor" {
+		return ktMonitor(ctx, c, s, stdout)
 	}
-	if sub == "checkpoint" {
-		return ktCheckpoint(ctx, log, *logKey, witnesses, quorum, stdout)
-	}
-	cfg := ktaudit.Config{LogKey: *logKey}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		cfg.Checkpoints = append(cfg.Checkpoints, ktaudit.Source{Name: f, Signed: b})
-	}
-	for _, f := range states {
-		st, err := witness.ReadState(f)
-		if err != nil {
-			return err
-		}
-		cfg.Checkpoints = append(cfg.Checkpoints, ktaudit.Source{Name: "witness state " + f, Signed: []byte(st.Cosigned)})
-	}
-	res, err := ktaudit.Audit(ctx, log, cfg)
+	ids, err := f.resolve(ctx, fs.Args())
 	if err != nil {
-		return fmt.Errorf("AUDIT FAILED: %w", err)
+		return err
 	}
-	fmt.Fprintf(stdout, "replayed the log's %d entries and recomputed its map\n", res.Entries)
-	for _, c := range res.Checked {
-		fmt.Fprintf(stdout, "checkpoint of %d entries (%s): log root and map root match\n", c.Size, c.Source)
+	kept, err := c.KeptCheckpoint()
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(stdout, "audit passed: %d checkpoints are the log's entries and the map they make\n", len(res.Checked))
+	proved, err := c.LookupCards(ctx, ids...)
+	if err != nil {
+		return explainTransparency(err)
+	}
+	var cp *sdk.Checkpoint
+	for i, id := range ids {
+		p := proved[id]
+		cp = p.Checkpoint
+		printProved(stdout, fs.Arg(i), p)
+	}
+	printCheckpoint(stdout, cp, kept)
 	return nil
 }
 
-// ktCheckpoint prints the latest checkpoint, verified against the log key and, with
-// witnesses, cosigned by the quorum of them (the SDK's CheckWitnesses).
-func ktCheckpoint(ctx context.Context, log ktlog.Log, logKey string, witnessArgs []string, quorum int, stdout io.Writer) error {
-	var ws []sdk.Witness
-	for _, a := range witnessArgs {
-		w, err := sdk.ParseWitness(a)
-		if err != nil {
-			return fmt.Errorf("--witness: %w", err)
-		}
-		ws = append(ws, w)
+// printProved prints one verified lookup.
+func printProved(w io.Writer, name string, p *sdk.ProvedCard) {
+	label := fmt.Sprintf("%s (%s)", name, p.Identity)
+	if name == p.Identity {
+		label = p.Identity
 	}
-	var signed []byte
-	var cp *kt.Checkpoint
-	// A checkpoint the witnesses have moved past is not cosigned any more (a
-	// cosignature says "the largest I have seen"): one more try with the next.
-	for attempt := 0; ; attempt++ {
-		latest, err := log.Checkpoint(ctx)
-		if err != nil {
-			return err
-		}
-		if cp, err = kt.OpenCheckpoint(latest, logKey); err != nil {
-			return fmt.Errorf("the latest checkpoint: %w", err)
-		}
-		signed = latest
-		if len(ws) == 0 {
-			break
-		}
-		signed, err = sdk.CheckWitnesses(ctx, nil, ws, quorum, logKey, latest, time.Now())
-		if err == nil {
-			break
-		}
-		if attempt > 0 || !errors.Is(err, kt.ErrNotWitnessed) {
-			return err
-		}
+	mp := p.Proof.GetMapProof()
+	mapProof := fmt.Sprintf("map proof: %d levels, %d sibling hashes", mp.GetDepth(), len(mp.GetSiblings()))
+	switch {
+	case p.Value == nil:
+		fmt.Fprintf(w, "%s: no card, proved: the map has no entry for this identity (%s)\n", label, mapProof)
+	case p.Card == nil:
+		fmt.Fprintf(w, "%s: no card, proved: its last card %s was revoked by log entry %d\n  %s; inclusion proof: %d hashes\n",
+			label, sdk.Fingerprint(p.Leaf.GetCardId()), p.LeafIndex, mapProof, len(p.Proof.GetInclusionProof()))
+	default:
+		fmt.Fprintf(w, "%s: card %s, proved by the key transparency log\n", label, p.Card.Fingerprint())
+		fmt.Fprintf(w, "  map entry    card published by log entry %d (%s), latest entry %d\n",
+			p.Value.GetCardLogIndex(), strings.TrimPrefix(p.Leaf.GetKind().String(), "LOG_EVENT_KIND_"), p.Value.GetLatestLogIndex())
+		fmt.Fprintf(w, "  proofs       %s; inclusion proof of entry %d: %d hashes\n", mapProof, p.LeafIndex, len(p.Proof.GetInclusionProof()))
+		fmt.Fprintf(w, "  card id      %s\n", base64.RawURLEncoding.EncodeToString(p.Card.ID))
 	}
-	fmt.Fprintf(stdout, "checkpoint of %d entries, signed by the log key of %s\n", cp.Size, cp.Origin)
-	if len(ws) > 0 {
-		keys := make([]string, len(ws))
-		for i, w := range ws {
-			keys[i] = w.Key
-		}
-		q := quorum
-		if q == 0 {
-			q = len(ws)
-		}
-		policy, err := kt.NewWitnessPolicy(q, keys...)
-		if err != nil {
-			return err
-		}
-		valid, err := policy.Check(signed, time.Now())
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "cosigned by %d of the %d witnesses required:\n", len(valid), q)
-		for _, c := range valid {
-			fmt.Fprintf(stdout, "  %s at %s\n", c.Witness.Name(), c.Time.Format(time.RFC3339))
-		}
+}
+
+// printCheckpoint prints the checkpoint lookups were verified against, and whether it
+// extends the one the CLI kept before.
+func printCheckpoint(w io.Writer, cp, kept *sdk.Checkpoint) {
+	if cp == nil {
+		return
 	}
-	_, err := stdout.Write(signed)
+	fmt.Fprintf(w, "checkpoint of %s: %d entries, signed by its log key\n", cp.Origin, cp.Size)
+	fmt.Fprintf(w, "  log root     %s\n  map root     %s\n", base64.StdEncoding.EncodeToString(cp.LogRoot[:]), base64.StdEncoding.EncodeToString(cp.MapRoot[:]))
+	switch {
+	case kept == nil:
+		fmt.Fprintln(w, "  the first checkpoint this client saw: kept, and every later one must extend it")
+	case kept.Size == cp.Size:
+		fmt.Fprintln(w, "  the checkpoint this client kept")
+	case kept.Size < cp.Size:
+		fmt.Fprintf(w, "  consistent with the checkpoint of %d entries this client kept (consistency proof verified); kept in its place\n", kept.Size)
+	default:
+		fmt.Fprintf(w, "  a prefix of the checkpoint of %d entries this client kept (consistency proof verified)\n", kept.Size)
+	}
+}
+
+// ktMonitor checks the user's own identity in the log once.
+func ktMonitor(ctx context.Context, c *sdk.Client, s *session, w io.Writer) error {
+	kept, err := c.KeptCheckpoint()
+	if err != nil {
+		return err
+	}
+	report, err := c.Monitor(ctx)
+	if report == nil {
+		return explainTransparency(err)
+	}
+	p := report.Lookup
+	if len(report.Alerts) == 0 {
+		fmt.Fprintf(w, "%s (%s): the key transparency log shows only what this device knows of\n", s.Name, s.Identity)
+	}
+	printProved(w, s.Name, p)
+	printCheckpoint(w, p.Checkpoint, kept)
+	if len(report.Alerts) == 0 {
+		return err
+	}
+	for _, a := range report.Alerts {
+		fmt.Fprintf(w, "ALERT: %s\n", a.Reason)
+		fmt.Fprintf(w, "  card         %s\n  log entry    %d\n", sdk.Fingerprint(a.CardID), a.LogIndex)
+	}
+	return fmt.Errorf("%d key transparency alert(s) for %s: the log shows a card event this device did not make. If you did not make it on another device (a reset, a rotation from keys this device does not hold), someone else published it: every contact encrypts to what the log shows. Restore your keys from a backup that holds the card, or reset them (umbra keys reset), and tell the operator: %w",
+		len(report.Alerts), s.Name, err)
+}
+
+// explainTransparency adds what to do to a key transparency error.
+func explainTransparency(err error) error {
+	switch {
+	case errors.Is(err, sdk.ErrLogInconsistent):
+		return fmt.Errorf("%w\nThe server's key transparency log does not extend the one this client saw before: it was rewritten, or this client is shown a different log than others (a split view). Nothing was encrypted or accepted. Keep %s as evidence and tell the operator", err, "the key transparency state file (<keystore>.kt)")
+	case errors.Is(err, sdk.ErrUnknownLogKey):
+		return fmt.Errorf("%w\nNothing was encrypted or accepted. If the operator changed the log key, check the new one over a channel you trust (umbra card log-key) and pass it with --log-key", err)
+	case errors.Is(err, sdk.ErrUnprovedCard):
+		return fmt.Errorf("%w\nThe server served a card its key transparency log does not prove, so nothing was encrypted or accepted", err)
+	case errors.Is(err, sdk.ErrNotYetInLog):
+		return fmt.Errorf("%w\nNothing was encrypted; try again in a moment", err)
+	}
 	return err
 }

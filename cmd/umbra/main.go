@@ -39,6 +39,7 @@ func init() {
 		{"backup", "back up your keys under a password: create, restore, change-password, reset, recovery-key, status", runBackup},
 		{"card", "the card directory: publish, revoke, find, history, service-key", runCard},
 		{"trust", "what you trust of a contact's keys: show (safety number), accept (a key change), verify", runTrust},
+		{"kt", "key transparency: lookup (a card with its proofs and the checkpoint), monitor (your own identity, once), audit (replay the log, check every checkpoint), checkpoint (the latest, cosigned by witnesses)", runKt},
 		{"encrypt", "encrypt a message for people (--to bob,carol)", runEncrypt},
 		{"decrypt", "decrypt a message (--from alice)", runDecrypt},
 		{"send", "send an encrypted message (--to bob)", runSend},
@@ -48,7 +49,6 @@ func init() {
 		{"admin", "operate the stores: stores, backup (online), verify, restore (offline)", runAdmin},
 		{"demo", "the whole story against a running server, showing what it stored", runDemo},
 		{"witness", "follow a key transparency log, cosign its checkpoints, report forks; keygen, key", runWitness},
-		{"kt", "key transparency: audit (replay the log, check every checkpoint), checkpoint (the latest, cosigned by witnesses)", runKT},
 	}
 }
 

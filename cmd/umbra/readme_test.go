@@ -192,6 +192,17 @@ func TestReadmeCLIRoundTrip(t *testing.T) {
 	}
 	checkKeyChangeOutput(t, string(kcOut))
 
+	// Key transparency: alice's lookup of bob with its proofs, bob's monitoring on
+	// his first device (nothing) and on the laptop that did not make the reset (an
+	// alert).
+	ktb := exec.CommandContext(ctx, "sh", "-e", "-c", prelude+strings.Join(readmeBlock(t, "kt-lookup"), "\n"))
+	ktb.Dir, ktb.Env = work, cmd.Env
+	ktOut, err := ktb.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the kt-lookup block failed: %v\n%s", err, ktOut)
+	}
+	checkKtOutput(t, string(ktOut))
+
 	// umbra demo, as the README gives it.
 	demoLines := readmeBlock(t, "demo")
 	demo := exec.CommandContext(ctx, "sh", "-e", "-c", strings.Join(demoLines, "\n"))
@@ -236,6 +247,24 @@ func checkKeyChangeOutput(t *testing.T, out string) {
 	}
 	if pending == "" || len(strings.Fields(pending)) != 12 || pending != bobs {
 		t.Errorf("alice's new safety number for bob is %q and bob's for alice %q; want the same 12 groups\n%s", pending, bobs, out)
+	}
+}
+
+// checkKtOutput checks what the README's kt-lookup block printed: bob's card proved
+// (his reset, in the log and the map), the checkpoint with its roots, extending the
+// one alice's client kept; nothing on bob's first device; an alert on his laptop.
+func checkKtOutput(t *testing.T, out string) {
+	t.Helper()
+	for _, want := range []string{
+		"bob (u_", "proved by the key transparency log", "(RESET)", "inclusion proof of entry",
+		"checkpoint of umbra/kt/", "entries, signed by its log key", "log root", "map root", "this client kept",
+		"the key transparency log shows only what this device knows of",
+		"ALERT: a card this device did not publish",
+		"bob's laptop raised the alert",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the kt-lookup block did not print %q:\n%s", want, out)
+		}
 	}
 }
 

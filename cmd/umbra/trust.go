@@ -119,7 +119,7 @@ func how(h string) string {
 func (f *clientFlags) explain(err error) error {
 	var kc *sdk.KeyChangedError
 	if !errors.As(err, &kc) {
-		return err
+		return explainTransparency(err)
 	}
 	name := f.typed[kc.Identity]
 	if name == "" {

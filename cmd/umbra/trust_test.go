@@ -66,25 +66,27 @@ func tamperingProxy(t *testing.T, backend string, tamper func(method string, rep
 
 // TestCLIRefusesASubstitutedCard: between alice's CLI and the services sits a server
 // that, once alice has pinned bob's card, serves a card of its own for bob, counter-
-// signed with the real card service key (a malicious operator's power). encrypt refuses
-// with what changed and what to run, trust show shows the pending change, and once the
-// server behaves again bob's pinned card works as before. A CLI given a service key
-// the server does not have refuses every card.
+// signed with the real card service key (a malicious operator's power), beside the
+// proof of bob's real card. The key transparency log does not prove it: encrypt
+// refuses, saying so, and encrypts nothing; once the server behaves again bob's pinned
+// card works as before. (A forged card the operator also logs is a key change: the
+// README's key-change story, and pkg/sdk's tests.) A CLI given a service key the
+// server does not have refuses every card.
 func TestCLIRefusesASubstitutedCard(t *testing.T) {
 	c := startCLINode(t)
 	var substitute atomic.Pointer[cardv1.Card]
 	proxy := tamperingProxy(t, c.n.GRPC, func(method string, reply []byte) []byte {
 		forged := substitute.Load()
-		if forged == nil || !strings.HasSuffix(method, "/SearchCards") {
+		if forged == nil || !strings.HasSuffix(method, "/SearchCardsWithProofs") {
 			return reply
 		}
-		var r cardv1.SearchCardsResponse
+		var r cardv1.SearchCardsWithProofsResponse
 		if proto.Unmarshal(reply, &r) != nil {
 			return reply
 		}
-		for i, card := range r.GetCards() {
-			if card.GetIdentity() == forged.GetIdentity() {
-				r.Cards[i] = forged
+		for _, res := range r.GetResults() {
+			if res.GetProof().GetIdentity() == forged.GetIdentity() {
+				res.Card = forged
 			}
 		}
 		out, _ := proto.Marshal(&r)
@@ -135,11 +137,16 @@ func TestCLIRefusesASubstitutedCard(t *testing.T) {
 	if r.exit != 1 || r.stdout != "" {
 		t.Fatalf("encrypt to a substituted card exited %d, printed %q; want a refusal and no envelope", r.exit, r.stdout)
 	}
-	wantIn(t, "the refusal", r.stderr, "bob's key changed", "no earlier key of theirs vouches for it", "new key     "+fingerprintHex(id), "umbra trust show bob", "umbra trust accept bob")
-	wantIn(t, "trust show", ok("phone", "trust", "show", "bob"), "KEY CHANGE: bob's key changed", "new safety number")
+	wantIn(t, "the refusal", r.stderr, "card not proved by the key transparency log", "is not the one the map names", fingerprintHex(id), "nothing was encrypted")
+	if r := umbra("phone", "trust", "show", "bob"); r.exit != 1 || !strings.Contains(r.stderr, "not proved by the key transparency log") {
+		t.Errorf("trust show while the card is substituted: exit %d, %q; want the same refusal", r.exit, r.stderr)
+	}
 
 	substitute.Store(nil)
 	ok("phone", "encrypt", "--to", "bob", "the real bob again")
+	if out := ok("phone", "trust", "show", "bob"); strings.Contains(out, "KEY CHANGE") {
+		t.Errorf("a card the log does not prove was recorded as a key change:\n%s", out)
+	}
 
 	// A CLI that ships a service key this server does not have refuses its cards.
 	rogue := ed25519.NewKeyFromSeed(make([]byte, 32)).Public().(ed25519.PublicKey)

@@ -37,6 +37,10 @@ type Card struct {
 	// decides from the endorsements it verifies (TrustedCards), and the mark says why a
 	// chain broke.
 	KeyReset bool
+	// LogIndex is the key transparency log entry that published the card, as the
+	// service says: the client proves it (the entry names this card for its
+	// identity) before relying on it.
+	LogIndex uint64
 }
 
 // Endorsement is a rotation endorsement: the exact RotationEndorsementContent bytes
@@ -269,6 +273,7 @@ func (c *Client) parseCard(ctx context.Context, pc *cardv1.Card) (*Card, error) 
 		PublishedAt:  pc.GetPublishedAt().AsTime(),
 		SupersededBy: pc.GetSupersededBy(),
 		KeyReset:     pc.GetKeyReset(),
+		LogIndex:     pc.GetLogIndex(),
 	}
 	if e := pc.GetEndorsement(); e != nil {
 		card.Endorsement = &Endorsement{Content: e.GetContent(), Signature: e.GetSignature()}
@@ -305,12 +310,37 @@ func (c *Client) VerifyEndorsement(ctx context.Context, card *Card) (*Card, erro
 	return &out, nil
 }
 
-// FindCards returns the active card of each identity that has one (E3Kit's findUsers).
-// Identities without an active card are absent from the map.
+// FindCards returns the active card of each identity that has one (E3Kit's findUsers),
+// each proved by the key transparency log (LookupCards): the card its map entry names
+// at a checkpoint consistent with the last one this client kept. Identities without
+// an active card are absent from the map. A card the log does not prove is an error
+// (ErrUnprovedCard, ErrLogInconsistent, ErrUnknownLogKey, ErrNotYetInLog), never a
+// card. The user's own current card, in the second after this device published it and
+// before a checkpoint holds it, is taken from this device's own keys.
 func (c *Client) FindCards(ctx context.Context, identities ...string) (map[string]*Card, error) {
+	if c.cfg.withoutKT {
+		return c.findCardsUnproved(ctx, identities)
+	}
+	proved, err := c.provedCards(ctx, identities, true)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*Card, len(proved))
+	for id, p := range proved {
+		if p.Card != nil {
+			out[id] = p.Card
+		}
+	}
+	return out, nil
+}
+
+// findCardsUnproved is FindCards without key transparency: the pinning tests' way to
+// check the pins on their own (WithoutKeyTransparency), as against an operator who
+// logged the cards it forged.
+func (c *Client) findCardsUnproved(ctx context.Context, identities []string) (map[string]*Card, error) {
 	out := map[string]*Card{}
 	for len(identities) > 0 {
-		batch := identities[:min(len(identities), 1000)]
+		batch := identities[:min(len(identities), MaxLookupBatch)]
 		identities = identities[len(batch):]
 		resp, err := c.cards.SearchCards(ctx, &cardv1.SearchCardsRequest{Identities: batch})
 		if err != nil {

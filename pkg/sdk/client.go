@@ -93,6 +93,28 @@ type Config struct {
 	// KeystorePath + ".trust".
 	TrustStorePath string
 
+	// Key transparency (docs/key-transparency.md, "Clients"): every card lookup is
+	// proved by the card service's log and map against a checkpoint consistent with
+	// the last one this client kept; there is no setting that turns it off.
+	//
+	// LogKeys are the card service's log keys the app ships with: signed-note
+	// verifier keys, as GetLogKey and `umbra card log-key` give them. Without them the
+	// client pins the key the service names on first use. Checkpoints signed by no
+	// trusted key are refused (ErrUnknownLogKey).
+	LogKeys []string
+	// KeyTransparencyWait bounds how long a lookup waits for a checkpoint that holds a
+	// card published after the latest one; 0 means DefaultKeyTransparencyWait.
+	KeyTransparencyWait time.Duration
+	// MonitorInterval, if positive, makes the client check its own identity in the
+	// log (Monitor) when it starts and then at this interval, until Close.
+	MonitorInterval time.Duration
+	// OnKeyTransparencyAlert, if set, is called with what monitoring finds: each
+	// *UnexpectedCardError, and a check of the log that failed (ErrLogInconsistent,
+	// ErrUnprovedCard, ErrUnknownLogKey).
+	OnKeyTransparencyAlert func(error)
+	// KeyTransparencyStatePath is the key transparency state file
+	// (docs/wire-format.md, 13.10); empty means KeystorePath + ".kt".
+	KeyTransparencyStatePath string
 	// Witnesses and WitnessQuorum require cosigned checkpoints (docs/key-transparency.md,
 	// "Witnesses"): a checkpoint counts only with valid cosignatures of at least
 	// WitnessQuorum of these witnesses (zero means all of them). None: no witness is
@@ -105,6 +127,11 @@ type Config struct {
 	// (CheapKeystore, in an _test.go file) so that devices whose tests are not about
 	// Argon2id start quickly; no exported field, flag or setting reaches it.
 	keystoreArgon2id argon2id.Params
+	// withoutKT, when set, makes lookups use SearchCards without proofs. Test only
+	// (WithoutKeyTransparency, in an _test.go file): the pinning tests check the pins
+	// on their own, as against an operator who put the cards it forged in its log
+	// (it holds the log key); no exported field, flag or setting reaches it.
+	withoutKT bool
 }
 
 // DefaultClockSkew is how far a signed created_at may lie outside its signer card's
@@ -129,6 +156,11 @@ type Client struct {
 
 	pinMu sync.Mutex // guards pins, and orders writes of the pin file
 	pins  *pinFile   // the pin file as last read or written (pins.go)
+
+	app         string             // the user's app, for map keys (kt.go), once known
+	ktMu        sync.Mutex         // orders writes of the key transparency state file
+	stopMonitor context.CancelFunc // ends the background monitoring, if any
+	monitorDone chan struct{}
 }
 
 // New connects to Umbra and opens the keystore if it exists.
@@ -151,6 +183,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if err := checkLogKeys(cfg.LogKeys); err != nil {
+		return nil, err
+	}
 	t := &tokens{fetch: cfg.Token, now: cfg.Now}
 	conn, err := grpcclient.Dial(grpcclient.Config{Addr: cfg.Addr, TLS: cfg.TLS, Insecure: cfg.Insecure}, append(t.interceptors(), cfg.DialOptions...)...)
 	if err != nil {
@@ -172,11 +207,20 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		conn.Close()
 		return nil, err
 	}
+	if cfg.MonitorInterval > 0 {
+		c.startMonitor(cfg.MonitorInterval)
+	}
 	return c, nil
 }
 
-// Close releases the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close stops the background monitoring, if any, and releases the connection.
+func (c *Client) Close() error {
+	if c.stopMonitor != nil {
+		c.stopMonitor()
+		<-c.monitorDone
+	}
+	return c.conn.Close()
+}
 
 // Conn is the client's gRPC connection, with the token attached to every call, for the
 // services this package does not wrap yet.
@@ -472,6 +516,17 @@ func (c *Client) restoreKeystore(saved []byte) error {
 func (c *Client) RevokeCard(ctx context.Context) error {
 	_, _, id, err := c.current()
 	if err != nil {
+		return err
+	}
+	// Recorded first, so that this device's monitoring expects the revocation even if
+	// the reply is lost.
+	if err := c.updateKT(func(s *ktState) (bool, error) {
+		if s.revokedHere(id) {
+			return false, nil
+		}
+		s.RevokedHere = append(s.RevokedHere, id)
+		return true, nil
+	}); err != nil {
 		return err
 	}
 	_, err = c.cards.RevokeCard(ctx, &cardv1.RevokeCardRequest{CardId: id})

@@ -32,11 +32,20 @@ import (
 type tamper struct {
 	mu       sync.Mutex
 	rewrite  map[string]func(req, reply any)
+	serve    map[string]func(req, reply any) bool
 	requests map[string][]proto.Message
 }
 
 func newTamper() *tamper {
-	return &tamper{rewrite: map[string]func(req, reply any){}, requests: map[string][]proto.Message{}}
+	return &tamper{rewrite: map[string]func(req, reply any){}, serve: map[string]func(req, reply any) bool{}, requests: map[string][]proto.Message{}}
+}
+
+// answer makes the tamper answer calls of method itself when f fills the reply (and
+// returns true), without asking the server: a card the server never stored, say.
+func (tp *tamper) answer(method string, f func(req, reply any) bool) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	tp.serve[method] = f
 }
 
 // on makes the tamper rewrite the replies of method with f from now on.
@@ -56,8 +65,11 @@ func (tp *tamper) sent(method string) []proto.Message {
 func (tp *tamper) interceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	tp.mu.Lock()
 	tp.requests[method] = append(tp.requests[method], proto.Clone(req.(proto.Message)))
-	f := tp.rewrite[method]
+	f, own := tp.rewrite[method], tp.serve[method]
 	tp.mu.Unlock()
+	if own != nil && own(req, reply) {
+		return nil
+	}
 	err := invoker(ctx, method, req, reply, cc, opts...)
 	if err == nil && f != nil {
 		f(req, reply)
@@ -470,12 +482,14 @@ func TestTamperStatementSignedWithASubstitutedCard(t *testing.T) {
 
 	key, kid := operatorKey(t, w.n)
 	forged, forgedKeys, _ := forgedCard(t, alice.identity, nil, nil, key, kid)
-	tp.on(cardv1.CardService_SearchCards_FullMethodName, func(_, reply any) {
-		for i, c := range reply.(*cardv1.SearchCardsResponse).GetCards() {
-			if c.GetIdentity() == alice.identity {
-				reply.(*cardv1.SearchCardsResponse).Cards[i] = proto.Clone(forged).(*cardv1.Card)
-			}
+	// The forged card is served by id (the log proves alice's real card to bob's
+	// lookups, so it reaches him only as a statement's signer card).
+	tp.answer(cardv1.CardService_GetCard_FullMethodName, func(req, reply any) bool {
+		if !bytes.Equal(req.(*cardv1.GetCardRequest).GetCardId(), forged.GetCardId()) {
+			return false
 		}
+		reply.(*cardv1.GetCardResponse).Card = proto.Clone(forged).(*cardv1.Card)
+		return true
 	})
 	tp.on(groupv1.GroupService_GetMembershipChain_FullMethodName, func(_, reply any) {
 		r := reply.(*groupv1.GetMembershipChainResponse)

@@ -131,14 +131,17 @@ func serveAsActive(identity string, card *cardv1.Card) func(string, any, any, er
 // it holds, counter-signed with the real service key; alice pinned bob's real chain
 // (his first card and an endorsed rotation). Whatever the forged card claims to be, it
 // does not chain to the pin: Encrypt refuses it with the reason, and a message the
-// operator signs with it is refused by Decrypt.
+// operator signs with it is refused by Decrypt. The pins are tested on their own here
+// (alice's lookups without key transparency): the operator holds the log key, so it
+// could put the forged card in its log, where bob's monitoring would see it
+// (kt_malicious_test.go) but alice's lookups would prove it.
 func TestMaliciousServerSubstitutesACard(t *testing.T) {
 	t.Parallel()
 	n := nodetest.Start(t)
 	app := n.NewApp(t)
 	ctx := context.Background()
 	var tp tamperer
-	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "", tp.option())
+	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "", tp.option(), withoutKT)
 	aliceCard, err := alice.Register(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -268,9 +271,11 @@ func TestMaliciousServerSwapsItsServiceKey(t *testing.T) {
 	swap := func(kid string, listed *cardv1.ServiceKey) func(string, any, any, error) error {
 		return onReplies(func(reply any) {
 			switch r := reply.(type) {
-			case *cardv1.SearchCardsResponse:
-				for _, c := range r.GetCards() {
-					c.ServiceSignature, c.ServiceKeyId = e2ee.ServiceSign(rogue, c.GetCardId()), kid
+			case *cardv1.SearchCardsWithProofsResponse:
+				for _, res := range r.GetResults() {
+					if c := res.GetCard(); c != nil {
+						c.ServiceSignature, c.ServiceKeyId = e2ee.ServiceSign(rogue, c.GetCardId()), kid
+					}
 				}
 			case *cardv1.GetServiceKeyResponse:
 				r.Keys = append(r.Keys, listed)

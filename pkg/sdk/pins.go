@@ -133,19 +133,24 @@ func readPinFile(path string) (*pinFile, error) {
 	return f, nil
 }
 
-// writePinFile replaces the pin file at path with f: written beside it, synced, then
-// renamed over it, so a crash leaves the old file or the new one.
+// writePinFile replaces the pin file at path with f (writeStateFile).
 func writePinFile(path string, f *pinFile) error {
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return err
 	}
+	return writeStateFile(path, "the pin file", b)
+}
+
+// writeStateFile replaces the file at path with b, mode 0600: written beside it,
+// synced, then renamed over it, so a crash leaves the old file or the new one.
+func writeStateFile(path, what string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("sdk: write the pin file: %w", err)
+		return fmt.Errorf("sdk: write %s: %w", what, err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
 	if err != nil {
-		return fmt.Errorf("sdk: write the pin file: %w", err)
+		return fmt.Errorf("sdk: write %s: %w", what, err)
 	}
 	defer os.Remove(tmp.Name())
 	_, err = tmp.Write(append(b, '\n'))
@@ -162,7 +167,7 @@ func writePinFile(path string, f *pinFile) error {
 		err = os.Rename(tmp.Name(), path)
 	}
 	if err != nil {
-		return fmt.Errorf("sdk: write the pin file: %w", err)
+		return fmt.Errorf("sdk: write %s: %w", what, err)
 	}
 	return nil
 }

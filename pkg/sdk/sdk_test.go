@@ -39,20 +39,33 @@ func newDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, su
 		dir = t.TempDir()
 	}
 	path := filepath.Join(dir, "keystore")
-	c, err := sdk.New(context.Background(), sdk.CheapKeystore(sdk.Config{
+	cfg := sdk.Config{
 		Addr:         n.GRPC,
 		Token:        app.TokenFunc(id),
 		KeystorePath: path,
 		Passphrase:   []byte("passphrase of " + uid),
 		Suite:        suite,
-		DialOptions:  opts,
-	}))
+	}
+	for _, o := range opts {
+		if _, ok := o.(noKTOption); ok {
+			cfg = sdk.WithoutKeyTransparency(cfg)
+			continue
+		}
+		cfg.DialOptions = append(cfg.DialOptions, o)
+	}
+	c, err := sdk.New(context.Background(), sdk.CheapKeystore(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return &device{Client: c, identity: id, keystore: path}
 }
+
+// withoutKT, among newDevice's options, makes the device look cards up without key
+// transparency (sdk.WithoutKeyTransparency): for the tests of the pins on their own.
+var withoutKT grpc.DialOption = noKTOption{}
+
+type noKTOption struct{ grpc.EmptyDialOption }
 
 // registeredDevice is newDevice, in a keystore folder of its own, with its card
 // published.

@@ -77,9 +77,11 @@ func TestCardDatedAfterItsServiceKeyRetiredIsRefused(t *testing.T) {
 	var tamper atomic.Bool
 	backdate := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		err := invoker(ctx, method, req, reply, cc, opts...)
-		if r, ok := reply.(*cardv1.SearchCardsResponse); ok && err == nil && tamper.Load() {
-			for _, c := range r.GetCards() {
-				c.PublishedAt = timestamppb.New(rot.GetPrevious().GetSupersededAt().AsTime().Add(2 * time.Second)) // the signed retirement time is in whole seconds
+		if r, ok := reply.(*cardv1.SearchCardsWithProofsResponse); ok && err == nil && tamper.Load() {
+			for _, res := range r.GetResults() {
+				if c := res.GetCard(); c != nil {
+					c.PublishedAt = timestamppb.New(rot.GetPrevious().GetSupersededAt().AsTime().Add(2 * time.Second)) // the signed retirement time is in whole seconds
+				}
 			}
 		}
 		return err

@@ -386,6 +386,9 @@ func cardView(r *cardstoragev1.CardRecord) *cardv1.Card {
 		RevokedAt:        r.GetRevokedAt(),
 		KeyReset:         r.GetKeyReset(),
 	}
+	if seq := r.GetSequence(); seq > 0 {
+		c.LogIndex = seq - 1 // the log follows the card event feed, entry i being event i+1
+	}
 	if len(r.GetEndorsementContent()) > 0 {
 		c.Endorsement = &cardv1.CardEndorsement{Content: r.GetEndorsementContent(), Signature: r.GetEndorsementSignature()}
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
+	ktv1 "github.com/umbra-e2ee/umbra/proto/umbra/kt/v1"
 )
 
 // publishCheckpoint appends every event so far and returns the verified checkpoint.
@@ -188,6 +189,27 @@ func TestLogFollowsEveryCardEvent(t *testing.T) {
 		}
 		if err := kt.VerifyInclusion(last, i, resp.GetLeaf(), resp.GetProof()); err != nil || resp.GetTreeSize() != last.Size {
 			t.Fatalf("entry %d: size %d, %v", i, resp.GetTreeSize(), err)
+		}
+	}
+	// Every card, as GetCard and ListCardHistory serve it, names the entry that
+	// published it (log_index), by which a client proves an old card.
+	for _, u := range users {
+		resp, err := e.client.ListCardHistory(u.ctx(), &cardv1.ListCardHistoryRequest{Identity: u.identity})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range resp.GetCards() {
+			got, err := e.client.GetCard(u.ctx(), &cardv1.GetCardRequest{CardId: c.GetCardId()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, view := range []*cardv1.Card{c, got.GetCard()} {
+				leaf, err := kt.ParseLeaf(leaves[view.GetLogIndex()])
+				key := kt.MapKey(a.id, u.identity)
+				if err != nil || !bytes.Equal(leaf.GetCardId(), c.GetCardId()) || !bytes.Equal(leaf.GetMapKey(), key[:]) || leaf.GetKind() == ktv1.LogEventKind_LOG_EVENT_KIND_REVOCATION {
+					t.Fatalf("card %x of %s names log entry %d, which is not its publication (%v, %v)", c.GetCardId()[:4], u.identity, view.GetLogIndex(), leaf, err)
+				}
+			}
 		}
 	}
 }

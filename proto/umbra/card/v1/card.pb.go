@@ -181,7 +181,15 @@ type Card struct {
 	// service's statement (its counter-signature covers only the card id): a client
 	// decides trust from the endorsement chain it verifies itself, and the mark tells it
 	// why a chain broke.
-	KeyReset      bool `protobuf:"varint,13,opt,name=key_reset,json=keyReset,proto3" json:"key_reset,omitempty"`
+	KeyReset bool `protobuf:"varint,13,opt,name=key_reset,json=keyReset,proto3" json:"key_reset,omitempty"`
+	// The index of the key transparency log entry that published the card (its card
+	// event's sequence minus one; docs/key-transparency.md). The log holds the entry
+	// from the first checkpoint of more than log_index entries; a client proves that
+	// the card was published for its identity with GetInclusionProof(log_index), and
+	// so can trust a card that signed an old message without taking the service's word.
+	// Set by GetCard, ListCardHistory and SearchCardsWithProofs; SearchCards, which reads
+	// a smaller record of active cards, leaves it unset.
+	LogIndex      uint64 `protobuf:"varint,14,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -305,6 +313,13 @@ func (x *Card) GetKeyReset() bool {
 		return x.KeyReset
 	}
 	return false
+}
+
+func (x *Card) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
 }
 
 // CardEndorsement is a previous card's signature vouching for its successor.
@@ -2372,7 +2387,7 @@ var File_umbra_card_v1_card_proto protoreflect.FileDescriptor
 
 const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\n" +
-	"\x18umbra/card/v1/card.proto\x12\rumbra.card.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\x1a\x14umbra/kt/v1/kt.proto\"\xc1\x04\n" +
+	"\x18umbra/card/v1/card.proto\x12\rumbra.card.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a umbra/envelope/v1/envelope.proto\x1a\x14umbra/kt/v1/kt.proto\"\xde\x04\n" +
 	"\x04Card\x12\x17\n" +
 	"\acard_id\x18\x01 \x01(\fR\x06cardId\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x18\n" +
@@ -2388,7 +2403,8 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\rsuperseded_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\fsupersededAt\x129\n" +
 	"\n" +
 	"revoked_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1b\n" +
-	"\tkey_reset\x18\r \x01(\bR\bkeyReset\"I\n" +
+	"\tkey_reset\x18\r \x01(\bR\bkeyReset\x12\x1b\n" +
+	"\tlog_index\x18\x0e \x01(\x04R\blogIndex\"I\n" +
 	"\x0fCardEndorsement\x12\x18\n" +
 	"\acontent\x18\x01 \x01(\fR\acontent\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x9b\x02\n" +
