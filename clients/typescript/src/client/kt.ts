@@ -124,9 +124,10 @@ async function openCheckpoint(c: UmbraClient, signed: Uint8Array, signal?: Abort
  * acceptCheckpoint verifies a signed checkpoint from the server: its signature by a
  * trusted log key, and its consistency with the checkpoint this client kept (one
  * GetConsistencyProof when the sizes differ). A newer checkpoint is kept in its place;
- * an older one that is consistent is used but not kept (the client never goes back).
+ * an older one that is consistent is returned with the size of the kept one (behind),
+ * and not kept (the client never goes back).
  */
-export async function acceptCheckpoint(c: UmbraClient, signed: Uint8Array, signal?: AbortSignal): Promise<SignedCheckpoint> {
+export async function acceptCheckpoint(c: UmbraClient, signed: Uint8Array, signal?: AbortSignal): Promise<{ cp: SignedCheckpoint; behind: bigint | undefined }> {
   const cp = await openCheckpoint(c, signed, signal);
   const served = new TextDecoder().decode(signed);
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -139,7 +140,7 @@ export async function acceptCheckpoint(c: UmbraClient, signed: Uint8Array, signa
         if (!isKtError(e)) throw e;
         throw new LogInconsistentError(new TextEncoder().encode(st.checkpoint), signed.slice(), e);
       }
-      if (cp.size <= kept.size) return cp;
+      if (cp.size <= kept.size) return { cp, behind: cp.size < kept.size ? kept.size : undefined };
     }
     // Keep it, unless another client on the same storage kept another meanwhile: then
     // check against that one too.
@@ -150,7 +151,7 @@ export async function acceptCheckpoint(c: UmbraClient, signed: Uint8Array, signa
       saved = true;
       return true;
     });
-    if (saved) return cp;
+    if (saved) return { cp, behind: undefined };
   }
   throw new Error("umbra: the kept key transparency checkpoint kept changing under this client (other clients on the same storage); try again");
 }
@@ -197,21 +198,39 @@ export function unproved(identity: string, msg: string, cause?: unknown): Error 
   return umbraError(UmbraErrorKind.UnprovedCard, `${identity}: ${msg}`, cause);
 }
 
+/** How many times a lookup answered at a checkpoint older than the kept one is asked again. */
+const behindRetries = 3;
+
 /**
  * proveBatch looks up identities (at most 1,000, each once) with proofs, and verifies
- * every answer against the checkpoint they come with (acceptCheckpoint).
+ * every answer against the checkpoint they come with (acceptCheckpoint). An answer at
+ * a checkpoint older than the one this client kept (which another tab or process on
+ * the same storage may have kept a moment ago) is asked again a few times, then
+ * refused: a map older than one this client saw can hide a newer card.
  */
 export async function proveBatch(c: UmbraClient, identities: readonly string[], signal?: AbortSignal): Promise<{ cp: SignedCheckpoint; results: ProvedCard[] }> {
   let resp;
-  try {
-    resp = await c.transport.unary(CardService.method.searchCardsWithProofs, { identities: [...identities] }, { signal });
-  } catch (e) {
-    if (hasCode(e, Code.UNIMPLEMENTED)) {
-      throw umbraError(UmbraErrorKind.UnprovedCard, `the server does not serve key transparency (SearchCardsWithProofs): ${message(e)}`, e);
+  let cp: SignedCheckpoint;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      resp = await c.transport.unary(CardService.method.searchCardsWithProofs, { identities: [...identities] }, { signal });
+    } catch (e) {
+      if (hasCode(e, Code.UNIMPLEMENTED)) {
+        throw umbraError(UmbraErrorKind.UnprovedCard, `the server does not serve key transparency (SearchCardsWithProofs): ${message(e)}`, e);
+      }
+      throw e;
     }
-    throw e;
+    const accepted = await acceptCheckpoint(c, resp.checkpoint, signal);
+    cp = accepted.cp;
+    if (accepted.behind === undefined) break;
+    if (attempt >= behindRetries) {
+      throw umbraError(
+        UmbraErrorKind.UnprovedCard,
+        `the lookup is at a checkpoint of ${cp.size} entries, older than the one of ${accepted.behind} entries this client kept: an older map can hide a newer card`,
+      );
+    }
+    await sleep(checkpointPollMs * 2 ** attempt, signal);
   }
-  const cp = await acceptCheckpoint(c, resp.checkpoint, signal);
   const app = await appId(c, signal);
   if (resp.results.length !== identities.length) {
     throw umbraError(UmbraErrorKind.UnprovedCard, `${resp.results.length} answers to a lookup of ${identities.length} identities`);

@@ -6,7 +6,7 @@
 
 import { equalBytes } from "../bytes.js";
 import { verifyEndorsement } from "../card.js";
-import { CardService } from "../gen/umbra/card/v1/card_pb.js";
+import { CardService, CardStatus } from "../gen/umbra/card/v1/card_pb.js";
 import { LogEventKind, type LogLeaf } from "../gen/umbra/kt/v1/kt_pb.js";
 import type { SignedCheckpoint } from "../kt/checkpoint.js";
 import { isKtError } from "../kt/errors.js";
@@ -107,7 +107,9 @@ export function raiseAlert(c: UmbraClient, alert: Error): void {
  * revocation, must be of one of the user's cards, and not of this device's current card
  * unless this device revoked it. Each finding is an UnexpectedCardError, raised as an
  * alert and returned in the report. A map that does not yet show this device's latest
- * card is waited for, up to config.keyTransparencyWaitMs, and is then a Hidden alert.
+ * card is waited for, up to config.keyTransparencyWaitMs, and is then a Hidden alert;
+ * so is, for as long, a checkpoint older than what the directory serves (a card
+ * published or revoked a moment ago), so that the check judges the newest state.
  * A check of the log that fails (LogInconsistent, UnprovedCard, UnknownLogKey) is
  * raised as an alert and thrown. It needs the user's keys.
  */
@@ -132,7 +134,10 @@ async function check(c: UmbraClient, signal?: AbortSignal): Promise<MonitorRepor
     const st = await c.ktState.read();
     const p = results[0]!;
     const { alerts, hidden } = await judgeOwn(c, ks, myId, p, st, signal);
-    if (hidden && Date.now() < deadline) {
+    // The directory has something newer than the checkpoint (the map's card superseded
+    // or revoked since, or a card where the map has none): judge the checkpoint that
+    // holds it, if one comes in time. The directory's word only makes the check wait.
+    if ((hidden || (await newerInDirectory(c, p, signal))) && Date.now() < deadline) {
       await waitForCheckpoint(c, cp.size, deadline, signal);
       continue;
     }
@@ -153,6 +158,13 @@ async function check(c: UmbraClient, signal?: AbortSignal): Promise<MonitorRepor
     });
     return { lookup: p, alerts };
   }
+}
+
+/** newerInDirectory reports whether the directory has a newer state of p's identity than p's checkpoint. */
+async function newerInDirectory(c: UmbraClient, p: ProvedCard, signal?: AbortSignal): Promise<boolean> {
+  if (p.card) return p.card.status !== CardStatus.ACTIVE;
+  const resp = await c.transport.unary(CardService.method.searchCards, { identities: [p.identity] }, { signal });
+  return resp.cards.some((pc) => pc.identity === p.identity);
 }
 
 type Alert = (reason: AlertReason, card: Uint8Array, index: bigint, kind: LogEventKind) => UnexpectedCardError;
