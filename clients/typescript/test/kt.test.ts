@@ -22,6 +22,7 @@ import {
   mapLeafHash,
   nextMapValue,
   openCheckpoint,
+  openNote,
   parseCheckpoint,
   parseLeaf,
   parseMapValue,
@@ -233,6 +234,17 @@ describe("checkpoints that are not signed by the log key are refused", () => {
     await openCheckpoint(utf8Bytes(lines.join("\n")), signerKey(logKey));
   });
 
+  test("a note no known key signed is refused by openNote itself", async () => {
+    await assert.rejects(openNote(signed, []), isKind(KtErrorKind.UnknownLogKey));
+    await assert.rejects(openNote(signNote(text, witness), [parseVerifierKey(signerKey(logKey))]), isKind(KtErrorKind.UnknownLogKey));
+  });
+
+  test("a signed checkpoint over 16 KiB is refused, however well signed", async () => {
+    const long: NoteSigner = { name: "o".repeat(16 * 1024), seed: new Uint8Array(32).fill(4) };
+    const big = signNote(checkpointText({ ...body, origin: long.name }), long);
+    await assert.rejects(openCheckpoint(big, signerKey(long)), isKind(KtErrorKind.Malformed));
+  });
+
   test("more than 100 signature lines are refused", async () => {
     const many = signNote(text, logKey, ...Array.from({ length: 100 }, (_, i) => ({ name: `w${i}`, seed: new Uint8Array(32).fill(i + 10) })));
     await assert.rejects(openCheckpoint(many, signerKey(logKey)), isKind(KtErrorKind.Malformed));
@@ -386,6 +398,13 @@ describe("map proofs of maps built from the definition", () => {
     const present = mapProof(entries, keys[3]!);
     assert.throws(() => verifyMapProof(root, keys[3]!, utf8Bytes("x"), create(MapProofSchema, { ...present, otherKey: keys[4]!, otherValueHash: new Uint8Array(32) })), isKind(KtErrorKind.Malformed));
     // The empty map proves every key absent, and nothing present.
+    // A present key's own leaf passed off as "another" entry on its path: without the
+    // key check, the absence of a present key would verify.
+    const presentKey = keys[5]!;
+    const pp = mapProof(entries, presentKey);
+    assert.equal(pp.otherKey.length, 0);
+    const posing = create(MapProofSchema, { ...pp, otherKey: presentKey, otherValueHash: entries[5]!.valueHash });
+    assert.throws(() => verifyMapProof(root, presentKey, undefined, posing), isKind(KtErrorKind.BadProof));
     verifyMapProof(emptyMapHash, absent, undefined, create(MapProofSchema, {}));
     verifyMapProof(emptyMapHash, absent, undefined, undefined);
     assert.throws(() => verifyMapProof(emptyMapHash, absent, utf8Bytes("x"), undefined), isKind(KtErrorKind.BadProof));
@@ -425,6 +444,13 @@ describe("lookups that a malicious server could change are refused", () => {
     });
   }
 
+  test("a proof labelled with another identity is refused, though it proves the one asked", async () => {
+    const cp = (await vectorCheckpoints())[1]!;
+    const p = clone(byId[a]!);
+    p.identity = b;
+    assert.throws(() => verifyLookup(cp, v.app_id, a, p), isKind(KtErrorKind.BadProof));
+  });
+
   test("the lookups of another app, or against a map that does not hold alice's rotation, are refused", async () => {
     const [first, cp] = await vectorCheckpoints();
     assert.throws(() => verifyLookup(cp!, "another_app", a, byId[a]), isKind(KtErrorKind.BadProof));
@@ -451,4 +477,50 @@ describe("base64 as Go reads it", () => {
       assert.equal(base64Encode(b), Buffer.from(b).toString("base64"));
     }
   });
+});
+
+describe("a map that disagrees with its log is refused", () => {
+  // A log of leaves and a map a malicious server wrote as it liked (pkg/kt's
+  // TestLookupRefusesAMapThatDisagreesWithTheLog), built from the definitions.
+  const app = "app_test";
+  const pub = LogEventKind.PUBLICATION;
+  const card = (b: number) => new Uint8Array(32).fill(b);
+  const leafOf = (identity: string, kind: LogEventKind, c: number, at: bigint) =>
+    encodeLeaf(create(LogLeafSchema, { version: 1, mapKey: mapKey(app, identity), kind, cardId: card(c), occurredAtUnixNanos: at }));
+  const value = (v: { cardId?: Uint8Array; cardLogIndex?: bigint; latestLogIndex?: bigint }) => encodeMapValue(create(MapValueSchema, { version: 1, ...v }));
+  function forged(leaves: Uint8Array[], mapValue: Uint8Array, leafIndex: number): { cp: Checkpoint; p: LookupProof } {
+    const key = mapKey(app, "alice");
+    const entries: MapEntry[] = [{ key, valueHash: valueHash(mapValue) }, { key: mapKey(app, "zed"), valueHash: valueHash(value({ cardId: card(7) })) }];
+    const cp: Checkpoint = { origin: "test", size: BigInt(leaves.length), logRoot: mth(leaves), mapRoot: mapHash(entries) };
+    const p = create(LookupProofSchema, {
+      identity: "alice",
+      mapValue,
+      mapProof: mapProof(entries, key),
+      leafIndex: BigInt(leafIndex),
+      leaf: leaves[leafIndex]!,
+      inclusionProof: path(leafIndex, leaves),
+    });
+    return { cp, p };
+  }
+
+  test("the honest construction verifies", () => {
+    const { cp, p } = forged([leafOf("alice", pub, 9, 1n)], value({ cardId: card(9) }), 0);
+    assert.deepEqual(verifyLookup(cp, app, "alice", p).cardId, card(9));
+  });
+
+  const cases: [string, Uint8Array[], Uint8Array, number][] = [
+    ["the entry is another identity's publication of the card", [leafOf("bob", pub, 9, 1n)], value({ cardId: card(9) }), 0],
+    ["the entry is the revocation of the card the map says is current", [leafOf("alice", LogEventKind.REVOCATION, 9, 1n)], value({ cardId: card(9) }), 0],
+    ["the entry publishes another card", [leafOf("alice", pub, 8, 1n)], value({ cardId: card(9) }), 0],
+    ["no card, but the latest entry is a publication", [leafOf("alice", pub, 9, 1n)], value({}), 0],
+    ["an entry past the checkpoint", [leafOf("alice", pub, 9, 1n)], value({ cardId: card(9), latestLogIndex: 5n }), 0],
+    ["the entry proved is not the one the map names", [leafOf("alice", pub, 9, 1n), leafOf("alice", pub, 9, 1n)], value({ cardId: card(9), cardLogIndex: 1n, latestLogIndex: 1n }), 0],
+    ["no card, and the entry proved is not the latest", [leafOf("alice", LogEventKind.REVOCATION, 9, 1n), leafOf("alice", LogEventKind.REVOCATION, 9, 2n)], value({ latestLogIndex: 1n }), 0],
+  ];
+  for (const [name, leaves, mapValue, index] of cases) {
+    test(name, () => {
+      const { cp, p } = forged(leaves, mapValue, index);
+      assert.throws(() => verifyLookup(cp, app, "alice", p), isKind(KtErrorKind.BadProof));
+    });
+  }
 });
