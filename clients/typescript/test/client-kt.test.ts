@@ -209,16 +209,19 @@ describe("key transparency against umbra dev", () => {
     let alice: User;
     let bob: User;
     let carol: string;
+    let dan: User;
     let beforeRotation: Json;
     before(async () => {
       alice = await registeredUser(dev, uniqueName("alice"));
       bob = await registeredUser(dev, uniqueName("bob"));
+      dan = await registeredUser(dev, uniqueName("dan"));
       carol = unusedIdentity(2);
-      // An answer from before alice's rotation, to serve later.
+      // An answer from before alice's rotation and dan's revocation, to serve later.
       const capture = tampering("/v1/cards:search-with-proofs", (json) => void (beforeRotation = structuredClone(json)));
-      await (await observer({ fetch: capture })).client.findCards([alice.id, bob.id]);
+      await (await observer({ fetch: capture })).client.findCards([alice.id, bob.id, dan.id]);
       await alice.client.rotateKeys();
-      await (await observer()).client.findCards([alice.id]); // a checkpoint holds the rotation
+      await dan.client.revokeCard();
+      await (await observer()).client.findCards([alice.id, dan.id]); // a checkpoint holds both
     });
 
     const cases: [string, (json: Json) => void | Json, string[]][] = [
@@ -255,6 +258,8 @@ describe("key transparency against umbra dev", () => {
       ],
       ["no proof", (j) => void delete byIdentity(j, alice.id).proof, []],
       ["another identity's card beside alice's proof", (j) => void (byIdentity(j, alice.id).card = byIdentity(j, bob.id).card), []],
+      ["alice's card from before her rotation beside today's proof", (j) => void (byIdentity(j, alice.id).card = byIdentity(beforeRotation, alice.id).card), []],
+      ["a revoked identity's last card served as active beside the proof of its revocation", (j) => void (byIdentity(j, dan.id).card = { ...byIdentity(beforeRotation, dan.id).card, status: "CARD_STATUS_ACTIVE" }), []],
       ["a card beside the proof of an absent identity", (j) => void (byIdentity(j, carol).card = byIdentity(j, bob.id).card), []],
       ["one answer too few", (j) => void j["results"].pop(), []],
       ["a map value that is not canonical", (j) => void (byIdentity(j, alice.id).proof.mapValue = Buffer.concat([Buffer.from(byIdentity(j, alice.id).proof.mapValue, "base64"), Buffer.from([8, 1])]).toString("base64")), [KtErrorKind.Malformed]],
@@ -264,7 +269,7 @@ describe("key transparency against umbra dev", () => {
     for (const [name, mutate, ktKinds] of cases) {
       test(name, async () => {
         const victim = await observer({ fetch: tampering("/v1/cards:search-with-proofs", mutate) });
-        const err = await victim.client.findCards([alice.id, bob.id, carol]).catch((e: unknown) => e);
+        const err = await victim.client.findCards([alice.id, bob.id, carol, dan.id]).catch((e: unknown) => e);
         assert.ok(hasKind(err, UmbraErrorKind.UnprovedCard), `${name}: ${String(err)}`);
         for (const k of ktKinds) assert.ok(hasKind(err, k), `${name}: want ${k}: ${String(err)}`);
       });
