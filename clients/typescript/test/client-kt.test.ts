@@ -23,6 +23,7 @@ import { KtErrorKind, openCheckpoint } from "../src/kt/index.js";
 import { parseKtState } from "../src/client/ktstate.js";
 import { AlertReason, UnexpectedCardError } from "../src/client/monitor.js";
 import { RestTransport } from "../src/transport/rest.js";
+import { Code, hasCode } from "../src/transport/errors.js";
 import { openUser, registeredUser, uniqueName, type User } from "./support/clients.js";
 import { DevServer } from "./support/devserver.js";
 
@@ -309,6 +310,24 @@ describe("key transparency against umbra dev", () => {
         assert.ok(served.size > kept.checkpoint.size);
         assert.deepEqual((await victim.client.keptCheckpoint())!.signed, kept.signed, `${what}: the inconsistent checkpoint is not kept`);
       }
+      // A call for the proof that fails is not yet evidence of a fork: its error as it
+      // is, and nothing kept or used.
+      const failing: typeof fetch = async (input, init) =>
+        String(input).includes("/v1/kt/consistency") ? new Response(JSON.stringify({ code: 13, message: "boom" }), { status: 500 }) : fetch(input, init);
+      const victim = await observer({ fetch: failing });
+      await victim.client.findCards([alice.id]);
+      const kept = (await victim.client.keptCheckpoint())!;
+      await registeredUser(dev, uniqueName("dave"));
+      let err: unknown;
+      for (let i = 0; i < 50 && err === undefined; i++) {
+        err = await victim.client.findCards([alice.id]).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        if (err === undefined) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(hasCode(err, Code.INTERNAL) && !(err instanceof LogInconsistentError), String(err));
+      assert.deepEqual((await victim.client.keptCheckpoint())!.signed, kept.signed);
     });
   });
 

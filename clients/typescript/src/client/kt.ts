@@ -10,11 +10,11 @@ import { equalBytes } from "../bytes.js";
 import { CardService, CardStatus } from "../gen/umbra/card/v1/card_pb.js";
 import type { LogLeaf, LookupProof, MapValue } from "../gen/umbra/kt/v1/kt_pb.js";
 import { openCheckpoint as openSignedCheckpoint, type Checkpoint, type SignedCheckpoint } from "../kt/checkpoint.js";
-import { KtErrorKind, inconsistent, isKtError } from "../kt/errors.js";
+import { KtErrorKind, isKtError } from "../kt/errors.js";
 import { verifyConsistency } from "../kt/log.js";
 import { verifyLookup } from "../kt/lookup.js";
 import { parseVerifierKey } from "../kt/note.js";
-import { Code, NetworkError, hasCode } from "../transport/errors.js";
+import { Code, hasCode } from "../transport/errors.js";
 import { sleep } from "../transport/rest.js";
 import type { UmbraClient, VerifiedCard } from "./client.js";
 import { LogInconsistentError, UmbraErrorKind, fingerprint, umbraError } from "./errors.js";
@@ -137,7 +137,7 @@ export async function acceptCheckpoint(c: UmbraClient, signed: Uint8Array, signa
       try {
         await checkConsistent(c, kept, cp, signal);
       } catch (e) {
-        if (!isKtError(e)) throw e;
+        if (!isKtError(e, KtErrorKind.Inconsistent) && !isKtError(e, KtErrorKind.Malformed)) throw e;
         throw new LogInconsistentError(new TextEncoder().encode(st.checkpoint), signed.slice(), e);
       }
       if (cp.size <= kept.size) return { cp, behind: cp.size < kept.size ? kept.size : undefined };
@@ -158,20 +158,15 @@ export async function acceptCheckpoint(c: UmbraClient, signed: Uint8Array, signa
 
 /**
  * checkConsistent checks that a and b are views of one append-only log, fetching the
- * consistency proof from the smaller to the larger. A proof the server does not give is
- * an inconsistency, except when no answer came at all (a NetworkError, thrown as it is).
+ * consistency proof from the smaller to the larger. A call for the proof that fails is
+ * thrown as it is: not yet a proof of a fork (it may have failed on its way), but
+ * nothing is used until the server proves consistency.
  */
 async function checkConsistent(c: UmbraClient, a: Checkpoint, b: Checkpoint, signal?: AbortSignal): Promise<void> {
   const [older, newer] = b.size < a.size ? [b, a] : [a, b];
   let proof: Uint8Array[] = [];
   if (older.size > 0n && older.size < newer.size && older.origin === newer.origin) {
-    try {
-      const resp = await c.transport.unary(CardService.method.getConsistencyProof, { fromSize: older.size, toSize: newer.size }, { auth: "none", signal });
-      proof = resp.proof;
-    } catch (e) {
-      if (e instanceof NetworkError || signal?.aborted) throw e;
-      throw inconsistent(`no consistency proof from ${older.size} to ${newer.size} entries: ${message(e)}`);
-    }
+    proof = (await c.transport.unary(CardService.method.getConsistencyProof, { fromSize: older.size, toSize: newer.size }, { auth: "none", signal })).proof;
   }
   verifyConsistency(older, newer, proof);
 }
@@ -268,10 +263,10 @@ export async function proveBatch(c: UmbraClient, identities: readonly string[], 
 /**
  * provedCards looks identities up with proofs, in batches of 1,000 (one
  * SearchCardsWithProofs each), and waits for a newer checkpoint, up to
- * config.keyTransparencyWaitMs, for those whose answer is older than the directory:
- * the map's card has been superseded or revoked since the checkpoint, or the map names
- * none and the directory has an active card (asked with one SearchCards for those
- * only). With ownShortcut, the user's own current card, while the log has not caught
+ * config.keyTransparencyWaitMs, when an answer is older than the directory: the map's
+ * card has been superseded or revoked since the checkpoint, or the map names none and
+ * the directory has an active card (asked with one SearchCards for those only); then
+ * the whole batch is looked up again, so that its answers share one checkpoint. With ownShortcut, the user's own current card, while the log has not caught
  * up with it, is this device's own (it holds its key) and is taken as it is.
  */
 export async function provedCards(c: UmbraClient, identities: readonly string[], ownShortcut: boolean, signal?: AbortSignal): Promise<Map<string, ProvedCard>> {
@@ -289,8 +284,9 @@ export async function provedCards(c: UmbraClient, identities: readonly string[],
     const batch = ids.slice(0, MaxLookupBatch);
     ids = ids.slice(batch.length);
     const deadline = Date.now() + wait;
-    for (let pending = batch; pending.length > 0; ) {
-      const { cp, results } = await proveBatch(c, pending, signal);
+    for (;;) {
+      // The whole batch each time, so that its answers share one checkpoint.
+      const { cp, results } = await proveBatch(c, batch, signal);
       let stale: string[] = [];
       const none: string[] = [];
       for (const p of results) {
@@ -319,7 +315,6 @@ export async function provedCards(c: UmbraClient, identities: readonly string[],
         );
       }
       await waitForCheckpoint(c, cp.size, deadline, signal);
-      pending = stale.sort();
     }
   }
   return out;
