@@ -1,4 +1,4 @@
-// The key transparency state file (docs/wire-format.md 13.8): what this client knows
+// The key transparency state file (docs/wire-format.md 13.9): what this client knows
 // of the card service's log, beside the keystore and the pins. It holds no secret: the
 // log keys it pinned, the app its map keys are computed for, the largest checkpoint it
 // verified, what its own monitoring last saw of the user's identity, and the cards

@@ -1,6 +1,6 @@
 // Where the SDK keeps a user's local state: the keystore (docs/wire-format.md §7.2,
 // encrypted under the passphrase by the keystore format itself), the pin file (§5.7:
-// public keys and card ids, no secret) and the key transparency state (§13.8: log
+// public keys and card ids, no secret) and the key transparency state (§13.9: log
 // keys and the checkpoint kept, no secret). Each is one named value; a Storage holds
 // one user's values. Implementations: MemoryStorage (tests), FileStorage (Node: a
 // folder, laid out as the Go SDK lays out its files) and IndexedDBStorage (browsers).
