@@ -32,6 +32,12 @@
 //             time goes (BenchmarkKeyWrap, BenchmarkMLKEM768): the content key wrapped
 //             with HPKE to one card and opened by its key, and ML-KEM-768 alone with a
 //             prepared key (@noble/post-quantum; Go's crypto/mlkem);
+//   kt-verify-lookup  verifyLookup() of one card's lookup proof shaped as one with
+//             1,000,000 identities in the map and the log (20 map siblings, a log
+//             entry and its inclusion proof of 20 hashes), built here with random
+//             hashes and the roots they lead to: the client's verification per card
+//             (pkg/kt's BenchmarkLookupProof/verify, whose 1,000,000-entry directory
+//             takes about 20 s to build, so no Go row is run beside it);
 //   rotate    (--e2e) Group.rotate() of a 100-member group against `umbra dev`, by a
 //             client that verified the membership chain before: GetEpochState, the
 //             members' cards fetched and verified, new-epoch, StageEpochKeys and
@@ -50,6 +56,9 @@ import { ml_kem768 } from "@noble/post-quantum/ml-kem.js";
 import { keyWrapInfo } from "../src/envelope.js";
 import { hpkeOpen, hpkeSeal } from "../src/hpke.js";
 import { ed25519SignPath, ed25519VerifyPath, useCryptoPath, x25519Path, type CryptoPath } from "../src/platform.js";
+import { create } from "@bufbuild/protobuf";
+import { LogEventKind, LogLeafSchema, LookupProofSchema, MapValueSchema } from "../src/gen/umbra/kt/v1/kt_pb.js";
+import { encodeLeaf, encodeMapValue, leafHash, mapKey, mapLeafHash, mapNodeHash, rootFromInclusionProof, valueHash, verifyLookup } from "../src/kt/index.js";
 
 const run = promisify(execFile);
 
@@ -185,6 +194,36 @@ function partOps(): Op[] {
 }
 
 /** rotationOps is Group.rotate() of a 100-member group of each suite against one `umbra dev`. */
+/** ktOps: the client's verification of one lookup proof, shaped as with 1,000,000 identities. */
+function ktOps(): Op[] {
+  const app = "app_bench";
+  const id = identity("u_", 424242);
+  const key = mapKey(app, id);
+  const rand = () => crypto.getRandomValues(new Uint8Array(32));
+  const card = rand();
+  const index = 424_242n;
+  const size = 1_000_000n;
+  const leaf = encodeLeaf(create(LogLeafSchema, { version: 1, mapKey: key, kind: LogEventKind.PUBLICATION, cardId: card, occurredAtUnixNanos: 1_796_000_000_000_000_000n }));
+  let inclusion: Uint8Array[] = [];
+  while (rootFromInclusionProof(index, size, leafHash(leaf), inclusion) === undefined) inclusion = [...inclusion, rand()];
+  const logRoot = rootFromInclusionProof(index, size, leafHash(leaf), inclusion)!;
+  const mapValue = encodeMapValue(create(MapValueSchema, { version: 1, cardId: card, cardLogIndex: index, latestLogIndex: index }));
+  const depth = 20;
+  const siblings = Array.from({ length: depth }, rand);
+  let h = mapLeafHash(key, valueHash(mapValue));
+  for (let d = depth - 1; d >= 0; d--) h = (key[d >> 3]! >> (7 - (d & 7))) & 1 ? mapNodeHash(siblings[d]!, h) : mapNodeHash(h, siblings[d]!);
+  const proof = create(LookupProofSchema, {
+    identity: id,
+    mapValue,
+    mapProof: { depth, bitmap: Uint8Array.of(0xff, 0xff, 0xf0), siblings },
+    leafIndex: index,
+    leaf,
+    inclusionProof: inclusion,
+  });
+  const cp = { origin: "bench", size, logRoot, mapRoot: h };
+  return [{ name: "kt-verify-lookup/entries=1000000", go: [], cpu: true, setup: async () => async () => verifyLookup(cp, app, id, proof) }];
+}
+
 async function rotationOps(cleanup: (() => Promise<void>)[]): Promise<Op[]> {
   const { DevServer } = await import("../test/support/devserver.js");
   const { registeredUser, uniqueName } = await import("../test/support/clients.js");
@@ -304,7 +343,7 @@ async function main(): Promise<void> {
   }
   const cleanup: (() => Promise<void>)[] = [];
   try {
-    const ops = [...cryptoOps(), ...partOps(), ...(args.has("e2e") ? await rotationOps(cleanup) : [])].filter((o) => filter.test(o.name));
+    const ops = [...cryptoOps(), ...partOps(), ...ktOps(), ...(args.has("e2e") ? await rotationOps(cleanup) : [])].filter((o) => filter.test(o.name));
     const { repoRoot } = await import("../test/support/devserver.js");
     const bins = new Map<string, { bin: string; cwd: string }>();
     if (withGo) {

@@ -32,4 +32,5 @@ export * from "./recovery-key.js";
 export { argon2id } from "./argon2.js";
 export { isUserIdentity, isGroupIdentity, isAppId, userIdentityProblem, groupIdentityProblem } from "./ident.js";
 export { toHex, fromHex, constantTimeEqual, equalBytes, unixSeconds } from "./bytes.js";
+export * from "./kt/index.js";
 export * from "./client/index.js";

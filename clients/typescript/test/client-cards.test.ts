@@ -174,11 +174,12 @@ describe("cards and trust against umbra dev", () => {
 
   test("a tampering proxy's cards are refused", async () => {
     const alice = await registeredUser(dev, uniqueName("alice"));
+    // Lookups go through SearchCardsWithProofs: the proxy changes the card beside the proof.
     const tamper = (mutate: (card: Record<string, unknown>) => void): typeof fetch => async (input, init) => {
       const res = await fetch(input, init);
-      if (!String(input).includes("/v1/cards:search")) return res;
-      const json = (await res.json()) as { cards: Record<string, unknown>[] };
-      json.cards.forEach(mutate);
+      if (!String(input).includes("/v1/cards:search-with-proofs")) return res;
+      const json = (await res.json()) as { results: { card?: Record<string, unknown> }[] };
+      for (const r of json.results) if (r.card) mutate(r.card);
       return new Response(JSON.stringify(json), { status: res.status, headers: res.headers });
     };
     const flip = (b64: unknown) => {
@@ -186,14 +187,17 @@ describe("cards and trust against umbra dev", () => {
       b[b.length - 1] ^= 1;
       return b.toString("base64");
     };
-    const cases: [string, (c: Record<string, unknown>) => void][] = [
-      ["service signature", (c) => (c["serviceSignature"] = flip(c["serviceSignature"]))],
-      ["self-signature", (c) => (c["selfSignature"] = flip(c["selfSignature"]))],
-      ["content", (c) => (c["content"] = flip(c["content"]))],
-      ["card id", (c) => (c["cardId"] = flip(c["cardId"]))],
-      ["identity it is filed under", (c) => (c["identity"] = "u_" + "q".repeat(32))],
+    const cases: [string, (c: Record<string, unknown>) => void, UmbraErrorKind][] = [
+      ["service signature", (c) => (c["serviceSignature"] = flip(c["serviceSignature"])), UmbraErrorKind.UntrustedCard],
+      ["self-signature", (c) => (c["selfSignature"] = flip(c["selfSignature"])), UmbraErrorKind.UntrustedCard],
+      ["content", (c) => (c["content"] = flip(c["content"])), UmbraErrorKind.UntrustedCard],
+      // Another id is not the card the map names.
+      ["card id", (c) => (c["cardId"] = flip(c["cardId"])), UmbraErrorKind.UnprovedCard],
+      ["identity it is filed under", (c) => (c["identity"] = "u_" + "q".repeat(32)), UmbraErrorKind.UntrustedCard],
     ];
-    for (const [what, mutate] of cases) {
+    // The directory must have the card proved first (a checkpoint after alice's).
+    await (await openUser(dev, uniqueName("bob"))).client.findCards([alice.id]);
+    for (const [what, mutate, kind] of cases) {
       const bob = await UmbraClient.open({
         baseUrl: dev.baseUrl,
         token: dev.tokenProvider(await dev.identity("tamper-bob")),
@@ -202,7 +206,7 @@ describe("cards and trust against umbra dev", () => {
         fetch: tamper(mutate),
       });
       const err = await bob.findCards([alice.id]).catch((e: unknown) => e);
-      assert.ok(hasKind(err, UmbraErrorKind.UntrustedCard), `${what}: ${String(err)}`);
+      assert.ok(hasKind(err, kind), `${what}: ${String(err)}`);
     }
   });
 });

@@ -21,6 +21,10 @@ import { checkSigningPublicKey } from "../pubkey.js";
 import { parseServiceKeyRotation, safetyNumber, verifyServiceKeyRotation, type ServiceKeyRotation } from "../trust.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { KEYSTORE, type Storage } from "../storage/storage.js";
+import { checkLogKeys, keptSignedCheckpoint, provedCards, unproved, type ProvedCard } from "./kt.js";
+import { KtStateStore } from "./ktstate.js";
+import { monitor, type MonitorReport } from "./monitor.js";
+import type { Checkpoint } from "../kt/checkpoint.js";
 import { Code, hasCode } from "../transport/errors.js";
 import { RestTransport, type RetryOptions } from "../transport/rest.js";
 import type { TokenProvider } from "../transport/token.js";
@@ -97,6 +101,33 @@ export interface ClientConfig {
    * responsive; by default it runs in the calling thread (hash-wasm).
    */
   readonly argon2id?: Argon2idFunction | undefined;
+  /**
+   * Key transparency (docs/key-transparency.md, "Clients"): every card lookup is proved
+   * by the card service's log and map against a checkpoint consistent with the last one
+   * this client kept; there is no setting that turns it off.
+   *
+   * logKeys are the card service's log keys the app ships with: signed-note verifier
+   * keys, as GetLogKey and `umbra card log-key` give them. Without them the client pins
+   * the key the service names on first use. Checkpoints signed by no trusted key are
+   * refused (UnknownLogKey).
+   */
+  readonly logKeys?: readonly string[] | undefined;
+  /**
+   * How long a lookup waits for a checkpoint that holds a card published after the
+   * latest one (DefaultKeyTransparencyWaitMs, 5 s, when unset).
+   */
+  readonly keyTransparencyWaitMs?: number | undefined;
+  /**
+   * If positive, the client checks its own identity in the log (monitor) when it opens
+   * and then at this interval, until close.
+   */
+  readonly monitorIntervalMs?: number | undefined;
+  /**
+   * Called with what monitoring finds: each UnexpectedCardError, and a check of the
+   * log that failed (LogInconsistent, UnprovedCard, UnknownLogKey). The client also
+   * dispatches each as a "keytransparencyalert" CustomEvent.
+   */
+  readonly onKeyTransparencyAlert?: ((alert: Error) => void) | undefined;
 }
 
 /** A rotation endorsement: the exact RotationEndorsementContent bytes and the previous card's signature. */
@@ -171,7 +202,9 @@ function toDate(ts: Timestamp | undefined): Date | undefined {
 /**
  * UmbraClient is one user's view of Umbra. Open it with UmbraClient.open; it is an
  * EventTarget that dispatches a "keychange" event (a CustomEvent whose detail is the
- * KeyChangedError) for every key change it meets, as onKeyChange is called.
+ * KeyChangedError) for every key change it meets, as onKeyChange is called, and a
+ * "keytransparencyalert" event (detail: an UnexpectedCardError, or the error of a check
+ * of the log that failed) for every alert of monitoring, as onKeyTransparencyAlert is.
  */
 export class UmbraClient extends EventTarget {
   /** @internal */ readonly cfg: Required<Pick<ClientConfig, "storage" | "clockSkewMs" | "now" | "keyChangePolicy" | "suite">> & ClientConfig;
@@ -182,7 +215,10 @@ export class UmbraClient extends EventTarget {
   /** @internal */ appId = "";
   /** @internal */ readonly pins: PinStore;
   /** @internal */ readonly cardCache = new Map<string, VerifiedCard>();
+  /** @internal The key transparency state (ktstate.ts). */
+  readonly ktState: KtStateStore;
   readonly #passphrase: Uint8Array | undefined;
+  #stopMonitoring: (() => void) | undefined;
 
   private constructor(cfg: ClientConfig, passphrase: Uint8Array | undefined) {
     super();
@@ -196,12 +232,14 @@ export class UmbraClient extends EventTarget {
     this.#passphrase = passphrase;
     this.transport = new RestTransport({ baseUrl: cfg.baseUrl, token: cfg.token, fetch: cfg.fetch, retry: cfg.retry, now: () => this.cfg.now().getTime() });
     this.pins = new PinStore(cfg.storage, cfg.serviceKeys ?? [], this.cfg.now);
+    this.ktState = new KtStateStore(cfg.storage);
   }
 
   /** Opens the client: the keystore if storage holds one, and the pins. */
   static async open(cfg: ClientConfig): Promise<UmbraClient> {
     if (typeof cfg.token !== "function") throw new Error("umbra: config.token (the token provider) is required");
     if (!cfg.storage) throw new Error("umbra: config.storage is required");
+    checkLogKeys(cfg.logKeys ?? []);
     let pass: Uint8Array | undefined;
     if (cfg.noPassphrase) {
       if (cfg.passphrase !== undefined && cfg.passphrase.length > 0) {
@@ -221,7 +259,15 @@ export class UmbraClient extends EventTarget {
     }
     if (c.ks) c.me = c.ks.identity;
     await c.pins.load();
+    await c.ktState.read(); // a damaged state file is reported now, as the pins are
+    if (cfg.monitorIntervalMs !== undefined && cfg.monitorIntervalMs > 0) c.#stopMonitoring = c.startMonitoring(cfg.monitorIntervalMs);
     return c;
+  }
+
+  /** Stops the monitoring that config.monitorIntervalMs started, if any. */
+  close(): void {
+    this.#stopMonitoring?.();
+    this.#stopMonitoring = undefined;
   }
 
   // ---- the user and the keystore ----
@@ -392,6 +438,13 @@ export class UmbraClient extends EventTarget {
   /** Revokes the user's current card and keeps its keys, so messages sent to it still decrypt here. */
   async revokeCard(signal?: AbortSignal): Promise<void> {
     const { cardId: id } = this.current();
+    // Recorded first, so that this device's monitoring expects the revocation even if
+    // the reply is lost.
+    await this.ktState.update((s) => {
+      if (s.revokedHere.some((r) => sameBytes(r, id))) return false;
+      s.revokedHere.push(id.slice());
+      return true;
+    });
     await this.transport.unary(CardService.method.revokeCard, { cardId: id }, { signal });
   }
 
@@ -469,26 +522,86 @@ export class UmbraClient extends EventTarget {
     );
   }
 
-  /** The active card of each identity that has one (E3Kit's findUsers); identities without one are absent. */
+  /**
+   * The active card of each identity that has one (E3Kit's findUsers), each proved by
+   * the key transparency log (lookupCards): the card its map entry names at a checkpoint
+   * consistent with the last one this client kept. Identities without an active card are
+   * absent. A card the log does not prove is an error (UnprovedCard, LogInconsistent,
+   * UnknownLogKey, NotYetInLog), never a card. The user's own current card, in the
+   * second after this device published it and before a checkpoint holds it, is taken
+   * from this device's own keys.
+   */
   async findCards(identities: readonly string[], signal?: AbortSignal): Promise<Map<string, VerifiedCard>> {
     const out = new Map<string, VerifiedCard>();
-    for (let i = 0; i < identities.length; i += 1000) {
-      const batch = identities.slice(i, i + 1000);
-      const resp = await this.transport.unary(CardService.method.searchCards, { identities: batch }, { signal });
-      // The service keys first, one at a time (a key not yet pinned is fetched and
-      // pinned once); then the cards' signatures, all at once: on WebCrypto they are
-      // checked beside each other.
-      for (const kid of new Set(resp.cards.map((pc) => pc.serviceKeyId))) await this.serviceKeyFor(kid, signal);
-      const verified = await Promise.all(resp.cards.map((pc) => this.verify(pc, signal)));
-      const asked = new Set(batch);
-      for (const card of verified) {
-        if (!asked.has(card.identity)) {
-          throw umbraError(UmbraErrorKind.UntrustedCard, `the directory answered a search with a card of ${card.identity}, which was not asked for`);
-        }
-        out.set(card.identity, card);
-      }
+    for (const [id, p] of await provedCards(this, identities, true, signal)) {
+      if (p.card) out.set(id, p.card);
     }
     return out;
+  }
+
+  /**
+   * Looks identities up in the key transparency log and map, as every lookup of this
+   * client does (findCards, trustedCards, with the same wait for a checkpoint that holds
+   * a card newer than the latest one), and returns each one's verified answer with its
+   * proof and checkpoint, whether it has a card or not. The user's own card is proved
+   * here too, never taken from the keystore. Batches of up to 1,000 identities are one
+   * SearchCardsWithProofs each.
+   */
+  lookupCards(identities: readonly string[], signal?: AbortSignal): Promise<Map<string, ProvedCard>> {
+    return provedCards(this, identities, false, signal);
+  }
+
+  /** The key transparency checkpoint this client kept (the largest it verified), or undefined before its first lookup. */
+  async keptCheckpoint(): Promise<{ checkpoint: Checkpoint; signed: Uint8Array } | undefined> {
+    return keptSignedCheckpoint(this);
+  }
+
+  // ---- monitoring (monitor.ts) ----
+
+  /**
+   * Checks the user's own identity in the key transparency log, once: the map's current
+   * card must be this device's (or endorsed from one whose key it holds), and every
+   * event of the identity one this device can explain. Each finding is an
+   * UnexpectedCardError in the report, also raised as an alert (onKeyTransparencyAlert
+   * and a "keytransparencyalert" event); a check of the log that fails is raised and
+   * thrown. Needs the user's keys.
+   */
+  monitor(signal?: AbortSignal): Promise<MonitorReport> {
+    return monitor(this, signal);
+  }
+
+  /**
+   * Runs monitor now and then every intervalMs, until the returned function is called
+   * or signal aborts; what it finds is raised as alerts. A device without keys yet is
+   * checked once it has them; a failure to reach the server is tried again at the next
+   * tick.
+   */
+  startMonitoring(intervalMs: number, signal?: AbortSignal): () => void {
+    if (!(intervalMs > 0)) throw new Error("umbra: startMonitoring needs a positive interval");
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const tick = async () => {
+      if (stop.signal.aborted) return;
+      if (this.hasPrivateKey) {
+        try {
+          await monitor(this, stop.signal);
+        } catch {
+          // Alerts were raised by monitor; other failures wait for the next tick.
+        }
+      }
+      if (!stop.signal.aborted) {
+        timer = setTimeout(tick, intervalMs);
+        (timer as { unref?: () => void }).unref?.();
+      }
+    };
+    void tick();
+    return () => {
+      stop.abort();
+      if (timer !== undefined) clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    };
   }
 
   /** Any card, whatever its status (the sender's card of an old message); an active card is fetched again. */
@@ -736,9 +849,17 @@ export class UmbraClient extends EventTarget {
     pin = this.pins.contact(card.identity);
     if (pin && holds(pin, card.id)) return;
     if (!pin) {
-      if (card.status !== CardStatus.ACTIVE) return;
-      await this.trustActive(card, this.cfg.keyChangePolicy, signal);
-      return;
+      // A contact met first through something they signed: pin their card as the log
+      // proves it, then check this card against that pin.
+      const p = (await provedCards(this, [card.identity], false, signal)).get(card.identity)!;
+      if (!p.card) {
+        await this.#trustRevokedSender(p, card, signal);
+        return;
+      }
+      await this.trustActive(p.card, this.cfg.keyChangePolicy, signal);
+      pin = this.pins.contact(card.identity);
+      if (!pin) throw new Error(`umbra: the pin of ${card.identity} vanished while its card was checked; try again`);
+      if (holds(pin, card.id)) return;
     }
     const { links, reason, why } = await this.#chainForward(head(pin), card, signal);
     if (reason === "") {
@@ -746,7 +867,32 @@ export class UmbraClient extends EventTarget {
       return;
     }
     if (await this.#chainsTo(pin.chain[0]!, card, signal)) return;
-    await this.#keyChanged(pin, card, reason, why, this.cfg.keyChangePolicy);
+    let policy = this.cfg.keyChangePolicy;
+    if (policy === "warn") {
+      // "warn" pins the new card: only the one the log proves current.
+      const p = (await provedCards(this, [card.identity], false, signal)).get(card.identity)!;
+      if (!p.card || !sameBytes(p.card.id, card.id)) policy = "refuse";
+    }
+    await this.#keyChanged(pin, card, reason, why, policy);
+  }
+
+  /**
+   * Checks card, which signed something of a contact this client has no pin for and who
+   * has no card now (p, proved by the log: the contact's latest event revoked its last
+   * card). The card must be that revoked card, or an older one from which it chains by
+   * endorsements this client verifies: a card the log shows the contact had. Otherwise
+   * it is not proved.
+   */
+  async #trustRevokedSender(p: ProvedCard, card: VerifiedCard, signal?: AbortSignal): Promise<void> {
+    if (!p.value || !p.leaf) {
+      throw unproved(card.identity, `the signer's card ${card.fingerprint} is not in the log: ${card.identity} has never had a card event there`);
+    }
+    const last = p.leaf.cardId;
+    if (sameBytes(last, card.id)) return;
+    for (const h of await this.cardHistory(card.identity, signal)) {
+      if (sameBytes(h.id, last) && (await this.#chainsTo({ cardId: h.id, signingKey: h.signingKey, how: "", at: new Date(0) }, card, signal))) return;
+    }
+    throw unproved(card.identity, `the signer's card ${card.fingerprint} is neither the last card the log shows (${fingerprint(last)}, revoked by entry ${p.leafIndex}) nor one it chains back to`);
   }
 
   /** Reports whether the first pinned card chains back, by verified endorsements, to card: an older card. */

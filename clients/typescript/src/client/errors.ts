@@ -51,6 +51,32 @@ export const UmbraErrorKind = {
   BackupMissesKeys: "backup misses keys",
   /** The pin file or keystore in storage does not parse. */
   StorageDamaged: "storage damaged",
+  /**
+   * A key transparency checkpoint signed by no log key this client trusts (the key it
+   * pinned on first use, or config.logKeys): a server that swapped its log key, or
+   * another log. Nothing from that checkpoint is used.
+   */
+  UnknownLogKey: "checkpoint signed by an unknown key transparency log key",
+  /**
+   * A lookup the key transparency log does not prove: a card served with no proof or a
+   * proof that does not verify, a card that is not the one the map names, a checkpoint
+   * whose signature does not verify. Nothing is encrypted to such a card; the cause is
+   * the KtError of the check that failed.
+   */
+  UnprovedCard: "card not proved by the key transparency log",
+  /**
+   * The server's checkpoint is not consistent with the one this client kept: the log
+   * was rewritten or forked (a split view). A LogInconsistentError, with both signed
+   * checkpoints as evidence.
+   */
+  LogInconsistent: "key transparency checkpoint inconsistent with the one this client kept",
+  /**
+   * The directory has a card (or a change of one) that no checkpoint held within
+   * config.keyTransparencyWaitMs: it cannot be proved, so it is not used; try again later.
+   */
+  NotYetInLog: "card not yet in the key transparency log",
+  /** Monitoring found, for the user's own identity, a card (or a revocation) this device did not make: an UnexpectedCardError. */
+  UnexpectedCard: "unexpected card in the key transparency log",
 } as const;
 
 export type UmbraErrorKind = (typeof UmbraErrorKind)[keyof typeof UmbraErrorKind];
@@ -168,5 +194,25 @@ export class WrongPasswordError extends UmbraError {
 
   override get kinds(): readonly string[] {
     return this.erased ? [UmbraErrorKind.WrongPassword, UmbraErrorKind.BackupErased] : [UmbraErrorKind.WrongPassword];
+  }
+}
+
+/**
+ * LogInconsistentError is a checkpoint inconsistent with the one this client kept. kept
+ * and served are both signed by the log key: together they prove that the log showed
+ * two histories, evidence to give to the operator's auditors or witnesses. Its cause is
+ * the KtError of the failed check.
+ */
+export class LogInconsistentError extends UmbraError {
+  /** The signed checkpoint this client kept. */
+  readonly kept: Uint8Array;
+  /** The signed checkpoint the server served. */
+  readonly served: Uint8Array;
+
+  constructor(kept: Uint8Array, served: Uint8Array, cause: unknown) {
+    super(UmbraErrorKind.LogInconsistent, cause instanceof Error ? cause.message : String(cause), { cause });
+    this.name = "LogInconsistentError";
+    this.kept = kept;
+    this.served = served;
   }
 }

@@ -1,5 +1,5 @@
-// The client layer of @umbra-e2ee/sdk: UmbraClient (cards, trust, envelopes,
-// messaging, groups, key backup) over the REST gateway, its storages and its errors.
+// The client layer of @umbra-e2ee/sdk: UmbraClient (cards, trust, key transparency,
+// envelopes, messaging, groups, key backup) over the REST gateway, its storages and its errors.
 export {
   UmbraClient,
   DefaultClockSkewMs,
@@ -27,13 +27,17 @@ export {
   UmbraErrorKind,
   KeyChangedError,
   WrongPasswordError,
+  LogInconsistentError,
   hasKind,
   fingerprint,
   explainReason,
   type BackupSlotName,
 } from "./errors.js";
 export { PinFileError, parsePinFile, encodePinFile, type KeyChangeReason, type ServiceKeyPin } from "./pins.js";
-export { MemoryStorage, KEYSTORE, TRUST, type Storage } from "../storage/storage.js";
+export { DefaultKeyTransparencyWaitMs, MaxLookupBatch, type ProvedCard } from "./kt.js";
+export { AlertReason, KeyTransparencyAlertEvent, UnexpectedCardError, type MonitorReport } from "./monitor.js";
+export { KtStateError, parseKtState, encodeKtState, type KtState, type OwnEntry, type PinnedLogKey } from "./ktstate.js";
+export { MemoryStorage, KEYSTORE, TRUST, KT_STATE, type Storage } from "../storage/storage.js";
 export { FileStorage } from "../storage/file.js";
 export { IndexedDBStorage, type IndexedDBStorageOptions } from "../storage/indexeddb.js";
 export { RestTransport, registry, methodName, type Auth, type CallOptions, type RetryOptions, type TransportOptions } from "../transport/rest.js";

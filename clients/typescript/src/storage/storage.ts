@@ -1,6 +1,7 @@
 // Where the SDK keeps a user's local state: the keystore (docs/wire-format.md §7.2,
-// encrypted under the passphrase by the keystore format itself) and the pin file
-// (§5.7: public keys and card ids, no secret). Each is one named value; a Storage holds
+// encrypted under the passphrase by the keystore format itself), the pin file (§5.7:
+// public keys and card ids, no secret) and the key transparency state (§13.10: log
+// keys and the checkpoint kept, no secret). Each is one named value; a Storage holds
 // one user's values. Implementations: MemoryStorage (tests), FileStorage (Node: a
 // folder, laid out as the Go SDK lays out its files) and IndexedDBStorage (browsers).
 
@@ -8,6 +9,8 @@
 export const KEYSTORE = "keystore";
 /** The pin file, named as the Go SDK names it beside its keystore. */
 export const TRUST = "keystore.trust";
+/** The key transparency state file, named as the Go SDK names it beside its keystore. */
+export const KT_STATE = "keystore.kt";
 
 /**
  * Storage keeps named byte values. put replaces a value as a whole, atomically: a crash

@@ -81,10 +81,14 @@ export class DevServer {
     this.backend = new RestTransport({ baseUrl });
   }
 
-  /** Starts `umbra dev` (with extraArgs after the usual flags) and waits until it printed its banner. */
-  static async start(extraArgs: readonly string[] = []): Promise<DevServer> {
+  /**
+   * Starts `umbra dev` (with extraArgs after the usual flags) and waits until it printed
+   * its banner. Its data is in a new temporary folder, or in opts.dataDir (a folder a
+   * stopped server kept: the same apps, keys and cards).
+   */
+  static async start(extraArgs: readonly string[] = [], opts: { dataDir?: string } = {}): Promise<DevServer> {
     const bin = await umbraBinary();
-    const dataDir = await mkdtemp(join(tmpdir(), "umbra-ts-data-"));
+    const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), "umbra-ts-data-")));
     const grpcAddr = `127.0.0.1:${await freePort()}`;
     const httpAddr = `127.0.0.1:${await freePort()}`;
     const proc = spawn(bin, ["dev", "--data", dataDir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--metrics-addr", "", "--log-level", "warn", ...extraArgs], {
@@ -115,15 +119,15 @@ export class DevServer {
     return new DevServer(bin, dataDir, grpcAddr, `http://${httpAddr}`, creds, proc);
   }
 
-  /** Stops the server and removes its data. */
-  async stop(): Promise<void> {
+  /** Stops the server and removes its data, unless keepData (then the caller removes dataDir). */
+  async stop(opts: { keepData?: boolean } = {}): Promise<void> {
     if (this.#proc.exitCode === null) {
       const exited = new Promise((ok) => this.#proc.once("exit", ok));
       this.#proc.kill("SIGTERM");
       await Promise.race([exited, new Promise((ok) => setTimeout(ok, 10_000))]);
       if (this.#proc.exitCode === null) this.#proc.kill("SIGKILL");
     }
-    await rm(this.dataDir, { recursive: true, force: true });
+    if (!opts.keepData) await rm(this.dataDir, { recursive: true, force: true });
   }
 
   /** The identity of the app's user name (ResolveIdentities with the API key). */

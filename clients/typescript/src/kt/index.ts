@@ -1,0 +1,11 @@
+// Key transparency's client side (docs/key-transparency.md; formats in
+// docs/wire-format.md section 13): checkpoints (C2SP signed notes, Ed25519), RFC 9162
+// inclusion and consistency proofs, map proofs of presence and absence, and lookups,
+// verified as pkg/kt verifies them, with its error kinds (KtError).
+export { KtError, KtErrorKind, isKtError } from "./errors.js";
+export { HashSize, MapExtension, MaxCheckpointSize, checkpointText, openCheckpoint, parseCheckpoint, sameCheckpoint, type Checkpoint, type SignedCheckpoint } from "./checkpoint.js";
+export { keyHash, openNote, parseVerifierKey, validKeyName, verifierKey, type NoteSignature, type NoteVerifier, type OpenedNote } from "./note.js";
+export { MaxProofHashes, emptyLogRoot, leafHash, nodeHash, rootFromInclusionProof, verifyConsistency, verifyConsistencyProof, verifyInclusion } from "./log.js";
+export { LabelKtMapKey, MaxMapDepth, emptyMapHash, mapKey, mapLeafHash, mapNodeHash, valueHash, verifyMapProof } from "./map.js";
+export { KtVersion, MaxLeafSize, encodeLeaf, encodeMapValue, nextMapValue, parseLeaf, parseMapValue } from "./formats.js";
+export { verifyLookup, type Lookup } from "./lookup.js";
