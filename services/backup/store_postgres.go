@@ -31,13 +31,7 @@ const DefaultOutboxLease = time.Minute
 var migrationFiles embed.FS
 
 // Migrations are the backup service's goose migrations, embedded.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		panic(err) // the folder is embedded: it is there
-	}
-	return sub
-}
+func Migrations() fs.FS { return pgdb.MigrationsIn(migrationFiles) }
 
 // PostgresStore is the Store in PostgreSQL: the tables of migrations/ in the schema
 // Schema, shared by every replica of the service. Each row holds the record the bbolt
@@ -52,6 +46,9 @@ type PostgresStore struct {
 }
 
 var _ Store = (*PostgresStore)(nil)
+
+// records are the store's rows' records, named in errors.
+var records = pgdb.Records{Store: "backup", Schema: Schema}
 
 // OpenPostgresStore connects to the database at url, and migrates the schema (see
 // pgdb.Open for what it checks first).
@@ -77,29 +74,6 @@ func (s *PostgresStore) Close() error {
 // DB is the connection pool, for the node's readiness check.
 func (s *PostgresStore) DB() *pgdb.DB { return s.db }
 
-// update runs fn in a read-committed transaction (retried on serialization failures
-// and deadlocks), within the store's operation timeout.
-func (s *PostgresStore) update(fn func(ctx context.Context, tx pgx.Tx) error) error {
-	ctx, cancel := s.db.Context()
-	defer cancel()
-	return s.db.InTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error { return fn(ctx, tx) })
-}
-
-// view runs fn in a read-only transaction that sees one snapshot.
-func (s *PostgresStore) view(fn func(ctx context.Context, tx pgx.Tx) error) error {
-	ctx, cancel := s.db.Context()
-	defer cancel()
-	return s.db.InTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error { return fn(ctx, tx) })
-}
-
-func encode(m proto.Message) ([]byte, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("backup store: encode record: %w", err)
-	}
-	return b, nil
-}
-
 // decode reads a record; one that does not parse is damaged data, named for the log.
 func decode(table, key string, b []byte, m proto.Message) error {
 	if err := proto.Unmarshal(b, m); err != nil {
@@ -112,7 +86,7 @@ const secretCheckName = "secret_check"
 
 func (s *PostgresStore) SecretCheck(candidate []byte) ([]byte, error) {
 	var out []byte
-	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		for range 2 {
 			switch err := tx.QueryRow(ctx, "SELECT value FROM server_state WHERE name = $1", secretCheckName).Scan(&out); {
 			case err == nil:
@@ -173,7 +147,7 @@ func readSlot(ctx context.Context, tx pgx.Tx, appID, identity string, slot uint3
 
 func (s *PostgresStore) Slot(appID, identity string, slot uint32) (*backupstoragev1.BackupSlotRecord, error) {
 	var out *backupstoragev1.BackupSlotRecord
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		out = &backupstoragev1.BackupSlotRecord{}
 		found, err := readSlot(ctx, tx, appID, identity, slot, "", out)
 		if err == nil && !found {
@@ -189,7 +163,7 @@ func (s *PostgresStore) Slot(appID, identity string, slot uint32) (*backupstorag
 
 func (s *PostgresStore) Slots(appID, identity string) ([]*backupstoragev1.BackupSlotRecord, error) {
 	var out []*backupstoragev1.BackupSlotRecord
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		out = nil
 		rows, err := tx.Query(ctx, "SELECT slot, record FROM slots WHERE app_id = $1 AND identity = $2 ORDER BY slot", appID, identity)
 		if err != nil {
@@ -233,7 +207,7 @@ func lockSlot(ctx context.Context, tx pgx.Tx, appID, identity string, slot uint3
 			return rec, false, err
 		}
 		rec = freshSlot(appID, identity, slot)
-		b, err := encode(rec)
+		b, err := records.Encode(rec)
 		if err != nil {
 			return nil, false, err
 		}
@@ -256,7 +230,7 @@ func (s *PostgresStore) UpdateSlot(appID, identity string, slot uint32, update S
 		out    *backupstoragev1.BackupSlotRecord
 		answer error
 	)
-	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		out, answer = nil, nil
 		rec, fresh, err := lockSlot(ctx, tx, appID, identity, slot)
 		if err != nil {
@@ -271,7 +245,7 @@ func (s *PostgresStore) UpdateSlot(appID, identity string, slot uint32, update S
 			if rec.GetAppId() != appID || rec.GetIdentity() != identity || rec.GetSlot() != slot {
 				return fmt.Errorf("backup store: slot update moved the record to %s/%s/%d", rec.GetAppId(), rec.GetIdentity(), rec.GetSlot())
 			}
-			b, err := encode(rec)
+			b, err := records.Encode(rec)
 			if err != nil {
 				return err
 			}
@@ -293,7 +267,7 @@ func (s *PostgresStore) UpdateSlot(appID, identity string, slot uint32, update S
 				return err
 			}
 			ev.Sequence = uint64(seq)
-			b, err := encode(ev)
+			b, err := records.Encode(ev)
 			if err != nil {
 				return err
 			}
@@ -337,7 +311,7 @@ func (s *PostgresStore) Outbox(limit int) ([]*backupstoragev1.BackupOutboxRecord
 		return nil, nil
 	}
 	var out []*backupstoragev1.BackupOutboxRecord
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		var err error
 		out, err = pendingOutbox(ctx, tx, limit)
 		return err
@@ -363,7 +337,7 @@ func (s *PostgresStore) ClaimOutbox(limit int) ([]*backupstoragev1.BackupOutboxR
 		return nil, nil
 	}
 	var out []*backupstoragev1.BackupOutboxRecord
-	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		out = nil
 		// The lease row's lock orders the claims: a claim that reads the outbox
 		// empty lets go in the same transaction, so a claim waiting behind it
@@ -397,7 +371,7 @@ func (s *PostgresStore) ClaimOutbox(limit int) ([]*backupstoragev1.BackupOutboxR
 // DeleteOutbox removes a delivered event, and renews the lease when this store holds
 // it: a holder that goes on delivering keeps it.
 func (s *PostgresStore) DeleteOutbox(sequence uint64) error {
-	return s.update(func(ctx context.Context, tx pgx.Tx) error {
+	return s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "DELETE FROM outbox WHERE sequence = $1", int64(sequence)); err != nil {
 			return err
 		}

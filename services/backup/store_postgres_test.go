@@ -97,7 +97,7 @@ func TestPostgresGuessWaitsForTheSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.RemainingAttempts--
-	b, _ = encode(rec)
+	b, _ = records.Encode(rec)
 	if _, err := tx.Exec(ctx, "UPDATE slots SET record = $1 WHERE app_id = 'app_a' AND identity = 'u_a' AND slot = 1", b); err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestPostgresDamagedRecord(t *testing.T) {
 	mustUpdate(t, s, "app_a", "u_b", 1, bump(false))
 	db.Exec(t, "UPDATE "+Schema+".slots SET record = '\\xffffffff' WHERE identity = 'u_a'")
 	db.Exec(t, "UPDATE "+Schema+".outbox SET record = '\\xffffffff'")
-	other, _ := encode(freshSlot("app_a", "u_c", 1))
+	other, _ := records.Encode(freshSlot("app_a", "u_c", 1))
 	db.Exec(t, "UPDATE "+Schema+".slots SET record = $1 WHERE identity = 'u_b'", other)
 	for name, call := range map[string]func() error{
 		"Slot":        func() error { _, err := s.Slot("app_a", "u_a", 1); return err },

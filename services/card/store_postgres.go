@@ -27,13 +27,7 @@ const Schema = "umbra_card"
 var migrationFiles embed.FS
 
 // Migrations are the card service's goose migrations, embedded.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		panic(err) // the folder is embedded: it is there
-	}
-	return sub
-}
+func Migrations() fs.FS { return pgdb.MigrationsIn(migrationFiles) }
 
 // PostgresStore is the Store in PostgreSQL: the tables of migrations/ in the schema
 // Schema. Each row holds the record the bbolt engine stores, as protobuf bytes, beside
@@ -46,6 +40,9 @@ type PostgresStore struct {
 }
 
 var _ Store = (*PostgresStore)(nil)
+
+// records are the store's rows' records, named in errors.
+var records = pgdb.Records{Store: "card", Schema: Schema}
 
 // OpenPostgresStore connects to the database at url, and migrates the schema (see
 // pgdb.Open for what it checks first).
@@ -63,59 +60,13 @@ func (s *PostgresStore) Close() error { s.db.Close(); return nil }
 // DB is the connection pool, for the node's readiness check.
 func (s *PostgresStore) DB() *pgdb.DB { return s.db }
 
-// update runs fn in a read-committed transaction (retried on serialization failures
-// and deadlocks), within the store's operation timeout. Each statement sees what
-// committed before it began, so a statement after a row lock sees every change that
-// held the lock before.
-func (s *PostgresStore) update(fn func(ctx context.Context, tx pgx.Tx) error) error {
-	ctx, cancel := s.db.Context()
-	defer cancel()
-	return s.db.InTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error { return fn(ctx, tx) })
-}
-
-// view runs fn in a read-only transaction that sees one snapshot.
-func (s *PostgresStore) view(fn func(ctx context.Context, tx pgx.Tx) error) error {
-	ctx, cancel := s.db.Context()
-	defer cancel()
-	return s.db.InTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error { return fn(ctx, tx) })
-}
-
-func encode(m proto.Message) ([]byte, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("card store: encode record: %w", err)
-	}
-	return b, nil
-}
-
-// decode reads a record; one that does not parse is damaged data, named for the log.
-func decode(table, key string, b []byte, m proto.Message) error {
-	if err := proto.Unmarshal(b, m); err != nil {
-		return errs.Damagedf("card store: %s.%s row %q does not parse: %v", Schema, table, key, err)
-	}
-	return nil
-}
-
-// getRecord reads the record of the row query finds into m; found is false when there
-// is none.
-func getRecord(ctx context.Context, tx pgx.Tx, table, key string, m proto.Message, query string, args ...any) (found bool, err error) {
-	var b []byte
-	switch err := tx.QueryRow(ctx, query, args...).Scan(&b); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return false, nil
-	case err != nil:
-		return false, err
-	}
-	return true, decode(table, key, b, m)
-}
-
 // cardRowKey names a card's row in messages.
 func cardRowKey(appID string, cardID []byte) string { return appID + "/" + cardIDString(cardID) }
 
 // pgCard reads a card; a missing card is (nil, nil).
 func pgCard(ctx context.Context, tx pgx.Tx, appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
 	rec := &cardstoragev1.CardRecord{}
-	found, err := getRecord(ctx, tx, "cards", cardRowKey(appID, cardID), rec, "SELECT record FROM cards WHERE app_id = $1 AND card_id = $2", appID, cardID)
+	found, err := records.Get(ctx, tx, "cards", cardRowKey(appID, cardID), rec, "SELECT record FROM cards WHERE app_id = $1 AND card_id = $2", appID, cardID)
 	if err != nil || !found {
 		return nil, err
 	}
@@ -124,7 +75,7 @@ func pgCard(ctx context.Context, tx pgx.Tx, appID string, cardID []byte) (*cards
 
 // putCard writes a card's record, inserting the row for a new card.
 func putCard(ctx context.Context, tx pgx.Tx, rec *cardstoragev1.CardRecord) error {
-	b, err := encode(rec)
+	b, err := records.Encode(rec)
 	if err != nil {
 		return err
 	}
@@ -167,7 +118,7 @@ func lockEvents(ctx context.Context, tx pgx.Tx) (*eventCounter, error) {
 func (c *eventCounter) appendEvent(ctx context.Context, tx pgx.Tx, ev *cardstoragev1.CardEventRecord) error {
 	c.last++
 	ev.Sequence = uint64(c.last)
-	b, err := encode(ev)
+	b, err := records.Encode(ev)
 	if err != nil {
 		return err
 	}
@@ -184,13 +135,13 @@ func (c *eventCounter) save(ctx context.Context, tx pgx.Tx) error {
 // currentServiceKey reads the current service key; found is false when there is none.
 func currentServiceKey(ctx context.Context, tx pgx.Tx, lock string) (*cardstoragev1.ServiceKeyRecord, bool, error) {
 	rec := &cardstoragev1.ServiceKeyRecord{}
-	found, err := getRecord(ctx, tx, "service_keys", "current", rec, "SELECT record FROM service_keys WHERE current "+lock)
+	found, err := records.Get(ctx, tx, "service_keys", "current", rec, "SELECT record FROM service_keys WHERE current "+lock)
 	return rec, found, err
 }
 
 func (s *PostgresStore) ServiceKey(candidate *cardstoragev1.ServiceKeyRecord) (*cardstoragev1.ServiceKeyRecord, error) {
 	var out *cardstoragev1.ServiceKeyRecord
-	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		key, found, err := currentServiceKey(ctx, tx, "")
 		if err != nil || found {
 			out = key
@@ -199,7 +150,7 @@ func (s *PostgresStore) ServiceKey(candidate *cardstoragev1.ServiceKeyRecord) (*
 		if candidate == nil {
 			return errors.New("card: the card store has no service key")
 		}
-		b, err := encode(candidate)
+		b, err := records.Encode(candidate)
 		if err != nil {
 			return err
 		}
@@ -228,7 +179,7 @@ func (s *PostgresStore) ServiceKey(candidate *cardstoragev1.ServiceKeyRecord) (*
 
 func (s *PostgresStore) ServiceKeys() ([]*cardstoragev1.ServiceKeyRecord, error) {
 	var out []*cardstoragev1.ServiceKeyRecord
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		out = nil
 		rows, err := tx.Query(ctx, "SELECT key_id, current, record FROM service_keys ORDER BY key_id")
 		if err != nil {
@@ -244,7 +195,7 @@ func (s *PostgresStore) ServiceKeys() ([]*cardstoragev1.ServiceKeyRecord, error)
 				return err
 			}
 			rec := &cardstoragev1.ServiceKeyRecord{}
-			if err := decode("service_keys", id, b, rec); err != nil {
+			if err := records.Decode("service_keys", id, b, rec); err != nil {
 				return err
 			}
 			if isCurrent {
@@ -281,7 +232,7 @@ func nanosTime(ns int64) time.Time {
 
 func (s *PostgresStore) RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, at time.Time) (*cardstoragev1.ServiceKeyRecord, error) {
 	var retired *cardstoragev1.ServiceKeyRecord
-	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		// The feed's lock first, as publications take it: no card is being published
 		// with the key being retired, and none was at a later time than at.
 		events, err := lockEvents(ctx, tx)
@@ -307,11 +258,11 @@ func (s *PostgresStore) RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, a
 			RotationContent:   current.GetRotationContent(),
 			RotationSignature: current.GetRotationSignature(),
 		}
-		rb, err := encode(retired)
+		rb, err := records.Encode(retired)
 		if err != nil {
 			return err
 		}
-		nb, err := encode(next)
+		nb, err := records.Encode(next)
 		if err != nil {
 			return err
 		}
@@ -334,7 +285,7 @@ func (s *PostgresStore) RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, a
 func pgSpendGrant(ctx context.Context, tx pgx.Tx, card *cardstoragev1.CardRecord, grant *ResetGrantUse) error {
 	app := card.GetAppId()
 	spent := &cardstoragev1.SpentResetGrantRecord{}
-	found, err := getRecord(ctx, tx, "reset_grants", app+"/"+grant.ID, spent, "SELECT record FROM reset_grants WHERE app_id = $1 AND grant_id = $2", app, grant.ID)
+	found, err := records.Get(ctx, tx, "reset_grants", app+"/"+grant.ID, spent, "SELECT record FROM reset_grants WHERE app_id = $1 AND grant_id = $2", app, grant.ID)
 	if err != nil {
 		return err
 	}
@@ -346,7 +297,7 @@ func pgSpendGrant(ctx context.Context, tx pgx.Tx, card *cardstoragev1.CardRecord
 	if _, err := tx.Exec(ctx, "DELETE FROM reset_grants WHERE forget_after_ns < $1", now.UnixNano()); err != nil {
 		return err
 	}
-	b, err := encode(&cardstoragev1.SpentResetGrantRecord{
+	b, err := records.Encode(&cardstoragev1.SpentResetGrantRecord{
 		Identity:  card.GetIdentity(),
 		ExpiresAt: timestamppb.New(grant.ExpiresAt),
 		SpentAt:   card.GetPublishedAt(),
@@ -369,7 +320,7 @@ func (s *PostgresStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGran
 	}
 	var out *cardstoragev1.CardRecord
 	written := false
-	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		out, written = nil, false
 		// Publications, revocations and rotations take turns from here: the check
 		// below sees every change committed before, and the events get their
@@ -461,7 +412,7 @@ func (s *PostgresStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGran
 		if err := putCard(ctx, tx, stored); err != nil {
 			return err
 		}
-		ab, err := encode(activeRecord(stored))
+		ab, err := records.Encode(activeRecord(stored))
 		if err != nil {
 			return err
 		}
@@ -486,7 +437,7 @@ func (s *PostgresStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGran
 func (s *PostgresStore) Revoke(appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error) {
 	var out *cardstoragev1.CardRecord
 	changed := false
-	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		out, changed = nil, false
 		events, err := lockEvents(ctx, tx)
 		if err != nil {
@@ -535,7 +486,7 @@ func (s *PostgresStore) Revoke(appID, identity string, cardID []byte, at time.Ti
 
 func (s *PostgresStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
 	var out *cardstoragev1.CardRecord
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		var err error
 		out, err = pgCard(ctx, tx, appID, cardID)
 		if err == nil && out == nil {
@@ -551,7 +502,7 @@ func (s *PostgresStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRe
 
 func (s *PostgresStore) ActiveCards(appID string, identities []string) ([]*cardstoragev1.ActiveCardRecord, error) {
 	var out []*cardstoragev1.ActiveCardRecord
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		out = make([]*cardstoragev1.ActiveCardRecord, 0, len(identities))
 		// A join on unnest: = ANY of a thousand identities costs more to plan than to run.
 		rows, err := tx.Query(ctx, "SELECT a.identity, a.record FROM unnest($2::text[]) AS w (identity) JOIN active_cards a ON a.app_id = $1 AND a.identity = w.identity", appID, identities)
@@ -567,7 +518,7 @@ func (s *PostgresStore) ActiveCards(appID string, identities []string) ([]*cards
 				return err
 			}
 			rec := &cardstoragev1.ActiveCardRecord{}
-			if err := decode("active_cards", appID+"/"+identity, b, rec); err != nil {
+			if err := records.Decode("active_cards", appID+"/"+identity, b, rec); err != nil {
 				return err
 			}
 			found[identity] = rec
@@ -598,7 +549,7 @@ func (s *PostgresStore) History(appID, identity string, before uint64, limit int
 	}
 	var out []*cardstoragev1.CardRecord
 	more := false
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		out, more = nil, false
 		rows, err := tx.Query(ctx, "SELECT card_id, record FROM cards WHERE app_id = $1 AND identity = $2 AND sequence < $3 ORDER BY sequence DESC LIMIT $4",
 			appID, identity, sequenceBound(before), max(limit, 0)+1)
@@ -616,7 +567,7 @@ func (s *PostgresStore) History(appID, identity string, before uint64, limit int
 				return err
 			}
 			rec := &cardstoragev1.CardRecord{}
-			if err := decode("cards", cardRowKey(appID, id), b, rec); err != nil {
+			if err := records.Decode("cards", cardRowKey(appID, id), b, rec); err != nil {
 				return err
 			}
 			out = append(out, rec)
@@ -632,7 +583,7 @@ func (s *PostgresStore) History(appID, identity string, before uint64, limit int
 func (s *PostgresStore) Events(after uint64, limit int) ([]*cardstoragev1.CardEventRecord, uint64, error) {
 	var out []*cardstoragev1.CardEventRecord
 	var latest int64
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		out = nil
 		// One snapshot: the latest sequence and the events agree.
 		if err := tx.QueryRow(ctx, "SELECT last FROM card_event_sequence").Scan(&latest); err != nil {
@@ -666,7 +617,7 @@ func pgEvents(ctx context.Context, tx pgx.Tx, after uint64, limit int) ([]*cards
 			return nil, err
 		}
 		ev := &cardstoragev1.CardEventRecord{}
-		if err := decode("card_events", fmt.Sprint(seq), b, ev); err != nil {
+		if err := records.Decode("card_events", fmt.Sprint(seq), b, ev); err != nil {
 			return nil, err
 		}
 		out = append(out, ev)

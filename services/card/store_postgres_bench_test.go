@@ -42,7 +42,7 @@ func pgBenchEvents(b *testing.B, conn *pgx.Conn, app string, next *uint64, n int
 		last++
 		id := "u_" + b32.EncodeToString(binary.BigEndian.AppendUint64(make([]byte, 12), *next))
 		card := sha256.Sum256([]byte(id))
-		rec, err := encode(&cardstoragev1.CardEventRecord{
+		rec, err := records.Encode(&cardstoragev1.CardEventRecord{
 			Sequence: uint64(last), AppId: app, Identity: id, CardId: card[:],
 			Kind: cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED, OccurredAt: at,
 		})

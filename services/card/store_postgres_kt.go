@@ -32,10 +32,10 @@ import (
 
 func (s *PostgresStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev1.LogKeyRecord, error) {
 	var out *cardstoragev1.LogKeyRecord
-	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		out = nil
 		key := &cardstoragev1.LogKeyRecord{}
-		found, err := getRecord(ctx, tx, "kt_log_key", "current", key, "SELECT record FROM kt_log_key")
+		found, err := records.Get(ctx, tx, "kt_log_key", "current", key, "SELECT record FROM kt_log_key")
 		if err != nil || found {
 			out = key
 			return err
@@ -43,7 +43,7 @@ func (s *PostgresStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstor
 		if candidate == nil {
 			return errors.New("card: the card store has no log key")
 		}
-		b, err := encode(candidate)
+		b, err := records.Encode(candidate)
 		if err != nil {
 			return err
 		}
@@ -56,7 +56,7 @@ func (s *PostgresStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstor
 			out = candidate
 			return nil
 		}
-		found, err = getRecord(ctx, tx, "kt_log_key", "current", key, "SELECT record FROM kt_log_key")
+		found, err = records.Get(ctx, tx, "kt_log_key", "current", key, "SELECT record FROM kt_log_key")
 		if err == nil && !found {
 			err = errors.New("card: the log key was refused, and there is none")
 		}
@@ -261,7 +261,7 @@ func (t *pgKT) latest() (*cardstoragev1.CheckpointRecord, error) {
 		return nil, err
 	}
 	cp := &cardstoragev1.CheckpointRecord{}
-	if err := decode("kt_checkpoints", fmt.Sprint(size), b, cp); err != nil {
+	if err := records.Decode("kt_checkpoints", fmt.Sprint(size), b, cp); err != nil {
 		return nil, err
 	}
 	return cp, nil
@@ -331,7 +331,7 @@ func (t *pgKT) prefetchMap(keys [][kt.HashSize]byte) error {
 func (s *PostgresStore) AppendLog(limit int, at time.Time, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, int, error) {
 	var out *cardstoragev1.CheckpointRecord
 	appended := 0
-	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		out, appended = nil, 0
 		// The single appender: another replica's append waits here, and then reads
 		// the size this one leaves.
@@ -411,7 +411,7 @@ func (s *PostgresStore) AppendLog(limit int, at time.Time, sign CheckpointSigner
 			return fmt.Errorf("card: sign the checkpoint of %d entries: %w", cp.Size, err)
 		}
 		out = &cardstoragev1.CheckpointRecord{Size: cp.Size, LogRoot: logRoot, MapRoot: mapRoot[:], SignedNote: note, CreatedAt: timestamppb.New(at)}
-		b, err := encode(out)
+		b, err := records.Encode(out)
 		if err != nil {
 			return err
 		}
@@ -432,7 +432,7 @@ func (s *PostgresStore) AppendLog(limit int, at time.Time, sign CheckpointSigner
 
 func (s *PostgresStore) LatestCheckpoint() (*cardstoragev1.CheckpointRecord, error) {
 	var out *cardstoragev1.CheckpointRecord
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		var err error
 		out, err = newPgKT(ctx, tx).latest()
 		if err == nil && out == nil {
@@ -445,7 +445,7 @@ func (s *PostgresStore) LatestCheckpoint() (*cardstoragev1.CheckpointRecord, err
 
 func (s *PostgresStore) LogEntries(start uint64, count int) ([][]byte, error) {
 	var out [][]byte
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		out = nil
 		rows, err := tx.Query(ctx, "SELECT leaf FROM kt_leaves WHERE log_index >= $1 ORDER BY log_index LIMIT $2", sequenceBound(start), max(count, 0))
 		if err != nil {
@@ -483,7 +483,7 @@ func (t *pgKT) prefetchProof(nodes proof.Nodes, err error) error {
 func (s *PostgresStore) InclusionProof(index, size uint64) ([]byte, [][]byte, error) {
 	var leaf []byte
 	var hashes [][]byte
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		t := newPgKT(ctx, tx)
 		if err := checkLogSize(t, size); err != nil {
 			return err
@@ -503,7 +503,7 @@ func (s *PostgresStore) InclusionProof(index, size uint64) ([]byte, [][]byte, er
 
 func (s *PostgresStore) ConsistencyProof(size1, size2 uint64) ([][]byte, error) {
 	var hashes [][]byte
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		t := newPgKT(ctx, tx)
 		if err := checkLogSize(t, size2); err != nil {
 			return err
@@ -521,7 +521,7 @@ func (s *PostgresStore) ConsistencyProof(size1, size2 uint64) ([][]byte, error) 
 func (s *PostgresStore) ProvedCards(appID string, identities []string) (*cardstoragev1.CheckpointRecord, []ProvedCard, error) {
 	var cp *cardstoragev1.CheckpointRecord
 	var out []ProvedCard
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		out = make([]ProvedCard, 0, len(identities))
 		t := newPgKT(ctx, tx)
 		var err error
@@ -636,7 +636,7 @@ func (t *pgKT) namedCards(appID string) (map[string]*cardstoragev1.CardRecord, e
 			return nil, err
 		}
 		rec := &cardstoragev1.CardRecord{}
-		if err := decode("cards", cardRowKey(appID, id), b, rec); err != nil {
+		if err := records.Decode("cards", cardRowKey(appID, id), b, rec); err != nil {
 			return nil, err
 		}
 		out[string(id)] = rec

@@ -115,7 +115,7 @@ func TestPostgresFeedFollowsCommitOrder(t *testing.T) {
 	if err := tx.QueryRow(ctx, "UPDATE card_event_sequence SET last = last + 1 RETURNING last").Scan(&last); err != nil {
 		t.Fatal(err)
 	}
-	ev, _ := encode(&cardstoragev1.CardEventRecord{Sequence: uint64(last), AppId: "app_a", Identity: "u_slow", CardId: bytes.Repeat([]byte{9}, 32),
+	ev, _ := records.Encode(&cardstoragev1.CardEventRecord{Sequence: uint64(last), AppId: "app_a", Identity: "u_slow", CardId: bytes.Repeat([]byte{9}, 32),
 		Kind: cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED, OccurredAt: timestamppb.New(t0)})
 	if _, err := tx.Exec(ctx, "INSERT INTO card_events (sequence, record) VALUES ($1, $2)", last, ev); err != nil {
 		t.Fatal(err)

@@ -30,13 +30,7 @@ const Schema = "umbra_group"
 var migrationFiles embed.FS
 
 // Migrations are the group service's goose migrations, embedded.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		panic(err) // the folder is embedded: it is there
-	}
-	return sub
-}
+func Migrations() fs.FS { return pgdb.MigrationsIn(migrationFiles) }
 
 // TxTimeout bounds one transaction of the store, and pgdb.DefaultOpTimeout each of its
 // statements: a database that stops answering fails a request within the latter, while

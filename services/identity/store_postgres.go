@@ -25,13 +25,7 @@ const Schema = "umbra_identity"
 var migrationFiles embed.FS
 
 // Migrations are the identity service's goose migrations, embedded.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		panic(err) // the folder is embedded: it is there
-	}
-	return sub
-}
+func Migrations() fs.FS { return pgdb.MigrationsIn(migrationFiles) }
 
 // PostgresStore is the Store in PostgreSQL: the tables of migrations/ in the schema
 // Schema. Each row holds the record the bbolt engine stores, as protobuf bytes, beside
@@ -41,6 +35,9 @@ type PostgresStore struct {
 }
 
 var _ Store = (*PostgresStore)(nil)
+
+// records are the store's rows' records, named in errors.
+var records = pgdb.Records{Store: "identity", Schema: Schema}
 
 // OpenPostgresStore connects to the database at url, and migrates the schema (see
 // pgdb.Open for what it checks first).
@@ -58,53 +55,9 @@ func (s *PostgresStore) Close() error { s.db.Close(); return nil }
 // DB is the connection pool, for the node's readiness check.
 func (s *PostgresStore) DB() *pgdb.DB { return s.db }
 
-// update runs fn in a read-committed transaction (retried on serialization failures
-// and deadlocks), within the store's operation timeout.
-func (s *PostgresStore) update(fn func(ctx context.Context, tx pgx.Tx) error) error {
-	ctx, cancel := s.db.Context()
-	defer cancel()
-	return s.db.InTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error { return fn(ctx, tx) })
-}
-
-// view runs fn in a read-only transaction that sees one snapshot.
-func (s *PostgresStore) view(fn func(ctx context.Context, tx pgx.Tx) error) error {
-	ctx, cancel := s.db.Context()
-	defer cancel()
-	return s.db.InTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error { return fn(ctx, tx) })
-}
-
-func encode(m proto.Message) ([]byte, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("identity store: encode record: %w", err)
-	}
-	return b, nil
-}
-
-// decode reads a record; one that does not parse is damaged data, named for the log.
-func decode(table, key string, b []byte, m proto.Message) error {
-	if err := proto.Unmarshal(b, m); err != nil {
-		return errs.Damagedf("identity store: %s.%s row %q does not parse: %v", Schema, table, key, err)
-	}
-	return nil
-}
-
-// getRecord reads the record of the row query finds into m; found is false when there
-// is none.
-func getRecord(ctx context.Context, tx pgx.Tx, table, key string, m proto.Message, query string, args ...any) (found bool, err error) {
-	var b []byte
-	switch err := tx.QueryRow(ctx, query, args...).Scan(&b); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return false, nil
-	case err != nil:
-		return false, err
-	}
-	return true, decode(table, key, b, m)
-}
-
-// getExisting is getRecord for a row that must be there: errs.ErrNotFound when it is not.
+// getExisting is records.Get for a row that must be there: errs.ErrNotFound when it is not.
 func getExisting(ctx context.Context, tx pgx.Tx, table, key string, m proto.Message, query string, args ...any) error {
-	found, err := getRecord(ctx, tx, table, key, m, query, args...)
+	found, err := records.Get(ctx, tx, table, key, m, query, args...)
 	if err == nil && !found {
 		return errs.ErrNotFound
 	}
@@ -123,7 +76,7 @@ func scanRecords[K any, T proto.Message](rows pgx.Rows, table string, newRecord 
 			return nil, err
 		}
 		rec := newRecord()
-		if err := decode(table, fmt.Sprint(key), b, rec); err != nil {
+		if err := records.Decode(table, fmt.Sprint(key), b, rec); err != nil {
 			return nil, err
 		}
 		out = append(out, rec)
@@ -132,11 +85,11 @@ func scanRecords[K any, T proto.Message](rows pgx.Rows, table string, newRecord 
 }
 
 func (s *PostgresStore) CreateApp(app *identitystoragev1.AppRecord, key *identitystoragev1.AppKeyRecord) error {
-	rec, err := encode(app)
+	rec, err := records.Encode(app)
 	if err != nil {
 		return err
 	}
-	return s.update(func(ctx context.Context, tx pgx.Tx) error {
+	return s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, "INSERT INTO apps (app_id, record) VALUES ($1, $2) ON CONFLICT DO NOTHING", app.GetAppId(), rec)
 		if err != nil {
 			return err
@@ -149,7 +102,7 @@ func (s *PostgresStore) CreateApp(app *identitystoragev1.AppRecord, key *identit
 }
 
 func insertAppKey(ctx context.Context, tx pgx.Tx, key *identitystoragev1.AppKeyRecord) error {
-	rec, err := encode(key)
+	rec, err := records.Encode(key)
 	if err != nil {
 		return err
 	}
@@ -166,9 +119,9 @@ func insertAppKey(ctx context.Context, tx pgx.Tx, key *identitystoragev1.AppKeyR
 func (s *PostgresStore) App(appID string) (*identitystoragev1.AppRecord, []*identitystoragev1.AppKeyRecord, error) {
 	app := &identitystoragev1.AppRecord{}
 	var keys []*identitystoragev1.AppKeyRecord
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		keys = nil
-		found, err := getRecord(ctx, tx, "apps", appID, app, "SELECT record FROM apps WHERE app_id = $1", appID)
+		found, err := records.Get(ctx, tx, "apps", appID, app, "SELECT record FROM apps WHERE app_id = $1", appID)
 		if err != nil {
 			return err
 		}
@@ -189,7 +142,7 @@ func (s *PostgresStore) App(appID string) (*identitystoragev1.AppRecord, []*iden
 }
 
 func (s *PostgresStore) AddAppKey(key *identitystoragev1.AppKeyRecord) error {
-	return s.update(func(ctx context.Context, tx pgx.Tx) error {
+	return s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		// FOR SHARE: the app stays as it is until the key is in.
 		var one int
 		switch err := tx.QueryRow(ctx, "SELECT 1 FROM apps WHERE app_id = $1 FOR SHARE", key.GetAppId()).Scan(&one); {
@@ -204,10 +157,10 @@ func (s *PostgresStore) AddAppKey(key *identitystoragev1.AppKeyRecord) error {
 
 func (s *PostgresStore) RevokeAppKey(appID, keyID string, at time.Time) (*identitystoragev1.AppKeyRecord, error) {
 	var key *identitystoragev1.AppKeyRecord
-	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		key = &identitystoragev1.AppKeyRecord{}
 		// FOR UPDATE: of two revocations, the second reads what the first wrote.
-		found, err := getRecord(ctx, tx, "app_keys", keyID, key, "SELECT record FROM app_keys WHERE key_id = $1 FOR UPDATE", keyID)
+		found, err := records.Get(ctx, tx, "app_keys", keyID, key, "SELECT record FROM app_keys WHERE key_id = $1 FOR UPDATE", keyID)
 		if err != nil {
 			return err
 		}
@@ -218,7 +171,7 @@ func (s *PostgresStore) RevokeAppKey(appID, keyID string, at time.Time) (*identi
 			return nil
 		}
 		key.RevokedAt = timestamppb.New(at)
-		rec, err := encode(key)
+		rec, err := records.Encode(key)
 		if err != nil {
 			return err
 		}
@@ -233,7 +186,7 @@ func (s *PostgresStore) RevokeAppKey(appID, keyID string, at time.Time) (*identi
 
 func (s *PostgresStore) AppKey(keyID string) (*identitystoragev1.AppKeyRecord, error) {
 	key := &identitystoragev1.AppKeyRecord{}
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		return getExisting(ctx, tx, "app_keys", keyID, key, "SELECT record FROM app_keys WHERE key_id = $1", keyID)
 	})
 	if err != nil {
@@ -244,7 +197,7 @@ func (s *PostgresStore) AppKey(keyID string) (*identitystoragev1.AppKeyRecord, e
 
 func (s *PostgresStore) SigningKeys() ([]*identitystoragev1.SigningKeyRecord, error) {
 	var keys []*identitystoragev1.SigningKeyRecord
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		var err error
 		keys, err = pgSigningKeys(ctx, tx, "")
 		return err
@@ -264,7 +217,7 @@ func pgSigningKeys(ctx context.Context, tx pgx.Tx, lock string) ([]*identitystor
 
 func (s *PostgresStore) AddSigningKey(key *identitystoragev1.SigningKeyRecord, verifyUntil time.Time, onlyIfNone bool) (bool, error) {
 	var added bool
-	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		added = false
 		// Replicas starting together each offer a first key (onlyIfNone), and a
 		// rotation retires the active key: writers take turns, so that there is always
@@ -278,7 +231,7 @@ func (s *PostgresStore) AddSigningKey(key *identitystoragev1.SigningKeyRecord, v
 		}
 		add, err := rotateSigningKeys(keys, key.GetCreatedAt(), verifyUntil, onlyIfNone,
 			func(old *identitystoragev1.SigningKeyRecord) error {
-				rec, err := encode(old)
+				rec, err := records.Encode(old)
 				if err != nil {
 					return err
 				}
@@ -292,7 +245,7 @@ func (s *PostgresStore) AddSigningKey(key *identitystoragev1.SigningKeyRecord, v
 		if err != nil || !add {
 			return err
 		}
-		rec, err := encode(key)
+		rec, err := records.Encode(key)
 		if err != nil {
 			return err
 		}
@@ -308,7 +261,7 @@ func (s *PostgresStore) AddSigningKey(key *identitystoragev1.SigningKeyRecord, v
 
 func (s *PostgresStore) Revoke(appID, identity string, before time.Time) (*identitystoragev1.RevocationRecord, error) {
 	var rec *identitystoragev1.RevocationRecord
-	err := s.update(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		// The sequence row's lock first: revocations take turns, so each reads the one
 		// before it and sequences follow commit order (migrations/00001_identity.sql).
 		var last int64
@@ -317,7 +270,7 @@ func (s *PostgresStore) Revoke(appID, identity string, before time.Time) (*ident
 		}
 		rec = &identitystoragev1.RevocationRecord{}
 		key := appID + "/" + identity
-		found, err := getRecord(ctx, tx, "revocations", key, rec, "SELECT record FROM revocations WHERE app_id = $1 AND identity = $2", appID, identity)
+		found, err := records.Get(ctx, tx, "revocations", key, rec, "SELECT record FROM revocations WHERE app_id = $1 AND identity = $2", appID, identity)
 		if err != nil {
 			return err
 		}
@@ -329,7 +282,7 @@ func (s *PostgresStore) Revoke(appID, identity string, before time.Time) (*ident
 			return err
 		}
 		rec = &identitystoragev1.RevocationRecord{Sequence: uint64(seq), AppId: appID, Identity: identity, Before: timestamppb.New(before)}
-		b, err := encode(rec)
+		b, err := records.Encode(rec)
 		if err != nil {
 			return err
 		}
@@ -346,7 +299,7 @@ func (s *PostgresStore) Revoke(appID, identity string, before time.Time) (*ident
 
 func (s *PostgresStore) Revocation(appID, identity string) (*identitystoragev1.RevocationRecord, error) {
 	rec := &identitystoragev1.RevocationRecord{}
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		return getExisting(ctx, tx, "revocations", appID+"/"+identity, rec, "SELECT record FROM revocations WHERE app_id = $1 AND identity = $2", appID, identity)
 	})
 	if err != nil {
@@ -358,7 +311,7 @@ func (s *PostgresStore) Revocation(appID, identity string) (*identitystoragev1.R
 func (s *PostgresStore) Revocations(after uint64, limit int) ([]*identitystoragev1.RevocationRecord, uint64, error) {
 	var out []*identitystoragev1.RevocationRecord
 	var latest int64
-	err := s.view(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		out = nil
 		// One snapshot: the latest sequence and the records agree.
 		if err := tx.QueryRow(ctx, "SELECT last FROM revocation_sequence").Scan(&latest); err != nil {

@@ -82,7 +82,7 @@ func TestPostgresFeedFollowsCommitOrder(t *testing.T) {
 	if err := tx.QueryRow(ctx, "UPDATE revocation_sequence SET last = last + 1 RETURNING last").Scan(&last); err != nil {
 		t.Fatal(err)
 	}
-	rec, _ := encode(&identitystoragev1.RevocationRecord{Sequence: uint64(last), AppId: "app_a", Identity: "u_slow"})
+	rec, _ := records.Encode(&identitystoragev1.RevocationRecord{Sequence: uint64(last), AppId: "app_a", Identity: "u_slow"})
 	if _, err := tx.Exec(ctx, "INSERT INTO revocations (app_id, identity, sequence, record) VALUES ('app_a', 'u_slow', $1, $2)", last, rec); err != nil {
 		t.Fatal(err)
 	}

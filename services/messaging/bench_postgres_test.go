@@ -51,71 +51,18 @@ func benchPostgresRaw(b *testing.B) float64 {
 	if _, err := pool.Exec(ctx, "CREATE TABLE raw (k bigint PRIMARY KEY, v bytea NOT NULL)"); err != nil {
 		b.Fatal(err)
 	}
-	type write struct {
-		value []byte
-		err   error
-		done  chan struct{}
-	}
-	queue := make(chan *write, queueLen)
-	stop := make(chan struct{})
-	var loop sync.WaitGroup
-	loop.Go(func() {
-		var seq int64
-		for {
-			var batch []*write
-			select {
-			case w := <-queue:
-				batch = append(batch, w)
-			case <-stop:
-				return
-			}
-		drain:
-			for {
-				select {
-				case w := <-queue:
-					batch = append(batch, w)
-				default:
-					break drain
-				}
-			}
-			keys, values := make([]int64, len(batch)), make([][]byte, len(batch))
-			for i, w := range batch {
-				seq++
-				keys[i], values[i] = seq, w.value
-			}
-			err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-				_, err := tx.Exec(ctx, "INSERT INTO raw (k, v) SELECT * FROM unnest($1::bigint[], $2::bytea[])", keys, values)
-				return err
-			})
-			for _, w := range batch {
-				w.err = err
-				close(w.done)
-			}
+	var seq int64
+	return rawBatches(b, func(values [][]byte) error {
+		keys := make([]int64, len(values))
+		for i := range values {
+			seq++
+			keys[i] = seq
 		}
-	})
-	per := perSender(b)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range benchSenders {
-		wg.Go(func() {
-			value := payload()
-			for j := range per {
-				binary.BigEndian.PutUint64(value, uint64(j))
-				w := &write{value: value, done: make(chan struct{})}
-				queue <- w
-				<-w.done
-				if w.err != nil {
-					b.Error(w.err)
-					return
-				}
-			}
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "INSERT INTO raw (k, v) SELECT * FROM unnest($1::bigint[], $2::bytea[])", keys, values)
+			return err
 		})
-	}
-	wg.Wait()
-	rate := float64(per*benchSenders) / time.Since(start).Seconds()
-	close(stop)
-	loop.Wait()
-	return rate
+	})
 }
 
 func benchPostgresCommitter(b *testing.B) float64 {

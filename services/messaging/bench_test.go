@@ -88,6 +88,27 @@ func benchRaw(b *testing.B) float64 {
 		b.Fatal(err)
 	}
 	defer db.Close()
+	var seq uint64
+	return rawBatches(b, func(values [][]byte) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			bk := tx.Bucket([]byte("values"))
+			bk.FillPercent = 1
+			for _, v := range values {
+				seq++
+				if err := bk.Put(boltdb.U64(seq), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// rawBatches is the baseline's driver, the same for every engine: benchSenders
+// goroutines each write their share of b.N values, waiting for each to commit, and
+// one loop commits whatever is queued when it looks, as one batch (commit). It
+// returns the values committed per second.
+func rawBatches(b *testing.B, commit func(values [][]byte) error) float64 {
 	type write struct {
 		value []byte
 		err   error
@@ -97,7 +118,6 @@ func benchRaw(b *testing.B) float64 {
 	stop := make(chan struct{})
 	var loop sync.WaitGroup
 	loop.Go(func() {
-		var seq uint64
 		for {
 			var batch []*write
 			select {
@@ -115,17 +135,11 @@ func benchRaw(b *testing.B) float64 {
 					break drain
 				}
 			}
-			err := db.Update(func(tx *bolt.Tx) error {
-				bk := tx.Bucket([]byte("values"))
-				bk.FillPercent = 1
-				for _, w := range batch {
-					seq++
-					if err := bk.Put(boltdb.U64(seq), w.value); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
+			values := make([][]byte, len(batch))
+			for i, w := range batch {
+				values[i] = w.value
+			}
+			err := commit(values)
 			for _, w := range batch {
 				w.err = err
 				close(w.done)

@@ -30,13 +30,7 @@ const Schema = "umbra_messaging"
 var migrationFiles embed.FS
 
 // Migrations are the messaging service's goose migrations, embedded.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		panic(err) // the folder is embedded: it is there
-	}
-	return sub
-}
+func Migrations() fs.FS { return pgdb.MigrationsIn(migrationFiles) }
 
 // Defaults of PostgresOptions.
 const (
