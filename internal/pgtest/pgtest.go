@@ -37,6 +37,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 )
 
 // RequireEnv is the variable that, set to "require", turns a missing PostgreSQL into a
@@ -549,4 +551,18 @@ func NewCluster(t testing.TB, opts Options) *Cluster {
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+// OpenStore opens a service's PostgreSQL store for a test with open (given a context
+// bounded by timeout and the test's logger), and closes it when the test ends.
+func OpenStore[S interface{ Close() error }](t testing.TB, timeout time.Duration, open func(ctx context.Context, log *zap.Logger) (S, error)) S {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	s, err := open(ctx, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

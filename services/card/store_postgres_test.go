@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
@@ -23,14 +23,9 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func openPostgres(t testing.TB, url string) *PostgresStore {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := OpenPostgresStore(ctx, url, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return pgtest.OpenStore(t, 30*time.Second, func(ctx context.Context, log *zap.Logger) (*PostgresStore, error) {
+		return OpenPostgresStore(ctx, url, log)
+	})
 }
 
 // postgresEngine is the PostgreSQL engine for the conformance suite: a database of the

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
@@ -25,14 +26,9 @@ const testPartitionWidth = time.Hour
 
 func openPostgres(t *testing.T, url string) *PostgresStore {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	s, err := OpenPostgresStore(ctx, url, PostgresOptions{PartitionWidth: testPartitionWidth}, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return pgtest.OpenStore(t, 60*time.Second, func(ctx context.Context, log *zap.Logger) (*PostgresStore, error) {
+		return OpenPostgresStore(ctx, url, PostgresOptions{PartitionWidth: testPartitionWidth}, log)
+	})
 }
 
 // postgresEngine is the PostgreSQL engine for the conformance suite: a database of the
