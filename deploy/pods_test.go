@@ -31,8 +31,14 @@ func TestDevOverlayAsProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped with -short: builds umbra and runs six processes")
 	}
-	bins := buildBinaries(t)
-	m := render(t, "dev")
+	runOverlayAsProcesses(t, buildBinaries(t), render(t, "dev"), nil)
+}
+
+// runOverlayAsProcesses runs one pod of every workload of m as a process, as
+// TestDevOverlayAsProcesses says. dbSecrets are the values of the Secrets the database
+// objects make (the HA overlay's umbra-<service>-db), by Secret and key; with them the
+// stores are in PostgreSQL, and online backups are refused as they must be.
+func runOverlayAsProcesses(t *testing.T, bins binaries, m *manifests, dbSecrets map[string]map[string]string) {
 	dir := t.TempDir()
 	ca := tlstest.NewCA(t, dir, "umbra-test-ca")
 	adminToken := "deploy-test-admin-credential-0123456789"
@@ -53,6 +59,9 @@ func TestDevOverlayAsProcesses(t *testing.T) {
 	secretValue := func(ref *corev1.SecretKeySelector) string {
 		if ref.Name == "umbra-admin" && ref.Key == "admin-token" {
 			return adminToken
+		}
+		if v, ok := dbSecrets[ref.Name][ref.Key]; ok {
+			return v
 		}
 		t.Fatalf("the test does not know Secret %s key %s", ref.Name, ref.Key)
 		return ""
@@ -264,7 +273,14 @@ func TestDevOverlayAsProcesses(t *testing.T) {
 				"--store", s, "--out", filepath.Join(dir, s+".db.backup")).CombinedOutput()
 			return string(out), err
 		}
-		if out, err := backup(opCert, opKey); err != nil || !strings.Contains(out, "bytes written") {
+		out, err := backup(opCert, opKey)
+		switch {
+		case dbSecrets != nil:
+			// A store in PostgreSQL is backed up by PostgreSQL's tools (docs/operations.md).
+			if err == nil || !strings.Contains(out, "is in PostgreSQL") {
+				t.Errorf("umbra admin backup of %s, a store in PostgreSQL: %v\n%s; want it refused, naming PostgreSQL's tools", s, err, out)
+			}
+		case err != nil || !strings.Contains(out, "bytes written"):
 			t.Errorf("umbra admin backup of %s with the operator certificate: %v\n%s", s, err, out)
 		}
 		if out, err := backup("", ""); err == nil {
