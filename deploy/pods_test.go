@@ -211,7 +211,9 @@ func runOverlayAsProcesses(t *testing.T, bins binaries, m *manifests, dbSecrets 
 		}
 		return nil
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	// 60 s: six processes (and for the HA overlay five schemas migrating) on a shared,
+	// loaded machine (a load average of 15 on two cores was seen) need the room.
+	deadline := time.Now().Add(60 * time.Second)
 	for _, w := range m.workloads() {
 		c := w.pod.Spec.Containers[0]
 		for kind, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
@@ -221,7 +223,7 @@ func runOverlayAsProcesses(t *testing.T, bins binaries, m *manifests, dbSecrets 
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("%s's %s probe still fails after 30 s: %v", w.name, kind, err)
+					t.Fatalf("%s's %s probe still fails after 60 s: %v", w.name, kind, err)
 				}
 				time.Sleep(200 * time.Millisecond)
 			}
