@@ -39,6 +39,7 @@ type cnpgCluster struct {
 				Method         string `json:"method"`
 				Number         int    `json:"number"`
 				DataDurability string `json:"dataDurability,omitempty"`
+				FailoverQuorum bool   `json:"failoverQuorum,omitempty"`
 			} `json:"synchronous,omitempty"`
 			Parameters map[string]string `json:"parameters,omitempty"`
 		} `json:"postgresql"`
@@ -295,6 +296,9 @@ func checkDatabase(t *testing.T, m *manifests, docs string) {
 		}
 		if s.DataDurability != "" && s.DataDurability != "required" {
 			t.Errorf("Cluster %s: synchronous dataDurability %q: a commit may then be acknowledged that no standby has", name, s.DataDurability)
+		}
+		if !s.FailoverQuorum {
+			t.Errorf("Cluster %s: synchronous without failoverQuorum: a failover may promote the standby that lacks the latest acknowledged commit", name)
 		}
 		if c.MinSyncReplicas != 0 || c.MaxSyncReplicas != 0 {
 			t.Errorf("Cluster %s: both synchronous and minSyncReplicas/maxSyncReplicas", name)
