@@ -1,5 +1,5 @@
 // Package deploy holds how Umbra is deployed: the container image (Dockerfile), the
-// Kubernetes manifests (k8s/: a kustomize base and the dev and production overlays), the
+// Kubernetes manifests (k8s/: a kustomize base and the dev, production and ha overlays), the
 // services' probe (healthcheck/) and the dev certificates script (dev-certs.sh). It has
 // no code of its own: its tests render every overlay, decode each object strictly into
 // the Kubernetes API types, and check the invariants docs/operations.md relies on

@@ -43,7 +43,11 @@ var services = map[string]string{
 	"messaging": messagingv1.MessagingService_ServiceDesc.ServiceName,
 }
 
-var overlays = []string{"dev", "production"}
+var overlays = []string{"dev", "production", "ha"}
+
+// haOverlay is the overlay whose services are stateless replicas over PostgreSQL
+// (ha_test.go checks it); the others run each service over its bbolt file.
+const haOverlay = "ha"
 
 const (
 	healthcheckPath = "/usr/local/bin/umbra-healthcheck"
@@ -61,13 +65,21 @@ func TestOverlays(t *testing.T) {
 	for _, overlay := range overlays {
 		t.Run(overlay, func(t *testing.T) {
 			m := render(t, overlay)
+			m.ha = overlay == haOverlay
 			checkWorkloads(t, m, bins, image)
-			checkStatefulServices(t, m)
+			if m.ha {
+				checkReplicatedServices(t, m)
+				checkDatabase(t, m, string(docs))
+				checkDatabaseNetworkPolicies(t, m)
+			} else {
+				checkStatefulServices(t, m)
+			}
 			checkServices(t, m)
 			checkGateway(t, m)
 			checkNetworkPolicies(t, m)
 			checkSecrets(t, m, string(docs))
-			if overlay == "production" {
+			checkNoPlaintextSecrets(t, m)
+			if overlay == "production" || overlay == haOverlay {
 				checkCertificates(t, m)
 			}
 		})
@@ -87,6 +99,14 @@ type manifests struct {
 	policies     []*networkingv1.NetworkPolicy
 	certificates map[string]*certificate
 	issuers      map[string]*issuer
+	// The CloudNativePG objects of the HA overlay (ha_test.go).
+	clusters         map[string]*cnpgCluster
+	objectStores     map[string]*objectStore
+	scheduledBackups map[string]*scheduledBackup
+	// raw is every object as rendered, for the checks that read all of them.
+	raw []map[string]any
+	// ha: the services are Deployments over PostgreSQL (the HA overlay).
+	ha bool
 }
 
 // certificate and issuer are the fields of cert-manager's v1 Certificate and Issuer
@@ -96,7 +116,10 @@ type certificate struct {
 	metav1.TypeMeta `json:",inline"`
 	Metadata        metav1.ObjectMeta `json:"metadata"`
 	Spec            struct {
-		SecretName  string   `json:"secretName"`
+		SecretName     string `json:"secretName"`
+		SecretTemplate *struct {
+			Labels map[string]string `json:"labels,omitempty"`
+		} `json:"secretTemplate,omitempty"`
 		CommonName  string   `json:"commonName,omitempty"`
 		DNSNames    []string `json:"dnsNames,omitempty"`
 		IsCA        bool     `json:"isCA,omitempty"`
@@ -139,12 +162,18 @@ func render(t *testing.T, overlay string) *manifests {
 		configMaps: map[string]*corev1.ConfigMap{}, services: map[string]*corev1.Service{},
 		statefulSets: map[string]*appsv1.StatefulSet{}, deployments: map[string]*appsv1.Deployment{},
 		certificates: map[string]*certificate{}, issuers: map[string]*issuer{},
+		clusters: map[string]*cnpgCluster{}, objectStores: map[string]*objectStore{}, scheduledBackups: map[string]*scheduledBackup{},
 	}
 	for _, r := range out.Resources() {
 		b, err := r.AsYAML()
 		if err != nil {
 			t.Fatal(err)
 		}
+		obj, err := r.Map()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.raw = append(m.raw, obj)
 		gvk := r.GetGvk()
 		apiVersion := gvk.ApiVersion()
 		name := r.GetName()
@@ -202,6 +231,18 @@ func render(t *testing.T, overlay string) *manifests {
 			v := &issuer{}
 			decode("cert-manager.io/v1", v)
 			m.issuers[gvk.Kind+"/"+name] = v
+		case "Cluster":
+			v := &cnpgCluster{}
+			decode("postgresql.cnpg.io/v1", v)
+			m.clusters[name] = v
+		case "ScheduledBackup":
+			v := &scheduledBackup{}
+			decode("postgresql.cnpg.io/v1", v)
+			m.scheduledBackups[name] = v
+		case "ObjectStore":
+			v := &objectStore{}
+			decode("barmancloud.cnpg.io/v1", v)
+			m.objectStores[name] = v
 		case "Secret":
 			// Secrets are made by documented commands or by cert-manager, never kept here.
 			t.Errorf("Secret %s is in the manifests: secrets are never committed", name)
@@ -281,7 +322,7 @@ func checkWorkloads(t *testing.T, m *manifests, bins binaries, image dockerfile)
 			if w.name == "gateway" {
 				checkGatewayPod(t, c, settings)
 			} else {
-				checkServicePod(t, w, c, settings, bins.probeFlags, image)
+				checkServicePod(t, w, c, settings, bins.probeFlags, image, m.ha)
 			}
 		})
 	}
@@ -468,7 +509,7 @@ func mountOf(c corev1.Container, file string) *corev1.VolumeMount {
 	return nil
 }
 
-func checkServicePod(t *testing.T, w workload, c corev1.Container, set settings, probeFlags map[string]flagInfo, image dockerfile) {
+func checkServicePod(t *testing.T, w workload, c corev1.Container, set settings, probeFlags map[string]flagInfo, image dockerfile, ha bool) {
 	role := w.name
 	if set["tls-client-ca"] == "" || set["tls-require-client-cert"] != "true" {
 		t.Error("the service does not require client certificates from the internal CA (--tls-client-ca, --tls-require-client-cert)")
@@ -495,7 +536,9 @@ func checkServicePod(t *testing.T, w workload, c corev1.Container, set settings,
 	if p := namedPort(c, "grpc"); p == nil || strconv.Itoa(int(p.ContainerPort)) != grpcPort {
 		t.Errorf("no container port named grpc at --grpc-addr's port %s", grpcPort)
 	}
-	if vm := mountOf(c, filepath.Join(set["data"], role+".db")); vm == nil || vm.Name != "data" {
+	if ha {
+		checkStoreInPostgres(t, w, c, set)
+	} else if vm := mountOf(c, filepath.Join(set["data"], role+".db")); vm == nil || vm.Name != "data" {
 		t.Errorf("--data %s is not on the volume claim \"data\"", set["data"])
 	}
 	for kind, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
@@ -519,8 +562,15 @@ func checkServicePod(t *testing.T, w workload, c corev1.Container, set settings,
 			}
 			got[name] = value
 		}
-		if got["service"] != services[role] {
-			t.Errorf("%s probe checks the health of %q; want %q", kind, got["service"], services[role])
+		// Readiness follows the service's health, which follows its store. Over
+		// PostgreSQL liveness asks for the whole server's, which does not: a database
+		// failover makes the pods unready, it must not restart every one of them.
+		want := services[role]
+		if ha && kind == "liveness" {
+			want = ""
+		}
+		if got["service"] != want {
+			t.Errorf("%s probe checks the health of %q; want %q", kind, got["service"], want)
 		}
 		if got["server-name"] != role {
 			t.Errorf("%s probe expects the certificate of %q; want %q", kind, got["server-name"], role)
@@ -738,9 +788,13 @@ func checkGateway(t *testing.T, m *manifests) {
 	for _, s := range sortedKeys(services) {
 		// A one-replica set cannot keep a pod available through a drain: a budget
 		// would either block every drain or allow every eviction.
+		ss := m.statefulSets[s]
+		if ss == nil {
+			continue // a Deployment of the HA overlay: checkReplicatedServices
+		}
 		for _, pdb := range m.pdbs {
 			sel, _ := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
-			if sel != nil && sel.Matches(labels.Set(m.statefulSets[s].Spec.Template.Labels)) && pdb.Spec.MinAvailable != nil {
+			if sel != nil && sel.Matches(labels.Set(ss.Spec.Template.Labels)) && pdb.Spec.MinAvailable != nil {
 				t.Errorf("PodDisruptionBudget %s sets minAvailable on the one-replica %s: node drains would block", pdb.Name, s)
 			}
 		}
@@ -857,6 +911,7 @@ func secretRefs(m *manifests) map[string]string {
 			}
 		}
 	}
+	databaseSecretRefs(m, refs)
 	return refs
 }
 
@@ -874,7 +929,7 @@ func checkSecrets(t *testing.T, m *manifests, docs string) {
 		}
 	}
 	for _, name := range sortedKeys(secretRefs(m)) {
-		made := printed[name] || strings.Contains(docs, "create secret generic "+name+" ")
+		made := printed[name] || strings.Contains(docs, "create secret generic "+name+" ") || documentedInLoop(docs)[name]
 		for _, c := range m.certificates {
 			made = made || c.Spec.SecretName == name
 		}
