@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -180,7 +181,10 @@ func OpenCheckpoint(signed []byte, logKeys ...string) (*Checkpoint, error) {
 		return nil, malformedf("signed checkpoint of %d bytes, at most %d", len(signed), MaxCheckpointSize)
 	}
 	verifiers := make([]note.Verifier, 0, len(logKeys))
-	for _, k := range logKeys {
+	for i, k := range logKeys {
+		if slices.Contains(logKeys[:i], k) {
+			continue // the same key twice (configured and pinned, say) is one key
+		}
 		v, err := note.NewVerifier(k)
 		if err != nil {
 			return nil, fmt.Errorf("kt: log key %q: %w", k, err)

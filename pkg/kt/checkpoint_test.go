@@ -152,6 +152,7 @@ func TestCheckpointSignedDuringALogKeyRotation(t *testing.T) {
 		{"both signatures, the old key known", both, []string{oldKey.VerifierKey()}, nil},
 		{"both signatures, the new key known", both, []string{newKey.VerifierKey()}, nil},
 		{"both signatures, both keys known", both, []string{oldKey.VerifierKey(), newKey.VerifierKey()}, nil},
+		{"both signatures, a key given twice", both, []string{newKey.VerifierKey(), oldKey.VerifierKey(), newKey.VerifierKey()}, nil},
 		{"the new key's alone, the old key known", newOnly, []string{oldKey.VerifierKey()}, ErrUnknownLogKey},
 		{"the new key's alone, both known", newOnly, []string{oldKey.VerifierKey(), newKey.VerifierKey()}, nil},
 		{"a bad signature by the new key, the old key known", badNew, []string{oldKey.VerifierKey()}, nil},
