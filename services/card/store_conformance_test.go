@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -61,6 +62,7 @@ func testStore(t *testing.T, e storeEngine) {
 		{"ConcurrentFirstServiceKeys", testConcurrentFirstKeys},
 		{"ConcurrentServiceKeyRotations", testConcurrentKeyRotations},
 		{"ConcurrentLogAppenders", testConcurrentAppenders},
+		{"LogKeyRotationDuringAppends", testLogKeyRotationDuringAppends},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -1414,4 +1416,73 @@ func testLogKeyRotation(t *testing.T, e storeEngine) {
 		t.Fatal(err)
 	}
 	signedBy(later, []*cardstoragev1.LogKeyRecord{k3}, []*cardstoragev1.LogKeyRecord{k1, k2})
+}
+
+// testLogKeyRotationDuringAppends: one replica rotates the log key (a new key, then
+// the first retired) while another publishes and appends. Every checkpoint is signed
+// by a key of the log, and none that an append returns after the retirement returned
+// carries the retired key's signature: the appender of another replica never signs
+// with a key set that a rotation changed.
+func testLogKeyRotationDuringAppends(t *testing.T, e storeEngine) {
+	stores := e.replicas(t, 2)
+	withKey(t, stores[0])
+	k1, k2 := testLogKey(t, 1, t0), testLogKey(t, 2, t0.Add(time.Hour))
+	if _, err := stores[0].LogKey(k1); err != nil {
+		t.Fatal(err)
+	}
+	vk := func(k *cardstoragev1.LogKeyRecord) string { return logKeyView(k).GetVerifierKey() }
+	var retired atomic.Bool
+	done := make(chan struct{})
+	var appenders sync.WaitGroup
+	appenders.Go(func() {
+		s := stores[1]
+		var prev []byte
+		for i := 0; ; i++ {
+			c := record("app_a", idAlice, byte(i+1), prev)
+			if _, _, err := s.Publish(c, nil, allow(&seen{})); err != nil {
+				t.Error(err)
+				return
+			}
+			prev = c.GetCardId()
+			after := retired.Load()
+			rec, _, err := s.AppendLog(10, t0, signWithLogKeys)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := kt.OpenCheckpoint(rec.GetSignedNote(), vk(k1), vk(k2)); err != nil {
+				t.Errorf("checkpoint of %d entries: %v", rec.GetSize(), err)
+			}
+			if _, err := kt.OpenCheckpoint(rec.GetSignedNote(), vk(k1)); after && err == nil {
+				t.Errorf("checkpoint of %d entries, appended after the retirement, is signed by the retired key", rec.GetSize())
+			}
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if i >= 200 {
+				return
+			}
+		}
+	})
+	time.Sleep(20 * time.Millisecond)
+	if _, err := stores[0].AddLogKey(k2, signWithLogKeys); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if _, _, err := stores[0].RetireLogKey(k1.GetKeyId(), t0, signWithLogKeys); err != nil {
+		t.Fatal(err)
+	}
+	retired.Store(true)
+	time.Sleep(20 * time.Millisecond)
+	close(done)
+	appenders.Wait()
+	latest, err := stores[1].LatestCheckpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kt.OpenCheckpoint(latest.GetSignedNote(), vk(k1)); !errors.Is(err, kt.ErrUnknownLogKey) {
+		t.Errorf("the latest checkpoint with the retired key: %v; want ErrUnknownLogKey", err)
+	}
 }
