@@ -87,7 +87,7 @@ func (s *Server) RotateLogKey(context.Context, *cardv1.RotateLogKeyRequest) (*ca
 	if err != nil {
 		return nil, err
 	}
-	cp, err := s.store.AddLogKey(next, s.signCheckpoint)
+	cp, err := s.store.AddLogKey(next, signWithLogKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func (s *Server) RetireLogKey(_ context.Context, req *cardv1.RetireLogKeyRequest
 			return nil, errs.NotFoundf("the key transparency log has no key %s", req.GetKey())
 		}
 	}
-	retired, cp, err := s.store.RetireLogKey(id, s.now(), s.signCheckpoint)
+	retired, cp, err := s.store.RetireLogKey(id, s.now(), signWithLogKeys)
 	if err != nil {
 		return nil, err
 	}

@@ -117,12 +117,7 @@ func eventLeaf(ev *cardstoragev1.CardEventRecord) ([]byte, error) {
 	return b, nil
 }
 
-// signCheckpoint is the store's CheckpointSigner (signWithLogKeys).
-func (s *Server) signCheckpoint(c *kt.Checkpoint, keys []*cardstoragev1.LogKeyRecord) ([]byte, error) {
-	return signWithLogKeys(c, keys)
-}
-
-// signWithLogKeys signs c with the log keys that sign, which the store read in its
+// signWithLogKeys is the store's CheckpointSigner: it signs c with the log keys that sign, which the store read in its
 // transaction (so that a rotation on another replica applies here at once).
 func signWithLogKeys(c *kt.Checkpoint, keys []*cardstoragev1.LogKeyRecord) ([]byte, error) {
 	signers, err := logSigners(keys)
@@ -141,7 +136,7 @@ func (s *Server) PublishCheckpoint(ctx context.Context) (*cardstoragev1.Checkpoi
 	s.appendMu.Lock()
 	defer s.appendMu.Unlock()
 	for {
-		cp, n, err := s.store.AppendLog(maxAppendBatch, s.now(), s.signCheckpoint)
+		cp, n, err := s.store.AppendLog(maxAppendBatch, s.now(), signWithLogKeys)
 		if err != nil {
 			return nil, err
 		}
