@@ -21,6 +21,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	adminv1 "github.com/umbra-e2ee/umbra/proto/umbra/admin/v1"
+	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	"github.com/umbra-e2ee/umbra/services/backup"
 	"github.com/umbra-e2ee/umbra/services/card"
 	"github.com/umbra-e2ee/umbra/services/group"
@@ -29,9 +30,10 @@ import (
 )
 
 // runAdmin is the operator's side of the stores: list a running process's stores, back
-// one up online, check one offline, or restore one into a stopped service's data folder.
+// one up online, check one offline, or restore one into a stopped service's data folder;
+// and of the key transparency log key: start and end its rotation (adminLogKey).
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, args, err := subcommand("admin", args, stderr, "stores", "backup", "verify", "restore")
+	sub, args, err := subcommand("admin", args, stderr, "stores", "backup", "verify", "restore", "rotate-log-key", "retire-log-key")
 	if err != nil {
 		return err
 	}
@@ -48,6 +50,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	from := fs.String("from", "", "restore: the backup file")
 	data := fs.String("data", "", "verify, restore: the stopped service's data folder")
 	file := fs.String("file", "", "verify: a store's file to check instead of the one in --data (a backup)")
+	logKey := fs.String("key", "", "retire-log-key: the log key to retire, its verifier key or key id (umbra card log-key lists them)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -80,6 +83,12 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	client := adminv1.NewAdminServiceClient(conn)
 	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+*adminToken)
 	switch sub {
+	case "rotate-log-key", "retire-log-key":
+		if sub == "retire-log-key" && *logKey == "" {
+			fmt.Fprintln(stderr, "usage: umbra admin retire-log-key --key <verifier key or key id>   (umbra card log-key lists them)")
+			return errUsage
+		}
+		return adminLogKey(ctx, cardv1.NewCardServiceClient(conn), sub, *logKey, stdout)
 	case "stores":
 		resp, err := client.ListStores(ctx, &adminv1.ListStoresRequest{})
 		if err != nil {
@@ -250,4 +259,40 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// adminLogKey starts a log key rotation (rotate-log-key: a new key signs every
+// checkpoint beside the current one) or ends one (retire-log-key: the named key stops
+// signing), and prints the keys that sign, as clients, witnesses and auditors take
+// them (docs/operations.md, "Rotating the log key").
+func adminLogKey(ctx context.Context, cards cardv1.CardServiceClient, sub, key string, stdout io.Writer) error {
+	var keys []*cardv1.LogKey
+	if sub == "rotate-log-key" {
+		resp, err := cards.RotateLogKey(ctx, &cardv1.RotateLogKeyRequest{})
+		if err != nil {
+			return err
+		}
+		keys = resp.GetKeys()
+		fmt.Fprintf(stdout, "new log key %s (id %s): it signs every checkpoint from now on, beside the current one\n", resp.GetKey().GetVerifierKey(), resp.GetKey().GetKeyId())
+	} else {
+		resp, err := cards.RetireLogKey(ctx, &cardv1.RetireLogKeyRequest{Key: key})
+		if err != nil {
+			return err
+		}
+		keys = resp.GetKeys()
+		fmt.Fprintf(stdout, "log key %s (id %s) retired: it signs no more checkpoints, and its private key is erased\n", resp.GetKey().GetVerifierKey(), resp.GetKey().GetKeyId())
+	}
+	var signing []string
+	for _, k := range keys {
+		if k.GetRetiredAt() == nil {
+			signing = append(signing, k.GetVerifierKey())
+		}
+	}
+	fmt.Fprintf(stdout, "the log keys that sign, as --log-key (and sdk.Config.LogKeys) take them:\n%s\n", strings.Join(signing, ","))
+	if sub == "rotate-log-key" {
+		fmt.Fprintln(stdout, "next: ship the new key to your apps, witnesses and auditors beside the old one; when they all have it, umbra admin retire-log-key --key <the old key>")
+	} else {
+		fmt.Fprintln(stdout, "clients, witnesses and auditors that know only the retired key now refuse every new checkpoint: they need the key(s) above")
+	}
+	return nil
 }

@@ -25,8 +25,8 @@ func runKtLog(ctx context.Context, sub string, args []string, stdout, stderr io.
 	fs.StringVar(&lc.Addr, "server", "127.0.0.1:9090", "the card service's gRPC address, or its REST gateway's URL (http://host:8080)")
 	fs.StringVar(&lc.TLS.CAFile, "tls-ca", "", "CA that signs the server's certificate (enables TLS)")
 	fs.BoolVar(&lc.Insecure, "insecure", false, "allow plaintext beyond loopback")
-	logKey := fs.String("log-key", "", "the log's verifier key (umbra card log-key prints it); default: the one the server states")
-	var files, states, witnesses listFlag
+	var logKeys, files, states, witnesses listFlag
+	fs.Var(&logKeys, "log-key", "the log's verifier keys, comma-separated (umbra card log-key prints them; across a log key rotation, the old and the new); default: the one the server states")
 	var quorum int
 	if sub == "audit" {
 		fs.Var(&files, "checkpoint", "comma-separated files of signed checkpoints to check too (a client's, a witness's)")
@@ -43,18 +43,18 @@ func runKtLog(ctx context.Context, sub string, args []string, stdout, stderr io.
 		return err
 	}
 	defer log.Close()
-	if *logKey == "" {
+	if len(logKeys) == 0 {
 		_, vkey, err := log.LogKey(ctx)
 		if err != nil {
 			return err
 		}
-		*logKey = vkey
+		logKeys = listFlag{vkey}
 		fmt.Fprintf(stdout, "log key %s, as the server states it (pass --log-key to check against the one you trust)\n", vkey)
 	}
 	if sub == "checkpoint" {
-		return ktCheckpoint(ctx, log, *logKey, witnesses, quorum, stdout)
+		return ktCheckpoint(ctx, log, logKeys, witnesses, quorum, stdout)
 	}
-	cfg := ktaudit.Config{LogKey: *logKey}
+	cfg := ktaudit.Config{LogKeys: logKeys}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -83,7 +83,7 @@ func runKtLog(ctx context.Context, sub string, args []string, stdout, stderr io.
 
 // ktCheckpoint prints the latest checkpoint, verified against the log key and, with
 // witnesses, cosigned by the quorum of them (the SDK's CheckWitnesses).
-func ktCheckpoint(ctx context.Context, log ktlog.Log, logKey string, witnessArgs []string, quorum int, stdout io.Writer) error {
+func ktCheckpoint(ctx context.Context, log ktlog.Log, logKeys []string, witnessArgs []string, quorum int, stdout io.Writer) error {
 	var ws []sdk.Witness
 	for _, a := range witnessArgs {
 		w, err := sdk.ParseWitness(a)
@@ -101,14 +101,14 @@ func ktCheckpoint(ctx context.Context, log ktlog.Log, logKey string, witnessArgs
 		if err != nil {
 			return err
 		}
-		if cp, err = kt.OpenCheckpoint(latest, logKey); err != nil {
+		if cp, err = kt.OpenCheckpoint(latest, logKeys...); err != nil {
 			return fmt.Errorf("the latest checkpoint: %w", err)
 		}
 		signed = latest
 		if len(ws) == 0 {
 			break
 		}
-		signed, err = sdk.CheckWitnesses(ctx, nil, ws, quorum, logKey, latest, time.Now())
+		signed, err = sdk.CheckWitnesses(ctx, nil, ws, quorum, logKeys, latest, time.Now())
 		if err == nil {
 			break
 		}

@@ -176,21 +176,40 @@ func printServiceKeys(ctx context.Context, c *sdk.Client, w io.Writer) error {
 	return nil
 }
 
-// printLogKey prints the key transparency log key as a signed-note verifier key, and
-// the latest checkpoint it signed.
+// printLogKey prints the key transparency log keys that sign, as signed-note verifier
+// keys (two during a log key rotation), the retired ones, and the latest checkpoint
+// they signed.
 func printLogKey(ctx context.Context, c *sdk.Client, w io.Writer) error {
 	cards := cardv1.NewCardServiceClient(c.Conn())
 	key, err := cards.GetLogKey(ctx, &cardv1.GetLogKeyRequest{})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "the key transparency log key (origin %s), as a signed-note verifier key for clients, witnesses and auditors:\n%s\n", key.GetOrigin(), key.GetVerifierKey())
+	signing, retired := []string{}, []string{}
+	for _, k := range key.GetKeys() {
+		if k.GetRetiredAt() == nil {
+			signing = append(signing, k.GetVerifierKey())
+		} else {
+			retired = append(retired, fmt.Sprintf("%s (retired %s)", k.GetVerifierKey(), k.GetRetiredAt().AsTime().Format(time.RFC3339)))
+		}
+	}
+	if len(signing) == 0 { // a server from before log key rotations
+		signing = []string{key.GetVerifierKey()}
+	}
+	if len(signing) == 1 {
+		fmt.Fprintf(w, "the key transparency log key (origin %s), as a signed-note verifier key for clients, witnesses and auditors:\n%s\n", key.GetOrigin(), signing[0])
+	} else {
+		fmt.Fprintf(w, "the key transparency log keys (origin %s): a log key rotation is in progress and each signs every checkpoint; as --log-key takes them:\n%s\n", key.GetOrigin(), strings.Join(signing, ","))
+	}
 	fmt.Fprintln(w, "check it over a channel you trust (the operator's published value), not only this server's word")
+	if len(retired) > 0 {
+		fmt.Fprintf(w, "retired log keys, which sign no more checkpoints:\n  %s\n", strings.Join(retired, "\n  "))
+	}
 	resp, err := cards.GetCheckpoint(ctx, &cardv1.GetCheckpointRequest{})
 	if err != nil {
 		return err
 	}
-	cp, err := kt.OpenCheckpoint(resp.GetCheckpoint(), key.GetVerifierKey())
+	cp, err := kt.OpenCheckpoint(resp.GetCheckpoint(), signing...)
 	if err != nil {
 		return fmt.Errorf("the latest checkpoint: %w", err)
 	}

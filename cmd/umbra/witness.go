@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strings"
 
 	"github.com/umbra-e2ee/umbra/internal/witness"
 )
@@ -32,7 +33,8 @@ func runWitness(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	dir := fs.String("witness-dir", "umbra-witness", "folder for the witness's state (state.json: the last checkpoint cosigned) and fork evidence (forks.jsonl)")
 	fs.StringVar(&cfg.KeyFile, "key-file", "", "the witness's private key (default: witness.key in --witness-dir; umbra witness keygen writes it)")
 	fs.StringVar(&cfg.Log.Addr, "server", "127.0.0.1:9090", "the card service's gRPC address, or its REST gateway's URL (http://host:8080)")
-	fs.StringVar(&cfg.LogKey, "log-key", "", "the log's verifier key (umbra card log-key prints it); default: the one the log states, on the first start only")
+	var logKeys listFlag
+	fs.Var(&logKeys, "log-key", "the log's verifier keys, comma-separated (umbra card log-key prints them; during a log key rotation, the old and the new); default: those of the state file, or on the first start the one the log states")
 	fs.StringVar(&cfg.Log.TLS.CAFile, "tls-ca", "", "CA that signs the card service's certificate (enables TLS)")
 	fs.StringVar(&cfg.Listen, "listen", witness.DefaultListen, "address of the witness's HTTP API (loopback unless --insecure)")
 	fs.DurationVar(&cfg.Interval, "interval", witness.DefaultInterval, "how often to poll the log for a new checkpoint")
@@ -49,7 +51,7 @@ func runWitness(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stderr, "umbra witness: unexpected argument %q\n", fs.Arg(0))
 		return errUsage
 	}
-	cfg.Dir = *dir
+	cfg.Dir, cfg.LogKeys = *dir, logKeys
 	if cfg.KeyFile == "" {
 		cfg.KeyFile = filepath.Join(*dir, "witness.key")
 	}
@@ -61,7 +63,7 @@ func runWitness(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer log.Sync()
 	cfg.Ready = func(w *witness.Witness, addr net.Addr) {
 		fmt.Fprintf(stdout, "witness %s\nfollowing %s at %s\ncosigned checkpoints at http://%s/checkpoint, fork evidence at http://%s/forks\n",
-			w.Key(), w.LogKey(), cfg.Log.Addr, addr, addr)
+			w.Key(), strings.Join(w.LogKeys(), ","), cfg.Log.Addr, addr, addr)
 	}
 	return witness.Run(ctx, cfg, log)
 }

@@ -29,8 +29,10 @@ type Source struct {
 
 // Config is what to audit.
 type Config struct {
-	// LogKey is the log's verifier key; every checkpoint must be signed by it.
-	LogKey string
+	// LogKeys are the log's verifier keys; every checkpoint must be signed by one of
+	// them. Across a log key rotation, give the old and the new key: checkpoints
+	// signed before it carry the old key's signature only, those after the new one's.
+	LogKeys []string
 	// Checkpoints are checked beside the log's latest.
 	Checkpoints []Source
 	// PageSize is how many entries each GetLogEntries asks for; zero means
@@ -87,7 +89,7 @@ func Audit(ctx context.Context, log ktlog.Log, cfg Config) (*Result, error) {
 	}
 	var targets []target
 	for _, s := range cfg.Checkpoints {
-		cp, err := kt.OpenCheckpoint(s.Signed, cfg.LogKey)
+		cp, err := kt.OpenCheckpoint(s.Signed, cfg.LogKeys...)
 		if err != nil {
 			return nil, fmt.Errorf("checkpoint %s: %w", s.Name, err)
 		}
@@ -97,7 +99,7 @@ func Audit(ctx context.Context, log ktlog.Log, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	latest, err := kt.OpenCheckpoint(signed, cfg.LogKey)
+	latest, err := kt.OpenCheckpoint(signed, cfg.LogKeys...)
 	if err != nil {
 		return nil, fmt.Errorf("the log's latest checkpoint: %w", err)
 	}

@@ -43,7 +43,7 @@ func TestAuditHonestLog(t *testing.T) {
 	v.Append(t, ktlogtest.Publications(t, 43, 25)...)
 	var pages int
 	res, err := Audit(context.Background(), dial(t, v), Config{
-		LogKey:      log.VerifierKey(),
+		LogKeys:     []string{log.VerifierKey()},
 		Checkpoints: []Source{{"second.txt", second}, {"first.txt", first}},
 		PageSize:    7,
 		Progress:    func(done, total uint64) { pages++ },
@@ -74,7 +74,7 @@ func TestAuditCatchesAMapThatDisagreesWithTheLog(t *testing.T) {
 	hiding := *withRotation
 	hiding.MapRoot = honest.MapRoot
 	v.Serve(log.Sign(t, &hiding))
-	_, err := Audit(context.Background(), dial(t, v), Config{LogKey: log.VerifierKey()})
+	_, err := Audit(context.Background(), dial(t, v), Config{LogKeys: []string{log.VerifierKey()}})
 	var m *MismatchError
 	if !errors.As(err, &m) || !errors.Is(err, ErrMismatch) || m.What != "map root" || m.Size != 7 || m.Checkpoint != honest.MapRoot || m.Recomputed != withRotation.MapRoot {
 		t.Fatalf("Audit = %v; want a map root mismatch at 7 entries", err)
@@ -96,7 +96,7 @@ func TestAuditCatchesACheckpointThatIsNotItsEntries(t *testing.T) {
 	other := split.Append(t, ktlogtest.Publications(t, 40, 3)...) // 7 entries, other cards
 
 	t.Run("given", func(t *testing.T) {
-		_, err := Audit(context.Background(), dial(t, v), Config{LogKey: log.VerifierKey(), Checkpoints: []Source{{"witness state.json", other}}})
+		_, err := Audit(context.Background(), dial(t, v), Config{LogKeys: []string{log.VerifierKey()}, Checkpoints: []Source{{"witness state.json", other}}})
 		var m *MismatchError
 		if !errors.As(err, &m) || m.What != "log root" || m.Size != 7 || m.Source != "witness state.json" {
 			t.Fatalf("Audit = %v; want a log root mismatch of the given checkpoint", err)
@@ -106,7 +106,7 @@ func TestAuditCatchesACheckpointThatIsNotItsEntries(t *testing.T) {
 		// The log serves its entries with the other view's checkpoint as its latest.
 		liar := v.Fork(t)
 		liar.Serve(other)
-		_, err := Audit(context.Background(), dial(t, liar), Config{LogKey: log.VerifierKey()})
+		_, err := Audit(context.Background(), dial(t, liar), Config{LogKeys: []string{log.VerifierKey()}})
 		var m *MismatchError
 		if !errors.As(err, &m) || m.What != "log root" || m.Source != "the log's latest" {
 			t.Fatalf("Audit = %v; want a log root mismatch of the latest", err)
@@ -115,7 +115,7 @@ func TestAuditCatchesACheckpointThatIsNotItsEntries(t *testing.T) {
 	t.Run("newer than the log", func(t *testing.T) {
 		bigger := v.Fork(t)
 		big := bigger.Append(t, ktlogtest.Publications(t, 7, 2)...)
-		_, err := Audit(context.Background(), dial(t, v), Config{LogKey: log.VerifierKey(), Checkpoints: []Source{{"old.txt", big}}})
+		_, err := Audit(context.Background(), dial(t, v), Config{LogKeys: []string{log.VerifierKey()}, Checkpoints: []Source{{"old.txt", big}}})
 		if !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "went back") {
 			t.Fatalf("Audit = %v; want the log going back", err)
 		}
@@ -123,11 +123,48 @@ func TestAuditCatchesACheckpointThatIsNotItsEntries(t *testing.T) {
 	t.Run("not signed by the log key", func(t *testing.T) {
 		stranger, _ := kt.NewLogSigner(ktlogtest.Origin, bytes.Repeat([]byte{3}, 32))
 		forged, _ := kt.SignCheckpoint(v.Checkpoint(t), stranger)
-		if _, err := Audit(context.Background(), dial(t, v), Config{LogKey: log.VerifierKey(), Checkpoints: []Source{{"forged.txt", forged}}}); !errors.Is(err, kt.ErrUnknownLogKey) {
+		if _, err := Audit(context.Background(), dial(t, v), Config{LogKeys: []string{log.VerifierKey()}, Checkpoints: []Source{{"forged.txt", forged}}}); !errors.Is(err, kt.ErrUnknownLogKey) {
 			t.Fatalf("Audit = %v; want ErrUnknownLogKey", err)
 		}
-		if _, err := Audit(context.Background(), dial(t, v), Config{LogKey: stranger.VerifierKey()}); !errors.Is(err, kt.ErrUnknownLogKey) {
+		if _, err := Audit(context.Background(), dial(t, v), Config{LogKeys: []string{stranger.VerifierKey()}}); !errors.Is(err, kt.ErrUnknownLogKey) {
 			t.Fatalf("Audit with another key = %v; want ErrUnknownLogKey", err)
 		}
 	})
+}
+
+// TestAuditAcrossALogKeyRotation: with the old and the new log key, the auditor checks
+// checkpoints signed before, during and after a rotation against one replay; with one
+// key only, what the other alone signed is refused (ErrUnknownLogKey); a checkpoint of
+// the new key whose entries are not the log's is still a mismatch.
+func TestAuditAcrossALogKeyRotation(t *testing.T) {
+	log := ktlogtest.New(t)
+	v := log.NewView()
+	before := v.Append(t, ktlogtest.Publications(t, 0, 3)...)
+	oldKey := log.VerifierKey()
+	newKey := log.Rotate(t).VerifierKey()
+	during := v.Append(t, ktlogtest.Publications(t, 3, 4)...)
+	log.Retire()
+	split := v.Fork(t)
+	v.Append(t, ktlogtest.Publications(t, 7, 2)...)
+	other := split.Append(t, ktlogtest.Publications(t, 70, 2)...) // 9 entries, signed by the new key, other cards
+
+	files := []Source{{"before.txt", before}, {"during.txt", during}}
+	res, err := Audit(context.Background(), dial(t, v), Config{LogKeys: []string{oldKey, newKey}, Checkpoints: files})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Checked) != 3 || res.Checked[0].Size != 3 || res.Checked[1].Size != 7 || res.Checked[2].Size != 9 {
+		t.Fatalf("result %+v; want the checkpoints of 3, 7 and 9 entries checked", res)
+	}
+	if _, err := Audit(context.Background(), dial(t, v), Config{LogKeys: []string{newKey}, Checkpoints: files}); !errors.Is(err, kt.ErrUnknownLogKey) || !strings.Contains(err.Error(), "before.txt") {
+		t.Errorf("the new key only, with a checkpoint the old key alone signed: %v; want ErrUnknownLogKey for before.txt", err)
+	}
+	if _, err := Audit(context.Background(), dial(t, v), Config{LogKeys: []string{oldKey}}); !errors.Is(err, kt.ErrUnknownLogKey) {
+		t.Errorf("the old key only, after its retirement: %v; want ErrUnknownLogKey", err)
+	}
+	_, err = Audit(context.Background(), dial(t, v), Config{LogKeys: []string{oldKey, newKey}, Checkpoints: append(files, Source{"rewritten.txt", other})})
+	var m *MismatchError
+	if !errors.As(err, &m) || m.Source != "rewritten.txt" {
+		t.Errorf("a checkpoint of the new key over other entries: %v; want a mismatch of rewritten.txt", err)
+	}
 }

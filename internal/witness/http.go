@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -120,7 +121,7 @@ func (w *Witness) postCheckpoint(rw http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, kt.ErrMalformed):
 		writeText(rw, http.StatusBadRequest, "%v", err)
 	case errors.Is(err, kt.ErrBadSignature), errors.Is(err, kt.ErrUnknownLogKey):
-		writeText(rw, http.StatusForbidden, "%v (this witness follows %s)", err, w.logKey)
+		writeText(rw, http.StatusForbidden, "%v (this witness follows %s)", err, strings.Join(w.logKeys, ","))
 	case errors.Is(err, ErrNotCosigned):
 		writeText(rw, http.StatusNotFound, "%v", err)
 	case errors.Is(err, ErrLogUnavailable):
@@ -150,14 +151,17 @@ func (w *Witness) getForks(rw http.ResponseWriter, _ *http.Request) {
 type Status struct {
 	Witness string `json:"witness"`
 	Origin  string `json:"origin"`
-	LogKey  string `json:"log_key"`
+	// LogKeys are the log keys the witness accepts checkpoints signed by (two during a
+	// log key rotation); LogKey is the first of them.
+	LogKey  string   `json:"log_key"`
+	LogKeys []string `json:"log_keys"`
 	// Size is the size of the last checkpoint cosigned; absent before the first.
 	Size  *uint64 `json:"size,omitempty"`
 	Forks int     `json:"forks"`
 }
 
 func (w *Witness) getStatus(rw http.ResponseWriter, _ *http.Request) {
-	st := Status{Witness: w.Key().String(), Origin: w.origin, LogKey: w.logKey}
+	st := Status{Witness: w.Key().String(), Origin: w.origin, LogKey: w.logKeys[0], LogKeys: w.LogKeys()}
 	w.mu.RLock()
 	if w.latest != nil {
 		size := w.latest.cp.Size

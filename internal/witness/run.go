@@ -63,7 +63,7 @@ func Run(ctx context.Context, cfg RunConfig, logger *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	logger.Info("witness started", zap.String("witness", w.Key().String()), zap.String("log_key", w.LogKey()), zap.String("listen", lis.Addr().String()))
+	logger.Info("witness started", zap.String("witness", w.Key().String()), zap.Strings("log_keys", w.LogKeys()), zap.String("listen", lis.Addr().String()))
 	if cfg.Ready != nil {
 		cfg.Ready(w, lis.Addr())
 	}

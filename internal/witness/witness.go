@@ -19,7 +19,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,10 +51,13 @@ var (
 
 // Config is a witness's configuration.
 type Config struct {
-	// LogKey is the verifier key of the log to follow. Empty means the key the log
-	// states (GetLogKey), on the first start only: the state file keeps it, and a
-	// later start with another key is refused.
-	LogKey string
+	// LogKeys are the verifier keys of the log to follow, all named by its origin:
+	// one, or, during a log key rotation, the old and the new one (a checkpoint signed
+	// by any of them is the log's). None means the keys of the state file, or on the
+	// first start the key the log states (GetLogKey). The state file keeps them; a
+	// later start with keys of another origin is refused (a witness follows one log),
+	// and one with other keys of the same origin follows a rotation.
+	LogKeys []string
 	// Signer is the witness's key.
 	Signer *kt.WitnessSigner
 	// Dir holds state.json and forks.jsonl; created 0700 if missing.
@@ -69,9 +74,12 @@ type Config struct {
 // State is what state.json holds.
 type State struct {
 	Version int `json:"version"`
-	// LogKey is the followed log's verifier key, and WitnessKey the witness's own.
-	LogKey     string `json:"log_key"`
-	WitnessKey string `json:"witness_key"`
+	// LogKeys are the followed log's verifier keys (LogKey, the first of them, is
+	// what state files written before log key rotations hold), and WitnessKey the
+	// witness's own.
+	LogKey     string   `json:"log_key"`
+	LogKeys    []string `json:"log_keys,omitempty"`
+	WitnessKey string   `json:"witness_key"`
 	// Cosigned is the last checkpoint the witness cosigned: the log's signed note
 	// with the witness's cosignature appended.
 	Cosigned string `json:"cosigned"`
@@ -106,11 +114,11 @@ type cosigned struct {
 
 // Witness follows one log.
 type Witness struct {
-	log    ktlog.Log
-	cfg    Config
-	logger *zap.Logger
-	logKey string
-	origin string
+	log     ktlog.Log
+	cfg     Config
+	logger  *zap.Logger
+	logKeys []string
+	origin  string
 
 	// observe serialises observations: each reads the state, may ask the log for a
 	// proof, and writes the state.
@@ -149,31 +157,45 @@ func New(ctx context.Context, log ktlog.Log, cfg Config, logger *zap.Logger) (*W
 	if err != nil {
 		return nil, err
 	}
+	var stateKeys []string
+	if st != nil {
+		stateKeys = st.logKeys()
+	}
 	switch {
-	case st != nil && cfg.LogKey != "" && cfg.LogKey != st.LogKey:
-		return nil, fmt.Errorf("witness: %s follows the log key %s, not %s: a witness follows one log (use another data folder)", w.statePath(), st.LogKey, cfg.LogKey)
+	case len(cfg.LogKeys) > 0:
+		w.logKeys = slices.Clone(cfg.LogKeys)
 	case st != nil:
-		w.logKey = st.LogKey
-	case cfg.LogKey != "":
-		w.logKey = cfg.LogKey
+		w.logKeys = stateKeys
 	default:
 		_, vkey, err := log.LogKey(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("witness: no --log-key given, and the log's own: %w", err)
 		}
-		w.logKey = vkey
+		w.logKeys = []string{vkey}
 		logger.Warn("following the log key the log states, on first use; pin it with --log-key", zap.String("log_key", vkey))
 	}
-	v, err := note.NewVerifier(w.logKey)
-	if err != nil {
-		return nil, fmt.Errorf("witness: log key %q: %w", w.logKey, err)
+	if w.origin, err = logOrigin(w.logKeys); err != nil {
+		return nil, err
 	}
-	w.origin = v.Name()
+	if st != nil {
+		origin, err := logOrigin(stateKeys)
+		if err != nil {
+			return nil, fmt.Errorf("witness: %s: %w", w.statePath(), err)
+		}
+		if origin != w.origin {
+			return nil, fmt.Errorf("witness: %s follows the log %s (log key %s), not %s: a witness follows one log (use another data folder)", w.statePath(), origin, strings.Join(stateKeys, ","), w.origin)
+		}
+		if !slices.Equal(stateKeys, w.logKeys) {
+			logger.Info("the log's keys changed (a log key rotation): checkpoints signed by any of these keys are the log's", zap.Strings("log_keys", w.logKeys), zap.Strings("previous_log_keys", stateKeys))
+		}
+	}
 	if st != nil {
 		if st.WitnessKey != cfg.Signer.Key().String() {
 			return nil, fmt.Errorf("witness: %s was cosigned by the witness key %s, not %s", w.statePath(), st.WitnessKey, cfg.Signer.Key())
 		}
-		c, err := w.openCosigned([]byte(st.Cosigned))
+		// The state's checkpoint was cosigned under the keys of that time: a key
+		// retired since still vouches for what this witness already cosigned.
+		c, err := w.openCosigned([]byte(st.Cosigned), append(slices.Clone(w.logKeys), stateKeys...))
 		if err != nil {
 			return nil, fmt.Errorf("witness: %s: %w", w.statePath(), err)
 		}
@@ -188,9 +210,9 @@ func New(ctx context.Context, log ktlog.Log, cfg Config, logger *zap.Logger) (*W
 func (w *Witness) statePath() string { return filepath.Join(w.cfg.Dir, "state.json") }
 func (w *Witness) forksPath() string { return filepath.Join(w.cfg.Dir, "forks.jsonl") }
 
-// LogKey is the verifier key of the log the witness follows, and Origin its origin.
-func (w *Witness) LogKey() string { return w.logKey }
-func (w *Witness) Origin() string { return w.origin }
+// LogKeys are the verifier keys of the log the witness follows, and Origin its origin.
+func (w *Witness) LogKeys() []string { return slices.Clone(w.logKeys) }
+func (w *Witness) Origin() string    { return w.origin }
 
 // Key is the witness's verifier key.
 func (w *Witness) Key() *kt.WitnessKey { return w.cfg.Signer.Key() }
@@ -204,7 +226,7 @@ func (w *Witness) loadState() (*State, error) {
 		return nil, err
 	}
 	st := &State{}
-	if err := json.Unmarshal(b, st); err != nil || st.Version != 1 || st.LogKey == "" {
+	if err := json.Unmarshal(b, st); err != nil || st.Version != 1 || len(st.logKeys()) == 0 {
 		return nil, fmt.Errorf("witness: %s is not a witness state file (version 1)", w.statePath())
 	}
 	return st, nil
@@ -223,10 +245,40 @@ func ReadState(path string) (*State, error) {
 	return st, nil
 }
 
-// openCosigned checks a cosigned checkpoint of the state: the log's signature and
-// the witness's own cosignature.
-func (w *Witness) openCosigned(b []byte) (*cosigned, error) {
-	cp, err := kt.OpenCheckpoint(b, w.logKey)
+// logKeys are the log keys a state file names.
+func (st *State) logKeys() []string {
+	if len(st.LogKeys) > 0 {
+		return st.LogKeys
+	}
+	if st.LogKey != "" {
+		return []string{st.LogKey}
+	}
+	return nil
+}
+
+// logOrigin checks that keys are verifier keys of one log, and returns its origin.
+func logOrigin(keys []string) (string, error) {
+	origin := ""
+	for _, k := range keys {
+		v, err := note.NewVerifier(k)
+		if err != nil {
+			return "", fmt.Errorf("witness: log key %q: %w", k, err)
+		}
+		if origin != "" && v.Name() != origin {
+			return "", fmt.Errorf("witness: log keys of two logs, %s and %s: a witness follows one log, and a log's keys are all named by its origin", origin, v.Name())
+		}
+		origin = v.Name()
+	}
+	if origin == "" {
+		return "", errors.New("witness: no log key")
+	}
+	return origin, nil
+}
+
+// openCosigned checks a cosigned checkpoint of the state: the log's signature (by one
+// of logKeys) and the witness's own cosignature.
+func (w *Witness) openCosigned(b []byte, logKeys []string) (*cosigned, error) {
+	cp, err := kt.OpenCheckpoint(b, logKeys...)
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +296,7 @@ func (w *Witness) openCosigned(b []byte) (*cosigned, error) {
 // the folder synced. A cosignature is served only after its state is on disk, so a
 // crash never lets the witness forget what it cosigned.
 func (w *Witness) saveState(c *cosigned) error {
-	b, err := json.MarshalIndent(State{Version: 1, LogKey: w.logKey, WitnessKey: w.Key().String(), Cosigned: string(c.note)}, "", "  ")
+	b, err := json.MarshalIndent(State{Version: 1, LogKey: w.logKeys[0], LogKeys: w.logKeys, WitnessKey: w.Key().String(), Cosigned: string(c.note)}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -347,7 +399,7 @@ func (w *Witness) Forks() []Fork {
 // A fork is a *kt.ForkError, recorded (forks.jsonl, the log, Forks) with both signed
 // checkpoints; the witness goes on cosigning only checkpoints consistent with its own.
 func (w *Witness) Observe(ctx context.Context, signed []byte, source string) ([]byte, error) {
-	cp, err := kt.OpenCheckpoint(signed, w.logKey)
+	cp, err := kt.OpenCheckpoint(signed, w.logKeys...)
 	if err != nil {
 		return nil, err
 	}
@@ -406,9 +458,13 @@ func (w *Witness) consistency(ctx context.Context, from, to uint64) ([][]byte, e
 
 // cosign cosigns a checkpoint checked to be consistent, stores it, and returns it.
 func (w *Witness) cosign(cp *kt.Checkpoint, text string, signed []byte) ([]byte, error) {
-	// Only the log's signature is kept under the witness's own: not lines another
-	// party added.
-	n, err := note.Open(signed, note.VerifierList(mustVerifier(w.logKey)))
+	// Only the log's signatures (by the keys this witness knows) are kept under the
+	// witness's own: not lines another party added.
+	verifiers := make([]note.Verifier, len(w.logKeys))
+	for i, k := range w.logKeys {
+		verifiers[i] = mustVerifier(k)
+	}
+	n, err := note.Open(signed, note.VerifierList(verifiers...))
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,11 +106,12 @@ func newEnv(t *testing.T, n int) *env {
 	return e
 }
 
-// open (re)opens the witness over its data folder.
-func (e *env) open(logKey string) {
+// open (re)opens the witness over its data folder, with these log keys (none: those
+// of the state file).
+func (e *env) open(logKeys ...string) {
 	e.t.Helper()
 	core, logs := observer.New(zapcore.InfoLevel)
-	w, err := New(context.Background(), e.sw, Config{LogKey: logKey, Signer: e.signer, Dir: e.dir}, zap.New(core))
+	w, err := New(context.Background(), e.sw, Config{LogKeys: logKeys, Signer: e.signer, Dir: e.dir}, zap.New(core))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -407,7 +409,7 @@ func TestWitnessRemembersAcrossRestarts(t *testing.T) {
 	e.mustPoll()
 	other := split.Append(t, ktlogtest.Publications(t, 100, 2)...) // 6 entries, other cards
 
-	e.open("") // a restart, taking the log key from the state file
+	e.open() // a restart, taking the log key from the state file
 	if e.latestSize() != 6 {
 		t.Fatalf("after a restart the witness's latest is %d entries, want 6", e.latestSize())
 	}
@@ -419,7 +421,7 @@ func TestWitnessRemembersAcrossRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(context.Background(), e.sw, Config{LogKey: otherLog.VerifierKey(), Signer: e.signer, Dir: e.dir}, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "follows the log key") {
+	if _, err := New(context.Background(), e.sw, Config{LogKeys: []string{otherLog.VerifierKey()}, Signer: e.signer, Dir: e.dir}, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "a witness follows one log") {
 		t.Errorf("a data folder of another log: %v", err)
 	}
 	if _, err := New(context.Background(), e.sw, Config{Signer: testSigner(t, 2), Dir: e.dir}, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "witness key") {
@@ -447,8 +449,8 @@ func TestWitnessFollowsAndServes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.LogKey() != log.VerifierKey() || w.Origin() != ktlogtest.Origin {
-		t.Fatalf("log key %q origin %q", w.LogKey(), w.Origin())
+	if !slices.Equal(w.LogKeys(), []string{log.VerifierKey()}) || w.Origin() != ktlogtest.Origin {
+		t.Fatalf("log keys %q origin %q", w.LogKeys(), w.Origin())
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -476,5 +478,71 @@ func TestWitnessFollowsAndServes(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// TestWitnessFollowsALogKeyRotation: a witness configured with the old log key keeps
+// cosigning while both keys sign; given both keys (a restart with --log-key old,new)
+// it keeps the log signatures of both under its cosignature; once the old key is
+// retired, a witness given the new key follows (its state, cosigned under the old key,
+// still opens), one that knows only the old key refuses the new checkpoints
+// (ErrUnknownLogKey); and the rotation resets nothing: a rewritten log signed by the
+// new key is a fork.
+func TestWitnessFollowsALogKeyRotation(t *testing.T) {
+	e := newEnv(t, 4)
+	e.mustPoll()
+	oldKey := e.log.VerifierKey()
+	newKey := e.log.Rotate(t).VerifierKey()
+
+	// Both keys sign; the witness knows the old one.
+	e.view.Append(t, ktlogtest.Publications(t, 4, 2)...)
+	e.mustPoll()
+	if got := e.latestSize(); got != 6 {
+		t.Fatalf("cosigned %d entries during the rotation; want 6", got)
+	}
+	// Restarted with both keys: the cosigned note carries both log signatures.
+	e.open(oldKey, newKey)
+	e.view.Append(t, ktlogtest.Publications(t, 6, 2)...)
+	e.mustPoll()
+	for _, k := range []string{oldKey, newKey} {
+		if _, err := kt.OpenCheckpoint(e.w.Latest(), k); err != nil {
+			t.Errorf("the checkpoint cosigned during the rotation, with %s alone: %v", k, err)
+		}
+	}
+
+	// The old key retires: the new one alone signs.
+	e.log.Retire()
+	retired := e.view.Append(t, ktlogtest.Publications(t, 8, 2)...)
+	e.mustPoll()
+	if cp, err := kt.OpenCheckpoint(e.w.Latest(), newKey); err != nil || cp.Size != 10 {
+		t.Fatalf("the checkpoint cosigned after the retirement: %+v, %v; want 10 entries, signed by the new key", cp, err)
+	}
+	// A restart with the new key only: its state (cosigned under the old key too) opens.
+	e.open(newKey)
+	e.view.Append(t, ktlogtest.Publications(t, 10, 1)...)
+	e.mustPoll()
+	if st := e.w.LogKeys(); len(st) != 1 || st[0] != newKey {
+		t.Errorf("the witness follows %v; want the new key only", st)
+	}
+	if cp, err := kt.OpenCheckpoint(e.w.Latest(), newKey); err != nil || cp.Size != 11 {
+		t.Fatalf("after a restart with the new key: %+v, %v", cp, err)
+	}
+
+	// A witness that knows only the retired key cannot vouch for what it cannot check.
+	stale, err := New(context.Background(), e.sw, Config{LogKeys: []string{oldKey}, Signer: testSigner(t, 9), Dir: t.TempDir()}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stale.Observe(context.Background(), retired, "submitted"); !errors.Is(err, kt.ErrUnknownLogKey) {
+		t.Errorf("a witness with the retired key only, shown a checkpoint of the new key: %v; want ErrUnknownLogKey", err)
+	}
+
+	// The new key does not make a rewritten log acceptable: same size, other entries.
+	rewritten := e.log.NewView()
+	other := rewritten.Append(t, ktlogtest.Publications(t, 100, 11)...)
+	_, err = e.w.Observe(context.Background(), other, "submitted")
+	var fe *kt.ForkError
+	if !errors.As(err, &fe) || !errors.Is(err, kt.ErrInconsistent) {
+		t.Fatalf("a rewritten log signed by the new key: %v; want a fork", err)
 	}
 }

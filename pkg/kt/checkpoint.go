@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -145,24 +146,45 @@ func (s *LogSigner) VerifierKey() string {
 	return vkey
 }
 
-// SignCheckpoint returns the signed note of c.
-func SignCheckpoint(c *Checkpoint, signer *LogSigner) ([]byte, error) {
-	if c.Origin != signer.Name() {
-		return nil, fmt.Errorf("kt: checkpoint of origin %q, but the log key is named %q", c.Origin, signer.Name())
+// SignCheckpoint returns the signed note of c, signed by each of signers in turn: one
+// log key, or, while the log key is being rotated, the old and the new one (both named
+// by the origin, with different key hashes). A verifier that knows either accepts the
+// note, since signed-note verifiers ignore signatures by keys they do not know.
+func SignCheckpoint(c *Checkpoint, signers ...*LogSigner) ([]byte, error) {
+	if len(signers) == 0 {
+		return nil, errors.New("kt: a checkpoint signed by no log key")
 	}
-	return note.Sign(&note.Note{Text: c.Text()}, signer)
+	ns := make([]note.Signer, len(signers))
+	for i, s := range signers {
+		if c.Origin != s.Name() {
+			return nil, fmt.Errorf("kt: checkpoint of origin %q, but the log key is named %q", c.Origin, s.Name())
+		}
+		for _, o := range signers[:i] {
+			if o.KeyHash() == s.KeyHash() {
+				return nil, fmt.Errorf("kt: two log keys of origin %q with the key hash %08x", c.Origin, s.KeyHash())
+			}
+		}
+		ns[i] = s
+	}
+	return note.Sign(&note.Note{Text: c.Text()}, ns...)
 }
 
 // OpenCheckpoint verifies a signed checkpoint against the log keys a client knows
 // (verifier key strings) and returns its body. The checkpoint must carry a valid
-// signature by the known key named by its origin. Other signatures (a witness's
-// cosignature) are ignored here.
+// signature by a known key named by its origin; any of them will do, so that a client
+// that knows the old or the new key of a log key rotation (or both) accepts the
+// checkpoints signed during it. Other signatures (a witness's cosignature, a log key
+// the client does not know) are ignored here; a known key's signature that does not
+// verify is refused.
 func OpenCheckpoint(signed []byte, logKeys ...string) (*Checkpoint, error) {
 	if len(signed) > MaxCheckpointSize {
 		return nil, malformedf("signed checkpoint of %d bytes, at most %d", len(signed), MaxCheckpointSize)
 	}
 	verifiers := make([]note.Verifier, 0, len(logKeys))
-	for _, k := range logKeys {
+	for i, k := range logKeys {
+		if slices.Contains(logKeys[:i], k) {
+			continue // the same key twice (configured and pinned, say) is one key
+		}
 		v, err := note.NewVerifier(k)
 		if err != nil {
 			return nil, fmt.Errorf("kt: log key %q: %w", k, err)

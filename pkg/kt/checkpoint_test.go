@@ -117,3 +117,61 @@ func TestParseCheckpointRefusesMalformedBodies(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckpointSignedDuringALogKeyRotation: a checkpoint signed by the old and the
+// new log key (same origin, different key hashes) opens with either key or both; one
+// signed by the new key alone is refused by a verifier that knows only the old one;
+// a known key's signature that does not verify is refused even beside a good one.
+func TestCheckpointSignedDuringALogKeyRotation(t *testing.T) {
+	oldKey := testSigner(t, "umbra.example/kt", 1)
+	newKey := testSigner(t, "umbra.example/kt", 2)
+	if oldKey.KeyHash() == newKey.KeyHash() {
+		t.Fatal("test keys share a key hash")
+	}
+	cp := &Checkpoint{Origin: oldKey.Name(), Size: 7, LogRoot: [HashSize]byte(bytesOf(0xaa, 32)), MapRoot: [HashSize]byte(bytesOf(0xbb, 32))}
+	both, err := SignCheckpoint(cp, oldKey, newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(both, []byte("\u2014 umbra.example/kt ")); n != 2 {
+		t.Fatalf("%d signature lines of the log's name, want 2:\n%s", n, both)
+	}
+	newOnly, err := SignCheckpoint(cp, newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new key's signature line replaced by another checkpoint's: it no longer verifies.
+	otherSigned, _ := SignCheckpoint(&Checkpoint{Origin: oldKey.Name(), Size: 8}, oldKey, newKey)
+	badNew := append(bytes.Clone(both[:bytes.LastIndex(both, []byte("\u2014"))]), otherSigned[bytes.LastIndex(otherSigned, []byte("\u2014")):]...)
+	for _, tc := range []struct {
+		name   string
+		signed []byte
+		keys   []string
+		want   error
+	}{
+		{"both signatures, the old key known", both, []string{oldKey.VerifierKey()}, nil},
+		{"both signatures, the new key known", both, []string{newKey.VerifierKey()}, nil},
+		{"both signatures, both keys known", both, []string{oldKey.VerifierKey(), newKey.VerifierKey()}, nil},
+		{"both signatures, a key given twice", both, []string{newKey.VerifierKey(), oldKey.VerifierKey(), newKey.VerifierKey()}, nil},
+		{"the new key's alone, the old key known", newOnly, []string{oldKey.VerifierKey()}, ErrUnknownLogKey},
+		{"the new key's alone, both known", newOnly, []string{oldKey.VerifierKey(), newKey.VerifierKey()}, nil},
+		{"a bad signature by the new key, the old key known", badNew, []string{oldKey.VerifierKey()}, nil},
+		{"a bad signature by the new key, both known", badNew, []string{oldKey.VerifierKey(), newKey.VerifierKey()}, ErrBadSignature},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := OpenCheckpoint(tc.signed, tc.keys...)
+			if !errors.Is(err, tc.want) || (err == nil && *got != *cp) {
+				t.Fatalf("got %+v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+	if _, err := SignCheckpoint(cp, oldKey, oldKey); err == nil {
+		t.Error("a checkpoint signed twice by one key was made")
+	}
+	if _, err := SignCheckpoint(cp, oldKey, testSigner(t, "other.example/kt", 3)); err == nil {
+		t.Error("a checkpoint signed by a key of another name was made")
+	}
+	if _, err := SignCheckpoint(cp); err == nil {
+		t.Error("a checkpoint signed by no key was made")
+	}
+}

@@ -55,6 +55,7 @@ type vectorFile struct {
 	Entries      []entryVector      `json:"entries"`
 	LogKey       logKeyVector       `json:"log_key"`
 	Checkpoints  []checkpointVector `json:"checkpoints"`
+	Rotation     rotationVector     `json:"log_key_rotation"`
 	Consistency  []hexBytes         `json:"consistency_proof"`
 	Lookups      []lookupVector     `json:"lookups"`
 }
@@ -88,6 +89,13 @@ type checkpointVector struct {
 	LogRoot hexBytes `json:"log_root"`
 	MapRoot hexBytes `json:"map_root"`
 	Signed  string   `json:"signed_note"`
+}
+
+// rotationVector is the last checkpoint as a log key rotation signs it: by the log key
+// and by the new key of the same origin (docs/wire-format.md 13.5).
+type rotationVector struct {
+	NewLogKey logKeyVector `json:"new_log_key"`
+	Signed    string       `json:"signed_note"`
 }
 
 type lookupVector struct {
@@ -188,6 +196,24 @@ func generateVectors(t *testing.T) *vectorFile {
 		}
 		v.Checkpoints = append(v.Checkpoints, checkpointVector{Size: cp.Size, LogRoot: cp.LogRoot[:], MapRoot: cp.MapRoot[:], Signed: string(signed)})
 	}
+	newSeed := make([]byte, 32)
+	for i := range newSeed {
+		newSeed[i] = 0xe0 + byte(i)
+	}
+	next, err := NewLogSigner(signer.Name(), newSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastText, _, _ := strings.Cut(v.Checkpoints[1].Signed, "\n\n")
+	last, err := ParseCheckpoint(lastText + "\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	both, err := SignCheckpoint(last, signer, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Rotation = rotationVector{NewLogKey: logKeyVector{Origin: next.Name(), Seed: newSeed, PublicKey: hexBytes(next.PublicKey()), VerifierKey: next.VerifierKey()}, Signed: string(both)}
 	consistency, err := ConsistencyProof(m.Log, 2, 4)
 	if err != nil {
 		t.Fatal(err)
@@ -281,6 +307,21 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 			t.Errorf("checkpoint %d: the signed note says other values", c.Size)
 		}
 		cps = append(cps, cp)
+	}
+	r := v.Rotation.NewLogKey
+	if pub := ed25519.NewKeyFromSeed(r.Seed).Public().(ed25519.PublicKey); !bytes.Equal(pub, r.PublicKey) {
+		t.Error("new log key: seed and public key do not agree")
+	}
+	if vkey, _ := note.NewEd25519VerifierKey(r.Origin, ed25519.PublicKey(r.PublicKey)); vkey != r.VerifierKey || r.Origin != v.LogKey.Origin || vkey == v.LogKey.VerifierKey {
+		t.Error("new log key: verifier key, or not a new key of the same origin")
+	}
+	if n := strings.Count(v.Rotation.Signed, "\u2014 "+r.Origin+" "); n != 2 {
+		t.Errorf("the checkpoint during the rotation has %d signature lines of the origin, want 2", n)
+	}
+	for _, k := range []string{v.LogKey.VerifierKey, r.VerifierKey} {
+		if cp, err := OpenCheckpoint([]byte(v.Rotation.Signed), k); err != nil || *cp != *cps[1] {
+			t.Errorf("the checkpoint during the rotation, with %s alone: %+v, %v; want the last checkpoint", k, cp, err)
+		}
 	}
 	if err := VerifyConsistency(cps[0], cps[1], toBytes(v.Consistency)); err != nil {
 		t.Errorf("consistency: %v", err)
@@ -397,6 +438,10 @@ func renderVectors(v *vectorFile) string {
 	for _, c := range v.Checkpoints {
 		fmt.Fprintf(&w, "\nCheckpoint after %d entries (log root %x, map root %x), signed:\n\n```\n%s```\n", c.Size, []byte(c.LogRoot), []byte(c.MapRoot), c.Signed)
 	}
+	w.WriteString("\nThe same checkpoint during a log key rotation, signed by the log key and by a new key\nof the same origin; it verifies with either verifier key alone:\n\n```\n")
+	field("new log key seed", v.Rotation.NewLogKey.Seed)
+	field("new log key public key", v.Rotation.NewLogKey.PublicKey)
+	fmt.Fprintf(&w, "new verifier key: %s\n```\n\n```\n%s```\n", v.Rotation.NewLogKey.VerifierKey, v.Rotation.Signed)
 	w.WriteString("\n```\n")
 	fmt.Fprintf(&w, "consistency proof from %d to %d entries (%d hashes):\n", v.Checkpoints[0].Size, v.Checkpoints[1].Size, len(v.Consistency))
 	for _, h := range v.Consistency {

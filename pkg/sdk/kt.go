@@ -156,22 +156,28 @@ func (c *Client) trustedLogKeys(ctx context.Context) ([]string, error) {
 	return keys, nil
 }
 
-// openCheckpoint verifies a signed checkpoint with the trusted log keys.
-// logKeyNamed is the trusted log key whose name is origin: the one that signed a
-// checkpoint openCheckpoint accepted.
-func (c *Client) logKeyNamed(ctx context.Context, origin string) (string, error) {
+// logKeysNamed are the trusted log keys whose name is origin: those that may have
+// signed a checkpoint openCheckpoint accepted (two during a log key rotation, when the
+// client was given the new key beside the old).
+func (c *Client) logKeysNamed(ctx context.Context, origin string) ([]string, error) {
 	keys, err := c.trustedLogKeys(ctx)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
+	var out []string
 	for _, k := range keys {
 		if strings.HasPrefix(k, origin+"+") {
-			return k, nil
+			out = append(out, k)
 		}
 	}
-	return "", fmt.Errorf("%w: no trusted log key is named %q", ErrUnknownLogKey, origin)
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no trusted log key is named %q", ErrUnknownLogKey, origin)
+	}
+	return out, nil
 }
 
+// openCheckpoint verifies a signed checkpoint with the trusted log keys: any one of
+// them will do (a log key rotation signs with both keys for a while).
 func (c *Client) openCheckpoint(ctx context.Context, signed []byte) (*Checkpoint, error) {
 	keys, err := c.trustedLogKeys(ctx)
 	if err != nil {
@@ -202,11 +208,11 @@ func (c *Client) acceptCheckpoint(ctx context.Context, signed []byte) (*Checkpoi
 		return nil, err
 	}
 	if len(c.cfg.Witnesses) > 0 {
-		key, err := c.logKeyNamed(ctx, cp.Origin)
+		keys, err := c.logKeysNamed(ctx, cp.Origin)
 		if err != nil {
 			return nil, err
 		}
-		if signed, err = c.checkWitnesses(ctx, key, signed); err != nil {
+		if signed, err = c.checkWitnesses(ctx, keys, signed); err != nil {
 			return nil, err
 		}
 		cp.Signed = signed

@@ -49,9 +49,24 @@ type operatorLog struct {
 
 func newOperatorLog(t *testing.T, n *nodetest.Node, app string) *operatorLog {
 	t.Helper()
+	// The log's first key, or after a log key rotation the key it added.
 	var rec cardstoragev1.LogKeyRecord
 	err := n.Stores["card"].View(func(tx *bolt.Tx) error {
-		return boltdb.GetProto(tx.Bucket([]byte("kt_log_key")), []byte("current"), &rec)
+		if err := boltdb.GetProto(tx.Bucket([]byte("kt_log_key")), []byte("current"), &rec); err != nil {
+			return err
+		}
+		b := tx.Bucket([]byte("kt_log_keys"))
+		return b.ForEach(func(k, v []byte) error {
+			var added cardstoragev1.LogKeyRecord
+			if err := boltdb.DecodeProto(b, k, v, &added); err != nil {
+				return err
+			}
+			if len(added.GetSeed()) > 0 && added.GetRetiredAt() == nil {
+				proto.Reset(&rec)
+				proto.Merge(&rec, &added)
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		t.Fatal(err)

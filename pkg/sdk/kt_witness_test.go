@@ -39,7 +39,7 @@ func TestLookupsRequireTheWitnesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := witness.New(ctx, log, witness.Config{LogKey: logKey(t, n), Signer: signer, Dir: t.TempDir()}, zap.NewNop())
+	w, err := witness.New(ctx, log, witness.Config{LogKeys: []string{logKey(t, n)}, Signer: signer, Dir: t.TempDir()}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

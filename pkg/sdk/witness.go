@@ -53,7 +53,8 @@ func ParseWitness(s string) (Witness, error) {
 
 // CheckWitnesses applies the policy "at least quorum of witnesses cosigned this
 // checkpoint" (quorum zero: all of them) to checkpoint, a signed checkpoint the caller
-// has verified against the log key logKey. It submits the checkpoint to every witness
+// has verified against its log keys logKeys (one, or the old and the new during a log
+// key rotation: any of them will do, as for kt.OpenCheckpoint). It submits the checkpoint to every witness
 // at once (POST /checkpoint: a witness cosigns it if it is consistent with what the
 // witness cosigned before), gathers the cosignatures, and checks them with
 // kt.WitnessPolicy. It returns the checkpoint with the cosignatures that were
@@ -66,7 +67,7 @@ func ParseWitness(s string) (Witness, error) {
 //     cosignatures came back, saying why for each witness.
 //
 // hc may be nil (an http.Client with WitnessTimeout).
-func CheckWitnesses(ctx context.Context, hc *http.Client, witnesses []Witness, quorum int, logKey string, checkpoint []byte, now time.Time) ([]byte, error) {
+func CheckWitnesses(ctx context.Context, hc *http.Client, witnesses []Witness, quorum int, logKeys []string, checkpoint []byte, now time.Time) ([]byte, error) {
 	if quorum == 0 {
 		quorum = len(witnesses)
 	}
@@ -78,7 +79,7 @@ func CheckWitnesses(ctx context.Context, hc *http.Client, witnesses []Witness, q
 	if err != nil {
 		return nil, err
 	}
-	cp, err := kt.OpenCheckpoint(checkpoint, logKey)
+	cp, err := kt.OpenCheckpoint(checkpoint, logKeys...)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +105,7 @@ func CheckWitnesses(ctx context.Context, hc *http.Client, witnesses []Witness, q
 		case a.err != nil:
 			problems[w.Name()] = a.err.Error()
 		case a.status == http.StatusOK || a.status == http.StatusConflict:
-			if fork := forkEvidence(cp, checkpoint, a.body, w, logKey); fork != nil {
+			if fork := forkEvidence(cp, checkpoint, a.body, w, logKeys); fork != nil {
 				return nil, fork
 			}
 			if a.status == http.StatusOK {
@@ -166,10 +167,10 @@ func askWitness(ctx context.Context, hc *http.Client, w Witness, checkpoint []by
 }
 
 // forkEvidence returns the fork a witness's answer proves, if it does: a checkpoint
-// of the same log and size as ours, with another body, signed by the log key and
-// cosigned by the witness. Anything less proves nothing and is not a fork.
-func forkEvidence(ours *kt.Checkpoint, oursSigned, answer []byte, w *kt.WitnessKey, logKey string) *kt.ForkError {
-	theirs, err := kt.OpenCheckpoint(answer, logKey)
+// of the same log and size as ours, with another body, signed by one of the log keys
+// and cosigned by the witness. Anything less proves nothing and is not a fork.
+func forkEvidence(ours *kt.Checkpoint, oursSigned, answer []byte, w *kt.WitnessKey, logKeys []string) *kt.ForkError {
+	theirs, err := kt.OpenCheckpoint(answer, logKeys...)
 	if err != nil || theirs.Size != ours.Size || theirs.Origin != ours.Origin || *theirs == *ours {
 		return nil
 	}
@@ -182,13 +183,39 @@ func forkEvidence(ours *kt.Checkpoint, oursSigned, answer []byte, w *kt.WitnessK
 
 // checkWitnesses is the client's witness check, for the code that verifies lookups
 // (trust.go, cards.go) to call on each new checkpoint it accepts, after verifying it
-// against the pinned log key and its consistency with the last one kept: with
-// Config.Witnesses set, the checkpoint must be cosigned by Config.WitnessQuorum of
-// them (CheckWitnesses); without, it passes unchanged. It returns the checkpoint with
-// its cosignatures, which is what to persist.
-func (c *Client) checkWitnesses(ctx context.Context, logKey string, checkpoint []byte) ([]byte, error) {
+// against the trusted log keys (logKeys, those of its origin) and its consistency with
+// the last one kept: with Config.Witnesses set, the checkpoint must be cosigned by
+// Config.WitnessQuorum of them (CheckWitnesses); without, it passes unchanged. It
+// returns the checkpoint with its cosignatures, which is what to persist.
+//
+// A quorum not met yet (kt.ErrNotWitnessed: a witness that is slow, restarting, or
+// one poll behind a fresh checkpoint) is asked again, every witnessRetry, until
+// Config.KeyTransparencyWait has passed since the first try; then the last
+// ErrNotWitnessed is returned. A fork is never retried: it is evidence, returned at
+// once.
+func (c *Client) checkWitnesses(ctx context.Context, logKeys []string, checkpoint []byte) ([]byte, error) {
 	if len(c.cfg.Witnesses) == 0 {
 		return checkpoint, nil
 	}
-	return CheckWitnesses(ctx, nil, c.cfg.Witnesses, c.cfg.WitnessQuorum, logKey, checkpoint, c.cfg.Now())
+	deadline := time.Now().Add(c.ktWait())
+	for {
+		out, err := CheckWitnesses(ctx, nil, c.cfg.Witnesses, c.cfg.WitnessQuorum, logKeys, checkpoint, c.cfg.Now())
+		if !errors.Is(err, kt.ErrNotWitnessed) {
+			return out, err
+		}
+		wait := min(witnessRetry, time.Until(deadline))
+		if wait <= 0 {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (while waiting for the witnesses: %w)", err, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
 }
+
+// witnessRetry is how long a lookup waits before it asks the witnesses again when
+// fewer than the quorum cosigned: a fraction of the witness's default poll interval
+// (1 s), so a witness one poll behind costs about one interval.
+const witnessRetry = 250 * time.Millisecond

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,7 +48,7 @@ func startWitness(t *testing.T, log *ktlogtest.Log, view *ktlogtest.View, b byte
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := witness.New(context.Background(), l, witness.Config{LogKey: log.VerifierKey(), Signer: signer, Dir: t.TempDir()}, zap.NewNop())
+	w, err := witness.New(context.Background(), l, witness.Config{LogKeys: []string{log.VerifierKey()}, Signer: signer, Dir: t.TempDir()}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,14 +85,14 @@ func TestCheckWitnessesRequiresTheQuorum(t *testing.T) {
 	// One the client names, at the address of another witness.
 	impostor := Witness{Key: w3.Key, URL: stranger.URL}
 
-	got, err := CheckWitnesses(ctx, nil, []Witness{w1, w2, w3}, 2, log.VerifierKey(), signed, now)
+	got, err := CheckWitnesses(ctx, nil, []Witness{w1, w2, w3}, 2, []string{log.VerifierKey()}, signed, now)
 	if err != nil {
 		t.Fatalf("2 of 3 witnesses up: %v", err)
 	}
 	if n := bytes.Count(got, []byte("\n— ")); n != 4 || !bytes.HasPrefix(got, signed) {
 		t.Errorf("the cosigned checkpoint has %d signature lines, want 4 (the log and 3 witnesses):\n%s", n, got)
 	}
-	if _, err := CheckWitnesses(ctx, nil, []Witness{w1, w3}, 0, log.VerifierKey(), signed, now); err != nil {
+	if _, err := CheckWitnesses(ctx, nil, []Witness{w1, w3}, 0, []string{log.VerifierKey()}, signed, now); err != nil {
 		t.Errorf("quorum 0 (all) with both up: %v", err)
 	}
 	stop2()
@@ -108,7 +109,7 @@ func TestCheckWitnessesRequiresTheQuorum(t *testing.T) {
 		{"another witness at the address", []Witness{w1, impostor}, 2, "witness.test/w3", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := CheckWitnesses(ctx, nil, tc.witnesses, tc.quorum, log.VerifierKey(), signed, now)
+			_, err := CheckWitnesses(ctx, nil, tc.witnesses, tc.quorum, []string{log.VerifierKey()}, signed, now)
 			var nw *kt.NotWitnessedError
 			if !errors.As(err, &nw) || !errors.Is(err, kt.ErrNotWitnessed) || len(nw.Valid) != tc.valid {
 				t.Fatalf("CheckWitnesses = %v; want a NotWitnessedError with %d valid cosignatures", err, tc.valid)
@@ -121,7 +122,7 @@ func TestCheckWitnessesRequiresTheQuorum(t *testing.T) {
 	// Not the log's checkpoint: refused before any witness is asked.
 	stranger2, _ := kt.NewLogSigner(ktlogtest.Origin, bytes.Repeat([]byte{8}, 32))
 	forged, _ := kt.SignCheckpoint(view.Checkpoint(t), stranger2)
-	if _, err := CheckWitnesses(ctx, nil, []Witness{w1}, 1, log.VerifierKey(), forged, now); !errors.Is(err, kt.ErrUnknownLogKey) {
+	if _, err := CheckWitnesses(ctx, nil, []Witness{w1}, 1, []string{log.VerifierKey()}, forged, now); !errors.Is(err, kt.ErrUnknownLogKey) {
 		t.Errorf("a checkpoint of another key: %v", err)
 	}
 }
@@ -140,7 +141,7 @@ func TestCheckWitnessesCatchesASplitView(t *testing.T) {
 	if err := w.Poll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	_, err := CheckWitnesses(context.Background(), nil, []Witness{wit}, 1, log.VerifierKey(), shown, time.Now())
+	_, err := CheckWitnesses(context.Background(), nil, []Witness{wit}, 1, []string{log.VerifierKey()}, shown, time.Now())
 	var fork *kt.ForkError
 	if !errors.As(err, &fork) || !errors.Is(err, kt.ErrInconsistent) {
 		t.Fatalf("CheckWitnesses = %v; want a ForkError", err)
@@ -161,21 +162,14 @@ func TestClientWitnessHook(t *testing.T) {
 	signed := view.Append(t, ktlogtest.Publications(t, 0, 2)...)
 	wit, _, stop := startWitness(t, log, view, 1)
 	newClient := func(ws []Witness, quorum int) *Client {
-		c, err := New(context.Background(), Config{
-			Addr: "127.0.0.1:1", Token: func(context.Context) (string, error) { return "", nil },
-			KeystorePath: filepath.Join(t.TempDir(), "ks"), NoPassphrase: true, Witnesses: ws, WitnessQuorum: quorum,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
+		return witnessClient(t, ws, quorum, 300*time.Millisecond)
 	}
-	if got, err := newClient(nil, 0).checkWitnesses(context.Background(), log.VerifierKey(), signed); err != nil || !bytes.Equal(got, signed) {
+	keys := []string{log.VerifierKey()}
+	if got, err := newClient(nil, 0).checkWitnesses(context.Background(), keys, signed); err != nil || !bytes.Equal(got, signed) {
 		t.Fatalf("without witnesses: %v", err)
 	}
 	c := newClient([]Witness{wit}, 1)
-	got, err := c.checkWitnesses(context.Background(), log.VerifierKey(), signed)
+	got, err := c.checkWitnesses(context.Background(), keys, signed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,8 +177,77 @@ func TestClientWitnessHook(t *testing.T) {
 		t.Fatalf("the returned checkpoint: %v", err)
 	}
 	stop()
-	if _, err := c.checkWitnesses(context.Background(), log.VerifierKey(), signed); !errors.Is(err, kt.ErrNotWitnessed) {
+	if _, err := c.checkWitnesses(context.Background(), keys, signed); !errors.Is(err, kt.ErrNotWitnessed) {
 		t.Fatalf("with the witness down: %v, want ErrNotWitnessed", err)
+	}
+}
+
+// witnessClient is a client (never dialled) that requires witnesses, with this
+// KeyTransparencyWait.
+func witnessClient(t *testing.T, ws []Witness, quorum int, wait time.Duration) *Client {
+	t.Helper()
+	c, err := New(context.Background(), Config{
+		Addr: "127.0.0.1:1", Token: func(context.Context) (string, error) { return "", nil },
+		KeystorePath: filepath.Join(t.TempDir(), "ks"), NoPassphrase: true, Witnesses: ws, WitnessQuorum: quorum,
+		KeyTransparencyWait: wait,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestClientWaitsForASlowWitness: a witness that cannot cosign yet (it answers 503 to
+// the first submissions, as one restarting or one poll behind does) is asked again
+// within Config.KeyTransparencyWait, and the checkpoint passes once it cosigns; a
+// witness that stays down still fails the check with ErrNotWitnessed, after about
+// the wait and not much longer; a fork is returned at once, not retried.
+func TestClientWaitsForASlowWitness(t *testing.T) {
+	log := ktlogtest.New(t)
+	view := log.NewView()
+	signed := view.Append(t, ktlogtest.Publications(t, 0, 3)...)
+	wit, w, _ := startWitness(t, log, view, 1)
+	keys := []string{log.VerifierKey()}
+	var asked atomic.Int32
+	slowURL, _ := serveHTTP(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if asked.Add(1) <= 3 {
+			http.Error(rw, "not yet", http.StatusServiceUnavailable)
+			return
+		}
+		w.Handler().ServeHTTP(rw, r)
+	}))
+	slow := Witness{Key: wit.Key, URL: slowURL}
+
+	got, err := witnessClient(t, []Witness{slow}, 1, 5*time.Second).checkWitnesses(context.Background(), keys, signed)
+	if err != nil {
+		t.Fatalf("a witness that cosigns on the fourth try: %v", err)
+	}
+	if _, err := kt.VerifyCosignature(got, mustWitnessKey(t, wit.Key)); err != nil {
+		t.Fatalf("the checkpoint returned: %v", err)
+	}
+	if n := asked.Load(); n != 4 {
+		t.Errorf("the witness was asked %d times; want 4", n)
+	}
+
+	// Always down: refused after the wait.
+	downURL, _ := serveHTTP(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		http.Error(rw, "down", http.StatusServiceUnavailable)
+	}))
+	start := time.Now()
+	_, err = witnessClient(t, []Witness{{Key: wit.Key, URL: downURL}}, 1, 600*time.Millisecond).checkWitnesses(context.Background(), keys, signed)
+	if took := time.Since(start); !errors.Is(err, kt.ErrNotWitnessed) || took < 600*time.Millisecond || took > 3*time.Second {
+		t.Errorf("a witness that stays down: %v after %s; want ErrNotWitnessed after about 600ms", err, took)
+	}
+
+	// A fork: the witness cosigned another checkpoint of this size; no retry.
+	forked := log.NewView()
+	shown := forked.Append(t, ktlogtest.Publications(t, 100, 3)...)
+	start = time.Now()
+	_, err = witnessClient(t, []Witness{wit}, 1, 5*time.Second).checkWitnesses(context.Background(), keys, shown)
+	var fork *kt.ForkError
+	if !errors.As(err, &fork) || time.Since(start) > 2*time.Second {
+		t.Errorf("a split view: %v after %s; want a ForkError at once", err, time.Since(start))
 	}
 }
 

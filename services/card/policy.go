@@ -26,5 +26,8 @@ func Policies() auth.Table {
 		cardv1.CardService_GetInclusionProof_FullMethodName:     auth.Public,
 		cardv1.CardService_GetLogEntries_FullMethodName:         auth.Public,
 		cardv1.CardService_SearchCardsWithProofs_FullMethodName: auth.AccessToken,
+		// The operator rotates the log key (logkey.go).
+		cardv1.CardService_RotateLogKey_FullMethodName: auth.Admin,
+		cardv1.CardService_RetireLogKey_FullMethodName: auth.Admin,
 	}
 }

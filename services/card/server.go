@@ -19,7 +19,6 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
-	"github.com/umbra-e2ee/umbra/pkg/kt"
 	"github.com/umbra-e2ee/umbra/pkg/ratelimit"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
@@ -40,10 +39,10 @@ type Server struct {
 	keyMu  sync.RWMutex
 	key    ed25519.PrivateKey
 	keyRec *cardstoragev1.ServiceKeyRecord
-	// logKey signs key transparency checkpoints (transparency.go); appendMu makes one
-	// caller at a time append to the log, and interval is how often the background
-	// loop does.
-	logKey   *kt.LogSigner
+	// origin names the key transparency log; its keys, in the store, sign checkpoints
+	// (transparency.go, logkey.go). appendMu makes one caller at a time append to the
+	// log or change its keys, and interval is how often the background loop appends.
+	origin   string
 	appendMu sync.Mutex
 	interval time.Duration
 }
@@ -81,7 +80,7 @@ func New(store Store, cfg Config, log *zap.Logger) (*Server, error) {
 	if rec == candidate {
 		log.Info("service key created", zap.String("key_id", rec.GetKeyId()))
 	}
-	logKey, err := openLogKey(store, cfg, log)
+	origin, err := openLogKey(store, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +94,7 @@ func New(store Store, cfg Config, log *zap.Logger) (*Server, error) {
 		grants:   cfg.Grants,
 		key:      ed25519.NewKeyFromSeed(rec.GetSeed()),
 		keyRec:   rec,
-		logKey:   logKey,
+		origin:   origin,
 		interval: cfg.CheckpointInterval,
 	}, nil
 }

@@ -35,13 +35,14 @@ var (
 	bucketKTMapValues   = []byte("kt_map_values")
 	bucketKTCheckpoints = []byte("kt_checkpoints")
 	bucketKTLogKey      = []byte("kt_log_key")
+	bucketKTLogKeys     = []byte("kt_log_keys")
 )
 
 // The layout is documented in proto/umbra/storage/card/v1/card.proto.
 var schema = boltdb.Schema{
 	Version: 1,
 	Buckets: [][]byte{bucketCards, bucketActive, bucketHistory, bucketEvents, bucketServiceKey, bucketGrants,
-		bucketKTLeaves, bucketKTLogTiles, bucketKTMapTiles, bucketKTMapValues, bucketKTCheckpoints, bucketKTLogKey},
+		bucketKTLeaves, bucketKTLogTiles, bucketKTMapTiles, bucketKTMapValues, bucketKTCheckpoints, bucketKTLogKey, bucketKTLogKeys},
 	Records: []boltdb.RecordBucket{
 		{Name: bucketCards, New: func() proto.Message { return &cardstoragev1.CardRecord{} }},
 		{Name: bucketActive, New: func() proto.Message { return &cardstoragev1.ActiveCardRecord{} }},
@@ -54,6 +55,7 @@ var schema = boltdb.Schema{
 		{Name: bucketKTMapValues},
 		{Name: bucketKTCheckpoints, New: func() proto.Message { return &cardstoragev1.CheckpointRecord{} }},
 		{Name: bucketKTLogKey, New: func() proto.Message { return &cardstoragev1.LogKeyRecord{} }},
+		{Name: bucketKTLogKeys, New: func() proto.Message { return &cardstoragev1.LogKeyRecord{} }},
 	},
 }
 

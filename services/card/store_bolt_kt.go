@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -38,6 +39,115 @@ func (s *BoltStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev
 		return nil, err
 	}
 	return key, nil
+}
+
+// The log's first key stays where it always was (kt_log_key, "current"); the keys that
+// rotations add are in kt_log_keys by id. A retired key keeps its place.
+
+func (s *BoltStore) LogKeys() ([]*cardstoragev1.LogKeyRecord, error) {
+	var out []*cardstoragev1.LogKeyRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		out, err = boltLogKeys(tx)
+		return err
+	})
+	if err == nil && len(out) == 0 {
+		err = errs.NotFoundf("the key transparency log has no key yet")
+	}
+	return out, err
+}
+
+// boltLogKeys reads every log key, oldest first; none before the first.
+func boltLogKeys(tx *bolt.Tx) ([]*cardstoragev1.LogKeyRecord, error) {
+	first := &cardstoragev1.LogKeyRecord{}
+	err := boltdb.GetProto(tx.Bucket(bucketKTLogKey), currentKey, first)
+	if errors.Is(err, errs.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var added []*cardstoragev1.LogKeyRecord
+	b := tx.Bucket(bucketKTLogKeys)
+	err = b.ForEach(func(k, v []byte) error {
+		rec := &cardstoragev1.LogKeyRecord{}
+		if err := boltdb.DecodeProto(b, k, v, rec); err != nil {
+			return err
+		}
+		added = append(added, rec)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortLogKeys(added)
+	return append([]*cardstoragev1.LogKeyRecord{first}, added...), nil
+}
+
+func (s *BoltStore) AddLogKey(next *cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
+	var out *cardstoragev1.CheckpointRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		all, err := boltLogKeys(tx)
+		if err != nil {
+			return err
+		}
+		if err := checkAddLogKey(all, next); err != nil {
+			return err
+		}
+		if err := boltdb.PutProto(tx.Bucket(bucketKTLogKeys), []byte(next.GetKeyId()), next); err != nil {
+			return err
+		}
+		out, err = boltResignLatest(tx, signingLogKeys(append(all, next)), sign)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *BoltStore) RetireLogKey(keyID string, at time.Time, sign CheckpointSigner) (*cardstoragev1.LogKeyRecord, *cardstoragev1.CheckpointRecord, error) {
+	var retired *cardstoragev1.LogKeyRecord
+	var out *cardstoragev1.CheckpointRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		all, err := boltLogKeys(tx)
+		if err != nil {
+			return err
+		}
+		if retired, err = retireLogKey(all, keyID, at); err != nil {
+			return err
+		}
+		b, key := tx.Bucket(bucketKTLogKeys), []byte(keyID)
+		if keyID == all[0].GetKeyId() {
+			b, key = tx.Bucket(bucketKTLogKey), currentKey
+		}
+		if err := boltdb.PutProto(b, key, retired); err != nil {
+			return err
+		}
+		remaining := signingLogKeys(all)
+		remaining = slices.DeleteFunc(remaining, func(k *cardstoragev1.LogKeyRecord) bool { return k.GetKeyId() == keyID })
+		out, err = boltResignLatest(tx, remaining, sign)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return retired, out, nil
+}
+
+// boltResignLatest signs the latest checkpoint again with keys and stores it in its
+// place; nil before the first checkpoint.
+func boltResignLatest(tx *bolt.Tx, keys []*cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
+	t := newKTTx(tx)
+	latest, err := t.latest()
+	if err != nil || latest == nil {
+		return nil, err
+	}
+	rec, err := resignCheckpoint(latest, keys, sign)
+	if err != nil {
+		return nil, err
+	}
+	return rec, boltdb.PutProto(t.checkpoints, boltdb.U64(rec.GetSize()), rec)
 }
 
 // ktTx is the log and the map in one bbolt transaction: the tiles under the log
@@ -178,8 +288,12 @@ func (s *BoltStore) AppendLog(limit int, at time.Time, sign CheckpointSigner) (*
 				return err
 			}
 		}
+		keys, err := boltLogKeys(tx)
+		if err != nil {
+			return err
+		}
 		cp := &kt.Checkpoint{Size: size + uint64(len(leaves)), LogRoot: [kt.HashSize]byte(logRoot), MapRoot: mapRoot}
-		note, err := sign(cp)
+		note, err := sign(cp, signingLogKeys(keys))
 		if err != nil {
 			return fmt.Errorf("card: sign the checkpoint of %d entries: %w", cp.Size, err)
 		}

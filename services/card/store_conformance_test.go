@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,12 +55,14 @@ func testStore(t *testing.T, e storeEngine) {
 		{"ServiceKeyRotationsChain", testServiceKeyRotation},
 		{"KeyTransparencyFollowsTheFeed", testKeyTransparency},
 		{"KeyTransparencyManyLookups", testManyLookups},
+		{"LogKeyRotation", testLogKeyRotation},
 		{"ConcurrentRotationsOfOneCard", testConcurrentRotationsOfOneCard},
 		{"ConcurrentResetsSpendAGrantOnce", testConcurrentResets},
 		{"ConcurrentFeedWithoutGaps", testConcurrentFeed},
 		{"ConcurrentFirstServiceKeys", testConcurrentFirstKeys},
 		{"ConcurrentServiceKeyRotations", testConcurrentKeyRotations},
 		{"ConcurrentLogAppenders", testConcurrentAppenders},
+		{"LogKeyRotationDuringAppends", testLogKeyRotationDuringAppends},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -174,7 +177,7 @@ var testSigner = func() *kt.LogSigner {
 	return s
 }()
 
-func signTest(c *kt.Checkpoint) ([]byte, error) {
+func signTest(c *kt.Checkpoint, _ []*cardstoragev1.LogKeyRecord) ([]byte, error) {
 	c.Origin = testSigner.Name()
 	return kt.SignCheckpoint(c, testSigner)
 }
@@ -1247,5 +1250,239 @@ func testManyLookups(t *testing.T, e storeEngine) {
 		if !bytes.Equal(l.CardID(), want[id]) || !bytes.Equal(proved[i].Card.GetCardId(), want[id]) {
 			t.Errorf("lookup of %s proves card %x (returned %x); want %x", id, l.CardID(), proved[i].Card.GetCardId(), want[id])
 		}
+	}
+}
+
+// testLogKey returns the log key made from seed byte n at at, of the tests' origin.
+func testLogKey(t testing.TB, n byte, at time.Time) *cardstoragev1.LogKeyRecord {
+	t.Helper()
+	k, err := newLogKey(bytes.NewReader(bytes.Repeat([]byte{n}, ed25519.SeedSize)), testSigner.Name(), at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// testLogKeyRotation: a rotation adds a key that signs beside the current one, the
+// latest checkpoint signed again at once by both; one rotation at a time; retiring a
+// key erases its seed and leaves the others to sign, the latest checkpoint at once;
+// the only key cannot be retired; refusals write nothing; the keys survive a reopen.
+func testLogKeyRotation(t *testing.T, e storeEngine) {
+	s, reopen := e.open(t)
+	withKey(t, s)
+	if _, err := s.LogKeys(); !errors.Is(err, errs.ErrNotFound) {
+		t.Errorf("LogKeys of an empty store: %v; want ErrNotFound", err)
+	}
+	k1, k2, k3 := testLogKey(t, 1, t0), testLogKey(t, 2, t0.Add(time.Hour)), testLogKey(t, 3, t0.Add(2*time.Hour))
+	if _, err := s.AddLogKey(k2, signWithLogKeys); !errors.Is(err, errs.ErrNotFound) {
+		t.Errorf("AddLogKey without a first key: %v; want ErrNotFound", err)
+	}
+	if _, err := s.LogKey(k1); err != nil {
+		t.Fatal(err)
+	}
+	vk := func(k *cardstoragev1.LogKeyRecord) string { return logKeyView(k).GetVerifierKey() }
+	// signedBy checks that rec opens with each of want alone and with none of refused.
+	signedBy := func(rec *cardstoragev1.CheckpointRecord, want, refused []*cardstoragev1.LogKeyRecord) {
+		t.Helper()
+		for _, k := range want {
+			if _, err := kt.OpenCheckpoint(rec.GetSignedNote(), vk(k)); err != nil {
+				t.Errorf("checkpoint of %d entries with key %s: %v", rec.GetSize(), k.GetKeyId(), err)
+			}
+		}
+		for _, k := range refused {
+			if _, err := kt.OpenCheckpoint(rec.GetSignedNote(), vk(k)); !errors.Is(err, kt.ErrUnknownLogKey) {
+				t.Errorf("checkpoint of %d entries with key %s: %v; want ErrUnknownLogKey", rec.GetSize(), k.GetKeyId(), err)
+			}
+		}
+	}
+	// A rotation before the first checkpoint changes the key set only.
+	if cp, err := s.AddLogKey(k2, signWithLogKeys); err != nil || cp != nil {
+		t.Fatalf("AddLogKey before the first checkpoint: %v, %v; want no checkpoint", cp, err)
+	}
+	if _, _, err := s.RetireLogKey(k2.GetKeyId(), t0, signWithLogKeys); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.RetireLogKey(k1.GetKeyId(), t0, signWithLogKeys); !errors.Is(err, errs.ErrPrecondition) {
+		t.Fatalf("retiring the only key that signs: %v; want ErrPrecondition", err)
+	}
+	empty, _, err := s.AppendLog(10, t0, signWithLogKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signedBy(empty, []*cardstoragev1.LogKeyRecord{k1}, []*cardstoragev1.LogKeyRecord{k2, k3})
+
+	// Refused rotations write nothing.
+	other := testLogKey(t, 4, t0)
+	other.Origin = "another.test/kt"
+	before := e.snapshot(t, s)
+	for _, tc := range []struct {
+		name string
+		next *cardstoragev1.LogKeyRecord
+		want error
+	}{
+		{"another origin", other, errs.ErrInvalid},
+		{"a key it had", k2, errs.ErrExists},
+		{"a key without its seed", &cardstoragev1.LogKeyRecord{KeyId: "noseed", Origin: testSigner.Name(), PublicKey: k3.GetPublicKey()}, errs.ErrInvalid},
+	} {
+		if _, err := s.AddLogKey(tc.next, signWithLogKeys); !errors.Is(err, tc.want) {
+			t.Errorf("AddLogKey of %s: %v; want %v", tc.name, err, tc.want)
+		}
+	}
+	if !maps.Equal(before, e.snapshot(t, s)) {
+		t.Error("a refused AddLogKey wrote")
+	}
+
+	// The rotation: the latest checkpoint is signed again by both, same body.
+	resigned, err := s.AddLogKey(k3, signWithLogKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resigned.GetSize() != empty.GetSize() || !bytes.Equal(resigned.GetLogRoot(), empty.GetLogRoot()) || !bytes.Equal(resigned.GetMapRoot(), empty.GetMapRoot()) {
+		t.Errorf("the checkpoint signed again is %v; want the body of %v", resigned, empty)
+	}
+	signedBy(resigned, []*cardstoragev1.LogKeyRecord{k1, k3}, []*cardstoragev1.LogKeyRecord{k2})
+	if got, err := s.LatestCheckpoint(); err != nil || !proto.Equal(got, resigned) {
+		t.Errorf("LatestCheckpoint after the rotation = %v, %v; want the one signed again", got, err)
+	}
+	before = e.snapshot(t, s)
+	if _, err := s.AddLogKey(testLogKey(t, 5, t0), signWithLogKeys); !errors.Is(err, errs.ErrPrecondition) {
+		t.Errorf("a second rotation during one: %v; want ErrPrecondition", err)
+	}
+	if !maps.Equal(before, e.snapshot(t, s)) {
+		t.Error("a refused second rotation wrote")
+	}
+	// New checkpoints during the overlap are signed by both.
+	if _, _, err := s.Publish(record("app_a", idAlice, 1, nil), nil, allow(&seen{})); err != nil {
+		t.Fatal(err)
+	}
+	during, n, err := s.AppendLog(10, t0, signWithLogKeys)
+	if err != nil || n != 1 {
+		t.Fatalf("append during the rotation: %d, %v", n, err)
+	}
+	signedBy(during, []*cardstoragev1.LogKeyRecord{k1, k3}, nil)
+
+	// Refused retirements write nothing.
+	before = e.snapshot(t, s)
+	for _, tc := range []struct {
+		name, id string
+		want     error
+	}{
+		{"a key the log never had", "nosuchkey", errs.ErrNotFound},
+		{"a retired key", k2.GetKeyId(), errs.ErrPrecondition},
+	} {
+		if _, _, err := s.RetireLogKey(tc.id, t0, signWithLogKeys); !errors.Is(err, tc.want) {
+			t.Errorf("RetireLogKey of %s: %v; want %v", tc.name, err, tc.want)
+		}
+	}
+	if !maps.Equal(before, e.snapshot(t, s)) {
+		t.Error("a refused RetireLogKey wrote")
+	}
+
+	// The end of the rotation: the first key retires, its seed erased.
+	at := t0.Add(3 * time.Hour)
+	retired, after, err := s.RetireLogKey(k1.GetKeyId(), at, signWithLogKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(retired.GetSeed()) != 0 || !retired.GetRetiredAt().AsTime().Equal(at) || !bytes.Equal(retired.GetPublicKey(), k1.GetPublicKey()) {
+		t.Errorf("retired key %v; want k1's public key, no seed, retired at %s", retired, at)
+	}
+	if after.GetSize() != during.GetSize() {
+		t.Errorf("the checkpoint signed again has %d entries; want %d", after.GetSize(), during.GetSize())
+	}
+	signedBy(after, []*cardstoragev1.LogKeyRecord{k3}, []*cardstoragev1.LogKeyRecord{k1})
+	s = reopen(t)
+	keys, err := s.LogKeys()
+	if err != nil || len(keys) != 3 {
+		t.Fatalf("LogKeys after a reopen: %d keys, %v; want 3", len(keys), err)
+	}
+	for i, want := range []*cardstoragev1.LogKeyRecord{retired, k2, k3} {
+		isRetired := i < 2
+		if keys[i].GetKeyId() != want.GetKeyId() || (keys[i].GetRetiredAt() != nil) != isRetired || (len(keys[i].GetSeed()) == 0) != isRetired {
+			t.Errorf("key %d after a reopen: %v; want %s, retired without seed: %v", i, keys[i], want.GetKeyId(), isRetired)
+		}
+	}
+	if first, err := s.LogKey(nil); err != nil || first.GetKeyId() != k1.GetKeyId() || len(first.GetSeed()) != 0 {
+		t.Errorf("LogKey after retiring the first key: %v, %v; want it, without its seed", first, err)
+	}
+	if _, _, err := s.RetireLogKey(k3.GetKeyId(), at, signWithLogKeys); !errors.Is(err, errs.ErrPrecondition) {
+		t.Errorf("retiring the only key left: %v; want ErrPrecondition", err)
+	}
+	if _, _, err := s.Publish(record("app_a", idBob, 2, nil), nil, allow(&seen{})); err != nil {
+		t.Fatal(err)
+	}
+	later, _, err := s.AppendLog(10, at, signWithLogKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signedBy(later, []*cardstoragev1.LogKeyRecord{k3}, []*cardstoragev1.LogKeyRecord{k1, k2})
+}
+
+// testLogKeyRotationDuringAppends: one replica rotates the log key (a new key, then
+// the first retired) while another publishes and appends. Every checkpoint is signed
+// by a key of the log, and none that an append returns after the retirement returned
+// carries the retired key's signature: the appender of another replica never signs
+// with a key set that a rotation changed.
+func testLogKeyRotationDuringAppends(t *testing.T, e storeEngine) {
+	stores := e.replicas(t, 2)
+	withKey(t, stores[0])
+	k1, k2 := testLogKey(t, 1, t0), testLogKey(t, 2, t0.Add(time.Hour))
+	if _, err := stores[0].LogKey(k1); err != nil {
+		t.Fatal(err)
+	}
+	vk := func(k *cardstoragev1.LogKeyRecord) string { return logKeyView(k).GetVerifierKey() }
+	var retired atomic.Bool
+	done := make(chan struct{})
+	var appenders sync.WaitGroup
+	appenders.Go(func() {
+		s := stores[1]
+		var prev []byte
+		for i := 0; ; i++ {
+			c := record("app_a", idAlice, byte(i+1), prev)
+			if _, _, err := s.Publish(c, nil, allow(&seen{})); err != nil {
+				t.Error(err)
+				return
+			}
+			prev = c.GetCardId()
+			after := retired.Load()
+			rec, _, err := s.AppendLog(10, t0, signWithLogKeys)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := kt.OpenCheckpoint(rec.GetSignedNote(), vk(k1), vk(k2)); err != nil {
+				t.Errorf("checkpoint of %d entries: %v", rec.GetSize(), err)
+			}
+			if _, err := kt.OpenCheckpoint(rec.GetSignedNote(), vk(k1)); after && err == nil {
+				t.Errorf("checkpoint of %d entries, appended after the retirement, is signed by the retired key", rec.GetSize())
+			}
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if i >= 200 {
+				return
+			}
+		}
+	})
+	time.Sleep(20 * time.Millisecond)
+	if _, err := stores[0].AddLogKey(k2, signWithLogKeys); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if _, _, err := stores[0].RetireLogKey(k1.GetKeyId(), t0, signWithLogKeys); err != nil {
+		t.Fatal(err)
+	}
+	retired.Store(true)
+	time.Sleep(20 * time.Millisecond)
+	close(done)
+	appenders.Wait()
+	latest, err := stores[1].LatestCheckpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kt.OpenCheckpoint(latest.GetSignedNote(), vk(k1)); !errors.Is(err, kt.ErrUnknownLogKey) {
+		t.Errorf("the latest checkpoint with the retired key: %v; want ErrUnknownLogKey", err)
 	}
 }

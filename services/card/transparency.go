@@ -43,28 +43,36 @@ func newLogKey(r io.Reader, origin string, now time.Time) (*cardstoragev1.LogKey
 	return &cardstoragev1.LogKeyRecord{KeyId: id, Seed: seed, PublicKey: pub, Origin: origin, CreatedAt: timestamppb.New(now)}, nil
 }
 
-// openLogKey returns the signer of the store's log key, creating the key if there is
-// none. A configured origin must be the stored key's.
-func openLogKey(store Store, cfg Config, log *zap.Logger) (*kt.LogSigner, error) {
+// openLogKey returns the log's origin, creating the log's first key if there is none.
+// A configured origin must be the stored key's.
+func openLogKey(store Store, cfg Config, log *zap.Logger) (string, error) {
 	candidate, err := newLogKey(cfg.Rand, cfg.LogOrigin, cfg.Clock())
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	rec, err := store.LogKey(candidate)
 	if err != nil {
-		return nil, fmt.Errorf("card: log key: %w", err)
+		return "", fmt.Errorf("card: log key: %w", err)
 	}
 	if cfg.LogOrigin != "" && rec.GetOrigin() != cfg.LogOrigin {
-		return nil, fmt.Errorf("card: the key transparency log's origin is %q, and cannot become %q: clients and witnesses know the log by its origin (start a new log with a new card store)", rec.GetOrigin(), cfg.LogOrigin)
+		return "", fmt.Errorf("card: the key transparency log's origin is %q, and cannot become %q: clients and witnesses know the log by its origin (start a new log with a new card store)", rec.GetOrigin(), cfg.LogOrigin)
 	}
-	signer, err := kt.NewLogSigner(rec.GetOrigin(), rec.GetSeed())
+	keys, err := store.LogKeys()
 	if err != nil {
-		return nil, fmt.Errorf("card: stored log key %s: %w", rec.GetKeyId(), err)
+		return "", fmt.Errorf("card: log keys: %w", err)
+	}
+	signing := signingLogKeys(keys)
+	if _, err := logSigners(signing); err != nil {
+		return "", err
 	}
 	if rec == candidate {
-		log.Info("key transparency log key created", zap.String("origin", rec.GetOrigin()), zap.String("verifier_key", signer.VerifierKey()))
+		log.Info("key transparency log key created", zap.String("origin", rec.GetOrigin()), zap.String("verifier_key", logKeyView(rec).GetVerifierKey()))
 	}
-	return signer, nil
+	if len(signing) > 1 {
+		log.Info("a key transparency log key rotation is in progress: every checkpoint is signed by each of these keys; retire one when clients, witnesses and auditors have the new one",
+			zap.Strings("verifier_keys", verifierKeys(signing)))
+	}
+	return rec.GetOrigin(), nil
 }
 
 // leafKind is the kind of a card event's log entry.
@@ -109,10 +117,15 @@ func eventLeaf(ev *cardstoragev1.CardEventRecord) ([]byte, error) {
 	return b, nil
 }
 
-// signCheckpoint is the store's CheckpointSigner: the log key signs.
-func (s *Server) signCheckpoint(c *kt.Checkpoint) ([]byte, error) {
-	c.Origin = s.logKey.Name()
-	return kt.SignCheckpoint(c, s.logKey)
+// signWithLogKeys is the store's CheckpointSigner: it signs c with the log keys that sign, which the store read in its
+// transaction (so that a rotation on another replica applies here at once).
+func signWithLogKeys(c *kt.Checkpoint, keys []*cardstoragev1.LogKeyRecord) ([]byte, error) {
+	signers, err := logSigners(keys)
+	if err != nil {
+		return nil, err
+	}
+	c.Origin = signers[0].Name()
+	return kt.SignCheckpoint(c, signers...)
 }
 
 // PublishCheckpoint appends every card event not yet in the log, in transactions of
@@ -123,7 +136,7 @@ func (s *Server) PublishCheckpoint(ctx context.Context) (*cardstoragev1.Checkpoi
 	s.appendMu.Lock()
 	defer s.appendMu.Unlock()
 	for {
-		cp, n, err := s.store.AppendLog(maxAppendBatch, s.now(), s.signCheckpoint)
+		cp, n, err := s.store.AppendLog(maxAppendBatch, s.now(), signWithLogKeys)
 		if err != nil {
 			return nil, err
 		}
@@ -137,11 +150,6 @@ func (s *Server) PublishCheckpoint(ctx context.Context) (*cardstoragev1.Checkpoi
 			return nil, err
 		}
 	}
-}
-
-// GetLogKey implements CardService.
-func (s *Server) GetLogKey(context.Context, *cardv1.GetLogKeyRequest) (*cardv1.GetLogKeyResponse, error) {
-	return &cardv1.GetLogKeyResponse{Origin: s.logKey.Name(), VerifierKey: s.logKey.VerifierKey(), PublicKey: s.logKey.PublicKey()}, nil
 }
 
 // GetCheckpoint implements CardService.

@@ -516,7 +516,7 @@ func TestLogRefusesAGapInTheFeed(t *testing.T) {
 		e.publish(t, u, newKeys(t, e2ee.SuiteX25519), nil, nil)
 	}
 	for want := uint64(2); want <= 4; want += 2 {
-		cp, n, err := e.store.AppendLog(2, e.clock.Now(), e.srv.signCheckpoint)
+		cp, n, err := e.store.AppendLog(2, e.clock.Now(), signWithLogKeys)
 		if err != nil || n != 2 || cp.GetSize() != want {
 			t.Fatalf("append of 2: %d appended, size %d, %v; want size %d", n, cp.GetSize(), err, want)
 		}
@@ -527,7 +527,7 @@ func TestLogRefusesAGapInTheFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := e.snapshot(t)
-	_, _, err := e.store.AppendLog(10, e.clock.Now(), e.srv.signCheckpoint)
+	_, _, err := e.store.AppendLog(10, e.clock.Now(), signWithLogKeys)
 	if err == nil || !strings.Contains(err.Error(), "the card event feed has event 6 where 5 should be") {
 		t.Fatalf("append over a gap: %v", err)
 	}

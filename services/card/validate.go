@@ -7,6 +7,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/umbra-e2ee/umbra/internal/page"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
@@ -172,4 +175,27 @@ func validLogEntries(req *cardv1.GetLogEntriesRequest) (int, error) {
 	default:
 		return int(count), nil
 	}
+}
+
+// maxLogKeyArg bounds RetireLogKey's key: a verifier key is an origin (a key name) and
+// under 60 more characters.
+const maxLogKeyArg = 1024
+
+// validRetireLogKey checks that a RetireLogKey request names a key: its id, or its
+// verifier key.
+func validRetireLogKey(req *cardv1.RetireLogKeyRequest) error {
+	key := req.GetKey()
+	switch {
+	case key == "":
+		return errs.Invalidf("key is empty: name the log key to retire by its key id or its verifier key (umbra card log-key lists them)")
+	case len(key) > maxLogKeyArg:
+		return errs.Invalidf("key of %d bytes, at most %d: a log key id or verifier key", len(key), maxLogKeyArg)
+	case strings.Contains(key, "+"):
+		if _, err := note.NewVerifier(key); err != nil {
+			return errs.Invalidf("key %q is not a signed-note verifier key (<origin>+<hash>+<key>): %v", key, err)
+		}
+	case strings.ContainsFunc(key, func(r rune) bool { return !strings.ContainsRune("abcdefghijklmnopqrstuvwxyz234567", r) }):
+		return errs.Invalidf("key %q is neither a log key id (lower-case base32) nor a verifier key", key)
+	}
+	return nil
 }

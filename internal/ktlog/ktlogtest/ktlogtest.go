@@ -24,10 +24,28 @@ import (
 // Origin is the fake log's origin.
 const Origin = "kt.test/log"
 
-// Log is the fake log's key.
+// Log is the fake log's key: Signer, and during a log key rotation Next beside it.
+// Rotate and Retire change them between appends, not while a view signs.
 type Log struct {
 	Signer *kt.LogSigner
+	// Next, when set, signs every checkpoint beside Signer.
+	Next *kt.LogSigner
 }
+
+// Rotate starts a log key rotation, as the card service's RotateLogKey does: a new key
+// of the same origin signs every checkpoint beside the current one. It returns it.
+func (l *Log) Rotate(t testing.TB) *kt.LogSigner {
+	t.Helper()
+	s, err := kt.NewLogSigner(Origin, bytes.Repeat([]byte{0x5b}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Next = s
+	return s
+}
+
+// Retire ends the rotation: the new key alone signs from now on.
+func (l *Log) Retire() { l.Signer, l.Next = l.Next, nil }
 
 // New returns a log with a fixed key.
 func New(t testing.TB) *Log {
@@ -42,10 +60,14 @@ func New(t testing.TB) *Log {
 // VerifierKey is the log key's verifier key.
 func (l *Log) VerifierKey() string { return l.Signer.VerifierKey() }
 
-// Sign signs any checkpoint body with the log key.
+// Sign signs any checkpoint body with the log key (both keys during a rotation).
 func (l *Log) Sign(t testing.TB, cp *kt.Checkpoint) []byte {
 	t.Helper()
-	signed, err := kt.SignCheckpoint(cp, l.Signer)
+	signers := []*kt.LogSigner{l.Signer}
+	if l.Next != nil {
+		signers = append(signers, l.Next)
+	}
+	signed, err := kt.SignCheckpoint(cp, signers...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1773,7 +1773,10 @@ type GetLogKeyResponse struct {
 	// 0x01 || Ed25519 public key>".
 	VerifierKey string `protobuf:"bytes,2,opt,name=verifier_key,json=verifierKey,proto3" json:"verifier_key,omitempty"`
 	// The Ed25519 public key, 32 bytes.
-	PublicKey     []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	PublicKey []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// Every log key the log has had, oldest first: the ones that sign checkpoints and
+	// the retired ones.
+	Keys          []*LogKey `protobuf:"bytes,4,rep,name=keys,proto3" json:"keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1829,6 +1832,292 @@ func (x *GetLogKeyResponse) GetPublicKey() []byte {
 	return nil
 }
 
+func (x *GetLogKeyResponse) GetKeys() []*LogKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// LogKey is one key of the key transparency log.
+type LogKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The signed-note verifier key, as in GetLogKeyResponse.
+	VerifierKey string `protobuf:"bytes,1,opt,name=verifier_key,json=verifierKey,proto3" json:"verifier_key,omitempty"`
+	// The key's id: derived from its public key, as a service key's id is.
+	KeyId     string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When it stopped signing checkpoints; unset while it signs.
+	RetiredAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=retired_at,json=retiredAt,proto3" json:"retired_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogKey) Reset() {
+	*x = LogKey{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogKey) ProtoMessage() {}
+
+func (x *LogKey) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogKey.ProtoReflect.Descriptor instead.
+func (*LogKey) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *LogKey) GetVerifierKey() string {
+	if x != nil {
+		return x.VerifierKey
+	}
+	return ""
+}
+
+func (x *LogKey) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *LogKey) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *LogKey) GetRetiredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetiredAt
+	}
+	return nil
+}
+
+type RotateLogKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateLogKeyRequest) Reset() {
+	*x = RotateLogKeyRequest{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateLogKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateLogKeyRequest) ProtoMessage() {}
+
+func (x *RotateLogKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateLogKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateLogKeyRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{29}
+}
+
+type RotateLogKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new key, which signs from now on beside the current one.
+	Key *LogKey `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Every log key, as GetLogKey lists them.
+	Keys []*LogKey `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// The latest checkpoint, signed again by both keys (empty before the first).
+	Checkpoint    []byte `protobuf:"bytes,3,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateLogKeyResponse) Reset() {
+	*x = RotateLogKeyResponse{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateLogKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateLogKeyResponse) ProtoMessage() {}
+
+func (x *RotateLogKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateLogKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateLogKeyResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RotateLogKeyResponse) GetKey() *LogKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RotateLogKeyResponse) GetKeys() []*LogKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *RotateLogKeyResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+type RetireLogKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key to retire: its key id or its verifier key.
+	Key           string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetireLogKeyRequest) Reset() {
+	*x = RetireLogKeyRequest{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetireLogKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetireLogKeyRequest) ProtoMessage() {}
+
+func (x *RetireLogKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetireLogKeyRequest.ProtoReflect.Descriptor instead.
+func (*RetireLogKeyRequest) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RetireLogKeyRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type RetireLogKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The retired key, with `retired_at`.
+	Key *LogKey `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Every log key, as GetLogKey lists them.
+	Keys []*LogKey `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// The latest checkpoint, signed again by the keys that remain.
+	Checkpoint    []byte `protobuf:"bytes,3,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetireLogKeyResponse) Reset() {
+	*x = RetireLogKeyResponse{}
+	mi := &file_umbra_card_v1_card_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetireLogKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetireLogKeyResponse) ProtoMessage() {}
+
+func (x *RetireLogKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_umbra_card_v1_card_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetireLogKeyResponse.ProtoReflect.Descriptor instead.
+func (*RetireLogKeyResponse) Descriptor() ([]byte, []int) {
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RetireLogKeyResponse) GetKey() *LogKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RetireLogKeyResponse) GetKeys() []*LogKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *RetireLogKeyResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
 type GetCheckpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1837,7 +2126,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[28]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +2138,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[28]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2151,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{28}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{33}
 }
 
 type GetCheckpointResponse struct {
@@ -1877,7 +2166,7 @@ type GetCheckpointResponse struct {
 
 func (x *GetCheckpointResponse) Reset() {
 	*x = GetCheckpointResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[29]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +2178,7 @@ func (x *GetCheckpointResponse) String() string {
 func (*GetCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[29]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +2191,7 @@ func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{29}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetCheckpointResponse) GetCheckpoint() []byte {
@@ -1929,7 +2218,7 @@ type GetConsistencyProofRequest struct {
 
 func (x *GetConsistencyProofRequest) Reset() {
 	*x = GetConsistencyProofRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[30]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2230,7 @@ func (x *GetConsistencyProofRequest) String() string {
 func (*GetConsistencyProofRequest) ProtoMessage() {}
 
 func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[30]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2243,7 @@ func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{30}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetConsistencyProofRequest) GetFromSize() uint64 {
@@ -1981,7 +2270,7 @@ type GetConsistencyProofResponse struct {
 
 func (x *GetConsistencyProofResponse) Reset() {
 	*x = GetConsistencyProofResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[31]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1993,7 +2282,7 @@ func (x *GetConsistencyProofResponse) String() string {
 func (*GetConsistencyProofResponse) ProtoMessage() {}
 
 func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[31]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2006,7 +2295,7 @@ func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{31}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetConsistencyProofResponse) GetProof() [][]byte {
@@ -2027,7 +2316,7 @@ type GetInclusionProofRequest struct {
 
 func (x *GetInclusionProofRequest) Reset() {
 	*x = GetInclusionProofRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[32]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2328,7 @@ func (x *GetInclusionProofRequest) String() string {
 func (*GetInclusionProofRequest) ProtoMessage() {}
 
 func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[32]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2341,7 @@ func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{32}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetInclusionProofRequest) GetIndex() uint64 {
@@ -2082,7 +2371,7 @@ type GetInclusionProofResponse struct {
 
 func (x *GetInclusionProofResponse) Reset() {
 	*x = GetInclusionProofResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[33]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2383,7 @@ func (x *GetInclusionProofResponse) String() string {
 func (*GetInclusionProofResponse) ProtoMessage() {}
 
 func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[33]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2396,7 @@ func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{33}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetInclusionProofResponse) GetLeaf() []byte {
@@ -2141,7 +2430,7 @@ type GetLogEntriesRequest struct {
 
 func (x *GetLogEntriesRequest) Reset() {
 	*x = GetLogEntriesRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[34]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2153,7 +2442,7 @@ func (x *GetLogEntriesRequest) String() string {
 func (*GetLogEntriesRequest) ProtoMessage() {}
 
 func (x *GetLogEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[34]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2166,7 +2455,7 @@ func (x *GetLogEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogEntriesRequest.ProtoReflect.Descriptor instead.
 func (*GetLogEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{34}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetLogEntriesRequest) GetStart() uint64 {
@@ -2193,7 +2482,7 @@ type GetLogEntriesResponse struct {
 
 func (x *GetLogEntriesResponse) Reset() {
 	*x = GetLogEntriesResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[35]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2205,7 +2494,7 @@ func (x *GetLogEntriesResponse) String() string {
 func (*GetLogEntriesResponse) ProtoMessage() {}
 
 func (x *GetLogEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[35]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2218,7 +2507,7 @@ func (x *GetLogEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogEntriesResponse.ProtoReflect.Descriptor instead.
 func (*GetLogEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{35}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetLogEntriesResponse) GetEntries() [][]byte {
@@ -2238,7 +2527,7 @@ type SearchCardsWithProofsRequest struct {
 
 func (x *SearchCardsWithProofsRequest) Reset() {
 	*x = SearchCardsWithProofsRequest{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[36]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2250,7 +2539,7 @@ func (x *SearchCardsWithProofsRequest) String() string {
 func (*SearchCardsWithProofsRequest) ProtoMessage() {}
 
 func (x *SearchCardsWithProofsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[36]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2263,7 +2552,7 @@ func (x *SearchCardsWithProofsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchCardsWithProofsRequest.ProtoReflect.Descriptor instead.
 func (*SearchCardsWithProofsRequest) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{36}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SearchCardsWithProofsRequest) GetIdentities() []string {
@@ -2287,7 +2576,7 @@ type ProvedCard struct {
 
 func (x *ProvedCard) Reset() {
 	*x = ProvedCard{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[37]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2588,7 @@ func (x *ProvedCard) String() string {
 func (*ProvedCard) ProtoMessage() {}
 
 func (x *ProvedCard) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[37]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2601,7 @@ func (x *ProvedCard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProvedCard.ProtoReflect.Descriptor instead.
 func (*ProvedCard) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{37}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ProvedCard) GetProof() *v11.LookupProof {
@@ -2341,7 +2630,7 @@ type SearchCardsWithProofsResponse struct {
 
 func (x *SearchCardsWithProofsResponse) Reset() {
 	*x = SearchCardsWithProofsResponse{}
-	mi := &file_umbra_card_v1_card_proto_msgTypes[38]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2353,7 +2642,7 @@ func (x *SearchCardsWithProofsResponse) String() string {
 func (*SearchCardsWithProofsResponse) ProtoMessage() {}
 
 func (x *SearchCardsWithProofsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_umbra_card_v1_card_proto_msgTypes[38]
+	mi := &file_umbra_card_v1_card_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2366,7 +2655,7 @@ func (x *SearchCardsWithProofsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchCardsWithProofsResponse.ProtoReflect.Descriptor instead.
 func (*SearchCardsWithProofsResponse) Descriptor() ([]byte, []int) {
-	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{38}
+	return file_umbra_card_v1_card_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SearchCardsWithProofsResponse) GetCheckpoint() []byte {
@@ -2493,12 +2782,35 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\x17LookupCardOwnerResponse\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x121\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x19.umbra.card.v1.CardStatusR\x06status\"\x12\n" +
-	"\x10GetLogKeyRequest\"m\n" +
+	"\x10GetLogKeyRequest\"\x98\x01\n" +
 	"\x11GetLogKeyResponse\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12!\n" +
 	"\fverifier_key\x18\x02 \x01(\tR\vverifierKey\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x03 \x01(\fR\tpublicKey\"\x16\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\x12)\n" +
+	"\x04keys\x18\x04 \x03(\v2\x15.umbra.card.v1.LogKeyR\x04keys\"\xb8\x01\n" +
+	"\x06LogKey\x12!\n" +
+	"\fverifier_key\x18\x01 \x01(\tR\vverifierKey\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"retired_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tretiredAt\"\x15\n" +
+	"\x13RotateLogKeyRequest\"\x8a\x01\n" +
+	"\x14RotateLogKeyResponse\x12'\n" +
+	"\x03key\x18\x01 \x01(\v2\x15.umbra.card.v1.LogKeyR\x03key\x12)\n" +
+	"\x04keys\x18\x02 \x03(\v2\x15.umbra.card.v1.LogKeyR\x04keys\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x03 \x01(\fR\n" +
+	"checkpoint\"'\n" +
+	"\x13RetireLogKeyRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"\x8a\x01\n" +
+	"\x14RetireLogKeyResponse\x12'\n" +
+	"\x03key\x18\x01 \x01(\v2\x15.umbra.card.v1.LogKeyR\x03key\x12)\n" +
+	"\x04keys\x18\x02 \x03(\v2\x15.umbra.card.v1.LogKeyR\x04keys\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x03 \x01(\fR\n" +
+	"checkpoint\"\x16\n" +
 	"\x14GetCheckpointRequest\"K\n" +
 	"\x15GetCheckpointResponse\x12\x1e\n" +
 	"\n" +
@@ -2544,7 +2856,7 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\rCardEventKind\x12\x1f\n" +
 	"\x1bCARD_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19CARD_EVENT_KIND_PUBLISHED\x10\x01\x12\x1b\n" +
-	"\x17CARD_EVENT_KIND_REVOKED\x10\x022\xf4\v\n" +
+	"\x17CARD_EVENT_KIND_REVOKED\x10\x022\xa6\r\n" +
 	"\vCardService\x12T\n" +
 	"\vPublishCard\x12!.umbra.card.v1.PublishCardRequest\x1a\".umbra.card.v1.PublishCardResponse\x12Z\n" +
 	"\rGetServiceKey\x12#.umbra.card.v1.GetServiceKeyRequest\x1a$.umbra.card.v1.GetServiceKeyResponse\x12c\n" +
@@ -2557,7 +2869,9 @@ const file_umbra_card_v1_card_proto_rawDesc = "" +
 	"\x11LookupActiveCards\x12'.umbra.card.v1.LookupActiveCardsRequest\x1a(.umbra.card.v1.LookupActiveCardsResponse\x12]\n" +
 	"\x0eListCardEvents\x12$.umbra.card.v1.ListCardEventsRequest\x1a%.umbra.card.v1.ListCardEventsResponse\x12`\n" +
 	"\x0fLookupCardOwner\x12%.umbra.card.v1.LookupCardOwnerRequest\x1a&.umbra.card.v1.LookupCardOwnerResponse\x12N\n" +
-	"\tGetLogKey\x12\x1f.umbra.card.v1.GetLogKeyRequest\x1a .umbra.card.v1.GetLogKeyResponse\x12Z\n" +
+	"\tGetLogKey\x12\x1f.umbra.card.v1.GetLogKeyRequest\x1a .umbra.card.v1.GetLogKeyResponse\x12W\n" +
+	"\fRotateLogKey\x12\".umbra.card.v1.RotateLogKeyRequest\x1a#.umbra.card.v1.RotateLogKeyResponse\x12W\n" +
+	"\fRetireLogKey\x12\".umbra.card.v1.RetireLogKeyRequest\x1a#.umbra.card.v1.RetireLogKeyResponse\x12Z\n" +
 	"\rGetCheckpoint\x12#.umbra.card.v1.GetCheckpointRequest\x1a$.umbra.card.v1.GetCheckpointResponse\x12l\n" +
 	"\x13GetConsistencyProof\x12).umbra.card.v1.GetConsistencyProofRequest\x1a*.umbra.card.v1.GetConsistencyProofResponse\x12f\n" +
 	"\x11GetInclusionProof\x12'.umbra.card.v1.GetInclusionProofRequest\x1a(.umbra.card.v1.GetInclusionProofResponse\x12Z\n" +
@@ -2577,7 +2891,7 @@ func file_umbra_card_v1_card_proto_rawDescGZIP() []byte {
 }
 
 var file_umbra_card_v1_card_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_umbra_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_umbra_card_v1_card_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_umbra_card_v1_card_proto_goTypes = []any{
 	(CardStatus)(0),                       // 0: umbra.card.v1.CardStatus
 	(CardEventKind)(0),                    // 1: umbra.card.v1.CardEventKind
@@ -2609,29 +2923,34 @@ var file_umbra_card_v1_card_proto_goTypes = []any{
 	(*LookupCardOwnerResponse)(nil),       // 27: umbra.card.v1.LookupCardOwnerResponse
 	(*GetLogKeyRequest)(nil),              // 28: umbra.card.v1.GetLogKeyRequest
 	(*GetLogKeyResponse)(nil),             // 29: umbra.card.v1.GetLogKeyResponse
-	(*GetCheckpointRequest)(nil),          // 30: umbra.card.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),         // 31: umbra.card.v1.GetCheckpointResponse
-	(*GetConsistencyProofRequest)(nil),    // 32: umbra.card.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil),   // 33: umbra.card.v1.GetConsistencyProofResponse
-	(*GetInclusionProofRequest)(nil),      // 34: umbra.card.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),     // 35: umbra.card.v1.GetInclusionProofResponse
-	(*GetLogEntriesRequest)(nil),          // 36: umbra.card.v1.GetLogEntriesRequest
-	(*GetLogEntriesResponse)(nil),         // 37: umbra.card.v1.GetLogEntriesResponse
-	(*SearchCardsWithProofsRequest)(nil),  // 38: umbra.card.v1.SearchCardsWithProofsRequest
-	(*ProvedCard)(nil),                    // 39: umbra.card.v1.ProvedCard
-	(*SearchCardsWithProofsResponse)(nil), // 40: umbra.card.v1.SearchCardsWithProofsResponse
-	(*timestamppb.Timestamp)(nil),         // 41: google.protobuf.Timestamp
-	(v1.Suite)(0),                         // 42: umbra.envelope.v1.Suite
-	(*v11.LookupProof)(nil),               // 43: umbra.kt.v1.LookupProof
+	(*LogKey)(nil),                        // 30: umbra.card.v1.LogKey
+	(*RotateLogKeyRequest)(nil),           // 31: umbra.card.v1.RotateLogKeyRequest
+	(*RotateLogKeyResponse)(nil),          // 32: umbra.card.v1.RotateLogKeyResponse
+	(*RetireLogKeyRequest)(nil),           // 33: umbra.card.v1.RetireLogKeyRequest
+	(*RetireLogKeyResponse)(nil),          // 34: umbra.card.v1.RetireLogKeyResponse
+	(*GetCheckpointRequest)(nil),          // 35: umbra.card.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),         // 36: umbra.card.v1.GetCheckpointResponse
+	(*GetConsistencyProofRequest)(nil),    // 37: umbra.card.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil),   // 38: umbra.card.v1.GetConsistencyProofResponse
+	(*GetInclusionProofRequest)(nil),      // 39: umbra.card.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),     // 40: umbra.card.v1.GetInclusionProofResponse
+	(*GetLogEntriesRequest)(nil),          // 41: umbra.card.v1.GetLogEntriesRequest
+	(*GetLogEntriesResponse)(nil),         // 42: umbra.card.v1.GetLogEntriesResponse
+	(*SearchCardsWithProofsRequest)(nil),  // 43: umbra.card.v1.SearchCardsWithProofsRequest
+	(*ProvedCard)(nil),                    // 44: umbra.card.v1.ProvedCard
+	(*SearchCardsWithProofsResponse)(nil), // 45: umbra.card.v1.SearchCardsWithProofsResponse
+	(*timestamppb.Timestamp)(nil),         // 46: google.protobuf.Timestamp
+	(v1.Suite)(0),                         // 47: umbra.envelope.v1.Suite
+	(*v11.LookupProof)(nil),               // 48: umbra.kt.v1.LookupProof
 }
 var file_umbra_card_v1_card_proto_depIdxs = []int32{
 	3,  // 0: umbra.card.v1.Card.endorsement:type_name -> umbra.card.v1.CardEndorsement
 	0,  // 1: umbra.card.v1.Card.status:type_name -> umbra.card.v1.CardStatus
-	41, // 2: umbra.card.v1.Card.published_at:type_name -> google.protobuf.Timestamp
-	41, // 3: umbra.card.v1.Card.superseded_at:type_name -> google.protobuf.Timestamp
-	41, // 4: umbra.card.v1.Card.revoked_at:type_name -> google.protobuf.Timestamp
-	41, // 5: umbra.card.v1.ServiceKey.created_at:type_name -> google.protobuf.Timestamp
-	41, // 6: umbra.card.v1.ServiceKey.superseded_at:type_name -> google.protobuf.Timestamp
+	46, // 2: umbra.card.v1.Card.published_at:type_name -> google.protobuf.Timestamp
+	46, // 3: umbra.card.v1.Card.superseded_at:type_name -> google.protobuf.Timestamp
+	46, // 4: umbra.card.v1.Card.revoked_at:type_name -> google.protobuf.Timestamp
+	46, // 5: umbra.card.v1.ServiceKey.created_at:type_name -> google.protobuf.Timestamp
+	46, // 6: umbra.card.v1.ServiceKey.superseded_at:type_name -> google.protobuf.Timestamp
 	5,  // 7: umbra.card.v1.ServiceKey.rotation:type_name -> umbra.card.v1.ServiceKeyRotation
 	3,  // 8: umbra.card.v1.PublishCardRequest.endorsement:type_name -> umbra.card.v1.CardEndorsement
 	2,  // 9: umbra.card.v1.PublishCardResponse.card:type_name -> umbra.card.v1.Card
@@ -2643,52 +2962,63 @@ var file_umbra_card_v1_card_proto_depIdxs = []int32{
 	2,  // 15: umbra.card.v1.GetCardResponse.card:type_name -> umbra.card.v1.Card
 	2,  // 16: umbra.card.v1.ListCardHistoryResponse.cards:type_name -> umbra.card.v1.Card
 	2,  // 17: umbra.card.v1.RevokeCardResponse.card:type_name -> umbra.card.v1.Card
-	42, // 18: umbra.card.v1.ActiveCardRef.suite:type_name -> umbra.envelope.v1.Suite
+	47, // 18: umbra.card.v1.ActiveCardRef.suite:type_name -> umbra.envelope.v1.Suite
 	20, // 19: umbra.card.v1.LookupActiveCardsResponse.cards:type_name -> umbra.card.v1.ActiveCardRef
 	1,  // 20: umbra.card.v1.CardEvent.kind:type_name -> umbra.card.v1.CardEventKind
-	41, // 21: umbra.card.v1.CardEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	46, // 21: umbra.card.v1.CardEvent.occurred_at:type_name -> google.protobuf.Timestamp
 	23, // 22: umbra.card.v1.ListCardEventsResponse.events:type_name -> umbra.card.v1.CardEvent
 	0,  // 23: umbra.card.v1.LookupCardOwnerResponse.status:type_name -> umbra.card.v1.CardStatus
-	43, // 24: umbra.card.v1.ProvedCard.proof:type_name -> umbra.kt.v1.LookupProof
-	2,  // 25: umbra.card.v1.ProvedCard.card:type_name -> umbra.card.v1.Card
-	39, // 26: umbra.card.v1.SearchCardsWithProofsResponse.results:type_name -> umbra.card.v1.ProvedCard
-	6,  // 27: umbra.card.v1.CardService.PublishCard:input_type -> umbra.card.v1.PublishCardRequest
-	8,  // 28: umbra.card.v1.CardService.GetServiceKey:input_type -> umbra.card.v1.GetServiceKeyRequest
-	10, // 29: umbra.card.v1.CardService.RotateServiceKey:input_type -> umbra.card.v1.RotateServiceKeyRequest
-	12, // 30: umbra.card.v1.CardService.SearchCards:input_type -> umbra.card.v1.SearchCardsRequest
-	14, // 31: umbra.card.v1.CardService.GetCard:input_type -> umbra.card.v1.GetCardRequest
-	16, // 32: umbra.card.v1.CardService.ListCardHistory:input_type -> umbra.card.v1.ListCardHistoryRequest
-	18, // 33: umbra.card.v1.CardService.RevokeCard:input_type -> umbra.card.v1.RevokeCardRequest
-	21, // 34: umbra.card.v1.CardService.LookupActiveCards:input_type -> umbra.card.v1.LookupActiveCardsRequest
-	24, // 35: umbra.card.v1.CardService.ListCardEvents:input_type -> umbra.card.v1.ListCardEventsRequest
-	26, // 36: umbra.card.v1.CardService.LookupCardOwner:input_type -> umbra.card.v1.LookupCardOwnerRequest
-	28, // 37: umbra.card.v1.CardService.GetLogKey:input_type -> umbra.card.v1.GetLogKeyRequest
-	30, // 38: umbra.card.v1.CardService.GetCheckpoint:input_type -> umbra.card.v1.GetCheckpointRequest
-	32, // 39: umbra.card.v1.CardService.GetConsistencyProof:input_type -> umbra.card.v1.GetConsistencyProofRequest
-	34, // 40: umbra.card.v1.CardService.GetInclusionProof:input_type -> umbra.card.v1.GetInclusionProofRequest
-	36, // 41: umbra.card.v1.CardService.GetLogEntries:input_type -> umbra.card.v1.GetLogEntriesRequest
-	38, // 42: umbra.card.v1.CardService.SearchCardsWithProofs:input_type -> umbra.card.v1.SearchCardsWithProofsRequest
-	7,  // 43: umbra.card.v1.CardService.PublishCard:output_type -> umbra.card.v1.PublishCardResponse
-	9,  // 44: umbra.card.v1.CardService.GetServiceKey:output_type -> umbra.card.v1.GetServiceKeyResponse
-	11, // 45: umbra.card.v1.CardService.RotateServiceKey:output_type -> umbra.card.v1.RotateServiceKeyResponse
-	13, // 46: umbra.card.v1.CardService.SearchCards:output_type -> umbra.card.v1.SearchCardsResponse
-	15, // 47: umbra.card.v1.CardService.GetCard:output_type -> umbra.card.v1.GetCardResponse
-	17, // 48: umbra.card.v1.CardService.ListCardHistory:output_type -> umbra.card.v1.ListCardHistoryResponse
-	19, // 49: umbra.card.v1.CardService.RevokeCard:output_type -> umbra.card.v1.RevokeCardResponse
-	22, // 50: umbra.card.v1.CardService.LookupActiveCards:output_type -> umbra.card.v1.LookupActiveCardsResponse
-	25, // 51: umbra.card.v1.CardService.ListCardEvents:output_type -> umbra.card.v1.ListCardEventsResponse
-	27, // 52: umbra.card.v1.CardService.LookupCardOwner:output_type -> umbra.card.v1.LookupCardOwnerResponse
-	29, // 53: umbra.card.v1.CardService.GetLogKey:output_type -> umbra.card.v1.GetLogKeyResponse
-	31, // 54: umbra.card.v1.CardService.GetCheckpoint:output_type -> umbra.card.v1.GetCheckpointResponse
-	33, // 55: umbra.card.v1.CardService.GetConsistencyProof:output_type -> umbra.card.v1.GetConsistencyProofResponse
-	35, // 56: umbra.card.v1.CardService.GetInclusionProof:output_type -> umbra.card.v1.GetInclusionProofResponse
-	37, // 57: umbra.card.v1.CardService.GetLogEntries:output_type -> umbra.card.v1.GetLogEntriesResponse
-	40, // 58: umbra.card.v1.CardService.SearchCardsWithProofs:output_type -> umbra.card.v1.SearchCardsWithProofsResponse
-	43, // [43:59] is the sub-list for method output_type
-	27, // [27:43] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	30, // 24: umbra.card.v1.GetLogKeyResponse.keys:type_name -> umbra.card.v1.LogKey
+	46, // 25: umbra.card.v1.LogKey.created_at:type_name -> google.protobuf.Timestamp
+	46, // 26: umbra.card.v1.LogKey.retired_at:type_name -> google.protobuf.Timestamp
+	30, // 27: umbra.card.v1.RotateLogKeyResponse.key:type_name -> umbra.card.v1.LogKey
+	30, // 28: umbra.card.v1.RotateLogKeyResponse.keys:type_name -> umbra.card.v1.LogKey
+	30, // 29: umbra.card.v1.RetireLogKeyResponse.key:type_name -> umbra.card.v1.LogKey
+	30, // 30: umbra.card.v1.RetireLogKeyResponse.keys:type_name -> umbra.card.v1.LogKey
+	48, // 31: umbra.card.v1.ProvedCard.proof:type_name -> umbra.kt.v1.LookupProof
+	2,  // 32: umbra.card.v1.ProvedCard.card:type_name -> umbra.card.v1.Card
+	44, // 33: umbra.card.v1.SearchCardsWithProofsResponse.results:type_name -> umbra.card.v1.ProvedCard
+	6,  // 34: umbra.card.v1.CardService.PublishCard:input_type -> umbra.card.v1.PublishCardRequest
+	8,  // 35: umbra.card.v1.CardService.GetServiceKey:input_type -> umbra.card.v1.GetServiceKeyRequest
+	10, // 36: umbra.card.v1.CardService.RotateServiceKey:input_type -> umbra.card.v1.RotateServiceKeyRequest
+	12, // 37: umbra.card.v1.CardService.SearchCards:input_type -> umbra.card.v1.SearchCardsRequest
+	14, // 38: umbra.card.v1.CardService.GetCard:input_type -> umbra.card.v1.GetCardRequest
+	16, // 39: umbra.card.v1.CardService.ListCardHistory:input_type -> umbra.card.v1.ListCardHistoryRequest
+	18, // 40: umbra.card.v1.CardService.RevokeCard:input_type -> umbra.card.v1.RevokeCardRequest
+	21, // 41: umbra.card.v1.CardService.LookupActiveCards:input_type -> umbra.card.v1.LookupActiveCardsRequest
+	24, // 42: umbra.card.v1.CardService.ListCardEvents:input_type -> umbra.card.v1.ListCardEventsRequest
+	26, // 43: umbra.card.v1.CardService.LookupCardOwner:input_type -> umbra.card.v1.LookupCardOwnerRequest
+	28, // 44: umbra.card.v1.CardService.GetLogKey:input_type -> umbra.card.v1.GetLogKeyRequest
+	31, // 45: umbra.card.v1.CardService.RotateLogKey:input_type -> umbra.card.v1.RotateLogKeyRequest
+	33, // 46: umbra.card.v1.CardService.RetireLogKey:input_type -> umbra.card.v1.RetireLogKeyRequest
+	35, // 47: umbra.card.v1.CardService.GetCheckpoint:input_type -> umbra.card.v1.GetCheckpointRequest
+	37, // 48: umbra.card.v1.CardService.GetConsistencyProof:input_type -> umbra.card.v1.GetConsistencyProofRequest
+	39, // 49: umbra.card.v1.CardService.GetInclusionProof:input_type -> umbra.card.v1.GetInclusionProofRequest
+	41, // 50: umbra.card.v1.CardService.GetLogEntries:input_type -> umbra.card.v1.GetLogEntriesRequest
+	43, // 51: umbra.card.v1.CardService.SearchCardsWithProofs:input_type -> umbra.card.v1.SearchCardsWithProofsRequest
+	7,  // 52: umbra.card.v1.CardService.PublishCard:output_type -> umbra.card.v1.PublishCardResponse
+	9,  // 53: umbra.card.v1.CardService.GetServiceKey:output_type -> umbra.card.v1.GetServiceKeyResponse
+	11, // 54: umbra.card.v1.CardService.RotateServiceKey:output_type -> umbra.card.v1.RotateServiceKeyResponse
+	13, // 55: umbra.card.v1.CardService.SearchCards:output_type -> umbra.card.v1.SearchCardsResponse
+	15, // 56: umbra.card.v1.CardService.GetCard:output_type -> umbra.card.v1.GetCardResponse
+	17, // 57: umbra.card.v1.CardService.ListCardHistory:output_type -> umbra.card.v1.ListCardHistoryResponse
+	19, // 58: umbra.card.v1.CardService.RevokeCard:output_type -> umbra.card.v1.RevokeCardResponse
+	22, // 59: umbra.card.v1.CardService.LookupActiveCards:output_type -> umbra.card.v1.LookupActiveCardsResponse
+	25, // 60: umbra.card.v1.CardService.ListCardEvents:output_type -> umbra.card.v1.ListCardEventsResponse
+	27, // 61: umbra.card.v1.CardService.LookupCardOwner:output_type -> umbra.card.v1.LookupCardOwnerResponse
+	29, // 62: umbra.card.v1.CardService.GetLogKey:output_type -> umbra.card.v1.GetLogKeyResponse
+	32, // 63: umbra.card.v1.CardService.RotateLogKey:output_type -> umbra.card.v1.RotateLogKeyResponse
+	34, // 64: umbra.card.v1.CardService.RetireLogKey:output_type -> umbra.card.v1.RetireLogKeyResponse
+	36, // 65: umbra.card.v1.CardService.GetCheckpoint:output_type -> umbra.card.v1.GetCheckpointResponse
+	38, // 66: umbra.card.v1.CardService.GetConsistencyProof:output_type -> umbra.card.v1.GetConsistencyProofResponse
+	40, // 67: umbra.card.v1.CardService.GetInclusionProof:output_type -> umbra.card.v1.GetInclusionProofResponse
+	42, // 68: umbra.card.v1.CardService.GetLogEntries:output_type -> umbra.card.v1.GetLogEntriesResponse
+	45, // 69: umbra.card.v1.CardService.SearchCardsWithProofs:output_type -> umbra.card.v1.SearchCardsWithProofsResponse
+	52, // [52:70] is the sub-list for method output_type
+	34, // [34:52] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_umbra_card_v1_card_proto_init() }
@@ -2702,7 +3032,7 @@ func file_umbra_card_v1_card_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_umbra_card_v1_card_proto_rawDesc), len(file_umbra_card_v1_card_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   39,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,8 @@ const (
 	CardService_ListCardEvents_FullMethodName        = "/umbra.card.v1.CardService/ListCardEvents"
 	CardService_LookupCardOwner_FullMethodName       = "/umbra.card.v1.CardService/LookupCardOwner"
 	CardService_GetLogKey_FullMethodName             = "/umbra.card.v1.CardService/GetLogKey"
+	CardService_RotateLogKey_FullMethodName          = "/umbra.card.v1.CardService/RotateLogKey"
+	CardService_RetireLogKey_FullMethodName          = "/umbra.card.v1.CardService/RetireLogKey"
 	CardService_GetCheckpoint_FullMethodName         = "/umbra.card.v1.CardService/GetCheckpoint"
 	CardService_GetConsistencyProof_FullMethodName   = "/umbra.card.v1.CardService/GetConsistencyProof"
 	CardService_GetInclusionProof_FullMethodName     = "/umbra.card.v1.CardService/GetInclusionProof"
@@ -143,9 +145,25 @@ type CardServiceClient interface {
 	LookupCardOwner(ctx context.Context, in *LookupCardOwnerRequest, opts ...grpc.CallOption) (*LookupCardOwnerResponse, error)
 	// GetLogKey returns the log key that signs checkpoints (not the service key, which
 	// counter-signs cards): the log's origin and its signed-note verifier key, which
-	// clients, witnesses and auditors are configured with.
+	// clients, witnesses and auditors are configured with. During a log key rotation two
+	// keys of the origin sign every checkpoint; `keys` lists every log key the log has
+	// had, and `verifier_key` is the newest one that signs.
 	// Auth: public.
 	GetLogKey(ctx context.Context, in *GetLogKeyRequest, opts ...grpc.CallOption) (*GetLogKeyResponse, error)
+	// RotateLogKey starts a log key rotation (docs/operations.md, "Rotating the log
+	// key"): a new log key of the same origin signs every checkpoint from now on beside
+	// the current one, and the latest checkpoint is signed again by both. The log is
+	// not reset: it keeps its origin, entries and checkpoints. FAILED_PRECONDITION while
+	// a rotation is in progress already (two keys sign): retire one first.
+	// Auth: admin credential.
+	RotateLogKey(ctx context.Context, in *RotateLogKeyRequest, opts ...grpc.CallOption) (*RotateLogKeyResponse, error)
+	// RetireLogKey ends a rotation: the named key signs no more checkpoints, its private
+	// key is erased, and the latest checkpoint is signed again by the keys that remain.
+	// Retiring the new key instead of the old one abandons the rotation. NOT_FOUND for
+	// a key the log never had, FAILED_PRECONDITION for a retired key or the only key
+	// that signs.
+	// Auth: admin credential.
+	RetireLogKey(ctx context.Context, in *RetireLogKeyRequest, opts ...grpc.CallOption) (*RetireLogKeyResponse, error)
 	// GetCheckpoint returns the latest signed checkpoint: the log's size and root and
 	// the map's root. UNAVAILABLE before the first one (a second after the service
 	// starts).
@@ -289,6 +307,26 @@ func (c *cardServiceClient) GetLogKey(ctx context.Context, in *GetLogKeyRequest,
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetLogKeyResponse)
 	err := c.cc.Invoke(ctx, CardService_GetLogKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cardServiceClient) RotateLogKey(ctx context.Context, in *RotateLogKeyRequest, opts ...grpc.CallOption) (*RotateLogKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateLogKeyResponse)
+	err := c.cc.Invoke(ctx, CardService_RotateLogKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cardServiceClient) RetireLogKey(ctx context.Context, in *RetireLogKeyRequest, opts ...grpc.CallOption) (*RetireLogKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetireLogKeyResponse)
+	err := c.cc.Invoke(ctx, CardService_RetireLogKey_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -451,9 +489,25 @@ type CardServiceServer interface {
 	LookupCardOwner(context.Context, *LookupCardOwnerRequest) (*LookupCardOwnerResponse, error)
 	// GetLogKey returns the log key that signs checkpoints (not the service key, which
 	// counter-signs cards): the log's origin and its signed-note verifier key, which
-	// clients, witnesses and auditors are configured with.
+	// clients, witnesses and auditors are configured with. During a log key rotation two
+	// keys of the origin sign every checkpoint; `keys` lists every log key the log has
+	// had, and `verifier_key` is the newest one that signs.
 	// Auth: public.
 	GetLogKey(context.Context, *GetLogKeyRequest) (*GetLogKeyResponse, error)
+	// RotateLogKey starts a log key rotation (docs/operations.md, "Rotating the log
+	// key"): a new log key of the same origin signs every checkpoint from now on beside
+	// the current one, and the latest checkpoint is signed again by both. The log is
+	// not reset: it keeps its origin, entries and checkpoints. FAILED_PRECONDITION while
+	// a rotation is in progress already (two keys sign): retire one first.
+	// Auth: admin credential.
+	RotateLogKey(context.Context, *RotateLogKeyRequest) (*RotateLogKeyResponse, error)
+	// RetireLogKey ends a rotation: the named key signs no more checkpoints, its private
+	// key is erased, and the latest checkpoint is signed again by the keys that remain.
+	// Retiring the new key instead of the old one abandons the rotation. NOT_FOUND for
+	// a key the log never had, FAILED_PRECONDITION for a retired key or the only key
+	// that signs.
+	// Auth: admin credential.
+	RetireLogKey(context.Context, *RetireLogKeyRequest) (*RetireLogKeyResponse, error)
 	// GetCheckpoint returns the latest signed checkpoint: the log's size and root and
 	// the map's root. UNAVAILABLE before the first one (a second after the service
 	// starts).
@@ -525,6 +579,12 @@ func (UnimplementedCardServiceServer) LookupCardOwner(context.Context, *LookupCa
 }
 func (UnimplementedCardServiceServer) GetLogKey(context.Context, *GetLogKeyRequest) (*GetLogKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetLogKey not implemented")
+}
+func (UnimplementedCardServiceServer) RotateLogKey(context.Context, *RotateLogKeyRequest) (*RotateLogKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateLogKey not implemented")
+}
+func (UnimplementedCardServiceServer) RetireLogKey(context.Context, *RetireLogKeyRequest) (*RetireLogKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetireLogKey not implemented")
 }
 func (UnimplementedCardServiceServer) GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetCheckpoint not implemented")
@@ -760,6 +820,42 @@ func _CardService_GetLogKey_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CardService_RotateLogKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateLogKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CardServiceServer).RotateLogKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CardService_RotateLogKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CardServiceServer).RotateLogKey(ctx, req.(*RotateLogKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CardService_RetireLogKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetireLogKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CardServiceServer).RetireLogKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CardService_RetireLogKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CardServiceServer).RetireLogKey(ctx, req.(*RetireLogKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _CardService_GetCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetCheckpointRequest)
 	if err := dec(in); err != nil {
@@ -900,6 +996,14 @@ var CardService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetLogKey",
 			Handler:    _CardService_GetLogKey_Handler,
+		},
+		{
+			MethodName: "RotateLogKey",
+			Handler:    _CardService_RotateLogKey_Handler,
+		},
+		{
+			MethodName: "RetireLogKey",
+			Handler:    _CardService_RetireLogKey_Handler,
 		},
 		{
 			MethodName: "GetCheckpoint",

@@ -743,9 +743,13 @@ type LogKeyRecord struct {
 	// Ed25519 private key seed, 32 bytes.
 	Seed      []byte `protobuf:"bytes,2,opt,name=seed,proto3" json:"seed,omitempty"`
 	PublicKey []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
-	// The log's origin, which is the key's name in signed notes.
-	Origin        string                 `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// The log's origin, which is the key's name in signed notes. Every key of a log
+	// has its origin.
+	Origin    string                 `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When the key stopped signing checkpoints (RetireLogKey); its seed is erased then.
+	// Unset while it signs.
+	RetiredAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=retired_at,json=retiredAt,proto3" json:"retired_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -811,6 +815,13 @@ func (x *LogKeyRecord) GetOrigin() string {
 func (x *LogKeyRecord) GetCreatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *LogKeyRecord) GetRetiredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetiredAt
 	}
 	return nil
 }
@@ -960,7 +971,7 @@ const file_umbra_storage_card_v1_card_proto_rawDesc = "" +
 	"public_key\x18\x04 \x01(\fR\tpublicKey\x12?\n" +
 	"\rsuperseded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fsupersededAt\x12)\n" +
 	"\x10rotation_content\x18\x06 \x01(\fR\x0frotationContent\x12-\n" +
-	"\x12rotation_signature\x18\a \x01(\fR\x11rotationSignature\"\xab\x01\n" +
+	"\x12rotation_signature\x18\a \x01(\fR\x11rotationSignature\"\xe6\x01\n" +
 	"\fLogKeyRecord\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x12\n" +
 	"\x04seed\x18\x02 \x01(\fR\x04seed\x12\x1d\n" +
@@ -968,7 +979,9 @@ const file_umbra_storage_card_v1_card_proto_rawDesc = "" +
 	"public_key\x18\x03 \x01(\fR\tpublicKey\x12\x16\n" +
 	"\x06origin\x18\x04 \x01(\tR\x06origin\x129\n" +
 	"\n" +
-	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xb8\x01\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"retired_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tretiredAt\"\xb8\x01\n" +
 	"\x10CheckpointRecord\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x04R\x04size\x12\x19\n" +
 	"\blog_root\x18\x02 \x01(\fR\alogRoot\x12\x19\n" +
@@ -1029,12 +1042,13 @@ var file_umbra_storage_card_v1_card_proto_depIdxs = []int32{
 	9,  // 11: umbra.storage.card.v1.ServiceKeyRecord.created_at:type_name -> google.protobuf.Timestamp
 	9,  // 12: umbra.storage.card.v1.ServiceKeyRecord.superseded_at:type_name -> google.protobuf.Timestamp
 	9,  // 13: umbra.storage.card.v1.LogKeyRecord.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 14: umbra.storage.card.v1.CheckpointRecord.created_at:type_name -> google.protobuf.Timestamp
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	9,  // 14: umbra.storage.card.v1.LogKeyRecord.retired_at:type_name -> google.protobuf.Timestamp
+	9,  // 15: umbra.storage.card.v1.CheckpointRecord.created_at:type_name -> google.protobuf.Timestamp
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_umbra_storage_card_v1_card_proto_init() }

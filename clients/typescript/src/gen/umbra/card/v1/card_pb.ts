@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file umbra/card/v1/card.proto.
  */
 export const file_umbra_card_v1_card: GenFile = /*@__PURE__*/
-  fileDesc("Chh1bWJyYS9jYXJkL3YxL2NhcmQucHJvdG8SDXVtYnJhLmNhcmQudjEitwMKBENhcmQSDwoHY2FyZF9pZBgBIAEoDBIQCghpZGVudGl0eRgCIAEoCRIPCgdjb250ZW50GAMgASgMEhYKDnNlbGZfc2lnbmF0dXJlGAQgASgMEjMKC2VuZG9yc2VtZW50GAUgASgLMh4udW1icmEuY2FyZC52MS5DYXJkRW5kb3JzZW1lbnQSGQoRc2VydmljZV9zaWduYXR1cmUYBiABKAwSFgoOc2VydmljZV9rZXlfaWQYByABKAkSKQoGc3RhdHVzGAggASgOMhkudW1icmEuY2FyZC52MS5DYXJkU3RhdHVzEjAKDHB1Ymxpc2hlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNc3VwZXJzZWRlZF9ieRgKIAEoDBIxCg1zdXBlcnNlZGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglrZXlfcmVzZXQYDSABKAgSEQoJbG9nX2luZGV4GA4gASgEIjUKD0NhcmRFbmRvcnNlbWVudBIPCgdjb250ZW50GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDCLbAQoKU2VydmljZUtleRIOCgZrZXlfaWQYASABKAkSEQoJYWxnb3JpdGhtGAIgASgJEhIKCnB1YmxpY19rZXkYAyABKAwSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc3VwZXJzZWRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoIcm90YXRpb24YBiABKAsyIS51bWJyYS5jYXJkLnYxLlNlcnZpY2VLZXlSb3RhdGlvbiI4ChJTZXJ2aWNlS2V5Um90YXRpb24SDwoHY29udGVudBgBIAEoDBIRCglzaWduYXR1cmUYAiABKAwihwEKElB1Ymxpc2hDYXJkUmVxdWVzdBIPCgdjb250ZW50GAEgASgMEhYKDnNlbGZfc2lnbmF0dXJlGAIgASgMEjMKC2VuZG9yc2VtZW50GAMgASgLMh4udW1icmEuY2FyZC52MS5DYXJkRW5kb3JzZW1lbnQSEwoLcmVzZXRfZ3JhbnQYBCABKAkiOAoTUHVibGlzaENhcmRSZXNwb25zZRIhCgRjYXJkGAEgASgLMhMudW1icmEuY2FyZC52MS5DYXJkIhYKFEdldFNlcnZpY2VLZXlSZXF1ZXN0ImgKFUdldFNlcnZpY2VLZXlSZXNwb25zZRImCgNrZXkYASABKAsyGS51bWJyYS5jYXJkLnYxLlNlcnZpY2VLZXkSJwoEa2V5cxgCIAMoCzIZLnVtYnJhLmNhcmQudjEuU2VydmljZUtleSIZChdSb3RhdGVTZXJ2aWNlS2V5UmVxdWVzdCJvChhSb3RhdGVTZXJ2aWNlS2V5UmVzcG9uc2USJgoDa2V5GAEgASgLMhkudW1icmEuY2FyZC52MS5TZXJ2aWNlS2V5EisKCHByZXZpb3VzGAIgASgLMhkudW1icmEuY2FyZC52MS5TZXJ2aWNlS2V5IigKElNlYXJjaENhcmRzUmVxdWVzdBISCgppZGVudGl0aWVzGAEgAygJIjkKE1NlYXJjaENhcmRzUmVzcG9uc2USIgoFY2FyZHMYASADKAsyEy51bWJyYS5jYXJkLnYxLkNhcmQiIQoOR2V0Q2FyZFJlcXVlc3QSDwoHY2FyZF9pZBgBIAEoDCI0Cg9HZXRDYXJkUmVzcG9uc2USIQoEY2FyZBgBIAEoCzITLnVtYnJhLmNhcmQudjEuQ2FyZCJRChZMaXN0Q2FyZEhpc3RvcnlSZXF1ZXN0EhAKCGlkZW50aXR5GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIlYKF0xpc3RDYXJkSGlzdG9yeVJlc3BvbnNlEiIKBWNhcmRzGAEgAygLMhMudW1icmEuY2FyZC52MS5DYXJkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIkChFSZXZva2VDYXJkUmVxdWVzdBIPCgdjYXJkX2lkGAEgASgMIjcKElJldm9rZUNhcmRSZXNwb25zZRIhCgRjYXJkGAEgASgLMhMudW1icmEuY2FyZC52MS5DYXJkIncKDUFjdGl2ZUNhcmRSZWYSEAoIaWRlbnRpdHkYASABKAkSDwoHY2FyZF9pZBgCIAEoDBIaChJzaWduaW5nX3B1YmxpY19rZXkYAyABKAwSJwoFc3VpdGUYBCABKA4yGC51bWJyYS5lbnZlbG9wZS52MS5TdWl0ZSI+ChhMb29rdXBBY3RpdmVDYXJkc1JlcXVlc3QSDgoGYXBwX2lkGAEgASgJEhIKCmlkZW50aXRpZXMYAiADKAkiSAoZTG9va3VwQWN0aXZlQ2FyZHNSZXNwb25zZRIrCgVjYXJkcxgBIAMoCzIcLnVtYnJhLmNhcmQudjEuQWN0aXZlQ2FyZFJlZiLaAQoJQ2FyZEV2ZW50EhAKCHNlcXVlbmNlGAEgASgEEg4KBmFwcF9pZBgCIAEoCRIQCghpZGVudGl0eRgDIAEoCRIPCgdjYXJkX2lkGAQgASgMEioKBGtpbmQYBSABKA4yHC51bWJyYS5jYXJkLnYxLkNhcmRFdmVudEtpbmQSGAoQcHJldmlvdXNfY2FyZF9pZBgGIAEoDBIvCgtvY2N1cnJlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJa2V5X3Jlc2V0GAggASgIIkIKFUxpc3RDYXJkRXZlbnRzUmVxdWVzdBIWCg5hZnRlcl9zZXF1ZW5jZRgBIAEoBBIRCglwYWdlX3NpemUYAiABKA0iWwoWTGlzdENhcmRFdmVudHNSZXNwb25zZRIoCgZldmVudHMYASADKAsyGC51bWJyYS5jYXJkLnYxLkNhcmRFdmVudBIXCg9sYXRlc3Rfc2VxdWVuY2UYAiABKAQiOQoWTG9va3VwQ2FyZE93bmVyUmVxdWVzdBIOCgZhcHBfaWQYASABKAkSDwoHY2FyZF9pZBgCIAEoDCJWChdMb29rdXBDYXJkT3duZXJSZXNwb25zZRIQCghpZGVudGl0eRgBIAEoCRIpCgZzdGF0dXMYAiABKA4yGS51bWJyYS5jYXJkLnYxLkNhcmRTdGF0dXMiEgoQR2V0TG9nS2V5UmVxdWVzdCJNChFHZXRMb2dLZXlSZXNwb25zZRIOCgZvcmlnaW4YASABKAkSFAoMdmVyaWZpZXJfa2V5GAIgASgJEhIKCnB1YmxpY19rZXkYAyABKAwiFgoUR2V0Q2hlY2twb2ludFJlcXVlc3QiOQoVR2V0Q2hlY2twb2ludFJlc3BvbnNlEhIKCmNoZWNrcG9pbnQYASABKAwSDAoEc2l6ZRgCIAEoBCJAChpHZXRDb25zaXN0ZW5jeVByb29mUmVxdWVzdBIRCglmcm9tX3NpemUYASABKAQSDwoHdG9fc2l6ZRgCIAEoBCIsChtHZXRDb25zaXN0ZW5jeVByb29mUmVzcG9uc2USDQoFcHJvb2YYASADKAwiPAoYR2V0SW5jbHVzaW9uUHJvb2ZSZXF1ZXN0Eg0KBWluZGV4GAEgASgEEhEKCXRyZWVfc2l6ZRgCIAEoBCJLChlHZXRJbmNsdXNpb25Qcm9vZlJlc3BvbnNlEgwKBGxlYWYYASABKAwSEQoJdHJlZV9zaXplGAIgASgEEg0KBXByb29mGAMgAygMIjQKFEdldExvZ0VudHJpZXNSZXF1ZXN0Eg0KBXN0YXJ0GAEgASgEEg0KBWNvdW50GAIgASgNIigKFUdldExvZ0VudHJpZXNSZXNwb25zZRIPCgdlbnRyaWVzGAEgAygMIjIKHFNlYXJjaENhcmRzV2l0aFByb29mc1JlcXVlc3QSEgoKaWRlbnRpdGllcxgBIAMoCSJYCgpQcm92ZWRDYXJkEicKBXByb29mGAEgASgLMhgudW1icmEua3QudjEuTG9va3VwUHJvb2YSIQoEY2FyZBgCIAEoCzITLnVtYnJhLmNhcmQudjEuQ2FyZCJfCh1TZWFyY2hDYXJkc1dpdGhQcm9vZnNSZXNwb25zZRISCgpjaGVja3BvaW50GAEgASgMEioKB3Jlc3VsdHMYAiADKAsyGS51bWJyYS5jYXJkLnYxLlByb3ZlZENhcmQqdgoKQ2FyZFN0YXR1cxIbChdDQVJEX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKEkNBUkRfU1RBVFVTX0FDVElWRRABEhoKFkNBUkRfU1RBVFVTX1NVUEVSU0VERUQQAhIXChNDQVJEX1NUQVRVU19SRVZPS0VEEAMqbAoNQ2FyZEV2ZW50S2luZBIfChtDQVJEX0VWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIdChlDQVJEX0VWRU5UX0tJTkRfUFVCTElTSEVEEAESGwoXQ0FSRF9FVkVOVF9LSU5EX1JFVk9LRUQQAjL0CwoLQ2FyZFNlcnZpY2USVAoLUHVibGlzaENhcmQSIS51bWJyYS5jYXJkLnYxLlB1Ymxpc2hDYXJkUmVxdWVzdBoiLnVtYnJhLmNhcmQudjEuUHVibGlzaENhcmRSZXNwb25zZRJaCg1HZXRTZXJ2aWNlS2V5EiMudW1icmEuY2FyZC52MS5HZXRTZXJ2aWNlS2V5UmVxdWVzdBokLnVtYnJhLmNhcmQudjEuR2V0U2VydmljZUtleVJlc3BvbnNlEmMKEFJvdGF0ZVNlcnZpY2VLZXkSJi51bWJyYS5jYXJkLnYxLlJvdGF0ZVNlcnZpY2VLZXlSZXF1ZXN0GicudW1icmEuY2FyZC52MS5Sb3RhdGVTZXJ2aWNlS2V5UmVzcG9uc2USVAoLU2VhcmNoQ2FyZHMSIS51bWJyYS5jYXJkLnYxLlNlYXJjaENhcmRzUmVxdWVzdBoiLnVtYnJhLmNhcmQudjEuU2VhcmNoQ2FyZHNSZXNwb25zZRJICgdHZXRDYXJkEh0udW1icmEuY2FyZC52MS5HZXRDYXJkUmVxdWVzdBoeLnVtYnJhLmNhcmQudjEuR2V0Q2FyZFJlc3BvbnNlEmAKD0xpc3RDYXJkSGlzdG9yeRIlLnVtYnJhLmNhcmQudjEuTGlzdENhcmRIaXN0b3J5UmVxdWVzdBomLnVtYnJhLmNhcmQudjEuTGlzdENhcmRIaXN0b3J5UmVzcG9uc2USUQoKUmV2b2tlQ2FyZBIgLnVtYnJhLmNhcmQudjEuUmV2b2tlQ2FyZFJlcXVlc3QaIS51bWJyYS5jYXJkLnYxLlJldm9rZUNhcmRSZXNwb25zZRJmChFMb29rdXBBY3RpdmVDYXJkcxInLnVtYnJhLmNhcmQudjEuTG9va3VwQWN0aXZlQ2FyZHNSZXF1ZXN0GigudW1icmEuY2FyZC52MS5Mb29rdXBBY3RpdmVDYXJkc1Jlc3BvbnNlEl0KDkxpc3RDYXJkRXZlbnRzEiQudW1icmEuY2FyZC52MS5MaXN0Q2FyZEV2ZW50c1JlcXVlc3QaJS51bWJyYS5jYXJkLnYxLkxpc3RDYXJkRXZlbnRzUmVzcG9uc2USYAoPTG9va3VwQ2FyZE93bmVyEiUudW1icmEuY2FyZC52MS5Mb29rdXBDYXJkT3duZXJSZXF1ZXN0GiYudW1icmEuY2FyZC52MS5Mb29rdXBDYXJkT3duZXJSZXNwb25zZRJOCglHZXRMb2dLZXkSHy51bWJyYS5jYXJkLnYxLkdldExvZ0tleVJlcXVlc3QaIC51bWJyYS5jYXJkLnYxLkdldExvZ0tleVJlc3BvbnNlEloKDUdldENoZWNrcG9pbnQSIy51bWJyYS5jYXJkLnYxLkdldENoZWNrcG9pbnRSZXF1ZXN0GiQudW1icmEuY2FyZC52MS5HZXRDaGVja3BvaW50UmVzcG9uc2USbAoTR2V0Q29uc2lzdGVuY3lQcm9vZhIpLnVtYnJhLmNhcmQudjEuR2V0Q29uc2lzdGVuY3lQcm9vZlJlcXVlc3QaKi51bWJyYS5jYXJkLnYxLkdldENvbnNpc3RlbmN5UHJvb2ZSZXNwb25zZRJmChFHZXRJbmNsdXNpb25Qcm9vZhInLnVtYnJhLmNhcmQudjEuR2V0SW5jbHVzaW9uUHJvb2ZSZXF1ZXN0GigudW1icmEuY2FyZC52MS5HZXRJbmNsdXNpb25Qcm9vZlJlc3BvbnNlEloKDUdldExvZ0VudHJpZXMSIy51bWJyYS5jYXJkLnYxLkdldExvZ0VudHJpZXNSZXF1ZXN0GiQudW1icmEuY2FyZC52MS5HZXRMb2dFbnRyaWVzUmVzcG9uc2UScgoVU2VhcmNoQ2FyZHNXaXRoUHJvb2ZzEisudW1icmEuY2FyZC52MS5TZWFyY2hDYXJkc1dpdGhQcm9vZnNSZXF1ZXN0GiwudW1icmEuY2FyZC52MS5TZWFyY2hDYXJkc1dpdGhQcm9vZnNSZXNwb25zZUI4WjZnaXRodWIuY29tL3VtYnJhLWUyZWUvdW1icmEvcHJvdG8vdW1icmEvY2FyZC92MTtjYXJkdjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_umbra_envelope_v1_envelope, file_umbra_kt_v1_kt]);
+  fileDesc("Chh1bWJyYS9jYXJkL3YxL2NhcmQucHJvdG8SDXVtYnJhLmNhcmQudjEitwMKBENhcmQSDwoHY2FyZF9pZBgBIAEoDBIQCghpZGVudGl0eRgCIAEoCRIPCgdjb250ZW50GAMgASgMEhYKDnNlbGZfc2lnbmF0dXJlGAQgASgMEjMKC2VuZG9yc2VtZW50GAUgASgLMh4udW1icmEuY2FyZC52MS5DYXJkRW5kb3JzZW1lbnQSGQoRc2VydmljZV9zaWduYXR1cmUYBiABKAwSFgoOc2VydmljZV9rZXlfaWQYByABKAkSKQoGc3RhdHVzGAggASgOMhkudW1icmEuY2FyZC52MS5DYXJkU3RhdHVzEjAKDHB1Ymxpc2hlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNc3VwZXJzZWRlZF9ieRgKIAEoDBIxCg1zdXBlcnNlZGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglrZXlfcmVzZXQYDSABKAgSEQoJbG9nX2luZGV4GA4gASgEIjUKD0NhcmRFbmRvcnNlbWVudBIPCgdjb250ZW50GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDCLbAQoKU2VydmljZUtleRIOCgZrZXlfaWQYASABKAkSEQoJYWxnb3JpdGhtGAIgASgJEhIKCnB1YmxpY19rZXkYAyABKAwSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc3VwZXJzZWRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoIcm90YXRpb24YBiABKAsyIS51bWJyYS5jYXJkLnYxLlNlcnZpY2VLZXlSb3RhdGlvbiI4ChJTZXJ2aWNlS2V5Um90YXRpb24SDwoHY29udGVudBgBIAEoDBIRCglzaWduYXR1cmUYAiABKAwihwEKElB1Ymxpc2hDYXJkUmVxdWVzdBIPCgdjb250ZW50GAEgASgMEhYKDnNlbGZfc2lnbmF0dXJlGAIgASgMEjMKC2VuZG9yc2VtZW50GAMgASgLMh4udW1icmEuY2FyZC52MS5DYXJkRW5kb3JzZW1lbnQSEwoLcmVzZXRfZ3JhbnQYBCABKAkiOAoTUHVibGlzaENhcmRSZXNwb25zZRIhCgRjYXJkGAEgASgLMhMudW1icmEuY2FyZC52MS5DYXJkIhYKFEdldFNlcnZpY2VLZXlSZXF1ZXN0ImgKFUdldFNlcnZpY2VLZXlSZXNwb25zZRImCgNrZXkYASABKAsyGS51bWJyYS5jYXJkLnYxLlNlcnZpY2VLZXkSJwoEa2V5cxgCIAMoCzIZLnVtYnJhLmNhcmQudjEuU2VydmljZUtleSIZChdSb3RhdGVTZXJ2aWNlS2V5UmVxdWVzdCJvChhSb3RhdGVTZXJ2aWNlS2V5UmVzcG9uc2USJgoDa2V5GAEgASgLMhkudW1icmEuY2FyZC52MS5TZXJ2aWNlS2V5EisKCHByZXZpb3VzGAIgASgLMhkudW1icmEuY2FyZC52MS5TZXJ2aWNlS2V5IigKElNlYXJjaENhcmRzUmVxdWVzdBISCgppZGVudGl0aWVzGAEgAygJIjkKE1NlYXJjaENhcmRzUmVzcG9uc2USIgoFY2FyZHMYASADKAsyEy51bWJyYS5jYXJkLnYxLkNhcmQiIQoOR2V0Q2FyZFJlcXVlc3QSDwoHY2FyZF9pZBgBIAEoDCI0Cg9HZXRDYXJkUmVzcG9uc2USIQoEY2FyZBgBIAEoCzITLnVtYnJhLmNhcmQudjEuQ2FyZCJRChZMaXN0Q2FyZEhpc3RvcnlSZXF1ZXN0EhAKCGlkZW50aXR5GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIlYKF0xpc3RDYXJkSGlzdG9yeVJlc3BvbnNlEiIKBWNhcmRzGAEgAygLMhMudW1icmEuY2FyZC52MS5DYXJkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIkChFSZXZva2VDYXJkUmVxdWVzdBIPCgdjYXJkX2lkGAEgASgMIjcKElJldm9rZUNhcmRSZXNwb25zZRIhCgRjYXJkGAEgASgLMhMudW1icmEuY2FyZC52MS5DYXJkIncKDUFjdGl2ZUNhcmRSZWYSEAoIaWRlbnRpdHkYASABKAkSDwoHY2FyZF9pZBgCIAEoDBIaChJzaWduaW5nX3B1YmxpY19rZXkYAyABKAwSJwoFc3VpdGUYBCABKA4yGC51bWJyYS5lbnZlbG9wZS52MS5TdWl0ZSI+ChhMb29rdXBBY3RpdmVDYXJkc1JlcXVlc3QSDgoGYXBwX2lkGAEgASgJEhIKCmlkZW50aXRpZXMYAiADKAkiSAoZTG9va3VwQWN0aXZlQ2FyZHNSZXNwb25zZRIrCgVjYXJkcxgBIAMoCzIcLnVtYnJhLmNhcmQudjEuQWN0aXZlQ2FyZFJlZiLaAQoJQ2FyZEV2ZW50EhAKCHNlcXVlbmNlGAEgASgEEg4KBmFwcF9pZBgCIAEoCRIQCghpZGVudGl0eRgDIAEoCRIPCgdjYXJkX2lkGAQgASgMEioKBGtpbmQYBSABKA4yHC51bWJyYS5jYXJkLnYxLkNhcmRFdmVudEtpbmQSGAoQcHJldmlvdXNfY2FyZF9pZBgGIAEoDBIvCgtvY2N1cnJlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJa2V5X3Jlc2V0GAggASgIIkIKFUxpc3RDYXJkRXZlbnRzUmVxdWVzdBIWCg5hZnRlcl9zZXF1ZW5jZRgBIAEoBBIRCglwYWdlX3NpemUYAiABKA0iWwoWTGlzdENhcmRFdmVudHNSZXNwb25zZRIoCgZldmVudHMYASADKAsyGC51bWJyYS5jYXJkLnYxLkNhcmRFdmVudBIXCg9sYXRlc3Rfc2VxdWVuY2UYAiABKAQiOQoWTG9va3VwQ2FyZE93bmVyUmVxdWVzdBIOCgZhcHBfaWQYASABKAkSDwoHY2FyZF9pZBgCIAEoDCJWChdMb29rdXBDYXJkT3duZXJSZXNwb25zZRIQCghpZGVudGl0eRgBIAEoCRIpCgZzdGF0dXMYAiABKA4yGS51bWJyYS5jYXJkLnYxLkNhcmRTdGF0dXMiEgoQR2V0TG9nS2V5UmVxdWVzdCJyChFHZXRMb2dLZXlSZXNwb25zZRIOCgZvcmlnaW4YASABKAkSFAoMdmVyaWZpZXJfa2V5GAIgASgJEhIKCnB1YmxpY19rZXkYAyABKAwSIwoEa2V5cxgEIAMoCzIVLnVtYnJhLmNhcmQudjEuTG9nS2V5Io4BCgZMb2dLZXkSFAoMdmVyaWZpZXJfa2V5GAEgASgJEg4KBmtleV9pZBgCIAEoCRIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXRpcmVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIVChNSb3RhdGVMb2dLZXlSZXF1ZXN0InMKFFJvdGF0ZUxvZ0tleVJlc3BvbnNlEiIKA2tleRgBIAEoCzIVLnVtYnJhLmNhcmQudjEuTG9nS2V5EiMKBGtleXMYAiADKAsyFS51bWJyYS5jYXJkLnYxLkxvZ0tleRISCgpjaGVja3BvaW50GAMgASgMIiIKE1JldGlyZUxvZ0tleVJlcXVlc3QSCwoDa2V5GAEgASgJInMKFFJldGlyZUxvZ0tleVJlc3BvbnNlEiIKA2tleRgBIAEoCzIVLnVtYnJhLmNhcmQudjEuTG9nS2V5EiMKBGtleXMYAiADKAsyFS51bWJyYS5jYXJkLnYxLkxvZ0tleRISCgpjaGVja3BvaW50GAMgASgMIhYKFEdldENoZWNrcG9pbnRSZXF1ZXN0IjkKFUdldENoZWNrcG9pbnRSZXNwb25zZRISCgpjaGVja3BvaW50GAEgASgMEgwKBHNpemUYAiABKAQiQAoaR2V0Q29uc2lzdGVuY3lQcm9vZlJlcXVlc3QSEQoJZnJvbV9zaXplGAEgASgEEg8KB3RvX3NpemUYAiABKAQiLAobR2V0Q29uc2lzdGVuY3lQcm9vZlJlc3BvbnNlEg0KBXByb29mGAEgAygMIjwKGEdldEluY2x1c2lvblByb29mUmVxdWVzdBINCgVpbmRleBgBIAEoBBIRCgl0cmVlX3NpemUYAiABKAQiSwoZR2V0SW5jbHVzaW9uUHJvb2ZSZXNwb25zZRIMCgRsZWFmGAEgASgMEhEKCXRyZWVfc2l6ZRgCIAEoBBINCgVwcm9vZhgDIAMoDCI0ChRHZXRMb2dFbnRyaWVzUmVxdWVzdBINCgVzdGFydBgBIAEoBBINCgVjb3VudBgCIAEoDSIoChVHZXRMb2dFbnRyaWVzUmVzcG9uc2USDwoHZW50cmllcxgBIAMoDCIyChxTZWFyY2hDYXJkc1dpdGhQcm9vZnNSZXF1ZXN0EhIKCmlkZW50aXRpZXMYASADKAkiWAoKUHJvdmVkQ2FyZBInCgVwcm9vZhgBIAEoCzIYLnVtYnJhLmt0LnYxLkxvb2t1cFByb29mEiEKBGNhcmQYAiABKAsyEy51bWJyYS5jYXJkLnYxLkNhcmQiXwodU2VhcmNoQ2FyZHNXaXRoUHJvb2ZzUmVzcG9uc2USEgoKY2hlY2twb2ludBgBIAEoDBIqCgdyZXN1bHRzGAIgAygLMhkudW1icmEuY2FyZC52MS5Qcm92ZWRDYXJkKnYKCkNhcmRTdGF0dXMSGwoXQ0FSRF9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJDQVJEX1NUQVRVU19BQ1RJVkUQARIaChZDQVJEX1NUQVRVU19TVVBFUlNFREVEEAISFwoTQ0FSRF9TVEFUVVNfUkVWT0tFRBADKmwKDUNhcmRFdmVudEtpbmQSHwobQ0FSRF9FVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASHQoZQ0FSRF9FVkVOVF9LSU5EX1BVQkxJU0hFRBABEhsKF0NBUkRfRVZFTlRfS0lORF9SRVZPS0VEEAIypg0KC0NhcmRTZXJ2aWNlElQKC1B1Ymxpc2hDYXJkEiEudW1icmEuY2FyZC52MS5QdWJsaXNoQ2FyZFJlcXVlc3QaIi51bWJyYS5jYXJkLnYxLlB1Ymxpc2hDYXJkUmVzcG9uc2USWgoNR2V0U2VydmljZUtleRIjLnVtYnJhLmNhcmQudjEuR2V0U2VydmljZUtleVJlcXVlc3QaJC51bWJyYS5jYXJkLnYxLkdldFNlcnZpY2VLZXlSZXNwb25zZRJjChBSb3RhdGVTZXJ2aWNlS2V5EiYudW1icmEuY2FyZC52MS5Sb3RhdGVTZXJ2aWNlS2V5UmVxdWVzdBonLnVtYnJhLmNhcmQudjEuUm90YXRlU2VydmljZUtleVJlc3BvbnNlElQKC1NlYXJjaENhcmRzEiEudW1icmEuY2FyZC52MS5TZWFyY2hDYXJkc1JlcXVlc3QaIi51bWJyYS5jYXJkLnYxLlNlYXJjaENhcmRzUmVzcG9uc2USSAoHR2V0Q2FyZBIdLnVtYnJhLmNhcmQudjEuR2V0Q2FyZFJlcXVlc3QaHi51bWJyYS5jYXJkLnYxLkdldENhcmRSZXNwb25zZRJgCg9MaXN0Q2FyZEhpc3RvcnkSJS51bWJyYS5jYXJkLnYxLkxpc3RDYXJkSGlzdG9yeVJlcXVlc3QaJi51bWJyYS5jYXJkLnYxLkxpc3RDYXJkSGlzdG9yeVJlc3BvbnNlElEKClJldm9rZUNhcmQSIC51bWJyYS5jYXJkLnYxLlJldm9rZUNhcmRSZXF1ZXN0GiEudW1icmEuY2FyZC52MS5SZXZva2VDYXJkUmVzcG9uc2USZgoRTG9va3VwQWN0aXZlQ2FyZHMSJy51bWJyYS5jYXJkLnYxLkxvb2t1cEFjdGl2ZUNhcmRzUmVxdWVzdBooLnVtYnJhLmNhcmQudjEuTG9va3VwQWN0aXZlQ2FyZHNSZXNwb25zZRJdCg5MaXN0Q2FyZEV2ZW50cxIkLnVtYnJhLmNhcmQudjEuTGlzdENhcmRFdmVudHNSZXF1ZXN0GiUudW1icmEuY2FyZC52MS5MaXN0Q2FyZEV2ZW50c1Jlc3BvbnNlEmAKD0xvb2t1cENhcmRPd25lchIlLnVtYnJhLmNhcmQudjEuTG9va3VwQ2FyZE93bmVyUmVxdWVzdBomLnVtYnJhLmNhcmQudjEuTG9va3VwQ2FyZE93bmVyUmVzcG9uc2USTgoJR2V0TG9nS2V5Eh8udW1icmEuY2FyZC52MS5HZXRMb2dLZXlSZXF1ZXN0GiAudW1icmEuY2FyZC52MS5HZXRMb2dLZXlSZXNwb25zZRJXCgxSb3RhdGVMb2dLZXkSIi51bWJyYS5jYXJkLnYxLlJvdGF0ZUxvZ0tleVJlcXVlc3QaIy51bWJyYS5jYXJkLnYxLlJvdGF0ZUxvZ0tleVJlc3BvbnNlElcKDFJldGlyZUxvZ0tleRIiLnVtYnJhLmNhcmQudjEuUmV0aXJlTG9nS2V5UmVxdWVzdBojLnVtYnJhLmNhcmQudjEuUmV0aXJlTG9nS2V5UmVzcG9uc2USWgoNR2V0Q2hlY2twb2ludBIjLnVtYnJhLmNhcmQudjEuR2V0Q2hlY2twb2ludFJlcXVlc3QaJC51bWJyYS5jYXJkLnYxLkdldENoZWNrcG9pbnRSZXNwb25zZRJsChNHZXRDb25zaXN0ZW5jeVByb29mEikudW1icmEuY2FyZC52MS5HZXRDb25zaXN0ZW5jeVByb29mUmVxdWVzdBoqLnVtYnJhLmNhcmQudjEuR2V0Q29uc2lzdGVuY3lQcm9vZlJlc3BvbnNlEmYKEUdldEluY2x1c2lvblByb29mEicudW1icmEuY2FyZC52MS5HZXRJbmNsdXNpb25Qcm9vZlJlcXVlc3QaKC51bWJyYS5jYXJkLnYxLkdldEluY2x1c2lvblByb29mUmVzcG9uc2USWgoNR2V0TG9nRW50cmllcxIjLnVtYnJhLmNhcmQudjEuR2V0TG9nRW50cmllc1JlcXVlc3QaJC51bWJyYS5jYXJkLnYxLkdldExvZ0VudHJpZXNSZXNwb25zZRJyChVTZWFyY2hDYXJkc1dpdGhQcm9vZnMSKy51bWJyYS5jYXJkLnYxLlNlYXJjaENhcmRzV2l0aFByb29mc1JlcXVlc3QaLC51bWJyYS5jYXJkLnYxLlNlYXJjaENhcmRzV2l0aFByb29mc1Jlc3BvbnNlQjhaNmdpdGh1Yi5jb20vdW1icmEtZTJlZS91bWJyYS9wcm90by91bWJyYS9jYXJkL3YxO2NhcmR2MWIGcHJvdG8z", [file_google_protobuf_timestamp, file_umbra_envelope_v1_envelope, file_umbra_kt_v1_kt]);
 
 /**
  * Card is a published card: the client's signed content and the service's record of it.
@@ -898,6 +898,14 @@ export type GetLogKeyResponse = Message<"umbra.card.v1.GetLogKeyResponse"> & {
    * @generated from field: bytes public_key = 3;
    */
   publicKey: Uint8Array;
+
+  /**
+   * Every log key the log has had, oldest first: the ones that sign checkpoints and
+   * the retired ones.
+   *
+   * @generated from field: repeated umbra.card.v1.LogKey keys = 4;
+   */
+  keys: LogKey[];
 };
 
 /**
@@ -906,6 +914,144 @@ export type GetLogKeyResponse = Message<"umbra.card.v1.GetLogKeyResponse"> & {
  */
 export const GetLogKeyResponseSchema: GenMessage<GetLogKeyResponse> = /*@__PURE__*/
   messageDesc(file_umbra_card_v1_card, 27);
+
+/**
+ * LogKey is one key of the key transparency log.
+ *
+ * @generated from message umbra.card.v1.LogKey
+ */
+export type LogKey = Message<"umbra.card.v1.LogKey"> & {
+  /**
+   * The signed-note verifier key, as in GetLogKeyResponse.
+   *
+   * @generated from field: string verifier_key = 1;
+   */
+  verifierKey: string;
+
+  /**
+   * The key's id: derived from its public key, as a service key's id is.
+   *
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 3;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * When it stopped signing checkpoints; unset while it signs.
+   *
+   * @generated from field: google.protobuf.Timestamp retired_at = 4;
+   */
+  retiredAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message umbra.card.v1.LogKey.
+ * Use `create(LogKeySchema)` to create a new message.
+ */
+export const LogKeySchema: GenMessage<LogKey> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 28);
+
+/**
+ * @generated from message umbra.card.v1.RotateLogKeyRequest
+ */
+export type RotateLogKeyRequest = Message<"umbra.card.v1.RotateLogKeyRequest"> & {
+};
+
+/**
+ * Describes the message umbra.card.v1.RotateLogKeyRequest.
+ * Use `create(RotateLogKeyRequestSchema)` to create a new message.
+ */
+export const RotateLogKeyRequestSchema: GenMessage<RotateLogKeyRequest> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 29);
+
+/**
+ * @generated from message umbra.card.v1.RotateLogKeyResponse
+ */
+export type RotateLogKeyResponse = Message<"umbra.card.v1.RotateLogKeyResponse"> & {
+  /**
+   * The new key, which signs from now on beside the current one.
+   *
+   * @generated from field: umbra.card.v1.LogKey key = 1;
+   */
+  key?: LogKey | undefined;
+
+  /**
+   * Every log key, as GetLogKey lists them.
+   *
+   * @generated from field: repeated umbra.card.v1.LogKey keys = 2;
+   */
+  keys: LogKey[];
+
+  /**
+   * The latest checkpoint, signed again by both keys (empty before the first).
+   *
+   * @generated from field: bytes checkpoint = 3;
+   */
+  checkpoint: Uint8Array;
+};
+
+/**
+ * Describes the message umbra.card.v1.RotateLogKeyResponse.
+ * Use `create(RotateLogKeyResponseSchema)` to create a new message.
+ */
+export const RotateLogKeyResponseSchema: GenMessage<RotateLogKeyResponse> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 30);
+
+/**
+ * @generated from message umbra.card.v1.RetireLogKeyRequest
+ */
+export type RetireLogKeyRequest = Message<"umbra.card.v1.RetireLogKeyRequest"> & {
+  /**
+   * The key to retire: its key id or its verifier key.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message umbra.card.v1.RetireLogKeyRequest.
+ * Use `create(RetireLogKeyRequestSchema)` to create a new message.
+ */
+export const RetireLogKeyRequestSchema: GenMessage<RetireLogKeyRequest> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 31);
+
+/**
+ * @generated from message umbra.card.v1.RetireLogKeyResponse
+ */
+export type RetireLogKeyResponse = Message<"umbra.card.v1.RetireLogKeyResponse"> & {
+  /**
+   * The retired key, with `retired_at`.
+   *
+   * @generated from field: umbra.card.v1.LogKey key = 1;
+   */
+  key?: LogKey | undefined;
+
+  /**
+   * Every log key, as GetLogKey lists them.
+   *
+   * @generated from field: repeated umbra.card.v1.LogKey keys = 2;
+   */
+  keys: LogKey[];
+
+  /**
+   * The latest checkpoint, signed again by the keys that remain.
+   *
+   * @generated from field: bytes checkpoint = 3;
+   */
+  checkpoint: Uint8Array;
+};
+
+/**
+ * Describes the message umbra.card.v1.RetireLogKeyResponse.
+ * Use `create(RetireLogKeyResponseSchema)` to create a new message.
+ */
+export const RetireLogKeyResponseSchema: GenMessage<RetireLogKeyResponse> = /*@__PURE__*/
+  messageDesc(file_umbra_card_v1_card, 32);
 
 /**
  * @generated from message umbra.card.v1.GetCheckpointRequest
@@ -918,7 +1064,7 @@ export type GetCheckpointRequest = Message<"umbra.card.v1.GetCheckpointRequest">
  * Use `create(GetCheckpointRequestSchema)` to create a new message.
  */
 export const GetCheckpointRequestSchema: GenMessage<GetCheckpointRequest> = /*@__PURE__*/
-  messageDesc(file_umbra_card_v1_card, 28);
+  messageDesc(file_umbra_card_v1_card, 33);
 
 /**
  * @generated from message umbra.card.v1.GetCheckpointResponse
@@ -944,7 +1090,7 @@ export type GetCheckpointResponse = Message<"umbra.card.v1.GetCheckpointResponse
  * Use `create(GetCheckpointResponseSchema)` to create a new message.
  */
 export const GetCheckpointResponseSchema: GenMessage<GetCheckpointResponse> = /*@__PURE__*/
-  messageDesc(file_umbra_card_v1_card, 29);
+  messageDesc(file_umbra_card_v1_card, 34);
 
 /**
  * @generated from message umbra.card.v1.GetConsistencyProofRequest
@@ -966,7 +1112,7 @@ export type GetConsistencyProofRequest = Message<"umbra.card.v1.GetConsistencyPr
  * Use `create(GetConsistencyProofRequestSchema)` to create a new message.
  */
 export const GetConsistencyProofRequestSchema: GenMessage<GetConsistencyProofRequest> = /*@__PURE__*/
-  messageDesc(file_umbra_card_v1_card, 30);
+  messageDesc(file_umbra_card_v1_card, 35);
 
 /**
  * @generated from message umbra.card.v1.GetConsistencyProofResponse
@@ -985,7 +1131,7 @@ export type GetConsistencyProofResponse = Message<"umbra.card.v1.GetConsistencyP
  * Use `create(GetConsistencyProofResponseSchema)` to create a new message.
  */
 export const GetConsistencyProofResponseSchema: GenMessage<GetConsistencyProofResponse> = /*@__PURE__*/
-  messageDesc(file_umbra_card_v1_card, 31);
+  messageDesc(file_umbra_card_v1_card, 36);
 
 /**
  * @generated from message umbra.card.v1.GetInclusionProofRequest
@@ -1009,7 +1155,7 @@ export type GetInclusionProofRequest = Message<"umbra.card.v1.GetInclusionProofR
  * Use `create(GetInclusionProofRequestSchema)` to create a new message.
  */
 export const GetInclusionProofRequestSchema: GenMessage<GetInclusionProofRequest> = /*@__PURE__*/
-  messageDesc(file_umbra_card_v1_card, 32);
+  messageDesc(file_umbra_card_v1_card, 37);
 
 /**
  * @generated from message umbra.card.v1.GetInclusionProofResponse
@@ -1040,7 +1186,7 @@ export type GetInclusionProofResponse = Message<"umbra.card.v1.GetInclusionProof
  * Use `create(GetInclusionProofResponseSchema)` to create a new message.
  */
 export const GetInclusionProofResponseSchema: GenMessage<GetInclusionProofResponse> = /*@__PURE__*/
-  messageDesc(file_umbra_card_v1_card, 33);
+  messageDesc(file_umbra_card_v1_card, 38);
 
 /**
  * @generated from message umbra.card.v1.GetLogEntriesRequest
@@ -1062,7 +1208,7 @@ export type GetLogEntriesRequest = Message<"umbra.card.v1.GetLogEntriesRequest">
  * Use `create(GetLogEntriesRequestSchema)` to create a new message.
  */
 export const GetLogEntriesRequestSchema: GenMessage<GetLogEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_umbra_card_v1_card, 34);
+  messageDesc(file_umbra_card_v1_card, 39);
 
 /**
  * @generated from message umbra.card.v1.GetLogEntriesResponse
@@ -1081,7 +1227,7 @@ export type GetLogEntriesResponse = Message<"umbra.card.v1.GetLogEntriesResponse
  * Use `create(GetLogEntriesResponseSchema)` to create a new message.
  */
 export const GetLogEntriesResponseSchema: GenMessage<GetLogEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_umbra_card_v1_card, 35);
+  messageDesc(file_umbra_card_v1_card, 40);
 
 /**
  * @generated from message umbra.card.v1.SearchCardsWithProofsRequest
@@ -1100,7 +1246,7 @@ export type SearchCardsWithProofsRequest = Message<"umbra.card.v1.SearchCardsWit
  * Use `create(SearchCardsWithProofsRequestSchema)` to create a new message.
  */
 export const SearchCardsWithProofsRequestSchema: GenMessage<SearchCardsWithProofsRequest> = /*@__PURE__*/
-  messageDesc(file_umbra_card_v1_card, 36);
+  messageDesc(file_umbra_card_v1_card, 41);
 
 /**
  * ProvedCard is one identity's answer: the proof, and the card its map entry names.
@@ -1128,7 +1274,7 @@ export type ProvedCard = Message<"umbra.card.v1.ProvedCard"> & {
  * Use `create(ProvedCardSchema)` to create a new message.
  */
 export const ProvedCardSchema: GenMessage<ProvedCard> = /*@__PURE__*/
-  messageDesc(file_umbra_card_v1_card, 37);
+  messageDesc(file_umbra_card_v1_card, 42);
 
 /**
  * @generated from message umbra.card.v1.SearchCardsWithProofsResponse
@@ -1154,7 +1300,7 @@ export type SearchCardsWithProofsResponse = Message<"umbra.card.v1.SearchCardsWi
  * Use `create(SearchCardsWithProofsResponseSchema)` to create a new message.
  */
 export const SearchCardsWithProofsResponseSchema: GenMessage<SearchCardsWithProofsResponse> = /*@__PURE__*/
-  messageDesc(file_umbra_card_v1_card, 38);
+  messageDesc(file_umbra_card_v1_card, 43);
 
 /**
  * CardStatus is where a card is in its life.
@@ -1420,7 +1566,9 @@ export const CardService: GenService<{
   /**
    * GetLogKey returns the log key that signs checkpoints (not the service key, which
    * counter-signs cards): the log's origin and its signed-note verifier key, which
-   * clients, witnesses and auditors are configured with.
+   * clients, witnesses and auditors are configured with. During a log key rotation two
+   * keys of the origin sign every checkpoint; `keys` lists every log key the log has
+   * had, and `verifier_key` is the newest one that signs.
    * Auth: public.
    *
    * @generated from rpc umbra.card.v1.CardService.GetLogKey
@@ -1429,6 +1577,36 @@ export const CardService: GenService<{
     methodKind: "unary";
     input: typeof GetLogKeyRequestSchema;
     output: typeof GetLogKeyResponseSchema;
+  },
+  /**
+   * RotateLogKey starts a log key rotation (docs/operations.md, "Rotating the log
+   * key"): a new log key of the same origin signs every checkpoint from now on beside
+   * the current one, and the latest checkpoint is signed again by both. The log is
+   * not reset: it keeps its origin, entries and checkpoints. FAILED_PRECONDITION while
+   * a rotation is in progress already (two keys sign): retire one first.
+   * Auth: admin credential.
+   *
+   * @generated from rpc umbra.card.v1.CardService.RotateLogKey
+   */
+  rotateLogKey: {
+    methodKind: "unary";
+    input: typeof RotateLogKeyRequestSchema;
+    output: typeof RotateLogKeyResponseSchema;
+  },
+  /**
+   * RetireLogKey ends a rotation: the named key signs no more checkpoints, its private
+   * key is erased, and the latest checkpoint is signed again by the keys that remain.
+   * Retiring the new key instead of the old one abandons the rotation. NOT_FOUND for
+   * a key the log never had, FAILED_PRECONDITION for a retired key or the only key
+   * that signs.
+   * Auth: admin credential.
+   *
+   * @generated from rpc umbra.card.v1.CardService.RetireLogKey
+   */
+  retireLogKey: {
+    methodKind: "unary";
+    input: typeof RetireLogKeyRequestSchema;
+    output: typeof RetireLogKeyResponseSchema;
   },
   /**
    * GetCheckpoint returns the latest signed checkpoint: the log's size and root and
