@@ -21,6 +21,8 @@ import { checkSigningPublicKey } from "../pubkey.js";
 import { parseServiceKeyRotation, safetyNumber, verifyServiceKeyRotation, type ServiceKeyRotation } from "../trust.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { KEYSTORE, type Storage } from "../storage/storage.js";
+import type { WitnessPolicy } from "../kt/cosignature.js";
+import { witnessPolicy, type WitnessConfig } from "./witness.js";
 import { checkLogKeys, keptSignedCheckpoint, provedCards, unproved, type ProvedCard } from "./kt.js";
 import { KtStateStore } from "./ktstate.js";
 import { monitor, type MonitorReport } from "./monitor.js";
@@ -112,6 +114,17 @@ export interface ClientConfig {
    * refused (UnknownLogKey).
    */
   readonly logKeys?: readonly string[] | undefined;
+  /**
+   * Witnesses this client requires (docs/key-transparency.md, "Witnesses"): each a
+   * witness's verifier key (`umbra witness keygen` prints it) and the URL of its HTTP
+   * API. With them, every checkpoint a lookup is proved against must carry valid
+   * cosignatures of witnessQuorum of them (undefined or 0: all); the client submits
+   * each new checkpoint to them and keeps the cosigned one. A split view a witness
+   * caught is a LogInconsistentError; too few cosignatures within
+   * keyTransparencyWaitMs, a NotWitnessedError (KtErrorKind.NotWitnessed).
+   */
+  readonly witnesses?: readonly WitnessConfig[] | undefined;
+  readonly witnessQuorum?: number | undefined;
   /**
    * How long a lookup waits for a checkpoint that holds a card published after the
    * latest one (DefaultKeyTransparencyWaitMs, 5 s, when unset).
@@ -217,6 +230,8 @@ export class UmbraClient extends EventTarget {
   /** @internal */ readonly cardCache = new Map<string, VerifiedCard>();
   /** @internal The key transparency state (ktstate.ts). */
   readonly ktState: KtStateStore;
+  /** @internal The witness policy of config.witnesses, if any (witness.ts). */
+  readonly witnessPolicy: WitnessPolicy | undefined;
   readonly #passphrase: Uint8Array | undefined;
   #stopMonitoring: (() => void) | undefined;
 
@@ -233,6 +248,7 @@ export class UmbraClient extends EventTarget {
     this.transport = new RestTransport({ baseUrl: cfg.baseUrl, token: cfg.token, fetch: cfg.fetch, retry: cfg.retry, now: () => this.cfg.now().getTime() });
     this.pins = new PinStore(cfg.storage, cfg.serviceKeys ?? [], this.cfg.now);
     this.ktState = new KtStateStore(cfg.storage);
+    this.witnessPolicy = cfg.witnesses && cfg.witnesses.length > 0 ? witnessPolicy(cfg.witnesses, cfg.witnessQuorum) : undefined;
   }
 
   /** Opens the client: the keystore if storage holds one, and the pins. */
@@ -240,6 +256,8 @@ export class UmbraClient extends EventTarget {
     if (typeof cfg.token !== "function") throw new Error("umbra: config.token (the token provider) is required");
     if (!cfg.storage) throw new Error("umbra: config.storage is required");
     checkLogKeys(cfg.logKeys ?? []);
+    if (cfg.witnesses && cfg.witnesses.length > 0) witnessPolicy(cfg.witnesses, cfg.witnessQuorum);
+    else if (cfg.witnessQuorum) throw new Error("umbra: config.witnessQuorum without config.witnesses");
     let pass: Uint8Array | undefined;
     if (cfg.noPassphrase) {
       if (cfg.passphrase !== undefined && cfg.passphrase.length > 0) {

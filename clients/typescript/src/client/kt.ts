@@ -14,12 +14,15 @@ import { KtErrorKind, isKtError } from "../kt/errors.js";
 import { verifyConsistency } from "../kt/log.js";
 import { verifyLookup } from "../kt/lookup.js";
 import { parseVerifierKey } from "../kt/note.js";
+import { ForkError, NotWitnessedError } from "../kt/cosignature.js";
+import { parseNote } from "../kt/note.js";
 import { Code, hasCode } from "../transport/errors.js";
 import { sleep } from "../transport/rest.js";
 import type { UmbraClient, VerifiedCard } from "./client.js";
 import { LogInconsistentError, UmbraErrorKind, fingerprint, umbraError } from "./errors.js";
 import { keptCheckpoint } from "./ktstate.js";
 import { PinSource } from "./pins.js";
+import { checkWitnesses } from "./witness.js";
 
 /**
  * DefaultKeyTransparencyWaitMs is how long a lookup waits, by default, for a
@@ -77,7 +80,7 @@ export function checkLogKeys(keys: readonly string[]): void {
  * service keys).
  */
 export async function trustedLogKeys(c: UmbraClient, signal?: AbortSignal): Promise<string[]> {
-  const keys = [...(c.cfg.logKeys ?? [])];
+  const keys = [...new Set(c.cfg.logKeys ?? [])];
   const add = (list: readonly { verifierKey: string }[]) => {
     for (const k of list) if (!keys.includes(k.verifierKey)) keys.push(k.verifierKey);
   };
@@ -128,7 +131,11 @@ async function openCheckpoint(c: UmbraClient, signed: Uint8Array, signal?: Abort
  * and not kept (the client never goes back).
  */
 export async function acceptCheckpoint(c: UmbraClient, signed: Uint8Array, signal?: AbortSignal): Promise<{ cp: SignedCheckpoint; behind: bigint | undefined }> {
-  const cp = await openCheckpoint(c, signed, signal);
+  let cp = await openCheckpoint(c, signed, signal);
+  if (c.witnessPolicy) {
+    signed = await witnessed(c, cp, signal);
+    cp = { ...cp, signed };
+  }
   const served = new TextDecoder().decode(signed);
   for (let attempt = 0; attempt < 5; attempt++) {
     const st = await c.ktState.read();
@@ -154,6 +161,37 @@ export async function acceptCheckpoint(c: UmbraClient, signed: Uint8Array, signa
     if (saved) return { cp, behind: undefined };
   }
   throw new Error("umbra: the kept key transparency checkpoint kept changing under this client (other clients on the same storage); try again");
+}
+
+/**
+ * witnessed applies the client's witness policy (config.witnesses, witnessQuorum) to a
+ * checkpoint verified against the trusted log keys, and returns it with the
+ * cosignatures that passed: the kept checkpoint when it has the same body and already
+ * passes (the witnesses cosigned it before), else what the witnesses answer
+ * (checkWitnesses). A witness's evidence of a split view is a LogInconsistentError
+ * whose kept checkpoint is the witness's and whose cause is the ForkError; too few
+ * cosignatures, a NotWitnessedError.
+ */
+async function witnessed(c: UmbraClient, cp: SignedCheckpoint, signal?: AbortSignal): Promise<Uint8Array> {
+  const policy = c.witnessPolicy!;
+  const kept = await c.ktState.read();
+  if (kept.checkpoint !== "") {
+    const keptBytes = new TextEncoder().encode(kept.checkpoint);
+    try {
+      if (parseNote(keptBytes).text === parseNote(cp.signed).text) {
+        await policy.check(keptBytes, c.cfg.now());
+        return keptBytes;
+      }
+    } catch {
+      // ask the witnesses
+    }
+  }
+  try {
+    return await checkWitnesses(c.cfg.fetch ?? fetch, c.cfg.witnesses!, policy, await trustedLogKeys(c, signal), cp, c.cfg.now(), signal);
+  } catch (e) {
+    if (isKtError(e, KtErrorKind.Inconsistent) && e instanceof ForkError) throw new LogInconsistentError(e.held, e.conflicting, e);
+    throw e;
+  }
 }
 
 /**
@@ -206,7 +244,8 @@ const behindRetries = 3;
 export async function proveBatch(c: UmbraClient, identities: readonly string[], signal?: AbortSignal): Promise<{ cp: SignedCheckpoint; results: ProvedCard[] }> {
   let resp;
   let cp: SignedCheckpoint;
-  for (let attempt = 0; ; attempt++) {
+  const witnessDeadline = Date.now() + (c.cfg.keyTransparencyWaitMs ?? DefaultKeyTransparencyWaitMs);
+  for (let attempt = 0, witnessAttempt = 0; ; attempt++) {
     try {
       resp = await c.transport.unary(CardService.method.searchCardsWithProofs, { identities: [...identities] }, { signal });
     } catch (e) {
@@ -215,7 +254,18 @@ export async function proveBatch(c: UmbraClient, identities: readonly string[], 
       }
       throw e;
     }
-    const accepted = await acceptCheckpoint(c, resp.checkpoint, signal);
+    let accepted;
+    try {
+      accepted = await acceptCheckpoint(c, resp.checkpoint, signal);
+    } catch (e) {
+      // The witnesses lag (they poll the log every second; one may be restarting) or
+      // moved past this checkpoint before it reached them: look up again, at the
+      // latest checkpoint, until the key transparency wait runs out.
+      if (!(e instanceof NotWitnessedError) || Date.now() >= witnessDeadline) throw e;
+      await sleep(Math.min(checkpointPollMs * 2 ** witnessAttempt++, 1000, Math.max(0, witnessDeadline - Date.now())), signal);
+      attempt--;
+      continue;
+    }
     cp = accepted.cp;
     if (accepted.behind === undefined) break;
     if (attempt >= behindRetries) {
