@@ -94,6 +94,20 @@ describe("witnesses against umbra dev", () => {
     assert.equal(await bob.client.keptCheckpoint(), undefined, "no checkpoint kept");
   });
 
+  test("a checkpoint kept before witnesses were required counts only with their cosignatures", async () => {
+    const alice = await registeredUser(dev, uniqueName("alice"));
+    await new Promise((r) => setTimeout(r, 1500)); // alice's card in a checkpoint
+    const storage: Storage = new MemoryStorage();
+    const name = uniqueName("bob");
+    const plain = await openUser(dev, name, { storage });
+    await plain.client.findCards([alice.id]);
+    const kept = (await plain.client.keptCheckpoint())!;
+    const required = await openUser(dev, name, { storage, witnesses: [{ key: strangerKey("witness.test/ts"), url: witness.url }], keyTransparencyWaitMs: 300 });
+    const err = await required.client.findCards([alice.id]).catch((e: unknown) => e);
+    assert.ok(err instanceof NotWitnessedError, String(err));
+    assert.deepEqual((await required.client.keptCheckpoint())!.signed, kept.signed, "the kept checkpoint is left as it was");
+  });
+
   test("a quorum the witnesses do not meet is refused; the quorum they meet is accepted", async () => {
     const alice = await registeredUser(dev, uniqueName("alice"));
     const down = `http://127.0.0.1:${await freePort()}`;

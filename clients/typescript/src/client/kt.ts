@@ -12,7 +12,7 @@ import type { LogLeaf, LookupProof, MapValue } from "../gen/umbra/kt/v1/kt_pb.js
 import { openCheckpoint as openSignedCheckpoint, type Checkpoint, type SignedCheckpoint } from "../kt/checkpoint.js";
 import { KtErrorKind, isKtError } from "../kt/errors.js";
 import { verifyConsistency } from "../kt/log.js";
-import { verifyLookup } from "../kt/lookup.js";
+import { verifyCardPublication, verifyLookup } from "../kt/lookup.js";
 import { parseVerifierKey } from "../kt/note.js";
 import { ForkError, NotWitnessedError } from "../kt/cosignature.js";
 import { parseNote } from "../kt/note.js";
@@ -401,4 +401,38 @@ export async function keptSignedCheckpoint(c: UmbraClient): Promise<{ checkpoint
   const st = await c.ktState.read();
   const cp = keptCheckpoint(st);
   return cp && { checkpoint: cp, signed: new TextEncoder().encode(st.checkpoint) };
+}
+
+/**
+ * proveLogged checks that the log holds the publication of card for its identity:
+ * entry card.logIndex (docs/wire-format.md 13.9), with its inclusion proof in the kept
+ * checkpoint, or in a newer one (accepted as any: signed, consistent, witnessed) waited
+ * for up to config.keyTransparencyWaitMs when the entry is past the kept one. A card
+ * the log does not show so is UnprovedCard; one past every checkpoint in time,
+ * NotYetInLog. pkg/sdk's proveLogged.
+ */
+export async function proveLogged(c: UmbraClient, card: VerifiedCard, signal?: AbortSignal): Promise<void> {
+  const wait = c.cfg.keyTransparencyWaitMs ?? DefaultKeyTransparencyWaitMs;
+  const deadline = Date.now() + wait;
+  let cp = keptCheckpoint(await c.ktState.read());
+  while (!cp || card.logIndex >= cp.size) {
+    const resp = await c.transport.unary(CardService.method.getCheckpoint, {}, { auth: "none", signal });
+    await acceptCheckpoint(c, resp.checkpoint, signal);
+    cp = keptCheckpoint(await c.ktState.read());
+    if (cp && card.logIndex < cp.size) break;
+    if (Date.now() >= deadline) {
+      throw umbraError(
+        UmbraErrorKind.NotYetInLog,
+        `card ${card.fingerprint} of ${card.identity} names log entry ${card.logIndex}, and the log has ${cp?.size ?? 0n} entries ${wait} ms later`,
+      );
+    }
+    await waitForCheckpoint(c, cp?.size ?? 0n, deadline, signal);
+  }
+  const resp = await c.transport.unary(CardService.method.getInclusionProof, { index: card.logIndex, treeSize: cp.size }, { auth: "none", signal });
+  try {
+    verifyCardPublication(cp, await appId(c, signal), card.identity, card.id, card.logIndex, resp.leaf, resp.proof);
+  } catch (e) {
+    if (!isKtError(e)) throw e;
+    throw unproved(card.identity, `card ${card.fingerprint}: log entry ${card.logIndex}: ${e.message}: the log does not show the card`, e);
+  }
 }
