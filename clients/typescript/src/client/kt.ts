@@ -417,7 +417,14 @@ export async function proveLogged(c: UmbraClient, card: VerifiedCard, signal?: A
   let cp = keptCheckpoint(await c.ktState.read());
   while (!cp || card.logIndex >= cp.size) {
     const resp = await c.transport.unary(CardService.method.getCheckpoint, {}, { auth: "none", signal });
-    await acceptCheckpoint(c, resp.checkpoint, signal);
+    try {
+      await acceptCheckpoint(c, resp.checkpoint, signal);
+    } catch (e) {
+      // Witnesses that lag are waited for, as in proveBatch.
+      if (!(e instanceof NotWitnessedError) || Date.now() >= deadline) throw e;
+      await sleep(Math.min(checkpointPollMs * 2, Math.max(0, deadline - Date.now())), signal);
+      continue;
+    }
     cp = keptCheckpoint(await c.ktState.read());
     if (cp && card.logIndex < cp.size) break;
     if (Date.now() >= deadline) {
