@@ -13,9 +13,8 @@ import { openCheckpoint as openSignedCheckpoint, type Checkpoint, type SignedChe
 import { KtErrorKind, isKtError } from "../kt/errors.js";
 import { verifyConsistency } from "../kt/log.js";
 import { verifyCardPublication, verifyLookup } from "../kt/lookup.js";
-import { parseVerifierKey } from "../kt/note.js";
+import { parseNote, parseVerifierKey } from "../kt/note.js";
 import { ForkError, NotWitnessedError } from "../kt/cosignature.js";
-import { parseNote } from "../kt/note.js";
 import { Code, hasCode } from "../transport/errors.js";
 import { sleep } from "../transport/rest.js";
 import type { UmbraClient, VerifiedCard } from "./client.js";
