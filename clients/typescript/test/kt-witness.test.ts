@@ -29,6 +29,8 @@ import {
   type SignedCheckpoint,
 } from "../src/kt/index.js";
 import { parseWitness } from "../src/client/witness.js";
+import { UmbraClient, type ClientConfig } from "../src/client/client.js";
+import { MemoryStorage } from "../src/storage/storage.js";
 import { sha256 } from "../src/platform.js";
 import { sign, signingPublicKey, verifySignature } from "../src/pubkey.js";
 import { create } from "@bufbuild/protobuf";
@@ -282,5 +284,20 @@ describe("checkpoints signed by two log keys of one name (a log key rotation's o
     await assert.rejects(openCheckpoint(tampered, signerKey(oldKey), signerKey(newKey)), isKind(KtErrorKind.BadSignature));
     // With only the old key trusted, the new key's line is not checked.
     await openCheckpoint(tampered, signerKey(oldKey));
+  });
+});
+
+describe("witness configuration", () => {
+  const open = (cfg: Partial<ClientConfig>) =>
+    UmbraClient.open({ baseUrl: "http://127.0.0.1:9", token: async () => "t", storage: new MemoryStorage(), noPassphrase: true, ...cfg });
+  const key = witnessKeyString("witness.test/cfg", signingPublicKey(new Uint8Array(32).fill(0x31)));
+
+  test("a client opens with witnesses; bad ones are refused when it opens, naming what is wrong", async () => {
+    await open({ witnesses: [{ key, url: "http://127.0.0.1:8091" }], witnessQuorum: 1 });
+    await assert.rejects(open({ witnesses: [{ key: "not a key", url: "http://127.0.0.1:8091" }] }), /config\.witnesses: .*not <name>\+<key ID>\+<key>/);
+    await assert.rejects(open({ witnesses: [{ key: v.log_key.verifier_key, url: "http://127.0.0.1:8091" }] }), /config\.witnesses: .*a log key \(0x01\) is not a witness key/);
+    await assert.rejects(open({ witnesses: [{ key, url: "127.0.0.1:8091" }] }), /not http:\/\/ or https:\/\//);
+    await assert.rejects(open({ witnesses: [{ key, url: "http://a" }], witnessQuorum: 2 }), /quorum 2 of 1/);
+    await assert.rejects(open({ witnessQuorum: 1 }), /witnessQuorum without config\.witnesses/);
   });
 });
