@@ -38,6 +38,9 @@
 //             hashes and the roots they lead to: the client's verification per card
 //             (pkg/kt's BenchmarkLookupProof/verify, whose 1,000,000-entry directory
 //             takes about 20 s to build, so no Go row is run beside it);
+//   kt-witness-check  WitnessPolicy.check() of one checkpoint with three witnesses'
+//             cosignatures, two of them required: the client's own work per new
+//             checkpoint when it requires witnesses (their round trip aside);
 //   rotate    (--e2e) Group.rotate() of a 100-member group against `umbra dev`, by a
 //             client that verified the membership chain before: GetEpochState, the
 //             members' cards fetched and verified, new-epoch, StageEpochKeys and
@@ -58,7 +61,23 @@ import { hpkeOpen, hpkeSeal } from "../src/hpke.js";
 import { ed25519SignPath, ed25519VerifyPath, useCryptoPath, x25519Path, type CryptoPath } from "../src/platform.js";
 import { create } from "@bufbuild/protobuf";
 import { LogEventKind, LogLeafSchema, LookupProofSchema, MapValueSchema } from "../src/gen/umbra/kt/v1/kt_pb.js";
-import { encodeLeaf, encodeMapValue, leafHash, mapKey, mapLeafHash, mapNodeHash, rootFromInclusionProof, valueHash, verifyLookup } from "../src/kt/index.js";
+import {
+  WitnessPolicy,
+  checkpointText,
+  cosignedMessage,
+  cosignerKeyHash,
+  encodeLeaf,
+  encodeMapValue,
+  leafHash,
+  mapKey,
+  mapLeafHash,
+  mapNodeHash,
+  rootFromInclusionProof,
+  valueHash,
+  verifyLookup,
+  witnessKeyString,
+} from "../src/kt/index.js";
+import { sign, signingPublicKey } from "../src/pubkey.js";
 
 const run = promisify(execFile);
 
@@ -221,7 +240,32 @@ function ktOps(): Op[] {
     inclusionProof: inclusion,
   });
   const cp = { origin: "bench", size, logRoot, mapRoot: h };
-  return [{ name: "kt-verify-lookup/entries=1000000", go: [], cpu: true, setup: async () => async () => verifyLookup(cp, app, id, proof) }];
+  return [{ name: "kt-verify-lookup/entries=1000000", go: [], cpu: true, setup: async () => async () => verifyLookup(cp, app, id, proof) }, witnessOp()];
+}
+
+/**
+ * witnessOp: a client's witness check of one checkpoint (WitnessPolicy.check, 2 of 3
+ * witnesses, each with a cosignature on the note): what each new checkpoint costs a
+ * client that requires witnesses, besides their round trip.
+ */
+function witnessOp(): Op {
+  const body = checkpointText({ origin: "bench.example/kt", size: 1_000_000n, logRoot: new Uint8Array(32).fill(1), mapRoot: new Uint8Array(32).fill(2) });
+  const seeds = [1, 2, 3].map((i) => new Uint8Array(32).fill(0x60 + i));
+  const names = seeds.map((_, i) => `witness.bench/w${i}`);
+  const ts = 1_796_126_500n;
+  let note = body + "\n\u2014 bench.example/kt " + "A".repeat(92) + "\n";
+  seeds.forEach((seed, i) => {
+    const hash = cosignerKeyHash(names[i]!, signingPublicKey(seed));
+    const head = new Uint8Array(12);
+    new DataView(head.buffer).setUint32(0, hash);
+    new DataView(head.buffer).setBigUint64(4, ts);
+    const sig = new Uint8Array([...head, ...sign(seed, cosignedMessage(body, ts))]);
+    note += `\u2014 ${names[i]} ${Buffer.from(sig).toString("base64")}\n`;
+  });
+  const signed = new TextEncoder().encode(note);
+  const policy = new WitnessPolicy(2, seeds.map((seed, i) => witnessKeyString(names[i]!, signingPublicKey(seed))));
+  const now = new Date(Number(ts) * 1000);
+  return { name: "kt-witness-check/witnesses=3", go: [], cpu: true, setup: async () => async () => policy.check(signed, now) };
 }
 
 async function rotationOps(cleanup: (() => Promise<void>)[]): Promise<Op[]> {

@@ -331,6 +331,69 @@ describe("key transparency against umbra dev", () => {
     });
   });
 
+  describe("a signer card of a contact met first through a message, proved by its log entry (log_index)", () => {
+    // bob signs messages to alice, dave and erin with his first card, then his card is
+    // replaced by a reset (no endorsement: his current card does not chain back to the
+    // first). None of them has looked bob up.
+    let bob: User;
+    let first: Uint8Array;
+    const messages = new Map<string, Uint8Array>();
+    const users = new Map<string, User>();
+    before(async () => {
+      bob = await registeredUser(dev, uniqueName("bob"));
+      first = bob.client.current().cardId;
+      for (const n of ["alice", "dave", "erin", "frank"]) users.set(n, await registeredUser(dev, uniqueName(n)));
+      for (const [n, u] of users) messages.set(n, await bob.client.encrypt(new TextEncoder().encode(`hi ${n}`), [u.id]));
+      await (await openUser(dev, bob.name)).client.resetKeys(await dev.issueResetGrant(bob.id));
+    });
+    /** A client of user n's keys that tampers with fetches. */
+    const reopen = async (n: string, fetchFn: typeof fetch, wait?: number) =>
+      openUser(dev, users.get(n)!.name, { storage: users.get(n)!.client.cfg.storage, fetch: fetchFn, ...(wait ? { keyTransparencyWaitMs: wait } : {}) });
+
+    test("bob's real first card is accepted: the log shows its publication", async () => {
+      const alice = users.get("alice")!;
+      assert.equal(new TextDecoder().decode(await alice.client.decrypt(messages.get("alice")!, bob.id)), "hi alice");
+      const trust = await alice.client.contact(bob.id);
+      assert.equal(trust.chain.length, 1);
+      assert.notDeepEqual(trust.chain[0]!.cardId, first, "the pin is bob's current card, not the old one");
+    });
+
+    test("a log_index that names another card's entry (bob's reset card) is refused", async () => {
+      const current = (await bob.client.findCards([bob.id])).get(bob.id)!;
+      const dave = await reopen(
+        "dave",
+        tampering("/v1/cards/", (json) => {
+          if (json["card"]?.cardId === Buffer.from(first).toString("base64")) json["card"].logIndex = String(current.logIndex);
+        }),
+      );
+      const err = await dave.client.decrypt(messages.get("dave")!, bob.id).catch((e: unknown) => e);
+      assert.ok(hasKind(err, UmbraErrorKind.UnprovedCard) && hasKind(err, KtErrorKind.BadProof), String(err));
+    });
+
+    test("a forged log entry (its inclusion proof fails) is refused", async () => {
+      const erin = await reopen(
+        "erin",
+        tampering("/v1/kt/inclusion", (json) => {
+          json["proof"] = (json["proof"] as string[]).map((x) => flip(x, 3));
+        }),
+      );
+      const err = await erin.client.decrypt(messages.get("erin")!, bob.id).catch((e: unknown) => e);
+      assert.ok(hasKind(err, UmbraErrorKind.UnprovedCard) && hasKind(err, KtErrorKind.BadProof), String(err));
+    });
+
+    test("a log_index past the log is waited for, then NotYetInLog", async () => {
+      const frank = await reopen(
+        "frank",
+        tampering("/v1/cards/", (json) => {
+          if (json["card"]?.cardId === Buffer.from(first).toString("base64")) json["card"].logIndex = "1000000";
+        }),
+        300,
+      );
+      const err = await frank.client.decrypt(messages.get("frank")!, bob.id).catch((e: unknown) => e);
+      assert.ok(hasKind(err, UmbraErrorKind.NotYetInLog), String(err));
+    });
+  });
+
   describe("monitoring", () => {
     test("quiet for what this device did: registration, rotation, its own revocation", async () => {
       const alerts: Error[] = [];

@@ -21,7 +21,9 @@ import { checkSigningPublicKey } from "../pubkey.js";
 import { parseServiceKeyRotation, safetyNumber, verifyServiceKeyRotation, type ServiceKeyRotation } from "../trust.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { KEYSTORE, type Storage } from "../storage/storage.js";
-import { checkLogKeys, keptSignedCheckpoint, provedCards, unproved, type ProvedCard } from "./kt.js";
+import type { WitnessPolicy } from "../kt/cosignature.js";
+import { witnessPolicy, type WitnessConfig } from "./witness.js";
+import { checkLogKeys, keptSignedCheckpoint, proveLogged, provedCards, unproved, type ProvedCard } from "./kt.js";
 import { KtStateStore } from "./ktstate.js";
 import { monitor, type MonitorReport } from "./monitor.js";
 import type { Checkpoint } from "../kt/checkpoint.js";
@@ -113,6 +115,17 @@ export interface ClientConfig {
    */
   readonly logKeys?: readonly string[] | undefined;
   /**
+   * Witnesses this client requires (docs/key-transparency.md, "Witnesses"): each a
+   * witness's verifier key (`umbra witness keygen` prints it) and the URL of its HTTP
+   * API. With them, every checkpoint a lookup is proved against must carry valid
+   * cosignatures of witnessQuorum of them (undefined or 0: all); the client submits
+   * each new checkpoint to them and keeps the cosigned one. A split view a witness
+   * caught is a LogInconsistentError; too few cosignatures within
+   * keyTransparencyWaitMs, a NotWitnessedError (KtErrorKind.NotWitnessed).
+   */
+  readonly witnesses?: readonly WitnessConfig[] | undefined;
+  readonly witnessQuorum?: number | undefined;
+  /**
    * How long a lookup waits for a checkpoint that holds a card published after the
    * latest one (DefaultKeyTransparencyWaitMs, 5 s, when unset).
    */
@@ -155,6 +168,12 @@ export interface VerifiedCard extends Card {
   readonly keyReset: boolean;
   /** The first 12 bytes of the id in groups of four hex digits, for people to compare. */
   readonly fingerprint: string;
+  /**
+   * The key transparency log entry that published the card (docs/wire-format.md 13.9),
+   * as the card service states it: the server's word until the entry is proved (0 from
+   * SearchCards, which does not fill it).
+   */
+  readonly logIndex: bigint;
 }
 
 /** One card of a contact's pinned chain. */
@@ -217,6 +236,8 @@ export class UmbraClient extends EventTarget {
   /** @internal */ readonly cardCache = new Map<string, VerifiedCard>();
   /** @internal The key transparency state (ktstate.ts). */
   readonly ktState: KtStateStore;
+  /** @internal The witness policy of config.witnesses, if any (witness.ts). */
+  readonly witnessPolicy: WitnessPolicy | undefined;
   readonly #passphrase: Uint8Array | undefined;
   #stopMonitoring: (() => void) | undefined;
 
@@ -233,6 +254,7 @@ export class UmbraClient extends EventTarget {
     this.transport = new RestTransport({ baseUrl: cfg.baseUrl, token: cfg.token, fetch: cfg.fetch, retry: cfg.retry, now: () => this.cfg.now().getTime() });
     this.pins = new PinStore(cfg.storage, cfg.serviceKeys ?? [], this.cfg.now);
     this.ktState = new KtStateStore(cfg.storage);
+    this.witnessPolicy = cfg.witnesses && cfg.witnesses.length > 0 ? witnessPolicy(cfg.witnesses, cfg.witnessQuorum) : undefined;
   }
 
   /** Opens the client: the keystore if storage holds one, and the pins. */
@@ -240,6 +262,8 @@ export class UmbraClient extends EventTarget {
     if (typeof cfg.token !== "function") throw new Error("umbra: config.token (the token provider) is required");
     if (!cfg.storage) throw new Error("umbra: config.storage is required");
     checkLogKeys(cfg.logKeys ?? []);
+    if (cfg.witnesses && cfg.witnesses.length > 0) witnessPolicy(cfg.witnesses, cfg.witnessQuorum);
+    else if (cfg.witnessQuorum) throw new Error("umbra: config.witnessQuorum without config.witnesses");
     let pass: Uint8Array | undefined;
     if (cfg.noPassphrase) {
       if (cfg.passphrase !== undefined && cfg.passphrase.length > 0) {
@@ -500,6 +524,7 @@ export class UmbraClient extends EventTarget {
       endorsed: false,
       keyReset: pc.keyReset,
       fingerprint: fingerprint(parsed.id),
+      logIndex: pc.logIndex,
     };
   }
 
@@ -850,16 +875,22 @@ export class UmbraClient extends EventTarget {
     if (pin && holds(pin, card.id)) return;
     if (!pin) {
       // A contact met first through something they signed: pin their card as the log
-      // proves it, then check this card against that pin.
+      // proves it, then check this card against that pin: it is that card, an older one
+      // the pinned card chains back to, the card the log shows revoked last, or a card
+      // whose own publication the log proves (its log_index).
       const p = (await provedCards(this, [card.identity], false, signal)).get(card.identity)!;
       if (!p.card) {
-        await this.#trustRevokedSender(p, card, signal);
+        if (await this.#trustRevokedSender(p, card, signal)) return;
+        await proveLogged(this, card, signal);
         return;
       }
       await this.trustActive(p.card, this.cfg.keyChangePolicy, signal);
       pin = this.pins.contact(card.identity);
       if (!pin) throw new Error(`umbra: the pin of ${card.identity} vanished while its card was checked; try again`);
       if (holds(pin, card.id)) return;
+      if (await this.#chainsTo(pin.chain[0]!, card, signal)) return;
+      await proveLogged(this, card, signal);
+      return;
     }
     const { links, reason, why } = await this.#chainForward(head(pin), card, signal);
     if (reason === "") {
@@ -883,16 +914,16 @@ export class UmbraClient extends EventTarget {
    * endorsements this client verifies: a card the log shows the contact had. Otherwise
    * it is not proved.
    */
-  async #trustRevokedSender(p: ProvedCard, card: VerifiedCard, signal?: AbortSignal): Promise<void> {
+  async #trustRevokedSender(p: ProvedCard, card: VerifiedCard, signal?: AbortSignal): Promise<boolean> {
     if (!p.value || !p.leaf) {
       throw unproved(card.identity, `the signer's card ${card.fingerprint} is not in the log: ${card.identity} has never had a card event there`);
     }
     const last = p.leaf.cardId;
-    if (sameBytes(last, card.id)) return;
+    if (sameBytes(last, card.id)) return true;
     for (const h of await this.cardHistory(card.identity, signal)) {
-      if (sameBytes(h.id, last) && (await this.#chainsTo({ cardId: h.id, signingKey: h.signingKey, how: "", at: new Date(0) }, card, signal))) return;
+      if (sameBytes(h.id, last) && (await this.#chainsTo({ cardId: h.id, signingKey: h.signingKey, how: "", at: new Date(0) }, card, signal))) return true;
     }
-    throw unproved(card.identity, `the signer's card ${card.fingerprint} is neither the last card the log shows (${fingerprint(last)}, revoked by entry ${p.leafIndex}) nor one it chains back to`);
+    return false;
   }
 
   /** Reports whether the first pinned card chains back, by verified endorsements, to card: an older card. */

@@ -35,6 +35,7 @@ export {
 } from "./errors.js";
 export { PinFileError, parsePinFile, encodePinFile, type KeyChangeReason, type ServiceKeyPin } from "./pins.js";
 export { DefaultKeyTransparencyWaitMs, MaxLookupBatch, type ProvedCard } from "./kt.js";
+export { WitnessTimeoutMs, parseWitness, type WitnessConfig } from "./witness.js";
 export { AlertReason, KeyTransparencyAlertEvent, UnexpectedCardError, type MonitorReport } from "./monitor.js";
 export { KtStateError, parseKtState, encodeKtState, type KtState, type OwnEntry, type PinnedLogKey } from "./ktstate.js";
 export { MemoryStorage, KEYSTORE, TRUST, KT_STATE, type Storage } from "../storage/storage.js";

@@ -12,14 +12,16 @@ import type { LogLeaf, LookupProof, MapValue } from "../gen/umbra/kt/v1/kt_pb.js
 import { openCheckpoint as openSignedCheckpoint, type Checkpoint, type SignedCheckpoint } from "../kt/checkpoint.js";
 import { KtErrorKind, isKtError } from "../kt/errors.js";
 import { verifyConsistency } from "../kt/log.js";
-import { verifyLookup } from "../kt/lookup.js";
-import { parseVerifierKey } from "../kt/note.js";
+import { verifyCardPublication, verifyLookup } from "../kt/lookup.js";
+import { parseNote, parseVerifierKey } from "../kt/note.js";
+import { ForkError, NotWitnessedError } from "../kt/cosignature.js";
 import { Code, hasCode } from "../transport/errors.js";
 import { sleep } from "../transport/rest.js";
 import type { UmbraClient, VerifiedCard } from "./client.js";
 import { LogInconsistentError, UmbraErrorKind, fingerprint, umbraError } from "./errors.js";
 import { keptCheckpoint } from "./ktstate.js";
 import { PinSource } from "./pins.js";
+import { checkWitnesses } from "./witness.js";
 
 /**
  * DefaultKeyTransparencyWaitMs is how long a lookup waits, by default, for a
@@ -77,7 +79,7 @@ export function checkLogKeys(keys: readonly string[]): void {
  * service keys).
  */
 export async function trustedLogKeys(c: UmbraClient, signal?: AbortSignal): Promise<string[]> {
-  const keys = [...(c.cfg.logKeys ?? [])];
+  const keys = [...new Set(c.cfg.logKeys ?? [])];
   const add = (list: readonly { verifierKey: string }[]) => {
     for (const k of list) if (!keys.includes(k.verifierKey)) keys.push(k.verifierKey);
   };
@@ -128,7 +130,11 @@ async function openCheckpoint(c: UmbraClient, signed: Uint8Array, signal?: Abort
  * and not kept (the client never goes back).
  */
 export async function acceptCheckpoint(c: UmbraClient, signed: Uint8Array, signal?: AbortSignal): Promise<{ cp: SignedCheckpoint; behind: bigint | undefined }> {
-  const cp = await openCheckpoint(c, signed, signal);
+  let cp = await openCheckpoint(c, signed, signal);
+  if (c.witnessPolicy) {
+    signed = await witnessed(c, cp, signal);
+    cp = { ...cp, signed };
+  }
   const served = new TextDecoder().decode(signed);
   for (let attempt = 0; attempt < 5; attempt++) {
     const st = await c.ktState.read();
@@ -154,6 +160,37 @@ export async function acceptCheckpoint(c: UmbraClient, signed: Uint8Array, signa
     if (saved) return { cp, behind: undefined };
   }
   throw new Error("umbra: the kept key transparency checkpoint kept changing under this client (other clients on the same storage); try again");
+}
+
+/**
+ * witnessed applies the client's witness policy (config.witnesses, witnessQuorum) to a
+ * checkpoint verified against the trusted log keys, and returns it with the
+ * cosignatures that passed: the kept checkpoint when it has the same body and already
+ * passes (the witnesses cosigned it before), else what the witnesses answer
+ * (checkWitnesses). A witness's evidence of a split view is a LogInconsistentError
+ * whose kept checkpoint is the witness's and whose cause is the ForkError; too few
+ * cosignatures, a NotWitnessedError.
+ */
+async function witnessed(c: UmbraClient, cp: SignedCheckpoint, signal?: AbortSignal): Promise<Uint8Array> {
+  const policy = c.witnessPolicy!;
+  const kept = await c.ktState.read();
+  if (kept.checkpoint !== "") {
+    const keptBytes = new TextEncoder().encode(kept.checkpoint);
+    try {
+      if (parseNote(keptBytes).text === parseNote(cp.signed).text) {
+        await policy.check(keptBytes, c.cfg.now());
+        return keptBytes;
+      }
+    } catch {
+      // ask the witnesses
+    }
+  }
+  try {
+    return await checkWitnesses(c.cfg.fetch ?? fetch, c.cfg.witnesses!, policy, await trustedLogKeys(c, signal), cp, c.cfg.now(), signal);
+  } catch (e) {
+    if (isKtError(e, KtErrorKind.Inconsistent) && e instanceof ForkError) throw new LogInconsistentError(e.held, e.conflicting, e);
+    throw e;
+  }
 }
 
 /**
@@ -206,7 +243,8 @@ const behindRetries = 3;
 export async function proveBatch(c: UmbraClient, identities: readonly string[], signal?: AbortSignal): Promise<{ cp: SignedCheckpoint; results: ProvedCard[] }> {
   let resp;
   let cp: SignedCheckpoint;
-  for (let attempt = 0; ; attempt++) {
+  const witnessDeadline = Date.now() + (c.cfg.keyTransparencyWaitMs ?? DefaultKeyTransparencyWaitMs);
+  for (let attempt = 0, witnessAttempt = 0; ; attempt++) {
     try {
       resp = await c.transport.unary(CardService.method.searchCardsWithProofs, { identities: [...identities] }, { signal });
     } catch (e) {
@@ -215,7 +253,18 @@ export async function proveBatch(c: UmbraClient, identities: readonly string[], 
       }
       throw e;
     }
-    const accepted = await acceptCheckpoint(c, resp.checkpoint, signal);
+    let accepted;
+    try {
+      accepted = await acceptCheckpoint(c, resp.checkpoint, signal);
+    } catch (e) {
+      // The witnesses lag (they poll the log every second; one may be restarting) or
+      // moved past this checkpoint before it reached them: look up again, at the
+      // latest checkpoint, until the key transparency wait runs out.
+      if (!(e instanceof NotWitnessedError) || Date.now() >= witnessDeadline) throw e;
+      await sleep(Math.min(checkpointPollMs * 2 ** witnessAttempt++, 1000, Math.max(0, witnessDeadline - Date.now())), signal);
+      attempt--;
+      continue;
+    }
     cp = accepted.cp;
     if (accepted.behind === undefined) break;
     if (attempt >= behindRetries) {
@@ -351,4 +400,45 @@ export async function keptSignedCheckpoint(c: UmbraClient): Promise<{ checkpoint
   const st = await c.ktState.read();
   const cp = keptCheckpoint(st);
   return cp && { checkpoint: cp, signed: new TextEncoder().encode(st.checkpoint) };
+}
+
+/**
+ * proveLogged checks that the log holds the publication of card for its identity:
+ * entry card.logIndex (docs/wire-format.md 13.9), with its inclusion proof in the kept
+ * checkpoint, or in a newer one (accepted as any: signed, consistent, witnessed) waited
+ * for up to config.keyTransparencyWaitMs when the entry is past the kept one. A card
+ * the log does not show so is UnprovedCard; one past every checkpoint in time,
+ * NotYetInLog. pkg/sdk's proveLogged.
+ */
+export async function proveLogged(c: UmbraClient, card: VerifiedCard, signal?: AbortSignal): Promise<void> {
+  const wait = c.cfg.keyTransparencyWaitMs ?? DefaultKeyTransparencyWaitMs;
+  const deadline = Date.now() + wait;
+  let cp = keptCheckpoint(await c.ktState.read());
+  while (!cp || card.logIndex >= cp.size) {
+    const resp = await c.transport.unary(CardService.method.getCheckpoint, {}, { auth: "none", signal });
+    try {
+      await acceptCheckpoint(c, resp.checkpoint, signal);
+    } catch (e) {
+      // Witnesses that lag are waited for, as in proveBatch.
+      if (!(e instanceof NotWitnessedError) || Date.now() >= deadline) throw e;
+      await sleep(Math.min(checkpointPollMs * 2, Math.max(0, deadline - Date.now())), signal);
+      continue;
+    }
+    cp = keptCheckpoint(await c.ktState.read());
+    if (cp && card.logIndex < cp.size) break;
+    if (Date.now() >= deadline) {
+      throw umbraError(
+        UmbraErrorKind.NotYetInLog,
+        `card ${card.fingerprint} of ${card.identity} names log entry ${card.logIndex}, and the log has ${cp?.size ?? 0n} entries ${wait} ms later`,
+      );
+    }
+    await waitForCheckpoint(c, cp?.size ?? 0n, deadline, signal);
+  }
+  const resp = await c.transport.unary(CardService.method.getInclusionProof, { index: card.logIndex, treeSize: cp.size }, { auth: "none", signal });
+  try {
+    verifyCardPublication(cp, await appId(c, signal), card.identity, card.id, card.logIndex, resp.leaf, resp.proof);
+  } catch (e) {
+    if (!isKtError(e)) throw e;
+    throw unproved(card.identity, `card ${card.fingerprint}: log entry ${card.logIndex}: ${e.message}: the log does not show the card`, e);
+  }
 }

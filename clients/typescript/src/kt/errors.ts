@@ -19,6 +19,10 @@ export const KtErrorKind = {
   Inconsistent: "kt: inconsistent checkpoints",
   /** An inclusion or map proof that does not lead to the committed root, or a lookup whose parts disagree (kt.ErrBadProof). */
   BadProof: "kt: bad proof",
+  /** A witness's cosignature line that does not verify, is from the future, or is on a note that is not a checkpoint (kt.ErrBadCosignature). */
+  BadCosignature: "kt: bad cosignature",
+  /** A checkpoint without the cosignatures the client's witness policy requires (kt.ErrNotWitnessed): a NotWitnessedError. */
+  NotWitnessed: "kt: checkpoint not witnessed",
 } as const;
 
 export type KtErrorKind = (typeof KtErrorKind)[keyof typeof KtErrorKind];

@@ -4,8 +4,22 @@
 // verified as pkg/kt verifies them, with its error kinds (KtError).
 export { KtError, KtErrorKind, isKtError } from "./errors.js";
 export { HashSize, MapExtension, MaxCheckpointSize, checkpointText, openCheckpoint, parseCheckpoint, sameCheckpoint, type Checkpoint, type SignedCheckpoint } from "./checkpoint.js";
-export { keyHash, openNote, parseVerifierKey, validKeyName, verifierKey, type NoteSignature, type NoteVerifier, type OpenedNote } from "./note.js";
+export { keyHash, openNote, parseNote, parseVerifierKey, validKeyName, verifierKey, type NoteSignature, type NoteLine, type NoteVerifier, type OpenedNote, type ParsedNote } from "./note.js";
 export { MaxProofHashes, emptyLogRoot, leafHash, nodeHash, rootFromInclusionProof, verifyConsistency, verifyConsistencyProof, verifyInclusion } from "./log.js";
 export { LabelKtMapKey, MaxMapDepth, emptyMapHash, mapKey, mapLeafHash, mapNodeHash, valueHash, verifyMapProof } from "./map.js";
 export { KtVersion, MaxLeafSize, encodeLeaf, encodeMapValue, nextMapValue, parseLeaf, parseMapValue } from "./formats.js";
-export { verifyLookup, type Lookup } from "./lookup.js";
+export { verifyCardPublication, verifyLookup, type Lookup } from "./lookup.js";
+export {
+  ForkError,
+  MaxCosignatureSkewMs,
+  NotWitnessedError,
+  WitnessPolicy,
+  cosignedMessage,
+  cosignerKeyHash,
+  mergeCosignatures,
+  parseWitnessKey,
+  verifyCosignature,
+  witnessKeyString,
+  type Cosignature,
+  type WitnessKey,
+} from "./cosignature.js";

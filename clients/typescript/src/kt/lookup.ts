@@ -71,3 +71,21 @@ export function verifyLookup(cp: Checkpoint, app: string, identity: string, p: L
   verifyInclusion(cp, leafIndex, leafBytes, inclusion);
   return { identity, value, leaf, leafIndex, cardId: value.cardId.length > 0 ? value.cardId : undefined };
 }
+
+/**
+ * verifyCardPublication checks that the log of checkpoint cp shows card cardId of
+ * identity of app published by entry index, its `log_index` (docs/wire-format.md
+ * 13.9), from the entry's exact LogLeaf bytes and its inclusion proof (as
+ * GetInclusionProof serves them), in order: the inclusion proof against cp; the leaf is
+ * a canonical LogLeaf; its map key is the identity's, its card id cardId, and its kind
+ * anything but REVOCATION. It returns the leaf. A card's log_index is the server's word
+ * until this passes: a wrong one proves nothing (BadProof, or Malformed).
+ */
+export function verifyCardPublication(cp: Checkpoint, app: string, identity: string, cardId: Uint8Array, index: bigint, leafBytes: Uint8Array, inclusion: readonly Uint8Array[]): LogLeaf {
+  verifyInclusion(cp, index, leafBytes, inclusion);
+  const leaf = parseLeaf(leafBytes);
+  if (!equalBytes(leaf.mapKey, mapKey(app, identity))) throw badProof(`log entry ${index} is about another map key than ${identity}'s`);
+  if (!equalBytes(leaf.cardId, cardId)) throw badProof(`log entry ${index} is about another card than the one it is said to publish`);
+  if (leaf.kind === LogEventKind.REVOCATION) throw badProof(`log entry ${index} is the revocation of the card, not its publication`);
+  return leaf;
+}

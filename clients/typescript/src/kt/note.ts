@@ -102,13 +102,24 @@ export function verifierKey(name: string, publicKey: Uint8Array): string {
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const sigPrefix = "\u2014 ";
 
+/** One signature line of a note, with its decoded bytes (key hash, then signature). */
+export interface NoteLine extends NoteSignature {
+  /** The signature's bytes after the 4-byte key hash. */
+  readonly sig: Uint8Array;
+}
+
+/** A parsed note whose signatures are not verified: its text (as bytes too) and its signature lines, in order. */
+export interface ParsedNote {
+  readonly text: string;
+  readonly textBytes: Uint8Array;
+  readonly lines: readonly NoteLine[];
+}
+
 /**
- * openNote opens a signed note as note.Open does, against the known verifiers: every
- * signature line by a known key must verify (else BadSignature), at least one must be
- * by a known key (else UnknownLogKey), and anything that is not a note is Malformed.
- * Signature lines of unknown keys are returned unverified.
+ * parseNote reads a signed note's text and signature lines without verifying any, with
+ * note.Open's rules for the format: anything that is not a note is Malformed.
  */
-export async function openNote(msg: Uint8Array, known: readonly NoteVerifier[]): Promise<OpenedNote> {
+export function parseNote(msg: Uint8Array): ParsedNote {
   try {
     strictUtf8.decode(msg);
   } catch {
@@ -130,34 +141,54 @@ export async function openNote(msg: Uint8Array, known: readonly NoteVerifier[]):
   const sigBytes = msg.subarray(split + 2);
   if (sigBytes.length === 0 || sigBytes[sigBytes.length - 1] !== 0x0a) throw malformed("signed checkpoint: malformed note: no signature line");
   const text = strictUtf8.decode(textBytes);
-  const lines = strictUtf8.decode(sigBytes).split("\n");
-  lines.pop(); // after the last newline
-  const sigs: NoteSignature[] = [];
-  const unverified: NoteSignature[] = [];
-  const seen = new Set<string>();
-  const seenUnverified = new Set<string>();
-  let count = 0;
-  for (const full of lines) {
+  const raw = strictUtf8.decode(sigBytes).split("\n");
+  raw.pop(); // after the last newline
+  if (raw.length > maxSignatures) throw malformed(`signed checkpoint: malformed note: more than ${maxSignatures} signatures`);
+  const lines: NoteLine[] = [];
+  for (const full of raw) {
     if (!full.startsWith(sigPrefix)) throw malformed("signed checkpoint: malformed note: a signature line does not start with an em dash and a space");
     const line = full.slice(sigPrefix.length);
     const [name, b64] = chop(line, " ");
     const sig = base64Decode(b64);
     if (sig === undefined || !validKeyName(name) || b64 === "" || sig.length < 5) throw malformed("signed checkpoint: malformed note: a signature line");
     const hash = ((sig[0]! << 24) | (sig[1]! << 16) | (sig[2]! << 8) | sig[3]!) >>> 0;
-    if (++count > maxSignatures) throw malformed(`signed checkpoint: malformed note: more than ${maxSignatures} signatures`);
+    lines.push({ name, hash, base64: b64, sig: sig.subarray(4) });
+  }
+  return { text, textBytes, lines };
+}
+
+/**
+ * openNote opens a signed note as note.Open does, against the known verifiers: every
+ * signature line by a known key must verify (else BadSignature), at least one must be
+ * by a known key (else UnknownLogKey), and anything that is not a note is Malformed.
+ * Signature lines of unknown keys are returned unverified. Of several lines of one
+ * known key, the first is the one verified. Several known keys may share a name (a log
+ * key and its successor during a rotation): the note opens if any of them signed it,
+ * and each that did must verify.
+ */
+export async function openNote(msg: Uint8Array, known: readonly NoteVerifier[]): Promise<OpenedNote> {
+  const { text, textBytes, lines } = parseNote(msg);
+  const sigs: NoteSignature[] = [];
+  const unverified: NoteSignature[] = [];
+  const seen = new Set<string>();
+  const seenUnverified = new Set<string>();
+  for (const { name, hash, base64: b64, sig } of lines) {
     const matching = known.filter((v) => v.name === name && v.hash === hash);
     if (matching.length === 0) {
+      const line = `${name} ${b64}`;
       if (!seenUnverified.has(line)) {
         seenUnverified.add(line);
         unverified.push({ name, hash, base64: b64 });
       }
       continue;
     }
-    if (matching.length > 1) throw malformed(`signed checkpoint: ambiguous key ${name}+${hash.toString(16).padStart(8, "0")}`);
+    if (matching.length > 1 && !matching.every((m) => sameVerifier(m, matching[0]!))) {
+      throw malformed(`signed checkpoint: ambiguous key ${name}+${hash.toString(16).padStart(8, "0")}`);
+    }
     const id = `${name}+${hash}`;
     if (seen.has(id)) continue;
     seen.add(id);
-    if (!(await verifySignatureAsync(matching[0]!.publicKey, textBytes, sig.subarray(4)))) {
+    if (!(await verifySignatureAsync(matching[0]!.publicKey, textBytes, sig))) {
       throw new KtError(KtErrorKind.BadSignature, `invalid signature for key ${name}+${hash.toString(16).padStart(8, "0")}`);
     }
     sigs.push({ name, hash, base64: b64 });

@@ -204,3 +204,83 @@ export function runCli(bin: string, args: readonly string[], env: Record<string,
     p.stdin.end(input ?? "");
   });
 }
+
+/** Witness is one running `umbra witness` following a DevServer's log. */
+export class Witness {
+  readonly dir: string;
+  /** Its verifier key, as `umbra witness keygen` printed it. */
+  readonly key: string;
+  /** Its HTTP API. */
+  readonly url: string;
+  readonly #proc: ChildProcess;
+
+  private constructor(dir: string, key: string, url: string, proc: ChildProcess) {
+    this.dir = dir;
+    this.key = key;
+    this.url = url;
+    this.#proc = proc;
+  }
+
+  /**
+   * Makes a witness key named name (in a new folder) and starts `umbra witness` with it,
+   * following dev's log (pinned to logKey) over gRPC and polling it every 200 ms; waits
+   * until it listens. opts.dir reuses a folder a stopped witness kept (its key and state).
+   */
+  static async start(dev: DevServer, logKey: string, name: string, opts: { dir?: string; listen?: string } = {}): Promise<Witness> {
+    const bin = dev.bin;
+    const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), "umbra-ts-witness-")));
+    const key = opts.dir
+      ? (await runCli(bin, ["witness", "key", "--witness-dir", dir], {})).trim()
+      : (await runCli(bin, ["witness", "keygen", "--name", name, "--witness-dir", dir], {})).trim();
+    const listen = opts.listen ?? `127.0.0.1:${await freePort()}`;
+    const proc = spawn(bin, ["witness", "--witness-dir", dir, "--log-key", logKey, "--server", dev.grpcAddr, "--listen", listen, "--interval", "200ms", "--log-level", "warn"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    let errOut = "";
+    proc.stderr!.on("data", (b: Buffer) => {
+      errOut += b.toString();
+      if (errOut.length > 1 << 16) errOut = errOut.slice(-(1 << 15));
+    });
+    await new Promise<void>((ok, fail) => {
+      const timer = setTimeout(() => fail(new Error(`umbra witness did not start in 30 s:\n${out}\n${errOut}`)), 30_000);
+      proc.stdout!.on("data", (b: Buffer) => {
+        out += b.toString();
+        if (out.includes("cosigned checkpoints at")) {
+          clearTimeout(timer);
+          ok();
+        }
+      });
+      proc.on("exit", (code) => {
+        clearTimeout(timer);
+        fail(new Error(`umbra witness exited with ${code}:\n${out}\n${errOut}`));
+      });
+    });
+    proc.stdout!.resume();
+    return new Witness(dir, key, `http://${listen}`, proc);
+  }
+
+  /** The size of the latest checkpoint it cosigned (0 before the first). */
+  async size(): Promise<bigint> {
+    const res = await fetch(`${this.url}/checkpoint`);
+    if (res.status === 404) return 0n;
+    const lines = (await res.text()).split("\n");
+    return BigInt(lines[1]!);
+  }
+
+  /** The fork evidence it recorded (GET /forks). */
+  async forks(): Promise<unknown[]> {
+    return ((await (await fetch(`${this.url}/forks`)).json()) as { forks: unknown[] }).forks;
+  }
+
+  /** Stops it, and removes its folder unless keepData. */
+  async stop(opts: { keepData?: boolean } = {}): Promise<void> {
+    if (this.#proc.exitCode === null) {
+      const exited = new Promise((ok) => this.#proc.once("exit", ok));
+      this.#proc.kill("SIGTERM");
+      await Promise.race([exited, new Promise((ok) => setTimeout(ok, 10_000))]);
+      if (this.#proc.exitCode === null) this.#proc.kill("SIGKILL");
+    }
+    if (!opts.keepData) await rm(this.dir, { recursive: true, force: true });
+  }
+}
