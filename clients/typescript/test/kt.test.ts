@@ -27,6 +27,7 @@ import {
   parseLeaf,
   parseMapValue,
   parseVerifierKey,
+  sameCheckpoint,
   rootFromInclusionProof,
   valueHash,
   verifierKey,
@@ -151,6 +152,28 @@ describe("the vectors of pkg/kt/testdata/vectors.json", () => {
     });
     verifyConsistency(cps[0]!, cps[1]!, hs(v.consistency_proof));
     assert.deepEqual(proof(2, v.entries.map((e: any) => h(e.leaf))), hs(v.consistency_proof), "RFC 9162's PROOF(2, D[4])");
+  });
+
+  test("a log key rotation's checkpoint (13.5): signed by the log key and its successor, it opens with either alone and is the last checkpoint", async () => {
+    const r = v.log_key_rotation;
+    assert.deepEqual(signingPublicKey(h(r.new_log_key.seed)), h(r.new_log_key.public_key));
+    assert.equal(verifierKey(r.new_log_key.origin, h(r.new_log_key.public_key)), r.new_log_key.verifier_key);
+    assert.equal(r.new_log_key.origin, v.log_key.origin, "a rotation keeps the log's origin");
+    const signed = utf8Bytes(r.signed_note);
+    const last = (await vectorCheckpoints()).at(-1)!;
+    for (const keys of [[v.log_key.verifier_key], [r.new_log_key.verifier_key], [v.log_key.verifier_key, r.new_log_key.verifier_key]]) {
+      const cp = await openCheckpoint(signed, ...keys);
+      assert.ok(sameCheckpoint(cp, last), "the rotation re-signs the same body");
+      assert.equal(cp.sigs.length, keys.length);
+    }
+    // The same key configured twice is one key, not an ambiguity.
+    await openCheckpoint(signed, r.new_log_key.verifier_key, r.new_log_key.verifier_key);
+    // The bytes are the ones signers with the vector's seeds make, old key first.
+    const text = checkpointText(last);
+    assert.deepEqual(signNote(text, { name: v.log_key.origin, seed: h(v.log_key.seed) }, { name: r.new_log_key.origin, seed: h(r.new_log_key.seed) }), signed);
+    // A key of the same name that signed nothing here is not enough.
+    const stranger = signerKey({ name: v.log_key.origin, seed: new Uint8Array(32).fill(7) });
+    await assert.rejects(openCheckpoint(signed, stranger), isKind(KtErrorKind.UnknownLogKey));
   });
 
   test("every lookup verifies, with what the vectors state", async () => {
