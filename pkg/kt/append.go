@@ -71,37 +71,44 @@ func (s State) Append(size uint64, leaves [][]byte) (logRoot []byte, mapRoot [Ha
 // Prove returns the lookup proof of identity of app at the state's current size (the
 // log's size, whose checkpoint commits to the map as it is).
 func (s State) Prove(app, identity string, size uint64, leaf func(index uint64) ([]byte, error)) (*ktv1.LookupProof, error) {
+	p, _, err := s.ProveValue(app, identity, size, leaf)
+	return p, err
+}
+
+// ProveValue is Prove, and also returns the identity's map value, parsed (nil when the
+// map has no entry for it).
+func (s State) ProveValue(app, identity string, size uint64, leaf func(index uint64) ([]byte, error)) (*ktv1.LookupProof, *ktv1.MapValue, error) {
 	key := MapKey(app, identity)
 	mp, _, ok, err := ProveMap(s.Map, key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p := &ktv1.LookupProof{Identity: identity, MapProof: mp}
 	if !ok {
-		return p, nil
+		return p, nil, nil
 	}
 	value, ok, err := s.Values.MapValue(key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !ok {
-		return nil, fmt.Errorf("kt: the map has an entry for key %x but no value is stored", key)
+		return nil, nil, fmt.Errorf("kt: the map has an entry for key %x but no value is stored", key)
 	}
 	v, err := ParseMapValue(value)
 	if err != nil {
-		return nil, fmt.Errorf("stored map value of key %x: %w", key, err)
+		return nil, nil, fmt.Errorf("stored map value of key %x: %w", key, err)
 	}
 	p.MapValue, p.LeafIndex = value, v.GetCardLogIndex()
 	if len(v.GetCardId()) == 0 {
 		p.LeafIndex = v.GetLatestLogIndex()
 	}
 	if p.Leaf, err = leaf(p.LeafIndex); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if p.InclusionProof, err = InclusionProof(s.Log, p.LeafIndex, size); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return p, nil
+	return p, v, nil
 }
 
 // Memory is a log and its map in memory: what an auditor recomputes from the log's

@@ -77,18 +77,11 @@ func inParallel(n int, prove func(lo, hi int) error) error {
 // proveCard is the lookup of identity of appID in st at a checkpoint of size entries:
 // its proof, and the card its map entry names, read by card (nil when not stored).
 func proveCard(st kt.State, leaf func(uint64) ([]byte, error), size uint64, appID, identity string, card func(cardID []byte) (*cardstoragev1.CardRecord, error)) (ProvedCard, error) {
-	p, err := st.Prove(appID, identity, size, leaf)
+	p, v, err := st.ProveValue(appID, identity, size, leaf)
 	if err != nil {
 		return ProvedCard{}, fmt.Errorf("card: key transparency lookup of %s: %w", identity, err)
 	}
 	pc := ProvedCard{Proof: p}
-	if len(p.GetMapValue()) == 0 {
-		return pc, nil
-	}
-	v, err := kt.ParseMapValue(p.GetMapValue())
-	if err != nil {
-		return ProvedCard{}, fmt.Errorf("card: stored map value of %s: %w", identity, err)
-	}
 	if cardID := v.GetCardId(); len(cardID) > 0 {
 		if pc.Card, err = card(cardID); err == nil && pc.Card == nil {
 			err = fmt.Errorf("card: the key transparency map names card %x of %s, which is not stored", cardID, identity)
