@@ -70,6 +70,21 @@ func (c *TileCache) putLogTile(id LogTileID, t *logTile) {
 	}
 }
 
+// HasMapTile says whether c (which may be nil) holds the map tile id, and whether that
+// tile holds no node. A store that reads ahead skips the tiles c holds.
+func (c *TileCache) HasMapTile(id MapTileID) (held, empty bool) {
+	if c == nil {
+		return false, false
+	}
+	t := c.mapTile(id)
+	return t != nil, t != nil && t.present == 0
+}
+
+// HasLogTile says whether c (which may be nil) holds the log tile id.
+func (c *TileCache) HasLogTile(id LogTileID) bool {
+	return c != nil && c.logTile(id) != nil
+}
+
 // Len is the number of tiles the cache holds.
 func (c *TileCache) Len() int {
 	c.mu.RLock()
