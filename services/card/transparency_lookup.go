@@ -55,7 +55,7 @@ const minProofsPerWorker = 64
 // inParallel calls prove on n lookups split in contiguous shares, one per core (up to
 // GOMAXPROCS, at least minProofsPerWorker each), and returns the first error.
 func inParallel(n int, prove func(lo, hi int) error) error {
-	workers := min(runtime.GOMAXPROCS(0), (n+minProofsPerWorker-1)/minProofsPerWorker)
+	workers := min(runtime.GOMAXPROCS(0), n/minProofsPerWorker)
 	if workers <= 1 {
 		return prove(0, n)
 	}
