@@ -3,8 +3,6 @@ package kt
 import (
 	"fmt"
 
-	"github.com/transparency-dev/merkle/compact"
-
 	ktv1 "github.com/umbra-e2ee/umbra/proto/umbra/kt/v1"
 )
 
@@ -71,37 +69,44 @@ func (s State) Append(size uint64, leaves [][]byte) (logRoot []byte, mapRoot [Ha
 // Prove returns the lookup proof of identity of app at the state's current size (the
 // log's size, whose checkpoint commits to the map as it is).
 func (s State) Prove(app, identity string, size uint64, leaf func(index uint64) ([]byte, error)) (*ktv1.LookupProof, error) {
+	p, _, err := s.ProveValue(app, identity, size, leaf)
+	return p, err
+}
+
+// ProveValue is Prove, and also returns the identity's map value, parsed (nil when the
+// map has no entry for it).
+func (s State) ProveValue(app, identity string, size uint64, leaf func(index uint64) ([]byte, error)) (*ktv1.LookupProof, *ktv1.MapValue, error) {
 	key := MapKey(app, identity)
 	mp, _, ok, err := ProveMap(s.Map, key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p := &ktv1.LookupProof{Identity: identity, MapProof: mp}
 	if !ok {
-		return p, nil
+		return p, nil, nil
 	}
 	value, ok, err := s.Values.MapValue(key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !ok {
-		return nil, fmt.Errorf("kt: the map has an entry for key %x but no value is stored", key)
+		return nil, nil, fmt.Errorf("kt: the map has an entry for key %x but no value is stored", key)
 	}
 	v, err := ParseMapValue(value)
 	if err != nil {
-		return nil, fmt.Errorf("stored map value of key %x: %w", key, err)
+		return nil, nil, fmt.Errorf("stored map value of key %x: %w", key, err)
 	}
 	p.MapValue, p.LeafIndex = value, v.GetCardLogIndex()
 	if len(v.GetCardId()) == 0 {
 		p.LeafIndex = v.GetLatestLogIndex()
 	}
 	if p.Leaf, err = leaf(p.LeafIndex); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if p.InclusionProof, err = InclusionProof(s.Log, p.LeafIndex, size); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return p, nil
+	return p, v, nil
 }
 
 // Memory is a log and its map in memory: what an auditor recomputes from the log's
@@ -141,67 +146,4 @@ func (m *Memory) Append(origin string, leaves ...[]byte) (*Checkpoint, error) {
 // Prove returns the lookup proof of identity of app at the current size.
 func (m *Memory) Prove(app, identity string) (*ktv1.LookupProof, error) {
 	return m.State.Prove(app, identity, uint64(len(m.Leaves)), func(i uint64) ([]byte, error) { return m.Leaves[i], nil })
-}
-
-// Cached returns the state with its log and map nodes remembered once read, for a
-// batch of proofs made in one read transaction: their paths share the tree's top
-// levels, which are then read once. Writes go through to s and are remembered.
-func (s State) Cached() State {
-	// Tiled stores keep what they read already.
-	c := s
-	if _, tiled := s.Log.(*TiledLogStore); !tiled {
-		c.Log = &cachedLog{LogStore: s.Log, nodes: map[compact.NodeID][]byte{}}
-	}
-	if _, tiled := s.Map.(*TiledMapStore); !tiled {
-		c.Map = &cachedMap{MapStore: s.Map, nodes: map[MapNodeID]cachedMapNode{}}
-	}
-	return c
-}
-
-type cachedLog struct {
-	LogStore
-	nodes map[compact.NodeID][]byte
-}
-
-func (c *cachedLog) LogNode(level uint, index uint64) ([]byte, error) {
-	id := compact.NewNodeID(level, index)
-	if h, ok := c.nodes[id]; ok {
-		return h, nil
-	}
-	h, err := c.LogStore.LogNode(level, index)
-	if err == nil {
-		c.nodes[id] = h
-	}
-	return h, err
-}
-
-func (c *cachedLog) PutLogNode(level uint, index uint64, hash []byte) error {
-	c.nodes[compact.NewNodeID(level, index)] = hash
-	return c.LogStore.PutLogNode(level, index, hash)
-}
-
-type cachedMapNode struct {
-	n  MapNode
-	ok bool
-}
-
-type cachedMap struct {
-	MapStore
-	nodes map[MapNodeID]cachedMapNode
-}
-
-func (c *cachedMap) MapNode(id MapNodeID) (MapNode, bool, error) {
-	if n, ok := c.nodes[id]; ok {
-		return n.n, n.ok, nil
-	}
-	n, ok, err := c.MapStore.MapNode(id)
-	if err == nil {
-		c.nodes[id] = cachedMapNode{n, ok}
-	}
-	return n, ok, err
-}
-
-func (c *cachedMap) PutMapNode(id MapNodeID, n MapNode) error {
-	c.nodes[id] = cachedMapNode{n, true}
-	return c.MapStore.PutMapNode(id, n)
 }

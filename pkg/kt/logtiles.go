@@ -37,6 +37,8 @@ type LogTileStore interface {
 type TiledLogStore struct {
 	st    LogTileStore
 	tiles map[LogTileID]*logTile
+	// cache, when set, is shared with other readers of the same state (UseCache).
+	cache *TileCache
 }
 
 // NewTiledLogStore returns a LogStore over the tiles of st.
@@ -50,6 +52,8 @@ type logTile struct {
 	raw     []byte // the present positions' hashes, in order
 	hashes  *[logTilePositions][HashSize]byte
 	dirty   bool
+	// shared: the tile is in a TileCache, so it never changes; a write goes to a copy.
+	shared bool
 }
 
 func logTileOf(level uint, index uint64) (LogTileID, int) {
@@ -58,9 +62,22 @@ func logTileOf(level uint, index uint64) (LogTileID, int) {
 	return LogTileID{Level: uint8(level / LogTileHeight), Index: index >> shift}, logTileRow[r] + int(index&(1<<shift-1))
 }
 
+// UseCache makes s read the tiles c holds from c, and keep in c the tiles it reads
+// that c keeps (TileCache). c must be the cache of the state that s reads: the caller
+// keys caches by checkpoint. It is meant for reads; a write to a cached tile writes to
+// a copy.
+func (s *TiledLogStore) UseCache(c *TileCache) { s.cache = c }
+
 func (s *TiledLogStore) tile(id LogTileID) (*logTile, error) {
 	if t, ok := s.tiles[id]; ok {
 		return t, nil
+	}
+	cached := s.cache != nil && cachesLogTile(id)
+	if cached {
+		if t := s.cache.logTile(id); t != nil {
+			s.tiles[id] = t
+			return t, nil
+		}
 	}
 	b, err := s.st.LogTile(id)
 	if err != nil {
@@ -79,6 +96,9 @@ func (s *TiledLogStore) tile(id LogTileID) (*logTile, error) {
 		t.raw = append([]byte(nil), b[4:]...)
 	}
 	s.tiles[id] = t
+	if cached {
+		s.cache.putLogTile(id, t)
+	}
 	return t, nil
 }
 
@@ -110,6 +130,10 @@ func (s *TiledLogStore) PutLogNode(level uint, index uint64, hash []byte) error 
 	t, err := s.tile(id)
 	if err != nil {
 		return err
+	}
+	if t.shared {
+		t = &logTile{present: t.present, raw: t.raw}
+		s.tiles[id] = t
 	}
 	if t.hashes == nil {
 		hashes := new([logTilePositions][HashSize]byte)

@@ -11,7 +11,10 @@ import (
 // ProveMap returns the proof of what the map in st holds at key, and the value hash
 // of key's entry (ok false when there is none).
 func ProveMap(st MapStore, key [HashSize]byte) (proof *ktv1.MapProof, valueHash [HashSize]byte, ok bool, err error) {
-	proof = &ktv1.MapProof{}
+	// A map of a million entries has paths of about 20 levels: the siblings' hashes go
+	// in one array, not one allocation each.
+	proof = &ktv1.MapProof{Siblings: make([][]byte, 0, 24)}
+	hashes := make([]byte, 0, 24*HashSize)
 	var bitmap [HashSize]byte
 	for depth := 0; depth <= MaxMapDepth; depth++ {
 		n, present, err := st.MapNode(mapNodeID(&key, depth))
@@ -35,7 +38,8 @@ func ProveMap(st MapStore, key [HashSize]byte) (proof *ktv1.MapProof, valueHash 
 		}
 		if sibling != EmptyMapHash {
 			bitmap[depth/8] |= 0x80 >> (depth % 8)
-			proof.Siblings = append(proof.Siblings, bytes.Clone(sibling[:]))
+			hashes = append(hashes, sibling[:]...)
+			proof.Siblings = append(proof.Siblings, hashes[len(hashes)-HashSize:len(hashes):len(hashes)])
 		}
 	}
 	return nil, valueHash, false, fmt.Errorf("kt: map path of key %x deeper than %d", key, MaxMapDepth)

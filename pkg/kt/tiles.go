@@ -30,6 +30,11 @@ type MapTileStore interface {
 type TiledMapStore struct {
 	st    MapTileStore
 	tiles map[MapTileID]*tile
+	// cache, when set, is shared with other readers of the same state (UseCache).
+	cache *TileCache
+	// last is the tile read last: a path's consecutive nodes are mostly in one tile.
+	lastID MapTileID
+	last   *tile
 }
 
 // NewTiledMapStore returns a MapStore over the tiles of st.
@@ -46,6 +51,8 @@ type tile struct {
 	raw   []byte
 	nodes *[tilePositions]MapNode
 	dirty bool
+	// shared: the tile is in a TileCache, so it never changes; a write goes to a copy.
+	shared bool
 }
 
 // node returns the node at pos, which must be present.
@@ -88,9 +95,34 @@ func tileOf(id MapNodeID) (MapTileID, int) {
 	return t, 1<<r - 1 + i
 }
 
+// UseCache makes s read the tiles c holds from c, and keep in c the tiles it reads
+// that c keeps (TileCache). c must be the cache of the state that s reads: the caller
+// keys caches by checkpoint. It is meant for reads; a write to a cached tile writes to
+// a copy.
+func (s *TiledMapStore) UseCache(c *TileCache) { s.cache = c }
+
 func (s *TiledMapStore) tile(id MapTileID) (*tile, error) {
+	if s.last != nil && s.lastID == id {
+		return s.last, nil
+	}
+	t, err := s.load(id)
+	if err != nil {
+		return nil, err
+	}
+	s.lastID, s.last = id, t
+	return t, nil
+}
+
+func (s *TiledMapStore) load(id MapTileID) (*tile, error) {
 	if t, ok := s.tiles[id]; ok {
 		return t, nil
+	}
+	cached := s.cache != nil && cachesMapTile(id)
+	if cached {
+		if t := s.cache.mapTile(id); t != nil {
+			s.tiles[id] = t
+			return t, nil
+		}
 	}
 	b, err := s.st.MapTile(id)
 	if err != nil {
@@ -101,6 +133,9 @@ func (s *TiledMapStore) tile(id MapTileID) (*tile, error) {
 		return nil, fmt.Errorf("kt: map tile at depth %d: %w", id.Depth, err)
 	}
 	s.tiles[id] = t
+	if cached {
+		s.cache.putMapTile(id, t)
+	}
 	return t, nil
 }
 
@@ -118,6 +153,10 @@ func (s *TiledMapStore) PutMapNode(id MapNodeID, n MapNode) error {
 	t, err := s.tile(tid)
 	if err != nil {
 		return err
+	}
+	if t.shared {
+		t = &tile{present: t.present, leaf: t.leaf, raw: t.raw}
+		s.tiles[tid], s.lastID, s.last = t, tid, t
 	}
 	t.writable()
 	t.present |= 1 << pos

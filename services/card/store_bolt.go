@@ -90,6 +90,8 @@ func Verify(path string) (*boltdb.Report, error) {
 // BoltStore is the Store in a bbolt file.
 type BoltStore struct {
 	db *boltdb.DB
+	// tiles is the key transparency trees' top tiles at the latest checkpoint.
+	tiles tileCaches
 }
 
 var _ Store = (*BoltStore)(nil)
@@ -235,8 +237,13 @@ func checkServiceKey(tx *bolt.Tx, card *cardstoragev1.CardRecord) error {
 
 // getCard reads a card into a new record; a missing card is (nil, nil).
 func getCard(tx *bolt.Tx, appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
+	return cardIn(tx.Bucket(bucketCards), appID, cardID)
+}
+
+// cardIn reads a card from the cards bucket; none is (nil, nil).
+func cardIn(cards *bolt.Bucket, appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
 	rec := &cardstoragev1.CardRecord{}
-	err := boltdb.GetProto(tx.Bucket(bucketCards), cardKey(appID, cardID), rec)
+	err := boltdb.GetProto(cards, cardKey(appID, cardID), rec)
 	if errors.Is(err, errs.ErrNotFound) {
 		return nil, nil
 	}

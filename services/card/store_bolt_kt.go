@@ -388,44 +388,47 @@ func (s *BoltStore) ConsistencyProof(size1, size2 uint64) ([][]byte, error) {
 
 func (s *BoltStore) ProvedCards(appID string, identities []string) (*cardstoragev1.CheckpointRecord, []ProvedCard, error) {
 	var cp *cardstoragev1.CheckpointRecord
-	out := make([]ProvedCard, 0, len(identities))
+	out := make([]ProvedCard, len(identities))
 	err := s.db.View(func(tx *bolt.Tx) error {
-		t := newKTTx(tx)
 		var err error
-		if cp, err = t.latest(); err != nil {
+		if cp, err = newKTTx(tx).latest(); err != nil {
 			return err
 		}
 		if cp == nil {
 			return noCheckpoint()
 		}
-		// The lookups' paths share the trees' top levels: read those once.
-		st := t.state().Cached()
-		for _, id := range identities {
-			p, err := st.Prove(appID, id, cp.GetSize(), t.leaf)
-			if err != nil {
-				return fmt.Errorf("card: key transparency lookup of %s: %w", id, err)
-			}
-			pc := ProvedCard{Proof: p}
-			if len(p.GetMapValue()) > 0 {
-				v, err := kt.ParseMapValue(p.GetMapValue())
+		// The lookups' paths share the trees' top levels: those come from the cache of
+		// this checkpoint, read once for all the lookups made at it. The lookups are
+		// shared among the cores: a read-only bbolt transaction may be read from several
+		// goroutines (nothing in it is written: its pages are the file's mapping), and
+		// each share has its own buckets and trees over it.
+		cache := s.tiles.at(cp)
+		return inParallel(len(identities), func(lo, hi int) error {
+			t := newKTTx(tx)
+			t.useCache(cache)
+			st, cards := t.state(), tx.Bucket(bucketCards)
+			for i := lo; i < hi; i++ {
+				pc, err := proveCard(st, t.leaf, cp.GetSize(), appID, identities[i], func(cardID []byte) (*cardstoragev1.CardRecord, error) {
+					return cardIn(cards, appID, cardID)
+				})
 				if err != nil {
-					return fmt.Errorf("card: stored map value of %s: %w", id, err)
+					return err
 				}
-				if cardID := v.GetCardId(); len(cardID) > 0 {
-					if pc.Card, err = getCard(tx, appID, cardID); err == nil && pc.Card == nil {
-						err = fmt.Errorf("card: the key transparency map names card %x of %s, which is not stored", cardID, id)
-					}
-					if err != nil {
-						return err
-					}
-				}
+				out[i] = pc
 			}
-			out = append(out, pc)
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	return cp, out, nil
+}
+
+// useCache makes the trees read their top tiles through c (none when nil).
+func (t *ktTx) useCache(c *kt.TileCache) {
+	if c != nil {
+		t.tiledLog.UseCache(c)
+		t.tiledMap.UseCache(c)
+	}
 }

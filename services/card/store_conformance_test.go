@@ -1236,21 +1236,47 @@ func testManyLookups(t *testing.T, e storeEngine) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := openCheckpoint(t, rec)
-	replayLog(t, s, cp)
-	got, proved, err := s.ProvedCards("app_a", ids)
-	if err != nil || !proto.Equal(got, rec) || len(proved) != len(ids) {
-		t.Fatalf("ProvedCards: %v, %d results, %v", got, len(proved), err)
-	}
-	for i, id := range ids {
-		l, err := kt.VerifyLookup(cp, "app_a", id, proved[i].Proof)
-		if err != nil {
-			t.Fatalf("lookup of %s: %v", id, err)
+	replayLog(t, s, openCheckpoint(t, rec))
+	lookups := func(rec *cardstoragev1.CheckpointRecord) {
+		t.Helper()
+		cp := openCheckpoint(t, rec)
+		got, proved, err := s.ProvedCards("app_a", ids)
+		if err != nil || !proto.Equal(got, rec) || len(proved) != len(ids) {
+			t.Fatalf("ProvedCards: %v, %d results, %v", got, len(proved), err)
 		}
-		if !bytes.Equal(l.CardID(), want[id]) || !bytes.Equal(proved[i].Card.GetCardId(), want[id]) {
-			t.Errorf("lookup of %s proves card %x (returned %x); want %x", id, l.CardID(), proved[i].Card.GetCardId(), want[id])
+		for i, id := range ids {
+			l, err := kt.VerifyLookup(cp, "app_a", id, proved[i].Proof)
+			if err != nil {
+				t.Fatalf("lookup of %s at %d entries: %v", id, cp.Size, err)
+			}
+			if !bytes.Equal(l.CardID(), want[id]) || !bytes.Equal(proved[i].Card.GetCardId(), want[id]) {
+				t.Errorf("lookup of %s at %d entries proves card %x (returned %x); want %x", id, cp.Size, l.CardID(), proved[i].Card.GetCardId(), want[id])
+			}
 		}
 	}
+	// Twice at one checkpoint: the second batch reads the trees' top levels that the
+	// first one read (an engine may keep them for the checkpoint).
+	lookups(rec)
+	lookups(rec)
+	// A new checkpoint changes the top levels: lookups prove at it, not from what
+	// was read at the previous one.
+	for i := 0; i < n; i += 9 {
+		id := ids[i]
+		c := record("app_a", id, 0, nil)
+		c.CardId = bytes.Repeat([]byte{byte(i), byte(i >> 8), 3}, 11)[:32]
+		if want[id] != nil {
+			c = record("app_a", id, 0, want[id])
+			c.CardId = bytes.Repeat([]byte{byte(i), byte(i >> 8), 4}, 11)[:32]
+		}
+		if _, _, err := s.Publish(c, nil, allow(&seen{})); err != nil {
+			t.Fatal(err)
+		}
+		want[id] = c.GetCardId()
+	}
+	if rec, _, err = s.AppendLog(1000, t0, signTest); err != nil {
+		t.Fatal(err)
+	}
+	lookups(rec)
 }
 
 // testLogKey returns the log key made from seed byte n at at, of the tests' origin.

@@ -37,6 +37,8 @@ func Migrations() fs.FS { return pgdb.MigrationsIn(migrationFiles) }
 // the log state's (kt_log_state), so each behaves as bbolt's single writer does.
 type PostgresStore struct {
 	db *pgdb.DB
+	// tiles is the key transparency trees' top tiles at the latest checkpoint.
+	tiles tileCaches
 }
 
 var _ Store = (*PostgresStore)(nil)

@@ -217,8 +217,11 @@ type pgKT struct {
 	logTiles, mapTiles, values map[string][]byte
 	leaves                     map[uint64][]byte
 	putLog, putMap, putValues  map[string][]byte
-	tiledLog                   *kt.TiledLogStore
-	tiledMap                   *kt.TiledMapStore
+	// cache, when set, holds the top tiles at the transaction's checkpoint: they are
+	// neither read ahead nor read (a lookup's transaction only).
+	cache    *kt.TileCache
+	tiledLog *kt.TiledLogStore
+	tiledMap *kt.TiledMapStore
 }
 
 func newPgKT(ctx context.Context, tx pgx.Tx) *pgKT {
@@ -407,25 +410,27 @@ func (t *pgKT) latest() (*cardstoragev1.CheckpointRecord, error) {
 	return cp, nil
 }
 
-// logTileKeys adds to keys the log tiles that hold nodes.
-func logTileKeys(keys map[string]bool, nodes []compact.NodeID) {
+// logTileKeys adds to keys the log tiles that hold nodes, but those that cache (which
+// may be nil) holds.
+func logTileKeys(keys map[string]bool, nodes []compact.NodeID, cache *kt.TileCache) {
 	for _, n := range nodes {
 		r := n.Level % kt.LogTileHeight
 		id := kt.LogTileID{Level: uint8(n.Level / kt.LogTileHeight), Index: n.Index >> (kt.LogTileHeight - r)}
-		keys[string(logTileKey(id))] = true
+		if !cache.HasLogTile(id) {
+			keys[string(logTileKey(id))] = true
+		}
 	}
 }
 
-// mapTileKeyAt is the key of the map tile at depth (a multiple of kt.MapTileHeight)
-// on key's path.
-func mapTileKeyAt(key *[kt.HashSize]byte, depth int) string {
+// mapTileAt is the map tile at depth (a multiple of kt.MapTileHeight) on key's path.
+func mapTileAt(key *[kt.HashSize]byte, depth int) kt.MapTileID {
 	id := kt.MapTileID{Depth: uint16(depth)}
 	full := depth / 8
 	copy(id.Prefix[:full], key[:full])
 	if r := depth % 8; r != 0 {
 		id.Prefix[full] = key[full] & (0xff << (8 - r))
 	}
-	return string(mapTileKey(id))
+	return id
 }
 
 // prefetchMap reads the values of keys and the map's tiles on their paths. A path ends
@@ -451,7 +456,10 @@ func (t *pgKT) prefetchMap(keys [][kt.HashSize]byte) error {
 		tiles := map[string]bool{}
 		for i := range open {
 			for d := depth; d <= last; d += kt.MapTileHeight {
-				tiles[mapTileKeyAt(&open[i], d)] = true
+				id := mapTileAt(&open[i], d)
+				if held, _ := t.cache.HasMapTile(id); !held {
+					tiles[string(mapTileKey(id))] = true
+				}
 			}
 		}
 		if err := t.prefetch(tableMapTiles, t.mapTiles, tiles); err != nil {
@@ -459,7 +467,10 @@ func (t *pgKT) prefetchMap(keys [][kt.HashSize]byte) error {
 		}
 		next := open[:0:0]
 		for i := range open {
-			if t.mapTiles[mapTileKeyAt(&open[i], last)] != nil {
+			// The path goes on under a tile that holds nodes.
+			id := mapTileAt(&open[i], last)
+			held, empty := t.cache.HasMapTile(id)
+			if held && !empty || !held && t.mapTiles[string(mapTileKey(id))] != nil {
 				next = append(next, open[i])
 			}
 		}
@@ -517,7 +528,7 @@ func (s *PostgresStore) AppendLog(limit int, at time.Time, sign CheckpointSigner
 			return err
 		}
 		logTiles := map[string]bool{}
-		logTileKeys(logTiles, compact.RangeNodes(0, size, nil))
+		logTileKeys(logTiles, compact.RangeNodes(0, size, nil), nil)
 		for level := uint8(0); uint(level)*kt.LogTileHeight < 64; level++ {
 			shift := (uint(level) + 1) * kt.LogTileHeight
 			for i := size >> shift; i <= newSize>>shift; i++ {
@@ -620,7 +631,7 @@ func (t *pgKT) prefetchProof(nodes proof.Nodes, err error) error {
 		return nil
 	}
 	keys := map[string]bool{}
-	logTileKeys(keys, nodes.IDs)
+	logTileKeys(keys, nodes.IDs, nil)
 	return t.prefetch(tableLogTiles, t.logTiles, keys)
 }
 
@@ -675,6 +686,10 @@ func (s *PostgresStore) ProvedCards(appID string, identities []string) (*cardsto
 		if cp == nil {
 			return noCheckpoint()
 		}
+		// The trees' top tiles at this checkpoint come from its cache (the transaction
+		// is a snapshot, so it reads the state of the checkpoint it read), and are not
+		// read ahead.
+		t.useCache(s.tiles.at(cp))
 		size := cp.GetSize()
 		if err := t.prefetchLookups(appID, identities, size); err != nil {
 			return err
@@ -684,27 +699,16 @@ func (s *PostgresStore) ProvedCards(appID string, identities []string) (*cardsto
 			return err
 		}
 		st := t.state()
-		for _, id := range identities {
-			p, err := st.Prove(appID, id, size, t.leaf)
-			if err != nil {
-				return fmt.Errorf("card: key transparency lookup of %s: %w", id, err)
+		card := func(cardID []byte) (*cardstoragev1.CardRecord, error) {
+			if c := cards[string(cardID)]; c != nil {
+				return c, nil
 			}
-			pc := ProvedCard{Proof: p}
-			if len(p.GetMapValue()) > 0 {
-				v, err := kt.ParseMapValue(p.GetMapValue())
-				if err != nil {
-					return fmt.Errorf("card: stored map value of %s: %w", id, err)
-				}
-				if cardID := v.GetCardId(); len(cardID) > 0 {
-					if pc.Card = cards[string(cardID)]; pc.Card == nil {
-						if pc.Card, err = pgCard(ctx, tx, appID, cardID); err == nil && pc.Card == nil {
-							err = fmt.Errorf("card: the key transparency map names card %x of %s, which is not stored", cardID, id)
-						}
-						if err != nil {
-							return err
-						}
-					}
-				}
+			return pgCard(ctx, tx, appID, cardID)
+		}
+		for _, id := range identities {
+			pc, err := proveCard(st, t.leaf, size, appID, id, card)
+			if err != nil {
+				return err
 			}
 			out = append(out, pc)
 		}
@@ -714,6 +718,16 @@ func (s *PostgresStore) ProvedCards(appID string, identities []string) (*cardsto
 		return nil, nil, err
 	}
 	return cp, out, nil
+}
+
+// useCache makes the trees read their top tiles through c, and the lookups' reads
+// ahead skip them.
+func (t *pgKT) useCache(c *kt.TileCache) {
+	if c != nil {
+		t.cache = c
+		t.tiledLog.UseCache(c)
+		t.tiledMap.UseCache(c)
+	}
 }
 
 // prefetchLookups reads what the lookups of identities at a log of size entries need:
@@ -744,7 +758,7 @@ func (t *pgKT) prefetchLookups(appID string, identities []string, size uint64) e
 		}
 		indices = append(indices, int64(index))
 		if nodes, err := proof.Inclusion(index, size); err == nil {
-			logTileKeys(tiles, nodes.IDs)
+			logTileKeys(tiles, nodes.IDs, t.cache)
 		}
 	}
 	if err := t.prefetchLeaves(indices); err != nil {
