@@ -18,6 +18,7 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/storecopy"
 	"github.com/umbra-e2ee/umbra/services/backup"
 	"github.com/umbra-e2ee/umbra/services/card"
+	"github.com/umbra-e2ee/umbra/services/group"
 	"github.com/umbra-e2ee/umbra/services/identity"
 )
 
@@ -48,6 +49,7 @@ var copiers = map[string]copier{
 	gateway.Identity: copierOf(identity.OpenPostgresStore, identity.CopyBoltToPostgres, identity.VerifyBoltCopy),
 	gateway.Card:     copierOf(card.OpenPostgresStore, card.CopyBoltToPostgres, card.VerifyBoltCopy),
 	gateway.Backup:   copierOf(backup.OpenPostgresStore, backup.CopyBoltToPostgres, backup.VerifyBoltCopy),
+	gateway.Group:    copierOf(group.OpenPostgresStore, group.CopyBoltToPostgres, group.VerifyBoltCopy),
 }
 
 // migrateStores is `umbra admin migrate`: it copies the stores of the stopped node's data
