@@ -157,7 +157,7 @@ func (r *Result) Print(w io.Writer) {
 		state = "already an exact copy, verified (nothing written)"
 	}
 	fmt.Fprintf(w, "%s -> schema %s: %s\n", r.Store, r.Schema, state)
-	fmt.Fprintf(w, "  %-28s %10s %10s  %-16s  %s\n", "kind", "file", "postgres", "sha256", "")
+	fmt.Fprintf(w, "  %-28s %10s %10s  %s\n", "kind", "file", "postgres", "sha256")
 	for _, k := range r.Source.Kinds() {
 		s, t := r.Source[k], r.Target[k]
 		if t == nil {
