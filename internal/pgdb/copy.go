@@ -29,7 +29,7 @@ type CopyKind struct {
 	// others (an index, whose pairs the dump rebuilds from the rows it indexes).
 	Load func(b *pgx.Batch, key, value []byte) error
 	// Dump is a query of the kind's pairs as the bbolt engine holds them: two bytea
-	// columns, key and value, ordered by key.
+	// columns, key and value (in any order; ordered by key, they read as bbolt's).
 	Dump string
 	// Convert, when set, turns each row of Dump into the bbolt engine's pair.
 	Convert func(key, value []byte) ([]byte, []byte, error)
@@ -83,6 +83,9 @@ func (db *DB) CopyIn(ctx context.Context, c Copy, src storecopy.Source) (*storec
 		if err := src(res.Source.Add); err != nil {
 			return nil, err
 		}
+		if err := res.Source.Check(); err != nil {
+			return nil, err
+		}
 		res.Target = before
 		if diff := storecopy.Differences(res.Source, before); len(diff) > 0 {
 			return res, fmt.Errorf("%s store: the schema %s already holds data that is not an exact copy of the file (another deployment's, a service's started on it, or changed since it was copied); nothing was written. It holds:\n  %s",
@@ -124,6 +127,9 @@ func (db *DB) CopyIn(ctx context.Context, c Copy, src storecopy.Source) (*storec
 	if err == nil {
 		err = flush()
 	}
+	if err == nil {
+		err = res.Source.Check()
+	}
 	for _, q := range c.Finish {
 		if err != nil {
 			break
@@ -154,6 +160,9 @@ func (db *DB) VerifyCopy(ctx context.Context, c Copy, src storecopy.Source) (*st
 	}
 	res := &storecopy.Result{Store: db.store, Schema: db.schema, AlreadyCopied: true, Source: storecopy.NewSums(names)}
 	if err := src(res.Source.Add); err != nil {
+		return nil, err
+	}
+	if err := res.Source.Check(); err != nil {
 		return nil, err
 	}
 	err := db.InTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
@@ -199,7 +208,7 @@ func dumpSums(ctx context.Context, tx pgx.Tx, kinds []CopyKind, names []string) 
 			return nil, fmt.Errorf("record kind %q: %w", k.Name, err)
 		}
 	}
-	return sums, nil
+	return sums, sums.Check()
 }
 
 // SplitKey splits a bbolt key made by boltdb.Key into its n parts (the last part may

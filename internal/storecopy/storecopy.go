@@ -13,12 +13,10 @@
 package storecopy
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"hash"
 	"io"
 	"slices"
 	"strings"
@@ -27,44 +25,59 @@ import (
 // SequenceSuffix ends the name of the kind that holds a bucket's sequence.
 const SequenceSuffix = ".sequence"
 
-// Source streams a store's records, kind after kind, each kind's pairs in key order.
-// fn must not keep key or value after it returns.
+// Source streams a store's records. fn must not keep key or value after it returns.
 type Source func(fn func(kind string, key, value []byte) error) error
 
-// Sum is one kind's count and checksum: SHA-256 over its pairs in key order, each as
-// u64(len(key)) key u64(len(value)) value.
+// Sum is one kind's count and checksum: SHA-256 over its pairs sorted by key, each as
+// u64(len(key)) key sha256(value). The pairs may come in any order (a log is read in
+// its own order); what is kept until the sum is taken is each key and its value's hash.
 type Sum struct {
-	Count int
-	h     hash.Hash
-	last  []byte
+	Count   int
+	entries []entry
+	sum     []byte
 }
 
-// Add counts the pair key, value; keys must come in strictly increasing byte order, as
-// both engines give them, so that both sums are over the same sequence.
+type entry struct {
+	key  string
+	hash [sha256.Size]byte
+}
+
+// Add counts the pair key, value.
 func (s *Sum) Add(key, value []byte) error {
-	if s.h == nil {
-		s.h = sha256.New()
-	} else if bytes.Compare(key, s.last) <= 0 {
-		return fmt.Errorf("key %x comes after %x: not in key order", key, s.last)
-	}
-	s.last = append(s.last[:0], key...)
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(key)))
-	s.h.Write(n[:])
-	s.h.Write(key)
-	binary.BigEndian.PutUint64(n[:], uint64(len(value)))
-	s.h.Write(n[:])
-	s.h.Write(value)
+	s.entries = append(s.entries, entry{string(key), sha256.Sum256(value)})
 	s.Count++
+	s.sum = nil
 	return nil
 }
 
-// Hex is the checksum in hex.
+// Hex is the checksum in hex. A key that came twice makes it a sum of nothing: the
+// error of Check says so.
 func (s *Sum) Hex() string {
-	if s.h == nil {
-		return hex.EncodeToString(sha256.New().Sum(nil))
+	if s.sum == nil {
+		slices.SortFunc(s.entries, func(a, b entry) int { return strings.Compare(a.key, b.key) })
+		h := sha256.New()
+		var n [8]byte
+		for _, e := range s.entries {
+			binary.BigEndian.PutUint64(n[:], uint64(len(e.key)))
+			h.Write(n[:])
+			h.Write([]byte(e.key))
+			h.Write(e.hash[:])
+		}
+		s.sum = h.Sum(nil)
 	}
-	return hex.EncodeToString(s.h.Sum(nil))
+	return hex.EncodeToString(s.sum)
+}
+
+// Check finds a key that came twice, which no store holds: it would be two records
+// where the store keeps one.
+func (s *Sum) Check() error {
+	s.Hex()
+	for i := 1; i < len(s.entries); i++ {
+		if s.entries[i].key == s.entries[i-1].key {
+			return fmt.Errorf("key %x comes twice", s.entries[i].key)
+		}
+	}
+	return nil
 }
 
 // Sums are a store's sums, by kind.
@@ -85,8 +98,15 @@ func (s Sums) Add(kind string, key, value []byte) error {
 	if !ok {
 		return fmt.Errorf("record kind %q is unknown to the copier", kind)
 	}
-	if err := sum.Add(key, value); err != nil {
-		return fmt.Errorf("record kind %q: %w", kind, err)
+	return sum.Add(key, value)
+}
+
+// Check runs each sum's Check.
+func (s Sums) Check() error {
+	for _, k := range s.Kinds() {
+		if err := s[k].Check(); err != nil {
+			return fmt.Errorf("record kind %q: %w", k, err)
+		}
 	}
 	return nil
 }
