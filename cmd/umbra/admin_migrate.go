@@ -20,6 +20,7 @@ import (
 	"github.com/umbra-e2ee/umbra/services/card"
 	"github.com/umbra-e2ee/umbra/services/group"
 	"github.com/umbra-e2ee/umbra/services/identity"
+	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
 // A copier copies one service's bbolt file into its PostgreSQL schema (or, verify,
@@ -50,6 +51,9 @@ var copiers = map[string]copier{
 	gateway.Card:     copierOf(card.OpenPostgresStore, card.CopyBoltToPostgres, card.VerifyBoltCopy),
 	gateway.Backup:   copierOf(backup.OpenPostgresStore, backup.CopyBoltToPostgres, backup.VerifyBoltCopy),
 	gateway.Group:    copierOf(group.OpenPostgresStore, group.CopyBoltToPostgres, group.VerifyBoltCopy),
+	gateway.Messaging: copierOf(func(ctx context.Context, url string, log *zap.Logger) (*messaging.PostgresStore, error) {
+		return messaging.OpenPostgresStore(ctx, url, messaging.PostgresOptions{}, log)
+	}, messaging.CopyBoltToPostgres, messaging.VerifyBoltCopy),
 }
 
 // migrateStores is `umbra admin migrate`: it copies the stores of the stopped node's data

@@ -69,6 +69,8 @@ func TestAdminMigrate(t *testing.T) {
 	}
 	ok("alice", "keys", "rotate")
 	wantIn(t, "create", ok("alice", "group", "create", "--members", "bob", "family"), "group family created")
+	ok("alice", "group", "send", "family", "hello family")
+	wantIn(t, "bob listens", ok("bob", "group", "listen", "--from-start", "--until-caught-up", "family"), ": hello family")
 	wantIn(t, "backup", ok("alice", "backup", "create", "--password-file", pwFile), "backed up (version 1)")
 	if _, errOut, code := umbra("bob", "backup", "restore", "--password-stdin"); code == 0 {
 		t.Fatalf("a restore without a backup succeeded: %s", errOut)
@@ -88,15 +90,16 @@ func TestAdminMigrate(t *testing.T) {
 		t.Fatalf("migrate while the node runs: exit %d, %s", code, errOut)
 	}
 	p.stop(t)
-	stores := "identity,card,backup,group"
+	stores := "identity,card,backup,group,messaging"
 	out, errOut, code := migrate("--store", stores)
 	if code != 0 {
 		t.Fatalf("migrate: exit %d\n%s\n%s", code, out, errOut)
 	}
 	wantIn(t, "migrate", out, "identity -> schema umbra_identity: copied and verified", "card -> schema umbra_card: copied and verified",
-		"kt_checkpoints", "backup_slots", "group -> schema umbra_group: copied and verified", "copied and verified into PostgreSQL")
+		"kt_checkpoints", "backup_slots", "group -> schema umbra_group: copied and verified",
+		"messaging -> schema umbra_messaging: copied and verified", "inbox", "copied and verified into PostgreSQL")
 	out, _, code = migrate("--store", stores)
-	if code != 0 || strings.Count(out, "already an exact copy") != 4 {
+	if code != 0 || strings.Count(out, "already an exact copy") != 5 {
 		t.Fatalf("migrate again: exit %d\n%s", code, out)
 	}
 	if out, _, code = migrate("--store", stores, "--verify"); code != 0 {
@@ -141,6 +144,9 @@ func TestAdminMigrate(t *testing.T) {
 	}
 	ok("alice", "kt", "audit")
 	wantIn(t, "groups over the copy", ok("bob", "group", "list"), "member, 2 members")
+	wantIn(t, "bob listens over the copy", ok("bob", "group", "listen", "--from-start", "--until-caught-up", "family"), ": hello family")
+	ok("alice", "group", "send", "family", "after the move")
+	wantIn(t, "bob listens after the move", ok("bob", "group", "listen", "--from-start", "--until-caught-up", "family"), ": hello family", ": after the move")
 	wantIn(t, "backup over the copy", ok("alice", "backup", "status"), "password  version 1, 10 of 10 attempts left")
 	// New writes go on from the copy: a new user's card is appended to the log, which
 	// alice's client checks against the checkpoint it kept.

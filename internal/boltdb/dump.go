@@ -28,6 +28,13 @@ const DumpLockTimeout = 2 * time.Second
 // written before record checksums (which the service seals when it next opens the
 // file) is an error: nothing is skipped silently.
 func Dump(path string, schema Schema, order [][]byte, fn func(kind string, key, value []byte) error) error {
+	return ViewReadOnly(path, schema, func(tx *bolt.Tx) error { return dump(tx, schema, order, fn) })
+}
+
+// ViewReadOnly runs fn in one read transaction of the file at path, a store of schema,
+// opened read-only as Dump opens it (and checked as Dump checks it): for a copier that
+// reads a store its own way.
+func ViewReadOnly(path string, schema Schema, fn func(tx *bolt.Tx) error) error {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return fmt.Errorf("boltdb: %w", err)
@@ -45,7 +52,12 @@ func Dump(path string, schema Schema, order [][]byte, fn func(kind string, key, 
 		if err != nil {
 			return openError(path, err)
 		}
-		return db.View(func(tx *bolt.Tx) error { return dump(tx, schema, order, fn) })
+		return db.View(func(tx *bolt.Tx) error {
+			if err := checkMeta(tx, schema); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
 	})
 	if db != nil {
 		if cerr := db.Close(); err == nil && cerr != nil {
@@ -55,7 +67,8 @@ func Dump(path string, schema Schema, order [][]byte, fn func(kind string, key, 
 	return err
 }
 
-func dump(tx *bolt.Tx, schema Schema, order [][]byte, fn func(kind string, key, value []byte) error) error {
+// checkMeta refuses a file of another layout, or written before record checksums.
+func checkMeta(tx *bolt.Tx, schema Schema) error {
 	path := tx.DB().Path()
 	meta := tx.Bucket(metaBucket)
 	if meta == nil {
@@ -67,6 +80,11 @@ func dump(tx *bolt.Tx, schema Schema, order [][]byte, fn func(kind string, key, 
 	if v, err := ParseU64(meta.Get(recordFormatKey)); err != nil || v != RecordFormat {
 		return fmt.Errorf("boltdb: %s was written before record checksums: start its service once with this Umbra (it adds them), stop it, and copy again", path)
 	}
+	return nil
+}
+
+func dump(tx *bolt.Tx, schema Schema, order [][]byte, fn func(kind string, key, value []byte) error) error {
+	path := tx.DB().Path()
 	var unknown []string
 	err := tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
 		if !bytes.Equal(name, metaBucket) && !slices.ContainsFunc(order, func(o []byte) bool { return bytes.Equal(o, name) }) {
