@@ -64,25 +64,33 @@ func migrateStores(ctx context.Context, stdout io.Writer, from, url, only string
 	if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") {
 		return errors.New("--to takes a PostgreSQL connection string, postgres://user:password@host:port/database")
 	}
-	present, err := node.DataStores(from)
+	if strings.Contains(only, "://") {
+		return errors.New("--store names the stores to copy here (identity,card,...), and the connection string goes in --to; is UMBRA_STORE, which serve reads, set in this environment? Unset it, or give --store")
+	}
+	var named []string
+	if only != "" {
+		for _, s := range strings.Split(only, ",") {
+			s = strings.TrimSpace(s)
+			if !slices.Contains(gateway.Services(), s) {
+				return fmt.Errorf("there is no store %q (stores: %s)", s, strings.Join(gateway.Services(), ", "))
+			}
+			if !slices.Contains(named, s) {
+				named = append(named, s)
+			}
+		}
+	}
+	present, err := node.DataStores(from, named)
 	if err != nil {
 		return err
 	}
 	stores := present
-	if only != "" {
-		stores = nil
-		for _, s := range strings.Split(only, ",") {
-			s = strings.TrimSpace(s)
-			switch {
-			case !slices.Contains(gateway.Services(), s):
-				return fmt.Errorf("there is no store %q (stores: %s)", s, strings.Join(gateway.Services(), ", "))
-			case !slices.Contains(present, s):
+	if len(named) > 0 {
+		for _, s := range named {
+			if !slices.Contains(present, s) {
 				return fmt.Errorf("%s holds no %s store (%s.db)", from, s, s)
 			}
-			if !slices.Contains(stores, s) {
-				stores = append(stores, s)
-			}
 		}
+		stores = named
 	}
 	if len(stores) == 0 {
 		return fmt.Errorf("%s holds no store to copy", from)

@@ -165,3 +165,33 @@ func TestAdminMigrate(t *testing.T) {
 		t.Errorf("verify a changed copy: exit %d\n%s\n%s", code, out, errOut)
 	}
 }
+
+// TestAdminMigrateRefusals: what `umbra admin migrate` refuses before it reaches a
+// database, in the process.
+func TestAdminMigrateRefusals(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "stores.json"), []byte(`{"format": 1, "stores": ["identity"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no --to", []string{"--from", dir}, "usage: umbra admin migrate"},
+		{"not PostgreSQL", []string{"--from", dir, "--to", "mysql://db/umbra"}, "--to takes a PostgreSQL connection string"},
+		{"UMBRA_STORE's connection string as --store", []string{"--from", dir, "--to", "postgres://db/umbra", "--store", "postgres://db/umbra"}, "is UMBRA_STORE"},
+		{"a store the manifest lists, missing", []string{"--from", dir, "--to", "postgres://db/umbra"}, "identity.db is missing, but"},
+		{"an unknown store", []string{"--from", dir, "--to", "postgres://db/umbra", "--store", "cards"}, `there is no store "cards"`},
+		{"a store not in the folder", []string{"--from", dir, "--to", "postgres://db/umbra", "--store", "card"}, "holds no card store"},
+		{"no folder", []string{"--from", filepath.Join(dir, "nothing"), "--to", "postgres://db/umbra"}, "is not a data folder"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr strings.Builder
+			code := run(context.Background(), append([]string{"admin", "migrate"}, tc.args...), &stdout, &stderr)
+			if code == 0 || !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("exit %d, stderr %q; want a failure saying %q", code, stderr.String(), tc.want)
+			}
+		})
+	}
+}

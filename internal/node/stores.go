@@ -185,8 +185,9 @@ func writeFileAtomic(path string, b []byte) error {
 // DataStores are the stores of the data folder dir, for `umbra admin migrate`: those
 // its manifest lists, and those whose file (<store>.db) is there without being listed
 // (a folder written before the manifest). A store the manifest lists whose file is now
-// missing or empty is an error: copying the folder without it would lose it silently.
-func DataStores(dir string) ([]string, error) {
+// missing or empty is an error unless only, when not empty, leaves it out: copying the
+// folder without it would lose it silently.
+func DataStores(dir string, only []string) ([]string, error) {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("node: %s is not a data folder: %v", dir, err)
 	}
@@ -201,7 +202,7 @@ func DataStores(dir string) ([]string, error) {
 		switch {
 		case state == "":
 			out = append(out, s)
-		case slices.Contains(m.Stores, s):
+		case slices.Contains(m.Stores, s) && (len(only) == 0 || slices.Contains(only, s)):
 			lost = append(lost, fmt.Sprintf("%s is %s", path, state))
 		}
 	}

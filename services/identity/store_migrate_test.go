@@ -224,3 +224,30 @@ func TestCopyVerifiesWhatItWrote(t *testing.T) {
 		t.Errorf("%d apps left behind by a copy that did not verify", got[0])
 	}
 }
+
+// A copy whose process dies half way (its context canceled, its connection closed)
+// leaves nothing: PostgreSQL rolls the transaction back.
+func TestCopyCanceledHalfWay(t *testing.T) {
+	path := fillBolt(t)
+	pg, db := openTarget(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	n := 0
+	src := func(fn func(kind string, key, value []byte) error) error {
+		return boltSource(path)(func(kind string, key, value []byte) error {
+			if n++; n == 8 {
+				cancel()
+				time.Sleep(50 * time.Millisecond)
+			}
+			return fn(kind, key, value)
+		})
+	}
+	if _, err := pg.db.CopyIn(ctx, postgresCopy, src); err == nil {
+		t.Fatal("a canceled copy succeeded")
+	}
+	if got := pgtest.Query[int64](t, db, "SELECT count(*) FROM umbra_identity.apps"); got[0] != 0 {
+		t.Fatalf("%d apps left by a canceled copy", got[0])
+	}
+	if _, err := CopyBoltToPostgres(context.Background(), path, pg); err != nil {
+		t.Fatal(err)
+	}
+}
