@@ -86,12 +86,11 @@ func (db *DB) CopyIn(ctx context.Context, c Copy, src storecopy.Source) (*storec
 		if err := res.Source.Check(); err != nil {
 			return nil, err
 		}
-		res.Target = before
+		res.Target, res.AlreadyCopied = before, true
 		if diff := storecopy.Differences(res.Source, before); len(diff) > 0 {
 			return res, fmt.Errorf("%s store: the schema %s already holds data that is not an exact copy of the file (another deployment's, a service's started on it, or changed since it was copied); nothing was written. It holds:\n  %s",
 				db.store, db.schema, strings.Join(diff, "\n  "))
 		}
-		res.AlreadyCopied = true
 		return res, nil
 	}
 

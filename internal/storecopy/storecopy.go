@@ -163,8 +163,8 @@ type Result struct {
 	Store string
 	// Schema is the PostgreSQL schema it went into.
 	Schema string
-	// AlreadyCopied is true when the schema held an exact copy already, and nothing was
-	// written.
+	// AlreadyCopied is true when nothing was written: the schema held an exact copy
+	// already, or held other data (the error says what), or only a comparison ran.
 	AlreadyCopied bool
 	// Source and Target are the sums of the file and of the schema after the copy.
 	Source, Target Sums
@@ -173,8 +173,11 @@ type Result struct {
 // Print writes the table of the result's kinds: counts and checksums of both engines.
 func (r *Result) Print(w io.Writer) {
 	state := "copied and verified"
-	if r.AlreadyCopied {
-		state = "already an exact copy, verified (nothing written)"
+	switch {
+	case len(Differences(r.Source, r.Target)) > 0:
+		state = "DIFFERS from the file (nothing written)"
+	case r.AlreadyCopied:
+		state = "an exact copy of the file, verified (nothing written)"
 	}
 	fmt.Fprintf(w, "%s -> schema %s: %s\n", r.Store, r.Schema, state)
 	fmt.Fprintf(w, "  %-28s %10s %10s  %s\n", "kind", "file", "postgres", "sha256")
