@@ -253,3 +253,35 @@ func BenchmarkCopyBoltToPostgres(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*pairs*perPair), "ns/message")
 }
+
+// A file whose oldest entries the sweeper deleted copies as it reads: heads and latest
+// sequences stay where they were, the entries swept are not there.
+func TestCopyAfterSweep(t *testing.T) {
+	path := fillBolt(t)
+	s, err := OpenBoltStore(path, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := s.Sweep(cfT0.Add(90*time.Minute), 1000)
+	if err != nil || n == 0 {
+		t.Fatalf("swept %d: %v", n, err)
+	}
+	want := readAll(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db := pgtest.NewDatabase(t)
+	pg := openPostgres(t, db.URL)
+	if _, err := CopyBoltToPostgres(context.Background(), path, pg); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, pg); got != want {
+		t.Errorf("after a sweep, the copy reads\n%s\nthe file read\n%s", got, want)
+	}
+	next := cfSend(mgAlice, mgBob, "new", "after the move")
+	cfApply(t, pg, cfT0.Add(2*time.Hour), next)
+	wantOK(t, next)
+	if next.Send.Sequence != 13 {
+		t.Errorf("the next message after a sweep and a copy has sequence %d, want 13", next.Send.Sequence)
+	}
+}
