@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
 )
 
@@ -21,7 +23,8 @@ import (
 // and the same data read back with the CLI: the cards with their key transparency
 // proofs against the checkpoints the clients kept from before, the group, the backup's
 // attempt budget. The copy refuses while the node runs, says so when run again, and
-// refuses a schema changed behind its back, naming the kind.
+// refuses a schema changed behind its back, naming the kind. A copy killed half way
+// leaves the store it was copying empty, and runs again to the end.
 func TestAdminMigrate(t *testing.T) {
 	bin := e2eBinary(t)
 	cluster := pgtest.NewCluster(t, pgtest.Options{})
@@ -91,13 +94,65 @@ func TestAdminMigrate(t *testing.T) {
 	}
 	p.stop(t)
 	stores := "identity,card,backup,group,messaging"
+
+	// Killed half way: the group store's copy is held in its transaction (another
+	// session holds the statements table against writes), and the process is killed
+	// there. The stores copied before stay; the group schema holds nothing.
+	if _, _, code := migrate("--store", "group", "--verify"); code != 1 { // makes the schema: empty, so it differs
+		t.Fatalf("verify before any copy: exit %d", code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	holder, err := pgx.Connect(ctx, db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(ctx)
+	hold, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hold.Exec(ctx, "LOCK TABLE umbra_group.statements IN EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	killed := exec.Command(bin, "admin", "migrate", "--from", dataDir, "--to", to, "--store", stores)
+	killed.Env = env
+	if err := killed.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var waiting int
+		if err := hold.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'umbra_group.statements'::regclass").Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			killed.Process.Kill()
+			t.Fatal("the copy did not reach the group's statements within 30 s")
+		}
+	}
+	killed.Process.Kill()
+	killed.Wait()
+	var apps, groups int
+	if err := hold.QueryRow(ctx, "SELECT (SELECT count(*) FROM umbra_identity.apps), (SELECT count(*) FROM umbra_group.groups)").Scan(&apps, &groups); err != nil {
+		t.Fatal(err)
+	}
+	if apps != 1 || groups != 0 {
+		t.Fatalf("after a copy killed in the group's transaction: %d apps (want the 1 copied before), %d groups (want none)", apps, groups)
+	}
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Run again: the stores copied before are exact copies, the others are copied.
 	out, errOut, code := migrate("--store", stores)
 	if code != 0 {
 		t.Fatalf("migrate: exit %d\n%s\n%s", code, out, errOut)
 	}
-	wantIn(t, "migrate", out, "identity -> schema umbra_identity: copied and verified", "card -> schema umbra_card: copied and verified",
-		"kt_checkpoints", "backup_slots", "group -> schema umbra_group: copied and verified",
-		"messaging -> schema umbra_messaging: copied and verified", "inbox", "copied and verified into PostgreSQL")
+	wantIn(t, "migrate", out, "identity -> schema umbra_identity: an exact copy of the file", "card -> schema umbra_card: an exact copy of the file",
+		"backup -> schema umbra_backup: an exact copy of the file", "group -> schema umbra_group: copied and verified",
+		"messaging -> schema umbra_messaging: copied and verified", "inbox", "kt_checkpoints", "copied and verified into PostgreSQL")
 	out, _, code = migrate("--store", stores)
 	if code != 0 || strings.Count(out, "an exact copy of the file, verified (nothing written)") != 5 {
 		t.Fatalf("migrate again: exit %d\n%s", code, out)
