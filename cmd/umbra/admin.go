@@ -30,10 +30,11 @@ import (
 )
 
 // runAdmin is the operator's side of the stores: list a running process's stores, back
-// one up online, check one offline, or restore one into a stopped service's data folder;
-// and of the key transparency log key: start and end its rotation (adminLogKey).
+// one up online, check one offline, restore one into a stopped service's data folder, or
+// copy a stopped node's stores into PostgreSQL (admin_migrate.go); and of the key
+// transparency log key: start and end its rotation (adminLogKey).
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, args, err := subcommand("admin", args, stderr, "stores", "backup", "verify", "restore", "rotate-log-key", "retire-log-key")
+	sub, args, err := subcommand("admin", args, stderr, "stores", "backup", "verify", "restore", "migrate", "rotate-log-key", "retire-log-key")
 	if err != nil {
 		return err
 	}
@@ -45,9 +46,11 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&server.TLS.CertFile, "tls-cert", "", "client certificate, when the server requires one")
 	fs.StringVar(&server.TLS.KeyFile, "tls-key", "", "key of --tls-cert")
 	adminToken := fs.String("admin-token", "", "the admin credential")
-	store := fs.String("store", "", "the store: identity, card, backup, group or messaging")
+	store := fs.String("store", "", "the store: identity, card, backup, group or messaging (migrate: a comma-separated list; default: every store of --from)")
 	out := fs.String("out", "", "backup: the file to write")
-	from := fs.String("from", "", "restore: the backup file")
+	from := fs.String("from", "", "restore: the backup file; migrate: the stopped node's data folder")
+	to := fs.String("to", "", "migrate: the PostgreSQL connection string (postgres://...) to copy the stores into")
+	verifyOnly := fs.Bool("verify", false, "migrate: only compare the stores with their copy, writing nothing")
 	data := fs.String("data", "", "verify, restore: the stopped service's data folder")
 	file := fs.String("file", "", "verify: a store's file to check instead of the one in --data (a backup)")
 	logKey := fs.String("key", "", "retire-log-key: the log key to retire, its verifier key or key id (umbra card log-key lists them)")
@@ -71,6 +74,13 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return errUsage
 		}
 		return restoreStore(stdout, *store, *from, *data)
+	}
+	if sub == "migrate" {
+		if *from == "" || *to == "" {
+			fmt.Fprintln(stderr, "usage: umbra admin migrate --from /var/lib/umbra --to 'postgres://user@db:5432/umbra' [--store identity,card] [--verify]")
+			return errUsage
+		}
+		return migrateStores(ctx, stdout, *from, *to, *store, *verifyOnly)
 	}
 	if *adminToken == "" {
 		return errors.New("the admin credential is needed: --admin-token or UMBRA_ADMIN_TOKEN")

@@ -46,7 +46,7 @@ func init() {
 		{"listen", "print your messages, decrypted, as they arrive", runListen},
 		{"group", "groups: create, list, delete, add, remove, ban, leave, join, approve, invite, accept, mode, role, transfer, share, send, listen, history", runGroup},
 		{"bench", "load generator: bench messaging", runBench},
-		{"admin", "operate the stores: stores, backup (online), verify, restore (offline); rotate-log-key, retire-log-key", runAdmin},
+		{"admin", "operate the stores: stores, backup (online), verify, restore (offline), migrate (bbolt to PostgreSQL); rotate-log-key, retire-log-key", runAdmin},
 		{"demo", "the whole story against a running server, showing what it stored", runDemo},
 		{"witness", "follow a key transparency log, cosign its checkpoints, report forks; keygen, key", runWitness},
 	}

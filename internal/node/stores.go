@@ -181,3 +181,34 @@ func writeFileAtomic(path string, b []byte) error {
 	}
 	return syncDir(filepath.Dir(path))
 }
+
+// DataStores are the stores of the data folder dir, for `umbra admin migrate`: those
+// its manifest lists, and those whose file (<store>.db) is there without being listed
+// (a folder written before the manifest). A store the manifest lists whose file is now
+// missing or empty is an error unless only, when not empty, leaves it out: copying the
+// folder without it would lose it silently.
+func DataStores(dir string, only []string) ([]string, error) {
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("node: %s is not a data folder: %v", dir, err)
+	}
+	m, _, err := readManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out, lost []string
+	for _, s := range gateway.Services() {
+		path := dbPath(&deps{dataDir: dir}, s)
+		state := storeState(path)
+		switch {
+		case state == "":
+			out = append(out, s)
+		case slices.Contains(m.Stores, s) && (len(only) == 0 || slices.Contains(only, s)):
+			lost = append(lost, fmt.Sprintf("%s is %s", path, state))
+		}
+	}
+	if len(lost) > 0 {
+		return nil, fmt.Errorf("node: %s, but %s lists it among the folder's stores: restore it from a backup first (umbra admin restore), or leave it out with --store",
+			strings.Join(lost, " and "), filepath.Join(dir, ManifestFile))
+	}
+	return out, nil
+}

@@ -1,0 +1,133 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/umbra-e2ee/umbra/internal/pgtest"
+	"github.com/umbra-e2ee/umbra/internal/storecopy/copytest"
+	backupstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1"
+)
+
+// fillBolt writes every record kind of backup.db through the Store: the secret's check,
+// slots with spent attempts, and an outbox whose first event was delivered.
+func fillBolt(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "backup.db")
+	s, err := OpenBoltStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.SecretCheck([]byte("check-1")); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range []string{"u_a", "u_b", "u_c"} {
+		for slot := uint32(0); slot < 2; slot++ {
+			_, err := s.UpdateSlot("app", id, slot, func(rec *backupstoragev1.BackupSlotRecord) (Change, error) {
+				rec.LatestVersion = uint64(i + 1)
+				rec.RemainingAttempts = 10 - uint32(i) - slot
+				rec.Backup = &backupstoragev1.BackupStoredRecord{Ciphertext: []byte(id)}
+				return Change{Write: true, Event: &backupstoragev1.BackupOutboxRecord{AppId: "app", Identity: id, EventId: fmt.Sprint(id, slot)}}, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.DeleteOutbox(1); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestCopyBoltToPostgres(t *testing.T) {
+	ctx := context.Background()
+	path := fillBolt(t)
+	before := copytest.FileSum(t, path)
+	db := pgtest.NewDatabase(t)
+	pg := openPostgres(t, db.URL)
+	res, err := CopyBoltToPostgres(ctx, path, pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"backup_slots": 6, "backup_outbox": 5, "backup_outbox.sequence": 1, "backup_server": 1}
+	if got := copytest.Kinds(res); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("copied %v, want %v", got, want)
+	}
+	if copytest.FileSum(t, path) != before {
+		t.Error("the copy wrote to its source")
+	}
+	src, err := OpenBoltStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"u_a", "u_b", "u_c"} {
+		a, _ := src.Slots("app", id)
+		b, err := pg.Slots("app", id)
+		if err != nil || len(a) != len(b) || !proto.Equal(a[0], b[0]) || !proto.Equal(a[1], b[1]) {
+			t.Errorf("Slots(%s): %v %v, want %v", id, b, err, a)
+		}
+	}
+	o1, _ := src.Outbox(100)
+	o2, err := pg.Outbox(100)
+	if err != nil || len(o1) != len(o2) || !proto.Equal(o1[0], o2[0]) {
+		t.Errorf("Outbox: %v %v, want %v", o2, err, o1)
+	}
+	// The secret's check value is the file's: a server started with another secret is
+	// refused as before.
+	if check, err := pg.SecretCheck([]byte("check-2")); err != nil || !bytes.Equal(check, []byte("check-1")) {
+		t.Errorf("SecretCheck: %q %v", check, err)
+	}
+	// The attempt budget goes on where it was, and the next event follows the file's.
+	got, err := pg.UpdateSlot("app", "u_c", 1, func(rec *backupstoragev1.BackupSlotRecord) (Change, error) {
+		rec.RemainingAttempts--
+		return Change{Write: true, Event: &backupstoragev1.BackupOutboxRecord{AppId: "app", Identity: "u_c", EventId: "after"}}, nil
+	})
+	if err != nil || got.GetRemainingAttempts() != 6 {
+		t.Errorf("UpdateSlot after the copy: %d attempts left (%v), want 6", got.GetRemainingAttempts(), err)
+	}
+	o2, _ = pg.Outbox(100)
+	if last := o2[len(o2)-1]; last.GetEventId() != "after" || last.GetSequence() != 7 {
+		t.Errorf("the event after the copy has sequence %d, want 7", last.GetSequence())
+	}
+	src.Close()
+	// A second run finds the schema changed since, and refuses naming the kinds.
+	_, err = CopyBoltToPostgres(ctx, path, pg)
+	for _, kind := range []string{"backup_slots", "backup_outbox", "backup_outbox.sequence"} {
+		if err == nil || !strings.Contains(err.Error(), "\n  "+kind+":") {
+			t.Errorf("copy over a changed schema: %v, want %s named", err, kind)
+		}
+	}
+}
+
+func TestCopyInterruptedThenRerun(t *testing.T) {
+	ctx := context.Background()
+	path := fillBolt(t)
+	db := pgtest.NewDatabase(t)
+	pg := openPostgres(t, db.URL)
+	n := copytest.Count(t, boltSource(path))
+	if _, err := pg.db.CopyIn(ctx, postgresCopy, copytest.Interrupted(boltSource(path), n-1)); !errors.Is(err, copytest.ErrInterrupted) {
+		t.Fatal(err)
+	}
+	if got := pgtest.Query[int64](t, db, "SELECT count(*) FROM umbra_backup.slots"); got[0] != 0 {
+		t.Fatalf("%d slots left by an interrupted copy", got[0])
+	}
+	if _, err := CopyBoltToPostgres(ctx, path, pg); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := CopyBoltToPostgres(ctx, path, pg); err != nil || !res.AlreadyCopied {
+		t.Fatalf("run again: %v", err)
+	}
+	db.Exec(t, "UPDATE umbra_backup.server_state SET value = 'other'")
+	if _, err := VerifyBoltCopy(ctx, path, pg); err == nil || !strings.Contains(err.Error(), "\n  backup_server:") {
+		t.Errorf("verify a changed check value: %v", err)
+	}
+}

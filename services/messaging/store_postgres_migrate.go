@@ -1,0 +1,246 @@
+package messaging
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
+	"github.com/umbra-e2ee/umbra/internal/storecopy"
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
+)
+
+// copyIn makes the time partitions that the expiries [lo, hi] of the entries need
+// (they are the schema's structure, not data: a copy that rolls back leaves them, empty,
+// as a send would), then copies src (pgdb.CopyIn).
+func (s *PostgresStore) copyIn(ctx context.Context, src storecopy.Source, expiries func() (int64, int64, bool, error)) (*storecopy.Result, error) {
+	lo, hi, ok, err := expiries()
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		if err := s.ensurePartitions(ctx, lo, hi); err != nil {
+			return nil, err
+		}
+	}
+	return s.db.CopyIn(ctx, postgresCopy, src)
+}
+
+// SQL of the keys of msgstore.CopyKinds, rebuilt from the key columns.
+const (
+	convKey  = `convert_to(app_id, 'UTF8') || '\x00'::bytea || convert_to(conversation_id, 'UTF8')`
+	inboxKey = `convert_to(app_id, 'UTF8') || '\x00'::bytea || convert_to(identity, 'UTF8')`
+	eventKey = `convert_to(app_id, 'UTF8') || '\x00'::bytea || int8send(expires_at) || event_id`
+)
+
+func u64At(b []byte, i int) (int64, error) {
+	if len(b) < i+8 {
+		return 0, errors.New("too short")
+	}
+	return int64(binary.BigEndian.Uint64(b[i:])), nil
+}
+
+// seqKeyParts splits "a 0 b 0 u64(n)".
+func seqKeyParts(key []byte) (string, string, int64, error) {
+	if len(key) < 10 || key[len(key)-9] != 0 {
+		return "", "", 0, errors.New("not a key of two ids and a number")
+	}
+	parts, err := pgdb.SplitKey(key[:len(key)-9], 2)
+	if err != nil {
+		return "", "", 0, err
+	}
+	n, err := u64At(key, len(key)-8)
+	return parts[0], parts[1], n, err
+}
+
+// eventKeyParts splits "app 0 u64(expires) event_id".
+func eventKeyParts(key []byte) (app string, expires int64, eventID []byte, err error) {
+	parts, err := pgdb.SplitKey(key, 2)
+	if err != nil {
+		return "", 0, nil, err
+	}
+	rest := []byte(parts[1])
+	if expires, err = u64At(rest, 0); err != nil {
+		return "", 0, nil, err
+	}
+	return parts[0], expires, rest[8:], nil
+}
+
+// postgresCopy writes the record kinds of messaging.db (msgstore.CopyKinds) into the
+// tables of migrations/00001_messaging.sql and reads them back as the same pairs
+// (pgdb.CopyIn): the log's messages and events into their time partitions, each fan-out
+// as inbox rows, the idempotency keys and event ids with their expiries.
+var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
+	{
+		Name: "app_settings",
+		Load: func(b *pgx.Batch, key, value []byte) error {
+			b.Queue("INSERT INTO app_settings (app_id, record) VALUES ($1, $2)", string(key), value)
+			return nil
+		},
+		Dump: "SELECT convert_to(app_id, 'UTF8'), record FROM app_settings",
+	},
+	{
+		Name: "conversations",
+		Load: func(b *pgx.Batch, key, value []byte) error {
+			parts, err := pgdb.SplitKey(key, 2)
+			if err != nil {
+				return err
+			}
+			rec := &messagingstoragev1.ConversationRecord{}
+			if err := proto.Unmarshal(value, rec); err != nil {
+				return err
+			}
+			b.Queue("INSERT INTO conversations (app_id, conversation_id, latest_sequence, record) VALUES ($1, $2, $3, $4)",
+				parts[0], parts[1], int64(rec.GetLatestSequence()), value)
+			return nil
+		},
+		Dump: "SELECT " + convKey + ", record FROM conversations",
+	},
+	{
+		Name: "participations",
+		Load: func(b *pgx.Batch, key, value []byte) error {
+			parts, err := pgdb.SplitKey(key, 3)
+			if err != nil {
+				return err
+			}
+			b.Queue("INSERT INTO participations (app_id, identity, conversation_id, record) VALUES ($1, $2, $3, $4)", parts[0], parts[1], parts[2], value)
+			return nil
+		},
+		Dump: "SELECT " + inboxKey + ` || '\x00'::bytea || convert_to(conversation_id, 'UTF8'), record FROM participations`,
+	},
+	{
+		Name: "inbox_heads",
+		Load: func(b *pgx.Batch, key, value []byte) error {
+			parts, err := pgdb.SplitKey(key, 2)
+			if err != nil {
+				return err
+			}
+			head, err := pgdb.CopyU64(value)
+			b.Queue("INSERT INTO inbox_heads (app_id, identity, head) VALUES ($1, $2, $3)", parts[0], parts[1], head)
+			return err
+		},
+		Dump: "SELECT " + inboxKey + ", int8send(head) FROM inbox_heads",
+	},
+	{
+		Name: "messages",
+		Load: func(b *pgx.Batch, key, value []byte) error {
+			app, conv, seq, err := seqKeyParts(key)
+			if err != nil {
+				return err
+			}
+			rec := &messagingstoragev1.MessagingLogRecord{}
+			if err := proto.Unmarshal(value, rec); err != nil {
+				return err
+			}
+			m := rec.GetMessage()
+			if m == nil || m.GetSequence() != uint64(seq) || m.GetConversationId() != conv || rec.GetAppId() != app {
+				return errors.New("the record is not the message its key names")
+			}
+			b.Queue(`INSERT INTO messages (app_id, conversation_id, sequence, expires_at, server_time, size, record) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+				app, conv, seq, rec.GetExpiresAt().AsTime().UnixNano(), m.GetServerTime().AsTime().UnixNano(), int32(len(m.GetEnvelope())), value)
+			return nil
+		},
+		Dump: "SELECT " + convKey + ` || '\x00'::bytea || int8send(sequence), record FROM messages`,
+	},
+	{
+		// The row's fanout column is written by event_recipients, next.
+		Name: "events",
+		Load: func(b *pgx.Batch, key, value []byte) error {
+			app, expires, id, err := eventKeyParts(key)
+			if err != nil {
+				return err
+			}
+			rec := &messagingstoragev1.MessagingLogRecord{}
+			if err := proto.Unmarshal(value, rec); err != nil {
+				return err
+			}
+			ev := rec.GetEvent()
+			if ev == nil || ev.GetEventId() != string(id) || rec.GetExpiresAt().AsTime().UnixNano() != expires {
+				return errors.New("the record is not the event its key names")
+			}
+			b.Queue(`INSERT INTO events (app_id, event_id, expires_at, size, record, fanout) VALUES ($1, $2, $3, $4, $5, '')`,
+				app, id, expires, int32(len(ev.GetPayload())), value)
+			return nil
+		},
+		Dump: "SELECT " + eventKey + ", record FROM events",
+	},
+	{
+		Name: "event_recipients",
+		Load: func(b *pgx.Batch, key, value []byte) error {
+			app, expires, id, err := eventKeyParts(key)
+			b.Queue("UPDATE events SET fanout = $4 WHERE app_id = $1 AND event_id = $2 AND expires_at = $3", app, id, expires, value)
+			return err
+		},
+		Dump: "SELECT " + eventKey + ", fanout FROM events",
+	},
+	{
+		Name: "inbox",
+		Load: func(b *pgx.Batch, key, value []byte) error {
+			app, identity, seq, err := seqKeyParts(key)
+			if err != nil {
+				return err
+			}
+			expires, err := u64At(value, 0)
+			if err != nil || len(value) < 9 {
+				return fmt.Errorf("inbox item %x is too short", value)
+			}
+			switch value[8] {
+			case 'm':
+				convSeq, err := u64At(value, 9)
+				if err != nil {
+					return err
+				}
+				b.Queue(`INSERT INTO inbox (app_id, identity, inbox_sequence, expires_at, conversation_id, sequence) VALUES ($1, $2, $3, $4, $5, $6)`,
+					app, identity, seq, expires, string(value[17:]), convSeq)
+			case 'e':
+				b.Queue(`INSERT INTO inbox (app_id, identity, inbox_sequence, expires_at, event_id) VALUES ($1, $2, $3, $4, $5)`,
+					app, identity, seq, expires, value[9:])
+			default:
+				return fmt.Errorf("inbox item %x is neither a message nor an event", value)
+			}
+			return nil
+		},
+		Dump: "SELECT " + inboxKey + ` || '\x00'::bytea || int8send(inbox_sequence), int8send(expires_at) ||
+			CASE WHEN event_id IS NULL THEN 'm'::bytea || int8send(sequence) || convert_to(conversation_id, 'UTF8') ELSE 'e'::bytea || event_id END
+			FROM inbox`,
+	},
+	{
+		Name: "idempotency",
+		Load: func(b *pgx.Batch, key, value []byte) error {
+			parts, err := pgdb.SplitKey(key, 3)
+			if err != nil {
+				return err
+			}
+			seq, err := u64At(value, 0)
+			if err != nil {
+				return err
+			}
+			expires, err := u64At(value, 8)
+			if err != nil {
+				return err
+			}
+			b.Queue(`INSERT INTO idempotency (app_id, sender, client_message_id, conversation_id, sequence, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+				parts[0], parts[1], []byte(parts[2]), string(value[16:]), seq, expires)
+			return nil
+		},
+		Dump: `SELECT convert_to(app_id, 'UTF8') || '\x00'::bytea || convert_to(sender, 'UTF8') || '\x00'::bytea || client_message_id,
+			int8send(sequence) || int8send(expires_at) || convert_to(conversation_id, 'UTF8') FROM idempotency`,
+	},
+	{
+		Name: "event_ids",
+		Load: func(b *pgx.Batch, key, value []byte) error {
+			parts, err := pgdb.SplitKey(key, 2)
+			if err != nil {
+				return err
+			}
+			expires, err := u64At(value, 0)
+			b.Queue("INSERT INTO event_ids (app_id, event_id, expires_at) VALUES ($1, $2, $3)", parts[0], []byte(parts[1]), expires)
+			return err
+		},
+		Dump: `SELECT convert_to(app_id, 'UTF8') || '\x00'::bytea || event_id, int8send(expires_at) FROM event_ids`,
+	},
+}}
