@@ -8,7 +8,7 @@ import (
 // copyOrder is every bucket of card.db, in the order a copy writes them: cards before
 // the active copies and history that name them.
 var copyOrder = [][]byte{bucketServiceKey, bucketCards, bucketActive, bucketHistory, bucketEvents, bucketGrants,
-	bucketKTLogKey, bucketKTLeaves, bucketKTLogTiles, bucketKTMapTiles, bucketKTMapValues, bucketKTCheckpoints}
+	bucketKTLogKey, bucketKTLogKeys, bucketKTLeaves, bucketKTLogTiles, bucketKTMapTiles, bucketKTMapValues, bucketKTCheckpoints}
 
 // boltSource streams card.db at path, read-only (boltdb.Dump).
 func boltSource(path string) storecopy.Source {

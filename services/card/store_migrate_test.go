@@ -39,7 +39,15 @@ func TestCopyBoltToPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.publish(t, carol, newKeys(t, e2ee.SuiteX25519), nil, nil)
+	// A log key rotation under way: its second key is in kt_log_keys.
+	if _, err := e.client.RotateLogKey(as(testAdmin), &cardv1.RotateLogKeyRequest{}); err != nil {
+		t.Fatal(err)
+	}
 	before := e.publishCheckpoint(t)
+	logKeys, err := e.client.GetLogKey(context.Background(), &cardv1.GetLogKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	events, err := e.client.ListCardEvents(asService(testServiceToken), &cardv1.ListCardEventsRequest{PageSize: 100})
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +69,7 @@ func TestCopyBoltToPostgres(t *testing.T) {
 	}
 	res.Print(testWriter{t})
 	for _, kind := range []string{"cards", "active", "history", "events", "events.sequence", "reset_grants", "service_key",
-		"kt_log_key", "kt_leaves", "kt_log_tiles", "kt_map_tiles", "kt_map_values", "kt_checkpoints"} {
+		"kt_log_key", "kt_log_keys", "kt_leaves", "kt_log_tiles", "kt_map_tiles", "kt_map_values", "kt_checkpoints"} {
 		if res.Source[kind].Count == 0 {
 			t.Errorf("no %s copied", kind)
 		}
@@ -79,6 +87,9 @@ func TestCopyBoltToPostgres(t *testing.T) {
 	if err != nil || len(events2.GetEvents()) != len(events.GetEvents()) || events2.GetLatestSequence() != events.GetLatestSequence() {
 		t.Fatalf("ListCardEvents over the copy: %d events (latest %d) %v, want %d (%d)", len(events2.GetEvents()), events2.GetLatestSequence(), err,
 			len(events.GetEvents()), events.GetLatestSequence())
+	}
+	if logKeys2, err := e2.client.GetLogKey(context.Background(), &cardv1.GetLogKeyRequest{}); err != nil || logKeys2.String() != logKeys.String() {
+		t.Errorf("GetLogKey over the copy: %v %v, want %v", logKeys2, err, logKeys)
 	}
 	keys2, err := e2.client.GetServiceKey(context.Background(), &cardv1.GetServiceKeyRequest{})
 	if err != nil || keys2.String() != keys.String() {

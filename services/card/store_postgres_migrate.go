@@ -134,6 +134,15 @@ var postgresCopy = pgdb.Copy{
 			Dump: "SELECT 'current'::bytea, record FROM kt_log_key",
 		},
 		{
+			// key_id: the keys log key rotations added (the first stays in kt_log_key)
+			Name: "kt_log_keys",
+			Load: func(b *pgx.Batch, key, value []byte) error {
+				b.Queue("INSERT INTO kt_log_keys (key_id, record) VALUES ($1, $2)", string(key), value)
+				return nil
+			},
+			Dump: "SELECT convert_to(key_id, 'UTF8'), record FROM kt_log_keys ORDER BY 1",
+		},
+		{
 			Name: "kt_leaves",
 			Load: func(b *pgx.Batch, key, value []byte) error {
 				i, err := pgdb.CopyU64(key)
