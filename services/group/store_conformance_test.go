@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/outbox"
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -83,22 +83,8 @@ func testStore(t *testing.T, e storeEngine) {
 }
 
 var boltEngine = storeEngine{
-	open: func(t *testing.T) (Store, func(t *testing.T) Store) {
-		path := filepath.Join(t.TempDir(), "group.db")
-		s := openTestStore(t, path)
-		return s, func(t *testing.T) Store {
-			s.Close()
-			return openTestStore(t, path)
-		}
-	},
-	replicas: func(t *testing.T, n int) []Store {
-		s := openTestStore(t, filepath.Join(t.TempDir(), "group.db"))
-		out := make([]Store, n)
-		for i := range out {
-			out[i] = s
-		}
-		return out
-	},
+	open:       storetest.Reopen[Store](storetest.TempFile("group.db"), openTestStore),
+	replicas:   storetest.Shared[Store](storetest.TempFile("group.db"), openTestStore),
 	oneProcess: true,
 }
 

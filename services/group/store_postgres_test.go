@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
@@ -28,22 +29,8 @@ func openPostgres(t testing.TB, url string) *PostgresStore {
 // test's own, and for replicas a store (a pool) each over it, as replicas in several
 // processes have.
 var postgresEngine = storeEngine{
-	open: func(t *testing.T) (Store, func(t *testing.T) Store) {
-		db := pgtest.NewDatabase(t)
-		s := openPostgres(t, db.URL)
-		return s, func(t *testing.T) Store {
-			s.Close()
-			return openPostgres(t, db.URL)
-		}
-	},
-	replicas: func(t *testing.T, n int) []Store {
-		db := pgtest.NewDatabase(t)
-		out := make([]Store, n)
-		for i := range out {
-			out[i] = openPostgres(t, db.URL)
-		}
-		return out
-	},
+	open:     storetest.Reopen[Store](pgtest.NewURL, openPostgres),
+	replicas: storetest.Replicas[Store](pgtest.NewURL, openPostgres),
 }
 
 func TestPostgresStore(t *testing.T) { testStore(t, postgresEngine) }

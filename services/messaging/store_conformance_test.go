@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
@@ -69,16 +70,7 @@ func testStore(t *testing.T, e storeEngine) {
 // boltEngine is the bbolt engine for the suite: a file of the test's own; its
 // replicas are one store whose writes take turns, as its one committer makes them.
 var boltEngine = storeEngine{
-	open: func(t *testing.T) (Store, func(t *testing.T) Store) {
-		path := filepath.Join(t.TempDir(), "messaging.db")
-		s := openBolt(t, path)
-		return s, func(t *testing.T) Store {
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			return openBolt(t, path)
-		}
-	},
+	open: storetest.Reopen[Store](storetest.TempFile("messaging.db"), openBolt),
 	replicas: func(t *testing.T, n int) []Store {
 		s := openBolt(t, filepath.Join(t.TempDir(), "messaging.db"))
 		shared := &serialStore{Store: s}
@@ -100,14 +92,9 @@ var boltEngine = storeEngine{
 	},
 }
 
-func openBolt(t *testing.T, path string) *BoltStore {
+func openBolt(t testing.TB, path string) *BoltStore {
 	t.Helper()
-	s, err := OpenBoltStore(path, StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return storetest.Open(t, func() (*BoltStore, error) { return OpenBoltStore(path, StoreOptions{}) })
 }
 
 // serialStore makes the writes of its users take turns.
