@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
@@ -36,21 +35,6 @@ var postgresEngine = storeEngine{
 
 func TestPostgresStore(t *testing.T) { testStore(t, postgresEngine) }
 
-// connect opens a connection of the test's own to db, its search_path the schema.
-func connect(t *testing.T, db *pgtest.Database) *pgx.Conn {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
-	if _, err := conn.Exec(ctx, "SET search_path = "+Schema); err != nil {
-		t.Fatal(err)
-	}
-	return conn
-}
-
 // TestPostgresGuessWaitsForTheSlot: while one update holds a slot (another replica's
 // guess, half done), the next update of that slot waits for it and then reads what it
 // wrote; so a guess is never counted against a budget another has already spent.
@@ -62,7 +46,7 @@ func TestPostgresGuessWaitsForTheSlot(t *testing.T) {
 		return Change{Write: true}, nil
 	})
 	ctx := context.Background()
-	conn := connect(t, db)
+	conn := db.ConnIn(t, Schema)
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -183,15 +167,9 @@ func TestPostgresDamagedRecord(t *testing.T) {
 func TestPostgresSchema(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	openPostgres(t, db.URL)
-	conn, err := pgx.Connect(context.Background(), db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	rows, _ := conn.Query(context.Background(), "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
-	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	got := pgtest.Query[string](t, db, "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
 	want := "[umbra_backup.goose_db_version umbra_backup.outbox umbra_backup.outbox_delivery umbra_backup.server_state umbra_backup.slots]"
-	if err != nil || fmt.Sprint(got) != want {
-		t.Errorf("tables = %v (%v), want %s", got, err, want)
+	if fmt.Sprint(got) != want {
+		t.Errorf("tables = %v, want %s", got, want)
 	}
 }

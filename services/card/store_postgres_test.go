@@ -80,11 +80,7 @@ func TestPostgresFeedFollowsCommitOrder(t *testing.T) {
 	s := openPostgres(t, db.URL)
 	withKey(t, s)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := db.Conn(t)
 	// A slow publication, half done: its sequence taken, not yet committed.
 	tx, err := conn.Begin(ctx)
 	if err != nil {
@@ -184,15 +180,9 @@ func TestPostgresDamagedRecord(t *testing.T) {
 func TestPostgresSchema(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	openPostgres(t, db.URL)
-	conn, err := pgx.Connect(context.Background(), db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	rows, _ := conn.Query(context.Background(), "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
-	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	got := pgtest.Query[string](t, db, "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
 	want := "[umbra_card.active_cards umbra_card.card_event_sequence umbra_card.card_events umbra_card.cards umbra_card.goose_db_version umbra_card.kt_checkpoints umbra_card.kt_leaves umbra_card.kt_log_key umbra_card.kt_log_state umbra_card.kt_log_tiles umbra_card.kt_map_tiles umbra_card.kt_map_values umbra_card.reset_grants umbra_card.service_keys]"
-	if err != nil || fmt.Sprint(got) != want {
-		t.Errorf("tables = %v (%v), want %s", got, err, want)
+	if fmt.Sprint(got) != want {
+		t.Errorf("tables = %v, want %s", got, want)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
@@ -35,21 +34,6 @@ var postgresEngine = storeEngine{
 
 func TestPostgresStore(t *testing.T) { testStore(t, postgresEngine) }
 
-// pgConn opens a connection of the test's own to db, in the group service's schema.
-func pgConn(t *testing.T, db *pgtest.Database) *pgx.Conn {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
-	if _, err := conn.Exec(ctx, "SET search_path = "+Schema); err != nil {
-		t.Fatal(err)
-	}
-	return conn
-}
-
 // TestPostgresBatchWaitsHoldingNoLock: a batch's transaction never waits for a group
 // while it holds another: the call that needs a group another transaction holds runs
 // on its own afterwards, and the batch's other calls commit meanwhile. (Were it to
@@ -67,7 +51,7 @@ func TestPostgresBatchWaitsHoldingNoLock(t *testing.T) {
 		return nil
 	})
 	// Another replica's transaction holds group B.
-	conn := pgConn(t, db)
+	conn := db.ConnIn(t, Schema)
 	ctx := context.Background()
 	other, err := conn.Begin(ctx)
 	if err != nil {
@@ -140,7 +124,7 @@ func TestPostgresOutboxClaim(t *testing.T) {
 		t.Fatalf("the holder again: %v, %v", recs, err)
 	}
 	// The holder dies: its claim lapses.
-	conn := pgConn(t, db)
+	conn := db.ConnIn(t, Schema)
 	if _, err := conn.Exec(context.Background(), "UPDATE outbox_claim SET until = now() - interval '1 second'"); err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +177,7 @@ func TestPostgresDamagedRecord(t *testing.T) {
 func TestPostgresKeysStartWithTheirDistributionColumns(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	openPostgres(t, db.URL)
-	conn := pgConn(t, db)
+	conn := db.ConnIn(t, Schema)
 	rows, err := conn.Query(context.Background(), `
 		SELECT c.relname, array_agg(a.attname::text ORDER BY k.n)
 		FROM pg_index i

@@ -191,11 +191,7 @@ func TestPostgresSendWaitsForTheConversationLock(t *testing.T) {
 	alice, bob := cfID(1), cfID(2)
 	cfApply(t, s, cfT0, cfSend(alice, bob, "m1", "one"))
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := db.Conn(t)
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
