@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"go.uber.org/zap"
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
 	"github.com/umbra-e2ee/umbra/internal/storetest"
@@ -19,11 +18,9 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
+// openPostgres opens the store of the database at url, closed when t ends.
 func openPostgres(t testing.TB, url string) *PostgresStore {
-	t.Helper()
-	return pgtest.OpenStore(t, 30*time.Second, func(ctx context.Context, log *zap.Logger) (*PostgresStore, error) {
-		return OpenPostgresStore(ctx, url, log)
-	})
+	return pgtest.Open(t, url, OpenPostgresStore)
 }
 
 // postgresEngine is the PostgreSQL engine for the conformance suite: a database of the

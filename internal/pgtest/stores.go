@@ -3,8 +3,10 @@ package pgtest
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
 )
 
 // NewURL returns the URL of a new, empty database of the shared cluster, dropped when t
@@ -24,4 +26,11 @@ func (d *Database) ConnIn(t testing.TB, schema string) *pgx.Conn {
 		t.Fatal(err)
 	}
 	return conn
+}
+
+// Open opens a service's PostgreSQL store at url for a test with open (the service's
+// OpenPostgresStore), as OpenStore does, given 30 seconds.
+func Open[S interface{ Close() error }](t testing.TB, url string, open func(ctx context.Context, url string, log *zap.Logger) (S, error)) S {
+	t.Helper()
+	return OpenStore(t, 30*time.Second, func(ctx context.Context, log *zap.Logger) (S, error) { return open(ctx, url, log) })
 }
