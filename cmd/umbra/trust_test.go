@@ -93,18 +93,8 @@ func TestCLIRefusesASubstitutedCard(t *testing.T) {
 		return out
 	})
 	c.env = append(c.env, "UMBRA_SERVER="+proxy, "UMBRA_NO_PASSPHRASE=true", "UMBRA_API_KEY="+c.app.APIKey)
-	umbra := func(device string, args ...string) cliResult {
-		t.Helper()
-		return c.run("", []string{c.home(device)}, args...)
-	}
-	ok := func(device string, args ...string) string {
-		t.Helper()
-		r := umbra(device, args...)
-		if r.exit != 0 {
-			t.Fatalf("umbra %v exited %d\nstdout: %s\nstderr: %s", args, r.exit, r.stdout, r.stderr)
-		}
-		return r.stdout
-	}
+	umbra := func(device string, args ...string) cliResult { return c.on(device, "", nil, args...) }
+	ok := func(device string, args ...string) string { return c.ok(device, "", nil, args...) }
 	ok("phone", "login", "alice")
 	ok("phone", "keys", "init")
 	ok("desk", "login", "bob")

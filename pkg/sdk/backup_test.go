@@ -98,9 +98,7 @@ func TestBackupRestoreChangePasswordReset(t *testing.T) {
 	if _, err := a.BackupPrivateKey(ctx, []byte("pw one")); !errors.Is(err, sdk.ErrNoPrivateKey) {
 		t.Fatalf("backup without keys: %v", err)
 	}
-	if _, err := a.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, a)
 	info, err := a.BackupPrivateKey(ctx, []byte("pw one"))
 	if err != nil {
 		t.Fatal(err)
@@ -183,9 +181,7 @@ func TestRecoveryKey(t *testing.T) {
 	app := n.NewApp(t)
 	ctx := context.Background()
 	a := newBackupDevice(t, n, app, "alice")
-	if _, err := a.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, a)
 	key, err := a.CreateRecoveryKey(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -234,9 +230,7 @@ func TestWrongPasswordsCountDownAndErase(t *testing.T) {
 	app := n.NewApp(t)
 	ctx := context.Background()
 	a := newBackupDevice(t, n, app, "alice")
-	if _, err := a.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, a)
 	if _, err := a.BackupPrivateKey(ctx, []byte("the password")); err != nil {
 		t.Fatal(err)
 	}
@@ -295,9 +289,7 @@ func TestConcurrentChangeIsAConflict(t *testing.T) {
 	app := n.NewApp(t)
 	ctx := context.Background()
 	a := newBackupDevice(t, n, app, "alice")
-	if _, err := a.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, a)
 	if _, err := a.BackupPrivateKey(ctx, []byte("pw one")); err != nil {
 		t.Fatal(err)
 	}
@@ -335,11 +327,7 @@ func TestMultiDeviceHistory(t *testing.T) {
 	ctx := context.Background()
 	a := newBackupDevice(t, n, app, "alice")
 	bob := newBackupDevice(t, n, app, "bob")
-	for _, d := range []*device{a, bob} {
-		if _, err := d.Register(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mustRegister(t, a, bob)
 	password := []byte("alice's backup password")
 	if _, err := a.BackupPrivateKey(ctx, password); err != nil {
 		t.Fatal(err)
@@ -460,9 +448,7 @@ func TestServerNeverSeesSecrets(t *testing.T) {
 	})
 	rec := &recorder{}
 	a := newBackupDevice(t, n, app, "alice", grpc.WithChainUnaryInterceptor(rec.intercept))
-	if _, err := a.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, a)
 	password, newPassword := []byte("a password nobody else may see"), []byte("another password, as secret")
 	if _, err := a.BackupPrivateKey(ctx, password); err != nil {
 		t.Fatal(err)
@@ -582,9 +568,7 @@ func TestWeakParametersRefused(t *testing.T) {
 	app := n.NewApp(t)
 	ctx := context.Background()
 	a := newBackupDevice(t, n, app, "alice")
-	if _, err := a.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, a)
 	if _, err := a.BackupPrivateKey(ctx, []byte("pw")); err != nil {
 		t.Fatal(err)
 	}
