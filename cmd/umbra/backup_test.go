@@ -23,7 +23,7 @@ func TestBackupCommands(t *testing.T) {
 		return c.on(device, stdin, env, args...)
 	}
 	ok := func(device, stdin string, env []string, args ...string) string {
-		return c.ok(device, stdin, env, args...)
+		return c.succeeded(c.on(device, stdin, env, args...), args)
 	}
 	fails := func(want, device, stdin string, env []string, args ...string) {
 		t.Helper()

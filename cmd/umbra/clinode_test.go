@@ -71,10 +71,16 @@ func (c *cliNode) on(device, stdin string, extra []string, args ...string) cliRe
 	return c.run(stdin, append([]string{c.home(device)}, extra...), args...)
 }
 
-// ok is on, failing the test unless the binary exits 0; it returns what it printed.
-func (c *cliNode) ok(device, stdin string, extra []string, args ...string) string {
+// ok runs the binary as on device, failing the test unless it exits 0; it returns what
+// it printed.
+func (c *cliNode) ok(device string, args ...string) string {
 	c.t.Helper()
-	r := c.on(device, stdin, extra, args...)
+	return c.succeeded(c.on(device, "", nil, args...), args)
+}
+
+// succeeded returns what the run of args printed, failing the test unless it exited 0.
+func (c *cliNode) succeeded(r cliResult, args []string) string {
+	c.t.Helper()
 	if r.exit != 0 {
 		c.t.Fatalf("umbra %v exited %d\nstdout: %s\nstderr: %s", args, r.exit, r.stdout, r.stderr)
 	}

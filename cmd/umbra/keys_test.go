@@ -21,7 +21,9 @@ func TestKeysReset(t *testing.T) {
 	// umbra runs the binary on device (a home folder of its own) with extra
 	// environment variables.
 	umbra := func(device string, env []string, args ...string) cliResult { return c.on(device, "", env, args...) }
-	ok := func(device string, env []string, args ...string) string { return c.ok(device, "", env, args...) }
+	ok := func(device string, env []string, args ...string) string {
+		return c.succeeded(c.on(device, "", env, args...), args)
+	}
 	fails := func(device string, env []string, want []string, args ...string) {
 		t.Helper()
 		r := umbra(device, env, args...)
