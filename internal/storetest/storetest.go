@@ -1,12 +1,10 @@
 // Package storetest holds what the services' store tests share: opening a store for a
-// test, and the common parts of the engines that a service's conformance suite runs
-// over (open with reopen, replicas). Each service keeps its own storeEngine type, with
-// its Store interface and the fields of its own; these build the common fields:
+// test, the engines that a service's conformance suite runs over, and the running of
+// the suite. A service's suite embeds Engine in a storeEngine of its own when its
+// engines differ in more (a snapshot, a poisoned storage):
 //
-//	var boltEngine = storeEngine{
-//		open:     storetest.Reopen[Store](storetest.TempFile("backup.db"), openBolt),
-//		replicas: storetest.Shared[Store](storetest.TempFile("backup.db"), openBolt),
-//	}
+//	var boltEngine = storeEngine{Engine: storetest.File[Store]("backup.db", openBolt)}
+//	var postgresEngine = storeEngine{Engine: storetest.Database[Store](pgtest.NewURL, openPostgres)}
 //
 // S is the service's Store interface, P the engine's store type (*BoltStore,
 // *PostgresStore). The package imports no storage engine: where the storage is (a file
@@ -32,16 +30,52 @@ func Open[P Closer](t testing.TB, open func() (P, error)) P {
 	return s
 }
 
-// TempFile returns a place for a new storage of a bbolt engine: the file name in a
-// folder of the test's own.
-func TempFile(name string) func(t testing.TB) string {
-	return func(t testing.TB) string { return filepath.Join(t.TempDir(), name) }
+// Engine opens stores of one engine for a conformance suite.
+type Engine[S any] struct {
+	// Open returns a new, empty store, and reopen, which closes it and opens the same
+	// storage again.
+	Open func(t *testing.T) (s S, reopen func(t *testing.T) S)
+	// Replicas returns n stores over one new, empty storage, to use at once: what
+	// several replicas of the service share. An engine with one writer per storage
+	// returns one store n times.
+	Replicas func(t *testing.T, n int) []S
 }
 
-// Reopen returns an engine's open: a store over a new, empty storage (at the place
-// fresh returns), and reopen, which closes that store and opens the same storage again.
-// open opens a store at a place for a test, closed when the test ends.
-func Reopen[S any, P Closer](fresh func(t testing.TB) string, open func(t testing.TB, at string) P) func(t *testing.T) (S, func(t *testing.T) S) {
+// File returns the engine of a file with one writer (bbolt): each storage is the file
+// name in a folder of the test's own, and its replicas are one store, shared. open
+// opens a store at a path for a test, closed when the test ends.
+func File[S any, P Closer](name string, open func(t testing.TB, path string) P) Engine[S] {
+	fresh := func(t testing.TB) string { return filepath.Join(t.TempDir(), name) }
+	return Engine[S]{Open: reopenable[S](fresh, open), Replicas: shared[S](fresh, open)}
+}
+
+// Database returns the engine of a database that several processes share: each
+// storage a new database that fresh returns the URL of, and each replica a store (a
+// pool) of its own over it. open opens a store at a URL for a test, closed when the
+// test ends.
+func Database[S any, P Closer](fresh func(t testing.TB) string, open func(t testing.TB, url string) P) Engine[S] {
+	return Engine[S]{Open: reopenable[S](fresh, open), Replicas: each[S](fresh, open)}
+}
+
+// Case is one test of a conformance suite over engines of type E: its name and its
+// function. (An alias of a struct type, so that a suite's table lists its cases as
+// {"Name", testName}.)
+type Case[E any] = struct {
+	Name string
+	Test func(t *testing.T, e E)
+}
+
+// Run runs each case over e, as parallel subtests.
+func Run[E any](t *testing.T, e E, cases []Case[E]) {
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			t.Parallel()
+			tc.Test(t, e)
+		})
+	}
+}
+
+func reopenable[S any, P Closer](fresh func(t testing.TB) string, open func(t testing.TB, at string) P) func(t *testing.T) (S, func(t *testing.T) S) {
 	return func(t *testing.T) (S, func(t *testing.T) S) {
 		at := fresh(t)
 		s := open(t, at)
@@ -54,9 +88,7 @@ func Reopen[S any, P Closer](fresh func(t testing.TB) string, open func(t testin
 	}
 }
 
-// Replicas returns an engine's replicas for an engine that several processes share:
-// n stores, each of its own (a pool each), over one new, empty storage.
-func Replicas[S any, P any](fresh func(t testing.TB) string, open func(t testing.TB, at string) P) func(t *testing.T, n int) []S {
+func each[S any, P any](fresh func(t testing.TB) string, open func(t testing.TB, at string) P) func(t *testing.T, n int) []S {
 	return func(t *testing.T, n int) []S {
 		at := fresh(t)
 		out := make([]S, n)
@@ -67,9 +99,7 @@ func Replicas[S any, P any](fresh func(t testing.TB) string, open func(t testing
 	}
 }
 
-// Shared returns an engine's replicas for an engine with one writer per storage (a
-// bbolt file): one store over one new, empty storage, n times.
-func Shared[S any, P any](fresh func(t testing.TB) string, open func(t testing.TB, at string) P) func(t *testing.T, n int) []S {
+func shared[S any, P any](fresh func(t testing.TB) string, open func(t testing.TB, at string) P) func(t *testing.T, n int) []S {
 	return func(t *testing.T, n int) []S {
 		s := as[S](t, open(t, fresh(t)))
 		out := make([]S, n)

@@ -14,9 +14,6 @@ func openBolt(t testing.TB, path string) *BoltStore {
 
 // boltEngine is the bbolt engine for the conformance suite. A bbolt file has one
 // writer, a process's own: its "replicas" are one store, shared.
-var boltEngine = storeEngine{
-	open:     storetest.Reopen[Store](storetest.TempFile("backup.db"), openBolt),
-	replicas: storetest.Shared[Store](storetest.TempFile("backup.db"), openBolt),
-}
+var boltEngine = storetest.File[Store]("backup.db", openBolt)
 
 func TestBoltStore(t *testing.T) { testStore(t, boltEngine) }

@@ -15,8 +15,7 @@ func openBolt(t testing.TB, path string) *BoltStore {
 // boltEngine is the bbolt engine for the conformance suite: a card.db of the test's
 // own. A file has one writer, so its replicas are one store.
 var boltEngine = storeEngine{
-	open:     storetest.Reopen[Store](storetest.TempFile("card.db"), openBolt),
-	replicas: storetest.Shared[Store](storetest.TempFile("card.db"), openBolt),
+	Engine: storetest.File[Store]("card.db", openBolt),
 	snapshot: func(t *testing.T, s Store) map[string]string {
 		return servicetest.SnapshotWithSequences(t, s.(*BoltStore).DB())
 	},

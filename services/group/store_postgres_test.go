@@ -24,8 +24,7 @@ func openPostgres(t testing.TB, url string) *PostgresStore {
 // test's own, and for replicas a store (a pool) each over it, as replicas in several
 // processes have.
 var postgresEngine = storeEngine{
-	open:     storetest.Reopen[Store](pgtest.NewURL, openPostgres),
-	replicas: storetest.Replicas[Store](pgtest.NewURL, openPostgres),
+	Engine: storetest.Database[Store](pgtest.NewURL, openPostgres),
 }
 
 func TestPostgresStore(t *testing.T) { testStore(t, postgresEngine) }
