@@ -137,8 +137,8 @@ func generateGroupVectors(t *testing.T) *groupVectorFile {
 		recipients []string
 		key        []byte
 	}{
-		{1, "alice-1", []string{"alice-1", "bob", "carol"}, counting(0x20, EpochKeySize)},
-		{2, "bob", []string{"bob", "alice-2"}, counting(0xa0, EpochKeySize)},
+		{1, "alice-1", []string{"alice-1", "bob", "carol"}, vectortest.Counting(0x20, EpochKeySize)},
+		{2, "bob", []string{"bob", "alice-2"}, vectortest.Counting(0xa0, EpochKeySize)},
 	} {
 		var rcpts []*Card
 		for _, r := range e.recipients {
@@ -197,8 +197,8 @@ func generateGroupVectors(t *testing.T) *groupVectorFile {
 		salt         []byte
 		plaintext    []byte
 	}{
-		{"alice-1 at epoch 1", "alice-1", 1, AEADChaCha20Poly1305, counting(0x40, groupSaltSize), []byte("Hello, group! Alice here, at epoch 1.")},
-		{"bob at epoch 2, AES-256-GCM", "bob", 2, AEADAES256GCM, counting(0xc0, groupSaltSize), []byte("Carol has left; this is epoch 2.")},
+		{"alice-1 at epoch 1", "alice-1", 1, AEADChaCha20Poly1305, vectortest.Counting(0x40, groupSaltSize), []byte("Hello, group! Alice here, at epoch 1.")},
+		{"bob at epoch 2, AES-256-GCM", "bob", 2, AEADAES256GCM, vectortest.Counting(0xc0, groupSaltSize), []byte("Carol has left; this is epoch 2.")},
 	} {
 		at := created.Add(time.Duration(m.epoch)*time.Hour + time.Minute)
 		data, err := sealGroupMessage(bytes.NewReader(m.salt), m.aead, keys["card:"+m.sender], cards[m.sender].ID, groupVectorsGroup, m.epoch, epochKeys[m.epoch], m.plaintext, at)

@@ -89,7 +89,7 @@ func generateTrustVectors(t *testing.T) *trustVectorFile {
 		})
 	}
 	previous := ed25519.NewKeyFromSeed(base.ServiceKey.Seed)
-	next := ed25519.NewKeyFromSeed(counting(0xa0, ed25519.SeedSize))
+	next := ed25519.NewKeyFromSeed(vectortest.Counting(0xa0, ed25519.SeedSize))
 	created := time.Date(2026, 11, 2, 12, 0, 0, 0, time.UTC)
 	r := serviceKeyRotationVector{
 		PreviousKeyID: "service-key-1", PreviousPublicKey: vectortest.Hex(previous.Public().(ed25519.PublicKey)),

@@ -3,7 +3,6 @@ package e2ee
 import (
 	"bytes"
 	"crypto/ed25519"
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"testing"
@@ -102,15 +101,6 @@ type envelopeVector struct {
 	Envelope             vectortest.Hex `json:"envelope"`
 }
 
-// counting returns n bytes start, start+1, ...
-func counting(start byte, n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = start + byte(i)
-	}
-	return b
-}
-
 // generateVectors builds every vector. The caller has fixed crypto/rand.
 func generateVectors(t *testing.T) *vectorFile {
 	v := &vectorFile{Comment: []string{
@@ -123,7 +113,7 @@ func generateVectors(t *testing.T) *vectorFile {
 		name  string
 		suite Suite
 	}{{"alice-1", SuiteHybrid}, {"alice-2", SuiteX25519}, {"bob", SuiteHybrid}, {"carol", SuiteX25519}} {
-		seed := counting(byte(i*64), 64)
+		seed := vectortest.Counting(byte(i*64), 64)
 		kp, err := DeriveKeyPair(k.suite, seed)
 		if err != nil {
 			t.Fatal(err)
@@ -178,8 +168,8 @@ func generateVectors(t *testing.T) *vectorFile {
 		secrets      []byte
 		plaintext    []byte
 	}{
-		{"alice-1 to bob and carol", "alice-1", []string{"bob", "carol"}, AEADChaCha20Poly1305, counting(0x00, 44), []byte("Hello, Bob and Carol! This is Alice, signing inside the encryption.")},
-		{"alice-2 to carol and alice-2, AES-256-GCM", "alice-2", []string{"carol", "alice-2"}, AEADAES256GCM, counting(0x80, 44), []byte("After the rotation.")},
+		{"alice-1 to bob and carol", "alice-1", []string{"bob", "carol"}, AEADChaCha20Poly1305, vectortest.Counting(0x00, 44), []byte("Hello, Bob and Carol! This is Alice, signing inside the encryption.")},
+		{"alice-2 to carol and alice-2, AES-256-GCM", "alice-2", []string{"carol", "alice-2"}, AEADAES256GCM, vectortest.Counting(0x80, 44), []byte("After the rotation.")},
 	} {
 		var rcpts []*Card
 		for _, r := range e.recipients {
@@ -341,15 +331,10 @@ func renderVectors(v *vectorFile) string {
 	var b strings.Builder
 	field := func(name string, value []byte) {
 		fmt.Fprintf(&b, "%s (%d bytes):\n", name, len(value))
-		h := hex.EncodeToString(value)
-		if h == "" {
+		if len(value) == 0 {
 			b.WriteString("  (empty)\n")
 		}
-		for len(h) > 0 {
-			n := min(64, len(h))
-			fmt.Fprintf(&b, "  %s\n", h[:n])
-			h = h[n:]
-		}
+		vectortest.WriteHex(&b, "  ", value)
 	}
 	block := func(title string, body func()) {
 		fmt.Fprintf(&b, "\n#### %s\n\n```\n", title)

@@ -80,14 +80,6 @@ type backupVector struct {
 	Ciphertext       vectortest.Hex `json:"ciphertext"`
 }
 
-func counting(start byte, n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = start + byte(i)
-	}
-	return b
-}
-
 // vectorServer is the OPRF key of the vectors: DeriveKey(ristretto255-SHA512,
 // verifiable mode, seed, info).
 func vectorServer(t *testing.T) (seed []byte, key *oprf.PrivateKey) {
@@ -108,7 +100,7 @@ func vectorBundles(t *testing.T) (alone, rotated []byte) {
 	alice := "u_" + strings.Repeat("a", 32)
 	created := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	key := func(suite e2ee.Suite, from byte, at time.Time, previous []byte) (*envelopev1.StoredKey, []byte) {
-		kp, err := e2ee.DeriveKeyPair(suite, counting(from, 64))
+		kp, err := e2ee.DeriveKeyPair(suite, vectortest.Counting(from, 64))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,7 +153,7 @@ func generateVectors(t *testing.T) *vectorFile {
 	}
 	app, id := "app_"+strings.Repeat("a", 26), "u_"+strings.Repeat("a", 32)
 	var rk RecoveryKey
-	copy(rk[:], counting(0x10, RecoveryKeySize))
+	copy(rk[:], vectortest.Counting(0x10, RecoveryKeySize))
 	alone, rotated := vectorBundles(t)
 	for _, c := range []struct {
 		name      string
@@ -178,11 +170,11 @@ func generateVectors(t *testing.T) *vectorFile {
 	}{
 		// The password slot's cost is the SDK's (argon2id.Default), which is the floor a
 		// client accepts (MinPasswordCost); the recovery slot's is RecoveryArgon2id.
-		{"password slot, ChaCha20-Poly1305", SlotPassword, []byte("correct horse battery staple"), "", counting(0x01, 31),
-			1, ChaCha20Poly1305, argon2id.Params{Time: 3, MemoryKiB: 65536, Threads: 4, Salt: counting(0x30, 32)},
+		{"password slot, ChaCha20-Poly1305", SlotPassword, []byte("correct horse battery staple"), "", vectortest.Counting(0x01, 31),
+			1, ChaCha20Poly1305, argon2id.Params{Time: 3, MemoryKiB: 65536, Threads: 4, Salt: vectortest.Counting(0x30, 32)},
 			"the KeyBundle of alice holding key pair alice-1 (section 9), current", alone, 0xa0},
-		{"recovery slot, AES-256-GCM", SlotRecovery, rk[:], rk.String(), counting(0x41, 31),
-			4, AES256GCM, argon2id.Params{Time: 1, MemoryKiB: 8192, Threads: 1, Salt: counting(0x50, 16)},
+		{"recovery slot, AES-256-GCM", SlotRecovery, rk[:], rk.String(), vectortest.Counting(0x41, 31),
+			4, AES256GCM, argon2id.Params{Time: 1, MemoryKiB: 8192, Threads: 1, Salt: vectortest.Counting(0x50, 16)},
 			"the KeyBundle of alice holding key pair alice-1, superseded at 1793620800, and alice-2 (section 9), current", rotated, 0xc0},
 	} {
 		b := Binding{App: app, Identity: id, Slot: c.slot}
@@ -211,7 +203,7 @@ func generateVectors(t *testing.T) *vectorFile {
 			t.Fatal(err)
 		}
 		ctx := keyContext(b, c.version, pub)
-		nonce, ct, err := keys.Seal(bytes.NewReader(counting(c.nonceFrom, NonceSize)), c.bundle)
+		nonce, ct, err := keys.Seal(bytes.NewReader(vectortest.Counting(c.nonceFrom, NonceSize)), c.bundle)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -322,9 +314,9 @@ func renderVectors(v *vectorFile) []byte {
 	b.WriteString("OPRF key (both vectors): `DeriveKeyPair(seed, info)` of RFC 9497 §3.2.1 with\n")
 	fmt.Fprintf(&b, "seed = 32 bytes `5b` and info = %q.\n\n", v.ServerInfo)
 	b.WriteString("    private key skS\n")
-	writeHex(&b, v.ServerPrivateKey)
+	vectortest.WriteHex(&b, "      ", v.ServerPrivateKey)
 	b.WriteString("    public key pkS\n")
-	writeHex(&b, v.ServerPublicKey)
+	vectortest.WriteHex(&b, "      ", v.ServerPublicKey)
 	for _, bv := range v.Backups {
 		fmt.Fprintf(&b, "\n#### Vector: %s\n\n", bv.Name)
 		fmt.Fprintf(&b, "app = `%s`, identity = `%s`, slot = %d, version = %d, aead = %d,\n", bv.App, bv.Identity, bv.Slot, bv.Version, bv.AEAD)
@@ -346,17 +338,9 @@ func renderVectors(v *vectorFile) []byte {
 			{"ciphertext (with tag)", bv.Ciphertext},
 		} {
 			fmt.Fprintf(&b, "    %s\n", f.name)
-			writeHex(&b, f.val)
+			vectortest.WriteHex(&b, "      ", f.val)
 		}
 	}
 	b.WriteString("\n")
 	return []byte(b.String())
-}
-
-func writeHex(b *strings.Builder, v []byte) {
-	for len(v) > 0 {
-		n := min(32, len(v))
-		fmt.Fprintf(b, "      %x\n", v[:n])
-		v = v[n:]
-	}
 }

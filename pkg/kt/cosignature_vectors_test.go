@@ -163,7 +163,7 @@ func renderCosignatureVectors(v *cosignatureVectorFile) string {
 	var w strings.Builder
 	field := func(name string, b []byte) {
 		fmt.Fprintf(&w, "%s (%d bytes):\n", name, len(b))
-		wrapHex(&w, b)
+		vectortest.WriteHex(&w, "  ", b)
 	}
 	w.WriteString("\nThe same values are in `pkg/kt/testdata/cosignature_vectors.json`. The witness cosigns the\ncheckpoint of 4 entries of 13.7.\n\n```\n")
 	fmt.Fprintf(&w, "witness name: %s\n", v.Name)

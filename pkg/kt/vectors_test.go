@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"testing"
@@ -305,21 +304,11 @@ func TestVectors(t *testing.T) {
 	})
 }
 
-// wrapHex writes b as hex, 64 digits a line, indented.
-func wrapHex(w *strings.Builder, b []byte) {
-	s := hex.EncodeToString(b)
-	for len(s) > 64 {
-		fmt.Fprintf(w, "  %s\n", s[:64])
-		s = s[64:]
-	}
-	fmt.Fprintf(w, "  %s\n", s)
-}
-
 func renderVectors(v *vectorFile) string {
 	var w strings.Builder
 	field := func(name string, b []byte) {
 		fmt.Fprintf(&w, "%s (%d bytes):\n", name, len(b))
-		wrapHex(&w, b)
+		vectortest.WriteHex(&w, "  ", b)
 	}
 	fmt.Fprintf(&w, "\nThe same values are in `pkg/kt/testdata/vectors.json`. App id: `%s`.\n\n", v.AppID)
 	w.WriteString("#### Map keys\n\n```\n")
@@ -347,7 +336,7 @@ func renderVectors(v *vectorFile) string {
 	w.WriteString("\n```\n")
 	fmt.Fprintf(&w, "consistency proof from %d to %d entries (%d hashes):\n", v.Checkpoints[0].Size, v.Checkpoints[1].Size, len(v.Consistency))
 	for _, h := range v.Consistency {
-		wrapHex(&w, h)
+		vectortest.WriteHex(&w, "  ", h)
 	}
 	w.WriteString("```\n\n#### Lookups at the checkpoint of 4 entries\n")
 	for _, l := range v.Lookups {
@@ -361,7 +350,7 @@ func renderVectors(v *vectorFile) string {
 		}
 		fmt.Fprintf(&w, "depth: %d\nbitmap: %x\nsiblings (%d):\n", l.Depth, []byte(l.Bitmap), len(l.Siblings))
 		for _, s := range l.Siblings {
-			wrapHex(&w, s)
+			vectortest.WriteHex(&w, "  ", s)
 		}
 		if len(l.OtherKey) > 0 {
 			field("other_key", l.OtherKey)
@@ -370,7 +359,7 @@ func renderVectors(v *vectorFile) string {
 		if len(l.MapValue) > 0 {
 			fmt.Fprintf(&w, "leaf_index: %d\ninclusion proof (%d hashes):\n", l.LeafIndex, len(l.Inclusion))
 			for _, h := range l.Inclusion {
-				wrapHex(&w, h)
+				vectortest.WriteHex(&w, "  ", h)
 			}
 		}
 		w.WriteString("```\n")

@@ -11,8 +11,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -30,6 +32,26 @@ func (h *Hex) UnmarshalText(b []byte) error {
 	v, err := hex.DecodeString(string(b))
 	*h = v
 	return err
+}
+
+// Counting returns n bytes start, start+1, ...: the fixed seeds, salts and nonces of
+// the vectors.
+func Counting(start byte, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = start + byte(i)
+	}
+	return b
+}
+
+// WriteHex writes b to w as the documents show byte strings: lower-case hex, 32 bytes
+// a line, each line after indent. It writes nothing for no bytes.
+func WriteHex(w *strings.Builder, indent string, b []byte) {
+	for len(b) > 0 {
+		n := min(32, len(b))
+		fmt.Fprintf(w, "%s%x\n", indent, b[:n])
+		b = b[n:]
+	}
 }
 
 // Set is one file of test vectors that a section of WireFormatDoc shows.
