@@ -20,16 +20,10 @@ func TestBackupCommands(t *testing.T) {
 	// umbra runs the binary as on device (a home folder of its own), with stdin and
 	// extra environment variables.
 	umbra := func(device, stdin string, env []string, args ...string) cliResult {
-		t.Helper()
-		return c.run(stdin, append([]string{c.home(device)}, env...), args...)
+		return c.on(device, stdin, env, args...)
 	}
 	ok := func(device, stdin string, env []string, args ...string) string {
-		t.Helper()
-		r := umbra(device, stdin, env, args...)
-		if r.exit != 0 {
-			t.Fatalf("umbra %v exited %d\nstdout: %s\nstderr: %s", args, r.exit, r.stdout, r.stderr)
-		}
-		return r.stdout
+		return c.succeeded(c.on(device, stdin, env, args...), args)
 	}
 	fails := func(want, device, stdin string, env []string, args ...string) {
 		t.Helper()

@@ -27,15 +27,11 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(stderr, "usage: umbra send --to bob [message]   (message from standard input if absent)")
 		return errUsage
 	}
-	c, _, err := f.client(ctx)
+	c, _, ids, err := f.clientFor(ctx, []string{*to})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ids, err := f.resolve(ctx, []string{*to})
-	if err != nil {
-		return err
-	}
 	msg, err := readInput(fs.Args())
 	if err != nil {
 		return err

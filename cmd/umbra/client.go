@@ -172,6 +172,22 @@ func (f *clientFlags) resetGrant(ctx context.Context, identity string) (string, 
 	return grant, err
 }
 
+// clientFor opens the client (client) and resolves names, names or identities, to
+// their identities (resolve): how every command that addresses people starts. The
+// caller closes the client.
+func (f *clientFlags) clientFor(ctx context.Context, names []string) (*sdk.Client, *session, []string, error) {
+	c, s, err := f.client(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ids, err := f.resolve(ctx, names)
+	if err != nil {
+		c.Close()
+		return nil, nil, nil, err
+	}
+	return c, s, ids, nil
+}
+
 // resolve turns user names into identities: an identity stays as it is, a name is
 // looked up among the profiles logged in here, else resolved with the API key.
 func (f *clientFlags) resolve(ctx context.Context, names []string) ([]string, error) {

@@ -64,6 +64,29 @@ func (c *cliNode) run(stdin string, extra []string, args ...string) cliResult {
 	return cliResult{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
 }
 
+// on runs the binary as on device (a home folder of its own), with stdin and extra
+// environment variables.
+func (c *cliNode) on(device, stdin string, extra []string, args ...string) cliResult {
+	c.t.Helper()
+	return c.run(stdin, append([]string{c.home(device)}, extra...), args...)
+}
+
+// ok runs the binary as on device, failing the test unless it exits 0; it returns what
+// it printed.
+func (c *cliNode) ok(device string, args ...string) string {
+	c.t.Helper()
+	return c.succeeded(c.on(device, "", nil, args...), args)
+}
+
+// succeeded returns what the run of args printed, failing the test unless it exited 0.
+func (c *cliNode) succeeded(r cliResult, args []string) string {
+	c.t.Helper()
+	if r.exit != 0 {
+		c.t.Fatalf("umbra %v exited %d\nstdout: %s\nstderr: %s", args, r.exit, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
 // home is the environment variable that gives device its own home, a folder in c.work.
 func (c *cliNode) home(device string) string {
 	return "UMBRA_HOME=" + filepath.Join(c.work, device)

@@ -224,6 +224,25 @@ func e2eEnv(env []string) []string {
 	return out
 }
 
+// e2eDevAndWork builds the binary and starts `umbra dev` with a data folder of its own
+// on free ports (the caller stops it), and returns the binary, the dev, its gRPC port
+// and a work folder.
+func e2eDevAndWork(t *testing.T) (bin string, p *e2eDev, grpcPort int, work string) {
+	t.Helper()
+	bin = e2eBinary(t)
+	grpcPort, httpPort := e2eFreePorts(t)
+	p = e2eStartDev(t, bin, filepath.Join(t.TempDir(), "umbra-data"), grpcPort, httpPort)
+	return bin, p, grpcPort, t.TempDir()
+}
+
+// e2eLinkBinary links the binary into work as ./umbra, for the README's scripts.
+func e2eLinkBinary(t *testing.T, bin, work string) {
+	t.Helper()
+	if err := os.Symlink(bin, filepath.Join(work, "umbra")); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // e2eServe starts cmd, writing its output to a new file at logPath, and stops it when
 // the test ends: SIGTERM, then an error unless it exits 0 within 15 s. name names it in
 // the errors and in the log, shown when the test failed.

@@ -187,15 +187,11 @@ func runCard(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stderr, "usage: umbra card %s <name or identity>...\n", sub)
 		return errUsage
 	}
-	c, _, err := f.client(ctx)
+	c, _, ids, err := f.clientFor(ctx, fs.Args())
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ids, err := f.resolve(ctx, fs.Args())
-	if err != nil {
-		return err
-	}
 	switch sub {
 	case "find":
 		cards, err := c.FindCards(ctx, ids...)
@@ -279,15 +275,11 @@ func runEncrypt(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintln(stderr, "usage: umbra encrypt --to bob[,carol] [message]   (message from standard input if absent)")
 		return errUsage
 	}
-	c, _, err := f.client(ctx)
+	c, _, ids, err := f.clientFor(ctx, to)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ids, err := f.resolve(ctx, to)
-	if err != nil {
-		return err
-	}
 	msg, err := readInput(fs.Args())
 	if err != nil {
 		return err
@@ -328,15 +320,11 @@ func runDecrypt(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if dec, derr := base64.StdEncoding.DecodeString(strings.TrimSpace(string(in))); derr == nil {
 		in = dec
 	}
-	c, _, err := f.client(ctx)
+	c, _, ids, err := f.clientFor(ctx, []string{*from})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ids, err := f.resolve(ctx, []string{*from})
-	if err != nil {
-		return err
-	}
 	plain, err := c.Decrypt(ctx, in, ids[0])
 	if err != nil {
 		return f.explain(err)

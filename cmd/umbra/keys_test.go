@@ -20,17 +20,9 @@ func TestKeysReset(t *testing.T) {
 	withKey := []string{"UMBRA_API_KEY=" + app.APIKey}
 	// umbra runs the binary on device (a home folder of its own) with extra
 	// environment variables.
-	umbra := func(device string, env []string, args ...string) cliResult {
-		t.Helper()
-		return c.run("", append([]string{c.home(device)}, env...), args...)
-	}
+	umbra := func(device string, env []string, args ...string) cliResult { return c.on(device, "", env, args...) }
 	ok := func(device string, env []string, args ...string) string {
-		t.Helper()
-		r := umbra(device, env, args...)
-		if r.exit != 0 {
-			t.Fatalf("umbra %v exited %d\nstdout: %s\nstderr: %s", args, r.exit, r.stdout, r.stderr)
-		}
-		return r.stdout
+		return c.succeeded(c.on(device, "", env, args...), args)
 	}
 	fails := func(device string, env []string, want []string, args ...string) {
 		t.Helper()

@@ -58,26 +58,14 @@ func TestCardLogKey(t *testing.T) {
 func TestKtLookupAndMonitor(t *testing.T) {
 	c := startCLINode(t)
 	c.env = append(c.env, "UMBRA_API_KEY="+c.app.APIKey, "UMBRA_SERVER="+c.n.GRPC, "UMBRA_NO_PASSPHRASE=true")
-	umbra := func(device string, args ...string) cliResult {
-		t.Helper()
-		return c.run("", []string{c.home(device)}, args...)
-	}
-	ok := func(device string, args ...string) string {
-		t.Helper()
-		r := umbra(device, args...)
-		if r.exit != 0 {
-			t.Fatalf("umbra %v exited %d\nstdout: %s\nstderr: %s", args, r.exit, r.stdout, r.stderr)
-		}
-		return r.stdout
-	}
-	ok("phone", "login", "alice")
-	ok("phone", "keys", "init")
-	ok("desk", "login", "bob")
-	ok("desk", "keys", "init")
-	ok("laptop", "login", "bob")
-	ok("laptop", "keys", "reset") // another device of bob's: a reset the desk did not make
+	c.ok("phone", "login", "alice")
+	c.ok("phone", "keys", "init")
+	c.ok("desk", "login", "bob")
+	c.ok("desk", "keys", "init")
+	c.ok("laptop", "login", "bob")
+	c.ok("laptop", "keys", "reset") // another device of bob's: a reset the desk did not make
 
-	out := ok("phone", "kt", "lookup", "bob", "carol")
+	out := c.ok("phone", "kt", "lookup", "bob", "carol")
 	wantIn(t, "kt lookup", out, "bob (u_", "proved by the key transparency log", "(RESET)", "carol (u_", "no card, proved: the map has no entry", "checkpoint of umbra/kt/", "log root", "map root", "the first checkpoint this client saw")
 	resp, err := cardv1.NewCardServiceClient(c.n.Conn()).GetCheckpoint(context.Background(), &cardv1.GetCheckpointRequest{})
 	if err != nil {
@@ -90,10 +78,10 @@ func TestKtLookupAndMonitor(t *testing.T) {
 	if !strings.Contains(out, fmt.Sprintf(": %d entries", cp.Size)) || !strings.Contains(out, base64.StdEncoding.EncodeToString(cp.LogRoot[:])) || !strings.Contains(out, base64.StdEncoding.EncodeToString(cp.MapRoot[:])) {
 		t.Errorf("kt lookup printed:\n%s\nwant the checkpoint of %d entries and its roots", out, cp.Size)
 	}
-	wantIn(t, "kt lookup again", ok("phone", "kt", "lookup", "bob"), "the checkpoint this client kept")
+	wantIn(t, "kt lookup again", c.ok("phone", "kt", "lookup", "bob"), "the checkpoint this client kept")
 
-	wantIn(t, "kt monitor on the laptop", ok("laptop", "kt", "monitor"), "the key transparency log shows only what this device knows of", "bob (u_")
-	r := umbra("desk", "kt", "monitor")
+	wantIn(t, "kt monitor on the laptop", c.ok("laptop", "kt", "monitor"), "the key transparency log shows only what this device knows of", "bob (u_")
+	r := c.on("desk", "", nil, "kt", "monitor")
 	if r.exit != 1 {
 		t.Fatalf("kt monitor on the desk, after a reset it did not make: exit %d\n%s\n%s", r.exit, r.stdout, r.stderr)
 	}

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -41,37 +40,11 @@ func TestServeGroupPostgres(t *testing.T) {
 		port := e2eFreePort(t)
 		dataDir := t.TempDir()
 		logPath := filepath.Join(t.TempDir(), "serve.log")
-		logOut, err := os.Create(logPath)
-		if err != nil {
-			t.Fatal(err)
-		}
 		args := append([]string{"serve", "group", "--insecure", "--grpc-addr", fmt.Sprintf("127.0.0.1:%d", port), "--http-addr", "127.0.0.1:0",
 			"--data", dataDir, "--store", db.URL, "--log-level", "warn"}, peers...)
 		cmd := exec.Command(bin, args...)
 		cmd.Env = e2eEnv(os.Environ())
-		cmd.Stdout, cmd.Stderr = logOut, logOut
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("replica %d exited with %v after SIGTERM", i+1, err)
-				}
-			case <-time.After(15 * time.Second):
-				cmd.Process.Kill()
-				t.Errorf("replica %d did not stop within 15 s of SIGTERM", i+1)
-			}
-			logOut.Close()
-			if t.Failed() {
-				b, _ := os.ReadFile(logPath)
-				t.Logf("replica %d's log:\n%s", i+1, b)
-			}
-		})
+		e2eServe(t, fmt.Sprintf("replica %d", i+1), cmd, logPath)
 		conn, err := grpcclient.Dial(grpcclient.Config{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
 		if err != nil {
 			t.Fatal(err)

@@ -75,15 +75,9 @@ func readmeBlock(t *testing.T, marker string) []string {
 // `umbra dev`: only the build line is replaced by the binary the test built, and the
 // server address by the test's free port.
 func TestReadmeCLIRoundTrip(t *testing.T) {
-	bin := e2eBinary(t)
-	grpcPort, httpPort := e2eFreePorts(t)
-	p := e2eStartDev(t, bin, filepath.Join(t.TempDir(), "umbra-data"), grpcPort, httpPort)
+	bin, p, grpcPort, work := e2eDevAndWork(t)
 	defer p.stop(t)
-
-	work := t.TempDir()
-	if err := os.Symlink(bin, filepath.Join(work, "umbra")); err != nil {
-		t.Fatal(err)
-	}
+	e2eLinkBinary(t, bin, work)
 	var script []string
 	for _, line := range readmeBlock(t, "cli-round-trip") {
 		if strings.HasPrefix(line, "go build ") {

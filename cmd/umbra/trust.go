@@ -32,15 +32,11 @@ func runTrust(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stderr, "usage: umbra trust %s <name or identity>%s\n", sub, map[bool]string{true: " [safety number]"}[sub == "verify"])
 		return errUsage
 	}
-	c, s, err := f.client(ctx)
+	c, s, ids, err := f.clientFor(ctx, fs.Args()[:1])
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ids, err := f.resolve(ctx, fs.Args()[:1])
-	if err != nil {
-		return err
-	}
 	name, id := fs.Arg(0), ids[0]
 	switch sub {
 	case "show":

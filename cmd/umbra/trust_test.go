@@ -93,23 +93,11 @@ func TestCLIRefusesASubstitutedCard(t *testing.T) {
 		return out
 	})
 	c.env = append(c.env, "UMBRA_SERVER="+proxy, "UMBRA_NO_PASSPHRASE=true", "UMBRA_API_KEY="+c.app.APIKey)
-	umbra := func(device string, args ...string) cliResult {
-		t.Helper()
-		return c.run("", []string{c.home(device)}, args...)
-	}
-	ok := func(device string, args ...string) string {
-		t.Helper()
-		r := umbra(device, args...)
-		if r.exit != 0 {
-			t.Fatalf("umbra %v exited %d\nstdout: %s\nstderr: %s", args, r.exit, r.stdout, r.stderr)
-		}
-		return r.stdout
-	}
-	ok("phone", "login", "alice")
-	ok("phone", "keys", "init")
-	ok("desk", "login", "bob")
-	ok("desk", "keys", "init")
-	ok("phone", "encrypt", "--to", "bob", "pinning bob")
+	c.ok("phone", "login", "alice")
+	c.ok("phone", "keys", "init")
+	c.ok("desk", "login", "bob")
+	c.ok("desk", "keys", "init")
+	c.ok("phone", "encrypt", "--to", "bob", "pinning bob")
 
 	var rec cardstoragev1.ServiceKeyRecord
 	if err := c.n.Stores["card"].View(func(tx *bolt.Tx) error {
@@ -133,24 +121,24 @@ func TestCLIRefusesASubstitutedCard(t *testing.T) {
 		ServiceSignature: e2ee.ServiceSign(serviceKey, id), ServiceKeyId: rec.GetKeyId(),
 		Status: cardv1.CardStatus_CARD_STATUS_ACTIVE, PublishedAt: timestamppb.Now(),
 	})
-	r := umbra("phone", "encrypt", "--to", "bob", "for bob's eyes only")
+	r := c.on("phone", "", nil, "encrypt", "--to", "bob", "for bob's eyes only")
 	if r.exit != 1 || r.stdout != "" {
 		t.Fatalf("encrypt to a substituted card exited %d, printed %q; want a refusal and no envelope", r.exit, r.stdout)
 	}
 	wantIn(t, "the refusal", r.stderr, "card not proved by the key transparency log", "is not the one the map names", fingerprintHex(id), "nothing was encrypted")
-	if r := umbra("phone", "trust", "show", "bob"); r.exit != 1 || !strings.Contains(r.stderr, "not proved by the key transparency log") {
+	if r := c.on("phone", "", nil, "trust", "show", "bob"); r.exit != 1 || !strings.Contains(r.stderr, "not proved by the key transparency log") {
 		t.Errorf("trust show while the card is substituted: exit %d, %q; want the same refusal", r.exit, r.stderr)
 	}
 
 	substitute.Store(nil)
-	ok("phone", "encrypt", "--to", "bob", "the real bob again")
-	if out := ok("phone", "trust", "show", "bob"); strings.Contains(out, "KEY CHANGE") {
+	c.ok("phone", "encrypt", "--to", "bob", "the real bob again")
+	if out := c.ok("phone", "trust", "show", "bob"); strings.Contains(out, "KEY CHANGE") {
 		t.Errorf("a card the log does not prove was recorded as a key change:\n%s", out)
 	}
 
 	// A CLI that ships a service key this server does not have refuses its cards.
 	rogue := ed25519.NewKeyFromSeed(make([]byte, 32)).Public().(ed25519.PublicKey)
-	ok("laptop", "login", "carol")
+	c.ok("laptop", "login", "carol")
 	r = c.run("", []string{c.home("laptop"), "UMBRA_SERVICE_KEY=rogue:" + base64.StdEncoding.EncodeToString(rogue)}, "keys", "init")
 	if r.exit != 1 || !strings.Contains(r.stderr, "unknown card service key") {
 		t.Errorf("keys init with a service key the server lacks: exit %d, %q; want the unknown service key refused", r.exit, r.stderr)

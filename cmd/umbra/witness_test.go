@@ -87,11 +87,8 @@ func TestWitnessEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
 	}
-	bin := e2eBinary(t)
-	grpcPort, httpPort := e2eFreePorts(t)
-	p := e2eStartDev(t, bin, filepath.Join(t.TempDir(), "umbra-data"), grpcPort, httpPort)
+	bin, p, grpcPort, work := e2eDevAndWork(t)
 	defer p.stop(t)
-	work := t.TempDir()
 	server := fmt.Sprintf("127.0.0.1:%d", grpcPort)
 	env := append(e2eEnv(os.Environ()), "UMBRA_API_KEY="+p.apiKey, "UMBRA_SERVER="+server, "UMBRA_HOME="+filepath.Join(work, "home"), "UMBRA_NO_PASSPHRASE=true")
 	ok := func(args ...string) string {
@@ -236,14 +233,9 @@ func TestReadmeWitness(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped with -short: builds the umbra binary and runs it as a subprocess")
 	}
-	bin := e2eBinary(t)
-	grpcPort, httpPort := e2eFreePorts(t)
-	p := e2eStartDev(t, bin, filepath.Join(t.TempDir(), "umbra-data"), grpcPort, httpPort)
+	bin, p, grpcPort, work := e2eDevAndWork(t)
 	defer p.stop(t)
-	work := t.TempDir()
-	if err := os.Symlink(bin, filepath.Join(work, "umbra")); err != nil {
-		t.Fatal(err)
-	}
+	e2eLinkBinary(t, bin, work)
 	listen := fmt.Sprintf("127.0.0.1:%d", e2eFreePort(t))
 	addrs := strings.NewReplacer("127.0.0.1:8091", listen, "localhost:8091", listen)
 	block := func(marker string) string { return addrs.Replace(strings.Join(readmeBlock(t, marker), "\n")) }

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/umbra-e2ee/umbra/internal/durable"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )
@@ -147,7 +148,7 @@ func (l *devNames) remember(name string) {
 	l.names = append(l.names, name)
 	b, err := json.MarshalIndent(devNamesFile{Names: l.names}, "", "  ")
 	if err == nil {
-		err = writeFileAtomic(l.path, append(b, '\n'))
+		err = durable.WriteFile(l.path, append(b, '\n'))
 	}
 	if err != nil {
 		l.log.Warn("dev sign-in: cannot save a list of names", zap.String("file", l.path), zap.Error(err))

@@ -11,22 +11,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/umbra-e2ee/umbra/gateway"
-	"github.com/umbra-e2ee/umbra/internal/node"
 	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 )
-
-func waitServiceState(t *testing.T, n *nodetest.Node, service, want string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for state, _ := serviceState(t, n, service); state != want; state, _ = serviceState(t, n, service) {
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz: %s is not %s 15 s on", service, want)
-		}
-		time.Sleep(probeEvery)
-	}
-}
 
 // TestPostgresGroup: the group service over PostgreSQL, in two processes over one
 // database as two replicas, serves its reads from the database, writes nothing in the
@@ -41,14 +29,7 @@ func TestPostgresGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	dataDir := t.TempDir()
-	start := func() *nodetest.Node {
-		return nodetest.Start(t, func(cfg *node.Config) {
-			cfg.Roles = []string{gateway.Identity, gateway.Group}
-			cfg.Store = db.URL
-			cfg.DataDir = dataDir
-			cfg.StoreProbeInterval = probeEvery
-		})
-	}
+	start := func() *nodetest.Node { return startOverPostgres(t, db.URL, dataDir, gateway.Identity, gateway.Group) }
 	n1, n2 := start(), start()
 	app := n1.NewApp(t)
 	alice := app.User(t, "alice")

@@ -30,35 +30,6 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// identityState returns the identity service's state and reason in /readyz.
-func identityState(t *testing.T, n *nodetest.Node) (string, string) {
-	t.Helper()
-	r := get(t, n.HTTP+"/readyz")
-	var body struct {
-		Services map[string]string `json:"services"`
-		Reasons  map[string]string `json:"reasons"`
-	}
-	if err := json.Unmarshal([]byte(r.body), &body); err != nil {
-		t.Fatalf("/readyz: %d %s: %v", r.status, r.body, err)
-	}
-	return body.Services["identity"], body.Reasons["identity"]
-}
-
-func waitIdentityState(t *testing.T, n *nodetest.Node, want string) string {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		state, reason := identityState(t, n)
-		if state == want {
-			return reason
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz: identity is %s (%s) 15 s on; want %s", state, reason, want)
-		}
-		time.Sleep(probeEvery)
-	}
-}
-
 // TestPostgresIdentity: the identity service over PostgreSQL serves apps and tokens,
 // writes nothing in the data folder, keeps its state across a restart, and follows
 // its database in /readyz: NOT_SERVING while it is down (requests fail fast with
@@ -70,14 +41,7 @@ func TestPostgresIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	dataDir := t.TempDir()
-	start := func() *nodetest.Node {
-		return nodetest.Start(t, func(cfg *node.Config) {
-			cfg.Roles = []string{gateway.Identity}
-			cfg.Store = db.URL
-			cfg.DataDir = dataDir
-			cfg.StoreProbeInterval = probeEvery
-		})
-	}
+	start := func() *nodetest.Node { return startOverPostgres(t, db.URL, dataDir, gateway.Identity) }
 	n := start()
 	app := n.NewApp(t)
 	alice := app.User(t, "alice")
@@ -87,7 +51,7 @@ func TestPostgresIdentity(t *testing.T) {
 	if entries, _ := os.ReadDir(dataDir); len(entries) != 0 {
 		t.Errorf("the data folder holds %d entries (%s...); a store in PostgreSQL writes none", len(entries), entries[0].Name())
 	}
-	if state, reason := identityState(t, n); state != "SERVING" {
+	if state, reason := serviceState(t, n, "identity"); state != "SERVING" {
 		t.Fatalf("/readyz: identity %s (%s) with the database up", state, reason)
 	}
 	admin := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+nodetest.Admin)
@@ -102,7 +66,7 @@ func TestPostgresIdentity(t *testing.T) {
 
 	t.Run("database down and back", func(t *testing.T) {
 		c.Stop()
-		reason := waitIdentityState(t, n, "NOT_SERVING")
+		reason := waitServiceState(t, n, "identity", "NOT_SERVING")
 		if !strings.Contains(reason, "identity store's database does not answer") {
 			t.Errorf("/readyz reason %q", reason)
 		}
@@ -117,7 +81,7 @@ func TestPostgresIdentity(t *testing.T) {
 		if err := c.Restart(); err != nil {
 			t.Fatal(err)
 		}
-		waitIdentityState(t, n, "SERVING")
+		waitServiceState(t, n, "identity", "SERVING")
 		if _, err := identityv1.NewIdentityServiceClient(n.Conn()).CreateApp(admin, &identityv1.CreateAppRequest{DisplayName: "back"}); err != nil {
 			t.Errorf("CreateApp once the database is back: %v", err)
 		}
@@ -222,10 +186,7 @@ func TestPostgresAllRoles(t *testing.T) {
 func TestPostgresMessagingReplicas(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	dirA, dirB := t.TempDir(), t.TempDir()
-	a := nodetest.Start(t, func(cfg *node.Config) {
-		cfg.Roles = []string{gateway.Identity, gateway.Messaging}
-		cfg.Store, cfg.DataDir, cfg.StoreProbeInterval = db.URL, dirA, probeEvery
-	})
+	a := startOverPostgres(t, db.URL, dirA, gateway.Identity, gateway.Messaging)
 	startB := func() *nodetest.Node {
 		return nodetest.Start(t, func(cfg *node.Config) {
 			cfg.Roles = []string{gateway.Messaging}
@@ -295,6 +256,35 @@ func serviceState(t *testing.T, n *nodetest.Node, service string) (string, strin
 		t.Fatalf("/readyz: %d %s: %v", r.status, r.body, err)
 	}
 	return body.Services[service], body.Reasons[service]
+}
+
+// waitServiceState waits up to 15 s for service to be in state want in /readyz, and
+// returns its reason.
+func waitServiceState(t *testing.T, n *nodetest.Node, service, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		state, reason := serviceState(t, n, service)
+		if state == want {
+			return reason
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz: %s is %s (%s) 15 s on; want %s", service, state, reason, want)
+		}
+		time.Sleep(probeEvery)
+	}
+}
+
+// startOverPostgres starts a node of roles whose stores are in the database at url,
+// its data folder dataDir, probing the database every probeEvery.
+func startOverPostgres(t *testing.T, url, dataDir string, roles ...string) *nodetest.Node {
+	t.Helper()
+	return nodetest.Start(t, func(cfg *node.Config) {
+		cfg.Roles = roles
+		cfg.Store = url
+		cfg.DataDir = dataDir
+		cfg.StoreProbeInterval = probeEvery
+	})
 }
 
 // TestPostgresCardReplicas: two processes' worth of nodes, each with the identity and

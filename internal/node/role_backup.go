@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/umbra-e2ee/umbra/gateway"
@@ -20,21 +19,9 @@ func buildBackup(d *deps) (*hosted, error) {
 		grpcName: backupv1.BackupService_ServiceDesc.ServiceName,
 		policies: backup.Policies(),
 	}
-	var store backup.Store
-	if d.cfg.Store != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
-		defer cancel()
-		pg, err := backup.OpenPostgresStore(ctx, d.cfg.Store, log)
-		if err != nil {
-			return nil, err
-		}
-		store, h.ready = pg, pg.DB().Ready
-	} else {
-		bolt, err := backup.OpenBoltStore(dbPath(d, gateway.Backup))
-		if err != nil {
-			return nil, err
-		}
-		store, h.db = bolt, bolt.DB()
+	store, err := openStore[backup.Store](d, h, log, backup.OpenPostgresStore, backup.OpenBoltStore)
+	if err != nil {
+		return nil, err
 	}
 	release := closers{store.Close}
 	conn, err := optionalPeer(d, log, d.cfg.Peers.Messaging, &release, "no messaging service address: backup events wait in the outbox until one is configured")

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/umbra-e2ee/umbra/gateway"
@@ -23,21 +22,9 @@ func buildGroup(d *deps) (*hosted, error) {
 		grpcName: groupv1.GroupService_ServiceDesc.ServiceName,
 		policies: group.Policies(),
 	}
-	var store group.Store
-	if d.cfg.Store != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
-		defer cancel()
-		pg, err := group.OpenPostgresStore(ctx, d.cfg.Store, log)
-		if err != nil {
-			return nil, err
-		}
-		store, h.ready = pg, pg.DB().Ready
-	} else {
-		bolt, err := group.OpenBoltStore(dbPath(d, gateway.Group))
-		if err != nil {
-			return nil, err
-		}
-		store, h.db = bolt, bolt.DB()
+	store, err := openStore[group.Store](d, h, log, group.OpenPostgresStore, group.OpenBoltStore)
+	if err != nil {
+		return nil, err
 	}
 	release := closers{store.Close}
 	var cards group.Cards

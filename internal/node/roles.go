@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/internal/boltdb"
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -22,6 +26,31 @@ import (
 // migrating (which may wait for another replica's migration).
 const openTimeout = 2 * time.Minute
 
+// openStore opens the store of h's service S: in PostgreSQL with pg when the process
+// has a --store (h then asks its pool whether the database answers), else the service's
+// bbolt file in the data folder with bolt (h then backs it up online). Each engine's
+// store implements S (each service declares so).
+func openStore[S any, P interface{ DB() *pgdb.DB }, B interface{ DB() *boltdb.DB }](d *deps, h *hosted, log *zap.Logger,
+	pg func(ctx context.Context, url string, log *zap.Logger) (P, error), bolt func(path string) (B, error)) (S, error) {
+	var store any
+	if d.cfg.Store != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+		defer cancel()
+		s, err := pg(ctx, d.cfg.Store, log)
+		if err != nil {
+			return *new(S), err
+		}
+		store, h.ready = s, s.DB().Ready
+	} else {
+		s, err := bolt(dbPath(d, h.name))
+		if err != nil {
+			return *new(S), err
+		}
+		store, h.db = s, s.DB()
+	}
+	return store.(S), nil
+}
+
 // builders start each role's service over its own store.
 var builders = map[string]func(*deps) (*hosted, error){
 	gateway.Identity: func(d *deps) (*hosted, error) {
@@ -31,21 +60,9 @@ var builders = map[string]func(*deps) (*hosted, error){
 			policies: identity.Policies(),
 		}
 		log := d.log.Named(gateway.Identity)
-		var store identity.Store
-		if d.cfg.Store != "" {
-			ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
-			defer cancel()
-			pg, err := identity.OpenPostgresStore(ctx, d.cfg.Store, log)
-			if err != nil {
-				return nil, err
-			}
-			store, h.ready = pg, pg.DB().Ready
-		} else {
-			bolt, err := identity.OpenBoltStore(dbPath(d, gateway.Identity))
-			if err != nil {
-				return nil, err
-			}
-			store, h.db = bolt, bolt.DB()
+		store, err := openStore[identity.Store](d, h, log, identity.OpenPostgresStore, identity.OpenBoltStore)
+		if err != nil {
+			return nil, err
 		}
 		srv, err := identity.New(store, identity.Config{Issuer: d.cfg.Issuer}, log)
 		if err != nil {
@@ -63,21 +80,9 @@ var builders = map[string]func(*deps) (*hosted, error){
 			policies: card.Policies(),
 		}
 		log := d.log.Named(gateway.Card)
-		var store card.Store
-		if d.cfg.Store != "" {
-			ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
-			defer cancel()
-			pg, err := card.OpenPostgresStore(ctx, d.cfg.Store, log)
-			if err != nil {
-				return nil, err
-			}
-			store, h.ready = pg, pg.DB().Ready
-		} else {
-			bolt, err := card.OpenBoltStore(dbPath(d, gateway.Card))
-			if err != nil {
-				return nil, err
-			}
-			store, h.db = bolt, bolt.DB()
+		store, err := openStore[card.Store](d, h, log, card.OpenPostgresStore, card.OpenBoltStore)
+		if err != nil {
+			return nil, err
 		}
 		ccfg := d.cfg.Card
 		if ccfg.Grants == nil {
@@ -100,21 +105,13 @@ var builders = map[string]func(*deps) (*hosted, error){
 			grpcName: messagingv1.MessagingService_ServiceDesc.ServiceName,
 			policies: messaging.Policies(),
 		}
-		var store messaging.Store
-		if d.cfg.Store != "" {
-			ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
-			defer cancel()
-			pg, err := messaging.OpenPostgresStore(ctx, d.cfg.Store, messaging.PostgresOptions{}, log)
-			if err != nil {
-				return nil, err
-			}
-			store, h.ready = pg, pg.DB().Ready
-		} else {
-			bolt, err := messaging.OpenBoltStore(dbPath(d, gateway.Messaging), messaging.StoreOptions{})
-			if err != nil {
-				return nil, err
-			}
-			store, h.db = bolt, bolt.DB()
+		store, err := openStore[messaging.Store](d, h, log, func(ctx context.Context, url string, log *zap.Logger) (*messaging.PostgresStore, error) {
+			return messaging.OpenPostgresStore(ctx, url, messaging.PostgresOptions{}, log)
+		}, func(path string) (*messaging.BoltStore, error) {
+			return messaging.OpenBoltStore(path, messaging.StoreOptions{})
+		})
+		if err != nil {
+			return nil, err
 		}
 		release := closers{store.Close}
 		conn, err := optionalPeer(d, log, d.cfg.Peers.Group, &release, "no group service address: group conversations are refused")

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/internal/durable"
 )
 
 // A data folder records the stores created in it, in ManifestFile, so that a store
@@ -151,35 +152,10 @@ func recordStore(dir, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, ManifestFile), append(b, '\n')); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, ManifestFile), append(b, '\n')); err != nil {
 		return fmt.Errorf("node: list the %s store in %s: %w", name, dir, err)
 	}
 	return nil
-}
-
-// writeFileAtomic replaces path with b: a reader sees the old content or the new, and
-// after a crash the file holds one of them.
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 // DataStores are the stores of the data folder dir, for `umbra admin migrate`: those

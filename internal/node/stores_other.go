@@ -5,6 +5,3 @@ package node
 // lockDir does not lock on systems without flock: processes there should not share a
 // data folder while they start.
 func lockDir(string) (func(), error) { return func() {}, nil }
-
-// syncDir does nothing where a folder cannot be opened to be synced.
-func syncDir(string) error { return nil }

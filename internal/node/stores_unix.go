@@ -23,13 +23,3 @@ func lockDir(dir string) (func(), error) {
 		f.Close()
 	}, nil
 }
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
-}

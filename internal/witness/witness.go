@@ -28,6 +28,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/umbra-e2ee/umbra/internal/durable"
 	"github.com/umbra-e2ee/umbra/internal/ktlog"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 )
@@ -300,39 +301,7 @@ func (w *Witness) saveState(c *cosigned) error {
 	if err != nil {
 		return err
 	}
-	return writeDurably(w.statePath(), append(b, '\n'))
-}
-
-func writeDurably(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.WriteFile(w.statePath(), append(b, '\n'))
 }
 
 // remember makes c the latest cosigned checkpoint and keeps it in the history.

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/umbra-e2ee/umbra/pkg/internal/vectortest"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 )
 
@@ -18,7 +19,7 @@ import (
 // every row's bytes are the tags of its field number, and every field of every message
 // of the wire format has a row.
 func TestWireFormatTagTable(t *testing.T) {
-	doc, err := os.ReadFile(wireFormatDoc)
+	doc, err := os.ReadFile(vectortest.WireFormatDoc)
 	if err != nil {
 		t.Fatal(err)
 	}

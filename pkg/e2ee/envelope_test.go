@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/umbra-e2ee/umbra/pkg/internal/vectortest"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 )
 
@@ -70,7 +71,7 @@ func keysOf(ms ...member) func([]byte) *KeyPair {
 
 // fixedSecrets is a content key and nonce for encrypt: 0x00, 0x01, ... 0x2b.
 func fixedSecrets() *bytes.Buffer {
-	return bytes.NewBuffer(counting(0, contentKeySize+bodyNonceSize))
+	return bytes.NewBuffer(vectortest.Counting(0, contentKeySize+bodyNonceSize))
 }
 
 func TestEnvelopeRoundTrip(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"testing"
+
+	"github.com/umbra-e2ee/umbra/pkg/internal/vectortest"
 )
 
 // checkGroupKind fails t unless err is an *Error of one of groupKinds.
@@ -28,7 +30,7 @@ func checkGroupKind(t testing.TB, err error) {
 func FuzzOpenGroupMessage(f *testing.F) {
 	sender := newMember(f, SuiteX25519, alice, 1)
 	// A fixed epoch key, so that every fuzzing process opens the seeds.
-	epochKey := counting(0x20, EpochKeySize)
+	epochKey := vectortest.Counting(0x20, EpochKeySize)
 	for _, seed := range []struct {
 		aead      AEAD
 		plaintext []byte

@@ -5,14 +5,13 @@ import (
 	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"testing/cryptotest"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/pkg/internal/vectortest"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 )
 
@@ -41,65 +40,58 @@ type groupVectorFile struct {
 }
 
 type wrappedKeyVector struct {
-	RecipientCard string   `json:"recipient_card"`
-	CardID        hexBytes `json:"recipient_card_id"`
-	Info          hexBytes `json:"info"`
-	Enc           hexBytes `json:"enc"`
-	Ciphertext    hexBytes `json:"ciphertext"`
+	RecipientCard string         `json:"recipient_card"`
+	CardID        vectortest.Hex `json:"recipient_card_id"`
+	Info          vectortest.Hex `json:"info"`
+	Enc           vectortest.Hex `json:"enc"`
+	Ciphertext    vectortest.Hex `json:"ciphertext"`
 	// Encoding is the canonical WrappedEpochKey.
-	Encoding hexBytes `json:"encoding"`
+	Encoding vectortest.Hex `json:"encoding"`
 }
 
 type epochVector struct {
 	Epoch                uint64             `json:"epoch"`
 	SignerCard           string             `json:"signer_card"`
 	CreatedAtUnixSeconds int64              `json:"created_at_unix_seconds"`
-	EpochKey             hexBytes           `json:"epoch_key"`
-	KeyCommitmentInput   hexBytes           `json:"key_commitment_input"`
-	KeyCommitment        hexBytes           `json:"key_commitment"`
+	EpochKey             vectortest.Hex     `json:"epoch_key"`
+	KeyCommitmentInput   vectortest.Hex     `json:"key_commitment_input"`
+	KeyCommitment        vectortest.Hex     `json:"key_commitment"`
 	WrappedKeys          []wrappedKeyVector `json:"wrapped_keys"`
-	DigestInput          hexBytes           `json:"wrapped_keys_digest_input"`
-	WrappedKeysDigest    hexBytes           `json:"wrapped_keys_digest"`
-	PreviousCommitHash   hexBytes           `json:"previous_commit_hash"`
+	DigestInput          vectortest.Hex     `json:"wrapped_keys_digest_input"`
+	WrappedKeysDigest    vectortest.Hex     `json:"wrapped_keys_digest"`
+	PreviousCommitHash   vectortest.Hex     `json:"previous_commit_hash"`
 	MembershipSequence   uint64             `json:"membership_sequence"`
-	MembershipHash       hexBytes           `json:"membership_hash"`
-	Content              hexBytes           `json:"content"`
-	SignatureInput       hexBytes           `json:"signature_input"`
-	Signature            hexBytes           `json:"signature"`
-	CommitHash           hexBytes           `json:"commit_hash"`
+	MembershipHash       vectortest.Hex     `json:"membership_hash"`
+	Content              vectortest.Hex     `json:"content"`
+	SignatureInput       vectortest.Hex     `json:"signature_input"`
+	Signature            vectortest.Hex     `json:"signature"`
+	CommitHash           vectortest.Hex     `json:"commit_hash"`
 }
 
 type groupMessageVector struct {
-	Name                 string   `json:"name"`
-	SenderCard           string   `json:"sender_card"`
-	Epoch                uint64   `json:"epoch"`
-	AEAD                 string   `json:"aead"`
-	CreatedAtUnixSeconds int64    `json:"created_at_unix_seconds"`
-	Plaintext            hexBytes `json:"plaintext"`
-	Salt                 hexBytes `json:"salt"`
-	Header               hexBytes `json:"header"`
-	HeaderHash           hexBytes `json:"header_hash"`
-	HKDFInfo             hexBytes `json:"hkdf_info"`
-	MessageKey           hexBytes `json:"message_key"`
-	Nonce                hexBytes `json:"nonce"`
-	SignatureInput       hexBytes `json:"signature_input"`
-	Signature            hexBytes `json:"signature"`
-	SignedPayload        hexBytes `json:"signed_payload"`
-	Body                 hexBytes `json:"body"`
-	Message              hexBytes `json:"message"`
+	Name                 string         `json:"name"`
+	SenderCard           string         `json:"sender_card"`
+	Epoch                uint64         `json:"epoch"`
+	AEAD                 string         `json:"aead"`
+	CreatedAtUnixSeconds int64          `json:"created_at_unix_seconds"`
+	Plaintext            vectortest.Hex `json:"plaintext"`
+	Salt                 vectortest.Hex `json:"salt"`
+	Header               vectortest.Hex `json:"header"`
+	HeaderHash           vectortest.Hex `json:"header_hash"`
+	HKDFInfo             vectortest.Hex `json:"hkdf_info"`
+	MessageKey           vectortest.Hex `json:"message_key"`
+	Nonce                vectortest.Hex `json:"nonce"`
+	SignatureInput       vectortest.Hex `json:"signature_input"`
+	Signature            vectortest.Hex `json:"signature"`
+	SignedPayload        vectortest.Hex `json:"signed_payload"`
+	Body                 vectortest.Hex `json:"body"`
+	Message              vectortest.Hex `json:"message"`
 }
 
 // loadVectorKeys returns the key pairs and cards of testdata/vectors.json by name.
 func loadVectorKeys(t *testing.T) (map[string]*KeyPair, map[string]*Card) {
 	t.Helper()
-	b, err := os.ReadFile(vectorsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v vectorFile
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatal(err)
-	}
+	v := vectortest.Load[vectorFile](t, vectorsFile)
 	keys, cards := map[string]*KeyPair{}, map[string]*Card{}
 	for _, k := range v.Keys {
 		kp, err := NewKeyPair(Suite(envelopev1.Suite_value[k.Suite]), k.SigningSeed, k.KEMPrivateKey)
@@ -145,8 +137,8 @@ func generateGroupVectors(t *testing.T) *groupVectorFile {
 		recipients []string
 		key        []byte
 	}{
-		{1, "alice-1", []string{"alice-1", "bob", "carol"}, counting(0x20, EpochKeySize)},
-		{2, "bob", []string{"bob", "alice-2"}, counting(0xa0, EpochKeySize)},
+		{1, "alice-1", []string{"alice-1", "bob", "carol"}, vectortest.Counting(0x20, EpochKeySize)},
+		{2, "bob", []string{"bob", "alice-2"}, vectortest.Counting(0xa0, EpochKeySize)},
 	} {
 		var rcpts []*Card
 		for _, r := range e.recipients {
@@ -205,8 +197,8 @@ func generateGroupVectors(t *testing.T) *groupVectorFile {
 		salt         []byte
 		plaintext    []byte
 	}{
-		{"alice-1 at epoch 1", "alice-1", 1, AEADChaCha20Poly1305, counting(0x40, groupSaltSize), []byte("Hello, group! Alice here, at epoch 1.")},
-		{"bob at epoch 2, AES-256-GCM", "bob", 2, AEADAES256GCM, counting(0xc0, groupSaltSize), []byte("Carol has left; this is epoch 2.")},
+		{"alice-1 at epoch 1", "alice-1", 1, AEADChaCha20Poly1305, vectortest.Counting(0x40, groupSaltSize), []byte("Hello, group! Alice here, at epoch 1.")},
+		{"bob at epoch 2, AES-256-GCM", "bob", 2, AEADAES256GCM, vectortest.Counting(0xc0, groupSaltSize), []byte("Carol has left; this is epoch 2.")},
 	} {
 		at := created.Add(time.Duration(m.epoch)*time.Hour + time.Minute)
 		data, err := sealGroupMessage(bytes.NewReader(m.salt), m.aead, keys["card:"+m.sender], cards[m.sender].ID, groupVectorsGroup, m.epoch, epochKeys[m.epoch], m.plaintext, at)
@@ -237,14 +229,14 @@ func generateGroupVectors(t *testing.T) *groupVectorFile {
 
 func TestGroupVectors(t *testing.T) {
 	cryptotest.SetGlobalRandom(t, groupRandomSeed)
-	checkVectors(t, vectorSet[groupVectorFile]{
-		file:     groupVectorsFile,
-		begin:    groupDocBegin,
-		end:      groupDocEnd,
-		generate: generateGroupVectors,
-		verify:   verifyGroupVectors,
-		render:   renderGroupVectors,
-		changed:  "the group format changed",
+	vectortest.Check(t, vectortest.Set[groupVectorFile]{
+		File:     groupVectorsFile,
+		Begin:    groupDocBegin,
+		End:      groupDocEnd,
+		Generate: generateGroupVectors,
+		Verify:   verifyGroupVectors,
+		Render:   renderGroupVectors,
+		Changed:  "the group format changed",
 	})
 }
 

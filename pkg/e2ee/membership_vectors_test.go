@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/umbra-e2ee/umbra/pkg/internal/vectortest"
 )
 
 // The membership test vectors of docs/wire-format.md ("Membership statements"): one
@@ -36,11 +38,11 @@ type statementVector struct {
 	Sequence uint64 `json:"sequence"`
 	Kind     string `json:"kind"`
 	// SignerCard names the card of vectors.json that signed; empty for SERVICE_REMOVE.
-	SignerCard     string   `json:"signer_card"`
-	Content        hexBytes `json:"content"`
-	SignatureInput hexBytes `json:"signature_input"`
-	Signature      hexBytes `json:"signature"`
-	Hash           hexBytes `json:"hash"`
+	SignerCard     string         `json:"signer_card"`
+	Content        vectortest.Hex `json:"content"`
+	SignatureInput vectortest.Hex `json:"signature_input"`
+	Signature      vectortest.Hex `json:"signature"`
+	Hash           vectortest.Hex `json:"hash"`
 }
 
 type memberVector struct {
@@ -114,14 +116,14 @@ func generateMembershipVectors(t *testing.T) *membershipVectorFile {
 }
 
 func TestMembershipVectors(t *testing.T) {
-	checkVectors(t, vectorSet[membershipVectorFile]{
-		file:     membershipVectorsFile,
-		begin:    membershipDocBegin,
-		end:      membershipDocEnd,
-		generate: generateMembershipVectors,
-		verify:   verifyMembershipVectors,
-		render:   renderMembershipVectors,
-		changed:  "the membership statement format changed",
+	vectortest.Check(t, vectortest.Set[membershipVectorFile]{
+		File:     membershipVectorsFile,
+		Begin:    membershipDocBegin,
+		End:      membershipDocEnd,
+		Generate: generateMembershipVectors,
+		Verify:   verifyMembershipVectors,
+		Render:   renderMembershipVectors,
+		Changed:  "the membership statement format changed",
 	})
 }
 

@@ -5,12 +5,12 @@ import (
 	"crypto/ed25519"
 	"crypto/sha512"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/umbra-e2ee/umbra/pkg/internal/vectortest"
 )
 
 // The trust test vectors of docs/wire-format.md (5.5 safety numbers, 5.6 service key
@@ -34,25 +34,25 @@ type trustVectorFile struct {
 }
 
 type safetyNumberVector struct {
-	CardA  string   `json:"card_a"`
-	CardB  string   `json:"card_b"`
-	InputA hexBytes `json:"first_hash_input_a"`
-	InputB hexBytes `json:"first_hash_input_b"`
-	HalfA  string   `json:"half_a"`
-	HalfB  string   `json:"half_b"`
-	Number string   `json:"safety_number"`
+	CardA  string         `json:"card_a"`
+	CardB  string         `json:"card_b"`
+	InputA vectortest.Hex `json:"first_hash_input_a"`
+	InputB vectortest.Hex `json:"first_hash_input_b"`
+	HalfA  string         `json:"half_a"`
+	HalfB  string         `json:"half_b"`
+	Number string         `json:"safety_number"`
 }
 
 type serviceKeyRotationVector struct {
-	PreviousKeyID        string   `json:"previous_key_id"`
-	PreviousPublicKey    hexBytes `json:"previous_public_key"`
-	NewKeyID             string   `json:"new_key_id"`
-	NewSeed              hexBytes `json:"new_seed"`
-	NewPublicKey         hexBytes `json:"new_public_key"`
-	CreatedAtUnixSeconds int64    `json:"created_at_unix_seconds"`
-	Content              hexBytes `json:"content"`
-	SignatureInput       hexBytes `json:"signature_input"`
-	Signature            hexBytes `json:"signature"`
+	PreviousKeyID        string         `json:"previous_key_id"`
+	PreviousPublicKey    vectortest.Hex `json:"previous_public_key"`
+	NewKeyID             string         `json:"new_key_id"`
+	NewSeed              vectortest.Hex `json:"new_seed"`
+	NewPublicKey         vectortest.Hex `json:"new_public_key"`
+	CreatedAtUnixSeconds int64          `json:"created_at_unix_seconds"`
+	Content              vectortest.Hex `json:"content"`
+	SignatureInput       vectortest.Hex `json:"signature_input"`
+	Signature            vectortest.Hex `json:"signature"`
 }
 
 var trustSafetyPairs = [][2]string{{"alice-1", "bob"}, {"alice-2", "bob"}, {"bob", "carol"}}
@@ -63,14 +63,7 @@ func safetyFirstInput(identity string, key []byte) []byte {
 
 func generateTrustVectors(t *testing.T) *trustVectorFile {
 	_, cards := loadVectorKeys(t)
-	var base vectorFile
-	b, err := os.ReadFile(vectorsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &base); err != nil {
-		t.Fatal(err)
-	}
+	base := vectortest.Load[vectorFile](t, vectorsFile)
 	v := &trustVectorFile{Comment: []string{
 		"Trust test vectors of docs/wire-format.md (5.5, 5.6): all byte strings are hex.",
 		"Cards and the previous service key are those of vectors.json; the new service key is Ed25519 from new_seed.",
@@ -96,13 +89,14 @@ func generateTrustVectors(t *testing.T) *trustVectorFile {
 		})
 	}
 	previous := ed25519.NewKeyFromSeed(base.ServiceKey.Seed)
-	next := ed25519.NewKeyFromSeed(counting(0xa0, ed25519.SeedSize))
+	next := ed25519.NewKeyFromSeed(vectortest.Counting(0xa0, ed25519.SeedSize))
 	created := time.Date(2026, 11, 2, 12, 0, 0, 0, time.UTC)
 	r := serviceKeyRotationVector{
-		PreviousKeyID: "service-key-1", PreviousPublicKey: hexBytes(previous.Public().(ed25519.PublicKey)),
-		NewKeyID: "service-key-2", NewSeed: next.Seed(), NewPublicKey: hexBytes(next.Public().(ed25519.PublicKey)),
+		PreviousKeyID: "service-key-1", PreviousPublicKey: vectortest.Hex(previous.Public().(ed25519.PublicKey)),
+		NewKeyID: "service-key-2", NewSeed: next.Seed(), NewPublicKey: vectortest.Hex(next.Public().(ed25519.PublicKey)),
 		CreatedAtUnixSeconds: created.Unix(),
 	}
+	var err error
 	r.Content, r.Signature, err = SignServiceKeyRotation(previous, r.PreviousKeyID, r.NewKeyID, ed25519.PublicKey(r.NewPublicKey), created)
 	if err != nil {
 		t.Fatal(err)
@@ -113,14 +107,14 @@ func generateTrustVectors(t *testing.T) *trustVectorFile {
 }
 
 func TestTrustVectors(t *testing.T) {
-	checkVectors(t, vectorSet[trustVectorFile]{
-		file:     trustVectorsFile,
-		begin:    trustDocBegin,
-		end:      trustDocEnd,
-		generate: generateTrustVectors,
-		verify:   verifyTrustVectors,
-		render:   renderTrustVectors,
-		changed:  "the safety number or service key rotation format changed",
+	vectortest.Check(t, vectortest.Set[trustVectorFile]{
+		File:     trustVectorsFile,
+		Begin:    trustDocBegin,
+		End:      trustDocEnd,
+		Generate: generateTrustVectors,
+		Verify:   verifyTrustVectors,
+		Render:   renderTrustVectors,
+		Changed:  "the safety number or service key rotation format changed",
 	})
 }
 

@@ -6,13 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/umbra-e2ee/umbra/pkg/internal/vectortest"
 )
 
 // The cosignature test vectors of docs/wire-format.md section 13.8: a witness key, and
@@ -28,22 +27,22 @@ const (
 )
 
 type cosignatureVectorFile struct {
-	Comment        []string `json:"comment"`
-	Name           string   `json:"witness_name"`
-	Seed           hexBytes `json:"seed"`
-	PublicKey      hexBytes `json:"public_key"`
-	KeyIDInput     hexBytes `json:"key_id_input"`
-	KeyID          hexBytes `json:"key_id"`
-	VerifierKey    string   `json:"verifier_key"`
-	PrivateKey     string   `json:"private_key"`
-	Checkpoint     string   `json:"checkpoint_signed_note"`
-	Timestamp      uint64   `json:"timestamp"`
-	SignedMessage  string   `json:"signed_message"`
-	Signature      hexBytes `json:"signature"`
-	SignatureLine  string   `json:"signature_line"`
-	CosignedNote   string   `json:"cosigned_note"`
-	PolicyQuorum   int      `json:"policy_quorum"`
-	PolicyVerified bool     `json:"policy_verified"`
+	Comment        []string       `json:"comment"`
+	Name           string         `json:"witness_name"`
+	Seed           vectortest.Hex `json:"seed"`
+	PublicKey      vectortest.Hex `json:"public_key"`
+	KeyIDInput     vectortest.Hex `json:"key_id_input"`
+	KeyID          vectortest.Hex `json:"key_id"`
+	VerifierKey    string         `json:"verifier_key"`
+	PrivateKey     string         `json:"private_key"`
+	Checkpoint     string         `json:"checkpoint_signed_note"`
+	Timestamp      uint64         `json:"timestamp"`
+	SignedMessage  string         `json:"signed_message"`
+	Signature      vectortest.Hex `json:"signature"`
+	SignatureLine  string         `json:"signature_line"`
+	CosignedNote   string         `json:"cosigned_note"`
+	PolicyQuorum   int            `json:"policy_quorum"`
+	PolicyVerified bool           `json:"policy_verified"`
 }
 
 const vectorCosignTime = 1796126500 // 2026-12-01T12:01:40Z, after the vectors' entries
@@ -82,7 +81,7 @@ func generateCosignatureVectors(t *testing.T) *cosignatureVectorFile {
 		},
 		Name:           w.Key().Name(),
 		Seed:           seed,
-		PublicKey:      hexBytes(pub),
+		PublicKey:      vectortest.Hex(pub),
 		KeyIDInput:     append(append([]byte(w.Key().Name()), '\n', 0x04), pub...),
 		KeyID:          binary.BigEndian.AppendUint32(nil, w.Key().KeyHash()),
 		VerifierKey:    w.Key().String(),
@@ -149,51 +148,14 @@ func verifyCosignatureVectors(t *testing.T, v *cosignatureVectorFile) {
 }
 
 func TestCosignatureVectors(t *testing.T) {
-	generated, err := json.MarshalIndent(generateCosignatureVectors(t), "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	generated = append(generated, '\n')
-	if *updateVectors {
-		if err := os.WriteFile(cosignatureVectorsFile, generated, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stored, err := os.ReadFile(cosignatureVectorsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v cosignatureVectorFile
-	if err := json.Unmarshal(stored, &v); err != nil {
-		t.Fatal(err)
-	}
-	t.Run("verify", func(t *testing.T) { verifyCosignatureVectors(t, &v) })
-	t.Run("regenerate", func(t *testing.T) {
-		if !bytes.Equal(generated, stored) {
-			t.Errorf("generating the vectors again gives other bytes than %s: the cosignature format changed; review, then run with -update-vectors", cosignatureVectorsFile)
-		}
-	})
-	t.Run("document", func(t *testing.T) {
-		doc, err := os.ReadFile(wireFormatDoc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		begin, end := bytes.Index(doc, []byte(cosignatureDocBegin)), bytes.Index(doc, []byte(cosignatureDocEnd))
-		if begin < 0 || end < begin {
-			t.Fatalf("%s has no cosignature test vector section (%q ... %q)", wireFormatDoc, cosignatureDocBegin, cosignatureDocEnd)
-		}
-		want := renderCosignatureVectors(&v)
-		got := string(doc[begin+len(cosignatureDocBegin) : end])
-		if *updateVectors && got != want {
-			out := append(append(bytes.Clone(doc[:begin+len(cosignatureDocBegin)]), want...), doc[end:]...)
-			if err := os.WriteFile(wireFormatDoc, out, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			got = want
-		}
-		if got != want {
-			t.Errorf("the cosignature test vectors in %s differ from %s; run with -update-vectors", filepath.Base(wireFormatDoc), cosignatureVectorsFile)
-		}
+	vectortest.Check(t, vectortest.Set[cosignatureVectorFile]{
+		File:     cosignatureVectorsFile,
+		Begin:    cosignatureDocBegin,
+		End:      cosignatureDocEnd,
+		Generate: generateCosignatureVectors,
+		Verify:   verifyCosignatureVectors,
+		Render:   renderCosignatureVectors,
+		Changed:  "the cosignature format changed",
 	})
 }
 
@@ -201,7 +163,7 @@ func renderCosignatureVectors(v *cosignatureVectorFile) string {
 	var w strings.Builder
 	field := func(name string, b []byte) {
 		fmt.Fprintf(&w, "%s (%d bytes):\n", name, len(b))
-		wrapHex(&w, b)
+		vectortest.WriteHex(&w, "  ", b)
 	}
 	w.WriteString("\nThe same values are in `pkg/kt/testdata/cosignature_vectors.json`. The witness cosigns the\ncheckpoint of 4 entries of 13.7.\n\n```\n")
 	fmt.Fprintf(&w, "witness name: %s\n", v.Name)

@@ -24,9 +24,7 @@ func BenchmarkRestorePrivateKey(b *testing.B) {
 	app := n.NewApp(b)
 	ctx := context.Background()
 	a := newBackupDevice(b, n, app, "alice")
-	if _, err := a.Register(ctx); err != nil {
-		b.Fatal(err)
-	}
+	mustRegister(b, a)
 	password := []byte("a backup password")
 	if _, err := a.BackupPrivateKey(ctx, password); err != nil {
 		b.Fatal(err)

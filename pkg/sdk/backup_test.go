@@ -65,6 +65,25 @@ func newBackupDeviceConfig(t testing.TB, n *nodetest.Node, app *nodetest.App, ui
 	return &device{Client: c, identity: id, keystore: path}
 }
 
+// startWithAlice starts a backup node (maxAttempts as startBackupNode) with an app, and
+// alice's first device there, registered.
+func startWithAlice(t *testing.T, maxAttempts int) (*nodetest.Node, *nodetest.App, *device) {
+	t.Helper()
+	n := startBackupNode(t, maxAttempts)
+	app := n.NewApp(t)
+	a := newBackupDevice(t, n, app, "alice")
+	mustRegister(t, a)
+	return n, app, a
+}
+
+// mustBackUp backs d's keys up under password, failing t on an error.
+func mustBackUp(t *testing.T, d *device, password []byte) {
+	t.Helper()
+	if _, err := d.BackupPrivateKey(context.Background(), password); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func bundleOf(t *testing.T, d *device) []byte {
 	t.Helper()
 	ks, err := keystore.Open(d.keystore, []byte("local passphrase of this device"))
@@ -98,9 +117,7 @@ func TestBackupRestoreChangePasswordReset(t *testing.T) {
 	if _, err := a.BackupPrivateKey(ctx, []byte("pw one")); !errors.Is(err, sdk.ErrNoPrivateKey) {
 		t.Fatalf("backup without keys: %v", err)
 	}
-	if _, err := a.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, a)
 	info, err := a.BackupPrivateKey(ctx, []byte("pw one"))
 	if err != nil {
 		t.Fatal(err)
@@ -179,13 +196,8 @@ func TestBackupRestoreChangePasswordReset(t *testing.T) {
 
 func TestRecoveryKey(t *testing.T) {
 	t.Parallel()
-	n := startBackupNode(t, 0)
-	app := n.NewApp(t)
+	n, app, a := startWithAlice(t, 0)
 	ctx := context.Background()
-	a := newBackupDevice(t, n, app, "alice")
-	if _, err := a.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
 	key, err := a.CreateRecoveryKey(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -230,16 +242,9 @@ func TestRecoveryKey(t *testing.T) {
 
 func TestWrongPasswordsCountDownAndErase(t *testing.T) {
 	t.Parallel()
-	n := startBackupNode(t, 3)
-	app := n.NewApp(t)
+	n, app, a := startWithAlice(t, 3)
 	ctx := context.Background()
-	a := newBackupDevice(t, n, app, "alice")
-	if _, err := a.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.BackupPrivateKey(ctx, []byte("the password")); err != nil {
-		t.Fatal(err)
-	}
+	mustBackUp(t, a, []byte("the password"))
 	b := newBackupDevice(t, n, app, "alice")
 	wantWrongPassword(t, b.RestorePrivateKey(ctx, []byte("guess 1")), 2, false)
 	err := b.RestorePrivateKey(ctx, []byte("guess 2"))
@@ -291,16 +296,9 @@ func TestWrongPasswordsCountDownAndErase(t *testing.T) {
 // and its put gets ErrBackupConflict, and the other device's change stands.
 func TestConcurrentChangeIsAConflict(t *testing.T) {
 	t.Parallel()
-	n := startBackupNode(t, 0)
-	app := n.NewApp(t)
+	n, app, a := startWithAlice(t, 0)
 	ctx := context.Background()
-	a := newBackupDevice(t, n, app, "alice")
-	if _, err := a.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.BackupPrivateKey(ctx, []byte("pw one")); err != nil {
-		t.Fatal(err)
-	}
+	mustBackUp(t, a, []byte("pw one"))
 	var once sync.Once
 	other := newBackupDevice(t, n, app, "alice")
 	b := newBackupDevice(t, n, app, "alice", grpc.WithChainUnaryInterceptor(
@@ -335,15 +333,9 @@ func TestMultiDeviceHistory(t *testing.T) {
 	ctx := context.Background()
 	a := newBackupDevice(t, n, app, "alice")
 	bob := newBackupDevice(t, n, app, "bob")
-	for _, d := range []*device{a, bob} {
-		if _, err := d.Register(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mustRegister(t, a, bob)
 	password := []byte("alice's backup password")
-	if _, err := a.BackupPrivateKey(ctx, password); err != nil {
-		t.Fatal(err)
-	}
+	mustBackUp(t, a, password)
 	send := func(from *device, to, text string) {
 		t.Helper()
 		if _, err := from.SendTo(ctx, to, []byte(text)); err != nil {
@@ -358,9 +350,7 @@ func TestMultiDeviceHistory(t *testing.T) {
 	}
 	send(a, bob.identity, "a3: after the rotation")
 	send(bob, a.identity, "b2: to alice's second card")
-	if _, err := a.BackupPrivateKey(ctx, password); err != nil {
-		t.Fatal(err)
-	}
+	mustBackUp(t, a, password)
 	want := []string{"a1: before the rotation", "b1: to alice's first card", "a2: still the first card", "a3: after the rotation", "b2: to alice's second card"}
 
 	b := newBackupDevice(t, n, app, "alice")
@@ -460,13 +450,9 @@ func TestServerNeverSeesSecrets(t *testing.T) {
 	})
 	rec := &recorder{}
 	a := newBackupDevice(t, n, app, "alice", grpc.WithChainUnaryInterceptor(rec.intercept))
-	if _, err := a.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, a)
 	password, newPassword := []byte("a password nobody else may see"), []byte("another password, as secret")
-	if _, err := a.BackupPrivateKey(ctx, password); err != nil {
-		t.Fatal(err)
-	}
+	mustBackUp(t, a, password)
 	recoveryKey, err := a.CreateRecoveryKey(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -578,16 +564,9 @@ func TestServerNeverSeesSecrets(t *testing.T) {
 // before any evaluation, so no attempt is spent either.
 func TestWeakParametersRefused(t *testing.T) {
 	t.Parallel()
-	n := startBackupNode(t, 0)
-	app := n.NewApp(t)
+	n, app, a := startWithAlice(t, 0)
 	ctx := context.Background()
-	a := newBackupDevice(t, n, app, "alice")
-	if _, err := a.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.BackupPrivateKey(ctx, []byte("pw")); err != nil {
-		t.Fatal(err)
-	}
+	mustBackUp(t, a, []byte("pw"))
 	var evaluations int
 	b := newBackupDevice(t, n, app, "alice", grpc.WithChainUnaryInterceptor(
 		func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {

@@ -69,9 +69,7 @@ func benchGroupRotation(b *testing.B, suite e2ee.Suite, members int) {
 		n, app := benchNode(b)
 		ctx := context.Background()
 		owner := newQuickDevice(b, n, app, "owner", suite)
-		if _, err := owner.Register(ctx); err != nil {
-			b.Fatal(err)
-		}
+		mustRegister(b, owner)
 		group := app.Group(b, "big")
 		g := invitedGroup(b, n, app, owner, group, suite, members-1)
 		if m, err := g.Membership(ctx); err != nil || m.MemberCount() != members || m.Sequence() != uint64(2*members-1) {
@@ -195,11 +193,7 @@ func BenchmarkSend(b *testing.B) {
 	ctx := context.Background()
 	alice := newQuickDevice(b, n, app, "alice", e2ee.SuiteX25519)
 	bob := newQuickDevice(b, n, app, "bob", e2ee.SuiteX25519)
-	for _, d := range []*device{alice, bob} {
-		if _, err := d.Register(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
+	mustRegister(b, alice, bob)
 	g, _, err := alice.CreateGroup(ctx, app.Group(b, "pair"), sdk.CreateGroupOptions{Members: []string{bob.identity}})
 	if err != nil {
 		b.Fatal(err)

@@ -130,10 +130,7 @@ func TestTamperGhostMemberGetsNoKey(t *testing.T) {
 	mallory := newOutsider(t, w, "mallory")
 	tp := newTamper()
 	alice := newTamperedDevice(t, w, "alice", tp)
-	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := w.createGroup(t, alice, bob)
 	tp.on(groupv1.GroupService_GetGroup_FullMethodName, func(_, reply any) {
 		grp := reply.(*groupv1.GetGroupResponse).GetGroup()
 		grp.Members = append(grp.Members, &groupv1.Member{Identity: mallory.identity, Role: groupv1.GroupRole_GROUP_ROLE_MEMBER})
@@ -142,9 +139,7 @@ func TestTamperGhostMemberGetsNoKey(t *testing.T) {
 	if info, err := g.Info(ctx); err != nil || len(info.GetMembers()) != 3 {
 		t.Fatalf("the tampered member list: %v, %v", info, err)
 	}
-	if _, err := g.Send(ctx, []byte("for alice and bob only")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, g, "for alice and bob only")
 	commits := tp.sent(groupv1.GroupService_CommitEpoch_FullMethodName)
 	if len(commits) == 0 {
 		t.Fatal("alice committed no epoch")
@@ -330,10 +325,7 @@ func TestTamperChainRemovedOrReordered(t *testing.T) {
 			alice, carol, dave, erin := w.users["alice"], w.users["carol"], w.users["dave"], w.users["erin"]
 			tp := newTamper()
 			bob := newTamperedDevice(t, w, "bob", tp)
-			g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity, dave.identity}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			g := w.createGroup(t, alice, bob, carol, dave)
 			if err := g.Remove(ctx, carol.identity); err != nil {
 				t.Fatal(err)
 			}
@@ -354,6 +346,7 @@ func TestTamperChainRemovedOrReordered(t *testing.T) {
 			} else {
 				tp.on(groupv1.GroupService_GetMembershipChain_FullMethodName, chainRewrite(t, tc.edit))
 			}
+			var err error
 			if tc.later {
 				// Bob's next look at the chain (a rotation only looks when the head it
 				// is told of differs from the one it holds).
@@ -403,16 +396,11 @@ func TestTamperCommitForAnotherHead(t *testing.T) {
 			alice, erin := w.users["alice"], w.users["erin"]
 			tp := newTamper()
 			bob := newTamperedDevice(t, w, "bob", tp)
-			g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			g := w.createGroup(t, alice, bob)
 			if _, err := g.Add(ctx, erin.identity); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := g.Send(ctx, []byte("for the members")); err != nil {
-				t.Fatal(err)
-			}
+			mustSend(t, g, "for the members")
 			signer := map[string]*device{"alice": alice, "erin": erin}[tc.signer]
 			kp, card := keysOf(t, signer)
 			var forged bool

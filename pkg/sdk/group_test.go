@@ -43,12 +43,32 @@ func newGroupWorld(t *testing.T, names ...string) *groupWorld {
 			suite = e2ee.SuiteHybrid
 		}
 		d := newQuickDevice(t, n, app, name, suite)
-		if _, err := d.Register(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		mustRegister(t, d)
 		w.users[name] = d
 	}
 	return w
+}
+
+// createGroup creates w's group, owned by owner, with members, failing t on an error.
+func (w *groupWorld) createGroup(t *testing.T, owner *device, members ...*device) *sdk.Group {
+	t.Helper()
+	ids := make([]string, len(members))
+	for i, m := range members {
+		ids[i] = m.identity
+	}
+	g, _, err := owner.CreateGroup(context.Background(), w.group, sdk.CreateGroupOptions{Members: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// mustSend sends text to g, failing t on an error.
+func mustSend(t *testing.T, g *sdk.Group, text string) {
+	t.Helper()
+	if _, err := g.Send(context.Background(), []byte(text)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // newQuickDevice is newDevice with an unencrypted keystore.
@@ -127,9 +147,7 @@ func TestGroupJoinWithApproval(t *testing.T) {
 		t.Fatalf("created %v", info)
 	}
 	// The first send commits epoch 1.
-	if _, err := g.Send(ctx, []byte("before bob")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, g, "before bob")
 	if e := epochOf(t, alice, w.group); e != 1 {
 		t.Fatalf("first message at epoch %d; want 1", e)
 	}
@@ -154,15 +172,11 @@ func TestGroupJoinWithApproval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bg.Send(ctx, []byte("hello, I'm bob")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, bg, "hello, I'm bob")
 	if e := epochOf(t, bob, w.group); e != 2 {
 		t.Fatalf("bob's message at epoch %d; want 2", e)
 	}
-	if _, err := g.Send(ctx, []byte("welcome bob")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, g, "welcome bob")
 	texts, errs := readGroup(t, alice, w.group)
 	wantTexts(t, "alice", texts, errs, "before bob", "hello, I'm bob", "welcome bob")
 	// History is SINCE_JOIN: bob sees nothing from before he joined.
@@ -216,9 +230,7 @@ func TestGroupInvitationWithAcceptance(t *testing.T) {
 		return nil
 	})
 	<-subscribed
-	if _, err := g.Send(ctx, []byte("hi carol")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, g, "hi carol")
 	select {
 	case text := <-got:
 		if text != "hi carol" {
@@ -227,18 +239,14 @@ func TestGroupInvitationWithAcceptance(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("carol got nothing")
 	}
-	if _, err := cg.Send(ctx, []byte("thanks")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, cg, "thanks")
 	texts, errs := readGroup(t, alice, w.group)
 	wantTexts(t, "alice", texts, errs, "hi carol", "thanks")
 
 	// A declined invitation leaves no membership, and nothing to accept: the invitee
 	// may no longer read the chain it would sign its acceptance after.
 	dave := newQuickDevice(t, w.n, w.app, "dave", e2ee.SuiteX25519)
-	if _, err := dave.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, dave)
 	if _, err := g.Invite(ctx, dave.identity, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -255,13 +263,8 @@ func TestGroupKickEnforcesRotation(t *testing.T) {
 	w := newGroupWorld(t, "alice", "bob", "carol")
 	ctx := context.Background()
 	alice, bob, carol := w.users["alice"], w.users["bob"], w.users["carol"]
-	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := g.Send(ctx, []byte("all three")); err != nil {
-		t.Fatal(err)
-	}
+	g := w.createGroup(t, alice, bob, carol)
+	mustSend(t, g, "all three")
 	texts, errs := readGroup(t, carol, w.group)
 	wantTexts(t, "carol", texts, errs, "all three")
 
@@ -270,9 +273,7 @@ func TestGroupKickEnforcesRotation(t *testing.T) {
 	}
 	// The next message cannot go out at epoch 1: the SDK rotates to epoch 2, whose key
 	// carol never gets.
-	if _, err := g.Send(ctx, []byte("carol is gone")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, g, "carol is gone")
 	if e := epochOf(t, alice, w.group); e != 2 {
 		t.Fatalf("the message after the kick is at epoch %d; want 2", e)
 	}
@@ -303,9 +304,7 @@ func TestGroupKickEnforcesRotation(t *testing.T) {
 	if _, err := bob.RequestJoin(ctx, w.group); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("a banned identity asks to join: %v; want PermissionDenied", err)
 	}
-	if _, err := g.Send(ctx, []byte("alone")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, g, "alone")
 	if e := epochOf(t, alice, w.group); e != 3 {
 		t.Errorf("the message after the ban is at epoch %d; want 3", e)
 	}
@@ -341,9 +340,7 @@ func TestGroupEncryptionSwitchedOn(t *testing.T) {
 	if _, err := g.SendPlaintext(ctx, []byte("clear again?")); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("plaintext in a REQUIRED group: %v; want FailedPrecondition", err)
 	}
-	if _, err := bob.Group(w.group).Send(ctx, []byte("now encrypted")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, bob.Group(w.group), "now encrypted")
 	if e := epochOf(t, bob, w.group); e != 1 {
 		t.Errorf("the first encrypted message is at epoch %d; want 1", e)
 	}
@@ -356,16 +353,11 @@ func TestGroupOwnerLeaves(t *testing.T) {
 	w := newGroupWorld(t, "alice", "bob", "carol")
 	ctx := context.Background()
 	alice, bob, carol := w.users["alice"], w.users["bob"], w.users["carol"]
-	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := w.createGroup(t, alice, bob, carol)
 	if err := g.SetRole(ctx, carol.identity, groupv1.GroupRole_GROUP_ROLE_ADMIN); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.Send(ctx, []byte("goodbye")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, g, "goodbye")
 	left, err := g.Leave(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -378,9 +370,7 @@ func TestGroupOwnerLeaves(t *testing.T) {
 	if err != nil || info.GetOwner() != carol.identity || info.GetMemberCount() != 2 {
 		t.Fatalf("after the owner left: %v, %v", info, err)
 	}
-	if _, err := cg.Send(ctx, []byte("carol runs the group")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, cg, "carol runs the group")
 	if e := epochOf(t, carol, w.group); e != 2 {
 		t.Errorf("the message after the owner left is at epoch %d; want 2", e)
 	}
@@ -412,13 +402,8 @@ func TestGroupRotationRace(t *testing.T) {
 	w := newGroupWorld(t, "alice", "bob", "carol", "dave")
 	ctx := context.Background()
 	alice, bob, carol, dave := w.users["alice"], w.users["bob"], w.users["carol"], w.users["dave"]
-	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := g.Send(ctx, []byte("epoch one")); err != nil {
-		t.Fatal(err)
-	}
+	g := w.createGroup(t, alice, bob, carol)
+	mustSend(t, g, "epoch one")
 	// Bob and carol hold epoch 1's key.
 	for _, d := range []*device{bob, carol} {
 		texts, errs := readGroup(t, d, w.group)
@@ -455,13 +440,8 @@ func TestGroupRotationEvent(t *testing.T) {
 	w := newGroupWorld(t, "alice", "bob")
 	ctx := context.Background()
 	alice, bob := w.users["alice"], w.users["bob"]
-	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := g.Send(ctx, []byte("one")); err != nil {
-		t.Fatal(err)
-	}
+	g := w.createGroup(t, alice, bob)
+	mustSend(t, g, "one")
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	rotation := make(chan *groupv1.GroupEvent, 4)
@@ -489,9 +469,7 @@ func TestGroupRotationEvent(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no ROTATION_REQUIRED event after a member's card rotation")
 	}
-	if _, err := g.Send(ctx, []byte("two")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, g, "two")
 	if e := epochOf(t, alice, w.group); e != 2 {
 		t.Errorf("the message after bob's card rotation is at epoch %d; want 2", e)
 	}
@@ -529,19 +507,12 @@ func TestGroupEpochConflict(t *testing.T) {
 		return err
 	}
 	bob := newInterceptedDevice(t, w, "bob", race)
-	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity, carol.identity}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := g.Send(ctx, []byte("epoch one")); err != nil {
-		t.Fatal(err)
-	}
+	g := w.createGroup(t, alice, bob, carol)
+	mustSend(t, g, "epoch one")
 	if _, err := g.Add(ctx, dave.identity); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.Group(w.group).Send(ctx, []byte("bob after the race")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, bob.Group(w.group), "bob after the race")
 	mu.Lock()
 	got := append([]codes.Code(nil), commits...)
 	mu.Unlock()
@@ -567,9 +538,7 @@ func newInterceptedDevice(t *testing.T, w *groupWorld, uid string, interceptor g
 	}
 	t.Cleanup(func() { c.Close() })
 	d := &device{Client: c, identity: id}
-	if _, err := d.Register(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, d)
 	return d
 }
 
@@ -605,9 +574,7 @@ func TestGroupCommitMismatch(t *testing.T) {
 	if _, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.Group(w.group).Send(ctx, []byte("hello, whoever is here")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, bob.Group(w.group), "hello, whoever is here")
 	mu.Lock()
 	got := append([]codes.Code(nil), commits...)
 	mu.Unlock()
@@ -668,13 +635,8 @@ func TestGroupForgedCommitRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	bobCard = found[bob.identity].Card
-	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := g.Send(ctx, []byte("for bob")); err != nil {
-		t.Fatal(err)
-	}
+	g := w.createGroup(t, alice, bob)
+	mustSend(t, g, "for bob")
 	_, errs := readGroup(t, bob, w.group)
 	if !forged || len(errs) != 1 || !errors.Is(errs[0], e2ee.ErrNotMember) {
 		t.Fatalf("bob opens alice's message with a forged epoch key (forged: %v): %v; want ErrNotMember", forged, errs)
@@ -694,15 +656,11 @@ func TestGroupSharedHistory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.Send(ctx, []byte("old news")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, g, "old news")
 	if _, err := g.Add(ctx, bob.identity); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.Send(ctx, []byte("news")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, g, "news")
 	texts, errs := readGroup(t, bob, w.group)
 	if len(texts) != 1 || texts[0] != "news" || len(errs) != 1 || !errors.Is(errs[0], e2ee.ErrWrongEpoch) {
 		t.Fatalf("before the share bob reads %q with %v; want only the new message, and ErrWrongEpoch for the old", texts, errs)

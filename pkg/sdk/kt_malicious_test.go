@@ -472,9 +472,7 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 			t.Parallel()
 			var tp tamperer
 			alice := newKTDevice(t, n, app, fmt.Sprintf("alice%d", i), "", &tp, nil)
-			if _, err := alice.Register(ctx); err != nil {
-				t.Fatal(err)
-			}
+			mustRegister(t, alice)
 			if _, err := alice.LookupCards(ctx, alice.identity); err != nil { // her log key and checkpoint, pinned
 				t.Fatal(err)
 			}
@@ -500,9 +498,7 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 	// The real card, proved, is bob's.
 	var tp tamperer
 	alice := newKTDevice(t, n, app, "alice", "", &tp, nil)
-	if _, err := alice.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, alice)
 	found, err := alice.FindCards(ctx, bob.identity)
 	if err != nil || !bytes.Equal(found[bob.identity].ID, bobCard.ID) {
 		t.Fatalf("without the attacks, FindCards = %v, %v; want bob's card", found, err)
@@ -525,9 +521,7 @@ func TestKeyTransparencyCatchesARewrittenLog(t *testing.T) {
 	var tp tamperer
 	dir := t.TempDir()
 	alice := newKTDevice(t, n, app, "alice", dir, &tp, nil)
-	if _, err := alice.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, alice)
 	if _, err := alice.LookupCards(ctx, alice.identity, bob.identity); err != nil {
 		t.Fatal(err)
 	}
@@ -745,9 +739,7 @@ func TestMonitorDetectsACardItsDeviceDidNotPublish(t *testing.T) {
 	})
 	t.Run("revoked by this device", func(t *testing.T) {
 		dave := newKTDevice(t, n, app, "dave", "", nil, nil)
-		if _, err := dave.Register(ctx); err != nil {
-			t.Fatal(err)
-		}
+		mustRegister(t, dave)
 		if _, err := dave.Monitor(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -72,9 +72,7 @@ func TestLookupsAreProvedAndTheCheckpointKept(t *testing.T) {
 	dir := t.TempDir()
 	var log callLog
 	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, dir, log.interceptor())
-	if _, err := alice.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, alice)
 	nobody := unknownIdentity(t)
 	proved, err := alice.LookupCards(ctx, bob.identity, carol.identity, nobody, alice.identity)
 	if err != nil {

@@ -60,9 +60,7 @@ func TestLookupsRequireTheWitnesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { alice.Close() })
-	if _, err := alice.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, alice)
 	if cards, err := alice.FindCards(ctx, bob.identity); err != nil || cards[bob.identity] == nil {
 		t.Fatalf("FindCards with the witness up: %v, %v", cards, err)
 	}

@@ -257,9 +257,7 @@ func TestMaliciousServerSwapsItsServiceKey(t *testing.T) {
 	ctx := context.Background()
 	var tp tamperer
 	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "", tp.option())
-	if _, err := alice.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, alice)
 	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	realKey, realID := operatorKey(t, n)
 	rogue := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32))
@@ -340,13 +338,8 @@ func TestGroupRotationRefusesAChangedMember(t *testing.T) {
 	w := newGroupWorld(t, "alice", "bob")
 	ctx := context.Background()
 	alice, bob := w.users["alice"], w.users["bob"]
-	g, _, err := alice.CreateGroup(ctx, w.group, sdk.CreateGroupOptions{Members: []string{bob.identity}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := g.Send(ctx, []byte("epoch one")); err != nil {
-		t.Fatal(err)
-	}
+	g := w.createGroup(t, alice, bob)
+	mustSend(t, g, "epoch one")
 	old, err := alice.TrustedCards(ctx, bob.identity)
 	if err != nil {
 		t.Fatal(err)
@@ -369,9 +362,7 @@ func TestGroupRotationRefusesAChangedMember(t *testing.T) {
 	if err := g.Rotate(ctx); err != nil {
 		t.Fatalf("rotation after accepting bob's new key: %v", err)
 	}
-	if _, err := g.Send(ctx, []byte("welcome back, bob")); err != nil {
-		t.Fatal(err)
-	}
+	mustSend(t, g, "welcome back, bob")
 	texts, errs := readGroup(t, newBob, w.group)
 	if len(texts) == 0 || texts[len(texts)-1] != "welcome back, bob" {
 		t.Errorf("bob's new device reads %q (%v); want alice's message after she accepted his key", texts, errs)

@@ -28,6 +28,19 @@ type device struct {
 	keystore string
 }
 
+// mustRegister registers each client (publishes its first card), failing t on an
+// error.
+func mustRegister(t testing.TB, clients ...interface {
+	Register(context.Context) (*sdk.Card, error)
+}) {
+	t.Helper()
+	for _, c := range clients {
+		if _, err := c.Register(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // newDevice makes a device of uid whose keystore is in dir (a new folder when dir is
 // ""), dialling the node with opts besides the usual options. The keystore has a
 // passphrase at the cheapest Argon2id cost (CheapKeystore): these tests are not about

@@ -79,9 +79,7 @@ func TestPinningFollowsEndorsedRotations(t *testing.T) {
 	var log callLog
 	dir := t.TempDir()
 	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, dir, log.interceptor())
-	if _, err := alice.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, alice)
 	// Both cards in the log, so that the checkpoint stays the same from here until
 	// bob rotates.
 	if _, err := alice.LookupCards(ctx, alice.identity, bob.identity); err != nil {
@@ -250,9 +248,7 @@ func TestKeyChangePolicyWarnAndVerifiedContacts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	mustRegister(t, c)
 	if _, err := c.Encrypt(ctx, []byte("hi both"), bob.identity, carol.identity); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package backup
 import (
 	"fmt"
 	"time"
+
+	"github.com/umbra-e2ee/umbra/internal/defaults"
 )
 
 // Defaults of Config.
@@ -58,18 +60,10 @@ func (cfg Config) withDefaults() (Config, error) {
 	case cfg.MaxAttempts < 0 || cfg.MaxAttempts > MaxMaxAttempts:
 		return cfg, fmt.Errorf("backup: max attempts %d: want 1 to %d", cfg.MaxAttempts, MaxMaxAttempts)
 	}
-	if cfg.EvaluateRate == 0 {
-		cfg.EvaluateRate = DefaultEvaluateRate
-	}
-	if cfg.EvaluateBurst == 0 {
-		cfg.EvaluateBurst = DefaultEvaluateBurst
-	}
-	if cfg.KeyCacheSize == 0 {
-		cfg.KeyCacheSize = DefaultKeyCacheSize
-	}
-	if cfg.OutboxRetry == 0 {
-		cfg.OutboxRetry = DefaultOutboxRetry
-	}
+	defaults.Set(&cfg.EvaluateRate, DefaultEvaluateRate)
+	defaults.Set(&cfg.EvaluateBurst, DefaultEvaluateBurst)
+	defaults.Set(&cfg.KeyCacheSize, DefaultKeyCacheSize)
+	defaults.Set(&cfg.OutboxRetry, DefaultOutboxRetry)
 	if cfg.OutboxRetry < 0 {
 		return cfg, fmt.Errorf("backup: outbox retry %s: want a positive duration", cfg.OutboxRetry)
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/outbox"
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	backupstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1"
@@ -26,21 +27,10 @@ import (
 // one datastore suite over each of its datastores.
 
 // storeEngine opens stores of one engine for the suite.
-type storeEngine struct {
-	// open returns a new, empty store, and reopen, which closes it and opens the same
-	// storage again.
-	open func(t *testing.T) (s Store, reopen func(t *testing.T) Store)
-	// replicas returns n stores over one new, empty storage, to use at once: what
-	// several replicas of the service share. An engine with one writer per storage
-	// returns one store n times.
-	replicas func(t *testing.T, n int) []Store
-}
+type storeEngine = storetest.Engine[Store]
 
 func testStore(t *testing.T, e storeEngine) {
-	for _, tc := range []struct {
-		name string
-		test func(t *testing.T, e storeEngine)
-	}{
+	storetest.Run(t, e, []storetest.Case[storeEngine]{
 		{"FreshSlot", testFreshSlot},
 		{"UpdateSlot", testUpdateSlot},
 		{"UpdateWithoutWriteLeavesNoSlot", testUpdateWithoutWrite},
@@ -54,12 +44,7 @@ func testStore(t *testing.T, e storeEngine) {
 		{"ConcurrentPutsOneWinsEachVersion", testConcurrentPuts},
 		{"ConcurrentSecretChecks", testConcurrentSecretChecks},
 		{"ConcurrentOutboxDeliveryOnce", testConcurrentDelivery},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			tc.test(t, e)
-		})
-	}
+	})
 }
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
@@ -87,7 +72,7 @@ func mustUpdate(t *testing.T, s Store, app, identity string, slot uint32, update
 }
 
 func testFreshSlot(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	rec, err := s.Slot("app_a", "u_a", 1)
 	if err != nil || rec.GetAppId() != "app_a" || rec.GetIdentity() != "u_a" || rec.GetSlot() != 1 || rec.GetLatestVersion() != 0 || rec.GetBackup() != nil {
 		t.Fatalf("a fresh slot: %v, %v", rec, err)
@@ -104,7 +89,7 @@ func testFreshSlot(t *testing.T, e storeEngine) {
 // change writes nothing; events get increasing sequences in the outbox, which keeps
 // them until deleted, across a reopen.
 func testUpdateSlot(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	refusal := errs.Permissionf("refused")
 	for i := range 3 {
 		out, err := s.UpdateSlot("app_a", "u_a", 1, func(r *backupstoragev1.BackupSlotRecord) (Change, error) {
@@ -174,7 +159,7 @@ func testUpdateSlot(t *testing.T, e storeEngine) {
 // leaves it unwritten (Slots does not list it); one that only queues an event queues
 // it and still leaves the slot unwritten.
 func testUpdateWithoutWrite(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	_, err := s.UpdateSlot("app_a", "u_a", 1, func(r *backupstoragev1.BackupSlotRecord) (Change, error) {
 		return Change{}, errs.NotFoundf("no backup")
 	})
@@ -197,7 +182,7 @@ func testUpdateWithoutWrite(t *testing.T, e storeEngine) {
 
 // testUpdateMayNotMove: an update that renames its record is refused whole.
 func testUpdateMayNotMove(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	mustUpdate(t, s, "app_a", "u_a", 1, bump(false))
 	_, err := s.UpdateSlot("app_a", "u_a", 1, func(r *backupstoragev1.BackupSlotRecord) (Change, error) {
 		r.Identity = "u_b"
@@ -221,7 +206,7 @@ func testUpdateMayNotMove(t *testing.T, e storeEngine) {
 // testSlots: an identity's slots, in order, and nobody else's: not another identity's,
 // not another app's, not one whose id starts with this one's.
 func testSlots(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	for _, w := range []struct {
 		app, identity string
 		slot          uint32
@@ -245,7 +230,7 @@ func testSlots(t *testing.T, e storeEngine) {
 // testRecordsRoundTrip: what is stored is read back exactly, nanoseconds included,
 // after a reopen too.
 func testRecordsRoundTrip(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	at := time.Date(2026, 11, 1, 12, 0, 0, 123456789, time.UTC)
 	want := &backupstoragev1.BackupSlotRecord{
 		AppId: "app_é", Identity: "u_\u2603", Slot: 2, LatestVersion: 7, RemainingAttempts: 9, UnspentEvaluations: 1,
@@ -284,7 +269,7 @@ func testRecordsRoundTrip(t *testing.T, e storeEngine) {
 // testSecretCheck: without a candidate an empty store has no value; the first value
 // is kept, across a reopen, and later calls return it.
 func testSecretCheck(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	if _, err := s.SecretCheck(nil); !errors.Is(err, errNoSecretHere) {
 		t.Fatalf("no candidate on an empty store: %v", err)
 	}
@@ -304,7 +289,7 @@ func testSecretCheck(t *testing.T, e storeEngine) {
 // testOutboxClaims: a claim gives the pending events oldest first, up to its limit;
 // deleted ones are gone.
 func testOutboxClaims(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	if evs, err := s.ClaimOutbox(10); err != nil || len(evs) != 0 {
 		t.Fatalf("a claim of an empty outbox: %v, %v", evs, err)
 	}
@@ -330,7 +315,7 @@ func testOutboxClaims(t *testing.T, e storeEngine) {
 // another replica writes is that replica's to deliver at once (its update wakes its
 // own delivery loop, not the first replica's).
 func testOutboxHandover(t *testing.T, e storeEngine) {
-	r := e.replicas(t, 2)
+	r := e.Replicas(t, 2)
 	mustUpdate(t, r[0], "app_a", "u_a", 1, bump(true))
 	evs, err := r[0].ClaimOutbox(10)
 	if err != nil || len(evs) != 1 {
@@ -354,7 +339,7 @@ func testOutboxHandover(t *testing.T, e storeEngine) {
 // finds no backup. Two replicas never both spend the last attempt.
 func testConcurrentGuesses(t *testing.T, e storeEngine) {
 	const replicas, perReplica, budget = 4, 8, 10
-	stores := e.replicas(t, replicas)
+	stores := e.Replicas(t, replicas)
 	servers := make([]*Server, replicas)
 	for i, s := range stores {
 		srv, err := New(s, nil, Config{Secret: []byte(testSecret), MaxAttempts: budget, Clock: func() time.Time { return t0 }}, zaptest.NewLogger(t))
@@ -427,7 +412,7 @@ func testConcurrentGuesses(t *testing.T, e storeEngine) {
 // replica makes the first backup of many new slots at once: one wins each.
 func testConcurrentPuts(t *testing.T, e storeEngine) {
 	const replicas, rounds = 4, 6
-	stores := e.replicas(t, replicas)
+	stores := e.Replicas(t, replicas)
 	for round := range uint64(rounds) {
 		var wg sync.WaitGroup
 		start := make(chan struct{})
@@ -506,7 +491,7 @@ func testConcurrentPuts(t *testing.T, e storeEngine) {
 // testConcurrentSecretChecks: replicas starting together on an empty store, each with
 // its own candidate, all get the one value stored.
 func testConcurrentSecretChecks(t *testing.T, e storeEngine) {
-	stores := e.replicas(t, 4)
+	stores := e.Replicas(t, 4)
 	var wg sync.WaitGroup
 	got := make([][]byte, len(stores))
 	errc := make(chan error, len(stores))
@@ -560,7 +545,7 @@ func (p *recordingPublisher) delivered() int {
 // before delivery starts go out oldest first.
 func testConcurrentDelivery(t *testing.T, e storeEngine) {
 	const replicas, before, during = 3, 60, 60
-	stores := e.replicas(t, replicas)
+	stores := e.Replicas(t, replicas)
 	for i := range before {
 		mustUpdate(t, stores[i%replicas], "app_a", fmt.Sprint("u_before_", i), 1, bump(true))
 	}

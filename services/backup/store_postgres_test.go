@@ -8,61 +8,25 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"go.uber.org/zap"
-
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	backupstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/backup/v1"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-func openPostgres(t *testing.T, url string) *PostgresStore {
-	t.Helper()
-	return pgtest.OpenStore(t, 30*time.Second, func(ctx context.Context, log *zap.Logger) (*PostgresStore, error) {
-		return OpenPostgresStore(ctx, url, log)
-	})
+// openPostgres opens the store of the database at url, closed when t ends.
+func openPostgres(t testing.TB, url string) *PostgresStore {
+	return pgtest.Open(t, url, OpenPostgresStore)
 }
 
 // postgresEngine is the PostgreSQL engine for the conformance suite: a database of the
 // test's own, and for replicas a store (a pool) each over it, as replicas in several
 // processes have.
-var postgresEngine = storeEngine{
-	open: func(t *testing.T) (Store, func(t *testing.T) Store) {
-		db := pgtest.NewDatabase(t)
-		s := openPostgres(t, db.URL)
-		return s, func(t *testing.T) Store {
-			s.Close()
-			return openPostgres(t, db.URL)
-		}
-	},
-	replicas: func(t *testing.T, n int) []Store {
-		db := pgtest.NewDatabase(t)
-		out := make([]Store, n)
-		for i := range out {
-			out[i] = openPostgres(t, db.URL)
-		}
-		return out
-	},
-}
+var postgresEngine = storetest.Database[Store](pgtest.NewURL, openPostgres)
 
 func TestPostgresStore(t *testing.T) { testStore(t, postgresEngine) }
-
-// connect opens a connection of the test's own to db, its search_path the schema.
-func connect(t *testing.T, db *pgtest.Database) *pgx.Conn {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
-	if _, err := conn.Exec(ctx, "SET search_path = "+Schema); err != nil {
-		t.Fatal(err)
-	}
-	return conn
-}
 
 // TestPostgresGuessWaitsForTheSlot: while one update holds a slot (another replica's
 // guess, half done), the next update of that slot waits for it and then reads what it
@@ -75,7 +39,7 @@ func TestPostgresGuessWaitsForTheSlot(t *testing.T) {
 		return Change{Write: true}, nil
 	})
 	ctx := context.Background()
-	conn := connect(t, db)
+	conn := db.ConnIn(t, Schema)
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -196,15 +160,9 @@ func TestPostgresDamagedRecord(t *testing.T) {
 func TestPostgresSchema(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	openPostgres(t, db.URL)
-	conn, err := pgx.Connect(context.Background(), db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	rows, _ := conn.Query(context.Background(), "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
-	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	got := pgtest.Query[string](t, db, "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
 	want := "[umbra_backup.goose_db_version umbra_backup.outbox umbra_backup.outbox_delivery umbra_backup.server_state umbra_backup.slots]"
-	if err != nil || fmt.Sprint(got) != want {
-		t.Errorf("tables = %v (%v), want %s", got, err, want)
+	if fmt.Sprint(got) != want {
+		t.Errorf("tables = %v, want %s", got, want)
 	}
 }

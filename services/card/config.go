@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/internal/defaults"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 )
 
@@ -60,24 +61,14 @@ type GrantVerifier interface {
 
 // withDefaults checks cfg and fills in its defaults.
 func (cfg Config) withDefaults() (Config, error) {
-	if cfg.ClockSkew == 0 {
-		cfg.ClockSkew = DefaultClockSkew
-	}
-	if cfg.SearchRate == 0 {
-		cfg.SearchRate = DefaultSearchRate
-	}
-	if cfg.SearchBurst == 0 {
-		cfg.SearchBurst = DefaultSearchBurst
-	}
-	if cfg.CheckpointInterval == 0 {
-		cfg.CheckpointInterval = DefaultCheckpointInterval
-	}
+	defaults.Set(&cfg.ClockSkew, DefaultClockSkew)
+	defaults.Set(&cfg.SearchRate, DefaultSearchRate)
+	defaults.Set(&cfg.SearchBurst, DefaultSearchBurst)
+	defaults.Set(&cfg.CheckpointInterval, DefaultCheckpointInterval)
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	if cfg.Rand == nil {
-		cfg.Rand = rand.Reader
-	}
+	defaults.Set(&cfg.Rand, rand.Reader)
 	if cfg.ClockSkew < 0 {
 		return cfg, fmt.Errorf("card: clock skew %s: want a positive duration", cfg.ClockSkew)
 	}

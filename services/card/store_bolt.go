@@ -270,24 +270,6 @@ func activeCard(tx *bolt.Tx, appID, identity string) (*cardstoragev1.CardRecord,
 	return rec, err
 }
 
-// activeRecord is the copy of an active card's record that searches read.
-func activeRecord(r *cardstoragev1.CardRecord) *cardstoragev1.ActiveCardRecord {
-	return &cardstoragev1.ActiveCardRecord{
-		CardId:               r.GetCardId(),
-		Identity:             r.GetIdentity(),
-		Content:              r.GetContent(),
-		SelfSignature:        r.GetSelfSignature(),
-		EndorsementContent:   r.GetEndorsementContent(),
-		EndorsementSignature: r.GetEndorsementSignature(),
-		ServiceSignature:     r.GetServiceSignature(),
-		ServiceKeyId:         r.GetServiceKeyId(),
-		PublishedAt:          r.GetPublishedAt(),
-		SigningPublicKey:     r.GetSigningPublicKey(),
-		Suite:                r.GetSuite(),
-		KeyReset:             r.GetKeyReset(),
-	}
-}
-
 // hasHistory reports whether identity has published any card.
 func hasHistory(tx *bolt.Tx, appID, identity string) bool {
 	prefix := historyPrefix(appID, identity)
@@ -305,8 +287,7 @@ func spendGrant(tx *bolt.Tx, card *cardstoragev1.CardRecord, grant *ResetGrantUs
 	err := boltdb.GetProto(b, key, spent)
 	switch {
 	case err == nil:
-		return errs.Permissionf("reset grant %s was already used at %s, to publish card %s: a grant authorises one reset; ask the app backend for a new one",
-			grant.ID, spent.GetSpentAt().AsTime().Format(time.RFC3339), cardIDString(spent.GetCardId()))
+		return grantSpent(grant, spent)
 	case !errors.Is(err, errs.ErrNotFound):
 		return err
 	}
@@ -331,17 +312,12 @@ func spendGrant(tx *bolt.Tx, card *cardstoragev1.CardRecord, grant *ResetGrantUs
 			return err
 		}
 	}
-	return boltdb.PutProto(b, key, &cardstoragev1.SpentResetGrantRecord{
-		Identity:  card.GetIdentity(),
-		ExpiresAt: timestamppb.New(grant.ExpiresAt),
-		SpentAt:   card.GetPublishedAt(),
-		CardId:    card.GetCardId(),
-	})
+	return boltdb.PutProto(b, key, spentGrant(card, grant))
 }
 
 func (s *BoltStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error) {
-	if card.GetKeyReset() != (grant != nil) {
-		return nil, false, fmt.Errorf("card: publish of card %x: reset %v with grant %v: a reset card and only a reset card spends a grant", card.GetCardId(), card.GetKeyReset(), grant)
+	if err := checkGrantUse(card, grant); err != nil {
+		return nil, false, err
 	}
 	var out *cardstoragev1.CardRecord
 	written := false
@@ -387,19 +363,12 @@ func (s *BoltStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse
 			if err != nil {
 				return err
 			}
-			active.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
-			active.RevokedAt = card.GetPublishedAt()
+			revoked := revokeCard(active, app, identity, card.GetPublishedAt())
+			revoked.Sequence = revSeq
 			if err := boltdb.PutProto(cards, cardKey(app, active.GetCardId()), active); err != nil {
 				return err
 			}
-			if err := boltdb.PutProto(events, boltdb.U64(revSeq), &cardstoragev1.CardEventRecord{
-				Sequence:   revSeq,
-				AppId:      app,
-				Identity:   identity,
-				CardId:     active.GetCardId(),
-				Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
-				OccurredAt: active.GetRevokedAt(),
-			}); err != nil {
+			if err := boltdb.PutProto(events, boltdb.U64(revSeq), revoked); err != nil {
 				return err
 			}
 			active = nil
@@ -408,27 +377,14 @@ func (s *BoltStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse
 		if err != nil {
 			return err
 		}
-		event := &cardstoragev1.CardEventRecord{
-			Sequence:   seq,
-			AppId:      app,
-			Identity:   identity,
-			CardId:     card.GetCardId(),
-			Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED,
-			OccurredAt: card.GetPublishedAt(),
-			KeyReset:   card.GetKeyReset(),
-		}
+		event := publishCard(card, active)
+		event.Sequence = seq
 		if active != nil {
-			active.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED
-			active.SupersededBy = card.GetCardId()
-			active.SupersededAt = card.GetPublishedAt()
 			if err := boltdb.PutProto(cards, cardKey(app, active.GetCardId()), active); err != nil {
 				return err
 			}
-			event.PreviousCardId = active.GetCardId()
 		}
-		stored := proto.CloneOf(card)
-		stored.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE
-		stored.Sequence = seq
+		stored := storedCard(card, seq)
 		if err := boltdb.PutProto(cards, cardKey(app, stored.GetCardId()), stored); err != nil {
 			return err
 		}
@@ -455,13 +411,11 @@ func (s *BoltStore) Revoke(appID, identity string, cardID []byte, at time.Time) 
 	changed := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		rec, err := getCard(tx, appID, cardID)
-		switch {
-		case err != nil:
+		if err != nil {
 			return err
-		case rec == nil:
-			return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
-		case rec.GetIdentity() != identity:
-			return errs.Permissionf("card %s is another identity's: only its owner may revoke it", cardIDString(cardID))
+		}
+		if err := checkRevocable(rec, identity, cardID); err != nil {
+			return err
 		}
 		out = rec
 		if rec.GetStatus() == cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED {
@@ -472,8 +426,7 @@ func (s *BoltStore) Revoke(appID, identity string, cardID []byte, at time.Time) 
 				return err
 			}
 		}
-		rec.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
-		rec.RevokedAt = timestamppb.New(at)
+		revoked := revokeCard(rec, appID, identity, timestamppb.New(at))
 		if err := boltdb.PutProto(tx.Bucket(bucketCards), cardKey(appID, cardID), rec); err != nil {
 			return err
 		}
@@ -482,15 +435,9 @@ func (s *BoltStore) Revoke(appID, identity string, cardID []byte, at time.Time) 
 		if err != nil {
 			return err
 		}
+		revoked.Sequence = seq
 		changed = true
-		return boltdb.PutProto(events, boltdb.U64(seq), &cardstoragev1.CardEventRecord{
-			Sequence:   seq,
-			AppId:      appID,
-			Identity:   identity,
-			CardId:     rec.GetCardId(),
-			Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
-			OccurredAt: rec.GetRevokedAt(),
-		})
+		return boltdb.PutProto(events, boltdb.U64(seq), revoked)
 	})
 	if err != nil {
 		return nil, false, err

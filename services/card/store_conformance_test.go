@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
@@ -28,23 +29,14 @@ import (
 
 // storeEngine opens stores of one engine for the suite.
 type storeEngine struct {
-	// open returns a new, empty store, and reopen, which closes it and opens the same
-	// storage again.
-	open func(t *testing.T) (s Store, reopen func(t *testing.T) Store)
-	// replicas returns n stores over one new, empty storage, to use at once: what
-	// several replicas of the service share. An engine with one writer per storage
-	// returns one store n times.
-	replicas func(t *testing.T, n int) []Store
+	storetest.Engine[Store]
 	// snapshot returns everything s stores, to prove that a refused call wrote
 	// nothing.
 	snapshot func(t *testing.T, s Store) map[string]string
 }
 
 func testStore(t *testing.T, e storeEngine) {
-	for _, tc := range []struct {
-		name string
-		test func(t *testing.T, e storeEngine)
-	}{
+	storetest.Run(t, e, []storetest.Case[storeEngine]{
 		{"PublishSupersedesAndLogs", testPublishSupersedesAndLogs},
 		{"RefusedPublishWritesNothing", testRefusedPublishWritesNothing},
 		{"Revoke", testRevoke},
@@ -63,12 +55,7 @@ func testStore(t *testing.T, e storeEngine) {
 		{"ConcurrentServiceKeyRotations", testConcurrentKeyRotations},
 		{"ConcurrentLogAppenders", testConcurrentAppenders},
 		{"LogKeyRotationDuringAppends", testLogKeyRotationDuringAppends},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			tc.test(t, e)
-		})
-	}
+	})
 }
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
@@ -195,7 +182,7 @@ func openCheckpoint(t testing.TB, rec *cardstoragev1.CheckpointRecord) *kt.Check
 }
 
 func testPublishSupersedesAndLogs(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	withKey(t, s)
 	var got seen
 	c1 := record("app_a", idAlice, 1, nil)
@@ -269,7 +256,7 @@ func testPublishSupersedesAndLogs(t *testing.T, e storeEngine) {
 }
 
 func testRefusedPublishWritesNothing(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	withKey(t, s)
 	c1 := record("app_a", idAlice, 1, nil)
 	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
@@ -309,7 +296,7 @@ func testRefusedPublishWritesNothing(t *testing.T, e storeEngine) {
 }
 
 func testRevoke(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	withKey(t, s)
 	c1 := record("app_a", idAlice, 1, nil)
 	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
@@ -360,7 +347,7 @@ func testRevoke(t *testing.T, e storeEngine) {
 // superseding it, and its grant is spent, for good (over a reopen), until it has long
 // expired.
 func testResetSpendsGrantOnce(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	withKey(t, s)
 	c1 := record("app_a", idAlice, 1, nil)
 	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
@@ -440,7 +427,7 @@ func testResetSpendsGrantOnce(t *testing.T, e storeEngine) {
 }
 
 func testHistoryPagesNewestFirst(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	withKey(t, s)
 	var prev []byte
 	for n := byte(1); n <= 5; n++ {
@@ -496,7 +483,7 @@ func testHistoryPagesNewestFirst(t *testing.T, e storeEngine) {
 
 // testRecordsRoundTrip: what is stored is read back exactly, nanoseconds included.
 func testRecordsRoundTrip(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	withKey(t, s)
 	at := time.Date(2026, 11, 1, 12, 0, 0, 123456789, time.UTC)
 	c := record("app_é", idAlice, 9, nil)
@@ -525,7 +512,7 @@ func testRecordsRoundTrip(t *testing.T, e storeEngine) {
 }
 
 func testServiceKeyCreatedOnce(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	if _, err := s.ServiceKey(nil); err == nil {
 		t.Error("an empty store returned a service key")
 	}
@@ -548,7 +535,7 @@ func testServiceKeyCreatedOnce(t *testing.T, e storeEngine) {
 }
 
 func testServiceKeyRotation(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	if _, err := s.RotateServiceKey(rotation(t, firstKey, 2, t0), t0); !errors.Is(err, errs.ErrNotFound) {
 		t.Errorf("RotateServiceKey without a current key = %v; want ErrNotFound", err)
 	}
@@ -699,7 +686,7 @@ func checkLogIsFeed(t *testing.T, s Store, entries [][]byte) {
 }
 
 func testKeyTransparency(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	withKey(t, s)
 	// The log key is made once.
 	lk := &cardstoragev1.LogKeyRecord{KeyId: "lk1", Seed: bytes.Repeat([]byte{7}, 32), Origin: testSigner.Name(), CreatedAt: timestamppb.New(t0)}
@@ -841,7 +828,7 @@ func testKeyTransparency(t *testing.T, e storeEngine) {
 // from the same active card: one rotation wins, the others are refused by the
 // rotation rule, and the identity has one active card.
 func testConcurrentRotationsOfOneCard(t *testing.T, e storeEngine) {
-	stores := e.replicas(t, 2)
+	stores := e.Replicas(t, 2)
 	withKey(t, stores[0])
 	c1 := record("app_a", idAlice, 1, nil)
 	if _, _, err := stores[0].Publish(c1, nil, rotationOnly(c1)); err != nil {
@@ -885,7 +872,7 @@ func testConcurrentRotationsOfOneCard(t *testing.T, e storeEngine) {
 
 // testConcurrentResets: a reset grant used by several replicas at once is spent once.
 func testConcurrentResets(t *testing.T, e storeEngine) {
-	stores := e.replicas(t, 2)
+	stores := e.Replicas(t, 2)
 	withKey(t, stores[0])
 	if _, _, err := stores[0].Publish(record("app_a", idAlice, 1, nil), nil, allow(&seen{})); err != nil {
 		t.Fatal(err)
@@ -923,7 +910,7 @@ func testConcurrentResets(t *testing.T, e storeEngine) {
 // every sequence once, and a follower reading the feed meanwhile never sees a sequence
 // before every earlier one: what it has read up to n is all there will ever be up to n.
 func testConcurrentFeed(t *testing.T, e storeEngine) {
-	stores := e.replicas(t, 2)
+	stores := e.Replicas(t, 2)
 	withKey(t, stores[0])
 	const writers, each = 4, 10
 	done := make(chan struct{})
@@ -1002,7 +989,7 @@ func testConcurrentFeed(t *testing.T, e storeEngine) {
 // testConcurrentFirstKeys: replicas starting together each offer a service key; one is
 // kept, and every replica uses it.
 func testConcurrentFirstKeys(t *testing.T, e storeEngine) {
-	stores := e.replicas(t, 3)
+	stores := e.Replicas(t, 3)
 	const starts = 6
 	var wg sync.WaitGroup
 	got := make([]*cardstoragev1.ServiceKeyRecord, starts)
@@ -1040,7 +1027,7 @@ func testConcurrentFirstKeys(t *testing.T, e storeEngine) {
 // it (a replica whose key is stale is refused, reloads and signs again), so the keys
 // chain from the first to the last.
 func testConcurrentKeyRotations(t *testing.T, e storeEngine) {
-	stores := e.replicas(t, 2)
+	stores := e.Replicas(t, 2)
 	withKey(t, stores[0])
 	const rotators, each = 4, 3
 	var wg sync.WaitGroup
@@ -1093,7 +1080,7 @@ func testConcurrentKeyRotations(t *testing.T, e storeEngine) {
 // order (entry i is event i+1), every checkpoint extends the ones before, and the map
 // is the one recomputed from the log alone.
 func testConcurrentAppenders(t *testing.T, e storeEngine) {
-	stores := e.replicas(t, 2)
+	stores := e.Replicas(t, 2)
 	withKey(t, stores[0])
 	const writers, each = 4, 8
 	var wg sync.WaitGroup
@@ -1195,7 +1182,7 @@ func testConcurrentAppenders(t *testing.T, e storeEngine) {
 // tiles (a few hundred identities), some with cards, some rotated, some revoked, some
 // without any, each proved at the latest checkpoint.
 func testManyLookups(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	withKey(t, s)
 	const n = 400
 	ids := make([]string, 0, n+20)
@@ -1294,7 +1281,7 @@ func testLogKey(t testing.TB, n byte, at time.Time) *cardstoragev1.LogKeyRecord 
 // key erases its seed and leaves the others to sign, the latest checkpoint at once;
 // the only key cannot be retired; refusals write nothing; the keys survive a reopen.
 func testLogKeyRotation(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	withKey(t, s)
 	if _, err := s.LogKeys(); !errors.Is(err, errs.ErrNotFound) {
 		t.Errorf("LogKeys of an empty store: %v; want ErrNotFound", err)
@@ -1450,7 +1437,7 @@ func testLogKeyRotation(t *testing.T, e storeEngine) {
 // carries the retired key's signature: the appender of another replica never signs
 // with a key set that a rotation changed.
 func testLogKeyRotationDuringAppends(t *testing.T, e storeEngine) {
-	stores := e.replicas(t, 2)
+	stores := e.Replicas(t, 2)
 	withKey(t, stores[0])
 	k1, k2 := testLogKey(t, 1, t0), testLogKey(t, 2, t0.Add(time.Hour))
 	if _, err := stores[0].LogKey(k1); err != nil {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/pgdb"
@@ -292,19 +291,13 @@ func pgSpendGrant(ctx context.Context, tx pgx.Tx, card *cardstoragev1.CardRecord
 		return err
 	}
 	if found {
-		return errs.Permissionf("reset grant %s was already used at %s, to publish card %s: a grant authorises one reset; ask the app backend for a new one",
-			grant.ID, spent.GetSpentAt().AsTime().Format(time.RFC3339), cardIDString(spent.GetCardId()))
+		return grantSpent(grant, spent)
 	}
 	now := card.GetPublishedAt().AsTime()
 	if _, err := tx.Exec(ctx, "DELETE FROM reset_grants WHERE forget_after_ns < $1", now.UnixNano()); err != nil {
 		return err
 	}
-	b, err := records.Encode(&cardstoragev1.SpentResetGrantRecord{
-		Identity:  card.GetIdentity(),
-		ExpiresAt: timestamppb.New(grant.ExpiresAt),
-		SpentAt:   card.GetPublishedAt(),
-		CardId:    card.GetCardId(),
-	})
+	b, err := records.Encode(spentGrant(card, grant))
 	if err != nil {
 		return err
 	}
@@ -317,8 +310,8 @@ func pgSpendGrant(ctx context.Context, tx pgx.Tx, card *cardstoragev1.CardRecord
 }
 
 func (s *PostgresStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error) {
-	if card.GetKeyReset() != (grant != nil) {
-		return nil, false, fmt.Errorf("card: publish of card %x: reset %v with grant %v: a reset card and only a reset card spends a grant", card.GetCardId(), card.GetKeyReset(), grant)
+	if err := checkGrantUse(card, grant); err != nil {
+		return nil, false, err
 	}
 	var out *cardstoragev1.CardRecord
 	written := false
@@ -372,45 +365,25 @@ func (s *PostgresStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGran
 		if active != nil && card.GetKeyReset() {
 			// No key of the identity vouches for the reset card, so the card it
 			// replaces is revoked, not superseded (as in the bbolt engine).
-			active.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
-			active.RevokedAt = card.GetPublishedAt()
+			revoked := revokeCard(active, app, identity, card.GetPublishedAt())
 			if err := putCard(ctx, tx, active); err != nil {
 				return err
 			}
-			if err := events.appendEvent(ctx, tx, &cardstoragev1.CardEventRecord{
-				AppId:      app,
-				Identity:   identity,
-				CardId:     active.GetCardId(),
-				Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
-				OccurredAt: active.GetRevokedAt(),
-			}); err != nil {
+			if err := events.appendEvent(ctx, tx, revoked); err != nil {
 				return err
 			}
 			active = nil
 		}
-		event := &cardstoragev1.CardEventRecord{
-			AppId:      app,
-			Identity:   identity,
-			CardId:     card.GetCardId(),
-			Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED,
-			OccurredAt: card.GetPublishedAt(),
-			KeyReset:   card.GetKeyReset(),
-		}
+		event := publishCard(card, active)
 		if active != nil {
-			active.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED
-			active.SupersededBy = card.GetCardId()
-			active.SupersededAt = card.GetPublishedAt()
 			if err := putCard(ctx, tx, active); err != nil {
 				return err
 			}
-			event.PreviousCardId = active.GetCardId()
 		}
 		if err := events.appendEvent(ctx, tx, event); err != nil {
 			return err
 		}
-		stored := proto.CloneOf(card)
-		stored.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE
-		stored.Sequence = event.GetSequence()
+		stored := storedCard(card, event.GetSequence())
 		if err := putCard(ctx, tx, stored); err != nil {
 			return err
 		}
@@ -446,13 +419,11 @@ func (s *PostgresStore) Revoke(appID, identity string, cardID []byte, at time.Ti
 			return err
 		}
 		rec, err := pgCard(ctx, tx, appID, cardID)
-		switch {
-		case err != nil:
+		if err != nil {
 			return err
-		case rec == nil:
-			return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
-		case rec.GetIdentity() != identity:
-			return errs.Permissionf("card %s is another identity's: only its owner may revoke it", cardIDString(cardID))
+		}
+		if err := checkRevocable(rec, identity, cardID); err != nil {
+			return err
 		}
 		out = rec
 		if rec.GetStatus() == cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED {
@@ -463,18 +434,11 @@ func (s *PostgresStore) Revoke(appID, identity string, cardID []byte, at time.Ti
 				return err
 			}
 		}
-		rec.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
-		rec.RevokedAt = timestamppb.New(at)
+		revoked := revokeCard(rec, appID, identity, timestamppb.New(at))
 		if err := putCard(ctx, tx, rec); err != nil {
 			return err
 		}
-		if err := events.appendEvent(ctx, tx, &cardstoragev1.CardEventRecord{
-			AppId:      appID,
-			Identity:   identity,
-			CardId:     rec.GetCardId(),
-			Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
-			OccurredAt: rec.GetRevokedAt(),
-		}); err != nil {
+		if err := events.appendEvent(ctx, tx, revoked); err != nil {
 			return err
 		}
 		changed = true

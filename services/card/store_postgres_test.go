@@ -11,43 +11,26 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
+// openPostgres opens the store of the database at url, closed when t ends.
 func openPostgres(t testing.TB, url string) *PostgresStore {
-	t.Helper()
-	return pgtest.OpenStore(t, 30*time.Second, func(ctx context.Context, log *zap.Logger) (*PostgresStore, error) {
-		return OpenPostgresStore(ctx, url, log)
-	})
+	return pgtest.Open(t, url, OpenPostgresStore)
 }
 
 // postgresEngine is the PostgreSQL engine for the conformance suite: a database of the
 // test's own, and for replicas a store (a pool) each over it, as replicas in several
 // processes have.
 var postgresEngine = storeEngine{
-	open: func(t *testing.T) (Store, func(t *testing.T) Store) {
-		db := pgtest.NewDatabase(t)
-		s := openPostgres(t, db.URL)
-		return s, func(t *testing.T) Store {
-			s.Close()
-			return openPostgres(t, db.URL)
-		}
-	},
-	replicas: func(t *testing.T, n int) []Store {
-		db := pgtest.NewDatabase(t)
-		out := make([]Store, n)
-		for i := range out {
-			out[i] = openPostgres(t, db.URL)
-		}
-		return out
-	},
+	Engine:   storetest.Database[Store](pgtest.NewURL, openPostgres),
 	snapshot: func(t *testing.T, s Store) map[string]string { return pgSnapshot(t, s.(*PostgresStore)) },
 }
 
@@ -93,11 +76,7 @@ func TestPostgresFeedFollowsCommitOrder(t *testing.T) {
 	s := openPostgres(t, db.URL)
 	withKey(t, s)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := db.Conn(t)
 	// A slow publication, half done: its sequence taken, not yet committed.
 	tx, err := conn.Begin(ctx)
 	if err != nil {
@@ -197,15 +176,9 @@ func TestPostgresDamagedRecord(t *testing.T) {
 func TestPostgresSchema(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	openPostgres(t, db.URL)
-	conn, err := pgx.Connect(context.Background(), db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	rows, _ := conn.Query(context.Background(), "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
-	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	got := pgtest.Query[string](t, db, "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
 	want := "[umbra_card.active_cards umbra_card.card_event_sequence umbra_card.card_events umbra_card.cards umbra_card.goose_db_version umbra_card.kt_checkpoints umbra_card.kt_leaves umbra_card.kt_log_key umbra_card.kt_log_keys umbra_card.kt_log_state umbra_card.kt_log_tiles umbra_card.kt_map_tiles umbra_card.kt_map_values umbra_card.reset_grants umbra_card.service_keys]"
-	if err != nil || fmt.Sprint(got) != want {
-		t.Errorf("tables = %v (%v), want %s", got, err, want)
+	if fmt.Sprint(got) != want {
+		t.Errorf("tables = %v, want %s", got, want)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"io"
 	"time"
+
+	"github.com/umbra-e2ee/umbra/internal/defaults"
 )
 
 // Defaults of Config.
@@ -73,40 +75,26 @@ type Config struct {
 // withDefaults fills in the default of every zero field. Every value is valid (a
 // negative one means its default too), so it returns no error today.
 func (c Config) withDefaults() (Config, error) {
-	def := func(v *time.Duration, d time.Duration) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	defInt := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	def(&c.InvitationTTL, DefaultInvitationTTL)
-	defInt(&c.MaxMembers, DefaultMaxMembers)
-	defInt(&c.MaxBans, DefaultMaxBans)
-	defInt(&c.MaxJoinRequests, DefaultMaxJoinRequests)
-	defInt(&c.MaxInvitations, DefaultMaxInvitations)
-	def(&c.RotationPeriod, DefaultRotationPeriod)
-	if c.MaxMessagesPerEpoch == 0 {
-		c.MaxMessagesPerEpoch = DefaultMaxMessages
-	}
-	def(&c.UploadTTL, DefaultUploadTTL)
-	def(&c.CardPollInterval, DefaultCardPollInterval)
-	def(&c.SweepInterval, DefaultSweepInterval)
-	def(&c.OutboxPoll, DefaultOutboxPoll)
-	def(&c.PeerTimeout, DefaultPeerTimeout)
-	def(&c.ExpiredInvitationKeep, DefaultExpiredInviteKeep)
+	defaults.Positive(&c.InvitationTTL, DefaultInvitationTTL)
+	defaults.Positive(&c.MaxMembers, DefaultMaxMembers)
+	defaults.Positive(&c.MaxBans, DefaultMaxBans)
+	defaults.Positive(&c.MaxJoinRequests, DefaultMaxJoinRequests)
+	defaults.Positive(&c.MaxInvitations, DefaultMaxInvitations)
+	defaults.Positive(&c.RotationPeriod, DefaultRotationPeriod)
+	defaults.Set(&c.MaxMessagesPerEpoch, DefaultMaxMessages)
+	defaults.Positive(&c.UploadTTL, DefaultUploadTTL)
+	defaults.Positive(&c.CardPollInterval, DefaultCardPollInterval)
+	defaults.Positive(&c.SweepInterval, DefaultSweepInterval)
+	defaults.Positive(&c.OutboxPoll, DefaultOutboxPoll)
+	defaults.Positive(&c.PeerTimeout, DefaultPeerTimeout)
+	defaults.Positive(&c.ExpiredInvitationKeep, DefaultExpiredInviteKeep)
 	if c.CallRate <= 0 {
 		c.CallRate = DefaultCallRate
 	}
-	defInt(&c.CallBurst, DefaultCallBurst)
+	defaults.Positive(&c.CallBurst, DefaultCallBurst)
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
-	if c.Rand == nil {
-		c.Rand = rand.Reader
-	}
+	defaults.Set(&c.Rand, rand.Reader)
 	return c, nil
 }

@@ -9,18 +9,14 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
 // openTestStore opens group.db at path, closed when t ends.
-func openTestStore(t *testing.T, path string) *BoltStore {
+func openTestStore(t testing.TB, path string) *BoltStore {
 	t.Helper()
-	s, err := OpenBoltStore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return storetest.Open(t, func() (*BoltStore, error) { return OpenBoltStore(path) })
 }
 
 // TestBoltInvitationExpiryIndex: bbolt keeps invitations by expiry in an index of its

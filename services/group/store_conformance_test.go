@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/outbox"
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -39,23 +39,14 @@ const (
 
 // storeEngine opens stores of one engine for the suite.
 type storeEngine struct {
-	// open returns a new, empty store, and reopen, which closes it and opens the same
-	// storage again.
-	open func(t *testing.T) (s Store, reopen func(t *testing.T) Store)
-	// replicas returns n stores over one new, empty storage, to use at once: what
-	// several replicas of the service share. An engine with one writer per storage
-	// returns one store n times.
-	replicas func(t *testing.T, n int) []Store
+	storetest.Engine[Store]
 	// oneProcess says that the engine's storage has one process, which runs the only
 	// delivery loop.
 	oneProcess bool
 }
 
 func testStore(t *testing.T, e storeEngine) {
-	for _, tc := range []struct {
-		name string
-		test func(t *testing.T, e storeEngine)
-	}{
+	storetest.Run(t, e, []storetest.Case[storeEngine]{
 		{"RecordsRoundTrip", testRecordsRoundTrip},
 		{"MembersAndKeys", testMembersAndKeys},
 		{"ListsInKeyOrderAcrossPages", testListsInKeyOrder},
@@ -74,31 +65,11 @@ func testStore(t *testing.T, e storeEngine) {
 		{"ConcurrentCardFollowersApplyOnce", testConcurrentCardCursor},
 		{"ConcurrentSweepersMarkOnce", testConcurrentSweepers},
 		{"ConcurrentDeliveriesPublishOnce", testConcurrentDeliveries},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			tc.test(t, e)
-		})
-	}
+	})
 }
 
 var boltEngine = storeEngine{
-	open: func(t *testing.T) (Store, func(t *testing.T) Store) {
-		path := filepath.Join(t.TempDir(), "group.db")
-		s := openTestStore(t, path)
-		return s, func(t *testing.T) Store {
-			s.Close()
-			return openTestStore(t, path)
-		}
-	},
-	replicas: func(t *testing.T, n int) []Store {
-		s := openTestStore(t, filepath.Join(t.TempDir(), "group.db"))
-		out := make([]Store, n)
-		for i := range out {
-			out[i] = s
-		}
-		return out
-	},
+	Engine:     storetest.File[Store]("group.db", openTestStore),
 	oneProcess: true,
 }
 
@@ -130,7 +101,7 @@ func wrappedKey(b byte) *envelopev1.WrappedEpochKey {
 // included), from the same transaction and from another after a reopen, and what is
 // missing reads as missing.
 func testRecordsRoundTrip(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	g := &storagev1.GroupRecord{AppId: testApp, GroupId: testGroupA, Owner: testUser1, EncryptionMode: 2, RotationPeriod: durationpb.New(time.Hour),
 		Epoch: 3, CommitHash: []byte{1, 2}, EpochStartedAt: timestamppb.New(t0), RotationReasons: []uint32{1, 3}, MembershipHash: []byte{0, 9}}
 	member := &storagev1.GroupMemberRecord{Identity: testUser1, Role: 1, JoinedAt: timestamppb.New(t0), Sequence: 1, FirstEpoch: 1}
@@ -233,7 +204,7 @@ func isNil(m proto.Message) bool { return m == nil || !m.ProtoReflect().IsValid(
 // testMembersAndKeys: a member's keys and index entry go with it, and other groups'
 // records are untouched.
 func testMembersAndKeys(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	key := func(epoch uint64) *storagev1.GroupEpochKeyRecord {
 		return &storagev1.GroupEpochKeyRecord{Epoch: epoch, WrappedKey: &envelopev1.WrappedEpochKey{RecipientCardId: make([]byte, 32)}}
 	}
@@ -288,7 +259,7 @@ func testMembersAndKeys(t *testing.T, e storeEngine) {
 // key order (ids compared as bytes), from after `after`, across many pages, and stop
 // when told.
 func testListsInKeyOrder(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	const n = 600
 	var ids, groups []string
 	for i := range n {
@@ -378,7 +349,7 @@ func testListsInKeyOrder(t *testing.T, e storeEngine) {
 // testInvitationsBansJoinRequests: the lists of a group in identity order, an
 // invitee's invitations in group order, and deletions.
 func testInvitationsBansJoinRequests(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	inv := func(group, invitee string) *storagev1.GroupInvitationRecord {
 		return &storagev1.GroupInvitationRecord{GroupId: group, Invitee: invitee, Inviter: testUser1, ExpiresAt: timestamppb.New(t0)}
 	}
@@ -453,7 +424,7 @@ func testInvitationsBansJoinRequests(t *testing.T, e storeEngine) {
 // oldest first, with their apps; a renewal moves an invitation's expiry and a deletion
 // removes it.
 func testStaleInvitations(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	now := time.Unix(1_800_000_000, 0)
 	inv := func(group, invitee string, expires time.Duration) *storagev1.GroupInvitationRecord {
 		return &storagev1.GroupInvitationRecord{GroupId: group, Invitee: invitee, Inviter: testUser1, CreatedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(expires))}
@@ -503,7 +474,7 @@ func testStaleInvitations(t *testing.T, e storeEngine) {
 // testUploads: an upload's staged keys go with it; ExpiredUploads lists expired ones
 // in key order up to a limit.
 func testUploads(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	now := time.Unix(1_800_000_000, 0)
 	up := func(owner, id string, expires time.Duration) *storagev1.GroupUploadRecord {
 		return &storagev1.GroupUploadRecord{UploadId: id, Owner: owner, ExpiresAt: timestamppb.New(now.Add(expires))}
@@ -561,7 +532,7 @@ func testUploads(t *testing.T, e storeEngine) {
 // testDueAndOutbox: the rotation_due index in time order, the outbox in sequence
 // order, and the card cursor survive a reopen.
 func testDueAndOutbox(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	now := time.Now()
 	var wrote bool
 	update(t, s, func(tx Tx) error {
@@ -636,7 +607,7 @@ func testDueAndOutbox(t *testing.T, e storeEngine) {
 // testDeleteGroupData: a group and everything kept for it go, but its outbox records
 // and other groups' records stay.
 func testDeleteGroupData(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	due := t0.Add(time.Hour)
 	groupA := &storagev1.GroupRecord{AppId: testApp, GroupId: testGroupA, RotationDueAt: timestamppb.New(due)}
 	fill := func(tx Tx, g string) error {
@@ -735,7 +706,7 @@ func testDeleteGroupData(t *testing.T, e storeEngine) {
 
 // testNothingHalfWritten: a transaction whose fn fails leaves nothing of what it wrote.
 func testNothingHalfWritten(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	refused := errs.Preconditionf("refused")
 	err := s.Update(func(tx Tx) error {
 		if err := tx.PutGroup(&storagev1.GroupRecord{AppId: testApp, GroupId: testGroupA}); err != nil {
@@ -769,7 +740,7 @@ func testNothingHalfWritten(t *testing.T, e storeEngine) {
 // testBatchFailingCall: of concurrent Batch calls, one that fails gets its error and
 // leaves nothing; the others commit.
 func testBatchFailingCall(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	const n = 20
 	refused := errs.Preconditionf("refused")
 	var wg sync.WaitGroup
@@ -839,7 +810,7 @@ func (r *rendezvous) arrive() bool {
 // for the other to read too: without the group's lock both would read epoch 0 and both
 // would commit epoch 1.
 func testConcurrentEpochCAS(t *testing.T, e storeEngine) {
-	rs := e.replicas(t, 2)
+	rs := e.Replicas(t, 2)
 	update(t, rs[0], func(tx Tx) error {
 		return tx.PutGroup(&storagev1.GroupRecord{AppId: testApp, GroupId: testGroupA})
 	})
@@ -890,7 +861,7 @@ func testConcurrentEpochCAS(t *testing.T, e storeEngine) {
 // testConcurrentStatements: two replicas append a statement to the same head at once;
 // the second sees the first's head and is refused, so the chain does not fork.
 func testConcurrentStatements(t *testing.T, e storeEngine) {
-	rs := e.replicas(t, 2)
+	rs := e.Replicas(t, 2)
 	update(t, rs[0], func(tx Tx) error {
 		return tx.PutGroup(&storagev1.GroupRecord{AppId: testApp, GroupId: testGroupA, MembershipSequence: 1, MembershipHash: []byte{1}})
 	})
@@ -935,7 +906,7 @@ func testConcurrentStatements(t *testing.T, e storeEngine) {
 // testConcurrentCreations: two replicas create the same group (ids are the caller's)
 // at once: one does, the other finds it and is refused, and nothing of the two mixes.
 func testConcurrentCreations(t *testing.T, e storeEngine) {
-	rs := e.replicas(t, 2)
+	rs := e.Replicas(t, 2)
 	meet := newRendezvous(2, 300*time.Millisecond)
 	errc := make([]error, 2)
 	var wg sync.WaitGroup
@@ -979,7 +950,7 @@ func testConcurrentCreations(t *testing.T, e storeEngine) {
 // Batch, each a read-modify-write of a group's record (as AuthorizeSend counts
 // messages), some touching two groups: none is lost.
 func testConcurrentCounters(t *testing.T, e storeEngine) {
-	rs := e.replicas(t, 3)
+	rs := e.Replicas(t, 3)
 	groups := []string{testGroupA, testGroupB, "g_cccccccccccccccccccccccccccccccc"}
 	update(t, rs[0], func(tx Tx) error {
 		for _, g := range groups {
@@ -1057,7 +1028,7 @@ func testConcurrentCounters(t *testing.T, e storeEngine) {
 // and neither change is lost. (PostgreSQL finds the deadlock and aborts one, which
 // runs again: so Update's fn may run more than once.)
 func testOppositeOrders(t *testing.T, e storeEngine) {
-	rs := e.replicas(t, 2)
+	rs := e.Replicas(t, 2)
 	groups := []string{testGroupA, testGroupB}
 	update(t, rs[0], func(tx Tx) error {
 		for _, g := range groups {
@@ -1111,7 +1082,7 @@ func testOppositeOrders(t *testing.T, e storeEngine) {
 // the second that the first applied it (as background.go's followOnce checks), so the
 // page is applied once. Without the cursor's lock both would read the old cursor.
 func testConcurrentCardCursor(t *testing.T, e storeEngine) {
-	rs := e.replicas(t, 2)
+	rs := e.Replicas(t, 2)
 	update(t, rs[0], func(tx Tx) error { return tx.PutGroup(&storagev1.GroupRecord{AppId: testApp, GroupId: testGroupA}) })
 	for round := range 3 {
 		meet := newRendezvous(2, 300*time.Millisecond)
@@ -1170,7 +1141,7 @@ func bumpCards(tx Tx) error {
 // periods at once: each group is marked, and its members told, once, and the due
 // entries are gone.
 func testConcurrentSweepers(t *testing.T, e storeEngine) {
-	rs := e.replicas(t, 2)
+	rs := e.Replicas(t, 2)
 	now := time.Unix(1_800_000_000, 0)
 	started := now.Add(-2 * time.Hour)
 	const n = 40
@@ -1258,7 +1229,7 @@ func testConcurrentDeliveries(t *testing.T, e storeEngine) {
 	if e.oneProcess {
 		t.Skip("one process per storage: its one delivery loop is the only one")
 	}
-	rs := e.replicas(t, 2)
+	rs := e.Replicas(t, 2)
 	const n = 150
 	var want []string
 	update(t, rs[0], func(tx Tx) error {

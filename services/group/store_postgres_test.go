@@ -7,61 +7,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"go.uber.org/zap"
-
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
+// openPostgres opens the store of the database at url, closed when t ends.
 func openPostgres(t testing.TB, url string) *PostgresStore {
-	t.Helper()
-	return pgtest.OpenStore(t, 30*time.Second, func(ctx context.Context, log *zap.Logger) (*PostgresStore, error) {
-		return OpenPostgresStore(ctx, url, log)
-	})
+	return pgtest.Open(t, url, OpenPostgresStore)
 }
 
 // postgresEngine is the PostgreSQL engine for the conformance suite: a database of the
 // test's own, and for replicas a store (a pool) each over it, as replicas in several
 // processes have.
 var postgresEngine = storeEngine{
-	open: func(t *testing.T) (Store, func(t *testing.T) Store) {
-		db := pgtest.NewDatabase(t)
-		s := openPostgres(t, db.URL)
-		return s, func(t *testing.T) Store {
-			s.Close()
-			return openPostgres(t, db.URL)
-		}
-	},
-	replicas: func(t *testing.T, n int) []Store {
-		db := pgtest.NewDatabase(t)
-		out := make([]Store, n)
-		for i := range out {
-			out[i] = openPostgres(t, db.URL)
-		}
-		return out
-	},
+	Engine: storetest.Database[Store](pgtest.NewURL, openPostgres),
 }
 
 func TestPostgresStore(t *testing.T) { testStore(t, postgresEngine) }
-
-// pgConn opens a connection of the test's own to db, in the group service's schema.
-func pgConn(t *testing.T, db *pgtest.Database) *pgx.Conn {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
-	if _, err := conn.Exec(ctx, "SET search_path = "+Schema); err != nil {
-		t.Fatal(err)
-	}
-	return conn
-}
 
 // TestPostgresBatchWaitsHoldingNoLock: a batch's transaction never waits for a group
 // while it holds another: the call that needs a group another transaction holds runs
@@ -80,7 +46,7 @@ func TestPostgresBatchWaitsHoldingNoLock(t *testing.T) {
 		return nil
 	})
 	// Another replica's transaction holds group B.
-	conn := pgConn(t, db)
+	conn := db.ConnIn(t, Schema)
 	ctx := context.Background()
 	other, err := conn.Begin(ctx)
 	if err != nil {
@@ -153,7 +119,7 @@ func TestPostgresOutboxClaim(t *testing.T) {
 		t.Fatalf("the holder again: %v, %v", recs, err)
 	}
 	// The holder dies: its claim lapses.
-	conn := pgConn(t, db)
+	conn := db.ConnIn(t, Schema)
 	if _, err := conn.Exec(context.Background(), "UPDATE outbox_claim SET until = now() - interval '1 second'"); err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +172,7 @@ func TestPostgresDamagedRecord(t *testing.T) {
 func TestPostgresKeysStartWithTheirDistributionColumns(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	openPostgres(t, db.URL)
-	conn := pgConn(t, db)
+	conn := db.ConnIn(t, Schema)
 	rows, err := conn.Query(context.Background(), `
 		SELECT c.relname, array_agg(a.attname::text ORDER BY k.n)
 		FROM pg_index i

@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/internal/defaults"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 )
 
@@ -25,14 +26,10 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Issuer == "" {
 		cfg.Issuer = auth.DefaultIssuer
 	}
-	if cfg.DefaultTTL == 0 {
-		cfg.DefaultTTL = auth.DefaultTokenTTL
-	}
+	defaults.Set(&cfg.DefaultTTL, auth.DefaultTokenTTL)
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	if cfg.Rand == nil {
-		cfg.Rand = rand.Reader
-	}
+	defaults.Set(&cfg.Rand, rand.Reader)
 	return cfg, nil
 }

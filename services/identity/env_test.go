@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"path/filepath"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -36,7 +37,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	// The store is opened first so that it closes last, once the env has stopped.
-	store, _ := openTestStore(t)
+	store := openBolt(t, filepath.Join(t.TempDir(), "identity.db"))
 	n := servicetest.NewEnv(t, servicetest.Options{})
 	log, clk := n.Log, n.Clock
 	srv, err := New(store, Config{Clock: clk.Now}, log)

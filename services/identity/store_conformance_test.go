@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	identitystoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/identity/v1"
 )
@@ -20,21 +21,10 @@ import (
 // one datastore suite over each of its datastores.
 
 // storeEngine opens stores of one engine for the suite.
-type storeEngine struct {
-	// open returns a new, empty store, and reopen, which closes it and opens the same
-	// storage again.
-	open func(t *testing.T) (s Store, reopen func(t *testing.T) Store)
-	// replicas returns n stores over one new, empty storage, to use at once: what
-	// several replicas of the service share. An engine with one writer per storage
-	// returns one store n times.
-	replicas func(t *testing.T, n int) []Store
-}
+type storeEngine = storetest.Engine[Store]
 
 func testStore(t *testing.T, e storeEngine) {
-	for _, tc := range []struct {
-		name string
-		test func(t *testing.T, e storeEngine)
-	}{
+	storetest.Run(t, e, []storetest.Case[storeEngine]{
 		{"AppsAndKeys", testAppsAndKeys},
 		{"NothingHalfWritten", testNothingHalfWritten},
 		{"RecordsRoundTrip", testRecordsRoundTrip},
@@ -45,18 +35,13 @@ func testStore(t *testing.T, e storeEngine) {
 		{"ConcurrentRotations", testConcurrentRotations},
 		{"ConcurrentCreateApp", testConcurrentCreateApp},
 		{"ConcurrentRevokeAppKey", testConcurrentRevokeAppKey},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			tc.test(t, e)
-		})
-	}
+	})
 }
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 func testAppsAndKeys(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	app := &identitystoragev1.AppRecord{AppId: "app_a", DisplayName: "A", CreatedAt: timestamppb.New(t0), IdentitySecret: []byte("secret")}
 	k1 := &identitystoragev1.AppKeyRecord{KeyId: "k1", AppId: "app_a", SecretHash: []byte("h1")}
 	if err := s.CreateApp(app, k1); err != nil {
@@ -113,7 +98,7 @@ func testAppsAndKeys(t *testing.T, e storeEngine) {
 
 // testNothingHalfWritten: a refused write changes nothing.
 func testNothingHalfWritten(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	if err := s.CreateApp(&identitystoragev1.AppRecord{AppId: "app_a"}, &identitystoragev1.AppKeyRecord{KeyId: "k1", AppId: "app_a"}); err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +125,7 @@ func testNothingHalfWritten(t *testing.T, e storeEngine) {
 // testRecordsRoundTrip: what is stored is read back exactly, nanoseconds and unknown
 // fields' absence included.
 func testRecordsRoundTrip(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	at := time.Date(2026, 11, 1, 12, 0, 0, 123456789, time.UTC)
 	app := &identitystoragev1.AppRecord{AppId: "app_é", DisplayName: "Ünïcode \u2603", CreatedAt: timestamppb.New(at), IdentitySecret: []byte{0, 1, 2, 255}}
 	key := &identitystoragev1.AppKeyRecord{KeyId: "k1", AppId: "app_é", SecretHash: []byte{0}, CreatedAt: timestamppb.New(at)}
@@ -166,7 +151,7 @@ func testRecordsRoundTrip(t *testing.T, e storeEngine) {
 }
 
 func testRevocations(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	r1, err := s.Revoke("app_a", "u_x", t0)
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +209,7 @@ func testRevocations(t *testing.T, e storeEngine) {
 }
 
 func testSigningKeyRotation(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	if keys, err := s.SigningKeys(); err != nil || len(keys) != 0 {
 		t.Fatalf("keys of an empty store: %v, %v", keys, err)
 	}
@@ -280,7 +265,7 @@ func testSigningKeyRotation(t *testing.T, e storeEngine) {
 // becomes visible before an earlier one.
 func testConcurrentRevocations(t *testing.T, e storeEngine) {
 	const replicas, perWriter = 4, 15
-	stores := e.replicas(t, replicas)
+	stores := e.Replicas(t, replicas)
 	n := replicas * perWriter
 	done := make(chan struct{})
 	seen := map[string]uint64{}
@@ -374,7 +359,7 @@ func atOnce(stores []Store, do func(i int, s Store)) {
 // testConcurrentFirstSigningKeys: replicas starting together each offer a first signing
 // key; one is stored, and it is the only active key.
 func testConcurrentFirstSigningKeys(t *testing.T, e storeEngine) {
-	stores := e.replicas(t, 4)
+	stores := e.Replicas(t, 4)
 	added := make(chan string, len(stores))
 	atOnce(stores, func(i int, s Store) {
 		key := &identitystoragev1.SigningKeyRecord{KeyId: fmt.Sprintf("k%d", i), Seed: make([]byte, 32), CreatedAt: timestamppb.New(t0)}
@@ -407,7 +392,7 @@ func testConcurrentFirstSigningKeys(t *testing.T, e storeEngine) {
 // testConcurrentRotations: rotations at once on every replica leave exactly one active
 // key, every other retired.
 func testConcurrentRotations(t *testing.T, e storeEngine) {
-	stores := e.replicas(t, 4)
+	stores := e.Replicas(t, 4)
 	if _, err := stores[0].AddSigningKey(&identitystoragev1.SigningKeyRecord{KeyId: "k_first", CreatedAt: timestamppb.New(t0)}, time.Time{}, true); err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +421,7 @@ func testConcurrentRotations(t *testing.T, e storeEngine) {
 
 // testConcurrentCreateApp: one app id created at once on every replica is created once.
 func testConcurrentCreateApp(t *testing.T, e storeEngine) {
-	stores := e.replicas(t, 4)
+	stores := e.Replicas(t, 4)
 	results := make(chan error, len(stores))
 	atOnce(stores, func(i int, s Store) {
 		results <- s.CreateApp(&identitystoragev1.AppRecord{AppId: "app_a", DisplayName: fmt.Sprint(i)},
@@ -464,7 +449,7 @@ func testConcurrentCreateApp(t *testing.T, e storeEngine) {
 // testConcurrentRevokeAppKey: revocations of one key at once agree on when it was
 // revoked: the first's time.
 func testConcurrentRevokeAppKey(t *testing.T, e storeEngine) {
-	stores := e.replicas(t, 4)
+	stores := e.Replicas(t, 4)
 	if err := stores[0].CreateApp(&identitystoragev1.AppRecord{AppId: "app_a"}, &identitystoragev1.AppKeyRecord{KeyId: "k1", AppId: "app_a"}); err != nil {
 		t.Fatal(err)
 	}

@@ -9,43 +9,24 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"go.uber.org/zap"
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	identitystoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/identity/v1"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-func openPostgres(t *testing.T, url string) *PostgresStore {
-	t.Helper()
-	return pgtest.OpenStore(t, 30*time.Second, func(ctx context.Context, log *zap.Logger) (*PostgresStore, error) {
-		return OpenPostgresStore(ctx, url, log)
-	})
+// openPostgres opens the store of the database at url, closed when t ends.
+func openPostgres(t testing.TB, url string) *PostgresStore {
+	return pgtest.Open(t, url, OpenPostgresStore)
 }
 
 // postgresEngine is the PostgreSQL engine for the conformance suite: a database of the
 // test's own, and for replicas a store (a pool) each over it, as replicas in several
 // processes have.
-var postgresEngine = storeEngine{
-	open: func(t *testing.T) (Store, func(t *testing.T) Store) {
-		db := pgtest.NewDatabase(t)
-		s := openPostgres(t, db.URL)
-		return s, func(t *testing.T) Store {
-			s.Close()
-			return openPostgres(t, db.URL)
-		}
-	},
-	replicas: func(t *testing.T, n int) []Store {
-		db := pgtest.NewDatabase(t)
-		out := make([]Store, n)
-		for i := range out {
-			out[i] = openPostgres(t, db.URL)
-		}
-		return out
-	},
-}
+var postgresEngine = storetest.Database[Store](pgtest.NewURL, openPostgres)
 
 func TestPostgresStore(t *testing.T) { testStore(t, postgresEngine) }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/internal/defaults"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 )
 
@@ -65,33 +66,15 @@ const RevocationCheck = 2 * time.Second
 // withDefaults returns c with its zero fields set to their defaults, or an error naming
 // the values out of range.
 func (c Config) withDefaults() (Config, error) {
-	if c.CardRecheck == 0 {
-		c.CardRecheck = DefaultCardRecheck
-	}
-	if c.CardCacheSize == 0 {
-		c.CardCacheSize = DefaultCardCacheSize
-	}
-	if c.MaxEnvelopeBytes == 0 {
-		c.MaxEnvelopeBytes = DefaultMaxEnvelopeBytes
-	}
-	if c.SendRate == 0 {
-		c.SendRate = DefaultSendRate
-	}
-	if c.SendBurst == 0 {
-		c.SendBurst = DefaultSendBurst
-	}
-	if c.Retention == 0 {
-		c.Retention = DefaultRetention
-	}
-	if c.MaxStreamsPerIdentity == 0 {
-		c.MaxStreamsPerIdentity = DefaultMaxStreams
-	}
-	if c.SweepInterval == 0 {
-		c.SweepInterval = DefaultSweepInterval
-	}
-	if c.DeliveryCacheBytes == 0 {
-		c.DeliveryCacheBytes = DefaultDeliveryCacheBytes
-	}
+	defaults.Set(&c.CardRecheck, DefaultCardRecheck)
+	defaults.Set(&c.CardCacheSize, DefaultCardCacheSize)
+	defaults.Set(&c.MaxEnvelopeBytes, DefaultMaxEnvelopeBytes)
+	defaults.Set(&c.SendRate, DefaultSendRate)
+	defaults.Set(&c.SendBurst, DefaultSendBurst)
+	defaults.Set(&c.Retention, DefaultRetention)
+	defaults.Set(&c.MaxStreamsPerIdentity, DefaultMaxStreams)
+	defaults.Set(&c.SweepInterval, DefaultSweepInterval)
+	defaults.Set(&c.DeliveryCacheBytes, DefaultDeliveryCacheBytes)
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
@@ -23,24 +24,14 @@ import (
 
 // storeEngine opens stores of one engine for the suite.
 type storeEngine struct {
-	// open returns a new, empty store, and reopen, which closes it and opens the same
-	// storage again.
-	open func(t *testing.T) (s Store, reopen func(t *testing.T) Store)
-	// replicas returns n stores over one new, empty storage, to use at once, each from
-	// one goroutine (as each replica's committer): what several replicas of the service
-	// share. An engine with one writer per storage returns one store n times, its
-	// writes taking turns.
-	replicas func(t *testing.T, n int) []Store
+	storetest.Engine[Store]
 	// poison returns a new, empty store and an op that makes the storage fail any
 	// batch that holds it (a storage error, not a refusal of the op).
 	poison func(t *testing.T) (Store, *Op)
 }
 
 func testStore(t *testing.T, e storeEngine) {
-	for _, tc := range []struct {
-		name string
-		test func(t *testing.T, e storeEngine)
-	}{
+	storetest.Run(t, e, []storetest.Case[storeEngine]{
 		{"ApplyRefusesOpsAlone", testApplyRefusesOpsAlone},
 		{"StorageErrorFailsTheBatch", testStorageErrorFailsTheBatch},
 		{"SequencesRetriesAndReopen", testSequencesRetriesAndReopen},
@@ -58,56 +49,37 @@ func testStore(t *testing.T, e storeEngine) {
 		{"ConcurrentKeyReuseAcrossReplicas", testConcurrentKeyReuse},
 		{"ConcurrentEventsAcrossReplicas", testConcurrentEvents},
 		{"ConcurrentSweepsAcrossReplicas", testConcurrentSweeps},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			tc.test(t, e)
-		})
-	}
+	})
 }
 
 // boltEngine is the bbolt engine for the suite: a file of the test's own; its
 // replicas are one store whose writes take turns, as its one committer makes them.
 var boltEngine = storeEngine{
-	open: func(t *testing.T) (Store, func(t *testing.T) Store) {
-		path := filepath.Join(t.TempDir(), "messaging.db")
-		s := openBolt(t, path)
-		return s, func(t *testing.T) Store {
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
+	Engine: storetest.Engine[Store]{
+		Open: storetest.File[Store]("messaging.db", openBolt).Open,
+		Replicas: func(t *testing.T, n int) []Store {
+			s := openBolt(t, filepath.Join(t.TempDir(), "messaging.db"))
+			shared := &serialStore{Store: s}
+			out := make([]Store, n)
+			for i := range out {
+				out[i] = shared
 			}
-			return openBolt(t, path)
-		}
-	},
-	replicas: func(t *testing.T, n int) []Store {
-		s := openBolt(t, filepath.Join(t.TempDir(), "messaging.db"))
-		shared := &serialStore{Store: s}
-		out := make([]Store, n)
-		for i := range out {
-			out[i] = shared
-		}
-		return out
+			return out
+		},
 	},
 	poison: func(t *testing.T) (Store, *Op) {
 		// Index entries written with each batch, and bbolt refuses keys over 32 KiB:
 		// the event's index entry fails the transaction.
-		s, err := OpenBoltStore(filepath.Join(t.TempDir(), "messaging.db"), StoreOptions{FlushEntries: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
+		s := storetest.Open(t, func() (*BoltStore, error) {
+			return OpenBoltStore(filepath.Join(t.TempDir(), "messaging.db"), StoreOptions{FlushEntries: 1})
+		})
 		return s, &Op{Event: &EventOp{AppID: cfApp, EventID: strings.Repeat("e", 40<<10), Type: "t.T", Recipients: []string{cfID(2)}}}
 	},
 }
 
-func openBolt(t *testing.T, path string) *BoltStore {
+func openBolt(t testing.TB, path string) *BoltStore {
 	t.Helper()
-	s, err := OpenBoltStore(path, StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return storetest.Open(t, func() (*BoltStore, error) { return OpenBoltStore(path, StoreOptions{}) })
 }
 
 // serialStore makes the writes of its users take turns.
@@ -237,7 +209,7 @@ func seqRange(from, to uint64) []uint64 {
 // testApplyRefusesOpsAlone: in one batch, an op the state refuses writes nothing and
 // fails no other; later ops see earlier ones, a retry included.
 func testApplyRefusesOpsAlone(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	alice, bob, carol := cfID(1), cfID(2), cfID(3)
 	ops := []*Op{
 		cfSend(alice, bob, "m1", "hello"),
@@ -333,7 +305,7 @@ func testStorageErrorFailsTheBatch(t *testing.T, e storeEngine) {
 // a retry in a later batch gets the stored message's sequence, time and expiry; what
 // is read back is what was stored, to the nanosecond; everything survives a reopen.
 func testSequencesRetriesAndReopen(t *testing.T, e storeEngine) {
-	s, reopen := e.open(t)
+	s, reopen := e.Open(t)
 	alice, bob := cfID(1), cfID(2)
 	conv := cfDirect(alice, bob)
 	first := []*Op{cfSend(alice, bob, "m1", "one"), cfSend(bob, alice, "m2", "two"), cfSend(alice, bob, "m\x00é", "three")}
@@ -411,7 +383,7 @@ func testSequencesRetriesAndReopen(t *testing.T, e storeEngine) {
 
 // testIdempotencyKeys: a key names one message per sender, for good until it expires.
 func testIdempotencyKeys(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	alice, bob, carol := cfID(1), cfID(2), cfID(3)
 	m := cfSend(alice, bob, "k", "body")
 	cfApply(t, s, cfT0, m)
@@ -447,7 +419,7 @@ func testIdempotencyKeys(t *testing.T, e storeEngine) {
 
 // testServerTimeNeverGoesBack: a clock step backwards does not reorder a conversation.
 func testServerTimeNeverGoesBack(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	alice, bob := cfID(1), cfID(2)
 	a := cfSend(alice, bob, "a", "x")
 	cfApply(t, s, cfT0, a)
@@ -467,7 +439,7 @@ func testServerTimeNeverGoesBack(t *testing.T, e storeEngine) {
 // testEvents: an event reaches each recipient's inbox once, and its id names it for
 // good until it expires.
 func testEvents(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	alice, bob, carol := cfID(1), cfID(2), cfID(3)
 	ev := cfEvent("e\x001", "payload", alice, bob, carol)
 	b := cfApply(t, s, cfT0, ev, cfSend(alice, bob, "m1", "x"))
@@ -514,7 +486,7 @@ func testEvents(t *testing.T, e storeEngine) {
 // testInbox: an inbox's items come in order from any point, in pages bounded in count
 // and bytes (at least one item), with the inbox's head.
 func testInbox(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	alice, bob := cfID(1), cfID(2)
 	if items, head, err := s.Inbox(cfApp, alice, 0, 10, 100); err != nil || len(items) != 0 || head != 0 {
 		t.Errorf("empty inbox: %v, head %d, %v", items, head, err)
@@ -574,7 +546,7 @@ func testInbox(t *testing.T, e storeEngine) {
 // (at least one message), says whether there is more, and hides what a group member
 // may not see (NotBefore).
 func testMessagesPaging(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	alice, bob := cfID(1), cfID(2)
 	conv := cfDirect(alice, bob)
 	for i := range 10 {
@@ -625,7 +597,7 @@ func testMessagesPaging(t *testing.T, e storeEngine) {
 // testCursors: cursors only move forwards, read implies delivered, and neither passes
 // the conversation's latest sequence; participations list in conversation id order.
 func testCursors(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	alice, bob := cfID(1), cfID(2)
 	conv := cfDirect(alice, bob)
 	// A conversation without messages: cursors at 0 change nothing, above are refused.
@@ -715,7 +687,7 @@ func testCursors(t *testing.T, e storeEngine) {
 // testGroupParticipations: a group's members get a participation when a message is
 // stored for a membership version they first appear in; those kept keep their cursors.
 func testGroupParticipations(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	a, b, c, d := cfID(1), cfID(2), cfID(3), cfID(4)
 	const group = "g_group"
 	first := cfGroupSend(group, a, []string{a, b, c}, 1, "g1", "one")
@@ -760,7 +732,7 @@ func testGroupParticipations(t *testing.T, e storeEngine) {
 // before now, with its inbox items and keys; sequences are never handed out again,
 // and a key whose message has gone names a new message.
 func testRetention(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	alice, bob := cfID(1), cfID(2)
 	conv := cfDirect(alice, bob)
 	m1, ev := cfSend(alice, bob, "m1", "one"), cfEvent("e1", "p", bob)
@@ -843,7 +815,7 @@ func testRetention(t *testing.T, e storeEngine) {
 }
 
 func testAppSettings(t *testing.T, e storeEngine) {
-	s, _ := e.open(t)
+	s, _ := e.Open(t)
 	if _, err := s.AppSettings(cfApp); !errors.Is(err, errs.ErrNotFound) {
 		t.Errorf("settings of an app with the defaults: %v", err)
 	}
@@ -867,7 +839,7 @@ func testAppSettings(t *testing.T, e storeEngine) {
 // each inbox's are gap-free, and every replica answers a message with its sequence.
 func testConcurrentSends(t *testing.T, e storeEngine) {
 	const replicas, users, keys, batch = 2, 4, 60, 8
-	stores := e.replicas(t, replicas)
+	stores := e.Replicas(t, replicas)
 	ids := make([]string, users)
 	for i := range ids {
 		ids[i] = cfID(i + 1)
@@ -989,7 +961,7 @@ func testConcurrentSends(t *testing.T, e storeEngine) {
 // and events they do not share: the inbox's sequences stay gap-free.
 func testConcurrentInboxes(t *testing.T, e storeEngine) {
 	const batches, perBatch = 30, 4
-	stores := e.replicas(t, 2)
+	stores := e.Replicas(t, 2)
 	hub := cfID(0)
 	var wg sync.WaitGroup
 	for r, s := range stores {
@@ -1030,7 +1002,7 @@ func testConcurrentInboxes(t *testing.T, e storeEngine) {
 // once: one is stored, the other is refused, never both.
 func testConcurrentKeyReuse(t *testing.T, e storeEngine) {
 	const keys = 40
-	stores := e.replicas(t, 2)
+	stores := e.Replicas(t, 2)
 	alice := cfID(1)
 	peers := []string{cfID(2), cfID(3)}
 	results := make([][]*Op, 2)
@@ -1083,7 +1055,7 @@ func testConcurrentKeyReuse(t *testing.T, e storeEngine) {
 // and reaches each inbox once.
 func testConcurrentEvents(t *testing.T, e storeEngine) {
 	const events = 40
-	stores := e.replicas(t, 2)
+	stores := e.Replicas(t, 2)
 	recipients := []string{cfID(1), cfID(2), cfID(3)}
 	dups := make([]int, 2)
 	var wg sync.WaitGroup
@@ -1133,7 +1105,7 @@ func testConcurrentEvents(t *testing.T, e storeEngine) {
 // testConcurrentSweeps: replicas sweep at once while they write: every expired entry
 // is deleted once, and nothing that has not expired is.
 func testConcurrentSweeps(t *testing.T, e storeEngine) {
-	stores := e.replicas(t, 2)
+	stores := e.Replicas(t, 2)
 	alice, bob := cfID(1), cfID(2)
 	const old = 200
 	var ops []*Op

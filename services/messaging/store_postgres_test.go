@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
+	"github.com/umbra-e2ee/umbra/internal/storetest"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 )
 
@@ -24,7 +25,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // retention.
 const testPartitionWidth = time.Hour
 
-func openPostgres(t *testing.T, url string) *PostgresStore {
+func openPostgres(t testing.TB, url string) *PostgresStore {
 	t.Helper()
 	return pgtest.OpenStore(t, 60*time.Second, func(ctx context.Context, log *zap.Logger) (*PostgresStore, error) {
 		return OpenPostgresStore(ctx, url, PostgresOptions{PartitionWidth: testPartitionWidth}, log)
@@ -35,22 +36,7 @@ func openPostgres(t *testing.T, url string) *PostgresStore {
 // test's own, and for replicas a store (a pool) each over it, as replicas in several
 // processes have.
 var postgresEngine = storeEngine{
-	open: func(t *testing.T) (Store, func(t *testing.T) Store) {
-		db := pgtest.NewDatabase(t)
-		s := openPostgres(t, db.URL)
-		return s, func(t *testing.T) Store {
-			s.Close()
-			return openPostgres(t, db.URL)
-		}
-	},
-	replicas: func(t *testing.T, n int) []Store {
-		db := pgtest.NewDatabase(t)
-		out := make([]Store, n)
-		for i := range out {
-			out[i] = openPostgres(t, db.URL)
-		}
-		return out
-	},
+	Engine: storetest.Database[Store](pgtest.NewURL, openPostgres),
 	poison: func(t *testing.T) (Store, *Op) {
 		db := pgtest.NewDatabase(t)
 		s := openPostgres(t, db.URL)
@@ -204,11 +190,7 @@ func TestPostgresSendWaitsForTheConversationLock(t *testing.T) {
 	alice, bob := cfID(1), cfID(2)
 	cfApply(t, s, cfT0, cfSend(alice, bob, "m1", "one"))
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := db.Conn(t)
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,36 @@
+package pgtest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+)
+
+// NewURL returns the URL of a new, empty database of the shared cluster, dropped when t
+// ends: the place of a new storage for a PostgreSQL engine (see internal/storetest).
+func NewURL(t testing.TB) string {
+	t.Helper()
+	return NewDatabase(t).URL
+}
+
+// ConnIn connects to the database as the superuser with schema as its search_path (a
+// service's own schema, so that the test names its tables bare); the connection closes
+// when the test ends.
+func (d *Database) ConnIn(t testing.TB, schema string) *pgx.Conn {
+	t.Helper()
+	conn := d.Conn(t)
+	if _, err := conn.Exec(context.Background(), "SET search_path = "+pgx.Identifier{schema}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// Open opens a service's PostgreSQL store at url for a test with open (the service's
+// OpenPostgresStore), as OpenStore does, given 30 seconds.
+func Open[S interface{ Close() error }](t testing.TB, url string, open func(ctx context.Context, url string, log *zap.Logger) (S, error)) S {
+	t.Helper()
+	return OpenStore(t, 30*time.Second, func(ctx context.Context, log *zap.Logger) (S, error) { return open(ctx, url, log) })
+}
