@@ -188,6 +188,7 @@ type pgPart struct {
 	err    error
 	stored bool // the row exists: update it, else insert it
 	dirty  bool
+	unread bool // made by ensurePart without reading: inserted unless there is one
 }
 
 func newPgBatch(b *Batch) *pgBatch {
@@ -499,19 +500,17 @@ func (p *pgBatch) queueInboxes(q *pgx.Batch) pairs {
 	return heads
 }
 
-// partKeys returns the participations the ops may change: the cursors', and those of
-// the direct conversations the batch sends in (false); or those of the groups whose
-// member list changed since their last message (true), once the conversations are
-// read. Each conversation's participations change only under its row's lock, which
-// the batch holds, so they are read without a lock of their own.
+// partKeys returns the participations the ops may change: the cursors' (false); or
+// those of the groups whose member list changed since their last message (true), once
+// the conversations are read. Each conversation's participations change only under its
+// row's lock, which the batch holds, so they are read without a lock of their own. A
+// direct conversation's two are made with its first message, by the batch that
+// inserted its row (ensurePart), and are not read: a cursor writes none before the
+// conversation has a message.
 func (p *pgBatch) partKeys(groups bool) map[[3]string]bool {
 	keys := map[[3]string]bool{}
 	for _, op := range p.b.Ops {
 		switch m := op.Send; {
-		case m != nil && directOK(m) && !groups && m.Kind == kindDirect:
-			for _, r := range m.Recipients {
-				keys[[3]string{m.AppID, r, m.ConversationID}] = true
-			}
 		case m != nil && directOK(m) && groups && m.Kind == kindGroup:
 			c := p.convs[key2(m.AppID, m.ConversationID)]
 			if c.err == nil && c.rec.GetParticipantsVersion() != m.MembershipVersion {
@@ -647,7 +646,7 @@ func (p *pgBatch) send(i int, m *SendOp) {
 func (p *pgBatch) ensurePart(app, identity string, rec *messagingstoragev1.ParticipationRecord) {
 	k := key3(app, identity, rec.GetConversationId())
 	if p.parts[k] == nil {
-		p.parts[k] = &pgPart{rec: rec, dirty: true}
+		p.parts[k] = &pgPart{rec: rec, dirty: true, unread: true}
 	}
 }
 
@@ -856,7 +855,7 @@ func (p *pgBatch) write(ctx context.Context, tx *pgx.Conn) error {
 		queue(-1, `DELETE FROM conversations c USING unnest($1::text[], $2::text[]) AS t(a, id)
 			WHERE c.app_id = t.a AND c.conversation_id = t.id`, apps, ids)
 	}
-	var ins, upd partRows
+	var ins, ensure, upd partRows
 	for k, part := range p.parts {
 		if !part.dirty {
 			continue
@@ -865,13 +864,23 @@ func (p *pgBatch) write(ctx context.Context, tx *pgx.Conn) error {
 		if err != nil {
 			return err
 		}
-		if part.stored {
+		switch {
+		case part.stored:
 			upd.add(k, raw)
-		} else {
+		case part.unread:
+			ensure.add(k, raw)
+		default:
 			ins.add(k, raw)
 		}
 	}
 	ins.sort()
+	ensure.sort()
+	if len(ensure.apps) > 0 {
+		queue(-1, `INSERT INTO participations (app_id, identity, conversation_id, record)
+			SELECT a, i, c, r FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS t(a, i, c, r, n) ORDER BY n
+			ON CONFLICT DO NOTHING`,
+			ensure.apps, ensure.ids, ensure.convs, ensure.records)
+	}
 	upd.fill()
 	if len(ins.apps) > 0 {
 		// One stored meanwhile by another replica breaks the primary key: the batch runs
