@@ -18,11 +18,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/umbra-e2ee/umbra/internal/bench"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
+	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
 // benchPostgres is `umbra bench messaging --store postgres://…`: for each number of
@@ -301,6 +304,37 @@ func startSystem(ctx context.Context, url string, n int) (_ *system, err error) 
 	sys.apiKey = created.GetApiKey()
 	if sys.apiKey == "" {
 		return nil, errors.New("bench: the identity service gave the run's app no API key")
+	}
+	// Each messaging replica answers UNAVAILABLE until it has heard from the identity
+	// service (the revocation feed): wait until each answers a user's call.
+	appCtx := metadata.AppendToOutgoingContext(cctx, "authorization", "Bearer "+sys.apiKey)
+	ids := identityv1.NewIdentityServiceClient(conn)
+	users, err := ids.ResolveIdentities(appCtx, &identityv1.ResolveIdentitiesRequest{Uids: []string{"bench-probe"}})
+	if err != nil {
+		return nil, fmt.Errorf("bench: make the probe identity: %w", err)
+	}
+	tok, err := ids.IssueToken(appCtx, &identityv1.IssueTokenRequest{Identity: users.GetUsers()["bench-probe"]})
+	if err != nil {
+		return nil, fmt.Errorf("bench: issue the probe's token: %w", err)
+	}
+	userCtx := metadata.AppendToOutgoingContext(cctx, "authorization", "Bearer "+tok.GetAccessToken())
+	for _, addr := range sys.messaging {
+		mconn, err := grpcclient.Dial(grpcclient.Config{Addr: addr})
+		if err != nil {
+			return nil, err
+		}
+		client := messagingv1.NewMessagingServiceClient(mconn)
+		for {
+			_, err = client.ListConversations(userCtx, &messagingv1.ListConversationsRequest{}, grpc.WaitForReady(true))
+			if status.Code(err) != codes.Unavailable || cctx.Err() != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		mconn.Close()
+		if err != nil {
+			return nil, fmt.Errorf("bench: the messaging replica at %s: %w", addr, err)
+		}
 	}
 	return sys, nil
 }
