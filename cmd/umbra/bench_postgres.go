@@ -127,6 +127,7 @@ func (b *benchPostgres) round(ctx context.Context, n int) error {
 		return fmt.Errorf("%w (the servers' logs are in %s)", err, sys.dir)
 	}
 	sys.stop()
+	os.RemoveAll(sys.dir) // kept only when the run failed, for its logs
 	printMessaging(b.stdout, b.cfg, res)
 	perMsg := func(m *bench.CPUMeter, count int) string {
 		used, err := m.Used()
