@@ -41,6 +41,7 @@ import (
 // each run). docs/benchmarks.md shows how to make a throwaway cluster for it.
 type benchPostgres struct {
 	url      string
+	localDB  bool // PostgreSQL runs on this machine: its CPU time is measured
 	replicas []int
 	cfg      bench.MessagingConfig
 	stdout   io.Writer
@@ -60,10 +61,11 @@ func parseReplicas(s string) ([]int, error) {
 }
 
 func (b *benchPostgres) run(ctx context.Context) error {
-	info, err := postgresInfo(ctx, b.url)
+	info, local, err := postgresInfo(ctx, b.url)
 	if err != nil {
 		return fmt.Errorf("bench: the database of --store: %w", err)
 	}
+	b.localDB = local
 	fmt.Fprintf(b.stdout, "database: %s\n", info)
 	for _, n := range b.replicas {
 		if err := b.round(ctx, n); err != nil {
@@ -73,20 +75,23 @@ func (b *benchPostgres) run(ctx context.Context) error {
 	return nil
 }
 
-// postgresInfo names the server and its durability settings.
-func postgresInfo(ctx context.Context, url string) (string, error) {
+// postgresInfo names the server and its durability settings, and says whether it is on
+// this machine (a loopback address or a local socket), where /proc shows its processes.
+func postgresInfo(ctx context.Context, url string) (string, bool, error) {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	defer conn.Close(context.Background())
 	var version, fsync, syncCommit, host string
 	err = conn.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('fsync'), current_setting('synchronous_commit'),
 		coalesce(host(inet_server_addr()), 'a local socket')`).Scan(&version, &fsync, &syncCommit, &host)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
-	return fmt.Sprintf("PostgreSQL %s at %s, fsync %s, synchronous_commit %s", version, host, fsync, syncCommit), nil
+	ip := net.ParseIP(host)
+	local := host == "a local socket" || ip != nil && ip.IsLoopback()
+	return fmt.Sprintf("PostgreSQL %s at %s, fsync %s, synchronous_commit %s", version, host, fsync, syncCommit), local, nil
 }
 
 // round measures the system with n messaging replicas, then the raw baseline.
@@ -111,7 +116,13 @@ func (b *benchPostgres) round(ctx context.Context, n int) error {
 	}
 	cfg.Identity, cfg.Card = &grpcclient.Config{Addr: sys.identity}, &grpcclient.Config{Addr: sys.card}
 	umbraCPU := &bench.CPUMeter{PIDs: sys.pids}
-	pgPIDs := func() []int { pids, _ := bench.PostgresPIDs(ctx, b.url); return pids }
+	pgPIDs := func() []int {
+		if !b.localDB {
+			return nil // another machine's process ids: not ours to read
+		}
+		pids, _ := bench.PostgresPIDs(ctx, b.url)
+		return pids
+	}
 	pgCPU := &bench.CPUMeter{PIDs: pgPIDs}
 	cfg.OnMeasure = func(start bool) {
 		if start {
@@ -132,6 +143,8 @@ func (b *benchPostgres) round(ctx context.Context, n int) error {
 	perMsg := func(m *bench.CPUMeter, count int) string {
 		used, err := m.Used()
 		switch {
+		case m == pgCPU && !b.localDB:
+			return "not measured (the database is not on this machine)"
 		case err != nil:
 			return fmt.Sprintf("not measured (%v)", err)
 		case count == 0:
@@ -156,7 +169,7 @@ func (b *benchPostgres) round(ctx context.Context, n int) error {
 	}
 	fmt.Fprintf(b.stdout, "raw PostgreSQL        %10.0f writes/s (%d writers, one transaction per drained batch: BEGIN, one multi-row INSERT and COMMIT in one round trip; synchronous_commit %s; same value size)\n",
 		raw.Rate(), b.cfg.Senders, syncCommit)
-	if used, err := rawCPU.Used(); err == nil && raw.Writes > 0 {
+	if used, err := rawCPU.Used(); err == nil && raw.Writes > 0 && b.localDB {
 		fmt.Fprintf(b.stdout, "PostgreSQL CPU, raw    %6.0f µs/write (%.2f cores)\n", float64(used.Microseconds())/float64(raw.Writes), used.Seconds()/raw.Elapsed.Seconds())
 	}
 	fmt.Fprintf(b.stdout, "sent / raw            %10.1f %%\n", 100*res.SentRate()/raw.Rate())
