@@ -32,6 +32,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&cfg.Rate, "rate", 0, "messages per second in all (0: as fast as acknowledgements come)")
 	fs.IntVar(&cfg.Connections, "connections", 0, "gRPC connections the senders share (0: one per 8 senders)")
 	fs.BoolVar(&cfg.Stream, "stream", false, "send over one SendStream per sender instead of a Send call per message")
+	store := fs.String("store", "", "start the system itself over this PostgreSQL database (postgres://…; prefer UMBRA_STORE: flags show in ps) instead of driving --server, "+
+		"and measure the raw PostgreSQL baseline in it (docs/benchmarks.md)")
+	replicas := fs.String("replicas", "1,2", "with --store: the numbers of messaging replicas to run, one round each")
 	rawDir := fs.String("raw-dir", ".", "folder for the raw bbolt baseline (put it on the server's disk)")
 	noRaw := fs.Bool("no-raw", false, "skip the raw bbolt baseline")
 	cpuProfile := fs.String("cpuprofile", "", "write the bench client's CPU profile of the measured run to this file")
@@ -46,6 +49,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer f.Close()
 		cfg.Profile = f
 	}
+	var pg *benchPostgres
+	if *store != "" {
+		counts, err := parseReplicas(*replicas)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return errUsage
+		}
+		pg = &benchPostgres{url: *store, replicas: counts, stdout: stdout}
+	}
 	fmt.Fprintf(stdout, "umbra bench messaging: %d senders, %d subscribers, %d-byte envelopes, %s (after %s warm-up)",
 		cfg.Senders, cfg.Subscribers, cfg.Size, cfg.Duration, cfg.Warmup)
 	if cfg.Stream {
@@ -58,10 +70,29 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "\nmachine: %d CPUs (%s), %s, %s\n\n", runtime.NumCPU(), cpuModel(), runtime.GOOS+"/"+runtime.GOARCH, time.Now().UTC().Format(time.RFC3339))
 
+	if pg != nil {
+		pg.cfg = cfg
+		return pg.run(ctx)
+	}
 	res, err := bench.Messaging(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	printMessaging(stdout, cfg, res)
+	if *noRaw {
+		return nil
+	}
+	raw, err := bench.RawDrain(ctx, bench.RawConfig{Dir: *rawDir, Writers: cfg.Senders, ValueSize: cfg.Size, Duration: cfg.Duration})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "raw bbolt baseline    %10.0f writes/s (%d writers, one fsynced transaction per drained batch, same value size)\n", raw.Rate(), cfg.Senders)
+	fmt.Fprintf(stdout, "sent / raw            %10.1f %%\n", 100*res.SentRate()/raw.Rate())
+	return nil
+}
+
+// printMessaging prints what a messaging run measured.
+func printMessaging(stdout io.Writer, cfg bench.MessagingConfig, res *bench.MessagingResult) {
 	fmt.Fprintf(stdout, "sent (durable acks)   %10.0f msgs/s   (%d in %s)\n", res.SentRate(), res.Sent, res.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "delivered             %10.0f msgs/s   (%d to %d subscribers)\n", res.DeliveredRate(), res.Delivered, cfg.Subscribers)
 	if len(res.Latencies) > 0 {
@@ -76,16 +107,6 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		sort.Strings(parts)
 		fmt.Fprintf(stdout, "refused               %s (raise the server's --send-rate/--send-burst for a benchmark)\n", strings.Join(parts, ", "))
 	}
-	if *noRaw {
-		return nil
-	}
-	raw, err := bench.RawDrain(ctx, bench.RawConfig{Dir: *rawDir, Writers: cfg.Senders, ValueSize: cfg.Size, Duration: cfg.Duration})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "raw bbolt baseline    %10.0f writes/s (%d writers, one fsynced transaction per drained batch, same value size)\n", raw.Rate(), cfg.Senders)
-	fmt.Fprintf(stdout, "sent / raw            %10.1f %%\n", 100*res.SentRate()/raw.Rate())
-	return nil
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }

@@ -54,6 +54,17 @@ type MessagingConfig struct {
 	Stream bool
 	// Profile, when set, receives the CPU profile of the measured part of the run.
 	Profile io.Writer
+	// Replicas are more messaging replicas beside Server, over the same storage: the
+	// connections go to Server and to each replica in turn, and each recipient
+	// subscribes on another replica than its sender sends to, so that every delivery
+	// crosses replicas. The run's identities and cards are made through Server.
+	Replicas []grpcclient.Config
+	// Identity and Card, when set, are where the run's identities and cards are made
+	// instead of Server (a deployment of one process per service).
+	Identity, Card *grpcclient.Config
+	// OnMeasure, when set, is called when the measured part of the run starts and
+	// when it ends (start false), for measurements of the caller's own.
+	OnMeasure func(start bool)
 }
 
 // MessagingResult is what a messaging run measured.
@@ -90,16 +101,34 @@ func Messaging(ctx context.Context, cfg MessagingConfig) (*MessagingResult, erro
 	if cfg.Connections <= 0 {
 		cfg.Connections = (cfg.Senders + 7) / 8
 	}
+	servers := append([]grpcclient.Config{cfg.Server}, cfg.Replicas...)
+	if r := cfg.Connections % len(servers); r != 0 {
+		cfg.Connections += len(servers) - r // as many on each replica
+	}
 	conns := make([]*grpc.ClientConn, cfg.Connections)
 	for i := range conns {
-		c, err := grpcclient.Dial(cfg.Server)
+		c, err := grpcclient.Dial(servers[i%len(servers)])
 		if err != nil {
 			return nil, err
 		}
 		defer c.Close()
 		conns[i] = c
 	}
-	senders, recipients, err := identities(ctx, conns[0], cfg.APIKey, cfg.Senders)
+	idConn, cardConn := conns[0], conns[0]
+	for _, c := range []struct {
+		cfg  *grpcclient.Config
+		conn **grpc.ClientConn
+	}{{cfg.Identity, &idConn}, {cfg.Card, &cardConn}} {
+		if c.cfg != nil {
+			conn, err := grpcclient.Dial(*c.cfg)
+			if err != nil {
+				return nil, err
+			}
+			defer conn.Close()
+			*c.conn = conn
+		}
+	}
+	senders, recipients, err := identities(ctx, idConn, cardConn, cfg.APIKey, cfg.Senders)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +146,11 @@ func Messaging(ctx context.Context, cfg MessagingConfig) (*MessagingResult, erro
 	for i := range cfg.Subscribers {
 		subsReady.Add(1)
 		subs.Go(func() {
-			err := subscribe(subCtx, conns[i%len(conns)], recipients[i], &subsReady, func(sentAt time.Time) {
+			conn := conns[i%len(conns)] // the sender's
+			if len(servers) > 1 {
+				conn = conns[(i+1)%len(conns)] // the next replica's
+			}
+			err := subscribe(subCtx, conn, recipients[i], &subsReady, func(sentAt time.Time) {
 				if !measuring.Load() {
 					return
 				}
@@ -166,6 +199,9 @@ func Messaging(ctx context.Context, cfg MessagingConfig) (*MessagingResult, erro
 	case <-time.After(cfg.Warmup):
 	case <-ctx.Done():
 	}
+	if cfg.OnMeasure != nil {
+		cfg.OnMeasure(true)
+	}
 	start := time.Now()
 	measuring.Store(true)
 	if cfg.Profile != nil {
@@ -183,6 +219,9 @@ func Messaging(ctx context.Context, cfg MessagingConfig) (*MessagingResult, erro
 	}
 	measuring.Store(false)
 	res.Elapsed = time.Since(start)
+	if cfg.OnMeasure != nil {
+		cfg.OnMeasure(false)
+	}
 	stopSending()
 	sendersWG.Wait()
 	// Let messages in flight reach the subscribers before stopping them.
@@ -210,7 +249,7 @@ type user struct {
 // identities creates the run's sender and recipient identities and their tokens, and
 // publishes a card for each sender: the server stores an ENCRYPTED message only when
 // its header names a card of its sender.
-func identities(ctx context.Context, conn *grpc.ClientConn, apiKey string, n int) ([]user, []user, error) {
+func identities(ctx context.Context, conn, cardConn *grpc.ClientConn, apiKey string, n int) ([]user, []user, error) {
 	if apiKey == "" {
 		return nil, nil, errors.New("bench: an app API key is needed (UMBRA_API_KEY; umbra dev prints it)")
 	}
@@ -234,7 +273,7 @@ func identities(ctx context.Context, conn *grpc.ClientConn, apiKey string, n int
 		}
 		return user{identity: id, token: t.GetAccessToken()}, nil
 	}
-	cards := cardv1.NewCardServiceClient(conn)
+	cards := cardv1.NewCardServiceClient(cardConn)
 	var senders, recipients []user
 	for i := range n {
 		s, err := token(uids[2*i])
@@ -264,7 +303,20 @@ func publishCard(ctx context.Context, cards cardv1.CardServiceClient, u user) ([
 	if err != nil {
 		return nil, err
 	}
-	resp, err := cards.PublishCard(withToken(ctx, u), &cardv1.PublishCardRequest{Content: content, SelfSignature: sig})
+	var resp *cardv1.PublishCardResponse
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		// A card service that has just started answers UNAVAILABLE until it has read
+		// the revocation feed once.
+		resp, err = cards.PublishCard(withToken(ctx, u), &cardv1.PublishCardRequest{Content: content, SelfSignature: sig}, grpc.WaitForReady(true))
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("bench: publish a card: %w", err)
 	}

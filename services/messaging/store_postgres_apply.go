@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/umbra-e2ee/umbra/internal/refusal"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -15,6 +15,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
+	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/messaging/internal/msgstore"
@@ -63,11 +65,8 @@ func (s *PostgresStore) Apply(b *Batch) error {
 	defer cancel()
 	var err error
 	for attempt := 1; attempt <= applyAttempts; attempt++ {
-		var run *pgBatch
-		err = s.db.InTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
-			run = newPgBatch(b)
-			return run.apply(ctx, tx, s)
-		})
+		run := newPgBatch(b)
+		err = s.inPipelinedTx(ctx, func(conn *pgx.Conn) error { return run.apply(ctx, conn, s) })
 		if err == nil {
 			run.publish(b)
 			return nil
@@ -82,20 +81,48 @@ func (s *PostgresStore) Apply(b *Batch) error {
 			// read them again.
 			s.parts.set(nil)
 			err = nil
-		case errors.Is(err, errKeyTaken):
+		case errors.Is(err, errKeyTaken) || pgdb.IsUniqueViolation(err):
+			// A key, a participation or an inbox item stored by another replica since
+			// the batch looked: the next run finds it.
 			err = nil
+		case errors.As(err, &pg) && (pg.Code == "40001" || pg.Code == "40P01"):
+			// Aborted for a concurrent transaction (a deadlock): run again after a
+			// moment, as pgdb.DB.InTx does.
+			backoff := min(time.Duration(1<<attempt)*time.Millisecond, 100*time.Millisecond)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff + rand.N(backoff)):
+				err = nil
+			}
 		}
 		if err != nil {
 			break
 		}
 	}
 	if err == nil {
-		err = s.db.Err(errors.New("the batch found its keys taken or its partitions missing at every attempt"))
+		err = errors.New("the batch found its keys taken or its partitions missing at every attempt")
 	}
 	for _, op := range b.Ops {
 		op.Err = nil
 	}
-	return fmt.Errorf("messaging: store: %w", err)
+	return fmt.Errorf("messaging: store: %w", s.db.Err(err))
+}
+
+// inPipelinedTx runs fn on a connection of the pool, which fn uses as one transaction
+// it begins and commits itself, in its pipelines (BEGIN before its reads, COMMIT after
+// its writes: two round trips for a batch instead of four). Whatever fn leaves
+// unfinished is rolled back.
+func (s *PostgresStore) inPipelinedTx(ctx context.Context, fn func(*pgx.Conn) error) error {
+	conn, err := s.db.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release() // a connection still in a transaction is closed, not reused
+	err = fn(conn.Conn())
+	if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
+		_, _ = conn.Conn().Exec(ctx, "ROLLBACK")
+	}
+	return err
 }
 
 // pgBatch is one run of a batch: what it read and locked, and what it will write.
@@ -111,9 +138,11 @@ type pgBatch struct {
 	created map[string]bool     // conversations whose row this run inserted
 	sent    map[string]*pgEntry // app 0 sender 0 client_message_id
 	events  map[string]*pgEntry // app 0 event_id
-	inboxes map[string]*pgInbox // app 0 identity
-	parts   map[string]*pgPart  // app 0 identity 0 conversation_id
-	grown   []*pgInbox          // in the order they first grew
+	// The keys whose stored message or event has expired: stored again over the row.
+	expiredKeys, expiredEvents map[string]bool
+	inboxes                    map[string]*pgInbox // app 0 identity
+	parts                      map[string]*pgPart  // app 0 identity 0 conversation_id
+	grown                      []*pgInbox          // in the order they first grew
 
 	msgRows   msgRows
 	eventRows eventRows
@@ -135,7 +164,8 @@ type pgConv struct {
 	rec      *messagingstoragev1.ConversationRecord // nil while it has no message
 	latestAt time.Time
 	err      error // its stored record is damaged
-	dirty    bool
+	dirty    bool  // its latest sequence and time moved
+	recDirty bool  // its record changed too (made, or its member list)
 }
 
 // pgEntry is a stored message or event, found by its key: in the database or earlier
@@ -149,6 +179,7 @@ type pgEntry struct {
 type pgInbox struct {
 	app, identity string
 	base, head    uint64
+	planned       uint64 // the head the batch moved it to before numbering its items
 	items         []InboxItem
 }
 
@@ -157,6 +188,7 @@ type pgPart struct {
 	err    error
 	stored bool // the row exists: update it, else insert it
 	dirty  bool
+	unread bool // made by ensurePart without reading: inserted unless there is one
 }
 
 func newPgBatch(b *Batch) *pgBatch {
@@ -167,6 +199,8 @@ func newPgBatch(b *Batch) *pgBatch {
 		created: map[string]bool{},
 		sent:    map[string]*pgEntry{},
 		events:  map[string]*pgEntry{},
+
+		expiredKeys: map[string]bool{}, expiredEvents: map[string]bool{},
 		inboxes: map[string]*pgInbox{},
 		parts:   map[string]*pgPart{},
 	}
@@ -202,11 +236,13 @@ func directOK(m *SendOp) bool {
 	return m.Kind != kindDirect || len(m.Recipients) == 2 && m.Recipients[0] < m.Recipients[1]
 }
 
-func (p *pgBatch) apply(ctx context.Context, tx pgx.Tx, s *PostgresStore) error {
+func (p *pgBatch) apply(ctx context.Context, tx *pgx.Conn, s *PostgresStore) error {
 	p.from = s.id
-	// 1. Everything the ops read, in one round trip (a pipeline: the statements run one
-	// after the other, each seeing what the ones before it committed or locked).
+	// 1. The transaction's start and everything the ops read, in one round trip (a
+	// pipeline: the statements run one after the other, each seeing what the ones
+	// before it committed or locked).
 	var q pgx.Batch
+	q.Queue("BEGIN")
 	p.queueConversations(&q)
 	p.queueLookups(&q)
 	heads := p.queueInboxes(&q)
@@ -244,8 +280,23 @@ func (p *pgBatch) apply(ctx context.Context, tx pgx.Tx, s *PostgresStore) error 
 		return &needPartitions{lo, hi}
 	}
 
-	// 4. The writes, in one round trip.
+	// 4. The writes and the commit, in one round trip.
 	return p.write(ctx, tx)
+}
+
+// conversationRecord reads a conversations row: its record, with the latest sequence
+// and time of the row's columns (a row from before migration 00002 has its time in
+// the record only: at is NULL).
+func conversationRecord(key string, raw []byte, seq int64, at *int64) (*messagingstoragev1.ConversationRecord, error) {
+	rec := &messagingstoragev1.ConversationRecord{}
+	if err := decodeRecord("conversations", key, raw, rec); err != nil {
+		return nil, err
+	}
+	rec.LatestSequence = uint64(seq)
+	if at != nil {
+		rec.LatestMessageAt = timestamppb.New(time.Unix(0, *at))
+	}
+	return rec, nil
 }
 
 func latestAt(rec *messagingstoragev1.ConversationRecord) time.Time {
@@ -288,20 +339,21 @@ func (p *pgBatch) queueConversations(q *pgx.Batch) {
 	if len(allConvs) > 0 {
 		apps, ids := allConvs.arrays()
 		q.Queue(`
-			SELECT c.app_id, c.conversation_id, c.record FROM conversations c
+			SELECT c.app_id, c.conversation_id, c.record, c.latest_sequence, c.latest_at FROM conversations c
 			JOIN unnest($1::text[], $2::text[]) AS t(a, id) ON c.app_id = t.a AND c.conversation_id = t.id
 			ORDER BY c.app_id, c.conversation_id FOR UPDATE OF c`, apps, ids).Query(func(rows pgx.Rows) error {
 			var app, id string
 			var raw []byte
-			_, err := pgx.ForEachRow(rows, []any{&app, &id, &raw}, func() error {
+			var seq int64
+			var at *int64
+			_, err := pgx.ForEachRow(rows, []any{&app, &id, &raw, &seq, &at}, func() error {
 				k := key2(app, id)
 				if p.created[k] {
 					return nil
 				}
 				c := p.convs[k]
-				rec := &messagingstoragev1.ConversationRecord{}
-				if c.err = decodeRecord("conversations", app+"/"+id, raw, rec); c.err == nil {
-					c.rec, c.latestAt = rec, latestAt(rec)
+				if c.rec, c.err = conversationRecord(app+"/"+id, raw, seq, at); c.err == nil {
+					c.latestAt = latestAt(c.rec)
 				}
 				return nil
 			})
@@ -325,17 +377,27 @@ func (p *pgBatch) queueLookups(q *pgx.Batch) {
 		}
 	}
 	if len(apps) > 0 {
+		// One index lookup per key (LATERAL ... LIMIT 1 keeps the planner from joining
+		// the whole table, whatever its statistics say). A key whose message has
+		// expired is reported apart: the batch may store it again, over the old row.
 		q.Queue(`
-			SELECT DISTINCT i.app_id, i.sender, i.client_message_id, m.record
+			SELECT k.a, k.s, k.c, l.live, l.record
 			FROM unnest($1::text[], $2::text[], $3::bytea[]) AS k(a, s, c)
-			JOIN idempotency i ON i.app_id = k.a AND i.sender = k.s AND i.client_message_id = k.c
-			LEFT JOIN messages m ON m.app_id = i.app_id AND m.conversation_id = i.conversation_id
-				AND m.sequence = i.sequence AND m.expires_at = i.expires_at
-			WHERE i.expires_at > `+horizon, apps, senders, cmids).Query(func(rows pgx.Rows) error {
+			CROSS JOIN LATERAL (
+				SELECT i.expires_at > `+horizon+` AS live, m.record FROM idempotency i
+				LEFT JOIN messages m ON i.expires_at > `+horizon+` AND m.app_id = i.app_id AND m.conversation_id = i.conversation_id
+					AND m.sequence = i.sequence AND m.expires_at = i.expires_at
+				WHERE i.app_id = k.a AND i.sender = k.s AND i.client_message_id = k.c
+				LIMIT 1) AS l`, apps, senders, cmids).Query(func(rows pgx.Rows) error {
 			var app, sender string
 			var cmid, raw []byte
-			_, err := pgx.ForEachRow(rows, []any{&app, &sender, &cmid, &raw}, func() error {
+			var live bool
+			_, err := pgx.ForEachRow(rows, []any{&app, &sender, &cmid, &live, &raw}, func() error {
 				k := key3(app, sender, string(cmid))
+				if !live {
+					p.expiredKeys[k] = true
+					return nil
+				}
 				e := &pgEntry{rec: &messagingstoragev1.MessagingLogRecord{}}
 				if raw == nil {
 					e.err = errs.Damagedf("messaging store: %s.idempotency: the key of %s's client_message_id %q points at a message that is not stored", Schema, sender, refusal.Truncate(string(cmid)))
@@ -353,15 +415,22 @@ func (p *pgBatch) queueLookups(q *pgx.Batch) {
 	}
 	if len(eapps) > 0 {
 		q.Queue(`
-			SELECT DISTINCT k.a, k.e, ev.record, ev.fanout
+			SELECT k.a, k.e, l.live, l.record, l.fanout
 			FROM unnest($1::text[], $2::bytea[]) AS k(a, e)
-			JOIN event_ids i ON i.app_id = k.a AND i.event_id = k.e
-			LEFT JOIN events ev ON ev.app_id = i.app_id AND ev.event_id = i.event_id AND ev.expires_at = i.expires_at
-			WHERE i.expires_at > `+horizon, eapps, eids).Query(func(rows pgx.Rows) error {
+			CROSS JOIN LATERAL (
+				SELECT i.expires_at > `+horizon+` AS live, ev.record, ev.fanout FROM event_ids i
+				LEFT JOIN events ev ON i.expires_at > `+horizon+` AND ev.app_id = i.app_id AND ev.event_id = i.event_id AND ev.expires_at = i.expires_at
+				WHERE i.app_id = k.a AND i.event_id = k.e
+				LIMIT 1) AS l`, eapps, eids).Query(func(rows pgx.Rows) error {
 			var app string
 			var id, raw, fan []byte
-			_, err := pgx.ForEachRow(rows, []any{&app, &id, &raw, &fan}, func() error {
+			var live bool
+			_, err := pgx.ForEachRow(rows, []any{&app, &id, &live, &raw, &fan}, func() error {
 				k := key2(app, string(id))
+				if !live {
+					p.expiredEvents[k] = true
+					return nil
+				}
 				e := &pgEntry{rec: &messagingstoragev1.MessagingLogRecord{}}
 				f := &messagingstoragev1.MessagingFanoutRecord{}
 				if raw == nil {
@@ -381,21 +450,27 @@ func (p *pgBatch) queueLookups(q *pgx.Batch) {
 	}
 }
 
-// queueInboxes inserts the missing inbox heads of every recipient of the batch, then
-// locks them all, in key order. A retry's recipients are among them, though it stores
-// nothing: which ops are retries is known only once the lookups have answered, and
-// waiting for them would take a round trip more.
+// queueInboxes moves the inbox head of every recipient of the batch forward by the
+// items the batch would add to it if every op stored (inserting the heads of new
+// inboxes), in key order, in one statement: that locks the heads, as conversations
+// are locked, and returns where each inbox's new items start. An op that stores less
+// (a retry, a refused op) is known only once the lookups have answered, and waiting
+// for them would take a round trip more: the writes then put the heads it did not
+// use back, in the same transaction (write), so that no other batch ever sees them.
 func (p *pgBatch) queueInboxes(q *pgx.Batch) pairs {
 	heads := pairs{}
+	planned := map[[2]string]int64{}
 	for _, op := range p.b.Ops {
 		switch {
 		case op.Send != nil && directOK(op.Send):
 			for _, r := range op.Send.Recipients {
 				heads[[2]string{op.Send.AppID, r}] = true
+				planned[[2]string{op.Send.AppID, r}]++
 			}
 		case op.Event != nil:
 			for _, r := range op.Event.Recipients {
 				heads[[2]string{op.Event.AppID, r}] = true
+				planned[[2]string{op.Event.AppID, r}]++
 			}
 		}
 	}
@@ -403,18 +478,21 @@ func (p *pgBatch) queueInboxes(q *pgx.Batch) pairs {
 		return heads
 	}
 	apps, ids := heads.arrays()
+	counts := make([]int64, len(apps))
+	for i := range apps {
+		counts[i] = planned[[2]string{apps[i], ids[i]}]
+	}
 	q.Queue(`
-		INSERT INTO inbox_heads (app_id, identity, head)
-		SELECT a, i, 0 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(a, i, n) ORDER BY n
-		ON CONFLICT DO NOTHING`, apps, ids)
-	q.Queue(`
-		SELECT h.app_id, h.identity, h.head FROM inbox_heads h
-		JOIN unnest($1::text[], $2::text[]) AS t(a, i) ON h.app_id = t.a AND h.identity = t.i
-		ORDER BY h.app_id, h.identity FOR UPDATE OF h`, apps, ids).Query(func(rows pgx.Rows) error {
+		INSERT INTO inbox_heads AS h (app_id, identity, head)
+		SELECT a, i, c FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS t(a, i, c, n) ORDER BY n
+		ON CONFLICT (app_id, identity) DO UPDATE SET head = h.head + EXCLUDED.head
+		RETURNING h.app_id, h.identity, h.head`, apps, ids, counts).Query(func(rows pgx.Rows) error {
 		var app, id string
 		var head int64
 		_, err := pgx.ForEachRow(rows, []any{&app, &id, &head}, func() error {
-			p.inboxes[key2(app, id)] = &pgInbox{app: app, identity: id, base: uint64(head), head: uint64(head)}
+			n := planned[[2]string{app, id}]
+			base := uint64(head - n)
+			p.inboxes[key2(app, id)] = &pgInbox{app: app, identity: id, base: base, head: base, planned: uint64(head)}
 			return nil
 		})
 		return err
@@ -422,19 +500,17 @@ func (p *pgBatch) queueInboxes(q *pgx.Batch) pairs {
 	return heads
 }
 
-// partKeys returns the participations the ops may change: the cursors', and those of
-// the direct conversations the batch sends in (false); or those of the groups whose
-// member list changed since their last message (true), once the conversations are
-// read. Each conversation's participations change only under its row's lock, which
-// the batch holds, so they are read without a lock of their own.
+// partKeys returns the participations the ops may change: the cursors' (false); or
+// those of the groups whose member list changed since their last message (true), once
+// the conversations are read. Each conversation's participations change only under its
+// row's lock, which the batch holds, so they are read without a lock of their own. A
+// direct conversation's two are made with its first message, by the batch that
+// inserted its row (ensurePart), and are not read: a cursor writes none before the
+// conversation has a message.
 func (p *pgBatch) partKeys(groups bool) map[[3]string]bool {
 	keys := map[[3]string]bool{}
 	for _, op := range p.b.Ops {
 		switch m := op.Send; {
-		case m != nil && directOK(m) && !groups && m.Kind == kindDirect:
-			for _, r := range m.Recipients {
-				keys[[3]string{m.AppID, r, m.ConversationID}] = true
-			}
 		case m != nil && directOK(m) && groups && m.Kind == kindGroup:
 			c := p.convs[key2(m.AppID, m.ConversationID)]
 			if c.err == nil && c.rec.GetParticipantsVersion() != m.MembershipVersion {
@@ -519,6 +595,7 @@ func (p *pgBatch) send(i int, m *SendOp) {
 	}
 	created := c.rec == nil
 	if created {
+		c.recDirty = true
 		c.rec = &messagingstoragev1.ConversationRecord{ConversationId: m.ConversationID, Kind: m.Kind, CreatedAt: timestamppb.New(p.now)}
 		if m.Kind == kindDirect {
 			c.rec.Participants = m.Recipients
@@ -561,7 +638,7 @@ func (p *pgBatch) send(i int, m *SendOp) {
 		for _, id := range m.Recipients {
 			p.ensurePart(m.AppID, id, &messagingstoragev1.ParticipationRecord{ConversationId: m.ConversationID, Kind: kindGroup})
 		}
-		c.rec.ParticipantsVersion = m.MembershipVersion
+		c.rec.ParticipantsVersion, c.recDirty = m.MembershipVersion, true
 	}
 }
 
@@ -569,7 +646,7 @@ func (p *pgBatch) send(i int, m *SendOp) {
 func (p *pgBatch) ensurePart(app, identity string, rec *messagingstoragev1.ParticipationRecord) {
 	k := key3(app, identity, rec.GetConversationId())
 	if p.parts[k] == nil {
-		p.parts[k] = &pgPart{rec: rec, dirty: true}
+		p.parts[k] = &pgPart{rec: rec, dirty: true, unread: true}
 	}
 }
 
@@ -654,8 +731,13 @@ func (p *pgBatch) expiries() (lo, hi int64, ok bool) {
 	return slices.Min(all), slices.Max(all), true
 }
 
-// write sends every write of the batch at once, one multi-row statement per table.
-func (p *pgBatch) write(ctx context.Context, tx pgx.Tx) error {
+// write sends every write of the batch at once, one multi-row statement per table,
+// and the COMMIT after them in the same pipeline: a statement that fails (a key
+// stored by another replica meanwhile breaks a primary key) makes the server skip the
+// rest of the pipeline, COMMIT included. Only a batch with a statement whose row count
+// must be checked (a key whose stored message has expired, updated in place) sends
+// its COMMIT after the check, in a round trip of its own.
+func (p *pgBatch) write(ctx context.Context, tx *pgx.Conn) error {
 	if err := errors.Join(p.msgRows.err, p.eventRows.err); err != nil {
 		return err
 	}
@@ -671,7 +753,9 @@ func (p *pgBatch) write(ctx context.Context, tx pgx.Tx) error {
 			SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::integer[], $7::bytea[])`,
 			m.apps, m.convs, m.seqs, m.expires, m.times, m.sizes, m.records)
 		// The keys in byte order, as every batch inserts them: two batches inserting the
-		// same keys wait for each other in the same order, never in a cycle.
+		// same keys wait for each other in the same order, never in a cycle. A new key
+		// is inserted; one whose message has expired is taken over, only if it is
+		// still expired (checked before committing).
 		idx := make([]int, len(m.apps))
 		for i := range idx {
 			idx[i] = i
@@ -679,14 +763,20 @@ func (p *pgBatch) write(ctx context.Context, tx pgx.Tx) error {
 		slices.SortFunc(idx, func(a, b int) int {
 			return strings.Compare(key3(m.apps[a], m.senders[a], string(m.cmids[a])), key3(m.apps[b], m.senders[b], string(m.cmids[b])))
 		})
-		queue(len(idx), `INSERT INTO idempotency (app_id, sender, client_message_id, conversation_id, sequence, expires_at)
-			SELECT a, s, c, v, q, e FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bigint[], $6::bigint[]) WITH ORDINALITY AS t(a, s, c, v, q, e, n)
-			ORDER BY n
-			ON CONFLICT (app_id, sender, client_message_id) DO UPDATE
-				SET conversation_id = EXCLUDED.conversation_id, sequence = EXCLUDED.sequence, expires_at = EXCLUDED.expires_at
-				WHERE idempotency.expires_at <= `+horizon+`
-			RETURNING 1`,
-			pick(m.apps, idx), pick(m.senders, idx), pick(m.cmids, idx), pick(m.convs, idx), pick(m.seqs, idx), pick(m.expires, idx))
+		fresh, taken := split(idx, func(i int) bool { return p.expiredKeys[key3(m.apps[i], m.senders[i], string(m.cmids[i]))] })
+		if len(fresh) > 0 {
+			queue(-1, `INSERT INTO idempotency (app_id, sender, client_message_id, conversation_id, sequence, expires_at)
+				SELECT a, s, c, v, q, e FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bigint[], $6::bigint[]) WITH ORDINALITY AS t(a, s, c, v, q, e, n)
+				ORDER BY n`,
+				pick(m.apps, fresh), pick(m.senders, fresh), pick(m.cmids, fresh), pick(m.convs, fresh), pick(m.seqs, fresh), pick(m.expires, fresh))
+		}
+		if len(taken) > 0 {
+			queue(len(taken), `UPDATE idempotency i SET conversation_id = t.v, sequence = t.q, expires_at = t.e
+				FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bigint[], $6::bigint[]) AS t(a, s, c, v, q, e)
+				WHERE i.app_id = t.a AND i.sender = t.s AND i.client_message_id = t.c AND i.expires_at <= `+horizon+`
+				RETURNING 1`,
+				pick(m.apps, taken), pick(m.senders, taken), pick(m.cmids, taken), pick(m.convs, taken), pick(m.seqs, taken), pick(m.expires, taken))
+		}
 	}
 	if e := &p.eventRows; len(e.apps) > 0 {
 		queue(-1, `INSERT INTO events (app_id, event_id, expires_at, size, record, fanout)
@@ -699,44 +789,60 @@ func (p *pgBatch) write(ctx context.Context, tx pgx.Tx) error {
 		slices.SortFunc(idx, func(a, b int) int {
 			return strings.Compare(key2(e.apps[a], string(e.ids[a])), key2(e.apps[b], string(e.ids[b])))
 		})
-		queue(len(idx), `INSERT INTO event_ids (app_id, event_id, expires_at)
-			SELECT a, i, e FROM unnest($1::text[], $2::bytea[], $3::bigint[]) WITH ORDINALITY AS t(a, i, e, n) ORDER BY n
-			ON CONFLICT (app_id, event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE event_ids.expires_at <= `+horizon+`
-			RETURNING 1`,
-			pick(e.apps, idx), pick(e.ids, idx), pick(e.expires, idx))
+		fresh, taken := split(idx, func(i int) bool { return p.expiredEvents[key2(e.apps[i], string(e.ids[i]))] })
+		if len(fresh) > 0 {
+			queue(-1, `INSERT INTO event_ids (app_id, event_id, expires_at)
+				SELECT a, i, e FROM unnest($1::text[], $2::bytea[], $3::bigint[]) WITH ORDINALITY AS t(a, i, e, n) ORDER BY n`,
+				pick(e.apps, fresh), pick(e.ids, fresh), pick(e.expires, fresh))
+		}
+		if len(taken) > 0 {
+			queue(len(taken), `UPDATE event_ids i SET expires_at = t.e FROM unnest($1::text[], $2::bytea[], $3::bigint[]) AS t(a, i, e)
+				WHERE i.app_id = t.a AND i.event_id = t.i AND i.expires_at <= `+horizon+`
+				RETURNING 1`,
+				pick(e.apps, taken), pick(e.ids, taken), pick(e.expires, taken))
+		}
 	}
 	if in := &p.inboxRows; len(in.apps) > 0 {
 		queue(-1, `INSERT INTO inbox (app_id, identity, inbox_sequence, expires_at, conversation_id, sequence, event_id)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::bytea[])`,
 			in.apps, in.ids, in.seqs, in.expires, in.convs, in.convSeqs, in.events)
-		var apps, ids []string
-		var heads []int64
-		for _, g := range p.grown {
-			apps, ids, heads = append(apps, g.app), append(ids, g.identity), append(heads, int64(g.head))
+	}
+	// The heads moved further than the items the batch stored (queueInboxes), put back.
+	var happs, hids []string
+	var heads []int64
+	for _, in := range p.inboxes {
+		if in.head != in.planned {
+			happs, hids, heads = append(happs, in.app), append(hids, in.identity), append(heads, int64(in.head))
 		}
+	}
+	if len(happs) > 0 {
 		queue(-1, `UPDATE inbox_heads h SET head = t.head FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(a, i, head)
-			WHERE h.app_id = t.a AND h.identity = t.i`, apps, ids, heads)
+			WHERE h.app_id = t.a AND h.identity = t.i`, happs, hids, heads)
 	}
 	var capps, cids []string
-	var cseqs []int64
+	var cseqs, cats []int64
 	var crecs [][]byte
 	var unused []string
 	for k, c := range p.convs {
 		switch {
 		case c.dirty:
-			raw, err := encodeRecord(c.rec)
-			if err != nil {
-				return err
+			var raw []byte // NULL: the stored record stays as it is
+			if c.recDirty {
+				var err error
+				if raw, err = encodeRecord(c.rec); err != nil {
+					return err
+				}
 			}
-			capps, cids, cseqs, crecs = append(capps, c.app), append(cids, c.id), append(cseqs, int64(c.rec.GetLatestSequence())), append(crecs, raw)
+			capps, cids, crecs = append(capps, c.app), append(cids, c.id), append(crecs, raw)
+			cseqs, cats = append(cseqs, int64(c.rec.GetLatestSequence())), append(cats, c.latestAt.UnixNano())
 		case p.created[k]:
 			unused = append(unused, k)
 		}
 	}
 	if len(capps) > 0 {
-		queue(-1, `UPDATE conversations c SET latest_sequence = t.seq, record = t.rec
-			FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[]) AS t(a, id, seq, rec)
-			WHERE c.app_id = t.a AND c.conversation_id = t.id`, capps, cids, cseqs, crecs)
+		queue(-1, `UPDATE conversations c SET latest_sequence = t.seq, latest_at = t.at, record = coalesce(t.rec, c.record)
+			FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bytea[]) AS t(a, id, seq, at, rec)
+			WHERE c.app_id = t.a AND c.conversation_id = t.id`, capps, cids, cseqs, cats, crecs)
 	}
 	if len(unused) > 0 {
 		// A conversation whose first message the batch did not store after all (a
@@ -749,7 +855,7 @@ func (p *pgBatch) write(ctx context.Context, tx pgx.Tx) error {
 		queue(-1, `DELETE FROM conversations c USING unnest($1::text[], $2::text[]) AS t(a, id)
 			WHERE c.app_id = t.a AND c.conversation_id = t.id`, apps, ids)
 	}
-	var ins, upd partRows
+	var ins, ensure, upd partRows
 	for k, part := range p.parts {
 		if !part.dirty {
 			continue
@@ -758,18 +864,30 @@ func (p *pgBatch) write(ctx context.Context, tx pgx.Tx) error {
 		if err != nil {
 			return err
 		}
-		if part.stored {
+		switch {
+		case part.stored:
 			upd.add(k, raw)
-		} else {
+		case part.unread:
+			ensure.add(k, raw)
+		default:
 			ins.add(k, raw)
 		}
 	}
 	ins.sort()
+	ensure.sort()
+	if len(ensure.apps) > 0 {
+		queue(-1, `INSERT INTO participations (app_id, identity, conversation_id, record)
+			SELECT a, i, c, r FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS t(a, i, c, r, n) ORDER BY n
+			ON CONFLICT DO NOTHING`,
+			ensure.apps, ensure.ids, ensure.convs, ensure.records)
+	}
 	upd.fill()
 	if len(ins.apps) > 0 {
-		queue(len(ins.apps), `INSERT INTO participations (app_id, identity, conversation_id, record)
-			SELECT a, i, c, r FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS t(a, i, c, r, n) ORDER BY n
-			ON CONFLICT DO NOTHING RETURNING 1`, ins.apps, ins.ids, ins.convs, ins.records)
+		// One stored meanwhile by another replica breaks the primary key: the batch runs
+		// again and reads it.
+		queue(-1, `INSERT INTO participations (app_id, identity, conversation_id, record)
+			SELECT a, i, c, r FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS t(a, i, c, r, n) ORDER BY n`,
+			ins.apps, ins.ids, ins.convs, ins.records)
 	}
 	if len(upd.apps) > 0 {
 		queue(-1, `UPDATE participations p SET record = t.r FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS t(a, i, c, r)
@@ -779,8 +897,9 @@ func (p *pgBatch) write(ctx context.Context, tx pgx.Tx) error {
 		// The other replicas' streams of these inboxes wake up once this commits.
 		queue(-1, "SELECT pg_notify($1, $2)", inboxChannel, notifyPayload(p.from, p.grown))
 	}
-	if len(checks) == 0 {
-		return nil
+	checked := slices.ContainsFunc(checks, func(want int) bool { return want >= 0 })
+	if !checked {
+		queue(-1, "COMMIT")
 	}
 	res := tx.SendBatch(ctx, &q)
 	for _, want := range checks {
@@ -809,7 +928,27 @@ func (p *pgBatch) write(ctx context.Context, tx pgx.Tx) error {
 			return errKeyTaken
 		}
 	}
-	return res.Close()
+	if err := res.Close(); err != nil {
+		return err
+	}
+	if checked {
+		_, err := tx.Exec(ctx, "COMMIT")
+		return err
+	}
+	return nil
+}
+
+// split divides idx into the indexes for which pred is false and those for which it is
+// true, each in idx's order.
+func split(idx []int, pred func(int) bool) (no, yes []int) {
+	for _, i := range idx {
+		if pred(i) {
+			yes = append(yes, i)
+		} else {
+			no = append(no, i)
+		}
+	}
+	return no, yes
 }
 
 func pick[T any](s []T, idx []int) []T {

@@ -41,16 +41,20 @@ func (s *PostgresStore) Sent(app, sender, cmid string) (*messagingstoragev1.Mess
 
 // Conversation implements Store.
 func (s *PostgresStore) Conversation(app, conv string) (*messagingstoragev1.ConversationRecord, error) {
-	rec := &messagingstoragev1.ConversationRecord{}
-	found, err := s.getRow("conversations", app+"/"+conv, rec,
-		"SELECT record FROM conversations WHERE app_id = $1 AND conversation_id = $2", app, conv)
-	if err != nil {
-		return nil, err
-	}
-	if !found {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	var raw []byte
+	var seq int64
+	var at *int64
+	err := s.db.Pool.QueryRow(ctx, "SELECT record, latest_sequence, latest_at FROM conversations WHERE app_id = $1 AND conversation_id = $2",
+		app, conv).Scan(&raw, &seq, &at)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
 		return nil, errs.NotFoundf("conversation %s not found", conv)
+	case err != nil:
+		return nil, s.db.Err(err)
 	}
-	return rec, nil
+	return conversationRecord(app+"/"+conv, raw, seq, at)
 }
 
 // HasMessage implements Store.
