@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
@@ -282,11 +284,16 @@ type load struct {
 	failures atomic.Int64
 }
 
-// startLoad starts nSenders senders and nReaders readers; addrs(i) are the replicas,
-// in order of preference, of the i-th client. Even senders use a Sender (SendStream,
-// window messages ahead), odd ones Client.Send one at a time; sender i sends to reader
-// i % nReaders.
-func startLoad(t *testing.T, f *pgFleet, nSenders, nReaders, window int, addrs func(i int) []string) *load {
+// maxPerSender bounds each sender's messages.
+const maxPerSender = 400
+
+// startLoad starts nSenders senders and nReaders readers, each client knowing every
+// replica of the fleet. Even senders use a Sender (SendStream, window messages
+// ahead), odd ones Client.Send one at a time; sender i sends to reader i % nReaders,
+// up to maxPerSender messages. With two readers and two replicas, sender i is on
+// replica i % 2 (while it answers) and its reader on the other: each message is
+// delivered live across replicas (Store.Watch).
+func startLoad(t *testing.T, f *pgFleet, nSenders, nReaders, window int) *load {
 	t.Helper()
 	l := &load{f: f, to: map[string]string{}, acked: map[string][]sentMsg{}, received: map[string][]gotMsg{}, stopping: make(chan struct{})}
 	for i := range nReaders {
@@ -300,8 +307,16 @@ func startLoad(t *testing.T, f *pgFleet, nSenders, nReaders, window int, addrs f
 	f.users(append(slices.Clone(l.readers), l.senders...)...)
 	subCtx, endSubs := context.WithCancel(context.Background())
 	l.endSubs = endSubs
+	// addrs are the replicas, those from home on first.
+	addrs := func(home int) []string {
+		var out []string
+		for j := range f.replicas {
+			out = append(out, f.replicas[(home+j)%len(f.replicas)].addr)
+		}
+		return out
+	}
 	for i, uid := range l.readers {
-		c := f.client(uid, addrs(nSenders+i)...)
+		c := f.client(uid, addrs(i+1)...)
 		ready := make(chan struct{})
 		var once sync.Once
 		l.subs.Go(func() {
@@ -348,7 +363,7 @@ func startLoad(t *testing.T, f *pgFleet, nSenders, nReaders, window int, addrs f
 		}
 		if i%2 == 1 {
 			l.wg.Go(func() {
-				for n := 0; ; n++ {
+				for n := 0; n < maxPerSender; n++ {
 					select {
 					case <-l.stopping:
 						return
@@ -389,13 +404,19 @@ func startLoad(t *testing.T, f *pgFleet, nSenders, nReaders, window int, addrs f
 		l.wg.Go(func() {
 			defer close(pending)
 			for n := 0; ; n++ {
-				select {
-				case <-l.stopping:
+				stop := n == maxPerSender
+				if !stop {
+					select {
+					case <-l.stopping:
+						stop = true
+					default:
+					}
+				}
+				if stop {
 					if err := s.Close(ctx); err != nil {
 						t.Errorf("%s: closing its Sender: %v", uid, err)
 					}
 					return
-				default:
 				}
 				r := req(n)
 				p, err := s.Send(ctx, r)
@@ -587,13 +608,7 @@ func TestFailoverWithoutLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := startFleet(t, pgtest.MultiHostURL(db.Name, primary, standby), 2)
-	a, b := f.replicas[0].addr, f.replicas[1].addr
-	l := startLoad(t, f, 6, 2, 8, func(i int) []string {
-		if i%2 == 0 {
-			return []string{a, b}
-		}
-		return []string{b, a}
-	})
+	l := startLoad(t, f, 6, 2, 8)
 	l.waitAcked(t, 300, 30*time.Second)
 	killedAt, before := l.total.Load(), l.counts()
 	primary.Kill()
@@ -614,7 +629,7 @@ func TestFailoverWithoutLoss(t *testing.T) {
 	for _, r := range f.replicas {
 		f.waitHealth(r, healthpb.HealthCheckResponse_SERVING, 10*time.Second)
 	}
-	l.verify(t, b)
+	l.verify(t, f.replicas[1].addr)
 	t.Logf("%d messages acknowledged before the primary was killed, %d in all; both replicas not ready %v after the kill, the standby promoted at %v, every sender and reader 20 more messages through %v after the kill",
 		killedAt, l.total.Load(), down.Round(time.Millisecond), promoted.Round(time.Millisecond), recovered.Round(time.Millisecond))
 }
@@ -632,13 +647,7 @@ func TestMessagingReplicaLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := startFleet(t, db.URL, 2)
-	a, b := f.replicas[0].addr, f.replicas[1].addr
-	l := startLoad(t, f, 6, 2, 8, func(i int) []string {
-		if i%2 == 0 {
-			return []string{a, b}
-		}
-		return []string{b, a}
-	})
+	l := startLoad(t, f, 6, 2, 8)
 	l.waitAcked(t, 300, 30*time.Second)
 	killedAt, before := l.total.Load(), l.counts()
 	began := time.Now()
@@ -646,7 +655,158 @@ func TestMessagingReplicaLoss(t *testing.T) {
 	l.waitEveryone(t, before, 20, 40*time.Second)
 	recovered := time.Since(began)
 	l.stop(t)
-	l.verify(t, b)
+	l.verify(t, f.replicas[1].addr)
 	t.Logf("%d messages acknowledged before a replica was killed, %d in all; every sender and reader 20 more messages through %v after the kill",
 		killedAt, l.total.Load(), recovered.Round(time.Millisecond))
+}
+
+// downBound is how fast a request fails while the database is down: a refused
+// connection is immediate, and the bound leaves room for a loaded machine.
+const downBound = 2 * time.Second
+
+// TestDatabaseDown: two messaging replicas over one PostgreSQL, a subscriber on one.
+// The database is stopped: requests (Send, SendStream, History) fail fast with
+// UNAVAILABLE, within downBound, storing nothing, and both replicas turn not ready.
+// The database is started again: both turn ready and serve by themselves, without a
+// restart of umbra, and a message sent through one reaches the subscriber on the
+// other live.
+func TestDatabaseDown(t *testing.T) {
+	cluster := pgtest.NewCluster(t, pgtest.Options{})
+	db, err := cluster.CreateDatabase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startFleet(t, db.URL, 2)
+	a, b := f.replicas[0], f.replicas[1]
+	f.users("alice", "bob")
+	aliceTok, err := f.token(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asAlice := func(ctx context.Context) context.Context {
+		return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+aliceTok)
+	}
+	client := messagingv1.NewMessagingServiceClient(f.dial(a.addr))
+	send := func(cmid string) (*messagingv1.SendResponse, error) {
+		ctx, cancel := context.WithTimeout(asAlice(context.Background()), 30*time.Second)
+		defer cancel()
+		return client.Send(ctx, &messagingv1.SendRequest{
+			ConversationId: f.ids["bob"], ClientMessageId: cmid,
+			Header:   &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT},
+			Envelope: []byte(cmid),
+		})
+	}
+
+	// bob subscribes on the other replica, with the SDK (which resumes by itself).
+	bob := f.client("bob", b.addr)
+	got := make(chan *messagingv1.Message, 16)
+	subCtx, endSub := context.WithCancel(context.Background())
+	subDone := make(chan error, 1)
+	go func() {
+		subDone <- bob.Subscribe(subCtx, sdk.SubscribeOptions{FromStart: true}, func(item *messagingv1.SubscribeResponse) error {
+			if m := item.GetMessage(); m != nil {
+				got <- m
+			}
+			return nil
+		})
+	}()
+	defer func() {
+		endSub()
+		if err := <-subDone; !errors.Is(err, context.Canceled) {
+			t.Errorf("bob's subscription: %v", err)
+		}
+	}()
+	receive := func(cmid string, within time.Duration) time.Duration {
+		t.Helper()
+		began := time.Now()
+		select {
+		case m := <-got:
+			if m.GetClientMessageId() != cmid {
+				t.Fatalf("bob received %s; want %s", m.GetClientMessageId(), cmid)
+			}
+		case <-time.After(within):
+			t.Fatalf("bob did not receive %s within %v", cmid, within)
+		}
+		return time.Since(began)
+	}
+	if _, err := send("before"); err != nil {
+		t.Fatal(err)
+	}
+	receive("before", 10*time.Second)
+
+	cluster.Stop()
+	notReady := map[string]time.Duration{}
+	for _, r := range f.replicas {
+		notReady[r.addr] = f.waitHealth(r, healthpb.HealthCheckResponse_NOT_SERVING, 10*time.Second)
+	}
+	var slowest time.Duration
+	timed := func(what string, call func() error) {
+		t.Helper()
+		began := time.Now()
+		err := call()
+		took := time.Since(began)
+		slowest = max(slowest, took)
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("%s with the database down: %v; want UNAVAILABLE", what, err)
+		}
+		if took > downBound {
+			t.Errorf("%s with the database down took %v; want it to fail within %v", what, took, downBound)
+		}
+	}
+	for i := range 3 {
+		timed("Send", func() error { _, err := send(fmt.Sprint("down-", i)); return err })
+		timed("History", func() error {
+			ctx, cancel := context.WithTimeout(asAlice(context.Background()), 30*time.Second)
+			defer cancel()
+			_, err := client.History(ctx, &messagingv1.HistoryRequest{ConversationId: f.ids["bob"]})
+			return err
+		})
+		timed("SendStream", func() error {
+			ctx, cancel := context.WithTimeout(asAlice(context.Background()), 30*time.Second)
+			defer cancel()
+			ss, err := client.SendStream(ctx)
+			if err != nil {
+				return err
+			}
+			if err := ss.Send(&messagingv1.SendStreamRequest{Send: &messagingv1.SendRequest{
+				ConversationId: f.ids["bob"], ClientMessageId: fmt.Sprint("down-stream-", i),
+				Header:   &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT},
+				Envelope: []byte("down"),
+			}}); err != nil {
+				return err
+			}
+			r, err := ss.Recv()
+			if err == nil {
+				return fmt.Errorf("a reply: %v", r)
+			}
+			return err
+		})
+	}
+
+	if err := cluster.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	ready := map[string]time.Duration{}
+	for _, r := range f.replicas {
+		ready[r.addr] = f.waitHealth(r, healthpb.HealthCheckResponse_SERVING, 15*time.Second)
+	}
+	// Ready means serving: the first request after it succeeds.
+	sentAt := time.Now()
+	sent, err := send("after")
+	if err != nil {
+		t.Fatalf("Send once the database is back and the replica ready: %v", err)
+	}
+	if sent.GetSequence() != 2 {
+		t.Errorf("the message after the restart has sequence %d; want 2 (nothing stored while the database was down)", sent.GetSequence())
+	}
+	receive("after", 10*time.Second)
+	live := time.Since(sentAt)
+	select {
+	case m := <-got:
+		t.Errorf("bob received %s as well", m.GetClientMessageId())
+	case <-time.After(200 * time.Millisecond):
+	}
+	t.Logf("database down: not ready after %v (replica 1) and %v (replica 2), the slowest failing request %v; back: ready after %v and %v, a message delivered across replicas in %v",
+		notReady[a.addr].Round(time.Millisecond), notReady[b.addr].Round(time.Millisecond), slowest.Round(time.Millisecond),
+		ready[a.addr].Round(time.Millisecond), ready[b.addr].Round(time.Millisecond), live.Round(time.Millisecond))
 }
