@@ -64,9 +64,10 @@ type Cluster struct {
 	cred     *syscall.Credential
 	logPath  string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{} // closed when cmd has exited
+	frozen bool          // stopped with SIGSTOP (Freeze)
 }
 
 // Options tune a cluster.
@@ -308,11 +309,38 @@ func (c *Cluster) Stop() { c.signal(syscall.SIGINT) }
 // crash of the machine would.
 func (c *Cluster) Kill() { c.signal(syscall.SIGKILL) }
 
+// Freeze stops the server and every backend with SIGSTOP, as a host that hangs or
+// drops off the network: its connections stay open, new ones are accepted by the
+// kernel, and nothing answers. Thaw resumes it; Stop, Kill and Close kill it (a frozen
+// server cannot shut down cleanly).
+func (c *Cluster) Freeze() { c.stopCont(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server (SIGCONT).
+func (c *Cluster) Thaw() { c.stopCont(syscall.SIGCONT) }
+
+func (c *Cluster) stopCont(sig syscall.Signal) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil {
+		return
+	}
+	// The postmaster first, so that it forks no backend after its children are listed.
+	pid := c.cmd.Process.Pid
+	syscall.Kill(pid, sig)
+	for _, p := range childrenOf(pid) {
+		syscall.Kill(p, sig)
+	}
+	c.frozen = sig == syscall.SIGSTOP
+}
+
 func (c *Cluster) signal(sig syscall.Signal) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cmd == nil {
 		return
+	}
+	if c.frozen {
+		sig, c.frozen = syscall.SIGKILL, false
 	}
 	// Each backend of PostgreSQL's is a session of its own: a crash kills them one by
 	// one, found before the postmaster dies and they lose their parent.

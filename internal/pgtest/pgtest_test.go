@@ -174,3 +174,30 @@ func TestStandbyFailover(t *testing.T) {
 		t.Errorf("%d rows on the promoted standby (%v); want 21", n, err)
 	}
 }
+
+// TestFreeze: a frozen server answers nothing (a query waits until its context ends),
+// answers again once thawed, and a frozen one is closed at once.
+func TestFreeze(t *testing.T) {
+	c := NewCluster(t, Options{})
+	conn := connect(t, c.URL("postgres"))
+	c.Freeze()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	var one int
+	err := conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+	cancel()
+	if err == nil {
+		t.Fatal("a frozen server answered")
+	}
+	c.Thaw()
+	if one, err := pgx.Connect(context.Background(), c.URL("postgres")); err != nil {
+		t.Fatalf("a thawed server: %v", err)
+	} else {
+		one.Close(context.Background())
+	}
+	c.Freeze()
+	began := time.Now()
+	c.Stop()
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("stopping a frozen server took %v", took)
+	}
+}
