@@ -599,8 +599,21 @@ func (l *load) verify(t *testing.T, addr string) {
 // (target_session_attrs=read-write), senders and subscribers on both replicas. The
 // primary is killed with SIGKILL mid-run and the standby promoted: the replicas
 // reconnect by themselves, every acknowledged message is stored exactly once and in
-// order, and every subscriber resumes without a gap or a duplicate.
+// order, every subscriber resumes without a gap or a duplicate, and live delivery
+// across replicas works again (no fall-back to polling).
 func TestFailoverWithoutLoss(t *testing.T) {
+	failover(t, "killed", (*pgtest.Cluster).Kill)
+}
+
+// TestFailoverFrozenPrimary is TestFailoverWithoutLoss with a primary that hangs
+// instead (SIGSTOP: a host that lost its network or froze), the harder case: its
+// connections neither answer nor break, so the replicas learn of the loss only
+// through their timeouts.
+func TestFailoverFrozenPrimary(t *testing.T) {
+	failover(t, "frozen", (*pgtest.Cluster).Freeze)
+}
+
+func failover(t *testing.T, how string, lose func(*pgtest.Cluster)) {
 	primary := pgtest.NewCluster(t, pgtest.Options{})
 	standby := pgtest.NewStandby(t, primary)
 	db, err := primary.CreateDatabase()
@@ -608,10 +621,13 @@ func TestFailoverWithoutLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := startFleet(t, pgtest.MultiHostURL(db.Name, primary, standby), 2)
+	// Killed before the replicas stop: a frozen primary would hold up their pools'
+	// closing connections to it.
+	t.Cleanup(primary.Kill)
 	l := startLoad(t, f, 6, 2, 8)
 	l.waitAcked(t, 300, 30*time.Second)
-	killedAt, before := l.total.Load(), l.counts()
-	primary.Kill()
+	lostAt, before := l.total.Load(), l.counts()
+	lose(primary)
 	began := time.Now()
 	// Until the standby is promoted there is no primary: the replicas see it (not
 	// ready), and nothing is acknowledged meanwhile.
@@ -623,15 +639,91 @@ func TestFailoverWithoutLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	promoted := time.Since(began)
-	l.waitEveryone(t, before, 20, 40*time.Second)
+	l.waitEveryone(t, before, 20, 45*time.Second)
 	recovered := time.Since(began)
 	l.stop(t)
 	for _, r := range f.replicas {
 		f.waitHealth(r, healthpb.HealthCheckResponse_SERVING, 10*time.Second)
 	}
 	l.verify(t, f.replicas[1].addr)
-	t.Logf("%d messages acknowledged before the primary was killed, %d in all; both replicas not ready %v after the kill, the standby promoted at %v, every sender and reader 20 more messages through %v after the kill",
-		killedAt, l.total.Load(), down.Round(time.Millisecond), promoted.Round(time.Millisecond), recovered.Round(time.Millisecond))
+	live := f.liveAcross(t)
+	t.Logf("%d messages acknowledged before the primary was %s, %d in all; both replicas not ready %v after, the standby promoted at %v, every sender and reader 20 more messages through at %v; then delivered across replicas in %v",
+		lostAt, how, l.total.Load(), down.Round(time.Millisecond), promoted.Round(time.Millisecond), recovered.Round(time.Millisecond), live)
+}
+
+// liveWithin is how soon a message stored through one replica reaches a subscriber on
+// another when the wake-ups work: far below the poll (2 s) that stands in for a lost
+// one.
+const liveWithin = 300 * time.Millisecond
+
+// liveAcross sends five messages through the first replica to a subscriber on the
+// second, one at a time, and fails unless at least four arrive within liveWithin: live
+// delivery across replicas works, rather than the poll. It returns the latencies.
+func (f *pgFleet) liveAcross(t *testing.T) []time.Duration {
+	t.Helper()
+	f.users("live-sender", "live-reader")
+	reader := f.client("live-reader", f.replicas[1].addr)
+	got := make(chan string, 8)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	subscribed := make(chan struct{})
+	var once sync.Once
+	go func() {
+		done <- reader.Subscribe(ctx, sdk.SubscribeOptions{FromStart: true}, func(item *messagingv1.SubscribeResponse) error {
+			once.Do(func() { close(subscribed) })
+			if m := item.GetMessage(); m != nil {
+				got <- m.GetClientMessageId()
+			}
+			return nil
+		})
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	select {
+	case <-subscribed:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the live reader's subscription gave nothing within 15 s")
+	}
+	tok, err := f.token(context.Background(), "live-sender")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := messagingv1.NewMessagingServiceClient(f.dial(f.replicas[0].addr))
+	var took []time.Duration
+	late := 0
+	for i := range 5 {
+		cmid := fmt.Sprint("live-", i)
+		sctx, scancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok), 15*time.Second)
+		_, err := client.Send(sctx, &messagingv1.SendRequest{
+			ConversationId: f.ids["live-reader"], ClientMessageId: cmid,
+			Header:   &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT},
+			Envelope: []byte(cmid),
+		})
+		scancel()
+		sent := time.Now()
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case id := <-got:
+			if id != cmid {
+				t.Fatalf("the live reader got %s; want %s", id, cmid)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not reach the reader on the other replica within 10 s", cmid)
+		}
+		d := time.Since(sent)
+		took = append(took, d.Round(time.Millisecond))
+		if d > liveWithin {
+			late++
+		}
+	}
+	if late > 1 {
+		t.Errorf("%d of 5 messages took longer than %v to reach a subscriber on the other replica (%v): live delivery across replicas is not working, only the poll", late, liveWithin, took)
+	}
+	return took
 }
 
 // TestMessagingReplicaLoss: two messaging replicas over one PostgreSQL, senders and
