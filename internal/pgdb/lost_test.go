@@ -87,12 +87,18 @@ func TestPoolResetWhenTheServerIsLost(t *testing.T) {
 // read-write) whose primary freezes (a host that stopped answering) or is killed, and
 // whose synchronous standby is then promoted, writes again by itself: on the new
 // primary, within the operation timeout of the write the loss caught and a connection
-// timeout.
+// timeout, whether its connections were busy or idle (pinged when handed out).
 func TestFailover(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		lose func(*pgtest.Cluster)
-	}{{"killed", (*pgtest.Cluster).Kill}, {"frozen", (*pgtest.Cluster).Freeze}} {
+		// idle: the pool's connections are idle long enough to be pinged when taken.
+		idle bool
+	}{
+		{"killed", (*pgtest.Cluster).Kill, false},
+		{"frozen", (*pgtest.Cluster).Freeze, false},
+		{"frozen, its connections idle", (*pgtest.Cluster).Freeze, true},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			primary := pgtest.NewCluster(t, pgtest.Options{})
 			standby := pgtest.NewStandby(t, primary)
@@ -104,7 +110,7 @@ func TestFailover(t *testing.T) {
 			defer cancel()
 			// A short connection timeout (the frozen host is tried first, and waited
 			// for that long) and an operation timeout that leaves room for it.
-			const connectTimeout, opTimeout = 2 * time.Second, 4 * time.Second
+			const connectTimeout, opTimeout = 2 * time.Second, 8 * time.Second
 			db, err := Open(ctx, Config{URL: pgtest.MultiHostURL(d.Name, primary, standby) + "&connect_timeout=2", Store: "test", Schema: testSchema, Migrations: v1, Log: zaptest.NewLogger(t), OpTimeout: opTimeout})
 			if err != nil {
 				t.Fatal(err)
@@ -129,6 +135,9 @@ func TestFailover(t *testing.T) {
 				})
 			}
 			wg.Wait()
+			if tc.idle {
+				time.Sleep(1500 * time.Millisecond)
+			}
 			tc.lose(primary)
 			began := time.Now()
 			if err := standby.Promote(); err != nil {
@@ -148,7 +157,7 @@ func TestFailover(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			took := time.Since(began)
-			if bound := opTimeout + connectTimeout + 2*time.Second; took > bound {
+			if bound := opTimeout + connectTimeout + 4*time.Second; took > bound {
 				t.Errorf("the first write after the failover succeeded %v after it; want within %v", took, bound)
 			}
 			t.Logf("writing again %v after the primary was %s", took.Round(time.Millisecond), tc.name)
