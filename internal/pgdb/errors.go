@@ -63,6 +63,9 @@ func (db *DB) Err(err error) error {
 			pg.Code == "53000", pg.Code == "53200", pg.Code == "53300", // insufficient_resources, out_of_memory, too_many_connections
 			pg.Code == "25006",               // read_only_sql_transaction: a standby
 			strings.HasPrefix(pg.Code, "58"): // system_error: I/O
+			if strings.HasPrefix(pg.Code, "08") || pg.Code == "57P01" || pg.Code == "57P02" || pg.Code == "25006" {
+				db.lost() // the server went away or is no longer the primary
+			}
 			return db.unavailable(err, "%s (SQLSTATE %s)", pg.Message, pg.Code)
 		}
 		return fmt.Errorf("%s store: %w", db.store, err)
@@ -71,6 +74,9 @@ func (db *DB) Err(err error) error {
 		return err // the caller went away
 	}
 	if connectionFailure(err) {
+		if connectionLost(err) {
+			db.lost()
+		}
 		return db.unavailable(err, "it cannot be reached")
 	}
 	return fmt.Errorf("%s store: %w", db.store, err)
@@ -92,6 +98,22 @@ func connectionFailure(err error) bool {
 	// puddle "closed pool" of a pool closed while the request waited.
 	msg := err.Error()
 	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "closed pool")
+}
+
+// connectionLost reports whether err is the failure of a connection that was
+// established (broken, or silent past the operation's timeout), as opposed to one that
+// could not be made or a wait for one (a bare context deadline).
+func connectionLost(err error) bool {
+	var connect *pgconn.ConnectError
+	if errors.As(err, &connect) {
+		return false
+	}
+	switch {
+	case pgconn.Timeout(err), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return true
+	}
+	return strings.Contains(err.Error(), "conn closed")
 }
 
 // kinds are pkg/errs's sentinels, which a store may return bare (errs.ErrNotFound).

@@ -150,6 +150,16 @@ func redact(msg, connString string) string {
 // Close closes the pool.
 func (db *DB) Close() { db.Pool.Close() }
 
+// lost closes every connection of the pool (those in use when they are returned), after
+// an operation found its connection broken, silent past its timeout, or to a server no
+// longer the primary. They are all to the same server: after a failover, or with a
+// server that stopped answering without closing them (a frozen or cut-off host), each
+// would otherwise fail its next operation in turn, one operation timeout each. New
+// connections go to whichever host accepts writes now. A failure to connect is no
+// reason: the pool holds no connection to where it could not connect, and closing
+// those being made elsewhere would only start them over.
+func (db *DB) lost() { db.Pool.Reset() }
+
 // Schema is the schema the service owns.
 func (db *DB) Schema() string { return db.schema }
 
@@ -168,6 +178,7 @@ func (db *DB) Ready(ctx context.Context) error {
 		return fmt.Errorf("the %s store's database does not answer", db.store)
 	}
 	if standby {
+		db.lost()
 		return fmt.Errorf("the %s store's database is a read-only standby", db.store)
 	}
 	return nil

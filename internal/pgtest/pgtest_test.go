@@ -115,3 +115,89 @@ func TestMissingBinariesSkipOrFail(t *testing.T) {
 		}
 	}
 }
+
+// TestStandbyFailover: a synchronous standby holds every commit the primary
+// acknowledged (the primary's commits wait for it), refuses writes until it is
+// promoted, and once the primary is killed and the standby promoted, a multi-host
+// connection string that asks for read-write reaches it.
+func TestStandbyFailover(t *testing.T) {
+	primary := NewCluster(t, Options{})
+	standby := NewStandby(t, primary)
+	db, err := primary.CreateDatabase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	multi := MultiHostURL(db.Name, primary, standby)
+	if !strings.Contains(multi, primary.Addr()+","+standby.Addr()) || !strings.Contains(multi, "target_session_attrs=read-write") {
+		t.Fatalf("MultiHostURL: %s", multi)
+	}
+	pc := connect(t, multi)
+	var sync string
+	if err := pc.QueryRow(ctx, "SELECT sync_state FROM pg_stat_replication").Scan(&sync); err != nil || sync != "sync" {
+		t.Fatalf("the standby's sync_state on the primary: %q, %v; want sync", sync, err)
+	}
+	if _, err := pc.Exec(ctx, "CREATE TABLE t (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, err := pc.Exec(ctx, "INSERT INTO t VALUES ($1)", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A synchronous commit has been flushed by the standby when it returns; visible
+	// there a moment later (remote_apply is not asked for).
+	sc := connect(t, standby.URL(db.Name))
+	deadline := time.Now().Add(10 * time.Second)
+	for n := 0; n != 20; time.Sleep(20 * time.Millisecond) {
+		if err := sc.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the standby has %d rows of 20", n)
+		}
+	}
+	if _, err := sc.Exec(ctx, "INSERT INTO t VALUES (100)"); err == nil || !strings.Contains(err.Error(), "25006") {
+		t.Errorf("a write on the standby: %v; want read_only_sql_transaction", err)
+	}
+
+	primary.Kill()
+	if err := standby.Promote(); err != nil {
+		t.Fatal(err)
+	}
+	after := connect(t, multi)
+	if _, err := after.Exec(ctx, "INSERT INTO t VALUES (20)"); err != nil {
+		t.Fatalf("a write through the multi-host string after the failover: %v", err)
+	}
+	var n int
+	if err := after.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 21 {
+		t.Errorf("%d rows on the promoted standby (%v); want 21", n, err)
+	}
+}
+
+// TestFreeze: a frozen server answers nothing (a query waits until its context ends),
+// answers again once thawed, and a frozen one is closed at once.
+func TestFreeze(t *testing.T) {
+	c := NewCluster(t, Options{})
+	conn := connect(t, c.URL("postgres"))
+	c.Freeze()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	var one int
+	err := conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+	cancel()
+	if err == nil {
+		t.Fatal("a frozen server answered")
+	}
+	c.Thaw()
+	if one, err := pgx.Connect(context.Background(), c.URL("postgres")); err != nil {
+		t.Fatalf("a thawed server: %v", err)
+	} else {
+		one.Close(context.Background())
+	}
+	c.Freeze()
+	began := time.Now()
+	c.Stop()
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("stopping a frozen server took %v", took)
+	}
+}

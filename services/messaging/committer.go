@@ -53,6 +53,29 @@ type request struct {
 	op   *Op
 	err  error
 	done chan struct{}
+	// after is the request queued just before this one on the same SendStream, until
+	// the committer takes this one. If it failed (its batch did: storage full, an I/O
+	// error, the database unreachable), this one fails too, unapplied: nothing of a
+	// stream is stored after a message that was not, since the client resends from
+	// the first message without a reply, in order.
+	after *request
+}
+
+// failed reports whether r is done and failed as a whole (not refused on its own,
+// op.Err). A request not done yet is in the batch being committed, whose fate it
+// shares.
+func (r *request) failed() bool {
+	select {
+	case <-r.done:
+		return r.err != nil
+	default:
+		return false
+	}
+}
+
+// errEarlierFailed is the error of a stream's request whose predecessor failed.
+func errEarlierFailed() error {
+	return errs.Unavailablef("an earlier message of this send stream was not stored, so neither was this one (the stream's order is kept): open a new stream and resend the messages that got no reply, with the same client_message_ids")
 }
 
 // task is other store work that must not run concurrently with Apply: a sweep or a
@@ -106,10 +129,16 @@ func (c *committer) submit(ctx context.Context, op *Op) error {
 // has ended it queues nothing more, so that of a stream's requests, queued one after
 // the other under one context, those queued are always the first ones.
 func (c *committer) enqueue(ctx context.Context, op *Op) (*request, error) {
+	return c.enqueueAfter(ctx, op, nil)
+}
+
+// enqueueAfter is enqueue for a stream's request, after the one queued before it on
+// the stream (nil for the first): see request.after.
+func (c *committer) enqueueAfter(ctx context.Context, op *Op, after *request) (*request, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	r := &request{op: op, done: make(chan struct{})}
+	r := &request{op: op, done: make(chan struct{}), after: after}
 	select {
 	case c.queue <- r:
 		return r, nil
@@ -258,6 +287,22 @@ func (c *committer) apply(b *Batch) (err error) {
 }
 
 func (c *committer) commit(batch []*request) {
+	// A stream's request whose predecessor failed is failed too (request.after); the
+	// predecessor, queued before it, is in an earlier batch, done, or in this one.
+	kept := batch[:0]
+	for _, r := range batch {
+		after := r.after
+		r.after = nil // a long stream must not hold on to all its requests
+		if after != nil && after.failed() {
+			r.err = errEarlierFailed()
+			close(r.done)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	if batch = kept; len(batch) == 0 {
+		return
+	}
 	ops := make([]*Op, len(batch))
 	for i, r := range batch {
 		ops[i] = r.op

@@ -22,7 +22,7 @@ func (s *Server) Send(ctx context.Context, req *messagingv1.SendRequest) (*messa
 	if err != nil {
 		return nil, err
 	}
-	ps, err := s.startSend(ctx, p, req)
+	ps, err := s.startSend(ctx, p, req, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -58,8 +58,9 @@ func (ps *pendingSend) result(ctx context.Context, c *committer) (*messagingv1.S
 }
 
 // startSend checks a Send request from p and queues it on the committer, without
-// waiting for it to commit.
-func (s *Server) startSend(ctx context.Context, p *auth.Principal, req *messagingv1.SendRequest) (*pendingSend, error) {
+// waiting for it to commit; on a SendStream, after the stream's request queued before
+// it (after, nil for none: see request.after).
+func (s *Server) startSend(ctx context.Context, p *auth.Principal, req *messagingv1.SendRequest, after *request) (*pendingSend, error) {
 	// Limit before any work, so refused and malformed calls count too.
 	if ok, retry := s.sends.Allow(key2(p.AppID, p.Identity)); !ok {
 		return nil, errs.Exhaustedf("Send rate limit exceeded: at most %s per identity; retry in %s", s.sends, retry.Round(time.Millisecond))
@@ -118,7 +119,7 @@ func (s *Server) startSend(ctx context.Context, p *auth.Principal, req *messagin
 	} else if resp != nil {
 		return &pendingSend{resp: resp}, nil
 	}
-	r, err := s.commit.enqueue(ctx, &Op{Send: op})
+	r, err := s.commit.enqueueAfter(ctx, &Op{Send: op}, after)
 	if err != nil {
 		return nil, err
 	}

@@ -62,6 +62,7 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 	pending := make(chan streamSend, SendStreamWindow)
 	go func() {
 		defer close(pending)
+		var last *request // the stream's request queued last: the next is queued after it
 		for {
 			req, err := stream.Recv()
 			if err != nil {
@@ -80,7 +81,10 @@ func (s *Server) SendStream(stream grpc.BidiStreamingServer[messagingv1.SendStre
 			mu.Unlock()
 			it := streamSend{id: req.GetSend().GetClientMessageId()}
 			if it.err = s.tokenErr(ctx, p, false, resume); it.err == nil {
-				it.ps, it.err = s.startSend(ctx, p, req.GetSend())
+				it.ps, it.err = s.startSend(ctx, p, req.GetSend(), last)
+			}
+			if it.ps != nil && it.ps.r != nil {
+				last = it.ps.r
 			}
 			select {
 			case pending <- it:
@@ -217,8 +221,9 @@ func (s *Server) sendStreamError(err error) (*messagingv1.SendStreamResponse_Err
 // endsStream says whether err is not about one message but the stream's: the service
 // failing or stopping, the token no longer valid, the stream cancelled. The reader stops
 // at such an error, so that no later request is stored before the one it refused: the
-// order a client resends in holds (except when a batch fails in storage, a full disk or
-// an I/O error, while later requests of the stream are queued for the next batch).
+// order a client resends in holds. When a batch fails in storage (a full disk, an I/O
+// error, the database unreachable) while later requests of the stream are queued for
+// the next batch, the committer fails those too (request.after).
 func endsStream(err error) bool {
 	code, known := errstatus.Code(err)
 	switch {

@@ -109,6 +109,18 @@ func (s *PostgresStore) Watch(ctx context.Context, watching func() []InboxHead, 
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, context.DeadlineExceeded):
+			// Quiet for a poll: the connection may be to a server that stopped
+			// answering without closing it (a host frozen or cut off, the old
+			// primary of a failover), on which nothing would ever arrive again.
+			if err := s.alive(ctx, conn); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.log.Warn("the connection listening for other replicas' wake-ups does not answer; reconnecting", zap.Error(err))
+				conn.Close(context.WithoutCancel(ctx))
+				conn, failing = nil, true
+				continue
+			}
 			s.pollHeads(ctx, watching, changed)
 		default:
 			s.log.Warn("the connection listening for other replicas' wake-ups broke; reconnecting", zap.Error(err))
@@ -116,6 +128,17 @@ func (s *PostgresStore) Watch(ctx context.Context, watching func() []InboxHead, 
 			conn, failing = nil, true
 		}
 	}
+}
+
+// listenPing bounds the ping of a quiet listening connection (alive).
+const listenPing = 2 * time.Second
+
+// alive pings the listening connection. A notification that arrives meanwhile is kept
+// by the connection for the next WaitForNotification.
+func (s *PostgresStore) alive(ctx context.Context, conn *pgx.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, listenPing)
+	defer cancel()
+	return conn.Ping(ctx)
 }
 
 // listen takes a connection of its own out of the pool and listens on it.
