@@ -98,7 +98,12 @@ var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 				parts[0], parts[1], int64(rec.GetLatestSequence()), value)
 			return nil
 		},
-		Dump: "SELECT " + convKey + ", record FROM conversations",
+		// The row's columns hold the latest sequence and time (migration 00002), which
+		// the record's copies lag: the dump is the record as the bbolt engine would
+		// hold it now, so that a copy the service has written to since is told apart.
+		Dump: "SELECT " + convKey + `, int8send(latest_sequence) ||
+			CASE WHEN latest_at IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int8send(latest_at) END || record FROM conversations`,
+		Convert: convertConversation,
 	},
 	{
 		Name: "participations",
@@ -244,3 +249,31 @@ var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 		Dump: `SELECT convert_to(app_id, 'UTF8') || '\x00'::bytea || event_id, int8send(expires_at) FROM event_ids`,
 	},
 }}
+
+// convertConversation turns a conversations row as the copy's dump reads it (latest
+// sequence, a flag and the latest time when set, the record) into the record the
+// bbolt engine holds for it: the record itself while its columns agree with it.
+func convertConversation(key, value []byte) ([]byte, []byte, error) {
+	if len(value) < 9 || value[8] > 1 || (value[8] == 1 && len(value) < 17) {
+		return nil, nil, fmt.Errorf("conversation %q: a dumped row of %d bytes", key, len(value))
+	}
+	seq, raw := int64(binary.BigEndian.Uint64(value)), value[9:]
+	var at *int64
+	if value[8] == 1 {
+		t := int64(binary.BigEndian.Uint64(value[9:]))
+		at, raw = &t, value[17:]
+	}
+	rec, err := conversationRecord(string(key), raw, seq, at)
+	if err != nil {
+		return nil, nil, err
+	}
+	stored := &messagingstoragev1.ConversationRecord{}
+	if err := proto.Unmarshal(raw, stored); err != nil {
+		return nil, nil, err
+	}
+	if proto.Equal(rec, stored) {
+		return key, raw, nil
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
+	return key, b, err
+}
