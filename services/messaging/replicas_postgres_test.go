@@ -38,11 +38,9 @@ func startReplicas(t *testing.T, n int, poll time.Duration) (identityv1.Identity
 	policies := []auth.Table{identity.Policies(), Policies()}
 	out := make([]replica, n)
 	for i := range out {
-		store, err := OpenPostgresStore(context.Background(), db.URL, PostgresOptions{WatchPoll: poll}, zaptest.NewLogger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		env.OnStop(store.Close)
+		store := servicetest.Open(t, env, func() (*PostgresStore, error) {
+			return OpenPostgresStore(context.Background(), db.URL, PostgresOptions{WatchPoll: poll}, zaptest.NewLogger(t))
+		})
 		srv, err := New(store, nil, nil, Config{Clock: env.Clock.Now}, env.Log.Named(fmt.Sprint("messaging-", i)))
 		if err != nil {
 			t.Fatal(err)
