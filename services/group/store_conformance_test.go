@@ -426,6 +426,15 @@ func testInvitationsBansJoinRequests(t *testing.T, e storeEngine) {
 func testStaleInvitations(t *testing.T, e storeEngine) {
 	s, reopen := e.Open(t)
 	now := time.Unix(1_800_000_000, 0)
+	putInvitationsToExpire(t, s, now)
+	checkStaleInvitations(t, "as written", s, now)
+	checkStaleInvitations(t, "after a reopen", reopen(t), now)
+}
+
+// putInvitationsToExpire writes five invitations made at now (one then renewed, one
+// deleted), of which two are stale 5 h later, the first at 2 h.
+func putInvitationsToExpire(t *testing.T, s Store, now time.Time) {
+	t.Helper()
 	inv := func(group, invitee string, expires time.Duration) *storagev1.GroupInvitationRecord {
 		return &storagev1.GroupInvitationRecord{GroupId: group, Invitee: invitee, Inviter: testUser1, CreatedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(expires))}
 	}
@@ -443,32 +452,34 @@ func testStaleInvitations(t *testing.T, e storeEngine) {
 		}
 		return tx.DeleteInvitation(testApp, testGroupB, testUser1)
 	})
-	check := func(when string, s Store) {
-		t.Helper()
-		view(t, s, func(tx Tx) error {
-			stale, apps, err := tx.StaleInvitations(now.Add(5*time.Hour), 10)
-			if err != nil {
-				return err
-			}
-			var got []string
-			for i, r := range stale {
-				got = append(got, apps[i]+" "+r.GetGroupId()+" "+r.GetInvitee())
-			}
-			want := []string{testApp + " " + testGroupB + " " + testUser2, testApp + " " + testGroupA + " " + testUser2}
-			if !slices.Equal(got, want) {
-				t.Errorf("%s: stale invitations %q, want %q", when, got, want)
-			}
-			if none, _, _ := tx.StaleInvitations(now.Add(2*time.Hour), 10); len(none) != 0 {
-				t.Errorf("%s: %d invitations expired before 2 h; want none (the first expires at 2 h)", when, len(none))
-			}
-			if one, _, _ := tx.StaleInvitations(now.Add(5*time.Hour), 1); len(one) != 1 {
-				t.Errorf("%s: limit 1 gave %d", when, len(one))
-			}
-			return nil
-		})
-	}
-	check("as written", s)
-	check("after a reopen", reopen(t))
+}
+
+// checkStaleInvitations checks what StaleInvitations lists of putInvitationsToExpire's
+// invitations: the two stale 5 h after now, in expiry order; none at 2 h; one with a
+// limit of 1.
+func checkStaleInvitations(t *testing.T, when string, s Store, now time.Time) {
+	t.Helper()
+	view(t, s, func(tx Tx) error {
+		stale, apps, err := tx.StaleInvitations(now.Add(5*time.Hour), 10)
+		if err != nil {
+			return err
+		}
+		var got []string
+		for i, r := range stale {
+			got = append(got, apps[i]+" "+r.GetGroupId()+" "+r.GetInvitee())
+		}
+		want := []string{testApp + " " + testGroupB + " " + testUser2, testApp + " " + testGroupA + " " + testUser2}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: stale invitations %q, want %q", when, got, want)
+		}
+		if none, _, _ := tx.StaleInvitations(now.Add(2*time.Hour), 10); len(none) != 0 {
+			t.Errorf("%s: %d invitations expired before 2 h; want none (the first expires at 2 h)", when, len(none))
+		}
+		if one, _, _ := tx.StaleInvitations(now.Add(5*time.Hour), 1); len(one) != 1 {
+			t.Errorf("%s: limit 1 gave %d", when, len(one))
+		}
+		return nil
+	})
 }
 
 // testUploads: an upload's staged keys go with it; ExpiredUploads lists expired ones
