@@ -34,3 +34,11 @@ func Open[S interface{ Close() error }](t testing.TB, url string, open func(ctx 
 	t.Helper()
 	return OpenStore(t, 30*time.Second, func(ctx context.Context, log *zap.Logger) (S, error) { return open(ctx, url, log) })
 }
+
+// Tables lists the tables of every schema of the database but the system's, as
+// schema.table, in order: what a service's migrations made, and nothing beside.
+func (d *Database) Tables(t testing.TB) []string {
+	t.Helper()
+	return Query[string](t, d, `SELECT schemaname || '.' || tablename FROM pg_tables
+		WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
+}
