@@ -28,10 +28,7 @@ import (
 func TestAdminMigrate(t *testing.T) {
 	bin := e2eBinary(t)
 	cluster := pgtest.NewCluster(t, pgtest.Options{})
-	db, err := cluster.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := cluster.NewDatabase(t)
 	dataDir := filepath.Join(t.TempDir(), "umbra-data")
 	grpcPort, httpPort := e2eFreePorts(t)
 	p := e2eStartDev(t, bin, dataDir, grpcPort, httpPort)

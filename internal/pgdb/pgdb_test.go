@@ -388,10 +388,7 @@ func TestErrorsMapToKinds(t *testing.T) {
 // Ready fails; once it is back both recover by themselves.
 func TestDatabaseDown(t *testing.T) {
 	c := pgtest.NewCluster(t, pgtest.Options{})
-	d, err := c.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := c.NewDatabase(t)
 	db := mustOpen(t, d.URL, v1)
 	ctx := context.Background()
 	if err := db.Ready(ctx); err != nil {
@@ -399,7 +396,7 @@ func TestDatabaseDown(t *testing.T) {
 	}
 	c.Stop()
 	start := time.Now()
-	err = db.InTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+	err := db.InTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, "INSERT INTO notes (id, body) VALUES ('down', '')")
 		return err
 	})

@@ -42,3 +42,14 @@ func (d *Database) Tables(t testing.TB) []string {
 	return Query[string](t, d, `SELECT schemaname || '.' || tablename FROM pg_tables
 		WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
 }
+
+// NewDatabase returns a new, empty database of c, a cluster of the test's own
+// (NewCluster), failing t on an error; it goes when the cluster closes.
+func (c *Cluster) NewDatabase(t testing.TB) *Database {
+	t.Helper()
+	db, err := c.CreateDatabase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
