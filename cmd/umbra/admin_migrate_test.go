@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,10 +27,7 @@ import (
 func TestAdminMigrate(t *testing.T) {
 	bin := e2eBinary(t)
 	cluster := pgtest.NewCluster(t, pgtest.Options{})
-	db, err := cluster.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := cluster.NewDatabase(t)
 	dataDir := filepath.Join(t.TempDir(), "umbra-data")
 	grpcPort, httpPort := e2eFreePorts(t)
 	p := e2eStartDev(t, bin, dataDir, grpcPort, httpPort)
@@ -39,28 +35,17 @@ func TestAdminMigrate(t *testing.T) {
 	work := t.TempDir()
 	env := append(e2eEnv(os.Environ()), "UMBRA_API_KEY="+p.apiKey, fmt.Sprintf("UMBRA_SERVER=127.0.0.1:%d", grpcPort),
 		"UMBRA_PASSPHRASE=a local keystore passphrase")
+	// The CLI runs against the node started above (not one in the test process), each
+	// user with a home of its own.
+	c := &cliNode{t: t, bin: bin, work: work, env: env}
 	umbra := func(user string, args ...string) (string, string, int) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Dir = work
-		cmd.Env = append(slices.Clone(env), "UMBRA_HOME="+filepath.Join(work, user), "UMBRA_USER="+user)
-		var stdout, stderr strings.Builder
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		if _, exit := err.(*exec.ExitError); err != nil && !exit {
-			t.Fatalf("umbra %v: %v", args, err)
-		}
-		return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+		r := c.on(user, "", []string{"UMBRA_USER=" + user}, args...)
+		return r.stdout, r.stderr, r.exit
 	}
 	ok := func(user string, args ...string) string {
 		t.Helper()
-		out, errOut, code := umbra(user, args...)
-		if code != 0 {
-			t.Fatalf("%s: umbra %v exited %d\nstdout: %s\nstderr: %s", user, args, code, out, errOut)
-		}
-		return out
+		return c.succeeded(c.on(user, "", []string{"UMBRA_USER=" + user}, args...), args)
 	}
 	pwFile := filepath.Join(work, "password.txt")
 	if err := os.WriteFile(pwFile, []byte("my backup password\n"), 0o600); err != nil {
@@ -116,7 +101,7 @@ func TestAdminMigrate(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := exec.Command(bin, "admin", "migrate", "--from", dataDir, "--to", to, "--store", stores)
-	killed.Env = env
+	killed.Env = c.env
 	if err := killed.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +160,7 @@ func TestAdminMigrate(t *testing.T) {
 		t.Fatal(err)
 	}
 	grpcPort, httpPort = e2eFreePorts(t)
-	env = append(env, fmt.Sprintf("UMBRA_SERVER=127.0.0.1:%d", grpcPort))
+	c.env = append(c.env, fmt.Sprintf("UMBRA_SERVER=127.0.0.1:%d", grpcPort))
 	serve := exec.Command(bin, "serve", "all", "--insecure",
 		"--grpc-addr", fmt.Sprintf("127.0.0.1:%d", grpcPort), "--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort),
 		"--data", t.TempDir(), "--store", db.URL, "--admin-token", creds.Admin,

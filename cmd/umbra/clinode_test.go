@@ -16,7 +16,8 @@ import (
 )
 
 // cliNode is a whole node in the test process with an app on it, and the real binary
-// to drive against it as users do.
+// to drive against it as users do. A test that runs its node as a process of the binary
+// (TestAdminMigrate) leaves n and app nil, and drives the binary the same way.
 type cliNode struct {
 	t   *testing.T
 	bin string

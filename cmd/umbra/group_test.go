@@ -23,11 +23,7 @@ func TestGroupCommands(t *testing.T) {
 	}
 	ok := func(user string, args ...string) string {
 		t.Helper()
-		out, errOut, code := umbra(user, args...)
-		if code != 0 {
-			t.Fatalf("%s: umbra %v exited %d\nstdout: %s\nstderr: %s", user, args, code, out, errOut)
-		}
-		return out
+		return c.succeeded(c.run("", []string{"UMBRA_USER=" + user}, args...), args)
 	}
 	fails := func(want, user string, args ...string) {
 		t.Helper()

@@ -29,10 +29,7 @@ func TestServeGroupPostgres(t *testing.T) {
 	}
 	bin := e2eBinary(t)
 	cluster := pgtest.NewCluster(t, pgtest.Options{})
-	db, err := cluster.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := cluster.NewDatabase(t)
 	// Peers that are not there: the group service starts without them, and refuses
 	// what needs them.
 	peers := []string{"--identity-addr", "127.0.0.1:1", "--card-addr", "127.0.0.1:1", "--messaging-addr", "127.0.0.1:1"}
@@ -66,10 +63,7 @@ func TestServeGroupPostgres(t *testing.T) {
 	}
 
 	// A schema from a newer Umbra is refused, untouched.
-	future, err := cluster.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	future := cluster.NewDatabase(t)
 	future.Exec(t, "CREATE SCHEMA umbra_group")
 	future.Exec(t, "CREATE TABLE umbra_group.goose_db_version (id serial PRIMARY KEY, version_id bigint NOT NULL, is_applied boolean NOT NULL, tstamp timestamp DEFAULT now())")
 	future.Exec(t, "INSERT INTO umbra_group.goose_db_version (version_id, is_applied) VALUES (0, true), (999, true)")

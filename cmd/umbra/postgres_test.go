@@ -35,10 +35,7 @@ import (
 func TestServePostgres(t *testing.T) {
 	bin := e2eBinary(t)
 	cluster := pgtest.NewCluster(t, pgtest.Options{})
-	db, err := cluster.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := cluster.NewDatabase(t)
 	const admin = "postgres-e2e-admin-credential-0123456789"
 
 	t.Run("identity and card serve over PostgreSQL", func(t *testing.T) {
@@ -141,10 +138,7 @@ func TestServePostgres(t *testing.T) {
 	})
 
 	// The database of the refusals below: its schema is at a version from the future.
-	future, err := cluster.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	future := cluster.NewDatabase(t)
 	future.Exec(t, "CREATE SCHEMA umbra_identity")
 	future.Exec(t, "CREATE TABLE umbra_identity.goose_db_version (id serial PRIMARY KEY, version_id bigint NOT NULL, is_applied boolean NOT NULL, tstamp timestamp DEFAULT now())")
 	future.Exec(t, "INSERT INTO umbra_identity.goose_db_version (version_id, is_applied) VALUES (0, true), (999, true)")

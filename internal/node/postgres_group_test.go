@@ -24,10 +24,7 @@ import (
 // which has no PostgreSQL engine yet.)
 func TestPostgresGroup(t *testing.T) {
 	c := pgtest.NewCluster(t, pgtest.Options{})
-	db, err := c.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := c.NewDatabase(t)
 	dataDir := t.TempDir()
 	start := func() *nodetest.Node { return startOverPostgres(t, db.URL, dataDir, gateway.Identity, gateway.Group) }
 	n1, n2 := start(), start()
@@ -54,7 +51,7 @@ func TestPostgresGroup(t *testing.T) {
 	c.Stop()
 	waitServiceState(t, n1, "group", "NOT_SERVING")
 	began := time.Now()
-	_, err = groupv1.NewGroupServiceClient(n1.Conn()).ListMyGroups(ctx, &groupv1.ListMyGroupsRequest{})
+	_, err := groupv1.NewGroupServiceClient(n1.Conn()).ListMyGroups(ctx, &groupv1.ListMyGroupsRequest{})
 	if status.Code(err) != codes.Unavailable {
 		// The token may be refused first (the identity store is down too): UNAVAILABLE
 		// either way.

@@ -36,10 +36,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // UNAVAILABLE), SERVING again by itself once it is back.
 func TestPostgresIdentity(t *testing.T) {
 	c := pgtest.NewCluster(t, pgtest.Options{})
-	db, err := c.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := c.NewDatabase(t)
 	dataDir := t.TempDir()
 	start := func() *nodetest.Node { return startOverPostgres(t, db.URL, dataDir, gateway.Identity) }
 	n := start()

@@ -52,13 +52,6 @@ func mustOpen(t *testing.T, url string, migrations fs.FS) *DB {
 	return db
 }
 
-// tables lists the tables of every schema but the system's, as schema.table.
-func tables(t *testing.T, d *pgtest.Database) []string {
-	t.Helper()
-	return pgtest.Query[string](t, d, `SELECT schemaname || '.' || tablename FROM pg_tables
-		WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
-}
-
 func versions(t *testing.T, d *pgtest.Database) []int64 {
 	t.Helper()
 	return pgtest.Query[int64](t, d, "SELECT version_id FROM umbra_test.goose_db_version ORDER BY id")
@@ -74,7 +67,7 @@ func TestOpenMigratesInTheServiceSchema(t *testing.T) {
 	// The tables and goose's version table are in the service's schema, which is the
 	// connections' search_path: nothing in public.
 	want := []string{"umbra_test.goose_db_version", "umbra_test.notes"}
-	if got := tables(t, d); fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := d.Tables(t); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("tables = %v, want %v", got, want)
 	}
 	if _, err := db.Pool.Exec(ctx, "INSERT INTO notes (id, body) VALUES ('a', 'x')"); err != nil {
@@ -129,7 +122,7 @@ func TestReplicasStartingTogetherMigrateOnce(t *testing.T) {
 func TestSchemaFromANewerVersionIsRefused(t *testing.T) {
 	d := pgtest.NewDatabase(t)
 	mustOpen(t, d.URL, v2).Close()
-	beforeTables, beforeVersions := tables(t, d), versions(t, d)
+	beforeTables, beforeVersions := d.Tables(t), versions(t, d)
 	_, err := open(t, d.URL, v1)
 	if err == nil {
 		t.Fatal("a binary that knows version 1 opened a schema at version 2")
@@ -139,7 +132,7 @@ func TestSchemaFromANewerVersionIsRefused(t *testing.T) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
-	if got := tables(t, d); fmt.Sprint(got) != fmt.Sprint(beforeTables) {
+	if got := d.Tables(t); fmt.Sprint(got) != fmt.Sprint(beforeTables) {
 		t.Errorf("tables changed: %v, were %v", got, beforeTables)
 	}
 	if got := versions(t, d); fmt.Sprint(got) != fmt.Sprint(beforeVersions) {
@@ -249,7 +242,7 @@ func TestUserWithoutRightsIsRefused(t *testing.T) {
 			// The owner's migration: the superuser's Open.
 			mustOpen(t, d.URL, v1).Close()
 		}
-		before := tables(t, d)
+		before := d.Tables(t)
 		db, err := open(t, url, s.fs)
 		if s.want == nil {
 			if err != nil {
@@ -267,7 +260,7 @@ func TestUserWithoutRightsIsRefused(t *testing.T) {
 				t.Errorf("step %d (%s): error %q does not say %q", i, s.name, err, w)
 			}
 		}
-		if got := tables(t, d); fmt.Sprint(got) != fmt.Sprint(before) {
+		if got := d.Tables(t); fmt.Sprint(got) != fmt.Sprint(before) {
 			t.Errorf("step %d (%s): tables changed to %v from %v", i, s.name, got, before)
 		}
 	}
@@ -395,10 +388,7 @@ func TestErrorsMapToKinds(t *testing.T) {
 // Ready fails; once it is back both recover by themselves.
 func TestDatabaseDown(t *testing.T) {
 	c := pgtest.NewCluster(t, pgtest.Options{})
-	d, err := c.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := c.NewDatabase(t)
 	db := mustOpen(t, d.URL, v1)
 	ctx := context.Background()
 	if err := db.Ready(ctx); err != nil {
@@ -406,7 +396,7 @@ func TestDatabaseDown(t *testing.T) {
 	}
 	c.Stop()
 	start := time.Now()
-	err = db.InTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+	err := db.InTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, "INSERT INTO notes (id, body) VALUES ('down', '')")
 		return err
 	})

@@ -34,3 +34,22 @@ func Open[S interface{ Close() error }](t testing.TB, url string, open func(ctx 
 	t.Helper()
 	return OpenStore(t, 30*time.Second, func(ctx context.Context, log *zap.Logger) (S, error) { return open(ctx, url, log) })
 }
+
+// Tables lists the tables of every schema of the database but the system's, as
+// schema.table, in order: what a service's migrations made, and nothing beside.
+func (d *Database) Tables(t testing.TB) []string {
+	t.Helper()
+	return Query[string](t, d, `SELECT schemaname || '.' || tablename FROM pg_tables
+		WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
+}
+
+// NewDatabase returns a new, empty database of c, a cluster of the test's own
+// (NewCluster), failing t on an error; it goes when the cluster closes.
+func (c *Cluster) NewDatabase(t testing.TB) *Database {
+	t.Helper()
+	db, err := c.CreateDatabase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}

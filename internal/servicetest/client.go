@@ -2,6 +2,7 @@ package servicetest
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -74,6 +75,31 @@ func Token(t testing.TB, ids identityv1.IdentityServiceClient, appKey, identity 
 		t.Fatal(err)
 	}
 	return resp.GetAccessToken()
+}
+
+// Refusal is a gRPC call that must be refused with Code and a message that contains Msg
+// (WantCode). As RESTRefusal, it names a struct type so that the services' tables list
+// their cases unkeyed.
+type Refusal = struct {
+	Name string
+	Call func() error
+	Code codes.Code
+	Msg  string
+}
+
+// CheckRefusals makes each case's call in a subtest and checks that it is refused as
+// the case says and that it wrote nothing: snapshot is the same after it.
+func CheckRefusals(t *testing.T, cases []Refusal, snapshot func(t testing.TB) map[string]string) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			before := snapshot(t)
+			WantCode(t, tc.Call(), tc.Code, tc.Msg)
+			if !maps.Equal(before, snapshot(t)) {
+				t.Error("the refused request changed the store")
+			}
+		})
+	}
 }
 
 // WantCode fails the test unless err has code and a message that contains msg, in any

@@ -340,23 +340,8 @@ func verifyGroupVectors(t *testing.T, v *groupVectorFile) {
 
 func renderGroupVectors(v *groupVectorFile) string {
 	var b strings.Builder
-	field := func(name string, value []byte) {
-		fmt.Fprintf(&b, "%s (%d bytes):\n", name, len(value))
-		h := fmt.Sprintf("%x", value)
-		if h == "" {
-			b.WriteString("  (empty)\n")
-		}
-		for len(h) > 0 {
-			n := min(64, len(h))
-			fmt.Fprintf(&b, "  %s\n", h[:n])
-			h = h[n:]
-		}
-	}
-	block := func(title string, body func()) {
-		fmt.Fprintf(&b, "\n#### %s\n\n```\n", title)
-		body()
-		b.WriteString("```\n")
-	}
+	field := func(name string, value []byte) { vectortest.Field(&b, name, value) }
+	block := func(title string, body func()) { vectortest.Block(&b, title, body) }
 	fmt.Fprintf(&b, "\nThe same values are in `pkg/e2ee/testdata/group_vectors.json`. Group: `%s`.\n", v.GroupID)
 	for _, e := range v.Epochs {
 		block(fmt.Sprintf("Epoch %d, committed by card %s", e.Epoch, e.SignerCard), func() {

@@ -166,29 +166,18 @@ func verifyMembershipVectors(t *testing.T, v *membershipVectorFile) {
 
 func renderMembershipVectors(v *membershipVectorFile) string {
 	var b strings.Builder
-	field := func(name string, value []byte) {
-		fmt.Fprintf(&b, "%s (%d bytes):\n", name, len(value))
-		h := fmt.Sprintf("%x", value)
-		if h == "" {
-			b.WriteString("  (empty)\n")
-		}
-		for len(h) > 0 {
-			n := min(64, len(h))
-			fmt.Fprintf(&b, "  %s\n", h[:n])
-			h = h[n:]
-		}
-	}
+	field := func(name string, value []byte) { vectortest.Field(&b, name, value) }
 	fmt.Fprintf(&b, "\nThe same values are in `pkg/e2ee/testdata/membership_vectors.json`. Group: `%s`.\n", v.GroupID)
 	for _, s := range v.Statements {
 		signer := "card " + s.SignerCard
 		if s.SignerCard == "" {
 			signer = "the group service (unsigned)"
 		}
-		fmt.Fprintf(&b, "\n#### Statement %d: %s, by %s\n\n```\n", s.Sequence, s.Kind, signer)
-		field("content (MembershipStatementContent)", s.Content)
-		field("signature", s.Signature)
-		field("hash = SHA-256(content)", s.Hash)
-		b.WriteString("```\n")
+		vectortest.Block(&b, fmt.Sprintf("Statement %d: %s, by %s", s.Sequence, s.Kind, signer), func() {
+			field("content (MembershipStatementContent)", s.Content)
+			field("signature", s.Signature)
+			field("hash = SHA-256(content)", s.Hash)
+		})
 	}
 	b.WriteString("\nThe members the chain yields:\n\n")
 	for _, m := range v.Members {

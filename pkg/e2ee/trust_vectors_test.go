@@ -189,35 +189,29 @@ func verifyTrustVectors(t *testing.T, v *trustVectorFile) {
 
 func renderTrustVectors(v *trustVectorFile) string {
 	var b strings.Builder
-	field := func(name string, value []byte) {
-		fmt.Fprintf(&b, "%s (%d bytes):\n", name, len(value))
-		h := fmt.Sprintf("%x", value)
-		for len(h) > 0 {
-			n := min(64, len(h))
-			fmt.Fprintf(&b, "  %s\n", h[:n])
-			h = h[n:]
-		}
-	}
+	field := func(name string, value []byte) { vectortest.Field(&b, name, value) }
 	b.WriteString("\nThe same values are in `pkg/e2ee/testdata/trust_vectors.json`; the cards are those of section 9.\n")
 	for _, s := range v.SafetyNumbers {
-		fmt.Fprintf(&b, "\n#### Safety number of cards %s and %s\n\n```\n", s.CardA, s.CardB)
-		field(fmt.Sprintf("first hash input, %s", s.CardA), s.InputA)
-		fmt.Fprintf(&b, "half, %s: %s\n", s.CardA, s.HalfA)
-		field(fmt.Sprintf("first hash input, %s", s.CardB), s.InputB)
-		fmt.Fprintf(&b, "half, %s: %s\n", s.CardB, s.HalfB)
-		fmt.Fprintf(&b, "safety number: %s\n```\n", s.Number)
+		vectortest.Block(&b, fmt.Sprintf("Safety number of cards %s and %s", s.CardA, s.CardB), func() {
+			field(fmt.Sprintf("first hash input, %s", s.CardA), s.InputA)
+			fmt.Fprintf(&b, "half, %s: %s\n", s.CardA, s.HalfA)
+			field(fmt.Sprintf("first hash input, %s", s.CardB), s.InputB)
+			fmt.Fprintf(&b, "half, %s: %s\n", s.CardB, s.HalfB)
+			fmt.Fprintf(&b, "safety number: %s\n", s.Number)
+		})
 	}
 	r := v.ServiceKeyRotation
-	b.WriteString("\n#### Service key rotation: from the card service key of section 9 to a new key\n\n```\n")
-	fmt.Fprintf(&b, "previous_key_id: %s\n", r.PreviousKeyID)
-	field("previous public key", r.PreviousPublicKey)
-	fmt.Fprintf(&b, "new_key_id: %s\n", r.NewKeyID)
-	field("new key seed", r.NewSeed)
-	field("new_public_key", r.NewPublicKey)
-	fmt.Fprintf(&b, "created_at_unix_seconds: %d\n", r.CreatedAtUnixSeconds)
-	field("content (ServiceKeyRotationContent)", r.Content)
-	field("signature input", r.SignatureInput)
-	field("signature", r.Signature)
-	b.WriteString("```\n\n")
+	vectortest.Block(&b, "Service key rotation: from the card service key of section 9 to a new key", func() {
+		fmt.Fprintf(&b, "previous_key_id: %s\n", r.PreviousKeyID)
+		field("previous public key", r.PreviousPublicKey)
+		fmt.Fprintf(&b, "new_key_id: %s\n", r.NewKeyID)
+		field("new key seed", r.NewSeed)
+		field("new_public_key", r.NewPublicKey)
+		fmt.Fprintf(&b, "created_at_unix_seconds: %d\n", r.CreatedAtUnixSeconds)
+		field("content (ServiceKeyRotationContent)", r.Content)
+		field("signature input", r.SignatureInput)
+		field("signature", r.Signature)
+	})
+	b.WriteString("\n")
 	return b.String()
 }

@@ -329,18 +329,8 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 // renderVectors is the document's test vector section.
 func renderVectors(v *vectorFile) string {
 	var b strings.Builder
-	field := func(name string, value []byte) {
-		fmt.Fprintf(&b, "%s (%d bytes):\n", name, len(value))
-		if len(value) == 0 {
-			b.WriteString("  (empty)\n")
-		}
-		vectortest.WriteHex(&b, "  ", value)
-	}
-	block := func(title string, body func()) {
-		fmt.Fprintf(&b, "\n#### %s\n\n```\n", title)
-		body()
-		b.WriteString("```\n")
-	}
+	field := func(name string, value []byte) { vectortest.Field(&b, name, value) }
+	block := func(title string, body func()) { vectortest.Block(&b, title, body) }
 	b.WriteString("\n")
 	b.WriteString("The same values are in `pkg/e2ee/testdata/vectors.json`. Every byte string is hex, wrapped at\n32 bytes per line.\n")
 	b.WriteString("\n### Key pairs\n")

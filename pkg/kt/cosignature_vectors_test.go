@@ -161,10 +161,7 @@ func TestCosignatureVectors(t *testing.T) {
 
 func renderCosignatureVectors(v *cosignatureVectorFile) string {
 	var w strings.Builder
-	field := func(name string, b []byte) {
-		fmt.Fprintf(&w, "%s (%d bytes):\n", name, len(b))
-		vectortest.WriteHex(&w, "  ", b)
-	}
+	field := func(name string, value []byte) { vectortest.Field(&w, name, value) }
 	w.WriteString("\nThe same values are in `pkg/kt/testdata/cosignature_vectors.json`. The witness cosigns the\ncheckpoint of 4 entries of 13.7.\n\n```\n")
 	fmt.Fprintf(&w, "witness name: %s\n", v.Name)
 	field("seed", v.Seed)

@@ -36,36 +36,31 @@ func cachesMapTile(id MapTileID) bool { return id.Depth < CacheMapDepth }
 
 func cachesLogTile(id LogTileID) bool { return id.Level >= 1 }
 
-func (c *TileCache) mapTile(id MapTileID) *tile {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.maps[id]
-}
+func (c *TileCache) mapTile(id MapTileID) *tile { return cached(c, c.maps, id) }
 
 // putMapTile keeps t, which must not change from now on (a store that writes to it
 // writes to a copy: see tile.shared).
-func (c *TileCache) putMapTile(id MapTileID, t *tile) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.maps[id]; !ok && c.count < MaxCachedTiles {
-		t.shared = true
-		c.maps[id] = t
-		c.count++
-	}
-}
+func (c *TileCache) putMapTile(id MapTileID, t *tile) { keep(c, c.maps, id, t, &t.shared) }
 
-func (c *TileCache) logTile(id LogTileID) *logTile {
+func (c *TileCache) logTile(id LogTileID) *logTile { return cached(c, c.logs, id) }
+
+func (c *TileCache) putLogTile(id LogTileID, t *logTile) { keep(c, c.logs, id, t, &t.shared) }
+
+// cached is the tile id of one of c's trees, tiles, or nil.
+func cached[K comparable, T any](c *TileCache, tiles map[K]*T, id K) *T {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.logs[id]
+	return tiles[id]
 }
 
-func (c *TileCache) putLogTile(id LogTileID, t *logTile) {
+// keep puts t in tiles, of one of c's trees, unless it holds id already or c is full,
+// and then marks it shared: it must not change from now on.
+func keep[K comparable, T any](c *TileCache, tiles map[K]*T, id K, t *T, shared *bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.logs[id]; !ok && c.count < MaxCachedTiles {
-		t.shared = true
-		c.logs[id] = t
+	if _, ok := tiles[id]; !ok && c.count < MaxCachedTiles {
+		*shared = true
+		tiles[id] = t
 		c.count++
 	}
 }

@@ -347,10 +347,7 @@ func TestVectors(t *testing.T) {
 
 func renderVectors(v *vectorFile) string {
 	var w strings.Builder
-	field := func(name string, b []byte) {
-		fmt.Fprintf(&w, "%s (%d bytes):\n", name, len(b))
-		vectortest.WriteHex(&w, "  ", b)
-	}
+	field := func(name string, value []byte) { vectortest.Field(&w, name, value) }
 	fmt.Fprintf(&w, "\nThe same values are in `pkg/kt/testdata/vectors.json`. App id: `%s`.\n\n", v.AppID)
 	w.WriteString("#### Map keys\n\n```\n")
 	field("empty subtree hash, SHA-256(0x02)", v.MapEmptyHash)

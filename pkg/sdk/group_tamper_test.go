@@ -151,8 +151,7 @@ func TestTamperGhostMemberGetsNoKey(t *testing.T) {
 			}
 		}
 	}
-	texts, errs := readGroup(t, bob, w.group)
-	wantTexts(t, "bob", texts, errs, "for alice and bob only")
+	wantReads(t, "bob", bob, w.group, "for alice and bob only")
 }
 
 // malloryScene is the world of the forged statements: alice and carol, mallory (an

@@ -105,8 +105,11 @@ func readGroup(t *testing.T, d *device, group string) (texts []string, errs []er
 	return texts, errs
 }
 
-func wantTexts(t *testing.T, who string, got []string, errs []error, want ...string) {
+// wantReads fails the test unless d, named who, reads exactly want from the group
+// (readGroup), every message opened.
+func wantReads(t *testing.T, who string, d *device, group string, want ...string) {
 	t.Helper()
+	got, errs := readGroup(t, d, group)
 	if len(errs) > 0 {
 		t.Errorf("%s cannot read some messages: %v", who, errs)
 	}
@@ -177,11 +180,9 @@ func TestGroupJoinWithApproval(t *testing.T) {
 		t.Fatalf("bob's message at epoch %d; want 2", e)
 	}
 	mustSend(t, g, "welcome bob")
-	texts, errs := readGroup(t, alice, w.group)
-	wantTexts(t, "alice", texts, errs, "before bob", "hello, I'm bob", "welcome bob")
+	wantReads(t, "alice", alice, w.group, "before bob", "hello, I'm bob", "welcome bob")
 	// History is SINCE_JOIN: bob sees nothing from before he joined.
-	texts, errs = readGroup(t, bob, w.group)
-	wantTexts(t, "bob", texts, errs, "hello, I'm bob", "welcome bob")
+	wantReads(t, "bob", bob, w.group, "hello, I'm bob", "welcome bob")
 }
 
 func TestGroupInvitationWithAcceptance(t *testing.T) {
@@ -240,8 +241,7 @@ func TestGroupInvitationWithAcceptance(t *testing.T) {
 		t.Fatal("carol got nothing")
 	}
 	mustSend(t, cg, "thanks")
-	texts, errs := readGroup(t, alice, w.group)
-	wantTexts(t, "alice", texts, errs, "hi carol", "thanks")
+	wantReads(t, "alice", alice, w.group, "hi carol", "thanks")
 
 	// A declined invitation leaves no membership, and nothing to accept: the invitee
 	// may no longer read the chain it would sign its acceptance after.
@@ -265,8 +265,7 @@ func TestGroupKickEnforcesRotation(t *testing.T) {
 	alice, bob, carol := w.users["alice"], w.users["bob"], w.users["carol"]
 	g := w.createGroup(t, alice, bob, carol)
 	mustSend(t, g, "all three")
-	texts, errs := readGroup(t, carol, w.group)
-	wantTexts(t, "carol", texts, errs, "all three")
+	wantReads(t, "carol", carol, w.group, "all three")
 
 	if err := g.Remove(ctx, carol.identity); err != nil {
 		t.Fatal(err)
@@ -277,8 +276,7 @@ func TestGroupKickEnforcesRotation(t *testing.T) {
 	if e := epochOf(t, alice, w.group); e != 2 {
 		t.Fatalf("the message after the kick is at epoch %d; want 2", e)
 	}
-	texts, errs = readGroup(t, bob, w.group)
-	wantTexts(t, "bob", texts, errs, "all three", "carol is gone")
+	wantReads(t, "bob", bob, w.group, "all three", "carol is gone")
 
 	// Carol can read neither the conversation nor, given the bytes, the message.
 	if _, err := carol.History(ctx, &messagingv1.HistoryRequest{ConversationId: w.group}); status.Code(err) != codes.PermissionDenied {
@@ -344,8 +342,7 @@ func TestGroupEncryptionSwitchedOn(t *testing.T) {
 	if e := epochOf(t, bob, w.group); e != 1 {
 		t.Errorf("the first encrypted message is at epoch %d; want 1", e)
 	}
-	texts, errs := readGroup(t, alice, w.group)
-	wantTexts(t, "alice", texts, errs, "in the clear", "now encrypted")
+	wantReads(t, "alice", alice, w.group, "in the clear", "now encrypted")
 }
 
 func TestGroupOwnerLeaves(t *testing.T) {
@@ -379,8 +376,7 @@ func TestGroupOwnerLeaves(t *testing.T) {
 		t.Errorf("the new owner sets the history visibility: %v", err)
 	}
 	// Bob reads both epochs, the departed owner's message included.
-	texts, errs := readGroup(t, bob, w.group)
-	wantTexts(t, "bob", texts, errs, "goodbye", "carol runs the group")
+	wantReads(t, "bob", bob, w.group, "goodbye", "carol runs the group")
 	if _, err := alice.Group(w.group).Send(ctx, []byte("let me back")); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("the departed owner sends: %v; want PermissionDenied", err)
 	}
@@ -406,8 +402,7 @@ func TestGroupRotationRace(t *testing.T) {
 	mustSend(t, g, "epoch one")
 	// Bob and carol hold epoch 1's key.
 	for _, d := range []*device{bob, carol} {
-		texts, errs := readGroup(t, d, w.group)
-		wantTexts(t, d.identity, texts, errs, "epoch one")
+		wantReads(t, d.identity, d, w.group, "epoch one")
 	}
 	if _, err := g.Add(ctx, dave.identity); err != nil {
 		t.Fatal(err)
@@ -473,8 +468,7 @@ func TestGroupRotationEvent(t *testing.T) {
 	if e := epochOf(t, alice, w.group); e != 2 {
 		t.Errorf("the message after bob's card rotation is at epoch %d; want 2", e)
 	}
-	texts, errs := readGroup(t, bob, w.group)
-	wantTexts(t, "bob", texts, errs, "one", "two")
+	wantReads(t, "bob", bob, w.group, "one", "two")
 }
 
 // TestGroupEpochConflict: bob's commit loses the race to carol's, deterministically
@@ -522,8 +516,7 @@ func TestGroupEpochConflict(t *testing.T) {
 	if e := epochOf(t, bob, w.group); e != 2 {
 		t.Errorf("bob's message is at epoch %d; want carol's epoch 2", e)
 	}
-	texts, errs := readGroup(t, dave, w.group)
-	wantTexts(t, "dave", texts, errs, "bob after the race")
+	wantReads(t, "dave", dave, w.group, "bob after the race")
 }
 
 // newInterceptedDevice registers uid with a client whose unary calls go through
@@ -581,8 +574,7 @@ func TestGroupCommitMismatch(t *testing.T) {
 	if len(got) != 2 || got[0] != codes.FailedPrecondition || got[1] != codes.OK {
 		t.Fatalf("bob's commits ended with %v; want FAILED_PRECONDITION (CommitMismatch), then OK", got)
 	}
-	texts, errs := readGroup(t, eve, w.group)
-	wantTexts(t, "eve", texts, errs, "hello, whoever is here")
+	wantReads(t, "eve", eve, w.group, "hello, whoever is here")
 }
 
 // TestGroupForgedCommitRefused: the service (here an interceptor standing in for a
@@ -669,8 +661,7 @@ func TestGroupSharedHistory(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("ShareHistory = %d, %v; want epoch 1 shared", n, err)
 	}
-	texts, errs = readGroup(t, bob, w.group)
-	wantTexts(t, "bob", texts, errs, "old news", "news")
+	wantReads(t, "bob", bob, w.group, "old news", "news")
 
 	if err := g.SetHistoryVisibility(ctx, groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN); err != nil {
 		t.Fatal(err)

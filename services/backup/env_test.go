@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -83,12 +82,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	log, clk := n.Log, n.Clock
 	opts.dir = n.Dir
 	ids := identitytest.Start(t, n)
-	msgStore, err := messaging.OpenBoltStore(filepath.Join(opts.dir, "messaging.db"), messaging.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.OnStop(msgStore.Close)
-	n.Verify("messaging.db", messaging.Verify)
+	msgStore := servicetest.OpenFile(t, n, "messaging.db", func(path string) (*messaging.BoltStore, error) {
+		return messaging.OpenBoltStore(path, messaging.StoreOptions{})
+	}, messaging.Verify)
 	msg, err := messaging.New(msgStore, nil, nil, messaging.Config{Clock: clk.Now}, log.Named("messaging"))
 	if err != nil {
 		t.Fatal(err)
@@ -103,12 +99,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		peerAddr = late.Addr().String()
 	}
 	peer := n.DialPeer(grpcclient.Config{Addr: peerAddr, Peer: true})
-	store, err := OpenBoltStore(filepath.Join(opts.dir, "backup.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.OnStop(store.Close)
-	n.Verify("backup.db", Verify)
+	store := servicetest.OpenFile(t, n, "backup.db", OpenBoltStore, Verify)
 	cfg := opts.cfg
 	if cfg.Secret == nil {
 		cfg.Secret = []byte(testSecret)

@@ -2,7 +2,6 @@ package card
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -71,21 +70,13 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	var store Store
 	var bolt *BoltStore
 	if opts.postgres != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		pg, err := OpenPostgresStore(ctx, opts.postgres, log.Named("store"))
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.OnStop(pg.Close)
-		store = pg
+		store = servicetest.Open(t, n, func() (*PostgresStore, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return OpenPostgresStore(ctx, opts.postgres, log.Named("store"))
+		})
 	} else {
-		var err error
-		if bolt, err = OpenBoltStore(filepath.Join(opts.dir, "card.db")); err != nil {
-			t.Fatal(err)
-		}
-		n.OnStop(bolt.Close)
-		n.Verify("card.db", Verify)
+		bolt = servicetest.OpenFile(t, n, "card.db", OpenBoltStore, Verify)
 		store = bolt
 	}
 	cfg := opts.cfg

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
@@ -156,12 +157,7 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 	}
 	otherToken := historyToken(bob.identity, 5) // well formed, but for bob's listing
 
-	cases := []struct {
-		name string
-		call func() error
-		code codes.Code
-		msg  string
-	}{
+	cases := []servicetest.Refusal{
 		// PublishCard: the card itself.
 		{"publish without a token", pub(user{}, good), codes.Unauthenticated, "missing credential"},
 		{"publish with an app key", pub(user{token: a.key}, good), codes.Unauthenticated, "access token is malformed"},
@@ -309,15 +305,7 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 			return err
 		}, codes.InvalidArgument, "page_size 10001 is over the maximum 10000"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			before := e.snapshot(t)
-			wantCode(t, tc.call(), tc.code, tc.msg)
-			if after := e.snapshot(t); !maps.Equal(before, after) {
-				t.Errorf("the refused request changed the store")
-			}
-		})
-	}
+	servicetest.CheckRefusals(t, cases, e.snapshot)
 
 	// The same requests are accepted once what was wrong is right, so the cases above
 	// were refused for the reason they name.

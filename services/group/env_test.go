@@ -3,7 +3,6 @@ package group
 import (
 	"context"
 	"crypto/rand"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -88,39 +87,24 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	n := servicetest.NewEnv(t, servicetest.Options{Dir: opts.dir, Quiet: opts.quiet})
 	log, clk, dir := n.Log, n.Clock, n.Dir
 	ids := identitytest.Start(t, n)
-	cardStore, err := card.OpenBoltStore(filepath.Join(dir, "card.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.OnStop(cardStore.Close)
+	cardStore := servicetest.OpenFile(t, n, "card.db", card.OpenBoltStore, card.Verify)
 	cards, err := card.New(cardStore, card.Config{Clock: clk.Now, SearchRate: 1e6, SearchBurst: 1e6}, log.Named("card"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgStore, err := messaging.OpenBoltStore(filepath.Join(dir, "messaging.db"), messaging.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.OnStop(msgStore.Close)
+	msgStore := servicetest.OpenFile(t, n, "messaging.db", func(path string) (*messaging.BoltStore, error) {
+		return messaging.OpenBoltStore(path, messaging.StoreOptions{})
+	}, messaging.Verify)
 	if overPostgres(t) {
 		opts.postgres = true
 	}
-	verifiers := map[string]servicetest.Verifier{"card.db": card.Verify, "messaging.db": messaging.Verify}
 	var store Store
 	var pgURL string
 	if opts.postgres {
 		pgURL = pgtest.NewDatabase(t).URL
 		store = openPostgresReplica(t, n, pgURL)
 	} else {
-		bolt, err := OpenBoltStore(filepath.Join(dir, "group.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.OnStop(bolt.Close)
-		store, verifiers["group.db"] = bolt, Verify
-	}
-	for name, verify := range verifiers {
-		n.Verify(name, verify)
+		store = servicetest.OpenFile(t, n, "group.db", OpenBoltStore, Verify)
 	}
 	peer := n.DialPeer(grpcclient.Config{})
 	msg, err := messaging.New(msgStore, messaging.CardClient{Client: cardv1.NewCardServiceClient(peer)}, messaging.GroupClient{Client: groupv1.NewGroupServiceClient(peer)},

@@ -29,14 +29,11 @@ import (
 // have stopped.
 func openPostgresReplica(t testing.TB, n *servicetest.Env, url string) *PostgresStore {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := OpenPostgresStore(ctx, url, n.Log.Named("group-store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.OnStop(s.Close)
-	return s
+	return servicetest.Open(t, n, func() (*PostgresStore, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return OpenPostgresStore(ctx, url, n.Log.Named("group-store"))
+	})
 }
 
 // replica is another group service over the env's database (envOptions.postgres), on

@@ -426,6 +426,15 @@ func testInvitationsBansJoinRequests(t *testing.T, e storeEngine) {
 func testStaleInvitations(t *testing.T, e storeEngine) {
 	s, reopen := e.Open(t)
 	now := time.Unix(1_800_000_000, 0)
+	putInvitationsToExpire(t, s, now)
+	checkStaleInvitations(t, "as written", s, now)
+	checkStaleInvitations(t, "after a reopen", reopen(t), now)
+}
+
+// putInvitationsToExpire writes five invitations made at now (one then renewed, one
+// deleted), of which two are stale 5 h later, the first at 2 h.
+func putInvitationsToExpire(t *testing.T, s Store, now time.Time) {
+	t.Helper()
 	inv := func(group, invitee string, expires time.Duration) *storagev1.GroupInvitationRecord {
 		return &storagev1.GroupInvitationRecord{GroupId: group, Invitee: invitee, Inviter: testUser1, CreatedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(expires))}
 	}
@@ -443,32 +452,34 @@ func testStaleInvitations(t *testing.T, e storeEngine) {
 		}
 		return tx.DeleteInvitation(testApp, testGroupB, testUser1)
 	})
-	check := func(when string, s Store) {
-		t.Helper()
-		view(t, s, func(tx Tx) error {
-			stale, apps, err := tx.StaleInvitations(now.Add(5*time.Hour), 10)
-			if err != nil {
-				return err
-			}
-			var got []string
-			for i, r := range stale {
-				got = append(got, apps[i]+" "+r.GetGroupId()+" "+r.GetInvitee())
-			}
-			want := []string{testApp + " " + testGroupB + " " + testUser2, testApp + " " + testGroupA + " " + testUser2}
-			if !slices.Equal(got, want) {
-				t.Errorf("%s: stale invitations %q, want %q", when, got, want)
-			}
-			if none, _, _ := tx.StaleInvitations(now.Add(2*time.Hour), 10); len(none) != 0 {
-				t.Errorf("%s: %d invitations expired before 2 h; want none (the first expires at 2 h)", when, len(none))
-			}
-			if one, _, _ := tx.StaleInvitations(now.Add(5*time.Hour), 1); len(one) != 1 {
-				t.Errorf("%s: limit 1 gave %d", when, len(one))
-			}
-			return nil
-		})
-	}
-	check("as written", s)
-	check("after a reopen", reopen(t))
+}
+
+// checkStaleInvitations checks what StaleInvitations lists of putInvitationsToExpire's
+// invitations: the two stale 5 h after now, in expiry order; none at 2 h; one with a
+// limit of 1.
+func checkStaleInvitations(t *testing.T, when string, s Store, now time.Time) {
+	t.Helper()
+	view(t, s, func(tx Tx) error {
+		stale, apps, err := tx.StaleInvitations(now.Add(5*time.Hour), 10)
+		if err != nil {
+			return err
+		}
+		var got []string
+		for i, r := range stale {
+			got = append(got, apps[i]+" "+r.GetGroupId()+" "+r.GetInvitee())
+		}
+		want := []string{testApp + " " + testGroupB + " " + testUser2, testApp + " " + testGroupA + " " + testUser2}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: stale invitations %q, want %q", when, got, want)
+		}
+		if none, _, _ := tx.StaleInvitations(now.Add(2*time.Hour), 10); len(none) != 0 {
+			t.Errorf("%s: %d invitations expired before 2 h; want none (the first expires at 2 h)", when, len(none))
+		}
+		if one, _, _ := tx.StaleInvitations(now.Add(5*time.Hour), 1); len(one) != 1 {
+			t.Errorf("%s: limit 1 gave %d", when, len(one))
+		}
+		return nil
+	})
 }
 
 // testUploads: an upload's staged keys go with it; ExpiredUploads lists expired ones
@@ -804,6 +815,19 @@ func (r *rendezvous) arrive() bool {
 	}
 }
 
+// updateAtOnce runs an Update on each replica at once, fn given the replica's index and
+// the rendezvous all of them meet at (300 ms), and returns each Update's error.
+func updateAtOnce(rs []Store, fn func(i int, meet *rendezvous, tx Tx) error) []error {
+	meet := newRendezvous(len(rs), 300*time.Millisecond)
+	errc := make([]error, len(rs))
+	var wg sync.WaitGroup
+	for i, s := range rs {
+		wg.Go(func() { errc[i] = s.Update(func(tx Tx) error { return fn(i, meet, tx) }) })
+	}
+	wg.Wait()
+	return errc
+}
+
 // testConcurrentEpochCAS: two replicas commit the same epoch at once; the commit is a
 // compare-and-swap on the group's epoch, read in the transaction, so one wins and the
 // other gets ErrConflict, as epochs.go's writeCommit does. Each waits, after reading,
@@ -814,30 +838,22 @@ func testConcurrentEpochCAS(t *testing.T, e storeEngine) {
 	update(t, rs[0], func(tx Tx) error {
 		return tx.PutGroup(&storagev1.GroupRecord{AppId: testApp, GroupId: testGroupA})
 	})
-	meet := newRendezvous(2, 300*time.Millisecond)
-	errc := make([]error, 2)
-	var wg sync.WaitGroup
-	for i, s := range rs {
+	errc := updateAtOnce(rs, func(i int, meet *rendezvous, tx Tx) error {
 		committer := fmt.Sprintf("u_committer%d", i)
-		wg.Go(func() {
-			errc[i] = s.Update(func(tx Tx) error {
-				g, err := tx.Group(testApp, testGroupA)
-				if err != nil {
-					return err
-				}
-				meet.arrive()
-				if g.GetEpoch() != 0 {
-					return epochConflict(g, 0)
-				}
-				g.Epoch, g.CommittedBy = 1, committer
-				if err := tx.PutEpoch(testApp, testGroupA, &storagev1.GroupEpochRecord{Epoch: 1, CommittedBy: committer}); err != nil {
-					return err
-				}
-				return tx.PutGroup(g)
-			})
-		})
-	}
-	wg.Wait()
+		g, err := tx.Group(testApp, testGroupA)
+		if err != nil {
+			return err
+		}
+		meet.arrive()
+		if g.GetEpoch() != 0 {
+			return epochConflict(g, 0)
+		}
+		g.Epoch, g.CommittedBy = 1, committer
+		if err := tx.PutEpoch(testApp, testGroupA, &storagev1.GroupEpochRecord{Epoch: 1, CommittedBy: committer}); err != nil {
+			return err
+		}
+		return tx.PutGroup(g)
+	})
 	var winner int
 	switch {
 	case errc[0] == nil && errors.Is(errc[1], errs.ErrConflict):
@@ -865,30 +881,22 @@ func testConcurrentStatements(t *testing.T, e storeEngine) {
 	update(t, rs[0], func(tx Tx) error {
 		return tx.PutGroup(&storagev1.GroupRecord{AppId: testApp, GroupId: testGroupA, MembershipSequence: 1, MembershipHash: []byte{1}})
 	})
-	meet := newRendezvous(2, 300*time.Millisecond)
-	errc := make([]error, 2)
-	var wg sync.WaitGroup
-	for i, s := range rs {
+	errc := updateAtOnce(rs, func(i int, meet *rendezvous, tx Tx) error {
 		hash := []byte{2, byte(i)}
-		wg.Go(func() {
-			errc[i] = s.Update(func(tx Tx) error {
-				g, err := tx.Group(testApp, testGroupA)
-				if err != nil {
-					return err
-				}
-				meet.arrive()
-				if g.GetMembershipSequence() != 1 {
-					return errs.Conflictf("the head moved to %d", g.GetMembershipSequence())
-				}
-				if err := tx.PutStatement(testApp, testGroupA, &storagev1.GroupStatementRecord{Sequence: 2, Hash: hash}); err != nil {
-					return err
-				}
-				g.MembershipSequence, g.MembershipHash = 2, hash
-				return tx.PutGroup(g)
-			})
-		})
-	}
-	wg.Wait()
+		g, err := tx.Group(testApp, testGroupA)
+		if err != nil {
+			return err
+		}
+		meet.arrive()
+		if g.GetMembershipSequence() != 1 {
+			return errs.Conflictf("the head moved to %d", g.GetMembershipSequence())
+		}
+		if err := tx.PutStatement(testApp, testGroupA, &storagev1.GroupStatementRecord{Sequence: 2, Hash: hash}); err != nil {
+			return err
+		}
+		g.MembershipSequence, g.MembershipHash = 2, hash
+		return tx.PutGroup(g)
+	})
 	if (errc[0] == nil) == (errc[1] == nil) || !errors.Is(errors.Join(errc...), errs.ErrConflict) {
 		t.Fatalf("two statements on one head: %v and %v; want one success and one ErrConflict", errc[0], errc[1])
 	}
@@ -907,30 +915,22 @@ func testConcurrentStatements(t *testing.T, e storeEngine) {
 // at once: one does, the other finds it and is refused, and nothing of the two mixes.
 func testConcurrentCreations(t *testing.T, e storeEngine) {
 	rs := e.Replicas(t, 2)
-	meet := newRendezvous(2, 300*time.Millisecond)
-	errc := make([]error, 2)
-	var wg sync.WaitGroup
-	for i, s := range rs {
+	errc := updateAtOnce(rs, func(i int, meet *rendezvous, tx Tx) error {
 		owner := fmt.Sprintf("u_owner%d", i)
-		wg.Go(func() {
-			errc[i] = s.Update(func(tx Tx) error {
-				if _, err := tx.Group(testApp, testGroupA); err == nil {
-					return errs.Existsf("group exists")
-				} else if !errors.Is(err, errs.ErrNotFound) {
-					return err
-				}
-				meet.arrive()
-				if err := tx.PutMember(testApp, testGroupA, &storagev1.GroupMemberRecord{Identity: owner}); err != nil {
-					return err
-				}
-				if err := tx.PutStatement(testApp, testGroupA, &storagev1.GroupStatementRecord{Sequence: 1, Hash: []byte(owner)}); err != nil {
-					return err
-				}
-				return tx.PutGroup(&storagev1.GroupRecord{AppId: testApp, GroupId: testGroupA, Owner: owner, MemberCount: 1})
-			})
-		})
-	}
-	wg.Wait()
+		if _, err := tx.Group(testApp, testGroupA); err == nil {
+			return errs.Existsf("group exists")
+		} else if !errors.Is(err, errs.ErrNotFound) {
+			return err
+		}
+		meet.arrive()
+		if err := tx.PutMember(testApp, testGroupA, &storagev1.GroupMemberRecord{Identity: owner}); err != nil {
+			return err
+		}
+		if err := tx.PutStatement(testApp, testGroupA, &storagev1.GroupStatementRecord{Sequence: 1, Hash: []byte(owner)}); err != nil {
+			return err
+		}
+		return tx.PutGroup(&storagev1.GroupRecord{AppId: testApp, GroupId: testGroupA, Owner: owner, MemberCount: 1})
+	})
 	if (errc[0] == nil) == (errc[1] == nil) || !errors.Is(errors.Join(errc...), errs.ErrExists) {
 		t.Fatalf("two creations of one group: %v and %v; want one success and one ErrExists", errc[0], errc[1])
 	}
@@ -1038,34 +1038,29 @@ func testOppositeOrders(t *testing.T, e storeEngine) {
 		}
 		return nil
 	})
-	meet := newRendezvous(2, 300*time.Millisecond)
-	var wg sync.WaitGroup
 	var runs atomic.Int32
-	for i, s := range rs {
-		wg.Go(func() {
-			err := s.Update(func(tx Tx) error {
-				runs.Add(1)
-				for j := range groups {
-					g, err := tx.Group(testApp, groups[(i+j)%2])
-					if err != nil {
-						return err
-					}
-					if j == 0 {
-						meet.arrive()
-					}
-					g.EpochMessageCount++
-					if err := tx.PutGroup(g); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
+	errc := updateAtOnce(rs, func(i int, meet *rendezvous, tx Tx) error {
+		runs.Add(1)
+		for j := range groups {
+			g, err := tx.Group(testApp, groups[(i+j)%2])
 			if err != nil {
-				t.Error(err)
+				return err
 			}
-		})
+			if j == 0 {
+				meet.arrive()
+			}
+			g.EpochMessageCount++
+			if err := tx.PutGroup(g); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, err := range errc {
+		if err != nil {
+			t.Error(err)
+		}
 	}
-	wg.Wait()
 	view(t, rs[1], func(tx Tx) error {
 		for _, id := range groups {
 			if g, err := tx.Group(testApp, id); err != nil || g.GetEpochMessageCount() != 2 {

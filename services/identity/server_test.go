@@ -2,7 +2,6 @@ package identity
 
 import (
 	"context"
-	"maps"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )
@@ -49,12 +49,7 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 		manyIDs[i] = "user" + strings.Repeat("x", i%7)
 	}
 
-	cases := []struct {
-		name string
-		call func() error
-		code codes.Code
-		msg  string
-	}{
+	cases := []servicetest.Refusal{
 		// Admin methods.
 		{"CreateApp without credential", func() error {
 			_, err := c.CreateApp(as(""), &identityv1.CreateAppRequest{DisplayName: "x"})
@@ -258,15 +253,7 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 			return err
 		}, codes.InvalidArgument, "page_size"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			before := e.snapshot(t)
-			wantCode(t, tc.call(), tc.code, tc.msg)
-			if after := e.snapshot(t); !maps.Equal(before, after) {
-				t.Errorf("the refused request changed the store")
-			}
-		})
-	}
+	servicetest.CheckRefusals(t, cases, e.snapshot)
 }
 
 func TestAppsTokensAndIdentities(t *testing.T) {

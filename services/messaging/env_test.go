@@ -101,11 +101,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if !opts.damaged {
 		n.Verify("messaging.db", Verify)
 	}
-	cardStore, err := card.OpenBoltStore(filepath.Join(opts.dir, "card.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.OnStop(cardStore.Close)
+	cardStore := servicetest.OpenFile(t, n, "card.db", card.OpenBoltStore, nil)
 	cards, err := card.New(cardStore, card.Config{Clock: clk.Now}, log.Named("card"))
 	if err != nil {
 		t.Fatal(err)

@@ -51,12 +51,18 @@ type sub struct {
 // subscribe opens a stream for u. after nil starts live; heartbeat 0 is the default.
 func (e *env) subscribe(t testing.TB, u user, after *uint64, heartbeat time.Duration) *sub {
 	t.Helper()
-	ctx, cancel := context.WithCancel(u.ctx())
 	req := &messagingv1.SubscribeRequest{AfterInboxSequence: after}
 	if heartbeat > 0 {
 		req.HeartbeatInterval = durationOf(heartbeat)
 	}
-	stream, err := e.client.Subscribe(ctx, req)
+	return subscribeOn(t, u.ctx(), e.client, req)
+}
+
+// subscribeOn opens a stream with req on c, as the caller of ctx, until the test ends.
+func subscribeOn(t testing.TB, ctx context.Context, c messagingv1.MessagingServiceClient, req *messagingv1.SubscribeRequest) *sub {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := c.Subscribe(ctx, req)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

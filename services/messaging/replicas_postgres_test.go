@@ -38,11 +38,9 @@ func startReplicas(t *testing.T, n int, poll time.Duration) (identityv1.Identity
 	policies := []auth.Table{identity.Policies(), Policies()}
 	out := make([]replica, n)
 	for i := range out {
-		store, err := OpenPostgresStore(context.Background(), db.URL, PostgresOptions{WatchPoll: poll}, zaptest.NewLogger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		env.OnStop(store.Close)
+		store := servicetest.Open(t, env, func() (*PostgresStore, error) {
+			return OpenPostgresStore(context.Background(), db.URL, PostgresOptions{WatchPoll: poll}, zaptest.NewLogger(t))
+		})
 		srv, err := New(store, nil, nil, Config{Clock: env.Clock.Now}, env.Log.Named(fmt.Sprint("messaging-", i)))
 		if err != nil {
 			t.Fatal(err)
@@ -67,29 +65,6 @@ func startReplicas(t *testing.T, n int, poll time.Duration) (identityv1.Identity
 	return identityv1.NewIdentityServiceClient(env.Dial()), out
 }
 
-func subscribeOn(t *testing.T, c messagingv1.MessagingServiceClient, token string, after *uint64) *sub {
-	t.Helper()
-	ctx, cancel := context.WithCancel(servicetest.As(token))
-	stream, err := c.Subscribe(ctx, &messagingv1.SubscribeRequest{AfterInboxSequence: after})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	s := &sub{cancel: cancel, items: make(chan *messagingv1.SubscribeResponse, 1<<16), done: make(chan error, 1)}
-	go func() {
-		for {
-			it, err := stream.Recv()
-			if err != nil {
-				s.done <- err
-				return
-			}
-			s.items <- it
-		}
-	}()
-	t.Cleanup(cancel)
-	return s
-}
-
 // TestReplicasOverPostgres: two messaging replicas over one database serve one
 // deployment: a subscriber on one gets, live, in order and once each, the messages
 // sent through the other (woken by the other's notifications: the replicas' polls are
@@ -106,7 +81,7 @@ func TestReplicasOverPostgres(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	s := subscribeOn(t, rs[0].client, tok(alice), nil)
+	s := subscribeOn(t, servicetest.As(tok(alice)), rs[0].client, &messagingv1.SubscribeRequest{})
 	if got, hb := s.untilCaughtUp(t); len(got) != 0 || hb.GetInboxSequence() != 0 {
 		t.Fatalf("a new stream: %v then %v", got, hb)
 	}

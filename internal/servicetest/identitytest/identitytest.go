@@ -5,7 +5,6 @@
 package identitytest
 
 import (
-	"path/filepath"
 	"testing"
 
 	"github.com/umbra-e2ee/umbra/internal/servicetest"
@@ -17,12 +16,7 @@ import (
 // the service (and serves identity.Policies()) with the others.
 func Start(t testing.TB, e *servicetest.Env) *identity.Server {
 	t.Helper()
-	store, err := identity.OpenBoltStore(filepath.Join(e.Dir, "identity.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.OnStop(store.Close)
-	e.Verify("identity.db", identity.Verify)
+	store := servicetest.OpenFile(t, e, "identity.db", identity.OpenBoltStore, identity.Verify)
 	ids, err := identity.New(store, identity.Config{Clock: e.Clock.Now}, e.Log.Named("identity"))
 	if err != nil {
 		t.Fatal(err)

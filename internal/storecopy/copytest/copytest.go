@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/umbra-e2ee/umbra/internal/storecopy"
@@ -47,6 +48,17 @@ func FileSum(t testing.TB, path string) [32]byte {
 		t.Fatal(err)
 	}
 	return sha256.Sum256(b)
+}
+
+// WantDifferences fails t unless err is a refusal (of a copy or a verification, what)
+// that names each of kinds among its differences (storecopy.Differences, one a line).
+func WantDifferences(t testing.TB, what string, err error, kinds ...string) {
+	t.Helper()
+	for _, kind := range kinds {
+		if err == nil || !strings.Contains(err.Error(), "\n  "+kind+":") {
+			t.Errorf("%s: %v; want a difference in %s named", what, err, kind)
+		}
+	}
 }
 
 // Kinds are the kinds of a result whose count is not zero, with their counts.

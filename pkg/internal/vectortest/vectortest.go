@@ -54,6 +54,24 @@ func WriteHex(w *strings.Builder, indent string, b []byte) {
 	}
 }
 
+// Field writes the byte string value named name as the documents show one: a line
+// "name (n bytes):", then its hex two spaces in (WriteHex), or "(empty)" for none.
+func Field(w *strings.Builder, name string, value []byte) {
+	fmt.Fprintf(w, "%s (%d bytes):\n", name, len(value))
+	if len(value) == 0 {
+		w.WriteString("  (empty)\n")
+	}
+	WriteHex(w, "  ", value)
+}
+
+// Block writes a vector as the documents show one: a heading "#### title", then what
+// body writes, fenced as code.
+func Block(w *strings.Builder, title string, body func()) {
+	fmt.Fprintf(w, "\n#### %s\n\n```\n", title)
+	body()
+	w.WriteString("```\n")
+}
+
 // Set is one file of test vectors that a section of WireFormatDoc shows.
 type Set[V any] struct {
 	File       string // the JSON file under testdata
