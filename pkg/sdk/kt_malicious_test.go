@@ -185,9 +185,11 @@ func (v *forgedView) prove(identity string) *ktv1.LookupProof {
 		p.LeafIndex = value.GetLatestLogIndex()
 	}
 	p.Leaf = v.leaves[p.LeafIndex]
-	if p.InclusionProof, err = kt.InclusionProof(v.log, p.LeafIndex, v.cp.Size); err != nil {
+	inclusion, err := kt.InclusionProof(v.log, p.LeafIndex, v.cp.Size)
+	if err != nil {
 		v.op.t.Fatal(err)
 	}
+	p.InclusionHashes = kt.PackHashes(inclusion)
 	return p
 }
 
@@ -415,8 +417,18 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 			})
 		}, []error{sdk.ErrUnprovedCard, kt.ErrBadProof}},
 		{"an inclusion proof that does not verify", func() func(string, any, any, error) error {
-			return bobsAnswer(func(r *cardv1.ProvedCard, _ []*cardv1.ProvedCard) { r.Proof.InclusionProof[0][0] ^= 1 })
+			return bobsAnswer(func(r *cardv1.ProvedCard, _ []*cardv1.ProvedCard) { r.Proof.InclusionHashes[0] ^= 1 })
 		}, []error{sdk.ErrUnprovedCard, kt.ErrBadProof}},
+		{"packed inclusion hashes a byte short", func() func(string, any, any, error) error {
+			return bobsAnswer(func(r *cardv1.ProvedCard, _ []*cardv1.ProvedCard) {
+				r.Proof.InclusionHashes = r.Proof.InclusionHashes[:len(r.Proof.InclusionHashes)-1]
+			})
+		}, []error{sdk.ErrUnprovedCard, kt.ErrMalformed}},
+		{"packed map sibling hashes a byte long", func() func(string, any, any, error) error {
+			return bobsAnswer(func(r *cardv1.ProvedCard, _ []*cardv1.ProvedCard) {
+				r.Proof.MapProof.SiblingHashes = append(r.Proof.MapProof.SiblingHashes, 0)
+			})
+		}, []error{sdk.ErrUnprovedCard, kt.ErrMalformed}},
 		{"a card that is not the one the map names, beside the real proof", func() func(string, any, any, error) error {
 			return bobsAnswer(func(r *cardv1.ProvedCard, _ []*cardv1.ProvedCard) { r.Card = proto.Clone(forged).(*cardv1.Card) })
 		}, []error{sdk.ErrUnprovedCard}},
@@ -431,7 +443,8 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 			v.edit = func(id string, r *cardv1.ProvedCard) {
 				if id == bob.identity {
 					r.Card, r.Proof.LeafIndex, r.Proof.Leaf = proto.Clone(forged).(*cardv1.Card), forged.LogIndex, v.leaves[forged.LogIndex]
-					r.Proof.InclusionProof, _ = kt.InclusionProof(v.log, forged.LogIndex, v.cp.Size)
+					inclusion, _ := kt.InclusionProof(v.log, forged.LogIndex, v.cp.Size)
+					r.Proof.InclusionHashes = kt.PackHashes(inclusion)
 				}
 			}
 			return v.serve
@@ -442,7 +455,8 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 				if id == bob.identity {
 					r.Proof.MapValue, _ = kt.EncodeMapValue(&ktv1.MapValue{Version: kt.Version, CardId: forgedParsed.ID, CardLogIndex: forged.LogIndex, LatestLogIndex: forged.LogIndex})
 					r.Card, r.Proof.LeafIndex, r.Proof.Leaf = proto.Clone(forged).(*cardv1.Card), forged.LogIndex, v.leaves[forged.LogIndex]
-					r.Proof.InclusionProof, _ = kt.InclusionProof(v.log, forged.LogIndex, v.cp.Size)
+					inclusion, _ := kt.InclusionProof(v.log, forged.LogIndex, v.cp.Size)
+					r.Proof.InclusionHashes = kt.PackHashes(inclusion)
 				}
 			}
 			return v.serve

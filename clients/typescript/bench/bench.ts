@@ -72,6 +72,7 @@ import {
   mapKey,
   mapLeafHash,
   mapNodeHash,
+  packHashes,
   rootFromInclusionProof,
   valueHash,
   verifyLookup,
@@ -234,10 +235,10 @@ function ktOps(): Op[] {
   const proof = create(LookupProofSchema, {
     identity: id,
     mapValue,
-    mapProof: { depth, bitmap: Uint8Array.of(0xff, 0xff, 0xf0), siblings },
+    mapProof: { depth, bitmap: Uint8Array.of(0xff, 0xff, 0xf0), siblingHashes: packHashes(siblings) },
     leafIndex: index,
     leaf,
-    inclusionProof: inclusion,
+    inclusionHashes: packHashes(inclusion),
   });
   const cp = { origin: "bench", size, logRoot, mapRoot: h };
   return [{ name: "kt-verify-lookup/entries=1000000", go: [], cpu: true, setup: async () => async () => verifyLookup(cp, app, id, proof) }, witnessOp()];
