@@ -380,11 +380,14 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 	forged, _, forgedParsed := forgedCard(t, bob.identity, nil, nil, key, kid)
 	// A card in the log but not in the map: the operator logs a reset of bob to its
 	// card, and keeps the map as it was.
-	inLogOnly := func() *forgedView {
+	// Each call has its own copy of the card: the subtests run in parallel, and the
+	// log grows as they register their users.
+	inLogOnly := func() (*forgedView, *cardv1.Card) {
 		real := op.leaves()
 		leaves := append(real, op.leaf(bob.identity, ktv1.LogEventKind_LOG_EVENT_KIND_RESET, forgedParsed.ID))
-		forged.LogIndex = uint64(len(real))
-		return op.forge(leaves, func(i int) bool { return i == len(real) }).card(forged)
+		c := proto.Clone(forged).(*cardv1.Card)
+		c.LogIndex = uint64(len(real))
+		return op.forge(leaves, func(i int) bool { return i == len(real) }).card(c), c
 	}
 	rogue, err := kt.NewLogSigner(op.signer.Name(), bytes.Repeat([]byte{5}, 32))
 	if err != nil {
@@ -439,7 +442,7 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 			})
 		}, []error{sdk.ErrUnprovedCard, kt.ErrBadProof}},
 		{"a card in the log but not in the map, served with its log entry", func() func(string, any, any, error) error {
-			v := inLogOnly()
+			v, forged := inLogOnly()
 			v.edit = func(id string, r *cardv1.ProvedCard) {
 				if id == bob.identity {
 					r.Card, r.Proof.LeafIndex, r.Proof.Leaf = proto.Clone(forged).(*cardv1.Card), forged.LogIndex, v.leaves[forged.LogIndex]
@@ -450,7 +453,7 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 			return v.serve
 		}, []error{sdk.ErrUnprovedCard, kt.ErrBadProof}},
 		{"a map entry naming a card the map does not hold", func() func(string, any, any, error) error {
-			v := inLogOnly()
+			v, forged := inLogOnly()
 			v.edit = func(id string, r *cardv1.ProvedCard) {
 				if id == bob.identity {
 					r.Proof.MapValue, _ = kt.EncodeMapValue(&ktv1.MapValue{Version: kt.Version, CardId: forgedParsed.ID, CardLogIndex: forged.LogIndex, LatestLogIndex: forged.LogIndex})
