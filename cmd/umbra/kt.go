@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/umbra-e2ee/umbra/pkg/kt"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 )
 
@@ -71,18 +72,18 @@ func printProved(w io.Writer, name string, p *sdk.ProvedCard) {
 		label = p.Identity
 	}
 	mp := p.Proof.GetMapProof()
-	mapProof := fmt.Sprintf("map proof: %d levels, %d sibling hashes", mp.GetDepth(), len(mp.GetSiblings()))
+	mapProof := fmt.Sprintf("map proof: %d levels, %d sibling hashes", mp.GetDepth(), len(mp.GetSiblingHashes())/kt.HashSize)
 	switch {
 	case p.Value == nil:
 		fmt.Fprintf(w, "%s: no card, proved: the map has no entry for this identity (%s)\n", label, mapProof)
 	case p.Card == nil:
 		fmt.Fprintf(w, "%s: no card, proved: its last card %s was revoked by log entry %d\n  %s; inclusion proof: %d hashes\n",
-			label, sdk.Fingerprint(p.Leaf.GetCardId()), p.LeafIndex, mapProof, len(p.Proof.GetInclusionProof()))
+			label, sdk.Fingerprint(p.Leaf.GetCardId()), p.LeafIndex, mapProof, len(p.Proof.GetInclusionHashes())/kt.HashSize)
 	default:
 		fmt.Fprintf(w, "%s: card %s, proved by the key transparency log\n", label, p.Card.Fingerprint())
 		fmt.Fprintf(w, "  map entry    card published by log entry %d (%s), latest entry %d\n",
 			p.Value.GetCardLogIndex(), strings.TrimPrefix(p.Leaf.GetKind().String(), "LOG_EVENT_KIND_"), p.Value.GetLatestLogIndex())
-		fmt.Fprintf(w, "  proofs       %s; inclusion proof of entry %d: %d hashes\n", mapProof, p.LeafIndex, len(p.Proof.GetInclusionProof()))
+		fmt.Fprintf(w, "  proofs       %s; inclusion proof of entry %d: %d hashes\n", mapProof, p.LeafIndex, len(p.Proof.GetInclusionHashes())/kt.HashSize)
 		fmt.Fprintf(w, "  card id      %s\n", base64.RawURLEncoding.EncodeToString(p.Card.ID))
 	}
 }

@@ -103,9 +103,11 @@ func (s State) ProveValue(app, identity string, size uint64, leaf func(index uin
 	if p.Leaf, err = leaf(p.LeafIndex); err != nil {
 		return nil, nil, err
 	}
-	if p.InclusionProof, err = InclusionProof(s.Log, p.LeafIndex, size); err != nil {
+	inclusion, err := InclusionProof(s.Log, p.LeafIndex, size)
+	if err != nil {
 		return nil, nil, err
 	}
+	p.InclusionHashes = PackHashes(inclusion)
 	return p, v, nil
 }
 

@@ -68,7 +68,7 @@ func BenchmarkLookupProof(b *testing.B) {
 		}
 		proofs[i] = p
 		size += proto.Size(p)
-		siblings += len(p.GetMapProof().GetSiblings())
+		siblings += len(p.GetMapProof().GetSiblingHashes()) / HashSize
 	}
 	b.Run("prove", func(b *testing.B) {
 		i := 0

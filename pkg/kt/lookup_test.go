@@ -86,8 +86,8 @@ func TestLookupTamperingIsRefused(t *testing.T) {
 		want     error
 	}{
 		{"the older card served as current", "alice", alice, func(p *ktv1.LookupProof) { p.MapValue = older; p.LeafIndex = 0; p.Leaf = m.Leaves[0] }, ErrBadProof},
-		{"a present identity said absent", "alice", alice, func(p *ktv1.LookupProof) { p.MapValue, p.Leaf, p.InclusionProof, p.LeafIndex = nil, nil, nil, 0 }, ErrBadProof},
-		{"a revoked identity said absent", "bob", bob, func(p *ktv1.LookupProof) { p.MapValue, p.Leaf, p.InclusionProof, p.LeafIndex = nil, nil, nil, 0 }, ErrBadProof},
+		{"a present identity said absent", "alice", alice, func(p *ktv1.LookupProof) { p.MapValue, p.Leaf, p.InclusionHashes, p.LeafIndex = nil, nil, nil, 0 }, ErrBadProof},
+		{"a revoked identity said absent", "bob", bob, func(p *ktv1.LookupProof) { p.MapValue, p.Leaf, p.InclusionHashes, p.LeafIndex = nil, nil, nil, 0 }, ErrBadProof},
 		{"an absent identity said present with another's entry", "carol", alice, nil, ErrBadProof},
 		{"another identity's proof", "carol", func() *ktv1.LookupProof { p := proto.CloneOf(alice); p.Identity = "carol"; return p }(), nil, ErrBadProof},
 		{"the proof names another identity", "alice", bob, nil, ErrBadProof},
@@ -96,7 +96,13 @@ func TestLookupTamperingIsRefused(t *testing.T) {
 		{"a log entry not in the log", "alice", alice, func(p *ktv1.LookupProof) {
 			p.Leaf = leafBytes(t, "alice", ktv1.LogEventKind_LOG_EVENT_KIND_ENDORSED_ROTATION, 2, 1, 99)
 		}, ErrBadProof},
-		{"an inclusion proof hash changed", "alice", alice, func(p *ktv1.LookupProof) { p.InclusionProof[0] = bytes.Repeat([]byte{9}, HashSize) }, ErrBadProof},
+		{"an inclusion proof hash changed", "alice", alice, func(p *ktv1.LookupProof) { copy(p.InclusionHashes, bytes.Repeat([]byte{9}, HashSize)) }, ErrBadProof},
+		{"an inclusion proof hash dropped", "alice", alice, func(p *ktv1.LookupProof) { p.InclusionHashes = p.InclusionHashes[HashSize:] }, ErrBadProof},
+		{"inclusion hashes one byte short", "alice", alice, func(p *ktv1.LookupProof) { p.InclusionHashes = p.InclusionHashes[:len(p.InclusionHashes)-1] }, ErrMalformed},
+		{"inclusion hashes one byte long", "alice", alice, func(p *ktv1.LookupProof) { p.InclusionHashes = append(p.InclusionHashes, 0) }, ErrMalformed},
+		{"more inclusion hashes than the log tree's depth", "alice", alice, func(p *ktv1.LookupProof) {
+			p.InclusionHashes = make([]byte, (LogDepth(cp.Size)+1)*HashSize)
+		}, ErrMalformed},
 		{"a revocation served as a publication", "bob", bob, func(p *ktv1.LookupProof) { p.Leaf = m.Leaves[1]; p.LeafIndex = 1 }, ErrBadProof},
 		{"a map value that is not canonical", "alice", alice, func(p *ktv1.LookupProof) { p.MapValue = append(p.MapValue, 0x08, 0x01) }, ErrMalformed},
 		{"a log entry that is not canonical", "alice", alice, func(p *ktv1.LookupProof) { p.Leaf = append(append([]byte(nil), p.Leaf...), 0x08, 0x01) }, ErrMalformed},
@@ -192,7 +198,8 @@ func TestLookupRefusesAMapThatDisagreesWithTheLog(t *testing.T) {
 			t.Fatalf("the proof as made: %v", err)
 		}
 		p.LeafIndex = 0
-		p.InclusionProof, _ = InclusionProof(m.Log, 0, cp.Size)
+		inclusion, _ := InclusionProof(m.Log, 0, cp.Size)
+		p.InclusionHashes = PackHashes(inclusion)
 		if _, err := VerifyLookup(cp, testApp, "alice", p); !errors.Is(err, ErrBadProof) {
 			t.Fatalf("got %v, want ErrBadProof", err)
 		}
@@ -205,4 +212,42 @@ func TestLookupRefusesAMapThatDisagreesWithTheLog(t *testing.T) {
 			t.Fatalf("got %v, want ErrBadProof", err)
 		}
 	})
+}
+
+// TestPackedHashes: the packed form of a lookup proof's hashes splits into 32-byte
+// hashes, at most as many as allowed; any other length is malformed.
+func TestPackedHashes(t *testing.T) {
+	hashes := [][]byte{bytesOf(1, HashSize), bytesOf(2, HashSize), bytesOf(3, HashSize)}
+	packed := PackHashes(hashes)
+	if len(packed) != 3*HashSize {
+		t.Fatalf("%d bytes packed, want %d", len(packed), 3*HashSize)
+	}
+	if got, err := UnpackHashes("test", packed, 3); err != nil || len(got) != 3 || !bytes.Equal(got[2], hashes[2]) {
+		t.Fatalf("unpacked %x, %v", got, err)
+	}
+	if got, err := UnpackHashes("test", nil, 0); err != nil || got != nil {
+		t.Fatalf("nothing unpacked to %x, %v", got, err)
+	}
+	tests := []struct {
+		name   string
+		packed []byte
+		max    int
+	}{
+		{"more hashes than allowed", packed, 2},
+		{"a byte short", packed[1:], 3},
+		{"a byte long", append(bytes.Clone(packed), 0), 4},
+		{"one byte", []byte{0}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := UnpackHashes("test", tc.packed, tc.max); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("got %v, want ErrMalformed", err)
+			}
+		})
+	}
+	for size, want := range map[uint64]int{0: 0, 1: 0, 2: 1, 3: 2, 4: 2, 5: 3, 1_000_000: 20, 1 << 40: 40} {
+		if got := LogDepth(size); got != want {
+			t.Errorf("LogDepth(%d) = %d, want %d", size, got, want)
+		}
+	}
 }

@@ -190,6 +190,7 @@ func TestMapProofTamperingIsRefused(t *testing.T) {
 	}
 	otherValue := testValue(8, 1)
 	flip := func(b []byte) []byte { b = append([]byte(nil), b...); b[len(b)-1] ^= 1; return b }
+	flipByte := func(b []byte, i int) []byte { b = append([]byte(nil), b...); b[i] ^= 1; return b }
 	tests := []struct {
 		name  string
 		key   [HashSize]byte
@@ -200,16 +201,30 @@ func TestMapProofTamperingIsRefused(t *testing.T) {
 		{"another value for a present key", key, otherValue, nil, ErrBadProof},
 		{"a present key said absent", key, nil, nil, ErrBadProof},
 		{"an absent key said present", emptyKey, value, func(p *ktv1.MapProof) { proto.Reset(p); proto.Merge(p, atEmpty) }, ErrBadProof},
-		{"a sibling changed", key, value, func(p *ktv1.MapProof) { p.Siblings[0] = flip(p.Siblings[0]) }, ErrBadProof},
-		{"a sibling dropped", key, value, func(p *ktv1.MapProof) { p.Siblings = p.Siblings[1:] }, ErrMalformed},
-		{"a non-empty sibling marked empty", key, value, func(p *ktv1.MapProof) { p.Bitmap[0] &^= firstSetBit(p.Bitmap[0]); p.Siblings = p.Siblings[1:] }, ErrBadProof},
+		{"a sibling changed", key, value, func(p *ktv1.MapProof) { p.SiblingHashes = flip(p.SiblingHashes) }, ErrBadProof},
+		{"the first sibling changed", key, value, func(p *ktv1.MapProof) { p.SiblingHashes = flipByte(p.SiblingHashes, 0) }, ErrBadProof},
+		{"a sibling dropped", key, value, func(p *ktv1.MapProof) { p.SiblingHashes = p.SiblingHashes[HashSize:] }, ErrMalformed},
+		{"a non-empty sibling marked empty", key, value, func(p *ktv1.MapProof) {
+			p.Bitmap[0] &^= firstSetBit(p.Bitmap[0])
+			p.SiblingHashes = p.SiblingHashes[HashSize:]
+		}, ErrBadProof},
 		{"a shorter path", key, value, func(p *ktv1.MapProof) { p.Depth-- }, ErrMalformed},
-		{"a sibling of 31 bytes", key, value, func(p *ktv1.MapProof) { p.Siblings[0] = p.Siblings[0][:31] }, ErrMalformed},
+		{"sibling hashes one byte short", key, value, func(p *ktv1.MapProof) { p.SiblingHashes = p.SiblingHashes[:len(p.SiblingHashes)-1] }, ErrMalformed},
+		{"sibling hashes one byte long", key, value, func(p *ktv1.MapProof) { p.SiblingHashes = append(p.SiblingHashes, 0) }, ErrMalformed},
+		{"more sibling hashes than the depth", key, value, func(p *ktv1.MapProof) { p.SiblingHashes = make([]byte, (p.Depth+1)*HashSize) }, ErrMalformed},
+		{"a sibling hash too many", key, value, func(p *ktv1.MapProof) { p.SiblingHashes = append(p.SiblingHashes, make([]byte, HashSize)...) }, ErrMalformed},
 		{"a bitmap of the wrong length", key, value, func(p *ktv1.MapProof) { p.Bitmap = append(p.Bitmap, 0) }, ErrMalformed},
 		// The present key's path is 9 levels deep: its bitmap is 2 bytes, 7 bits unused.
-		{"a bitmap bit past the depth", key, value, func(p *ktv1.MapProof) { p.Bitmap[1] |= 1; p.Siblings = append(p.Siblings, p.Siblings[0]) }, ErrMalformed},
+		{"a bitmap bit past the depth", key, value, func(p *ktv1.MapProof) {
+			p.Bitmap[1] |= 1
+			p.SiblingHashes = append(p.SiblingHashes, p.SiblingHashes[:HashSize]...)
+		}, ErrMalformed},
 		{"a depth past 256", key, value, func(p *ktv1.MapProof) { p.Depth = 257; p.Bitmap = make([]byte, 33) }, ErrMalformed},
-		{"absence at empty, with a sibling changed", emptyKey, nil, func(p *ktv1.MapProof) { proto.Reset(p); proto.Merge(p, atEmpty); p.Siblings[0] = flip(p.Siblings[0]) }, ErrBadProof},
+		{"absence at empty, with a sibling changed", emptyKey, nil, func(p *ktv1.MapProof) {
+			proto.Reset(p)
+			proto.Merge(p, atEmpty)
+			p.SiblingHashes = flip(p.SiblingHashes)
+		}, ErrBadProof},
 		{"absence at another entry, with its value hash changed", otherKey, nil, func(p *ktv1.MapProof) {
 			proto.Reset(p)
 			proto.Merge(p, atOther)

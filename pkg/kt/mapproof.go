@@ -12,9 +12,9 @@ import (
 // of key's entry (ok false when there is none).
 func ProveMap(st MapStore, key [HashSize]byte) (proof *ktv1.MapProof, valueHash [HashSize]byte, ok bool, err error) {
 	// A map of a million entries has paths of about 20 levels: the siblings' hashes go
-	// in one array, not one allocation each.
-	proof = &ktv1.MapProof{Siblings: make([][]byte, 0, 24)}
+	// in one array, which is the proof's packed field.
 	hashes := make([]byte, 0, 24*HashSize)
+	proof = &ktv1.MapProof{}
 	var bitmap [HashSize]byte
 	for depth := 0; depth <= MaxMapDepth; depth++ {
 		n, present, err := st.MapNode(mapNodeID(&key, depth))
@@ -23,6 +23,9 @@ func ProveMap(st MapStore, key [HashSize]byte) (proof *ktv1.MapProof, valueHash 
 		}
 		if !present || n.Leaf {
 			proof.Depth = uint32(depth)
+			if len(hashes) > 0 {
+				proof.SiblingHashes = hashes
+			}
 			proof.Bitmap = bytes.Clone(bitmap[:(depth+7)/8])
 			switch {
 			case present && n.Key == key:
@@ -39,7 +42,6 @@ func ProveMap(st MapStore, key [HashSize]byte) (proof *ktv1.MapProof, valueHash 
 		if sibling != EmptyMapHash {
 			bitmap[depth/8] |= 0x80 >> (depth % 8)
 			hashes = append(hashes, sibling[:]...)
-			proof.Siblings = append(proof.Siblings, hashes[len(hashes)-HashSize:len(hashes):len(hashes)])
 		}
 	}
 	return nil, valueHash, false, fmt.Errorf("kt: map path of key %x deeper than %d", key, MaxMapDepth)
@@ -65,14 +67,15 @@ func VerifyMapProof(root [HashSize]byte, key [HashSize]byte, value []byte, proof
 		}
 		set += bits.OnesCount8(b)
 	}
-	siblings := proof.GetSiblings()
-	if len(siblings) != set {
-		return malformedf("map proof has %d siblings, its bitmap marks %d", len(siblings), set)
+	// The siblings are packed: their hashes concatenated (docs/wire-format.md 13.4).
+	siblings := proof.GetSiblingHashes()
+	if len(siblings)%HashSize != 0 {
+		return malformedf("map proof sibling hashes of %d bytes, not a multiple of %d", len(siblings), HashSize)
 	}
-	for i, s := range siblings {
-		if len(s) != HashSize {
-			return malformedf("map proof sibling %d of %d bytes, want %d", i, len(s), HashSize)
-		}
+	// One hash per bit set in the bitmap: at most depth hashes, so a field longer than
+	// depth × 32 bytes is refused here.
+	if n := len(siblings) / HashSize; n != set {
+		return malformedf("map proof has %d siblings, its bitmap marks %d", n, set)
 	}
 	otherKey, otherValue := proof.GetOtherKey(), proof.GetOtherValueHash()
 	var h [HashSize]byte
@@ -98,12 +101,12 @@ func VerifyMapProof(root [HashSize]byte, key [HashSize]byte, value []byte, proof
 		}
 		h = MapLeafHash(other, [HashSize]byte(otherValue))
 	}
-	next := len(siblings) - 1
+	next := len(siblings)
 	for d := depth - 1; d >= 0; d-- {
 		sibling := EmptyMapHash
 		if bitmap[d/8]&(0x80>>(d%8)) != 0 {
-			sibling = [HashSize]byte(siblings[next])
-			next--
+			next -= HashSize
+			sibling = [HashSize]byte(siblings[next : next+HashSize])
 		}
 		if bit(&key, d) == 0 {
 			h = MapNodeHash(h, sibling)

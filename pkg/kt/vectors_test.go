@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/pkg/internal/vectortest"
 	ktv1 "github.com/umbra-e2ee/umbra/proto/umbra/kt/v1"
@@ -82,18 +83,21 @@ type rotationVector struct {
 }
 
 type lookupVector struct {
-	Identity       string           `json:"identity"`
-	MapValue       vectortest.Hex   `json:"map_value,omitempty"`
-	ValueHash      vectortest.Hex   `json:"value_hash,omitempty"`
-	MapLeafHash    vectortest.Hex   `json:"map_leaf_hash,omitempty"`
-	Depth          uint32           `json:"depth"`
-	Bitmap         vectortest.Hex   `json:"bitmap"`
-	Siblings       []vectortest.Hex `json:"siblings"`
-	OtherKey       vectortest.Hex   `json:"other_key,omitempty"`
-	OtherValueHash vectortest.Hex   `json:"other_value_hash,omitempty"`
-	LeafIndex      uint64           `json:"leaf_index"`
-	Leaf           vectortest.Hex   `json:"leaf,omitempty"`
-	Inclusion      []vectortest.Hex `json:"inclusion_proof"`
+	Identity       string         `json:"identity"`
+	MapValue       vectortest.Hex `json:"map_value,omitempty"`
+	ValueHash      vectortest.Hex `json:"value_hash,omitempty"`
+	MapLeafHash    vectortest.Hex `json:"map_leaf_hash,omitempty"`
+	Depth          uint32         `json:"depth"`
+	Bitmap         vectortest.Hex `json:"bitmap"`
+	SiblingHashes  vectortest.Hex `json:"sibling_hashes"`
+	OtherKey       vectortest.Hex `json:"other_key,omitempty"`
+	OtherValueHash vectortest.Hex `json:"other_value_hash,omitempty"`
+	LeafIndex      uint64         `json:"leaf_index"`
+	Leaf           vectortest.Hex `json:"leaf,omitempty"`
+	Inclusion      vectortest.Hex `json:"inclusion_hashes"`
+	// The whole LookupProof as the card service sends it: its deterministic protobuf
+	// encoding, the fields above.
+	Encoded vectortest.Hex `json:"lookup_proof"`
 }
 
 const vectorApp = "app_vectors"
@@ -207,8 +211,12 @@ func generateVectors(t *testing.T) *vectorFile {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l := lookupVector{Identity: id, MapValue: p.MapValue, Depth: p.MapProof.Depth, Bitmap: p.MapProof.Bitmap, Siblings: hexList(p.MapProof.Siblings),
-			OtherKey: p.MapProof.OtherKey, OtherValueHash: p.MapProof.OtherValueHash, LeafIndex: p.LeafIndex, Leaf: p.Leaf, Inclusion: hexList(p.InclusionProof)}
+		encoded, err := proto.MarshalOptions{Deterministic: true}.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := lookupVector{Identity: id, MapValue: p.MapValue, Depth: p.MapProof.Depth, Bitmap: p.MapProof.Bitmap, SiblingHashes: p.MapProof.SiblingHashes,
+			OtherKey: p.MapProof.OtherKey, OtherValueHash: p.MapProof.OtherValueHash, LeafIndex: p.LeafIndex, Leaf: p.Leaf, Inclusion: p.InclusionHashes, Encoded: encoded}
 		if len(p.MapValue) > 0 {
 			vh := ValueHash(p.MapValue)
 			lh := MapLeafHash(MapKey(vectorApp, id), vh)
@@ -310,9 +318,16 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 		t.Errorf("consistency: %v", err)
 	}
 	for _, l := range v.Lookups {
-		p := &ktv1.LookupProof{Identity: l.Identity, MapValue: l.MapValue, LeafIndex: l.LeafIndex, Leaf: l.Leaf, InclusionProof: toBytes(l.Inclusion),
-			MapProof: &ktv1.MapProof{Depth: l.Depth, Bitmap: l.Bitmap, Siblings: toBytes(l.Siblings), OtherKey: l.OtherKey, OtherValueHash: l.OtherValueHash}}
-		got, err := VerifyLookup(cps[1], v.AppID, l.Identity, p)
+		p := &ktv1.LookupProof{Identity: l.Identity, MapValue: l.MapValue, LeafIndex: l.LeafIndex, Leaf: l.Leaf, InclusionHashes: l.Inclusion,
+			MapProof: &ktv1.MapProof{Depth: l.Depth, Bitmap: l.Bitmap, SiblingHashes: l.SiblingHashes, OtherKey: l.OtherKey, OtherValueHash: l.OtherValueHash}}
+		if encoded, err := (proto.MarshalOptions{Deterministic: true}).Marshal(p); err != nil || !bytes.Equal(encoded, l.Encoded) {
+			t.Errorf("lookup %s: the fields encode to %x, the vector's LookupProof is %x (%v)", l.Identity, encoded, []byte(l.Encoded), err)
+		}
+		decoded := &ktv1.LookupProof{}
+		if err := proto.Unmarshal(l.Encoded, decoded); err != nil || !proto.Equal(decoded, p) {
+			t.Errorf("lookup %s: the vector's LookupProof does not decode to its fields (%v)", l.Identity, err)
+		}
+		got, err := VerifyLookup(cps[1], v.AppID, l.Identity, decoded)
 		if err != nil {
 			t.Errorf("lookup %s: %v", l.Identity, err)
 			continue
@@ -390,20 +405,17 @@ func renderVectors(v *vectorFile) string {
 			field("value hash", l.ValueHash)
 			field("map leaf hash", l.MapLeafHash)
 		}
-		fmt.Fprintf(&w, "depth: %d\nbitmap: %x\nsiblings (%d):\n", l.Depth, []byte(l.Bitmap), len(l.Siblings))
-		for _, s := range l.Siblings {
-			vectortest.WriteHex(&w, "  ", s)
-		}
+		fmt.Fprintf(&w, "depth: %d\nbitmap: %x\nsibling_hashes (%d × 32 bytes, concatenated; one a line here):\n", l.Depth, []byte(l.Bitmap), len(l.SiblingHashes)/HashSize)
+		vectortest.WriteHex(&w, "  ", l.SiblingHashes)
 		if len(l.OtherKey) > 0 {
 			field("other_key", l.OtherKey)
 			field("other_value_hash", l.OtherValueHash)
 		}
 		if len(l.MapValue) > 0 {
-			fmt.Fprintf(&w, "leaf_index: %d\ninclusion proof (%d hashes):\n", l.LeafIndex, len(l.Inclusion))
-			for _, h := range l.Inclusion {
-				vectortest.WriteHex(&w, "  ", h)
-			}
+			fmt.Fprintf(&w, "leaf_index: %d\ninclusion_hashes (%d × 32 bytes, concatenated; one a line here):\n", l.LeafIndex, len(l.Inclusion)/HashSize)
+			vectortest.WriteHex(&w, "  ", l.Inclusion)
 		}
+		field("LookupProof (deterministic protobuf)", l.Encoded)
 		w.WriteString("```\n")
 	}
 	w.WriteString("\n")

@@ -3,6 +3,7 @@ package kt
 import (
 	"bytes"
 	"fmt"
+	"math/bits"
 
 	"github.com/transparency-dev/merkle/proof"
 
@@ -22,6 +23,50 @@ func checkHashes(what string, hashes [][]byte) error {
 		}
 	}
 	return nil
+}
+
+// PackHashes concatenates 32-byte hashes into the packed form of a lookup proof's
+// fields (MapProof.sibling_hashes, LookupProof.inclusion_hashes; docs/wire-format.md
+// 13.4 and 13.6); nil for none.
+func PackHashes(hashes [][]byte) []byte {
+	if len(hashes) == 0 {
+		return nil
+	}
+	out := make([]byte, 0, len(hashes)*HashSize)
+	for _, h := range hashes {
+		out = append(out, h...)
+	}
+	return out
+}
+
+// UnpackHashes splits a packed field of 32-byte hashes, of at most max hashes. A length
+// that is not a multiple of 32, or longer than max hashes, is ErrMalformed. The hashes
+// share packed's memory.
+func UnpackHashes(what string, packed []byte, max int) ([][]byte, error) {
+	if len(packed)%HashSize != 0 {
+		return nil, malformedf("%s of %d bytes, not a multiple of %d", what, len(packed), HashSize)
+	}
+	n := len(packed) / HashSize
+	if n > max {
+		return nil, malformedf("%s of %d hashes, at most %d", what, n, max)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = packed[i*HashSize : (i+1)*HashSize : (i+1)*HashSize]
+	}
+	return out, nil
+}
+
+// LogDepth is the depth of the log tree of size entries: the most hashes an inclusion
+// proof in it has.
+func LogDepth(size uint64) int {
+	if size <= 1 {
+		return 0
+	}
+	return bits.Len64(size - 1)
 }
 
 // VerifyInclusion checks that leaf (exact LogLeaf bytes) is entry index of the log
@@ -95,7 +140,7 @@ func VerifyLookup(cp *Checkpoint, app, identity string, p *ktv1.LookupProof) (*L
 	key := MapKey(app, identity)
 	out := &Lookup{Identity: identity}
 	if len(p.GetMapValue()) == 0 {
-		if len(p.GetLeaf()) != 0 || len(p.GetInclusionProof()) != 0 || p.GetLeafIndex() != 0 {
+		if len(p.GetLeaf()) != 0 || len(p.GetInclusionHashes()) != 0 || p.GetLeafIndex() != 0 {
 			return nil, malformedf("lookup proof of an absent identity carries a log entry")
 		}
 		if err := VerifyMapProof(cp.MapRoot, key, nil, p.GetMapProof()); err != nil {
@@ -135,7 +180,11 @@ func VerifyLookup(cp *Checkpoint, app, identity string, p *ktv1.LookupProof) (*L
 			return nil, badProoff("the map says %s has no card, but its latest event, entry %d, is a %s", identity, p.GetLeafIndex(), leaf.GetKind())
 		}
 	}
-	if err := VerifyInclusion(cp, p.GetLeafIndex(), p.GetLeaf(), p.GetInclusionProof()); err != nil {
+	inclusion, err := UnpackHashes("inclusion proof", p.GetInclusionHashes(), LogDepth(cp.Size))
+	if err != nil {
+		return nil, err
+	}
+	if err := VerifyInclusion(cp, p.GetLeafIndex(), p.GetLeaf(), inclusion); err != nil {
 		return nil, err
 	}
 	out.Value, out.Leaf = value, leaf

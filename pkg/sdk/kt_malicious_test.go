@@ -185,9 +185,11 @@ func (v *forgedView) prove(identity string) *ktv1.LookupProof {
 		p.LeafIndex = value.GetLatestLogIndex()
 	}
 	p.Leaf = v.leaves[p.LeafIndex]
-	if p.InclusionProof, err = kt.InclusionProof(v.log, p.LeafIndex, v.cp.Size); err != nil {
+	inclusion, err := kt.InclusionProof(v.log, p.LeafIndex, v.cp.Size)
+	if err != nil {
 		v.op.t.Fatal(err)
 	}
+	p.InclusionHashes = kt.PackHashes(inclusion)
 	return p
 }
 
@@ -378,11 +380,14 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 	forged, _, forgedParsed := forgedCard(t, bob.identity, nil, nil, key, kid)
 	// A card in the log but not in the map: the operator logs a reset of bob to its
 	// card, and keeps the map as it was.
-	inLogOnly := func() *forgedView {
+	// Each call has its own copy of the card: the subtests run in parallel, and the
+	// log grows as they register their users.
+	inLogOnly := func() (*forgedView, *cardv1.Card) {
 		real := op.leaves()
 		leaves := append(real, op.leaf(bob.identity, ktv1.LogEventKind_LOG_EVENT_KIND_RESET, forgedParsed.ID))
-		forged.LogIndex = uint64(len(real))
-		return op.forge(leaves, func(i int) bool { return i == len(real) }).card(forged)
+		c := proto.Clone(forged).(*cardv1.Card)
+		c.LogIndex = uint64(len(real))
+		return op.forge(leaves, func(i int) bool { return i == len(real) }).card(c), c
 	}
 	rogue, err := kt.NewLogSigner(op.signer.Name(), bytes.Repeat([]byte{5}, 32))
 	if err != nil {
@@ -415,8 +420,18 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 			})
 		}, []error{sdk.ErrUnprovedCard, kt.ErrBadProof}},
 		{"an inclusion proof that does not verify", func() func(string, any, any, error) error {
-			return bobsAnswer(func(r *cardv1.ProvedCard, _ []*cardv1.ProvedCard) { r.Proof.InclusionProof[0][0] ^= 1 })
+			return bobsAnswer(func(r *cardv1.ProvedCard, _ []*cardv1.ProvedCard) { r.Proof.InclusionHashes[0] ^= 1 })
 		}, []error{sdk.ErrUnprovedCard, kt.ErrBadProof}},
+		{"packed inclusion hashes a byte short", func() func(string, any, any, error) error {
+			return bobsAnswer(func(r *cardv1.ProvedCard, _ []*cardv1.ProvedCard) {
+				r.Proof.InclusionHashes = r.Proof.InclusionHashes[:len(r.Proof.InclusionHashes)-1]
+			})
+		}, []error{sdk.ErrUnprovedCard, kt.ErrMalformed}},
+		{"packed map sibling hashes a byte long", func() func(string, any, any, error) error {
+			return bobsAnswer(func(r *cardv1.ProvedCard, _ []*cardv1.ProvedCard) {
+				r.Proof.MapProof.SiblingHashes = append(r.Proof.MapProof.SiblingHashes, 0)
+			})
+		}, []error{sdk.ErrUnprovedCard, kt.ErrMalformed}},
 		{"a card that is not the one the map names, beside the real proof", func() func(string, any, any, error) error {
 			return bobsAnswer(func(r *cardv1.ProvedCard, _ []*cardv1.ProvedCard) { r.Card = proto.Clone(forged).(*cardv1.Card) })
 		}, []error{sdk.ErrUnprovedCard}},
@@ -427,22 +442,24 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 			})
 		}, []error{sdk.ErrUnprovedCard, kt.ErrBadProof}},
 		{"a card in the log but not in the map, served with its log entry", func() func(string, any, any, error) error {
-			v := inLogOnly()
+			v, forged := inLogOnly()
 			v.edit = func(id string, r *cardv1.ProvedCard) {
 				if id == bob.identity {
 					r.Card, r.Proof.LeafIndex, r.Proof.Leaf = proto.Clone(forged).(*cardv1.Card), forged.LogIndex, v.leaves[forged.LogIndex]
-					r.Proof.InclusionProof, _ = kt.InclusionProof(v.log, forged.LogIndex, v.cp.Size)
+					inclusion, _ := kt.InclusionProof(v.log, forged.LogIndex, v.cp.Size)
+					r.Proof.InclusionHashes = kt.PackHashes(inclusion)
 				}
 			}
 			return v.serve
 		}, []error{sdk.ErrUnprovedCard, kt.ErrBadProof}},
 		{"a map entry naming a card the map does not hold", func() func(string, any, any, error) error {
-			v := inLogOnly()
+			v, forged := inLogOnly()
 			v.edit = func(id string, r *cardv1.ProvedCard) {
 				if id == bob.identity {
 					r.Proof.MapValue, _ = kt.EncodeMapValue(&ktv1.MapValue{Version: kt.Version, CardId: forgedParsed.ID, CardLogIndex: forged.LogIndex, LatestLogIndex: forged.LogIndex})
 					r.Card, r.Proof.LeafIndex, r.Proof.Leaf = proto.Clone(forged).(*cardv1.Card), forged.LogIndex, v.leaves[forged.LogIndex]
-					r.Proof.InclusionProof, _ = kt.InclusionProof(v.log, forged.LogIndex, v.cp.Size)
+					inclusion, _ := kt.InclusionProof(v.log, forged.LogIndex, v.cp.Size)
+					r.Proof.InclusionHashes = kt.PackHashes(inclusion)
 				}
 			}
 			return v.serve

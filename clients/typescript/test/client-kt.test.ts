@@ -226,8 +226,16 @@ describe("key transparency against umbra dev", () => {
     });
 
     const cases: [string, (json: Json) => void | Json, string[]][] = [
-      ["a map proof sibling changed", (j) => void (byIdentity(j, alice.id).proof.mapProof.siblings[0] = flip(byIdentity(j, alice.id).proof.mapProof.siblings[0])), [KtErrorKind.BadProof]],
-      ["an inclusion proof hash changed", (j) => void (byIdentity(j, alice.id).proof.inclusionProof[0] = flip(byIdentity(j, alice.id).proof.inclusionProof[0])), [KtErrorKind.BadProof]],
+      ["a map proof sibling changed", (j) => void (byIdentity(j, alice.id).proof.mapProof.siblingHashes = flip(byIdentity(j, alice.id).proof.mapProof.siblingHashes, 0)), [KtErrorKind.BadProof]],
+      ["an inclusion proof hash changed", (j) => void (byIdentity(j, alice.id).proof.inclusionHashes = flip(byIdentity(j, alice.id).proof.inclusionHashes, 0)), [KtErrorKind.BadProof]],
+      [
+        "packed inclusion hashes a byte short",
+        (j) => {
+          const p = byIdentity(j, alice.id).proof;
+          p.inclusionHashes = Buffer.from(p.inclusionHashes, "base64").subarray(1).toString("base64");
+        },
+        [KtErrorKind.Malformed],
+      ],
       ["the log entry of another identity", (j) => void (byIdentity(j, alice.id).proof.leaf = byIdentity(j, bob.id).proof.leaf), [KtErrorKind.BadProof]],
       [
         "another identity's proof and card, relabelled",

@@ -80,7 +80,9 @@ export function mapProof(entries: readonly MapEntry[], key: Uint8Array): MapProo
   let here = entries;
   for (let d = 0; ; d++) {
     if (here.length <= 1) {
-      const p = create(MapProofSchema, { depth: d, bitmap: bitmap.slice(0, (d + 7) >> 3), siblings });
+      const siblingHashes = new Uint8Array(siblings.length * 32);
+      siblings.forEach((s, i) => siblingHashes.set(s, i * 32));
+      const p = create(MapProofSchema, { depth: d, bitmap: bitmap.slice(0, (d + 7) >> 3), siblingHashes });
       const e = here[0];
       if (e && !e.key.every((b, i) => b === key[i])) {
         p.otherKey = e.key;

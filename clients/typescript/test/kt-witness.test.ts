@@ -22,6 +22,7 @@ import {
   openCheckpoint,
   parseLeaf,
   parseWitnessKey,
+  unpackHashes,
   verifyCardPublication,
   verifyCosignature,
   witnessKeyString,
@@ -218,7 +219,7 @@ describe("a card's log_index proved by its log entry (13.9)", () => {
     assert.equal(proved, 3);
     // The inclusion proof of alice's rotation is the one her lookup carries.
     const alice = v.lookups.find((l: any) => l.leaf_index === 2);
-    assert.deepEqual(path(2, leaves), alice.inclusion_proof.map((x: string) => h(x)));
+    assert.deepEqual(path(2, leaves), unpackHashes("inclusion proof", h(alice.inclusion_hashes), 2));
   });
 
   test("a wrong log_index, identity, card, leaf or proof proves nothing", async () => {

@@ -9,6 +9,7 @@ import { describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { concat, labelled, str, utf8Bytes } from "../src/bytes.js";
 import { LogEventKind, LogLeafSchema, LookupProofSchema, MapProofSchema, MapValueSchema, type LookupProof, type MapValue } from "../src/gen/umbra/kt/v1/kt_pb.js";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { base64Decode, base64Encode } from "../src/kt/base64.js";
 import {
   KtError,
@@ -18,17 +19,20 @@ import {
   encodeLeaf,
   encodeMapValue,
   leafHash,
+  logDepth,
   mapKey,
   mapLeafHash,
   nextMapValue,
   openCheckpoint,
   openNote,
+  packHashes,
   parseCheckpoint,
   parseLeaf,
   parseMapValue,
   parseVerifierKey,
   sameCheckpoint,
   rootFromInclusionProof,
+  unpackHashes,
   valueHash,
   verifierKey,
   verifyConsistency,
@@ -63,13 +67,13 @@ function lookupOf(l: any): LookupProof {
     mapProof: create(MapProofSchema, {
       depth: l.depth,
       bitmap: h(l.bitmap),
-      siblings: hs(l.siblings),
+      siblingHashes: h(l.sibling_hashes),
       otherKey: l.other_key ? h(l.other_key) : new Uint8Array(0),
       otherValueHash: l.other_value_hash ? h(l.other_value_hash) : new Uint8Array(0),
     }),
     leafIndex: BigInt(l.leaf_index),
     leaf: l.leaf ? h(l.leaf) : new Uint8Array(0),
-    inclusionProof: hs(l.inclusion_proof),
+    inclusionHashes: h(l.inclusion_hashes),
   });
 }
 
@@ -78,8 +82,8 @@ function clone(p: LookupProof): LookupProof {
     ...p,
     mapValue: p.mapValue.slice(),
     leaf: p.leaf.slice(),
-    inclusionProof: p.inclusionProof.map((x) => x.slice()),
-    mapProof: p.mapProof && create(MapProofSchema, { ...p.mapProof, bitmap: p.mapProof.bitmap.slice(), siblings: p.mapProof.siblings.map((x) => x.slice()) }),
+    inclusionHashes: p.inclusionHashes.slice(),
+    mapProof: p.mapProof && create(MapProofSchema, { ...p.mapProof, bitmap: p.mapProof.bitmap.slice(), siblingHashes: p.mapProof.siblingHashes.slice() }),
   });
 }
 
@@ -187,11 +191,16 @@ describe("the vectors of pkg/kt/testdata/vectors.json", () => {
         assert.deepEqual(mapLeafHash(mapKey(v.app_id, l.identity), vh), h(l.map_leaf_hash));
         assert.deepEqual(got.value, parseMapValue(h(l.map_value)));
         assert.equal(got.leafIndex, BigInt(l.leaf_index));
-        assert.deepEqual(l.inclusion_proof.map((x: string) => x), path(l.leaf_index, v.entries.map((e: any) => h(e.leaf))).map((x) => Buffer.from(x).toString("hex")));
+        assert.equal(l.inclusion_hashes, Buffer.from(packHashes(path(l.leaf_index, v.entries.map((e: any) => h(e.leaf))))).toString("hex"));
       } else {
         assert.equal(got.value, undefined, `${l.identity} is absent`);
         assert.equal(got.cardId, undefined);
       }
+    }
+    // The whole LookupProof as the service sends it: its fields, and it decodes to them.
+    for (const l of v.lookups) {
+      assert.deepEqual(toBinary(LookupProofSchema, lookupOf(l)), h(l.lookup_proof), `${l.identity}: the encoded LookupProof`);
+      verifyLookup(cp, v.app_id, l.identity, fromBinary(LookupProofSchema, h(l.lookup_proof)));
     }
     const [alice, bob, carol] = v.lookups.map((l: any) => verifyLookup(cp, v.app_id, l.identity, lookupOf(l)));
     assert.deepEqual(alice.cardId, h("33".repeat(32)), "alice's current card is the rotated one");
@@ -391,8 +400,10 @@ describe("map proofs of maps built from the definition", () => {
         verifyMapProof(root, key, undefined, p);
         assert.throws(() => verifyMapProof(root, key, utf8Bytes("v"), p), (e) => e instanceof KtError, "absent said present");
       }
-      for (let s = 0; s < p.siblings.length; s++) {
-        const t = create(MapProofSchema, { ...p, siblings: p.siblings.map((x, j) => (j === s ? concat(x.subarray(0, 31), Uint8Array.of(x[31]! ^ 1)) : x)) });
+      for (let s = 0; s < p.siblingHashes.length; s += 32) {
+        const flipped = p.siblingHashes.slice();
+        flipped[s + 31]! ^= 1;
+        const t = create(MapProofSchema, { ...p, siblingHashes: flipped });
         assert.throws(() => verifyMapProof(root, key, undefined, t), (e) => e instanceof KtError);
       }
     }
@@ -405,16 +416,18 @@ describe("map proofs of maps built from the definition", () => {
     const edits: [string, (q: any) => void, KtErrorKind][] = [
       ["depth past 256", (q) => ((q.depth = 257), (q.bitmap = new Uint8Array(33))), KtErrorKind.Malformed],
       ["a bitmap of the wrong length", (q) => (q.bitmap = concat(q.bitmap, Uint8Array.of(0))), KtErrorKind.Malformed],
-      ["a bit set past the depth", (q) => ((q.depth = 1), (q.bitmap = Uint8Array.of(0xc0)), (q.siblings = [new Uint8Array(32), new Uint8Array(32)])), KtErrorKind.Malformed],
-      ["one sibling too many", (q) => (q.siblings = [...q.siblings, new Uint8Array(32)]), KtErrorKind.Malformed],
-      ["a short sibling", (q) => (q.siblings = q.siblings.map((s: Uint8Array, i: number) => (i === 0 ? s.subarray(1) : s))), KtErrorKind.Malformed],
+      ["a bit set past the depth", (q) => ((q.depth = 1), (q.bitmap = Uint8Array.of(0xc0)), (q.siblingHashes = new Uint8Array(64))), KtErrorKind.Malformed],
+      ["one sibling too many", (q) => (q.siblingHashes = concat(q.siblingHashes, new Uint8Array(32))), KtErrorKind.Malformed],
+      ["more sibling hashes than the depth", (q) => (q.siblingHashes = new Uint8Array((q.depth + 1) * 32)), KtErrorKind.Malformed],
+      ["sibling hashes a byte short", (q) => (q.siblingHashes = concat(q.siblingHashes, new Uint8Array(32)).subarray(1)), KtErrorKind.Malformed],
+      ["sibling hashes a byte long", (q) => (q.siblingHashes = concat(q.siblingHashes, Uint8Array.of(0))), KtErrorKind.Malformed],
       ["another key with a short value hash", (q) => ((q.otherKey = keys[0]), (q.otherValueHash = new Uint8Array(31))), KtErrorKind.Malformed],
       ["the absent key as the other key", (q) => ((q.otherKey = absent), (q.otherValueHash = new Uint8Array(32))), KtErrorKind.BadProof],
       ["another key off the path", (q) => ((q.otherKey = absent.map((b: number) => b ^ 0xff)), (q.otherValueHash = new Uint8Array(32))), KtErrorKind.BadProof],
       ["one level shallower", (q) => ((q.depth = q.depth - 1), (q.bitmap = q.bitmap.slice(0, (q.depth + 7) >> 3))), KtErrorKind.Malformed],
     ];
     for (const [name, edit, kind] of edits) {
-      const q: any = create(MapProofSchema, { ...p, bitmap: p.bitmap.slice(), siblings: [...p.siblings] });
+      const q: any = create(MapProofSchema, { ...p, bitmap: p.bitmap.slice(), siblingHashes: p.siblingHashes.slice() });
       edit(q);
       assert.throws(() => verifyMapProof(root, absent, undefined, q), (e: unknown) => e instanceof KtError && (e.kind === kind || (name === "one level shallower" && e.kind === KtErrorKind.BadProof)), name);
     }
@@ -434,6 +447,20 @@ describe("map proofs of maps built from the definition", () => {
   });
 });
 
+describe("packed hashes", () => {
+  test("split into 32-byte hashes, bounded, and a length not a multiple of 32 refused", () => {
+    const hashes = [new Uint8Array(32).fill(1), new Uint8Array(32).fill(2), new Uint8Array(32).fill(3)];
+    const packed = packHashes(hashes);
+    assert.equal(packed.length, 96);
+    assert.deepEqual(unpackHashes("test", packed, 3), hashes);
+    assert.deepEqual(unpackHashes("test", new Uint8Array(0), 0), []);
+    assert.throws(() => unpackHashes("test", packed, 2), isKind(KtErrorKind.Malformed));
+    assert.throws(() => unpackHashes("test", packed.subarray(1), 3), isKind(KtErrorKind.Malformed));
+    assert.throws(() => unpackHashes("test", concat(packed, Uint8Array.of(0)), 4), isKind(KtErrorKind.Malformed));
+    assert.deepEqual([0n, 1n, 2n, 3n, 4n, 5n, 1_000_000n, 1n << 40n].map(logDepth), [0, 0, 1, 2, 2, 3, 20, 40]);
+  });
+});
+
 describe("lookups that a malicious server could change are refused", () => {
   const byId = Object.fromEntries(v.lookups.map((l: any) => [l.identity, lookupOf(l)])) as Record<string, LookupProof>;
   const [a, b, c] = v.lookups.map((l: any) => l.identity as string) as [string, string, string];
@@ -441,22 +468,24 @@ describe("lookups that a malicious server could change are refused", () => {
   const allLeaves = v.entries.map((e: any) => h(e.leaf)) as Uint8Array[];
   const older = encodeMapValue(create(MapValueSchema, { version: 1, cardId: h("11".repeat(32)), cardLogIndex: 0n, latestLogIndex: 0n }));
   const cases: [string, string, string, ((p: LookupProof) => void) | undefined, KtErrorKind][] = [
-    ["the older card served as current", a, a, (p) => ((p.mapValue = older), (p.leafIndex = 0n), (p.leaf = leaf(0)), (p.inclusionProof = path(0, allLeaves))), KtErrorKind.BadProof],
-    ["a present identity said absent", a, a, (p) => ((p.mapValue = new Uint8Array(0)), (p.leaf = new Uint8Array(0)), (p.inclusionProof = []), (p.leafIndex = 0n)), KtErrorKind.BadProof],
-    ["a revoked identity said absent", b, b, (p) => ((p.mapValue = new Uint8Array(0)), (p.leaf = new Uint8Array(0)), (p.inclusionProof = []), (p.leafIndex = 0n)), KtErrorKind.BadProof],
+    ["the older card served as current", a, a, (p) => ((p.mapValue = older), (p.leafIndex = 0n), (p.leaf = leaf(0)), (p.inclusionHashes = packHashes(path(0, allLeaves)))), KtErrorKind.BadProof],
+    ["a present identity said absent", a, a, (p) => ((p.mapValue = new Uint8Array(0)), (p.leaf = new Uint8Array(0)), (p.inclusionHashes = new Uint8Array(0)), (p.leafIndex = 0n)), KtErrorKind.BadProof],
+    ["a revoked identity said absent", b, b, (p) => ((p.mapValue = new Uint8Array(0)), (p.leaf = new Uint8Array(0)), (p.inclusionHashes = new Uint8Array(0)), (p.leafIndex = 0n)), KtErrorKind.BadProof],
     ["an absent identity said present with another's entry", c, a, (p) => (p.identity = c), KtErrorKind.BadProof],
     ["the proof names another identity", a, b, undefined, KtErrorKind.BadProof],
     ["the log entry of another identity", a, a, (p) => (p.leaf = leaf(1)), KtErrorKind.BadProof],
-    ["the log entry of the replaced card", a, a, (p) => ((p.leaf = leaf(0)), (p.leafIndex = 0n), (p.inclusionProof = path(0, allLeaves))), KtErrorKind.BadProof],
+    ["the log entry of the replaced card", a, a, (p) => ((p.leaf = leaf(0)), (p.leafIndex = 0n), (p.inclusionHashes = packHashes(path(0, allLeaves)))), KtErrorKind.BadProof],
     ["a log entry not in the log", a, a, (p) => (p.leaf = encodeLeaf(create(LogLeafSchema, { ...parseLeaf(leaf(2)), occurredAtUnixNanos: 99n }))), KtErrorKind.BadProof],
-    ["an inclusion proof hash changed", a, a, (p) => (p.inclusionProof[0] = new Uint8Array(32).fill(9)), KtErrorKind.BadProof],
-    ["an inclusion proof with a hash too many", a, a, (p) => p.inclusionProof.push(new Uint8Array(32)), KtErrorKind.BadProof],
-    ["a revocation served as a publication", b, b, (p) => ((p.leaf = leaf(1)), (p.leafIndex = 1n), (p.inclusionProof = path(1, allLeaves))), KtErrorKind.BadProof],
-    ["a map sibling changed", a, a, (p) => (p.mapProof!.siblings[0] = new Uint8Array(32).fill(7)), KtErrorKind.BadProof],
+    ["an inclusion proof hash changed", a, a, (p) => p.inclusionHashes.set(new Uint8Array(32).fill(9), 0), KtErrorKind.BadProof],
+    ["an inclusion proof hash dropped", a, a, (p) => (p.inclusionHashes = p.inclusionHashes.subarray(32)), KtErrorKind.BadProof],
+    ["a revocation served as a publication", b, b, (p) => ((p.leaf = leaf(1)), (p.leafIndex = 1n), (p.inclusionHashes = packHashes(path(1, allLeaves)))), KtErrorKind.BadProof],
+    ["a map sibling changed", a, a, (p) => p.mapProof!.siblingHashes.set(new Uint8Array(32).fill(7), 0), KtErrorKind.BadProof],
     ["a map value that is not canonical", a, a, (p) => (p.mapValue = concat(p.mapValue, Uint8Array.of(0x08, 0x01))), KtErrorKind.Malformed],
     ["a log entry that is not canonical", a, a, (p) => (p.leaf = concat(p.leaf, Uint8Array.of(0x08, 0x01))), KtErrorKind.Malformed],
     ["an absent identity's proof with a log entry", c, c, (p) => (p.leaf = leaf(0)), KtErrorKind.Malformed],
-    ["a short inclusion hash", a, a, (p) => (p.inclusionProof[1] = new Uint8Array(31)), KtErrorKind.Malformed],
+    ["inclusion hashes a byte short", a, a, (p) => (p.inclusionHashes = p.inclusionHashes.subarray(1)), KtErrorKind.Malformed],
+    ["inclusion hashes a byte long", a, a, (p) => (p.inclusionHashes = concat(p.inclusionHashes, Uint8Array.of(0))), KtErrorKind.Malformed],
+    ["more inclusion hashes than the log tree's depth", a, a, (p) => (p.inclusionHashes = new Uint8Array((logDepth(4n) + 1) * 32)), KtErrorKind.Malformed],
   ];
   for (const [name, identity, from, edit, kind] of cases) {
     test(name, async () => {
@@ -521,7 +550,7 @@ describe("a map that disagrees with its log is refused", () => {
       mapProof: mapProof(entries, key),
       leafIndex: BigInt(leafIndex),
       leaf: leaves[leafIndex]!,
-      inclusionProof: path(leafIndex, leaves),
+      inclusionHashes: packHashes(path(leafIndex, leaves)),
     });
     return { cp, p };
   }

@@ -5,7 +5,7 @@
 export { KtError, KtErrorKind, isKtError } from "./errors.js";
 export { HashSize, MapExtension, MaxCheckpointSize, checkpointText, openCheckpoint, parseCheckpoint, sameCheckpoint, type Checkpoint, type SignedCheckpoint } from "./checkpoint.js";
 export { keyHash, openNote, parseNote, parseVerifierKey, validKeyName, verifierKey, type NoteSignature, type NoteLine, type NoteVerifier, type OpenedNote, type ParsedNote } from "./note.js";
-export { MaxProofHashes, emptyLogRoot, leafHash, nodeHash, rootFromInclusionProof, verifyConsistency, verifyConsistencyProof, verifyInclusion } from "./log.js";
+export { MaxProofHashes, emptyLogRoot, leafHash, logDepth, nodeHash, packHashes, rootFromInclusionProof, unpackHashes, verifyConsistency, verifyConsistencyProof, verifyInclusion } from "./log.js";
 export { LabelKtMapKey, MaxMapDepth, emptyMapHash, mapKey, mapLeafHash, mapNodeHash, valueHash, verifyMapProof } from "./map.js";
 export { KtVersion, MaxLeafSize, encodeLeaf, encodeMapValue, nextMapValue, parseLeaf, parseMapValue } from "./formats.js";
 export { verifyCardPublication, verifyLookup, type Lookup } from "./lookup.js";

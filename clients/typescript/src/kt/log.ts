@@ -36,6 +36,40 @@ function checkHashes(what: string, hashes: readonly Uint8Array[]): void {
 }
 
 /**
+ * packHashes concatenates 32-byte hashes into the packed form of a lookup proof's
+ * fields (MapProof.sibling_hashes, LookupProof.inclusion_hashes; docs/wire-format.md
+ * 13.4 and 13.6). kt.PackHashes.
+ */
+export function packHashes(hashes: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(hashes.length * HashSize);
+  hashes.forEach((h, i) => {
+    if (h.length !== HashSize) throw malformed(`hash ${i} of ${h.length} bytes, want ${HashSize}`);
+    out.set(h, i * HashSize);
+  });
+  return out;
+}
+
+/**
+ * unpackHashes splits a packed field of 32-byte hashes, of at most max hashes: a length
+ * that is not a multiple of 32, or longer than max hashes, is Malformed. The hashes are
+ * views of packed. kt.UnpackHashes.
+ */
+export function unpackHashes(what: string, packed: Uint8Array, max: number): Uint8Array[] {
+  if (packed.length % HashSize !== 0) throw malformed(`${what} of ${packed.length} bytes, not a multiple of ${HashSize}`);
+  const n = packed.length / HashSize;
+  if (n > max) throw malformed(`${what} of ${n} hashes, at most ${max}`);
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < n; i++) out.push(packed.subarray(i * HashSize, (i + 1) * HashSize));
+  return out;
+}
+
+/** logDepth is the depth of the log tree of size entries: the most hashes an inclusion proof in it has. kt.LogDepth. */
+export function logDepth(size: bigint): number {
+  if (size <= 1n) return 0;
+  return (size - 1n).toString(2).length;
+}
+
+/**
  * rootFromInclusionProof is RFC 9162 section 2.1.3.2: the root that the inclusion path
  * leads to from the hash of entry index of a tree of size entries, or undefined where
  * the algorithm fails (an index past the tree, a path of the wrong length).

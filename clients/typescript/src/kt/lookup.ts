@@ -6,7 +6,7 @@ import { LogEventKind, type LogLeaf, type LookupProof, type MapValue } from "../
 import type { Checkpoint } from "./checkpoint.js";
 import { badProof, malformed } from "./errors.js";
 import { parseLeaf, parseMapValue } from "./formats.js";
-import { verifyInclusion } from "./log.js";
+import { logDepth, unpackHashes, verifyInclusion } from "./log.js";
 import { mapKey, verifyMapProof } from "./map.js";
 
 /** Lookup is what a verified lookup proves about one identity at a checkpoint. */
@@ -37,7 +37,7 @@ export function verifyLookup(cp: Checkpoint, app: string, identity: string, p: L
   const key = mapKey(app, identity);
   const mapValue = p?.mapValue ?? new Uint8Array(0);
   const leafBytes = p?.leaf ?? new Uint8Array(0);
-  const inclusion = p?.inclusionProof ?? [];
+  const inclusion = p?.inclusionHashes ?? new Uint8Array(0);
   const leafIndex = p?.leafIndex ?? 0n;
   if (mapValue.length === 0) {
     if (leafBytes.length !== 0 || inclusion.length !== 0 || leafIndex !== 0n) {
@@ -68,7 +68,7 @@ export function verifyLookup(cp: Checkpoint, app: string, identity: string, p: L
       throw badProof(`the map says ${identity} has no card, but its latest event, entry ${leafIndex}, is a ${LogEventKind[leaf.kind]}`);
     }
   }
-  verifyInclusion(cp, leafIndex, leafBytes, inclusion);
+  verifyInclusion(cp, leafIndex, leafBytes, unpackHashes("inclusion proof", inclusion, logDepth(cp.size)));
   return { identity, value, leaf, leafIndex, cardId: value.cardId.length > 0 ? value.cardId : undefined };
 }
 

@@ -79,11 +79,12 @@ export function verifyMapProof(root: Uint8Array, key: Uint8Array, value: Uint8Ar
     }
     set += popcount(b);
   });
-  const siblings = proof?.siblings ?? [];
-  if (siblings.length !== set) throw malformed(`map proof has ${siblings.length} siblings, its bitmap marks ${set}`);
-  siblings.forEach((s, i) => {
-    if (s.length !== HashSize) throw malformed(`map proof sibling ${i} of ${s.length} bytes, want ${HashSize}`);
-  });
+  // The siblings are packed: their hashes concatenated (docs/wire-format.md 13.4).
+  const siblings = proof?.siblingHashes ?? new Uint8Array(0);
+  if (siblings.length % HashSize !== 0) throw malformed(`map proof sibling hashes of ${siblings.length} bytes, not a multiple of ${HashSize}`);
+  // One hash per bit set in the bitmap: at most depth hashes, so a field longer than
+  // depth × 32 bytes is refused here.
+  if (siblings.length / HashSize !== set) throw malformed(`map proof has ${siblings.length / HashSize} siblings, its bitmap marks ${set}`);
   const otherKey = proof?.otherKey ?? new Uint8Array(0);
   const otherValue = proof?.otherValueHash ?? new Uint8Array(0);
   let h: Uint8Array;
@@ -105,10 +106,13 @@ export function verifyMapProof(root: Uint8Array, key: Uint8Array, value: Uint8Ar
     }
     h = mapLeafHash(otherKey, otherValue);
   }
-  let next = siblings.length - 1;
+  let next = siblings.length;
   for (let d = depth - 1; d >= 0; d--) {
     let sibling = emptyMapHash;
-    if ((bitmap[d >> 3]! & (0x80 >> (d & 7))) !== 0) sibling = siblings[next--]!;
+    if ((bitmap[d >> 3]! & (0x80 >> (d & 7))) !== 0) {
+      next -= HashSize;
+      sibling = siblings.subarray(next, next + HashSize);
+    }
     h = bit(key, d) === 0 ? mapNodeHash(h, sibling) : mapNodeHash(sibling, h);
   }
   if (!equalBytes(h, root)) {

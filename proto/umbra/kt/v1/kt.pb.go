@@ -260,17 +260,19 @@ type MapProof struct {
 	// How many levels the path goes down: 0 to 256.
 	Depth uint32 `protobuf:"varint,1,opt,name=depth,proto3" json:"depth,omitempty"`
 	// Bit i (most significant bit of byte 0 first) set: the sibling at depth i+1 on the
-	// path is not empty and is in `siblings`; clear: it is the empty subtree.
+	// path is not empty and is in `sibling_hashes`; clear: it is the empty subtree.
 	// ceil(depth / 8) bytes, the bits past depth zero.
 	Bitmap []byte `protobuf:"bytes,2,opt,name=bitmap,proto3" json:"bitmap,omitempty"`
-	// The non-empty siblings, 32 bytes each, nearest the root first.
-	Siblings [][]byte `protobuf:"bytes,3,rep,name=siblings,proto3" json:"siblings,omitempty"`
 	// For an absent key whose path ends at another key's entry: that entry's key and
 	// value hash (32 bytes each). Both absent otherwise.
 	OtherKey       []byte `protobuf:"bytes,4,opt,name=other_key,json=otherKey,proto3" json:"other_key,omitempty"`
 	OtherValueHash []byte `protobuf:"bytes,5,opt,name=other_value_hash,json=otherValueHash,proto3" json:"other_value_hash,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The non-empty siblings, nearest the root first: their 32-byte hashes concatenated,
+	// one per bit set in `bitmap` (a length that is not a multiple of 32, or longer than
+	// depth × 32, is malformed).
+	SiblingHashes []byte `protobuf:"bytes,6,opt,name=sibling_hashes,json=siblingHashes,proto3" json:"sibling_hashes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MapProof) Reset() {
@@ -317,13 +319,6 @@ func (x *MapProof) GetBitmap() []byte {
 	return nil
 }
 
-func (x *MapProof) GetSiblings() [][]byte {
-	if x != nil {
-		return x.Siblings
-	}
-	return nil
-}
-
 func (x *MapProof) GetOtherKey() []byte {
 	if x != nil {
 		return x.OtherKey
@@ -334,6 +329,13 @@ func (x *MapProof) GetOtherKey() []byte {
 func (x *MapProof) GetOtherValueHash() []byte {
 	if x != nil {
 		return x.OtherValueHash
+	}
+	return nil
+}
+
+func (x *MapProof) GetSiblingHashes() []byte {
+	if x != nil {
+		return x.SiblingHashes
 	}
 	return nil
 }
@@ -350,11 +352,14 @@ type LookupProof struct {
 	// When map_value is set: the log index of the entry proved (the value's
 	// card_log_index when it names a card, else its latest_log_index), that entry's
 	// exact LogLeaf bytes, and its inclusion proof in the checkpoint's tree.
-	LeafIndex      uint64   `protobuf:"varint,4,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
-	Leaf           []byte   `protobuf:"bytes,5,opt,name=leaf,proto3" json:"leaf,omitempty"`
-	InclusionProof [][]byte `protobuf:"bytes,6,rep,name=inclusion_proof,json=inclusionProof,proto3" json:"inclusion_proof,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	LeafIndex uint64 `protobuf:"varint,4,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
+	Leaf      []byte `protobuf:"bytes,5,opt,name=leaf,proto3" json:"leaf,omitempty"`
+	// The inclusion proof: its 32-byte hashes concatenated, in RFC 9162 order (a length
+	// that is not a multiple of 32, or longer than the log tree's depth × 32, is
+	// malformed).
+	InclusionHashes []byte `protobuf:"bytes,7,opt,name=inclusion_hashes,json=inclusionHashes,proto3" json:"inclusion_hashes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *LookupProof) Reset() {
@@ -422,9 +427,9 @@ func (x *LookupProof) GetLeaf() []byte {
 	return nil
 }
 
-func (x *LookupProof) GetInclusionProof() [][]byte {
+func (x *LookupProof) GetInclusionHashes() []byte {
 	if x != nil {
-		return x.InclusionProof
+		return x.InclusionHashes
 	}
 	return nil
 }
@@ -445,21 +450,21 @@ const file_umbra_kt_v1_kt_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x17\n" +
 	"\acard_id\x18\x02 \x01(\fR\x06cardId\x12$\n" +
 	"\x0ecard_log_index\x18\x03 \x01(\x04R\fcardLogIndex\x12(\n" +
-	"\x10latest_log_index\x18\x04 \x01(\x04R\x0elatestLogIndex\"\x9b\x01\n" +
+	"\x10latest_log_index\x18\x04 \x01(\x04R\x0elatestLogIndex\"\xb6\x01\n" +
 	"\bMapProof\x12\x14\n" +
 	"\x05depth\x18\x01 \x01(\rR\x05depth\x12\x16\n" +
-	"\x06bitmap\x18\x02 \x01(\fR\x06bitmap\x12\x1a\n" +
-	"\bsiblings\x18\x03 \x03(\fR\bsiblings\x12\x1b\n" +
+	"\x06bitmap\x18\x02 \x01(\fR\x06bitmap\x12\x1b\n" +
 	"\tother_key\x18\x04 \x01(\fR\botherKey\x12(\n" +
-	"\x10other_value_hash\x18\x05 \x01(\fR\x0eotherValueHash\"\xd6\x01\n" +
+	"\x10other_value_hash\x18\x05 \x01(\fR\x0eotherValueHash\x12%\n" +
+	"\x0esibling_hashes\x18\x06 \x01(\fR\rsiblingHashesJ\x04\b\x03\x10\x04R\bsiblings\"\xef\x01\n" +
 	"\vLookupProof\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x1b\n" +
 	"\tmap_value\x18\x02 \x01(\fR\bmapValue\x122\n" +
 	"\tmap_proof\x18\x03 \x01(\v2\x15.umbra.kt.v1.MapProofR\bmapProof\x12\x1d\n" +
 	"\n" +
 	"leaf_index\x18\x04 \x01(\x04R\tleafIndex\x12\x12\n" +
-	"\x04leaf\x18\x05 \x01(\fR\x04leaf\x12'\n" +
-	"\x0finclusion_proof\x18\x06 \x03(\fR\x0einclusionProof*\xad\x01\n" +
+	"\x04leaf\x18\x05 \x01(\fR\x04leaf\x12)\n" +
+	"\x10inclusion_hashes\x18\a \x01(\fR\x0finclusionHashesJ\x04\b\x06\x10\aR\x0finclusion_proof*\xad\x01\n" +
 	"\fLogEventKind\x12\x1e\n" +
 	"\x1aLOG_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aLOG_EVENT_KIND_PUBLICATION\x10\x01\x12$\n" +

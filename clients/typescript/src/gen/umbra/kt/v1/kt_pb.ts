@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file umbra/kt/v1/kt.proto.
  */
 export const file_umbra_kt_v1_kt: GenFile = /*@__PURE__*/
-  fileDesc("ChR1bWJyYS9rdC92MS9rdC5wcm90bxILdW1icmEua3QudjEinwEKB0xvZ0xlYWYSDwoHdmVyc2lvbhgBIAEoDRIPCgdtYXBfa2V5GAIgASgMEicKBGtpbmQYAyABKA4yGS51bWJyYS5rdC52MS5Mb2dFdmVudEtpbmQSDwoHY2FyZF9pZBgEIAEoDBIYChBwcmV2aW91c19jYXJkX2lkGAUgASgMEh4KFm9jY3VycmVkX2F0X3VuaXhfbmFub3MYBiABKAMiXgoITWFwVmFsdWUSDwoHdmVyc2lvbhgBIAEoDRIPCgdjYXJkX2lkGAIgASgMEhYKDmNhcmRfbG9nX2luZGV4GAMgASgEEhgKEGxhdGVzdF9sb2dfaW5kZXgYBCABKAQiaAoITWFwUHJvb2YSDQoFZGVwdGgYASABKA0SDgoGYml0bWFwGAIgASgMEhAKCHNpYmxpbmdzGAMgAygMEhEKCW90aGVyX2tleRgEIAEoDBIYChBvdGhlcl92YWx1ZV9oYXNoGAUgASgMIpcBCgtMb29rdXBQcm9vZhIQCghpZGVudGl0eRgBIAEoCRIRCgltYXBfdmFsdWUYAiABKAwSKAoJbWFwX3Byb29mGAMgASgLMhUudW1icmEua3QudjEuTWFwUHJvb2YSEgoKbGVhZl9pbmRleBgEIAEoBBIMCgRsZWFmGAUgASgMEhcKD2luY2x1c2lvbl9wcm9vZhgGIAMoDCqtAQoMTG9nRXZlbnRLaW5kEh4KGkxPR19FVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASHgoaTE9HX0VWRU5UX0tJTkRfUFVCTElDQVRJT04QARIkCiBMT0dfRVZFTlRfS0lORF9FTkRPUlNFRF9ST1RBVElPThACEhgKFExPR19FVkVOVF9LSU5EX1JFU0VUEAMSHQoZTE9HX0VWRU5UX0tJTkRfUkVWT0NBVElPThAEQjRaMmdpdGh1Yi5jb20vdW1icmEtZTJlZS91bWJyYS9wcm90by91bWJyYS9rdC92MTtrdHYxYgZwcm90bzM");
+  fileDesc("ChR1bWJyYS9rdC92MS9rdC5wcm90bxILdW1icmEua3QudjEinwEKB0xvZ0xlYWYSDwoHdmVyc2lvbhgBIAEoDRIPCgdtYXBfa2V5GAIgASgMEicKBGtpbmQYAyABKA4yGS51bWJyYS5rdC52MS5Mb2dFdmVudEtpbmQSDwoHY2FyZF9pZBgEIAEoDBIYChBwcmV2aW91c19jYXJkX2lkGAUgASgMEh4KFm9jY3VycmVkX2F0X3VuaXhfbmFub3MYBiABKAMiXgoITWFwVmFsdWUSDwoHdmVyc2lvbhgBIAEoDRIPCgdjYXJkX2lkGAIgASgMEhYKDmNhcmRfbG9nX2luZGV4GAMgASgEEhgKEGxhdGVzdF9sb2dfaW5kZXgYBCABKAQifgoITWFwUHJvb2YSDQoFZGVwdGgYASABKA0SDgoGYml0bWFwGAIgASgMEhEKCW90aGVyX2tleRgEIAEoDBIYChBvdGhlcl92YWx1ZV9oYXNoGAUgASgMEhYKDnNpYmxpbmdfaGFzaGVzGAYgASgMSgQIAxAEUghzaWJsaW5ncyKvAQoLTG9va3VwUHJvb2YSEAoIaWRlbnRpdHkYASABKAkSEQoJbWFwX3ZhbHVlGAIgASgMEigKCW1hcF9wcm9vZhgDIAEoCzIVLnVtYnJhLmt0LnYxLk1hcFByb29mEhIKCmxlYWZfaW5kZXgYBCABKAQSDAoEbGVhZhgFIAEoDBIYChBpbmNsdXNpb25faGFzaGVzGAcgASgMSgQIBhAHUg9pbmNsdXNpb25fcHJvb2YqrQEKDExvZ0V2ZW50S2luZBIeChpMT0dfRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEh4KGkxPR19FVkVOVF9LSU5EX1BVQkxJQ0FUSU9OEAESJAogTE9HX0VWRU5UX0tJTkRfRU5ET1JTRURfUk9UQVRJT04QAhIYChRMT0dfRVZFTlRfS0lORF9SRVNFVBADEh0KGUxPR19FVkVOVF9LSU5EX1JFVk9DQVRJT04QBEI0WjJnaXRodWIuY29tL3VtYnJhLWUyZWUvdW1icmEvcHJvdG8vdW1icmEva3QvdjE7a3R2MWIGcHJvdG8z");
 
 /**
  * LogLeaf is one entry of the log: one card event. Its leaf hash is
@@ -132,19 +132,12 @@ export type MapProof = Message<"umbra.kt.v1.MapProof"> & {
 
   /**
    * Bit i (most significant bit of byte 0 first) set: the sibling at depth i+1 on the
-   * path is not empty and is in `siblings`; clear: it is the empty subtree.
+   * path is not empty and is in `sibling_hashes`; clear: it is the empty subtree.
    * ceil(depth / 8) bytes, the bits past depth zero.
    *
    * @generated from field: bytes bitmap = 2;
    */
   bitmap: Uint8Array;
-
-  /**
-   * The non-empty siblings, 32 bytes each, nearest the root first.
-   *
-   * @generated from field: repeated bytes siblings = 3;
-   */
-  siblings: Uint8Array[];
 
   /**
    * For an absent key whose path ends at another key's entry: that entry's key and
@@ -158,6 +151,15 @@ export type MapProof = Message<"umbra.kt.v1.MapProof"> & {
    * @generated from field: bytes other_value_hash = 5;
    */
   otherValueHash: Uint8Array;
+
+  /**
+   * The non-empty siblings, nearest the root first: their 32-byte hashes concatenated,
+   * one per bit set in `bitmap` (a length that is not a multiple of 32, or longer than
+   * depth × 32, is malformed).
+   *
+   * @generated from field: bytes sibling_hashes = 6;
+   */
+  siblingHashes: Uint8Array;
 };
 
 /**
@@ -207,9 +209,13 @@ export type LookupProof = Message<"umbra.kt.v1.LookupProof"> & {
   leaf: Uint8Array;
 
   /**
-   * @generated from field: repeated bytes inclusion_proof = 6;
+   * The inclusion proof: its 32-byte hashes concatenated, in RFC 9162 order (a length
+   * that is not a multiple of 32, or longer than the log tree's depth × 32, is
+   * malformed).
+   *
+   * @generated from field: bytes inclusion_hashes = 7;
    */
-  inclusionProof: Uint8Array[];
+  inclusionHashes: Uint8Array;
 };
 
 /**
