@@ -66,6 +66,12 @@ describe("witnesses against umbra dev", () => {
     await witness?.stop();
     await dev?.stop();
   });
+  // inACheckpoint returns once a checkpoint holds identity's card (a client without
+  // witnesses waits for that), so that a test's short key transparency wait is about
+  // the witnesses alone, not the card service's checkpoint interval.
+  async function inACheckpoint(identity: string): Promise<void> {
+    await (await openUser(dev, uniqueName("carol"))).client.findCards([identity]);
+  }
 
   test("a client requiring the witness accepts lookups it cosigned, and keeps the cosigned checkpoint", async () => {
     const alice = await registeredUser(dev, uniqueName("alice"));
@@ -86,6 +92,7 @@ describe("witnesses against umbra dev", () => {
 
   test("a witness key that is not the witness's (an unknown witness at that URL) is refused: NotWitnessed, nothing used", async () => {
     const alice = await registeredUser(dev, uniqueName("alice"));
+    await inACheckpoint(alice.id);
     const bob = await openUser(dev, uniqueName("bob"), { witnesses: [{ key: strangerKey("witness.test/ts"), url: witness.url }], keyTransparencyWaitMs: 300 });
     const err = await bob.client.findCards([alice.id]).catch((e: unknown) => e);
     assert.ok(err instanceof NotWitnessedError, String(err));
@@ -96,7 +103,7 @@ describe("witnesses against umbra dev", () => {
 
   test("a checkpoint kept before witnesses were required counts only with their cosignatures", async () => {
     const alice = await registeredUser(dev, uniqueName("alice"));
-    await new Promise((r) => setTimeout(r, 1500)); // alice's card in a checkpoint
+    await inACheckpoint(alice.id);
     const storage: Storage = new MemoryStorage();
     const name = uniqueName("bob");
     const plain = await openUser(dev, name, { storage });
@@ -110,6 +117,7 @@ describe("witnesses against umbra dev", () => {
 
   test("a quorum the witnesses do not meet is refused; the quorum they meet is accepted", async () => {
     const alice = await registeredUser(dev, uniqueName("alice"));
+    await inACheckpoint(alice.id);
     const down = `http://127.0.0.1:${await freePort()}`;
     const witnesses = [
       { key: witness.key, url: witness.url },

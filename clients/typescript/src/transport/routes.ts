@@ -25,6 +25,8 @@ export const routes: { readonly [method: string]: readonly [Verb, string] } = {
   "umbra.card.v1.CardService.ListCardHistory": ["GET", "/v1/identities/{identity}/cards"],
   "umbra.card.v1.CardService.RevokeCard": ["POST", "/v1/cards/{card_id}:revoke"],
   "umbra.card.v1.CardService.GetLogKey": ["GET", "/v1/kt/log-key"],
+  "umbra.card.v1.CardService.RotateLogKey": ["POST", "/v1/kt/log-keys:rotate"],
+  "umbra.card.v1.CardService.RetireLogKey": ["POST", "/v1/kt/log-keys:retire"],
   "umbra.card.v1.CardService.GetCheckpoint": ["GET", "/v1/kt/checkpoint"],
   "umbra.card.v1.CardService.GetConsistencyProof": ["GET", "/v1/kt/consistency"],
   "umbra.card.v1.CardService.GetInclusionProof": ["GET", "/v1/kt/inclusion"],
