@@ -109,7 +109,13 @@ func (s *PostgresStore) Watch(ctx context.Context, watching func() []InboxHead, 
 		cancel()
 		switch {
 		case err == nil:
-			s.wokenUp(ctx, n.Payload, watching, changed)
+			payloads, err := s.coalesce(ctx, conn, n.Payload)
+			s.wokenUp(ctx, payloads, watching, changed)
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("the connection listening for other replicas' wake-ups broke; reconnecting", zap.Error(err))
+				conn.Close(context.WithoutCancel(ctx))
+				conn, failing = nil, true
+			}
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, context.DeadlineExceeded):
@@ -162,32 +168,74 @@ func (s *PostgresStore) listen(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
-// wokenUp handles one notification.
-func (s *PostgresStore) wokenUp(ctx context.Context, payload string, watching func() []InboxHead, changed func([]InboxHead)) {
-	var w wakeUp
-	if err := json.Unmarshal([]byte(payload), &w); err != nil {
-		s.log.Warn("a wake-up that does not parse; re-reading the watched inboxes", zap.Error(err))
-		s.pollHeads(ctx, watching, changed)
-		return
+// Wake-ups that arrive within wakeCoalesce of one another (at most wakeMerge of them)
+// are handled together: one read of the new items for all of them.
+const (
+	wakeCoalesce = 2 * time.Millisecond
+	wakeMerge    = 64
+)
+
+// coalesce returns first and the notifications that follow it within wakeCoalesce.
+// An error is the connection's: the payloads gathered are still to be handled.
+func (s *PostgresStore) coalesce(ctx context.Context, conn *pgx.Conn, first string) ([]string, error) {
+	payloads := []string{first}
+	until := time.Now().Add(wakeCoalesce)
+	for len(payloads) < wakeMerge {
+		wait, cancel := context.WithDeadline(ctx, until)
+		n, err := conn.WaitForNotification(wait)
+		cancel()
+		switch {
+		case err == nil:
+			payloads = append(payloads, n.Payload)
+		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			return payloads, nil
+		default:
+			return payloads, err
+		}
 	}
-	if w.From == s.id {
-		return
-	}
-	if w.All {
-		s.pollHeads(ctx, watching, changed)
-		return
-	}
-	heads := make([]InboxHead, 0, len(w.Heads))
-	for _, h := range w.Heads {
-		if len(h) != 3 {
+	return payloads, nil
+}
+
+// wokenUp handles notifications: the inboxes they name, each at the highest head
+// named, with their new items.
+func (s *PostgresStore) wokenUp(ctx context.Context, payloads []string, watching func() []InboxHead, changed func([]InboxHead)) {
+	var heads []InboxHead
+	at := map[[2]string]int{} // index in heads
+	for _, payload := range payloads {
+		var w wakeUp
+		if err := json.Unmarshal([]byte(payload), &w); err != nil {
+			s.log.Warn("a wake-up that does not parse; re-reading the watched inboxes", zap.Error(err))
+			s.pollHeads(ctx, watching, changed)
+			return
+		}
+		if w.From == s.id {
 			continue
 		}
-		app, ok1 := h[0].(string)
-		id, ok2 := h[1].(string)
-		head, ok3 := h[2].(float64)
-		if ok1 && ok2 && ok3 && head >= 0 {
+		if w.All {
+			s.pollHeads(ctx, watching, changed)
+			return
+		}
+		for _, h := range w.Heads {
+			if len(h) != 3 {
+				continue
+			}
+			app, ok1 := h[0].(string)
+			id, ok2 := h[1].(string)
+			head, ok3 := h[2].(float64)
+			if !ok1 || !ok2 || !ok3 || head < 0 {
+				continue
+			}
+			k := [2]string{app, id}
+			if i, ok := at[k]; ok {
+				heads[i].Head = max(heads[i].Head, uint64(head))
+				continue
+			}
+			at[k] = len(heads)
 			heads = append(heads, InboxHead{AppID: app, Identity: id, Head: uint64(head)})
 		}
+	}
+	if len(heads) == 0 {
+		return
 	}
 	if heads = s.withItems(ctx, heads, watching()); len(heads) > 0 {
 		changed(heads)

@@ -2,6 +2,7 @@ package messaging
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -95,4 +96,28 @@ func TestPostgresWakeUpItems(t *testing.T) {
 		got = s.withItems(ctx, []InboxHead{h(bob, 3)}, []InboxHead{h(bob, 2)})
 		check(t, got, want{bob, []string{"three"}})
 	})
+}
+
+// TestPostgresWakeUpsMerged: wake-ups handled together (coalesce) report each inbox
+// once, at the highest head they name, with its items read once; the store's own
+// wake-ups are skipped (its committer woke its streams already).
+func TestPostgresWakeUpsMerged(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	s := openPostgres(t, db.URL)
+	alice, bob := cfID(1), cfID(2)
+	wantOK(t, cfApply(t, s, time.Now(), cfSend(alice, bob, "m1", "one"), cfSend(alice, bob, "m2", "two"), cfSend(alice, bob, "m3", "three")).Ops...)
+	wake := func(from, id string, head int) string {
+		return fmt.Sprintf(`{"f":%q,"h":[[%q,%q,%d]]}`, from, cfApp, id, head)
+	}
+	known := []InboxHead{{AppID: cfApp, Identity: bob, Head: 1}, {AppID: cfApp, Identity: alice, Head: 0}}
+	var calls [][]InboxHead
+	s.wokenUp(context.Background(), []string{wake("other", bob, 2), wake("other", bob, 3), wake(s.id, alice, 3), wake("other", bob, 2)},
+		func() []InboxHead { return known }, func(hs []InboxHead) { calls = append(calls, hs) })
+	if len(calls) != 1 || len(calls[0]) != 1 {
+		t.Fatalf("reported %v; want bob's inbox once", calls)
+	}
+	h := calls[0][0]
+	if h.Identity != bob || h.Head != 3 || len(h.Items) != 2 || h.Items[0].Sequence != 2 || string(h.Items[1].Record.GetMessage().GetEnvelope()) != "three" {
+		t.Fatalf("reported %s at %d with %d items; want bob at 3 with items 2 and 3", h.Identity, h.Head, len(h.Items))
+	}
 }
