@@ -18,7 +18,10 @@ import (
 
 // Live delivery across replicas. A subscriber's stream runs on one replica and the
 // message it waits for may be stored by another: the batch that stores it notifies
-// (pg_notify, sent at commit and only if it commits) the inboxes that grew, and every
+// (pg_notify, once it has committed, in a transaction of its own: a notification in the
+// batch's transaction would hold PostgreSQL's lock on the notification queue through
+// the commit's flush, so that two replicas' commits could never be flushed together)
+// the inboxes that grew, and every
 // replica listens on a connection of its own (WaitForNotification) and wakes the
 // streams of those inboxes. A notification is only a wake-up: the stream reads the
 // items from the tables, from its own cursor, so a notification lost (a listening
