@@ -69,8 +69,6 @@ type PostgresStore struct {
 	// counts the times Watch has started listening.
 	id        string
 	listening atomic.Int64
-	// known are conversations whose row is committed (store_postgres_apply.go).
-	known knownConvs
 }
 
 var _ Store = (*PostgresStore)(nil)

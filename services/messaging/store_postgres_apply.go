@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,44 +51,6 @@ const applyAttempts = 8
 // another replica's commit since it looked: it runs again.
 var errKeyTaken = errors.New("an idempotency key or event id was stored by another replica meanwhile")
 
-// errConversationGone is a batch that found missing the row of a conversation that the
-// store saw committed: the next run inserts it.
-var errConversationGone = errors.New("a conversation's row that was committed is missing")
-
-// knownConvs are conversations (app 0 conversation_id) whose row the store saw
-// committed, so that a batch does not insert them again; at most knownConvsMax, all
-// forgotten when full.
-type knownConvs struct {
-	mu sync.Mutex
-	m  map[string]struct{}
-}
-
-const knownConvsMax = 1 << 16
-
-func (k *knownConvs) has(key string) bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	_, ok := k.m[key]
-	return ok
-}
-
-func (k *knownConvs) add(keys map[string]bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.m == nil || len(k.m)+len(keys) > knownConvsMax {
-		k.m = make(map[string]struct{}, len(keys))
-	}
-	for key := range keys {
-		k.m[key] = struct{}{}
-	}
-}
-
-func (k *knownConvs) reset() {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.m = nil
-}
-
 // needPartitions is a batch whose expiry times need partitions this store does not
 // know: it makes them and runs again.
 type needPartitions struct{ lo, hi int64 }
@@ -108,7 +69,6 @@ func (s *PostgresStore) Apply(b *Batch) error {
 		run := newPgBatch(b)
 		err = s.inPipelinedTx(ctx, func(conn *pgx.Conn) error { return run.apply(ctx, conn, s) })
 		if err == nil {
-			s.known.add(run.stored)
 			run.publish(b)
 			return nil
 		}
@@ -122,7 +82,7 @@ func (s *PostgresStore) Apply(b *Batch) error {
 			// read them again.
 			s.parts.set(nil)
 			err = nil
-		case errors.Is(err, errKeyTaken) || errors.Is(err, errConversationGone) || pgdb.IsUniqueViolation(err):
+		case errors.Is(err, errKeyTaken) || pgdb.IsUniqueViolation(err):
 			// A key, a participation or an inbox item stored by another replica since
 			// the batch looked: the next run finds it.
 			err = nil
@@ -176,14 +136,10 @@ type pgBatch struct {
 	ttl  time.Duration
 
 	results []opResult
-	convs   map[string]*pgConv // app 0 conversation_id
-	created map[string]bool    // conversations whose row this run inserted
-	// assumed are the conversations of sends whose row the store saw committed
-	// (PostgresStore.known): not inserted again. stored are the conversations whose
-	// row this run leaves (found, or inserted and kept).
-	assumed, stored map[string]bool
-	sent            map[string]*pgEntry // app 0 sender 0 client_message_id
-	events          map[string]*pgEntry // app 0 event_id
+	convs   map[string]*pgConv  // app 0 conversation_id
+	created map[string]bool     // conversations whose row this run inserted
+	sent    map[string]*pgEntry // app 0 sender 0 client_message_id
+	events  map[string]*pgEntry // app 0 event_id
 	// The keys whose stored message or event has expired: stored again over the row.
 	expiredKeys, expiredEvents map[string]bool
 	inboxes                    map[string]*pgInbox // app 0 identity
@@ -243,9 +199,8 @@ func newPgBatch(b *Batch) *pgBatch {
 		results: make([]opResult, len(b.Ops)),
 		convs:   map[string]*pgConv{},
 		created: map[string]bool{},
-		assumed: map[string]bool{}, stored: map[string]bool{},
-		sent:   map[string]*pgEntry{},
-		events: map[string]*pgEntry{},
+		sent:    map[string]*pgEntry{},
+		events:  map[string]*pgEntry{},
 
 		expiredKeys: map[string]bool{}, expiredEvents: map[string]bool{},
 		inboxes: map[string]*pgInbox{},
@@ -290,7 +245,7 @@ func (p *pgBatch) apply(ctx context.Context, tx *pgx.Conn, s *PostgresStore) err
 	// before it committed or locked).
 	var q pgx.Batch
 	q.Queue("BEGIN")
-	p.queueConversations(&q, &s.known)
+	p.queueConversations(&q)
 	p.queueLookups(&q)
 	heads := p.queueInboxes(&q)
 	p.queueParticipations(&q, p.partKeys(false))
@@ -354,22 +309,14 @@ func latestAt(rec *messagingstoragev1.ConversationRecord) time.Time {
 }
 
 // queueConversations inserts the rows of the conversations that may get their first
-// message, then locks the rows of every conversation of the batch, in key order. A
-// conversation whose row known has seen committed is not inserted again (a committed
-// row is never deleted); should its row be missing all the same, the batch forgets
-// what known holds and runs again.
-func (p *pgBatch) queueConversations(q *pgx.Batch, known *knownConvs) {
+// message, then locks the rows of every conversation of the batch, in key order.
+func (p *pgBatch) queueConversations(q *pgx.Batch) {
 	sendConvs, allConvs := pairs{}, pairs{}
 	for _, op := range p.b.Ops {
 		switch {
 		case op.Send != nil && directOK(op.Send):
-			k := [2]string{op.Send.AppID, op.Send.ConversationID}
-			if known.has(key2(k[0], k[1])) {
-				p.assumed[key2(k[0], k[1])] = true
-			} else {
-				sendConvs[k] = true
-			}
-			allConvs[k] = true
+			sendConvs[[2]string{op.Send.AppID, op.Send.ConversationID}] = true
+			allConvs[[2]string{op.Send.AppID, op.Send.ConversationID}] = true
 		case op.Cursors != nil:
 			allConvs[[2]string{op.Cursors.AppID, op.Cursors.ConversationID}] = true
 		}
@@ -403,7 +350,6 @@ func (p *pgBatch) queueConversations(q *pgx.Batch, known *knownConvs) {
 			var at *int64
 			_, err := pgx.ForEachRow(rows, []any{&app, &id, &raw, &seq, &at}, func() error {
 				k := key2(app, id)
-				p.stored[k] = true
 				if p.created[k] {
 					return nil
 				}
@@ -413,16 +359,7 @@ func (p *pgBatch) queueConversations(q *pgx.Batch, known *knownConvs) {
 				}
 				return nil
 			})
-			if err != nil {
-				return err
-			}
-			for k := range p.assumed {
-				if !p.stored[k] {
-					known.reset()
-					return errConversationGone
-				}
-			}
-			return nil
+			return err
 		})
 	}
 }
@@ -902,7 +839,6 @@ func (p *pgBatch) write(ctx context.Context, tx *pgx.Conn) error {
 			cseqs, cats = append(cseqs, int64(c.rec.GetLatestSequence())), append(cats, c.latestAt.UnixNano())
 		case p.created[k]:
 			unused = append(unused, k)
-			delete(p.stored, k)
 		}
 	}
 	if len(capps) > 0 {

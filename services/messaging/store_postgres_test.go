@@ -361,30 +361,3 @@ func waitListening(t *testing.T, s *PostgresStore, n int64) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-
-// TestPostgresKnownConversations: a send to a conversation whose row the store saw
-// committed does not insert the row again; were the row missing all the same (known
-// wrongly), the batch notices it, forgets what it knew and runs again, inserting the
-// row, instead of storing messages of a conversation that has no row.
-func TestPostgresKnownConversations(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	s := openPostgres(t, db.URL)
-	alice, bob, carol := cfID(1), cfID(2), cfID(3)
-	wantOK(t, cfApply(t, s, time.Now(), cfSend(alice, bob, "m1", "one")).Ops...)
-	if !s.known.has(key2(cfApp, cfDirect(alice, bob))) {
-		t.Fatal("a conversation whose row the store committed is not known")
-	}
-	wantOK(t, cfApply(t, s, time.Now(), cfSend(bob, alice, "m2", "two")).Ops...)
-	// Known wrongly: no row.
-	conv := cfDirect(alice, carol)
-	s.known.add(map[string]bool{key2(cfApp, conv): true})
-	b := cfApply(t, s, time.Now(), cfSend(alice, carol, "m3", "three"))
-	wantOK(t, b.Ops...)
-	rec, err := s.Conversation(cfApp, conv)
-	if err != nil || rec.GetLatestSequence() != 1 || b.Ops[0].Send.Sequence != 1 {
-		t.Fatalf("the conversation after its first message: %v, %v (message at %d); want its row at sequence 1", rec, err, b.Ops[0].Send.Sequence)
-	}
-	if rec, err := s.Conversation(cfApp, cfDirect(alice, bob)); err != nil || rec.GetLatestSequence() != 2 {
-		t.Fatalf("a known conversation after two messages: %v, %v; want sequence 2", rec, err)
-	}
-}
