@@ -136,7 +136,8 @@ func (n *notifier) watched() []InboxHead {
 }
 
 // bump records inboxes' new latest sequences; the committer calls it after commit, and
-// Store.Watch of other replicas' commits (without items).
+// Store.Watch of other replicas' commits (with their items when it read them all, in
+// one statement for every inbox of a wake-up; otherwise without).
 func (n *notifier) bump(heads []InboxHead) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -61,10 +61,11 @@ type Store interface {
 	PutAppSettings(rec *messagingstoragev1.MessagingAppSettingsRecord) error
 
 	// Watch tells changed, until ctx ends, of the inboxes that other writers over the
-	// same storage (other replicas of the service) made grow: their new heads, without
-	// items. watching returns the inboxes to watch, with the heads known already; an
-	// engine that may miss a wake-up re-reads those now and then, so that a lost one
-	// only delays. An engine whose storage has one writer (bbolt) has nothing to tell:
+	// same storage (other replicas of the service) made grow: their new heads, and
+	// optionally their new items (all of them, from the head watching gave to the new
+	// one, or none), for the streams to take from memory. watching returns the inboxes
+	// to watch, with the heads known already; an engine that may miss a wake-up
+	// re-reads those now and then, so that a lost one only delays. An engine whose storage has one writer (bbolt) has nothing to tell:
 	// the committer's own wake-ups are all there are. The service runs it from Run.
 	Watch(ctx context.Context, watching func() []InboxHead, changed func([]InboxHead))
 

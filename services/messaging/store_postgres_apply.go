@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -130,6 +131,7 @@ func (s *PostgresStore) inPipelinedTx(ctx context.Context, fn func(*pgx.Conn) er
 type pgBatch struct {
 	b    *Batch
 	from string // the store's id, in its wake-ups
+	log  *zap.Logger
 	now  time.Time
 	ttl  time.Duration
 
@@ -237,7 +239,7 @@ func directOK(m *SendOp) bool {
 }
 
 func (p *pgBatch) apply(ctx context.Context, tx *pgx.Conn, s *PostgresStore) error {
-	p.from = s.id
+	p.from, p.log = s.id, s.log
 	// 1. The transaction's start and everything the ops read, in one round trip (a
 	// pipeline: the statements run one after the other, each seeing what the ones
 	// before it committed or locked).
@@ -893,13 +895,19 @@ func (p *pgBatch) write(ctx context.Context, tx *pgx.Conn) error {
 		queue(-1, `UPDATE participations p SET record = t.r FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS t(a, i, c, r)
 			WHERE p.app_id = t.a AND p.identity = t.i AND p.conversation_id = t.c`, upd.apps, upd.ids, upd.convs, upd.records)
 	}
-	if len(p.grown) > 0 {
-		// The other replicas' streams of these inboxes wake up once this commits.
-		queue(-1, "SELECT pg_notify($1, $2)", inboxChannel, notifyPayload(p.from, p.grown))
-	}
 	checked := slices.ContainsFunc(checks, func(want int) bool { return want >= 0 })
+	// The wake-up of the other replicas' streams of the inboxes that grew, sent once
+	// the batch has committed, in a transaction of its own (notify), so that the
+	// batches of several replicas flush their commits together.
+	var notify string
+	if len(p.grown) > 0 {
+		notify = notifyPayload(p.from, p.grown)
+	}
 	if !checked {
 		queue(-1, "COMMIT")
+		if notify != "" {
+			q.Queue("SELECT pg_notify($1, $2)", inboxChannel, notify)
+		}
 	}
 	res := tx.SendBatch(ctx, &q)
 	for _, want := range checks {
@@ -929,13 +937,31 @@ func (p *pgBatch) write(ctx context.Context, tx *pgx.Conn) error {
 		}
 	}
 	if err := res.Close(); err != nil {
+		if !checked { // committed: only the wake-up failed
+			p.notifyFailed(err)
+			return nil
+		}
 		return err
 	}
 	if checked {
-		_, err := tx.Exec(ctx, "COMMIT")
-		return err
+		if _, err := tx.Exec(ctx, "COMMIT"); err != nil {
+			return err
+		}
+		if notify != "" {
+			if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", inboxChannel, notify); err != nil {
+				p.notifyFailed(err)
+			}
+		}
 	}
 	return nil
+}
+
+// notifyFailed logs a wake-up that a committed batch could not send: the other
+// replicas learn of its inboxes by their polls (Watch).
+func (p *pgBatch) notifyFailed(err error) {
+	if p.log != nil {
+		p.log.Warn("a committed batch could not wake the other replicas' streams; they learn of its messages by polling", zap.Error(err))
+	}
 }
 
 // split divides idx into the indexes for which pred is false and those for which it is

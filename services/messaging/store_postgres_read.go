@@ -138,12 +138,18 @@ func (s *PostgresStore) Messages(app, conv string, q MessageQuery) ([]*messaging
 func (s *PostgresStore) Inbox(app, identity string, after uint64, limit, maxBytes int) ([]InboxItem, uint64, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
+	// The entries are looked up one by one by their primary keys (LATERAL ... LIMIT 1:
+	// an index scan each, the partition of the entry's expiry chosen at run time). As
+	// plain joins, the plan that PostgreSQL caches for the statement after five runs
+	// hash-joined the page with a full scan of every partition of the events table.
 	inner := `SELECT i.inbox_sequence AS seq, i.inbox_sequence AS k, coalesce(m.size, e.size) AS size, coalesce(m.record, e.record) AS record
 		FROM (SELECT * FROM inbox WHERE app_id = $1 AND identity = $2 AND inbox_sequence > $3 AND expires_at > ` + horizon + `
 			ORDER BY inbox_sequence LIMIT $4) AS i
-		LEFT JOIN messages m ON i.conversation_id IS NOT NULL AND m.app_id = i.app_id AND m.conversation_id = i.conversation_id
-			AND m.sequence = i.sequence AND m.expires_at = i.expires_at
-		LEFT JOIN events e ON i.event_id IS NOT NULL AND e.app_id = i.app_id AND e.event_id = i.event_id AND e.expires_at = i.expires_at
+		LEFT JOIN LATERAL (SELECT size, record FROM messages
+			WHERE i.conversation_id IS NOT NULL AND app_id = i.app_id AND conversation_id = i.conversation_id
+				AND sequence = i.sequence AND expires_at = i.expires_at LIMIT 1) AS m ON true
+		LEFT JOIN LATERAL (SELECT size, record FROM events
+			WHERE i.event_id IS NOT NULL AND app_id = i.app_id AND event_id = i.event_id AND expires_at = i.expires_at LIMIT 1) AS e ON true
 		ORDER BY i.inbox_sequence`
 	// The head first, then the page (none: a row of NULLs), in one statement.
 	rows, err := s.db.Pool.Query(ctx, `

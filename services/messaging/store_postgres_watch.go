@@ -6,15 +6,22 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // Live delivery across replicas. A subscriber's stream runs on one replica and the
 // message it waits for may be stored by another: the batch that stores it notifies
-// (pg_notify, sent at commit and only if it commits) the inboxes that grew, and every
+// (pg_notify, once it has committed, in a transaction of its own: a notification in the
+// batch's transaction would hold PostgreSQL's lock on the notification queue through
+// the commit's flush, so that two replicas' commits could never be flushed together)
+// the inboxes that grew, and every
 // replica listens on a connection of its own (WaitForNotification) and wakes the
 // streams of those inboxes. A notification is only a wake-up: the stream reads the
 // items from the tables, from its own cursor, so a notification lost (a listening
@@ -105,7 +112,13 @@ func (s *PostgresStore) Watch(ctx context.Context, watching func() []InboxHead, 
 		cancel()
 		switch {
 		case err == nil:
-			s.wokenUp(ctx, n.Payload, watching, changed)
+			payloads, err := s.coalesce(ctx, conn, n.Payload)
+			s.wokenUp(ctx, payloads, watching, changed)
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("the connection listening for other replicas' wake-ups broke; reconnecting", zap.Error(err))
+				conn.Close(context.WithoutCancel(ctx))
+				conn, failing = nil, true
+			}
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, context.DeadlineExceeded):
@@ -158,36 +171,170 @@ func (s *PostgresStore) listen(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
-// wokenUp handles one notification.
-func (s *PostgresStore) wokenUp(ctx context.Context, payload string, watching func() []InboxHead, changed func([]InboxHead)) {
-	var w wakeUp
-	if err := json.Unmarshal([]byte(payload), &w); err != nil {
-		s.log.Warn("a wake-up that does not parse; re-reading the watched inboxes", zap.Error(err))
-		s.pollHeads(ctx, watching, changed)
-		return
+// Wake-ups that arrive within wakeCoalesce of one another (at most wakeMerge of them)
+// are handled together: one read of the new items for all of them.
+const (
+	wakeCoalesce = 2 * time.Millisecond
+	wakeMerge    = 64
+)
+
+// coalesce returns first and the notifications that follow it within wakeCoalesce.
+// An error is the connection's: the payloads gathered are still to be handled.
+func (s *PostgresStore) coalesce(ctx context.Context, conn *pgx.Conn, first string) ([]string, error) {
+	payloads := []string{first}
+	until := time.Now().Add(wakeCoalesce)
+	for len(payloads) < wakeMerge {
+		wait, cancel := context.WithDeadline(ctx, until)
+		n, err := conn.WaitForNotification(wait)
+		cancel()
+		switch {
+		case err == nil:
+			payloads = append(payloads, n.Payload)
+		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			return payloads, nil
+		default:
+			return payloads, err
+		}
 	}
-	if w.From == s.id {
-		return
-	}
-	if w.All {
-		s.pollHeads(ctx, watching, changed)
-		return
-	}
-	heads := make([]InboxHead, 0, len(w.Heads))
-	for _, h := range w.Heads {
-		if len(h) != 3 {
+	return payloads, nil
+}
+
+// wokenUp handles notifications: the inboxes they name, each at the highest head
+// named, with their new items.
+func (s *PostgresStore) wokenUp(ctx context.Context, payloads []string, watching func() []InboxHead, changed func([]InboxHead)) {
+	var heads []InboxHead
+	at := map[[2]string]int{} // index in heads
+	for _, payload := range payloads {
+		var w wakeUp
+		if err := json.Unmarshal([]byte(payload), &w); err != nil {
+			s.log.Warn("a wake-up that does not parse; re-reading the watched inboxes", zap.Error(err))
+			s.pollHeads(ctx, watching, changed)
+			return
+		}
+		if w.From == s.id {
 			continue
 		}
-		app, ok1 := h[0].(string)
-		id, ok2 := h[1].(string)
-		head, ok3 := h[2].(float64)
-		if ok1 && ok2 && ok3 && head >= 0 {
+		if w.All {
+			s.pollHeads(ctx, watching, changed)
+			return
+		}
+		for _, h := range w.Heads {
+			if len(h) != 3 {
+				continue
+			}
+			app, ok1 := h[0].(string)
+			id, ok2 := h[1].(string)
+			head, ok3 := h[2].(float64)
+			if !ok1 || !ok2 || !ok3 || head < 0 {
+				continue
+			}
+			k := [2]string{app, id}
+			if i, ok := at[k]; ok {
+				heads[i].Head = max(heads[i].Head, uint64(head))
+				continue
+			}
+			at[k] = len(heads)
 			heads = append(heads, InboxHead{AppID: app, Identity: id, Head: uint64(head)})
 		}
 	}
-	if len(heads) > 0 {
+	if len(heads) == 0 {
+		return
+	}
+	if heads = s.withItems(ctx, heads, watching()); len(heads) > 0 {
 		changed(heads)
 	}
+}
+
+// Bounds of the items a wake-up reads for the streams it wakes (withItems): per inbox
+// as many as the notifier keeps (recentItems), and wakeBytes of envelopes and payloads
+// for all inboxes of one wake-up together.
+const wakeBytes = 4 << 20
+
+// withItems keeps, of the grown inboxes heads, those that known (the inboxes this
+// replica watches, with the heads it knows) has and that grew past what it knows, and
+// reads in one statement the new items of those at most recentItems behind, for the
+// notifier to hand to their streams from memory (one read for every stream a wake-up
+// concerns, where each stream would read its own inbox). An inbox whose new items do
+// not all come back (bounds reached, expired under retention, a read that failed) is
+// reported without items: its streams read the store, as before.
+func (s *PostgresStore) withItems(ctx context.Context, heads []InboxHead, known []InboxHead) []InboxHead {
+	at := make(map[[2]string]uint64, len(known))
+	for _, h := range known {
+		at[[2]string{h.AppID, h.Identity}] = h.Head
+	}
+	kept := heads[:0]
+	var apps, ids []string
+	var froms, tos []int64
+	var read []int // of kept
+	for _, h := range heads {
+		from, ok := at[[2]string{h.AppID, h.Identity}]
+		if !ok || h.Head <= from {
+			continue // not watched here, or nothing new for its streams
+		}
+		if h.Head-from <= recentItems {
+			read = append(read, len(kept))
+			apps, ids = append(apps, h.AppID), append(ids, h.Identity)
+			froms, tos = append(froms, int64(from)), append(tos, int64(h.Head))
+		}
+		kept = append(kept, h)
+	}
+	if len(read) == 0 {
+		return kept
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// The lookups are nested loops over the primary keys (an index scan each, the
+	// partitions of the entry's expiry chosen at run time), whatever the tables' sizes
+	// and the plan cached for the statement.
+	rows, err := s.db.Pool.Query(ctx, `
+		SELECT n, seq, CASE WHEN sum(size) OVER (ORDER BY n, seq ROWS UNBOUNDED PRECEDING) <= $5 THEN record END
+		FROM (SELECT t.n, i.inbox_sequence AS seq, coalesce(m.size, e.size) AS size, coalesce(m.record, e.record) AS record
+			FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) WITH ORDINALITY AS t(a, i, known, head, n)
+			CROSS JOIN LATERAL (SELECT * FROM inbox
+				WHERE app_id = t.a AND identity = t.i AND inbox_sequence > t.known AND inbox_sequence <= t.head AND expires_at > `+horizon+`
+				ORDER BY inbox_sequence LIMIT `+fmt.Sprint(recentItems)+`) AS i
+			LEFT JOIN LATERAL (SELECT size, record FROM messages
+				WHERE i.conversation_id IS NOT NULL AND app_id = i.app_id AND conversation_id = i.conversation_id
+					AND sequence = i.sequence AND expires_at = i.expires_at LIMIT 1) AS m ON true
+			LEFT JOIN LATERAL (SELECT size, record FROM events
+				WHERE i.event_id IS NOT NULL AND app_id = i.app_id AND event_id = i.event_id AND expires_at = i.expires_at LIMIT 1) AS e ON true
+		) AS items
+		ORDER BY n, seq`, apps, ids, froms, tos, wakeBytes)
+	if err != nil {
+		s.log.Debug("reading the items of a wake-up; its streams read their own", zap.Error(err))
+		return kept
+	}
+	items := make([][]InboxItem, len(read))
+	complete := make([]bool, len(read)) // false once an item is missing
+	for i := range complete {
+		complete[i] = true
+	}
+	var n, seq int64
+	var raw []byte
+	_, err = pgx.ForEachRow(rows, []any{&n, &seq, &raw}, func() error {
+		j := int(n) - 1
+		if j < 0 || j >= len(read) || !complete[j] {
+			return nil
+		}
+		want := froms[j] + int64(len(items[j])) + 1
+		rec := &messagingstoragev1.MessagingLogRecord{}
+		if seq != want || raw == nil || proto.Unmarshal(raw, rec) != nil || rec.GetAppId() != apps[j] {
+			complete[j], items[j] = false, nil // the stream reads the store, which says what is wrong
+			return nil
+		}
+		items[j] = append(items[j], InboxItem{Sequence: uint64(seq), Record: rec})
+		return nil
+	})
+	if err != nil {
+		s.log.Debug("reading the items of a wake-up; its streams read their own", zap.Error(err))
+		return kept
+	}
+	for j, k := range read {
+		if complete[j] && int64(len(items[j])) == tos[j]-froms[j] {
+			kept[k].Items = items[j]
+		}
+	}
+	return kept
 }
 
 // pollHeads re-reads the heads of the watched inboxes and reports those past what the
