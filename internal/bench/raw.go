@@ -5,6 +5,7 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -61,15 +62,38 @@ func RawDrain(ctx context.Context, cfg RawConfig) (RawResult, error) {
 	}
 	defer db.Close()
 
+	var seq uint64
+	return drainWrites(ctx, cfg.Writers, cfg.ValueSize, cfg.Duration, cfg.Writes, nil, func(values [][]byte) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket([]byte("values"))
+			b.FillPercent = 1 // keys only grow
+			for _, v := range values {
+				seq++
+				if err := b.Put(boltdb.U64(seq), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// drainWrites is the raw baselines' driver, the same for every engine: writers
+// goroutines each hand a value of valueSize bytes to one loop and wait until it is
+// durable; the loop takes every pending write (no timer delay) and commits them as one
+// batch (commit). The run stops after writes values in all when writes is positive,
+// else after duration; the first failure stops it. onMeasure, when set, is called as
+// the writers start and once they have stopped.
+func drainWrites(ctx context.Context, writers, valueSize int, duration time.Duration, writes int, onMeasure func(start bool),
+	commit func(values [][]byte) error) (RawResult, error) {
 	type write struct {
 		value []byte
 		done  chan error
 	}
-	queue := make(chan *write, cfg.Writers)
+	queue := make(chan *write, writers)
 	stopLoop := make(chan struct{})
 	var loop sync.WaitGroup
 	loop.Go(func() {
-		var seq uint64
 		for {
 			var batch []*write
 			select {
@@ -87,17 +111,11 @@ func RawDrain(ctx context.Context, cfg RawConfig) (RawResult, error) {
 					break drain
 				}
 			}
-			err := db.Update(func(tx *bolt.Tx) error {
-				b := tx.Bucket([]byte("values"))
-				b.FillPercent = 1 // keys only grow
-				for _, w := range batch {
-					seq++
-					if err := b.Put(boltdb.U64(seq), w.value); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
+			values := make([][]byte, len(batch))
+			for i, w := range batch {
+				values[i] = w.value
+			}
+			err := commit(values)
 			for _, w := range batch {
 				w.done <- err
 			}
@@ -112,13 +130,17 @@ func RawDrain(ctx context.Context, cfg RawConfig) (RawResult, error) {
 		wg      sync.WaitGroup
 	)
 	perWriter := 0
-	if cfg.Writes > 0 {
-		perWriter = (cfg.Writes + cfg.Writers - 1) / cfg.Writers
+	if writes > 0 {
+		perWriter = (writes + writers - 1) / writers
+	}
+	if onMeasure != nil {
+		onMeasure(true)
 	}
 	start := time.Now()
-	for range cfg.Writers {
+	for range writers {
 		wg.Go(func() {
-			value := make([]byte, cfg.ValueSize)
+			value := make([]byte, valueSize)
+			rand.Read(value)
 			w := &write{value: value, done: make(chan error, 1)}
 			for i := 0; perWriter == 0 || i < perWriter; i++ {
 				if stopped.Load() || ctx.Err() != nil {
@@ -128,21 +150,25 @@ func RawDrain(ctx context.Context, cfg RawConfig) (RawResult, error) {
 				queue <- w
 				if err := <-w.done; err != nil {
 					failed.Store(&err)
+					stopped.Store(true)
 					return
 				}
 				count.Add(1)
 			}
 		})
 	}
-	if cfg.Writes <= 0 {
+	if writes <= 0 {
 		select {
-		case <-time.After(cfg.Duration):
+		case <-time.After(duration):
 		case <-ctx.Done():
 		}
 		stopped.Store(true)
 	}
 	wg.Wait()
 	res := RawResult{Writes: int(count.Load()), Elapsed: time.Since(start)}
+	if onMeasure != nil {
+		onMeasure(false)
+	}
 	if p := failed.Load(); p != nil {
 		return res, *p
 	}

@@ -3,11 +3,8 @@ package bench
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -61,94 +58,25 @@ func RawPostgres(ctx context.Context, cfg RawPostgresConfig) (RawResult, string,
 	defer conn.Exec(context.Background(), "DROP TABLE "+table)
 	insert := "INSERT INTO " + table + " (k, v) SELECT * FROM unnest($1::bigint[], $2::bytea[])"
 
-	type write struct {
-		value []byte
-		done  chan error
-	}
-	queue := make(chan *write, cfg.Writers)
-	stopLoop := make(chan struct{})
-	var loop sync.WaitGroup
-	loop.Go(func() {
-		var seq int64
-		for {
-			var batch []*write
-			select {
-			case w := <-queue:
-				batch = append(batch, w)
-			case <-stopLoop:
-				return
-			}
-		drain:
-			for {
-				select {
-				case w := <-queue:
-					batch = append(batch, w)
-				default:
-					break drain
-				}
-			}
-			keys, values := make([]int64, len(batch)), make([][]byte, len(batch))
-			for i, w := range batch {
-				seq++
-				keys[i], values[i] = seq, w.value
-			}
-			var q pgx.Batch
-			q.Queue("BEGIN")
-			q.Queue(insert, keys, values)
-			q.Queue("COMMIT")
-			err := conn.SendBatch(ctx, &q).Close()
-			if err != nil && conn.PgConn().TxStatus() != 'I' {
-				conn.Exec(ctx, "ROLLBACK")
-			}
-			for _, w := range batch {
-				w.done <- err
-			}
+	var seq int64
+	res, err := drainWrites(ctx, cfg.Writers, cfg.ValueSize, cfg.Duration, 0, cfg.OnMeasure, func(values [][]byte) error {
+		keys := make([]int64, len(values))
+		for i := range values {
+			seq++
+			keys[i] = seq
 		}
+		var q pgx.Batch
+		q.Queue("BEGIN")
+		q.Queue(insert, keys, values)
+		q.Queue("COMMIT")
+		err := conn.SendBatch(ctx, &q).Close()
+		if err != nil && conn.PgConn().TxStatus() != 'I' {
+			conn.Exec(ctx, "ROLLBACK")
+		}
+		return err
 	})
-	defer func() { close(stopLoop); loop.Wait() }()
-
-	var (
-		count   atomic.Int64
-		stopped atomic.Bool
-		failed  atomic.Pointer[error]
-		wg      sync.WaitGroup
-	)
-	if cfg.OnMeasure != nil {
-		cfg.OnMeasure(true)
+	if err != nil && ctx.Err() == nil {
+		return res, syncCommit, fmt.Errorf("bench: raw PostgreSQL baseline: %w", err)
 	}
-	start := time.Now()
-	for range cfg.Writers {
-		wg.Go(func() {
-			value := make([]byte, cfg.ValueSize)
-			rand.Read(value)
-			w := &write{value: value, done: make(chan error, 1)}
-			for i := 0; ; i++ {
-				if stopped.Load() || ctx.Err() != nil {
-					return
-				}
-				binary.BigEndian.PutUint64(value, uint64(i))
-				queue <- w
-				if err := <-w.done; err != nil {
-					failed.Store(&err)
-					stopped.Store(true)
-					return
-				}
-				count.Add(1)
-			}
-		})
-	}
-	select {
-	case <-time.After(cfg.Duration):
-	case <-ctx.Done():
-	}
-	stopped.Store(true)
-	wg.Wait()
-	res := RawResult{Writes: int(count.Load()), Elapsed: time.Since(start)}
-	if cfg.OnMeasure != nil {
-		cfg.OnMeasure(false)
-	}
-	if p := failed.Load(); p != nil {
-		return res, syncCommit, fmt.Errorf("bench: raw PostgreSQL baseline: %w", *p)
-	}
-	return res, syncCommit, ctx.Err()
+	return res, syncCommit, err
 }
