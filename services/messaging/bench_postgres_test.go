@@ -2,18 +2,13 @@ package messaging
 
 import (
 	"context"
-	"encoding/binary"
-	"fmt"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
-	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
 // BenchmarkPostgresWritePath measures durable messages per second through the
@@ -112,39 +107,5 @@ func benchPostgresCommitter(b *testing.B, url string) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := newCommitter(store, time.Now, DefaultRetention, newNotifier(DefaultMaxStreams, DefaultDeliveryCacheBytes), zap.NewNop())
-	ctx, cancel := context.WithCancel(context.Background())
-	var loop sync.WaitGroup
-	loop.Go(func() { c.run(ctx) })
-	defer func() {
-		cancel()
-		loop.Wait()
-		store.Close()
-	}()
-	app := "app_" + fmt.Sprintf("%026d", 0)
-	per := perSender(b)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for i := range benchSenders {
-		sender, peer := testIdentity(2*i), testIdentity(2*i+1)
-		conv := directID(app, sender, peer)
-		wg.Go(func() {
-			card := make([]byte, SenderCardIDLen)
-			env := payload()
-			for j := range per {
-				binary.BigEndian.PutUint64(env, uint64(j))
-				op := &Op{Send: &SendOp{
-					AppID: app, Sender: sender, ConversationID: conv, Kind: kindDirect,
-					ClientMessageID: fmt.Sprintf("%016x-%08x", time.Now().UnixNano(), j), MessageKind: messagingstoragev1.StoredMessageKind_STORED_MESSAGE_KIND_ENCRYPTED,
-					SenderCardID: card, Envelope: env, Recipients: sortedPair(sender, peer),
-				}}
-				if err := c.submit(ctx, op); err != nil || op.Err != nil {
-					b.Error(err, op.Err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return float64(per*benchSenders) / time.Since(start).Seconds()
+	return benchCommitter(b, store, false)
 }
