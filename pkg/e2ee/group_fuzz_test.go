@@ -31,12 +31,7 @@ func FuzzOpenGroupMessage(f *testing.F) {
 		f.Add(data[:len(data)-1])
 	}
 	f.Add([]byte{})
-	keys := func(epoch uint64) []byte {
-		if epoch == 1 {
-			return epochKey
-		}
-		return nil
-	}
+	keys := onlyEpoch(1, epochKey)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		info, inspectErr := InspectGroupMessage(data)
 		plaintext, err := OpenGroupMessage(data, testGroup, keys, sender.card)
