@@ -45,10 +45,7 @@ const vectorCosignTime = 1796126500 // 2026-12-01T12:01:40Z, after the vectors' 
 
 func generateCosignatureVectors(t *testing.T) *cosignatureVectorFile {
 	log := generateVectors(t)
-	seed := make([]byte, 32)
-	for i := range seed {
-		seed[i] = 0xe0 + byte(i)
-	}
+	seed := vectortest.Counting(0xe0, 32)
 	w, err := NewWitnessSigner("witness.example/w1", seed)
 	if err != nil {
 		t.Fatal(err)

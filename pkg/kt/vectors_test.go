@@ -154,10 +154,7 @@ func generateVectors(t *testing.T) *vectorFile {
 		v.Entries = append(v.Entries, entryVector{Index: uint64(i), Identity: vectorIdentities[e.who], Kind: e.kind.String(), CardID: l.CardId,
 			PreviousCardID: l.PreviousCardId, OccurredAtUnixNanos: l.OccurredAtUnixNanos, Leaf: b, LeafHash: LeafHash(b)})
 	}
-	seed := make([]byte, 32)
-	for i := range seed {
-		seed[i] = 0xc0 + byte(i)
-	}
+	seed := vectortest.Counting(0xc0, 32)
 	signer, err := NewLogSigner("umbra.example/kt", seed)
 	if err != nil {
 		t.Fatal(err)
@@ -179,10 +176,7 @@ func generateVectors(t *testing.T) *vectorFile {
 		}
 		v.Checkpoints = append(v.Checkpoints, checkpointVector{Size: cp.Size, LogRoot: cp.LogRoot[:], MapRoot: cp.MapRoot[:], Signed: string(signed)})
 	}
-	newSeed := make([]byte, 32)
-	for i := range newSeed {
-		newSeed[i] = 0xe0 + byte(i)
-	}
+	newSeed := vectortest.Counting(0xe0, 32)
 	next, err := NewLogSigner(signer.Name(), newSeed)
 	if err != nil {
 		t.Fatal(err)
