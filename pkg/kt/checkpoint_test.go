@@ -18,6 +18,21 @@ func testSigner(t testing.TB, origin string, seedByte byte) *LogSigner {
 	return s
 }
 
+// appendSigned appends leaves to m's log and returns the checkpoint after them, and
+// that checkpoint signed by signer.
+func appendSigned(t *testing.T, m *Memory, signer *LogSigner, leaves ...[]byte) (*Checkpoint, []byte) {
+	t.Helper()
+	cp, err := m.Append(signer.Name(), leaves...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := SignCheckpoint(cp, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp, signed
+}
+
 // TestLogSignerIsASignedNoteKey: the verifier key string is the signed-note format,
 // and x/mod's own verifier accepts what the signer signed.
 func TestLogSignerIsASignedNoteKey(t *testing.T) {

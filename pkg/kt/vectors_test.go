@@ -166,14 +166,7 @@ func generateVectors(t *testing.T) *vectorFile {
 		for _, e := range v.Entries[len(m.Leaves) : len(m.Leaves)+n] {
 			leaves = append(leaves, e.Leaf)
 		}
-		cp, err := m.Append(signer.Name(), leaves...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		signed, err := SignCheckpoint(cp, signer)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cp, signed := appendSigned(t, m, signer, leaves...)
 		v.Checkpoints = append(v.Checkpoints, checkpointVector{Size: cp.Size, LogRoot: cp.LogRoot[:], MapRoot: cp.MapRoot[:], Signed: string(signed)})
 	}
 	newSeed := vectortest.Counting(0xe0, 32)
