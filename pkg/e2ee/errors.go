@@ -63,13 +63,6 @@ var (
 // Error is a failure of one kind, with what was being done and why. Its fields are
 // Kind (one of the kinds above) and Msg; it reads "e2ee: <kind>: <msg>", and Unwrap
 // returns the kind.
-type Error = kinderr.Error[errorPackage]
+type Error = kinderr.Error[kinderr.E2EE]
 
-// errorPackage names this package in its errors (kinderr.Package).
-type errorPackage struct{}
-
-func (errorPackage) Name() string { return "e2ee" }
-
-func errorf(kind error, format string, args ...any) error {
-	return kinderr.Errorf[errorPackage](kind, format, args...)
-}
+var errorf = kinderr.Errorf[kinderr.E2EE]

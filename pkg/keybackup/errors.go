@@ -30,13 +30,6 @@ var (
 // Error is a failure of one kind, with what was wrong. Its fields are
 // Kind (one of the kinds above) and Msg; it reads "keybackup: <kind>: <msg>", and Unwrap
 // returns the kind.
-type Error = kinderr.Error[errorPackage]
+type Error = kinderr.Error[kinderr.KeyBackup]
 
-// errorPackage names this package in its errors (kinderr.Package).
-type errorPackage struct{}
-
-func (errorPackage) Name() string { return "keybackup" }
-
-func errorf(kind error, format string, args ...any) error {
-	return kinderr.Errorf[errorPackage](kind, format, args...)
-}
+var errorf = kinderr.Errorf[kinderr.KeyBackup]
