@@ -1,7 +1,6 @@
 package messaging
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/pgdb"
@@ -232,12 +230,6 @@ func (p pairs) arrays() ([]string, []string) {
 	return a, b
 }
 
-// directOK reports whether a direct message's recipients are its two participants,
-// sorted.
-func directOK(m *SendOp) bool {
-	return m.Kind != kindDirect || len(m.Recipients) == 2 && m.Recipients[0] < m.Recipients[1]
-}
-
 func (p *pgBatch) apply(ctx context.Context, tx *pgx.Conn, s *PostgresStore) error {
 	p.from, p.log = s.id, s.log
 	// 1. The transaction's start and everything the ops read, in one round trip (a
@@ -275,7 +267,7 @@ func (p *pgBatch) apply(ctx context.Context, tx *pgx.Conn, s *PostgresStore) err
 		case op.Cursors != nil:
 			p.cursors(i, op.Cursors)
 		default:
-			p.results[i].err = fmt.Errorf("messaging: empty operation")
+			p.results[i].err = msgstore.ErrEmptyOp
 		}
 	}
 	if lo, hi, ok := p.expiries(); ok && !s.parts.covers(lo, hi) {
@@ -314,7 +306,7 @@ func (p *pgBatch) queueConversations(q *pgx.Batch) {
 	sendConvs, allConvs := pairs{}, pairs{}
 	for _, op := range p.b.Ops {
 		switch {
-		case op.Send != nil && directOK(op.Send):
+		case op.Send != nil && msgstore.DirectOK(op.Send):
 			sendConvs[[2]string{op.Send.AppID, op.Send.ConversationID}] = true
 			allConvs[[2]string{op.Send.AppID, op.Send.ConversationID}] = true
 		case op.Cursors != nil:
@@ -464,7 +456,7 @@ func (p *pgBatch) queueInboxes(q *pgx.Batch) pairs {
 	planned := map[[2]string]int64{}
 	for _, op := range p.b.Ops {
 		switch {
-		case op.Send != nil && directOK(op.Send):
+		case op.Send != nil && msgstore.DirectOK(op.Send):
 			for _, r := range op.Send.Recipients {
 				heads[[2]string{op.Send.AppID, r}] = true
 				planned[[2]string{op.Send.AppID, r}]++
@@ -513,7 +505,7 @@ func (p *pgBatch) partKeys(groups bool) map[[3]string]bool {
 	keys := map[[3]string]bool{}
 	for _, op := range p.b.Ops {
 		switch m := op.Send; {
-		case m != nil && directOK(m) && groups && m.Kind == kindGroup:
+		case m != nil && msgstore.DirectOK(m) && groups && m.Kind == kindGroup:
 			c := p.convs[key2(m.AppID, m.ConversationID)]
 			if c.err == nil && c.rec.GetParticipantsVersion() != m.MembershipVersion {
 				for _, r := range m.Recipients {
@@ -570,8 +562,8 @@ func (p *pgBatch) appendEntry(rec *messagingstoragev1.MessagingLogRecord, app st
 
 func (p *pgBatch) send(i int, m *SendOp) {
 	r := &p.results[i]
-	if !directOK(m) {
-		r.err = fmt.Errorf("messaging: a direct message's recipients must be its two participants, sorted")
+	if !msgstore.DirectOK(m) {
+		r.err = msgstore.ErrNotDirect
 		return
 	}
 	ik := key3(m.AppID, m.Sender, m.ClientMessageID)
@@ -581,9 +573,7 @@ func (p *pgBatch) send(i int, m *SendOp) {
 			return
 		}
 		pm := prev.rec.GetMessage()
-		if pm.GetConversationId() != m.ConversationID || !msgstore.SameMessage(pm, m) {
-			r.err = errs.Existsf("client_message_id %q was already used for another message (in %s); a retry must repeat the conversation, header and envelope exactly, and a new message needs a new id",
-				refusal.Truncate(m.ClientMessageID), pm.GetConversationId())
+		if r.err = msgstore.CheckRetry(pm, m); r.err != nil {
 			return
 		}
 		r.seq, r.duplicate = pm.GetSequence(), true
@@ -603,27 +593,7 @@ func (p *pgBatch) send(i int, m *SendOp) {
 			c.rec.Participants = m.Recipients
 		}
 	}
-	at := p.now
-	if c.latestAt.After(at) {
-		at = c.latestAt // a clock step backwards must not reorder the conversation
-	}
-	seq := c.rec.GetLatestSequence() + 1
-	expires := at.Add(p.ttl)
-	rec := &messagingstoragev1.MessagingLogRecord{
-		AppId:     m.AppID,
-		ExpiresAt: timestamppb.New(expires),
-		Entry: &messagingstoragev1.MessagingLogRecord_Message{Message: &messagingstoragev1.StoredMessage{
-			ConversationId:  m.ConversationID,
-			Sequence:        seq,
-			Sender:          m.Sender,
-			Kind:            m.MessageKind,
-			Epoch:           m.Epoch,
-			SenderCardId:    m.SenderCardID,
-			ClientMessageId: m.ClientMessageID,
-			ServerTime:      timestamppb.New(at),
-			Envelope:        m.Envelope,
-		}},
-	}
+	rec, seq, at, expires := msgstore.NewMessage(m, c.rec.GetLatestSequence(), c.latestAt, p.now, p.ttl)
 	conv, sq := m.ConversationID, int64(seq)
 	p.appendEntry(rec, m.AppID, m.Recipients, expires.UnixNano(), &conv, &sq, nil)
 	p.msgRows.add(m, seq, expires.UnixNano(), at.UnixNano(), rec)
@@ -660,26 +630,13 @@ func (p *pgBatch) event(i int, e *EventOp) {
 			r.err = prev.err
 			return
 		}
-		pe := prev.rec.GetEvent()
-		if pe.GetType() != e.Type || pe.GetGroupId() != e.GroupID || !bytes.Equal(pe.GetPayload(), e.Payload) || !slices.Equal(prev.fan, e.Recipients) {
-			r.err = errs.Existsf("event_id %q was already used for another event (type, group, payload or recipients differ); a retry must repeat the event exactly", refusal.Truncate(e.EventID))
+		if r.err = msgstore.CheckEventRetry(prev.rec.GetEvent(), prev.fan, e); r.err != nil {
 			return
 		}
 		r.duplicate, r.recipients = true, len(prev.fan)
 		return
 	}
-	expires := p.now.Add(p.ttl)
-	rec := &messagingstoragev1.MessagingLogRecord{
-		AppId:     e.AppID,
-		ExpiresAt: timestamppb.New(expires),
-		Entry: &messagingstoragev1.MessagingLogRecord_Event{Event: &messagingstoragev1.StoredEvent{
-			EventId:   e.EventID,
-			Type:      e.Type,
-			GroupId:   e.GroupID,
-			Payload:   e.Payload,
-			CreatedAt: timestamppb.New(p.now),
-		}},
-	}
+	rec, expires := msgstore.NewEvent(e, p.now, p.ttl)
 	p.appendEntry(rec, e.AppID, e.Recipients, expires.UnixNano(), nil, nil, []byte(e.EventID))
 	p.eventRows.add(e, expires.UnixNano(), rec)
 	p.events[ek] = &pgEntry{rec: rec, fan: e.Recipients}
@@ -693,31 +650,21 @@ func (p *pgBatch) cursors(i int, u *CursorOp) {
 		r.err = c.err
 		return
 	}
-	latest := c.rec.GetLatestSequence() // a direct conversation not started yet has none
-	for _, v := range []struct {
-		field string
-		seq   uint64
-	}{{"delivered_sequence", u.Delivered}, {"read_sequence", u.Read}} {
-		if v.seq > latest {
-			r.err = errs.Invalidf("%s %d is above the conversation's latest sequence %d", v.field, v.seq, latest)
-			return
-		}
+	// A direct conversation not started yet has no latest sequence: 0.
+	if r.err = msgstore.CheckCursors(u, c.rec.GetLatestSequence()); r.err != nil {
+		return
 	}
 	k := key3(u.AppID, u.Identity, u.ConversationID)
 	part := p.parts[k]
 	switch {
 	case part == nil:
-		part = &pgPart{rec: &messagingstoragev1.ParticipationRecord{ConversationId: u.ConversationID, Kind: u.Kind, Peer: u.Peer}}
+		part = &pgPart{rec: msgstore.NewParticipation(u)}
 	case part.err != nil:
 		r.err = part.err
 		return
 	}
-	read := max(part.rec.GetReadSequence(), u.Read)
-	delivered := max(part.rec.GetDeliveredSequence(), u.Delivered, read)
-	if read != part.rec.GetReadSequence() || delivered != part.rec.GetDeliveredSequence() {
-		rec := proto.CloneOf(part.rec) // the earlier op's result keeps its record
-		rec.ReadSequence, rec.DeliveredSequence = read, delivered
-		rec.CursorUpdatedAt = timestamppb.New(p.now)
+	// A copy: the earlier op's result keeps its record.
+	if rec := msgstore.MoveCursors(part.rec, u, p.now); rec != nil {
 		part = &pgPart{rec: rec, stored: part.stored, dirty: true}
 		p.parts[k] = part
 	}

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
@@ -106,7 +105,7 @@ func (w *writer) apply(op *Op) error {
 	case op.Cursors != nil:
 		return w.cursors(op)
 	}
-	op.Err = fmt.Errorf("messaging: empty operation")
+	op.Err = ErrEmptyOp
 	return nil
 }
 
@@ -263,8 +262,8 @@ func (w *writer) appendEntry(rec *messagingstoragev1.MessagingLogRecord, app str
 
 func (w *writer) send(op *Op) error {
 	m := op.Send
-	if m.Kind == kindDirect && (len(m.Recipients) != 2 || m.Recipients[0] >= m.Recipients[1]) {
-		op.Err = fmt.Errorf("messaging: a direct message's recipients must be its two participants, sorted")
+	if !DirectOK(m) {
+		op.Err = ErrNotDirect
 		return nil
 	}
 	ik := key3(m.AppID, m.Sender, m.ClientMessageID)
@@ -281,9 +280,7 @@ func (w *writer) send(op *Op) error {
 			return refuse(op, err)
 		}
 		if prev := rec.GetMessage(); prev != nil {
-			if prev.GetConversationId() != m.ConversationID || !SameMessage(prev, m) {
-				op.Err = errs.Existsf("client_message_id %q was already used for another message (in %s); a retry must repeat the conversation, header and envelope exactly, and a new message needs a new id",
-					refusal.Truncate(m.ClientMessageID), prev.GetConversationId())
+			if op.Err = CheckRetry(prev, m); op.Err != nil {
 				return nil
 			}
 			m.Sequence, m.Duplicate = prev.GetSequence(), true
@@ -305,27 +302,7 @@ func (w *writer) send(op *Op) error {
 		}
 		w.ov.convs[ck] = c
 	}
-	at := w.now
-	if c.state.latestAt.After(at) {
-		at = c.state.latestAt // a clock step backwards must not reorder the conversation
-	}
-	seq := c.state.latest + 1
-	expires := at.Add(w.ttl)
-	rec := &messagingstoragev1.MessagingLogRecord{
-		AppId:     m.AppID,
-		ExpiresAt: timestamppb.New(expires),
-		Entry: &messagingstoragev1.MessagingLogRecord_Message{Message: &messagingstoragev1.StoredMessage{
-			ConversationId:  m.ConversationID,
-			Sequence:        seq,
-			Sender:          m.Sender,
-			Kind:            m.MessageKind,
-			Epoch:           m.Epoch,
-			SenderCardId:    m.SenderCardID,
-			ClientMessageId: m.ClientMessageID,
-			ServerTime:      timestamppb.New(at),
-			Envelope:        m.Envelope,
-		}},
-	}
+	rec, seq, at, expires := NewMessage(m, c.state.latest, c.state.latestAt, w.now, w.ttl)
 	pos, err = w.appendEntry(rec, m.AppID, m.Recipients)
 	if err != nil {
 		return err
@@ -389,26 +366,14 @@ func (w *writer) event(op *Op) error {
 			return refuse(op, err)
 		}
 		if prev := rec.GetEvent(); prev != nil {
-			if prev.GetType() != e.Type || prev.GetGroupId() != e.GroupID || !bytes.Equal(prev.GetPayload(), e.Payload) ||
-				!slices.Equal(fan.GetRecipients(), e.Recipients) {
-				op.Err = errs.Existsf("event_id %q was already used for another event (type, group, payload or recipients differ); a retry must repeat the event exactly", refusal.Truncate(e.EventID))
+			if op.Err = CheckEventRetry(prev, fan.GetRecipients(), e); op.Err != nil {
 				return nil
 			}
 			e.Duplicate, e.RecipientCount = true, len(fan.GetRecipients())
 			return nil
 		}
 	}
-	rec := &messagingstoragev1.MessagingLogRecord{
-		AppId:     e.AppID,
-		ExpiresAt: timestamppb.New(w.now.Add(w.ttl)),
-		Entry: &messagingstoragev1.MessagingLogRecord_Event{Event: &messagingstoragev1.StoredEvent{
-			EventId:   e.EventID,
-			Type:      e.Type,
-			GroupId:   e.GroupID,
-			Payload:   e.Payload,
-			CreatedAt: timestamppb.New(w.now),
-		}},
-	}
+	rec, _ := NewEvent(e, w.now, w.ttl)
 	pos, err = w.appendEntry(rec, e.AppID, e.Recipients)
 	if err != nil {
 		return err
@@ -429,28 +394,19 @@ func (w *writer) cursors(op *Op) error {
 	if c != nil {
 		latest = c.state.latest
 	}
-	for _, v := range []struct {
-		field string
-		seq   uint64
-	}{{"delivered_sequence", u.Delivered}, {"read_sequence", u.Read}} {
-		if v.seq > latest {
-			op.Err = errs.Invalidf("%s %d is above the conversation's latest sequence %d", v.field, v.seq, latest)
-			return nil
-		}
+	if op.Err = CheckCursors(u, latest); op.Err != nil {
+		return nil
 	}
 	k := []byte(key3(u.AppID, u.Identity, u.ConversationID))
 	part := &messagingstoragev1.ParticipationRecord{}
 	switch err := boltdb.GetProto(w.parts, k, part); {
 	case notFound(err):
-		part = &messagingstoragev1.ParticipationRecord{ConversationId: u.ConversationID, Kind: u.Kind, Peer: u.Peer}
+		part = NewParticipation(u)
 	case err != nil:
 		return refuse(op, err)
 	}
-	read := max(part.GetReadSequence(), u.Read)
-	delivered := max(part.GetDeliveredSequence(), u.Delivered, read)
-	if read != part.GetReadSequence() || delivered != part.GetDeliveredSequence() {
-		part.ReadSequence, part.DeliveredSequence = read, delivered
-		part.CursorUpdatedAt = timestamppb.New(w.now)
+	if moved := MoveCursors(part, u, w.now); moved != nil {
+		part = moved
 		if err := boltdb.PutProto(w.parts, k, part); err != nil {
 			return err
 		}
