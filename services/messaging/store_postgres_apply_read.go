@@ -20,7 +20,7 @@ import (
 // the record only: at is NULL).
 func conversationRecord(key string, raw []byte, seq int64, at *int64) (*messagingstoragev1.ConversationRecord, error) {
 	rec := &messagingstoragev1.ConversationRecord{}
-	if err := decodeRecord("conversations", key, raw, rec); err != nil {
+	if err := records.Decode("conversations", key, raw, rec); err != nil {
 		return nil, err
 	}
 	rec.LatestSequence = uint64(seq)
@@ -133,7 +133,7 @@ func (p *pgBatch) queueLookups(q *pgx.Batch) {
 				if raw == nil {
 					e.err = errs.Damagedf("messaging store: %s.idempotency: the key of %s's client_message_id %q points at a message that is not stored", Schema, sender, refusal.Truncate(string(cmid)))
 				} else {
-					e.err = decodeRecord("messages", k, raw, e.rec)
+					e.err = records.Decode("messages", k, raw, e.rec)
 				}
 				if e.err == nil && (e.rec.GetAppId() != app || e.rec.GetMessage().GetSender() != sender || e.rec.GetMessage().GetClientMessageId() != string(cmid)) {
 					e.err = errs.Damagedf("messaging store: %s.idempotency: the key of %s's client_message_id %q points at another message", Schema, sender, refusal.Truncate(string(cmid)))
@@ -166,8 +166,8 @@ func (p *pgBatch) queueLookups(q *pgx.Batch) {
 				f := &messagingstoragev1.MessagingFanoutRecord{}
 				if raw == nil {
 					e.err = errs.Damagedf("messaging store: %s.event_ids: event %q points at an event that is not stored", Schema, refusal.Truncate(string(id)))
-				} else if e.err = decodeRecord("events", k, raw, e.rec); e.err == nil {
-					e.err = decodeRecord("events", k, fan, f)
+				} else if e.err = records.Decode("events", k, raw, e.rec); e.err == nil {
+					e.err = records.Decode("events", k, fan, f)
 				}
 				if e.err == nil && (e.rec.GetAppId() != app || e.rec.GetEvent().GetEventId() != string(id)) {
 					e.err = errs.Damagedf("messaging store: %s.event_ids: event %q points at another event", Schema, refusal.Truncate(string(id)))
@@ -276,7 +276,7 @@ func (p *pgBatch) queueParticipations(q *pgx.Batch, keys map[[3]string]bool) {
 		_, err := pgx.ForEachRow(rows, []any{&app, &id, &conv, &raw}, func() error {
 			k := key3(app, id, conv)
 			part := &pgPart{rec: &messagingstoragev1.ParticipationRecord{}, stored: true}
-			part.err = decodeRecord("participations", k, raw, part.rec)
+			part.err = records.Decode("participations", k, raw, part.rec)
 			p.parts[k] = part
 			return nil
 		})

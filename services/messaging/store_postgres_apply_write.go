@@ -113,7 +113,7 @@ func (p *pgBatch) write(ctx context.Context, tx *pgx.Conn) error {
 			var raw []byte // NULL: the stored record stays as it is
 			if c.recDirty {
 				var err error
-				if raw, err = encodeRecord(c.rec); err != nil {
+				if raw, err = records.Encode(c.rec); err != nil {
 					return err
 				}
 			}
@@ -144,7 +144,7 @@ func (p *pgBatch) write(ctx context.Context, tx *pgx.Conn) error {
 		if !part.dirty {
 			continue
 		}
-		raw, err := encodeRecord(part.rec)
+		raw, err := records.Encode(part.rec)
 		if err != nil {
 			return err
 		}
@@ -279,7 +279,7 @@ type msgRows struct {
 }
 
 func (r *msgRows) add(m *SendOp, seq uint64, expires, at int64, rec *messagingstoragev1.MessagingLogRecord) {
-	raw, err := encodeRecord(rec)
+	raw, err := records.Encode(rec)
 	if err != nil {
 		r.err = err
 	}
@@ -299,11 +299,11 @@ type eventRows struct {
 }
 
 func (r *eventRows) add(e *EventOp, expires int64, rec *messagingstoragev1.MessagingLogRecord) {
-	raw, err := encodeRecord(rec)
+	raw, err := records.Encode(rec)
 	if err != nil {
 		r.err = err
 	}
-	fan, err := encodeRecord(&messagingstoragev1.MessagingFanoutRecord{Recipients: e.Recipients})
+	fan, err := records.Encode(&messagingstoragev1.MessagingFanoutRecord{Recipients: e.Recipients})
 	if err != nil {
 		r.err = err
 	}
