@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
@@ -81,16 +82,18 @@ func sendRefusals(t *testing.T, e *env) []sendRefusal {
 func TestSendRefusals(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	cases := sendRefusals(t, e)
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			before := e.snapshot(t)
-			_, err := e.client.Send(tc.ctx.ctx(), tc.req)
-			wantCode(t, err, tc.code, tc.msg)
-			if !maps.Equal(before, e.snapshot(t)) {
-				t.Error("the refused request changed the store")
-			}
-		})
+	var cases []servicetest.Refusal
+	for _, tc := range sendRefusals(t, e) {
+		cases = append(cases, servicetest.Refusal{Name: tc.name, Call: e.sendCall(tc.ctx, tc.req), Code: tc.code, Msg: tc.msg})
+	}
+	servicetest.CheckRefusals(t, cases, e.snapshot)
+}
+
+// sendCall is a Send of req by u, for a table of refusals (servicetest.CheckRefusals).
+func (e *env) sendCall(u user, req *messagingv1.SendRequest) func() error {
+	return func() error {
+		_, err := e.client.Send(u.ctx(), req)
+		return err
 	}
 }
 
