@@ -222,6 +222,17 @@ func TestConcurrentRetries(t *testing.T) {
 	}
 }
 
+// hubAndSenders makes n+1 users of a for a load test: the hub, and n senders.
+func (e *env) hubAndSenders(t testing.TB, a app, n int) (user, []user) {
+	t.Helper()
+	uids := []string{"hub"}
+	for i := range n {
+		uids = append(uids, fmt.Sprint("sender", i))
+	}
+	us := e.newUsers(t, a, uids...)
+	return us[0], us[1:]
+}
+
 // TestSequencesWithoutGaps: 32 concurrent senders (two devices each of 16 users) send
 // to one hub. Every conversation numbers its messages 1..n and every inbox its items
 // 1..m, each message exactly once, with index entries in memory, written down at every
@@ -240,12 +251,7 @@ func TestSequencesWithoutGaps(t *testing.T) {
 			opts := envOptions{dir: dir, quiet: true, store: mode.store, cfg: Config{SendRate: 1e6, SendBurst: 1e6}}
 			e := newEnv(t, opts)
 			a := e.newApp(t)
-			uids := []string{"hub"}
-			for i := range 16 {
-				uids = append(uids, fmt.Sprint("sender", i))
-			}
-			us := e.newUsers(t, a, uids...)
-			hub, senders := us[0], us[1:]
+			hub, senders := e.hubAndSenders(t, a, 16)
 			const perDevice = 15
 			var wg sync.WaitGroup
 			for d := range 2 * len(senders) {

@@ -317,12 +317,7 @@ func TestSubscribeUnderConcurrentLoad(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{quiet: true, cfg: Config{SendRate: 1e6, SendBurst: 1e6}, store: StoreOptions{FlushEntries: 64}})
 	a := e.newApp(t)
-	uids := []string{"hub"}
-	for i := range 16 {
-		uids = append(uids, fmt.Sprint("s", i))
-	}
-	us := e.newUsers(t, a, uids...)
-	hub, senders := us[0], us[1:]
+	hub, senders := e.hubAndSenders(t, a, 16)
 	const per = 20
 	total := per * len(senders)
 	var wg sync.WaitGroup
