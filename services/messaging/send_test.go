@@ -102,8 +102,7 @@ func (e *env) sendCall(u user, req *messagingv1.SendRequest) func() error {
 func TestSendRateLimit(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{SendRate: 0.001, SendBurst: 2}})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	e.send(t, alice, bob.identity, "1", "one")
 	e.send(t, alice, bob.identity, "2", "two")
 	before := e.snapshot(t)
@@ -125,8 +124,7 @@ func TestSendIdempotent(t *testing.T) {
 	dir := t.TempDir()
 	opts := envOptions{dir: dir, store: StoreOptions{FlushEntries: 1 << 30, FlushAge: time.Hour}}
 	e := newEnv(t, opts)
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	first := e.send(t, alice, bob.identity, "id-1", "hello")
 	if first.GetSequence() != 1 || first.GetDuplicate() || !strings.HasPrefix(first.GetConversationId(), "d_") {
 		t.Fatalf("first send: %v", first)
@@ -175,8 +173,7 @@ func TestSendIdempotent(t *testing.T) {
 func TestConcurrentRetries(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{quiet: true, cfg: Config{SendRate: 1e6, SendBurst: 1e6}})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	const n = 32
 	type result struct {
 		resp *messagingv1.SendResponse
@@ -220,17 +217,6 @@ func TestConcurrentRetries(t *testing.T) {
 	if originals != 1 {
 		t.Errorf("%d sends were not duplicates, want 1", originals)
 	}
-}
-
-// hubAndSenders makes n+1 users of a for a load test: the hub, and n senders.
-func (e *env) hubAndSenders(t testing.TB, a app, n int) (user, []user) {
-	t.Helper()
-	uids := []string{"hub"}
-	for i := range n {
-		uids = append(uids, fmt.Sprint("sender", i))
-	}
-	us := e.newUsers(t, a, uids...)
-	return us[0], us[1:]
 }
 
 // TestSequencesWithoutGaps: 32 concurrent senders (two devices each of 16 users) send

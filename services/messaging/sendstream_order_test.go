@@ -20,8 +20,7 @@ import (
 func TestSendStreamKeepsOrderWhenABatchFails(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{SendRate: 1e6, SendBurst: 1e6}, quiet: true})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	const rounds = 5
 	for r := range rounds {
 		req := func(i int) *messagingv1.SendStreamRequest {

@@ -110,8 +110,7 @@ func TestSendStreamRefusals(t *testing.T) {
 func TestSendStreamOrder(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	const n, bad = 3 * SendStreamWindow, 100
 	s := e.openSendStream(t, alice)
 	for i := range n {
@@ -203,8 +202,7 @@ func TestSendStreamGroupEpoch(t *testing.T) {
 // messages, and an idle one ends too.
 func TestSendStreamEndsWhenTokenExpires(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	short := alice
 	short.token = e.token(t, alice, 2*time.Minute)
 	busy, idle := e.openSendStream(t, short), e.openSendStream(t, short)
@@ -231,8 +229,7 @@ func TestSendStreamEndsWhenTokenExpires(t *testing.T) {
 // TestSendStreamEndsWhenTokenIsRevoked: "log out everywhere" ends open send streams.
 func TestSendStreamEndsWhenTokenIsRevoked(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	s := e.openSendStream(t, alice)
 	roundTrip(t, s, alice.sendReq(bob.identity, "1", "one"))
 	e.clock.Add(2 * time.Second) // revocation covers tokens issued before its second
@@ -261,8 +258,7 @@ func wantEnded(t *testing.T, s sendStream, msg string) {
 func TestSendStreamLimit(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{MaxStreamsPerIdentity: 2}})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	ctx, closeFirst := context.WithCancel(alice.ctx())
 	first, err := e.client.SendStream(ctx)
 	if err != nil {
@@ -295,8 +291,7 @@ func TestSendStreamLimit(t *testing.T) {
 func TestSendStreamCancelStoresAPrefix(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{SendRate: 1e6, SendBurst: 1e6}, quiet: true})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	const rounds = 30
 	for r := range rounds {
 		ctx, cancel := context.WithCancel(alice.ctx())
@@ -368,8 +363,7 @@ func TestSendStreamStopsAtAStreamError(t *testing.T) {
 // service stops, instead of holding up the graceful stop.
 func TestSendStreamEndsAtShutdown(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	conn, err := grpcclient.Dial(grpcclient.Config{Addr: e.conn.Target()}) // env's own closes first
 	if err != nil {
 		t.Fatal(err)
