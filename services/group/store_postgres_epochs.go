@@ -27,8 +27,7 @@ func (t *pgTx) PutEpoch(app, group string, e *storagev1.GroupEpochRecord) error 
 	if err != nil {
 		return err
 	}
-	return t.put(app, group, e, `INSERT INTO epochs (app_id, group_id, epoch, record) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (app_id, group_id, epoch) DO UPDATE SET record = EXCLUDED.record`, epoch)
+	return t.putGroupRow("epochs", "epoch", app, group, epoch, e)
 }
 
 func (t *pgTx) PutStatement(app, group string, r *storagev1.GroupStatementRecord) error {
@@ -36,8 +35,7 @@ func (t *pgTx) PutStatement(app, group string, r *storagev1.GroupStatementRecord
 	if err != nil {
 		return err
 	}
-	return t.put(app, group, r, `INSERT INTO statements (app_id, group_id, sequence, record) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (app_id, group_id, sequence) DO UPDATE SET record = EXCLUDED.record`, seq)
+	return t.putGroupRow("statements", "sequence", app, group, seq, r)
 }
 
 func (t *pgTx) Statements(app, group string, after uint64, fn func(*storagev1.GroupStatementRecord) (bool, error)) error {
@@ -86,11 +84,7 @@ func (t *pgTx) EpochKeys(app, group, identity string, after uint64, fn func(*sto
 }
 
 func (t *pgTx) Upload(app, group, owner string) (*storagev1.GroupUploadRecord, error) {
-	if err := t.lock(app, group); err != nil {
-		return nil, err
-	}
-	return getOne(t, "uploads", owner, &storagev1.GroupUploadRecord{},
-		"SELECT record FROM uploads WHERE app_id = $1 AND group_id = $2 AND owner = $3", app, group, owner)
+	return groupRow(t, "uploads", "owner", app, group, owner, &storagev1.GroupUploadRecord{})
 }
 
 func (t *pgTx) PutUpload(app, group string, u *storagev1.GroupUploadRecord) error {

@@ -55,16 +55,11 @@ func (t *pgTx) PutGroup(g *storagev1.GroupRecord) error {
 }
 
 func (t *pgTx) Member(app, group, identity string) (*storagev1.GroupMemberRecord, error) {
-	if err := t.lock(app, group); err != nil {
-		return nil, err
-	}
-	return getOne(t, "members", identity, &storagev1.GroupMemberRecord{},
-		"SELECT record FROM members WHERE app_id = $1 AND group_id = $2 AND identity = $3", app, group, identity)
+	return groupRow(t, "members", "identity", app, group, identity, &storagev1.GroupMemberRecord{})
 }
 
 func (t *pgTx) PutMember(app, group string, m *storagev1.GroupMemberRecord) error {
-	return t.put(app, group, m, `INSERT INTO members (app_id, group_id, identity, record) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (app_id, group_id, identity) DO UPDATE SET record = EXCLUDED.record`, m.GetIdentity())
+	return t.putGroupRow("members", "identity", app, group, m.GetIdentity(), m)
 }
 
 func (t *pgTx) DeleteMember(app, group, identity string) error {
@@ -85,11 +80,7 @@ func (t *pgTx) Members(app, group, after string, fn func(*storagev1.GroupMemberR
 }
 
 func (t *pgTx) AllMembers(app, group string) ([]*storagev1.GroupMemberRecord, error) {
-	if err := t.lock(app, group); err != nil {
-		return nil, err
-	}
-	return getAll(t, "members", app+"/"+group, newMemberRecord,
-		"SELECT record FROM members WHERE app_id = $1 AND group_id = $2 ORDER BY identity", app, group)
+	return groupRows(t, "members", "identity", app, group, newMemberRecord)
 }
 
 // MemberGroups takes no lock: the groups it lists are locked as the caller touches them.
@@ -117,16 +108,11 @@ func (t *pgTx) MemberGroups(app, identity, after string, fn func(group string) (
 }
 
 func (t *pgTx) Ban(app, group, identity string) (*storagev1.GroupBanRecord, error) {
-	if err := t.lock(app, group); err != nil {
-		return nil, err
-	}
-	return getOne(t, "bans", identity, &storagev1.GroupBanRecord{},
-		"SELECT record FROM bans WHERE app_id = $1 AND group_id = $2 AND identity = $3", app, group, identity)
+	return groupRow(t, "bans", "identity", app, group, identity, &storagev1.GroupBanRecord{})
 }
 
 func (t *pgTx) PutBan(app, group string, b *storagev1.GroupBanRecord) error {
-	return t.put(app, group, b, `INSERT INTO bans (app_id, group_id, identity, record) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (app_id, group_id, identity) DO UPDATE SET record = EXCLUDED.record`, b.GetIdentity())
+	return t.putGroupRow("bans", "identity", app, group, b.GetIdentity(), b)
 }
 
 func (t *pgTx) DeleteBan(app, group, identity string) error {
@@ -149,16 +135,11 @@ func (t *pgTx) Bans(app, group string) ([]string, error) {
 }
 
 func (t *pgTx) JoinRequest(app, group, identity string) (*storagev1.GroupJoinRequestRecord, error) {
-	if err := t.lock(app, group); err != nil {
-		return nil, err
-	}
-	return getOne(t, "join_requests", identity, &storagev1.GroupJoinRequestRecord{},
-		"SELECT record FROM join_requests WHERE app_id = $1 AND group_id = $2 AND identity = $3", app, group, identity)
+	return groupRow(t, "join_requests", "identity", app, group, identity, &storagev1.GroupJoinRequestRecord{})
 }
 
 func (t *pgTx) PutJoinRequest(app, group string, r *storagev1.GroupJoinRequestRecord) error {
-	return t.put(app, group, r, `INSERT INTO join_requests (app_id, group_id, identity, record) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (app_id, group_id, identity) DO UPDATE SET record = EXCLUDED.record`, r.GetIdentity())
+	return t.putGroupRow("join_requests", "identity", app, group, r.GetIdentity(), r)
 }
 
 func (t *pgTx) DeleteJoinRequest(app, group, identity string) error {
@@ -166,11 +147,7 @@ func (t *pgTx) DeleteJoinRequest(app, group, identity string) error {
 }
 
 func (t *pgTx) JoinRequests(app, group string) ([]*storagev1.GroupJoinRequestRecord, error) {
-	if err := t.lock(app, group); err != nil {
-		return nil, err
-	}
-	return getAll(t, "join_requests", app+"/"+group, func() *storagev1.GroupJoinRequestRecord { return &storagev1.GroupJoinRequestRecord{} },
-		"SELECT record FROM join_requests WHERE app_id = $1 AND group_id = $2 ORDER BY identity", app, group)
+	return groupRows(t, "join_requests", "identity", app, group, func() *storagev1.GroupJoinRequestRecord { return &storagev1.GroupJoinRequestRecord{} })
 }
 
 func newInvitationRecord() *storagev1.GroupInvitationRecord {
@@ -178,11 +155,7 @@ func newInvitationRecord() *storagev1.GroupInvitationRecord {
 }
 
 func (t *pgTx) Invitation(app, group, invitee string) (*storagev1.GroupInvitationRecord, error) {
-	if err := t.lock(app, group); err != nil {
-		return nil, err
-	}
-	return getOne(t, "invitations", invitee, newInvitationRecord(),
-		"SELECT record FROM invitations WHERE app_id = $1 AND group_id = $2 AND invitee = $3", app, group, invitee)
+	return groupRow(t, "invitations", "invitee", app, group, invitee, newInvitationRecord())
 }
 
 func (t *pgTx) PutInvitation(app string, inv *storagev1.GroupInvitationRecord) error {
@@ -196,11 +169,7 @@ func (t *pgTx) DeleteInvitation(app, group, invitee string) error {
 }
 
 func (t *pgTx) Invitations(app, group string) ([]*storagev1.GroupInvitationRecord, error) {
-	if err := t.lock(app, group); err != nil {
-		return nil, err
-	}
-	return getAll(t, "invitations", app+"/"+group, newInvitationRecord,
-		"SELECT record FROM invitations WHERE app_id = $1 AND group_id = $2 ORDER BY invitee", app, group)
+	return groupRows(t, "invitations", "invitee", app, group, newInvitationRecord)
 }
 
 func (t *pgTx) InviteeInvitations(app, invitee string) ([]*storagev1.GroupInvitationRecord, error) {

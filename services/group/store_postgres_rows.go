@@ -82,6 +82,24 @@ func getAll[M proto.Message](t *pgTx, table string, key any, newM func() M, quer
 	return out, rows.Err()
 }
 
+// groupRow locks the group and reads the record of its row in table whose column is
+// key; nil when there is none.
+func groupRow[M proto.Message](t *pgTx, table, column, app, group, key string, m M) (M, error) {
+	if err := t.lock(app, group); err != nil {
+		var zero M
+		return zero, err
+	}
+	return getOne(t, table, key, m, "SELECT record FROM "+table+" WHERE app_id = $1 AND group_id = $2 AND "+column+" = $3", app, group, key)
+}
+
+// groupRows locks the group and reads the records of its rows in table, in column order.
+func groupRows[M proto.Message](t *pgTx, table, column, app, group string, newM func() M) ([]M, error) {
+	if err := t.lock(app, group); err != nil {
+		return nil, err
+	}
+	return getAll(t, table, app+"/"+group, newM, "SELECT record FROM "+table+" WHERE app_id = $1 AND group_id = $2 ORDER BY "+column, app, group)
+}
+
 // pageRows is how many rows the methods that call back per record read at a time: a
 // page is read whole (the connection serves one query at a time, and fn may query),
 // then fn is called for each of its records, and the next page is read after the last
@@ -143,6 +161,12 @@ func (t *pgTx) put(app, group string, m proto.Message, query string, args ...any
 	}
 	_, err = t.tx.Exec(t.ctx, query, append(append([]any{app, group}, args...), rec)...)
 	return err
+}
+
+// putGroupRow writes m as the record of the group's row in table whose column is key.
+func (t *pgTx) putGroupRow(table, column, app, group string, key any, m proto.Message) error {
+	return t.put(app, group, m, "INSERT INTO "+table+" (app_id, group_id, "+column+", record) VALUES ($1, $2, $3, $4)"+
+		" ON CONFLICT (app_id, group_id, "+column+") DO UPDATE SET record = EXCLUDED.record", key)
 }
 
 // exec runs a write query of the group's data, whose first arguments are app and group.
