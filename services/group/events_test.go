@@ -71,11 +71,8 @@ func kinds(evs []*groupv1.GroupEvent) []groupv1.GroupEventKind {
 func TestEventsReachTheRightStreams(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "bob", "carol", "dave", "erin", "frank")
+	_, group, us := e.newTeam(t, 3, "owner", "bob", "carol", "dave", "erin", "frank")
 	owner, bob, carol, dave, erin, frank := us[0], us[1], us[2], us[3], us[4], us[5]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, bob, carol)
 	if _, err := e.client.RequestJoin(dave.ctx(), &groupv1.RequestJoinRequest{GroupId: group}); err != nil {
 		t.Fatal(err)
 	}

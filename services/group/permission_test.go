@@ -22,11 +22,8 @@ import (
 func TestAdminCallsCheckPermissionFirst(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "admin", "bob", "carol", "outsider")
+	_, group, us := e.newTeam(t, 4, "owner", "admin", "bob", "carol", "outsider")
 	owner, admin, bob, carol, outsider := us[0], us[1], us[2], us[3], us[4]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, admin, bob, carol)
 	if _, err := e.client.SetRole(owner.ctx(), &groupv1.SetRoleRequest{GroupId: group, Identity: admin.identity, Role: groupv1.GroupRole_GROUP_ROLE_ADMIN}); err != nil {
 		t.Fatal(err)
 	}

@@ -93,11 +93,8 @@ func TestInternalMethods(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "bob")
+	a, group, us := e.newTeam(t, 2, "owner", "bob")
 	owner, bob := us[0], us[1]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, bob)
 	c, keys := e.commitFor(t, group, 0, nil, owner, owner, bob)
 	badKey := proto.Clone(keys[0]).(*groupv1.MemberKey)
 	badKey.WrappedKey.Enc = make([]byte, 31)
