@@ -40,10 +40,7 @@ func (t *pgTx) Group(app, group string) (*storagev1.GroupRecord, error) {
 
 func (t *pgTx) PutGroup(g *storagev1.GroupRecord) error {
 	app, group := g.GetAppId(), g.GetGroupId()
-	if err := t.lock(app, group); err != nil {
-		return err
-	}
-	if err := t.writing(); err != nil {
+	if err := t.writeGroup(app, group); err != nil {
 		return err
 	}
 	rec, err := pgEncode(g)

@@ -76,6 +76,15 @@ func (t *pgTx) writing() error {
 	return nil
 }
 
+// writeGroup is called by every method that writes a group's data, before it does:
+// it takes the group's lock (lock) and records that the call writes (writing).
+func (t *pgTx) writeGroup(app, group string) error {
+	if err := t.lock(app, group); err != nil {
+		return err
+	}
+	return t.writing()
+}
+
 // lockKey is the advisory lock of a group that has no row: a 63-bit hash of its ids.
 // Two groups whose hashes collide merely take turns.
 func lockKey(app, group string) int64 {

@@ -149,10 +149,7 @@ func scanPages[K any, M proto.Message](t *pgTx, table string, query string, args
 // put writes the record m of a group's table with query, whose arguments are app,
 // group, then args, then the record.
 func (t *pgTx) put(app, group string, m proto.Message, query string, args ...any) error {
-	if err := t.lock(app, group); err != nil {
-		return err
-	}
-	if err := t.writing(); err != nil {
+	if err := t.writeGroup(app, group); err != nil {
 		return err
 	}
 	rec, err := pgEncode(m)
@@ -171,10 +168,7 @@ func (t *pgTx) putGroupRow(table, column, app, group string, key any, m proto.Me
 
 // exec runs a write query of the group's data, whose first arguments are app and group.
 func (t *pgTx) exec(app, group, query string, args ...any) error {
-	if err := t.lock(app, group); err != nil {
-		return err
-	}
-	if err := t.writing(); err != nil {
+	if err := t.writeGroup(app, group); err != nil {
 		return err
 	}
 	_, err := t.tx.Exec(t.ctx, query, append([]any{app, group}, args...)...)
