@@ -148,7 +148,7 @@ type Client struct {
 	ks        *keystore.Keystore     // nil until Register or a keystore on disk
 	me        string                 // the user's identity, once known
 	cardCache map[string]*cardRecord // by card id
-	groups    groupStates            // epoch keys and members seen, per group (group.go)
+	groups    groupStates            // epoch keys and members seen, per group (group_state.go)
 
 	pinMu sync.Mutex // guards pins, and orders writes of the pin file
 	pins  *pinFile   // the pin file as last read or written (pins.go)
