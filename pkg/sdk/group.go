@@ -117,6 +117,18 @@ func (g *Group) observe(info *groupv1.Group) {
 	})
 }
 
+// groupReply is a group service reply that carries the group as the call left it.
+type groupReply interface{ GetGroup() *groupv1.Group }
+
+// observed records what reply says about the group (observe) if err, the error of the
+// call that returned it, is nil, and returns err.
+func (g *Group) observed(reply groupReply, err error) error {
+	if err == nil {
+		g.observe(reply.GetGroup())
+	}
+	return err
+}
+
 // MyGroups lists the groups the user is a member of, without their members.
 func (c *Client) MyGroups(ctx context.Context) ([]*groupv1.Group, error) {
 	return allPages(func(token string) ([]*groupv1.Group, string, error) {
@@ -172,10 +184,9 @@ func (g *Group) Add(ctx context.Context, identities ...string) ([]string, error)
 		resp, err = g.c.groupClient().AddMembers(ctx, &groupv1.AddMembersRequest{GroupId: g.ID, Identities: parsed.Subjects, Statement: st})
 		return err
 	})
-	if err != nil || resp == nil {
+	if err := g.observed(resp, err); err != nil {
 		return nil, err
 	}
-	g.observe(resp.GetGroup())
 	return resp.GetAdded(), nil
 }
 
@@ -187,11 +198,7 @@ func (g *Group) Remove(ctx context.Context, identity string) error {
 		resp, err = g.c.groupClient().RemoveMember(ctx, &groupv1.RemoveMemberRequest{GroupId: g.ID, Identity: identity, Statement: st})
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	g.observe(resp.GetGroup())
-	return nil
+	return g.observed(resp, err)
 }
 
 // Ban bans identity, removing it if it is a member; it reports whether it was one.
@@ -203,10 +210,9 @@ func (g *Group) Ban(ctx context.Context, identity string) (removed bool, err err
 		resp, err = g.c.groupClient().BanMember(ctx, &groupv1.BanMemberRequest{GroupId: g.ID, Identity: identity, Statement: st})
 		return err
 	})
-	if err != nil || resp == nil {
+	if err := g.observed(resp, err); err != nil {
 		return false, err
 	}
-	g.observe(resp.GetGroup())
 	return resp.GetRemoved(), nil
 }
 
@@ -303,43 +309,24 @@ func (g *Group) TransferOwnership(ctx context.Context, newOwner string) error {
 		resp, err = g.c.groupClient().TransferOwnership(ctx, &groupv1.TransferOwnershipRequest{GroupId: g.ID, NewOwner: newOwner, Statement: st})
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	g.observe(resp.GetGroup())
-	return nil
+	return g.observed(resp, err)
 }
 
 // SetEncryptionMode sets whether the group's messages must, may or may not be
 // encrypted. Switching encryption on makes the next encrypted message commit a new
 // epoch. Owner only.
 func (g *Group) SetEncryptionMode(ctx context.Context, mode groupv1.EncryptionMode) error {
-	resp, err := g.c.groupClient().SetEncryptionMode(ctx, &groupv1.SetEncryptionModeRequest{GroupId: g.ID, EncryptionMode: mode})
-	if err != nil {
-		return err
-	}
-	g.observe(resp.GetGroup())
-	return nil
+	return g.observed(g.c.groupClient().SetEncryptionMode(ctx, &groupv1.SetEncryptionModeRequest{GroupId: g.ID, EncryptionMode: mode}))
 }
 
 // SetRotationPolicy sets when the group's key must rotate besides membership and card
 // changes. Owner only.
 func (g *Group) SetRotationPolicy(ctx context.Context, policy *groupv1.RotationPolicy) error {
-	resp, err := g.c.groupClient().SetRotationPolicy(ctx, &groupv1.SetRotationPolicyRequest{GroupId: g.ID, RotationPolicy: policy})
-	if err != nil {
-		return err
-	}
-	g.observe(resp.GetGroup())
-	return nil
+	return g.observed(g.c.groupClient().SetRotationPolicy(ctx, &groupv1.SetRotationPolicyRequest{GroupId: g.ID, RotationPolicy: policy}))
 }
 
 // SetHistoryVisibility sets which epoch keys, and so which history, members can read.
 // Owner only.
 func (g *Group) SetHistoryVisibility(ctx context.Context, v groupv1.HistoryVisibility) error {
-	resp, err := g.c.groupClient().SetHistoryVisibility(ctx, &groupv1.SetHistoryVisibilityRequest{GroupId: g.ID, HistoryVisibility: v})
-	if err != nil {
-		return err
-	}
-	g.observe(resp.GetGroup())
-	return nil
+	return g.observed(g.c.groupClient().SetHistoryVisibility(ctx, &groupv1.SetHistoryVisibilityRequest{GroupId: g.ID, HistoryVisibility: v}))
 }
