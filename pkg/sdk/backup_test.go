@@ -25,10 +25,11 @@ import (
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
-// startBackupNode starts a node whose backup service allows maxAttempts guesses per
-// slot (0: the default) and does not rate-limit these tests' evaluations.
-func startBackupNode(t testing.TB, maxAttempts int) *nodetest.Node {
-	return nodetest.Start(t, func(c *node.Config) {
+// startBackupNode starts a node with an app (startNode) whose backup service allows
+// maxAttempts guesses per slot (0: the default) and does not rate-limit these tests'
+// evaluations.
+func startBackupNode(t testing.TB, maxAttempts int) (*nodetest.Node, *nodetest.App) {
+	return startNode(t, func(c *node.Config) {
 		c.Backup.MaxAttempts = maxAttempts
 		c.Backup.EvaluateRate = 1000
 		c.Backup.EvaluateBurst = 1000
@@ -69,8 +70,7 @@ func newBackupDeviceConfig(t testing.TB, n *nodetest.Node, app *nodetest.App, ui
 // alice's first device there, registered.
 func startWithAlice(t *testing.T, maxAttempts int) (*nodetest.Node, *nodetest.App, *device) {
 	t.Helper()
-	n := startBackupNode(t, maxAttempts)
-	app := n.NewApp(t)
+	n, app := startBackupNode(t, maxAttempts)
 	a := newBackupDevice(t, n, app, "alice")
 	mustRegister(t, a)
 	return n, app, a
@@ -110,8 +110,7 @@ func wantWrongPassword(t *testing.T, err error, remaining uint32, erased bool) {
 
 func TestBackupRestoreChangePasswordReset(t *testing.T) {
 	t.Parallel()
-	n := startBackupNode(t, 0)
-	app := n.NewApp(t)
+	n, app := startBackupNode(t, 0)
 	ctx := context.Background()
 	a := newBackupDevice(t, n, app, "alice")
 	if _, err := a.BackupPrivateKey(ctx, []byte("pw one")); !errors.Is(err, sdk.ErrNoPrivateKey) {
@@ -328,8 +327,7 @@ func TestConcurrentChangeIsAConflict(t *testing.T) {
 // to and from A's first card included.
 func TestMultiDeviceHistory(t *testing.T) {
 	t.Parallel()
-	n := startBackupNode(t, 0)
-	app := n.NewApp(t)
+	n, app := startBackupNode(t, 0)
 	ctx := context.Background()
 	a := newBackupDevice(t, n, app, "alice")
 	bob := newBackupDevice(t, n, app, "bob")
@@ -438,8 +436,7 @@ func (r *recorder) intercept(ctx context.Context, method string, req, reply any,
 // ciphertext and AEAD/KDF parameters, the auth key's hash, and (to Restore) the auth
 // key. A ciphertext damaged on its way back is the typed error, and leaves no keys.
 func TestServerNeverSeesSecrets(t *testing.T) {
-	n := startBackupNode(t, 0)
-	app := n.NewApp(t)
+	n, app := startBackupNode(t, 0)
 	ctx := context.Background()
 	var mu sync.Mutex
 	secrets := map[string][][]byte{}

@@ -34,8 +34,7 @@ type groupWorld struct {
 // setup quick (Argon2id is not what these tests are about).
 func newGroupWorld(t *testing.T, names ...string) *groupWorld {
 	t.Helper()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	w := &groupWorld{n: n, app: app, group: app.Group(t, "the-group"), users: map[string]*device{}}
 	for i, name := range names {
 		suite := e2ee.SuiteX25519
@@ -71,12 +70,13 @@ func mustSend(t *testing.T, g *sdk.Group, text string) {
 	}
 }
 
-// newQuickDevice is newDevice with an unencrypted keystore.
-func newQuickDevice(t testing.TB, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite) *device {
+// newQuickDevice is newDevice with an unencrypted keystore, in a folder of its own,
+// dialling with opts.
+func newQuickDevice(t testing.TB, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite, opts ...grpc.DialOption) *device {
 	t.Helper()
 	id := app.User(t, uid)
 	path := filepath.Join(t.TempDir(), "keystore")
-	c, err := sdk.New(context.Background(), sdk.Config{Addr: n.GRPC, Token: app.TokenFunc(id), KeystorePath: path, NoPassphrase: true, Suite: suite})
+	c, err := sdk.New(context.Background(), sdk.Config{Addr: n.GRPC, Token: app.TokenFunc(id), KeystorePath: path, NoPassphrase: true, Suite: suite, DialOptions: opts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,14 +523,7 @@ func TestGroupEpochConflict(t *testing.T) {
 // interceptor.
 func newInterceptedDevice(t *testing.T, w *groupWorld, uid string, interceptor grpc.UnaryClientInterceptor) *device {
 	t.Helper()
-	id := w.app.User(t, uid)
-	c, err := sdk.New(context.Background(), sdk.Config{Addr: w.n.GRPC, Token: w.app.TokenFunc(id), KeystorePath: filepath.Join(t.TempDir(), "keystore"),
-		NoPassphrase: true, Suite: e2ee.SuiteHybrid, DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(interceptor)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	d := &device{Client: c, identity: id}
+	d := newQuickDevice(t, w.n, w.app, uid, e2ee.SuiteHybrid, grpc.WithChainUnaryInterceptor(interceptor))
 	mustRegister(t, d)
 	return d
 }

@@ -137,8 +137,7 @@ func serveAsActive(identity string, card *cardv1.Card) func(string, any, any, er
 // (kt_malicious_test.go) but alice's lookups would prove it.
 func TestMaliciousServerSubstitutesACard(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	var tp tamperer
 	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "", tp.option(), withoutKT)
@@ -252,8 +251,7 @@ func TestMaliciousServerSubstitutesACard(t *testing.T) {
 // one trusting on first use would have been fooled.
 func TestMaliciousServerSwapsItsServiceKey(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	var tp tamperer
 	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "", tp.option())

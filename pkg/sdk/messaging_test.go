@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
@@ -20,8 +19,7 @@ import (
 
 func TestSendSubscribeHistory(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	alice, _ := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteHybrid)
@@ -97,8 +95,7 @@ func TestSendSubscribeHistory(t *testing.T) {
 // TestRevocationEndsAStream: "log out everywhere" closes an open stream within the
 // revocation bound, not only at the token's expiry.
 func TestRevocationEndsAStream(t *testing.T) {
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	bob := app.User(t, "bob")
 	tok := app.Token(t, bob)
 	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok), 30*time.Second)
@@ -134,8 +131,7 @@ func TestRevocationEndsAStream(t *testing.T) {
 // replay what is stored, and FromStart with a cursor is refused before any call.
 func TestSubscribeStarts(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	alice, _ := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)

@@ -3,7 +3,6 @@ package sdk_test
 import (
 	"context"
 	"io/fs"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -12,8 +11,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
-	"github.com/umbra-e2ee/umbra/pkg/sdk"
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
@@ -23,16 +21,9 @@ import (
 // Sender retries) and returns the reply once the write succeeds, the message stored
 // once. It gives up when its context ends, and returns a refusal at once.
 func TestSendRetriesWhatTheSenderRetries(t *testing.T) {
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
-	alice, bob := app.User(t, "alice"), app.User(t, "bob")
-	c, err := sdk.New(context.Background(), sdk.Config{
-		Addr: n.GRPC, Token: app.TokenFunc(alice), KeystorePath: filepath.Join(t.TempDir(), "keystore"), NoPassphrase: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	n, app := startNode(t)
+	bob := app.User(t, "bob")
+	c := newQuickDevice(t, n, app, "alice", e2ee.DefaultSuite)
 	card, err := c.Register(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +45,7 @@ func TestSendRetriesWhatTheSenderRetries(t *testing.T) {
 			req := opaqueTo(bob, card, int(stored))
 			// The server's answer while the fault lasts, as a client without retries
 			// sees it.
-			_, err := messagingv1.NewMessagingServiceClient(n.Conn()).Send(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+app.Token(t, alice)), req)
+			_, err := messagingv1.NewMessagingServiceClient(n.Conn()).Send(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+app.Token(t, c.identity)), req)
 			if status.Code(err) != tc.code {
 				t.Fatalf("the server answers %v; want %v", err, tc.code)
 			}

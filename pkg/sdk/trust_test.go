@@ -13,7 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 )
@@ -72,8 +71,7 @@ func wantKeyChange(t *testing.T, err error, identity string, reason sdk.KeyChang
 // ListCardHistory; the pins are in a 0600 file beside the keystore.
 func TestPinningFollowsEndorsedRotations(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	bob, bobCard := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	var log callLog
@@ -155,8 +153,7 @@ func TestPinningFollowsEndorsedRotations(t *testing.T) {
 // safety number, which she and bob compute alike; then it all works again.
 func TestKeyResetIsAKeyChange(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	alice, _ := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	bob, oldCard := registeredDevice(t, n, app, "bob", e2ee.SuiteHybrid)
@@ -233,8 +230,7 @@ func TestKeyResetIsAKeyChange(t *testing.T) {
 // verified is refused all the same, and a wrong safety number does not verify.
 func TestKeyChangePolicyWarnAndVerifiedContacts(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	carol, carolCard := registeredDevice(t, n, app, "carol", e2ee.SuiteX25519)
