@@ -494,21 +494,7 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 			}
 			tp.set(tc.tamper())
 			defer tp.set(nil)
-			env, err := alice.Encrypt(ctx, []byte("for bob only"), bob.identity)
-			for _, want := range tc.want {
-				if !errors.Is(err, want) {
-					t.Errorf("Encrypt: %v; want %v", err, want)
-				}
-			}
-			if env != nil {
-				t.Error("an envelope was made")
-			}
-			if found, err := alice.FindCards(ctx, bob.identity); !errors.Is(err, tc.want[0]) || found != nil {
-				t.Errorf("FindCards = %v, %v; want %v", found, err, tc.want[0])
-			}
-			if ct, _ := alice.Contact(ctx, bob.identity); ct != nil {
-				t.Errorf("bob was pinned from an unproved lookup: %+v", ct)
-			}
+			wantRefused(t, alice.device, bob.identity, tc.want...)
 		})
 	}
 	// The real card, proved, is bob's.
