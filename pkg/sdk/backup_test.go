@@ -84,6 +84,15 @@ func mustBackUp(t *testing.T, d *device, password []byte) {
 	}
 }
 
+// wantBackedUp backs d's keys up under password, which must store backup version
+// version; what names the backup in the failure.
+func wantBackedUp(t *testing.T, d *device, password []byte, version uint64, what string) {
+	t.Helper()
+	if info, err := d.BackupPrivateKey(context.Background(), password); err != nil || info.GetVersion() != version {
+		t.Fatalf("%s = %v, %v; want version %d", what, info, err, version)
+	}
+}
+
 func bundleOf(t *testing.T, d *device) []byte {
 	t.Helper()
 	ks, err := keystore.Open(d.keystore, []byte("local passphrase of this device"))
@@ -169,9 +178,7 @@ func TestBackupRestoreChangePasswordReset(t *testing.T) {
 	if _, err := a.RotateKeys(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if info, err := a.BackupPrivateKey(ctx, []byte("pw two")); err != nil || info.GetVersion() != 3 {
-		t.Fatalf("backup after the rotation = %v, %v", info, err)
-	}
+	wantBackedUp(t, a, []byte("pw two"), 3, "backup after the rotation")
 	if _, err := c.BackupPrivateKey(ctx, []byte("pw two")); !errors.Is(err, sdk.ErrBackupMissesKeys) {
 		t.Fatalf("backup from a device without the rotated key: %v", err)
 	}
@@ -188,9 +195,7 @@ func TestBackupRestoreChangePasswordReset(t *testing.T) {
 		t.Fatalf("restore after reset: %v", err)
 	}
 	// A new backup after the reset gets a version never used before.
-	if info, err := a.BackupPrivateKey(ctx, []byte("pw four")); err != nil || info.GetVersion() != 4 {
-		t.Fatalf("backup after reset = %v, %v", info, err)
-	}
+	wantBackedUp(t, a, []byte("pw four"), 4, "backup after reset")
 }
 
 func TestRecoveryKey(t *testing.T) {
@@ -286,9 +291,7 @@ func TestWrongPasswordsCountDownAndErase(t *testing.T) {
 		t.Errorf("backup event = %v; want the erasure of password version 1", erased)
 	}
 	// The owner backs up again from a device that has the keys.
-	if info, err := a.BackupPrivateKey(ctx, []byte("the password")); err != nil || info.GetVersion() != 2 {
-		t.Fatalf("backup after the erasure = %v, %v", info, err)
-	}
+	wantBackedUp(t, a, []byte("the password"), 2, "backup after the erasure")
 }
 
 // TestConcurrentChangeIsAConflict: a device whose backup changes between its restore
