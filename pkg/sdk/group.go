@@ -137,23 +137,6 @@ func (c *Client) MyGroups(ctx context.Context) ([]*groupv1.Group, error) {
 	})
 }
 
-// allPages calls page with each page token in turn, starting with none, until a page
-// names no next one, and returns the items of every page.
-func allPages[T any](page func(token string) (items []T, next string, err error)) ([]T, error) {
-	var out []T
-	token := ""
-	for {
-		items, next, err := page(token)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, items...)
-		if token = next; token == "" {
-			return out, nil
-		}
-	}
-}
-
 // Delete deletes the group. Owner only.
 func (g *Group) Delete(ctx context.Context) error {
 	_, err := g.c.groupClient().DeleteGroup(ctx, &groupv1.DeleteGroupRequest{GroupId: g.ID})
