@@ -100,16 +100,6 @@ func (f *pinFile) serviceKey(id string) *pinnedServiceKey {
 	return nil
 }
 
-func (f *pinFile) clone() *pinFile {
-	b, _ := json.Marshal(f)
-	out := &pinFile{}
-	json.Unmarshal(b, out)
-	if out.Contacts == nil {
-		out.Contacts = map[string]*contactPin{}
-	}
-	return out
-}
-
 // readPinFile reads the pin file at path; a missing file is an empty one.
 func readPinFile(path string) (*pinFile, error) {
 	f := &pinFile{Version: pinFileVersion, Contacts: map[string]*contactPin{}}
@@ -165,13 +155,6 @@ func addConfiguredServiceKeys(f *pinFile, keys []ServiceKeyPin, now time.Time) e
 		f.ServiceKeys = append(f.ServiceKeys, &pinnedServiceKey{KeyID: k.KeyID, PublicKey: k.PublicKey, Source: pinConfig, PinnedAt: now})
 	}
 	return nil
-}
-
-// readPins returns a copy of the pins as this client knows them.
-func (c *Client) readPins() *pinFile {
-	c.pinMu.Lock()
-	defer c.pinMu.Unlock()
-	return c.pins.clone()
 }
 
 // contactPin returns a copy of identity's pin, or nil.
