@@ -20,8 +20,7 @@ import (
 //
 //	go test ./pkg/sdk -run '^$' -bench RestorePrivateKey -count 6
 func BenchmarkRestorePrivateKey(b *testing.B) {
-	n := startBackupNode(b, 0)
-	app := n.NewApp(b)
+	n, app := startBackupNode(b, 0)
 	ctx := context.Background()
 	a := newBackupDevice(b, n, app, "alice")
 	mustRegister(b, a)

@@ -25,10 +25,11 @@ import (
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
-// startBackupNode starts a node whose backup service allows maxAttempts guesses per
-// slot (0: the default) and does not rate-limit these tests' evaluations.
-func startBackupNode(t testing.TB, maxAttempts int) *nodetest.Node {
-	return nodetest.Start(t, func(c *node.Config) {
+// startBackupNode starts a node with an app (startNode) whose backup service allows
+// maxAttempts guesses per slot (0: the default) and does not rate-limit these tests'
+// evaluations.
+func startBackupNode(t testing.TB, maxAttempts int) (*nodetest.Node, *nodetest.App) {
+	return startNode(t, func(c *node.Config) {
 		c.Backup.MaxAttempts = maxAttempts
 		c.Backup.EvaluateRate = 1000
 		c.Backup.EvaluateBurst = 1000
@@ -69,8 +70,7 @@ func newBackupDeviceConfig(t testing.TB, n *nodetest.Node, app *nodetest.App, ui
 // alice's first device there, registered.
 func startWithAlice(t *testing.T, maxAttempts int) (*nodetest.Node, *nodetest.App, *device) {
 	t.Helper()
-	n := startBackupNode(t, maxAttempts)
-	app := n.NewApp(t)
+	n, app := startBackupNode(t, maxAttempts)
 	a := newBackupDevice(t, n, app, "alice")
 	mustRegister(t, a)
 	return n, app, a
@@ -81,6 +81,15 @@ func mustBackUp(t *testing.T, d *device, password []byte) {
 	t.Helper()
 	if _, err := d.BackupPrivateKey(context.Background(), password); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// wantBackedUp backs d's keys up under password, which must store backup version
+// version; what names the backup in the failure.
+func wantBackedUp(t *testing.T, d *device, password []byte, version uint64, what string) {
+	t.Helper()
+	if info, err := d.BackupPrivateKey(context.Background(), password); err != nil || info.GetVersion() != version {
+		t.Fatalf("%s = %v, %v; want version %d", what, info, err, version)
 	}
 }
 
@@ -110,8 +119,7 @@ func wantWrongPassword(t *testing.T, err error, remaining uint32, erased bool) {
 
 func TestBackupRestoreChangePasswordReset(t *testing.T) {
 	t.Parallel()
-	n := startBackupNode(t, 0)
-	app := n.NewApp(t)
+	n, app := startBackupNode(t, 0)
 	ctx := context.Background()
 	a := newBackupDevice(t, n, app, "alice")
 	if _, err := a.BackupPrivateKey(ctx, []byte("pw one")); !errors.Is(err, sdk.ErrNoPrivateKey) {
@@ -170,9 +178,7 @@ func TestBackupRestoreChangePasswordReset(t *testing.T) {
 	if _, err := a.RotateKeys(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if info, err := a.BackupPrivateKey(ctx, []byte("pw two")); err != nil || info.GetVersion() != 3 {
-		t.Fatalf("backup after the rotation = %v, %v", info, err)
-	}
+	wantBackedUp(t, a, []byte("pw two"), 3, "backup after the rotation")
 	if _, err := c.BackupPrivateKey(ctx, []byte("pw two")); !errors.Is(err, sdk.ErrBackupMissesKeys) {
 		t.Fatalf("backup from a device without the rotated key: %v", err)
 	}
@@ -189,9 +195,7 @@ func TestBackupRestoreChangePasswordReset(t *testing.T) {
 		t.Fatalf("restore after reset: %v", err)
 	}
 	// A new backup after the reset gets a version never used before.
-	if info, err := a.BackupPrivateKey(ctx, []byte("pw four")); err != nil || info.GetVersion() != 4 {
-		t.Fatalf("backup after reset = %v, %v", info, err)
-	}
+	wantBackedUp(t, a, []byte("pw four"), 4, "backup after reset")
 }
 
 func TestRecoveryKey(t *testing.T) {
@@ -287,9 +291,7 @@ func TestWrongPasswordsCountDownAndErase(t *testing.T) {
 		t.Errorf("backup event = %v; want the erasure of password version 1", erased)
 	}
 	// The owner backs up again from a device that has the keys.
-	if info, err := a.BackupPrivateKey(ctx, []byte("the password")); err != nil || info.GetVersion() != 2 {
-		t.Fatalf("backup after the erasure = %v, %v", info, err)
-	}
+	wantBackedUp(t, a, []byte("the password"), 2, "backup after the erasure")
 }
 
 // TestConcurrentChangeIsAConflict: a device whose backup changes between its restore
@@ -328,8 +330,7 @@ func TestConcurrentChangeIsAConflict(t *testing.T) {
 // to and from A's first card included.
 func TestMultiDeviceHistory(t *testing.T) {
 	t.Parallel()
-	n := startBackupNode(t, 0)
-	app := n.NewApp(t)
+	n, app := startBackupNode(t, 0)
 	ctx := context.Background()
 	a := newBackupDevice(t, n, app, "alice")
 	bob := newBackupDevice(t, n, app, "bob")
@@ -438,8 +439,7 @@ func (r *recorder) intercept(ctx context.Context, method string, req, reply any,
 // ciphertext and AEAD/KDF parameters, the auth key's hash, and (to Restore) the auth
 // key. A ciphertext damaged on its way back is the typed error, and leaves no keys.
 func TestServerNeverSeesSecrets(t *testing.T) {
-	n := startBackupNode(t, 0)
-	app := n.NewApp(t)
+	n, app := startBackupNode(t, 0)
 	ctx := context.Background()
 	var mu sync.Mutex
 	secrets := map[string][][]byte{}

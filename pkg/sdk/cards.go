@@ -379,26 +379,26 @@ func (c *Client) CardByID(ctx context.Context, id []byte) (*Card, error) {
 // the predecessor's key; an endorsement that does not verify is not an error here
 // (TrustedCards reports it as a key change), it is just not Endorsed.
 func (c *Client) CardHistory(ctx context.Context, identity string) ([]*Card, error) {
-	var out []*Card
-	token := ""
-	for {
+	out, err := allPages(func(token string) ([]*Card, string, error) {
 		resp, err := c.cards.ListCardHistory(ctx, &cardv1.ListCardHistoryRequest{Identity: identity, PageToken: token})
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
+		var page []*Card
 		for _, pc := range resp.GetCards() {
 			card, err := c.parseCard(ctx, pc)
 			if err != nil {
-				return nil, err
+				return nil, "", err
 			}
 			if card.Identity != identity {
-				return nil, fmt.Errorf("%w: the history of %s lists a card of %s", ErrUntrustedCard, identity, card.Identity)
+				return nil, "", fmt.Errorf("%w: the history of %s lists a card of %s", ErrUntrustedCard, identity, card.Identity)
 			}
-			out = append(out, card)
+			page = append(page, card)
 		}
-		if token = resp.GetNextPageToken(); token == "" {
-			break
-		}
+		return page, resp.GetNextPageToken(), nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	byID := make(map[string]*Card, len(out))
 	for _, card := range out {

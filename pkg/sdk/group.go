@@ -5,10 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
-	"time"
-
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -121,29 +117,24 @@ func (g *Group) observe(info *groupv1.Group) {
 	})
 }
 
+// groupReply is a group service reply that carries the group as the call left it.
+type groupReply interface{ GetGroup() *groupv1.Group }
+
+// observed records what reply says about the group (observe) if err, the error of the
+// call that returned it, is nil, and returns err.
+func (g *Group) observed(reply groupReply, err error) error {
+	if err == nil {
+		g.observe(reply.GetGroup())
+	}
+	return err
+}
+
 // MyGroups lists the groups the user is a member of, without their members.
 func (c *Client) MyGroups(ctx context.Context) ([]*groupv1.Group, error) {
 	return allPages(func(token string) ([]*groupv1.Group, string, error) {
 		resp, err := c.groupClient().ListMyGroups(ctx, &groupv1.ListMyGroupsRequest{PageToken: token})
 		return resp.GetGroups(), resp.GetNextPageToken(), err
 	})
-}
-
-// allPages calls page with each page token in turn, starting with none, until a page
-// names no next one, and returns the items of every page.
-func allPages[T any](page func(token string) (items []T, next string, err error)) ([]T, error) {
-	var out []T
-	token := ""
-	for {
-		items, next, err := page(token)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, items...)
-		if token = next; token == "" {
-			return out, nil
-		}
-	}
 }
 
 // Delete deletes the group. Owner only.
@@ -176,10 +167,9 @@ func (g *Group) Add(ctx context.Context, identities ...string) ([]string, error)
 		resp, err = g.c.groupClient().AddMembers(ctx, &groupv1.AddMembersRequest{GroupId: g.ID, Identities: parsed.Subjects, Statement: st})
 		return err
 	})
-	if err != nil || resp == nil {
+	if err := g.observed(resp, err); err != nil {
 		return nil, err
 	}
-	g.observe(resp.GetGroup())
 	return resp.GetAdded(), nil
 }
 
@@ -191,11 +181,7 @@ func (g *Group) Remove(ctx context.Context, identity string) error {
 		resp, err = g.c.groupClient().RemoveMember(ctx, &groupv1.RemoveMemberRequest{GroupId: g.ID, Identity: identity, Statement: st})
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	g.observe(resp.GetGroup())
-	return nil
+	return g.observed(resp, err)
 }
 
 // Ban bans identity, removing it if it is a member; it reports whether it was one.
@@ -207,10 +193,9 @@ func (g *Group) Ban(ctx context.Context, identity string) (removed bool, err err
 		resp, err = g.c.groupClient().BanMember(ctx, &groupv1.BanMemberRequest{GroupId: g.ID, Identity: identity, Statement: st})
 		return err
 	})
-	if err != nil || resp == nil {
+	if err := g.observed(resp, err); err != nil {
 		return false, err
 	}
-	g.observe(resp.GetGroup())
 	return resp.GetRemoved(), nil
 }
 
@@ -307,216 +292,24 @@ func (g *Group) TransferOwnership(ctx context.Context, newOwner string) error {
 		resp, err = g.c.groupClient().TransferOwnership(ctx, &groupv1.TransferOwnershipRequest{GroupId: g.ID, NewOwner: newOwner, Statement: st})
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	g.observe(resp.GetGroup())
-	return nil
-}
-
-// RequestJoin asks to join groupID; an admin or the owner approves or declines.
-func (c *Client) RequestJoin(ctx context.Context, groupID string) (*groupv1.JoinRequest, error) {
-	resp, err := c.groupClient().RequestJoin(ctx, &groupv1.RequestJoinRequest{GroupId: groupID})
-	if err != nil {
-		return nil, err
-	}
-	return resp.GetJoinRequest(), nil
-}
-
-// ApproveJoin accepts identity's pending join request.
-func (g *Group) ApproveJoin(ctx context.Context, identity string) error {
-	err := g.change(ctx, subjectChange(e2ee.KindApproveJoin, identity), nil, func(st *e2ee.SignedMembershipStatement) error {
-		_, err := g.c.groupClient().ApproveJoinRequest(ctx, &groupv1.ApproveJoinRequestRequest{GroupId: g.ID, Identity: identity, Statement: st})
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	g.c.groups.update(g.ID, func(s *groupState) { s.rotationRequired = true })
-	return nil
-}
-
-// DeclineJoin refuses identity's pending join request.
-func (g *Group) DeclineJoin(ctx context.Context, identity string) error {
-	_, err := g.c.groupClient().DeclineJoinRequest(ctx, &groupv1.DeclineJoinRequestRequest{GroupId: g.ID, Identity: identity})
-	return err
-}
-
-// JoinRequests lists the pending join requests, oldest first.
-func (g *Group) JoinRequests(ctx context.Context) ([]*groupv1.JoinRequest, error) {
-	return allPages(func(token string) ([]*groupv1.JoinRequest, string, error) {
-		resp, err := g.c.groupClient().ListJoinRequests(ctx, &groupv1.ListJoinRequestsRequest{GroupId: g.ID, PageToken: token})
-		return resp.GetJoinRequests(), resp.GetNextPageToken(), err
-	})
-}
-
-// Invite invites identity; it joins when it accepts. ttl 0 means the service's
-// default, 7 days.
-func (g *Group) Invite(ctx context.Context, identity string, ttl time.Duration) (*groupv1.Invitation, error) {
-	if ttl <= 0 {
-		ttl = defaultInvitationTTL
-	}
-	var resp *groupv1.InviteMemberResponse
-	err := g.change(ctx, subjectChange(e2ee.KindInvite, identity), func(_ *e2ee.Membership, ch *e2ee.MembershipChange) (bool, error) {
-		ch.ExpiresAt = g.c.cfg.Now().Add(ttl)
-		return false, nil
-	}, func(st *e2ee.SignedMembershipStatement) (err error) {
-		resp, err = g.c.groupClient().InviteMember(ctx, &groupv1.InviteMemberRequest{GroupId: g.ID, Identity: identity, Ttl: durationpb.New(ttl), Statement: st})
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return resp.GetInvitation(), nil
-}
-
-// AcceptInvitation accepts the user's pending invitation to groupID and returns the
-// group's handle.
-//
-// Before it accepts, it verifies the group's membership chain (an invitee may read it):
-// the invitation it accepts is the pending one that chain holds, signed by an admin or
-// the owner, and the members it joins are those the chain yields.
-func (c *Client) AcceptInvitation(ctx context.Context, groupID string) (*Group, error) {
-	me, err := c.Identity(ctx)
-	if err != nil {
-		return nil, err
-	}
-	g := c.Group(groupID)
-	err = g.change(ctx, e2ee.MembershipChange{Kind: e2ee.KindAcceptInvitation}, func(m *e2ee.Membership, ch *e2ee.MembershipChange) (bool, error) {
-		hash, _, ok := m.Invitation(me)
-		if !ok {
-			return false, fmt.Errorf("%w: the verified membership chain of %s holds no pending invitation of %s", e2ee.ErrNotMember, groupID, me)
-		}
-		ch.InvitationHash = hash
-		return false, nil
-	}, func(st *e2ee.SignedMembershipStatement) error {
-		_, err := c.groupClient().AcceptInvitation(ctx, &groupv1.AcceptInvitationRequest{GroupId: groupID, Statement: st})
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	c.groups.update(groupID, func(s *groupState) { s.rotationRequired = true })
-	return g, nil
-}
-
-// DeclineInvitation declines the user's pending invitation to groupID.
-func (c *Client) DeclineInvitation(ctx context.Context, groupID string) error {
-	_, err := c.groupClient().DeclineInvitation(ctx, &groupv1.DeclineInvitationRequest{GroupId: groupID})
-	return err
-}
-
-// Invitations lists the user's pending invitations, newest first.
-func (c *Client) Invitations(ctx context.Context) ([]*groupv1.Invitation, error) {
-	return allPages(func(token string) ([]*groupv1.Invitation, string, error) {
-		resp, err := c.groupClient().ListMyInvitations(ctx, &groupv1.ListMyInvitationsRequest{PageToken: token})
-		return resp.GetInvitations(), resp.GetNextPageToken(), err
-	})
+	return g.observed(resp, err)
 }
 
 // SetEncryptionMode sets whether the group's messages must, may or may not be
 // encrypted. Switching encryption on makes the next encrypted message commit a new
 // epoch. Owner only.
 func (g *Group) SetEncryptionMode(ctx context.Context, mode groupv1.EncryptionMode) error {
-	resp, err := g.c.groupClient().SetEncryptionMode(ctx, &groupv1.SetEncryptionModeRequest{GroupId: g.ID, EncryptionMode: mode})
-	if err != nil {
-		return err
-	}
-	g.observe(resp.GetGroup())
-	return nil
+	return g.observed(g.c.groupClient().SetEncryptionMode(ctx, &groupv1.SetEncryptionModeRequest{GroupId: g.ID, EncryptionMode: mode}))
 }
 
 // SetRotationPolicy sets when the group's key must rotate besides membership and card
 // changes. Owner only.
 func (g *Group) SetRotationPolicy(ctx context.Context, policy *groupv1.RotationPolicy) error {
-	resp, err := g.c.groupClient().SetRotationPolicy(ctx, &groupv1.SetRotationPolicyRequest{GroupId: g.ID, RotationPolicy: policy})
-	if err != nil {
-		return err
-	}
-	g.observe(resp.GetGroup())
-	return nil
+	return g.observed(g.c.groupClient().SetRotationPolicy(ctx, &groupv1.SetRotationPolicyRequest{GroupId: g.ID, RotationPolicy: policy}))
 }
 
 // SetHistoryVisibility sets which epoch keys, and so which history, members can read.
 // Owner only.
 func (g *Group) SetHistoryVisibility(ctx context.Context, v groupv1.HistoryVisibility) error {
-	resp, err := g.c.groupClient().SetHistoryVisibility(ctx, &groupv1.SetHistoryVisibilityRequest{GroupId: g.ID, HistoryVisibility: v})
-	if err != nil {
-		return err
-	}
-	g.observe(resp.GetGroup())
-	return nil
-}
-
-// groupStates is what a Client knows about its groups: the epoch keys it opened, the
-// commit hashes that chain the epochs, and the verified membership chain. Its zero
-// value is ready to use.
-type groupStates struct {
-	mu     sync.Mutex
-	groups map[string]*groupState
-}
-
-type groupState struct {
-	// chain is the verified membership chain (group_chain.go).
-	chain *chainState
-	// keys and commitHashes by epoch, of the commits this client verified or made;
-	// vouched[e] is the hash of epoch e's commit as the verified commit of epoch e+1
-	// names it.
-	keys         map[uint64][]byte
-	commitHashes map[uint64][]byte
-	vouched      map[uint64][]byte
-	// current is the latest epoch this client knows of; rotationRequired whether the
-	// server said it must be replaced.
-	current          uint64
-	rotationRequired bool
-	mode             groupv1.EncryptionMode
-	// heads holds, by epoch, the membership head the epoch's verified commit names.
-	heads map[uint64]e2ee.MembershipHead
-}
-
-// update runs f on groupID's state under the lock.
-func (gs *groupStates) update(groupID string, f func(*groupState)) {
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	if gs.groups == nil {
-		gs.groups = map[string]*groupState{}
-	}
-	s, ok := gs.groups[groupID]
-	if !ok {
-		s = &groupState{keys: map[uint64][]byte{}, commitHashes: map[uint64][]byte{}, vouched: map[uint64][]byte{}, heads: map[uint64]e2ee.MembershipHead{}}
-		gs.groups[groupID] = s
-	}
-	f(s)
-}
-
-// accept records a verified commit: its hash, its membership head, and the
-// predecessor it vouches for.
-func (s *groupState) accept(c *e2ee.EpochCommit) {
-	s.commitHashes[c.Epoch] = c.Hash
-	s.heads[c.Epoch] = c.Membership
-	if c.Epoch > 1 {
-		s.vouched[c.Epoch-1] = c.PreviousCommitHash
-	}
-}
-
-// forget drops the keys of a group the user left or deleted.
-func (gs *groupStates) forget(groupID string) {
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	delete(gs.groups, groupID)
-}
-
-// head returns the membership head of a verified commit of groupID's epoch.
-func (gs *groupStates) head(groupID string, epoch uint64) (e2ee.MembershipHead, bool) {
-	var h e2ee.MembershipHead
-	var ok bool
-	gs.update(groupID, func(s *groupState) { h, ok = s.heads[epoch] })
-	return h, ok
-}
-
-// key returns the client's key of an epoch, or nil.
-func (gs *groupStates) key(groupID string, epoch uint64) []byte {
-	var k []byte
-	gs.update(groupID, func(s *groupState) { k = s.keys[epoch] })
-	return k
+	return g.observed(g.c.groupClient().SetHistoryVisibility(ctx, &groupv1.SetHistoryVisibilityRequest{GroupId: g.ID, HistoryVisibility: v}))
 }

@@ -48,12 +48,11 @@ import (
 const benchGroupMembers = 1000
 
 func benchNode(b *testing.B) (*nodetest.Node, *nodetest.App) {
-	n := nodetest.Start(b, func(cfg *node.Config) {
+	return startNode(b, func(cfg *node.Config) {
 		cfg.Card.SearchRate, cfg.Card.SearchBurst = 1e6, 1e6
 		cfg.Messaging.SendRate, cfg.Messaging.SendBurst = 1e6, 1e6
 		cfg.Group.CallRate, cfg.Group.CallBurst = 1e6, 1e6
 	})
-	return n, n.NewApp(b)
 }
 
 func BenchmarkGroupRotation(b *testing.B) {

@@ -463,14 +463,13 @@ func (g *Group) ShareHistory(ctx context.Context, recipient string) (int, error)
 	if !ok {
 		return 0, fmt.Errorf("%w: %s", ErrNoCard, recipient)
 	}
-	var shares []*groupv1.EpochShare
 	signers := signerCards{}
-	token := ""
-	for {
+	shares, err := allPages(func(token string) ([]*groupv1.EpochShare, string, error) {
 		resp, err := g.c.groupClient().GetEpochKeys(ctx, &groupv1.GetEpochKeysRequest{GroupId: g.ID, PageToken: token})
 		if err != nil {
-			return 0, err
+			return nil, "", err
 		}
+		var page []*groupv1.EpochShare
 		keys := resp.GetKeys()
 		for i := len(keys) - 1; i >= 0; i-- {
 			ek := keys[i]
@@ -480,19 +479,20 @@ func (g *Group) ShareHistory(ctx context.Context, recipient string) (int, error)
 			key := g.c.groups.key(g.ID, ek.GetEpoch())
 			if key == nil {
 				if err := g.acceptEpochKey(ctx, ek, signers); err != nil {
-					return 0, fmt.Errorf("epoch %d: %w", ek.GetEpoch(), err)
+					return nil, "", fmt.Errorf("epoch %d: %w", ek.GetEpoch(), err)
 				}
 				key = g.c.groups.key(g.ID, ek.GetEpoch())
 			}
 			w, err := e2ee.WrapEpochKey(g.ID, ek.GetEpoch(), key, card.Card)
 			if err != nil {
-				return 0, err
+				return nil, "", err
 			}
-			shares = append(shares, &groupv1.EpochShare{Epoch: ek.GetEpoch(), Recipient: recipient, WrappedKey: w})
+			page = append(page, &groupv1.EpochShare{Epoch: ek.GetEpoch(), Recipient: recipient, WrappedKey: w})
 		}
-		if token = resp.GetNextPageToken(); token == "" {
-			break
-		}
+		return page, resp.GetNextPageToken(), nil
+	})
+	if err != nil {
+		return 0, err
 	}
 	for i := 0; i < len(shares); i += commitChunk {
 		if _, err := g.c.groupClient().ShareEpochKeys(ctx, &groupv1.ShareEpochKeysRequest{GroupId: g.ID, Shares: shares[i:min(i+commitChunk, len(shares))]}); err != nil {

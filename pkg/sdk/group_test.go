@@ -34,8 +34,7 @@ type groupWorld struct {
 // setup quick (Argon2id is not what these tests are about).
 func newGroupWorld(t *testing.T, names ...string) *groupWorld {
 	t.Helper()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	w := &groupWorld{n: n, app: app, group: app.Group(t, "the-group"), users: map[string]*device{}}
 	for i, name := range names {
 		suite := e2ee.SuiteX25519
@@ -71,12 +70,13 @@ func mustSend(t *testing.T, g *sdk.Group, text string) {
 	}
 }
 
-// newQuickDevice is newDevice with an unencrypted keystore.
-func newQuickDevice(t testing.TB, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite) *device {
+// newQuickDevice is newDevice with an unencrypted keystore, in a folder of its own,
+// dialling with opts.
+func newQuickDevice(t testing.TB, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite, opts ...grpc.DialOption) *device {
 	t.Helper()
 	id := app.User(t, uid)
 	path := filepath.Join(t.TempDir(), "keystore")
-	c, err := sdk.New(context.Background(), sdk.Config{Addr: n.GRPC, Token: app.TokenFunc(id), KeystorePath: path, NoPassphrase: true, Suite: suite})
+	c, err := sdk.New(context.Background(), sdk.Config{Addr: n.GRPC, Token: app.TokenFunc(id), KeystorePath: path, NoPassphrase: true, Suite: suite, DialOptions: opts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,8 +123,9 @@ func wantReads(t *testing.T, who string, d *device, group string, want ...string
 	}
 }
 
-// epochOf returns the epoch of the group's latest message as its sender signed it.
-func epochOf(t *testing.T, d *device, group string) uint64 {
+// wantEpoch checks that the group's latest message, as its sender signed it and d reads
+// it in the history, is at epoch want; what names the message in the failure.
+func wantEpoch(t *testing.T, d *device, group string, want uint64, what string) {
 	t.Helper()
 	page, err := d.History(context.Background(), &messagingv1.HistoryRequest{ConversationId: group, PageSize: 1})
 	if err != nil || len(page.GetMessages()) == 0 {
@@ -134,7 +135,9 @@ func epochOf(t *testing.T, d *device, group string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.Epoch
+	if info.Epoch != want {
+		t.Fatalf("%s is at epoch %d; want %d", what, info.Epoch, want)
+	}
 }
 
 func TestGroupJoinWithApproval(t *testing.T) {
@@ -151,9 +154,7 @@ func TestGroupJoinWithApproval(t *testing.T) {
 	}
 	// The first send commits epoch 1.
 	mustSend(t, g, "before bob")
-	if e := epochOf(t, alice, w.group); e != 1 {
-		t.Fatalf("first message at epoch %d; want 1", e)
-	}
+	wantEpoch(t, alice, w.group, 1, "first message")
 
 	req, err := bob.RequestJoin(ctx, w.group)
 	if err != nil || req.GetIdentity() != bob.identity {
@@ -176,9 +177,7 @@ func TestGroupJoinWithApproval(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustSend(t, bg, "hello, I'm bob")
-	if e := epochOf(t, bob, w.group); e != 2 {
-		t.Fatalf("bob's message at epoch %d; want 2", e)
-	}
+	wantEpoch(t, bob, w.group, 2, "bob's message")
 	mustSend(t, g, "welcome bob")
 	wantReads(t, "alice", alice, w.group, "before bob", "hello, I'm bob", "welcome bob")
 	// History is SINCE_JOIN: bob sees nothing from before he joined.
@@ -273,9 +272,7 @@ func TestGroupKickEnforcesRotation(t *testing.T) {
 	// The next message cannot go out at epoch 1: the SDK rotates to epoch 2, whose key
 	// carol never gets.
 	mustSend(t, g, "carol is gone")
-	if e := epochOf(t, alice, w.group); e != 2 {
-		t.Fatalf("the message after the kick is at epoch %d; want 2", e)
-	}
+	wantEpoch(t, alice, w.group, 2, "the message after the kick")
 	wantReads(t, "bob", bob, w.group, "all three", "carol is gone")
 
 	// Carol can read neither the conversation nor, given the bytes, the message.
@@ -303,9 +300,7 @@ func TestGroupKickEnforcesRotation(t *testing.T) {
 		t.Errorf("a banned identity asks to join: %v; want PermissionDenied", err)
 	}
 	mustSend(t, g, "alone")
-	if e := epochOf(t, alice, w.group); e != 3 {
-		t.Errorf("the message after the ban is at epoch %d; want 3", e)
-	}
+	wantEpoch(t, alice, w.group, 3, "the message after the ban")
 	if err := g.Unban(ctx, bob.identity); err != nil {
 		t.Fatal(err)
 	}
@@ -339,9 +334,7 @@ func TestGroupEncryptionSwitchedOn(t *testing.T) {
 		t.Errorf("plaintext in a REQUIRED group: %v; want FailedPrecondition", err)
 	}
 	mustSend(t, bob.Group(w.group), "now encrypted")
-	if e := epochOf(t, bob, w.group); e != 1 {
-		t.Errorf("the first encrypted message is at epoch %d; want 1", e)
-	}
+	wantEpoch(t, bob, w.group, 1, "the first encrypted message")
 	wantReads(t, "alice", alice, w.group, "in the clear", "now encrypted")
 }
 
@@ -368,9 +361,7 @@ func TestGroupOwnerLeaves(t *testing.T) {
 		t.Fatalf("after the owner left: %v, %v", info, err)
 	}
 	mustSend(t, cg, "carol runs the group")
-	if e := epochOf(t, carol, w.group); e != 2 {
-		t.Errorf("the message after the owner left is at epoch %d; want 2", e)
-	}
+	wantEpoch(t, carol, w.group, 2, "the message after the owner left")
 	// The new owner can do what only an owner may.
 	if err := cg.SetHistoryVisibility(ctx, groupv1.HistoryVisibility_HISTORY_VISIBILITY_SHARED); err != nil {
 		t.Errorf("the new owner sets the history visibility: %v", err)
@@ -465,9 +456,7 @@ func TestGroupRotationEvent(t *testing.T) {
 		t.Fatal("no ROTATION_REQUIRED event after a member's card rotation")
 	}
 	mustSend(t, g, "two")
-	if e := epochOf(t, alice, w.group); e != 2 {
-		t.Errorf("the message after bob's card rotation is at epoch %d; want 2", e)
-	}
+	wantEpoch(t, alice, w.group, 2, "the message after bob's card rotation")
 	wantReads(t, "bob", bob, w.group, "one", "two")
 }
 
@@ -513,9 +502,7 @@ func TestGroupEpochConflict(t *testing.T) {
 	if len(got) != 1 || got[0] != codes.Aborted {
 		t.Fatalf("bob's commits ended with %v; want one, ABORTED by carol's", got)
 	}
-	if e := epochOf(t, bob, w.group); e != 2 {
-		t.Errorf("bob's message is at epoch %d; want carol's epoch 2", e)
-	}
+	wantEpoch(t, bob, w.group, 2, "bob's message, resent at carol's epoch,")
 	wantReads(t, "dave", dave, w.group, "bob after the race")
 }
 
@@ -523,14 +510,7 @@ func TestGroupEpochConflict(t *testing.T) {
 // interceptor.
 func newInterceptedDevice(t *testing.T, w *groupWorld, uid string, interceptor grpc.UnaryClientInterceptor) *device {
 	t.Helper()
-	id := w.app.User(t, uid)
-	c, err := sdk.New(context.Background(), sdk.Config{Addr: w.n.GRPC, Token: w.app.TokenFunc(id), KeystorePath: filepath.Join(t.TempDir(), "keystore"),
-		NoPassphrase: true, Suite: e2ee.SuiteHybrid, DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(interceptor)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	d := &device{Client: c, identity: id}
+	d := newQuickDevice(t, w.n, w.app, uid, e2ee.SuiteHybrid, grpc.WithChainUnaryInterceptor(interceptor))
 	mustRegister(t, d)
 	return d
 }

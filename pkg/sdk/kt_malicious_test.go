@@ -365,8 +365,7 @@ func copyDevice(t *testing.T, d *ktDevice) string {
 // encrypted.
 func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	bob, bobCard := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	carol, _ := registeredDevice(t, n, app, "carol", e2ee.SuiteX25519)
@@ -495,21 +494,7 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 			}
 			tp.set(tc.tamper())
 			defer tp.set(nil)
-			env, err := alice.Encrypt(ctx, []byte("for bob only"), bob.identity)
-			for _, want := range tc.want {
-				if !errors.Is(err, want) {
-					t.Errorf("Encrypt: %v; want %v", err, want)
-				}
-			}
-			if env != nil {
-				t.Error("an envelope was made")
-			}
-			if found, err := alice.FindCards(ctx, bob.identity); !errors.Is(err, tc.want[0]) || found != nil {
-				t.Errorf("FindCards = %v, %v; want %v", found, err, tc.want[0])
-			}
-			if ct, _ := alice.Contact(ctx, bob.identity); ct != nil {
-				t.Errorf("bob was pinned from an unproved lookup: %+v", ct)
-			}
+			wantRefused(t, alice.device, bob.identity, tc.want...)
 		})
 	}
 	// The real card, proved, is bob's.
@@ -531,8 +516,7 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 // kept one stays.
 func TestKeyTransparencyCatchesARewrittenLog(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	bob, bobCard := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	var tp tamperer
@@ -620,8 +604,7 @@ func TestKeyTransparencyCatchesARewrittenLog(t *testing.T) {
 // on first use refuses a server that swaps it, even one that names the new key.
 func TestKeyTransparencyLogKeys(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	real := logKey(t, n)
@@ -681,8 +664,7 @@ func TestKeyTransparencyLogKeys(t *testing.T) {
 // revoked by a thief of his token: an alert too; revoked by this device: none.
 func TestMonitorDetectsACardItsDeviceDidNotPublish(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	bob := newKTDevice(t, n, app, "bob", "", nil, nil)
 	first, err := bob.Register(ctx)
@@ -776,8 +758,7 @@ func TestMonitorDetectsACardItsDeviceDidNotPublish(t *testing.T) {
 // revocation of a card he never had (a card shown for him and withdrawn).
 func TestMonitorDetectsWhatTheMapHides(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	short := func(c *sdk.Config) { c.KeyTransparencyWait = 500 * time.Millisecond }
 	bob := newKTDevice(t, n, app, "bob", "", nil, nil)
@@ -851,8 +832,7 @@ func TestMonitorDetectsWhatTheMapHides(t *testing.T) {
 // (ErrUnprovedCard). A real old card of bob's, proved by its entry, is accepted.
 func TestKeyTransparencyRefusesASignerCardTheLogDoesNotShow(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	bob, first := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	ks, err := keystore.Open(bob.keystore, []byte("passphrase of bob"))

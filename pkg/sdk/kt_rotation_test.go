@@ -25,8 +25,7 @@ import (
 // signed by the new key is still refused (ErrLogInconsistent).
 func TestLookupsAcrossALogKeyRotation(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	admin := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+nodetest.Admin)
 	cards := cardv1.NewCardServiceClient(n.Conn())

@@ -64,8 +64,7 @@ func ktState(t testing.TB, d *device) map[string]any {
 // of absence too.
 func TestLookupsAreProvedAndTheCheckpointKept(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	bob, bobCard := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	carol, _ := registeredDevice(t, n, app, "carol", e2ee.SuiteX25519)
@@ -150,8 +149,7 @@ func TestLookupWaitsForTheCheckpointOfANewCard(t *testing.T) {
 	ctx := context.Background()
 	t.Run("the next checkpoint holds it", func(t *testing.T) {
 		t.Parallel()
-		n := nodetest.Start(t)
-		app := n.NewApp(t)
+		n, app := startNode(t)
 		alice, _ := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 		if _, err := alice.LookupCards(ctx, alice.identity); err != nil { // a checkpoint kept
 			t.Fatal(err)
@@ -172,8 +170,7 @@ func TestLookupWaitsForTheCheckpointOfANewCard(t *testing.T) {
 	})
 	t.Run("no checkpoint in time", func(t *testing.T) {
 		t.Parallel()
-		n := nodetest.Start(t, func(c *node.Config) { c.Card.CheckpointInterval = time.Hour })
-		app := n.NewApp(t)
+		n, app := startNode(t, func(c *node.Config) { c.Card.CheckpointInterval = time.Hour })
 		alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
 		card, err := alice.Register(ctx)
 		if err != nil {

@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/umbra-e2ee/umbra/internal/ktlog"
-	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/internal/witness"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
@@ -26,8 +25,7 @@ import (
 func TestLookupsRequireTheWitnesses(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 
 	log, err := ktlog.Dial(ktlog.Config{Addr: n.GRPC})

@@ -2,11 +2,7 @@ package sdk
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"strings"
 	"time"
 
@@ -19,6 +15,14 @@ import (
 // verified, and what its own monitoring last saw of the user's identity.
 
 const ktStateVersion = 1
+
+// ktStateFile is the key transparency state's kind of state file.
+var ktStateFile = stateFile{
+	what:    "the key transparency state",
+	file:    "the key transparency state file",
+	holds:   "it holds the log key and the checkpoint this device trusts; restore it, or remove it to trust the log's key and checkpoint on first use again",
+	version: ktStateVersion,
+}
 
 type ktState struct {
 	Version int    `json:"version"`
@@ -91,19 +95,8 @@ func (c *Client) ktPath() string {
 // readKT reads the state file; a missing file is an empty state.
 func (c *Client) readKT() (*ktState, error) {
 	s := &ktState{Version: ktStateVersion}
-	path := c.ktPath()
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return s, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sdk: read the key transparency state: %w", err)
-	}
-	if err := json.Unmarshal(b, s); err != nil {
-		return nil, fmt.Errorf("sdk: the key transparency state file %s is damaged (%v): it holds the log key and the checkpoint this device trusts; restore it, or remove it to trust the log's key and checkpoint on first use again", path, err)
-	}
-	if s.Version != ktStateVersion {
-		return nil, fmt.Errorf("sdk: the key transparency state file %s has version %d; this SDK reads version %d", path, s.Version, ktStateVersion)
+	if err := ktStateFile.read(c.ktPath(), s, &s.Version); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -121,9 +114,5 @@ func (c *Client) updateKT(fn func(*ktState) (bool, error)) error {
 	if err != nil || !write {
 		return err
 	}
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeStateFile(c.ktPath(), "the key transparency state", b)
+	return ktStateFile.write(c.ktPath(), s)
 }

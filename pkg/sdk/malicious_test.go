@@ -127,6 +127,29 @@ func serveAsActive(identity string, card *cardv1.Card) func(string, any, any, er
 	}
 }
 
+// wantRefused checks that d refuses identity's card and keeps nothing of it: Encrypt to
+// identity fails with an error that matches each of want and makes no envelope,
+// FindCards fails with want[0] and finds nothing, and identity is not pinned.
+func wantRefused(t *testing.T, d *device, identity string, want ...error) {
+	t.Helper()
+	ctx := context.Background()
+	env, err := d.Encrypt(ctx, []byte("for "+identity+" only"), identity)
+	for _, w := range want {
+		if !errors.Is(err, w) {
+			t.Errorf("Encrypt: %v; want %v", err, w)
+		}
+	}
+	if env != nil {
+		t.Error("an envelope was made")
+	}
+	if found, err := d.FindCards(ctx, identity); !errors.Is(err, want[0]) || found != nil {
+		t.Errorf("FindCards = %v, %v; want %v", found, err, want[0])
+	}
+	if ct, _ := d.Contact(ctx, identity); ct != nil {
+		t.Errorf("%s was pinned from a refused lookup: %+v", identity, ct)
+	}
+}
+
 // TestMaliciousServerSubstitutesACard: the operator serves, for bob, a card whose keys
 // it holds, counter-signed with the real service key; alice pinned bob's real chain
 // (his first card and an endorsed rotation). Whatever the forged card claims to be, it
@@ -137,8 +160,7 @@ func serveAsActive(identity string, card *cardv1.Card) func(string, any, any, er
 // (kt_malicious_test.go) but alice's lookups would prove it.
 func TestMaliciousServerSubstitutesACard(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	var tp tamperer
 	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "", tp.option(), withoutKT)
@@ -200,12 +222,8 @@ func TestMaliciousServerSubstitutesACard(t *testing.T) {
 			forged, forgedKeys, parsed := tc.card()
 			tp.set(serveAsActive(bob.identity, forged))
 			defer tp.set(nil)
-			env, err := alice.Encrypt(ctx, []byte("for bob only"), bob.identity)
-			kc := wantKeyChange(t, err, bob.identity, tc.reason, head.ID, parsed.ID)
-			if env != nil {
-				t.Error("an envelope was made for the forged card")
-			}
-			if tc.kind != nil && !errors.Is(err, tc.kind) {
+			kc := wantEncryptKeyChange(t, alice.Client, bob.identity, tc.reason, head.ID, parsed.ID)
+			if tc.kind != nil && !errors.Is(kc, tc.kind) {
 				t.Errorf("the key change wraps %v; want also %v", kc.Err, tc.kind)
 			}
 			// A message "from bob" that the operator signs with the forged card.
@@ -233,8 +251,7 @@ func TestMaliciousServerSubstitutesACard(t *testing.T) {
 			}
 		}))
 		defer tp.set(nil)
-		_, err = alice.Encrypt(ctx, []byte("to the old key"), bob.identity)
-		wantKeyChange(t, err, bob.identity, sdk.ReasonRollback, head.ID, first.ID)
+		wantEncryptKeyChange(t, alice.Client, bob.identity, sdk.ReasonRollback, head.ID, first.ID)
 	})
 	// Without the tampering, bob's real card is the pinned one: nothing to accept.
 	if _, err := alice.Encrypt(ctx, []byte("bob, really"), bob.identity); err != nil {
@@ -252,8 +269,7 @@ func TestMaliciousServerSubstitutesACard(t *testing.T) {
 // one trusting on first use would have been fooled.
 func TestMaliciousServerSwapsItsServiceKey(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	var tp tamperer
 	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "", tp.option())
@@ -296,12 +312,7 @@ func TestMaliciousServerSwapsItsServiceKey(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tp.set(tc.fn)
 			defer tp.set(nil)
-			if _, err := alice.FindCards(ctx, bob.identity); !errors.Is(err, tc.want) {
-				t.Errorf("FindCards: %v; want %v", err, tc.want)
-			}
-			if _, err := alice.Encrypt(ctx, []byte("x"), bob.identity); !errors.Is(err, tc.want) {
-				t.Errorf("Encrypt: %v; want %v", err, tc.want)
-			}
+			wantRefused(t, alice, bob.identity, tc.want)
 		})
 	}
 
@@ -353,9 +364,7 @@ func TestGroupRotationRefusesAChangedMember(t *testing.T) {
 	// once, the same way.
 	err = g.Rotate(ctx)
 	wantKeyChange(t, err, bob.identity, sdk.ReasonReset, old[bob.identity].ID, reset.ID)
-	if e := epochOf(t, alice, w.group); e != 1 {
-		t.Fatalf("the group is at epoch %d after the refused rotation; want 1", e)
-	}
+	wantEpoch(t, alice, w.group, 1, "the latest message, after the refused rotation,")
 	if _, err := alice.AcceptKeyChange(ctx, bob.identity); err != nil {
 		t.Fatal(err)
 	}

@@ -4,11 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 )
@@ -30,6 +26,14 @@ const (
 	pinWarned   = "warned"    // a key change taken under KeyChangeWarn
 	pinConfig   = "config"    // a service key from Config.ServiceKeys
 )
+
+// pinStateFile is the pin file's kind of state file.
+var pinStateFile = stateFile{
+	what:    "the pin file",
+	file:    "the pin file",
+	holds:   "it holds which keys this device trusts; restore it, or remove it to trust on first use again",
+	version: pinFileVersion,
+}
 
 type pinFile struct {
 	Version     int                    `json:"version"`
@@ -96,31 +100,11 @@ func (f *pinFile) serviceKey(id string) *pinnedServiceKey {
 	return nil
 }
 
-func (f *pinFile) clone() *pinFile {
-	b, _ := json.Marshal(f)
-	out := &pinFile{}
-	json.Unmarshal(b, out)
-	if out.Contacts == nil {
-		out.Contacts = map[string]*contactPin{}
-	}
-	return out
-}
-
 // readPinFile reads the pin file at path; a missing file is an empty one.
 func readPinFile(path string) (*pinFile, error) {
 	f := &pinFile{Version: pinFileVersion, Contacts: map[string]*contactPin{}}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return f, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sdk: read the pin file: %w", err)
-	}
-	if err := json.Unmarshal(b, f); err != nil {
-		return nil, fmt.Errorf("sdk: the pin file %s is damaged (%v): it holds which keys this device trusts; restore it, or remove it to trust on first use again", path, err)
-	}
-	if f.Version != pinFileVersion {
-		return nil, fmt.Errorf("sdk: the pin file %s has version %d; this SDK reads version %d", path, f.Version, pinFileVersion)
+	if err := pinStateFile.read(path, f, &f.Version); err != nil {
+		return nil, err
 	}
 	if f.Contacts == nil {
 		f.Contacts = map[string]*contactPin{}
@@ -131,45 +115,6 @@ func readPinFile(path string) (*pinFile, error) {
 		}
 	}
 	return f, nil
-}
-
-// writePinFile replaces the pin file at path with f (writeStateFile).
-func writePinFile(path string, f *pinFile) error {
-	b, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeStateFile(path, "the pin file", b)
-}
-
-// writeStateFile replaces the file at path with b, mode 0600: written beside it,
-// synced, then renamed over it, so a crash leaves the old file or the new one.
-func writeStateFile(path, what string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("sdk: write %s: %w", what, err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("sdk: write %s: %w", what, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(append(b, '\n'))
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("sdk: write %s: %w", what, err)
-	}
-	return nil
 }
 
 // pinsPath is where the client keeps its pins.
@@ -212,13 +157,6 @@ func addConfiguredServiceKeys(f *pinFile, keys []ServiceKeyPin, now time.Time) e
 	return nil
 }
 
-// readPins returns a copy of the pins as this client knows them.
-func (c *Client) readPins() *pinFile {
-	c.pinMu.Lock()
-	defer c.pinMu.Unlock()
-	return c.pins.clone()
-}
-
 // contactPin returns a copy of identity's pin, or nil.
 func (c *Client) contactPin(identity string) *contactPin {
 	c.pinMu.Lock()
@@ -251,7 +189,7 @@ func (c *Client) updatePins(fn func(*pinFile) error) error {
 	if err := fn(f); err != nil {
 		return err
 	}
-	if err := writePinFile(c.pinsPath(), f); err != nil {
+	if err := pinStateFile.write(c.pinsPath(), f); err != nil {
 		return err
 	}
 	c.pins = f

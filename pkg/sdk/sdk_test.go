@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/umbra-e2ee/umbra/internal/node"
 	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/keystore"
@@ -26,6 +27,14 @@ type device struct {
 	*sdk.Client
 	identity string
 	keystore string
+}
+
+// startNode starts a node for a test, configured by configure (if any), and makes an
+// app on it: where the devices of a test are made.
+func startNode(t testing.TB, configure ...func(*node.Config)) (*nodetest.Node, *nodetest.App) {
+	t.Helper()
+	n := nodetest.Start(t, configure...)
+	return n, n.NewApp(t)
 }
 
 // mustRegister registers each client (publishes its first card), failing t on an
@@ -94,8 +103,7 @@ func registeredDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid str
 
 func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	alice := newDevice(t, n, app, "alice", e2ee.SuiteHybrid, "")
 	bob := newDevice(t, n, app, "bob", e2ee.SuiteX25519, "")
@@ -146,8 +154,7 @@ func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
 
 func TestRotationKeepsHistoryReadable(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	alice, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
@@ -216,8 +223,7 @@ func wantForgeryRefused(t *testing.T, reader *device, sender string, key *e2ee.K
 
 func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	alice, _ := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	if _, err := alice.Register(ctx); !errors.Is(err, sdk.ErrAlreadyRegistered) {
@@ -289,8 +295,7 @@ func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
 // sign as her. Bob sees the new card as a reset.
 func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	lost, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
@@ -364,8 +369,7 @@ func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 // from the TokenFunc, and the call succeeds.
 func TestTokenRefreshedWhenRefused(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	id := app.User(t, "alice")
 	var calls atomic.Int32
 	c, err := sdk.New(context.Background(), sdk.Config{
@@ -412,8 +416,7 @@ func TestNewRequiresAPassphraseDecision(t *testing.T) {
 // widened by DefaultClockSkew (5 minutes) on each side, and not a second more.
 func TestCardLifetimeClockSkew(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	alice, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	bob, bobCard := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)

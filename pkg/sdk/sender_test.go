@@ -3,7 +3,6 @@ package sdk_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
+	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
@@ -64,19 +63,11 @@ func opaqueTo(peer string, card *sdk.Card, i int) *messagingv1.SendRequest {
 // message gets its error and the others go on.
 func TestSender(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
-	alice, bob := app.User(t, "alice"), app.User(t, "bob")
+	bob := app.User(t, "bob")
 	drop := &dropAfter{n: 40}
-	c, err := sdk.New(ctx, sdk.Config{
-		Addr: n.GRPC, Token: app.TokenFunc(alice), KeystorePath: filepath.Join(t.TempDir(), "keystore"), NoPassphrase: true,
-		DialOptions: []grpc.DialOption{grpc.WithChainStreamInterceptor(drop.intercept)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newQuickDevice(t, n, app, "alice", e2ee.DefaultSuite, grpc.WithChainStreamInterceptor(drop.intercept))
 	card, err := c.Register(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -146,15 +137,8 @@ func TestSender(t *testing.T) {
 // TestSenderRefusesBadWindow: the window is 1 to MaxSenderWindow.
 func TestSenderRefusesBadWindow(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
-	c, err := sdk.New(context.Background(), sdk.Config{
-		Addr: n.GRPC, Token: app.TokenFunc(app.User(t, "alice")), KeystorePath: filepath.Join(t.TempDir(), "keystore"), NoPassphrase: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	n, app := startNode(t)
+	c := newQuickDevice(t, n, app, "alice", e2ee.DefaultSuite)
 	for _, w := range []int{-1, sdk.MaxSenderWindow + 1} {
 		if _, err := c.NewSender(context.Background(), w); err == nil {
 			t.Errorf("window %d accepted", w)
@@ -169,12 +153,8 @@ func TestSenderRefusesBadWindow(t *testing.T) {
 func BenchmarkSender(b *testing.B) {
 	n, app := benchNode(b)
 	ctx := context.Background()
-	alice, bob := app.User(b, "alice"), app.User(b, "bob")
-	c, err := sdk.New(ctx, sdk.Config{Addr: n.GRPC, Token: app.TokenFunc(alice), KeystorePath: filepath.Join(b.TempDir(), "keystore"), NoPassphrase: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	bob := app.User(b, "bob")
+	c := newQuickDevice(b, n, app, "alice", e2ee.DefaultSuite)
 	card, err := c.Register(ctx)
 	if err != nil {
 		b.Fatal(err)

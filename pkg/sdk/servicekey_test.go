@@ -34,8 +34,7 @@ func rotateServiceKey(t *testing.T, n *nodetest.Node) *cardv1.RotateServiceKeyRe
 // every client verifies new cards with the new key.
 func TestCardsVerifyAfterServiceKeyRotation(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	alice, aliceCard := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	rotateServiceKey(t, n)
@@ -69,8 +68,7 @@ func TestCardsVerifyAfterServiceKeyRotation(t *testing.T) {
 // the old private key would need) gets the card refused.
 func TestCardDatedAfterItsServiceKeyRetiredIsRefused(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	alice, _ := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	rot := rotateServiceKey(t, n)

@@ -13,7 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/sdk"
 )
@@ -66,14 +65,24 @@ func wantKeyChange(t *testing.T, err error, identity string, reason sdk.KeyChang
 	return kc
 }
 
+// wantEncryptKeyChange encrypts from c to identity, which must be refused as a key
+// change (wantKeyChange) with no envelope made, and returns the key change.
+func wantEncryptKeyChange(t *testing.T, c *sdk.Client, identity string, reason sdk.KeyChangeReason, oldID, newID []byte) *sdk.KeyChangedError {
+	t.Helper()
+	env, err := c.Encrypt(context.Background(), []byte("for "+identity+" only"), identity)
+	if env != nil {
+		t.Error("an envelope was made for a changed key")
+	}
+	return wantKeyChange(t, err, identity, reason, oldID, newID)
+}
+
 // TestPinningFollowsEndorsedRotations: the first card of a contact is pinned, an
 // unchanged contact costs no call beyond the lookup (in this client and in a new one
 // on the same files), and an endorsed rotation is followed silently with one
 // ListCardHistory; the pins are in a 0600 file beside the keystore.
 func TestPinningFollowsEndorsedRotations(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	bob, bobCard := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	var log callLog
@@ -155,8 +164,7 @@ func TestPinningFollowsEndorsedRotations(t *testing.T) {
 // safety number, which she and bob compute alike; then it all works again.
 func TestKeyResetIsAKeyChange(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	alice, _ := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	bob, oldCard := registeredDevice(t, n, app, "bob", e2ee.SuiteHybrid)
@@ -176,8 +184,7 @@ func TestKeyResetIsAKeyChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = alice.Encrypt(ctx, []byte("to the new key?"), bob.identity)
-	wantKeyChange(t, err, bob.identity, sdk.ReasonReset, oldCard.ID, newCard.ID)
+	wantEncryptKeyChange(t, alice.Client, bob.identity, sdk.ReasonReset, oldCard.ID, newCard.ID)
 	// A message bob's new device signs is refused the same way.
 	env, err := fresh.Encrypt(ctx, []byte("it is me, bob"), alice.identity)
 	if err != nil {
@@ -233,8 +240,7 @@ func TestKeyResetIsAKeyChange(t *testing.T) {
 // verified is refused all the same, and a wrong safety number does not verify.
 func TestKeyChangePolicyWarnAndVerifiedContacts(t *testing.T) {
 	t.Parallel()
-	n := nodetest.Start(t)
-	app := n.NewApp(t)
+	n, app := startNode(t)
 	ctx := context.Background()
 	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	carol, carolCard := registeredDevice(t, n, app, "carol", e2ee.SuiteX25519)
@@ -281,8 +287,7 @@ func TestKeyChangePolicyWarnAndVerifiedContacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.Encrypt(ctx, []byte("carol changed"), carol.identity)
-	if kc := wantKeyChange(t, err, carol.identity, sdk.ReasonReset, carolCard.ID, carolNew.ID); !kc.Verified {
+	if kc := wantEncryptKeyChange(t, c, carol.identity, sdk.ReasonReset, carolCard.ID, carolNew.ID); !kc.Verified {
 		t.Errorf("the key change of a verified contact says Verified = false")
 	}
 	if len(seen) != 2 {

@@ -182,7 +182,7 @@ func forkEvidence(ours *kt.Checkpoint, oursSigned, answer []byte, w *kt.WitnessK
 }
 
 // checkWitnesses is the client's witness check, for the code that verifies lookups
-// (trust.go, cards.go) to call on each new checkpoint it accepts, after verifying it
+// (acceptCheckpoint, kt.go) to call on each new checkpoint it accepts, after verifying it
 // against the trusted log keys (logKeys, those of its origin) and its consistency with
 // the last one kept: with Config.Witnesses set, the checkpoint must be cosigned by
 // Config.WitnessQuorum of them (CheckWitnesses); without, it passes unchanged. It
