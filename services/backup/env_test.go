@@ -17,6 +17,7 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/clocktest"
 	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/internal/servicetest/identitytest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest/messagingtest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
@@ -82,13 +83,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	log, clk := n.Log, n.Clock
 	opts.dir = n.Dir
 	ids := identitytest.Start(t, n)
-	msgStore := servicetest.OpenFile(t, n, "messaging.db", func(path string) (*messaging.BoltStore, error) {
-		return messaging.OpenBoltStore(path, messaging.StoreOptions{})
-	}, messaging.Verify)
-	msg, err := messaging.New(msgStore, nil, nil, messaging.Config{Clock: clk.Now}, log.Named("messaging"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg := messagingtest.Start(t, n, nil, nil, messaging.Config{})
 	policies := []auth.Table{identity.Policies(), messaging.Policies(), Policies()}
 	peerAddr, serveEvents := n.Addr, func() {}
 	if opts.lateEvents {

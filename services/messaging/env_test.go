@@ -13,6 +13,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/clocktest"
 	"github.com/umbra-e2ee/umbra/internal/servicetest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest/cardtest"
 	"github.com/umbra-e2ee/umbra/internal/servicetest/identitytest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
@@ -101,11 +102,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if !opts.damaged {
 		n.Verify("messaging.db", Verify)
 	}
-	cardStore := servicetest.OpenFile(t, n, "card.db", card.OpenBoltStore, nil)
-	cards, err := card.New(cardStore, card.Config{Clock: clk.Now}, log.Named("card"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cards := cardtest.Start(t, n, card.Config{})
 	peerConn := n.DialPeer(grpcclient.Config{})
 	cfg := opts.cfg
 	cfg.Clock = clk.Now
@@ -206,11 +203,7 @@ func (e *env) publishCard(t testing.TB, u user, previous []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	content, sig, err := e2ee.NewCard(kp, u.identity, e.clock.Now(), previous)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := &cardv1.PublishCardRequest{Content: content, SelfSignature: sig}
+	var endorser *e2ee.KeyPair
 	if previous != nil {
 		// A rotation is endorsed by the card it replaces; without that it would be a
 		// reset, which needs a grant.
@@ -218,15 +211,11 @@ func (e *env) publishCard(t testing.TB, u user, previous []byte) []byte {
 		if !ok {
 			t.Fatalf("no key pair for card %x: rotate only cards publishCard published", previous)
 		}
-		next, err := e2ee.ParseCard(content, sig)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ec, es, err := e2ee.Endorse(prev.(*e2ee.KeyPair), next)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Endorsement = &cardv1.CardEndorsement{Content: ec, Signature: es}
+		endorser = prev.(*e2ee.KeyPair)
+	}
+	req, err := servicetest.CardRequest(kp, u.identity, e.clock.Now(), previous, endorser)
+	if err != nil {
+		t.Fatal(err)
 	}
 	resp, err := e.cards.PublishCard(u.ctx(), req)
 	if err != nil {
@@ -245,11 +234,7 @@ func (e *env) token(t testing.TB, u user, ttl time.Duration) string {
 // groupID resolves an app's group id.
 func (e *env) groupID(t testing.TB, a app, guid string) string {
 	t.Helper()
-	resp, err := e.ids.ResolveIdentities(as(a.key), &identityv1.ResolveIdentitiesRequest{Guids: []string{guid}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.GetGroups()[guid]
+	return servicetest.ResolveGroup(t, e.ids, a.key, guid)
 }
 
 // encrypted is the header of an ENCRYPTED direct message from u, signed with u's card.
