@@ -330,7 +330,7 @@ func TestOtherIdentities(t *testing.T) {
 	mallory := e.newUser(t, e.newApp(t), "alice") // the same uid in another app
 	e.mustBackUp(t, alice, password, "alice's password", 0)
 	aliceBlind := blind(t, alice, password, "alice's password")
-	aliceEval, err := e.client.Evaluate(alice.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: forBackup, BlindedElement: aliceBlind.element})
+	aliceEval, err := e.client.Evaluate(alice.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: forBackup, BlindedElement: aliceBlind.Element})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,14 +342,14 @@ func TestOtherIdentities(t *testing.T) {
 		if err != nil || len(infos.GetBackups()) != 0 {
 			t.Fatalf("%s sees %v, %v", other.identity, infos, err)
 		}
-		_, err = e.client.Evaluate(other.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: forRestore, BlindedElement: aliceBlind.element})
+		_, err = e.client.Evaluate(other.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: forRestore, BlindedElement: aliceBlind.Element})
 		wantCode(t, err, codes.NotFound, "holds no backup")
 		_, err = e.client.Restore(other.ctx(), &backupv1.RestoreRequest{Slot: password, AuthKey: bytes.Repeat([]byte{1}, 32), ExpectedVersion: 1})
 		wantCode(t, err, codes.NotFound, "holds no backup")
 		_, err = e.client.DeleteBackup(other.ctx(), &backupv1.DeleteBackupRequest{Slot: password})
 		wantCode(t, err, codes.NotFound, "holds no backup")
 		// Its own key, even for alice's blinded element at the same version.
-		ev, err := e.client.Evaluate(other.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: forBackup, BlindedElement: aliceBlind.element})
+		ev, err := e.client.Evaluate(other.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: forBackup, BlindedElement: aliceBlind.Element})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -384,7 +384,7 @@ func TestBackupKeyIsNotTheRestoreKey(t *testing.T) {
 	e.mustBackUp(t, alice, password, "right", 0)
 	b := blind(t, alice, password, "right")
 	req := func(p backupv1.EvaluationPurpose) *backupv1.EvaluateResponse {
-		resp, err := e.client.Evaluate(alice.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: p, BlindedElement: b.element})
+		resp, err := e.client.Evaluate(alice.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: p, BlindedElement: b.Element})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -414,14 +414,14 @@ func TestBackupKeyIsNotTheRestoreKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The other slot's key differs too.
-	other, err := e.client.Evaluate(alice.ctx(), &backupv1.EvaluateRequest{Slot: recovery, Purpose: forBackup, BlindedElement: b.element})
+	other, err := e.client.Evaluate(alice.ctx(), &backupv1.EvaluateRequest{Slot: recovery, Purpose: forBackup, BlindedElement: b.Element})
 	if err != nil || other.GetOprfKeyVersion() != 1 || bytes.Equal(other.GetPublicKey(), forR.GetPublicKey()) {
 		t.Fatalf("recovery slot evaluation: %v, %v", other, err)
 	}
 	// A proof does not verify against another key.
 	swapped := proto.CloneOf(forR)
 	swapped.PublicKey = forB.GetPublicKey()
-	if _, err := unblind(b, swapped); err == nil {
+	if _, err := b.Finish(swapped); err == nil {
 		t.Fatal("a proof verified against the wrong public key")
 	}
 }
@@ -511,7 +511,7 @@ func TestBadInputs(t *testing.T) {
 	e := newEnv(t, envOptions{cfg: Config{EvaluateBurst: 1000}})
 	alice := e.newUser(t, e.newApp(t), "alice")
 	e.mustBackUp(t, alice, password, "right", 0)
-	good := blind(t, alice, password, "x").element
+	good := blind(t, alice, password, "x").Element
 	ev, out, err := e.evaluate(t, alice, recovery, forBackup, "x")
 	if err != nil {
 		t.Fatal(err)

@@ -17,12 +17,8 @@ const (
 	testServiceToken = servicetest.ServiceToken
 )
 
-// The helpers every service's tests share.
-var (
-	as = servicetest.As
-	// wantCode stops the test on a mismatch: the tests go on from the refusal.
-	wantCode = servicetest.MustCode
-)
+// as returns a context carrying cred as the bearer credential (none when empty).
+var as = servicetest.As
 
 // clock is the settable time source the servers and the token verifier share.
 type clock = clocktest.Clock

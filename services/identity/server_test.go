@@ -176,7 +176,7 @@ func TestAppsTokensAndIdentities(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = e.client.IssueToken(as(k2.GetApiKey()), &identityv1.IssueTokenRequest{Identity: alice})
-	wantCode(t, err, codes.Unauthenticated, "was revoked")
+	servicetest.MustCode(t, err, codes.Unauthenticated, "was revoked")
 	e.token(t, keyA, alice)
 }
 
@@ -203,7 +203,7 @@ func TestRevokeTokensLogsOutEverywhereInOneAppOnly(t *testing.T) {
 		t.Errorf("revoked_before = %s; want now rounded up to a whole second", got)
 	}
 	_, err = e.client.WhoAmI(as(oldA), &identityv1.WhoAmIRequest{})
-	wantCode(t, err, codes.Unauthenticated, "revoked")
+	servicetest.MustCode(t, err, codes.Unauthenticated, "revoked")
 	if _, err := e.client.WhoAmI(as(sameIdentityInB), &identityv1.WhoAmIRequest{}); err != nil {
 		t.Errorf("app A's revocation logged app B's user out: %v", err)
 	}
@@ -220,7 +220,7 @@ func TestRevokeTokensLogsOutEverywhereInOneAppOnly(t *testing.T) {
 	// A remembered token still expires.
 	e.clock.Add(time.Hour + auth.Leeway + time.Second)
 	_, err = e.client.WhoAmI(as(fresh), &identityv1.WhoAmIRequest{})
-	wantCode(t, err, codes.Unauthenticated, "expired")
+	servicetest.MustCode(t, err, codes.Unauthenticated, "expired")
 }
 
 func TestSigningKeyRotationKeepsOldTokensValid(t *testing.T) {
