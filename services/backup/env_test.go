@@ -33,9 +33,6 @@ var (
 	wantCode = servicetest.WantCode
 )
 
-// clock is the settable time source the servers and the token verifier share.
-type clock = clocktest.Clock
-
 // env is the backup service, the identity service (apps and tokens) and the
 // messaging service (the owners' event streams) on one real loopback gRPC listener
 // with the production interceptors: the shape of `umbra dev`. The backup service
@@ -44,7 +41,7 @@ type env struct {
 	dir       string
 	store     *BoltStore
 	srv       *Server
-	clock     *clock
+	clock     *clocktest.Clock
 	conn      *grpc.ClientConn
 	client    backupv1.BackupServiceClient
 	messaging messagingv1.MessagingServiceClient
@@ -59,7 +56,7 @@ type envOptions struct {
 	// dir is the data folder; empty means a new t.TempDir().
 	dir string
 	// clock is shared with a previous env; nil means a new one at the current time.
-	clock *clock
+	clock *clocktest.Clock
 	// cfg is the backup service's configuration; an empty Secret means testSecret.
 	cfg Config
 	// noEvents starts the backup service without a messaging client.

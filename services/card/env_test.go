@@ -31,9 +31,6 @@ var (
 	wantCode = servicetest.MustCode
 )
 
-// clock is the settable time source the servers and the token verifier share.
-type clock = clocktest.Clock
-
 // env is the card service and the identity service (for apps and tokens) on one real
 // loopback gRPC listener with the production interceptors, and the REST gateway in
 // front of them on httptest: the shape of `umbra dev`.
@@ -41,7 +38,7 @@ type env struct {
 	dir     string
 	store   *BoltStore
 	srv     *Server
-	clock   *clock
+	clock   *clocktest.Clock
 	conn    *grpc.ClientConn
 	client  cardv1.CardServiceClient
 	ids     identityv1.IdentityServiceClient
@@ -54,7 +51,7 @@ type envOptions struct {
 	// dir is the data folder; empty means a new t.TempDir().
 	dir string
 	// clock is shared with a previous env; nil means a new one at the current time.
-	clock *clock
+	clock *clocktest.Clock
 	cfg   Config
 	// quiet discards logs (benchmarks log a line per call otherwise).
 	quiet bool

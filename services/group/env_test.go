@@ -30,19 +30,11 @@ import (
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
-const (
-	testAdmin        = servicetest.Admin
-	testServiceToken = servicetest.ServiceToken
-)
-
 // The helpers every service's tests share.
 var (
 	as       = servicetest.As
 	wantCode = servicetest.WantCode
 )
-
-// clock is the settable time source the servers and the token verifier share.
-type clock = clocktest.Clock
 
 // env is the group service with the real services it works with, identity (apps and
 // tokens), card (active cards and their feed) and messaging (which asks the group
@@ -53,7 +45,7 @@ type env struct {
 	dir    string
 	store  Store
 	srv    *Server
-	clock  *clock
+	clock  *clocktest.Clock
 	conn   *grpc.ClientConn
 	client groupv1.GroupServiceClient
 	// raw is the group service without the test signer: requests go as they are.
@@ -134,7 +126,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 }
 
 // asService returns ctx carrying the service credential.
-func asService() context.Context { return servicetest.AsService(testServiceToken) }
+func asService() context.Context { return servicetest.AsService(servicetest.ServiceToken) }
 
 type app struct{ id, key string }
 

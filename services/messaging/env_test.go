@@ -38,9 +38,6 @@ var (
 	wantCode = servicetest.WantCode
 )
 
-// clock is the settable time source the servers and the token verifier share.
-type clock = clocktest.Clock
-
 // env is the messaging service, the identity service (apps and tokens), the card
 // service (the users' cards, which the messaging service checks sender cards against)
 // and a group service on one real loopback gRPC listener with the production
@@ -51,7 +48,7 @@ type env struct {
 	dir     string
 	store   *BoltStore
 	srv     *Server
-	clock   *clock
+	clock   *clocktest.Clock
 	groups  *fakeGroupService // nil when the real (unimplemented) group service runs
 	conn    *grpc.ClientConn
 	client  messagingv1.MessagingServiceClient
@@ -70,7 +67,7 @@ type envOptions struct {
 	// dir is the data folder; empty means a new t.TempDir().
 	dir string
 	// clock is shared with a previous env; nil means a new one at the current time.
-	clock *clock
+	clock *clocktest.Clock
 	cfg   Config
 	store StoreOptions
 	// fakeGroups serves a fake group service (fakeGroupService) in place of the real
