@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -62,6 +63,17 @@ func Resolve(t testing.TB, ids identityv1.IdentityServiceClient, appKey string, 
 	return out
 }
 
+// ResolveGroup resolves guid, a group's id in the app of appKey, and returns its
+// identity.
+func ResolveGroup(t testing.TB, ids identityv1.IdentityServiceClient, appKey, guid string) string {
+	t.Helper()
+	resp, err := ids.ResolveIdentities(As(appKey), &identityv1.ResolveIdentitiesRequest{Guids: []string{guid}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetGroups()[guid]
+}
+
 // Token issues, with appKey, an access token for identity that lives ttl (0: the
 // default).
 func Token(t testing.TB, ids identityv1.IdentityServiceClient, appKey, identity string, ttl time.Duration) string {
@@ -87,6 +99,15 @@ type Refusal = struct {
 	Msg  string
 }
 
+// Call returns a call of a client's unary method with req as the caller of ctx, which
+// returns only the call's error: a Refusal's Call, one line a case.
+func Call[Req, Resp any](method func(context.Context, Req, ...grpc.CallOption) (Resp, error), ctx context.Context, req Req) func() error {
+	return func() error {
+		_, err := method(ctx, req)
+		return err
+	}
+}
+
 // CheckRefusals makes each case's call in a subtest and checks that it is refused as
 // the case says and that it wrote nothing: snapshot is the same after it.
 func CheckRefusals(t *testing.T, cases []Refusal, snapshot func(t testing.TB) map[string]string) {
@@ -106,8 +127,23 @@ func CheckRefusals(t *testing.T, cases []Refusal, snapshot func(t testing.TB) ma
 // case.
 func WantCode(t testing.TB, err error, code codes.Code, msg string) {
 	t.Helper()
-	st, _ := status.FromError(err)
-	if st.Code() != code || !strings.Contains(strings.ToLower(st.Message()), strings.ToLower(msg)) {
+	if st, ok := hasCode(err, code, msg); !ok {
 		t.Errorf("got %v %q; want %v with %q", st.Code(), st.Message(), code, msg)
 	}
+}
+
+// MustCode is WantCode that stops the test on a mismatch, for a test whose next steps
+// rely on the refusal.
+func MustCode(t testing.TB, err error, code codes.Code, msg string) {
+	t.Helper()
+	if st, ok := hasCode(err, code, msg); !ok {
+		t.Fatalf("got %v %q; want %v with %q", st.Code(), st.Message(), code, msg)
+	}
+}
+
+// hasCode returns err's status and whether it has code and a message that contains
+// msg, in any case.
+func hasCode(err error, code codes.Code, msg string) (*status.Status, bool) {
+	st, _ := status.FromError(err)
+	return st, st.Code() == code && strings.Contains(strings.ToLower(st.Message()), strings.ToLower(msg))
 }

@@ -2,21 +2,19 @@ package backup
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/cloudflare/circl/oprf"
-	"github.com/cloudflare/circl/zk/dleq"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
 	"github.com/umbra-e2ee/umbra/internal/clocktest"
 	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/internal/servicetest/identitytest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest/messagingtest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
@@ -26,20 +24,14 @@ import (
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
-const (
-	testAdmin        = servicetest.Admin
-	testServiceToken = servicetest.ServiceToken
-	testSecret       = "test-backup-secret-0123456789abcdef"
-)
+// testSecret is the backup service's server secret in the tests.
+const testSecret = "test-backup-secret-0123456789abcdef"
 
 // The helpers every service's tests share.
 var (
 	as       = servicetest.As
 	wantCode = servicetest.WantCode
 )
-
-// clock is the settable time source the servers and the token verifier share.
-type clock = clocktest.Clock
 
 // env is the backup service, the identity service (apps and tokens) and the
 // messaging service (the owners' event streams) on one real loopback gRPC listener
@@ -49,7 +41,7 @@ type env struct {
 	dir       string
 	store     *BoltStore
 	srv       *Server
-	clock     *clock
+	clock     *clocktest.Clock
 	conn      *grpc.ClientConn
 	client    backupv1.BackupServiceClient
 	messaging messagingv1.MessagingServiceClient
@@ -64,7 +56,7 @@ type envOptions struct {
 	// dir is the data folder; empty means a new t.TempDir().
 	dir string
 	// clock is shared with a previous env; nil means a new one at the current time.
-	clock *clock
+	clock *clocktest.Clock
 	// cfg is the backup service's configuration; an empty Secret means testSecret.
 	cfg Config
 	// noEvents starts the backup service without a messaging client.
@@ -82,13 +74,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	log, clk := n.Log, n.Clock
 	opts.dir = n.Dir
 	ids := identitytest.Start(t, n)
-	msgStore := servicetest.OpenFile(t, n, "messaging.db", func(path string) (*messaging.BoltStore, error) {
-		return messaging.OpenBoltStore(path, messaging.StoreOptions{})
-	}, messaging.Verify)
-	msg, err := messaging.New(msgStore, nil, nil, messaging.Config{Clock: clk.Now}, log.Named("messaging"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg := messagingtest.Start(t, n, nil, nil, messaging.Config{})
 	policies := []auth.Table{identity.Policies(), messaging.Policies(), Policies()}
 	peerAddr, serveEvents := n.Addr, func() {}
 	if opts.lateEvents {
@@ -158,67 +144,10 @@ func (e *env) newUser(t testing.TB, a app, uid string) user {
 	return user{app: a, identity: id, token: servicetest.Token(t, e.ids, a.key, id, 0)}
 }
 
-// blinded is the client's side of one OPRF evaluation (RFC 9497 verifiable mode),
-// as a client built on circl does it.
-type blinded struct {
-	finalize *oprf.FinalizeData
-	element  []byte
-}
-
-// blindingKey is a public key for a client built before it knows the server's.
-var blindingKey = func() *oprf.PublicKey {
-	k, err := oprf.GenerateKey(suite, rand.Reader)
-	if err != nil {
-		panic(err)
-	}
-	return k.Public()
-}()
-
 // blind blinds the input of u's secret for slot.
-func blind(t testing.TB, u user, slot backupv1.BackupSlot, secret string) blinded {
+func blind(t testing.TB, u user, slot backupv1.BackupSlot, secret string) Blinded {
 	t.Helper()
-	input := []byte("test input\x00" + u.identity + "\x00" + slot.String() + "\x00" + secret)
-	// Blinding does not use the server's key, which the client learns only from the
-	// response; any key stands in for it here.
-	fin, req, err := oprf.NewVerifiableClient(suite, blindingKey).Blind([][]byte{input})
-	if err != nil {
-		t.Fatal(err)
-	}
-	el, err := req.Elements[0].MarshalBinaryCompress()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return blinded{finalize: fin, element: el}
-}
-
-// finish checks resp's proof against its public key and returns the OPRF output.
-func (b blinded) finish(t testing.TB, resp *backupv1.EvaluateResponse) []byte {
-	t.Helper()
-	out, err := unblind(b, resp)
-	if err != nil {
-		t.Fatalf("finalize: %v", err)
-	}
-	return out
-}
-
-func unblind(b blinded, resp *backupv1.EvaluateResponse) ([]byte, error) {
-	pk := new(oprf.PublicKey)
-	if err := pk.UnmarshalBinary(suite, resp.GetPublicKey()); err != nil {
-		return nil, err
-	}
-	ev := suite.Group().NewElement()
-	if err := ev.UnmarshalBinary(resp.GetEvaluatedElement()); err != nil {
-		return nil, err
-	}
-	proof := new(dleq.Proof)
-	if err := proof.UnmarshalBinary(suite.Group(), resp.GetProof()); err != nil {
-		return nil, err
-	}
-	outs, err := oprf.NewVerifiableClient(suite, pk).Finalize(b.finalize, &oprf.Evaluation{Elements: []oprf.Evaluated{ev}, Proof: proof})
-	if err != nil {
-		return nil, err
-	}
-	return outs[0], nil
+	return Blind(t, []byte("test input\x00"+u.identity+"\x00"+slot.String()+"\x00"+secret))
 }
 
 // authKey stands in for the client's Argon2id and HKDF: the service never sees how
@@ -233,7 +162,7 @@ func authKey(output []byte) []byte {
 func (e *env) evaluate(t testing.TB, u user, slot backupv1.BackupSlot, purpose backupv1.EvaluationPurpose, secret string) (*backupv1.EvaluateResponse, []byte, error) {
 	t.Helper()
 	b := blind(t, u, slot, secret)
-	resp, err := e.client.Evaluate(u.ctx(), &backupv1.EvaluateRequest{Slot: slot, Purpose: purpose, BlindedElement: b.element})
+	resp, err := e.client.Evaluate(u.ctx(), &backupv1.EvaluateRequest{Slot: slot, Purpose: purpose, BlindedElement: b.Element})
 	if err != nil {
 		return nil, nil, err
 	}

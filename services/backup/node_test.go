@@ -3,7 +3,6 @@ package backup_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -12,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudflare/circl/oprf"
-	"github.com/cloudflare/circl/zk/dleq"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -25,6 +22,7 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 	"github.com/umbra-e2ee/umbra/internal/node"
 	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/backup"
@@ -54,37 +52,16 @@ func newNodeClient(t *testing.T, n *nodetest.Node, a *nodetest.App, uid string) 
 // HKDF steps stand in for a hash: the service never sees them).
 func (c nodeClient) evaluate(t *testing.T, purpose backupv1.EvaluationPurpose, secret string) (*backupv1.EvaluateResponse, []byte, error) {
 	t.Helper()
-	stand, err := oprf.GenerateKey(oprf.SuiteRistretto255, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fin, req, err := oprf.NewVerifiableClient(oprf.SuiteRistretto255, stand.Public()).Blind([][]byte{[]byte(c.identity + "\x00" + secret)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	el, _ := req.Elements[0].MarshalBinaryCompress()
-	resp, err := c.backup.Evaluate(c.ctx, &backupv1.EvaluateRequest{Slot: backupv1.BackupSlot_BACKUP_SLOT_PASSWORD, Purpose: purpose, BlindedElement: el})
+	b := backup.Blind(t, []byte(c.identity+"\x00"+secret))
+	resp, err := c.backup.Evaluate(c.ctx, &backupv1.EvaluateRequest{Slot: backupv1.BackupSlot_BACKUP_SLOT_PASSWORD, Purpose: purpose, BlindedElement: b.Element})
 	if err != nil {
 		return nil, nil, err
 	}
-	g := oprf.SuiteRistretto255.Group()
-	pk := new(oprf.PublicKey)
-	ev := g.NewElement()
-	proof := new(dleq.Proof)
-	if err := pk.UnmarshalBinary(oprf.SuiteRistretto255, resp.GetPublicKey()); err != nil {
-		t.Fatal(err)
-	}
-	if err := ev.UnmarshalBinary(resp.GetEvaluatedElement()); err != nil {
-		t.Fatal(err)
-	}
-	if err := proof.UnmarshalBinary(g, resp.GetProof()); err != nil {
-		t.Fatal(err)
-	}
-	outs, err := oprf.NewVerifiableClient(oprf.SuiteRistretto255, pk).Finalize(fin, &oprf.Evaluation{Elements: []oprf.Evaluated{ev}, Proof: proof})
+	out, err := b.Finish(resp)
 	if err != nil {
 		t.Fatalf("finalize: %v", err)
 	}
-	key := sha256.Sum256(outs[0])
+	key := sha256.Sum256(out)
 	return resp, key[:], nil
 }
 
@@ -147,58 +124,34 @@ func TestNode(t *testing.T) {
 		t.Fatalf("bob's restore: %v", err)
 	}
 
-	sctx, cancel := context.WithCancel(alice.ctx)
-	defer cancel()
-	stream, err := alice.msg.Subscribe(sctx, &messagingv1.SubscribeRequest{AfterInboxSequence: new(uint64)})
-	if err != nil {
-		t.Fatal(err)
+	in := servicetest.SubscribeFromStart(t, alice.ctx, alice.msg, 16)
+	spendAllAttempts(t, alice)
+	ev := in.Next(t, 15*time.Second).GetEvent()
+	var be backupv1.BackupEvent
+	if ev.GetType() != "umbra.backup.v1.BackupEvent" || proto.Unmarshal(ev.GetPayload(), &be) != nil {
+		t.Fatalf("event %v", ev)
 	}
+	if be.GetKind() != backupv1.BackupEventKind_BACKUP_EVENT_KIND_ERASED || be.GetVersion() != 2 || be.GetSlot() != backupv1.BackupSlot_BACKUP_SLOT_PASSWORD {
+		t.Fatalf("backup event %v", &be)
+	}
+	if _, err := alice.restore(t, "second password"); status.Code(err) != codes.NotFound {
+		t.Fatalf("restore after the erasure: %v", err)
+	}
+}
+
+// spendAllAttempts guesses wrong passwords until the slot is erased, through each of
+// via in turn (the replicas of one identity's view), and checks that each guess says
+// how many attempts remain and the last that the backup was erased.
+func spendAllAttempts(t *testing.T, via ...nodeClient) {
+	t.Helper()
 	for left := backup.DefaultMaxAttempts - 1; left >= 0; left-- {
-		_, err := alice.restore(t, fmt.Sprintf("guess %d", left))
-		st, _ := status.FromError(err)
+		_, err := via[left%len(via)].restore(t, fmt.Sprintf("guess %d", left))
 		want := fmt.Sprintf("%d attempt", left)
 		if left == 0 {
 			want = "was erased"
 		}
-		if st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), want) {
-			t.Fatalf("wrong password with %d left: %v", left, err)
-		}
-	}
-	items := make(chan *messagingv1.SubscribeResponse, 16)
-	go func() {
-		for {
-			it, err := stream.Recv()
-			if err != nil {
-				close(items)
-				return
-			}
-			items <- it
-		}
-	}()
-	timeout := time.After(15 * time.Second)
-	for {
-		select {
-		case it, ok := <-items:
-			if !ok {
-				t.Fatal("the stream ended before the event")
-			}
-			ev := it.GetEvent()
-			if ev == nil {
-				continue
-			}
-			var be backupv1.BackupEvent
-			if ev.GetType() != "umbra.backup.v1.BackupEvent" || proto.Unmarshal(ev.GetPayload(), &be) != nil {
-				t.Fatalf("event %v", ev)
-			}
-			if be.GetKind() != backupv1.BackupEventKind_BACKUP_EVENT_KIND_ERASED || be.GetVersion() != 2 || be.GetSlot() != backupv1.BackupSlot_BACKUP_SLOT_PASSWORD {
-				t.Fatalf("backup event %v", &be)
-			}
-			if _, err := alice.restore(t, "second password"); status.Code(err) != codes.NotFound {
-				t.Fatalf("restore after the erasure: %v", err)
-			}
-			return
-		case <-timeout:
-			t.Fatal("no BackupEvent in alice's stream within 15 s")
+		if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), want) {
+			t.Fatalf("wrong password with %d left, through %d of %d: %v; want PERMISSION_DENIED saying %q", left, left%len(via), len(via), err, want)
 		}
 	}
 }
@@ -262,26 +215,16 @@ func TestNodeREST(t *testing.T) {
 	// evaluate runs one evaluation over REST and returns the auth key.
 	evaluate := func(purpose backupv1.EvaluationPurpose, secret string) (*backupv1.EvaluateResponse, []byte) {
 		t.Helper()
-		stand, _ := oprf.GenerateKey(oprf.SuiteRistretto255, rand.Reader)
-		fin, req, err := oprf.NewVerifiableClient(oprf.SuiteRistretto255, stand.Public()).Blind([][]byte{[]byte(secret)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		el, _ := req.Elements[0].MarshalBinaryCompress()
+		b := backup.Blind(t, []byte(secret))
 		resp := &backupv1.EvaluateResponse{}
-		if code, body := call(http.MethodPost, "/v1/backups:evaluate", &backupv1.EvaluateRequest{Slot: backupv1.BackupSlot_BACKUP_SLOT_PASSWORD, Purpose: purpose, BlindedElement: el}, resp); code != http.StatusOK {
+		if code, body := call(http.MethodPost, "/v1/backups:evaluate", &backupv1.EvaluateRequest{Slot: backupv1.BackupSlot_BACKUP_SLOT_PASSWORD, Purpose: purpose, BlindedElement: b.Element}, resp); code != http.StatusOK {
 			t.Fatalf("evaluate: %d %s", code, body)
 		}
-		g := oprf.SuiteRistretto255.Group()
-		pk, ev, proof := new(oprf.PublicKey), g.NewElement(), new(dleq.Proof)
-		if pk.UnmarshalBinary(oprf.SuiteRistretto255, resp.GetPublicKey()) != nil || ev.UnmarshalBinary(resp.GetEvaluatedElement()) != nil || proof.UnmarshalBinary(g, resp.GetProof()) != nil {
-			t.Fatalf("evaluate response %v", resp)
-		}
-		outs, err := oprf.NewVerifiableClient(oprf.SuiteRistretto255, pk).Finalize(fin, &oprf.Evaluation{Elements: []oprf.Evaluated{ev}, Proof: proof})
+		out, err := b.Finish(resp)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("evaluate response %v: %v", resp, err)
 		}
-		key := sha256.Sum256(outs[0])
+		key := sha256.Sum256(out)
 		return resp, key[:]
 	}
 

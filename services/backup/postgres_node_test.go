@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +26,7 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/node"
 	"github.com/umbra-e2ee/umbra/internal/node/nodetest"
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
@@ -86,39 +86,14 @@ func TestPostgresReplicas(t *testing.T) {
 	}
 	dumpHoldsNoSecret(t, db, bobKey, "ciphertext of bob's password")
 
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := via[0].msg.Subscribe(sctx, &messagingv1.SubscribeRequest{AfterInboxSequence: new(uint64)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for left := backup.DefaultMaxAttempts - 1; left >= 0; left-- {
-		_, err := via[left%2].restore(t, fmt.Sprintf("guess %d", left))
-		want := fmt.Sprintf("%d attempt", left)
-		if left == 0 {
-			want = "was erased"
-		}
-		if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), want) {
-			t.Fatalf("wrong password with %d left, through replica %d: %v; want PERMISSION_DENIED saying %q", left, left%2, err, want)
-		}
-	}
+	items := servicetest.SubscribeFromStart(t, ctx, via[0].msg, 16).Items
+	spendAllAttempts(t, via...)
 	for i := range via {
 		if _, err := via[i].restore(t, "the password"); status.Code(err) != codes.NotFound {
 			t.Errorf("restore through replica %d after the erasure: %v; want NOT_FOUND", i, err)
 		}
 	}
 
-	items := make(chan *messagingv1.SubscribeResponse, 16)
-	go func() {
-		defer close(items)
-		for {
-			it, err := stream.Recv()
-			if err != nil {
-				return
-			}
-			items <- it
-		}
-	}()
 	events := 0
 	quiet := time.After(15 * time.Second)
 wait:

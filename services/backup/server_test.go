@@ -330,7 +330,7 @@ func TestOtherIdentities(t *testing.T) {
 	mallory := e.newUser(t, e.newApp(t), "alice") // the same uid in another app
 	e.mustBackUp(t, alice, password, "alice's password", 0)
 	aliceBlind := blind(t, alice, password, "alice's password")
-	aliceEval, err := e.client.Evaluate(alice.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: forBackup, BlindedElement: aliceBlind.element})
+	aliceEval, err := e.client.Evaluate(alice.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: forBackup, BlindedElement: aliceBlind.Element})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,14 +342,14 @@ func TestOtherIdentities(t *testing.T) {
 		if err != nil || len(infos.GetBackups()) != 0 {
 			t.Fatalf("%s sees %v, %v", other.identity, infos, err)
 		}
-		_, err = e.client.Evaluate(other.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: forRestore, BlindedElement: aliceBlind.element})
+		_, err = e.client.Evaluate(other.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: forRestore, BlindedElement: aliceBlind.Element})
 		wantCode(t, err, codes.NotFound, "holds no backup")
 		_, err = e.client.Restore(other.ctx(), &backupv1.RestoreRequest{Slot: password, AuthKey: bytes.Repeat([]byte{1}, 32), ExpectedVersion: 1})
 		wantCode(t, err, codes.NotFound, "holds no backup")
 		_, err = e.client.DeleteBackup(other.ctx(), &backupv1.DeleteBackupRequest{Slot: password})
 		wantCode(t, err, codes.NotFound, "holds no backup")
 		// Its own key, even for alice's blinded element at the same version.
-		ev, err := e.client.Evaluate(other.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: forBackup, BlindedElement: aliceBlind.element})
+		ev, err := e.client.Evaluate(other.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: forBackup, BlindedElement: aliceBlind.Element})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -384,7 +384,7 @@ func TestBackupKeyIsNotTheRestoreKey(t *testing.T) {
 	e.mustBackUp(t, alice, password, "right", 0)
 	b := blind(t, alice, password, "right")
 	req := func(p backupv1.EvaluationPurpose) *backupv1.EvaluateResponse {
-		resp, err := e.client.Evaluate(alice.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: p, BlindedElement: b.element})
+		resp, err := e.client.Evaluate(alice.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: p, BlindedElement: b.Element})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -414,14 +414,14 @@ func TestBackupKeyIsNotTheRestoreKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The other slot's key differs too.
-	other, err := e.client.Evaluate(alice.ctx(), &backupv1.EvaluateRequest{Slot: recovery, Purpose: forBackup, BlindedElement: b.element})
+	other, err := e.client.Evaluate(alice.ctx(), &backupv1.EvaluateRequest{Slot: recovery, Purpose: forBackup, BlindedElement: b.Element})
 	if err != nil || other.GetOprfKeyVersion() != 1 || bytes.Equal(other.GetPublicKey(), forR.GetPublicKey()) {
 		t.Fatalf("recovery slot evaluation: %v, %v", other, err)
 	}
 	// A proof does not verify against another key.
 	swapped := proto.CloneOf(forR)
 	swapped.PublicKey = forB.GetPublicKey()
-	if _, err := unblind(b, swapped); err == nil {
+	if _, err := b.Finish(swapped); err == nil {
 		t.Fatal("a proof verified against the wrong public key")
 	}
 }
@@ -511,7 +511,7 @@ func TestBadInputs(t *testing.T) {
 	e := newEnv(t, envOptions{cfg: Config{EvaluateBurst: 1000}})
 	alice := e.newUser(t, e.newApp(t), "alice")
 	e.mustBackUp(t, alice, password, "right", 0)
-	good := blind(t, alice, password, "x").element
+	good := blind(t, alice, password, "x").Element
 	ev, out, err := e.evaluate(t, alice, recovery, forBackup, "x")
 	if err != nil {
 		t.Fatal(err)
@@ -544,13 +544,7 @@ func TestBadInputs(t *testing.T) {
 		return func(r *backupv1.BackupRecord) { f(r.Kdf) }
 	}
 
-	before := e.snapshot(t)
-	for _, tc := range []struct {
-		name string
-		call func() error
-		code codes.Code
-		msg  string
-	}{
+	servicetest.CheckRefusals(t, []servicetest.Refusal{
 		{"evaluate: no slot", func() error { return evaluate(0, forBackup, good) }, codes.InvalidArgument, "slot is unspecified"},
 		{"evaluate: unknown slot", func() error { return evaluate(7, forBackup, good) }, codes.InvalidArgument, "slot 7 is not a backup slot"},
 		{"evaluate: no purpose", func() error { return evaluate(password, 0, good) }, codes.InvalidArgument, "purpose is unspecified"},
@@ -563,18 +557,9 @@ func TestBadInputs(t *testing.T) {
 		{"evaluate: unreduced encoding", func() error { return evaluate(password, forRestore, unreduced) }, codes.InvalidArgument, "not the canonical encoding"},
 		{"evaluate: negative encoding", func() error { return evaluate(password, forRestore, negative) }, codes.InvalidArgument, "not the canonical encoding"},
 
-		{"put: no slot", func() error {
-			_, err := e.client.PutBackup(alice.ctx(), &backupv1.PutBackupRequest{Record: record(func(*backupv1.BackupRecord) {}), OprfKeyVersion: 1})
-			return err
-		}, codes.InvalidArgument, "slot is unspecified"},
-		{"put: no record", func() error {
-			_, err := e.client.PutBackup(alice.ctx(), &backupv1.PutBackupRequest{Slot: recovery, OprfKeyVersion: 1})
-			return err
-		}, codes.InvalidArgument, "record is missing"},
-		{"put: no key version", func() error {
-			_, err := e.client.PutBackup(alice.ctx(), &backupv1.PutBackupRequest{Slot: recovery, Record: record(func(*backupv1.BackupRecord) {})})
-			return err
-		}, codes.Aborted, "derived under OPRF key version 0, but the recovery slot's next version is 1"},
+		{"put: no slot", servicetest.Call(e.client.PutBackup, alice.ctx(), &backupv1.PutBackupRequest{Record: record(func(*backupv1.BackupRecord) {}), OprfKeyVersion: 1}), codes.InvalidArgument, "slot is unspecified"},
+		{"put: no record", servicetest.Call(e.client.PutBackup, alice.ctx(), &backupv1.PutBackupRequest{Slot: recovery, OprfKeyVersion: 1}), codes.InvalidArgument, "record is missing"},
+		{"put: no key version", servicetest.Call(e.client.PutBackup, alice.ctx(), &backupv1.PutBackupRequest{Slot: recovery, Record: record(func(*backupv1.BackupRecord) {})}), codes.Aborted, "derived under OPRF key version 0, but the recovery slot's next version is 1"},
 		{"put: empty ciphertext", func() error { return put(func(r *backupv1.BackupRecord) { r.Ciphertext = nil }) }, codes.InvalidArgument, "record.ciphertext is empty"},
 		{"put: ciphertext of a tag only", func() error { return put(func(r *backupv1.BackupRecord) { r.Ciphertext = make([]byte, 16) }) }, codes.InvalidArgument, "record.ciphertext is 16 bytes; at least 17"},
 		{"put: ciphertext too large", func() error {
@@ -606,23 +591,10 @@ func TestBadInputs(t *testing.T) {
 		{"restore: no version", func() error { return restore(password, key32, 0) }, codes.Aborted, "holds version 1, not 0: evaluate (RESTORE) again; no attempt was spent"},
 		{"restore: empty slot", func() error { return restore(recovery, key32, 1) }, codes.NotFound, "the recovery slot holds no backup"},
 
-		{"delete: no slot", func() error {
-			_, err := e.client.DeleteBackup(alice.ctx(), &backupv1.DeleteBackupRequest{})
-			return err
-		}, codes.InvalidArgument, "slot is unspecified"},
-		{"delete: empty slot", func() error {
-			_, err := e.client.DeleteBackup(alice.ctx(), &backupv1.DeleteBackupRequest{Slot: recovery})
-			return err
-		}, codes.NotFound, "the recovery slot holds no backup to delete"},
+		{"delete: no slot", servicetest.Call(e.client.DeleteBackup, alice.ctx(), &backupv1.DeleteBackupRequest{}), codes.InvalidArgument, "slot is unspecified"},
+		{"delete: empty slot", servicetest.Call(e.client.DeleteBackup, alice.ctx(), &backupv1.DeleteBackupRequest{Slot: recovery}), codes.NotFound, "the recovery slot holds no backup to delete"},
 		{"evaluate: restore of an empty slot", func() error { return evaluate(recovery, forRestore, good) }, codes.NotFound, "the recovery slot holds no backup to restore"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			wantCode(t, tc.call(), tc.code, tc.msg)
-			if !maps.Equal(before, e.snapshot(t)) {
-				t.Fatal("the refused request changed the store")
-			}
-		})
-	}
+	}, e.snapshot)
 	// The bounds themselves are accepted.
 	for _, f := range []func(r *backupv1.BackupRecord){
 		func(r *backupv1.BackupRecord) {

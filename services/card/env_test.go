@@ -27,10 +27,9 @@ const (
 var (
 	as        = servicetest.As
 	asService = servicetest.AsService
+	// wantCode stops the test on a mismatch: the tests go on from the refusal.
+	wantCode = servicetest.MustCode
 )
-
-// clock is the settable time source the servers and the token verifier share.
-type clock = clocktest.Clock
 
 // env is the card service and the identity service (for apps and tokens) on one real
 // loopback gRPC listener with the production interceptors, and the REST gateway in
@@ -39,7 +38,7 @@ type env struct {
 	dir     string
 	store   *BoltStore
 	srv     *Server
-	clock   *clock
+	clock   *clocktest.Clock
 	conn    *grpc.ClientConn
 	client  cardv1.CardServiceClient
 	ids     identityv1.IdentityServiceClient
@@ -52,7 +51,7 @@ type envOptions struct {
 	// dir is the data folder; empty means a new t.TempDir().
 	dir string
 	// clock is shared with a previous env; nil means a new one at the current time.
-	clock *clock
+	clock *clocktest.Clock
 	cfg   Config
 	// quiet discards logs (benchmarks log a line per call otherwise).
 	quiet bool
@@ -168,21 +167,9 @@ func newKeys(t testing.TB, suite e2ee.Suite) *e2ee.KeyPair {
 // replacing previous (nil for a first card), endorsed by endorser when it is set.
 func (e *env) cardRequest(t testing.TB, u user, kp *e2ee.KeyPair, previous []byte, endorser *e2ee.KeyPair) *cardv1.PublishCardRequest {
 	t.Helper()
-	content, sig, err := e2ee.NewCard(kp, u.identity, e.clock.Now(), previous)
+	req, err := servicetest.CardRequest(kp, u.identity, e.clock.Now(), previous, endorser)
 	if err != nil {
 		t.Fatal(err)
-	}
-	req := &cardv1.PublishCardRequest{Content: content, SelfSignature: sig}
-	if endorser != nil {
-		next, err := e2ee.ParseCard(content, sig)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ec, es, err := e2ee.Endorse(endorser, next)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Endorsement = &cardv1.CardEndorsement{Content: ec, Signature: es}
 	}
 	return req
 }

@@ -24,15 +24,6 @@ import (
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )
 
-// wantCode fails unless err has code and a message containing msg.
-func wantCode(t *testing.T, err error, code codes.Code, msg string) {
-	t.Helper()
-	s := status.Convert(err)
-	if s.Code() != code || !strings.Contains(s.Message(), msg) {
-		t.Fatalf("got %v %q; want %v with %q", s.Code(), s.Message(), code, msg)
-	}
-}
-
 // selfSign signs arbitrary content bytes as a card's self-signature, so tests can
 // publish content that e2ee.NewCard would refuse to build.
 func selfSign(kp *e2ee.KeyPair, content []byte) []byte {

@@ -14,7 +14,9 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/clocktest"
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
 	"github.com/umbra-e2ee/umbra/internal/servicetest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest/cardtest"
 	"github.com/umbra-e2ee/umbra/internal/servicetest/identitytest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest/messagingtest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
@@ -28,19 +30,11 @@ import (
 	"github.com/umbra-e2ee/umbra/services/messaging"
 )
 
-const (
-	testAdmin        = servicetest.Admin
-	testServiceToken = servicetest.ServiceToken
-)
-
 // The helpers every service's tests share.
 var (
 	as       = servicetest.As
 	wantCode = servicetest.WantCode
 )
-
-// clock is the settable time source the servers and the token verifier share.
-type clock = clocktest.Clock
 
 // env is the group service with the real services it works with, identity (apps and
 // tokens), card (active cards and their feed) and messaging (which asks the group
@@ -51,7 +45,7 @@ type env struct {
 	dir    string
 	store  Store
 	srv    *Server
-	clock  *clock
+	clock  *clocktest.Clock
 	conn   *grpc.ClientConn
 	client groupv1.GroupServiceClient
 	// raw is the group service without the test signer: requests go as they are.
@@ -87,14 +81,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	n := servicetest.NewEnv(t, servicetest.Options{Dir: opts.dir, Quiet: opts.quiet})
 	log, clk, dir := n.Log, n.Clock, n.Dir
 	ids := identitytest.Start(t, n)
-	cardStore := servicetest.OpenFile(t, n, "card.db", card.OpenBoltStore, card.Verify)
-	cards, err := card.New(cardStore, card.Config{Clock: clk.Now, SearchRate: 1e6, SearchBurst: 1e6}, log.Named("card"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgStore := servicetest.OpenFile(t, n, "messaging.db", func(path string) (*messaging.BoltStore, error) {
-		return messaging.OpenBoltStore(path, messaging.StoreOptions{})
-	}, messaging.Verify)
+	cards := cardtest.Start(t, n, card.Config{SearchRate: 1e6, SearchBurst: 1e6})
 	if overPostgres(t) {
 		opts.postgres = true
 	}
@@ -107,11 +94,8 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		store = servicetest.OpenFile(t, n, "group.db", OpenBoltStore, Verify)
 	}
 	peer := n.DialPeer(grpcclient.Config{})
-	msg, err := messaging.New(msgStore, messaging.CardClient{Client: cardv1.NewCardServiceClient(peer)}, messaging.GroupClient{Client: groupv1.NewGroupServiceClient(peer)},
-		messaging.Config{Clock: clk.Now, Revocations: ids, SendRate: 1e6, SendBurst: 1e6}, log.Named("messaging"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg := messagingtest.Start(t, n, messaging.CardClient{Client: cardv1.NewCardServiceClient(peer)}, messaging.GroupClient{Client: groupv1.NewGroupServiceClient(peer)},
+		messaging.Config{Revocations: ids, SendRate: 1e6, SendBurst: 1e6})
 	cfg := opts.cfg
 	cfg.Clock = clk.Now
 	if cfg.CardPollInterval == 0 {
@@ -142,7 +126,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 }
 
 // asService returns ctx carrying the service credential.
-func asService() context.Context { return servicetest.AsService(testServiceToken) }
+func asService() context.Context { return servicetest.AsService(servicetest.ServiceToken) }
 
 type app struct{ id, key string }
 
@@ -209,21 +193,13 @@ func (e *env) publishCard(u *user) error {
 	if err != nil {
 		return err
 	}
-	content, sig, err := e2ee.NewCard(kp, u.identity, e.clock.Now(), u.cardID)
+	var endorser *e2ee.KeyPair
+	if u.cardID != nil {
+		endorser = u.keys
+	}
+	req, err := servicetest.CardRequest(kp, u.identity, e.clock.Now(), u.cardID, endorser)
 	if err != nil {
 		return err
-	}
-	req := &cardv1.PublishCardRequest{Content: content, SelfSignature: sig}
-	if u.cardID != nil {
-		next, err := e2ee.ParseCard(content, sig)
-		if err != nil {
-			return err
-		}
-		ec, es, err := e2ee.Endorse(u.keys, next)
-		if err != nil {
-			return err
-		}
-		req.Endorsement = &cardv1.CardEndorsement{Content: ec, Signature: es}
 	}
 	resp, err := e.cards.PublishCard(u.ctx(), req)
 	if err != nil {
@@ -235,11 +211,7 @@ func (e *env) publishCard(u *user) error {
 
 func (e *env) groupID(t testing.TB, a app, guid string) string {
 	t.Helper()
-	resp, err := e.ids.ResolveIdentities(as(a.key), &identityv1.ResolveIdentitiesRequest{Guids: []string{guid}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.GetGroups()[guid]
+	return servicetest.ResolveGroup(t, e.ids, a.key, guid)
 }
 
 // twoMemberGroup makes an app with users owner and bob, who have cards, and its group

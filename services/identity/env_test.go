@@ -20,15 +20,12 @@ const (
 // as returns a context carrying cred as the bearer credential (none when empty).
 var as = servicetest.As
 
-// clock is the settable time source the servers and the token verifier share.
-type clock = clocktest.Clock
-
 // env is an identity service on a real loopback gRPC listener, with the production
 // interceptors, and the REST gateway in front of it on httptest.
 type env struct {
 	store   *BoltStore
 	srv     *Server
-	clock   *clock
+	clock   *clocktest.Clock
 	conn    *grpc.ClientConn
 	client  identityv1.IdentityServiceClient
 	httpURL string

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -16,15 +15,6 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )
-
-// wantCode fails unless err has code and a message containing msg.
-func wantCode(t *testing.T, err error, code codes.Code, msg string) {
-	t.Helper()
-	s := status.Convert(err)
-	if s.Code() != code || !strings.Contains(s.Message(), msg) {
-		t.Fatalf("got %v %q; want %v with %q", s.Code(), s.Message(), code, msg)
-	}
-}
 
 func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 	t.Parallel()
@@ -51,207 +41,60 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 
 	cases := []servicetest.Refusal{
 		// Admin methods.
-		{"CreateApp without credential", func() error {
-			_, err := c.CreateApp(as(""), &identityv1.CreateAppRequest{DisplayName: "x"})
-			return err
-		}, codes.Unauthenticated, "missing credential"},
-		{"CreateApp with a wrong admin credential", func() error {
-			_, err := c.CreateApp(as("not-the-admin"), &identityv1.CreateAppRequest{DisplayName: "x"})
-			return err
-		}, codes.Unauthenticated, "invalid admin credential"},
-		{"CreateApp with an app key", func() error {
-			_, err := c.CreateApp(as(key), &identityv1.CreateAppRequest{DisplayName: "x"})
-			return err
-		}, codes.Unauthenticated, "invalid admin credential"},
-		{"CreateApp with an access token", func() error {
-			_, err := c.CreateApp(as(tok), &identityv1.CreateAppRequest{DisplayName: "x"})
-			return err
-		}, codes.Unauthenticated, "invalid admin credential"},
-		{"CreateApp with an empty name", func() error {
-			_, err := c.CreateApp(as(testAdmin), &identityv1.CreateAppRequest{DisplayName: " "})
-			return err
-		}, codes.InvalidArgument, "display_name is empty"},
-		{"CreateApp with a long name", func() error {
-			_, err := c.CreateApp(as(testAdmin), &identityv1.CreateAppRequest{DisplayName: strings.Repeat("é", MaxDisplayNameLen+1)})
-			return err
-		}, codes.InvalidArgument, "at most 128"},
-		{"CreateApp with a control character", func() error {
-			_, err := c.CreateApp(as(testAdmin), &identityv1.CreateAppRequest{DisplayName: "a\nb"})
-			return err
-		}, codes.InvalidArgument, "control character"},
-		{"GetApp with a malformed id", func() error {
-			_, err := c.GetApp(as(testAdmin), &identityv1.GetAppRequest{AppId: "../etc"})
-			return err
-		}, codes.InvalidArgument, "app_id"},
-		{"GetApp of an unknown app", func() error {
-			_, err := c.GetApp(as(testAdmin), &identityv1.GetAppRequest{AppId: appIDPrefix + strings.Repeat("a", appIDLen)})
-			return err
-		}, codes.NotFound, "not found"},
-		{"CreateAppKey for an unknown app", func() error {
-			_, err := c.CreateAppKey(as(testAdmin), &identityv1.CreateAppKeyRequest{AppId: appIDPrefix + strings.Repeat("b", appIDLen)})
-			return err
-		}, codes.NotFound, "not found"},
-		{"RevokeAppKey of an unknown key", func() error {
-			_, err := c.RevokeAppKey(as(testAdmin), &identityv1.RevokeAppKeyRequest{AppId: appID, KeyId: strings.Repeat("c", keyIDLen)})
-			return err
-		}, codes.NotFound, "has no key"},
-		{"RevokeAppKey with a malformed key id", func() error {
-			_, err := c.RevokeAppKey(as(testAdmin), &identityv1.RevokeAppKeyRequest{AppId: appID, KeyId: "x"})
-			return err
-		}, codes.InvalidArgument, "key_id"},
-		{"RotateSigningKey with an app key", func() error {
-			_, err := c.RotateSigningKey(as(key), &identityv1.RotateSigningKeyRequest{})
-			return err
-		}, codes.Unauthenticated, "invalid admin credential"},
+		{"CreateApp without credential", servicetest.Call(c.CreateApp, as(""), &identityv1.CreateAppRequest{DisplayName: "x"}), codes.Unauthenticated, "missing credential"},
+		{"CreateApp with a wrong admin credential", servicetest.Call(c.CreateApp, as("not-the-admin"), &identityv1.CreateAppRequest{DisplayName: "x"}), codes.Unauthenticated, "invalid admin credential"},
+		{"CreateApp with an app key", servicetest.Call(c.CreateApp, as(key), &identityv1.CreateAppRequest{DisplayName: "x"}), codes.Unauthenticated, "invalid admin credential"},
+		{"CreateApp with an access token", servicetest.Call(c.CreateApp, as(tok), &identityv1.CreateAppRequest{DisplayName: "x"}), codes.Unauthenticated, "invalid admin credential"},
+		{"CreateApp with an empty name", servicetest.Call(c.CreateApp, as(testAdmin), &identityv1.CreateAppRequest{DisplayName: " "}), codes.InvalidArgument, "display_name is empty"},
+		{"CreateApp with a long name", servicetest.Call(c.CreateApp, as(testAdmin), &identityv1.CreateAppRequest{DisplayName: strings.Repeat("é", MaxDisplayNameLen+1)}), codes.InvalidArgument, "at most 128"},
+		{"CreateApp with a control character", servicetest.Call(c.CreateApp, as(testAdmin), &identityv1.CreateAppRequest{DisplayName: "a\nb"}), codes.InvalidArgument, "control character"},
+		{"GetApp with a malformed id", servicetest.Call(c.GetApp, as(testAdmin), &identityv1.GetAppRequest{AppId: "../etc"}), codes.InvalidArgument, "app_id"},
+		{"GetApp of an unknown app", servicetest.Call(c.GetApp, as(testAdmin), &identityv1.GetAppRequest{AppId: appIDPrefix + strings.Repeat("a", appIDLen)}), codes.NotFound, "not found"},
+		{"CreateAppKey for an unknown app", servicetest.Call(c.CreateAppKey, as(testAdmin), &identityv1.CreateAppKeyRequest{AppId: appIDPrefix + strings.Repeat("b", appIDLen)}), codes.NotFound, "not found"},
+		{"RevokeAppKey of an unknown key", servicetest.Call(c.RevokeAppKey, as(testAdmin), &identityv1.RevokeAppKeyRequest{AppId: appID, KeyId: strings.Repeat("c", keyIDLen)}), codes.NotFound, "has no key"},
+		{"RevokeAppKey with a malformed key id", servicetest.Call(c.RevokeAppKey, as(testAdmin), &identityv1.RevokeAppKeyRequest{AppId: appID, KeyId: "x"}), codes.InvalidArgument, "key_id"},
+		{"RotateSigningKey with an app key", servicetest.Call(c.RotateSigningKey, as(key), &identityv1.RotateSigningKeyRequest{}), codes.Unauthenticated, "invalid admin credential"},
 
 		// App-key methods.
-		{"IssueToken without credential", func() error {
-			_, err := c.IssueToken(as(""), &identityv1.IssueTokenRequest{Identity: alice})
-			return err
-		}, codes.Unauthenticated, "missing credential"},
-		{"IssueToken with a malformed key", func() error {
-			_, err := c.IssueToken(as("uak_abc"), &identityv1.IssueTokenRequest{Identity: alice})
-			return err
-		}, codes.Unauthenticated, "malformed app API key"},
-		{"IssueToken with an unknown key", func() error {
-			_, err := c.IssueToken(as(unknownKey), &identityv1.IssueTokenRequest{Identity: alice})
-			return err
-		}, codes.Unauthenticated, "unknown app API key"},
-		{"IssueToken with a wrong secret", func() error {
-			_, err := c.IssueToken(as(wrongSecret), &identityv1.IssueTokenRequest{Identity: alice})
-			return err
-		}, codes.Unauthenticated, "unknown app API key"},
-		{"IssueToken with a revoked key", func() error {
-			_, err := c.IssueToken(as(revokedKey), &identityv1.IssueTokenRequest{Identity: alice})
-			return err
-		}, codes.Unauthenticated, "was revoked"},
-		{"IssueToken with the admin credential", func() error {
-			_, err := c.IssueToken(as(testAdmin), &identityv1.IssueTokenRequest{Identity: alice})
-			return err
-		}, codes.Unauthenticated, "malformed app API key"},
-		{"IssueToken with an access token", func() error {
-			_, err := c.IssueToken(as(tok), &identityv1.IssueTokenRequest{Identity: alice})
-			return err
-		}, codes.Unauthenticated, "malformed app API key"},
-		{"IssueToken for an empty identity", func() error {
-			_, err := c.IssueToken(as(key), &identityv1.IssueTokenRequest{})
-			return err
-		}, codes.InvalidArgument, "identity is empty"},
-		{"IssueToken for a raw user id", func() error {
-			_, err := c.IssueToken(as(key), &identityv1.IssueTokenRequest{Identity: "alice"})
-			return err
-		}, codes.InvalidArgument, "identity"},
-		{"IssueToken for a group identity", func() error {
-			_, err := c.IssueToken(as(key), &identityv1.IssueTokenRequest{Identity: "g_" + alice[2:]})
-			return err
-		}, codes.InvalidArgument, "not a user identity"},
-		{"IssueToken for an identity over the length limit", func() error {
-			_, err := c.IssueToken(as(key), &identityv1.IssueTokenRequest{Identity: alice + strings.Repeat("a", 300)})
-			return err
-		}, codes.InvalidArgument, "characters"},
-		{"IssueToken with a ttl under a minute", func() error {
-			_, err := c.IssueToken(as(key), &identityv1.IssueTokenRequest{Identity: alice, Ttl: durationpb.New(10 * time.Second)})
-			return err
-		}, codes.InvalidArgument, "out of range"},
-		{"IssueToken with a ttl over a day", func() error {
-			_, err := c.IssueToken(as(key), &identityv1.IssueTokenRequest{Identity: alice, Ttl: durationpb.New(25 * time.Hour)})
-			return err
-		}, codes.InvalidArgument, "out of range"},
-		{"IssueToken with a negative ttl", func() error {
-			_, err := c.IssueToken(as(key), &identityv1.IssueTokenRequest{Identity: alice, Ttl: durationpb.New(-time.Hour)})
-			return err
-		}, codes.InvalidArgument, "out of range"},
-		{"ResolveIdentities without ids", func() error {
-			_, err := c.ResolveIdentities(as(key), &identityv1.ResolveIdentitiesRequest{})
-			return err
-		}, codes.InvalidArgument, "no ids given"},
-		{"ResolveIdentities with too many ids", func() error {
-			_, err := c.ResolveIdentities(as(key), &identityv1.ResolveIdentitiesRequest{Uids: manyIDs})
-			return err
-		}, codes.InvalidArgument, "at most 1000"},
-		{"ResolveIdentities with too many ids in all", func() error {
-			_, err := c.ResolveIdentities(as(key), &identityv1.ResolveIdentitiesRequest{Uids: manyIDs[:600], Guids: manyIDs[:401]})
-			return err
-		}, codes.InvalidArgument, "at most 1000"},
-		{"ResolveIdentities with an empty id", func() error {
-			_, err := c.ResolveIdentities(as(key), &identityv1.ResolveIdentitiesRequest{Uids: []string{"a", ""}})
-			return err
-		}, codes.InvalidArgument, "uids[1] is empty"},
-		{"ResolveIdentities with a long id", func() error {
-			_, err := c.ResolveIdentities(as(key), &identityv1.ResolveIdentitiesRequest{Guids: []string{strings.Repeat("g", MaxExternalIDLen+1)}})
-			return err
-		}, codes.InvalidArgument, "guids[0] is 257 bytes"},
-		{"ResolveIdentities with an access token", func() error {
-			_, err := c.ResolveIdentities(as(tok), &identityv1.ResolveIdentitiesRequest{Uids: []string{"a"}})
-			return err
-		}, codes.Unauthenticated, "malformed app API key"},
-		{"RevokeTokens for a malformed identity", func() error {
-			_, err := c.RevokeTokens(as(key), &identityv1.RevokeTokensRequest{Identity: "bob"})
-			return err
-		}, codes.InvalidArgument, "identity"},
-		{"RevokeTokens before a future time", func() error {
-			_, err := c.RevokeTokens(as(key), &identityv1.RevokeTokensRequest{Identity: alice, Before: timestamppb.New(e.clock.Now().Add(time.Hour))})
-			return err
-		}, codes.InvalidArgument, "in the future"},
-		{"RevokeTokens with a revoked key", func() error {
-			_, err := c.RevokeTokens(as(revokedKey), &identityv1.RevokeTokensRequest{Identity: alice})
-			return err
-		}, codes.Unauthenticated, "was revoked"},
+		{"IssueToken without credential", servicetest.Call(c.IssueToken, as(""), &identityv1.IssueTokenRequest{Identity: alice}), codes.Unauthenticated, "missing credential"},
+		{"IssueToken with a malformed key", servicetest.Call(c.IssueToken, as("uak_abc"), &identityv1.IssueTokenRequest{Identity: alice}), codes.Unauthenticated, "malformed app API key"},
+		{"IssueToken with an unknown key", servicetest.Call(c.IssueToken, as(unknownKey), &identityv1.IssueTokenRequest{Identity: alice}), codes.Unauthenticated, "unknown app API key"},
+		{"IssueToken with a wrong secret", servicetest.Call(c.IssueToken, as(wrongSecret), &identityv1.IssueTokenRequest{Identity: alice}), codes.Unauthenticated, "unknown app API key"},
+		{"IssueToken with a revoked key", servicetest.Call(c.IssueToken, as(revokedKey), &identityv1.IssueTokenRequest{Identity: alice}), codes.Unauthenticated, "was revoked"},
+		{"IssueToken with the admin credential", servicetest.Call(c.IssueToken, as(testAdmin), &identityv1.IssueTokenRequest{Identity: alice}), codes.Unauthenticated, "malformed app API key"},
+		{"IssueToken with an access token", servicetest.Call(c.IssueToken, as(tok), &identityv1.IssueTokenRequest{Identity: alice}), codes.Unauthenticated, "malformed app API key"},
+		{"IssueToken for an empty identity", servicetest.Call(c.IssueToken, as(key), &identityv1.IssueTokenRequest{}), codes.InvalidArgument, "identity is empty"},
+		{"IssueToken for a raw user id", servicetest.Call(c.IssueToken, as(key), &identityv1.IssueTokenRequest{Identity: "alice"}), codes.InvalidArgument, "identity"},
+		{"IssueToken for a group identity", servicetest.Call(c.IssueToken, as(key), &identityv1.IssueTokenRequest{Identity: "g_" + alice[2:]}), codes.InvalidArgument, "not a user identity"},
+		{"IssueToken for an identity over the length limit", servicetest.Call(c.IssueToken, as(key), &identityv1.IssueTokenRequest{Identity: alice + strings.Repeat("a", 300)}), codes.InvalidArgument, "characters"},
+		{"IssueToken with a ttl under a minute", servicetest.Call(c.IssueToken, as(key), &identityv1.IssueTokenRequest{Identity: alice, Ttl: durationpb.New(10 * time.Second)}), codes.InvalidArgument, "out of range"},
+		{"IssueToken with a ttl over a day", servicetest.Call(c.IssueToken, as(key), &identityv1.IssueTokenRequest{Identity: alice, Ttl: durationpb.New(25 * time.Hour)}), codes.InvalidArgument, "out of range"},
+		{"IssueToken with a negative ttl", servicetest.Call(c.IssueToken, as(key), &identityv1.IssueTokenRequest{Identity: alice, Ttl: durationpb.New(-time.Hour)}), codes.InvalidArgument, "out of range"},
+		{"ResolveIdentities without ids", servicetest.Call(c.ResolveIdentities, as(key), &identityv1.ResolveIdentitiesRequest{}), codes.InvalidArgument, "no ids given"},
+		{"ResolveIdentities with too many ids", servicetest.Call(c.ResolveIdentities, as(key), &identityv1.ResolveIdentitiesRequest{Uids: manyIDs}), codes.InvalidArgument, "at most 1000"},
+		{"ResolveIdentities with too many ids in all", servicetest.Call(c.ResolveIdentities, as(key), &identityv1.ResolveIdentitiesRequest{Uids: manyIDs[:600], Guids: manyIDs[:401]}), codes.InvalidArgument, "at most 1000"},
+		{"ResolveIdentities with an empty id", servicetest.Call(c.ResolveIdentities, as(key), &identityv1.ResolveIdentitiesRequest{Uids: []string{"a", ""}}), codes.InvalidArgument, "uids[1] is empty"},
+		{"ResolveIdentities with a long id", servicetest.Call(c.ResolveIdentities, as(key), &identityv1.ResolveIdentitiesRequest{Guids: []string{strings.Repeat("g", MaxExternalIDLen+1)}}), codes.InvalidArgument, "guids[0] is 257 bytes"},
+		{"ResolveIdentities with an access token", servicetest.Call(c.ResolveIdentities, as(tok), &identityv1.ResolveIdentitiesRequest{Uids: []string{"a"}}), codes.Unauthenticated, "malformed app API key"},
+		{"RevokeTokens for a malformed identity", servicetest.Call(c.RevokeTokens, as(key), &identityv1.RevokeTokensRequest{Identity: "bob"}), codes.InvalidArgument, "identity"},
+		{"RevokeTokens before a future time", servicetest.Call(c.RevokeTokens, as(key), &identityv1.RevokeTokensRequest{Identity: alice, Before: timestamppb.New(e.clock.Now().Add(time.Hour))}), codes.InvalidArgument, "in the future"},
+		{"RevokeTokens with a revoked key", servicetest.Call(c.RevokeTokens, as(revokedKey), &identityv1.RevokeTokensRequest{Identity: alice}), codes.Unauthenticated, "was revoked"},
 
-		{"IssueResetGrant without credential", func() error {
-			_, err := c.IssueResetGrant(as(""), &identityv1.IssueResetGrantRequest{Identity: alice})
-			return err
-		}, codes.Unauthenticated, "missing credential"},
-		{"IssueResetGrant with the user's access token", func() error {
-			_, err := c.IssueResetGrant(as(tok), &identityv1.IssueResetGrantRequest{Identity: alice})
-			return err
-		}, codes.Unauthenticated, "malformed app API key"},
-		{"IssueResetGrant with a revoked key", func() error {
-			_, err := c.IssueResetGrant(as(revokedKey), &identityv1.IssueResetGrantRequest{Identity: alice})
-			return err
-		}, codes.Unauthenticated, "was revoked"},
-		{"IssueResetGrant with the admin credential", func() error {
-			_, err := c.IssueResetGrant(as(testAdmin), &identityv1.IssueResetGrantRequest{Identity: alice})
-			return err
-		}, codes.Unauthenticated, "malformed app API key"},
-		{"IssueResetGrant for a raw user id", func() error {
-			_, err := c.IssueResetGrant(as(key), &identityv1.IssueResetGrantRequest{Identity: "alice"})
-			return err
-		}, codes.InvalidArgument, "identity"},
-		{"IssueResetGrant for a group identity", func() error {
-			_, err := c.IssueResetGrant(as(key), &identityv1.IssueResetGrantRequest{Identity: "g_" + alice[2:]})
-			return err
-		}, codes.InvalidArgument, "not a user identity"},
-		{"IssueResetGrant with a ttl under a minute", func() error {
-			_, err := c.IssueResetGrant(as(key), &identityv1.IssueResetGrantRequest{Identity: alice, Ttl: durationpb.New(30 * time.Second)})
-			return err
-		}, codes.InvalidArgument, "ttl 30s is out of range: between 1m0s and 1h0m0s"},
-		{"IssueResetGrant with a ttl over an hour", func() error {
-			_, err := c.IssueResetGrant(as(key), &identityv1.IssueResetGrantRequest{Identity: alice, Ttl: durationpb.New(61 * time.Minute)})
-			return err
-		}, codes.InvalidArgument, "out of range"},
+		{"IssueResetGrant without credential", servicetest.Call(c.IssueResetGrant, as(""), &identityv1.IssueResetGrantRequest{Identity: alice}), codes.Unauthenticated, "missing credential"},
+		{"IssueResetGrant with the user's access token", servicetest.Call(c.IssueResetGrant, as(tok), &identityv1.IssueResetGrantRequest{Identity: alice}), codes.Unauthenticated, "malformed app API key"},
+		{"IssueResetGrant with a revoked key", servicetest.Call(c.IssueResetGrant, as(revokedKey), &identityv1.IssueResetGrantRequest{Identity: alice}), codes.Unauthenticated, "was revoked"},
+		{"IssueResetGrant with the admin credential", servicetest.Call(c.IssueResetGrant, as(testAdmin), &identityv1.IssueResetGrantRequest{Identity: alice}), codes.Unauthenticated, "malformed app API key"},
+		{"IssueResetGrant for a raw user id", servicetest.Call(c.IssueResetGrant, as(key), &identityv1.IssueResetGrantRequest{Identity: "alice"}), codes.InvalidArgument, "identity"},
+		{"IssueResetGrant for a group identity", servicetest.Call(c.IssueResetGrant, as(key), &identityv1.IssueResetGrantRequest{Identity: "g_" + alice[2:]}), codes.InvalidArgument, "not a user identity"},
+		{"IssueResetGrant with a ttl under a minute", servicetest.Call(c.IssueResetGrant, as(key), &identityv1.IssueResetGrantRequest{Identity: alice, Ttl: durationpb.New(30 * time.Second)}), codes.InvalidArgument, "ttl 30s is out of range: between 1m0s and 1h0m0s"},
+		{"IssueResetGrant with a ttl over an hour", servicetest.Call(c.IssueResetGrant, as(key), &identityv1.IssueResetGrantRequest{Identity: alice, Ttl: durationpb.New(61 * time.Minute)}), codes.InvalidArgument, "out of range"},
 
 		// Internal methods.
-		{"ListRevocations without credential", func() error {
-			_, err := c.ListRevocations(as(""), &identityv1.ListRevocationsRequest{})
-			return err
-		}, codes.PermissionDenied, "only Umbra services"},
-		{"ListRevocations with an access token", func() error {
-			_, err := c.ListRevocations(as(tok), &identityv1.ListRevocationsRequest{})
-			return err
-		}, codes.PermissionDenied, "only Umbra services"},
-		{"ListRevocations with the admin credential", func() error {
-			_, err := c.ListRevocations(as(testAdmin), &identityv1.ListRevocationsRequest{})
-			return err
-		}, codes.PermissionDenied, "only Umbra services"},
-		{"ListRevocations with a wrong service token", func() error {
-			_, err := c.ListRevocations(serviceCtx("nope"), &identityv1.ListRevocationsRequest{})
-			return err
-		}, codes.PermissionDenied, "only Umbra services"},
-		{"ListRevocations with a page over the maximum", func() error {
-			_, err := c.ListRevocations(serviceCtx(testServiceToken), &identityv1.ListRevocationsRequest{PageSize: MaxRevocationPage + 1})
-			return err
-		}, codes.InvalidArgument, "page_size"},
+		{"ListRevocations without credential", servicetest.Call(c.ListRevocations, as(""), &identityv1.ListRevocationsRequest{}), codes.PermissionDenied, "only Umbra services"},
+		{"ListRevocations with an access token", servicetest.Call(c.ListRevocations, as(tok), &identityv1.ListRevocationsRequest{}), codes.PermissionDenied, "only Umbra services"},
+		{"ListRevocations with the admin credential", servicetest.Call(c.ListRevocations, as(testAdmin), &identityv1.ListRevocationsRequest{}), codes.PermissionDenied, "only Umbra services"},
+		{"ListRevocations with a wrong service token", servicetest.Call(c.ListRevocations, serviceCtx("nope"), &identityv1.ListRevocationsRequest{}), codes.PermissionDenied, "only Umbra services"},
+		{"ListRevocations with a page over the maximum", servicetest.Call(c.ListRevocations, serviceCtx(testServiceToken), &identityv1.ListRevocationsRequest{PageSize: MaxRevocationPage + 1}), codes.InvalidArgument, "page_size"},
 	}
 	servicetest.CheckRefusals(t, cases, e.snapshot)
 }
@@ -333,7 +176,7 @@ func TestAppsTokensAndIdentities(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = e.client.IssueToken(as(k2.GetApiKey()), &identityv1.IssueTokenRequest{Identity: alice})
-	wantCode(t, err, codes.Unauthenticated, "was revoked")
+	servicetest.MustCode(t, err, codes.Unauthenticated, "was revoked")
 	e.token(t, keyA, alice)
 }
 
@@ -360,7 +203,7 @@ func TestRevokeTokensLogsOutEverywhereInOneAppOnly(t *testing.T) {
 		t.Errorf("revoked_before = %s; want now rounded up to a whole second", got)
 	}
 	_, err = e.client.WhoAmI(as(oldA), &identityv1.WhoAmIRequest{})
-	wantCode(t, err, codes.Unauthenticated, "revoked")
+	servicetest.MustCode(t, err, codes.Unauthenticated, "revoked")
 	if _, err := e.client.WhoAmI(as(sameIdentityInB), &identityv1.WhoAmIRequest{}); err != nil {
 		t.Errorf("app A's revocation logged app B's user out: %v", err)
 	}
@@ -377,7 +220,7 @@ func TestRevokeTokensLogsOutEverywhereInOneAppOnly(t *testing.T) {
 	// A remembered token still expires.
 	e.clock.Add(time.Hour + auth.Leeway + time.Second)
 	_, err = e.client.WhoAmI(as(fresh), &identityv1.WhoAmIRequest{})
-	wantCode(t, err, codes.Unauthenticated, "expired")
+	servicetest.MustCode(t, err, codes.Unauthenticated, "expired")
 }
 
 func TestSigningKeyRotationKeepsOldTokensValid(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs/errstatus"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
@@ -186,7 +187,7 @@ func TestAccessTokenAttacksAreRefused(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.client.WhoAmI(as(tc.token), &identityv1.WhoAmIRequest{})
-			wantCode(t, err, tc.code, tc.msg)
+			servicetest.MustCode(t, err, tc.code, tc.msg)
 		})
 	}
 
@@ -195,7 +196,7 @@ func TestAccessTokenAttacksAreRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := e.client.WhoAmI(as(good), &identityv1.WhoAmIRequest{})
-		wantCode(t, err, codes.Unauthenticated, "revoked")
+		servicetest.MustCode(t, err, codes.Unauthenticated, "revoked")
 	})
 	t.Run("authorization headers", func(t *testing.T) {
 		fresh := e.token(t, key, e.user(t, key, "carol"))

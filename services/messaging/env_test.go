@@ -13,6 +13,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/clocktest"
 	"github.com/umbra-e2ee/umbra/internal/servicetest"
+	"github.com/umbra-e2ee/umbra/internal/servicetest/cardtest"
 	"github.com/umbra-e2ee/umbra/internal/servicetest/identitytest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
@@ -37,9 +38,6 @@ var (
 	wantCode = servicetest.WantCode
 )
 
-// clock is the settable time source the servers and the token verifier share.
-type clock = clocktest.Clock
-
 // env is the messaging service, the identity service (apps and tokens), the card
 // service (the users' cards, which the messaging service checks sender cards against)
 // and a group service on one real loopback gRPC listener with the production
@@ -50,7 +48,7 @@ type env struct {
 	dir     string
 	store   *BoltStore
 	srv     *Server
-	clock   *clock
+	clock   *clocktest.Clock
 	groups  *fakeGroupService // nil when the real (unimplemented) group service runs
 	conn    *grpc.ClientConn
 	client  messagingv1.MessagingServiceClient
@@ -69,7 +67,7 @@ type envOptions struct {
 	// dir is the data folder; empty means a new t.TempDir().
 	dir string
 	// clock is shared with a previous env; nil means a new one at the current time.
-	clock *clock
+	clock *clocktest.Clock
 	cfg   Config
 	store StoreOptions
 	// fakeGroups serves a fake group service (fakeGroupService) in place of the real
@@ -101,11 +99,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if !opts.damaged {
 		n.Verify("messaging.db", Verify)
 	}
-	cardStore := servicetest.OpenFile(t, n, "card.db", card.OpenBoltStore, nil)
-	cards, err := card.New(cardStore, card.Config{Clock: clk.Now}, log.Named("card"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cards := cardtest.Start(t, n, card.Config{})
 	peerConn := n.DialPeer(grpcclient.Config{})
 	cfg := opts.cfg
 	cfg.Clock = clk.Now
@@ -206,11 +200,7 @@ func (e *env) publishCard(t testing.TB, u user, previous []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	content, sig, err := e2ee.NewCard(kp, u.identity, e.clock.Now(), previous)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := &cardv1.PublishCardRequest{Content: content, SelfSignature: sig}
+	var endorser *e2ee.KeyPair
 	if previous != nil {
 		// A rotation is endorsed by the card it replaces; without that it would be a
 		// reset, which needs a grant.
@@ -218,15 +208,11 @@ func (e *env) publishCard(t testing.TB, u user, previous []byte) []byte {
 		if !ok {
 			t.Fatalf("no key pair for card %x: rotate only cards publishCard published", previous)
 		}
-		next, err := e2ee.ParseCard(content, sig)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ec, es, err := e2ee.Endorse(prev.(*e2ee.KeyPair), next)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Endorsement = &cardv1.CardEndorsement{Content: ec, Signature: es}
+		endorser = prev.(*e2ee.KeyPair)
+	}
+	req, err := servicetest.CardRequest(kp, u.identity, e.clock.Now(), previous, endorser)
+	if err != nil {
+		t.Fatal(err)
 	}
 	resp, err := e.cards.PublishCard(u.ctx(), req)
 	if err != nil {
@@ -245,11 +231,7 @@ func (e *env) token(t testing.TB, u user, ttl time.Duration) string {
 // groupID resolves an app's group id.
 func (e *env) groupID(t testing.TB, a app, guid string) string {
 	t.Helper()
-	resp, err := e.ids.ResolveIdentities(as(a.key), &identityv1.ResolveIdentitiesRequest{Guids: []string{guid}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.GetGroups()[guid]
+	return servicetest.ResolveGroup(t, e.ids, a.key, guid)
 }
 
 // encrypted is the header of an ENCRYPTED direct message from u, signed with u's card.
