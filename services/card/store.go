@@ -3,8 +3,6 @@ package card
 import (
 	"bytes"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -180,91 +178,6 @@ func checkRotation(current, next *cardstoragev1.ServiceKeyRecord, at, latestPubl
 // that sign (seed set, not retired; one, or two during a rotation), oldest first: c
 // has its size and roots; the signer sets its origin and returns the signed note.
 type CheckpointSigner func(c *kt.Checkpoint, keys []*cardstoragev1.LogKeyRecord) ([]byte, error)
-
-// maxSigningLogKeys is how many log keys may sign at once: the current one and, during
-// a rotation, its successor. One rotation at a time keeps what clients must be told
-// simple: "add this key", then "drop that one".
-const maxSigningLogKeys = 2
-
-// signingLogKeys returns the keys of all that sign checkpoints, oldest first.
-func signingLogKeys(all []*cardstoragev1.LogKeyRecord) []*cardstoragev1.LogKeyRecord {
-	var out []*cardstoragev1.LogKeyRecord
-	for _, k := range all {
-		if k.GetRetiredAt() == nil {
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
-// sortLogKeys orders keys oldest first (by creation, then id), as LogKeys returns them.
-func sortLogKeys(keys []*cardstoragev1.LogKeyRecord) {
-	slices.SortStableFunc(keys, func(a, b *cardstoragev1.LogKeyRecord) int {
-		if c := a.GetCreatedAt().AsTime().Compare(b.GetCreatedAt().AsTime()); c != 0 {
-			return c
-		}
-		return strings.Compare(a.GetKeyId(), b.GetKeyId())
-	})
-}
-
-// checkAddLogKey is the check of AddLogKey, the same in every engine: next is a new
-// key (id not taken, with its seed) of the log's origin, and no rotation is in
-// progress.
-func checkAddLogKey(all []*cardstoragev1.LogKeyRecord, next *cardstoragev1.LogKeyRecord) error {
-	if len(all) == 0 {
-		return errs.NotFoundf("the key transparency log has no key yet")
-	}
-	if next.GetOrigin() != all[0].GetOrigin() {
-		return errs.Invalidf("a log key of origin %q for the log %q: a rotation keeps the origin", next.GetOrigin(), all[0].GetOrigin())
-	}
-	if len(next.GetSeed()) == 0 || next.GetRetiredAt() != nil {
-		return errs.Invalidf("log key %s: a new key has its seed and is not retired", next.GetKeyId())
-	}
-	for _, k := range all {
-		if k.GetKeyId() == next.GetKeyId() {
-			return errs.Existsf("log key %s exists already", next.GetKeyId())
-		}
-	}
-	if n := len(signingLogKeys(all)); n >= maxSigningLogKeys {
-		return errs.Preconditionf("a log key rotation is in progress already (%d keys sign): retire one of them first", n)
-	}
-	return nil
-}
-
-// retireLogKey is the check and the change of RetireLogKey, the same in every engine:
-// it returns the retired copy of the key keyID of all (retired_at set, seed erased),
-// or ErrNotFound for a key the log never had, ErrPrecondition for a retired key or the
-// only one that signs.
-func retireLogKey(all []*cardstoragev1.LogKeyRecord, keyID string, at time.Time) (*cardstoragev1.LogKeyRecord, error) {
-	i := slices.IndexFunc(all, func(k *cardstoragev1.LogKeyRecord) bool { return k.GetKeyId() == keyID })
-	switch {
-	case i < 0:
-		return nil, errs.NotFoundf("the key transparency log has no key %s", keyID)
-	case all[i].GetRetiredAt() != nil:
-		return nil, errs.Preconditionf("log key %s was retired at %s", keyID, all[i].GetRetiredAt().AsTime().Format(time.RFC3339))
-	case len(signingLogKeys(all)) < 2:
-		return nil, errs.Preconditionf("log key %s is the only key that signs checkpoints: rotate first (a new key), then retire this one", keyID)
-	}
-	retired := proto.Clone(all[i]).(*cardstoragev1.LogKeyRecord)
-	retired.Seed, retired.RetiredAt = nil, timestamppb.New(at)
-	return retired, nil
-}
-
-// resignCheckpoint signs the checkpoint rec again with keys: the same body (size and
-// roots), other log signatures. It is what a rotation stores in place of the latest
-// checkpoint, so that the change of keys shows at once, not at the next card event.
-func resignCheckpoint(rec *cardstoragev1.CheckpointRecord, keys []*cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
-	if len(rec.GetLogRoot()) != kt.HashSize || len(rec.GetMapRoot()) != kt.HashSize {
-		return nil, errs.Damagedf("card store: the checkpoint of %d entries has roots of %d and %d bytes", rec.GetSize(), len(rec.GetLogRoot()), len(rec.GetMapRoot()))
-	}
-	note, err := sign(&kt.Checkpoint{Size: rec.GetSize(), LogRoot: [kt.HashSize]byte(rec.GetLogRoot()), MapRoot: [kt.HashSize]byte(rec.GetMapRoot())}, keys)
-	if err != nil {
-		return nil, fmt.Errorf("card: sign the checkpoint of %d entries again: %w", rec.GetSize(), err)
-	}
-	out := proto.Clone(rec).(*cardstoragev1.CheckpointRecord)
-	out.SignedNote = note
-	return out, nil
-}
 
 // The records and checks of publications and revocations, the same in every engine:
 // an engine reads and writes them, in its transaction and its layout.

@@ -121,15 +121,24 @@ func cardKey(appID string, cardID []byte) []byte {
 func historyPrefix(appID, identity string) []byte { return boltdb.Key(appID, identity, "") }
 
 func (s *BoltStore) ServiceKey(candidate *cardstoragev1.ServiceKeyRecord) (*cardstoragev1.ServiceKeyRecord, error) {
-	key := &cardstoragev1.ServiceKeyRecord{}
+	return boltFirstKey(s, bucketServiceKey, candidate, "service key")
+}
+
+// boltFirstKey returns the key stored at "current" of bucket, the service key or the
+// log's first key (what names it). When there is none yet it stores candidate first.
+func boltFirstKey[T any, M interface {
+	*T
+	proto.Message
+}](s *BoltStore, bucket []byte, candidate M, what string) (M, error) {
+	key := M(new(T))
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketServiceKey)
+		b := tx.Bucket(bucket)
 		err := boltdb.GetProto(b, currentKey, key)
 		if !errors.Is(err, errs.ErrNotFound) {
 			return err
 		}
 		if candidate == nil {
-			return errors.New("card: card.db has no service key")
+			return errors.New("card: card.db has no " + what)
 		}
 		key = candidate
 		return boltdb.PutProto(b, currentKey, candidate)

@@ -2,14 +2,11 @@ package card
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
@@ -22,23 +19,7 @@ import (
 // that stores the checkpoint of the new size.
 
 func (s *BoltStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev1.LogKeyRecord, error) {
-	key := &cardstoragev1.LogKeyRecord{}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketKTLogKey)
-		err := boltdb.GetProto(b, currentKey, key)
-		if !errors.Is(err, errs.ErrNotFound) {
-			return err
-		}
-		if candidate == nil {
-			return errors.New("card: card.db has no log key")
-		}
-		key = candidate
-		return boltdb.PutProto(b, currentKey, candidate)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return key, nil
+	return boltFirstKey(s, bucketKTLogKey, candidate, "log key")
 }
 
 // The log's first key stays where it always was (kt_log_key, "current"); the keys that
@@ -52,7 +33,7 @@ func (s *BoltStore) LogKeys() ([]*cardstoragev1.LogKeyRecord, error) {
 		return err
 	})
 	if err == nil && len(out) == 0 {
-		err = errs.NotFoundf("the key transparency log has no key yet")
+		err = noLogKey()
 	}
 	return out, err
 }
@@ -114,7 +95,8 @@ func (s *BoltStore) RetireLogKey(keyID string, at time.Time, sign CheckpointSign
 		if err != nil {
 			return err
 		}
-		if retired, err = retireLogKey(all, keyID, at); err != nil {
+		var remaining []*cardstoragev1.LogKeyRecord
+		if retired, remaining, err = retireLogKey(all, keyID, at); err != nil {
 			return err
 		}
 		b, key := tx.Bucket(bucketKTLogKeys), []byte(keyID)
@@ -124,8 +106,6 @@ func (s *BoltStore) RetireLogKey(keyID string, at time.Time, sign CheckpointSign
 		if err := boltdb.PutProto(b, key, retired); err != nil {
 			return err
 		}
-		remaining := signingLogKeys(all)
-		remaining = slices.DeleteFunc(remaining, func(k *cardstoragev1.LogKeyRecord) bool { return k.GetKeyId() == keyID })
 		out, err = boltResignLatest(tx, remaining, sign)
 		return err
 	})
@@ -189,22 +169,10 @@ func get(b *bolt.Bucket, key []byte) ([]byte, error) {
 	return boltdb.Unseal(b, key, v)
 }
 
-// logTileKey is a log tile's key: u8(tile level) u64(tile index).
-func logTileKey(id kt.LogTileID) []byte {
-	return binary.BigEndian.AppendUint64([]byte{id.Level}, id.Index)
-}
-
 func (t *ktTx) LogTile(id kt.LogTileID) ([]byte, error) { return get(t.logTiles, logTileKey(id)) }
 
 func (t *ktTx) PutLogTile(id kt.LogTileID, tile []byte) error {
 	return boltdb.PutRecord(t.logTiles, logTileKey(id), tile)
-}
-
-// mapTileKey is a map tile's key: u16(depth) and the prefix's ceil(depth/8) bytes, so
-// most keys are a few bytes.
-func mapTileKey(id kt.MapNodeID) []byte {
-	n := (int(id.Depth) + 7) / 8
-	return append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+n), id.Depth), id.Prefix[:n]...)
 }
 
 func (t *ktTx) MapTile(id kt.MapTileID) ([]byte, error) { return get(t.mapTiles, mapTileKey(id)) }
@@ -255,22 +223,18 @@ func (s *BoltStore) AppendLog(limit int, at time.Time, sign CheckpointSigner) (*
 		}
 		size := latest.GetSize()
 		events := tx.Bucket(bucketEvents)
-		var leaves [][]byte
+		var evs []*cardstoragev1.CardEventRecord
 		c := events.Cursor()
-		for k, v := c.Seek(boltdb.U64(size + 1)); k != nil && len(leaves) < limit; k, v = c.Next() {
-			want := size + 1 + uint64(len(leaves))
+		for k, v := c.Seek(boltdb.U64(size + 1)); k != nil && len(evs) < limit; k, v = c.Next() {
 			ev := &cardstoragev1.CardEventRecord{}
 			if err := boltdb.DecodeProto(events, k, v, ev); err != nil {
 				return fmt.Errorf("card event %x: %w", k, err)
 			}
-			if ev.GetSequence() != want {
-				return fmt.Errorf("card: key transparency log of %d entries: the card event feed has event %d where %d should be", size+uint64(len(leaves)), ev.GetSequence(), want)
-			}
-			leaf, err := eventLeaf(ev)
-			if err != nil {
-				return err
-			}
-			leaves = append(leaves, leaf)
+			evs = append(evs, ev)
+		}
+		leaves, err := logLeaves(size, evs)
+		if err != nil {
+			return err
 		}
 		if len(leaves) == 0 && latest != nil {
 			out = latest
@@ -292,24 +256,16 @@ func (s *BoltStore) AppendLog(limit int, at time.Time, sign CheckpointSigner) (*
 		if err != nil {
 			return err
 		}
-		cp := &kt.Checkpoint{Size: size + uint64(len(leaves)), LogRoot: [kt.HashSize]byte(logRoot), MapRoot: mapRoot}
-		note, err := sign(cp, signingLogKeys(keys))
-		if err != nil {
-			return fmt.Errorf("card: sign the checkpoint of %d entries: %w", cp.Size, err)
+		if out, err = signCheckpoint(size+uint64(len(leaves)), logRoot, mapRoot, keys, at, sign); err != nil {
+			return err
 		}
-		out = &cardstoragev1.CheckpointRecord{Size: cp.Size, LogRoot: logRoot, MapRoot: mapRoot[:], SignedNote: note, CreatedAt: timestamppb.New(at)}
 		appended = len(leaves)
-		return boltdb.PutProto(t.checkpoints, boltdb.U64(cp.Size), out)
+		return boltdb.PutProto(t.checkpoints, boltdb.U64(out.GetSize()), out)
 	})
 	if err != nil {
 		return nil, 0, err
 	}
 	return out, appended, nil
-}
-
-// noCheckpoint is the answer before the first checkpoint.
-func noCheckpoint() error {
-	return errs.Unavailablef("the key transparency log has no checkpoint yet: the card service publishes its first one within a second of starting; retry")
 }
 
 func (s *BoltStore) LatestCheckpoint() (*cardstoragev1.CheckpointRecord, error) {
@@ -342,24 +298,12 @@ func (s *BoltStore) LogEntries(start uint64, count int) ([][]byte, error) {
 	return out, err
 }
 
-// checkSize refuses a size past the log's.
-func checkSize(t *ktTx, size uint64) error {
-	latest, err := t.latest()
-	if err != nil {
-		return err
-	}
-	if size > latest.GetSize() {
-		return errs.OutOfRangef("tree size %d is larger than the log, which has %d entries", size, latest.GetSize())
-	}
-	return nil
-}
-
 func (s *BoltStore) InclusionProof(index, size uint64) ([]byte, [][]byte, error) {
 	var leaf []byte
 	var proof [][]byte
 	err := s.db.View(func(tx *bolt.Tx) error {
 		t := newKTTx(tx)
-		if err := checkSize(t, size); err != nil {
+		if err := checkLogSize(t.latest, size); err != nil {
 			return err
 		}
 		var err error
@@ -376,7 +320,7 @@ func (s *BoltStore) ConsistencyProof(size1, size2 uint64) ([][]byte, error) {
 	var proof [][]byte
 	err := s.db.View(func(tx *bolt.Tx) error {
 		t := newKTTx(tx)
-		if err := checkSize(t, size2); err != nil {
+		if err := checkLogSize(t.latest, size2); err != nil {
 			return err
 		}
 		var err error

@@ -5,13 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
@@ -83,7 +81,7 @@ func (s *PostgresStore) LogKeys() ([]*cardstoragev1.LogKeyRecord, error) {
 		return err
 	})
 	if err == nil && len(out) == 0 {
-		err = errs.NotFoundf("the key transparency log has no key yet")
+		err = noLogKey()
 	}
 	return out, err
 }
@@ -165,7 +163,8 @@ func (s *PostgresStore) RetireLogKey(keyID string, at time.Time, sign Checkpoint
 		if err != nil {
 			return err
 		}
-		if retired, err = retireLogKey(all, keyID, at); err != nil {
+		var remaining []*cardstoragev1.LogKeyRecord
+		if retired, remaining, err = retireLogKey(all, keyID, at); err != nil {
 			return err
 		}
 		b, err := records.Encode(retired)
@@ -180,7 +179,6 @@ func (s *PostgresStore) RetireLogKey(keyID string, at time.Time, sign Checkpoint
 		if err != nil {
 			return err
 		}
-		remaining := slices.DeleteFunc(signingLogKeys(all), func(k *cardstoragev1.LogKeyRecord) bool { return k.GetKeyId() == keyID })
 		out, err = pgResignLatest(ctx, tx, remaining, sign)
 		return err
 	})
@@ -503,19 +501,13 @@ func (s *PostgresStore) AppendLog(limit int, at time.Time, sign CheckpointSigner
 		if err != nil {
 			return err
 		}
-		leaves := make([][]byte, 0, len(evs))
-		keys := make([][kt.HashSize]byte, 0, len(evs))
-		for _, ev := range evs {
-			want := size + 1 + uint64(len(leaves))
-			if ev.GetSequence() != want {
-				return fmt.Errorf("card: key transparency log of %d entries: the card event feed has event %d where %d should be", size+uint64(len(leaves)), ev.GetSequence(), want)
-			}
-			leaf, err := eventLeaf(ev)
-			if err != nil {
-				return err
-			}
-			leaves = append(leaves, leaf)
-			keys = append(keys, kt.MapKey(ev.GetAppId(), ev.GetIdentity()))
+		leaves, err := logLeaves(size, evs)
+		if err != nil {
+			return err
+		}
+		keys := make([][kt.HashSize]byte, len(evs))
+		for i, ev := range evs {
+			keys[i] = kt.MapKey(ev.GetAppId(), ev.GetIdentity())
 		}
 		if len(leaves) == 0 && latest != nil {
 			out = latest
@@ -560,20 +552,17 @@ func (s *PostgresStore) AppendLog(limit int, at time.Time, sign CheckpointSigner
 		if err != nil {
 			return err
 		}
-		cp := &kt.Checkpoint{Size: newSize, LogRoot: [kt.HashSize]byte(logRoot), MapRoot: mapRoot}
-		note, err := sign(cp, signingLogKeys(signers))
-		if err != nil {
-			return fmt.Errorf("card: sign the checkpoint of %d entries: %w", cp.Size, err)
+		if out, err = signCheckpoint(newSize, logRoot, mapRoot, signers, at, sign); err != nil {
+			return err
 		}
-		out = &cardstoragev1.CheckpointRecord{Size: cp.Size, LogRoot: logRoot, MapRoot: mapRoot[:], SignedNote: note, CreatedAt: timestamppb.New(at)}
 		b, err := records.Encode(out)
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO kt_checkpoints (size, record) VALUES ($1, $2)", int64(cp.Size), b); err != nil {
+		if _, err := tx.Exec(ctx, "INSERT INTO kt_checkpoints (size, record) VALUES ($1, $2)", int64(newSize), b); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "UPDATE kt_log_state SET size = $1", int64(cp.Size)); err != nil {
+		if _, err := tx.Exec(ctx, "UPDATE kt_log_state SET size = $1", int64(newSize)); err != nil {
 			return err
 		}
 		appended = len(leaves)
@@ -612,18 +601,6 @@ func (s *PostgresStore) LogEntries(start uint64, count int) ([][]byte, error) {
 	return out, err
 }
 
-// checkLogSize refuses a size past the log's.
-func checkLogSize(t *pgKT, size uint64) error {
-	latest, err := t.latest()
-	if err != nil {
-		return err
-	}
-	if size > latest.GetSize() {
-		return errs.OutOfRangef("tree size %d is larger than the log, which has %d entries", size, latest.GetSize())
-	}
-	return nil
-}
-
 // prefetchProof reads the log tiles that hold the nodes of a proof; a proof that
 // cannot be made is left for kt to refuse.
 func (t *pgKT) prefetchProof(nodes proof.Nodes, err error) error {
@@ -640,7 +617,7 @@ func (s *PostgresStore) InclusionProof(index, size uint64) ([]byte, [][]byte, er
 	var hashes [][]byte
 	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		t := newPgKT(ctx, tx)
-		if err := checkLogSize(t, size); err != nil {
+		if err := checkLogSize(t.latest, size); err != nil {
 			return err
 		}
 		var err error
@@ -660,7 +637,7 @@ func (s *PostgresStore) ConsistencyProof(size1, size2 uint64) ([][]byte, error) 
 	var hashes [][]byte
 	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
 		t := newPgKT(ctx, tx)
-		if err := checkLogSize(t, size2); err != nil {
+		if err := checkLogSize(t.latest, size2); err != nil {
 			return err
 		}
 		if err := t.prefetchProof(proof.Consistency(size1, size2)); err != nil {

@@ -1,0 +1,171 @@
+package card
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/umbra-e2ee/umbra/pkg/errs"
+	"github.com/umbra-e2ee/umbra/pkg/kt"
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
+)
+
+// The key transparency log's keys, entries and checkpoints as every engine builds and
+// checks them: an engine only reads and writes them, in its transaction and its layout.
+
+// maxSigningLogKeys is how many log keys may sign at once: the current one and, during
+// a rotation, its successor. One rotation at a time keeps what clients must be told
+// simple: "add this key", then "drop that one".
+const maxSigningLogKeys = 2
+
+// noLogKey is the answer before the log's first key.
+func noLogKey() error { return errs.NotFoundf("the key transparency log has no key yet") }
+
+// noCheckpoint is the answer before the first checkpoint.
+func noCheckpoint() error {
+	return errs.Unavailablef("the key transparency log has no checkpoint yet: the card service publishes its first one within a second of starting; retry")
+}
+
+// signingLogKeys returns the keys of all that sign checkpoints, oldest first.
+func signingLogKeys(all []*cardstoragev1.LogKeyRecord) []*cardstoragev1.LogKeyRecord {
+	var out []*cardstoragev1.LogKeyRecord
+	for _, k := range all {
+		if k.GetRetiredAt() == nil {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// sortLogKeys orders keys oldest first (by creation, then id), as LogKeys returns them.
+func sortLogKeys(keys []*cardstoragev1.LogKeyRecord) {
+	slices.SortStableFunc(keys, func(a, b *cardstoragev1.LogKeyRecord) int {
+		if c := a.GetCreatedAt().AsTime().Compare(b.GetCreatedAt().AsTime()); c != 0 {
+			return c
+		}
+		return strings.Compare(a.GetKeyId(), b.GetKeyId())
+	})
+}
+
+// checkAddLogKey is the check of AddLogKey, the same in every engine: next is a new
+// key (id not taken, with its seed) of the log's origin, and no rotation is in
+// progress.
+func checkAddLogKey(all []*cardstoragev1.LogKeyRecord, next *cardstoragev1.LogKeyRecord) error {
+	if len(all) == 0 {
+		return noLogKey()
+	}
+	if next.GetOrigin() != all[0].GetOrigin() {
+		return errs.Invalidf("a log key of origin %q for the log %q: a rotation keeps the origin", next.GetOrigin(), all[0].GetOrigin())
+	}
+	if len(next.GetSeed()) == 0 || next.GetRetiredAt() != nil {
+		return errs.Invalidf("log key %s: a new key has its seed and is not retired", next.GetKeyId())
+	}
+	for _, k := range all {
+		if k.GetKeyId() == next.GetKeyId() {
+			return errs.Existsf("log key %s exists already", next.GetKeyId())
+		}
+	}
+	if n := len(signingLogKeys(all)); n >= maxSigningLogKeys {
+		return errs.Preconditionf("a log key rotation is in progress already (%d keys sign): retire one of them first", n)
+	}
+	return nil
+}
+
+// retireLogKey is the check and the change of RetireLogKey, the same in every engine:
+// it returns the retired copy of the key keyID of all (retired_at set, seed erased)
+// and the keys that sign once it is retired, or ErrNotFound for a key the log never
+// had, ErrPrecondition for a retired key or the only one that signs.
+func retireLogKey(all []*cardstoragev1.LogKeyRecord, keyID string, at time.Time) (retired *cardstoragev1.LogKeyRecord, remaining []*cardstoragev1.LogKeyRecord, err error) {
+	i := slices.IndexFunc(all, func(k *cardstoragev1.LogKeyRecord) bool { return k.GetKeyId() == keyID })
+	switch {
+	case i < 0:
+		return nil, nil, errs.NotFoundf("the key transparency log has no key %s", keyID)
+	case all[i].GetRetiredAt() != nil:
+		return nil, nil, errs.Preconditionf("log key %s was retired at %s", keyID, all[i].GetRetiredAt().AsTime().Format(time.RFC3339))
+	case len(signingLogKeys(all)) < 2:
+		return nil, nil, errs.Preconditionf("log key %s is the only key that signs checkpoints: rotate first (a new key), then retire this one", keyID)
+	}
+	retired = proto.Clone(all[i]).(*cardstoragev1.LogKeyRecord)
+	retired.Seed, retired.RetiredAt = nil, timestamppb.New(at)
+	remaining = slices.DeleteFunc(signingLogKeys(all), func(k *cardstoragev1.LogKeyRecord) bool { return k.GetKeyId() == keyID })
+	return retired, remaining, nil
+}
+
+// resignCheckpoint signs the checkpoint rec again with keys: the same body (size and
+// roots), other log signatures. It is what a rotation stores in place of the latest
+// checkpoint, so that the change of keys shows at once, not at the next card event.
+func resignCheckpoint(rec *cardstoragev1.CheckpointRecord, keys []*cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
+	if len(rec.GetLogRoot()) != kt.HashSize || len(rec.GetMapRoot()) != kt.HashSize {
+		return nil, errs.Damagedf("card store: the checkpoint of %d entries has roots of %d and %d bytes", rec.GetSize(), len(rec.GetLogRoot()), len(rec.GetMapRoot()))
+	}
+	note, err := sign(&kt.Checkpoint{Size: rec.GetSize(), LogRoot: [kt.HashSize]byte(rec.GetLogRoot()), MapRoot: [kt.HashSize]byte(rec.GetMapRoot())}, keys)
+	if err != nil {
+		return nil, fmt.Errorf("card: sign the checkpoint of %d entries again: %w", rec.GetSize(), err)
+	}
+	out := proto.Clone(rec).(*cardstoragev1.CheckpointRecord)
+	out.SignedNote = note
+	return out, nil
+}
+
+// logLeaves returns the log entries of evs, the card events that follow a log of size
+// entries, in order: entry i is the event of sequence size+1+i, and a gap in the feed
+// is an error.
+func logLeaves(size uint64, evs []*cardstoragev1.CardEventRecord) ([][]byte, error) {
+	leaves := make([][]byte, 0, len(evs))
+	for _, ev := range evs {
+		want := size + 1 + uint64(len(leaves))
+		if ev.GetSequence() != want {
+			return nil, fmt.Errorf("card: key transparency log of %d entries: the card event feed has event %d where %d should be", size+uint64(len(leaves)), ev.GetSequence(), want)
+		}
+		leaf, err := eventLeaf(ev)
+		if err != nil {
+			return nil, err
+		}
+		leaves = append(leaves, leaf)
+	}
+	return leaves, nil
+}
+
+// signCheckpoint returns the checkpoint of the log's new state, size entries under
+// logRoot and mapRoot, made at at and signed by sign with those of the log keys all
+// that sign.
+func signCheckpoint(size uint64, logRoot []byte, mapRoot [kt.HashSize]byte, all []*cardstoragev1.LogKeyRecord, at time.Time, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
+	cp := &kt.Checkpoint{Size: size, LogRoot: [kt.HashSize]byte(logRoot), MapRoot: mapRoot}
+	note, err := sign(cp, signingLogKeys(all))
+	if err != nil {
+		return nil, fmt.Errorf("card: sign the checkpoint of %d entries: %w", cp.Size, err)
+	}
+	return &cardstoragev1.CheckpointRecord{Size: cp.Size, LogRoot: logRoot, MapRoot: mapRoot[:], SignedNote: note, CreatedAt: timestamppb.New(at)}, nil
+}
+
+// checkLogSize refuses a size past the log's, whose latest checkpoint latest reads.
+func checkLogSize(latest func() (*cardstoragev1.CheckpointRecord, error), size uint64) error {
+	cp, err := latest()
+	if err != nil {
+		return err
+	}
+	if size > cp.GetSize() {
+		return errs.OutOfRangef("tree size %d is larger than the log, which has %d entries", size, cp.GetSize())
+	}
+	return nil
+}
+
+// The tiles' keys, the same in every engine: card.db's buckets and PostgreSQL's tables
+// of tiles are keyed alike.
+
+// logTileKey is a log tile's key: u8(tile level) u64(tile index).
+func logTileKey(id kt.LogTileID) []byte {
+	return binary.BigEndian.AppendUint64([]byte{id.Level}, id.Index)
+}
+
+// mapTileKey is a map tile's key: u16(depth) and the prefix's ceil(depth/8) bytes, so
+// most keys are a few bytes.
+func mapTileKey(id kt.MapNodeID) []byte {
+	n := (int(id.Depth) + 7) / 8
+	return append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+n), id.Depth), id.Prefix[:n]...)
+}
