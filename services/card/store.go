@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
@@ -178,107 +175,6 @@ func checkRotation(current, next *cardstoragev1.ServiceKeyRecord, at, latestPubl
 // that sign (seed set, not retired; one, or two during a rotation), oldest first: c
 // has its size and roots; the signer sets its origin and returns the signed note.
 type CheckpointSigner func(c *kt.Checkpoint, keys []*cardstoragev1.LogKeyRecord) ([]byte, error)
-
-// The records and checks of publications and revocations, the same in every engine:
-// an engine reads and writes them, in its transaction and its layout.
-
-// checkGrantUse is Publish's first check: a reset card, and only a reset card, spends a
-// grant.
-func checkGrantUse(card *cardstoragev1.CardRecord, grant *ResetGrantUse) error {
-	if card.GetKeyReset() != (grant != nil) {
-		return fmt.Errorf("card: publish of card %x: reset %v with grant %v: a reset card and only a reset card spends a grant", card.GetCardId(), card.GetKeyReset(), grant)
-	}
-	return nil
-}
-
-// grantSpent is the refusal of a grant that spent records as used before.
-func grantSpent(grant *ResetGrantUse, spent *cardstoragev1.SpentResetGrantRecord) error {
-	return errs.Permissionf("reset grant %s was already used at %s, to publish card %s: a grant authorises one reset; ask the app backend for a new one",
-		grant.ID, spent.GetSpentAt().AsTime().Format(time.RFC3339), cardIDString(spent.GetCardId()))
-}
-
-// spentGrant is the record of grant, spent to publish card.
-func spentGrant(card *cardstoragev1.CardRecord, grant *ResetGrantUse) *cardstoragev1.SpentResetGrantRecord {
-	return &cardstoragev1.SpentResetGrantRecord{
-		Identity:  card.GetIdentity(),
-		ExpiresAt: timestamppb.New(grant.ExpiresAt),
-		SpentAt:   card.GetPublishedAt(),
-		CardId:    card.GetCardId(),
-	}
-}
-
-// revokeCard marks rec, identity's card in appID, revoked at at, and returns the event
-// that says so, for the engine to number and store with rec.
-func revokeCard(rec *cardstoragev1.CardRecord, appID, identity string, at *timestamppb.Timestamp) *cardstoragev1.CardEventRecord {
-	rec.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
-	rec.RevokedAt = at
-	return &cardstoragev1.CardEventRecord{
-		AppId:      appID,
-		Identity:   identity,
-		CardId:     rec.GetCardId(),
-		Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
-		OccurredAt: at,
-	}
-}
-
-// publishCard returns the event of card's publication and, when its identity has an
-// active card, marks that card superseded by card and names it in the event: for the
-// engine to number the event and store both.
-func publishCard(card, active *cardstoragev1.CardRecord) *cardstoragev1.CardEventRecord {
-	event := &cardstoragev1.CardEventRecord{
-		AppId:      card.GetAppId(),
-		Identity:   card.GetIdentity(),
-		CardId:     card.GetCardId(),
-		Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED,
-		OccurredAt: card.GetPublishedAt(),
-		KeyReset:   card.GetKeyReset(),
-	}
-	if active != nil {
-		active.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED
-		active.SupersededBy = card.GetCardId()
-		active.SupersededAt = card.GetPublishedAt()
-		event.PreviousCardId = active.GetCardId()
-	}
-	return event
-}
-
-// storedCard is card as stored once published: ACTIVE, with its event's sequence.
-func storedCard(card *cardstoragev1.CardRecord, seq uint64) *cardstoragev1.CardRecord {
-	stored := proto.CloneOf(card)
-	stored.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE
-	stored.Sequence = seq
-	return stored
-}
-
-// activeRecord is the copy of an active card's record that searches read.
-func activeRecord(r *cardstoragev1.CardRecord) *cardstoragev1.ActiveCardRecord {
-	return &cardstoragev1.ActiveCardRecord{
-		CardId:               r.GetCardId(),
-		Identity:             r.GetIdentity(),
-		Content:              r.GetContent(),
-		SelfSignature:        r.GetSelfSignature(),
-		EndorsementContent:   r.GetEndorsementContent(),
-		EndorsementSignature: r.GetEndorsementSignature(),
-		ServiceSignature:     r.GetServiceSignature(),
-		ServiceKeyId:         r.GetServiceKeyId(),
-		PublishedAt:          r.GetPublishedAt(),
-		SigningPublicKey:     r.GetSigningPublicKey(),
-		Suite:                r.GetSuite(),
-		KeyReset:             r.GetKeyReset(),
-	}
-}
-
-// checkRevocable is Revoke's check of rec, the stored card cardID (nil when there is
-// none): it exists, and is identity's.
-func checkRevocable(rec *cardstoragev1.CardRecord, identity string, cardID []byte) error {
-	switch {
-	case rec == nil:
-		return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
-	case rec.GetIdentity() != identity:
-		return errs.Permissionf("card %s is another identity's: only its owner may revoke it", cardIDString(cardID))
-	}
-	return nil
-}
 
 // ProvedCard is one identity's lookup at a checkpoint: the proof, and the card its map
 // entry names (nil when it names none).

@@ -232,18 +232,6 @@ func latestPublished(tx *bolt.Tx) (time.Time, error) {
 	return time.Time{}, nil
 }
 
-// checkServiceKey refuses a card counter-signed by another key than the current one.
-func checkServiceKey(tx *bolt.Tx, card *cardstoragev1.CardRecord) error {
-	current := &cardstoragev1.ServiceKeyRecord{}
-	if err := boltdb.GetProto(tx.Bucket(bucketServiceKey), currentKey, current); err != nil {
-		return err
-	}
-	if current.GetKeyId() != card.GetServiceKeyId() {
-		return ErrStaleServiceKey
-	}
-	return nil
-}
-
 // getCard reads a card into a new record; a missing card is (nil, nil).
 func getCard(tx *bolt.Tx, appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
 	return cardIn(tx.Bucket(bucketCards), appID, cardID)
@@ -262,34 +250,81 @@ func cardIn(cards *bolt.Bucket, appID string, cardID []byte) (*cardstoragev1.Car
 	return rec, nil
 }
 
-// activeCard reads identity's active card; none is (nil, nil).
-func activeCard(tx *bolt.Tx, appID, identity string) (*cardstoragev1.CardRecord, error) {
+func (s *BoltStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error) {
+	if err := checkGrantUse(card, grant); err != nil {
+		return nil, false, err
+	}
+	var out *cardstoragev1.CardRecord
+	written := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		out, written, err = publish(boltCardTx{tx}, card, grant, check)
+		return err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, written, nil
+}
+
+func (s *BoltStore) Revoke(appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error) {
+	var out *cardstoragev1.CardRecord
+	changed := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		out, changed, err = revoke(boltCardTx{tx}, appID, identity, cardID, at)
+		return err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, changed, nil
+}
+
+// boltCardTx is a bbolt transaction as publish and revoke use it.
+type boltCardTx struct{ tx *bolt.Tx }
+
+var _ cardTx = boltCardTx{}
+
+func (t boltCardTx) checkServiceKey(card *cardstoragev1.CardRecord) error {
+	current := &cardstoragev1.ServiceKeyRecord{}
+	if err := boltdb.GetProto(t.tx.Bucket(bucketServiceKey), currentKey, current); err != nil {
+		return err
+	}
+	if current.GetKeyId() != card.GetServiceKeyId() {
+		return ErrStaleServiceKey
+	}
+	return nil
+}
+
+func (t boltCardTx) card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
+	return getCard(t.tx, appID, cardID)
+}
+
+func (t boltCardTx) activeCard(appID, identity string) (*cardstoragev1.CardRecord, error) {
 	active := &cardstoragev1.ActiveCardRecord{}
-	err := boltdb.GetProto(tx.Bucket(bucketActive), boltdb.Key(appID, identity), active)
+	err := boltdb.GetProto(t.tx.Bucket(bucketActive), boltdb.Key(appID, identity), active)
 	if errors.Is(err, errs.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	rec, err := getCard(tx, appID, active.GetCardId())
+	rec, err := getCard(t.tx, appID, active.GetCardId())
 	if err == nil && rec == nil {
 		err = fmt.Errorf("card: active index of %s names a missing card %x", identity, active.GetCardId())
 	}
 	return rec, err
 }
 
-// hasHistory reports whether identity has published any card.
-func hasHistory(tx *bolt.Tx, appID, identity string) bool {
+func (t boltCardTx) hasHistory(appID, identity string) (bool, error) {
 	prefix := historyPrefix(appID, identity)
-	k, _ := tx.Bucket(bucketHistory).Cursor().Seek(prefix)
-	return k != nil && bytes.HasPrefix(k, prefix)
+	k, _ := t.tx.Bucket(bucketHistory).Cursor().Seek(prefix)
+	return k != nil && bytes.HasPrefix(k, prefix), nil
 }
 
-// spendGrant records grant as spent by card, or refuses it if it was spent before. It
-// also forgets grants that expired long enough ago to be refused for their expiry.
-func spendGrant(tx *bolt.Tx, card *cardstoragev1.CardRecord, grant *ResetGrantUse) error {
-	b := tx.Bucket(bucketGrants)
+func (t boltCardTx) spendGrant(card *cardstoragev1.CardRecord, grant *ResetGrantUse) error {
+	b := t.tx.Bucket(bucketGrants)
 	now := card.GetPublishedAt().AsTime()
 	key := boltdb.Key(card.GetAppId(), grant.ID)
 	spent := &cardstoragev1.SpentResetGrantRecord{}
@@ -324,134 +359,30 @@ func spendGrant(tx *bolt.Tx, card *cardstoragev1.CardRecord, grant *ResetGrantUs
 	return boltdb.PutProto(b, key, spentGrant(card, grant))
 }
 
-func (s *BoltStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error) {
-	if err := checkGrantUse(card, grant); err != nil {
-		return nil, false, err
-	}
-	var out *cardstoragev1.CardRecord
-	written := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if err := checkServiceKey(tx, card); err != nil {
-			return err
-		}
-		app, identity := card.GetAppId(), card.GetIdentity()
-		active, err := activeCard(tx, app, identity)
-		if err != nil {
-			return err
-		}
-		same, err := getCard(tx, app, card.GetCardId())
-		if err != nil {
-			return err
-		}
-		var named *cardstoragev1.CardRecord
-		if prev := card.GetPreviousCardId(); len(prev) > 0 {
-			if named, err = getCard(tx, app, prev); err != nil {
-				return err
-			}
-		}
-		state := PublishState{Active: active, Same: same, Named: named, HasHistory: hasHistory(tx, app, identity)}
-		if out, err = check(state); err != nil || out != nil {
-			return err
-		}
-		if same != nil {
-			return fmt.Errorf("card: publish check let card %x be stored twice", card.GetCardId())
-		}
-		if grant != nil {
-			if err := spendGrant(tx, card, grant); err != nil {
-				return err
-			}
-		}
-
-		events := tx.Bucket(bucketEvents)
-		cards := tx.Bucket(bucketCards)
-		if active != nil && card.GetKeyReset() {
-			// No key of the identity vouches for the reset card, so the card it
-			// replaces is revoked, not superseded: nothing signed with its key after
-			// now is trusted (whoever holds that key, the user no longer does).
-			revSeq, err := events.NextSequence()
-			if err != nil {
-				return err
-			}
-			revoked := revokeCard(active, app, identity, card.GetPublishedAt())
-			revoked.Sequence = revSeq
-			if err := boltdb.PutProto(cards, cardKey(app, active.GetCardId()), active); err != nil {
-				return err
-			}
-			if err := boltdb.PutProto(events, boltdb.U64(revSeq), revoked); err != nil {
-				return err
-			}
-			active = nil
-		}
-		seq, err := events.NextSequence()
-		if err != nil {
-			return err
-		}
-		event := publishCard(card, active)
-		event.Sequence = seq
-		if active != nil {
-			if err := boltdb.PutProto(cards, cardKey(app, active.GetCardId()), active); err != nil {
-				return err
-			}
-		}
-		stored := storedCard(card, seq)
-		if err := boltdb.PutProto(cards, cardKey(app, stored.GetCardId()), stored); err != nil {
-			return err
-		}
-		if err := boltdb.PutProto(tx.Bucket(bucketActive), boltdb.Key(app, identity), activeRecord(stored)); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketHistory).Put(append(historyPrefix(app, identity), boltdb.U64(seq)...), stored.GetCardId()); err != nil {
-			return err
-		}
-		if err := boltdb.PutProto(events, boltdb.U64(seq), event); err != nil {
-			return err
-		}
-		out, written = stored, true
-		return nil
-	})
-	if err != nil {
-		return nil, false, err
-	}
-	return out, written, nil
+func (t boltCardTx) putCard(rec *cardstoragev1.CardRecord) error {
+	return boltdb.PutProto(t.tx.Bucket(bucketCards), cardKey(rec.GetAppId(), rec.GetCardId()), rec)
 }
 
-func (s *BoltStore) Revoke(appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error) {
-	var out *cardstoragev1.CardRecord
-	changed := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		rec, err := getCard(tx, appID, cardID)
-		if err != nil {
-			return err
-		}
-		if err := checkRevocable(rec, identity, cardID); err != nil {
-			return err
-		}
-		out = rec
-		if rec.GetStatus() == cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED {
-			return nil
-		}
-		if rec.GetStatus() == cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE {
-			if err := tx.Bucket(bucketActive).Delete(boltdb.Key(appID, identity)); err != nil {
-				return err
-			}
-		}
-		revoked := revokeCard(rec, appID, identity, timestamppb.New(at))
-		if err := boltdb.PutProto(tx.Bucket(bucketCards), cardKey(appID, cardID), rec); err != nil {
-			return err
-		}
-		events := tx.Bucket(bucketEvents)
-		seq, err := events.NextSequence()
-		if err != nil {
-			return err
-		}
-		revoked.Sequence = seq
-		changed = true
-		return boltdb.PutProto(events, boltdb.U64(seq), revoked)
-	})
+func (t boltCardTx) appendEvent(ev *cardstoragev1.CardEventRecord) error {
+	events := t.tx.Bucket(bucketEvents)
+	seq, err := events.NextSequence()
 	if err != nil {
-		return nil, false, err
+		return err
 	}
-	return out, changed, nil
+	ev.Sequence = seq
+	return boltdb.PutProto(events, boltdb.U64(seq), ev)
+}
+
+func (t boltCardTx) activate(stored *cardstoragev1.CardRecord) error {
+	app, identity := stored.GetAppId(), stored.GetIdentity()
+	if err := boltdb.PutProto(t.tx.Bucket(bucketActive), boltdb.Key(app, identity), activeRecord(stored)); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketHistory).Put(append(historyPrefix(app, identity), boltdb.U64(stored.GetSequence())...), stored.GetCardId())
+}
+
+func (t boltCardTx) deactivate(appID, identity string) error {
+	return t.tx.Bucket(bucketActive).Delete(boltdb.Key(appID, identity))
 }
 
 func (s *BoltStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {

@@ -316,92 +316,18 @@ func (s *PostgresStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGran
 	var out *cardstoragev1.CardRecord
 	written := false
 	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
-		out, written = nil, false
 		// Publications, revocations and rotations take turns from here: the check
-		// below sees every change committed before, and the events get their
-		// sequences in commit order.
+		// sees every change committed before, and the events get their sequences in
+		// commit order.
 		events, err := lockEvents(ctx, tx)
 		if err != nil {
 			return err
 		}
-		key, found, err := currentServiceKey(ctx, tx, "")
-		if err != nil {
+		out, written, err = publish(pgCardTx{ctx, tx, events}, card, grant, check)
+		if err != nil || !written {
 			return err
 		}
-		if !found || key.GetKeyId() != card.GetServiceKeyId() {
-			return ErrStaleServiceKey
-		}
-		app, identity := card.GetAppId(), card.GetIdentity()
-		active, err := pgActiveCard(ctx, tx, app, identity)
-		if err != nil {
-			return err
-		}
-		same, err := pgCard(ctx, tx, app, card.GetCardId())
-		if err != nil {
-			return err
-		}
-		var named *cardstoragev1.CardRecord
-		if prev := card.GetPreviousCardId(); len(prev) > 0 {
-			if named, err = pgCard(ctx, tx, app, prev); err != nil {
-				return err
-			}
-		}
-		var hasHistory bool
-		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM cards WHERE app_id = $1 AND identity = $2)", app, identity).Scan(&hasHistory); err != nil {
-			return err
-		}
-		state := PublishState{Active: active, Same: same, Named: named, HasHistory: hasHistory}
-		if out, err = check(state); err != nil || out != nil {
-			return err
-		}
-		if same != nil {
-			return fmt.Errorf("card: publish check let card %x be stored twice", card.GetCardId())
-		}
-		if grant != nil {
-			if err := pgSpendGrant(ctx, tx, card, grant); err != nil {
-				return err
-			}
-		}
-		if active != nil && card.GetKeyReset() {
-			// No key of the identity vouches for the reset card, so the card it
-			// replaces is revoked, not superseded (as in the bbolt engine).
-			revoked := revokeCard(active, app, identity, card.GetPublishedAt())
-			if err := putCard(ctx, tx, active); err != nil {
-				return err
-			}
-			if err := events.appendEvent(ctx, tx, revoked); err != nil {
-				return err
-			}
-			active = nil
-		}
-		event := publishCard(card, active)
-		if active != nil {
-			if err := putCard(ctx, tx, active); err != nil {
-				return err
-			}
-		}
-		if err := events.appendEvent(ctx, tx, event); err != nil {
-			return err
-		}
-		stored := storedCard(card, event.GetSequence())
-		if err := putCard(ctx, tx, stored); err != nil {
-			return err
-		}
-		ab, err := records.Encode(activeRecord(stored))
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO active_cards (app_id, identity, card_id, record) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (app_id, identity) DO UPDATE SET card_id = EXCLUDED.card_id, record = EXCLUDED.record`,
-			app, identity, stored.GetCardId(), ab); err != nil {
-			return err
-		}
-		events.latestPublished = max(events.latestPublished, stored.GetPublishedAt().AsTime().UnixNano())
-		if err := events.save(ctx, tx); err != nil {
-			return err
-		}
-		out, written = stored, true
-		return nil
+		return events.save(ctx, tx)
 	})
 	if err != nil {
 		return nil, false, err
@@ -413,41 +339,85 @@ func (s *PostgresStore) Revoke(appID, identity string, cardID []byte, at time.Ti
 	var out *cardstoragev1.CardRecord
 	changed := false
 	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
-		out, changed = nil, false
 		events, err := lockEvents(ctx, tx)
 		if err != nil {
 			return err
 		}
-		rec, err := pgCard(ctx, tx, appID, cardID)
-		if err != nil {
+		out, changed, err = revoke(pgCardTx{ctx, tx, events}, appID, identity, cardID, at)
+		if err != nil || !changed {
 			return err
 		}
-		if err := checkRevocable(rec, identity, cardID); err != nil {
-			return err
-		}
-		out = rec
-		if rec.GetStatus() == cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED {
-			return nil
-		}
-		if rec.GetStatus() == cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE {
-			if _, err := tx.Exec(ctx, "DELETE FROM active_cards WHERE app_id = $1 AND identity = $2", appID, identity); err != nil {
-				return err
-			}
-		}
-		revoked := revokeCard(rec, appID, identity, timestamppb.New(at))
-		if err := putCard(ctx, tx, rec); err != nil {
-			return err
-		}
-		if err := events.appendEvent(ctx, tx, revoked); err != nil {
-			return err
-		}
-		changed = true
 		return events.save(ctx, tx)
 	})
 	if err != nil {
 		return nil, false, err
 	}
 	return out, changed, nil
+}
+
+// pgCardTx is a PostgreSQL transaction that holds the feed's lock (events), as publish
+// and revoke use it; the caller saves events when they wrote.
+type pgCardTx struct {
+	ctx    context.Context
+	tx     pgx.Tx
+	events *eventCounter
+}
+
+var _ cardTx = pgCardTx{}
+
+func (t pgCardTx) checkServiceKey(card *cardstoragev1.CardRecord) error {
+	key, found, err := currentServiceKey(t.ctx, t.tx, "")
+	if err != nil {
+		return err
+	}
+	if !found || key.GetKeyId() != card.GetServiceKeyId() {
+		return ErrStaleServiceKey
+	}
+	return nil
+}
+
+func (t pgCardTx) card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
+	return pgCard(t.ctx, t.tx, appID, cardID)
+}
+
+func (t pgCardTx) activeCard(appID, identity string) (*cardstoragev1.CardRecord, error) {
+	return pgActiveCard(t.ctx, t.tx, appID, identity)
+}
+
+func (t pgCardTx) hasHistory(appID, identity string) (bool, error) {
+	var has bool
+	err := t.tx.QueryRow(t.ctx, "SELECT EXISTS (SELECT 1 FROM cards WHERE app_id = $1 AND identity = $2)", appID, identity).Scan(&has)
+	return has, err
+}
+
+func (t pgCardTx) spendGrant(card *cardstoragev1.CardRecord, grant *ResetGrantUse) error {
+	return pgSpendGrant(t.ctx, t.tx, card, grant)
+}
+
+func (t pgCardTx) putCard(rec *cardstoragev1.CardRecord) error { return putCard(t.ctx, t.tx, rec) }
+
+func (t pgCardTx) appendEvent(ev *cardstoragev1.CardEventRecord) error {
+	return t.events.appendEvent(t.ctx, t.tx, ev)
+}
+
+// activate also moves the feed's latest publication time, which rotations check.
+func (t pgCardTx) activate(stored *cardstoragev1.CardRecord) error {
+	ab, err := records.Encode(activeRecord(stored))
+	if err != nil {
+		return err
+	}
+	if _, err := t.tx.Exec(t.ctx, `INSERT INTO active_cards (app_id, identity, card_id, record) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (app_id, identity) DO UPDATE SET card_id = EXCLUDED.card_id, record = EXCLUDED.record`,
+		stored.GetAppId(), stored.GetIdentity(), stored.GetCardId(), ab); err != nil {
+		return err
+	}
+	t.events.latestPublished = max(t.events.latestPublished, stored.GetPublishedAt().AsTime().UnixNano())
+	return nil
+}
+
+func (t pgCardTx) deactivate(appID, identity string) error {
+	_, err := t.tx.Exec(t.ctx, "DELETE FROM active_cards WHERE app_id = $1 AND identity = $2", appID, identity)
+	return err
 }
 
 func (s *PostgresStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
