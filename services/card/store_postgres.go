@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/pgdb"
@@ -143,39 +145,54 @@ func currentServiceKey(ctx context.Context, tx pgx.Tx, lock string) (*cardstorag
 func (s *PostgresStore) ServiceKey(candidate *cardstoragev1.ServiceKeyRecord) (*cardstoragev1.ServiceKeyRecord, error) {
 	var out *cardstoragev1.ServiceKeyRecord
 	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
-		key, found, err := currentServiceKey(ctx, tx, "")
-		if err != nil || found {
-			out = key
-			return err
-		}
-		if candidate == nil {
-			return errors.New("card: the card store has no service key")
-		}
-		b, err := records.Encode(candidate)
-		if err != nil {
-			return err
-		}
-		// Replicas starting together each offer a key: the partial unique index keeps
-		// the first, and the others, having waited for it, read it.
-		tag, err := tx.Exec(ctx, "INSERT INTO service_keys (key_id, current, record) VALUES ($1, true, $2) ON CONFLICT DO NOTHING", candidate.GetKeyId(), b)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 1 {
-			out = candidate
-			return nil
-		}
-		key, found, err = currentServiceKey(ctx, tx, "")
-		if err == nil && !found {
-			err = fmt.Errorf("card: service key %s was refused, and there is no current key", candidate.GetKeyId())
-		}
-		out = key
+		// The partial unique index on current keeps the first of the keys offered.
+		var err error
+		out, err = pgFirstKey(candidate, "service key",
+			func() (*cardstoragev1.ServiceKeyRecord, bool, error) { return currentServiceKey(ctx, tx, "") },
+			func(b []byte) (pgconn.CommandTag, error) {
+				return tx.Exec(ctx, "INSERT INTO service_keys (key_id, current, record) VALUES ($1, true, $2) ON CONFLICT DO NOTHING", candidate.GetKeyId(), b)
+			},
+			fmt.Errorf("card: service key %s was refused, and there is no current key", candidate.GetKeyId()))
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// pgFirstKey returns the key that get reads, the service key or the log's first key
+// (what names it). When there is none yet it stores candidate with insert, whose ON
+// CONFLICT DO NOTHING keeps one key: replicas starting together each offer a key, and
+// those whose key was not kept, having waited for the first, read it (refused if there
+// is still none).
+func pgFirstKey[T any, M interface {
+	*T
+	proto.Message
+}](candidate M, what string, get func() (M, bool, error), insert func([]byte) (pgconn.CommandTag, error), refused error) (M, error) {
+	key, found, err := get()
+	if err != nil || found {
+		return key, err
+	}
+	if candidate == nil {
+		return nil, errors.New("card: the card store has no " + what)
+	}
+	b, err := records.Encode(candidate)
+	if err != nil {
+		return nil, err
+	}
+	tag, err := insert(b)
+	if err != nil {
+		return nil, err
+	}
+	if tag.RowsAffected() == 1 {
+		return candidate, nil
+	}
+	key, found, err = get()
+	if err == nil && !found {
+		err = refused
+	}
+	return key, err
 }
 
 func (s *PostgresStore) ServiceKeys() ([]*cardstoragev1.ServiceKeyRecord, error) {

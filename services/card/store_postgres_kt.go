@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
 
@@ -32,34 +33,17 @@ import (
 func (s *PostgresStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev1.LogKeyRecord, error) {
 	var out *cardstoragev1.LogKeyRecord
 	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
-		out = nil
-		key := &cardstoragev1.LogKeyRecord{}
-		found, err := records.Get(ctx, tx, "kt_log_key", "current", key, "SELECT record FROM kt_log_key")
-		if err != nil || found {
-			out = key
-			return err
-		}
-		if candidate == nil {
-			return errors.New("card: the card store has no log key")
-		}
-		b, err := records.Encode(candidate)
-		if err != nil {
-			return err
-		}
-		// Replicas starting together each offer a key; the first is kept.
-		tag, err := tx.Exec(ctx, "INSERT INTO kt_log_key (one, record) VALUES (true, $1) ON CONFLICT DO NOTHING", b)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 1 {
-			out = candidate
-			return nil
-		}
-		found, err = records.Get(ctx, tx, "kt_log_key", "current", key, "SELECT record FROM kt_log_key")
-		if err == nil && !found {
-			err = errors.New("card: the log key was refused, and there is none")
-		}
-		out = key
+		var err error
+		out, err = pgFirstKey(candidate, "log key",
+			func() (*cardstoragev1.LogKeyRecord, bool, error) {
+				key := &cardstoragev1.LogKeyRecord{}
+				found, err := records.Get(ctx, tx, "kt_log_key", "current", key, "SELECT record FROM kt_log_key")
+				return key, found, err
+			},
+			func(b []byte) (pgconn.CommandTag, error) {
+				return tx.Exec(ctx, "INSERT INTO kt_log_key (one, record) VALUES (true, $1) ON CONFLICT DO NOTHING", b)
+			},
+			errors.New("card: the log key was refused, and there is none"))
 		return err
 	})
 	if err != nil {
