@@ -1,0 +1,173 @@
+package card
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
+)
+
+// The key transparency log's keys in PostgreSQL. The log's first key stays in
+// kt_log_key; the keys that rotations add are in kt_log_keys
+// (migrations/00002_kt_log_keys.sql). A rotation holds kt_log_state's row lock, as an
+// append does, so that no append signs with a key set that a rotation is changing.
+
+func (s *PostgresStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev1.LogKeyRecord, error) {
+	var out *cardstoragev1.LogKeyRecord
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		out, err = pgFirstKey(candidate, "log key",
+			func() (*cardstoragev1.LogKeyRecord, bool, error) {
+				key := &cardstoragev1.LogKeyRecord{}
+				found, err := records.Get(ctx, tx, "kt_log_key", "current", key, "SELECT record FROM kt_log_key")
+				return key, found, err
+			},
+			func(b []byte) (pgconn.CommandTag, error) {
+				return tx.Exec(ctx, "INSERT INTO kt_log_key (one, record) VALUES (true, $1) ON CONFLICT DO NOTHING", b)
+			},
+			errors.New("card: the log key was refused, and there is none"))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *PostgresStore) LogKeys() ([]*cardstoragev1.LogKeyRecord, error) {
+	var out []*cardstoragev1.LogKeyRecord
+	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		out, err = pgLogKeys(ctx, tx)
+		return err
+	})
+	if err == nil && len(out) == 0 {
+		err = noLogKey()
+	}
+	return out, err
+}
+
+// pgLogKeys reads every log key, oldest first; none before the first.
+func pgLogKeys(ctx context.Context, tx pgx.Tx) ([]*cardstoragev1.LogKeyRecord, error) {
+	first := &cardstoragev1.LogKeyRecord{}
+	found, err := records.Get(ctx, tx, "kt_log_key", "current", first, "SELECT record FROM kt_log_key")
+	if err != nil || !found {
+		return nil, err
+	}
+	rows, err := tx.Query(ctx, "SELECT key_id, record FROM kt_log_keys")
+	if err != nil {
+		return nil, err
+	}
+	var added []*cardstoragev1.LogKeyRecord
+	var id string
+	var b []byte
+	_, err = pgx.ForEachRow(rows, []any{&id, &b}, func() error {
+		rec := &cardstoragev1.LogKeyRecord{}
+		if err := records.Decode("kt_log_keys", id, b, rec); err != nil {
+			return err
+		}
+		added = append(added, rec)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortLogKeys(added)
+	return append([]*cardstoragev1.LogKeyRecord{first}, added...), nil
+}
+
+// lockLogState takes kt_log_state's row lock, which appends hold too.
+func lockLogState(ctx context.Context, tx pgx.Tx) error {
+	var size int64
+	return tx.QueryRow(ctx, "SELECT size FROM kt_log_state FOR UPDATE").Scan(&size)
+}
+
+func (s *PostgresStore) AddLogKey(next *cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
+	var out *cardstoragev1.CheckpointRecord
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
+		out = nil
+		if err := lockLogState(ctx, tx); err != nil {
+			return err
+		}
+		all, err := pgLogKeys(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if err := checkAddLogKey(all, next); err != nil {
+			return err
+		}
+		b, err := records.Encode(next)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO kt_log_keys (key_id, record) VALUES ($1, $2)", next.GetKeyId(), b); err != nil {
+			return err
+		}
+		out, err = pgResignLatest(ctx, tx, signingLogKeys(append(all, next)), sign)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *PostgresStore) RetireLogKey(keyID string, at time.Time, sign CheckpointSigner) (*cardstoragev1.LogKeyRecord, *cardstoragev1.CheckpointRecord, error) {
+	var retired *cardstoragev1.LogKeyRecord
+	var out *cardstoragev1.CheckpointRecord
+	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
+		retired, out = nil, nil
+		if err := lockLogState(ctx, tx); err != nil {
+			return err
+		}
+		all, err := pgLogKeys(ctx, tx)
+		if err != nil {
+			return err
+		}
+		var remaining []*cardstoragev1.LogKeyRecord
+		if retired, remaining, err = retireLogKey(all, keyID, at); err != nil {
+			return err
+		}
+		b, err := records.Encode(retired)
+		if err != nil {
+			return err
+		}
+		if keyID == all[0].GetKeyId() {
+			_, err = tx.Exec(ctx, "UPDATE kt_log_key SET record = $1", b)
+		} else {
+			_, err = tx.Exec(ctx, "UPDATE kt_log_keys SET record = $2 WHERE key_id = $1", keyID, b)
+		}
+		if err != nil {
+			return err
+		}
+		out, err = pgResignLatest(ctx, tx, remaining, sign)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return retired, out, nil
+}
+
+// pgResignLatest signs the latest checkpoint again with keys and stores it in its
+// place; nil before the first checkpoint.
+func pgResignLatest(ctx context.Context, tx pgx.Tx, keys []*cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
+	latest, err := newPgKT(ctx, tx).latest()
+	if err != nil || latest == nil {
+		return nil, err
+	}
+	rec, err := resignCheckpoint(latest, keys, sign)
+	if err != nil {
+		return nil, err
+	}
+	b, err := records.Encode(rec)
+	if err != nil {
+		return nil, err
+	}
+	_, err = tx.Exec(ctx, "UPDATE kt_checkpoints SET record = $2 WHERE size = $1", int64(rec.GetSize()), b)
+	return rec, err
+}
