@@ -62,17 +62,8 @@ func boltLogKeys(tx *bolt.Tx) ([]*cardstoragev1.LogKeyRecord, error) {
 func (s *BoltStore) AddLogKey(next *cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
 	var out *cardstoragev1.CheckpointRecord
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		all, err := boltLogKeys(tx)
-		if err != nil {
-			return err
-		}
-		if err := checkAddLogKey(all, next); err != nil {
-			return err
-		}
-		if err := boltdb.PutProto(tx.Bucket(bucketKTLogKeys), []byte(next.GetKeyId()), next); err != nil {
-			return err
-		}
-		out, err = boltResignLatest(tx, signingLogKeys(append(all, next)), sign)
+		var err error
+		out, err = addLogKeyIn(boltLogKeyTx{tx}, next, sign)
 		return err
 	})
 	if err != nil {
@@ -85,22 +76,8 @@ func (s *BoltStore) RetireLogKey(keyID string, at time.Time, sign CheckpointSign
 	var retired *cardstoragev1.LogKeyRecord
 	var out *cardstoragev1.CheckpointRecord
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		all, err := boltLogKeys(tx)
-		if err != nil {
-			return err
-		}
-		var remaining []*cardstoragev1.LogKeyRecord
-		if retired, remaining, err = retireLogKey(all, keyID, at); err != nil {
-			return err
-		}
-		b, key := tx.Bucket(bucketKTLogKeys), []byte(keyID)
-		if keyID == all[0].GetKeyId() {
-			b, key = tx.Bucket(bucketKTLogKey), currentKey
-		}
-		if err := boltdb.PutProto(b, key, retired); err != nil {
-			return err
-		}
-		out, err = boltResignLatest(tx, remaining, sign)
+		var err error
+		retired, out, err = retireLogKeyIn(boltLogKeyTx{tx}, keyID, at, sign)
 		return err
 	})
 	if err != nil {
@@ -109,17 +86,29 @@ func (s *BoltStore) RetireLogKey(keyID string, at time.Time, sign CheckpointSign
 	return retired, out, nil
 }
 
-// boltResignLatest signs the latest checkpoint again with keys and stores it in its
-// place; nil before the first checkpoint.
-func boltResignLatest(tx *bolt.Tx, keys []*cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
-	t := newKTTx(tx)
-	latest, err := t.latest()
-	if err != nil || latest == nil {
-		return nil, err
+// boltLogKeyTx is a bbolt transaction as the log key rotations use it.
+type boltLogKeyTx struct{ tx *bolt.Tx }
+
+var _ logKeyTx = boltLogKeyTx{}
+
+func (t boltLogKeyTx) logKeys() ([]*cardstoragev1.LogKeyRecord, error) { return boltLogKeys(t.tx) }
+
+func (t boltLogKeyTx) insertLogKey(next *cardstoragev1.LogKeyRecord) error {
+	return boltdb.PutProto(t.tx.Bucket(bucketKTLogKeys), []byte(next.GetKeyId()), next)
+}
+
+func (t boltLogKeyTx) updateLogKey(rec *cardstoragev1.LogKeyRecord, first bool) error {
+	b, key := t.tx.Bucket(bucketKTLogKeys), []byte(rec.GetKeyId())
+	if first {
+		b, key = t.tx.Bucket(bucketKTLogKey), currentKey
 	}
-	rec, err := resignCheckpoint(latest, keys, sign)
-	if err != nil {
-		return nil, err
-	}
-	return rec, boltdb.PutProto(t.checkpoints, boltdb.U64(rec.GetSize()), rec)
+	return boltdb.PutProto(b, key, rec)
+}
+
+func (t boltLogKeyTx) latest() (*cardstoragev1.CheckpointRecord, error) {
+	return newKTTx(t.tx).latest()
+}
+
+func (t boltLogKeyTx) replaceCheckpoint(rec *cardstoragev1.CheckpointRecord) error {
+	return boltdb.PutProto(t.tx.Bucket(bucketKTCheckpoints), boltdb.U64(rec.GetSize()), rec)
 }

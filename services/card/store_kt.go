@@ -96,6 +96,69 @@ func retireLogKey(all []*cardstoragev1.LogKeyRecord, keyID string, at time.Time)
 	return retired, remaining, nil
 }
 
+// logKeyTx is one transaction of an engine as the log key rotations use it.
+type logKeyTx interface {
+	// logKeys reads every log key, oldest first; none before the first.
+	logKeys() ([]*cardstoragev1.LogKeyRecord, error)
+	// insertLogKey stores next, a key that a rotation adds.
+	insertLogKey(next *cardstoragev1.LogKeyRecord) error
+	// updateLogKey writes rec, a stored key changed; first says it is the log's first.
+	updateLogKey(rec *cardstoragev1.LogKeyRecord, first bool) error
+	// latest returns the latest checkpoint; nil if there is none.
+	latest() (*cardstoragev1.CheckpointRecord, error)
+	// replaceCheckpoint stores rec in place of the checkpoint of its size.
+	replaceCheckpoint(rec *cardstoragev1.CheckpointRecord) error
+}
+
+// addLogKeyIn is AddLogKey in the transaction tx, the same in every engine.
+func addLogKeyIn(tx logKeyTx, next *cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
+	all, err := tx.logKeys()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAddLogKey(all, next); err != nil {
+		return nil, err
+	}
+	if err := tx.insertLogKey(next); err != nil {
+		return nil, err
+	}
+	return resignLatest(tx, signingLogKeys(append(all, next)), sign)
+}
+
+// retireLogKeyIn is RetireLogKey in the transaction tx, the same in every engine.
+func retireLogKeyIn(tx logKeyTx, keyID string, at time.Time, sign CheckpointSigner) (*cardstoragev1.LogKeyRecord, *cardstoragev1.CheckpointRecord, error) {
+	all, err := tx.logKeys()
+	if err != nil {
+		return nil, nil, err
+	}
+	retired, remaining, err := retireLogKey(all, keyID, at)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := tx.updateLogKey(retired, keyID == all[0].GetKeyId()); err != nil {
+		return nil, nil, err
+	}
+	cp, err := resignLatest(tx, remaining, sign)
+	if err != nil {
+		return nil, nil, err
+	}
+	return retired, cp, nil
+}
+
+// resignLatest signs the latest checkpoint again with keys and stores it in its place;
+// nil before the first checkpoint.
+func resignLatest(tx logKeyTx, keys []*cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
+	latest, err := tx.latest()
+	if err != nil || latest == nil {
+		return nil, err
+	}
+	rec, err := resignCheckpoint(latest, keys, sign)
+	if err != nil {
+		return nil, err
+	}
+	return rec, tx.replaceCheckpoint(rec)
+}
+
 // resignCheckpoint signs the checkpoint rec again with keys: the same body (size and
 // roots), other log signatures. It is what a rotation stores in place of the latest
 // checkpoint, so that the change of keys shows at once, not at the next card event.

@@ -93,21 +93,8 @@ func (s *PostgresStore) AddLogKey(next *cardstoragev1.LogKeyRecord, sign Checkpo
 		if err := lockLogState(ctx, tx); err != nil {
 			return err
 		}
-		all, err := pgLogKeys(ctx, tx)
-		if err != nil {
-			return err
-		}
-		if err := checkAddLogKey(all, next); err != nil {
-			return err
-		}
-		b, err := records.Encode(next)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, "INSERT INTO kt_log_keys (key_id, record) VALUES ($1, $2)", next.GetKeyId(), b); err != nil {
-			return err
-		}
-		out, err = pgResignLatest(ctx, tx, signingLogKeys(append(all, next)), sign)
+		var err error
+		out, err = addLogKeyIn(pgLogKeyTx{ctx, tx}, next, sign)
 		return err
 	})
 	if err != nil {
@@ -124,27 +111,8 @@ func (s *PostgresStore) RetireLogKey(keyID string, at time.Time, sign Checkpoint
 		if err := lockLogState(ctx, tx); err != nil {
 			return err
 		}
-		all, err := pgLogKeys(ctx, tx)
-		if err != nil {
-			return err
-		}
-		var remaining []*cardstoragev1.LogKeyRecord
-		if retired, remaining, err = retireLogKey(all, keyID, at); err != nil {
-			return err
-		}
-		b, err := records.Encode(retired)
-		if err != nil {
-			return err
-		}
-		if keyID == all[0].GetKeyId() {
-			_, err = tx.Exec(ctx, "UPDATE kt_log_key SET record = $1", b)
-		} else {
-			_, err = tx.Exec(ctx, "UPDATE kt_log_keys SET record = $2 WHERE key_id = $1", keyID, b)
-		}
-		if err != nil {
-			return err
-		}
-		out, err = pgResignLatest(ctx, tx, remaining, sign)
+		var err error
+		retired, out, err = retireLogKeyIn(pgLogKeyTx{ctx, tx}, keyID, at, sign)
 		return err
 	})
 	if err != nil {
@@ -153,21 +121,48 @@ func (s *PostgresStore) RetireLogKey(keyID string, at time.Time, sign Checkpoint
 	return retired, out, nil
 }
 
-// pgResignLatest signs the latest checkpoint again with keys and stores it in its
-// place; nil before the first checkpoint.
-func pgResignLatest(ctx context.Context, tx pgx.Tx, keys []*cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
-	latest, err := newPgKT(ctx, tx).latest()
-	if err != nil || latest == nil {
-		return nil, err
-	}
-	rec, err := resignCheckpoint(latest, keys, sign)
+// pgLogKeyTx is a PostgreSQL transaction that holds kt_log_state's lock, as the log
+// key rotations use it.
+type pgLogKeyTx struct {
+	ctx context.Context
+	tx  pgx.Tx
+}
+
+var _ logKeyTx = pgLogKeyTx{}
+
+func (t pgLogKeyTx) logKeys() ([]*cardstoragev1.LogKeyRecord, error) { return pgLogKeys(t.ctx, t.tx) }
+
+func (t pgLogKeyTx) insertLogKey(next *cardstoragev1.LogKeyRecord) error {
+	b, err := records.Encode(next)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	_, err = t.tx.Exec(t.ctx, "INSERT INTO kt_log_keys (key_id, record) VALUES ($1, $2)", next.GetKeyId(), b)
+	return err
+}
+
+func (t pgLogKeyTx) updateLogKey(rec *cardstoragev1.LogKeyRecord, first bool) error {
 	b, err := records.Encode(rec)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	_, err = tx.Exec(ctx, "UPDATE kt_checkpoints SET record = $2 WHERE size = $1", int64(rec.GetSize()), b)
-	return rec, err
+	if first {
+		_, err = t.tx.Exec(t.ctx, "UPDATE kt_log_key SET record = $1", b)
+	} else {
+		_, err = t.tx.Exec(t.ctx, "UPDATE kt_log_keys SET record = $2 WHERE key_id = $1", rec.GetKeyId(), b)
+	}
+	return err
+}
+
+func (t pgLogKeyTx) latest() (*cardstoragev1.CheckpointRecord, error) {
+	return newPgKT(t.ctx, t.tx).latest()
+}
+
+func (t pgLogKeyTx) replaceCheckpoint(rec *cardstoragev1.CheckpointRecord) error {
+	b, err := records.Encode(rec)
+	if err != nil {
+		return err
+	}
+	_, err = t.tx.Exec(t.ctx, "UPDATE kt_checkpoints SET record = $2 WHERE size = $1", int64(rec.GetSize()), b)
+	return err
 }
