@@ -10,6 +10,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	ktv1 "github.com/umbra-e2ee/umbra/proto/umbra/kt/v1"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // PublishState is what a PublishCheck sees of the identity of a new card: its ACTIVE
@@ -53,7 +54,7 @@ type Store interface {
 	// RotateServiceKey makes next the current key and retires the current one at at,
 	// in one transaction: the retired record keeps the public key and loses the seed.
 	// It returns the retired record. ErrNotFound if there is no current key. Rotations
-	// stay chained whichever replica makes them (checkRotation): next's rotation
+	// stay chained whichever replica makes them (rotateServiceKey): next's rotation
 	// statement must be signed by the current key (ErrStaleServiceKey if it names
 	// another), and at may not be before the latest card publication (ErrConflict), so
 	// that every card a key signed was published by the key's superseded_at.
@@ -142,33 +143,42 @@ type Store interface {
 // The caller reloads the current key (ServiceKey(nil)) and signs again.
 var ErrStaleServiceKey = errs.Conflictf("the card service key was rotated meanwhile, by another replica: retry")
 
-// checkRotation is the check of RotateServiceKey, the same in every engine: next is not
-// current, its rotation statement is current's (signed by it, naming it as the previous
-// key) and names next exactly, and at is not before latestPublished, the publication
-// time of the latest card (so no card the current key signed postdates its
-// retirement).
-func checkRotation(current, next *cardstoragev1.ServiceKeyRecord, at, latestPublished time.Time) error {
+// rotateServiceKey is the check and the change of RotateServiceKey, the same in every
+// engine. It checks that next is not current, that its rotation statement is current's
+// (signed by it, naming it as the previous key) and names next exactly, and that at is
+// not before latestPublished, the publication time of the latest card (so no card the
+// current key signed postdates its retirement). It returns the record current keeps
+// once retired at at: the public key, not the seed.
+func rotateServiceKey(current, next *cardstoragev1.ServiceKeyRecord, at, latestPublished time.Time) (*cardstoragev1.ServiceKeyRecord, error) {
 	if current.GetKeyId() == next.GetKeyId() {
-		return errs.Conflictf("service key %s is already the current key", next.GetKeyId())
+		return nil, errs.Conflictf("service key %s is already the current key", next.GetKeyId())
 	}
 	r, err := e2ee.ParseServiceKeyRotation(next.GetRotationContent())
 	if err != nil {
-		return fmt.Errorf("card: rotation to service key %s: its statement: %w", next.GetKeyId(), err)
+		return nil, fmt.Errorf("card: rotation to service key %s: its statement: %w", next.GetKeyId(), err)
 	}
 	if r.PreviousKeyID != current.GetKeyId() {
-		return ErrStaleServiceKey
+		return nil, ErrStaleServiceKey
 	}
 	if _, err := e2ee.VerifyServiceKeyRotation(current.GetKeyId(), serviceKeyPublic(current), next.GetRotationContent(), next.GetRotationSignature()); err != nil {
-		return fmt.Errorf("card: rotation to service key %s: %w", next.GetKeyId(), err)
+		return nil, fmt.Errorf("card: rotation to service key %s: %w", next.GetKeyId(), err)
 	}
 	if r.NewKeyID != next.GetKeyId() || !bytes.Equal(r.NewPublicKey, next.GetPublicKey()) {
-		return fmt.Errorf("card: the rotation statement names key %s, not the new key %s", r.NewKeyID, next.GetKeyId())
+		return nil, fmt.Errorf("card: the rotation statement names key %s, not the new key %s", r.NewKeyID, next.GetKeyId())
 	}
 	if at.Before(latestPublished) {
-		return errs.Conflictf("a card was published at %s, after this rotation's time %s (a replica's clock is ahead of this one's): retry",
+		return nil, errs.Conflictf("a card was published at %s, after this rotation's time %s (a replica's clock is ahead of this one's): retry",
 			latestPublished.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano))
 	}
-	return nil
+	return &cardstoragev1.ServiceKeyRecord{
+		KeyId:        current.GetKeyId(),
+		CreatedAt:    current.GetCreatedAt(),
+		PublicKey:    serviceKeyPublic(current),
+		SupersededAt: timestamppb.New(at),
+		// The statement that introduced it stays with it.
+		RotationContent:   current.GetRotationContent(),
+		RotationSignature: current.GetRotationSignature(),
+	}, nil
 }
 
 // CheckpointSigner signs the checkpoint of a new state of the log with the log keys

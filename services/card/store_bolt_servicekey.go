@@ -9,7 +9,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
@@ -90,17 +89,8 @@ func (s *BoltStore) RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, at ti
 		if err != nil {
 			return err
 		}
-		if err := checkRotation(current, next, at, latest); err != nil {
+		if retired, err = rotateServiceKey(current, next, at, latest); err != nil {
 			return err
-		}
-		retired = &cardstoragev1.ServiceKeyRecord{
-			KeyId:        current.GetKeyId(),
-			CreatedAt:    current.GetCreatedAt(),
-			PublicKey:    serviceKeyPublic(current),
-			SupersededAt: timestamppb.New(at),
-			// The statement that introduced it stays with it.
-			RotationContent:   current.GetRotationContent(),
-			RotationSignature: current.GetRotationSignature(),
 		}
 		if err := boltdb.PutProto(b, boltdb.Key("retired", current.GetKeyId()), retired); err != nil {
 			return err

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
@@ -148,17 +147,8 @@ func (s *PostgresStore) RotateServiceKey(next *cardstoragev1.ServiceKeyRecord, a
 		if !found {
 			return errs.NotFoundf("the card store has no service key to rotate")
 		}
-		if err := checkRotation(current, next, at, nanosTime(events.latestPublished)); err != nil {
+		if retired, err = rotateServiceKey(current, next, at, nanosTime(events.latestPublished)); err != nil {
 			return err
-		}
-		retired = &cardstoragev1.ServiceKeyRecord{
-			KeyId:        current.GetKeyId(),
-			CreatedAt:    current.GetCreatedAt(),
-			PublicKey:    serviceKeyPublic(current),
-			SupersededAt: timestamppb.New(at),
-			// The statement that introduced it stays with it.
-			RotationContent:   current.GetRotationContent(),
-			RotationSignature: current.GetRotationSignature(),
 		}
 		rb, err := records.Encode(retired)
 		if err != nil {
