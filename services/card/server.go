@@ -199,15 +199,7 @@ func (s *Server) resetGrant(ctx context.Context, p *auth.Principal, card *e2ee.C
 
 // SearchCards implements CardService.
 func (s *Server) SearchCards(ctx context.Context, req *cardv1.SearchCardsRequest) (*cardv1.SearchCardsResponse, error) {
-	p, err := auth.Caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	// Limit before any work, so refused and malformed calls count too.
-	if ok, retry := s.search.Allow(p.AppID + "\x00" + p.Identity); !ok {
-		return nil, errs.Exhaustedf("SearchCards rate limit exceeded: at most %s per identity; retry in %s", s.search, retry.Round(time.Millisecond))
-	}
-	ids, err := validIdentities("identities", req.GetIdentities(), MaxSearchIdentities)
+	p, ids, err := s.searchRequest(ctx, req.GetIdentities(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -215,11 +207,26 @@ func (s *Server) SearchCards(ctx context.Context, req *cardv1.SearchCardsRequest
 	if err != nil {
 		return nil, err
 	}
-	resp := &cardv1.SearchCardsResponse{Cards: make([]*cardv1.Card, len(recs))}
-	for i, r := range recs {
-		resp.Cards[i] = activeView(r)
+	return &cardv1.SearchCardsResponse{Cards: views(recs, activeView)}, nil
+}
+
+// searchRequest is the start of SearchCards and of SearchCardsWithProofs, which share
+// one rate limit per identity: the caller, counted against the limit, and the
+// identities asked for. shares is said in the limit's refusal after the method's name.
+func (s *Server) searchRequest(ctx context.Context, identities []string, shares string) (*auth.Principal, []string, error) {
+	p, err := auth.Caller(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
-	return resp, nil
+	// Limit before any work, so refused and malformed calls count too.
+	if ok, retry := s.search.Allow(p.AppID + "\x00" + p.Identity); !ok {
+		return nil, nil, errs.Exhaustedf("SearchCards rate limit exceeded%s: at most %s per identity; retry in %s", shares, s.search, retry.Round(time.Millisecond))
+	}
+	ids, err := validIdentities("identities", identities, MaxSearchIdentities)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, ids, nil
 }
 
 // GetCard implements CardService.
@@ -259,10 +266,7 @@ func (s *Server) ListCardHistory(ctx context.Context, req *cardv1.ListCardHistor
 	if err != nil {
 		return nil, err
 	}
-	resp := &cardv1.ListCardHistoryResponse{Cards: make([]*cardv1.Card, len(recs))}
-	for i, r := range recs {
-		resp.Cards[i] = cardView(r)
-	}
+	resp := &cardv1.ListCardHistoryResponse{Cards: views(recs, cardView)}
 	if more {
 		resp.NextPageToken = historyToken(req.GetIdentity(), recs[len(recs)-1].GetSequence())
 	}
@@ -301,16 +305,7 @@ func (s *Server) LookupActiveCards(_ context.Context, req *cardv1.LookupActiveCa
 	if err != nil {
 		return nil, err
 	}
-	resp := &cardv1.LookupActiveCardsResponse{Cards: make([]*cardv1.ActiveCardRef, len(recs))}
-	for i, r := range recs {
-		resp.Cards[i] = &cardv1.ActiveCardRef{
-			Identity:         r.GetIdentity(),
-			CardId:           r.GetCardId(),
-			SigningPublicKey: r.GetSigningPublicKey(),
-			Suite:            r.GetSuite(),
-		}
-	}
-	return resp, nil
+	return &cardv1.LookupActiveCardsResponse{Cards: views(recs, activeRef)}, nil
 }
 
 // ListCardEvents implements CardService.
@@ -323,20 +318,7 @@ func (s *Server) ListCardEvents(_ context.Context, req *cardv1.ListCardEventsReq
 	if err != nil {
 		return nil, err
 	}
-	resp := &cardv1.ListCardEventsResponse{Events: make([]*cardv1.CardEvent, len(evs)), LatestSequence: latest}
-	for i, e := range evs {
-		resp.Events[i] = &cardv1.CardEvent{
-			Sequence:       e.GetSequence(),
-			AppId:          e.GetAppId(),
-			Identity:       e.GetIdentity(),
-			CardId:         e.GetCardId(),
-			Kind:           eventKinds[e.GetKind()],
-			PreviousCardId: e.GetPreviousCardId(),
-			OccurredAt:     e.GetOccurredAt(),
-			KeyReset:       e.GetKeyReset(),
-		}
-	}
-	return resp, nil
+	return &cardv1.ListCardEventsResponse{Events: views(evs, eventView), LatestSequence: latest}, nil
 }
 
 var statuses = map[cardstoragev1.CardRecordStatus]cardv1.CardStatus{
@@ -348,6 +330,39 @@ var statuses = map[cardstoragev1.CardRecordStatus]cardv1.CardStatus{
 var eventKinds = map[cardstoragev1.CardEventRecordKind]cardv1.CardEventKind{
 	cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED: cardv1.CardEventKind_CARD_EVENT_KIND_PUBLISHED,
 	cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED:   cardv1.CardEventKind_CARD_EVENT_KIND_REVOKED,
+}
+
+// views is the API's view of each record of recs, in order.
+func views[R, V any](recs []R, view func(R) V) []V {
+	out := make([]V, len(recs))
+	for i, r := range recs {
+		out[i] = view(r)
+	}
+	return out
+}
+
+// activeRef is the API's reference to an active card, for the other services.
+func activeRef(r *cardstoragev1.ActiveCardRecord) *cardv1.ActiveCardRef {
+	return &cardv1.ActiveCardRef{
+		Identity:         r.GetIdentity(),
+		CardId:           r.GetCardId(),
+		SigningPublicKey: r.GetSigningPublicKey(),
+		Suite:            r.GetSuite(),
+	}
+}
+
+// eventView is the API's view of a card event.
+func eventView(e *cardstoragev1.CardEventRecord) *cardv1.CardEvent {
+	return &cardv1.CardEvent{
+		Sequence:       e.GetSequence(),
+		AppId:          e.GetAppId(),
+		Identity:       e.GetIdentity(),
+		CardId:         e.GetCardId(),
+		Kind:           eventKinds[e.GetKind()],
+		PreviousCardId: e.GetPreviousCardId(),
+		OccurredAt:     e.GetOccurredAt(),
+		KeyReset:       e.GetKeyReset(),
+	}
 }
 
 // activeView is the API's view of an active card. It shares the record's byte slices.
