@@ -15,7 +15,6 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
-	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
@@ -99,64 +98,13 @@ func BenchmarkPostgresSearchCards(b *testing.B) {
 			a := e.newApp(b, "bench")
 			ids := benchPublish(b, e, a, suite)
 			searcher := e.newUser(b, a, "searcher")
-			req := &cardv1.SearchCardsRequest{Identities: ids}
 			conn := connect(b, db.URL)
 			var next uint64
 			pgBenchEvents(b, conn, "app_other", &next, 99_000)
 			if _, err := e.srv.PublishCheckpoint(context.Background()); err != nil {
 				b.Fatal(err)
 			}
-			proofReq := &cardv1.SearchCardsWithProofsRequest{Identities: ids}
-
-			b.Run("grpc", func(b *testing.B) {
-				ctx := searcher.ctx()
-				for b.Loop() {
-					resp, err := e.client.SearchCards(ctx, req)
-					if err != nil || len(resp.GetCards()) != benchIdentities {
-						b.Fatalf("%d cards, %v", len(resp.GetCards()), err)
-					}
-				}
-				reportIdentities(b)
-			})
-			b.Run("store", func(b *testing.B) {
-				for b.Loop() {
-					recs, err := store.ActiveCards(a.id, ids)
-					if err != nil || len(recs) != benchIdentities {
-						b.Fatalf("%d cards, %v", len(recs), err)
-					}
-				}
-				reportIdentities(b)
-			})
-			b.Run("grpc-proofs", func(b *testing.B) {
-				ctx := searcher.ctx()
-				for b.Loop() {
-					if _, err := e.client.SearchCardsWithProofs(ctx, proofReq); err != nil {
-						b.Fatal(err)
-					}
-				}
-				reportIdentities(b)
-			})
-			b.Run("grpc-proofs-parallel", func(b *testing.B) {
-				ctx := searcher.ctx()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						if _, err := e.client.SearchCardsWithProofs(ctx, proofReq); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-				reportIdentities(b)
-			})
-			b.Run("store-proofs", func(b *testing.B) {
-				for b.Loop() {
-					_, proved, err := store.ProvedCards(a.id, ids)
-					if err != nil || len(proved) != benchIdentities {
-						b.Fatalf("%d proofs, %v", len(proved), err)
-					}
-				}
-				reportIdentities(b)
-			})
+			benchSearch(b, e, store, a.id, ids, searcher)
 			b.Run("raw", func(b *testing.B) {
 				ctx := context.Background()
 				buf := make([]byte, 0, 4<<20)

@@ -295,15 +295,7 @@ func BenchmarkSearchCardsWithProofs(b *testing.B) {
 		reportIdentities(b)
 	})
 	b.Run("grpc-proofs-parallel", func(b *testing.B) {
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if _, err := e.client.SearchCardsWithProofs(ctx, proofReq); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-		reportIdentities(b)
+		benchProofsParallel(b, ctx, e.client, proofReq)
 	})
 	b.Run("store-proofs", func(b *testing.B) {
 		cpu := cpuTime(b)
