@@ -147,6 +147,15 @@ func rotationOnly(next *cardstoragev1.CardRecord) PublishCheck {
 	}
 }
 
+// mustPublish publishes c, spending grant (nil for a card that is not a reset), with
+// a check that allows anything, and fails the test if the store refuses.
+func mustPublish(t testing.TB, s Store, c *cardstoragev1.CardRecord, grant *ResetGrantUse) {
+	t.Helper()
+	if _, _, err := s.Publish(c, grant, allow(&seen{})); err != nil {
+		t.Fatal(err)
+	}
+}
+
 var (
 	idAlice = "u_" + strings.Repeat("a", 32)
 	idBob   = "u_" + strings.Repeat("b", 32)
@@ -230,9 +239,7 @@ func testRefusedPublishWritesNothing(t *testing.T, e storeEngine) {
 	s, _ := e.Open(t)
 	withKey(t, s)
 	c1 := record("app_a", idAlice, 1, nil)
-	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, s, c1, nil)
 	before := e.snapshot(t, s)
 	refusal := errs.Conflictf("no")
 	if _, _, err := s.Publish(record("app_a", idAlice, 2, c1.GetCardId()), nil, func(PublishState) (*cardstoragev1.CardRecord, error) {
@@ -270,9 +277,7 @@ func testRevoke(t *testing.T, e storeEngine) {
 	s, _ := e.Open(t)
 	withKey(t, s)
 	c1 := record("app_a", idAlice, 1, nil)
-	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, s, c1, nil)
 	if _, _, err := s.Revoke("app_a", idBob, c1.GetCardId(), t0); !errors.Is(err, errs.ErrPermission) {
 		t.Errorf("bob revoking alice's card: %v, want ErrPermission", err)
 	}
@@ -303,9 +308,7 @@ func testRevoke(t *testing.T, e storeEngine) {
 	}
 	// A superseded card revoked: the active card stays.
 	c3 := record("app_a", idAlice, 3, bytes.Repeat([]byte{2}, 32))
-	if _, _, err := s.Publish(c3, nil, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, s, c3, nil)
 	if _, changed, err := s.Revoke("app_a", idAlice, bytes.Repeat([]byte{2}, 32), t0); err != nil || !changed {
 		t.Fatalf("revoking a superseded card: changed=%v %v", changed, err)
 	}
@@ -321,9 +324,7 @@ func testResetSpendsGrantOnce(t *testing.T, e storeEngine) {
 	s, reopen := e.Open(t)
 	withKey(t, s)
 	c1 := record("app_a", idAlice, 1, nil)
-	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, s, c1, nil)
 	reset := func(n byte) *cardstoragev1.CardRecord {
 		r := record("app_a", idAlice, n, nil)
 		r.KeyReset = true
@@ -384,9 +385,7 @@ func testResetSpendsGrantOnce(t *testing.T, e storeEngine) {
 	c4 := reset(4)
 	c4.PublishedAt = timestamppb.New(g1.ExpiresAt.Add(spentGrantMargin + time.Second))
 	g2 := &ResetGrantUse{ID: "grant2", ExpiresAt: c4.GetPublishedAt().AsTime().Add(time.Minute)}
-	if _, _, err := s.Publish(c4, g2, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, s, c4, g2)
 	c5 := reset(5)
 	c5.PublishedAt = c4.GetPublishedAt()
 	if _, _, err := s.Publish(c5, g2, allow(&seen{})); !errors.Is(err, errs.ErrPermission) {
@@ -403,14 +402,10 @@ func testHistoryPagesNewestFirst(t *testing.T, e storeEngine) {
 	var prev []byte
 	for n := byte(1); n <= 5; n++ {
 		rec := record("app_a", idAlice, n, prev)
-		if _, _, err := s.Publish(rec, nil, allow(&seen{})); err != nil {
-			t.Fatal(err)
-		}
+		mustPublish(t, s, rec, nil)
 		prev = rec.GetCardId()
 		// Bob's cards interleave with alice's in the sequence.
-		if _, _, err := s.Publish(record("app_a", idBob, 100+n, nil), nil, allow(&seen{})); err != nil {
-			t.Fatal(err)
-		}
+		mustPublish(t, s, record("app_a", idBob, 100+n, nil), nil)
 	}
 	s = reopen(t) // and everything survives a reopen
 	var all []byte
@@ -515,9 +510,7 @@ func testServiceKeyRotation(t *testing.T, e storeEngine) {
 	if _, err := s.ServiceKey(first); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Publish(record("app_a", idAlice, 1, nil), nil, allow(&seen{})); err != nil {
-		t.Fatal(err) // published at t0 + 1 min
-	}
+	mustPublish(t, s, record("app_a", idAlice, 1, nil), nil) // published at t0 + 1 min
 	before := e.snapshot(t, s)
 	for _, tc := range []struct {
 		name string
@@ -658,9 +651,7 @@ func testConcurrentRotationsOfOneCard(t *testing.T, e storeEngine) {
 func testConcurrentResets(t *testing.T, e storeEngine) {
 	stores := e.Replicas(t, 2)
 	withKey(t, stores[0])
-	if _, _, err := stores[0].Publish(record("app_a", idAlice, 1, nil), nil, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, stores[0], record("app_a", idAlice, 1, nil), nil)
 	grant := &ResetGrantUse{ID: "one-grant", ExpiresAt: t0.Add(time.Hour)}
 	const writers = 8
 	var wg sync.WaitGroup
