@@ -60,30 +60,16 @@ func boltLogKeys(tx *bolt.Tx) ([]*cardstoragev1.LogKeyRecord, error) {
 }
 
 func (s *BoltStore) AddLogKey(next *cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
-	var out *cardstoragev1.CheckpointRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		var err error
-		out, err = addLogKeyIn(boltLogKeyTx{tx}, next, sign)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return addLogKeyWith(s.updateLogKeys, next, sign)
 }
 
 func (s *BoltStore) RetireLogKey(keyID string, at time.Time, sign CheckpointSigner) (*cardstoragev1.LogKeyRecord, *cardstoragev1.CheckpointRecord, error) {
-	var retired *cardstoragev1.LogKeyRecord
-	var out *cardstoragev1.CheckpointRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		var err error
-		retired, out, err = retireLogKeyIn(boltLogKeyTx{tx}, keyID, at, sign)
-		return err
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return retired, out, nil
+	return retireLogKeyWith(s.updateLogKeys, keyID, at, sign)
+}
+
+// updateLogKeys is the store's updateLogKeys: a bbolt read-write transaction.
+func (s *BoltStore) updateLogKeys(f func(logKeyTx) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return f(boltLogKeyTx{tx}) })
 }
 
 // boltLogKeyTx is a bbolt transaction as the log key rotations use it.

@@ -16,34 +16,16 @@ import (
 // Publications and revocations in card.db: boltCardTx, a bbolt transaction.
 
 func (s *BoltStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error) {
-	if err := checkGrantUse(card, grant); err != nil {
-		return nil, false, err
-	}
-	var out *cardstoragev1.CardRecord
-	written := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		var err error
-		out, written, err = publish(boltCardTx{tx}, card, grant, check)
-		return err
-	})
-	if err != nil {
-		return nil, false, err
-	}
-	return out, written, nil
+	return publishWith(s.updateCards, card, grant, check)
 }
 
 func (s *BoltStore) Revoke(appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error) {
-	var out *cardstoragev1.CardRecord
-	changed := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		var err error
-		out, changed, err = revoke(boltCardTx{tx}, appID, identity, cardID, at)
-		return err
-	})
-	if err != nil {
-		return nil, false, err
-	}
-	return out, changed, nil
+	return revokeWith(s.updateCards, appID, identity, cardID, at)
+}
+
+// updateCards is the store's updateCards: a bbolt read-write transaction.
+func (s *BoltStore) updateCards(f func(cardTx) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return f(boltCardTx{tx}) })
 }
 
 // boltCardTx is a bbolt transaction as publish and revoke use it.

@@ -110,39 +110,57 @@ type logKeyTx interface {
 	replaceCheckpoint(rec *cardstoragev1.CheckpointRecord) error
 }
 
-// addLogKeyIn is AddLogKey in the transaction tx, the same in every engine.
-func addLogKeyIn(tx logKeyTx, next *cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
-	all, err := tx.logKeys()
+// updateLogKeys runs f in one read-write transaction of an engine, as the log key
+// rotations use it: the transaction commits what f wrote, or nothing if f fails.
+type updateLogKeys func(f func(tx logKeyTx) error) error
+
+// addLogKeyWith is AddLogKey, the same in every engine, in a transaction of update.
+func addLogKeyWith(update updateLogKeys, next *cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
+	var out *cardstoragev1.CheckpointRecord
+	err := update(func(tx logKeyTx) error {
+		all, err := tx.logKeys()
+		if err != nil {
+			return err
+		}
+		if err := checkAddLogKey(all, next); err != nil {
+			return err
+		}
+		if err := tx.insertLogKey(next); err != nil {
+			return err
+		}
+		out, err = resignLatest(tx, signingLogKeys(append(all, next)), sign)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := checkAddLogKey(all, next); err != nil {
-		return nil, err
-	}
-	if err := tx.insertLogKey(next); err != nil {
-		return nil, err
-	}
-	return resignLatest(tx, signingLogKeys(append(all, next)), sign)
+	return out, nil
 }
 
-// retireLogKeyIn is RetireLogKey in the transaction tx, the same in every engine.
-func retireLogKeyIn(tx logKeyTx, keyID string, at time.Time, sign CheckpointSigner) (*cardstoragev1.LogKeyRecord, *cardstoragev1.CheckpointRecord, error) {
-	all, err := tx.logKeys()
+// retireLogKeyWith is RetireLogKey, the same in every engine, in a transaction of
+// update.
+func retireLogKeyWith(update updateLogKeys, keyID string, at time.Time, sign CheckpointSigner) (*cardstoragev1.LogKeyRecord, *cardstoragev1.CheckpointRecord, error) {
+	var retired *cardstoragev1.LogKeyRecord
+	var out *cardstoragev1.CheckpointRecord
+	err := update(func(tx logKeyTx) error {
+		all, err := tx.logKeys()
+		if err != nil {
+			return err
+		}
+		var remaining []*cardstoragev1.LogKeyRecord
+		if retired, remaining, err = retireLogKey(all, keyID, at); err != nil {
+			return err
+		}
+		if err := tx.updateLogKey(retired, keyID == all[0].GetKeyId()); err != nil {
+			return err
+		}
+		out, err = resignLatest(tx, remaining, sign)
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	retired, remaining, err := retireLogKey(all, keyID, at)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := tx.updateLogKey(retired, keyID == all[0].GetKeyId()); err != nil {
-		return nil, nil, err
-	}
-	cp, err := resignLatest(tx, remaining, sign)
-	if err != nil {
-		return nil, nil, err
-	}
-	return retired, cp, nil
+	return retired, out, nil
 }
 
 // resignLatest signs the latest checkpoint again with keys and stores it in its place;

@@ -87,38 +87,22 @@ func lockLogState(ctx context.Context, tx pgx.Tx) error {
 }
 
 func (s *PostgresStore) AddLogKey(next *cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
-	var out *cardstoragev1.CheckpointRecord
-	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
-		out = nil
-		if err := lockLogState(ctx, tx); err != nil {
-			return err
-		}
-		var err error
-		out, err = addLogKeyIn(pgLogKeyTx{ctx, tx}, next, sign)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return addLogKeyWith(s.updateLogKeys, next, sign)
 }
 
 func (s *PostgresStore) RetireLogKey(keyID string, at time.Time, sign CheckpointSigner) (*cardstoragev1.LogKeyRecord, *cardstoragev1.CheckpointRecord, error) {
-	var retired *cardstoragev1.LogKeyRecord
-	var out *cardstoragev1.CheckpointRecord
-	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
-		retired, out = nil, nil
+	return retireLogKeyWith(s.updateLogKeys, keyID, at, sign)
+}
+
+// updateLogKeys is the store's updateLogKeys: a transaction that holds kt_log_state's
+// lock first, as appends do.
+func (s *PostgresStore) updateLogKeys(f func(logKeyTx) error) error {
+	return s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
 		if err := lockLogState(ctx, tx); err != nil {
 			return err
 		}
-		var err error
-		retired, out, err = retireLogKeyIn(pgLogKeyTx{ctx, tx}, keyID, at, sign)
-		return err
+		return f(pgLogKeyTx{ctx, tx})
 	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return retired, out, nil
 }
 
 // pgLogKeyTx is a PostgreSQL transaction that holds kt_log_state's lock, as the log

@@ -44,53 +44,34 @@ func pgSpendGrant(ctx context.Context, tx pgx.Tx, card *cardstoragev1.CardRecord
 }
 
 func (s *PostgresStore) Publish(card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error) {
-	if err := checkGrantUse(card, grant); err != nil {
-		return nil, false, err
-	}
-	var out *cardstoragev1.CardRecord
-	written := false
-	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
-		// Publications, revocations and rotations take turns from here: the check
+	return publishWith(s.updateCards, card, grant, check)
+}
+
+func (s *PostgresStore) Revoke(appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error) {
+	return revokeWith(s.updateCards, appID, identity, cardID, at)
+}
+
+// updateCards is the store's updateCards: a transaction that holds the feed's lock, and
+// saves the feed's counter when f appended events.
+func (s *PostgresStore) updateCards(f func(cardTx) error) error {
+	return s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
+		// Publications, revocations and rotations take turns from here: what f checks
 		// sees every change committed before, and the events get their sequences in
 		// commit order.
 		events, err := lockEvents(ctx, tx)
 		if err != nil {
 			return err
 		}
-		out, written, err = publish(pgCardTx{ctx, tx, events}, card, grant, check)
-		if err != nil || !written {
+		last := events.last
+		if err := f(pgCardTx{ctx, tx, events}); err != nil || events.last == last {
 			return err
 		}
 		return events.save(ctx, tx)
 	})
-	if err != nil {
-		return nil, false, err
-	}
-	return out, written, nil
-}
-
-func (s *PostgresStore) Revoke(appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error) {
-	var out *cardstoragev1.CardRecord
-	changed := false
-	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
-		events, err := lockEvents(ctx, tx)
-		if err != nil {
-			return err
-		}
-		out, changed, err = revoke(pgCardTx{ctx, tx, events}, appID, identity, cardID, at)
-		if err != nil || !changed {
-			return err
-		}
-		return events.save(ctx, tx)
-	})
-	if err != nil {
-		return nil, false, err
-	}
-	return out, changed, nil
 }
 
 // pgCardTx is a PostgreSQL transaction that holds the feed's lock (events), as publish
-// and revoke use it; the caller saves events when they wrote.
+// and revoke use it; updateCards saves events when they changed.
 type pgCardTx struct {
 	ctx    context.Context
 	tx     pgx.Tx

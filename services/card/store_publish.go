@@ -140,8 +140,45 @@ type cardTx interface {
 	deactivate(appID, identity string) error
 }
 
-// publish is Publish in the transaction tx, the same in every engine: it returns the
-// stored card and true, or what check returned instead and false.
+// updateCards runs f in one read-write transaction of an engine, as publish and revoke
+// use it: the transaction commits what f wrote, or nothing if f fails.
+type updateCards func(f func(tx cardTx) error) error
+
+// publishWith is Publish, the same in every engine, in a transaction of update.
+func publishWith(update updateCards, card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error) {
+	if err := checkGrantUse(card, grant); err != nil {
+		return nil, false, err
+	}
+	var out *cardstoragev1.CardRecord
+	written := false
+	err := update(func(tx cardTx) error {
+		var err error
+		out, written, err = publish(tx, card, grant, check)
+		return err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, written, nil
+}
+
+// revokeWith is Revoke, the same in every engine, in a transaction of update.
+func revokeWith(update updateCards, appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error) {
+	var out *cardstoragev1.CardRecord
+	changed := false
+	err := update(func(tx cardTx) error {
+		var err error
+		out, changed, err = revoke(tx, appID, identity, cardID, at)
+		return err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, changed, nil
+}
+
+// publish is Publish in the transaction tx: it returns the stored card and true, or
+// what check returned instead and false.
 func publish(tx cardTx, card *cardstoragev1.CardRecord, grant *ResetGrantUse, check PublishCheck) (*cardstoragev1.CardRecord, bool, error) {
 	if err := tx.checkServiceKey(card); err != nil {
 		return nil, false, err
@@ -209,7 +246,7 @@ func publish(tx cardTx, card *cardstoragev1.CardRecord, grant *ResetGrantUse, ch
 	return stored, true, nil
 }
 
-// revoke is Revoke in the transaction tx, the same in every engine.
+// revoke is Revoke in the transaction tx.
 func revoke(tx cardTx, appID, identity string, cardID []byte, at time.Time) (*cardstoragev1.CardRecord, bool, error) {
 	rec, err := tx.card(appID, cardID)
 	if err != nil {
