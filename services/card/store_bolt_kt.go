@@ -99,59 +99,52 @@ func (t *ktTx) latest() (*cardstoragev1.CheckpointRecord, error) {
 }
 
 func (s *BoltStore) AppendLog(limit int, at time.Time, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, int, error) {
-	var out *cardstoragev1.CheckpointRecord
-	appended := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		t := newKTTx(tx)
-		latest, err := t.latest()
-		if err != nil {
-			return err
+	return appendLogWith(s.updateLog, limit, at, sign)
+}
+
+// updateLog is the store's updateLog: a bbolt read-write transaction.
+func (s *BoltStore) updateLog(f func(appendTx) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return f(boltAppendTx{newKTTx(tx), tx}) })
+}
+
+// boltAppendTx is a bbolt transaction as the log's appender uses it.
+type boltAppendTx struct {
+	*ktTx
+	tx *bolt.Tx
+}
+
+var _ appendTx = boltAppendTx{}
+
+func (t boltAppendTx) events(after uint64, limit int) ([]*cardstoragev1.CardEventRecord, error) {
+	events := t.tx.Bucket(bucketEvents)
+	var evs []*cardstoragev1.CardEventRecord
+	c := events.Cursor()
+	for k, v := c.Seek(boltdb.U64(after + 1)); k != nil && len(evs) < limit; k, v = c.Next() {
+		ev := &cardstoragev1.CardEventRecord{}
+		if err := boltdb.DecodeProto(events, k, v, ev); err != nil {
+			return nil, fmt.Errorf("card event %x: %w", k, err)
 		}
-		size := latest.GetSize()
-		events := tx.Bucket(bucketEvents)
-		var evs []*cardstoragev1.CardEventRecord
-		c := events.Cursor()
-		for k, v := c.Seek(boltdb.U64(size + 1)); k != nil && len(evs) < limit; k, v = c.Next() {
-			ev := &cardstoragev1.CardEventRecord{}
-			if err := boltdb.DecodeProto(events, k, v, ev); err != nil {
-				return fmt.Errorf("card event %x: %w", k, err)
-			}
-			evs = append(evs, ev)
-		}
-		leaves, err := logLeaves(size, evs)
-		if err != nil {
-			return err
-		}
-		if len(leaves) == 0 && latest != nil {
-			out = latest
-			return nil
-		}
-		logRoot, mapRoot, err := t.state().Append(size, leaves)
-		if err != nil {
-			return err
-		}
-		if err := t.flush(); err != nil {
-			return err
-		}
-		for i, leaf := range leaves {
-			if err := boltdb.PutRecord(t.leaves, boltdb.U64(size+uint64(i)), bytes.Clone(leaf)); err != nil {
-				return err
-			}
-		}
-		keys, err := boltLogKeys(tx)
-		if err != nil {
-			return err
-		}
-		if out, err = signCheckpoint(size+uint64(len(leaves)), logRoot, mapRoot, keys, at, sign); err != nil {
-			return err
-		}
-		appended = len(leaves)
-		return boltdb.PutProto(t.checkpoints, boltdb.U64(out.GetSize()), out)
-	})
-	if err != nil {
-		return nil, 0, err
+		evs = append(evs, ev)
 	}
-	return out, appended, nil
+	return evs, nil
+}
+
+// readAhead does nothing: bbolt reads from the file's mapping.
+func (t boltAppendTx) readAhead(uint64, []*cardstoragev1.CardEventRecord) error { return nil }
+
+func (t boltAppendTx) putLeaves(size uint64, leaves [][]byte) error {
+	for i, leaf := range leaves {
+		if err := boltdb.PutRecord(t.leaves, boltdb.U64(size+uint64(i)), bytes.Clone(leaf)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t boltAppendTx) logKeys() ([]*cardstoragev1.LogKeyRecord, error) { return boltLogKeys(t.tx) }
+
+func (t boltAppendTx) putCheckpoint(rec *cardstoragev1.CheckpointRecord) error {
+	return boltdb.PutProto(t.checkpoints, boltdb.U64(rec.GetSize()), rec)
 }
 
 func (s *BoltStore) LatestCheckpoint() (*cardstoragev1.CheckpointRecord, error) {

@@ -224,6 +224,86 @@ func signCheckpoint(size uint64, logRoot []byte, mapRoot [kt.HashSize]byte, all 
 	return &cardstoragev1.CheckpointRecord{Size: cp.Size, LogRoot: logRoot, MapRoot: mapRoot[:], SignedNote: note, CreatedAt: timestamppb.New(at)}, nil
 }
 
+// appendTx is one transaction of an engine as the log's appender uses it.
+type appendTx interface {
+	// latest returns the latest checkpoint; nil if there is none.
+	latest() (*cardstoragev1.CheckpointRecord, error)
+	// events reads up to limit card events with a sequence above after, in order.
+	events(after uint64, limit int) ([]*cardstoragev1.CardEventRecord, error)
+	// readAhead reads what the append of evs to a log of size entries will read, where
+	// reading it at once costs less than one read at a time (or does nothing).
+	readAhead(size uint64, evs []*cardstoragev1.CardEventRecord) error
+	// state is the log and the map in the transaction; flush writes the tiles that
+	// changed.
+	state() kt.State
+	flush() error
+	// putLeaves stores leaves as the log's entries from index size on.
+	putLeaves(size uint64, leaves [][]byte) error
+	// logKeys reads every log key, oldest first.
+	logKeys() ([]*cardstoragev1.LogKeyRecord, error)
+	// putCheckpoint stores rec, the checkpoint of the log's new size.
+	putCheckpoint(rec *cardstoragev1.CheckpointRecord) error
+}
+
+// updateLog runs f in one read-write transaction of an engine, as the log's appender
+// uses it: the transaction commits what f wrote, or nothing if f fails.
+type updateLog func(f func(tx appendTx) error) error
+
+// appendLogWith is AppendLog, the same in every engine, in a transaction of update.
+func appendLogWith(update updateLog, limit int, at time.Time, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, int, error) {
+	var out *cardstoragev1.CheckpointRecord
+	appended := 0
+	err := update(func(t appendTx) error {
+		out, appended = nil, 0
+		latest, err := t.latest()
+		if err != nil {
+			return err
+		}
+		size := latest.GetSize()
+		evs, err := t.events(size, max(limit, 0))
+		if err != nil {
+			return err
+		}
+		leaves, err := logLeaves(size, evs)
+		if err != nil {
+			return err
+		}
+		if len(leaves) == 0 && latest != nil {
+			out = latest
+			return nil
+		}
+		if err := t.readAhead(size, evs); err != nil {
+			return err
+		}
+		logRoot, mapRoot, err := t.state().Append(size, leaves)
+		if err != nil {
+			return err
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+		if err := t.putLeaves(size, leaves); err != nil {
+			return err
+		}
+		keys, err := t.logKeys()
+		if err != nil {
+			return err
+		}
+		if out, err = signCheckpoint(size+uint64(len(leaves)), logRoot, mapRoot, keys, at, sign); err != nil {
+			return err
+		}
+		if err := t.putCheckpoint(out); err != nil {
+			return err
+		}
+		appended = len(leaves)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return out, appended, nil
+}
+
 // checkLogSize refuses a size past the log's, whose latest checkpoint latest reads.
 func checkLogSize(latest func() (*cardstoragev1.CheckpointRecord, error), size uint64) error {
 	cp, err := latest()
