@@ -365,8 +365,24 @@ func eventView(e *cardstoragev1.CardEventRecord) *cardv1.CardEvent {
 	}
 }
 
-// activeView is the API's view of an active card. It shares the record's byte slices.
-func activeView(r *cardstoragev1.ActiveCardRecord) *cardv1.Card {
+// publishedCard is what a stored card's record and its active copy both hold of the
+// card as published.
+type publishedCard interface {
+	GetCardId() []byte
+	GetIdentity() string
+	GetContent() []byte
+	GetSelfSignature() []byte
+	GetEndorsementContent() []byte
+	GetEndorsementSignature() []byte
+	GetServiceSignature() []byte
+	GetServiceKeyId() string
+	GetPublishedAt() *timestamppb.Timestamp
+	GetKeyReset() bool
+}
+
+// publishedView is the API's view of the card as published, with status. It shares the
+// record's byte slices.
+func publishedView(r publishedCard, status cardv1.CardStatus) *cardv1.Card {
 	c := &cardv1.Card{
 		CardId:           r.GetCardId(),
 		Identity:         r.GetIdentity(),
@@ -374,7 +390,7 @@ func activeView(r *cardstoragev1.ActiveCardRecord) *cardv1.Card {
 		SelfSignature:    r.GetSelfSignature(),
 		ServiceSignature: r.GetServiceSignature(),
 		ServiceKeyId:     r.GetServiceKeyId(),
-		Status:           cardv1.CardStatus_CARD_STATUS_ACTIVE,
+		Status:           status,
 		PublishedAt:      r.GetPublishedAt(),
 		KeyReset:         r.GetKeyReset(),
 	}
@@ -384,27 +400,19 @@ func activeView(r *cardstoragev1.ActiveCardRecord) *cardv1.Card {
 	return c
 }
 
+// activeView is the API's view of an active card. It shares the record's byte slices.
+func activeView(r *cardstoragev1.ActiveCardRecord) *cardv1.Card {
+	return publishedView(r, cardv1.CardStatus_CARD_STATUS_ACTIVE)
+}
+
 // cardView is the API's view of a stored card. It shares the record's byte slices.
 func cardView(r *cardstoragev1.CardRecord) *cardv1.Card {
-	c := &cardv1.Card{
-		CardId:           r.GetCardId(),
-		Identity:         r.GetIdentity(),
-		Content:          r.GetContent(),
-		SelfSignature:    r.GetSelfSignature(),
-		ServiceSignature: r.GetServiceSignature(),
-		ServiceKeyId:     r.GetServiceKeyId(),
-		Status:           statuses[r.GetStatus()],
-		PublishedAt:      r.GetPublishedAt(),
-		SupersededBy:     r.GetSupersededBy(),
-		SupersededAt:     r.GetSupersededAt(),
-		RevokedAt:        r.GetRevokedAt(),
-		KeyReset:         r.GetKeyReset(),
-	}
+	c := publishedView(r, statuses[r.GetStatus()])
+	c.SupersededBy = r.GetSupersededBy()
+	c.SupersededAt = r.GetSupersededAt()
+	c.RevokedAt = r.GetRevokedAt()
 	if seq := r.GetSequence(); seq > 0 {
 		c.LogIndex = seq - 1 // the log follows the card event feed, entry i being event i+1
-	}
-	if len(r.GetEndorsementContent()) > 0 {
-		c.Endorsement = &cardv1.CardEndorsement{Content: r.GetEndorsementContent(), Signature: r.GetEndorsementSignature()}
 	}
 	return c
 }

@@ -137,6 +137,11 @@ type Store interface {
 	Close() error
 }
 
+// noCard is the answer for a card id that names no card of the app.
+func noCard(cardID []byte) error {
+	return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
+}
+
 // ErrStaleServiceKey is Publish's answer to a card counter-signed by a service key that
 // is no longer the current one, and RotateServiceKey's to a rotation statement that
 // names another key than the current one: another replica rotated the key meanwhile.

@@ -141,7 +141,7 @@ func (s *BoltStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRecord
 		var err error
 		out, err = getCard(tx, appID, cardID)
 		if err == nil && out == nil {
-			return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
+			return noCard(cardID)
 		}
 		return err
 	})

@@ -12,7 +12,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/umbra-e2ee/umbra/internal/pgdb"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
@@ -136,7 +135,7 @@ func (s *PostgresStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRe
 		var err error
 		out, err = pgCard(ctx, tx, appID, cardID)
 		if err == nil && out == nil {
-			return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
+			return noCard(cardID)
 		}
 		return err
 	})

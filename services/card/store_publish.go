@@ -106,7 +106,7 @@ func activeRecord(r *cardstoragev1.CardRecord) *cardstoragev1.ActiveCardRecord {
 func checkRevocable(rec *cardstoragev1.CardRecord, identity string, cardID []byte) error {
 	switch {
 	case rec == nil:
-		return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
+		return noCard(cardID)
 	case rec.GetIdentity() != identity:
 		return errs.Permissionf("card %s is another identity's: only its owner may revoke it", cardIDString(cardID))
 	}
