@@ -7,6 +7,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/transparency-dev/merkle/proof"
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
@@ -148,17 +149,16 @@ func (t boltAppendTx) putCheckpoint(rec *cardstoragev1.CheckpointRecord) error {
 }
 
 func (s *BoltStore) LatestCheckpoint() (*cardstoragev1.CheckpointRecord, error) {
-	var out *cardstoragev1.CheckpointRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		out, err = newKTTx(tx).latest()
-		if err == nil && out == nil {
-			err = noCheckpoint()
-		}
-		return err
-	})
-	return out, err
+	return latestCheckpointWith(s.viewLog)
 }
+
+// viewLog is the store's viewLog: a bbolt read-only transaction.
+func (s *BoltStore) viewLog(f func(logReadTx) error) error {
+	return s.db.View(func(tx *bolt.Tx) error { return f(newKTTx(tx)) })
+}
+
+// prefetchProof does nothing: bbolt reads from the file's mapping.
+func (t *ktTx) prefetchProof(proof.Nodes, error) error { return nil }
 
 func (s *BoltStore) LogEntries(start uint64, count int) ([][]byte, error) {
 	var out [][]byte
@@ -178,35 +178,11 @@ func (s *BoltStore) LogEntries(start uint64, count int) ([][]byte, error) {
 }
 
 func (s *BoltStore) InclusionProof(index, size uint64) ([]byte, [][]byte, error) {
-	var leaf []byte
-	var proof [][]byte
-	err := s.db.View(func(tx *bolt.Tx) error {
-		t := newKTTx(tx)
-		if err := checkLogSize(t.latest, size); err != nil {
-			return err
-		}
-		var err error
-		if leaf, err = t.leaf(index); err != nil {
-			return err
-		}
-		proof, err = kt.InclusionProof(t.tiledLog, index, size)
-		return err
-	})
-	return leaf, proof, err
+	return inclusionProofWith(s.viewLog, index, size)
 }
 
 func (s *BoltStore) ConsistencyProof(size1, size2 uint64) ([][]byte, error) {
-	var proof [][]byte
-	err := s.db.View(func(tx *bolt.Tx) error {
-		t := newKTTx(tx)
-		if err := checkLogSize(t.latest, size2); err != nil {
-			return err
-		}
-		var err error
-		proof, err = kt.ConsistencyProof(t.tiledLog, size1, size2)
-		return err
-	})
-	return proof, err
+	return consistencyProofWith(s.viewLog, size1, size2)
 }
 
 func (s *BoltStore) ProvedCards(appID string, identities []string) (*cardstoragev1.CheckpointRecord, []ProvedCard, error) {

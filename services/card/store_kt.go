@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/transparency-dev/merkle/proof"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
@@ -302,6 +303,78 @@ func appendLogWith(update updateLog, limit int, at time.Time, sign CheckpointSig
 		return nil, 0, err
 	}
 	return out, appended, nil
+}
+
+// logReadTx is one read-only transaction of an engine as the log's checkpoint and
+// proofs are read.
+type logReadTx interface {
+	// latest returns the latest checkpoint; nil if there is none.
+	latest() (*cardstoragev1.CheckpointRecord, error)
+	// leaf returns entry index's bytes.
+	leaf(index uint64) ([]byte, error)
+	state() kt.State
+	// prefetchProof reads at once the log tiles that hold the nodes of a proof, where
+	// that costs less than one read at a time (or does nothing); a proof that cannot be
+	// made (err) is left for kt to refuse.
+	prefetchProof(nodes proof.Nodes, err error) error
+}
+
+// viewLog runs f in one read-only transaction of an engine.
+type viewLog func(f func(tx logReadTx) error) error
+
+// latestCheckpointWith is LatestCheckpoint, the same in every engine, in a transaction
+// of view.
+func latestCheckpointWith(view viewLog) (*cardstoragev1.CheckpointRecord, error) {
+	var out *cardstoragev1.CheckpointRecord
+	err := view(func(t logReadTx) error {
+		var err error
+		out, err = t.latest()
+		if err == nil && out == nil {
+			err = noCheckpoint()
+		}
+		return err
+	})
+	return out, err
+}
+
+// inclusionProofWith is InclusionProof, the same in every engine, in a transaction of
+// view.
+func inclusionProofWith(view viewLog, index, size uint64) ([]byte, [][]byte, error) {
+	var leaf []byte
+	var hashes [][]byte
+	err := view(func(t logReadTx) error {
+		if err := checkLogSize(t.latest, size); err != nil {
+			return err
+		}
+		var err error
+		if leaf, err = t.leaf(index); err != nil {
+			return err
+		}
+		if err := t.prefetchProof(proof.Inclusion(index, size)); err != nil {
+			return err
+		}
+		hashes, err = kt.InclusionProof(t.state().Log, index, size)
+		return err
+	})
+	return leaf, hashes, err
+}
+
+// consistencyProofWith is ConsistencyProof, the same in every engine, in a transaction
+// of view.
+func consistencyProofWith(view viewLog, size1, size2 uint64) ([][]byte, error) {
+	var hashes [][]byte
+	err := view(func(t logReadTx) error {
+		if err := checkLogSize(t.latest, size2); err != nil {
+			return err
+		}
+		if err := t.prefetchProof(proof.Consistency(size1, size2)); err != nil {
+			return err
+		}
+		var err error
+		hashes, err = kt.ConsistencyProof(t.state().Log, size1, size2)
+		return err
+	})
+	return hashes, err
 }
 
 // checkLogSize refuses a size past the log's, whose latest checkpoint latest reads.

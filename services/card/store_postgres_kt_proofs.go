@@ -13,16 +13,12 @@ import (
 // Reads of the log in PostgreSQL: its latest checkpoint, entries, proofs and lookups.
 
 func (s *PostgresStore) LatestCheckpoint() (*cardstoragev1.CheckpointRecord, error) {
-	var out *cardstoragev1.CheckpointRecord
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		out, err = newPgKT(ctx, tx).latest()
-		if err == nil && out == nil {
-			err = noCheckpoint()
-		}
-		return err
-	})
-	return out, err
+	return latestCheckpointWith(s.viewLog)
+}
+
+// viewLog is the store's viewLog: a PostgreSQL read-only transaction.
+func (s *PostgresStore) viewLog(f func(logReadTx) error) error {
+	return s.db.View(func(ctx context.Context, tx pgx.Tx) error { return f(newPgKT(ctx, tx)) })
 }
 
 func (s *PostgresStore) LogEntries(start uint64, count int) ([][]byte, error) {
@@ -51,41 +47,11 @@ func (t *pgKT) prefetchProof(nodes proof.Nodes, err error) error {
 }
 
 func (s *PostgresStore) InclusionProof(index, size uint64) ([]byte, [][]byte, error) {
-	var leaf []byte
-	var hashes [][]byte
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		t := newPgKT(ctx, tx)
-		if err := checkLogSize(t.latest, size); err != nil {
-			return err
-		}
-		var err error
-		if leaf, err = t.leaf(index); err != nil {
-			return err
-		}
-		if err := t.prefetchProof(proof.Inclusion(index, size)); err != nil {
-			return err
-		}
-		hashes, err = kt.InclusionProof(t.tiledLog, index, size)
-		return err
-	})
-	return leaf, hashes, err
+	return inclusionProofWith(s.viewLog, index, size)
 }
 
 func (s *PostgresStore) ConsistencyProof(size1, size2 uint64) ([][]byte, error) {
-	var hashes [][]byte
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		t := newPgKT(ctx, tx)
-		if err := checkLogSize(t.latest, size2); err != nil {
-			return err
-		}
-		if err := t.prefetchProof(proof.Consistency(size1, size2)); err != nil {
-			return err
-		}
-		var err error
-		hashes, err = kt.ConsistencyProof(t.tiledLog, size1, size2)
-		return err
-	})
-	return hashes, err
+	return consistencyProofWith(s.viewLog, size1, size2)
 }
 
 func (s *PostgresStore) ProvedCards(appID string, identities []string) (*cardstoragev1.CheckpointRecord, []ProvedCard, error) {
