@@ -124,9 +124,7 @@ func (t *pgKT) LogTile(id kt.LogTileID) ([]byte, error) {
 }
 
 func (t *pgKT) PutLogTile(id kt.LogTileID, tile []byte) error {
-	k := string(logTileKey(id))
-	t.logTiles[k], t.putLog[k] = tile, tile
-	return nil
+	return put(t.logTiles, t.putLog, logTileKey(id), tile)
 }
 
 func (t *pgKT) MapTile(id kt.MapTileID) ([]byte, error) {
@@ -134,9 +132,7 @@ func (t *pgKT) MapTile(id kt.MapTileID) ([]byte, error) {
 }
 
 func (t *pgKT) PutMapTile(id kt.MapTileID, tile []byte) error {
-	k := string(mapTileKey(id))
-	t.mapTiles[k], t.putMap[k] = tile, tile
-	return nil
+	return put(t.mapTiles, t.putMap, mapTileKey(id), tile)
 }
 
 func (t *pgKT) MapValue(key [kt.HashSize]byte) ([]byte, bool, error) {
@@ -145,8 +141,12 @@ func (t *pgKT) MapValue(key [kt.HashSize]byte) ([]byte, bool, error) {
 }
 
 func (t *pgKT) PutMapValue(key [kt.HashSize]byte, value []byte) error {
-	v := bytes.Clone(value)
-	t.values[string(key[:])], t.putValues[string(key[:])] = v, v
+	return put(t.values, t.putValues, key[:], bytes.Clone(value))
+}
+
+// put sets key to v in what the transaction read and in what it will write.
+func put(read, write map[string][]byte, key, v []byte) error {
+	read[string(key)], write[string(key)] = v, v
 	return nil
 }
 
