@@ -124,7 +124,7 @@ func (t *pgKT) LogTile(id kt.LogTileID) ([]byte, error) {
 }
 
 func (t *pgKT) PutLogTile(id kt.LogTileID, tile []byte) error {
-	return put(t.logTiles, t.putLog, logTileKey(id), tile)
+	return writeThrough(t.logTiles, t.putLog, logTileKey(id), tile)
 }
 
 func (t *pgKT) MapTile(id kt.MapTileID) ([]byte, error) {
@@ -132,7 +132,7 @@ func (t *pgKT) MapTile(id kt.MapTileID) ([]byte, error) {
 }
 
 func (t *pgKT) PutMapTile(id kt.MapTileID, tile []byte) error {
-	return put(t.mapTiles, t.putMap, mapTileKey(id), tile)
+	return writeThrough(t.mapTiles, t.putMap, mapTileKey(id), tile)
 }
 
 func (t *pgKT) MapValue(key [kt.HashSize]byte) ([]byte, bool, error) {
@@ -141,11 +141,11 @@ func (t *pgKT) MapValue(key [kt.HashSize]byte) ([]byte, bool, error) {
 }
 
 func (t *pgKT) PutMapValue(key [kt.HashSize]byte, value []byte) error {
-	return put(t.values, t.putValues, key[:], bytes.Clone(value))
+	return writeThrough(t.values, t.putValues, key[:], bytes.Clone(value))
 }
 
-// put sets key to v in what the transaction read and in what it will write.
-func put(read, write map[string][]byte, key, v []byte) error {
+// writeThrough sets key to v in what the transaction read and in what it will write.
+func writeThrough(read, write map[string][]byte, key, v []byte) error {
 	read[string(key)], write[string(key)] = v, v
 	return nil
 }
