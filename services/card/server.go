@@ -231,11 +231,8 @@ func (s *Server) searchRequest(ctx context.Context, identities []string, shares 
 
 // GetCard implements CardService.
 func (s *Server) GetCard(ctx context.Context, req *cardv1.GetCardRequest) (*cardv1.GetCardResponse, error) {
-	p, err := auth.Caller(ctx)
+	p, err := cardCaller(ctx, req.GetCardId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validCardID("card_id", req.GetCardId()); err != nil {
 		return nil, err
 	}
 	rec, err := s.store.Card(p.AppID, req.GetCardId())
@@ -243,6 +240,19 @@ func (s *Server) GetCard(ctx context.Context, req *cardv1.GetCardRequest) (*card
 		return nil, err
 	}
 	return &cardv1.GetCardResponse{Card: cardView(rec)}, nil
+}
+
+// cardCaller is the start of the RPCs about one card, GetCard and RevokeCard: the
+// caller, once the card id is checked.
+func cardCaller(ctx context.Context, cardID []byte) (*auth.Principal, error) {
+	p, err := auth.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validCardID("card_id", cardID); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // ListCardHistory implements CardService.
@@ -275,11 +285,8 @@ func (s *Server) ListCardHistory(ctx context.Context, req *cardv1.ListCardHistor
 
 // RevokeCard implements CardService.
 func (s *Server) RevokeCard(ctx context.Context, req *cardv1.RevokeCardRequest) (*cardv1.RevokeCardResponse, error) {
-	p, err := auth.Caller(ctx)
+	p, err := cardCaller(ctx, req.GetCardId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validCardID("card_id", req.GetCardId()); err != nil {
 		return nil, err
 	}
 	rec, changed, err := s.store.Revoke(p.AppID, p.Identity, req.GetCardId(), s.now())

@@ -55,8 +55,7 @@ func boltLogKeys(tx *bolt.Tx) ([]*cardstoragev1.LogKeyRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	sortLogKeys(added)
-	return append([]*cardstoragev1.LogKeyRecord{first}, added...), nil
+	return logKeysInOrder(first, added), nil
 }
 
 func (s *BoltStore) AddLogKey(next *cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {

@@ -43,14 +43,16 @@ func signingLogKeys(all []*cardstoragev1.LogKeyRecord) []*cardstoragev1.LogKeyRe
 	return out
 }
 
-// sortLogKeys orders keys oldest first (by creation, then id), as LogKeys returns them.
-func sortLogKeys(keys []*cardstoragev1.LogKeyRecord) {
-	slices.SortStableFunc(keys, func(a, b *cardstoragev1.LogKeyRecord) int {
+// logKeysInOrder returns the log's keys as LogKeys does: first, the log's first key,
+// then added, those that rotations added, oldest first (by creation, then id).
+func logKeysInOrder(first *cardstoragev1.LogKeyRecord, added []*cardstoragev1.LogKeyRecord) []*cardstoragev1.LogKeyRecord {
+	slices.SortStableFunc(added, func(a, b *cardstoragev1.LogKeyRecord) int {
 		if c := a.GetCreatedAt().AsTime().Compare(b.GetCreatedAt().AsTime()); c != 0 {
 			return c
 		}
 		return strings.Compare(a.GetKeyId(), b.GetKeyId())
 	})
+	return append([]*cardstoragev1.LogKeyRecord{first}, added...)
 }
 
 // checkAddLogKey is the check of AddLogKey, the same in every engine: next is a new

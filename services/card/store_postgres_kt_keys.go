@@ -76,8 +76,7 @@ func pgLogKeys(ctx context.Context, tx pgx.Tx) ([]*cardstoragev1.LogKeyRecord, e
 	if err != nil {
 		return nil, err
 	}
-	sortLogKeys(added)
-	return append([]*cardstoragev1.LogKeyRecord{first}, added...), nil
+	return logKeysInOrder(first, added), nil
 }
 
 // lockLogState takes kt_log_state's row lock, which appends hold too.
