@@ -240,22 +240,6 @@ func testConcurrentAppenders(t *testing.T, e storeEngine) {
 	stores := e.Replicas(t, 2)
 	withKey(t, stores[0])
 	const writers, each = 4, 8
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			s := stores[w%len(stores)]
-			var prev []byte
-			for i := range each {
-				// Each writer rotates one identity's card: the map's values change.
-				c := record("app_a", fmt.Sprintf("u_w%d", w), byte(w*each+i+1), prev)
-				if _, _, err := s.Publish(c, nil, allow(&seen{})); err != nil {
-					t.Error(err)
-					return
-				}
-				prev = c.GetCardId()
-			}
-		})
-	}
 	done := make(chan struct{})
 	var mu sync.Mutex
 	var recs []*cardstoragev1.CheckpointRecord
@@ -280,7 +264,19 @@ func testConcurrentAppenders(t *testing.T, e storeEngine) {
 			}
 		})
 	}
-	wg.Wait()
+	// The writers publish on both replicas while the appenders run.
+	onReplicas(stores, writers, func(w int, s Store) {
+		var prev []byte
+		for i := range each {
+			// Each writer rotates one identity's card: the map's values change.
+			c := record("app_a", fmt.Sprintf("u_w%d", w), byte(w*each+i+1), prev)
+			if _, _, err := s.Publish(c, nil, allow(&seen{})); err != nil {
+				t.Error(err)
+				return
+			}
+			prev = c.GetCardId()
+		}
+	})
 	close(done)
 	appenders.Wait()
 	for {
