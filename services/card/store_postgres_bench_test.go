@@ -136,20 +136,9 @@ func BenchmarkPostgresSearchCards(b *testing.B) {
 func BenchmarkPostgresAppendLog(b *testing.B) {
 	db := benchDatabase(b)
 	store := openPostgres(b, db.URL)
-	srv, err := New(store, Config{}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
 	conn := connect(b, db.URL)
-	ctx := context.Background()
-	var next uint64
-	const batch = 10_000
-	for range 10 {
-		pgBenchEvents(b, conn, "app_bench", &next, batch)
-	}
-	if _, err := srv.PublishCheckpoint(ctx); err != nil {
-		b.Fatal(err)
-	}
+	events := func(b *testing.B, next *uint64, n int) { pgBenchEvents(b, conn, "app_bench", next, n) }
+	srv, next := benchLog(b, store, events)
 	b.Run("feed-baseline", func(b *testing.B) {
 		base, err := db.Cluster.CreateDatabase()
 		if err != nil {
@@ -159,19 +148,11 @@ func BenchmarkPostgresAppendLog(b *testing.B) {
 		baseConn := connect(b, base.URL)
 		var n uint64
 		for b.Loop() {
-			pgBenchEvents(b, baseConn, "app_bench", &n, batch)
+			pgBenchEvents(b, baseConn, "app_bench", &n, appendBatch)
 		}
 	})
 	b.Run("append-and-checkpoint", func(b *testing.B) {
-		for b.Loop() {
-			b.StopTimer()
-			pgBenchEvents(b, conn, "app_bench", &next, batch)
-			b.StartTimer()
-			cp, err := srv.PublishCheckpoint(ctx)
-			if err != nil || cp.GetSize() != next {
-				b.Fatalf("checkpoint of %d entries, want %d: %v", cp.GetSize(), next, err)
-			}
-		}
+		benchAppend(b, srv, events, &next)
 	})
 }
 
