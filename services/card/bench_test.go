@@ -54,61 +54,8 @@ func BenchmarkSearchCards(b *testing.B) {
 			if _, err := e.srv.PublishCheckpoint(context.Background()); err != nil {
 				b.Fatal(err)
 			}
-			proofReq := &cardv1.SearchCardsWithProofsRequest{Identities: ids}
 
-			b.Run("grpc", func(b *testing.B) {
-				ctx := searcher.ctx()
-				for b.Loop() {
-					if _, err := e.client.SearchCards(ctx, req); err != nil {
-						b.Fatal(err)
-					}
-				}
-				reportIdentities(b)
-			})
-			b.Run("store", func(b *testing.B) {
-				for b.Loop() {
-					recs, err := e.store.ActiveCards(a.id, ids)
-					if err != nil || len(recs) != benchIdentities {
-						b.Fatalf("%d cards, %v", len(recs), err)
-					}
-				}
-				reportIdentities(b)
-			})
-			b.Run("grpc-proofs", func(b *testing.B) {
-				ctx := searcher.ctx()
-				var resp *cardv1.SearchCardsWithProofsResponse
-				for b.Loop() {
-					var err error
-					if resp, err = e.client.SearchCardsWithProofs(ctx, proofReq); err != nil {
-						b.Fatal(err)
-					}
-				}
-				reportIdentities(b)
-				b.ReportMetric(float64(proto.Size(resp))/benchIdentities, "bytes/identity")
-			})
-			b.Run("grpc-proofs-parallel", func(b *testing.B) {
-				// Several clients at once: what the server's two cores give, where
-				// grpc-proofs is one client's calls one after another.
-				ctx := searcher.ctx()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						if _, err := e.client.SearchCardsWithProofs(ctx, proofReq); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-				reportIdentities(b)
-			})
-			b.Run("store-proofs", func(b *testing.B) {
-				for b.Loop() {
-					_, proved, err := e.store.ProvedCards(a.id, ids)
-					if err != nil || len(proved) != benchIdentities {
-						b.Fatalf("%d proofs, %v", len(proved), err)
-					}
-				}
-				reportIdentities(b)
-			})
+			benchSearch(b, e, e.store, a.id, ids, searcher)
 			b.Run("bbolt", func(b *testing.B) {
 				buf := make([]byte, 0, 4<<20)
 				for b.Loop() {
@@ -136,6 +83,72 @@ func BenchmarkSearchCards(b *testing.B) {
 
 func reportIdentities(b *testing.B) {
 	b.ReportMetric(float64(benchIdentities*b.N)/b.Elapsed().Seconds(), "identities/s")
+}
+
+// benchSearch runs the sub-benchmarks of BenchmarkSearchCards that every engine has,
+// with the 1,000 identities ids of appID in store, looked up by searcher: grpc, store,
+// grpc-proofs, grpc-proofs-parallel and store-proofs.
+func benchSearch(b *testing.B, e *env, store Store, appID string, ids []string, searcher user) {
+	req := &cardv1.SearchCardsRequest{Identities: ids}
+	proofReq := &cardv1.SearchCardsWithProofsRequest{Identities: ids}
+	b.Run("grpc", func(b *testing.B) {
+		ctx := searcher.ctx()
+		for b.Loop() {
+			resp, err := e.client.SearchCards(ctx, req)
+			if err != nil || len(resp.GetCards()) != benchIdentities {
+				b.Fatalf("%d cards, %v", len(resp.GetCards()), err)
+			}
+		}
+		reportIdentities(b)
+	})
+	b.Run("store", func(b *testing.B) {
+		for b.Loop() {
+			recs, err := store.ActiveCards(appID, ids)
+			if err != nil || len(recs) != benchIdentities {
+				b.Fatalf("%d cards, %v", len(recs), err)
+			}
+		}
+		reportIdentities(b)
+	})
+	b.Run("grpc-proofs", func(b *testing.B) {
+		ctx := searcher.ctx()
+		var resp *cardv1.SearchCardsWithProofsResponse
+		for b.Loop() {
+			var err error
+			if resp, err = e.client.SearchCardsWithProofs(ctx, proofReq); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportIdentities(b)
+		b.ReportMetric(float64(proto.Size(resp))/benchIdentities, "bytes/identity")
+	})
+	b.Run("grpc-proofs-parallel", func(b *testing.B) {
+		benchProofsParallel(b, searcher.ctx(), e.client, proofReq)
+	})
+	b.Run("store-proofs", func(b *testing.B) {
+		for b.Loop() {
+			_, proved, err := store.ProvedCards(appID, ids)
+			if err != nil || len(proved) != benchIdentities {
+				b.Fatalf("%d proofs, %v", len(proved), err)
+			}
+		}
+		reportIdentities(b)
+	})
+}
+
+// benchProofsParallel calls SearchCardsWithProofs with req from several clients at
+// once: what the server's two cores give, where grpc-proofs is one client's calls one
+// after another.
+func benchProofsParallel(b *testing.B, ctx context.Context, client cardv1.CardServiceClient, req *cardv1.SearchCardsWithProofsRequest) {
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := client.SearchCardsWithProofs(ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	reportIdentities(b)
 }
 
 // benchPublish gives 1,000 identities of a a card of suite, published over gRPC, and

@@ -199,15 +199,7 @@ func (s *Server) resetGrant(ctx context.Context, p *auth.Principal, card *e2ee.C
 
 // SearchCards implements CardService.
 func (s *Server) SearchCards(ctx context.Context, req *cardv1.SearchCardsRequest) (*cardv1.SearchCardsResponse, error) {
-	p, err := auth.Caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	// Limit before any work, so refused and malformed calls count too.
-	if ok, retry := s.search.Allow(p.AppID + "\x00" + p.Identity); !ok {
-		return nil, errs.Exhaustedf("SearchCards rate limit exceeded: at most %s per identity; retry in %s", s.search, retry.Round(time.Millisecond))
-	}
-	ids, err := validIdentities("identities", req.GetIdentities(), MaxSearchIdentities)
+	p, ids, err := s.searchRequest(ctx, req.GetIdentities(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -215,20 +207,32 @@ func (s *Server) SearchCards(ctx context.Context, req *cardv1.SearchCardsRequest
 	if err != nil {
 		return nil, err
 	}
-	resp := &cardv1.SearchCardsResponse{Cards: make([]*cardv1.Card, len(recs))}
-	for i, r := range recs {
-		resp.Cards[i] = activeView(r)
+	return &cardv1.SearchCardsResponse{Cards: views(recs, activeView)}, nil
+}
+
+// searchRequest is the start of SearchCards and of SearchCardsWithProofs, which share
+// one rate limit per identity: the caller, counted against the limit, and the
+// identities asked for. shares is said in the limit's refusal after the method's name.
+func (s *Server) searchRequest(ctx context.Context, identities []string, shares string) (*auth.Principal, []string, error) {
+	p, err := auth.Caller(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
-	return resp, nil
+	// Limit before any work, so refused and malformed calls count too.
+	if ok, retry := s.search.Allow(p.AppID + "\x00" + p.Identity); !ok {
+		return nil, nil, errs.Exhaustedf("SearchCards rate limit exceeded%s: at most %s per identity; retry in %s", shares, s.search, retry.Round(time.Millisecond))
+	}
+	ids, err := validIdentities("identities", identities, MaxSearchIdentities)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, ids, nil
 }
 
 // GetCard implements CardService.
 func (s *Server) GetCard(ctx context.Context, req *cardv1.GetCardRequest) (*cardv1.GetCardResponse, error) {
-	p, err := auth.Caller(ctx)
+	p, err := cardCaller(ctx, req.GetCardId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validCardID("card_id", req.GetCardId()); err != nil {
 		return nil, err
 	}
 	rec, err := s.store.Card(p.AppID, req.GetCardId())
@@ -236,6 +240,19 @@ func (s *Server) GetCard(ctx context.Context, req *cardv1.GetCardRequest) (*card
 		return nil, err
 	}
 	return &cardv1.GetCardResponse{Card: cardView(rec)}, nil
+}
+
+// cardCaller is the start of the RPCs about one card, GetCard and RevokeCard: the
+// caller, once the card id is checked.
+func cardCaller(ctx context.Context, cardID []byte) (*auth.Principal, error) {
+	p, err := auth.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validCardID("card_id", cardID); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // ListCardHistory implements CardService.
@@ -259,10 +276,7 @@ func (s *Server) ListCardHistory(ctx context.Context, req *cardv1.ListCardHistor
 	if err != nil {
 		return nil, err
 	}
-	resp := &cardv1.ListCardHistoryResponse{Cards: make([]*cardv1.Card, len(recs))}
-	for i, r := range recs {
-		resp.Cards[i] = cardView(r)
-	}
+	resp := &cardv1.ListCardHistoryResponse{Cards: views(recs, cardView)}
 	if more {
 		resp.NextPageToken = historyToken(req.GetIdentity(), recs[len(recs)-1].GetSequence())
 	}
@@ -271,11 +285,8 @@ func (s *Server) ListCardHistory(ctx context.Context, req *cardv1.ListCardHistor
 
 // RevokeCard implements CardService.
 func (s *Server) RevokeCard(ctx context.Context, req *cardv1.RevokeCardRequest) (*cardv1.RevokeCardResponse, error) {
-	p, err := auth.Caller(ctx)
+	p, err := cardCaller(ctx, req.GetCardId())
 	if err != nil {
-		return nil, err
-	}
-	if err := validCardID("card_id", req.GetCardId()); err != nil {
 		return nil, err
 	}
 	rec, changed, err := s.store.Revoke(p.AppID, p.Identity, req.GetCardId(), s.now())
@@ -301,16 +312,7 @@ func (s *Server) LookupActiveCards(_ context.Context, req *cardv1.LookupActiveCa
 	if err != nil {
 		return nil, err
 	}
-	resp := &cardv1.LookupActiveCardsResponse{Cards: make([]*cardv1.ActiveCardRef, len(recs))}
-	for i, r := range recs {
-		resp.Cards[i] = &cardv1.ActiveCardRef{
-			Identity:         r.GetIdentity(),
-			CardId:           r.GetCardId(),
-			SigningPublicKey: r.GetSigningPublicKey(),
-			Suite:            r.GetSuite(),
-		}
-	}
-	return resp, nil
+	return &cardv1.LookupActiveCardsResponse{Cards: views(recs, activeRef)}, nil
 }
 
 // ListCardEvents implements CardService.
@@ -323,20 +325,7 @@ func (s *Server) ListCardEvents(_ context.Context, req *cardv1.ListCardEventsReq
 	if err != nil {
 		return nil, err
 	}
-	resp := &cardv1.ListCardEventsResponse{Events: make([]*cardv1.CardEvent, len(evs)), LatestSequence: latest}
-	for i, e := range evs {
-		resp.Events[i] = &cardv1.CardEvent{
-			Sequence:       e.GetSequence(),
-			AppId:          e.GetAppId(),
-			Identity:       e.GetIdentity(),
-			CardId:         e.GetCardId(),
-			Kind:           eventKinds[e.GetKind()],
-			PreviousCardId: e.GetPreviousCardId(),
-			OccurredAt:     e.GetOccurredAt(),
-			KeyReset:       e.GetKeyReset(),
-		}
-	}
-	return resp, nil
+	return &cardv1.ListCardEventsResponse{Events: views(evs, eventView), LatestSequence: latest}, nil
 }
 
 var statuses = map[cardstoragev1.CardRecordStatus]cardv1.CardStatus{
@@ -350,8 +339,57 @@ var eventKinds = map[cardstoragev1.CardEventRecordKind]cardv1.CardEventKind{
 	cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED:   cardv1.CardEventKind_CARD_EVENT_KIND_REVOKED,
 }
 
-// activeView is the API's view of an active card. It shares the record's byte slices.
-func activeView(r *cardstoragev1.ActiveCardRecord) *cardv1.Card {
+// views is the API's view of each record of recs, in order.
+func views[R, V any](recs []R, view func(R) V) []V {
+	out := make([]V, len(recs))
+	for i, r := range recs {
+		out[i] = view(r)
+	}
+	return out
+}
+
+// activeRef is the API's reference to an active card, for the other services.
+func activeRef(r *cardstoragev1.ActiveCardRecord) *cardv1.ActiveCardRef {
+	return &cardv1.ActiveCardRef{
+		Identity:         r.GetIdentity(),
+		CardId:           r.GetCardId(),
+		SigningPublicKey: r.GetSigningPublicKey(),
+		Suite:            r.GetSuite(),
+	}
+}
+
+// eventView is the API's view of a card event.
+func eventView(e *cardstoragev1.CardEventRecord) *cardv1.CardEvent {
+	return &cardv1.CardEvent{
+		Sequence:       e.GetSequence(),
+		AppId:          e.GetAppId(),
+		Identity:       e.GetIdentity(),
+		CardId:         e.GetCardId(),
+		Kind:           eventKinds[e.GetKind()],
+		PreviousCardId: e.GetPreviousCardId(),
+		OccurredAt:     e.GetOccurredAt(),
+		KeyReset:       e.GetKeyReset(),
+	}
+}
+
+// publishedCard is what a stored card's record and its active copy both hold of the
+// card as published.
+type publishedCard interface {
+	GetCardId() []byte
+	GetIdentity() string
+	GetContent() []byte
+	GetSelfSignature() []byte
+	GetEndorsementContent() []byte
+	GetEndorsementSignature() []byte
+	GetServiceSignature() []byte
+	GetServiceKeyId() string
+	GetPublishedAt() *timestamppb.Timestamp
+	GetKeyReset() bool
+}
+
+// publishedView is the API's view of the card as published, with status. It shares the
+// record's byte slices.
+func publishedView(r publishedCard, status cardv1.CardStatus) *cardv1.Card {
 	c := &cardv1.Card{
 		CardId:           r.GetCardId(),
 		Identity:         r.GetIdentity(),
@@ -359,7 +397,7 @@ func activeView(r *cardstoragev1.ActiveCardRecord) *cardv1.Card {
 		SelfSignature:    r.GetSelfSignature(),
 		ServiceSignature: r.GetServiceSignature(),
 		ServiceKeyId:     r.GetServiceKeyId(),
-		Status:           cardv1.CardStatus_CARD_STATUS_ACTIVE,
+		Status:           status,
 		PublishedAt:      r.GetPublishedAt(),
 		KeyReset:         r.GetKeyReset(),
 	}
@@ -369,27 +407,19 @@ func activeView(r *cardstoragev1.ActiveCardRecord) *cardv1.Card {
 	return c
 }
 
+// activeView is the API's view of an active card. It shares the record's byte slices.
+func activeView(r *cardstoragev1.ActiveCardRecord) *cardv1.Card {
+	return publishedView(r, cardv1.CardStatus_CARD_STATUS_ACTIVE)
+}
+
 // cardView is the API's view of a stored card. It shares the record's byte slices.
 func cardView(r *cardstoragev1.CardRecord) *cardv1.Card {
-	c := &cardv1.Card{
-		CardId:           r.GetCardId(),
-		Identity:         r.GetIdentity(),
-		Content:          r.GetContent(),
-		SelfSignature:    r.GetSelfSignature(),
-		ServiceSignature: r.GetServiceSignature(),
-		ServiceKeyId:     r.GetServiceKeyId(),
-		Status:           statuses[r.GetStatus()],
-		PublishedAt:      r.GetPublishedAt(),
-		SupersededBy:     r.GetSupersededBy(),
-		SupersededAt:     r.GetSupersededAt(),
-		RevokedAt:        r.GetRevokedAt(),
-		KeyReset:         r.GetKeyReset(),
-	}
+	c := publishedView(r, statuses[r.GetStatus()])
+	c.SupersededBy = r.GetSupersededBy()
+	c.SupersededAt = r.GetSupersededAt()
+	c.RevokedAt = r.GetRevokedAt()
 	if seq := r.GetSequence(); seq > 0 {
 		c.LogIndex = seq - 1 // the log follows the card event feed, entry i being event i+1
-	}
-	if len(r.GetEndorsementContent()) > 0 {
-		c.Endorsement = &cardv1.CardEndorsement{Content: r.GetEndorsementContent(), Signature: r.GetEndorsementSignature()}
 	}
 	return c
 }

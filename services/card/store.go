@@ -3,18 +3,14 @@ package card
 import (
 	"bytes"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
-
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	ktv1 "github.com/umbra-e2ee/umbra/proto/umbra/kt/v1"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // PublishState is what a PublishCheck sees of the identity of a new card: its ACTIVE
@@ -58,7 +54,7 @@ type Store interface {
 	// RotateServiceKey makes next the current key and retires the current one at at,
 	// in one transaction: the retired record keeps the public key and loses the seed.
 	// It returns the retired record. ErrNotFound if there is no current key. Rotations
-	// stay chained whichever replica makes them (checkRotation): next's rotation
+	// stay chained whichever replica makes them (rotateServiceKey): next's rotation
 	// statement must be signed by the current key (ErrStaleServiceKey if it names
 	// another), and at may not be before the latest card publication (ErrConflict), so
 	// that every card a key signed was published by the key's superseded_at.
@@ -141,231 +137,59 @@ type Store interface {
 	Close() error
 }
 
+// noCard is the answer for a card id that names no card of the app.
+func noCard(cardID []byte) error {
+	return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
+}
+
 // ErrStaleServiceKey is Publish's answer to a card counter-signed by a service key that
 // is no longer the current one, and RotateServiceKey's to a rotation statement that
 // names another key than the current one: another replica rotated the key meanwhile.
 // The caller reloads the current key (ServiceKey(nil)) and signs again.
 var ErrStaleServiceKey = errs.Conflictf("the card service key was rotated meanwhile, by another replica: retry")
 
-// checkRotation is the check of RotateServiceKey, the same in every engine: next is not
-// current, its rotation statement is current's (signed by it, naming it as the previous
-// key) and names next exactly, and at is not before latestPublished, the publication
-// time of the latest card (so no card the current key signed postdates its
-// retirement).
-func checkRotation(current, next *cardstoragev1.ServiceKeyRecord, at, latestPublished time.Time) error {
+// rotateServiceKey is the check and the change of RotateServiceKey, the same in every
+// engine. It checks that next is not current, that its rotation statement is current's
+// (signed by it, naming it as the previous key) and names next exactly, and that at is
+// not before latestPublished, the publication time of the latest card (so no card the
+// current key signed postdates its retirement). It returns the record current keeps
+// once retired at at: the public key, not the seed.
+func rotateServiceKey(current, next *cardstoragev1.ServiceKeyRecord, at, latestPublished time.Time) (*cardstoragev1.ServiceKeyRecord, error) {
 	if current.GetKeyId() == next.GetKeyId() {
-		return errs.Conflictf("service key %s is already the current key", next.GetKeyId())
+		return nil, errs.Conflictf("service key %s is already the current key", next.GetKeyId())
 	}
 	r, err := e2ee.ParseServiceKeyRotation(next.GetRotationContent())
 	if err != nil {
-		return fmt.Errorf("card: rotation to service key %s: its statement: %w", next.GetKeyId(), err)
+		return nil, fmt.Errorf("card: rotation to service key %s: its statement: %w", next.GetKeyId(), err)
 	}
 	if r.PreviousKeyID != current.GetKeyId() {
-		return ErrStaleServiceKey
+		return nil, ErrStaleServiceKey
 	}
 	if _, err := e2ee.VerifyServiceKeyRotation(current.GetKeyId(), serviceKeyPublic(current), next.GetRotationContent(), next.GetRotationSignature()); err != nil {
-		return fmt.Errorf("card: rotation to service key %s: %w", next.GetKeyId(), err)
+		return nil, fmt.Errorf("card: rotation to service key %s: %w", next.GetKeyId(), err)
 	}
 	if r.NewKeyID != next.GetKeyId() || !bytes.Equal(r.NewPublicKey, next.GetPublicKey()) {
-		return fmt.Errorf("card: the rotation statement names key %s, not the new key %s", r.NewKeyID, next.GetKeyId())
+		return nil, fmt.Errorf("card: the rotation statement names key %s, not the new key %s", r.NewKeyID, next.GetKeyId())
 	}
 	if at.Before(latestPublished) {
-		return errs.Conflictf("a card was published at %s, after this rotation's time %s (a replica's clock is ahead of this one's): retry",
+		return nil, errs.Conflictf("a card was published at %s, after this rotation's time %s (a replica's clock is ahead of this one's): retry",
 			latestPublished.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano))
 	}
-	return nil
+	return &cardstoragev1.ServiceKeyRecord{
+		KeyId:        current.GetKeyId(),
+		CreatedAt:    current.GetCreatedAt(),
+		PublicKey:    serviceKeyPublic(current),
+		SupersededAt: timestamppb.New(at),
+		// The statement that introduced it stays with it.
+		RotationContent:   current.GetRotationContent(),
+		RotationSignature: current.GetRotationSignature(),
+	}, nil
 }
 
 // CheckpointSigner signs the checkpoint of a new state of the log with the log keys
 // that sign (seed set, not retired; one, or two during a rotation), oldest first: c
 // has its size and roots; the signer sets its origin and returns the signed note.
 type CheckpointSigner func(c *kt.Checkpoint, keys []*cardstoragev1.LogKeyRecord) ([]byte, error)
-
-// maxSigningLogKeys is how many log keys may sign at once: the current one and, during
-// a rotation, its successor. One rotation at a time keeps what clients must be told
-// simple: "add this key", then "drop that one".
-const maxSigningLogKeys = 2
-
-// signingLogKeys returns the keys of all that sign checkpoints, oldest first.
-func signingLogKeys(all []*cardstoragev1.LogKeyRecord) []*cardstoragev1.LogKeyRecord {
-	var out []*cardstoragev1.LogKeyRecord
-	for _, k := range all {
-		if k.GetRetiredAt() == nil {
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
-// sortLogKeys orders keys oldest first (by creation, then id), as LogKeys returns them.
-func sortLogKeys(keys []*cardstoragev1.LogKeyRecord) {
-	slices.SortStableFunc(keys, func(a, b *cardstoragev1.LogKeyRecord) int {
-		if c := a.GetCreatedAt().AsTime().Compare(b.GetCreatedAt().AsTime()); c != 0 {
-			return c
-		}
-		return strings.Compare(a.GetKeyId(), b.GetKeyId())
-	})
-}
-
-// checkAddLogKey is the check of AddLogKey, the same in every engine: next is a new
-// key (id not taken, with its seed) of the log's origin, and no rotation is in
-// progress.
-func checkAddLogKey(all []*cardstoragev1.LogKeyRecord, next *cardstoragev1.LogKeyRecord) error {
-	if len(all) == 0 {
-		return errs.NotFoundf("the key transparency log has no key yet")
-	}
-	if next.GetOrigin() != all[0].GetOrigin() {
-		return errs.Invalidf("a log key of origin %q for the log %q: a rotation keeps the origin", next.GetOrigin(), all[0].GetOrigin())
-	}
-	if len(next.GetSeed()) == 0 || next.GetRetiredAt() != nil {
-		return errs.Invalidf("log key %s: a new key has its seed and is not retired", next.GetKeyId())
-	}
-	for _, k := range all {
-		if k.GetKeyId() == next.GetKeyId() {
-			return errs.Existsf("log key %s exists already", next.GetKeyId())
-		}
-	}
-	if n := len(signingLogKeys(all)); n >= maxSigningLogKeys {
-		return errs.Preconditionf("a log key rotation is in progress already (%d keys sign): retire one of them first", n)
-	}
-	return nil
-}
-
-// retireLogKey is the check and the change of RetireLogKey, the same in every engine:
-// it returns the retired copy of the key keyID of all (retired_at set, seed erased),
-// or ErrNotFound for a key the log never had, ErrPrecondition for a retired key or the
-// only one that signs.
-func retireLogKey(all []*cardstoragev1.LogKeyRecord, keyID string, at time.Time) (*cardstoragev1.LogKeyRecord, error) {
-	i := slices.IndexFunc(all, func(k *cardstoragev1.LogKeyRecord) bool { return k.GetKeyId() == keyID })
-	switch {
-	case i < 0:
-		return nil, errs.NotFoundf("the key transparency log has no key %s", keyID)
-	case all[i].GetRetiredAt() != nil:
-		return nil, errs.Preconditionf("log key %s was retired at %s", keyID, all[i].GetRetiredAt().AsTime().Format(time.RFC3339))
-	case len(signingLogKeys(all)) < 2:
-		return nil, errs.Preconditionf("log key %s is the only key that signs checkpoints: rotate first (a new key), then retire this one", keyID)
-	}
-	retired := proto.Clone(all[i]).(*cardstoragev1.LogKeyRecord)
-	retired.Seed, retired.RetiredAt = nil, timestamppb.New(at)
-	return retired, nil
-}
-
-// resignCheckpoint signs the checkpoint rec again with keys: the same body (size and
-// roots), other log signatures. It is what a rotation stores in place of the latest
-// checkpoint, so that the change of keys shows at once, not at the next card event.
-func resignCheckpoint(rec *cardstoragev1.CheckpointRecord, keys []*cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
-	if len(rec.GetLogRoot()) != kt.HashSize || len(rec.GetMapRoot()) != kt.HashSize {
-		return nil, errs.Damagedf("card store: the checkpoint of %d entries has roots of %d and %d bytes", rec.GetSize(), len(rec.GetLogRoot()), len(rec.GetMapRoot()))
-	}
-	note, err := sign(&kt.Checkpoint{Size: rec.GetSize(), LogRoot: [kt.HashSize]byte(rec.GetLogRoot()), MapRoot: [kt.HashSize]byte(rec.GetMapRoot())}, keys)
-	if err != nil {
-		return nil, fmt.Errorf("card: sign the checkpoint of %d entries again: %w", rec.GetSize(), err)
-	}
-	out := proto.Clone(rec).(*cardstoragev1.CheckpointRecord)
-	out.SignedNote = note
-	return out, nil
-}
-
-// The records and checks of publications and revocations, the same in every engine:
-// an engine reads and writes them, in its transaction and its layout.
-
-// checkGrantUse is Publish's first check: a reset card, and only a reset card, spends a
-// grant.
-func checkGrantUse(card *cardstoragev1.CardRecord, grant *ResetGrantUse) error {
-	if card.GetKeyReset() != (grant != nil) {
-		return fmt.Errorf("card: publish of card %x: reset %v with grant %v: a reset card and only a reset card spends a grant", card.GetCardId(), card.GetKeyReset(), grant)
-	}
-	return nil
-}
-
-// grantSpent is the refusal of a grant that spent records as used before.
-func grantSpent(grant *ResetGrantUse, spent *cardstoragev1.SpentResetGrantRecord) error {
-	return errs.Permissionf("reset grant %s was already used at %s, to publish card %s: a grant authorises one reset; ask the app backend for a new one",
-		grant.ID, spent.GetSpentAt().AsTime().Format(time.RFC3339), cardIDString(spent.GetCardId()))
-}
-
-// spentGrant is the record of grant, spent to publish card.
-func spentGrant(card *cardstoragev1.CardRecord, grant *ResetGrantUse) *cardstoragev1.SpentResetGrantRecord {
-	return &cardstoragev1.SpentResetGrantRecord{
-		Identity:  card.GetIdentity(),
-		ExpiresAt: timestamppb.New(grant.ExpiresAt),
-		SpentAt:   card.GetPublishedAt(),
-		CardId:    card.GetCardId(),
-	}
-}
-
-// revokeCard marks rec, identity's card in appID, revoked at at, and returns the event
-// that says so, for the engine to number and store with rec.
-func revokeCard(rec *cardstoragev1.CardRecord, appID, identity string, at *timestamppb.Timestamp) *cardstoragev1.CardEventRecord {
-	rec.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_REVOKED
-	rec.RevokedAt = at
-	return &cardstoragev1.CardEventRecord{
-		AppId:      appID,
-		Identity:   identity,
-		CardId:     rec.GetCardId(),
-		Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_REVOKED,
-		OccurredAt: at,
-	}
-}
-
-// publishCard returns the event of card's publication and, when its identity has an
-// active card, marks that card superseded by card and names it in the event: for the
-// engine to number the event and store both.
-func publishCard(card, active *cardstoragev1.CardRecord) *cardstoragev1.CardEventRecord {
-	event := &cardstoragev1.CardEventRecord{
-		AppId:      card.GetAppId(),
-		Identity:   card.GetIdentity(),
-		CardId:     card.GetCardId(),
-		Kind:       cardstoragev1.CardEventRecordKind_CARD_EVENT_RECORD_KIND_PUBLISHED,
-		OccurredAt: card.GetPublishedAt(),
-		KeyReset:   card.GetKeyReset(),
-	}
-	if active != nil {
-		active.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_SUPERSEDED
-		active.SupersededBy = card.GetCardId()
-		active.SupersededAt = card.GetPublishedAt()
-		event.PreviousCardId = active.GetCardId()
-	}
-	return event
-}
-
-// storedCard is card as stored once published: ACTIVE, with its event's sequence.
-func storedCard(card *cardstoragev1.CardRecord, seq uint64) *cardstoragev1.CardRecord {
-	stored := proto.CloneOf(card)
-	stored.Status = cardstoragev1.CardRecordStatus_CARD_RECORD_STATUS_ACTIVE
-	stored.Sequence = seq
-	return stored
-}
-
-// activeRecord is the copy of an active card's record that searches read.
-func activeRecord(r *cardstoragev1.CardRecord) *cardstoragev1.ActiveCardRecord {
-	return &cardstoragev1.ActiveCardRecord{
-		CardId:               r.GetCardId(),
-		Identity:             r.GetIdentity(),
-		Content:              r.GetContent(),
-		SelfSignature:        r.GetSelfSignature(),
-		EndorsementContent:   r.GetEndorsementContent(),
-		EndorsementSignature: r.GetEndorsementSignature(),
-		ServiceSignature:     r.GetServiceSignature(),
-		ServiceKeyId:         r.GetServiceKeyId(),
-		PublishedAt:          r.GetPublishedAt(),
-		SigningPublicKey:     r.GetSigningPublicKey(),
-		Suite:                r.GetSuite(),
-		KeyReset:             r.GetKeyReset(),
-	}
-}
-
-// checkRevocable is Revoke's check of rec, the stored card cardID (nil when there is
-// none): it exists, and is identity's.
-func checkRevocable(rec *cardstoragev1.CardRecord, identity string, cardID []byte) error {
-	switch {
-	case rec == nil:
-		return errs.NotFoundf("no card %s in this app", cardIDString(cardID))
-	case rec.GetIdentity() != identity:
-		return errs.Permissionf("card %s is another identity's: only its owner may revoke it", cardIDString(cardID))
-	}
-	return nil
-}
 
 // ProvedCard is one identity's lookup at a checkpoint: the proof, and the card its map
 // entry names (nil when it names none).

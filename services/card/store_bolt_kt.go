@@ -2,17 +2,13 @@ package card
 
 import (
 	"bytes"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/transparency-dev/merkle/proof"
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
@@ -20,135 +16,6 @@ import (
 // The key transparency log, its map and its checkpoints in card.db. The log's size is
 // the size of its latest checkpoint: entries are only ever appended in the transaction
 // that stores the checkpoint of the new size.
-
-func (s *BoltStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev1.LogKeyRecord, error) {
-	key := &cardstoragev1.LogKeyRecord{}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketKTLogKey)
-		err := boltdb.GetProto(b, currentKey, key)
-		if !errors.Is(err, errs.ErrNotFound) {
-			return err
-		}
-		if candidate == nil {
-			return errors.New("card: card.db has no log key")
-		}
-		key = candidate
-		return boltdb.PutProto(b, currentKey, candidate)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return key, nil
-}
-
-// The log's first key stays where it always was (kt_log_key, "current"); the keys that
-// rotations add are in kt_log_keys by id. A retired key keeps its place.
-
-func (s *BoltStore) LogKeys() ([]*cardstoragev1.LogKeyRecord, error) {
-	var out []*cardstoragev1.LogKeyRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		out, err = boltLogKeys(tx)
-		return err
-	})
-	if err == nil && len(out) == 0 {
-		err = errs.NotFoundf("the key transparency log has no key yet")
-	}
-	return out, err
-}
-
-// boltLogKeys reads every log key, oldest first; none before the first.
-func boltLogKeys(tx *bolt.Tx) ([]*cardstoragev1.LogKeyRecord, error) {
-	first := &cardstoragev1.LogKeyRecord{}
-	err := boltdb.GetProto(tx.Bucket(bucketKTLogKey), currentKey, first)
-	if errors.Is(err, errs.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var added []*cardstoragev1.LogKeyRecord
-	b := tx.Bucket(bucketKTLogKeys)
-	err = b.ForEach(func(k, v []byte) error {
-		rec := &cardstoragev1.LogKeyRecord{}
-		if err := boltdb.DecodeProto(b, k, v, rec); err != nil {
-			return err
-		}
-		added = append(added, rec)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	sortLogKeys(added)
-	return append([]*cardstoragev1.LogKeyRecord{first}, added...), nil
-}
-
-func (s *BoltStore) AddLogKey(next *cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
-	var out *cardstoragev1.CheckpointRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		all, err := boltLogKeys(tx)
-		if err != nil {
-			return err
-		}
-		if err := checkAddLogKey(all, next); err != nil {
-			return err
-		}
-		if err := boltdb.PutProto(tx.Bucket(bucketKTLogKeys), []byte(next.GetKeyId()), next); err != nil {
-			return err
-		}
-		out, err = boltResignLatest(tx, signingLogKeys(append(all, next)), sign)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (s *BoltStore) RetireLogKey(keyID string, at time.Time, sign CheckpointSigner) (*cardstoragev1.LogKeyRecord, *cardstoragev1.CheckpointRecord, error) {
-	var retired *cardstoragev1.LogKeyRecord
-	var out *cardstoragev1.CheckpointRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		all, err := boltLogKeys(tx)
-		if err != nil {
-			return err
-		}
-		if retired, err = retireLogKey(all, keyID, at); err != nil {
-			return err
-		}
-		b, key := tx.Bucket(bucketKTLogKeys), []byte(keyID)
-		if keyID == all[0].GetKeyId() {
-			b, key = tx.Bucket(bucketKTLogKey), currentKey
-		}
-		if err := boltdb.PutProto(b, key, retired); err != nil {
-			return err
-		}
-		remaining := signingLogKeys(all)
-		remaining = slices.DeleteFunc(remaining, func(k *cardstoragev1.LogKeyRecord) bool { return k.GetKeyId() == keyID })
-		out, err = boltResignLatest(tx, remaining, sign)
-		return err
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return retired, out, nil
-}
-
-// boltResignLatest signs the latest checkpoint again with keys and stores it in its
-// place; nil before the first checkpoint.
-func boltResignLatest(tx *bolt.Tx, keys []*cardstoragev1.LogKeyRecord, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, error) {
-	t := newKTTx(tx)
-	latest, err := t.latest()
-	if err != nil || latest == nil {
-		return nil, err
-	}
-	rec, err := resignCheckpoint(latest, keys, sign)
-	if err != nil {
-		return nil, err
-	}
-	return rec, boltdb.PutProto(t.checkpoints, boltdb.U64(rec.GetSize()), rec)
-}
 
 // ktTx is the log and the map in one bbolt transaction: the tiles under the log
 // (tiledLog) and the map (tiledMap), and kt.MapValues.
@@ -189,22 +56,10 @@ func get(b *bolt.Bucket, key []byte) ([]byte, error) {
 	return boltdb.Unseal(b, key, v)
 }
 
-// logTileKey is a log tile's key: u8(tile level) u64(tile index).
-func logTileKey(id kt.LogTileID) []byte {
-	return binary.BigEndian.AppendUint64([]byte{id.Level}, id.Index)
-}
-
 func (t *ktTx) LogTile(id kt.LogTileID) ([]byte, error) { return get(t.logTiles, logTileKey(id)) }
 
 func (t *ktTx) PutLogTile(id kt.LogTileID, tile []byte) error {
 	return boltdb.PutRecord(t.logTiles, logTileKey(id), tile)
-}
-
-// mapTileKey is a map tile's key: u16(depth) and the prefix's ceil(depth/8) bytes, so
-// most keys are a few bytes.
-func mapTileKey(id kt.MapNodeID) []byte {
-	n := (int(id.Depth) + 7) / 8
-	return append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+n), id.Depth), id.Prefix[:n]...)
 }
 
 func (t *ktTx) MapTile(id kt.MapTileID) ([]byte, error) { return get(t.mapTiles, mapTileKey(id)) }
@@ -245,85 +100,65 @@ func (t *ktTx) latest() (*cardstoragev1.CheckpointRecord, error) {
 }
 
 func (s *BoltStore) AppendLog(limit int, at time.Time, sign CheckpointSigner) (*cardstoragev1.CheckpointRecord, int, error) {
-	var out *cardstoragev1.CheckpointRecord
-	appended := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		t := newKTTx(tx)
-		latest, err := t.latest()
-		if err != nil {
-			return err
-		}
-		size := latest.GetSize()
-		events := tx.Bucket(bucketEvents)
-		var leaves [][]byte
-		c := events.Cursor()
-		for k, v := c.Seek(boltdb.U64(size + 1)); k != nil && len(leaves) < limit; k, v = c.Next() {
-			want := size + 1 + uint64(len(leaves))
-			ev := &cardstoragev1.CardEventRecord{}
-			if err := boltdb.DecodeProto(events, k, v, ev); err != nil {
-				return fmt.Errorf("card event %x: %w", k, err)
-			}
-			if ev.GetSequence() != want {
-				return fmt.Errorf("card: key transparency log of %d entries: the card event feed has event %d where %d should be", size+uint64(len(leaves)), ev.GetSequence(), want)
-			}
-			leaf, err := eventLeaf(ev)
-			if err != nil {
-				return err
-			}
-			leaves = append(leaves, leaf)
-		}
-		if len(leaves) == 0 && latest != nil {
-			out = latest
-			return nil
-		}
-		logRoot, mapRoot, err := t.state().Append(size, leaves)
-		if err != nil {
-			return err
-		}
-		if err := t.flush(); err != nil {
-			return err
-		}
-		for i, leaf := range leaves {
-			if err := boltdb.PutRecord(t.leaves, boltdb.U64(size+uint64(i)), bytes.Clone(leaf)); err != nil {
-				return err
-			}
-		}
-		keys, err := boltLogKeys(tx)
-		if err != nil {
-			return err
-		}
-		cp := &kt.Checkpoint{Size: size + uint64(len(leaves)), LogRoot: [kt.HashSize]byte(logRoot), MapRoot: mapRoot}
-		note, err := sign(cp, signingLogKeys(keys))
-		if err != nil {
-			return fmt.Errorf("card: sign the checkpoint of %d entries: %w", cp.Size, err)
-		}
-		out = &cardstoragev1.CheckpointRecord{Size: cp.Size, LogRoot: logRoot, MapRoot: mapRoot[:], SignedNote: note, CreatedAt: timestamppb.New(at)}
-		appended = len(leaves)
-		return boltdb.PutProto(t.checkpoints, boltdb.U64(cp.Size), out)
-	})
-	if err != nil {
-		return nil, 0, err
-	}
-	return out, appended, nil
+	return appendLogWith(s.updateLog, limit, at, sign)
 }
 
-// noCheckpoint is the answer before the first checkpoint.
-func noCheckpoint() error {
-	return errs.Unavailablef("the key transparency log has no checkpoint yet: the card service publishes its first one within a second of starting; retry")
+// updateLog is the store's updateLog: a bbolt read-write transaction.
+func (s *BoltStore) updateLog(f func(appendTx) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return f(boltAppendTx{newKTTx(tx), tx}) })
+}
+
+// boltAppendTx is a bbolt transaction as the log's appender uses it.
+type boltAppendTx struct {
+	*ktTx
+	tx *bolt.Tx
+}
+
+var _ appendTx = boltAppendTx{}
+
+func (t boltAppendTx) events(after uint64, limit int) ([]*cardstoragev1.CardEventRecord, error) {
+	events := t.tx.Bucket(bucketEvents)
+	var evs []*cardstoragev1.CardEventRecord
+	c := events.Cursor()
+	for k, v := c.Seek(boltdb.U64(after + 1)); k != nil && len(evs) < limit; k, v = c.Next() {
+		ev := &cardstoragev1.CardEventRecord{}
+		if err := boltdb.DecodeProto(events, k, v, ev); err != nil {
+			return nil, fmt.Errorf("card event %x: %w", k, err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs, nil
+}
+
+// readAhead does nothing: bbolt reads from the file's mapping.
+func (t boltAppendTx) readAhead(uint64, []*cardstoragev1.CardEventRecord) error { return nil }
+
+func (t boltAppendTx) putLeaves(size uint64, leaves [][]byte) error {
+	for i, leaf := range leaves {
+		if err := boltdb.PutRecord(t.leaves, boltdb.U64(size+uint64(i)), bytes.Clone(leaf)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t boltAppendTx) logKeys() ([]*cardstoragev1.LogKeyRecord, error) { return boltLogKeys(t.tx) }
+
+func (t boltAppendTx) putCheckpoint(rec *cardstoragev1.CheckpointRecord) error {
+	return boltdb.PutProto(t.checkpoints, boltdb.U64(rec.GetSize()), rec)
 }
 
 func (s *BoltStore) LatestCheckpoint() (*cardstoragev1.CheckpointRecord, error) {
-	var out *cardstoragev1.CheckpointRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		out, err = newKTTx(tx).latest()
-		if err == nil && out == nil {
-			err = noCheckpoint()
-		}
-		return err
-	})
-	return out, err
+	return latestCheckpointWith(s.viewLog)
 }
+
+// viewLog is the store's viewLog: a bbolt read-only transaction.
+func (s *BoltStore) viewLog(f func(logReadTx) error) error {
+	return s.db.View(func(tx *bolt.Tx) error { return f(newKTTx(tx)) })
+}
+
+// prefetchProof does nothing: bbolt reads from the file's mapping.
+func (t *ktTx) prefetchProof(proof.Nodes, error) error { return nil }
 
 func (s *BoltStore) LogEntries(start uint64, count int) ([][]byte, error) {
 	var out [][]byte
@@ -342,48 +177,12 @@ func (s *BoltStore) LogEntries(start uint64, count int) ([][]byte, error) {
 	return out, err
 }
 
-// checkSize refuses a size past the log's.
-func checkSize(t *ktTx, size uint64) error {
-	latest, err := t.latest()
-	if err != nil {
-		return err
-	}
-	if size > latest.GetSize() {
-		return errs.OutOfRangef("tree size %d is larger than the log, which has %d entries", size, latest.GetSize())
-	}
-	return nil
-}
-
 func (s *BoltStore) InclusionProof(index, size uint64) ([]byte, [][]byte, error) {
-	var leaf []byte
-	var proof [][]byte
-	err := s.db.View(func(tx *bolt.Tx) error {
-		t := newKTTx(tx)
-		if err := checkSize(t, size); err != nil {
-			return err
-		}
-		var err error
-		if leaf, err = t.leaf(index); err != nil {
-			return err
-		}
-		proof, err = kt.InclusionProof(t.tiledLog, index, size)
-		return err
-	})
-	return leaf, proof, err
+	return inclusionProofWith(s.viewLog, index, size)
 }
 
 func (s *BoltStore) ConsistencyProof(size1, size2 uint64) ([][]byte, error) {
-	var proof [][]byte
-	err := s.db.View(func(tx *bolt.Tx) error {
-		t := newKTTx(tx)
-		if err := checkSize(t, size2); err != nil {
-			return err
-		}
-		var err error
-		proof, err = kt.ConsistencyProof(t.tiledLog, size1, size2)
-		return err
-	})
-	return proof, err
+	return consistencyProofWith(s.viewLog, size1, size2)
 }
 
 func (s *BoltStore) ProvedCards(appID string, identities []string) (*cardstoragev1.CheckpointRecord, []ProvedCard, error) {

@@ -135,16 +135,10 @@ func testKeyTransparency(t *testing.T, e storeEngine) {
 	}
 
 	// Publications, a rotation, a reset and a revocation, appended in small batches.
-	pub := func(c *cardstoragev1.CardRecord, g *ResetGrantUse) {
-		t.Helper()
-		if _, _, err := s.Publish(c, g, allow(&seen{})); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pub(record("app_a", idAlice, 1, nil), nil)
-	pub(record("app_a", idBob, 2, nil), nil)
-	pub(record("app_b", idAlice, 3, nil), nil)
-	pub(record("app_a", idAlice, 4, bytes.Repeat([]byte{1}, 32)), nil)
+	mustPublish(t, s, record("app_a", idAlice, 1, nil), nil)
+	mustPublish(t, s, record("app_a", idBob, 2, nil), nil)
+	mustPublish(t, s, record("app_b", idAlice, 3, nil), nil)
+	mustPublish(t, s, record("app_a", idAlice, 4, bytes.Repeat([]byte{1}, 32)), nil)
 	var checkpoints []*kt.Checkpoint
 	checkpoints = append(checkpoints, openCheckpoint(t, empty))
 	for _, want := range []uint64{2, 4} {
@@ -156,7 +150,7 @@ func testKeyTransparency(t *testing.T, e storeEngine) {
 	}
 	reset := record("app_a", idBob, 5, nil)
 	reset.KeyReset = true
-	pub(reset, &ResetGrantUse{ID: "g", ExpiresAt: t0.Add(time.Hour)})
+	mustPublish(t, s, reset, &ResetGrantUse{ID: "g", ExpiresAt: t0.Add(time.Hour)})
 	if _, _, err := s.Revoke("app_b", idAlice, bytes.Repeat([]byte{3}, 32), t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
@@ -246,22 +240,6 @@ func testConcurrentAppenders(t *testing.T, e storeEngine) {
 	stores := e.Replicas(t, 2)
 	withKey(t, stores[0])
 	const writers, each = 4, 8
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			s := stores[w%len(stores)]
-			var prev []byte
-			for i := range each {
-				// Each writer rotates one identity's card: the map's values change.
-				c := record("app_a", fmt.Sprintf("u_w%d", w), byte(w*each+i+1), prev)
-				if _, _, err := s.Publish(c, nil, allow(&seen{})); err != nil {
-					t.Error(err)
-					return
-				}
-				prev = c.GetCardId()
-			}
-		})
-	}
 	done := make(chan struct{})
 	var mu sync.Mutex
 	var recs []*cardstoragev1.CheckpointRecord
@@ -286,7 +264,19 @@ func testConcurrentAppenders(t *testing.T, e storeEngine) {
 			}
 		})
 	}
-	wg.Wait()
+	// The writers publish on both replicas while the appenders run.
+	onReplicas(stores, writers, func(w int, s Store) {
+		var prev []byte
+		for i := range each {
+			// Each writer rotates one identity's card: the map's values change.
+			c := record("app_a", fmt.Sprintf("u_w%d", w), byte(w*each+i+1), prev)
+			if _, _, err := s.Publish(c, nil, allow(&seen{})); err != nil {
+				t.Error(err)
+				return
+			}
+			prev = c.GetCardId()
+		}
+	})
 	close(done)
 	appenders.Wait()
 	for {
@@ -354,17 +344,13 @@ func testManyLookups(t *testing.T, e storeEngine) {
 		id := fmt.Sprintf("u_many_%03d", i)
 		c := record("app_a", id, 0, nil)
 		c.CardId = bytes.Repeat([]byte{byte(i), byte(i >> 8), 1}, 11)[:32]
-		if _, _, err := s.Publish(c, nil, allow(&seen{})); err != nil {
-			t.Fatal(err)
-		}
+		mustPublish(t, s, c, nil)
 		want[id] = c.GetCardId()
 		switch i % 10 {
 		case 3: // rotated
 			next := record("app_a", id, 0, c.GetCardId())
 			next.CardId = bytes.Repeat([]byte{byte(i), byte(i >> 8), 2}, 11)[:32]
-			if _, _, err := s.Publish(next, nil, allow(&seen{})); err != nil {
-				t.Fatal(err)
-			}
+			mustPublish(t, s, next, nil)
 			want[id] = next.GetCardId()
 		case 7: // revoked
 			if _, _, err := s.Revoke("app_a", id, c.GetCardId(), t0); err != nil {
@@ -418,9 +404,7 @@ func testManyLookups(t *testing.T, e storeEngine) {
 			c = record("app_a", id, 0, want[id])
 			c.CardId = bytes.Repeat([]byte{byte(i), byte(i >> 8), 4}, 11)[:32]
 		}
-		if _, _, err := s.Publish(c, nil, allow(&seen{})); err != nil {
-			t.Fatal(err)
-		}
+		mustPublish(t, s, c, nil)
 		want[id] = c.GetCardId()
 	}
 	if rec, _, err = s.AppendLog(1000, t0, signTest); err != nil {
@@ -528,9 +512,7 @@ func testLogKeyRotation(t *testing.T, e storeEngine) {
 		t.Error("a refused second rotation wrote")
 	}
 	// New checkpoints during the overlap are signed by both.
-	if _, _, err := s.Publish(record("app_a", idAlice, 1, nil), nil, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, s, record("app_a", idAlice, 1, nil), nil)
 	during, n, err := s.AppendLog(10, t0, signWithLogKeys)
 	if err != nil || n != 1 {
 		t.Fatalf("append during the rotation: %d, %v", n, err)
@@ -584,9 +566,7 @@ func testLogKeyRotation(t *testing.T, e storeEngine) {
 	if _, _, err := s.RetireLogKey(k3.GetKeyId(), at, signWithLogKeys); !errors.Is(err, errs.ErrPrecondition) {
 		t.Errorf("retiring the only key left: %v; want ErrPrecondition", err)
 	}
-	if _, _, err := s.Publish(record("app_a", idBob, 2, nil), nil, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, s, record("app_a", idBob, 2, nil), nil)
 	later, _, err := s.AppendLog(10, at, signWithLogKeys)
 	if err != nil {
 		t.Fatal(err)

@@ -147,6 +147,42 @@ func rotationOnly(next *cardstoragev1.CardRecord) PublishCheck {
 	}
 }
 
+// mustPublish publishes c, spending grant (nil for a card that is not a reset), with
+// a check that allows anything, and fails the test if the store refuses.
+func mustPublish(t testing.TB, s Store, c *cardstoragev1.CardRecord, grant *ResetGrantUse) {
+	t.Helper()
+	if _, _, err := s.Publish(c, grant, allow(&seen{})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// onReplicas makes n calls of f at once, call i on the replica stores[i%len(stores)],
+// and returns when all have.
+func onReplicas(stores []Store, n int, f func(i int, s Store)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { f(i, stores[i%len(stores)]) })
+	}
+	wg.Wait()
+}
+
+// winners counts the calls of a race that succeeded (a nil of results) and fails the
+// test, with wrong (a format of the error), for each other call that lost is false for:
+// a call that lost the race must be refused for that reason, not another.
+func winners(t *testing.T, results []error, lost func(error) bool, wrong string) int {
+	t.Helper()
+	won := 0
+	for _, err := range results {
+		switch {
+		case err == nil:
+			won++
+		case !lost(err):
+			t.Errorf(wrong, err)
+		}
+	}
+	return won
+}
+
 var (
 	idAlice = "u_" + strings.Repeat("a", 32)
 	idBob   = "u_" + strings.Repeat("b", 32)
@@ -230,9 +266,7 @@ func testRefusedPublishWritesNothing(t *testing.T, e storeEngine) {
 	s, _ := e.Open(t)
 	withKey(t, s)
 	c1 := record("app_a", idAlice, 1, nil)
-	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, s, c1, nil)
 	before := e.snapshot(t, s)
 	refusal := errs.Conflictf("no")
 	if _, _, err := s.Publish(record("app_a", idAlice, 2, c1.GetCardId()), nil, func(PublishState) (*cardstoragev1.CardRecord, error) {
@@ -270,9 +304,7 @@ func testRevoke(t *testing.T, e storeEngine) {
 	s, _ := e.Open(t)
 	withKey(t, s)
 	c1 := record("app_a", idAlice, 1, nil)
-	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, s, c1, nil)
 	if _, _, err := s.Revoke("app_a", idBob, c1.GetCardId(), t0); !errors.Is(err, errs.ErrPermission) {
 		t.Errorf("bob revoking alice's card: %v, want ErrPermission", err)
 	}
@@ -303,9 +335,7 @@ func testRevoke(t *testing.T, e storeEngine) {
 	}
 	// A superseded card revoked: the active card stays.
 	c3 := record("app_a", idAlice, 3, bytes.Repeat([]byte{2}, 32))
-	if _, _, err := s.Publish(c3, nil, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, s, c3, nil)
 	if _, changed, err := s.Revoke("app_a", idAlice, bytes.Repeat([]byte{2}, 32), t0); err != nil || !changed {
 		t.Fatalf("revoking a superseded card: changed=%v %v", changed, err)
 	}
@@ -321,9 +351,7 @@ func testResetSpendsGrantOnce(t *testing.T, e storeEngine) {
 	s, reopen := e.Open(t)
 	withKey(t, s)
 	c1 := record("app_a", idAlice, 1, nil)
-	if _, _, err := s.Publish(c1, nil, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, s, c1, nil)
 	reset := func(n byte) *cardstoragev1.CardRecord {
 		r := record("app_a", idAlice, n, nil)
 		r.KeyReset = true
@@ -384,9 +412,7 @@ func testResetSpendsGrantOnce(t *testing.T, e storeEngine) {
 	c4 := reset(4)
 	c4.PublishedAt = timestamppb.New(g1.ExpiresAt.Add(spentGrantMargin + time.Second))
 	g2 := &ResetGrantUse{ID: "grant2", ExpiresAt: c4.GetPublishedAt().AsTime().Add(time.Minute)}
-	if _, _, err := s.Publish(c4, g2, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, s, c4, g2)
 	c5 := reset(5)
 	c5.PublishedAt = c4.GetPublishedAt()
 	if _, _, err := s.Publish(c5, g2, allow(&seen{})); !errors.Is(err, errs.ErrPermission) {
@@ -403,14 +429,10 @@ func testHistoryPagesNewestFirst(t *testing.T, e storeEngine) {
 	var prev []byte
 	for n := byte(1); n <= 5; n++ {
 		rec := record("app_a", idAlice, n, prev)
-		if _, _, err := s.Publish(rec, nil, allow(&seen{})); err != nil {
-			t.Fatal(err)
-		}
+		mustPublish(t, s, rec, nil)
 		prev = rec.GetCardId()
 		// Bob's cards interleave with alice's in the sequence.
-		if _, _, err := s.Publish(record("app_a", idBob, 100+n, nil), nil, allow(&seen{})); err != nil {
-			t.Fatal(err)
-		}
+		mustPublish(t, s, record("app_a", idBob, 100+n, nil), nil)
 	}
 	s = reopen(t) // and everything survives a reopen
 	var all []byte
@@ -515,9 +537,7 @@ func testServiceKeyRotation(t *testing.T, e storeEngine) {
 	if _, err := s.ServiceKey(first); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Publish(record("app_a", idAlice, 1, nil), nil, allow(&seen{})); err != nil {
-		t.Fatal(err) // published at t0 + 1 min
-	}
+	mustPublish(t, s, record("app_a", idAlice, 1, nil), nil) // published at t0 + 1 min
 	before := e.snapshot(t, s)
 	for _, tc := range []struct {
 		name string
@@ -619,24 +639,14 @@ func testConcurrentRotationsOfOneCard(t *testing.T, e storeEngine) {
 		t.Fatal(err)
 	}
 	const writers = 8
-	var wg sync.WaitGroup
 	errs := make([]error, writers)
-	for i := range writers {
-		wg.Go(func() {
-			c := record("app_a", idAlice, byte(10+i), c1.GetCardId())
-			_, _, errs[i] = stores[i%len(stores)].Publish(c, nil, rotationOnly(c))
-		})
-	}
-	wg.Wait()
-	won := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			won++
-		case !strings.Contains(err.Error(), "previous_card_id is not the active card"):
-			t.Errorf("a losing rotation: %v; want the rotation rule's refusal", err)
-		}
-	}
+	onReplicas(stores, writers, func(i int, s Store) {
+		c := record("app_a", idAlice, byte(10+i), c1.GetCardId())
+		_, _, errs[i] = s.Publish(c, nil, rotationOnly(c))
+	})
+	won := winners(t, errs, func(err error) bool {
+		return strings.Contains(err.Error(), "previous_card_id is not the active card")
+	}, "a losing rotation: %v; want the rotation rule's refusal")
 	if won != 1 {
 		t.Fatalf("%d of %d rotations from one card won; want 1", won, writers)
 	}
@@ -658,30 +668,17 @@ func testConcurrentRotationsOfOneCard(t *testing.T, e storeEngine) {
 func testConcurrentResets(t *testing.T, e storeEngine) {
 	stores := e.Replicas(t, 2)
 	withKey(t, stores[0])
-	if _, _, err := stores[0].Publish(record("app_a", idAlice, 1, nil), nil, allow(&seen{})); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, stores[0], record("app_a", idAlice, 1, nil), nil)
 	grant := &ResetGrantUse{ID: "one-grant", ExpiresAt: t0.Add(time.Hour)}
 	const writers = 8
-	var wg sync.WaitGroup
 	results := make([]error, writers)
-	for i := range writers {
-		wg.Go(func() {
-			c := record("app_a", idAlice, byte(10+i), nil)
-			c.KeyReset = true
-			_, _, results[i] = stores[i%len(stores)].Publish(c, grant, allow(&seen{}))
-		})
-	}
-	wg.Wait()
-	won := 0
-	for _, err := range results {
-		switch {
-		case err == nil:
-			won++
-		case !errors.Is(err, errs.ErrPermission):
-			t.Errorf("a reset refused with %v; want ErrPermission", err)
-		}
-	}
+	onReplicas(stores, writers, func(i int, s Store) {
+		c := record("app_a", idAlice, byte(10+i), nil)
+		c.KeyReset = true
+		_, _, results[i] = s.Publish(c, grant, allow(&seen{}))
+	})
+	won := winners(t, results, func(err error) bool { return errors.Is(err, errs.ErrPermission) },
+		"a reset refused with %v; want ErrPermission")
 	if won != 1 {
 		t.Fatalf("the grant was spent %d times; want once", won)
 	}
@@ -724,26 +721,21 @@ func testConcurrentFeed(t *testing.T, e storeEngine) {
 			}
 		}
 	})
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			s := stores[w%len(stores)]
-			for i := range each {
-				c := record("app_a", fmt.Sprintf("u_w%d_%d", w, i), byte(w*each+i+1), nil)
-				if _, _, err := s.Publish(c, nil, allow(&seen{})); err != nil {
+	onReplicas(stores, writers, func(w int, s Store) {
+		for i := range each {
+			c := record("app_a", fmt.Sprintf("u_w%d_%d", w, i), byte(w*each+i+1), nil)
+			if _, _, err := s.Publish(c, nil, allow(&seen{})); err != nil {
+				t.Error(err)
+				return
+			}
+			if i%3 == 0 {
+				if _, _, err := s.Revoke("app_a", c.GetIdentity(), c.GetCardId(), t0); err != nil {
 					t.Error(err)
 					return
 				}
-				if i%3 == 0 {
-					if _, _, err := s.Revoke("app_a", c.GetIdentity(), c.GetCardId(), t0); err != nil {
-						t.Error(err)
-						return
-					}
-				}
 			}
-		})
-	}
-	wg.Wait()
+		}
+	})
 	close(done)
 	follower.Wait()
 	if followErr != nil {
@@ -775,27 +767,22 @@ func testConcurrentFeed(t *testing.T, e storeEngine) {
 func testConcurrentFirstKeys(t *testing.T, e storeEngine) {
 	stores := e.Replicas(t, 3)
 	const starts = 6
-	var wg sync.WaitGroup
 	got := make([]*cardstoragev1.ServiceKeyRecord, starts)
 	logKeys := make([]*cardstoragev1.LogKeyRecord, starts)
-	for i := range starts {
-		wg.Go(func() {
-			s := stores[i%len(stores)]
-			k, err := s.ServiceKey(testKey(t, byte(i+1), t0))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			got[i] = k
-			lk, err := s.LogKey(&cardstoragev1.LogKeyRecord{KeyId: fmt.Sprint("lk", i), Seed: bytes.Repeat([]byte{byte(i)}, 32), Origin: "o"})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			logKeys[i] = lk
-		})
-	}
-	wg.Wait()
+	onReplicas(stores, starts, func(i int, s Store) {
+		k, err := s.ServiceKey(testKey(t, byte(i+1), t0))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		got[i] = k
+		lk, err := s.LogKey(&cardstoragev1.LogKeyRecord{KeyId: fmt.Sprint("lk", i), Seed: bytes.Repeat([]byte{byte(i)}, 32), Origin: "o"})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		logKeys[i] = lk
+	})
 	for i := range starts {
 		if !proto.Equal(got[i], got[0]) || !proto.Equal(logKeys[i], logKeys[0]) {
 			t.Fatalf("replica start %d uses service key %s and log key %s; start 0 %s and %s", i, got[i].GetKeyId(), logKeys[i].GetKeyId(), got[0].GetKeyId(), logKeys[0].GetKeyId())
@@ -814,43 +801,38 @@ func testConcurrentKeyRotations(t *testing.T, e storeEngine) {
 	stores := e.Replicas(t, 2)
 	withKey(t, stores[0])
 	const rotators, each = 4, 3
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	stale, seed := 0, byte(10)
-	for r := range rotators {
-		wg.Go(func() {
-			s := stores[r%len(stores)]
-			known, err := s.ServiceKey(nil)
-			if err != nil {
+	onReplicas(stores, rotators, func(_ int, s Store) {
+		known, err := s.ServiceKey(nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		for done := 0; done < each; {
+			mu.Lock()
+			seed++
+			n := seed
+			mu.Unlock()
+			at := time.Now()
+			_, err := s.RotateServiceKey(rotation(t, known, n, at), at)
+			switch {
+			case err == nil:
+				done++
+			case errors.Is(err, ErrStaleServiceKey):
+				mu.Lock()
+				stale++
+				mu.Unlock()
+			default:
 				t.Error(err)
 				return
 			}
-			for done := 0; done < each; {
-				mu.Lock()
-				seed++
-				n := seed
-				mu.Unlock()
-				at := time.Now()
-				_, err := s.RotateServiceKey(rotation(t, known, n, at), at)
-				switch {
-				case err == nil:
-					done++
-				case errors.Is(err, ErrStaleServiceKey):
-					mu.Lock()
-					stale++
-					mu.Unlock()
-				default:
-					t.Error(err)
-					return
-				}
-				if known, err = s.ServiceKey(nil); err != nil {
-					t.Error(err)
-					return
-				}
+			if known, err = s.ServiceKey(nil); err != nil {
+				t.Error(err)
+				return
 			}
-		})
-	}
-	wg.Wait()
+		}
+	})
 	keys, err := stores[1].ServiceKeys()
 	if err != nil || len(keys) != 1+rotators*each {
 		t.Fatalf("%d keys, %v; want %d", len(keys), err, 1+rotators*each)

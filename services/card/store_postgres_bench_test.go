@@ -15,7 +15,6 @@ import (
 
 	"github.com/umbra-e2ee/umbra/internal/pgtest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
-	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
@@ -99,64 +98,13 @@ func BenchmarkPostgresSearchCards(b *testing.B) {
 			a := e.newApp(b, "bench")
 			ids := benchPublish(b, e, a, suite)
 			searcher := e.newUser(b, a, "searcher")
-			req := &cardv1.SearchCardsRequest{Identities: ids}
 			conn := connect(b, db.URL)
 			var next uint64
 			pgBenchEvents(b, conn, "app_other", &next, 99_000)
 			if _, err := e.srv.PublishCheckpoint(context.Background()); err != nil {
 				b.Fatal(err)
 			}
-			proofReq := &cardv1.SearchCardsWithProofsRequest{Identities: ids}
-
-			b.Run("grpc", func(b *testing.B) {
-				ctx := searcher.ctx()
-				for b.Loop() {
-					resp, err := e.client.SearchCards(ctx, req)
-					if err != nil || len(resp.GetCards()) != benchIdentities {
-						b.Fatalf("%d cards, %v", len(resp.GetCards()), err)
-					}
-				}
-				reportIdentities(b)
-			})
-			b.Run("store", func(b *testing.B) {
-				for b.Loop() {
-					recs, err := store.ActiveCards(a.id, ids)
-					if err != nil || len(recs) != benchIdentities {
-						b.Fatalf("%d cards, %v", len(recs), err)
-					}
-				}
-				reportIdentities(b)
-			})
-			b.Run("grpc-proofs", func(b *testing.B) {
-				ctx := searcher.ctx()
-				for b.Loop() {
-					if _, err := e.client.SearchCardsWithProofs(ctx, proofReq); err != nil {
-						b.Fatal(err)
-					}
-				}
-				reportIdentities(b)
-			})
-			b.Run("grpc-proofs-parallel", func(b *testing.B) {
-				ctx := searcher.ctx()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						if _, err := e.client.SearchCardsWithProofs(ctx, proofReq); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-				reportIdentities(b)
-			})
-			b.Run("store-proofs", func(b *testing.B) {
-				for b.Loop() {
-					_, proved, err := store.ProvedCards(a.id, ids)
-					if err != nil || len(proved) != benchIdentities {
-						b.Fatalf("%d proofs, %v", len(proved), err)
-					}
-				}
-				reportIdentities(b)
-			})
+			benchSearch(b, e, store, a.id, ids, searcher)
 			b.Run("raw", func(b *testing.B) {
 				ctx := context.Background()
 				buf := make([]byte, 0, 4<<20)
@@ -188,20 +136,9 @@ func BenchmarkPostgresSearchCards(b *testing.B) {
 func BenchmarkPostgresAppendLog(b *testing.B) {
 	db := benchDatabase(b)
 	store := openPostgres(b, db.URL)
-	srv, err := New(store, Config{}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
 	conn := connect(b, db.URL)
-	ctx := context.Background()
-	var next uint64
-	const batch = 10_000
-	for range 10 {
-		pgBenchEvents(b, conn, "app_bench", &next, batch)
-	}
-	if _, err := srv.PublishCheckpoint(ctx); err != nil {
-		b.Fatal(err)
-	}
+	events := func(b *testing.B, next *uint64, n int) { pgBenchEvents(b, conn, "app_bench", next, n) }
+	srv, next := benchLog(b, store, events)
 	b.Run("feed-baseline", func(b *testing.B) {
 		base, err := db.Cluster.CreateDatabase()
 		if err != nil {
@@ -211,19 +148,11 @@ func BenchmarkPostgresAppendLog(b *testing.B) {
 		baseConn := connect(b, base.URL)
 		var n uint64
 		for b.Loop() {
-			pgBenchEvents(b, baseConn, "app_bench", &n, batch)
+			pgBenchEvents(b, baseConn, "app_bench", &n, appendBatch)
 		}
 	})
 	b.Run("append-and-checkpoint", func(b *testing.B) {
-		for b.Loop() {
-			b.StopTimer()
-			pgBenchEvents(b, conn, "app_bench", &next, batch)
-			b.StartTimer()
-			cp, err := srv.PublishCheckpoint(ctx)
-			if err != nil || cp.GetSize() != next {
-				b.Fatalf("checkpoint of %d entries, want %d: %v", cp.GetSize(), next, err)
-			}
-		}
+		benchAppend(b, srv, events, &next)
 	})
 }
 

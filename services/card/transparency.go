@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
@@ -216,14 +215,7 @@ func (s *Server) GetLogEntries(_ context.Context, req *cardv1.GetLogEntriesReque
 
 // SearchCardsWithProofs implements CardService.
 func (s *Server) SearchCardsWithProofs(ctx context.Context, req *cardv1.SearchCardsWithProofsRequest) (*cardv1.SearchCardsWithProofsResponse, error) {
-	p, err := auth.Caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if ok, retry := s.search.Allow(p.AppID + "\x00" + p.Identity); !ok {
-		return nil, errs.Exhaustedf("SearchCards rate limit exceeded (SearchCardsWithProofs shares it): at most %s per identity; retry in %s", s.search, retry.Round(time.Millisecond))
-	}
-	ids, err := validIdentities("identities", req.GetIdentities(), MaxSearchIdentities)
+	p, ids, err := s.searchRequest(ctx, req.GetIdentities(), " (SearchCardsWithProofs shares it)")
 	if err != nil {
 		return nil, err
 	}
@@ -231,13 +223,14 @@ func (s *Server) SearchCardsWithProofs(ctx context.Context, req *cardv1.SearchCa
 	if err != nil {
 		return nil, err
 	}
-	resp := &cardv1.SearchCardsWithProofsResponse{Checkpoint: cp.GetSignedNote(), Results: make([]*cardv1.ProvedCard, len(proved))}
-	for i, pc := range proved {
-		r := &cardv1.ProvedCard{Proof: pc.Proof}
-		if pc.Card != nil {
-			r.Card = cardView(pc.Card)
-		}
-		resp.Results[i] = r
+	return &cardv1.SearchCardsWithProofsResponse{Checkpoint: cp.GetSignedNote(), Results: views(proved, provedView)}, nil
+}
+
+// provedView is the API's view of a lookup: its proof, and the card it names if any.
+func provedView(pc ProvedCard) *cardv1.ProvedCard {
+	r := &cardv1.ProvedCard{Proof: pc.Proof}
+	if pc.Card != nil {
+		r.Card = cardView(pc.Card)
 	}
-	return resp, nil
+	return r
 }

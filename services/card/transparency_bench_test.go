@@ -72,6 +72,42 @@ func ktBytes(b *testing.B, s *BoltStore) (kt, cards int) {
 	return kt, cards
 }
 
+// appendBatch is how many card events BenchmarkAppendLog appends at once.
+const appendBatch = 10_000
+
+// benchLog returns a service over store whose log holds ten batches of events, written
+// by events, with their checkpoint, and how many events it holds.
+func benchLog(b *testing.B, store Store, events func(b *testing.B, next *uint64, n int)) (*Server, uint64) {
+	b.Helper()
+	srv, err := New(store, Config{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var next uint64
+	for range 10 {
+		events(b, &next, appendBatch)
+	}
+	if _, err := srv.PublishCheckpoint(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return srv, next
+}
+
+// benchAppend is BenchmarkAppendLog's append-and-checkpoint: in each round, a batch of
+// events written by events (not timed), then appended to srv's log with their
+// checkpoint; next counts the events.
+func benchAppend(b *testing.B, srv *Server, events func(b *testing.B, next *uint64, n int), next *uint64) {
+	for b.Loop() {
+		b.StopTimer()
+		events(b, next, appendBatch)
+		b.StartTimer()
+		cp, err := srv.PublishCheckpoint(context.Background())
+		if err != nil || cp.GetSize() != *next {
+			b.Fatalf("checkpoint of %d entries, want %d: %v", cp.GetSize(), *next, err)
+		}
+	}
+}
+
 // BenchmarkAppendLog measures appending 10,000 card events to the key transparency log
 // and publishing their checkpoint (one transaction: the entries, the log's nodes, the
 // map's nodes and values, the signed checkpoint, and the fsync of the commit), on a
@@ -88,19 +124,8 @@ func BenchmarkAppendLog(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer store.Close()
-	srv, err := New(store, Config{}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx := context.Background()
-	var next uint64
-	const batch = 10_000
-	for range 10 {
-		benchEvents(b, store, "app_bench", &next, batch)
-	}
-	if _, err := srv.PublishCheckpoint(ctx); err != nil {
-		b.Fatal(err)
-	}
+	events := func(b *testing.B, next *uint64, n int) { benchEvents(b, store, "app_bench", next, n) }
+	srv, next := benchLog(b, store, events)
 	b.Run("feed-baseline", func(b *testing.B) {
 		// Its own file, so that the log's file is not grown by it.
 		base, err := OpenBoltStore(filepath.Join(b.TempDir(), "card.db"))
@@ -110,21 +135,13 @@ func BenchmarkAppendLog(b *testing.B) {
 		defer base.Close()
 		var n uint64
 		for b.Loop() {
-			benchEvents(b, base, "app_bench", &n, batch)
+			benchEvents(b, base, "app_bench", &n, appendBatch)
 		}
 	})
 	b.Run("append-and-checkpoint", func(b *testing.B) {
 		before, _ := os.Stat(path)
 		entriesBefore := next
-		for b.Loop() {
-			b.StopTimer()
-			benchEvents(b, store, "app_bench", &next, batch)
-			b.StartTimer()
-			cp, err := srv.PublishCheckpoint(ctx)
-			if err != nil || cp.GetSize() != next {
-				b.Fatalf("checkpoint of %d entries, want %d: %v", cp.GetSize(), next, err)
-			}
-		}
+		benchAppend(b, srv, events, &next)
 		after, _ := os.Stat(path)
 		ktb, evb := ktBytes(b, store)
 		b.ReportMetric(float64(ktb)/float64(next), "kt-bytes/entry")
@@ -295,15 +312,7 @@ func BenchmarkSearchCardsWithProofs(b *testing.B) {
 		reportIdentities(b)
 	})
 	b.Run("grpc-proofs-parallel", func(b *testing.B) {
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if _, err := e.client.SearchCardsWithProofs(ctx, proofReq); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-		reportIdentities(b)
+		benchProofsParallel(b, ctx, e.client, proofReq)
 	})
 	b.Run("store-proofs", func(b *testing.B) {
 		cpu := cpuTime(b)

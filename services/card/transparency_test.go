@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
@@ -332,17 +334,11 @@ func TestKeyTransparencyBadRequests(t *testing.T) {
 	e.publish(t, e.newUser(t, a, "bob"), newKeys(t, e2ee.SuiteX25519), nil, nil)
 	e.publishCheckpoint(t) // 2 entries
 	ctx := context.Background()
-	before := e.snapshot(t)
 	tooMany := make([]string, MaxSearchIdentities+1)
 	for i := range tooMany {
 		tooMany[i] = "u_" + b32.EncodeToString(binary.BigEndian.AppendUint64(make([]byte, 12), uint64(i)))
 	}
-	for _, tc := range []struct {
-		name string
-		call func() error
-		code codes.Code
-		msg  string
-	}{
+	servicetest.CheckRefusals(t, []servicetest.Refusal{
 		{"consistency from 0", func() error {
 			_, err := e.client.GetConsistencyProof(ctx, &cardv1.GetConsistencyProofRequest{FromSize: 0, ToSize: 2})
 			return err
@@ -391,29 +387,12 @@ func TestKeyTransparencyBadRequests(t *testing.T) {
 			_, err := e.client.SearchCardsWithProofs(u.ctx(), &cardv1.SearchCardsWithProofsRequest{Identities: tooMany})
 			return err
 		}, codes.InvalidArgument, "more than 1000 distinct identities"},
-	} {
-		t.Run(tc.name, func(t *testing.T) { wantCode(t, tc.call(), tc.code, tc.msg) })
-	}
-	if after := e.snapshot(t); !mapsEqual(before, after) {
-		t.Error("a refused request changed card.db")
-	}
+	}, e.snapshot)
 	// A short page at the end of the log, not an error.
 	entries, err := e.client.GetLogEntries(ctx, &cardv1.GetLogEntriesRequest{Start: 1, Count: 10})
 	if err != nil || len(entries.GetEntries()) != 1 {
 		t.Errorf("entries from 1 of 2: %d, %v", len(entries.GetEntries()), err)
 	}
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestLogMigratesEarlierCardsAndSurvivesRestarts: cards published before the log
@@ -531,7 +510,7 @@ func TestLogRefusesAGapInTheFeed(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "the card event feed has event 6 where 5 should be") {
 		t.Fatalf("append over a gap: %v", err)
 	}
-	if !mapsEqual(before, e.snapshot(t)) {
+	if !maps.Equal(before, e.snapshot(t)) {
 		t.Error("the refused append changed card.db")
 	}
 	cp := e.checkpoint(t)
