@@ -1,7 +1,6 @@
 package messaging
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,25 +9,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/internal/pgdb"
-	"github.com/umbra-e2ee/umbra/internal/storecopy"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
-
-// copyIn makes the time partitions that the expiries [lo, hi] of the entries need
-// (they are the schema's structure, not data: a copy that rolls back leaves them, empty,
-// as a send would), then copies src (pgdb.CopyIn).
-func (s *PostgresStore) copyIn(ctx context.Context, src storecopy.Source, expiries func() (int64, int64, bool, error)) (*storecopy.Result, error) {
-	lo, hi, ok, err := expiries()
-	if err != nil {
-		return nil, err
-	}
-	if ok {
-		if err := s.ensurePartitions(ctx, lo, hi); err != nil {
-			return nil, err
-		}
-	}
-	return s.db.CopyIn(ctx, postgresCopy, src)
-}
 
 // SQL of the keys of msgstore.CopyKinds, rebuilt from the key columns.
 const (
