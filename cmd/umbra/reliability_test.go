@@ -536,43 +536,10 @@ func (l *load) verify(t *testing.T, addr string) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok), 30*time.Second)
-		var stored []*messagingv1.Message
-		token := ""
-		zero := uint64(0)
-		for {
-			req := &messagingv1.HistoryRequest{ConversationId: f.ids[l.to[uid]], PageSize: 500, PageToken: token}
-			if token == "" {
-				req.AfterSequence = &zero
-			}
-			page, err := client.History(ctx, req)
-			if err != nil {
-				cancel()
-				t.Fatal(err)
-			}
-			stored = append(stored, page.GetMessages()...)
-			if token = page.GetNextPageToken(); token == "" {
-				break
-			}
-		}
+		stored := history(t, ctx, client, f.ids[l.to[uid]])
 		cancel()
-		acked := l.acked[uid]
-		total += len(acked)
-		if len(stored) != len(acked) {
-			t.Errorf("%s: %d messages stored, %d acknowledged", uid, len(stored), len(acked))
-		}
-		seen := map[string]bool{}
-		for j, m := range stored {
-			if m.GetSequence() != uint64(j+1) {
-				t.Fatalf("%s: stored message %d has sequence %d; want no gap", uid, j, m.GetSequence())
-			}
-			if seen[m.GetClientMessageId()] {
-				t.Fatalf("%s: %s stored twice", uid, m.GetClientMessageId())
-			}
-			seen[m.GetClientMessageId()] = true
-			if j < len(acked) && (acked[j].cmid != m.GetClientMessageId() || acked[j].seq != m.GetSequence()) {
-				t.Fatalf("%s: stored #%d is %s at %d; acknowledged %s at %d", uid, j+1, m.GetClientMessageId(), m.GetSequence(), acked[j].cmid, acked[j].seq)
-			}
-		}
+		total += len(l.acked[uid])
+		wantStoredAsAcked(t, uid, stored, l.acked[uid])
 	}
 	delivered := 0
 	for _, reader := range l.readers {
