@@ -589,10 +589,7 @@ func TestFailoverFrozenPrimary(t *testing.T) {
 func failover(t *testing.T, how string, lose func(*pgtest.Cluster), within time.Duration) {
 	primary := pgtest.NewCluster(t, pgtest.Options{})
 	standby := pgtest.NewStandby(t, primary)
-	db, err := primary.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := primary.NewDatabase(t)
 	f := startFleet(t, pgtest.MultiHostURL(db.Name, primary, standby), 2)
 	// Killed before the replicas stop: a frozen primary would hold up their pools'
 	// closing connections to it.
@@ -707,10 +704,7 @@ func (f *pgFleet) liveAcross(t *testing.T) []time.Duration {
 // is lost, stored twice, or delivered out of order.
 func TestMessagingReplicaLoss(t *testing.T) {
 	cluster := pgtest.NewCluster(t, pgtest.Options{})
-	db, err := cluster.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := cluster.NewDatabase(t)
 	f := startFleet(t, db.URL, 2)
 	l := startLoad(t, f, 6, 2, 8)
 	l.waitAcked(t, 300, 30*time.Second)
@@ -737,10 +731,7 @@ const downBound = 2 * time.Second
 // other live.
 func TestDatabaseDown(t *testing.T) {
 	cluster := pgtest.NewCluster(t, pgtest.Options{})
-	db, err := cluster.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := cluster.NewDatabase(t)
 	f := startFleet(t, db.URL, 2)
 	a, b := f.replicas[0], f.replicas[1]
 	f.users("alice", "bob")
