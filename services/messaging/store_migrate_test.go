@@ -148,9 +148,8 @@ func TestCopyInterruptedThenRerun(t *testing.T) {
 	copytest.InterruptedThenRerun(t, db, BoltCopier(pg), path, "umbra_messaging.messages")
 	// An inbox item pointed elsewhere behind the copy's back.
 	db.Exec(t, "UPDATE umbra_messaging.inbox SET sequence = sequence + 1 WHERE identity = $1 AND inbox_sequence = 1", mgAlice)
-	if _, err := BoltCopier(pg).Verify(context.Background(), path); err == nil || !strings.Contains(err.Error(), "\n  inbox:") {
-		t.Errorf("verify a changed inbox item: %v", err)
-	}
+	_, err := BoltCopier(pg).Verify(context.Background(), path)
+	copytest.WantDifferences(t, "verify a changed inbox item", err, "inbox")
 }
 
 // A file whose indexes lag its log (its process did not close it) is refused, naming
