@@ -55,18 +55,11 @@ var postgresCopy = pgdb.Copy{
 		{
 			// app 0 identity
 			Name: "active",
-			Load: func(b *pgx.Batch, key, value []byte) error {
-				parts, err := pgdb.SplitKey(key, 2)
-				if err != nil {
-					return err
-				}
+			Load: pgdb.InsertRow("active_cards", 2, []string{"app_id", "identity", "card_id", "record"}, func(value []byte) ([]any, error) {
 				rec := &cardstoragev1.ActiveCardRecord{}
-				if err := proto.Unmarshal(value, rec); err != nil {
-					return err
-				}
-				b.Queue("INSERT INTO active_cards (app_id, identity, card_id, record) VALUES ($1, $2, $3, $4)", parts[0], parts[1], rec.GetCardId(), value)
-				return nil
-			},
+				err := proto.Unmarshal(value, rec)
+				return []any{rec.GetCardId()}, err
+			}),
 			Dump: "SELECT " + pgdb.KeySQL("app_id", "identity") + ", record FROM active_cards ORDER BY 1",
 		},
 		{
@@ -103,19 +96,11 @@ var postgresCopy = pgdb.Copy{
 		{
 			// app 0 grant_id
 			Name: "reset_grants",
-			Load: func(b *pgx.Batch, key, value []byte) error {
-				parts, err := pgdb.SplitKey(key, 2)
-				if err != nil {
-					return err
-				}
+			Load: pgdb.InsertRow("reset_grants", 2, []string{"app_id", "grant_id", "forget_after_ns", "record"}, func(value []byte) ([]any, error) {
 				rec := &cardstoragev1.SpentResetGrantRecord{}
-				if err := proto.Unmarshal(value, rec); err != nil {
-					return err
-				}
-				b.Queue("INSERT INTO reset_grants (app_id, grant_id, forget_after_ns, record) VALUES ($1, $2, $3, $4)",
-					parts[0], parts[1], rec.GetExpiresAt().AsTime().Add(spentGrantMargin).UnixNano(), value)
-				return nil
-			},
+				err := proto.Unmarshal(value, rec)
+				return []any{rec.GetExpiresAt().AsTime().Add(spentGrantMargin).UnixNano()}, err
+			}),
 			Dump: "SELECT " + pgdb.KeySQL("app_id", "grant_id") + ", record FROM reset_grants ORDER BY 1",
 		},
 		{
