@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 )
 
 // NewURL returns the URL of a new, empty database of the shared cluster, dropped when t
@@ -52,4 +53,18 @@ func (c *Cluster) NewDatabase(t testing.TB) *Database {
 		t.Fatal(err)
 	}
 	return db
+}
+
+// OpenStore opens a service's PostgreSQL store for a test with open (given a context
+// bounded by timeout and the test's logger), and closes it when the test ends.
+func OpenStore[S interface{ Close() error }](t testing.TB, timeout time.Duration, open func(ctx context.Context, log *zap.Logger) (S, error)) S {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	s, err := open(ctx, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
