@@ -279,17 +279,19 @@ func dialPeer(d *deps, c grpcclient.Config) (*grpc.ClientConn, error) {
 	return grpcclient.Dial(c)
 }
 
-// optionalPeer dials the peer c for a service whose log is log, when c has an address,
-// and adds the connection to closers. Without an address it logs without (what the
-// service does without that peer) and returns nil.
-func optionalPeer(d *deps, log *zap.Logger, c grpcclient.Config, closers *closers, without string) (*grpc.ClientConn, error) {
+// optionalPeer dials the peer service (named peer) at c for a service whose log is
+// log, when c has an address, and adds the connection to closers. Without an address
+// it logs without (what the service does without that peer) and returns nil. When the
+// dial fails it releases closers, as the service being built gives up.
+func optionalPeer(d *deps, log *zap.Logger, peer string, c grpcclient.Config, closers *closers, without string) (*grpc.ClientConn, error) {
 	if c.Addr == "" {
 		log.Warn(without)
 		return nil, nil
 	}
 	conn, err := dialPeer(d, c)
 	if err != nil {
-		return nil, err
+		closers.close()
+		return nil, fmt.Errorf("%s service: %w", peer, err)
 	}
 	*closers = append(*closers, conn.Close)
 	return conn, nil

@@ -1,8 +1,6 @@
 package node
 
 import (
-	"fmt"
-
 	"github.com/umbra-e2ee/umbra/gateway"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
@@ -13,21 +11,15 @@ import (
 // with the process's server secret, delivering its events (an erased backup) through
 // the messaging service.
 func buildBackup(d *deps) (*hosted, error) {
-	log := d.log.Named(gateway.Backup)
-	h := &hosted{
-		name:     gateway.Backup,
-		grpcName: backupv1.BackupService_ServiceDesc.ServiceName,
-		policies: backup.Policies(),
-	}
-	store, err := openStore[backup.Store](d, h, log, backup.OpenPostgresStore, backup.OpenBoltStore)
+	h, log, store, err := openRole[backup.Store](d, gateway.Backup, backupv1.BackupService_ServiceDesc.ServiceName, backup.Policies(),
+		backup.OpenPostgresStore, backup.OpenBoltStore)
 	if err != nil {
 		return nil, err
 	}
 	release := closers{store.Close}
-	conn, err := optionalPeer(d, log, d.cfg.Peers.Messaging, &release, "no messaging service address: backup events wait in the outbox until one is configured")
+	conn, err := optionalPeer(d, log, "messaging", d.cfg.Peers.Messaging, &release, "no messaging service address: backup events wait in the outbox until one is configured")
 	if err != nil {
-		release.close()
-		return nil, fmt.Errorf("messaging service: %w", err)
+		return nil, err
 	}
 	var events backup.Events // none: events wait in backup.db's outbox
 	if conn != nil {

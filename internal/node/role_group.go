@@ -1,8 +1,6 @@
 package node
 
 import (
-	"fmt"
-
 	"github.com/umbra-e2ee/umbra/gateway"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -16,31 +14,24 @@ import (
 // peer, with the service token. Without a card service address commits are refused as
 // UNAVAILABLE; without a messaging address events wait in the outbox.
 func buildGroup(d *deps) (*hosted, error) {
-	log := d.log.Named(gateway.Group)
-	h := &hosted{
-		name:     gateway.Group,
-		grpcName: groupv1.GroupService_ServiceDesc.ServiceName,
-		policies: group.Policies(),
-	}
-	store, err := openStore[group.Store](d, h, log, group.OpenPostgresStore, group.OpenBoltStore)
+	h, log, store, err := openRole[group.Store](d, gateway.Group, groupv1.GroupService_ServiceDesc.ServiceName, group.Policies(),
+		group.OpenPostgresStore, group.OpenBoltStore)
 	if err != nil {
 		return nil, err
 	}
 	release := closers{store.Close}
 	var cards group.Cards
-	conn, err := optionalPeer(d, log, d.cfg.Peers.Card, &release, "no card service address: epoch commits are refused and card changes are not followed until one is configured")
+	conn, err := optionalPeer(d, log, "card", d.cfg.Peers.Card, &release, "no card service address: epoch commits are refused and card changes are not followed until one is configured")
 	if err != nil {
-		release.close()
-		return nil, fmt.Errorf("card service: %w", err)
+		return nil, err
 	}
 	if conn != nil {
 		cards = cardv1.NewCardServiceClient(conn)
 	}
 	var events group.Events
-	conn, err = optionalPeer(d, log, d.cfg.Peers.Messaging, &release, "no messaging service address: group events wait in the outbox until one is configured")
+	conn, err = optionalPeer(d, log, "messaging", d.cfg.Peers.Messaging, &release, "no messaging service address: group events wait in the outbox until one is configured")
 	if err != nil {
-		release.close()
-		return nil, fmt.Errorf("messaging service: %w", err)
+		return nil, err
 	}
 	if conn != nil {
 		events = messagingv1.NewMessagingServiceClient(conn)

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,41 +25,39 @@ import (
 // migrating (which may wait for another replica's migration).
 const openTimeout = 2 * time.Minute
 
-// openStore opens the store of h's service S: in PostgreSQL with pg when the process
-// has a --store (h then asks its pool whether the database answers), else the service's
-// bbolt file in the data folder with bolt (h then backs it up online). Each engine's
-// store implements S (each service declares so).
-func openStore[S any, P interface{ DB() *pgdb.DB }, B interface{ DB() *boltdb.DB }](d *deps, h *hosted, log *zap.Logger,
-	pg func(ctx context.Context, url string, log *zap.Logger) (P, error), bolt func(path string) (B, error)) (S, error) {
+// openRole is how every builder starts. It returns h, the hosted service name (gRPC
+// service grpcName, access table policies), the service's logger, and its store S:
+// in PostgreSQL with pg when the process has a --store (h then asks its pool whether
+// the database answers), else the service's bbolt file in the data folder with bolt (h
+// then backs it up online). Each engine's store implements S (each service declares so).
+func openRole[S any, P interface{ DB() *pgdb.DB }, B interface{ DB() *boltdb.DB }](d *deps, name, grpcName string, policies auth.Table,
+	pg func(ctx context.Context, url string, log *zap.Logger) (P, error), bolt func(path string) (B, error)) (*hosted, *zap.Logger, S, error) {
+	log := d.log.Named(name)
+	h := &hosted{name: name, grpcName: grpcName, policies: policies}
 	var store any
 	if d.cfg.Store != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
 		defer cancel()
 		s, err := pg(ctx, d.cfg.Store, log)
 		if err != nil {
-			return *new(S), err
+			return nil, nil, *new(S), err
 		}
 		store, h.ready = s, s.DB().Ready
 	} else {
 		s, err := bolt(dbPath(d, h.name))
 		if err != nil {
-			return *new(S), err
+			return nil, nil, *new(S), err
 		}
 		store, h.db = s, s.DB()
 	}
-	return store.(S), nil
+	return h, log, store.(S), nil
 }
 
 // builders start each role's service over its own store.
 var builders = map[string]func(*deps) (*hosted, error){
 	gateway.Identity: func(d *deps) (*hosted, error) {
-		h := &hosted{
-			name:     gateway.Identity,
-			grpcName: identityv1.IdentityService_ServiceDesc.ServiceName,
-			policies: identity.Policies(),
-		}
-		log := d.log.Named(gateway.Identity)
-		store, err := openStore[identity.Store](d, h, log, identity.OpenPostgresStore, identity.OpenBoltStore)
+		h, log, store, err := openRole[identity.Store](d, gateway.Identity, identityv1.IdentityService_ServiceDesc.ServiceName, identity.Policies(),
+			identity.OpenPostgresStore, identity.OpenBoltStore)
 		if err != nil {
 			return nil, err
 		}
@@ -74,13 +71,8 @@ var builders = map[string]func(*deps) (*hosted, error){
 		return h, nil
 	},
 	gateway.Card: func(d *deps) (*hosted, error) {
-		h := &hosted{
-			name:     gateway.Card,
-			grpcName: cardv1.CardService_ServiceDesc.ServiceName,
-			policies: card.Policies(),
-		}
-		log := d.log.Named(gateway.Card)
-		store, err := openStore[card.Store](d, h, log, card.OpenPostgresStore, card.OpenBoltStore)
+		h, log, store, err := openRole[card.Store](d, gateway.Card, cardv1.CardService_ServiceDesc.ServiceName, card.Policies(),
+			card.OpenPostgresStore, card.OpenBoltStore)
 		if err != nil {
 			return nil, err
 		}
@@ -99,13 +91,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 	gateway.Backup: buildBackup,
 	gateway.Group:  buildGroup,
 	gateway.Messaging: func(d *deps) (*hosted, error) {
-		log := d.log.Named(gateway.Messaging)
-		h := &hosted{
-			name:     gateway.Messaging,
-			grpcName: messagingv1.MessagingService_ServiceDesc.ServiceName,
-			policies: messaging.Policies(),
-		}
-		store, err := openStore[messaging.Store](d, h, log, func(ctx context.Context, url string, log *zap.Logger) (*messaging.PostgresStore, error) {
+		h, log, store, err := openRole[messaging.Store](d, gateway.Messaging, messagingv1.MessagingService_ServiceDesc.ServiceName, messaging.Policies(), func(ctx context.Context, url string, log *zap.Logger) (*messaging.PostgresStore, error) {
 			return messaging.OpenPostgresStore(ctx, url, messaging.PostgresOptions{}, log)
 		}, func(path string) (*messaging.BoltStore, error) {
 			return messaging.OpenBoltStore(path, messaging.StoreOptions{})
@@ -114,19 +100,17 @@ var builders = map[string]func(*deps) (*hosted, error){
 			return nil, err
 		}
 		release := closers{store.Close}
-		conn, err := optionalPeer(d, log, d.cfg.Peers.Group, &release, "no group service address: group conversations are refused")
+		conn, err := optionalPeer(d, log, "group", d.cfg.Peers.Group, &release, "no group service address: group conversations are refused")
 		if err != nil {
-			release.close()
-			return nil, fmt.Errorf("group service: %w", err)
+			return nil, err
 		}
 		var groups messaging.Groups // none: group conversations are refused
 		if conn != nil {
 			groups = messaging.GroupClient{Client: groupv1.NewGroupServiceClient(conn)}
 		}
-		cardConn, err := optionalPeer(d, log, d.cfg.Peers.Card, &release, "no card service address: ENCRYPTED messages are refused (their sender card cannot be checked)")
+		cardConn, err := optionalPeer(d, log, "card", d.cfg.Peers.Card, &release, "no card service address: ENCRYPTED messages are refused (their sender card cannot be checked)")
 		if err != nil {
-			release.close()
-			return nil, fmt.Errorf("card service: %w", err)
+			return nil, err
 		}
 		var cards messaging.Cards // none: ENCRYPTED messages are refused
 		if cardConn != nil {
