@@ -2,6 +2,7 @@ package pgtest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -34,6 +35,27 @@ func (d *Database) ConnIn(t testing.TB, schema string) *pgx.Conn {
 func Open[S interface{ Close() error }](t testing.TB, url string, open func(ctx context.Context, url string, log *zap.Logger) (S, error)) S {
 	t.Helper()
 	return OpenStore(t, 30*time.Second, func(ctx context.Context, log *zap.Logger) (S, error) { return open(ctx, url, log) })
+}
+
+// Opener returns a test's opener of a service's PostgreSQL store at a URL with open
+// (the service's OpenPostgresStore), as Open does: what storetest.Database takes.
+func Opener[S interface{ Close() error }](open func(ctx context.Context, url string, log *zap.Logger) (S, error)) func(t testing.TB, url string) S {
+	return func(t testing.TB, url string) S {
+		t.Helper()
+		return Open(t, url, open)
+	}
+}
+
+// WantTables opens a service's store with open (its test opener) over a new database
+// of the shared cluster, and checks that its migrations made the tables want: Tables,
+// as fmt.Sprint writes the list.
+func WantTables[S any](t *testing.T, open func(t testing.TB, url string) S, want string) {
+	t.Helper()
+	db := NewDatabase(t)
+	open(t, db.URL)
+	if got := db.Tables(t); fmt.Sprint(got) != want {
+		t.Errorf("tables = %v, want %s", got, want)
+	}
 }
 
 // Tables lists the tables of every schema of the database but the system's, as
