@@ -58,7 +58,19 @@ func (d *Database) Conn(t testing.TB) *pgx.Conn {
 // Query runs sql in d as the superuser and returns its rows' one column.
 func Query[T any](t testing.TB, d *Database, sql string, args ...any) []T {
 	t.Helper()
-	rows, err := d.Conn(t).Query(context.Background(), sql, args...)
+	return QueryWith[T](t, context.Background(), d.Conn(t), sql, args...)
+}
+
+// Querier runs a query: a pool, a connection, a transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// QueryWith runs sql with q (a store's own pool, say) and returns its rows' one column,
+// failing t on an error.
+func QueryWith[T any](t testing.TB, ctx context.Context, q Querier, sql string, args ...any) []T {
+	t.Helper()
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		t.Fatal(err)
 	}

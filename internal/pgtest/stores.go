@@ -59,11 +59,12 @@ func WantTables[S any](t *testing.T, open func(t testing.TB, url string) S, want
 }
 
 // Tables lists the tables of every schema of the database but the system's, as
-// schema.table, in order: what a service's migrations made, and nothing beside.
+// schema.table, in order: what a service's migrations made, and nothing beside. A
+// partitioned table is listed, not its partitions (which a store makes as time goes).
 func (d *Database) Tables(t testing.TB) []string {
 	t.Helper()
-	return Query[string](t, d, `SELECT schemaname || '.' || tablename FROM pg_tables
-		WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
+	return Query[string](t, d, `SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
 }
 
 // NewDatabase returns a new, empty database of c, a cluster of the test's own

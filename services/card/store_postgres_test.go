@@ -39,24 +39,10 @@ func pgSnapshot(t testing.TB, s *PostgresStore) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rows, err := s.DB().Pool.Query(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1", Schema)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
+	tables := pgtest.QueryWith[string](t, ctx, s.DB().Pool, "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1", Schema)
 	out := map[string]string{}
 	for _, table := range tables {
-		rows, err := s.DB().Pool.Query(ctx, fmt.Sprintf("SELECT r::text FROM %s r", pgx.Identifier{Schema, table}.Sanitize()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		texts, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
+		texts := pgtest.QueryWith[string](t, ctx, s.DB().Pool, fmt.Sprintf("SELECT r::text FROM %s r", pgx.Identifier{Schema, table}.Sanitize()))
 		for _, r := range texts {
 			out[table+"/"+r] = r
 		}
