@@ -5,6 +5,7 @@ import (
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/backup"
+	"google.golang.org/grpc"
 )
 
 // buildBackup starts the backup service over backup.db, or its schema in PostgreSQL,
@@ -17,13 +18,10 @@ func buildBackup(d *deps) (*hosted, error) {
 		return nil, err
 	}
 	release := closers{store.Close}
-	conn, err := optionalPeer(d, log, "messaging", d.cfg.Peers.Messaging, &release, "no messaging service address: backup events wait in the outbox until one is configured")
+	events, err := optionalPeer(d, log, "messaging", d.cfg.Peers.Messaging, &release, "no messaging service address: backup events wait in the outbox until one is configured",
+		func(conn *grpc.ClientConn) backup.Events { return messagingv1.NewMessagingServiceClient(conn) })
 	if err != nil {
 		return nil, err
-	}
-	var events backup.Events // none: events wait in backup.db's outbox
-	if conn != nil {
-		events = messagingv1.NewMessagingServiceClient(conn)
 	}
 	srv, err := backup.New(store, events, d.cfg.Backup, log)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/group"
+	"google.golang.org/grpc"
 )
 
 // buildGroup starts the group service over group.db, or over its schema in PostgreSQL
@@ -20,21 +21,15 @@ func buildGroup(d *deps) (*hosted, error) {
 		return nil, err
 	}
 	release := closers{store.Close}
-	var cards group.Cards
-	conn, err := optionalPeer(d, log, "card", d.cfg.Peers.Card, &release, "no card service address: epoch commits are refused and card changes are not followed until one is configured")
+	cards, err := optionalPeer(d, log, "card", d.cfg.Peers.Card, &release, "no card service address: epoch commits are refused and card changes are not followed until one is configured",
+		func(conn *grpc.ClientConn) group.Cards { return cardv1.NewCardServiceClient(conn) })
 	if err != nil {
 		return nil, err
 	}
-	if conn != nil {
-		cards = cardv1.NewCardServiceClient(conn)
-	}
-	var events group.Events
-	conn, err = optionalPeer(d, log, "messaging", d.cfg.Peers.Messaging, &release, "no messaging service address: group events wait in the outbox until one is configured")
+	events, err := optionalPeer(d, log, "messaging", d.cfg.Peers.Messaging, &release, "no messaging service address: group events wait in the outbox until one is configured",
+		func(conn *grpc.ClientConn) group.Events { return messagingv1.NewMessagingServiceClient(conn) })
 	if err != nil {
 		return nil, err
-	}
-	if conn != nil {
-		events = messagingv1.NewMessagingServiceClient(conn)
 	}
 	srv, err := group.New(store, cards, events, d.cfg.Group, log)
 	if err != nil {

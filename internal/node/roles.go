@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
@@ -100,21 +101,19 @@ var builders = map[string]func(*deps) (*hosted, error){
 			return nil, err
 		}
 		release := closers{store.Close}
-		conn, err := optionalPeer(d, log, "group", d.cfg.Peers.Group, &release, "no group service address: group conversations are refused")
+		groups, err := optionalPeer(d, log, "group", d.cfg.Peers.Group, &release, "no group service address: group conversations are refused",
+			func(conn *grpc.ClientConn) messaging.Groups {
+				return messaging.GroupClient{Client: groupv1.NewGroupServiceClient(conn)}
+			})
 		if err != nil {
 			return nil, err
 		}
-		var groups messaging.Groups // none: group conversations are refused
-		if conn != nil {
-			groups = messaging.GroupClient{Client: groupv1.NewGroupServiceClient(conn)}
-		}
-		cardConn, err := optionalPeer(d, log, "card", d.cfg.Peers.Card, &release, "no card service address: ENCRYPTED messages are refused (their sender card cannot be checked)")
+		cards, err := optionalPeer(d, log, "card", d.cfg.Peers.Card, &release, "no card service address: ENCRYPTED messages are refused (their sender card cannot be checked)",
+			func(conn *grpc.ClientConn) messaging.Cards {
+				return messaging.CardClient{Client: cardv1.NewCardServiceClient(conn)}
+			})
 		if err != nil {
 			return nil, err
-		}
-		var cards messaging.Cards // none: ENCRYPTED messages are refused
-		if cardConn != nil {
-			cards = messaging.CardClient{Client: cardv1.NewCardServiceClient(cardConn)}
 		}
 		mcfg := d.cfg.Messaging
 		if mcfg.Revocations == nil {
