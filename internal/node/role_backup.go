@@ -24,10 +24,5 @@ func buildBackup(d *deps) (*hosted, error) {
 		return nil, err
 	}
 	srv, err := backup.New(store, events, d.cfg.Backup, log)
-	if err != nil {
-		release.close()
-		return nil, err
-	}
-	h.register, h.close, h.run = srv.Register, release.close, srv.Run
-	return h, nil
+	return started(h, release, srv, err)
 }

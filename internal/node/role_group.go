@@ -32,10 +32,5 @@ func buildGroup(d *deps) (*hosted, error) {
 		return nil, err
 	}
 	srv, err := group.New(store, cards, events, d.cfg.Group, log)
-	if err != nil {
-		release.close()
-		return nil, err
-	}
-	h.register, h.close, h.run = srv.Register, release.close, srv.Run
-	return h, nil
+	return started(h, release, srv, err)
 }

@@ -54,6 +54,22 @@ func openRole[S any, P interface{ DB() *pgdb.DB }, B interface{ DB() *boltdb.DB 
 	return h, log, store.(S), nil
 }
 
+// started completes h with the service srv that its New returned (with err):
+// registered on the gRPC server, its Run (when it has background work) started with
+// the server, and release closed when h closes; when New failed, release is closed now
+// and err returned.
+func started[S interface{ Register(grpc.ServiceRegistrar) }](h *hosted, release closers, srv S, err error) (*hosted, error) {
+	if err != nil {
+		release.close()
+		return nil, err
+	}
+	h.register, h.close = srv.Register, release.close
+	if r, ok := any(srv).(interface{ Run(ctx context.Context) }); ok {
+		h.run = r.Run
+	}
+	return h, nil
+}
+
 // builders start each role's service over its own store.
 var builders = map[string]func(*deps) (*hosted, error){
 	gateway.Identity: func(d *deps) (*hosted, error) {
@@ -63,13 +79,10 @@ var builders = map[string]func(*deps) (*hosted, error){
 			return nil, err
 		}
 		srv, err := identity.New(store, identity.Config{Issuer: d.cfg.Issuer}, log)
-		if err != nil {
-			store.Close()
-			return nil, err
+		if err == nil {
+			d.identity = srv
 		}
-		d.identity = srv
-		h.register, h.close = srv.Register, store.Close
-		return h, nil
+		return started(h, closers{store.Close}, srv, err)
 	},
 	gateway.Card: func(d *deps) (*hosted, error) {
 		h, log, store, err := openRole[card.Store](d, gateway.Card, cardv1.CardService_ServiceDesc.ServiceName, card.Policies(),
@@ -82,12 +95,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 			ccfg.Grants = d.tokens
 		}
 		srv, err := card.New(store, ccfg, log)
-		if err != nil {
-			store.Close()
-			return nil, err
-		}
-		h.register, h.close, h.run = srv.Register, store.Close, srv.Run
-		return h, nil
+		return started(h, closers{store.Close}, srv, err)
 	},
 	gateway.Backup: buildBackup,
 	gateway.Group:  buildGroup,
@@ -120,12 +128,7 @@ var builders = map[string]func(*deps) (*hosted, error){
 			mcfg.Revocations = d.revocations
 		}
 		srv, err := messaging.New(store, cards, groups, mcfg, log)
-		if err != nil {
-			release.close()
-			return nil, err
-		}
-		h.register, h.close, h.run = srv.Register, release.close, srv.Run
-		return h, nil
+		return started(h, release, srv, err)
 	},
 }
 
