@@ -1,11 +1,12 @@
 package node
 
 import (
+	"google.golang.org/grpc"
+
 	"github.com/umbra-e2ee/umbra/gateway"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/backup"
-	"google.golang.org/grpc"
 )
 
 // buildBackup starts the backup service over backup.db, or its schema in PostgreSQL,

@@ -1,12 +1,13 @@
 package node
 
 import (
+	"google.golang.org/grpc"
+
 	"github.com/umbra-e2ee/umbra/gateway"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 	"github.com/umbra-e2ee/umbra/services/group"
-	"google.golang.org/grpc"
 )
 
 // buildGroup starts the group service over group.db, or over its schema in PostgreSQL

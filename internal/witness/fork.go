@@ -12,8 +12,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/umbra-e2ee/umbra/pkg/kt"
 	"go.uber.org/zap"
+
+	"github.com/umbra-e2ee/umbra/pkg/kt"
 )
 
 // Fork is the evidence of a fork: two checkpoints signed by the log key that cannot
