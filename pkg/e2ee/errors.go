@@ -2,7 +2,8 @@ package e2ee
 
 import (
 	"errors"
-	"fmt"
+
+	"github.com/umbra-e2ee/umbra/pkg/internal/kinderr"
 )
 
 // The kinds of failure. Errors returned by this package wrap exactly one of them, with
@@ -59,17 +60,9 @@ var (
 	ErrUnknownKind = errors.New("unknown statement kind")
 )
 
-// Error is a failure of one kind, with what was being done and why.
-type Error struct {
-	Kind error
-	Msg  string
-}
+// Error is a failure of one kind, with what was being done and why. Its fields are
+// Kind (one of the kinds above) and Msg; it reads "e2ee: <kind>: <msg>", and Unwrap
+// returns the kind.
+type Error = kinderr.Error[kinderr.E2EE]
 
-func (e *Error) Error() string { return fmt.Sprintf("e2ee: %s: %s", e.Kind, e.Msg) }
-
-// Unwrap returns the kind.
-func (e *Error) Unwrap() error { return e.Kind }
-
-func errorf(kind error, format string, args ...any) error {
-	return &Error{Kind: kind, Msg: fmt.Sprintf(format, args...)}
-}
+var errorf = kinderr.Errorf[kinderr.E2EE]

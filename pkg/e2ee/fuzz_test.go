@@ -39,7 +39,7 @@ func FuzzParseCard(f *testing.F) {
 			if c != nil {
 				t.Fatal("ParseCard returned a card and an error")
 			}
-			checkCardErrorKind(t, err)
+			checkKind(t, err, cardKinds)
 			return
 		}
 		if !bytes.Equal(c.ID, sha(content)) || !bytes.Equal(c.Content, content) || !bytes.Equal(c.SelfSignature, sig) {
@@ -51,15 +51,8 @@ func FuzzParseCard(f *testing.F) {
 	})
 }
 
-func checkCardErrorKind(t *testing.T, err error) {
-	t.Helper()
-	for _, k := range []error{ErrMalformed, ErrUnknownSuite, ErrBadSignature, ErrTooLarge} {
-		if errors.Is(err, k) {
-			return
-		}
-	}
-	t.Fatalf("ParseCard error %v has no card error kind", err)
-}
+// cardKinds are every kind ParseCard may fail with.
+var cardKinds = []error{ErrMalformed, ErrUnknownSuite, ErrBadSignature, ErrTooLarge}
 
 // FuzzDecrypt feeds envelope bytes to InspectEnvelope and Decrypt with fixed keys. They
 // must never panic, fail only with a typed error, and agree with each other.
@@ -87,23 +80,44 @@ func FuzzDecrypt(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		info, inspectErr := InspectEnvelope(data)
 		plaintext, err := Decrypt(data, keysOf(bobM, carol), sender.card)
-		if err != nil {
-			if plaintext != nil {
-				t.Fatal("Decrypt returned a plaintext and an error")
-			}
-			checkKind(t, err)
-			if inspectErr != nil && kindOf(inspectErr) != kindOf(err) {
-				t.Fatalf("InspectEnvelope fails with %v but Decrypt with %v", inspectErr, err)
-			}
+		if !openAgrees(t, fuzzedOpen{"Decrypt", "InspectEnvelope", "an envelope", envelopeKinds}, plaintext, err, inspectErr) {
 			return
-		}
-		if inspectErr != nil {
-			t.Fatalf("Decrypt accepts an envelope InspectEnvelope refuses: %v", inspectErr)
 		}
 		if !bytes.Equal(info.SenderCardID, sender.card.ID) {
 			t.Fatal("Decrypt accepted an envelope that names another sender")
 		}
 	})
+}
+
+// fuzzedOpen names a function that opens fuzzed bytes (Decrypt), the one that
+// inspects them without a key (InspectEnvelope), what the bytes are ("an envelope"),
+// and the kinds the open may fail with.
+type fuzzedOpen struct {
+	open, inspect, what string
+	kinds               []error
+}
+
+// openAgrees fails t unless an open of fuzzed bytes, which returned plaintext and err,
+// agrees with their inspection, which returned inspectErr: a failed open returns no
+// plaintext and fails with one of f.kinds, of the inspection's kind if that failed too;
+// a successful open follows a successful inspection. It reports whether the open
+// succeeded.
+func openAgrees(t *testing.T, f fuzzedOpen, plaintext []byte, err, inspectErr error) bool {
+	t.Helper()
+	if err != nil {
+		if plaintext != nil {
+			t.Fatalf("%s returned a plaintext and an error", f.open)
+		}
+		checkKind(t, err, f.kinds)
+		if inspectErr != nil && kindOf(inspectErr) != kindOf(err) {
+			t.Fatalf("%s fails with %v but %s with %v", f.inspect, inspectErr, f.open, err)
+		}
+		return false
+	}
+	if inspectErr != nil {
+		t.Fatalf("%s accepts %s %s refuses: %v", f.open, f.what, f.inspect, inspectErr)
+	}
+	return true
 }
 
 // kindOf returns the kind of an error of this package, or nil.

@@ -3,26 +3,10 @@ package e2ee
 import (
 	"bytes"
 	"crypto/ed25519"
-	"errors"
 	"testing"
 
 	"github.com/umbra-e2ee/umbra/pkg/internal/vectortest"
 )
-
-// checkGroupKind fails t unless err is an *Error of one of groupKinds.
-func checkGroupKind(t testing.TB, err error) {
-	t.Helper()
-	var e *Error
-	if err == nil || !errors.As(err, &e) {
-		t.Fatalf("error %v is not a typed e2ee error", err)
-	}
-	for _, k := range groupKinds {
-		if errors.Is(err, k) {
-			return
-		}
-	}
-	t.Fatalf("error %v has no known kind", err)
-}
 
 // FuzzOpenGroupMessage feeds group message bytes to InspectGroupMessage and
 // OpenGroupMessage with a fixed epoch key and sender. They must never panic, fail only
@@ -47,27 +31,12 @@ func FuzzOpenGroupMessage(f *testing.F) {
 		f.Add(data[:len(data)-1])
 	}
 	f.Add([]byte{})
-	keys := func(epoch uint64) []byte {
-		if epoch == 1 {
-			return epochKey
-		}
-		return nil
-	}
+	keys := onlyEpoch(1, epochKey)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		info, inspectErr := InspectGroupMessage(data)
 		plaintext, err := OpenGroupMessage(data, testGroup, keys, sender.card)
-		if err != nil {
-			if plaintext != nil {
-				t.Fatal("OpenGroupMessage returned a plaintext and an error")
-			}
-			checkGroupKind(t, err)
-			if inspectErr != nil && kindOf(inspectErr) != kindOf(err) {
-				t.Fatalf("InspectGroupMessage fails with %v but OpenGroupMessage with %v", inspectErr, err)
-			}
+		if !openAgrees(t, fuzzedOpen{"OpenGroupMessage", "InspectGroupMessage", "a message", groupKinds}, plaintext, err, inspectErr) {
 			return
-		}
-		if inspectErr != nil {
-			t.Fatalf("OpenGroupMessage accepts a message InspectGroupMessage refuses: %v", inspectErr)
 		}
 		if info.GroupID != testGroup || info.Epoch != 1 || !bytes.Equal(info.SenderCardID, sender.card.ID) {
 			t.Fatalf("OpenGroupMessage accepted a message of %s epoch %d by %x", info.GroupID, info.Epoch, info.SenderCardID)
@@ -92,7 +61,7 @@ func FuzzParseEpochCommit(f *testing.F) {
 		parsed, parseErr := ParseEpochCommit(signed)
 		c, err := VerifyEpochCommit(signed, testGroup, 1, signer.card)
 		if parseErr != nil {
-			checkGroupKind(t, parseErr)
+			checkKind(t, parseErr, groupKinds)
 			if err == nil {
 				t.Fatal("VerifyEpochCommit accepts a commit ParseEpochCommit refuses")
 			}
@@ -100,7 +69,7 @@ func FuzzParseEpochCommit(f *testing.F) {
 			t.Fatal("a parsed commit is not its bytes")
 		}
 		if err != nil {
-			checkGroupKind(t, err)
+			checkKind(t, err, groupKinds)
 			return
 		}
 		// (The seed commit differs between fuzzing processes: its key and wraps are
@@ -130,18 +99,18 @@ func FuzzParseMembershipStatement(f *testing.F) {
 		_, parseErr := ParseMembershipStatement(signed)
 		st, err := VerifyMembershipStatement(signed, testGroup, signer)
 		if parseErr != nil {
-			checkMembershipKind(t, parseErr)
+			checkKind(t, parseErr, membershipKinds)
 			if err == nil {
 				t.Fatal("VerifyMembershipStatement accepts a statement ParseMembershipStatement refuses")
 			}
 		}
 		if err != nil {
-			checkMembershipKind(t, err)
+			checkKind(t, err, membershipKinds)
 			return
 		}
 		m := NewMembership(testGroup)
 		if err := m.Apply(st); err != nil {
-			checkMembershipKind(t, err)
+			checkKind(t, err, membershipKinds)
 			return
 		}
 		if st.Kind != KindServiceRemove && !ed25519.Verify(signer.SigningKey, Labelled(LabelMembershipStatementSignature, content), signature) {
@@ -150,18 +119,5 @@ func FuzzParseMembershipStatement(f *testing.F) {
 	})
 }
 
-// checkMembershipKind fails t unless err is a typed error of a kind the membership
-// functions return.
-func checkMembershipKind(t *testing.T, err error) {
-	t.Helper()
-	var e *Error
-	if !errors.As(err, &e) {
-		t.Fatalf("error %v is not a typed e2ee error", err)
-	}
-	for _, k := range append([]error{ErrBrokenChain, ErrNotAuthorized, ErrInvalidChange, ErrUnknownKind}, groupKinds...) {
-		if errors.Is(err, k) {
-			return
-		}
-	}
-	t.Fatalf("untyped error %v", err)
-}
+// membershipKinds are every kind the membership functions may fail with.
+var membershipKinds = append([]error{ErrBrokenChain, ErrNotAuthorized, ErrInvalidChange, ErrUnknownKind}, groupKinds...)

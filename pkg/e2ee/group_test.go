@@ -41,6 +41,16 @@ func testEpoch(t testing.TB, signer member, ms ...member) *Epoch {
 	return e
 }
 
+// onlyEpoch returns the epoch keys of a client that holds key, of epoch number, alone.
+func onlyEpoch(number uint64, key []byte) func(epoch uint64) []byte {
+	return func(epoch uint64) []byte {
+		if epoch == number {
+			return key
+		}
+		return nil
+	}
+}
+
 func TestEpochRoundTrip(t *testing.T) {
 	t.Parallel()
 	for _, suite := range []Suite{SuiteX25519, SuiteHybrid} {
@@ -216,12 +226,7 @@ func TestGroupMessageRoundTrip(t *testing.T) {
 	t.Parallel()
 	sender, other := newMember(t, SuiteHybrid, alice, 1), newMember(t, SuiteX25519, bob, 2)
 	e := testEpoch(t, sender, other)
-	keys := func(epoch uint64) []byte {
-		if epoch == 1 {
-			return e.Key
-		}
-		return nil
-	}
+	keys := onlyEpoch(1, e.Key)
 	for _, aead := range []AEAD{AEADChaCha20Poly1305, AEADAES256GCM} {
 		for _, plaintext := range [][]byte{nil, []byte("hello group"), bytes.Repeat([]byte("x"), 100000)} {
 			data, err := SealGroupMessageWithAEAD(aead, sender.kp, sender.card.ID, testGroup, 1, e.Key, plaintext, when)
@@ -253,12 +258,7 @@ func TestGroupMessageRefusals(t *testing.T) {
 	t.Parallel()
 	sender, other := newMember(t, SuiteX25519, alice, 1), newMember(t, SuiteX25519, bob, 2)
 	e := testEpoch(t, sender, other)
-	keys := func(epoch uint64) []byte {
-		if epoch == 1 {
-			return e.Key
-		}
-		return nil
-	}
+	keys := onlyEpoch(1, e.Key)
 	seal := func(m member, group string, epoch uint64, key []byte) []byte {
 		data, err := SealGroupMessage(m.kp, m.card.ID, group, epoch, key, []byte("hello"), when)
 		if err != nil {

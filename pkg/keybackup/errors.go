@@ -2,7 +2,8 @@ package keybackup
 
 import (
 	"errors"
-	"fmt"
+
+	"github.com/umbra-e2ee/umbra/pkg/internal/kinderr"
 )
 
 // The kinds of failure. Errors returned by this package wrap exactly one of them, with
@@ -26,17 +27,9 @@ var (
 	ErrWeakParams = errors.New("Argon2id parameters too weak")
 )
 
-// Error is a failure of one kind, with what was wrong.
-type Error struct {
-	Kind error
-	Msg  string
-}
+// Error is a failure of one kind, with what was wrong. Its fields are
+// Kind (one of the kinds above) and Msg; it reads "keybackup: <kind>: <msg>", and Unwrap
+// returns the kind.
+type Error = kinderr.Error[kinderr.KeyBackup]
 
-func (e *Error) Error() string { return fmt.Sprintf("keybackup: %s: %s", e.Kind, e.Msg) }
-
-// Unwrap returns the kind.
-func (e *Error) Unwrap() error { return e.Kind }
-
-func errorf(kind error, format string, args ...any) error {
-	return &Error{Kind: kind, Msg: fmt.Sprintf(format, args...)}
-}
+var errorf = kinderr.Errorf[kinderr.KeyBackup]

@@ -18,6 +18,21 @@ func testSigner(t testing.TB, origin string, seedByte byte) *LogSigner {
 	return s
 }
 
+// appendSigned appends leaves to m's log and returns the checkpoint after them, and
+// that checkpoint signed by signer.
+func appendSigned(t *testing.T, m *Memory, signer *LogSigner, leaves ...[]byte) (*Checkpoint, []byte) {
+	t.Helper()
+	cp, err := m.Append(signer.Name(), leaves...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := SignCheckpoint(cp, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp, signed
+}
+
 // TestLogSignerIsASignedNoteKey: the verifier key string is the signed-note format,
 // and x/mod's own verifier accepts what the signer signed.
 func TestLogSignerIsASignedNoteKey(t *testing.T) {
@@ -71,12 +86,7 @@ func TestOpenCheckpointRefusesWhatIsNotSignedByTheLogKey(t *testing.T) {
 	// The log key's signature line over a checkpoint of another size.
 	other, _ := SignCheckpoint(&Checkpoint{Origin: logKey.Name(), Size: 43}, logKey)
 	spliced := append([]byte(cp.Text()+"\n"), other[len((&Checkpoint{Origin: logKey.Name(), Size: 43}).Text())+1:]...)
-	for _, tc := range []struct {
-		name   string
-		signed []byte
-		keys   []string
-		want   error
-	}{
+	checkOpenCheckpoint(t, cp, []openCase{
 		{"the size changed", tampered, []string{logKey.VerifierKey()}, ErrBadSignature},
 		{"another checkpoint's signature", spliced, []string{logKey.VerifierKey()}, ErrBadSignature},
 		{"signed by another key of the log's name", byImpostor, []string{logKey.VerifierKey()}, ErrUnknownLogKey},
@@ -84,10 +94,26 @@ func TestOpenCheckpointRefusesWhatIsNotSignedByTheLogKey(t *testing.T) {
 		{"no log key known", signed, nil, ErrUnknownLogKey},
 		{"not a note", []byte("umbra.example/kt\n42\n"), []string{logKey.VerifierKey()}, ErrMalformed},
 		{"too large", bytes.Repeat([]byte("a"), MaxCheckpointSize+1), []string{logKey.VerifierKey()}, ErrMalformed},
-	} {
+	})
+}
+
+// openCase is a signed note given to OpenCheckpoint with the verifier keys known, and
+// the kind of error it must fail with, or nil when it must open to the checkpoint.
+type openCase struct {
+	name   string
+	signed []byte
+	keys   []string
+	want   error
+}
+
+// checkOpenCheckpoint opens each case's note, in a subtest of its name.
+func checkOpenCheckpoint(t *testing.T, cp *Checkpoint, cases []openCase) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := OpenCheckpoint(tc.signed, tc.keys...); !errors.Is(err, tc.want) {
-				t.Fatalf("got %v, want %v", err, tc.want)
+			got, err := OpenCheckpoint(tc.signed, tc.keys...)
+			if !errors.Is(err, tc.want) || (err == nil && *got != *cp) {
+				t.Fatalf("got %+v, %v; want %v", got, err, tc.want)
 			}
 		})
 	}
@@ -143,12 +169,7 @@ func TestCheckpointSignedDuringALogKeyRotation(t *testing.T) {
 	// The new key's signature line replaced by another checkpoint's: it no longer verifies.
 	otherSigned, _ := SignCheckpoint(&Checkpoint{Origin: oldKey.Name(), Size: 8}, oldKey, newKey)
 	badNew := append(bytes.Clone(both[:bytes.LastIndex(both, []byte("\u2014"))]), otherSigned[bytes.LastIndex(otherSigned, []byte("\u2014")):]...)
-	for _, tc := range []struct {
-		name   string
-		signed []byte
-		keys   []string
-		want   error
-	}{
+	checkOpenCheckpoint(t, cp, []openCase{
 		{"both signatures, the old key known", both, []string{oldKey.VerifierKey()}, nil},
 		{"both signatures, the new key known", both, []string{newKey.VerifierKey()}, nil},
 		{"both signatures, both keys known", both, []string{oldKey.VerifierKey(), newKey.VerifierKey()}, nil},
@@ -157,14 +178,7 @@ func TestCheckpointSignedDuringALogKeyRotation(t *testing.T) {
 		{"the new key's alone, both known", newOnly, []string{oldKey.VerifierKey(), newKey.VerifierKey()}, nil},
 		{"a bad signature by the new key, the old key known", badNew, []string{oldKey.VerifierKey()}, nil},
 		{"a bad signature by the new key, both known", badNew, []string{oldKey.VerifierKey(), newKey.VerifierKey()}, ErrBadSignature},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := OpenCheckpoint(tc.signed, tc.keys...)
-			if !errors.Is(err, tc.want) || (err == nil && *got != *cp) {
-				t.Fatalf("got %+v, %v; want %v", got, err, tc.want)
-			}
-		})
-	}
+	})
 	if _, err := SignCheckpoint(cp, oldKey, oldKey); err == nil {
 		t.Error("a checkpoint signed twice by one key was made")
 	}

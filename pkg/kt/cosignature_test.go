@@ -34,14 +34,7 @@ func testSignedCheckpoint(t *testing.T, n int) ([]byte, string) {
 	for i := range n {
 		leaves = append(leaves, testLeaf(t, i))
 	}
-	cp, err := m.Append(signer.Name(), leaves...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signed, err := SignCheckpoint(cp, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, signed := appendSigned(t, m, signer, leaves...)
 	return signed, signer.VerifierKey()
 }
 

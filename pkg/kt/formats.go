@@ -70,27 +70,36 @@ func parseCanonical(what string, b []byte, m proto.Message) error {
 	return nil
 }
 
-// EncodeLeaf returns a leaf's canonical bytes, after checking it as ParseLeaf would.
-func EncodeLeaf(l *ktv1.LogLeaf) ([]byte, error) {
-	if err := checkLeaf(l); err != nil {
+// encodeChecked returns m's canonical bytes, after checking it with check.
+func encodeChecked[M proto.Message](m M, check func(M) error) ([]byte, error) {
+	if err := check(m); err != nil {
 		return nil, err
 	}
-	return canonical(l), nil
+	return canonical(m), nil
 }
+
+// parseChecked parses b, at most MaxLeafSize bytes of a what, into m, refusing what is
+// not its canonical encoding, and checks it with check.
+func parseChecked[M proto.Message](what string, b []byte, m M, check func(M) error) (M, error) {
+	var none M
+	if len(b) > MaxLeafSize {
+		return none, malformedf("%s of %d bytes, at most %d", what, len(b), MaxLeafSize)
+	}
+	if err := parseCanonical(what, b, m); err != nil {
+		return none, err
+	}
+	if err := check(m); err != nil {
+		return none, err
+	}
+	return m, nil
+}
+
+// EncodeLeaf returns a leaf's canonical bytes, after checking it as ParseLeaf would.
+func EncodeLeaf(l *ktv1.LogLeaf) ([]byte, error) { return encodeChecked(l, checkLeaf) }
 
 // ParseLeaf parses and checks a log entry's exact bytes.
 func ParseLeaf(b []byte) (*ktv1.LogLeaf, error) {
-	if len(b) > MaxLeafSize {
-		return nil, malformedf("log leaf of %d bytes, at most %d", len(b), MaxLeafSize)
-	}
-	l := &ktv1.LogLeaf{}
-	if err := parseCanonical("log leaf", b, l); err != nil {
-		return nil, err
-	}
-	if err := checkLeaf(l); err != nil {
-		return nil, err
-	}
-	return l, nil
+	return parseChecked("log leaf", b, &ktv1.LogLeaf{}, checkLeaf)
 }
 
 func checkLeaf(l *ktv1.LogLeaf) error {
@@ -121,26 +130,11 @@ func checkLeaf(l *ktv1.LogLeaf) error {
 
 // EncodeMapValue returns a map value's canonical bytes, after checking it as
 // ParseMapValue would.
-func EncodeMapValue(v *ktv1.MapValue) ([]byte, error) {
-	if err := checkMapValue(v); err != nil {
-		return nil, err
-	}
-	return canonical(v), nil
-}
+func EncodeMapValue(v *ktv1.MapValue) ([]byte, error) { return encodeChecked(v, checkMapValue) }
 
 // ParseMapValue parses and checks a map value's exact bytes.
 func ParseMapValue(b []byte) (*ktv1.MapValue, error) {
-	if len(b) > MaxLeafSize {
-		return nil, malformedf("map value of %d bytes, at most %d", len(b), MaxLeafSize)
-	}
-	v := &ktv1.MapValue{}
-	if err := parseCanonical("map value", b, v); err != nil {
-		return nil, err
-	}
-	if err := checkMapValue(v); err != nil {
-		return nil, err
-	}
-	return v, nil
+	return parseChecked("map value", b, &ktv1.MapValue{}, checkMapValue)
 }
 
 func checkMapValue(v *ktv1.MapValue) error {

@@ -40,18 +40,16 @@ func testLeaves(n int) [][]byte {
 // TestLogMatchesRFC9162: appended in batches of every size, the log has RFC 9162's
 // roots, and every inclusion and consistency proof verifies.
 func TestLogMatchesRFC9162(t *testing.T) {
-	nodes := MemoryLogStore{}
 	tiles := MemoryLogTileStore{}
-	for _, tc := range []struct {
-		name string
-		// open returns the store for one batch and what makes it durable.
-		open func() (LogStore, func() error)
-	}{
-		{"nodes", func() (LogStore, func() error) { return nodes, func() error { return nil } }},
-		{"tiles", func() (LogStore, func() error) { s := NewTiledLogStore(tiles); return s, s.Flush }},
-	} {
-		t.Run(tc.name, func(t *testing.T) { testLogMatchesRFC9162(t, tc.open) })
-	}
+	eachStore(t, LogStore(MemoryLogStore{}), func() (LogStore, func() error) { s := NewTiledLogStore(tiles); return s, s.Flush }, testLogMatchesRFC9162)
+}
+
+// eachStore runs test in the subtests nodes, over nodes (where a write is durable at
+// once), and tiles, over the store tiled returns for each batch with the flush that
+// makes it durable: open, test's argument, returns one or the other.
+func eachStore[S any](t *testing.T, nodes S, tiled func() (S, func() error), test func(t *testing.T, open func() (S, func() error))) {
+	t.Run("nodes", func(t *testing.T) { test(t, func() (S, func() error) { return nodes, func() error { return nil } }) })
+	t.Run("tiles", func(t *testing.T) { test(t, tiled) })
 }
 
 func testLogMatchesRFC9162(t *testing.T, open func() (LogStore, func() error)) {

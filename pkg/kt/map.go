@@ -30,21 +30,21 @@ const MaxMapDepth = 256
 // map: SHA-256(0x02).
 var EmptyMapHash = sha256.Sum256([]byte{2})
 
-// MapLeafHash is the hash of the entry key → value, given its value hash.
+// MapLeafHash is the hash of the entry key → value, given its value hash:
+// SHA-256(0x00 ‖ key ‖ value hash).
 func MapLeafHash(key, valueHash [HashSize]byte) [HashSize]byte {
-	var in [1 + 2*HashSize]byte
-	in[0] = 0
-	copy(in[1:], key[:])
-	copy(in[1+HashSize:], valueHash[:])
-	return sha256.Sum256(in[:])
+	return mapHash(0, key, valueHash)
 }
 
-// MapNodeHash is the hash of an inner node.
-func MapNodeHash(left, right [HashSize]byte) [HashSize]byte {
+// MapNodeHash is the hash of an inner node: SHA-256(0x01 ‖ left ‖ right).
+func MapNodeHash(left, right [HashSize]byte) [HashSize]byte { return mapHash(1, left, right) }
+
+// mapHash is SHA-256(tag ‖ a ‖ b), the tag telling a leaf (0) from a node (1).
+func mapHash(tag byte, a, b [HashSize]byte) [HashSize]byte {
 	var in [1 + 2*HashSize]byte
-	in[0] = 1
-	copy(in[1:], left[:])
-	copy(in[1+HashSize:], right[:])
+	in[0] = tag
+	copy(in[1:], a[:])
+	copy(in[1+HashSize:], b[:])
 	return sha256.Sum256(in[:])
 }
 

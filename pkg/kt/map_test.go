@@ -55,18 +55,8 @@ func bytesOf(b byte, n int) []byte {
 // TestMapMatchesItsDefinition: batches of new and changed entries, including keys that
 // share long prefixes, give the root of the definition, and every key proves.
 func TestMapMatchesItsDefinition(t *testing.T) {
-	nodes := MemoryMapStore{}
 	tiles := MemoryMapTileStore{}
-	for _, tc := range []struct {
-		name string
-		// open returns the store for one batch and what makes it durable.
-		open func() (MapStore, func() error)
-	}{
-		{"nodes", func() (MapStore, func() error) { return nodes, func() error { return nil } }},
-		{"tiles", func() (MapStore, func() error) { s := NewTiledMapStore(tiles); return s, s.Flush }},
-	} {
-		t.Run(tc.name, func(t *testing.T) { testMapMatchesItsDefinition(t, tc.open) })
-	}
+	eachStore(t, MapStore(MemoryMapStore{}), func() (MapStore, func() error) { s := NewTiledMapStore(tiles); return s, s.Flush }, testMapMatchesItsDefinition)
 }
 
 func testMapMatchesItsDefinition(t *testing.T, open func() (MapStore, func() error)) {

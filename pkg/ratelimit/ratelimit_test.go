@@ -49,11 +49,17 @@ func allowN(l *Limiter, key string, n int) int {
 	return ok
 }
 
+// wantAllowed makes n calls to l.Allow(key) and fails t unless want of them pass.
+func wantAllowed(t *testing.T, l *Limiter, key string, n, want int, when string) {
+	t.Helper()
+	if got := allowN(l, key, n); got != want {
+		t.Fatalf("%s: %d of %d calls allowed, want %d", when, got, n, want)
+	}
+}
+
 func TestBurstThenSteadyRate(t *testing.T) {
 	l, clk := newLimiter(t, Config{Rate: 2, Burst: 5})
-	if got := allowN(l, "alice", 5); got != 5 {
-		t.Fatalf("a fresh key got %d of its burst of 5", got)
-	}
+	wantAllowed(t, l, "alice", 5, 5, "a fresh key, its burst")
 	ok, retry := l.Allow("alice")
 	if ok || retry != 500*time.Millisecond {
 		t.Fatalf("over the burst: ok=%v retryAfter=%s; want refused, retry in 500ms", ok, retry)
@@ -64,59 +70,39 @@ func TestBurstThenSteadyRate(t *testing.T) {
 		t.Fatalf("after 250ms: ok=%v retryAfter=%s; want refused, retry in 250ms", ok, retry)
 	}
 	clk.Add(250 * time.Millisecond)
-	if got := allowN(l, "alice", 3); got != 1 {
-		t.Fatalf("after 500ms at 2/s: %d allowed, want 1", got)
-	}
+	wantAllowed(t, l, "alice", 3, 1, "after 500ms at 2/s")
 	// Ten seconds refill the bucket only up to the burst.
 	clk.Add(10 * time.Second)
-	if got := allowN(l, "alice", 10); got != 5 {
-		t.Fatalf("after a long pause: %d allowed, want the burst of 5", got)
-	}
+	wantAllowed(t, l, "alice", 10, 5, "after a long pause")
 }
 
 func TestKeysAreIndependent(t *testing.T) {
 	l, _ := newLimiter(t, Config{Rate: 1, Burst: 2})
-	if got := allowN(l, "alice", 3); got != 2 {
-		t.Fatalf("alice: %d allowed, want 2", got)
-	}
-	if got := allowN(l, "bob", 3); got != 2 {
-		t.Fatalf("bob was limited by alice's calls: %d allowed, want 2", got)
-	}
+	wantAllowed(t, l, "alice", 3, 2, "alice")
+	wantAllowed(t, l, "bob", 3, 2, "bob was limited by alice's calls")
 }
 
 func TestSlowRates(t *testing.T) {
 	l, clk := newLimiter(t, Config{Rate: 0.1, Burst: 1})
-	if got := allowN(l, "k", 2); got != 1 {
-		t.Fatalf("%d allowed, want 1", got)
-	}
+	wantAllowed(t, l, "k", 2, 1, "a fresh key")
 	if _, retry := l.Allow("k"); retry != 10*time.Second {
 		t.Fatalf("retryAfter = %s, want 10s at 0.1/s", retry)
 	}
 	clk.Add(9 * time.Second)
-	if got := allowN(l, "k", 1); got != 0 {
-		t.Fatalf("after 9s: %d allowed, want 0", got)
-	}
+	wantAllowed(t, l, "k", 1, 0, "after 9s")
 	clk.Add(time.Second)
-	if got := allowN(l, "k", 1); got != 1 {
-		t.Fatalf("after 10s: %d allowed, want 1", got)
-	}
+	wantAllowed(t, l, "k", 1, 1, "after 10s")
 }
 
 func TestClockGoingBackwardsGivesNoTokens(t *testing.T) {
 	l, clk := newLimiter(t, Config{Rate: 1, Burst: 1})
 	allowN(l, "k", 1)
 	clk.Add(-time.Hour)
-	if got := allowN(l, "k", 1); got != 0 {
-		t.Fatalf("after the clock went back: %d allowed, want 0", got)
-	}
+	wantAllowed(t, l, "k", 1, 0, "after the clock went back")
 	clk.Add(time.Hour) // back where it was: still no time has passed for the bucket
-	if got := allowN(l, "k", 1); got != 0 {
-		t.Fatalf("back at the original time: %d allowed, want 0", got)
-	}
+	wantAllowed(t, l, "k", 1, 0, "back at the original time")
 	clk.Add(time.Second)
-	if got := allowN(l, "k", 1); got != 1 {
-		t.Fatalf("a second later: %d allowed, want 1", got)
-	}
+	wantAllowed(t, l, "k", 1, 1, "a second later")
 }
 
 func TestIdleKeysAreEvicted(t *testing.T) {
@@ -138,9 +124,7 @@ func TestIdleKeysAreEvicted(t *testing.T) {
 		t.Fatalf("%d buckets after every other key idled for a refill time; want 1", l.Len())
 	}
 	// An evicted key comes back with a full bucket, exactly as if it had been kept.
-	if got := allowN(l, "key7", 11); got != 10 {
-		t.Fatalf("evicted key: %d allowed, want its burst of 10", got)
-	}
+	wantAllowed(t, l, "key7", 11, 10, "evicted key")
 }
 
 func TestMaxKeysDropsTheLeastRecentlyUsed(t *testing.T) {

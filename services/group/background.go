@@ -167,8 +167,7 @@ func (s *Server) cardChanged(tx Tx, ev *cardv1.CardEvent, active map[activeCardK
 			return err
 		}
 		newly := needed && markRotation(g, groupv1.RotationReason_ROTATION_REASON_CARD_CHANGED)
-		touch(g, now)
-		if err := tx.PutGroup(g); err != nil {
+		if err := putTouched(tx, g, now); err != nil {
 			return err
 		}
 		if err := s.rotationEvent(tx, g, newly); err != nil {

@@ -88,9 +88,7 @@ func (c Config) withDefaults() (Config, error) {
 	defaults.Positive(&c.OutboxPoll, DefaultOutboxPoll)
 	defaults.Positive(&c.PeerTimeout, DefaultPeerTimeout)
 	defaults.Positive(&c.ExpiredInvitationKeep, DefaultExpiredInviteKeep)
-	if c.CallRate <= 0 {
-		c.CallRate = DefaultCallRate
-	}
+	defaults.Positive(&c.CallRate, DefaultCallRate)
 	defaults.Positive(&c.CallBurst, DefaultCallBurst)
 	if c.Clock == nil {
 		c.Clock = time.Now

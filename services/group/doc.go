@@ -4,11 +4,12 @@
 //
 // State is group.db behind the Store and Tx interfaces (store.go), which say nothing of
 // the engine, so that another can be added; the bbolt engine is BoltStore
-// (store_bolt.go), and the records are proto/umbra/storage/group/v1/group.proto.
-// Each RPC is one transaction in which the service's rules run on a Tx; a refused
-// request writes nothing. The RPCs are grouped by topic: groups.go, members.go,
-// joinrequests.go, invitations.go, settings.go, epochs.go, statements.go and the
-// other services' calls in internal.go.
+// (store_bolt.go and store_bolt_*.go by topic), the PostgreSQL engine PostgresStore
+// (store_postgres.go and store_postgres_*.go), and the records are
+// proto/umbra/storage/group/v1/group.proto. Each RPC is one transaction in which the
+// service's rules run on a Tx; a refused request writes nothing. The RPCs are grouped
+// by topic: groups.go, members.go, joinrequests.go, invitations.go, settings.go,
+// epochs.go, stage.go, statements.go and the other services' calls in internal.go.
 //
 // Peers. The service asks the card service for members' active cards
 // (LookupActiveCards: a commit must cover exactly them, and its signer card must be the

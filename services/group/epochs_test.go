@@ -44,11 +44,8 @@ func (e *env) state(t testing.TB, u *user, group string) *groupv1.GetEpochStateR
 func TestEpochs(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "bob", "carol", "dave", "erin")
+	_, group, us := e.newTeam(t, 3, "owner", "bob", "carol", "dave", "erin")
 	owner, bob, carol, dave, erin := us[0], us[1], us[2], us[3], us[4]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, bob, carol)
 
 	// Epoch 0: encrypted messages wait for the first commit.
 	for _, ep := range []uint64{0, 1} {

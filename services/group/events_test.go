@@ -71,11 +71,8 @@ func kinds(evs []*groupv1.GroupEvent) []groupv1.GroupEventKind {
 func TestEventsReachTheRightStreams(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "bob", "carol", "dave", "erin", "frank")
+	_, group, us := e.newTeam(t, 3, "owner", "bob", "carol", "dave", "erin", "frank")
 	owner, bob, carol, dave, erin, frank := us[0], us[1], us[2], us[3], us[4], us[5]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, bob, carol)
 	if _, err := e.client.RequestJoin(dave.ctx(), &groupv1.RequestJoinRequest{GroupId: group}); err != nil {
 		t.Fatal(err)
 	}
@@ -181,14 +178,11 @@ func (f *flakyEvents) PublishEvent(ctx context.Context, in *messagingv1.PublishE
 func TestOutboxRetries(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "bob")
-	owner, bob := us[0], us[1]
+	_, _, us := e.newTeam(t, 2, "owner", "bob")
+	// Delivery runs only when called (noLoops): the creation's event meets the flaky peer.
 	flaky := &flakyEvents{Events: e.srv.events}
 	flaky.failures.Store(1)
 	e.srv.events = flaky
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, bob)
 	outbox := func() int {
 		n := 0
 		for k := range e.snapshot(t) {

@@ -64,8 +64,7 @@ func (s *Server) InviteMember(ctx context.Context, req *groupv1.InviteMemberRequ
 		if old == nil {
 			g.InvitationCount++
 		}
-		touch(g, now)
-		if err := tx.PutGroup(g); err != nil {
+		if err := putTouched(tx, g, now); err != nil {
 			return err
 		}
 		inv := &storagev1.GroupInvitationRecord{GroupId: group, Invitee: id, Inviter: p.Identity, CreatedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(st.ExpiresAt), StatementHash: st.Hash}

@@ -224,8 +224,7 @@ func (s *Server) BanMember(ctx context.Context, req *groupv1.BanMemberRequest) (
 				return err
 			}
 		} else {
-			touch(g, now)
-			if err := tx.PutGroup(g); err != nil {
+			if err := putTouched(tx, g, now); err != nil {
 				return err
 			}
 			if err := s.toMembers(tx, g, ev); err != nil {
@@ -263,8 +262,7 @@ func (s *Server) UnbanMember(ctx context.Context, req *groupv1.UnbanMemberReques
 			return err
 		}
 		g.BanCount--
-		touch(g, now)
-		if err := tx.PutGroup(g); err != nil {
+		if err := putTouched(tx, g, now); err != nil {
 			return err
 		}
 		ev := &groupv1.GroupEvent{Kind: groupv1.GroupEventKind_GROUP_EVENT_KIND_MEMBER_UNBANNED, Actor: p.Identity, Identities: []string{req.GetIdentity()}}
@@ -379,8 +377,7 @@ func (s *Server) SetRole(ctx context.Context, req *groupv1.SetRoleRequest) (*gro
 		if err := tx.PutMember(p.AppID, g.GetGroupId(), m); err != nil {
 			return err
 		}
-		touch(g, now)
-		if err := tx.PutGroup(g); err != nil {
+		if err := putTouched(tx, g, now); err != nil {
 			return err
 		}
 		resp = &groupv1.SetRoleResponse{Member: memberView(m)}
@@ -415,8 +412,7 @@ func (s *Server) TransferOwnership(ctx context.Context, req *groupv1.TransferOwn
 			}
 		}
 		g.Owner = next.GetIdentity()
-		touch(g, now)
-		if err := tx.PutGroup(g); err != nil {
+		if err := putTouched(tx, g, now); err != nil {
 			return err
 		}
 		resp = &groupv1.TransferOwnershipResponse{Group: viewFor(g, now, me)}

@@ -1,11 +1,14 @@
 package group
 
 import (
+	"context"
 	"maps"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -19,11 +22,8 @@ import (
 func TestAdminCallsCheckPermissionFirst(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "admin", "bob", "carol", "outsider")
+	_, group, us := e.newTeam(t, 4, "owner", "admin", "bob", "carol", "outsider")
 	owner, admin, bob, carol, outsider := us[0], us[1], us[2], us[3], us[4]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, admin, bob, carol)
 	if _, err := e.client.SetRole(owner.ctx(), &groupv1.SetRoleRequest{GroupId: group, Identity: admin.identity, Role: groupv1.GroupRole_GROUP_ROLE_ADMIN}); err != nil {
 		t.Fatal(err)
 	}
@@ -32,163 +32,49 @@ func TestAdminCallsCheckPermissionFirst(t *testing.T) {
 	tooLong := durationpb.New(365 * 24 * 3600e9)
 	for _, tc := range []struct {
 		name string
-		// call makes the request as u: malformed, or well-formed (naming carol).
-		call func(u *user, malformed bool) error
 		// ownerOnly says an admin is refused too.
 		ownerOnly bool
+		// call makes the request as u: malformed, or well-formed (naming carol).
+		call func(u *user, malformed bool) error
 	}{
-		{"SetRole", func(u *user, bad bool) error {
-			req := &groupv1.SetRoleRequest{GroupId: group, Identity: carol.identity, Role: groupv1.GroupRole_GROUP_ROLE_ADMIN}
-			if bad {
-				req.Role = groupv1.GroupRole_GROUP_ROLE_OWNER
-			}
-			_, err := e.client.SetRole(u.ctx(), req)
-			return err
-		}, true},
-		{"SetRole: malformed identity", func(u *user, bad bool) error {
-			req := &groupv1.SetRoleRequest{GroupId: group, Identity: carol.identity, Role: groupv1.GroupRole_GROUP_ROLE_MEMBER}
-			if bad {
-				req.Identity = badID
-			}
-			_, err := e.client.SetRole(u.ctx(), req)
-			return err
-		}, true},
-		{"SetRole: the caller itself", func(u *user, bad bool) error {
-			req := &groupv1.SetRoleRequest{GroupId: group, Identity: carol.identity, Role: groupv1.GroupRole_GROUP_ROLE_MEMBER}
-			if bad {
-				req.Identity = u.identity
-			}
-			_, err := e.client.SetRole(u.ctx(), req)
-			return err
-		}, true},
-		{"TransferOwnership", func(u *user, bad bool) error {
-			req := &groupv1.TransferOwnershipRequest{GroupId: group, NewOwner: carol.identity}
-			if bad {
-				req.NewOwner = badID
-			}
-			_, err := e.client.TransferOwnership(u.ctx(), req)
-			return err
-		}, true},
-		{"TransferOwnership: to the caller", func(u *user, bad bool) error {
-			req := &groupv1.TransferOwnershipRequest{GroupId: group, NewOwner: carol.identity}
-			if bad {
-				req.NewOwner = u.identity
-			}
-			_, err := e.client.TransferOwnership(u.ctx(), req)
-			return err
-		}, true},
-		{"SetEncryptionMode", func(u *user, bad bool) error {
-			req := &groupv1.SetEncryptionModeRequest{GroupId: group, EncryptionMode: groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED}
-			if bad {
-				req.EncryptionMode = 99
-			}
-			_, err := e.client.SetEncryptionMode(u.ctx(), req)
-			return err
-		}, true},
-		{"SetRotationPolicy", func(u *user, bad bool) error {
-			req := &groupv1.SetRotationPolicyRequest{GroupId: group, RotationPolicy: &groupv1.RotationPolicy{MaxMessagesPerEpoch: 1000}}
-			if bad {
-				req.RotationPolicy = nil
-			}
-			_, err := e.client.SetRotationPolicy(u.ctx(), req)
-			return err
-		}, true},
-		{"SetHistoryVisibility", func(u *user, bad bool) error {
-			req := &groupv1.SetHistoryVisibilityRequest{GroupId: group, HistoryVisibility: groupv1.HistoryVisibility_HISTORY_VISIBILITY_SHARED}
-			if bad {
-				req.HistoryVisibility = 0
-			}
-			_, err := e.client.SetHistoryVisibility(u.ctx(), req)
-			return err
-		}, true},
-		{"AddMembers", func(u *user, bad bool) error {
-			req := &groupv1.AddMembersRequest{GroupId: group, Identities: []string{outsider.identity}}
-			if bad {
-				req.Identities = []string{badID}
-			}
-			_, err := e.client.AddMembers(u.ctx(), req)
-			return err
-		}, false},
-		{"RemoveMember", func(u *user, bad bool) error {
-			req := &groupv1.RemoveMemberRequest{GroupId: group, Identity: carol.identity}
-			if bad {
-				req.Identity = badID
-			}
-			_, err := e.client.RemoveMember(u.ctx(), req)
-			return err
-		}, false},
-		{"RemoveMember: the caller itself", func(u *user, bad bool) error {
-			req := &groupv1.RemoveMemberRequest{GroupId: group, Identity: carol.identity}
-			if bad {
-				req.Identity = u.identity
-			}
-			_, err := e.client.RemoveMember(u.ctx(), req)
-			return err
-		}, false},
-		{"BanMember", func(u *user, bad bool) error {
-			req := &groupv1.BanMemberRequest{GroupId: group, Identity: carol.identity}
-			if bad {
-				req.Identity = badID
-			}
-			_, err := e.client.BanMember(u.ctx(), req)
-			return err
-		}, false},
-		{"UnbanMember", func(u *user, bad bool) error {
-			req := &groupv1.UnbanMemberRequest{GroupId: group, Identity: outsider.identity}
-			if bad {
-				req.Identity = badID
-			}
-			_, err := e.client.UnbanMember(u.ctx(), req)
-			return err
-		}, false},
-		{"ApproveJoinRequest", func(u *user, bad bool) error {
-			req := &groupv1.ApproveJoinRequestRequest{GroupId: group, Identity: outsider.identity}
-			if bad {
-				req.Identity = badID
-			}
-			_, err := e.client.ApproveJoinRequest(u.ctx(), req)
-			return err
-		}, false},
-		{"DeclineJoinRequest", func(u *user, bad bool) error {
-			req := &groupv1.DeclineJoinRequestRequest{GroupId: group, Identity: outsider.identity}
-			if bad {
-				req.Identity = badID
-			}
-			_, err := e.client.DeclineJoinRequest(u.ctx(), req)
-			return err
-		}, false},
-		{"ListJoinRequests", func(u *user, bad bool) error {
-			req := &groupv1.ListJoinRequestsRequest{GroupId: group}
-			if bad {
-				req.PageSize = MaxPage + 1
-			}
-			_, err := e.client.ListJoinRequests(u.ctx(), req)
-			return err
-		}, false},
-		{"ListJoinRequests: forged page token", func(u *user, bad bool) error {
-			req := &groupv1.ListJoinRequestsRequest{GroupId: group}
-			if bad {
-				req.PageToken = "nonsense!"
-			}
-			_, err := e.client.ListJoinRequests(u.ctx(), req)
-			return err
-		}, false},
-		{"InviteMember", func(u *user, bad bool) error {
-			req := &groupv1.InviteMemberRequest{GroupId: group, Identity: outsider.identity}
-			if bad {
-				req.Ttl = tooLong
-			}
-			_, err := e.client.InviteMember(u.ctx(), req)
-			return err
-		}, false},
-		{"InviteMember: malformed identity", func(u *user, bad bool) error {
-			req := &groupv1.InviteMemberRequest{GroupId: group, Identity: outsider.identity}
-			if bad {
-				req.Identity = badID
-			}
-			_, err := e.client.InviteMember(u.ctx(), req)
-			return err
-		}, false},
+		{"SetRole", true, probe(e.client.SetRole, &groupv1.SetRoleRequest{GroupId: group, Identity: carol.identity, Role: groupv1.GroupRole_GROUP_ROLE_ADMIN},
+			func(r *groupv1.SetRoleRequest, _ *user) { r.Role = groupv1.GroupRole_GROUP_ROLE_OWNER })},
+		{"SetRole: malformed identity", true, probe(e.client.SetRole, &groupv1.SetRoleRequest{GroupId: group, Identity: carol.identity, Role: groupv1.GroupRole_GROUP_ROLE_MEMBER},
+			func(r *groupv1.SetRoleRequest, _ *user) { r.Identity = badID })},
+		{"SetRole: the caller itself", true, probe(e.client.SetRole, &groupv1.SetRoleRequest{GroupId: group, Identity: carol.identity, Role: groupv1.GroupRole_GROUP_ROLE_MEMBER},
+			func(r *groupv1.SetRoleRequest, u *user) { r.Identity = u.identity })},
+		{"TransferOwnership", true, probe(e.client.TransferOwnership, &groupv1.TransferOwnershipRequest{GroupId: group, NewOwner: carol.identity},
+			func(r *groupv1.TransferOwnershipRequest, _ *user) { r.NewOwner = badID })},
+		{"TransferOwnership: to the caller", true, probe(e.client.TransferOwnership, &groupv1.TransferOwnershipRequest{GroupId: group, NewOwner: carol.identity},
+			func(r *groupv1.TransferOwnershipRequest, u *user) { r.NewOwner = u.identity })},
+		{"SetEncryptionMode", true, probe(e.client.SetEncryptionMode, &groupv1.SetEncryptionModeRequest{GroupId: group, EncryptionMode: groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED},
+			func(r *groupv1.SetEncryptionModeRequest, _ *user) { r.EncryptionMode = 99 })},
+		{"SetRotationPolicy", true, probe(e.client.SetRotationPolicy, &groupv1.SetRotationPolicyRequest{GroupId: group, RotationPolicy: &groupv1.RotationPolicy{MaxMessagesPerEpoch: 1000}},
+			func(r *groupv1.SetRotationPolicyRequest, _ *user) { r.RotationPolicy = nil })},
+		{"SetHistoryVisibility", true, probe(e.client.SetHistoryVisibility, &groupv1.SetHistoryVisibilityRequest{GroupId: group, HistoryVisibility: groupv1.HistoryVisibility_HISTORY_VISIBILITY_SHARED},
+			func(r *groupv1.SetHistoryVisibilityRequest, _ *user) { r.HistoryVisibility = 0 })},
+		{"AddMembers", false, probe(e.client.AddMembers, &groupv1.AddMembersRequest{GroupId: group, Identities: []string{outsider.identity}},
+			func(r *groupv1.AddMembersRequest, _ *user) { r.Identities = []string{badID} })},
+		{"RemoveMember", false, probe(e.client.RemoveMember, &groupv1.RemoveMemberRequest{GroupId: group, Identity: carol.identity},
+			func(r *groupv1.RemoveMemberRequest, _ *user) { r.Identity = badID })},
+		{"RemoveMember: the caller itself", false, probe(e.client.RemoveMember, &groupv1.RemoveMemberRequest{GroupId: group, Identity: carol.identity},
+			func(r *groupv1.RemoveMemberRequest, u *user) { r.Identity = u.identity })},
+		{"BanMember", false, probe(e.client.BanMember, &groupv1.BanMemberRequest{GroupId: group, Identity: carol.identity},
+			func(r *groupv1.BanMemberRequest, _ *user) { r.Identity = badID })},
+		{"UnbanMember", false, probe(e.client.UnbanMember, &groupv1.UnbanMemberRequest{GroupId: group, Identity: outsider.identity},
+			func(r *groupv1.UnbanMemberRequest, _ *user) { r.Identity = badID })},
+		{"ApproveJoinRequest", false, probe(e.client.ApproveJoinRequest, &groupv1.ApproveJoinRequestRequest{GroupId: group, Identity: outsider.identity},
+			func(r *groupv1.ApproveJoinRequestRequest, _ *user) { r.Identity = badID })},
+		{"DeclineJoinRequest", false, probe(e.client.DeclineJoinRequest, &groupv1.DeclineJoinRequestRequest{GroupId: group, Identity: outsider.identity},
+			func(r *groupv1.DeclineJoinRequestRequest, _ *user) { r.Identity = badID })},
+		{"ListJoinRequests", false, probe(e.client.ListJoinRequests, &groupv1.ListJoinRequestsRequest{GroupId: group},
+			func(r *groupv1.ListJoinRequestsRequest, _ *user) { r.PageSize = MaxPage + 1 })},
+		{"ListJoinRequests: forged page token", false, probe(e.client.ListJoinRequests, &groupv1.ListJoinRequestsRequest{GroupId: group},
+			func(r *groupv1.ListJoinRequestsRequest, _ *user) { r.PageToken = "nonsense!" })},
+		{"InviteMember", false, probe(e.client.InviteMember, &groupv1.InviteMemberRequest{GroupId: group, Identity: outsider.identity},
+			func(r *groupv1.InviteMemberRequest, _ *user) { r.Ttl = tooLong })},
+		{"InviteMember: malformed identity", false, probe(e.client.InviteMember, &groupv1.InviteMemberRequest{GroupId: group, Identity: outsider.identity},
+			func(r *groupv1.InviteMemberRequest, _ *user) { r.Identity = badID })},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			refused := []*user{bob, outsider}
@@ -214,5 +100,26 @@ func TestAdminCallsCheckPermissionFirst(t *testing.T) {
 				t.Error("a refused request changed the store")
 			}
 		})
+	}
+}
+
+// probe is a call of rpc as a user, with req (well-formed), or with req spoiled
+// (malformed) when asked.
+func probe[Req proto.Message, Resp any](rpc func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req, spoil func(r Req, u *user)) func(u *user, malformed bool) error {
+	return func(u *user, malformed bool) error {
+		r := proto.Clone(req).(Req)
+		if malformed {
+			spoil(r, u)
+		}
+		_, err := rpc(u.ctx(), r)
+		return err
+	}
+}
+
+// rpcCall is a call of rpc with req, for a table of refusals.
+func rpcCall[Req, Resp any](ctx context.Context, rpc func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) func() error {
+	return func() error {
+		_, err := rpc(ctx, req)
+		return err
 	}
 }

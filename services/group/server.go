@@ -359,6 +359,12 @@ func loadAsOwner(tx Tx, app, group, identity, what string) (*storagev1.GroupReco
 // touch records a change of the group at now.
 func touch(g *storagev1.GroupRecord, now time.Time) { g.UpdatedAt = timestamppb.New(now) }
 
+// putTouched writes g, changed at now.
+func putTouched(tx Tx, g *storagev1.GroupRecord, now time.Time) error {
+	touch(g, now)
+	return tx.PutGroup(g)
+}
+
 // membershipChanged bumps the membership version.
 func membershipChanged(g *storagev1.GroupRecord, now time.Time) {
 	g.MembershipVersion++

@@ -29,11 +29,8 @@ func (e *env) sendEncrypted(u *user, group, cmid string, epoch uint64) (*messagi
 func TestEncryptionModes(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "bob", "eve")
+	_, group, us := e.newTeam(t, 2, "owner", "bob", "eve")
 	owner, bob, eve := us[0], us[1], us[2]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, bob)
 	e.commit(t, group, owner, owner, bob)
 
 	if r, err := e.sendPlain(bob, group, "p1"); err != nil || r.GetSequence() != 1 {
@@ -169,11 +166,8 @@ func TestRotationPolicy(t *testing.T) {
 func TestHistoryVisibility(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "bob")
+	a, group, us := e.newTeam(t, 2, "owner", "bob")
 	owner, bob := us[0], us[1]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, bob)
 	m, err := e.client.CheckMembership(asService(), &groupv1.CheckMembershipRequest{AppId: a.id, GroupId: group, Identity: bob.identity})
 	if err != nil || !m.GetMember() || m.GetHistoryVisibleFrom() == nil || !m.GetHistoryVisibleFrom().AsTime().Equal(m.GetJoinedAt().AsTime()) {
 		t.Fatalf("SINCE_JOIN: %v, %v", m, err)

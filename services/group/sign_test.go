@@ -71,13 +71,6 @@ func (s *signer) interceptor(ctx context.Context, method string, req, reply any,
 // is malformed, or u may not read the group: the service refuses it for that first).
 func (s *signer) sign(ctx context.Context, u *user, group string, req any) *envelopev1.SignedMembershipStatement {
 	e := s.env
-	head := func() (uint64, []byte) {
-		resp, err := e.raw.GetMembershipChain(ctx, &groupv1.GetMembershipChainRequest{GroupId: group, AfterSequence: math.MaxInt64})
-		if err != nil {
-			return 0, nil
-		}
-		return resp.GetHeadSequence(), resp.GetHeadHash()
-	}
 	one := func(k e2ee.MembershipKind, id string) e2ee.MembershipChange {
 		return e2ee.MembershipChange{Kind: k, Subjects: []string{id}}
 	}
@@ -139,7 +132,7 @@ func (s *signer) sign(ctx context.Context, u *user, group string, req any) *enve
 	}
 	seq, prev := uint64(0), []byte(nil)
 	if _, create := req.(*groupv1.CreateGroupRequest); !create {
-		seq, prev = head()
+		seq, prev, _ = e.chainHead(ctx, group) // unread (0, nil): the service refuses the call first
 	}
 	signed, err := e2ee.SignMembershipStatement(u.keys, u.cardID, u.identity, group, seq+1, prev, change, e.clock.Now())
 	if err != nil {
@@ -154,15 +147,24 @@ func (e *env) statementFor(t testing.TB, u *user, group string, change e2ee.Memb
 	t.Helper()
 	seq, prev := uint64(0), []byte(nil)
 	if change.Kind != e2ee.KindCreate {
-		resp, err := e.raw.GetMembershipChain(u.ctx(), &groupv1.GetMembershipChainRequest{GroupId: group, AfterSequence: math.MaxInt64})
-		if err != nil {
+		var err error
+		if seq, prev, err = e.chainHead(u.ctx(), group); err != nil {
 			t.Fatal(err)
 		}
-		seq, prev = resp.GetHeadSequence(), resp.GetHeadHash()
 	}
 	signed, err := e2ee.SignMembershipStatement(u.keys, u.cardID, u.identity, group, seq+1, prev, change, e.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return signed
+}
+
+// chainHead returns the sequence and hash of group's last membership statement, as
+// the caller of ctx reads them.
+func (e *env) chainHead(ctx context.Context, group string) (uint64, []byte, error) {
+	resp, err := e.raw.GetMembershipChain(ctx, &groupv1.GetMembershipChainRequest{GroupId: group, AfterSequence: math.MaxInt64})
+	if err != nil {
+		return 0, nil, err
+	}
+	return resp.GetHeadSequence(), resp.GetHeadHash(), nil
 }

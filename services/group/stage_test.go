@@ -122,11 +122,8 @@ func TestStagedCommit(t *testing.T) {
 func TestShareEpochKeys(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "bob", "carol", "dave")
+	_, group, us := e.newTeam(t, 2, "owner", "bob", "carol", "dave")
 	owner, bob, carol, dave := us[0], us[1], us[2], us[3]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, bob)
 	e.commit(t, group, owner, owner, bob)
 	if _, err := e.client.AddMembers(owner.ctx(), &groupv1.AddMembersRequest{GroupId: group, Identities: identities(carol)}); err != nil {
 		t.Fatal(err)

@@ -24,11 +24,8 @@ import (
 func TestBadStatementsAreRefusedAndWriteNothing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "admin", "bob", "carol", "dave", "erin")
+	a, group, us := e.newTeam(t, 3, "owner", "admin", "bob", "carol", "dave", "erin")
 	owner, admin, bob, carol, dave, erin := us[0], us[1], us[2], us[3], us[4], us[5]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, admin, bob)
 	if _, err := e.client.SetRole(owner.ctx(), &groupv1.SetRoleRequest{GroupId: group, Identity: admin.identity, Role: groupv1.GroupRole_GROUP_ROLE_ADMIN}); err != nil {
 		t.Fatal(err)
 	}
@@ -178,11 +175,8 @@ func ed25519Sign(kp *e2ee.KeyPair, content []byte) []byte {
 func TestMembershipChain(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "admin", "bob", "carol", "dave", "outsider")
+	_, group, us := e.newTeam(t, 3, "owner", "admin", "bob", "carol", "dave", "outsider")
 	owner, admin, bob, carol, dave, outsider := us[0], us[1], us[2], us[3], us[4], us[5]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, admin, bob)
 	steps := []func() error{
 		func() error {
 			_, err := e.client.SetRole(owner.ctx(), &groupv1.SetRoleRequest{GroupId: group, Identity: admin.identity, Role: groupv1.GroupRole_GROUP_ROLE_ADMIN})

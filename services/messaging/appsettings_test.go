@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
@@ -80,29 +81,21 @@ func TestAppSettingsRefusals(t *testing.T) {
 	a := e.newApp(t)
 	alice := e.newUsers(t, a, "alice")[0]
 	allow := &messagingv1.AppSettings{AllowPlaintextDirect: true}
-	for _, tc := range []struct {
-		name string
-		cred string
-		req  *messagingv1.UpdateAppSettingsRequest
-		code codes.Code
-		msg  string
-	}{
-		{"no credential", "", &messagingv1.UpdateAppSettingsRequest{AppId: a.id, Settings: allow}, codes.Unauthenticated, "missing credential"},
-		{"an access token", alice.token, &messagingv1.UpdateAppSettingsRequest{AppId: a.id, Settings: allow}, codes.Unauthenticated, "invalid admin credential"},
-		{"the app's own key", a.key, &messagingv1.UpdateAppSettingsRequest{AppId: a.id, Settings: allow}, codes.Unauthenticated, "invalid admin credential"},
-		{"no app", testAdmin, &messagingv1.UpdateAppSettingsRequest{Settings: allow}, codes.InvalidArgument, "app_id is empty"},
-		{"a malformed app", testAdmin, &messagingv1.UpdateAppSettingsRequest{AppId: "app_X", Settings: allow}, codes.InvalidArgument, "app_id"},
-		{"no settings", testAdmin, &messagingv1.UpdateAppSettingsRequest{AppId: a.id}, codes.InvalidArgument, "settings is missing"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			before := e.snapshot(t)
-			_, err := e.client.UpdateAppSettings(as(tc.cred), tc.req)
-			wantCode(t, err, tc.code, tc.msg)
-			if !maps.Equal(before, e.snapshot(t)) {
-				t.Error("the refused request changed the store")
-			}
-		})
+	// update is an UpdateAppSettings of req with cred.
+	update := func(cred string, req *messagingv1.UpdateAppSettingsRequest) func() error {
+		return func() error {
+			_, err := e.client.UpdateAppSettings(as(cred), req)
+			return err
+		}
 	}
+	servicetest.CheckRefusals(t, []servicetest.Refusal{
+		{"no credential", update("", &messagingv1.UpdateAppSettingsRequest{AppId: a.id, Settings: allow}), codes.Unauthenticated, "missing credential"},
+		{"an access token", update(alice.token, &messagingv1.UpdateAppSettingsRequest{AppId: a.id, Settings: allow}), codes.Unauthenticated, "invalid admin credential"},
+		{"the app's own key", update(a.key, &messagingv1.UpdateAppSettingsRequest{AppId: a.id, Settings: allow}), codes.Unauthenticated, "invalid admin credential"},
+		{"no app", update(testAdmin, &messagingv1.UpdateAppSettingsRequest{Settings: allow}), codes.InvalidArgument, "app_id is empty"},
+		{"a malformed app", update(testAdmin, &messagingv1.UpdateAppSettingsRequest{AppId: "app_X", Settings: allow}), codes.InvalidArgument, "app_id"},
+		{"no settings", update(testAdmin, &messagingv1.UpdateAppSettingsRequest{AppId: a.id}), codes.InvalidArgument, "settings is missing"},
+	}, e.snapshot)
 	_, err := e.client.GetAppSettings(alice.ctx(), &messagingv1.GetAppSettingsRequest{AppId: a.id})
 	wantCode(t, err, codes.Unauthenticated, "invalid admin credential")
 

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
@@ -99,39 +100,30 @@ func TestPublishEventRefusals(t *testing.T) {
 	for i := range tooMany {
 		tooMany[i] = testIdentity(i)
 	}
-	cases := []struct {
-		name string
-		ctx  context.Context
-		f    func(r *messagingv1.PublishEventRequest)
-		code codes.Code
-		msg  string
-	}{
-		{"access token", alice.ctx(), func(*messagingv1.PublishEventRequest) {}, codes.PermissionDenied, "only Umbra services"},
-		{"no app", asService(), func(r *messagingv1.PublishEventRequest) { r.AppId = "" }, codes.InvalidArgument, "app_id is empty"},
-		{"malformed app", asService(), func(r *messagingv1.PublishEventRequest) { r.AppId = "app_x" }, codes.InvalidArgument, "app_id \"app_x\" is malformed"},
-		{"no event id", asService(), func(r *messagingv1.PublishEventRequest) { r.EventId = "" }, codes.InvalidArgument, "event_id is empty"},
-		{"long event id", asService(), func(r *messagingv1.PublishEventRequest) { r.EventId = strings.Repeat("e", 129) }, codes.InvalidArgument, "129 bytes"},
-		{"no type", asService(), func(r *messagingv1.PublishEventRequest) { r.Type = "" }, codes.InvalidArgument, "type is empty"},
-		{"type not a message name", asService(), func(r *messagingv1.PublishEventRequest) { r.Type = "umbra..Event" }, codes.InvalidArgument, "not a full protobuf message name"},
-		{"long type", asService(), func(r *messagingv1.PublishEventRequest) { r.Type = strings.Repeat("a", 257) }, codes.InvalidArgument, "257 bytes"},
-		{"malformed group", asService(), func(r *messagingv1.PublishEventRequest) { r.GroupId = alice.identity }, codes.InvalidArgument, "group_id does not start with \"g_\""},
-		{"large payload", asService(), func(r *messagingv1.PublishEventRequest) { r.Payload = make([]byte, MaxEventPayload+1) }, codes.InvalidArgument, "at most 65536"},
-		{"no recipients", asService(), func(r *messagingv1.PublishEventRequest) { r.Recipients = nil }, codes.InvalidArgument, "recipients is empty"},
-		{"malformed recipient", asService(), func(r *messagingv1.PublishEventRequest) { r.Recipients = []string{alice.identity, "u_x"} }, codes.InvalidArgument, "recipients[1]"},
-		{"too many recipients", asService(), func(r *messagingv1.PublishEventRequest) { r.Recipients = tooMany }, codes.InvalidArgument, "more than 10000"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			before := e.snapshot(t)
+	// publish is a PublishEvent, as ctx, of a valid request changed by f.
+	publish := func(ctx context.Context, f func(r *messagingv1.PublishEventRequest)) func() error {
+		return func() error {
 			r := valid()
-			tc.f(r)
-			_, err := e.client.PublishEvent(tc.ctx, r)
-			wantCode(t, err, tc.code, tc.msg)
-			if !maps.Equal(before, e.snapshot(t)) {
-				t.Error("the refused event changed the store")
-			}
-		})
+			f(r)
+			_, err := e.client.PublishEvent(ctx, r)
+			return err
+		}
 	}
+	servicetest.CheckRefusals(t, []servicetest.Refusal{
+		{"access token", publish(alice.ctx(), func(*messagingv1.PublishEventRequest) {}), codes.PermissionDenied, "only Umbra services"},
+		{"no app", publish(asService(), func(r *messagingv1.PublishEventRequest) { r.AppId = "" }), codes.InvalidArgument, "app_id is empty"},
+		{"malformed app", publish(asService(), func(r *messagingv1.PublishEventRequest) { r.AppId = "app_x" }), codes.InvalidArgument, "app_id \"app_x\" is malformed"},
+		{"no event id", publish(asService(), func(r *messagingv1.PublishEventRequest) { r.EventId = "" }), codes.InvalidArgument, "event_id is empty"},
+		{"long event id", publish(asService(), func(r *messagingv1.PublishEventRequest) { r.EventId = strings.Repeat("e", 129) }), codes.InvalidArgument, "129 bytes"},
+		{"no type", publish(asService(), func(r *messagingv1.PublishEventRequest) { r.Type = "" }), codes.InvalidArgument, "type is empty"},
+		{"type not a message name", publish(asService(), func(r *messagingv1.PublishEventRequest) { r.Type = "umbra..Event" }), codes.InvalidArgument, "not a full protobuf message name"},
+		{"long type", publish(asService(), func(r *messagingv1.PublishEventRequest) { r.Type = strings.Repeat("a", 257) }), codes.InvalidArgument, "257 bytes"},
+		{"malformed group", publish(asService(), func(r *messagingv1.PublishEventRequest) { r.GroupId = alice.identity }), codes.InvalidArgument, "group_id does not start with \"g_\""},
+		{"large payload", publish(asService(), func(r *messagingv1.PublishEventRequest) { r.Payload = make([]byte, MaxEventPayload+1) }), codes.InvalidArgument, "at most 65536"},
+		{"no recipients", publish(asService(), func(r *messagingv1.PublishEventRequest) { r.Recipients = nil }), codes.InvalidArgument, "recipients is empty"},
+		{"malformed recipient", publish(asService(), func(r *messagingv1.PublishEventRequest) { r.Recipients = []string{alice.identity, "u_x"} }), codes.InvalidArgument, "recipients[1]"},
+		{"too many recipients", publish(asService(), func(r *messagingv1.PublishEventRequest) { r.Recipients = tooMany }), codes.InvalidArgument, "more than 10000"},
+	}, e.snapshot)
 }
 
 // TestPublishEventFanOut delivers one event to 10,000 identities in one transaction.

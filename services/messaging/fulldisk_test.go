@@ -20,8 +20,7 @@ import (
 // there is room the retry is stored once.
 func TestSendOnAFullDisk(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	var commits atomic.Int32
 	e.store.DB().FailCommits(func() error {
 		commits.Add(1)

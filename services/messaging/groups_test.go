@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
@@ -61,26 +62,11 @@ func TestGroupConversation(t *testing.T) {
 
 	// Refusals, relayed as the group service gave them; nothing stored.
 	unknown := e.groupID(t, a, "nobody's")
-	for _, tc := range []struct {
-		name string
-		u    user
-		req  *messagingv1.SendRequest
-		code codes.Code
-		msg  string
-	}{
-		{"non-member", dave, dave.groupReq(group, "d1", "let me in", 1), codes.PermissionDenied, "is not a member"},
-		{"unknown group", alice, alice.groupReq(unknown, "u1", "anyone?", 1), codes.NotFound, "not found"},
-		{"plaintext with an epoch", alice, &messagingv1.SendRequest{ConversationId: group, ClientMessageId: "p", Header: &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT, Epoch: 1}, Envelope: []byte("x")}, codes.InvalidArgument, "carries no epoch"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			before := e.snapshot(t)
-			_, err := e.client.Send(tc.u.ctx(), tc.req)
-			wantCode(t, err, tc.code, tc.msg)
-			if !maps.Equal(before, e.snapshot(t)) {
-				t.Error("the refused message changed the store")
-			}
-		})
-	}
+	servicetest.CheckRefusals(t, []servicetest.Refusal{
+		{"non-member", e.sendCall(dave, dave.groupReq(group, "d1", "let me in", 1)), codes.PermissionDenied, "is not a member"},
+		{"unknown group", e.sendCall(alice, alice.groupReq(unknown, "u1", "anyone?", 1)), codes.NotFound, "not found"},
+		{"plaintext with an epoch", e.sendCall(alice, &messagingv1.SendRequest{ConversationId: group, ClientMessageId: "p", Header: &messagingv1.MessageHeader{Kind: messagingv1.MessageKind_MESSAGE_KIND_PLAINTEXT, Epoch: 1}, Envelope: []byte("x")}), codes.InvalidArgument, "carries no epoch"},
+	}, e.snapshot)
 	t.Run("stale epoch", func(t *testing.T) {
 		e.groups.update(a.id, group, func(g *fakeGroup) { g.epoch, g.rotation = 2, true })
 		before := e.snapshot(t)

@@ -99,8 +99,7 @@ func nextLine(t *testing.T, lines <-chan streamLine) streamLine {
 func TestRESTSendHistoryStream(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	lines, resp, cancel := e.restStream(t, bob.token, "afterInboxSequence=0&heartbeatInterval=1s")
 	if resp.StatusCode != http.StatusOK || !slices.Contains(resp.TransferEncoding, "chunked") {
 		t.Fatalf("stream: %d, transfer encoding %v", resp.StatusCode, resp.TransferEncoding)
@@ -227,8 +226,7 @@ func TestRESTRefusals(t *testing.T) {
 func TestRESTStartPresence(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	for i := 1; i <= 2; i++ {
 		e.send(t, alice, bob.identity, fmt.Sprint(i), body(i))
 	}

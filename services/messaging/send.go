@@ -7,7 +7,6 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -140,9 +139,8 @@ func (s *Server) prepareGroupSend(ctx context.Context, op *SendOp) (*messagingv1
 	switch {
 	case err == nil:
 		prev := rec.GetMessage()
-		if prev.GetConversationId() != op.ConversationID || !msgstore.SameMessage(prev, op) {
-			return nil, errs.Existsf("client_message_id %q was already used for another message (in %s); a retry must repeat the conversation, header and envelope exactly, and a new message needs a new id",
-				refusal.Truncate(op.ClientMessageID), prev.GetConversationId())
+		if err := msgstore.CheckRetry(prev, op); err != nil {
+			return nil, err
 		}
 		return &messagingv1.SendResponse{ConversationId: op.ConversationID, Sequence: prev.GetSequence(), ServerTime: prev.GetServerTime(), Duplicate: true}, nil
 	case !notFound(err):

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
@@ -81,16 +82,18 @@ func sendRefusals(t *testing.T, e *env) []sendRefusal {
 func TestSendRefusals(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	cases := sendRefusals(t, e)
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			before := e.snapshot(t)
-			_, err := e.client.Send(tc.ctx.ctx(), tc.req)
-			wantCode(t, err, tc.code, tc.msg)
-			if !maps.Equal(before, e.snapshot(t)) {
-				t.Error("the refused request changed the store")
-			}
-		})
+	var cases []servicetest.Refusal
+	for _, tc := range sendRefusals(t, e) {
+		cases = append(cases, servicetest.Refusal{Name: tc.name, Call: e.sendCall(tc.ctx, tc.req), Code: tc.code, Msg: tc.msg})
+	}
+	servicetest.CheckRefusals(t, cases, e.snapshot)
+}
+
+// sendCall is a Send of req by u, for a table of refusals (servicetest.CheckRefusals).
+func (e *env) sendCall(u user, req *messagingv1.SendRequest) func() error {
+	return func() error {
+		_, err := e.client.Send(u.ctx(), req)
+		return err
 	}
 }
 
@@ -99,8 +102,7 @@ func TestSendRefusals(t *testing.T) {
 func TestSendRateLimit(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{SendRate: 0.001, SendBurst: 2}})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	e.send(t, alice, bob.identity, "1", "one")
 	e.send(t, alice, bob.identity, "2", "two")
 	before := e.snapshot(t)
@@ -122,8 +124,7 @@ func TestSendIdempotent(t *testing.T) {
 	dir := t.TempDir()
 	opts := envOptions{dir: dir, store: StoreOptions{FlushEntries: 1 << 30, FlushAge: time.Hour}}
 	e := newEnv(t, opts)
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	first := e.send(t, alice, bob.identity, "id-1", "hello")
 	if first.GetSequence() != 1 || first.GetDuplicate() || !strings.HasPrefix(first.GetConversationId(), "d_") {
 		t.Fatalf("first send: %v", first)
@@ -172,8 +173,7 @@ func TestSendIdempotent(t *testing.T) {
 func TestConcurrentRetries(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{quiet: true, cfg: Config{SendRate: 1e6, SendBurst: 1e6}})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	const n = 32
 	type result struct {
 		resp *messagingv1.SendResponse
@@ -237,12 +237,7 @@ func TestSequencesWithoutGaps(t *testing.T) {
 			opts := envOptions{dir: dir, quiet: true, store: mode.store, cfg: Config{SendRate: 1e6, SendBurst: 1e6}}
 			e := newEnv(t, opts)
 			a := e.newApp(t)
-			uids := []string{"hub"}
-			for i := range 16 {
-				uids = append(uids, fmt.Sprint("sender", i))
-			}
-			us := e.newUsers(t, a, uids...)
-			hub, senders := us[0], us[1:]
+			hub, senders := e.hubAndSenders(t, a, 16)
 			const perDevice = 15
 			var wg sync.WaitGroup
 			for d := range 2 * len(senders) {

@@ -20,8 +20,7 @@ import (
 func TestSendStreamKeepsOrderWhenABatchFails(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{SendRate: 1e6, SendBurst: 1e6}, quiet: true})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	const rounds = 5
 	for r := range rounds {
 		req := func(i int) *messagingv1.SendStreamRequest {
@@ -79,17 +78,7 @@ func TestSendStreamKeepsOrderWhenABatchFails(t *testing.T) {
 		// The committer answers in order: once this is stored, so is all that was queued.
 		e.send(t, alice, bob.identity, fmt.Sprintf("last-%02d", r), "last")
 	}
-	stored := map[int]int{} // round -> messages stored
-	for _, m := range e.history(t, bob, alice.identity) {
-		var r, i int
-		if _, err := fmt.Sscanf(m.GetClientMessageId(), "r%02d-%02d", &r, &i); err != nil {
-			continue
-		}
-		if i != stored[r] {
-			t.Fatalf("round %d: request %d stored after %d of the round's requests: a request was stored after one that was not", r, i, stored[r])
-		}
-		stored[r]++
-	}
+	stored := storedPrefixes(t, e.history(t, bob, alice.identity))
 	for r := range rounds {
 		if stored[r] != 1 {
 			t.Errorf("round %d: %d of its requests stored, want the first alone (stored per round: %v)", r, stored[r], stored)

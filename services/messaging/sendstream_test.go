@@ -110,8 +110,7 @@ func TestSendStreamRefusals(t *testing.T) {
 func TestSendStreamOrder(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	const n, bad = 3 * SendStreamWindow, 100
 	s := e.openSendStream(t, alice)
 	for i := range n {
@@ -203,8 +202,7 @@ func TestSendStreamGroupEpoch(t *testing.T) {
 // messages, and an idle one ends too.
 func TestSendStreamEndsWhenTokenExpires(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	short := alice
 	short.token = e.token(t, alice, 2*time.Minute)
 	busy, idle := e.openSendStream(t, short), e.openSendStream(t, short)
@@ -225,34 +223,33 @@ func TestSendStreamEndsWhenTokenExpires(t *testing.T) {
 	if !maps.Equal(before, e.snapshot(t)) {
 		t.Error("a message was stored after the token expired")
 	}
-	end := make(chan error, 1)
-	go func() { _, err := idle.Recv(); end <- err }()
-	select {
-	case err := <-end:
-		wantCode(t, err, codes.Unauthenticated, "access token expired")
-	case <-time.After(RevocationCheck + 3*time.Second):
-		t.Fatal("the idle stream is still open after its token expired")
-	}
+	wantEnded(t, idle, "access token expired")
 }
 
 // TestSendStreamEndsWhenTokenIsRevoked: "log out everywhere" ends open send streams.
 func TestSendStreamEndsWhenTokenIsRevoked(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	s := e.openSendStream(t, alice)
 	roundTrip(t, s, alice.sendReq(bob.identity, "1", "one"))
 	e.clock.Add(2 * time.Second) // revocation covers tokens issued before its second
 	if _, err := e.ids.RevokeTokens(as(alice.app.key), &identityv1.RevokeTokensRequest{Identity: alice.identity}); err != nil {
 		t.Fatal(err)
 	}
+	wantEnded(t, s, "access token was revoked")
+}
+
+// wantEnded waits for the server to end s, which sends nothing more, with
+// UNAUTHENTICATED and msg, as it must within a RevocationCheck of its token's end.
+func wantEnded(t *testing.T, s sendStream, msg string) {
+	t.Helper()
 	end := make(chan error, 1)
 	go func() { _, err := s.Recv(); end <- err }()
 	select {
 	case err := <-end:
-		wantCode(t, err, codes.Unauthenticated, "access token was revoked")
+		wantCode(t, err, codes.Unauthenticated, msg)
 	case <-time.After(RevocationCheck + 3*time.Second):
-		t.Fatal("the stream is still open after its token was revoked")
+		t.Fatalf("the stream is still open %s after its token's end (%q expected)", RevocationCheck+3*time.Second, msg)
 	}
 }
 
@@ -261,8 +258,7 @@ func TestSendStreamEndsWhenTokenIsRevoked(t *testing.T) {
 func TestSendStreamLimit(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{MaxStreamsPerIdentity: 2}})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	ctx, closeFirst := context.WithCancel(alice.ctx())
 	first, err := e.client.SendStream(ctx)
 	if err != nil {
@@ -295,8 +291,7 @@ func TestSendStreamLimit(t *testing.T) {
 func TestSendStreamCancelStoresAPrefix(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{SendRate: 1e6, SendBurst: 1e6}, quiet: true})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	const rounds = 30
 	for r := range rounds {
 		ctx, cancel := context.WithCancel(alice.ctx())
@@ -314,18 +309,27 @@ func TestSendStreamCancelStoresAPrefix(t *testing.T) {
 	}
 	// The committer answers in order: once this is stored, so is all that was queued.
 	last := e.send(t, alice, bob.identity, "last", "last")
+	t.Logf("stored per round: %v", storedPrefixes(t, e.history(t, bob, last.GetConversationId())))
+}
+
+// storedPrefixes counts the stored messages of each round of requests (client_message_id
+// "rNN-II": request II of round NN) and fails the test unless each round's are its
+// first requests, in order: a request stored after one that was not would land before
+// it when the client resends.
+func storedPrefixes(t testing.TB, msgs []*messagingv1.Message) map[int]int {
+	t.Helper()
 	stored := map[int]int{} // round -> messages stored
-	for _, m := range e.history(t, bob, last.GetConversationId()) {
+	for _, m := range msgs {
 		var r, i int
 		if _, err := fmt.Sscanf(m.GetClientMessageId(), "r%02d-%02d", &r, &i); err != nil {
 			continue
 		}
 		if i != stored[r] {
-			t.Fatalf("round %d: request %d stored after %d of the round's requests; want the first ones only", r, i, stored[r])
+			t.Fatalf("round %d: request %d stored after %d of the round's requests: a request was stored after one that was not", r, i, stored[r])
 		}
 		stored[r]++
 	}
-	t.Logf("stored per round: %v", stored)
+	return stored
 }
 
 // TestSendStreamStopsAtAStreamError: the requests after one that ends the stream (here
@@ -359,8 +363,7 @@ func TestSendStreamStopsAtAStreamError(t *testing.T) {
 // service stops, instead of holding up the graceful stop.
 func TestSendStreamEndsAtShutdown(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	conn, err := grpcclient.Dial(grpcclient.Config{Addr: e.conn.Target()}) // env's own closes first
 	if err != nil {
 		t.Fatal(err)

@@ -59,8 +59,7 @@ var rottingBody = "a plaintext message that will rot on disk: " + strings.Repeat
 func TestBitRotInAStoredMessageIsRefused(t *testing.T) {
 	dir := t.TempDir()
 	e := newEnv(t, envOptions{dir: dir})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	for i := range 3 {
 		e.send(t, alice, bob.identity, "before-"+body(i), body(i))
 	}

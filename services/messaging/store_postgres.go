@@ -14,7 +14,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/internal/pgdb"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 )
 
 // The messaging service's PostgreSQL engine. This file opens it; the writes are in
@@ -118,27 +117,13 @@ func (s *PostgresStore) Flush() (bool, error) { return false, nil }
 // ctx returns the context of one store operation (pgdb.DB.Context).
 func (s *PostgresStore) ctx() (context.Context, context.CancelFunc) { return s.db.Context() }
 
-// encodeRecord marshals a record deterministically, as the bbolt engine does.
-func encodeRecord(m proto.Message) ([]byte, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("messaging store: encode record: %w", err)
-	}
-	return b, nil
-}
-
-// decodeRecord reads a record; one that does not parse is damaged data, named for the
-// log.
-func decodeRecord(table string, key any, b []byte, m proto.Message) error {
-	if err := proto.Unmarshal(b, m); err != nil {
-		return errs.Damagedf("messaging store: %s.%s row %q does not parse: %v", Schema, table, fmt.Sprint(key), err)
-	}
-	return nil
-}
+// records encodes the rows' records deterministically, as the bbolt engine does, and
+// decodes them: one that does not parse is damaged data, named for the log.
+var records = pgdb.Records{Store: "messaging", Schema: Schema}
 
 // getRow reads the record of the one row query finds into m; found is false when
 // there is none.
-func (s *PostgresStore) getRow(table string, key any, m proto.Message, query string, args ...any) (found bool, err error) {
+func (s *PostgresStore) getRow(table string, key string, m proto.Message, query string, args ...any) (found bool, err error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	var b []byte
@@ -148,5 +133,5 @@ func (s *PostgresStore) getRow(table string, key any, m proto.Message, query str
 	case err != nil:
 		return false, s.db.Err(err)
 	}
-	return true, decodeRecord(table, key, b, m)
+	return true, records.Decode(table, key, b, m)
 }

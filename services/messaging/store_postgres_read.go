@@ -3,10 +3,10 @@ package messaging
 import (
 	"errors"
 	"fmt"
-	"github.com/umbra-e2ee/umbra/internal/refusal"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
@@ -119,7 +119,7 @@ func (s *PostgresStore) Messages(app, conv string, q MessageQuery) ([]*messaging
 			return nil
 		}
 		rec := &messagingstoragev1.MessagingLogRecord{}
-		if err := decodeRecord("messages", fmt.Sprintf("%s/%s/%d", app, conv, seq), raw, rec); err != nil {
+		if err := records.Decode("messages", fmt.Sprintf("%s/%s/%d", app, conv, seq), raw, rec); err != nil {
 			return err
 		}
 		if m := rec.GetMessage(); rec.GetAppId() != app || m.GetConversationId() != conv || m.GetSequence() != uint64(seq) {
@@ -174,7 +174,7 @@ func (s *PostgresStore) Inbox(app, identity string, after uint64, limit, maxByte
 			return errs.Damagedf("messaging store: %s.inbox row %s/%s/%d points at an entry that is not stored", Schema, app, identity, *seq)
 		}
 		rec := &messagingstoragev1.MessagingLogRecord{}
-		if err := decodeRecord("inbox", fmt.Sprintf("%s/%s/%d", app, identity, *seq), raw, rec); err != nil {
+		if err := records.Decode("inbox", fmt.Sprintf("%s/%s/%d", app, identity, *seq), raw, rec); err != nil {
 			return err
 		}
 		if rec.GetAppId() != app {
@@ -232,7 +232,7 @@ func (s *PostgresStore) Participations(app, identity, after string, limit int) (
 	var raw []byte
 	_, err = pgx.ForEachRow(rows, []any{&conv, &raw}, func() error {
 		rec := &messagingstoragev1.ParticipationRecord{}
-		if err := decodeRecord("participations", app+"/"+identity+"/"+conv, raw, rec); err != nil {
+		if err := records.Decode("participations", app+"/"+identity+"/"+conv, raw, rec); err != nil {
 			return err
 		}
 		out = append(out, rec)
@@ -259,7 +259,7 @@ func (s *PostgresStore) AppSettings(app string) (*messagingstoragev1.MessagingAp
 
 // PutAppSettings implements Store.
 func (s *PostgresStore) PutAppSettings(rec *messagingstoragev1.MessagingAppSettingsRecord) error {
-	raw, err := encodeRecord(rec)
+	raw, err := records.Encode(rec)
 	if err != nil {
 		return err
 	}

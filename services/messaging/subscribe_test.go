@@ -45,8 +45,7 @@ func bodies(from, to int) []string {
 func TestSubscribeResume(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	for i := 1; i <= 6; i++ {
 		e.send(t, alice, bob.identity, fmt.Sprint(i), body(i))
 	}
@@ -83,8 +82,7 @@ func TestSubscribeResume(t *testing.T) {
 func TestSubscribeLive(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	e.send(t, alice, bob.identity, "old", "old")
 	s := e.subscribe(t, bob, nil, 0)
 	got, hb := s.untilCaughtUp(t)
@@ -100,8 +98,7 @@ func TestSubscribeLive(t *testing.T) {
 func TestSubscribeDevices(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	phone, laptop := e.subscribe(t, bob, nil, 0), e.subscribe(t, bob, nil, 0)
 	sender := e.subscribe(t, alice, nil, 0)
 	for _, s := range []*sub{phone, laptop, sender} {
@@ -131,8 +128,7 @@ func TestSubscribeDevices(t *testing.T) {
 // while nothing else is sent, each at the last item sent.
 func TestSubscribeHeartbeats(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	e.send(t, alice, bob.identity, "1", "one")
 	start := time.Now()
 	s := e.subscribe(t, bob, ptr(uint64(0)), time.Second)
@@ -158,8 +154,7 @@ func TestSubscribeHeartbeats(t *testing.T) {
 func TestSubscribeRefusals(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{MaxStreamsPerIdentity: 2}})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	for i := range 3 {
 		e.send(t, alice, bob.identity, fmt.Sprint(i), "x")
 	}
@@ -218,8 +213,7 @@ func TestSubscribeRefusals(t *testing.T) {
 // access token has expired, and the client resumes with a fresh one.
 func TestSubscribeEndsWhenTokenExpires(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	short := bob
 	short.token = e.token(t, bob, 2*time.Minute)
 	e.send(t, alice, bob.identity, "1", "one")
@@ -254,8 +248,7 @@ func TestSubscribeEndsWhenTokenIsRevoked(t *testing.T) {
 // every item, in order.
 func TestSlowSubscriber(t *testing.T) {
 	e := newEnv(t, envOptions{quiet: true})
-	us := e.newUsers(t, e.newApp(t), "alice", "bob")
-	alice, bob := us[0], us[1]
+	alice, bob := e.aliceAndBob(t)
 	// The slow device has its own connection with small fixed windows, so that the
 	// server's sends to it block after 64 KiB.
 	conn, err := grpcclient.Dial(grpcclient.Config{Addr: e.conn.Target()}, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
@@ -317,12 +310,7 @@ func TestSubscribeUnderConcurrentLoad(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{quiet: true, cfg: Config{SendRate: 1e6, SendBurst: 1e6}, store: StoreOptions{FlushEntries: 64}})
 	a := e.newApp(t)
-	uids := []string{"hub"}
-	for i := range 16 {
-		uids = append(uids, fmt.Sprint("s", i))
-	}
-	us := e.newUsers(t, a, uids...)
-	hub, senders := us[0], us[1:]
+	hub, senders := e.hubAndSenders(t, a, 16)
 	const per = 20
 	total := per * len(senders)
 	var wg sync.WaitGroup

@@ -12,5 +12,9 @@
 // records and the bucket layout are in proto/umbra/storage/messaging/v1/messaging.proto.
 //
 // types.go holds the types of the API (a batch of writes, a query, an inbox item),
-// which hold nothing of bbolt; the other files are the bbolt engine, BoltStore.
+// which hold nothing of bbolt, and ops.go what applying an op means whatever the
+// engine (the checks, a message's numbering, the records), which the service's
+// PostgreSQL engine calls too; the other files are the bbolt engine, BoltStore: its
+// writes (write.go), their index entries (flush.go), retention (sweep.go), its reads
+// (read.go, memindex.go) and its checks (verify.go).
 package msgstore

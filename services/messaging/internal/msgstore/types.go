@@ -1,7 +1,6 @@
 package msgstore
 
 import (
-	"bytes"
 	"time"
 
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
@@ -125,10 +124,4 @@ func (it InboxItem) Size() int { return recordSize(it.Record) }
 // recordSize is a log record's envelope or payload size, in bytes.
 func recordSize(r *messagingstoragev1.MessagingLogRecord) int {
 	return len(r.GetMessage().GetEnvelope()) + len(r.GetEvent().GetPayload())
-}
-
-// SameMessage reports whether a retry carries the stored message's header and envelope.
-func SameMessage(prev *messagingstoragev1.StoredMessage, m *SendOp) bool {
-	return prev.GetKind() == m.MessageKind && prev.GetEpoch() == m.Epoch &&
-		bytes.Equal(prev.GetSenderCardId(), m.SenderCardID) && bytes.Equal(prev.GetEnvelope(), m.Envelope)
 }

@@ -1,11 +1,8 @@
 package msgstore
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -13,10 +10,12 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
+
+// The writes in bbolt: Apply, and the writer that applies a batch's ops in one
+// transaction and appends their log entries.
 
 // writer applies one transaction's operations. Each operation first reads and checks,
 // then writes, so that a refused operation writes nothing; its changes to the
@@ -106,35 +105,7 @@ func (w *writer) apply(op *Op) error {
 	case op.Cursors != nil:
 		return w.cursors(op)
 	}
-	op.Err = fmt.Errorf("messaging: empty operation")
-	return nil
-}
-
-// Flush implements messaging.Store: it writes the pending index entries down once the
-// oldest has waited FlushAge.
-func (s *BoltStore) Flush() (bool, error) {
-	switch n, age := s.mem.pendingCount(); {
-	case n == 0:
-		return false, nil
-	case age < s.flushAge:
-		return true, nil
-	}
-	return false, s.FlushAll()
-}
-
-// FlushAll writes every pending index entry down, whatever its age. It is a write:
-// like Apply, it must not run concurrently with the other writes.
-func (s *BoltStore) FlushAll() error {
-	if n, _ := s.mem.pendingCount(); n == 0 {
-		return nil
-	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		return s.newWriter(tx, time.Time{}, 0).flush()
-	})
-	if err != nil {
-		return fmt.Errorf("messaging: store: flush: %w", err)
-	}
-	s.mem.merge(nil, true)
+	op.Err = ErrEmptyOp
 	return nil
 }
 
@@ -263,8 +234,8 @@ func (w *writer) appendEntry(rec *messagingstoragev1.MessagingLogRecord, app str
 
 func (w *writer) send(op *Op) error {
 	m := op.Send
-	if m.Kind == kindDirect && (len(m.Recipients) != 2 || m.Recipients[0] >= m.Recipients[1]) {
-		op.Err = fmt.Errorf("messaging: a direct message's recipients must be its two participants, sorted")
+	if !DirectOK(m) {
+		op.Err = ErrNotDirect
 		return nil
 	}
 	ik := key3(m.AppID, m.Sender, m.ClientMessageID)
@@ -281,9 +252,7 @@ func (w *writer) send(op *Op) error {
 			return refuse(op, err)
 		}
 		if prev := rec.GetMessage(); prev != nil {
-			if prev.GetConversationId() != m.ConversationID || !SameMessage(prev, m) {
-				op.Err = errs.Existsf("client_message_id %q was already used for another message (in %s); a retry must repeat the conversation, header and envelope exactly, and a new message needs a new id",
-					refusal.Truncate(m.ClientMessageID), prev.GetConversationId())
+			if op.Err = CheckRetry(prev, m); op.Err != nil {
 				return nil
 			}
 			m.Sequence, m.Duplicate = prev.GetSequence(), true
@@ -305,27 +274,7 @@ func (w *writer) send(op *Op) error {
 		}
 		w.ov.convs[ck] = c
 	}
-	at := w.now
-	if c.state.latestAt.After(at) {
-		at = c.state.latestAt // a clock step backwards must not reorder the conversation
-	}
-	seq := c.state.latest + 1
-	expires := at.Add(w.ttl)
-	rec := &messagingstoragev1.MessagingLogRecord{
-		AppId:     m.AppID,
-		ExpiresAt: timestamppb.New(expires),
-		Entry: &messagingstoragev1.MessagingLogRecord_Message{Message: &messagingstoragev1.StoredMessage{
-			ConversationId:  m.ConversationID,
-			Sequence:        seq,
-			Sender:          m.Sender,
-			Kind:            m.MessageKind,
-			Epoch:           m.Epoch,
-			SenderCardId:    m.SenderCardID,
-			ClientMessageId: m.ClientMessageID,
-			ServerTime:      timestamppb.New(at),
-			Envelope:        m.Envelope,
-		}},
-	}
+	rec, seq, at, expires := NewMessage(m, c.state.latest, c.state.latestAt, w.now, w.ttl)
 	pos, err = w.appendEntry(rec, m.AppID, m.Recipients)
 	if err != nil {
 		return err
@@ -389,26 +338,14 @@ func (w *writer) event(op *Op) error {
 			return refuse(op, err)
 		}
 		if prev := rec.GetEvent(); prev != nil {
-			if prev.GetType() != e.Type || prev.GetGroupId() != e.GroupID || !bytes.Equal(prev.GetPayload(), e.Payload) ||
-				!slices.Equal(fan.GetRecipients(), e.Recipients) {
-				op.Err = errs.Existsf("event_id %q was already used for another event (type, group, payload or recipients differ); a retry must repeat the event exactly", refusal.Truncate(e.EventID))
+			if op.Err = CheckEventRetry(prev, fan.GetRecipients(), e); op.Err != nil {
 				return nil
 			}
 			e.Duplicate, e.RecipientCount = true, len(fan.GetRecipients())
 			return nil
 		}
 	}
-	rec := &messagingstoragev1.MessagingLogRecord{
-		AppId:     e.AppID,
-		ExpiresAt: timestamppb.New(w.now.Add(w.ttl)),
-		Entry: &messagingstoragev1.MessagingLogRecord_Event{Event: &messagingstoragev1.StoredEvent{
-			EventId:   e.EventID,
-			Type:      e.Type,
-			GroupId:   e.GroupID,
-			Payload:   e.Payload,
-			CreatedAt: timestamppb.New(w.now),
-		}},
-	}
+	rec, _ := NewEvent(e, w.now, w.ttl)
 	pos, err = w.appendEntry(rec, e.AppID, e.Recipients)
 	if err != nil {
 		return err
@@ -429,272 +366,25 @@ func (w *writer) cursors(op *Op) error {
 	if c != nil {
 		latest = c.state.latest
 	}
-	for _, v := range []struct {
-		field string
-		seq   uint64
-	}{{"delivered_sequence", u.Delivered}, {"read_sequence", u.Read}} {
-		if v.seq > latest {
-			op.Err = errs.Invalidf("%s %d is above the conversation's latest sequence %d", v.field, v.seq, latest)
-			return nil
-		}
+	if op.Err = CheckCursors(u, latest); op.Err != nil {
+		return nil
 	}
 	k := []byte(key3(u.AppID, u.Identity, u.ConversationID))
 	part := &messagingstoragev1.ParticipationRecord{}
 	switch err := boltdb.GetProto(w.parts, k, part); {
 	case notFound(err):
-		part = &messagingstoragev1.ParticipationRecord{ConversationId: u.ConversationID, Kind: u.Kind, Peer: u.Peer}
+		part = NewParticipation(u)
 	case err != nil:
 		return refuse(op, err)
 	}
-	read := max(part.GetReadSequence(), u.Read)
-	delivered := max(part.GetDeliveredSequence(), u.Delivered, read)
-	if read != part.GetReadSequence() || delivered != part.GetDeliveredSequence() {
-		part.ReadSequence, part.DeliveredSequence = read, delivered
-		part.CursorUpdatedAt = timestamppb.New(w.now)
+	if moved := MoveCursors(part, u, w.now); moved != nil {
+		part = moved
 		if err := boltdb.PutProto(w.parts, k, part); err != nil {
 			return err
 		}
 	}
 	u.Cursor = part
 	return nil
-}
-
-// flush writes every pending index entry, the memIndex's and the batch's, and records
-// that the indexes now cover the whole log. Each bucket's entries are put in key order,
-// so that bbolt walks each tree once from left to right instead of jumping about it in
-// the maps' order.
-func (w *writer) flush() error {
-	mem := w.s.mem
-	var msgs, inbox, heads, convs, idem, events sortedPuts
-	for i, cs := range []map[string]*memConv{mem.convs, w.ov.convs} {
-		for k, c := range cs {
-			if i == 0 && w.ov.convs[k] != nil || len(c.pending) == 0 {
-				continue // the batch's copy supersedes it
-			}
-			for i, pos := range c.pending {
-				msgs.add(seqKey(k, c.first+uint64(i)), boltdb.U64(pos))
-			}
-			v, err := proto.Marshal(c.state.record())
-			if err != nil {
-				return err
-			}
-			convs.add([]byte(k), boltdb.Seal([]byte(k), v))
-		}
-	}
-	for i, inboxes := range []map[string]*memInbox{mem.inboxes, w.ov.inboxes} {
-		for k, in := range inboxes {
-			if i == 0 && w.ov.inboxes[k] != nil || len(in.pending) == 0 {
-				continue
-			}
-			for i, pos := range in.pending {
-				inbox.add(seqKey(k, in.first+uint64(i)), boltdb.U64(pos))
-			}
-			heads.add([]byte(k), boltdb.U64(in.head))
-		}
-	}
-	for _, p := range []struct {
-		puts       *sortedPuts
-		mem, batch map[string]uint64
-	}{{&idem, mem.idem, w.ov.idem}, {&events, mem.events, w.ov.events}} {
-		for _, m := range []map[string]uint64{p.mem, p.batch} {
-			for k, pos := range m {
-				p.puts.add([]byte(k), boltdb.U64(pos))
-			}
-		}
-	}
-	for _, p := range []struct {
-		bucket []byte
-		puts   *sortedPuts
-		fill   float64
-	}{
-		// Mostly appends at the end of each conversation's or inbox's range.
-		{bucketMessages, &msgs, 0.9}, {bucketInbox, &inbox, 0.9}, {bucketInboxHeads, &heads, 0.9},
-		{bucketConversations, &convs, bolt.DefaultFillPercent},
-		{bucketIdempotency, &idem, bolt.DefaultFillPercent}, {bucketEvents, &events, bolt.DefaultFillPercent},
-	} {
-		b := w.tx.Bucket(p.bucket)
-		b.FillPercent = p.fill
-		if err := p.puts.put(b); err != nil {
-			return err
-		}
-	}
-	exp := w.tx.Bucket(bucketExpiry)
-	exp.FillPercent = 0.9
-	// One entry per run of consecutive positions expiring at the same time.
-	var run *expiryEntry
-	var last uint64
-	for _, list := range [][]expiryEntry{mem.expiry, w.ov.expiry} {
-		for _, e := range list {
-			if run != nil && e.at == run.at && e.pos == last+1 {
-				last = e.pos
-				continue
-			}
-			if run != nil {
-				if err := exp.Put(expiryKey(run.at, run.pos), boltdb.U64(last)); err != nil {
-					return err
-				}
-			}
-			run, last = &e, e.pos
-		}
-	}
-	if run != nil {
-		if err := exp.Put(expiryKey(run.at, run.pos), boltdb.U64(last)); err != nil {
-			return err
-		}
-	}
-	return w.tx.Bucket(bucketIndexState).Put(keyIndexedThrough, boltdb.U64(w.log.Sequence()))
-}
-
-// indexEntry writes the index entries of one log entry, as a flush would have: opening
-// the store calls it for the entries the indexes did not cover yet. It is idempotent.
-func indexEntry(tx *bolt.Tx, pos uint64, rec *messagingstoragev1.MessagingLogRecord, fan *messagingstoragev1.MessagingFanoutRecord) error {
-	app, p := rec.GetAppId(), boltdb.U64(pos)
-	heads := tx.Bucket(bucketInboxHeads)
-	for i, r := range fan.GetRecipients() {
-		seq := fan.GetInboxSequences()[i]
-		k := key2(app, r)
-		if err := tx.Bucket(bucketInbox).Put(seqKey(k, seq), p); err != nil {
-			return err
-		}
-		if v := heads.Get([]byte(k)); v != nil {
-			if head, err := boltdb.ParseU64(v); err != nil || head >= seq {
-				if err != nil {
-					return err
-				}
-				continue
-			}
-		}
-		if err := heads.Put([]byte(k), boltdb.U64(seq)); err != nil {
-			return err
-		}
-	}
-	if err := tx.Bucket(bucketExpiry).Put(expiryKey(rec.GetExpiresAt().AsTime().UnixNano(), pos), p); err != nil {
-		return err
-	}
-	if ev := rec.GetEvent(); ev != nil {
-		return tx.Bucket(bucketEvents).Put([]byte(key2(app, ev.GetEventId())), p)
-	}
-	m := rec.GetMessage()
-	ck := key2(app, m.GetConversationId())
-	if err := tx.Bucket(bucketMessages).Put(seqKey(ck, m.GetSequence()), p); err != nil {
-		return err
-	}
-	if err := tx.Bucket(bucketIdempotency).Put([]byte(key3(app, m.GetSender(), m.GetClientMessageId())), p); err != nil {
-		return err
-	}
-	convs := tx.Bucket(bucketConversations)
-	conv := &messagingstoragev1.ConversationRecord{}
-	if err := boltdb.GetProto(convs, []byte(ck), conv); err != nil {
-		// The record is written in the transaction that appends the first message.
-		return fmt.Errorf("conversation %s of message %d: %w", m.GetConversationId(), m.GetSequence(), err)
-	}
-	if conv.GetLatestSequence() >= m.GetSequence() {
-		return nil
-	}
-	conv.LatestSequence, conv.LatestMessageAt = m.GetSequence(), m.GetServerTime()
-	return boltdb.PutProto(convs, []byte(ck), conv)
-}
-
-// Sweep implements messaging.Store. It writes down the pending index entries first, so
-// that the expiry index is complete and every entry it deletes is found by its indexes.
-func (s *BoltStore) Sweep(now time.Time, limit int) (int, bool, error) {
-	deleted, more, flushed := 0, false, false
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		deleted, more, flushed = 0, false, false
-		if n, _ := s.mem.pendingCount(); n > 0 {
-			if err := s.newWriter(tx, time.Time{}, 0).flush(); err != nil {
-				return err
-			}
-			flushed = true
-		}
-		exp := tx.Bucket(bucketExpiry)
-		for work := 0; ; {
-			k, v := exp.Cursor().First()
-			if k == nil || int64(binary.BigEndian.Uint64(k[:8])) > now.UnixNano() {
-				return nil
-			}
-			if work >= limit {
-				more = true
-				return nil
-			}
-			if len(k) != 16 || len(v) != 8 {
-				return fmt.Errorf("expiry entry of %d and %d bytes", len(k), len(v))
-			}
-			pos, last := binary.BigEndian.Uint64(k[8:]), binary.BigEndian.Uint64(v)
-			for ; pos <= last && work < limit; pos++ {
-				n, found, err := deleteEntry(tx, pos)
-				if err != nil {
-					return err
-				}
-				work += n
-				if found {
-					deleted++
-				}
-			}
-			if err := exp.Delete(k); err != nil {
-				return err
-			}
-			if pos <= last { // the rest of the run is for the next transaction
-				if err := exp.Put(expiryKey(int64(binary.BigEndian.Uint64(k[:8])), pos), v); err != nil {
-					return err
-				}
-			}
-		}
-	})
-	if err != nil {
-		return 0, false, fmt.Errorf("messaging: store: sweep: %w", err)
-	}
-	if flushed {
-		s.mem.merge(nil, true)
-	}
-	return deleted, more, nil
-}
-
-// deleteEntry deletes the log entry at pos, if it is still there, with its fan-out,
-// inbox items and index entries, and returns the work it did (1 + its recipients).
-func deleteEntry(tx *bolt.Tx, pos uint64) (int, bool, error) {
-	log, fanout := tx.Bucket(bucketLog), tx.Bucket(bucketFanout)
-	p := boltdb.U64(pos)
-	v := log.Get(p)
-	if v == nil {
-		return 1, false, nil
-	}
-	rec, fan, err := decodeEntry(log, fanout, p, v)
-	if err != nil {
-		return 0, false, fmt.Errorf("log entry %d: %w", pos, err)
-	}
-	app := rec.GetAppId()
-	inbox := tx.Bucket(bucketInbox)
-	for i, r := range fan.GetRecipients() {
-		if err := inbox.Delete(seqKey(key2(app, r), fan.GetInboxSequences()[i])); err != nil {
-			return 0, false, err
-		}
-	}
-	// An index entry is deleted only if it still points here.
-	deleteIfAt := func(bucket []byte, key string) error {
-		b := tx.Bucket(bucket)
-		if bytes.Equal(b.Get([]byte(key)), p) {
-			return b.Delete([]byte(key))
-		}
-		return nil
-	}
-	if ev := rec.GetEvent(); ev != nil {
-		err = deleteIfAt(bucketEvents, key2(app, ev.GetEventId()))
-	} else {
-		m := rec.GetMessage()
-		if err = tx.Bucket(bucketMessages).Delete(seqKey(key2(app, m.GetConversationId()), m.GetSequence())); err == nil {
-			err = deleteIfAt(bucketIdempotency, key3(app, m.GetSender(), m.GetClientMessageId()))
-		}
-	}
-	if err != nil {
-		return 0, false, err
-	}
-	if rec.GetFanout() == nil {
-		if err := fanout.Delete(p); err != nil {
-			return 0, false, err
-		}
-	}
-	return 1 + len(fan.GetRecipients()), true, log.Delete(p)
 }
 
 // decodeEntry checks and decodes the log record v at k, and finds its fan-out, inline
@@ -719,19 +409,4 @@ func decodeEntry(log, fanout *bolt.Bucket, k, v []byte) (*messagingstoragev1.Mes
 			log.Tx().DB().Path(), k, len(fan.GetRecipients()), len(fan.GetInboxSequences()))
 	}
 	return rec, fan, nil
-}
-
-// sortedPuts collects a bucket's puts to make them in key order.
-type sortedPuts []struct{ k, v []byte }
-
-func (p *sortedPuts) add(k, v []byte) { *p = append(*p, struct{ k, v []byte }{k, v}) }
-
-func (p sortedPuts) put(b *bolt.Bucket) error {
-	slices.SortFunc(p, func(x, y struct{ k, v []byte }) int { return bytes.Compare(x.k, y.k) })
-	for _, kv := range p {
-		if err := b.Put(kv.k, kv.v); err != nil {
-			return err
-		}
-	}
-	return nil
 }
