@@ -32,12 +32,12 @@ const (
 )
 
 type vectorFile struct {
-	Comment      []string            `json:"comment"`
-	Keys         []keyVector         `json:"keys"`
-	ServiceKey   serviceKeyVector    `json:"service_key"`
-	Cards        []cardVector        `json:"cards"`
-	Endorsements []endorsementVector `json:"endorsements"`
-	Envelopes    []envelopeVector    `json:"envelopes"`
+	Comment      []string              `json:"comment"`
+	Keys         []keyVector           `json:"keys"`
+	ServiceKey   vectortest.Ed25519Key `json:"service_key"`
+	Cards        []cardVector          `json:"cards"`
+	Endorsements []endorsementVector   `json:"endorsements"`
+	Envelopes    []envelopeVector      `json:"envelopes"`
 }
 
 type keyVector struct {
@@ -48,11 +48,6 @@ type keyVector struct {
 	SigningPublicKey vectortest.Hex `json:"signing_public_key"`
 	KEMPrivateKey    vectortest.Hex `json:"kem_private_key"`
 	KEMPublicKey     vectortest.Hex `json:"kem_public_key"`
-}
-
-type serviceKeyVector struct {
-	Seed      vectortest.Hex `json:"seed"`
-	PublicKey vectortest.Hex `json:"public_key"`
 }
 
 type cardVector struct {
@@ -124,7 +119,7 @@ func generateVectors(t *testing.T) *vectorFile {
 		v.Keys = append(v.Keys, keyVector{k.name, k.suite.String(), seed, kp.SigningSeed(), vectortest.Hex(kp.SigningPublicKey()), kem, kp.KEMPublicKey()})
 	}
 	service := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0x5e}, 32))
-	v.ServiceKey = serviceKeyVector{service.Seed(), vectortest.Hex(service.Public().(ed25519.PublicKey))}
+	v.ServiceKey = vectortest.Ed25519KeyOf(service)
 
 	cards := map[string]*Card{}
 	created := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
@@ -231,7 +226,7 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 		}
 		keys[k.Name] = kp
 	}
-	if !bytes.Equal(ed25519.NewKeyFromSeed(v.ServiceKey.Seed).Public().(ed25519.PublicKey), v.ServiceKey.PublicKey) {
+	if !v.ServiceKey.Agrees() {
 		t.Error("service key: seed and public key do not agree")
 	}
 
