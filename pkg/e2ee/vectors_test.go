@@ -280,11 +280,7 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 		case !ed25519.Verify(sender.SigningKey, e.SignatureInput, e.Signature):
 			t.Errorf("envelope %q: the stated signature does not verify", e.Name)
 		}
-		c, err := bodyAEAD(info.AEAD, e.ContentKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if payload, err := c.Open(nil, e.Nonce, e.Body, e.Header); err != nil || !bytes.Equal(payload, e.SignedPayload) {
+		if payload, err := openBody(t, info.AEAD, e.ContentKey, e.Nonce, e.Body, e.Header); err != nil || !bytes.Equal(payload, e.SignedPayload) {
 			t.Errorf("envelope %q: the body does not open to the signed payload under the stated content key: %v", e.Name, err)
 		}
 		for i, s := range e.Stanzas {
@@ -296,21 +292,11 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 			if want := append(append([]byte(LabelEnvelopeKeyWrap+"\x00"), sender.ID...), rcpt.ID...); !bytes.Equal(s.Info, want) {
 				t.Errorf("envelope %q: stanza %d info is not LABEL || sender card id || recipient card id", e.Name, i)
 			}
-			key, err := env.unwrap(func(id []byte) *KeyPair {
-				if bytes.Equal(id, rcpt.ID) {
-					return keys[s.RecipientCard]
-				}
-				return nil
-			})
+			key, err := env.unwrap(keysOf(member{keys[s.RecipientCard], rcpt}))
 			if err != nil || !bytes.Equal(key, e.ContentKey) {
 				t.Errorf("envelope %q: stanza %d unwraps to %x, %v; want the content key", e.Name, i, key, err)
 			}
-			plaintext, err := Decrypt(e.Envelope, func(id []byte) *KeyPair {
-				if bytes.Equal(id, rcpt.ID) {
-					return keys[s.RecipientCard]
-				}
-				return nil
-			}, sender)
+			plaintext, err := Decrypt(e.Envelope, keysOf(member{keys[s.RecipientCard], rcpt}), sender)
 			if err != nil || !bytes.Equal(plaintext, e.Plaintext) {
 				t.Errorf("envelope %q as %s: %q, %v", e.Name, s.RecipientCard, plaintext, err)
 			}
