@@ -178,13 +178,7 @@ func TestLookupWaitsForTheCheckpointOfANewCard(t *testing.T) {
 		}
 		// Her own card: this device's, no wait.
 		start := time.Now()
-		env, err := alice.Encrypt(ctx, []byte("to myself"), alice.identity)
-		if err != nil {
-			t.Fatalf("encrypt to her own new card: %v", err)
-		}
-		if got, err := alice.Decrypt(ctx, env, alice.identity); err != nil || string(got) != "to myself" {
-			t.Fatalf("decrypt %q, %v", got, err)
-		}
+		wantDelivered(t, alice, alice, "to myself", "a message to her own new card")
 		if time.Since(start) > 2*time.Second {
 			t.Errorf("her own new card took %s", time.Since(start))
 		}

@@ -101,6 +101,20 @@ func registeredDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid str
 	return d, card
 }
 
+// wantDelivered has from encrypt text to the identity of to, and fails t unless to
+// decrypts it, from from; what names the message in a failure.
+func wantDelivered(t *testing.T, from, to *device, text, what string) {
+	t.Helper()
+	ctx := context.Background()
+	env, err := from.Encrypt(ctx, []byte(text), to.identity)
+	if err != nil {
+		t.Fatalf("%s: encrypt: %v", what, err)
+	}
+	if got, err := to.Decrypt(ctx, env, from.identity); err != nil || string(got) != text {
+		t.Fatalf("%s: decrypts to %q, %v; want %q", what, got, err, text)
+	}
+}
+
 func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
 	t.Parallel()
 	n, app := startNode(t)
@@ -350,13 +364,7 @@ func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 	if got, err := bob.Decrypt(ctx, before, fresh.identity); err != nil || string(got) != "before the loss" {
 		t.Errorf("alice's message from before the loss: %q, %v", got, err)
 	}
-	toNew, err := bob.Encrypt(ctx, []byte("welcome back"), fresh.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := fresh.Decrypt(ctx, toNew, bob.identity); err != nil || string(got) != "welcome back" {
-		t.Errorf("the new device decrypts %q, %v", got, err)
-	}
+	wantDelivered(t, bob, fresh, "welcome back", "bob's message to the new device")
 	ks, err := keystore.Open(lost.keystore, []byte("passphrase of alice"))
 	if err != nil {
 		t.Fatal(err)

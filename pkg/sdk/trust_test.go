@@ -223,13 +223,7 @@ func TestKeyResetIsAKeyChange(t *testing.T) {
 	if got, err := alice.Decrypt(ctx, env, bob.identity); err != nil || string(got) != "it is me, bob" {
 		t.Errorf("after accepting, alice decrypts %q, %v", got, err)
 	}
-	msg, err := alice.Encrypt(ctx, []byte("welcome back"), bob.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := fresh.Decrypt(ctx, msg, alice.identity); err != nil || string(got) != "welcome back" {
-		t.Errorf("bob's new device decrypts %q, %v", got, err)
-	}
+	wantDelivered(t, alice, fresh, "welcome back", "alice's message to bob's new device")
 	if now, _ := alice.SafetyNumber(ctx, bob.identity); now != theirs {
 		t.Errorf("after accepting, alice's safety number is %q; want bob's %q", now, theirs)
 	}
