@@ -184,13 +184,26 @@ func (v *forgedView) prove(identity string) *ktv1.LookupProof {
 	if len(value.GetCardId()) == 0 {
 		p.LeafIndex = value.GetLatestLogIndex()
 	}
-	p.Leaf = v.leaves[p.LeafIndex]
-	inclusion, err := kt.InclusionProof(v.log, p.LeafIndex, v.cp.Size)
+	p.Leaf, p.InclusionHashes = v.entry(p.LeafIndex)
+	return p
+}
+
+// entry is the leaf at index i of the view's log and its inclusion proof in the
+// checkpoint, packed.
+func (v *forgedView) entry(i uint64) (leaf, inclusion []byte) {
+	v.op.t.Helper()
+	hashes, err := kt.InclusionProof(v.log, i, v.cp.Size)
 	if err != nil {
 		v.op.t.Fatal(err)
 	}
-	p.InclusionHashes = kt.PackHashes(inclusion)
-	return p
+	return v.leaves[i], kt.PackHashes(hashes)
+}
+
+// answerWith makes the answer r name c, logged at c.LogIndex: a copy of the card, and
+// the entry of the view's log that is its leaf, with the leaf's inclusion proof.
+func (v *forgedView) answerWith(r *cardv1.ProvedCard, c *cardv1.Card) {
+	r.Card, r.Proof.LeafIndex = proto.Clone(c).(*cardv1.Card), c.LogIndex
+	r.Proof.Leaf, r.Proof.InclusionHashes = v.entry(c.LogIndex)
 }
 
 // card makes the view serve card (with its lookups, and by id).
@@ -444,9 +457,7 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 			v, forged := inLogOnly()
 			v.edit = func(id string, r *cardv1.ProvedCard) {
 				if id == bob.identity {
-					r.Card, r.Proof.LeafIndex, r.Proof.Leaf = proto.Clone(forged).(*cardv1.Card), forged.LogIndex, v.leaves[forged.LogIndex]
-					inclusion, _ := kt.InclusionProof(v.log, forged.LogIndex, v.cp.Size)
-					r.Proof.InclusionHashes = kt.PackHashes(inclusion)
+					v.answerWith(r, forged)
 				}
 			}
 			return v.serve
@@ -456,9 +467,7 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 			v.edit = func(id string, r *cardv1.ProvedCard) {
 				if id == bob.identity {
 					r.Proof.MapValue, _ = kt.EncodeMapValue(&ktv1.MapValue{Version: kt.Version, CardId: forgedParsed.ID, CardLogIndex: forged.LogIndex, LatestLogIndex: forged.LogIndex})
-					r.Card, r.Proof.LeafIndex, r.Proof.Leaf = proto.Clone(forged).(*cardv1.Card), forged.LogIndex, v.leaves[forged.LogIndex]
-					inclusion, _ := kt.InclusionProof(v.log, forged.LogIndex, v.cp.Size)
-					r.Proof.InclusionHashes = kt.PackHashes(inclusion)
+					v.answerWith(r, forged)
 				}
 			}
 			return v.serve
