@@ -676,10 +676,7 @@ func TestMonitorDetectsACardItsDeviceDidNotPublish(t *testing.T) {
 	n, app := startNode(t)
 	ctx := context.Background()
 	bob := newKTDevice(t, n, app, "bob", "", nil, nil)
-	first, err := bob.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := registeredCard(t, bob)
 	report, err := bob.Monitor(ctx)
 	if err != nil || len(report.Alerts) != 0 || !bytes.Equal(report.Lookup.Card.ID, first.ID) {
 		t.Fatalf("Monitor after his own publication = %+v, %v; want his card and no alert", report, err)
@@ -729,10 +726,7 @@ func TestMonitorDetectsACardItsDeviceDidNotPublish(t *testing.T) {
 
 	t.Run("revoked by a thief of the token", func(t *testing.T) {
 		carol := newKTDevice(t, n, app, "carol", "", nil, nil)
-		card, err := carol.Register(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		card := registeredCard(t, carol)
 		if _, err := carol.Monitor(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -771,10 +765,7 @@ func TestMonitorDetectsWhatTheMapHides(t *testing.T) {
 	ctx := context.Background()
 	short := func(c *sdk.Config) { c.KeyTransparencyWait = 500 * time.Millisecond }
 	bob := newKTDevice(t, n, app, "bob", "", nil, nil)
-	first, err := bob.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := registeredCard(t, bob)
 	if _, err := bob.Monitor(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -876,10 +867,7 @@ func TestKeyTransparencyRefusesASignerCardTheLogDoesNotShow(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			alice := newKTDevice(t, n, app, "alice-"+map[bool]string{true: "a", false: "b"}[tc.want != nil], "", &tp, nil)
-			aliceCard, err := alice.Register(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			aliceCard := registeredCard(t, alice)
 			msg, err := e2ee.Encrypt(tc.keys, tc.cardID, []*e2ee.Card{aliceCard.Card}, []byte("it's me, bob"), time.Now().Add(-time.Minute))
 			if err != nil {
 				t.Fatal(err)

@@ -172,10 +172,7 @@ func TestLookupWaitsForTheCheckpointOfANewCard(t *testing.T) {
 		t.Parallel()
 		n, app := startNode(t, func(c *node.Config) { c.Card.CheckpointInterval = time.Hour })
 		alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-		card, err := alice.Register(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		card := registeredCard(t, alice)
 		// Her own card: this device's, no wait.
 		start := time.Now()
 		wantDelivered(t, alice, alice, "to myself", "a message to her own new card")

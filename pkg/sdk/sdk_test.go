@@ -37,17 +37,28 @@ func startNode(t testing.TB, configure ...func(*node.Config)) (*nodetest.Node, *
 	return n, n.NewApp(t)
 }
 
+// registerer is a client, or a device holding one, that mustRegister registers.
+type registerer interface {
+	Register(context.Context) (*sdk.Card, error)
+}
+
 // mustRegister registers each client (publishes its first card), failing t on an
 // error.
-func mustRegister(t testing.TB, clients ...interface {
-	Register(context.Context) (*sdk.Card, error)
-}) {
+func mustRegister(t testing.TB, clients ...registerer) {
 	t.Helper()
 	for _, c := range clients {
-		if _, err := c.Register(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		registeredCard(t, c)
 	}
+}
+
+// registeredCard registers c and returns its first card, failing t on an error.
+func registeredCard(t testing.TB, c registerer) *sdk.Card {
+	t.Helper()
+	card, err := c.Register(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return card
 }
 
 // newDevice makes a device of uid whose keystore is in dir (a new folder when dir is
@@ -94,11 +105,7 @@ type noKTOption struct{ grpc.EmptyDialOption }
 func registeredDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite) (*device, *sdk.Card) {
 	t.Helper()
 	d := newDevice(t, n, app, uid, suite, "")
-	card, err := d.Register(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d, card
+	return d, registeredCard(t, d)
 }
 
 // wantDelivered has from encrypt text to the identity of to, and fails t unless to
@@ -126,10 +133,7 @@ func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
 		if d.HasPrivateKey() {
 			t.Fatal("a fresh device has keys")
 		}
-		card, err := d.Register(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		card := registeredCard(t, d)
 		if card.Identity != d.identity || !d.HasPrivateKey() {
 			t.Fatalf("Register = %+v", card)
 		}
