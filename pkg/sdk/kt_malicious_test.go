@@ -683,10 +683,7 @@ func TestMonitorDetectsACardItsDeviceDidNotPublish(t *testing.T) {
 	}
 	// Another device of bob's, with his keys, rotates.
 	other := newKTDevice(t, n, app, "bob", copyDevice(t, bob), nil, nil)
-	rotated, err := other.RotateKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rotated := rotatedCard(t, other)
 	report, err = bob.Monitor(ctx) // waits for the checkpoint of the rotation
 	if err != nil || !bytes.Equal(report.Lookup.Card.ID, rotated.ID) {
 		t.Fatalf("Monitor after his other device's rotation = %+v, %v; want its card and no alert", report, err)
@@ -769,10 +766,7 @@ func TestMonitorDetectsWhatTheMapHides(t *testing.T) {
 	if _, err := bob.Monitor(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rotated, err := bob.RotateKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rotated := rotatedCard(t, bob)
 	if _, err := bob.LookupCards(ctx, bob.identity); err != nil { // the rotation is in the log
 		t.Fatal(err)
 	}

@@ -159,10 +159,7 @@ func TestLookupWaitsForTheCheckpointOfANewCard(t *testing.T) {
 		if err != nil || found[bob.identity] == nil || !sameBytes(found[bob.identity].ID, bobCard.ID) {
 			t.Fatalf("FindCards just after bob's publication = %v, %v; want his card, proved", found, err)
 		}
-		rotated, err := bob.RotateKeys(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		rotated := rotatedCard(t, bob)
 		found, err = alice.FindCards(ctx, bob.identity)
 		if err != nil || !sameBytes(found[bob.identity].ID, rotated.ID) {
 			t.Fatalf("FindCards just after bob's rotation = %v, %v; want his new card", found, err)

@@ -169,10 +169,7 @@ func TestMaliciousServerSubstitutesACard(t *testing.T) {
 	if _, err := alice.Encrypt(ctx, []byte("pin bob"), bob.identity); err != nil {
 		t.Fatal(err)
 	}
-	head, err := bob.RotateKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	head := rotatedCard(t, bob)
 	if _, err := alice.Encrypt(ctx, []byte("follow bob's rotation"), bob.identity); err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,28 @@ func mustRegister(t testing.TB, clients ...registerer) {
 	}
 }
 
+// rotatedCard rotates the keys of c and returns its new card, failing t on an error.
+func rotatedCard(t testing.TB, c interface {
+	RotateKeys(context.Context) (*sdk.Card, error)
+}) *sdk.Card {
+	t.Helper()
+	card, err := c.RotateKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return card
+}
+
+// mustEncrypt has d encrypt text to recipients, failing t on an error.
+func mustEncrypt(t testing.TB, d *device, text []byte, recipients ...string) []byte {
+	t.Helper()
+	env, err := d.Encrypt(context.Background(), text, recipients...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
 // registeredCard registers c and returns its first card, failing t on an error.
 func registeredCard(t testing.TB, c registerer) *sdk.Card {
 	t.Helper()
@@ -112,12 +134,8 @@ func registeredDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid str
 // decrypts it, from from; what names the message in a failure.
 func wantDelivered(t *testing.T, from, to *device, text, what string) {
 	t.Helper()
-	ctx := context.Background()
-	env, err := from.Encrypt(ctx, []byte(text), to.identity)
-	if err != nil {
-		t.Fatalf("%s: encrypt: %v", what, err)
-	}
-	if got, err := to.Decrypt(ctx, env, from.identity); err != nil || string(got) != text {
+	env := mustEncrypt(t, from, []byte(text), to.identity)
+	if got, err := to.Decrypt(context.Background(), env, from.identity); err != nil || string(got) != text {
 		t.Fatalf("%s: decrypts to %q, %v; want %q", what, got, err, text)
 	}
 }
@@ -144,10 +162,7 @@ func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
 	}
 
 	msg := []byte("meet at noon")
-	env, err := alice.Encrypt(ctx, msg, bob.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := mustEncrypt(t, alice, msg, bob.identity)
 	for name, d := range map[string]*device{"bob": bob, "alice herself": alice} {
 		got, err := d.Decrypt(ctx, env, alice.identity)
 		if err != nil || !bytes.Equal(got, msg) {
@@ -176,24 +191,15 @@ func TestRotationKeepsHistoryReadable(t *testing.T) {
 	ctx := context.Background()
 	alice, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
-	before, err := alice.Encrypt(ctx, []byte("before"), bob.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	second, err := alice.RotateKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := mustEncrypt(t, alice, []byte("before"), bob.identity)
+	second := rotatedCard(t, alice)
 	if !bytes.Equal(second.PreviousCardID, first.ID) || !second.Endorsed {
 		t.Errorf("rotated card = %+v; want it to name and be endorsed by the first", second)
 	}
 	if _, err := bob.RotateKeys(ctx); err != nil {
 		t.Fatal(err)
 	}
-	after, err := alice.Encrypt(ctx, []byte("after"), bob.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := mustEncrypt(t, alice, []byte("after"), bob.identity)
 	// Bob reads both: the old message with his superseded key, signed by alice's
 	// superseded card, which was active when it was written.
 	for want, env := range map[string][]byte{"before": before, "after": after} {
@@ -265,10 +271,7 @@ func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
 	}
 	// Revoke keeps the keys; a new card after it is a reset, which the token alone
 	// cannot publish: ResetKeys, with a grant from the app backend, starts afresh.
-	msg, err := alice.Encrypt(ctx, []byte("to myself"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg := mustEncrypt(t, alice, []byte("to myself"))
 	if err := alice.RevokeCard(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -317,10 +320,7 @@ func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 	ctx := context.Background()
 	lost, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
-	before, err := lost.Encrypt(ctx, []byte("before the loss"), bob.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := mustEncrypt(t, lost, []byte("before the loss"), bob.identity)
 
 	// A new device: her card is active, so Register refuses; a reset without a grant,
 	// or with someone else's, is refused and leaves no keystore behind.
@@ -432,14 +432,11 @@ func TestCardLifetimeClockSkew(t *testing.T) {
 	ctx := context.Background()
 	alice, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	bob, bobCard := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
-	second, err := alice.RotateKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	second := rotatedCard(t, alice)
 	if err := alice.RevokeCard(ctx); err != nil {
 		t.Fatal(err)
 	}
-	first, err = bob.CardByID(ctx, first.ID)
+	first, err := bob.CardByID(ctx, first.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
