@@ -105,16 +105,12 @@ func (s *TiledMapStore) tile(id MapTileID) (*tile, error) {
 	if s.last != nil && s.lastID == id {
 		return s.last, nil
 	}
-	t, err := s.load(id)
+	t, err := mapTree.tile(s.tiles, s.cache, id, s.read)
 	if err != nil {
 		return nil, err
 	}
 	s.lastID, s.last = id, t
 	return t, nil
-}
-
-func (s *TiledMapStore) load(id MapTileID) (*tile, error) {
-	return mapTree.tile(s.tiles, s.cache, id, s.read)
 }
 
 // read reads and decodes the tile id from the store.
