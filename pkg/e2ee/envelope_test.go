@@ -70,6 +70,17 @@ func keysOf(ms ...member) func([]byte) *KeyPair {
 	}
 }
 
+// openBody opens a message body sealed with aead under key, failing t on a key aead
+// does not take.
+func openBody(t *testing.T, aead AEAD, key, nonce, body, header []byte) ([]byte, error) {
+	t.Helper()
+	c, err := bodyAEAD(aead, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Open(nil, nonce, body, header)
+}
+
 // fixedSecrets is a content key and nonce for encrypt: 0x00, 0x01, ... 0x2b.
 func fixedSecrets() *bytes.Buffer {
 	return bytes.NewBuffer(vectortest.Counting(0, contentKeySize+bodyNonceSize))
@@ -356,8 +367,7 @@ func TestDecryptRefusesBadEnvelopes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, _ := bodyAEAD(DefaultAEAD, key)
-		payload, err := c.Open(nil, e.h.GetNonce(), e.body, e.header)
+		payload, err := openBody(t, DefaultAEAD, key, e.h.GetNonce(), e.body, e.header)
 		if err != nil {
 			t.Fatal(err)
 		}

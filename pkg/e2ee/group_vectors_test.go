@@ -279,12 +279,7 @@ func verifyGroupVectors(t *testing.T, v *groupVectorFile) {
 			if !bytes.Equal(w.Info, wantInfo) || !bytes.Equal(m.GetRecipientCardId(), rcpt.ID) || !bytes.Equal(w.CardID, rcpt.ID) || !bytes.Equal(m.GetEnc(), w.Enc) || !bytes.Equal(m.GetCiphertext(), w.Ciphertext) {
 				t.Errorf("epoch %d: the wrap to %s differs from its fields", e.Epoch, w.RecipientCard)
 			}
-			key, err := c.OpenEpochKey(&m, func(id []byte) *KeyPair {
-				if bytes.Equal(id, rcpt.ID) {
-					return keys["card:"+w.RecipientCard]
-				}
-				return nil
-			})
+			key, err := c.OpenEpochKey(&m, keysOf(member{keys["card:"+w.RecipientCard], rcpt}))
 			if err != nil || !bytes.Equal(key, e.EpochKey) {
 				t.Errorf("epoch %d: %s unwraps %x, %v", e.Epoch, w.RecipientCard, key, err)
 			}
@@ -320,11 +315,7 @@ func verifyGroupVectors(t *testing.T, v *groupVectorFile) {
 		case !bytes.Equal(m.SignatureInput, append(append([]byte(LabelGroupMessageSignature+"\x00"), m.HeaderHash...), m.Plaintext...)) || !ed25519.Verify(sender.SigningKey, m.SignatureInput, m.Signature):
 			t.Errorf("message %q: signature input or signature wrong", m.Name)
 		}
-		c, err := bodyAEAD(info.AEAD, m.MessageKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if payload, err := c.Open(nil, m.Nonce, m.Body, m.Header); err != nil || !bytes.Equal(payload, m.SignedPayload) {
+		if payload, err := openBody(t, info.AEAD, m.MessageKey, m.Nonce, m.Body, m.Header); err != nil || !bytes.Equal(payload, m.SignedPayload) {
 			t.Errorf("message %q: the body does not open to the signed payload: %v", m.Name, err)
 		}
 		pt, err := OpenGroupMessage(m.Message, v.GroupID, func(e uint64) []byte { return epochKeys[e] }, sender)

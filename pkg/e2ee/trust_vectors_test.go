@@ -158,7 +158,7 @@ func verifyTrustVectors(t *testing.T, v *trustVectorFile) {
 		}
 	}
 	r := v.ServiceKeyRotation
-	if !bytes.Equal(ed25519.NewKeyFromSeed(r.NewSeed).Public().(ed25519.PublicKey), r.NewPublicKey) {
+	if !(vectortest.Ed25519Key{Seed: r.NewSeed, PublicKey: r.NewPublicKey}).Agrees() {
 		t.Error("the new service key is not the key of its seed")
 	}
 	if !bytes.Equal(r.SignatureInput, append([]byte(LabelCardServiceKeyRotation+"\x00"), r.Content...)) || !ed25519.Verify(ed25519.PublicKey(r.PreviousPublicKey), r.SignatureInput, r.Signature) {

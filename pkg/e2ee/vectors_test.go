@@ -32,12 +32,12 @@ const (
 )
 
 type vectorFile struct {
-	Comment      []string            `json:"comment"`
-	Keys         []keyVector         `json:"keys"`
-	ServiceKey   serviceKeyVector    `json:"service_key"`
-	Cards        []cardVector        `json:"cards"`
-	Endorsements []endorsementVector `json:"endorsements"`
-	Envelopes    []envelopeVector    `json:"envelopes"`
+	Comment      []string              `json:"comment"`
+	Keys         []keyVector           `json:"keys"`
+	ServiceKey   vectortest.Ed25519Key `json:"service_key"`
+	Cards        []cardVector          `json:"cards"`
+	Endorsements []endorsementVector   `json:"endorsements"`
+	Envelopes    []envelopeVector      `json:"envelopes"`
 }
 
 type keyVector struct {
@@ -48,11 +48,6 @@ type keyVector struct {
 	SigningPublicKey vectortest.Hex `json:"signing_public_key"`
 	KEMPrivateKey    vectortest.Hex `json:"kem_private_key"`
 	KEMPublicKey     vectortest.Hex `json:"kem_public_key"`
-}
-
-type serviceKeyVector struct {
-	Seed      vectortest.Hex `json:"seed"`
-	PublicKey vectortest.Hex `json:"public_key"`
 }
 
 type cardVector struct {
@@ -124,7 +119,7 @@ func generateVectors(t *testing.T) *vectorFile {
 		v.Keys = append(v.Keys, keyVector{k.name, k.suite.String(), seed, kp.SigningSeed(), vectortest.Hex(kp.SigningPublicKey()), kem, kp.KEMPublicKey()})
 	}
 	service := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0x5e}, 32))
-	v.ServiceKey = serviceKeyVector{service.Seed(), vectortest.Hex(service.Public().(ed25519.PublicKey))}
+	v.ServiceKey = vectortest.Ed25519KeyOf(service)
 
 	cards := map[string]*Card{}
 	created := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
@@ -231,7 +226,7 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 		}
 		keys[k.Name] = kp
 	}
-	if !bytes.Equal(ed25519.NewKeyFromSeed(v.ServiceKey.Seed).Public().(ed25519.PublicKey), v.ServiceKey.PublicKey) {
+	if !v.ServiceKey.Agrees() {
 		t.Error("service key: seed and public key do not agree")
 	}
 
@@ -285,11 +280,7 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 		case !ed25519.Verify(sender.SigningKey, e.SignatureInput, e.Signature):
 			t.Errorf("envelope %q: the stated signature does not verify", e.Name)
 		}
-		c, err := bodyAEAD(info.AEAD, e.ContentKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if payload, err := c.Open(nil, e.Nonce, e.Body, e.Header); err != nil || !bytes.Equal(payload, e.SignedPayload) {
+		if payload, err := openBody(t, info.AEAD, e.ContentKey, e.Nonce, e.Body, e.Header); err != nil || !bytes.Equal(payload, e.SignedPayload) {
 			t.Errorf("envelope %q: the body does not open to the signed payload under the stated content key: %v", e.Name, err)
 		}
 		for i, s := range e.Stanzas {
@@ -301,21 +292,11 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 			if want := append(append([]byte(LabelEnvelopeKeyWrap+"\x00"), sender.ID...), rcpt.ID...); !bytes.Equal(s.Info, want) {
 				t.Errorf("envelope %q: stanza %d info is not LABEL || sender card id || recipient card id", e.Name, i)
 			}
-			key, err := env.unwrap(func(id []byte) *KeyPair {
-				if bytes.Equal(id, rcpt.ID) {
-					return keys[s.RecipientCard]
-				}
-				return nil
-			})
+			key, err := env.unwrap(keysOf(member{keys[s.RecipientCard], rcpt}))
 			if err != nil || !bytes.Equal(key, e.ContentKey) {
 				t.Errorf("envelope %q: stanza %d unwraps to %x, %v; want the content key", e.Name, i, key, err)
 			}
-			plaintext, err := Decrypt(e.Envelope, func(id []byte) *KeyPair {
-				if bytes.Equal(id, rcpt.ID) {
-					return keys[s.RecipientCard]
-				}
-				return nil
-			}, sender)
+			plaintext, err := Decrypt(e.Envelope, keysOf(member{keys[s.RecipientCard], rcpt}), sender)
 			if err != nil || !bytes.Equal(plaintext, e.Plaintext) {
 				t.Errorf("envelope %q as %s: %q, %v", e.Name, s.RecipientCard, plaintext, err)
 			}

@@ -23,10 +23,9 @@ import (
 const cosignatureVectorsFile = "testdata/cosignature_vectors.json"
 
 type cosignatureVectorFile struct {
-	Comment        []string       `json:"comment"`
-	Name           string         `json:"witness_name"`
-	Seed           vectortest.Hex `json:"seed"`
-	PublicKey      vectortest.Hex `json:"public_key"`
+	Comment []string `json:"comment"`
+	Name    string   `json:"witness_name"`
+	vectortest.Ed25519Key
 	KeyIDInput     vectortest.Hex `json:"key_id_input"`
 	KeyID          vectortest.Hex `json:"key_id"`
 	VerifierKey    string         `json:"verifier_key"`
@@ -73,8 +72,7 @@ func generateCosignatureVectors(t *testing.T) *cosignatureVectorFile {
 			"The witness cosigns the checkpoint of 4 entries of vectors.json at the timestamp given.",
 		},
 		Name:           w.Key().Name(),
-		Seed:           seed,
-		PublicKey:      vectortest.Hex(pub),
+		Ed25519Key:     vectortest.Ed25519Key{Seed: seed, PublicKey: vectortest.Hex(pub)},
 		KeyIDInput:     append(append([]byte(w.Key().Name()), '\n', 0x04), pub...),
 		KeyID:          binary.BigEndian.AppendUint32(nil, w.Key().KeyHash()),
 		VerifierKey:    w.Key().String(),
@@ -93,7 +91,7 @@ func generateCosignatureVectors(t *testing.T) *cosignatureVectorFile {
 // verifyCosignatureVectors checks the vectors as an implementation in another
 // language would, from the stated values alone.
 func verifyCosignatureVectors(t *testing.T, v *cosignatureVectorFile) {
-	if pub := ed25519.NewKeyFromSeed(v.Seed).Public().(ed25519.PublicKey); !bytes.Equal(pub, v.PublicKey) {
+	if !v.Ed25519Key.Agrees() {
 		t.Error("seed and public key do not agree")
 	}
 	if !bytes.Equal(v.KeyIDInput, append(append([]byte(v.Name), '\n', 0x04), v.PublicKey...)) {

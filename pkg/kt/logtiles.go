@@ -69,16 +69,11 @@ func logTileOf(level uint, index uint64) (LogTileID, int) {
 func (s *TiledLogStore) UseCache(c *TileCache) { s.cache = c }
 
 func (s *TiledLogStore) tile(id LogTileID) (*logTile, error) {
-	if t, ok := s.tiles[id]; ok {
-		return t, nil
-	}
-	cached := s.cache != nil && cachesLogTile(id)
-	if cached {
-		if t := s.cache.logTile(id); t != nil {
-			s.tiles[id] = t
-			return t, nil
-		}
-	}
+	return logTree.tile(s.tiles, s.cache, id, s.read)
+}
+
+// read reads and decodes the tile id from the store.
+func (s *TiledLogStore) read(id LogTileID) (*logTile, error) {
 	b, err := s.st.LogTile(id)
 	if err != nil {
 		return nil, err
@@ -94,10 +89,6 @@ func (s *TiledLogStore) tile(id LogTileID) (*logTile, error) {
 		}
 		// A copy: the stored bytes are the storage engine's.
 		t.raw = append([]byte(nil), b[4:]...)
-	}
-	s.tiles[id] = t
-	if cached {
-		s.cache.putLogTile(id, t)
 	}
 	return t, nil
 }

@@ -32,34 +32,71 @@ func NewTileCache() *TileCache {
 	return &TileCache{maps: map[MapTileID]*tile{}, logs: map[LogTileID]*logTile{}}
 }
 
-func cachesMapTile(id MapTileID) bool { return id.Depth < CacheMapDepth }
-
-func cachesLogTile(id LogTileID) bool { return id.Level >= 1 }
-
-func (c *TileCache) mapTile(id MapTileID) *tile { return cached(c, c.maps, id) }
-
-// putMapTile keeps t, which must not change from now on (a store that writes to it
-// writes to a copy: see tile.shared).
-func (c *TileCache) putMapTile(id MapTileID, t *tile) { keep(c, c.maps, id, t, &t.shared) }
-
-func (c *TileCache) logTile(id LogTileID) *logTile { return cached(c, c.logs, id) }
-
-func (c *TileCache) putLogTile(id LogTileID, t *logTile) { keep(c, c.logs, id, t, &t.shared) }
-
-// cached is the tile id of one of c's trees, tiles, or nil.
-func cached[K comparable, T any](c *TileCache, tiles map[K]*T, id K) *T {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return tiles[id]
+// tileTree is what a tiled store's reads need to know of the tiles of one tree, the
+// map's (mapTree) or the log's (logTree).
+type tileTree[K comparable, T any] struct {
+	// caches says whether a TileCache keeps the tile id.
+	caches func(id K) bool
+	// in is the tiles of this tree that c keeps.
+	in func(c *TileCache) map[K]*T
+	// shared is the flag of t that says a TileCache keeps it, so it must not change
+	// from now on (a store that writes to it writes to a copy).
+	shared func(t *T) *bool
 }
 
-// keep puts t in tiles, of one of c's trees, unless it holds id already or c is full,
-// and then marks it shared: it must not change from now on.
-func keep[K comparable, T any](c *TileCache, tiles map[K]*T, id K, t *T, shared *bool) {
+var (
+	mapTree = tileTree[MapTileID, tile]{
+		caches: func(id MapTileID) bool { return id.Depth < CacheMapDepth },
+		in:     func(c *TileCache) map[MapTileID]*tile { return c.maps },
+		shared: func(t *tile) *bool { return &t.shared },
+	}
+	logTree = tileTree[LogTileID, logTile]{
+		caches: func(id LogTileID) bool { return id.Level >= 1 },
+		in:     func(c *TileCache) map[LogTileID]*logTile { return c.logs },
+		shared: func(t *logTile) *bool { return &t.shared },
+	}
+)
+
+// tile is the tile id of a store that has read the tiles own and shares the cache c
+// (nil for none): the one in own, else the one c keeps, else the one read gives. A tile
+// the store did not have is put in own, and one read in c too where c keeps it.
+func (tr tileTree[K, T]) tile(own map[K]*T, c *TileCache, id K, read func(K) (*T, error)) (*T, error) {
+	if t, ok := own[id]; ok {
+		return t, nil
+	}
+	cached := c != nil && tr.caches(id)
+	if cached {
+		if t := tr.get(c, id); t != nil {
+			own[id] = t
+			return t, nil
+		}
+	}
+	t, err := read(id)
+	if err != nil {
+		return nil, err
+	}
+	own[id] = t
+	if cached {
+		tr.keep(c, id, t)
+	}
+	return t, nil
+}
+
+// get is the tile id that c keeps, or nil.
+func (tr tileTree[K, T]) get(c *TileCache, id K) *T {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return tr.in(c)[id]
+}
+
+// keep puts t in c, unless c holds id already or is full, and then marks it shared: it
+// must not change from now on.
+func (tr tileTree[K, T]) keep(c *TileCache, id K, t *T) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	tiles := tr.in(c)
 	if _, ok := tiles[id]; !ok && c.count < MaxCachedTiles {
-		*shared = true
+		*tr.shared(t) = true
 		tiles[id] = t
 		c.count++
 	}
@@ -71,13 +108,13 @@ func (c *TileCache) HasMapTile(id MapTileID) (held, empty bool) {
 	if c == nil {
 		return false, false
 	}
-	t := c.mapTile(id)
+	t := mapTree.get(c, id)
 	return t != nil, t != nil && t.present == 0
 }
 
 // HasLogTile says whether c (which may be nil) holds the log tile id.
 func (c *TileCache) HasLogTile(id LogTileID) bool {
-	return c != nil && c.logTile(id) != nil
+	return c != nil && logTree.get(c, id) != nil
 }
 
 // Len is the number of tiles the cache holds.

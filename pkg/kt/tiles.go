@@ -105,7 +105,7 @@ func (s *TiledMapStore) tile(id MapTileID) (*tile, error) {
 	if s.last != nil && s.lastID == id {
 		return s.last, nil
 	}
-	t, err := s.load(id)
+	t, err := mapTree.tile(s.tiles, s.cache, id, s.read)
 	if err != nil {
 		return nil, err
 	}
@@ -113,17 +113,8 @@ func (s *TiledMapStore) tile(id MapTileID) (*tile, error) {
 	return t, nil
 }
 
-func (s *TiledMapStore) load(id MapTileID) (*tile, error) {
-	if t, ok := s.tiles[id]; ok {
-		return t, nil
-	}
-	cached := s.cache != nil && cachesMapTile(id)
-	if cached {
-		if t := s.cache.mapTile(id); t != nil {
-			s.tiles[id] = t
-			return t, nil
-		}
-	}
+// read reads and decodes the tile id from the store.
+func (s *TiledMapStore) read(id MapTileID) (*tile, error) {
 	b, err := s.st.MapTile(id)
 	if err != nil {
 		return nil, err
@@ -131,10 +122,6 @@ func (s *TiledMapStore) load(id MapTileID) (*tile, error) {
 	t := &tile{}
 	if err := t.decode(b); err != nil {
 		return nil, fmt.Errorf("kt: map tile at depth %d: %w", id.Depth, err)
-	}
-	s.tiles[id] = t
-	if cached {
-		s.cache.putMapTile(id, t)
 	}
 	return t, nil
 }

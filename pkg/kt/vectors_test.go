@@ -58,10 +58,9 @@ type entryVector struct {
 }
 
 type logKeyVector struct {
-	Origin      string         `json:"origin"`
-	Seed        vectortest.Hex `json:"seed"`
-	PublicKey   vectortest.Hex `json:"public_key"`
-	VerifierKey string         `json:"verifier_key"`
+	Origin string `json:"origin"`
+	vectortest.Ed25519Key
+	VerifierKey string `json:"verifier_key"`
 }
 
 type checkpointVector struct {
@@ -159,7 +158,7 @@ func generateVectors(t *testing.T) *vectorFile {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v.LogKey = logKeyVector{Origin: signer.Name(), Seed: seed, PublicKey: vectortest.Hex(signer.PublicKey()), VerifierKey: signer.VerifierKey()}
+	v.LogKey = logKeyVector{Origin: signer.Name(), Ed25519Key: vectortest.Ed25519Key{Seed: seed, PublicKey: vectortest.Hex(signer.PublicKey())}, VerifierKey: signer.VerifierKey()}
 	m := NewMemory()
 	for _, n := range []int{2, 2} {
 		var leaves [][]byte
@@ -183,7 +182,7 @@ func generateVectors(t *testing.T) *vectorFile {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v.Rotation = rotationVector{NewLogKey: logKeyVector{Origin: next.Name(), Seed: newSeed, PublicKey: vectortest.Hex(next.PublicKey()), VerifierKey: next.VerifierKey()}, Signed: string(both)}
+	v.Rotation = rotationVector{NewLogKey: logKeyVector{Origin: next.Name(), Ed25519Key: vectortest.Ed25519Key{Seed: newSeed, PublicKey: vectortest.Hex(next.PublicKey())}, VerifierKey: next.VerifierKey()}, Signed: string(both)}
 	consistency, err := ConsistencyProof(m.Log, 2, 4)
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +264,7 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 			}
 		}
 	}
-	if pub := ed25519.NewKeyFromSeed(v.LogKey.Seed).Public().(ed25519.PublicKey); !bytes.Equal(pub, v.LogKey.PublicKey) {
+	if !v.LogKey.Agrees() {
 		t.Error("log key: seed and public key do not agree")
 	}
 	if vkey, _ := note.NewEd25519VerifierKey(v.LogKey.Origin, ed25519.PublicKey(v.LogKey.PublicKey)); vkey != v.LogKey.VerifierKey {
@@ -283,7 +282,7 @@ func verifyVectors(t *testing.T, v *vectorFile) {
 		cps = append(cps, cp)
 	}
 	r := v.Rotation.NewLogKey
-	if pub := ed25519.NewKeyFromSeed(r.Seed).Public().(ed25519.PublicKey); !bytes.Equal(pub, r.PublicKey) {
+	if !r.Agrees() {
 		t.Error("new log key: seed and public key do not agree")
 	}
 	if vkey, _ := note.NewEd25519VerifierKey(r.Origin, ed25519.PublicKey(r.PublicKey)); vkey != r.VerifierKey || r.Origin != v.LogKey.Origin || vkey == v.LogKey.VerifierKey {

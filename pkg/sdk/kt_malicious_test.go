@@ -184,13 +184,26 @@ func (v *forgedView) prove(identity string) *ktv1.LookupProof {
 	if len(value.GetCardId()) == 0 {
 		p.LeafIndex = value.GetLatestLogIndex()
 	}
-	p.Leaf = v.leaves[p.LeafIndex]
-	inclusion, err := kt.InclusionProof(v.log, p.LeafIndex, v.cp.Size)
+	p.Leaf, p.InclusionHashes = v.entry(p.LeafIndex)
+	return p
+}
+
+// entry is the leaf at index i of the view's log and its inclusion proof in the
+// checkpoint, packed.
+func (v *forgedView) entry(i uint64) (leaf, inclusion []byte) {
+	v.op.t.Helper()
+	hashes, err := kt.InclusionProof(v.log, i, v.cp.Size)
 	if err != nil {
 		v.op.t.Fatal(err)
 	}
-	p.InclusionHashes = kt.PackHashes(inclusion)
-	return p
+	return v.leaves[i], kt.PackHashes(hashes)
+}
+
+// answerWith makes the answer r name c, logged at c.LogIndex: a copy of the card, and
+// the entry of the view's log that is its leaf, with the leaf's inclusion proof.
+func (v *forgedView) answerWith(r *cardv1.ProvedCard, c *cardv1.Card) {
+	r.Card, r.Proof.LeafIndex = proto.Clone(c).(*cardv1.Card), c.LogIndex
+	r.Proof.Leaf, r.Proof.InclusionHashes = v.entry(c.LogIndex)
 }
 
 // card makes the view serve card (with its lookups, and by id).
@@ -444,9 +457,7 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 			v, forged := inLogOnly()
 			v.edit = func(id string, r *cardv1.ProvedCard) {
 				if id == bob.identity {
-					r.Card, r.Proof.LeafIndex, r.Proof.Leaf = proto.Clone(forged).(*cardv1.Card), forged.LogIndex, v.leaves[forged.LogIndex]
-					inclusion, _ := kt.InclusionProof(v.log, forged.LogIndex, v.cp.Size)
-					r.Proof.InclusionHashes = kt.PackHashes(inclusion)
+					v.answerWith(r, forged)
 				}
 			}
 			return v.serve
@@ -456,9 +467,7 @@ func TestKeyTransparencyRefusesWhatTheLogDoesNotProve(t *testing.T) {
 			v.edit = func(id string, r *cardv1.ProvedCard) {
 				if id == bob.identity {
 					r.Proof.MapValue, _ = kt.EncodeMapValue(&ktv1.MapValue{Version: kt.Version, CardId: forgedParsed.ID, CardLogIndex: forged.LogIndex, LatestLogIndex: forged.LogIndex})
-					r.Card, r.Proof.LeafIndex, r.Proof.Leaf = proto.Clone(forged).(*cardv1.Card), forged.LogIndex, v.leaves[forged.LogIndex]
-					inclusion, _ := kt.InclusionProof(v.log, forged.LogIndex, v.cp.Size)
-					r.Proof.InclusionHashes = kt.PackHashes(inclusion)
+					v.answerWith(r, forged)
 				}
 			}
 			return v.serve
@@ -667,20 +676,14 @@ func TestMonitorDetectsACardItsDeviceDidNotPublish(t *testing.T) {
 	n, app := startNode(t)
 	ctx := context.Background()
 	bob := newKTDevice(t, n, app, "bob", "", nil, nil)
-	first, err := bob.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := registeredCard(t, bob)
 	report, err := bob.Monitor(ctx)
 	if err != nil || len(report.Alerts) != 0 || !bytes.Equal(report.Lookup.Card.ID, first.ID) {
 		t.Fatalf("Monitor after his own publication = %+v, %v; want his card and no alert", report, err)
 	}
 	// Another device of bob's, with his keys, rotates.
 	other := newKTDevice(t, n, app, "bob", copyDevice(t, bob), nil, nil)
-	rotated, err := other.RotateKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rotated := rotatedCard(t, other)
 	report, err = bob.Monitor(ctx) // waits for the checkpoint of the rotation
 	if err != nil || !bytes.Equal(report.Lookup.Card.ID, rotated.ID) {
 		t.Fatalf("Monitor after his other device's rotation = %+v, %v; want its card and no alert", report, err)
@@ -720,10 +723,7 @@ func TestMonitorDetectsACardItsDeviceDidNotPublish(t *testing.T) {
 
 	t.Run("revoked by a thief of the token", func(t *testing.T) {
 		carol := newKTDevice(t, n, app, "carol", "", nil, nil)
-		card, err := carol.Register(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		card := registeredCard(t, carol)
 		if _, err := carol.Monitor(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -762,17 +762,11 @@ func TestMonitorDetectsWhatTheMapHides(t *testing.T) {
 	ctx := context.Background()
 	short := func(c *sdk.Config) { c.KeyTransparencyWait = 500 * time.Millisecond }
 	bob := newKTDevice(t, n, app, "bob", "", nil, nil)
-	first, err := bob.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := registeredCard(t, bob)
 	if _, err := bob.Monitor(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rotated, err := bob.RotateKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rotated := rotatedCard(t, bob)
 	if _, err := bob.LookupCards(ctx, bob.identity); err != nil { // the rotation is in the log
 		t.Fatal(err)
 	}
@@ -867,10 +861,7 @@ func TestKeyTransparencyRefusesASignerCardTheLogDoesNotShow(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			alice := newKTDevice(t, n, app, "alice-"+map[bool]string{true: "a", false: "b"}[tc.want != nil], "", &tp, nil)
-			aliceCard, err := alice.Register(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			aliceCard := registeredCard(t, alice)
 			msg, err := e2ee.Encrypt(tc.keys, tc.cardID, []*e2ee.Card{aliceCard.Card}, []byte("it's me, bob"), time.Now().Add(-time.Minute))
 			if err != nil {
 				t.Fatal(err)

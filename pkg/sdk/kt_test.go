@@ -159,10 +159,7 @@ func TestLookupWaitsForTheCheckpointOfANewCard(t *testing.T) {
 		if err != nil || found[bob.identity] == nil || !sameBytes(found[bob.identity].ID, bobCard.ID) {
 			t.Fatalf("FindCards just after bob's publication = %v, %v; want his card, proved", found, err)
 		}
-		rotated, err := bob.RotateKeys(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		rotated := rotatedCard(t, bob)
 		found, err = alice.FindCards(ctx, bob.identity)
 		if err != nil || !sameBytes(found[bob.identity].ID, rotated.ID) {
 			t.Fatalf("FindCards just after bob's rotation = %v, %v; want his new card", found, err)
@@ -172,19 +169,10 @@ func TestLookupWaitsForTheCheckpointOfANewCard(t *testing.T) {
 		t.Parallel()
 		n, app := startNode(t, func(c *node.Config) { c.Card.CheckpointInterval = time.Hour })
 		alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "")
-		card, err := alice.Register(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		card := registeredCard(t, alice)
 		// Her own card: this device's, no wait.
 		start := time.Now()
-		env, err := alice.Encrypt(ctx, []byte("to myself"), alice.identity)
-		if err != nil {
-			t.Fatalf("encrypt to her own new card: %v", err)
-		}
-		if got, err := alice.Decrypt(ctx, env, alice.identity); err != nil || string(got) != "to myself" {
-			t.Fatalf("decrypt %q, %v", got, err)
-		}
+		wantDelivered(t, alice, alice, "to myself", "a message to her own new card")
 		if time.Since(start) > 2*time.Second {
 			t.Errorf("her own new card took %s", time.Since(start))
 		}

@@ -164,18 +164,12 @@ func TestMaliciousServerSubstitutesACard(t *testing.T) {
 	ctx := context.Background()
 	var tp tamperer
 	alice := newDevice(t, n, app, "alice", e2ee.SuiteX25519, "", tp.option(), withoutKT)
-	aliceCard, err := alice.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	aliceCard := registeredCard(t, alice)
 	bob, first := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
 	if _, err := alice.Encrypt(ctx, []byte("pin bob"), bob.identity); err != nil {
 		t.Fatal(err)
 	}
-	head, err := bob.RotateKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	head := rotatedCard(t, bob)
 	if _, err := alice.Encrypt(ctx, []byte("follow bob's rotation"), bob.identity); err != nil {
 		t.Fatal(err)
 	}

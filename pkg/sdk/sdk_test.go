@@ -37,17 +37,50 @@ func startNode(t testing.TB, configure ...func(*node.Config)) (*nodetest.Node, *
 	return n, n.NewApp(t)
 }
 
+// registerer is a client, or a device holding one, that mustRegister registers.
+type registerer interface {
+	Register(context.Context) (*sdk.Card, error)
+}
+
 // mustRegister registers each client (publishes its first card), failing t on an
 // error.
-func mustRegister(t testing.TB, clients ...interface {
-	Register(context.Context) (*sdk.Card, error)
-}) {
+func mustRegister(t testing.TB, clients ...registerer) {
 	t.Helper()
 	for _, c := range clients {
-		if _, err := c.Register(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		registeredCard(t, c)
 	}
+}
+
+// rotatedCard rotates the keys of c and returns its new card, failing t on an error.
+func rotatedCard(t testing.TB, c interface {
+	RotateKeys(context.Context) (*sdk.Card, error)
+}) *sdk.Card {
+	t.Helper()
+	card, err := c.RotateKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return card
+}
+
+// mustEncrypt has d encrypt text to recipients, failing t on an error.
+func mustEncrypt(t testing.TB, d *device, text []byte, recipients ...string) []byte {
+	t.Helper()
+	env, err := d.Encrypt(context.Background(), text, recipients...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// registeredCard registers c and returns its first card, failing t on an error.
+func registeredCard(t testing.TB, c registerer) *sdk.Card {
+	t.Helper()
+	card, err := c.Register(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return card
 }
 
 // newDevice makes a device of uid whose keystore is in dir (a new folder when dir is
@@ -94,11 +127,17 @@ type noKTOption struct{ grpc.EmptyDialOption }
 func registeredDevice(t *testing.T, n *nodetest.Node, app *nodetest.App, uid string, suite e2ee.Suite) (*device, *sdk.Card) {
 	t.Helper()
 	d := newDevice(t, n, app, uid, suite, "")
-	card, err := d.Register(context.Background())
-	if err != nil {
-		t.Fatal(err)
+	return d, registeredCard(t, d)
+}
+
+// wantDelivered has from encrypt text to the identity of to, and fails t unless to
+// decrypts it, from from; what names the message in a failure.
+func wantDelivered(t *testing.T, from, to *device, text, what string) {
+	t.Helper()
+	env := mustEncrypt(t, from, []byte(text), to.identity)
+	if got, err := to.Decrypt(context.Background(), env, from.identity); err != nil || string(got) != text {
+		t.Fatalf("%s: decrypts to %q, %v; want %q", what, got, err, text)
 	}
-	return d, card
 }
 
 func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
@@ -112,10 +151,7 @@ func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
 		if d.HasPrivateKey() {
 			t.Fatal("a fresh device has keys")
 		}
-		card, err := d.Register(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		card := registeredCard(t, d)
 		if card.Identity != d.identity || !d.HasPrivateKey() {
 			t.Fatalf("Register = %+v", card)
 		}
@@ -126,10 +162,7 @@ func TestEncryptDecryptBetweenUsersAndSuites(t *testing.T) {
 	}
 
 	msg := []byte("meet at noon")
-	env, err := alice.Encrypt(ctx, msg, bob.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := mustEncrypt(t, alice, msg, bob.identity)
 	for name, d := range map[string]*device{"bob": bob, "alice herself": alice} {
 		got, err := d.Decrypt(ctx, env, alice.identity)
 		if err != nil || !bytes.Equal(got, msg) {
@@ -158,24 +191,15 @@ func TestRotationKeepsHistoryReadable(t *testing.T) {
 	ctx := context.Background()
 	alice, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
-	before, err := alice.Encrypt(ctx, []byte("before"), bob.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	second, err := alice.RotateKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := mustEncrypt(t, alice, []byte("before"), bob.identity)
+	second := rotatedCard(t, alice)
 	if !bytes.Equal(second.PreviousCardID, first.ID) || !second.Endorsed {
 		t.Errorf("rotated card = %+v; want it to name and be endorsed by the first", second)
 	}
 	if _, err := bob.RotateKeys(ctx); err != nil {
 		t.Fatal(err)
 	}
-	after, err := alice.Encrypt(ctx, []byte("after"), bob.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := mustEncrypt(t, alice, []byte("after"), bob.identity)
 	// Bob reads both: the old message with his superseded key, signed by alice's
 	// superseded card, which was active when it was written.
 	for want, env := range map[string][]byte{"before": before, "after": after} {
@@ -247,10 +271,7 @@ func TestRegisterRevokeUnregisterCleanup(t *testing.T) {
 	}
 	// Revoke keeps the keys; a new card after it is a reset, which the token alone
 	// cannot publish: ResetKeys, with a grant from the app backend, starts afresh.
-	msg, err := alice.Encrypt(ctx, []byte("to myself"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg := mustEncrypt(t, alice, []byte("to myself"))
 	if err := alice.RevokeCard(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -299,10 +320,7 @@ func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 	ctx := context.Background()
 	lost, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	bob, _ := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
-	before, err := lost.Encrypt(ctx, []byte("before the loss"), bob.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := mustEncrypt(t, lost, []byte("before the loss"), bob.identity)
 
 	// A new device: her card is active, so Register refuses; a reset without a grant,
 	// or with someone else's, is refused and leaves no keystore behind.
@@ -350,13 +368,7 @@ func TestResetKeysAfterEveryKeyIsLost(t *testing.T) {
 	if got, err := bob.Decrypt(ctx, before, fresh.identity); err != nil || string(got) != "before the loss" {
 		t.Errorf("alice's message from before the loss: %q, %v", got, err)
 	}
-	toNew, err := bob.Encrypt(ctx, []byte("welcome back"), fresh.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := fresh.Decrypt(ctx, toNew, bob.identity); err != nil || string(got) != "welcome back" {
-		t.Errorf("the new device decrypts %q, %v", got, err)
-	}
+	wantDelivered(t, bob, fresh, "welcome back", "bob's message to the new device")
 	ks, err := keystore.Open(lost.keystore, []byte("passphrase of alice"))
 	if err != nil {
 		t.Fatal(err)
@@ -420,14 +432,11 @@ func TestCardLifetimeClockSkew(t *testing.T) {
 	ctx := context.Background()
 	alice, first := registeredDevice(t, n, app, "alice", e2ee.SuiteX25519)
 	bob, bobCard := registeredDevice(t, n, app, "bob", e2ee.SuiteX25519)
-	second, err := alice.RotateKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	second := rotatedCard(t, alice)
 	if err := alice.RevokeCard(ctx); err != nil {
 		t.Fatal(err)
 	}
-	first, err = bob.CardByID(ctx, first.ID)
+	first, err := bob.CardByID(ctx, first.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,10 +68,7 @@ func TestSender(t *testing.T) {
 	bob := app.User(t, "bob")
 	drop := &dropAfter{n: 40}
 	c := newQuickDevice(t, n, app, "alice", e2ee.DefaultSuite, grpc.WithChainStreamInterceptor(drop.intercept))
-	card, err := c.Register(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	card := registeredCard(t, c)
 	const total, bad = 150, 70
 	s, err := c.NewSender(ctx, 16)
 	if err != nil {
@@ -155,10 +152,7 @@ func BenchmarkSender(b *testing.B) {
 	ctx := context.Background()
 	bob := app.User(b, "bob")
 	c := newQuickDevice(b, n, app, "alice", e2ee.DefaultSuite)
-	card, err := c.Register(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
+	card := registeredCard(b, c)
 	env := make([]byte, 1024)
 	req := func() *messagingv1.SendRequest {
 		return &messagingv1.SendRequest{

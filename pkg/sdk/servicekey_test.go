@@ -54,13 +54,7 @@ func TestCardsVerifyAfterServiceKeyRotation(t *testing.T) {
 	if _, err := alice.FindCards(ctx, bob.identity); err != nil {
 		t.Fatalf("an old client looks up a card signed after the rotation: %v", err)
 	}
-	env, err := alice.Encrypt(ctx, []byte("across the rotation"), bob.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := bob.Decrypt(ctx, env, alice.identity); err != nil || string(got) != "across the rotation" {
-		t.Fatalf("bob decrypts %q, %v", got, err)
-	}
+	wantDelivered(t, alice, bob, "across the rotation", "alice's message to bob")
 }
 
 // TestCardDatedAfterItsServiceKeyRetiredIsRefused: a server that serves a card signed

@@ -131,10 +131,7 @@ func TestPinningFollowsEndorsedRotations(t *testing.T) {
 	// cost of one ListCardHistory (and, for the log, a consistency proof to the
 	// checkpoint that holds the rotation, which the lookup may wait for), and the next
 	// encrypt is back to one call.
-	rotated, err := bob.RotateKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rotated := rotatedCard(t, bob)
 	if _, err := alice.Encrypt(ctx, []byte("after the rotation"), bob.identity); err != nil {
 		t.Fatalf("encrypt after an endorsed rotation: %v", err)
 	}
@@ -186,10 +183,7 @@ func TestKeyResetIsAKeyChange(t *testing.T) {
 	}
 	wantEncryptKeyChange(t, alice.Client, bob.identity, sdk.ReasonReset, oldCard.ID, newCard.ID)
 	// A message bob's new device signs is refused the same way.
-	env, err := fresh.Encrypt(ctx, []byte("it is me, bob"), alice.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := mustEncrypt(t, fresh, []byte("it is me, bob"), alice.identity)
 	_, err = alice.Decrypt(ctx, env, bob.identity)
 	wantKeyChange(t, err, bob.identity, sdk.ReasonReset, oldCard.ID, newCard.ID)
 
@@ -223,13 +217,7 @@ func TestKeyResetIsAKeyChange(t *testing.T) {
 	if got, err := alice.Decrypt(ctx, env, bob.identity); err != nil || string(got) != "it is me, bob" {
 		t.Errorf("after accepting, alice decrypts %q, %v", got, err)
 	}
-	msg, err := alice.Encrypt(ctx, []byte("welcome back"), bob.identity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := fresh.Decrypt(ctx, msg, alice.identity); err != nil || string(got) != "welcome back" {
-		t.Errorf("bob's new device decrypts %q, %v", got, err)
-	}
+	wantDelivered(t, alice, fresh, "welcome back", "alice's message to bob's new device")
 	if now, _ := alice.SafetyNumber(ctx, bob.identity); now != theirs {
 		t.Errorf("after accepting, alice's safety number is %q; want bob's %q", now, theirs)
 	}

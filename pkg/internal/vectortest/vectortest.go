@@ -8,6 +8,7 @@ package vectortest
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
@@ -32,6 +33,24 @@ func (h *Hex) UnmarshalText(b []byte) error {
 	v, err := hex.DecodeString(string(b))
 	*h = v
 	return err
+}
+
+// Ed25519Key is an Ed25519 key that vectors state: its seed and its public key, as the
+// fields "seed" and "public_key" (a struct embedding it has them in its own place).
+type Ed25519Key struct {
+	Seed      Hex `json:"seed"`
+	PublicKey Hex `json:"public_key"`
+}
+
+// Ed25519KeyOf is the seed and public key of priv.
+func Ed25519KeyOf(priv ed25519.PrivateKey) Ed25519Key {
+	return Ed25519Key{priv.Seed(), Hex(priv.Public().(ed25519.PublicKey))}
+}
+
+// Agrees reports whether PublicKey is the public key of Seed: the check of a stated
+// key that an implementation in another language makes.
+func (k Ed25519Key) Agrees() bool {
+	return len(k.Seed) == ed25519.SeedSize && bytes.Equal(ed25519.NewKeyFromSeed(k.Seed).Public().(ed25519.PublicKey), k.PublicKey)
 }
 
 // Counting returns n bytes start, start+1, ...: the fixed seeds, salts and nonces of
