@@ -218,11 +218,8 @@ func (e *env) groupID(t testing.TB, a app, guid string) string {
 // "team" of the two, whose first epoch's key owner committed to both.
 func (e *env) twoMemberGroup(t testing.TB) (owner, bob *user, group string) {
 	t.Helper()
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "bob")
+	_, group, us := e.newTeam(t, 2, "owner", "bob")
 	owner, bob = us[0], us[1]
-	group = e.groupID(t, a, "team")
-	e.create(t, owner, group, bob)
 	e.commit(t, group, owner, owner, bob)
 	return owner, bob, group
 }

@@ -20,12 +20,8 @@ import (
 func TestInternalMethods(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
-	a := e.newApp(t)
-	uids := []string{"owner", "m1", "m2", "m3", "m4", "outsider"}
-	us := e.newUsers(t, a, true, uids...)
+	a, group, us := e.newTeam(t, 5, "owner", "m1", "m2", "m3", "m4", "outsider")
 	owner, outsider := us[0], us[5]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, us[1:5]...)
 
 	// ListMemberIdentities: identity order, in pages of one membership version.
 	var got []string
