@@ -189,23 +189,15 @@ func (e *env) newUsers(t testing.TB, a app, withCards bool, uids ...string) []*u
 // publishCard gives u a new card (a rotation, endorsed by its current key, when it has
 // one).
 func (e *env) publishCard(u *user) error {
-	kp, err := e2ee.GenerateKeyPair(e2ee.SuiteX25519)
-	if err != nil {
-		return err
-	}
 	var endorser *e2ee.KeyPair
 	if u.cardID != nil {
 		endorser = u.keys
 	}
-	req, err := servicetest.CardRequest(kp, u.identity, e.clock.Now(), u.cardID, endorser)
+	kp, card, err := servicetest.PublishCard(u.ctx(), e.cards, u.identity, e.clock.Now(), u.cardID, endorser)
 	if err != nil {
 		return err
 	}
-	resp, err := e.cards.PublishCard(u.ctx(), req)
-	if err != nil {
-		return err
-	}
-	u.keys, u.cardID = kp, resp.GetCard().GetCardId()
+	u.keys, u.cardID = kp, card.GetCardId()
 	return nil
 }
 
