@@ -25,35 +25,35 @@ import (
 
 // A copier copies one service's bbolt file into its PostgreSQL schema (or, verify,
 // only compares them): it opens the service's store as `umbra serve --store` does,
-// migrations applied, and calls the service's CopyBoltToPostgres.
+// migrations applied, and runs the service's BoltCopier.
 type copier func(ctx context.Context, url, path string, verify bool, log *zap.Logger) (*storecopy.Result, error)
 
 func copierOf[S interface{ Close() error }](
 	open func(ctx context.Context, url string, log *zap.Logger) (S, error),
-	copyIn, verify func(ctx context.Context, path string, s S) (*storecopy.Result, error),
+	boltCopier func(S) *storecopy.Copier,
 ) copier {
-	return func(ctx context.Context, url, path string, verifyOnly bool, log *zap.Logger) (*storecopy.Result, error) {
+	return func(ctx context.Context, url, path string, verify bool, log *zap.Logger) (*storecopy.Result, error) {
 		s, err := open(ctx, url, log)
 		if err != nil {
 			return nil, err
 		}
 		defer s.Close()
-		if verifyOnly {
-			return verify(ctx, path, s)
+		if verify {
+			return boltCopier(s).Verify(ctx, path)
 		}
-		return copyIn(ctx, path, s)
+		return boltCopier(s).Copy(ctx, path)
 	}
 }
 
 // copiers are the services whose store `umbra admin migrate` copies.
 var copiers = map[string]copier{
-	gateway.Identity: copierOf(identity.OpenPostgresStore, identity.CopyBoltToPostgres, identity.VerifyBoltCopy),
-	gateway.Card:     copierOf(card.OpenPostgresStore, card.CopyBoltToPostgres, card.VerifyBoltCopy),
-	gateway.Backup:   copierOf(backup.OpenPostgresStore, backup.CopyBoltToPostgres, backup.VerifyBoltCopy),
-	gateway.Group:    copierOf(group.OpenPostgresStore, group.CopyBoltToPostgres, group.VerifyBoltCopy),
+	gateway.Identity: copierOf(identity.OpenPostgresStore, identity.BoltCopier),
+	gateway.Card:     copierOf(card.OpenPostgresStore, card.BoltCopier),
+	gateway.Backup:   copierOf(backup.OpenPostgresStore, backup.BoltCopier),
+	gateway.Group:    copierOf(group.OpenPostgresStore, group.BoltCopier),
 	gateway.Messaging: copierOf(func(ctx context.Context, url string, log *zap.Logger) (*messaging.PostgresStore, error) {
 		return messaging.OpenPostgresStore(ctx, url, messaging.PostgresOptions{}, log)
-	}, messaging.CopyBoltToPostgres, messaging.VerifyBoltCopy),
+	}, messaging.BoltCopier),
 }
 
 // migrateStores is `umbra admin migrate`: it copies the stores of the stopped node's data

@@ -39,6 +39,15 @@ func startCLINode(t *testing.T) *cliNode {
 	return &cliNode{t: t, bin: bin, n: n, app: n.NewApp(t), work: t.TempDir(), env: e2eEnv(os.Environ())}
 }
 
+// startCLIUser is startCLINode with the environment of a user of its app: the API key,
+// the server, no passphrase, and UMBRA_HOME in its work folder.
+func startCLIUser(t *testing.T) *cliNode {
+	t.Helper()
+	c := startCLINode(t)
+	c.env = append(c.env, "UMBRA_API_KEY="+c.app.APIKey, "UMBRA_SERVER="+c.n.GRPC, "UMBRA_NO_PASSPHRASE=true", c.home("home"))
+	return c
+}
+
 // cliResult is what one run of the binary printed, and how it exited.
 type cliResult struct {
 	stdout, stderr string

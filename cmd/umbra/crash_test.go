@@ -86,12 +86,8 @@ func TestMessagesSurviveSIGKILL(t *testing.T) {
 	// time with Send, the odd ones over a SendStream with up to streamWindow messages
 	// ahead of their replies. Each remembers what was acknowledged, in order, and what
 	// was in flight at the kill.
-	type sent struct {
-		cmid string
-		seq  uint64
-	}
 	const streamWindow = 8
-	acked := make([][]sent, senders)
+	acked := make([][]sentMsg, senders)
 	inFlight := make([][]string, senders)
 	var ackedTotal atomic.Int64
 	request := func(cmid string) *messagingv1.SendRequest {
@@ -115,7 +111,7 @@ func TestMessagesSurviveSIGKILL(t *testing.T) {
 						return // the server is gone
 					}
 					inFlight[i] = nil
-					acked[i] = append(acked[i], sent{cmid, resp.GetSequence()})
+					acked[i] = append(acked[i], sentMsg{cmid, resp.GetSequence()})
 					ackedTotal.Add(1)
 				}
 			}
@@ -139,7 +135,7 @@ func TestMessagesSurviveSIGKILL(t *testing.T) {
 					t.Errorf("%s: reply %v; want %s stored", uid, resp, inFlight[i][0])
 					return
 				}
-				acked[i] = append(acked[i], sent{inFlight[i][0], resp.GetSent().GetSequence()})
+				acked[i] = append(acked[i], sentMsg{inFlight[i][0], resp.GetSent().GetSequence()})
 				inFlight[i] = inFlight[i][1:]
 				ackedTotal.Add(1)
 			}
@@ -181,41 +177,9 @@ func TestMessagesSurviveSIGKILL(t *testing.T) {
 			if err != nil {
 				t.Fatalf("retry of %s after the restart: %v", cmid, err)
 			}
-			acked[i] = append(acked[i], sent{cmid, resp.GetSequence()})
+			acked[i] = append(acked[i], sentMsg{cmid, resp.GetSequence()})
 		}
-		var stored []*messagingv1.Message
-		token := ""
-		zero := uint64(0)
-		for {
-			req := &messagingv1.HistoryRequest{ConversationId: reader, PageSize: 500, PageToken: token}
-			if token == "" {
-				req.AfterSequence = &zero
-			}
-			page, err := client.History(as(uid), req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stored = append(stored, page.GetMessages()...)
-			if token = page.GetNextPageToken(); token == "" {
-				break
-			}
-		}
-		if len(stored) != len(acked[i]) {
-			t.Errorf("%s: %d messages stored, %d acknowledged (with the retried one)", uid, len(stored), len(acked[i]))
-		}
-		seen := map[string]bool{}
-		for j, m := range stored {
-			if m.GetSequence() != uint64(j+1) {
-				t.Fatalf("%s: message %d has sequence %d; want no gap", uid, j, m.GetSequence())
-			}
-			if seen[m.GetClientMessageId()] {
-				t.Fatalf("%s: %s stored twice", uid, m.GetClientMessageId())
-			}
-			seen[m.GetClientMessageId()] = true
-			if j < len(acked[i]) && (acked[i][j].cmid != m.GetClientMessageId() || acked[i][j].seq != m.GetSequence()) {
-				t.Fatalf("%s: stored #%d is %s at %d; acknowledged %s at %d", uid, j, m.GetClientMessageId(), m.GetSequence(), acked[i][j].cmid, acked[i][j].seq)
-			}
-		}
+		wantStoredAsAcked(t, uid, history(t, as(uid), client, reader), acked[i])
 	}
 
 	// The reader resumes from its last cursor: every later item, in order, none twice.
@@ -267,4 +231,50 @@ func TestMessagesSurviveSIGKILL(t *testing.T) {
 	}
 	t.Logf("%d messages acknowledged before SIGKILL, %d delivered live before it, %d in flight retried, all present once after the restart",
 		total, len(before), retried)
+}
+
+// history pages through the messages the server holds of a conversation, from the
+// first.
+func history(t *testing.T, ctx context.Context, client messagingv1.MessagingServiceClient, conversation string) []*messagingv1.Message {
+	t.Helper()
+	var stored []*messagingv1.Message
+	token := ""
+	zero := uint64(0)
+	for {
+		req := &messagingv1.HistoryRequest{ConversationId: conversation, PageSize: 500, PageToken: token}
+		if token == "" {
+			req.AfterSequence = &zero
+		}
+		page, err := client.History(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, page.GetMessages()...)
+		if token = page.GetNextPageToken(); token == "" {
+			return stored
+		}
+	}
+}
+
+// wantStoredAsAcked fails t unless stored, uid's messages as the server holds them, are
+// numbered from 1 without a gap, none twice, and are the messages acknowledged to uid,
+// in order and at the sequences acknowledged.
+func wantStoredAsAcked(t *testing.T, uid string, stored []*messagingv1.Message, acked []sentMsg) {
+	t.Helper()
+	if len(stored) != len(acked) {
+		t.Errorf("%s: %d messages stored, %d acknowledged", uid, len(stored), len(acked))
+	}
+	seen := map[string]bool{}
+	for j, m := range stored {
+		if m.GetSequence() != uint64(j+1) {
+			t.Fatalf("%s: stored message %d has sequence %d; want no gap", uid, j, m.GetSequence())
+		}
+		if seen[m.GetClientMessageId()] {
+			t.Fatalf("%s: %s stored twice", uid, m.GetClientMessageId())
+		}
+		seen[m.GetClientMessageId()] = true
+		if j < len(acked) && (acked[j].cmid != m.GetClientMessageId() || acked[j].seq != m.GetSequence()) {
+			t.Fatalf("%s: stored #%d is %s at %d; acknowledged %s at %d", uid, j+1, m.GetClientMessageId(), m.GetSequence(), acked[j].cmid, acked[j].seq)
+		}
+	}
 }

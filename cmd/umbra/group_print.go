@@ -182,16 +182,22 @@ func (f *clientFlags) resolveGroup(ctx context.Context, name string) (string, er
 	return resp.GetGroups()[name], nil
 }
 
-func parseMode(s string) (groupv1.EncryptionMode, error) {
-	switch strings.ToLower(s) {
-	case "required":
-		return groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED, nil
-	case "optional":
-		return groupv1.EncryptionMode_ENCRYPTION_MODE_OPTIONAL, nil
-	case "off":
-		return groupv1.EncryptionMode_ENCRYPTION_MODE_OFF, nil
+// parseEnum reads s, in any case, as one of names; what and want name the setting and
+// the names in the error.
+func parseEnum[E any](what, s string, names map[string]E, want string) (E, error) {
+	if v, ok := names[strings.ToLower(s)]; ok {
+		return v, nil
 	}
-	return 0, fmt.Errorf("encryption mode %q: want required, optional or off", s)
+	var zero E
+	return zero, fmt.Errorf("%s %q: want %s", what, s, want)
+}
+
+func parseMode(s string) (groupv1.EncryptionMode, error) {
+	return parseEnum("encryption mode", s, map[string]groupv1.EncryptionMode{
+		"required": groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED,
+		"optional": groupv1.EncryptionMode_ENCRYPTION_MODE_OPTIONAL,
+		"off":      groupv1.EncryptionMode_ENCRYPTION_MODE_OFF,
+	}, "required, optional or off")
 }
 
 func modeName(m groupv1.EncryptionMode) string {
@@ -200,13 +206,10 @@ func modeName(m groupv1.EncryptionMode) string {
 
 // parseRole reads the role `group role` may set: ownership moves only with `transfer`.
 func parseRole(s string) (groupv1.GroupRole, error) {
-	switch strings.ToLower(s) {
-	case "admin":
-		return groupv1.GroupRole_GROUP_ROLE_ADMIN, nil
-	case "member":
-		return groupv1.GroupRole_GROUP_ROLE_MEMBER, nil
-	}
-	return 0, fmt.Errorf("role %q: want admin or member (ownership moves with umbra group transfer)", s)
+	return parseEnum("role", s, map[string]groupv1.GroupRole{
+		"admin":  groupv1.GroupRole_GROUP_ROLE_ADMIN,
+		"member": groupv1.GroupRole_GROUP_ROLE_MEMBER,
+	}, "admin or member (ownership moves with umbra group transfer)")
 }
 
 func roleName(r groupv1.GroupRole) string {
@@ -214,11 +217,8 @@ func roleName(r groupv1.GroupRole) string {
 }
 
 func parseHistory(s string) (groupv1.HistoryVisibility, error) {
-	switch strings.ToLower(s) {
-	case "since-join":
-		return groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN, nil
-	case "shared":
-		return groupv1.HistoryVisibility_HISTORY_VISIBILITY_SHARED, nil
-	}
-	return 0, fmt.Errorf("history %q: want since-join or shared", s)
+	return parseEnum("history", s, map[string]groupv1.HistoryVisibility{
+		"since-join": groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN,
+		"shared":     groupv1.HistoryVisibility_HISTORY_VISIBILITY_SHARED,
+	}, "since-join or shared")
 }

@@ -14,8 +14,7 @@ import (
 // accepted in a second group; listing, roles, ownership and deletion; history shared
 // with a later member; bans and the last member's departure.
 func TestGroupCommands(t *testing.T) {
-	c := startCLINode(t)
-	c.env = append(c.env, "UMBRA_API_KEY="+c.app.APIKey, "UMBRA_SERVER="+c.n.GRPC, "UMBRA_NO_PASSPHRASE=true", c.home("home"))
+	c := startCLIUser(t)
 	umbra := func(user string, args ...string) (stdout, stderr string, exit int) {
 		t.Helper()
 		r := c.run("", []string{"UMBRA_USER=" + user}, args...)

@@ -16,8 +16,7 @@ import (
 // signed-note verifier key, and the latest checkpoint, which that key verifies and
 // which grows to hold a card published through the CLI.
 func TestCardLogKey(t *testing.T) {
-	c := startCLINode(t)
-	c.env = append(c.env, "UMBRA_API_KEY="+c.app.APIKey, "UMBRA_SERVER="+c.n.GRPC, "UMBRA_NO_PASSPHRASE=true", c.home("home"))
+	c := startCLIUser(t)
 	ok := func(args ...string) string {
 		t.Helper()
 		r := c.run("", nil, args...)

@@ -15,8 +15,7 @@ import (
 // key alone is refused, the new one passes, and the audit across the rotation, given
 // both, passes. Without the admin credential nothing changes.
 func TestAdminLogKeyRotation(t *testing.T) {
-	c := startCLINode(t)
-	c.env = append(c.env, "UMBRA_API_KEY="+c.app.APIKey, "UMBRA_SERVER="+c.n.GRPC, "UMBRA_NO_PASSPHRASE=true", c.home("home"))
+	c := startCLIUser(t)
 	server := []string{"--server", c.n.GRPC}
 	run := func(args ...string) cliResult {
 		t.Helper()

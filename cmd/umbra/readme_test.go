@@ -119,6 +119,18 @@ func TestReadmeCLIRoundTrip(t *testing.T) {
 		}
 	}
 	prelude := strings.Join(exports, "\n") + "\n"
+	// runBlock runs the README's block name with sh -e, after prelude (the exports, as
+	// in the reader's terminal), and returns what it printed.
+	runBlock := func(name, prelude string) string {
+		t.Helper()
+		c := exec.CommandContext(ctx, "sh", "-e", "-c", prelude+strings.Join(readmeBlock(t, name), "\n"))
+		c.Dir, c.Env = work, cmd.Env
+		out, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("the %s block failed: %v\n%s", name, err, out)
+		}
+		return string(out)
+	}
 	listenLine := readmeBlock(t, "chat-listen")
 	if len(listenLine) != 1 {
 		t.Fatalf("the chat-listen block has %d lines; want the one command", len(listenLine))
@@ -134,11 +146,7 @@ func TestReadmeCLIRoundTrip(t *testing.T) {
 	}
 	defer listen.Wait()
 	waitFor(t, &heard, "listening for bob", 20*time.Second)
-	send := exec.CommandContext(ctx, "sh", "-e", "-c", prelude+strings.Join(readmeBlock(t, "chat-send"), "\n"))
-	send.Dir, send.Env = work, cmd.Env
-	if out, err := send.CombinedOutput(); err != nil {
-		t.Fatalf("the chat-send block failed: %v\n%s", err, out)
-	}
+	runBlock("chat-send", prelude)
 	waitFor(t, &heard, "alice: lunch at noon", 20*time.Second)
 	if !strings.Contains(heard.String(), "alice: are you there?") {
 		t.Errorf("bob's terminal:\n%s\nwant both of alice's messages, in order", heard.String())
@@ -149,15 +157,10 @@ func TestReadmeCLIRoundTrip(t *testing.T) {
 	stopListen()
 
 	// Groups and key backup, with the same profiles.
-	gb := exec.CommandContext(ctx, "sh", "-e", "-c", prelude+strings.Join(readmeBlock(t, "groups-and-backup"), "\n"))
-	gb.Dir, gb.Env = work, cmd.Env
-	gbOut, err := gb.CombinedOutput()
-	if err != nil {
-		t.Fatalf("the groups-and-backup block failed: %v\n%s", err, gbOut)
-	}
+	gbOut := runBlock("groups-and-backup", prelude)
 	// In order: bob's listing (ending with alice's second message), carol's, then the
 	// backup and the laptop.
-	out = string(gbOut)
+	out = gbOut
 	endBob := strings.Index(out, "alice: carol has left\n") + len("alice: carol has left\n")
 	startBackup := strings.Index(out, "keys of bob backed up")
 	if endBob < len("alice: carol has left\n") || startBackup < endBob {
@@ -178,34 +181,15 @@ func TestReadmeCLIRoundTrip(t *testing.T) {
 
 	// A key change: bob resets his keys; alice's client refuses until she accepts,
 	// and the safety numbers both sides show match.
-	kc := exec.CommandContext(ctx, "sh", "-e", "-c", prelude+strings.Join(readmeBlock(t, "key-change"), "\n"))
-	kc.Dir, kc.Env = work, cmd.Env
-	kcOut, err := kc.CombinedOutput()
-	if err != nil {
-		t.Fatalf("the key-change block failed: %v\n%s", err, kcOut)
-	}
-	checkKeyChangeOutput(t, string(kcOut))
+	checkKeyChangeOutput(t, runBlock("key-change", prelude))
 
 	// Key transparency: alice's lookup of bob with its proofs, bob's monitoring on
 	// his first device (nothing) and on the laptop that did not make the reset (an
 	// alert).
-	ktb := exec.CommandContext(ctx, "sh", "-e", "-c", prelude+strings.Join(readmeBlock(t, "kt-lookup"), "\n"))
-	ktb.Dir, ktb.Env = work, cmd.Env
-	ktOut, err := ktb.CombinedOutput()
-	if err != nil {
-		t.Fatalf("the kt-lookup block failed: %v\n%s", err, ktOut)
-	}
-	checkKtOutput(t, string(ktOut))
+	checkKtOutput(t, runBlock("kt-lookup", prelude))
 
 	// umbra demo, as the README gives it.
-	demoLines := readmeBlock(t, "demo")
-	demo := exec.CommandContext(ctx, "sh", "-e", "-c", strings.Join(demoLines, "\n"))
-	demo.Dir, demo.Env = work, cmd.Env
-	demoOut, err := demo.CombinedOutput()
-	if err != nil {
-		t.Fatalf("the demo block failed: %v\n%s", err, demoOut)
-	}
-	checkDemoOutput(t, string(demoOut))
+	checkDemoOutput(t, runBlock("demo", ""))
 }
 
 // checkKeyChangeOutput checks what the README's key-change block printed: the refusal

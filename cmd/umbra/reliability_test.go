@@ -536,43 +536,10 @@ func (l *load) verify(t *testing.T, addr string) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok), 30*time.Second)
-		var stored []*messagingv1.Message
-		token := ""
-		zero := uint64(0)
-		for {
-			req := &messagingv1.HistoryRequest{ConversationId: f.ids[l.to[uid]], PageSize: 500, PageToken: token}
-			if token == "" {
-				req.AfterSequence = &zero
-			}
-			page, err := client.History(ctx, req)
-			if err != nil {
-				cancel()
-				t.Fatal(err)
-			}
-			stored = append(stored, page.GetMessages()...)
-			if token = page.GetNextPageToken(); token == "" {
-				break
-			}
-		}
+		stored := history(t, ctx, client, f.ids[l.to[uid]])
 		cancel()
-		acked := l.acked[uid]
-		total += len(acked)
-		if len(stored) != len(acked) {
-			t.Errorf("%s: %d messages stored, %d acknowledged", uid, len(stored), len(acked))
-		}
-		seen := map[string]bool{}
-		for j, m := range stored {
-			if m.GetSequence() != uint64(j+1) {
-				t.Fatalf("%s: stored message %d has sequence %d; want no gap", uid, j, m.GetSequence())
-			}
-			if seen[m.GetClientMessageId()] {
-				t.Fatalf("%s: %s stored twice", uid, m.GetClientMessageId())
-			}
-			seen[m.GetClientMessageId()] = true
-			if j < len(acked) && (acked[j].cmid != m.GetClientMessageId() || acked[j].seq != m.GetSequence()) {
-				t.Fatalf("%s: stored #%d is %s at %d; acknowledged %s at %d", uid, j+1, m.GetClientMessageId(), m.GetSequence(), acked[j].cmid, acked[j].seq)
-			}
-		}
+		total += len(l.acked[uid])
+		wantStoredAsAcked(t, uid, stored, l.acked[uid])
 	}
 	delivered := 0
 	for _, reader := range l.readers {
@@ -622,10 +589,7 @@ func TestFailoverFrozenPrimary(t *testing.T) {
 func failover(t *testing.T, how string, lose func(*pgtest.Cluster), within time.Duration) {
 	primary := pgtest.NewCluster(t, pgtest.Options{})
 	standby := pgtest.NewStandby(t, primary)
-	db, err := primary.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := primary.NewDatabase(t)
 	f := startFleet(t, pgtest.MultiHostURL(db.Name, primary, standby), 2)
 	// Killed before the replicas stop: a frozen primary would hold up their pools'
 	// closing connections to it.
@@ -740,10 +704,7 @@ func (f *pgFleet) liveAcross(t *testing.T) []time.Duration {
 // is lost, stored twice, or delivered out of order.
 func TestMessagingReplicaLoss(t *testing.T) {
 	cluster := pgtest.NewCluster(t, pgtest.Options{})
-	db, err := cluster.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := cluster.NewDatabase(t)
 	f := startFleet(t, db.URL, 2)
 	l := startLoad(t, f, 6, 2, 8)
 	l.waitAcked(t, 300, 30*time.Second)
@@ -770,10 +731,7 @@ const downBound = 2 * time.Second
 // other live.
 func TestDatabaseDown(t *testing.T) {
 	cluster := pgtest.NewCluster(t, pgtest.Options{})
-	db, err := cluster.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := cluster.NewDatabase(t)
 	f := startFleet(t, db.URL, 2)
 	a, b := f.replicas[0], f.replicas[1]
 	f.users("alice", "bob")

@@ -279,20 +279,25 @@ func dialPeer(d *deps, c grpcclient.Config) (*grpc.ClientConn, error) {
 	return grpcclient.Dial(c)
 }
 
-// optionalPeer dials the peer c for a service whose log is log, when c has an address,
-// and adds the connection to closers. Without an address it logs without (what the
-// service does without that peer) and returns nil.
-func optionalPeer(d *deps, log *zap.Logger, c grpcclient.Config, closers *closers, without string) (*grpc.ClientConn, error) {
+// optionalPeer dials the peer service (named peer) at c for a service whose log is
+// log, when c has an address, adds the connection to closers, and returns the service's
+// client of the peer over it (client). Without an address it logs without (what the
+// service does without that peer) and returns the zero C: a nil interface, which the
+// service reads as no peer. When the dial fails it releases closers, as the service
+// being built gives up.
+func optionalPeer[C any](d *deps, log *zap.Logger, peer string, c grpcclient.Config, closers *closers, without string, client func(*grpc.ClientConn) C) (C, error) {
+	var none C
 	if c.Addr == "" {
 		log.Warn(without)
-		return nil, nil
+		return none, nil
 	}
 	conn, err := dialPeer(d, c)
 	if err != nil {
-		return nil, err
+		closers.close()
+		return none, fmt.Errorf("%s service: %w", peer, err)
 	}
 	*closers = append(*closers, conn.Close)
-	return conn, nil
+	return client(conn), nil
 }
 
 // closers are what a service built so far must release, in order.

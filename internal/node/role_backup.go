@@ -1,7 +1,7 @@
 package node
 
 import (
-	"fmt"
+	"google.golang.org/grpc"
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	backupv1 "github.com/umbra-e2ee/umbra/proto/umbra/backup/v1"
@@ -13,31 +13,17 @@ import (
 // with the process's server secret, delivering its events (an erased backup) through
 // the messaging service.
 func buildBackup(d *deps) (*hosted, error) {
-	log := d.log.Named(gateway.Backup)
-	h := &hosted{
-		name:     gateway.Backup,
-		grpcName: backupv1.BackupService_ServiceDesc.ServiceName,
-		policies: backup.Policies(),
-	}
-	store, err := openStore[backup.Store](d, h, log, backup.OpenPostgresStore, backup.OpenBoltStore)
+	h, log, store, err := openRole[backup.Store](d, gateway.Backup, backupv1.BackupService_ServiceDesc.ServiceName, backup.Policies(),
+		backup.OpenPostgresStore, backup.OpenBoltStore)
 	if err != nil {
 		return nil, err
 	}
 	release := closers{store.Close}
-	conn, err := optionalPeer(d, log, d.cfg.Peers.Messaging, &release, "no messaging service address: backup events wait in the outbox until one is configured")
+	events, err := optionalPeer(d, log, "messaging", d.cfg.Peers.Messaging, &release, "no messaging service address: backup events wait in the outbox until one is configured",
+		func(conn *grpc.ClientConn) backup.Events { return messagingv1.NewMessagingServiceClient(conn) })
 	if err != nil {
-		release.close()
-		return nil, fmt.Errorf("messaging service: %w", err)
-	}
-	var events backup.Events // none: events wait in backup.db's outbox
-	if conn != nil {
-		events = messagingv1.NewMessagingServiceClient(conn)
-	}
-	srv, err := backup.New(store, events, d.cfg.Backup, log)
-	if err != nil {
-		release.close()
 		return nil, err
 	}
-	h.register, h.close, h.run = srv.Register, release.close, srv.Run
-	return h, nil
+	srv, err := backup.New(store, events, d.cfg.Backup, log)
+	return started(h, release, srv, err)
 }

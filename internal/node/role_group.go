@@ -1,7 +1,7 @@
 package node
 
 import (
-	"fmt"
+	"google.golang.org/grpc"
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
@@ -16,40 +16,22 @@ import (
 // peer, with the service token. Without a card service address commits are refused as
 // UNAVAILABLE; without a messaging address events wait in the outbox.
 func buildGroup(d *deps) (*hosted, error) {
-	log := d.log.Named(gateway.Group)
-	h := &hosted{
-		name:     gateway.Group,
-		grpcName: groupv1.GroupService_ServiceDesc.ServiceName,
-		policies: group.Policies(),
-	}
-	store, err := openStore[group.Store](d, h, log, group.OpenPostgresStore, group.OpenBoltStore)
+	h, log, store, err := openRole[group.Store](d, gateway.Group, groupv1.GroupService_ServiceDesc.ServiceName, group.Policies(),
+		group.OpenPostgresStore, group.OpenBoltStore)
 	if err != nil {
 		return nil, err
 	}
 	release := closers{store.Close}
-	var cards group.Cards
-	conn, err := optionalPeer(d, log, d.cfg.Peers.Card, &release, "no card service address: epoch commits are refused and card changes are not followed until one is configured")
+	cards, err := optionalPeer(d, log, "card", d.cfg.Peers.Card, &release, "no card service address: epoch commits are refused and card changes are not followed until one is configured",
+		func(conn *grpc.ClientConn) group.Cards { return cardv1.NewCardServiceClient(conn) })
 	if err != nil {
-		release.close()
-		return nil, fmt.Errorf("card service: %w", err)
-	}
-	if conn != nil {
-		cards = cardv1.NewCardServiceClient(conn)
-	}
-	var events group.Events
-	conn, err = optionalPeer(d, log, d.cfg.Peers.Messaging, &release, "no messaging service address: group events wait in the outbox until one is configured")
-	if err != nil {
-		release.close()
-		return nil, fmt.Errorf("messaging service: %w", err)
-	}
-	if conn != nil {
-		events = messagingv1.NewMessagingServiceClient(conn)
-	}
-	srv, err := group.New(store, cards, events, d.cfg.Group, log)
-	if err != nil {
-		release.close()
 		return nil, err
 	}
-	h.register, h.close, h.run = srv.Register, release.close, srv.Run
-	return h, nil
+	events, err := optionalPeer(d, log, "messaging", d.cfg.Peers.Messaging, &release, "no messaging service address: group events wait in the outbox until one is configured",
+		func(conn *grpc.ClientConn) group.Events { return messagingv1.NewMessagingServiceClient(conn) })
+	if err != nil {
+		return nil, err
+	}
+	srv, err := group.New(store, cards, events, d.cfg.Group, log)
+	return started(h, release, srv, err)
 }

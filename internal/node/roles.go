@@ -2,10 +2,10 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
@@ -26,61 +26,67 @@ import (
 // migrating (which may wait for another replica's migration).
 const openTimeout = 2 * time.Minute
 
-// openStore opens the store of h's service S: in PostgreSQL with pg when the process
-// has a --store (h then asks its pool whether the database answers), else the service's
-// bbolt file in the data folder with bolt (h then backs it up online). Each engine's
-// store implements S (each service declares so).
-func openStore[S any, P interface{ DB() *pgdb.DB }, B interface{ DB() *boltdb.DB }](d *deps, h *hosted, log *zap.Logger,
-	pg func(ctx context.Context, url string, log *zap.Logger) (P, error), bolt func(path string) (B, error)) (S, error) {
+// openRole is how every builder starts. It returns h, the hosted service name (gRPC
+// service grpcName, access table policies), the service's logger, and its store S:
+// in PostgreSQL with pg when the process has a --store (h then asks its pool whether
+// the database answers), else the service's bbolt file in the data folder with bolt (h
+// then backs it up online). Each engine's store implements S (each service declares so).
+func openRole[S any, P interface{ DB() *pgdb.DB }, B interface{ DB() *boltdb.DB }](d *deps, name, grpcName string, policies auth.Table,
+	pg func(ctx context.Context, url string, log *zap.Logger) (P, error), bolt func(path string) (B, error)) (*hosted, *zap.Logger, S, error) {
+	log := d.log.Named(name)
+	h := &hosted{name: name, grpcName: grpcName, policies: policies}
 	var store any
 	if d.cfg.Store != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
 		defer cancel()
 		s, err := pg(ctx, d.cfg.Store, log)
 		if err != nil {
-			return *new(S), err
+			return nil, nil, *new(S), err
 		}
 		store, h.ready = s, s.DB().Ready
 	} else {
 		s, err := bolt(dbPath(d, h.name))
 		if err != nil {
-			return *new(S), err
+			return nil, nil, *new(S), err
 		}
 		store, h.db = s, s.DB()
 	}
-	return store.(S), nil
+	return h, log, store.(S), nil
+}
+
+// started completes h with the service srv that its New returned (with err):
+// registered on the gRPC server, its Run (when it has background work) started with
+// the server, and release closed when h closes; when New failed, release is closed now
+// and err returned.
+func started[S interface{ Register(grpc.ServiceRegistrar) }](h *hosted, release closers, srv S, err error) (*hosted, error) {
+	if err != nil {
+		release.close()
+		return nil, err
+	}
+	h.register, h.close = srv.Register, release.close
+	if r, ok := any(srv).(interface{ Run(ctx context.Context) }); ok {
+		h.run = r.Run
+	}
+	return h, nil
 }
 
 // builders start each role's service over its own store.
 var builders = map[string]func(*deps) (*hosted, error){
 	gateway.Identity: func(d *deps) (*hosted, error) {
-		h := &hosted{
-			name:     gateway.Identity,
-			grpcName: identityv1.IdentityService_ServiceDesc.ServiceName,
-			policies: identity.Policies(),
-		}
-		log := d.log.Named(gateway.Identity)
-		store, err := openStore[identity.Store](d, h, log, identity.OpenPostgresStore, identity.OpenBoltStore)
+		h, log, store, err := openRole[identity.Store](d, gateway.Identity, identityv1.IdentityService_ServiceDesc.ServiceName, identity.Policies(),
+			identity.OpenPostgresStore, identity.OpenBoltStore)
 		if err != nil {
 			return nil, err
 		}
 		srv, err := identity.New(store, identity.Config{Issuer: d.cfg.Issuer}, log)
-		if err != nil {
-			store.Close()
-			return nil, err
+		if err == nil {
+			d.identity = srv
 		}
-		d.identity = srv
-		h.register, h.close = srv.Register, store.Close
-		return h, nil
+		return started(h, closers{store.Close}, srv, err)
 	},
 	gateway.Card: func(d *deps) (*hosted, error) {
-		h := &hosted{
-			name:     gateway.Card,
-			grpcName: cardv1.CardService_ServiceDesc.ServiceName,
-			policies: card.Policies(),
-		}
-		log := d.log.Named(gateway.Card)
-		store, err := openStore[card.Store](d, h, log, card.OpenPostgresStore, card.OpenBoltStore)
+		h, log, store, err := openRole[card.Store](d, gateway.Card, cardv1.CardService_ServiceDesc.ServiceName, card.Policies(),
+			card.OpenPostgresStore, card.OpenBoltStore)
 		if err != nil {
 			return nil, err
 		}
@@ -89,23 +95,12 @@ var builders = map[string]func(*deps) (*hosted, error){
 			ccfg.Grants = d.tokens
 		}
 		srv, err := card.New(store, ccfg, log)
-		if err != nil {
-			store.Close()
-			return nil, err
-		}
-		h.register, h.close, h.run = srv.Register, store.Close, srv.Run
-		return h, nil
+		return started(h, closers{store.Close}, srv, err)
 	},
 	gateway.Backup: buildBackup,
 	gateway.Group:  buildGroup,
 	gateway.Messaging: func(d *deps) (*hosted, error) {
-		log := d.log.Named(gateway.Messaging)
-		h := &hosted{
-			name:     gateway.Messaging,
-			grpcName: messagingv1.MessagingService_ServiceDesc.ServiceName,
-			policies: messaging.Policies(),
-		}
-		store, err := openStore[messaging.Store](d, h, log, func(ctx context.Context, url string, log *zap.Logger) (*messaging.PostgresStore, error) {
+		h, log, store, err := openRole[messaging.Store](d, gateway.Messaging, messagingv1.MessagingService_ServiceDesc.ServiceName, messaging.Policies(), func(ctx context.Context, url string, log *zap.Logger) (*messaging.PostgresStore, error) {
 			return messaging.OpenPostgresStore(ctx, url, messaging.PostgresOptions{}, log)
 		}, func(path string) (*messaging.BoltStore, error) {
 			return messaging.OpenBoltStore(path, messaging.StoreOptions{})
@@ -114,35 +109,26 @@ var builders = map[string]func(*deps) (*hosted, error){
 			return nil, err
 		}
 		release := closers{store.Close}
-		conn, err := optionalPeer(d, log, d.cfg.Peers.Group, &release, "no group service address: group conversations are refused")
+		groups, err := optionalPeer(d, log, "group", d.cfg.Peers.Group, &release, "no group service address: group conversations are refused",
+			func(conn *grpc.ClientConn) messaging.Groups {
+				return messaging.GroupClient{Client: groupv1.NewGroupServiceClient(conn)}
+			})
 		if err != nil {
-			release.close()
-			return nil, fmt.Errorf("group service: %w", err)
+			return nil, err
 		}
-		var groups messaging.Groups // none: group conversations are refused
-		if conn != nil {
-			groups = messaging.GroupClient{Client: groupv1.NewGroupServiceClient(conn)}
-		}
-		cardConn, err := optionalPeer(d, log, d.cfg.Peers.Card, &release, "no card service address: ENCRYPTED messages are refused (their sender card cannot be checked)")
+		cards, err := optionalPeer(d, log, "card", d.cfg.Peers.Card, &release, "no card service address: ENCRYPTED messages are refused (their sender card cannot be checked)",
+			func(conn *grpc.ClientConn) messaging.Cards {
+				return messaging.CardClient{Client: cardv1.NewCardServiceClient(conn)}
+			})
 		if err != nil {
-			release.close()
-			return nil, fmt.Errorf("card service: %w", err)
-		}
-		var cards messaging.Cards // none: ENCRYPTED messages are refused
-		if cardConn != nil {
-			cards = messaging.CardClient{Client: cardv1.NewCardServiceClient(cardConn)}
+			return nil, err
 		}
 		mcfg := d.cfg.Messaging
 		if mcfg.Revocations == nil {
 			mcfg.Revocations = d.revocations
 		}
 		srv, err := messaging.New(store, cards, groups, mcfg, log)
-		if err != nil {
-			release.close()
-			return nil, err
-		}
-		h.register, h.close, h.run = srv.Register, release.close, srv.Run
-		return h, nil
+		return started(h, release, srv, err)
 	},
 }
 

@@ -69,6 +69,33 @@ func (r Records) Get(ctx context.Context, tx pgx.Tx, table, key string, m proto.
 	return true, r.Decode(table, key, b, m)
 }
 
+// Scan reads rows of (key, record), decoding each record into a new T (newRecord); a
+// record that does not parse is named by table and its key (fmt.Sprint). K is the key
+// column's type. It closes rows.
+func Scan[K any, T proto.Message](r Records, rows pgx.Rows, table string, newRecord func() T) ([]T, error) {
+	return ScanWith(rows, newRecord, func(key K, b []byte, rec T) error { return r.Decode(table, fmt.Sprint(key), b, rec) })
+}
+
+// ScanWith is Scan for a store that names its records its own way: decode reads the
+// record bytes b of the row of key into rec.
+func ScanWith[K, T any](rows pgx.Rows, newRecord func() T, decode func(key K, b []byte, rec T) error) ([]T, error) {
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var key K
+		var b []byte
+		if err := rows.Scan(&key, &b); err != nil {
+			return nil, err
+		}
+		rec := newRecord()
+		if err := decode(key, b, rec); err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
+	}
+	return out, rows.Err()
+}
+
 // MigrationsIn is the migrations/ folder of an engine's embedded files.
 func MigrationsIn(files embed.FS) fs.FS {
 	sub, err := fs.Sub(files, "migrations")

@@ -2,11 +2,13 @@ package pgtest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 )
 
 // NewURL returns the URL of a new, empty database of the shared cluster, dropped when t
@@ -35,12 +37,34 @@ func Open[S interface{ Close() error }](t testing.TB, url string, open func(ctx 
 	return OpenStore(t, 30*time.Second, func(ctx context.Context, log *zap.Logger) (S, error) { return open(ctx, url, log) })
 }
 
+// Opener returns a test's opener of a service's PostgreSQL store at a URL with open
+// (the service's OpenPostgresStore), as Open does: what storetest.Database takes.
+func Opener[S interface{ Close() error }](open func(ctx context.Context, url string, log *zap.Logger) (S, error)) func(t testing.TB, url string) S {
+	return func(t testing.TB, url string) S {
+		t.Helper()
+		return Open(t, url, open)
+	}
+}
+
+// WantTables opens a service's store with open (its test opener) over a new database
+// of the shared cluster, and checks that its migrations made the tables want: Tables,
+// as fmt.Sprint writes the list.
+func WantTables[S any](t *testing.T, open func(t testing.TB, url string) S, want string) {
+	t.Helper()
+	db := NewDatabase(t)
+	open(t, db.URL)
+	if got := db.Tables(t); fmt.Sprint(got) != want {
+		t.Errorf("tables = %v, want %s", got, want)
+	}
+}
+
 // Tables lists the tables of every schema of the database but the system's, as
-// schema.table, in order: what a service's migrations made, and nothing beside.
+// schema.table, in order: what a service's migrations made, and nothing beside. A
+// partitioned table is listed, not its partitions (which a store makes as time goes).
 func (d *Database) Tables(t testing.TB) []string {
 	t.Helper()
-	return Query[string](t, d, `SELECT schemaname || '.' || tablename FROM pg_tables
-		WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
+	return Query[string](t, d, `SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
 }
 
 // NewDatabase returns a new, empty database of c, a cluster of the test's own
@@ -52,4 +76,18 @@ func (c *Cluster) NewDatabase(t testing.TB) *Database {
 		t.Fatal(err)
 	}
 	return db
+}
+
+// OpenStore opens a service's PostgreSQL store for a test with open (given a context
+// bounded by timeout and the test's logger), and closes it when the test ends.
+func OpenStore[S interface{ Close() error }](t testing.TB, timeout time.Duration, open func(ctx context.Context, log *zap.Logger) (S, error)) S {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	s, err := open(ctx, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

@@ -30,6 +30,16 @@ func Open[P Closer](t testing.TB, open func() (P, error)) P {
 	return s
 }
 
+// Opener returns a test's opener of the store at a place (a file's path) with open (a
+// service's OpenBoltStore): as Open does, failing t on an error and closing the store
+// when t ends. It is what File takes.
+func Opener[P Closer](open func(at string) (P, error)) func(t testing.TB, at string) P {
+	return func(t testing.TB, at string) P {
+		t.Helper()
+		return Open(t, func() (P, error) { return open(at) })
+	}
+}
+
 // Engine opens stores of one engine for a conformance suite.
 type Engine[S any] struct {
 	// Open returns a new, empty store, and reopen, which closes it and opens the same

@@ -19,9 +19,7 @@ type Store interface{ Close() error }
 func TestEngines(t *testing.T) {
 	places := 0
 	fresh := func(testing.TB) string { places++; return fmt.Sprint("db", places) }
-	open := func(t testing.TB, at string) *store {
-		return Open(t, func() (*store, error) { return &store{at: at}, nil })
-	}
+	open := Opener(func(at string) (*store, error) { return &store{at: at}, nil })
 	db := Database[Store](fresh, open)
 
 	s, reopen := db.Open(t)

@@ -11,16 +11,11 @@
 package witness
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -28,7 +23,6 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/umbra-e2ee/umbra/internal/durable"
 	"github.com/umbra-e2ee/umbra/internal/ktlog"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 )
@@ -70,40 +64,6 @@ type Config struct {
 	History int
 	// Now defaults to time.Now.
 	Now func() time.Time
-}
-
-// State is what state.json holds.
-type State struct {
-	Version int `json:"version"`
-	// LogKeys are the followed log's verifier keys (LogKey, the first of them, is
-	// what state files written before log key rotations hold), and WitnessKey the
-	// witness's own.
-	LogKey     string   `json:"log_key"`
-	LogKeys    []string `json:"log_keys,omitempty"`
-	WitnessKey string   `json:"witness_key"`
-	// Cosigned is the last checkpoint the witness cosigned: the log's signed note
-	// with the witness's cosignature appended.
-	Cosigned string `json:"cosigned"`
-}
-
-// Fork is the evidence of a fork: two checkpoints signed by the log key that cannot
-// both be views of one append-only log.
-type Fork struct {
-	DetectedAt time.Time `json:"detected_at"`
-	Origin     string    `json:"origin"`
-	Reason     string    `json:"reason"`
-	// Cosigned is the witness's cosigned checkpoint, Conflicting the one shown to it
-	// that contradicts it (as it was signed by the log).
-	CosignedSize    uint64 `json:"cosigned_size"`
-	Cosigned        string `json:"cosigned"`
-	ConflictingSize uint64 `json:"conflicting_size"`
-	Conflicting     string `json:"conflicting"`
-	// ConsistencyProof is the proof the log gave between them that failed; none for
-	// two checkpoints of one size.
-	ConsistencyProof [][]byte `json:"consistency_proof,omitempty"`
-	// Source says who showed the witness the conflicting checkpoint: "poll" (the log)
-	// or "submitted" (a client).
-	Source string `json:"source"`
 }
 
 // cosigned is a checkpoint the witness cosigned.
@@ -208,54 +168,12 @@ func New(ctx context.Context, log ktlog.Log, cfg Config, logger *zap.Logger) (*W
 	return w, nil
 }
 
-func (w *Witness) statePath() string { return filepath.Join(w.cfg.Dir, "state.json") }
-func (w *Witness) forksPath() string { return filepath.Join(w.cfg.Dir, "forks.jsonl") }
-
 // LogKeys are the verifier keys of the log the witness follows, and Origin its origin.
 func (w *Witness) LogKeys() []string { return slices.Clone(w.logKeys) }
 func (w *Witness) Origin() string    { return w.origin }
 
 // Key is the witness's verifier key.
 func (w *Witness) Key() *kt.WitnessKey { return w.cfg.Signer.Key() }
-
-func (w *Witness) loadState() (*State, error) {
-	b, err := os.ReadFile(w.statePath())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	st := &State{}
-	if err := json.Unmarshal(b, st); err != nil || st.Version != 1 || len(st.logKeys()) == 0 {
-		return nil, fmt.Errorf("witness: %s is not a witness state file (version 1)", w.statePath())
-	}
-	return st, nil
-}
-
-// ReadState reads a witness's state file, for `umbra kt audit`.
-func ReadState(path string) (*State, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	st := &State{}
-	if err := json.Unmarshal(b, st); err != nil || st.Version != 1 || st.Cosigned == "" {
-		return nil, fmt.Errorf("%s is not a witness state file (version 1)", path)
-	}
-	return st, nil
-}
-
-// logKeys are the log keys a state file names.
-func (st *State) logKeys() []string {
-	if len(st.LogKeys) > 0 {
-		return st.LogKeys
-	}
-	if st.LogKey != "" {
-		return []string{st.LogKey}
-	}
-	return nil
-}
 
 // logOrigin checks that keys are verifier keys of one log, and returns its origin.
 func logOrigin(keys []string) (string, error) {
@@ -274,52 +192,6 @@ func logOrigin(keys []string) (string, error) {
 		return "", errors.New("witness: no log key")
 	}
 	return origin, nil
-}
-
-// openCosigned checks a cosigned checkpoint of the state: the log's signature (by one
-// of logKeys) and the witness's own cosignature.
-func (w *Witness) openCosigned(b []byte, logKeys []string) (*cosigned, error) {
-	cp, err := kt.OpenCheckpoint(b, logKeys...)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := kt.VerifyCosignature(b, w.Key()); err != nil {
-		return nil, err
-	}
-	text, err := kt.CheckpointText(b)
-	if err != nil {
-		return nil, err
-	}
-	return &cosigned{cp: cp, text: text, note: b}, nil
-}
-
-// saveState writes state.json durably: a temporary file, synced, renamed over it, and
-// the folder synced. A cosignature is served only after its state is on disk, so a
-// crash never lets the witness forget what it cosigned.
-func (w *Witness) saveState(c *cosigned) error {
-	b, err := json.MarshalIndent(State{Version: 1, LogKey: w.logKeys[0], LogKeys: w.logKeys, WitnessKey: w.Key().String(), Cosigned: string(c.note)}, "", "  ")
-	if err != nil {
-		return err
-	}
-	return durable.WriteFile(w.statePath(), append(b, '\n'))
-}
-
-// remember makes c the latest cosigned checkpoint and keeps it in the history.
-func (w *Witness) remember(c *cosigned) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.latest = c
-	w.history[c.cp.Size] = c
-	if len(w.history) > w.cfg.History {
-		sizes := make([]uint64, 0, len(w.history))
-		for s := range w.history {
-			sizes = append(sizes, s)
-		}
-		sort.Slice(sizes, func(i, j int) bool { return sizes[i] < sizes[j] })
-		for _, s := range sizes[:len(sizes)-w.cfg.History] {
-			delete(w.history, s)
-		}
-	}
 }
 
 // Latest is the last checkpoint the witness cosigned, with its cosignature; nil
@@ -460,80 +332,6 @@ func mustVerifier(vkey string) note.Verifier {
 		panic(err) // checked in New
 	}
 	return v
-}
-
-// fork records the evidence that held and conflicting cannot both be true, and
-// returns it as a *kt.ForkError.
-func (w *Witness) fork(held *cosigned, cp *kt.Checkpoint, conflicting []byte, reason string, proof [][]byte, source string) error {
-	ferr := &kt.ForkError{Origin: cp.Origin, Held: held.note, Conflicting: conflicting, HeldSize: held.cp.Size, ConflictingSize: cp.Size, Reason: reason}
-	text, _ := kt.CheckpointText(conflicting)
-	id := sha256.Sum256([]byte(held.text + "\x00" + text))
-	w.mu.Lock()
-	seen := w.forkSeen[string(id[:])]
-	w.forkSeen[string(id[:])] = true
-	w.mu.Unlock()
-	if seen {
-		return ferr
-	}
-	f := Fork{
-		DetectedAt: w.cfg.Now().UTC(), Origin: cp.Origin, Reason: reason,
-		CosignedSize: held.cp.Size, Cosigned: string(held.note),
-		ConflictingSize: cp.Size, Conflicting: string(conflicting),
-		ConsistencyProof: proof, Source: source,
-	}
-	if err := w.appendFork(f); err != nil {
-		w.logger.Error("could not write the fork evidence", zap.String("file", w.forksPath()), zap.Error(err))
-	}
-	w.mu.Lock()
-	w.forks = append(w.forks, f)
-	w.mu.Unlock()
-	w.logger.Error("FORK: the log signed two checkpoints that cannot both be true; not cosigning, evidence kept",
-		zap.String("origin", cp.Origin), zap.Uint64("cosigned_size", held.cp.Size), zap.Uint64("conflicting_size", cp.Size),
-		zap.String("reason", reason), zap.String("source", source), zap.String("evidence", w.forksPath()))
-	return ferr
-}
-
-func (w *Witness) appendFork(f Fork) error {
-	b, err := json.Marshal(f)
-	if err != nil {
-		return err
-	}
-	file, err := os.OpenFile(w.forksPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := file.Write(append(b, '\n')); err != nil {
-		file.Close()
-		return err
-	}
-	if err := file.Sync(); err != nil {
-		file.Close()
-		return err
-	}
-	return file.Close()
-}
-
-func (w *Witness) loadForks() error {
-	b, err := os.ReadFile(w.forksPath())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	for dec.More() {
-		var f Fork
-		if err := dec.Decode(&f); err != nil {
-			return fmt.Errorf("witness: %s: %w", w.forksPath(), err)
-		}
-		held, _ := kt.CheckpointText([]byte(f.Cosigned))
-		other, _ := kt.CheckpointText([]byte(f.Conflicting))
-		id := sha256.Sum256([]byte(held + "\x00" + other))
-		w.forkSeen[string(id[:])] = true
-		w.forks = append(w.forks, f)
-	}
-	return nil
 }
 
 // Poll fetches the log's latest checkpoint and observes it.

@@ -7,10 +7,7 @@ import (
 )
 
 // openBolt opens the store of the file at path, closed when t ends.
-func openBolt(t testing.TB, path string) *BoltStore {
-	t.Helper()
-	return storetest.Open(t, func() (*BoltStore, error) { return OpenBoltStore(path) })
-}
+var openBolt = storetest.Opener(OpenBoltStore)
 
 // boltEngine is the bbolt engine for the conformance suite. A bbolt file has one
 // writer, a process's own: its "replicas" are one store, shared.

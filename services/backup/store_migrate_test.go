@@ -3,10 +3,8 @@ package backup
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -49,21 +47,12 @@ func fillBolt(t *testing.T) string {
 }
 
 func TestCopyBoltToPostgres(t *testing.T) {
-	ctx := context.Background()
 	path := fillBolt(t)
-	before := copytest.FileSum(t, path)
-	db := pgtest.NewDatabase(t)
-	pg := openPostgres(t, db.URL)
-	res, err := CopyBoltToPostgres(ctx, path, pg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pg := openPostgres(t, pgtest.NewDatabase(t).URL)
+	res := copytest.Copy(t, BoltCopier(pg), path)
 	want := map[string]int{"backup_slots": 6, "backup_outbox": 5, "backup_outbox.sequence": 1, "backup_server": 1}
 	if got := copytest.Kinds(res); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("copied %v, want %v", got, want)
-	}
-	if copytest.FileSum(t, path) != before {
-		t.Error("the copy wrote to its source")
 	}
 	src, err := OpenBoltStore(path)
 	if err != nil {
@@ -100,30 +89,16 @@ func TestCopyBoltToPostgres(t *testing.T) {
 	}
 	src.Close()
 	// A second run finds the schema changed since, and refuses naming the kinds.
-	_, err = CopyBoltToPostgres(ctx, path, pg)
+	_, err = BoltCopier(pg).Copy(context.Background(), path)
 	copytest.WantDifferences(t, "copy over a changed schema", err, "backup_slots", "backup_outbox", "backup_outbox.sequence")
 }
 
 func TestCopyInterruptedThenRerun(t *testing.T) {
-	ctx := context.Background()
 	path := fillBolt(t)
 	db := pgtest.NewDatabase(t)
 	pg := openPostgres(t, db.URL)
-	n := copytest.Count(t, boltSource(path))
-	if _, err := pg.db.CopyIn(ctx, postgresCopy, copytest.Interrupted(boltSource(path), n-1)); !errors.Is(err, copytest.ErrInterrupted) {
-		t.Fatal(err)
-	}
-	if got := pgtest.Query[int64](t, db, "SELECT count(*) FROM umbra_backup.slots"); got[0] != 0 {
-		t.Fatalf("%d slots left by an interrupted copy", got[0])
-	}
-	if _, err := CopyBoltToPostgres(ctx, path, pg); err != nil {
-		t.Fatal(err)
-	}
-	if res, err := CopyBoltToPostgres(ctx, path, pg); err != nil || !res.AlreadyCopied {
-		t.Fatalf("run again: %v", err)
-	}
+	copytest.InterruptedThenRerun(t, db, BoltCopier(pg), path, "umbra_backup.slots")
 	db.Exec(t, "UPDATE umbra_backup.server_state SET value = 'other'")
-	if _, err := VerifyBoltCopy(ctx, path, pg); err == nil || !strings.Contains(err.Error(), "\n  backup_server:") {
-		t.Errorf("verify a changed check value: %v", err)
-	}
+	_, err := BoltCopier(pg).Verify(context.Background(), path)
+	copytest.WantDifferences(t, "verify a changed check value", err, "backup_server")
 }

@@ -169,20 +169,11 @@ func (s *PostgresStore) Slots(appID, identity string) ([]*backupstoragev1.Backup
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var slot int64
-			var b []byte
-			if err := rows.Scan(&slot, &b); err != nil {
-				return err
-			}
-			rec := &backupstoragev1.BackupSlotRecord{}
-			if err := decode("slots", slotKeyText(appID, identity, uint32(slot)), b, rec); err != nil {
-				return err
-			}
-			out = append(out, rec)
-		}
-		return rows.Err()
+		out, err = pgdb.ScanWith(rows, func() *backupstoragev1.BackupSlotRecord { return &backupstoragev1.BackupSlotRecord{} },
+			func(slot int64, b []byte, rec *backupstoragev1.BackupSlotRecord) error {
+				return decode("slots", slotKeyText(appID, identity, uint32(slot)), b, rec)
+			})
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -289,21 +280,10 @@ func pendingOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]*backupstoragev
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []*backupstoragev1.BackupOutboxRecord
-	for rows.Next() {
-		var seq int64
-		var b []byte
-		if err := rows.Scan(&seq, &b); err != nil {
-			return nil, err
-		}
-		rec := &backupstoragev1.BackupOutboxRecord{}
-		if err := decode("outbox", fmt.Sprint(seq), b, rec); err != nil {
-			return nil, err
-		}
-		out = append(out, rec)
-	}
-	return out, rows.Err()
+	return pgdb.ScanWith(rows, func() *backupstoragev1.BackupOutboxRecord { return &backupstoragev1.BackupOutboxRecord{} },
+		func(seq int64, b []byte, rec *backupstoragev1.BackupOutboxRecord) error {
+			return decode("outbox", fmt.Sprint(seq), b, rec)
+		})
 }
 
 func (s *PostgresStore) Outbox(limit int) ([]*backupstoragev1.BackupOutboxRecord, error) {

@@ -26,33 +26,22 @@ var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 			b.Queue("INSERT INTO slots (app_id, identity, slot, record) VALUES ($1, $2, $3, $4)", parts[0], parts[1], int32(parts[2][0]), value)
 			return nil
 		},
-		Dump: `SELECT convert_to(app_id, 'UTF8') || '\x00'::bytea || convert_to(identity, 'UTF8') || '\x00'::bytea || set_byte('\x00'::bytea, 0, slot), record
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "identity") + ` || '\x00'::bytea || set_byte('\x00'::bytea, 0, slot), record
 			FROM slots ORDER BY 1`,
 	},
 	{
 		Name: "backup_outbox",
-		Load: func(b *pgx.Batch, key, value []byte) error {
-			seq, err := pgdb.CopyU64(key)
-			b.Queue("INSERT INTO outbox (sequence, record) VALUES ($1, $2)", seq, value)
-			return err
-		},
+		Load: pgdb.InsertU64("outbox", "sequence", "record"),
 		Dump: "SELECT int8send(sequence), record FROM outbox ORDER BY 1",
 	},
 	{
 		Name: "backup_outbox.sequence",
-		Load: func(b *pgx.Batch, _, value []byte) error {
-			last, err := pgdb.CopyU64(value)
-			b.Queue("SELECT setval('outbox_sequence', $1)", last)
-			return err
-		},
+		Load: pgdb.SetCounter("SELECT setval('outbox_sequence', $1)"),
 		Dump: "SELECT 'sequence'::bytea, int8send(last_value) FROM outbox_sequence WHERE is_called",
 	},
 	{
 		Name: "backup_server", // the server secret's check value
-		Load: func(b *pgx.Batch, key, value []byte) error {
-			b.Queue("INSERT INTO server_state (name, value) VALUES ($1, $2)", string(key), value)
-			return nil
-		},
-		Dump: "SELECT convert_to(name, 'UTF8'), value FROM server_state ORDER BY 1",
+		Load: pgdb.InsertRow("server_state", 1, []string{"name", "value"}, nil),
+		Dump: "SELECT " + pgdb.KeySQL("name") + ", value FROM server_state ORDER BY 1",
 	},
 }}

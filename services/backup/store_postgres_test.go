@@ -17,9 +17,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // openPostgres opens the store of the database at url, closed when t ends.
-func openPostgres(t testing.TB, url string) *PostgresStore {
-	return pgtest.Open(t, url, OpenPostgresStore)
-}
+var openPostgres = pgtest.Opener(OpenPostgresStore)
 
 // postgresEngine is the PostgreSQL engine for the conformance suite: a database of the
 // test's own, and for replicas a store (a pool) each over it, as replicas in several
@@ -158,11 +156,5 @@ func TestPostgresDamagedRecord(t *testing.T) {
 
 // TestPostgresSchema: the tables are in the backup service's own schema.
 func TestPostgresSchema(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	openPostgres(t, db.URL)
-	got := db.Tables(t)
-	want := "[umbra_backup.goose_db_version umbra_backup.outbox umbra_backup.outbox_delivery umbra_backup.server_state umbra_backup.slots]"
-	if fmt.Sprint(got) != want {
-		t.Errorf("tables = %v, want %s", got, want)
-	}
+	pgtest.WantTables(t, openPostgres, "[umbra_backup.goose_db_version umbra_backup.outbox umbra_backup.outbox_delivery umbra_backup.server_state umbra_backup.slots]")
 }

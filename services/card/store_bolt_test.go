@@ -7,10 +7,7 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/storetest"
 )
 
-func openBolt(t testing.TB, path string) *BoltStore {
-	t.Helper()
-	return storetest.Open(t, func() (*BoltStore, error) { return OpenBoltStore(path) })
-}
+var openBolt = storetest.Opener(OpenBoltStore)
 
 // boltEngine is the bbolt engine for the conformance suite: a card.db of the test's
 // own. A file has one writer, so its replicas are one store.

@@ -50,29 +50,22 @@ var postgresCopy = pgdb.Copy{
 					rec.GetAppId(), rec.GetCardId(), rec.GetIdentity(), int64(rec.GetSequence()), value)
 				return nil
 			},
-			Dump: `SELECT convert_to(app_id, 'UTF8') || '\x00'::bytea || card_id, record FROM cards ORDER BY 1`,
+			Dump: "SELECT " + pgdb.KeySQL("app_id") + ` || '\x00'::bytea || card_id, record FROM cards ORDER BY 1`,
 		},
 		{
 			// app 0 identity
 			Name: "active",
-			Load: func(b *pgx.Batch, key, value []byte) error {
-				parts, err := pgdb.SplitKey(key, 2)
-				if err != nil {
-					return err
-				}
+			Load: pgdb.InsertRow("active_cards", 2, []string{"app_id", "identity", "card_id", "record"}, func(value []byte) ([]any, error) {
 				rec := &cardstoragev1.ActiveCardRecord{}
-				if err := proto.Unmarshal(value, rec); err != nil {
-					return err
-				}
-				b.Queue("INSERT INTO active_cards (app_id, identity, card_id, record) VALUES ($1, $2, $3, $4)", parts[0], parts[1], rec.GetCardId(), value)
-				return nil
-			},
-			Dump: `SELECT convert_to(app_id, 'UTF8') || '\x00'::bytea || convert_to(identity, 'UTF8'), record FROM active_cards ORDER BY 1`,
+				err := proto.Unmarshal(value, rec)
+				return []any{rec.GetCardId()}, err
+			}),
+			Dump: "SELECT " + pgdb.KeySQL("app_id", "identity") + ", record FROM active_cards ORDER BY 1",
 		},
 		{
 			// app 0 identity 0 u64(sequence) -> card_id: the cards rows' own columns.
 			Name: "history",
-			Dump: `SELECT convert_to(app_id, 'UTF8') || '\x00'::bytea || convert_to(identity, 'UTF8') || '\x00'::bytea || int8send(sequence), card_id
+			Dump: "SELECT " + pgdb.KeySQL("app_id", "identity") + ` || '\x00'::bytea || int8send(sequence), card_id
 				FROM cards ORDER BY 1`,
 		},
 		{
@@ -97,30 +90,18 @@ var postgresCopy = pgdb.Copy{
 		},
 		{
 			Name: "events.sequence",
-			Load: func(b *pgx.Batch, _, value []byte) error {
-				last, err := pgdb.CopyU64(value)
-				b.Queue("UPDATE card_event_sequence SET last = $1", last)
-				return err
-			},
+			Load: pgdb.SetCounter("UPDATE card_event_sequence SET last = $1"),
 			Dump: "SELECT 'sequence'::bytea, int8send(last) FROM card_event_sequence WHERE last <> 0",
 		},
 		{
 			// app 0 grant_id
 			Name: "reset_grants",
-			Load: func(b *pgx.Batch, key, value []byte) error {
-				parts, err := pgdb.SplitKey(key, 2)
-				if err != nil {
-					return err
-				}
+			Load: pgdb.InsertRow("reset_grants", 2, []string{"app_id", "grant_id", "forget_after_ns", "record"}, func(value []byte) ([]any, error) {
 				rec := &cardstoragev1.SpentResetGrantRecord{}
-				if err := proto.Unmarshal(value, rec); err != nil {
-					return err
-				}
-				b.Queue("INSERT INTO reset_grants (app_id, grant_id, forget_after_ns, record) VALUES ($1, $2, $3, $4)",
-					parts[0], parts[1], rec.GetExpiresAt().AsTime().Add(spentGrantMargin).UnixNano(), value)
-				return nil
-			},
-			Dump: `SELECT convert_to(app_id, 'UTF8') || '\x00'::bytea || convert_to(grant_id, 'UTF8'), record FROM reset_grants ORDER BY 1`,
+				err := proto.Unmarshal(value, rec)
+				return []any{rec.GetExpiresAt().AsTime().Add(spentGrantMargin).UnixNano()}, err
+			}),
+			Dump: "SELECT " + pgdb.KeySQL("app_id", "grant_id") + ", record FROM reset_grants ORDER BY 1",
 		},
 		{
 			Name: "kt_log_key",
@@ -136,52 +117,32 @@ var postgresCopy = pgdb.Copy{
 		{
 			// key_id: the keys log key rotations added (the first stays in kt_log_key)
 			Name: "kt_log_keys",
-			Load: func(b *pgx.Batch, key, value []byte) error {
-				b.Queue("INSERT INTO kt_log_keys (key_id, record) VALUES ($1, $2)", string(key), value)
-				return nil
-			},
-			Dump: "SELECT convert_to(key_id, 'UTF8'), record FROM kt_log_keys ORDER BY 1",
+			Load: pgdb.InsertRow("kt_log_keys", 1, []string{"key_id", "record"}, nil),
+			Dump: "SELECT " + pgdb.KeySQL("key_id") + ", record FROM kt_log_keys ORDER BY 1",
 		},
 		{
 			Name: "kt_leaves",
-			Load: func(b *pgx.Batch, key, value []byte) error {
-				i, err := pgdb.CopyU64(key)
-				b.Queue("INSERT INTO kt_leaves (log_index, leaf) VALUES ($1, $2)", i, value)
-				return err
-			},
+			Load: pgdb.InsertU64("kt_leaves", "log_index", "leaf"),
 			Dump: "SELECT int8send(log_index), leaf FROM kt_leaves ORDER BY 1",
 		},
 		{
 			Name: "kt_log_tiles",
-			Load: func(b *pgx.Batch, key, value []byte) error {
-				b.Queue("INSERT INTO kt_log_tiles (tile_key, tile) VALUES ($1, $2)", key, value)
-				return nil
-			},
+			Load: pgdb.InsertBytes("kt_log_tiles", "tile_key", "tile"),
 			Dump: "SELECT tile_key, tile FROM kt_log_tiles ORDER BY 1",
 		},
 		{
 			Name: "kt_map_tiles",
-			Load: func(b *pgx.Batch, key, value []byte) error {
-				b.Queue("INSERT INTO kt_map_tiles (tile_key, tile) VALUES ($1, $2)", key, value)
-				return nil
-			},
+			Load: pgdb.InsertBytes("kt_map_tiles", "tile_key", "tile"),
 			Dump: "SELECT tile_key, tile FROM kt_map_tiles ORDER BY 1",
 		},
 		{
 			Name: "kt_map_values",
-			Load: func(b *pgx.Batch, key, value []byte) error {
-				b.Queue("INSERT INTO kt_map_values (map_key, value) VALUES ($1, $2)", key, value)
-				return nil
-			},
+			Load: pgdb.InsertBytes("kt_map_values", "map_key", "value"),
 			Dump: "SELECT map_key, value FROM kt_map_values ORDER BY 1",
 		},
 		{
 			Name: "kt_checkpoints",
-			Load: func(b *pgx.Batch, key, value []byte) error {
-				size, err := pgdb.CopyU64(key)
-				b.Queue("INSERT INTO kt_checkpoints (size, record) VALUES ($1, $2)", size, value)
-				return err
-			},
+			Load: pgdb.InsertU64("kt_checkpoints", "size", "record"),
 			Dump: "SELECT int8send(size), record FROM kt_checkpoints ORDER BY 1",
 		},
 	},

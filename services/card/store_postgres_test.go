@@ -22,9 +22,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // openPostgres opens the store of the database at url, closed when t ends.
-func openPostgres(t testing.TB, url string) *PostgresStore {
-	return pgtest.Open(t, url, OpenPostgresStore)
-}
+var openPostgres = pgtest.Opener(OpenPostgresStore)
 
 // postgresEngine is the PostgreSQL engine for the conformance suite: a database of the
 // test's own, and for replicas a store (a pool) each over it, as replicas in several
@@ -41,24 +39,10 @@ func pgSnapshot(t testing.TB, s *PostgresStore) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rows, err := s.DB().Pool.Query(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1", Schema)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
+	tables := pgtest.QueryWith[string](t, ctx, s.DB().Pool, "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1", Schema)
 	out := map[string]string{}
 	for _, table := range tables {
-		rows, err := s.DB().Pool.Query(ctx, fmt.Sprintf("SELECT r::text FROM %s r", pgx.Identifier{Schema, table}.Sanitize()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		texts, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
+		texts := pgtest.QueryWith[string](t, ctx, s.DB().Pool, fmt.Sprintf("SELECT r::text FROM %s r", pgx.Identifier{Schema, table}.Sanitize()))
 		for _, r := range texts {
 			out[table+"/"+r] = r
 		}
@@ -174,11 +158,5 @@ func TestPostgresDamagedRecord(t *testing.T) {
 
 // TestPostgresSchema: the tables are in the card service's own schema.
 func TestPostgresSchema(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	openPostgres(t, db.URL)
-	got := db.Tables(t)
-	want := "[umbra_card.active_cards umbra_card.card_event_sequence umbra_card.card_events umbra_card.cards umbra_card.goose_db_version umbra_card.kt_checkpoints umbra_card.kt_leaves umbra_card.kt_log_key umbra_card.kt_log_keys umbra_card.kt_log_state umbra_card.kt_log_tiles umbra_card.kt_map_tiles umbra_card.kt_map_values umbra_card.reset_grants umbra_card.service_keys]"
-	if fmt.Sprint(got) != want {
-		t.Errorf("tables = %v, want %s", got, want)
-	}
+	pgtest.WantTables(t, openPostgres, "[umbra_card.active_cards umbra_card.card_event_sequence umbra_card.card_events umbra_card.cards umbra_card.goose_db_version umbra_card.kt_checkpoints umbra_card.kt_leaves umbra_card.kt_log_key umbra_card.kt_log_keys umbra_card.kt_log_state umbra_card.kt_log_tiles umbra_card.kt_map_tiles umbra_card.kt_map_values umbra_card.reset_grants umbra_card.service_keys]")
 }

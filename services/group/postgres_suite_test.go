@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/umbra-e2ee/umbra/internal/pgtest"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 )
 
@@ -62,14 +63,7 @@ func pgSnapshot(t testing.TB, s *PostgresStore) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	ctx := context.Background()
-	rows, err := s.db.Pool.Query(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename NOT IN ('goose_db_version', 'outbox_claim')", Schema)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
+	tables := pgtest.QueryWith[string](t, ctx, s.db.Pool, "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename NOT IN ('goose_db_version', 'outbox_claim')", Schema)
 	for _, table := range tables {
 		rows, err := s.db.Pool.Query(ctx, "SELECT * FROM "+pgx.Identifier{table}.Sanitize())
 		if err != nil {

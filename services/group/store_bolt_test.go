@@ -11,10 +11,7 @@ import (
 )
 
 // openTestStore opens group.db at path, closed when t ends.
-func openTestStore(t testing.TB, path string) *BoltStore {
-	t.Helper()
-	return storetest.Open(t, func() (*BoltStore, error) { return OpenBoltStore(path) })
-}
+var openTestStore = storetest.Opener(OpenBoltStore)
 
 // TestBoltInvitationExpiryIndex: bbolt keeps invitations by expiry in an index of its
 // own (invitation_expiry), one entry per invitation, and a file written before the

@@ -12,82 +12,6 @@ import (
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
-// The bbolt keys, rebuilt in SQL from the key columns: text ids as their bytes joined by
-// a zero byte (boltdb.Key), numbers as 8 bytes big-endian (int8send).
-func keySQL(cols ...string) string {
-	s := ""
-	for i, c := range cols {
-		if i > 0 {
-			s += ` || '\x00'::bytea || `
-		}
-		s += "convert_to(" + c + ", 'UTF8')"
-	}
-	return s
-}
-
-// insertRow is the Load of a kind whose key is n text ids, the first n columns, and
-// whose value is the record, the last column; extra reads the columns between from the
-// record.
-func insertRow(table string, n int, cols []string, extra func(value []byte) ([]any, error)) func(b *pgx.Batch, key, value []byte) error {
-	return func(b *pgx.Batch, key, value []byte) error {
-		parts, err := pgdb.SplitKey(key, n)
-		if err != nil {
-			return err
-		}
-		args := make([]any, 0, len(cols))
-		for _, p := range parts {
-			args = append(args, p)
-		}
-		if extra != nil {
-			more, err := extra(value)
-			if err != nil {
-				return err
-			}
-			args = append(args, more...)
-		}
-		args = append(args, value)
-		return queue(b, table, cols, args)
-	}
-}
-
-func queue(b *pgx.Batch, table string, cols []string, args []any) error {
-	if len(args) != len(cols) {
-		return fmt.Errorf("%d values for the %d columns of %s", len(args), len(cols), table)
-	}
-	q := "INSERT INTO " + table + " ("
-	v := ""
-	for i, c := range cols {
-		if i > 0 {
-			q += ", "
-			v += ", "
-		}
-		q += c
-		v += fmt.Sprintf("$%d", i+1)
-	}
-	b.Queue(q+") VALUES ("+v+")", args...)
-	return nil
-}
-
-// numbered is the Load of a kind whose key is n text ids, a zero byte and a u64, and
-// whose value is the record: the columns are the ids, the number, the record.
-func numbered(table string, cols ...string) func(b *pgx.Batch, key, value []byte) error {
-	return func(b *pgx.Batch, key, value []byte) error {
-		parts, err := pgdb.SplitKey(key, len(cols)-1)
-		if err != nil {
-			return err
-		}
-		n, err := pgdb.CopyU64([]byte(parts[len(parts)-1]))
-		if err != nil {
-			return err
-		}
-		args := make([]any, 0, len(cols))
-		for _, p := range parts[:len(parts)-1] {
-			args = append(args, p)
-		}
-		return queue(b, table, cols, append(args, n, value))
-	}
-}
-
 func decoded[M proto.Message](m M, value []byte) (M, error) {
 	return m, proto.Unmarshal(value, m)
 }
@@ -104,71 +28,71 @@ const outboxSequence = "pg_get_serial_sequence('outbox', 'sequence')"
 var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 	{
 		Name: "groups",
-		Load: insertRow("groups", 2, []string{"app_id", "group_id", "record"}, nil),
-		Dump: "SELECT " + keySQL("app_id", "group_id") + ", record FROM groups ORDER BY 1",
+		Load: pgdb.InsertRow("groups", 2, []string{"app_id", "group_id", "record"}, nil),
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "group_id") + ", record FROM groups ORDER BY 1",
 	},
 	{
 		Name: "members",
-		Load: insertRow("members", 3, []string{"app_id", "group_id", "identity", "record"}, nil),
-		Dump: "SELECT " + keySQL("app_id", "group_id", "identity") + ", record FROM members ORDER BY 1",
+		Load: pgdb.InsertRow("members", 3, []string{"app_id", "group_id", "identity", "record"}, nil),
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "group_id", "identity") + ", record FROM members ORDER BY 1",
 	},
 	{
 		Name: "member_groups",
-		Dump: "SELECT " + keySQL("app_id", "identity", "group_id") + ", ''::bytea FROM members ORDER BY 1",
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "identity", "group_id") + ", ''::bytea FROM members ORDER BY 1",
 	},
 	{
 		Name: "bans",
-		Load: insertRow("bans", 3, []string{"app_id", "group_id", "identity", "record"}, nil),
-		Dump: "SELECT " + keySQL("app_id", "group_id", "identity") + ", record FROM bans ORDER BY 1",
+		Load: pgdb.InsertRow("bans", 3, []string{"app_id", "group_id", "identity", "record"}, nil),
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "group_id", "identity") + ", record FROM bans ORDER BY 1",
 	},
 	{
 		Name: "join_requests",
-		Load: insertRow("join_requests", 3, []string{"app_id", "group_id", "identity", "record"}, nil),
-		Dump: "SELECT " + keySQL("app_id", "group_id", "identity") + ", record FROM join_requests ORDER BY 1",
+		Load: pgdb.InsertRow("join_requests", 3, []string{"app_id", "group_id", "identity", "record"}, nil),
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "group_id", "identity") + ", record FROM join_requests ORDER BY 1",
 	},
 	{
 		Name: "invitations",
-		Load: insertRow("invitations", 3, []string{"app_id", "group_id", "invitee", "expires_ns", "record"}, func(value []byte) ([]any, error) {
+		Load: pgdb.InsertRow("invitations", 3, []string{"app_id", "group_id", "invitee", "expires_ns", "record"}, func(value []byte) ([]any, error) {
 			inv, err := decoded(&storagev1.GroupInvitationRecord{}, value)
 			return []any{nanos(inv.GetExpiresAt().AsTime())}, err
 		}),
-		Dump: "SELECT " + keySQL("app_id", "group_id", "invitee") + ", record FROM invitations ORDER BY 1",
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "group_id", "invitee") + ", record FROM invitations ORDER BY 1",
 	},
 	{
 		Name: "invitee_groups",
-		Dump: "SELECT " + keySQL("app_id", "invitee", "group_id") + ", ''::bytea FROM invitations ORDER BY 1",
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "invitee", "group_id") + ", ''::bytea FROM invitations ORDER BY 1",
 	},
 	{
 		Name: "invitation_expiry",
-		Dump: "SELECT int8send(expires_ns) || " + keySQL("app_id", "group_id", "invitee") + ", ''::bytea FROM invitations ORDER BY 1",
+		Dump: "SELECT int8send(expires_ns) || " + pgdb.KeySQL("app_id", "group_id", "invitee") + ", ''::bytea FROM invitations ORDER BY 1",
 	},
 	{
 		Name: "epochs",
-		Load: numbered("epochs", "app_id", "group_id", "epoch", "record"),
-		Dump: "SELECT " + keySQL("app_id", "group_id") + ` || '\x00'::bytea || int8send(epoch), record FROM epochs ORDER BY 1`,
+		Load: pgdb.InsertNumbered("epochs", "app_id", "group_id", "epoch", "record"),
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "group_id") + ` || '\x00'::bytea || int8send(epoch), record FROM epochs ORDER BY 1`,
 	},
 	{
 		Name: "membership",
-		Load: numbered("statements", "app_id", "group_id", "sequence", "record"),
-		Dump: "SELECT " + keySQL("app_id", "group_id") + ` || '\x00'::bytea || int8send(sequence), record FROM statements ORDER BY 1`,
+		Load: pgdb.InsertNumbered("statements", "app_id", "group_id", "sequence", "record"),
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "group_id") + ` || '\x00'::bytea || int8send(sequence), record FROM statements ORDER BY 1`,
 	},
 	{
 		Name: "epoch_keys",
-		Load: numbered("epoch_keys", "app_id", "group_id", "identity", "epoch", "record"),
-		Dump: "SELECT " + keySQL("app_id", "group_id", "identity") + ` || '\x00'::bytea || int8send(epoch), record FROM epoch_keys ORDER BY 1`,
+		Load: pgdb.InsertNumbered("epoch_keys", "app_id", "group_id", "identity", "epoch", "record"),
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "group_id", "identity") + ` || '\x00'::bytea || int8send(epoch), record FROM epoch_keys ORDER BY 1`,
 	},
 	{
 		Name: "uploads",
-		Load: insertRow("uploads", 3, []string{"app_id", "group_id", "owner", "upload_id", "expires_ns", "record"}, func(value []byte) ([]any, error) {
+		Load: pgdb.InsertRow("uploads", 3, []string{"app_id", "group_id", "owner", "upload_id", "expires_ns", "record"}, func(value []byte) ([]any, error) {
 			u, err := decoded(&storagev1.GroupUploadRecord{}, value)
 			return []any{u.GetUploadId(), nanos(u.GetExpiresAt().AsTime())}, err
 		}),
-		Dump: "SELECT " + keySQL("app_id", "group_id", "owner") + ", record FROM uploads ORDER BY 1",
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "group_id", "owner") + ", record FROM uploads ORDER BY 1",
 	},
 	{
 		Name: "upload_keys",
-		Load: insertRow("upload_keys", 2, []string{"upload_id", "identity", "record"}, nil),
-		Dump: "SELECT " + keySQL("upload_id", "identity") + ", record FROM upload_keys ORDER BY 1",
+		Load: pgdb.InsertRow("upload_keys", 2, []string{"upload_id", "identity", "record"}, nil),
+		Dump: "SELECT " + pgdb.KeySQL("upload_id", "identity") + ", record FROM upload_keys ORDER BY 1",
 	},
 	{
 		// u64(due ns) 0 app 0 group, no value.
@@ -182,9 +106,9 @@ var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 			if err != nil {
 				return err
 			}
-			return queue(b, "rotation_due", []string{"app_id", "group_id", "due_ns"}, []any{parts[0], parts[1], due})
+			return pgdb.Insert(b, "rotation_due", []string{"app_id", "group_id", "due_ns"}, []any{parts[0], parts[1], due})
 		},
-		Dump: `SELECT int8send(due_ns) || '\x00'::bytea || ` + keySQL("app_id", "group_id") + ", ''::bytea FROM rotation_due ORDER BY 1",
+		Dump: `SELECT int8send(due_ns) || '\x00'::bytea || ` + pgdb.KeySQL("app_id", "group_id") + ", ''::bytea FROM rotation_due ORDER BY 1",
 	},
 	{
 		Name: "group_outbox",
@@ -205,7 +129,7 @@ var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 			if err != nil {
 				return err
 			}
-			return queue(b, "outbox", []string{"sequence", "record"}, []any{seq, rec})
+			return pgdb.Insert(b, "outbox", []string{"sequence", "record"}, []any{seq, rec})
 		},
 		Dump: "SELECT int8send(sequence), record FROM outbox ORDER BY 1",
 		Convert: func(key, value []byte) ([]byte, []byte, error) {
@@ -224,11 +148,7 @@ var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 	},
 	{
 		Name: "group_outbox.sequence",
-		Load: func(b *pgx.Batch, _, value []byte) error {
-			last, err := pgdb.CopyU64(value)
-			b.Queue("SELECT setval("+outboxSequence+", $1)", last)
-			return err
-		},
+		Load: pgdb.SetCounter("SELECT setval(" + outboxSequence + ", $1)"),
 		Dump: "SELECT 'sequence'::bytea, int8send(v) FROM (SELECT pg_sequence_last_value(" + outboxSequence + "::regclass) AS v) s WHERE v IS NOT NULL",
 	},
 	{

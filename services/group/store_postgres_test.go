@@ -16,9 +16,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // openPostgres opens the store of the database at url, closed when t ends.
-func openPostgres(t testing.TB, url string) *PostgresStore {
-	return pgtest.Open(t, url, OpenPostgresStore)
-}
+var openPostgres = pgtest.Opener(OpenPostgresStore)
 
 // postgresEngine is the PostgreSQL engine for the conformance suite: a database of the
 // test's own, and for replicas a store (a pool) each over it, as replicas in several

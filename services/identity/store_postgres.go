@@ -4,7 +4,6 @@ import (
 	"context"
 	"embed"
 	"errors"
-	"fmt"
 	"io/fs"
 	"time"
 
@@ -64,26 +63,6 @@ func getExisting(ctx context.Context, tx pgx.Tx, table, key string, m proto.Mess
 	return err
 }
 
-// scanRecords reads rows of (key, record), decoding each record into a new T; K is the
-// key column's type, and the key names a record that does not parse.
-func scanRecords[K any, T proto.Message](rows pgx.Rows, table string, newRecord func() T) ([]T, error) {
-	defer rows.Close()
-	var out []T
-	for rows.Next() {
-		var key K
-		var b []byte
-		if err := rows.Scan(&key, &b); err != nil {
-			return nil, err
-		}
-		rec := newRecord()
-		if err := records.Decode(table, fmt.Sprint(key), b, rec); err != nil {
-			return nil, err
-		}
-		out = append(out, rec)
-	}
-	return out, rows.Err()
-}
-
 func (s *PostgresStore) CreateApp(app *identitystoragev1.AppRecord, key *identitystoragev1.AppKeyRecord) error {
 	rec, err := records.Encode(app)
 	if err != nil {
@@ -132,7 +111,7 @@ func (s *PostgresStore) App(appID string) (*identitystoragev1.AppRecord, []*iden
 		if err != nil {
 			return err
 		}
-		keys, err = scanRecords[string](rows, "app_keys", func() *identitystoragev1.AppKeyRecord { return &identitystoragev1.AppKeyRecord{} })
+		keys, err = pgdb.Scan[string](records, rows, "app_keys", func() *identitystoragev1.AppKeyRecord { return &identitystoragev1.AppKeyRecord{} })
 		return err
 	})
 	if err != nil {
@@ -212,7 +191,7 @@ func pgSigningKeys(ctx context.Context, tx pgx.Tx, lock string) ([]*identitystor
 	if err != nil {
 		return nil, err
 	}
-	return scanRecords[string](rows, "signing_keys", func() *identitystoragev1.SigningKeyRecord { return &identitystoragev1.SigningKeyRecord{} })
+	return pgdb.Scan[string](records, rows, "signing_keys", func() *identitystoragev1.SigningKeyRecord { return &identitystoragev1.SigningKeyRecord{} })
 }
 
 func (s *PostgresStore) AddSigningKey(key *identitystoragev1.SigningKeyRecord, verifyUntil time.Time, onlyIfNone bool) (bool, error) {
@@ -324,7 +303,7 @@ func (s *PostgresStore) Revocations(after uint64, limit int) ([]*identitystorage
 		if err != nil {
 			return err
 		}
-		out, err = scanRecords[int64](rows, "revocations", func() *identitystoragev1.RevocationRecord { return &identitystoragev1.RevocationRecord{} })
+		out, err = pgdb.Scan[int64](records, rows, "revocations", func() *identitystoragev1.RevocationRecord { return &identitystoragev1.RevocationRecord{} })
 		return err
 	})
 	if err != nil {

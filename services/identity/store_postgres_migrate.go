@@ -15,35 +15,26 @@ import (
 var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 	{
 		Name: "apps",
-		Load: func(b *pgx.Batch, key, value []byte) error {
-			b.Queue("INSERT INTO apps (app_id, record) VALUES ($1, $2)", string(key), value)
-			return nil
-		},
-		Dump: "SELECT convert_to(app_id, 'UTF8'), record FROM apps ORDER BY 1",
+		Load: pgdb.InsertRow("apps", 1, []string{"app_id", "record"}, nil),
+		Dump: "SELECT " + pgdb.KeySQL("app_id") + ", record FROM apps ORDER BY 1",
 	},
 	{
 		Name: "app_keys",
-		Load: func(b *pgx.Batch, key, value []byte) error {
+		Load: pgdb.InsertRow("app_keys", 1, []string{"key_id", "app_id", "record"}, func(value []byte) ([]any, error) {
 			rec := &identitystoragev1.AppKeyRecord{}
-			if err := proto.Unmarshal(value, rec); err != nil {
-				return err
-			}
-			b.Queue("INSERT INTO app_keys (key_id, app_id, record) VALUES ($1, $2, $3)", string(key), rec.GetAppId(), value)
-			return nil
-		},
-		Dump: "SELECT convert_to(key_id, 'UTF8'), record FROM app_keys ORDER BY 1",
+			err := proto.Unmarshal(value, rec)
+			return []any{rec.GetAppId()}, err
+		}),
+		Dump: "SELECT " + pgdb.KeySQL("key_id") + ", record FROM app_keys ORDER BY 1",
 	},
 	{
 		Name: "app_keys_by_app",
-		Dump: `SELECT convert_to(app_id, 'UTF8') || '\x00'::bytea || convert_to(key_id, 'UTF8'), ''::bytea FROM app_keys ORDER BY 1`,
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "key_id") + ", ''::bytea FROM app_keys ORDER BY 1",
 	},
 	{
 		Name: "signing_keys",
-		Load: func(b *pgx.Batch, key, value []byte) error {
-			b.Queue("INSERT INTO signing_keys (key_id, record) VALUES ($1, $2)", string(key), value)
-			return nil
-		},
-		Dump: "SELECT convert_to(key_id, 'UTF8'), record FROM signing_keys ORDER BY 1",
+		Load: pgdb.InsertRow("signing_keys", 1, []string{"key_id", "record"}, nil),
+		Dump: "SELECT " + pgdb.KeySQL("key_id") + ", record FROM signing_keys ORDER BY 1",
 	},
 	{
 		Name: "revocations",
@@ -56,19 +47,15 @@ var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 				rec.GetAppId(), rec.GetIdentity(), int64(rec.GetSequence()), value)
 			return nil
 		},
-		Dump: `SELECT convert_to(app_id, 'UTF8') || '\x00'::bytea || convert_to(identity, 'UTF8'), record FROM revocations ORDER BY 1`,
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "identity") + ", record FROM revocations ORDER BY 1",
 	},
 	{
 		Name: "revocation_log",
-		Dump: `SELECT int8send(sequence), convert_to(app_id, 'UTF8') || '\x00'::bytea || convert_to(identity, 'UTF8') FROM revocations ORDER BY 1`,
+		Dump: "SELECT int8send(sequence), " + pgdb.KeySQL("app_id", "identity") + " FROM revocations ORDER BY 1",
 	},
 	{
 		Name: "revocation_log.sequence",
-		Load: func(b *pgx.Batch, _, value []byte) error {
-			last, err := pgdb.CopyU64(value)
-			b.Queue("UPDATE revocation_sequence SET last = $1", last)
-			return err
-		},
+		Load: pgdb.SetCounter("UPDATE revocation_sequence SET last = $1"),
 		Dump: "SELECT 'sequence'::bytea, int8send(last) FROM revocation_sequence WHERE last <> 0",
 	},
 }}

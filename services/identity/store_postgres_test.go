@@ -3,7 +3,6 @@ package identity
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +18,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // openPostgres opens the store of the database at url, closed when t ends.
-func openPostgres(t testing.TB, url string) *PostgresStore {
-	return pgtest.Open(t, url, OpenPostgresStore)
-}
+var openPostgres = pgtest.Opener(OpenPostgresStore)
 
 // postgresEngine is the PostgreSQL engine for the conformance suite: a database of the
 // test's own, and for replicas a store (a pool) each over it, as replicas in several
@@ -128,11 +125,5 @@ func TestPostgresDamagedRecord(t *testing.T) {
 
 // TestPostgresSchema: the tables are in the identity service's own schema.
 func TestPostgresSchema(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	openPostgres(t, db.URL)
-	got := db.Tables(t)
-	want := "[umbra_identity.app_keys umbra_identity.apps umbra_identity.goose_db_version umbra_identity.revocation_sequence umbra_identity.revocations umbra_identity.signing_keys]"
-	if fmt.Sprint(got) != want {
-		t.Errorf("tables = %v, want %s", got, want)
-	}
+	pgtest.WantTables(t, openPostgres, "[umbra_identity.app_keys umbra_identity.apps umbra_identity.goose_db_version umbra_identity.revocation_sequence umbra_identity.revocations umbra_identity.signing_keys]")
 }

@@ -1,7 +1,6 @@
 package messaging
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,31 +9,14 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/internal/pgdb"
-	"github.com/umbra-e2ee/umbra/internal/storecopy"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
 )
 
-// copyIn makes the time partitions that the expiries [lo, hi] of the entries need
-// (they are the schema's structure, not data: a copy that rolls back leaves them, empty,
-// as a send would), then copies src (pgdb.CopyIn).
-func (s *PostgresStore) copyIn(ctx context.Context, src storecopy.Source, expiries func() (int64, int64, bool, error)) (*storecopy.Result, error) {
-	lo, hi, ok, err := expiries()
-	if err != nil {
-		return nil, err
-	}
-	if ok {
-		if err := s.ensurePartitions(ctx, lo, hi); err != nil {
-			return nil, err
-		}
-	}
-	return s.db.CopyIn(ctx, postgresCopy, src)
-}
-
 // SQL of the keys of msgstore.CopyKinds, rebuilt from the key columns.
-const (
-	convKey  = `convert_to(app_id, 'UTF8') || '\x00'::bytea || convert_to(conversation_id, 'UTF8')`
-	inboxKey = `convert_to(app_id, 'UTF8') || '\x00'::bytea || convert_to(identity, 'UTF8')`
-	eventKey = `convert_to(app_id, 'UTF8') || '\x00'::bytea || int8send(expires_at) || event_id`
+var (
+	convKey  = pgdb.KeySQL("app_id", "conversation_id")
+	inboxKey = pgdb.KeySQL("app_id", "identity")
+	eventKey = pgdb.KeySQL("app_id") + ` || '\x00'::bytea || int8send(expires_at) || event_id`
 )
 
 func u64At(b []byte, i int) (int64, error) {
@@ -77,27 +59,16 @@ func eventKeyParts(key []byte) (app string, expires int64, eventID []byte, err e
 var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 	{
 		Name: "app_settings",
-		Load: func(b *pgx.Batch, key, value []byte) error {
-			b.Queue("INSERT INTO app_settings (app_id, record) VALUES ($1, $2)", string(key), value)
-			return nil
-		},
-		Dump: "SELECT convert_to(app_id, 'UTF8'), record FROM app_settings",
+		Load: pgdb.InsertRow("app_settings", 1, []string{"app_id", "record"}, nil),
+		Dump: "SELECT " + pgdb.KeySQL("app_id") + ", record FROM app_settings",
 	},
 	{
 		Name: "conversations",
-		Load: func(b *pgx.Batch, key, value []byte) error {
-			parts, err := pgdb.SplitKey(key, 2)
-			if err != nil {
-				return err
-			}
+		Load: pgdb.InsertRow("conversations", 2, []string{"app_id", "conversation_id", "latest_sequence", "record"}, func(value []byte) ([]any, error) {
 			rec := &messagingstoragev1.ConversationRecord{}
-			if err := proto.Unmarshal(value, rec); err != nil {
-				return err
-			}
-			b.Queue("INSERT INTO conversations (app_id, conversation_id, latest_sequence, record) VALUES ($1, $2, $3, $4)",
-				parts[0], parts[1], int64(rec.GetLatestSequence()), value)
-			return nil
-		},
+			err := proto.Unmarshal(value, rec)
+			return []any{int64(rec.GetLatestSequence())}, err
+		}),
 		// The row's columns hold the latest sequence and time (migration 00002), which
 		// the record's copies lag: the dump is the record as the bbolt engine would
 		// hold it now, so that a copy the service has written to since is told apart.
@@ -107,14 +78,7 @@ var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 	},
 	{
 		Name: "participations",
-		Load: func(b *pgx.Batch, key, value []byte) error {
-			parts, err := pgdb.SplitKey(key, 3)
-			if err != nil {
-				return err
-			}
-			b.Queue("INSERT INTO participations (app_id, identity, conversation_id, record) VALUES ($1, $2, $3, $4)", parts[0], parts[1], parts[2], value)
-			return nil
-		},
+		Load: pgdb.InsertRow("participations", 3, []string{"app_id", "identity", "conversation_id", "record"}, nil),
 		Dump: "SELECT " + inboxKey + ` || '\x00'::bytea || convert_to(conversation_id, 'UTF8'), record FROM participations`,
 	},
 	{
@@ -232,7 +196,7 @@ var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 				parts[0], parts[1], []byte(parts[2]), string(value[16:]), seq, expires)
 			return nil
 		},
-		Dump: `SELECT convert_to(app_id, 'UTF8') || '\x00'::bytea || convert_to(sender, 'UTF8') || '\x00'::bytea || client_message_id,
+		Dump: "SELECT " + pgdb.KeySQL("app_id", "sender") + ` || '\x00'::bytea || client_message_id,
 			int8send(sequence) || int8send(expires_at) || convert_to(conversation_id, 'UTF8') FROM idempotency`,
 	},
 	{
@@ -246,7 +210,7 @@ var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 			b.Queue("INSERT INTO event_ids (app_id, event_id, expires_at) VALUES ($1, $2, $3)", parts[0], []byte(parts[1]), expires)
 			return err
 		},
-		Dump: `SELECT convert_to(app_id, 'UTF8') || '\x00'::bytea || event_id, int8send(expires_at) FROM event_ids`,
+		Dump: "SELECT " + pgdb.KeySQL("app_id") + ` || '\x00'::bytea || event_id, int8send(expires_at) FROM event_ids`,
 	},
 }}
 

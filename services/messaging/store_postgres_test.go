@@ -247,15 +247,7 @@ func TestPostgresDamagedRecord(t *testing.T) {
 
 // TestPostgresSchema: the tables are in the messaging service's own schema.
 func TestPostgresSchema(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	s := openPostgres(t, db.URL)
-	rows, _ := s.DB().Pool.Query(context.Background(), `SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
-	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	want := "[umbra_messaging.app_settings umbra_messaging.conversations umbra_messaging.event_ids umbra_messaging.events umbra_messaging.goose_db_version umbra_messaging.idempotency umbra_messaging.inbox umbra_messaging.inbox_heads umbra_messaging.messages umbra_messaging.participations umbra_messaging.partitions umbra_messaging.sweep_state]"
-	if err != nil || fmt.Sprint(got) != want {
-		t.Errorf("tables = %v (%v), want %s", got, err, want)
-	}
+	pgtest.WantTables(t, openPostgres, "[umbra_messaging.app_settings umbra_messaging.conversations umbra_messaging.event_ids umbra_messaging.events umbra_messaging.goose_db_version umbra_messaging.idempotency umbra_messaging.inbox umbra_messaging.inbox_heads umbra_messaging.messages umbra_messaging.participations umbra_messaging.partitions umbra_messaging.sweep_state]")
 }
 
 // watcher runs s.Watch for the inboxes of ids until the test ends, and returns what it

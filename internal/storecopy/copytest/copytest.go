@@ -3,12 +3,14 @@
 package copytest
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/umbra-e2ee/umbra/internal/pgtest"
 	"github.com/umbra-e2ee/umbra/internal/storecopy"
 )
 
@@ -70,4 +72,46 @@ func Kinds(r *storecopy.Result) map[string]int {
 		}
 	}
 	return out
+}
+
+// Copy runs c's copy of the file at path and fails t unless it succeeds and leaves the
+// file as it was: a copy never writes to its source.
+func Copy(t testing.TB, c *storecopy.Copier, path string) *storecopy.Result {
+	t.Helper()
+	sum := FileSum(t, path)
+	res, err := c.Copy(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if FileSum(t, path) != sum {
+		t.Error("the copy wrote to its source")
+	}
+	return res
+}
+
+// InterruptedThenRerun cuts c's copy of the file at path after its first pair, after
+// half its pairs and before its last: each fails and leaves table (schema-qualified, one
+// the copy fills) without a row, for a copy is one transaction. Then the whole copy
+// succeeds, and run again it finds the exact copy and writes nothing
+// (Result.AlreadyCopied).
+func InterruptedThenRerun(t testing.TB, db *pgtest.Database, c *storecopy.Copier, path, table string) {
+	t.Helper()
+	ctx := context.Background()
+	n := Count(t, c.Source(path))
+	for _, after := range []int{1, n / 2, n - 1} {
+		cut := c.WithSource(func(src storecopy.Source) storecopy.Source { return Interrupted(src, after) })
+		if _, err := cut.Copy(ctx, path); !errors.Is(err, ErrInterrupted) {
+			t.Fatalf("the copy interrupted after %d of %d pairs: %v", after, n, err)
+		}
+		if got := pgtest.Query[int64](t, db, "SELECT count(*) FROM "+table); got[0] != 0 {
+			t.Fatalf("%d rows of %s left by a copy interrupted after %d of %d pairs", got[0], table, after, n)
+		}
+	}
+	if _, err := c.Copy(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Copy(ctx, path)
+	if err != nil || !res.AlreadyCopied {
+		t.Fatalf("the copy run again after it completed: %v", err)
+	}
 }
