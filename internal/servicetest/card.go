@@ -1,6 +1,7 @@
 package servicetest
 
 import (
+	"context"
 	"time"
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
@@ -28,4 +29,23 @@ func CardRequest(kp *e2ee.KeyPair, identity string, now time.Time, previous []by
 		req.Endorsement = &cardv1.CardEndorsement{Content: ec, Signature: es}
 	}
 	return req, nil
+}
+
+// PublishCard publishes, as the caller of ctx, a card of identity for a new key pair
+// of the compact suite (X25519), built as CardRequest builds it, and returns the key
+// pair and the stored card.
+func PublishCard(ctx context.Context, cards cardv1.CardServiceClient, identity string, now time.Time, previous []byte, endorser *e2ee.KeyPair) (*e2ee.KeyPair, *cardv1.Card, error) {
+	kp, err := e2ee.GenerateKeyPair(e2ee.SuiteX25519)
+	if err != nil {
+		return nil, nil, err
+	}
+	req, err := CardRequest(kp, identity, now, previous, endorser)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := cards.PublishCard(ctx, req)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kp, resp.GetCard(), nil
 }

@@ -35,14 +35,13 @@ func BenchmarkEvaluate(b *testing.B) {
 	}
 	b.Run("baseline", func(b *testing.B) {
 		k := g.RandomScalar(rand.Reader)
-		cpu := cpuTime()
-		b.RunParallel(func(pb *testing.PB) {
+		evalsInParallel(b, func() func() error {
 			out := g.NewElement()
-			for pb.Next() {
+			return func() error {
 				out.Mul(element, k)
+				return nil
 			}
 		})
-		reportRate(b, cpu)
 	})
 	b.Run("oprf-circl", func(b *testing.B) {
 		priv, err := derivePrivate([]byte(testSecret), keyRef{app: "app_a", identity: "u_b", slot: 1, version: 1})
@@ -52,21 +51,16 @@ func BenchmarkEvaluate(b *testing.B) {
 		priv.Public() // cached inside priv before the goroutines share it
 		server := oprf.NewVerifiableServer(suite, priv)
 		req := &oprf.EvaluationRequest{Elements: []oprf.Blinded{element}}
-		cpu := cpuTime()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
+		evalsInParallel(b, func() func() error {
+			return func() error {
 				ev, err := server.Evaluate(req)
 				if err != nil {
-					b.Error(err)
-					return
+					return err
 				}
-				if _, err := ev.Proof.MarshalBinary(); err != nil {
-					b.Error(err)
-					return
-				}
+				_, err = ev.Proof.MarshalBinary()
+				return err
 			}
 		})
-		reportRate(b, cpu)
 	})
 	for _, cache := range []int{DefaultKeyCacheSize, -1} {
 		name := "oprf"
@@ -76,21 +70,16 @@ func BenchmarkEvaluate(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			keys := newKeyDeriver([]byte(testSecret), cache)
 			ref := keyRef{app: "app_aaaaaaaaaaaaaaaaaaaaaaaaaa", identity: "u_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", slot: 1, version: 1}
-			cpu := cpuTime()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
+			evalsInParallel(b, func() func() error {
+				return func() error {
 					k, err := keys.key(ref)
 					if err != nil {
-						b.Error(err)
-						return
+						return err
 					}
-					if _, _, err := k.evaluate(element); err != nil {
-						b.Error(err)
-						return
-					}
+					_, _, err = k.evaluate(element)
+					return err
 				}
 			})
-			reportRate(b, cpu)
 		})
 	}
 	for _, purpose := range []backupv1.EvaluationPurpose{forBackup, forRestore} {
@@ -111,19 +100,32 @@ func BenchmarkEvaluate(b *testing.B) {
 			}
 			var next atomic.Uint64
 			b.ResetTimer()
-			cpu := cpuTime()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
+			evalsInParallel(b, func() func() error {
+				return func() error {
 					u := users[next.Add(1)%uint64(len(users))]
-					if _, err := e.client.Evaluate(u.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: purpose, BlindedElement: blindedBytes}); err != nil {
-						b.Error(err)
-						return
-					}
+					_, err := e.client.Evaluate(u.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: purpose, BlindedElement: blindedBytes})
+					return err
 				}
 			})
-			reportRate(b, cpu)
 		})
 	}
+}
+
+// evalsInParallel runs b.N evaluations on every core, each goroutine calling the
+// evaluation newEval gives it (with the goroutine's own state, if any) and stopping at
+// its first error, and reports their rate (reportRate).
+func evalsInParallel(b *testing.B, newEval func() func() error) {
+	cpu := cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		eval := newEval()
+		for pb.Next() {
+			if err := eval(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	reportRate(b, cpu)
 }
 
 // reportRate reports evaluations per second of wall time, and per second of the

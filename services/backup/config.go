@@ -67,8 +67,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.OutboxRetry < 0 {
 		return cfg, fmt.Errorf("backup: outbox retry %s: want a positive duration", cfg.OutboxRetry)
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
+	defaults.Clock(&cfg.Clock)
 	return cfg, nil
 }

@@ -144,6 +144,15 @@ func (e *env) newUser(t testing.TB, a app, uid string) user {
 	return user{app: a, identity: id, token: servicetest.Token(t, e.ids, a.key, id, 0)}
 }
 
+// backedUpAlice is the user alice, in an app of her own, with a first backup of secret
+// in slot: where most tests start.
+func (e *env) backedUpAlice(t testing.TB, slot backupv1.BackupSlot, secret string) user {
+	t.Helper()
+	alice := e.newUser(t, e.newApp(t), "alice")
+	e.mustBackUp(t, alice, slot, secret, 0)
+	return alice
+}
+
 // blind blinds the input of u's secret for slot.
 func blind(t testing.TB, u user, slot backupv1.BackupSlot, secret string) Blinded {
 	t.Helper()

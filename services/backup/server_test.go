@@ -75,8 +75,7 @@ func TestBackupAndRestore(t *testing.T) {
 func TestChangePassword(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	alice := e.newUser(t, e.newApp(t), "alice")
-	e.mustBackUp(t, alice, password, "old password", 0)
+	alice := e.backedUpAlice(t, password, "old password")
 
 	restored, err := e.restore(t, alice, password, "old password")
 	if err != nil {
@@ -180,8 +179,7 @@ func TestWrongPasswordsEraseTheSlot(t *testing.T) {
 func TestRestoreWithoutEvaluation(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{MaxAttempts: 2}})
-	alice := e.newUser(t, e.newApp(t), "alice")
-	e.mustBackUp(t, alice, password, "right", 0)
+	alice := e.backedUpAlice(t, password, "right")
 	stale := bytes.Repeat([]byte{7}, AuthKeySize)
 	_, err := e.client.Restore(alice.ctx(), &backupv1.RestoreRequest{Slot: password, AuthKey: stale, ExpectedVersion: 1})
 	wantCode(t, err, codes.PermissionDenied, "1 attempt remains")
@@ -198,8 +196,7 @@ func TestRestoreWithoutEvaluation(t *testing.T) {
 func TestEvaluationsSpendTheBudget(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{MaxAttempts: 3}})
-	alice := e.newUser(t, e.newApp(t), "alice")
-	e.mustBackUp(t, alice, password, "right", 0)
+	alice := e.backedUpAlice(t, password, "right")
 	var outs [][]byte
 	for want := 2; want >= 0; want-- {
 		ev, out, err := e.evaluate(t, alice, password, forRestore, fmt.Sprintf("guess %d", want))
@@ -230,8 +227,7 @@ func TestEvaluationsSpendTheBudget(t *testing.T) {
 func TestMatchingRestoreResetsBudget(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	alice := e.newUser(t, e.newApp(t), "alice")
-	e.mustBackUp(t, alice, password, "right", 0)
+	alice := e.backedUpAlice(t, password, "right")
 	for i := range 3 {
 		_, err := e.restore(t, alice, password, fmt.Sprintf("wrong %d", i))
 		wantCode(t, err, codes.PermissionDenied, "wrong auth key")
@@ -380,8 +376,7 @@ func TestOtherIdentities(t *testing.T) {
 func TestBackupKeyIsNotTheRestoreKey(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	alice := e.newUser(t, e.newApp(t), "alice")
-	e.mustBackUp(t, alice, password, "right", 0)
+	alice := e.backedUpAlice(t, password, "right")
 	b := blind(t, alice, password, "right")
 	req := func(p backupv1.EvaluationPurpose) *backupv1.EvaluateResponse {
 		resp, err := e.client.Evaluate(alice.ctx(), &backupv1.EvaluateRequest{Slot: password, Purpose: p, BlindedElement: b.Element})
@@ -509,8 +504,7 @@ func TestEvaluateRateLimit(t *testing.T) {
 func TestBadInputs(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{cfg: Config{EvaluateBurst: 1000}})
-	alice := e.newUser(t, e.newApp(t), "alice")
-	e.mustBackUp(t, alice, password, "right", 0)
+	alice := e.backedUpAlice(t, password, "right")
 	good := blind(t, alice, password, "x").Element
 	ev, out, err := e.evaluate(t, alice, recovery, forBackup, "x")
 	if err != nil {

@@ -65,9 +65,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	defaults.Set(&cfg.SearchRate, DefaultSearchRate)
 	defaults.Set(&cfg.SearchBurst, DefaultSearchBurst)
 	defaults.Set(&cfg.CheckpointInterval, DefaultCheckpointInterval)
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
+	defaults.Clock(&cfg.Clock)
 	defaults.Set(&cfg.Rand, rand.Reader)
 	if cfg.ClockSkew < 0 {
 		return cfg, fmt.Errorf("card: clock skew %s: want a positive duration", cfg.ClockSkew)

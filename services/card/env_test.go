@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/umbra-e2ee/umbra/internal/clocktest"
@@ -195,4 +196,19 @@ func (e *env) snapshot(t testing.TB) map[string]string {
 func snapshot(t testing.TB, s *BoltStore) map[string]string {
 	t.Helper()
 	return servicetest.SnapshotWithSequences(t, s.DB())
+}
+
+// notAdmin is the refusals of an admin-only method called with req by each caller that
+// is not the admin: no credential, u's access token and the API key of u's app, each
+// Unauthenticated.
+func notAdmin[Req, Resp any](u user, name string, method func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) []servicetest.Refusal {
+	var out []servicetest.Refusal
+	for _, c := range []struct{ who, cred string }{
+		{"no credential", ""},
+		{"a user's access token", u.token},
+		{"the app's API key", u.app.key},
+	} {
+		out = append(out, servicetest.Refusal{Name: name + " with " + c.who, Call: servicetest.Call(method, as(c.cred), req), Code: codes.Unauthenticated})
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
@@ -37,22 +39,10 @@ func TestLogKeyRotation(t *testing.T) {
 		t.Fatalf("GetLogKey before a rotation = %v, %v; want the one key, listed", first, err)
 	}
 
-	for _, tc := range []struct {
-		name, cred string
-	}{
-		{"no credential", ""},
-		{"a user's access token", alice.token},
-		{"the app's API key", a.key},
-	} {
-		t.Run("refused: "+tc.name, func(t *testing.T) {
-			if _, err := e.client.RotateLogKey(as(tc.cred), &cardv1.RotateLogKeyRequest{}); status.Code(err) != codes.Unauthenticated {
-				t.Errorf("RotateLogKey = %v; want Unauthenticated", err)
-			}
-			if _, err := e.client.RetireLogKey(as(tc.cred), &cardv1.RetireLogKeyRequest{Key: first.GetKeys()[0].GetKeyId()}); status.Code(err) != codes.Unauthenticated {
-				t.Errorf("RetireLogKey = %v; want Unauthenticated", err)
-			}
-		})
-	}
+	servicetest.CheckRefusals(t, slices.Concat(
+		notAdmin(alice, "RotateLogKey", e.client.RotateLogKey, &cardv1.RotateLogKeyRequest{}),
+		notAdmin(alice, "RetireLogKey", e.client.RetireLogKey, &cardv1.RetireLogKeyRequest{Key: first.GetKeys()[0].GetKeyId()}),
+	), e.snapshot)
 	if now, err := e.client.GetLogKey(as(""), &cardv1.GetLogKeyRequest{}); err != nil || !proto.Equal(now, first) {
 		t.Fatalf("a refused call changed the log keys: %v, %v", now, err)
 	}

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
 )
@@ -48,14 +49,8 @@ func TestLookupCardOwner(t *testing.T) {
 		{"an unknown card", func() error { _, err := lookup(a.id, make([]byte, 32)); return err }, codes.NotFound, "no card"},
 		{"a short card id", func() error { _, err := lookup(a.id, make([]byte, 31)); return err }, codes.InvalidArgument, "card_id is 31 bytes"},
 		{"no app", func() error { _, err := lookup("", c1.GetCardId()); return err }, codes.InvalidArgument, "app_id is empty"},
-		{"an access token", func() error {
-			_, err := e.client.LookupCardOwner(alice.ctx(), &cardv1.LookupCardOwnerRequest{AppId: a.id, CardId: c1.GetCardId()})
-			return err
-		}, codes.PermissionDenied, "only Umbra services"},
-		{"a wrong service token", func() error {
-			_, err := e.client.LookupCardOwner(asService("not-the-token"), &cardv1.LookupCardOwnerRequest{AppId: a.id, CardId: c1.GetCardId()})
-			return err
-		}, codes.PermissionDenied, "only Umbra services"},
+		{"an access token", servicetest.Call(e.client.LookupCardOwner, alice.ctx(), &cardv1.LookupCardOwnerRequest{AppId: a.id, CardId: c1.GetCardId()}), codes.PermissionDenied, "only Umbra services"},
+		{"a wrong service token", servicetest.Call(e.client.LookupCardOwner, asService("not-the-token"), &cardv1.LookupCardOwnerRequest{AppId: a.id, CardId: c1.GetCardId()}), codes.PermissionDenied, "only Umbra services"},
 	} {
 		t.Run(tc.name, func(t *testing.T) { wantCode(t, tc.call(), tc.code, tc.msg) })
 	}

@@ -135,16 +135,13 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 	tooMany, tooManyLookups := distinctIdentities(MaxSearchIdentities+1), distinctIdentities(MaxLookupIdentities+1)
 	c := e.client
 	pub := func(u user, req *cardv1.PublishCardRequest) func() error {
-		return func() error { _, err := c.PublishCard(u.ctx(), req); return err }
+		return servicetest.Call(c.PublishCard, u.ctx(), req)
 	}
 	search := func(u user, ids ...string) func() error {
-		return func() error {
-			_, err := c.SearchCards(u.ctx(), &cardv1.SearchCardsRequest{Identities: ids})
-			return err
-		}
+		return servicetest.Call(c.SearchCards, u.ctx(), &cardv1.SearchCardsRequest{Identities: ids})
 	}
 	history := func(u user, req *cardv1.ListCardHistoryRequest) func() error {
-		return func() error { _, err := c.ListCardHistory(u.ctx(), req); return err }
+		return servicetest.Call(c.ListCardHistory, u.ctx(), req)
 	}
 	otherToken := historyToken(bob.identity, 5) // well formed, but for bob's listing
 
@@ -213,20 +210,11 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 		{"search with upper case", search(alice, strings.ToUpper(bob.identity[:2])+bob.identity[2:]), codes.InvalidArgument, "identities[0]"},
 
 		// GetCard.
-		{"get without a token", func() error { _, err := c.GetCard(as(""), &cardv1.GetCardRequest{CardId: c1.GetCardId()}); return err }, codes.Unauthenticated, "missing credential"},
-		{"get with no id", func() error { _, err := c.GetCard(alice.ctx(), &cardv1.GetCardRequest{}); return err }, codes.InvalidArgument, "card_id is empty"},
-		{"get with a short id", func() error {
-			_, err := c.GetCard(alice.ctx(), &cardv1.GetCardRequest{CardId: []byte("short")})
-			return err
-		}, codes.InvalidArgument, "card_id is 5 bytes; a card id is 32"},
-		{"get an unknown card", func() error {
-			_, err := c.GetCard(alice.ctx(), &cardv1.GetCardRequest{CardId: make([]byte, 32)})
-			return err
-		}, codes.NotFound, "no card AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA in this app"},
-		{"get another app's card", func() error {
-			_, err := c.GetCard(carol.ctx(), &cardv1.GetCardRequest{CardId: c1.GetCardId()})
-			return err
-		}, codes.NotFound, "no card"},
+		{"get without a token", servicetest.Call(c.GetCard, as(""), &cardv1.GetCardRequest{CardId: c1.GetCardId()}), codes.Unauthenticated, "missing credential"},
+		{"get with no id", servicetest.Call(c.GetCard, alice.ctx(), &cardv1.GetCardRequest{}), codes.InvalidArgument, "card_id is empty"},
+		{"get with a short id", servicetest.Call(c.GetCard, alice.ctx(), &cardv1.GetCardRequest{CardId: []byte("short")}), codes.InvalidArgument, "card_id is 5 bytes; a card id is 32"},
+		{"get an unknown card", servicetest.Call(c.GetCard, alice.ctx(), &cardv1.GetCardRequest{CardId: make([]byte, 32)}), codes.NotFound, "no card AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA in this app"},
+		{"get another app's card", servicetest.Call(c.GetCard, carol.ctx(), &cardv1.GetCardRequest{CardId: c1.GetCardId()}), codes.NotFound, "no card"},
 
 		// ListCardHistory.
 		{"history of a malformed identity", history(alice, &cardv1.ListCardHistoryRequest{Identity: "alice"}), codes.InvalidArgument, "identity is 5 characters"},
@@ -237,64 +225,22 @@ func TestBadRequestsAreRefusedAndWriteNothing(t *testing.T) {
 		{"history with a zero page token", history(alice, &cardv1.ListCardHistoryRequest{Identity: alice.identity, PageToken: historyToken(alice.identity, 0)}), codes.InvalidArgument, "page_token is malformed"},
 
 		// RevokeCard.
-		{"revoke without a token", func() error {
-			_, err := c.RevokeCard(as(""), &cardv1.RevokeCardRequest{CardId: c2.GetCardId()})
-			return err
-		}, codes.Unauthenticated, "missing credential"},
-		{"revoke another user's card", func() error {
-			_, err := c.RevokeCard(bob.ctx(), &cardv1.RevokeCardRequest{CardId: c2.GetCardId()})
-			return err
-		}, codes.PermissionDenied, "is another identity's: only its owner may revoke it"},
-		{"revoke another app's card", func() error {
-			_, err := c.RevokeCard(carol.ctx(), &cardv1.RevokeCardRequest{CardId: c2.GetCardId()})
-			return err
-		}, codes.NotFound, "no card"},
-		{"revoke with a malformed id", func() error {
-			_, err := c.RevokeCard(alice.ctx(), &cardv1.RevokeCardRequest{CardId: make([]byte, 33)})
-			return err
-		}, codes.InvalidArgument, "card_id is 33 bytes"},
+		{"revoke without a token", servicetest.Call(c.RevokeCard, as(""), &cardv1.RevokeCardRequest{CardId: c2.GetCardId()}), codes.Unauthenticated, "missing credential"},
+		{"revoke another user's card", servicetest.Call(c.RevokeCard, bob.ctx(), &cardv1.RevokeCardRequest{CardId: c2.GetCardId()}), codes.PermissionDenied, "is another identity's: only its owner may revoke it"},
+		{"revoke another app's card", servicetest.Call(c.RevokeCard, carol.ctx(), &cardv1.RevokeCardRequest{CardId: c2.GetCardId()}), codes.NotFound, "no card"},
+		{"revoke with a malformed id", servicetest.Call(c.RevokeCard, alice.ctx(), &cardv1.RevokeCardRequest{CardId: make([]byte, 33)}), codes.InvalidArgument, "card_id is 33 bytes"},
 
 		// Internal RPCs.
-		{"lookup without credential", func() error {
-			_, err := c.LookupActiveCards(as(""), &cardv1.LookupActiveCardsRequest{AppId: a.id, Identities: []string{alice.identity}})
-			return err
-		}, codes.PermissionDenied, "only Umbra services"},
-		{"lookup with an access token", func() error {
-			_, err := c.LookupActiveCards(alice.ctx(), &cardv1.LookupActiveCardsRequest{AppId: a.id, Identities: []string{alice.identity}})
-			return err
-		}, codes.PermissionDenied, "only Umbra services"},
-		{"lookup with a wrong service token", func() error {
-			_, err := c.LookupActiveCards(asService("not-the-token"), &cardv1.LookupActiveCardsRequest{AppId: a.id, Identities: []string{alice.identity}})
-			return err
-		}, codes.PermissionDenied, "only Umbra services"},
-		{"lookup with the admin credential", func() error {
-			_, err := c.LookupActiveCards(as(testAdmin), &cardv1.LookupActiveCardsRequest{AppId: a.id, Identities: []string{alice.identity}})
-			return err
-		}, codes.PermissionDenied, "only Umbra services"},
-		{"lookup without an app", func() error {
-			_, err := c.LookupActiveCards(asService(testServiceToken), &cardv1.LookupActiveCardsRequest{Identities: []string{alice.identity}})
-			return err
-		}, codes.InvalidArgument, "app_id is empty"},
-		{"lookup with a malformed app", func() error {
-			_, err := c.LookupActiveCards(asService(testServiceToken), &cardv1.LookupActiveCardsRequest{AppId: "app_X", Identities: []string{alice.identity}})
-			return err
-		}, codes.InvalidArgument, `app_id "app_X" is malformed`},
-		{"lookup of nothing", func() error {
-			_, err := c.LookupActiveCards(asService(testServiceToken), &cardv1.LookupActiveCardsRequest{AppId: a.id})
-			return err
-		}, codes.InvalidArgument, "identities is empty: send 1 to 10000"},
-		{"lookup of too many", func() error {
-			_, err := c.LookupActiveCards(asService(testServiceToken), &cardv1.LookupActiveCardsRequest{AppId: a.id, Identities: tooManyLookups})
-			return err
-		}, codes.InvalidArgument, "more than 10000 distinct identities"},
-		{"events without credential", func() error {
-			_, err := c.ListCardEvents(alice.ctx(), &cardv1.ListCardEventsRequest{})
-			return err
-		}, codes.PermissionDenied, "only Umbra services"},
-		{"events page over the maximum", func() error {
-			_, err := c.ListCardEvents(asService(testServiceToken), &cardv1.ListCardEventsRequest{PageSize: MaxEventPage + 1})
-			return err
-		}, codes.InvalidArgument, "page_size 10001 is over the maximum 10000"},
+		{"lookup without credential", servicetest.Call(c.LookupActiveCards, as(""), &cardv1.LookupActiveCardsRequest{AppId: a.id, Identities: []string{alice.identity}}), codes.PermissionDenied, "only Umbra services"},
+		{"lookup with an access token", servicetest.Call(c.LookupActiveCards, alice.ctx(), &cardv1.LookupActiveCardsRequest{AppId: a.id, Identities: []string{alice.identity}}), codes.PermissionDenied, "only Umbra services"},
+		{"lookup with a wrong service token", servicetest.Call(c.LookupActiveCards, asService("not-the-token"), &cardv1.LookupActiveCardsRequest{AppId: a.id, Identities: []string{alice.identity}}), codes.PermissionDenied, "only Umbra services"},
+		{"lookup with the admin credential", servicetest.Call(c.LookupActiveCards, as(testAdmin), &cardv1.LookupActiveCardsRequest{AppId: a.id, Identities: []string{alice.identity}}), codes.PermissionDenied, "only Umbra services"},
+		{"lookup without an app", servicetest.Call(c.LookupActiveCards, asService(testServiceToken), &cardv1.LookupActiveCardsRequest{Identities: []string{alice.identity}}), codes.InvalidArgument, "app_id is empty"},
+		{"lookup with a malformed app", servicetest.Call(c.LookupActiveCards, asService(testServiceToken), &cardv1.LookupActiveCardsRequest{AppId: "app_X", Identities: []string{alice.identity}}), codes.InvalidArgument, `app_id "app_X" is malformed`},
+		{"lookup of nothing", servicetest.Call(c.LookupActiveCards, asService(testServiceToken), &cardv1.LookupActiveCardsRequest{AppId: a.id}), codes.InvalidArgument, "identities is empty: send 1 to 10000"},
+		{"lookup of too many", servicetest.Call(c.LookupActiveCards, asService(testServiceToken), &cardv1.LookupActiveCardsRequest{AppId: a.id, Identities: tooManyLookups}), codes.InvalidArgument, "more than 10000 distinct identities"},
+		{"events without credential", servicetest.Call(c.ListCardEvents, alice.ctx(), &cardv1.ListCardEventsRequest{}), codes.PermissionDenied, "only Umbra services"},
+		{"events page over the maximum", servicetest.Call(c.ListCardEvents, asService(testServiceToken), &cardv1.ListCardEventsRequest{PageSize: MaxEventPage + 1}), codes.InvalidArgument, "page_size 10001 is over the maximum 10000"},
 	}
 	servicetest.CheckRefusals(t, cases, e.snapshot)
 

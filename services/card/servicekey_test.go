@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	cardv1 "github.com/umbra-e2ee/umbra/proto/umbra/card/v1"
@@ -34,22 +33,7 @@ func TestServiceKeyRotation(t *testing.T) {
 		t.Fatalf("before any rotation GetServiceKey = %v; want one current key, listed in keys", first)
 	}
 
-	for _, tc := range []struct {
-		name string
-		cred string
-		code codes.Code
-	}{
-		{"no credential", "", codes.Unauthenticated},
-		{"a user's access token", alice.token, codes.Unauthenticated},
-		{"the app's API key", a.key, codes.Unauthenticated},
-	} {
-		t.Run("refused: "+tc.name, func(t *testing.T) {
-			_, err := e.client.RotateServiceKey(as(tc.cred), &cardv1.RotateServiceKeyRequest{})
-			if status.Code(err) != tc.code {
-				t.Fatalf("RotateServiceKey = %v; want %v", err, tc.code)
-			}
-		})
-	}
+	servicetest.CheckRefusals(t, notAdmin(alice, "RotateServiceKey", e.client.RotateServiceKey, &cardv1.RotateServiceKeyRequest{}), e.snapshot)
 	if now, err := e.client.GetServiceKey(as(""), &cardv1.GetServiceKeyRequest{}); err != nil || !proto.Equal(now, first) {
 		t.Fatalf("a refused rotation changed the keys: %v, %v", now, err)
 	}

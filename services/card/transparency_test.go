@@ -339,54 +339,18 @@ func TestKeyTransparencyBadRequests(t *testing.T) {
 		tooMany[i] = "u_" + b32.EncodeToString(binary.BigEndian.AppendUint64(make([]byte, 12), uint64(i)))
 	}
 	servicetest.CheckRefusals(t, []servicetest.Refusal{
-		{"consistency from 0", func() error {
-			_, err := e.client.GetConsistencyProof(ctx, &cardv1.GetConsistencyProofRequest{FromSize: 0, ToSize: 2})
-			return err
-		}, codes.InvalidArgument, "from_size is 0"},
-		{"consistency from above to", func() error {
-			_, err := e.client.GetConsistencyProof(ctx, &cardv1.GetConsistencyProofRequest{FromSize: 2, ToSize: 1})
-			return err
-		}, codes.InvalidArgument, "from_size 2 is larger than to_size 1"},
-		{"consistency to past the log", func() error {
-			_, err := e.client.GetConsistencyProof(ctx, &cardv1.GetConsistencyProofRequest{FromSize: 1, ToSize: 3})
-			return err
-		}, codes.OutOfRange, "tree size 3 is larger than the log, which has 2 entries"},
-		{"inclusion of an index past the log", func() error {
-			_, err := e.client.GetInclusionProof(ctx, &cardv1.GetInclusionProofRequest{Index: 2})
-			return err
-		}, codes.OutOfRange, "index 2 is not in a log of 2 entries"},
-		{"inclusion in a tree larger than the log", func() error {
-			_, err := e.client.GetInclusionProof(ctx, &cardv1.GetInclusionProofRequest{Index: 0, TreeSize: 5})
-			return err
-		}, codes.OutOfRange, "tree size 5 is larger than the log"},
-		{"inclusion of an index past the tree size", func() error {
-			_, err := e.client.GetInclusionProof(ctx, &cardv1.GetInclusionProofRequest{Index: 1, TreeSize: 1})
-			return err
-		}, codes.OutOfRange, "index 1 is not in a log of 1 entries"},
-		{"entries from past the log", func() error {
-			_, err := e.client.GetLogEntries(ctx, &cardv1.GetLogEntriesRequest{Start: 2})
-			return err
-		}, codes.OutOfRange, "start 2 is past the log, which has 2 entries"},
-		{"too many entries", func() error {
-			_, err := e.client.GetLogEntries(ctx, &cardv1.GetLogEntriesRequest{Count: MaxLogEntries + 1})
-			return err
-		}, codes.InvalidArgument, "count 1001 is more than 1000 entries"},
-		{"lookup without a token", func() error {
-			_, err := e.client.SearchCardsWithProofs(ctx, &cardv1.SearchCardsWithProofsRequest{Identities: []string{u.identity}})
-			return err
-		}, codes.Unauthenticated, "missing credential"},
-		{"lookup of no identity", func() error {
-			_, err := e.client.SearchCardsWithProofs(u.ctx(), &cardv1.SearchCardsWithProofsRequest{})
-			return err
-		}, codes.InvalidArgument, "identities is empty"},
-		{"lookup of a malformed identity", func() error {
-			_, err := e.client.SearchCardsWithProofs(u.ctx(), &cardv1.SearchCardsWithProofsRequest{Identities: []string{u.identity, "bob"}})
-			return err
-		}, codes.InvalidArgument, "identities[1]"},
-		{"lookup of too many identities", func() error {
-			_, err := e.client.SearchCardsWithProofs(u.ctx(), &cardv1.SearchCardsWithProofsRequest{Identities: tooMany})
-			return err
-		}, codes.InvalidArgument, "more than 1000 distinct identities"},
+		{"consistency from 0", servicetest.Call(e.client.GetConsistencyProof, ctx, &cardv1.GetConsistencyProofRequest{FromSize: 0, ToSize: 2}), codes.InvalidArgument, "from_size is 0"},
+		{"consistency from above to", servicetest.Call(e.client.GetConsistencyProof, ctx, &cardv1.GetConsistencyProofRequest{FromSize: 2, ToSize: 1}), codes.InvalidArgument, "from_size 2 is larger than to_size 1"},
+		{"consistency to past the log", servicetest.Call(e.client.GetConsistencyProof, ctx, &cardv1.GetConsistencyProofRequest{FromSize: 1, ToSize: 3}), codes.OutOfRange, "tree size 3 is larger than the log, which has 2 entries"},
+		{"inclusion of an index past the log", servicetest.Call(e.client.GetInclusionProof, ctx, &cardv1.GetInclusionProofRequest{Index: 2}), codes.OutOfRange, "index 2 is not in a log of 2 entries"},
+		{"inclusion in a tree larger than the log", servicetest.Call(e.client.GetInclusionProof, ctx, &cardv1.GetInclusionProofRequest{Index: 0, TreeSize: 5}), codes.OutOfRange, "tree size 5 is larger than the log"},
+		{"inclusion of an index past the tree size", servicetest.Call(e.client.GetInclusionProof, ctx, &cardv1.GetInclusionProofRequest{Index: 1, TreeSize: 1}), codes.OutOfRange, "index 1 is not in a log of 1 entries"},
+		{"entries from past the log", servicetest.Call(e.client.GetLogEntries, ctx, &cardv1.GetLogEntriesRequest{Start: 2}), codes.OutOfRange, "start 2 is past the log, which has 2 entries"},
+		{"too many entries", servicetest.Call(e.client.GetLogEntries, ctx, &cardv1.GetLogEntriesRequest{Count: MaxLogEntries + 1}), codes.InvalidArgument, "count 1001 is more than 1000 entries"},
+		{"lookup without a token", servicetest.Call(e.client.SearchCardsWithProofs, ctx, &cardv1.SearchCardsWithProofsRequest{Identities: []string{u.identity}}), codes.Unauthenticated, "missing credential"},
+		{"lookup of no identity", servicetest.Call(e.client.SearchCardsWithProofs, u.ctx(), &cardv1.SearchCardsWithProofsRequest{}), codes.InvalidArgument, "identities is empty"},
+		{"lookup of a malformed identity", servicetest.Call(e.client.SearchCardsWithProofs, u.ctx(), &cardv1.SearchCardsWithProofsRequest{Identities: []string{u.identity, "bob"}}), codes.InvalidArgument, "identities[1]"},
+		{"lookup of too many identities", servicetest.Call(e.client.SearchCardsWithProofs, u.ctx(), &cardv1.SearchCardsWithProofsRequest{Identities: tooMany}), codes.InvalidArgument, "more than 1000 distinct identities"},
 	}, e.snapshot)
 	// A short page at the end of the log, not an error.
 	entries, err := e.client.GetLogEntries(ctx, &cardv1.GetLogEntriesRequest{Start: 1, Count: 10})

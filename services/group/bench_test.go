@@ -92,15 +92,7 @@ func BenchmarkCommit10000(b *testing.B) {
 // messaging service with many senders would call it, over gRPC.
 func BenchmarkAuthorizeSend(b *testing.B) {
 	e := newEnv(b, envOptions{noLoops: true, quiet: true, cfg: unlimitedCalls})
-	a := e.newApp(b)
-	us := e.newUsers(b, a, true, "m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7")
-	group := e.groupID(b, a, "bench")
-	if _, err := e.client.CreateGroup(us[0].ctx(), &groupv1.CreateGroupRequest{GroupId: group, Members: identities(us[1:]...),
-		EncryptionMode: groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED, HistoryVisibility: groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN,
-		RotationPolicy: &groupv1.RotationPolicy{}}); err != nil {
-		b.Fatal(err)
-	}
-	e.commit(b, group, us[0], us...)
+	group, us := sendersGroup(b, e)
 	b.SetParallelism(16)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -113,4 +105,21 @@ func BenchmarkAuthorizeSend(b *testing.B) {
 			}
 		}
 	})
+}
+
+// sendersGroup makes the group "bench" of eight members with cards, encrypted, with
+// no rotation policy, and commits its first epoch: the group whose senders the
+// AuthorizeSend benchmarks authorize.
+func sendersGroup(b *testing.B, e *env) (string, []*user) {
+	b.Helper()
+	a := e.newApp(b)
+	us := e.newUsers(b, a, true, "m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7")
+	group := e.groupID(b, a, "bench")
+	if _, err := e.client.CreateGroup(us[0].ctx(), &groupv1.CreateGroupRequest{GroupId: group, Members: identities(us[1:]...),
+		EncryptionMode: groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED, HistoryVisibility: groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN,
+		RotationPolicy: &groupv1.RotationPolicy{}}); err != nil {
+		b.Fatal(err)
+	}
+	e.commit(b, group, us[0], us...)
+	return group, us
 }

@@ -90,9 +90,7 @@ func (c Config) withDefaults() (Config, error) {
 	defaults.Positive(&c.ExpiredInvitationKeep, DefaultExpiredInviteKeep)
 	defaults.Positive(&c.CallRate, DefaultCallRate)
 	defaults.Positive(&c.CallBurst, DefaultCallBurst)
-	if c.Clock == nil {
-		c.Clock = time.Now
-	}
+	defaults.Clock(&c.Clock)
 	defaults.Set(&c.Rand, rand.Reader)
 	return c, nil
 }

@@ -189,23 +189,15 @@ func (e *env) newUsers(t testing.TB, a app, withCards bool, uids ...string) []*u
 // publishCard gives u a new card (a rotation, endorsed by its current key, when it has
 // one).
 func (e *env) publishCard(u *user) error {
-	kp, err := e2ee.GenerateKeyPair(e2ee.SuiteX25519)
-	if err != nil {
-		return err
-	}
 	var endorser *e2ee.KeyPair
 	if u.cardID != nil {
 		endorser = u.keys
 	}
-	req, err := servicetest.CardRequest(kp, u.identity, e.clock.Now(), u.cardID, endorser)
+	kp, card, err := servicetest.PublishCard(u.ctx(), e.cards, u.identity, e.clock.Now(), u.cardID, endorser)
 	if err != nil {
 		return err
 	}
-	resp, err := e.cards.PublishCard(u.ctx(), req)
-	if err != nil {
-		return err
-	}
-	u.keys, u.cardID = kp, resp.GetCard().GetCardId()
+	u.keys, u.cardID = kp, card.GetCardId()
 	return nil
 }
 
@@ -218,11 +210,8 @@ func (e *env) groupID(t testing.TB, a app, guid string) string {
 // "team" of the two, whose first epoch's key owner committed to both.
 func (e *env) twoMemberGroup(t testing.TB) (owner, bob *user, group string) {
 	t.Helper()
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "bob")
+	_, group, us := e.newTeam(t, 2, "owner", "bob")
 	owner, bob = us[0], us[1]
-	group = e.groupID(t, a, "team")
-	e.create(t, owner, group, bob)
 	e.commit(t, group, owner, owner, bob)
 	return owner, bob, group
 }

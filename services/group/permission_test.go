@@ -115,11 +115,3 @@ func probe[Req proto.Message, Resp any](rpc func(context.Context, Req, ...grpc.C
 		return err
 	}
 }
-
-// rpcCall is a call of rpc with req, for a table of refusals.
-func rpcCall[Req, Resp any](ctx context.Context, rpc func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) func() error {
-	return func() error {
-		_, err := rpc(ctx, req)
-		return err
-	}
-}

@@ -131,11 +131,8 @@ func TestReplicasCommitAnEpochOnce(t *testing.T) {
 func TestReplicasMembershipChainDoesNotFork(t *testing.T) {
 	e := newEnv(t, envOptions{postgres: true})
 	r2 := e.replica(t)
-	a := e.newApp(t)
-	us := e.newUsers(t, a, true, "owner", "bob", "carol", "dave", "erin", "frank")
+	_, group, us := e.newTeam(t, 2, "owner", "bob", "carol", "dave", "erin", "frank")
 	owner := us[0]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, us[1])
 	raws := []groupv1.GroupServiceClient{e.raw, r2.raw}
 	for round, pair := range [][2]*user{{us[2], us[3]}, {us[4], us[5]}} {
 		errc := make([]error, 2)

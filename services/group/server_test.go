@@ -20,12 +20,8 @@ import (
 func TestInternalMethods(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{noLoops: true})
-	a := e.newApp(t)
-	uids := []string{"owner", "m1", "m2", "m3", "m4", "outsider"}
-	us := e.newUsers(t, a, true, uids...)
+	a, group, us := e.newTeam(t, 5, "owner", "m1", "m2", "m3", "m4", "outsider")
 	owner, outsider := us[0], us[5]
-	group := e.groupID(t, a, "team")
-	e.create(t, owner, group, us[1:5]...)
 
 	// ListMemberIdentities: identity order, in pages of one membership version.
 	var got []string
@@ -104,41 +100,41 @@ func TestBadInput(t *testing.T) {
 	}
 	ctx := owner.ctx()
 	servicetest.CheckRefusals(t, []servicetest.Refusal{
-		{"create: no group id", rpcCall(ctx, e.client.CreateGroup, &groupv1.CreateGroupRequest{EncryptionMode: 1, HistoryVisibility: 1}), codes.InvalidArgument, "group_id is empty"},
-		{"create: user id as group", rpcCall(ctx, e.client.CreateGroup, &groupv1.CreateGroupRequest{GroupId: bob.identity, EncryptionMode: 1, HistoryVisibility: 1}), codes.InvalidArgument, "group_id"},
-		{"create: no mode", rpcCall(ctx, e.client.CreateGroup, &groupv1.CreateGroupRequest{GroupId: e.groupID(t, a, "x"), HistoryVisibility: 1}), codes.InvalidArgument, "encryption_mode is unspecified"},
-		{"create: no visibility", rpcCall(ctx, e.client.CreateGroup, &groupv1.CreateGroupRequest{GroupId: e.groupID(t, a, "x"), EncryptionMode: 1}), codes.InvalidArgument, "history_visibility is unspecified"},
-		{"create: bad member", rpcCall(ctx, e.client.CreateGroup, &groupv1.CreateGroupRequest{GroupId: e.groupID(t, a, "x"), EncryptionMode: 1, HistoryVisibility: 1, Members: []string{"bob"}}), codes.InvalidArgument, "members[0]"},
-		{"create: too many members", rpcCall(ctx, e.client.CreateGroup, &groupv1.CreateGroupRequest{GroupId: e.groupID(t, a, "x"), EncryptionMode: 1, HistoryVisibility: 1, Members: tooMany[:1001]}), codes.InvalidArgument, "at most 1000"},
-		{"add: none", rpcCall(ctx, e.client.AddMembers, &groupv1.AddMembersRequest{GroupId: group}), codes.InvalidArgument, "identities is empty"},
-		{"add: too many", rpcCall(ctx, e.client.AddMembers, &groupv1.AddMembersRequest{GroupId: group, Identities: tooMany}), codes.InvalidArgument, "at most 1000"},
-		{"remove: bad identity", rpcCall(ctx, e.client.RemoveMember, &groupv1.RemoveMemberRequest{GroupId: group, Identity: "g_x"}), codes.InvalidArgument, "identity"},
-		{"set role: unspecified", rpcCall(ctx, e.client.SetRole, &groupv1.SetRoleRequest{GroupId: group, Identity: bob.identity}), codes.InvalidArgument, "not ADMIN or MEMBER"},
-		{"transfer: to self", rpcCall(ctx, e.client.TransferOwnership, &groupv1.TransferOwnershipRequest{GroupId: group, NewOwner: owner.identity}), codes.InvalidArgument, "owns the group already"},
-		{"list: page too large", rpcCall(ctx, e.client.ListMyGroups, &groupv1.ListMyGroupsRequest{PageSize: 1001}), codes.InvalidArgument, "page_size"},
-		{"list: forged token", rpcCall(ctx, e.client.ListMyGroups, &groupv1.ListMyGroupsRequest{PageToken: "nonsense!"}), codes.InvalidArgument, "page_token"},
-		{"mode: unspecified", rpcCall(ctx, e.client.SetEncryptionMode, &groupv1.SetEncryptionModeRequest{GroupId: group}), codes.InvalidArgument, "encryption_mode is unspecified"},
-		{"stage: no keys", rpcCall(ctx, e.client.StageEpochKeys, &groupv1.StageEpochKeysRequest{GroupId: group}), codes.InvalidArgument, "keys is empty"},
-		{"stage: bad upload id", rpcCall(ctx, e.client.StageEpochKeys, &groupv1.StageEpochKeysRequest{GroupId: group, UploadId: "x", Keys: keys}), codes.InvalidArgument, "upload_id"},
-		{"stage: duplicate identity", rpcCall(ctx, e.client.StageEpochKeys, &groupv1.StageEpochKeysRequest{GroupId: group, Keys: []*groupv1.MemberKey{keys[0], keys[0]}}), codes.InvalidArgument, "appears twice"},
-		{"commit: bad enc size", rpcCall(ctx, e.client.CommitEpoch, &groupv1.CommitEpochRequest{GroupId: group, Commit: c, Keys: []*groupv1.MemberKey{badKey, keys[1]}}), codes.InvalidArgument, "enc is 31 bytes"},
-		{"commit: no commit", rpcCall(ctx, e.client.CommitEpoch, &groupv1.CommitEpochRequest{GroupId: group, Keys: keys}), codes.InvalidArgument, "commit is missing"},
-		{"commit: garbage content", rpcCall(ctx, e.client.CommitEpoch, &groupv1.CommitEpochRequest{GroupId: group, Commit: &envelopev1.SignedEpochCommit{Content: []byte{0xff, 0xff}, Signature: make([]byte, 64)}, Keys: keys}), codes.InvalidArgument, "commit refused"},
+		{"create: no group id", servicetest.Call(e.client.CreateGroup, ctx, &groupv1.CreateGroupRequest{EncryptionMode: 1, HistoryVisibility: 1}), codes.InvalidArgument, "group_id is empty"},
+		{"create: user id as group", servicetest.Call(e.client.CreateGroup, ctx, &groupv1.CreateGroupRequest{GroupId: bob.identity, EncryptionMode: 1, HistoryVisibility: 1}), codes.InvalidArgument, "group_id"},
+		{"create: no mode", servicetest.Call(e.client.CreateGroup, ctx, &groupv1.CreateGroupRequest{GroupId: e.groupID(t, a, "x"), HistoryVisibility: 1}), codes.InvalidArgument, "encryption_mode is unspecified"},
+		{"create: no visibility", servicetest.Call(e.client.CreateGroup, ctx, &groupv1.CreateGroupRequest{GroupId: e.groupID(t, a, "x"), EncryptionMode: 1}), codes.InvalidArgument, "history_visibility is unspecified"},
+		{"create: bad member", servicetest.Call(e.client.CreateGroup, ctx, &groupv1.CreateGroupRequest{GroupId: e.groupID(t, a, "x"), EncryptionMode: 1, HistoryVisibility: 1, Members: []string{"bob"}}), codes.InvalidArgument, "members[0]"},
+		{"create: too many members", servicetest.Call(e.client.CreateGroup, ctx, &groupv1.CreateGroupRequest{GroupId: e.groupID(t, a, "x"), EncryptionMode: 1, HistoryVisibility: 1, Members: tooMany[:1001]}), codes.InvalidArgument, "at most 1000"},
+		{"add: none", servicetest.Call(e.client.AddMembers, ctx, &groupv1.AddMembersRequest{GroupId: group}), codes.InvalidArgument, "identities is empty"},
+		{"add: too many", servicetest.Call(e.client.AddMembers, ctx, &groupv1.AddMembersRequest{GroupId: group, Identities: tooMany}), codes.InvalidArgument, "at most 1000"},
+		{"remove: bad identity", servicetest.Call(e.client.RemoveMember, ctx, &groupv1.RemoveMemberRequest{GroupId: group, Identity: "g_x"}), codes.InvalidArgument, "identity"},
+		{"set role: unspecified", servicetest.Call(e.client.SetRole, ctx, &groupv1.SetRoleRequest{GroupId: group, Identity: bob.identity}), codes.InvalidArgument, "not ADMIN or MEMBER"},
+		{"transfer: to self", servicetest.Call(e.client.TransferOwnership, ctx, &groupv1.TransferOwnershipRequest{GroupId: group, NewOwner: owner.identity}), codes.InvalidArgument, "owns the group already"},
+		{"list: page too large", servicetest.Call(e.client.ListMyGroups, ctx, &groupv1.ListMyGroupsRequest{PageSize: 1001}), codes.InvalidArgument, "page_size"},
+		{"list: forged token", servicetest.Call(e.client.ListMyGroups, ctx, &groupv1.ListMyGroupsRequest{PageToken: "nonsense!"}), codes.InvalidArgument, "page_token"},
+		{"mode: unspecified", servicetest.Call(e.client.SetEncryptionMode, ctx, &groupv1.SetEncryptionModeRequest{GroupId: group}), codes.InvalidArgument, "encryption_mode is unspecified"},
+		{"stage: no keys", servicetest.Call(e.client.StageEpochKeys, ctx, &groupv1.StageEpochKeysRequest{GroupId: group}), codes.InvalidArgument, "keys is empty"},
+		{"stage: bad upload id", servicetest.Call(e.client.StageEpochKeys, ctx, &groupv1.StageEpochKeysRequest{GroupId: group, UploadId: "x", Keys: keys}), codes.InvalidArgument, "upload_id"},
+		{"stage: duplicate identity", servicetest.Call(e.client.StageEpochKeys, ctx, &groupv1.StageEpochKeysRequest{GroupId: group, Keys: []*groupv1.MemberKey{keys[0], keys[0]}}), codes.InvalidArgument, "appears twice"},
+		{"commit: bad enc size", servicetest.Call(e.client.CommitEpoch, ctx, &groupv1.CommitEpochRequest{GroupId: group, Commit: c, Keys: []*groupv1.MemberKey{badKey, keys[1]}}), codes.InvalidArgument, "enc is 31 bytes"},
+		{"commit: no commit", servicetest.Call(e.client.CommitEpoch, ctx, &groupv1.CommitEpochRequest{GroupId: group, Keys: keys}), codes.InvalidArgument, "commit is missing"},
+		{"commit: garbage content", servicetest.Call(e.client.CommitEpoch, ctx, &groupv1.CommitEpochRequest{GroupId: group, Commit: &envelopev1.SignedEpochCommit{Content: []byte{0xff, 0xff}, Signature: make([]byte, 64)}, Keys: keys}), codes.InvalidArgument, "commit refused"},
 		{"commit: wrong epoch", func() error {
 			c2, _ := e.commitFor(t, group, 1, make([]byte, 32), owner, owner, bob)
 			_, err := e.client.CommitEpoch(ctx, &groupv1.CommitEpochRequest{GroupId: group, Commit: c2, Keys: keys})
 			return err
 		}, codes.InvalidArgument, "creates epoch 2"},
-		{"commit: short signature", rpcCall(ctx, e.client.CommitEpoch, &groupv1.CommitEpochRequest{GroupId: group, Commit: &envelopev1.SignedEpochCommit{Content: c.GetContent(), Signature: []byte{1}}, Keys: keys}), codes.InvalidArgument, "commit.signature"},
-		{"keys: bad page token", rpcCall(ctx, e.client.GetEpochKeys, &groupv1.GetEpochKeysRequest{GroupId: group, PageToken: pageToken("x")}), codes.InvalidArgument, "page_token"},
-		{"share: none", rpcCall(ctx, e.client.ShareEpochKeys, &groupv1.ShareEpochKeysRequest{GroupId: group}), codes.InvalidArgument, "shares holds 0"},
-		{"share: epoch 0", rpcCall(ctx, e.client.ShareEpochKeys, &groupv1.ShareEpochKeysRequest{GroupId: group, Shares: []*groupv1.EpochShare{{Recipient: bob.identity, WrappedKey: wrapped(bob)}}}), codes.InvalidArgument, "epoch is 0"},
-		{"invite: ttl too long", rpcCall(ctx, e.client.InviteMember, &groupv1.InviteMemberRequest{GroupId: group, Identity: bob.identity, Ttl: durationOrNil(31 * 24 * 3600e9)}), codes.InvalidArgument, "ttl"},
-		{"authorize: no app", rpcCall(asService(), e.client.AuthorizeSend, &groupv1.AuthorizeSendRequest{GroupId: group, Sender: bob.identity, Kind: groupv1.MessageKind_MESSAGE_KIND_PLAINTEXT}), codes.InvalidArgument, "app_id"},
-		{"authorize: no kind", rpcCall(asService(), e.client.AuthorizeSend, &groupv1.AuthorizeSendRequest{AppId: a.id, GroupId: group, Sender: bob.identity}), codes.InvalidArgument, "kind"},
-		{"authorize: encrypted without card", rpcCall(asService(), e.client.AuthorizeSend, &groupv1.AuthorizeSendRequest{AppId: a.id, GroupId: group, Sender: bob.identity, Kind: groupv1.MessageKind_MESSAGE_KIND_ENCRYPTED, Epoch: 1}), codes.InvalidArgument, "sender_card_id"},
-		{"authorize: plaintext with an epoch", rpcCall(asService(), e.client.AuthorizeSend, &groupv1.AuthorizeSendRequest{AppId: a.id, GroupId: group, Sender: bob.identity, Kind: groupv1.MessageKind_MESSAGE_KIND_PLAINTEXT, Epoch: 2}), codes.InvalidArgument, "no epoch"},
-		{"members: page too large", rpcCall(asService(), e.client.ListMemberIdentities, &groupv1.ListMemberIdentitiesRequest{AppId: a.id, GroupId: group, PageSize: 10001}), codes.InvalidArgument, "page_size"},
+		{"commit: short signature", servicetest.Call(e.client.CommitEpoch, ctx, &groupv1.CommitEpochRequest{GroupId: group, Commit: &envelopev1.SignedEpochCommit{Content: c.GetContent(), Signature: []byte{1}}, Keys: keys}), codes.InvalidArgument, "commit.signature"},
+		{"keys: bad page token", servicetest.Call(e.client.GetEpochKeys, ctx, &groupv1.GetEpochKeysRequest{GroupId: group, PageToken: pageToken("x")}), codes.InvalidArgument, "page_token"},
+		{"share: none", servicetest.Call(e.client.ShareEpochKeys, ctx, &groupv1.ShareEpochKeysRequest{GroupId: group}), codes.InvalidArgument, "shares holds 0"},
+		{"share: epoch 0", servicetest.Call(e.client.ShareEpochKeys, ctx, &groupv1.ShareEpochKeysRequest{GroupId: group, Shares: []*groupv1.EpochShare{{Recipient: bob.identity, WrappedKey: wrapped(bob)}}}), codes.InvalidArgument, "epoch is 0"},
+		{"invite: ttl too long", servicetest.Call(e.client.InviteMember, ctx, &groupv1.InviteMemberRequest{GroupId: group, Identity: bob.identity, Ttl: durationOrNil(31 * 24 * 3600e9)}), codes.InvalidArgument, "ttl"},
+		{"authorize: no app", servicetest.Call(e.client.AuthorizeSend, asService(), &groupv1.AuthorizeSendRequest{GroupId: group, Sender: bob.identity, Kind: groupv1.MessageKind_MESSAGE_KIND_PLAINTEXT}), codes.InvalidArgument, "app_id"},
+		{"authorize: no kind", servicetest.Call(e.client.AuthorizeSend, asService(), &groupv1.AuthorizeSendRequest{AppId: a.id, GroupId: group, Sender: bob.identity}), codes.InvalidArgument, "kind"},
+		{"authorize: encrypted without card", servicetest.Call(e.client.AuthorizeSend, asService(), &groupv1.AuthorizeSendRequest{AppId: a.id, GroupId: group, Sender: bob.identity, Kind: groupv1.MessageKind_MESSAGE_KIND_ENCRYPTED, Epoch: 1}), codes.InvalidArgument, "sender_card_id"},
+		{"authorize: plaintext with an epoch", servicetest.Call(e.client.AuthorizeSend, asService(), &groupv1.AuthorizeSendRequest{AppId: a.id, GroupId: group, Sender: bob.identity, Kind: groupv1.MessageKind_MESSAGE_KIND_PLAINTEXT, Epoch: 2}), codes.InvalidArgument, "no epoch"},
+		{"members: page too large", servicetest.Call(e.client.ListMemberIdentities, asService(), &groupv1.ListMemberIdentitiesRequest{AppId: a.id, GroupId: group, PageSize: 10001}), codes.InvalidArgument, "page_size"},
 	}, e.snapshot)
 }
 

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/umbra-e2ee/umbra/internal/servicetest"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	envelopev1 "github.com/umbra-e2ee/umbra/proto/umbra/envelope/v1"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
@@ -178,14 +179,8 @@ func TestMembershipChain(t *testing.T) {
 	_, group, us := e.newTeam(t, 3, "owner", "admin", "bob", "carol", "dave", "outsider")
 	owner, admin, bob, carol, dave, outsider := us[0], us[1], us[2], us[3], us[4], us[5]
 	steps := []func() error{
-		func() error {
-			_, err := e.client.SetRole(owner.ctx(), &groupv1.SetRoleRequest{GroupId: group, Identity: admin.identity, Role: groupv1.GroupRole_GROUP_ROLE_ADMIN})
-			return err
-		},
-		func() error {
-			_, err := e.client.InviteMember(admin.ctx(), &groupv1.InviteMemberRequest{GroupId: group, Identity: carol.identity})
-			return err
-		},
+		servicetest.Call(e.client.SetRole, owner.ctx(), &groupv1.SetRoleRequest{GroupId: group, Identity: admin.identity, Role: groupv1.GroupRole_GROUP_ROLE_ADMIN}),
+		servicetest.Call(e.client.InviteMember, admin.ctx(), &groupv1.InviteMemberRequest{GroupId: group, Identity: carol.identity}),
 		func() error {
 			// carol, invited, reads the chain before she accepts.
 			if _, err := e.raw.GetMembershipChain(carol.ctx(), &groupv1.GetMembershipChainRequest{GroupId: group}); err != nil {
@@ -201,22 +196,10 @@ func TestMembershipChain(t *testing.T) {
 			}
 			return err
 		},
-		func() error {
-			_, err := e.client.BanMember(admin.ctx(), &groupv1.BanMemberRequest{GroupId: group, Identity: bob.identity})
-			return err
-		},
-		func() error {
-			_, err := e.client.UnbanMember(admin.ctx(), &groupv1.UnbanMemberRequest{GroupId: group, Identity: bob.identity})
-			return err
-		},
-		func() error {
-			_, err := e.client.TransferOwnership(owner.ctx(), &groupv1.TransferOwnershipRequest{GroupId: group, NewOwner: carol.identity})
-			return err
-		},
-		func() error {
-			_, err := e.client.LeaveGroup(carol.ctx(), &groupv1.LeaveGroupRequest{GroupId: group})
-			return err
-		},
+		servicetest.Call(e.client.BanMember, admin.ctx(), &groupv1.BanMemberRequest{GroupId: group, Identity: bob.identity}),
+		servicetest.Call(e.client.UnbanMember, admin.ctx(), &groupv1.UnbanMemberRequest{GroupId: group, Identity: bob.identity}),
+		servicetest.Call(e.client.TransferOwnership, owner.ctx(), &groupv1.TransferOwnershipRequest{GroupId: group, NewOwner: carol.identity}),
+		servicetest.Call(e.client.LeaveGroup, carol.ctx(), &groupv1.LeaveGroupRequest{GroupId: group}),
 	}
 	for i, step := range steps {
 		if err := step(); err != nil {

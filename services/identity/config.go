@@ -23,13 +23,9 @@ type Config struct {
 // withDefaults fills in cfg's defaults. No value is refused today; the error is there
 // so that every service's configuration is checked the same way.
 func (cfg Config) withDefaults() (Config, error) {
-	if cfg.Issuer == "" {
-		cfg.Issuer = auth.DefaultIssuer
-	}
+	defaults.Set(&cfg.Issuer, auth.DefaultIssuer)
 	defaults.Set(&cfg.DefaultTTL, auth.DefaultTokenTTL)
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
+	defaults.Clock(&cfg.Clock)
 	defaults.Set(&cfg.Rand, rand.Reader)
 	return cfg, nil
 }

@@ -83,10 +83,7 @@ func TestAppSettingsRefusals(t *testing.T) {
 	allow := &messagingv1.AppSettings{AllowPlaintextDirect: true}
 	// update is an UpdateAppSettings of req with cred.
 	update := func(cred string, req *messagingv1.UpdateAppSettingsRequest) func() error {
-		return func() error {
-			_, err := e.client.UpdateAppSettings(as(cred), req)
-			return err
-		}
+		return servicetest.Call(e.client.UpdateAppSettings, as(cred), req)
 	}
 	servicetest.CheckRefusals(t, []servicetest.Refusal{
 		{"no credential", update("", &messagingv1.UpdateAppSettingsRequest{AppId: a.id, Settings: allow}), codes.Unauthenticated, "missing credential"},

@@ -75,9 +75,7 @@ func (c Config) withDefaults() (Config, error) {
 	defaults.Set(&c.MaxStreamsPerIdentity, DefaultMaxStreams)
 	defaults.Set(&c.SweepInterval, DefaultSweepInterval)
 	defaults.Set(&c.DeliveryCacheBytes, DefaultDeliveryCacheBytes)
-	if c.Clock == nil {
-		c.Clock = time.Now
-	}
+	defaults.Clock(&c.Clock)
 	switch {
 	case c.MaxEnvelopeBytes < 1 || c.MaxEnvelopeBytes > MaxEnvelopeLimit:
 		return c, fmt.Errorf("messaging: envelope limit %d bytes: want 1 to %d", c.MaxEnvelopeBytes, MaxEnvelopeLimit)

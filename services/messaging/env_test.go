@@ -196,10 +196,6 @@ func (e *env) activeCard(t testing.TB, u user) []byte {
 // and returns its id.
 func (e *env) publishCard(t testing.TB, u user, previous []byte) []byte {
 	t.Helper()
-	kp, err := e2ee.GenerateKeyPair(e2ee.SuiteX25519)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var endorser *e2ee.KeyPair
 	if previous != nil {
 		// A rotation is endorsed by the card it replaces; without that it would be a
@@ -210,16 +206,12 @@ func (e *env) publishCard(t testing.TB, u user, previous []byte) []byte {
 		}
 		endorser = prev.(*e2ee.KeyPair)
 	}
-	req, err := servicetest.CardRequest(kp, u.identity, e.clock.Now(), previous, endorser)
+	kp, card, err := servicetest.PublishCard(u.ctx(), e.cards, u.identity, e.clock.Now(), previous, endorser)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := e.cards.PublishCard(u.ctx(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.cardKeys.Store(string(resp.GetCard().GetCardId()), kp)
-	return resp.GetCard().GetCardId()
+	e.cardKeys.Store(string(card.GetCardId()), kp)
+	return card.GetCardId()
 }
 
 // token issues an access token for u, valid for ttl (0: the default).

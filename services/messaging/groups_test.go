@@ -173,26 +173,11 @@ func TestGroupsWithoutGroupService(t *testing.T) {
 			group := e.groupID(t, a, "team")
 			before := e.snapshot(t)
 			calls := map[string]func() error{
-				"Send": func() error {
-					_, err := e.client.Send(alice.ctx(), alice.groupReq(group, "g", "x", 1))
-					return err
-				},
-				"Send plaintext": func() error {
-					_, err := e.client.Send(alice.ctx(), &messagingv1.SendRequest{ConversationId: group, ClientMessageId: "p", Header: plaintext(), Envelope: []byte("x")})
-					return err
-				},
-				"History": func() error {
-					_, err := e.client.History(alice.ctx(), &messagingv1.HistoryRequest{ConversationId: group})
-					return err
-				},
-				"GetCursors": func() error {
-					_, err := e.client.GetCursors(alice.ctx(), &messagingv1.GetCursorsRequest{ConversationId: group})
-					return err
-				},
-				"UpdateCursors": func() error {
-					_, err := e.client.UpdateCursors(alice.ctx(), &messagingv1.UpdateCursorsRequest{ConversationId: group, ReadSequence: 1})
-					return err
-				},
+				"Send":           servicetest.Call(e.client.Send, alice.ctx(), alice.groupReq(group, "g", "x", 1)),
+				"Send plaintext": servicetest.Call(e.client.Send, alice.ctx(), &messagingv1.SendRequest{ConversationId: group, ClientMessageId: "p", Header: plaintext(), Envelope: []byte("x")}),
+				"History":        servicetest.Call(e.client.History, alice.ctx(), &messagingv1.HistoryRequest{ConversationId: group}),
+				"GetCursors":     servicetest.Call(e.client.GetCursors, alice.ctx(), &messagingv1.GetCursorsRequest{ConversationId: group}),
+				"UpdateCursors":  servicetest.Call(e.client.UpdateCursors, alice.ctx(), &messagingv1.UpdateCursorsRequest{ConversationId: group, ReadSequence: 1}),
 			}
 			for name, call := range calls {
 				if err := call(); status.Code(err) != codes.Unavailable || !containsFold(status.Convert(err).Message(), "group service") {

@@ -91,10 +91,7 @@ func TestSendRefusals(t *testing.T) {
 
 // sendCall is a Send of req by u, for a table of refusals (servicetest.CheckRefusals).
 func (e *env) sendCall(u user, req *messagingv1.SendRequest) func() error {
-	return func() error {
-		_, err := e.client.Send(u.ctx(), req)
-		return err
-	}
+	return servicetest.Call(e.client.Send, u.ctx(), req)
 }
 
 // TestSendRateLimit: an identity over its send rate gets RESOURCE_EXHAUSTED; another
