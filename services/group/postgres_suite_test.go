@@ -112,15 +112,7 @@ func BenchmarkAuthorizeSendPostgres(b *testing.B) {
 			if replicas == 2 {
 				clients = append(clients, e.replica(b).client)
 			}
-			a := e.newApp(b)
-			us := e.newUsers(b, a, true, "m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7")
-			group := e.groupID(b, a, "bench")
-			if _, err := e.client.CreateGroup(us[0].ctx(), &groupv1.CreateGroupRequest{GroupId: group, Members: identities(us[1:]...),
-				EncryptionMode: groupv1.EncryptionMode_ENCRYPTION_MODE_REQUIRED, HistoryVisibility: groupv1.HistoryVisibility_HISTORY_VISIBILITY_SINCE_JOIN,
-				RotationPolicy: &groupv1.RotationPolicy{}}); err != nil {
-				b.Fatal(err)
-			}
-			e.commit(b, group, us[0], us...)
+			group, us := sendersGroup(b, e)
 			var caller atomic.Int64
 			b.SetParallelism(16)
 			b.ResetTimer()
