@@ -59,8 +59,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if sub == "verify" {
 		if *store == "" || (*data == "") == (*file == "") {
-			fmt.Fprintln(stderr, "usage: umbra admin verify --store messaging --data /var/lib/umbra   (or --file messaging.db.backup)")
-			return errUsage
+			return usagef(stderr, "usage: umbra admin verify --store messaging --data /var/lib/umbra   (or --file messaging.db.backup)")
 		}
 		path := *file
 		if path == "" {
@@ -70,15 +69,13 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if sub == "restore" {
 		if *store == "" || *from == "" || *data == "" {
-			fmt.Fprintln(stderr, "usage: umbra admin restore --store card --from card.db.backup --data /var/lib/umbra")
-			return errUsage
+			return usagef(stderr, "usage: umbra admin restore --store card --from card.db.backup --data /var/lib/umbra")
 		}
 		return restoreStore(stdout, *store, *from, *data)
 	}
 	if sub == "migrate" {
 		if *from == "" || *to == "" {
-			fmt.Fprintln(stderr, "usage: umbra admin migrate --from /var/lib/umbra --to 'postgres://user@db:5432/umbra' [--store identity,card] [--verify]")
-			return errUsage
+			return usagef(stderr, "usage: umbra admin migrate --from /var/lib/umbra --to 'postgres://user@db:5432/umbra' [--store identity,card] [--verify]")
 		}
 		return migrateStores(ctx, stdout, *from, *to, *store, *verifyOnly)
 	}
@@ -95,8 +92,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch sub {
 	case "rotate-log-key", "retire-log-key":
 		if sub == "retire-log-key" && *logKey == "" {
-			fmt.Fprintln(stderr, "usage: umbra admin retire-log-key --key <verifier key or key id>   (umbra card log-key lists them)")
-			return errUsage
+			return usagef(stderr, "usage: umbra admin retire-log-key --key <verifier key or key id>   (umbra card log-key lists them)")
 		}
 		return adminLogKey(ctx, cardv1.NewCardServiceClient(conn), sub, *logKey, stdout)
 	case "stores":
@@ -109,8 +105,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	case "backup":
 		if *store == "" || *out == "" {
-			fmt.Fprintln(stderr, "usage: umbra admin backup --store card --out card.db.backup")
-			return errUsage
+			return usagef(stderr, "usage: umbra admin backup --store card --out card.db.backup")
 		}
 		n, err := backupStore(ctx, client, *store, *out)
 		if err != nil {

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -24,14 +22,7 @@ import (
 // identities and every message acknowledged before the backup are there.
 func TestOnlineBackupAndRestore(t *testing.T) {
 	bin := e2eBinary(t)
-	run := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		cmd := exec.Command(bin, args...)
-		cmd.Env = e2eEnv(os.Environ())
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		return out.String(), err
-	}
+	run := func(args ...string) (string, int) { return umbraRun(t, bin, nil, args...) }
 	dataA, dataB, backups := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b"), t.TempDir()
 	grpcPort, httpPort := e2eFreePorts(t)
 	server := fmt.Sprintf("127.0.0.1:%d", grpcPort)
@@ -64,9 +55,9 @@ func TestOnlineBackupAndRestore(t *testing.T) {
 		}
 	}
 
-	out, err := run("admin", "stores", "--server", server, "--admin-token", p.adminToken)
-	if err != nil {
-		t.Fatalf("admin stores: %v\n%s", err, out)
+	out, code := run("admin", "stores", "--server", server, "--admin-token", p.adminToken)
+	if code != 0 {
+		t.Fatalf("admin stores: exit %d\n%s", code, out)
 	}
 	var stores []string
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -77,7 +68,7 @@ func TestOnlineBackupAndRestore(t *testing.T) {
 			t.Fatalf("admin stores lists %q; want %s among them", out, want)
 		}
 	}
-	if _, err := run("admin", "stores", "--server", server, "--admin-token", "wrong"); err == nil {
+	if _, code := run("admin", "stores", "--server", server, "--admin-token", "wrong"); code == 0 {
 		t.Error("admin stores with a wrong credential succeeded")
 	}
 
@@ -98,14 +89,14 @@ func TestOnlineBackupAndRestore(t *testing.T) {
 	})
 	before := acked.Load()
 	for _, s := range stores {
-		if out, err := run("admin", "backup", "--server", server, "--admin-token", p.adminToken, "--store", s, "--out", filepath.Join(backups, s+".db")); err != nil {
-			t.Fatalf("admin backup %s: %v\n%s", s, err, out)
+		if out, code := run("admin", "backup", "--server", server, "--admin-token", p.adminToken, "--store", s, "--out", filepath.Join(backups, s+".db")); code != 0 {
+			t.Fatalf("admin backup %s: exit %d\n%s", s, code, out)
 		}
 	}
 	close(stop)
 	sender.Wait()
-	if out, err := run("admin", "backup", "--server", server, "--admin-token", p.adminToken, "--store", "nope", "--out", filepath.Join(backups, "nope.db")); err == nil || !strings.Contains(out, "no store") {
-		t.Errorf("backup of an unknown store: %v\n%s", err, out)
+	if out, code := run("admin", "backup", "--server", server, "--admin-token", p.adminToken, "--store", "nope", "--out", filepath.Join(backups, "nope.db")); code == 0 || !strings.Contains(out, "no store") {
+		t.Errorf("backup of an unknown store: exit %d\n%s", code, out)
 	}
 	p.stop(t)
 
@@ -123,18 +114,18 @@ func TestOnlineBackupAndRestore(t *testing.T) {
 	}
 	junk := filepath.Join(backups, "junk.db")
 	os.WriteFile(junk, []byte("not a database"), 0o600)
-	if out, err := run("admin", "restore", "--store", "card", "--from", junk, "--data", dataB); err == nil {
+	if out, code := run("admin", "restore", "--store", "card", "--from", junk, "--data", dataB); code == 0 {
 		t.Errorf("restore of a junk file succeeded:\n%s", out)
 	}
 	for _, s := range stores {
-		if out, err := run("admin", "restore", "--store", s, "--from", filepath.Join(backups, s+".db"), "--data", dataB); err != nil {
-			t.Fatalf("admin restore %s: %v\n%s", s, err, out)
+		if out, code := run("admin", "restore", "--store", s, "--from", filepath.Join(backups, s+".db"), "--data", dataB); code != 0 {
+			t.Fatalf("admin restore %s: exit %d\n%s", s, code, out)
 		}
 	}
 	p2 := e2eStartDev(t, bin, dataB, grpcPort, httpPort)
 	defer p2.stop(t)
-	if out, err := run("admin", "restore", "--store", "card", "--from", filepath.Join(backups, "card.db"), "--data", dataB); err == nil || !strings.Contains(out, "stop the card service") {
-		t.Errorf("restore over a running service: %v\n%s", err, out)
+	if out, code := run("admin", "restore", "--store", "card", "--from", filepath.Join(backups, "card.db"), "--data", dataB); code == 0 || !strings.Contains(out, "stop the card service") {
+		t.Errorf("restore over a running service: exit %d\n%s", code, out)
 	}
 	if p2.apiKey != p.apiKey {
 		t.Fatalf("the restored node prints another API key")

@@ -97,8 +97,7 @@ func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "umbra backup %s takes no arguments (secrets are read from files, the environment or standard input)\n", sub)
-		return errUsage
+		return usagef(stderr, "umbra backup %s takes no arguments (secrets are read from files, the environment or standard input)", sub)
 	}
 	in := bufio.NewReader(os.Stdin)
 	password := func() ([]byte, error) {

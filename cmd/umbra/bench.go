@@ -53,8 +53,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *store != "" {
 		counts, err := parseReplicas(*replicas)
 		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return errUsage
+			return usagef(stderr, "%v", err)
 		}
 		pg = &benchPostgres{url: *store, replicas: counts, stdout: stdout}
 	}

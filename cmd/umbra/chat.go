@@ -24,8 +24,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if *to == "" {
-		fmt.Fprintln(stderr, "usage: umbra send --to bob [message]   (message from standard input if absent)")
-		return errUsage
+		return usagef(stderr, "usage: umbra send --to bob [message]   (message from standard input if absent)")
 	}
 	c, _, ids, err := f.clientFor(ctx, []string{*to})
 	if err != nil {

@@ -92,12 +92,10 @@ func parse(fs *flag.FlagSet, args []string) error {
 			if err == flag.ErrHelp {
 				return err
 			}
-			fmt.Fprintf(fs.Output(), "(in the flags before the subcommand: %s)\n", strings.Join(lead, " "))
-			return errUsage
+			return usagef(fs.Output(), "(in the flags before the subcommand: %s)", strings.Join(lead, " "))
 		}
 		if fs.NArg() > 0 {
-			fmt.Fprintf(fs.Output(), "%s: %q, before the subcommand, is not a flag or a flag's value: write arguments after the subcommand\n", fs.Name(), fs.Arg(0))
-			return errUsage
+			return usagef(fs.Output(), "%s: %q, before the subcommand, is not a flag or a flag's value: write arguments after the subcommand", fs.Name(), fs.Arg(0))
 		}
 	}
 	if err := fs.Parse(args); err != nil {

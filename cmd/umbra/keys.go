@@ -24,8 +24,7 @@ func runLogin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: umbra login <name> [flags]   (name: the app's own user id, e.g. alice)")
-		return errUsage
+		return usagef(stderr, "usage: umbra login <name> [flags]   (name: the app's own user id, e.g. alice)")
 	}
 	name := fs.Arg(0)
 	f.user = name
@@ -184,8 +183,7 @@ func runCard(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return printServiceKeys(ctx, c, stdout)
 	}
 	if fs.NArg() == 0 {
-		fmt.Fprintf(stderr, "usage: umbra card %s <name or identity>...\n", sub)
-		return errUsage
+		return usagef(stderr, "usage: umbra card %s <name or identity>...", sub)
 	}
 	c, _, ids, err := f.clientFor(ctx, fs.Args())
 	if err != nil {
@@ -272,8 +270,7 @@ func runEncrypt(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if len(to) == 0 {
-		fmt.Fprintln(stderr, "usage: umbra encrypt --to bob[,carol] [message]   (message from standard input if absent)")
-		return errUsage
+		return usagef(stderr, "usage: umbra encrypt --to bob[,carol] [message]   (message from standard input if absent)")
 	}
 	c, _, ids, err := f.clientFor(ctx, to)
 	if err != nil {
@@ -304,8 +301,7 @@ func runDecrypt(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if *from == "" || fs.NArg() > 1 {
-		fmt.Fprintln(stderr, "usage: umbra decrypt --from alice [file]   (standard input if no file)")
-		return errUsage
+		return usagef(stderr, "usage: umbra decrypt --from alice [file]   (standard input if no file)")
 	}
 	var in []byte
 	var err error

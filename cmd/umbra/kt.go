@@ -32,8 +32,7 @@ func runKt(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if sub == "lookup" && fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "usage: umbra kt lookup <name or identity>...")
-		return errUsage
+		return usagef(stderr, "usage: umbra kt lookup <name or identity>...")
 	}
 	c, s, err := f.client(ctx)
 	if err != nil {

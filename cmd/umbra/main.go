@@ -110,6 +110,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // errUsage reports bad arguments after their message was printed.
 var errUsage = errors.New("usage")
 
+// usagef prints why a command line is refused (format and a, then a newline) to w and
+// returns errUsage.
+func usagef(w io.Writer, format string, a ...any) error {
+	fmt.Fprintf(w, format+"\n", a...)
+	return errUsage
+}
+
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: umbra <command> [flags]\n\nCommands:")
 	sorted := append([]command(nil), commands...)

@@ -71,6 +71,42 @@ func readmeBlock(t *testing.T, marker string) []string {
 	return strings.Split(strings.TrimSpace(block), "\n")
 }
 
+// readmeLine returns the README's block marker, which must be one command.
+func readmeLine(t *testing.T, marker string) string {
+	t.Helper()
+	lines := readmeBlock(t, marker)
+	if len(lines) != 1 {
+		t.Fatalf("the %s block has %d lines; want the one command", marker, len(lines))
+	}
+	return lines[0]
+}
+
+// readmePrelude is the exports of the README's CLI walk-through, which the reader who
+// ran it has in their terminal: what the blocks that follow it run after.
+func readmePrelude(t *testing.T) string {
+	t.Helper()
+	var exports []string
+	for _, line := range readmeBlock(t, "cli-round-trip") {
+		if strings.HasPrefix(line, "export ") {
+			exports = append(exports, line)
+		}
+	}
+	return strings.Join(exports, "\n") + "\n"
+}
+
+// shBlock runs script, the README's block name (after its prelude), with sh -e in dir
+// with env, and returns what it printed; the test fails, showing that, when it fails.
+func shBlock(ctx context.Context, t *testing.T, dir string, env []string, name, script string) string {
+	t.Helper()
+	c := exec.CommandContext(ctx, "sh", "-e", "-c", script)
+	c.Dir, c.Env = dir, env
+	out, err := c.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the %s block failed: %v\n%s", name, err, out)
+	}
+	return string(out)
+}
+
 // TestReadmeCLIRoundTrip runs the README's CLI walk-through, as written, against a real
 // `umbra dev`: only the build line is replaced by the binary the test built, and the
 // server address by the test's free port.
@@ -112,32 +148,16 @@ func TestReadmeCLIRoundTrip(t *testing.T) {
 
 	// The two-terminal chat, with the same profiles (and so the same exports): bob
 	// listens while alice sends.
-	var exports []string
-	for _, line := range script {
-		if strings.HasPrefix(line, "export ") {
-			exports = append(exports, line)
-		}
-	}
-	prelude := strings.Join(exports, "\n") + "\n"
-	// runBlock runs the README's block name with sh -e, after prelude (the exports, as
-	// in the reader's terminal), and returns what it printed.
+	prelude := readmePrelude(t)
+	// runBlock runs the README's block name after prelude (the exports, as in the
+	// reader's terminal), and returns what it printed.
 	runBlock := func(name, prelude string) string {
 		t.Helper()
-		c := exec.CommandContext(ctx, "sh", "-e", "-c", prelude+strings.Join(readmeBlock(t, name), "\n"))
-		c.Dir, c.Env = work, cmd.Env
-		out, err := c.CombinedOutput()
-		if err != nil {
-			t.Fatalf("the %s block failed: %v\n%s", name, err, out)
-		}
-		return string(out)
-	}
-	listenLine := readmeBlock(t, "chat-listen")
-	if len(listenLine) != 1 {
-		t.Fatalf("the chat-listen block has %d lines; want the one command", len(listenLine))
+		return shBlock(ctx, t, work, cmd.Env, name, prelude+strings.Join(readmeBlock(t, name), "\n"))
 	}
 	lctx, stopListen := context.WithCancel(ctx)
 	defer stopListen()
-	listen := exec.CommandContext(lctx, "sh", "-c", prelude+"exec "+listenLine[0])
+	listen := exec.CommandContext(lctx, "sh", "-c", prelude+"exec "+readmeLine(t, "chat-listen"))
 	listen.Dir, listen.Env = work, cmd.Env
 	var heard syncBuffer
 	listen.Stdout, listen.Stderr = &heard, &heard

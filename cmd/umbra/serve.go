@@ -152,8 +152,7 @@ func (f *serveFlags) peer(s string) grpcclient.Config {
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	roles := append(gateway.Services(), "gateway", "all")
 	if len(args) == 0 || !slices.Contains(roles, args[0]) {
-		fmt.Fprintf(stderr, "usage: umbra serve <%s> [flags]\n", strings.Join(roles, "|"))
-		return errUsage
+		return usagef(stderr, "usage: umbra serve <%s> [flags]", strings.Join(roles, "|"))
 	}
 	role := args[0]
 	fs := newFlagSet("serve "+role, stderr)

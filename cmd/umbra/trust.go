@@ -29,8 +29,7 @@ func runTrust(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if fs.NArg() < 1 || (sub != "verify" && fs.NArg() != 1) {
-		fmt.Fprintf(stderr, "usage: umbra trust %s <name or identity>%s\n", sub, map[bool]string{true: " [safety number]"}[sub == "verify"])
-		return errUsage
+		return usagef(stderr, "usage: umbra trust %s <name or identity>%s", sub, map[bool]string{true: " [safety number]"}[sub == "verify"])
 	}
 	c, s, ids, err := f.clientFor(ctx, fs.Args()[:1])
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -99,37 +98,13 @@ func TestWebChatServedByDevOnly(t *testing.T) {
 
 	t.Run("serve all", func(t *testing.T) {
 		grpcPort, httpPort := e2eFreePorts(t)
-		logPath := filepath.Join(t.TempDir(), "serve.log")
-		logFile, err := os.Create(logPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer logFile.Close()
 		cmd := exec.Command(bin, "serve", "all", "--insecure",
 			"--grpc-addr", fmt.Sprintf("127.0.0.1:%d", grpcPort),
 			"--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort),
 			"--data", t.TempDir(), "--admin-token", "web-test-admin-credential-0123456789",
 			"--service-token", "web-test-service-token-0123456789")
 		cmd.Env = append(e2eEnv(os.Environ()), "UMBRA_BACKUP_SECRET=web-test-backup-secret-0123456789abcdef")
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case <-done:
-			case <-time.After(15 * time.Second):
-				cmd.Process.Kill()
-				t.Error("umbra serve all did not stop within 15 s of SIGTERM")
-			}
-			if t.Failed() {
-				b, _ := os.ReadFile(logPath)
-				t.Logf("umbra serve all log:\n%s", b)
-			}
-		}()
+		e2eServe(t, "umbra serve all", cmd, filepath.Join(t.TempDir(), "serve.log"))
 		base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 			if resp, err := http.Get(base + "/readyz"); err == nil {

@@ -45,11 +45,9 @@ func runWitness(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if fs.NArg() > 0 {
 		if a := fs.Arg(0); a == "keygen" || a == "key" {
-			fmt.Fprintf(stderr, "umbra witness: the flags of %s go after it: umbra witness %s [flags]\n", a, a)
-			return errUsage
+			return usagef(stderr, "umbra witness: the flags of %s go after it: umbra witness %s [flags]", a, a)
 		}
-		fmt.Fprintf(stderr, "umbra witness: unexpected argument %q\n", fs.Arg(0))
-		return errUsage
+		return usagef(stderr, "umbra witness: unexpected argument %q", fs.Arg(0))
 	}
 	cfg.Dir, cfg.LogKeys = *dir, logKeys
 	if cfg.KeyFile == "" {
@@ -91,8 +89,7 @@ func witnessKeygen(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *name == "" {
-		fmt.Fprintln(stderr, "umbra witness keygen: --name is required (for example --name witness.example.com/w1)")
-		return errUsage
+		return usagef(stderr, "umbra witness keygen: --name is required (for example --name witness.example.com/w1)")
 	}
 	path := keyPath(*dir, *file)
 	s, err := witness.WriteKeyFile(path, *name, rand.Reader)

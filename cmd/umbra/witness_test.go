@@ -238,35 +238,19 @@ func TestReadmeWitness(t *testing.T) {
 	e2eLinkBinary(t, bin, work)
 	listen := fmt.Sprintf("127.0.0.1:%d", e2eFreePort(t))
 	addrs := strings.NewReplacer("127.0.0.1:8091", listen, "localhost:8091", listen)
-	block := func(marker string) string { return addrs.Replace(strings.Join(readmeBlock(t, marker), "\n")) }
 	// The exports of the CLI walk-through, which the reader has already run.
-	var prelude []string
-	for _, line := range readmeBlock(t, "cli-round-trip") {
-		if strings.HasPrefix(line, "export ") {
-			prelude = append(prelude, line)
-		}
-	}
+	prelude := readmePrelude(t)
 	env := append(e2eEnv(os.Environ()), "UMBRA_API_KEY="+p.apiKey, fmt.Sprintf("UMBRA_SERVER=127.0.0.1:%d", grpcPort), "UMBRA_LISTEN="+listen)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sh := func(script string) string {
+	sh := func(marker string) string {
 		t.Helper()
-		cmd := exec.CommandContext(ctx, "sh", "-e", "-c", strings.Join(prelude, "\n")+"\n"+script)
-		cmd.Dir, cmd.Env = work, env
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s\nfailed: %v\n%s", script, err, out)
-		}
-		return string(out)
+		return shBlock(ctx, t, work, env, marker, prelude+addrs.Replace(strings.Join(readmeBlock(t, marker), "\n")))
 	}
-	sh(block("witness-keygen"))
-	run := readmeBlock(t, "witness-run")
-	if len(run) != 1 {
-		t.Fatalf("the witness-run block has %d lines; want the one command", len(run))
-	}
-	_, out := startBackground(t, "/bin/sh", work, env, "-c", strings.Join(prelude, "\n")+"\nexec "+addrs.Replace(run[0]))
+	sh("witness-keygen")
+	_, out := startBackground(t, "/bin/sh", work, env, "-c", prelude+"exec "+addrs.Replace(readmeLine(t, "witness-run")))
 	waitFor(t, out, "cosigned checkpoints at http://"+listen, 20*time.Second)
-	got := sh(block("witness-cosign"))
+	got := sh("witness-cosign")
 	for _, want := range []string{
 		"cosigned by 1 of the 1 witnesses required:",
 		"  witness.example/w1 at ",

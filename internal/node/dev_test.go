@@ -2,56 +2,25 @@ package node_test
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zaptest"
-
 	"github.com/umbra-e2ee/umbra/internal/node"
+	"github.com/umbra-e2ee/umbra/internal/runtest"
 )
 
 // runDev runs `umbra dev` on dir until it is ready, then stops it, and returns its
 // error.
 func runDev(t *testing.T, dir string) error {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- node.RunDev(ctx, node.DevConfig{
-			GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir, Out: &bytes.Buffer{},
-			Tune: func(c *node.Config) {
-				banner := c.Ready
-				c.Ready = func(ctx context.Context, a node.Addrs) error {
-					if err := banner(ctx, a); err != nil {
-						return err
-					}
-					close(ready)
-					return nil
-				}
-			},
-		}, zaptest.NewLogger(t))
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
+	r, err := runtest.Start(t, "RunDev", node.RunningDev(t, dir, nil))
+	if err != nil {
 		return err
-	case <-time.After(30 * time.Second):
-		t.Fatal("umbra dev not ready after 30 s")
 	}
-	cancel()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(20 * time.Second):
-		t.Fatal("umbra dev did not stop within 20 s")
-	}
-	return nil
+	return r.Stop()
 }
 
 // credentialsFile is dev-credentials.json as found on disk.

@@ -16,55 +16,35 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/umbra-e2ee/umbra/internal/runtest"
 )
 
 // startDev runs RunDev on dir with web as its web chat until the test ends (or stop is
 // called), and returns its addresses once it is ready.
 func startDev(t *testing.T, dir string, web fs.FS) (Addrs, func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan Addrs, 1)
-	done := make(chan error, 1)
-	cfg := DevConfig{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir, Out: io.Discard, Web: web,
-		Tune: func(c *Config) {
-			banner := c.Ready
-			c.Ready = func(ctx context.Context, a Addrs) error {
-				if err := banner(ctx, a); err != nil {
-					return err
+	r := runtest.MustStart(t, "RunDev", runningDev(t, dir, web))
+	return r.Ready, func() { r.StopChecked(t) }
+}
+
+// runningDev is RunDev on dir with web as its web chat, telling runtest when it is
+// ready (after its banner).
+func runningDev(t testing.TB, dir string, web fs.FS) func(context.Context, func(context.Context, Addrs) error) error {
+	return func(ctx context.Context, ready func(context.Context, Addrs) error) error {
+		cfg := DevConfig{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir, Out: io.Discard, Web: web,
+			Tune: func(c *Config) {
+				banner := c.Ready
+				c.Ready = func(ctx context.Context, a Addrs) error {
+					if err := banner(ctx, a); err != nil {
+						return err
+					}
+					return ready(ctx, a)
 				}
-				ready <- a
-				return nil
-			}
-		},
-	}
-	go func() { done <- RunDev(ctx, cfg, zaptest.NewLogger(t)) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
+			},
 		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("RunDev: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("umbra dev did not stop within 20 s")
-		}
+		return RunDev(ctx, cfg, zaptest.NewLogger(t))
 	}
-	t.Cleanup(stop)
-	select {
-	case a := <-ready:
-		return a, stop
-	case err := <-done:
-		stopped = true
-		t.Fatalf("RunDev returned before it was ready: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("umbra dev not ready after 30 s")
-	}
-	return Addrs{}, nil
 }
 
 // devCall sends one request to the dev routes with the given headers (a JSON

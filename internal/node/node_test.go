@@ -4,19 +4,41 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/internal/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/runtest"
 	"github.com/umbra-e2ee/umbra/pkg/auth"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/services/backup"
 )
 
 var testBackupConfig = backup.Config{Secret: []byte("backup-secret-for-tests-0123456789abcdef")}
+
+// testConfig is every role over dir, its gRPC on a free loopback port, with the tests'
+// credentials (no gateway).
+func testConfig(dir string) Config {
+	return Config{
+		Roles:           gateway.Services(),
+		DataDir:         dir,
+		GRPC:            grpcserver.Config{Addr: "127.0.0.1:0"},
+		AdminCredential: testAdmin,
+		ServiceToken:    "service-token-for-tests",
+		Backup:          testBackupConfig,
+	}
+}
+
+// running is Run over cfg, telling runtest when it is ready.
+func running(cfg Config, log *zap.Logger) func(context.Context, func(context.Context, Addrs) error) error {
+	return func(ctx context.Context, ready func(context.Context, Addrs) error) error {
+		cfg.Ready = ready
+		return Run(ctx, cfg, log)
+	}
+}
 
 // TestEveryRegisteredMethodHasAPolicy registers every service on one server, as `umbra
 // dev` does, and walks every method the server would dispatch.
@@ -82,32 +104,10 @@ func TestEveryRegisteredMethodHasAPolicy(t *testing.T) {
 // checks that each service reports SERVING.
 func TestRunHostsEveryRole(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan Addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{
-			Roles:           gateway.Services(),
-			DataDir:         t.TempDir(),
-			GRPC:            grpcserver.Config{Addr: "127.0.0.1:0"},
-			Gateway:         &gateway.Config{Addr: "127.0.0.1:0"},
-			AdminCredential: "admin-credential-for-tests",
-			ServiceToken:    "service-token-for-tests",
-			Backup:          testBackupConfig,
-			Ready: func(_ context.Context, a Addrs) error {
-				ready <- a
-				return nil
-			},
-		}, zaptest.NewLogger(t))
-	}()
-	var addrs Addrs
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		t.Fatalf("Run returned before it was ready: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run not ready after 20 s")
-	}
+	cfg := testConfig(t.TempDir())
+	cfg.Gateway = &gateway.Config{Addr: "127.0.0.1:0"}
+	r := runtest.MustStart(t, "Run", running(cfg, zaptest.NewLogger(t)))
+	addrs := r.Ready
 	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addrs.GRPC})
 	if err != nil {
 		t.Fatal(err)
@@ -123,14 +123,8 @@ func TestRunHostsEveryRole(t *testing.T) {
 	if addrs.Gateway == "" {
 		t.Error("no gateway address")
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run after cancel: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Run did not stop within 15 s of its context ending")
+	if err := r.Stop(); err != nil {
+		t.Errorf("Run after cancel: %v", err)
 	}
 }
 

@@ -1,16 +1,14 @@
 package node
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"testing"
-	"time"
 
 	"go.uber.org/zap/zaptest"
 
 	"github.com/umbra-e2ee/umbra/gateway"
-	"github.com/umbra-e2ee/umbra/internal/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/runtest"
 	"github.com/umbra-e2ee/umbra/internal/servicetest"
 )
 
@@ -20,43 +18,12 @@ const testAdmin = "admin-credential-for-tests"
 // returns the node's addresses.
 func runAll(t *testing.T, tune func(*Config)) Addrs {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan Addrs, 1)
-	done := make(chan error, 1)
-	cfg := Config{
-		Roles:           gateway.Services(),
-		DataDir:         t.TempDir(),
-		GRPC:            grpcserver.Config{Addr: "127.0.0.1:0"},
-		Gateway:         &gateway.Config{Addr: "127.0.0.1:0"},
-		AdminCredential: testAdmin,
-		ServiceToken:    "service-token-for-tests",
-		Backup:          testBackupConfig,
-		Ready: func(_ context.Context, a Addrs) error {
-			ready <- a
-			return nil
-		},
-	}
+	cfg := testConfig(t.TempDir())
+	cfg.Gateway = &gateway.Config{Addr: "127.0.0.1:0"}
 	if tune != nil {
 		tune(&cfg)
 	}
-	go func() { done <- Run(ctx, cfg, zaptest.NewLogger(t)) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Error("Run did not stop within 15 s of its context ending")
-		}
-	})
-	select {
-	case a := <-ready:
-		return a
-	case err := <-done:
-		t.Fatalf("Run returned before it was ready: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run not ready after 20 s")
-	}
-	return Addrs{}
+	return runtest.MustStart(t, "Run", running(cfg, zaptest.NewLogger(t))).Ready
 }
 
 // call makes one REST call and returns the status and the decoded JSON body.

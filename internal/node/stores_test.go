@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
@@ -18,7 +16,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/internal/grpcserver"
+	"github.com/umbra-e2ee/umbra/internal/runtest"
 )
 
 // startNode runs every role over dir until it is ready and returns its logs and its
@@ -26,40 +24,13 @@ import (
 func startNode(t *testing.T, dir string, allow ...string) (*observer.ObservedLogs, func(), error) {
 	t.Helper()
 	core, logs := observer.New(zapcore.InfoLevel)
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{
-			Roles:            gateway.Services(),
-			DataDir:          dir,
-			GRPC:             grpcserver.Config{Addr: "127.0.0.1:0"},
-			AdminCredential:  "admin-credential-for-tests",
-			ServiceToken:     "service-token-for-tests",
-			Backup:           testBackupConfig,
-			AllowEmptyStores: allow,
-			Ready: func(context.Context, Addrs) error {
-				close(ready)
-				return nil
-			},
-		}, zap.New(core))
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
+	cfg := testConfig(dir)
+	cfg.AllowEmptyStores = allow
+	r, err := runtest.Start(t, "Run", running(cfg, zap.New(core)))
+	if err != nil {
 		return logs, nil, err
-	case <-time.After(20 * time.Second):
-		cancel()
-		t.Fatal("Run not ready after 20 s")
 	}
-	stop := func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}
-	return logs, stop, nil
+	return logs, func() { r.StopChecked(t) }, nil
 }
 
 func readManifestFile(t *testing.T, dir string) manifest {

@@ -6,11 +6,9 @@ package nodetest
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +21,7 @@ import (
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
 	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 	"github.com/umbra-e2ee/umbra/internal/node"
+	"github.com/umbra-e2ee/umbra/internal/runtest"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
@@ -56,7 +55,6 @@ type Node struct {
 // the configuration first.
 func Start(t testing.TB, edit ...func(*node.Config)) *Node {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	cfg := node.Config{
 		Roles:           gateway.Services(),
 		DataDir:         t.TempDir(),
@@ -78,47 +76,17 @@ func Start(t testing.TB, edit ...func(*node.Config)) *Node {
 			tune(m)
 		}
 	}
-	ready := make(chan node.Addrs, 1)
-	cfg.Ready = func(_ context.Context, a node.Addrs) error {
-		ready <- a
-		return nil
-	}
-	done := make(chan error, 1)
-	go func() { done <- node.Run(ctx, cfg, zaptest.NewLogger(t)) }()
-	var addrs node.Addrs
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("nodetest: node stopped before it was ready: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("nodetest: node not ready after 30 s")
-	}
-	var once sync.Once
-	var stopErr error
-	stop := func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case stopErr = <-done:
-			case <-time.After(20 * time.Second):
-				stopErr = errors.New("nodetest: node did not stop within 20 s")
-			}
-		})
-		return stopErr
-	}
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("nodetest: node stopped with %v", err)
-		}
+	r := runtest.MustStart(t, "nodetest: node", func(ctx context.Context, ready func(context.Context, node.Addrs) error) error {
+		cfg.Ready = ready
+		return node.Run(ctx, cfg, zaptest.NewLogger(t))
 	})
+	addrs := r.Ready
 	conn, err := grpcclient.Dial(grpcclient.Config{Addr: addrs.GRPC})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	n := &Node{GRPC: addrs.GRPC, DataDir: cfg.DataDir, Stores: stores, conn: conn, stop: stop}
+	n := &Node{GRPC: addrs.GRPC, DataDir: cfg.DataDir, Stores: stores, conn: conn, stop: r.Stop}
 	if addrs.Gateway != "" {
 		n.HTTP = "http://" + addrs.Gateway
 	}
