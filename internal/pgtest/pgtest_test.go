@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func TestMain(m *testing.M) { Main(m) }
@@ -23,6 +24,26 @@ func connect(t *testing.T, url string) *pgx.Conn {
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
+}
+
+// connectOnceReplayed connects to a database on a standby, waiting until deadline for
+// the standby to have replayed its creation.
+func connectOnceReplayed(t *testing.T, url string, deadline time.Time) *pgx.Conn {
+	t.Helper()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		conn, err := pgx.Connect(ctx, url)
+		cancel()
+		if err == nil {
+			t.Cleanup(func() { conn.Close(context.Background()) })
+			return conn
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "3D000" || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestDatabasesAreSeparateAndDurable: each test gets an empty database of its own, on a
@@ -146,9 +167,11 @@ func TestStandbyFailover(t *testing.T) {
 		}
 	}
 	// A synchronous commit has been flushed by the standby when it returns; visible
-	// there a moment later (remote_apply is not asked for).
-	sc := connect(t, standby.URL(db.Name))
+	// there a moment later (remote_apply is not asked for). That holds for the
+	// database itself too: until the standby has replayed CREATE DATABASE, connecting
+	// to it there fails with 3D000.
 	deadline := time.Now().Add(10 * time.Second)
+	sc := connectOnceReplayed(t, standby.URL(db.Name), deadline)
 	for n := 0; n != 20; time.Sleep(20 * time.Millisecond) {
 		if err := sc.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil {
 			t.Fatal(err)
