@@ -154,21 +154,16 @@ func (s *PostgresStore) ActiveCards(appID string, identities []string) ([]*cards
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
 		found := make(map[string]*cardstoragev1.ActiveCardRecord, len(identities))
-		for rows.Next() {
-			var identity string
-			var b []byte
-			if err := rows.Scan(&identity, &b); err != nil {
-				return err
-			}
-			rec := &cardstoragev1.ActiveCardRecord{}
-			if err := records.Decode("active_cards", appID+"/"+identity, b, rec); err != nil {
-				return err
-			}
-			found[identity] = rec
-		}
-		if err := rows.Err(); err != nil {
+		_, err = pgdb.ScanWith(rows, func() *cardstoragev1.ActiveCardRecord { return &cardstoragev1.ActiveCardRecord{} },
+			func(identity string, b []byte, rec *cardstoragev1.ActiveCardRecord) error {
+				if err := records.Decode("active_cards", appID+"/"+identity, b, rec); err != nil {
+					return err
+				}
+				found[identity] = rec
+				return nil
+			})
+		if err != nil {
 			return err
 		}
 		// In the order asked, as the bbolt engine answers.
@@ -253,19 +248,5 @@ func pgEvents(ctx context.Context, tx pgx.Tx, after uint64, limit int) ([]*cards
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []*cardstoragev1.CardEventRecord
-	for rows.Next() {
-		var seq int64
-		var b []byte
-		if err := rows.Scan(&seq, &b); err != nil {
-			return nil, err
-		}
-		ev := &cardstoragev1.CardEventRecord{}
-		if err := records.Decode("card_events", fmt.Sprint(seq), b, ev); err != nil {
-			return nil, err
-		}
-		out = append(out, ev)
-	}
-	return out, rows.Err()
+	return pgdb.Scan[int64](records, rows, "card_events", func() *cardstoragev1.CardEventRecord { return &cardstoragev1.CardEventRecord{} })
 }

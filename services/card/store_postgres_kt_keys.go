@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
@@ -62,17 +63,7 @@ func pgLogKeys(ctx context.Context, tx pgx.Tx) ([]*cardstoragev1.LogKeyRecord, e
 	if err != nil {
 		return nil, err
 	}
-	var added []*cardstoragev1.LogKeyRecord
-	var id string
-	var b []byte
-	_, err = pgx.ForEachRow(rows, []any{&id, &b}, func() error {
-		rec := &cardstoragev1.LogKeyRecord{}
-		if err := records.Decode("kt_log_keys", id, b, rec); err != nil {
-			return err
-		}
-		added = append(added, rec)
-		return nil
-	})
+	added, err := pgdb.Scan[string](records, rows, "kt_log_keys", func() *cardstoragev1.LogKeyRecord { return &cardstoragev1.LogKeyRecord{} })
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
@@ -180,22 +181,15 @@ func (t *pgTx) StaleInvitations(before time.Time, limit int) ([]*storagev1.Group
 	if err != nil {
 		return nil, nil, err
 	}
-	defer rows.Close()
-	var out []*storagev1.GroupInvitationRecord
 	var apps []string
-	for rows.Next() {
-		var app string
-		var b []byte
-		if err := rows.Scan(&app, &b); err != nil {
-			return nil, nil, err
-		}
-		inv := newInvitationRecord()
-		if err := pgDecode("invitations", app, b, inv); err != nil {
-			return nil, nil, err
-		}
-		out, apps = append(out, inv), append(apps, app)
+	out, err := pgdb.ScanWith(rows, newInvitationRecord, func(app string, b []byte, inv *storagev1.GroupInvitationRecord) error {
+		apps = append(apps, app)
+		return pgDecode("invitations", app, b, inv)
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	return out, apps, rows.Err()
+	return out, apps, nil
 }
 
 // deleteGroupQueries remove everything kept for a group but its row; the first
