@@ -44,7 +44,7 @@ func (t *pgTx) PutGroup(g *storagev1.GroupRecord) error {
 	if err := t.writeGroup(app, group); err != nil {
 		return err
 	}
-	rec, err := pgEncode(g)
+	rec, err := records.Encode(g)
 	if err != nil {
 		return err
 	}

@@ -51,7 +51,7 @@ func (t *pgTx) AppendOutbox(r *storagev1.GroupOutboxRecord) error {
 	// The sequence is the column's: the record is stored without it.
 	rec := proto.Clone(r).(*storagev1.GroupOutboxRecord)
 	rec.Sequence = 0
-	b, err := pgEncode(rec)
+	b, err := records.Encode(rec)
 	if err != nil {
 		return err
 	}

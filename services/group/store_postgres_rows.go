@@ -17,13 +17,9 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 )
 
-func pgEncode(m proto.Message) ([]byte, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("group store: encode record: %w", err)
-	}
-	return b, nil
-}
+// records encodes the engine's records (records.Encode); pgDecode reads them, naming a
+// row by its key unquoted, as the group store always has.
+var records = pgdb.Records{Store: "group", Schema: Schema}
 
 // pgDecode reads a record; one that does not parse is damaged data, named for the log.
 func pgDecode(table string, key any, b []byte, m proto.Message) error {
@@ -152,7 +148,7 @@ func (t *pgTx) put(app, group string, m proto.Message, query string, args ...any
 	if err := t.writeGroup(app, group); err != nil {
 		return err
 	}
-	rec, err := pgEncode(m)
+	rec, err := records.Encode(m)
 	if err != nil {
 		return err
 	}
