@@ -146,39 +146,27 @@ func readSlot(ctx context.Context, tx pgx.Tx, appID, identity string, slot uint3
 }
 
 func (s *PostgresStore) Slot(appID, identity string, slot uint32) (*backupstoragev1.BackupSlotRecord, error) {
-	var out *backupstoragev1.BackupSlotRecord
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		out = &backupstoragev1.BackupSlotRecord{}
+	return pgdb.ViewValue(s.db, func(ctx context.Context, tx pgx.Tx) (*backupstoragev1.BackupSlotRecord, error) {
+		out := &backupstoragev1.BackupSlotRecord{}
 		found, err := readSlot(ctx, tx, appID, identity, slot, "", out)
 		if err == nil && !found {
 			out = freshSlot(appID, identity, slot)
 		}
-		return err
+		return out, err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (s *PostgresStore) Slots(appID, identity string) ([]*backupstoragev1.BackupSlotRecord, error) {
-	var out []*backupstoragev1.BackupSlotRecord
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		out = nil
+	return pgdb.ViewValue(s.db, func(ctx context.Context, tx pgx.Tx) ([]*backupstoragev1.BackupSlotRecord, error) {
 		rows, err := tx.Query(ctx, "SELECT slot, record FROM slots WHERE app_id = $1 AND identity = $2 ORDER BY slot", appID, identity)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		out, err = pgdb.ScanWith(rows, func() *backupstoragev1.BackupSlotRecord { return &backupstoragev1.BackupSlotRecord{} },
+		return pgdb.ScanWith(rows, func() *backupstoragev1.BackupSlotRecord { return &backupstoragev1.BackupSlotRecord{} },
 			func(slot int64, b []byte, rec *backupstoragev1.BackupSlotRecord) error {
 				return decode("slots", slotKeyText(appID, identity, uint32(slot)), b, rec)
 			})
-		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // errNothingWritten rolls back an UpdateSlot transaction whose update wrote nothing,

@@ -136,19 +136,13 @@ func cardIn(cards *bolt.Bucket, appID string, cardID []byte) (*cardstoragev1.Car
 }
 
 func (s *BoltStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
-	var out *cardstoragev1.CardRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		out, err = getCard(tx, appID, cardID)
+	return boltdb.ViewValue(s.db, func(tx *bolt.Tx) (*cardstoragev1.CardRecord, error) {
+		out, err := getCard(tx, appID, cardID)
 		if err == nil && out == nil {
-			return noCard(cardID)
+			return nil, noCard(cardID)
 		}
-		return err
+		return out, err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (s *BoltStore) ActiveCards(appID string, identities []string) ([]*cardstoragev1.ActiveCardRecord, error) {

@@ -130,19 +130,13 @@ func (c *eventCounter) save(ctx context.Context, tx pgx.Tx) error {
 }
 
 func (s *PostgresStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
-	var out *cardstoragev1.CardRecord
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		out, err = pgCard(ctx, tx, appID, cardID)
+	return pgdb.ViewValue(s.db, func(ctx context.Context, tx pgx.Tx) (*cardstoragev1.CardRecord, error) {
+		out, err := pgCard(ctx, tx, appID, cardID)
 		if err == nil && out == nil {
-			return noCard(cardID)
+			return nil, noCard(cardID)
 		}
-		return err
+		return out, err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (s *PostgresStore) ActiveCards(appID string, identities []string) ([]*cardstoragev1.ActiveCardRecord, error) {

@@ -18,10 +18,8 @@ import (
 // append does, so that no append signs with a key set that a rotation is changing.
 
 func (s *PostgresStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev1.LogKeyRecord, error) {
-	var out *cardstoragev1.LogKeyRecord
-	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		out, err = pgFirstKey(candidate, "log key",
+	return pgdb.UpdateValue(s.db, func(ctx context.Context, tx pgx.Tx) (*cardstoragev1.LogKeyRecord, error) {
+		return pgFirstKey(candidate, "log key",
 			func() (*cardstoragev1.LogKeyRecord, bool, error) {
 				key := &cardstoragev1.LogKeyRecord{}
 				found, err := records.Get(ctx, tx, "kt_log_key", "current", key, "SELECT record FROM kt_log_key")
@@ -31,12 +29,7 @@ func (s *PostgresStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstor
 				return tx.Exec(ctx, "INSERT INTO kt_log_key (one, record) VALUES (true, $1) ON CONFLICT DO NOTHING", b)
 			},
 			errors.New("card: the log key was refused, and there is none"))
-		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (s *PostgresStore) LogKeys() ([]*cardstoragev1.LogKeyRecord, error) {
