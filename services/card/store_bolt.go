@@ -220,15 +220,24 @@ func (s *BoltStore) Events(after uint64, limit int) ([]*cardstoragev1.CardEventR
 		if after == math.MaxUint64 {
 			return nil
 		}
-		c := b.Cursor()
-		for k, _ := c.Seek(boltdb.U64(after + 1)); k != nil && len(out) < limit; k, _ = c.Next() {
-			ev := &cardstoragev1.CardEventRecord{}
-			if err := boltdb.GetProto(b, k, ev); err != nil {
-				return fmt.Errorf("card event %x: %w", k, err)
-			}
-			out = append(out, ev)
-		}
-		return nil
+		var err error
+		out, err = boltEvents(b, after, limit)
+		return err
 	})
 	return out, latest, err
+}
+
+// boltEvents reads up to limit events of the feed (the events bucket) with a sequence
+// above after, in order.
+func boltEvents(events *bolt.Bucket, after uint64, limit int) ([]*cardstoragev1.CardEventRecord, error) {
+	var out []*cardstoragev1.CardEventRecord
+	c := events.Cursor()
+	for k, v := c.Seek(boltdb.U64(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+		ev := &cardstoragev1.CardEventRecord{}
+		if err := boltdb.DecodeProto(events, k, v, ev); err != nil {
+			return nil, fmt.Errorf("card event %x: %w", k, err)
+		}
+		out = append(out, ev)
+	}
+	return out, nil
 }
