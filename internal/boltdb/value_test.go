@@ -22,7 +22,9 @@ func TestValueOfATransaction(t *testing.T) {
 	if v, err := UpdateValue(db, put); err != nil || string(v) != "v" {
 		t.Fatalf("UpdateValue = %q, %v; want \"v\"", v, err)
 	}
-	get := func(tx *bolt.Tx) ([]byte, error) { return append([]byte(nil), tx.Bucket(things).Get([]byte("k"))...), nil }
+	get := func(tx *bolt.Tx) ([]byte, error) {
+		return append([]byte(nil), tx.Bucket(things).Get([]byte("k"))...), nil
+	}
 	if v, err := ViewValue(db, get); err != nil || string(v) != "v" {
 		t.Fatalf("ViewValue = %q, %v; want \"v\"", v, err)
 	}
