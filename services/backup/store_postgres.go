@@ -278,13 +278,9 @@ func (s *PostgresStore) Outbox(limit int) ([]*backupstoragev1.BackupOutboxRecord
 	if limit <= 0 {
 		return nil, nil
 	}
-	var out []*backupstoragev1.BackupOutboxRecord
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		out, err = pendingOutbox(ctx, tx, limit)
-		return err
+	return pgdb.ViewValue(s.db, func(ctx context.Context, tx pgx.Tx) ([]*backupstoragev1.BackupOutboxRecord, error) {
+		return pendingOutbox(ctx, tx, limit)
 	})
-	return out, err
 }
 
 // ClaimOutbox hands the pending events to one replica at a time: the holder of

@@ -20,12 +20,7 @@ func (s *BoltStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev
 }
 
 func (s *BoltStore) LogKeys() ([]*cardstoragev1.LogKeyRecord, error) {
-	var out []*cardstoragev1.LogKeyRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		out, err = boltLogKeys(tx)
-		return err
-	})
+	out, err := boltdb.ViewValue(s.db, boltLogKeys)
 	if err == nil && len(out) == 0 {
 		err = noLogKey()
 	}

@@ -33,12 +33,7 @@ func (s *PostgresStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstor
 }
 
 func (s *PostgresStore) LogKeys() ([]*cardstoragev1.LogKeyRecord, error) {
-	var out []*cardstoragev1.LogKeyRecord
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		out, err = pgLogKeys(ctx, tx)
-		return err
-	})
+	out, err := pgdb.ViewValue(s.db, pgLogKeys)
 	if err == nil && len(out) == 0 {
 		err = noLogKey()
 	}

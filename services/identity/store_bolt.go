@@ -178,13 +178,7 @@ func (s *BoltStore) AppKey(keyID string) (*identitystoragev1.AppKeyRecord, error
 }
 
 func (s *BoltStore) SigningKeys() ([]*identitystoragev1.SigningKeyRecord, error) {
-	var keys []*identitystoragev1.SigningKeyRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		keys, err = signingKeys(tx)
-		return err
-	})
-	return keys, err
+	return boltdb.ViewValue(s.db, signingKeys)
 }
 
 func signingKeys(tx *bolt.Tx) ([]*identitystoragev1.SigningKeyRecord, error) {

@@ -171,13 +171,9 @@ func (s *PostgresStore) AppKey(keyID string) (*identitystoragev1.AppKeyRecord, e
 }
 
 func (s *PostgresStore) SigningKeys() ([]*identitystoragev1.SigningKeyRecord, error) {
-	var keys []*identitystoragev1.SigningKeyRecord
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		keys, err = pgSigningKeys(ctx, tx, "")
-		return err
+	return pgdb.ViewValue(s.db, func(ctx context.Context, tx pgx.Tx) ([]*identitystoragev1.SigningKeyRecord, error) {
+		return pgSigningKeys(ctx, tx, "")
 	})
-	return keys, err
 }
 
 // pgSigningKeys reads every signing key, in key id order; lock is appended to the
