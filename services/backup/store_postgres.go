@@ -129,11 +129,8 @@ func freshSlot(appID, identity string, slot uint32) *backupstoragev1.BackupSlotR
 // readSlot reads a slot's record into rec; lock is appended to the query
 // ("FOR UPDATE"). found is false when the slot has no row.
 func readSlot(ctx context.Context, tx pgx.Tx, appID, identity string, slot uint32, lock string, rec *backupstoragev1.BackupSlotRecord) (found bool, err error) {
-	var b []byte
-	switch err := tx.QueryRow(ctx, "SELECT record FROM slots WHERE app_id = $1 AND identity = $2 AND slot = $3 "+lock, appID, identity, int64(slot)).Scan(&b); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return false, nil
-	case err != nil:
+	b, found, err := pgdb.GetBytes(ctx, tx, "SELECT record FROM slots WHERE app_id = $1 AND identity = $2 AND slot = $3 "+lock, appID, identity, int64(slot))
+	if err != nil || !found {
 		return false, err
 	}
 	if err := decode("slots", slotKeyText(appID, identity, slot), b, rec); err != nil {

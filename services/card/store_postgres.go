@@ -3,7 +3,6 @@ package card
 import (
 	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
 	"math"
@@ -84,11 +83,8 @@ func putCard(ctx context.Context, tx pgx.Tx, rec *cardstoragev1.CardRecord) erro
 
 // pgActiveCard reads identity's active card; none is (nil, nil).
 func pgActiveCard(ctx context.Context, tx pgx.Tx, appID, identity string) (*cardstoragev1.CardRecord, error) {
-	var cardID []byte
-	switch err := tx.QueryRow(ctx, "SELECT card_id FROM active_cards WHERE app_id = $1 AND identity = $2", appID, identity).Scan(&cardID); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return nil, nil
-	case err != nil:
+	cardID, found, err := pgdb.GetBytes(ctx, tx, "SELECT card_id FROM active_cards WHERE app_id = $1 AND identity = $2", appID, identity)
+	if err != nil || !found {
 		return nil, err
 	}
 	rec, err := pgCard(ctx, tx, appID, cardID)

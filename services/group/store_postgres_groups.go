@@ -3,7 +3,6 @@
 package group
 
 import (
-	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,12 +24,14 @@ func (t *pgTx) Group(app, group string) (*storagev1.GroupRecord, error) {
 		}
 		b = g.record
 	} else {
-		switch err := t.tx.QueryRow(t.ctx, "SELECT record FROM groups WHERE app_id = $1 AND group_id = $2", app, group).Scan(&b); {
-		case errors.Is(err, pgx.ErrNoRows):
-			return nil, errs.NotFoundf("group %s not found", group)
-		case err != nil:
+		rec, found, err := pgdb.GetBytes(t.ctx, t.tx, "SELECT record FROM groups WHERE app_id = $1 AND group_id = $2", app, group)
+		if err != nil {
 			return nil, err
 		}
+		if !found {
+			return nil, errs.NotFoundf("group %s not found", group)
+		}
+		b = rec
 	}
 	g := &storagev1.GroupRecord{}
 	if err := pgDecode("groups", app+"/"+group, b, g); err != nil {

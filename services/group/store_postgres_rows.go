@@ -4,7 +4,6 @@ package group
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -43,11 +42,8 @@ func nanos(t time.Time) int64 { return t.UnixNano() }
 // getOne reads the record of the row query finds into m; nil when there is none.
 func getOne[M proto.Message](t *pgTx, table string, key any, m M, query string, args ...any) (M, error) {
 	var zero M
-	var b []byte
-	switch err := t.tx.QueryRow(t.ctx, query, args...).Scan(&b); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return zero, nil
-	case err != nil:
+	b, found, err := pgdb.GetBytes(t.ctx, t.tx, query, args...)
+	if err != nil || !found {
 		return zero, err
 	}
 	if err := pgDecode(table, key, b, m); err != nil {
