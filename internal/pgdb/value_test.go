@@ -7,20 +7,14 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/umbra-e2ee/umbra/internal/pgtest"
 )
 
 // TestGetBytesAndValues: GetBytes tells a row from none (and an empty value from
 // none); ViewValue and UpdateValue return fn's value, or the zero value with the error,
 // and a failed update writes nothing.
 func TestGetBytesAndValues(t *testing.T) {
-	d := pgtest.NewDatabase(t)
-	db := mustOpen(t, d.URL, v1)
+	_, db := notesDB(t, "('a', '\\x0102'), ('empty', '')")
 	ctx := context.Background()
-	if _, err := db.Pool.Exec(ctx, "INSERT INTO notes (id, body) VALUES ('a', '\\x0102'), ('empty', '')"); err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range []struct {
 		id    string
 		want  []byte
