@@ -2,7 +2,6 @@ package card
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"math"
 
@@ -10,7 +9,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
@@ -124,15 +122,7 @@ func getCard(tx *bolt.Tx, appID string, cardID []byte) (*cardstoragev1.CardRecor
 
 // cardIn reads a card from the cards bucket; none is (nil, nil).
 func cardIn(cards *bolt.Bucket, appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
-	rec := &cardstoragev1.CardRecord{}
-	err := boltdb.GetProto(cards, cardKey(appID, cardID), rec)
-	if errors.Is(err, errs.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return rec, nil
+	return boltdb.GetOptional(cards, cardKey(appID, cardID), &cardstoragev1.CardRecord{})
 }
 
 func (s *BoltStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
