@@ -52,6 +52,18 @@ func mustOpen(t *testing.T, url string, migrations fs.FS) *DB {
 	return db
 }
 
+// notesDB opens a database of the test's own at v1, with the notes rows of values (an
+// SQL VALUES list) inserted.
+func notesDB(t *testing.T, values string) (*pgtest.Database, *DB) {
+	t.Helper()
+	d := pgtest.NewDatabase(t)
+	db := mustOpen(t, d.URL, v1)
+	if _, err := db.Pool.Exec(context.Background(), "INSERT INTO notes (id, body) VALUES "+values); err != nil {
+		t.Fatal(err)
+	}
+	return d, db
+}
+
 func versions(t *testing.T, d *pgtest.Database) []int64 {
 	t.Helper()
 	return pgtest.Query[int64](t, d, "SELECT version_id FROM umbra_test.goose_db_version ORDER BY id")
@@ -267,12 +279,8 @@ func TestUserWithoutRightsIsRefused(t *testing.T) {
 }
 
 func TestInTxRetriesSerializationFailures(t *testing.T) {
-	d := pgtest.NewDatabase(t)
-	db := mustOpen(t, d.URL, v1)
+	_, db := notesDB(t, "('counter', '\\x00')")
 	ctx := context.Background()
-	if _, err := db.Pool.Exec(ctx, "INSERT INTO notes (id, body) VALUES ('counter', '\\x00')"); err != nil {
-		t.Fatal(err)
-	}
 	// Writers of one row under SERIALIZABLE conflict; InTx runs the losers again, so
 	// every increment counts. (Of conflicting transactions one always commits, so with
 	// fewer writers than MaxAttempts every writer gets through.)
@@ -323,12 +331,8 @@ func TestInTxRetriesSerializationFailures(t *testing.T) {
 }
 
 func TestErrorsMapToKinds(t *testing.T) {
-	d := pgtest.NewDatabase(t)
-	db := mustOpen(t, d.URL, v1)
+	d, db := notesDB(t, "('a', '')")
 	ctx := context.Background()
-	if _, err := db.Pool.Exec(ctx, "INSERT INTO notes (id, body) VALUES ('a', '')"); err != nil {
-		t.Fatal(err)
-	}
 	_, dup := db.Pool.Exec(ctx, "INSERT INTO notes (id, body) VALUES ('a', '')")
 	if !IsUniqueViolation(dup) {
 		t.Errorf("a second row with one key: %v, want a unique violation", dup)

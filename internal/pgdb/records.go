@@ -3,7 +3,6 @@ package pgdb
 import (
 	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
 
@@ -59,11 +58,8 @@ func (r Records) Decode(table, key string, b []byte, m proto.Message) error {
 // Get reads the record of the row query finds into m; found is false when there is
 // none.
 func (r Records) Get(ctx context.Context, tx pgx.Tx, table, key string, m proto.Message, query string, args ...any) (found bool, err error) {
-	var b []byte
-	switch err := tx.QueryRow(ctx, query, args...).Scan(&b); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return false, nil
-	case err != nil:
+	b, found, err := GetBytes(ctx, tx, query, args...)
+	if err != nil || !found {
 		return false, err
 	}
 	return true, r.Decode(table, key, b, m)

@@ -99,16 +99,9 @@ func getSlot(b *bolt.Bucket, appID, identity string, slot uint32) (*backupstorag
 }
 
 func (s *BoltStore) Slot(appID, identity string, slot uint32) (*backupstoragev1.BackupSlotRecord, error) {
-	var out *backupstoragev1.BackupSlotRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		out, err = getSlot(tx.Bucket(bucketSlots), appID, identity, slot)
-		return err
+	return boltdb.ViewValue(s.db, func(tx *bolt.Tx) (*backupstoragev1.BackupSlotRecord, error) {
+		return getSlot(tx.Bucket(bucketSlots), appID, identity, slot)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (s *BoltStore) Slots(appID, identity string) ([]*backupstoragev1.BackupSlotRecord, error) {

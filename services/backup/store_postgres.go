@@ -129,11 +129,8 @@ func freshSlot(appID, identity string, slot uint32) *backupstoragev1.BackupSlotR
 // readSlot reads a slot's record into rec; lock is appended to the query
 // ("FOR UPDATE"). found is false when the slot has no row.
 func readSlot(ctx context.Context, tx pgx.Tx, appID, identity string, slot uint32, lock string, rec *backupstoragev1.BackupSlotRecord) (found bool, err error) {
-	var b []byte
-	switch err := tx.QueryRow(ctx, "SELECT record FROM slots WHERE app_id = $1 AND identity = $2 AND slot = $3 "+lock, appID, identity, int64(slot)).Scan(&b); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return false, nil
-	case err != nil:
+	b, found, err := pgdb.GetBytes(ctx, tx, "SELECT record FROM slots WHERE app_id = $1 AND identity = $2 AND slot = $3 "+lock, appID, identity, int64(slot))
+	if err != nil || !found {
 		return false, err
 	}
 	if err := decode("slots", slotKeyText(appID, identity, slot), b, rec); err != nil {
@@ -146,39 +143,27 @@ func readSlot(ctx context.Context, tx pgx.Tx, appID, identity string, slot uint3
 }
 
 func (s *PostgresStore) Slot(appID, identity string, slot uint32) (*backupstoragev1.BackupSlotRecord, error) {
-	var out *backupstoragev1.BackupSlotRecord
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		out = &backupstoragev1.BackupSlotRecord{}
+	return pgdb.ViewValue(s.db, func(ctx context.Context, tx pgx.Tx) (*backupstoragev1.BackupSlotRecord, error) {
+		out := &backupstoragev1.BackupSlotRecord{}
 		found, err := readSlot(ctx, tx, appID, identity, slot, "", out)
 		if err == nil && !found {
 			out = freshSlot(appID, identity, slot)
 		}
-		return err
+		return out, err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (s *PostgresStore) Slots(appID, identity string) ([]*backupstoragev1.BackupSlotRecord, error) {
-	var out []*backupstoragev1.BackupSlotRecord
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		out = nil
+	return pgdb.ViewValue(s.db, func(ctx context.Context, tx pgx.Tx) ([]*backupstoragev1.BackupSlotRecord, error) {
 		rows, err := tx.Query(ctx, "SELECT slot, record FROM slots WHERE app_id = $1 AND identity = $2 ORDER BY slot", appID, identity)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		out, err = pgdb.ScanWith(rows, func() *backupstoragev1.BackupSlotRecord { return &backupstoragev1.BackupSlotRecord{} },
+		return pgdb.ScanWith(rows, func() *backupstoragev1.BackupSlotRecord { return &backupstoragev1.BackupSlotRecord{} },
 			func(slot int64, b []byte, rec *backupstoragev1.BackupSlotRecord) error {
 				return decode("slots", slotKeyText(appID, identity, uint32(slot)), b, rec)
 			})
-		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // errNothingWritten rolls back an UpdateSlot transaction whose update wrote nothing,
@@ -290,13 +275,9 @@ func (s *PostgresStore) Outbox(limit int) ([]*backupstoragev1.BackupOutboxRecord
 	if limit <= 0 {
 		return nil, nil
 	}
-	var out []*backupstoragev1.BackupOutboxRecord
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		out, err = pendingOutbox(ctx, tx, limit)
-		return err
+	return pgdb.ViewValue(s.db, func(ctx context.Context, tx pgx.Tx) ([]*backupstoragev1.BackupOutboxRecord, error) {
+		return pendingOutbox(ctx, tx, limit)
 	})
-	return out, err
 }
 
 // ClaimOutbox hands the pending events to one replica at a time: the holder of

@@ -2,7 +2,6 @@ package card
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"math"
 
@@ -10,7 +9,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
@@ -124,31 +122,17 @@ func getCard(tx *bolt.Tx, appID string, cardID []byte) (*cardstoragev1.CardRecor
 
 // cardIn reads a card from the cards bucket; none is (nil, nil).
 func cardIn(cards *bolt.Bucket, appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
-	rec := &cardstoragev1.CardRecord{}
-	err := boltdb.GetProto(cards, cardKey(appID, cardID), rec)
-	if errors.Is(err, errs.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return rec, nil
+	return boltdb.GetOptional(cards, cardKey(appID, cardID), &cardstoragev1.CardRecord{})
 }
 
 func (s *BoltStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
-	var out *cardstoragev1.CardRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		out, err = getCard(tx, appID, cardID)
+	return boltdb.ViewValue(s.db, func(tx *bolt.Tx) (*cardstoragev1.CardRecord, error) {
+		out, err := getCard(tx, appID, cardID)
 		if err == nil && out == nil {
-			return noCard(cardID)
+			return nil, noCard(cardID)
 		}
-		return err
+		return out, err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (s *BoltStore) ActiveCards(appID string, identities []string) ([]*cardstoragev1.ActiveCardRecord, error) {
@@ -226,15 +210,24 @@ func (s *BoltStore) Events(after uint64, limit int) ([]*cardstoragev1.CardEventR
 		if after == math.MaxUint64 {
 			return nil
 		}
-		c := b.Cursor()
-		for k, _ := c.Seek(boltdb.U64(after + 1)); k != nil && len(out) < limit; k, _ = c.Next() {
-			ev := &cardstoragev1.CardEventRecord{}
-			if err := boltdb.GetProto(b, k, ev); err != nil {
-				return fmt.Errorf("card event %x: %w", k, err)
-			}
-			out = append(out, ev)
-		}
-		return nil
+		var err error
+		out, err = boltEvents(b, after, limit)
+		return err
 	})
 	return out, latest, err
+}
+
+// boltEvents reads up to limit events of the feed (the events bucket) with a sequence
+// above after, in order.
+func boltEvents(events *bolt.Bucket, after uint64, limit int) ([]*cardstoragev1.CardEventRecord, error) {
+	var out []*cardstoragev1.CardEventRecord
+	c := events.Cursor()
+	for k, v := c.Seek(boltdb.U64(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+		ev := &cardstoragev1.CardEventRecord{}
+		if err := boltdb.DecodeProto(events, k, v, ev); err != nil {
+			return nil, fmt.Errorf("card event %x: %w", k, err)
+		}
+		out = append(out, ev)
+	}
+	return out, nil
 }

@@ -117,17 +117,7 @@ type boltAppendTx struct {
 var _ appendTx = boltAppendTx{}
 
 func (t boltAppendTx) events(after uint64, limit int) ([]*cardstoragev1.CardEventRecord, error) {
-	events := t.tx.Bucket(bucketEvents)
-	var evs []*cardstoragev1.CardEventRecord
-	c := events.Cursor()
-	for k, v := c.Seek(boltdb.U64(after + 1)); k != nil && len(evs) < limit; k, v = c.Next() {
-		ev := &cardstoragev1.CardEventRecord{}
-		if err := boltdb.DecodeProto(events, k, v, ev); err != nil {
-			return nil, fmt.Errorf("card event %x: %w", k, err)
-		}
-		evs = append(evs, ev)
-	}
-	return evs, nil
+	return boltEvents(t.tx.Bucket(bucketEvents), after, limit)
 }
 
 // readAhead does nothing: bbolt reads from the file's mapping.

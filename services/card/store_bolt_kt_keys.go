@@ -1,13 +1,11 @@
 package card
 
 import (
-	"errors"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
@@ -20,12 +18,7 @@ func (s *BoltStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev
 }
 
 func (s *BoltStore) LogKeys() ([]*cardstoragev1.LogKeyRecord, error) {
-	var out []*cardstoragev1.LogKeyRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		out, err = boltLogKeys(tx)
-		return err
-	})
+	out, err := boltdb.ViewValue(s.db, boltLogKeys)
 	if err == nil && len(out) == 0 {
 		err = noLogKey()
 	}
@@ -34,12 +27,8 @@ func (s *BoltStore) LogKeys() ([]*cardstoragev1.LogKeyRecord, error) {
 
 // boltLogKeys reads every log key, oldest first; none before the first.
 func boltLogKeys(tx *bolt.Tx) ([]*cardstoragev1.LogKeyRecord, error) {
-	first := &cardstoragev1.LogKeyRecord{}
-	err := boltdb.GetProto(tx.Bucket(bucketKTLogKey), currentKey, first)
-	if errors.Is(err, errs.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
+	first, err := boltdb.GetOptional(tx.Bucket(bucketKTLogKey), currentKey, &cardstoragev1.LogKeyRecord{})
+	if err != nil || first == nil {
 		return nil, err
 	}
 	var added []*cardstoragev1.LogKeyRecord

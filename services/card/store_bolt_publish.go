@@ -49,12 +49,8 @@ func (t boltCardTx) card(appID string, cardID []byte) (*cardstoragev1.CardRecord
 }
 
 func (t boltCardTx) activeCard(appID, identity string) (*cardstoragev1.CardRecord, error) {
-	active := &cardstoragev1.ActiveCardRecord{}
-	err := boltdb.GetProto(t.tx.Bucket(bucketActive), boltdb.Key(appID, identity), active)
-	if errors.Is(err, errs.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
+	active, err := boltdb.GetOptional(t.tx.Bucket(bucketActive), boltdb.Key(appID, identity), &cardstoragev1.ActiveCardRecord{})
+	if err != nil || active == nil {
 		return nil, err
 	}
 	rec, err := getCard(t.tx, appID, active.GetCardId())

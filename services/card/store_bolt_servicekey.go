@@ -27,23 +27,18 @@ func boltFirstKey[T any, M interface {
 	*T
 	proto.Message
 }](s *BoltStore, bucket []byte, candidate M, what string) (M, error) {
-	key := M(new(T))
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	return boltdb.UpdateValue(s.db, func(tx *bolt.Tx) (M, error) {
 		b := tx.Bucket(bucket)
+		key := M(new(T))
 		err := boltdb.GetProto(b, currentKey, key)
 		if !errors.Is(err, errs.ErrNotFound) {
-			return err
+			return key, err
 		}
 		if candidate == nil {
-			return errors.New("card: card.db has no " + what)
+			return nil, errors.New("card: card.db has no " + what)
 		}
-		key = candidate
-		return boltdb.PutProto(b, currentKey, candidate)
+		return candidate, boltdb.PutProto(b, currentKey, candidate)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return key, nil
 }
 
 // retiredPrefix starts the keys of retired service keys: "retired" 0 key_id.

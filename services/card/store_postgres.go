@@ -3,7 +3,6 @@ package card
 import (
 	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
 	"math"
@@ -84,11 +83,8 @@ func putCard(ctx context.Context, tx pgx.Tx, rec *cardstoragev1.CardRecord) erro
 
 // pgActiveCard reads identity's active card; none is (nil, nil).
 func pgActiveCard(ctx context.Context, tx pgx.Tx, appID, identity string) (*cardstoragev1.CardRecord, error) {
-	var cardID []byte
-	switch err := tx.QueryRow(ctx, "SELECT card_id FROM active_cards WHERE app_id = $1 AND identity = $2", appID, identity).Scan(&cardID); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return nil, nil
-	case err != nil:
+	cardID, found, err := pgdb.GetBytes(ctx, tx, "SELECT card_id FROM active_cards WHERE app_id = $1 AND identity = $2", appID, identity)
+	if err != nil || !found {
 		return nil, err
 	}
 	rec, err := pgCard(ctx, tx, appID, cardID)
@@ -130,19 +126,13 @@ func (c *eventCounter) save(ctx context.Context, tx pgx.Tx) error {
 }
 
 func (s *PostgresStore) Card(appID string, cardID []byte) (*cardstoragev1.CardRecord, error) {
-	var out *cardstoragev1.CardRecord
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		out, err = pgCard(ctx, tx, appID, cardID)
+	return pgdb.ViewValue(s.db, func(ctx context.Context, tx pgx.Tx) (*cardstoragev1.CardRecord, error) {
+		out, err := pgCard(ctx, tx, appID, cardID)
 		if err == nil && out == nil {
-			return noCard(cardID)
+			return nil, noCard(cardID)
 		}
-		return err
+		return out, err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (s *PostgresStore) ActiveCards(appID string, identities []string) ([]*cardstoragev1.ActiveCardRecord, error) {
@@ -154,21 +144,16 @@ func (s *PostgresStore) ActiveCards(appID string, identities []string) ([]*cards
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
 		found := make(map[string]*cardstoragev1.ActiveCardRecord, len(identities))
-		for rows.Next() {
-			var identity string
-			var b []byte
-			if err := rows.Scan(&identity, &b); err != nil {
-				return err
-			}
-			rec := &cardstoragev1.ActiveCardRecord{}
-			if err := records.Decode("active_cards", appID+"/"+identity, b, rec); err != nil {
-				return err
-			}
-			found[identity] = rec
-		}
-		if err := rows.Err(); err != nil {
+		_, err = pgdb.ScanWith(rows, func() *cardstoragev1.ActiveCardRecord { return &cardstoragev1.ActiveCardRecord{} },
+			func(identity string, b []byte, rec *cardstoragev1.ActiveCardRecord) error {
+				if err := records.Decode("active_cards", appID+"/"+identity, b, rec); err != nil {
+					return err
+				}
+				found[identity] = rec
+				return nil
+			})
+		if err != nil {
 			return err
 		}
 		// In the order asked, as the bbolt engine answers.
@@ -253,19 +238,5 @@ func pgEvents(ctx context.Context, tx pgx.Tx, after uint64, limit int) ([]*cards
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []*cardstoragev1.CardEventRecord
-	for rows.Next() {
-		var seq int64
-		var b []byte
-		if err := rows.Scan(&seq, &b); err != nil {
-			return nil, err
-		}
-		ev := &cardstoragev1.CardEventRecord{}
-		if err := records.Decode("card_events", fmt.Sprint(seq), b, ev); err != nil {
-			return nil, err
-		}
-		out = append(out, ev)
-	}
-	return out, rows.Err()
+	return pgdb.Scan[int64](records, rows, "card_events", func() *cardstoragev1.CardEventRecord { return &cardstoragev1.CardEventRecord{} })
 }

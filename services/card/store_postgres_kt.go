@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/transparency-dev/merkle/compact"
 
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
@@ -74,11 +75,7 @@ func (t *pgKT) get(table string, cache map[string][]byte, key []byte) ([]byte, e
 		return v, nil
 	}
 	k, v := columns(table)
-	var b []byte
-	err := t.tx.QueryRow(t.ctx, "SELECT "+v+" FROM "+table+" WHERE "+k+" = $1", key).Scan(&b)
-	if errors.Is(err, pgx.ErrNoRows) {
-		b, err = nil, nil
-	}
+	b, _, err := pgdb.GetBytes(t.ctx, t.tx, "SELECT "+v+" FROM "+table+" WHERE "+k+" = $1", key)
 	if err != nil {
 		return nil, err
 	}
@@ -181,9 +178,8 @@ func (t *pgKT) leaf(index uint64) ([]byte, error) {
 	if v, ok := t.leaves[index]; ok && v != nil {
 		return v, nil
 	}
-	var b []byte
-	err := t.tx.QueryRow(t.ctx, "SELECT leaf FROM kt_leaves WHERE log_index = $1", sequenceBound(index)).Scan(&b)
-	if errors.Is(err, pgx.ErrNoRows) {
+	b, found, err := pgdb.GetBytes(t.ctx, t.tx, "SELECT leaf FROM kt_leaves WHERE log_index = $1", sequenceBound(index))
+	if err == nil && !found {
 		return nil, fmt.Errorf("card: key transparency log has no entry %d", index)
 	}
 	return b, err

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
@@ -17,10 +18,8 @@ import (
 // append does, so that no append signs with a key set that a rotation is changing.
 
 func (s *PostgresStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstoragev1.LogKeyRecord, error) {
-	var out *cardstoragev1.LogKeyRecord
-	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		out, err = pgFirstKey(candidate, "log key",
+	return pgdb.UpdateValue(s.db, func(ctx context.Context, tx pgx.Tx) (*cardstoragev1.LogKeyRecord, error) {
+		return pgFirstKey(candidate, "log key",
 			func() (*cardstoragev1.LogKeyRecord, bool, error) {
 				key := &cardstoragev1.LogKeyRecord{}
 				found, err := records.Get(ctx, tx, "kt_log_key", "current", key, "SELECT record FROM kt_log_key")
@@ -30,21 +29,11 @@ func (s *PostgresStore) LogKey(candidate *cardstoragev1.LogKeyRecord) (*cardstor
 				return tx.Exec(ctx, "INSERT INTO kt_log_key (one, record) VALUES (true, $1) ON CONFLICT DO NOTHING", b)
 			},
 			errors.New("card: the log key was refused, and there is none"))
-		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (s *PostgresStore) LogKeys() ([]*cardstoragev1.LogKeyRecord, error) {
-	var out []*cardstoragev1.LogKeyRecord
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		out, err = pgLogKeys(ctx, tx)
-		return err
-	})
+	out, err := pgdb.ViewValue(s.db, pgLogKeys)
 	if err == nil && len(out) == 0 {
 		err = noLogKey()
 	}
@@ -62,17 +51,7 @@ func pgLogKeys(ctx context.Context, tx pgx.Tx) ([]*cardstoragev1.LogKeyRecord, e
 	if err != nil {
 		return nil, err
 	}
-	var added []*cardstoragev1.LogKeyRecord
-	var id string
-	var b []byte
-	_, err = pgx.ForEachRow(rows, []any{&id, &b}, func() error {
-		rec := &cardstoragev1.LogKeyRecord{}
-		if err := records.Decode("kt_log_keys", id, b, rec); err != nil {
-			return err
-		}
-		added = append(added, rec)
-		return nil
-	})
+	added, err := pgdb.Scan[string](records, rows, "kt_log_keys", func() *cardstoragev1.LogKeyRecord { return &cardstoragev1.LogKeyRecord{} })
 	if err != nil {
 		return nil, err
 	}

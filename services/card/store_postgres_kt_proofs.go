@@ -6,6 +6,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/transparency-dev/merkle/proof"
 
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
 	"github.com/umbra-e2ee/umbra/pkg/kt"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
@@ -168,17 +169,16 @@ func (t *pgKT) namedCards(appID string) (map[string]*cardstoragev1.CardRecord, e
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var id, b []byte
-		if err := rows.Scan(&id, &b); err != nil {
-			return nil, err
-		}
-		rec := &cardstoragev1.CardRecord{}
-		if err := records.Decode("cards", cardRowKey(appID, id), b, rec); err != nil {
-			return nil, err
-		}
-		out[string(id)] = rec
+	_, err = pgdb.ScanWith(rows, func() *cardstoragev1.CardRecord { return &cardstoragev1.CardRecord{} },
+		func(id []byte, b []byte, rec *cardstoragev1.CardRecord) error {
+			if err := records.Decode("cards", cardRowKey(appID, id), b, rec); err != nil {
+				return err
+			}
+			out[string(id)] = rec
+			return nil
+		})
+	if err != nil {
+		return nil, err
 	}
-	return out, rows.Err()
+	return out, nil
 }

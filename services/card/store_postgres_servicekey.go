@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
@@ -26,22 +27,15 @@ func currentServiceKey(ctx context.Context, tx pgx.Tx, lock string) (*cardstorag
 }
 
 func (s *PostgresStore) ServiceKey(candidate *cardstoragev1.ServiceKeyRecord) (*cardstoragev1.ServiceKeyRecord, error) {
-	var out *cardstoragev1.ServiceKeyRecord
-	err := s.db.Update(func(ctx context.Context, tx pgx.Tx) error {
+	return pgdb.UpdateValue(s.db, func(ctx context.Context, tx pgx.Tx) (*cardstoragev1.ServiceKeyRecord, error) {
 		// The partial unique index on current keeps the first of the keys offered.
-		var err error
-		out, err = pgFirstKey(candidate, "service key",
+		return pgFirstKey(candidate, "service key",
 			func() (*cardstoragev1.ServiceKeyRecord, bool, error) { return currentServiceKey(ctx, tx, "") },
 			func(b []byte) (pgconn.CommandTag, error) {
 				return tx.Exec(ctx, "INSERT INTO service_keys (key_id, current, record) VALUES ($1, true, $2) ON CONFLICT DO NOTHING", candidate.GetKeyId(), b)
 			},
 			fmt.Errorf("card: service key %s was refused, and there is no current key", candidate.GetKeyId()))
-		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // pgFirstKey returns the key that get reads, the service key or the log's first key

@@ -2,7 +2,6 @@ package group
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"time"
 
@@ -10,7 +9,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
@@ -232,18 +230,6 @@ func (t *boltTx) CardCursor() (uint64, error) {
 
 func (t *boltTx) SetCardCursor(seq uint64) error {
 	return boltdb.PutRecord(t.b(bucketState), cardCursorKey, boltdb.U64(seq))
-}
-
-// getOptional reads key into m, or returns nil if there is no such record.
-func getOptional[M proto.Message](b *bolt.Bucket, key []byte, m M) (M, error) {
-	var zero M
-	if err := boltdb.GetProto(b, key, m); err != nil {
-		if errors.Is(err, errs.ErrNotFound) {
-			return zero, nil
-		}
-		return zero, err
-	}
-	return m, nil
 }
 
 // scanPrefix decodes the records under prefix from the key start on, in key order, and

@@ -15,7 +15,7 @@ func epochKey(app, group string, epoch uint64) []byte {
 }
 
 func (t *boltTx) Epoch(app, group string, epoch uint64) (*storagev1.GroupEpochRecord, error) {
-	return getOptional(t.b(bucketEpochs), epochKey(app, group, epoch), &storagev1.GroupEpochRecord{})
+	return boltdb.GetOptional(t.b(bucketEpochs), epochKey(app, group, epoch), &storagev1.GroupEpochRecord{})
 }
 
 func (t *boltTx) PutEpoch(app, group string, e *storagev1.GroupEpochRecord) error {
@@ -36,7 +36,7 @@ func epochKeyKey(app, group, identity string, epoch uint64) []byte {
 }
 
 func (t *boltTx) EpochKey(app, group, identity string, epoch uint64) (*storagev1.GroupEpochKeyRecord, error) {
-	return getOptional(t.b(bucketEpochKeys), epochKeyKey(app, group, identity, epoch), &storagev1.GroupEpochKeyRecord{})
+	return boltdb.GetOptional(t.b(bucketEpochKeys), epochKeyKey(app, group, identity, epoch), &storagev1.GroupEpochKeyRecord{})
 }
 
 func (t *boltTx) PutEpochKey(app, group, identity string, k *storagev1.GroupEpochKeyRecord) error {
@@ -49,7 +49,7 @@ func (t *boltTx) EpochKeys(app, group, identity string, after uint64, fn func(*s
 }
 
 func (t *boltTx) Upload(app, group, owner string) (*storagev1.GroupUploadRecord, error) {
-	return getOptional(t.b(bucketUploads), memberKey(app, group, owner), &storagev1.GroupUploadRecord{})
+	return boltdb.GetOptional(t.b(bucketUploads), memberKey(app, group, owner), &storagev1.GroupUploadRecord{})
 }
 
 func (t *boltTx) PutUpload(app, group string, u *storagev1.GroupUploadRecord) error {
@@ -68,7 +68,7 @@ func (t *boltTx) DeleteUpload(app, group, owner string) error {
 }
 
 func (t *boltTx) StagedKey(uploadID, identity string) (*storagev1.GroupStagedKeyRecord, error) {
-	return getOptional(t.b(bucketUploadKeys), boltdb.Key(uploadID, identity), &storagev1.GroupStagedKeyRecord{})
+	return boltdb.GetOptional(t.b(bucketUploadKeys), boltdb.Key(uploadID, identity), &storagev1.GroupStagedKeyRecord{})
 }
 
 func (t *boltTx) PutStagedKey(uploadID string, k *storagev1.GroupStagedKeyRecord) error {

@@ -29,7 +29,7 @@ func (t *boltTx) PutGroup(g *storagev1.GroupRecord) error {
 }
 
 func (t *boltTx) Member(app, group, identity string) (*storagev1.GroupMemberRecord, error) {
-	return getOptional(t.b(bucketMembers), memberKey(app, group, identity), &storagev1.GroupMemberRecord{})
+	return boltdb.GetOptional(t.b(bucketMembers), memberKey(app, group, identity), &storagev1.GroupMemberRecord{})
 }
 
 func (t *boltTx) PutMember(app, group string, m *storagev1.GroupMemberRecord) error {
@@ -69,7 +69,7 @@ func (t *boltTx) MemberGroups(app, identity, after string, fn func(group string)
 }
 
 func (t *boltTx) Ban(app, group, identity string) (*storagev1.GroupBanRecord, error) {
-	return getOptional(t.b(bucketBans), memberKey(app, group, identity), &storagev1.GroupBanRecord{})
+	return boltdb.GetOptional(t.b(bucketBans), memberKey(app, group, identity), &storagev1.GroupBanRecord{})
 }
 
 func (t *boltTx) PutBan(app, group string, b *storagev1.GroupBanRecord) error {
@@ -91,7 +91,7 @@ func (t *boltTx) Bans(app, group string) ([]string, error) {
 }
 
 func (t *boltTx) JoinRequest(app, group, identity string) (*storagev1.GroupJoinRequestRecord, error) {
-	return getOptional(t.b(bucketJoinRequests), memberKey(app, group, identity), &storagev1.GroupJoinRequestRecord{})
+	return boltdb.GetOptional(t.b(bucketJoinRequests), memberKey(app, group, identity), &storagev1.GroupJoinRequestRecord{})
 }
 
 func (t *boltTx) PutJoinRequest(app, group string, r *storagev1.GroupJoinRequestRecord) error {
@@ -107,7 +107,7 @@ func (t *boltTx) JoinRequests(app, group string) ([]*storagev1.GroupJoinRequestR
 }
 
 func (t *boltTx) Invitation(app, group, invitee string) (*storagev1.GroupInvitationRecord, error) {
-	return getOptional(t.b(bucketInvitations), memberKey(app, group, invitee), &storagev1.GroupInvitationRecord{})
+	return boltdb.GetOptional(t.b(bucketInvitations), memberKey(app, group, invitee), &storagev1.GroupInvitationRecord{})
 }
 
 func (t *boltTx) PutInvitation(app string, inv *storagev1.GroupInvitationRecord) error {

@@ -109,7 +109,7 @@ func (t *pgTx) PutStagedKey(uploadID string, k *storagev1.GroupStagedKeyRecord) 
 	if err := t.writing(); err != nil {
 		return err
 	}
-	rec, err := pgEncode(k)
+	rec, err := records.Encode(k)
 	if err != nil {
 		return err
 	}

@@ -3,11 +3,11 @@
 package group
 
 import (
-	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
@@ -24,12 +24,14 @@ func (t *pgTx) Group(app, group string) (*storagev1.GroupRecord, error) {
 		}
 		b = g.record
 	} else {
-		switch err := t.tx.QueryRow(t.ctx, "SELECT record FROM groups WHERE app_id = $1 AND group_id = $2", app, group).Scan(&b); {
-		case errors.Is(err, pgx.ErrNoRows):
-			return nil, errs.NotFoundf("group %s not found", group)
-		case err != nil:
+		rec, found, err := pgdb.GetBytes(t.ctx, t.tx, "SELECT record FROM groups WHERE app_id = $1 AND group_id = $2", app, group)
+		if err != nil {
 			return nil, err
 		}
+		if !found {
+			return nil, errs.NotFoundf("group %s not found", group)
+		}
+		b = rec
 	}
 	g := &storagev1.GroupRecord{}
 	if err := pgDecode("groups", app+"/"+group, b, g); err != nil {
@@ -43,7 +45,7 @@ func (t *pgTx) PutGroup(g *storagev1.GroupRecord) error {
 	if err := t.writeGroup(app, group); err != nil {
 		return err
 	}
-	rec, err := pgEncode(g)
+	rec, err := records.Encode(g)
 	if err != nil {
 		return err
 	}
@@ -180,22 +182,15 @@ func (t *pgTx) StaleInvitations(before time.Time, limit int) ([]*storagev1.Group
 	if err != nil {
 		return nil, nil, err
 	}
-	defer rows.Close()
-	var out []*storagev1.GroupInvitationRecord
 	var apps []string
-	for rows.Next() {
-		var app string
-		var b []byte
-		if err := rows.Scan(&app, &b); err != nil {
-			return nil, nil, err
-		}
-		inv := newInvitationRecord()
-		if err := pgDecode("invitations", app, b, inv); err != nil {
-			return nil, nil, err
-		}
-		out, apps = append(out, inv), append(apps, app)
+	out, err := pgdb.ScanWith(rows, newInvitationRecord, func(app string, b []byte, inv *storagev1.GroupInvitationRecord) error {
+		apps = append(apps, app)
+		return pgDecode("invitations", app, b, inv)
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	return out, apps, rows.Err()
+	return out, apps, nil
 }
 
 // deleteGroupQueries remove everything kept for a group but its row; the first

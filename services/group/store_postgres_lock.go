@@ -7,7 +7,7 @@ import (
 	"errors"
 	"hash/fnv"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
 )
 
 // writeState is what the calls of one write transaction share: the groups it has
@@ -184,11 +184,8 @@ func (t *pgTx) tryLock(app, group string) (*lockedGroup, error) {
 // lockRow runs query, which locks the group's row and returns its record: nil when it
 // returned none.
 func (t *pgTx) lockRow(query, app, group string) (*lockedGroup, error) {
-	var rec []byte
-	switch err := t.tx.QueryRow(t.ctx, query, app, group).Scan(&rec); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return nil, nil
-	case err != nil:
+	rec, found, err := pgdb.GetBytes(t.ctx, t.tx, query, app, group)
+	if err != nil || !found {
 		return nil, err
 	}
 	return &lockedGroup{record: rec}, nil

@@ -125,7 +125,7 @@ var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 				return fmt.Errorf("the outbox record at %d says sequence %d", seq, r.GetSequence())
 			}
 			r.Sequence = 0
-			rec, err := pgEncode(r)
+			rec, err := records.Encode(r)
 			if err != nil {
 				return err
 			}
@@ -142,7 +142,7 @@ var postgresCopy = pgdb.Copy{Kinds: []pgdb.CopyKind{
 				return nil, nil, err
 			}
 			r.Sequence = uint64(seq)
-			rec, err := pgEncode(r)
+			rec, err := records.Encode(r)
 			return key, rec, err
 		},
 	},

@@ -6,6 +6,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
 	storagev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/group/v1"
 )
 
@@ -50,7 +51,7 @@ func (t *pgTx) AppendOutbox(r *storagev1.GroupOutboxRecord) error {
 	// The sequence is the column's: the record is stored without it.
 	rec := proto.Clone(r).(*storagev1.GroupOutboxRecord)
 	rec.Sequence = 0
-	b, err := pgEncode(rec)
+	b, err := records.Encode(rec)
 	if err != nil {
 		return err
 	}
@@ -68,22 +69,13 @@ func (t *pgTx) Outbox(limit int) ([]*storagev1.GroupOutboxRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []*storagev1.GroupOutboxRecord
-	for rows.Next() {
-		var seq int64
-		var b []byte
-		if err := rows.Scan(&seq, &b); err != nil {
-			return nil, err
-		}
-		r := &storagev1.GroupOutboxRecord{}
+	return pgdb.ScanWith(rows, func() *storagev1.GroupOutboxRecord { return &storagev1.GroupOutboxRecord{} }, func(seq int64, b []byte, r *storagev1.GroupOutboxRecord) error {
 		if err := pgDecode("outbox", seq, b, r); err != nil {
-			return nil, err
+			return err
 		}
 		r.Sequence = uint64(seq)
-		out = append(out, r)
-	}
-	return out, rows.Err()
+		return nil
+	})
 }
 
 func (t *pgTx) DeleteOutbox(seq uint64) error {

@@ -4,7 +4,6 @@ package group
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -17,13 +16,9 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 )
 
-func pgEncode(m proto.Message) ([]byte, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("group store: encode record: %w", err)
-	}
-	return b, nil
-}
+// records encodes the engine's records (records.Encode); pgDecode reads them, naming a
+// row by its key unquoted, as the group store always has.
+var records = pgdb.Records{Store: "group", Schema: Schema}
 
 // pgDecode reads a record; one that does not parse is damaged data, named for the log.
 func pgDecode(table string, key any, b []byte, m proto.Message) error {
@@ -47,11 +42,8 @@ func nanos(t time.Time) int64 { return t.UnixNano() }
 // getOne reads the record of the row query finds into m; nil when there is none.
 func getOne[M proto.Message](t *pgTx, table string, key any, m M, query string, args ...any) (M, error) {
 	var zero M
-	var b []byte
-	switch err := t.tx.QueryRow(t.ctx, query, args...).Scan(&b); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return zero, nil
-	case err != nil:
+	b, found, err := pgdb.GetBytes(t.ctx, t.tx, query, args...)
+	if err != nil || !found {
 		return zero, err
 	}
 	if err := pgDecode(table, key, b, m); err != nil {
@@ -152,7 +144,7 @@ func (t *pgTx) put(app, group string, m proto.Message, query string, args ...any
 	if err := t.writeGroup(app, group); err != nil {
 		return err
 	}
-	rec, err := pgEncode(m)
+	rec, err := records.Encode(m)
 	if err != nil {
 		return err
 	}

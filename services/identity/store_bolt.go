@@ -171,24 +171,14 @@ func (s *BoltStore) RevokeAppKey(appID, keyID string, at time.Time) (*identityst
 }
 
 func (s *BoltStore) AppKey(keyID string) (*identitystoragev1.AppKeyRecord, error) {
-	key := &identitystoragev1.AppKeyRecord{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return boltdb.GetProto(tx.Bucket(bucketAppKeys), []byte(keyID), key)
+	return boltdb.ViewValue(s.db, func(tx *bolt.Tx) (*identitystoragev1.AppKeyRecord, error) {
+		key := &identitystoragev1.AppKeyRecord{}
+		return key, boltdb.GetProto(tx.Bucket(bucketAppKeys), []byte(keyID), key)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return key, nil
 }
 
 func (s *BoltStore) SigningKeys() ([]*identitystoragev1.SigningKeyRecord, error) {
-	var keys []*identitystoragev1.SigningKeyRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		keys, err = signingKeys(tx)
-		return err
-	})
-	return keys, err
+	return boltdb.ViewValue(s.db, signingKeys)
 }
 
 func signingKeys(tx *bolt.Tx) ([]*identitystoragev1.SigningKeyRecord, error) {
@@ -260,14 +250,10 @@ func (s *BoltStore) Revoke(appID, identity string, before time.Time) (*identitys
 }
 
 func (s *BoltStore) Revocation(appID, identity string) (*identitystoragev1.RevocationRecord, error) {
-	rec := &identitystoragev1.RevocationRecord{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return boltdb.GetProto(tx.Bucket(bucketRevocations), boltdb.Key(appID, identity), rec)
+	return boltdb.ViewValue(s.db, func(tx *bolt.Tx) (*identitystoragev1.RevocationRecord, error) {
+		rec := &identitystoragev1.RevocationRecord{}
+		return rec, boltdb.GetProto(tx.Bucket(bucketRevocations), boltdb.Key(appID, identity), rec)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return rec, nil
 }
 
 func (s *BoltStore) Revocations(after uint64, limit int) ([]*identitystoragev1.RevocationRecord, uint64, error) {

@@ -164,24 +164,16 @@ func (s *PostgresStore) RevokeAppKey(appID, keyID string, at time.Time) (*identi
 }
 
 func (s *PostgresStore) AppKey(keyID string) (*identitystoragev1.AppKeyRecord, error) {
-	key := &identitystoragev1.AppKeyRecord{}
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		return getExisting(ctx, tx, "app_keys", keyID, key, "SELECT record FROM app_keys WHERE key_id = $1", keyID)
+	return pgdb.ViewValue(s.db, func(ctx context.Context, tx pgx.Tx) (*identitystoragev1.AppKeyRecord, error) {
+		key := &identitystoragev1.AppKeyRecord{}
+		return key, getExisting(ctx, tx, "app_keys", keyID, key, "SELECT record FROM app_keys WHERE key_id = $1", keyID)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return key, nil
 }
 
 func (s *PostgresStore) SigningKeys() ([]*identitystoragev1.SigningKeyRecord, error) {
-	var keys []*identitystoragev1.SigningKeyRecord
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		keys, err = pgSigningKeys(ctx, tx, "")
-		return err
+	return pgdb.ViewValue(s.db, func(ctx context.Context, tx pgx.Tx) ([]*identitystoragev1.SigningKeyRecord, error) {
+		return pgSigningKeys(ctx, tx, "")
 	})
-	return keys, err
 }
 
 // pgSigningKeys reads every signing key, in key id order; lock is appended to the
@@ -277,14 +269,10 @@ func (s *PostgresStore) Revoke(appID, identity string, before time.Time) (*ident
 }
 
 func (s *PostgresStore) Revocation(appID, identity string) (*identitystoragev1.RevocationRecord, error) {
-	rec := &identitystoragev1.RevocationRecord{}
-	err := s.db.View(func(ctx context.Context, tx pgx.Tx) error {
-		return getExisting(ctx, tx, "revocations", appID+"/"+identity, rec, "SELECT record FROM revocations WHERE app_id = $1 AND identity = $2", appID, identity)
+	return pgdb.ViewValue(s.db, func(ctx context.Context, tx pgx.Tx) (*identitystoragev1.RevocationRecord, error) {
+		rec := &identitystoragev1.RevocationRecord{}
+		return rec, getExisting(ctx, tx, "revocations", appID+"/"+identity, rec, "SELECT record FROM revocations WHERE app_id = $1 AND identity = $2", appID, identity)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return rec, nil
 }
 
 func (s *PostgresStore) Revocations(after uint64, limit int) ([]*identitystoragev1.RevocationRecord, uint64, error) {

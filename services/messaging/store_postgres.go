@@ -3,13 +3,11 @@ package messaging
 import (
 	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
@@ -126,11 +124,8 @@ var records = pgdb.Records{Store: "messaging", Schema: Schema}
 func (s *PostgresStore) getRow(table string, key string, m proto.Message, query string, args ...any) (found bool, err error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	var b []byte
-	switch err := s.db.Pool.QueryRow(ctx, query, args...).Scan(&b); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return false, nil
-	case err != nil:
+	b, found, err := pgdb.GetBytes(ctx, s.db.Pool, query, args...)
+	if err != nil || !found {
 		return false, s.db.Err(err)
 	}
 	return true, records.Decode(table, key, b, m)

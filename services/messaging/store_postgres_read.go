@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/umbra-e2ee/umbra/internal/pgdb"
 	"github.com/umbra-e2ee/umbra/internal/refusal"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	messagingstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/messaging/v1"
@@ -227,17 +228,10 @@ func (s *PostgresStore) Participations(app, identity, after string, limit int) (
 	if err != nil {
 		return nil, s.db.Err(err)
 	}
-	var out []*messagingstoragev1.ParticipationRecord
-	var conv string
-	var raw []byte
-	_, err = pgx.ForEachRow(rows, []any{&conv, &raw}, func() error {
-		rec := &messagingstoragev1.ParticipationRecord{}
-		if err := records.Decode("participations", app+"/"+identity+"/"+conv, raw, rec); err != nil {
-			return err
-		}
-		out = append(out, rec)
-		return nil
-	})
+	out, err := pgdb.ScanWith(rows, func() *messagingstoragev1.ParticipationRecord { return &messagingstoragev1.ParticipationRecord{} },
+		func(conv string, raw []byte, rec *messagingstoragev1.ParticipationRecord) error {
+			return records.Decode("participations", app+"/"+identity+"/"+conv, raw, rec)
+		})
 	if err != nil {
 		return nil, s.db.Err(err)
 	}

@@ -370,13 +370,7 @@ func (s *BoltStore) InboxHead(app, identity string) (uint64, error) {
 	if head, ok := s.mem.head(key); ok {
 		return head, nil
 	}
-	var head uint64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		head, err = durableHead(tx, key)
-		return err
-	})
-	return head, err
+	return boltdb.ViewValue(s.db, func(tx *bolt.Tx) (uint64, error) { return durableHead(tx, key) })
 }
 
 func durableHead(tx *bolt.Tx, key string) (uint64, error) {
