@@ -19,31 +19,6 @@ import (
 	messagingv1 "github.com/umbra-e2ee/umbra/proto/umbra/messaging/v1"
 )
 
-// Errors of key backups. A wrong password or recovery key is a *WrongPasswordError,
-// which matches ErrWrongPassword (and ErrBackupErased when it cost the backup).
-var (
-	// ErrWrongPassword: the service refused the auth key derived from the password or
-	// recovery key. Test with errors.As for a *WrongPasswordError to learn how many
-	// attempts remain.
-	ErrWrongPassword = errors.New("sdk: wrong backup password")
-	// ErrBackupErased: the slot's attempts ran out and the service erased the backup.
-	ErrBackupErased = errors.New("sdk: the backup was erased after too many wrong passwords")
-	// ErrNoBackup: the slot holds no backup.
-	ErrNoBackup = errors.New("sdk: no backup")
-	// ErrBackupConflict: the backup changed (another device wrote it, or an evaluation
-	// was made for another version) between two steps; nothing was overwritten. Read
-	// it again (restore) before replacing it.
-	ErrBackupConflict = errors.New("sdk: the backup changed meanwhile")
-	// ErrBackupTampered: the service released a record, for the right auth key, that
-	// does not decrypt: it was altered. It also matches keybackup.ErrDecrypt.
-	ErrBackupTampered = errors.New("sdk: the restored backup does not authenticate")
-	// ErrKeysPresent: a restore into a keystore that already holds keys.
-	ErrKeysPresent = errors.New("sdk: the keystore already holds keys")
-	// ErrBackupMissesKeys: the stored backup holds keys this device does not have (another
-	// device rotated and backed up since): restore on this device first.
-	ErrBackupMissesKeys = errors.New("sdk: the backup holds keys this device lacks")
-)
-
 // WrongPasswordError is a refused password or recovery key.
 type WrongPasswordError struct {
 	// Slot is the slot whose secret was wrong.

@@ -20,28 +20,6 @@ import (
 	identityv1 "github.com/umbra-e2ee/umbra/proto/umbra/identity/v1"
 )
 
-// Errors the SDK returns besides the e2ee kinds (e2ee.ErrNotRecipient,
-// e2ee.ErrBadSignature, e2ee.ErrWrongSender...) and gRPC statuses.
-var (
-	// ErrNoPrivateKey: the call needs the user's keys and the keystore has none
-	// (Register, or restore them from a backup).
-	ErrNoPrivateKey = errors.New("sdk: no private key in the keystore")
-	// ErrAlreadyRegistered: Register on a user who has keys or an active card.
-	ErrAlreadyRegistered = errors.New("sdk: already registered")
-	// ErrNoCard: a recipient has no active card.
-	ErrNoCard = errors.New("sdk: no active card")
-	// ErrUntrustedCard: a card from the directory failed verification (its
-	// self-signature, the service's counter-signature, or its identity).
-	ErrUntrustedCard = errors.New("sdk: card failed verification")
-	// ErrCardNotValidThen: a message signed with a card that was not the sender's
-	// active card when the message says it was written.
-	ErrCardNotValidThen = errors.New("sdk: sender card was not active when the message was written")
-	// ErrResetGrantRequired: a new card that no earlier card of the user endorses (the
-	// user published cards before, and they were revoked or their keys are lost) needs
-	// a reset grant from the app backend: use ResetKeys.
-	ErrResetGrantRequired = errors.New("sdk: a reset grant from the app backend is required")
-)
-
 // Config configures a Client.
 type Config struct {
 	// Addr is the gRPC address of Umbra (all services, or the gateway's gRPC peer).

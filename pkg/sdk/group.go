@@ -2,22 +2,11 @@ package sdk
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
-)
-
-// Errors of groups besides the e2ee kinds (e2ee.ErrNotMember, e2ee.ErrWrongEpoch,
-// e2ee.ErrWrongGroup, e2ee.ErrBadSignature...) and gRPC statuses.
-var (
-	// ErrEncryptionOff: an encrypted message for a group whose encryption mode is OFF.
-	ErrEncryptionOff = errors.New("sdk: the group's encryption is off")
-	// ErrRotationFailed: the group needed a new epoch and none could be committed in
-	// a few attempts (members kept changing, or the commits kept losing races).
-	ErrRotationFailed = errors.New("sdk: could not commit a new epoch")
 )
 
 // Group is the user's handle on one group: its membership calls, and encrypting,

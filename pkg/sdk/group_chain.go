@@ -3,7 +3,6 @@ package sdk
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -15,15 +14,6 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	groupv1 "github.com/umbra-e2ee/umbra/proto/umbra/group/v1"
 )
-
-// ErrMembershipChain: the group's membership chain, as the service served it, does not
-// verify. The error also wraps the e2ee kind that names what failed:
-// e2ee.ErrBadSignature (a forged statement), e2ee.ErrNotAuthorized (a signer without
-// the role, or the service adding someone), e2ee.ErrBrokenChain (a statement missing,
-// repeated or reordered, or a chain that contradicts the one verified before),
-// e2ee.ErrUnknownKind, e2ee.ErrInvalidChange, e2ee.ErrWrongSender, or
-// ErrCardNotValidThen (a statement dated outside its signer card's lifetime).
-var ErrMembershipChain = errors.New("sdk: the group's membership chain does not verify")
 
 // membershipAttempts bounds how often a membership change is signed again after the
 // service answered that another change came first (MembershipConflict).

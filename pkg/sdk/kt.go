@@ -22,29 +22,9 @@ import (
 // Key transparency (docs/key-transparency.md, "Clients"): every card lookup goes
 // through SearchCardsWithProofs, and each answer is verified against a checkpoint
 // signed by a log key this client trusts and consistent with the last checkpoint it
-// kept (in the key transparency state file, beside the keystore). The errors below
-// wrap pkg/kt's kinds (kt.ErrBadProof, kt.ErrMalformed, kt.ErrBadSignature,
+// kept (in the key transparency state file, beside the keystore). Its errors
+// (errors.go) wrap pkg/kt's kinds (kt.ErrBadProof, kt.ErrMalformed, kt.ErrBadSignature,
 // kt.ErrInconsistent, kt.ErrUnknownLogKey), which errors.Is also finds.
-
-var (
-	// ErrUnknownLogKey: a checkpoint signed by no log key this client trusts (the key
-	// it pinned on first use, or Config.LogKeys): a server that swapped its log key,
-	// or a different log. Nothing from that checkpoint is used.
-	ErrUnknownLogKey = errors.New("sdk: checkpoint signed by an unknown key transparency log key")
-	// ErrUnprovedCard: a lookup the key transparency log does not prove: a card
-	// served with no proof or a proof that does not verify, a card that is not the
-	// one the map names, a checkpoint whose signature does not verify. Nothing is
-	// encrypted to such a card.
-	ErrUnprovedCard = errors.New("sdk: card not proved by the key transparency log")
-	// ErrLogInconsistent: the server's checkpoint is not consistent with the one this
-	// client kept: the log was rewritten or forked (a split view). The error is a
-	// *LogInconsistentError, which carries both signed checkpoints as evidence.
-	ErrLogInconsistent = errors.New("sdk: key transparency checkpoint inconsistent with the one this client kept")
-	// ErrNotYetInLog: the directory has a card (or a change of one) that no
-	// checkpoint holds yet, and none did within Config.KeyTransparencyWait. The card
-	// cannot be proved, so it is not used; try again later.
-	ErrNotYetInLog = errors.New("sdk: card not yet in the key transparency log")
-)
 
 // DefaultKeyTransparencyWait is how long a lookup waits, by default, for a checkpoint
 // that holds a card published after the latest one: a few times the card service's

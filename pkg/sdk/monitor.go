@@ -22,10 +22,6 @@ import (
 // the user did: every contact's client accepts whatever card the log proves, so the
 // owner's devices are the ones that can tell a card they never published.
 
-// ErrUnexpectedCard: the key transparency log shows, for the user's own identity,
-// something this device did not do. The error is an *UnexpectedCardError.
-var ErrUnexpectedCard = errors.New("sdk: key transparency shows an unexpected card event for this user")
-
 // AlertReason says what monitoring found.
 type AlertReason string
 

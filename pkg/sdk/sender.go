@@ -19,9 +19,6 @@ import (
 // as the server reads ahead on one stream.
 const MaxSenderWindow = 64
 
-// ErrSenderClosed: Send on a Sender that was closed, or whose context ended.
-var ErrSenderClosed = errors.New("sdk: sender closed")
-
 // Sender sends many messages over one SendStream, up to a window of them ahead of their
 // replies, for an app that sends a lot (a bot, a bridge, a busy device); Client.Send
 // makes a call per message and waits for each. Messages are stored in the order Send

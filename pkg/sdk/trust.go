@@ -16,23 +16,6 @@ import (
 // first card it sees of each contact and accepts a later one only if it chains to the
 // pinned card through endorsements it verifies itself; anything else is a key change.
 
-var (
-	// ErrKeyChanged: a contact's card does not chain to the card this client pinned
-	// (a reset, an unendorsed or badly endorsed rotation, or a card the server made
-	// up). The error is a *KeyChangedError, which says what changed.
-	ErrKeyChanged = errors.New("sdk: contact's key changed")
-	// ErrUnknownServiceKey: a card signed by a card service key that does not chain,
-	// through rotations signed by the key each replaced, to a service key this client
-	// pinned.
-	ErrUnknownServiceKey = errors.New("sdk: unknown card service key")
-	// ErrBadEndorsement: a rotation endorsement that is missing or does not verify
-	// (VerifyEndorsement). In TrustedCards the same failure is a key change whose
-	// KeyChangedError wraps both.
-	ErrBadEndorsement = errors.New("sdk: endorsement does not verify")
-	// ErrNoKeyChange: AcceptKeyChange found no key change of the contact to accept.
-	ErrNoKeyChange = errors.New("sdk: no key change to accept")
-)
-
 // KeyChangePolicy says what the client does when a contact's key changed.
 type KeyChangePolicy int
 
