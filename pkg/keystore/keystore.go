@@ -16,6 +16,7 @@ import (
 	"github.com/umbra-e2ee/umbra/pkg/argon2id"
 	"github.com/umbra-e2ee/umbra/pkg/e2ee"
 	"github.com/umbra-e2ee/umbra/pkg/ident"
+	"github.com/umbra-e2ee/umbra/pkg/internal/atomicfile"
 )
 
 // The keystore's labels: HKDF info of the key that encrypts the key bundle, and of the
@@ -265,7 +266,7 @@ func (ks *Keystore) Save() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(ks.path, data); err != nil {
+	if err := atomicfile.Write(ks.path, data); err != nil {
 		return fmt.Errorf("e2ee: save keystore: %w", err)
 	}
 	return nil

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/umbra-e2ee/umbra/pkg/internal/atomicfile"
 )
 
 // The client's JSON state files beside the keystore, read and written whole.
@@ -48,31 +50,13 @@ func (sf stateFile) write(path string, v any) error {
 	return writeStateFile(path, sf.what, b)
 }
 
-// writeStateFile replaces the file at path with b, mode 0600: written beside it,
-// synced, then renamed over it, so a crash leaves the old file or the new one.
+// writeStateFile replaces the file at path with b and a newline, mode 0600, with
+// atomicfile.Write: a crash leaves the old file or the new one.
 func writeStateFile(path, what string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("sdk: write %s: %w", what, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("sdk: write %s: %w", what, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(append(b, '\n'))
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
+	if err := atomicfile.Write(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("sdk: write %s: %w", what, err)
 	}
 	return nil
