@@ -106,8 +106,9 @@ func TestKeyDerivation(t *testing.T) {
 		}
 		return string(k.public)
 	}
-	seen := map[string]string{pub(secret, base): "base"}
-	if pub(secret, base) != pub(secret, base) {
+	first := pub(secret, base)
+	seen := map[string]string{first: "base"}
+	if again := pub(secret, base); again != first {
 		t.Fatal("derivation is not deterministic")
 	}
 	for name, k := range map[string]string{
