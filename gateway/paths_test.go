@@ -107,7 +107,7 @@ func TestOpenAPIPathParameters(t *testing.T) {
 	// Every route with a parameter that a document names is written as served.
 	files, _ := filepath.Glob("../docs/*.md")
 	files = append(files, "../README.md")
-	route := regexp.MustCompile("/v1/[A-Za-z0-9_./:{}-]*\\{[A-Za-z0-9_.]+\\}[A-Za-z0-9_./:{}-]*")
+	route := regexp.MustCompile(`/v1/[A-Za-z0-9_./:{}-]*\{[A-Za-z0-9_.]+\}[A-Za-z0-9_./:{}-]*`)
 	for _, file := range files {
 		text, err := os.ReadFile(file)
 		if err != nil {

@@ -30,12 +30,12 @@ func leafBytes(t testing.TB, identity string, kind ktv1.LogEventKind, card, prev
 // and revokes it; carol never publishes.
 func lookupScenario(t testing.TB) (*Memory, *Checkpoint) {
 	m := NewMemory()
-	cp, err := m.Append("test", leafBytes(t, "alice", ktv1.LogEventKind_LOG_EVENT_KIND_PUBLICATION, 1, 0, 1),
+	_, err := m.Append("test", leafBytes(t, "alice", ktv1.LogEventKind_LOG_EVENT_KIND_PUBLICATION, 1, 0, 1),
 		leafBytes(t, "bob", ktv1.LogEventKind_LOG_EVENT_KIND_PUBLICATION, 3, 0, 2))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp, err = m.Append("test", leafBytes(t, "alice", ktv1.LogEventKind_LOG_EVENT_KIND_ENDORSED_ROTATION, 2, 1, 3),
+	cp, err := m.Append("test", leafBytes(t, "alice", ktv1.LogEventKind_LOG_EVENT_KIND_ENDORSED_ROTATION, 2, 1, 3),
 		leafBytes(t, "bob", ktv1.LogEventKind_LOG_EVENT_KIND_REVOCATION, 3, 0, 4))
 	if err != nil {
 		t.Fatal(err)

@@ -47,12 +47,13 @@ func TestDamagedIndexEntryIsRefused(t *testing.T) {
 		t.Fatalf("Inbox: %v (%d items), want ErrDamaged", err, len(items))
 	}
 	path := s.DB().Path()
-	r, err := Verify(path)
+	_, err = Verify(path)
 	if !errors.Is(err, boltdb.ErrLocked) {
 		t.Fatalf("Verify of an open store: %v, want ErrLocked", err)
 	}
 	s.Close()
-	if r, err = Verify(path); err != nil {
+	r, err := Verify(path)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(r.Problems, "; "); len(r.Problems) != 2 || !strings.Contains(got, "messages: entry") || !strings.Contains(got, "inbox: entry") {
