@@ -15,10 +15,9 @@ import "sync"
 // all (about 1 KB each). The tiles below, one or two per identity, are read from the
 // store. A TileCache is safe for concurrent use.
 type TileCache struct {
-	mu    sync.RWMutex
-	maps  map[MapTileID]*tile
-	logs  map[LogTileID]*logTile
-	count int
+	mu   sync.RWMutex
+	maps map[MapTileID]*tile
+	logs map[LogTileID]*logTile
 }
 
 // CacheMapDepth: the map's tiles rooted above this depth are cached.
@@ -95,10 +94,9 @@ func (tr tileTree[K, T]) keep(c *TileCache, id K, t *T) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	tiles := tr.in(c)
-	if _, ok := tiles[id]; !ok && c.count < MaxCachedTiles {
+	if _, ok := tiles[id]; !ok && c.len() < MaxCachedTiles {
 		*tr.shared(t) = true
 		tiles[id] = t
-		c.count++
 	}
 }
 
@@ -121,5 +119,10 @@ func (c *TileCache) HasLogTile(id LogTileID) bool {
 func (c *TileCache) Len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.count
+	return c.len()
+}
+
+// len is the number of tiles c holds; c.mu is held.
+func (c *TileCache) len() int {
+	return len(c.maps) + len(c.logs)
 }

@@ -136,14 +136,10 @@ func (c *Client) trustedLogKeys(ctx context.Context) ([]string, error) {
 	return keys, nil
 }
 
-// logKeysNamed are the trusted log keys whose name is origin: those that may have
-// signed a checkpoint openCheckpoint accepted (two during a log key rotation, when the
-// client was given the new key beside the old).
-func (c *Client) logKeysNamed(ctx context.Context, origin string) ([]string, error) {
-	keys, err := c.trustedLogKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
+// logKeysNamed are the trusted log keys (keys) whose name is origin: those that may
+// have signed a checkpoint openCheckpoint accepted (two during a log key rotation, when
+// the client was given the new key beside the old).
+func logKeysNamed(keys []string, origin string) ([]string, error) {
 	var out []string
 	for _, k := range keys {
 		if strings.HasPrefix(k, origin+"+") {
@@ -156,13 +152,9 @@ func (c *Client) logKeysNamed(ctx context.Context, origin string) ([]string, err
 	return out, nil
 }
 
-// openCheckpoint verifies a signed checkpoint with the trusted log keys: any one of
-// them will do (a log key rotation signs with both keys for a while).
-func (c *Client) openCheckpoint(ctx context.Context, signed []byte) (*Checkpoint, error) {
-	keys, err := c.trustedLogKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
+// openCheckpoint verifies a signed checkpoint with the trusted log keys (keys): any one
+// of them will do (a log key rotation signs with both keys for a while).
+func openCheckpoint(keys []string, signed []byte) (*Checkpoint, error) {
 	cp, err := kt.OpenCheckpoint(signed, keys...)
 	switch {
 	case errors.Is(err, kt.ErrUnknownLogKey):
@@ -183,16 +175,20 @@ func (c *Client) openCheckpoint(ctx context.Context, signed []byte) (*Checkpoint
 // showing this client a view the witnesses never cosigned (a split view) is refused,
 // and the cosigned checkpoint is what is kept.
 func (c *Client) acceptCheckpoint(ctx context.Context, signed []byte) (*Checkpoint, error) {
-	cp, err := c.openCheckpoint(ctx, signed)
+	keys, err := c.trustedLogKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := openCheckpoint(keys, signed)
 	if err != nil {
 		return nil, err
 	}
 	if len(c.cfg.Witnesses) > 0 {
-		keys, err := c.logKeysNamed(ctx, cp.Origin)
+		named, err := logKeysNamed(keys, cp.Origin)
 		if err != nil {
 			return nil, err
 		}
-		if signed, err = c.checkWitnesses(ctx, keys, signed); err != nil {
+		if signed, err = c.checkWitnesses(ctx, named, signed); err != nil {
 			return nil, err
 		}
 		cp.Signed = signed

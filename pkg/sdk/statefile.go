@@ -41,23 +41,18 @@ func (sf stateFile) read(path string, v any, version *int) error {
 	return nil
 }
 
-// write replaces the file at path with v (writeStateFile).
+// write replaces the file at path with v as indented JSON and a newline, mode 0600, with
+// atomicfile.Write: a crash leaves the old file or the new one.
 func (sf stateFile) write(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeStateFile(path, sf.what, b)
-}
-
-// writeStateFile replaces the file at path with b and a newline, mode 0600, with
-// atomicfile.Write: a crash leaves the old file or the new one.
-func writeStateFile(path, what string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("sdk: write %s: %w", what, err)
+		return fmt.Errorf("sdk: write %s: %w", sf.what, err)
 	}
 	if err := atomicfile.Write(path, append(b, '\n')); err != nil {
-		return fmt.Errorf("sdk: write %s: %w", what, err)
+		return fmt.Errorf("sdk: write %s: %w", sf.what, err)
 	}
 	return nil
 }

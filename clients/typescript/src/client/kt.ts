@@ -108,9 +108,8 @@ export async function trustedLogKeys(c: UmbraClient, signal?: AbortSignal): Prom
   return keys;
 }
 
-/** Verifies a signed checkpoint with the trusted log keys. */
-async function openCheckpoint(c: UmbraClient, signed: Uint8Array, signal?: AbortSignal): Promise<SignedCheckpoint> {
-  const keys = await trustedLogKeys(c, signal);
+/** Verifies a signed checkpoint with the trusted log keys (keys). */
+async function openCheckpoint(keys: readonly string[], signed: Uint8Array): Promise<SignedCheckpoint> {
   try {
     return await openSignedCheckpoint(signed, ...keys);
   } catch (e) {
@@ -130,9 +129,10 @@ async function openCheckpoint(c: UmbraClient, signed: Uint8Array, signal?: Abort
  * and not kept (the client never goes back).
  */
 export async function acceptCheckpoint(c: UmbraClient, signed: Uint8Array, signal?: AbortSignal): Promise<{ cp: SignedCheckpoint; behind: bigint | undefined }> {
-  let cp = await openCheckpoint(c, signed, signal);
+  const keys = await trustedLogKeys(c, signal);
+  let cp = await openCheckpoint(keys, signed);
   if (c.witnessPolicy) {
-    signed = await witnessed(c, cp, signal);
+    signed = await witnessed(c, keys, cp, signal);
     cp = { ...cp, signed };
   }
   const served = new TextDecoder().decode(signed);
@@ -164,14 +164,14 @@ export async function acceptCheckpoint(c: UmbraClient, signed: Uint8Array, signa
 
 /**
  * witnessed applies the client's witness policy (config.witnesses, witnessQuorum) to a
- * checkpoint verified against the trusted log keys, and returns it with the
+ * checkpoint verified against the trusted log keys (keys), and returns it with the
  * cosignatures that passed: the kept checkpoint when it has the same body and already
  * passes (the witnesses cosigned it before), else what the witnesses answer
  * (checkWitnesses). A witness's evidence of a split view is a LogInconsistentError
  * whose kept checkpoint is the witness's and whose cause is the ForkError; too few
  * cosignatures, a NotWitnessedError.
  */
-async function witnessed(c: UmbraClient, cp: SignedCheckpoint, signal?: AbortSignal): Promise<Uint8Array> {
+async function witnessed(c: UmbraClient, keys: readonly string[], cp: SignedCheckpoint, signal?: AbortSignal): Promise<Uint8Array> {
   const policy = c.witnessPolicy!;
   const kept = await c.ktState.read();
   if (kept.checkpoint !== "") {
@@ -186,7 +186,7 @@ async function witnessed(c: UmbraClient, cp: SignedCheckpoint, signal?: AbortSig
     }
   }
   try {
-    return await checkWitnesses(c.cfg.fetch ?? fetch, c.cfg.witnesses!, policy, await trustedLogKeys(c, signal), cp, c.cfg.now(), signal);
+    return await checkWitnesses(c.cfg.fetch ?? fetch, c.cfg.witnesses!, policy, keys, cp, c.cfg.now(), signal);
   } catch (e) {
     if (isKtError(e, KtErrorKind.Inconsistent) && e instanceof ForkError) throw new LogInconsistentError(e.held, e.conflicting, e);
     throw e;

@@ -54,6 +54,46 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Starts `bin args` and waits until its stdout printed banner, failing with its output
+ * if it exits first or has not printed it within timeoutSeconds.
+ */
+async function startUntil(bin: string, args: readonly string[], banner: string, timeoutSeconds: number): Promise<ChildProcess> {
+  const proc = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const what = `umbra ${args[0]}`;
+  let out = "";
+  let errOut = "";
+  proc.stderr!.on("data", (b: Buffer) => {
+    errOut += b.toString();
+    if (errOut.length > 1 << 16) errOut = errOut.slice(-(1 << 15));
+  });
+  await new Promise<void>((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`${what} did not start in ${timeoutSeconds} s:\n${out}\n${errOut}`)), timeoutSeconds * 1000);
+    proc.stdout!.on("data", (b: Buffer) => {
+      out += b.toString();
+      if (out.includes(banner)) {
+        clearTimeout(timer);
+        ok();
+      }
+    });
+    proc.on("exit", (code) => {
+      clearTimeout(timer);
+      fail(new Error(`${what} exited with ${code}:\n${out}\n${errOut}`));
+    });
+  });
+  proc.stdout!.resume();
+  return proc;
+}
+
+/** Stops proc with SIGTERM, and SIGKILL if it has not exited within 10 s. */
+async function stopProcess(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null) return;
+  const exited = new Promise((ok) => proc.once("exit", ok));
+  proc.kill("SIGTERM");
+  await Promise.race([exited, new Promise((ok) => setTimeout(ok, 10_000))]);
+  if (proc.exitCode === null) proc.kill("SIGKILL");
+}
+
 export interface DevCredentials {
   readonly admin_credential: string;
   readonly app_id: string;
@@ -91,42 +131,19 @@ export class DevServer {
     const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), "umbra-ts-data-")));
     const grpcAddr = `127.0.0.1:${await freePort()}`;
     const httpAddr = `127.0.0.1:${await freePort()}`;
-    const proc = spawn(bin, ["dev", "--data", dataDir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--metrics-addr", "", "--log-level", "warn", ...extraArgs], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    let errOut = "";
-    proc.stderr!.on("data", (b: Buffer) => {
-      errOut += b.toString();
-      if (errOut.length > 1 << 16) errOut = errOut.slice(-(1 << 15));
-    });
-    await new Promise<void>((ok, fail) => {
-      const timer = setTimeout(() => fail(new Error(`umbra dev did not start in 60 s:\n${out}\n${errOut}`)), 60_000);
-      proc.stdout!.on("data", (b: Buffer) => {
-        out += b.toString();
-        if (out.includes("UMBRA_API_KEY=")) {
-          clearTimeout(timer);
-          ok();
-        }
-      });
-      proc.on("exit", (code) => {
-        clearTimeout(timer);
-        fail(new Error(`umbra dev exited with ${code}:\n${out}\n${errOut}`));
-      });
-    });
-    proc.stdout!.resume();
+    const proc = await startUntil(
+      bin,
+      ["dev", "--data", dataDir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--metrics-addr", "", "--log-level", "warn", ...extraArgs],
+      "UMBRA_API_KEY=",
+      60,
+    );
     const creds = JSON.parse(await readFile(join(dataDir, "dev-credentials.json"), "utf8")) as DevCredentials;
     return new DevServer(bin, dataDir, grpcAddr, `http://${httpAddr}`, creds, proc);
   }
 
   /** Stops the server and removes its data, unless keepData (then the caller removes dataDir). */
   async stop(opts: { keepData?: boolean } = {}): Promise<void> {
-    if (this.#proc.exitCode === null) {
-      const exited = new Promise((ok) => this.#proc.once("exit", ok));
-      this.#proc.kill("SIGTERM");
-      await Promise.race([exited, new Promise((ok) => setTimeout(ok, 10_000))]);
-      if (this.#proc.exitCode === null) this.#proc.kill("SIGKILL");
-    }
+    await stopProcess(this.#proc);
     if (!opts.keepData) await rm(this.dataDir, { recursive: true, force: true });
   }
 
@@ -233,30 +250,12 @@ export class Witness {
       ? (await runCli(bin, ["witness", "key", "--witness-dir", dir], {})).trim()
       : (await runCli(bin, ["witness", "keygen", "--name", name, "--witness-dir", dir], {})).trim();
     const listen = opts.listen ?? `127.0.0.1:${await freePort()}`;
-    const proc = spawn(bin, ["witness", "--witness-dir", dir, "--log-key", logKey, "--server", dev.grpcAddr, "--listen", listen, "--interval", "200ms", "--log-level", "warn"], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    let errOut = "";
-    proc.stderr!.on("data", (b: Buffer) => {
-      errOut += b.toString();
-      if (errOut.length > 1 << 16) errOut = errOut.slice(-(1 << 15));
-    });
-    await new Promise<void>((ok, fail) => {
-      const timer = setTimeout(() => fail(new Error(`umbra witness did not start in 30 s:\n${out}\n${errOut}`)), 30_000);
-      proc.stdout!.on("data", (b: Buffer) => {
-        out += b.toString();
-        if (out.includes("cosigned checkpoints at")) {
-          clearTimeout(timer);
-          ok();
-        }
-      });
-      proc.on("exit", (code) => {
-        clearTimeout(timer);
-        fail(new Error(`umbra witness exited with ${code}:\n${out}\n${errOut}`));
-      });
-    });
-    proc.stdout!.resume();
+    const proc = await startUntil(
+      bin,
+      ["witness", "--witness-dir", dir, "--log-key", logKey, "--server", dev.grpcAddr, "--listen", listen, "--interval", "200ms", "--log-level", "warn"],
+      "cosigned checkpoints at",
+      30,
+    );
     return new Witness(dir, key, `http://${listen}`, proc);
   }
 
@@ -275,12 +274,7 @@ export class Witness {
 
   /** Stops it, and removes its folder unless keepData. */
   async stop(opts: { keepData?: boolean } = {}): Promise<void> {
-    if (this.#proc.exitCode === null) {
-      const exited = new Promise((ok) => this.#proc.once("exit", ok));
-      this.#proc.kill("SIGTERM");
-      await Promise.race([exited, new Promise((ok) => setTimeout(ok, 10_000))]);
-      if (this.#proc.exitCode === null) this.#proc.kill("SIGKILL");
-    }
+    await stopProcess(this.#proc);
     if (!opts.keepData) await rm(this.dir, { recursive: true, force: true });
   }
 }
