@@ -49,20 +49,9 @@ func logKeyView(rec *cardstoragev1.LogKeyRecord) *cardv1.LogKey {
 	return &cardv1.LogKey{VerifierKey: vkey, KeyId: rec.GetKeyId(), CreatedAt: rec.GetCreatedAt(), RetiredAt: rec.GetRetiredAt()}
 }
 
-func logKeyViews(recs []*cardstoragev1.LogKeyRecord) []*cardv1.LogKey {
-	out := make([]*cardv1.LogKey, len(recs))
-	for i, r := range recs {
-		out[i] = logKeyView(r)
-	}
-	return out
-}
-
+// verifierKeys is the verifier key of each of recs, for the log.
 func verifierKeys(recs []*cardstoragev1.LogKeyRecord) []string {
-	out := make([]string, len(recs))
-	for i, r := range recs {
-		out[i] = logKeyView(r).GetVerifierKey()
-	}
-	return out
+	return views(recs, func(r *cardstoragev1.LogKeyRecord) string { return logKeyView(r).GetVerifierKey() })
 }
 
 // GetLogKey implements CardService.
@@ -76,7 +65,7 @@ func (s *Server) GetLogKey(context.Context, *cardv1.GetLogKeyRequest) (*cardv1.G
 		return nil, errs.Damagedf("card store: the key transparency log has no key that signs")
 	}
 	newest := signing[len(signing)-1]
-	return &cardv1.GetLogKeyResponse{Origin: s.origin, VerifierKey: logKeyView(newest).GetVerifierKey(), PublicKey: newest.GetPublicKey(), Keys: logKeyViews(keys)}, nil
+	return &cardv1.GetLogKeyResponse{Origin: s.origin, VerifierKey: logKeyView(newest).GetVerifierKey(), PublicKey: newest.GetPublicKey(), Keys: views(keys, logKeyView)}, nil
 }
 
 // RotateLogKey implements CardService.
@@ -98,7 +87,7 @@ func (s *Server) RotateLogKey(context.Context, *cardv1.RotateLogKeyRequest) (*ca
 	view := logKeyView(next)
 	s.log.Info("key transparency log key rotation started: the new key signs every checkpoint beside the current one",
 		zap.String("verifier_key", view.GetVerifierKey()), zap.Strings("signing", verifierKeys(signingLogKeys(keys))))
-	return &cardv1.RotateLogKeyResponse{Key: view, Keys: logKeyViews(keys), Checkpoint: cp.GetSignedNote()}, nil
+	return &cardv1.RotateLogKeyResponse{Key: view, Keys: views(keys, logKeyView), Checkpoint: cp.GetSignedNote()}, nil
 }
 
 // RetireLogKey implements CardService.
@@ -134,5 +123,5 @@ func (s *Server) RetireLogKey(_ context.Context, req *cardv1.RetireLogKeyRequest
 	view := logKeyView(retired)
 	s.log.Info("key transparency log key retired: it signs no more checkpoints, and its private key is erased",
 		zap.String("verifier_key", view.GetVerifierKey()), zap.Strings("signing", verifierKeys(signingLogKeys(keys))))
-	return &cardv1.RetireLogKeyResponse{Key: view, Keys: logKeyViews(keys), Checkpoint: cp.GetSignedNote()}, nil
+	return &cardv1.RetireLogKeyResponse{Key: view, Keys: views(keys, logKeyView), Checkpoint: cp.GetSignedNote()}, nil
 }

@@ -2,14 +2,12 @@ package card
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
@@ -70,13 +68,12 @@ func (t boltCardTx) spendGrant(card *cardstoragev1.CardRecord, grant *ResetGrant
 	b := t.tx.Bucket(bucketGrants)
 	now := card.GetPublishedAt().AsTime()
 	key := boltdb.Key(card.GetAppId(), grant.ID)
-	spent := &cardstoragev1.SpentResetGrantRecord{}
-	err := boltdb.GetProto(b, key, spent)
+	spent, err := boltdb.GetOptional(b, key, &cardstoragev1.SpentResetGrantRecord{})
 	switch {
-	case err == nil:
-		return grantSpent(grant, spent)
-	case !errors.Is(err, errs.ErrNotFound):
+	case err != nil:
 		return err
+	case spent != nil:
+		return grantSpent(grant, spent)
 	}
 	// Grants live an hour at most and resets are rare, so the bucket stays small and a
 	// scan of it costs nothing next to the publication.

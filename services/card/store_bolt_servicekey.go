@@ -11,7 +11,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
-	"github.com/umbra-e2ee/umbra/pkg/errs"
 	cardstoragev1 "github.com/umbra-e2ee/umbra/proto/umbra/storage/card/v1"
 )
 
@@ -29,9 +28,8 @@ func boltFirstKey[T any, M interface {
 }](s *BoltStore, bucket []byte, candidate M, what string) (M, error) {
 	return boltdb.UpdateValue(s.db, func(tx *bolt.Tx) (M, error) {
 		b := tx.Bucket(bucket)
-		key := M(new(T))
-		err := boltdb.GetProto(b, currentKey, key)
-		if !errors.Is(err, errs.ErrNotFound) {
+		key, err := boltdb.GetOptional(b, currentKey, M(new(T)))
+		if key != nil || err != nil {
 			return key, err
 		}
 		if candidate == nil {

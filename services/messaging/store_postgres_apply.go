@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -85,13 +84,10 @@ func (s *PostgresStore) Apply(b *Batch) error {
 			// A key, a participation or an inbox item stored by another replica since
 			// the batch looked: the next run finds it.
 			err = nil
-		case errors.As(err, &pg) && (pg.Code == "40001" || pg.Code == "40P01"):
+		case pgdb.Retryable(err):
 			// Aborted for a concurrent transaction (a deadlock): run again after a
 			// moment, as pgdb.DB.InTx does.
-			backoff := min(time.Duration(1<<attempt)*time.Millisecond, 100*time.Millisecond)
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff + rand.N(backoff)):
+			if pgdb.RetryPause(ctx, attempt) {
 				err = nil
 			}
 		}

@@ -36,18 +36,9 @@ func (p *pgBatch) write(ctx context.Context, tx *pgx.Conn) error {
 		queue(-1, `INSERT INTO messages (app_id, conversation_id, sequence, expires_at, server_time, size, record)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::integer[], $7::bytea[])`,
 			m.apps, m.convs, m.seqs, m.expires, m.times, m.sizes, m.records)
-		// The keys in byte order, as every batch inserts them: two batches inserting the
-		// same keys wait for each other in the same order, never in a cycle. A new key
-		// is inserted; one whose message has expired is taken over, only if it is
-		// still expired (checked before committing).
-		idx := make([]int, len(m.apps))
-		for i := range idx {
-			idx[i] = i
-		}
-		slices.SortFunc(idx, func(a, b int) int {
-			return strings.Compare(key3(m.apps[a], m.senders[a], string(m.cmids[a])), key3(m.apps[b], m.senders[b], string(m.cmids[b])))
-		})
-		fresh, taken := split(idx, func(i int) bool { return p.expiredKeys[key3(m.apps[i], m.senders[i], string(m.cmids[i]))] })
+		// A new key is inserted; one whose message has expired is taken over, only if it
+		// is still expired (checked before committing).
+		fresh, taken := inKeyOrder(len(m.apps), func(i int) string { return key3(m.apps[i], m.senders[i], string(m.cmids[i])) }, p.expiredKeys)
 		if len(fresh) > 0 {
 			queue(-1, `INSERT INTO idempotency (app_id, sender, client_message_id, conversation_id, sequence, expires_at)
 				SELECT a, s, c, v, q, e FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bigint[], $6::bigint[]) WITH ORDINALITY AS t(a, s, c, v, q, e, n)
@@ -66,14 +57,7 @@ func (p *pgBatch) write(ctx context.Context, tx *pgx.Conn) error {
 		queue(-1, `INSERT INTO events (app_id, event_id, expires_at, size, record, fanout)
 			SELECT * FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::integer[], $5::bytea[], $6::bytea[])`,
 			e.apps, e.ids, e.expires, e.sizes, e.records, e.fanouts)
-		idx := make([]int, len(e.apps))
-		for i := range idx {
-			idx[i] = i
-		}
-		slices.SortFunc(idx, func(a, b int) int {
-			return strings.Compare(key2(e.apps[a], string(e.ids[a])), key2(e.apps[b], string(e.ids[b])))
-		})
-		fresh, taken := split(idx, func(i int) bool { return p.expiredEvents[key2(e.apps[i], string(e.ids[i]))] })
+		fresh, taken := inKeyOrder(len(e.apps), func(i int) string { return key2(e.apps[i], string(e.ids[i])) }, p.expiredEvents)
 		if len(fresh) > 0 {
 			queue(-1, `INSERT INTO event_ids (app_id, event_id, expires_at)
 				SELECT a, i, e FROM unnest($1::text[], $2::bytea[], $3::bigint[]) WITH ORDINALITY AS t(a, i, e, n) ORDER BY n`,
@@ -246,17 +230,34 @@ func (p *pgBatch) notifyFailed(err error) {
 	}
 }
 
-// split divides idx into the indexes for which pred is false and those for which it is
-// true, each in idx's order.
-func split(idx []int, pred func(int) bool) (no, yes []int) {
-	for _, i := range idx {
-		if pred(i) {
-			yes = append(yes, i)
+// keyOrder returns the indexes of keys in the keys' byte order, the order in which
+// every batch inserts its rows: two batches inserting the same keys wait for each other
+// in the same order, never in a cycle.
+func keyOrder(keys []string) []int {
+	idx := make([]int, len(keys))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return strings.Compare(keys[a], keys[b]) })
+	return idx
+}
+
+// inKeyOrder returns the indexes of n rows in the order of their keys (keyOrder),
+// divided into those whose key is not in expired and those whose key is, each in that
+// order.
+func inKeyOrder(n int, key func(i int) string, expired map[string]bool) (fresh, taken []int) {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = key(i)
+	}
+	for _, i := range keyOrder(keys) {
+		if expired[keys[i]] {
+			taken = append(taken, i)
 		} else {
-			no = append(no, i)
+			fresh = append(fresh, i)
 		}
 	}
-	return no, yes
+	return fresh, taken
 }
 
 func pick[T any](s []T, idx []int) []T {
@@ -336,11 +337,7 @@ func (r *partRows) add(k string, raw []byte) {
 
 // sort puts the rows in key order and fills the key columns.
 func (r *partRows) sort() {
-	idx := make([]int, len(r.keys))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortFunc(idx, func(a, b int) int { return strings.Compare(r.keys[a], r.keys[b]) })
+	idx := keyOrder(r.keys)
 	r.keys, r.records = pick(r.keys, idx), pick(r.records, idx)
 	r.fill()
 }
