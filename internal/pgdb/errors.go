@@ -55,7 +55,7 @@ func (db *DB) Err(err error) error {
 			return &kindError{kind: errs.StorageFullf("%s", errs.StorageFullMessage), cause: err}
 		case pg.Code == "XX001" || pg.Code == "XX002":
 			return &kindError{kind: errs.Damagedf("%s store: %s", db.store, pg.Message), cause: err}
-		case retryable(err):
+		case Retryable(err):
 			return db.unavailable(err, "the transaction was aborted for a concurrent one; retry")
 		case strings.HasPrefix(pg.Code, "08"), // connection_exception
 			pg.Code == "57P01", pg.Code == "57P02", pg.Code == "57P03", // admin_shutdown, crash_shutdown, cannot_connect_now

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
-	"math/rand/v2"
 	"net/url"
 	"regexp"
 	"strings"
@@ -198,24 +197,22 @@ func (db *DB) InTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) erro
 		if err == nil {
 			return nil
 		}
-		if attempt >= MaxAttempts || !retryable(err) {
-			if retryable(err) {
+		if attempt >= MaxAttempts || !Retryable(err) {
+			if Retryable(err) {
 				return db.unavailable(err, "the database aborted the transaction %d times for concurrent ones; retry", attempt)
 			}
 			return db.Err(err)
 		}
-		backoff := min(time.Duration(1<<attempt)*time.Millisecond, 100*time.Millisecond)
-		select {
-		case <-ctx.Done():
+		if !RetryPause(ctx, attempt) {
 			return db.Err(ctx.Err())
-		case <-time.After(backoff + rand.N(backoff)):
 		}
 	}
 }
 
-// retryable reports whether err is a transaction PostgreSQL aborted for a concurrent
-// one, which runs again from the start.
-func retryable(err error) bool {
+// Retryable reports whether err is a transaction PostgreSQL aborted for a concurrent
+// one (a serialization failure or a deadlock), which may succeed when run again from
+// the start: the errors InTx runs its transaction again for.
+func Retryable(err error) bool {
 	var pg *pgconn.PgError
 	return errors.As(err, &pg) && (pg.Code == "40001" || pg.Code == "40P01")
 }

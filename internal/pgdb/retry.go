@@ -1,5 +1,5 @@
-// Running again a transaction the database aborted for a concurrent one, for the
-// stores that run their own transactions outside InTx.
+// The pause before running again a transaction the database aborted for a concurrent
+// one: InTx's, and that of the stores that run their own transactions outside it.
 
 package pgdb
 
@@ -9,12 +9,7 @@ import (
 	"time"
 )
 
-// Retryable reports whether err is a transaction the database aborted for a
-// concurrent one (a serialization failure or a deadlock), which may succeed when run
-// again: the errors InTx runs its transaction again for.
-func Retryable(err error) bool { return retryable(err) }
-
-// RetryPause waits before attempt's next run, as InTx does (a growing pause, at most
+// RetryPause waits before attempt's next run (a growing pause, at most
 // 100 ms, with a random part); false when ctx ended first.
 func RetryPause(ctx context.Context, attempt int) bool {
 	backoff := min(time.Duration(1<<attempt)*time.Millisecond, 100*time.Millisecond)

@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"hash/fnv"
@@ -154,7 +155,7 @@ func (s *PostgresStore) ensurePartitions(ctx context.Context, lo, hi int64) erro
 			}
 		}
 		ranges = append(have, missing...)
-		slices.SortFunc(ranges, func(a, b [2]int64) int { return compareInt64(a[0], b[0]) })
+		slices.SortFunc(ranges, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
 		if len(missing) > 0 {
 			s.log.Info("made time partitions", zap.Int("count", len(missing)),
 				zap.Time("from", time.Unix(0, missing[0][0]).UTC()), zap.Time("to", time.Unix(0, missing[len(missing)-1][1]).UTC()))
@@ -167,16 +168,6 @@ func (s *PostgresStore) ensurePartitions(ctx context.Context, lo, hi int64) erro
 	}
 	s.parts.set(ranges)
 	return nil
-}
-
-func compareInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // dropPartitions drops the partitions wholly at or before horizon: every row in them
