@@ -18,6 +18,7 @@ import (
 
 	"github.com/umbra-e2ee/umbra/gateway"
 	"github.com/umbra-e2ee/umbra/internal/boltdb"
+	"github.com/umbra-e2ee/umbra/internal/node"
 	"github.com/umbra-e2ee/umbra/pkg/errs"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	adminv1 "github.com/umbra-e2ee/umbra/proto/umbra/admin/v1"
@@ -63,7 +64,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		path := *file
 		if path == "" {
-			path = filepath.Join(*data, *store+".db")
+			path = node.StorePath(*data, *store)
 		}
 		return verifyStore(stdout, *store, path)
 	}
@@ -223,7 +224,7 @@ func restoreStore(stdout io.Writer, store, from, data string) error {
 	if err := verify(stdout, store, from); err != nil {
 		return fmt.Errorf("%s is not a usable backup of the %s store, nothing was changed: %w", from, store, err)
 	}
-	target := filepath.Join(data, store+".db")
+	target := node.StorePath(data, store)
 	if _, err := os.Stat(target); err == nil {
 		// Only the lock is checked: the file it replaces may be too damaged to open.
 		if err := boltdb.CheckUnused(target); err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -101,12 +100,12 @@ func migrateStores(ctx context.Context, stdout io.Writer, from, url, only string
 		if copiers[s] == nil {
 			return fmt.Errorf("the %s store cannot be copied yet (umbra admin migrate copies %s); nothing was copied: leave it out with --store", s, strings.Join(slices.Sorted(maps.Keys(copiers)), ", "))
 		}
-		if err := boltdb.CheckUnused(filepath.Join(from, s+".db")); err != nil {
+		if err := boltdb.CheckUnused(node.StorePath(from, s)); err != nil {
 			return fmt.Errorf("%v: stop the %s service (every process serving %s) before copying its store; nothing was copied", err, s, from)
 		}
 	}
 	for _, s := range stores {
-		res, err := copiers[s](ctx, url, filepath.Join(from, s+".db"), verify, zap.NewNop())
+		res, err := copiers[s](ctx, url, node.StorePath(from, s), verify, zap.NewNop())
 		if res != nil {
 			res.Print(stdout)
 		}

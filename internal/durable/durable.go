@@ -1,5 +1,6 @@
 // Package durable writes small files so that a crash never leaves half of one: the
-// node's list of its stores, the witness's cosigned state, the dev sign-in's list of names.
+// node's list of its stores, the witness's cosigned state, the dev sign-in's list of names
+// and `umbra dev`'s credentials.
 package durable
 
 import (

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/umbra-e2ee/umbra/gateway"
+	"github.com/umbra-e2ee/umbra/internal/durable"
 	"github.com/umbra-e2ee/umbra/internal/grpcserver"
 	"github.com/umbra-e2ee/umbra/pkg/grpcclient"
 	"github.com/umbra-e2ee/umbra/pkg/tlsconf"
@@ -186,12 +187,10 @@ func saveDevCredentials(path string, c *DevCredentials) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		os.Remove(tmp)
+	if err := durable.WriteFile(path, b); err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
-	return os.Rename(tmp, path)
+	return nil
 }
 
 // ensureDevApp creates the development app through the identity service's own API,

@@ -363,4 +363,8 @@ func firstSync(ctx context.Context, feed *auth.RevocationFeed, log *zap.Logger) 
 	}
 }
 
-func dbPath(d *deps, name string) string { return filepath.Join(d.dataDir, name+".db") }
+// StorePath is the bbolt file of the store name (a service's: "card") in the data
+// folder dir.
+func StorePath(dir, name string) string { return filepath.Join(dir, name+".db") }
+
+func dbPath(d *deps, name string) string { return StorePath(d.dataDir, name) }

@@ -82,7 +82,7 @@ func checkStores(dir string, roles, allow []string, log *zap.Logger) error {
 	var refused []string
 	var states []string
 	for _, r := range roles {
-		path := dbPath(&deps{dataDir: dir}, r)
+		path := StorePath(dir, r)
 		state := storeState(path)
 		allowed := slices.Contains(allow, r)
 		switch {
@@ -173,7 +173,7 @@ func DataStores(dir string, only []string) ([]string, error) {
 	}
 	var out, lost []string
 	for _, s := range gateway.Services() {
-		path := dbPath(&deps{dataDir: dir}, s)
+		path := StorePath(dir, s)
 		state := storeState(path)
 		switch {
 		case state == "":

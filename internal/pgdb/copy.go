@@ -57,11 +57,10 @@ const copyBatch = 500
 // count and checksum equal the file's.
 func (db *DB) CopyIn(ctx context.Context, c Copy, src storecopy.Source) (*storecopy.Result, error) {
 	kinds := make(map[string]*CopyKind, len(c.Kinds))
-	var names []string
 	for i, k := range c.Kinds {
 		kinds[k.Name] = &c.Kinds[i]
-		names = append(names, k.Name)
 	}
+	names := c.names()
 	res := &storecopy.Result{Store: db.store, Schema: db.schema}
 	tx, err := db.Pool.BeginTx(ctx, pgx.TxOptions{})
 	if err != nil {
@@ -79,11 +78,7 @@ func (db *DB) CopyIn(ctx context.Context, c Copy, src storecopy.Source) (*storec
 		return nil, fmt.Errorf("%s store: read the schema %s: %w", db.store, db.schema, err)
 	}
 	if !before.Empty() {
-		res.Source = storecopy.NewSums(names)
-		if err := src(res.Source.Add); err != nil {
-			return nil, err
-		}
-		if err := res.Source.Check(); err != nil {
+		if res.Source, err = sumSource(src, names); err != nil {
 			return nil, err
 		}
 		res.Target, res.AlreadyCopied = before, true
@@ -153,18 +148,13 @@ func (db *DB) CopyIn(ctx context.Context, c Copy, src storecopy.Source) (*storec
 // VerifyCopy reads the schema's sums and compares them with src's, writing nothing:
 // the error names each kind that differs.
 func (db *DB) VerifyCopy(ctx context.Context, c Copy, src storecopy.Source) (*storecopy.Result, error) {
-	var names []string
-	for _, k := range c.Kinds {
-		names = append(names, k.Name)
-	}
-	res := &storecopy.Result{Store: db.store, Schema: db.schema, AlreadyCopied: true, Source: storecopy.NewSums(names)}
-	if err := src(res.Source.Add); err != nil {
+	names := c.names()
+	source, err := sumSource(src, names)
+	if err != nil {
 		return nil, err
 	}
-	if err := res.Source.Check(); err != nil {
-		return nil, err
-	}
-	err := db.InTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	res := &storecopy.Result{Store: db.store, Schema: db.schema, AlreadyCopied: true, Source: source}
+	err = db.InTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		var err error
 		res.Target, err = dumpSums(ctx, tx, c.Kinds, names)
 		return err
@@ -176,6 +166,28 @@ func (db *DB) VerifyCopy(ctx context.Context, c Copy, src storecopy.Source) (*st
 		return res, fmt.Errorf("%s store: the schema %s differs from the file:\n  %s", db.store, db.schema, strings.Join(diff, "\n  "))
 	}
 	return res, nil
+}
+
+// names are the names of c's kinds, in order.
+func (c Copy) names() []string {
+	names := make([]string, len(c.Kinds))
+	for i, k := range c.Kinds {
+		names[i] = k.Name
+	}
+	return names
+}
+
+// sumSource reads every pair src streams and sums them by kind (names), as dumpSums
+// sums the schema's.
+func sumSource(src storecopy.Source, names []string) (storecopy.Sums, error) {
+	sums := storecopy.NewSums(names)
+	if err := src(sums.Add); err != nil {
+		return nil, err
+	}
+	if err := sums.Check(); err != nil {
+		return nil, err
+	}
+	return sums, nil
 }
 
 // dumpSums reads every kind's pairs from the schema and sums them.

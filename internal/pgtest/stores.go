@@ -1,3 +1,6 @@
+// A service's store in a test: a new database for it, opening it, and the tables its
+// migrations made.
+
 package pgtest
 
 import (
